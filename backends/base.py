@@ -1,0 +1,82 @@
+"""The one interface every backend adapter implements, and the types it exchanges.
+
+An adapter is thin: ``check`` says what of a model the backend can take, ``lower``
+writes artifact files into a folder, ``load`` turns those files back into a runner.
+It imports its SDK only inside these methods, so that the core and the CLI work with
+any subset of SDKs installed (Polygraphy's lazy backends do the same); a missing SDK
+surfaces as :class:`~deploycomp.errors.BackendUnavailable` with the pip command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.targets import TargetProfile
+
+__all__ = ["Backend", "Lowered", "Runner", "SupportReport", "require_modules"]
+
+
+@dataclass
+class SupportReport:
+    backend: str
+    unsupported: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported
+
+    def raise_if_unsupported(self, target: str) -> None:
+        if self.unsupported:
+            ops = sorted({u["op"] for u in self.unsupported})
+            first = self.unsupported[0]
+            raise UnsupportedError(
+                f"target {target} ({self.backend}) cannot run op(s) {', '.join(ops)} "
+                f"({len(self.unsupported)} node(s), first: '{first['node']}')"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "ok": self.ok, "unsupported": self.unsupported, "notes": self.notes}
+
+
+@dataclass
+class Lowered:
+    files: list[Path]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """Runs an artifact: arrays in, arrays out, keyed by the backend's tensor names."""
+
+    info: dict[str, Any]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Backend(Protocol):
+    name: str
+    requires: tuple[str, ...]
+    """Top-level modules the SDK provides (checked without importing them)."""
+    extra: str
+    """pip extra or package that provides them, for the error message."""
+
+    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport: ...
+
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered: ...
+
+    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...
+
+
+def require_modules(backend: str, modules: tuple[str, ...], install: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailable(
+            f"backend {backend} is unavailable: module(s) {', '.join(missing)} not installed (pip install {install})"
+        )

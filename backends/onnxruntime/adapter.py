@@ -1,0 +1,72 @@
+"""ONNX Runtime adapter: the fp32 reference every build is validated against.
+
+The reference runs the *original* model file (not our optimized graph), on the CPU
+provider in fp32, so that a bug in a pass shows up as a fidelity loss instead of
+being baked into both sides of the comparison. As a backend it ships the optimized
+ONNX itself (``model.onnx``), useful as a portable artifact and for debugging passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.errors import UnsupportedError
+from deploycomp.targets import TargetProfile
+
+__all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
+
+
+class ORTRunner:
+    def __init__(self, model: str | Path | bytes, threads: int | None = None):
+        require_modules("onnxruntime", ("onnxruntime",), "onnxruntime")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.info = {
+            "runtime": "onnxruntime",
+            "runtime_version": ort.__version__,
+            "device": "CPU",
+            "executed_precision": "fp32",
+        }
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+    requires = ("onnxruntime",)
+    extra = "onnxruntime"
+
+    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
+        report = SupportReport(self.name)
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.op_type in target.unsupported_ops:
+                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+        return report
+
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
+        if precision != "fp32":
+            raise UnsupportedError(f"onnxruntime backend: precision {precision} is not available yet")
+        path = out_dir / "model.onnx"
+        ir.save(model, path)
+        return Lowered(files=[path], info={"format": "onnx", "onnx": path.name, "precision": precision})
+
+    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> ORTRunner:
+        return ORTRunner(bundle_dir / lowered["onnx"])
+
+
+BACKEND = OnnxRuntimeBackend()

@@ -1,0 +1,145 @@
+"""ONNX -> OpenVINO IR (``model.xml`` + ``model.bin``) and a runner that executes it.
+
+Precision is two separate decisions in OpenVINO, and both are recorded:
+
+* storage: ``fp16`` compresses weights to f16 in the ``.bin`` (half the size);
+  OpenVINO decompresses them on the fly.
+* execution: the CPU plugin's ``INFERENCE_PRECISION_HINT``. Left unset, the plugin
+  runs **bf16 on CPUs with AVX512-BF16/AMX**, so an "fp32" IR silently executes in
+  bf16 there. The runner therefore always sets the hint (f32 for fp32, bf16 for bf16,
+  f16 for fp16) and reads back what the compiled model actually uses, plus the
+  runtime precision of every compute layer, into the manifest. A CPU without native
+  f16/bf16 falls back to f32, and the manifest then says f32.
+
+Op support is checked with the ONNX frontend's partial conversion: nodes it cannot
+translate remain ``ONNXFrameworkNode`` and are reported by op type.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.targets import TargetProfile
+
+__all__ = ["BACKEND", "OpenVINOBackend", "OpenVINORunner"]
+
+_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_PRECISION_NAME = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_COMPUTE_LAYERS = {"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution"}
+
+
+def _ov():
+    require_modules("openvino", ("openvino",), "openvino")
+    import openvino
+
+    return openvino
+
+
+def _precision_name(ov_type: Any) -> str:
+    text = str(getattr(ov_type, "get_type_name", lambda: ov_type)())
+    text = text.replace("<Type: '", "").replace("'>", "")
+    return _PRECISION_NAME.get(text, text)
+
+
+class OpenVINORunner:
+    def __init__(self, xml: Path, device: str, precision: str, threads: int | None = None):
+        ov = _ov()
+        core = ov.Core()
+        if device not in core.available_devices and device.split(".")[0] not in core.available_devices:
+            raise BackendUnavailable(
+                f"OpenVINO device {device!r} not present here (available: {', '.join(core.available_devices)})"
+            )
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision in _HINT and device.startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = _HINT[precision]
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        self.info = {
+            "runtime": "openvino",
+            "runtime_version": ov.get_version(),
+            "device": device,
+            "device_name": core.get_property(device.split(".")[0], "FULL_DEVICE_NAME"),
+            "requested_precision": precision,
+            "executed_precision": _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "compute_layer_precisions": self._layer_precisions(),
+        }
+
+    def _layer_precisions(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            layer = rt["layerType"].astype(str)
+            if layer in _COMPUTE_LAYERS:
+                counts[f"{layer}:{rt['runtimePrecision'].astype(str)}"] += 1
+        return dict(sorted(counts.items()))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer({name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
+        return {name: np.array(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+class OpenVINOBackend:
+    name = "openvino"
+    requires = ("openvino",)
+    extra = "openvino"
+
+    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
+        ov = _ov()
+        report = SupportReport(self.name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            ir.save(model, path)
+            frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
+            partial = frontend.convert_partially(frontend.load(str(path)))
+            for op in partial.get_ordered_ops():
+                if "FrameworkNode" in op.get_type_name():
+                    attrs = op.get_attributes()
+                    domain = attrs.get("ONNX_META_domain", "")
+                    op_type = attrs.get("ONNX_META_type", op.get_type_name())
+                    report.unsupported.append(
+                        {"node": op.get_friendly_name(), "op": f"{domain}::{op_type}" if domain else op_type}
+                    )
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.op_type in target.unsupported_ops:
+                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+        return report
+
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
+        if precision not in _HINT:
+            raise UnsupportedError(f"openvino backend: precision {precision} is not available yet")
+        ov = _ov()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            ir.save(model, path)
+            ov_model = ov.convert_model(str(path))
+        xml = out_dir / "model.xml"
+        ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))
+        return Lowered(
+            files=[xml, xml.with_suffix(".bin")],
+            info={
+                "format": "openvino-ir",
+                "xml": xml.name,
+                "device": target.device,
+                "precision": precision,
+                "weights": "f16" if precision == "fp16" else "f32",
+                "openvino_version": ov.get_version(),
+            },
+        )
+
+    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> OpenVINORunner:
+        return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"])
+
+
+BACKEND = OpenVINOBackend()

@@ -1,0 +1,153 @@
+"""What a graph is and costs: I/O, opsets, op histogram, parameters, MACs and bytes.
+
+Used by ``deploycomp inspect`` and by the roofline latency estimate. MACs are counted
+for the ops that dominate inference (Conv, ConvTranspose, MatMul, Gemm); everything
+else is counted as memory traffic only. Counts need static shapes: on a model with
+dynamic dims the unknown nodes are listed instead of guessed.
+
+Bytes moved is estimated as weights read once plus every activation written once and
+read once, at the precision the target executes: the usual roofline simplification
+that ignores cache reuse, so it bounds memory time from above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from deploycomp.shapes import dynamic_dims, input_shapes
+
+__all__ = ["GraphCost", "analyze", "roofline_ms"]
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+@dataclass
+class GraphCost:
+    inputs: dict[str, list]
+    outputs: dict[str, list]
+    opsets: dict[str, int]
+    op_histogram: dict[str, int]
+    nodes: int
+    parameters: int
+    weight_bytes: int
+    macs: int
+    activation_elements: int
+    dynamic_inputs: dict[str, list[int]]
+    uncounted_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_json(self) -> dict:
+        return {
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "opsets": self.opsets,
+            "nodes": self.nodes,
+            "op_histogram": self.op_histogram,
+            "parameters": self.parameters,
+            "weight_bytes": self.weight_bytes,
+            "macs": self.macs,
+            "flops": self.flops,
+            "activation_elements": self.activation_elements,
+            "dynamic_inputs": self.dynamic_inputs,
+            "uncounted_nodes": self.uncounted_nodes[:20],
+        }
+
+
+def _static(shape: ir.Shape | None) -> list[int] | None:
+    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    return list(shape)
+
+
+def _node_macs(node: ir.Node) -> int | None:
+    """MACs of one compute node, or None when its shapes are unknown."""
+    out = _static(node.outputs[0].shape) if node.outputs else None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        w = _static(node.inputs[1].shape) if len(node.inputs) > 1 and node.inputs[1] else None
+        x = _static(node.inputs[0].shape)
+        if w is None or out is None or x is None:
+            return None
+        if node.op_type == "Conv":
+            # out: N, Cout, *spatial; w: Cout, Cin/g, *kernel
+            return math.prod(out) * math.prod(w[1:])
+        # ConvTranspose: each input element scatters into Cout/g * kernel outputs
+        return math.prod(x) * math.prod(w[1:])
+    if node.op_type in ("MatMul", "Gemm"):
+        a = _static(node.inputs[0].shape)
+        if a is None or out is None:
+            return None
+        trans_a = node.attributes.get("transA")
+        k = a[-2] if node.op_type == "Gemm" and trans_a is not None and trans_a.as_int() else a[-1]
+        return math.prod(out) * k
+    return 0
+
+
+def _value_elements(value: ir.Value) -> int:
+    shape = _static(value.shape)
+    return math.prod(shape) if shape is not None else 0
+
+
+def analyze(model: ir.Model) -> GraphCost:
+    graph = model.graph
+    hist: Counter[str] = Counter()
+    macs = 0
+    uncounted: list[str] = []
+    act = 0
+    nodes = 0
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        nodes += 1
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        hist[key] += 1
+        m = _node_macs(node)
+        if m is None:
+            uncounted.append(node.name or node.op_type)
+        else:
+            macs += m
+        act += sum(_value_elements(o) for o in node.outputs)
+    inits = [v for v in graph.initializers.values() if v.const_value is not None]
+    for node in graph:
+        if node.op_type == "Constant" and "value" in node.attributes:
+            inits.append(node.outputs[0])
+    params = sum(v.const_value.size if v.const_value is not None else _value_elements(v) for v in inits)
+    weight_bytes = sum(v.const_value.nbytes for v in inits if v.const_value is not None)
+    return GraphCost(
+        inputs=input_shapes(model),
+        outputs={v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or [])] for v in graph.outputs},
+        opsets=dict(model.opset_imports),
+        op_histogram=dict(hist.most_common()),
+        nodes=nodes,
+        parameters=int(params),
+        weight_bytes=int(weight_bytes),
+        macs=int(macs),
+        activation_elements=int(act),
+        dynamic_inputs=dynamic_dims(model),
+        uncounted_nodes=uncounted,
+    )
+
+
+def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbps: float, efficiency: float) -> dict:
+    """Latency estimate: the slower of compute-bound and memory-bound time.
+
+    Weights are stored at ``precision`` (fp16 for fp16, int8 for int8); activations
+    likewise, except that int8 graphs keep some float tensors, which this ignores.
+    """
+    elem = BYTES_PER_ELEMENT[precision]
+    bytes_moved = cost.parameters * elem + 2 * cost.activation_elements * elem
+    compute_ms = cost.flops / (peak_tops * 1e12 * efficiency) * 1e3
+    memory_ms = bytes_moved / (bandwidth_gbps * 1e9 * efficiency) * 1e3
+    return {
+        "estimate_ms": round(max(compute_ms, memory_ms), 4),
+        "compute_ms": round(compute_ms, 4),
+        "memory_ms": round(memory_ms, 4),
+        "bound": "compute" if compute_ms >= memory_ms else "memory",
+        "flops": cost.flops,
+        "bytes": int(bytes_moved),
+        "kind": "roofline estimate",
+    }

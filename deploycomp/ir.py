@@ -1,0 +1,187 @@
+"""Loading and saving ONNX models over onnx-ir, safely and in one opset range.
+
+Loading does four things before any pass sees the graph:
+
+1. Parse the protobuf without pulling external data, so a corrupt, truncated or
+   non-ONNX file fails fast with a one-line :class:`ModelError`.
+2. Check every external-data location (in subgraphs too) resolves inside the model's
+   folder. ONNX lets a tensor name any file; a model from the internet could
+   otherwise make us read ``/etc/passwd`` or ``../../secrets`` into an artifact.
+3. Check every op is known to ONNX (or a domain we pass through) and the opset is in
+   range, naming the first offending node.
+4. Normalise the default-domain opset to at least :data:`MIN_OPSET` with ONNX's
+   version converter. Older exporters (PaddlePaddle's opset 11/12) lack per-channel
+   DequantizeLinear (13) and LayerNormalization (17) that later stages emit.
+
+The model is then deserialised into onnx-ir with external tensors left memory-mapped,
+so models above protobuf's 2 GB limit load without copying their weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from deploycomp.errors import ModelError
+
+__all__ = [
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "LoadedModel",
+    "load_model",
+    "model_from_proto",
+    "save_model",
+    "sha256_file",
+]
+
+MIN_OPSET = 17
+"""Models below this default-domain opset are upgraded to it on load."""
+
+MAX_OPSET = 23
+"""Newest default-domain opset the reference runner and backends all accept."""
+
+PASS_THROUGH_DOMAINS = frozenset({"com.microsoft"})
+"""Custom domains we load without schema checks (ONNX Runtime contrib ops)."""
+
+
+@dataclass
+class LoadedModel:
+    model: ir.Model
+    path: Path
+    sha256: str
+    source_opset: int
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _graphs(g)
+
+
+def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
+    root = model_dir.resolve()
+    for graph in _graphs(proto.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if not location:
+                raise ModelError(f"initializer '{tensor.name}': external data has no location")
+            if os.path.isabs(location):
+                raise ModelError(
+                    f"initializer '{tensor.name}': external data path '{location}' is absolute; "
+                    "only files inside the model's folder are read"
+                )
+            target = (root / location).resolve()
+            if not target.is_relative_to(root):
+                raise ModelError(
+                    f"initializer '{tensor.name}': external data path '{location}' points outside "
+                    f"the model's folder {root}"
+                )
+            if not target.is_file():
+                raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ModelError("model imports no default ('ai.onnx') opset")
+
+
+def _check_ops(proto: onnx.ModelProto) -> None:
+    opsets = {imp.domain or "": imp.version for imp in proto.opset_import}
+    local_functions = {(f.domain, f.name) for f in proto.functions}
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if (node.domain, node.op_type) in local_functions or domain in PASS_THROUGH_DOMAINS:
+                continue
+            label = f"node '{node.name or node.output[0]}'"
+            if domain not in opsets:
+                raise ModelError(f"{label}: op '{node.op_type}' uses domain '{domain}' the model does not import")
+            if not onnx.defs.has(node.op_type, domain):
+                where = f"domain '{domain}'" if domain else "the ONNX standard"
+                raise ModelError(f"{label}: unknown op '{node.op_type}' (not in {where})")
+
+
+def _parse(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a valid ONNX model (protobuf parse failed: {e})") from e
+    if proto.ir_version == 0 or not proto.graph.output or not proto.opset_import:
+        raise ModelError(f"{path}: not a valid ONNX model (no ir_version, outputs or opset imports)")
+    return proto
+
+
+def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, base_dir)
+    return model
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Parse, check and opset-normalise an ONNX file into an onnx-ir model."""
+    path = Path(path)
+    proto = _parse(path)
+    _check_external_data(proto, path.parent)
+    opset = _default_opset(proto)
+    if not 7 <= opset <= MAX_OPSET:
+        raise ModelError(f"{path}: opset {opset} is outside the supported range 7..{MAX_OPSET}")
+    _check_ops(proto)
+    if opset < MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as e:  # the converter raises bare RuntimeErrors/IndexErrors
+            raise ModelError(f"{path}: cannot upgrade opset {opset} to {MIN_OPSET}: {e}") from e
+    return LoadedModel(
+        model=model_from_proto(proto, path.parent),
+        path=path,
+        sha256=sha256_file(path),
+        source_opset=opset,
+    )
+
+
+def save_model(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
+    """Save ``model``; weights go to a side file when the model exceeds 2 GB.
+
+    Returns the files written (the .onnx and, if any, its external-data file).
+    """
+    path = Path(path)
+    if external_data is None:
+        external_data = _tensor_bytes(model) > 1_800_000_000
+    if external_data:
+        data_name = path.name + ".data"
+        ir.save(model, path, external_data=data_name)
+        return [path, path.with_name(data_name)]
+    ir.save(model, path)
+    return [path]
+
+
+def _tensor_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)

@@ -1,0 +1,58 @@
+"""Named pass pipelines: which passes run, in which order, for which backend.
+
+A target profile names its pipeline (by default its backend's). Every pipeline starts
+from the target-independent ``default`` list; backend pipelines may append passes
+that only they need (the NHWC layout pass for TFLite arrives with that backend).
+Keeping the lists here, as data, makes "what runs for jetson-orin-nano" a lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import onnx_ir as ir
+from onnx_ir.passes.common import (
+    RemoveUnusedFunctionsPass,
+    RemoveUnusedNodesPass,
+    RemoveUnusedOpsetsPass,
+    ShapeInferencePass,
+)
+
+from deploycomp.passes.constant_folding import ConstantFoldingPass
+from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+
+__all__ = ["PIPELINES", "build_pipeline", "pipeline_names"]
+
+PassList = list[ir.passes.PassBase]
+
+
+def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> PassList:
+    return [
+        FixInputShapesPass(shapes),
+        ShapeInferencePass(),
+        ConstantFoldingPass(),
+        RemoveUnusedNodesPass(),
+        RemoveUnusedFunctionsPass(),
+        RemoveUnusedOpsetsPass(),
+    ]
+
+
+PIPELINES: dict[str, Callable[[dict[str, tuple[int, ...]]], PassList]] = {
+    "default": default_pipeline,
+    "openvino": default_pipeline,
+    "onnxruntime": default_pipeline,
+    "tflite": default_pipeline,
+    "tensorrt": default_pipeline,
+}
+
+
+def pipeline_names() -> list[str]:
+    return sorted(PIPELINES)
+
+
+def build_pipeline(name: str, shapes: dict[str, tuple[int, ...]]) -> PassList:
+    try:
+        factory = PIPELINES[name]
+    except KeyError:
+        raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(pipeline_names())}") from None
+    return factory(shapes)

@@ -1,0 +1,278 @@
+"""load -> passes -> lower -> validate -> bundle, and nothing else.
+
+Every check that can fail on the user's input (target, precision, backend SDK, model
+file, input shapes, op support, validation data) runs before anything is written, and
+the bundle is staged and renamed into place, so a failed build leaves nothing at
+``--out``. A build that misses a budget is discarded too, unless ``no_fail`` asks to
+keep it for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp import analysis, sample_data
+from deploycomp.backends import get_backend
+from deploycomp.backends.base import require_modules
+from deploycomp.backends.onnxruntime import ORTRunner
+from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
+from deploycomp.errors import BudgetError, InputDataError, UnsupportedError
+from deploycomp.ir import load_model, save_model
+from deploycomp.passes import build_pipeline, run_passes
+from deploycomp.report import render_report
+from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
+from deploycomp.targets import TargetProfile, load_target
+from deploycomp.validate import compare_outputs, measure_latency, peak_rss_growth, summarize
+
+__all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
+
+log = logging.getLogger(__name__)
+
+MAX_VALIDATION_SAMPLES = 8
+NOT_YET = {"int8": "int8 calibration", "auto": "automatic precision selection"}
+
+
+@dataclass
+class BuildOptions:
+    model: Path
+    out: Path
+    target: str = "host"
+    precision: str = "fp32"
+    inputs: list[InputSpec] = field(default_factory=list)
+    calibration: Path | None = None
+    validation_data: Path | None = None
+    sample_kind: str | None = None
+    force: bool = False
+    no_fail: bool = False
+    progress: Callable[[str], None] = lambda stage: None
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest["validation"]["ok"]
+
+
+@dataclass
+class Prepared:
+    """A loaded, shape-fixed, optimized model with what was learned on the way."""
+
+    model: ir.Model
+    source: Path
+    sha256: str
+    source_opset: int
+    shapes: dict[str, tuple[int, ...]]
+    assumed: list[str]
+    pass_log: Any
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("deploycomp", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "openvino", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _host_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile) -> tuple[dict, list[str]]:
+    """User shapes, plus batch=1 for a dynamic leading dim; error on anything else dynamic."""
+    shapes = check_specs(model, list(specs))
+    assumed = []
+    current = input_shapes(model)
+    for name, dims in dynamic_dims(model).items():
+        if name in shapes:
+            continue
+        if dims == [0] and len(current[name]) > 1:
+            shapes[name] = (1, *current[name][1:])
+            assumed.append(f"{name}: batch dim set to 1")
+            continue
+        need = "it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
+        raise InputDataError(
+            f"input '{name}' has dynamic dim(s) {dims} (shape {current[name]}); target {target.name}: {need}; "
+            f"pass --input {name}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in current[name])}"
+        )
+    return shapes, assumed
+
+
+def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (), pipeline: str | None = None) -> Prepared:
+    loaded = load_model(model_path)
+    shapes, assumed = _resolve_shapes(loaded.model, specs, target)
+    model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, shapes))
+    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog)
+
+
+def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
+             target: str = "host", force: bool = True) -> dict[str, Any]:
+    """Write the optimized ONNX (``deploycomp optimize``); returns the pass summary."""
+    out = Path(out)
+    if out.exists() and not force:
+        check_output(out, force)
+    prof = load_target(target)
+    prep = prepare(model_path, prof, specs, pipeline="default")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        files = save_model(prep.model, tmp)
+        os.replace(tmp, out)
+        for extra in files[1:]:
+            os.replace(extra, out.with_name(out.name + ".data"))
+    finally:
+        tmp.unlink(missing_ok=True)
+    recs = prep.pass_log.records
+    return {"model": str(out), "nodes_before": recs[0].nodes_before if recs else None,
+            "nodes_after": recs[-1].nodes_after if recs else None, "passes": prep.pass_log.to_json()}
+
+
+def _validation_samples(opts: BuildOptions, model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> tuple[list, str]:
+    dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in model.graph.inputs}
+    if opts.validation_data is not None:
+        samples = sample_data.load_npz_samples(opts.validation_data, shapes, dtypes)
+        return samples[:MAX_VALIDATION_SAMPLES], f"user data {Path(opts.validation_data).name} ({len(samples)} samples)"
+    kind = opts.sample_kind
+    if kind is None and all(len(s) == 4 and s[1] in (1, 3) for s in shapes.values()) and len(shapes) == 1:
+        kind = "image"
+    if kind is not None and len(shapes) == 1:
+        (name, shape), = shapes.items()
+        try:
+            samples = sample_data.samples_for(kind, name, shape)[:MAX_VALIDATION_SAMPLES]
+            sample_data.check_finite(samples, f"{kind} samples")
+            return samples, f"real samples ({kind}, {len(samples)})"
+        except InputDataError as e:
+            log.warning("no real samples (%s); falling back to random data", e)
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(2):
+        feeds = {}
+        for name, shape in shapes.items():
+            dt = dtypes[name]
+            feeds[name] = (rng.random(shape) if np.issubdtype(dt, np.floating) else rng.integers(0, 2, shape)).astype(dt)
+        samples.append(feeds)
+    return samples, "RANDOM data (no validation data given and no real samples fit this model)"
+
+
+def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict) -> dict:
+    outs = reference.run(sample)
+    return {
+        "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name])}
+                   for v in model.graph.inputs],
+        "outputs": [{"name": n, "dtype": str(outs[n].dtype), "shape": list(outs[n].shape)} for n in reference.output_names],
+    }
+
+
+def _check_precision(target: TargetProfile, precision: str) -> None:
+    if precision in NOT_YET:
+        raise UnsupportedError(f"--precision {precision}: {NOT_YET[precision]} is not implemented in this version yet")
+    if precision not in target.precisions:
+        raise UnsupportedError(
+            f"target {target.name}{f' ({target.resolved_from})' if target.resolved_from else ''} does not support "
+            f"precision {precision}; supported: {', '.join(target.precisions)}"
+        )
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    started = time.time()
+    target = load_target(opts.target)
+    _check_precision(target, opts.precision)
+    backend = get_backend(target.backend)
+    require_modules(backend.name, backend.requires, backend.extra)
+    check_output(opts.out, opts.force)
+    if opts.calibration is not None and not Path(opts.calibration).exists():
+        raise InputDataError(f"{opts.calibration}: calibration file not found")
+
+    opts.progress("load + optimize")
+    prep = prepare(opts.model, target, opts.inputs)
+    opts.progress("check op support")
+    support = backend.check(prep.model, target)
+    support.raise_if_unsupported(target.name)
+    samples, samples_label = _validation_samples(opts, prep.model, prep.shapes)
+    reference = ORTRunner(prep.source)
+    io = _io_spec(prep.model, prep.shapes, reference, samples[0])
+    measured_host = target.resolved_from is not None
+
+    with staged_bundle(opts.out, opts.force) as stage:
+        opts.progress(f"lower ({backend.name})")
+        lowered = backend.lower(prep.model, target, opts.precision, stage)
+        opts.progress("validate")
+        runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
+        refs = [reference.run(s) for s in samples]
+        gots = [runner.run(s) for s in samples]
+        metrics = compare_outputs(refs, gots)
+        artifacts = artifact_entries(stage, lowered.files)
+        artifact_mb = sum(a["bytes"] for a in artifacts) / 1e6
+        measured: dict[str, Any] = {"peak_memory_mb": memory_mb, "pass_seconds": sum(r.seconds for r in prep.pass_log.records)}
+        cost = analysis.analyze(prep.model)
+        estimate = analysis.roofline_ms(
+            cost, opts.precision, target.compute.peak_tops.get(opts.precision, target.compute.peak_tops["fp32"]),
+            target.compute.memory_bandwidth_gbps, target.compute.efficiency,
+        )
+        latency_ms = estimate["estimate_ms"]
+        if measured_host:
+            opts.progress("measure latency")
+            measured["latency"] = measure_latency(lambda: runner.run(samples[0]))
+            measured["reference_latency"] = measure_latency(lambda: reference.run(samples[0]))
+            measured["speedup_vs_onnxruntime"] = round(
+                measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
+            latency_ms = measured["latency"]["median_ms"]
+        summary = summarize(metrics, target.fidelity[opts.precision], artifact_mb, memory_mb, latency_ms, target.budgets)
+        manifest = {
+            "format": FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "versions": _versions(),
+            "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset},
+            "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
+                       "profile": target.model_dump(exclude={"source_file"})},
+            "precision": opts.precision,
+            "io": io,
+            "assumptions": prep.assumed,
+            "backend": {"name": backend.name, "lowered": lowered.info, "runtime": runner.info},
+            "support": support.to_json(),
+            "artifacts": artifacts,
+            "passes": [{k: v for k, v in r.items() if k != "seconds"} for r in prep.pass_log.to_json()],
+            "graph": cost.to_json(),
+            "validation": {"inputs": samples_label, "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+                           "latency_estimate": estimate},
+            "measured": measured,
+            "host": _host_info(),
+        }
+        write_json(stage / MANIFEST, manifest)
+        (stage / "report.html").write_text(render_report(manifest))
+        if not summary.ok and not opts.no_fail:
+            worst = summary.failures[0]
+            raise BudgetError(f"target {target.name}, {opts.precision}: {worst.describe()}"
+                              f"{f' (+{len(summary.failures) - 1} more)' if len(summary.failures) > 1 else ''}; "
+                              "no bundle written (--no-fail keeps it)")
+    return BuildResult(Path(opts.out), manifest)
+
+
+def _load_and_run(backend, stage: Path, info: dict, sample: dict):
+    runner = backend.load(stage, info)
+    runner.run(sample)
+    return runner

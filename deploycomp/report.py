@@ -1,0 +1,108 @@
+"""``report.html``: the manifest, for people. One self-contained file, inline SVG charts.
+
+No plotting library and no JavaScript: the report must open from an artifact store or
+a CI page with nothing else around it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+__all__ = ["render_report"]
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+.ok{color:#17803d;font-weight:600}.bad{color:#c0262d;font-weight:600}
+code{background:#f4f4f4;padding:1px 4px}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
+"""
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _bars(title: str, items: list[tuple[str, float, float | None]], unit: str, log_note: str = "") -> str:
+    """Horizontal bars with an optional budget marker per bar."""
+    if not items:
+        return ""
+    width, label_w, row_h = 760, 230, 26
+    top = max([v for _, v, _ in items] + [b for _, _, b in items if b is not None]) or 1.0
+    scale = (width - label_w - 90) / top
+    parts = [f'<svg width="{width}" height="{row_h * len(items) + 30}" role="img" aria-label="{html.escape(title)}">']
+    for i, (label, value, budget) in enumerate(items):
+        y = 10 + i * row_h
+        ok = budget is None or value <= budget
+        color = "#3b7dd8" if ok else "#c0262d"
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:34])}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{max(1, value * scale):.1f}" height="18" fill="{color}"/>')
+        parts.append(f'<text x="{label_w + value * scale + 6:.1f}" y="{y + 14}" font-size="12">{value:.4g}{unit}</text>')
+        if budget is not None:
+            bx = label_w + budget * scale
+            parts.append(f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 3}" y2="{y + 21}" stroke="#222" stroke-dasharray="3,2"/>')
+    parts.append("</svg>")
+    return f"<h3>{html.escape(title)}</h3>{''.join(parts)}<p><small>{log_note}</small></p>"
+
+
+def _error_chart(metrics: dict[str, dict], min_cosine: float) -> str:
+    # 1 - cosine, so that the budget is an upper bound like every other bar
+    items = [(name, 1.0 - m["cosine"], 1.0 - min_cosine) for name, m in metrics.items()]
+    return _bars("Per-output error: 1 - cosine vs fp32 reference (dashed: budget)", items, "")
+
+
+def render_report(manifest: dict[str, Any]) -> str:
+    target = manifest["target"]
+    val = manifest["validation"]
+    measured = manifest.get("measured", {})
+    ok = val["ok"]
+    status = '<span class="ok">PASS</span>' if ok else '<span class="bad">FAIL</span>'
+    budgets = _table(
+        [
+            [html.escape(c["budget"]), f"{c['value']:.6g}{c['unit']}", f"{c['limit']:g}{c['unit']}",
+             '<span class="ok">ok</span>' if c["ok"] else '<span class="bad">missed</span>']
+            for c in val["budgets"]
+        ],
+        ["budget", "value", "limit", ""],
+    )
+    metric_rows = [
+        [html.escape(n), f"{m['cosine']:.6f}", f"{m.get('max_abs_error', 0):.3g}", f"{m.get('max_rel_error', 0):.3g}",
+         f"{m['top1_agreement']:.3f}" if "top1_agreement" in m else "-"]
+        for n, m in val["outputs"].items()
+    ]
+    latency = measured.get("latency") or val.get("latency_estimate") or {}
+    lat_ms = latency.get("median_ms", latency.get("estimate_ms"))
+    lat_items = [("artifact", lat_ms, target["profile"]["budgets"].get("max_latency_ms"))] if lat_ms else []
+    if measured.get("reference_latency"):
+        lat_items.insert(0, ("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"], None))
+    lat_kind = latency.get("kind", "")
+    passes = _table(
+        [[html.escape(p["name"]), p["step"], p["nodes_before"], p["nodes_after"]] for p in manifest["passes"]],
+        ["pass", "step", "nodes before", "nodes after"],
+    )
+    artifacts = _table(
+        [[f"<code>{html.escape(a['path'])}</code>", f"{a['bytes'] / 1e6:.3f} MB", a["sha256"][:16]] for a in manifest["artifacts"]],
+        ["file", "size", "sha256"],
+    )
+    runtime = manifest["backend"].get("runtime", {})
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(manifest['source']['name'])} &rarr; {html.escape(target['name'])} ({html.escape(manifest['precision'])}) {status}</h1>
+<p>Backend <b>{html.escape(manifest['backend']['name'])}</b> on <b>{html.escape(target['profile']['device'])}</b>
+({html.escape(target['profile']['description'])}). Executed precision:
+<b>{html.escape(str(runtime.get('executed_precision', 'n/a')))}</b>. Validation inputs: {html.escape(val['inputs'])}.</p>
+<h2>Budgets</h2>{budgets}
+<h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
+{_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}
+{_error_chart(val['outputs'], target['profile']['fidelity'][manifest['precision']]['min_cosine'])}
+<h2>Latency ({html.escape(lat_kind)})</h2>
+{_bars("Latency per inference", lat_items, " ms", "Roofline estimates use the profile's datasheet peaks, not a measurement." if lat_kind != "measured" else "Median of repeated runs on this machine.")}
+<h2>Passes</h2>{passes}
+<h2>Artifacts</h2>{artifacts}
+<h2>Manifest</h2><pre>{html.escape(json.dumps(manifest, indent=1, sort_keys=True, default=str)[:20000])}</pre>
+</body></html>
+"""

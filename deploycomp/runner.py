@@ -1,0 +1,60 @@
+"""``deploycomp.load(bundle).run(feeds)``: the bundle's artifact behind the original model's I/O.
+
+Whatever a backend did inside (renamed tensors, NHWC layout, int8 I/O, fp16 I/O), the
+runner takes and returns arrays under the *original* ONNX names, dtypes and layout,
+as recorded in the manifest's ``io`` section. Feeds are checked first, so a wrong name
+or shape is one clear error instead of a backend's stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from deploycomp.backends import get_backend
+from deploycomp.bundle import read_manifest
+from deploycomp.errors import InputDataError
+
+__all__ = ["BundleRunner", "load"]
+
+
+class BundleRunner:
+    def __init__(self, bundle: str | os.PathLike):
+        self.path = Path(bundle)
+        self.manifest = read_manifest(self.path)
+        io = self.manifest["io"]
+        self.inputs: dict[str, dict[str, Any]] = {i["name"]: i for i in io["inputs"]}
+        self.outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in io["outputs"]}
+        backend = get_backend(self.manifest["backend"]["name"])
+        self._runner = backend.load(self.path, self.manifest["backend"]["lowered"])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self._runner.info
+
+    def _prepare(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        unknown = sorted(set(feeds) - set(self.inputs))
+        if unknown:
+            raise InputDataError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(self.inputs)}")
+        missing = [n for n in self.inputs if n not in feeds]
+        if missing:
+            raise InputDataError(f"missing input(s) {', '.join(missing)}")
+        prepared = {}
+        for name, spec in self.inputs.items():
+            arr = np.asarray(feeds[name])
+            if list(arr.shape) != spec["shape"]:
+                raise InputDataError(f"input '{name}': shape {list(arr.shape)} given, the bundle was built for {spec['shape']}")
+            prepared[name] = np.ascontiguousarray(arr.astype(spec["dtype"], copy=False))
+        return prepared
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        raw = self._runner.run(self._prepare(feeds))
+        return {name: np.asarray(raw[name]).astype(spec["dtype"], copy=False) for name, spec in self.outputs.items()}
+
+
+def load(bundle: str | os.PathLike) -> BundleRunner:
+    """Open a bundle written by ``deploycomp build`` and return its runner."""
+    return BundleRunner(bundle)

@@ -1,0 +1,228 @@
+"""Target hardware profiles: schema, loading, inheritance and host detection.
+
+A profile is data (``targets/*.yaml``, installed as ``deploycomp.profiles``) that says
+what one device can run and what a build for it must meet: the backend that lowers
+for it, the precisions it executes, ops it lacks, whether it needs static shapes,
+peak compute and memory bandwidth (for the roofline latency estimate when we cannot
+measure on the device), and the budgets (fidelity per precision, artifact size,
+memory, latency) that validation checks.
+
+A profile may ``extends: <other-profile>``; its own keys override the base's,
+recursively for mappings, so a variant states only what differs (TVM's tag registry
+does the same for its target tags).
+
+``host`` is not a file: it resolves to the best shipped x86 OpenVINO profile whose
+``cpu_features`` this machine's CPU has, so a build "for here" picks up AVX-512 VNNI
+or AMX where they exist and plain AVX2 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import platform
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deploycomp.errors import ProfileError
+
+__all__ = [
+    "PRECISIONS",
+    "Budgets",
+    "Compute",
+    "Fidelity",
+    "TargetProfile",
+    "cpu_features",
+    "list_targets",
+    "load_target",
+]
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Backend = Literal["openvino", "tflite", "tensorrt", "onnxruntime"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fidelity(_Strict):
+    """Minimum agreement with the fp32 ONNX Runtime reference, per output."""
+
+    min_cosine: float = Field(gt=0, le=1)
+    max_rel_error: float | None = Field(default=None, gt=0)
+    min_top1_agreement: float | None = Field(default=None, gt=0, le=1)
+
+
+class Compute(_Strict):
+    """Datasheet peaks, used by the roofline estimate (never as a measurement)."""
+
+    peak_tops: dict[Precision, float] = Field(
+        description="dense peak tera-operations/s per precision (1 MAC = 2 ops)"
+    )
+    memory_bandwidth_gbps: float = Field(gt=0, description="DRAM bandwidth in GB/s")
+    efficiency: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="fraction of peak a real network reaches; scales the estimate",
+    )
+    source: str = Field(description="where the numbers come from (datasheet URL)")
+
+
+class Budgets(_Strict):
+    max_artifact_mb: float | None = Field(default=None, gt=0)
+    max_memory_mb: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class TargetProfile(_Strict):
+    name: str
+    description: str
+    backend: Backend
+    device: str = Field(description="backend device string, e.g. CPU, GPU, DLA")
+    pipeline: str | None = Field(default=None, description="named pass pipeline; default: the backend's")
+    precisions: list[Precision] = Field(min_length=1)
+    preferred_precision: Precision
+    static_shapes: bool = False
+    unsupported_ops: list[str] = Field(default_factory=list)
+    max_opset: int | None = None
+    cpu_features: list[str] = Field(
+        default_factory=list, description="CPU flags a host must have for this profile"
+    )
+    dla_cores: int = 0
+    compute: Compute
+    budgets: Budgets = Budgets()
+    fidelity: dict[Precision, Fidelity]
+    source_file: str | None = Field(default=None, description="set by the loader")
+    resolved_from: str | None = Field(default=None, description="set when 'host' resolved")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TargetProfile":
+        if self.preferred_precision not in self.precisions:
+            raise ValueError(
+                f"preferred_precision {self.preferred_precision!r} is not in precisions {self.precisions}"
+            )
+        missing = [p for p in self.precisions if p not in self.fidelity]
+        if missing:
+            raise ValueError(f"fidelity has no budget for precision(s) {missing}")
+        return self
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.pipeline or self.backend
+
+    def digest(self) -> str:
+        """sha256 of the profile's content (not its file path), for the manifest."""
+        data = self.model_dump(exclude={"source_file"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _profiles_dir() -> Path:
+    return Path(str(resources.files("deploycomp.profiles")))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile must be a YAML mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if base_name in seen:
+        raise ProfileError(f"{path}: 'extends' cycle through {' -> '.join(seen + (base_name,))}")
+    base_path = _profiles_dir() / f"{base_name}.yaml"
+    if not base_path.is_file():
+        raise ProfileError(f"{path}: extends unknown profile {base_name!r}")
+    base = _resolve(_read_yaml(base_path), base_path, seen + (base_name,))
+    base.pop("name", None)
+    return _merge(base, data)
+
+
+def _validate(data: dict[str, Any], path: Path) -> TargetProfile:
+    data.setdefault("name", path.stem)
+    data["source_file"] = str(path)
+    try:
+        return TargetProfile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "<profile>"
+        raise ProfileError(f"{path}: field '{field}': {err['msg']}") from e
+
+
+def load_profile_file(path: str | Path) -> TargetProfile:
+    path = Path(path)
+    return _validate(_resolve(_read_yaml(path), path), path)
+
+
+def list_targets() -> list[str]:
+    names = sorted(p.stem for p in _profiles_dir().glob("*.yaml"))
+    return ["host", *names]
+
+
+def cpu_features() -> set[str]:
+    """The CPU flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_profile() -> TargetProfile:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise ProfileError(
+            f"target 'host': no shipped profile for a {platform.machine()} host; "
+            "pass --target NAME or a profile YAML"
+        )
+    flags = cpu_features()
+    candidates = []
+    for path in _profiles_dir().glob("*.yaml"):
+        prof = load_profile_file(path)
+        if prof.backend == "openvino" and prof.cpu_features and set(prof.cpu_features) <= flags:
+            candidates.append(prof)
+    if not candidates:
+        raise ProfileError("target 'host': this CPU has none of the feature sets of the x86 profiles (needs avx2)")
+    best = max(candidates, key=lambda p: (len(p.cpu_features), p.name))
+    return best.model_copy(update={"name": "host", "resolved_from": best.name})
+
+
+def load_target(target: str | Path) -> TargetProfile:
+    """A profile by name ('host', 'jetson-orin-nano') or by path to a YAML file."""
+    text = str(target)
+    if text == "host":
+        return _host_profile()
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        return load_profile_file(text)
+    path = _profiles_dir() / f"{text}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"unknown target {text!r}; known: {', '.join(list_targets())}")
+    return load_profile_file(path)

@@ -1,0 +1,181 @@
+"""Validation: does the artifact compute what the original model computes, within budget?
+
+The reference is the original ONNX file in ONNX Runtime fp32; the candidate is the
+bundle's own runner. Per output we record cosine similarity (of the flattened
+tensors), max absolute error, max error relative to the reference's largest
+magnitude (a scale-free number that does not explode near zero), and top-1 agreement
+when the output looks like class scores (last axis > 1 on a 2-D or 3-D float output).
+
+Budgets come from the target profile: minimum cosine for the precision, artifact
+size, memory, latency. Latency is measured when the target is this machine and
+otherwise estimated with a roofline (labelled so everywhere it is shown). Memory is
+the growth of this process's peak RSS while loading and running the artifact, which
+on Linux can be reset through ``/proc/self/clear_refs``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = ["BudgetCheck", "compare_outputs", "measure_latency", "peak_rss_growth", "summarize"]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _looks_like_scores(arr: np.ndarray) -> bool:
+    return np.issubdtype(arr.dtype, np.floating) and arr.ndim in (2, 3) and arr.shape[-1] > 1
+
+
+def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]]) -> dict[str, dict]:
+    """Per-output metrics over all samples (worst cosine, worst errors, mean top-1)."""
+    metrics: dict[str, dict] = {}
+    for name in refs[0]:
+        cos, max_abs, max_rel, top1 = [], [], [], []
+        for ref, got in zip(refs, gots):
+            r = np.asarray(ref[name])
+            g = np.asarray(got[name])
+            if r.shape != g.shape:
+                raise ValueError(f"output '{name}': artifact gives shape {list(g.shape)}, reference {list(r.shape)}")
+            if r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number):
+                cos.append(1.0 if np.array_equal(r, g) else 0.0)
+                continue
+            diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
+            scale = float(np.abs(r).max()) or 1.0
+            cos.append(_cosine(r, g))
+            max_abs.append(float(diff.max()) if diff.size else 0.0)
+            max_rel.append(max_abs[-1] / scale)
+            if _looks_like_scores(r):
+                top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
+        entry: dict[str, Any] = {"cosine": min(cos), "samples": len(cos)}
+        if max_abs:
+            entry |= {"max_abs_error": max(max_abs), "max_rel_error": max(max_rel)}
+        if top1:
+            entry["top1_agreement"] = float(np.mean(top1))
+        metrics[name] = entry
+    return metrics
+
+
+def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10, max_seconds: float = 3.0) -> dict:
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < max_seconds and len(times) < 200):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 4),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
+        "runs": len(times),
+        "kind": "measured",
+    }
+
+
+def _rss_kb(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, float | None]:
+    """Run ``fn``; return its result and how far peak RSS rose above the start (MB)."""
+    base = _rss_kb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        resettable = True
+    except OSError:
+        resettable = False
+    result = fn()
+    peak = _rss_kb("VmHWM")
+    if not resettable or base is None or peak is None:
+        return result, None
+    return result, round(max(0, peak - base) / 1024, 2)
+
+
+@dataclass
+class BudgetCheck:
+    name: str
+    value: float | None
+    limit: float
+    ok: bool
+    unit: str = ""
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.name}: {self.value:g}{self.unit} within {self.limit:g}{self.unit}"
+        return f"{self.name}: {self.value:g}{self.unit} misses the budget {self.limit:g}{self.unit}{self.detail}"
+
+
+def _at_least(name: str, value: float, limit: float) -> BudgetCheck:
+    ok = value >= limit
+    return BudgetCheck(name, value, limit, ok, detail="" if ok else f" by {limit - value:.3g}")
+
+
+def _at_most(name: str, value: float, limit: float, unit: str) -> BudgetCheck:
+    ok = value <= limit
+    return BudgetCheck(name, value, limit, ok, unit, "" if ok else f" by {value - limit:.3g}{unit}")
+
+
+@dataclass
+class ValidationSummary:
+    checks: list[BudgetCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[BudgetCheck]:
+        return [c for c in self.checks if not c.ok]
+
+    def to_json(self) -> list[dict]:
+        return [
+            {"budget": c.name, "value": c.value, "limit": c.limit, "ok": c.ok, "unit": c.unit} for c in self.checks
+        ]
+
+
+def summarize(
+    metrics: Mapping[str, Mapping[str, float]],
+    fidelity: Any,
+    artifact_mb: float,
+    memory_mb: float | None,
+    latency_ms: float | None,
+    budgets: Any,
+) -> ValidationSummary:
+    """Every budget the profile sets, checked against what validation found."""
+    summary = ValidationSummary()
+    for name, m in metrics.items():
+        summary.checks.append(_at_least(f"cosine[{name}]", round(m["cosine"], 6), fidelity.min_cosine))
+        if fidelity.max_rel_error is not None and "max_rel_error" in m:
+            summary.checks.append(_at_most(f"max_rel_error[{name}]", m["max_rel_error"], fidelity.max_rel_error, ""))
+        if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
+            summary.checks.append(_at_least(f"top1[{name}]", m["top1_agreement"], fidelity.min_top1_agreement))
+    if budgets.max_artifact_mb is not None:
+        summary.checks.append(_at_most("artifact_size", round(artifact_mb, 3), budgets.max_artifact_mb, " MB"))
+    if budgets.max_memory_mb is not None and memory_mb is not None:
+        summary.checks.append(_at_most("peak_memory", memory_mb, budgets.max_memory_mb, " MB"))
+    if budgets.max_latency_ms is not None and latency_ms is not None:
+        summary.checks.append(_at_most("latency", latency_ms, budgets.max_latency_ms, " ms"))
+    return summary

@@ -1,0 +1,1 @@
+"""Target hardware profiles, shipped as data (one YAML file per target)."""
