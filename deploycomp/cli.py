@@ -83,7 +83,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     else:
         est = val["latency_estimate"]
         click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound)")
-    for c in val["budgets"]:
+    for c in val["budgets"] + manifest["measured"].get("budgets", []):
         if not c["ok"]:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
 

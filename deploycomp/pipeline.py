@@ -26,7 +26,7 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import require_modules
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
-from deploycomp.errors import BudgetError, InputDataError, UnsupportedError
+from deploycomp.errors import BackendUnavailable, BudgetError, InputDataError, UnsupportedError
 from deploycomp.ir import load_model, save_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
@@ -203,6 +203,9 @@ def build(opts: BuildOptions) -> BuildResult:
     _check_precision(target, opts.precision)
     backend = get_backend(target.backend)
     require_modules(backend.name, backend.requires, backend.extra)
+    reason = getattr(backend, "unavailable_reason", lambda: None)()
+    if reason:
+        raise BackendUnavailable(f"target {target.name}: {reason}")
     check_output(opts.out, opts.force)
     if opts.calibration is not None and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
@@ -241,7 +244,9 @@ def build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = round(
                 measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
             latency_ms = measured["latency"]["median_ms"]
-        summary = summarize(metrics, target.fidelity[opts.precision], artifact_mb, memory_mb, latency_ms, target.budgets)
+        summary = summarize(metrics, target.fidelity[opts.precision], artifact_mb, memory_mb, latency_ms,
+                            target.budgets, latency_measured=measured_host)
+        measured["budgets"] = summary.to_json(measured=True)
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

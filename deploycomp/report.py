@@ -65,7 +65,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         [
             [html.escape(c["budget"]), f"{c['value']:.6g}{c['unit']}", f"{c['limit']:g}{c['unit']}",
              '<span class="ok">ok</span>' if c["ok"] else '<span class="bad">missed</span>']
-            for c in val["budgets"]
+            for c in val["budgets"] + measured.get("budgets", [])
         ],
         ["budget", "value", "limit", ""],
     )

@@ -17,6 +17,7 @@ translate remain ``ONNXFrameworkNode`` and are reported by op type.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -90,6 +91,26 @@ class OpenVINORunner:
         return {name: np.array(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 
 
+_AUTO_NAME = re.compile(r"^(.*?)_\d+$")
+
+
+def _stable_names(ov_model: Any, model: ir.Model) -> None:
+    """Replace OpenVINO's process-global auto-numbered op names by positional ones.
+
+    Ops the converter creates get names like ``Reshape_18822`` from a counter that
+    depends on everything converted earlier in the process, which would make two
+    builds of the same model differ in their ``.xml``. Names that came from the ONNX
+    graph are kept.
+    """
+    onnx_names = {n.name for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+    onnx_names |= {v.name for n in ir.traversal.RecursiveGraphIterator(model.graph) for v in n.outputs}
+    for index, op in enumerate(ov_model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        match = _AUTO_NAME.match(name)
+        if match and name not in onnx_names:
+            op.set_friendly_name(f"{match.group(1)}_{index}")
+
+
 class OpenVINOBackend:
     name = "openvino"
     requires = ("openvino",)
@@ -102,7 +123,8 @@ class OpenVINOBackend:
             path = Path(tmp) / "model.onnx"
             ir.save(model, path)
             frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
-            partial = frontend.convert_partially(frontend.load(str(path)))
+            input_model = frontend.load(str(path))  # must outlive `partial`: its nodes point into it
+            partial = frontend.convert_partially(input_model)
             for op in partial.get_ordered_ops():
                 if "FrameworkNode" in op.get_type_name():
                     attrs = op.get_attributes()
@@ -124,6 +146,7 @@ class OpenVINOBackend:
             path = Path(tmp) / "model.onnx"
             ir.save(model, path)
             ov_model = ov.convert_model(str(path))
+        _stable_names(ov_model, model)
         xml = out_dir / "model.xml"
         ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))
         return Lowered(

@@ -1,0 +1,68 @@
+"""ConstantFoldingPass: shape subgraphs fold once inputs are static; outputs unchanged."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnxruntime as ort
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+
+from deploycomp.ir import load_model, save_model
+from deploycomp.passes.constant_folding import ConstantFoldingPass
+from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+from tests.conftest import write_text_model
+
+SHAPE_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, C, 4, 4] x) => (float[N, C, 16] y) {
+    s = Shape(x)
+    i01 = Constant<value = int64[2] {0, 1}>()
+    nc = Gather(s, i01)
+    sixteen = Constant<value = int64[1] {16}>()
+    target = Concat<axis = 0>(nc, sixteen)
+    y = Reshape(x, target)
+}
+"""
+
+
+def _ops(model: ir.Model) -> Counter:
+    return Counter(n.op_type for n in model.graph)
+
+
+def test_folds_shape_chain_when_input_static(tmp_path):
+    path = write_text_model(tmp_path / "m.onnx", SHAPE_CHAIN)
+    model = load_model(path).model
+    for p in (FixInputShapesPass({"x": (2, 3, 4, 4)}), ShapeInferencePass(), ConstantFoldingPass(), RemoveUnusedNodesPass()):
+        p(model)
+    assert _ops(model) == Counter({"Reshape": 1})
+    save_model(model, tmp_path / "out.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_keeps_shape_chain_while_dynamic(tmp_path):
+    model = load_model(write_text_model(tmp_path / "m.onnx", SHAPE_CHAIN)).model
+    ConstantFoldingPass()(model)
+    assert _ops(model)["Shape"] == 1
+
+
+def test_size_cap_stops_bloating_folds(tmp_path):
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1] x) => (float[512, 512] y) {
+        one = Constant<value = float[1, 1] {1.0}>()
+        reps = Constant<value = int64[2] {512, 512}>()
+        big = Tile(one, reps)
+        y = Add(big, x)
+    }
+    """
+    model = load_model(write_text_model(tmp_path / "m.onnx", text)).model
+    ConstantFoldingPass(max_folded_elements=1024)(model)
+    assert _ops(model)["Tile"] == 1
+    model = load_model(tmp_path / "m.onnx").model
+    ConstantFoldingPass(max_folded_elements=1 << 20)(model)
+    assert _ops(model)["Tile"] == 0

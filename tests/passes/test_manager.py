@@ -1,0 +1,33 @@
+"""run_passes: fixed point, a log entry per pass run, and errors naming the pass."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+
+from deploycomp.errors import ModelError
+from deploycomp.ir import load_model
+from deploycomp.passes import build_pipeline, run_passes
+
+
+class _Boom(ir.passes.InPlacePass):
+    def call(self, model):
+        raise ValueError("kaboom")
+
+
+def test_logs_every_pass_until_fixed_point(real_model):
+    model = load_model(real_model("yolov8n")).model
+    model, plog = run_passes(model, build_pipeline("default", {"images": (1, 3, 320, 320)}))
+    steps = {r.step for r in plog.records}
+    assert len(steps) >= 2, "must run again after a modifying step to confirm the fixed point"
+    last_step = [r for r in plog.records if r.step == max(steps)]
+    assert not any(r.modified for r in last_step)
+    first, last = plog.records[0], plog.records[-1]
+    assert last.nodes_after < first.nodes_before
+    assert {"FixInputShapesPass", "ConstantFoldingPass", "RemoveUnusedNodesPass"} <= {r.name for r in plog.records}
+
+
+def test_failing_pass_is_named(tiny_conv):
+    model = load_model(tiny_conv).model
+    with pytest.raises(ModelError, match="pass _Boom failed after 0 passes: ValueError: kaboom"):
+        run_passes(model, [_Boom()])

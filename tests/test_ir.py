@@ -1,0 +1,143 @@
+"""Loading: what a user's ONNX file may be, and the one-line error for each bad case."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from deploycomp.errors import ModelError
+from deploycomp.ir import MIN_OPSET, load_model, save_model
+from tests.conftest import write_text_model
+
+RELU = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }
+"""
+
+
+def test_loads_real_model_and_upgrades_old_opset(real_model):
+    loaded = load_model(real_model("ppocr-cls"))
+    assert loaded.source_opset == 11
+    assert loaded.model.opset_imports[""] == MIN_OPSET
+    assert len(loaded.sha256) == 64
+
+
+def test_opset_upgrade_preserves_outputs(real_model, tmp_path):
+    path = real_model("ppocr-rec")
+    loaded = load_model(path)
+    save_model(loaded.model, tmp_path / "up.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 3, 48, 320)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "up.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="no such file"):
+        load_model(tmp_path / "absent.onnx")
+
+
+def test_non_onnx_file(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n" * 10)
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        load_model(path)
+
+
+def test_truncated_model(real_model, tmp_path):
+    data = real_model("ppocr-cls").read_bytes()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        load_model(path)
+
+
+def test_unknown_op_names_the_node(tmp_path):
+    path = tmp_path / "m.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], name="mystery")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError, match=r"node 'mystery': unknown op 'Frobnicate'"):
+        load_model(path)
+
+
+def test_unimported_domain(tmp_path):
+    path = tmp_path / "m.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Thing", ["x"], ["y"], name="n", domain="com.example")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError, match="domain 'com.example'"):
+        load_model(path)
+
+
+def test_opset_out_of_range(tmp_path):
+    path = write_text_model(tmp_path / "m.onnx", RELU)
+    model = onnx.load(path)
+    model.opset_import[0].version = 99
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match="opset 99 is outside"):
+        load_model(path)
+
+
+def _external_model(folder, location: str):
+    tensor = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    tensor.ClearField("raw_data")
+    tensor.external_data.add(key="location", value=location)
+    tensor.external_data.add(key="offset", value="0")
+    tensor.external_data.add(key="length", value="16")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])], [tensor],
+    )
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin"])
+def test_external_data_outside_model_folder_is_rejected(tmp_path, location):
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="external data path"):
+        load_model(_external_model(folder, location))
+
+
+def test_external_data_symlink_escaping_folder_is_rejected(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.bin").symlink_to(tmp_path / "secret.bin")
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        load_model(_external_model(folder, "w.bin"))
+
+
+def test_external_data_inside_folder_loads(tmp_path):
+    (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    loaded = load_model(_external_model(tmp_path, "w.bin"))
+    w = loaded.model.graph.initializers["w"].const_value.numpy()
+    np.testing.assert_array_equal(w, np.arange(4, dtype=np.float32))
+
+
+def test_missing_external_file(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(_external_model(tmp_path, "gone.bin"))
+
+
+def test_save_large_model_uses_external_data(tmp_path):
+    path = write_text_model(tmp_path / "m.onnx", RELU)
+    files = save_model(load_model(path).model, tmp_path / "out.onnx", external_data=True)
+    assert [f.name for f in files] == ["out.onnx", "out.onnx.data"]
+    assert load_model(files[0]).model.graph.outputs[0].name == "y"

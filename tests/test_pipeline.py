@@ -1,0 +1,200 @@
+"""build(): a whole host build on a tiny graph, and every way it must refuse or roll back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import yaml
+from onnx import helper
+
+import deploycomp
+from deploycomp.errors import (
+    BackendUnavailable,
+    BudgetError,
+    InputDataError,
+    ModelError,
+    OutputExistsError,
+    UnsupportedError,
+)
+from deploycomp.targets import load_target
+
+
+def _x(n=1, seed=0):
+    return np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
+
+
+def _no_leftovers(folder):
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging folders left behind"
+
+
+def test_host_build_writes_a_complete_validated_bundle(tiny_conv, tmp_path):
+    out = tmp_path / "bundle"
+    runner = deploycomp.build(tiny_conv, out, inputs={"x": (1, 3, 16, 16)})
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "report.html", "model.xml", "model.bin"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"]["name"] == "openvino"
+    assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
+    assert manifest["io"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 16, 16]}]
+    assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["probs"]["cosine"] > 0.9999
+    assert manifest["validation"]["inputs"].startswith("real samples (image")
+    assert manifest["measured"]["latency"]["kind"] == "measured"
+    assert {a["path"] for a in manifest["artifacts"]} == {"model.xml", "model.bin"}
+    assert manifest["source"]["sha256"] == deploycomp.ir.sha256_file(tiny_conv)
+    assert "<svg" in (out / "report.html").read_text()
+    x = _x()
+    ref = ort.InferenceSession(str(tiny_conv)).run(None, {"x": x})[0]
+    for r in (runner, deploycomp.load(out)):
+        got = r.run({"x": x})
+        assert list(got) == ["probs"] and got["probs"].dtype == np.float32
+        np.testing.assert_allclose(got["probs"], ref, rtol=1e-4, atol=1e-6)
+    _no_leftovers(tmp_path)
+
+
+def test_same_inputs_give_same_bytes_and_manifest(tiny_conv, tmp_path):
+    a = json.loads((deploycomp.build(tiny_conv, tmp_path / "a", precision="fp16").path / "manifest.json").read_text())
+    b = json.loads((deploycomp.build(tiny_conv, tmp_path / "b", precision="fp16").path / "manifest.json").read_text())
+    assert a["artifacts"] == b["artifacts"]
+    for m in (a, b):
+        m.pop("created"), m.pop("measured")
+    assert a == b
+
+
+def test_existing_output_needs_force(tiny_conv, tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(OutputExistsError, match="--force"):
+        deploycomp.build(tiny_conv, out)
+    assert (out / "keep.txt").exists()
+    deploycomp.build(tiny_conv, out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+
+
+def _profile(tmp_path, **over):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"extends": "intel-core-avx2", "name": "strict", **over}))
+    return str(path)
+
+
+def test_missed_budget_names_it_and_writes_nothing(tiny_conv, tmp_path):
+    target = _profile(tmp_path, budgets={"max_artifact_mb": 0.000001})
+    with pytest.raises(BudgetError, match=r"artifact_size: .* misses the budget 1e-06 MB by"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target=target)
+    assert not (tmp_path / "out").exists()
+    _no_leftovers(tmp_path)
+    deploycomp.build(tiny_conv, tmp_path / "kept", target=target, no_fail=True)
+    manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert manifest["validation"]["ok"] is False
+
+
+def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
+    # a user profile for another x86 box: same backend, so it runs here, but latency is estimated
+    target = _profile(tmp_path)
+    runner = deploycomp.build(tiny_conv, tmp_path / "out", target=target)
+    est = runner.manifest["validation"]["latency_estimate"]
+    assert est["kind"] == "roofline estimate" and est["estimate_ms"] > 0
+    assert "latency" not in runner.manifest["measured"]
+    macs = 16 * 16 * 8 * 3 * 3 * 3 + 8 * 4
+    assert runner.manifest["graph"]["macs"] == macs
+
+
+def test_precision_not_offered_by_target(tiny_conv, tmp_path):
+    with pytest.raises(UnsupportedError, match="does not support precision bf16; supported: fp32, fp16, int8"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="intel-core-avx2", precision="bf16")
+    with pytest.raises(UnsupportedError, match="int8 calibration is not implemented"):
+        deploycomp.build(tiny_conv, tmp_path / "out", precision="int8")
+
+
+def test_backend_not_available_fails_before_any_work(tiny_conv, tmp_path):
+    with pytest.raises(BackendUnavailable, match="jetson-orin-nano: the TensorRT lowering is not implemented"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="jetson-orin-nano")
+    assert not (tmp_path / "out").exists()
+
+
+def test_dynamic_dims_need_input_shapes(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+    )
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(InputDataError, match=r"input 'x' has dynamic dim\(s\) \[2, 3\].*--input x:1x3xNxN"):
+        deploycomp.build(path, tmp_path / "out")
+    runner = deploycomp.build(path, tmp_path / "out", inputs=["x:1x3x8x8"])
+    assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
+
+
+def test_unsupported_op_is_named_before_writing(tmp_path):
+    tree = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="tree", nodes_treeids=[0],
+        nodes_nodeids=[0], nodes_featureids=[0], nodes_values=[0.0], nodes_modes=["LEAF"],
+        nodes_truenodeids=[0], nodes_falsenodeids=[0], target_treeids=[0], target_nodeids=[0],
+        target_ids=[0], target_weights=[1.0],
+    )
+    graph = helper.make_graph(
+        [tree], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])],
+    )
+    path = tmp_path / "tree.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]), path)
+    with pytest.raises(UnsupportedError, match=r"cannot run op\(s\) ai.onnx.ml::TreeEnsembleRegressor"):
+        deploycomp.build(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_data_is_used_and_checked(tiny_conv, tmp_path):
+    good = tmp_path / "val.npz"
+    np.savez(good, x=_x(3))
+    runner = deploycomp.build(tiny_conv, tmp_path / "out", validation_data=good)
+    assert runner.manifest["validation"]["inputs"] == "user data val.npz (3 samples)"
+    bad = _x(2)
+    bad[1, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=bad)
+    with pytest.raises(InputDataError, match="input 'x' sample 1 contains NaN"):
+        deploycomp.build(tiny_conv, tmp_path / "o2", validation_data=tmp_path / "nan.npz")
+    np.savez(tmp_path / "shape.npz", x=np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(InputDataError, match=r"input 'x' has shape \[2, 3, 8, 8\], expected \[1, 3, 16, 16\]"):
+        deploycomp.build(tiny_conv, tmp_path / "o3", validation_data=tmp_path / "shape.npz")
+    np.savez(tmp_path / "name.npz", images=_x())
+    with pytest.raises(InputDataError, match=r"no array for input\(s\) x \(has: images\)"):
+        deploycomp.build(tiny_conv, tmp_path / "o4", validation_data=tmp_path / "name.npz")
+    with pytest.raises(InputDataError, match="no such file"):
+        deploycomp.build(tiny_conv, tmp_path / "o5", validation_data=tmp_path / "absent.npz")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))
+
+
+def test_missing_calibration_file(tiny_conv, tmp_path):
+    with pytest.raises(InputDataError, match="calibration file not found"):
+        deploycomp.build(tiny_conv, tmp_path / "out", calibration=tmp_path / "calib.npz")
+
+
+def test_runner_checks_feeds(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "out")
+    with pytest.raises(InputDataError, match="unknown input"):
+        runner.run({"images": _x()})
+    with pytest.raises(InputDataError, match=r"shape \[2, 3, 16, 16\] given, the bundle was built for \[1, 3, 16, 16\]"):
+        runner.run({"x": _x(2)})
+    # dtypes are converted to the original model's
+    out = runner.run({"x": _x().astype(np.float64)})
+    assert out["probs"].dtype == np.float32
+
+
+def test_corrupt_model(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError):
+        deploycomp.build(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_profile_precision_budgets_are_applied(tiny_conv, tmp_path):
+    target = _profile(tmp_path, fidelity={"fp32": {"min_cosine": 0.9999, "min_top1_agreement": 1.0}})
+    runner = deploycomp.build(tiny_conv, tmp_path / "out", target=target)
+    names = {c["budget"] for c in runner.manifest["validation"]["budgets"]}
+    assert {"cosine[probs]", "top1[probs]", "artifact_size"} <= names
+    assert load_target(target).name == "strict"

@@ -1,0 +1,33 @@
+"""``--input NAME:SHAPE``: parsing, and the checks against the model's inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploycomp.errors import InputDataError
+from deploycomp.ir import load_model
+from deploycomp.shapes import check_specs, dynamic_dims, parse_input_spec
+
+
+def test_parse_named_and_bare_specs():
+    assert parse_input_spec("images:1x3x320x320") == ("images", (1, 3, 320, 320))
+    assert parse_input_spec("1x3x8x8") == (None, (1, 3, 8, 8))
+    assert parse_input_spec("save/x:0:2x4") == ("save/x:0", (2, 4))
+
+
+@pytest.mark.parametrize("bad", ["x:1xax3", "x:", "x:1x0x3", "x:-1x3"])
+def test_parse_rejects_malformed(bad):
+    with pytest.raises(InputDataError, match="--input"):
+        parse_input_spec(bad)
+
+
+def test_checks_against_model(tiny_conv):
+    model = load_model(tiny_conv).model
+    assert dynamic_dims(model) == {"x": [0]}
+    assert check_specs(model, [(None, (2, 3, 16, 16))]) == {"x": (2, 3, 16, 16)}
+    with pytest.raises(InputDataError, match="no input named 'y'"):
+        check_specs(model, [("y", (1, 3, 16, 16))])
+    with pytest.raises(InputDataError, match="rank 3 given"):
+        check_specs(model, [("x", (1, 3, 16))])
+    with pytest.raises(InputDataError, match="dim 1 is fixed to 3"):
+        check_specs(model, [("x", (1, 4, 16, 16))])

@@ -1,0 +1,87 @@
+"""Target profiles: every shipped one validates; bad ones fail naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from deploycomp.errors import ProfileError
+from deploycomp.targets import list_targets, load_target
+
+SHIPPED = [
+    "intel-core-avx2", "intel-xeon-avx512-vnni", "intel-xeon-amx", "jetson-orin-nano", "jetson-orin-nx",
+    "jetson-agx-orin", "nvidia-t4", "nvidia-l4", "raspberry-pi-5", "android-arm64", "coral-edgetpu",
+]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profiles_validate(name):
+    prof = load_target(name)
+    assert prof.name == name
+    assert prof.compute.source.startswith("http")
+    assert set(prof.precisions) <= set(prof.fidelity)
+
+
+def test_list_includes_host_and_all_shipped():
+    assert set(list_targets()) == {"host", *SHIPPED}
+
+
+def test_host_resolves_to_an_x86_openvino_profile():
+    host = load_target("host")
+    assert host.name == "host"
+    assert host.backend == "openvino"
+    assert host.resolved_from in {"intel-core-avx2", "intel-xeon-avx512-vnni", "intel-xeon-amx"}
+
+
+def test_unknown_target():
+    with pytest.raises(ProfileError, match="unknown target 'jetson-orin-mega'"):
+        load_target("jetson-orin-mega")
+
+
+def _write(tmp_path, data, name="custom.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_user_profile_extends_a_shipped_one(tmp_path):
+    path = _write(tmp_path, {"extends": "jetson-orin-nx", "name": "orin-nx-8gb", "dla_cores": 1,
+                              "budgets": {"max_memory_mb": 1024}})
+    prof = load_target(path)
+    base = load_target("jetson-orin-nx")
+    assert (prof.name, prof.dla_cores, prof.budgets.max_memory_mb) == ("orin-nx-8gb", 1, 1024)
+    assert prof.compute == base.compute and prof.budgets.max_artifact_mb == base.budgets.max_artifact_mb
+    assert prof.digest() != base.digest()
+
+
+def test_missing_field_is_named(tmp_path):
+    data = load_target("nvidia-t4").model_dump(exclude={"source_file", "resolved_from"})
+    del data["backend"]
+    with pytest.raises(ProfileError, match=r"field 'backend': Field required"):
+        load_target(_write(tmp_path, data))
+
+
+def test_wrong_type_is_named(tmp_path):
+    data = load_target("nvidia-t4").model_dump(exclude={"source_file", "resolved_from"})
+    data["compute"]["memory_bandwidth_gbps"] = "fast"
+    with pytest.raises(ProfileError, match=r"field 'compute.memory_bandwidth_gbps'"):
+        load_target(_write(tmp_path, data))
+
+
+def test_unknown_key_and_inconsistent_precision(tmp_path):
+    data = load_target("nvidia-t4").model_dump(exclude={"source_file", "resolved_from"})
+    with pytest.raises(ProfileError, match="field 'colour'"):
+        load_target(_write(tmp_path, data | {"colour": "green"}))
+    with pytest.raises(ProfileError, match="preferred_precision 'bf16'"):
+        load_target(_write(tmp_path, data | {"preferred_precision": "bf16"}))
+
+
+def test_not_yaml_and_extends_cycle(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backend: [unclosed\n")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_target(bad)
+    with pytest.raises(ProfileError, match="a profile must be a YAML mapping"):
+        load_target(_write(tmp_path, ["a", "b"], "list.yaml"))
+    with pytest.raises(ProfileError, match="extends unknown profile"):
+        load_target(_write(tmp_path, {"extends": "nope"}, "ext.yaml"))
