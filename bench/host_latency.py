@@ -3,10 +3,9 @@
 For each real example model this builds two ``host`` bundles (OpenVINO IR, fp32 and
 fp16) in a temporary folder, then times three runners side by side in one process:
 
-* ``ort``   - ONNX Runtime, CPU provider, fp32, on the *original* ONNX file (the baseline);
-* ``fp32``  - the fp32 bundle's ``model.xml`` in OpenVINO, INFERENCE_PRECISION_HINT f32;
-* ``fp16``  - the fp16 bundle (f16 weights) in OpenVINO, hint f16. A CPU without native
-  f16 compute silently runs it in f32; the "executed" column says what really ran.
+* ``ort``  - ONNX Runtime (CPU provider, fp32) on the *original* ONNX file: the baseline;
+* ``fp32`` / ``fp16`` - each bundle's ``model.xml`` in OpenVINO with the matching precision
+  hint; a CPU without native f16 runs the fp16 IR in f32 ("executed precision" column).
 
 Method
   * Same thread budget: ORT ``intra_op_num_threads = N`` and OpenVINO
@@ -23,11 +22,12 @@ Method
     a paired estimate that cancels drift between rounds. Below 1 the bundle is faster;
     speedup = 1 / ratio.
   * Also recorded: bundle build wall time (includes deploycomp's own validation and latency
-    measurement) and artifact bytes vs the ONNX file.
+    measurement), artifact bytes vs the ONNX file, and the CPU share used by *other*
+    processes while timing (/proc/stat minus our own CPU time): on a shared box a high value
+    means the spreads are wide and only the ratios are worth quoting.
 
-Reading it: the ratio column is the result; a ratio whose p10-p90 (in the details table)
-straddles 1.0 means "no measurable difference" on this machine. Latencies depend on the
-CPU, so quote them together with the CPU model and thread count printed above the table.
+Reading it: the ratio is the result; one whose p10-p90 (details table) straddles 1.0 means
+"no measurable difference" here. Quote ms only with the CPU and threads printed above it.
 
 Usage (models are fetched into $DEPLOYCOMP_CACHE):
   python bench/host_latency.py [--models yolov8n,ppocr-det,ppocr-rec,ppocr-cls]
@@ -62,13 +62,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")] \
+        if info.is_file() else []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(busy CPU s of the whole machine, CPU s of this process, wall s) - to estimate other load."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    t = os.times()
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / tick, t.user + t.system, time.perf_counter()
+
+
+def other_load(a: tuple, b: tuple) -> float:
+    """Mean CPU used by *other* processes during [a, b], as a fraction of all cores."""
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / ((b[2] - a[2]) * (os.cpu_count() or 1)))
 
 
 def build_bundle(model: Path, ex, precision: str, out: Path) -> dict:
@@ -109,21 +119,23 @@ def bench_model(name: str, threads: int, rounds: int, block_ms: float, warmup: i
         while len(ts) < warmup or time.perf_counter() - t0 < 1.0:
             ts += time_block(r.run, feeds, 1)
         warm[key] = statistics.median(ts[len(ts) // 2:])
-    k = max(1, round(block_ms / max(warm.values())))  # same K for all: equal calls per block
+    k = max(2, round(block_ms / max(warm.values())))  # same K for all: equal calls per block
     print(f"[{name}] warm-up ms {', '.join(f'{k_}={v:.1f}' for k_, v in warm.items())}; "
           f"{rounds} rounds x {k} calls", flush=True)
 
     keys = list(runners)
     times: dict[str, list[float]] = {key: [] for key in keys}
     block_median: dict[str, list[float]] = {key: [] for key in keys}
+    snap = cpu_snapshot()
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[: r % len(keys)]
         for key in order:
             t = time_block(runners[key].run, feeds, k)
             times[key] += t
             block_median[key].append(statistics.median(t))
+    load = other_load(snap, cpu_snapshot())
 
-    result = {"model": name, "shape": list(ex.shape), "onnx_bytes": model.stat().st_size, "k": k, "runners": {}}
+    result = {"model": name, "shape": list(ex.shape), "onnx_bytes": model.stat().st_size, "k": k, "other_load": load, "runners": {}}
     for key in keys:
         ts = times[key]
         entry = {"median_ms": statistics.median(ts), "p10_ms": pct(ts, 10), "p90_ms": pct(ts, 90), "calls": len(ts),
@@ -154,13 +166,14 @@ def markdown(results: list[dict]) -> str:
                      f"| {a['median_ms']:.2f} ({a['ratio']:.2f}x) | {h['median_ms']:.2f} ({h['ratio']:.2f}x) "
                      f"| {mb(res['onnx_bytes'])} -> {mb(h['artifact_bytes'])} "
                      f"| {a['executed_precision']} / {h['executed_precision']} |")
-    lines += ["", "| model | runner | p10-p90 ms | ratio p10-p90 | speedup | build s | artifact |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| model | runner | p10-p90 ms | ratio p10-p90 | speedup | build s | artifact | other CPU load |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         for key, e in res["runners"].items():
             extra = (f"{e['ratio_p10']:.2f}-{e['ratio_p90']:.2f} | {e['speedup']:.2f}x | {e['build_s']:.1f} "
                      f"| {mb(e['artifact_bytes'])}" if key != "ort" else f"- | 1.00x | - | {mb(res['onnx_bytes'])}")
-            lines.append(f"| {res['model']} | {key} | {e['p10_ms']:.2f}-{e['p90_ms']:.2f} | {extra} |")
+            load = f"{res['other_load']:.0%}" if key == "ort" else ""
+            lines.append(f"| {res['model']} | {key} | {e['p10_ms']:.2f}-{e['p90_ms']:.2f} | {extra} | {load} |")
     return "\n".join(lines)
 
 
@@ -168,7 +181,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--block-ms", type=float, default=300.0, help="target duration of one runner's block")
     ap.add_argument("--warmup", type=int, default=5, help="minimum warm-up calls per runner (and >= 1 s)")
     ap.add_argument("--json", type=Path, help="also write the raw results here (e.g. bench/results/...)")

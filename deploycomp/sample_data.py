@@ -24,7 +24,7 @@ __all__ = ["SAMPLERS", "Samples", "check_finite", "load_npz_samples", "samples_f
 
 Samples = list[dict[str, np.ndarray]]
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 TEXT_LINES = (
     "deploycomp 2026",
@@ -38,13 +38,13 @@ TEXT_LINES = (
 )
 
 
-def _photos() -> list[np.ndarray]:
+def _photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
     try:
         from skimage import data
     except ImportError as e:
         raise InputDataError("real sample photos need scikit-image (pip install 'deploycomp[examples]')") from e
     images = []
-    for name in PHOTOS:
+    for name in names:
         img = getattr(data, name)()
         if img.ndim == 2:
             img = np.stack([img] * 3, axis=-1)
@@ -84,8 +84,12 @@ def _render_text(text: str, h: int, w: int) -> np.ndarray:
 
 
 def yolo_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """People and scenes without people; mirrored and cropped views add faces at new
+    positions and scales (the bundled YOLOv8n, NudeNet's, detects faces and body parts)."""
     _, _, h, w = shape
-    return [_nchw(_letterbox(img, h, w)) / 255.0 for img in _photos()]
+    astronaut, camera, coffee, chelsea = _photos(("astronaut", "camera", "coffee", "chelsea"))
+    views = [astronaut, camera, astronaut[:, ::-1], astronaut[:300, 50:400], camera[:320, 128:448], coffee, chelsea]
+    return [_nchw(_letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
 
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)

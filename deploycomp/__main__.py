@@ -1,0 +1,5 @@
+"""``python -m deploycomp`` is the ``deploycomp`` command."""
+
+from deploycomp.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""The ``deploycomp`` command as CI scripts call it: exit codes, one-line errors, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def cli(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _one_line_error(stderr: str, *needles: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deploycomp: error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
+
+
+def test_build_json_run_and_inspect(tiny_conv, tmp_path):
+    out = tmp_path / "bundle"
+    code, stdout, stderr = cli("build", tiny_conv, "--out", out, "--precision", "fp16", "--input", "x:1x3x16x16", "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["ok"] and summary["backend"] == "openvino" and summary["precision"] == "fp16"
+    assert summary["outputs"]["probs"]["cosine"] > 0.999
+
+    x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    code, stdout, stderr = cli("run", out, "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "out.npz")
+    assert code == 0, stderr
+    with np.load(tmp_path / "out.npz") as got:
+        assert got["probs"].shape == (1, 4)
+        np.testing.assert_allclose(got["probs"].sum(), 1.0, rtol=1e-3)
+
+    code, stdout, _ = cli("inspect", tiny_conv, "--input", "x:1x3x16x16", "--json")
+    info = json.loads(stdout)
+    assert info["dynamic_inputs"] == {} and info["macs"] == 16 * 16 * 8 * 27 + 32
+    assert info["op_histogram"]["Conv"] == 1 and info["parameters"] == 8 * 27 + 8 + 32
+    code, stdout, _ = cli("inspect", tiny_conv)
+    assert code == 0 and "dynamic dims [0]" in stdout
+
+
+@pytest.mark.parametrize(
+    "make, args, code, needles",
+    [
+        (lambda p: p.write_bytes(b"\x00garbage" * 9), [], 3, ["not a valid ONNX model"]),
+        (lambda p: p.write_text("hello"), [], 3, ["not a valid ONNX model"]),
+        (None, ["--target", "no-such-board"], 5, ["unknown target 'no-such-board'"]),
+        (None, ["--input", "images:1x3x16x16"], 4, ["no input named 'images'"]),
+        (None, ["--input", "x:1x3x16"], 4, ["rank 3 given"]),
+        (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
+        (None, ["--validation-data", "missing.npz"], 4, ["no such file"]),
+        (None, ["--target", "raspberry-pi-5"], 7, ["raspberry-pi-5", "not implemented"]),
+        (None, ["--precision", "auto"], 6, ["automatic precision selection"]),
+    ],
+)
+def test_bad_input_one_line_and_exit_code(tiny_conv, tmp_path, make, args, code, needles):
+    model = tiny_conv
+    if make is not None:
+        model = tmp_path / "broken.onnx"
+        make(model)
+    rc, _, stderr = cli("build", model, "--out", tmp_path / "out", *args, cwd=tmp_path)
+    assert rc == code
+    _one_line_error(stderr, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_in_run_inputs(tiny_conv, tmp_path):
+    assert cli("build", tiny_conv, "--out", tmp_path / "b")[0] == 0
+    x = np.full((1, 3, 16, 16), np.inf, np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    rc, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "in.npz")
+    assert rc == 4
+    _one_line_error(stderr, "contains Inf")
+
+
+def test_existing_output_and_force(tiny_conv, tmp_path):
+    (tmp_path / "out").mkdir()
+    rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "out")
+    assert rc == 9
+    _one_line_error(stderr, "--force")
+    assert cli("build", tiny_conv, "--out", tmp_path / "out", "--force")[0] == 0
+
+
+def test_bad_profile_file(tiny_conv, tmp_path):
+    profile = tmp_path / "board.yaml"
+    profile.write_text("extends: intel-core-avx2\ncompute:\n  memory_bandwidth_gbps: lots\n")
+    rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "out", "--target", profile)
+    assert rc == 5
+    _one_line_error(stderr, "board.yaml", "compute.memory_bandwidth_gbps")
+
+
+def test_verbose_shows_traceback(tmp_path):
+    (tmp_path / "m.onnx").write_text("nope")
+    rc, _, stderr = cli("-v", "build", tmp_path / "m.onnx", "--out", tmp_path / "o")
+    assert rc != 0 and "Traceback" in stderr
+
+
+def test_targets_listing_and_show():
+    rc, stdout, _ = cli("targets")
+    assert rc == 0
+    assert stdout.splitlines()[0].startswith("host -> intel-")
+    assert "jetson-orin-nano" in stdout and "[backend not available here]" in stdout
+    rc, stdout, _ = cli("targets", "show", "jetson-orin-nano")
+    assert rc == 0 and "backend: tensorrt" in stdout and "memory_bandwidth_gbps" in stdout
+    rc, _, stderr = cli("targets", "show", "nope")
+    assert rc == 5
+
+
+def test_optimize_writes_a_smaller_equivalent_model(real_model, tmp_path):
+    import onnxruntime as ort
+
+    src = real_model("yolov8n")
+    out = tmp_path / "opt.onnx"
+    rc, stdout, stderr = cli("optimize", src, "-o", out, "--input", "images:1x3x320x320", "--json")
+    assert rc == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["nodes_after"] < summary["nodes_before"]
+    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    ref = ort.InferenceSession(str(src)).run(None, {"images": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"images": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)

@@ -1,0 +1,70 @@
+"""The issue's acceptance: real pretrained models build for ``host`` and keep their outputs.
+
+YOLOv8n, PP-OCRv4 det/rec and the PP-OCR direction classifier, on real inputs
+(photos, rendered text), in fp32 and fp16: the bundle must hold OpenVINO IR, run in
+OpenVINO, meet cosine >= 0.9999 (fp32) / 0.999 (fp16) against ONNX Runtime fp32 on
+the original model, and ``deploycomp.load(...).run`` must reproduce that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deploycomp
+from deploycomp.backends.onnxruntime import ORTRunner
+from deploycomp.sample_data import samples_for
+from deploycomp.validate import compare_outputs
+
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_host_build_of_real_model(real_model, image_example, precision, tmp_path):
+    ex = image_example
+    path = real_model(ex.name)
+    out = tmp_path / f"{ex.name}-{precision}"
+    runner = deploycomp.build(path, out, precision=precision, inputs={ex.input_name: ex.shape}, sample_kind=ex.inputs)
+
+    manifest = runner.manifest
+    assert sorted(a["path"] for a in manifest["artifacts"]) == ["model.bin", "model.xml"]
+    assert manifest["backend"]["runtime"]["runtime"] == "openvino"
+    assert manifest["backend"]["runtime"]["compute_layer_precisions"], "runtime info must list executed layers"
+    assert manifest["validation"]["inputs"].startswith(f"real samples ({ex.inputs}")
+    assert manifest["validation"]["ok"]
+    for name, m in manifest["validation"]["outputs"].items():
+        assert m["cosine"] >= MIN_COSINE[precision], (name, m)
+
+    # An independent check through the public loader, on a real sample validation also saw
+    samples = samples_for(ex.inputs, ex.input_name, ex.shape)
+    ref = ORTRunner(path)
+    loaded = deploycomp.load(out)
+    refs = [ref.run(s) for s in samples[:3]]
+    gots = [loaded.run(s) for s in samples[:3]]
+    assert list(gots[0]) == ref.output_names
+    for name, m in compare_outputs(refs, gots).items():
+        assert m["cosine"] >= MIN_COSINE[precision], (name, m)
+
+    if precision == "fp16":
+        weights = (out / "model.bin").stat().st_size
+        assert weights < 0.6 * path.stat().st_size, "fp16 IR must store half-size weights"
+
+
+def test_yolo_detections_survive_fp16(real_model, tmp_path):
+    """Beyond cosine: the boxes a user would keep (score > 0.25) are the same ones."""
+    path = real_model("yolov8n")
+    runner = deploycomp.build(path, tmp_path / "b", precision="fp16", inputs={"images": (1, 3, 320, 320)}, sample_kind="yolo")
+    ref = ORTRunner(path)
+    detections = 0
+    for sample in samples_for("yolo", "images", (1, 3, 320, 320)):
+        r = ref.run(sample)["output0"][0]
+        g = runner.run(sample)["output0"][0]
+        keep_r = r[4:].max(0) > 0.25
+        keep_g = g[4:].max(0) > 0.25
+        assert (keep_r != keep_g).sum() <= max(1, keep_r.sum() // 20)
+        both = keep_r & keep_g
+        np.testing.assert_array_equal(r[4:, both].argmax(0), g[4:, both].argmax(0))
+        detections += int(keep_r.sum())
+    assert detections >= 20, "the sample photos must contain things this detector finds"
