@@ -94,7 +94,9 @@ def render_report(manifest: dict[str, Any]) -> str:
 <h1>{html.escape(manifest['source']['name'])} &rarr; {html.escape(target['name'])} ({html.escape(manifest['precision'])}) {status}</h1>
 <p>Backend <b>{html.escape(manifest['backend']['name'])}</b> on <b>{html.escape(target['profile']['device'])}</b>
 ({html.escape(target['profile']['description'])}). Executed precision:
-<b>{html.escape(str(runtime.get('executed_precision', 'n/a')))}</b>. Validation inputs: {html.escape(val['inputs'])}.</p>
+<b>{html.escape(str(runtime.get('executed_precision', 'n/a')))}</b>. Validation inputs: {html.escape(val['inputs'])}.
+{f"Target <b>host</b> resolved to profile <b>{html.escape(target['resolved_from'])}</b>. " if target.get('resolved_from') else ""}
+Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get('cores')} cores).</p>
 <h2>Budgets</h2>{budgets}
 <h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
 {_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}

@@ -78,12 +78,18 @@ class OpenVINORunner:
         }
 
     def _layer_precisions(self) -> dict[str, int]:
+        """Compute layers by the precision of the activations they execute on, and kernel.
+
+        ``runtimePrecision`` is not used: for f16-compressed weights it says f16 even
+        when the kernel (``primitiveType``, e.g. ``brgconv_avx2_f32``) computes in f32.
+        """
         counts: Counter[str] = Counter()
         for op in self.compiled.get_runtime_model().get_ordered_ops():
             rt = op.get_rt_info()
             layer = rt["layerType"].astype(str)
             if layer in _COMPUTE_LAYERS:
-                counts[f"{layer}:{rt['runtimePrecision'].astype(str)}"] += 1
+                activations = _precision_name(op.inputs()[0].get_element_type())
+                counts[f"{layer}:{activations}:{rt['primitiveType'].astype(str)}"] += 1
         return dict(sorted(counts.items()))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
