@@ -64,7 +64,7 @@ class LoggedPass(ir.passes.PassBase):
         return self.inner.changes_input
 
     def __str__(self) -> str:
-        return type(self.inner).__name__
+        return getattr(self.inner, "name", None) or type(self.inner).__name__
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.log.current = str(self)

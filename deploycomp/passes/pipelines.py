@@ -12,6 +12,10 @@ from typing import Callable
 
 import onnx_ir as ir
 from onnx_ir.passes.common import (
+    CommonSubexpressionEliminationPass,
+    DeduplicateHashedInitializersPass,
+    IdentityEliminationPass,
+    LiftConstantsToInitializersPass,
     RemoveUnusedFunctionsPass,
     RemoveUnusedNodesPass,
     RemoveUnusedOpsetsPass,
@@ -20,6 +24,8 @@ from onnx_ir.passes.common import (
 
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+from deploycomp.passes.rewrite import RewriteRulesPass
+from deploycomp.passes.rules import DEFAULT_RULES
 
 __all__ = ["PIPELINES", "build_pipeline", "pipeline_names"]
 
@@ -27,10 +33,16 @@ PassList = list[ir.passes.PassBase]
 
 
 def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> PassList:
+    """Target-independent: fold, fuse, deduplicate, clean up (to a fixed point)."""
     return [
         FixInputShapesPass(shapes),
         ShapeInferencePass(),
+        LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
         ConstantFoldingPass(),
+        RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
+        IdentityEliminationPass(),
+        CommonSubexpressionEliminationPass(),
+        DeduplicateHashedInitializersPass(size_limit=1 << 30),
         RemoveUnusedNodesPass(),
         RemoveUnusedFunctionsPass(),
         RemoveUnusedOpsetsPass(),

@@ -1,0 +1,75 @@
+"""Pattern rewriting: apply a named tuple of rules, and say why a rule did not fire.
+
+Rules are onnxscript rewrite rules (``pattern`` + ``check`` + ``rewrite``); a failed
+``check`` carries a reason. :func:`explain` runs each rule alone under onnxscript's
+``MatchingTracer`` on a copy of the model and reports, for every rule that would not
+fire, the closest partial match and its failure reason, so "why did Conv+BN not
+fuse?" has an answer (``deploycomp inspect --explain-passes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import onnx_ir as ir
+from onnxscript.rewriter import MatchingTracer, RewriteRuleSet
+from onnxscript.rewriter._basics import MatchStatus
+
+__all__ = ["RewriteRulesPass", "RuleExplanation", "explain"]
+
+
+class RewriteRulesPass(ir.passes.InPlacePass):
+    """Apply ``rules`` once over the graph (the pass manager iterates to a fixed point)."""
+
+    def __init__(self, name: str, rules: Sequence):
+        self.name = name
+        self.rules = tuple(rules)
+        self._ruleset = RewriteRuleSet(list(self.rules))
+
+    def __str__(self) -> str:
+        return self.name
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = self._ruleset.apply_to_model(model)
+        return ir.passes.PassResult(model, bool(count))
+
+
+@dataclass
+class RuleExplanation:
+    rule: str
+    fired: int
+    reason: str
+    node: str = ""
+
+    def describe(self) -> str:
+        where = f" (closest at node '{self.node}')" if self.node else ""
+        return f"{self.rule}: fired {self.fired}x" if self.fired else f"{self.rule}: {self.reason}{where}"
+
+
+def _rule_name(rule) -> str:
+    return getattr(rule, "name", None) or type(rule).__name__
+
+
+def explain(model: ir.Model, rules: Sequence) -> list[RuleExplanation]:
+    """For each rule: how often it fires on ``model`` alone, or why it does not."""
+    out = []
+    for rule in rules:
+        trial = ir.from_proto(ir.to_proto(model))
+        tracer = MatchingTracer()
+        fired = RewriteRuleSet([rule]).apply_to_model(trial, tracer=tracer)
+        if fired:
+            out.append(RuleExplanation(_rule_name(rule), fired, "fired"))
+            continue
+        matches = [m for ms in tracer.best_matches_map.values() for m in ms]
+        if not matches:
+            out.append(RuleExplanation(_rule_name(rule), 0, "no node of the pattern's root op type"))
+            continue
+        best = max(matches, key=lambda m: m.score())
+        reason = best.match_result.reason or "pattern did not match"
+        if best.status == MatchStatus.CONDITION_FAILED:
+            reason = f"check failed: {reason}"
+        else:
+            reason = f"partial match ({len(best.match_result.nodes)} nodes): {reason}"
+        out.append(RuleExplanation(_rule_name(rule), 0, reason, best.root_node.name or best.root_node.op_type))
+    return out

@@ -1,0 +1,52 @@
+"""Small helpers shared by the rewrite rules: constants, shapes, naming."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["const", "exclusive_uses", "fresh_name", "keepdims", "opset", "reduce_axes", "static_shape"]
+
+
+def const(value: ir.Value | None) -> np.ndarray | None:
+    """The value's constant contents, if it is an initializer or folded constant."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value.numpy()
+
+
+def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    if value is None or value.shape is None:
+        return None
+    dims = tuple(value.shape)
+    return dims if all(isinstance(d, int) and d >= 0 for d in dims) else None
+
+
+def exclusive_uses(value: ir.Value, nodes: set[ir.Node]) -> bool:
+    """True if every consumer of ``value`` is one of ``nodes`` and it is not a graph output."""
+    return not value.is_graph_output() and all(user in nodes for user, _ in value.uses())
+
+
+def fresh_name(base: ir.Value, suffix: str) -> str:
+    return f"{base.name}__{suffix}"
+
+
+def reduce_axes(node: ir.Node) -> list[int] | None:
+    """Axes of a Reduce* node, from its attribute (older opsets) or its second input."""
+    attr = node.attributes.get("axes")
+    if attr is not None:
+        return list(attr.as_ints())
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        axes = const(node.inputs[1])
+        return None if axes is None else [int(a) for a in axes.reshape(-1)]
+    return None
+
+
+def keepdims(node: ir.Node) -> bool:
+    attr = node.attributes.get("keepdims")
+    return True if attr is None else bool(attr.as_int())
+
+
+def opset(context) -> int:
+    model = getattr(context, "model", None)
+    return model.opset_imports.get("", 0) if model is not None else 0
