@@ -2,7 +2,7 @@
 
     mean = ReduceMean(x, axes)          d = x - mean
     var  = ReduceMean(d ** 2, axes)     (or d * d)
-    y    = d / Sqrt(var + eps) * scale [+ bias]
+    y    = d / Sqrt(var + eps) * scale           (then "+ bias" joins it: LayerNormBias)
   = LayerNormalization(x, scale, bias, axis=axes[0], epsilon=eps)
 
 valid when ``axes`` are the trailing dims (LayerNormalization normalises over
@@ -83,14 +83,6 @@ class _LayerNormBase(pattern.RewriteRuleClassBase):
         return op.LayerNormalization(*inputs, axis=self._axis, epsilon=self._eps)
 
 
-class LayerNormScaleBias(_LayerNormBase):
-    def pattern(self, op, x, eps, scale, bias):
-        return op.Add(op.Mul(self._core(op, x, eps), scale), bias)
-
-    def rewrite(self, op, x, scale, bias, **_):
-        return self._emit(op, x, scale, bias)
-
-
 class LayerNormScale(_LayerNormBase):
     def pattern(self, op, x, eps, scale):
         return op.Mul(self._core(op, x, eps), scale)
@@ -99,5 +91,32 @@ class LayerNormScale(_LayerNormBase):
         return self._emit(op, x, scale, None)
 
 
+class LayerNormBias(pattern.RewriteRuleClassBase):
+    """``LayerNormalization(x, scale) + bias`` -> ``LayerNormalization(x, scale, bias)``."""
+
+    def pattern(self, op, x, scale, bias):
+        return op.Add(op.LayerNormalization(x, scale, _allow_other_attributes=True, _outputs=["ln"]), bias)
+
+    def check(self, context, x, scale, bias, ln, **_) -> MatchResult:
+        b, s = const(bias), const(scale)
+        if b is None or s is None:
+            return MatchResult().fail("bias or scale is not constant", bias)
+        try:
+            if np.broadcast_shapes(b.shape, s.shape) != s.shape:
+                raise ValueError
+        except ValueError:
+            return MatchResult().fail(f"bias shape {list(b.shape)} does not broadcast to {list(s.shape)}", bias)
+        if len(ln.uses()) != 1 or ln.is_graph_output():
+            return MatchResult().fail("the normalised value has other consumers", ln)
+        return MatchResult()
+
+    def rewrite(self, op, x, scale, bias, ln, **_):
+        s = const(scale)
+        b = np.ascontiguousarray(np.broadcast_to(const(bias), s.shape).astype(s.dtype))
+        return op.LayerNormalization(
+            x, scale, op.initializer(ir.tensor(b), name=f"{bias.name}__ln_bias"), **ln.producer().attributes
+        )
+
+
 def layer_norm_rules() -> tuple:
-    return tuple(cls.rule(square) for cls in (LayerNormScaleBias, LayerNormScale) for square in ("pow", "mul"))
+    return (*(LayerNormScale.rule(square) for square in ("pow", "mul")), *LayerNormBias.rule().commute())

@@ -87,7 +87,7 @@ def no_op_rules() -> tuple:
     r = onnxscript_rules
     return (
         PadZero.rule(), SliceAll.rule(), ReshapeSame.rule(), ConcatSingle.rule(),
-        r.mul_by_1_rule, r.add_0_rule, r.sub_0_rule, r.div_by_1_rule,
+        *r.mul_by_1_rule.commute(), *r.add_0_rule.commute(), r.sub_0_rule, r.div_by_1_rule,
         r.dropout_inference_rule, r.dropout_zero_rule, r.no_op_cast_rule, r.no_op_transpose_rule,
         r.no_op_expand_rule, r.cast_cast_rule, r.reshape_reshape_rule, r.unsqueeze_unsqueeze_rule,
         r.squeeze_reshape_1d_rule,
