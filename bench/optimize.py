@@ -14,7 +14,8 @@ Method
   * Every run gets a fresh copy of the original file in its own temporary folder, so no
     contestant can see another's (or its own previous run's) output.
   * Time = median wall time of 3 in-process runs of exactly the calls above, i.e. each
-    tool's own load + optimize + save; the file copy is not timed.
+    tool's own load + optimize + save; the file copy is not timed. Tools are imported
+    lazily, so the first run also pays the import; the median discards that outlier.
   * Nodes = nodes of the output's main graph (``graph.node``; subgraph nodes and
     initializers are not counted). onnxslim/onnxsim/onnxscript keep some constants as
     ``Constant`` nodes where others make them initializers, so two counts are reported:
@@ -85,9 +86,8 @@ CONTESTANTS = {"deploycomp": run_deploycomp, "onnxslim": run_onnxslim,
 
 def node_counts(path: Path) -> dict:
     nodes = onnx.load(path, load_external_data=False).graph.node
-    total = len(nodes)
     const = sum(n.op_type == "Constant" for n in nodes)
-    return {"nodes": total - const, "nodes_total": total, "constants": const}
+    return {"nodes": len(nodes) - const, "nodes_total": len(nodes), "constants": const}
 
 
 def run_ort(path: Path, samples: list[dict]) -> list[list[np.ndarray]]:
@@ -147,15 +147,13 @@ def bench_model(name: str, tmp: Path) -> dict:
 
 
 def cell(e: dict) -> str:
-    if "error" in e:
-        return f"error: {e['error']}"
-    return f"{e['nodes']} / {e['nodes_total']} ({e['time_s']:.2f} s)"
+    return f"error: {e['error']}" if "error" in e else f"{e['nodes']} / {e['nodes_total']} ({e['time_s']:.2f} s)"
 
 
 def err_cell(e: dict) -> str:
-    if "error" in e:
-        return "-"
-    return f"error: {e['fidelity_error']}" if "fidelity_error" in e else f"{e['max_rel_err']:.2e}"
+    if "error" in e or "fidelity_error" in e:
+        return "-" if "error" in e else f"error: {e['fidelity_error']}"
+    return f"{e['max_rel_err']:.2e}"
 
 
 def verdict(r: dict) -> str:
@@ -208,9 +206,7 @@ def main() -> None:
     versions = {p: md.version(p) for p in ("deploycomp", "onnxslim", "onnxsim", "onnxscript", "onnx", "onnxruntime")}
     with tempfile.TemporaryDirectory(prefix="bench-optimize-") as tmp:
         results = [bench_model(m, Path(tmp)) for m in models]
-    print(" | ".join(f"{k} {v}" for k, v in versions.items()))
-    print()
-    print(markdown(results))
+    print(" | ".join(f"{k} {v}" for k, v in versions.items()) + "\n\n" + markdown(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"versions": versions, "results": results}, indent=2))

@@ -9,9 +9,10 @@ Loading does four things before any pass sees the graph:
    otherwise make us read ``/etc/passwd`` or ``../../secrets`` into an artifact.
 3. Check every op is known to ONNX (or a domain we pass through) and the opset is in
    range, naming the first offending node.
-4. Normalise the default-domain opset to at least :data:`MIN_OPSET` with ONNX's
+4. Normalise the default-domain opset into ``MIN_OPSET..MAX_OPSET`` with ONNX's
    version converter. Older exporters (PaddlePaddle's opset 11/12) lack per-channel
-   DequantizeLinear (13) and LayerNormalization (17) that later stages emit.
+   DequantizeLinear (13) and LayerNormalization (17) that later stages emit; models
+   newer than the backends accept are converted down where the converter can.
 
 The model is then deserialised into onnx-ir with external tensors left memory-mapped,
 so models above protobuf's 2 GB limit load without copying their weights.
@@ -56,7 +57,7 @@ class LoadedModel:
     model: ir.Model
     path: Path
     sha256: str
-    source_opset: int
+    source_opset: int | None
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -102,11 +103,12 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
                 raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
 
 
-def _default_opset(proto: onnx.ModelProto) -> int:
+def _default_opset(proto: onnx.ModelProto) -> int | None:
+    """The default-domain opset, or None for a model of custom-domain ops only."""
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
-    raise ModelError("model imports no default ('ai.onnx') opset")
+    return None
 
 
 def _check_ops(proto: onnx.ModelProto) -> None:
@@ -123,6 +125,23 @@ def _check_ops(proto: onnx.ModelProto) -> None:
             if not onnx.defs.has(node.op_type, domain):
                 where = f"domain '{domain}'" if domain else "the ONNX standard"
                 raise ModelError(f"{label}: unknown op '{node.op_type}' (not in {where})")
+
+
+def _check_upgradable(proto: onnx.ModelProto, opset: int) -> None:
+    """Refuse upgrades the version converter performs but gets wrong.
+
+    Scan changed meaning at opset 9 (its batch axis went away); the converter rewrites
+    the node but not the graph's inputs, and the result no longer accepts the model's
+    own data (ONNX's ``test_scan_sum`` shows it).
+    """
+    if opset < 9:
+        for graph in _graphs(proto.graph):
+            for node in graph.node:
+                if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+                    raise ModelError(
+                        f"node '{node.name or node.output[0]}': Scan from opset {opset} cannot be upgraded "
+                        "(its batch axis was removed in opset 9); re-export the model with opset >= 9"
+                    )
 
 
 def _parse(path: Path) -> onnx.ModelProto:
@@ -151,14 +170,18 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     proto = _parse(path)
     _check_external_data(proto, path.parent)
     opset = _default_opset(proto)
-    if not 7 <= opset <= MAX_OPSET:
-        raise ModelError(f"{path}: opset {opset} is outside the supported range 7..{MAX_OPSET}")
+    if opset is not None and not 1 <= opset <= onnx.defs.onnx_opset_version():
+        raise ModelError(f"{path}: opset {opset} is outside the range ONNX {onnx.__version__} knows (1..{onnx.defs.onnx_opset_version()})")
     _check_ops(proto)
-    if opset < MIN_OPSET:
+    if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
+        target = min(max(opset, MIN_OPSET), MAX_OPSET)
+        _check_upgradable(proto, opset)
         try:
-            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+            proto = onnx.version_converter.convert_version(proto, target)
         except Exception as e:  # the converter raises bare RuntimeErrors/IndexErrors
-            raise ModelError(f"{path}: cannot upgrade opset {opset} to {MIN_OPSET}: {e}") from e
+            text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            reason = text.split(" failed: ", 1)[-1]  # drop the C++ assertion's file:line prefix
+            raise ModelError(f"{path}: cannot convert opset {opset} to {target}: {reason}") from e
     return LoadedModel(
         model=model_from_proto(proto, path.parent),
         path=path,

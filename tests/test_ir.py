@@ -9,7 +9,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from deploycomp.errors import ModelError
-from deploycomp.ir import MIN_OPSET, load_model, save_model
+from deploycomp.ir import MAX_OPSET, MIN_OPSET, load_model, save_model
 from tests.conftest import write_text_model
 
 RELU = """
@@ -84,8 +84,13 @@ def test_opset_out_of_range(tmp_path):
     model = onnx.load(path)
     model.opset_import[0].version = 99
     onnx.save(model, path)
-    with pytest.raises(ModelError, match="opset 99 is outside"):
+    with pytest.raises(ModelError, match="opset 99 is outside the range ONNX"):
         load_model(path)
+
+
+def test_newer_opset_is_converted_down(tmp_path):
+    path = write_text_model(tmp_path / "m.onnx", RELU.replace('"" : 13', '"" : 24'))
+    assert load_model(path).model.opset_imports[""] == MAX_OPSET
 
 
 def _external_model(folder, location: str):

@@ -14,7 +14,6 @@ import onnx_ir as ir
 from onnx_ir.passes.common import (
     CommonSubexpressionEliminationPass,
     DeduplicateHashedInitializersPass,
-    IdentityEliminationPass,
     LiftConstantsToInitializersPass,
     RemoveUnusedFunctionsPass,
     RemoveUnusedNodesPass,
@@ -24,6 +23,7 @@ from onnx_ir.passes.common import (
 
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES
 
@@ -40,7 +40,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> PassList:
         LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
         ConstantFoldingPass(),
         RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
-        IdentityEliminationPass(),
+        IdentityRemovalPass(),
         CommonSubexpressionEliminationPass(),
         DeduplicateHashedInitializersPass(size_limit=1 << 30),
         RemoveUnusedNodesPass(),
