@@ -111,12 +111,10 @@ def analyze(model: ir.Model) -> GraphCost:
         else:
             macs += m
         act += sum(_value_elements(o) for o in node.outputs)
-    inits = [v for v in graph.initializers.values() if v.const_value is not None]
-    for node in graph:
-        if node.op_type == "Constant" and "value" in node.attributes:
-            inits.append(node.outputs[0])
-    params = sum(v.const_value.size if v.const_value is not None else _value_elements(v) for v in inits)
-    weight_bytes = sum(v.const_value.nbytes for v in inits if v.const_value is not None)
+    tensors = [v.const_value for v in graph.initializers.values() if v.const_value is not None]
+    tensors += [n.attributes["value"].as_tensor() for n in graph if n.op_type == "Constant" and "value" in n.attributes]
+    params = sum(t.size for t in tensors)
+    weight_bytes = sum(t.nbytes for t in tensors)
     return GraphCost(
         inputs=input_shapes(model),
         outputs={v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or [])] for v in graph.outputs},

@@ -50,6 +50,6 @@ def build(
     return load(result.bundle)
 
 
-def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str = "host") -> dict:
-    """Run the target-independent optimizer and write the optimized ONNX to ``out``."""
+def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str | None = None) -> dict:
+    """Optimize ``model`` (the ``default`` pipeline, or ``target``'s) and write ONNX to ``out``."""
     return pipeline.optimize(model, out, _specs(inputs), target=target)

@@ -152,11 +152,11 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Optimized ONNX file to write.")
-@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE")
-@click.option("--target", "-t", default="host", show_default=True)
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix dynamic dims (enables shape folding).")
+@click.option("--target", "-t", default=None, help="Run this target's pipeline (default: the target-independent one).")
 @click.option("--json", "as_json", is_flag=True)
-def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str, as_json: bool) -> None:
-    """Optimize MODEL (fold constants, drop dead code) and write it as ONNX."""
+def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None, as_json: bool) -> None:
+    """Optimize MODEL (fold, fuse, deduplicate, drop dead code) and write it as ONNX."""
     from deploycomp.pipeline import optimize as run
     from deploycomp.shapes import parse_input_spec
 
@@ -197,8 +197,10 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix shapes to count FLOPs.")
+@click.option("--explain-passes", is_flag=True, help="Say which rewrite rules fire, and why the others do not.")
+@click.option("--pipeline", default="default", show_default=True, help="Pipeline whose rules --explain-passes asks.")
 @click.option("--json", "as_json", is_flag=True)
-def inspect(model: Path, inputs: tuple[str, ...], as_json: bool) -> None:
+def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
     from deploycomp.analysis import analyze
     from deploycomp.ir import load_model
@@ -212,6 +214,12 @@ def inspect(model: Path, inputs: tuple[str, ...], as_json: bool) -> None:
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
     data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model)}
+    if explain_passes:
+        from deploycomp.passes.pipelines import explain_rules
+
+        rules = explain_rules(load_model(model).model, pipeline, shapes)
+        data["rules"] = [{"rule": r.rule, "fired": r.fired, "reason": r.reason, "node": r.node, "near_miss": r.near_miss}
+                         for r in rules]
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -228,6 +236,16 @@ def inspect(model: Path, inputs: tuple[str, ...], as_json: bool) -> None:
     else:
         click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs)")
     click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in cost.op_histogram.items()))
+    rules = data.get("rules", [])
+    for rule in rules:
+        if rule["fired"]:
+            click.echo(f"  rule {rule['rule']}: fired {rule['fired']}x")
+    for rule in rules:
+        if not rule["fired"] and rule["near_miss"]:
+            click.echo(f"  rule {rule['rule']}: not applied, {rule['reason']} (at node '{rule['node']}')")
+    others = [r["rule"] for r in rules if not r["fired"] and not r["near_miss"]]
+    if others:
+        click.echo(f"  {len(others)} other rule(s) have no candidate in this graph (see --json)")
 
 
 @main.group(invoke_without_command=True)

@@ -131,13 +131,22 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
-             target: str = "host", force: bool = True) -> dict[str, Any]:
-    """Write the optimized ONNX (``deploycomp optimize``); returns the pass summary."""
+             target: str | None = None, force: bool = True) -> dict[str, Any]:
+    """Write the optimized ONNX (``deploycomp optimize``); returns the pass summary.
+
+    Without a target the target-independent ``default`` pipeline runs and dynamic dims
+    may stay dynamic; with one, its pipeline runs and its shape rules apply.
+    """
     out = Path(out)
     if out.exists() and not force:
         check_output(out, force)
-    prof = load_target(target)
-    prep = prepare(model_path, prof, specs, pipeline="default")
+    if target is None:
+        loaded = load_model(model_path)
+        shapes = check_specs(loaded.model, list(specs))
+        model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
+        prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, [], plog)
+    else:
+        prep = prepare(model_path, load_target(target), specs)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         files = save_model(prep.model, tmp)

@@ -126,3 +126,36 @@ def test_optimize_writes_a_smaller_equivalent_model(real_model, tmp_path):
     ref = ort.InferenceSession(str(src)).run(None, {"images": x})[0]
     got = ort.InferenceSession(str(out)).run(None, {"images": x})[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
+    from tests.passes._harness import model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] w, float[4, 1, 1] s, float[1, 1, 8, 8] t) => (float[1, 4, 6, 6] y) {
+        c = Conv(x, w)
+        m = Mul(c, s)
+        y = Relu(m)
+    }
+    """
+    import onnx
+
+    weights = {"w": np.ones((4, 3, 3, 3), np.float32), "s": np.full((4, 1, 1), 2, np.float32)}
+    text = text.replace(", float[1, 1, 8, 8] t", "")
+    model = model_from_text(text, **weights)
+    onnx.save(model, tmp_path / "m.onnx")
+    rc, stdout, stderr = cli("inspect", tmp_path / "m.onnx", "--explain-passes", "--json")
+    assert rc == 0, stderr
+    rules = {r["rule"]: r for r in json.loads(stdout)["rules"]}
+    assert rules["ConvMulFusion"]["fired"] == 1
+    assert rules["ConvAddFusion"]["fired"] == 0
+    rc, stdout, _ = cli("inspect", tmp_path / "m.onnx", "--explain-passes")
+    assert "rule ConvMulFusion: fired 1x" in stdout
+
+    spatial = model_from_text(text.replace("float[4, 1, 1] s", "float[1, 1, 6, 6] s"),
+                              w=weights["w"], s=np.full((1, 1, 6, 6), 2, np.float32))
+    onnx.save(spatial, tmp_path / "spatial.onnx")
+    rc, stdout, _ = cli("inspect", tmp_path / "spatial.onnx", "--explain-passes", "--json")
+    miss = {r["rule"]: r for r in json.loads(stdout)["rules"]}["ConvMulFusion"]
+    assert miss["fired"] == 0 and "is not per-output-channel" in miss["reason"]

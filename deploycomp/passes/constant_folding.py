@@ -23,8 +23,11 @@ __all__ = ["ConstantFoldingPass", "MAX_FOLDED_ELEMENTS"]
 MAX_FOLDED_ELEMENTS = 1 << 16
 """Largest tensor (in elements) folding may create; larger results stay as ops."""
 
-MAX_INPUT_ELEMENTS = 1 << 22
-"""Largest constant input the folder evaluates through (bigger weights are skipped)."""
+MAX_INPUT_ELEMENTS = 8192
+"""Constant inputs above this size are folded through only by layout ops (Transpose,
+Unsqueeze, ...) and only when this node is their sole consumer: otherwise the folded
+copy would sit in the file next to the original (Silero VAD's LSTM weights, read by
+both an Unsqueeze and the LSTM, grew the model by 40% before this limit)."""
 
 
 class ConstantFoldingPass(ir.passes.InPlacePass):

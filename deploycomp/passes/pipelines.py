@@ -25,9 +25,10 @@ from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.rewrite import RewriteRulesPass
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.rules import DEFAULT_RULES
 
-__all__ = ["PIPELINES", "build_pipeline", "pipeline_names"]
+__all__ = ["PIPELINES", "build_pipeline", "explain_rules", "pipeline_names"]
 
 PassList = list[ir.passes.PassBase]
 
@@ -44,6 +45,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> PassList:
         CommonSubexpressionEliminationPass(),
         DeduplicateHashedInitializersPass(size_limit=1 << 30),
         RemoveUnusedNodesPass(),
+        RemoveUnusedInitializersPass(),
         RemoveUnusedFunctionsPass(),
         RemoveUnusedOpsetsPass(),
     ]
@@ -68,3 +70,29 @@ def build_pipeline(name: str, shapes: dict[str, tuple[int, ...]]) -> PassList:
     except KeyError:
         raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(pipeline_names())}") from None
     return factory(shapes)
+
+
+def explain_rules(model: ir.Model, name: str, shapes: dict[str, tuple[int, ...]]) -> list:
+    """How often each rewrite rule of pipeline ``name`` fires on ``model``, and why not.
+
+    Runs the pipeline for real with per-rule counting, then asks every rule that never
+    fired why it does not match the optimized graph. Commuted variants of a rule share
+    its name and are reported once.
+    """
+    from deploycomp.passes.manager import run_passes
+    from deploycomp.passes.rewrite import RewriteRulesPass, RuleExplanation, explain, rule_name
+
+    passes = build_pipeline(name, shapes)
+    rewrites = [p for p in passes if isinstance(p, RewriteRulesPass)]
+    for p in rewrites:
+        p.count_per_rule = True
+    optimized, _ = run_passes(model, passes)
+    fired = sum((p.fired for p in rewrites), start=type(rewrites[0].fired)()) if rewrites else {}
+    rules = {rule_name(r): r for p in rewrites for r in p.rules}
+    out = [RuleExplanation(n, fired[n], "fired") for n in rules if fired.get(n)]
+    unfired = [r for p in rewrites for r in p.rules if not fired.get(rule_name(r))]
+    merged: dict[str, RuleExplanation] = {}
+    for item in explain(optimized, unfired):
+        if item.rule not in merged or (item.near_miss and not merged[item.rule].near_miss):
+            merged[item.rule] = item
+    return out + list(merged.values())

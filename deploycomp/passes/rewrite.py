@@ -4,11 +4,13 @@ Rules are onnxscript rewrite rules (``pattern`` + ``check`` + ``rewrite``); a fa
 ``check`` carries a reason. :func:`explain` runs each rule alone under onnxscript's
 ``MatchingTracer`` on a copy of the model and reports, for every rule that would not
 fire, the closest partial match and its failure reason, so "why did Conv+BN not
-fuse?" has an answer (``deploycomp inspect --explain-passes``).
+fuse?" has an answer (``deploycomp inspect --explain-passes``: rules that fired during
+the real optimization are counted there; the others are asked on the optimized graph).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,23 +18,35 @@ import onnx_ir as ir
 from onnxscript.rewriter import MatchingTracer, RewriteRuleSet
 from onnxscript.rewriter._basics import MatchStatus
 
-__all__ = ["RewriteRulesPass", "RuleExplanation", "explain"]
+__all__ = ["RewriteRulesPass", "RuleExplanation", "explain", "rule_name"]
 
 
 class RewriteRulesPass(ir.passes.InPlacePass):
-    """Apply ``rules`` once over the graph (the pass manager iterates to a fixed point)."""
+    """Apply ``rules`` once over the graph (the pass manager iterates to a fixed point).
 
-    def __init__(self, name: str, rules: Sequence):
+    With ``count_per_rule`` the rules are applied one at a time so that :attr:`fired`
+    can say how often each one rewrote the graph (slower; used by ``--explain-passes``).
+    """
+
+    def __init__(self, name: str, rules: Sequence, count_per_rule: bool = False):
         self.name = name
         self.rules = tuple(rules)
+        self.count_per_rule = count_per_rule
+        self.fired: Counter[str] = Counter()
         self._ruleset = RewriteRuleSet(list(self.rules))
 
     def __str__(self) -> str:
         return self.name
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = self._ruleset.apply_to_model(model)
-        return ir.passes.PassResult(model, bool(count))
+        if not self.count_per_rule:
+            return ir.passes.PassResult(model, bool(self._ruleset.apply_to_model(model)))
+        total = 0
+        for rule in self.rules:
+            count = RewriteRuleSet([rule]).apply_to_model(model)
+            self.fired[rule_name(rule)] += count
+            total += count
+        return ir.passes.PassResult(model, bool(total))
 
 
 @dataclass
@@ -41,13 +55,15 @@ class RuleExplanation:
     fired: int
     reason: str
     node: str = ""
+    near_miss: bool = False
+    """The closest match got past the root node (a check failed or a deeper op differed)."""
 
     def describe(self) -> str:
         where = f" (closest at node '{self.node}')" if self.node else ""
         return f"{self.rule}: fired {self.fired}x" if self.fired else f"{self.rule}: {self.reason}{where}"
 
 
-def _rule_name(rule) -> str:
+def rule_name(rule) -> str:
     return getattr(rule, "name", None) or type(rule).__name__
 
 
@@ -59,17 +75,19 @@ def explain(model: ir.Model, rules: Sequence) -> list[RuleExplanation]:
         tracer = MatchingTracer()
         fired = RewriteRuleSet([rule]).apply_to_model(trial, tracer=tracer)
         if fired:
-            out.append(RuleExplanation(_rule_name(rule), fired, "fired"))
+            out.append(RuleExplanation(rule_name(rule), fired, "fired"))
             continue
         matches = [m for ms in tracer.best_matches_map.values() for m in ms]
         if not matches:
-            out.append(RuleExplanation(_rule_name(rule), 0, "no node of the pattern's root op type"))
+            out.append(RuleExplanation(rule_name(rule), 0, "no node of the pattern's root op type"))
             continue
         best = max(matches, key=lambda m: m.score())
         reason = best.match_result.reason or "pattern did not match"
+        depth = len(best.match_result.nodes)
         if best.status == MatchStatus.CONDITION_FAILED:
             reason = f"check failed: {reason}"
         else:
-            reason = f"partial match ({len(best.match_result.nodes)} nodes): {reason}"
-        out.append(RuleExplanation(_rule_name(rule), 0, reason, best.root_node.name or best.root_node.op_type))
+            reason = f"partial match ({depth} nodes): {reason}"
+        near = best.status == MatchStatus.CONDITION_FAILED or depth > 1
+        out.append(RuleExplanation(rule_name(rule), 0, reason, best.root_node.name or best.root_node.op_type, near))
     return out
