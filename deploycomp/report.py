@@ -81,8 +81,9 @@ def render_report(manifest: dict[str, Any]) -> str:
         lat_items.insert(0, ("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"], None))
     lat_kind = latency.get("kind", "")
     passes = _table(
-        [[html.escape(p["name"]), p["step"], p["nodes_before"], p["nodes_after"]] for p in manifest["passes"]],
-        ["pass", "step", "nodes before", "nodes after"],
+        [[html.escape(p["name"]), p["stage"] if p["stage"] != "loop" else f"loop {p['step']}", p["nodes_before"],
+          p["nodes_after"]] for p in manifest["passes"]],
+        ["pass", "stage", "nodes before", "nodes after"],
     )
     artifacts = _table(
         [[f"<code>{html.escape(a['path'])}</code>", f"{a['bytes'] / 1e6:.3f} MB", a["sha256"][:16]] for a in manifest["artifacts"]],

@@ -24,34 +24,44 @@ from onnx_ir.passes.common import (
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
+from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.rules import DEFAULT_RULES
 
 __all__ = ["PIPELINES", "build_pipeline", "explain_rules", "pipeline_names"]
 
-PassList = list[ir.passes.PassBase]
+def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
+    """Target-independent: fold, fuse, deduplicate, clean up.
+
+    Whole-model shape inference runs once, after the shapes are pinned; inside the
+    loop the folder infers shapes node by node for what it and the rewrites create.
+    """
+    return Pipeline(
+        prologue=[
+            FixInputShapesPass(shapes),
+            ShapeInferencePass(),
+            LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        ],
+        loop=[
+            ConstantFoldingPass(),
+            RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
+            IdentityRemovalPass(),
+            CommonSubexpressionEliminationPass(),
+            RemoveUnusedNodesPass(),
+        ],
+        epilogue=[
+            DeduplicateHashedInitializersPass(size_limit=1 << 30),
+            CommonSubexpressionEliminationPass(),  # nodes that differed only by a duplicate weight
+            RemoveUnusedNodesPass(),
+            RemoveUnusedInitializersPass(),
+            RemoveUnusedFunctionsPass(),
+            RemoveUnusedOpsetsPass(),
+        ],
+    )
 
 
-def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> PassList:
-    """Target-independent: fold, fuse, deduplicate, clean up (to a fixed point)."""
-    return [
-        FixInputShapesPass(shapes),
-        ShapeInferencePass(),
-        LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-        ConstantFoldingPass(),
-        RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
-        IdentityRemovalPass(),
-        CommonSubexpressionEliminationPass(),
-        DeduplicateHashedInitializersPass(size_limit=1 << 30),
-        RemoveUnusedNodesPass(),
-        RemoveUnusedInitializersPass(),
-        RemoveUnusedFunctionsPass(),
-        RemoveUnusedOpsetsPass(),
-    ]
-
-
-PIPELINES: dict[str, Callable[[dict[str, tuple[int, ...]]], PassList]] = {
+PIPELINES: dict[str, Callable[[dict[str, tuple[int, ...]]], Pipeline]] = {
     "default": default_pipeline,
     "openvino": default_pipeline,
     "onnxruntime": default_pipeline,
@@ -64,7 +74,7 @@ def pipeline_names() -> list[str]:
     return sorted(PIPELINES)
 
 
-def build_pipeline(name: str, shapes: dict[str, tuple[int, ...]]) -> PassList:
+def build_pipeline(name: str, shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     try:
         factory = PIPELINES[name]
     except KeyError:
@@ -82,11 +92,11 @@ def explain_rules(model: ir.Model, name: str, shapes: dict[str, tuple[int, ...]]
     from deploycomp.passes.manager import run_passes
     from deploycomp.passes.rewrite import RewriteRulesPass, RuleExplanation, explain, rule_name
 
-    passes = build_pipeline(name, shapes)
-    rewrites = [p for p in passes if isinstance(p, RewriteRulesPass)]
+    pipeline = build_pipeline(name, shapes)
+    rewrites = [p for p in pipeline.passes if isinstance(p, RewriteRulesPass)]
     for p in rewrites:
         p.count_per_rule = True
-    optimized, _ = run_passes(model, passes)
+    optimized, _ = run_passes(model, pipeline)
     fired = sum((p.fired for p in rewrites), start=type(rewrites[0].fired)()) if rewrites else {}
     rules = {rule_name(r): r for p in rewrites for r in p.rules}
     out = [RuleExplanation(n, fired[n], "fired") for n in rules if fired.get(n)]

@@ -33,16 +33,24 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         self.rules = tuple(rules)
         self.count_per_rule = count_per_rule
         self.fired: Counter[str] = Counter()
-        self._ruleset = RewriteRuleSet(list(self.rules))
+        self._needs = [required_ops(rule) for rule in self.rules]
 
     def __str__(self) -> str:
         return self.name
 
+    def _applicable(self, model: ir.Model) -> list:
+        """Rules whose every pattern op occurs in the graph: matching the rest is wasted time."""
+        present = {n.op_type for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+        return [r for r, needs in zip(self.rules, self._needs) if needs is None or needs <= present]
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        rules = self._applicable(model)
+        if not rules:
+            return ir.passes.PassResult(model, False)
         if not self.count_per_rule:
-            return ir.passes.PassResult(model, bool(self._ruleset.apply_to_model(model)))
+            return ir.passes.PassResult(model, bool(RewriteRuleSet(rules).apply_to_model(model)))
         total = 0
-        for rule in self.rules:
+        for rule in rules:
             count = RewriteRuleSet([rule]).apply_to_model(model)
             self.fired[rule_name(rule)] += count
             total += count
@@ -61,6 +69,18 @@ class RuleExplanation:
     def describe(self) -> str:
         where = f" (closest at node '{self.node}')" if self.node else ""
         return f"{self.rule}: fired {self.fired}x" if self.fired else f"{self.rule}: {self.reason}{where}"
+
+
+def required_ops(rule) -> frozenset[str] | None:
+    """Op types a rule's pattern needs, or None if some node pattern matches any op."""
+    ops = set()
+    for node in rule._target_pattern:  # onnxscript keeps the pattern private; read-only use
+        ident = node.op_identifier()
+        value = ident[1] if ident else getattr(node.op, "_value", None)
+        if not isinstance(value, str):
+            return None
+        ops.add(value)
+    return frozenset(ops)
 
 
 def rule_name(rule) -> str:

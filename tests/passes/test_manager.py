@@ -18,10 +18,13 @@ class _Boom(ir.passes.InPlacePass):
 def test_logs_every_pass_until_fixed_point(real_model):
     model = load_model(real_model("yolov8n")).model
     model, plog = run_passes(model, build_pipeline("default", {"images": (1, 3, 320, 320)}))
-    steps = {r.step for r in plog.records}
+    assert [r.stage for r in plog.records[:3]] == ["prologue"] * 3
+    loop = [r for r in plog.records if r.stage == "loop"]
+    steps = {r.step for r in loop}
     assert len(steps) >= 2, "must run again after a modifying step to confirm the fixed point"
-    last_step = [r for r in plog.records if r.step == max(steps)]
-    assert not any(r.modified for r in last_step)
+    assert any(r.modified for r in loop if r.step == min(steps))
+    assert not any(r.modified for r in loop if r.step == max(steps))
+    assert plog.records[-1].stage == "epilogue"
     first, last = plog.records[0], plog.records[-1]
     assert last.nodes_after < first.nodes_before
     assert {"FixInputShapesPass", "ConstantFoldingPass", "RemoveUnusedNodesPass"} <= {r.name for r in plog.records}
