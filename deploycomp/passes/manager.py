@@ -24,14 +24,27 @@ import onnx_ir as ir
 
 from deploycomp.errors import ModelError
 
-__all__ = ["LoggedPass", "PassLog", "PassRecord", "Pipeline", "count_nodes", "run_passes"]
+__all__ = ["LoggedPass", "PassLog", "PassRecord", "Pipeline", "all_nodes", "count_nodes", "run_passes"]
 
 log = logging.getLogger(__name__)
 
 
+def all_nodes(graph: ir.Graph):
+    """Every node of ``graph`` and its subgraphs (cheaper than RecursiveGraphIterator,
+    which the logging would otherwise pay for twice per pass)."""
+    for node in graph:
+        yield node
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                yield from all_nodes(attr.value)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for sub in attr.value:
+                    yield from all_nodes(sub)
+
+
 def count_nodes(model: ir.Model) -> int:
     """Nodes in the main graph and every subgraph."""
-    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+    return sum(1 for _ in all_nodes(model.graph))
 
 
 @dataclass

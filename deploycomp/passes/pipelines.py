@@ -53,6 +53,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
         epilogue=[
             DeduplicateHashedInitializersPass(size_limit=1 << 30),
             CommonSubexpressionEliminationPass(),  # nodes that differed only by a duplicate weight
+            LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),  # made by rewrites
             RemoveUnusedNodesPass(),
             RemoveUnusedInitializersPass(),
             RemoveUnusedFunctionsPass(),

@@ -18,6 +18,8 @@ import onnx_ir as ir
 from onnxscript.rewriter import MatchingTracer, RewriteRuleSet
 from onnxscript.rewriter._basics import MatchStatus
 
+from deploycomp.passes.manager import all_nodes
+
 __all__ = ["RewriteRulesPass", "RuleExplanation", "explain", "rule_name"]
 
 
@@ -40,7 +42,7 @@ class RewriteRulesPass(ir.passes.InPlacePass):
 
     def _applicable(self, model: ir.Model) -> list:
         """Rules whose every pattern op occurs in the graph: matching the rest is wasted time."""
-        present = {n.op_type for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+        present = {n.op_type for n in all_nodes(model.graph)}
         return [r for r, needs in zip(self.rules, self._needs) if needs is None or needs <= present]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

@@ -98,3 +98,22 @@ def test_gelu_where_the_opset_has_it(tmp_path):
 
 def test_gelu_kept_below_opset_20(tmp_path):
     assert _ops(tmp_path, GELU, opset=17)["Erf"] == 1
+
+
+def test_gelu_tanh_approximation(tmp_path):
+    body = """
+        half = Constant<value = float {0.5}>()
+        one = Constant<value = float {1.0}>()
+        three = Constant<value = float {3.0}>()
+        c = Constant<value = float {0.044715}>()
+        k = Constant<value = float {0.7978846}>()
+        p = Pow(x, three)
+        pc = Mul(p, c)
+        s = Add(x, pc)
+        sk = Mul(s, k)
+        t = Tanh(sk)
+        tp = Add(t, one)
+        h = Mul(x, half)
+        y = Mul(h, tp)
+    """
+    assert _ops(tmp_path, body, opset=20) == {"Gelu": 1}

@@ -8,8 +8,9 @@
   successive Clips merge. onnxscript's rules.
 * Softmax: ``Exp(x - ReduceMax(x, a)) / ReduceSum(Exp(..), a)`` (and without the max)
   -> ``Softmax(x, axis=a)``, for a single reduced axis, dims kept. Ours.
-* GELU: ``0.5 * x * (1 + Erf(x / sqrt 2))`` in its common operand orders -> ``Gelu(x)``
-  where the model's opset has Gelu (>= 20). Ours.
+* GELU: ``0.5 * x * (1 + Erf(x / sqrt 2))`` in its common operand orders -> ``Gelu(x)``,
+  and the tanh approximation -> ``Gelu(x, approximate="tanh")``, where the model's
+  opset has Gelu (>= 20). Ours.
 
 ``x * Sigmoid(x)`` (SiLU, YOLOv8's activation) is left as two ops: ONNX has no SiLU
 below opset 24, and OpenVINO, TensorRT and XNNPACK each fuse the pair themselves.
@@ -87,6 +88,26 @@ class GeluErfFusion(pattern.RewriteRuleClassBase):
         return op.Gelu(x)
 
 
+class GeluTanhFusion(pattern.RewriteRuleClassBase):
+    """0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x**3))) -> Gelu(x, approximate="tanh")."""
+
+    def pattern(self, op, x, half, one, k, c, three):
+        cube = op.Mul(op.Pow(x, three), c)
+        inner = op.Add(op.Tanh(op.Mul(op.Add(x, cube), k)), one)
+        return op.Mul(op.Mul(x, half), inner)
+
+    def check(self, context, half, one, k, c, three, **_) -> MatchResult:
+        if opset(context) < 20:
+            return MatchResult().fail("the model's opset has no Gelu (needs >= 20)")
+        if not (_scalar(half, 0.5) and _scalar(one, 1.0) and _scalar(three, 3.0) and _scalar(c, 0.044715, 1e-3)
+                and _scalar(k, math.sqrt(2 / math.pi), 1e-3)):
+            return MatchResult().fail("constants are not those of the tanh approximation")
+        return MatchResult()
+
+    def rewrite(self, op, x, **_):
+        return op.Gelu(x, approximate="tanh")
+
+
 def activation_rules() -> tuple:
     r = onnxscript_rules
     commuted = [rule for base in (GeluErfFusion.rule(o) for o in ("half-x-first", "half-last", "half-inner")) for rule in base.commute()]
@@ -96,6 +117,7 @@ def activation_rules() -> tuple:
         r.successive_relu_rule, r.successive_clip_rule, r.successive_relu_clip_rule, r.successive_clip_relu_rule,
         SoftmaxFusion.rule(True), SoftmaxFusion.rule(False),
         *commuted,
+        *GeluTanhFusion.rule().commute(),
     )
 
 
