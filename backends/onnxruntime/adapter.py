@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import UnsupportedError
+from deploycomp.ir import save_model
 from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
@@ -61,9 +62,8 @@ class OnnxRuntimeBackend:
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
         if precision != "fp32":
             raise UnsupportedError(f"onnxruntime backend: precision {precision} is not available yet")
-        path = out_dir / "model.onnx"
-        ir.save(model, path)
-        return Lowered(files=[path], info={"format": "onnx", "onnx": path.name, "precision": precision})
+        files = save_model(model, out_dir / "model.onnx")
+        return Lowered(files=files, info={"format": "onnx", "onnx": files[0].name, "precision": precision})
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> ORTRunner:
         return ORTRunner(bundle_dir / lowered["onnx"])

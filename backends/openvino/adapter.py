@@ -28,6 +28,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.ir import save_model
 from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "OpenVINOBackend", "OpenVINORunner"]
@@ -127,7 +128,7 @@ class OpenVINOBackend:
         report = SupportReport(self.name)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
-            ir.save(model, path)
+            save_model(model, path)
             frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
             input_model = frontend.load(str(path))  # must outlive `partial`: its nodes point into it
             partial = frontend.convert_partially(input_model)
@@ -150,7 +151,7 @@ class OpenVINOBackend:
         ov = _ov()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
-            ir.save(model, path)
+            save_model(model, path)  # > 2 GB models go through external data
             ov_model = ov.convert_model(str(path))
         _stable_names(ov_model, model)
         xml = out_dir / "model.xml"
