@@ -17,7 +17,8 @@ import click
 
 from deploycomp.errors import DeployError
 
-STAGES = ["load + optimize", "check op support", "lower", "validate", "measure latency"]
+STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "lower", "validate",
+          "measure latency"]
 
 
 def _fail(e: Exception, verbose: bool) -> None:
@@ -93,7 +94,10 @@ def _build_options(f):
     f = click.option("--precision", "-p", default="fp32", show_default=True,
                      type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]))(f)
     f = click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix an input shape, e.g. images:1x3x320x320.")(f)
-    f = click.option("--calibration", type=click.Path(path_type=Path), help="Calibration data (int8).")(f)
+    f = click.option("--calibration", type=click.Path(path_type=Path),
+                     help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
+    f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
+    f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--validation-data", type=click.Path(path_type=Path), help=".npz/.npy inputs to validate on.")(f)
     f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
@@ -110,7 +114,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
     try:
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
-            sample_kind=sample_kind, progress=step, **kw,
+            keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step, **kw,
         ))
     finally:
         bar.close()

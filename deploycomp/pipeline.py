@@ -39,7 +39,7 @@ __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 log = logging.getLogger(__name__)
 
 MAX_VALIDATION_SAMPLES = 8
-NOT_YET = {"int8": "int8 calibration", "auto": "automatic precision selection"}
+NOT_YET = {"auto": "automatic precision selection"}
 
 
 @dataclass
@@ -52,6 +52,8 @@ class BuildOptions:
     calibration: Path | None = None
     validation_data: Path | None = None
     sample_kind: str | None = None
+    keep_float: list[str] = field(default_factory=list)
+    min_cosine: float | None = None
     force: bool = False
     no_fail: bool = False
     progress: Callable[[str], None] = lambda stage: None
@@ -228,10 +230,16 @@ def build(opts: BuildOptions) -> BuildResult:
     reference = ORTRunner(prep.source)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
     measured_host = target.resolved_from is not None
+    fidelity = target.fidelity[opts.precision]
+    if opts.min_cosine is not None:
+        fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
+    model, quant_info = prep.model, None
+    if opts.precision == "int8":
+        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity.min_cosine)
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
-        lowered = backend.lower(prep.model, target, opts.precision, stage)
+        lowered = backend.lower(model, target, opts.precision, stage)
         opts.progress("validate")
         runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
         refs = [reference.run(s) for s in samples]
@@ -253,7 +261,7 @@ def build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = round(
                 measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
             latency_ms = measured["latency"]["median_ms"]
-        summary = summarize(metrics, target.fidelity[opts.precision], artifact_mb, memory_mb, latency_ms,
+        summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host)
         measured["budgets"] = summary.to_json(measured=True)
         manifest = {
@@ -266,6 +274,7 @@ def build(opts: BuildOptions) -> BuildResult:
             "precision": opts.precision,
             "io": io,
             "assumptions": prep.assumed,
+            "quantization": quant_info,
             "backend": {"name": backend.name, "lowered": lowered.info, "runtime": runner.info},
             "support": support.to_json(),
             "artifacts": artifacts,
@@ -284,6 +293,50 @@ def build(opts: BuildOptions) -> BuildResult:
                               f"{f' (+{len(summary.failures) - 1} more)' if len(summary.failures) > 1 else ''}; "
                               "no bundle written (--no-fail keeps it)")
     return BuildResult(Path(opts.out), manifest)
+
+
+def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
+    dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
+    if opts.calibration is not None:
+        from deploycomp.quant.data import load_calibration
+
+        samples = load_calibration(opts.calibration, prep.shapes, dtypes)
+        return samples, f"{Path(str(opts.calibration)).name} ({len(samples)} samples)"
+    if opts.sample_kind is not None and len(prep.shapes) == 1:
+        (name, shape), = prep.shapes.items()
+        samples = sample_data.calibration_samples_for(opts.sample_kind, name, shape)
+        return samples, f"built-in {opts.sample_kind} calibration set ({len(samples)} samples)"
+    raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an image folder)")
+
+
+def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,
+              min_cosine: float):
+    """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
+    as the target's own runtime executes them."""
+    import tempfile
+
+    from deploycomp.quant import POLICIES, quantize
+
+    opts.progress("int8 calibration")
+    samples, label = _calibration(opts, prep)
+    held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
+    calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
+    refs = [reference.run(s) for s in held]
+
+    def meets_budget(candidate: ir.Model) -> bool:
+        with tempfile.TemporaryDirectory() as tmp:
+            lowered = backend.lower(candidate, target, "int8", Path(tmp))
+            runner = backend.load(Path(tmp), lowered.info)
+            metrics = compare_outputs(refs, [runner.run(s) for s in held])
+        return all(m["cosine"] >= min_cosine for m in metrics.values())
+
+    result = quantize(prep.model, POLICIES[target.backend], calib, held, meets_budget,
+                      keep_float=opts.keep_float, progress=opts.progress)
+    info = result.info | {"calibration_data": label, "min_cosine": min_cosine,
+                          "held_out_is_calibration": len(samples) < 4}
+    if not info.get("budget_met", True):
+        log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
+    return result.model, info
 
 
 def _load_and_run(backend, stage: Path, info: dict, sample: dict):

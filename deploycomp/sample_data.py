@@ -20,7 +20,8 @@ import numpy as np
 
 from deploycomp.errors import InputDataError
 
-__all__ = ["SAMPLERS", "Samples", "check_finite", "load_npz_samples", "samples_for"]
+__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "load_npz_samples",
+           "samples_for"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -119,6 +120,63 @@ def ocr_line_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     return [(_nchw(_render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in TEXT_LINES]
 
 
+CALIBRATION_TEXT_LINES = (
+    "int8 calibration",
+    "Jetson Orin Nano",
+    "OCR 0123456789",
+    "tensor rank four",
+    "edge AI models",
+    "Raspberry Pi 5",
+    "quantize, then run",
+    "validate on device",
+    "layout: NHWC",
+    "ABCDEFGHIJKLM",
+    "nopqrstuvwxyz",
+    "100 km/h (62 mph)",
+)
+
+
+def yolo_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Other photos and other views of the people in them than validation uses."""
+    _, _, h, w = shape
+    astronaut, camera, rocket, hubble, retina, ihc = _photos(
+        ("astronaut", "camera", "rocket", "hubble_deep_field", "retina", "immunohistochemistry"))
+    small = np.full((1024, 1024, 3), 114, np.uint8)
+    small[256:768, 256:768] = astronaut
+    views = [astronaut[100:, 100:], camera[:, ::-1], astronaut[:, ::-1][50:450, 0:400], small,
+             camera[100:500, 50:450], rocket, hubble, retina, ihc, astronaut[:256, 128:384]]
+    return [_nchw(_letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
+
+
+def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
+    from PIL import Image, ImageDraw, ImageFont
+
+    _, _, h, w = shape
+    out = []
+    for i, img in enumerate(_photos(("rocket", "hubble_deep_field", "retina", "chelsea"))):
+        canvas = Image.fromarray(_resize(img, h, w))
+        draw = ImageDraw.Draw(canvas)
+        font = ImageFont.load_default(size=max(12, h // 14))
+        for j in range(3):
+            draw.text((w // 8, h // 6 + j * h // 4), CALIBRATION_TEXT_LINES[(2 * i + j) % 12], fill=(255, 255, 0), font=font)
+        out.append((_nchw(np.asarray(canvas)[..., ::-1]) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD)
+    return out
+
+
+def ocr_line_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
+    _, _, h, w = shape
+    return [(_nchw(_render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in CALIBRATION_TEXT_LINES]
+
+
+def generic_image_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
+    _, c, h, w = shape
+    out = []
+    for img in _photos(("rocket", "hubble_deep_field", "retina", "immunohistochemistry")):
+        x = _nchw(_resize(img, h, w)) / 255.0
+        out.append(x[:, :1] if c == 1 else x)
+    return out
+
+
 def generic_image_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     _, c, h, w = shape
     out = []
@@ -143,6 +201,17 @@ SAMPLERS: dict[str, Callable[[tuple[int, ...]], list[np.ndarray]]] = {
     "ocr-cls": ocr_line_samples,
     "image": generic_image_samples,
 }
+
+
+CALIBRATION_SAMPLERS: dict[str, Callable[[tuple[int, ...]], list[np.ndarray]]] = {
+    "yolo": yolo_calibration,
+    "ocr-det": ocr_det_calibration,
+    "ocr-rec": ocr_line_calibration,
+    "ocr-cls": ocr_line_calibration,
+    "image": generic_image_calibration,
+}
+"""Built-in calibration sets: disjoint from the validation samples above (other photos,
+other views, other text), so int8 fidelity is never judged on what it was fit to."""
 
 
 def check_finite(samples: Samples, source: str) -> None:
@@ -200,3 +269,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
 
 def samples_for(kind: str, name: str, shape: tuple[int, ...]) -> Samples:
     return _as_samples(name, SAMPLERS[kind](shape), shape)
+
+
+def calibration_samples_for(kind: str, name: str, shape: tuple[int, ...]) -> Samples:
+    return _as_samples(name, CALIBRATION_SAMPLERS[kind](shape), shape)

@@ -105,7 +105,9 @@ def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
 def test_precision_not_offered_by_target(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match="does not support precision bf16; supported: fp32, fp16, int8"):
         deploycomp.build(tiny_conv, tmp_path / "out", target="intel-core-avx2", precision="bf16")
-    with pytest.raises(UnsupportedError, match="int8 calibration is not implemented"):
+    with pytest.raises(UnsupportedError, match="automatic precision selection is not implemented"):
+        deploycomp.build(tiny_conv, tmp_path / "out", precision="auto")
+    with pytest.raises(InputDataError, match="--precision int8 needs calibration data"):
         deploycomp.build(tiny_conv, tmp_path / "out", precision="int8")
 
 

@@ -33,7 +33,9 @@ from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "OpenVINOBackend", "OpenVINORunner"]
 
-_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+"""Inference precision hint per build precision. int8 graphs carry QDQ: the quantized
+layers run int8 kernels and the rest runs at the hint (f32, never an implicit bf16)."""
 _PRECISION_NAME = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 _COMPUTE_LAYERS = {"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution"}
 
@@ -77,6 +79,12 @@ class OpenVINORunner:
             "executed_precision": _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
             "compute_layer_precisions": self._layer_precisions(),
         }
+        layers = self.info["compute_layer_precisions"]
+        int8 = sum(n for k, n in layers.items() if k.split(":")[1] in ("u8", "i8"))
+        if int8:
+            total = sum(layers.values())
+            self.info["int8_compute_layers"] = int8
+            self.info["executed_precision"] = "int8" if int8 == total else f"int8 ({int8}/{total} layers) + fp32"
 
     def _layer_precisions(self) -> dict[str, int]:
         """Compute layers by the precision of the activations they execute on, and kernel.
@@ -155,7 +163,7 @@ class OpenVINOBackend:
             ov_model = ov.convert_model(str(path))
         _stable_names(ov_model, model)
         xml = out_dir / "model.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))
+        ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))  # int8 weights stay int8
         return Lowered(
             files=[xml, xml.with_suffix(".bin")],
             info={
@@ -163,7 +171,7 @@ class OpenVINOBackend:
                 "xml": xml.name,
                 "device": target.device,
                 "precision": precision,
-                "weights": "f16" if precision == "fp16" else "f32",
+                "weights": {"fp16": "f16", "int8": "i8 (QDQ)"}.get(precision, "f32"),
                 "openvino_version": ov.get_version(),
             },
         )

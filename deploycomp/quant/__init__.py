@@ -1,0 +1,83 @@
+"""int8 post-training quantization: statistics once, QDQ placed per backend, float where it hurts.
+
+``quantize`` runs the whole flow on an optimized fp32 onnx-ir model: streaming
+statistics over the calibration samples, ranges by the policy's method, a drop-one
+sensitivity ranking on held-out samples, and the smallest set of float layers whose
+model meets the caller's budget (checked by a callback, normally the target's own
+runtime). The result is standard QuantizeLinear/DequantizeLinear ONNX.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.quant.calibrate import collect_statistics
+from deploycomp.quant.policy import POLICIES, QDQPolicy
+from deploycomp.quant.qdq import quantizable_tensors
+from deploycomp.quant.sensitivity import quantized_copy, rank_layers, select_float_layers
+
+__all__ = ["POLICIES", "QuantResult", "quantize"]
+
+Feeds = Mapping[str, np.ndarray]
+
+
+@dataclass
+class QuantResult:
+    model: ir.Model
+    info: dict = field(default_factory=dict)
+
+
+def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
+    names = [n.name for n in model.graph if n.op_type in policy.compute_ops and n.name]
+    return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
+
+
+def quantize(
+    model: ir.Model,
+    policy: QDQPolicy,
+    calibration: Sequence[Feeds],
+    held_out: Sequence[Feeds],
+    meets_budget: Callable[[ir.Model], bool] | None = None,
+    *,
+    method: str | None = None,
+    keep_float: Sequence[str] = (),
+    progress: Callable[[str], None] = lambda msg: None,
+) -> QuantResult:
+    method = method or policy.range_method
+    started = time.perf_counter()
+    tensors = list(quantizable_tensors(model, policy))
+    stats = collect_statistics(model, tensors, calibration)
+    ranges = stats.ranges(method)
+    calib_seconds = time.perf_counter() - started
+    pinned = _pinned(model, policy, keep_float)
+    info: dict = {
+        "policy": policy.name, "range_method": method, "activation_dtype": policy.activation_dtype,
+        "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel",
+        "calibration_samples": stats.samples, "held_out_samples": len(held_out),
+        "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
+    }
+    chosen: set[str] = set()
+    if meets_budget is not None and held_out:
+        from deploycomp.quant.sensitivity import _ort_outputs
+
+        refs = _ort_outputs(model, held_out)
+        progress("int8 sensitivity")
+        ranking = rank_layers(model, policy, ranges, held_out, refs)
+        info["sensitivity"] = [
+            {"node": s.node, "op": s.op_type, "nmse_if_float": s.error_if_float, "gain": s.gain} for s in ranking[:20]
+        ]
+        info["nmse_all_int8"] = ranking[0].error_all_int8 if ranking else 0.0
+        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(quantized_copy(model, policy, ranges, keep | pinned)))
+        info["budget_met"] = met
+    final = quantized_copy(model, policy, ranges, chosen | pinned)
+    layers = [n for n in model.graph if n.op_type in policy.compute_ops]
+    info["float_layers"] = sorted(chosen | pinned)
+    info["int8_layers"] = len(layers) - len(chosen | pinned)
+    info["calibration_seconds"] = round(calib_seconds, 3)
+    return QuantResult(final, info)

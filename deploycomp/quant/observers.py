@@ -1,0 +1,159 @@
+"""Streaming activation statistics and the range methods that read them.
+
+An :class:`Observer` sees one tensor batch by batch and keeps only a running min/max
+and a fixed-size histogram (2048 bins, ~16 KB), never the activations themselves, so
+peak memory does not grow with the calibration set (ONNX Runtime's calibrator keeps
+every batch: onnxruntime#10503, #21979). When a batch falls outside the current
+histogram range, the range is widened and the old counts re-binned into it.
+
+Range methods (:data:`RANGE_METHODS`) turn a histogram into a clipping range:
+
+* ``minmax``: the observed extremes.
+* ``percentile``: the 0.01 % / 99.99 % quantiles (outliers clipped).
+* ``entropy``: TensorRT's KL-divergence calibration on ``|x|``: the threshold whose
+  128-level quantization of the clipped distribution loses least information.
+* ``mse``: the symmetric threshold minimising expected squared quantization error
+  (rounding inside, clipping outside), estimated from the histogram.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["BINS", "Observer", "RANGE_METHODS", "compute_range"]
+
+BINS = 2048
+
+
+class Observer:
+    def __init__(self, bins: int = BINS):
+        self.bins = bins
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.hist: np.ndarray | None = None
+        self.edges: tuple[float, float] = (0.0, 0.0)
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
+            return
+        if not np.isfinite(x).all():
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                return
+        lo, hi = float(x.min()), float(x.max())
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        self.count += x.size
+        if self.hist is None:
+            width = max(hi - lo, 1e-12)
+            self.edges = (lo, lo + width)
+            self.hist = np.zeros(self.bins, np.float64)
+        elif lo < self.edges[0] or hi > self.edges[1]:
+            self._widen(min(lo, self.edges[0]), max(hi, self.edges[1]))
+        counts, _ = np.histogram(x, bins=self.bins, range=self.edges)
+        self.hist += counts
+
+    def _widen(self, lo: float, hi: float) -> None:
+        """Re-bin the counts into a wider range (each old bin's mass to its centre's new bin)."""
+        old_lo, old_hi = self.edges
+        centres = old_lo + (np.arange(self.bins) + 0.5) * (old_hi - old_lo) / self.bins
+        # grow by a margin so a slowly drifting range does not re-bin every batch
+        span = hi - lo
+        lo, hi = lo - 0.05 * span * (lo < old_lo), hi + 0.05 * span * (hi > old_hi)
+        idx = np.clip(((centres - lo) / (hi - lo) * self.bins).astype(np.int64), 0, self.bins - 1)
+        new = np.zeros(self.bins, np.float64)
+        np.add.at(new, idx, self.hist)
+        self.hist, self.edges = new, (lo, hi)
+
+    def centres(self) -> np.ndarray:
+        lo, hi = self.edges
+        return lo + (np.arange(self.bins) + 0.5) * (hi - lo) / self.bins
+
+    def abs_histogram(self) -> tuple[np.ndarray, float]:
+        """Histogram of |x| over [0, amax] with ``bins`` bins, and amax."""
+        amax = max(abs(self.lo), abs(self.hi), 1e-12)
+        idx = np.clip((np.abs(self.centres()) / amax * self.bins).astype(np.int64), 0, self.bins - 1)
+        out = np.zeros(self.bins, np.float64)
+        np.add.at(out, idx, self.hist)
+        return out, amax
+
+
+def _minmax(obs: Observer) -> tuple[float, float]:
+    return obs.lo, obs.hi
+
+
+def _percentile(obs: Observer, q: float = 99.99) -> tuple[float, float]:
+    cdf = np.cumsum(obs.hist) / obs.hist.sum()
+    centres = obs.centres()
+    lo = centres[min(np.searchsorted(cdf, 1 - q / 100), obs.bins - 1)]
+    hi = centres[min(np.searchsorted(cdf, q / 100), obs.bins - 1)]
+    return min(float(lo), obs.hi), max(float(hi), obs.lo)
+
+
+def _symmetric_to_range(obs: Observer, threshold: float) -> tuple[float, float]:
+    return max(obs.lo, -threshold), min(obs.hi, threshold)
+
+
+def _smooth(dist: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Give empty bins a little mass (taken from the others) so KL stays finite."""
+    zeros = dist == 0
+    if not zeros.any() or zeros.all():
+        return dist
+    out = dist.astype(np.float64).copy()
+    out[zeros] = eps
+    out[~zeros] -= eps * zeros.sum() / (~zeros).sum()
+    return np.maximum(out, eps / 10)
+
+
+def _entropy(obs: Observer, levels: int = 128) -> tuple[float, float]:
+    hist, amax = obs.abs_histogram()
+    bins = len(hist)
+    best, best_i = np.inf, bins
+    for i in range(levels, bins + 1, 16):
+        # reference P: the first i bins with everything beyond folded into the last
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()
+        # candidate Q: the unclipped slice quantized into `levels` groups, each group's
+        # mass spread over its non-empty bins (TensorRT's reference algorithm)
+        q = np.zeros(i)
+        for g in np.array_split(np.arange(i), levels):
+            nonzero = hist[g] > 0
+            if nonzero.any():
+                q[g[nonzero]] = hist[g].sum() / nonzero.sum()
+        if p.sum() == 0 or q.sum() == 0:
+            continue
+        pn, qn = _smooth(p / p.sum()), _smooth(q / q.sum())
+        kl = float(np.sum(pn * np.log(pn / qn)))
+        if kl < best:
+            best, best_i = kl, i
+    return _symmetric_to_range(obs, best_i / bins * amax)
+
+
+def _mse(obs: Observer, levels: int = 127) -> tuple[float, float]:
+    hist, amax = obs.abs_histogram()
+    centres = (np.arange(len(hist)) + 0.5) / len(hist) * amax
+    best, best_t = np.inf, amax
+    for t in np.linspace(amax / 64, amax, 64):
+        step = t / levels
+        inside = centres <= t
+        err = np.sum(hist[inside]) * step**2 / 12 + np.sum(hist[~inside] * (centres[~inside] - t) ** 2)
+        if err < best:
+            best, best_t = err, t
+    return _symmetric_to_range(obs, float(best_t))
+
+
+RANGE_METHODS: dict[str, Callable[[Observer], tuple[float, float]]] = {
+    "minmax": _minmax,
+    "percentile": _percentile,
+    "entropy": _entropy,
+    "mse": _mse,
+}
+
+
+def compute_range(obs: Observer, method: str) -> tuple[float, float]:
+    if obs.hist is None:
+        raise ValueError("observer saw no data")
+    return RANGE_METHODS[method](obs)

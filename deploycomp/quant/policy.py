@@ -1,0 +1,57 @@
+"""Where QuantizeLinear/DequantizeLinear go, and in which encoding, per backend: data.
+
+The backends disagree, and getting it wrong is silent (measured for this project):
+
+* **openvino**: reads QDQ ONNX and folds each pair into a FakeQuantize; its
+  low-precision transformations then run int8 kernels for Conv/MatMul whose inputs are
+  quantized. It mis-executes signed int8 *activations* from some tools while u8
+  activations run correctly, so activations are u8 asymmetric, weights s8 symmetric
+  per output channel, biases float.
+* **tensorrt**: NVIDIA's ONNX parser rejects non-zero zero points and int32-bias
+  DequantizeLinear: s8 symmetric activations, s8 per-channel weights, float biases;
+  residual Adds get QDQ on their inputs so the builder can fuse them into the conv.
+* **tflite**: the TFLite int8 spec: s8 asymmetric activations, s8 symmetric per-axis
+  weights (the lowering derives int32 biases with scale = input_scale * weight_scale).
+
+Only the *inputs* of the listed ops are quantized; a tensor read by several quantized
+consumers gets one QDQ pair. Graph outputs are never quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["POLICIES", "QDQPolicy", "weight_axis"]
+
+
+@dataclass(frozen=True)
+class QDQPolicy:
+    name: str
+    compute_ops: tuple[str, ...]
+    """Ops whose activation inputs and constant weights are quantized."""
+    elementwise_ops: tuple[str, ...] = ()
+    """Ops whose non-constant inputs are all quantized (e.g. residual Add)."""
+    activation_dtype: str = "uint8"
+    activation_symmetric: bool = False
+    range_method: str = "percentile"
+
+
+POLICIES: dict[str, QDQPolicy] = {
+    "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm")),
+    "tensorrt": QDQPolicy(
+        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "entropy"
+    ),
+    "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", False),
+    "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
+}
+
+
+def weight_axis(op_type: str, attrs: dict, rank: int) -> int:
+    """The output-channel axis of a compute op's weight (per-channel scales run along it)."""
+    if op_type == "ConvTranspose":
+        return 1  # (C_in, C_out / group, k...)
+    if op_type == "Gemm":
+        return 0 if attrs.get("transB", 0) else 1
+    if op_type == "MatMul":
+        return rank - 1  # (..., K, N)
+    return 0  # Conv: (C_out, C_in / group, k...)

@@ -1,0 +1,120 @@
+"""Insert QuantizeLinear/DequantizeLinear into an onnx-ir model, as a policy says.
+
+Encodings (ONNX QuantizeLinear: ``q = saturate(round(x / s) + zp)``):
+
+* asymmetric u8/s8 activation in ``[lo, hi]`` (widened to contain 0, so that zero
+  padding is exact): ``s = (hi - lo) / (qmax - qmin)``, ``zp = qmin - round(lo / s)``;
+* symmetric s8: ``s = max(|lo|, |hi|) / 127``, ``zp = 0``;
+* weights: s8 symmetric per output channel, stored already quantized as an int8
+  initializer read by one DequantizeLinear (``axis`` = the output-channel axis).
+
+Nodes named in ``keep_float`` (sensitive layers) are left entirely in float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.quant.policy import QDQPolicy, weight_axis
+
+__all__ = ["QDQPass", "activation_params", "quantizable_tensors"]
+
+
+def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[np.float32, np.ndarray]:
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if symmetric:
+        amax = max(-lo, hi, 1e-8)
+        return np.float32(amax / 127), np.array(0, np.int8)
+    qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+    scale = max(hi - lo, 1e-8) / (qmax - qmin)
+    zp = int(np.clip(qmin - round(lo / scale), qmin, qmax))
+    return np.float32(scale), np.array(zp, np.uint8 if dtype == "uint8" else np.int8)
+
+
+def _is_const(v: ir.Value | None) -> bool:
+    return v is not None and v.const_value is not None and not v.is_graph_input()
+
+
+def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str] = frozenset()) -> dict[str, list]:
+    """Activation tensor name -> [(consumer node, input index)] the policy quantizes."""
+    out: dict[str, list] = {}
+    for node in model.graph:
+        if node.name in keep_float or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in policy.compute_ops:
+            slots = [0] + ([1] if node.op_type == "MatMul" and not _is_const(node.inputs[1]) else [])
+        elif node.op_type in policy.elementwise_ops and all(not _is_const(v) for v in node.inputs):
+            slots = list(range(len(node.inputs)))
+        else:
+            continue
+        for i in slots:
+            v = node.inputs[i]
+            if v is None or _is_const(v) or v.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+                continue
+            out.setdefault(v.name, []).append((node, i))
+    return out
+
+
+@dataclass
+class QDQPass(ir.passes.InPlacePass):
+    policy: QDQPolicy
+    ranges: dict[str, tuple[float, float]]
+    keep_float: set[str] = field(default_factory=set)
+
+    def _const(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        value.shape = ir.Shape(array.shape)
+        value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+        graph.register_initializer(value)
+        return value
+
+    def _quantize_weights(self, graph: ir.Graph, node: ir.Node, index: int) -> bool:
+        w = node.inputs[1]
+        if not _is_const(w) or w.dtype != ir.DataType.FLOAT:
+            return False
+        arr = w.const_value.numpy().astype(np.float32)
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        axis = weight_axis(node.op_type, attrs, arr.ndim)
+        reduce = tuple(i for i in range(arr.ndim) if i != axis)
+        amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
+        scale = (amax / 127).astype(np.float32)
+        q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+        base = f"{w.name}__{node.name or f'node{index}'}"
+        qv = self._const(graph, base + "_q", q)
+        sv = self._const(graph, base + "_scale", scale.reshape(-1))
+        zv = self._const(graph, base + "_zp", np.zeros(scale.size, np.int8))
+        dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": axis}, name=base + "_dq")
+        graph.insert_before(node, dq)
+        dq.outputs[0].name = base + "_dq"
+        dq.outputs[0].shape, dq.outputs[0].type = w.shape, w.type
+        node.replace_input_with(1, dq.outputs[0])
+        return True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        p = self.policy
+        uses = quantizable_tensors(model, p, self.keep_float)
+        modified = False
+        for name, consumers in uses.items():
+            if name not in self.ranges:
+                continue
+            value = consumers[0][0].inputs[consumers[0][1]]
+            scale, zp = activation_params(*self.ranges[name], p.activation_dtype, p.activation_symmetric)
+            sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
+            zv = self._const(graph, f"{name}__zp", zp)
+            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
+            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
+            q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"
+            dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
+            first = min((c for c, _ in consumers), key=lambda c: list(graph).index(c))
+            graph.insert_before(first, [q, dq])
+            for consumer, index in consumers:
+                consumer.replace_input_with(index, dq.outputs[0])
+            modified = True
+        for index, node in enumerate(list(graph)):
+            if node.op_type in p.compute_ops and node.name not in self.keep_float and len(node.inputs) > 1:
+                modified |= self._quantize_weights(graph, node, index)
+        return ir.passes.PassResult(model, modified)

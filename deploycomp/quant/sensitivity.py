@@ -1,0 +1,92 @@
+"""Which layers int8 hurts most, and the fewest to keep in float to meet a budget.
+
+Ranking is drop-one: with every other layer quantized, keep one compute layer in
+float and measure how much the output error (normalised MSE against the fp32 model,
+summed over outputs, on held-out samples) falls. Layers whose float copy recovers
+the most are the most sensitive. The ranking is run in ONNX Runtime (cheap: one
+session per layer); the selection then checks candidates with the target's own
+runtime, because a backend can execute the same QDQ graph differently.
+
+Selection keeps the top-k most sensitive layers in float for k = 0, 1, 2, 4, 8, ...
+and returns the first k whose model meets the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.quant.policy import QDQPolicy
+from deploycomp.quant.qdq import QDQPass
+
+__all__ = ["LayerSensitivity", "nmse", "quantized_copy", "rank_layers", "select_float_layers"]
+
+Feeds = Mapping[str, np.ndarray]
+
+
+@dataclass
+class LayerSensitivity:
+    node: str
+    op_type: str
+    error_all_int8: float
+    error_if_float: float
+
+    @property
+    def gain(self) -> float:
+        return self.error_all_int8 - self.error_if_float
+
+
+def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> float:
+    total = 0.0
+    for ref, got in zip(refs, gots):
+        for name, r in ref.items():
+            r = r.astype(np.float64)
+            total += float(np.sum((got[name].astype(np.float64) - r) ** 2) / max(np.sum(r**2), 1e-20))
+    return total / max(len(refs), 1)
+
+
+def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str]) -> ir.Model:
+    clone = ir.from_proto(ir.to_proto(model))
+    QDQPass(policy, ranges, set(keep_float))(clone)
+    return clone
+
+
+def _ort_outputs(model: ir.Model, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(names, dict(s)))) for s in samples]
+
+
+def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
+                refs: Sequence[Mapping[str, np.ndarray]], progress: Callable[[int, int], None] | None = None
+                ) -> list[LayerSensitivity]:
+    base = nmse(refs, _ort_outputs(quantized_copy(model, policy, ranges, set()), samples))
+    layers = [n for n in model.graph if n.op_type in policy.compute_ops and n.name]
+    out = []
+    for i, node in enumerate(layers):
+        err = nmse(refs, _ort_outputs(quantized_copy(model, policy, ranges, {node.name}), samples))
+        out.append(LayerSensitivity(node.name, node.op_type, base, err))
+        if progress:
+            progress(i + 1, len(layers))
+    return sorted(out, key=lambda s: s.gain, reverse=True)
+
+
+def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Callable[[set[str]], bool],
+                        max_float_fraction: float = 0.5) -> tuple[set[str], bool]:
+    """Smallest prefix of the ranking (sizes 0, 1, 2, 4, ...) whose model meets the budget."""
+    limit = max(1, int(len(ranking) * max_float_fraction))
+    k = 0
+    while True:
+        chosen = {s.node for s in ranking[:k]}
+        if meets_budget(chosen):
+            return chosen, True
+        if k >= limit:
+            return chosen, False
+        k = 1 if k == 0 else min(2 * k, limit)

@@ -1,0 +1,77 @@
+"""Calibration data readers and the one-line error for each bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deploycomp.errors import InputDataError
+from deploycomp.quant.data import load_calibration
+
+SHAPES = {"x": (1, 3, 8, 8)}
+DTYPES = {"x": np.dtype(np.float32)}
+
+
+def test_npz_stacked_samples(tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.zeros((5, 3, 8, 8), np.float32))
+    assert len(load_calibration(tmp_path / "c.npz", SHAPES, DTYPES)) == 5
+
+
+def test_npy_for_single_input(tmp_path):
+    np.save(tmp_path / "c.npy", np.ones((3, 3, 8, 8), np.float32))
+    samples = load_calibration(tmp_path / "c.npy", SHAPES, DTYPES)
+    assert len(samples) == 3 and samples[0]["x"].shape == (1, 3, 8, 8)
+
+
+def test_image_folder_with_spec(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "calibration.yaml").write_text("resize: resize\nchannel_order: bgr\nscale: 0.5\nmean: [1, 1, 1]\n")
+    samples = load_calibration(tmp_path, SHAPES, DTYPES)
+    assert len(samples) == 3
+    assert samples[2]["x"].shape == (1, 3, 8, 8) and np.allclose(samples[2]["x"], 80 * 0.5 - 1)
+
+
+def test_iterable_from_python():
+    samples = load_calibration(({"x": np.zeros((1, 3, 8, 8), np.float32)} for _ in range(2)), SHAPES, DTYPES)
+    assert len(samples) == 2
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: np.savez(p / "c.npz", x=np.full((2, 3, 8, 8), np.nan, np.float32)), "contains NaN"),
+        (lambda p: np.savez(p / "c.npz", x=np.zeros((2, 3, 9, 8), np.float32)), "expected [1, 3, 8, 8]"),
+        (lambda p: np.savez(p / "c.npz", y=np.zeros((1, 3, 8, 8), np.float32)), "no array for input(s) x"),
+        (lambda p: np.savez(p / "c.npz", x=np.zeros((1, 3, 8, 8), np.int32)), "dtype int32"),
+    ],
+)
+def test_bad_npz(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(InputDataError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_calibration(tmp_path / "c.npz", SHAPES, DTYPES)
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(InputDataError, match="needs a preprocessing spec calibration.yaml"):
+        load_calibration(tmp_path, SHAPES, DTYPES)
+    (tmp_path / "calibration.yaml").write_text("layout: nchw\n")
+    with pytest.raises(InputDataError, match="no images"):
+        load_calibration(tmp_path, SHAPES, DTYPES)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputDataError, match="broken.png: unreadable image"):
+        load_calibration(tmp_path, SHAPES, DTYPES)
+    (tmp_path / "calibration.yaml").write_text("colour: yes\n")
+    with pytest.raises(InputDataError, match="unknown key"):
+        load_calibration(tmp_path, SHAPES, DTYPES)
+
+
+def test_missing_and_wrong_kind(tmp_path):
+    with pytest.raises(InputDataError, match="no such file"):
+        load_calibration(tmp_path / "nope.npz", SHAPES, DTYPES)
+    (tmp_path / "c.txt").write_text("1 2 3")
+    with pytest.raises(InputDataError, match="must be .npz, .npy or a folder"):
+        load_calibration(tmp_path / "c.txt", SHAPES, DTYPES)
+    with pytest.raises(InputDataError, match="calibration data is empty"):
+        load_calibration([], SHAPES, DTYPES)

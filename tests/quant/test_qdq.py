@@ -1,0 +1,82 @@
+"""QDQ placement and encoding, per policy, on a small conv net, and its numeric effect."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from deploycomp.ir import load_model
+from deploycomp.passes import build_pipeline, run_passes
+from deploycomp.quant import POLICIES, quantize
+from deploycomp.quant.qdq import activation_params
+
+
+def _model(tiny_conv):
+    model, _ = run_passes(load_model(tiny_conv).model, build_pipeline("default", {"x": (1, 3, 16, 16)}))
+    return model
+
+
+def _run(model: ir.Model, x):
+    return ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+
+
+def _samples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(n)]
+
+
+def test_activation_encodings():
+    s, zp = activation_params(-1.0, 3.0, "uint8", False)
+    assert zp.dtype == np.uint8 and int(zp) == 64 and s == pytest.approx(4 / 255)
+    s, zp = activation_params(0.5, 2.0, "uint8", False)  # range widened to contain 0
+    assert int(zp) == 0 and s == pytest.approx(2 / 255)
+    s, zp = activation_params(-1.0, 3.0, "int8", True)
+    assert zp.dtype == np.int8 and int(zp) == 0 and s == pytest.approx(3 / 127)
+
+
+@pytest.mark.parametrize("policy", ["openvino", "tensorrt", "tflite"])
+def test_policy_places_qdq_on_compute_inputs(tiny_conv, policy):
+    model = _model(tiny_conv)
+    result = quantize(model, POLICIES[policy], _samples(6), [])
+    ops = Counter(n.op_type for n in result.model.graph)
+    # Conv and Gemm: one activation QDQ pair each, one weight DequantizeLinear each
+    assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 4
+    for node in result.model.graph:
+        if node.op_type == "QuantizeLinear":
+            zp = node.inputs[2].const_value.numpy()
+            assert zp.dtype == (np.uint8 if POLICIES[policy].activation_dtype == "uint8" else np.int8)
+            if POLICIES[policy].activation_symmetric:
+                assert int(zp) == 0
+        if node.op_type == "DequantizeLinear" and node.inputs[0].const_value is not None:
+            assert node.inputs[0].const_value.numpy().dtype == np.int8  # weights stored as int8
+            assert node.inputs[2].const_value.numpy().max() == 0  # symmetric
+    x = _samples(1, seed=9)[0]["x"]
+    ref, got = _run(model, x), _run(result.model, x)
+    cos = float(np.dot(ref.ravel(), got.ravel()) / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos > 0.999
+
+
+def test_keep_float_pattern_leaves_node_unquantized(tiny_conv):
+    result = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(4), [], keep_float=["fc*"])
+    assert result.info["float_layers"] == ["fc"]
+    gemm = next(n for n in result.model.graph if n.op_type == "Gemm")
+    assert all(v.producer() is None or v.producer().op_type != "DequantizeLinear" for v in gemm.inputs)
+
+
+def test_sensitivity_keeps_the_fewest_float_layers_that_meet_the_budget(tiny_conv):
+    model = _model(tiny_conv)
+    calls = []
+
+    def budget(candidate):  # pretend only a float Gemm meets the budget
+        gemm = next(n for n in candidate.graph if n.op_type == "Gemm")
+        calls.append(gemm.inputs[1].producer() is None)
+        return calls[-1]
+
+    result = quantize(model, POLICIES["openvino"], _samples(6), _samples(2, seed=5), budget)
+    assert result.info["budget_met"] and result.info["float_layers"] == ["fc"]
+    assert calls[0] is False  # all-int8 was tried first
+    assert [s["node"] for s in result.info["sensitivity"]] and result.info["int8_layers"] == 1
