@@ -322,17 +322,20 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
     calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
     refs = [reference.run(s) for s in held]
+    # a handful of held-out samples is a noisy estimate: ask for half the error budget there
+    # so that the final validation, on other inputs, still meets the whole of it
+    held_min_cosine = 1 - (1 - min_cosine) / 2
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
             lowered = backend.lower(candidate, target, "int8", Path(tmp))
             runner = backend.load(Path(tmp), lowered.info)
             metrics = compare_outputs(refs, [runner.run(s) for s in held])
-        return all(m["cosine"] >= min_cosine for m in metrics.values())
+        return all(m["cosine"] >= held_min_cosine for m in metrics.values())
 
     result = quantize(prep.model, POLICIES[target.backend], calib, held, meets_budget,
                       keep_float=opts.keep_float, progress=opts.progress)
-    info = result.info | {"calibration_data": label, "min_cosine": min_cosine,
+    info = result.info | {"calibration_data": label, "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
                           "held_out_is_calibration": len(samples) < 4}
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
