@@ -1,0 +1,64 @@
+"""``build --precision int8``: calibration in, QDQ ONNX lowered, int8 kernels executing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import deploycomp
+from deploycomp.errors import InputDataError
+
+
+def _calibration(tmp_path, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "calib.npz"
+    np.savez(path, x=rng.random((n, 3, 16, 16), dtype=np.float32))
+    return path
+
+
+def test_int8_host_build_executes_int8(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    q = manifest["quantization"]
+    assert q["policy"] == "openvino" and q["activation_dtype"] == "uint8"
+    assert q["calibration_samples"] + q["held_out_samples"] == 12 and q["held_out_samples"] == 3
+    assert manifest["backend"]["runtime"]["executed_precision"].startswith("int8")
+    assert manifest["backend"]["runtime"]["int8_compute_layers"] >= 1
+    assert manifest["validation"]["ok"]
+    x = np.random.default_rng(7).random((1, 3, 16, 16), dtype=np.float32)
+    assert runner.run({"x": x})["probs"].shape == (1, 4)
+
+
+def test_int8_keep_float_and_min_cosine_from_cli_options(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
+    assert runner.manifest["quantization"]["float_layers"] == []
+    from deploycomp.pipeline import BuildOptions, build
+
+    result = build(BuildOptions(model=tiny_conv, out=tmp_path / "c", precision="int8",
+                                calibration=_calibration(tmp_path), keep_float=["conv"], min_cosine=0.95))
+    q = result.manifest["quantization"]
+    assert q["pinned_float"] == ["conv"] and q["min_cosine"] == 0.95
+    assert result.manifest["backend"]["runtime"]["int8_compute_layers"] == 1
+
+
+def test_int8_from_an_image_folder(tiny_conv, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "calibration.yaml").write_text("resize: resize\nscale: 0.00392156862\n")
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=folder)
+    assert runner.manifest["quantization"]["calibration_data"] == "imgs (5 samples)"
+
+
+def test_bad_calibration_data_writes_nothing(tiny_conv, tmp_path):
+    bad = np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32)
+    bad[2, 1] = np.inf
+    np.savez(tmp_path / "c.npz", x=bad)
+    with pytest.raises(InputDataError, match="sample 2 contains Inf"):
+        deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=tmp_path / "c.npz")
+    assert not (tmp_path / "b").exists()
