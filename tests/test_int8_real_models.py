@@ -57,6 +57,17 @@ def test_yolov8n_int8_keeps_detections(real_model, tmp_path):
 
 
 def test_ppocr_cls_int8_agrees_on_direction(real_model, tmp_path):
-    _, refs, gots = _build(real_model, tmp_path, "ppocr-cls")
+    """Calibrated on the shipped text-lines folder (image folder + spec) this time."""
+    from pathlib import Path
+
+    ex = EXAMPLES["ppocr-cls"]
+    path = real_model("ppocr-cls")
+    folder = Path(__file__).resolve().parents[1] / "calibration_data" / "text-lines"
+    runner = deploycomp.build(path, tmp_path / "cls", precision="int8", inputs={ex.input_name: ex.shape},
+                              sample_kind=ex.inputs, calibration=folder, no_fail=True)
+    assert runner.manifest["quantization"]["calibration_data"] == "text-lines (12 samples)"
+    samples = samples_for(ex.inputs, ex.input_name, ex.shape)
+    ref = ORTRunner(path)
+    refs, gots = [ref.run(s) for s in samples], [runner.run(s) for s in samples]
     agree = np.mean([r[k].argmax() == g[k].argmax() for r, g in zip(refs, gots) for k in r])
     assert agree >= 0.85

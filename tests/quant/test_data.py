@@ -75,3 +75,13 @@ def test_missing_and_wrong_kind(tmp_path):
         load_calibration(tmp_path / "c.txt", SHAPES, DTYPES)
     with pytest.raises(InputDataError, match="calibration data is empty"):
         load_calibration([], SHAPES, DTYPES)
+
+
+def test_shipped_calibration_sets_read():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "calibration_data"
+    photos = load_calibration(root / "photos", {"images": (1, 3, 320, 320)}, {"images": np.dtype(np.float32)})
+    assert len(photos) == 8 and all(0.0 <= s["images"].min() and s["images"].max() <= 1.0 for s in photos)
+    lines = load_calibration(root / "text-lines", {"x": (1, 3, 48, 192)}, {"x": np.dtype(np.float32)})
+    assert len(lines) == 12 and lines[0]["x"].min() >= -1.0 and lines[0]["x"].max() <= 1.0
