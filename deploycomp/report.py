@@ -90,6 +90,21 @@ def render_report(manifest: dict[str, Any]) -> str:
         ["file", "size", "sha256"],
     )
     runtime = manifest["backend"].get("runtime", {})
+    quant = manifest.get("quantization") or {}
+    quant_html = ""
+    if quant:
+        ranking = quant.get("sensitivity", [])[:15]
+        chart = _bars(
+            "int8 sensitivity: output NMSE recovered by keeping one layer in float (top 15)",
+            [(s["node"], max(s["gain"], 0.0), None) for s in ranking], "",
+        ) if ranking else ""
+        quant_html = f"""<h2>int8 quantization</h2>
+<p>Policy <b>{html.escape(quant['policy'])}</b>: activations {html.escape(quant['activation_dtype'])}
+{'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(quant['range_method'])} ranges),
+weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
+{quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
+{len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}.</p>
+{chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(manifest['source']['name'])} &rarr; {html.escape(target['name'])} ({html.escape(manifest['precision'])}) {status}</h1>
@@ -102,6 +117,7 @@ Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get(
 <h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
 {_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}
 {_error_chart(val['outputs'], target['profile']['fidelity'][manifest['precision']]['min_cosine'])}
+{quant_html}
 <h2>Latency ({html.escape(lat_kind)})</h2>
 {_bars("Latency per inference", lat_items, " ms", "Roofline estimates use the profile's datasheet peaks, not a measurement." if lat_kind != "measured" else "Median of repeated runs on this machine.")}
 <h2>Passes</h2>{passes}
