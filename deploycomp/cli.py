@@ -71,9 +71,12 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "executed_precision": manifest["backend"]["runtime"].get("executed_precision"),
             "outputs": val["outputs"], "budgets": val["budgets"], "measured": manifest["measured"],
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
+            "auto": manifest.get("auto"),
         }, indent=2, sort_keys=True))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"
+    if manifest.get("auto"):
+        click.echo(f"auto: {manifest['auto']['why']}")
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     for name, m in val["outputs"].items():

@@ -55,6 +55,17 @@ def _error_chart(metrics: dict[str, dict], min_cosine: float) -> str:
     return _bars("Per-output error: 1 - cosine vs fp32 reference (dashed: budget)", items, "")
 
 
+def _auto_html(auto: dict | None) -> str:
+    if not auto:
+        return ""
+    rows = [[html.escape(c["precision"]), '<span class="ok">yes</span>' if c["ok"] else '<span class="bad">no</span>',
+             f"{c['latency_ms']:.3f} ms ({html.escape(c['latency_kind'])})" if "latency_ms" in c else "-",
+             f"{c['artifact_mb']:.2f} MB" if "artifact_mb" in c else "-", html.escape(c["reason"])]
+            for c in auto["candidates"]]
+    return (f"<h2>--precision auto</h2><p>Chosen: <b>{html.escape(auto['why'])}</b></p>"
+            + _table(rows, ["precision", "meets budgets", "latency", "size", "why"]))
+
+
 def render_report(manifest: dict[str, Any]) -> str:
     target = manifest["target"]
     val = manifest["validation"]
@@ -117,6 +128,7 @@ Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get(
 <h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
 {_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}
 {_error_chart(val['outputs'], target['profile']['fidelity'][manifest['precision']]['min_cosine'])}
+{_auto_html(manifest.get("auto"))}
 {quant_html}
 <h2>Latency ({html.escape(lat_kind)})</h2>
 {_bars("Latency per inference", lat_items, " ms", "Roofline estimates use the profile's datasheet peaks, not a measurement." if lat_kind != "measured" else "Median of repeated runs on this machine.")}

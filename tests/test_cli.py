@@ -57,7 +57,7 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
         (None, ["--validation-data", "missing.npz"], 4, ["no such file"]),
         (None, ["--target", "raspberry-pi-5"], 7, ["raspberry-pi-5", "not implemented"]),
-        (None, ["--precision", "auto"], 6, ["automatic precision selection"]),
+        (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
     ],
 )
 def test_bad_input_one_line_and_exit_code(tiny_conv, tmp_path, make, args, code, needles):

@@ -105,8 +105,6 @@ def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
 def test_precision_not_offered_by_target(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match="does not support precision bf16; supported: fp32, fp16, int8"):
         deploycomp.build(tiny_conv, tmp_path / "out", target="intel-core-avx2", precision="bf16")
-    with pytest.raises(UnsupportedError, match="automatic precision selection is not implemented"):
-        deploycomp.build(tiny_conv, tmp_path / "out", precision="auto")
     with pytest.raises(InputDataError, match="--precision int8 needs calibration data"):
         deploycomp.build(tiny_conv, tmp_path / "out", precision="int8")
 
@@ -200,3 +198,26 @@ def test_profile_precision_budgets_are_applied(tiny_conv, tmp_path):
     names = {c["budget"] for c in runner.manifest["validation"]["budgets"]}
     assert {"cosine[probs]", "top1[probs]", "artifact_size"} <= names
     assert load_target(target).name == "strict"
+
+
+def test_auto_picks_the_fastest_precision_that_meets_the_budgets(tiny_conv, tmp_path):
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=_x(8))
+    runner = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto", calibration=calib)
+    auto = runner.manifest["auto"]
+    assert {c["precision"] for c in auto["candidates"]} == {"int8", "fp16", "fp32"}
+    ok = [c for c in auto["candidates"] if c["ok"]]
+    chosen = next(c for c in ok if c["precision"] == auto["chosen"])
+    assert chosen["latency_ms"] <= 1.05 * min(c["latency_ms"] for c in ok)
+    assert runner.manifest["precision"] == auto["chosen"]
+    assert (tmp_path / "auto" / "manifest.json").exists() and "--precision auto" in (tmp_path / "auto" / "report.html").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.startswith("tmp")] == []
+
+
+def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto")
+    assert "int8" not in {c["precision"] for c in runner.manifest["auto"]["candidates"]}
+    target = _profile(tmp_path, budgets={"max_artifact_mb": 0.000001})
+    with pytest.raises(BudgetError, match="--precision auto: no precision meets the budgets"):
+        deploycomp.build(tiny_conv, tmp_path / "none", precision="auto", target=target)
+    assert not (tmp_path / "none").exists()
