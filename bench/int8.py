@@ -264,6 +264,13 @@ def fidelity(name: str, refs: list[np.ndarray], outs: list[np.ndarray]) -> dict:
 
 
 # ---------------------------------------------------------------- evaluation + latency (parent)
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(busy CPU s of the machine, CPU s of this process, wall s), to estimate other processes' load."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    t = os.times()
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.perf_counter()
+
+
 def time_block(run, feeds, k: int) -> list[float]:
     out = []
     for _ in range(k):
@@ -284,7 +291,7 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
         if q["ok"] and method != "ours2x":  # the doubled build is only there for its memory
             runners[method] = ORTRunner(q["onnx"], threads=THREADS) if "onnx" in q else \
                 OpenVINORunner(Path(q["xml"]), "CPU", "int8", threads=THREADS)
-            q["runtime_precision"] = runners[method].info["executed_precision"]
+            q["runtime_precision"] = "QDQ in ORT CPU" if "onnx" in q else runners[method].info["executed_precision"]
     first = lambda r, s: next(iter(r.run(s).values()))  # noqa: E731 - all four models have one output
     refs = [first(runners["fp32"], s) for s in evals]
     for method in runners:
@@ -298,12 +305,14 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
         warm[key] = statistics.median(ts[len(ts) // 2:])
     k = max(2, round(block_ms / max(warm.values())))
     keys, blocks = list(runners), {key: [] for key in runners}
-    times = {key: [] for key in runners}
+    times, snap = {key: [] for key in runners}, cpu_snapshot()
     for rnd in range(rounds):
         for key in keys[rnd % len(keys):] + keys[: rnd % len(keys)]:
             t = time_block(runners[key].run, feeds, k)
             times[key] += t
             blocks[key].append(statistics.median(t))
+    end = cpu_snapshot()
+    other_load = max(0.0, ((end[0] - snap[0]) - (end[1] - snap[1])) / ((end[2] - snap[2]) * (os.cpu_count() or 1)))
     for key in keys:
         entry = {"median_ms": statistics.median(times[key]), "p10_ms": float(np.percentile(times[key], 10)),
                  "p90_ms": float(np.percentile(times[key], 90))}
@@ -311,7 +320,7 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
         entry.update(ratio=statistics.median(ratios), ratio_p10=float(np.percentile(ratios, 10)),
                      ratio_p90=float(np.percentile(ratios, 90)))
         (quant[key] if key != "fp32" else quant.setdefault("_fp32", {})).update(latency=entry)
-    quant["_fp32"].update(bytes=model.stat().st_size, eval_samples=len(evals), k=k, rounds=rounds)
+    quant["_fp32"].update(bytes=model.stat().st_size, eval_samples=len(evals), k=k, rounds=rounds, other_load=other_load)
     return quant
 
 
@@ -338,7 +347,8 @@ def markdown(results: dict) -> str:
                            f"| {lat['median_ms']:.2f} ({lat['p10_ms']:.2f}-{lat['p90_ms']:.2f}) "
                            f"| {lat['ratio_p10']:.2f}-{lat['ratio_p90']:.2f} | {q['rss_before_mb']:.0f} |")
         fl = ref["latency"]
-        details.append(f"| {name} | ORT fp32 | fp32 | 1 | {fl['median_ms']:.2f} ({fl['p10_ms']:.2f}-{fl['p90_ms']:.2f}) | - | - |")
+        details.append(f"| {name} | ORT fp32 | fp32 | 1 | {fl['median_ms']:.2f} ({fl['p10_ms']:.2f}-{fl['p90_ms']:.2f}) "
+                       f"| other CPU load {ref['other_load']:.0%} | - |")
         one, two = res.get("ours", {}), res.get("ours2x", {})
         if one.get("ok") and two.get("ok"):
             mem.append(f"{name}: {one['peak_rss_mb']:.0f} MB ({one['calibration_set']} samples) -> "
@@ -353,7 +363,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "int8.json")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--block-ms", type=float, default=200.0)
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child mode: one (model, method) quantization
     ap.add_argument("--model", help=argparse.SUPPRESS)
