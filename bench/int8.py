@@ -353,7 +353,8 @@ def markdown(results: dict) -> str:
         if one.get("ok") and two.get("ok"):
             mem.append(f"{name}: {one['peak_rss_mb']:.0f} MB ({one['calibration_set']} samples) -> "
                        f"{two['peak_rss_mb']:.0f} MB ({two['calibration_set']} samples, "
-                       f"{two['peak_rss_mb'] / one['peak_rss_mb'] - 1:+.1%}); build {one['seconds']:.0f} s -> {two['seconds']:.0f} s")
+                       f"{two['peak_rss_mb'] / one['peak_rss_mb'] - 1:+.1%}); build {one['seconds']:.0f} s -> {two['seconds']:.0f} s, "
+                       f"calibration {one['calibration_seconds']:.1f} s -> {two['calibration_seconds']:.1f} s")
         elif two:
             mem.append(f"{name}: doubled run failed: {two.get('error')}")
     return "\n".join(lines + ["", *details, "", "Peak RSS of ours as the calibration set doubles: " + "; ".join(mem)])

@@ -28,7 +28,7 @@ def build(
     target: str = "host",
     precision: str = "fp32",
     inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
-    calibration: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | Iterable[dict] | None = None,
     validation_data: str | os.PathLike | None = None,
     force: bool = False,
     no_fail: bool = False,
@@ -37,12 +37,13 @@ def build(
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
+    ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     """
     result = pipeline.build(
         pipeline.BuildOptions(
             model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
-            calibration=Path(calibration) if calibration else None,
+            calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail,
         )

@@ -52,7 +52,7 @@ class BuildOptions:
     target: str = "host"
     precision: str = "fp32"
     inputs: list[InputSpec] = field(default_factory=list)
-    calibration: Path | None = None
+    calibration: Path | Iterable[dict] | None = None
     validation_data: Path | None = None
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
@@ -279,7 +279,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     if reason:
         raise BackendUnavailable(f"target {target.name}: {reason}")
     check_output(opts.out, opts.force)
-    if opts.calibration is not None and not Path(opts.calibration).exists():
+    if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
 
     opts.progress("load + optimize")
@@ -362,7 +362,8 @@ def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
         from deploycomp.quant.data import load_calibration
 
         samples = load_calibration(opts.calibration, prep.shapes, dtypes)
-        return samples, f"{Path(str(opts.calibration)).name} ({len(samples)} samples)"
+        source = Path(opts.calibration).name if isinstance(opts.calibration, (str, os.PathLike)) else "Python iterable"
+        return samples, f"{source} ({len(samples)} samples)"
     if opts.sample_kind is not None and len(prep.shapes) == 1:
         (name, shape), = prep.shapes.items()
         samples = sample_data.calibration_samples_for(opts.sample_kind, name, shape)

@@ -62,3 +62,10 @@ def test_bad_calibration_data_writes_nothing(tiny_conv, tmp_path):
     with pytest.raises(InputDataError, match="sample 2 contains Inf"):
         deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=tmp_path / "c.npz")
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_from_a_python_iterable(tiny_conv, tmp_path):
+    rng = np.random.default_rng(5)
+    samples = ({"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(6))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=samples)
+    assert runner.manifest["quantization"]["calibration_data"] == "Python iterable (6 samples)"
