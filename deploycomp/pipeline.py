@@ -9,6 +9,7 @@ keep it for inspection.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -397,7 +398,12 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     result = quantize(prep.model, POLICIES[target.backend], calib, held, meets_budget,
                       keep_float=opts.keep_float, progress=opts.progress)
-    info = result.info | {"calibration_data": label, "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
+    digest = hashlib.sha256()
+    for sample in samples:
+        for name in sorted(sample):
+            digest.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
+    info = result.info | {"calibration_data": label, "calibration_sha256": digest.hexdigest(),
+                          "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
                           "held_out_is_calibration": len(samples) < 4}
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
