@@ -37,10 +37,8 @@ class SupportReport:
         if self.unsupported:
             ops = sorted({u["op"] for u in self.unsupported})
             first = self.unsupported[0]
-            raise UnsupportedError(
-                f"target {target} ({self.backend}) cannot run op(s) {', '.join(ops)} "
-                f"({len(self.unsupported)} node(s), first: '{first['node']}')"
-            )
+            where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: '{first['node']}')"
+            raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {', '.join(ops)}{where}")
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "ok": self.ok, "unsupported": self.unsupported, "notes": self.notes}

@@ -18,7 +18,7 @@ set (``samples_for``; disjoint from calibration by construction):
 Each (model, method) quantization runs in its own subprocess (``--only METHOD --model NAME``)
 so imports and peaks don't pollute each other; it reports wall time of the quantization step
 (ours: the whole ``build`` call, which also validates and times the bundle, plus the manifest's
-``calibration_seconds``), the artifact bytes, RSS just before the step and the peak RSS
+``measured.calibration_seconds``), the artifact bytes, RSS just before the step and the peak RSS
 (VmHWM) of the process. For ours it is repeated with the calibration set doubled (the same
 samples twice, via an .npz) to check that peak memory stays flat as the set grows.
 
@@ -90,7 +90,7 @@ def quant_ours(ex, model: Path, wd: Path, calib, doubled: bool) -> dict:
     seconds, m = time.perf_counter() - t0, runner.manifest
     q = m["quantization"]
     return {"seconds": seconds, "rss_before_mb": rss0, "artifacts": [str(out / a["path"]) for a in m["artifacts"]],
-            "xml": str(out / m["backend"]["lowered"]["xml"]), "calibration_seconds": q.get("calibration_seconds"),
+            "xml": str(out / m["backend"]["lowered"]["xml"]), "calibration_seconds": m.get("measured", {}).get("calibration_seconds", q.get("calibration_seconds")),
             "calibration_samples": q.get("calibration_samples"), "float_layers": q.get("float_layers"),
             "executed_precision": m["backend"]["runtime"]["executed_precision"]}
 
@@ -340,7 +340,7 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {name} | {method} | FAILED: {q['error'][:150]} | - | - | - | - |")
                 continue
             lat, fid = q["latency"], q["fidelity"]
-            secs = f"{q['seconds']:.1f}" + (f" (calib {q['calibration_seconds']:.1f})" if "calibration_seconds" in q else "")
+            secs = f"{q['seconds']:.1f}" + (f" (calib {q['calibration_seconds']:.1f})" if q.get("calibration_seconds") is not None else "")
             lines.append(f"| {name} | {method} | {fid['text']} | {lat['ratio']:.2f} | {q['bytes'] / 1e6:.2f} "
                          f"| {secs} | {q['peak_rss_mb']:.0f} |")
             details.append(f"| {name} | {method} | {q['runtime_precision']} | {fid['min_cosine']:.4f} "
@@ -354,7 +354,7 @@ def markdown(results: dict) -> str:
             mem.append(f"{name}: {one['peak_rss_mb']:.0f} MB ({one['calibration_set']} samples) -> "
                        f"{two['peak_rss_mb']:.0f} MB ({two['calibration_set']} samples, "
                        f"{two['peak_rss_mb'] / one['peak_rss_mb'] - 1:+.1%}); build {one['seconds']:.0f} s -> {two['seconds']:.0f} s, "
-                       f"calibration {one['calibration_seconds']:.1f} s -> {two['calibration_seconds']:.1f} s")
+                       f"calibration {one['calibration_seconds']} s -> {two['calibration_seconds']} s")
         elif two:
             mem.append(f"{name}: doubled run failed: {two.get('error')}")
     return "\n".join(lines + ["", *details, "", "Peak RSS of ours as the calibration set doubles: " + "; ".join(mem)])

@@ -114,6 +114,10 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     shapes = check_specs(model, list(specs))
     assumed = []
     current = input_shapes(model)
+    dynamic = dynamic_dims(model)
+    for name, dims in current.items():  # inputs that are static already (scalars too)
+        if name not in shapes and name not in dynamic:
+            shapes[name] = tuple(dims)
     for name, dims in dynamic_dims(model).items():
         if name in shapes:
             continue
@@ -174,6 +178,9 @@ def _validation_samples(opts: BuildOptions, model: ir.Model, shapes: dict[str, t
     kind = opts.sample_kind
     if kind is None and all(len(s) == 4 and s[1] in (1, 3) for s in shapes.values()) and len(shapes) == 1:
         kind = "image"
+    if kind in sample_data.MULTI_INPUT_SAMPLERS:
+        samples = sample_data.MULTI_INPUT_SAMPLERS[kind](shapes)[:MAX_VALIDATION_SAMPLES]
+        return samples, f"{kind} samples ({len(samples)})"
     if kind is not None and len(shapes) == 1:
         (name, shape), = shapes.items()
         try:
@@ -310,6 +317,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         artifacts = artifact_entries(stage, lowered.files)
         artifact_mb = sum(a["bytes"] for a in artifacts) / 1e6
         measured: dict[str, Any] = {"peak_memory_mb": memory_mb, "pass_seconds": sum(r.seconds for r in prep.pass_log.records)}
+        if quant_info is not None:
+            measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
         cost = analysis.analyze(prep.model)
         estimate = analysis.roofline_ms(
             cost, opts.precision, target.compute.peak_tops.get(opts.precision, target.compute.peak_tops["fp32"]),

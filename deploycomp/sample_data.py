@@ -214,6 +214,26 @@ CALIBRATION_SAMPLERS: dict[str, Callable[[tuple[int, ...]], list[np.ndarray]]] =
 other views, other text), so int8 fidelity is never judged on what it was fit to."""
 
 
+def _voiced(n: int, sr: int, f0: float) -> np.ndarray:
+    """A synthetic vowel (harmonics of a gliding pitch under an envelope): no speech
+    corpus ships in a wheel, and a voiced signal exercises a VAD's speech path."""
+    t = np.arange(n) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))) / sr
+    wave = sum(np.sin(k * phase) / k for k in range(1, 8)) * np.hanning(n)
+    return (0.3 * wave).astype(np.float32)[None]
+
+
+def vad_samples(shapes: dict[str, tuple[int, ...]]) -> Samples:
+    """Silero VAD: audio chunk, recurrent state, sample rate (16 kHz for 512-sample chunks)."""
+    n = shapes["input"][-1]
+    sr = 16000 if n >= 512 else 8000
+    state = np.zeros(shapes.get("state", (2, 1, 128)), np.float32)
+    return [{"input": _voiced(n, sr, f0), "state": state, "sr": np.array(sr, np.int64)} for f0 in (110.0, 170.0, 240.0)]
+
+
+MULTI_INPUT_SAMPLERS: dict[str, Callable[[dict[str, tuple[int, ...]]], Samples]] = {"vad": vad_samples}
+
+
 def check_finite(samples: Samples, source: str) -> None:
     for i, feeds in enumerate(samples):
         for name, arr in feeds.items():

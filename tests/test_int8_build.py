@@ -69,3 +69,13 @@ def test_int8_from_a_python_iterable(tiny_conv, tmp_path):
     samples = ({"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(6))
     runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=samples)
     assert runner.manifest["quantization"]["calibration_data"] == "Python iterable (6 samples)"
+
+
+def test_int8_builds_are_reproducible(tiny_conv, tmp_path):
+    calib = _calibration(tmp_path)
+    a = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=calib).manifest
+    b = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=calib).manifest
+    assert a["artifacts"] == b["artifacts"]
+    for m in (a, b):
+        m.pop("created"), m.pop("measured")
+    assert a == b
