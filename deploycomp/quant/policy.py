@@ -11,7 +11,8 @@ The backends disagree, and getting it wrong is silent (measured for this project
   DequantizeLinear: s8 symmetric activations, s8 per-channel weights, float biases;
   residual Adds get QDQ on their inputs so the builder can fuse them into the conv.
 * **tflite**: the TFLite int8 spec: s8 asymmetric activations, s8 symmetric per-axis
-  weights (the lowering derives int32 biases with scale = input_scale * weight_scale).
+  weights, int32 biases with ``scale = input_scale * weight_scale`` and zero point 0,
+  so the TFLite lowering maps each QDQ 1:1 onto int8 tensors.
 
 Only the *inputs* of the listed ops are quantized; a tensor read by several quantized
 consumers gets one QDQ pair. Graph outputs are never quantized.
@@ -34,6 +35,8 @@ class QDQPolicy:
     activation_dtype: str = "uint8"
     activation_symmetric: bool = False
     range_method: str = "percentile"
+    int32_bias: bool = False
+    """Store Conv/Gemm biases as int32 with scale = input_scale * weight_scale (TFLite)."""
 
 
 POLICIES: dict[str, QDQPolicy] = {
@@ -41,7 +44,7 @@ POLICIES: dict[str, QDQPolicy] = {
     "tensorrt": QDQPolicy(
         "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "entropy"
     ),
-    "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", False),
+    "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", False, int32_bias=True),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }
 

@@ -6,7 +6,9 @@ Encodings (ONNX QuantizeLinear: ``q = saturate(round(x / s) + zp)``):
   padding is exact): ``s = (hi - lo) / (qmax - qmin)``, ``zp = qmin - round(lo / s)``;
 * symmetric s8: ``s = max(|lo|, |hi|) / 127``, ``zp = 0``;
 * weights: s8 symmetric per output channel, stored already quantized as an int8
-  initializer read by one DequantizeLinear (``axis`` = the output-channel axis).
+  initializer read by one DequantizeLinear (``axis`` = the output-channel axis);
+* biases (policies with ``int32_bias``): int32 with ``scale = s_input * s_weight`` per
+  output channel and zero point 0, the TFLite spec's encoding.
 
 Nodes named in ``keep_float`` (sensitive layers) are left entirely in float.
 """
@@ -91,12 +93,33 @@ class QDQPass(ir.passes.InPlacePass):
         dq.outputs[0].name = base + "_dq"
         dq.outputs[0].shape, dq.outputs[0].type = w.shape, w.type
         node.replace_input_with(1, dq.outputs[0])
+        self._quantize_bias(graph, node, base, scale.reshape(-1))
         return True
+
+    def _quantize_bias(self, graph: ir.Graph, node: ir.Node, base: str, weight_scale: np.ndarray) -> None:
+        if not self.policy.int32_bias or node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.inputs) < 3:
+            return
+        bias, source = node.inputs[2], node.inputs[0]
+        input_scale = self._scales.get(source.name) if source is not None else None
+        if not _is_const(bias) or input_scale is None:
+            return
+        scale = (input_scale * weight_scale).astype(np.float32)
+        values = bias.const_value.numpy().astype(np.float64)
+        q = np.clip(np.round(values / np.broadcast_to(scale, values.shape)), -(2**31), 2**31 - 1).astype(np.int32)
+        qv = self._const(graph, base + "_bias_q", q)
+        sv = self._const(graph, base + "_bias_scale", np.broadcast_to(scale, values.shape).copy())
+        zv = self._const(graph, base + "_bias_zp", np.zeros(values.shape, np.int32))
+        dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": 0}, name=base + "_bias_dq")
+        graph.insert_before(node, dq)
+        dq.outputs[0].name = base + "_bias_dq"
+        dq.outputs[0].shape, dq.outputs[0].type = bias.shape, bias.type
+        node.replace_input_with(2, dq.outputs[0])
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         p = self.policy
         uses = quantizable_tensors(model, p, self.keep_float)
+        self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
         modified = False
         for name, consumers in uses.items():
             if name not in self.ranges:
@@ -113,6 +136,7 @@ class QDQPass(ir.passes.InPlacePass):
             graph.insert_before(first, [q, dq])
             for consumer, index in consumers:
                 consumer.replace_input_with(index, dq.outputs[0])
+            self._scales[dq.outputs[0].name] = scale
             modified = True
         for index, node in enumerate(list(graph)):
             if node.op_type in p.compute_ops and node.name not in self.keep_float and len(node.inputs) > 1:

@@ -43,8 +43,10 @@ def test_policy_places_qdq_on_compute_inputs(tiny_conv, policy):
     model = _model(tiny_conv)
     result = quantize(model, POLICIES[policy], _samples(6), [])
     ops = Counter(n.op_type for n in result.model.graph)
-    # Conv and Gemm: one activation QDQ pair each, one weight DequantizeLinear each
-    assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 4
+    # Conv and Gemm: one activation QDQ pair each, one weight DequantizeLinear each (+ the
+    # Conv's int32 bias for TFLite; the Gemm has no bias)
+    int32_bias = POLICIES[policy].int32_bias
+    assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 4 + int32_bias
     for node in result.model.graph:
         if node.op_type == "QuantizeLinear":
             zp = node.inputs[2].const_value.numpy()
@@ -52,7 +54,8 @@ def test_policy_places_qdq_on_compute_inputs(tiny_conv, policy):
             if POLICIES[policy].activation_symmetric:
                 assert int(zp) == 0
         if node.op_type == "DequantizeLinear" and node.inputs[0].const_value is not None:
-            assert node.inputs[0].const_value.numpy().dtype == np.int8  # weights stored as int8
+            stored = node.inputs[0].const_value.numpy().dtype
+            assert stored == np.int8 or (int32_bias and stored == np.int32)  # weights int8, biases int32
             assert node.inputs[2].const_value.numpy().max() == 0  # symmetric
     x = _samples(1, seed=9)[0]["x"]
     ref, got = _run(model, x), _run(result.model, x)
@@ -80,3 +83,17 @@ def test_sensitivity_keeps_the_fewest_float_layers_that_meet_the_budget(tiny_con
     assert result.info["budget_met"] and result.info["float_layers"] == ["fc"]
     assert calls[0] is False  # all-int8 was tried first
     assert [s["node"] for s in result.info["sensitivity"]] and result.info["int8_layers"] == 1
+
+
+def test_tflite_policy_stores_int32_biases_scaled_by_input_times_weight(tiny_conv):
+    result = quantize(_model(tiny_conv), POLICIES["tflite"], _samples(6), [])
+    graph = list(result.model.graph)
+    conv = next(n for n in graph if n.op_type == "Conv")
+    bias_dq = conv.inputs[2].producer()
+    assert bias_dq.op_type == "DequantizeLinear" and bias_dq.inputs[0].const_value.numpy().dtype == np.int32
+    act_scale = float(conv.inputs[0].producer().inputs[1].const_value.numpy())
+    w_scale = conv.inputs[1].producer().inputs[1].const_value.numpy()
+    np.testing.assert_allclose(bias_dq.inputs[1].const_value.numpy(), act_scale * w_scale, rtol=1e-6)
+    openvino = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(6), [])
+    conv = next(n for n in openvino.model.graph if n.op_type == "Conv")
+    assert conv.inputs[2].producer() is None  # float bias elsewhere
