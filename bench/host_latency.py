@@ -54,6 +54,8 @@ from deploycomp.bundle import read_manifest
 from deploycomp.examples import EXAMPLES, fetch_example
 from deploycomp.sample_data import samples_for
 
+from timing import cpu_snapshot, other_load, time_block  # bench/ is on sys.path when run as a script
+
 DEFAULT_MODELS = ("yolov8n", "ppocr-det", "ppocr-rec", "ppocr-cls")
 
 
@@ -68,19 +70,6 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def cpu_snapshot() -> tuple[float, float, float]:
-    """(busy CPU s of the whole machine, CPU s of this process, wall s) - to estimate other load."""
-    tick = os.sysconf("SC_CLK_TCK")
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    t = os.times()
-    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / tick, t.user + t.system, time.perf_counter()
-
-
-def other_load(a: tuple, b: tuple) -> float:
-    """Mean CPU used by *other* processes during [a, b], as a fraction of all cores."""
-    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / ((b[2] - a[2]) * (os.cpu_count() or 1)))
-
-
 def build_bundle(model: Path, ex, precision: str, out: Path) -> dict:
     t0 = time.perf_counter()
     runner = deploycomp.build(model, out, target="host", precision=precision, inputs={ex.input_name: ex.shape},
@@ -92,15 +81,6 @@ def build_bundle(model: Path, ex, precision: str, out: Path) -> dict:
     return {"xml": out / lowered["xml"], "device": lowered["device"], "precision": lowered["precision"],
             "build_s": seconds, "bytes": sum(a["bytes"] for a in manifest["artifacts"]),
             "resolved_from": manifest["target"]["resolved_from"]}
-
-
-def time_block(run, feeds, k: int) -> list[float]:
-    out = []
-    for _ in range(k):
-        t = time.perf_counter()
-        run(feeds)
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def bench_model(name: str, threads: int, rounds: int, block_ms: float, warmup: int, tmp: Path) -> dict:

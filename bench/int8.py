@@ -57,6 +57,8 @@ import numpy as np
 from deploycomp.examples import EXAMPLES, fetch_example
 from deploycomp.sample_data import calibration_samples_for, samples_for
 
+from timing import cpu_snapshot, other_load, time_block  # bench/ is on sys.path when run as a script
+
 DEFAULT_MODELS = ("yolov8n", "ppocr-det", "ppocr-rec", "ppocr-cls")
 THREADS = 2
 
@@ -76,15 +78,11 @@ def one_line(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- quantization (child process)
-def quant_ours(ex, model: Path, wd: Path, calib, doubled: bool) -> dict:
+def quant_ours(ex, model: Path, wd: Path, calib_npz: Path | None) -> dict:
     import deploycomp
 
-    kw = {}
-    if doubled:  # the same calibration samples twice, handed over as an .npz
-        stacked = np.concatenate([s[ex.input_name] for s in calib] * 2)
-        np.savez(wd / f"{ex.name}-calib2x.npz", **{ex.input_name: stacked})
-        kw["calibration"] = wd / f"{ex.name}-calib2x.npz"
-    out, rss0, t0 = wd / f"{ex.name}-ours{'2x' if doubled else ''}", rss_mb("VmRSS"), time.perf_counter()
+    kw = {"calibration": calib_npz} if calib_npz else {}  # else build makes the same built-in set itself
+    out, rss0, t0 = wd / f"{ex.name}-ours{'2x' if calib_npz else ''}", rss_mb("VmRSS"), time.perf_counter()
     runner = deploycomp.build(model, out, target="host", precision="int8", inputs={ex.input_name: ex.shape},
                               sample_kind=ex.inputs, force=True, no_fail=True, **kw)
     seconds, m = time.perf_counter() - t0, runner.manifest
@@ -157,9 +155,14 @@ def quant_nncf(ex, model: Path, wd: Path, calib) -> dict:
 def child(method: str, name: str, wd: Path) -> None:
     ex, model = EXAMPLES[name], fetch_example(name)
     calib = calibration_samples_for(ex.inputs, ex.input_name, ex.shape)
+    n_calib = len(calib) * (2 if method == "ours2x" else 1)
     try:
         if method.startswith("ours"):
-            res = quant_ours(ex, model, wd, calib, doubled=method == "ours2x")
+            npz = wd / f"{name}-calib2x.npz" if method == "ours2x" else None
+            if npz:  # the same calibration samples twice, handed over as an .npz
+                np.savez(npz, **{ex.input_name: np.concatenate([s[ex.input_name] for s in calib] * 2)})
+            del calib  # not held by this process during the build: only the build's own memory counts
+            res = quant_ours(ex, model, wd, npz)
         elif method.startswith("ort"):
             res = quant_ort(ex, model, wd, calib, method)
         else:
@@ -168,7 +171,7 @@ def child(method: str, name: str, wd: Path) -> None:
     except Exception as e:  # noqa: BLE001
         res = {"ok": False, "error": one_line(e),
                "traceback": traceback.format_exc()}
-    res.update(peak_rss_mb=rss_mb("VmHWM"), calibration_set=len(calib) * (2 if method == "ours2x" else 1))
+    res.update(peak_rss_mb=rss_mb("VmHWM"), calibration_set=n_calib)
     (wd / f"{name}-{method}.json").write_text(json.dumps(res, indent=1))
 
 
@@ -264,22 +267,6 @@ def fidelity(name: str, refs: list[np.ndarray], outs: list[np.ndarray]) -> dict:
 
 
 # ---------------------------------------------------------------- evaluation + latency (parent)
-def cpu_snapshot() -> tuple[float, float, float]:
-    """(busy CPU s of the machine, CPU s of this process, wall s), to estimate other processes' load."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    t = os.times()
-    return (f[0] + f[1] + f[2] + f[5] + f[6]) / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.perf_counter()
-
-
-def time_block(run, feeds, k: int) -> list[float]:
-    out = []
-    for _ in range(k):
-        t = time.perf_counter()
-        run(feeds)
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
 def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
     from deploycomp.backends.onnxruntime import ORTRunner
     from deploycomp.backends.openvino.adapter import OpenVINORunner
@@ -312,7 +299,7 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
             times[key] += t
             blocks[key].append(statistics.median(t))
     end = cpu_snapshot()
-    other_load = max(0.0, ((end[0] - snap[0]) - (end[1] - snap[1])) / ((end[2] - snap[2]) * (os.cpu_count() or 1)))
+    load = other_load(snap, end)
     for key in keys:
         entry = {"median_ms": statistics.median(times[key]), "p10_ms": float(np.percentile(times[key], 10)),
                  "p90_ms": float(np.percentile(times[key], 90))}
@@ -320,7 +307,7 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
         entry.update(ratio=statistics.median(ratios), ratio_p10=float(np.percentile(ratios, 10)),
                      ratio_p90=float(np.percentile(ratios, 90)))
         (quant[key] if key != "fp32" else quant.setdefault("_fp32", {})).update(latency=entry)
-    quant["_fp32"].update(bytes=model.stat().st_size, eval_samples=len(evals), k=k, rounds=rounds, other_load=other_load)
+    quant["_fp32"].update(bytes=model.stat().st_size, eval_samples=len(evals), k=k, rounds=rounds, other_load=load)
     return quant
 
 
