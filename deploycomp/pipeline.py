@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 
 MAX_VALIDATION_SAMPLES = 8
 NOT_YET: dict[str, str] = {}
-AUTO_ORDER = ("int8", "fp16", "bf16", "fp32")
-AUTO_TIE = 0.05
-"""Latencies within 5% of the fastest count as a tie, broken by the smaller artifact."""
 
 
 @dataclass
@@ -221,60 +218,10 @@ def _check_precision(target: TargetProfile, precision: str) -> None:
 
 def build(opts: BuildOptions) -> BuildResult:
     if opts.precision == "auto":
-        return _build_auto(opts)
+        from deploycomp.auto import build_auto
+
+        return build_auto(opts, _build)
     return _build(opts)
-
-
-def _build_auto(opts: BuildOptions) -> BuildResult:
-    """``--precision auto``: build every precision the target offers (int8 only with
-    calibration data), keep those that meet every budget, and pick the fastest
-    (measured on host, estimated otherwise); the manifest says why."""
-    import dataclasses
-    import shutil
-    import tempfile
-
-    target = load_target(opts.target)
-    check_output(opts.out, opts.force)
-    has_calibration = opts.calibration is not None or opts.sample_kind is not None
-    candidates = [p for p in AUTO_ORDER if p in target.precisions and (p != "int8" or has_calibration)]
-    tried = []
-    Path(opts.out).absolute().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(opts.out).absolute().parent, prefix=".auto-") as tmp:
-        results = {}
-        for precision in candidates:
-            opts.progress(f"auto: {precision}")
-            trial = dataclasses.replace(opts, precision=precision, out=Path(tmp) / precision, force=True, no_fail=True)
-            try:
-                result = _build(trial)
-            except UnsupportedError as e:
-                tried.append({"precision": precision, "ok": False, "reason": str(e)})
-                continue
-            m = result.manifest
-            latency = (m["measured"].get("latency") or {}).get("median_ms") or m["validation"]["latency_estimate"]["estimate_ms"]
-            size = sum(a["bytes"] for a in m["artifacts"]) / 1e6
-            failed = [c["budget"] for c in m["validation"]["budgets"] + m["measured"].get("budgets", []) if not c["ok"]]
-            tried.append({"precision": precision, "ok": not failed, "latency_ms": latency, "artifact_mb": round(size, 3),
-                          "latency_kind": "measured" if m["measured"].get("latency") else "roofline estimate",
-                          "min_cosine": min(o["cosine"] for o in m["validation"]["outputs"].values()),
-                          "reason": "meets every budget" if not failed else f"misses {', '.join(failed)}"})
-            results[precision] = result
-        ok = [t for t in tried if t["ok"]]
-        if not ok:
-            raise BudgetError(f"--precision auto: no precision meets the budgets of {target.name} "
-                              f"({'; '.join(t['precision'] + ': ' + t['reason'] for t in tried)})")
-        fastest = min(t["latency_ms"] for t in ok)
-        chosen = min((t for t in ok if t["latency_ms"] <= fastest * (1 + AUTO_TIE)), key=lambda t: t["artifact_mb"])
-        why = (f"{chosen['precision']}: fastest of the precisions meeting every budget "
-               f"({chosen['latency_ms']:.2f} ms, {chosen['latency_kind']}; ties within {AUTO_TIE:.0%} go to the smaller artifact)")
-        result = results[chosen["precision"]]
-        result.manifest["auto"] = {"requested": "auto", "chosen": chosen["precision"], "why": why, "candidates": tried}
-        write_json(result.bundle / MANIFEST, result.manifest)
-        (result.bundle / "report.html").write_text(render_report(result.manifest))
-        out = Path(opts.out)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(result.bundle, out)
-    return BuildResult(out, result.manifest)
 
 
 def _build(opts: BuildOptions) -> BuildResult:
