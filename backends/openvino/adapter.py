@@ -145,36 +145,41 @@ def _stable_names(ov_model: Any, model: ir.Model) -> None:
             op.set_friendly_name(f"{match.group(1)}_{index}")
 
 
+def _framework_nodes(ov, path: Path) -> list[dict[str, str]]:
+    """Nodes the ONNX frontend has no conversion rule for (left as ONNXFrameworkNode)."""
+    frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
+    input_model = frontend.load(str(path))  # must outlive `partial`: its nodes point into it
+    partial = frontend.convert_partially(input_model)
+    found = []
+    for op in partial.get_ordered_ops():
+        if "FrameworkNode" in op.get_type_name():
+            attrs = op.get_attributes()
+            domain = attrs.get("ONNX_META_domain", "")
+            op_type = attrs.get("ONNX_META_type", op.get_type_name())
+            found.append({"node": op.get_friendly_name(), "op": f"{domain}::{op_type}" if domain else op_type})
+    return found
+
+
 class OpenVINOBackend:
     name = "openvino"
     requires = ("openvino",)
     extra = "openvino"
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
-        """Convert with OpenVINO's ONNX frontend: ops it has no rule for are listed by type;
-        a model that fails conversion for another reason (e.g. dynamic ranks inside ``If``
-        branches) is reported with OpenVINO's own first reason. The converted model is
-        kept for :meth:`lower`, so conversion runs once per build."""
+        """Convert with OpenVINO. The converted model is kept for :meth:`lower`, so a build
+        converts once. On failure, ops the frontend has no rule for are listed by type; a
+        model that fails for another reason (e.g. dynamic ranks inside ``If`` branches) is
+        reported with OpenVINO's own first reason."""
         ov = _ov()
         report = SupportReport(self.name)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
             save_model(model, path)
-            frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
-            input_model = frontend.load(str(path))  # must outlive `partial`: its nodes point into it
-            partial = frontend.convert_partially(input_model)
-            for op in partial.get_ordered_ops():
-                if "FrameworkNode" in op.get_type_name():
-                    attrs = op.get_attributes()
-                    domain = attrs.get("ONNX_META_domain", "")
-                    op_type = attrs.get("ONNX_META_type", op.get_type_name())
-                    report.unsupported.append(
-                        {"node": op.get_friendly_name(), "op": f"{domain}::{op_type}" if domain else op_type}
-                    )
-            if not report.unsupported:
-                try:
-                    self._converted = (weakref.ref(model), ov.convert_model(str(path)))
-                except Exception as e:  # OpConversionFailure and friends
+            try:
+                self._converted = (weakref.ref(model), ov.convert_model(str(path)))
+            except Exception as e:  # OpConversionFailure and friends: find out which nodes
+                report.unsupported = _framework_nodes(ov, path)
+                if not report.unsupported:
                     report.notes.append(_conversion_reason(str(e)))
                     report.unsupported.append({"node": "", "op": _failed_ops(str(e))})
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
