@@ -24,15 +24,14 @@ def get_backend(name: str) -> Backend:
 
 def availability() -> dict[str, str | None]:
     """Backend name -> None if usable here, else the reason it is not."""
-    from deploycomp.backends.base import require_modules
+    from deploycomp.backends.base import ensure_available
     from deploycomp.errors import DeployError
 
     out: dict[str, str | None] = {}
     for name in BACKENDS:
-        backend = get_backend(name)
         try:
-            require_modules(name, backend.requires, backend.extra)
-            out[name] = getattr(backend, "unavailable_reason", lambda: None)()
+            ensure_available(get_backend(name))
+            out[name] = None
         except DeployError as e:
             out[name] = str(e)
     return out

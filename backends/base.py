@@ -20,7 +20,7 @@ import onnx_ir as ir
 from deploycomp.errors import BackendUnavailable, UnsupportedError
 from deploycomp.targets import TargetProfile
 
-__all__ = ["Backend", "Lowered", "PendingBackend", "Runner", "SupportReport", "require_modules"]
+__all__ = ["Backend", "Lowered", "PendingBackend", "Runner", "SupportReport", "ensure_available", "require_modules"]
 
 
 @dataclass
@@ -70,6 +70,14 @@ class Backend(Protocol):
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered: ...
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...
+
+
+def ensure_available(backend: Backend, context: str = "") -> None:
+    """Raise BackendUnavailable if the backend's SDK is missing or it cannot lower yet."""
+    require_modules(backend.name, backend.requires, backend.extra)
+    reason = getattr(backend, "unavailable_reason", lambda: None)()
+    if reason:
+        raise BackendUnavailable(f"{context}{reason}")
 
 
 def require_modules(backend: str, modules: tuple[str, ...], install: str) -> None:

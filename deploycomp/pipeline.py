@@ -24,10 +24,10 @@ import onnx_ir as ir
 
 from deploycomp import analysis, sample_data
 from deploycomp.backends import get_backend
-from deploycomp.backends.base import require_modules
+from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
-from deploycomp.errors import BackendUnavailable, BudgetError, InputDataError, UnsupportedError
+from deploycomp.errors import BudgetError, InputDataError, UnsupportedError
 from deploycomp.ir import load_model, save_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
@@ -40,7 +40,6 @@ __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 log = logging.getLogger(__name__)
 
 MAX_VALIDATION_SAMPLES = 8
-NOT_YET: dict[str, str] = {}
 
 
 @dataclass
@@ -115,7 +114,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
-    for name, dims in dynamic_dims(model).items():
+    for name, dims in dynamic.items():
         if name in shapes:
             continue
         if dims == [0] and len(current[name]) > 1:
@@ -207,8 +206,6 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
 
 
 def _check_precision(target: TargetProfile, precision: str) -> None:
-    if precision in NOT_YET:
-        raise UnsupportedError(f"--precision {precision}: {NOT_YET[precision]} is not implemented in this version yet")
     if precision not in target.precisions:
         raise UnsupportedError(
             f"target {target.name}{f' ({target.resolved_from})' if target.resolved_from else ''} does not support "
@@ -229,10 +226,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     target = load_target(opts.target)
     _check_precision(target, opts.precision)
     backend = get_backend(target.backend)
-    require_modules(backend.name, backend.requires, backend.extra)
-    reason = getattr(backend, "unavailable_reason", lambda: None)()
-    if reason:
-        raise BackendUnavailable(f"target {target.name}: {reason}")
+    ensure_available(backend, f"target {target.name}: ")
     check_output(opts.out, opts.force)
     if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
