@@ -120,6 +120,7 @@ class QDQPass(ir.passes.InPlacePass):
         p = self.policy
         uses = quantizable_tensors(model, p, self.keep_float)
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
+        position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
         for name, consumers in uses.items():
             if name not in self.ranges:
@@ -132,7 +133,7 @@ class QDQPass(ir.passes.InPlacePass):
             dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
             q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"
             dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
-            first = min((c for c, _ in consumers), key=lambda c: list(graph).index(c))
+            first = min((c for c, _ in consumers), key=position.__getitem__)
             graph.insert_before(first, [q, dq])
             for consumer, index in consumers:
                 consumer.replace_input_with(index, dq.outputs[0])
