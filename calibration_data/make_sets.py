@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deploycomp.sample_data import CALIBRATION_TEXT_LINES, _photos, _render_text
+from deploycomp.sample_data import CALIBRATION_TEXT_LINES, photos, render_text
 
 HERE = Path(__file__).parent
 
@@ -33,19 +33,19 @@ def _save(img: np.ndarray, path: Path) -> None:
 
 
 def main() -> None:
-    photos = HERE / "photos"
-    photos.mkdir(exist_ok=True)
-    astronaut, camera, rocket, hubble, retina, ihc = _photos(
+    photo_dir = HERE / "photos"
+    photo_dir.mkdir(exist_ok=True)
+    astronaut, camera, rocket, hubble, retina, ihc = photos(
         ("astronaut", "camera", "rocket", "hubble_deep_field", "retina", "immunohistochemistry"))
     views = {"rocket": rocket, "hubble": hubble, "retina": retina, "ihc": ihc,
              "astronaut-crop": astronaut[100:, 100:], "astronaut-mirror": astronaut[:, ::-1][50:450, :400],
              "camera-crop": camera[100:500, 50:450], "camera-mirror": camera[:, ::-1]}
     for name, img in views.items():
-        _save(img, photos / f"{name}.jpg")
+        _save(img, photo_dir / f"{name}.jpg")
     lines = HERE / "text-lines"
     lines.mkdir(exist_ok=True)
     for i, text in enumerate(CALIBRATION_TEXT_LINES):
-        Image.fromarray(_render_text(text, 48, 320)).save(lines / f"line-{i:02d}.png")
+        Image.fromarray(render_text(text, 48, 320)).save(lines / f"line-{i:02d}.png")
 
 
 if __name__ == "__main__":

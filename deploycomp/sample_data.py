@@ -20,8 +20,8 @@ import numpy as np
 
 from deploycomp.errors import InputDataError
 
-__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "load_npz_samples",
-           "samples_for"]
+__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "letterbox",
+           "load_npz_samples", "photos", "render_text", "resize_image", "samples_for"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -39,7 +39,7 @@ TEXT_LINES = (
 )
 
 
-def _photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
+def photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
     try:
         from skimage import data
     except ImportError as e:
@@ -53,18 +53,18 @@ def _photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
     return images
 
 
-def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+def resize_image(img: np.ndarray, h: int, w: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
 
 
-def _letterbox(img: np.ndarray, h: int, w: int) -> np.ndarray:
+def letterbox(img: np.ndarray, h: int, w: int) -> np.ndarray:
     scale = min(h / img.shape[0], w / img.shape[1])
     nh, nw = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
     out = np.full((h, w, 3), 114, np.uint8)
     top, left = (h - nh) // 2, (w - nw) // 2
-    out[top : top + nh, left : left + nw] = _resize(img, nh, nw)
+    out[top : top + nh, left : left + nw] = resize_image(img, nh, nw)
     return out
 
 
@@ -72,7 +72,7 @@ def _nchw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32))
 
 
-def _render_text(text: str, h: int, w: int) -> np.ndarray:
+def render_text(text: str, h: int, w: int) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=int(h * 0.6))
@@ -88,9 +88,9 @@ def yolo_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     """People and scenes without people; mirrored and cropped views add faces at new
     positions and scales (the bundled YOLOv8n, NudeNet's, detects faces and body parts)."""
     _, _, h, w = shape
-    astronaut, camera, coffee, chelsea = _photos(("astronaut", "camera", "coffee", "chelsea"))
+    astronaut, camera, coffee, chelsea = photos(("astronaut", "camera", "coffee", "chelsea"))
     views = [astronaut, camera, astronaut[:, ::-1], astronaut[:300, 50:400], camera[:320, 128:448], coffee, chelsea]
-    return [_nchw(_letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
+    return [_nchw(letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
 
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
@@ -103,8 +103,8 @@ def ocr_det_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
 
     _, _, h, w = shape
     out = []
-    for i, img in enumerate(_photos()[:3]):
-        canvas = Image.fromarray(_resize(img, h, w))
+    for i, img in enumerate(photos()[:3]):
+        canvas = Image.fromarray(resize_image(img, h, w))
         draw = ImageDraw.Draw(canvas)
         font = ImageFont.load_default(size=max(12, h // 16))
         for j in range(4):
@@ -117,7 +117,7 @@ def ocr_det_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
 def ocr_line_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Rendered text lines, PaddleOCR rec/cls normalisation ((x/255 - 0.5) / 0.5)."""
     _, _, h, w = shape
-    return [(_nchw(_render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in TEXT_LINES]
+    return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in TEXT_LINES]
 
 
 CALIBRATION_TEXT_LINES = (
@@ -139,13 +139,13 @@ CALIBRATION_TEXT_LINES = (
 def yolo_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Other photos and other views of the people in them than validation uses."""
     _, _, h, w = shape
-    astronaut, camera, rocket, hubble, retina, ihc = _photos(
+    astronaut, camera, rocket, hubble, retina, ihc = photos(
         ("astronaut", "camera", "rocket", "hubble_deep_field", "retina", "immunohistochemistry"))
     small = np.full((1024, 1024, 3), 114, np.uint8)
     small[256:768, 256:768] = astronaut
     views = [astronaut[100:, 100:], camera[:, ::-1], astronaut[:, ::-1][50:450, 0:400], small,
              camera[100:500, 50:450], rocket, hubble, retina, ihc, astronaut[:256, 128:384]]
-    return [_nchw(_letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
+    return [_nchw(letterbox(np.ascontiguousarray(img), h, w)) / 255.0 for img in views]
 
 
 def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -153,8 +153,8 @@ def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
 
     _, _, h, w = shape
     out = []
-    for i, img in enumerate(_photos(("rocket", "hubble_deep_field", "retina", "chelsea"))):
-        canvas = Image.fromarray(_resize(img, h, w))
+    for i, img in enumerate(photos(("rocket", "hubble_deep_field", "retina", "chelsea"))):
+        canvas = Image.fromarray(resize_image(img, h, w))
         draw = ImageDraw.Draw(canvas)
         font = ImageFont.load_default(size=max(12, h // 14))
         for j in range(3):
@@ -165,14 +165,14 @@ def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
 
 def ocr_line_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
     _, _, h, w = shape
-    return [(_nchw(_render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in CALIBRATION_TEXT_LINES]
+    return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in CALIBRATION_TEXT_LINES]
 
 
 def generic_image_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
     _, c, h, w = shape
     out = []
-    for img in _photos(("rocket", "hubble_deep_field", "retina", "immunohistochemistry")):
-        x = _nchw(_resize(img, h, w)) / 255.0
+    for img in photos(("rocket", "hubble_deep_field", "retina", "immunohistochemistry")):
+        x = _nchw(resize_image(img, h, w)) / 255.0
         out.append(x[:, :1] if c == 1 else x)
     return out
 
@@ -180,8 +180,8 @@ def generic_image_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
 def generic_image_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     _, c, h, w = shape
     out = []
-    for img in _photos():
-        x = _nchw(_resize(img, h, w)) / 255.0
+    for img in photos():
+        x = _nchw(resize_image(img, h, w)) / 255.0
         out.append(x[:, :1] if c == 1 else x)
     return out
 

@@ -64,9 +64,9 @@ def quantize(
     }
     chosen: set[str] = set()
     if meets_budget is not None and held_out:
-        from deploycomp.quant.sensitivity import _ort_outputs
+        from deploycomp.quant.sensitivity import ort_outputs
 
-        refs = _ort_outputs(model, held_out)
+        refs = ort_outputs(model, held_out)
         progress("int8 sensitivity")
         ranking = rank_layers(model, policy, ranges, held_out, refs)
         info["sensitivity"] = [

@@ -55,7 +55,7 @@ def _read_spec(folder: Path) -> dict:
 def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
     from PIL import Image, UnidentifiedImageError
 
-    from deploycomp.sample_data import _letterbox, _resize
+    from deploycomp.sample_data import letterbox, resize_image
 
     if len(shapes) != 1:
         raise InputDataError(f"{folder}: image folders serve single-input models; inputs: {', '.join(shapes)}")
@@ -76,7 +76,7 @@ def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]]) -> list[
             img = np.asarray(Image.open(f).convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise InputDataError(f"{f}: unreadable image ({e})") from e
-        img = _letterbox(img, h, w) if spec.get("resize", "letterbox") == "letterbox" else _resize(img, h, w)
+        img = letterbox(img, h, w) if spec.get("resize", "letterbox") == "letterbox" else resize_image(img, h, w)
         if spec.get("channel_order", "rgb") == "bgr":
             img = img[..., ::-1]
         x = (img.astype(np.float32) * float(spec.get("scale", 1 / 255)) - mean) / std

@@ -22,7 +22,7 @@ import onnx_ir as ir
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass
 
-__all__ = ["LayerSensitivity", "nmse", "quantized_copy", "rank_layers", "select_float_layers"]
+__all__ = ["LayerSensitivity", "nmse", "ort_outputs", "quantized_copy", "rank_layers", "select_float_layers"]
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -54,7 +54,7 @@ def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[s
     return clone
 
 
-def _ort_outputs(model: ir.Model, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
+def ort_outputs(model: ir.Model, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -67,11 +67,11 @@ def _ort_outputs(model: ir.Model, samples: Sequence[Feeds]) -> list[dict[str, np
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
                 refs: Sequence[Mapping[str, np.ndarray]], progress: Callable[[int, int], None] | None = None
                 ) -> list[LayerSensitivity]:
-    base = nmse(refs, _ort_outputs(quantized_copy(model, policy, ranges, set()), samples))
+    base = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, set()), samples))
     layers = [n for n in model.graph if n.op_type in policy.compute_ops and n.name]
     out = []
     for i, node in enumerate(layers):
-        err = nmse(refs, _ort_outputs(quantized_copy(model, policy, ranges, {node.name}), samples))
+        err = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, {node.name}), samples))
         out.append(LayerSensitivity(node.name, node.op_type, base, err))
         if progress:
             progress(i + 1, len(layers))
