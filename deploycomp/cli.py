@@ -3,13 +3,15 @@
 Exit codes (also in the README): 0 ok; 1 internal error (a bug: rerun with -v);
 2 usage or generic error; 3 bad model; 4 bad input shapes or data; 5 bad target or
 profile; 6 unsupported op/precision; 7 backend SDK or device missing; 8 a budget was
-missed; 9 output exists (use --force).
+missed; 9 output exists (use --force); 141 stdout's reader went away (``| head``),
+as for any Unix tool stopped by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +38,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # `deploycomp targets | head`: the reader left, not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as e:  # one line, the documented code; traceback only with -v
             _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
 

@@ -159,3 +159,12 @@ def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     rc, stdout, _ = cli("inspect", tmp_path / "spatial.onnx", "--explain-passes", "--json")
     miss = {r["rule"]: r for r in json.loads(stdout)["rules"]}["ConvMulFusion"]
     assert miss["fired"] == 0 and "is not per-output-channel" in miss["reason"]
+
+
+def test_reader_leaving_the_pipe_is_not_an_internal_error():
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp.cli", "targets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # like `| head` exiting before deploycomp writes
+    _, stderr = proc.communicate(timeout=120)
+    assert "internal error" not in stderr
+    assert proc.returncode == 141
