@@ -45,9 +45,7 @@ class _ConvAffineBase(pattern.RewriteRuleClassBase):
         value = const(operand)
         if value is None:
             return result.fail("the Mul/Add operand is not constant", operand)
-        out_shape = static_shape(conv_out)
-        rank = len(out_shape) if out_shape else weights.ndim
-        if _per_channel(value, rank, weights.shape[0]) is None:
+        if self._per_channel(w, conv_out, operand) is None:
             return result.fail(f"operand shape {list(value.shape)} is not per-output-channel", operand)
         if len(conv_out.uses()) != 1 or conv_out.is_graph_output():
             return result.fail("Conv output has other consumers", conv_out)
@@ -56,6 +54,13 @@ class _ConvAffineBase(pattern.RewriteRuleClassBase):
         if not np.issubdtype(value.dtype, np.floating) or value.dtype != weights.dtype:
             return result.fail("operand dtype differs from the weights'", operand)
         return result
+
+    @staticmethod
+    def _per_channel(w, conv_out, operand) -> np.ndarray | None:
+        """The operand as one value per output channel (None if it varies otherwise)."""
+        weights = const(w)
+        rank = len(static_shape(conv_out) or weights.shape)
+        return _per_channel(const(operand), rank, weights.shape[0])
 
     def _new_conv(self, op, x, w, conv_out, new_w: np.ndarray, new_b: np.ndarray):
         conv = conv_out.producer()
@@ -79,7 +84,7 @@ class ConvMulFusion(_ConvAffineBase):
 
     def rewrite(self, op, x, w, conv_out, operand, **_):
         weights = const(w)
-        s = _per_channel(const(operand), len(static_shape(conv_out) or weights.shape), weights.shape[0])
+        s = self._per_channel(w, conv_out, operand)
         new_w = (weights * s.reshape((-1,) + (1,) * (weights.ndim - 1))).astype(weights.dtype)
         new_b = (self._bias(conv_out, weights.shape[0], weights.dtype) * s).astype(weights.dtype)
         return self._new_conv(op, x, w, conv_out, new_w, new_b)
@@ -91,7 +96,7 @@ class ConvAddFusion(_ConvAffineBase):
 
     def rewrite(self, op, x, w, conv_out, operand, **_):
         weights = const(w)
-        t = _per_channel(const(operand), len(static_shape(conv_out) or weights.shape), weights.shape[0])
+        t = self._per_channel(w, conv_out, operand)
         new_b = (self._bias(conv_out, weights.shape[0], weights.dtype) + t).astype(weights.dtype)
         return self._new_conv(op, x, w, conv_out, weights, new_b)
 
