@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from deploycomp import pipeline
 from deploycomp.runner import BundleRunner, load
@@ -33,11 +33,17 @@ def build(
     force: bool = False,
     no_fail: bool = False,
     sample_kind: str | None = None,
+    keep_float: Iterable[str] = (),
+    min_cosine: float | None = None,
+    int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
     ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
+    ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
+    reference outputs and a candidate's outputs on held-out calibration samples (lists of
+    ``{output: array}``), and layers are kept in float until it returns True.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     """
     result = pipeline.build(
@@ -45,7 +51,8 @@ def build(
             model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
             calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
             validation_data=Path(validation_data) if validation_data else None,
-            sample_kind=sample_kind, force=force, no_fail=no_fail,
+            sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
+            min_cosine=min_cosine, int8_accept=int8_accept,
         )
     )
     return load(result.bundle)

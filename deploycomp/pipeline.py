@@ -54,6 +54,10 @@ class BuildOptions:
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
+    int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
+    """A user metric for ``--precision int8``: given the fp32 reference outputs and the
+    candidate's outputs on the held-out samples, True if the candidate is good enough.
+    It replaces the cosine test when choosing which layers stay float."""
     force: bool = False
     no_fail: bool = False
     progress: Callable[[str], None] = lambda stage: None
@@ -343,8 +347,10 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         with tempfile.TemporaryDirectory() as tmp:
             lowered = backend.lower(candidate, target, "int8", Path(tmp))
             runner = backend.load(Path(tmp), lowered.info)
-            metrics = compare_outputs(refs, [runner.run(s) for s in held])
-        return all(m["cosine"] >= held_min_cosine for m in metrics.values())
+            outs = [runner.run(s) for s in held]
+        if opts.int8_accept is not None:
+            return bool(opts.int8_accept(refs, outs))
+        return all(m["cosine"] >= held_min_cosine for m in compare_outputs(refs, outs).values())
 
     result = quantize(prep.model, POLICIES[target.backend], calib, held, meets_budget,
                       keep_float=opts.keep_float, progress=opts.progress)
@@ -354,7 +360,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             digest.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
     info = result.info | {"calibration_data": label, "calibration_sha256": digest.hexdigest(),
                           "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
-                          "held_out_is_calibration": len(samples) < 4}
+                          "held_out_is_calibration": len(samples) < 4,
+                          "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
     return result.model, info
