@@ -67,7 +67,10 @@ class Backend(Protocol):
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport: ...
 
-    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered: ...
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
+        """``options``: backend-specific build choices (e.g. TFLite's ``io_layout``); others ignore them."""
+        ...
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...
 
@@ -108,7 +111,8 @@ class PendingBackend:
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         raise BackendUnavailable(f"target {target.name}: {self.unavailable_reason()}")
 
-    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
         raise BackendUnavailable(f"target {target.name}: {self.unavailable_reason()}")
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner:

@@ -36,6 +36,7 @@ def build(
     keep_float: Iterable[str] = (),
     min_cosine: float | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
+    io_layout: str | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
@@ -52,7 +53,7 @@ def build(
             calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
-            min_cosine=min_cosine, int8_accept=int8_accept,
+            min_cosine=min_cosine, int8_accept=int8_accept, io_layout=io_layout,
         )
     )
     return load(result.bundle)

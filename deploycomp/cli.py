@@ -92,6 +92,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     else:
         est = val["latency_estimate"]
         click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound)")
+        here = manifest["measured"].get("latency_here")
+        if here:
+            click.echo(f"  latency {here['median_ms']:.2f} ms measured on {here['where']}")
     for c in val["budgets"] + manifest["measured"].get("budgets", []):
         if not c["ok"]:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
@@ -106,6 +109,8 @@ def _build_options(f):
                      help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
+    f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),
+                     help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
     f = click.option("--validation-data", type=click.Path(path_type=Path), help=".npz/.npy inputs to validate on.")(f)
     f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)

@@ -54,6 +54,8 @@ class BuildOptions:
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
+    io_layout: str | None = None
+    """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the held-out samples, True if the candidate is good enough.
@@ -88,7 +90,8 @@ class Prepared:
 
 def _versions() -> dict[str, str]:
     out = {}
-    for dist in ("deploycomp", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "openvino", "numpy"):
+    for dist in ("deploycomp", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "openvino", "ai-edge-litert",
+                 "flatbuffers", "numpy"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -231,6 +234,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     _check_precision(target, opts.precision)
     backend = get_backend(target.backend)
     ensure_available(backend, f"target {target.name}: ")
+    lowers = getattr(backend, "precisions", None)
+    if lowers is not None and opts.precision not in lowers:
+        raise UnsupportedError(f"target {target.name}: the {backend.name} lowering does not do {opts.precision} yet "
+                               f"(it does {', '.join(lowers)})")
+    if opts.io_layout is not None and backend.name != "tflite":
+        raise UnsupportedError(f"--io-layout applies to TFLite targets; {target.name} uses {backend.name}")
     check_output(opts.out, opts.force)
     if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
@@ -253,7 +262,7 @@ def _build(opts: BuildOptions) -> BuildResult:
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
-        lowered = backend.lower(model, target, opts.precision, stage)
+        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts))
         opts.progress("validate")
         runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
         refs = [reference.run(s) for s in samples]
@@ -277,6 +286,10 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = round(
                 measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
             latency_ms = measured["latency"]["median_ms"]
+        else:  # the artifact runs here too (e.g. LiteRT on x86): useful, but not the device's number
+            opts.progress("measure latency here")
+            measured["latency_here"] = measure_latency(lambda: runner.run(samples[0]), max_seconds=1.0) | {
+                "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host)
         measured["budgets"] = summary.to_json(measured=True)
@@ -345,7 +358,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp))
+            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts))
             runner = backend.load(Path(tmp), lowered.info)
             outs = [runner.run(s) for s in held]
         if opts.int8_accept is not None:
@@ -365,6 +378,10 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
     return result.model, info
+
+
+def _backend_options(opts: BuildOptions) -> dict[str, Any]:
+    return {k: v for k, v in {"io_layout": opts.io_layout}.items() if v is not None}
 
 
 def _load_and_run(backend, stage: Path, info: dict, sample: dict):

@@ -56,7 +56,8 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--input", "x:1x3x16"], 4, ["rank 3 given"]),
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
         (None, ["--validation-data", "missing.npz"], 4, ["no such file"]),
-        (None, ["--target", "raspberry-pi-5"], 7, ["raspberry-pi-5", "not implemented"]),
+        (None, ["--target", "jetson-orin-nano"], 7, ["jetson-orin-nano", "not implemented"]),
+        (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
     ],
 )

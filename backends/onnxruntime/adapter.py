@@ -59,7 +59,8 @@ class OnnxRuntimeBackend:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
         return report
 
-    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
         if precision != "fp32":
             raise UnsupportedError(f"onnxruntime backend: precision {precision} is not available yet")
         files = save_model(model, out_dir / "model.onnx")

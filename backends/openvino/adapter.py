@@ -187,7 +187,8 @@ class OpenVINOBackend:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
         return report
 
-    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path) -> Lowered:
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
         if precision not in _HINT:
             raise UnsupportedError(f"openvino backend: precision {precision} is not available yet")
         ov = _ov()

@@ -1,7 +1,5 @@
-"""TFLite backend: its target profiles load and validate; the lowering is not written yet."""
+"""TFLite backend: ONNX lowered to ``.tflite`` by deploycomp itself, run in LiteRT."""
 
-from deploycomp.backends.base import PendingBackend
+from deploycomp.backends.tflite.adapter import BACKEND, TFLiteBackend, TFLiteRunner
 
-__all__ = ["BACKEND"]
-
-BACKEND = PendingBackend("tflite", "TFLite")
+__all__ = ["BACKEND", "TFLiteBackend", "TFLiteRunner"]

@@ -1,0 +1,128 @@
+"""ONNX -> ``model.tflite`` written by deploycomp, and a runner on LiteRT's interpreter.
+
+No TensorFlow: :mod:`.lowering` emits TFLite operators into a flatbuffer built with
+the schema module that ships in ``ai-edge-litert``. The interpreter in that same
+package runs the result here (XNNPACK, as on an Arm CPU), which is how every build is
+validated against onnxruntime before it is written.
+
+I/O layout: 4-D inputs are NHWC in the ``.tflite`` by default (``io_layout="nhwc"``),
+what camera pipelines on phones produce, and each output keeps the layout the graph
+ended in, so that no TRANSPOSE is left anywhere. ``io_layout="nchw"`` keeps ONNX order
+at the boundary instead, at the cost of a TRANSPOSE there. Either way the manifest
+records each I/O tensor's layout and the runner takes and returns ONNX order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.errors import UnsupportedError
+from deploycomp.targets import TargetProfile
+
+__all__ = ["BACKEND", "TFLiteBackend", "TFLiteRunner"]
+
+PRECISIONS = ("fp32", "fp16")
+IO_LAYOUTS = ("nhwc", "nchw")
+
+
+def _interpreter_module():
+    require_modules("tflite", ("ai_edge_litert", "flatbuffers"), '"deploycomp[tflite]"')
+    from ai_edge_litert import interpreter
+
+    return interpreter
+
+
+class TFLiteRunner:
+    def __init__(self, path: Path, io_layouts: Mapping[str, list[int]], threads: int | None = 2):
+        interpreter = _interpreter_module()
+        self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+        self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        self.io_layouts = {k: tuple(v) for k, v in io_layouts.items()}
+        import ai_edge_litert
+
+        self.info = {
+            "runtime": "litert",
+            "runtime_version": getattr(ai_edge_litert, "__version__", "?"),
+            "device": "CPU (XNNPACK)",
+            "threads": threads,
+            "executed_precision": "fp32",
+        }
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, detail in self.inputs.items():
+            data = np.transpose(np.asarray(feeds[name]), self.io_layouts.get(name) or None)
+            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(data.astype(detail["dtype"], copy=False)))
+        self.interpreter.invoke()
+        out = {}
+        for name, detail in self.outputs.items():
+            stored = self.interpreter.get_tensor(detail["index"])
+            perm = self.io_layouts.get(name)
+            out[name] = np.transpose(stored, np.argsort(perm)) if perm else stored
+        return out
+
+
+class TFLiteBackend:
+    name = "tflite"
+    precisions = PRECISIONS
+    requires = ("ai_edge_litert", "flatbuffers")
+    extra = '"deploycomp[tflite]"'
+
+    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
+        from deploycomp.backends.tflite.lowering import unsupported_nodes
+
+        report = SupportReport(self.name)
+        report.unsupported = unsupported_nodes(model)
+        for node in model.graph:
+            if node.op_type in target.unsupported_ops and not any(u["node"] == node.name for u in report.unsupported):
+                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+        if not report.unsupported:
+            try:  # attribute-level limits (a Resize mode, a non-constant weight) surface here, before writing
+                self._lower_in_memory(model, "fp32", "nhwc")
+            except UnsupportedError as e:
+                report.notes.append(str(e))
+                report.unsupported.append({"node": "", "op": str(e).split(":", 1)[-1].strip().split(" ")[0]})
+        return report
+
+    @staticmethod
+    def _lower_in_memory(model: ir.Model, precision: str, io_layout: str):
+        from deploycomp.backends.tflite.lowering import Lowering
+
+        return Lowering(model, precision, io_layout).run()
+
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
+        options = dict(options or {})
+        io_layout = options.get("io_layout") or "nhwc"
+        if precision not in PRECISIONS:
+            raise UnsupportedError(f"tflite backend: precision {precision} is not available yet")
+        if io_layout not in IO_LAYOUTS:
+            raise UnsupportedError(f"tflite backend: io_layout {io_layout!r}; choose {' or '.join(IO_LAYOUTS)}")
+        result = self._lower_in_memory(model, precision, io_layout)
+        path = out_dir / "model.tflite"
+        path.write_bytes(result.flatbuffer)
+        return Lowered(
+            files=[path],
+            info={
+                "format": "tflite",
+                "tflite": path.name,
+                "precision": precision,
+                "weights": {"fp16": "f16 (DEQUANTIZE)"}.get(precision, "f32"),
+                "io_layout": io_layout,
+                "io_layouts": result.io_layouts,
+                "ops": result.op_counts,
+                "transposes": result.op_counts.get("TRANSPOSE", 0),
+            },
+        )
+
+    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> TFLiteRunner:
+        return TFLiteRunner(bundle_dir / lowered["tflite"], lowered.get("io_layouts", {}))
+
+
+BACKEND = TFLiteBackend()

@@ -1,0 +1,217 @@
+"""Writing a TFLite flatbuffer: tensors, constant buffers, operators, one signature.
+
+Uses the TFLite schema's generated object API that ships with ``ai-edge-litert``
+(``ai_edge_litert.schema_py_generated``) and the ``flatbuffers`` package; no
+TensorFlow. :class:`FlatbufferWriter` knows nothing about ONNX: the lowering asks it
+for tensors and operators by TFLite's own names (``"CONV_2D"``, ``Conv2DOptionsT``)
+and it serializes them.
+
+Constant data is written 16-byte aligned (XNNPACK and the NEON kernels read weights
+in place from the mapped file; misaligned buffers would be copied first), and equal
+constants share one buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FlatbufferWriter", "Quantization", "schema"]
+
+_ALIGN = 16
+
+
+def schema():
+    """The TFLite schema module (imported lazily: ai-edge-litert is an optional extra)."""
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+_NUMPY_TO_TFLITE = {
+    "float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32", "uint8": "UINT8", "int64": "INT64",
+    "bool": "BOOL", "int16": "INT16", "int8": "INT8", "float64": "FLOAT64",
+}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of a tensor: real = scale * (q - zero_point), per tensor or per axis."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int = 0
+
+
+def _aligned_buffer_type(s):
+    class AlignedBufferT(s.BufferT):
+        """A buffer whose bytes start on a 16-byte boundary of the file."""
+
+        def Pack(self, builder):
+            data = 0
+            if self.data is not None:
+                raw = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
+                builder.StartVector(1, raw.size, _ALIGN)
+                builder.head -= raw.size
+                builder.Bytes[builder.head:builder.head + raw.size] = raw.tobytes()
+                builder.vectorNumElems = raw.size
+                data = builder.EndVector()
+            s.BufferStart(builder)
+            if self.data is not None:
+                s.BufferAddData(builder, data)
+            return s.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+class FlatbufferWriter:
+    def __init__(self, description: str = "deploycomp"):
+        self.s = schema()
+        self._buffer_type = _aligned_buffer_type(self.s)
+        self.buffers: list[Any] = [self.s.BufferT()]  # buffer 0: the empty sentinel
+        self._buffer_by_digest: dict[bytes, int] = {}
+        self.tensors: list[Any] = []
+        self._dtypes: list[str] = []
+        self.operators: list[Any] = []
+        self.opcodes: list[Any] = []
+        self._opcode_index: dict[str, int] = {}
+        self.consumers: dict[int, int] = {}
+        self.producer: dict[int, int] = {}
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+        self.description = description
+        self._names: set[str] = set()
+
+    # tensors ---------------------------------------------------------------------------
+
+    def _unique(self, name: str) -> str:
+        base, n = name, 1
+        while name in self._names:
+            name, n = f"{base}_{n}", n + 1
+        self._names.add(name)
+        return name
+
+    def tensor(self, name: str, shape: Sequence[int], dtype: str | np.dtype,
+               quant: Quantization | None = None, data: np.ndarray | None = None) -> int:
+        t = self.s.TensorT()
+        t.name = self._unique(name)
+        t.shape = np.asarray(list(shape), dtype=np.int32)
+        t.type = getattr(self.s.TensorType, _NUMPY_TO_TFLITE[str(np.dtype(dtype))])
+        t.hasRank = True
+        if quant is not None:
+            q = self.s.QuantizationParametersT()
+            q.scale = np.asarray(quant.scale, dtype=np.float32)
+            q.zeroPoint = np.asarray(quant.zero_point, dtype=np.int64)
+            q.quantizedDimension = quant.axis
+            t.quantization = q
+        if data is not None:
+            t.buffer = self._buffer(np.asarray(data, dtype=dtype))
+        else:
+            t.buffer = 0
+        self.tensors.append(t)
+        self._dtypes.append(str(np.dtype(dtype)))
+        return len(self.tensors) - 1
+
+    def constant(self, name: str, data: np.ndarray, quant: Quantization | None = None) -> int:
+        data = np.asarray(data)
+        return self.tensor(name, data.shape, data.dtype, quant, data)
+
+    def _buffer(self, data: np.ndarray) -> int:
+        data = np.ascontiguousarray(data)
+        digest = hashlib.blake2b(data.tobytes(), digest_size=20).digest() + str(data.dtype).encode()
+        if digest in self._buffer_by_digest:
+            return self._buffer_by_digest[digest]
+        b = self._buffer_type()
+        b.data = data
+        self.buffers.append(b)
+        self._buffer_by_digest[digest] = len(self.buffers) - 1
+        return len(self.buffers) - 1
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.tensors[index].shape)
+
+    def dtype(self, index: int) -> str:
+        return self._dtypes[index]
+
+    def is_constant(self, index: int) -> bool:
+        return self.tensors[index].buffer != 0
+
+    # operators ---------------------------------------------------------------------------
+
+    def op(self, builtin: str, inputs: Sequence[int], outputs: Sequence[int], options: Any = None) -> int:
+        """Append operator ``builtin`` (a ``BuiltinOperator`` name); ``-1`` marks an omitted input."""
+        code = getattr(self.s.BuiltinOperator, builtin)
+        if builtin not in self._opcode_index:
+            oc = self.s.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)  # 127: "look at builtinCode"
+            oc.version = 1
+            self.opcodes.append(oc)
+            self._opcode_index[builtin] = len(self.opcodes) - 1
+        o = self.s.OperatorT()
+        o.opcodeIndex = self._opcode_index[builtin]
+        o.inputs = np.asarray(list(inputs), dtype=np.int32)
+        o.outputs = np.asarray(list(outputs), dtype=np.int32)
+        if options is not None:
+            o.builtinOptionsType = getattr(self.s.BuiltinOptions, type(options).__name__[:-1])
+            o.builtinOptions = options
+        self.operators.append(o)
+        index = len(self.operators) - 1
+        for i in inputs:
+            if i >= 0:
+                self.consumers[i] = self.consumers.get(i, 0) + 1
+        for i in outputs:
+            self.producer[i] = index
+        return index
+
+    def options(self, kind: str, **fields: Any) -> Any:
+        """``options("Conv2D", strideH=2)`` -> a filled ``Conv2DOptionsT``."""
+        obj = getattr(self.s, f"{kind}OptionsT")()
+        for key, value in fields.items():
+            if not hasattr(obj, key):
+                raise AttributeError(f"{kind}Options has no field {key}")
+            setattr(obj, key, value)
+        return obj
+
+    def op_counts(self) -> dict[str, int]:
+        names = {v: k for k, v in vars(self.s.BuiltinOperator).items() if not k.startswith("_")}
+        counts: dict[str, int] = {}
+        for o in self.operators:
+            name = names[self.opcodes[o.opcodeIndex].builtinCode]
+            counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # serialization ------------------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        import flatbuffers
+
+        s = self.s
+        sub = s.SubGraphT()
+        sub.tensors, sub.operators = self.tensors, self.operators
+        sub.inputs = np.asarray(self.inputs, dtype=np.int32)
+        sub.outputs = np.asarray(self.outputs, dtype=np.int32)
+        sub.name = "main"
+        sig = s.SignatureDefT()
+        sig.signatureKey = "serving_default"
+        sig.subgraphIndex = 0
+        sig.inputs = [self._tensor_map(i) for i in self.inputs]
+        sig.outputs = [self._tensor_map(i) for i in self.outputs]
+        model = s.ModelT()
+        model.version = 3
+        model.description = self.description
+        model.operatorCodes, model.subgraphs, model.buffers = self.opcodes, [sub], self.buffers
+        model.signatureDefs = [sig]
+        size = sum(b.data.nbytes for b in self.buffers if b.data is not None)
+        builder = flatbuffers.Builder(size + (1 << 20))
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+    def _tensor_map(self, index: int):
+        m = self.s.TensorMapT()
+        m.name = self.tensors[index].name
+        m.tensorIndex = index
+        return m

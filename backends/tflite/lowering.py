@@ -1,0 +1,238 @@
+"""ONNX (onnx-ir) -> TFLite operators: the walk, the value table, and the op registry.
+
+:class:`Lowering` walks the optimized graph in order and calls one small function per
+ONNX op type (registered with :func:`lowers` in ``ops_*.py``). Each ONNX value maps to
+a TFLite tensor plus the layout it is stored in (see :mod:`.layout`); a rule asks for
+its inputs in the layout it needs with :meth:`Lowering.input`, which emits a TRANSPOSE
+only when the stored layout differs, once per value and layout.
+
+Precision is decided here, not in the rules: for ``fp16`` every float constant of more
+than a few elements is stored as float16 and expanded by a DEQUANTIZE op (the standard
+TFLite fp16 form, which XNNPACK folds at load time); activations stay float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.tflite.flatbuffer import FlatbufferWriter
+from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, Perm, change, identity, is_identity
+from deploycomp.errors import UnsupportedError
+
+__all__ = ["LOWERINGS", "Lowered", "Lowering", "lowers", "unsupported_nodes"]
+
+LOWERINGS: dict[str, Callable[["Lowering", ir.Node], None]] = {}
+
+FP16_MIN_ELEMENTS = 16
+"""Float constants at least this large are stored as float16 in fp16 builds."""
+
+ACTIVATION = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3, "TANH": 4}
+
+
+def lowers(*op_types: str):
+    def register(fn):
+        for op in op_types:
+            LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+def _load_rules() -> None:
+    from deploycomp.backends.tflite import ops_elementwise, ops_nn, ops_shape  # noqa: F401  (registration)
+
+
+def unsupported_nodes(model: ir.Model) -> list[dict[str, str]]:
+    _load_rules()
+    return [{"node": n.name or "", "op": n.op_type} for n in model.graph
+            if n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx")]
+
+
+@dataclass
+class Stored:
+    """Where an ONNX value lives in the TFLite graph: tensor index and layout."""
+
+    index: int
+    perm: Perm
+
+
+@dataclass
+class Lowered:
+    flatbuffer: bytes
+    io_layouts: dict[str, list[int]]
+    op_counts: dict[str, int]
+
+
+class Lowering:
+    def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc"):
+        _load_rules()
+        self.model = model
+        self.precision = precision
+        self.io_layout = io_layout
+        self.w = FlatbufferWriter(f"deploycomp: {model.graph.name or 'model'}")
+        self.values: dict[str, Stored] = {}
+        self._layouts: dict[tuple[str, Perm], int] = {}
+        self._constants: dict[tuple, int] = {}
+        self.graph_outputs = {v.name for v in model.graph.outputs}
+
+    # values -----------------------------------------------------------------------------
+
+    @staticmethod
+    def const(value: ir.Value | None) -> np.ndarray | None:
+        if value is None or value.const_value is None:
+            return None
+        return value.const_value.numpy()
+
+    @staticmethod
+    def shape(value: ir.Value) -> tuple[int, ...]:
+        if value.shape is None or not all(isinstance(d, int) for d in value.shape):
+            raise UnsupportedError(f"tflite: value '{value.name}' has no static shape (shape inference could not fix it)")
+        return tuple(value.shape)
+
+    @staticmethod
+    def dtype(value: ir.Value) -> np.dtype:
+        if value.dtype is None:
+            raise UnsupportedError(f"tflite: value '{value.name}' has no known element type")
+        return np.dtype(value.dtype.numpy())
+
+    def perm(self, value: ir.Value) -> Perm:
+        if self.const(value) is not None:
+            return identity(len(self.shape(value)))
+        return self.values[value.name].perm
+
+    def input(self, value: ir.Value, perm: Perm | None = None) -> int:
+        """Tensor index of ``value`` stored in layout ``perm`` (its current one if None)."""
+        data = self.const(value)
+        if data is not None:
+            return self.constant(value.name, data if perm is None else np.transpose(data, perm))
+        stored = self.values[value.name]
+        if perm is None or tuple(perm) == stored.perm:
+            return stored.index
+        key = (value.name, tuple(perm))
+        if key not in self._layouts:
+            shape = tuple(self.shape(value)[p] for p in perm)
+            out = self.w.tensor(f"{value.name}/{'x'.join(map(str, perm))}", shape, self.w.dtype(stored.index))
+            self.emit("TRANSPOSE", [stored.index, self.int32(change(stored.perm, perm))], [out])
+            self._layouts[key] = out
+        return self._layouts[key]
+
+    def broadcast_input(self, value: ir.Value, rank: int, perm: Perm) -> int:
+        """``value`` as an operand of an element-wise op whose output has rank ``rank``
+        and layout ``perm``: lower-rank operands are first padded with leading 1s."""
+        data = self.const(value)
+        shape = self.shape(value)
+        if data is not None:
+            data = data.reshape((1,) * (rank - data.ndim) + data.shape)
+            return self.constant(value.name, np.transpose(data, perm))
+        if len(shape) == rank:
+            return self.input(value, perm)
+        full = (1,) * (rank - len(shape)) + shape
+        expanded = self.w.tensor(f"{value.name}/rank{rank}", full, self.dtype(value))
+        self.emit("RESHAPE", [self.input(value, identity(len(shape))), self.int32(full)], [expanded],
+                  self.w.options("Reshape", newShape=list(full)))
+        if is_identity(perm):
+            return expanded
+        out = self.w.tensor(f"{value.name}/rank{rank}/t", tuple(full[p] for p in perm), self.dtype(value))
+        self.emit("TRANSPOSE", [expanded, self.int32(perm)], [out])
+        return out
+
+    def constant(self, name: str, data: np.ndarray) -> int:
+        data = np.asarray(data)
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+        if data.dtype == np.int64 and data.size and np.abs(data).max() < 2**31:
+            data = data.astype(np.int32)  # TFLite kernels index with int32
+        key = (data.dtype.str, data.shape, data.tobytes())
+        if key in self._constants:
+            return self._constants[key]
+        if self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS:
+            half = self.w.constant(f"{name}/fp16", data.astype(np.float16))
+            index = self.w.tensor(name, data.shape, np.float32)
+            self.emit("DEQUANTIZE", [half], [index])
+        else:
+            index = self.w.constant(name, data)
+        self._constants[key] = index
+        return index
+
+    def int32(self, values: Iterable[int]) -> int:
+        arr = np.asarray(list(values), dtype=np.int32)
+        return self.constant("const/i32", arr)
+
+    def scalar(self, value: float | int, dtype=np.float32) -> int:
+        return self.constant("const/scalar", np.asarray(value, dtype=dtype))
+
+    def output(self, value: ir.Value, perm: Perm, dtype: np.dtype | None = None) -> int:
+        """A new tensor for ONNX ``value`` stored in layout ``perm``."""
+        shape = tuple(self.shape(value)[p] for p in perm)
+        index = self.w.tensor(value.name, shape, dtype or self.dtype(value))
+        self.values[value.name] = Stored(index, tuple(perm))
+        return index
+
+    def alias(self, value: ir.Value, index: int, perm: Perm) -> None:
+        """``value`` is an existing tensor seen in another layout (Transpose, Identity, fusion)."""
+        self.values[value.name] = Stored(index, tuple(perm))
+
+    def temp(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> int:
+        return self.w.tensor(name, shape, dtype)
+
+    def emit(self, builtin: str, inputs: list[int], outputs: list[int], options=None) -> int:
+        return self.w.op(builtin, inputs, outputs, options)
+
+    # fused activations -----------------------------------------------------------------
+
+    def fuse_activation(self, node: ir.Node, activation: str) -> bool:
+        """Fold ``activation`` into the op producing ``node``'s input if nothing else reads it."""
+        src = node.inputs[0]
+        if src is None or src.name in self.graph_outputs or len(src.uses()) != 1 or src.name not in self.values:
+            return False
+        stored = self.values[src.name]
+        op_index = self.w.producer.get(stored.index)
+        if op_index is None:
+            return False
+        options = self.w.operators[op_index].builtinOptions
+        if options is None or getattr(options, "fusedActivationFunction", None) != 0:
+            return False
+        options.fusedActivationFunction = ACTIVATION[activation]
+        self.alias(node.outputs[0], stored.index, stored.perm)
+        return True
+
+    # the walk ------------------------------------------------------------------------------
+
+    def run(self) -> Lowered:
+        missing = unsupported_nodes(self.model)
+        if missing:
+            ops = sorted({m["op"] for m in missing})
+            raise UnsupportedError(f"tflite: no lowering for op(s) {', '.join(ops)} (first: node '{missing[0]['node']}')")
+        io_layouts: dict[str, list[int]] = {}
+        for value in self.model.graph.inputs:
+            rank = len(self.shape(value))
+            perm = NCHW_TO_NHWC if (self.io_layout == "nhwc" and rank == 4) else identity(rank)
+            index = self.output(value, perm)
+            self.w.inputs.append(index)
+            io_layouts[value.name] = list(perm)
+        for node in self.model.graph:
+            try:
+                LOWERINGS[node.op_type](self, node)
+            except UnsupportedError as e:
+                raise UnsupportedError(f"{e} (node '{node.name}')") from None
+        for value in self.model.graph.outputs:
+            stored = self.values.get(value.name)
+            if stored is None:
+                raise UnsupportedError(f"tflite: graph output '{value.name}' is a constant or an input")
+            perm = stored.perm if self.io_layout == "nhwc" else identity(len(stored.perm))
+            index = self.input(value, perm)
+            self._rename(index, value.name)
+            self.w.outputs.append(index)
+            io_layouts[value.name] = list(perm)
+        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts())
+
+    def _rename(self, index: int, name: str) -> None:
+        """Graph outputs carry the ONNX name, whichever tensor ended up holding them."""
+        for i, t in enumerate(self.w.tensors):
+            if t.name == name and i != index:
+                t.name = f"{name}/stored"
+        self.w.tensors[index].name = name

@@ -1,0 +1,172 @@
+"""Element-wise ONNX ops -> TFLite: they run in whatever layout their input is stored in.
+
+Binary ops take the layout of their highest-rank non-constant operand; constants are
+broadcast and permuted at conversion time, so a bias or a scale never costs a
+TRANSPOSE. Relu/Relu6/Clip fold into the producing op's fused activation when that op
+has one and nothing else reads its output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.tflite.lowering import Lowering, lowers
+from deploycomp.errors import UnsupportedError
+
+_BINARY = {"Add": "ADD", "Sub": "SUB", "Mul": "MUL", "Div": "DIV", "Max": "MAXIMUM", "Min": "MINIMUM",
+           "Pow": "POW", "Equal": "EQUAL", "Less": "LESS", "Greater": "GREATER", "LessOrEqual": "LESS_EQUAL",
+           "GreaterOrEqual": "GREATER_EQUAL", "And": "LOGICAL_AND", "Or": "LOGICAL_OR", "PRelu": "PRELU"}
+_BINARY_OPTIONS = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div"}
+_UNARY = {"Sigmoid": "LOGISTIC", "Tanh": "TANH", "HardSwish": "HARD_SWISH", "Exp": "EXP", "Log": "LOG",
+          "Sqrt": "SQRT", "Neg": "NEG", "Abs": "ABS", "Floor": "FLOOR", "Ceil": "CEIL", "Round": "ROUND",
+          "Sin": "SIN", "Cos": "COS", "Not": "LOGICAL_NOT", "Elu": "ELU", "Sign": "SIGN"}
+
+
+def _layout_of(lo: Lowering, values: list[ir.Value]) -> tuple[int, tuple[int, ...]]:
+    rank = max(len(lo.shape(v)) for v in values)
+    for v in values:
+        if lo.const(v) is None and len(lo.shape(v)) == rank:
+            return rank, lo.perm(v)
+    return rank, tuple(range(rank))
+
+
+def binary(lo: Lowering, node: ir.Node, builtin: str, operands: list[ir.Value] | None = None) -> int:
+    operands = operands or list(node.inputs)
+    rank, perm = _layout_of(lo, operands)
+    ins = [lo.broadcast_input(v, rank, perm) for v in operands]
+    out = lo.output(node.outputs[0], perm)
+    kind = _BINARY_OPTIONS.get(builtin)
+    lo.emit(builtin, ins, [out], lo.w.options(kind, fusedActivationFunction=0) if kind else None)
+    return out
+
+
+@lowers(*_BINARY)
+def lower_binary(lo: Lowering, node: ir.Node) -> None:
+    builtin = _BINARY[node.op_type]
+    exponent = lo.const(node.inputs[1]) if node.op_type == "Pow" else None
+    if exponent is not None and exponent.size == 1 and float(exponent) in (0.5, 2.0):
+        x = node.inputs[0]
+        out = lo.output(node.outputs[0], lo.perm(x))
+        if float(exponent) == 2.0:  # x*x: exact, and XNNPACK has no POW
+            lo.emit("MUL", [lo.input(x), lo.input(x)], [out], lo.w.options("Mul", fusedActivationFunction=0))
+        else:
+            lo.emit("SQRT", [lo.input(x)], [out])
+        return
+    binary(lo, node, builtin)
+
+
+@lowers(*_UNARY)
+def lower_unary(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    perm = lo.perm(x)
+    lo.emit(_UNARY[node.op_type], [lo.input(x)], [lo.output(node.outputs[0], perm)])
+
+
+@lowers("Relu")
+def lower_relu(lo: Lowering, node: ir.Node) -> None:
+    if not lo.fuse_activation(node, "RELU"):
+        lower_simple(lo, node, "RELU")
+
+
+def lower_simple(lo: Lowering, node: ir.Node, builtin: str, options=None) -> None:
+    x = node.inputs[0]
+    lo.emit(builtin, [lo.input(x)], [lo.output(node.outputs[0], lo.perm(x))], options)
+
+
+@lowers("LeakyRelu")
+def lower_leaky_relu(lo: Lowering, node: ir.Node) -> None:
+    alpha = node.attributes.get_float("alpha", 0.01)
+    lower_simple(lo, node, "LEAKY_RELU", lo.w.options("LeakyRelu", alpha=alpha))
+
+
+@lowers("Gelu")
+def lower_gelu(lo: Lowering, node: ir.Node) -> None:
+    approximate = node.attributes.get_string("approximate", "none") == "tanh"
+    lower_simple(lo, node, "GELU", lo.w.options("Gelu", approximate=approximate))
+
+
+@lowers("Identity")
+def lower_identity(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    lo.alias(node.outputs[0], lo.input(x), lo.perm(x))
+
+
+@lowers("Clip")
+def lower_clip(lo: Lowering, node: ir.Node) -> None:
+    def bound(i: int, default: float) -> float:
+        if len(node.inputs) > i and node.inputs[i] is not None:
+            value = lo.const(node.inputs[i])
+            if value is None:
+                raise UnsupportedError("tflite: Clip with non-constant bounds")
+            return float(value)
+        return default
+
+    lo_, hi = bound(1, -np.inf), bound(2, np.inf)
+    known = {(0.0, np.inf): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
+    name = known.get((lo_, hi))
+    if name is not None:
+        if not lo.fuse_activation(node, name):
+            lower_simple(lo, node, name)
+        return
+    x = node.inputs[0]
+    perm = lo.perm(x)
+    current = lo.input(x)
+    shape = lo.w.shape(current)
+    for builtin, limit in (("MAXIMUM", lo_), ("MINIMUM", hi)):
+        if np.isinf(limit):
+            continue
+        out = lo.temp(f"{node.outputs[0].name}/{builtin.lower()}", shape)
+        lo.emit(builtin, [current, lo.scalar(limit)], [out])
+        current = out
+    lo.alias(node.outputs[0], current, perm)
+
+
+@lowers("HardSigmoid")
+def lower_hard_sigmoid(lo: Lowering, node: ir.Node) -> None:
+    """max(0, min(1, a*x + b)) = relu6(6a*x + 6b) / 6: MUL, ADD with fused RELU6, MUL."""
+    alpha = node.attributes.get_float("alpha", 0.2)
+    beta = node.attributes.get_float("beta", 0.5)
+    x = node.inputs[0]
+    perm = lo.perm(x)
+    shape = lo.w.shape(lo.input(x))
+    name = node.outputs[0].name
+    scaled, shifted = lo.temp(f"{name}/scaled", shape), lo.temp(f"{name}/relu6", shape)
+    lo.emit("MUL", [lo.input(x), lo.scalar(6 * alpha)], [scaled], lo.w.options("Mul", fusedActivationFunction=0))
+    lo.emit("ADD", [scaled, lo.scalar(6 * beta)], [shifted], lo.w.options("Add", fusedActivationFunction=3))
+    lo.emit("MUL", [shifted, lo.scalar(1 / 6)], [lo.output(node.outputs[0], perm)],
+            lo.w.options("Mul", fusedActivationFunction=0))
+
+
+@lowers("BatchNormalization")
+def lower_batch_norm(lo: Lowering, node: ir.Node) -> None:
+    """Inference BatchNorm: one MUL and one ADD by per-channel constants."""
+    x, scale, bias, mean, var = node.inputs[:5]
+    params = [lo.const(v) for v in (scale, bias, mean, var)]
+    if any(p is None for p in params):
+        raise UnsupportedError("tflite: BatchNormalization with non-constant statistics")
+    s, b, m, v = (p.astype(np.float64) for p in params)
+    eps = node.attributes.get_float("epsilon", 1e-5)
+    mul = s / np.sqrt(v + eps)
+    add = b - m * mul
+    rank = len(lo.shape(x))
+    per_channel = (1, -1) + (1,) * (rank - 2)
+    perm = lo.perm(x)
+    shape = lo.w.shape(lo.input(x))
+    scaled = lo.temp(f"{node.outputs[0].name}/scaled", shape)
+    lo.emit("MUL", [lo.input(x), lo.constant("bn/mul", np.transpose(mul.astype(np.float32).reshape(per_channel), perm))],
+            [scaled], lo.w.options("Mul", fusedActivationFunction=0))
+    lo.emit("ADD", [scaled, lo.constant("bn/add", np.transpose(add.astype(np.float32).reshape(per_channel), perm))],
+            [lo.output(node.outputs[0], perm)], lo.w.options("Add", fusedActivationFunction=0))
+
+
+@lowers("Cast")
+def lower_cast(lo: Lowering, node: ir.Node) -> None:
+    lower_simple(lo, node, "CAST")
+
+
+@lowers("Where")
+def lower_where(lo: Lowering, node: ir.Node) -> None:
+    rank, perm = _layout_of(lo, list(node.inputs))
+    ins = [lo.broadcast_input(v, rank, perm) for v in node.inputs]
+    lo.emit("SELECT_V2", ins, [lo.output(node.outputs[0], perm)])

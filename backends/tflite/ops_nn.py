@@ -1,0 +1,340 @@
+"""Convolution, pooling, resize, matmul, softmax and normalization -> TFLite.
+
+Padding is reproduced exactly: TFLite knows only SAME (extra pixel at the end) and
+VALID, so ONNX pads that are neither (e.g. 3x3 stride-2 with pads 1 on even inputs,
+which pads at the start) get an explicit PAD before a VALID op. XNNPACK fuses that PAD
+into the convolution, so it costs nothing at run time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, identity
+from deploycomp.backends.tflite.lowering import Lowering, lowers
+from deploycomp.errors import UnsupportedError
+
+SAME, VALID = 0, 1
+
+
+def _spatial_pads(node: ir.Node, in_hw, kernel, strides, dilations) -> list[tuple[int, int]]:
+    """Per spatial dim (begin, end) padding, from ``pads`` or ``auto_pad``."""
+    auto = node.attributes.get_string("auto_pad", "NOTSET")
+    n = len(in_hw)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for d, k, s, dl in zip(in_hw, kernel, strides, dilations):
+            total = max((math.ceil(d / s) - 1) * s + (k - 1) * dl + 1 - d, 0)
+            small = total // 2
+            out.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+        return out
+    if auto == "VALID":
+        return [(0, 0)] * n
+    pads = node.attributes.get_ints("pads", [0] * 2 * n)
+    return [(pads[i], pads[i + n]) for i in range(n)]
+
+
+def _padding(in_hw, kernel, strides, dilations, pads) -> int | None:
+    """SAME or VALID when TFLite's rule gives exactly ``pads``; None if a PAD op is needed."""
+    if all(p == (0, 0) for p in pads):
+        return VALID
+    for d, k, s, dl, (b, e) in zip(in_hw, kernel, strides, dilations, pads):
+        total = max((math.ceil(d / s) - 1) * s + (k - 1) * dl + 1 - d, 0)
+        if (b, e) != (total // 2, total - total // 2):
+            return None
+        if (d + b + e - (k - 1) * dl - 1) // s + 1 != math.ceil(d / s):
+            return None
+    return SAME
+
+
+def _explicit_pad(lo: Lowering, source: int, pads, name: str, value: float = 0.0) -> int:
+    n, h, w, c = lo.w.shape(source)
+    (pt, pb), (pl, pr) = pads
+    out = lo.temp(f"{name}/pad", (n, h + pt + pb, w + pl + pr, c))
+    paddings = lo.constant("pad/paddings", np.asarray([[0, 0], [pt, pb], [pl, pr], [0, 0]], np.int32))
+    if value == 0.0:
+        lo.emit("PAD", [source, paddings], [out])
+    else:
+        lo.emit("PADV2", [source, paddings, lo.scalar(value)], [out])
+    return out
+
+
+def _conv_geometry(lo: Lowering, node: ir.Node, kernel):
+    x = node.inputs[0]
+    in_hw = lo.shape(x)[2:]
+    if len(in_hw) != 2:
+        raise UnsupportedError(f"tflite: {node.op_type} on a rank-{len(in_hw) + 2} input (2-D only)")
+    strides = node.attributes.get_ints("strides", [1, 1])
+    dilations = node.attributes.get_ints("dilations", [1, 1])
+    pads = _spatial_pads(node, in_hw, kernel, strides, dilations)
+    return in_hw, strides, dilations, pads
+
+
+def _bias(lo: Lowering, node: ir.Node, index: int, channels: int) -> int:
+    if len(node.inputs) > index and node.inputs[index] is not None:
+        bias = lo.const(node.inputs[index])
+        if bias is None:
+            raise UnsupportedError(f"tflite: {node.op_type} with a non-constant bias")
+        return lo.constant(node.inputs[index].name, bias.astype(np.float32))
+    return lo.constant("zero_bias", np.zeros(channels, np.float32))
+
+
+@lowers("Conv")
+def lower_conv(lo: Lowering, node: ir.Node) -> None:
+    x, w_value = node.inputs[:2]
+    weight = lo.const(w_value)
+    if weight is None:
+        raise UnsupportedError("tflite: Conv with non-constant weights")
+    if weight.ndim != 4:
+        raise UnsupportedError(f"tflite: Conv{weight.ndim - 2}D (2-D only)")
+    cout, cin_g, kh, kw = weight.shape
+    in_hw, strides, dilations, pads = _conv_geometry(lo, node, (kh, kw))
+    group = node.attributes.get_int("group", 1)
+    cin = lo.shape(x)[1]
+    out_value = node.outputs[0]
+
+    pointwise = (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and all(p == (0, 0) for p in pads) and group == 1
+    perm = lo.perm(x)
+    if not (pointwise and len(perm) == 4 and perm[-1] == 1):
+        perm = NCHW_TO_NHWC  # a 1x1 conv works on any layout with channels last
+    source = lo.input(x, perm)
+    padding = _padding(in_hw, (kh, kw), strides, dilations, pads)
+    if padding is None:
+        source = _explicit_pad(lo, source, pads, out_value.name)
+        padding = VALID
+    if group == 1:
+        builtin, options = "CONV_2D", lo.w.options(
+            "Conv2D", padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
+            dilationWFactor=dilations[1], fusedActivationFunction=0)
+        filt = lo.constant(w_value.name, weight.transpose(0, 2, 3, 1))  # OHWI
+    elif group == cin and cin_g == 1:
+        builtin, options = "DEPTHWISE_CONV_2D", lo.w.options(
+            "DepthwiseConv2D", padding=padding, strideH=strides[0], strideW=strides[1], depthMultiplier=cout // cin,
+            dilationHFactor=dilations[0], dilationWFactor=dilations[1], fusedActivationFunction=0)
+        filt = lo.constant(w_value.name, weight.transpose(1, 2, 3, 0))  # 1HWO
+    else:
+        builtin, options = "CONV_2D", lo.w.options(  # grouped: filter input depth = C_in / group
+            "Conv2D", padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
+            dilationWFactor=dilations[1], fusedActivationFunction=0)
+        filt = lo.constant(w_value.name, weight.transpose(0, 2, 3, 1))
+    lo.emit(builtin, [source, filt, _bias(lo, node, 2, cout)], [lo.output(out_value, perm)], options)
+
+
+@lowers("ConvTranspose")
+def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
+    x, w_value = node.inputs[:2]
+    weight = lo.const(w_value)
+    if weight is None or weight.ndim != 4:
+        raise UnsupportedError("tflite: ConvTranspose needs constant 2-D weights")
+    if node.attributes.get_int("group", 1) != 1:
+        raise UnsupportedError("tflite: grouped ConvTranspose")
+    if tuple(node.attributes.get_ints("dilations", [1, 1])) != (1, 1):
+        raise UnsupportedError("tflite: dilated ConvTranspose")
+    cin, cout, kh, kw = weight.shape
+    sh, sw = node.attributes.get_ints("strides", [1, 1])
+    n, _, h, w = lo.shape(x)
+    full = (n, (h - 1) * sh + kh, (w - 1) * sw + kw, cout)  # VALID output, before pads are cropped
+    out_value = node.outputs[0]
+    _, _, oh, ow = lo.shape(out_value)
+    pads = node.attributes.get_ints("pads", [0, 0, 0, 0])
+    if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedError("tflite: ConvTranspose with auto_pad SAME")
+    if pads[0] + oh > full[1] or pads[1] + ow > full[2]:
+        raise UnsupportedError("tflite: ConvTranspose output_padding beyond the kernel footprint")
+    exact = (oh, ow) == full[1:3]
+    target = lo.output(out_value, NCHW_TO_NHWC) if exact else lo.temp(f"{out_value.name}/full", full)
+    options = lo.w.options("TransposeConv", padding=VALID, strideH=sh, strideW=sw, fusedActivationFunction=0)
+    lo.emit("TRANSPOSE_CONV", [lo.int32(full), lo.constant(w_value.name, weight.transpose(1, 2, 3, 0)),
+                               lo.input(x, NCHW_TO_NHWC), _bias(lo, node, 2, cout)], [target], options)
+    if not exact:
+        begin, size = [0, pads[0], pads[1], 0], [n, oh, ow, cout]
+        lo.emit("SLICE", [target, lo.int32(begin), lo.int32(size)], [lo.output(out_value, NCHW_TO_NHWC)])
+
+
+@lowers("MaxPool", "AveragePool")
+def lower_pool(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    kernel = node.attributes.get_ints("kernel_shape")
+    if len(kernel) != 2:
+        raise UnsupportedError(f"tflite: {node.op_type} over {len(kernel)} spatial dims (2-D only)")
+    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+        raise UnsupportedError("tflite: MaxPool indices output")
+    in_hw, strides, dilations, pads = _conv_geometry(lo, node, kernel)
+    if tuple(dilations) != (1, 1):
+        raise UnsupportedError(f"tflite: dilated {node.op_type}")
+    out_hw = lo.shape(node.outputs[0])[2:]
+    pads = [(b, e + max(0, (o - 1) * s + k - (d + b + e)))  # ceil_mode: the last window may overhang
+            for (b, e), o, s, k, d in zip(pads, out_hw, strides, kernel, in_hw)]
+    is_max = node.op_type == "MaxPool"
+    include_pad = node.attributes.get_int("count_include_pad", 0)
+    padding = _padding(in_hw, kernel, strides, [1, 1], pads)
+    if padding == SAME and not is_max and include_pad:
+        padding = None  # TFLite's SAME average excludes the padding
+    source = lo.input(x, NCHW_TO_NHWC)
+    if padding is None:
+        if not is_max and not include_pad:
+            raise UnsupportedError("tflite: AveragePool with asymmetric padding that excludes the pad")
+        source = _explicit_pad(lo, source, pads, node.outputs[0].name, -3.4e38 if is_max else 0.0)
+        padding = VALID
+    options = lo.w.options("Pool2D", padding=padding, strideH=strides[0], strideW=strides[1],
+                           filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=0)
+    lo.emit("MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D", [source], [lo.output(node.outputs[0], NCHW_TO_NHWC)], options)
+
+
+_RESIZE_MODES = {
+    ("nearest", "asymmetric", "floor"): ("RESIZE_NEAREST_NEIGHBOR", False, False),
+    ("nearest", "half_pixel", "round_prefer_ceil"): ("RESIZE_NEAREST_NEIGHBOR", False, True),
+    ("nearest", "align_corners", "round_prefer_ceil"): ("RESIZE_NEAREST_NEIGHBOR", True, False),
+    ("linear", "half_pixel", None): ("RESIZE_BILINEAR", False, True),
+    ("linear", "pytorch_half_pixel", None): ("RESIZE_BILINEAR", False, True),
+    ("linear", "align_corners", None): ("RESIZE_BILINEAR", True, False),
+    ("linear", "asymmetric", None): ("RESIZE_BILINEAR", False, False),
+}
+
+
+@lowers("Resize", "Upsample")
+def lower_resize(lo: Lowering, node: ir.Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    in_shape, out_shape = lo.shape(x), lo.shape(y)
+    if len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
+        raise UnsupportedError("tflite: Resize other than of H and W of a 4-D tensor")
+    mode = node.attributes.get_string("mode", "nearest")
+    transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
+    nearest = node.attributes.get_string("nearest_mode", "round_prefer_floor") if mode == "nearest" else None
+    if transform == "pytorch_half_pixel" and mode == "nearest":
+        transform = "half_pixel"
+    exact_multiple = all(o % i == 0 for i, o in zip(in_shape[2:], out_shape[2:]))
+    if mode == "nearest" and exact_multiple and transform in ("asymmetric", "half_pixel"):
+        # integer upscaling: every source index is floor(out / factor) under these modes
+        key = ("nearest", "asymmetric", "floor")
+    else:
+        key = (mode, transform, nearest)
+    if key not in _RESIZE_MODES:
+        raise UnsupportedError(f"tflite: Resize mode={mode} coordinate_transformation_mode={transform}"
+                               f"{f' nearest_mode={nearest}' if nearest else ''}")
+    builtin, align, half = _RESIZE_MODES[key]
+    kind = "ResizeNearestNeighbor" if builtin.endswith("NEIGHBOR") else "ResizeBilinear"
+    lo.emit(builtin, [lo.input(x, NCHW_TO_NHWC), lo.int32(out_shape[2:])], [lo.output(y, NCHW_TO_NHWC)],
+            lo.w.options(kind, alignCorners=align, halfPixelCenters=half))
+
+
+@lowers("Softmax", "LogSoftmax")
+def lower_softmax(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    rank = len(lo.shape(x))
+    axis = node.attributes.get_int("axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    perm = lo.perm(x)
+    if perm[-1] != axis:  # TFLite normalizes over the last stored axis
+        perm = tuple(a for a in perm if a != axis) + (axis,)
+    if node.op_type == "Softmax":
+        lo.emit("SOFTMAX", [lo.input(x, perm)], [lo.output(node.outputs[0], perm)], lo.w.options("Softmax", beta=1.0))
+    else:
+        lo.emit("LOG_SOFTMAX", [lo.input(x, perm)], [lo.output(node.outputs[0], perm)])
+
+
+def _fully_connected(lo: Lowering, node: ir.Node, source: int, perm: tuple[int, ...], weight_nk: np.ndarray,
+                     bias: np.ndarray | None) -> None:
+    """``x @ weight_nk.T + bias`` over the last stored axis (which must be the ONNX last axis)."""
+    n = weight_nk.shape[0]
+    bias_index = lo.constant("fc/bias", (bias if bias is not None else np.zeros(n)).astype(np.float32))
+    options = lo.w.options("FullyConnected", fusedActivationFunction=0, keepNumDims=len(perm) > 2)
+    lo.emit("FULLY_CONNECTED", [source, lo.constant("fc/weights", weight_nk.astype(np.float32)), bias_index],
+            [lo.output(node.outputs[0], perm)], options)
+
+
+def _last_axis_last(lo: Lowering, a: ir.Value) -> tuple[int, tuple[int, ...]]:
+    """``a`` in its stored layout if that keeps the ONNX last axis last, else in ONNX order."""
+    rank = len(lo.shape(a))
+    perm = lo.perm(a)
+    if perm[-1] != rank - 1:
+        perm = identity(rank)
+    return lo.input(a, perm), perm
+
+
+@lowers("MatMul")
+def lower_matmul(lo: Lowering, node: ir.Node) -> None:
+    a, b = node.inputs
+    weight = lo.const(b)
+    if weight is not None and weight.ndim == 2 and lo.const(a) is None and len(lo.shape(a)) >= 2:
+        _fully_connected(lo, node, *_last_axis_last(lo, a), weight.T, None)
+        return
+    ins, adjoint = [], []
+    for v in (a, b):
+        rank = len(lo.shape(v))
+        perm = lo.perm(v)
+        swapped = identity(rank - 2) + (rank - 1, rank - 2)
+        if rank >= 2 and tuple(perm) == swapped:
+            ins.append(lo.input(v))
+            adjoint.append(True)
+        else:
+            ins.append(lo.input(v, identity(rank)))
+            adjoint.append(False)
+    out_rank = len(lo.shape(node.outputs[0]))
+    lo.emit("BATCH_MATMUL", ins, [lo.output(node.outputs[0], identity(out_rank))],
+            lo.w.options("BatchMatMul", adjX=adjoint[0], adjY=adjoint[1], asymmetricQuantizeInputs=False))
+
+
+@lowers("Gemm")
+def lower_gemm(lo: Lowering, node: ir.Node) -> None:
+    a, b = node.inputs[:2]
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    weight = lo.const(b)
+    if weight is None:
+        raise UnsupportedError("tflite: Gemm with a non-constant B")
+    alpha = node.attributes.get_float("alpha", 1.0)
+    beta = node.attributes.get_float("beta", 1.0)
+    weight_nk = (weight if node.attributes.get_int("transB", 0) else weight.T) * alpha
+    n = weight_nk.shape[0]
+    bias = None
+    if c is not None:
+        bias = lo.const(c)
+        if bias is None or bias.size not in (1, n) or (bias.ndim == 2 and bias.shape[0] != 1):
+            raise UnsupportedError("tflite: Gemm with a C that is not a per-column constant")
+        bias = np.broadcast_to(bias.reshape(-1), (n,)) * beta
+    if node.attributes.get_int("transA", 0):
+        _fully_connected(lo, node, lo.input(a, (1, 0)), (0, 1), weight_nk, bias)  # A^T in ONNX order
+    else:
+        _fully_connected(lo, node, *_last_axis_last(lo, a), weight_nk, bias)
+
+
+@lowers("LayerNormalization")
+def lower_layer_norm(lo: Lowering, node: ir.Node) -> None:
+    """Decomposed: mean, centre, mean of squares, RSQRT, scale, shift, in the stored layout."""
+    x = node.inputs[0]
+    rank = len(lo.shape(x))
+    axis = node.attributes.get_int("axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    eps = node.attributes.get_float("epsilon", 1e-5)
+    perm = lo.perm(x)
+    axes = lo.int32(sorted(perm.index(a) for a in range(axis, rank)))
+    src = lo.input(x)
+    shape = lo.w.shape(src)
+    reduced = tuple(1 if perm[i] >= axis else d for i, d in enumerate(shape))
+    name = node.outputs[0].name
+    mean, centred = lo.temp(f"{name}/mean", reduced), lo.temp(f"{name}/centred", shape)
+    square, var = lo.temp(f"{name}/square", shape), lo.temp(f"{name}/var", reduced)
+    var_eps, inv = lo.temp(f"{name}/var_eps", reduced), lo.temp(f"{name}/rstd", reduced)
+    reducer = lo.w.options("Reducer", keepDims=True)
+    none = {"fusedActivationFunction": 0}
+    lo.emit("MEAN", [src, axes], [mean], reducer)
+    lo.emit("SUB", [src, mean], [centred], lo.w.options("Sub", **none))
+    lo.emit("MUL", [centred, centred], [square], lo.w.options("Mul", **none))
+    lo.emit("MEAN", [square, axes], [var], lo.w.options("Reducer", keepDims=True))
+    lo.emit("ADD", [var, lo.scalar(eps)], [var_eps], lo.w.options("Add", **none))
+    lo.emit("RSQRT", [var_eps], [inv])
+    scale = node.inputs[1] if len(node.inputs) > 1 else None
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    steps = [("MUL", inv, "Mul")]
+    if scale is not None:
+        steps.append(("MUL", lo.broadcast_input(scale, rank, perm), "Mul"))
+    if bias is not None:
+        steps.append(("ADD", lo.broadcast_input(bias, rank, perm), "Add"))
+    current = centred
+    for i, (builtin, operand, kind) in enumerate(steps):
+        out = lo.output(node.outputs[0], perm) if i == len(steps) - 1 else lo.temp(f"{name}/{i}", shape)
+        lo.emit(builtin, [current, operand], [out], lo.w.options(kind, **none))
+        current = out
