@@ -275,7 +275,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
         cost = analysis.analyze(prep.model)
         estimate = analysis.roofline_ms(
-            cost, opts.precision, target.compute.peak_tops.get(opts.precision, target.compute.peak_tops["fp32"]),
+            cost, opts.precision, _peak_tops(target, opts.precision),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
         )
         latency_ms = estimate["estimate_ms"]
@@ -378,6 +378,12 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
     return result.model, info
+
+
+def _peak_tops(target: TargetProfile, precision: str) -> float:
+    """The profile's peak for ``precision``; an int8-only device (Edge TPU) has no fp32 row."""
+    tops = target.compute.peak_tops
+    return tops.get(precision) or tops.get("fp32") or max(tops.values())
 
 
 def _backend_options(opts: BuildOptions) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "TFLiteBackend", "TFLiteRunner"]
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 IO_LAYOUTS = ("nhwc", "nchw")
 
 
@@ -107,22 +107,36 @@ class TFLiteBackend:
         result = self._lower_in_memory(model, precision, io_layout)
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
+        extra: dict[str, Any] = {}
+        if precision == "int8":
+            float_ops = {op: n - result.int8_op_counts.get(op, 0) for op, n in result.op_counts.items()
+                         if op not in ("QUANTIZE", "DEQUANTIZE") and n > result.int8_op_counts.get(op, 0)}
+            compute = sum(n for op, n in result.op_counts.items() if op not in ("QUANTIZE", "DEQUANTIZE"))
+            extra["int8_ops"] = sum(n for op, n in result.int8_op_counts.items() if op != "QUANTIZE")
+            extra["float_ops"] = float_ops
+            extra["executed_precision"] = "int8" if not float_ops else f"int8 ({extra['int8_ops']}/{compute} ops) + fp32"
+            if target.device == "EDGETPU":
+                extra["edgetpu_cpu_fallback"] = (
+                    f"the Edge TPU compiler maps only int8 ops; these would run on the host CPU: "
+                    f"{', '.join(f'{op} x{n}' for op, n in float_ops.items())}" if float_ops else "none")
         return Lowered(
             files=[path],
             info={
                 "format": "tflite",
                 "tflite": path.name,
                 "precision": precision,
-                "weights": {"fp16": "f16 (DEQUANTIZE)"}.get(precision, "f32"),
+                "weights": {"fp16": "f16 (DEQUANTIZE)", "int8": "i8 per-channel"}.get(precision, "f32"),
                 "io_layout": io_layout,
                 "io_layouts": result.io_layouts,
                 "ops": result.op_counts,
                 "transposes": result.op_counts.get("TRANSPOSE", 0),
-            },
+            } | extra,
         )
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> TFLiteRunner:
-        return TFLiteRunner(bundle_dir / lowered["tflite"], lowered.get("io_layouts", {}))
+        runner = TFLiteRunner(bundle_dir / lowered["tflite"], lowered.get("io_layouts", {}))
+        runner.info["executed_precision"] = lowered.get("executed_precision", "fp32")
+        return runner
 
 
 BACKEND = TFLiteBackend()

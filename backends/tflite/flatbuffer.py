@@ -75,6 +75,7 @@ class FlatbufferWriter:
         self._buffer_by_digest: dict[bytes, int] = {}
         self.tensors: list[Any] = []
         self._dtypes: list[str] = []
+        self._quant: list[Quantization | None] = []
         self.operators: list[Any] = []
         self.opcodes: list[Any] = []
         self._opcode_index: dict[str, int] = {}
@@ -113,6 +114,7 @@ class FlatbufferWriter:
             t.buffer = 0
         self.tensors.append(t)
         self._dtypes.append(str(np.dtype(dtype)))
+        self._quant.append(quant)
         return len(self.tensors) - 1
 
     def constant(self, name: str, data: np.ndarray, quant: Quantization | None = None) -> int:
@@ -135,6 +137,9 @@ class FlatbufferWriter:
 
     def dtype(self, index: int) -> str:
         return self._dtypes[index]
+
+    def quantization(self, index: int) -> Quantization | None:
+        return self._quant[index]
 
     def is_constant(self, index: int) -> bool:
         return self.tensors[index].buffer != 0
@@ -176,10 +181,13 @@ class FlatbufferWriter:
             setattr(obj, key, value)
         return obj
 
-    def op_counts(self) -> dict[str, int]:
+    def op_counts(self, output_dtype: str | None = None) -> dict[str, int]:
+        """Operators by type (only those writing ``output_dtype`` tensors, if given)."""
         names = {v: k for k, v in vars(self.s.BuiltinOperator).items() if not k.startswith("_")}
         counts: dict[str, int] = {}
         for o in self.operators:
+            if output_dtype is not None and self._dtypes[int(o.outputs[0])] != output_dtype:
+                continue
             name = names[self.opcodes[o.opcodeIndex].builtinCode]
             counts[name] = counts.get(name, 0) + 1
         return dict(sorted(counts.items()))

@@ -30,6 +30,10 @@ LOWERINGS: dict[str, Callable[["Lowering", ir.Node], None]] = {}
 FP16_MIN_ELEMENTS = 16
 """Float constants at least this large are stored as float16 in fp16 builds."""
 
+INT8_PASSTHROUGH = frozenset({"MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice",
+                              "Pad", "Transpose"})
+"""Ops TFLite runs on int8 with the output scale equal to the input's."""
+
 ACTIVATION = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3, "TANH": 4}
 
 
@@ -43,7 +47,7 @@ def lowers(*op_types: str):
 
 
 def _load_rules() -> None:
-    from deploycomp.backends.tflite import ops_elementwise, ops_nn, ops_shape  # noqa: F401  (registration)
+    from deploycomp.backends.tflite import ops_elementwise, ops_nn, ops_shape, quantized  # noqa: F401  (registration)
 
 
 def unsupported_nodes(model: ir.Model) -> list[dict[str, str]]:
@@ -65,6 +69,8 @@ class Lowered:
     flatbuffer: bytes
     io_layouts: dict[str, list[int]]
     op_counts: dict[str, int]
+    int8_op_counts: dict[str, int]
+    """Operators writing int8 tensors (QUANTIZE included): what runs integer."""
 
 
 class Lowering:
@@ -78,12 +84,22 @@ class Lowering:
         self._layouts: dict[tuple[str, Perm], int] = {}
         self._constants: dict[tuple, int] = {}
         self.graph_outputs = {v.name for v in model.graph.outputs}
+        # int8 (see .quantized): dequantized constants, activations behind a DequantizeLinear,
+        # and nodes an int8 op already wrote (its fused Relu)
+        self.folded: dict[str, np.ndarray] = {}
+        self.folded_quant: dict[str, tuple] = {}
+        self.dequantized: dict[str, ir.Value] = {}
+        self.skip: set[int] = set()
+        self._passthrough_quant = None
 
     # values -----------------------------------------------------------------------------
 
-    @staticmethod
-    def const(value: ir.Value | None) -> np.ndarray | None:
-        if value is None or value.const_value is None:
+    def const(self, value: ir.Value | None) -> np.ndarray | None:
+        if value is None:
+            return None
+        if value.name in self.folded:
+            return self.folded[value.name]
+        if value.const_value is None:
             return None
         return value.const_value.numpy()
 
@@ -102,6 +118,8 @@ class Lowering:
     def perm(self, value: ir.Value) -> Perm:
         if self.const(value) is not None:
             return identity(len(self.shape(value)))
+        if value.name not in self.values and value.name in self.dequantized:
+            return self.values[self.dequantized[value.name].name].perm
         return self.values[value.name].perm
 
     def input(self, value: ir.Value, perm: Perm | None = None) -> int:
@@ -109,13 +127,19 @@ class Lowering:
         data = self.const(value)
         if data is not None:
             return self.constant(value.name, data if perm is None else np.transpose(data, perm))
+        if value.name not in self.values and value.name in self.dequantized:  # a float op reads int8 data
+            source = self.values[self.dequantized[value.name].name]
+            index = self.w.tensor(value.name, self.w.shape(source.index), np.float32)
+            self.emit("DEQUANTIZE", [source.index], [index])
+            self.values[value.name] = Stored(index, source.perm)
         stored = self.values[value.name]
         if perm is None or tuple(perm) == stored.perm:
             return stored.index
         key = (value.name, tuple(perm))
         if key not in self._layouts:
             shape = tuple(self.shape(value)[p] for p in perm)
-            out = self.w.tensor(f"{value.name}/{'x'.join(map(str, perm))}", shape, self.w.dtype(stored.index))
+            out = self.w.tensor(f"{value.name}/{'x'.join(map(str, perm))}", shape, self.w.dtype(stored.index),
+                                self.w.quantization(stored.index))
             self.emit("TRANSPOSE", [stored.index, self.int32(change(stored.perm, perm))], [out])
             self._layouts[key] = out
         return self._layouts[key]
@@ -165,10 +189,13 @@ class Lowering:
     def scalar(self, value: float | int, dtype=np.float32) -> int:
         return self.constant("const/scalar", np.asarray(value, dtype=dtype))
 
-    def output(self, value: ir.Value, perm: Perm, dtype: np.dtype | None = None) -> int:
+    def output(self, value: ir.Value, perm: Perm, dtype: np.dtype | None = None, quant=None) -> int:
         """A new tensor for ONNX ``value`` stored in layout ``perm``."""
         shape = tuple(self.shape(value)[p] for p in perm)
-        index = self.w.tensor(value.name, shape, dtype or self.dtype(value))
+        dtype = dtype or self.dtype(value)
+        if quant is None and np.dtype(dtype) == np.int8:
+            quant = self._passthrough_quant
+        index = self.w.tensor(value.name, shape, dtype, quant)
         self.values[value.name] = Stored(index, tuple(perm))
         return index
 
@@ -215,7 +242,11 @@ class Lowering:
             self.w.inputs.append(index)
             io_layouts[value.name] = list(perm)
         for node in self.model.graph:
+            if id(node) in self.skip:
+                continue
             try:
+                if self.precision == "int8" and self._int8_passthrough(node):
+                    continue
                 LOWERINGS[node.op_type](self, node)
             except UnsupportedError as e:
                 raise UnsupportedError(f"{e} (node '{node.name}')") from None
@@ -228,7 +259,35 @@ class Lowering:
             self._rename(index, value.name)
             self.w.outputs.append(index)
             io_layouts[value.name] = list(perm)
-        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts())
+        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
+
+    def _int8_passthrough(self, node: ir.Node) -> bool:
+        """Run a scale-preserving op (pooling, resize, reshape, split, slice, zero pad,
+        transpose) directly on an int8 activation: the output keeps the input's scale and
+        zero point, as TFLite's int8 spec requires of these ops, and stays int8 for the
+        next int8 op or QuantizeLinear (a requantize), or is dequantized if a float op reads it."""
+        if node.op_type not in INT8_PASSTHROUGH or node.inputs[0] is None or node.inputs[0].name not in self.dequantized:
+            return False
+        if any(v is not None and self.const(v) is None for v in node.inputs[1:]):
+            return False
+        if node.op_type == "Pad" and len(node.inputs) > 2 and node.inputs[2] is not None and float(self.const(node.inputs[2])):
+            return False
+        if node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+            return False
+        source = self.dequantized[node.inputs[0].name]
+        self._passthrough_quant = self.w.quantization(self.values[source.name].index)
+        shadows = [ir.Value(name=f"{o.name}/i8", shape=o.shape, type=ir.TensorType(ir.DataType.INT8)) for o in node.outputs]
+        shadow = ir.Node("", node.op_type, [source, *node.inputs[1:]], list(node.attributes.values()),
+                         outputs=shadows, name=node.name)
+        try:
+            LOWERINGS[node.op_type](self, shadow)
+        finally:
+            self._passthrough_quant = None
+            for i in range(len(shadow.inputs)):
+                shadow.replace_input_with(i, None)  # leave no uses behind on the real graph's values
+        for original, value in zip(node.outputs, shadows):
+            self.dequantized[original.name] = value
+        return True
 
     def _rename(self, index: int, name: str) -> None:
         """Graph outputs carry the ONNX name, whichever tensor ended up holding them."""

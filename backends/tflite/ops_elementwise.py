@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.backends.tflite import quantized
 from deploycomp.backends.tflite.lowering import Lowering, lowers
 from deploycomp.errors import UnsupportedError
 
@@ -41,9 +42,33 @@ def binary(lo: Lowering, node: ir.Node, builtin: str, operands: list[ir.Value] |
     return out
 
 
+def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -> bool:
+    """An int8 kernel when every input is an int8 activation and the output is quantized:
+    residual ADDs, SiLU's LOGISTIC and MUL, HARD_SWISH."""
+    if lo.precision != "int8":
+        return False
+    sources = [quantized.int8_source(lo, v) for v in node.inputs]
+    if any(s is None for s in sources) or len({lo.shape(s) for s in sources}) != 1:
+        return False
+    qout = quantized.int8_output(lo, node)
+    if qout is None:
+        return False
+    if qout.activation != "NONE" and builtin not in ("ADD", "MUL"):
+        return False
+    perm = lo.perm(sources[0])
+    ins = [lo.input(s, perm) for s in sources]
+    out = quantized.write_int8(lo, node, qout, perm)
+    if builtin in _BINARY_OPTIONS:
+        options = lo.w.options(_BINARY_OPTIONS[builtin], fusedActivationFunction=quantized.fused(qout.activation))
+    lo.emit(builtin, ins, [out], options)
+    return True
+
+
 @lowers(*_BINARY)
 def lower_binary(lo: Lowering, node: ir.Node) -> None:
     builtin = _BINARY[node.op_type]
+    if node.op_type in ("Add", "Mul") and _int8_elementwise(lo, node, builtin):
+        return
     exponent = lo.const(node.inputs[1]) if node.op_type == "Pow" else None
     if exponent is not None and exponent.size == 1 and float(exponent) in (0.5, 2.0):
         x = node.inputs[0]
@@ -58,6 +83,8 @@ def lower_binary(lo: Lowering, node: ir.Node) -> None:
 
 @lowers(*_UNARY)
 def lower_unary(lo: Lowering, node: ir.Node) -> None:
+    if node.op_type in ("Sigmoid", "HardSwish") and _int8_elementwise(lo, node, _UNARY[node.op_type]):
+        return
     x = node.inputs[0]
     perm = lo.perm(x)
     lo.emit(_UNARY[node.op_type], [lo.input(x)], [lo.output(node.outputs[0], perm)])

@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, identity
+from deploycomp.backends.tflite import quantized
 from deploycomp.backends.tflite.lowering import Lowering, lowers
 from deploycomp.errors import UnsupportedError
 
@@ -51,12 +52,16 @@ def _padding(in_hw, kernel, strides, dilations, pads) -> int | None:
 
 
 def _explicit_pad(lo: Lowering, source: int, pads, name: str, value: float = 0.0) -> int:
+    """PAD in NHWC; int8 tensors pad with their zero point, i.e. with a real 0."""
     n, h, w, c = lo.w.shape(source)
     (pt, pb), (pl, pr) = pads
-    out = lo.temp(f"{name}/pad", (n, h + pt + pb, w + pl + pr, c))
+    out = lo.w.tensor(f"{name}/pad", (n, h + pt + pb, w + pl + pr, c), lo.w.dtype(source), lo.w.quantization(source))
     paddings = lo.constant("pad/paddings", np.asarray([[0, 0], [pt, pb], [pl, pr], [0, 0]], np.int32))
     if value == 0.0:
         lo.emit("PAD", [source, paddings], [out])
+    elif lo.w.dtype(source) == "int8":  # max-pool padding: the lowest int8 value
+        lo.emit("PADV2", [source, paddings, lo.w.constant("pad/min", np.asarray(-128, np.int8),
+                                                           lo.w.quantization(source))], [out])
     else:
         lo.emit("PADV2", [source, paddings, lo.scalar(value)], [out])
     return out
@@ -82,6 +87,18 @@ def _bias(lo: Lowering, node: ir.Node, index: int, channels: int) -> int:
     return lo.constant("zero_bias", np.zeros(channels, np.float32))
 
 
+def _int8_plan(lo: Lowering, node: ir.Node):
+    """(int8 input value, quantized weight, output Quantize) when ``node`` can run int8."""
+    if lo.precision != "int8":
+        return None
+    xq = quantized.int8_source(lo, node.inputs[0])
+    weight = quantized.quantized_weight(lo, node.inputs[1])
+    if xq is None or weight is None or weight[0].dtype != np.int8:
+        return None
+    qout = quantized.int8_output(lo, node)
+    return None if qout is None else (xq, weight, qout)
+
+
 @lowers("Conv")
 def lower_conv(lo: Lowering, node: ir.Node) -> None:
     x, w_value = node.inputs[:2]
@@ -100,17 +117,38 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     perm = lo.perm(x)
     if not (pointwise and len(perm) == 4 and perm[-1] == 1):
         perm = NCHW_TO_NHWC  # a 1x1 conv works on any layout with channels last
-    source = lo.input(x, perm)
+    int8 = _int8_plan(lo, node)
+    source = lo.input(int8[0] if int8 else x, perm)
     padding = _padding(in_hw, (kh, kw), strides, dilations, pads)
     if padding is None:
         source = _explicit_pad(lo, source, pads, out_value.name)
         padding = VALID
+    depthwise = group != 1 and group == cin and cin_g == 1
+    if int8:
+        xq, (data, scales, _), qout = int8
+        if depthwise:
+            filt = quantized.weight_tensor(lo, w_value.name, data.transpose(1, 2, 3, 0), scales, 3)
+        else:
+            filt = quantized.weight_tensor(lo, w_value.name, data.transpose(0, 2, 3, 1), scales, 0)
+        in_scale = lo.w.quantization(source).scale[0]
+        bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None, in_scale, scales, cout)
+        out = quantized.write_int8(lo, node, qout, perm)
+        if depthwise:
+            options = lo.w.options("DepthwiseConv2D", padding=padding, strideH=strides[0], strideW=strides[1],
+                                   depthMultiplier=cout // cin, dilationHFactor=dilations[0],
+                                   dilationWFactor=dilations[1], fusedActivationFunction=quantized.fused(qout.activation))
+        else:
+            options = lo.w.options("Conv2D", padding=padding, strideH=strides[0], strideW=strides[1],
+                                   dilationHFactor=dilations[0], dilationWFactor=dilations[1],
+                                   fusedActivationFunction=quantized.fused(qout.activation))
+        lo.emit("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [source, filt, bias], [out], options)
+        return
     if group == 1:
         builtin, options = "CONV_2D", lo.w.options(
             "Conv2D", padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
             dilationWFactor=dilations[1], fusedActivationFunction=0)
         filt = lo.constant(w_value.name, weight.transpose(0, 2, 3, 1))  # OHWI
-    elif group == cin and cin_g == 1:
+    elif depthwise:
         builtin, options = "DEPTHWISE_CONV_2D", lo.w.options(
             "DepthwiseConv2D", padding=padding, strideH=strides[0], strideW=strides[1], depthMultiplier=cout // cin,
             dilationHFactor=dilations[0], dilationWFactor=dilations[1], fusedActivationFunction=0)
@@ -255,10 +293,35 @@ def _last_axis_last(lo: Lowering, a: ir.Value) -> tuple[int, tuple[int, ...]]:
     return lo.input(a, perm), perm
 
 
+def _int8_fully_connected(lo: Lowering, node: ir.Node, weight_axis_n: int, scale_by: float = 1.0,
+                          bias: ir.Value | None = None) -> bool:
+    """FULLY_CONNECTED in int8 when input, weight and output are quantized; weight data
+    is (K, N) with ``weight_axis_n`` = 1, or (N, K) with 0."""
+    plan = _int8_plan(lo, node)
+    if plan is None or scale_by != 1.0:
+        return False
+    xq, (data, scales, axis), qout = plan
+    if axis != weight_axis_n or data.ndim != 2:
+        return False
+    rank = len(lo.shape(xq))
+    perm = lo.perm(xq) if lo.perm(xq)[-1] == rank - 1 else identity(rank)
+    source = lo.input(xq, perm)
+    weight_nk = data if weight_axis_n == 0 else data.T
+    filt = quantized.weight_tensor(lo, node.inputs[1].name, weight_nk, scales, 0)
+    in_scale = lo.w.quantization(source).scale[0]
+    bias_index = quantized.bias_int32(lo, bias, in_scale, scales, weight_nk.shape[0])
+    options = lo.w.options("FullyConnected", fusedActivationFunction=quantized.fused(qout.activation),
+                           keepNumDims=rank > 2)
+    lo.emit("FULLY_CONNECTED", [source, filt, bias_index], [quantized.write_int8(lo, node, qout, perm)], options)
+    return True
+
+
 @lowers("MatMul")
 def lower_matmul(lo: Lowering, node: ir.Node) -> None:
     a, b = node.inputs
     weight = lo.const(b)
+    if weight is not None and weight.ndim == 2 and _int8_fully_connected(lo, node, 1):
+        return
     if weight is not None and weight.ndim == 2 and lo.const(a) is None and len(lo.shape(a)) >= 2:
         _fully_connected(lo, node, *_last_axis_last(lo, a), weight.T, None)
         return
@@ -295,6 +358,9 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
         if bias is None or bias.size not in (1, n) or (bias.ndim == 2 and bias.shape[0] != 1):
             raise UnsupportedError("tflite: Gemm with a C that is not a per-column constant")
         bias = np.broadcast_to(bias.reshape(-1), (n,)) * beta
+    if not node.attributes.get_int("transA", 0) and (beta == 1.0 or c is None) and _int8_fully_connected(
+            lo, node, 0 if node.attributes.get_int("transB", 0) else 1, alpha, c):
+        return
     if node.attributes.get_int("transA", 0):
         _fully_connected(lo, node, lo.input(a, (1, 0)), (0, 1), weight_nk, bias)  # A^T in ONNX order
     else:

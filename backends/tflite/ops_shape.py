@@ -50,10 +50,39 @@ def lower_reshape(lo: Lowering, node: ir.Node) -> None:
     lo.emit("RESHAPE", [source, lo.int32(shape)], [lo.output(y, perm)], lo.w.options("Reshape", newShape=shape))
 
 
+def _int8_concat(lo: Lowering, node: ir.Node, inputs: list[ir.Value], rank: int) -> bool:
+    """CONCATENATION on int8 when the result is quantized: inputs whose scale differs are
+    requantized to the output's first (XNNPACK's int8 concat wants one scale throughout)."""
+    from deploycomp.backends.tflite import quantized
+
+    if lo.precision != "int8":
+        return False
+    sources = [quantized.int8_source(lo, v) for v in inputs]
+    qout = quantized.int8_output(lo, node)
+    if any(s is None for s in sources) or qout is None or qout.activation != "NONE":
+        return False
+    quant = quantized.activation_quantization(lo, qout.quantize)
+    perm = lo.perm(sources[0])
+    ins = []
+    for s in sources:
+        index = lo.input(s, perm)
+        if lo.w.quantization(index) != quant:
+            requantized = lo.w.tensor(f"{s.name}/rq", lo.w.shape(index), np.int8, quant)
+            lo.emit("QUANTIZE", [index], [requantized])
+            index = requantized
+        ins.append(index)
+    axis = perm.index(_axis(node.attributes.get_int("axis"), rank))
+    lo.emit("CONCATENATION", ins, [quantized.write_int8(lo, node, qout, perm)],
+            lo.w.options("Concatenation", axis=axis, fusedActivationFunction=0))
+    return True
+
+
 @lowers("Concat")
 def lower_concat(lo: Lowering, node: ir.Node) -> None:
     inputs = [v for v in node.inputs if v is not None and 0 not in lo.shape(v)]
     rank = len(lo.shape(node.outputs[0]))
+    if _int8_concat(lo, node, inputs, rank):
+        return
     dynamic = [v for v in inputs if lo.const(v) is None]
     perm = lo.perm(dynamic[0]) if dynamic else identity(rank)
     axis = perm.index(_axis(node.attributes.get_int("axis"), rank))

@@ -14,8 +14,8 @@ The backends disagree, and getting it wrong is silent (measured for this project
   weights, int32 biases with ``scale = input_scale * weight_scale`` and zero point 0,
   so the TFLite lowering maps each QDQ 1:1 onto int8 tensors.
 
-Only the *inputs* of the listed ops are quantized; a tensor read by several quantized
-consumers gets one QDQ pair. Graph outputs are never quantized.
+The *inputs* of the listed ops are quantized (and, for TFLite, their outputs); a tensor
+read by several quantized consumers gets one QDQ pair. Graph outputs are never quantized.
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ class QDQPolicy:
     range_method: str = "percentile"
     int32_bias: bool = False
     """Store Conv/Gemm biases as int32 with scale = input_scale * weight_scale (TFLite)."""
+    quantize_outputs: bool = False
+    """Also quantize the outputs of quantized ops (after a Relu/Relu6 that follows them),
+    so a runtime with integer kernels (TFLite) knows each op's int8 output scale."""
+    shared_scale_ops: tuple[str, ...] = ()
+    """Ops whose output must carry its input's scale and zero point (TFLite's int8 spec for
+    pooling, resize, reshape, split, slice, pad): their quantized outputs reuse the range
+    of the tensor they read, so no requantize is needed between them and the next op."""
+    fixed_output_params: tuple[tuple[str, float, int], ...] = ()
+    """(op type, scale, zero point) the runtime's int8 kernel requires of that op's output,
+    e.g. TFLite's LOGISTIC writes int8 with scale 1/256 and zero point -128."""
 
 
 POLICIES: dict[str, QDQPolicy] = {
@@ -44,7 +54,11 @@ POLICIES: dict[str, QDQPolicy] = {
     "tensorrt": QDQPolicy(
         "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "entropy"
     ),
-    "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", False, int32_bias=True),
+    "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
+                        int32_bias=True, quantize_outputs=True,
+                        shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
+                                          "Slice", "Pad", "Transpose"),
+                        fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128))),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }
 

@@ -40,12 +40,37 @@ def _is_const(v: ir.Value | None) -> bool:
     return v is not None and v.const_value is not None and not v.is_graph_input()
 
 
+FUSABLE_ACTIVATIONS = ("Relu", "Clip")
+
+
+def _quantized_output(node: ir.Node, graph_outputs: set[str]) -> ir.Value | None:
+    """The tensor whose range is a quantized op's output range: its output, or the output
+    of a Relu/Clip reading only it (runtimes fuse that activation into the op)."""
+    value = node.outputs[0]
+    if value.name in graph_outputs or value.dtype != ir.DataType.FLOAT:
+        return None
+    uses = list(value.uses())
+    if len(uses) == 1 and uses[0][0].op_type in FUSABLE_ACTIVATIONS:
+        follower = uses[0][0].outputs[0]
+        return None if follower.name in graph_outputs else follower
+    return value
+
+
 def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str] = frozenset()) -> dict[str, list]:
     """Activation tensor name -> [(consumer node, input index)] the policy quantizes."""
     out: dict[str, list] = {}
+    graph_outputs = {v.name for v in model.graph.outputs}
     for node in model.graph:
         if node.name in keep_float or node.domain not in ("", "ai.onnx"):
             continue
+        quantized = node.op_type in policy.compute_ops or (
+            node.op_type in policy.elementwise_ops and all(not _is_const(v) for v in node.inputs))
+        if policy.quantize_outputs and quantized:
+            produced = _quantized_output(node, graph_outputs)
+            if produced is not None:
+                for consumer, index in produced.uses():
+                    if consumer.graph is model.graph and (consumer, index) not in out.get(produced.name, []):
+                        out.setdefault(produced.name, []).append((consumer, index))
         if node.op_type in policy.compute_ops:
             slots = [0] + ([1] if node.op_type == "MatMul" and not _is_const(node.inputs[1]) else [])
         elif node.op_type in policy.elementwise_ops and all(not _is_const(v) for v in node.inputs):
@@ -56,7 +81,8 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
             v = node.inputs[i]
             if v is None or _is_const(v) or v.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
                 continue
-            out.setdefault(v.name, []).append((node, i))
+            if (node, i) not in out.get(v.name, []):
+                out.setdefault(v.name, []).append((node, i))
     return out
 
 
@@ -115,24 +141,42 @@ class QDQPass(ir.passes.InPlacePass):
         dq.outputs[0].shape, dq.outputs[0].type = bias.shape, bias.type
         node.replace_input_with(2, dq.outputs[0])
 
+    def _shared_ranges(self, uses: dict[str, list]) -> dict[str, tuple[float, float]]:
+        """Outputs of scale-preserving ops take the range of the tensor they read."""
+        ranges = dict(self.ranges)
+        for name, consumers in uses.items():
+            value = consumers[0][0].inputs[consumers[0][1]]
+            root = value
+            while root.producer() is not None and root.producer().op_type in self.policy.shared_scale_ops:
+                root = root.producer().inputs[0]
+            if root is not value and root.name in ranges:
+                ranges[name] = ranges[root.name]
+        return ranges
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         p = self.policy
         uses = quantizable_tensors(model, p, self.keep_float)
+        ranges = self._shared_ranges(uses) if p.shared_scale_ops else self.ranges
+        fixed = {op: (scale, zp) for op, scale, zp in p.fixed_output_params}
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
         position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
         for name, consumers in uses.items():
-            if name not in self.ranges:
+            if name not in ranges:
                 continue
             value = consumers[0][0].inputs[consumers[0][1]]
-            scale, zp = activation_params(*self.ranges[name], p.activation_dtype, p.activation_symmetric)
+            scale, zp = activation_params(*ranges[name], p.activation_dtype, p.activation_symmetric)
+            producer = value.producer()
+            if producer is not None and producer.op_type in fixed:
+                scale, zp = np.float32(fixed[producer.op_type][0]), np.array(fixed[producer.op_type][1], zp.dtype)
             sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
             zv = self._const(graph, f"{name}__zp", zp)
             q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
             dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
             q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"
             dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
+            q.outputs[0].shape, q.outputs[0].type = value.shape, ir.TensorType(ir.DataType.from_numpy(zp.dtype))
             first = min((c for c, _ in consumers), key=position.__getitem__)
             graph.insert_before(first, [q, dq])
             for consumer, index in consumers:

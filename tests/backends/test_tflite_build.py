@@ -30,10 +30,17 @@ def test_tflite_bundle_runs_in_original_layout(tiny_conv, tmp_path):
     assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1) < 1e-3
 
 
-def test_tflite_int8_is_refused_before_any_work_until_it_exists(tiny_conv, tmp_path):
-    with pytest.raises(UnsupportedError, match="tflite lowering does not do int8"):
-        deploycomp.build(tiny_conv, tmp_path / "b", target="coral-edgetpu", precision="int8")
-    assert not (tmp_path / "b").exists()
+def test_coral_int8_build_lists_the_ops_that_would_fall_back_to_the_cpu(tiny_conv, tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="coral-edgetpu", precision="int8",
+                              calibration=calib, no_fail=True)
+    lowered = runner.manifest["backend"]["lowered"]
+    assert runner.manifest["quantization"]["policy"] == "tflite"
+    assert lowered["int8_ops"] >= 2, lowered  # the conv (Relu fused) and the fully-connected layer
+    assert "SOFTMAX" not in lowered["float_ops"] or "SOFTMAX" in lowered["edgetpu_cpu_fallback"]
+    assert lowered["edgetpu_cpu_fallback"].startswith(("none", "the Edge TPU compiler maps only int8 ops"))
+    assert runner.info["executed_precision"].startswith("int8")
 
 
 def test_op_without_tflite_lowering_is_named_before_writing(tmp_path):

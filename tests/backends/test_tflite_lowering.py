@@ -263,3 +263,50 @@ def test_an_op_without_a_lowering_is_named(tmp_path):
     model = onnx.shape_inference.infer_shapes(model_from_text(text))
     with pytest.raises(UnsupportedError, match="no lowering for op.*NonZero"):
         Lowering(ir.from_proto(model)).run()
+
+
+def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
+    """The tflite policy's QDQ graph lowers to int8 CONV/DEPTHWISE/ADD/MUL/LOGISTIC/CONCAT with
+    int8 MAX_POOL and RESIZE in between, and matches ORT running the same QDQ graph to within
+    a few quantization steps."""
+    from deploycomp.quant import POLICIES, quantize
+
+    text = f"""{G} g (float[1, 3, 16, 16] x, float[8, 3, 3, 3] k1, float[8] b1, float[8, 1, 3, 3] dw,
+                      float[8, 8, 1, 1] k2, float[16, 16, 1, 1] k3) => (float[1, 16, 16, 16] y)
+    {{ a = Conv <pads = [1, 1, 1, 1]> (x, k1, b1)
+       r = Relu (a)
+       d = Conv <group = 8, pads = [1, 1, 1, 1]> (r, dw)
+       s = Sigmoid (d)
+       m = Mul (d, s)
+       c = Conv (m, k2)
+       e = Add (c, r)
+       p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (e)
+       u = Resize <mode = "nearest", coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"> (p, , scales)
+       cat = Concat <axis = 1> (u, e)
+       y = Conv (cat, k3) }}"""
+    text = text.replace("float[16, 16, 1, 1] k3)", "float[16, 16, 1, 1] k3, float[4] scales)")
+    proto = model_from_text(text, k1=w(8, 3, 3, 3), b1=w(8), dw=w(8, 1, 3, 3), k2=w(8, 8, 1, 1),
+                            k3=w(16, 16, 1, 1), scales=np.array([1, 1, 2, 2], np.float32))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+    calib = [{"x": R.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    qdq = quantize(model, POLICIES["tflite"], calib, []).model
+    result = Lowering(qdq, "int8").run()
+    ops = result.op_counts
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "LOGISTIC", "CONCATENATION", "MAX_POOL_2D",
+               "RESIZE_NEAREST_NEIGHBOR"):
+        assert op in ops, op
+    assert ops.get("DEQUANTIZE") == 1 and "RELU" not in ops  # only the float output; Relu fused
+    path = tmp_path / "q.tflite"
+    path.write_bytes(result.flatbuffer)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    kernels = {d["name"]: d["dtype"] for d in interpreter.get_tensor_details()}
+    assert kernels["m__q"] == np.int8 and kernels["cat__q"] == np.int8
+
+    feeds = {"x": R.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    want = ort.InferenceSession(ir.to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = TFLiteRunner(path, result.io_layouts).run(feeds)["y"]
+    step = float(np.ptp(want)) / 255
+    assert np.abs(got - want).max() < 4 * step
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
