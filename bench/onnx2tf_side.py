@@ -22,7 +22,8 @@ here) and ``*_full_integer_quant.tflite`` (int8 I/O). TFLite I/O is NHWC for 4-D
 Isolation: onnx2tf rewrites its input model in place and downloads sample calibration images
 from the internet unless ``calibration_image_sample_data_20x128x128x3_float32.npy`` is in its
 working directory, so it runs in a fresh temp dir holding a copy of the model and that file
-(20 scikit-image sample photos, or seeded uniform noise if skimage is missing).
+(20 scikit-image sample photos, or seeded uniform noise if skimage is missing). Node names
+that TF rejects as scope names (the PP-OCR cls model's 'Softmax@0') are rewritten in the copy.
 ``--calibration`` is an .npz of NCHW float32 arrays keyed by input name, already preprocessed;
 it is transposed to NHWC and fed with ``-cind NAME FILE [0.0] [1.0]`` (mean 0, std 1).
 """
