@@ -47,8 +47,10 @@ def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -
     residual ADDs, SiLU's LOGISTIC and MUL, HARD_SWISH."""
     if lo.precision != "int8":
         return False
-    sources = [quantized.int8_source(lo, v) for v in node.inputs]
-    if any(s is None for s in sources) or len({lo.shape(s) for s in sources}) != 1:
+    dynamic = [v for v in node.inputs if lo.const(v) is None]
+    sources = [quantized.int8_source(lo, v) for v in dynamic]
+    out_shape = lo.shape(node.outputs[0])
+    if not sources or any(s is None or lo.shape(s) != out_shape for s in sources):
         return False
     qout = quantized.int8_output(lo, node)
     if qout is None:
@@ -56,7 +58,9 @@ def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -
     if qout.activation != "NONE" and builtin not in ("ADD", "MUL"):
         return False
     perm = lo.perm(sources[0])
-    ins = [lo.input(s, perm) for s in sources]
+    by_name = dict(zip((v.name for v in dynamic), sources))
+    ins = [lo.input(by_name[v.name], perm) if v.name in by_name else
+           quantized.constant_int8(lo, v, len(out_shape), perm) for v in node.inputs]
     out = quantized.write_int8(lo, node, qout, perm)
     if builtin in _BINARY_OPTIONS:
         options = lo.w.options(_BINARY_OPTIONS[builtin], fusedActivationFunction=quantized.fused(qout.activation))

@@ -205,7 +205,16 @@ def lower_reduce(lo: Lowering, node: ir.Node) -> None:
         axes = sorted({_axis(int(a), rank) for a in given})
     perm = lo.perm(x)
     out_perm = perm if keep else tuple(a - sum(r < a for r in axes) for a in perm if a not in axes)
-    lo.emit(_REDUCE[node.op_type], [lo.input(x), lo.int32(sorted(perm.index(a) for a in axes))],
+    builtin = _REDUCE[node.op_type]
+    if builtin == "MEAN" and lo.precision == "int8":  # int8 MEAN may rescale: e.g. SE blocks' pooling
+        from deploycomp.backends.tflite import quantized
+
+        source, qout = quantized.int8_source(lo, x), quantized.int8_output(lo, node)
+        if source is not None and qout is not None and qout.activation == "NONE":
+            lo.emit("MEAN", [lo.input(source), lo.int32(sorted(perm.index(a) for a in axes))],
+                    [quantized.write_int8(lo, node, qout, out_perm)], lo.w.options("Reducer", keepDims=keep))
+            return
+    lo.emit(builtin, [lo.input(x), lo.int32(sorted(perm.index(a) for a in axes))],
             [lo.output(node.outputs[0], out_perm)], lo.w.options("Reducer", keepDims=keep))
 
 

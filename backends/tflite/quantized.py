@@ -108,21 +108,27 @@ class QuantizedOutput:
     quantize: ir.Node
     activation: str
     skipped: list[ir.Node]
+    value: ir.Value
+    """The float tensor the int8 result stands for (read by other, float, consumers too)."""
 
 
 def int8_output(lo: Lowering, node: ir.Node) -> QuantizedOutput | None:
-    """The QuantizeLinear that an int8 version of ``node`` would write, with a fusable Relu."""
+    """The QuantizeLinear that an int8 version of ``node`` would write, with a fusable Relu.
+
+    Other consumers of the (post-Relu) output may read it in float: they get a DEQUANTIZE.
+    """
     value = node.outputs[0]
     activation, skipped = "NONE", []
     for _ in range(2):
         if value.name in lo.graph_outputs:
             return None
         uses = list(value.uses())
+        quantizers = [c for c, _ in uses if c.op_type == "QuantizeLinear"]
+        if len(quantizers) == 1:
+            return QuantizedOutput(quantizers[0], activation, skipped, value)
         if len(uses) != 1:
             return None
         consumer = uses[0][0]
-        if consumer.op_type == "QuantizeLinear":
-            return QuantizedOutput(consumer, activation, skipped)
         fused = _fusable(lo, consumer)
         if fused is None or activation != "NONE":
             return None
@@ -149,6 +155,7 @@ def write_int8(lo: Lowering, node: ir.Node, out: QuantizedOutput, perm) -> int:
     index = lo.output(value, perm, np.int8, quant)
     for skipped in out.skipped:
         lo.skip.add(id(skipped))
+    lo.dequantized[out.value.name] = value  # float readers of the result, if any, dequantize it
     return index
 
 
@@ -164,6 +171,16 @@ def bias_int32(lo: Lowering, bias: ir.Value | None, input_scale: float, weight_s
             raise UnsupportedError("tflite: a non-constant bias")
         data = np.clip(np.round(values.reshape(-1) / scales), -(2**31), 2**31 - 1).astype(np.int32)
     return lo.w.constant("bias/i32", data, Quantization(tuple(float(s) for s in scales), (0,) * n, 0))
+
+
+def constant_int8(lo: Lowering, value: ir.Value, rank: int, perm) -> int:
+    """A float constant operand of an int8 ADD/MUL (an affine scale or shift), quantized
+    symmetrically per tensor and broadcast into the stored layout."""
+    data = lo.const(value).astype(np.float32)
+    data = np.transpose(data.reshape((1,) * (rank - data.ndim) + data.shape), perm)
+    scale = max(float(np.abs(data).max()), 1e-8) / 127
+    q = np.clip(np.round(data / scale), -127, 127).astype(np.int8)
+    return lo.w.constant(f"{value.name}/i8", q, Quantization((scale,), (0,)))
 
 
 def weight_tensor(lo: Lowering, name: str, data: np.ndarray, scales: np.ndarray, tflite_axis: int) -> int:

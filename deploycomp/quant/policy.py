@@ -40,6 +40,9 @@ class QDQPolicy:
     quantize_outputs: bool = False
     """Also quantize the outputs of quantized ops (after a Relu/Relu6 that follows them),
     so a runtime with integer kernels (TFLite) knows each op's int8 output scale."""
+    elementwise_with_constants: bool = False
+    """Quantize element-wise ops with a constant operand too (an affine ``x * a + b`` after
+    an activation); the runtime quantizes the constant itself (TFLite int8 MUL/ADD)."""
     shared_scale_ops: tuple[str, ...] = ()
     """Ops whose output must carry its input's scale and zero point (TFLite's int8 spec for
     pooling, resize, reshape, split, slice, pad): their quantized outputs reuse the range
@@ -55,7 +58,7 @@ POLICIES: dict[str, QDQPolicy] = {
         "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "entropy"
     ),
     "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
-                        int32_bias=True, quantize_outputs=True,
+                        int32_bias=True, quantize_outputs=True, elementwise_with_constants=True,
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128))),

@@ -63,8 +63,10 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     for node in model.graph:
         if node.name in keep_float or node.domain not in ("", "ai.onnx"):
             continue
-        quantized = node.op_type in policy.compute_ops or (
-            node.op_type in policy.elementwise_ops and all(not _is_const(v) for v in node.inputs))
+        elementwise = node.op_type in policy.elementwise_ops and (
+            all(not _is_const(v) for v in node.inputs)
+            or (policy.elementwise_with_constants and any(not _is_const(v) for v in node.inputs)))
+        quantized = node.op_type in policy.compute_ops or elementwise
         if policy.quantize_outputs and quantized:
             produced = _quantized_output(node, graph_outputs)
             if produced is not None:
@@ -73,8 +75,8 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
                         out.setdefault(produced.name, []).append((consumer, index))
         if node.op_type in policy.compute_ops:
             slots = [0] + ([1] if node.op_type == "MatMul" and not _is_const(node.inputs[1]) else [])
-        elif node.op_type in policy.elementwise_ops and all(not _is_const(v) for v in node.inputs):
-            slots = list(range(len(node.inputs)))
+        elif elementwise:
+            slots = [i for i, v in enumerate(node.inputs) if not _is_const(v)]
         else:
             continue
         for i in slots:
