@@ -44,9 +44,14 @@ def test_policy_places_qdq_on_compute_inputs(tiny_conv, policy):
     result = quantize(model, POLICIES[policy], _samples(6), [])
     ops = Counter(n.op_type for n in result.model.graph)
     # Conv and Gemm: one activation QDQ pair each, one weight DequantizeLinear each (+ the
-    # Conv's int32 bias for TFLite; the Gemm has no bias)
+    # Conv's int32 bias for TFLite; the Gemm has no bias). TFLite also quantizes their
+    # outputs: the conv's after its Relu (fused there) and the logits before the Softmax.
     int32_bias = POLICIES[policy].int32_bias
-    assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 4 + int32_bias
+    outputs = 2 if POLICIES[policy].quantize_outputs else 0
+    assert ops["QuantizeLinear"] == 2 + outputs and ops["DequantizeLinear"] == 4 + int32_bias + outputs
+    if outputs:
+        relu = next(n for n in result.model.graph if n.op_type == "Relu")
+        assert [c.op_type for c, _ in relu.outputs[0].uses()] == ["QuantizeLinear"]
     for node in result.model.graph:
         if node.op_type == "QuantizeLinear":
             zp = node.inputs[2].const_value.numpy()
@@ -97,3 +102,34 @@ def test_tflite_policy_stores_int32_biases_scaled_by_input_times_weight(tiny_con
     openvino = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(6), [])
     conv = next(n for n in openvino.model.graph if n.op_type == "Conv")
     assert conv.inputs[2].producer() is None  # float bias elsewhere
+
+
+def test_tflite_policy_shares_scales_fixes_logistic_and_quantizes_affine_ops():
+    """What TFLite's int8 kernels require: MaxPool's output carries its input's scale, a
+    Sigmoid writes scale 1/256 zero point -128, and x * a + b after an activation is quantized."""
+    import onnx
+
+    from tests.passes._harness import model_from_text
+
+    rng = np.random.default_rng(0)
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[1, 3, 8, 8] x, float[4, 3, 1, 1] k,
+              float[4, 4, 1, 1] k2, float[] a, float[] b) => (float[1, 4, 4, 4] y)
+    { c = Conv (x, k)
+      s = Sigmoid (c)
+      m = Mul (c, s)
+      h = Mul (m, a)
+      p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (h)
+      q = Add (p, b)
+      y = Conv (q, k2) }"""
+    proto = model_from_text(text, k=rng.standard_normal((4, 3, 1, 1)).astype(np.float32),
+                            k2=rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+                            a=np.float32(0.5), b=np.float32(0.25))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+    samples = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    qdq = quantize(model, POLICIES["tflite"], samples, []).model
+    quantizers = {n.inputs[0].name: n for n in qdq.graph if n.op_type == "QuantizeLinear"}
+    params = {name: (float(q.inputs[1].const_value.numpy()), int(q.inputs[2].const_value.numpy()))
+              for name, q in quantizers.items()}
+    assert params["s"] == (pytest.approx(1 / 256), -128)
+    assert params["p"] == params["h"], "MaxPool keeps its input's scale"
+    assert {"c", "m", "h", "q"} <= set(params), sorted(params)  # outputs of Conv, Mul, Mul-by-constant, Add
