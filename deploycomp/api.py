@@ -37,6 +37,7 @@ def build(
     min_cosine: float | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
+    int8_io: bool | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
@@ -54,6 +55,7 @@ def build(
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, int8_accept=int8_accept, io_layout=io_layout,
+            int8_io=int8_io,
         )
     )
     return load(result.bundle)

@@ -111,6 +111,8 @@ def _build_options(f):
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),
                      help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
+    f = click.option("--int8-io/--float-io", "int8_io", default=None,
+                     help="TFLite int8: int8 model inputs/outputs (full integer; default on for coral-edgetpu).")(f)
     f = click.option("--validation-data", type=click.Path(path_type=Path), help=".npz/.npy inputs to validate on.")(f)
     f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)

@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -55,6 +55,8 @@ class BuildOptions:
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
     io_layout: str | None = None
+    int8_io: bool | None = None
+    """TFLite int8: int8 model inputs/outputs (full integer). Default: on for Edge TPU targets."""
     """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
@@ -240,6 +242,9 @@ def _build(opts: BuildOptions) -> BuildResult:
                                f"(it does {', '.join(lowers)})")
     if opts.io_layout is not None and backend.name != "tflite":
         raise UnsupportedError(f"--io-layout applies to TFLite targets; {target.name} uses {backend.name}")
+    if opts.int8_io and (backend.name != "tflite" or opts.precision != "int8"):
+        raise UnsupportedError(f"--int8-io needs --precision int8 on a TFLite target ({target.name}: "
+                               f"{backend.name}, {opts.precision})")
     check_output(opts.out, opts.force)
     if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
@@ -262,7 +267,7 @@ def _build(opts: BuildOptions) -> BuildResult:
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
-        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts))
+        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts, target))
         opts.progress("validate")
         runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
         refs = [reference.run(s) for s in samples]
@@ -358,14 +363,17 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts))
+            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts, target))
             runner = backend.load(Path(tmp), lowered.info)
             outs = [runner.run(s) for s in held]
         if opts.int8_accept is not None:
             return bool(opts.int8_accept(refs, outs))
         return all(m["cosine"] >= held_min_cosine for m in compare_outputs(refs, outs).values())
 
-    result = quantize(prep.model, POLICIES[target.backend], calib, held, meets_budget,
+    policy = POLICIES[target.backend]
+    if _int8_io(opts, target):
+        policy = replace(policy, quantize_graph_outputs=True)
+    result = quantize(prep.model, policy, calib, held, meets_budget,
                       keep_float=opts.keep_float, progress=opts.progress)
     digest = hashlib.sha256()
     for sample in samples:
@@ -386,8 +394,15 @@ def _peak_tops(target: TargetProfile, precision: str) -> float:
     return tops.get(precision) or tops.get("fp32") or max(tops.values())
 
 
-def _backend_options(opts: BuildOptions) -> dict[str, Any]:
-    return {k: v for k, v in {"io_layout": opts.io_layout}.items() if v is not None}
+def _int8_io(opts: BuildOptions, target: TargetProfile) -> bool:
+    if opts.int8_io is not None:
+        return opts.int8_io
+    return target.backend == "tflite" and opts.precision == "int8" and target.device == "EDGETPU"
+
+
+def _backend_options(opts: BuildOptions, target: TargetProfile) -> dict[str, Any]:
+    return {k: v for k, v in {"io_layout": opts.io_layout, "int8_io": _int8_io(opts, target) or None}.items()
+            if v is not None}
 
 
 def _load_and_run(backend, stage: Path, info: dict, sample: dict):

@@ -58,11 +58,17 @@ class TFLiteRunner:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, detail in self.inputs.items():
             data = np.transpose(np.asarray(feeds[name]), self.io_layouts.get(name) or None)
+            if detail["dtype"] == np.int8:  # full-integer I/O: quantize as the model's first Quantize did
+                scale, zero = detail["quantization"]
+                data = np.clip(np.round(data / scale) + zero, -128, 127)
             self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(data.astype(detail["dtype"], copy=False)))
         self.interpreter.invoke()
         out = {}
         for name, detail in self.outputs.items():
             stored = self.interpreter.get_tensor(detail["index"])
+            if detail["dtype"] == np.int8:
+                scale, zero = detail["quantization"]
+                stored = (stored.astype(np.float32) - zero) * np.float32(scale)
             perm = self.io_layouts.get(name)
             out[name] = np.transpose(stored, np.argsort(perm)) if perm else stored
         return out
@@ -91,24 +97,26 @@ class TFLiteBackend:
         return report
 
     @staticmethod
-    def _lower_in_memory(model: ir.Model, precision: str, io_layout: str):
+    def _lower_in_memory(model: ir.Model, precision: str, io_layout: str, int8_io: bool = False):
         from deploycomp.backends.tflite.lowering import Lowering
 
-        return Lowering(model, precision, io_layout).run()
+        return Lowering(model, precision, io_layout, int8_io).run()
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
               options: Mapping[str, Any] | None = None) -> Lowered:
         options = dict(options or {})
         io_layout = options.get("io_layout") or "nhwc"
+        int8_io = bool(options.get("int8_io"))
         if precision not in PRECISIONS:
             raise UnsupportedError(f"tflite backend: precision {precision} is not available yet")
         if io_layout not in IO_LAYOUTS:
             raise UnsupportedError(f"tflite backend: io_layout {io_layout!r}; choose {' or '.join(IO_LAYOUTS)}")
-        result = self._lower_in_memory(model, precision, io_layout)
+        result = self._lower_in_memory(model, precision, io_layout, int8_io)
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
         extra: dict[str, Any] = {}
         if precision == "int8":
+            extra["int8_io"] = int8_io
             float_ops = {op: n - result.int8_op_counts.get(op, 0) for op, n in result.op_counts.items()
                          if op not in ("QUANTIZE", "DEQUANTIZE") and n > result.int8_op_counts.get(op, 0)}
             compute = sum(n for op, n in result.op_counts.items() if op not in ("QUANTIZE", "DEQUANTIZE"))

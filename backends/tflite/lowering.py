@@ -74,11 +74,12 @@ class Lowered:
 
 
 class Lowering:
-    def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc"):
+    def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc", int8_io: bool = False):
         _load_rules()
         self.model = model
         self.precision = precision
         self.io_layout = io_layout
+        self.int8_io = int8_io and precision == "int8"
         self.w = FlatbufferWriter(f"deploycomp: {model.graph.name or 'model'}")
         self.values: dict[str, Stored] = {}
         self._layouts: dict[tuple[str, Perm], int] = {}
@@ -238,7 +239,15 @@ class Lowering:
         for value in self.model.graph.inputs:
             rank = len(self.shape(value))
             perm = NCHW_TO_NHWC if (self.io_layout == "nhwc" and rank == 4) else identity(rank)
-            index = self.output(value, perm)
+            quantizer = self._input_quantizer(value)
+            if quantizer is not None:  # full-integer I/O: the model takes the int8 tensor itself
+                from deploycomp.backends.tflite.quantized import activation_quantization
+
+                index = self.output(quantizer.outputs[0], perm, np.int8, activation_quantization(self, quantizer))
+                self.w.tensors[index].name = value.name
+                self.dequantized[value.name] = quantizer.outputs[0]
+            else:
+                index = self.output(value, perm)
             self.w.inputs.append(index)
             io_layouts[value.name] = list(perm)
         for node in self.model.graph:
@@ -251,15 +260,26 @@ class Lowering:
             except UnsupportedError as e:
                 raise UnsupportedError(f"{e} (node '{node.name}')") from None
         for value in self.model.graph.outputs:
+            if self.int8_io and value.name not in self.values and value.name in self.dequantized:
+                value = self.dequantized[value.name]  # full-integer I/O: hand out the int8 tensor
             stored = self.values.get(value.name)
             if stored is None:
                 raise UnsupportedError(f"tflite: graph output '{value.name}' is a constant or an input")
             perm = stored.perm if self.io_layout == "nhwc" else identity(len(stored.perm))
             index = self.input(value, perm)
-            self._rename(index, value.name)
+            name = value.name.removesuffix("__q") if value.name.endswith("__q") else value.name
+            self._rename(index, name)
             self.w.outputs.append(index)
-            io_layouts[value.name] = list(perm)
+            io_layouts[name] = list(perm)
         return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
+
+    def _input_quantizer(self, value: ir.Value) -> ir.Node | None:
+        if not self.int8_io:
+            return None
+        quantizers = [c for c, _ in value.uses() if c.op_type == "QuantizeLinear" and c.graph is self.model.graph]
+        if len(quantizers) != 1:
+            return None
+        return quantizers[0]
 
     def _int8_passthrough(self, node: ir.Node) -> bool:
         """Run a scale-preserving op (pooling, resize, reshape, split, slice, zero pad,

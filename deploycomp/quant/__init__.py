@@ -52,6 +52,8 @@ def quantize(
     method = method or policy.range_method
     started = time.perf_counter()
     tensors = list(quantizable_tensors(model, policy))
+    if policy.quantize_graph_outputs:
+        tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
     stats = collect_statistics(model, tensors, calibration)
     ranges = stats.ranges(method)
     calib_seconds = time.perf_counter() - started

@@ -43,6 +43,9 @@ class QDQPolicy:
     elementwise_with_constants: bool = False
     """Quantize element-wise ops with a constant operand too (an affine ``x * a + b`` after
     an activation); the runtime quantizes the constant itself (TFLite int8 MUL/ADD)."""
+    quantize_graph_outputs: bool = False
+    """Quantize the model's outputs too (set for a full-integer build, ``--int8-io``): the
+    last DequantizeLinear then tells the runtime the int8 encoding of each output."""
     shared_scale_ops: tuple[str, ...] = ()
     """Ops whose output must carry its input's scale and zero point (TFLite's int8 spec for
     pooling, resize, reshape, split, slice, pad): their quantized outputs reuse the range

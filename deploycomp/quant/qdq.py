@@ -155,6 +155,27 @@ class QDQPass(ir.passes.InPlacePass):
                 ranges[name] = ranges[root.name]
         return ranges
 
+    def _quantize_graph_outputs(self, graph: ir.Graph, ranges) -> bool:
+        """Q -> DQ at the end of every float graph output; the DQ output keeps its name."""
+        modified = False
+        for i, value in enumerate(list(graph.outputs)):
+            if value.name not in ranges or value.dtype != ir.DataType.FLOAT:
+                continue
+            name = value.name
+            scale, zp = activation_params(*ranges[name], self.policy.activation_dtype, self.policy.activation_symmetric)
+            value.name = f"{name}__float"
+            sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
+            zv = self._const(graph, f"{name}__zp", zp)
+            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
+            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
+            q.outputs[0].name, dq.outputs[0].name = f"{name}__q", name
+            q.outputs[0].shape, q.outputs[0].type = value.shape, ir.TensorType(ir.DataType.from_numpy(zp.dtype))
+            dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
+            graph.extend([q, dq])
+            graph.outputs[i] = dq.outputs[0]
+            modified = True
+        return modified
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         p = self.policy
@@ -185,6 +206,8 @@ class QDQPass(ir.passes.InPlacePass):
                 consumer.replace_input_with(index, dq.outputs[0])
             self._scales[dq.outputs[0].name] = scale
             modified = True
+        if p.quantize_graph_outputs:
+            modified |= self._quantize_graph_outputs(graph, ranges)
         for index, node in enumerate(list(graph)):
             if node.op_type in p.compute_ops and node.name not in self.keep_float and len(node.inputs) > 1:
                 modified |= self._quantize_weights(graph, node, index)

@@ -41,6 +41,24 @@ def test_coral_int8_build_lists_the_ops_that_would_fall_back_to_the_cpu(tiny_con
     assert "SOFTMAX" not in lowered["float_ops"] or "SOFTMAX" in lowered["edgetpu_cpu_fallback"]
     assert lowered["edgetpu_cpu_fallback"].startswith(("none", "the Edge TPU compiler maps only int8 ops"))
     assert runner.info["executed_precision"].startswith("int8")
+    # full integer I/O by default for the Edge TPU: int8 tensors in and out of the .tflite,
+    # while the bundle runner still takes and returns float32 in ONNX layout
+    assert lowered["int8_io"] is True
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
+    assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
+    assert [d["dtype"] for d in interpreter.get_output_details()] == [np.int8]
+    assert [d["name"] for d in interpreter.get_output_details()] == ["probs"]
+    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
+    probs = runner.run({"x": x})["probs"]
+    assert probs.dtype == np.float32 and abs(float(probs.sum()) - 1) < 0.05
+
+
+def test_int8_io_needs_an_int8_tflite_build(tiny_conv, tmp_path):
+    with pytest.raises(UnsupportedError, match="--int8-io needs --precision int8 on a TFLite target"):
+        deploycomp.build(tiny_conv, tmp_path / "b", target="raspberry-pi-5", int8_io=True)
+    assert not (tmp_path / "b").exists()
 
 
 def test_op_without_tflite_lowering_is_named_before_writing(tmp_path):
