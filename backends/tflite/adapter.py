@@ -45,6 +45,11 @@ class TFLiteRunner:
         self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
         self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
         self.io_layouts = {k: tuple(v) for k, v in io_layouts.items()}
+        try:  # XNNPACK's partitions are appended to the node list as DELEGATE nodes
+            nodes = self.interpreter._interpreter
+            partitions = [nodes.NodeName(i) for i in range(nodes.NumNodes())].count("DELEGATE")
+        except AttributeError:  # a LiteRT without the private wrapper: unknown
+            partitions = None
         import ai_edge_litert
 
         self.info = {
@@ -53,6 +58,7 @@ class TFLiteRunner:
             "device": "CPU (XNNPACK)",
             "threads": threads,
             "executed_precision": "fp32",
+            "xnnpack_partitions": partitions,
         }
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

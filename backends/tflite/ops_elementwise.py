@@ -44,7 +44,7 @@ def binary(lo: Lowering, node: ir.Node, builtin: str, operands: list[ir.Value] |
 
 def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -> bool:
     """An int8 kernel when every input is an int8 activation and the output is quantized:
-    residual ADDs, SiLU's LOGISTIC and MUL, HARD_SWISH."""
+    residual ADDs, SiLU's LOGISTIC and MUL, affine MUL/ADD by a constant."""
     if lo.precision != "int8":
         return False
     dynamic = [v for v in node.inputs if lo.const(v) is None]
@@ -59,8 +59,9 @@ def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -
         return False
     perm = lo.perm(sources[0])
     by_name = dict(zip((v.name for v in dynamic), sources))
+    partner = lo.w.quantization(lo.input(sources[0], perm)).scale[0] if builtin == "ADD" else None
     ins = [lo.input(by_name[v.name], perm) if v.name in by_name else
-           quantized.constant_int8(lo, v, len(out_shape), perm) for v in node.inputs]
+           quantized.constant_int8(lo, v, len(out_shape), perm, partner) for v in node.inputs]
     out = quantized.write_int8(lo, node, qout, perm)
     if builtin in _BINARY_OPTIONS:
         options = lo.w.options(_BINARY_OPTIONS[builtin], fusedActivationFunction=quantized.fused(qout.activation))
@@ -87,7 +88,9 @@ def lower_binary(lo: Lowering, node: ir.Node) -> None:
 
 @lowers(*_UNARY)
 def lower_unary(lo: Lowering, node: ir.Node) -> None:
-    if node.op_type in ("Sigmoid", "HardSwish") and _int8_elementwise(lo, node, _UNARY[node.op_type]):
+    # HardSwish stays float between DEQUANTIZE and QUANTIZE: XNNPACK has no int8 HARD_SWISH,
+    # and an op it cannot take splits the graph into separate delegate partitions
+    if node.op_type == "Sigmoid" and _int8_elementwise(lo, node, _UNARY[node.op_type]):
         return
     x = node.inputs[0]
     perm = lo.perm(x)

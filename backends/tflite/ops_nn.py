@@ -254,9 +254,34 @@ def lower_resize(lo: Lowering, node: ir.Node) -> None:
         raise UnsupportedError(f"tflite: Resize mode={mode} coordinate_transformation_mode={transform}"
                                f"{f' nearest_mode={nearest}' if nearest else ''}")
     builtin, align, half = _RESIZE_MODES[key]
+    factor = out_shape[2] // in_shape[2]
+    power_of_two = factor > 1 and factor & (factor - 1) == 0
+    if key == ("nearest", "asymmetric", "floor") and exact_multiple and out_shape[3] // in_shape[3] == factor \
+            and power_of_two:
+        _nearest_by_depth_to_space(lo, x, y, factor)
+        return
     kind = "ResizeNearestNeighbor" if builtin.endswith("NEIGHBOR") else "ResizeBilinear"
     lo.emit(builtin, [lo.input(x, NCHW_TO_NHWC), lo.int32(out_shape[2:])], [lo.output(y, NCHW_TO_NHWC)],
             lo.w.options(kind, alignCorners=align, halfPixelCenters=half))
+
+
+def _nearest_by_depth_to_space(lo: Lowering, x: ir.Value, y: ir.Value, factor: int) -> None:
+    """Nearest upsampling by 2, 4, 8...: per doubling, CONCATENATION of 4 copies along the
+    channels and DEPTH_TO_SPACE(2). The same values, and both ops run in XNNPACK
+    (RESIZE_NEAREST_NEIGHBOR does not, and would split the graph into separate delegate
+    partitions; XNNPACK's concatenation takes at most 4 inputs, hence the doublings)."""
+    source = lo.input(x, NCHW_TO_NHWC)
+    dtype, quant = lo.w.dtype(source), lo.w.quantization(source)
+    step = 0
+    while factor > 1:
+        n, h, w, c = lo.w.shape(source)
+        copies = lo.w.tensor(f"{y.name}/copies{step}", (n, h, w, 4 * c), dtype, quant)
+        lo.emit("CONCATENATION", [source] * 4, [copies], lo.w.options("Concatenation", axis=3, fusedActivationFunction=0))
+        factor //= 2
+        out = lo.output(y, NCHW_TO_NHWC) if factor == 1 else lo.w.tensor(f"{y.name}/x{2 ** (step + 1)}",
+                                                                          (n, 2 * h, 2 * w, c), dtype, quant)
+        lo.emit("DEPTH_TO_SPACE", [copies], [out], lo.w.options("DepthToSpace", blockSize=2))
+        source, step = out, step + 1
 
 
 @lowers("Softmax", "LogSoftmax")

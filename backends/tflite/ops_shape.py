@@ -92,14 +92,27 @@ def lower_concat(lo: Lowering, node: ir.Node) -> None:
 
 @lowers("Split")
 def lower_split(lo: Lowering, node: ir.Node) -> None:
+    """Equal parts: SPLIT; unequal: one SLICE per part. (XNNPACK delegates SPLIT and SLICE
+    but not SPLIT_V, which would cut the graph into separate delegate partitions.)"""
     x = node.inputs[0]
     rank = len(lo.shape(x))
     axis = _axis(node.attributes.get_int("axis", 0), rank)
     perm = lo.perm(x)
+    stored_axis = perm.index(axis)
     sizes = [lo.shape(o)[axis] for o in node.outputs]
-    outs = [lo.output(o, perm) for o in node.outputs]
-    lo.emit("SPLIT_V", [lo.input(x), lo.int32(sizes), lo.constant("split/axis", np.asarray(perm.index(axis), np.int32))],
-            outs, lo.w.options("SplitV", numSplits=len(outs)))
+    source = lo.input(x)
+    if len(set(sizes)) == 1:
+        outs = [lo.output(o, perm) for o in node.outputs]
+        lo.emit("SPLIT", [lo.constant("split/axis", np.asarray(stored_axis, np.int32)), source], outs,
+                lo.w.options("Split", numSplits=len(outs)))
+        return
+    start = 0
+    dims = list(lo.w.shape(source))
+    for value, size in zip(node.outputs, sizes):
+        begin, extent = [0] * rank, list(dims)
+        begin[stored_axis], extent[stored_axis] = start, size
+        lo.emit("SLICE", [source, lo.int32(begin), lo.int32(extent)], [lo.output(value, perm)])
+        start += size
 
 
 @lowers("Slice")

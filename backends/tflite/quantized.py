@@ -173,12 +173,14 @@ def bias_int32(lo: Lowering, bias: ir.Value | None, input_scale: float, weight_s
     return lo.w.constant("bias/i32", data, Quantization(tuple(float(s) for s in scales), (0,) * n, 0))
 
 
-def constant_int8(lo: Lowering, value: ir.Value, rank: int, perm) -> int:
+def constant_int8(lo: Lowering, value: ir.Value, rank: int, perm, partner_scale: float | None = None) -> int:
     """A float constant operand of an int8 ADD/MUL (an affine scale or shift), quantized
-    symmetrically per tensor and broadcast into the stored layout."""
+    symmetrically per tensor and broadcast into the stored layout. An addend is given at
+    least its partner's scale: XNNPACK's int8 ADD refuses operands whose scales are orders
+    of magnitude apart, and a shift smaller than one step of the other input is noise."""
     data = lo.const(value).astype(np.float32)
     data = np.transpose(data.reshape((1,) * (rank - data.ndim) + data.shape), perm)
-    scale = max(float(np.abs(data).max()), 1e-8) / 127
+    scale = max(float(np.abs(data).max()) / 127, partner_scale or 0.0, 1e-8)
     q = np.clip(np.round(data / scale), -127, 127).astype(np.int8)
     return lo.w.constant(f"{value.name}/i8", q, Quantization((scale,), (0,)))
 

@@ -106,7 +106,8 @@ def test_pooling(tmp_path, op, attrs):
 
 
 @pytest.mark.parametrize("mode,out_hw,count", [
-    ('mode = "nearest", coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"', (16, 12), "NEAREST"),
+    ('mode = "nearest", coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"', (16, 12), "D2S"),
+    ('mode = "nearest", coordinate_transformation_mode = "asymmetric", nearest_mode = "floor"', (24, 12), "NEAREST"),
     ('mode = "nearest", coordinate_transformation_mode = "half_pixel", nearest_mode = "round_prefer_ceil"', (13, 9), "NEAREST"),
     ('mode = "linear", coordinate_transformation_mode = "half_pixel"', (13, 9), "BILINEAR"),
     ('mode = "linear", coordinate_transformation_mode = "align_corners"', (13, 9), "BILINEAR"),
@@ -117,7 +118,10 @@ def test_resize_modes(tmp_path, mode, out_hw, count):
     {{ y = Resize <{mode}> (x, , , sizes) }}"""
     model = model_from_text(text, sizes=np.array([1, 3, *out_hw], np.int64))
     ops = lower(tmp_path, model, image(1, 3, 8, 6))
-    assert ops[f"RESIZE_{count}" + ("_NEIGHBOR" if count == "NEAREST" else "")] == 1
+    if count == "D2S":  # integer nearest upsampling: copies + DEPTH_TO_SPACE, which XNNPACK runs
+        assert ops == {"CONCATENATION": 1, "DEPTH_TO_SPACE": 1}
+    else:
+        assert ops[f"RESIZE_{count}" + ("_NEIGHBOR" if count == "NEAREST" else "")] == 1
 
 
 def test_resize_cubic_is_refused_by_name(tmp_path):
@@ -293,7 +297,7 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     result = Lowering(qdq, "int8").run()
     ops = result.op_counts
     for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "LOGISTIC", "CONCATENATION", "MAX_POOL_2D",
-               "RESIZE_NEAREST_NEIGHBOR"):
+               "DEPTH_TO_SPACE"):
         assert op in ops, op
     assert ops.get("DEQUANTIZE") == 1 and "RELU" not in ops  # only the float output; Relu fused
     path = tmp_path / "q.tflite"
@@ -303,6 +307,7 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     interpreter = Interpreter(model_path=str(path))
     kernels = {d["name"]: d["dtype"] for d in interpreter.get_tensor_details()}
     assert kernels["m__q"] == np.int8 and kernels["cat__q"] == np.int8
+    assert TFLiteRunner(path, result.io_layouts).info["xnnpack_partitions"] == 1, "one delegate subgraph"
 
     feeds = {"x": R.standard_normal((1, 3, 16, 16)).astype(np.float32)}
     want = ort.InferenceSession(ir.to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
