@@ -77,7 +77,10 @@ class Backend(Protocol):
 
 def ensure_available(backend: Backend, context: str = "") -> None:
     """Raise BackendUnavailable if the backend's SDK is missing or it cannot lower yet."""
-    require_modules(backend.name, backend.requires, backend.extra)
+    try:
+        require_modules(backend.name, backend.requires, backend.extra)
+    except BackendUnavailable as e:
+        raise BackendUnavailable(f"{context}{e}") from None
     reason = getattr(backend, "unavailable_reason", lambda: None)()
     if reason:
         raise BackendUnavailable(f"{context}{reason}")

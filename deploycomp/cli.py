@@ -188,6 +188,20 @@ def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Rebuild an existing engine.")
+def engine(bundle: Path, force: bool) -> None:
+    """Build a TensorRT bundle's engine on this machine (the device with the GPU) and check it."""
+    from deploycomp.engine import build_bundle_engine
+
+    manifest = build_bundle_engine(bundle, force=force)
+    info = manifest["backend"]["lowered"]["engine"]
+    worst = min(m["cosine"] for m in manifest["engine_validation"]["outputs"].values())
+    click.echo(f"{bundle}/{info['engine']}: TensorRT {info['tensorrt_version']} on {info['gpu']['name']} "
+               f"(sm {info['gpu']['compute_capability']}), built in {info['build_seconds']:.1f} s, cosine {worst:.5f}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path), help=".npz with one array per input.")
 @click.option("--outputs", "outputs_path", type=click.Path(path_type=Path), help=".npz to write the outputs to.")
 def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
@@ -277,6 +291,7 @@ def targets(ctx) -> None:
     from deploycomp.targets import list_targets, load_target
 
     avail = availability()
+    engine_here = None
     for name in list_targets():
         try:
             prof = load_target(name)
@@ -284,6 +299,16 @@ def targets(ctx) -> None:
             click.echo(f"{name:24} (unavailable: {e})")
             continue
         note = "" if avail.get(prof.backend) is None else "  [backend not available here]"
+        if prof.backend == "tensorrt" and not note:
+            if engine_here is None:
+                from deploycomp.backends.tensorrt.engine import require_engine_builder
+
+                try:
+                    require_engine_builder()
+                    engine_here = True
+                except DeployError:
+                    engine_here = False
+            note = "" if engine_here else "  [ONNX + build plan here; engine on the device]"
         alias = f" -> {prof.resolved_from}" if prof.resolved_from else ""
         click.echo(f"{name + alias:40} {prof.backend:11} {','.join(prof.precisions):20} {prof.description}{note}")
 

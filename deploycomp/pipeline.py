@@ -273,7 +273,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         refs = [reference.run(s) for s in samples]
         gots = [runner.run(s) for s in samples]
         metrics = compare_outputs(refs, gots)
-        artifacts = artifact_entries(stage, lowered.files)
+        files = list(lowered.files)
+        if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
+            files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
+        artifacts = artifact_entries(stage, files)
         artifact_mb = sum(a["bytes"] for a in artifacts) / 1e6
         measured: dict[str, Any] = {"peak_memory_mb": memory_mb, "pass_seconds": sum(r.seconds for r in prep.pass_log.records)}
         if quant_info is not None:
@@ -291,7 +294,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = round(
                 measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
             latency_ms = measured["latency"]["median_ms"]
-        else:  # the artifact runs here too (e.g. LiteRT on x86): useful, but not the device's number
+        elif "functional reference" not in str(runner.info.get("runtime")):
+            # the artifact runs here too (e.g. LiteRT on x86): useful, but not the device's number
             opts.progress("measure latency here")
             measured["latency_here"] = measure_latency(lambda: runner.run(samples[0]), max_seconds=1.0) | {
                 "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
@@ -354,8 +358,13 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     opts.progress("int8 calibration")
     samples, label = _calibration(opts, prep)
-    held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
-    calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
+    if len(samples) >= 4:  # held-out samples spread over the set, so each kind of input is judged
+        count = max(1, min(4, len(samples) // 4))
+        picks = {round((i + 0.5) * len(samples) / count - 0.5) for i in range(count)}
+        held = [s for i, s in enumerate(samples) if i in picks]
+        calib = [s for i, s in enumerate(samples) if i not in picks]
+    else:
+        held = calib = samples
     refs = [reference.run(s) for s in held]
     # a handful of held-out samples is a noisy estimate: ask for half the error budget there
     # so that the final validation, on other inputs, still meets the whole of it
@@ -386,6 +395,12 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
     return result.model, info
+
+
+def _write_reference(path: Path, sample: dict, outputs: dict) -> Path:
+    """One validation input and its ONNX Runtime fp32 outputs, for a check on the device."""
+    np.savez(path, **{f"input/{k}": v for k, v in sample.items()}, **{f"output/{k}": v for k, v in outputs.items()})
+    return path
 
 
 def _peak_tops(target: TargetProfile, precision: str) -> float:

@@ -120,6 +120,19 @@ def ocr_line_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in TEXT_LINES]
 
 
+def _half_turned(samples: list[np.ndarray]) -> list[np.ndarray]:
+    """Every second line turned 180 degrees: what a text-direction classifier is for."""
+    return [s[:, :, ::-1, ::-1].copy() if i % 2 else s for i, s in enumerate(samples)]
+
+
+def ocr_cls_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
+    return _half_turned(ocr_line_samples(shape))
+
+
+def ocr_cls_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
+    return _half_turned(ocr_line_calibration(shape))
+
+
 CALIBRATION_TEXT_LINES = (
     "int8 calibration",
     "Jetson Orin Nano",
@@ -198,7 +211,7 @@ SAMPLERS: dict[str, Callable[[tuple[int, ...]], list[np.ndarray]]] = {
     "yolo": yolo_samples,
     "ocr-det": ocr_det_samples,
     "ocr-rec": ocr_line_samples,
-    "ocr-cls": ocr_line_samples,
+    "ocr-cls": ocr_cls_samples,
     "image": generic_image_samples,
 }
 
@@ -207,7 +220,7 @@ CALIBRATION_SAMPLERS: dict[str, Callable[[tuple[int, ...]], list[np.ndarray]]] =
     "yolo": yolo_calibration,
     "ocr-det": ocr_det_calibration,
     "ocr-rec": ocr_line_calibration,
-    "ocr-cls": ocr_line_calibration,
+    "ocr-cls": ocr_cls_calibration,
     "image": generic_image_calibration,
 }
 """Built-in calibration sets: disjoint from the validation samples above (other photos,

@@ -56,7 +56,7 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--input", "x:1x3x16"], 4, ["rank 3 given"]),
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
         (None, ["--validation-data", "missing.npz"], 4, ["no such file"]),
-        (None, ["--target", "jetson-orin-nano"], 7, ["jetson-orin-nano", "not implemented"]),
+        (None, ["--target", "coral-edgetpu"], 6, ["coral-edgetpu", "does not support precision fp32"]),
         (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
     ],
@@ -107,7 +107,7 @@ def test_targets_listing_and_show():
     rc, stdout, _ = cli("targets")
     assert rc == 0
     assert stdout.splitlines()[0].startswith("host -> intel-")
-    assert "jetson-orin-nano" in stdout and "[backend not available here]" in stdout
+    assert "jetson-orin-nano" in stdout and "[ONNX + build plan here; engine on the device]" in stdout
     rc, stdout, _ = cli("targets", "show", "jetson-orin-nano")
     assert rc == 0 and "backend: tensorrt" in stdout and "memory_bandwidth_gbps" in stdout
     rc, _, stderr = cli("targets", "show", "nope")

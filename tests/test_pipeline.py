@@ -109,9 +109,15 @@ def test_precision_not_offered_by_target(tiny_conv, tmp_path):
         deploycomp.build(tiny_conv, tmp_path / "out", precision="int8")
 
 
-def test_backend_not_available_fails_before_any_work(tiny_conv, tmp_path):
-    with pytest.raises(BackendUnavailable, match="jetson-orin-nano: the TensorRT lowering is not implemented"):
-        deploycomp.build(tiny_conv, tmp_path / "out", target="jetson-orin-nano")
+def test_backend_not_available_fails_before_any_work(tiny_conv, tmp_path, monkeypatch):
+    """A TFLite target on a machine without ai-edge-litert: the pip command, nothing written."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
+    with pytest.raises(BackendUnavailable, match=r"raspberry-pi-5: backend tflite is unavailable: module\(s\) "
+                                                 r"ai_edge_litert not installed \(pip install \"deploycomp\[tflite\]\"\)"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="raspberry-pi-5")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,7 +1,5 @@
-"""TensorRT backend: its target profiles load and validate; the lowering is not written yet."""
+"""TensorRT backend: typed ONNX + build plan anywhere, the engine on the GPU machine."""
 
-from deploycomp.backends.base import PendingBackend
+from deploycomp.backends.tensorrt.adapter import BACKEND, TensorRTBackend
 
-__all__ = ["BACKEND"]
-
-BACKEND = PendingBackend("tensorrt", "TensorRT")
+__all__ = ["BACKEND", "TensorRTBackend"]

@@ -58,7 +58,7 @@ class QDQPolicy:
 POLICIES: dict[str, QDQPolicy] = {
     "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm")),
     "tensorrt": QDQPolicy(
-        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "entropy"
+        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "percentile"
     ),
     "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
                         int32_bias=True, quantize_outputs=True, elementwise_with_constants=True,

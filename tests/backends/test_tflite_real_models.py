@@ -34,6 +34,7 @@ def test_real_model_lowers_to_tflite_and_runs_in_litert(real_model, image_exampl
     assert [a["path"] for a in manifest["artifacts"]] == ["model.tflite"]
     assert manifest["backend"]["runtime"]["runtime"] == "litert"
     assert lowered["transposes"] <= MAX_TRANSPOSES[ex.name], lowered["ops"]
+    assert manifest["backend"]["runtime"]["xnnpack_partitions"] == 1, "every op must run inside XNNPACK"
     assert lowered["io_layouts"][ex.input_name] == [0, 2, 3, 1]
     assert manifest["validation"]["ok"]
 
@@ -62,3 +63,23 @@ def test_nchw_io_layout_keeps_onnx_order_at_the_boundary(real_model, tmp_path):
     sample = samples_for("ocr-cls", "x", (1, 3, 48, 192))[0]
     np.testing.assert_allclose(runner.run(sample)["save_infer_model/scale_0.tmp_1"],
                                ORTRunner(path).run(sample)["save_infer_model/scale_0.tmp_1"], atol=1e-4)
+
+
+def test_yolo_int8_tflite_keeps_the_detections(real_model, tmp_path):
+    """int8 on the Raspberry Pi profile with the built-in calibration photos: one XNNPACK
+    partition, int8 convolutions, and the fp32 detections (score > 0.25) found again."""
+    path = real_model("yolov8n")
+    runner = deploycomp.build(path, tmp_path / "b", target="raspberry-pi-5", precision="int8",
+                              inputs={"images": (1, 3, 320, 320)}, sample_kind="yolo")
+    lowered, runtime = runner.manifest["backend"]["lowered"], runner.manifest["backend"]["runtime"]
+    assert runtime["xnnpack_partitions"] == 1 and runtime["executed_precision"].startswith("int8")
+    assert lowered["int8_ops"] >= 60 and lowered["transposes"] == 0
+    assert (tmp_path / "b" / "model.tflite").stat().st_size < 0.35 * path.stat().st_size
+    ref = ORTRunner(path)
+    found = wanted = 0
+    for sample in samples_for("yolo", "images", (1, 3, 320, 320)):
+        want, got = ref.run(sample)["output0"][0], runner.run(sample)["output0"][0]
+        keep = want[4:].max(0) > 0.25
+        wanted += int(keep.sum())
+        found += int(((got[4:].argmax(0) == want[4:].argmax(0)) & (got[4:].max(0) > 0.2) & keep).sum())
+    assert wanted > 0 and found >= 0.9 * wanted, (found, wanted)

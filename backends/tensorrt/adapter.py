@@ -1,0 +1,131 @@
+"""TensorRT: a TensorRT-ready ONNX and a build plan anywhere; the engine where the GPU is.
+
+TensorRT 10+ builds strongly typed networks (TensorRT 11 has no implicit int8 at all),
+so the precision is in the ONNX: fp32 as is, fp16 as real fp16 tensors with the
+overflow-prone ops kept fp32 (:mod:`.fp16`), int8 as the QDQ graph of the ``tensorrt``
+policy (symmetric int8, per-channel weights, float biases, QDQ on residual Adds).
+
+``lower`` writes ``model.onnx`` + ``build_plan.json`` and checks the ONNX with NVIDIA's
+own parser (``tensorrt`` or, without a GPU, ``tensorrt-rtx``), naming rejected nodes.
+When ``tensorrt`` and a GPU are present it also builds the engine; otherwise
+``deploycomp engine BUNDLE`` does that on the device. ``load`` runs the engine if it
+can, else the bundle's ONNX in onnxruntime, labelled as a functional reference of what
+TensorRT is given, so the fidelity of the typed graph is checked on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import onnx_ir as ir
+
+from deploycomp.backends.base import Lowered, SupportReport
+from deploycomp.backends.tensorrt import parser as nvparser
+from deploycomp.backends.tensorrt.plan import PLAN_FILE, make_plan
+from deploycomp.errors import DeployError, UnsupportedError
+from deploycomp.ir import save_model
+from deploycomp.targets import TargetProfile
+
+__all__ = ["BACKEND", "TensorRTBackend"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _static_profiles(model: ir.Model) -> dict[str, dict[str, list[int]]]:
+    out = {}
+    for value in model.graph.inputs:
+        dims = [d if isinstance(d, int) else -1 for d in (value.shape or [])]
+        out[value.name] = {"min": dims, "opt": dims, "max": dims}
+    return out
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+    requires: tuple[str, ...] = ()
+    """The ONNX + plan need no NVIDIA package; the parser check and the engine are optional."""
+    extra = '"deploycomp[tensorrt]"'
+    precisions = PRECISIONS
+
+    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
+        report = SupportReport(self.name)
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.op_type in target.unsupported_ops:
+                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+        parsed = nvparser.parse_onnx(ir.to_proto(model).SerializeToString())
+        if parsed is None:
+            report.notes.append("NVIDIA's ONNX parser is not installed here (pip install tensorrt-rtx): "
+                                "op support was not checked against TensorRT")
+        else:
+            report.notes.append(f"parsed by {parsed.parser}: {'all nodes supported' if parsed.ok else 'rejected'}")
+            report.unsupported += [{"node": u["node"], "op": u["op"]} for u in parsed.unsupported]
+            if not parsed.ok:
+                report.notes.insert(0, parsed.errors[0] if parsed.errors else "the parser rejected the model")
+        return report
+
+    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
+              options: Mapping[str, Any] | None = None) -> Lowered:
+        if precision not in PRECISIONS:
+            raise UnsupportedError(f"tensorrt backend: precision {precision} is not available")
+        options = dict(options or {})
+        if precision == "fp16":
+            from deploycomp.backends.tensorrt.fp16 import to_fp16
+
+            model = to_fp16(model)
+        onnx_bytes = ir.to_proto(model).SerializeToString()
+        parsed = nvparser.parse_onnx(onnx_bytes)
+        if parsed is not None and not parsed.ok:
+            first = parsed.unsupported[0] if parsed.unsupported else {"node": "?", "op": "?"}
+            raise UnsupportedError(f"NVIDIA's ONNX parser ({parsed.parser}) rejects the {precision} ONNX at node "
+                                   f"'{first['node']}' ({first['op']}): {parsed.errors[0] if parsed.errors else ''}")
+        files = save_model(model, out_dir / "model.onnx")
+        profiles = options.get("profiles") or _static_profiles(model)
+        plan = make_plan(files[0].name, target, precision, profiles)
+        (out_dir / PLAN_FILE).write_text(json.dumps(plan.to_json(), indent=2) + "\n")
+        info: dict[str, Any] = {
+            "format": "tensorrt-onnx",
+            "onnx": files[0].name,
+            "plan": PLAN_FILE,
+            "precision": precision,
+            "typed_as": {"fp32": "fp32 tensors", "fp16": "fp16 tensors, sensitive ops fp32",
+                         "int8": "QDQ (explicit quantization)"}[precision],
+            "nvidia_parser": parsed.parser if parsed else None,
+            "engine": None,
+            "reference": "reference.npz",
+        }
+        files.append(out_dir / PLAN_FILE)
+        engine = self._maybe_build_engine(out_dir, plan)
+        if engine:
+            info["engine"] = engine
+            files += [out_dir / engine["engine"], out_dir / engine["timing_cache"]]
+        return Lowered(files=files, info=info)
+
+    @staticmethod
+    def _maybe_build_engine(out_dir: Path, plan) -> dict[str, Any] | None:
+        from deploycomp.backends.tensorrt.engine import build_engine, require_engine_builder
+
+        try:
+            trt, gpu = require_engine_builder()
+        except DeployError:
+            return None  # no TensorRT or no GPU here: `deploycomp engine` on the device
+        return build_engine(out_dir, plan, trt) | {"gpu": gpu}
+
+    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]):
+        engine = lowered.get("engine")
+        if engine and (bundle_dir / engine["engine"]).is_file():
+            from deploycomp.backends.tensorrt.engine import TensorRTRunner
+
+            try:
+                return TensorRTRunner(bundle_dir / engine["engine"])
+            except DeployError:
+                pass  # built on another machine: fall back to the functional reference
+        from deploycomp.backends.onnxruntime import ORTRunner
+
+        runner = ORTRunner(bundle_dir / lowered["onnx"])
+        runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
+                           executed_precision=f"{lowered['precision']} graph on the ORT CPU provider")
+        return runner
+
+
+BACKEND = TensorRTBackend()

@@ -1,0 +1,91 @@
+"""fp32 ONNX -> fp16 ONNX for a strongly typed TensorRT network.
+
+TensorRT 10+ networks are strongly typed: a tensor's precision is the ONNX tensor's
+element type, so "build in fp16" means handing over a graph whose tensors *are* fp16.
+Everything float becomes fp16 except ops whose fp16 arithmetic overflows or loses too
+much (reductions over many elements, exponentials, normalizations: the fp16 trap that
+turns LayerNorm variance or Softmax sums into inf): those stay fp32 behind Casts. Model
+inputs and outputs stay fp32 at the interface, with one Cast each way, so callers and
+the runner do not change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["KEEP_FP32", "to_fp16"]
+
+KEEP_FP32 = frozenset({
+    "LayerNormalization", "Softmax", "LogSoftmax", "Pow", "ReduceMean", "ReduceSum", "ReduceSumSquare",
+    "ReduceL2", "ReduceLogSumExp", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "GroupNormalization",
+    "InstanceNormalization", "Cast", "CastLike", "ConstantOfShape", "RandomNormal", "RandomUniform",
+    "EyeLike", "QuantizeLinear", "DequantizeLinear", "If", "Loop", "Scan", "Range", "Shape", "Size",
+})
+"""Op types that keep fp32 tensors: numerically sensitive ops, ops whose output type is an
+attribute (Cast, generators), quantization ops, and control flow."""
+
+_FP32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
+"""(op, input index) that the ONNX spec types as float32 whatever the data type."""
+
+FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
+
+
+def _is_initializer(value: ir.Value) -> bool:
+    return value.const_value is not None and not value.is_graph_input()
+
+
+def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32) -> ir.Model:
+    """A converted copy of ``model`` (the argument is not modified)."""
+    model = ir.from_proto(ir.to_proto(model))
+    graph = model.graph
+    casts: dict[tuple[str, ir.DataType], ir.Value] = {}
+    halves: dict[str, ir.Value] = {}
+
+    def cast(value: ir.Value, to: ir.DataType, before: ir.Node) -> ir.Value:
+        key = (value.name, to)
+        if key not in casts:
+            node = ir.node("Cast", [value], attributes={"to": to}, name=f"{value.name}__to_{to.name.lower()}")
+            node.outputs[0].name = f"{value.name}__{to.name.lower()}"
+            node.outputs[0].shape, node.outputs[0].type = value.shape, ir.TensorType(to)
+            graph.insert_before(before, node)
+            casts[key] = node.outputs[0]
+        return casts[key]
+
+    def half_initializer(value: ir.Value) -> ir.Value:
+        if value.name not in halves:
+            data = value.const_value.numpy().astype(np.float16)
+            half = ir.Value(name=f"{value.name}__fp16", const_value=ir.tensor(data, name=f"{value.name}__fp16"))
+            half.shape, half.type = value.shape, ir.TensorType(HALF)
+            graph.register_initializer(half)
+            halves[value.name] = half
+        return halves[value.name]
+
+    for node in list(graph):
+        runs_half = node.op_type not in keep_fp32 and node.domain in ("", "ai.onnx")
+        for i, value in enumerate(node.inputs):
+            if value is None or value.dtype not in (FLOAT, HALF):
+                continue
+            want = HALF if runs_half and (node.op_type, i) not in _FP32_INPUTS else FLOAT
+            if _is_initializer(value) and value.dtype == FLOAT:
+                if want == HALF:
+                    node.replace_input_with(i, half_initializer(value))
+            elif value.dtype != want:
+                node.replace_input_with(i, cast(value, want, node))
+        if runs_half:
+            for out in node.outputs:
+                if out.dtype == FLOAT:
+                    out.type = ir.TensorType(HALF)
+    for i, value in enumerate(list(graph.outputs)):
+        if value.dtype == HALF:
+            name = value.name
+            value.name = f"{name}__fp16"
+            node = ir.node("Cast", [value], attributes={"to": FLOAT}, name=f"{name}__to_float")
+            node.outputs[0].name = name
+            node.outputs[0].shape, node.outputs[0].type = value.shape, ir.TensorType(FLOAT)
+            graph.append(node)
+            graph.outputs[i] = node.outputs[0]
+    unused = [name for name, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]
+    for name in unused:
+        graph.initializers.pop(name)
+    return model

@@ -1,0 +1,86 @@
+"""``build_plan.json``: everything the engine build on the device needs besides the ONNX.
+
+An engine is tied to the GPU architecture and the TensorRT version it was built with,
+so a bundle made in CI carries the *plan* and the engine is built where it will run
+(``deploycomp engine BUNDLE``). The plan pins what must not vary between machines:
+optimization profiles, workspace, builder optimization level, DLA use, the timing
+cache file, and the TensorRT versions the ONNX was checked against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploycomp.errors import UnsupportedError
+from deploycomp.targets import TargetProfile
+
+__all__ = ["PLAN_FILE", "BuildPlan", "make_plan", "read_plan", "version_ok"]
+
+PLAN_FILE = "build_plan.json"
+TRT_VERSIONS = ">=10.0,<12"
+"""Strongly typed networks and explicit (QDQ) quantization: TensorRT 10 and 11."""
+
+
+@dataclass
+class BuildPlan:
+    onnx: str
+    precision: str
+    profiles: list[dict[str, dict[str, list[int]]]]
+    """One optimization profile: input name -> {min, opt, max} shapes."""
+    workspace_mb: int
+    builder_optimization_level: int = 3
+    strongly_typed: bool = True
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    timing_cache: str = "timing.cache"
+    engine: str = "model.engine"
+    tensorrt_versions: str = TRT_VERSIONS
+    target: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_plan(onnx_name: str, target: TargetProfile, precision: str,
+              profiles: dict[str, dict[str, list[int]]]) -> BuildPlan:
+    notes = []
+    workspace = int(max(256, min(4096, (target.budgets.max_memory_mb or 2048) // 2)))
+    dla = None
+    if target.dla_cores > 0 and precision in ("fp16", "int8"):
+        dla = 0
+        notes.append("DLA core 0 with GPU fallback: layers the DLA cannot run go to the GPU")
+    elif target.dla_cores > 0:
+        notes.append(f"DLA not used: it runs fp16/int8 only, not {precision}")
+    return BuildPlan(onnx=onnx_name, precision=precision, profiles=[profiles], workspace_mb=workspace,
+                     dla_core=dla, gpu_fallback=dla is not None, target=target.name, notes=notes)
+
+
+def read_plan(bundle: Path) -> BuildPlan:
+    path = Path(bundle) / PLAN_FILE
+    try:
+        data = json.loads(path.read_text())
+        return BuildPlan(**data)
+    except (OSError, ValueError, TypeError) as e:
+        raise UnsupportedError(f"{path}: not a readable TensorRT build plan ({e})") from None
+
+
+def version_ok(version: str, spec: str = TRT_VERSIONS) -> bool:
+    """``version`` ("10.13.0.35") within ``spec`` (">=10.0,<12"), compared by numeric parts."""
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+    have = parts(version)
+    for clause in spec.split(","):
+        clause = clause.strip()
+        op = clause[:2] if clause[:2] in (">=", "<=", "==") else clause[:1]
+        bound = parts(clause[len(op):])
+        n = len(bound)
+        ok = {">=": have[:n] >= bound, "<=": have[:n] <= bound, "==": have[:n] == bound,
+              "<": have[:n] < bound, ">": have[:n] > bound}[op]
+        if not ok:
+            return False
+    return True

@@ -1,0 +1,73 @@
+"""``deploycomp engine BUNDLE``: build the TensorRT engine of a bundle on the device.
+
+The bundle was made anywhere (CI, a workstation) with the TensorRT-ready ONNX, its
+build plan and one reference input/output pair; this step runs on the Jetson or GPU
+server that will execute it, because engines are tied to the GPU and TensorRT version.
+It builds the engine, checks it against the reference with the target's fidelity
+budget, and records TensorRT/GPU/driver versions in the manifest. On failure the
+bundle is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploycomp.bundle import MANIFEST, artifact_entries, read_manifest, write_json
+from deploycomp.errors import BudgetError, DeployError, OutputExistsError
+
+__all__ = ["build_bundle_engine", "read_reference"]
+
+
+def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    with np.load(path) as data:
+        inputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("input/")}
+        outputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("output/")}
+    return inputs, outputs
+
+
+def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None, cudart=None) -> dict[str, Any]:
+    from deploycomp.backends.tensorrt.engine import TensorRTRunner, build_engine, require_engine_builder
+    from deploycomp.backends.tensorrt.plan import read_plan
+    from deploycomp.targets import Fidelity
+    from deploycomp.validate import compare_outputs
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if manifest["backend"]["name"] != "tensorrt":
+        raise DeployError(f"{bundle}: a {manifest['backend']['name']} bundle; engines are built for TensorRT bundles")
+    plan = read_plan(bundle)
+    if (bundle / plan.engine).exists() and not force:
+        raise OutputExistsError(f"{bundle / plan.engine} exists (use --force to rebuild)")
+    trt, gpu = require_engine_builder(trt, cudart)  # before any work: a clear error without TensorRT or a GPU
+    previous = {p: (bundle / p).read_bytes() for p in (plan.engine, plan.timing_cache) if (bundle / p).is_file()}
+    try:
+        info = build_engine(bundle, plan, trt) | {"gpu": gpu}
+        runner = TensorRTRunner(bundle / plan.engine, trt, cudart)
+        inputs, want = read_reference(bundle / manifest["backend"]["lowered"]["reference"])
+        metrics = compare_outputs([want], [runner.run(inputs)])
+        budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
+        worst = min(m["cosine"] for m in metrics.values())
+        if worst < budget.min_cosine:
+            raise BudgetError(f"the engine's outputs reach cosine {worst:.5f} vs ONNX Runtime fp32, "
+                              f"below the budget {budget.min_cosine}; engine discarded")
+    except BaseException:
+        for name in (plan.engine, plan.timing_cache):
+            path = bundle / name
+            if name in previous:
+                path.write_bytes(previous[name])
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    lowered = manifest["backend"]["lowered"]
+    lowered["engine"] = info
+    manifest["engine_validation"] = {"outputs": metrics, "min_cosine": budget.min_cosine, "ok": True}
+    files = [bundle / a["path"] for a in manifest["artifacts"] if a["path"] not in (plan.engine, plan.timing_cache)]
+    manifest["artifacts"] = artifact_entries(bundle, files + [bundle / plan.engine, bundle / plan.timing_cache])
+    tmp = bundle / f".{MANIFEST}.tmp"
+    write_json(tmp, manifest)
+    tmp.replace(bundle / MANIFEST)
+    return manifest

@@ -1,0 +1,206 @@
+"""TensorRT without a GPU: typed ONNX, build plan, NVIDIA's parser, the engine-builder call
+sequence against a recording fake, and the errors a user meets on a machine without one."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import deploycomp
+from deploycomp.backends.tensorrt import parser as nvparser
+from deploycomp.backends.tensorrt.engine import build_engine, gpu_info
+from deploycomp.backends.tensorrt.fp16 import to_fp16
+from deploycomp.backends.tensorrt.plan import BuildPlan, make_plan, read_plan, version_ok
+from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.targets import load_target
+from tests.passes._harness import model_from_text
+
+R = np.random.default_rng(0)
+
+
+def _attention_block():
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] k, float[64] gamma,
+              float[64] beta) => (float[1, 4, 64] y)
+    { c = Conv <pads = [1, 1, 1, 1]> (x, k)
+      r = Reshape (c, shp)
+      n = LayerNormalization <axis = -1> (r, gamma, beta)
+      y = Softmax <axis = -1> (n) }"""
+    text = text.replace("float[64] beta)", "float[64] beta, int64[3] shp)")
+    proto = model_from_text(text, k=R.standard_normal((4, 3, 3, 3)).astype(np.float32),
+                            gamma=np.ones(64, np.float32), beta=np.zeros(64, np.float32), shp=np.array([1, 4, 64]))
+    return ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+
+
+def test_fp16_graph_keeps_sensitive_ops_fp32_and_fp32_io():
+    model = _attention_block()
+    half = to_fp16(model)
+    types_by_op = {n.op_type: n.outputs[0].dtype for n in half.graph}
+    assert types_by_op["Conv"] == ir.DataType.FLOAT16
+    assert types_by_op["LayerNormalization"] == ir.DataType.FLOAT and types_by_op["Softmax"] == ir.DataType.FLOAT
+    assert [v.dtype for v in half.graph.inputs] == [ir.DataType.FLOAT] == [v.dtype for v in half.graph.outputs]
+    assert half.graph.outputs[0].name == "y"
+    assert all(v.dtype == ir.DataType.FLOAT16 for k, v in half.graph.initializers.items() if k.startswith("k"))
+    x = R.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(ir.to_proto(m).SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    want, got = run(model), run(half)
+    assert float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.999
+
+
+@pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
+def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
+    assert nvparser.parse_onnx(ir.to_proto(to_fp16(_attention_block())).SerializeToString()).ok
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[2, 3] x) => (float[2, 3] y)
+    { y = Bernoulli (x) }"""
+    bad = nvparser.parse_onnx(model_from_text(text).SerializeToString())
+    assert not bad.ok and bad.unsupported[0]["op"] == "Bernoulli"
+
+
+def test_tensorrt_bundle_without_a_gpu(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="jetson-orin-nano", precision="fp16")
+    manifest = runner.manifest
+    lowered = manifest["backend"]["lowered"]
+    assert sorted(a["path"] for a in manifest["artifacts"]) == ["build_plan.json", "model.onnx", "reference.npz"]
+    assert lowered["engine"] is None and lowered["typed_as"].startswith("fp16 tensors")
+    assert "functional reference" in manifest["backend"]["runtime"]["runtime"]
+    assert manifest["validation"]["ok"] and "latency_here" not in manifest["measured"]
+    plan = read_plan(tmp_path / "b")
+    assert plan.profiles == [{"x": {"min": [1, 3, 16, 16], "opt": [1, 3, 16, 16], "max": [1, 3, 16, 16]}}]
+    assert plan.strongly_typed and plan.dla_core is None and plan.precision == "fp16"
+    graph = onnx.load(tmp_path / "b" / "model.onnx").graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    if nvparser.parser_module() is not None:
+        assert lowered["nvidia_parser"].startswith(("tensorrt", "tensorrt_rtx"))
+        assert any("all nodes supported" in n for n in manifest["support"]["notes"])
+    x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+    assert deploycomp.load(tmp_path / "b").run({"x": x})["probs"].shape == (1, 4)
+
+
+def test_dla_targets_plan_dla_with_gpu_fallback():
+    agx = load_target("jetson-agx-orin")
+    assert make_plan("model.onnx", agx, "int8", {}).dla_core == 0
+    assert make_plan("model.onnx", agx, "int8", {}).gpu_fallback
+    assert make_plan("model.onnx", agx, "fp32", {}).dla_core is None  # the DLA has no fp32
+    assert make_plan("model.onnx", load_target("nvidia-t4"), "int8", {}).dla_core is None
+
+
+def test_version_ranges():
+    assert version_ok("10.13.0.35") and version_ok("11.0.1")
+    assert not version_ok("8.6.1") and not version_ok("12.0.0")
+
+
+def test_engine_without_gpu_is_a_clear_error_and_leaves_the_bundle(tiny_conv, tmp_path):
+    from deploycomp.engine import build_bundle_engine
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4")
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
+    no_gpu = types.SimpleNamespace(cudaGetDeviceCount=lambda: (100, 0))  # cudaErrorNoDevice
+    with pytest.raises(BackendUnavailable, match="needs an NVIDIA GPU"):
+        build_bundle_engine(tmp_path / "b", trt=object(), cudart=no_gpu)
+    assert gpu_info(no_gpu) is None
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
+
+
+class _Recorder:
+    """A fake ``tensorrt`` module that records every call the engine builder makes."""
+
+    def __init__(self, version="10.13.0.35", parse_ok=True):
+        self.calls: list[tuple] = []
+        self.__version__ = version
+        rec = self
+
+        class Obj:
+            def __init__(self, kind):
+                self._kind = kind
+
+            def __getattr__(self, name):
+                if name == "num_errors":  # a property in TensorRT
+                    return 0
+
+                def call(*args, **kwargs):
+                    rec.calls.append((f"{self._kind}.{name}", args, kwargs))
+                    return {"create_network": Obj("network"), "create_builder_config": Obj("config"),
+                            "create_optimization_profile": Obj("profile"), "create_timing_cache": Obj("cache"),
+                            "get_timing_cache": Obj("cache"), "serialize": b"CACHE",
+                            "build_serialized_network": b"ENGINE", "parse_from_file": parse_ok}.get(name)
+                return call
+
+            def __setattr__(self, name, value):
+                if name.startswith("_"):
+                    object.__setattr__(self, name, value)
+                else:
+                    rec.calls.append((f"{self._kind}.{name}=", (value,), {}))
+
+        self.Logger = type("Logger", (), {"WARNING": 2, "ERROR": 1, "__init__": lambda s, level: None})
+        self.Builder = lambda logger: Obj("builder")
+        self.OnnxParser = lambda network, logger: Obj("parser")
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+        self.DeviceType = types.SimpleNamespace(DLA="DLA")
+        self.BuilderFlag = types.SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK")
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+
+def _plan(**kw) -> BuildPlan:
+    return BuildPlan(onnx="model.onnx", precision="int8", workspace_mb=512,
+                     profiles=[{"images": {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}}], **kw)
+
+
+def test_engine_builder_call_sequence(tmp_path):
+    trt = _Recorder()
+    (tmp_path / "timing.cache").write_bytes(b"OLD")
+    info = build_engine(tmp_path, _plan(dla_core=0, gpu_fallback=True), trt)
+    calls = trt.calls
+    assert ("builder.create_network", (1,), {}) in calls  # 1 << STRONGLY_TYPED
+    assert ("parser.parse_from_file", (str(tmp_path / "model.onnx"),), {}) in calls
+    assert ("config.set_memory_pool_limit", ("WORKSPACE", 512 << 20), {}) in calls
+    assert ("config.builder_optimization_level=", (3,), {}) in calls
+    assert ("profile.set_shape", ("images", (1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64)), {}) in calls
+    assert ("config.default_device_type=", ("DLA",), {}) in calls and ("config.DLA_core=", (0,), {}) in calls
+    assert ("config.set_flag", ("GPU_FALLBACK",), {}) in calls
+    assert ("config.create_timing_cache", (b"OLD",), {}) in calls  # reused, then saved
+    names = trt.names()
+    assert names.index("config.add_optimization_profile") < names.index("builder.build_serialized_network")
+    assert (tmp_path / "model.engine").read_bytes() == b"ENGINE"
+    assert (tmp_path / "timing.cache").read_bytes() == b"CACHE"
+    assert info["tensorrt_version"] == "10.13.0.35" and info["engine"] == "model.engine"
+
+
+def test_engine_builder_refuses_other_versions_and_parser_failures(tmp_path):
+    with pytest.raises(UnsupportedError, match="TensorRT 8.6.1 here; this bundle's plan needs >=10.0,<12"):
+        build_engine(tmp_path, _plan(), _Recorder(version="8.6.1"))
+    with pytest.raises(UnsupportedError, match="TensorRT's parser rejects model.onnx"):
+        build_engine(tmp_path, _plan(), _Recorder(parse_ok=False))
+    assert not (tmp_path / "model.engine").exists()
+
+
+def test_cli_engine_without_tensorrt_exits_7(tiny_conv, tmp_path):
+    from tests.test_cli import cli
+
+    assert cli("build", tiny_conv, "--out", tmp_path / "b", "--target", "jetson-orin-nano")[0] == 0
+    rc, _, stderr = cli("engine", tmp_path / "b")
+    assert rc == 7 and "TensorRT engine" in stderr and len(stderr.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["backend"]["lowered"]["engine"] is None
+
+
+@pytest.mark.gpu
+def test_engine_on_a_real_gpu(tiny_conv, tmp_path):
+    info = gpu_info()
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        info = None
+    if info is None:
+        pytest.skip("needs an NVIDIA GPU and the tensorrt package (none on this machine)")
+    from deploycomp.engine import build_bundle_engine
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4", precision="fp16")
+    manifest = build_bundle_engine(tmp_path / "b")
+    assert manifest["engine_validation"]["ok"]
