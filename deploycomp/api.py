@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 from deploycomp import pipeline
 from deploycomp.runner import BundleRunner, load
-from deploycomp.shapes import parse_input_spec
+from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
 __all__ = ["build", "load", "optimize"]
 
@@ -38,6 +38,7 @@ def build(
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
     int8_io: bool | None = None,
+    profiles: Iterable[str] | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
@@ -55,7 +56,7 @@ def build(
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, int8_accept=int8_accept, io_layout=io_layout,
-            int8_io=int8_io,
+            int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
         )
     )
     return load(result.bundle)

@@ -109,6 +109,8 @@ def _build_options(f):
                      help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
+    f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
+                     help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),
                      help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
     f = click.option("--int8-io/--float-io", "int8_io", default=None,
@@ -122,14 +124,15 @@ def _build_options(f):
 
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
     from deploycomp.pipeline import BuildOptions, build
-    from deploycomp.shapes import parse_input_spec
+    from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
     as_json = kw.pop("as_json")
     bar, step = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
     try:
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
-            keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step, **kw,
+            keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
+            profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
         bar.close()
@@ -161,7 +164,7 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         return
     path = fetch_example(name)
     ex = EXAMPLES[name]
-    if not kw["inputs"]:
+    if not kw["inputs"] and not any(p.startswith(f"{ex.input_name}:") for p in kw["profiles"]):
         kw["inputs"] = (f"{ex.input_name}:{'x'.join(map(str, ex.shape))}",)
     out = out or Path("dist") / f"{name}-{Path(kw['target']).stem}-{kw['precision']}"
     click.echo(f"model {path}", err=True)

@@ -54,6 +54,9 @@ class BuildOptions:
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
+    profiles: list = field(default_factory=list)
+    """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
+    their varying dims dynamic in the ONNX, and validation runs at OPT."""
     io_layout: str | None = None
     int8_io: bool | None = None
     """TFLite int8: int8 model inputs/outputs (full integer). Default: on for Edge TPU targets."""
@@ -88,6 +91,8 @@ class Prepared:
     shapes: dict[str, tuple[int, ...]]
     assumed: list[str]
     pass_log: Any
+    profiles: dict[str, tuple] = field(default_factory=dict)
+    """TensorRT optimization profiles: input -> (min, opt, max)."""
 
 
 def _versions() -> dict[str, str]:
@@ -114,9 +119,22 @@ def _host_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile) -> tuple[dict, list[str]]:
-    """User shapes, plus batch=1 for a dynamic leading dim; error on anything else dynamic."""
+DEFAULT_MAX_BATCH = 8
+"""A dynamic batch kept for TensorRT gets the profile 1 / 1 / this, unless --profile says otherwise."""
+
+
+def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
+                    profiles: dict[str, tuple] | None = None) -> tuple[dict, list[str]]:
+    """User shapes, plus batch=1 for a dynamic leading dim; error on anything else dynamic.
+
+    Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
+    without static shapes) are validated at the profile's OPT shape."""
+    profiles = profiles if profiles is not None else {}
     shapes = check_specs(model, list(specs))
+    for name, (lo, opt, hi) in profiles.items():
+        if name in shapes:
+            raise InputDataError(f"input '{name}' has both --input and --profile; give one")
+        shapes[name] = opt
     assumed = []
     current = input_shapes(model)
     dynamic = dynamic_dims(model)
@@ -128,21 +146,35 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             continue
         if dims == [0] and len(current[name]) > 1:
             shapes[name] = (1, *current[name][1:])
-            assumed.append(f"{name}: batch dim set to 1")
+            if target.backend == "tensorrt" and not target.static_shapes:
+                rest = tuple(current[name][1:])
+                profiles[name] = ((1, *rest), (1, *rest), (DEFAULT_MAX_BATCH, *rest))
+                assumed.append(f"{name}: dynamic batch kept; TensorRT profile 1 / 1 / {DEFAULT_MAX_BATCH}, validated at 1")
+            else:
+                assumed.append(f"{name}: batch dim set to 1")
             continue
         need = "it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
+        example = "x".join(str(d) if isinstance(d, int) else "N" for d in current[name])
+        also = f" or --profile {name}:MIN:OPT:MAX" if target.backend == "tensorrt" else ""
         raise InputDataError(
             f"input '{name}' has dynamic dim(s) {dims} (shape {current[name]}); target {target.name}: {need}; "
-            f"pass --input {name}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in current[name])}"
+            f"pass --input {name}:{example}{also}"
         )
     return shapes, assumed
 
 
-def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (), pipeline: str | None = None) -> Prepared:
+def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
+            pipeline: str | None = None, profiles: dict[str, tuple] | None = None) -> Prepared:
+    """Load, pin shapes, optimize. ``profiles`` (TensorRT) is filled in with the profiles
+    made for dynamic batches; their varying dims stay symbolic in the optimized graph."""
     loaded = load_model(model_path)
-    shapes, assumed = _resolve_shapes(loaded.model, specs, target)
-    model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, shapes))
-    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog)
+    profiles = profiles if profiles is not None else {}
+    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles)
+    pinned = dict(shapes)
+    for name, (lo, _, hi) in profiles.items():
+        pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
+    model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
+    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -249,8 +281,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
         raise InputDataError(f"{opts.calibration}: calibration file not found")
 
+    profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
+    if profiles and backend.name != "tensorrt":
+        raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
     opts.progress("load + optimize")
-    prep = prepare(opts.model, target, opts.inputs)
+    prep = prepare(opts.model, target, opts.inputs, profiles=profiles)
     opts.progress("check op support")
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
@@ -267,7 +302,7 @@ def _build(opts: BuildOptions) -> BuildResult:
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
-        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts, target))
+        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts, target, prep.profiles))
         opts.progress("validate")
         runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
         refs = [reference.run(s) for s in samples]
@@ -310,7 +345,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
                        "profile": target.model_dump(exclude={"source_file"})},
             "precision": opts.precision,
-            "io": io,
+            "io": io | ({"profiles": {n: {"min": list(lo), "opt": list(opt), "max": list(hi)}
+                                      for n, (lo, opt, hi) in prep.profiles.items()}} if prep.profiles else {}),
             "assumptions": prep.assumed,
             "quantization": quant_info,
             "backend": {"name": backend.name, "lowered": lowered.info, "runtime": runner.info},
@@ -372,7 +408,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts, target))
+            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts, target, prep.profiles))
             runner = backend.load(Path(tmp), lowered.info)
             outs = [runner.run(s) for s in held]
         if opts.int8_accept is not None:
@@ -415,9 +451,10 @@ def _int8_io(opts: BuildOptions, target: TargetProfile) -> bool:
     return target.backend == "tflite" and opts.precision == "int8" and target.device == "EDGETPU"
 
 
-def _backend_options(opts: BuildOptions, target: TargetProfile) -> dict[str, Any]:
-    return {k: v for k, v in {"io_layout": opts.io_layout, "int8_io": _int8_io(opts, target) or None}.items()
-            if v is not None}
+def _backend_options(opts: BuildOptions, target: TargetProfile, profiles: dict[str, tuple]) -> dict[str, Any]:
+    trt_profiles = {n: {"min": list(lo), "opt": list(opt), "max": list(hi)} for n, (lo, opt, hi) in profiles.items()}
+    return {k: v for k, v in {"io_layout": opts.io_layout, "int8_io": _int8_io(opts, target) or None,
+                              "profiles": trt_profiles or None}.items() if v is not None}
 
 
 def _load_and_run(backend, stage: Path, info: dict, sample: dict):

@@ -84,3 +84,21 @@ def check_specs(model: ir.Model, specs: list[InputSpec]) -> dict[str, tuple[int,
                     raise InputDataError(f"--input {name}: dim {i} is fixed to {have} in the model, {want} given")
         resolved[name] = dims
     return resolved
+
+
+ProfileSpec = tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def parse_profile_spec(text: str) -> ProfileSpec:
+    """``images:1x3x320x320:4x3x320x320:8x3x320x320`` -> (name, min, opt, max)."""
+    parts = text.split(":")
+    if len(parts) != 4 or not parts[0]:
+        raise InputDataError(f"--profile {text!r}: expected NAME:MIN:OPT:MAX, e.g. images:1x3x320x320:4x3x320x320:8x3x320x320")
+    name, *shapes = parts
+    dims = [parse_input_spec(f"{name}:{s}")[1] for s in shapes]
+    if len({len(d) for d in dims}) != 1:
+        raise InputDataError(f"--profile {text!r}: MIN, OPT and MAX must have the same rank")
+    lo, opt, hi = dims
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise InputDataError(f"--profile {text!r}: every dim must satisfy MIN <= OPT <= MAX")
+    return name, lo, opt, hi

@@ -70,7 +70,7 @@ def test_tensorrt_bundle_without_a_gpu(tiny_conv, tmp_path):
     assert "functional reference" in manifest["backend"]["runtime"]["runtime"]
     assert manifest["validation"]["ok"] and "latency_here" not in manifest["measured"]
     plan = read_plan(tmp_path / "b")
-    assert plan.profiles == [{"x": {"min": [1, 3, 16, 16], "opt": [1, 3, 16, 16], "max": [1, 3, 16, 16]}}]
+    assert plan.profiles == [{"x": {"min": [1, 3, 16, 16], "opt": [1, 3, 16, 16], "max": [8, 3, 16, 16]}}]
     assert plan.strongly_typed and plan.dla_core is None and plan.precision == "fp16"
     graph = onnx.load(tmp_path / "b" / "model.onnx").graph
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
@@ -204,3 +204,44 @@ def test_engine_on_a_real_gpu(tiny_conv, tmp_path):
     deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4", precision="fp16")
     manifest = build_bundle_engine(tmp_path / "b")
     assert manifest["engine_validation"]["ok"]
+
+
+def test_dynamic_batch_keeps_a_profile(tiny_conv, tmp_path):
+    """tiny_conv's batch is dynamic: for TensorRT it stays dynamic in the ONNX, with a
+    1 / 1 / 8 profile in the plan, and the bundle is validated at batch 1."""
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="jetson-orin-nano")
+    manifest = runner.manifest
+    assert any("dynamic batch kept" in a for a in manifest["assumptions"])
+    assert manifest["io"]["profiles"]["x"] == {"min": [1, 3, 16, 16], "opt": [1, 3, 16, 16], "max": [8, 3, 16, 16]}
+    assert read_plan(tmp_path / "b").profiles == [manifest["io"]["profiles"]]
+    dim0 = onnx.load(tmp_path / "b" / "model.onnx").graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value
+
+
+def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
+    from deploycomp.errors import InputDataError
+
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4",
+                              profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16"])
+    assert runner.manifest["io"]["inputs"][0]["shape"] == [4, 3, 16, 16]  # validated at OPT
+    assert read_plan(tmp_path / "b").profiles[0]["x"]["max"] == [16, 3, 16, 16]
+    with pytest.raises(InputDataError, match="MIN <= OPT <= MAX"):
+        deploycomp.build(tiny_conv, tmp_path / "c", target="nvidia-t4", profiles=["x:4x3x16x16:1x3x16x16:8x3x16x16"])
+    with pytest.raises(UnsupportedError, match="--profile applies to TensorRT targets"):
+        deploycomp.build(tiny_conv, tmp_path / "c", profiles=["x:1x3x16x16:1x3x16x16:2x3x16x16"])
+    assert not (tmp_path / "c").exists()
+
+
+def test_unconstrained_dynamic_dims_ask_for_input_or_profile(tmp_path):
+    from onnx import helper
+
+    from deploycomp.errors import InputDataError
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dyn.onnx")
+    with pytest.raises(InputDataError, match=r"pass --input x:1x3xNxN or --profile x:MIN:OPT:MAX"):
+        deploycomp.build(tmp_path / "dyn.onnx", tmp_path / "b", target="jetson-orin-nano")
