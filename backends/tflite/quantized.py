@@ -92,10 +92,6 @@ def int8_source(lo: Lowering, value: ir.Value | None) -> ir.Value | None:
     return lo.dequantized[value.name]
 
 
-def quantization_of(lo: Lowering, value: ir.Value) -> Quantization:
-    return lo.w.quantization(lo.values[value.name].index)
-
-
 def quantized_weight(lo: Lowering, value: ir.Value | None):
     """(int8 data in ONNX layout, per-channel scales, ONNX axis) of a dequantized weight."""
     if value is None:

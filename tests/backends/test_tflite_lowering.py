@@ -315,3 +315,15 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     step = float(np.ptp(want)) / 255
     assert np.abs(got - want).max() < 4 * step
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
+
+
+def test_cast_comparison_and_where(tmp_path):
+    text = f"""{G} g (float[1, 3, 6, 6] x, float[4, 3, 1, 1] k, float[] t) => (float[1, 4, 6, 6] y, float[1, 4, 6, 6] z)
+    {{ a = Conv (x, k)
+       m = Greater (a, t)
+       y = Where (m, a, t)
+       i = Cast <to = 6> (a)
+       z = Cast <to = 1> (i) }}"""
+    model = model_from_text(text, k=w(4, 3, 1, 1, scale=3.0), t=np.float32(0.25))
+    ops = lower(tmp_path, model, image(1, 3, 6, 6))
+    assert ops["CAST"] == 2 and ops["SELECT_V2"] == 1 and "TRANSPOSE" not in ops
