@@ -66,6 +66,23 @@ def _auto_html(auto: dict | None) -> str:
             + _table(rows, ["precision", "meets budgets", "latency", "size", "why"]))
 
 
+_LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "int8_io", "transposes", "int8_ops",
+                  "executed_precision", "edgetpu_cpu_fallback", "nvidia_parser", "plan")
+
+
+def _lowering_html(lowered: dict[str, Any], runtime: dict[str, Any]) -> str:
+    """What the backend made: its scalar facts, and the op histogram of a TFLite file."""
+    rows = [[k, html.escape(str(lowered[k]))] for k in _LOWERING_KEYS if lowered.get(k) not in (None, "")]
+    rows += [[k, html.escape(str(runtime[k]))] for k in ("runtime", "xnnpack_partitions", "device") if k in runtime]
+    if "engine" in lowered:
+        rows.append(["engine", html.escape(str(lowered["engine"]["engine"])) if lowered["engine"] else
+                     "not built here: run <code>deploycomp engine BUNDLE</code> on the device"])
+    ops = lowered.get("ops") or {}
+    chart = _bars("Operators in the artifact", sorted(((k, float(v), None) for k, v in ops.items()),
+                                                       key=lambda t: -t[1]), "") if ops else ""
+    return f"<h2>Lowering</h2>{_table(rows, ['', ''])}{chart}" if rows else ""
+
+
 def render_report(manifest: dict[str, Any]) -> str:
     target = manifest["target"]
     val = manifest["validation"]
@@ -91,6 +108,8 @@ def render_report(manifest: dict[str, Any]) -> str:
     if measured.get("reference_latency"):
         lat_items.insert(0, ("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"], None))
     lat_kind = latency.get("kind", "")
+    if measured.get("latency_here"):  # e.g. LiteRT on this x86 machine: informative, not the device's number
+        lat_items.append(("here, measured (not the target)", measured["latency_here"]["median_ms"], None))
     passes = _table(
         [[html.escape(p["name"]), p["stage"] if p["stage"] != "loop" else f"loop {p['step']}", p["nodes_before"],
           p["nodes_after"]] for p in manifest["passes"]],
@@ -101,6 +120,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         ["file", "size", "sha256"],
     )
     runtime = manifest["backend"].get("runtime", {})
+    lowering_html = _lowering_html(manifest["backend"].get("lowered", {}), runtime)
     quant = manifest.get("quantization") or {}
     quant_html = ""
     if quant:
@@ -129,6 +149,7 @@ Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get(
 {_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}
 {_error_chart(val['outputs'], target['profile']['fidelity'][manifest['precision']]['min_cosine'])}
 {_auto_html(manifest.get("auto"))}
+{lowering_html}
 {quant_html}
 <h2>Latency ({html.escape(lat_kind)})</h2>
 {_bars("Latency per inference", lat_items, " ms", "Roofline estimates use the profile's datasheet peaks, not a measurement." if lat_kind != "measured" else "Median of repeated runs on this machine.")}
