@@ -211,4 +211,8 @@ class QDQPass(ir.passes.InPlacePass):
         for index, node in enumerate(list(graph)):
             if node.op_type in p.compute_ops and node.name not in self.keep_float and len(node.inputs) > 1:
                 modified |= self._quantize_weights(graph, node, index)
+        # the float weights and biases now stored as int8/int32 are read by nothing: drop them,
+        # or an ONNX artifact (TensorRT's) would carry both copies
+        for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
+            graph.initializers.pop(name)
         return ir.passes.PassResult(model, modified)

@@ -41,6 +41,7 @@ def test_yolo_int8_bundle_is_explicitly_quantized_and_parses(real_model, target,
     zero_points = [i for i in model.graph.initializer if i.name.endswith("__zp")]
     assert zero_points and all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)
     assert nvparser.parse_onnx(model.SerializeToString()).ok
+    assert (tmp_path / "b" / "model.onnx").stat().st_size < 0.35 * real_model("yolov8n").stat().st_size
     assert manifest["validation"]["outputs"]["output0"]["cosine"] >= 0.98
     plan = (tmp_path / "b" / "build_plan.json").read_text()
     assert ('"dla_core": 0' in plan) == (target == "jetson-agx-orin")

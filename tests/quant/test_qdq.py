@@ -62,6 +62,7 @@ def test_policy_places_qdq_on_compute_inputs(tiny_conv, policy):
             stored = node.inputs[0].const_value.numpy().dtype
             assert stored == np.int8 or (int32_bias and stored == np.int32)  # weights int8, biases int32
             assert node.inputs[2].const_value.numpy().max() == 0  # symmetric
+    assert all(v.uses() for v in result.model.graph.initializers.values()), "float copies of int8 weights remain"
     x = _samples(1, seed=9)[0]["x"]
     ref, got = _run(model, x), _run(result.model, x)
     cos = float(np.dot(ref.ravel(), got.ravel()) / np.linalg.norm(ref) / np.linalg.norm(got))
