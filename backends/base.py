@@ -20,7 +20,7 @@ import onnx_ir as ir
 from deploycomp.errors import BackendUnavailable, UnsupportedError
 from deploycomp.targets import TargetProfile
 
-__all__ = ["Backend", "Lowered", "PendingBackend", "Runner", "SupportReport", "ensure_available", "require_modules"]
+__all__ = ["Backend", "Lowered", "Runner", "SupportReport", "ensure_available", "require_modules"]
 
 
 @dataclass
@@ -92,31 +92,3 @@ def require_modules(backend: str, modules: tuple[str, ...], install: str) -> Non
         raise BackendUnavailable(
             f"backend {backend} is unavailable: module(s) {', '.join(missing)} not installed (pip install {install})"
         )
-
-
-class PendingBackend:
-    """Stands in for a backend whose lowering is not written yet.
-
-    Its targets' profiles still load and validate, and ``build`` for them fails before
-    any work with a one-line :class:`BackendUnavailable` naming what is missing.
-    """
-
-    requires: tuple[str, ...] = ()
-    extra = "deploycomp"
-
-    def __init__(self, name: str, title: str):
-        self.name = name
-        self.title = title
-
-    def unavailable_reason(self) -> str:
-        return f"the {self.title} lowering is not implemented yet in this version of deploycomp"
-
-    def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
-        raise BackendUnavailable(f"target {target.name}: {self.unavailable_reason()}")
-
-    def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
-              options: Mapping[str, Any] | None = None) -> Lowered:
-        raise BackendUnavailable(f"target {target.name}: {self.unavailable_reason()}")
-
-    def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner:
-        raise BackendUnavailable(self.unavailable_reason())

@@ -2,7 +2,8 @@
 
 A target profile names its pipeline (by default its backend's). Every pipeline starts
 from the target-independent ``default`` list; backend pipelines may append passes
-that only they need (the NHWC layout pass for TFLite arrives with that backend).
+that only they need. (TFLite's NHWC layout is assigned while lowering, in
+``backends/tflite/layout.py``: ONNX has no NHWC convolution to rewrite into.)
 Keeping the lists here, as data, makes "what runs for jetson-orin-nano" a lookup.
 """
 
