@@ -128,7 +128,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         chart = _bars(
             "int8 sensitivity: output NMSE recovered by keeping one layer in float (top 15)",
             [(s["node"], max(s["gain"], 0.0), None) for s in ranking], "",
-        ) if ranking else ""
+        ) if ranking else f"<p>{html.escape(quant.get('sensitivity_note', ''))}</p>"
         quant_html = f"""<h2>int8 quantization</h2>
 <p>Policy <b>{html.escape(quant['policy'])}</b>: activations {html.escape(quant['activation_dtype'])}
 {'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(quant['range_method'])} ranges),

@@ -65,7 +65,12 @@ def quantize(
         "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
     }
     chosen: set[str] = set()
-    if meets_budget is not None and held_out:
+    if meets_budget is not None and held_out and meets_budget(quantized_copy(model, policy, ranges, pinned)):
+        # the common case (e.g. YOLOv8n): every layer int8 already meets the budget, so the
+        # per-layer ranking (one ORT session per layer) would only cost time
+        info.update(budget_met=True, sensitivity=[],
+                    sensitivity_note="every layer int8 meets the budget on the held-out samples: no ranking needed")
+    elif meets_budget is not None and held_out:
         from deploycomp.quant.sensitivity import ort_outputs
 
         refs = ort_outputs(model, held_out)
@@ -75,7 +80,8 @@ def quantize(
             {"node": s.node, "op": s.op_type, "nmse_if_float": s.error_if_float, "gain": s.gain} for s in ranking[:20]
         ]
         info["nmse_all_int8"] = ranking[0].error_all_int8 if ranking else 0.0
-        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(quantized_copy(model, policy, ranges, keep | pinned)))
+        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(quantized_copy(model, policy, ranges, keep | pinned)),
+                                          start=1)
         info["budget_met"] = met
     final = quantized_copy(model, policy, ranges, chosen | pinned)
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]

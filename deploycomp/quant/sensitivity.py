@@ -79,10 +79,10 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
 
 
 def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Callable[[set[str]], bool],
-                        max_float_fraction: float = 0.5) -> tuple[set[str], bool]:
-    """Smallest prefix of the ranking (sizes 0, 1, 2, 4, ...) whose model meets the budget."""
+                        max_float_fraction: float = 0.5, start: int = 0) -> tuple[set[str], bool]:
+    """Smallest prefix of the ranking (sizes 0, 1, 2, 4, ...; from ``start``) whose model meets the budget."""
     limit = max(1, int(len(ranking) * max_float_fraction))
-    k = 0
+    k = min(start, limit)
     while True:
         chosen = {s.node for s in ranking[:k]}
         if meets_budget(chosen):
