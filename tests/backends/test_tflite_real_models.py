@@ -67,7 +67,8 @@ def test_nchw_io_layout_keeps_onnx_order_at_the_boundary(real_model, tmp_path):
 
 def test_yolo_int8_tflite_keeps_the_detections(real_model, tmp_path):
     """int8 on the Raspberry Pi profile with the built-in calibration photos: one XNNPACK
-    partition, int8 convolutions, and the fp32 detections (score > 0.25) found again."""
+    partition, int8 convolutions, and the fp32 detections (score > 0.25 after NMS) found
+    again, all but at most one borderline one."""
     path = real_model("yolov8n")
     runner = deploycomp.build(path, tmp_path / "b", target="raspberry-pi-5", precision="int8",
                               inputs={"images": (1, 3, 320, 320)}, sample_kind="yolo")
@@ -78,8 +79,33 @@ def test_yolo_int8_tflite_keeps_the_detections(real_model, tmp_path):
     ref = ORTRunner(path)
     found = wanted = 0
     for sample in samples_for("yolo", "images", (1, 3, 320, 320)):
-        want, got = ref.run(sample)["output0"][0], runner.run(sample)["output0"][0]
-        keep = want[4:].max(0) > 0.25
-        wanted += int(keep.sum())
-        found += int(((got[4:].argmax(0) == want[4:].argmax(0)) & (got[4:].max(0) > 0.2) & keep).sum())
-    assert wanted > 0 and found >= 0.9 * wanted, (found, wanted)
+        want, got = _boxes(ref.run(sample)["output0"][0]), _boxes(runner.run(sample)["output0"][0])
+        wanted += len(want[0])
+        for box, cls in zip(*want):  # an int8 box of the same class overlapping it by IoU > 0.5
+            same = got[1] == cls
+            found += bool(same.any() and _iou(box, got[0][same]).max() > 0.5)
+    # 6 fp32 detections on these photos; onnx2tf's int8 keeps 3, a broken head keeps none
+    assert wanted >= 5 and found >= wanted - 1, (found, wanted)
+
+
+def _boxes(pred, conf=0.25, nms_iou=0.45):
+    """The detections a user keeps: anchors scoring above ``conf``, per-class greedy NMS
+    (YOLOv8 output: cx, cy, w, h, class scores). Returns xyxy boxes and classes."""
+    scores = pred[4:].max(0)
+    keep = scores > conf
+    cx, cy, w, h = pred[:4, keep]
+    boxes, classes, scores = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), pred[4:, keep].argmax(0), scores[keep]
+    kept = []
+    for c in np.unique(classes):
+        order = [i for i in np.argsort(-scores) if classes[i] == c]
+        while order:
+            kept.append(order[0])
+            order = [i for i in order[1:] if _iou(boxes[order[0]], boxes[i:i + 1])[0] <= nms_iou]
+    return boxes[kept], classes[kept]
+
+
+def _iou(box, boxes):
+    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), 1)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(box) + area(boxes) - inter + 1e-9)
