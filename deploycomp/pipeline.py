@@ -394,13 +394,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     opts.progress("int8 calibration")
     samples, label = _calibration(opts, prep)
-    if len(samples) >= 4:  # held-out samples spread over the set, so each kind of input is judged
-        count = max(1, min(4, len(samples) // 4))
-        picks = {round((i + 0.5) * len(samples) / count - 0.5) for i in range(count)}
-        held = [s for i, s in enumerate(samples) if i in picks]
-        calib = [s for i, s in enumerate(samples) if i not in picks]
-    else:
-        held = calib = samples
+    held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
+    calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
     refs = [reference.run(s) for s in held]
     # a handful of held-out samples is a noisy estimate: ask for half the error budget there
     # so that the final validation, on other inputs, still meets the whole of it
