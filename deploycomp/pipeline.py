@@ -58,9 +58,9 @@ class BuildOptions:
     """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
     their varying dims dynamic in the ONNX, and validation runs at OPT."""
     io_layout: str | None = None
+    """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_io: bool | None = None
     """TFLite int8: int8 model inputs/outputs (full integer). Default: on for Edge TPU targets."""
-    """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the held-out samples, True if the candidate is good enough.
