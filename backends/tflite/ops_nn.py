@@ -123,42 +123,26 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     if padding is None:
         source = _explicit_pad(lo, source, pads, out_value.name)
         padding = VALID
+    # depthwise: filter 1HWO, output channels on axis 3; otherwise OHWI (grouped convs too:
+    # their filter input depth is C_in / group)
     depthwise = group != 1 and group == cin and cin_g == 1
+    layout, channel_axis = ((1, 2, 3, 0), 3) if depthwise else ((0, 2, 3, 1), 0)
     if int8:
-        xq, (data, scales, _), qout = int8
-        if depthwise:
-            filt = quantized.weight_tensor(lo, w_value.name, data.transpose(1, 2, 3, 0), scales, 3)
-        else:
-            filt = quantized.weight_tensor(lo, w_value.name, data.transpose(0, 2, 3, 1), scales, 0)
+        _, (data, scales, _), qout = int8
+        filt = quantized.weight_tensor(lo, w_value.name, data.transpose(layout), scales, channel_axis)
         in_scale = lo.w.quantization(source).scale[0]
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None, in_scale, scales, cout)
-        out = quantized.write_int8(lo, node, qout, perm)
-        if depthwise:
-            options = lo.w.options("DepthwiseConv2D", padding=padding, strideH=strides[0], strideW=strides[1],
-                                   depthMultiplier=cout // cin, dilationHFactor=dilations[0],
-                                   dilationWFactor=dilations[1], fusedActivationFunction=quantized.fused(qout.activation))
-        else:
-            options = lo.w.options("Conv2D", padding=padding, strideH=strides[0], strideW=strides[1],
-                                   dilationHFactor=dilations[0], dilationWFactor=dilations[1],
-                                   fusedActivationFunction=quantized.fused(qout.activation))
-        lo.emit("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [source, filt, bias], [out], options)
-        return
-    if group == 1:
-        builtin, options = "CONV_2D", lo.w.options(
-            "Conv2D", padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
-            dilationWFactor=dilations[1], fusedActivationFunction=0)
-        filt = lo.constant(w_value.name, weight.transpose(0, 2, 3, 1))  # OHWI
-    elif depthwise:
-        builtin, options = "DEPTHWISE_CONV_2D", lo.w.options(
-            "DepthwiseConv2D", padding=padding, strideH=strides[0], strideW=strides[1], depthMultiplier=cout // cin,
-            dilationHFactor=dilations[0], dilationWFactor=dilations[1], fusedActivationFunction=0)
-        filt = lo.constant(w_value.name, weight.transpose(1, 2, 3, 0))  # 1HWO
+        out, activation = quantized.write_int8(lo, node, qout, perm), quantized.fused(qout.activation)
     else:
-        builtin, options = "CONV_2D", lo.w.options(  # grouped: filter input depth = C_in / group
-            "Conv2D", padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
-            dilationWFactor=dilations[1], fusedActivationFunction=0)
-        filt = lo.constant(w_value.name, weight.transpose(0, 2, 3, 1))
-    lo.emit(builtin, [source, filt, _bias(lo, node, 2, cout)], [lo.output(out_value, perm)], options)
+        filt = lo.constant(w_value.name, weight.transpose(layout))
+        bias, out, activation = _bias(lo, node, 2, cout), lo.output(out_value, perm), 0
+    geometry = dict(padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
+                    dilationWFactor=dilations[1], fusedActivationFunction=activation)
+    if depthwise:
+        builtin, options = "DEPTHWISE_CONV_2D", lo.w.options("DepthwiseConv2D", depthMultiplier=cout // cin, **geometry)
+    else:
+        builtin, options = "CONV_2D", lo.w.options("Conv2D", **geometry)
+    lo.emit(builtin, [source, filt, bias], [out], options)
 
 
 @lowers("ConvTranspose")
