@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
+
 __all__ = ["KEEP_FP32", "to_fp16"]
 
 KEEP_FP32 = frozenset({
@@ -85,7 +87,5 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32) -> ir.Model:
             node.outputs[0].shape, node.outputs[0].type = value.shape, ir.TensorType(FLOAT)
             graph.append(node)
             graph.outputs[i] = node.outputs[0]
-    unused = [name for name, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]
-    for name in unused:
-        graph.initializers.pop(name)
+    RemoveUnusedInitializersPass()(model)  # the fp32 originals of weights now read as fp16
     return model

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["QDQPass", "activation_params", "quantizable_tensors"]
@@ -213,6 +214,5 @@ class QDQPass(ir.passes.InPlacePass):
                 modified |= self._quantize_weights(graph, node, index)
         # the float weights and biases now stored as int8/int32 are read by nothing: drop them,
         # or an ONNX artifact (TensorRT's) would carry both copies
-        for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
-            graph.initializers.pop(name)
+        RemoveUnusedInitializersPass()(model)
         return ir.passes.PassResult(model, modified)
