@@ -16,6 +16,7 @@ TensorRT is given, so the fidelity of the typed graph is checked on any machine.
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,7 +54,7 @@ class TensorRTBackend:
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type in target.unsupported_ops:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
-        parsed = nvparser.parse_onnx(ir.to_proto(model).SerializeToString())
+        parsed = self._parse(model)
         if parsed is None:
             report.notes.append("NVIDIA's ONNX parser is not installed here (pip install tensorrt-rtx): "
                                 "op support was not checked against TensorRT")
@@ -64,6 +65,16 @@ class TensorRTBackend:
                 report.notes.insert(0, parsed.errors[0] if parsed.errors else "the parser rejected the model")
         return report
 
+    def _parse(self, model: ir.Model) -> nvparser.ParseResult | None:
+        """NVIDIA's parser on ``model``; the last result is kept, so an fp32 build, whose
+        ``lower`` hands over the graph ``check`` saw, is serialized and parsed once."""
+        cached = getattr(self, "_parsed", None)
+        if cached is not None and cached[0]() is model:
+            return cached[1]
+        parsed = nvparser.parse_onnx(ir.to_proto(model).SerializeToString())
+        self._parsed = (weakref.ref(model), parsed)
+        return parsed
+
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
               options: Mapping[str, Any] | None = None) -> Lowered:
         if precision not in PRECISIONS:
@@ -73,8 +84,7 @@ class TensorRTBackend:
             from deploycomp.backends.tensorrt.fp16 import to_fp16
 
             model = to_fp16(model)
-        onnx_bytes = ir.to_proto(model).SerializeToString()
-        parsed = nvparser.parse_onnx(onnx_bytes)
+        parsed = self._parse(model)
         if parsed is not None and not parsed.ok:
             first = parsed.unsupported[0] if parsed.unsupported else {"node": "?", "op": "?"}
             raise UnsupportedError(f"NVIDIA's ONNX parser ({parsed.parser}) rejects the {precision} ONNX at node "

@@ -14,6 +14,7 @@ records each I/O tensor's layout and the runner takes and returns ONNX order.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -102,11 +103,18 @@ class TFLiteBackend:
                 report.unsupported.append({"node": "", "op": str(e).split(":", 1)[-1].strip().split(" ")[0]})
         return report
 
-    @staticmethod
-    def _lower_in_memory(model: ir.Model, precision: str, io_layout: str, int8_io: bool = False):
+    def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False):
+        """Lower ``model``; the last result is kept, so an fp32 build lowers once for
+        ``check`` and ``lower`` (as the OpenVINO adapter converts once)."""
         from deploycomp.backends.tflite.lowering import Lowering
 
-        return Lowering(model, precision, io_layout, int8_io).run()
+        key = (precision, io_layout, int8_io)
+        cached = getattr(self, "_last", None)
+        if cached is not None and cached[0]() is model and cached[1] == key:
+            return cached[2]
+        result = Lowering(model, precision, io_layout, int8_io).run()
+        self._last = (weakref.ref(model), key, result)
+        return result
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
               options: Mapping[str, Any] | None = None) -> Lowered:
