@@ -35,6 +35,21 @@ def write_text_model(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
+def dynamic_hw_relu(tmp_path) -> Path:
+    """A Relu over 1x3xHxW: spatial dims no build can guess."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+    )
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
 def tiny_conv(tmp_path) -> Path:
     """A small dynamic-batch conv net: the fastest real build there is."""
     import numpy as np

@@ -121,14 +121,8 @@ def test_backend_not_available_fails_before_any_work(tiny_conv, tmp_path, monkey
     assert not (tmp_path / "out").exists()
 
 
-def test_dynamic_dims_need_input_shapes(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
-    )
-    path = tmp_path / "dyn.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
+    path = dynamic_hw_relu
     with pytest.raises(InputDataError, match=r"input 'x' has dynamic dim\(s\) \[2, 3\].*--input x:1x3xNxN"):
         deploycomp.build(path, tmp_path / "out")
     runner = deploycomp.build(path, tmp_path / "out", inputs=["x:1x3x8x8"])

@@ -232,16 +232,8 @@ def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_unconstrained_dynamic_dims_ask_for_input_or_profile(tmp_path):
-    from onnx import helper
-
+def test_unconstrained_dynamic_dims_ask_for_input_or_profile(dynamic_hw_relu, tmp_path):
     from deploycomp.errors import InputDataError
 
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dyn.onnx")
     with pytest.raises(InputDataError, match=r"pass --input x:1x3xNxN or --profile x:MIN:OPT:MAX"):
-        deploycomp.build(tmp_path / "dyn.onnx", tmp_path / "b", target="jetson-orin-nano")
+        deploycomp.build(dynamic_hw_relu, tmp_path / "b", target="jetson-orin-nano")
