@@ -23,6 +23,7 @@ from deploycomp.examples import EXAMPLES, fetch_example
 from deploycomp.sample_data import samples_for
 
 from int8 import fidelity  # bench/ is on sys.path when run as a script
+from save import save_json, save_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,11 +89,8 @@ def main() -> None:
                     results[f"{name}|{target}|{precision}"] = one(name, target, precision, Path(tmp))
                     print(name, target, precision, results[f"{name}|{target}|{precision}"].get("fidelity", {}).get("text"),
                           flush=True)
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(results, indent=1, default=str))
-    table = markdown(results)
-    args.json.with_suffix(".md").write_text(table + "\n")
-    print(table)
+                    save_json(args.json, results)
+    save_table(args.json, markdown(results))
 
 
 if __name__ == "__main__":

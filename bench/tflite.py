@@ -37,6 +37,7 @@ from deploycomp.examples import EXAMPLES, fetch_example
 from deploycomp.sample_data import calibration_samples_for, samples_for
 
 from int8 import fidelity  # bench/ is on sys.path when run as a script
+from save import save_json, save_table
 from timing import cpu_snapshot, other_load, time_block
 
 THREADS = 2
@@ -203,11 +204,8 @@ def main() -> None:
                 print(name, precision, {k: v.get("convert_seconds", v.get("error")) for k, v in entries.items()
                                         if k.endswith(precision)}, file=sys.stderr, flush=True)
             results[name] = evaluate(name, entries, args.rounds, args.block_ms)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1, default=str))
-    table = markdown(results)
-    args.json.with_suffix(".md").write_text(table + "\n")
-    print(table)
+            save_json(args.json, results)
+    save_table(args.json, markdown(results))
 
 
 if __name__ == "__main__":
