@@ -34,6 +34,9 @@ INT8_PASSTHROUGH = frozenset({"MaxPool", "Resize", "Reshape", "Flatten", "Squeez
                               "Pad", "Transpose"})
 """Ops TFLite runs on int8 with the output scale equal to the input's."""
 
+FUSED_CLIPS = {(0.0, np.inf): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
+"""Clip bounds that are a TFLite fused activation."""
+
 ACTIVATION = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3, "TANH": 4}
 
 
@@ -211,6 +214,28 @@ class Lowering:
         return self.w.op(builtin, inputs, outputs, options)
 
     # fused activations -----------------------------------------------------------------
+
+    def clip_bounds(self, node: ir.Node) -> tuple[float, float] | None:
+        """A Clip's (min, max), -inf/inf where absent; None if a bound is not a constant."""
+        bounds = []
+        for i, default in ((1, -np.inf), (2, np.inf)):
+            value = node.inputs[i] if len(node.inputs) > i else None
+            if value is None:
+                bounds.append(default)
+                continue
+            data = self.const(value)
+            if data is None:
+                return None
+            bounds.append(float(data))
+        return bounds[0], bounds[1]
+
+    def activation_of(self, node: ir.Node) -> str | None:
+        """The TFLite fused activation that ``node`` (a Relu or a Clip) is, if any."""
+        if node.op_type == "Relu":
+            return "RELU"
+        if node.op_type == "Clip":
+            return FUSED_CLIPS.get(self.clip_bounds(node))
+        return None
 
     def fuse_activation(self, node: ir.Node, activation: str) -> bool:
         """Fold ``activation`` into the op producing ``node``'s input if nothing else reads it."""

@@ -128,17 +128,11 @@ def lower_identity(lo: Lowering, node: ir.Node) -> None:
 
 @lowers("Clip")
 def lower_clip(lo: Lowering, node: ir.Node) -> None:
-    def bound(i: int, default: float) -> float:
-        if len(node.inputs) > i and node.inputs[i] is not None:
-            value = lo.const(node.inputs[i])
-            if value is None:
-                raise UnsupportedError("tflite: Clip with non-constant bounds")
-            return float(value)
-        return default
-
-    lo_, hi = bound(1, -np.inf), bound(2, np.inf)
-    known = {(0.0, np.inf): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
-    name = known.get((lo_, hi))
+    bounds = lo.clip_bounds(node)
+    if bounds is None:
+        raise UnsupportedError("tflite: Clip with non-constant bounds")
+    lo_, hi = bounds
+    name = lo.activation_of(node)
     if name is not None:
         if not lo.fuse_activation(node, name):
             lower_simple(lo, node, name)

@@ -125,22 +125,12 @@ def int8_output(lo: Lowering, node: ir.Node) -> QuantizedOutput | None:
         if len(uses) != 1:
             return None
         consumer = uses[0][0]
-        fused = _fusable(lo, consumer)
+        fused = lo.activation_of(consumer)
         if fused is None or activation != "NONE":
             return None
         activation = fused
         skipped.append(consumer)
         value = consumer.outputs[0]
-    return None
-
-
-def _fusable(lo: Lowering, node: ir.Node) -> str | None:
-    if node.op_type == "Relu":
-        return "RELU"
-    if node.op_type == "Clip":
-        bounds = [lo.const(v) if v is not None else None for v in list(node.inputs[1:3]) + [None] * 2][:2]
-        lo_, hi = (float(b) if b is not None else None for b in bounds)
-        return {(0.0, 6.0): "RELU6", (0.0, None): "RELU"}.get((lo_, hi))
     return None
 
 
