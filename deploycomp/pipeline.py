@@ -329,7 +329,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = round(
                 measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
             latency_ms = measured["latency"]["median_ms"]
-        elif "functional reference" not in str(runner.info.get("runtime")):
+        elif not runner.info.get("functional_reference"):
             # the artifact runs here too (e.g. LiteRT on x86): useful, but not the device's number
             opts.progress("measure latency here")
             measured["latency_here"] = measure_latency(lambda: runner.run(samples[0]), max_seconds=1.0) | {

@@ -134,6 +134,7 @@ class TensorRTBackend:
 
         runner = ORTRunner(bundle_dir / lowered["onnx"])
         runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
+                           functional_reference=True,  # its latency says nothing about the device
                            executed_precision=f"{lowered['precision']} graph on the ORT CPU provider")
         return runner
 
