@@ -132,7 +132,8 @@ class TensorRTBackend:
                 pass  # built on another machine: fall back to the functional reference
         from deploycomp.backends.onnxruntime import ORTRunner
 
-        runner = ORTRunner(bundle_dir / lowered["onnx"])
+        # exact QDQ arithmetic: TensorRT's int8 is that arithmetic, ORT's fused kernels are not
+        runner = ORTRunner(bundle_dir / lowered["onnx"], exact_qdq=True)
         runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
                            functional_reference=True,  # its latency says nothing about the device
                            executed_precision=f"{lowered['precision']} graph on the ORT CPU provider")

@@ -272,7 +272,10 @@ def test_an_op_without_a_lowering_is_named(tmp_path):
 def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     """The tflite policy's QDQ graph lowers to int8 CONV/DEPTHWISE/ADD/MUL/LOGISTIC/CONCAT with
     int8 MAX_POOL and RESIZE in between, and matches ORT running the same QDQ graph to within
-    a few quantization steps."""
+    a few quantization steps, most values exactly: LiteRT's int8 kernels compute the QDQ
+    arithmetic as written (ORT with its QDQ fusion off); a rounding tie in one layer moves
+    a value by a step, and that spreads a little through the layers after it."""
+    from deploycomp.backends.onnxruntime import ORTRunner
     from deploycomp.quant import POLICIES, quantize
 
     text = f"""{G} g (float[1, 3, 16, 16] x, float[8, 3, 3, 3] k1, float[8] b1, float[8, 1, 3, 3] dw,
@@ -310,10 +313,11 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     assert TFLiteRunner(path, result.io_layouts).info["xnnpack_partitions"] == 1, "one delegate subgraph"
 
     feeds = {"x": R.standard_normal((1, 3, 16, 16)).astype(np.float32)}
-    want = ort.InferenceSession(ir.to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    want = ORTRunner(ir.to_proto(qdq).SerializeToString(), exact_qdq=True).run(feeds)["y"]
     got = TFLiteRunner(path, result.io_layouts).run(feeds)["y"]
     step = float(np.ptp(want)) / 255
     assert np.abs(got - want).max() < 4 * step
+    assert np.mean(np.abs(got - want) < 1e-4) > 0.8, "most outputs bit-exact to the QDQ arithmetic"
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
 
 
