@@ -35,6 +35,7 @@ def build(
     sample_kind: str | None = None,
     keep_float: Iterable[str] = (),
     min_cosine: float | None = None,
+    int8_boosters: Iterable[str] | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
     int8_io: bool | None = None,
@@ -44,6 +45,8 @@ def build(
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
     ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
+    ``int8_boosters``: training-free int8 boosters to run (``"equalize"``,
+    ``"bias-correction"``); default: the backend policy's, ``()`` for none.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on held-out calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
@@ -56,6 +59,7 @@ def build(
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, int8_accept=int8_accept, io_layout=io_layout,
+            int8_boosters=None if int8_boosters is None else list(int8_boosters),
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
         )
     )

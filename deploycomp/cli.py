@@ -108,6 +108,9 @@ def _build_options(f):
     f = click.option("--calibration", type=click.Path(path_type=Path),
                      help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
+    f = click.option("--int8-boosters", metavar="LIST",
+                     help="int8: comma-separated training-free boosters: equalize, bias-correction, or none "
+                          "(default: the backend's).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
                      help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
@@ -122,6 +125,19 @@ def _build_options(f):
     return f
 
 
+def _boosters(text: str | None) -> list[str] | None:
+    from deploycomp.quant import BOOSTERS
+
+    if text is None:
+        return None
+    names = [] if text.strip() == "none" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in BOOSTERS]
+    if unknown:
+        raise click.BadParameter(f"unknown booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}, none",
+                                 param_hint="--int8-boosters")
+    return names
+
+
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
     from deploycomp.pipeline import BuildOptions, build
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
@@ -132,6 +148,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
+            int8_boosters=_boosters(kw.pop("int8_boosters")),
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:

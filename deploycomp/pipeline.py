@@ -61,6 +61,9 @@ class BuildOptions:
     """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_io: bool | None = None
     """TFLite int8: int8 model inputs/outputs (full integer). Default: on for Edge TPU targets."""
+    int8_boosters: list[str] | None = None
+    """int8 training-free boosters (``equalize``, ``bias-correction``); None: the backend
+    policy's defaults, [] none."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the held-out samples, True if the candidate is good enough.
@@ -414,7 +417,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if _int8_io(opts, target):
         policy = replace(policy, quantize_graph_outputs=True)
     result = quantize(prep.model, policy, calib, held, meets_budget,
-                      keep_float=opts.keep_float, progress=opts.progress)
+                      keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress)
     digest = hashlib.sha256()
     for sample in samples:
         for name in sorted(sample):

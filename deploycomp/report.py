@@ -70,6 +70,17 @@ _LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "in
                   "executed_precision", "edgetpu_cpu_fallback", "nvidia_parser", "plan")
 
 
+def _boosters_text(quant: dict) -> str:
+    parts = []
+    if quant.get("equalized"):
+        worst = max(quant["equalized"], key=lambda e: e["spread_before"])
+        parts.append(f"{len(quant['equalized'])} tensors equalized (widest channel spread "
+                     f"{worst['spread_before']:g}x &rarr; {worst['spread_after']:g}x)")
+    if quant.get("bias_corrected_layers"):
+        parts.append(f"{quant['bias_corrected_layers']} layer biases corrected")
+    return " (" + "; ".join(parts) + ")" if parts else ""
+
+
 def _lowering_html(lowered: dict[str, Any], runtime: dict[str, Any]) -> str:
     """What the backend made: its scalar facts, and the op histogram of a TFLite file."""
     rows = [[k, html.escape(str(lowered[k]))] for k in _LOWERING_KEYS if lowered.get(k) not in (None, "")]
@@ -135,6 +146,7 @@ def render_report(manifest: dict[str, Any]) -> str:
 weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}.</p>
+<p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>
 <style>{_CSS}</style></head><body>

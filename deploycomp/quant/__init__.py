@@ -1,10 +1,12 @@
 """int8 post-training quantization: statistics once, QDQ placed per backend, float where it hurts.
 
-``quantize`` runs the whole flow on an optimized fp32 onnx-ir model: streaming
-statistics over the calibration samples, ranges by the policy's method, a drop-one
-sensitivity ranking on held-out samples, and the smallest set of float layers whose
-model meets the caller's budget (checked by a callback, normally the target's own
-runtime). The result is standard QuantizeLinear/DequantizeLinear ONNX.
+``quantize`` runs the whole flow on an optimized fp32 onnx-ir model: the boosters the
+policy (or the caller) asks for (activation equalization before the statistics, bias
+correction after the ranges), streaming statistics over the calibration samples, ranges
+by the policy's method, a drop-one sensitivity ranking on held-out samples, and the
+smallest set of float layers whose model meets the caller's budget (checked by a
+callback, normally the target's own runtime). The result is standard
+QuantizeLinear/DequantizeLinear ONNX.
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.quant.bias_correction import bias_shifts
 from deploycomp.quant.calibrate import collect_statistics
+from deploycomp.quant.equalization import equalize
 from deploycomp.quant.policy import POLICIES, QDQPolicy
 from deploycomp.quant.qdq import quantizable_tensors
 from deploycomp.quant.sensitivity import quantized_copy, rank_layers, select_float_layers
 
-__all__ = ["POLICIES", "QuantResult", "quantize"]
+__all__ = ["BOOSTERS", "POLICIES", "QuantResult", "quantize"]
+
+BOOSTERS = ("equalize", "bias-correction")
+"""Training-free accuracy boosters: ``equalize`` (cross-layer equalization / SmoothQuant,
+:mod:`deploycomp.quant.equalization`), ``bias-correction``
+(:mod:`deploycomp.quant.bias_correction`)."""
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -47,25 +56,43 @@ def quantize(
     *,
     method: str | None = None,
     keep_float: Sequence[str] = (),
+    boosters: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda msg: None,
 ) -> QuantResult:
     method = method or policy.range_method
+    boosters = tuple(policy.boosters if boosters is None else boosters)
+    unknown = sorted(set(boosters) - set(BOOSTERS))
+    if unknown:
+        raise ValueError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}")
     started = time.perf_counter()
+    equalized: list[dict] = []
+    if "equalize" in boosters:
+        # exact in float: the model every later step (and every float layer) sees
+        model = ir.from_proto(ir.to_proto(model))
+        equalized = equalize(model, policy.compute_ops, calibration)
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
     stats = collect_statistics(model, tensors, calibration)
     ranges = stats.ranges(method)
+    shifts = bias_shifts(model, policy, ranges, calibration) if "bias-correction" in boosters else {}
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
+
+    def candidate(keep: set[str]) -> ir.Model:
+        return quantized_copy(model, policy, ranges, keep, shifts)
+
     info: dict = {
         "policy": policy.name, "range_method": method, "activation_dtype": policy.activation_dtype,
         "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel",
         "calibration_samples": stats.samples, "held_out_samples": len(held_out),
         "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
+        "boosters": list(boosters),
+        "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],
+        "bias_corrected_layers": len(shifts),
     }
     chosen: set[str] = set()
-    if meets_budget is not None and held_out and meets_budget(quantized_copy(model, policy, ranges, pinned)):
+    if meets_budget is not None and held_out and meets_budget(candidate(pinned)):
         # the common case (e.g. YOLOv8n): every layer int8 already meets the budget, so the
         # per-layer ranking (one ORT session per layer) would only cost time
         info.update(budget_met=True, sensitivity=[],
@@ -75,15 +102,14 @@ def quantize(
 
         refs = ort_outputs(model, held_out)
         progress("int8 sensitivity")
-        ranking = rank_layers(model, policy, ranges, held_out, refs)
+        ranking = rank_layers(model, policy, ranges, held_out, refs, bias_shifts=shifts)
         info["sensitivity"] = [
             {"node": s.node, "op": s.op_type, "nmse_if_float": s.error_if_float, "gain": s.gain} for s in ranking[:20]
         ]
         info["nmse_all_int8"] = ranking[0].error_all_int8 if ranking else 0.0
-        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(quantized_copy(model, policy, ranges, keep | pinned)),
-                                          start=1)
+        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1)
         info["budget_met"] = met
-    final = quantized_copy(model, policy, ranges, chosen | pinned)
+    final = candidate(chosen | pinned)
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
     info["float_layers"] = sorted(chosen | pinned)
     info["int8_layers"] = len(layers) - len(chosen | pinned)

@@ -9,14 +9,14 @@ so memory stays flat however large the calibration set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range
 
-__all__ = ["Statistics", "collect_statistics"]
+__all__ = ["Statistics", "collect_statistics", "stream_tensors"]
 
 
 @dataclass
@@ -39,8 +39,9 @@ def _with_outputs(model: ir.Model, names: list[str]) -> bytes:
     return ir.to_proto(clone).SerializeToString()
 
 
-def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
-                       threads: int | None = None, progress=None) -> Statistics:
+def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
+                   threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The named tensors (those that exist) of the float model, one sample at a time."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -49,11 +50,17 @@ def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Ma
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(_with_outputs(model, tensors), options, providers=["CPUExecutionProvider"])
     wanted = [o.name for o in session.get_outputs() if o.name in set(tensors)]
-    observers = {name: Observer() for name in wanted}
-    count = 0
     for feeds in samples:
-        for name, value in zip(wanted, session.run(wanted, dict(feeds))):
-            observers[name].update(value)
+        yield dict(zip(wanted, session.run(wanted, dict(feeds))))
+
+
+def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
+                       threads: int | None = None, progress=None) -> Statistics:
+    observers: dict[str, Observer] = {}
+    count = 0
+    for values in stream_tensors(model, tensors, samples, threads):
+        for name, value in values.items():
+            observers.setdefault(name, Observer()).update(value)
         count += 1
         if progress:
             progress(count)

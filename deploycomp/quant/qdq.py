@@ -23,7 +23,8 @@ import onnx_ir as ir
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
-__all__ = ["QDQPass", "activation_params", "quantizable_tensors"]
+__all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "quantizable_tensors",
+           "quantize_weight", "tensor_encoding"]
 
 
 def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[np.float32, np.ndarray]:
@@ -35,6 +36,22 @@ def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tupl
     scale = max(hi - lo, 1e-8) / (qmax - qmin)
     zp = int(np.clip(qmin - round(lo / scale), qmin, qmax))
     return np.float32(scale), np.array(zp, np.uint8 if dtype == "uint8" else np.int8)
+
+
+def fake_quantize(x: np.ndarray, scale: np.float32, zp: np.ndarray) -> np.ndarray:
+    """``DequantizeLinear(QuantizeLinear(x))`` in numpy: what a quantized consumer reads."""
+    info = np.iinfo(zp.dtype)
+    q = np.clip(np.rint(x / scale) + int(zp), info.min, info.max)
+    return ((q - int(zp)) * scale).astype(np.float32)
+
+
+def quantize_weight(arr: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """s8 symmetric per-channel along ``axis``: (int8 values, float32 scales shaped to broadcast)."""
+    arr = arr.astype(np.float32)
+    reduce = tuple(i for i in range(arr.ndim) if i != axis)
+    amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
+    scale = (amax / 127).astype(np.float32)
+    return np.clip(np.round(arr / scale), -127, 127).astype(np.int8), scale
 
 
 def _is_const(v: ir.Value | None) -> bool:
@@ -89,6 +106,34 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     return out
 
 
+def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
+                     uses: dict[str, list]) -> dict[str, tuple[float, float]]:
+    """The range each quantized tensor is encoded with: its own, except that outputs of the
+    policy's scale-preserving ops take the range of the tensor they read."""
+    if not policy.shared_scale_ops:
+        return ranges
+    out = dict(ranges)
+    for name, consumers in uses.items():
+        value = consumers[0][0].inputs[consumers[0][1]]
+        root = value
+        while root.producer() is not None and root.producer().op_type in policy.shared_scale_ops:
+            root = root.producer().inputs[0]
+        if root is not value and root.name in ranges:
+            out[name] = ranges[root.name]
+    return out
+
+
+def tensor_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple[float, float]) -> tuple[np.float32, np.ndarray]:
+    """(scale, zero point) of a quantized activation: from its range, unless the runtime's
+    kernel fixes the encoding of its producer's output (TFLite's int8 LOGISTIC)."""
+    scale, zp = activation_params(*rng, policy.activation_dtype, policy.activation_symmetric)
+    producer = value.producer()
+    for op, fixed_scale, fixed_zp in policy.fixed_output_params:
+        if producer is not None and producer.op_type == op:
+            return np.float32(fixed_scale), np.array(fixed_zp, zp.dtype)
+    return scale, zp
+
+
 @dataclass
 class QDQPass(ir.passes.InPlacePass):
     policy: QDQPolicy
@@ -106,13 +151,10 @@ class QDQPass(ir.passes.InPlacePass):
         w = node.inputs[1]
         if not _is_const(w) or w.dtype != ir.DataType.FLOAT:
             return False
-        arr = w.const_value.numpy().astype(np.float32)
+        arr = w.const_value.numpy()
         attrs = {k: a.value for k, a in node.attributes.items()}
         axis = weight_axis(node.op_type, attrs, arr.ndim)
-        reduce = tuple(i for i in range(arr.ndim) if i != axis)
-        amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
-        scale = (amax / 127).astype(np.float32)
-        q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+        q, scale = quantize_weight(arr, axis)
         base = f"{w.name}__{node.name or f'node{index}'}"
         qv = self._const(graph, base + "_q", q)
         sv = self._const(graph, base + "_scale", scale.reshape(-1))
@@ -144,18 +186,6 @@ class QDQPass(ir.passes.InPlacePass):
         dq.outputs[0].shape, dq.outputs[0].type = bias.shape, bias.type
         node.replace_input_with(2, dq.outputs[0])
 
-    def _shared_ranges(self, uses: dict[str, list]) -> dict[str, tuple[float, float]]:
-        """Outputs of scale-preserving ops take the range of the tensor they read."""
-        ranges = dict(self.ranges)
-        for name, consumers in uses.items():
-            value = consumers[0][0].inputs[consumers[0][1]]
-            root = value
-            while root.producer() is not None and root.producer().op_type in self.policy.shared_scale_ops:
-                root = root.producer().inputs[0]
-            if root is not value and root.name in ranges:
-                ranges[name] = ranges[root.name]
-        return ranges
-
     def _quantize_graph_outputs(self, graph: ir.Graph, ranges) -> bool:
         """Q -> DQ at the end of every float graph output; the DQ output keeps its name."""
         modified = False
@@ -181,8 +211,7 @@ class QDQPass(ir.passes.InPlacePass):
         graph = model.graph
         p = self.policy
         uses = quantizable_tensors(model, p, self.keep_float)
-        ranges = self._shared_ranges(uses) if p.shared_scale_ops else self.ranges
-        fixed = {op: (scale, zp) for op, scale, zp in p.fixed_output_params}
+        ranges = effective_ranges(p, self.ranges, uses)
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
         position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
@@ -190,10 +219,7 @@ class QDQPass(ir.passes.InPlacePass):
             if name not in ranges:
                 continue
             value = consumers[0][0].inputs[consumers[0][1]]
-            scale, zp = activation_params(*ranges[name], p.activation_dtype, p.activation_symmetric)
-            producer = value.producer()
-            if producer is not None and producer.op_type in fixed:
-                scale, zp = np.float32(fixed[producer.op_type][0]), np.array(fixed[producer.op_type][1], zp.dtype)
+            scale, zp = tensor_encoding(p, value, ranges[name])
             sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
             zv = self._const(graph, f"{name}__zp", zp)
             q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")

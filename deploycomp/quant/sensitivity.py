@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.quant.bias_correction import apply_bias_shifts
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass
 
@@ -48,30 +49,38 @@ def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, n
     return total / max(len(refs), 1)
 
 
-def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str]) -> ir.Model:
+def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str],
+                   bias_shifts: Mapping[str, np.ndarray] | None = None) -> ir.Model:
+    """The QDQ model with ``keep_float`` layers in float; the other layers' biases
+    corrected by ``bias_shifts`` (see :mod:`deploycomp.quant.bias_correction`)."""
     clone = ir.from_proto(ir.to_proto(model))
+    if bias_shifts:
+        apply_bias_shifts(clone, bias_shifts, skip=set(keep_float))
     QDQPass(policy, ranges, set(keep_float))(clone)
     return clone
 
 
 def ort_outputs(model: ir.Model, samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
+    """Outputs with the QDQ arithmetic as written: ORT's own fused int8 kernels (its default)
+    differ from it far more than the runtimes we target do, which misranks layers."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(names, dict(s)))) for s in samples]
 
 
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
-                refs: Sequence[Mapping[str, np.ndarray]], progress: Callable[[int, int], None] | None = None
-                ) -> list[LayerSensitivity]:
-    base = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, set()), samples))
+                refs: Sequence[Mapping[str, np.ndarray]], progress: Callable[[int, int], None] | None = None,
+                bias_shifts: Mapping[str, np.ndarray] | None = None) -> list[LayerSensitivity]:
+    base = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
     layers = [n for n in model.graph if n.op_type in policy.compute_ops and n.name]
     out = []
     for i, node in enumerate(layers):
-        err = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, {node.name}), samples))
+        err = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, {node.name}, bias_shifts), samples))
         out.append(LayerSensitivity(node.name, node.op_type, base, err))
         if progress:
             progress(i + 1, len(layers))

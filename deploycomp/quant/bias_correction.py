@@ -1,0 +1,191 @@
+"""Bias correction: give each quantized layer back the mean shift int8 puts on its output.
+
+Quantizing a layer changes the expected value of every output channel, not only its
+noise. Two causes, both systematic: the rounding of a channel's few weights (largest in
+depthwise convs, 9 weights per channel), and the clipping of the input's range
+(percentile and entropy ranges cut the tails, whose mean is not zero). A shifted channel
+mean is an offset the next layers amplify; noise mostly averages out. The fix needs no
+training (Nagel et al., "Data-Free Quantization", 2019; NNCF's fast bias correction does
+the same on data): measure the shift and subtract it from the layer's bias.
+
+The shift is computed per layer, from that layer alone, so corrections do not stack:
+
+    shift[o] = sum_{c,k} Wq[o,c,k] * E[Q(x)][c] - W[o,c,k] * E[x][c]
+
+with ``W``/``Wq`` the float and int8-dequantized weights, ``x`` the layer's float input
+and ``Q`` the fake quantization its QuantizeLinear/DequantizeLinear pair applies, the
+means per input channel over the calibration samples (one more streaming pass of the
+float model, two vectors per layer kept). Zero padding is exact in both terms and is
+ignored. Layers: Conv (also grouped and depthwise), Gemm with a constant ``B``, and
+MatMul with a constant ``B`` whose only consumer adds a constant bias. Layers left in
+float keep their bias untouched (:func:`apply_bias_shifts` skips them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.policy import QDQPolicy, weight_axis
+from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, tensor_encoding
+
+__all__ = ["CORRECTABLE_OPS", "apply_bias_shifts", "bias_shifts"]
+
+
+def _const(v: ir.Value | None) -> np.ndarray | None:
+    if v is None or v.const_value is None or v.is_graph_input():
+        return None
+    return v.const_value.numpy()
+
+
+def _attrs(node: ir.Node) -> dict:
+    return {k: a.value for k, a in node.attributes.items()}
+
+
+@dataclass
+class _Layer:
+    """A correctable layer: its input, the input's channel axis and where its bias lives."""
+
+    node: ir.Node
+    weight: np.ndarray
+    channel_axis: int
+    bias_holder: ir.Node
+    bias_index: int
+
+    def weight_matrix(self, w: np.ndarray) -> np.ndarray:
+        """Weights as (input channels [x kernel], output channels) for the mean product."""
+        op, attrs = self.node.op_type, _attrs(self.node)
+        if op == "Gemm":
+            return (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
+        return w
+
+    def input_means(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Sums of the input that the layer's weights multiply, and how many outputs they
+        cover. A Conv's are per (input channel, kernel tap) over the output positions that
+        tap reads, so zero padding and strides are exact; others' are per input channel."""
+        if self.node.op_type != "Conv":
+            flat = np.moveaxis(x, self.channel_axis, -1).reshape(-1, x.shape[self.channel_axis])
+            return flat.sum(0, dtype=np.float64), flat.shape[0]
+        attrs = _attrs(self.node)
+        kernel = self.weight.shape[2:]
+        rank = len(kernel)
+        pads = list(attrs.get("pads", [0] * 2 * rank))
+        strides = list(attrs.get("strides", [1] * rank))
+        dilations = list(attrs.get("dilations", [1] * rank))
+        parts, outputs = [x.astype(np.float64)], x.shape[0]
+        for d in range(rank):
+            size = x.shape[2 + d]
+            out = (size + pads[d] + pads[d + rank] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1
+            outputs *= out
+            positions = np.arange(out) * strides[d] - pads[d]
+            parts = [part.take(idx[(idx >= 0) & (idx < size)], axis=2).sum(axis=2)
+                     for part in parts for idx in (positions + t * dilations[d] for t in range(kernel[d]))]
+        return np.stack(parts, -1).sum(0), outputs  # (C, taps), taps in the weight's order
+
+    def shift(self, mean_x: np.ndarray, mean_qx: np.ndarray) -> np.ndarray:
+        w = self.weight.astype(np.float64)
+        q, scale = quantize_weight(self.weight, weight_axis(self.node.op_type, _attrs(self.node), w.ndim))
+        wq = q.astype(np.float64) * scale
+        if self.node.op_type == "Conv":
+            groups = int(_attrs(self.node).get("group", 1))
+            out_ch, per_group = w.shape[0], w.shape[1]
+            # the input channels each output channel reads: its group's slice of the means
+            rows = (np.arange(out_ch) // (out_ch // groups))[:, None] * per_group + np.arange(per_group)
+            taps = (out_ch, per_group, -1)
+            return (wq.reshape(taps) * mean_qx[rows]).sum((1, 2)) - (w.reshape(taps) * mean_x[rows]).sum((1, 2))
+        return mean_qx @ self.weight_matrix(wq) - mean_x @ self.weight_matrix(w)
+
+
+CORRECTABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
+    out = []
+    for node in model.graph:
+        if node.op_type not in ops or not node.name or len(node.inputs) < 2:
+            continue
+        w = _const(node.inputs[1])
+        if w is None or w.dtype != np.float32:
+            continue
+        attrs = _attrs(node)
+        if node.op_type == "Conv":
+            out.append(_Layer(node, w, 1, node, 2))
+        elif node.op_type == "Gemm" and not attrs.get("transA", 0) and w.ndim == 2:
+            out.append(_Layer(node, w, 1, node, 2))
+        elif node.op_type == "MatMul" and w.ndim == 2:
+            uses = list(node.outputs[0].uses())
+            if len(uses) != 1 or uses[0][0].op_type != "Add":
+                continue
+            add = uses[0][0]
+            other = 1 - uses[0][1]
+            bias = _const(add.inputs[other])
+            if bias is not None and bias.size == w.shape[1] and bias.shape[-1:] == (w.shape[1],):
+                out.append(_Layer(node, w, -1, add, other))
+    return out
+
+
+def bias_shifts(model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[float, float]],
+                samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Node name -> the mean output shift (per output channel) quantizing that layer causes."""
+    layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))
+    uses = quantizable_tensors(model, policy)
+    encoded = effective_ranges(policy, dict(ranges), uses)
+    encodings = {}
+    for layer in layers:
+        source = layer.node.inputs[0]
+        if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
+            encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
+    sums: dict[str, list] = {}  # node name -> [sum of x, sum of Q(x), outputs covered]
+    readers: dict[str, list[_Layer]] = {}
+    for layer in layers:
+        readers.setdefault(layer.node.inputs[0].name, []).append(layer)
+    for values in stream_tensors(model, sorted(readers), samples):
+        for name, x in values.items():
+            qx = fake_quantize(x, *encodings[name]) if name in encodings else x
+            for layer in readers[name]:
+                (sx, n), (sq, _) = layer.input_means(x), layer.input_means(qx)
+                total = sums.setdefault(layer.node.name, [0.0, 0.0, 0])
+                total[0], total[1], total[2] = total[0] + sx, total[1] + sq, total[2] + n
+    shifts = {}
+    for layer in layers:
+        total = sums.get(layer.node.name)
+        if total is None or not total[2]:
+            continue
+        shift = layer.shift(total[0] / total[2], total[1] / total[2])
+        if np.all(np.isfinite(shift)):
+            shifts[layer.node.name] = shift.astype(np.float32)
+    return shifts
+
+
+def apply_bias_shifts(model: ir.Model, shifts: Mapping[str, np.ndarray], skip: set[str] = frozenset()) -> int:
+    """Subtract each layer's shift from its bias (created for a Conv/Gemm without one);
+    layers in ``skip`` (kept in float) are left as they are. Returns the layers corrected."""
+    done = 0
+    for layer in _layers(model, CORRECTABLE_OPS):
+        node, holder, index = layer.node, layer.bias_holder, layer.bias_index
+        if node.name in skip or node.name not in shifts:
+            continue
+        beta = float(_attrs(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+        if beta == 0.0:
+            continue
+        shift = shifts[node.name].astype(np.float64) / beta
+        present = index < len(holder.inputs) and holder.inputs[index] is not None
+        current = _const(holder.inputs[index]) if present else np.zeros(shift.shape)
+        if current is None:
+            continue  # a computed bias: nothing constant to adjust
+        if current.size != shift.size:
+            current = np.broadcast_to(current, shift.shape)  # a scalar Gemm C
+        corrected = (current.astype(np.float64) - shift.reshape(current.shape)).astype(np.float32)
+        name = f"{node.name}__bias_corrected"
+        value = ir.Value(name=name, const_value=ir.tensor(corrected, name=name))
+        value.shape, value.type = ir.Shape(corrected.shape), ir.TensorType(ir.DataType.FLOAT)
+        model.graph.register_initializer(value)
+        if not present:
+            holder.resize_inputs(index + 1)
+        holder.replace_input_with(index, value)
+        done += 1
+    return done

@@ -1,0 +1,249 @@
+"""Activation equalization: move per-channel range spread out of a tensor into weights.
+
+Activations are quantized per tensor, so one scale serves every channel. When a
+tensor's channels span very different ranges (measured in PP-OCRv4 rec: the first
+conv's output, read by a depthwise conv, spans 0.35 to 27 across 16 channels), the
+small channels get a handful of int8 levels and the layer reading them is the most
+sensitive one of the model. The fix is exact in float, needs no training, and covers
+both boosters the literature names:
+
+* cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019) for a
+  Conv -> [Relu] -> Conv chain, as in MobileNet-style depthwise blocks;
+* SmoothQuant (Xiao et al., 2022) for LayerNormalization -> MatMul, as in
+  transformer blocks (PP-OCR rec's SVTR neck).
+
+For a tensor ``x`` made by a producer whose output channels can be scaled (Conv, Gemm,
+MatMul + constant bias, LayerNormalization's scale and bias), optionally through a Relu
+(``relu(x / s) = relu(x) / s`` for ``s > 0``), and read only by layers with constant
+weights (Conv, Gemm, MatMul), channel ``c`` is divided by ``s_c`` in the producer and
+multiplied back into every reader's weights. Weights are quantized per output channel,
+so a depthwise reader (one input channel per output channel) and the producer take any
+scale for free: there ``s_c`` makes every channel's range equal to the largest. A
+reader that mixes channels shares each output channel's weight scale across inputs,
+so there ``s_c = sqrt(range_c / weight_range_c)`` balances the two (SmoothQuant with
+alpha 0.5). The ranges are per-channel absolute maxima over the calibration samples
+(one streaming pass of the float model before the statistics that set the QDQ ranges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.quant.calibrate import stream_tensors
+
+__all__ = ["EqualizationSite", "equalization_sites", "equalize"]
+
+SCALE_LIMIT = 1e3
+"""Largest factor a channel is scaled by either way; beyond it float32 weights lose digits."""
+
+
+def _const(v: ir.Value | None) -> np.ndarray | None:
+    if v is None or v.const_value is None or v.is_graph_input():
+        return None
+    return v.const_value.numpy()
+
+
+def _attrs(node: ir.Node) -> dict:
+    return {k: a.value for k, a in node.attributes.items()}
+
+
+def _set_const(model: ir.Model, node: ir.Node, index: int, array: np.ndarray, tag: str) -> None:
+    """Give ``node`` a new initializer at ``index`` (a fresh one: the old may be shared)."""
+    name, n = f"{node.name}__{tag}", 1
+    while name in model.graph.initializers:  # a layer can be rescaled twice: as reader and producer
+        name, n = f"{node.name}__{tag}{n}", n + 1
+    value = ir.Value(name=name, const_value=ir.tensor(np.asarray(array, np.float32), name=name))
+    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(ir.DataType.FLOAT)
+    model.graph.register_initializer(value)
+    node.replace_input_with(index, value)
+
+
+@dataclass
+class EqualizationSite:
+    """A tensor whose channels can be rescaled: the constants that make its channels (each
+    as (node, input index, how it maps to channels)) and the layers that read it."""
+
+    tensor: ir.Value
+    producer: ir.Node
+    constants: list[tuple[ir.Node, int, str]]
+    readers: list[ir.Node]
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.readers[0].op_type == "Conv" else -1
+
+    @property
+    def depthwise_only(self) -> bool:
+        return all(r.op_type == "Conv" and _const(r.inputs[1]).shape[1] == 1 for r in self.readers)
+
+    def reader_weight_ranges(self, channels: int) -> np.ndarray:
+        ranges = np.zeros(channels)
+        for r in self.readers:
+            w = np.abs(_const(r.inputs[1]))
+            if r.op_type == "Conv":
+                groups = int(_attrs(r).get("group", 1))
+                per_channel = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1).max(axis=(1, 3)).reshape(-1)
+            elif r.op_type == "Gemm" and _attrs(r).get("transB", 0):
+                per_channel = w.max(axis=0)
+            else:
+                per_channel = w.max(axis=1)
+            ranges = np.maximum(ranges, per_channel)
+        return ranges
+
+
+def _optional_const(node: ir.Node, index: int) -> bool:
+    return index >= len(node.inputs) or node.inputs[index] is None or _const(node.inputs[index]) is not None
+
+
+def _const_operand(node: ir.Node) -> int | None:
+    """Index of the constant operand of a binary Mul/Add whose other operand is computed."""
+    consts = [i for i, v in enumerate(node.inputs) if _const(v) is not None]
+    return consts[0] if len(node.inputs) == 2 and len(consts) == 1 else None
+
+
+def _scalable_constants(node: ir.Node) -> tuple[list[tuple[ir.Node, int, str]], ir.Value | None]:
+    """The constants to divide by ``s_c`` so that channel c of ``node``'s result shrinks
+    by ``s_c``, and that result; ([], None) if there is none.
+
+    Kinds: ``out_axis0`` (a Conv weight's output channels), ``columns`` (a MatMul
+    weight's), ``vector`` (one value per channel: biases, LayerNorm scale) and
+    ``broadcast`` (a Mul/Add constant, made per-channel)."""
+    last = list(node.outputs[0].uses())
+    follow_add = (len(last) == 1 and last[0][0].op_type == "Add" and _const_operand(last[0][0]) is not None)
+    if node.op_type == "Conv" and _const(node.inputs[1]) is not None and _optional_const(node, 2):
+        extra = [(node, 2, "vector")] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+        return [(node, 1, "out_axis0")] + extra, node.outputs[0]
+    if node.op_type == "LayerNormalization":
+        axis = int(_attrs(node).get("axis", -1))
+        rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else 0
+        scale = _const(node.inputs[1])
+        if axis in (-1, rank - 1) and scale is not None and scale.ndim == 1 and _optional_const(node, 2):
+            extra = [(node, 2, "vector")] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+            return [(node, 1, "vector")] + extra, node.outputs[0]
+    if node.op_type == "MatMul":
+        w = _const(node.inputs[1])
+        if w is not None and w.ndim == 2 and follow_add:
+            add = last[0][0]
+            if _const(add.inputs[_const_operand(add)]).size == w.shape[1]:
+                return [(node, 1, "columns"), (add, _const_operand(add), "vector")], add.outputs[0]
+    if node.op_type == "Mul" and _const_operand(node) is not None:
+        # an affine x * a (+ b) after an activation (PP-LCNetV3's learnable affine blocks)
+        found = [(node, _const_operand(node), "broadcast")]
+        if follow_add:
+            add = last[0][0]
+            return found + [(add, _const_operand(add), "broadcast")], add.outputs[0]
+        return found, node.outputs[0]
+    return [], None
+
+
+def _reader_ok(node: ir.Node, value: ir.Value) -> bool:
+    if not node.inputs or node.inputs[0] is not value or len(node.inputs) < 2 or _const(node.inputs[1]) is None:
+        return False
+    attrs = _attrs(node)
+    if node.op_type == "Conv":
+        return True
+    if node.op_type == "Gemm":
+        return not attrs.get("transA", 0) and _const(node.inputs[1]).ndim == 2
+    return node.op_type == "MatMul" and _const(node.inputs[1]).ndim == 2
+
+
+def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...]) -> list[EqualizationSite]:
+    graph_outputs = {v.name for v in model.graph.outputs}
+    sites = []
+    for node in model.graph:
+        constants, value = _scalable_constants(node)
+        if value is None or value.shape is None:
+            continue
+        uses = list(value.uses())
+        if len(uses) == 1 and uses[0][0].op_type == "Relu" and value.name not in graph_outputs:
+            value = uses[0][0].outputs[0]  # relu(x / s) = relu(x) / s
+            uses = list(value.uses())
+        if value.name in graph_outputs or not uses or value.shape is None:
+            continue
+        readers = [u for u, _ in uses]
+        if not all(r.op_type in compute_ops and _reader_ok(r, value) for r in readers):
+            continue
+        if len({r.op_type == "Conv" for r in readers}) != 1:
+            continue  # NCHW and channels-last readers would disagree on the channel axis
+        sites.append(EqualizationSite(value, node, constants, readers))
+    return sites
+
+
+def _scales(site: EqualizationSite, act_range: np.ndarray, alpha: float) -> np.ndarray:
+    live = act_range > 0
+    if site.depthwise_only:
+        scales = np.where(live, act_range / max(act_range.max(), 1e-12), 1.0)
+    else:
+        weights = site.reader_weight_ranges(act_range.size)
+        live &= weights > 0
+        act, w = np.where(live, act_range, 1.0), np.where(live, weights, 1.0)
+        scales = np.where(live, act**alpha / w ** (1 - alpha), 1.0)
+        scales = scales / np.exp(np.log(scales[live]).mean()) if live.any() else scales
+    return np.clip(scales, 1 / SCALE_LIMIT, SCALE_LIMIT)
+
+
+def _scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> None:
+    rank = len(site.tensor.shape)
+    channel_shape = [1] * rank
+    channel_shape[site.channel_axis] = inv.size
+    for node, index, kind in site.constants:
+        c = _const(node.inputs[index])
+        if kind == "out_axis0":
+            scaled = c * inv.reshape(-1, *[1] * (c.ndim - 1))
+        elif kind == "columns":
+            scaled = c * inv[None, :]
+        elif kind == "vector":
+            scaled = c * inv.reshape(c.shape)
+        else:
+            scaled = np.broadcast_to(c, np.broadcast_shapes(c.shape, tuple(channel_shape))) * inv.reshape(channel_shape)
+        _set_const(model, node, index, scaled, "eq")
+
+
+def _scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -> None:
+    for r in site.readers:
+        w = _const(r.inputs[1])
+        if r.op_type == "Conv":
+            groups = int(_attrs(r).get("group", 1))
+            per_group = w.shape[1]
+            # weight [o, j] reads input channel (o's group) * per_group + j
+            channel = (np.arange(w.shape[0]) // (w.shape[0] // groups))[:, None] * per_group + np.arange(per_group)
+            scaled = w * scales[channel].reshape(w.shape[0], per_group, *[1] * (w.ndim - 2))
+        elif r.op_type == "Gemm" and _attrs(r).get("transB", 0):
+            scaled = w * scales[None, :]
+        else:
+            scaled = w * scales[:, None]
+        _set_const(model, r, 1, scaled, "eq_weight")
+
+
+def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
+             alpha: float = 0.5) -> list[dict]:
+    """Rescale every equalization site of ``model`` in place; one record per site changed."""
+    sites = equalization_sites(model, compute_ops)
+    if not sites:
+        return []
+    ranges: dict[str, np.ndarray] = {}
+    axis = {s.tensor.name: s.channel_axis for s in sites}
+    for values in stream_tensors(model, sorted(axis), samples):
+        for name, x in values.items():
+            flat = np.abs(np.moveaxis(x, axis[name], -1)).reshape(-1, x.shape[axis[name]])
+            ranges[name] = np.maximum(ranges.get(name, 0), flat.max(0))
+    records = []
+    for site in sites:
+        act = ranges.get(site.tensor.name)
+        if act is None or not np.isfinite(act).all():
+            continue
+        scales = _scales(site, act.astype(np.float64), alpha)
+        if np.allclose(scales, 1.0):
+            continue
+        _scale_producer(model, site, 1.0 / scales)
+        _scale_readers(model, site, scales)
+        live = act > 0
+        after = act / scales
+        records.append({"tensor": site.tensor.name, "producer": site.producer.name, "readers": [r.name for r in site.readers],
+                        "spread_before": float(act.max() / act[live].min()) if live.any() else 1.0,
+                        "spread_after": float(after.max() / after[live].min()) if live.any() else 1.0})
+    return records

@@ -1,0 +1,182 @@
+"""Training-free int8 boosters: activation equalization and bias correction.
+
+Specification:
+* equalization changes no float output, and squeezes a tensor's per-channel range
+  spread (to 1 where only a depthwise conv reads it), through Relu and affine Mul/Add
+  producers, and from LayerNormalization into a MatMul (SmoothQuant);
+* with a wide channel spread, the equalized model's int8 error is much smaller;
+* bias correction's predicted shift equals the measured mean output shift of the
+  quantized layer (padding and strides included), and applying it removes that shift;
+* layers kept in float keep their original bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.quant import POLICIES, quantize
+from deploycomp.quant.bias_correction import apply_bias_shifts, bias_shifts
+from deploycomp.quant.calibrate import collect_statistics, stream_tensors
+from deploycomp.quant.equalization import equalization_sites, equalize
+from deploycomp.quant.qdq import quantizable_tensors
+from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy
+
+POLICY = POLICIES["openvino"]
+
+
+def _model(nodes, inits, x_shape, y_shape) -> ir.Model:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    return ir.from_proto(proto)
+
+
+def _spread_convs(rng) -> ir.Model:
+    """conv (channels scaled 0.03..10) -> relu -> depthwise conv -> mul/add affine -> 1x1 conv."""
+    w1 = rng.normal(size=(8, 3, 3, 3)) * np.geomspace(0.03, 10, 8)[:, None, None, None]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8, strides=[2, 2], name="dw"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Mul", ["r2", "a"], ["m"], name="affine_mul"),
+        helper.make_node("Add", ["m", "bias"], ["s"], name="affine_add"),
+        helper.make_node("Conv", ["s", "w3", "b3"], ["y"], name="pw"),
+    ]
+    inits = {"w1": w1, "b1": rng.normal(size=8) * 0.1, "w2": rng.normal(size=(8, 1, 3, 3)),
+             "b2": rng.normal(size=8) * 0.1, "a": [0.7], "bias": [0.3],
+             "w3": rng.normal(size=(4, 8, 1, 1)), "b3": rng.normal(size=4)}
+    return _model(nodes, inits, [1, 3, 16, 16], [1, 4, 8, 8])
+
+
+def _samples(n, shape, seed=1):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(n)]
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    return ir.from_proto(ir.to_proto(model))
+
+
+def _channel_spread(model: ir.Model, tensor: str, samples) -> float:
+    amax = 0
+    for values in stream_tensors(model, [tensor], samples):
+        amax = np.maximum(amax, np.abs(values[tensor]).max(axis=(0, 2, 3)))
+    return float(amax.max() / amax[amax > 0].min())
+
+
+def test_equalization_keeps_float_outputs_and_levels_channel_ranges():
+    model = _spread_convs(np.random.default_rng(0))
+    samples = _samples(6, (1, 3, 16, 16))
+    before = _channel_spread(model, "r1", samples)
+    equalized = _copy(model)
+    records = equalize(equalized, POLICY.compute_ops, samples)
+    assert {r["tensor"] for r in records} == {"r1", "s"}  # through the Relu; the affine Mul/Add producer
+    for ref, got in zip(ort_outputs(model, samples), ort_outputs(equalized, samples)):
+        np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
+    assert before > 100
+    assert _channel_spread(equalized, "r1", samples) == pytest.approx(1.0, rel=1e-3)  # read by a depthwise conv only
+
+
+def test_equalization_cuts_int8_error_where_channels_spread():
+    model = _spread_convs(np.random.default_rng(0))
+    calib, held = _samples(8, (1, 3, 16, 16)), _samples(4, (1, 3, 16, 16), seed=7)
+    refs = ort_outputs(model, held)
+
+    def int8_error(m):
+        ranges = collect_statistics(m, list(quantizable_tensors(m, POLICY)), calib).ranges("minmax")
+        return nmse(refs, ort_outputs(quantized_copy(m, POLICY, ranges, set()), held))
+
+    equalized = _copy(model)
+    equalize(equalized, POLICY.compute_ops, calib)
+    assert int8_error(equalized) < 0.2 * int8_error(model)
+
+
+def test_smoothquant_from_layernorm_into_matmul():
+    rng = np.random.default_rng(3)
+    gamma = np.geomspace(0.02, 20, 16)
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1, name="ln"),
+        helper.make_node("MatMul", ["ln", "w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "b"], ["y"], name="fc_bias"),
+    ]
+    model = _model(nodes, {"gamma": gamma, "beta": rng.normal(size=16) * 0.1, "w": rng.normal(size=(16, 8)),
+                           "b": rng.normal(size=8)}, [1, 10, 16], [1, 10, 8])
+    samples = _samples(4, (1, 10, 16))
+    (site,) = equalization_sites(model, POLICY.compute_ops)
+    assert site.producer.op_type == "LayerNormalization" and [r.name for r in site.readers] == ["fc"]
+    equalized = _copy(model)
+    (record,) = equalize(equalized, POLICY.compute_ops, samples)
+    assert record["spread_after"] < record["spread_before"] ** 0.6  # alpha 0.5 balances into the weights
+    for ref, got in zip(ort_outputs(model, samples), ort_outputs(equalized, samples)):
+        np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_no_site_through_a_non_homogeneous_activation():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1"),
+             helper.make_node("HardSwish", ["c1"], ["h"], name="hs"),
+             helper.make_node("Conv", ["h", "w2"], ["y"], name="c2")]
+    model = _model(nodes, {"w1": rng.normal(size=(4, 3, 1, 1)), "w2": rng.normal(size=(2, 4, 1, 1))},
+                   [1, 3, 4, 4], [1, 2, 4, 4])
+    assert equalization_sites(model, POLICY.compute_ops) == []
+
+
+def _strided_conv(rng) -> ir.Model:
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 2, 0, 1], strides=[2, 1], name="conv")]
+    return _model(nodes, {"w": rng.normal(size=(6, 4, 3, 3)), "b": rng.normal(size=6)}, [1, 4, 9, 11], [1, 6, 4, 11])
+
+
+def test_bias_correction_predicts_and_removes_the_mean_shift():
+    rng = np.random.default_rng(5)
+    model = _strided_conv(rng)
+    # an input with a non-zero mean and a clipped tail: the shift is not zero
+    samples = [{"x": (rng.gamma(2.0, size=(1, 4, 9, 11)) - 0.5).astype(np.float32)} for _ in range(6)]
+    ranges = collect_statistics(model, ["x"], samples).ranges("percentile")
+    shifts = bias_shifts(model, POLICY, ranges, samples)
+    plain = quantized_copy(model, POLICY, ranges, set())
+    corrected = quantized_copy(model, POLICY, ranges, set(), shifts)
+
+    def mean_error(m):
+        sess = ort.InferenceSession(ir.to_proto(m).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        ref = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+        diffs = [sess.run(None, s)[0] - ref.run(None, s)[0] for s in samples]
+        return np.mean(diffs, axis=(0, 1, 3, 4))
+
+    measured = mean_error(plain)
+    assert np.abs(measured).max() > 1e-3
+    np.testing.assert_allclose(shifts["conv"], measured, rtol=0.02, atol=2e-4)
+    assert np.abs(mean_error(corrected)).max() < 0.05 * np.abs(measured).max()
+
+
+def test_float_layers_keep_their_bias():
+    rng = np.random.default_rng(5)
+    model = _strided_conv(rng)
+    shifts = {"conv": np.ones(6, np.float32)}
+    kept = _copy(model)
+    assert apply_bias_shifts(kept, shifts, skip={"conv"}) == 0
+    changed = _copy(model)
+    assert apply_bias_shifts(changed, shifts) == 1
+    bias = {n.name: n for n in changed.graph}["conv"].inputs[2].const_value.numpy()
+    original = {n.name: n for n in model.graph}["conv"].inputs[2].const_value.numpy()
+    np.testing.assert_allclose(bias, original - 1, rtol=1e-6)
+
+
+def test_quantize_reports_boosters_and_rejects_unknown_ones():
+    model = _spread_convs(np.random.default_rng(0))
+    calib = _samples(6, (1, 3, 16, 16))
+    result = quantize(model, POLICY, calib, [])
+    assert result.info["boosters"] == ["equalize", "bias-correction"]
+    assert len(result.info["equalized"]) == 2 and result.info["bias_corrected_layers"] == 3
+    bare = quantize(model, POLICY, calib, [], boosters=())
+    assert bare.info["equalized"] == [] and bare.info["bias_corrected_layers"] == 0
+    with pytest.raises(ValueError, match="unknown int8 booster"):
+        quantize(model, POLICY, calib, [], boosters=["adaround"])
