@@ -59,6 +59,7 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--target", "coral-edgetpu"], 6, ["coral-edgetpu", "does not support precision fp32"]),
         (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
+        (None, ["--int8-boosters", "equalize,adaround"], 2, ["unknown int8 booster(s) adaround"]),
     ],
 )
 def test_bad_input_one_line_and_exit_code(tiny_conv, tmp_path, make, args, code, needles):
