@@ -27,7 +27,7 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
-from deploycomp.errors import BudgetError, InputDataError, UnsupportedError
+from deploycomp.errors import BudgetError, DeployError, InputDataError, UnsupportedError
 from deploycomp.ir import load_model, save_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
@@ -258,6 +258,11 @@ def _check_precision(target: TargetProfile, precision: str) -> None:
 
 
 def build(opts: BuildOptions) -> BuildResult:
+    from deploycomp.quant import BOOSTERS
+
+    unknown = sorted(set(opts.int8_boosters or ()) - set(BOOSTERS))
+    if unknown:
+        raise DeployError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)} (or none)")
     if opts.precision == "auto":
         from deploycomp.auto import build_auto
 
@@ -393,7 +398,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     as the target's own runtime executes them."""
     import tempfile
 
-    from deploycomp.quant import POLICIES, quantize
+    from deploycomp.quant import quantize
+    from deploycomp.quant.policy import policy_for
 
     opts.progress("int8 calibration")
     samples, label = _calibration(opts, prep)
@@ -413,7 +419,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             return bool(opts.int8_accept(refs, outs))
         return all(m["cosine"] >= held_min_cosine for m in compare_outputs(refs, outs).values())
 
-    policy = POLICIES[target.backend]
+    policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):
         policy = replace(policy, quantize_graph_outputs=True)
     result = quantize(prep.model, policy, calib, held, meets_budget,

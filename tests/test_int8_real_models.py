@@ -71,3 +71,55 @@ def test_ppocr_cls_int8_agrees_on_direction(real_model, tmp_path):
     refs, gots = [ref.run(s) for s in samples], [runner.run(s) for s in samples]
     agree = np.mean([r[k].argmax() == g[k].argmax() for r, g in zip(refs, gots) for k in r])
     assert agree >= 0.85
+
+
+@pytest.mark.parametrize("name, policy", [("ppocr-det", "openvino"), ("ppocr-rec", "tensorrt")])
+def test_boosters_cut_int8_error_on_depthwise_nets(real_model, name, policy):
+    """Equalization + bias correction, all layers int8, judged on the validation samples
+    with the QDQ arithmetic as written: PP-OCR's depthwise blocks and affine layers spread
+    channel ranges 10-80x, which is what the boosters remove."""
+    import onnx_ir as ir
+
+    from deploycomp.pipeline import prepare
+    from deploycomp.quant import POLICIES, quantize
+    from deploycomp.quant.sensitivity import nmse, ort_outputs
+    from deploycomp.sample_data import calibration_samples_for
+    from deploycomp.targets import load_target
+
+    ex = EXAMPLES[name]
+    model = prepare(real_model(name), load_target("host"), [(ex.input_name, ex.shape)]).model
+    calib = list(calibration_samples_for(ex.inputs, ex.input_name, ex.shape))
+    evals = list(samples_for(ex.inputs, ex.input_name, ex.shape))
+    refs = ort_outputs(model, evals)
+    errors = {}
+    for boosters in ((), ("equalize", "bias-correction")):
+        result = quantize(ir.from_proto(ir.to_proto(model)), POLICIES[policy], calib, [], boosters=boosters)
+        errors[boosters] = nmse(refs, ort_outputs(result.model, evals))
+    plain, boosted = errors[()], errors[("equalize", "bias-correction")]
+    assert boosted < 0.8 * plain, f"nmse {plain:.4f} -> {boosted:.4f}"
+
+
+def test_host_openvino_int8_runs_the_qdq_arithmetic(real_model, tmp_path):
+    """OpenVINO's int8 outputs on the host are the QDQ graph's arithmetic (ORT running QDQ
+    as written): on a CPU without VNNI, 8-bit weights let its u8 x s8 kernel saturate
+    (measured: 27x the quantization error itself on YOLOv8n), and the host policy's 7-bit
+    weights there make the two agree. With VNNI there is nothing to saturate."""
+    from deploycomp.backends import get_backend
+    from deploycomp.pipeline import prepare
+    from deploycomp.quant import policy_for, quantize
+    from deploycomp.quant.sensitivity import nmse, ort_outputs
+    from deploycomp.sample_data import calibration_samples_for
+    from deploycomp.targets import load_target
+
+    ex, target = EXAMPLES["yolov8n"], load_target("host")
+    model = prepare(real_model("yolov8n"), target, [(ex.input_name, ex.shape)]).model
+    qdq = quantize(model, policy_for(target.backend, target.cpu_features),
+                   list(calibration_samples_for(ex.inputs, ex.input_name, ex.shape)), []).model
+    samples = samples_for(ex.inputs, ex.input_name, ex.shape)
+    backend = get_backend("openvino")
+    lowered = backend.lower(qdq, target, "int8", tmp_path, {})
+    runner = backend.load(tmp_path, lowered.info)
+    assert runner.info["executed_precision"].startswith("int8")
+    refs, sims = ort_outputs(model, samples), ort_outputs(qdq, samples)
+    quant_error, drift = nmse(refs, sims), nmse(sims, [runner.run(s) for s in samples])
+    assert drift < 0.2 * quant_error, f"OpenVINO vs QDQ arithmetic {drift:.2e}, QDQ vs fp32 {quant_error:.2e}"

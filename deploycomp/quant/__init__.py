@@ -22,11 +22,11 @@ import onnx_ir as ir
 from deploycomp.quant.bias_correction import bias_shifts
 from deploycomp.quant.calibrate import collect_statistics
 from deploycomp.quant.equalization import equalize
-from deploycomp.quant.policy import POLICIES, QDQPolicy
+from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
 from deploycomp.quant.sensitivity import quantized_copy, rank_layers, select_float_layers
 
-__all__ = ["BOOSTERS", "POLICIES", "QuantResult", "quantize"]
+__all__ = ["BOOSTERS", "POLICIES", "QuantResult", "policy_for", "quantize"]
 
 BOOSTERS = ("equalize", "bias-correction")
 """Training-free accuracy boosters: ``equalize`` (cross-layer equalization / SmoothQuant,
@@ -84,7 +84,9 @@ def quantize(
 
     info: dict = {
         "policy": policy.name, "range_method": method, "activation_dtype": policy.activation_dtype,
-        "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel",
+        "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel"
+        + ("" if policy.weight_qmax == 127 else f", in [-{policy.weight_qmax}, {policy.weight_qmax}] "
+           "(no int8 dot-product instructions: int16 saturation)"),
         "calibration_samples": stats.samples, "held_out_samples": len(held_out),
         "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
         "boosters": list(boosters),

@@ -86,9 +86,9 @@ class _Layer:
                      for part in parts for idx in (positions + t * dilations[d] for t in range(kernel[d]))]
         return np.stack(parts, -1).sum(0), outputs  # (C, taps), taps in the weight's order
 
-    def shift(self, mean_x: np.ndarray, mean_qx: np.ndarray) -> np.ndarray:
+    def shift(self, mean_x: np.ndarray, mean_qx: np.ndarray, weight_qmax: int = 127) -> np.ndarray:
         w = self.weight.astype(np.float64)
-        q, scale = quantize_weight(self.weight, weight_axis(self.node.op_type, _attrs(self.node), w.ndim))
+        q, scale = quantize_weight(self.weight, weight_axis(self.node.op_type, _attrs(self.node), w.ndim), weight_qmax)
         wq = q.astype(np.float64) * scale
         if self.node.op_type == "Conv":
             groups = int(_attrs(self.node).get("group", 1))
@@ -155,7 +155,7 @@ def bias_shifts(model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[f
         total = sums.get(layer.node.name)
         if total is None or not total[2]:
             continue
-        shift = layer.shift(total[0] / total[2], total[1] / total[2])
+        shift = layer.shift(total[0] / total[2], total[1] / total[2], policy.weight_qmax)
         if np.all(np.isfinite(shift)):
             shifts[layer.node.name] = shift.astype(np.float32)
     return shifts

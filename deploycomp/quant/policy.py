@@ -24,9 +24,10 @@ read by several quantized consumers gets one QDQ pair. Graph outputs are never q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable
 
-__all__ = ["POLICIES", "QDQPolicy", "weight_axis"]
+__all__ = ["INT8_DOT_PRODUCT_FLAGS", "POLICIES", "QDQPolicy", "policy_for", "weight_axis"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class QDQPolicy:
     """Ops whose output must carry its input's scale and zero point (TFLite's int8 spec for
     pooling, resize, reshape, split, slice, pad): their quantized outputs reuse the range
     of the tensor they read, so no requantize is needed between them and the next op."""
+    weight_qmax: int = 127
+    """Weights use [-weight_qmax, weight_qmax] (63 where the CPU's int8 kernel saturates,
+    see :func:`policy_for`)."""
     boosters: tuple[str, ...] = ("equalize", "bias-correction")
     """Training-free boosters run by default (see :data:`deploycomp.quant.BOOSTERS`)."""
     fixed_output_params: tuple[tuple[str, float, int], ...] = ()
@@ -76,6 +80,28 @@ POLICIES: dict[str, QDQPolicy] = {
                         boosters=()),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }
+
+
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+"""x86 flags whose int8 dot product accumulates u8 x s8 straight into int32."""
+
+
+def policy_for(backend: str, cpu_features: Iterable[str] = ()) -> QDQPolicy:
+    """The backend's policy, fitted to the target's CPU.
+
+    Without VNNI or AMX, x86 int8 kernels (OpenVINO's oneDNN, ORT's MLAS) multiply u8
+    activations by s8 weights with ``vpmaddubsw``, which adds each pair of products into
+    a *saturating int16*: 255 * 127 * 2 > 32767. Measured here (AVX2): with 8-bit weights
+    OpenVINO's output drifts from the QDQ arithmetic (output NMSE against it: YOLOv8n
+    0.0032, PP-OCR rec 0.106); with weights in [-63, 63] no pair can saturate and it
+    matches (0.00001, 0.0014). So CPU targets without VNNI/AMX get 7-bit weights (NNCF's
+    "overflow fix" does the same, by default on the first layer only).
+    """
+    policy = POLICIES[backend]
+    features = set(cpu_features)
+    if backend in ("openvino", "onnxruntime") and features and not features & INT8_DOT_PRODUCT_FLAGS:
+        return replace(policy, weight_qmax=63)
+    return policy
 
 
 def weight_axis(op_type: str, attrs: dict, rank: int) -> int:

@@ -45,13 +45,14 @@ def fake_quantize(x: np.ndarray, scale: np.float32, zp: np.ndarray) -> np.ndarra
     return ((q - int(zp)) * scale).astype(np.float32)
 
 
-def quantize_weight(arr: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """s8 symmetric per-channel along ``axis``: (int8 values, float32 scales shaped to broadcast)."""
+def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """s8 symmetric per-channel along ``axis`` in [-qmax, qmax]: (int8 values, float32
+    scales shaped to broadcast)."""
     arr = arr.astype(np.float32)
     reduce = tuple(i for i in range(arr.ndim) if i != axis)
     amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
-    scale = (amax / 127).astype(np.float32)
-    return np.clip(np.round(arr / scale), -127, 127).astype(np.int8), scale
+    scale = (amax / qmax).astype(np.float32)
+    return np.clip(np.round(arr / scale), -qmax, qmax).astype(np.int8), scale
 
 
 def _is_const(v: ir.Value | None) -> bool:
@@ -154,7 +155,7 @@ class QDQPass(ir.passes.InPlacePass):
         arr = w.const_value.numpy()
         attrs = {k: a.value for k, a in node.attributes.items()}
         axis = weight_axis(node.op_type, attrs, arr.ndim)
-        q, scale = quantize_weight(arr, axis)
+        q, scale = quantize_weight(arr, axis, self.policy.weight_qmax)
         base = f"{w.name}__{node.name or f'node{index}'}"
         qv = self._const(graph, base + "_q", q)
         sv = self._const(graph, base + "_scale", scale.reshape(-1))

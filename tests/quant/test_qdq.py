@@ -143,3 +143,22 @@ def test_no_ranking_when_every_layer_int8_already_meets_the_budget(tiny_conv, mo
     result = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(6), _samples(2, seed=5), lambda m: True)
     assert result.info["budget_met"] and result.info["float_layers"] == [] and result.info["sensitivity"] == []
     assert "no ranking needed" in result.info["sensitivity_note"]
+
+
+@pytest.mark.parametrize("profile, qmax", [("intel-core-avx2", 63), ("intel-xeon-avx512-vnni", 127),
+                                           ("intel-xeon-amx", 127), ("jetson-orin-nano", 127),
+                                           ("raspberry-pi-5", 127)])
+def test_weights_are_7_bit_where_the_cpu_kernel_saturates(tiny_conv, profile, qmax):
+    """u8 x s8 pairs add into a saturating int16 without VNNI/AMX: 7-bit weights there."""
+    from deploycomp.quant import policy_for
+    from deploycomp.targets import load_target
+
+    target = load_target(profile)
+    policy = policy_for(target.backend, target.cpu_features)
+    assert policy.weight_qmax == qmax
+    result = quantize(_model(tiny_conv), policy, _samples(6), [])
+    for node in result.model.graph:
+        if node.op_type == "DequantizeLinear" and node.inputs[0].const_value is not None:
+            stored = node.inputs[0].const_value.numpy()
+            if stored.dtype == np.int8:
+                assert np.abs(stored.astype(int)).max() == qmax  # each channel's largest weight at the edge
