@@ -45,10 +45,10 @@ def build(
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
     ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
-    ``int8_boosters``: training-free int8 boosters to run (``"equalize"``,
+    ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
-    reference outputs and a candidate's outputs on held-out calibration samples (lists of
+    reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     """

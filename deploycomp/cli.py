@@ -109,7 +109,7 @@ def _build_options(f):
                      help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
     f = click.option("--int8-boosters", metavar="LIST",
-                     help="int8: comma-separated training-free boosters: equalize, bias-correction, or none "
+                     help="int8: comma-separated training-free boosters: equalize, smooth, bias-correction, or none "
                           "(default: the backend's).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",

@@ -62,11 +62,11 @@ class BuildOptions:
     int8_io: bool | None = None
     """TFLite int8: int8 model inputs/outputs (full integer). Default: on for Edge TPU targets."""
     int8_boosters: list[str] | None = None
-    """int8 training-free boosters (``equalize``, ``bias-correction``); None: the backend
+    """int8 training-free boosters (``equalize``, ``smooth``, ``bias-correction``); None: the backend
     policy's defaults, [] none."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
-    candidate's outputs on the held-out samples, True if the candidate is good enough.
+    candidate's outputs on the calibration samples, True if the candidate is good enough.
     It replaces the cosine test when choosing which layers stay float."""
     force: bool = False
     no_fail: bool = False
@@ -405,16 +405,20 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     samples, label = _calibration(opts, prep)
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
     calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
-    refs = [reference.run(s) for s in held]
-    # a handful of held-out samples is a noisy estimate: ask for half the error budget there
-    # so that the final validation, on other inputs, still meets the whole of it
+    # candidates are judged on every calibration sample, not only the few held out for the
+    # ranking: a budget checked on 1-4 inputs did not predict the final validation (measured
+    # on PP-OCR det and cls); the samples that set the ranges are still inputs the model has
+    # not been fitted to in any other way. Half the error budget there leaves a margin for
+    # the validation inputs.
+    judged = samples
+    refs = [reference.run(s) for s in judged]
     held_min_cosine = 1 - (1 - min_cosine) / 2
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
             lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts, target, prep.profiles))
             runner = backend.load(Path(tmp), lowered.info)
-            outs = [runner.run(s) for s in held]
+            outs = [runner.run(s) for s in judged]
         if opts.int8_accept is not None:
             return bool(opts.int8_accept(refs, outs))
         return all(m["cosine"] >= held_min_cosine for m in compare_outputs(refs, outs).values())
@@ -430,7 +434,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             digest.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
     info = result.info | {"calibration_data": label, "calibration_sha256": digest.hexdigest(),
                           "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
-                          "held_out_is_calibration": len(samples) < 4,
+                          "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                           "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
     if not info.get("budget_met", True):
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))

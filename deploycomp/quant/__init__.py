@@ -28,10 +28,11 @@ from deploycomp.quant.sensitivity import quantized_copy, rank_layers, select_flo
 
 __all__ = ["BOOSTERS", "POLICIES", "QuantResult", "policy_for", "quantize"]
 
-BOOSTERS = ("equalize", "bias-correction")
-"""Training-free accuracy boosters: ``equalize`` (cross-layer equalization / SmoothQuant,
-:mod:`deploycomp.quant.equalization`), ``bias-correction``
-(:mod:`deploycomp.quant.bias_correction`)."""
+BOOSTERS = ("equalize", "smooth", "bias-correction")
+"""Training-free accuracy boosters: ``equalize`` (cross-layer equalization into depthwise
+readers, free for per-channel weights), ``smooth`` (the SmoothQuant trade into readers
+that mix channels, e.g. LayerNorm -> MatMul), both in :mod:`deploycomp.quant.equalization`,
+and ``bias-correction`` (:mod:`deploycomp.quant.bias_correction`)."""
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -66,10 +67,11 @@ def quantize(
         raise ValueError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}")
     started = time.perf_counter()
     equalized: list[dict] = []
-    if "equalize" in boosters:
+    kinds = [k for b, k in (("equalize", "depthwise"), ("smooth", "mixing")) if b in boosters]
+    if kinds:
         # exact in float: the model every later step (and every float layer) sees
         model = ir.from_proto(ir.to_proto(model))
-        equalized = equalize(model, policy.compute_ops, calibration)
+        equalized = equalize(model, policy.compute_ops, calibration, kinds=kinds)
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]

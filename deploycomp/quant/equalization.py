@@ -220,9 +220,14 @@ def _scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) 
 
 
 def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
-             alpha: float = 0.5) -> list[dict]:
-    """Rescale every equalization site of ``model`` in place; one record per site changed."""
-    sites = equalization_sites(model, compute_ops)
+             alpha: float = 0.5, kinds: Iterable[str] = ("depthwise", "mixing")) -> list[dict]:
+    """Rescale the equalization sites of ``model`` in place; one record per site changed.
+    ``kinds``: ``depthwise`` sites (every reader takes one input channel per output
+    channel, so the rescaling costs the weights nothing) and/or ``mixing`` sites (the
+    SmoothQuant trade between activation and weight ranges)."""
+    kinds = set(kinds)
+    sites = [s for s in equalization_sites(model, compute_ops)
+             if ("depthwise" if s.depthwise_only else "mixing") in kinds]
     if not sites:
         return []
     ranges: dict[str, np.ndarray] = {}

@@ -14,9 +14,12 @@ The backends disagree, and getting it wrong is silent (measured for this project
   weights, int32 biases with ``scale = input_scale * weight_scale`` and zero point 0,
   so the TFLite lowering maps each QDQ 1:1 onto int8 tensors.
 
-Boosters (equalization, bias correction) are on for openvino and tensorrt, where they
-were measured to help on every real example, and off for tflite, where they hurt det
-and cls (see ``boosters`` below); ``--int8-boosters`` overrides.
+Boosters: ``equalize`` (into depthwise readers) and ``bias-correction`` are on for
+openvino and tensorrt, where together they gave the lowest int8 error on every real
+example; ``smooth`` (SmoothQuant into channel-mixing readers) is off, as it raised
+PP-OCR rec's error with them (NMSE 0.027 -> 0.070 on OpenVINO's arithmetic). All are
+off for tflite, where each hurt PP-OCR cls (NMSE 0.002 -> 0.07-0.11).
+``--int8-boosters`` overrides.
 
 The *inputs* of the listed ops are quantized (and, for TFLite, their outputs); a tensor
 read by several quantized consumers gets one QDQ pair. Graph outputs are never quantized.
@@ -75,8 +78,7 @@ POLICIES: dict[str, QDQPolicy] = {
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
-                        # measured in LiteRT: equalization cost PP-OCR det mask IoU 0.951 -> 0.792, and
-                        # bias correction cost cls cosine 0.99 -> 0.67, so neither is on by default here
+                        # measured: every booster raised PP-OCR cls's int8 error here (see above)
                         boosters=()),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }

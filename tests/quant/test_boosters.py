@@ -175,7 +175,10 @@ def test_quantize_reports_boosters_and_rejects_unknown_ones():
     calib = _samples(6, (1, 3, 16, 16))
     result = quantize(model, POLICY, calib, [])
     assert result.info["boosters"] == ["equalize", "bias-correction"]
-    assert len(result.info["equalized"]) == 2 and result.info["bias_corrected_layers"] == 3
+    # the default equalizes only into depthwise readers; "smooth" adds the 1x1 conv's input
+    assert [e["tensor"] for e in result.info["equalized"]] == ["r1"] and result.info["bias_corrected_layers"] == 3
+    smooth = quantize(model, POLICY, calib, [], boosters=["equalize", "smooth"])
+    assert [e["tensor"] for e in smooth.info["equalized"]] == ["r1", "s"]
     bare = quantize(model, POLICY, calib, [], boosters=())
     assert bare.info["equalized"] == [] and bare.info["bias_corrected_layers"] == 0
     with pytest.raises(ValueError, match="unknown int8 booster"):
