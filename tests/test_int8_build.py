@@ -83,7 +83,8 @@ def test_int8_builds_are_reproducible(tiny_conv, tmp_path):
 
 def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
     """An int8_accept that rejects every candidate keeps float as many layers as the search
-    may (half of them) and reports the budget missed; one that accepts everything keeps none. It sees references and candidates on held-out samples."""
+    may (half of them) and reports the budget missed; one that accepts everything keeps none.
+    It sees references and candidates on every calibration sample."""
     seen = []
 
     def never(refs, outs):
@@ -93,7 +94,7 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
     strict = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
                               int8_accept=never, no_fail=True).manifest["quantization"]
     assert strict["acceptance"] == "user metric (API)" and strict["budget_met"] is False
-    assert len(strict["float_layers"]) == 1 and seen[0] == (3, ["probs"])
+    assert len(strict["float_layers"]) == 1 and seen[0] == (12, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
     lenient = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
                                int8_accept=lambda refs, outs: True).manifest["quantization"]
     assert lenient["float_layers"] == [] and lenient["budget_met"] is True
