@@ -408,11 +408,14 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # candidates are judged on every calibration sample, not only the few held out for the
     # ranking: a budget checked on 1-4 inputs did not predict the final validation (measured
     # on PP-OCR det and cls); the samples that set the ranges are still inputs the model has
-    # not been fitted to in any other way. Half the error budget there leaves a margin for
-    # the validation inputs.
+    # not been fitted to in any other way. Three quarters of the error budget there leaves a
+    # margin for the validation inputs. Measured on PP-OCR det (budget 0.98): the whole
+    # budget let TensorRT's build pass here and miss validation (cosine 0.969); half of it
+    # kept 32 layers float in TFLite where 2 meet validation; three quarters: 2 float layers
+    # in TFLite (validation 0.986), 1 in TensorRT (0.985).
     judged = samples
     refs = [reference.run(s) for s in judged]
-    held_min_cosine = 1 - (1 - min_cosine) / 2
+    held_min_cosine = 1 - (1 - min_cosine) * 0.75
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:

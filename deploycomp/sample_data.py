@@ -166,9 +166,9 @@ def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
 
     _, _, h, w = shape
     out = []
-    # photos with text drawn over them, none of them in the validation set. Eight, not four: with four, ranges fitted to them clipped the
-    # validation images' activations (TensorRT int8 det met the budget on the calibration
-    # images and missed it on validation)
+    # photos with text drawn over them, none of them in the validation set. Eight, not four:
+    # with four, ranges fitted to them clipped the validation images' activations (TensorRT
+    # int8 det met the budget on the calibration images and missed it on validation)
     names = ("rocket", "hubble_deep_field", "retina", "chelsea", "immunohistochemistry", "coins", "clock", "moon")
     for i, img in enumerate(photos(names)):
         canvas = Image.fromarray(resize_image(img, h, w))
