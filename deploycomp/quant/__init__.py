@@ -100,7 +100,7 @@ def quantize(
         # the common case (e.g. YOLOv8n): every layer int8 already meets the budget, so the
         # per-layer ranking (one ORT session per layer) would only cost time
         info.update(budget_met=True, sensitivity=[],
-                    sensitivity_note="every layer int8 meets the budget on the held-out samples: no ranking needed")
+                    sensitivity_note="every layer int8 meets the budget: no ranking needed")
     elif meets_budget is not None and held_out:
         from deploycomp.quant.sensitivity import ort_outputs
 
