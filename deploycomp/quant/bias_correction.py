@@ -30,20 +30,11 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.constants import attributes, constant, set_constant_input
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, tensor_encoding
 
 __all__ = ["CORRECTABLE_OPS", "apply_bias_shifts", "bias_shifts"]
-
-
-def _const(v: ir.Value | None) -> np.ndarray | None:
-    if v is None or v.const_value is None or v.is_graph_input():
-        return None
-    return v.const_value.numpy()
-
-
-def _attrs(node: ir.Node) -> dict:
-    return {k: a.value for k, a in node.attributes.items()}
 
 
 @dataclass
@@ -58,7 +49,7 @@ class _Layer:
 
     def weight_matrix(self, w: np.ndarray) -> np.ndarray:
         """Weights as (input channels [x kernel], output channels) for the mean product."""
-        op, attrs = self.node.op_type, _attrs(self.node)
+        op, attrs = self.node.op_type, attributes(self.node)
         if op == "Gemm":
             return (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
         return w
@@ -70,7 +61,7 @@ class _Layer:
         if self.node.op_type != "Conv":
             flat = np.moveaxis(x, self.channel_axis, -1).reshape(-1, x.shape[self.channel_axis])
             return flat.sum(0, dtype=np.float64), flat.shape[0]
-        attrs = _attrs(self.node)
+        attrs = attributes(self.node)
         kernel = self.weight.shape[2:]
         rank = len(kernel)
         pads = list(attrs.get("pads", [0] * 2 * rank))
@@ -88,10 +79,11 @@ class _Layer:
 
     def shift(self, mean_x: np.ndarray, mean_qx: np.ndarray, weight_qmax: int = 127) -> np.ndarray:
         w = self.weight.astype(np.float64)
-        q, scale = quantize_weight(self.weight, weight_axis(self.node.op_type, _attrs(self.node), w.ndim), weight_qmax)
+        axis = weight_axis(self.node.op_type, attributes(self.node), w.ndim)
+        q, scale = quantize_weight(self.weight, axis, weight_qmax)
         wq = q.astype(np.float64) * scale
         if self.node.op_type == "Conv":
-            groups = int(_attrs(self.node).get("group", 1))
+            groups = int(attributes(self.node).get("group", 1))
             out_ch, per_group = w.shape[0], w.shape[1]
             # the input channels each output channel reads: its group's slice of the means
             rows = (np.arange(out_ch) // (out_ch // groups))[:, None] * per_group + np.arange(per_group)
@@ -108,10 +100,10 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
     for node in model.graph:
         if node.op_type not in ops or not node.name or len(node.inputs) < 2:
             continue
-        w = _const(node.inputs[1])
+        w = constant(node.inputs[1])
         if w is None or w.dtype != np.float32:
             continue
-        attrs = _attrs(node)
+        attrs = attributes(node)
         if node.op_type == "Conv":
             out.append(_Layer(node, w, 1, node, 2))
         elif node.op_type == "Gemm" and not attrs.get("transA", 0) and w.ndim == 2:
@@ -122,7 +114,7 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
                 continue
             add = uses[0][0]
             other = 1 - uses[0][1]
-            bias = _const(add.inputs[other])
+            bias = constant(add.inputs[other])
             if bias is not None and bias.size == w.shape[1] and bias.shape[-1:] == (w.shape[1],):
                 out.append(_Layer(node, w, -1, add, other))
     return out
@@ -169,23 +161,17 @@ def apply_bias_shifts(model: ir.Model, shifts: Mapping[str, np.ndarray], skip: s
         node, holder, index = layer.node, layer.bias_holder, layer.bias_index
         if node.name in skip or node.name not in shifts:
             continue
-        beta = float(_attrs(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+        beta = float(attributes(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
         if beta == 0.0:
             continue
         shift = shifts[node.name].astype(np.float64) / beta
         present = index < len(holder.inputs) and holder.inputs[index] is not None
-        current = _const(holder.inputs[index]) if present else np.zeros(shift.shape)
+        current = constant(holder.inputs[index]) if present else np.zeros(shift.shape)
         if current is None:
             continue  # a computed bias: nothing constant to adjust
         if current.size != shift.size:
             current = np.broadcast_to(current, shift.shape)  # a scalar Gemm C
-        corrected = (current.astype(np.float64) - shift.reshape(current.shape)).astype(np.float32)
-        name = f"{node.name}__bias_corrected"
-        value = ir.Value(name=name, const_value=ir.tensor(corrected, name=name))
-        value.shape, value.type = ir.Shape(corrected.shape), ir.TensorType(ir.DataType.FLOAT)
-        model.graph.register_initializer(value)
-        if not present:
-            holder.resize_inputs(index + 1)
-        holder.replace_input_with(index, value)
+        corrected = current.astype(np.float64) - shift.reshape(current.shape)
+        set_constant_input(model.graph, holder, index, corrected, f"{node.name}__bias_corrected")
         done += 1
     return done

@@ -38,32 +38,12 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.constants import attributes, constant, set_constant_input
 
 __all__ = ["EqualizationSite", "equalization_sites", "equalize"]
 
 SCALE_LIMIT = 1e3
 """Largest factor a channel is scaled by either way; beyond it float32 weights lose digits."""
-
-
-def _const(v: ir.Value | None) -> np.ndarray | None:
-    if v is None or v.const_value is None or v.is_graph_input():
-        return None
-    return v.const_value.numpy()
-
-
-def _attrs(node: ir.Node) -> dict:
-    return {k: a.value for k, a in node.attributes.items()}
-
-
-def _set_const(model: ir.Model, node: ir.Node, index: int, array: np.ndarray, tag: str) -> None:
-    """Give ``node`` a new initializer at ``index`` (a fresh one: the old may be shared)."""
-    name, n = f"{node.name}__{tag}", 1
-    while name in model.graph.initializers:  # a layer can be rescaled twice: as reader and producer
-        name, n = f"{node.name}__{tag}{n}", n + 1
-    value = ir.Value(name=name, const_value=ir.tensor(np.asarray(array, np.float32), name=name))
-    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(ir.DataType.FLOAT)
-    model.graph.register_initializer(value)
-    node.replace_input_with(index, value)
 
 
 @dataclass
@@ -82,16 +62,16 @@ class EqualizationSite:
 
     @property
     def depthwise_only(self) -> bool:
-        return all(r.op_type == "Conv" and _const(r.inputs[1]).shape[1] == 1 for r in self.readers)
+        return all(r.op_type == "Conv" and constant(r.inputs[1]).shape[1] == 1 for r in self.readers)
 
     def reader_weight_ranges(self, channels: int) -> np.ndarray:
         ranges = np.zeros(channels)
         for r in self.readers:
-            w = np.abs(_const(r.inputs[1]))
+            w = np.abs(constant(r.inputs[1]))
             if r.op_type == "Conv":
-                groups = int(_attrs(r).get("group", 1))
+                groups = int(attributes(r).get("group", 1))
                 per_channel = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1).max(axis=(1, 3)).reshape(-1)
-            elif r.op_type == "Gemm" and _attrs(r).get("transB", 0):
+            elif r.op_type == "Gemm" and attributes(r).get("transB", 0):
                 per_channel = w.max(axis=0)
             else:
                 per_channel = w.max(axis=1)
@@ -100,12 +80,12 @@ class EqualizationSite:
 
 
 def _optional_const(node: ir.Node, index: int) -> bool:
-    return index >= len(node.inputs) or node.inputs[index] is None or _const(node.inputs[index]) is not None
+    return index >= len(node.inputs) or node.inputs[index] is None or constant(node.inputs[index]) is not None
 
 
 def _const_operand(node: ir.Node) -> int | None:
     """Index of the constant operand of a binary Mul/Add whose other operand is computed."""
-    consts = [i for i, v in enumerate(node.inputs) if _const(v) is not None]
+    consts = [i for i, v in enumerate(node.inputs) if constant(v) is not None]
     return consts[0] if len(node.inputs) == 2 and len(consts) == 1 else None
 
 
@@ -118,21 +98,21 @@ def _scalable_constants(node: ir.Node) -> tuple[list[tuple[ir.Node, int, str]], 
     ``broadcast`` (a Mul/Add constant, made per-channel)."""
     last = list(node.outputs[0].uses())
     follow_add = (len(last) == 1 and last[0][0].op_type == "Add" and _const_operand(last[0][0]) is not None)
-    if node.op_type == "Conv" and _const(node.inputs[1]) is not None and _optional_const(node, 2):
+    if node.op_type == "Conv" and constant(node.inputs[1]) is not None and _optional_const(node, 2):
         extra = [(node, 2, "vector")] if len(node.inputs) > 2 and node.inputs[2] is not None else []
         return [(node, 1, "out_axis0")] + extra, node.outputs[0]
     if node.op_type == "LayerNormalization":
-        axis = int(_attrs(node).get("axis", -1))
+        axis = int(attributes(node).get("axis", -1))
         rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else 0
-        scale = _const(node.inputs[1])
+        scale = constant(node.inputs[1])
         if axis in (-1, rank - 1) and scale is not None and scale.ndim == 1 and _optional_const(node, 2):
             extra = [(node, 2, "vector")] if len(node.inputs) > 2 and node.inputs[2] is not None else []
             return [(node, 1, "vector")] + extra, node.outputs[0]
     if node.op_type == "MatMul":
-        w = _const(node.inputs[1])
+        w = constant(node.inputs[1])
         if w is not None and w.ndim == 2 and follow_add:
             add = last[0][0]
-            if _const(add.inputs[_const_operand(add)]).size == w.shape[1]:
+            if constant(add.inputs[_const_operand(add)]).size == w.shape[1]:
                 return [(node, 1, "columns"), (add, _const_operand(add), "vector")], add.outputs[0]
     if node.op_type == "Mul" and _const_operand(node) is not None:
         # an affine x * a (+ b) after an activation (PP-LCNetV3's learnable affine blocks)
@@ -145,14 +125,14 @@ def _scalable_constants(node: ir.Node) -> tuple[list[tuple[ir.Node, int, str]], 
 
 
 def _reader_ok(node: ir.Node, value: ir.Value) -> bool:
-    if not node.inputs or node.inputs[0] is not value or len(node.inputs) < 2 or _const(node.inputs[1]) is None:
+    if not node.inputs or node.inputs[0] is not value or len(node.inputs) < 2 or constant(node.inputs[1]) is None:
         return False
-    attrs = _attrs(node)
+    attrs = attributes(node)
     if node.op_type == "Conv":
         return True
     if node.op_type == "Gemm":
-        return not attrs.get("transA", 0) and _const(node.inputs[1]).ndim == 2
-    return node.op_type == "MatMul" and _const(node.inputs[1]).ndim == 2
+        return not attrs.get("transA", 0) and constant(node.inputs[1]).ndim == 2
+    return node.op_type == "MatMul" and constant(node.inputs[1]).ndim == 2
 
 
 def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...]) -> list[EqualizationSite]:
@@ -195,7 +175,7 @@ def _scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) ->
     channel_shape = [1] * rank
     channel_shape[site.channel_axis] = inv.size
     for node, index, kind in site.constants:
-        c = _const(node.inputs[index])
+        c = constant(node.inputs[index])
         if kind == "out_axis0":
             scaled = c * inv.reshape(-1, *[1] * (c.ndim - 1))
         elif kind == "columns":
@@ -204,23 +184,23 @@ def _scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) ->
             scaled = c * inv.reshape(c.shape)
         else:
             scaled = np.broadcast_to(c, np.broadcast_shapes(c.shape, tuple(channel_shape))) * inv.reshape(channel_shape)
-        _set_const(model, node, index, scaled, "eq")
+        set_constant_input(model.graph, node, index, scaled, f"{node.name}__eq")
 
 
 def _scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -> None:
     for r in site.readers:
-        w = _const(r.inputs[1])
+        w = constant(r.inputs[1])
         if r.op_type == "Conv":
-            groups = int(_attrs(r).get("group", 1))
+            groups = int(attributes(r).get("group", 1))
             per_group = w.shape[1]
             # weight [o, j] reads input channel (o's group) * per_group + j
             channel = (np.arange(w.shape[0]) // (w.shape[0] // groups))[:, None] * per_group + np.arange(per_group)
             scaled = w * scales[channel].reshape(w.shape[0], per_group, *[1] * (w.ndim - 2))
-        elif r.op_type == "Gemm" and _attrs(r).get("transB", 0):
+        elif r.op_type == "Gemm" and attributes(r).get("transB", 0):
             scaled = w * scales[None, :]
         else:
             scaled = w * scales[:, None]
-        _set_const(model, r, 1, scaled, "eq_weight")
+        set_constant_input(model.graph, r, 1, scaled, f"{r.name}__eq_weight")
 
 
 def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
@@ -252,7 +232,8 @@ def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Ma
         _scale_readers(model, site, scales)
         live = act > 0
         after = act / scales
-        records.append({"tensor": site.tensor.name, "producer": site.producer.name, "readers": [r.name for r in site.readers],
+        records.append({"tensor": site.tensor.name, "producer": site.producer.name,
+                        "readers": [r.name for r in site.readers],
                         "spread_before": float(act.max() / act[live].min()) if live.any() else 1.0,
                         "spread_after": float(after.max() / after[live].min()) if live.any() else 1.0})
     return records

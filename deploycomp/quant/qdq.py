@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
+from deploycomp.quant.constants import add_initializer, attributes, constant
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "quantizable_tensors",
@@ -56,7 +57,7 @@ def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127) -> tuple[np.nda
 
 
 def _is_const(v: ir.Value | None) -> bool:
-    return v is not None and v.const_value is not None and not v.is_graph_input()
+    return constant(v) is not None
 
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
@@ -141,25 +142,17 @@ class QDQPass(ir.passes.InPlacePass):
     ranges: dict[str, tuple[float, float]]
     keep_float: set[str] = field(default_factory=set)
 
-    def _const(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-        value.shape = ir.Shape(array.shape)
-        value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
-        graph.register_initializer(value)
-        return value
-
     def _quantize_weights(self, graph: ir.Graph, node: ir.Node, index: int) -> bool:
         w = node.inputs[1]
         if not _is_const(w) or w.dtype != ir.DataType.FLOAT:
             return False
         arr = w.const_value.numpy()
-        attrs = {k: a.value for k, a in node.attributes.items()}
-        axis = weight_axis(node.op_type, attrs, arr.ndim)
+        axis = weight_axis(node.op_type, attributes(node), arr.ndim)
         q, scale = quantize_weight(arr, axis, self.policy.weight_qmax)
         base = f"{w.name}__{node.name or f'node{index}'}"
-        qv = self._const(graph, base + "_q", q)
-        sv = self._const(graph, base + "_scale", scale.reshape(-1))
-        zv = self._const(graph, base + "_zp", np.zeros(scale.size, np.int8))
+        qv = add_initializer(graph, base + "_q", q)
+        sv = add_initializer(graph, base + "_scale", scale.reshape(-1))
+        zv = add_initializer(graph, base + "_zp", np.zeros(scale.size, np.int8))
         dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": axis}, name=base + "_dq")
         graph.insert_before(node, dq)
         dq.outputs[0].name = base + "_dq"
@@ -178,9 +171,9 @@ class QDQPass(ir.passes.InPlacePass):
         scale = (input_scale * weight_scale).astype(np.float32)
         values = bias.const_value.numpy().astype(np.float64)
         q = np.clip(np.round(values / np.broadcast_to(scale, values.shape)), -(2**31), 2**31 - 1).astype(np.int32)
-        qv = self._const(graph, base + "_bias_q", q)
-        sv = self._const(graph, base + "_bias_scale", np.broadcast_to(scale, values.shape).copy())
-        zv = self._const(graph, base + "_bias_zp", np.zeros(values.shape, np.int32))
+        qv = add_initializer(graph, base + "_bias_q", q)
+        sv = add_initializer(graph, base + "_bias_scale", np.broadcast_to(scale, values.shape).copy())
+        zv = add_initializer(graph, base + "_bias_zp", np.zeros(values.shape, np.int32))
         dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": 0}, name=base + "_bias_dq")
         graph.insert_before(node, dq)
         dq.outputs[0].name = base + "_bias_dq"
@@ -196,8 +189,8 @@ class QDQPass(ir.passes.InPlacePass):
             name = value.name
             scale, zp = activation_params(*ranges[name], self.policy.activation_dtype, self.policy.activation_symmetric)
             value.name = f"{name}__float"
-            sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
-            zv = self._const(graph, f"{name}__zp", zp)
+            sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
+            zv = add_initializer(graph, f"{name}__zp", zp)
             q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
             dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
             q.outputs[0].name, dq.outputs[0].name = f"{name}__q", name
@@ -221,8 +214,8 @@ class QDQPass(ir.passes.InPlacePass):
                 continue
             value = consumers[0][0].inputs[consumers[0][1]]
             scale, zp = tensor_encoding(p, value, ranges[name])
-            sv = self._const(graph, f"{name}__scale", np.array(scale, np.float32))
-            zv = self._const(graph, f"{name}__zp", zp)
+            sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
+            zv = add_initializer(graph, f"{name}__zp", zp)
             q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
             dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
             q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"

@@ -1,0 +1,46 @@
+"""Reading and replacing the constants of onnx-ir nodes, for the quantization passes.
+
+QDQ insertion, equalization and bias correction all read a layer's constant weights
+and attributes as numpy, and give a node a new initializer. New initializers are always
+fresh values, never edits of the old tensor, because an initializer may be shared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["add_initializer", "attributes", "constant", "set_constant_input"]
+
+
+def constant(v: ir.Value | None) -> np.ndarray | None:
+    """The value's constant as numpy, or None (absent, computed or a graph input)."""
+    if v is None or v.const_value is None or v.is_graph_input():
+        return None
+    return v.const_value.numpy()
+
+
+def attributes(node: ir.Node) -> dict:
+    return {k: a.value for k, a in node.attributes.items()}
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` (its own dtype) as a new initializer; ``name`` gets a numeric
+    suffix if taken (a layer can be rescaled twice: as a reader and as a producer)."""
+    unique, n = name, 1
+    while unique in graph.initializers:
+        unique, n = f"{name}{n}", n + 1
+    value = ir.Value(name=unique, const_value=ir.tensor(array, name=unique))
+    value.shape = ir.Shape(array.shape)
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    graph.register_initializer(value)
+    return value
+
+
+def set_constant_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str) -> None:
+    """Make input ``index`` of ``node`` a new float32 initializer (adding the input if the
+    node has fewer, e.g. a Conv without a bias)."""
+    value = add_initializer(graph, name, np.asarray(array, np.float32))
+    if index >= len(node.inputs):
+        node.resize_inputs(index + 1)
+    node.replace_input_with(index, value)
