@@ -76,6 +76,12 @@ def _boosters_text(quant: dict) -> str:
         worst = max(quant["equalized"], key=lambda e: e["spread_before"])
         parts.append(f"{len(quant['equalized'])} tensors equalized (widest channel spread "
                      f"{worst['spread_before']:g}x &rarr; {worst['spread_after']:g}x)")
+    smoothing = quant.get("smoothing") or {}
+    if smoothing.get("sites"):
+        shifted = sum(1 for site in smoothing["sites"] if site.get("shift"))
+        verdict = "kept" if smoothing.get("kept") else "dropped"
+        parts.append(f"{len(smoothing['sites'])} tensors smoothed ({shifted} shifted), {verdict}: all-int8 NMSE "
+                     f"{smoothing['nmse_all_int8_without']:.3g} without, {smoothing['nmse_all_int8_with']:.3g} with")
     if quant.get("bias_corrected_layers"):
         parts.append(f"{quant['bias_corrected_layers']} layer biases corrected")
     return " (" + "; ".join(parts) + ")" if parts else ""

@@ -1,8 +1,8 @@
 """int8 post-training quantization: statistics once, QDQ placed per backend, float where it hurts.
 
 ``quantize`` runs the whole flow on an optimized fp32 onnx-ir model: the boosters the
-policy (or the caller) asks for (activation equalization before the statistics, bias
-correction after the ranges), streaming statistics over the calibration samples, ranges
+policy (or the caller) asks for (activation equalization and smoothing before the
+statistics, bias correction after the ranges), streaming statistics over the calibration samples, ranges
 by the policy's method, a drop-one sensitivity ranking on held-out samples, and the
 smallest set of float layers whose model meets the caller's budget (checked by a
 callback, normally the target's own runtime). The result is standard
@@ -24,15 +24,18 @@ from deploycomp.quant.calibrate import collect_statistics
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
-from deploycomp.quant.sensitivity import quantized_copy, rank_layers, select_float_layers
+from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy, rank_layers, select_float_layers
+from deploycomp.quant.smoothing import smooth
 
 __all__ = ["BOOSTERS", "POLICIES", "QuantResult", "policy_for", "quantize"]
 
 BOOSTERS = ("equalize", "smooth", "bias-correction")
 """Training-free accuracy boosters: ``equalize`` (cross-layer equalization into depthwise
-readers, free for per-channel weights), ``smooth`` (the SmoothQuant trade into readers
-that mix channels, e.g. LayerNorm -> MatMul), both in :mod:`deploycomp.quant.equalization`,
-and ``bias-correction`` (:mod:`deploycomp.quant.bias_correction`)."""
+readers, free for per-channel weights: :mod:`deploycomp.quant.equalization`), ``smooth``
+(a per-channel shift and scale searched per site for readers that mix channels, e.g. an
+affine block or LayerNorm before a pointwise conv or MatMul:
+:mod:`deploycomp.quant.smoothing`) and ``bias-correction``
+(:mod:`deploycomp.quant.bias_correction`)."""
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -46,6 +49,27 @@ class QuantResult:
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
     names = [n.name for n in model.graph if n.op_type in policy.compute_ops and n.name]
     return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
+
+
+def _smooth_if_better(model, policy, calibration, held_out, centred, plain, calibrate):
+    """Apply the searched smoothing to a copy and keep it only if the whole int8 model's
+    error (exact QDQ arithmetic, on the held-out and first four calibration samples) falls:
+    each site is chosen by its readers' error alone, and on PP-OCR cls that did not lower
+    the output's (all-int8 NMSE 0.00024 -> 0.00040 in OpenVINO's encoding, 0.0053 -> 0.037
+    in TensorRT's), while it cut rec's (0.027 -> 0.017; 0.066 -> 0.015) and det's."""
+    smoothed = ir.from_proto(ir.to_proto(model))
+    sites = smooth(smoothed, policy, calibration, centred=centred)
+    if not sites:
+        return (model, *plain, {"sites": [], "kept": False})
+    trial = calibrate(smoothed)
+    judge = list(held_out) + list(calibration)[:4]
+    refs = ort_outputs(model, judge)
+    errors = [nmse(refs, ort_outputs(quantized_copy(m, policy, r, set(), sh), judge))
+              for m, (_, r, sh) in ((model, plain), (smoothed, trial))]
+    kept = errors[1] < errors[0]
+    record = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for s in sites],
+              "kept": kept, "nmse_all_int8_without": errors[0], "nmse_all_int8_with": errors[1]}
+    return ((smoothed, *trial) if kept else (model, *plain)) + (record,)
 
 
 def quantize(
@@ -67,17 +91,26 @@ def quantize(
         raise ValueError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}")
     started = time.perf_counter()
     equalized: list[dict] = []
-    kinds = [k for b, k in (("equalize", "depthwise"), ("smooth", "mixing")) if b in boosters]
-    if kinds:
+    if boosters:
+        model = ir.from_proto(ir.to_proto(model))  # the boosters rewrite constants: not the caller's
+    if "equalize" in boosters:
         # exact in float: the model every later step (and every float layer) sees
-        model = ir.from_proto(ir.to_proto(model))
-        equalized = equalize(model, policy.compute_ops, calibration, kinds=kinds)
-    tensors = list(quantizable_tensors(model, policy))
-    if policy.quantize_graph_outputs:
-        tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
-    stats = collect_statistics(model, tensors, calibration)
-    ranges = stats.ranges(method)
-    shifts = bias_shifts(model, policy, ranges, calibration) if "bias-correction" in boosters else {}
+        equalized = equalize(model, policy.compute_ops, calibration)
+
+    def calibrate(m: ir.Model):
+        tensors = list(quantizable_tensors(m, policy))
+        if policy.quantize_graph_outputs:
+            tensors += [v.name for v in m.graph.outputs if v.name not in tensors]
+        stats = collect_statistics(m, tensors, calibration)
+        ranges = stats.ranges(method)
+        shifts = bias_shifts(m, policy, ranges, calibration) if "bias-correction" in boosters else {}
+        return stats, ranges, shifts
+
+    stats, ranges, shifts = calibrate(model)
+    smoothing: dict = {}
+    if "smooth" in boosters:
+        model, stats, ranges, shifts, smoothing = _smooth_if_better(
+            model, policy, calibration, held_out, "bias-correction" in boosters, (stats, ranges, shifts), calibrate)
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
 
@@ -94,6 +127,7 @@ def quantize(
         "boosters": list(boosters),
         "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],
         "bias_corrected_layers": len(shifts),
+        "smoothing": smoothing,
     }
     chosen: set[str] = set()
     if meets_budget is not None and held_out and meets_budget(candidate(pinned)):

@@ -3,30 +3,22 @@
 Activations are quantized per tensor, so one scale serves every channel. When a
 tensor's channels span very different ranges (measured in PP-OCRv4 rec: the first
 conv's output, read by a depthwise conv, spans 0.35 to 27 across 16 channels), the
-small channels get a handful of int8 levels. The fix is exact in float, needs no
-training, and covers both boosters the literature names:
-
-* cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019) for a
-  Conv -> [Relu] -> Conv chain, as in MobileNet-style depthwise blocks;
-* SmoothQuant (Xiao et al., 2022) for LayerNormalization -> MatMul, as in
-  transformer blocks (PP-OCR rec's SVTR neck).
+small channels get a handful of int8 levels. Cross-layer equalization (Nagel et al.,
+"Data-Free Quantization", 2019) fixes it exactly in float, with no training.
 
 For a tensor ``x`` made by a producer whose output channels can be scaled (Conv, MatMul +
 constant bias, LayerNormalization's scale and bias, an affine ``x * a (+ b)`` with
-constants), optionally through a Relu
-(``relu(x / s) = relu(x) / s`` for ``s > 0``), and read only by layers with constant
-weights (Conv, Gemm, MatMul), channel ``c`` is divided by ``s_c`` in the producer and
-multiplied back into every reader's weights. Weights are quantized per output channel,
-so a depthwise reader (one input channel per output channel) and the producer take any
-scale for free: there ``s_c`` makes every channel's range equal to the largest. A
-reader that mixes channels shares each output channel's weight scale across inputs,
-so there ``s_c = sqrt(range_c / weight_range_c)`` balances the two (SmoothQuant with
-alpha 0.5). The two kinds of site are separate boosters (``equalize``: depthwise,
-``smooth``: mixing) because they measure differently: with bias correction, the mixing
-kind raised PP-OCR rec's int8 error on OpenVINO (NMSE 0.027 -> 0.070) while the
-depthwise kind lowered every model's. The ranges are per-channel absolute maxima over
-the calibration samples (one streaming pass of the float model before the statistics
-that set the QDQ ranges).
+constants), optionally through a Relu (``relu(x / s) = relu(x) / s`` for ``s > 0``), and
+read only by layers with constant weights (Conv, Gemm, MatMul), channel ``c`` is divided
+by ``s_c`` in the producer and multiplied back into every reader's weights. Weights are
+quantized per output channel, so where every reader is depthwise (one input channel per
+output channel) the readers and the producer take any scale for free, and ``s_c`` makes
+every channel's range equal to the largest. That is what :func:`equalize` does. Readers
+that mix channels share each output channel's weight scale across their inputs, so a
+scale there is a trade, searched per site by :mod:`deploycomp.quant.smoothing` (which
+uses the sites found here). The ranges are per-channel absolute maxima over the
+calibration samples (one streaming pass of the float model before the statistics that
+set the QDQ ranges).
 """
 
 from __future__ import annotations
@@ -40,7 +32,7 @@ import onnx_ir as ir
 from deploycomp.quant.calibrate import stream_tensors
 from deploycomp.quant.constants import attributes, constant, set_constant_input
 
-__all__ = ["EqualizationSite", "equalization_sites", "equalize"]
+__all__ = ["SCALE_LIMIT", "EqualizationSite", "equalization_sites", "equalize", "scale_producer", "scale_readers"]
 
 SCALE_LIMIT = 1e3
 """Largest factor a channel is scaled by either way; beyond it float32 weights lose digits."""
@@ -63,20 +55,6 @@ class EqualizationSite:
     @property
     def depthwise_only(self) -> bool:
         return all(r.op_type == "Conv" and constant(r.inputs[1]).shape[1] == 1 for r in self.readers)
-
-    def reader_weight_ranges(self, channels: int) -> np.ndarray:
-        ranges = np.zeros(channels)
-        for r in self.readers:
-            w = np.abs(constant(r.inputs[1]))
-            if r.op_type == "Conv":
-                groups = int(attributes(r).get("group", 1))
-                per_channel = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1).max(axis=(1, 3)).reshape(-1)
-            elif r.op_type == "Gemm" and attributes(r).get("transB", 0):
-                per_channel = w.max(axis=0)
-            else:
-                per_channel = w.max(axis=1)
-            ranges = np.maximum(ranges, per_channel)
-        return ranges
 
 
 def _optional_const(node: ir.Node, index: int) -> bool:
@@ -157,20 +135,14 @@ def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...]) -> list[Eq
     return sites
 
 
-def _scales(site: EqualizationSite, act_range: np.ndarray, alpha: float) -> np.ndarray:
+def _scales(act_range: np.ndarray) -> np.ndarray:
+    """Every live channel brought to the widest one's range (depthwise readers only)."""
     live = act_range > 0
-    if site.depthwise_only:
-        scales = np.where(live, act_range / max(act_range.max(), 1e-12), 1.0)
-    else:
-        weights = site.reader_weight_ranges(act_range.size)
-        live &= weights > 0
-        act, w = np.where(live, act_range, 1.0), np.where(live, weights, 1.0)
-        scales = np.where(live, act**alpha / w ** (1 - alpha), 1.0)
-        scales = scales / np.exp(np.log(scales[live]).mean()) if live.any() else scales
+    scales = np.where(live, act_range / max(act_range.max(), 1e-12), 1.0)
     return np.clip(scales, 1 / SCALE_LIMIT, SCALE_LIMIT)
 
 
-def _scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> None:
+def scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> None:
     rank = len(site.tensor.shape)
     channel_shape = [1] * rank
     channel_shape[site.channel_axis] = inv.size
@@ -187,7 +159,7 @@ def _scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) ->
         set_constant_input(model.graph, node, index, scaled, f"{node.name}__eq")
 
 
-def _scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -> None:
+def scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -> None:
     for r in site.readers:
         w = constant(r.inputs[1])
         if r.op_type == "Conv":
@@ -203,15 +175,10 @@ def _scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) 
         set_constant_input(model.graph, r, 1, scaled, f"{r.name}__eq_weight")
 
 
-def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
-             alpha: float = 0.5, kinds: Iterable[str] = ("depthwise", "mixing")) -> list[dict]:
-    """Rescale the equalization sites of ``model`` in place; one record per site changed.
-    ``kinds``: ``depthwise`` sites (every reader takes one input channel per output
-    channel, so the rescaling costs the weights nothing) and/or ``mixing`` sites (the
-    SmoothQuant trade between activation and weight ranges)."""
-    kinds = set(kinds)
-    sites = [s for s in equalization_sites(model, compute_ops)
-             if ("depthwise" if s.depthwise_only else "mixing") in kinds]
+def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict]:
+    """Equalize, in place, every site of ``model`` whose readers are all depthwise (where the
+    rescaling costs the weights nothing); one record per site changed."""
+    sites = [s for s in equalization_sites(model, compute_ops) if s.depthwise_only]
     if not sites:
         return []
     ranges: dict[str, np.ndarray] = {}
@@ -225,11 +192,11 @@ def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Ma
         act = ranges.get(site.tensor.name)
         if act is None or not np.isfinite(act).all():
             continue
-        scales = _scales(site, act.astype(np.float64), alpha)
+        scales = _scales(act.astype(np.float64))
         if np.allclose(scales, 1.0):
             continue
-        _scale_producer(model, site, 1.0 / scales)
-        _scale_readers(model, site, scales)
+        scale_producer(model, site, 1.0 / scales)
+        scale_readers(model, site, scales)
         live = act > 0
         after = act / scales
         records.append({"tensor": site.tensor.name, "producer": site.producer.name,

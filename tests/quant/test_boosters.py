@@ -1,10 +1,14 @@
-"""Training-free int8 boosters: activation equalization and bias correction.
+"""Training-free int8 boosters: equalization, searched smoothing and bias correction.
 
 Specification:
-* equalization changes no float output, and squeezes a tensor's per-channel range
-  spread (to 1 where only a depthwise conv reads it), through Relu and affine Mul/Add
-  producers, and from LayerNormalization into a MatMul (SmoothQuant);
+* equalization changes no float output, and brings the per-channel ranges of a tensor
+  that only depthwise convs read to one (through a Relu); it leaves tensors read by
+  channel-mixing layers to smoothing;
 * with a wide channel spread, the equalized model's int8 error is much smaller;
+* smoothing changes no float output (shifting channels into the biases, adding a bias
+  where a producer or reader has none; Conv, LayerNorm -> MatMul + Add, Gemm readers),
+  never shifts through a Relu, and cuts the int8 error of channels that sit at
+  different offsets; ``quantize`` keeps it only if the whole model's error falls;
 * bias correction's predicted shift equals the measured mean output shift of the
   quantized layer (padding and strides included), and applying it removes that shift;
 * layers kept in float keep their original bias.
@@ -25,6 +29,7 @@ from deploycomp.quant.calibrate import collect_statistics, stream_tensors
 from deploycomp.quant.equalization import equalization_sites, equalize
 from deploycomp.quant.qdq import quantizable_tensors
 from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy
+from deploycomp.quant.smoothing import searchable_sites, smooth
 
 POLICY = POLICIES["openvino"]
 
@@ -78,7 +83,8 @@ def test_equalization_keeps_float_outputs_and_levels_channel_ranges():
     before = _channel_spread(model, "r1", samples)
     equalized = _copy(model)
     records = equalize(equalized, POLICY.compute_ops, samples)
-    assert {r["tensor"] for r in records} == {"r1", "s"}  # through the Relu; the affine Mul/Add producer
+    # through the Relu; the affine Mul/Add output ("s") is read by a 1x1 conv: smoothing's
+    assert {r["tensor"] for r in records} == {"r1"}
     for ref, got in zip(ort_outputs(model, samples), ort_outputs(equalized, samples)):
         np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
     assert before > 100
@@ -90,8 +96,8 @@ def test_equalization_cuts_int8_error_where_channels_spread():
     calib, held = _samples(8, (1, 3, 16, 16)), _samples(4, (1, 3, 16, 16), seed=7)
     refs = ort_outputs(model, held)
 
-    def int8_error(m):
-        ranges = collect_statistics(m, list(quantizable_tensors(m, POLICY)), calib).ranges("minmax")
+    def int8_error(m):  # with the spread tensor the only quantized activation
+        ranges = collect_statistics(m, ["r1"], calib).ranges("minmax")
         return nmse(refs, ort_outputs(quantized_copy(m, POLICY, ranges, set()), held))
 
     equalized = _copy(model)
@@ -99,24 +105,71 @@ def test_equalization_cuts_int8_error_where_channels_spread():
     assert int8_error(equalized) < 0.2 * int8_error(model)
 
 
-def test_smoothquant_from_layernorm_into_matmul():
+def _offset_channels(rng, reader_bias: bool = True) -> ir.Model:
+    """1x1 conv -> affine (per-channel offsets of +-2, spread 0.05) -> 1x1 conv with large
+    weights: PP-OCR rec's worst tensor in small."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"),
+        helper.make_node("Mul", ["c0", "a"], ["m"], name="affine_mul"),
+        helper.make_node("Add", ["m", "offset"], ["s"], name="affine_add"),
+        helper.make_node("Conv", ["s", "w1"] + (["b1"] if reader_bias else []), ["y"], name="pw"),
+    ]
+    inits = {"w0": rng.normal(size=(16, 8, 1, 1)), "a": np.full((1, 16, 1, 1), 0.02),
+             "offset": rng.uniform(-2, 2, size=(1, 16, 1, 1)), "w1": rng.normal(size=(4, 16, 1, 1)) * 20,
+             "b1": rng.normal(size=4)}
+    return _model(nodes, inits if reader_bias else {k: v for k, v in inits.items() if k != "b1"},
+                  [1, 8, 8, 8], [1, 4, 8, 8])
+
+
+@pytest.mark.parametrize("reader_bias", [True, False])
+def test_smoothing_shifts_offset_channels_exactly_and_cuts_int8_error(reader_bias):
+    model = _offset_channels(np.random.default_rng(1), reader_bias)
+    calib, held = _samples(8, (1, 8, 8, 8)), _samples(4, (1, 8, 8, 8), seed=9)
+    smoothed = _copy(model)
+    (record,) = smooth(smoothed, POLICY, calib)
+    assert record["tensor"] == "s" and record["shift"] is True
+    refs = ort_outputs(model, held)
+    for ref, got in zip(refs, ort_outputs(smoothed, held)):
+        np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-3)
+
+    def int8_error(m):
+        ranges = collect_statistics(m, list(quantizable_tensors(m, POLICY)), calib).ranges("minmax")
+        return nmse(refs, ort_outputs(quantized_copy(m, POLICY, ranges, set()), held))
+
+    assert int8_error(smoothed) < 0.1 * int8_error(model)
+
+
+def test_smoothing_from_layernorm_into_matmul_and_gemm_keeps_outputs():
     rng = np.random.default_rng(3)
-    gamma = np.geomspace(0.02, 20, 16)
     nodes = [
         helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1, name="ln"),
         helper.make_node("MatMul", ["ln", "w"], ["mm"], name="fc"),
-        helper.make_node("Add", ["mm", "b"], ["y"], name="fc_bias"),
+        helper.make_node("Add", ["mm", "b"], ["h"], name="fc_bias"),
+        helper.make_node("LayerNormalization", ["h", "gamma2"], ["ln2"], axis=-1, name="ln2"),
+        helper.make_node("Gemm", ["ln2", "w2"], ["y"], transB=1, alpha=0.5, name="head"),
     ]
-    model = _model(nodes, {"gamma": gamma, "beta": rng.normal(size=16) * 0.1, "w": rng.normal(size=(16, 8)),
-                           "b": rng.normal(size=8)}, [1, 10, 16], [1, 10, 8])
-    samples = _samples(4, (1, 10, 16))
-    (site,) = equalization_sites(model, POLICY.compute_ops)
-    assert site.producer.op_type == "LayerNormalization" and [r.name for r in site.readers] == ["fc"]
-    equalized = _copy(model)
-    (record,) = equalize(equalized, POLICY.compute_ops, samples)
-    assert record["spread_after"] < record["spread_before"] ** 0.6  # alpha 0.5 balances into the weights
-    for ref, got in zip(ort_outputs(model, samples), ort_outputs(equalized, samples)):
+    model = _model(nodes, {"gamma": np.geomspace(0.02, 20, 16), "beta": rng.uniform(-3, 3, size=16),
+                           "w": rng.normal(size=(16, 8)), "b": rng.normal(size=8),
+                           "gamma2": np.geomspace(0.05, 5, 8), "w2": rng.normal(size=(3, 8))}, [10, 16], [10, 3])
+    samples = _samples(6, (10, 16))
+    sites = searchable_sites(model, POLICY.compute_ops)
+    assert [(s.site.producer.name, s.can_shift) for s in sites] == [("ln", True), ("ln2", True)]
+    smoothed = _copy(model)
+    records = smooth(smoothed, POLICY, samples)
+    assert records and all(r["local_error_ratio"] < 1 for r in records)
+    for ref, got in zip(ort_outputs(model, samples), ort_outputs(smoothed, samples)):
         np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_smoothing_never_shifts_through_a_relu():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2")]
+    model = _model(nodes, {"w1": rng.normal(size=(4, 3, 1, 1)), "b1": [5.0, -1.0, 2.0, 0.5],
+                           "w2": rng.normal(size=(2, 4, 1, 1))}, [1, 3, 4, 4], [1, 2, 4, 4])
+    (site,) = searchable_sites(model, POLICY.compute_ops)
+    assert site.can_shift is False  # relu(x - z) is not relu(x) - z
 
 
 def test_no_site_through_a_non_homogeneous_activation():
@@ -174,12 +227,16 @@ def test_quantize_reports_boosters_and_rejects_unknown_ones():
     model = _spread_convs(np.random.default_rng(0))
     calib = _samples(6, (1, 3, 16, 16))
     result = quantize(model, POLICY, calib, [])
-    assert result.info["boosters"] == ["equalize", "bias-correction"]
-    # the default equalizes only into depthwise readers; "smooth" adds the 1x1 conv's input
+    assert result.info["boosters"] == ["equalize", "smooth", "bias-correction"]
     assert [e["tensor"] for e in result.info["equalized"]] == ["r1"] and result.info["bias_corrected_layers"] == 3
-    smooth = quantize(model, POLICY, calib, [], boosters=["equalize", "smooth"])
-    assert [e["tensor"] for e in smooth.info["equalized"]] == ["r1", "s"]
+    assert [site["tensor"] for site in result.info["smoothing"]["sites"]] == ["s"]  # the affine block's output
+    offsets = _offset_channels(np.random.default_rng(1))
+    smoothed = quantize(offsets, POLICY, _samples(8, (1, 8, 8, 8)), _samples(2, (1, 8, 8, 8), seed=4),
+                        boosters=["smooth"])
+    record = smoothed.info["smoothing"]
+    assert [s["tensor"] for s in record["sites"]] == ["s"] and record["kept"] is True
+    assert record["nmse_all_int8_with"] < record["nmse_all_int8_without"]
     bare = quantize(model, POLICY, calib, [], boosters=())
-    assert bare.info["equalized"] == [] and bare.info["bias_corrected_layers"] == 0
+    assert bare.info["equalized"] == [] and bare.info["bias_corrected_layers"] == 0 and bare.info["smoothing"] == {}
     with pytest.raises(ValueError, match="unknown int8 booster"):
         quantize(model, POLICY, calib, [], boosters=["adaround"])
