@@ -121,9 +121,12 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
 
 
 def bias_shifts(model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[float, float]],
-                samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Node name -> the mean output shift (per output channel) quantizing that layer causes."""
+                samples: Iterable[Mapping[str, np.ndarray]], only: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Node name -> the mean output shift (per output channel) quantizing that layer causes;
+    ``only``: just these layers (the others' inputs and weights are known not to change)."""
     layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))
+    if only is not None:
+        layers = [layer for layer in layers if layer.node.name in only]
     uses = quantizable_tensors(model, policy)
     encoded = effective_ranges(policy, dict(ranges), uses)
     encodings = {}

@@ -113,12 +113,18 @@ def _reader_ok(node: ir.Node, value: ir.Value) -> bool:
     return node.op_type == "MatMul" and constant(node.inputs[1]).ndim == 2
 
 
-def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...]) -> list[EqualizationSite]:
+def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...],
+                       per_tensor_constant_ops: tuple[str, ...] = ()) -> list[EqualizationSite]:
+    """Tensors whose channels can be rescaled. ``per_tensor_constant_ops``: ops whose
+    constants the runtime quantizes per tensor (see ``QDQPolicy.per_tensor_constant_ops``);
+    producers that would need a per-channel constant there are left out."""
     graph_outputs = {v.name for v in model.graph.outputs}
     sites = []
     for node in model.graph:
         constants, value = _scalable_constants(node)
         if value is None or value.shape is None:
+            continue
+        if any(n.op_type in per_tensor_constant_ops for n, _, _ in constants):
             continue
         uses = list(value.uses())
         if len(uses) == 1 and uses[0][0].op_type == "Relu" and value.name not in graph_outputs:
@@ -175,10 +181,11 @@ def scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -
         set_constant_input(model.graph, r, 1, scaled, f"{r.name}__eq_weight")
 
 
-def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict]:
+def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
+             per_tensor_constant_ops: tuple[str, ...] = ()) -> list[dict]:
     """Equalize, in place, every site of ``model`` whose readers are all depthwise (where the
     rescaling costs the weights nothing); one record per site changed."""
-    sites = [s for s in equalization_sites(model, compute_ops) if s.depthwise_only]
+    sites = [s for s in equalization_sites(model, compute_ops, per_tensor_constant_ops) if s.depthwise_only]
     if not sites:
         return []
     ranges: dict[str, np.ndarray] = {}

@@ -66,6 +66,13 @@ class QDQPolicy:
     see :func:`policy_for`)."""
     boosters: tuple[str, ...] = ("equalize", "smooth", "bias-correction")
     """Training-free boosters run by default (see :data:`deploycomp.quant.BOOSTERS`)."""
+    @property
+    def per_tensor_constant_ops(self) -> tuple[str, ...]:
+        """Ops whose constant operand the runtime itself quantizes, one scale per tensor
+        (TFLite's int8 MUL/ADD): a per-channel constant there loses its small channels,
+        so equalization and smoothing leave such producers alone."""
+        return self.elementwise_ops if self.elementwise_with_constants else ()
+
     fixed_output_params: tuple[tuple[str, float, int], ...] = ()
     """(op type, scale, zero point) the runtime's int8 kernel requires of that op's output,
     e.g. TFLite's LOGISTIC writes int8 with scale 1/256 and zero point -128."""

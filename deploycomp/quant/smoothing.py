@@ -107,11 +107,12 @@ class _Searchable:
     can_shift: bool
 
 
-def searchable_sites(model: ir.Model, compute_ops: tuple[str, ...]) -> list[_Searchable]:
+def searchable_sites(model: ir.Model, compute_ops: tuple[str, ...],
+                     per_tensor_constant_ops: tuple[str, ...] = ()) -> list[_Searchable]:
     """Mixing sites whose readers are all pointwise (1x1 Conv without padding, Gemm,
     MatMul): their output is a matrix product per row, so sampled rows judge them."""
     out = []
-    for site in equalization_sites(model, compute_ops):
+    for site in equalization_sites(model, compute_ops, per_tensor_constant_ops):
         if site.depthwise_only or not all(_pointwise(r) for r in site.readers):
             continue
         through_relu = site.tensor.producer() is not None and site.tensor.producer().op_type == "Relu"
@@ -132,11 +133,12 @@ def _error(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, mats: list[np.ndarr
     x = (rows - z) / s
     a, b = float(((lo - z) / s).min()), float(((hi - z) / s).max())
     scale, zp = activation_params(a, b, policy.activation_dtype, policy.activation_symmetric)
-    xq = fake_quantize(x, scale, zp).astype(np.float64)
+    xq, x = fake_quantize(x, scale, zp), x.astype(np.float32)
     total = 0.0
     for m in mats:
         ms = m * s[:, None]
-        diff = xq @ _weight_fake_quant(ms, policy.weight_qmax) - x @ ms
+        diff = (xq @ _weight_fake_quant(ms, policy.weight_qmax).astype(np.float32) - x @ ms.astype(np.float32)
+                ).astype(np.float64)
         if centred:
             diff -= diff.mean(axis=0, keepdims=True)
         total += float(np.sum(diff**2))
@@ -188,7 +190,7 @@ def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np
     """Search and apply the best shift/scale per searchable site of ``model``, in place;
     one record per site changed. ``centred``: judge without the per-channel mean error
     (bias correction will remove it)."""
-    sites = searchable_sites(model, policy.compute_ops)
+    sites = searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops)
     if not sites:
         return []
     axis = {s.site.tensor.name: s.site.channel_axis for s in sites}

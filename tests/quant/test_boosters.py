@@ -161,6 +161,18 @@ def test_smoothing_from_layernorm_into_matmul_and_gemm_keeps_outputs():
         np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
 
 
+def test_no_site_needs_a_per_channel_constant_the_runtime_quantizes_per_tensor():
+    """TFLite quantizes a MUL/ADD's constant operand itself, with one scale: an affine
+    block's constant made per-channel (a / s_c, spread as wide as the channels were)
+    would lose its small channels."""
+    model = _spread_convs(np.random.default_rng(0))
+    assert {s.tensor.name for s in equalization_sites(model, POLICY.compute_ops)} == {"r1", "s"}
+    tflite = POLICIES["tflite"]
+    assert tflite.per_tensor_constant_ops == ("Add", "Mul") and POLICY.per_tensor_constant_ops == ()
+    assert {s.tensor.name for s in equalization_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops)} == {"r1"}
+    assert searchable_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops) == []
+
+
 def test_smoothing_never_shifts_through_a_relu():
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1"),
