@@ -173,6 +173,33 @@ def test_no_site_needs_a_per_channel_constant_the_runtime_quantizes_per_tensor()
     assert searchable_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops) == []
 
 
+def test_a_smoothing_that_raises_the_model_error_is_dropped(monkeypatch):
+    """Each site is chosen by its readers' error alone; ``quantize`` keeps the result only
+    if the whole int8 model's error falls. Here a stand-in search scales one channel
+    1000x up, which crushes every other channel of the tensor into a few int8 levels."""
+    import deploycomp.quant as quant
+    from deploycomp.quant.smoothing import _apply
+
+    def harmful(model, policy, samples, centred=False):
+        (item,) = searchable_sites(model, policy.compute_ops)
+        channels = item.site.tensor.shape[1]
+        scales = np.ones(channels)
+        scales[0] = 1e-3
+        _apply(model, item.site, np.zeros(channels), scales)
+        return [{"tensor": item.site.tensor.name, "producer": item.site.producer.name,
+                 "readers": [r.name for r in item.site.readers], "shift": False, "alpha": None}]
+
+    monkeypatch.setattr(quant, "smooth", harmful)
+    model = _offset_channels(np.random.default_rng(1))
+    calib, held = _samples(8, (1, 8, 8, 8)), _samples(2, (1, 8, 8, 8), seed=4)
+    result = quantize(model, POLICY, calib, held, boosters=["smooth"])
+    record = result.info["smoothing"]
+    assert record["kept"] is False and record["nmse_all_int8_with"] > record["nmse_all_int8_without"]
+    plain = quantize(model, POLICY, calib, held, boosters=[])
+    for a, b in zip(ort_outputs(result.model, held), ort_outputs(plain.model, held)):
+        np.testing.assert_array_equal(a["y"], b["y"])  # as if smoothing had not run
+
+
 def test_smoothing_never_shifts_through_a_relu():
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1"),
