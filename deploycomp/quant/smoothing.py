@@ -205,7 +205,7 @@ def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np
             lo[name] = np.minimum(lo.get(name, np.inf), flat.min(0))
             hi[name] = np.maximum(hi.get(name, -np.inf), flat.max(0))
             pick = rng.choice(len(flat), size=min(per_sample, len(flat)), replace=False)
-            rows.setdefault(name, []).append(flat[pick].astype(np.float64))
+            rows.setdefault(name, []).append(flat[pick].astype(np.float32))
     records = []
     for item in sites:
         site, name = item.site, item.site.tensor.name
