@@ -69,7 +69,9 @@ class Backend(Protocol):
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
               options: Mapping[str, Any] | None = None) -> Lowered:
-        """``options``: backend-specific build choices (e.g. TFLite's ``io_layout``); others ignore them."""
+        """``options``: backend-specific build choices (e.g. TFLite's ``io_layout``); others ignore them.
+        ``trial=True``: the artifact only serves to judge a candidate (the int8 search) and is
+        thrown away, so a backend may skip work that only a shipped artifact needs."""
         ...
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...

@@ -419,7 +419,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp), _backend_options(opts, target, prep.profiles))
+            lowered = backend.lower(candidate, target, "int8", Path(tmp),
+                                    _backend_options(opts, target, prep.profiles) | {"trial": True})
             runner = backend.load(Path(tmp), lowered.info)
             outs = [runner.run(s) for s in judged]
         if opts.int8_accept is not None:

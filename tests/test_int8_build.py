@@ -98,3 +98,29 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
     lenient = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
                                int8_accept=lambda refs, outs: True).manifest["quantization"]
     assert lenient["float_layers"] == [] and lenient["budget_met"] is True
+
+
+def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_path):
+    """int8 candidates are lowered as trials (read by OpenVINO's ONNX frontend alone); the
+    shipped IR goes through convert_model, which folds each QDQ pair into a FakeQuantize.
+    Both must compute the same outputs, or the search would judge another model."""
+    import onnx_ir as ir
+
+    from deploycomp.backends import get_backend
+    from deploycomp.quant import POLICIES, quantize
+    from deploycomp.targets import load_target
+
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(6)]
+    qmodel = quantize(ir.load(tiny_conv), POLICIES["openvino"], samples, []).model
+    backend, target = get_backend("openvino"), load_target("host")
+    outs, ops = {}, {}
+    for trial in (False, True):
+        out = tmp_path / str(trial)
+        out.mkdir()
+        lowered = backend.lower(qmodel, target, "int8", out, {"trial": trial})
+        ops[trial] = (out / lowered.info["xml"]).read_text().count('type="FakeQuantize"')
+        outs[trial] = backend.load(out, lowered.info).run(samples[0])
+    assert ops[False] > 0  # the shipped IR has its QDQ folded
+    for name, value in outs[False].items():
+        np.testing.assert_array_equal(outs[True][name], value)
