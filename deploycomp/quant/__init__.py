@@ -1,9 +1,10 @@
 """int8 post-training quantization: statistics once, QDQ placed per backend, float where it hurts.
 
 ``quantize`` runs the whole flow on an optimized fp32 onnx-ir model: the boosters the
-policy (or the caller) asks for (activation equalization and smoothing before the
-statistics, bias correction after the ranges), streaming statistics over the calibration samples, ranges
-by the policy's method, a drop-one sensitivity ranking on held-out samples, and the
+policy (or the caller) asks for (activation equalization before the statistics; bias
+correction after the ranges; smoothing, searched on a copy and kept only if the whole
+model's int8 error falls), streaming statistics over the calibration samples, ranges by
+the policy's method, a drop-one sensitivity ranking on held-out samples, and the
 smallest set of float layers whose model meets the caller's budget (checked by a
 callback, normally the target's own runtime). The result is standard
 QuantizeLinear/DequantizeLinear ONNX.

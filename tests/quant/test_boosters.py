@@ -169,7 +169,8 @@ def test_no_site_needs_a_per_channel_constant_the_runtime_quantizes_per_tensor()
     assert {s.tensor.name for s in equalization_sites(model, POLICY.compute_ops)} == {"r1", "s"}
     tflite = POLICIES["tflite"]
     assert tflite.per_tensor_constant_ops == ("Add", "Mul") and POLICY.per_tensor_constant_ops == ()
-    assert {s.tensor.name for s in equalization_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops)} == {"r1"}
+    sites = equalization_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops)
+    assert {s.tensor.name for s in sites} == {"r1"}
     assert searchable_sites(model, tflite.compute_ops, tflite.per_tensor_constant_ops) == []
 
 
