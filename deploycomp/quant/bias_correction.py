@@ -30,29 +30,20 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.calibrate import stream_tensors
-from deploycomp.quant.constants import attributes, constant, set_constant_input
+from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, tensor_encoding
 
-__all__ = ["CORRECTABLE_OPS", "apply_bias_shifts", "bias_shifts"]
+__all__ = ["CORRECTABLE_OPS", "add_to_bias", "apply_bias_shifts", "bias_shifts", "bias_slot"]
 
 
 @dataclass
 class _Layer:
-    """A correctable layer: its input, the input's channel axis and where its bias lives."""
+    """A correctable layer: its weight and its input's channel axis."""
 
     node: ir.Node
     weight: np.ndarray
     channel_axis: int
-    bias_holder: ir.Node
-    bias_index: int
-
-    def weight_matrix(self, w: np.ndarray) -> np.ndarray:
-        """Weights as (input channels [x kernel], output channels) for the mean product."""
-        op, attrs = self.node.op_type, attributes(self.node)
-        if op == "Gemm":
-            return (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
-        return w
 
     def input_means(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """Sums of the input that the layer's weights multiply, and how many outputs they
@@ -89,10 +80,49 @@ class _Layer:
             rows = (np.arange(out_ch) // (out_ch // groups))[:, None] * per_group + np.arange(per_group)
             taps = (out_ch, per_group, -1)
             return (wq.reshape(taps) * mean_qx[rows]).sum((1, 2)) - (w.reshape(taps) * mean_x[rows]).sum((1, 2))
-        return mean_qx @ self.weight_matrix(wq) - mean_x @ self.weight_matrix(w)
+        return mean_qx @ weight_matrix(self.node, wq) - mean_x @ weight_matrix(self.node, w)
 
 
 CORRECTABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def bias_slot(node: ir.Node) -> tuple[ir.Node, int] | None:
+    """Where a Conv/Gemm/MatMul layer's constant bias lives, or is added: input 2 of a Conv
+    or Gemm (absent or constant), the constant operand of the Add that alone reads a
+    MatMul. None where there is no constant bias to change (a computed one, a Gemm with
+    ``beta`` 0, a MatMul without such an Add)."""
+    if node.op_type in ("Conv", "Gemm"):
+        if node.op_type == "Gemm" and float(attributes(node).get("beta", 1.0)) == 0.0:
+            return None
+        present = len(node.inputs) > 2 and node.inputs[2] is not None
+        return (node, 2) if not present or constant(node.inputs[2]) is not None else None
+    w = constant(node.inputs[1]) if node.op_type == "MatMul" and len(node.inputs) > 1 else None
+    uses = list(node.outputs[0].uses())
+    if w is None or w.ndim != 2 or len(uses) != 1 or uses[0][0].op_type != "Add":
+        return None
+    add, other = uses[0][0], 1 - uses[0][1]
+    bias = constant(add.inputs[other])
+    if bias is not None and bias.size == w.shape[1] and bias.shape[-1:] == (w.shape[1],):
+        return add, other
+    return None
+
+
+def add_to_bias(graph: ir.Graph, node: ir.Node, delta: np.ndarray, name: str) -> bool:
+    """Add ``delta`` (one value per output channel) to the layer's bias, through a Gemm's
+    ``beta``, creating the bias if absent; False if it has no constant bias (see
+    :func:`bias_slot`)."""
+    slot = bias_slot(node)
+    if slot is None:
+        return False
+    holder, index = slot
+    beta = float(attributes(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+    delta = np.asarray(delta, np.float64).reshape(-1) / beta
+    present = index < len(holder.inputs) and holder.inputs[index] is not None
+    current = constant(holder.inputs[index]) if present else np.zeros(delta.shape)
+    if current.size != delta.size:
+        current = np.broadcast_to(current, delta.shape)  # a scalar Gemm C
+    set_constant_input(graph, holder, index, current.astype(np.float64) + delta.reshape(current.shape), name)
+    return True
 
 
 def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
@@ -105,18 +135,11 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
             continue
         attrs = attributes(node)
         if node.op_type == "Conv":
-            out.append(_Layer(node, w, 1, node, 2))
+            out.append(_Layer(node, w, 1))
         elif node.op_type == "Gemm" and not attrs.get("transA", 0) and w.ndim == 2:
-            out.append(_Layer(node, w, 1, node, 2))
-        elif node.op_type == "MatMul" and w.ndim == 2:
-            uses = list(node.outputs[0].uses())
-            if len(uses) != 1 or uses[0][0].op_type != "Add":
-                continue
-            add = uses[0][0]
-            other = 1 - uses[0][1]
-            bias = constant(add.inputs[other])
-            if bias is not None and bias.size == w.shape[1] and bias.shape[-1:] == (w.shape[1],):
-                out.append(_Layer(node, w, -1, add, other))
+            out.append(_Layer(node, w, 1))
+        elif node.op_type == "MatMul" and bias_slot(node) is not None:
+            out.append(_Layer(node, w, -1))
     return out
 
 
@@ -161,20 +184,8 @@ def apply_bias_shifts(model: ir.Model, shifts: Mapping[str, np.ndarray], skip: s
     layers in ``skip`` (kept in float) are left as they are. Returns the layers corrected."""
     done = 0
     for layer in _layers(model, CORRECTABLE_OPS):
-        node, holder, index = layer.node, layer.bias_holder, layer.bias_index
+        node = layer.node
         if node.name in skip or node.name not in shifts:
             continue
-        beta = float(attributes(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
-        if beta == 0.0:
-            continue
-        shift = shifts[node.name].astype(np.float64) / beta
-        present = index < len(holder.inputs) and holder.inputs[index] is not None
-        current = constant(holder.inputs[index]) if present else np.zeros(shift.shape)
-        if current is None:
-            continue  # a computed bias: nothing constant to adjust
-        if current.size != shift.size:
-            current = np.broadcast_to(current, shift.shape)  # a scalar Gemm C
-        corrected = current.astype(np.float64) - shift.reshape(current.shape)
-        set_constant_input(model.graph, holder, index, corrected, f"{node.name}__bias_corrected")
-        done += 1
+        done += add_to_bias(model.graph, node, -shifts[node.name], f"{node.name}__bias_corrected")
     return done

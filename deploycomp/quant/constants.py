@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["add_initializer", "attributes", "constant", "set_constant_input"]
+__all__ = ["add_initializer", "attributes", "constant", "set_constant_input", "weight_matrix"]
 
 
 def constant(v: ir.Value | None) -> np.ndarray | None:
@@ -44,3 +44,15 @@ def set_constant_input(graph: ir.Graph, node: ir.Node, index: int, array: np.nda
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)
     node.replace_input_with(index, value)
+
+
+def weight_matrix(node: ir.Node, w: np.ndarray) -> np.ndarray:
+    """A compute layer's weights ``w`` as (inputs, outputs), so that ``y = x @ M``: a
+    Gemm's ``B`` (transposed if ``transB``) times ``alpha``, a MatMul's as they are, a
+    group-1 Conv's as (input channels x kernel taps, output channels)."""
+    attrs = attributes(node)
+    if node.op_type == "Gemm":
+        return (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
+    if node.op_type == "Conv":
+        return w.reshape(w.shape[0], -1).T
+    return w

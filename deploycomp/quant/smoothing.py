@@ -35,8 +35,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.quant.bias_correction import add_to_bias, bias_slot
 from deploycomp.quant.calibrate import stream_tensors
-from deploycomp.quant.constants import attributes, constant, set_constant_input
+from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.equalization import (SCALE_LIMIT, EqualizationSite, equalization_sites, scale_producer,
                                            scale_readers)
 from deploycomp.quant.policy import QDQPolicy
@@ -60,35 +61,9 @@ def _pointwise(node: ir.Node) -> bool:
     return node.op_type in ("Gemm", "MatMul")
 
 
-def _reader_bias(node: ir.Node) -> tuple[ir.Node, int] | None:
-    """Where a reader's bias lives: (node, input index); None if it cannot take one."""
-    if node.op_type == "Conv":
-        return node, 2
-    if node.op_type == "Gemm":
-        if float(attributes(node).get("beta", 1.0)) == 0.0:
-            return None
-        if len(node.inputs) < 3 or node.inputs[2] is None:
-            return node, 2
-        c = constant(node.inputs[2])
-        return (node, 2) if c is not None and c.size == _matrix(node).shape[1] else None
-    uses = list(node.outputs[0].uses())
-    if len(uses) == 1 and uses[0][0].op_type == "Add":
-        add = uses[0][0]
-        consts = [i for i, v in enumerate(add.inputs) if constant(v) is not None]
-        if len(consts) == 1 and constant(add.inputs[consts[0]]).size == constant(node.inputs[1]).shape[1]:
-            return add, consts[0]
-    return None
-
-
 def _matrix(node: ir.Node) -> np.ndarray:
     """The reader's weights as (input channels, output channels): ``y = x @ M``."""
-    w = constant(node.inputs[1]).astype(np.float64)
-    attrs = attributes(node)
-    if node.op_type == "Conv":
-        return w.reshape(w.shape[0], w.shape[1]).T
-    if node.op_type == "Gemm":
-        return (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
-    return w
+    return weight_matrix(node, constant(node.inputs[1]).astype(np.float64))
 
 
 def _producer_bias(site: EqualizationSite) -> tuple[ir.Node, int] | None:
@@ -117,7 +92,7 @@ def searchable_sites(model: ir.Model, compute_ops: tuple[str, ...],
             continue
         through_relu = site.tensor.producer() is not None and site.tensor.producer().op_type == "Relu"
         can_shift = (not through_relu and _producer_bias(site) is not None
-                     and all(_reader_bias(r) is not None for r in site.readers))
+                     and all(bias_slot(r) is not None for r in site.readers))
         out.append(_Searchable(site, can_shift))
     return out
 
@@ -163,13 +138,7 @@ def _apply(model: ir.Model, site: EqualizationSite, z: np.ndarray, s: np.ndarray
     the producer's bias ``-z``, then the producer's constants ``1 / s`` and the readers' ``s``."""
     if np.any(z):
         for r in site.readers:
-            holder, index = _reader_bias(r)
-            shift = z @ _matrix(r)
-            if r.op_type == "Gemm":
-                shift = shift / float(attributes(r).get("beta", 1.0))
-            old = constant(holder.inputs[index]) if index < len(holder.inputs) else None
-            new = shift if old is None else (old.reshape(-1) + shift).reshape(old.shape)
-            set_constant_input(model.graph, holder, index, new, f"{holder.name}__shift_bias")
+            add_to_bias(model.graph, r, z @ _matrix(r), f"{r.name}__shift_bias")
         node, index = _producer_bias(site)
         old = constant(node.inputs[index]) if index < len(node.inputs) else None
         if node.op_type == "Add":
