@@ -1,7 +1,8 @@
 """Reading and replacing the constants of onnx-ir nodes, for the quantization passes.
 
-QDQ insertion, equalization and bias correction all read a layer's constant weights
-and attributes as numpy, and give a node a new initializer. New initializers are always
+QDQ insertion, equalization, smoothing and bias correction all read a layer's constant
+weights and attributes as numpy (and lay its weights out as a matrix), and give a node a
+new initializer. New initializers are always
 fresh values, never edits of the old tensor, because an initializer may be shared.
 """
 

@@ -52,6 +52,12 @@ class EqualizationSite:
     def channel_axis(self) -> int:
         return 1 if self.readers[0].op_type == "Conv" else -1
 
+    def per_channel(self, values: np.ndarray) -> np.ndarray:
+        """One value per channel, shaped to broadcast against the tensor."""
+        shape = [1] * len(self.tensor.shape)
+        shape[self.channel_axis] = values.size
+        return values.reshape(shape)
+
     @property
     def depthwise_only(self) -> bool:
         return all(r.op_type == "Conv" and constant(r.inputs[1]).shape[1] == 1 for r in self.readers)
@@ -149,9 +155,6 @@ def _scales(act_range: np.ndarray) -> np.ndarray:
 
 
 def scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> None:
-    rank = len(site.tensor.shape)
-    channel_shape = [1] * rank
-    channel_shape[site.channel_axis] = inv.size
     for node, index, kind in site.constants:
         c = constant(node.inputs[index])
         if kind == "out_axis0":
@@ -161,7 +164,8 @@ def scale_producer(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> 
         elif kind == "vector":
             scaled = c * inv.reshape(c.shape)
         else:
-            scaled = np.broadcast_to(c, np.broadcast_shapes(c.shape, tuple(channel_shape))) * inv.reshape(channel_shape)
+            factor = site.per_channel(inv)
+            scaled = np.broadcast_to(c, np.broadcast_shapes(c.shape, factor.shape)) * factor
         set_constant_input(model.graph, node, index, scaled, f"{node.name}__eq")
 
 

@@ -142,9 +142,8 @@ def _apply(model: ir.Model, site: EqualizationSite, z: np.ndarray, s: np.ndarray
         node, index = _producer_bias(site)
         old = constant(node.inputs[index]) if index < len(node.inputs) else None
         if node.op_type == "Add":
-            channel_shape = [1] * len(site.tensor.shape)
-            channel_shape[site.channel_axis] = z.size
-            new = np.broadcast_to(old, np.broadcast_shapes(old.shape, tuple(channel_shape))) - z.reshape(channel_shape)
+            centre = site.per_channel(z)
+            new = np.broadcast_to(old, np.broadcast_shapes(old.shape, centre.shape)) - centre
         else:
             new = -z if old is None else old - z
         set_constant_input(model.graph, node, index, new, f"{node.name}__shift")
