@@ -42,8 +42,11 @@ def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tupl
 def fake_quantize(x: np.ndarray, scale: np.float32, zp: np.ndarray) -> np.ndarray:
     """``DequantizeLinear(QuantizeLinear(x))`` in numpy: what a quantized consumer reads."""
     info = np.iinfo(zp.dtype)
-    q = np.clip(np.rint(x / scale) + int(zp), info.min, info.max)
-    return ((q - int(zp)) * scale).astype(np.float32)
+    q = np.divide(x, scale, dtype=np.float32)  # one float32 buffer, updated in place
+    np.rint(q, out=q)
+    np.clip(q, info.min - int(zp), info.max - int(zp), out=q)  # saturate(q + zp) - zp
+    q *= scale
+    return q
 
 
 def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
