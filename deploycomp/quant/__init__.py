@@ -20,13 +20,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.quant.bias_correction import bias_shifts
-from deploycomp.quant.calibrate import collect_statistics
+from deploycomp.quant.bias_correction import BiasStatistics
+from deploycomp.quant.calibrate import Observers, Statistics, stream_into
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
 from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy, rank_layers, select_float_layers
-from deploycomp.quant.smoothing import smooth
+from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
 __all__ = ["BOOSTERS", "POLICIES", "QuantResult", "policy_for", "quantize"]
 
@@ -52,32 +52,48 @@ def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[
     return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
 
 
-def _smooth_if_better(model, policy, calibration, held_out, method, correct_bias, ranges, shifts):
-    """Apply the searched smoothing to a copy and keep it only if the whole int8 model's
-    error (exact QDQ arithmetic, on four held-out or calibration samples) falls:
-    each site is chosen by its readers' error alone, and on PP-OCR cls that did not lower
-    the output's (all-int8 NMSE 0.0053 -> 0.037 in TensorRT's encoding), while it cut
-    rec's (0.066 -> 0.015; OpenVINO's 0.027 -> 0.017) and det's. Only the smoothed
-    tensors change value and only their producers' and readers' weights, so only their
-    statistics and those layers' bias shifts are computed again."""
-    smoothed = ir.from_proto(ir.to_proto(model))
-    sites = smooth(smoothed, policy, calibration, centred=correct_bias)
-    if not sites:
-        return model, ranges, shifts, {"sites": [], "kept": False}
-    trial_ranges = dict(ranges)
-    trial_ranges.update(collect_statistics(smoothed, [s["tensor"] for s in sites], calibration).ranges(method))
-    trial_shifts = dict(shifts)
+def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled):
+    """Ranges and bias shifts for ``model``, and, when ``sampled`` (smoothing's rows, already
+    collected) is given, the searched smoothing applied to a copy and kept only if the whole
+    int8 model's error (exact QDQ arithmetic, on four held-out or calibration samples)
+    falls: each site is chosen by its readers' error alone, and on PP-OCR cls that did not
+    lower the output's (all-int8 NMSE 0.0053 -> 0.037 in TensorRT's encoding), while it cut
+    rec's (0.066 -> 0.015; OpenVINO's 0.027 -> 0.017) and det's.
+
+    Smoothing changes only the smoothed tensors' values (by a known per-channel affine map)
+    and their producers' and readers' weights, so one run of the original model gives both
+    versions: observers of the mapped values for the smoothed tensors' ranges, and bias
+    sums of the changed layers with their smoothed weights on mapped inputs. Two passes
+    (statistics, bias sums) whatever the outcome. Returns (model, ranges, shifts, samples
+    seen, record)."""
+    smoothed, sites = None, []
+    if sampled is not None:
+        smoothed = ir.from_proto(ir.to_proto(model))
+        sites = smooth(smoothed, policy, calibration, centred=correct_bias, sampled=sampled)
+    transform = {s["tensor"]: s["transform"] for s in sites}
+    observed, mapped = Observers(tensors), Observers(transform, transform)
+    count = stream_into(model, [observed, mapped] if sites else [observed], calibration)
+    ranges = Statistics(observed.observers, count).ranges(method)
+    trial_ranges = {**ranges, **Statistics(mapped.observers, count).ranges(method)}
+    shifts, trial_shifts = {}, {}
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
-        trial_shifts.update(bias_shifts(smoothed, policy, trial_ranges, calibration, only=changed))
+        plain = BiasStatistics(model, policy, ranges)
+        trial = BiasStatistics(smoothed, policy, trial_ranges, only=changed, transform=transform) if sites else None
+        stream_into(model, [plain, trial] if trial else [plain], calibration)
+        shifts = plain.shifts()
+        trial_shifts = {**shifts, **(trial.shifts() if trial else {})}
+    if not sites:
+        return model, ranges, shifts, count, ({"sites": [], "kept": False} if sampled is not None else {})
     judge = (list(held_out) + list(calibration))[:4]
     refs = ort_outputs(model, judge)
     errors = [nmse(refs, ort_outputs(quantized_copy(m, policy, r, set(), sh), judge))
               for m, r, sh in ((model, ranges, shifts), (smoothed, trial_ranges, trial_shifts))]
     kept = errors[1] < errors[0]
-    record = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for s in sites],
+    record = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
+                        for s in sites],
               "kept": kept, "nmse_all_int8_without": errors[0], "nmse_all_int8_with": errors[1]}
-    return (smoothed, trial_ranges, trial_shifts, record) if kept else (model, ranges, shifts, record)
+    return (smoothed, trial_ranges, trial_shifts, count, record) if kept else (model, ranges, shifts, count, record)
 
 
 def quantize(
@@ -101,20 +117,26 @@ def quantize(
     equalized: list[dict] = []
     if boosters:
         model = ir.from_proto(ir.to_proto(model))  # the boosters rewrite constants: not the caller's
+    # smoothing's rows ride on equalization's run (they are of tensors equalization leaves
+    # alone), or take one of their own
+    sampled = (SampledRows(searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops),
+                           len(calibration)) if "smooth" in boosters else None)
+    if sampled is not None and not sampled.tensors:
+        sampled = None
     if "equalize" in boosters:
         # exact in float: the model every later step (and every float layer) sees
-        equalized = equalize(model, policy.compute_ops, calibration, policy.per_tensor_constant_ops)
+        equalized = equalize(model, policy.compute_ops, calibration, policy.per_tensor_constant_ops,
+                             also=[sampled] if sampled else [])
+    elif sampled is not None:
+        stream_into(model, [sampled], calibration)
 
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
-    stats = collect_statistics(model, tensors, calibration)
-    ranges = stats.ranges(method)
-    shifts = bias_shifts(model, policy, ranges, calibration) if "bias-correction" in boosters else {}
-    smoothing: dict = {}
-    if "smooth" in boosters:
-        model, ranges, shifts, smoothing = _smooth_if_better(
-            model, policy, calibration, held_out, method, "bias-correction" in boosters, ranges, shifts)
+    model, ranges, shifts, samples_seen, smoothing = _calibrate(
+        model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled)
+    if "smooth" in boosters and not smoothing:
+        smoothing = {"sites": [], "kept": False}
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
 
@@ -126,7 +148,7 @@ def quantize(
         "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel"
         + ("" if policy.weight_qmax == 127 else f", in [-{policy.weight_qmax}, {policy.weight_qmax}] "
            "(no int8 dot-product instructions: int16 saturation)"),
-        "calibration_samples": stats.samples, "held_out_samples": len(held_out),
+        "calibration_samples": samples_seen, "held_out_samples": len(held_out),
         "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
         "boosters": list(boosters),
         "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],

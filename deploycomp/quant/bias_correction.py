@@ -24,17 +24,17 @@ float keep their bias untouched (:func:`apply_bias_shifts` skips them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, tensor_encoding
 
-__all__ = ["CORRECTABLE_OPS", "add_to_bias", "apply_bias_shifts", "bias_shifts", "bias_slot"]
+__all__ = ["BiasStatistics", "CORRECTABLE_OPS", "add_to_bias", "apply_bias_shifts", "bias_shifts", "bias_slot"]
 
 
 @dataclass
@@ -58,15 +58,14 @@ class _Layer:
         pads = list(attrs.get("pads", [0] * 2 * rank))
         strides = list(attrs.get("strides", [1] * rank))
         dilations = list(attrs.get("dilations", [1] * rank))
-        parts, outputs = [x.astype(np.float64)], x.shape[0]
+        parts, outputs = [x.sum(0, dtype=np.float64) if x.shape[0] > 1 else x[0]], 1
         for d in range(rank):
             size = x.shape[2 + d]
             out = (size + pads[d] + pads[d + rank] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1
             outputs *= out
-            positions = np.arange(out) * strides[d] - pads[d]
-            parts = [part.take(idx[(idx >= 0) & (idx < size)], axis=2).sum(axis=2)
-                     for part in parts for idx in (positions + t * dilations[d] for t in range(kernel[d]))]
-        return np.stack(parts, -1).sum(0), outputs  # (C, taps), taps in the weight's order
+            parts = [tap for part in parts
+                     for tap in _tap_sums(part, 1, size, out, strides[d], pads[d], dilations[d], kernel[d])]
+        return np.stack(parts, -1), outputs * x.shape[0]  # (C, taps), taps in the weight's order
 
     def shift(self, mean_x: np.ndarray, mean_qx: np.ndarray, weight_qmax: int = 127) -> np.ndarray:
         w = self.weight.astype(np.float64)
@@ -81,6 +80,34 @@ class _Layer:
             taps = (out_ch, per_group, -1)
             return (wq.reshape(taps) * mean_qx[rows]).sum((1, 2)) - (w.reshape(taps) * mean_x[rows]).sum((1, 2))
         return mean_qx @ weight_matrix(self.node, wq) - mean_x @ weight_matrix(self.node, w)
+
+
+def _tap_sums(x: np.ndarray, axis: int, size: int, out: int, stride: int, pad: int, dilation: int,
+              kernel: int) -> list[np.ndarray]:
+    """For each kernel tap along ``axis``, the sum over the positions that tap reads
+    (``i * stride - pad + t * dilation`` for the ``out`` outputs, inside the tensor), that
+    axis reduced. The positions of a tap are one residue class mod ``stride`` minus a few
+    at the edges, so each class is summed once (one pass over the tensor, views only) and
+    each tap subtracts its edges: PP-OCR det's bias correction was mostly copies of
+    shifted inputs before."""
+    def rows(start: int, stop: int) -> np.ndarray:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, max(start, stop), stride)
+        return x[tuple(index)].sum(axis, dtype=np.float64)
+
+    classes = [rows(r, size) for r in range(min(stride, size))]
+    taps = []
+    for t in range(kernel):
+        first = t * dilation - pad  # the position output 0 reads
+        last = first + (out - 1) * stride
+        lo = first if first >= 0 else first - (first // stride) * stride  # first inside, same class
+        hi = min(last, size - 1 - (size - 1 - first) % stride)  # last inside, same class
+        if lo > hi:
+            taps.append(np.zeros_like(classes[0]))
+            continue
+        rho = lo % stride
+        taps.append(classes[rho] - rows(rho, lo) - rows(hi + stride, size))
+    return taps
 
 
 CORRECTABLE_OPS = ("Conv", "Gemm", "MatMul")
@@ -143,40 +170,64 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
     return out
 
 
+class BiasStatistics:
+    """The per-layer input sums bias correction needs, as a consumer of a float run
+    (:func:`deploycomp.quant.calibrate.stream_into`). ``model``, ``ranges``: the layers
+    (weights) and encodings the shifts are for; ``only``: just these layers;
+    ``transform``: tensor name -> the value ``model`` has there, computed from the
+    streamed one (so a rewritten model's shifts come from the original's run)."""
+
+    def __init__(self, model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[float, float]],
+                 only: set[str] | None = None, transform: Mapping[str, Callable] | None = None):
+        layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))
+        if only is not None:
+            layers = [layer for layer in layers if layer.node.name in only]
+        uses = quantizable_tensors(model, policy)
+        encoded = effective_ranges(policy, dict(ranges), uses)
+        self.encodings = {}
+        for layer in layers:
+            source = layer.node.inputs[0]
+            if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
+                self.encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
+        self.layers, self.weight_qmax = layers, policy.weight_qmax
+        self.transform = dict(transform or {})
+        self.readers: dict[str, list[_Layer]] = {}
+        for layer in layers:
+            self.readers.setdefault(layer.node.inputs[0].name, []).append(layer)
+        self.tensors = sorted(self.readers)
+        self.sums: dict[str, list] = {}  # node name -> [sum of x, sum of Q(x), outputs covered]
+
+    def update(self, values: Mapping[str, np.ndarray]) -> None:
+        for name in self.tensors:
+            if name not in values:
+                continue
+            x = self.transform[name](values[name]) if name in self.transform else values[name]
+            qx = fake_quantize(x, *self.encodings[name]) if name in self.encodings else x
+            for layer in self.readers[name]:
+                (sx, n), (sq, _) = layer.input_means(x), layer.input_means(qx)
+                total = self.sums.setdefault(layer.node.name, [0.0, 0.0, 0])
+                total[0], total[1], total[2] = total[0] + sx, total[1] + sq, total[2] + n
+
+    def shifts(self) -> dict[str, np.ndarray]:
+        """Node name -> the mean output shift (per output channel) quantizing it causes."""
+        out = {}
+        for layer in self.layers:
+            total = self.sums.get(layer.node.name)
+            if total is None or not total[2]:
+                continue
+            shift = layer.shift(total[0] / total[2], total[1] / total[2], self.weight_qmax)
+            if np.all(np.isfinite(shift)):
+                out[layer.node.name] = shift.astype(np.float32)
+        return out
+
+
 def bias_shifts(model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[float, float]],
                 samples: Iterable[Mapping[str, np.ndarray]], only: set[str] | None = None) -> dict[str, np.ndarray]:
     """Node name -> the mean output shift (per output channel) quantizing that layer causes;
     ``only``: just these layers (the others' inputs and weights are known not to change)."""
-    layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))
-    if only is not None:
-        layers = [layer for layer in layers if layer.node.name in only]
-    uses = quantizable_tensors(model, policy)
-    encoded = effective_ranges(policy, dict(ranges), uses)
-    encodings = {}
-    for layer in layers:
-        source = layer.node.inputs[0]
-        if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
-            encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
-    sums: dict[str, list] = {}  # node name -> [sum of x, sum of Q(x), outputs covered]
-    readers: dict[str, list[_Layer]] = {}
-    for layer in layers:
-        readers.setdefault(layer.node.inputs[0].name, []).append(layer)
-    for values in stream_tensors(model, sorted(readers), samples):
-        for name, x in values.items():
-            qx = fake_quantize(x, *encodings[name]) if name in encodings else x
-            for layer in readers[name]:
-                (sx, n), (sq, _) = layer.input_means(x), layer.input_means(qx)
-                total = sums.setdefault(layer.node.name, [0.0, 0.0, 0])
-                total[0], total[1], total[2] = total[0] + sx, total[1] + sq, total[2] + n
-    shifts = {}
-    for layer in layers:
-        total = sums.get(layer.node.name)
-        if total is None or not total[2]:
-            continue
-        shift = layer.shift(total[0] / total[2], total[1] / total[2], policy.weight_qmax)
-        if np.all(np.isfinite(shift)):
-            shifts[layer.node.name] = shift.astype(np.float32)
-    return shifts
+    sums = BiasStatistics(model, policy, ranges, only)
+    stream_into(model, [sums], samples)
+    return sums.shifts()
 
 
 def apply_bias_shifts(model: ir.Model, shifts: Mapping[str, np.ndarray], skip: set[str] = frozenset()) -> int:

@@ -24,12 +24,12 @@ set the QDQ ranges).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.calibrate import Consumer, stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input
 
 __all__ = ["SCALE_LIMIT", "EqualizationSite", "equalization_sites", "equalize", "scale_producer", "scale_readers"]
@@ -185,19 +185,34 @@ def scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -
         set_constant_input(model.graph, r, 1, scaled, f"{r.name}__eq_weight")
 
 
+class _ChannelRanges:
+    """Per-channel max |x| of each site's tensor (a consumer of a float run)."""
+
+    def __init__(self, sites: Sequence[EqualizationSite]):
+        self.axis = {s.tensor.name: s.channel_axis for s in sites}
+        self.tensors = sorted(self.axis)
+        self.ranges: dict[str, np.ndarray] = {}
+
+    def update(self, values: Mapping[str, np.ndarray]) -> None:
+        for name in self.tensors:
+            if name in values:
+                x = values[name]
+                flat = np.abs(np.moveaxis(x, self.axis[name], -1)).reshape(-1, x.shape[self.axis[name]])
+                self.ranges[name] = np.maximum(self.ranges.get(name, 0), flat.max(0))
+
+
 def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
-             per_tensor_constant_ops: tuple[str, ...] = ()) -> list[dict]:
+             per_tensor_constant_ops: tuple[str, ...] = (), also: Sequence[Consumer] = ()) -> list[dict]:
     """Equalize, in place, every site of ``model`` whose readers are all depthwise (where the
-    rescaling costs the weights nothing); one record per site changed."""
+    rescaling costs the weights nothing); one record per site changed. ``also``: other
+    consumers of the run that measures the sites (they see the model before equalization;
+    only the sites' tensors and their producers' intermediates change value)."""
     sites = [s for s in equalization_sites(model, compute_ops, per_tensor_constant_ops) if s.depthwise_only]
-    if not sites:
+    if not sites and not also:
         return []
-    ranges: dict[str, np.ndarray] = {}
-    axis = {s.tensor.name: s.channel_axis for s in sites}
-    for values in stream_tensors(model, sorted(axis), samples):
-        for name, x in values.items():
-            flat = np.abs(np.moveaxis(x, axis[name], -1)).reshape(-1, x.shape[axis[name]])
-            ranges[name] = np.maximum(ranges.get(name, 0), flat.max(0))
+    measured = _ChannelRanges(sites)
+    stream_into(model, [measured, *also], samples)
+    ranges = measured.ranges
     records = []
     for site in sites:
         act = ranges.get(site.tensor.name)

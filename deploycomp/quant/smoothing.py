@@ -43,7 +43,7 @@ from deploycomp.quant.equalization import (SCALE_LIMIT, EqualizationSite, equali
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import activation_params, fake_quantize
 
-__all__ = ["ALPHAS", "searchable_sites", "smooth"]
+__all__ = ["ALPHAS", "ChannelAffine", "SampledRows", "searchable_sites", "smooth"]
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 """Scale trades tried per site (with no scaling, each with and without the shift)."""
@@ -103,20 +103,23 @@ def _weight_fake_quant(m: np.ndarray, qmax: int) -> np.ndarray:
     return np.clip(np.rint(m / scale), -qmax, qmax) * scale
 
 
-def _error(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, mats: list[np.ndarray], z: np.ndarray,
-           s: np.ndarray, policy: QDQPolicy, centred: bool) -> float:
-    x = (rows - z) / s
+def _error(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, mats: list[np.ndarray], floats: list[np.ndarray],
+           z: np.ndarray, s: np.ndarray, policy: QDQPolicy, centred: bool) -> float:
+    """Squared error of the readers' int8 outputs on ``rows`` with channels mapped to
+    ``(x - z) / s``; ``floats``: each reader's float output ``rows @ m``, which the
+    candidate changes only by ``- z @ m`` (its scale cancels in float)."""
+    x = (rows - z.astype(np.float32)) / s.astype(np.float32)  # float32 throughout: what runtimes compute
     a, b = float(((lo - z) / s).min()), float(((hi - z) / s).max())
     scale, zp = activation_params(a, b, policy.activation_dtype, policy.activation_symmetric)
-    xq, x = fake_quantize(x, scale, zp), x.astype(np.float32)
+    xq = fake_quantize(x, scale, zp)
     total = 0.0
-    for m in mats:
-        ms = m * s[:, None]
-        diff = (xq @ _weight_fake_quant(ms, policy.weight_qmax).astype(np.float32) - x @ ms.astype(np.float32)
-                ).astype(np.float64)
+    for m, exact in zip(mats, floats):
+        diff = xq @ _weight_fake_quant(m * s[:, None], policy.weight_qmax).astype(np.float32)
+        diff -= exact
+        diff += (z @ m).astype(np.float32)
         if centred:
             diff -= diff.mean(axis=0, keepdims=True)
-        total += float(np.sum(diff**2))
+        total += float(np.vdot(diff, diff))
     return total
 
 
@@ -153,27 +156,50 @@ def _apply(model: ir.Model, site: EqualizationSite, z: np.ndarray, s: np.ndarray
     scale_readers(model, site, s)
 
 
+class SampledRows:
+    """Per-channel extremes and a constant-size sample of rows (one channel vector per
+    position) of each searchable site's tensor, fed one calibration sample at a time, so
+    the statistics pass can fill it (:func:`deploycomp.quant.calibrate.collect_statistics`)
+    instead of a pass of its own."""
+
+    def __init__(self, sites: Sequence[_Searchable], samples: int, seed: int = 0):
+        self.axis = {s.site.tensor.name: s.site.channel_axis for s in sites}
+        self.per_sample = max(8, ROWS // max(samples, 1))
+        self.rng = np.random.default_rng(seed)
+        self.lo: dict[str, np.ndarray] = {}
+        self.hi: dict[str, np.ndarray] = {}
+        self.rows: dict[str, list[np.ndarray]] = {}
+
+    @property
+    def tensors(self) -> list[str]:
+        return sorted(self.axis)
+
+    def update(self, values: Mapping[str, np.ndarray]) -> None:
+        for name in self.tensors:  # a fixed order: the same rows whoever streams
+            if name not in values:
+                continue
+            x = values[name]
+            flat = np.moveaxis(x, self.axis[name], -1).reshape(-1, x.shape[self.axis[name]])
+            self.lo[name] = np.minimum(self.lo.get(name, np.inf), flat.min(0))
+            self.hi[name] = np.maximum(self.hi.get(name, -np.inf), flat.max(0))
+            pick = self.rng.choice(len(flat), size=min(self.per_sample, len(flat)), replace=False)
+            self.rows.setdefault(name, []).append(flat[pick].astype(np.float32))
+
+
 def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np.ndarray]],
-           centred: bool = False, seed: int = 0) -> list[dict]:
+           centred: bool = False, seed: int = 0, sampled: SampledRows | None = None) -> list[dict]:
     """Search and apply the best shift/scale per searchable site of ``model``, in place;
-    one record per site changed. ``centred``: judge without the per-channel mean error
-    (bias correction will remove it)."""
+    one record per site changed (its ``transform``: the :class:`ChannelAffine` applied). ``centred``: judge without the per-channel mean error
+    (bias correction will remove it). ``sampled``: rows already collected from this
+    model's float values (else ``samples`` are streamed here)."""
     sites = searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops)
     if not sites:
         return []
-    axis = {s.site.tensor.name: s.site.channel_axis for s in sites}
-    per_sample = max(8, ROWS // max(len(samples), 1))
-    rng = np.random.default_rng(seed)
-    lo: dict[str, np.ndarray] = {}
-    hi: dict[str, np.ndarray] = {}
-    rows: dict[str, list[np.ndarray]] = {}
-    for values in stream_tensors(model, sorted(axis), samples):
-        for name, x in values.items():
-            flat = np.moveaxis(x, axis[name], -1).reshape(-1, x.shape[axis[name]])
-            lo[name] = np.minimum(lo.get(name, np.inf), flat.min(0))
-            hi[name] = np.maximum(hi.get(name, -np.inf), flat.max(0))
-            pick = rng.choice(len(flat), size=min(per_sample, len(flat)), replace=False)
-            rows.setdefault(name, []).append(flat[pick].astype(np.float32))
+    if sampled is None:
+        sampled = SampledRows(sites, len(samples), seed)
+        for values in stream_tensors(model, sampled.tensors, samples):
+            sampled.update(values)
+    lo, hi, rows = sampled.lo, sampled.hi, dict(sampled.rows)
     records = []
     for item in sites:
         site, name = item.site, item.site.tensor.name
@@ -183,7 +209,8 @@ def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np
         l, h = lo[name].astype(np.float64), hi[name].astype(np.float64)
         mats = [_matrix(r) for r in site.readers]
         weights = np.max([np.abs(m).max(axis=1) for m in mats], axis=0)
-        scored = [(_error(data, l, h, mats, z, s, policy, centred), shift, alpha, z, s)
+        floats = [(data.astype(np.float64) @ m).astype(np.float32) for m in mats]
+        scored = [(_error(data, l, h, mats, floats, z, s, policy, centred), shift, alpha, z, s)
                   for shift, alpha, z, s in _candidates(l, h, weights, item.can_shift)]
         base = scored[0][0]
         err, shift, alpha, z, s = min(scored, key=lambda c: c[0])
@@ -191,5 +218,23 @@ def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np
             continue  # not worth touching
         _apply(model, site, z, s)
         records.append({"tensor": name, "producer": site.producer.name, "readers": [r.name for r in site.readers],
-                        "shift": shift, "alpha": alpha, "local_error_ratio": err / max(base, 1e-30)})
+                        "shift": shift, "alpha": alpha, "local_error_ratio": err / max(base, 1e-30),
+                        "transform": ChannelAffine(z, s, site.channel_axis)})
     return records
+
+
+@dataclass(frozen=True)
+class ChannelAffine:
+    """What smoothing did to a tensor's values, ``x' = (x - z) / s`` per channel: the
+    smoothed model's value there from the original's (exact in float, up to rounding),
+    so one run of the original model calibrates both."""
+
+    z: np.ndarray
+    s: np.ndarray
+    axis: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        shape = [1] * x.ndim
+        shape[self.axis] = -1
+        return ((x - self.z.astype(np.float32).reshape(shape)) / self.s.astype(np.float32).reshape(shape)
+                ).astype(np.float32)

@@ -8,9 +8,11 @@ Specification:
 * smoothing changes no float output (shifting channels into the biases, adding a bias
   where a producer or reader has none; Conv, LayerNorm -> MatMul + Add, Gemm readers),
   never shifts through a Relu, and cuts the int8 error of channels that sit at
-  different offsets; ``quantize`` keeps it only if the whole model's error falls;
+  different offsets; ``quantize`` keeps it only if the whole model's error falls, and
+  calibrates it from runs of the original model exactly as if it ran the smoothed one;
 * bias correction's predicted shift equals the measured mean output shift of the
   quantized layer (padding and strides included), and applying it removes that shift;
+  its per-tap input sums equal a direct sum over the positions each tap reads;
 * layers kept in float keep their original bias.
 """
 
@@ -24,7 +26,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploycomp.quant import POLICIES, quantize
-from deploycomp.quant.bias_correction import apply_bias_shifts, bias_shifts
+from deploycomp.quant.bias_correction import _Layer, apply_bias_shifts, bias_shifts
 from deploycomp.quant.calibrate import collect_statistics, stream_tensors
 from deploycomp.quant.equalization import equalization_sites, equalize
 from deploycomp.quant.qdq import quantizable_tensors
@@ -179,16 +181,17 @@ def test_a_smoothing_that_raises_the_model_error_is_dropped(monkeypatch):
     if the whole int8 model's error falls. Here a stand-in search scales one channel
     1000x up, which crushes every other channel of the tensor into a few int8 levels."""
     import deploycomp.quant as quant
-    from deploycomp.quant.smoothing import _apply
+    from deploycomp.quant.smoothing import ChannelAffine, _apply
 
-    def harmful(model, policy, samples, centred=False):
+    def harmful(model, policy, samples, centred=False, sampled=None):
         (item,) = searchable_sites(model, policy.compute_ops)
         channels = item.site.tensor.shape[1]
         scales = np.ones(channels)
         scales[0] = 1e-3
         _apply(model, item.site, np.zeros(channels), scales)
         return [{"tensor": item.site.tensor.name, "producer": item.site.producer.name,
-                 "readers": [r.name for r in item.site.readers], "shift": False, "alpha": None}]
+                 "readers": [r.name for r in item.site.readers], "shift": False, "alpha": None,
+                 "transform": ChannelAffine(np.zeros(channels), scales, item.site.channel_axis)}]
 
     monkeypatch.setattr(quant, "smooth", harmful)
     model = _offset_channels(np.random.default_rng(1))
@@ -280,3 +283,55 @@ def test_quantize_reports_boosters_and_rejects_unknown_ones():
     assert bare.info["equalized"] == [] and bare.info["bias_corrected_layers"] == 0 and bare.info["smoothing"] == {}
     with pytest.raises(ValueError, match="unknown int8 booster"):
         quantize(model, POLICY, calib, [], boosters=["adaround"])
+
+
+def test_smoothed_model_is_calibrated_from_the_original_models_runs():
+    """``quantize`` never runs the smoothed model to calibrate it: its ranges and bias
+    shifts come from the original's values mapped through each site's per-channel affine.
+    The QDQ model equals calibrating the smoothed model directly (up to float rounding)."""
+    model = _offset_channels(np.random.default_rng(1))
+    calib, held = _samples(8, (1, 8, 8, 8)), _samples(2, (1, 8, 8, 8), seed=4)
+    result = quantize(model, POLICY, calib, held, boosters=["smooth", "bias-correction"])
+    assert result.info["smoothing"]["kept"] is True
+
+    direct = _copy(model)
+    assert [r["tensor"] for r in smooth(direct, POLICY, calib, centred=True)] == ["s"]
+    ranges = collect_statistics(direct, list(quantizable_tensors(direct, POLICY)), calib).ranges("percentile")
+    expected = quantized_copy(direct, POLICY, ranges, set(), bias_shifts(direct, POLICY, ranges, calib))
+    got = {v.name: v.const_value.numpy() for v in result.model.graph.initializers.values()}
+    want = {v.name: v.const_value.numpy() for v in expected.graph.initializers.values()}
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+        else:  # int8 weights and zero points: a rounding may land one level apart
+            assert np.abs(got[name].astype(int) - value.astype(int)).max() <= 1, name
+
+
+@pytest.mark.parametrize("kernel,strides,pads,dilations", [
+    ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((5, 1), (3, 1), (2, 0, 4, 0), (1, 1)),
+    ((3, 3), (1, 2), (2, 0, 2, 3), (2, 1)),
+    ((1, 1), (4, 4), (0, 0, 0, 0), (1, 1)),
+])
+def test_bias_correction_tap_sums_are_the_sums_each_tap_reads(kernel, strides, pads, dilations):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 3, 9, 10))
+    w = rng.normal(size=(4, 3, *kernel)).astype(np.float32)
+    node = ir.Node("", "Conv", [ir.Value(name="x"), ir.Value(name="w")], name="c", attributes=[
+        ir.AttrInt64s("strides", strides), ir.AttrInt64s("pads", pads), ir.AttrInt64s("dilations", dilations)])
+    sums, outputs = _Layer(node, w, 1).input_means(x)
+    out = [(x.shape[2 + d] + pads[d] + pads[d + 2] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1
+           for d in range(2)]
+    expected = np.zeros((3, kernel[0] * kernel[1]))
+    for th in range(kernel[0]):
+        for tw in range(kernel[1]):
+            for i in range(out[0]):
+                for j in range(out[1]):
+                    r = i * strides[0] - pads[0] + th * dilations[0]
+                    c = j * strides[1] - pads[1] + tw * dilations[1]
+                    if 0 <= r < x.shape[2] and 0 <= c < x.shape[3]:
+                        expected[:, th * kernel[1] + tw] += x[:, :, r, c].sum(0)
+    assert outputs == 2 * out[0] * out[1]
+    np.testing.assert_allclose(sums, expected, rtol=1e-10, atol=1e-10)
