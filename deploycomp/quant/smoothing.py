@@ -199,7 +199,7 @@ def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np
         sampled = SampledRows(sites, len(samples), seed)
         for values in stream_tensors(model, sampled.tensors, samples):
             sampled.update(values)
-    lo, hi, rows = sampled.lo, sampled.hi, dict(sampled.rows)
+    lo, hi, rows = sampled.lo, sampled.hi, sampled.rows  # rows are consumed: each site's freed once judged
     records = []
     for item in sites:
         site, name = item.site, item.site.tensor.name
