@@ -3,7 +3,8 @@
 For each real example model (YOLOv8n 1x3x320x320, PP-OCRv4 det 1x3x640x640, rec 1x3x48x320,
 cls 1x3x48x192) one run quantizes with every method on the SAME calibration set
 (``deploycomp.sample_data.calibration_samples_for``) and judges them on the SAME evaluation
-set (``samples_for``; disjoint from calibration by construction):
+set (``bench/eval_sets.py``: the built-in validation samples plus more real inputs of each
+kind, 18 YOLO images, 11 det images, 55 text lines; disjoint from calibration):
 
 * ``ours``        - ``deploycomp.build(target="host", precision="int8", sample_kind=..., no_fail=True)``;
   OpenVINO IR with QDQ. Note: deploycomp holds the last min(4, n//4) calibration samples
@@ -55,9 +56,10 @@ from pathlib import Path
 import numpy as np
 
 from deploycomp.examples import EXAMPLES, fetch_example
-from deploycomp.sample_data import calibration_samples_for, samples_for
+from deploycomp.sample_data import calibration_samples_for
 
-from timing import cpu_snapshot, other_load, time_block  # bench/ is on sys.path when run as a script
+from eval_sets import evaluation_samples  # bench/ is on sys.path when run as a script
+from timing import cpu_snapshot, other_load, time_block
 
 DEFAULT_MODELS = ("yolov8n", "ppocr-det", "ppocr-rec", "ppocr-cls")
 THREADS = 2
@@ -272,7 +274,7 @@ def evaluate(name: str, quant: dict, rounds: int, block_ms: float) -> dict:
     from deploycomp.backends.openvino.adapter import OpenVINORunner
 
     ex, model = EXAMPLES[name], fetch_example(name)
-    evals = samples_for(ex.inputs, ex.input_name, ex.shape)
+    evals = evaluation_samples(ex.inputs, ex.input_name, ex.shape)
     runners = {"fp32": ORTRunner(model, threads=THREADS)}
     for method, q in quant.items():
         if q["ok"] and method != "ours2x":  # the doubled build is only there for its memory
