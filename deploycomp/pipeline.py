@@ -306,7 +306,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
     model, quant_info = prep.model, None
     if opts.precision == "int8":
-        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity.min_cosine)
+        real = [] if samples_label.startswith("RANDOM") else samples  # random data says nothing of coverage
+        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity.min_cosine, real)
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
@@ -369,12 +370,27 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
+        hint = _coverage_hint(quant_info) if not summary.ok else ""
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
             raise BudgetError(f"target {target.name}, {opts.precision}: {worst.describe()}"
                               f"{f' (+{len(summary.failures) - 1} more)' if len(summary.failures) > 1 else ''}; "
-                              "no bundle written (--no-fail keeps it)")
+                              f"{hint}no bundle written (--no-fail keeps it)")
+        if hint:
+            log.warning("%s", hint.rstrip("; "))
     return BuildResult(Path(opts.out), manifest)
+
+
+def _coverage_hint(quant_info: dict | None) -> str:
+    """Why an int8 build may miss its fidelity budget: the validation inputs take tensors
+    well past anything the calibration set did, so int8 clips them (one clause, or "")."""
+    coverage = (quant_info or {}).get("range_coverage") or {}
+    if not coverage.get("tensors_beyond"):
+        return ""
+    worst = coverage["worst"][0]
+    return (f"the validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
+            f"{coverage['tensors']} int8 tensors (worst {worst['tensor']}: {worst['beyond_range']:.1f} range widths), "
+            "where int8 clips them: calibrate on inputs like them; ")
 
 
 def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
@@ -393,9 +409,10 @@ def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
 
 
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,
-              min_cosine: float):
+              min_cosine: float, validation: list):
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
-    as the target's own runtime executes them."""
+    as the target's own runtime executes them; say where the real ``validation`` inputs go
+    beyond the calibrated ranges."""
     import tempfile
 
     from deploycomp.quant import quantize
@@ -431,7 +448,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if _int8_io(opts, target):
         policy = replace(policy, quantize_graph_outputs=True)
     result = quantize(prep.model, policy, calib, held, meets_budget,
-                      keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress)
+                      keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
+                      coverage=validation)
     digest = hashlib.sha256()
     for sample in samples:
         for name in sorted(sample):

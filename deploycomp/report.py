@@ -87,6 +87,22 @@ def _boosters_text(quant: dict) -> str:
     return " (" + "; ".join(parts) + ")" if parts else ""
 
 
+def _coverage_html(coverage: dict | None) -> str:
+    """Whether the validation inputs stay within what the calibration set reached: where
+    they do not, int8 clips them, and only calibration data like them helps."""
+    if not coverage:
+        return ""
+    if not coverage["tensors_beyond"]:
+        return (f"<p>The {coverage['samples']} validation inputs stay within the calibration set's ranges "
+                f"(no int8 tensor more than {coverage['tolerance']:.0%} of its range past them).</p>")
+    rows = [[html.escape(c["tensor"]), f"{c['beyond_range']:.2f}", f"[{c['range'][0]:g}, {c['range'][1]:g}]",
+             f"[{c['seen'][0]:g}, {c['seen'][1]:g}]"] for c in coverage["worst"]]
+    return (f"<p>The validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
+            f"{coverage['tensors']} int8 tensors, where int8 clips them; if fidelity suffers, calibrate on inputs "
+            "like them. Worst:</p>"
+            + _table(rows, ["tensor", "past the range (range widths)", "calibration range", "validation range"]))
+
+
 def _lowering_html(lowered: dict[str, Any], runtime: dict[str, Any]) -> str:
     """What the backend made: its scalar facts, and the op histogram of a TFLite file."""
     rows = [[k, html.escape(str(lowered[k]))] for k in _LOWERING_KEYS if lowered.get(k) not in (None, "")]
@@ -153,6 +169,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}.</p>
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
+{_coverage_html(quant.get("range_coverage"))}
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>
 <style>{_CSS}</style></head><body>

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import deploycomp
-from deploycomp.errors import InputDataError
+from deploycomp.errors import BudgetError, InputDataError
 
 
 def _calibration(tmp_path, n=12, seed=0):
@@ -124,3 +124,27 @@ def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_
     assert ops[False] > 0  # the shipped IR has its QDQ folded
     for name, value in outs[False].items():
         np.testing.assert_array_equal(outs[True][name], value)
+
+
+def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, tmp_path):
+    """Inputs five times louder than the calibration set clip in int8: the manifest and the
+    report name the tensors, and the budget error says so; inputs like the calibration
+    set raise nothing."""
+    rng = np.random.default_rng(3)
+    loud = tmp_path / "loud.npz"
+    np.savez(loud, x=rng.random((2, 3, 16, 16), dtype=np.float32) * 5)
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=loud, no_fail=True)
+    coverage = runner.manifest["quantization"]["range_coverage"]
+    assert coverage["samples"] == 2 and coverage["tensors_beyond"] >= 1
+    assert "x" in {c["tensor"] for c in coverage["worst"]} and coverage["worst"][0]["beyond_range"] > 2
+    assert "where int8 clips them" in (tmp_path / "b" / "report.html").read_text()
+    with pytest.raises(BudgetError, match="past the calibration set's range in .* calibrate on inputs like them"):
+        deploycomp.build(tiny_conv, tmp_path / "c", precision="int8", calibration=_calibration(tmp_path),
+                         validation_data=loud, min_cosine=0.99999)
+
+    alike = tmp_path / "alike.npz"
+    np.savez(alike, x=rng.random((2, 3, 16, 16), dtype=np.float32))
+    quiet = deploycomp.build(tiny_conv, tmp_path / "d", precision="int8", calibration=_calibration(tmp_path),
+                             validation_data=alike)
+    assert quiet.manifest["quantization"]["range_coverage"]["tensors_beyond"] == 0

@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.bias_correction import BiasStatistics
-from deploycomp.quant.calibrate import Observers, Statistics, stream_into
+from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
@@ -64,8 +64,8 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     and their producers' and readers' weights, so one run of the original model gives both
     versions: observers of the mapped values for the smoothed tensors' ranges, and bias
     sums of the changed layers with their smoothed weights on mapped inputs. Two passes
-    (statistics, bias sums) whatever the outcome. Returns (model, ranges, shifts, samples
-    seen, record)."""
+    (statistics, bias sums) whatever the outcome. Returns (model, ranges, shifts, the
+    observed extremes, samples seen, record)."""
     smoothed, sites = None, []
     if sampled is not None:
         smoothed = ir.from_proto(ir.to_proto(model))
@@ -75,6 +75,8 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     count = stream_into(model, [observed, mapped] if sites else [observed], calibration)
     ranges = Statistics(observed.observers, count).ranges(method)
     trial_ranges = {**ranges, **Statistics(mapped.observers, count).ranges(method)}
+    extremes = Statistics(observed.observers, count).ranges("minmax")
+    trial_extremes = {**extremes, **Statistics(mapped.observers, count).ranges("minmax")}
     shifts, trial_shifts = {}, {}
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
@@ -84,7 +86,7 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
         shifts = plain.shifts()
         trial_shifts = {**shifts, **(trial.shifts() if trial else {})}
     if not sites:
-        return model, ranges, shifts, count, ({"sites": [], "kept": False} if sampled is not None else {})
+        return model, ranges, shifts, extremes, count, ({"sites": [], "kept": False} if sampled is not None else {})
     judge = (list(held_out) + list(calibration))[:4]
     refs = ort_outputs(model, judge)
     errors = [nmse(refs, ort_outputs(quantized_copy(m, policy, r, set(), sh), judge))
@@ -93,7 +95,9 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     record = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
                         for s in sites],
               "kept": kept, "nmse_all_int8_without": errors[0], "nmse_all_int8_with": errors[1]}
-    return (smoothed, trial_ranges, trial_shifts, count, record) if kept else (model, ranges, shifts, count, record)
+    if kept:
+        return smoothed, trial_ranges, trial_shifts, trial_extremes, count, record
+    return model, ranges, shifts, extremes, count, record
 
 
 def quantize(
@@ -107,7 +111,11 @@ def quantize(
     keep_float: Sequence[str] = (),
     boosters: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda msg: None,
+    coverage: Sequence[Feeds] = (),
 ) -> QuantResult:
+    """``coverage``: other real inputs (e.g. the validation set); the result's
+    ``info["range_coverage"]`` says which tensors they take well past anything the
+    calibration set did (:func:`deploycomp.quant.calibrate.range_coverage`)."""
     method = method or policy.range_method
     boosters = tuple(policy.boosters if boosters is None else boosters)
     unknown = sorted(set(boosters) - set(BOOSTERS))
@@ -133,12 +141,13 @@ def quantize(
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
-    model, ranges, shifts, samples_seen, smoothing = _calibrate(
+    model, ranges, shifts, extremes, samples_seen, smoothing = _calibrate(
         model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled)
     if "smooth" in boosters and not smoothing:
         smoothing = {"sites": [], "kept": False}
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
+    coverage_info = range_coverage(model, extremes, coverage) if coverage else None
 
     def candidate(keep: set[str]) -> ir.Model:
         return quantized_copy(model, policy, ranges, keep, shifts)
@@ -155,6 +164,8 @@ def quantize(
         "bias_corrected_layers": len(shifts),
         "smoothing": smoothing,
     }
+    if coverage_info is not None:
+        info["range_coverage"] = coverage_info
     chosen: set[str] = set()
     if meets_budget is not None and held_out and meets_budget(candidate(pinned)):
         # the common case (e.g. YOLOv8n): every layer int8 already meets the budget, so the

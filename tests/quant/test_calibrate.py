@@ -1,0 +1,76 @@
+"""Calibration runs: one run of the float model feeds every consumer, and the ranges it
+fits are checked against other real inputs.
+
+Specification:
+* consumers fed by one ``stream_into`` run see the same values as separate runs;
+* ``range_coverage`` names the tensors that other inputs push past the calibration
+  set's extremes (by more than the tolerance), worst first, and none for inputs like
+  the calibration set; ``quantize`` reports it for the inputs it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.quant import POLICIES, quantize
+from deploycomp.quant.calibrate import Observers, collect_statistics, range_coverage, stream_into
+from deploycomp.quant.qdq import quantizable_tensors
+
+POLICY = POLICIES["openvino"]
+
+
+def _conv_relu_conv() -> ir.Model:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2")]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
+    return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17)])))
+
+
+def _samples(n, scale, seed):
+    rng = np.random.default_rng(seed)
+    return [{"x": (rng.normal(size=(1, 3, 8, 8)) * scale).astype(np.float32)} for _ in range(n)]
+
+
+def test_consumers_of_one_run_see_what_separate_runs_see():
+    model, samples = _conv_relu_conv(), _samples(4, 1.0, 1)
+    a, b = Observers(["x", "r1"]), Observers(["r1"])
+    assert stream_into(model, [a, b], samples) == 4
+    alone = collect_statistics(model, ["r1"], samples).observers["r1"]
+    for obs in (a.observers["r1"], b.observers["r1"]):
+        assert (obs.lo, obs.hi) == (alone.lo, alone.hi)
+        np.testing.assert_array_equal(obs.hist, alone.hist)
+
+
+def test_range_coverage_names_the_tensors_other_inputs_push_past_calibration():
+    model = _conv_relu_conv()
+    calib = _samples(8, 1.0, 1)
+    tensors = list(quantizable_tensors(model, POLICY))
+    assert sorted(tensors) == ["r1", "x"]
+    extremes = collect_statistics(model, tensors, calib).ranges("minmax")
+
+    alike = range_coverage(model, extremes, _samples(3, 1.0, 7))
+    assert alike["tensors_beyond"] == 0 and alike["tensors"] == 2 and alike["samples"] == 3
+
+    louder = range_coverage(model, extremes, _samples(3, 5.0, 7))
+    assert louder["tensors_beyond"] == 2
+    worst = louder["worst"][0]
+    assert worst["beyond_range"] > 1.0  # five times the amplitude: well past the range
+    assert worst["seen"][1] > worst["range"][1]
+    assert [c["beyond_range"] for c in louder["worst"]] == sorted((c["beyond_range"] for c in louder["worst"]),
+                                                                  reverse=True)
+
+
+def test_quantize_reports_coverage_of_the_inputs_it_is_given():
+    model = _conv_relu_conv()
+    result = quantize(model, POLICY, _samples(8, 1.0, 1), [], boosters=(), coverage=_samples(2, 5.0, 3))
+    assert result.info["range_coverage"]["tensors_beyond"] == 2
+    assert "range_coverage" not in quantize(model, POLICY, _samples(8, 1.0, 1), [], boosters=()).info
