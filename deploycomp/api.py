@@ -35,6 +35,7 @@ def build(
     sample_kind: str | None = None,
     keep_float: Iterable[str] = (),
     min_cosine: float | None = None,
+    min_top1: float | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
@@ -47,6 +48,9 @@ def build(
     ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
     ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
+    ``min_cosine`` / ``min_top1`` override the target's fidelity budget (cosine; top-1
+    agreement of score-like outputs, per position for sequences such as OCR lines); the
+    int8 search keeps layers float until the budget's every criterion is met.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
@@ -58,7 +62,7 @@ def build(
             calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
-            min_cosine=min_cosine, int8_accept=int8_accept, io_layout=io_layout,
+            min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
             int8_boosters=None if int8_boosters is None else list(int8_boosters),
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
         )

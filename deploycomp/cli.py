@@ -112,6 +112,9 @@ def _build_options(f):
                      help="int8: comma-separated training-free boosters: equalize, smooth, bias-correction, or none "
                           "(default: the backend's).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
+    f = click.option("--min-top1", type=float,
+                     help="Add to the fidelity budget: top-1 agreement with fp32 of score-like outputs (per "
+                          "position for sequences, e.g. OCR lines); int8 keeps layers float until it is met.")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
                      help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),

@@ -32,8 +32,8 @@ from deploycomp.ir import load_model, save_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
-from deploycomp.targets import TargetProfile, load_target
-from deploycomp.validate import compare_outputs, measure_latency, peak_rss_growth, summarize
+from deploycomp.targets import Fidelity, TargetProfile, load_target
+from deploycomp.validate import compare_outputs, fidelity_met, measure_latency, peak_rss_growth, summarize
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -54,6 +54,7 @@ class BuildOptions:
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
+    min_top1: float | None = None
     profiles: list = field(default_factory=list)
     """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
     their varying dims dynamic in the ONNX, and validation runs at OPT."""
@@ -263,6 +264,9 @@ def build(opts: BuildOptions) -> BuildResult:
     unknown = sorted(set(opts.int8_boosters or ()) - set(BOOSTERS))
     if unknown:
         raise DeployError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)} (or none)")
+    for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1)):
+        if value is not None and not 0 < value <= 1:
+            raise DeployError(f"{flag} must be in (0, 1], got {value}")
     if opts.precision == "auto":
         from deploycomp.auto import build_auto
 
@@ -304,10 +308,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     fidelity = target.fidelity[opts.precision]
     if opts.min_cosine is not None:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
+    if opts.min_top1 is not None:
+        fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
     model, quant_info = prep.model, None
     if opts.precision == "int8":
         real = [] if samples_label.startswith("RANDOM") else samples  # random data says nothing of coverage
-        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity.min_cosine, real)
+        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity, real)
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
@@ -409,7 +415,7 @@ def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
 
 
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,
-              min_cosine: float, validation: list):
+              fidelity: Fidelity, validation: list):
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
@@ -432,7 +438,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # in TFLite (validation 0.986), 1 in TensorRT (0.985).
     judged = samples
     refs = [reference.run(s) for s in judged]
-    held_min_cosine = 1 - (1 - min_cosine) * 0.75
+    held_min_cosine = 1 - (1 - fidelity.min_cosine) * 0.75
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
@@ -442,7 +448,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             outs = [runner.run(s) for s in judged]
         if opts.int8_accept is not None:
             return bool(opts.int8_accept(refs, outs))
-        return all(m["cosine"] >= held_min_cosine for m in compare_outputs(refs, outs).values())
+        return fidelity_met(compare_outputs(refs, outs), fidelity, margin=0.75)
 
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):
@@ -455,7 +461,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         for name in sorted(sample):
             digest.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
     info = result.info | {"calibration_data": label, "calibration_sha256": digest.hexdigest(),
-                          "min_cosine": min_cosine, "held_out_min_cosine": held_min_cosine,
+                          "min_cosine": fidelity.min_cosine, "held_out_min_cosine": held_min_cosine,
+                          "min_top1_agreement": fidelity.min_top1_agreement,
                           "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                           "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
     if not info.get("budget_met", True):

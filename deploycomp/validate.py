@@ -160,6 +160,23 @@ class ValidationSummary:
         ]
 
 
+def fidelity_met(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> bool:
+    """Whether outputs meet every fidelity criterion the budget sets (cosine, and top-1
+    agreement and relative error where set), each allowance shrunk to ``margin`` of itself
+    (the int8 search judges candidates against three quarters of the budget). The same
+    criteria as :func:`summarize`: a search that checked cosine alone kept layers int8
+    that then failed a profile's top-1 budget at validation."""
+    for m in metrics.values():
+        if m["cosine"] < 1 - (1 - fidelity.min_cosine) * margin:
+            return False
+        if fidelity.max_rel_error is not None and m.get("max_rel_error", 0.0) > fidelity.max_rel_error * margin:
+            return False
+        top1 = fidelity.min_top1_agreement
+        if top1 is not None and m.get("top1_agreement", 1.0) < 1 - (1 - top1) * margin:
+            return False
+    return True
+
+
 def summarize(
     metrics: Mapping[str, Mapping[str, float]],
     fidelity: Any,

@@ -148,3 +148,27 @@ def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, t
     quiet = deploycomp.build(tiny_conv, tmp_path / "d", precision="int8", calibration=_calibration(tmp_path),
                              validation_data=alike)
     assert quiet.manifest["quantization"]["range_coverage"]["tensors_beyond"] == 0
+
+
+def test_every_fidelity_criterion_of_the_budget_judges_int8_candidates():
+    """The int8 search checks what validation checks (cosine, top-1, relative error), each
+    with three quarters of its allowance: a cosine-only search kept layers int8 that then
+    failed a top-1 budget."""
+    from deploycomp.targets import Fidelity
+    from deploycomp.validate import fidelity_met
+
+    good = {"probs": {"cosine": 0.999, "top1_agreement": 0.99, "max_rel_error": 0.01}}
+    assert fidelity_met(good, Fidelity(min_cosine=0.98))
+    assert fidelity_met(good, Fidelity(min_cosine=0.98, min_top1_agreement=0.98), margin=0.75)
+    assert not fidelity_met(good, Fidelity(min_cosine=0.98, min_top1_agreement=0.995), margin=0.75)
+    assert not fidelity_met(good, Fidelity(min_cosine=0.9995), margin=0.75)
+    assert not fidelity_met(good, Fidelity(min_cosine=0.98, max_rel_error=0.012), margin=0.75)
+    assert fidelity_met({"y": {"cosine": 1.0}}, Fidelity(min_cosine=0.98, min_top1_agreement=0.99))  # no scores
+
+
+def test_min_top1_reaches_the_search_and_the_validation(tiny_conv, tmp_path):
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              min_top1=0.9)
+    assert runner.manifest["quantization"]["min_top1_agreement"] == 0.9
+    budgets = {b["budget"]: b for b in runner.manifest["validation"]["budgets"]}
+    assert budgets["top1[probs]"]["limit"] == 0.9 and budgets["top1[probs]"]["ok"]
