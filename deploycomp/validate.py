@@ -160,21 +160,29 @@ class ValidationSummary:
         ]
 
 
+def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
+                     margin: float = 1.0) -> list[BudgetCheck]:
+    """A check per output and fidelity criterion the budget sets (cosine, and relative
+    error and top-1 agreement where set), each allowance shrunk to ``margin`` of itself."""
+    def at_least(limit: float) -> float:  # the limit itself at margin 1, not 1 - (1 - limit)
+        return limit if margin == 1 else 1 - (1 - limit) * margin
+
+    checks = []
+    for name, m in metrics.items():
+        checks.append(_at_least(f"cosine[{name}]", m["cosine"], at_least(fidelity.min_cosine)))
+        if fidelity.max_rel_error is not None and "max_rel_error" in m:
+            checks.append(_at_most(f"max_rel_error[{name}]", m["max_rel_error"], fidelity.max_rel_error * margin, ""))
+        if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
+            checks.append(_at_least(f"top1[{name}]", m["top1_agreement"], at_least(fidelity.min_top1_agreement)))
+    return checks
+
+
 def fidelity_met(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> bool:
-    """Whether outputs meet every fidelity criterion the budget sets (cosine, and top-1
-    agreement and relative error where set), each allowance shrunk to ``margin`` of itself
-    (the int8 search judges candidates against three quarters of the budget). The same
-    criteria as :func:`summarize`: a search that checked cosine alone kept layers int8
-    that then failed a profile's top-1 budget at validation."""
-    for m in metrics.values():
-        if m["cosine"] < 1 - (1 - fidelity.min_cosine) * margin:
-            return False
-        if fidelity.max_rel_error is not None and m.get("max_rel_error", 0.0) > fidelity.max_rel_error * margin:
-            return False
-        top1 = fidelity.min_top1_agreement
-        if top1 is not None and m.get("top1_agreement", 1.0) < 1 - (1 - top1) * margin:
-            return False
-    return True
+    """Whether outputs meet every fidelity criterion the budget sets, each allowance
+    shrunk to ``margin`` of itself (the int8 search judges candidates against three
+    quarters of the budget). The same checks as :func:`summarize`: a search that checked
+    cosine alone kept layers int8 that then failed a profile's top-1 budget at validation."""
+    return all(c.ok for c in _fidelity_checks(metrics, fidelity, margin))
 
 
 def summarize(
@@ -188,12 +196,8 @@ def summarize(
 ) -> ValidationSummary:
     """Every budget the profile sets, checked against what validation found."""
     summary = ValidationSummary()
-    for name, m in metrics.items():
-        summary.checks.append(_at_least(f"cosine[{name}]", round(m["cosine"], 6), fidelity.min_cosine))
-        if fidelity.max_rel_error is not None and "max_rel_error" in m:
-            summary.checks.append(_at_most(f"max_rel_error[{name}]", m["max_rel_error"], fidelity.max_rel_error, ""))
-        if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
-            summary.checks.append(_at_least(f"top1[{name}]", m["top1_agreement"], fidelity.min_top1_agreement))
+    reported = {name: {**m, "cosine": round(m["cosine"], 6)} for name, m in metrics.items()}  # as the manifest shows it
+    summary.checks += _fidelity_checks(reported, fidelity)
     if budgets.max_artifact_mb is not None:
         summary.checks.append(_at_most("artifact_size", round(artifact_mb, 3), budgets.max_artifact_mb, " MB"))
     if budgets.max_memory_mb is not None and memory_mb is not None:

@@ -73,10 +73,10 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     transform = {s["tensor"]: s["transform"] for s in sites}
     observed, mapped = Observers(tensors), Observers(transform, transform)
     count = stream_into(model, [observed, mapped] if sites else [observed], calibration)
-    ranges = Statistics(observed.observers, count).ranges(method)
-    trial_ranges = {**ranges, **Statistics(mapped.observers, count).ranges(method)}
-    extremes = Statistics(observed.observers, count).ranges("minmax")
-    trial_extremes = {**extremes, **Statistics(mapped.observers, count).ranges("minmax")}
+    stats, mapped_stats = Statistics(observed.observers, count), Statistics(mapped.observers, count)
+    ranges, extremes = stats.ranges(method), stats.ranges("minmax")
+    trial_ranges = {**ranges, **mapped_stats.ranges(method)}
+    trial_extremes = {**extremes, **mapped_stats.ranges("minmax")}
     shifts, trial_shifts = {}, {}
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}

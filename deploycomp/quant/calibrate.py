@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.quant.observers import Observer, compute_range
+from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 
 __all__ = ["Consumer", "Observers", "Statistics", "collect_statistics", "range_coverage", "stream_into",
            "stream_tensors"]
@@ -99,10 +99,10 @@ def stream_into(model: ir.Model, consumers: Sequence[Consumer], samples: Iterabl
 
 
 def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
-                       threads: int | None = None, progress=None, also: Sequence[Consumer] = ()) -> Statistics:
-    """Observers for ``tensors``; ``also``: other consumers fed by the same run."""
+                       threads: int | None = None, progress=None) -> Statistics:
+    """Observers for ``tensors``, from a run of their own."""
     observed = Observers(tensors)
-    count = stream_into(model, [observed, *also], samples, threads, progress)
+    count = stream_into(model, [observed], samples, threads, progress)
     return Statistics(observed.observers, count)
 
 
@@ -116,12 +116,11 @@ class _Extremes:
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         for name in self.tensors:
-            x = values.get(name)
-            if x is not None and x.size:
-                finite = x[np.isfinite(x)] if not np.isfinite(x).all() else x
-                if finite.size:
-                    self.lo[name] = min(self.lo.get(name, np.inf), float(finite.min()))
-                    self.hi[name] = max(self.hi.get(name, -np.inf), float(finite.max()))
+            found = finite_extremes(values[name]) if name in values else None
+            if found is not None:
+                _, lo, hi = found
+                self.lo[name] = min(self.lo.get(name, np.inf), lo)
+                self.hi[name] = max(self.hi.get(name, -np.inf), hi)
 
 
 def range_coverage(model: ir.Model, extremes: Mapping[str, tuple[float, float]],

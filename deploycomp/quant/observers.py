@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["BINS", "Observer", "RANGE_METHODS", "compute_range"]
+__all__ = ["BINS", "Observer", "RANGE_METHODS", "compute_range", "finite_extremes"]
 
 BINS = 2048
 
@@ -37,15 +37,10 @@ class Observer:
         self.count = 0
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float32).ravel()
-        if x.size == 0:
+        found = finite_extremes(np.asarray(x, dtype=np.float32).ravel())
+        if found is None:
             return
-        lo, hi = float(x.min()), float(x.max())  # NaN and Inf show in the extremes
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            x = x[np.isfinite(x)]
-            if x.size == 0:
-                return
-            lo, hi = float(x.min()), float(x.max())
+        x, lo, hi = found
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += x.size
         if self.hist is None:
@@ -79,6 +74,20 @@ class Observer:
         out = np.zeros(self.bins, np.float64)
         np.add.at(out, idx, self.hist)
         return out, amax
+
+
+def finite_extremes(x: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """``x``'s finite values (``x`` itself when all are) and their min and max; None if it
+    has none. NaN and Inf show in the extremes, so a finite tensor costs no isfinite pass."""
+    if x.size == 0:
+        return None
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return None
+        lo, hi = float(x.min()), float(x.max())
+    return x, lo, hi
 
 
 def _bin_counts(x: np.ndarray, edges: tuple[float, float], bins: int) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.bias_correction import add_to_bias, bias_slot
-from deploycomp.quant.calibrate import stream_tensors
+from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.equalization import (SCALE_LIMIT, EqualizationSite, equalization_sites, scale_producer,
                                            scale_readers)
@@ -158,9 +158,9 @@ def _apply(model: ir.Model, site: EqualizationSite, z: np.ndarray, s: np.ndarray
 
 class SampledRows:
     """Per-channel extremes and a constant-size sample of rows (one channel vector per
-    position) of each searchable site's tensor, fed one calibration sample at a time, so
-    the statistics pass can fill it (:func:`deploycomp.quant.calibrate.collect_statistics`)
-    instead of a pass of its own."""
+    position) of each searchable site's tensor: a consumer of a float run
+    (:func:`deploycomp.quant.calibrate.stream_into`), so it can ride on another step's run
+    (``quantize`` feeds it from equalization's) instead of a pass of its own."""
 
     def __init__(self, sites: Sequence[_Searchable], samples: int, seed: int = 0):
         self.axis = {s.site.tensor.name: s.site.channel_axis for s in sites}
@@ -189,16 +189,16 @@ class SampledRows:
 def smooth(model: ir.Model, policy: QDQPolicy, samples: Sequence[Mapping[str, np.ndarray]],
            centred: bool = False, seed: int = 0, sampled: SampledRows | None = None) -> list[dict]:
     """Search and apply the best shift/scale per searchable site of ``model``, in place;
-    one record per site changed (its ``transform``: the :class:`ChannelAffine` applied). ``centred``: judge without the per-channel mean error
-    (bias correction will remove it). ``sampled``: rows already collected from this
-    model's float values (else ``samples`` are streamed here)."""
+    one record per site changed (its ``transform``: the :class:`ChannelAffine` applied).
+    ``centred``: judge without the per-channel mean error (bias correction will remove
+    it). ``sampled``: rows already collected from this model's float values (else
+    ``samples`` are streamed here)."""
     sites = searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops)
     if not sites:
         return []
     if sampled is None:
         sampled = SampledRows(sites, len(samples), seed)
-        for values in stream_tensors(model, sampled.tensors, samples):
-            sampled.update(values)
+        stream_into(model, [sampled], samples)
     lo, hi, rows = sampled.lo, sampled.hi, sampled.rows  # rows are consumed: each site's freed once judged
     records = []
     for item in sites:
