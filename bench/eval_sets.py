@@ -24,6 +24,7 @@ with scikit-image); the Zen of Python is part of CPython (PSF licence).
 from __future__ import annotations
 
 import codecs
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -38,17 +39,8 @@ def zen_lines(max_chars: int = 22) -> list[str]:
     with contextlib.redirect_stdout(io.StringIO()):  # importing ``this`` prints the Zen
         import this
     text = codecs.decode(this.s, "rot13")
-    lines = []
-    for aphorism in text.splitlines()[2:]:
-        current = ""
-        for word in aphorism.split():
-            if current and len(current) + 1 + len(word) > max_chars:
-                lines.append(current)
-                current = word
-            else:
-                current = f"{current} {word}".strip()
-        if current:
-            lines.append(current)
+    lines = [line for aphorism in text.splitlines()[2:]
+             for line in textwrap.wrap(aphorism, max_chars, break_on_hyphens=False, break_long_words=False)]
     banned = set(sd.CALIBRATION_TEXT_LINES) | set(sd.TEXT_LINES)
     return [ln for ln in dict.fromkeys(lines) if ln not in banned]
 
@@ -56,11 +48,6 @@ def zen_lines(max_chars: int = 22) -> list[str]:
 def _gray_to_rgb(img: np.ndarray) -> np.ndarray:
     img = img.astype(np.uint8) if img.dtype != np.uint8 else img
     return np.stack([img] * 3, axis=-1) if img.ndim == 2 else img[..., :3]
-
-
-def _text_lines(shape, lines) -> list[np.ndarray]:
-    _, _, h, w = shape
-    return [(sd._nchw(sd.render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in lines]
 
 
 def _det(shape) -> list[np.ndarray]:
@@ -79,11 +66,7 @@ def _det(shape) -> list[np.ndarray]:
             draw.text((w // 12 + 20 * j, h // 10 + j * h // (4 + i)), zen[(5 * i + j) % len(zen)],
                       fill=(255, 255, 255) if i % 2 else (0, 0, 0), font=font)
         images.append(np.asarray(canvas))
-    out = []
-    for img in images:
-        bgr = sd.resize_image(np.ascontiguousarray(img), h, w)[..., ::-1]
-        out.append((sd._nchw(bgr) / 255.0 - sd._IMAGENET_MEAN) / sd._IMAGENET_STD)
-    return out
+    return [sd.det_input(sd.resize_image(np.ascontiguousarray(img), h, w)) for img in images]
 
 
 def _faces(shape) -> list[np.ndarray]:
@@ -106,8 +89,8 @@ def _faces(shape) -> list[np.ndarray]:
 
 
 EXTRA = {
-    "ocr-rec": lambda shape: _text_lines(shape, zen_lines()),
-    "ocr-cls": lambda shape: sd._half_turned(_text_lines(shape, zen_lines())),
+    "ocr-rec": lambda shape: sd.text_line_inputs(zen_lines(), shape),
+    "ocr-cls": lambda shape: sd._half_turned(sd.text_line_inputs(zen_lines(), shape)),
     "ocr-det": _det,
     "yolo": _faces,
 }

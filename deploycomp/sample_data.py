@@ -20,8 +20,8 @@ import numpy as np
 
 from deploycomp.errors import InputDataError
 
-__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "letterbox",
-           "load_npz_samples", "photos", "render_text", "resize_image", "samples_for"]
+__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "det_input",
+           "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for", "text_line_inputs"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -97,6 +97,18 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
 
 
+def det_input(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image (already at the input size) as PP-OCR det reads it: BGR, NCHW, DB-style
+    ImageNet mean/std."""
+    return (_nchw(rgb[..., ::-1]) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+
+
+def text_line_inputs(lines, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Rendered text lines as PP-OCR rec/cls read them: BGR, NCHW, (x/255 - 0.5) / 0.5."""
+    _, _, h, w = shape
+    return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in lines]
+
+
 def ocr_det_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Photos with text drawn over them plus a page scan, DB-style normalisation (BGR)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -109,15 +121,13 @@ def ocr_det_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
         font = ImageFont.load_default(size=max(12, h // 16))
         for j in range(4):
             draw.text((w // 10, h // 8 + j * h // 5), TEXT_LINES[(i + j) % len(TEXT_LINES)], fill=(255, 255, 255), font=font)
-        bgr = np.asarray(canvas)[..., ::-1]
-        out.append((_nchw(bgr) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD)
+        out.append(det_input(np.asarray(canvas)))
     return out
 
 
 def ocr_line_samples(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Rendered text lines, PaddleOCR rec/cls normalisation ((x/255 - 0.5) / 0.5)."""
-    _, _, h, w = shape
-    return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in TEXT_LINES]
+    return text_line_inputs(TEXT_LINES, shape)
 
 
 def _half_turned(samples: list[np.ndarray]) -> list[np.ndarray]:
@@ -176,13 +186,12 @@ def ocr_det_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
         font = ImageFont.load_default(size=max(12, h // 14))
         for j in range(3):
             draw.text((w // 8, h // 6 + j * h // 4), CALIBRATION_TEXT_LINES[(2 * i + j) % 12], fill=(255, 255, 0), font=font)
-        out.append((_nchw(np.asarray(canvas)[..., ::-1]) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD)
+        out.append(det_input(np.asarray(canvas)))
     return out
 
 
 def ocr_line_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
-    _, _, h, w = shape
-    return [(_nchw(render_text(t, h, w)[..., ::-1]) / 255.0 - 0.5) / 0.5 for t in CALIBRATION_TEXT_LINES]
+    return text_line_inputs(CALIBRATION_TEXT_LINES, shape)
 
 
 def generic_image_calibration(shape: tuple[int, ...]) -> list[np.ndarray]:
