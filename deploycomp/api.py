@@ -37,6 +37,7 @@ def build(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     int8_boosters: Iterable[str] | None = None,
+    int8_range: str | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
     int8_io: bool | None = None,
@@ -48,6 +49,9 @@ def build(
     ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
     ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
+    ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mse"``,
+    ``"entropy"`` or ``"auto"`` (the better of percentile and minmax by the whole int8
+    model's error on held-out samples); default: the backend policy's.
     ``min_cosine`` / ``min_top1`` override the target's fidelity budget (cosine; top-1
     agreement of score-like outputs, per position for sequences such as OCR lines); the
     int8 search keeps layers float until the budget's every criterion is met.
@@ -63,7 +67,7 @@ def build(
             validation_data=Path(validation_data) if validation_data else None,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
-            int8_boosters=None if int8_boosters is None else list(int8_boosters),
+            int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
         )
     )

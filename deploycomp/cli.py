@@ -111,6 +111,9 @@ def _build_options(f):
     f = click.option("--int8-boosters", metavar="LIST",
                      help="int8: comma-separated training-free boosters: equalize, smooth, bias-correction, or none "
                           "(default: the backend's).")(f)
+    f = click.option("--int8-range", "int8_range", type=click.Choice(["auto", "percentile", "minmax", "mse", "entropy"]),
+                     help="int8: activation range method (default: the backend's; auto picks percentile or minmax "
+                          "by the whole int8 model's error).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--min-top1", type=float,
                      help="Add to the fidelity budget: top-1 agreement with fp32 of score-like outputs (per "

@@ -65,6 +65,9 @@ class BuildOptions:
     int8_boosters: list[str] | None = None
     """int8 training-free boosters (``equalize``, ``smooth``, ``bias-correction``); None: the backend
     policy's defaults, [] none."""
+    int8_range: str | None = None
+    """int8 activation range method (see :mod:`deploycomp.quant.observers`) or ``auto``; None:
+    the backend policy's."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the calibration samples, True if the candidate is good enough.
@@ -260,10 +263,13 @@ def _check_precision(target: TargetProfile, precision: str) -> None:
 
 def build(opts: BuildOptions) -> BuildResult:
     from deploycomp.quant import BOOSTERS
+    from deploycomp.quant.observers import RANGE_METHODS
 
     unknown = sorted(set(opts.int8_boosters or ()) - set(BOOSTERS))
     if unknown:
         raise DeployError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)} (or none)")
+    if opts.int8_range is not None and opts.int8_range != "auto" and opts.int8_range not in RANGE_METHODS:
+        raise DeployError(f"unknown int8 range method {opts.int8_range}; known: auto, {', '.join(RANGE_METHODS)}")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1)):
         if value is not None and not 0 < value <= 1:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
@@ -454,7 +460,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):
         policy = replace(policy, quantize_graph_outputs=True)
-    result = quantize(prep.model, policy, calib, held, meets_budget,
+    result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation)
     digest = hashlib.sha256()

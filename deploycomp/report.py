@@ -70,6 +70,17 @@ _LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "in
                   "executed_precision", "edgetpu_cpu_fallback", "nvidia_parser", "plan")
 
 
+def _range_text(quant: dict) -> str:
+    """The range method, and for ``auto`` what it chose between (all-int8 NMSE of each)."""
+    text = f"{quant['range_method']} ranges"
+    choice = quant.get("range_choice")
+    if choice:
+        tried = ", ".join(f"{c['method']}{' + smoothing' if c['smoothed'] else ''} {c['nmse_all_int8']:.3g}"
+                          for c in choice["candidates"])
+        text += f", chosen by all-int8 NMSE on {choice['judged_on_samples']} samples: {tried}"
+    return text
+
+
 def _boosters_text(quant: dict) -> str:
     parts = []
     if quant.get("equalized"):
@@ -164,7 +175,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         ) if ranking else f"<p>{html.escape(quant.get('sensitivity_note', ''))}</p>"
         quant_html = f"""<h2>int8 quantization</h2>
 <p>Policy <b>{html.escape(quant['policy'])}</b>: activations {html.escape(quant['activation_dtype'])}
-{'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(quant['range_method'])} ranges),
+{'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(_range_text(quant))}),
 weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}.</p>

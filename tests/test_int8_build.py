@@ -44,6 +44,27 @@ def test_int8_keep_float_and_min_cosine_from_cli_options(tiny_conv, tmp_path):
     assert result.manifest["backend"]["runtime"]["int8_compute_layers"] == 1
 
 
+def test_range_method_from_the_command_line_and_the_auto_choice_in_the_report(tiny_conv, tmp_path):
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+
+    calib = _calibration(tmp_path)
+    default = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=calib).manifest["quantization"]
+    assert default["range_method"] in ("percentile", "minmax")
+    assert [c["method"] for c in default["range_choice"]["candidates"]][:2] in (["percentile", "percentile"],
+                                                                                ["percentile", "minmax"])
+    assert "chosen by all-int8 NMSE" in (tmp_path / "a" / "report.html").read_text()
+    res = CliRunner().invoke(main, ["build", str(tiny_conv), "--out", str(tmp_path / "b"), "--precision", "int8",
+                                    "--calibration", str(calib), "--int8-range", "mse"])
+    assert res.exit_code == 0, res.output
+    q = json.loads((tmp_path / "b" / "manifest.json").read_text())["quantization"]
+    assert q["range_method"] == "mse" and "range_choice" not in q
+    res = CliRunner().invoke(main, ["build", str(tiny_conv), "--out", str(tmp_path / "c"), "--precision", "int8",
+                                    "--int8-range", "median"])
+    assert res.exit_code == 2 and "median" in res.output and not (tmp_path / "c").exists()
+
+
 def test_int8_from_an_image_folder(tiny_conv, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -23,12 +23,13 @@ import onnx_ir as ir
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
 from deploycomp.quant.equalization import equalize
+from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
 from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy, rank_layers, select_float_layers
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
-__all__ = ["BOOSTERS", "POLICIES", "QuantResult", "policy_for", "quantize"]
+__all__ = ["BOOSTERS", "POLICIES", "RANGE_CHOICES", "QuantResult", "policy_for", "quantize"]
 
 BOOSTERS = ("equalize", "smooth", "bias-correction")
 """Training-free accuracy boosters: ``equalize`` (cross-layer equalization into depthwise
@@ -52,20 +53,43 @@ def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[
     return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
 
 
+RANGE_CHOICES = ("percentile", "minmax")
+"""What ``auto`` ranges choose between: outliers clipped, or every calibration value kept.
+Neither is best everywhere (measured, default boosters, bench evaluation sets): PP-OCR det
+keeps more of its text mask on scanned pages, which no calibration image resembles, with
+minmax (mask IoU 0.888 against 0.866), while rec needs percentile's finer steps to meet its
+budget with 4 float layers instead of 25. The whole int8 model's error on the judged
+samples picks, the same check that keeps or drops smoothing."""
+
+
+@dataclass
+class _Candidate:
+    """One way to calibrate: a range method, with or without the searched smoothing."""
+
+    method: str
+    smoothed: bool
+    model: ir.Model
+    ranges: dict
+    extremes: dict
+    shifts: dict = field(default_factory=dict)
+    nmse: float | None = None
+
+
 def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled):
     """Ranges and bias shifts for ``model``, and, when ``sampled`` (smoothing's rows, already
     collected) is given, the searched smoothing applied to a copy and kept only if the whole
     int8 model's error (exact QDQ arithmetic, on four held-out or calibration samples)
     falls: each site is chosen by its readers' error alone, and on PP-OCR cls that did not
     lower the output's (all-int8 NMSE 0.0053 -> 0.037 in TensorRT's encoding), while it cut
-    rec's (0.066 -> 0.015; OpenVINO's 0.027 -> 0.017) and det's.
+    rec's (0.066 -> 0.015; OpenVINO's 0.027 -> 0.017) and det's. ``method`` ``auto`` puts
+    each of :data:`RANGE_CHOICES` through the same check (with and without smoothing).
 
     Smoothing changes only the smoothed tensors' values (by a known per-channel affine map)
     and their producers' and readers' weights, so one run of the original model gives both
     versions: observers of the mapped values for the smoothed tensors' ranges, and bias
     sums of the changed layers with their smoothed weights on mapped inputs. Two passes
-    (statistics, bias sums) whatever the outcome. Returns (model, ranges, shifts, the
-    observed extremes, samples seen, record)."""
+    (statistics, bias sums) whatever the outcome, every candidate's bias sums riding on the
+    second. Returns (the chosen candidate, samples seen, smoothing record, range record)."""
     smoothed, sites = None, []
     if sampled is not None:
         smoothed = ir.from_proto(ir.to_proto(model))
@@ -74,30 +98,46 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     observed, mapped = Observers(tensors), Observers(transform, transform)
     count = stream_into(model, [observed, mapped] if sites else [observed], calibration)
     stats, mapped_stats = Statistics(observed.observers, count), Statistics(mapped.observers, count)
-    ranges, extremes = stats.ranges(method), stats.ranges("minmax")
-    trial_ranges = {**ranges, **mapped_stats.ranges(method)}
+    extremes = stats.ranges("minmax")
     trial_extremes = {**extremes, **mapped_stats.ranges("minmax")}
-    shifts, trial_shifts = {}, {}
+    candidates = []
+    for m in RANGE_CHOICES if method == "auto" else (method,):
+        ranges = stats.ranges(m)
+        candidates.append(_Candidate(m, False, model, ranges, extremes))
+        if sites:
+            candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes))
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
-        plain = BiasStatistics(model, policy, ranges)
-        trial = BiasStatistics(smoothed, policy, trial_ranges, only=changed, transform=transform) if sites else None
-        stream_into(model, [plain, trial] if trial else [plain], calibration)
-        shifts = plain.shifts()
-        trial_shifts = {**shifts, **(trial.shifts() if trial else {})}
-    if not sites:
-        return model, ranges, shifts, extremes, count, ({"sites": [], "kept": False} if sampled is not None else {})
-    judge = (list(held_out) + list(calibration))[:4]
-    refs = ort_outputs(model, judge)
-    errors = [nmse(refs, ort_outputs(quantized_copy(m, policy, r, set(), sh), judge))
-              for m, r, sh in ((model, ranges, shifts), (smoothed, trial_ranges, trial_shifts))]
-    kept = errors[1] < errors[0]
-    record = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
-                        for s in sites],
-              "kept": kept, "nmse_all_int8_without": errors[0], "nmse_all_int8_with": errors[1]}
-    if kept:
-        return smoothed, trial_ranges, trial_shifts, trial_extremes, count, record
-    return model, ranges, shifts, extremes, count, record
+        plain = [c for c in candidates if not c.smoothed]
+        trial = [c for c in candidates if c.smoothed]
+        sums = [BiasStatistics(model, policy, [c.ranges for c in plain])]
+        if trial:
+            sums.append(BiasStatistics(smoothed, policy, [c.ranges for c in trial], only=changed, transform=transform))
+        stream_into(model, sums, calibration)
+        for i, c in enumerate(plain):
+            c.shifts = sums[0].shifts(i)
+        for i, c in enumerate(trial):  # a smoothed candidate's unchanged layers see the plain one's inputs
+            c.shifts = {**next(p.shifts for p in plain if p.method == c.method), **sums[1].shifts(i)}
+    if len(candidates) > 1:
+        judge = (list(held_out) + list(calibration))[:4]
+        refs = ort_outputs(model, judge)
+        for c in candidates:
+            c.nmse = nmse(refs, ort_outputs(quantized_copy(c.model, policy, c.ranges, set(), c.shifts), judge))
+    chosen = min(candidates, key=lambda c: c.nmse if c.nmse is not None else 0.0)
+    smoothing = {}
+    if sampled is not None:
+        smoothing = {"sites": [], "kept": False}
+    if sites:
+        without, with_ = (next(c.nmse for c in candidates if c.method == chosen.method and c.smoothed is s)
+                          for s in (False, True))
+        smoothing = {"sites": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()
+                                if k != "transform"} for s in sites],
+                     "kept": chosen.smoothed, "nmse_all_int8_without": without, "nmse_all_int8_with": with_}
+    choice = {}
+    if method == "auto":
+        choice = {"candidates": [{"method": c.method, "smoothed": c.smoothed, "nmse_all_int8": c.nmse}
+                                 for c in candidates], "judged_on_samples": len(judge)}
+    return chosen, count, smoothing, choice
 
 
 def quantize(
@@ -117,6 +157,8 @@ def quantize(
     ``info["range_coverage"]`` says which tensors they take well past anything the
     calibration set did (:func:`deploycomp.quant.calibrate.range_coverage`)."""
     method = method or policy.range_method
+    if method not in RANGE_METHODS and method != "auto":
+        raise ValueError(f"unknown int8 range method {method!r}; known: auto, {', '.join(RANGE_METHODS)}")
     boosters = tuple(policy.boosters if boosters is None else boosters)
     unknown = sorted(set(boosters) - set(BOOSTERS))
     if unknown:
@@ -141,8 +183,9 @@ def quantize(
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
-    model, ranges, shifts, extremes, samples_seen, smoothing = _calibrate(
+    chosen_range, samples_seen, smoothing, range_choice = _calibrate(
         model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled)
+    model, ranges, shifts, extremes = chosen_range.model, chosen_range.ranges, chosen_range.shifts, chosen_range.extremes
     if "smooth" in boosters and not smoothing:
         smoothing = {"sites": [], "kept": False}
     calib_seconds = time.perf_counter() - started
@@ -153,7 +196,7 @@ def quantize(
         return quantized_copy(model, policy, ranges, keep, shifts)
 
     info: dict = {
-        "policy": policy.name, "range_method": method, "activation_dtype": policy.activation_dtype,
+        "policy": policy.name, "range_method": chosen_range.method, "activation_dtype": policy.activation_dtype,
         "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel"
         + ("" if policy.weight_qmax == 127 else f", in [-{policy.weight_qmax}, {policy.weight_qmax}] "
            "(no int8 dot-product instructions: int16 saturation)"),
@@ -164,6 +207,8 @@ def quantize(
         "bias_corrected_layers": len(shifts),
         "smoothing": smoothing,
     }
+    if range_choice:
+        info["range_choice"] = range_choice
     if coverage_info is not None:
         info["range_coverage"] = coverage_info
     chosen: set[str] = set()

@@ -24,7 +24,7 @@ float keep their bias untouched (:func:`apply_bias_shifts` skips them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -172,50 +172,57 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
 
 class BiasStatistics:
     """The per-layer input sums bias correction needs, as a consumer of a float run
-    (:func:`deploycomp.quant.calibrate.stream_into`). ``model``, ``ranges``: the layers
-    (weights) and encodings the shifts are for; ``only``: just these layers;
-    ``transform``: tensor name -> the value ``model`` has there, computed from the
+    (:func:`deploycomp.quant.calibrate.stream_into`). ``model``: the layers (weights);
+    ``range_sets``: one or more sets of ranges (candidate calibrations of the same model)
+    to give shifts for, the float input sums taken once for all; ``only``: just these
+    layers; ``transform``: tensor name -> the value ``model`` has there, computed from the
     streamed one (so a rewritten model's shifts come from the original's run)."""
 
-    def __init__(self, model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[float, float]],
+    def __init__(self, model: ir.Model, policy: QDQPolicy, range_sets: Sequence[Mapping[str, tuple[float, float]]],
                  only: set[str] | None = None, transform: Mapping[str, Callable] | None = None):
         layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))
         if only is not None:
             layers = [layer for layer in layers if layer.node.name in only]
         uses = quantizable_tensors(model, policy)
-        encoded = effective_ranges(policy, dict(ranges), uses)
-        self.encodings = {}
-        for layer in layers:
-            source = layer.node.inputs[0]
-            if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
-                self.encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
+        self.encodings: list[dict] = []  # per range set: tensor -> its QDQ encoding
+        for ranges in range_sets:
+            encoded, encodings = effective_ranges(policy, dict(ranges), uses), {}
+            for layer in layers:
+                source = layer.node.inputs[0]
+                if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
+                    encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
+            self.encodings.append(encodings)
         self.layers, self.weight_qmax = layers, policy.weight_qmax
         self.transform = dict(transform or {})
         self.readers: dict[str, list[_Layer]] = {}
         for layer in layers:
             self.readers.setdefault(layer.node.inputs[0].name, []).append(layer)
         self.tensors = sorted(self.readers)
-        self.sums: dict[str, list] = {}  # node name -> [sum of x, sum of Q(x), outputs covered]
+        # node name -> [sum of x, outputs covered, sum of Q(x) per range set]
+        self.sums: dict[str, list] = {}
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         for name in self.tensors:
             if name not in values:
                 continue
             x = self.transform[name](values[name]) if name in self.transform else values[name]
-            qx = fake_quantize(x, *self.encodings[name]) if name in self.encodings else x
+            quantized = [fake_quantize(x, *e[name]) if name in e else x for e in self.encodings]
             for layer in self.readers[name]:
-                (sx, n), (sq, _) = layer.input_means(x), layer.input_means(qx)
-                total = self.sums.setdefault(layer.node.name, [0.0, 0.0, 0])
-                total[0], total[1], total[2] = total[0] + sx, total[1] + sq, total[2] + n
+                sx, n = layer.input_means(x)
+                sqs = [layer.input_means(qx)[0] if qx is not x else sx for qx in quantized]
+                total = self.sums.setdefault(layer.node.name, [0.0, 0, [0.0] * len(sqs)])
+                total[0], total[1] = total[0] + sx, total[1] + n
+                total[2] = [a + b for a, b in zip(total[2], sqs)]
 
-    def shifts(self) -> dict[str, np.ndarray]:
-        """Node name -> the mean output shift (per output channel) quantizing it causes."""
+    def shifts(self, index: int = 0) -> dict[str, np.ndarray]:
+        """Node name -> the mean output shift (per output channel) quantizing it with range
+        set ``index`` causes."""
         out = {}
         for layer in self.layers:
             total = self.sums.get(layer.node.name)
-            if total is None or not total[2]:
+            if total is None or not total[1]:
                 continue
-            shift = layer.shift(total[0] / total[2], total[1] / total[2], self.weight_qmax)
+            shift = layer.shift(total[0] / total[1], total[2][index] / total[1], self.weight_qmax)
             if np.all(np.isfinite(shift)):
                 out[layer.node.name] = shift.astype(np.float32)
         return out
@@ -225,7 +232,7 @@ def bias_shifts(model: ir.Model, policy: QDQPolicy, ranges: Mapping[str, tuple[f
                 samples: Iterable[Mapping[str, np.ndarray]], only: set[str] | None = None) -> dict[str, np.ndarray]:
     """Node name -> the mean output shift (per output channel) quantizing that layer causes;
     ``only``: just these layers (the others' inputs and weights are known not to change)."""
-    sums = BiasStatistics(model, policy, ranges, only)
+    sums = BiasStatistics(model, policy, [ranges], only)
     stream_into(model, [sums], samples)
     return sums.shifts()
 

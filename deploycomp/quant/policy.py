@@ -45,7 +45,9 @@ class QDQPolicy:
     """Ops whose non-constant inputs are all quantized (e.g. residual Add)."""
     activation_dtype: str = "uint8"
     activation_symmetric: bool = False
-    range_method: str = "percentile"
+    range_method: str = "auto"
+    """A range method of :mod:`deploycomp.quant.observers`, or ``auto``: the one of
+    :data:`deploycomp.quant.RANGE_CHOICES` with the lowest whole-model int8 error."""
     int32_bias: bool = False
     """Store Conv/Gemm biases as int32 with scale = input_scale * weight_scale (TFLite)."""
     quantize_outputs: bool = False
@@ -81,15 +83,14 @@ class QDQPolicy:
 POLICIES: dict[str, QDQPolicy] = {
     "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm")),
     "tensorrt": QDQPolicy(
-        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, "percentile"
-    ),
+        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True),
     "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
                         int32_bias=True, quantize_outputs=True, elementwise_with_constants=True,
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
                         # measured: every booster raised PP-OCR cls's int8 error here (see above)
-                        boosters=()),
+                        boosters=(), range_method="percentile"),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }
 

@@ -1,0 +1,115 @@
+"""``auto`` activation ranges: percentile or minmax, whichever the whole int8 model prefers.
+
+Specification:
+* where rare large values carry the output (a spike in every input), percentile clips
+  them away and ``auto`` takes minmax;
+* where one calibration input holds a stray outlier, minmax spends every int8 step on
+  it and ``auto`` takes percentile;
+* the chosen model is the one an explicit ``method`` gives; the record lists each
+  candidate's all-int8 error, and an explicit method records no choice;
+* bias correction's sums for several candidate range sets, taken in one run, equal
+  separate runs per set;
+* an unknown method is refused (``quantize``: ValueError; build: one-line DeployError).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.quant import POLICIES, RANGE_CHOICES, quantize
+from deploycomp.quant.bias_correction import BiasStatistics, bias_shifts
+from deploycomp.quant.calibrate import collect_statistics, stream_into
+from deploycomp.quant.sensitivity import ort_outputs
+
+POLICY = POLICIES["openvino"]
+SHAPE = (1, 4, 64, 64)
+
+
+def _mixing_conv() -> ir.Model:
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="mix")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)],
+        [numpy_helper.from_array((np.eye(4) + 0.1 * rng.normal(size=(4, 4))).astype(np.float32)[:, :, None, None], "w"),
+         numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _normal(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=SHAPE).astype(np.float32)} for _ in range(n)]
+
+
+def _with_spikes(samples: list[dict], seed: int) -> list[dict]:
+    """One value of 30-60 per input: 1 in 16384 values, under percentile's 0.01 % tail."""
+    rng = np.random.default_rng(seed)
+    for s in samples:
+        s["x"].reshape(-1)[rng.integers(s["x"].size)] = rng.uniform(30, 60)
+    return samples
+
+
+def _nmse_of(result, model, samples) -> float:
+    refs, outs = ort_outputs(model, samples), ort_outputs(result.model, samples)
+    return float(np.mean([np.mean((r["y"] - o["y"]) ** 2) / np.mean(r["y"] ** 2) for r, o in zip(refs, outs)]))
+
+
+def test_spikes_that_carry_the_output_choose_minmax():
+    model = _mixing_conv()
+    calib, held = _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4)
+    auto = quantize(model, POLICY, calib, held, method="auto", boosters=())
+    choice = {c["method"]: c["nmse_all_int8"] for c in auto.info["range_choice"]["candidates"]}
+    assert auto.info["range_method"] == "minmax" and set(choice) == set(RANGE_CHOICES)
+    assert choice["minmax"] < 0.5 * choice["percentile"]
+    assert _nmse_of(auto, model, held) < _nmse_of(quantize(model, POLICY, calib, held, method="percentile",
+                                                           boosters=()), model, held)
+
+
+def test_a_stray_calibration_outlier_chooses_percentile():
+    model = _mixing_conv()
+    calib, held = _normal(8, 1), _normal(2, 3)
+    calib[3]["x"][0, 1, 5, 7] = 1000.0
+    auto = quantize(model, POLICY, calib, held, method="auto", boosters=())
+    choice = {c["method"]: c["nmse_all_int8"] for c in auto.info["range_choice"]["candidates"]}
+    assert auto.info["range_method"] == "percentile" and choice["percentile"] < 0.1 * choice["minmax"]
+
+
+def test_the_chosen_model_is_the_explicit_methods_and_boosters_join_the_candidates():
+    model = _mixing_conv()
+    calib, held = _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4)
+    auto = quantize(model, POLICY, calib, held, boosters=["bias-correction"])  # the policy's default: auto
+    explicit = quantize(model, POLICY, calib, held, method=auto.info["range_method"], boosters=["bias-correction"])
+    assert "range_choice" not in explicit.info and explicit.info["range_method"] == auto.info["range_method"]
+    for a, b in zip(ort_outputs(auto.model, held), ort_outputs(explicit.model, held)):
+        np.testing.assert_array_equal(a["y"], b["y"])
+    assert auto.info["range_choice"]["judged_on_samples"] == 4
+
+
+def test_bias_sums_of_several_range_sets_in_one_run_equal_separate_runs():
+    model = _mixing_conv()
+    calib = _with_spikes(_normal(4, 1), 2)
+    stats = collect_statistics(model, ["x"], calib)
+    sets = [stats.ranges(m) for m in RANGE_CHOICES]
+    together = BiasStatistics(model, POLICY, sets)
+    stream_into(model, [together], calib)
+    for i, ranges in enumerate(sets):
+        alone = bias_shifts(model, POLICY, ranges, calib)
+        np.testing.assert_allclose(together.shifts(i)["mix"], alone["mix"], rtol=1e-6, atol=1e-9)
+    assert not np.allclose(together.shifts(0)["mix"], together.shifts(1)["mix"])  # the sets do differ
+
+
+def test_unknown_range_methods_are_refused(tmp_path):
+    import deploycomp
+    from deploycomp.errors import DeployError
+
+    with pytest.raises(ValueError, match="unknown int8 range method 'median'"):
+        quantize(_mixing_conv(), POLICY, _normal(2, 1), [], method="median")
+    path = tmp_path / "m.onnx"
+    onnx.save(ir.to_proto(_mixing_conv()), path)
+    with pytest.raises(DeployError, match="unknown int8 range method median"):
+        deploycomp.build(path, tmp_path / "out", precision="int8", int8_range="median")
+    assert not (tmp_path / "out").exists()
