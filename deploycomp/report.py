@@ -78,6 +78,8 @@ def _range_text(quant: dict) -> str:
         tried = ", ".join(f"{c['method']}{' + smoothing' if c['smoothed'] else ''} {c['nmse_all_int8']:.3g}"
                           for c in choice["candidates"])
         text += f", chosen by all-int8 NMSE on {choice['judged_on_samples']} samples: {tried}"
+        if choice.get("budget_fallback"):
+            text += f" ({choice['budget_fallback']})"
     return text
 
 

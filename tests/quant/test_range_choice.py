@@ -7,6 +7,8 @@ Specification:
   it and ``auto`` takes percentile;
 * the chosen model is the one an explicit ``method`` gives; the record lists each
   candidate's all-int8 error, and an explicit method records no choice;
+* if the chosen method cannot meet the budget, the other one is searched, and kept if
+  it meets it (else the best-judged one stays);
 * bias correction's sums for several candidate range sets, taken in one run, equal
   separate runs per set;
 * an unknown method is refused (``quantize``: ValueError; build: one-line DeployError).
@@ -113,3 +115,32 @@ def test_unknown_range_methods_are_refused(tmp_path):
     with pytest.raises(DeployError, match="unknown int8 range method median"):
         deploycomp.build(path, tmp_path / "out", precision="int8", int8_range="median")
     assert not (tmp_path / "out").exists()
+
+
+def _input_scale(model: ir.Model) -> float:
+    (q,) = [n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "x"]
+    return float(q.inputs[1].const_value.numpy())
+
+
+def test_a_budget_the_chosen_method_cannot_meet_falls_back_to_the_other():
+    """The judged error is a mean over four samples; the budget may ask something else
+    (TensorRT's PP-OCR rec: minmax judged better, yet missed the budget with half its
+    layers float). Here the budget takes only an int8 input with a fine step, which
+    percentile gives."""
+    model = _mixing_conv()
+    calib, held = _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4)
+    scales = {m: _input_scale(quantize(model, POLICY, calib, held, method=m, boosters=()).model)
+              for m in RANGE_CHOICES}
+    assert scales["percentile"] < 0.5 * scales["minmax"]
+
+    def fine_steps(candidate: ir.Model) -> bool:  # and all-int8, as a tight size budget would ask
+        quantized = {n.inputs[0].name for n in candidate.graph if n.op_type == "QuantizeLinear"}
+        return "x" in quantized and _input_scale(candidate) < 0.75 * scales["minmax"]
+
+    result = quantize(model, POLICY, calib, held, fine_steps, method="auto", boosters=())
+    assert result.info["range_method"] == "percentile" and result.info["budget_met"] is True
+    assert result.info["range_choice"]["candidates"][0]["method"] == "minmax"  # judged better, missed the budget
+    assert "minmax missed the budget" in result.info["range_choice"]["budget_fallback"]
+    never = quantize(model, POLICY, calib, held, lambda m: False, method="auto", boosters=())
+    assert never.info["range_method"] == "minmax" and never.info["budget_met"] is False  # the best-judged stays
+    assert "budget_fallback" not in never.info["range_choice"]
