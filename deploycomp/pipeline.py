@@ -382,7 +382,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        fidelity_missed = any(c.name.split("[")[0] in ("cosine", "top1", "max_rel_error") for c in summary.failures)
+        fidelity_missed = any(c.fidelity for c in summary.failures)
         hint = _coverage_hint(quant_info) if fidelity_missed else ""
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]

@@ -123,6 +123,8 @@ class BudgetCheck:
     detail: str = ""
     measured: bool = False
     """Checked against a timing or memory measurement, which varies run to run."""
+    fidelity: bool = False
+    """A fidelity criterion (outputs against fp32), not a size, memory or latency budget."""
 
     def describe(self) -> str:
         if self.ok:
@@ -174,6 +176,8 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
             checks.append(_at_most(f"max_rel_error[{name}]", m["max_rel_error"], fidelity.max_rel_error * margin, ""))
         if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
             checks.append(_at_least(f"top1[{name}]", m["top1_agreement"], at_least(fidelity.min_top1_agreement)))
+    for c in checks:
+        c.fidelity = True
     return checks
 
 

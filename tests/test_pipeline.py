@@ -200,6 +200,18 @@ def test_profile_precision_budgets_are_applied(tiny_conv, tmp_path):
     assert load_target(target).name == "strict"
 
 
+def test_budget_checks_say_which_judge_fidelity():
+    """A missed fidelity check (and only that) gets the range-coverage hint in the build's error."""
+    from deploycomp.validate import summarize
+
+    host = load_target("host")
+    fidelity = host.fidelity["int8"].model_copy(update={"min_top1_agreement": 0.9})
+    budgets = host.budgets.model_copy(update={"max_artifact_mb": 1.0, "max_latency_ms": 5.0})
+    summary = summarize({"probs": {"cosine": 0.5, "top1_agreement": 0.5}}, fidelity, 2.0, None, 9.0, budgets)
+    kinds = {c.name: c.fidelity for c in summary.failures}
+    assert kinds == {"cosine[probs]": True, "top1[probs]": True, "artifact_size": False, "latency": False}
+
+
 def test_auto_picks_the_fastest_precision_that_meets_the_budgets(tiny_conv, tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, x=_x(8))
