@@ -86,6 +86,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     for name, m in val["outputs"].items():
         click.echo(f"  {name}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}")
+    quant = manifest.get("quantization")
+    if quant:
+        floats = quant["float_layers"]
+        click.echo(f"  int8: {quant['int8_layers']} layers int8, {len(floats)} float; {quant['range_method']} ranges"
+                   f"{' (auto)' if quant.get('range_choice') else ''}")
     lat = manifest["measured"].get("latency")
     if lat:
         click.echo(f"  latency {lat['median_ms']:.2f} ms (measured), {manifest['measured']['speedup_vs_onnxruntime']:.2f}x ONNX Runtime fp32")

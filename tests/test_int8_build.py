@@ -60,6 +60,7 @@ def test_range_method_from_the_command_line_and_the_auto_choice_in_the_report(ti
     assert res.exit_code == 0, res.output
     q = json.loads((tmp_path / "b" / "manifest.json").read_text())["quantization"]
     assert q["range_method"] == "mse" and "range_choice" not in q
+    assert f"int8: {q['int8_layers']} layers int8, 0 float; mse ranges\n" in res.output
     res = CliRunner().invoke(main, ["build", str(tiny_conv), "--out", str(tmp_path / "c"), "--precision", "int8",
                                     "--int8-range", "median"])
     assert res.exit_code == 2 and "median" in res.output and not (tmp_path / "c").exists()
