@@ -443,9 +443,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # budget let TensorRT's build pass here and miss validation (cosine 0.969); half of it
     # kept 32 layers float in TFLite where 2 meet validation; three quarters: 2 float layers
     # in TFLite (validation 0.986), 1 in TensorRT (0.985).
-    judged = samples
+    judged, margin = samples, 0.75
     refs = [reference.run(s) for s in judged]
-    held_min_cosine = 1 - (1 - fidelity.min_cosine) * 0.75
+    held_min_cosine = 1 - (1 - fidelity.min_cosine) * margin  # the cosine limit the search holds to
 
     def meets_budget(candidate: ir.Model) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
@@ -455,7 +455,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             outs = [runner.run(s) for s in judged]
         if opts.int8_accept is not None:
             return bool(opts.int8_accept(refs, outs))
-        return fidelity_met(compare_outputs(refs, outs), fidelity, margin=0.75)
+        return fidelity_met(compare_outputs(refs, outs), fidelity, margin=margin)
 
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):

@@ -218,8 +218,10 @@ def quantize(
     # ``auto``: the least-error candidate first; if even its float layers cannot meet the
     # budget, the other range method's best (PP-OCR rec in TensorRT's encoding: minmax won
     # the judged error yet missed the budget with 25 float layers; percentile met it with 1)
-    tries = candidates[:1] + [next(c for c in candidates if c.method == m) for m in dict.fromkeys(
-        c.method for c in candidates) if m != candidates[0].method]
+    best_of: dict[str, _Candidate] = {}
+    for c in candidates:  # least error first: each method's best, the overall best leading
+        best_of.setdefault(c.method, c)
+    tries = list(best_of.values())
     for attempt, chosen_range in enumerate(tries):
         float_layers, search = _float_layers(chosen_range, policy, held_out, meets_budget, pinned, progress)
         if search.get("budget_met", True):
