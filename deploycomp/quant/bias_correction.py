@@ -178,6 +178,8 @@ class BiasStatistics:
     layers; ``transform``: tensor name -> the value ``model`` has there, computed from the
     streamed one (so a rewritten model's shifts come from the original's run)."""
 
+    per_tensor = True  # a layer reads one tensor: its sums depend on that tensor alone
+
     def __init__(self, model: ir.Model, policy: QDQPolicy, range_sets: Sequence[Mapping[str, tuple[float, float]]],
                  only: set[str] | None = None, transform: Mapping[str, Callable] | None = None):
         layers = _layers(model, tuple(op for op in policy.compute_ops if op in CORRECTABLE_OPS))

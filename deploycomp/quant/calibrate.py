@@ -14,6 +14,8 @@ extra need costs numpy work, not another pass of the model (PP-OCR det: one pass
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -22,8 +24,18 @@ import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 
-__all__ = ["Consumer", "Observers", "Statistics", "collect_statistics", "range_coverage", "stream_into",
+__all__ = ["Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
            "stream_tensors"]
+
+
+def cores() -> int:
+    """The cores this process may use, at most 4: how many numpy updates or single-threaded
+    ONNX Runtime runs go side by side."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(4, count))
 
 
 @dataclass
@@ -36,14 +48,18 @@ class Statistics:
 
 
 def _with_outputs(model: ir.Model, names: list[str]) -> bytes:
-    clone = ir.from_proto(ir.to_proto(model))
-    values = {v.name: v for n in clone.graph for v in n.outputs}
-    values.update({v.name: v for v in clone.graph.inputs})
-    present = {v.name for v in clone.graph.outputs}
-    for name in names:
-        if name not in present and name in values:
-            clone.graph.outputs.append(values[name])
-    return ir.to_proto(clone).SerializeToString()
+    """``model`` serialized with the named tensors as extra graph outputs (added for the
+    serialization only: a copy of the model would cost more than the serialization)."""
+    graph = model.graph
+    values = {v.name: v for n in graph for v in n.outputs}
+    values.update({v.name: v for v in graph.inputs})
+    present, original = {v.name for v in graph.outputs}, len(graph.outputs)
+    try:
+        graph.outputs.extend(values[name] for name in names if name not in present and name in values)
+        return ir.to_proto(model).SerializeToString()
+    finally:
+        while len(graph.outputs) > original:
+            graph.outputs.pop()
 
 
 def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
@@ -62,6 +78,11 @@ def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mappin
 
 
 class Consumer(Protocol):
+    """Reads ``tensors`` of each sample's float values. A consumer whose state is kept per
+    tensor, independent of the order tensors come in, says so with ``per_tensor = True``:
+    its update may then be called with a part of a sample's values at a time, parts side by
+    side in threads."""
+
     tensors: Sequence[str]
 
     def update(self, values: Mapping[str, np.ndarray]) -> None: ...
@@ -71,6 +92,8 @@ class Observers:
     """An :class:`Observer` per tensor. ``transform``: tensor name -> what to observe
     instead of the streamed value (e.g. the value a rewritten model would have there,
     computed from this model's)."""
+
+    per_tensor = True
 
     def __init__(self, tensors: Iterable[str], transform: Mapping[str, Callable] | None = None):
         self.tensors = sorted(set(tensors))
@@ -84,17 +107,39 @@ class Observers:
                 self.observers.setdefault(name, Observer()).update(x)
 
 
+def _parts(values: Mapping[str, np.ndarray], tensors: Sequence[str], count: int) -> list[dict[str, np.ndarray]]:
+    """``values``' entries among ``tensors`` in ``count`` parts of about equal size (largest
+    first, each to the lightest part so far: deterministic)."""
+    parts: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
+    load = [0] * count
+    for name in sorted((n for n in tensors if n in values), key=lambda n: (-values[n].size, n)):
+        lightest = load.index(min(load))
+        parts[lightest][name] = values[name]
+        load[lightest] += values[name].size
+    return [p for p in parts if p]
+
+
 def stream_into(model: ir.Model, consumers: Sequence[Consumer], samples: Iterable[Mapping[str, np.ndarray]],
                 threads: int | None = None, progress=None) -> int:
-    """One run of the float model over ``samples`` feeding every consumer; the samples seen."""
+    """One run of the float model over ``samples`` feeding every consumer; the samples seen.
+
+    Between two runs, the consumers' numpy work is spread over the cores: per-tensor
+    consumers (``per_tensor``) get their tensors in parts, one thread each, the others
+    run whole, each in a thread. Every tensor's state still sees the samples in order, so
+    the result is the same as one thread's (PP-OCR det, 6 samples, statistics and two range
+    sets' bias sums: 2.9 -> 1.9 s on 2 cores)."""
     count = 0
     names = sorted(set().union(*(c.tensors for c in consumers)))
-    for values in stream_tensors(model, names, samples, threads):
-        for consumer in consumers:
-            consumer.update(values)
-        count += 1
-        if progress:
-            progress(count)
+    workers = cores()
+    with ThreadPoolExecutor(workers) as pool:
+        for values in stream_tensors(model, names, samples, threads):
+            jobs = [(c, part) for c in consumers
+                    for part in (_parts(values, c.tensors, workers) if getattr(c, "per_tensor", False) else [values])]
+            for done in [pool.submit(c.update, part) for c, part in jobs]:
+                done.result()
+            count += 1
+            if progress:
+                progress(count)
     return count
 
 
@@ -108,6 +153,8 @@ def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Ma
 
 class _Extremes:
     """Running min and max per tensor (a consumer)."""
+
+    per_tensor = True
 
     def __init__(self, tensors: Iterable[str]):
         self.tensors = sorted(set(tensors))

@@ -188,6 +188,8 @@ def scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -
 class _ChannelRanges:
     """Per-channel max |x| of each site's tensor (a consumer of a float run)."""
 
+    per_tensor = True
+
     def __init__(self, sites: Sequence[EqualizationSite]):
         self.axis = {s.tensor.name: s.channel_axis for s in sites}
         self.tensors = sorted(self.axis)

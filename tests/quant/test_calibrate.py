@@ -3,6 +3,8 @@ fits are checked against other real inputs.
 
 Specification:
 * consumers fed by one ``stream_into`` run see the same values as separate runs;
+* per-tensor consumers updated in parts side by side (one thread per part) end up exactly
+  as one thread updating them whole; the parts cover every tensor once, balanced by size;
 * ``range_coverage`` names the tensors that other inputs push past the calibration
   set's extremes (by more than the tolerance), worst first, and none for inputs like
   the calibration set; ``quantize`` reports it for the inputs it is given.
@@ -16,7 +18,9 @@ import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 from deploycomp.quant import POLICIES, quantize
-from deploycomp.quant.calibrate import Observers, collect_statistics, range_coverage, stream_into
+from deploycomp.quant.bias_correction import BiasStatistics
+from deploycomp.quant.calibrate import (Observers, _parts, collect_statistics, range_coverage, stream_into,
+                                        stream_tensors)
 from deploycomp.quant.qdq import quantizable_tensors
 
 POLICY = POLICIES["openvino"]
@@ -48,6 +52,38 @@ def test_consumers_of_one_run_see_what_separate_runs_see():
     for obs in (a.observers["r1"], b.observers["r1"]):
         assert (obs.lo, obs.hi) == (alone.lo, alone.hi)
         np.testing.assert_array_equal(obs.hist, alone.hist)
+
+
+def test_per_tensor_consumers_updated_in_parts_equal_one_thread(monkeypatch):
+    import deploycomp.quant.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "cores", lambda: 3)  # more parts than this model has big tensors
+    model, samples = _conv_relu_conv(), _samples(5, 1.0, 2)
+    tensors = ["x", "c1", "r1", "y"]
+    ranges = collect_statistics(model, tensors, samples).ranges("percentile")
+    parted, parted_sums = Observers(tensors), BiasStatistics(model, POLICY, [ranges])
+    stream_into(model, [parted, parted_sums], samples)
+    whole, whole_sums = Observers(tensors), BiasStatistics(model, POLICY, [ranges])
+    for values in stream_tensors(model, tensors, samples):
+        whole.update(values)
+        whole_sums.update(values)
+    for name in tensors:
+        a, b = parted.observers[name], whole.observers[name]
+        assert (a.lo, a.hi, a.edges, a.count) == (b.lo, b.hi, b.edges, b.count)
+        np.testing.assert_array_equal(a.hist, b.hist)
+    assert parted_sums.shifts().keys() == whole_sums.shifts().keys() == {"conv1", "conv2"}
+    for layer, shift in whole_sums.shifts().items():
+        np.testing.assert_array_equal(parted_sums.shifts()[layer], shift)
+
+
+def test_parts_cover_each_tensor_once_balanced_by_size():
+    values = {name: np.zeros(size, np.float32) for name, size in
+              {"a": 100, "b": 60, "c": 50, "d": 10, "skipped": 1000}.items()}
+    parts = _parts(values, ["a", "b", "c", "d", "absent"], 2)
+    assert sorted(n for p in parts for n in p) == ["a", "b", "c", "d"]
+    assert sorted(sum(v.size for v in p.values()) for p in parts) == [110, 110]
+    assert _parts(values, ["a", "b", "c", "d"], 2) == parts  # the same split every sample
+    assert len(_parts(values, ["d"], 4)) == 1  # no empty parts
 
 
 def test_range_coverage_names_the_tensors_other_inputs_push_past_calibration():
