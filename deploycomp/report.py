@@ -71,13 +71,19 @@ _LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "in
 
 
 def _range_text(quant: dict) -> str:
-    """The range method, and for ``auto`` what it chose between (all-int8 NMSE of each)."""
+    """The range method, and for ``auto`` what it chose between (all-int8 NMSE of each, and
+    on how many samples, as the judge is a race)."""
     text = f"{quant['range_method']} ranges"
     choice = quant.get("range_choice")
     if choice:
+        judged = choice["judged_on_samples"]
         tried = ", ".join(f"{c['method']}{' + smoothing' if c['smoothed'] else ''} {c['nmse_all_int8']:.3g}"
+                          + (f" (on {c['judged_on_samples']})" if c.get("judged_on_samples", judged) < judged else "")
                           for c in choice["candidates"])
-        text += f", chosen by all-int8 NMSE on {choice['judged_on_samples']} samples: {tried}"
+        text += f", chosen by all-int8 NMSE on {judged} samples: {tried}"
+        if "race_factor" in choice:
+            text += (f"; raced: candidates over {choice['race_factor']:g}x the least error on the first half stop"
+                     " there, as does a lone survivor")
         if choice.get("budget_fallback"):
             text += f" ({choice['budget_fallback']})"
     return text

@@ -13,6 +13,7 @@ target's own runtime). The result is standard QuantizeLinear/DequantizeLinear ON
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -26,7 +27,8 @@ from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors
-from deploycomp.quant.sensitivity import nmse, ort_outputs, quantized_copy, rank_layers, select_float_layers
+from deploycomp.quant.sensitivity import (nmse, ort_outputs, outputs_of_each, quantized_copy, rank_layers,
+                                         select_float_layers)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
 __all__ = ["BOOSTERS", "POLICIES", "RANGE_CHOICES", "QuantResult", "policy_for", "quantize"]
@@ -73,13 +75,47 @@ class _Candidate:
     extremes: dict
     shifts: dict = field(default_factory=dict)
     nmse: float | None = None
+    judged: int = 0  # samples its nmse is over
+
+
+RACE_FACTOR = 2.0
+"""Judging candidates is a race: all on the first half of the judged samples, then only those
+within this factor of the least error on the rest. Measured (PP-OCR and YOLOv8n, OpenVINO's
+and TensorRT's encodings): no candidate more than twice the least error on the first half
+was within 10% of the winner on all four; det's judge went from 20 runs of the model to 10."""
+
+
+def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], samples: list) -> None:
+    """Each candidate's whole all-int8 error (NMSE against the float model, exact QDQ
+    arithmetic) on ``samples``, raced (:data:`RACE_FACTOR`); a lone survivor of the first
+    half is not judged further, as nothing is left to choose. Sets ``nmse`` and ``judged``."""
+    copies: dict[int, ir.Model] = {}
+
+    def qdq(group: list[_Candidate]):  # each copy made while the previous one's samples run
+        for c in group:
+            if id(c) not in copies:
+                copies[id(c)] = quantized_copy(c.model, policy, c.ranges, set(), c.shifts)
+            yield copies[id(c)]
+
+    half = (len(samples) + 1) // 2
+    group = candidates
+    for part in (samples[:half], samples[half:]):
+        if not part or len(group) < 2:
+            break
+        runs = outputs_of_each(itertools.chain([model], qdq(group)), part)
+        refs = next(runs)
+        for c, outputs in zip(group, runs):
+            c.nmse = (nmse(refs, outputs) * len(part) + (c.nmse or 0.0) * c.judged) / (c.judged + len(part))
+            c.judged += len(part)
+        best = min(c.nmse for c in group)
+        group = [c for c in group if c.nmse <= RACE_FACTOR * best]
 
 
 def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled):
     """Ranges and bias shifts for ``model``, and, when ``sampled`` (smoothing's rows, already
     collected) is given, the searched smoothing applied to a copy and kept only if the whole
-    int8 model's error (exact QDQ arithmetic, on four held-out or calibration samples)
-    falls: each site is chosen by its readers' error alone, and on PP-OCR cls that did not
+    int8 model's error (exact QDQ arithmetic, on up to four held-out or calibration samples,
+    raced: :func:`_judge`) falls: each site is chosen by its readers' error alone, and on PP-OCR cls that did not
     lower the output's (all-int8 NMSE 0.0053 -> 0.037 in TensorRT's encoding), while it cut
     rec's (0.066 -> 0.015; OpenVINO's 0.027 -> 0.017) and det's. ``method`` ``auto`` puts
     each of :data:`RANGE_CHOICES` through the same check (with and without smoothing).
@@ -92,7 +128,7 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     second. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples)."""
     smoothed, sites = None, []
     if sampled is not None:
-        smoothed = ir.from_proto(ir.to_proto(model))
+        smoothed = model.clone()
         sites = smooth(smoothed, policy, calibration, centred=correct_bias, sampled=sampled)
     transform = {s["tensor"]: s["transform"] for s in sites}
     observed, mapped = Observers(tensors), Observers(transform, transform)
@@ -120,12 +156,11 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
             c.shifts = {**next(p.shifts for p in plain if p.method == c.method), **sums[1].shifts(i)}
     judge = (list(held_out) + list(calibration))[:4]
     if len(candidates) > 1:
-        refs = ort_outputs(model, judge)
-        for c in candidates:
-            c.nmse = nmse(refs, ort_outputs(quantized_copy(c.model, policy, c.ranges, set(), c.shifts), judge))
+        _judge(model, policy, candidates, judge)
     site_records = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
                     for s in sites]
-    return sorted(candidates, key=lambda c: c.nmse or 0.0), count, site_records, len(judge)
+    most = max(c.judged for c in candidates)  # those judged on every sample first
+    return sorted(candidates, key=lambda c: (c.judged < most, c.nmse or 0.0)), count, site_records, len(judge)
 
 
 def _records(candidates: list[_Candidate], chosen: _Candidate, sites: list[dict], smoothing_on: bool,
@@ -135,12 +170,15 @@ def _records(candidates: list[_Candidate], chosen: _Candidate, sites: list[dict]
     errors = {(c.method, c.smoothed): c.nmse for c in candidates}
     smoothing = {"sites": [], "kept": False} if smoothing_on else {}
     if sites:
+        judged_on = {(c.method, c.smoothed): c.judged for c in candidates}
         smoothing = {"sites": sites, "kept": chosen.smoothed, "nmse_all_int8_without": errors[chosen.method, False],
-                     "nmse_all_int8_with": errors[chosen.method, True]}
+                     "nmse_all_int8_with": errors[chosen.method, True],
+                     "judged_on_samples": [judged_on[chosen.method, False], judged_on[chosen.method, True]]}
     choice = {}
     if auto:
-        choice = {"candidates": [{"method": c.method, "smoothed": c.smoothed, "nmse_all_int8": c.nmse}
-                                 for c in candidates], "judged_on_samples": judged}
+        choice = {"candidates": [{"method": c.method, "smoothed": c.smoothed, "nmse_all_int8": c.nmse,
+                                  "judged_on_samples": c.judged} for c in candidates],
+                  "judged_on_samples": judged, "race_factor": RACE_FACTOR}
     return smoothing, choice
 
 
@@ -194,7 +232,7 @@ def quantize(
     started = time.perf_counter()
     equalized: list[dict] = []
     if boosters:
-        model = ir.from_proto(ir.to_proto(model))  # the boosters rewrite constants: not the caller's
+        model = model.clone()  # the boosters give layers new constants: not the caller's
     # smoothing's rows ride on equalization's run (they are of tensors equalization leaves
     # alone), or take one of their own
     sampled = (SampledRows(searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops),

@@ -13,19 +13,20 @@ and returns the first k whose model meets the budget.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.bias_correction import apply_bias_shifts
+from deploycomp.quant.calibrate import cores
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass
 
-__all__ = ["LayerSensitivity", "nmse", "ort_outputs", "quantized_copy", "rank_layers", "select_float_layers"]
+__all__ = ["LayerSensitivity", "nmse", "ort_outputs", "outputs_of_each", "quantized_copy", "rank_layers",
+           "select_float_layers"]
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -55,7 +56,7 @@ def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[s
                    bias_shifts: Mapping[str, np.ndarray] | None = None) -> ir.Model:
     """The QDQ model with ``keep_float`` layers in float; the other layers' biases
     corrected by ``bias_shifts`` (see :mod:`deploycomp.quant.bias_correction`)."""
-    clone = ir.from_proto(ir.to_proto(model))
+    clone = model.clone()
     if bias_shifts:
         apply_bias_shifts(clone, bias_shifts, skip=set(keep_float))
     QDQPass(policy, ranges, set(keep_float))(clone)
@@ -68,34 +69,50 @@ def _workers() -> int:
     intra-op threads change float summation order: PP-OCR rec's per-layer errors moved by
     up to 0.2 % between 1 and 2 threads); side by side, runs use the cores better than one
     run across them (rec's ranking on 2 cores: 19.6 s instead of 24.1 s)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return cores()
 
 
-def ort_outputs(model: ir.Model, samples: Sequence[Feeds], workers: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Outputs with the QDQ arithmetic as written: ORT's own fused int8 kernels (its default)
-    differ from it far more than the runtimes we target do, which misranks layers. Samples
-    run side by side on one single-threaded session (``workers``: how many at once)."""
+def _session(model: ir.Model):
+    """A single-threaded ONNX Runtime session computing the QDQ arithmetic as written: ORT's
+    own fused int8 kernels (its default) differ from it far more than the runtimes we
+    target do, which misranks layers."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session, sample: Feeds) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(sample))))
 
-    def run(sample: Feeds) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, dict(sample))))
 
-    workers = min(workers or _workers(), len(samples))
-    if workers <= 1:
-        return [run(s) for s in samples]
+def outputs_of_each(models: Iterable[ir.Model], samples: Sequence[Feeds],
+                    workers: int | None = None) -> Iterator[list[dict[str, np.ndarray]]]:
+    """Each model's outputs on ``samples`` (see :func:`ort_outputs`), in turn. The samples
+    of one model run side by side while the next model is made (``models`` may be a lazy
+    iterable: building a QDQ copy and its session is single-threaded Python) and its
+    session created; at most two models' sessions and outputs are held at a time."""
+    workers = max(1, min(workers or _workers(), len(samples) or 1))
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(run, samples))
+        running = None
+        for model in models:
+            session = _session(model)
+            queued = [pool.submit(_run, session, s) for s in samples]
+            if running is not None:
+                yield [f.result() for f in running]
+            running = queued
+        if running is not None:
+            yield [f.result() for f in running]
+
+
+def ort_outputs(model: ir.Model, samples: Sequence[Feeds], workers: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Outputs with the QDQ arithmetic as written (see :func:`_session`); samples run side by
+    side on one single-threaded session (``workers``: how many at once)."""
+    return next(outputs_of_each([model], samples, workers))
 
 
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],

@@ -5,6 +5,10 @@ Specification:
   them away and ``auto`` takes minmax;
 * where one calibration input holds a stray outlier, minmax spends every int8 step on
   it and ``auto`` takes percentile;
+* candidates are raced: all are judged on the first half of the judged samples, and only
+  those within ``RACE_FACTOR`` of the least error go on to the rest (a lone survivor stops:
+  nothing is left to choose); the record says on how many samples each was judged, and
+  a full-length error is the plain mean over all judged samples;
 * the chosen model is the one an explicit ``method`` gives; the record lists each
   candidate's all-int8 error, and an explicit method records no choice;
 * if the chosen method cannot meet the budget, the other one is searched, and kept if
@@ -22,7 +26,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploycomp.quant import POLICIES, RANGE_CHOICES, quantize
+from deploycomp.quant import POLICIES, RACE_FACTOR, RANGE_CHOICES, quantize
 from deploycomp.quant.bias_correction import BiasStatistics, bias_shifts
 from deploycomp.quant.calibrate import collect_statistics, stream_into
 from deploycomp.quant.sensitivity import nmse, ort_outputs
@@ -74,6 +78,26 @@ def test_a_stray_calibration_outlier_chooses_percentile():
     auto = quantize(model, POLICY, calib, held, method="auto", boosters=())
     choice = {c["method"]: c["nmse_all_int8"] for c in auto.info["range_choice"]["candidates"]}
     assert auto.info["range_method"] == "percentile" and choice["percentile"] < 0.1 * choice["minmax"]
+
+
+def test_candidates_are_raced_on_the_judged_samples():
+    model = _mixing_conv()
+    clear = quantize(model, POLICY, _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4),
+                     method="auto", boosters=())
+    first, second = clear.info["range_choice"]["candidates"]
+    assert second["nmse_all_int8"] > RACE_FACTOR * first["nmse_all_int8"]
+    assert first["judged_on_samples"] == second["judged_on_samples"] == 2  # the winner was alone
+
+    calib, held = _normal(8, 1), _normal(2, 3)
+    close = quantize(model, POLICY, calib, held, method="auto", boosters=())
+    candidates = close.info["range_choice"]["candidates"]
+    assert candidates[1]["nmse_all_int8"] < RACE_FACTOR * candidates[0]["nmse_all_int8"]
+    assert [c["judged_on_samples"] for c in candidates] == [4, 4]
+    judged = held + calib[:2]
+    for c in candidates:  # the mean over the two halves is the error over all four
+        explicit = quantize(model, POLICY, calib, held, method=c["method"], boosters=()).model
+        assert c["nmse_all_int8"] == pytest.approx(nmse(ort_outputs(model, judged), ort_outputs(explicit, judged)),
+                                                   rel=1e-9)
 
 
 def test_the_chosen_model_is_the_explicit_methods_and_boosters_join_the_candidates():
