@@ -11,7 +11,9 @@ cls 1x3x48x192) and precision (fp32, fp16, int8):
   converter path), int8 = its ``integer_quant`` (float I/O) calibrated on the SAME samples.
 
 Both ``.tflite`` files then run in LiteRT's interpreter (XNNPACK, 2 threads) on the same
-evaluation samples (``samples_for``, disjoint from calibration), interleaved in rotated rounds
+evaluation samples (bench/int8.py's larger set, ``eval_sets.evaluation_samples``: the built-in
+validation samples plus 18 YOLO images, 11 det images, 55 text lines; disjoint from
+calibration; latency is timed on the first sample), interleaved in rotated rounds
 with ONNX Runtime fp32 (2 threads); ratio = median over rounds of block medians vs ORT. Task
 fidelity vs ORT fp32 on the original model uses bench/int8.py's metrics (YOLO detection recall,
 det mask IoU, rec sequence agreement, cls top-1). TRANSPOSE ops are counted in each file.
@@ -34,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from deploycomp.examples import EXAMPLES, fetch_example
-from deploycomp.sample_data import calibration_samples_for, samples_for
+from deploycomp.sample_data import calibration_samples_for
 
-from int8 import fidelity  # bench/ is on sys.path when run as a script
+from eval_sets import evaluation_samples  # bench/ is on sys.path when run as a script
+from int8 import fidelity
 from save import save_json, save_table
 from timing import cpu_snapshot, other_load, time_block
 
@@ -125,7 +128,7 @@ def evaluate(name: str, entries: dict, rounds: int, block_ms: float) -> dict:
     from deploycomp.backends.onnxruntime import ORTRunner
 
     ex, model = EXAMPLES[name], fetch_example(name)
-    evals = samples_for(ex.inputs, ex.input_name, ex.shape)
+    evals = evaluation_samples(ex.inputs, ex.input_name, ex.shape)
     ref = ORTRunner(model, threads=THREADS)
     first = lambda feeds: next(iter(ref.run(feeds).values()))  # noqa: E731
     refs = [first(s) for s in evals]

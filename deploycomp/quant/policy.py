@@ -90,7 +90,7 @@ POLICIES: dict[str, QDQPolicy] = {
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
                         # measured: every booster raised PP-OCR cls's int8 error here (see above)
-                        boosters=(), range_method="percentile"),
+                        boosters=()),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),
 }
 

@@ -59,23 +59,25 @@ def _with_spikes(samples: list[dict], seed: int) -> list[dict]:
     return samples
 
 
-def test_spikes_that_carry_the_output_choose_minmax():
+@pytest.mark.parametrize("backend", ["openvino", "tflite"])
+def test_spikes_that_carry_the_output_choose_minmax(backend):
     model = _mixing_conv()
     calib, held = _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4)
-    auto = quantize(model, POLICY, calib, held, method="auto", boosters=())
+    auto = quantize(model, POLICIES[backend], calib, held, boosters=())  # auto: every policy's default
     choice = {c["method"]: c["nmse_all_int8"] for c in auto.info["range_choice"]["candidates"]}
     assert auto.info["range_method"] == "minmax" and set(choice) == set(RANGE_CHOICES)
     assert choice["minmax"] < 0.5 * choice["percentile"]
-    percentile = quantize(model, POLICY, calib, held, method="percentile", boosters=())
+    percentile = quantize(model, POLICIES[backend], calib, held, method="percentile", boosters=())
     refs = ort_outputs(model, held)
     assert nmse(refs, ort_outputs(auto.model, held)) < nmse(refs, ort_outputs(percentile.model, held))
 
 
-def test_a_stray_calibration_outlier_chooses_percentile():
+@pytest.mark.parametrize("backend", ["openvino", "tflite"])
+def test_a_stray_calibration_outlier_chooses_percentile(backend):
     model = _mixing_conv()
     calib, held = _normal(8, 1), _normal(2, 3)
     calib[3]["x"][0, 1, 5, 7] = 1000.0
-    auto = quantize(model, POLICY, calib, held, method="auto", boosters=())
+    auto = quantize(model, POLICIES[backend], calib, held, boosters=())
     choice = {c["method"]: c["nmse_all_int8"] for c in auto.info["range_choice"]["candidates"]}
     assert auto.info["range_method"] == "percentile" and choice["percentile"] < 0.1 * choice["minmax"]
 
