@@ -167,13 +167,12 @@ def _records(candidates: list[_Candidate], chosen: _Candidate, sites: list[dict]
              auto: bool, judged: int) -> tuple[dict, dict]:
     """The manifest's smoothing record (kept or not, with the chosen method's errors) and,
     for ``auto`` ranges, the range choice's."""
-    errors = {(c.method, c.smoothed): c.nmse for c in candidates}
     smoothing = {"sites": [], "kept": False} if smoothing_on else {}
     if sites:
-        judged_on = {(c.method, c.smoothed): c.judged for c in candidates}
-        smoothing = {"sites": sites, "kept": chosen.smoothed, "nmse_all_int8_without": errors[chosen.method, False],
-                     "nmse_all_int8_with": errors[chosen.method, True],
-                     "judged_on_samples": [judged_on[chosen.method, False], judged_on[chosen.method, True]]}
+        by = {(c.method, c.smoothed): c for c in candidates}
+        without, with_ = by[chosen.method, False], by[chosen.method, True]
+        smoothing = {"sites": sites, "kept": chosen.smoothed, "nmse_all_int8_without": without.nmse,
+                     "nmse_all_int8_with": with_.nmse, "judged_on_samples": [without.judged, with_.judged]}
     choice = {}
     if auto:
         choice = {"candidates": [{"method": c.method, "smoothed": c.smoothed, "nmse_all_int8": c.nmse,
