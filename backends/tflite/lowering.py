@@ -8,7 +8,20 @@ only when the stored layout differs, once per value and layout.
 
 Precision is decided here, not in the rules: for ``fp16`` every float constant of more
 than a few elements is stored as float16 and expanded by a DEQUANTIZE op (the standard
-TFLite fp16 form, which XNNPACK folds at load time); activations stay float32.
+TFLite fp16 form, which XNNPACK folds at load time); activations stay float32. A
+constant float16 cannot hold (a value past 65504, or one whose values flush to zero or
+to subnormals) stays float32: see :func:`fp16_holds`.
+
+A node whose inputs are all constants (``Constant``, ``Range``, ``ConstantOfShape`` the
+optimizer left unfolded because folding would grow the file, ``Shape`` of a static
+tensor) is evaluated here with ONNX's reference implementation: TFLite has no choice
+but to store the result, and an op without a TFLite kernel is then no obstacle.
+
+Graph outputs: TFLite wants every output to be a tensor an operator writes, with its
+own name. An ONNX output can instead be a constant (folded, or a DequantizeLinear of a
+constant), a graph input (through an Identity), the same tensor as another output, or
+an int8 tensor only a scale-preserving op wrote; each gets the tensor that holds its
+value and, where that tensor is not yet a distinct operator output, a RESHAPE copy.
 """
 
 from __future__ import annotations
@@ -29,6 +42,19 @@ LOWERINGS: dict[str, Callable[["Lowering", ir.Node], None]] = {}
 
 FP16_MIN_ELEMENTS = 16
 """Float constants at least this large are stored as float16 in fp16 builds."""
+
+FP16_MAX_RELATIVE_ERROR = 1e-3
+"""A constant stored as float16 may differ from its float32 values by at most this much
+(relative, in the L2 norm); float16 rounding alone gives at most 2**-11 (4.9e-4)."""
+
+NEVER_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli", "DequantizeLinear", "If", "Loop", "Scan"})
+"""Ops not evaluated at conversion time even with constant inputs: random, control flow,
+and DequantizeLinear, whose int8 data the int8 lowering reads itself (:mod:`.quantized`)."""
+
+FOLD_MAX_ELEMENTS = 1 << 22
+"""An op that has a TFLite lowering is evaluated at conversion time only if its result is
+at most this large (an Expand or Tile of a constant runs instead of bloating the file)."""
 
 INT8_PASSTHROUGH = frozenset({"MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice",
                               "Pad", "Transpose"})
@@ -53,10 +79,52 @@ def _load_rules() -> None:
     from deploycomp.backends.tflite import ops_elementwise, ops_nn, ops_shape, quantized  # noqa: F401  (registration)
 
 
+def _static(value: ir.Value | None) -> bool:
+    return value is not None and value.shape is not None and all(isinstance(d, int) for d in value.shape)
+
+
+def foldable(node: ir.Node, is_constant: Callable[[ir.Value], bool]) -> bool:
+    """Whether :class:`Lowering` evaluates ``node`` at conversion time instead of lowering it."""
+    if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD:
+        return False
+    if node.op_type in ("Shape", "Size") and _static(node.inputs[0]):
+        return True
+    if not all(v is None or is_constant(v) for v in node.inputs):
+        return False
+    if node.op_type in LOWERINGS:
+        return all(_static(o) and int(np.prod(o.shape, dtype=np.int64)) <= FOLD_MAX_ELEMENTS
+                   for o in node.outputs if o is not None)
+    return True
+
+
 def unsupported_nodes(model: ir.Model) -> list[dict[str, str]]:
+    """Nodes the lowering can neither lower nor evaluate at conversion time."""
     _load_rules()
-    return [{"node": n.name or "", "op": n.op_type} for n in model.graph
-            if n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx")]
+    constant = {v.name for v in model.graph.initializers.values()}
+    missing = []
+    for n in model.graph:
+        if foldable(n, lambda v: v.name in constant or v.const_value is not None):
+            constant.update(o.name for o in n.outputs if o is not None)
+        elif n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx"):
+            missing.append({"node": n.name or "", "op": n.op_type})
+    return missing
+
+
+def fp16_holds(data: np.ndarray) -> bool:
+    """Whether a float32 constant survives being stored as float16: every value finite
+    there (none past 65504) and the whole within :data:`FP16_MAX_RELATIVE_ERROR` of the
+    float32 values, which a tensor whose values flush to zero or lose bits as subnormals
+    (below 6.1e-5) is not. Such a constant stays float32, exact (e.g. a 1e-7 epsilon
+    tensor, a 1e5 mask value)."""
+    if not np.isfinite(data).all():
+        return False
+    with np.errstate(over="ignore"):
+        half = data.astype(np.float16)
+    if not np.isfinite(half).all():
+        return False
+    exact = data.astype(np.float64)
+    norm = float(np.linalg.norm(exact))
+    return norm == 0.0 or float(np.linalg.norm(half.astype(np.float64) - exact)) <= FP16_MAX_RELATIVE_ERROR * norm
 
 
 @dataclass
@@ -177,7 +245,8 @@ class Lowering:
         key = (data.dtype.str, data.shape, data.tobytes())
         if key in self._constants:
             return self._constants[key]
-        if self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS:
+        if self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS \
+                and fp16_holds(data):
             half = self.w.constant(f"{name}/fp16", data.astype(np.float16))
             index = self.w.tensor(name, data.shape, np.float32)
             self.emit("DEQUANTIZE", [half], [index])
@@ -279,24 +348,75 @@ class Lowering:
             if id(node) in self.skip:
                 continue
             try:
+                if self._fold(node):
+                    continue
                 if self.precision == "int8" and self._int8_passthrough(node):
                     continue
                 LOWERINGS[node.op_type](self, node)
             except UnsupportedError as e:
                 raise UnsupportedError(f"{e} (node '{node.name}')") from None
         for value in self.model.graph.outputs:
-            if self.int8_io and value.name not in self.values and value.name in self.dequantized:
-                value = self.dequantized[value.name]  # full-integer I/O: hand out the int8 tensor
-            stored = self.values.get(value.name)
-            if stored is None:
-                raise UnsupportedError(f"tflite: graph output '{value.name}' is a constant or an input")
-            perm = stored.perm if self.io_layout == "nhwc" else identity(len(stored.perm))
-            index = self.input(value, perm)
-            name = value.name.removesuffix("__q") if value.name.endswith("__q") else value.name
-            self._rename(index, name)
+            name, index, perm = self._graph_output(value)
             self.w.outputs.append(index)
             io_layouts[name] = list(perm)
         return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
+
+    def _fold(self, node: ir.Node) -> bool:
+        """Evaluate ``node`` now if its inputs are constants (see the module docstring)."""
+        if not foldable(node, lambda v: self.const(v) is not None):
+            return False
+        if node.op_type in ("Shape", "Size") and _static(node.inputs[0]):
+            dims = np.asarray(self.shape(node.inputs[0]), np.int64)
+            if node.op_type == "Size":
+                results = [np.asarray(np.prod(dims), np.int64)]
+            else:
+                start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", len(dims))
+                results = [dims[start:end]]
+        else:
+            from onnx.reference import ReferenceEvaluator
+
+            opsets = {d: v for d, v in self.model.opset_imports.items() if d in ("", "ai.onnx")} or {"": 17}
+            feeds = {v.name: self.const(v) for v in node.inputs if v is not None}
+            try:
+                results = ReferenceEvaluator(ir.serde.serialize_node(node), opsets=opsets).run(None, feeds)
+            except Exception as e:  # noqa: BLE001  (an op the reference cannot evaluate: lower it, or name it)
+                if node.op_type in LOWERINGS:
+                    return False
+                raise UnsupportedError(f"tflite: {node.op_type} of constants could not be evaluated "
+                                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        for out, data in zip(node.outputs, results):
+            if out is not None:
+                self.folded[out.name] = np.asarray(data)
+        return True
+
+    def _graph_output(self, value: ir.Value) -> tuple[str, int, Perm]:
+        """(ONNX name, tensor, layout) of a graph output; copied by a RESHAPE where the tensor
+        holding its value is a constant, a graph input or another output (see the module
+        docstring). A graph input that is itself an output stays one tensor (its name is
+        both)."""
+        name = value.name
+        if self.int8_io and value.name not in self.values and value.name in self.dequantized:
+            value = self.dequantized[value.name]  # full-integer I/O: hand out the int8 tensor
+            name = name.removesuffix("__q")
+        data = self.const(value)
+        if data is not None:  # exact, in its ONNX type (not narrowed to int32 or float16)
+            index = self.w.constant(f"{name}/constant", data.astype(self.dtype(value)))
+            perm = identity(data.ndim)
+        elif value.name in self.values or value.name in self.dequantized:
+            perm = self.perm(value) if self.io_layout == "nhwc" else identity(len(self.shape(value)))
+            index = self.input(value, perm)
+        else:
+            raise UnsupportedError(f"tflite: graph output '{name}' is written by no lowered op")
+        is_input = index in self.w.inputs
+        if is_input and self.w.tensors[index].name == name:
+            return name, index, perm
+        if is_input or index in self.w.outputs or self.w.is_constant(index) or index not in self.w.producer:
+            shape = self.w.shape(index)
+            copy = self.w.tensor(name, shape, self.w.dtype(index), self.w.quantization(index))
+            self.emit("RESHAPE", [index, self.int32(shape)], [copy], self.w.options("Reshape", newShape=list(shape)))
+            index = copy
+        self._rename(index, name)
+        return name, index, perm
 
     def _input_quantizer(self, value: ir.Value) -> ir.Node | None:
         if not self.int8_io:
