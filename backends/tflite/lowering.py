@@ -65,6 +65,12 @@ FUSED_CLIPS = {(0.0, np.inf): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1
 
 ACTIVATION = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3, "TANH": 4}
 
+LAYOUT_FREE = frozenset({"Pad", "QuantizeLinear", "DequantizeLinear", "Identity", "Cast", "Relu", "Clip", "LeakyRelu",
+                         "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu", "Gelu", "PRelu", "Abs", "Neg", "Exp",
+                         "Log", "Sqrt", "Add", "Sub", "Mul", "Div", "Max", "Min", "BatchNormalization"})
+"""Ops that run in whatever layout their input is stored in (an input's layout is chosen
+by what reads it through them)."""
+
 
 def lowers(*op_types: str):
     def register(fn):
@@ -163,6 +169,10 @@ class Lowering:
         self.dequantized: dict[str, ir.Value] = {}
         self.skip: set[int] = set()
         self._passthrough_quant = None
+        self.unit_height: dict[int, int] = {}
+        """(N, W, C) tensor -> the same data as (N, 1, W, C) (see :meth:`nhwc_input`)."""
+        self._unwritten: dict[int, int] = {}
+        """(N, W, C) tensors a 1-D op wrote as (N, 1, W, C) that no op has read yet."""
 
     # values -----------------------------------------------------------------------------
 
@@ -276,10 +286,59 @@ class Lowering:
         """``value`` is an existing tensor seen in another layout (Transpose, Identity, fusion)."""
         self.values[value.name] = Stored(index, tuple(perm))
 
+    # 1-D ops as 2-D ones over a unit height -------------------------------------------
+
+    @staticmethod
+    def channels_last(rank: int) -> Perm:
+        """The layout convolutions and pools want: NHWC, or for a 1-D op's (N, C, W) value (N, W, C)."""
+        return NCHW_TO_NHWC if rank == 4 else (0,) + tuple(range(2, rank)) + (1,)
+
+    def nhwc_input(self, value: ir.Value) -> int:
+        """``value`` as the 4-D NHWC tensor a TFLite convolution or pool reads.
+
+        TFLite's are 2-D only; a 1-D one (audio front-ends, embedding CNNs) is the 2-D op
+        over a unit height: the (N, C, W) value stored (N, W, C) is RESHAPEd to (N, 1, W, C),
+        the same bytes. A value a 1-D op wrote is read in the 4-D form that op wrote, so a
+        chain of 1-D convolutions reshapes only where something else reads it."""
+        rank = len(self.shape(value))
+        if rank == 4:
+            return self.input(value, NCHW_TO_NHWC)
+        if rank != 3:
+            raise UnsupportedError(f"tflite: a {rank - 2}-D convolution or pool (1-D and 2-D only)")
+        index = self.input(value, (0, 2, 1))
+        if index not in self.unit_height:
+            n, w, c = self.w.shape(index)
+            t4 = self.w.tensor(f"{self.w.tensors[index].name}/h1", (n, 1, w, c), self.w.dtype(index),
+                               self.w.quantization(index))
+            self.emit("RESHAPE", [index, self.int32((n, 1, w, c))], [t4], self.w.options("Reshape", newShape=[n, 1, w, c]))
+            self.unit_height[index] = t4
+        return self.unit_height[index]
+
+    def emit_2d(self, builtin: str, inputs: list[int], out: int, options=None) -> int:
+        """Emit a 2-D op writing ``out``; a rank-3 ``out`` (N, W, C) is written as (N, 1, W, C)
+        and RESHAPEd into it (see :meth:`nhwc_input`)."""
+        shape = self.w.shape(out)
+        if len(shape) == 4:
+            return self.emit(builtin, inputs, [out], options)
+        n, w, c = shape
+        t4 = self.w.tensor(f"{self.w.tensors[out].name}/h1", (n, 1, w, c), self.w.dtype(out), self.w.quantization(out))
+        op = self.emit(builtin, inputs, [t4], options)
+        self.unit_height[out] = t4
+        self._unwritten[out] = t4  # the RESHAPE is emitted when something reads ``out`` itself
+        return op
+
+    def _write_unit_height(self, out: int) -> None:
+        t4 = self._unwritten.pop(out)
+        shape = self.w.shape(out)
+        self.w.op("RESHAPE", [t4, self.int32(shape)], [out], self.w.options("Reshape", newShape=list(shape)))
+
     def temp(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> int:
         return self.w.tensor(name, shape, dtype)
 
     def emit(self, builtin: str, inputs: list[int], outputs: list[int], options=None) -> int:
+        for i in inputs:
+            if i in self._unwritten:
+                self._write_unit_height(i)
         return self.w.op(builtin, inputs, outputs, options)
 
     # fused activations -----------------------------------------------------------------
@@ -312,7 +371,8 @@ class Lowering:
         if src is None or src.name in self.graph_outputs or len(src.uses()) != 1 or src.name not in self.values:
             return False
         stored = self.values[src.name]
-        op_index = self.w.producer.get(stored.index)
+        written = self._unwritten.get(stored.index, stored.index)  # a 1-D op's output: its 2-D op's
+        op_index = self.w.producer.get(written)
         if op_index is None:
             return False
         options = self.w.operators[op_index].builtinOptions
@@ -331,8 +391,7 @@ class Lowering:
             raise UnsupportedError(f"tflite: no lowering for op(s) {', '.join(ops)} (first: node '{missing[0]['node']}')")
         io_layouts: dict[str, list[int]] = {}
         for value in self.model.graph.inputs:
-            rank = len(self.shape(value))
-            perm = NCHW_TO_NHWC if (self.io_layout == "nhwc" and rank == 4) else identity(rank)
+            perm = self._input_layout(value)
             quantizer = self._input_quantizer(value)
             if quantizer is not None:  # full-integer I/O: the model takes the int8 tensor itself
                 from deploycomp.backends.tflite.quantized import activation_quantization
@@ -407,6 +466,8 @@ class Lowering:
             index = self.input(value, perm)
         else:
             raise UnsupportedError(f"tflite: graph output '{name}' is written by no lowered op")
+        if index in self._unwritten:
+            self._write_unit_height(index)
         is_input = index in self.w.inputs
         if is_input and self.w.tensors[index].name == name:
             return name, index, perm
@@ -417,6 +478,30 @@ class Lowering:
             index = copy
         self._rename(index, name)
         return name, index, perm
+
+    def _input_layout(self, value: ir.Value) -> Perm:
+        """NHWC for 4-D inputs, NWC for 3-D ones a 1-D convolution or pool reads (through
+        element-wise ops, pads and int8's QuantizeLinear/DequantizeLinear), else ONNX order;
+        all ONNX order with ``io_layout="nchw"``."""
+        rank = len(self.shape(value))
+        if self.io_layout != "nhwc":
+            return identity(rank)
+        if rank == 4:
+            return NCHW_TO_NHWC
+        readers, frontier, seen = set(), [value], set()
+        while frontier and rank == 3:
+            for node, _ in frontier.pop().uses():
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                if node.op_type in LAYOUT_FREE and node.outputs and node.outputs[0].shape is not None \
+                        and len(node.outputs[0].shape) == rank:
+                    frontier.append(node.outputs[0])
+                else:
+                    readers.add(node.op_type)
+        if readers & {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}:
+            return self.channels_last(3)
+        return identity(rank)
 
     def _input_quantizer(self, value: ir.Value) -> ir.Node | None:
         if not self.int8_io:

@@ -128,24 +128,30 @@ def lower_identity(lo: Lowering, node: ir.Node) -> None:
 
 @lowers("Clip")
 def lower_clip(lo: Lowering, node: ir.Node) -> None:
+    """A fused activation where the bounds are one; else MAXIMUM / MINIMUM by the bounds,
+    constants or tensors (e.g. a spectrogram floored at its own maximum minus 80 dB)."""
     bounds = lo.clip_bounds(node)
-    if bounds is None:
-        raise UnsupportedError("tflite: Clip with non-constant bounds")
-    lo_, hi = bounds
-    name = lo.activation_of(node)
-    if name is not None:
-        if not lo.fuse_activation(node, name):
-            lower_simple(lo, node, name)
-        return
+    if bounds is not None:
+        name = lo.activation_of(node)
+        if name is not None:
+            if not lo.fuse_activation(node, name):
+                lower_simple(lo, node, name)
+            return
     x = node.inputs[0]
-    perm = lo.perm(x)
+    rank, perm = len(lo.shape(x)), lo.perm(x)
     current = lo.input(x)
     shape = lo.w.shape(current)
-    for builtin, limit in (("MAXIMUM", lo_), ("MINIMUM", hi)):
-        if np.isinf(limit):
+    for i, builtin in ((1, "MAXIMUM"), (2, "MINIMUM")):
+        bound = node.inputs[i] if len(node.inputs) > i else None
+        if bound is None:
             continue
-        out = lo.temp(f"{node.outputs[0].name}/{builtin.lower()}", shape)
-        lo.emit(builtin, [current, lo.scalar(limit)], [out])
+        data = lo.const(bound)
+        if data is not None and np.isinf(data).all():
+            continue
+        operand = lo.scalar(float(data), lo.dtype(x)) if data is not None and data.size == 1 else \
+            lo.broadcast_input(bound, rank, perm)
+        out = lo.temp(f"{node.outputs[0].name}/{builtin.lower()}", shape, lo.dtype(x))
+        lo.emit(builtin, [current, operand], [out])
         current = out
     lo.alias(node.outputs[0], current, perm)
 

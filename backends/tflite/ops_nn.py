@@ -68,14 +68,24 @@ def _explicit_pad(lo: Lowering, source: int, pads, name: str, value: float = 0.0
 
 
 def _conv_geometry(lo: Lowering, node: ir.Node, kernel):
+    """(in_hw, strides, dilations, pads) in 2-D; a 1-D op's are those of the 2-D op over a
+    unit height (see :meth:`Lowering.nhwc_input`)."""
     x = node.inputs[0]
     in_hw = lo.shape(x)[2:]
-    if len(in_hw) != 2:
-        raise UnsupportedError(f"tflite: {node.op_type} on a rank-{len(in_hw) + 2} input (2-D only)")
-    strides = node.attributes.get_ints("strides", [1, 1])
-    dilations = node.attributes.get_ints("dilations", [1, 1])
+    n = len(in_hw)
+    if n not in (1, 2) or len(kernel) != n:
+        raise UnsupportedError(f"tflite: {node.op_type} on a rank-{n + 2} input (1-D and 2-D only)")
+    strides = node.attributes.get_ints("strides", [1] * n)
+    dilations = node.attributes.get_ints("dilations", [1] * n)
     pads = _spatial_pads(node, in_hw, kernel, strides, dilations)
+    if n == 1:
+        return (1, *in_hw), [1, *strides], [1, *dilations], [(0, 0), *pads]
     return in_hw, strides, dilations, pads
+
+
+def _unit_height(weight: np.ndarray) -> np.ndarray:
+    """A 1-D op's (O, I, K) weight as the 2-D op's (O, I, 1, K)."""
+    return weight[:, :, None, :] if weight.ndim == 3 else weight
 
 
 def _bias(lo: Lowering, node: ir.Node, index: int, channels: int) -> int:
@@ -101,24 +111,30 @@ def _int8_plan(lo: Lowering, node: ir.Node):
 
 @lowers("Conv")
 def lower_conv(lo: Lowering, node: ir.Node) -> None:
+    """CONV_2D or DEPTHWISE_CONV_2D, fp32 or int8 (per-channel weights); a 1-D Conv is the
+    2-D one over a unit height."""
     x, w_value = node.inputs[:2]
     weight = lo.const(w_value)
     if weight is None:
         raise UnsupportedError("tflite: Conv with non-constant weights")
-    if weight.ndim != 4:
-        raise UnsupportedError(f"tflite: Conv{weight.ndim - 2}D (2-D only)")
+    if weight.ndim not in (3, 4):
+        raise UnsupportedError(f"tflite: Conv{weight.ndim - 2}D (1-D and 2-D only)")
+    rank = weight.ndim
+    weight = _unit_height(weight)
     cout, cin_g, kh, kw = weight.shape
-    in_hw, strides, dilations, pads = _conv_geometry(lo, node, (kh, kw))
+    in_hw, strides, dilations, pads = _conv_geometry(lo, node, (kw,) if rank == 3 else (kh, kw))
     group = node.attributes.get_int("group", 1)
     cin = lo.shape(x)[1]
     out_value = node.outputs[0]
 
     pointwise = (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and all(p == (0, 0) for p in pads) and group == 1
     perm = lo.perm(x)
-    if not (pointwise and len(perm) == 4 and perm[-1] == 1):
-        perm = NCHW_TO_NHWC  # a 1x1 conv works on any layout with channels last
     int8 = _int8_plan(lo, node)
-    source = lo.input(int8[0] if int8 else x, perm)
+    if rank == 4 and pointwise and len(perm) == 4 and perm[-1] == 1:
+        source = lo.input(int8[0] if int8 else x, perm)  # a 1x1 conv works on any layout with channels last
+    else:
+        perm = lo.channels_last(rank)
+        source = lo.nhwc_input(int8[0] if int8 else x)
     padding = _padding(in_hw, (kh, kw), strides, dilations, pads)
     if padding is None:
         source = _explicit_pad(lo, source, pads, out_value.name)
@@ -129,7 +145,7 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     layout, channel_axis = ((1, 2, 3, 0), 3) if depthwise else ((0, 2, 3, 1), 0)
     if int8:
         _, (data, scales, _), qout = int8
-        filt = quantized.weight_tensor(lo, w_value.name, data.transpose(layout), scales, channel_axis)
+        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(layout), scales, channel_axis)
         in_scale = lo.w.quantization(source).scale[0]
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None, in_scale, scales, cout)
         out, activation = quantized.write_int8(lo, node, qout, perm), quantized.fused(qout.activation)
@@ -142,52 +158,66 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
         builtin, options = "DEPTHWISE_CONV_2D", lo.w.options("DepthwiseConv2D", depthMultiplier=cout // cin, **geometry)
     else:
         builtin, options = "CONV_2D", lo.w.options("Conv2D", **geometry)
-    lo.emit(builtin, [source, filt, bias], [out], options)
+    lo.emit_2d(builtin, [source, filt, bias], out, options)
 
 
 @lowers("ConvTranspose")
 def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
+    """TRANSPOSE_CONV (VALID) then a SLICE cropping the pads; 1-D over a unit height."""
     x, w_value = node.inputs[:2]
     weight = lo.const(w_value)
-    if weight is None or weight.ndim != 4:
-        raise UnsupportedError("tflite: ConvTranspose needs constant 2-D weights")
+    if weight is None or weight.ndim not in (3, 4):
+        raise UnsupportedError("tflite: ConvTranspose needs constant 1-D or 2-D weights")
     if node.attributes.get_int("group", 1) != 1:
         raise UnsupportedError("tflite: grouped ConvTranspose")
-    if tuple(node.attributes.get_ints("dilations", [1, 1])) != (1, 1):
+    rank = weight.ndim
+    unit = [1] if rank == 3 else []
+    if tuple(node.attributes.get_ints("dilations", [1] * (rank - 2))) != (1,) * (rank - 2):
         raise UnsupportedError("tflite: dilated ConvTranspose")
+    weight = _unit_height(weight)
     cin, cout, kh, kw = weight.shape
-    sh, sw = node.attributes.get_ints("strides", [1, 1])
-    n, _, h, w = lo.shape(x)
+    sh, sw = unit + list(node.attributes.get_ints("strides", [1] * (rank - 2)))
+    in_hw = tuple(unit) + tuple(lo.shape(x)[2:])
+    n, h, w = lo.shape(x)[0], *in_hw
     full = (n, (h - 1) * sh + kh, (w - 1) * sw + kw, cout)  # VALID output, before pads are cropped
     out_value = node.outputs[0]
-    _, _, oh, ow = lo.shape(out_value)
-    pads = node.attributes.get_ints("pads", [0, 0, 0, 0])
+    oh, ow = tuple(unit) + tuple(lo.shape(out_value)[2:])
+    pads = list(node.attributes.get_ints("pads", [0] * 2 * (rank - 2)))
+    if rank == 3:
+        pads = [0, pads[0], 0, pads[1]]
     if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise UnsupportedError("tflite: ConvTranspose with auto_pad SAME")
     if pads[0] + oh > full[1] or pads[1] + ow > full[2]:
         raise UnsupportedError("tflite: ConvTranspose output_padding beyond the kernel footprint")
+    perm = lo.channels_last(rank)
     exact = (oh, ow) == full[1:3]
-    target = lo.output(out_value, NCHW_TO_NHWC) if exact else lo.temp(f"{out_value.name}/full", full)
+    target = lo.output(out_value, perm) if exact else lo.temp(f"{out_value.name}/full", full)
     options = lo.w.options("TransposeConv", padding=VALID, strideH=sh, strideW=sw, fusedActivationFunction=0)
-    lo.emit("TRANSPOSE_CONV", [lo.int32(full), lo.constant(w_value.name, weight.transpose(1, 2, 3, 0)),
-                               lo.input(x, NCHW_TO_NHWC), _bias(lo, node, 2, cout)], [target], options)
-    if not exact:
-        begin, size = [0, pads[0], pads[1], 0], [n, oh, ow, cout]
-        lo.emit("SLICE", [target, lo.int32(begin), lo.int32(size)], [lo.output(out_value, NCHW_TO_NHWC)])
+    inputs = [lo.int32(full), lo.constant(w_value.name, weight.transpose(1, 2, 3, 0)), lo.nhwc_input(x),
+              _bias(lo, node, 2, cout)]
+    if exact:
+        lo.emit_2d("TRANSPOSE_CONV", inputs, target, options)
+        return
+    lo.emit("TRANSPOSE_CONV", inputs, [target], options)
+    begin, size = [0, pads[0], pads[1], 0], [n, oh, ow, cout]
+    lo.emit_2d("SLICE", [target, lo.int32(begin), lo.int32(size)], lo.output(out_value, perm))
 
 
 @lowers("MaxPool", "AveragePool")
 def lower_pool(lo: Lowering, node: ir.Node) -> None:
+    """MAX_POOL_2D / AVERAGE_POOL_2D with exact padding; 1-D over a unit height."""
     x = node.inputs[0]
     kernel = node.attributes.get_ints("kernel_shape")
-    if len(kernel) != 2:
-        raise UnsupportedError(f"tflite: {node.op_type} over {len(kernel)} spatial dims (2-D only)")
+    if len(kernel) not in (1, 2):
+        raise UnsupportedError(f"tflite: {node.op_type} over {len(kernel)} spatial dims (1-D and 2-D only)")
     if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
         raise UnsupportedError("tflite: MaxPool indices output")
+    rank = len(kernel) + 2
     in_hw, strides, dilations, pads = _conv_geometry(lo, node, kernel)
+    kernel = [1] * (4 - rank) + list(kernel)
     if tuple(dilations) != (1, 1):
         raise UnsupportedError(f"tflite: dilated {node.op_type}")
-    out_hw = lo.shape(node.outputs[0])[2:]
+    out_hw = (1,) * (4 - rank) + tuple(lo.shape(node.outputs[0])[2:])
     pads = [(b, e + max(0, (o - 1) * s + k - (d + b + e)))  # ceil_mode: the last window may overhang
             for (b, e), o, s, k, d in zip(pads, out_hw, strides, kernel, in_hw)]
     is_max = node.op_type == "MaxPool"
@@ -195,7 +225,7 @@ def lower_pool(lo: Lowering, node: ir.Node) -> None:
     padding = _padding(in_hw, kernel, strides, [1, 1], pads)
     if padding == SAME and not is_max and include_pad:
         padding = None  # TFLite's SAME average excludes the padding
-    source = lo.input(x, NCHW_TO_NHWC)
+    source = lo.nhwc_input(x)
     if padding is None:
         if not is_max and not include_pad:
             raise UnsupportedError("tflite: AveragePool with asymmetric padding that excludes the pad")
@@ -203,7 +233,8 @@ def lower_pool(lo: Lowering, node: ir.Node) -> None:
         padding = VALID
     options = lo.w.options("Pool2D", padding=padding, strideH=strides[0], strideW=strides[1],
                            filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=0)
-    lo.emit("MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D", [source], [lo.output(node.outputs[0], NCHW_TO_NHWC)], options)
+    lo.emit_2d("MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D", [source],
+               lo.output(node.outputs[0], lo.channels_last(rank)), options)
 
 
 _RESIZE_MODES = {

@@ -1,0 +1,89 @@
+"""1-D convolutions, pools and transposed convolutions (audio front-ends, embedding CNNs)
+lowered as the 2-D TFLite ops over a unit height, at fp32, fp16 and int8 (per-channel
+weights), against ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.backends.test_tflite_outputs import G, PRECISIONS, check, w
+from tests.passes._harness import model_from_text
+
+CONV1D = {
+    "asymmetric pads": ("pads = [0, 2]", (6, 4, 3)),
+    "stride 2, pads 1 (pad at the start)": ("strides = [2], pads = [1, 1]", (6, 4, 3)),
+    "dilation 2": ("dilations = [2], pads = [2, 2]", (6, 4, 3)),
+    "auto_pad SAME_UPPER stride 3": ('auto_pad = "SAME_UPPER", strides = [3]', (6, 4, 5)),
+    "depthwise": ("group = 4, pads = [1, 1]", (4, 1, 3)),
+    "depthwise, multiplier 2": ("group = 4, pads = [2, 2]", (8, 1, 5)),
+    "grouped": ("group = 2, pads = [1, 1]", (6, 2, 3)),
+    "pointwise": ("", (6, 4, 1)),
+    "STFT-like: kernel 16, stride 8": ("strides = [8]", (6, 4, 16)),
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", CONV1D)
+def test_conv1d(tmp_path, case, precision):
+    attrs, wshape = CONV1D[case]
+    text = f"""{G} g (float[1, 4, 40] x, float{list(wshape)} k, float[{wshape[0]}] b) => (float[1, {wshape[0]}, N] y)
+    {{ c = Conv <{attrs}> (x, k, b)
+       r = Relu (c)
+       y = Sigmoid (r) }}""".replace("<>", "")
+    info = check(tmp_path, model_from_text(text, k=w(*wshape), b=w(wshape[0])), {"x": (1, 4, 40)}, precision)
+    ops = info["ops"]
+    assert ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0) == 1 and not {"TRANSPOSE", "RELU"} & set(ops)
+    if precision == "int8":
+        assert info["int8_ops"] >= 1 and "CONV_2D" not in info["float_ops"] and "DEPTHWISE_CONV_2D" not in info["float_ops"]
+
+
+AUDIO = f"""{G} g (float[1, 8, 64] x, float[16, 8, 5] k1, float[16] b1, float[16] sc, float[16] bi, float[16] mu,
+                   float[16] va, float[16, 1, 3] dw, float[16, 16, 1] pw, float[16, 8, 4] up)
+                   => (float[1, 16] emb, float[1, 8, N] rec)
+{{ p = Pad <mode = "reflect"> (x, pads)
+   c1 = Conv (p, k1, b1)
+   n1 = BatchNormalization (c1, sc, bi, mu, va)
+   r1 = Relu (n1)
+   m1 = MaxPool <kernel_shape = [3], strides = [2], pads = [1, 1]> (r1)
+   d = Conv <group = 16, pads = [1, 1]> (m1, dw)
+   r2 = Relu (d)
+   c2 = Conv (r2, pw)
+   s = Add (c2, m1)
+   a1 = AveragePool <kernel_shape = [2], strides = [2]> (s)
+   g = GlobalAveragePool (a1)
+   emb = Flatten (g)
+   rec = ConvTranspose <strides = [2], pads = [1, 1]> (s, up) }}"""
+AUDIO = AUDIO.replace("float[16, 8, 4] up)", "float[16, 8, 4] up, int64[6] pads)")
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["optimized", "as-is"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_audio_cnn_of_1d_ops(tmp_path, precision, passes):
+    """Reflect pad, Conv1D + BatchNorm (folded by the passes, or lowered as-is) + Relu,
+    1-D max/average pools, depthwise and pointwise 1-D convs, a residual, global pooling
+    and a 1-D ConvTranspose: no TRANSPOSE anywhere, every Relu fused."""
+    model = model_from_text(AUDIO, k1=w(16, 8, 5), b1=w(16), sc=w(16), bi=w(16), mu=w(16),
+                            va=np.abs(w(16)) + 0.5, dw=w(16, 1, 3), pw=w(16, 16, 1), up=w(16, 8, 4),
+                            pads=np.array([0, 0, 2, 0, 0, 2]))
+    info = check(tmp_path, model, {"x": (1, 8, 64)}, precision, passes=passes)
+    ops = info["ops"]
+    assert "TRANSPOSE" not in ops and "RELU" not in ops, ops
+    assert ops["MAX_POOL_2D"] == 1 and ops["AVERAGE_POOL_2D"] == 1 and ops["TRANSPOSE_CONV"] == 1
+    if precision == "int8":
+        assert info["int8_ops"] >= 4
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_conv_transpose_1d_with_output_padding(tmp_path, precision):
+    text = f"""{G} g (float[1, 4, 9] x, float[4, 3, 3] k, float[3] b) => (float[1, 3, N] y)
+    {{ y = ConvTranspose <strides = [2], pads = [1, 1], output_padding = [1]> (x, k, b) }}"""
+    check(tmp_path, model_from_text(text, k=w(4, 3, 3), b=w(3)), {"x": (1, 4, 9)}, precision)
+
+
+def test_conv3d_is_refused_by_name(tmp_path):
+    from deploycomp.errors import UnsupportedError
+
+    text = f"""{G} g (float[1, 2, 4, 4, 4] x, float[3, 2, 1, 1, 1] k) => (float[1, 3, 4, 4, 4] y) {{ y = Conv (x, k) }}"""
+    with pytest.raises(UnsupportedError, match=r"Conv3D \(1-D and 2-D only\) \(node"):
+        check(tmp_path, model_from_text(text, k=w(3, 2, 1, 1, 1)), {"x": (1, 2, 4, 4, 4)}, "fp32")
