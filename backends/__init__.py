@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import importlib
 
-from deploycomp.backends.base import Backend, Lowered, Runner, SupportReport
-
-__all__ = ["BACKENDS", "Backend", "Lowered", "Runner", "SupportReport", "availability", "get_backend"]
+__all__ = ["BACKENDS", "availability", "get_backend"]
 
 BACKENDS = ("openvino", "onnxruntime", "tflite", "tensorrt")
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str):
+    """The backend's adapter object (:class:`deploycomp.backends.base.Backend`)."""
     if name not in BACKENDS:
         raise KeyError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     return importlib.import_module(f"deploycomp.backends.{name}").BACKEND
 
 
 def availability() -> dict[str, str | None]:
-    """Backend name -> None if usable here, else the reason it is not."""
-    from deploycomp.backends.base import ensure_available
-    from deploycomp.errors import DeployError
+    """Backend name -> None if usable here, else the reason it is not. Reads each
+    package's ``REQUIRES`` without importing its adapter or SDK (fast enough for
+    ``deploycomp targets``)."""
+    from deploycomp.backends.base import require_modules
+    from deploycomp.errors import BackendUnavailable
 
     out: dict[str, str | None] = {}
     for name in BACKENDS:
+        package = importlib.import_module(f"deploycomp.backends.{name}")
         try:
-            ensure_available(get_backend(name))
+            require_modules(name, package.REQUIRES, package.EXTRA)
             out[name] = None
-        except DeployError as e:
+        except BackendUnavailable as e:
             out[name] = str(e)
     return out

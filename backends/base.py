@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
-
-import numpy as np
-import onnx_ir as ir
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from deploycomp.errors import BackendUnavailable, UnsupportedError
-from deploycomp.targets import TargetProfile
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_ir as ir
+
+    from deploycomp.targets import TargetProfile
 
 __all__ = ["Backend", "Lowered", "Runner", "SupportReport", "ensure_available", "require_modules"]
 

@@ -4,11 +4,35 @@
     runner = deploycomp.build("model.onnx", "dist/model-host", target="host", precision="fp16",
                               inputs={"images": (1, 3, 320, 320)})
     outputs = deploycomp.load("dist/model-host").run({"images": x})
+
+The package face is lazy: ``import deploycomp`` loads neither ONNX nor a backend SDK
+until a function is called, so ``deploycomp --help`` and ``--version`` start fast.
 """
 
-from deploycomp.api import build, load, optimize
-from deploycomp.errors import DeployError
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from deploycomp import privacy as _privacy
+
+_privacy.install()
 
 __version__ = "0.1.0"
 
 __all__ = ["DeployError", "__version__", "build", "load", "optimize"]
+
+_LAZY = {"build": "deploycomp.api", "load": "deploycomp.api", "optimize": "deploycomp.api",
+         "DeployError": "deploycomp.errors"}
+
+if TYPE_CHECKING:
+    from deploycomp.api import build, load, optimize
+    from deploycomp.errors import DeployError
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deploycomp' has no attribute {name!r}")

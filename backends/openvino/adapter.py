@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.backends.openvino import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import BackendUnavailable, UnsupportedError
 from deploycomp.ir import save_model
@@ -173,8 +174,8 @@ def _framework_nodes(ov, path: Path) -> list[dict[str, str]]:
 
 class OpenVINOBackend:
     name = "openvino"
-    requires = ("openvino",)
-    extra = "openvino"
+    requires = REQUIRES
+    extra = EXTRA
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         """Convert with OpenVINO. The converted model is kept for :meth:`lower`, so a build

@@ -1,5 +1,22 @@
-"""TensorRT backend: typed ONNX + build plan anywhere, the engine on the GPU machine."""
+"""TensorRT backend: typed ONNX + build plan anywhere, the engine on the GPU machine.
 
-from deploycomp.backends.tensorrt.adapter import BACKEND, TensorRTBackend
+The adapter (and with it ONNX and the SDK) is imported on first use of a name below:
+listing targets and checking which backends are usable reads only ``REQUIRES``.
+"""
 
-__all__ = ["BACKEND", "TensorRTBackend"]
+from importlib import import_module
+
+REQUIRES: tuple[str, ...] = ()
+"""Top-level modules the SDK provides (checked without importing them)."""
+EXTRA = '"deploycomp[tensorrt]"'
+"""What to pip install for them."""
+
+__all__ = ["EXTRA", "REQUIRES", "BACKEND", "TensorRTBackend"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        value = getattr(import_module(f"{__name__}.adapter"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import onnx_ir as ir
 
+from deploycomp.backends.tensorrt import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport
 from deploycomp.backends.tensorrt import parser as nvparser
 from deploycomp.backends.tensorrt.plan import PLAN_FILE, make_plan
@@ -44,9 +45,9 @@ def _static_profiles(model: ir.Model) -> dict[str, dict[str, list[int]]]:
 
 class TensorRTBackend:
     name = "tensorrt"
-    requires: tuple[str, ...] = ()
+    requires = REQUIRES
     """The ONNX + plan need no NVIDIA package; the parser check and the engine are optional."""
-    extra = '"deploycomp[tensorrt]"'
+    extra = EXTRA
     precisions = PRECISIONS
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:

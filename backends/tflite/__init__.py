@@ -1,5 +1,22 @@
-"""TFLite backend: ONNX lowered to ``.tflite`` by deploycomp itself, run in LiteRT."""
+"""TFLite backend: ONNX lowered to ``.tflite`` by deploycomp itself, run in LiteRT.
 
-from deploycomp.backends.tflite.adapter import BACKEND, TFLiteBackend, TFLiteRunner
+The adapter (and with it ONNX and the SDK) is imported on first use of a name below:
+listing targets and checking which backends are usable reads only ``REQUIRES``.
+"""
 
-__all__ = ["BACKEND", "TFLiteBackend", "TFLiteRunner"]
+from importlib import import_module
+
+REQUIRES: tuple[str, ...] = ("ai_edge_litert", "flatbuffers")
+"""Top-level modules the SDK provides (checked without importing them)."""
+EXTRA = '"deploycomp[tflite]"'
+"""What to pip install for them."""
+
+__all__ = ["EXTRA", "REQUIRES", "BACKEND", "TFLiteBackend", "TFLiteRunner"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        value = getattr(import_module(f"{__name__}.adapter"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
