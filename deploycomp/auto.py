@@ -10,13 +10,11 @@ bundle is moved into place and its manifest and report list every candidate and 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from deploycomp.bundle import MANIFEST, check_output, write_json
+from deploycomp.bundle import MANIFEST, check_output, replace_folder, write_json
 from deploycomp.errors import BudgetError, UnsupportedError
 from deploycomp.report import render_report
 from deploycomp.targets import load_target
@@ -31,12 +29,12 @@ AUTO_TIE = 0.05
 def build_auto(opts, build_one: Callable) -> Any:
     """Build each candidate with ``build_one`` (the pipeline's single-precision build)."""
     target = load_target(opts.target)
-    check_output(opts.out, opts.force)
+    out = check_output(opts.out, opts.force)
     has_calibration = opts.calibration is not None or opts.sample_kind is not None
     candidates = [p for p in AUTO_ORDER if p in target.precisions and (p != "int8" or has_calibration)]
     tried = []
-    Path(opts.out).absolute().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(opts.out).absolute().parent, prefix=".auto-") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.auto-") as tmp:
         results = {}
         for precision in candidates:
             opts.progress(f"auto: {precision}")
@@ -67,9 +65,7 @@ def build_auto(opts, build_one: Callable) -> Any:
         result.manifest["auto"] = {"requested": "auto", "chosen": chosen["precision"], "why": why, "candidates": tried}
         write_json(result.bundle / MANIFEST, result.manifest)
         (result.bundle / "report.html").write_text(render_report(result.manifest))
-        out = Path(opts.out)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(result.bundle, out)
+        check_output(out, opts.force)
+        replace_folder(result.bundle, out)
     result.bundle = out
     return result

@@ -5,6 +5,11 @@ A bundle is a folder: the backend's artifact files, ``manifest.json`` and
 only when complete, so an interrupted or failed build never leaves a half bundle at
 ``--out`` (and ``--force`` replaces an old bundle only once the new one is whole).
 
+``--force`` replaces only what a build may own: a previous bundle (a folder whose
+``manifest.json`` is a deploycomp manifest) or an empty folder; anything else is
+refused, so a mistyped ``--out`` cannot delete a user's files. The current folder (or
+one that contains it) is never replaced.
+
 The manifest records everything that determines the output (source sha256, target
 profile and its hash, precision, input shapes, pass log, tool and runtime versions)
 so that the same inputs give the same artifact bytes, and the same manifest apart
@@ -18,13 +23,15 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploycomp.errors import DeployError, OutputExistsError
+from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.ir import sha256_file
 
-__all__ = ["MANIFEST", "FORMAT", "artifact_entries", "read_manifest", "staged_bundle", "write_json"]
+__all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
+           "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "deploycomp-bundle/1"
@@ -58,31 +65,72 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder")
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` holds a deploycomp bundle (its manifest names our format)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("format", "").startswith("deploycomp-bundle/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _writable_parent(out: Path) -> Path:
+    """The nearest existing ancestor of ``out``, once a probe folder could be made in it: a
+    one-line error before any work if not (``os.access`` is not enough: root passes it on
+    folders the kernel still refuses, such as read-only mounts)."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+    except OSError as e:
+        raise EnvironmentProblem(f"{out}: cannot write into {parent} ({e.strerror or e})") from None
+    return parent
+
+
+def check_output(out: str | os.PathLike, force: bool) -> Path:
+    """``out`` as an absolute path, once it is known the build may write there: fails
+    before any work is done, so a refused ``--out`` costs nothing."""
+    out = Path(os.path.abspath(out))
+    cwd = Path.cwd()
+    if out == cwd or out in cwd.parents:
+        raise OutputExistsError(f"{out}: is the current folder (or contains it); give --out a folder for the bundle")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise OutputExistsError(f"{out}: exists and is not a folder")
+        if not force:
+            raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
+        if not is_bundle(out) and any(out.iterdir()):
+            raise OutputExistsError(f"{out}: exists and is not a deploycomp bundle; --force replaces only a "
+                                    "previous bundle or an empty folder")
+    _writable_parent(out)
+    return out
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out`` (a checked old bundle there is swapped
+    out by rename, then deleted): readers see the old bundle or the new one, never a mix."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)
 
 
 @contextlib.contextmanager
 def staged_bundle(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a staging folder; on success it becomes ``out``, on any error it vanishes."""
-    out = Path(out)
-    check_output(out, force)
+    """Yield a staging folder; on success it becomes ``out``, on any error or interrupt
+    it vanishes (and ``out``, if it existed, is untouched)."""
+    out = check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
         yield stage
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
+        check_output(out, force)  # still ours to replace after a long build?
+        replace_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -1,10 +1,12 @@
 """The ``deploycomp`` command: parse, call the pipeline, print. Nothing else lives here.
 
-Exit codes (also in the README): 0 ok; 1 internal error (a bug: rerun with -v);
-2 usage or generic error; 3 bad model; 4 bad input shapes or data; 5 bad target or
-profile; 6 unsupported op/precision; 7 backend SDK or device missing; 8 a budget was
-missed; 9 output exists (use --force); 141 stdout's reader went away (``| head``),
-as for any Unix tool stopped by SIGPIPE.
+Exit codes (table in :mod:`deploycomp.errors` and docs/cli.md): 0 ok; 1 internal error
+(a bug: rerun with -v); 2 usage or generic error; 3 bad model; 4 bad input shapes or
+data; 5 bad target or profile; 6 unsupported op/precision; 7 backend SDK or device
+missing; 8 a budget was missed; 9 output exists or is not a bundle --force may replace;
+10 the environment (permission, busy path, disk full, memory); 11 verification failed;
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM): one line, nothing left at --out;
+141 stdout's reader went away (``| head``), as for any Unix tool stopped by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from deploycomp.errors import DeployError
+from deploycomp.errors import DeployError, environment_problem
 
 STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "lower", "validate",
           "measure latency"]
@@ -26,10 +29,19 @@ STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensi
 def _fail(e: Exception, verbose: bool) -> None:
     if verbose:
         raise e
+    e = environment_problem(e) or e
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
     click.echo(f"deploycomp: {prefix}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
     sys.exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job), raised like Ctrl-C so every stage cleans up the same way."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 class _Group(click.Group):
@@ -41,6 +53,10 @@ class _Group(click.Group):
         except BrokenPipeError:  # `deploycomp targets | head`: the reader left, not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
+        except KeyboardInterrupt as e:  # staged output is already gone (context managers)
+            terminated = isinstance(e, Terminated)
+            click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; nothing was written", err=True)
+            sys.exit(143 if terminated else 130)
         except Exception as e:  # one line, the documented code; traceback only with -v
             _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
 
@@ -52,16 +68,26 @@ class _Group(click.Group):
 def main(ctx: click.Context, verbose: int) -> None:
     """Compile ONNX models into validated deployment bundles for a target device."""
     ctx.obj = {"verbose": verbose > 0}
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _progress(enabled: bool):
+    """A one-line bar on stderr (only on a terminal) and a log line per stage (-v). For
+    ``--precision auto`` each candidate ("auto: fp16") starts the bar over, named after it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(STAGES), disable=not enabled, file=sys.stderr, bar_format="{desc:<28}{bar:20} {elapsed}", leave=False)
+    bar = tqdm(total=len(STAGES), disable=not enabled, file=sys.stderr, bar_format="{desc:<36}{bar:20} {elapsed}",
+               leave=False)
+    prefix = [""]
 
     def step(stage: str) -> None:
-        bar.set_description_str(stage)
+        logging.getLogger("deploycomp").info("stage: %s", stage)
+        if stage.startswith("auto: "):
+            prefix[0] = stage.removeprefix("auto: ") + ": "
+            bar.reset(total=len(STAGES))
+        bar.set_description_str(prefix[0] + stage if not stage.startswith("auto: ") else stage)
         bar.update(1)
 
     return bar, step
@@ -93,7 +119,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    f"{' (auto)' if quant.get('range_choice') else ''}")
     lat = manifest["measured"].get("latency")
     if lat:
-        click.echo(f"  latency {lat['median_ms']:.2f} ms (measured), {manifest['measured']['speedup_vs_onnxruntime']:.2f}x ONNX Runtime fp32")
+        from deploycomp.validate import describe_speedup
+
+        click.echo(f"  latency {lat['median_ms']:.2f} ms (measured): "
+                   f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'])}")
     else:
         est = val["latency_estimate"]
         click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound)")
@@ -309,11 +338,11 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
 @main.group(invoke_without_command=True)
 @click.pass_context
 def targets(ctx) -> None:
-    """List target profiles (``targets show NAME`` for one)."""
+    """List target profiles and families ('targets show NAME' prints one)."""
     if ctx.invoked_subcommand is not None:
         return
     from deploycomp.backends import availability
-    from deploycomp.targets import list_targets, load_target
+    from deploycomp.targets import families, list_targets, load_target
 
     avail = availability()
     engine_here = None
@@ -336,19 +365,23 @@ def targets(ctx) -> None:
             note = "" if engine_here else "  [ONNX + build plan here; engine on the device]"
         alias = f" -> {prof.resolved_from}" if prof.resolved_from else ""
         click.echo(f"{name + alias:40} {prof.backend:11} {','.join(prof.precisions):20} {prof.description}{note}")
+    click.echo("\nfamilies (--target FAMILY builds one bundle for every member, to the tightest member's budgets):")
+    for family, members in families().items():
+        click.echo(f"  {family:14} {', '.join(members)}")
 
 
 @targets.command("show")
 @click.argument("name")
 def targets_show(name: str) -> None:
-    """Print one profile, resolved (extends applied), and whether its backend is usable here."""
+    """Print one profile or family, resolved (extends applied), and whether its backend is usable here."""
     import yaml
 
     from deploycomp.backends import availability
     from deploycomp.targets import load_target
 
     prof = load_target(name)
-    click.echo(yaml.safe_dump(prof.model_dump(exclude_none=True), sort_keys=False).rstrip())
+    data = prof.model_dump(exclude_none=True, exclude={"runs_here"} | (set() if prof.family_members else {"family_members"}))
+    click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
     reason = availability().get(prof.backend)
     click.echo(f"# backend {prof.backend}: {'available' if reason is None else reason}")
 

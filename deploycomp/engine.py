@@ -64,6 +64,11 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
         raise
     lowered = manifest["backend"]["lowered"]
     lowered["engine"] = info
+    family = manifest["target"].get("family")
+    if family:  # a family bundle (--target jetson): which member this device is
+        from deploycomp.targets import member_for_device
+
+        family["device"] = {"gpu": gpu, "member": member_for_device(family["name"], gpu)}
     manifest["engine_validation"] = {"outputs": metrics, "min_cosine": budget.min_cosine, "ok": True}
     files = [bundle / a["path"] for a in manifest["artifacts"] if a["path"] not in (plan.engine, plan.timing_cache)]
     manifest["artifacts"] = artifact_entries(bundle, files + [bundle / plan.engine, bundle / plan.timing_cache])

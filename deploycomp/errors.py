@@ -2,7 +2,27 @@
 
 Every class maps to a documented exit code, so CI scripts can tell a bad model from a
 missed budget without parsing text. Anything else escaping the pipeline is a bug in
-deploycomp and exits 1 with a traceback under ``-v``.
+deploycomp and exits 1 with a traceback under ``-v`` -- except the machine's own
+failures (a folder that cannot be written, a busy path, a full disk, memory), which are
+:class:`EnvironmentProblem` (10), and an interrupt (Ctrl-C: 130, SIGTERM: 143).
+
+=====  ==============================================================
+code   meaning
+=====  ==============================================================
+0      ok
+1      internal error: a bug in deploycomp (rerun with -v, report it)
+2      usage or generic error
+3      bad model file (:class:`ModelError`)
+4      bad --input shapes, calibration or validation data (:class:`InputDataError`)
+5      unknown target or bad profile (:class:`ProfileError`)
+6      an op or precision the target cannot do (:class:`UnsupportedError`)
+7      backend SDK or device missing (:class:`BackendUnavailable`)
+8      a budget was missed (:class:`BudgetError`)
+9      output exists, or is not a bundle --force may replace (:class:`OutputExistsError`)
+10     the environment: permission denied, busy path, disk full, out of memory
+11     a bundle failed verification (:class:`VerificationError`)
+130    interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout's reader went away
+=====  ==============================================================
 """
 
 from __future__ import annotations
@@ -11,12 +31,17 @@ __all__ = [
     "BackendUnavailable",
     "BudgetError",
     "DeployError",
+    "EnvironmentProblem",
     "InputDataError",
     "ModelError",
     "OutputExistsError",
     "ProfileError",
     "UnsupportedError",
+    "VerificationError",
+    "environment_problem",
 ]
+
+import errno as _errno
 
 
 class DeployError(Exception):
@@ -65,3 +90,34 @@ class OutputExistsError(DeployError):
     """The output directory exists and --force was not given."""
 
     exit_code = 9
+
+
+class EnvironmentProblem(DeployError):
+    """The machine refused: permission denied, a busy or read-only path, disk full, memory.
+
+    Not the user's model or data and not a bug: a CI job can retry elsewhere."""
+
+    exit_code = 10
+
+
+class VerificationError(DeployError):
+    """A bundle's files do not match its manifest, or its signature does not verify."""
+
+    exit_code = 11
+
+
+ENVIRONMENT_ERRNOS = frozenset({
+    _errno.EACCES, _errno.EPERM, _errno.EROFS, _errno.EBUSY, _errno.ENOSPC, _errno.EDQUOT, _errno.EMFILE,
+    _errno.ENFILE, _errno.EIO, _errno.ENOMEM, _errno.ETXTBSY,
+})
+"""errno values that mean the machine, not deploycomp or its input, stopped a build."""
+
+
+def environment_problem(e: BaseException) -> EnvironmentProblem | None:
+    """``e`` as a one-line :class:`EnvironmentProblem`, or None if it is not one."""
+    if isinstance(e, MemoryError):
+        return EnvironmentProblem("out of memory (the build needs more RAM than this machine could give)")
+    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+        where = f": {e.filename}" if e.filename else ""
+        return EnvironmentProblem(f"{e.strerror or _errno.errorcode.get(e.errno, 'OS error')}{where}")
+    return None

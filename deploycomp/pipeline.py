@@ -27,12 +27,12 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
-from deploycomp.errors import BudgetError, DeployError, InputDataError, UnsupportedError
+from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError
 from deploycomp.ir import load_model, save_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
-from deploycomp.targets import Fidelity, TargetProfile, load_target
+from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import compare_outputs, fidelity_met, measure_latency, peak_rss_growth, summarize
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
@@ -114,15 +114,7 @@ def _versions() -> dict[str, str]:
 
 
 def _host_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu, "cores": os.cpu_count(),
+    return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version()}
 
 
@@ -191,9 +183,11 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     Without a target the target-independent ``default`` pipeline runs and dynamic dims
     may stay dynamic; with one, its pipeline runs and its shape rules apply.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))
+    if out.is_dir():
+        raise OutputExistsError(f"{out}: is a folder; -o names the optimized .onnx file to write")
     if out.exists() and not force:
-        check_output(out, force)
+        raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
     if target is None:
         loaded = load_model(model_path)
         shapes = check_specs(loaded.model, list(specs))
@@ -310,7 +304,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     samples, samples_label = _validation_samples(opts, prep.model, prep.shapes)
     reference = ORTRunner(prep.source)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
-    measured_host = target.resolved_from is not None
+    measured_host = target.runs_here
     fidelity = target.fidelity[opts.precision]
     if opts.min_cosine is not None:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
@@ -364,7 +358,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "versions": _versions(),
             "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset},
             "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
-                       "profile": target.model_dump(exclude={"source_file"})},
+                       "profile": target.model_dump(exclude={"source_file"})} | _family_record(target, backend.name),
             "precision": opts.precision,
             "io": io | ({"profiles": {n: {"min": list(lo), "opt": list(opt), "max": list(hi)}
                                       for n, (lo, opt, hi) in prep.profiles.items()}} if prep.profiles else {}),
@@ -392,6 +386,18 @@ def _build(opts: BuildOptions) -> BuildResult:
         if hint:
             log.warning("%s", hint.rstrip("; "))
     return BuildResult(Path(opts.out), manifest)
+
+
+def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:
+    """For ``--target FAMILY``: its members, what the build was checked against, and what
+    the device step resolves (the manifest's ``target.family``)."""
+    if not target.family_members:
+        return {}
+    device_step = ("deploycomp engine on the device builds the engine for its GPU, uses the DLA only if the device "
+                   "has one, and records the module it ran on" if backend == "tensorrt"
+                   else "the artifact is the same for every member; nothing is resolved on the device")
+    return {"family": {"name": target.family, "members": target.family_members, "budgets_of": "tightest member",
+                       "estimates_for": target.resolved_from, "device_step": device_step}}
 
 
 def _coverage_hint(quant_info: dict | None) -> str:

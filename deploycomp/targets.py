@@ -13,7 +13,18 @@ does the same for its target tags).
 
 ``host`` is not a file: it resolves to the best shipped x86 OpenVINO profile whose
 ``cpu_features`` this machine's CPU has, so a build "for here" picks up AVX-512 VNNI
-or AMX where they exist and plain AVX2 otherwise.
+or AMX where they exist and plain AVX2 otherwise; its description then names this
+machine's CPU, not the profile's reference part.
+
+A profile may name its ``family`` (``jetson``, ``nvidia``, ``android``, ``raspberry-pi``,
+``coral``, ``intel``): ``--target jetson`` builds one bundle for every member. That
+works because the artifact does not depend on the member (a TensorRT bundle is the same
+for every Jetson Orin module until ``deploycomp engine`` runs on the device; an OpenVINO
+IR is the same for every x86 CPU): the family profile takes the precisions all members
+run, the tightest budget and fidelity of any member, and the slowest member's peaks for
+the roofline estimate; DLA is planned where a member has one, and the engine step uses
+it only where the device does. The manifest records the family, its members and what
+was built for.
 """
 
 from __future__ import annotations
@@ -38,8 +49,11 @@ __all__ = [
     "Fidelity",
     "TargetProfile",
     "cpu_features",
+    "cpu_name",
+    "families",
     "list_targets",
     "load_target",
+    "member_for_device",
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -81,6 +95,24 @@ class Budgets(_Strict):
     max_latency_ms: float | None = Field(default=None, gt=0)
 
 
+class DeviceMatch(_Strict):
+    """How ``deploycomp engine`` recognises this device among its family's members, from
+    the CUDA properties of GPU 0 (a Jetson module is not named in them: every Orin reports
+    "Orin"; multiprocessors and memory tell the modules apart)."""
+
+    gpu_name: str = Field(description="substring of the CUDA device name, e.g. 'Orin' or 'T4'")
+    multiprocessors: int | None = Field(default=None, gt=0)
+    memory_gb: float | None = Field(default=None, gt=0, description="nominal memory; matched within 25%")
+
+    def matches(self, gpu: dict[str, Any]) -> bool:
+        if self.gpu_name.lower() not in str(gpu.get("name", "")).lower():
+            return False
+        if self.multiprocessors is not None and gpu.get("multiprocessors") not in (None, 0, self.multiprocessors):
+            return False
+        memory = gpu.get("memory_gb") or 0
+        return self.memory_gb is None or not memory or abs(memory - self.memory_gb) <= 0.25 * self.memory_gb
+
+
 class TargetProfile(_Strict):
     name: str
     description: str
@@ -96,11 +128,15 @@ class TargetProfile(_Strict):
         default_factory=list, description="CPU flags a host must have for this profile"
     )
     dla_cores: int = 0
+    family: str | None = Field(default=None, description="device family this profile belongs to (--target FAMILY)")
+    detect: DeviceMatch | None = Field(default=None, description="how the device step recognises this device")
     compute: Compute
     budgets: Budgets = Budgets()
     fidelity: dict[Precision, Fidelity]
     source_file: str | None = Field(default=None, description="set by the loader")
-    resolved_from: str | None = Field(default=None, description="set when 'host' resolved")
+    resolved_from: str | None = Field(default=None, description="set when 'host' or a family resolved")
+    family_members: list[str] = Field(default_factory=list, description="set when a family resolved")
+    runs_here: bool = Field(default=False, description="set for 'host': the build measures on this machine")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetProfile":
@@ -119,7 +155,7 @@ class TargetProfile(_Strict):
 
     def digest(self) -> str:
         """sha256 of the profile's content (not its file path), for the manifest."""
-        data = self.model_dump(exclude={"source_file"})
+        data = self.model_dump(exclude={"source_file", "description"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -184,6 +220,68 @@ def list_targets() -> list[str]:
     return ["host", *names]
 
 
+@functools.lru_cache(maxsize=None)
+def families() -> dict[str, list[str]]:
+    """Family name -> its member profiles (shipped profiles with ``family:``), smallest first."""
+    members: dict[str, list[TargetProfile]] = {}
+    for name in list_targets()[1:]:
+        prof = load_profile_file(_profiles_dir() / f"{name}.yaml")
+        if prof.family:
+            members.setdefault(prof.family, []).append(prof)
+    return {fam: [p.name for p in sorted(profs, key=_size)] for fam, profs in sorted(members.items())}
+
+
+def _size(p: TargetProfile) -> tuple:
+    """Order members smallest first: memory budget, then peak compute."""
+    return (p.budgets.max_memory_mb or float("inf"), max(p.compute.peak_tops.values()), p.name)
+
+
+def _tightest(values: list) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def member_for_device(family: str, gpu: dict[str, Any]) -> str | None:
+    """The member of ``family`` whose ``detect`` block matches ``gpu`` (see
+    :func:`deploycomp.backends.tensorrt.engine.gpu_info`), or None."""
+    for name in families().get(family, []):
+        prof = load_profile_file(_profiles_dir() / f"{name}.yaml")
+        if prof.detect is not None and prof.detect.matches(gpu):
+            return name
+    return None
+
+
+def _family_profile(family: str) -> TargetProfile:
+    members = [load_profile_file(_profiles_dir() / f"{n}.yaml") for n in families()[family]]
+    backends = {m.backend for m in members}
+    if len(backends) != 1:
+        raise ProfileError(f"family {family!r}: members use different backends ({', '.join(sorted(backends))})")
+    smallest = members[0]
+    precisions = [p for p in smallest.precisions if all(p in m.precisions for m in members)]
+    fidelity = {}
+    for p in precisions:
+        budgets = [m.fidelity[p] for m in members]
+        fidelity[p] = Fidelity(min_cosine=max(b.min_cosine for b in budgets),
+                               max_rel_error=_tightest([b.max_rel_error for b in budgets]),
+                               min_top1_agreement=max((b.min_top1_agreement for b in budgets if b.min_top1_agreement),
+                                                      default=None))
+    budgets = Budgets(**{k: _tightest([getattr(m.budgets, k) for m in members]) for k in Budgets.model_fields})
+    preferred = smallest.preferred_precision if smallest.preferred_precision in precisions else precisions[0]
+    names = [m.name for m in members]
+    dla = max(m.dla_cores for m in members)
+    description = (f"{family} family: one bundle for {', '.join(names)} ({smallest.backend}); tightest budgets of "
+                   f"any member, {smallest.name}'s peaks for estimates"
+                   + (f"; DLA planned, used where the device has one" if dla else ""))
+    return smallest.model_copy(update={
+        "name": family, "description": description, "precisions": precisions, "preferred_precision": preferred,
+        "static_shapes": any(m.static_shapes for m in members),
+        "unsupported_ops": sorted({op for m in members for op in m.unsupported_ops}),
+        "max_opset": _tightest([m.max_opset for m in members]), "dla_cores": dla, "budgets": budgets,
+        "fidelity": fidelity, "resolved_from": smallest.name, "family_members": names, "family": family,
+        "detect": None, "source_file": None,
+    })
+
+
 def cpu_features() -> set[str]:
     """The CPU flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
@@ -212,17 +310,42 @@ def _host_profile() -> TargetProfile:
     if not candidates:
         raise ProfileError("target 'host': this CPU has none of the feature sets of the x86 profiles (needs avx2)")
     best = max(candidates, key=lambda p: (len(p.cpu_features), p.name))
-    return best.model_copy(update={"name": "host", "resolved_from": best.name})
+    return best.model_copy(update={"name": "host", "resolved_from": best.name, "runs_here": True,
+                                   "description": _host_description(best, flags)})
+
+
+def cpu_name() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``'s "model name" on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _host_description(profile: TargetProfile, flags: set[str]) -> str:
+    """What ``host`` is, true of this machine (not of the profile's reference part)."""
+    import os
+
+    cpu = cpu_name()
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16") if f in flags]
+    return (f"this machine: {cpu}, {os.cpu_count()} cores ({', '.join(shown) or 'no AVX2'}) via OpenVINO CPU; "
+            f"budgets and int8 policy of {profile.name}")
 
 
 def load_target(target: str | Path) -> TargetProfile:
-    """A profile by name ('host', 'jetson-orin-nano') or by path to a YAML file."""
+    """A profile by name ('host', 'jetson-orin-nano'), family ('jetson') or path to a YAML file."""
     text = str(target)
     if text == "host":
         return _host_profile()
     if text.endswith((".yaml", ".yml")) or "/" in text:
         return load_profile_file(text)
     path = _profiles_dir() / f"{text}.yaml"
-    if not path.is_file():
-        raise ProfileError(f"unknown target {text!r}; known: {', '.join(list_targets())}")
-    return load_profile_file(path)
+    if path.is_file():
+        return load_profile_file(path)
+    if text in families():
+        return _family_profile(text)
+    raise ProfileError(f"unknown target {text!r}; known: {', '.join(list_targets())}; "
+                       f"families: {', '.join(families())}")

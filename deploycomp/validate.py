@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["BudgetCheck", "compare_outputs", "measure_latency", "peak_rss_growth", "summarize"]
+__all__ = ["BudgetCheck", "compare_outputs", "describe_speedup", "measure_latency", "peak_rss_growth", "summarize"]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,6 +86,14 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
         "runs": len(times),
         "kind": "measured",
     }
+
+
+def describe_speedup(speedup: float, against: str = "ONNX Runtime fp32") -> str:
+    """The one way latency against a reference is said, everywhere (CLI, report, docs):
+    ``speedup`` is reference time / bundle time, so "1.19x faster", "1.63x slower"."""
+    if speedup >= 1:
+        return f"{speedup:.2f}x faster than {against} on this machine"
+    return f"{1 / speedup:.2f}x slower than {against} on this machine"
 
 
 def _rss_kb(field_name: str) -> int | None:

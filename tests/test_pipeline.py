@@ -70,8 +70,14 @@ def test_existing_output_needs_force(tiny_conv, tmp_path):
     with pytest.raises(OutputExistsError, match="--force"):
         deploycomp.build(tiny_conv, out)
     assert (out / "keep.txt").exists()
-    deploycomp.build(tiny_conv, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    with pytest.raises(OutputExistsError, match="not a deploycomp bundle; --force replaces only a previous bundle"):
+        deploycomp.build(tiny_conv, out, force=True)  # a user's folder is never deleted
+    assert (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()
+    deploycomp.build(tiny_conv, out, force=True)  # an empty folder may be replaced
+    first = (out / "manifest.json").read_text()
+    deploycomp.build(tiny_conv, out, force=True, precision="fp16")  # and a previous bundle
+    assert (out / "manifest.json").read_text() != first and not list(tmp_path.glob(".bundle.*"))
 
 
 def _profile(tmp_path, **over):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
-from typing import Any, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping
 
 from deploycomp.backends.tensorrt.plan import BuildPlan, version_ok
 from deploycomp.errors import BackendUnavailable, UnsupportedError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["TensorRTRunner", "build_engine", "cuda_runtime", "gpu_info", "require_engine_builder"]
 
@@ -49,6 +50,8 @@ def gpu_info(cudart=None) -> dict[str, Any] | None:
         return None
     name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
     return {"name": name, "compute_capability": f"{props.major}.{props.minor}", "count": int(count),
+            "multiprocessors": int(getattr(props, "multiProcessorCount", 0)),
+            "memory_gb": round(int(getattr(props, "totalGlobalMem", 0)) / 2**30, 1),
             "driver_version": int(driver), "cuda_runtime_version": int(runtime)}
 
 
@@ -90,9 +93,16 @@ def build_engine(bundle: Path, plan: BuildPlan, trt, progress=lambda msg: None) 
         for name, dims in shapes.items():
             profile.set_shape(name, tuple(dims["min"]), tuple(dims["opt"]), tuple(dims["max"]))
         config.add_optimization_profile(profile)
-    if plan.dla_core is not None:
+    dla_core, notes = plan.dla_core, []
+    if dla_core is not None and builder.num_DLA_cores <= dla_core:
+        # a family bundle plans the DLA for the members that have one (Orin NX, AGX Orin);
+        # the Orin Nano has none, so there the engine is the GPU's
+        notes.append(f"the plan asks for DLA core {dla_core}; this device has {builder.num_DLA_cores} DLA core(s): "
+                     "built for the GPU")
+        dla_core = None
+    if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = plan.dla_core
+        config.DLA_core = dla_core
         if plan.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     cache_path = bundle / plan.timing_cache
@@ -107,7 +117,7 @@ def build_engine(bundle: Path, plan: BuildPlan, trt, progress=lambda msg: None) 
     tmp.replace(bundle / plan.engine)
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"tensorrt_version": trt.__version__, "engine": plan.engine, "timing_cache": plan.timing_cache,
-            "build_seconds": round(time.perf_counter() - started, 2)}
+            "dla_core": dla_core, "notes": notes, "build_seconds": round(time.perf_counter() - started, 2)}
 
 
 class TensorRTRunner:
@@ -136,6 +146,8 @@ class TensorRTRunner:
         return rest[0] if rest else None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+
         rt, copy = self.cudart, self.cudart.cudaMemcpyKind
         buffers, hosts = [], {}
         try:

@@ -109,7 +109,7 @@ def test_engine_without_gpu_is_a_clear_error_and_leaves_the_bundle(tiny_conv, tm
 class _Recorder:
     """A fake ``tensorrt`` module that records every call the engine builder makes."""
 
-    def __init__(self, version="10.13.0.35", parse_ok=True):
+    def __init__(self, version="10.13.0.35", parse_ok=True, dla_cores=2):
         self.calls: list[tuple] = []
         self.__version__ = version
         rec = self
@@ -121,6 +121,8 @@ class _Recorder:
             def __getattr__(self, name):
                 if name == "num_errors":  # a property in TensorRT
                     return 0
+                if name == "num_DLA_cores":
+                    return dla_cores
 
                 def call(*args, **kwargs):
                     rec.calls.append((f"{self._kind}.{name}", args, kwargs))
@@ -171,6 +173,16 @@ def test_engine_builder_call_sequence(tmp_path):
     assert (tmp_path / "model.engine").read_bytes() == b"ENGINE"
     assert (tmp_path / "timing.cache").read_bytes() == b"CACHE"
     assert info["tensorrt_version"] == "10.13.0.35" and info["engine"] == "model.engine"
+
+
+def test_a_planned_dla_is_used_only_where_the_device_has_one(tmp_path):
+    """A family bundle (--target jetson) plans DLA core 0 for the modules that have one;
+    on an Orin Nano (no DLA) the engine is built for the GPU and says so."""
+    trt = _Recorder(dla_cores=0)
+    info = build_engine(tmp_path, _plan(dla_core=0, gpu_fallback=True), trt)
+    assert "config.default_device_type=" not in trt.names() and "config.DLA_core=" not in trt.names()
+    assert info["dla_core"] is None and "this device has 0 DLA core(s)" in info["notes"][0]
+    assert build_engine(tmp_path, _plan(dla_core=0, gpu_fallback=True), _Recorder(dla_cores=2))["dla_core"] == 0
 
 
 def test_engine_builder_refuses_other_versions_and_parser_failures(tmp_path):

@@ -1,0 +1,175 @@
+"""A polite tool in CI: interrupts, the machine's own errors, --force, privacy, families.
+
+Specifications from the point of view of a CI job or provisioning script: what exit
+code and what one line it sees, and what is (not) left on disk or the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deploycomp
+from deploycomp.errors import OutputExistsError
+from deploycomp.pipeline import BuildOptions, build
+from tests.test_cli import _one_line_error, cli
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Hidden staging, probe or trial folders a build may have left next to --out."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("stage", ["load + optimize", "int8 calibration", "lower (openvino)", "validate"])
+def test_interrupt_at_any_stage_leaves_nothing(tiny_conv, tmp_path, stage):
+    """Ctrl-C arrives as KeyboardInterrupt wherever the build is: it propagates (the CLI
+    turns it into exit 130), and neither the bundle nor its staging folder remains."""
+    def progress(current: str) -> None:
+        if current == stage:
+            raise KeyboardInterrupt
+
+    calib = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32)} for i in range(8)]
+    opts = BuildOptions(model=tiny_conv, out=tmp_path / "out", precision="int8", calibration=calib,
+                        inputs=[("x", (1, 3, 16, 16))], progress=progress)
+    with pytest.raises(KeyboardInterrupt):
+        build(opts)
+    assert not (tmp_path / "out").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_ctrl_c_in_the_cli_exits_130_with_one_line(tiny_conv, tmp_path):
+    """SIGINT while the build validates: exit 130, one line, no traceback, nothing at --out."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "-v", "build", str(tiny_conv), "--out",
+                             str(tmp_path / "out")], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in proc.stderr:
+        if "stage: validate" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert rest.strip().splitlines()[-1] == "deploycomp: interrupted; nothing was written"
+    assert "Traceback" not in rest
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_sigterm_exits_143(tiny_conv, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "-v", "build", str(tiny_conv), "--out",
+                             str(tmp_path / "out")], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in proc.stderr:
+        if "stage: lower" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, rest
+    assert rest.strip().splitlines()[-1] == "deploycomp: terminated; nothing was written"
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_an_unwritable_out_is_an_environment_error(tiny_conv, tmp_path):
+    """Exit 10 and one line, before any work. As root, permission bits do not stop a
+    write, so there the parent is a kernel folder that refuses everyone."""
+    if os.geteuid() == 0:
+        parent = Path("/sys/kernel")
+    else:
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o555)
+    rc, _, stderr = cli("build", tiny_conv, "--out", parent / "bundle")
+    assert rc == 10
+    _one_line_error(stderr, str(parent))
+    assert not (parent / "bundle").exists()
+
+
+def test_out_dot_and_force_on_a_users_folder_are_refused(tiny_conv, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    rc, _, stderr = cli("build", tiny_conv, "--out", ".", "--force", cwd=tmp_path)
+    assert rc == 9
+    _one_line_error(stderr, "current folder")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("mine")
+    rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "docs", "--force")
+    assert rc == 9
+    _one_line_error(stderr, "not a deploycomp bundle")
+    assert (tmp_path / "docs" / "a.md").read_text() == "mine" and (tmp_path / "notes.txt").exists()
+
+
+def test_force_replaces_a_previous_bundle(tiny_conv, tmp_path):
+    deploycomp.build(tiny_conv, tmp_path / "b")
+    with pytest.raises(OutputExistsError):
+        deploycomp.build(tiny_conv, tmp_path / "b", precision="fp16")
+    deploycomp.build(tiny_conv, tmp_path / "b", precision="fp16", force=True)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["precision"] == "fp16"
+    assert _leftovers(tmp_path) == []
+
+
+_AUDIT = textwrap.dedent('''
+    """Test hook: record every network call and every file opened for writing."""
+    import os, sys
+    _log = os.environ["DEPLOYCOMP_TEST_AUDIT"]
+    def _hook(event, args):
+        if event in ("socket.connect", "socket.getaddrinfo", "socket.sendto", "urllib.Request"):
+            with open(_log, "a") as f:
+                f.write(f"{event} {args!r}\\n")
+    sys.addaudithook(_hook)
+''')
+
+
+def test_a_build_is_private(tiny_conv, tmp_path):
+    """With a fresh HOME: no file anywhere but the cache and --out, and no network call
+    from deploycomp or a dependency (OpenVINO's telemetry included), for an OpenVINO int8,
+    a TFLite and a TensorRT build. Python-level sockets are audited in every process."""
+    home, cache, tmp, work, hooks = (tmp_path / d for d in ("home", "cache", "tmp", "work", "hooks"))
+    for d in (home, tmp, work, hooks):
+        d.mkdir()
+    (hooks / "sitecustomize.py").write_text(_AUDIT)
+    audit = tmp_path / "audit.log"
+    calib = work / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    env = dict(os.environ, HOME=str(home), DEPLOYCOMP_CACHE=str(cache), TMPDIR=str(tmp), XDG_CACHE_HOME=str(home / ".cache"),
+               XDG_CONFIG_HOME=str(home / ".config"), PYTHONPATH=os.pathsep.join([str(hooks), os.getcwd()]),
+               DEPLOYCOMP_TEST_AUDIT=str(audit))
+    env.pop("CI", None)  # OpenVINO's telemetry stays quiet in CI anyway: test the case where it would not
+    for target, precision in (("host", "int8"), ("android-arm64", "fp16"), ("jetson", "fp16")):
+        proc = subprocess.run([sys.executable, "-m", "deploycomp", "build", str(tiny_conv), "--target", target,
+                               "--precision", precision, "--calibration", str(calib), "--input", "x:1x3x16x16",
+                               "--out", str(work / f"out-{target}")], env=env, cwd=work, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == ["calib.npz", "out-android-arm64", "out-host", "out-jetson"]
+    assert not audit.exists(), audit.read_text()
+
+
+def test_family_targets_build_one_bundle_for_every_member(tiny_conv, tmp_path):
+    """`--target jetson` (what users type first): the Orin Nano's budgets (the tightest),
+    a DLA planned for the members that have one, and the family in the manifest."""
+    rc, stdout, stderr = cli("build", tiny_conv, "--target", "jetson", "--precision", "fp16", "--out", tmp_path / "b",
+                             "--json")
+    assert rc == 0, stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    family = manifest["target"]["family"]
+    assert family["name"] == "jetson" and family["members"] == ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"]
+    assert manifest["target"]["profile"]["budgets"]["max_memory_mb"] == 2048  # the Nano's
+    plan = json.loads((tmp_path / "b" / "build_plan.json").read_text())
+    assert plan["dla_core"] == 0 and plan["gpu_fallback"]
+    rc, stdout, _ = cli("targets")
+    assert "jetson-orin-nano, jetson-orin-nx, jetson-agx-orin" in stdout
+    rc, _, stderr = cli("build", tiny_conv, "--target", "jetsn", "--out", tmp_path / "c")
+    assert rc == 5
+    _one_line_error(stderr, "unknown target 'jetsn'", "families: ", "jetson")
+
+
+def test_host_describes_this_machine():
+    from deploycomp.targets import cpu_name, load_target
+
+    host = load_target("host")
+    assert host.description.startswith(f"this machine: {cpu_name()}")
+    assert host.resolved_from in host.description
