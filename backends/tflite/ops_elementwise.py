@@ -21,7 +21,7 @@ _BINARY = {"Add": "ADD", "Sub": "SUB", "Mul": "MUL", "Div": "DIV", "Max": "MAXIM
 _BINARY_OPTIONS = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div"}
 _UNARY = {"Sigmoid": "LOGISTIC", "Tanh": "TANH", "HardSwish": "HARD_SWISH", "Exp": "EXP", "Log": "LOG",
           "Sqrt": "SQRT", "Neg": "NEG", "Abs": "ABS", "Floor": "FLOOR", "Ceil": "CEIL", "Round": "ROUND",
-          "Sin": "SIN", "Cos": "COS", "Not": "LOGICAL_NOT", "Elu": "ELU", "Sign": "SIGN"}
+          "Sin": "SIN", "Cos": "COS", "Not": "LOGICAL_NOT", "Sign": "SIGN"}
 
 
 def _layout_of(lo: Lowering, values: list[ir.Value]) -> tuple[int, tuple[int, ...]]:
@@ -72,6 +72,9 @@ def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -
 @lowers(*_BINARY)
 def lower_binary(lo: Lowering, node: ir.Node) -> None:
     builtin = _BINARY[node.op_type]
+    if node.op_type in ("Max", "Min") and len([v for v in node.inputs if v is not None]) != 2:
+        lower_variadic(lo, node)
+        return
     if node.op_type in ("Add", "Mul") and _int8_elementwise(lo, node, builtin):
         return
     exponent = lo.const(node.inputs[1]) if node.op_type == "Pow" else None
@@ -204,3 +207,205 @@ def lower_where(lo: Lowering, node: ir.Node) -> None:
     rank, perm = _layout_of(lo, list(node.inputs))
     ins = [lo.broadcast_input(v, rank, perm) for v in node.inputs]
     lo.emit("SELECT_V2", ins, [lo.output(node.outputs[0], perm)])
+
+
+class Steps:
+    """A composite element-wise op in the stored layout of its input: each call emits one
+    TFLite op (operands are tensor indices, ``int``, or scalars, ``float``) into a new
+    tensor; the call with ``last=True`` writes the ONNX node's output."""
+
+    def __init__(self, lo: Lowering, node: ir.Node, x: ir.Value | None = None):
+        self.lo, self.node = lo, node
+        x = x if x is not None else node.inputs[0]
+        self.perm = lo.perm(x)
+        self.x = lo.input(x)
+        self.dtype = lo.dtype(x)
+        self.count = 0
+
+    def __call__(self, builtin: str, *operands, last: bool = False, dtype=None) -> int:
+        lo = self.lo
+        ins = [lo.scalar(v, self.dtype) if isinstance(v, float) else v for v in operands]
+        shape = np.broadcast_shapes(*(lo.w.shape(i) for i in ins))
+        self.count += 1
+        out = lo.output(self.node.outputs[0], self.perm, dtype) if last else \
+            lo.temp(f"{self.node.outputs[0].name}/{self.count}", shape, dtype or self.dtype)
+        kind = _BINARY_OPTIONS.get(builtin)
+        lo.emit(builtin, ins, [out], lo.w.options(kind, fusedActivationFunction=0) if kind else None)
+        return out
+
+
+@lowers("Sum", "Mean")
+def lower_variadic(lo: Lowering, node: ir.Node) -> None:
+    """Sum, Mean, and Max/Min of other than two inputs: a chain of binary ops (broadcasting)."""
+    builtin = {"Sum": "ADD", "Mean": "ADD", "Max": "MAXIMUM", "Min": "MINIMUM"}[node.op_type]
+    operands = [v for v in node.inputs if v is not None]
+    rank, perm = _layout_of(lo, operands)
+    ins = [lo.broadcast_input(v, rank, perm) for v in operands]
+    if len(ins) == 1:
+        lo.alias(node.outputs[0], ins[0], perm)
+        return
+    kind = _BINARY_OPTIONS.get(builtin)
+    options = lo.w.options(kind, fusedActivationFunction=0) if kind else None
+    current, name = ins[0], node.outputs[0].name
+    for i, operand in enumerate(ins[1:], 1):
+        last = i == len(ins) - 1 and node.op_type != "Mean"
+        shape = np.broadcast_shapes(lo.w.shape(current), lo.w.shape(operand))
+        out = lo.output(node.outputs[0], perm) if last else lo.temp(f"{name}/{i}", shape, lo.dtype(operands[0]))
+        lo.emit(builtin, [current, operand], [out], options)
+        current = out
+    if node.op_type == "Mean":
+        lo.emit("MUL", [current, lo.scalar(1.0 / len(ins))], [lo.output(node.outputs[0], perm)],
+                lo.w.options("Mul", fusedActivationFunction=0))
+
+
+_ERF = (0.3275911, (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+"""Abramowitz & Stegun 7.1.26: erf(x) = 1 - t (a1 + t (a2 + ...)) exp(-x^2), t = 1 / (1 + p x),
+for x >= 0, absolute error below 1.5e-7 (float32's own rounding near 1 is 6e-8)."""
+
+
+@lowers("Erf")
+def lower_erf(lo: Lowering, node: ir.Node) -> None:
+    """TFLite has no ERF: the A&S 7.1.26 polynomial (see :data:`_ERF`) on |x|, signed by x
+    (sign(x) as clamp(x * 1e30, -1, 1): ops XNNPACK runs). GELU written out with Erf
+    (models below opset 20, where ONNX has no Gelu) lowers through this."""
+    op = Steps(lo, node)
+    p, coefficients = _ERF
+    ax = op("ABS", op.x)
+    t = op("DIV", 1.0, op("ADD", op("MUL", ax, p), 1.0))
+    poly = op("MUL", t, coefficients[0])
+    for a in coefficients[1:]:
+        poly = op("MUL", op("ADD", poly, a), t)
+    gauss = op("EXP", op("NEG", op("MUL", op.x, op.x)))
+    magnitude = op("SUB", 1.0, op("MUL", poly, gauss))
+    sign = op("MINIMUM", op("MAXIMUM", op("MUL", op.x, 1e30), -1.0), 1.0)
+    op("MUL", sign, magnitude, last=True)
+
+
+def _softplus(op: Steps, x: int, last: bool = False) -> int:
+    """log(1 + exp(x)) as max(x, 0) + log(1 + exp(-|x|)): no overflow for large x."""
+    return op("ADD", op("MAXIMUM", x, 0.0), op("LOG", op("ADD", op("EXP", op("NEG", op("ABS", x))), 1.0)), last=last)
+
+
+@lowers("Softplus")
+def lower_softplus(lo: Lowering, node: ir.Node) -> None:
+    op = Steps(lo, node)
+    _softplus(op, op.x, last=True)
+
+
+@lowers("Mish")
+def lower_mish(lo: Lowering, node: ir.Node) -> None:
+    """x * tanh(softplus(x)), softplus computed without overflow."""
+    op = Steps(lo, node)
+    op("MUL", op.x, op("TANH", _softplus(op, op.x)), last=True)
+
+
+def _negative_part(op: Steps, alpha: float, inner: float = 1.0) -> int:
+    """alpha * (exp(min(x, 0) * inner) - 1): ELU's negative branch, 0 for x >= 0."""
+    low = op("MINIMUM", op.x, 0.0)
+    if inner != 1.0:
+        low = op("MUL", low, inner)
+    return op("MUL", op("SUB", op("EXP", low), 1.0), alpha)
+
+
+@lowers("Elu")
+def lower_elu(lo: Lowering, node: ir.Node) -> None:
+    """TFLite's ELU has alpha 1; any other alpha is relu(x) + alpha * (exp(min(x, 0)) - 1)."""
+    alpha = node.attributes.get_float("alpha", 1.0)
+    if alpha == 1.0:
+        lower_simple(lo, node, "ELU")
+        return
+    op = Steps(lo, node)
+    op("ADD", op("MAXIMUM", op.x, 0.0), _negative_part(op, alpha), last=True)
+
+
+@lowers("Selu")
+def lower_selu(lo: Lowering, node: ir.Node) -> None:
+    alpha = node.attributes.get_float("alpha", 1.67326319217681884765625)
+    gamma = node.attributes.get_float("gamma", 1.05070102214813232421875)
+    op = Steps(lo, node)
+    op("MUL", op("ADD", op("MAXIMUM", op.x, 0.0), _negative_part(op, alpha)), gamma, last=True)
+
+
+@lowers("Celu")
+def lower_celu(lo: Lowering, node: ir.Node) -> None:
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    alpha = node.attributes.get_float("alpha", 1.0)
+    op = Steps(lo, node)
+    op("ADD", op("MAXIMUM", op.x, 0.0), _negative_part(op, alpha, 1.0 / alpha), last=True)
+
+
+@lowers("Softsign")
+def lower_softsign(lo: Lowering, node: ir.Node) -> None:
+    op = Steps(lo, node)
+    op("DIV", op.x, op("ADD", op("ABS", op.x), 1.0), last=True)
+
+
+@lowers("Reciprocal")
+def lower_reciprocal(lo: Lowering, node: ir.Node) -> None:
+    op = Steps(lo, node)
+    op("DIV", 1.0, op.x, last=True)
+
+
+@lowers("ThresholdedRelu")
+def lower_thresholded_relu(lo: Lowering, node: ir.Node) -> None:
+    """x where x > alpha, else 0: SELECT_V2 on GREATER."""
+    op = Steps(lo, node)
+    above = op("GREATER", op.x, node.attributes.get_float("alpha", 1.0), dtype=np.bool_)
+    op("SELECT_V2", above, op.x, 0.0, last=True)
+
+
+@lowers("IsNaN")
+def lower_isnan(lo: Lowering, node: ir.Node) -> None:
+    op = Steps(lo, node)
+    op("NOT_EQUAL", op.x, op.x, last=True, dtype=np.bool_)
+
+
+@lowers("IsInf")
+def lower_isinf(lo: Lowering, node: ir.Node) -> None:
+    positive = node.attributes.get_int("detect_positive", 1)
+    negative = node.attributes.get_int("detect_negative", 1)
+    op = Steps(lo, node)
+    if positive and negative:
+        op("EQUAL", op("ABS", op.x), float("inf"), last=True, dtype=np.bool_)
+    elif positive or negative:
+        op("EQUAL", op.x, float("inf") if positive else float("-inf"), last=True, dtype=np.bool_)
+    else:  # detects nothing
+        lo.folded[node.outputs[0].name] = np.zeros(lo.shape(node.outputs[0]), np.bool_)
+
+
+@lowers("Xor")
+def lower_xor(lo: Lowering, node: ir.Node) -> None:
+    binary(lo, node, "NOT_EQUAL")
+
+
+@lowers("Mod")
+def lower_mod(lo: Lowering, node: ir.Node) -> None:
+    """fmod=0 (the sign of the divisor, Python's %): FLOOR_MOD. fmod=1 (C's fmod, sign of
+    the dividend) on floats: x - y * trunc(x / y), trunc as sign * floor(|.|)."""
+    if not node.attributes.get_int("fmod", 0):
+        binary(lo, node, "FLOOR_MOD")
+        return
+    if lo.dtype(node.inputs[0]).kind != "f":
+        raise UnsupportedError("tflite: Mod with fmod=1 on integers")
+    x, y = node.inputs
+    rank, perm = _layout_of(lo, [x, y])
+    op = Steps(lo, node, x)
+    op.perm = perm
+    xs, ys = lo.broadcast_input(x, rank, perm), lo.broadcast_input(y, rank, perm)
+    q = op("DIV", xs, ys)
+    trunc = op("MUL", op("SIGN", q), op("FLOOR", op("ABS", q)))
+    op("SUB", xs, op("MUL", ys, trunc), last=True)
+
+
+@lowers("CastLike")
+def lower_cast_like(lo: Lowering, node: ir.Node) -> None:
+    lower_simple(lo, node, "CAST")
+
+
+@lowers("Dropout")
+def lower_dropout(lo: Lowering, node: ir.Node) -> None:
+    """Inference: the identity (a mask output, if read, is all true)."""
+    x = node.inputs[0]
+    lo.alias(node.outputs[0], lo.input(x), lo.perm(x))
+    if len(node.outputs) > 1 and node.outputs[1] is not None:
+        lo.folded[node.outputs[1].name] = np.ones(lo.shape(node.outputs[1]), np.bool_)
