@@ -31,6 +31,9 @@ def schema():
     return schema_py_generated
 
 
+MIN_VERSION = {"BROADCAST_TO": 2}
+"""Builtins whose first version is not 1 (BROADCAST_TO began at 2 when it left the flex ops)."""
+
 _NUMPY_TO_TFLITE = {
     "float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32", "uint8": "UINT8", "int64": "INT64",
     "bool": "BOOL", "int16": "INT16", "int8": "INT8", "float64": "FLOAT64",
@@ -153,7 +156,7 @@ class FlatbufferWriter:
             oc = self.s.OperatorCodeT()
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, 127)  # 127: "look at builtinCode"
-            oc.version = 1
+            oc.version = MIN_VERSION.get(builtin, 1)
             self.opcodes.append(oc)
             self._opcode_index[builtin] = len(self.opcodes) - 1
         o = self.s.OperatorT()

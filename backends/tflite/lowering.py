@@ -250,8 +250,8 @@ class Lowering:
         data = np.asarray(data)
         if data.dtype == np.float64:
             data = data.astype(np.float32)
-        if data.dtype == np.int64 and data.size and np.abs(data).max() < 2**31:
-            data = data.astype(np.int32)  # TFLite kernels index with int32
+        # int64 stays int64: an ONNX int64 constant is an operand of int64 ops (index tensors
+        # TFLite wants as int32 are made int32 by the rules themselves, see int32())
         key = (data.dtype.str, data.shape, data.tobytes())
         if key in self._constants:
             return self._constants[key]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.backends.tflite.layout import identity, reshape_layout, transpose_layout
+from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, identity, reshape_layout, transpose_layout
 from deploycomp.backends.tflite.lowering import Lowering, lowers
 from deploycomp.errors import UnsupportedError
 
@@ -185,7 +185,7 @@ def lower_gather(lo: Lowering, node: ir.Node) -> None:
         perm = identity(rank)
         out_perm = identity(len(lo.shape(node.outputs[0])))
         axis_in_perm = axis
-        index_tensor = lo.input(indices)
+        index_tensor = _wrapped_indices(lo, indices, lo.shape(x)[axis])
     else:
         perm = lo.perm(x)
         axis_in_perm = perm.index(axis)
@@ -196,26 +196,218 @@ def lower_gather(lo: Lowering, node: ir.Node) -> None:
             lo.w.options("Gather", axis=axis_in_perm, batchDims=0))
 
 
+def _wrapped_indices(lo: Lowering, indices: ir.Value, dims) -> int:
+    """Indices with negatives counted from the end (ONNX) as TFLite's gathers want them:
+    constants wrapped now, tensors by a FLOOR_MOD by the dimension (``dims``: one size, or
+    one per index component along the last axis)."""
+    data = lo.const(indices)
+    if data is not None:
+        return lo.constant("gather/indices", np.mod(data, np.asarray(dims, data.dtype)).astype(np.int32))
+    rank = len(lo.shape(indices))
+    source = lo.input(indices, identity(rank))
+    wrapped = lo.temp(f"{indices.name}/wrapped", lo.w.shape(source), lo.w.dtype(source))
+    lo.emit("FLOOR_MOD", [source, lo.constant("gather/dims", np.asarray(dims, lo.w.dtype(source)))], [wrapped])
+    return wrapped
+
+
+@lowers("GatherND")
+def lower_gather_nd(lo: Lowering, node: ir.Node) -> None:
+    """GATHER_ND in ONNX order (batch_dims 0), negative indices wrapped."""
+    data, indices = node.inputs[:2]
+    if node.attributes.get_int("batch_dims", 0):
+        raise UnsupportedError("tflite: GatherND with batch_dims")
+    k = lo.shape(indices)[-1]
+    index = _wrapped_indices(lo, indices, lo.shape(data)[:k])
+    rank = len(lo.shape(data))
+    lo.emit("GATHER_ND", [lo.input(data, identity(rank)), index],
+            [lo.output(node.outputs[0], identity(len(lo.shape(node.outputs[0]))))])
+
+
+@lowers("GatherElements")
+def lower_gather_elements(lo: Lowering, node: ir.Node) -> None:
+    """GATHER_ND with the full coordinates of every output element: the indices themselves
+    along ``axis``, the element's own position along every other axis."""
+    data, indices = node.inputs[:2]
+    shape, dims = lo.shape(indices), lo.shape(data)
+    rank = len(dims)
+    axis = _axis(node.attributes.get_int("axis", 0), rank)
+    grid = np.indices(shape, dtype=np.int32)
+    given = lo.const(indices)
+    if given is not None:
+        grid[axis] = np.mod(given, dims[axis])
+        coords = lo.constant("gather_elements/coords", np.moveaxis(grid, 0, -1))
+    else:
+        wrapped = _wrapped_indices(lo, indices, dims[axis])
+        if lo.w.dtype(wrapped) != "int32":
+            cast = lo.temp(f"{indices.name}/i32", shape, np.int32)
+            lo.emit("CAST", [wrapped], [cast])
+            wrapped = cast
+        column = lo.temp(f"{indices.name}/column", (*shape, 1), np.int32)
+        lo.emit("RESHAPE", [wrapped, lo.int32((*shape, 1))], [column], lo.w.options("Reshape", newShape=[*shape, 1]))
+        parts = [lo.constant("gather_elements/grid", grid[a][..., None]) if a != axis else column for a in range(rank)]
+        coords = lo.temp(f"{indices.name}/coords", (*shape, rank), np.int32)
+        lo.emit("CONCATENATION", parts, [coords], lo.w.options("Concatenation", axis=rank, fusedActivationFunction=0))
+    lo.emit("GATHER_ND", [lo.input(data, identity(rank)), coords], [lo.output(node.outputs[0], identity(rank))])
+
+
+@lowers("ScatterND")
+def lower_scatter_nd(lo: Lowering, node: ir.Node) -> None:
+    """Constant indices (PyTorch's in-place slice assignments): SCATTER_ND writes the updates
+    into zeros and SELECT_V2 takes them where a constant mask says, the data elsewhere."""
+    data, indices, updates = node.inputs[:3]
+    if node.attributes.get_string("reduction", "none") != "none":
+        raise UnsupportedError("tflite: ScatterND with a reduction")
+    idx = _const_input(lo, node, 1, "indices")
+    dims = lo.shape(data)
+    rank = len(dims)
+    idx = np.mod(idx, np.asarray(dims[:idx.shape[-1]], idx.dtype)).astype(np.int32)
+    mask = np.zeros(dims, np.bool_)
+    for position in idx.reshape(-1, idx.shape[-1]):
+        mask[tuple(position)] = True
+    scattered = lo.temp(f"{node.outputs[0].name}/scattered", dims, lo.dtype(data))
+    lo.emit("SCATTER_ND", [lo.constant("scatter/indices", idx), lo.input(updates, identity(len(lo.shape(updates)))),
+                           lo.int32(dims)], [scattered])
+    lo.emit("SELECT_V2", [lo.constant("scatter/mask", mask), scattered, lo.input(data, identity(rank))],
+            [lo.output(node.outputs[0], identity(rank))])
+
+
+@lowers("Expand")
+def lower_expand(lo: Lowering, node: ir.Node) -> None:
+    """BROADCAST_TO in the stored layout (the target shape permuted as the input is)."""
+    x, y = node.inputs[0], node.outputs[0]
+    dims = lo.shape(y)
+    rank = len(dims)
+    perm = lo.perm(x) if len(lo.shape(x)) == rank else identity(rank)
+    source = lo.broadcast_input(x, rank, perm)
+    stored = [dims[p] for p in perm]
+    if lo.w.shape(source) == tuple(stored):
+        lo.alias(y, source, perm)
+        return
+    lo.emit("BROADCAST_TO", [source, lo.int32(stored)], [lo.output(y, perm)])
+
+
+@lowers("Tile")
+def lower_tile(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    repeats = _const_input(lo, node, 1, "repeats")
+    perm = lo.perm(x)
+    lo.emit("TILE", [lo.input(x), lo.int32([int(repeats[a]) for a in perm])], [lo.output(node.outputs[0], perm)])
+
+
+@lowers("CumSum")
+def lower_cumsum(lo: Lowering, node: ir.Node) -> None:
+    x = node.inputs[0]
+    axis = _axis(int(_const_input(lo, node, 1, "axis").reshape(-1)[0]), len(lo.shape(x)))
+    perm = lo.perm(x)
+    options = lo.w.options("Cumsum", exclusive=bool(node.attributes.get_int("exclusive", 0)),
+                           reverse=bool(node.attributes.get_int("reverse", 0)))
+    lo.emit("CUMSUM", [lo.input(x), lo.constant("cumsum/axis", np.asarray(perm.index(axis), np.int32))],
+            [lo.output(node.outputs[0], perm)], options)
+
+
+@lowers("TopK")
+def lower_topk(lo: Lowering, node: ir.Node) -> None:
+    """TOPK_V2 over the last stored axis (the input is stored with ``axis`` last); the
+    smallest k are the largest of -x. Indices come out int32 and are cast to int64."""
+    x = node.inputs[0]
+    k = int(_const_input(lo, node, 1, "k").reshape(-1)[0])
+    rank = len(lo.shape(x))
+    axis = _axis(node.attributes.get_int("axis", -1), rank)
+    perm = lo.perm(x)
+    if perm[-1] != axis:
+        perm = tuple(a for a in perm if a != axis) + (axis,)
+    source = lo.input(x, perm)
+    largest = node.attributes.get_int("largest", 1)
+    values, indices = node.outputs[:2]
+    stored = tuple(lo.shape(values)[a] for a in perm)
+    if not largest:
+        negated = lo.temp(f"{values.name}/neg_in", lo.w.shape(source), lo.w.dtype(source))
+        lo.emit("NEG", [source], [negated])
+        source = negated
+    top = lo.output(values, perm) if largest else lo.temp(f"{values.name}/neg", stored, lo.dtype(x))
+    where = lo.temp(f"{indices.name}/i32", stored, np.int32)
+    lo.emit("TOPK_V2", [source, lo.constant("topk/k", np.asarray(k, np.int32))], [top, where])
+    if not largest:
+        lo.emit("NEG", [top], [lo.output(values, perm)])
+    lo.emit("CAST", [where], [lo.output(indices, perm)])
+
+
+@lowers("OneHot")
+def lower_one_hot(lo: Lowering, node: ir.Node) -> None:
+    """ONE_HOT in ONNX order; negative indices count from the end of ``depth``."""
+    indices = node.inputs[0]
+    depth = int(_const_input(lo, node, 1, "depth").reshape(-1)[0])
+    off, on = _const_input(lo, node, 2, "values").reshape(-1)[:2]
+    out = node.outputs[0]
+    rank = len(lo.shape(out))
+    axis = _axis(node.attributes.get_int("axis", -1), rank)
+    dtype = lo.dtype(out)
+    lo.emit("ONE_HOT", [_wrapped_indices(lo, indices, depth), lo.constant("one_hot/depth", np.asarray(depth, np.int32)),
+                        lo.w.constant("one_hot/on", np.asarray(on, dtype)), lo.w.constant("one_hot/off", np.asarray(off, dtype))],
+            [lo.output(out, identity(rank))], lo.w.options("OneHot", axis=axis))
+
+
+@lowers("Trilu")
+def lower_trilu(lo: Lowering, node: ir.Node) -> None:
+    """SELECT_V2 by a constant triangular mask (broadcast over the leading dims)."""
+    x = node.inputs[0]
+    dims = lo.shape(x)
+    given = _const_input(lo, node, 1, "k")
+    k = int(given.reshape(-1)[0]) if given is not None else 0
+    ones = np.ones(dims[-2:], np.bool_)
+    mask = np.triu(ones, k) if node.attributes.get_int("upper", 1) else np.tril(ones, k)
+    perm = lo.perm(x)
+    mask = np.transpose(mask.reshape((1,) * (len(dims) - 2) + mask.shape), perm)
+    lo.emit("SELECT_V2", [lo.constant("trilu/mask", mask), lo.input(x), lo.scalar(0, lo.dtype(x))],
+            [lo.output(node.outputs[0], perm)])
+
+
+@lowers("DepthToSpace", "SpaceToDepth")
+def lower_depth_to_space(lo: Lowering, node: ir.Node) -> None:
+    """DEPTH_TO_SPACE / SPACE_TO_DEPTH in NHWC: TFLite's channel order is ONNX's DCR one;
+    a CRD DepthToSpace first GATHERs the channels into DCR order."""
+    x = node.inputs[0]
+    bs = node.attributes.get_int("blocksize")
+    source = lo.input(x, NCHW_TO_NHWC)
+    builtin, kind = ("DEPTH_TO_SPACE", "DepthToSpace") if node.op_type == "DepthToSpace" else \
+        ("SPACE_TO_DEPTH", "SpaceToDepth")
+    if node.op_type == "DepthToSpace" and node.attributes.get_string("mode", "DCR") == "CRD":
+        channels = lo.w.shape(source)[3]
+        cout = channels // (bs * bs)
+        order = np.asarray([(d % cout) * bs * bs + d // cout for d in range(channels)], np.int32)
+        gathered = lo.temp(f"{x.name}/dcr", lo.w.shape(source), lo.w.dtype(source))
+        lo.emit("GATHER", [source, lo.constant("d2s/order", order)], [gathered], lo.w.options("Gather", axis=3, batchDims=0))
+        source = gathered
+    lo.emit(builtin, [source], [lo.output(node.outputs[0], NCHW_TO_NHWC)], lo.w.options(kind, blockSize=bs))
+
+
 _REDUCE = {"ReduceMean": "MEAN", "ReduceMax": "REDUCE_MAX", "ReduceMin": "REDUCE_MIN", "ReduceSum": "SUM",
            "ReduceProd": "REDUCE_PROD", "GlobalAveragePool": "MEAN", "GlobalMaxPool": "REDUCE_MAX"}
+
+
+def _reduce_axes(lo: Lowering, node: ir.Node) -> tuple[list[int], bool] | None:
+    """(ONNX axes, keepdims) of a reduction; None for an empty-axes no-op."""
+    rank = len(lo.shape(node.inputs[0]))
+    if node.op_type.startswith("Global"):
+        return list(range(2, rank)), True
+    keep = bool(node.attributes.get_int("keepdims", 1))
+    attr = node.attributes.get_ints("axes", None)
+    given = _const_input(lo, node, 1, "axes") if attr is None else np.asarray(attr)
+    if given is None or given.size == 0:
+        if node.attributes.get_int("noop_with_empty_axes", 0):
+            return None
+        given = np.arange(rank)
+    return sorted({_axis(int(a), rank) for a in given}), keep
 
 
 @lowers(*_REDUCE)
 def lower_reduce(lo: Lowering, node: ir.Node) -> None:
     x = node.inputs[0]
-    rank = len(lo.shape(x))
-    if node.op_type.startswith("Global"):
-        axes, keep = list(range(2, rank)), True
-    else:
-        keep = bool(node.attributes.get_int("keepdims", 1))
-        attr = node.attributes.get_ints("axes", None)
-        given = _const_input(lo, node, 1, "axes") if attr is None else np.asarray(attr)
-        if given is None or given.size == 0:
-            if node.attributes.get_int("noop_with_empty_axes", 0):
-                lo.alias(node.outputs[0], lo.input(x), lo.perm(x))
-                return
-            given = np.arange(rank)
-        axes = sorted({_axis(int(a), rank) for a in given})
+    reduction = _reduce_axes(lo, node)
+    if reduction is None:
+        lo.alias(node.outputs[0], lo.input(x), lo.perm(x))
+        return
+    axes, keep = reduction
     perm = lo.perm(x)
     out_perm = perm if keep else tuple(a - sum(r < a for r in axes) for a in perm if a not in axes)
     builtin = _REDUCE[node.op_type]
@@ -250,3 +442,49 @@ def lower_argmax(lo: Lowering, node: ir.Node) -> None:
     if keep:
         shape = [lo.shape(out)[a] for a in perm]
         lo.emit("RESHAPE", [target, lo.int32(shape)], [lo.output(out, perm)], lo.w.options("Reshape", newShape=shape))
+
+
+@lowers("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
+def lower_reduce_composite(lo: Lowering, node: ir.Node) -> None:
+    """SUM of |x| or x*x (then SQRT or LOG), or log-sum-exp as max + log(sum(exp(x - max)))
+    so that it does not overflow; reduced with kept dims, then reshaped if keepdims=0."""
+    x = node.inputs[0]
+    axes, keep = _reduce_axes(lo, node) or ([], True)  # no axes: the same formula element-wise
+    perm = lo.perm(x)
+    if not axes and node.op_type == "ReduceLogSumExp":
+        lo.alias(node.outputs[0], lo.input(x), perm)
+        return
+    source = lo.input(x)
+    shape = lo.w.shape(source)
+    kept = tuple(1 if perm[i] in axes else d for i, d in enumerate(shape))
+    stored_axes = lo.int32(sorted(perm.index(a) for a in axes))
+    name, dtype = node.outputs[0].name, lo.dtype(x)
+    none = {"fusedActivationFunction": 0}
+
+    def step(builtin, ins, dims, options=None):
+        out = lo.temp(f"{name}/{builtin.lower()}", dims, dtype)
+        lo.emit(builtin, ins, [out], options)
+        return out
+
+    peak = None
+    if node.op_type == "ReduceL1":
+        source = step("ABS", [source], shape)
+    elif node.op_type in ("ReduceL2", "ReduceSumSquare"):
+        source = step("MUL", [source, source], shape, lo.w.options("Mul", **none))
+    elif node.op_type == "ReduceLogSumExp":
+        peak = step("REDUCE_MAX", [source, stored_axes], kept, lo.w.options("Reducer", keepDims=True))
+        source = step("EXP", [step("SUB", [source, peak], shape, lo.w.options("Sub", **none))], shape)
+    total = step("SUM", [source, stored_axes], kept, lo.w.options("Reducer", keepDims=True)) if axes else source
+    if node.op_type == "ReduceL2":
+        total = step("SQRT", [total], kept)
+    elif node.op_type in ("ReduceLogSum", "ReduceLogSumExp"):
+        total = step("LOG", [total], kept)
+        if peak is not None:
+            total = step("ADD", [total, peak], kept, lo.w.options("Add", **none))
+    if keep:
+        lo.alias(node.outputs[0], total, perm)
+        return
+    out_perm = tuple(a - sum(r < a for r in axes) for a in perm if a not in axes)
+    dims = [lo.shape(node.outputs[0])[a] for a in out_perm]
+    lo.emit("RESHAPE", [total, lo.int32(dims)], [lo.output(node.outputs[0], out_perm)],
+            lo.w.options("Reshape", newShape=dims))

@@ -78,3 +78,67 @@ def test_predicates_and_integers(tmp_path, case):
     x = [[np.nan, np.inf, -np.inf, 0.0, 1.5], [-2.5, 0.25, 7.0, -0.0, np.nan]] if special else \
         [[-7.0, -5.0, -4.0, 0.0, 1.5], [-2.5, 2.0, 7.0, -0.0, 8.0]]
     check(tmp_path, model, {"x": (2, 5)}, "fp32", passes=False, feeds={"x": np.array(x, np.float32)})
+
+
+SHAPE_OPS = {
+    # (body, output type) reading a = NHWC conv output of x (1, 4, 6, 6)
+    "Expand": ("y = Expand (a, shp)", "float[2, 4, 6, 6] y"),
+    "Expand of a lower-rank input": ("s = ReduceMean <keepdims = 0> (a, ax1)\n y = Expand (s, shp)", "float[2, 1, 6, 6] y"),
+    "Tile": ("y = Tile (a, reps)", "float[1, 8, 6, 18] y"),
+    "CumSum": ("y = CumSum (a, ax1)", "float[1, 4, 6, 6] y"),
+    "CumSum exclusive reverse": ("y = CumSum <exclusive = 1, reverse = 1> (a, axm1)", "float[1, 4, 6, 6] y"),
+    "TopK": ("y, i = TopK (a, k)", "float[1, 4, 6, 3] y, int64[1, 4, 6, 3] i"),
+    "TopK smallest on channels": ("y, i = TopK <axis = 1, largest = 0> (a, k)", "float[1, 3, 6, 6] y, int64[1, 3, 6, 6] i"),
+    "ReduceL1": ("y = ReduceL1 <keepdims = 0> (a, ax1)", "float[1, 6, 6] y"),
+    "ReduceL2": ("y = ReduceL2 (a, ax1)", "float[1, 1, 6, 6] y"),
+    "ReduceSumSquare": ("y = ReduceSumSquare <keepdims = 0> (a, axm1)", "float[1, 4, 6] y"),
+    "ReduceLogSumExp": ("y = ReduceLogSumExp <keepdims = 0> (a, ax1)", "float[1, 6, 6] y"),
+    "ReduceLogSum": ("p = Abs (a)\n y = ReduceLogSum (p, axm1)", "float[1, 4, 6, 1] y"),
+    "Gather with negative tensor indices": ("y = Gather <axis = 3> (a, gi)", "float[1, 4, 6, 2, 3] y"),
+    "GatherND with negative indices": ("y = GatherND (a, ndi)", "float[2, 6] y"),
+    "GatherElements": ("y = GatherElements <axis = 2> (a, gei)", "float[1, 4, 2, 6] y"),
+    "GatherElements with tensor indices": ("y = GatherElements <axis = -1> (a, gei2)", "float[1, 4, 6, 2] y"),
+    "ScatterND (slice assignment)": ("y = ScatterND (a, sci, upd)", "float[1, 4, 6, 6] y"),
+    "Trilu": ("y = Trilu <upper = 0> (a, one)", "float[1, 4, 6, 6] y"),
+    "DepthToSpace DCR": ("y = DepthToSpace <blocksize = 2> (a)", "float[1, 1, 12, 12] y"),
+    "DepthToSpace CRD": ("y = DepthToSpace <blocksize = 2, mode = \"CRD\"> (a)", "float[1, 1, 12, 12] y"),
+    "SpaceToDepth": ("y = SpaceToDepth <blocksize = 3> (a)", "float[1, 36, 2, 2] y"),
+}
+
+
+INDICES_FROM_DATA = """am = ArgMax <axis = 3> (a)
+       six = Constant <value_int = 6> ()
+       neg = Sub (am, six)
+       gei2 = Concat <axis = 3> (am, neg)
+       sh = Constant <value_ints = [2, 12]> ()
+       r = Reshape (neg, sh)
+       gi = Slice (r, s0, s3, s1)"""
+"""Indices in [-6, 5] computed from the data (ArgMax along W), for the gathers' tensor-index cases."""
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", SHAPE_OPS)
+def test_shape_ops_after_a_conv(tmp_path, case, precision):
+    body, out = SHAPE_OPS[case]
+    computed = "tensor indices" in case
+    text = f"""{G} g (float[1, 3, 6, 6] x, float[4, 3, 3, 3] kw, int64[4] shp, int64[1] ax1, int64[1] axm1, int64[4] reps,
+                      int64[1] k, int64[2, 3] ndi, int64[1, 4, 2, 6] gei, int64[2, 2] sci, float[2, 6, 6] upd,
+                      int64[] one, int64[1] s0, int64[1] s3, int64[1] s1) => ({out})
+    {{ a = Conv <pads = [1, 1, 1, 1]> (x, kw)
+       {INDICES_FROM_DATA if computed else ""}
+       {body} }}"""
+    weights = dict(kw=w(4, 3, 3, 3), shp=np.array([2, 1, 1, 1]), ax1=np.array([1]), axm1=np.array([-1]),
+                   reps=np.array([1, 2, 1, 3]), k=np.array([3]), ndi=np.array([[0, -1, 2], [0, 1, -3]]),
+                   gei=np.random.default_rng(1).integers(-6, 6, (1, 4, 2, 6)), sci=np.array([[0, 1], [0, -1]]),
+                   upd=w(2, 6, 6), one=np.array(1), s0=np.array([0]), s3=np.array([3]), s1=np.array([1]))
+    check(tmp_path, model_from_text(text, **weights), {"x": (1, 3, 6, 6)}, precision, passes=False)
+
+
+def test_one_hot_with_negative_indices(tmp_path):
+    text = f"""{G} g (float[2, 3] x, int64[] depth, float[2] values) => (float[2, 3, 5] y)
+    {{ f = Floor (x)
+       i = Cast <to = 7> (f)
+       y = OneHot (i, depth, values) }}"""
+    model = model_from_text(text, depth=np.array(5), values=np.array([-1.0, 2.0], np.float32))
+    feeds = {"x": np.array([[0.5, -1.2, 4.0], [3.3, -4.5, 2.0]], np.float32)}
+    check(tmp_path, model, {"x": (2, 3)}, "fp32", passes=False, feeds=feeds)
