@@ -237,47 +237,131 @@ def lower_pool(lo: Lowering, node: ir.Node) -> None:
                lo.output(node.outputs[0], lo.channels_last(rank)), options)
 
 
-_RESIZE_MODES = {
-    ("nearest", "asymmetric", "floor"): ("RESIZE_NEAREST_NEIGHBOR", False, False),
-    ("nearest", "half_pixel", "round_prefer_ceil"): ("RESIZE_NEAREST_NEIGHBOR", False, True),
-    ("nearest", "align_corners", "round_prefer_ceil"): ("RESIZE_NEAREST_NEIGHBOR", True, False),
-    ("linear", "half_pixel", None): ("RESIZE_BILINEAR", False, True),
-    ("linear", "pytorch_half_pixel", None): ("RESIZE_BILINEAR", False, True),
-    ("linear", "align_corners", None): ("RESIZE_BILINEAR", True, False),
-    ("linear", "asymmetric", None): ("RESIZE_BILINEAR", False, False),
+_LINEAR_MODES = {
+    "half_pixel": (False, True),
+    "pytorch_half_pixel": (False, True),
+    "align_corners": (True, False),
+    "asymmetric": (False, False),
 }
+"""ONNX linear coordinate transformation -> RESIZE_BILINEAR's (align_corners, half_pixel_centers)."""
+
+
+def _resize_scales(lo: Lowering, node: ir.Node, in_dims, out_dims) -> list[float]:
+    """The spatial scales ONNX's coordinate transformations divide by: the ``scales`` input
+    when given (the output size is its floor, the transformation uses the scale itself),
+    else output / input."""
+    index = 1 if node.op_type == "Upsample" or len(node.inputs) == 2 else 2
+    given = lo.const(node.inputs[index]) if len(node.inputs) > index and node.inputs[index] is not None else None
+    if given is not None and given.size:
+        return [float(v) for v in np.asarray(given, np.float32).reshape(-1)[2:]]
+    return [float(np.float32(o) / np.float32(i)) for i, o in zip(in_dims, out_dims)]
+
+
+def _onnx_nearest(node: ir.Node, size_in: int, size_out: int, scale: float) -> np.ndarray:
+    """Source index of every output position along one axis, as ONNX's nearest Resize
+    defines it (float32 arithmetic, as runtimes compute it)."""
+    transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
+    rounding = node.attributes.get_string("nearest_mode", "round_prefer_floor")
+    if scale == 1.0 and size_in == size_out:  # an axis not resized is copied (ONNX Runtime, ONNX's reference)
+        return np.arange(size_out)
+    x = np.arange(size_out, dtype=np.float32)
+    s = np.float32(scale)
+    half = np.float32(0.5)
+    if transform == "half_pixel":
+        orig = (x + half) / s - half
+    elif transform == "pytorch_half_pixel":
+        orig = (x + half) / s - half if size_out > 1 else np.zeros_like(x)
+    elif transform == "align_corners":
+        orig = x * np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.zeros_like(x)
+    elif transform == "asymmetric":
+        orig = x / s
+    elif transform == "tf_half_pixel_for_nn":
+        orig = (x + half) / s
+    elif transform == "half_pixel_symmetric":
+        adjustment = np.float32(size_out) / (s * np.float32(size_in))
+        offset = np.float32(size_in) / 2 * (1 - adjustment)
+        orig = offset + (x + half) / s - half
+    else:
+        raise UnsupportedError(f"tflite: Resize nearest with coordinate_transformation_mode={transform}")
+    index = {"round_prefer_floor": lambda v: np.ceil(v - half), "round_prefer_ceil": lambda v: np.floor(v + half),
+             "floor": np.floor, "ceil": np.ceil}[rounding](orig)
+    return np.clip(index, 0, size_in - 1).astype(np.int64)
+
+
+def _tflite_nearest(size_in: int, size_out: int, align: bool, half: bool) -> np.ndarray:
+    """RESIZE_NEAREST_NEIGHBOR's source indices (LiteRT's kernels: the reference one for
+    align_corners / half_pixel_centers, the 16.16 fixed-point one otherwise)."""
+    y = np.arange(size_out, dtype=np.int64)
+    if not align and not half:
+        return np.minimum((y * ((size_in << 16) // size_out + 1)) >> 16, size_in - 1)
+    scale = np.float32(size_in - 1) / np.float32(size_out - 1) if align and size_out > 1 else \
+        np.float32(size_in) / np.float32(size_out)
+    position = (y.astype(np.float32) + np.float32(0.5 if half else 0.0)) * scale
+    index = np.floor(position + np.float32(0.5)) if align else np.floor(position)  # TfLiteRound: half away from 0
+    index = np.minimum(index.astype(np.int64), size_in - 1)
+    return np.maximum(index, 0) if half else index
 
 
 @lowers("Resize", "Upsample")
 def lower_resize(lo: Lowering, node: ir.Node) -> None:
+    """Resize of H and W (or of W of a 1-D (N, C, W) tensor, over a unit height).
+
+    nearest: the source index of every output row and column is computed as ONNX defines
+    it; where doubling (x2, x4, ...) both axes it is copies and DEPTH_TO_SPACE (which
+    XNNPACK runs), where RESIZE_NEAREST_NEIGHBOR picks the same indices that op, and
+    otherwise a GATHER of those rows and columns: exact in every mode. linear: one
+    RESIZE_BILINEAR whose settings match the transformation."""
     x, y = node.inputs[0], node.outputs[0]
     in_shape, out_shape = lo.shape(x), lo.shape(y)
-    if len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
-        raise UnsupportedError("tflite: Resize other than of H and W of a 4-D tensor")
+    if len(in_shape) not in (3, 4) or in_shape[:2] != out_shape[:2]:
+        raise UnsupportedError("tflite: Resize other than of the spatial dims of a 3-D or 4-D tensor")
     mode = node.attributes.get_string("mode", "nearest")
     transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
-    nearest = node.attributes.get_string("nearest_mode", "round_prefer_floor") if mode == "nearest" else None
-    if transform == "pytorch_half_pixel" and mode == "nearest":
-        transform = "half_pixel"
-    exact_multiple = all(o % i == 0 for i, o in zip(in_shape[2:], out_shape[2:]))
-    if mode == "nearest" and exact_multiple and transform in ("asymmetric", "half_pixel"):
-        # integer upscaling: every source index is floor(out / factor) under these modes
-        key = ("nearest", "asymmetric", "floor")
-    else:
-        key = (mode, transform, nearest)
-    if key not in _RESIZE_MODES:
-        raise UnsupportedError(f"tflite: Resize mode={mode} coordinate_transformation_mode={transform}"
-                               f"{f' nearest_mode={nearest}' if nearest else ''}")
-    builtin, align, half = _RESIZE_MODES[key]
-    factor = out_shape[2] // in_shape[2]
-    power_of_two = factor > 1 and factor & (factor - 1) == 0
-    if key == ("nearest", "asymmetric", "floor") and exact_multiple and out_shape[3] // in_shape[3] == factor \
-            and power_of_two:
-        _nearest_by_depth_to_space(lo, x, y, factor)
+    unit = (1,) * (4 - len(in_shape))
+    in_hw, out_hw = unit + tuple(in_shape[2:]), unit + tuple(out_shape[2:])
+    scales = [1.0] * len(unit) + _resize_scales(lo, node, in_shape[2:], out_shape[2:])
+    downscale = any(o < i for i, o in zip(in_hw, out_hw))
+    if node.attributes.get_int("antialias", 0) and downscale:
+        raise UnsupportedError("tflite: Resize with antialias when downscaling")
+    perm = lo.channels_last(len(in_shape))
+    if mode == "nearest":
+        maps = [_onnx_nearest(node, i, o, sc) for i, o, sc in zip(in_hw, out_hw, scales)]
+        factor = out_hw[0] // in_hw[0]
+        doubling = factor > 1 and factor & (factor - 1) == 0 and all(
+            o == i * factor and np.array_equal(m, np.arange(o) // factor) for i, o, m in zip(in_hw, out_hw, maps))
+        if doubling:
+            _nearest_by_depth_to_space(lo, x, y, factor)
+            return
+        for align, half in ((False, False), (False, True), (True, False)):
+            if all(np.array_equal(m, _tflite_nearest(i, o, align, half)) for i, o, m in zip(in_hw, out_hw, maps)):
+                lo.emit_2d("RESIZE_NEAREST_NEIGHBOR", [lo.nhwc_input(x), lo.int32(out_hw)], lo.output(y, perm),
+                           lo.w.options("ResizeNearestNeighbor", alignCorners=align, halfPixelCenters=half))
+                return
+        source = lo.nhwc_input(x)
+        if all(np.array_equal(m, np.arange(i)) for m, i in zip(maps, in_hw)):
+            lo.alias(y, lo.input(x), lo.perm(x))
+            return
+        for axis, (m, i) in enumerate(zip(maps, in_hw), 1):
+            if np.array_equal(m, np.arange(i)):
+                continue
+            last = all(np.array_equal(mm, np.arange(ii)) for mm, ii in zip(maps[axis:], in_hw[axis:]))
+            shape = list(lo.w.shape(source))
+            shape[axis] = len(m)
+            options = lo.w.options("Gather", axis=axis, batchDims=0)
+            if last:
+                lo.emit_2d("GATHER", [source, lo.constant("resize/rows", m.astype(np.int32))], lo.output(y, perm), options)
+                return
+            gathered = lo.w.tensor(f"{y.name}/axis{axis}", shape, lo.w.dtype(source), lo.w.quantization(source))
+            lo.emit("GATHER", [source, lo.constant("resize/rows", m.astype(np.int32))], [gathered], options)
+            source = gathered
         return
-    kind = "ResizeNearestNeighbor" if builtin.endswith("NEIGHBOR") else "ResizeBilinear"
-    lo.emit(builtin, [lo.input(x, NCHW_TO_NHWC), lo.int32(out_shape[2:])], [lo.output(y, NCHW_TO_NHWC)],
-            lo.w.options(kind, alignCorners=align, halfPixelCenters=half))
+    if mode != "linear" or transform not in _LINEAR_MODES:
+        raise UnsupportedError(f"tflite: Resize mode={mode} coordinate_transformation_mode={transform}")
+    if any(abs(sc - o / i) > 1e-6 * sc for i, o, sc in zip(in_hw, out_hw, scales)):
+        raise UnsupportedError("tflite: Resize linear with scales that are not output / input sizes")
+    align, half = _LINEAR_MODES[transform]
+    lo.emit_2d("RESIZE_BILINEAR", [lo.nhwc_input(x), lo.int32(out_hw)], lo.output(y, perm),
+               lo.w.options("ResizeBilinear", alignCorners=align, halfPixelCenters=half))
 
 
 def _nearest_by_depth_to_space(lo: Lowering, x: ir.Value, y: ir.Value, factor: int) -> None:
@@ -407,6 +491,54 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
         _fully_connected(lo, node, *_last_axis_last(lo, a), weight_nk, bias)
 
 
+def _standardize(lo: Lowering, name: str, source: int, stored_axes: list[int], eps: float,
+                 out: int | None = None) -> int:
+    """(x - mean) * rsqrt(mean((x - mean)^2) + eps) over ``stored_axes`` of the stored tensor:
+    MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL (into ``out`` if given)."""
+    shape = lo.w.shape(source)
+    reduced = tuple(1 if i in stored_axes else d for i, d in enumerate(shape))
+    axes = lo.int32(sorted(stored_axes))
+    none = {"fusedActivationFunction": 0}
+    mean, centred = lo.temp(f"{name}/mean", reduced), lo.temp(f"{name}/centred", shape)
+    square, var = lo.temp(f"{name}/square", shape), lo.temp(f"{name}/var", reduced)
+    var_eps, inv = lo.temp(f"{name}/var_eps", reduced), lo.temp(f"{name}/rstd", reduced)
+    lo.emit("MEAN", [source, axes], [mean], lo.w.options("Reducer", keepDims=True))
+    lo.emit("SUB", [source, mean], [centred], lo.w.options("Sub", **none))
+    lo.emit("MUL", [centred, centred], [square], lo.w.options("Mul", **none))
+    lo.emit("MEAN", [square, axes], [var], lo.w.options("Reducer", keepDims=True))
+    lo.emit("ADD", [var, lo.scalar(eps)], [var_eps], lo.w.options("Add", **none))
+    lo.emit("RSQRT", [var_eps], [inv])
+    normalized = out if out is not None else lo.temp(f"{name}/normalized", shape)
+    lo.emit("MUL", [centred, inv], [normalized], lo.w.options("Mul", **none))
+    return normalized
+
+
+def _scale_shift(lo: Lowering, node: ir.Node, current: int, scale: int | None, bias: int | None, perm) -> None:
+    """``current * scale + bias`` (either may be None) into the node's output, stored in ``perm``."""
+    steps = [(b, operand, k) for b, operand, k in (("MUL", scale, "Mul"), ("ADD", bias, "Add")) if operand is not None]
+    for i, (builtin, operand, kind) in enumerate(steps):
+        out = lo.output(node.outputs[0], perm) if i == len(steps) - 1 else \
+            lo.temp(f"{node.outputs[0].name}/scaled", lo.w.shape(current))
+        lo.emit(builtin, [current, operand], [out], lo.w.options(kind, fusedActivationFunction=0))
+        current = out
+
+
+def _per_channel(lo: Lowering, node: ir.Node, index: int, rank: int, perm, channels: int,
+                 groups: int | None = None) -> int | None:
+    """A (C,) scale or bias as a constant broadcasting along ONNX axis 1 in the stored
+    layout; a (G,) one (GroupNormalization before opset 21) repeated over each group's channels."""
+    if len(node.inputs) <= index or node.inputs[index] is None:
+        return None
+    data = lo.const(node.inputs[index])
+    if data is None:
+        raise UnsupportedError(f"tflite: {node.op_type} with a non-constant scale or bias")
+    data = data.reshape(-1)
+    if groups is not None and data.size == groups != channels:
+        data = np.repeat(data, channels // groups)
+    data = np.broadcast_to(data, (channels,)).astype(np.float32)
+    return lo.constant(f"{node.op_type}/per_channel", np.transpose(data.reshape((1, -1) + (1,) * (rank - 2)), perm))
+
+
 @lowers("LayerNormalization")
 def lower_layer_norm(lo: Lowering, node: ir.Node) -> None:
     """Decomposed: mean, centre, mean of squares, RSQRT, scale, shift, in the stored layout."""
@@ -414,33 +546,221 @@ def lower_layer_norm(lo: Lowering, node: ir.Node) -> None:
     rank = len(lo.shape(x))
     axis = node.attributes.get_int("axis", -1)
     axis = axis + rank if axis < 0 else axis
-    eps = node.attributes.get_float("epsilon", 1e-5)
     perm = lo.perm(x)
-    axes = lo.int32(sorted(perm.index(a) for a in range(axis, rank)))
-    src = lo.input(x)
-    shape = lo.w.shape(src)
-    reduced = tuple(1 if perm[i] >= axis else d for i, d in enumerate(shape))
-    name = node.outputs[0].name
-    mean, centred = lo.temp(f"{name}/mean", reduced), lo.temp(f"{name}/centred", shape)
-    square, var = lo.temp(f"{name}/square", shape), lo.temp(f"{name}/var", reduced)
-    var_eps, inv = lo.temp(f"{name}/var_eps", reduced), lo.temp(f"{name}/rstd", reduced)
-    reducer = lo.w.options("Reducer", keepDims=True)
-    none = {"fusedActivationFunction": 0}
-    lo.emit("MEAN", [src, axes], [mean], reducer)
-    lo.emit("SUB", [src, mean], [centred], lo.w.options("Sub", **none))
-    lo.emit("MUL", [centred, centred], [square], lo.w.options("Mul", **none))
-    lo.emit("MEAN", [square, axes], [var], lo.w.options("Reducer", keepDims=True))
-    lo.emit("ADD", [var, lo.scalar(eps)], [var_eps], lo.w.options("Add", **none))
-    lo.emit("RSQRT", [var_eps], [inv])
     scale = node.inputs[1] if len(node.inputs) > 1 else None
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    steps = [("MUL", inv, "Mul")]
-    if scale is not None:
-        steps.append(("MUL", lo.broadcast_input(scale, rank, perm), "Mul"))
-    if bias is not None:
-        steps.append(("ADD", lo.broadcast_input(bias, rank, perm), "Add"))
-    current = centred
-    for i, (builtin, operand, kind) in enumerate(steps):
-        out = lo.output(node.outputs[0], perm) if i == len(steps) - 1 else lo.temp(f"{name}/{i}", shape)
-        lo.emit(builtin, [current, operand], [out], lo.w.options(kind, **none))
-        current = out
+    last = scale is None and bias is None
+    normalized = _standardize(lo, node.outputs[0].name, lo.input(x), [perm.index(a) for a in range(axis, rank)],
+                              node.attributes.get_float("epsilon", 1e-5), lo.output(node.outputs[0], perm) if last else None)
+    if not last:
+        _scale_shift(lo, node, normalized, lo.broadcast_input(scale, rank, perm) if scale is not None else None,
+                     lo.broadcast_input(bias, rank, perm) if bias is not None else None, perm)
+
+
+@lowers("InstanceNormalization")
+def lower_instance_norm(lo: Lowering, node: ir.Node) -> None:
+    """Standardized over the spatial axes per sample and channel, then the per-channel
+    scale and bias, in the stored layout (any rank: 1-D audio features too)."""
+    x = node.inputs[0]
+    dims = lo.shape(x)
+    rank, perm = len(dims), lo.perm(x)
+    normalized = _standardize(lo, node.outputs[0].name, lo.input(x), [perm.index(a) for a in range(2, rank)],
+                              node.attributes.get_float("epsilon", 1e-5))
+    _scale_shift(lo, node, normalized, _per_channel(lo, node, 1, rank, perm, dims[1]),
+                 _per_channel(lo, node, 2, rank, perm, dims[1]), perm)
+
+
+@lowers("GroupNormalization")
+def lower_group_norm(lo: Lowering, node: ir.Node) -> None:
+    """Channels last, (N, S..., C) RESHAPEd to (N, S, G, C/G) (the same bytes) and
+    standardized over S and C/G, reshaped back, then per-channel scale and bias (opset 18's
+    per-group ones repeated over their channels)."""
+    x = node.inputs[0]
+    dims = lo.shape(x)
+    rank, channels = len(dims), dims[1]
+    groups = node.attributes.get_int("num_groups")
+    perm = lo.channels_last(rank) if rank > 2 else identity(rank)
+    source = lo.input(x, perm)
+    stored = lo.w.shape(source)
+    spatial = int(np.prod(dims[2:], dtype=np.int64))
+    grouped_shape = (dims[0], spatial, groups, channels // groups)
+    name = node.outputs[0].name
+    grouped = lo.temp(f"{name}/grouped", grouped_shape)
+    lo.emit("RESHAPE", [source, lo.int32(grouped_shape)], [grouped], lo.w.options("Reshape", newShape=list(grouped_shape)))
+    normalized = _standardize(lo, name, grouped, [1, 3], node.attributes.get_float("epsilon", 1e-5))
+    back = lo.temp(f"{name}/ungrouped", stored)
+    lo.emit("RESHAPE", [normalized, lo.int32(stored)], [back], lo.w.options("Reshape", newShape=list(stored)))
+    scale, bias = (_per_channel(lo, node, i, rank, perm, channels, groups) for i in (1, 2))
+    _scale_shift(lo, node, back, scale, bias, perm)
+
+
+@lowers("MeanVarianceNormalization")
+def lower_mvn(lo: Lowering, node: ir.Node) -> None:
+    """(x - mean) / (sqrt(mean(x^2) - mean^2) + 1e-9) over ``axes``, as ONNX defines it."""
+    x = node.inputs[0]
+    rank, perm = len(lo.shape(x)), lo.perm(x)
+    stored_axes = sorted(perm.index(a % rank) for a in node.attributes.get_ints("axes", [0, 2, 3]))
+    axes = lo.int32(stored_axes)
+    source = lo.input(x)
+    shape = lo.w.shape(source)
+    name, none = node.outputs[0].name, {"fusedActivationFunction": 0}
+    reduced = tuple(1 if i in stored_axes else d for i, d in enumerate(shape))
+    mean, square = lo.temp(f"{name}/mean", reduced), lo.temp(f"{name}/square", shape)
+    mean_sq, sq_mean = lo.temp(f"{name}/mean_sq", reduced), lo.temp(f"{name}/sq_mean", reduced)
+    var, std, std_eps = (lo.temp(f"{name}/{n}", reduced) for n in ("var", "std", "std_eps"))
+    centred = lo.temp(f"{name}/centred", shape)
+    lo.emit("MEAN", [source, axes], [mean], lo.w.options("Reducer", keepDims=True))
+    lo.emit("MUL", [source, source], [square], lo.w.options("Mul", **none))
+    lo.emit("MEAN", [square, axes], [mean_sq], lo.w.options("Reducer", keepDims=True))
+    lo.emit("MUL", [mean, mean], [sq_mean], lo.w.options("Mul", **none))
+    lo.emit("SUB", [mean_sq, sq_mean], [var], lo.w.options("Sub", **none))
+    lo.emit("SQRT", [var], [std])
+    lo.emit("ADD", [std, lo.scalar(1e-9)], [std_eps], lo.w.options("Add", **none))
+    lo.emit("SUB", [source, mean], [centred], lo.w.options("Sub", **none))
+    lo.emit("DIV", [centred, std_eps], [lo.output(node.outputs[0], perm)], lo.w.options("Div", **none))
+
+
+@lowers("LpNormalization")
+def lower_lp_norm(lo: Lowering, node: ir.Node) -> None:
+    """x / ||x||_p along ``axis`` (p 1 or 2), no epsilon, as ONNX defines it."""
+    x = node.inputs[0]
+    rank, perm = len(lo.shape(x)), lo.perm(x)
+    axis = node.attributes.get_int("axis", -1) % rank
+    p = node.attributes.get_int("p", 2)
+    if p not in (1, 2):
+        raise UnsupportedError(f"tflite: LpNormalization with p={p}")
+    source = lo.input(x)
+    shape = lo.w.shape(source)
+    stored_axis = perm.index(axis)
+    reduced = tuple(1 if i == stored_axis else d for i, d in enumerate(shape))
+    name = node.outputs[0].name
+    magnitude = lo.temp(f"{name}/magnitude", shape)
+    if p == 1:
+        lo.emit("ABS", [source], [magnitude])
+    else:
+        lo.emit("MUL", [source, source], [magnitude], lo.w.options("Mul", fusedActivationFunction=0))
+    norm = lo.temp(f"{name}/norm", reduced)
+    lo.emit("SUM", [magnitude, lo.int32([stored_axis])], [norm], lo.w.options("Reducer", keepDims=True))
+    if p == 2:
+        root = lo.temp(f"{name}/root", reduced)
+        lo.emit("SQRT", [norm], [root])
+        norm = root
+    lo.emit("DIV", [source, norm], [lo.output(node.outputs[0], perm)], lo.w.options("Div", fusedActivationFunction=0))
+
+
+@lowers("LRN")
+def lower_lrn(lo: Lowering, node: ir.Node) -> None:
+    """LOCAL_RESPONSE_NORMALIZATION over the channels (last in NHWC): ONNX's window of
+    ``size`` channels centred on each one is TFLite's radius (size - 1) / 2, and its
+    alpha / size is TFLite's alpha. An even size (a window one wider on one side) is refused."""
+    x = node.inputs[0]
+    size = node.attributes.get_int("size")
+    if size % 2 == 0:
+        raise UnsupportedError(f"tflite: LRN with an even size ({size})")
+    if len(lo.shape(x)) != 4:
+        raise UnsupportedError("tflite: LRN on other than a 4-D input")
+    options = lo.w.options("LocalResponseNormalization", radius=(size - 1) // 2,
+                           bias=node.attributes.get_float("bias", 1.0),
+                           alpha=node.attributes.get_float("alpha", 1e-4) / size,
+                           beta=node.attributes.get_float("beta", 0.75))
+    lo.emit("LOCAL_RESPONSE_NORMALIZATION", [lo.input(x, NCHW_TO_NHWC)], [lo.output(node.outputs[0], NCHW_TO_NHWC)],
+            options)
+
+
+def _einsum_terms(lo: Lowering, node: ir.Node) -> tuple[list[str], str]:
+    """The equation's operand and output letters, ``...`` spelled out as letters of its own."""
+    equation = node.attributes.get_string("equation").replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]
+    widths = [len(lo.shape(v)) - (len(t) - 3) for t, v in zip(terms, node.inputs) if "..." in t]
+    ellipsis = "".join(spare[:max(widths, default=0)])
+    terms = [t.replace("...", ellipsis[len(ellipsis) - (len(lo.shape(v)) - (len(t) - 3)):]) if "..." in t else t
+             for t, v in zip(terms, node.inputs)]
+    if arrow:
+        output = rhs.replace("...", ellipsis)
+    else:
+        counts = "".join(terms)
+        output = ellipsis + "".join(sorted(c for c in set(counts) if counts.count(c) == 1 and c not in ellipsis))
+    return terms, output
+
+
+@lowers("Einsum")
+def lower_einsum(lo: Lowering, node: ir.Node) -> None:
+    """One or two operands without repeated letters (no diagonals). Letters only one operand
+    has and the output lacks are summed away first; two operands are then one BATCH_MATMUL of
+    (batch, left, contracted) by (batch, contracted, right) (adjX/adjY where an operand is
+    stored the other way round, a TRANSPOSE only if neither), and the result is stored as
+    (batch, left, right): the output's own order is a relabelling of that layout."""
+    terms, output = _einsum_terms(lo, node)
+    if len(terms) not in (1, 2) or any(len(set(t)) != len(t) for t in terms + [output]):
+        raise UnsupportedError(f"tflite: Einsum '{node.attributes.get_string('equation')}' "
+                               f"(one or two operands, no repeated letters)")
+    size: dict[str, int] = {}
+    for term, value in zip(terms, node.inputs):
+        for c, d in zip(term, lo.shape(value)):
+            if size.setdefault(c, d) != d:
+                raise UnsupportedError(f"tflite: Einsum broadcasting '{c}' ({size[c]} vs {d})")
+    operands = []
+    for i, (term, value) in enumerate(zip(terms, node.inputs)):
+        others = "".join(t for j, t in enumerate(terms) if j != i)
+        summed = [c for c in term if c not in output and c not in others]
+        operands.append(_einsum_operand(lo, node, value, term, summed))
+    out = node.outputs[0]
+    if len(operands) == 1:
+        index, letters = operands[0]
+        lo.alias(out, index, tuple(output.index(c) for c in letters))
+        return
+    (a, la), (b, lb) = operands
+    batch = [c for c in output if c in la and c in lb]
+    contracted = [c for c in la if c in lb and c not in output]
+    left, right = [c for c in la if c not in lb], [c for c in lb if c not in la]
+    a, adj_x = _einsum_arrange(lo, a, la, batch, left, contracted, size)
+    b, adj_y = _einsum_arrange(lo, b, lb, batch, contracted, right, size)
+    n = lambda letters: int(np.prod([size[c] for c in letters], dtype=np.int64))  # noqa: E731
+    stored = batch + left + right
+    product = lo.temp(f"{out.name}/bmm", (n(batch), n(left), n(right)))
+    lo.emit("BATCH_MATMUL", [a, b], [product], lo.w.options("BatchMatMul", adjX=adj_x, adjY=adj_y,
+                                                            asymmetricQuantizeInputs=False))
+    dims = [size[c] for c in stored]
+    lo.emit("RESHAPE", [product, lo.int32(dims)], [lo.output(out, tuple(output.index(c) for c in stored))],
+            lo.w.options("Reshape", newShape=dims))
+
+
+def _einsum_operand(lo: Lowering, node: ir.Node, value: ir.Value, term: str, summed: list[str]) -> tuple[int, list[str]]:
+    """(tensor, its stored letters) of an operand with ``summed`` letters reduced away; a
+    constant is summed and kept in ONNX order at conversion time."""
+    data = lo.const(value)
+    if data is not None:
+        kept = [c for c in term if c not in summed]
+        if summed:
+            data = data.sum(axis=tuple(term.index(c) for c in summed))
+        return lo.constant(f"{value.name}/einsum", data), kept
+    perm = lo.perm(value)
+    index, letters = lo.input(value), [term[p] for p in perm]
+    if summed:
+        axes = sorted(letters.index(c) for c in summed)
+        letters = [c for c in letters if c not in summed]
+        reduced = lo.temp(f"{node.outputs[0].name}/{value.name}/sum", tuple(lo.shape(value)[term.index(c)] for c in letters),
+                          lo.dtype(value))
+        lo.emit("SUM", [index, lo.int32(axes)], [reduced], lo.w.options("Reducer", keepDims=False))
+        index = reduced
+    return index, letters
+
+
+def _einsum_arrange(lo: Lowering, index: int, letters: list[str], batch, rows, cols, size) -> tuple[int, bool]:
+    """The operand as a 3-D (batch, rows, cols) tensor, or (batch, cols, rows) with adjoint
+    True if that is how it is stored; a TRANSPOSE only if it is stored in neither order."""
+    n = lambda group: int(np.prod([size[c] for c in group], dtype=np.int64))  # noqa: E731
+    adjoint = letters == batch + cols + rows
+    if not adjoint and letters != batch + rows + cols:
+        wanted = batch + rows + cols
+        moved = lo.temp(f"{lo.w.tensors[index].name}/einsum", tuple(size[c] for c in wanted), lo.w.dtype(index))
+        lo.emit("TRANSPOSE", [index, lo.int32([letters.index(c) for c in wanted])], [moved])
+        index = moved
+    shape = (n(batch), n(cols), n(rows)) if adjoint else (n(batch), n(rows), n(cols))
+    if lo.w.shape(index) == shape:
+        return index, adjoint
+    flat = lo.temp(f"{lo.w.tensors[index].name}/3d", shape, lo.w.dtype(index))
+    lo.emit("RESHAPE", [index, lo.int32(shape)], [flat], lo.w.options("Reshape", newShape=list(shape)))
+    return flat, adjoint

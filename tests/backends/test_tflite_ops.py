@@ -142,3 +142,122 @@ def test_one_hot_with_negative_indices(tmp_path):
     model = model_from_text(text, depth=np.array(5), values=np.array([-1.0, 2.0], np.float32))
     feeds = {"x": np.array([[0.5, -1.2, 4.0], [3.3, -4.5, 2.0]], np.float32)}
     check(tmp_path, model, {"x": (2, 3)}, "fp32", passes=False, feeds=feeds)
+
+
+NORMS = {
+    "InstanceNormalization": ("y = InstanceNormalization <epsilon = 0.001> (a, c8, d8)", 18),
+    "GroupNormalization (opset 21, per channel)": ("y = GroupNormalization <num_groups = 4, epsilon = 0.001> (a, c8, d8)", 21),
+    "LayerNormalization over C, H, W": ("y = LayerNormalization <axis = 1> (a, chw, chw)", 18),
+    "MeanVarianceNormalization": ("y = MeanVarianceNormalization <axes = [0, 2, 3]> (a)", 18),
+    "LpNormalization p=2 over channels": ("y = LpNormalization <axis = 1> (a)", 18),
+    "LpNormalization p=1": ("y = LpNormalization <axis = -1, p = 1> (a)", 18),
+    "LRN": ("r = Relu (a)\n y = LRN <size = 5, alpha = 0.001, beta = 0.75, bias = 2.0> (r)", 18),
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", NORMS)
+def test_normalizations_after_a_conv(tmp_path, case, precision):
+    body, opset = NORMS[case]
+    text = f"""<ir_version: 10, opset_import: ["" : {opset}]> g (float[1, 3, 6, 5] x, float[8, 3, 3, 3] kw, float[8] c8,
+                 float[8] d8, float[8, 6, 5] chw) => (float[1, 8, 6, 5] y)
+    {{ a = Conv <pads = [1, 1, 1, 1]> (x, kw)
+       {body} }}"""
+    model = model_from_text(text, kw=w(8, 3, 3, 3, scale=2.0), c8=w(8), d8=w(8), chw=w(8, 6, 5))
+    info = check(tmp_path, model, {"x": (1, 3, 6, 5)}, precision, passes=False)
+    assert "TRANSPOSE" not in info["ops"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_instance_norm_on_1d_features(tmp_path, precision):
+    text = f"""{G} g (float[1, 4, 30] x, float[6, 4, 3] k, float[6] sc, float[6] bi) => (float[1, 6, 30] y)
+    {{ a = Conv <pads = [1, 1]> (x, k)
+       y = InstanceNormalization (a, sc, bi) }}"""
+    check(tmp_path, model_from_text(text, k=w(6, 4, 3), sc=w(6), bi=w(6)), {"x": (1, 4, 30)}, precision, passes=False)
+
+
+EINSUM = {
+    "attention scores": ("bhid,bhjd->bhij", [(1, 2, 5, 4), (1, 2, 6, 4)]),
+    "attention values": ("bhij,bhjd->bihd", [(1, 2, 5, 6), (1, 2, 6, 4)]),
+    "matmul with ellipsis": ("...ij,jk->...ik", [(2, 3, 5, 4), (4, 6)]),
+    "implicit output": ("ij,jk", [(5, 4), (4, 6)]),
+    "sum over a letter of one operand": ("bij,bjk->bk", [(2, 5, 4), (2, 4, 6)]),
+    "outer product": ("i,j->ij", [(5,), (6,)]),
+    "transpose and reduce": ("abc->ca", [(3, 4, 5)]),
+}
+
+
+@pytest.mark.parametrize("case", EINSUM)
+def test_einsum(tmp_path, case):
+    equation, shapes = EINSUM[case]
+    names = ["x", "y"][:len(shapes)]
+    declared = ", ".join(f"float{list(s)} {n}" for n, s in zip(names, shapes))
+    out = list(np.einsum(equation, *(np.zeros(s) for s in shapes)).shape)
+    text = f"""{G} g ({declared}) => (float{out} z) {{ z = Einsum <equation = "{equation}"> ({", ".join(names)}) }}"""
+    info = check(tmp_path, model_from_text(text), dict(zip(names, shapes)), "fp32", passes=False, io_layout="nchw")
+    # operands stored (batch, left, contracted) / (batch, right, contracted) need no TRANSPOSE
+    assert info["ops"].get("TRANSPOSE", 0) <= (1 if case in ("attention values", "transpose and reduce") else 0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_einsum_projection_with_a_constant(tmp_path, precision):
+    text = f"""{G} g (float[1, 6, 8] x, float[8, 2, 4] wq) => (float[1, 2, 6, 4] q)
+    {{ q = Einsum <equation = "btc,chd->bhtd"> (x, wq) }}"""
+    check(tmp_path, model_from_text(text, wq=w(8, 2, 4)), {"x": (1, 6, 8)}, precision, passes=False)
+
+
+def test_einsum_with_three_operands_is_refused_by_name(tmp_path):
+    from deploycomp.errors import UnsupportedError
+
+    text = f"""{G} g (float[2, 3] x, float[3, 4] m, float[2, 4] z) => (float[2] y)
+    {{ y = Einsum <equation = "bn,nm,bm->b"> (x, m, z) }}"""
+    with pytest.raises(UnsupportedError, match="Einsum 'bn,nm,bm->b'.*node"):
+        check(tmp_path, model_from_text(text, m=w(3, 4)), {"x": (2, 3), "z": (2, 4)}, "fp32", passes=False)
+
+
+NEAREST_MODES = [f'coordinate_transformation_mode = "{t}", nearest_mode = "{n}"'
+                 for t in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "tf_half_pixel_for_nn",
+                           "half_pixel_symmetric")
+                 for n in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")]
+
+
+@pytest.mark.parametrize("sizes", [(4, 3), (16, 12), (5, 9), (8, 6), (17, 5)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("attrs", NEAREST_MODES)
+def test_resize_nearest_every_mode_is_exact(tmp_path, attrs, sizes):
+    """Every transformation x rounding, down (the default round_prefer_floor halving picks
+    other pixels than TFLite's) and up, by sizes: RESIZE_NEAREST_NEIGHBOR where it picks
+    the same pixels, else a GATHER of the right rows and columns."""
+    text = f"""<ir_version: 9, opset_import: ["" : 19]> g (float[1, 3, 8, 6] x, int64[4] sizes) => (float[1, 3, {sizes[0]}, {sizes[1]}] y)
+    {{ y = Resize <mode = "nearest", {attrs}> (x, , , sizes) }}"""
+    check(tmp_path, model_from_text(text, sizes=np.array([1, 3, *sizes])), {"x": (1, 3, 8, 6)}, "fp32", passes=False)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_by_scales_that_are_not_size_ratios_and_1d(tmp_path, mode, precision):
+    """Scales 2.5 on 5 rows (10 out... floor(12.5) = 12 rows, sampled at 1/2.5 steps, not 5/12),
+    and a 1-D (N, C, W) resize over a unit height."""
+    text = f"""{G} g (float[1, 2, 5, 4] x, float[1, 2, 7] t, float[4] sc, float[3] sc1, float[4, 2, 1, 1] k,
+                      float[4, 2, 1] k1) => (float[1, 4, 12, 8] y, float[1, 4, 21] z)
+    {{ a = Conv (x, k)
+       y = Resize <mode = "{mode}"> (a, , sc)
+       b = Conv (t, k1)
+       z = Resize <mode = "{mode}"> (b, , sc1) }}"""
+    model = model_from_text(text, sc=np.array([1, 1, 2.5, 2], np.float32), sc1=np.array([1, 1, 3], np.float32),
+                            k=w(4, 2, 1, 1), k1=w(4, 2, 1))
+    if mode == "linear":  # TFLite samples at input/output steps: a 2.5 scale on 5 rows is refused by name
+        from deploycomp.errors import UnsupportedError
+
+        with pytest.raises(UnsupportedError, match="Resize linear with scales"):
+            check(tmp_path, model, {"x": (1, 2, 5, 4), "t": (1, 2, 7)}, precision, passes=False)
+        return
+    check(tmp_path, model, {"x": (1, 2, 5, 4), "t": (1, 2, 7)}, precision, passes=False)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_resize_linear_1d(tmp_path, precision):
+    text = f"""{G} g (float[1, 2, 7] t, float[3] sc1, float[4, 2, 1] k1) => (float[1, 4, 21] z)
+    {{ b = Conv (t, k1)
+       z = Resize <mode = "linear"> (b, , sc1) }}"""
+    check(tmp_path, model_from_text(text, sc1=np.array([1, 1, 3], np.float32), k1=w(4, 2, 1)), {"t": (1, 2, 7)},
+          precision, passes=False)
