@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.errors import BackendUnavailable, UnsupportedError, few
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,7 @@ class SupportReport:
             ops = sorted({u["op"] for u in self.unsupported})
             first = self.unsupported[0]
             where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: '{first['node']}')"
-            raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {', '.join(ops)}{where}")
+            raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {few(ops, 6)}{where}")
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "ok": self.ok, "unsupported": self.unsupported, "notes": self.notes}

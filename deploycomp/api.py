@@ -29,7 +29,8 @@ def build(
     precision: str = "fp32",
     inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
     calibration: str | os.PathLike | Iterable[dict] | None = None,
-    validation_data: str | os.PathLike | None = None,
+    validation_data: str | os.PathLike | Iterable[dict] | None = None,
+    preprocess: str | os.PathLike | dict | None = None,
     force: bool = False,
     no_fail: bool = False,
     sample_kind: str | None = None,
@@ -42,11 +43,15 @@ def build(
     io_layout: str | None = None,
     int8_io: bool | None = None,
     profiles: Iterable[str] | None = None,
+    keep_initializer_inputs: bool = False,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
-    ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``.
+    ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``;
+    ``validation_data`` likewise (default: a part of ``calibration`` held out, else built-in
+    samples, labelled as such); ``preprocess`` a spec (:mod:`deploycomp.preprocess`) that turns
+    images into inputs.
     ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
     ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mse"``,
@@ -58,22 +63,27 @@ def build(
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
+    ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
+    runtime inputs; by default they are constants, as ONNX Runtime treats them.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     """
     result = pipeline.build(
         pipeline.BuildOptions(
             model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
             calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
-            validation_data=Path(validation_data) if validation_data else None,
+            validation_data=Path(validation_data) if isinstance(validation_data, (str, os.PathLike)) else validation_data,
+            preprocess=preprocess,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
             int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
+            keep_initializer_inputs=keep_initializer_inputs,
         )
     )
     return load(result.bundle)
 
 
-def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str | None = None) -> dict:
+def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str | None = None,
+             keep_initializer_inputs: bool = False) -> dict:
     """Optimize ``model`` (the ``default`` pipeline, or ``target``'s) and write ONNX to ``out``."""
-    return pipeline.optimize(model, out, _specs(inputs), target=target)
+    return pipeline.optimize(model, out, _specs(inputs), target=target, keep_initializer_inputs=keep_initializer_inputs)

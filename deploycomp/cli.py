@@ -106,12 +106,22 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         }, indent=2, sort_keys=True))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"
+    data = val.get("data") or {}
+    if data.get("guessed"):
+        status += ", checked on GUESSED inputs: pass --validation-data or --preprocess"
+    elif data.get("source") == "built-in":
+        status += ", checked on built-in samples, not your data"
     if manifest.get("auto"):
         click.echo(f"auto: {manifest['auto']['why']}")
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
+    click.echo(f"  validated on {val['inputs']}")
     for name, m in val["outputs"].items():
-        click.echo(f"  {name}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}")
+        quiet = m.get("uninformative_samples")
+        note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0), error there {m['quiet_error']:.1e} "
+                "of its scale" if quiet else "")
+        bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
+        click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]
@@ -134,13 +144,25 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
 
 
+def _keep_initializer_inputs(f):
+    return click.option("--keep-initializer-inputs", is_flag=True,
+                        help="Keep initializers listed as graph inputs (IR < 4 models) as inputs, not constants.")(f)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """Long names and symbolic shapes abbreviated for a terminal line (JSON keeps them whole)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+
+
 def _build_options(f):
     f = click.option("--target", "-t", default="host", show_default=True, help="Profile name or path to a profile YAML.")(f)
     f = click.option("--precision", "-p", default="fp32", show_default=True,
                      type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]))(f)
     f = click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix an input shape, e.g. images:1x3x320x320.")(f)
     f = click.option("--calibration", type=click.Path(path_type=Path),
-                     help="int8 calibration data: .npz/.npy, or an image folder with calibration.yaml.")(f)
+                     help="int8 calibration data: .npz/.npy, or an image folder (with --preprocess or its own "
+                          "calibration.yaml).")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
     f = click.option("--int8-boosters", metavar="LIST",
                      help="int8: comma-separated training-free boosters: equalize, smooth, bias-correction, or none "
@@ -158,7 +180,13 @@ def _build_options(f):
                      help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
     f = click.option("--int8-io/--float-io", "int8_io", default=None,
                      help="TFLite int8: int8 model inputs/outputs (full integer; default on for coral-edgetpu).")(f)
-    f = click.option("--validation-data", type=click.Path(path_type=Path), help=".npz/.npy inputs to validate on.")(f)
+    f = click.option("--validation-data", type=click.Path(path_type=Path),
+                     help="Inputs to validate on: .npz/.npy, or an image folder (with --preprocess). Default: a part "
+                          "of --calibration held out.")(f)
+    f = click.option("--preprocess", metavar="SPEC",
+                     help="How images become inputs: a YAML file or inline mapping (resize, channel_order, scale, "
+                          "mean, std, layout, dtype), for image folders and the built-in photos.")(f)
+    f = _keep_initializer_inputs(f)
     f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(f)
@@ -227,13 +255,16 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Optimized ONNX file to write.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix dynamic dims (enables shape folding).")
 @click.option("--target", "-t", default=None, help="Run this target's pipeline (default: the target-independent one).")
+@_keep_initializer_inputs
 @click.option("--json", "as_json", is_flag=True)
-def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None, as_json: bool) -> None:
+def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None, keep_initializer_inputs: bool,
+             as_json: bool) -> None:
     """Optimize MODEL (fold, fuse, deduplicate, drop dead code) and write it as ONNX."""
     from deploycomp.pipeline import optimize as run
     from deploycomp.shapes import parse_input_spec
 
-    summary = run(model, out, [parse_input_spec(s) for s in inputs], target=target)
+    summary = run(model, out, [parse_input_spec(s) for s in inputs], target=target,
+                  keep_initializer_inputs=keep_initializer_inputs)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -286,8 +317,10 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix shapes to count FLOPs.")
 @click.option("--explain-passes", is_flag=True, help="Say which rewrite rules fire, and why the others do not.")
 @click.option("--pipeline", default="default", show_default=True, help="Pipeline whose rules --explain-passes asks.")
+@_keep_initializer_inputs
 @click.option("--json", "as_json", is_flag=True)
-def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, as_json: bool) -> None:
+def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
+            as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
     from deploycomp.analysis import analyze
     from deploycomp.ir import load_model
@@ -296,7 +329,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     from deploycomp.shapes import check_specs, parse_input_spec
     from onnx_ir.passes.common import ShapeInferencePass
 
-    loaded = load_model(model)
+    loaded = load_model(model, keep_initializer_inputs)
     shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
@@ -304,7 +337,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
-        rules = explain_rules(load_model(model).model, pipeline, shapes)
+        rules = explain_rules(load_model(model, keep_initializer_inputs).model, pipeline, shapes)
         data["rules"] = [{"rule": r.rule, "fired": r.fired, "reason": r.reason, "node": r.node, "near_miss": r.near_miss}
                          for r in rules]
     if as_json:
@@ -314,9 +347,9 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
                f"{cost.weight_bytes / 1e6:.2f} MB weights)")
     for name, shape in cost.inputs.items():
         dyn = f"  dynamic dims {cost.dynamic_inputs[name]}" if name in cost.dynamic_inputs else ""
-        click.echo(f"  input  {name}: {shape}{dyn}")
+        click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}")
     for name, shape in cost.outputs.items():
-        click.echo(f"  output {name}: {shape}")
+        click.echo(f"  output {_short(name)}: {_short(shape, 100)}")
     click.echo(f"  opsets: {cost.opsets}")
     if cost.uncounted_nodes:
         click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes (--input)")

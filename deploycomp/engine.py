@@ -33,7 +33,7 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     from deploycomp.backends.tensorrt.engine import TensorRTRunner, build_engine, require_engine_builder
     from deploycomp.backends.tensorrt.plan import read_plan
     from deploycomp.targets import Fidelity
-    from deploycomp.validate import compare_outputs
+    from deploycomp.validate import compare_outputs, fidelity_failures
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -50,10 +50,10 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
         inputs, want = read_reference(bundle / manifest["backend"]["lowered"]["reference"])
         metrics = compare_outputs([want], [runner.run(inputs)])
         budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
-        worst = min(m["cosine"] for m in metrics.values())
-        if worst < budget.min_cosine:
-            raise BudgetError(f"the engine's outputs reach cosine {worst:.5f} vs ONNX Runtime fp32, "
-                              f"below the budget {budget.min_cosine}; engine discarded")
+        failed = fidelity_failures(metrics, budget)
+        if failed:
+            raise BudgetError(f"the engine misses its fidelity budget against ONNX Runtime fp32: "
+                              f"{failed[0].describe()}; engine discarded")
     except BaseException:
         for name in (plan.engine, plan.timing_cache):
             path = bundle / name

@@ -39,6 +39,7 @@ __all__ = [
     "UnsupportedError",
     "VerificationError",
     "environment_problem",
+    "few",
 ]
 
 import errno as _errno
@@ -121,3 +122,11 @@ def environment_problem(e: BaseException) -> EnvironmentProblem | None:
         where = f": {e.filename}" if e.filename else ""
         return EnvironmentProblem(f"{e.strerror or _errno.errorcode.get(e.errno, 'OS error')}{where}")
     return None
+
+
+def few(items, limit: int = 3) -> str:
+    """The first ``limit`` of ``items`` and how many there are, so an error line stays one
+    readable line whatever the model (an IR 3 ResNet has 269 initializer inputs)."""
+    items = [str(i) for i in items]
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more ({len(items)} in all)"

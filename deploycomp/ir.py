@@ -9,7 +9,13 @@ Loading does four things before any pass sees the graph:
    otherwise make us read ``/etc/passwd`` or ``../../secrets`` into an artifact.
 3. Check every op is known to ONNX (or a domain we pass through) and the opset is in
    range, naming the first offending node.
-4. Normalise the default-domain opset into ``MIN_OPSET..MAX_OPSET`` with ONNX's
+4. Treat initializers that are also listed as graph inputs as constants. Models of IR
+   version < 4 had to list every initializer in ``graph.input`` (later exporters did so
+   on request, ``keep_initializers_as_inputs``); ONNX Runtime and onnxsim treat such an
+   input as a constant with a default, and so do we unless asked to keep them as
+   inputs. Otherwise hundreds of weights become "runtime inputs" that need data, and
+   nothing that depends on them folds.
+5. Normalise the default-domain opset into ``MIN_OPSET..MAX_OPSET`` with ONNX's
    version converter. Older exporters (PaddlePaddle's opset 11/12) lack per-channel
    DequantizeLinear (13) and LayerNormalization (17) that later stages emit; models
    newer than the backends accept are converted down where the converter can.
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +64,10 @@ class LoadedModel:
     path: Path
     sha256: str
     source_opset: int | None
+    initializer_inputs: list[str] = field(default_factory=list)
+    """Graph inputs that have an initializer (IR < 4 style): constants unless kept as inputs."""
+    ir_version: int = 0
+    """The file's IR version (the loaded model's may be raised to match its opset)."""
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -158,17 +168,41 @@ def _parse(path: Path) -> onnx.ModelProto:
     return proto
 
 
+def _initializer_inputs(proto: onnx.ModelProto) -> list[str]:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name in initializers]
+
+
+def _drop_initializer_inputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    """Remove ``names`` from the main graph's inputs (their initializers stay): a default
+    becomes a constant. Subgraph inputs are formal parameters and are left alone."""
+    drop = set(names)
+    kept = [i for i in proto.graph.input if i.name not in drop]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    # an initializer need not be an input from IR 4 on; ONNX's tools (the version
+    # converter among them) read an IR 3 model's unlisted initializer as undefined
+    proto.ir_version = max(proto.ir_version, 4)
+
+
 def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     ir.external_data.set_base_dir(model.graph, base_dir)
     return model
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Parse, check and opset-normalise an ONNX file into an onnx-ir model."""
+def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -> LoadedModel:
+    """Parse, check and opset-normalise an ONNX file into an onnx-ir model.
+
+    ``keep_initializer_inputs``: keep initializers listed in ``graph.input`` as runtime
+    inputs (overridable defaults) instead of constants."""
     path = Path(path)
     proto = _parse(path)
     _check_external_data(proto, path.parent)
+    source_ir = proto.ir_version
+    initializer_inputs = _initializer_inputs(proto)
+    if initializer_inputs and not keep_initializer_inputs:
+        _drop_initializer_inputs(proto, initializer_inputs)
     opset = _default_opset(proto)
     if opset is not None and not 1 <= opset <= onnx.defs.onnx_opset_version():
         raise ModelError(f"{path}: opset {opset} is outside the range ONNX {onnx.__version__} knows (1..{onnx.defs.onnx_opset_version()})")
@@ -182,11 +216,19 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             reason = text.split(" failed: ", 1)[-1]  # drop the C++ assertion's file:line prefix
             raise ModelError(f"{path}: cannot convert opset {opset} to {target}: {reason}") from e
+        # the converter leaves ir_version alone; runtimes refuse an opset newer than it allows
+        try:
+            needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+        except (ValueError, TypeError):
+            needed = proto.ir_version
+        proto.ir_version = max(proto.ir_version, needed)
     return LoadedModel(
         model=model_from_proto(proto, path.parent),
         path=path,
         sha256=sha256_file(path),
         source_opset=opset,
+        initializer_inputs=initializer_inputs if not keep_initializer_inputs else [],
+        ir_version=source_ir,
     )
 
 

@@ -9,7 +9,6 @@ keep it for inspection.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
@@ -22,13 +21,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp import analysis, sample_data
+from deploycomp import analysis, datasets
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError
 from deploycomp.ir import load_model, save_model
+from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
@@ -39,9 +39,6 @@ __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
 log = logging.getLogger(__name__)
 
-MAX_VALIDATION_SAMPLES = 8
-
-
 @dataclass
 class BuildOptions:
     model: Path
@@ -50,7 +47,10 @@ class BuildOptions:
     precision: str = "fp32"
     inputs: list[InputSpec] = field(default_factory=list)
     calibration: Path | Iterable[dict] | None = None
-    validation_data: Path | None = None
+    validation_data: Path | Iterable[dict] | None = None
+    preprocess: Any = None
+    """A preprocessing spec (:mod:`deploycomp.preprocess`: a path, inline YAML or a dict) that
+    turns images (an image folder given as data, or the built-in photos) into inputs."""
     sample_kind: str | None = None
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
@@ -72,6 +72,9 @@ class BuildOptions:
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the calibration samples, True if the candidate is good enough.
     It replaces the cosine test when choosing which layers stay float."""
+    keep_initializer_inputs: bool = False
+    """Keep initializers listed as graph inputs (IR < 4 models) as runtime inputs instead of
+    constants (see :func:`deploycomp.ir.load_model`)."""
     force: bool = False
     no_fail: bool = False
     progress: Callable[[str], None] = lambda stage: None
@@ -162,13 +165,22 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     return shapes, assumed
 
 
+def _initializer_note(loaded) -> list[str]:
+    if not loaded.initializer_inputs:
+        return []
+    return [f"{len(loaded.initializer_inputs)} initializer(s) listed as graph inputs (IR {loaded.ir_version} style) "
+            "treated as constants; --keep-initializer-inputs keeps them as inputs"]
+
+
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
-            pipeline: str | None = None, profiles: dict[str, tuple] | None = None) -> Prepared:
+            pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
+            keep_initializer_inputs: bool = False) -> Prepared:
     """Load, pin shapes, optimize. ``profiles`` (TensorRT) is filled in with the profiles
     made for dynamic batches; their varying dims stay symbolic in the optimized graph."""
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, keep_initializer_inputs)
     profiles = profiles if profiles is not None else {}
     shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles)
+    assumed = _initializer_note(loaded) + assumed
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
@@ -177,7 +189,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
-             target: str | None = None, force: bool = True) -> dict[str, Any]:
+             target: str | None = None, force: bool = True, keep_initializer_inputs: bool = False) -> dict[str, Any]:
     """Write the optimized ONNX (``deploycomp optimize``); returns the pass summary.
 
     Without a target the target-independent ``default`` pipeline runs and dynamic dims
@@ -189,12 +201,12 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
     if target is None:
-        loaded = load_model(model_path)
+        loaded = load_model(model_path, keep_initializer_inputs)
         shapes = check_specs(loaded.model, list(specs))
         model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
-        prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, [], plog)
+        prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog)
     else:
-        prep = prepare(model_path, load_target(target), specs)
+        prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         files = save_model(prep.model, tmp)
@@ -205,37 +217,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         tmp.unlink(missing_ok=True)
     recs = prep.pass_log.records
     return {"model": str(out), "nodes_before": recs[0].nodes_before if recs else None,
-            "nodes_after": recs[-1].nodes_after if recs else None, "passes": prep.pass_log.to_json()}
-
-
-def _validation_samples(opts: BuildOptions, model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> tuple[list, str]:
-    dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in model.graph.inputs}
-    if opts.validation_data is not None:
-        samples = sample_data.load_npz_samples(opts.validation_data, shapes, dtypes)
-        return samples[:MAX_VALIDATION_SAMPLES], f"user data {Path(opts.validation_data).name} ({len(samples)} samples)"
-    kind = opts.sample_kind
-    if kind is None and all(len(s) == 4 and s[1] in (1, 3) for s in shapes.values()) and len(shapes) == 1:
-        kind = "image"
-    if kind in sample_data.MULTI_INPUT_SAMPLERS:
-        samples = sample_data.MULTI_INPUT_SAMPLERS[kind](shapes)[:MAX_VALIDATION_SAMPLES]
-        return samples, f"{kind} samples ({len(samples)})"
-    if kind is not None and len(shapes) == 1:
-        (name, shape), = shapes.items()
-        try:
-            samples = sample_data.samples_for(kind, name, shape)[:MAX_VALIDATION_SAMPLES]
-            sample_data.check_finite(samples, f"{kind} samples")
-            return samples, f"real samples ({kind}, {len(samples)})"
-        except InputDataError as e:
-            log.warning("no real samples (%s); falling back to random data", e)
-    rng = np.random.default_rng(0)
-    samples = []
-    for _ in range(2):
-        feeds = {}
-        for name, shape in shapes.items():
-            dt = dtypes[name]
-            feeds[name] = (rng.random(shape) if np.issubdtype(dt, np.floating) else rng.integers(0, 2, shape)).astype(dt)
-        samples.append(feeds)
-    return samples, "RANDOM data (no validation data given and no real samples fit this model)"
+            "nodes_after": recs[-1].nodes_after if recs else None, "assumptions": prep.assumed,
+            "passes": prep.pass_log.to_json()}
 
 
 def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict) -> dict:
@@ -290,18 +273,28 @@ def _build(opts: BuildOptions) -> BuildResult:
         raise UnsupportedError(f"--int8-io needs --precision int8 on a TFLite target ({target.name}: "
                                f"{backend.name}, {opts.precision})")
     check_output(opts.out, opts.force)
-    if isinstance(opts.calibration, (str, os.PathLike)) and not Path(opts.calibration).exists():
-        raise InputDataError(f"{opts.calibration}: calibration file not found")
+    for what, data in (("calibration", opts.calibration), ("validation data", opts.validation_data)):
+        if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
+            raise InputDataError(f"{data}: {what} file not found")
+    if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None:
+        raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an "
+                             "image folder with --preprocess)")
+    spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
     if profiles and backend.name != "tensorrt":
         raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
     opts.progress("load + optimize")
-    prep = prepare(opts.model, target, opts.inputs, profiles=profiles)
+    prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
+                   keep_initializer_inputs=opts.keep_initializer_inputs)
     opts.progress("check op support")
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
-    samples, samples_label = _validation_samples(opts, prep.model, prep.shapes)
+    dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
+    calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind)
+    validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
+                                                      opts.sample_kind)
+    samples = validation.samples
     reference = ORTRunner(prep.source)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
     measured_host = target.runs_here
@@ -312,8 +305,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
     model, quant_info = prep.model, None
     if opts.precision == "int8":
-        real = [] if samples_label.startswith("RANDOM") else samples  # random data says nothing of coverage
-        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity, real)
+        real = [] if validation.source == "random" else samples  # random data says nothing of coverage
+        model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity, calibration, real)
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
@@ -369,7 +362,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "artifacts": artifacts,
             "passes": [{k: v for k, v in r.items() if k != "seconds"} for r in prep.pass_log.to_json()],
             "graph": cost.to_json(),
-            "validation": {"inputs": samples_label, "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+            "validation": {"inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
                            "latency_estimate": estimate},
             "measured": measured,
             "host": _host_info(),
@@ -412,23 +405,8 @@ def _coverage_hint(quant_info: dict | None) -> str:
             "where int8 clips them: calibrate on inputs like them; ")
 
 
-def _calibration(opts: BuildOptions, prep: Prepared) -> tuple[list, str]:
-    dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
-    if opts.calibration is not None:
-        from deploycomp.quant.data import load_calibration
-
-        samples = load_calibration(opts.calibration, prep.shapes, dtypes)
-        source = Path(opts.calibration).name if isinstance(opts.calibration, (str, os.PathLike)) else "Python iterable"
-        return samples, f"{source} ({len(samples)} samples)"
-    if opts.sample_kind is not None and len(prep.shapes) == 1:
-        (name, shape), = prep.shapes.items()
-        samples = sample_data.calibration_samples_for(opts.sample_kind, name, shape)
-        return samples, f"built-in {opts.sample_kind} calibration set ({len(samples)} samples)"
-    raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an image folder)")
-
-
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,
-              fidelity: Fidelity, validation: list):
+              fidelity: Fidelity, calibration: datasets.DataSet, validation: list):
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
@@ -438,7 +416,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     from deploycomp.quant.policy import policy_for
 
     opts.progress("int8 calibration")
-    samples, label = _calibration(opts, prep)
+    samples, label = calibration.samples, calibration.label
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
     calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
     # candidates are judged on every calibration sample, not only the few held out for the
@@ -469,11 +447,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation)
-    digest = hashlib.sha256()
-    for sample in samples:
-        for name in sorted(sample):
-            digest.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
-    info = result.info | {"calibration_data": label, "calibration_sha256": digest.hexdigest(),
+    info = result.info | {"calibration_data": label, "calibration_sha256": datasets.digest(samples),
                           "min_cosine": fidelity.min_cosine, "held_out_min_cosine": held_min_cosine,
                           "min_top1_agreement": fidelity.min_top1_agreement,
                           "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),

@@ -16,7 +16,7 @@ import numpy as np
 
 from deploycomp.backends import get_backend
 from deploycomp.bundle import read_manifest
-from deploycomp.errors import InputDataError
+from deploycomp.errors import InputDataError, few
 
 __all__ = ["BundleRunner", "load"]
 
@@ -38,10 +38,10 @@ class BundleRunner:
     def _prepare(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         unknown = sorted(set(feeds) - set(self.inputs))
         if unknown:
-            raise InputDataError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(self.inputs)}")
+            raise InputDataError(f"unknown input(s) {few(unknown)}; the model takes {few(self.inputs, 6)}")
         missing = [n for n in self.inputs if n not in feeds]
         if missing:
-            raise InputDataError(f"missing input(s) {', '.join(missing)}")
+            raise InputDataError(f"missing input(s) {few(missing)}")
         prepared = {}
         for name, spec in self.inputs.items():
             arr = np.asarray(feeds[name])

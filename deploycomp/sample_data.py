@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploycomp.errors import InputDataError
+from deploycomp.errors import InputDataError, few
 
 __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "det_input",
            "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for", "text_line_inputs"]
@@ -283,13 +283,13 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
         raise InputDataError(f"{path}: not a readable .npz/.npy file ({e})") from e
     if isinstance(loaded, np.ndarray):
         if len(shapes) != 1:
-            raise InputDataError(f"{path}: a .npy serves single-input models; this one has inputs {', '.join(shapes)}")
+            raise InputDataError(f"{path}: a .npy serves single-input models; this one has inputs {few(shapes)}")
         arrays = {next(iter(shapes)): loaded}
     else:
         arrays = {k: loaded[k] for k in loaded.files}
     missing = [n for n in shapes if n not in arrays]
     if missing:
-        raise InputDataError(f"{path}: no array for input(s) {', '.join(missing)} (has: {', '.join(arrays) or 'none'})")
+        raise InputDataError(f"{path}: no array for input(s) {few(missing)} (has: {few(arrays) or 'none'})")
     per_input: dict[str, list[np.ndarray]] = {}
     for name, shape in shapes.items():
         arr = arrays[name]

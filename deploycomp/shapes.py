@@ -12,7 +12,7 @@ import re
 
 import onnx_ir as ir
 
-from deploycomp.errors import InputDataError
+from deploycomp.errors import InputDataError, few
 
 __all__ = ["InputSpec", "check_specs", "dynamic_dims", "input_shapes", "parse_input_spec"]
 
@@ -71,7 +71,7 @@ def check_specs(model: ir.Model, specs: list[InputSpec]) -> dict[str, tuple[int,
                 )
             name = next(iter(inputs))
         if name not in inputs:
-            raise InputDataError(f"--input {name}: the model has no input named {name!r} (inputs: {', '.join(inputs)})")
+            raise InputDataError(f"--input {name}: the model has no input named {name!r} (inputs: {few(inputs, 6)})")
         shape = inputs[name].shape
         if shape is not None:
             if len(shape) != len(dims):

@@ -2,9 +2,16 @@
 
 The reference is the original ONNX file in ONNX Runtime fp32; the candidate is the
 bundle's own runner. Per output we record cosine similarity (of the flattened
-tensors), max absolute error, max error relative to the reference's largest
-magnitude (a scale-free number that does not explode near zero), and top-1 agreement
-when the output looks like class scores (last axis > 1 on a 2-D or 3-D float output).
+tensors), max absolute error, max error relative to the output's scale (its largest
+magnitude over the samples: a scale-free number that does not explode near zero), and
+top-1 agreement when the output looks like class scores (last axis > 1 on a 2-D or 3-D
+float output).
+
+Cosine alone is no test where the reference is (nearly) zero or constant: it then
+measures noise. Such samples are flagged *uninformative* and held to an error bound
+scaled to the output's range instead (in the spirit of Polygraphy's atol/rtol checks),
+with the allowance the cosine budget implies (:func:`noise_allowance`). NaN or Inf
+where fp32 is finite fails on its own (an fp16 overflow, typically), whatever cosine says.
 
 Budgets come from the target profile: minimum cosine for the precision, artifact
 size, memory, latency. Latency is measured when the target is this machine and
@@ -15,6 +22,7 @@ on Linux can be reset through ``/proc/self/clear_refs``.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,7 +31,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["BudgetCheck", "compare_outputs", "describe_speedup", "measure_latency", "peak_rss_growth", "summarize"]
+__all__ = ["QUIET", "BudgetCheck", "compare_outputs", "describe_speedup", "fidelity_failures", "fidelity_met", "measure_latency",
+           "noise_allowance", "peak_rss_growth", "summarize"]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,31 +50,76 @@ def _looks_like_scores(arr: np.ndarray) -> bool:
     return np.issubdtype(arr.dtype, np.floating) and arr.ndim in (2, 3) and arr.shape[-1] > 1
 
 
+QUIET = 1e-3
+"""A sample's output is *uninformative* when its largest magnitude is below this share of
+the output's scale (its largest magnitude on any sample), or when it is constant. There
+cosine measures noise: PP-OCR det's probability map on a photo without text peaks at
+2e-6 (the map's scale is 1), and an fp32 bundle off by 1e-7 scored cosine 0.9907."""
+
+
+def noise_allowance(min_cosine: float) -> float:
+    """The error, as a share of an output's scale, that a cosine budget allows: a relative
+    error e costs about e^2 / 2 of cosine, so ``sqrt(2 (1 - min_cosine))`` (fp32's 0.9999:
+    1.4%; fp16's 0.999: 4.5%; int8's 0.98: 20%). Uninformative samples are held to it."""
+    return math.sqrt(2 * (1 - min_cosine))
+
+
+def _informative(r: np.ndarray, scale: float) -> bool:
+    if r.size == 0:
+        return False
+    peak = float(np.abs(r).max())
+    return peak >= QUIET * scale and float(r.max() - r.min()) > 1e-6 * max(peak, 1e-30)
+
+
 def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]]) -> dict[str, dict]:
-    """Per-output metrics over all samples (worst cosine, worst errors, mean top-1)."""
+    """Per-output metrics over all samples.
+
+    ``cosine`` is the worst over the informative samples (all samples if none is);
+    ``max_abs_error`` / ``max_rel_error`` are over all samples, the latter against the
+    output's scale; ``top1_agreement`` is the mean over informative samples of score-like
+    outputs. Where samples are uninformative (:data:`QUIET`), ``uninformative_samples``
+    counts them and ``quiet_error`` is their largest error as a share of the output's
+    scale, which :func:`fidelity_met` holds to :func:`noise_allowance` instead of cosine.
+    NaN or Inf where the reference is finite (or the reverse) is counted in ``nonfinite``.
+    """
     metrics: dict[str, dict] = {}
     for name in refs[0]:
-        cos, max_abs, max_rel, top1 = [], [], [], []
+        pairs = []
         for ref, got in zip(refs, gots):
-            r = np.asarray(ref[name])
-            g = np.asarray(got[name])
+            r, g = np.asarray(ref[name]), np.asarray(got[name])
             if r.shape != g.shape:
                 raise ValueError(f"output '{name}': artifact gives shape {list(g.shape)}, reference {list(r.shape)}")
-            if r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number):
-                cos.append(1.0 if np.array_equal(r, g) else 0.0)
-                continue
-            diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
-            scale = float(np.abs(r).max()) or 1.0
-            cos.append(_cosine(r, g))
+            pairs.append((r, g))
+        if any(r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number) for r, _ in pairs):
+            cos = [1.0 if np.array_equal(r, g) else 0.0 for r, g in pairs]
+            metrics[name] = {"cosine": min(cos), "samples": len(cos)}
+            continue
+        finite = [np.isfinite(r) for r, _ in pairs]
+        scale = max((float(np.abs(r[f]).max()) for (r, _), f in zip(pairs, finite) if f.any()), default=0.0)
+        cos_all, cos, quiet, max_abs, top1, nonfinite = [], [], [], [], [], 0
+        for (r, g), f in zip(pairs, finite):
+            r64, g64 = r.astype(np.float64), g.astype(np.float64)
+            fg = np.isfinite(g64)
+            nonfinite += int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
+            both = f & fg
+            diff = np.abs(r64[both] - g64[both])
             max_abs.append(float(diff.max()) if diff.size else 0.0)
-            max_rel.append(max_abs[-1] / scale)
-            if _looks_like_scores(r):
-                top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
-        entry: dict[str, Any] = {"cosine": min(cos), "samples": len(cos)}
-        if max_abs:
-            entry |= {"max_abs_error": max(max_abs), "max_rel_error": max(max_rel)}
+            c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
+            cos_all.append(c)
+            if _informative(r64[f], scale):
+                cos.append(c)
+                if _looks_like_scores(r):
+                    top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
+            else:
+                quiet.append(max_abs[-1] / scale if scale else max_abs[-1])
+        entry: dict[str, Any] = {"cosine": min(cos) if cos else min(cos_all), "samples": len(pairs),
+                                 "max_abs_error": max(max_abs), "max_rel_error": max(max_abs) / (scale or 1.0)}
+        if quiet:
+            entry |= {"uninformative_samples": len(quiet), "quiet_error": max(quiet), "scale": scale}
         if top1:
             entry["top1_agreement"] = float(np.mean(top1))
+        if nonfinite:
+            entry["nonfinite"] = nonfinite
         metrics[name] = entry
     return metrics
 
@@ -172,14 +226,23 @@ class ValidationSummary:
 
 def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
                      margin: float = 1.0) -> list[BudgetCheck]:
-    """A check per output and fidelity criterion the budget sets (cosine, and relative
-    error and top-1 agreement where set), each allowance shrunk to ``margin`` of itself."""
+    """A check per output and fidelity criterion the budget sets (cosine on informative
+    samples, the noise bound on uninformative ones, finiteness, and relative error and
+    top-1 agreement where set), each allowance shrunk to ``margin`` of itself."""
     def at_least(limit: float) -> float:  # the limit itself at margin 1, not 1 - (1 - limit)
         return limit if margin == 1 else 1 - (1 - limit) * margin
 
     checks = []
     for name, m in metrics.items():
-        checks.append(_at_least(f"cosine[{name}]", m["cosine"], at_least(fidelity.min_cosine)))
+        if m.get("nonfinite"):
+            checks.append(BudgetCheck(f"finite[{name}]", m["nonfinite"], 0, False, " NaN/Inf values",
+                                      " where ONNX Runtime fp32 is finite (out of the precision's range?)"))
+        quiet = m.get("uninformative_samples", 0)
+        if quiet < m.get("samples", 1) or not quiet:
+            checks.append(_at_least(f"cosine[{name}]", m["cosine"], at_least(fidelity.min_cosine)))
+        if quiet:
+            checks.append(_at_most(f"quiet_error[{name}]", m["quiet_error"],
+                                   noise_allowance(fidelity.min_cosine) * margin, ""))
         if fidelity.max_rel_error is not None and "max_rel_error" in m:
             checks.append(_at_most(f"max_rel_error[{name}]", m["max_rel_error"], fidelity.max_rel_error * margin, ""))
         if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
@@ -187,6 +250,12 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
     for c in checks:
         c.fidelity = True
     return checks
+
+
+def fidelity_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
+                      margin: float = 1.0) -> list[BudgetCheck]:
+    """The fidelity criteria ``metrics`` miss (see :func:`fidelity_met`)."""
+    return [c for c in _fidelity_checks(metrics, fidelity, margin) if not c.ok]
 
 
 def fidelity_met(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> bool:

@@ -55,7 +55,7 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--input", "images:1x3x16x16"], 4, ["no input named 'images'"]),
         (None, ["--input", "x:1x3x16"], 4, ["rank 3 given"]),
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
-        (None, ["--validation-data", "missing.npz"], 4, ["no such file"]),
+        (None, ["--validation-data", "missing.npz"], 4, ["validation data file not found"]),
         (None, ["--target", "coral-edgetpu"], 6, ["coral-edgetpu", "does not support precision fp32"]),
         (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),

@@ -24,7 +24,10 @@ def test_int8_host_build_executes_int8(tiny_conv, tmp_path):
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     q = manifest["quantization"]
     assert q["policy"] == "openvino" and q["activation_dtype"] == "uint8"
-    assert q["calibration_samples"] + q["held_out_samples"] == 12 and q["held_out_samples"] == 3
+    # a quarter of the user's 12 samples validate the build; of the other 9, 2 rank the layers
+    assert manifest["validation"]["data"] | {"label": None} == {"source": "held-out", "samples": 3, "guessed": False,
+                                                                "said": "held out of your calibration data", "label": None}
+    assert q["calibration_samples"] + q["held_out_samples"] == 9 and q["held_out_samples"] == 2
     assert manifest["backend"]["runtime"]["executed_precision"].startswith("int8")
     assert manifest["backend"]["runtime"]["int8_compute_layers"] >= 1
     assert manifest["validation"]["ok"]
@@ -52,8 +55,9 @@ def test_range_method_from_the_command_line_and_the_auto_choice_in_the_report(ti
     calib = _calibration(tmp_path)
     default = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=calib).manifest["quantization"]
     assert default["range_method"] in ("percentile", "minmax")
-    assert [c["method"] for c in default["range_choice"]["candidates"]][:2] in (["percentile", "percentile"],
-                                                                                ["percentile", "minmax"])
+    candidates = default["range_choice"]["candidates"]
+    assert {c["method"] for c in candidates} == {"percentile", "minmax"}
+    assert candidates[0]["method"] == default["range_method"]  # least error first, and chosen
     assert "chosen by all-int8 NMSE" in (tmp_path / "a" / "report.html").read_text()
     res = CliRunner().invoke(main, ["build", str(tiny_conv), "--out", str(tmp_path / "b"), "--precision", "int8",
                                     "--calibration", str(calib), "--int8-range", "mse"])
@@ -74,7 +78,7 @@ def test_int8_from_an_image_folder(tiny_conv, tmp_path):
         Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (folder / "calibration.yaml").write_text("resize: resize\nscale: 0.00392156862\n")
     runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=folder)
-    assert runner.manifest["quantization"]["calibration_data"] == "imgs (5 samples)"
+    assert runner.manifest["quantization"]["calibration_data"] == "imgs (5 samples), 1 held out for validation"
 
 
 def test_bad_calibration_data_writes_nothing(tiny_conv, tmp_path):
@@ -90,7 +94,7 @@ def test_int8_from_a_python_iterable(tiny_conv, tmp_path):
     rng = np.random.default_rng(5)
     samples = ({"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(6))
     runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=samples)
-    assert runner.manifest["quantization"]["calibration_data"] == "Python iterable (6 samples)"
+    assert runner.manifest["quantization"]["calibration_data"] == "Python iterable (6 samples), 2 held out for validation"
 
 
 def test_int8_builds_are_reproducible(tiny_conv, tmp_path):
@@ -116,7 +120,7 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
     strict = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
                               int8_accept=never, no_fail=True).manifest["quantization"]
     assert strict["acceptance"] == "user metric (API)" and strict["budget_met"] is False
-    assert len(strict["float_layers"]) == 1 and seen[0] == (12, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
+    assert len(strict["float_layers"]) == 1 and seen[0] == (9, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
     lenient = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
                                int8_accept=lambda refs, outs: True).manifest["quantization"]
     assert lenient["float_layers"] == [] and lenient["budget_met"] is True

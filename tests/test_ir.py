@@ -146,3 +146,41 @@ def test_save_large_model_uses_external_data(tmp_path):
     files = save_model(load_model(path).model, tmp_path / "out.onnx", external_data=True)
     assert [f.name for f in files] == ["out.onnx", "out.onnx.data"]
     assert load_model(files[0]).model.graph.outputs[0].name == "y"
+
+
+IR3_LIGHT = ["light_resnet50", "light_squeezenet", "light_shufflenet", "light_inception_v2"]
+
+
+def _light(name: str):
+    from pathlib import Path
+
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"{name}.onnx"
+
+
+def test_ir3_initializer_inputs_are_constants(tmp_path):
+    """IR 3 had to list every initializer in graph.input; like ONNX Runtime, deploycomp
+    treats them as constants (one real input), unless asked to keep them."""
+    loaded = load_model(_light("light_resnet50"))
+    assert [v.name for v in loaded.model.graph.inputs] == ["gpu_0/data_0"]
+    assert len(loaded.initializer_inputs) == 269 and loaded.ir_version == 3
+    assert loaded.model.ir_version >= 8  # raised with the opset, or runtimes refuse the saved model
+    kept = load_model(_light("light_resnet50"), keep_initializer_inputs=True)
+    assert len(kept.model.graph.inputs) == 270 and kept.initializer_inputs == []
+
+
+@pytest.mark.parametrize("name", IR3_LIGHT)
+def test_ir3_models_optimize_to_the_same_outputs(name, tmp_path):
+    """Their weights are ConstantOfShape fills: they fold (a computed weight always does)
+    and the optimized model computes what ONNX Runtime computes from the original."""
+    from deploycomp import optimize
+
+    src = _light(name)
+    summary = optimize(src, tmp_path / "opt.onnx")
+    assert any("treated as constants" in a for a in summary["assumptions"])
+    opt = onnx.load(tmp_path / "opt.onnx")
+    assert not [n for n in opt.graph.node if n.op_type in ("ConstantOfShape", "Sum")]
+    sess = ort.InferenceSession(str(src))
+    feed = sess.get_inputs()[0]
+    x = np.random.default_rng(0).random(feed.shape, dtype=np.float32)
+    np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "opt.onnx")).run(None, {feed.name: x})[0],
+                               sess.run(None, {feed.name: x})[0], rtol=1e-4, atol=1e-6)

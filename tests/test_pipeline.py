@@ -40,7 +40,8 @@ def test_host_build_writes_a_complete_validated_bundle(tiny_conv, tmp_path):
     assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
     assert manifest["io"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 16, 16]}]
     assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["probs"]["cosine"] > 0.9999
-    assert manifest["validation"]["inputs"].startswith("real samples (image")
+    assert manifest["validation"]["data"]["source"] == "guessed" and manifest["validation"]["data"]["guessed"]
+    assert manifest["validation"]["inputs"] == "built-in photos (6), guessed preprocessing"
     assert manifest["measured"]["latency"]["kind"] == "measured"
     assert {a["path"] for a in manifest["artifacts"]} == {"model.xml", "model.bin"}
     assert manifest["source"]["sha256"] == deploycomp.ir.sha256_file(tiny_conv)
@@ -157,7 +158,8 @@ def test_validation_data_is_used_and_checked(tiny_conv, tmp_path):
     good = tmp_path / "val.npz"
     np.savez(good, x=_x(3))
     runner = deploycomp.build(tiny_conv, tmp_path / "out", validation_data=good)
-    assert runner.manifest["validation"]["inputs"] == "user data val.npz (3 samples)"
+    assert runner.manifest["validation"]["inputs"] == "val.npz (3 samples)"
+    assert runner.manifest["validation"]["data"]["source"] == "user"
     bad = _x(2)
     bad[1, 0, 0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x=bad)
@@ -169,7 +171,7 @@ def test_validation_data_is_used_and_checked(tiny_conv, tmp_path):
     np.savez(tmp_path / "name.npz", images=_x())
     with pytest.raises(InputDataError, match=r"no array for input\(s\) x \(has: images\)"):
         deploycomp.build(tiny_conv, tmp_path / "o4", validation_data=tmp_path / "name.npz")
-    with pytest.raises(InputDataError, match="no such file"):
+    with pytest.raises(InputDataError, match="validation data file not found"):
         deploycomp.build(tiny_conv, tmp_path / "o5", validation_data=tmp_path / "absent.npz")
     assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))
 

@@ -27,8 +27,10 @@ from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.rewrite import RewriteRulesPass
-from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.rules import DEFAULT_RULES
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
+from deploycomp.passes.variadic import VariadicOpsPass
+from deploycomp.passes.weight_folding import WeightFoldingPass
 
 __all__ = ["PIPELINES", "build_pipeline", "explain_rules", "pipeline_names"]
 
@@ -43,6 +45,8 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             FixInputShapesPass(shapes),
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            WeightFoldingPass(),
+            VariadicOpsPass(),
         ],
         loop=[
             ConstantFoldingPass(),

@@ -261,3 +261,32 @@ def test_resize_linear_1d(tmp_path, precision):
        z = Resize <mode = "linear"> (b, , sc1) }}"""
     check(tmp_path, model_from_text(text, sc1=np.array([1, 1, 3], np.float32), k1=w(4, 2, 1)), {"t": (1, 2, 7)},
           precision, passes=False)
+
+
+def test_refusals_are_one_line_naming_op_and_node():
+    """An op without a lowering (recurrent layers, data-dependent shapes) and a rule's own
+    refusal both name the op type and the node, in one line; the adapter's check reports
+    the op, not a word of the message."""
+    import onnx
+    import onnx_ir as ir
+
+    from deploycomp.backends import get_backend
+    from deploycomp.backends.tflite.lowering import Lowering
+    from deploycomp.errors import UnsupportedError
+    from deploycomp.targets import load_target
+
+    text = f"""{G} g (float[5, 1, 4] x, float[1, 12, 4] wt, float[1, 12, 3] r) => (float[5, 1, 1, 3] y)
+    {{ y = GRU <hidden_size = 3> (x, wt, r) }}"""
+    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(text, wt=w(1, 12, 4), r=w(1, 12, 3))))
+    graph.graph.node(0).name = "gru1"
+    with pytest.raises(UnsupportedError, match=r"^tflite: no lowering for op\(s\) GRU \(first: node 'gru1'\)$"):
+        Lowering(graph).run()
+
+    text = f"""{G} g (float[1, 4, 6] x, int64[3] pads) => (float[1, 4, N] y) {{ n = Relu (x)\n y = Pad (n, pads) }}"""
+    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(text)))
+    graph.graph.node(1).name = "pad1"
+    with pytest.raises(UnsupportedError) as refused:
+        Lowering(graph).run()
+    assert "\n" not in str(refused.value) and "Pad" in str(refused.value) and "'pad1'" in str(refused.value)
+    report = get_backend("tflite").check(graph, load_target("raspberry-pi-5"))
+    assert report.unsupported == [{"node": "pad1", "op": "Pad"}], report.unsupported

@@ -54,7 +54,7 @@ def test_bad_npz(tmp_path, make, message):
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(InputDataError, match="needs a preprocessing spec calibration.yaml"):
+    with pytest.raises(InputDataError, match="needs a preprocessing spec: --preprocess SPEC or calibration.yaml"):
         load_calibration(tmp_path, SHAPES, DTYPES)
     (tmp_path / "calibration.yaml").write_text("layout: nchw\n")
     with pytest.raises(InputDataError, match="no images"):

@@ -1,0 +1,174 @@
+"""Which inputs a build calibrates on and validates on, and what to call them.
+
+A build validates on the user's data whenever the user gave any, and says plainly when it
+had to guess. In order of preference:
+
+1. ``--validation-data`` (an .npz/.npy, or an image folder with a preprocessing spec);
+2. ``--calibration`` without ``--validation-data``: a part of the user's calibration data
+   held out (:func:`split_held_out`), never used to fit ranges or choose float layers;
+3. ``--preprocess SPEC``: the built-in sample photos, turned into inputs by the user's
+   spec (real images and the model's own preprocessing, but not the user's data);
+4. the inputs a known example needs (``deploycomp example``: photos, rendered text lines,
+   a voiced signal), preprocessed as that model expects;
+5. for an unknown image-shaped input, the built-in photos scaled to 0..1, RGB, NCHW:
+   *guessed* preprocessing;
+6. seeded random data.
+
+Every :class:`DataSet` carries a ``source``; the manifest, the report and the summary
+line say when validation ran on anything but the user's data (3-6), and for 5-6 that
+the budget was checked on guessed inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from deploycomp import sample_data
+from deploycomp.errors import InputDataError
+from deploycomp.preprocess import PreprocessSpec
+
+__all__ = ["MAX_VALIDATION_SAMPLES", "SOURCES", "DataSet", "built_in_validation", "calibration_set", "digest",
+           "split_held_out", "user_set", "validation_set"]
+
+log = logging.getLogger(__name__)
+
+MAX_VALIDATION_SAMPLES = 8
+"""Validation runs at most this many samples (spread over the set), reference and artifact."""
+
+SOURCES = {
+    "user": "your validation data",
+    "held-out": "held out of your calibration data",
+    "built-in": "built-in samples, not your data",
+    "guessed": "built-in photos with GUESSED preprocessing (0..1, RGB, NCHW)",
+    "random": "RANDOM data",
+}
+"""Where validation inputs came from, as the summary line says it."""
+
+
+@dataclass
+class DataSet:
+    samples: list[dict[str, np.ndarray]]
+    label: str
+    """What they are, for the manifest and report (file name, count, how they were split)."""
+    source: str
+    """A key of :data:`SOURCES`."""
+
+    @property
+    def guessed(self) -> bool:
+        """The budget was checked on inputs chosen without knowing the model's preprocessing."""
+        return self.source in ("guessed", "random")
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "source": self.source, "samples": len(self.samples), "guessed": self.guessed,
+                "said": SOURCES[self.source]}
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (a set ordered by class keeps every class)."""
+    if k >= n:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
+
+
+def split_held_out(calibration: DataSet) -> tuple[DataSet, DataSet]:
+    """(what calibration keeps, what validation gets): a quarter of the user's samples
+    (1 to :data:`MAX_VALIDATION_SAMPLES`), spread over the set. A set of one sample serves
+    both, and says so."""
+    n = len(calibration.samples)
+    if n < 2:
+        return calibration, DataSet(calibration.samples, f"{calibration.label}: the only sample, also calibrated on",
+                                    "held-out")
+    held = spread(n, min(MAX_VALIDATION_SAMPLES, max(1, round(n / 4))))
+    keep = [s for i, s in enumerate(calibration.samples) if i not in held]
+    val = [calibration.samples[i] for i in held]
+    return (DataSet(keep, f"{calibration.label}, {len(val)} held out for validation", calibration.source),
+            DataSet(val, f"{len(val)} of {n} samples of {calibration.label.split(' (')[0]} held out of calibration "
+                         "(no --validation-data)", "held-out"))
+
+
+def user_set(source: str | os.PathLike | Iterable[Mapping[str, np.ndarray]], shapes: dict[str, tuple[int, ...]],
+             dtypes: dict[str, np.dtype], spec: PreprocessSpec | None, what: str) -> DataSet:
+    from deploycomp.quant.data import load_samples
+
+    samples = load_samples(source, shapes, dtypes, spec, what)
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "Python iterable"
+    return DataSet(samples, f"{name} ({len(samples)} samples)", "user")
+
+
+def _limit(data: DataSet) -> DataSet:
+    if len(data.samples) <= MAX_VALIDATION_SAMPLES:
+        return data
+    picked = [data.samples[i] for i in spread(len(data.samples), MAX_VALIDATION_SAMPLES)]
+    return DataSet(picked, f"{data.label}, {len(picked)} of them spread over the set", data.source)
+
+
+def built_in_validation(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype], kind: str | None,
+                        spec: PreprocessSpec | None) -> DataSet:
+    """Steps 3-6 of the module docstring."""
+    if spec is not None and len(shapes) == 1:
+        (name, shape), = shapes.items()
+        arrays = [spec.apply(img, shape) for img in sample_data.photos()]
+        samples = [{name: np.concatenate([a] * shape[0])} for a in arrays]
+        return DataSet(samples, f"built-in photos ({len(samples)}) preprocessed by --preprocess", "built-in")
+    if kind in sample_data.MULTI_INPUT_SAMPLERS:
+        samples = sample_data.MULTI_INPUT_SAMPLERS[kind](shapes)
+        return DataSet(samples, f"built-in {kind} samples ({len(samples)})", "built-in")
+    if kind is None and len(shapes) == 1 and all(len(s) == 4 and s[1] in (1, 3) for s in shapes.values()):
+        kind = "image"
+    if kind is not None and len(shapes) == 1:
+        (name, shape), = shapes.items()
+        try:
+            samples = sample_data.samples_for(kind, name, shape)
+            sample_data.check_finite(samples, f"{kind} samples")
+            if kind == "image":
+                return DataSet(samples, f"built-in photos ({len(samples)}), guessed preprocessing", "guessed")
+            return DataSet(samples, f"built-in {kind} samples ({len(samples)})", "built-in")
+        except InputDataError as e:
+            log.warning("no real samples (%s); falling back to random data", e)
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(2):
+        feeds = {}
+        for name, shape in shapes.items():
+            dt = dtypes[name]
+            feeds[name] = (rng.random(shape) if np.issubdtype(dt, np.floating) else rng.integers(0, 2, shape)).astype(dt)
+        samples.append(feeds)
+    return DataSet(samples, "RANDOM data (no validation data given and no real samples fit this model)", "random")
+
+
+def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: str | None) -> DataSet | None:
+    """The user's calibration data, or a known example's built-in set, or None."""
+    if source is not None:
+        return user_set(source, shapes, dtypes, spec, "calibration data")
+    if kind is not None and len(shapes) == 1 and kind in sample_data.CALIBRATION_SAMPLERS:
+        (name, shape), = shapes.items()
+        samples = sample_data.calibration_samples_for(kind, name, shape)
+        return DataSet(samples, f"built-in {kind} calibration set ({len(samples)} samples)", "built-in")
+    return None
+
+
+def validation_set(validation_source, calibration: DataSet | None, shapes, dtypes, spec: PreprocessSpec | None,
+                   kind: str | None) -> tuple[DataSet, DataSet | None]:
+    """(validation set, calibration set left after any hold-out), per the module docstring."""
+    if validation_source is not None:
+        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data")), calibration
+    if calibration is not None and calibration.source == "user":
+        kept, held = split_held_out(calibration)
+        return _limit(held), kept
+    return _limit(built_in_validation(shapes, dtypes, kind, spec)), calibration
+
+
+def digest(samples: list[dict[str, np.ndarray]]) -> str:
+    """sha256 over the samples' names and bytes, for the manifest (and the build cache)."""
+    h = hashlib.sha256()
+    for sample in samples:
+        for name in sorted(sample):
+            h.update(name.encode() + np.ascontiguousarray(sample[name]).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,65 @@
+"""Which inputs a build validates on, and what it calls them.
+
+The user's data whenever there is any (a part of --calibration held out when there is no
+--validation-data), built-in samples only otherwise, and "guessed" said plainly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import deploycomp
+from deploycomp.datasets import DataSet, built_in_validation, split_held_out, spread, validation_set
+from deploycomp.preprocess import PreprocessSpec
+
+SHAPES = {"x": (1, 3, 16, 16)}
+DTYPES = {"x": np.dtype("float32")}
+
+
+def _set(n: int) -> DataSet:
+    return DataSet([{"x": np.full((1, 3, 16, 16), i, np.float32)} for i in range(n)], f"calib.npz ({n} samples)", "user")
+
+
+def test_a_quarter_is_held_out_spread_over_the_set():
+    kept, held = split_held_out(_set(16))
+    ids = [int(s["x"][0, 0, 0, 0]) for s in held.samples]
+    assert ids == [0, 5, 10, 15] and len(kept.samples) == 12  # spread: a set sorted by class keeps every class
+    assert not {int(s["x"][0, 0, 0, 0]) for s in kept.samples} & set(ids)  # never calibrated on
+    assert held.source == "held-out" and "held out of calibration" in held.label
+    assert kept.label == "calib.npz (16 samples), 4 held out for validation"
+    assert len(split_held_out(_set(100))[1].samples) == 8  # at most 8
+    assert spread(3, 8) == [0, 1, 2]
+
+
+def test_a_single_sample_serves_both_and_says_so():
+    kept, held = split_held_out(_set(1))
+    assert kept.samples == held.samples and "also calibrated on" in held.label
+
+
+def test_precedence(tmp_path):
+    np.savez(tmp_path / "val.npz", x=np.ones((2, 3, 16, 16), np.float32))
+    val, calib = validation_set(tmp_path / "val.npz", _set(8), SHAPES, DTYPES, None, None)
+    assert val.source == "user" and len(calib.samples) == 8  # nothing held out when validation data is given
+    val, calib = validation_set(None, _set(8), SHAPES, DTYPES, None, None)
+    assert val.source == "held-out" and len(calib.samples) == 6
+    val, _ = validation_set(None, None, SHAPES, DTYPES, PreprocessSpec(), None)
+    assert val.source == "built-in" and not val.guessed and "preprocessed by --preprocess" in val.label
+    val, _ = validation_set(None, None, SHAPES, DTYPES, None, None)
+    assert val.source == "guessed" and val.guessed
+    val, _ = validation_set(None, None, {"t": (1, 7)}, {"t": np.dtype("float32")}, None, None)
+    assert val.source == "random" and val.guessed
+
+
+def test_built_in_photos_follow_the_users_spec():
+    spec = PreprocessSpec(channel_order="bgr", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    data = built_in_validation(SHAPES, DTYPES, None, spec)
+    x = data.samples[0]["x"]
+    assert x.shape == (1, 3, 16, 16) and x.min() < -1.5 and x.max() > 1.5  # (0..1 - 0.5) / 0.25
+
+
+def test_a_build_with_calibration_validates_on_held_out_user_data(tiny_conv, tmp_path):
+    """--calibration and no --validation-data, at fp16: the user's data, not built-in photos."""
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="fp16", calibration=tmp_path / "c.npz")
+    data = runner.manifest["validation"]["data"]
+    assert data["source"] == "held-out" and data["samples"] == 2 and not data["guessed"]

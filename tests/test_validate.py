@@ -1,0 +1,83 @@
+"""Output comparison that does not fail on numerical noise, and does fail on NaN.
+
+The specification: cosine is the test where the reference output carries information;
+where it is (nearly) zero or constant the sample is *uninformative*, flagged, and held to
+an error bound scaled to the output's range instead. NaN or Inf where fp32 is finite is
+its own failure whatever cosine says.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploycomp.targets import Fidelity
+from deploycomp.validate import compare_outputs, fidelity_failures, fidelity_met, noise_allowance
+
+FP32 = Fidelity(min_cosine=0.9999)
+
+
+def _maps(rng, text: bool) -> np.ndarray:
+    """A text-probability map: mostly ~0, with a block of ~1 where there is text."""
+    m = rng.random((1, 1, 32, 32)).astype(np.float32) * 2e-6
+    if text:
+        m[0, 0, 8:16, 4:28] = 0.99
+    return m
+
+
+def test_an_empty_map_is_uninformative_not_a_failure():
+    """PP-OCR det on a photo without text: the reference peaks at 2e-6, the artifact is off
+    by 1e-7 (fp32 rounding), cosine ~0.99 measures noise. The text sample decides."""
+    rng = np.random.default_rng(0)
+    refs = [{"p": _maps(rng, True)}, {"p": _maps(rng, False)}]
+    gots = [{"p": r["p"] + rng.standard_normal(r["p"].shape).astype(np.float32) * 1e-7} for r in refs]
+    m = compare_outputs(refs, gots)["p"]
+    assert m["uninformative_samples"] == 1 and m["quiet_error"] < 1e-6 and m["scale"] == pytest.approx(0.99, 1e-3)
+    assert m["cosine"] > 0.99999  # of the informative sample only
+    assert fidelity_met({"p": m}, FP32)
+    raw = np.dot(refs[1]["p"].ravel(), gots[1]["p"].ravel()) / (np.linalg.norm(refs[1]["p"]) * np.linalg.norm(gots[1]["p"]))
+    assert raw < FP32.min_cosine  # what the old check failed on
+
+
+def test_a_quiet_sample_still_catches_a_wrong_artifact():
+    """An artifact that lights up an empty map is wrong, and the noise bound says so."""
+    rng = np.random.default_rng(1)
+    refs = [{"p": _maps(rng, True)}, {"p": _maps(rng, False)}]
+    gots = [{"p": refs[0]["p"].copy()}, {"p": refs[1]["p"] + np.float32(0.5) * (rng.random((1, 1, 32, 32)) > 0.99)}]
+    failed = fidelity_failures(compare_outputs(refs, gots), FP32)
+    assert [c.name for c in failed] == ["quiet_error[p]"]
+    assert failed[0].value > noise_allowance(FP32.min_cosine)
+
+
+def test_nan_is_its_own_failure():
+    ref = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+    got = ref.copy()
+    got[0, 3] = np.nan
+    got[0, 5] = np.inf
+    m = compare_outputs([{"y": ref}], [{"y": got}])["y"]
+    assert m["nonfinite"] == 2 and m["cosine"] > 0.99  # the finite part agrees
+    failed = fidelity_failures({"y": m}, Fidelity(min_cosine=0.98))
+    assert failed[0].name == "finite[y]" and "NaN/Inf" in failed[0].describe()
+    # an -inf the reference has too is agreement, not a failure
+    ref2 = ref.copy()
+    ref2[0, 0] = -np.inf
+    assert "nonfinite" not in compare_outputs([{"y": ref2}], [{"y": ref2.copy()}])["y"]
+
+
+def test_constant_outputs_and_top1():
+    """A constant output (a classifier whose weights are fills, as in ONNX's IR 3 test
+    models) has no meaningful argmax: top-1 is not counted on it, the bound is."""
+    ref = np.full((1, 10), 0.1, np.float32)
+    got = ref + np.float32(1e-9) * np.arange(10, dtype=np.float32)
+    m = compare_outputs([{"s": ref}], [{"s": got}])["s"]
+    assert m["uninformative_samples"] == 1 and "top1_agreement" not in m
+    assert fidelity_met({"s": m}, Fidelity(min_cosine=0.9999, min_top1_agreement=0.99))
+    assert not fidelity_met({"s": compare_outputs([{"s": ref}], [{"s": ref * 2}])["s"]}, FP32)
+
+
+def test_allowance_follows_the_budget():
+    assert noise_allowance(0.9999) == pytest.approx(0.01414, rel=1e-3)
+    assert noise_allowance(0.98) == pytest.approx(0.2)
+    informative = {"y": {"cosine": 0.97, "samples": 3}}
+    assert not fidelity_met(informative, Fidelity(min_cosine=0.98))
+    assert fidelity_met(informative, Fidelity(min_cosine=0.96))
