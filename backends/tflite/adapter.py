@@ -100,7 +100,8 @@ class TFLiteBackend:
                 self._lower_in_memory(model, "fp32", "nhwc")
             except UnsupportedError as e:
                 report.notes.append(str(e))
-                report.unsupported.append({"node": "", "op": str(e).split(":", 1)[-1].strip().split(" ")[0]})
+                op = getattr(e, "op", None) or str(e).split(":", 1)[-1].strip().split(" ")[0]
+                report.unsupported.append({"node": getattr(e, "node", ""), "op": op})
         return report
 
     def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False):

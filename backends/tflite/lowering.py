@@ -133,6 +133,18 @@ def fp16_holds(data: np.ndarray) -> bool:
     return norm == 0.0 or float(np.linalg.norm(half.astype(np.float64) - exact)) <= FP16_MAX_RELATIVE_ERROR * norm
 
 
+def _node_error(error: UnsupportedError, node: ir.Node) -> UnsupportedError:
+    """``error`` as one line naming the op and the node (also kept as ``.op``, ``.node``)."""
+    message = str(error)
+    if node.op_type not in message:
+        message = f"{message} ({node.op_type} node '{node.name}')"
+    else:
+        message = f"{message} (node '{node.name}')"
+    out = UnsupportedError(message.replace("\n", " "))
+    out.op, out.node = node.op_type, node.name or ""
+    return out
+
+
 @dataclass
 class Stored:
     """Where an ONNX value lives in the TFLite graph: tensor index and layout."""
@@ -413,7 +425,7 @@ class Lowering:
                     continue
                 LOWERINGS[node.op_type](self, node)
             except UnsupportedError as e:
-                raise UnsupportedError(f"{e} (node '{node.name}')") from None
+                raise _node_error(e, node) from None
         for value in self.model.graph.outputs:
             name, index, perm = self._graph_output(value)
             self.w.outputs.append(index)
