@@ -82,7 +82,7 @@ def lowers(*op_types: str):
 
 
 def _load_rules() -> None:
-    from deploycomp.backends.tflite import ops_elementwise, ops_nn, ops_shape, quantized  # noqa: F401  (registration)
+    from deploycomp.backends.tflite import ops_control, ops_elementwise, ops_nn, ops_shape, quantized  # noqa: F401
 
 
 def _static(value: ir.Value | None) -> bool:
@@ -104,15 +104,23 @@ def foldable(node: ir.Node, is_constant: Callable[[ir.Value], bool]) -> bool:
 
 
 def unsupported_nodes(model: ir.Model) -> list[dict[str, str]]:
-    """Nodes the lowering can neither lower nor evaluate at conversion time."""
+    """Nodes the lowering can neither lower nor evaluate at conversion time (inside an
+    ``If``'s branches too, which :mod:`.ops_control` lowers inline)."""
     _load_rules()
     constant = {v.name for v in model.graph.initializers.values()}
-    missing = []
-    for n in model.graph:
-        if foldable(n, lambda v: v.name in constant or v.const_value is not None):
-            constant.update(o.name for o in n.outputs if o is not None)
-        elif n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx"):
-            missing.append({"node": n.name or "", "op": n.op_type})
+    missing: list[dict[str, str]] = []
+
+    def walk(graph) -> None:
+        for n in graph:
+            if foldable(n, lambda v: v.name in constant or v.const_value is not None):
+                constant.update(o.name for o in n.outputs if o is not None)
+            elif n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx"):
+                missing.append({"node": n.name or "", "op": n.op_type})
+            elif n.op_type == "If":
+                for attr in ("then_branch", "else_branch"):
+                    walk(n.attributes[attr].as_graph())
+
+    walk(model.graph)
     return missing
 
 
@@ -415,7 +423,16 @@ class Lowering:
                 index = self.output(value, perm)
             self.w.inputs.append(index)
             io_layouts[value.name] = list(perm)
-        for node in self.model.graph:
+        self.lower_nodes(self.model.graph)
+        for value in self.model.graph.outputs:
+            name, index, perm = self._graph_output(value)
+            self.w.outputs.append(index)
+            io_layouts[name] = list(perm)
+        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
+
+    def lower_nodes(self, graph: Iterable[ir.Node]) -> None:
+        """Lower ``graph``'s nodes in order (the main graph, or an ``If`` branch inline)."""
+        for node in graph:
             if id(node) in self.skip:
                 continue
             try:
@@ -425,12 +442,9 @@ class Lowering:
                     continue
                 LOWERINGS[node.op_type](self, node)
             except UnsupportedError as e:
+                if getattr(e, "node", None) is not None:  # already named by a branch's node
+                    raise
                 raise _node_error(e, node) from None
-        for value in self.model.graph.outputs:
-            name, index, perm = self._graph_output(value)
-            self.w.outputs.append(index)
-            io_layouts[name] = list(perm)
-        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
 
     def _fold(self, node: ir.Node) -> bool:
         """Evaluate ``node`` now if its inputs are constants (see the module docstring)."""
