@@ -77,16 +77,73 @@ def lower_binary(lo: Lowering, node: ir.Node) -> None:
         return
     if node.op_type in ("Add", "Mul") and _int8_elementwise(lo, node, builtin):
         return
+    if node.op_type in ("Div", "Mul") and _gelu(lo, node):
+        return
     exponent = lo.const(node.inputs[1]) if node.op_type == "Pow" else None
-    if exponent is not None and exponent.size == 1 and float(exponent) in (0.5, 2.0):
-        x = node.inputs[0]
-        out = lo.output(node.outputs[0], lo.perm(x))
-        if float(exponent) == 2.0:  # x*x: exact, and XNNPACK has no POW
-            lo.emit("MUL", [lo.input(x), lo.input(x)], [out], lo.w.options("Mul", fusedActivationFunction=0))
-        else:
-            lo.emit("SQRT", [lo.input(x)], [out])
+    if exponent is not None and exponent.size == 1 and float(exponent.reshape(-1)[0]) in _POWERS \
+            and lo.dtype(node.inputs[0]).kind == "f":
+        _power(lo, node, float(exponent.reshape(-1)[0]))
         return
     binary(lo, node, builtin)
+
+
+_POWERS = (0.5, -0.5, 1.0, -1.0, 2.0, 3.0)
+"""Float exponents written as the ops they are (XNNPACK has no POW): SQRT, RSQRT, the
+input itself, a reciprocal, x*x, x*x*x."""
+
+
+def _power(lo: Lowering, node: ir.Node, exponent: float) -> None:
+    op = Steps(lo, node)
+    if exponent == 0.5:
+        op("SQRT", op.x, last=True)
+    elif exponent == -0.5:
+        op("RSQRT", op.x, last=True)
+    elif exponent == 1.0:
+        lo.alias(node.outputs[0], op.x, op.perm)
+    elif exponent == -1.0:
+        op("DIV", 1.0, op.x, last=True)
+    elif exponent == 2.0:
+        op("MUL", op.x, op.x, last=True)
+    else:
+        op("MUL", op("MUL", op.x, op.x), op.x, last=True)
+
+
+def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
+    uses = list(value.uses())
+    return uses[0][0] if len(uses) == 1 and uses[0][0].op_type == op_type else None
+
+
+def _scalar_near(lo: Lowering, value: ir.Value | None, target: float) -> bool:
+    data = lo.const(value) if value is not None else None
+    return data is not None and data.size == 1 and abs(float(data.reshape(-1)[0]) - target) < 1e-4 * abs(target)
+
+
+def _gelu(lo: Lowering, node: ir.Node) -> bool:
+    """GELU written with Erf, as exported below opset 20 (ONNX has no Gelu there):
+    ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)`` (or ``Mul(x, 1/sqrt 2)``) becomes
+    one GELU op on x, matched from its first node; the Erf, Add and Muls are skipped.
+    Anything else (a quantized Add in between, other constants) lowers op by op."""
+    x, c = node.inputs
+    if lo.const(x) is not None or not _scalar_near(lo, c, 2 ** 0.5 if node.op_type == "Div" else 2 ** -0.5):
+        return False
+    if node.outputs[0].name in lo.graph_outputs:
+        return False
+    erf = _only_use(node.outputs[0], "Erf")
+    add = erf and _only_use(erf.outputs[0], "Add")
+    if add is None or not any(_scalar_near(lo, v, 1.0) for v in add.inputs):
+        return False
+    times_x = _only_use(add.outputs[0], "Mul")
+    if times_x is None or x not in times_x.inputs:
+        return False
+    half = _only_use(times_x.outputs[0], "Mul")
+    if half is None or not any(_scalar_near(lo, v, 0.5) for v in half.inputs):
+        return False
+    if any(v.name in lo.graph_outputs for v in (erf.outputs[0], add.outputs[0], times_x.outputs[0])):
+        return False
+    for skipped in (erf, add, times_x, half):
+        lo.skip.add(id(skipped))
+    lo.emit("GELU", [lo.input(x)], [lo.output(half.outputs[0], lo.perm(x))], lo.w.options("Gelu", approximate=False))
+    return True
 
 
 @lowers(*_UNARY)

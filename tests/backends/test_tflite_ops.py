@@ -290,3 +290,32 @@ def test_refusals_are_one_line_naming_op_and_node():
     assert "\n" not in str(refused.value) and "Pad" in str(refused.value) and "'pad1'" in str(refused.value)
     report = get_backend("tflite").check(graph, load_target("raspberry-pi-5"))
     assert report.unsupported == [{"node": "pad1", "op": "Pad"}], report.unsupported
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("form", ["Div", "Mul"])
+def test_gelu_written_with_erf_becomes_one_gelu(tmp_path, precision, form):
+    """PyTorch's export below opset 20: x * (erf(x / sqrt 2) + 1) * 0.5 -> one GELU (fp32,
+    fp16); int8 quantizes the Add and Muls, and it lowers op by op there."""
+    c = np.sqrt(2) if form == "Div" else 1 / np.sqrt(2)
+    text = f"""<ir_version: 8, opset_import: ["" : 17]> g (float[1, 6, 8] x, float[8, 8] m, float[] c, float[] one,
+                 float[] half) => (float[1, 6, 8] y)
+    {{ a = MatMul (x, m)
+       h = {form} (a, c)
+       e = Erf (h)
+       e1 = Add (e, one)
+       g = Mul (a, e1)
+       y = Mul (g, half) }}"""
+    model = model_from_text(text, m=w(8, 8, scale=1.0), c=np.float32(c), one=np.float32(1), half=np.float32(0.5))
+    info = check(tmp_path, model, {"x": (1, 6, 8)}, precision, passes=False)
+    if precision != "int8":
+        assert info["ops"].get("GELU") == 1 and "EXP" not in info["ops"]
+
+
+@pytest.mark.parametrize("exponent", [0.5, -0.5, 1.0, -1.0, 2.0, 3.0, 1.5])
+def test_pow_by_small_exponents(tmp_path, exponent):
+    text = f"""{G} g (float[2, 5] x, float[] p) => (float[2, 5] y) {{ a = Abs (x)\n b = Add (a, p)\n y = Pow (b, p) }}"""
+    text = text.replace("b = Add (a, p)", "b = Add (a, one)").replace("float[] p)", "float[] p, float[] one)")
+    info = check(tmp_path, model_from_text(text, p=np.float32(exponent), one=np.float32(1)), {"x": (2, 5)}, "fp32",
+                 passes=False)
+    assert ("POW" in info["ops"]) == (exponent == 1.5)
