@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["GraphCost", "analyze", "roofline_ms"]
+__all__ = ["GraphCost", "analyze", "node_macs", "roofline_ms"]
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -66,7 +66,7 @@ def _static(shape: ir.Shape | None) -> list[int] | None:
     return list(shape)
 
 
-def _node_macs(node: ir.Node) -> int | None:
+def node_macs(node: ir.Node) -> int | None:
     """MACs of one compute node, or None when its shapes are unknown."""
     out = _static(node.outputs[0].shape) if node.outputs else None
     if node.op_type in ("Conv", "ConvTranspose"):
@@ -105,7 +105,7 @@ def analyze(model: ir.Model) -> GraphCost:
         nodes += 1
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         hist[key] += 1
-        m = _node_macs(node)
+        m = node_macs(node)
         if m is None:
             uncounted.append(node.name or node.op_type)
         else:

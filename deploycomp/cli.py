@@ -118,7 +118,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"  validated on {val['inputs']}")
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
-        note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0), error there {m['quiet_error']:.1e} "
+        note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0 or constant), error there {m['quiet_error']:.1e} "
                 "of its scale" if quiet else "")
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")

@@ -370,7 +370,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
         fidelity_missed = any(c.fidelity for c in summary.failures)
-        hint = _coverage_hint(quant_info) if fidelity_missed else ""
+        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info)) if fidelity_missed else ""
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
             raise BudgetError(f"target {target.name}, {opts.precision}: {worst.describe()}"
@@ -391,6 +391,30 @@ def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:
                    else "the artifact is the same for every member; nothing is resolved on the device")
     return {"family": {"name": target.family, "members": target.family_members, "budgets_of": "tightest member",
                        "estimates_for": target.resolved_from, "device_step": device_step}}
+
+
+def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
+    """Compute layers of a QDQ model that run float: their data input is not dequantized."""
+    def dequantized(v) -> bool:
+        return v is not None and v.producer() is not None and v.producer().op_type == "DequantizeLinear"
+
+    return sum(1 for n in model.graph if n.op_type in compute_ops and not dequantized(n.inputs[0]))
+
+
+def _int8_hint(quant_info: dict | None) -> str:
+    """When the float-layer search could not meet the budget: how close it came, and what
+    fp16 gives on the same samples (one clause, or "")."""
+    if not quant_info or quant_info.get("budget_met", True):
+        return ""
+    layers = quant_info["int8_layers"] + len(quant_info["float_layers"])
+    closest = quant_info.get("closest") or {}
+    text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; closest "
+            f"cosine {closest.get('min_cosine', float('nan')):.4f} with {closest.get('float_layers', '?')} float)")
+    alt = quant_info.get("fp16_alternative")
+    if alt:
+        text += (f"; fp16 gives cosine {alt['min_cosine']:.4f} on the same samples"
+                 f"{' and meets its budget' if alt['meets_budget'] else ''}")
+    return text + "; "
 
 
 def _coverage_hint(quant_info: dict | None) -> str:
@@ -431,15 +455,23 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     refs = [reference.run(s) for s in judged]
     held_min_cosine = 1 - (1 - fidelity.min_cosine) * margin  # the cosine limit the search holds to
 
-    def meets_budget(candidate: ir.Model) -> bool:
+    trials: list[dict] = []  # every candidate the target's runtime judged, for the manifest and a missed budget
+
+    def outputs_of(candidate: ir.Model, precision: str) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp),
+            lowered = backend.lower(candidate, target, precision, Path(tmp),
                                     _backend_options(opts, target, prep.profiles) | {"trial": True})
             runner = backend.load(Path(tmp), lowered.info)
-            outs = [runner.run(s) for s in judged]
-        if opts.int8_accept is not None:
-            return bool(opts.int8_accept(refs, outs))
-        return fidelity_met(compare_outputs(refs, outs), fidelity, margin=margin)
+            return [runner.run(s) for s in judged]
+
+    def meets_budget(candidate: ir.Model) -> bool:
+        outs = outputs_of(candidate, "int8")
+        metrics = compare_outputs(refs, outs)
+        met = (bool(opts.int8_accept(refs, outs)) if opts.int8_accept is not None
+               else fidelity_met(metrics, fidelity, margin=margin))
+        trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
+                       "met": met})
+        return met
 
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):
@@ -452,7 +484,13 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                           "min_top1_agreement": fidelity.min_top1_agreement,
                           "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                           "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
+    info["search_trials"] = trials
     if not info.get("budget_met", True):
+        info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
+        if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
+            fp16 = compare_outputs(refs, outputs_of(prep.model, "fp16"))
+            info["fp16_alternative"] = {"min_cosine": round(min(m["cosine"] for m in fp16.values()), 6),
+                                        "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
     return result.model, info
 

@@ -108,9 +108,10 @@ def test_int8_builds_are_reproducible(tiny_conv, tmp_path):
 
 
 def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
-    """An int8_accept that rejects every candidate keeps float as many layers as the search
-    may (half of them) and reports the budget missed; one that accepts everything keeps none.
-    It sees references and candidates on every calibration sample."""
+    """An int8_accept that rejects every candidate keeps every layer float (the search has no
+    cap) and reports the budget missed, with the closest candidate and what fp16 gives; one
+    that accepts everything keeps none. It sees references and candidates on every
+    calibration sample."""
     seen = []
 
     def never(refs, outs):
@@ -120,10 +121,25 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
     strict = deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
                               int8_accept=never, no_fail=True).manifest["quantization"]
     assert strict["acceptance"] == "user metric (API)" and strict["budget_met"] is False
-    assert len(strict["float_layers"]) == 1 and seen[0] == (9, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
+    assert len(strict["float_layers"]) == 2 and seen[0] == (9, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
+    # 0, 1, 2 float layers, for each range method of 'auto' (the second searched when the first misses)
+    assert [t["float_layers"] for t in strict["search_trials"]] == [0, 1, 2] * 2 and strict["int8_mac_share"] == 0.0
+    assert strict["closest"]["min_cosine"] == max(t["min_cosine"] for t in strict["search_trials"])
+    assert strict["fp16_alternative"]["min_cosine"] > 0.999
     lenient = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
                                int8_accept=lambda refs, outs: True).manifest["quantization"]
     assert lenient["float_layers"] == [] and lenient["budget_met"] is True
+
+
+def test_a_budget_no_mix_can_meet_says_how_close_and_what_fp16_gives():
+    from deploycomp.pipeline import _int8_hint
+
+    info = {"budget_met": False, "int8_layers": 0, "float_layers": ["a", "b", "c"],
+            "closest": {"float_layers": 2, "min_cosine": 0.9713}, "fp16_alternative": {"min_cosine": 0.9996,
+                                                                                      "meets_budget": True}}
+    assert _int8_hint(info) == ("no int8/float mix met it (tried up to 3 of 3 layers float; closest cosine 0.9713 "
+                                "with 2 float); fp16 gives cosine 0.9996 on the same samples and meets its budget; ")
+    assert _int8_hint({"budget_met": True}) == ""
 
 
 def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_path):

@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.analysis import node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
 from deploycomp.quant.equalization import equalize
@@ -205,6 +206,15 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                                      "gain": s.gain} for s in ranking[:20]]}
 
 
+def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:
+    """The share of the compute layers' MACs that runs int8 (None without static shapes)."""
+    macs = {n.name: node_macs(n) for n in layers}
+    if not macs or any(m is None for m in macs.values()):
+        return None
+    total = sum(macs.values())
+    return round(sum(m for name, m in macs.items() if name not in float_layers) / total, 4) if total else None
+
+
 def quantize(
     model: ir.Model,
     policy: QDQPolicy,
@@ -293,5 +303,6 @@ def quantize(
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
     info["float_layers"] = sorted(float_layers | pinned)
     info["int8_layers"] = len(layers) - len(float_layers | pinned)
+    info["int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
     info["calibration_seconds"] = round(calib_seconds, 3)
     return QuantResult(final, info)

@@ -44,7 +44,10 @@ class Observer:
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += x.size
         if self.hist is None:
-            width = max(hi - lo, 1e-12)
+            # a constant first batch has no width of its own; at a large magnitude even 1e-12
+            # vanishes in lo + width (a float division by zero in _bin_counts), so the width
+            # scales with the magnitude
+            width = max(hi - lo, abs(lo) * 1e-6, 1e-12)
             self.edges = (lo, lo + width)
             self.hist = np.zeros(self.bins, np.float64)
         elif lo < self.edges[0] or hi > self.edges[1]:
@@ -54,6 +57,7 @@ class Observer:
     def _widen(self, lo: float, hi: float) -> None:
         """Re-bin the counts into a wider range (each old bin's mass to its centre's new bin)."""
         old_lo, old_hi = self.edges
+        hi = max(hi, lo + max(abs(lo), abs(hi)) * 1e-6)
         centres = old_lo + (np.arange(self.bins) + 0.5) * (old_hi - old_lo) / self.bins
         # grow by a margin so a slowly drifting range does not re-bin every batch
         span = hi - lo

@@ -71,3 +71,18 @@ def test_non_finite_values_are_ignored_and_empty_observer_refuses():
         compute_range(obs, "minmax")
     obs.update(np.array([1.0, np.nan, np.inf, -2.0], np.float32))
     assert compute_range(obs, "minmax") == (-2.0, 1.0)
+
+
+@pytest.mark.parametrize("value", [3.0e7, -5.0e9, 1.0e-30])
+def test_a_constant_first_batch_of_any_magnitude(value):
+    """A tensor whose first calibration batch is constant and large (an audio power
+    spectrum's DC bin) once crashed calibration with a float division by zero: the
+    histogram's width vanished next to its magnitude."""
+    obs = Observer()
+    obs.update(np.full(64, value, np.float32))
+    obs.update(np.full(64, value, np.float32))
+    for method in ("minmax", "percentile", "mse", "entropy"):
+        lo, hi = compute_range(obs, method)
+        assert np.isfinite([lo, hi]).all() and lo <= hi
+    obs.update(np.linspace(0, 2 * abs(value), 64, dtype=np.float32))  # and it still widens
+    assert compute_range(obs, "minmax") == (min(0.0, float(np.float32(value))), float(np.float32(2 * abs(value))))

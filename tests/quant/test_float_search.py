@@ -1,0 +1,31 @@
+"""The float-layer search keeps as many layers float as the budget needs: no cap."""
+
+from __future__ import annotations
+
+from deploycomp.quant.sensitivity import LayerSensitivity, select_float_layers
+
+
+def _ranking(n: int) -> list[LayerSensitivity]:
+    return [LayerSensitivity(f"l{i}", "Conv", 1.0, 1.0 - (n - i) / n) for i in range(n)]
+
+
+def test_all_layers_may_stay_float():
+    """A three-layer audio front-end whose budget needs every layer float gets them; capped
+    at half, the search used to stop at one and ship a MatMul on a power spectrum int8."""
+    asked = []
+
+    def meets(keep: set[str]) -> bool:
+        asked.append(len(keep))
+        return len(keep) == 3
+
+    chosen, met = select_float_layers(_ranking(3), meets, start=1)
+    assert met and chosen == {"l0", "l1", "l2"} and asked == [1, 2, 3]
+
+
+def test_the_fewest_are_kept_and_a_miss_is_reported():
+    chosen, met = select_float_layers(_ranking(20), lambda keep: len(keep) >= 5, start=1)
+    assert met and len(chosen) == 8  # sizes 1, 2, 4, 8: the first that meets the budget
+    chosen, met = select_float_layers(_ranking(20), lambda keep: False, start=1)
+    assert not met and len(chosen) == 20
+    chosen, met = select_float_layers(_ranking(20), lambda keep: False, max_float_fraction=0.5)
+    assert not met and len(chosen) == 10  # a cap still works when asked for
