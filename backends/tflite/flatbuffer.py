@@ -175,6 +175,11 @@ class FlatbufferWriter:
             self.producer[i] = index
         return index
 
+    def builtin(self, op_index: int) -> str:
+        """The ``BuiltinOperator`` name of operator ``op_index``."""
+        code = self.opcodes[self.operators[op_index].opcodeIndex].builtinCode
+        return next(k for k, v in vars(self.s.BuiltinOperator).items() if v == code and not k.startswith("_"))
+
     def options(self, kind: str, **fields: Any) -> Any:
         """``options("Conv2D", strideH=2)`` -> a filled ``Conv2DOptionsT``."""
         obj = getattr(self.s, f"{kind}OptionsT")()

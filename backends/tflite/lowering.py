@@ -361,6 +361,27 @@ class Lowering:
                 self._write_unit_height(i)
         return self.w.op(builtin, inputs, outputs, options)
 
+    def non_negative(self, index: int) -> bool:
+        """Whether tensor ``index`` is >= 0 by construction: a Relu's, Relu6's, sigmoid's or
+        |x|'s output (fused or not), an int8 tensor whose zero point is -128, or such a
+        tensor moved by a reshape, transpose, zero pad, max pool or (de)quantize."""
+        quant = self.w.quantization(index)
+        if quant is not None and self.w.dtype(index) == "int8" and len(quant.zero_point) == 1 \
+                and quant.zero_point[0] == -128:
+            return True
+        op_index = self.w.producer.get(self._unwritten.get(index, index))
+        if op_index is None:
+            return False
+        op = self.w.operators[op_index]
+        if getattr(op.builtinOptions, "fusedActivationFunction", 0) in (ACTIVATION["RELU"], ACTIVATION["RELU6"]):
+            return True
+        builtin = self.w.builtin(op_index)
+        if builtin in ("RELU", "RELU6", "LOGISTIC", "ABS", "EXP", "SQRT"):
+            return True
+        if builtin in ("RESHAPE", "TRANSPOSE", "PAD", "MAX_POOL_2D", "QUANTIZE", "DEQUANTIZE"):
+            return self.non_negative(int(op.inputs[0]))
+        return False
+
     # fused activations -----------------------------------------------------------------
 
     def clip_bounds(self, node: ir.Node) -> tuple[float, float] | None:

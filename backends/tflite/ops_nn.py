@@ -203,9 +203,29 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     lo.emit_2d("SLICE", [target, lo.int32(begin), lo.int32(size)], lo.output(out_value, perm))
 
 
+def _pool_divisor(in_hw, out_hw, kernel, strides, pads, include_pad: bool) -> np.ndarray:
+    """(OH, OW) element counts ONNX Runtime divides each average window's sum by: the window
+    within the padded input (``count_include_pad``, the ceil-mode overhang never counted) or
+    within the input itself."""
+    counts = []
+    for d, o, k, s, (b, e) in zip(in_hw, out_hw, kernel, strides, pads):
+        start = np.arange(o) * s - b
+        end = np.minimum(start + k, d + e)
+        if not include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, d)
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(np.float64)
+
+
 @lowers("MaxPool", "AveragePool")
 def lower_pool(lo: Lowering, node: ir.Node) -> None:
-    """MAX_POOL_2D / AVERAGE_POOL_2D with exact padding; 1-D over a unit height."""
+    """MAX_POOL_2D / AVERAGE_POOL_2D with exact padding; 1-D over a unit height.
+
+    Pads TFLite's SAME/VALID cannot express: a max pool pads with zeros (a PAD, which
+    XNNPACK fuses) when its input is >= 0 by construction (after a Relu), else with the
+    lowest value (PADV2, which XNNPACK does not take); an average pool is a VALID average
+    of the zero-padded input times k*k / (the count ONNX divides that window by), exact
+    whatever ``count_include_pad`` and ceil_mode say."""
     x = node.inputs[0]
     kernel = node.attributes.get_ints("kernel_shape")
     if len(kernel) not in (1, 2):
@@ -213,28 +233,43 @@ def lower_pool(lo: Lowering, node: ir.Node) -> None:
     if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
         raise UnsupportedError("tflite: MaxPool indices output")
     rank = len(kernel) + 2
-    in_hw, strides, dilations, pads = _conv_geometry(lo, node, kernel)
+    in_hw, strides, dilations, given_pads = _conv_geometry(lo, node, kernel)
     kernel = [1] * (4 - rank) + list(kernel)
     if tuple(dilations) != (1, 1):
         raise UnsupportedError(f"tflite: dilated {node.op_type}")
     out_hw = (1,) * (4 - rank) + tuple(lo.shape(node.outputs[0])[2:])
     pads = [(b, e + max(0, (o - 1) * s + k - (d + b + e)))  # ceil_mode: the last window may overhang
-            for (b, e), o, s, k, d in zip(pads, out_hw, strides, kernel, in_hw)]
+            for (b, e), o, s, k, d in zip(given_pads, out_hw, strides, kernel, in_hw)]
     is_max = node.op_type == "MaxPool"
-    include_pad = node.attributes.get_int("count_include_pad", 0)
+    include_pad = bool(node.attributes.get_int("count_include_pad", 0))
     padding = _padding(in_hw, kernel, strides, [1, 1], pads)
-    if padding == SAME and not is_max and include_pad:
-        padding = None  # TFLite's SAME average excludes the padding
+    out = lo.output(node.outputs[0], lo.channels_last(rank))
+    name = node.outputs[0].name
     source = lo.nhwc_input(x)
-    if padding is None:
-        if not is_max and not include_pad:
-            raise UnsupportedError("tflite: AveragePool with asymmetric padding that excludes the pad")
-        source = _explicit_pad(lo, source, pads, node.outputs[0].name, -3.4e38 if is_max else 0.0)
-        padding = VALID
-    options = lo.w.options("Pool2D", padding=padding, strideH=strides[0], strideW=strides[1],
-                           filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=0)
-    lo.emit_2d("MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D", [source],
-               lo.output(node.outputs[0], lo.channels_last(rank)), options)
+    valid = lo.w.options("Pool2D", padding=VALID, strideH=strides[0], strideW=strides[1],
+                         filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=0)
+    if is_max:
+        if padding is None:
+            source = _explicit_pad(lo, source, pads, name, 0.0 if lo.non_negative(source) else -3.4e38)
+            padding = VALID
+        valid.padding = padding
+        lo.emit_2d("MAX_POOL_2D", [source], out, valid)
+        return
+    if padding == VALID or (padding == SAME and not include_pad):  # TFLite's SAME average excludes the pad
+        valid.padding = padding
+        lo.emit_2d("AVERAGE_POOL_2D", [source], out, valid)
+        return
+    divisor = _pool_divisor(in_hw, out_hw, kernel, strides, given_pads, include_pad)
+    source = _explicit_pad(lo, source, pads, name)
+    correction = kernel[0] * kernel[1] / divisor
+    if np.allclose(correction, 1.0):
+        lo.emit_2d("AVERAGE_POOL_2D", [source], out, valid)
+        return
+    n, c = lo.w.shape(source)[0], lo.w.shape(source)[3]
+    pooled = lo.temp(f"{name}/sum_over_k", (n, *out_hw, c))
+    lo.emit("AVERAGE_POOL_2D", [source], [pooled], valid)
+    factor = lo.constant(f"{name}/count", correction.astype(np.float32).reshape(1, *out_hw, 1))
+    lo.emit_2d("MUL", [pooled, factor], out, lo.w.options("Mul", fusedActivationFunction=0))
 
 
 _LINEAR_MODES = {

@@ -319,3 +319,30 @@ def test_pow_by_small_exponents(tmp_path, exponent):
     info = check(tmp_path, model_from_text(text, p=np.float32(exponent), one=np.float32(1)), {"x": (2, 5)}, "fp32",
                  passes=False)
     assert ("POW" in info["ops"]) == (exponent == 1.5)
+
+
+POOLS = {
+    "average, pads at the start, pad excluded": "AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]>",
+    "average, asymmetric pads, pad excluded": "AveragePool <kernel_shape = [3, 3], pads = [0, 1, 2, 1]>",
+    "average, ceil mode, pad included": "AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], "
+                                        "ceil_mode = 1, count_include_pad = 1>",
+    "average, ceil mode, pad excluded": "AveragePool <kernel_shape = [2, 2], strides = [2, 2], ceil_mode = 1>",
+    "max, pads at the start": "MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]>",
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("relu", [True, False], ids=["after relu", "signed input"])
+@pytest.mark.parametrize("case", POOLS)
+def test_pools_with_pads_same_cannot_express(tmp_path, case, relu, precision):
+    """Inception's and ShuffleNet's average pools (asymmetric, pad excluded) were refused; a
+    max pool after a Relu pads with zeros, which XNNPACK fuses (one delegate partition)."""
+    text = f"""{G} g (float[1, 3, 9, 8] x, float[4, 3, 1, 1] k, float[4, 4, 1, 1] k2) => (float[1, 4, N, M] y)
+    {{ a = Conv (x, k)
+       r = {"Relu" if relu else "Identity"} (a)
+       p = {POOLS[case]} (r)
+       y = Conv (p, k2) }}"""
+    info = check(tmp_path, model_from_text(text, k=w(4, 3, 1, 1), k2=w(4, 4, 1, 1)), {"x": (1, 3, 9, 8)}, precision,
+                 passes=False)
+    if case.startswith("max") and relu:
+        assert "PADV2" not in info["ops"], info["ops"]
