@@ -27,6 +27,7 @@ from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError
+from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
 from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
@@ -120,6 +121,13 @@ def _host_info() -> dict[str, Any]:
     return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version()}
 
+
+FP16_ISLANDS = ("tensorrt", "openvino")
+"""Backends whose fp16 executes fp16 arithmetic and can keep chosen tensors fp32 (TFLite's
+fp16 stores weights only; its arithmetic stays fp32)."""
+
+MAX_RANGE_SAMPLES = 16
+"""fp16 ranges are taken on at most this many of the build's real inputs."""
 
 DEFAULT_MAX_BATCH = 8
 """A dynamic batch kept for TensorRT gets the profile 1 / 1 / this, unless --profile says otherwise."""
@@ -303,14 +311,22 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
     if opts.min_top1 is not None:
         fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
-    model, quant_info = prep.model, None
+    model, quant_info, fp16_info = prep.model, None, None
+    options = _backend_options(opts, target, prep.profiles)
+    if opts.precision == "fp16" and backend.name in FP16_ISLANDS:
+        opts.progress("fp16 ranges")
+        data = samples + (calibration.samples if calibration is not None else [])
+        hot = fp32_tensors(prep.model, data[:MAX_RANGE_SAMPLES])
+        options["fp32_tensors"] = sorted(hot)
+        fp16_info = {"fp32_tensors": hot, "judged_on_samples": min(len(data), MAX_RANGE_SAMPLES),
+                     "rule": f"kept fp32: tensors past {FP16_MAX / HEADROOM:g} or non-zero below 2^-24 on real inputs"}
     if opts.precision == "int8":
         real = [] if validation.source == "random" else samples  # random data says nothing of coverage
         model, quant_info = _quantize(opts, prep, target, backend, reference, fidelity, calibration, real)
 
     with staged_bundle(opts.out, opts.force) as stage:
         opts.progress(f"lower ({backend.name})")
-        lowered = backend.lower(model, target, opts.precision, stage, _backend_options(opts, target, prep.profiles))
+        lowered = backend.lower(model, target, opts.precision, stage, options)
         opts.progress("validate")
         runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
         refs = [reference.run(s) for s in samples]
@@ -357,6 +373,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                                       for n, (lo, opt, hi) in prep.profiles.items()}} if prep.profiles else {}),
             "assumptions": prep.assumed,
             "quantization": quant_info,
+            **({"fp16": fp16_info} if fp16_info is not None else {}),
             "backend": {"name": backend.name, "lowered": lowered.info, "runtime": runner.info},
             "support": support.to_json(),
             "artifacts": artifacts,

@@ -172,6 +172,27 @@ def _framework_nodes(ov, path: Path) -> list[dict[str, str]]:
     return found
 
 
+FP32_MARK = "disable_fp16_compression_0"
+"""OpenVINO's runtime-info mark (``ov::disable_fp16_compression``) that keeps a node fp32 in
+f16 weight compression and in an f16 inference precision."""
+
+
+def _keep_fp32(ov_model, tensors) -> int:
+    """Mark the producers and readers of ``tensors`` (ONNX names, which the ONNX frontend
+    keeps as output names) fp32; returns how many nodes were marked."""
+    hot = set(tensors)
+    if not hot:
+        return 0
+    marked = 0
+    for op in ov_model.get_ops():
+        names = {n for out in op.outputs() for n in out.get_names()}
+        names |= {n for inp in op.inputs() for n in inp.get_source_output().get_names()}
+        if names & hot:
+            op.get_rt_info()[FP32_MARK] = ""
+            marked += 1
+    return marked
+
+
 class OpenVINOBackend:
     name = "openvino"
     requires = REQUIRES
@@ -217,6 +238,7 @@ class OpenVINOBackend:
                 except Exception as e:
                     raise UnsupportedError(f"OpenVINO cannot convert the model: {_conversion_reason(str(e))}") from e
         _stable_names(ov_model, model)
+        kept = _keep_fp32(ov_model, (options or {}).get("fp32_tensors") or ()) if precision == "fp16" else 0
         xml = out_dir / "model.xml"
         ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))  # int8 weights stay int8
         return Lowered(
@@ -228,6 +250,7 @@ class OpenVINOBackend:
                 "precision": precision,
                 "weights": {"fp16": "f16", "int8": "i8 (QDQ)"}.get(precision, "f32"),
                 "openvino_version": ov.get_version(),
+                **({"fp32_nodes": kept} if kept else {}),
             },
         )
 

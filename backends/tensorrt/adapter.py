@@ -84,7 +84,7 @@ class TensorRTBackend:
         if precision == "fp16":
             from deploycomp.backends.tensorrt.fp16 import to_fp16
 
-            model = to_fp16(model)
+            model = to_fp16(model, fp32_tensors=options.get("fp32_tensors") or ())
         parsed = self._parse(model)
         if parsed is not None and not parsed.ok:
             first = parsed.unsupported[0] if parsed.unsupported else {"node": "?", "op": "?"}
@@ -133,11 +133,18 @@ class TensorRTBackend:
                 pass  # built on another machine: fall back to the functional reference
         from deploycomp.backends.onnxruntime import ORTRunner
 
-        # exact QDQ arithmetic: TensorRT's int8 is that arithmetic, ORT's fused kernels are not
-        runner = ORTRunner(bundle_dir / lowered["onnx"], exact_qdq=True)
+        # exact QDQ arithmetic: TensorRT's int8 is that arithmetic, ORT's fused kernels are not;
+        # fp16 tensors rounded through fp16, which ORT's CPU kernels would otherwise skip
+        source = bundle_dir / lowered["onnx"]
+        if lowered["precision"] == "fp16":
+            from deploycomp.backends.tensorrt.fp16 import simulate_fp16
+
+            source = ir.to_proto(simulate_fp16(ir.load(source))).SerializeToString()
+        runner = ORTRunner(source, exact_qdq=True)
         runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
                            functional_reference=True,  # its latency says nothing about the device
-                           executed_precision=f"{lowered['precision']} graph on the ORT CPU provider")
+                           executed_precision=f"{lowered['precision']} graph on the ORT CPU provider"
+                           + (" (fp16 tensors rounded through fp16)" if lowered["precision"] == "fp16" else ""))
         return runner
 
 

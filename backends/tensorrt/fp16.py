@@ -4,7 +4,10 @@ TensorRT 10+ networks are strongly typed: a tensor's precision is the ONNX tenso
 element type, so "build in fp16" means handing over a graph whose tensors *are* fp16.
 Everything float becomes fp16 except ops whose fp16 arithmetic overflows or loses too
 much (reductions over many elements, exponentials, normalizations: the fp16 trap that
-turns LayerNorm variance or Softmax sums into inf): those stay fp32 behind Casts. Model
+turns LayerNorm variance or Softmax sums into inf): those stay fp32 behind Casts. The
+op list covers what is risky by nature; what is risky by magnitude comes from data:
+``fp32_tensors`` (:func:`deploycomp.fp16_ranges.fp32_tensors`, the tensors the build's
+real inputs take past fp16's range) keeps their producers and readers fp32 too. Model
 inputs and outputs stay fp32 at the interface, with one Cast each way, so callers and
 the runner do not change.
 """
@@ -16,7 +19,7 @@ import onnx_ir as ir
 
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 
-__all__ = ["KEEP_FP32", "to_fp16"]
+__all__ = ["KEEP_FP32", "simulate_fp16", "to_fp16"]
 
 KEEP_FP32 = frozenset({
     "LayerNormalization", "Softmax", "LogSoftmax", "Pow", "ReduceMean", "ReduceSum", "ReduceSumSquare",
@@ -37,10 +40,13 @@ def _is_initializer(value: ir.Value) -> bool:
     return value.const_value is not None and not value.is_graph_input()
 
 
-def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32) -> ir.Model:
-    """A converted copy of ``model`` (the argument is not modified)."""
+def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors=()) -> ir.Model:
+    """A converted copy of ``model`` (the argument is not modified); the producers and
+    readers of ``fp32_tensors`` stay fp32."""
     model = ir.from_proto(ir.to_proto(model))
     graph = model.graph
+    hot = set(fp32_tensors)
+    fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
     halves: dict[str, ir.Value] = {}
 
@@ -64,7 +70,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32) -> ir.Model:
         return halves[value.name]
 
     for node in list(graph):
-        runs_half = node.op_type not in keep_fp32 and node.domain in ("", "ai.onnx")
+        runs_half = node.op_type not in keep_fp32 and node.domain in ("", "ai.onnx") and id(node) not in fp32_nodes
         for i, value in enumerate(node.inputs):
             if value is None or value.dtype not in (FLOAT, HALF):
                 continue
@@ -88,4 +94,42 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32) -> ir.Model:
             graph.append(node)
             graph.outputs[i] = node.outputs[0]
     RemoveUnusedInitializersPass()(model)  # the fp32 originals of weights now read as fp16
+    return model
+
+
+def simulate_fp16(typed: ir.Model) -> ir.Model:
+    """An fp32 model that rounds every tensor the typed model holds in fp16 to fp16: the
+    functional reference of an fp16 bundle where no GPU is.
+
+    ONNX Runtime's CPU provider has no fp16 kernels for most ops: it computes an fp16 graph
+    in fp32 and drops the casts between its own inserted ones, so an fp16 tensor that
+    overflows on the GPU (a MatMul past 65504) stays finite there and validation cannot see
+    it. Explicit fp32 -> fp16 -> fp32 casts it keeps: every fp16 value here is computed in
+    fp32 and rounded through fp16 (storage precision, as TensorRT keeps activations; its
+    accumulation in fp32 is what the fp32 arithmetic does)."""
+    model = ir.from_proto(ir.to_proto(typed))
+    graph = model.graph
+    for value in list(graph.initializers.values()):
+        if value.dtype == HALF:
+            value.const_value = ir.tensor(value.const_value.numpy().astype(np.float32), name=value.name)
+            value.type = ir.TensorType(FLOAT)
+    for node in list(graph):
+        if node.op_type == "Cast" and node.attributes.get("to") is not None and node.attributes["to"].value == HALF:
+            node.attributes["to"] = ir.AttrInt64("to", FLOAT)
+        for out in node.outputs:
+            if out.dtype != HALF:
+                continue
+            out.type = ir.TensorType(FLOAT)
+            uses = list(out.uses())  # before the rounding Cast becomes one of them
+            down = ir.node("Cast", [out], attributes={"to": HALF}, name=f"{out.name}__round16")
+            up = ir.node("Cast", [down.outputs[0]], attributes={"to": FLOAT}, name=f"{out.name}__round32")
+            down.outputs[0].name, up.outputs[0].name = f"{out.name}__r16", f"{out.name}__r32"
+            graph.insert_after(node, [down, up])
+            for use in uses:
+                use.node.replace_input_with(use.idx, up.outputs[0])
+            if out.is_graph_output():
+                graph.outputs[graph.outputs.index(out)] = up.outputs[0]
+                name = out.name
+                out.name = f"{name}__unrounded"
+                up.outputs[0].name = name
     return model

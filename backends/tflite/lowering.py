@@ -191,6 +191,8 @@ class Lowering:
         self._passthrough_quant = None
         self.unit_height: dict[int, int] = {}
         """(N, W, C) tensor -> the same data as (N, 1, W, C) (see :meth:`nhwc_input`)."""
+        self.activation_of_op: dict[int, int] = {}
+        """Tensor -> the op whose fused activation applies to it (an op followed by a crop)."""
         self._unwritten: dict[int, int] = {}
         """(N, W, C) tensors a 1-D op wrote as (N, 1, W, C) that no op has read yet."""
 
@@ -413,7 +415,7 @@ class Lowering:
             return False
         stored = self.values[src.name]
         written = self._unwritten.get(stored.index, stored.index)  # a 1-D op's output: its 2-D op's
-        op_index = self.w.producer.get(written)
+        op_index = self.activation_of_op.get(stored.index, self.w.producer.get(written))
         if op_index is None:
             return False
         options = self.w.operators[op_index].builtinOptions

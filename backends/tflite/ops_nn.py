@@ -163,7 +163,8 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
 
 @lowers("ConvTranspose")
 def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
-    """TRANSPOSE_CONV (VALID) then a SLICE cropping the pads; 1-D over a unit height."""
+    """TRANSPOSE_CONV (VALID) then a SLICE cropping the pads, fp32 or int8 (per-channel
+    weights, int32 bias, Relu fused); 1-D over a unit height."""
     x, w_value = node.inputs[:2]
     weight = lo.const(w_value)
     if weight is None or weight.ndim not in (3, 4):
@@ -191,16 +192,30 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
         raise UnsupportedError("tflite: ConvTranspose output_padding beyond the kernel footprint")
     perm = lo.channels_last(rank)
     exact = (oh, ow) == full[1:3]
-    target = lo.output(out_value, perm) if exact else lo.temp(f"{out_value.name}/full", full)
-    options = lo.w.options("TransposeConv", padding=VALID, strideH=sh, strideW=sw, fusedActivationFunction=0)
-    inputs = [lo.int32(full), lo.constant(w_value.name, weight.transpose(1, 2, 3, 0)), lo.nhwc_input(x),
-              _bias(lo, node, 2, cout)]
+    int8 = _int8_plan(lo, node)
+    if int8 is not None and int8[1][2] == 1:  # per output channel (ONNX axis 1): TFLite's filter axis 0
+        _, (data, scales, _), qout = int8
+        source = lo.nhwc_input(int8[0])
+        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(1, 2, 3, 0), scales, 0)
+        bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None,
+                                    lo.w.quantization(source).scale[0], scales, cout)
+        out = quantized.write_int8(lo, node, qout, perm)
+        target = out if exact else lo.w.tensor(f"{out_value.name}/full", full, np.int8, lo.w.quantization(out))
+        activation = quantized.fused(qout.activation)
+    else:
+        source, filt = lo.nhwc_input(x), lo.constant(w_value.name, weight.transpose(1, 2, 3, 0))
+        bias, activation = _bias(lo, node, 2, cout), 0
+        out = lo.output(out_value, perm)
+        target = out if exact else lo.temp(f"{out_value.name}/full", full)
+    options = lo.w.options("TransposeConv", padding=VALID, strideH=sh, strideW=sw, fusedActivationFunction=activation)
+    inputs = [lo.int32(full), filt, source, bias]
     if exact:
         lo.emit_2d("TRANSPOSE_CONV", inputs, target, options)
         return
-    lo.emit("TRANSPOSE_CONV", inputs, [target], options)
+    op = lo.emit("TRANSPOSE_CONV", inputs, [target], options)
     begin, size = [0, pads[0], pads[1], 0], [n, oh, ow, cout]
-    lo.emit_2d("SLICE", [target, lo.int32(begin), lo.int32(size)], lo.output(out_value, perm))
+    lo.emit_2d("SLICE", [target, lo.int32(begin), lo.int32(size)], out)
+    lo.activation_of_op[out] = op  # a Relu after the crop is the TRANSPOSE_CONV's
 
 
 def _pool_divisor(in_hw, out_hw, kernel, strides, pads, include_pad: bool) -> np.ndarray:

@@ -75,10 +75,23 @@ def test_audio_cnn_of_1d_ops(tmp_path, precision, passes):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_conv_transpose_1d_with_output_padding(tmp_path, precision):
-    text = f"""{G} g (float[1, 4, 9] x, float[4, 3, 3] k, float[3] b) => (float[1, 3, N] y)
-    {{ y = ConvTranspose <strides = [2], pads = [1, 1], output_padding = [1]> (x, k, b) }}"""
-    check(tmp_path, model_from_text(text, k=w(4, 3, 3), b=w(3)), {"x": (1, 4, 9)}, precision)
+@pytest.mark.parametrize("attrs,x,k", [
+    ("strides = [2], pads = [1, 1], output_padding = [1]", (1, 4, 9), (4, 3, 3)),
+    ("strides = [2]", (1, 4, 9), (4, 3, 4)),
+    ("strides = [2, 2], pads = [1, 1, 1, 1]", (1, 4, 5, 6), (4, 3, 4, 4)),
+], ids=["1-D cropped", "1-D exact", "2-D cropped"])
+def test_conv_transpose_runs_int8(tmp_path, precision, attrs, x, k):
+    """1-D and 2-D ConvTranspose, a Relu after it fused; at int8 the TRANSPOSE_CONV itself
+    is int8 (per-channel weights, int32 bias)."""
+    spatial = ", ".join("N" for _ in x[2:])
+    text = f"""{G} g (float{list(x)} x, float{list(k)} k, float[3] b) => (float[1, 3, {spatial}] y)
+    {{ c = ConvTranspose <{attrs}> (x, k, b)
+       r = Relu (c)
+       y = Sigmoid (r) }}"""
+    info = check(tmp_path, model_from_text(text, k=w(*k), b=w(3)), {"x": x}, precision)
+    assert "RELU" not in info["ops"]
+    if precision == "int8":
+        assert "TRANSPOSE_CONV" not in info["float_ops"], info["float_ops"]
 
 
 def test_conv3d_is_refused_by_name(tmp_path):

@@ -1,0 +1,51 @@
+"""Which tensors leave fp16's range on real data, so an fp16 build keeps them fp32.
+
+fp16 holds magnitudes up to 65504, and nothing below 2^-24 (6e-8) that is not zero. Which
+ops overflow is not a property of the op type: a MatMul on an audio power spectrum or a
+Conv whose weights are large fills reaches 1e5-1e9 where the same ops elsewhere stay
+small, and in fp16 those tensors become Inf and then NaN (measured: an audio front-end's
+TensorRT fp16 bundle validated to NaN; SqueezeNet from ONNX's IR 3 tests likewise). So
+the float model is run on the build's real inputs (calibration and validation samples)
+and every float tensor whose largest magnitude comes within :data:`HEADROOM` of fp16's
+limit, or that is non-zero but entirely below fp16's smallest subnormal (all precision
+lost), is reported. The backends keep those tensors' producers and readers in fp32
+(TensorRT: the typed ONNX; OpenVINO: nodes marked ``disable_fp16_compression``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["FP16_MAX", "HEADROOM", "fp32_tensors"]
+
+FP16_MAX = 65504.0
+FP16_TINY = 2.0**-24
+HEADROOM = 4.0
+"""A tensor is kept fp32 when its largest magnitude on the samples exceeds FP16_MAX / HEADROOM:
+inputs beyond the samples reach further, and a sum inside a kernel further still."""
+
+_FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE}
+
+
+def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Tensor name -> largest magnitude seen, for the float tensors of ``model``'s main graph
+    that fp16 cannot hold (see the module docstring)."""
+    from deploycomp.quant.calibrate import stream_tensors
+
+    names = [v.name for node in model.graph for v in node.outputs if v.name and (v.dtype is None or v.dtype in _FLOATS)]
+    if not names:
+        return {}
+    peak: dict[str, float] = {}
+    for values in stream_tensors(model, names, samples):
+        for name, arr in values.items():
+            if not np.issubdtype(np.asarray(arr).dtype, np.floating):
+                continue
+            a = np.abs(np.asarray(arr, np.float64))
+            a = a[np.isfinite(a)]
+            if a.size:
+                peak[name] = max(peak.get(name, 0.0), float(a.max()))
+    return {name: round(m, 6) for name, m in sorted(peak.items())
+            if m > FP16_MAX / HEADROOM or 0.0 < m < FP16_TINY}

@@ -1,0 +1,75 @@
+"""fp16 that knows magnitudes: what real inputs take past fp16's range stays fp32.
+
+A MatMul on a power spectrum (an audio front-end) reaches ~1e5; typed fp16 it becomes
+Inf and the output Inf or NaN, whatever the op list says. (A Relu sits between the MatMul
+and the scaling Div so that ONNX Runtime cannot fuse them into one fp32-accumulating
+kernel, which would hide the overflow in this tiny model.) The build runs the float model on its
+real inputs, keeps those tensors' producers and readers fp32, and says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deploycomp
+from deploycomp.errors import BudgetError
+from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
+from deploycomp.ir import load_model
+from tests.passes._harness import model_from_text
+
+SPECTRUM = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 64] x) => (float[1, 64] y) {
+    power = MatMul(x, w)
+    floor = Relu(power)
+    y = Div(floor, k)
+}
+"""
+
+
+@pytest.fixture
+def spectrum(tmp_path):
+    import onnx
+
+    rng = np.random.default_rng(0)
+    model = model_from_text(SPECTRUM, w=(rng.random((64, 64)) * 4000).astype(np.float32), k=np.float32(1e4))
+    onnx.save(model, tmp_path / "spectrum.onnx")
+    np.savez(tmp_path / "data.npz", x=rng.random((6, 64), dtype=np.float32))
+    return tmp_path / "spectrum.onnx", tmp_path / "data.npz"
+
+
+def test_the_tensors_past_fp16s_range_are_found(spectrum):
+    path, data = spectrum
+    model = load_model(path).model
+    with np.load(data) as d:
+        samples = [{"x": d["x"][i : i + 1]} for i in range(6)]
+    hot = fp32_tensors(model, samples)
+    assert list(hot) == ["floor", "power"] and hot["power"] > FP16_MAX  # 64 inputs ~0.5 times weights ~2000
+    assert fp32_tensors(model, [{"x": np.full((1, 64), 1e-3, np.float32)}]) == {}  # small inputs: nothing to keep
+    assert FP16_MAX / HEADROOM < 20000
+
+
+def test_a_tensorrt_fp16_build_keeps_them_fp32_and_validates(spectrum, tmp_path):
+    import onnx
+
+    path, data = spectrum
+    runner = deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
+    assert list(runner.manifest["fp16"]["fp32_tensors"]) == ["floor", "power"]
+    typed = onnx.load(tmp_path / "b" / "model.onnx")
+    matmul = next(n for n in typed.graph.node if n.op_type == "MatMul")
+    types = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
+    assert types.get(matmul.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+    out = runner.run({"x": np.random.default_rng(5).random((1, 64), dtype=np.float32)})["y"]
+    assert np.isfinite(out).all()
+
+
+def test_without_the_islands_the_same_build_is_nan_and_says_so(spectrum, tmp_path, monkeypatch):
+    """The finiteness check is what catches an fp16 overflow; cosine alone could not."""
+    from deploycomp import pipeline
+
+    path, data = spectrum
+    monkeypatch.setattr(pipeline, "fp32_tensors", lambda model, samples: {})
+    with pytest.raises(BudgetError, match=r"finite\[y\]: \d+ NaN/Inf values"):
+        deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
+    assert not (tmp_path / "b").exists()
