@@ -130,6 +130,8 @@ class TFLiteBackend:
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
         extra: dict[str, Any] = {}
+        if precision == "fp16":
+            extra["fp16_kept_fp32_constants"] = result.kept_fp32  # past float16's range or below its precision
         if precision == "int8":
             extra["int8_io"] = int8_io
             float_ops = {op: n - result.int8_op_counts.get(op, 0) for op, n in result.op_counts.items()

@@ -26,7 +26,7 @@ value and, where that tensor is not yet a distinct operator output, a RESHAPE co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -168,6 +168,8 @@ class Lowered:
     op_counts: dict[str, int]
     int8_op_counts: dict[str, int]
     """Operators writing int8 tensors (QUANTIZE included): what runs integer."""
+    kept_fp32: list[str] = field(default_factory=list)
+    """fp16 builds: float constants stored float32 because float16 cannot hold them."""
 
 
 class Lowering:
@@ -191,6 +193,7 @@ class Lowering:
         self._passthrough_quant = None
         self.unit_height: dict[int, int] = {}
         """(N, W, C) tensor -> the same data as (N, 1, W, C) (see :meth:`nhwc_input`)."""
+        self.kept_fp32: list[str] = []
         self.activation_of_op: dict[int, int] = {}
         """Tensor -> the op whose fused activation applies to it (an op followed by a crop)."""
         self._unwritten: dict[int, int] = {}
@@ -277,12 +280,14 @@ class Lowering:
         key = (data.dtype.str, data.shape, data.tobytes())
         if key in self._constants:
             return self._constants[key]
-        if self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS \
-                and fp16_holds(data):
+        fp16 = self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS
+        if fp16 and fp16_holds(data):
             half = self.w.constant(f"{name}/fp16", data.astype(np.float16))
             index = self.w.tensor(name, data.shape, np.float32)
             self.emit("DEQUANTIZE", [half], [index])
         else:
+            if fp16:
+                self.kept_fp32.append(name)
             index = self.w.constant(name, data)
         self._constants[key] = index
         return index
@@ -451,7 +456,7 @@ class Lowering:
             name, index, perm = self._graph_output(value)
             self.w.outputs.append(index)
             io_layouts[name] = list(perm)
-        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"))
+        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"), self.kept_fp32)
 
     def lower_nodes(self, graph: Iterable[ir.Node]) -> None:
         """Lower ``graph``'s nodes in order (the main graph, or an ``If`` branch inline)."""

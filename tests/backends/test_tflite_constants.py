@@ -76,3 +76,4 @@ def test_fp16_build_keeps_constants_float16_cannot_hold(tmp_path, values):
     model = model_from_text(text, c=c, c2=c.copy() * 1.5, m=w(32, 32))
     info = check(tmp_path, model, {"x": (1, 32)}, "fp16", passes=False)
     assert info["ops"]["DEQUANTIZE"] == 2, "only the matmul's weight and (zero) bias are float16"
+    assert info["fp16_kept_fp32_constants"] == ["c", "c2"], "the manifest names them"
