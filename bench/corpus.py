@@ -71,6 +71,18 @@ def _one_line(text: str) -> str:
     return line if len(line) <= 400 else line[:400] + f"... [{len(line)} chars]"
 
 
+def source_state() -> str:
+    """The compiler's commit, and '+dirty' when its tracked files differ from it (others edit as we run)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "deploycomp", "backends",
+                                "targets"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "deploycomp", "build", spec["model"], "--target", target, "--precision", precision]
     for s in spec["inputs"]:
@@ -83,7 +95,7 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
     except subprocess.TimeoutExpired as e:
         return {"rc": None, "error": f"timeout after {timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 1),
                 "stderr_tail": (e.stderr or b"")[-2000:].decode("utf-8", "replace") if isinstance(e.stderr, bytes) else ""}
-    cell: dict = {"rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1)}
+    cell: dict = {"rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1), "source": source_state()}
     if proc.returncode != 0:
         cell["error"] = _one_line(proc.stderr) or f"exit {proc.returncode}"
         cell["error_chars"] = len(cell["error"])

@@ -73,24 +73,50 @@ def main(ctx: click.Context, verbose: int) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+class _PassProgress(logging.Handler):
+    """Shows each optimizer pass on the bar's line as it runs (the pass manager logs them)."""
+
+    def __init__(self, bar):
+        super().__init__(logging.INFO)
+        self.bar = bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args:
+            self.bar.set_postfix_str(f"pass {record.args[0]}", refresh=True)
+
+
 def _progress(enabled: bool):
     """A one-line bar on stderr (only on a terminal) and a log line per stage (-v). For
-    ``--precision auto`` each candidate ("auto: fp16") starts the bar over, named after it."""
+    ``--precision auto`` each candidate ("auto: fp16") starts the bar over, named after it.
+    Returns (bar, step, close)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(STAGES), disable=not enabled, file=sys.stderr, bar_format="{desc:<36}{bar:20} {elapsed}",
-               leave=False)
+    bar = tqdm(total=len(STAGES), disable=not enabled, file=sys.stderr,
+               bar_format="{desc:<36}{bar:20} {elapsed} {postfix}", leave=False)
     prefix = [""]
+    passes = logging.getLogger("deploycomp.passes.manager")
+    handler = _PassProgress(bar) if enabled else None
+    if handler:
+        passes.addHandler(handler)
+        if passes.getEffectiveLevel() > logging.INFO:
+            passes.setLevel(logging.INFO)
+            passes.propagate = False  # shown on the bar, not printed
 
     def step(stage: str) -> None:
         logging.getLogger("deploycomp").info("stage: %s", stage)
         if stage.startswith("auto: "):
             prefix[0] = stage.removeprefix("auto: ") + ": "
             bar.reset(total=len(STAGES))
+        bar.set_postfix_str("")
         bar.set_description_str(prefix[0] + stage if not stage.startswith("auto: ") else stage)
         bar.update(1)
 
-    return bar, step
+    def close() -> None:
+        if handler:
+            passes.removeHandler(handler)
+        bar.close()
+
+    return bar, step, close
 
 
 def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
@@ -205,7 +231,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
     as_json = kw.pop("as_json")
-    bar, step = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
+    bar, step, close = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
     try:
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
@@ -214,7 +240,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
-        bar.close()
+        close()
     _print_summary(result.manifest, result.bundle, as_json)
 
 
@@ -337,7 +363,13 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
-        rules = explain_rules(load_model(model, keep_initializer_inputs).model, pipeline, shapes)
+        click.echo(f"explaining the {pipeline} pipeline's rules: optimizing with a count per rule...", err=True)
+        bar, step, close = _progress(sys.stderr.isatty())
+        step("explain passes")
+        try:
+            rules = explain_rules(load_model(model, keep_initializer_inputs).model, pipeline, shapes)
+        finally:
+            close()
         data["rules"] = [{"rule": r.rule, "fired": r.fired, "reason": r.reason, "node": r.node, "near_miss": r.near_miss}
                          for r in rules]
     if as_json:
