@@ -82,7 +82,8 @@ def lowers(*op_types: str):
 
 
 def _load_rules() -> None:
-    from deploycomp.backends.tflite import ops_control, ops_elementwise, ops_nn, ops_shape, quantized  # noqa: F401
+    from deploycomp.backends.tflite import (  # noqa: F401  (registration)
+        ops_control, ops_elementwise, ops_nn, ops_recurrent, ops_shape, quantized)
 
 
 def _static(value: ir.Value | None) -> bool:

@@ -1,0 +1,105 @@
+"""LSTM, GRU and RNN unrolled over their static sequence length (wake-word and VAD models
+use them), against ONNX Runtime at fp32, fp16 and int8 (the layers around them int8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from tests.backends.test_tflite_outputs import PRECISIONS, check, w
+
+SEQ, BATCH, INPUT, HIDDEN = 5, 2, 6, 4
+
+
+def _model(op: str, direction: str = "forward", layout: int = 0, initial: bool = False, extra=None,
+           outputs=("y", "y_h")) -> onnx.ModelProto:
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    dirs = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(5)
+    inits = {"W": rng.standard_normal((dirs, gates * HIDDEN, INPUT)) * 0.5,
+             "R": rng.standard_normal((dirs, gates * HIDDEN, HIDDEN)) * 0.5,
+             "B": rng.standard_normal((dirs, 2 * gates * HIDDEN)) * 0.5,
+             "proj": rng.standard_normal((INPUT, INPUT)) * 0.5}
+    x_shape = [SEQ, BATCH, INPUT] if layout == 0 else [BATCH, SEQ, INPUT]
+    state = [dirs, BATCH, HIDDEN] if layout == 0 else [BATCH, dirs, HIDDEN]
+    ins = ["xp", "W", "R", "B", "", "h0" if initial else ""]
+    if op == "LSTM":
+        ins.append("c0" if initial else "")
+    while ins and ins[-1] == "":
+        ins.pop()
+    outs = [o if o in outputs else "" for o in ("y", "y_h", "y_c")[:3 if op == "LSTM" else 2]]
+    while outs[-1] == "":
+        outs.pop()
+    attrs = dict(hidden_size=HIDDEN, direction=direction, layout=layout, **(extra or {}))
+    nodes = [helper.make_node("MatMul", ["x", "proj"], ["xp"]), helper.make_node(op, ins, outs, **attrs)]
+    y_shape = [SEQ, dirs, BATCH, HIDDEN] if layout == 0 else [BATCH, SEQ, dirs, HIDDEN]
+    graph_inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)]
+    if initial:
+        graph_inputs += [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, state)
+                         for n in (["h0", "c0"] if op == "LSTM" else ["h0"])]
+    graph_outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, y_shape if o == "y" else state)
+                     for o in outs if o]
+    graph = helper.make_graph(nodes, "g", graph_inputs, graph_outputs,
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+CASES = {
+    "LSTM forward": ("LSTM", {}),
+    "LSTM bidirectional, initial state, all outputs": ("LSTM", dict(direction="bidirectional", initial=True,
+                                                                     outputs=("y", "y_h", "y_c"))),
+    "LSTM reverse": ("LSTM", dict(direction="reverse")),
+    "GRU forward": ("GRU", {}),
+    "GRU linear_before_reset, bidirectional": ("GRU", dict(direction="bidirectional",
+                                                           extra=dict(linear_before_reset=1))),
+    "GRU initial state": ("GRU", dict(initial=True)),
+    "RNN relu": ("RNN", dict(extra=dict(activations=["Relu"]))),
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", CASES)
+def test_recurrent_layers_unrolled(tmp_path, case, precision):
+    op, kwargs = CASES[case]
+    model = _model(op, **kwargs)
+    shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
+    info = check(tmp_path, model, shapes, precision, passes=False,
+                 atol={"fp32": 1e-5, "fp16": 5e-3, "int8": None}[precision])
+    assert "FULLY_CONNECTED" in info["ops"] and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in info["ops"]
+
+
+def test_peepholes_and_partial_sequences_are_refused_by_name(tmp_path):
+    import onnx_ir as ir
+
+    from deploycomp.backends.tflite.lowering import Lowering
+    from deploycomp.errors import UnsupportedError
+
+    model = _model("LSTM", extra=dict(clip=3.0))
+    model.graph.node[1].name = "lstm1"
+    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model))
+    with pytest.raises(UnsupportedError, match=r"LSTM with clip \(node 'lstm1'\)"):
+        Lowering(graph).run()
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_batch_first_layout_against_onnx_reference(tmp_path, op):
+    """``layout=1`` (batch first), which ONNX Runtime refuses: checked against ONNX's own
+    reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    from deploycomp.backends import get_backend
+    from deploycomp.targets import load_target
+    import onnx_ir as ir
+
+    model = onnx.shape_inference.infer_shapes(_model(op, direction="bidirectional", layout=1, initial=True))
+    rng = np.random.default_rng(9)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    want = dict(zip([o.name for o in model.graph.output], ReferenceEvaluator(model).run(None, feeds)))
+    backend = get_backend("tflite")
+    lowered = backend.lower(ir.from_proto(model), load_target("raspberry-pi-5"), "fp32", tmp_path, {})
+    got = backend.load(tmp_path, lowered.info).run(feeds)
+    for name, expected in want.items():
+        np.testing.assert_allclose(got[name], expected, atol=1e-5, err_msg=name)
