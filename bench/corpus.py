@@ -125,7 +125,7 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
         q = man.get("quantization")
         if q:
             cell.update(int8_layers=q.get("int8_layers"), float_layers=len(q.get("float_layers", [])),
-                        range_method=q.get("range_method"))
+                        range_method=q.get("range_method"), int8_mac_share=q.get("int8_mac_share"))
         cell["validation_inputs"] = man.get("validation", {}).get("inputs")
     return cell
 
