@@ -1,23 +1,28 @@
 """``report.html``: the manifest, for people. One self-contained file, inline SVG charts.
 
 No plotting library and no JavaScript: the report must open from an artifact store or
-a CI page with nothing else around it.
+a CI page with nothing else around it. Every chart carries its own scale and says what
+its marks mean: fidelity is error against the budget on a log scale (errors span 1e-9
+to 1), a roofline estimate for the device and a measurement on this machine never share
+an axis, and a metric appears with what it means for its output (budgeted or not). The
+manifest is linked, not repeated.
 """
 
 from __future__ import annotations
 
 import html
-import json
+import math
 from typing import Any
 
 __all__ = ["render_report"]
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
-.ok{color:#17803d;font-weight:600}.bad{color:#c0262d;font-weight:600}
-code{background:#f4f4f4;padding:1px 4px}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
+body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1em;margin-bottom:.2em}
+table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+.ok{color:#17803d;font-weight:600}.bad{color:#c0262d;font-weight:600}.muted{color:#777}
+.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}
+code{background:#f4f4f4;padding:1px 4px}svg text{font-family:system-ui,sans-serif}
 """
 
 
@@ -27,32 +32,71 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _bars(title: str, items: list[tuple[str, float, float | None]], unit: str, log_note: str = "") -> str:
-    """Horizontal bars with an optional budget marker per bar."""
+def _bars(title: str, items: list[tuple[str, float]], unit: str, note: str = "") -> str:
+    """Horizontal bars on a linear axis from 0, each labelled with its value."""
     if not items:
         return ""
-    width, label_w, row_h = 760, 230, 26
-    top = max([v for _, v, _ in items] + [b for _, _, b in items if b is not None]) or 1.0
-    scale = (width - label_w - 90) / top
-    parts = [f'<svg width="{width}" height="{row_h * len(items) + 30}" role="img" aria-label="{html.escape(title)}">']
-    for i, (label, value, budget) in enumerate(items):
-        y = 10 + i * row_h
-        ok = budget is None or value <= budget
-        color = "#3b7dd8" if ok else "#c0262d"
-        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:34])}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{max(1, value * scale):.1f}" height="18" fill="{color}"/>')
-        parts.append(f'<text x="{label_w + value * scale + 6:.1f}" y="{y + 14}" font-size="12">{value:.4g}{unit}</text>')
-        if budget is not None:
-            bx = label_w + budget * scale
-            parts.append(f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 3}" y2="{y + 21}" stroke="#222" stroke-dasharray="3,2"/>')
+    width, label_w, row_h = 760, 250, 24
+    top = max(v for _, v in items) or 1.0
+    scale = (width - label_w - 110) / top
+    parts = [f'<svg width="{width}" height="{row_h * len(items) + 12}" role="img" aria-label="{html.escape(title)}">']
+    for i, (label, value) in enumerate(items):
+        y = 4 + i * row_h
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(_clip(label))}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{max(1, value * scale):.1f}" height="17" fill="#3b7dd8"/>')
+        parts.append(f'<text x="{label_w + value * scale + 6:.1f}" y="{y + 13}" font-size="12">{value:.4g}{unit}</text>')
     parts.append("</svg>")
-    return f"<h3>{html.escape(title)}</h3>{''.join(parts)}<p><small>{log_note}</small></p>"
+    return f"<h3>{html.escape(title)}</h3>{''.join(parts)}" + (f"<p><small>{note}</small></p>" if note else "")
 
 
-def _error_chart(metrics: dict[str, dict], min_cosine: float) -> str:
-    # 1 - cosine, so that the budget is an upper bound like every other bar
-    items = [(name, 1.0 - m["cosine"], 1.0 - min_cosine) for name, m in metrics.items()]
-    return _bars("Per-output error: 1 - cosine vs fp32 reference (dashed: budget)", items, "")
+def _clip(label: str, n: int = 38) -> str:
+    return label if len(label) <= n else label[: n // 2 - 1] + "..." + label[-(n // 2 - 2):]
+
+
+_LOG_LO, _LOG_HI = -9, 0
+
+
+def _log_x(value: float, x0: float, span: float) -> float:
+    v = min(max(value, 10.0**_LOG_LO), 10.0**_LOG_HI)
+    return x0 + (math.log10(v) - _LOG_LO) / (_LOG_HI - _LOG_LO) * span
+
+
+def _error_chart(checks: list[dict], outputs: dict[str, dict]) -> str:
+    """Each fidelity criterion of each output as its error against its allowance, on one
+    log axis from 1e-9 to 1: the bar is the error, the tick its budget; red where missed.
+    Cosine comes from the outputs' metrics (the budget table shows it rounded)."""
+    rows = [c for c in checks if c["budget"].startswith(("cosine[", "quiet_error[", "top1["))]
+    if not rows:
+        return ""
+    width, label_w, row_h, right = 940, 300, 26, 190
+    span = width - label_w - right
+    parts = [f'<svg width="{width}" height="{row_h * len(rows) + 40}" role="img" aria-label="error per output">']
+    for k in range(_LOG_LO, _LOG_HI + 1, 3):
+        x = _log_x(10.0**k, label_w, span)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{row_h * len(rows)}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x:.1f}" y="{row_h * len(rows) + 14}" font-size="11" text-anchor="middle">1e{k}</text>')
+    for i, c in enumerate(rows):
+        y = 4 + i * row_h
+        kind, name = c["budget"].split("[", 1)
+        name = name[:-1]
+        if kind == "quiet_error":
+            err, allow, what = c["value"], c["limit"], "|error| / scale, ~0 samples"
+        elif kind == "cosine":
+            err, allow, what = 1 - outputs.get(name, {}).get("cosine", c["value"]), 1 - c["limit"], "1 - cosine"
+        else:  # at-least criteria as 1 - value
+            err, allow, what = 1 - c["value"], 1 - c["limit"], "1 - top-1"
+        color = "#3b7dd8" if c["ok"] else "#c0262d"
+        x_err, x_allow = _log_x(err, label_w, span), _log_x(allow, label_w, span)
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(_clip(name, 26))} '
+                     f'<tspan fill="#777">{what}</tspan></text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{max(1.0, x_err - label_w):.1f}" height="17" fill="{color}"/>')
+        parts.append(f'<line x1="{x_allow:.1f}" x2="{x_allow:.1f}" y1="{y - 3}" y2="{y + 20}" stroke="#222" stroke-width="2"/>')
+        share = ("no allowance" if not allow else f"{err / allow:.0%} of budget" if err >= 0.01 * allow
+                 else "<1% of budget")
+        parts.append(f'<text x="{width - right + 6}" y="{y + 13}" font-size="12">{err:.2g} ({share})</text>')
+    parts.append("</svg>")
+    return ("<h3>Error per output against its budget (log scale; bar: error, black tick: the budget)</h3>"
+            + "".join(parts))
 
 
 def _auto_html(auto: dict | None) -> str:
@@ -130,9 +174,109 @@ def _lowering_html(lowered: dict[str, Any], runtime: dict[str, Any]) -> str:
         rows.append(["engine", html.escape(str(lowered["engine"]["engine"])) if lowered["engine"] else
                      "not built here: run <code>deploycomp engine BUNDLE</code> on the device"])
     ops = lowered.get("ops") or {}
-    chart = _bars("Operators in the artifact", sorted(((k, float(v), None) for k, v in ops.items()),
+    chart = _bars("Operators in the artifact", sorted(((k, float(v)) for k, v in ops.items()),
                                                        key=lambda t: -t[1]), "") if ops else ""
     return f"<h2>Lowering</h2>{_table(rows, ['', ''])}{chart}" if rows else ""
+
+
+def _passes_html(records: list[dict]) -> str:
+    """The passes that changed the graph, and every pass behind a disclosure (no script)."""
+    if not records:
+        return ""
+    changed = [p for p in records if p["nodes_after"] != p["nodes_before"]]
+    rows = lambda ps: [[html.escape(p["name"]), p["stage"] if p["stage"] != "loop" else f"loop {p['step']}",
+                        p["nodes_before"], p["nodes_after"]] for p in ps]
+    header = ["pass", "stage", "nodes before", "nodes after"]
+    return (f"<h2>Passes: {records[0]['nodes_before']} &rarr; {records[-1]['nodes_after']} nodes</h2>"
+            f"<p>{len(changed)} of {len(records)} pass runs changed the node count:</p>{_table(rows(changed), header)}"
+            f"<details><summary>every pass run</summary>{_table(rows(records), header)}</details>")
+
+
+def _target_note(target: dict) -> str:
+    family = target.get("family")
+    if family:
+        return (f"Family <b>{html.escape(family['name'])}</b>: one bundle for {html.escape(', '.join(family['members']))}"
+                f" (budgets of the tightest member; estimates for {html.escape(family['estimates_for'])}); "
+                f"{html.escape(family['device_step'])}. ")
+    if target.get("resolved_from"):
+        return f"Target <b>{html.escape(target['name'])}</b> resolved to profile <b>{html.escape(target['resolved_from'])}</b>. "
+    return ""
+
+
+def _mac_share(quant: dict) -> str:
+    share = quant.get("int8_mac_share")
+    return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
+
+
+def _fp16_html(fp16: dict | None) -> str:
+    if not fp16:
+        return ""
+    hot = fp16.get("fp32_tensors") or {}
+    if not hot:
+        return (f"<p>fp16 ranges: no tensor leaves fp16's range on the {fp16['judged_on_samples']} real inputs "
+                "(everything float runs fp16 but the numerically sensitive op types).</p>")
+    rows = [[html.escape(n), f"{v:.3g}"] for n, v in sorted(hot.items(), key=lambda kv: -kv[1])[:15]]
+    return (f"<h3>fp16: {len(hot)} tensors kept fp32 by magnitude</h3><p>{html.escape(fp16['rule'])} "
+            f"({fp16['judged_on_samples']} samples). Largest:</p>" + _table(rows, ["tensor", "largest magnitude seen"]))
+
+
+def _validation_html(val: dict, fidelity: dict) -> str:
+    """Where the inputs came from (a warning when not the user's), and per output what each
+    number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
+    data = val.get("data") or {}
+    note = ""
+    if data.get("guessed"):
+        note = ('<p class="warn">The budget was checked on <b>guessed inputs</b> '
+                f"({html.escape(val['inputs'])}): pass <code>--validation-data</code> (or "
+                "<code>--calibration</code>) with inputs preprocessed as your model expects, or "
+                "<code>--preprocess</code>.</p>")
+    elif data.get("source") == "built-in":
+        note = f'<p class="warn">Validated on built-in samples, not your data ({html.escape(val["inputs"])}).</p>'
+    top1_budget = fidelity.get("min_top1_agreement")
+    rows = []
+    for name, m in val["outputs"].items():
+        quiet = m.get("uninformative_samples")
+        if "top1_agreement" in m:
+            top1 = (f"{m['top1_agreement']:.3f} (budget {top1_budget:g})" if top1_budget else
+                    f'<span class="muted">{m["top1_agreement"]:.3f}, not budgeted: only a profile or --min-top1 '
+                    "makes argmax agreement a criterion</span>")
+        else:
+            top1 = '<span class="muted">-</span>'
+        samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
+                                        "to the error bound, not cosine)</span>" if quiet else "")
+        bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
+        rows.append([html.escape(name), f"{m['cosine']:.6f}{bad}", f"{m.get('max_abs_error', 0):.3g}",
+                     f"{m.get('max_rel_error', 0):.3g}", top1, samples])
+    return (note + f"<p>Inputs: {html.escape(val['inputs'])}.</p>"
+            + _table(rows, ["output", "cosine (worst informative sample)", "max abs error",
+                            "max error / output scale", "top-1 agreement", "samples"]))
+
+
+def _latency_html(manifest: dict, target: dict) -> str:
+    """A measurement on this machine and a roofline estimate for the device, each on its
+    own chart (they answer different questions and must not share an axis)."""
+    from deploycomp.validate import describe_speedup
+
+    measured = manifest.get("measured", {})
+    est = manifest["validation"].get("latency_estimate") or {}
+    out = []
+    if measured.get("latency"):
+        items = [("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"]),
+                 ("this bundle", measured["latency"]["median_ms"])]
+        out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
+                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "."))
+    elif measured.get("latency_here"):
+        here = measured["latency_here"]
+        out.append(f"<p>Measured here: {here['median_ms']:.3g} ms on {html.escape(here['where'])} "
+                   "(the artifact runs on this machine too; the device will differ).</p>")
+    if est and not measured.get("latency"):
+        items = [("compute time at the device's peak", est["compute_ms"]),
+                 ("memory time at the device's bandwidth", est["memory_ms"])]
+        out.append(_bars(f"Roofline estimate for {target['name']}: {est['estimate_ms']:.3g} ms "
+                         f"({est['bound']}-bound)", items, " ms",
+                         "From the profile's datasheet peaks and the graph's MACs and bytes: an estimate, not a "
+                         "measurement; <code>deploycomp engine</code> on the device measures."))
+    return "<h2>Latency</h2>" + "".join(out)
 
 
 def render_report(manifest: dict[str, Any]) -> str:
@@ -149,29 +293,13 @@ def render_report(manifest: dict[str, Any]) -> str:
         ],
         ["budget", "value", "limit", ""],
     )
-    metric_rows = [
-        [html.escape(n), f"{m['cosine']:.6f}", f"{m.get('max_abs_error', 0):.3g}", f"{m.get('max_rel_error', 0):.3g}",
-         f"{m['top1_agreement']:.3f}" if "top1_agreement" in m else "-"]
-        for n, m in val["outputs"].items()
-    ]
-    latency = measured.get("latency") or val.get("latency_estimate") or {}
-    lat_ms = latency.get("median_ms", latency.get("estimate_ms"))
-    lat_items = [("artifact", lat_ms, target["profile"]["budgets"].get("max_latency_ms"))] if lat_ms else []
-    if measured.get("reference_latency"):
-        lat_items.insert(0, ("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"], None))
-    lat_kind = latency.get("kind", "")
-    if measured.get("latency_here"):  # e.g. LiteRT on this x86 machine: informative, not the device's number
-        lat_items.append(("here, measured (not the target)", measured["latency_here"]["median_ms"], None))
-    passes = _table(
-        [[html.escape(p["name"]), p["stage"] if p["stage"] != "loop" else f"loop {p['step']}", p["nodes_before"],
-          p["nodes_after"]] for p in manifest["passes"]],
-        ["pass", "stage", "nodes before", "nodes after"],
-    )
+    passes = _passes_html(manifest["passes"])
     artifacts = _table(
         [[f"<code>{html.escape(a['path'])}</code>", f"{a['bytes'] / 1e6:.3f} MB", a["sha256"][:16]] for a in manifest["artifacts"]],
         ["file", "size", "sha256"],
     )
     runtime = manifest["backend"].get("runtime", {})
+    fidelity = target["profile"]["fidelity"][manifest["precision"]]
     lowering_html = _lowering_html(manifest["backend"].get("lowered", {}), runtime)
     quant = manifest.get("quantization") or {}
     quant_html = ""
@@ -179,14 +307,14 @@ def render_report(manifest: dict[str, Any]) -> str:
         ranking = quant.get("sensitivity", [])[:15]
         chart = _bars(
             "int8 sensitivity: output NMSE recovered by keeping one layer in float (top 15)",
-            [(s["node"], max(s["gain"], 0.0), None) for s in ranking], "",
+            [(s["node"], max(s["gain"], 0.0)) for s in ranking], "",
         ) if ranking else f"<p>{html.escape(quant.get('sensitivity_note', ''))}</p>"
         quant_html = f"""<h2>int8 quantization</h2>
 <p>Policy <b>{html.escape(quant['policy'])}</b>: activations {html.escape(quant['activation_dtype'])}
 {'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(_range_text(quant))}),
 weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
-{len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}.</p>
+{len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
 {_coverage_html(quant.get("range_coverage"))}
 {chart}"""
@@ -196,19 +324,20 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 <p>Backend <b>{html.escape(manifest['backend']['name'])}</b> on <b>{html.escape(target['profile']['device'])}</b>
 ({html.escape(target['profile']['description'])}). Executed precision:
 <b>{html.escape(str(runtime.get('executed_precision', 'n/a')))}</b>. Validation inputs: {html.escape(val['inputs'])}.
-{f"Target <b>host</b> resolved to profile <b>{html.escape(target['resolved_from'])}</b>. " if target.get('resolved_from') else ""}
+{_target_note(target)}
 Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get('cores')} cores).</p>
 <h2>Budgets</h2>{budgets}
 <h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
-{_table(metric_rows, ["output", "cosine (worst)", "max abs error", "max rel error", "top-1 agreement"])}
-{_error_chart(val['outputs'], target['profile']['fidelity'][manifest['precision']]['min_cosine'])}
+{_validation_html(val, fidelity)}
+{_error_chart(val['budgets'], val['outputs'])}
+{_fp16_html(manifest.get("fp16"))}
 {_auto_html(manifest.get("auto"))}
 {lowering_html}
 {quant_html}
-<h2>Latency ({html.escape(lat_kind)})</h2>
-{_bars("Latency per inference", lat_items, " ms", "Roofline estimates use the profile's datasheet peaks, not a measurement." if lat_kind != "measured" else "Median of repeated runs on this machine.")}
-<h2>Passes</h2>{passes}
+{_latency_html(manifest, target)}
+{passes}
 <h2>Artifacts</h2>{artifacts}
-<h2>Manifest</h2><pre>{html.escape(json.dumps(manifest, indent=1, sort_keys=True, default=str)[:20000])}</pre>
+<p>Everything above and more (versions, the resolved target profile, every pass and search step) is in
+<a href="manifest.json">manifest.json</a>, next to this report.</p>
 </body></html>
 """

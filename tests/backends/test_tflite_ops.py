@@ -275,11 +275,10 @@ def test_refusals_are_one_line_naming_op_and_node():
     from deploycomp.errors import UnsupportedError
     from deploycomp.targets import load_target
 
-    text = f"""{G} g (float[5, 1, 4] x, float[1, 12, 4] wt, float[1, 12, 3] r) => (float[5, 1, 1, 3] y)
-    {{ y = GRU <hidden_size = 3> (x, wt, r) }}"""
-    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(text, wt=w(1, 12, 4), r=w(1, 12, 3))))
-    graph.graph.node(0).name = "gru1"
-    with pytest.raises(UnsupportedError, match=r"^tflite: no lowering for op\(s\) GRU \(first: node 'gru1'\)$"):
+    text = f"""{G} g (float[2, 3, 3] x) => (float[2] y) {{ r = Relu (x)\n y = Det (r) }}"""
+    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(text)))
+    graph.graph.node(1).name = "det1"
+    with pytest.raises(UnsupportedError, match=r"^tflite: no lowering for op\(s\) Det \(first: node 'det1'\)$"):
         Lowering(graph).run()
 
     text = f"""{G} g (float[1, 4, 6] x, int64[3] pads) => (float[1, 4, N] y) {{ n = Relu (x)\n y = Pad (n, pads) }}"""

@@ -103,3 +103,13 @@ def test_batch_first_layout_against_onnx_reference(tmp_path, op):
     got = backend.load(tmp_path, lowered.info).run(feeds)
     for name, expected in want.items():
         np.testing.assert_allclose(got[name], expected, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_gru_without_bias_and_only_its_last_state(tmp_path, precision):
+    from tests.passes._harness import model_from_text
+
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[5, 1, 4] x, float[1, 9, 4] wt, float[1, 9, 3] r)
+              => (float[1, 1, 3] h) { y, h = GRU <hidden_size = 3> (x, wt, r) }"""
+    check(tmp_path, model_from_text(text, wt=w(1, 9, 4), r=w(1, 9, 3)), {"x": (5, 1, 4)}, precision, passes=False,
+          atol={"fp32": 1e-5, "fp16": 5e-3, "int8": None}[precision])

@@ -1,0 +1,64 @@
+"""``report.html`` for people: charts that carry information, metrics with their meaning.
+
+Structural checks on a real build's report, and (where Debian's Chromium is installed, as
+``.ci/run`` does) a real headless browser renders it to a screenshot that is not blank.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import deploycomp
+from deploycomp.report import render_report
+
+
+@pytest.fixture
+def bundle(tiny_conv, tmp_path):
+    np.savez(tmp_path / "v.npz", x=np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32))
+    deploycomp.build(tiny_conv, tmp_path / "b", validation_data=tmp_path / "v.npz", inputs={"x": (1, 3, 16, 16)})
+    return tmp_path / "b"
+
+
+def test_report_links_the_manifest_and_separates_measurement_from_estimate(bundle):
+    page = (bundle / "report.html").read_text()
+    assert '<a href="manifest.json">manifest.json</a>' in page and "<pre>" not in page  # linked, not dumped
+    assert "Measured on this machine" in page and "Roofline estimate" not in page  # host: measured only
+    assert page.count("<h2>Latency") == 1
+    assert "Error per output against its budget (log scale" in page and "1e-9" in page
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["measured"] = {k: v for k, v in manifest["measured"].items() if "latency" not in k}  # as for a device
+    other = render_report(manifest)
+    assert "Roofline estimate for host" in other and "Measured on this machine" not in other
+
+
+def test_top1_is_shown_with_whether_it_is_budgeted(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "top1_agreement" in manifest["validation"]["outputs"]["probs"]
+    assert "not budgeted" in render_report(manifest)
+    manifest["target"]["profile"]["fidelity"]["fp32"]["min_top1_agreement"] = 0.99
+    assert "(budget 0.99)" in render_report(manifest)
+
+
+def test_guessed_inputs_are_flagged(tiny_conv, tmp_path):
+    deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)})
+    assert "checked on <b>guessed inputs</b>" in (tmp_path / "b" / "report.html").read_text()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_a_real_browser_renders_it(bundle, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1400", f"--screenshot={shot}",
+                    (bundle / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    img = np.asarray(Image.open(shot).convert("L"), np.float32)
+    assert img.shape == (1400, 1000)
+    assert img.std() > 20  # text, tables and bars, not a blank page
+    assert (img < 128).mean() > 0.01
