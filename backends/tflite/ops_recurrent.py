@@ -113,8 +113,9 @@ def _check(lo: Lowering, node: ir.Node) -> dict:
     names = list(node.attributes.get_strings("activations", _DEFAULTS[op] * dirs))
     if any(a not in _ACTIVATIONS for a in names):
         raise UnsupportedError(f"tflite: {op} with activations {', '.join(names)}")
-    weights = [lo.const(v) if v is not None else None for v in node.inputs[1:4]]
-    if weights[0] is None or weights[1] is None or (node.inputs[3] is not None and weights[2] is None):
+    given = (list(node.inputs) + [None] * 4)[1:4]  # W, R and the optional B
+    weights = [lo.const(v) if v is not None else None for v in given]
+    if weights[0] is None or weights[1] is None or (given[2] is not None and weights[2] is None):
         raise UnsupportedError(f"tflite: {op} with non-constant weights")
     per = len(_DEFAULTS[op])
     return dict(seq=seq, batch=batch, dirs=dirs, hidden=hidden, layout=layout, direction=direction,
