@@ -142,6 +142,32 @@ def fp16_holds(data: np.ndarray) -> bool:
     return norm == 0.0 or float(np.linalg.norm(half.astype(np.float64) - exact)) <= FP16_MAX_RELATIVE_ERROR * norm
 
 
+def _topological(graph: Iterable[ir.Node]) -> list[ir.Node]:
+    """The nodes in an order where every producer comes before its readers, the given order
+    wherever it already is one: TFLite runs operators in the order they are written, and a
+    rewrite may leave a node after its readers (ONNX Runtime sorts for itself)."""
+    nodes = list(graph)
+    members = {id(n) for n in nodes}
+    placed: set[int] = set()
+    order: list[ir.Node] = []
+    for root in nodes:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if id(node) in placed:
+                continue
+            if expanded:
+                placed.add(id(node))
+                order.append(node)
+                continue
+            stack.append((node, True))
+            for value in reversed(node.inputs):
+                producer = value.producer() if value is not None else None
+                if producer is not None and id(producer) in members and id(producer) not in placed:
+                    stack.append((producer, False))
+    return order
+
+
 def _node_error(error: UnsupportedError, node: ir.Node) -> UnsupportedError:
     """``error`` as one line naming the op and the node (also kept as ``.op``, ``.node``)."""
     message = str(error)
@@ -461,7 +487,7 @@ class Lowering:
 
     def lower_nodes(self, graph: Iterable[ir.Node]) -> None:
         """Lower ``graph``'s nodes in order (the main graph, or an ``If`` branch inline)."""
-        for node in graph:
+        for node in _topological(graph):
             if id(node) in self.skip:
                 continue
             try:

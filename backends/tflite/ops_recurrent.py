@@ -83,8 +83,22 @@ class _Unrolled:
         return out
 
     def concat(self, parts: list[int], axis: int, shape, out: int | None = None) -> int:
+        """CONCATENATION of at most 4 inputs at a time (XNNPACK's limit), as a tree."""
         lo = self.lo
+        while len(parts) > 4:
+            grouped = []
+            for i in range(0, len(parts), 4):
+                group = parts[i:i + 4]
+                if len(group) == 1:
+                    grouped.append(group[0])
+                    continue
+                dims = list(lo.w.shape(group[0]))
+                dims[axis] = sum(lo.w.shape(g)[axis] for g in group)
+                grouped.append(self.concat(group, axis, dims))
+            parts = grouped
         out = out if out is not None else self.tensor(shape)
+        if len(parts) == 1:
+            return self.reshape(parts[0], shape, out)
         lo.emit("CONCATENATION", parts, [out], lo.w.options("Concatenation", axis=axis, fusedActivationFunction=0))
         return out
 
@@ -173,7 +187,15 @@ def _projected_steps(u: _Unrolled, node: ir.Node, g: dict, weight: np.ndarray, b
     x = lo.input(node.inputs[0], perm)
     flat = u.reshape(x, (g["seq"] * g["batch"], lo.w.shape(x)[2]))
     projected = u.dense(flat, weight, bias)
-    return u.split(projected, g["seq"], 0) if g["seq"] > 1 else [projected]
+    if g["seq"] == 1:
+        return [projected]
+    batch, width = g["batch"], weight.shape[0]
+    steps = []
+    for t in range(g["seq"]):  # SLICEs, which XNNPACK runs (its SPLIT takes at most 4 outputs)
+        step = u.tensor((batch, width))
+        lo.emit("SLICE", [projected, lo.int32([t * batch, 0]), lo.int32([batch, width])], [step])
+        steps.append(step)
+    return steps
 
 
 def _order(g: dict, d: int) -> list[int]:
