@@ -6,8 +6,9 @@ package runs the result here (XNNPACK, as on an Arm CPU), which is how every bui
 validated against onnxruntime before it is written.
 
 I/O layout: 4-D inputs are NHWC in the ``.tflite`` by default (``io_layout="nhwc"``),
-what camera pipelines on phones produce, and each output keeps the layout the graph
-ended in, so that no TRANSPOSE is left anywhere. ``io_layout="nchw"`` keeps ONNX order
+what camera pipelines on phones produce, 3-D inputs a 1-D convolution reads are NWC
+(audio features, channels last), and each output keeps the layout the graph ended in,
+so that no TRANSPOSE is left anywhere. ``io_layout="nchw"`` keeps ONNX order
 at the boundary instead, at the cost of a TRANSPOSE there. Either way the manifest
 records each I/O tensor's layout and the runner takes and returns ONNX order.
 """
