@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from deploycomp import __version__
 from deploycomp.errors import DeployError, environment_problem
 
 STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "lower", "validate",
@@ -63,7 +64,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log each stage and pass; show tracebacks.")
-@click.version_option(package_name="deploycomp")
+@click.version_option(version=__version__, prog_name="deploycomp")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
     """Compile ONNX models into validated deployment bundles for a target device."""
