@@ -41,9 +41,12 @@ def _interpreter_module():
 
 class TFLiteRunner:
     def __init__(self, path: Path, io_layouts: Mapping[str, list[int]], threads: int | None = 2):
+        from deploycomp.quiet import native_stderr_quiet
+
         interpreter = _interpreter_module()
-        self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with native_stderr_quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+            self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
         self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
         self.io_layouts = {k: tuple(v) for k, v in io_layouts.items()}
