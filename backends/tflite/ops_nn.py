@@ -607,6 +607,28 @@ def lower_layer_norm(lo: Lowering, node: ir.Node) -> None:
                      lo.broadcast_input(bias, rank, perm) if bias is not None else None, perm)
 
 
+@lowers("RMSNormalization")
+def lower_rms_norm(lo: Lowering, node: ir.Node) -> None:
+    """x * rsqrt(mean(x^2 over axis..) + eps) * scale, in the stored layout."""
+    x = node.inputs[0]
+    rank, perm = len(lo.shape(x)), lo.perm(x)
+    axis = node.attributes.get_int("axis", -1) % rank
+    source = lo.input(x)
+    shape = lo.w.shape(source)
+    stored_axes = [perm.index(a) for a in range(axis, rank)]
+    reduced = tuple(1 if i in stored_axes else d for i, d in enumerate(shape))
+    name, none = node.outputs[0].name, {"fusedActivationFunction": 0}
+    square, mean = lo.temp(f"{name}/square", shape), lo.temp(f"{name}/mean", reduced)
+    mean_eps, inv = lo.temp(f"{name}/mean_eps", reduced), lo.temp(f"{name}/rrms", reduced)
+    lo.emit("MUL", [source, source], [square], lo.w.options("Mul", **none))
+    lo.emit("MEAN", [square, lo.int32(sorted(stored_axes))], [mean], lo.w.options("Reducer", keepDims=True))
+    lo.emit("ADD", [mean, lo.scalar(node.attributes.get_float("epsilon", 1e-5))], [mean_eps], lo.w.options("Add", **none))
+    lo.emit("RSQRT", [mean_eps], [inv])
+    normalized = lo.temp(f"{name}/normalized", shape)
+    lo.emit("MUL", [source, inv], [normalized], lo.w.options("Mul", **none))
+    _scale_shift(lo, node, normalized, lo.broadcast_input(node.inputs[1], rank, perm), None, perm)
+
+
 @lowers("InstanceNormalization")
 def lower_instance_norm(lo: Lowering, node: ir.Node) -> None:
     """Standardized over the spatial axes per sample and channel, then the per-channel

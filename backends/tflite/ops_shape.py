@@ -271,6 +271,29 @@ def lower_scatter_nd(lo: Lowering, node: ir.Node) -> None:
             [lo.output(node.outputs[0], identity(rank))])
 
 
+@lowers("ScatterElements", "Scatter")
+def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
+    """Constant indices: each update's full coordinates (its own position, the index along
+    ``axis``), then SCATTER_ND and a SELECT_V2 by the constant mask of written positions."""
+    data, indices, updates = node.inputs[:3]
+    if node.attributes.get_string("reduction", "none") != "none":
+        raise UnsupportedError(f"tflite: {node.op_type} with a reduction")
+    idx = _const_input(lo, node, 1, "indices")
+    dims = lo.shape(data)
+    rank = len(dims)
+    axis = _axis(node.attributes.get_int("axis", 0), rank)
+    grid = np.indices(idx.shape, dtype=np.int32)
+    grid[axis] = np.mod(idx, dims[axis])
+    coords = np.moveaxis(grid, 0, -1)
+    mask = np.zeros(dims, np.bool_)
+    mask[tuple(grid)] = True
+    scattered = lo.temp(f"{node.outputs[0].name}/scattered", dims, lo.dtype(data))
+    lo.emit("SCATTER_ND", [lo.constant("scatter/coords", coords), lo.input(updates, identity(rank)), lo.int32(dims)],
+            [scattered])
+    lo.emit("SELECT_V2", [lo.constant("scatter/mask", mask), scattered, lo.input(data, identity(rank))],
+            [lo.output(node.outputs[0], identity(rank))])
+
+
 @lowers("Expand")
 def lower_expand(lo: Lowering, node: ir.Node) -> None:
     """BROADCAST_TO in the stored layout (the target shape permuted as the input is)."""

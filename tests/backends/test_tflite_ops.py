@@ -99,6 +99,7 @@ SHAPE_OPS = {
     "GatherElements": ("y = GatherElements <axis = 2> (a, gei)", "float[1, 4, 2, 6] y"),
     "GatherElements with tensor indices": ("y = GatherElements <axis = -1> (a, gei2)", "float[1, 4, 6, 2] y"),
     "ScatterND (slice assignment)": ("y = ScatterND (a, sci, upd)", "float[1, 4, 6, 6] y"),
+    "ScatterElements": ("y = ScatterElements <axis = 2> (a, gei, a2)", "float[1, 4, 6, 6] y"),
     "Trilu": ("y = Trilu <upper = 0> (a, one)", "float[1, 4, 6, 6] y"),
     "DepthToSpace DCR": ("y = DepthToSpace <blocksize = 2> (a)", "float[1, 1, 12, 12] y"),
     "DepthToSpace CRD": ("y = DepthToSpace <blocksize = 2, mode = \"CRD\"> (a)", "float[1, 1, 12, 12] y"),
@@ -123,14 +124,17 @@ def test_shape_ops_after_a_conv(tmp_path, case, precision):
     computed = "tensor indices" in case
     text = f"""{G} g (float[1, 3, 6, 6] x, float[4, 3, 3, 3] kw, int64[4] shp, int64[1] ax1, int64[1] axm1, int64[4] reps,
                       int64[1] k, int64[2, 3] ndi, int64[1, 4, 2, 6] gei, int64[2, 2] sci, float[2, 6, 6] upd,
-                      int64[] one, int64[1] s0, int64[1] s3, int64[1] s1) => ({out})
+                      int64[] one, int64[1] s0, int64[1] s3, int64[1] s1, int64[1] s2b, int64[1] s2a) => ({out})
     {{ a = Conv <pads = [1, 1, 1, 1]> (x, kw)
        {INDICES_FROM_DATA if computed else ""}
+       a2 = Slice (a, s0, s2b, s2a)
        {body} }}"""
     weights = dict(kw=w(4, 3, 3, 3), shp=np.array([2, 1, 1, 1]), ax1=np.array([1]), axm1=np.array([-1]),
                    reps=np.array([1, 2, 1, 3]), k=np.array([3]), ndi=np.array([[0, -1, 2], [0, 1, -3]]),
-                   gei=np.random.default_rng(1).integers(-6, 6, (1, 4, 2, 6)), sci=np.array([[0, 1], [0, -1]]),
-                   upd=w(2, 6, 6), one=np.array(1), s0=np.array([0]), s3=np.array([3]), s1=np.array([1]))
+                   gei=np.stack([np.random.default_rng(c).permutation(6)[:2] - 3 * (c % 2) for c in range(24)]).reshape(
+                       4, 6, 2).transpose(0, 2, 1)[None], sci=np.array([[0, 1], [0, -1]]),
+                   upd=w(2, 6, 6), one=np.array(1), s0=np.array([0]), s3=np.array([3]), s1=np.array([1]),
+                   s2b=np.array([2]), s2a=np.array([2]))
     check(tmp_path, model_from_text(text, **weights), {"x": (1, 3, 6, 6)}, precision, passes=False)
 
 
@@ -148,6 +152,8 @@ NORMS = {
     "InstanceNormalization": ("y = InstanceNormalization <epsilon = 0.001> (a, c8, d8)", 18),
     "GroupNormalization (opset 21, per channel)": ("y = GroupNormalization <num_groups = 4, epsilon = 0.001> (a, c8, d8)", 21),
     "LayerNormalization over C, H, W": ("y = LayerNormalization <axis = 1> (a, chw, chw)", 18),
+    "RMSNormalization over C, H, W": ("y = RMSNormalization <axis = 1> (a, chw)", 23),
+    "RMSNormalization over W": ("y = RMSNormalization <epsilon = 0.01> (a, c5)", 23),
     "MeanVarianceNormalization": ("y = MeanVarianceNormalization <axes = [0, 2, 3]> (a)", 18),
     "LpNormalization p=2 over channels": ("y = LpNormalization <axis = 1> (a)", 18),
     "LpNormalization p=1": ("y = LpNormalization <axis = -1, p = 1> (a)", 18),
@@ -159,11 +165,11 @@ NORMS = {
 @pytest.mark.parametrize("case", NORMS)
 def test_normalizations_after_a_conv(tmp_path, case, precision):
     body, opset = NORMS[case]
-    text = f"""<ir_version: 10, opset_import: ["" : {opset}]> g (float[1, 3, 6, 5] x, float[8, 3, 3, 3] kw, float[8] c8,
-                 float[8] d8, float[8, 6, 5] chw) => (float[1, 8, 6, 5] y)
+    text = f"""<ir_version: 11, opset_import: ["" : {opset}]> g (float[1, 3, 6, 5] x, float[8, 3, 3, 3] kw, float[8] c8,
+                 float[8] d8, float[8, 6, 5] chw, float[5] c5) => (float[1, 8, 6, 5] y)
     {{ a = Conv <pads = [1, 1, 1, 1]> (x, kw)
        {body} }}"""
-    model = model_from_text(text, kw=w(8, 3, 3, 3, scale=2.0), c8=w(8), d8=w(8), chw=w(8, 6, 5))
+    model = model_from_text(text, kw=w(8, 3, 3, 3, scale=2.0), c8=w(8), d8=w(8), chw=w(8, 6, 5), c5=w(5))
     info = check(tmp_path, model, {"x": (1, 3, 6, 5)}, precision, passes=False)
     assert "TRANSPOSE" not in info["ops"]
 
