@@ -161,6 +161,22 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     lo.emit_2d(builtin, [source, filt, bias], out, options)
 
 
+def _conv_transpose_crop(node: ir.Node, in_dims, kernel, strides) -> list[int]:
+    """ONNX ``pads`` of a ConvTranspose ([begins..., ends...]): given, or derived as ONNX
+    does from ``output_shape`` or SAME auto_pad (the odd pixel at the end for SAME_UPPER,
+    at the start otherwise)."""
+    n = len(in_dims)
+    auto = node.attributes.get_string("auto_pad", "NOTSET")
+    wanted = node.attributes.get_ints("output_shape", None)
+    if wanted is None and auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return list(node.attributes.get_ints("pads", [0] * 2 * n))
+    wanted = list(wanted)[-n:] if wanted is not None else [d * s for d, s in zip(in_dims, strides)]
+    extra = node.attributes.get_ints("output_padding", [0] * n)
+    total = [s * (d - 1) + e + k - o for d, s, e, k, o in zip(in_dims, strides, extra, kernel, wanted)]
+    begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    return begins + [t - b for t, b in zip(total, begins)]
+
+
 @lowers("ConvTranspose")
 def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     """TRANSPOSE_CONV (VALID) then a SLICE cropping the pads, fp32 or int8 (per-channel
@@ -183,11 +199,9 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     full = (n, (h - 1) * sh + kh, (w - 1) * sw + kw, cout)  # VALID output, before pads are cropped
     out_value = node.outputs[0]
     oh, ow = tuple(unit) + tuple(lo.shape(out_value)[2:])
-    pads = list(node.attributes.get_ints("pads", [0] * 2 * (rank - 2)))
+    pads = _conv_transpose_crop(node, in_hw[len(unit):], [kh, kw][len(unit):], [sh, sw][len(unit):])
     if rank == 3:
         pads = [0, pads[0], 0, pads[1]]
-    if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise UnsupportedError("tflite: ConvTranspose with auto_pad SAME")
     if pads[0] + oh > full[1] or pads[1] + ow > full[2]:
         raise UnsupportedError("tflite: ConvTranspose output_padding beyond the kernel footprint")
     perm = lo.channels_last(rank)

@@ -79,7 +79,10 @@ def test_audio_cnn_of_1d_ops(tmp_path, precision, passes):
     ("strides = [2], pads = [1, 1], output_padding = [1]", (1, 4, 9), (4, 3, 3)),
     ("strides = [2]", (1, 4, 9), (4, 3, 4)),
     ("strides = [2, 2], pads = [1, 1, 1, 1]", (1, 4, 5, 6), (4, 3, 4, 4)),
-], ids=["1-D cropped", "1-D exact", "2-D cropped"])
+    ("strides = [2, 2], output_shape = [9, 11]", (1, 4, 5, 6), (4, 3, 3, 3)),
+    ('strides = [2, 2], auto_pad = "SAME_UPPER"', (1, 4, 5, 6), (4, 3, 3, 3)),
+    ('strides = [3], auto_pad = "SAME_LOWER"', (1, 4, 9), (4, 3, 4)),
+], ids=["1-D cropped", "1-D exact", "2-D cropped", "2-D output_shape", "2-D SAME_UPPER", "1-D SAME_LOWER"])
 def test_conv_transpose_runs_int8(tmp_path, precision, attrs, x, k):
     """1-D and 2-D ConvTranspose, a Relu after it fused; at int8 the TRANSPOSE_CONV itself
     is int8 (per-channel weights, int32 bias)."""
