@@ -161,6 +161,20 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     lo.emit_2d(builtin, [source, filt, bias], out, options)
 
 
+def _ungrouped(weight: np.ndarray, group: int) -> np.ndarray:
+    """A grouped ConvTranspose's (C_in, C_out / g, k...) weight as the equivalent dense
+    (C_in, C_out, k...) one, zero outside each group's block: TFLite's TRANSPOSE_CONV has
+    no groups (a depthwise upsampling does g times the multiplies, still exact)."""
+    if group == 1:
+        return weight
+    cin, cout_g = weight.shape[:2]
+    dense = np.zeros((cin, cout_g * group, *weight.shape[2:]), weight.dtype)
+    cin_g = cin // group
+    for g in range(group):
+        dense[g * cin_g:(g + 1) * cin_g, g * cout_g:(g + 1) * cout_g] = weight[g * cin_g:(g + 1) * cin_g]
+    return dense
+
+
 def _conv_transpose_crop(node: ir.Node, in_dims, kernel, strides) -> list[int]:
     """ONNX ``pads`` of a ConvTranspose ([begins..., ends...]): given, or derived as ONNX
     does from ``output_shape`` or SAME auto_pad (the odd pixel at the end for SAME_UPPER,
@@ -185,8 +199,8 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     weight = lo.const(w_value)
     if weight is None or weight.ndim not in (3, 4):
         raise UnsupportedError("tflite: ConvTranspose needs constant 1-D or 2-D weights")
-    if node.attributes.get_int("group", 1) != 1:
-        raise UnsupportedError("tflite: grouped ConvTranspose")
+    group = node.attributes.get_int("group", 1)
+    weight = _ungrouped(weight, group)
     rank = weight.ndim
     unit = [1] if rank == 3 else []
     if tuple(node.attributes.get_ints("dilations", [1] * (rank - 2))) != (1,) * (rank - 2):
@@ -210,6 +224,8 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     if int8 is not None and int8[1][2] == 1:  # per output channel (ONNX axis 1): TFLite's filter axis 0
         _, (data, scales, _), qout = int8
         source = lo.nhwc_input(int8[0])
+        scales = np.tile(np.broadcast_to(scales.reshape(-1), (data.shape[1],)), group)  # per group's channel
+        data = _ungrouped(data, group)
         filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(1, 2, 3, 0), scales, 0)
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None,
                                     lo.w.quantization(source).scale[0], scales, cout)

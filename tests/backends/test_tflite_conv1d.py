@@ -82,16 +82,23 @@ def test_audio_cnn_of_1d_ops(tmp_path, precision, passes):
     ("strides = [2, 2], output_shape = [9, 11]", (1, 4, 5, 6), (4, 3, 3, 3)),
     ('strides = [2, 2], auto_pad = "SAME_UPPER"', (1, 4, 5, 6), (4, 3, 3, 3)),
     ('strides = [3], auto_pad = "SAME_LOWER"', (1, 4, 9), (4, 3, 4)),
-], ids=["1-D cropped", "1-D exact", "2-D cropped", "2-D output_shape", "2-D SAME_UPPER", "1-D SAME_LOWER"])
+    ("strides = [2, 2], pads = [1, 1, 1, 1], group = 4", (1, 4, 5, 6), (4, 1, 4, 4)),
+    ("strides = [2], group = 2", (1, 4, 9), (4, 2, 3)),
+], ids=["1-D cropped", "1-D exact", "2-D cropped", "2-D output_shape", "2-D SAME_UPPER", "1-D SAME_LOWER",
+        "2-D depthwise upsampling", "1-D grouped"])
 def test_conv_transpose_runs_int8(tmp_path, precision, attrs, x, k):
     """1-D and 2-D ConvTranspose, a Relu after it fused; at int8 the TRANSPOSE_CONV itself
     is int8 (per-channel weights, int32 bias)."""
+    if precision == "int8" and "group = 2" in attrs:
+        pytest.xfail("deploycomp/quant/qdq.py _quantize_bias: a grouped ConvTranspose's C_out/g weight scales "
+                     "do not broadcast to its C_out bias (ValueError before lowering)")
     spatial = ", ".join("N" for _ in x[2:])
-    text = f"""{G} g (float{list(x)} x, float{list(k)} k, float[3] b) => (float[1, 3, {spatial}] y)
+    cout = k[1] * (4 // k[0] if "group" not in attrs else int(attrs.split("group = ")[1]))
+    text = f"""{G} g (float{list(x)} x, float{list(k)} k, float[{cout}] b) => (float[1, {cout}, {spatial}] y)
     {{ c = ConvTranspose <{attrs}> (x, k, b)
        r = Relu (c)
        y = Sigmoid (r) }}"""
-    info = check(tmp_path, model_from_text(text, k=w(*k), b=w(3)), {"x": x}, precision)
+    info = check(tmp_path, model_from_text(text, k=w(*k), b=w(cout)), {"x": x}, precision)
     assert "RELU" not in info["ops"]
     if precision == "int8":
         assert "TRANSPOSE_CONV" not in info["float_ops"], info["float_ops"]
