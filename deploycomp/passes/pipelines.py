@@ -20,6 +20,7 @@ from onnx_ir.passes.common import (
     RemoveUnusedNodesPass,
     RemoveUnusedOpsetsPass,
     ShapeInferencePass,
+    TopologicalSortPass,
 )
 
 from deploycomp.passes.constant_folding import ConstantFoldingPass
@@ -63,6 +64,10 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             RemoveUnusedInitializersPass(),
             RemoveUnusedFunctionsPass(),
             RemoveUnusedOpsetsPass(),
+            # rewrites insert nodes where their pattern matched; a replacement read by nodes
+            # earlier in the list (a Slice -> Split rewrite in a wake-word model) leaves the
+            # graph out of order, which ONNX Runtime sorts for itself but a clone refuses
+            TopologicalSortPass(),
         ],
     )
 

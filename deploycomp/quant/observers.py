@@ -119,7 +119,13 @@ def _percentile(obs: Observer, q: float = 99.99) -> tuple[float, float]:
 
 
 def _symmetric_to_range(obs: Observer, threshold: float) -> tuple[float, float]:
-    return max(obs.lo, -threshold), min(obs.hi, threshold)
+    """[-threshold, threshold] cut to what was observed. A threshold that clips a one-signed
+    tensor past its nearest extreme (|x| from 5 to 10, threshold 0.3) would invert the
+    range; it is held at the extreme (the range then holds one value's end)."""
+    lo, hi = max(obs.lo, -threshold), min(obs.hi, threshold)
+    if lo > hi:
+        return (hi, hi) if obs.lo > 0 else (lo, lo)
+    return lo, hi
 
 
 def _smooth(dist: np.ndarray, eps: float = 1e-4) -> np.ndarray:

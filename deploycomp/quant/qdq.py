@@ -171,8 +171,13 @@ class QDQPass(ir.passes.InPlacePass):
         input_scale = self._scales.get(source.name) if source is not None else None
         if not _is_const(bias) or input_scale is None:
             return
-        scale = (input_scale * weight_scale).astype(np.float32)
         values = bias.const_value.numpy().astype(np.float64)
+        weight_scale = np.asarray(weight_scale).ravel()
+        if weight_scale.size not in (1, values.size) and values.size % weight_scale.size == 0:
+            # a grouped ConvTranspose's weight is (C_in, C_out / g, k...): its per-channel scales
+            # along axis 1 repeat for each group's block of output channels
+            weight_scale = np.tile(weight_scale, values.size // weight_scale.size)
+        scale = (input_scale * weight_scale).astype(np.float32)
         q = np.clip(np.round(values / np.broadcast_to(scale, values.shape)), -(2**31), 2**31 - 1).astype(np.int32)
         qv = add_initializer(graph, base + "_bias_q", q)
         sv = add_initializer(graph, base + "_bias_scale", np.broadcast_to(scale, values.shape).copy())
@@ -184,19 +189,22 @@ class QDQPass(ir.passes.InPlacePass):
         node.replace_input_with(2, dq.outputs[0])
 
     def _quantize_graph_outputs(self, graph: ir.Graph, ranges) -> bool:
-        """Q -> DQ at the end of every float graph output; the DQ output keeps its name."""
+        """Q -> DQ at the end of every float graph output; the DQ output keeps its name. Its
+        nodes and values are suffixed ``__out_q``/``__out_dq``: the same tensor may also get
+        a QDQ pair for an int8 reader (``__q``/``__dq``). An output that is a graph input is
+        left alone (renaming it would rename the input)."""
         modified = False
         for i, value in enumerate(list(graph.outputs)):
-            if value.name not in ranges or value.dtype != ir.DataType.FLOAT:
+            if value.name not in ranges or value.dtype != ir.DataType.FLOAT or value.is_graph_input():
                 continue
             name = value.name
             scale, zp = activation_params(*ranges[name], self.policy.activation_dtype, self.policy.activation_symmetric)
             value.name = f"{name}__float"
-            sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
-            zv = add_initializer(graph, f"{name}__zp", zp)
-            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
-            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
-            q.outputs[0].name, dq.outputs[0].name = f"{name}__q", name
+            sv = add_initializer(graph, f"{name}__out_scale", np.array(scale, np.float32))
+            zv = add_initializer(graph, f"{name}__out_zp", zp)
+            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__out_q")
+            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__out_dq")
+            q.outputs[0].name, dq.outputs[0].name = f"{name}__out_q", name
             q.outputs[0].shape, q.outputs[0].type = value.shape, ir.TensorType(ir.DataType.from_numpy(zp.dtype))
             dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
             graph.extend([q, dq])

@@ -162,3 +162,36 @@ def test_weights_are_7_bit_where_the_cpu_kernel_saturates(tiny_conv, profile, qm
             stored = node.inputs[0].const_value.numpy()
             if stored.dtype == np.int8:
                 assert np.abs(stored.astype(int)).max() == qmax  # each channel's largest weight at the edge
+
+
+def test_full_integer_outputs_that_are_also_read_inside_or_are_inputs(tmp_path):
+    """--int8-io quantizes graph outputs. An output that an int8 layer also reads gets two
+    QDQ pairs (distinct names: ONNX Runtime refuses duplicates), and an output that is a
+    graph input stays as it is (renaming it would rename the input)."""
+    from dataclasses import replace
+
+    from tests.passes._harness import model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 3, 8, 8] x) => (float[1, 4, 8, 8] c, float[1, 4, 8, 8] d, float[1, 3, 8, 8] x) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        d = Conv (c, w2)
+    }
+    """
+    rng = np.random.default_rng(0)
+    proto = model_from_text(text, w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+                            w2=rng.standard_normal((4, 4, 1, 1)).astype(np.float32))
+    model = ir.from_proto(proto)
+    samples = [{"x": rng.random((1, 3, 8, 8), dtype=np.float32)} for _ in range(4)]
+    policy = replace(POLICIES["tflite"], quantize_graph_outputs=True)
+    result = quantize(model, policy, samples, [], boosters=())
+    names = [n.name for n in result.model.graph if n.name]
+    assert len(names) == len(set(names))
+    assert [v.name for v in result.model.graph.outputs] == ["c", "d", "x"]
+    assert [v.name for v in result.model.graph.inputs] == ["x"]
+    session = ort.InferenceSession(ir.to_proto(result.model).SerializeToString())
+    c, d, x = session.run(None, samples[0])
+    np.testing.assert_array_equal(x, samples[0]["x"])
+    ref = ort.InferenceSession(proto.SerializeToString()).run(None, samples[0])
+    assert np.corrcoef(c.ravel(), ref[0].ravel())[0, 1] > 0.99
