@@ -1,0 +1,288 @@
+"""``deploycomp diff``: the regression gate a CI job runs between main's builds and a branch's.
+
+Every bundle here is a real build of one small conv net (its second output is the last
+feature map, where int8's rounding shows: cosine ~0.9995 against fp32's ~1.0); the fleet
+indexes are hand-written, as the fleet command will write them, pointing at those bundles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import deploycomp
+from deploycomp.diff import REGRESSION_EXIT, Limit, RegressionError, diff, diff_bundles, diff_indexes, parse_thresholds
+from deploycomp.errors import DeployError
+from deploycomp.ir import sha256_file
+
+
+def _two_convs(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype("float32"), "w0"),
+             numpy_helper.from_array(rng.standard_normal(8).astype("float32"), "b0"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) / 8).astype("float32"), "w1"),
+             numpy_helper.from_array(rng.standard_normal(8).astype("float32"), "b1"),
+             numpy_helper.from_array(rng.standard_normal((4, 8)).astype("float32"), "w2")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1], name="conv0"),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["features"], name="relu1"),
+        helper.make_node("GlobalAveragePool", ["features"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_convs", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["N", 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    """The same model built the ways a CI job sees it change."""
+    root = tmp_path_factory.mktemp("diff")
+    model = _two_convs(root / "two_convs.onnx")
+    np.savez(root / "calib.npz", x=np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype("float32"))
+    tight = root / "pi-tight.yaml"  # a board with almost no flash: every bundle misses its size budget
+    tight.write_text("extends: raspberry-pi-5\nname: pi-tight\nbudgets: {max_artifact_mb: 0.001}\n")
+    common = {"inputs": {"x": [1, 3, 16, 16]}, "calibration": root / "calib.npz"}
+    builds = {
+        "fp32": {"target": "host", "precision": "fp32"},
+        "fp32-again": {"target": "host", "precision": "fp32"},
+        "int8": {"target": "host", "precision": "int8"},
+        "int8-conv1-float": {"target": "host", "precision": "int8", "keep_float": ["conv1"]},
+        "rpi-fp32": {"target": "raspberry-pi-5", "precision": "fp32"},
+        "pi-tight-fp32": {"target": str(tight), "precision": "fp32", "no_fail": True},
+    }
+    out = {}
+    for name, options in builds.items():
+        out[name] = root / name
+        deploycomp.build(model, out[name], **common, **options)
+    return out
+
+
+def metrics(d) -> list[str]:
+    return [r.metric for r in d.rows]
+
+
+def row(d, metric, scope=""):
+    (found,) = [r for r in d.rows if r.metric == metric and r.scope == scope]
+    return found
+
+
+# ------------------------------------------------------------------------------ bundles
+
+def test_identical_bundles_diff_to_nothing(bundles, tmp_path):
+    copy = shutil.copytree(bundles["fp32"], tmp_path / "copy")
+    d = diff(bundles["fp32"], copy, "cosine=0,latency=0%,size=0%,memory=0%,nodes=0")
+    assert d.rows == [] and d.ok and d.exit_code == 0
+    assert d.table().splitlines()[-1].startswith("no differences")
+    assert d.to_json()["changes"] == [] and d.to_json()["regressions"] == []
+
+
+def test_a_rebuild_differs_only_in_what_is_measured(bundles):
+    """Same inputs give the same artifacts and validation numbers: only timing and memory,
+    which vary run to run, can differ. Gate those loosely in CI."""
+    d = diff(bundles["fp32"], bundles["fp32-again"])
+    assert set(metrics(d)) <= {"latency", "peak_memory", "budget:peak_memory"}, d.table()
+    assert d.ok
+
+
+def test_int8_against_an_fp32_baseline_passes_a_loose_cosine_threshold(bundles):
+    d = diff_bundles(bundles["fp32"], bundles["int8"], "cosine=0.01")
+    assert d.ok and d.exit_code == 0, d.table()
+    cos = row(d, "cosine[features]")
+    assert cos.old > 0.99999 and 0.99 < cos.new < 0.9999 and cos.regression is None
+    # what changed in execution: requested and executed precision, every compute layer u8
+    assert (row(d, "precision").old, row(d, "precision").new) == ("fp32", "int8")
+    assert row(d, "executed_precision").new == "int8"
+    assert row(d, "layers:Convolution").old == {"fp32": 2} and row(d, "layers:Convolution").new == {"u8": 2}
+    assert (row(d, "int8_layers").old, row(d, "int8_layers").new) == (0, 3)
+    assert "no regressions" in d.table().splitlines()[-1]
+
+
+def test_int8_against_an_fp32_baseline_fails_a_tight_threshold_naming_the_metric(bundles):
+    d = diff_bundles(bundles["fp32"], bundles["int8"], "cosine=0.0001")
+    assert not d.ok and d.exit_code == REGRESSION_EXIT == 12
+    assert [r.metric for r in d.regressions] == ["cosine[features]"]  # logits lose ~1e-5 only
+    assert "cosine=0.0001" in d.regressions[0].regression
+    lines = d.table().splitlines()
+    assert any(ln.startswith("cosine[features]") and "REGRESSION" in ln for ln in lines)
+    assert lines[-1] == "1 regression: cosine[features] (--max-regression cosine=0.0001)"
+    data = json.loads(json.dumps(d.to_json()))
+    assert data["ok"] is False and data["exit_code"] == 12 and data["regressions"][0].startswith("cosine[features]:")
+    with pytest.raises(RegressionError, match=r"cosine\[features\]") as e:
+        d.raise_if_regressed()
+    assert e.value.exit_code == 12
+
+
+def test_metrics_without_a_threshold_are_reported_not_gated(bundles):
+    """On a model this small the int8 IR is larger (QDQ nodes outweigh 1.3 KB of weights):
+    a size limit catches it, no limit lets it through."""
+    assert diff(bundles["fp32"], bundles["int8"]).ok
+    d = diff(bundles["fp32"], bundles["int8"], "size=5%")
+    assert [r.metric for r in d.regressions] == ["size"]
+    assert row(d, "size").new > row(d, "size").old * 1.05
+
+
+def test_layers_that_move_between_int8_and_float_are_named(bundles):
+    d = diff(bundles["int8"], bundles["int8-conv1-float"])
+    assert (row(d, "layer:conv1").old, row(d, "layer:conv1").new) == ("int8", "float")
+    assert (row(d, "int8_layers").old, row(d, "int8_layers").new) == (3, 2)
+    assert row(d, "layers:Convolution").new == {"fp32": 1, "u8": 1}
+    assert row(d, "executed_precision").new.startswith("int8 (")
+    assert row(d, "cosine[features]").new > row(d, "cosine[features]").old  # what the float layer bought
+
+
+def test_measured_latency_against_an_estimate_is_flagged_not_compared(bundles):
+    d = diff(bundles["fp32"], bundles["rpi-fp32"], "latency=0%")
+    lat = row(d, "latency")
+    assert not lat.comparable and lat.regression is None
+    assert "measured on" in lat.note and "roofline estimate for raspberry-pi-5" in lat.note
+    assert d.ok and d.not_comparable == [lat]
+    assert "1 not comparable" in d.summary()
+    # a different backend: its layers and lowered ops are its own vocabulary, not compared
+    assert row(d, "backend").new == "tflite" and not [m for m in metrics(d) if m.startswith(("layers:", "lowered_ops:"))]
+
+
+def test_two_estimates_are_compared(bundles):
+    d = diff(bundles["rpi-fp32"], bundles["pi-tight-fp32"], "latency=0%")
+    assert "latency" not in metrics(d)  # same graph, same datasheet: the same estimate
+
+
+def test_a_new_bundle_that_misses_its_own_budget_is_a_regression(bundles):
+    d = diff(bundles["rpi-fp32"], bundles["pi-tight-fp32"])  # no thresholds at all
+    budget = row(d, "budget:artifact_size")
+    assert (budget.old, budget.new) == (True, False) and budget.regression.startswith("now missed")
+    assert d.exit_code == 12
+    # and it stays one while it is not fixed
+    assert row(diff(bundles["pi-tight-fp32"], bundles["pi-tight-fp32"]), "budget:artifact_size").regression \
+        .startswith("still missed")
+
+
+# ------------------------------------------------------------------------------ thresholds
+
+def test_threshold_syntax():
+    limits = parse_thresholds("cosine=0.001, latency=10%,size=1.5MB,memory=20%,nodes=0,top1=0.01")
+    assert limits["cosine"] == Limit("cosine", 0.001, False, "0.001")
+    assert limits["latency"].relative and limits["latency"].value == pytest.approx(0.1)
+    assert limits["size"].value == 1.5e6 and not limits["size"].relative
+    assert parse_thresholds(["cosine=0.001", "latency=2ms"])["latency"] == Limit("latency", 2.0, False, "2ms")
+    assert parse_thresholds(None) == {} and parse_thresholds("") == {}
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("cosine", "expected KEY=LIMIT"),
+    ("speed=10%", "unknown metric 'speed'"),
+    ("latency=10", "give a unit, N% or Nms"),
+    ("size=5", "give a unit"),
+    ("cosine=1%", "absolute drop"),
+    ("latency=10parsecs", "unit 'parsecs' not understood"),
+    ("latency=-5%", "not a non-negative number"),
+    ("cosine=0.1,cosine=0.2", "cosine given twice"),
+    (",", "nothing given"),
+])
+def test_bad_thresholds_are_one_line_errors(spec, says):
+    with pytest.raises(DeployError, match=says) as e:
+        parse_thresholds(spec)
+    assert "\n" not in str(e.value) and str(e.value).startswith("--max-regression")
+
+
+def test_paths_that_are_neither_are_one_line_errors(bundles, tmp_path):
+    with pytest.raises(DeployError, match="no such bundle or fleet index"):
+        diff(tmp_path / "nope", bundles["fp32"])
+    with pytest.raises(DeployError, match="neither a bundle"):
+        diff(tmp_path, bundles["fp32"])
+    (tmp_path / "index.json").write_text(json.dumps({"entries": []}))
+    with pytest.raises(DeployError, match="cannot diff a bundle .* against a fleet index"):
+        diff(bundles["fp32"], tmp_path)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DeployError, match="not a readable fleet index"):
+        diff(tmp_path / "bad.json", tmp_path)
+
+
+# ------------------------------------------------------------------------------ fleets
+
+def _entry(model, target, precision, built=None, index_dir=None, **fields):
+    """An index entry as the fleet command writes it; ``built`` is a real bundle folder."""
+    e = {"model": model, "target": target, "precision": precision, "ok": True, "error": None, "exit_code": 0}
+    if built is not None:
+        e["bundle"] = os.path.relpath(built, index_dir)
+        e["manifest_sha256"] = sha256_file(Path(built) / "manifest.json")
+    return e | fields
+
+
+@pytest.fixture
+def fleets(bundles, tmp_path) -> tuple[Path, Path]:
+    """main's fleet and a branch's: one entry cached (same bundle), one rebuilt with a
+    layer kept float, one that now fails to build, one known only by the index's numbers,
+    one removed, one added that builds and one added that fails."""
+    old, new = tmp_path / "main", tmp_path / "branch"
+    old.mkdir(), new.mkdir()
+    failed = {"ok": False, "exit_code": 6, "error": "raspberry-pi-5: op 'Conv' has no lowering (tflite)", "bundle": None}
+    no_bundle = {"bundle": "gone/android-arm64-fp16", "size_mb": 0.01}  # built elsewhere, not copied here
+    (old / "index.json").write_text(json.dumps({"entries": [
+        _entry("two_convs", "host", "fp32", bundles["fp32"], old),
+        _entry("two_convs", "host", "int8", bundles["int8"], old),
+        _entry("two_convs", "raspberry-pi-5", "fp32", bundles["rpi-fp32"], old),
+        _entry("two_convs", "android-arm64", "fp16", **no_bundle, manifest_sha256="1" * 64, fidelity=0.99995,
+               latency_ms=1.2, latency_kind="estimated"),
+        _entry("two_convs", "jetson-orin-nano", "fp16", bundles["fp32"], old),
+    ]}))
+    (new / "index.json").write_text(json.dumps({"entries": [
+        _entry("two_convs", "host", "fp32", bundles["fp32"], new),
+        _entry("two_convs", "host", "int8", bundles["int8-conv1-float"], new),
+        _entry("two_convs", "raspberry-pi-5", "fp32", **failed),
+        _entry("two_convs", "android-arm64", "fp16", **no_bundle, manifest_sha256="2" * 64, fidelity=0.9990,
+               latency_ms=1.1, latency_kind="measured"),
+        _entry("two_convs", "host", "fp16", bundles["fp32"], new),
+        _entry("two_convs", "coral-edgetpu", "int8", **failed),
+    ]}))
+    return old, new
+
+
+def test_fleet_entries_added_removed_and_failed(fleets):
+    old, new = fleets
+    d = diff(old, new, "cosine=0.01")
+    assert d.kind == "indexes"
+    scopes = {r.scope for r in d.rows}
+    assert "two_convs/host/fp32" not in scopes  # same manifest sha256: a cached bundle, nothing to diff
+    removed = row(d, "entry", "two_convs/jetson-orin-nano/fp16")
+    assert (removed.change, removed.regression) == ("removed", None)  # a spec change, not a regression
+    added = row(d, "entry", "two_convs/host/fp16")
+    assert (added.change, added.new, added.regression) == ("added", "ok", None)
+    assert sorted((r.scope, r.metric) for r in d.regressions) == [
+        ("two_convs/coral-edgetpu/int8", "entry"),  # added, and failed to build
+        ("two_convs/raspberry-pi-5/fp32", "build"),  # built on main, fails on the branch
+    ]
+    failed = row(d, "build", "two_convs/raspberry-pi-5/fp32")
+    assert failed.old == "ok" and failed.new.startswith("failed (exit 6): raspberry-pi-5: op 'Conv'")
+    assert d.exit_code == 12 and "2 regressions" in d.summary()
+    # the rebuilt entry's bundles are diffed in full
+    assert (row(d, "layer:conv1", "two_convs/host/int8").old, row(d, "layer:conv1", "two_convs/host/int8").new) \
+        == ("int8", "float")
+    table = d.table()
+    assert table.splitlines()[2].split()[:2] == ["entry", "metric"]
+
+
+def test_fleet_entries_without_bundles_compare_the_index_numbers(fleets):
+    old, new = fleets
+    d = diff_indexes(old / "index.json", new / "index.json", "cosine=0.0001,latency=0%")
+    scope = "two_convs/android-arm64/fp16"
+    cos = row(d, "cosine[min]", scope)
+    assert cos.regression and "index numbers (bundle not here)" in cos.note
+    lat = row(d, "latency", scope)  # an estimate then, a measurement now
+    assert not lat.comparable and lat.regression is None
+    assert ("two_convs/host/int8", "cosine[features]") not in {(r.scope, r.metric) for r in d.regressions}
