@@ -5,6 +5,7 @@ Exit codes (table in :mod:`deploycomp.errors` and docs/cli.md): 0 ok; 1 internal
 data; 5 bad target or profile; 6 unsupported op/precision; 7 backend SDK or device
 missing; 8 a budget was missed; 9 output exists or is not a bundle --force may replace;
 10 the environment (permission, busy path, disk full, memory); 11 verification failed;
+12 ``diff`` found a regression;
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): one line, nothing left at --out;
 141 stdout's reader went away (``| head``), as for any Unix tool stopped by SIGPIPE.
 """
@@ -399,6 +400,24 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     others = [r["rule"] for r in rules if not r["fired"] and not r["near_miss"]]
     if others:
         click.echo(f"  {len(others)} other rule(s) have no candidate in this graph (see --json)")
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--max-regression", "max_regression", multiple=True, metavar="KEY=LIMIT[,KEY=LIMIT...]",
+              help="How much worse NEW may be than OLD: cosine=ABS, top1=ABS, latency=N%|Nms, size=N%|NMB, "
+                   "memory=N%|NMB, nodes=N|N%. Past any of them exits 12.")
+@click.option("--json", "as_json", is_flag=True)
+def diff_command(old: Path, new: Path, max_regression: tuple[str, ...], as_json: bool) -> None:
+    """Compare two bundles or two fleet indexes (DIR/index.json): fidelity, budgets, latency, size,
+    executed precision per layer, op counts. Exits 12 if NEW regressed (past --max-regression, a budget
+    NEW misses, a fleet entry that failed to build), 0 otherwise."""
+    from deploycomp.diff import diff
+
+    result = diff(old, new, max_regression=max_regression)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.table())
+    result.raise_if_regressed()
 
 
 @main.group(invoke_without_command=True)

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from deploycomp.bundle import MANIFEST, read_manifest
-from deploycomp.errors import DeployError, few
+from deploycomp.errors import DeployError, RegressionError, few
 from deploycomp.ir import sha256_file
 
 __all__ = ["REGRESSION_EXIT", "Diff", "Limit", "RegressionError", "Row", "diff", "diff_bundles", "diff_indexes",
@@ -67,16 +67,9 @@ __all__ = ["REGRESSION_EXIT", "Diff", "Limit", "RegressionError", "Row", "diff",
 
 INDEX = "index.json"
 
-REGRESSION_EXIT = 12
+REGRESSION_EXIT = RegressionError.exit_code
 """Proposed exit code for "NEW regressed": not 8 (a budget missed *while building*), so a CI
 script can tell "this build is out of budget" from "this branch is worse than main"."""
-
-
-class RegressionError(DeployError):
-    """NEW is worse than OLD past a ``--max-regression`` threshold, misses its own budgets,
-    or (fleets) has an entry that failed to build."""
-
-    exit_code = REGRESSION_EXIT
 
 
 # ---------------------------------------------------------------------------- thresholds

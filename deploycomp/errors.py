@@ -21,6 +21,7 @@ code   meaning
 9      output exists, or is not a bundle --force may replace (:class:`OutputExistsError`)
 10     the environment: permission denied, busy path, disk full, out of memory
 11     a bundle failed verification (:class:`VerificationError`)
+12     ``deploycomp diff``: NEW regressed against OLD (:class:`RegressionError`)
 130    interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout's reader went away
 =====  ==============================================================
 """
@@ -35,6 +36,7 @@ __all__ = [
     "InputDataError",
     "ModelError",
     "OutputExistsError",
+    "RegressionError",
     "ProfileError",
     "UnsupportedError",
     "VerificationError",
@@ -105,6 +107,13 @@ class VerificationError(DeployError):
     """A bundle's files do not match its manifest, or its signature does not verify."""
 
     exit_code = 11
+
+
+class RegressionError(DeployError):
+    """``deploycomp diff``: NEW is worse than OLD past a ``--max-regression`` threshold,
+    misses its own budgets, or (fleets) has an entry that failed to build."""
+
+    exit_code = 12
 
 
 ENVIRONMENT_ERRNOS = frozenset({

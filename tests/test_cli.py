@@ -171,3 +171,17 @@ def test_reader_leaving_the_pipe_is_not_an_internal_error():
     _, stderr = proc.communicate(timeout=120)
     assert "internal error" not in stderr
     assert proc.returncode == 141
+
+
+def test_diff_gates_a_worse_precision(tiny_conv, tmp_path):
+    """The CI regression gate: a branch's int8 bundle against main's fp32 one exits 12 past
+    the threshold, 0 within it; the table names the metric."""
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    assert cli("build", tiny_conv, "--out", tmp_path / "main", "--input", "x:1x3x16x16")[0] == 0
+    assert cli("build", tiny_conv, "--out", tmp_path / "branch", "--input", "x:1x3x16x16", "--precision", "int8",
+               "--calibration", tmp_path / "c.npz")[0] == 0
+    rc, stdout, stderr = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0.00001")
+    assert rc == 12 and "cosine[probs]" in stdout
+    _one_line_error(stderr, "regression", "cosine[probs]")
+    rc, _, _ = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0.5")
+    assert rc == 0
