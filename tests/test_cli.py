@@ -176,11 +176,14 @@ def test_reader_leaving_the_pipe_is_not_an_internal_error():
 def test_diff_gates_a_worse_precision(tiny_conv, tmp_path):
     """The CI regression gate: a branch's int8 bundle against main's fp32 one exits 12 past
     the threshold, 0 within it; the table names the metric."""
-    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
-    assert cli("build", tiny_conv, "--out", tmp_path / "main", "--input", "x:1x3x16x16")[0] == 0
-    assert cli("build", tiny_conv, "--out", tmp_path / "branch", "--input", "x:1x3x16x16", "--precision", "int8",
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=rng.random((8, 3, 16, 16), dtype=np.float32))
+    np.savez(tmp_path / "v.npz", x=rng.random((3, 3, 16, 16), dtype=np.float32))
+    same = ["--input", "x:1x3x16x16", "--validation-data", tmp_path / "v.npz"]  # both judged on the same inputs
+    assert cli("build", tiny_conv, "--out", tmp_path / "main", *same)[0] == 0
+    assert cli("build", tiny_conv, "--out", tmp_path / "branch", *same, "--precision", "int8",
                "--calibration", tmp_path / "c.npz")[0] == 0
-    rc, stdout, stderr = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0.00001")
+    rc, stdout, stderr = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0")
     assert rc == 12 and "cosine[probs]" in stdout
     _one_line_error(stderr, "regression", "cosine[probs]")
     rc, _, _ = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0.5")
