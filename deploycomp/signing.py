@@ -190,21 +190,23 @@ def _check_entry(bundle: Path, path: str, entry: dict[str, Any], against: str, s
     return size
 
 
-def _read_manifest(bundle: Path) -> dict[str, Any]:
+def _read_manifest(bundle: Path) -> tuple[dict[str, Any], bytes]:
+    """The parsed manifest and the bytes it was parsed from."""
     path = bundle / MANIFEST
     if not _exists(path):
         raise BundleVerificationError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})", MANIFEST, "missing")
     if not _is_regular(path):
         raise BundleVerificationError(f"{path}: not a regular file", MANIFEST, "not-a-file")
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(path.read_bytes())
+        manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleVerificationError(f"{path}: corrupt manifest ({e})", MANIFEST, "manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleVerificationError(f"{path}: unsupported bundle format {found!r} (expected {BUNDLE_FORMAT})",
                                       MANIFEST, "manifest")
-    return manifest
+    return manifest, raw
 
 
 def check_digests(bundle: str | os.PathLike, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -218,7 +220,7 @@ def check_digests(bundle: str | os.PathLike, manifest: dict[str, Any] | None = N
     bundle = Path(bundle)
     start = time.perf_counter()
     if manifest is None:
-        manifest = _read_manifest(bundle)
+        manifest = _read_manifest(bundle)[0]
     artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
     total = sum(_check_entry(bundle, path, artifacts[path], MANIFEST) for path in sorted(artifacts))
     return {"artifacts": len(artifacts), "bytes": total, "seconds": round(time.perf_counter() - start, 4)}
@@ -294,8 +296,9 @@ def _load_private_key(path: str | os.PathLike, password: bytes | None):
     except TypeError as e:  # encrypted without a password, or a password for a plain key
         raise DeployError(f"{path}: {str(e).rstrip('.').lower()}") from None
     except ValueError as e:
-        hint = " (this is a public key; sign with the private one)" if b"PUBLIC KEY" in data else ""
-        raise DeployError(f"{path}: not a PEM private key{hint} ({str(e).splitlines()[0]})") from None
+        if b"PUBLIC KEY" in data:
+            raise DeployError(f"{path}: a public key; sign with the private one") from None
+        raise DeployError(f"{path}: not a PEM private key ({str(e).splitlines()[0]})") from None
     _algorithm(key)
     return key
 
@@ -306,8 +309,9 @@ def _load_public_key(path: str | os.PathLike):
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as e:
-        hint = " (this is a private key; verify with the public one)" if b"PRIVATE KEY" in data else ""
-        raise DeployError(f"{path}: not a PEM public key{hint} ({str(e).splitlines()[0]})") from None
+        if b"PRIVATE KEY" in data:
+            raise DeployError(f"{path}: a private key; verify with the public one") from None
+        raise DeployError(f"{path}: not a PEM public key ({str(e).splitlines()[0]})") from None
     _algorithm(key)
     return key
 
@@ -352,7 +356,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
     if not bundle.is_dir():
         raise DeployError(f"{bundle}: no such bundle folder")
     key = _load_private_key(private_key_path, password)  # a bad key fails before any hashing
-    manifest = _read_manifest(bundle)
+    manifest, manifest_bytes = _read_manifest(bundle)
     artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
     files, odd = _bundle_files(bundle)
     if odd:
@@ -369,6 +373,9 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
     for path in files:
         if path in artifacts:  # just checked: the manifest's digest is this file's
             entries.append({"path": path, "sha256": artifacts[path]["sha256"], "bytes": artifacts[path]["bytes"]})
+        elif path == MANIFEST:  # the bytes whose artifact list was checked
+            entries.append({"path": path, "sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                            "bytes": len(manifest_bytes)})
         else:
             entries.append({"path": path, "sha256": _sha256(bundle / path), "bytes": (bundle / path).stat().st_size})
     public_key = key.public_key()
@@ -499,7 +506,7 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
         _files_added_after_signing(bundle, expected, present)
         unlisted_ok: set[str] = set()
     else:
-        expected = _entries(bundle, _read_manifest(bundle).get("artifacts", []), MANIFEST)
+        expected = _entries(bundle, _read_manifest(bundle)[0].get("artifacts", []), MANIFEST)
         unlisted_ok = {MANIFEST, REPORT}
 
     total = 0
@@ -515,8 +522,12 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
         elif path not in unlisted_ok:
             why = "not covered by the signature" if doc else f"{MANIFEST} does not list it"
             raise BundleVerificationError(f"{bundle}/{path}: extra file ({why})", path, "extra")
-    if doc:  # manifest.json is the signed one now: its artifacts must be signed files with the same digests
-        artifacts = _entries(bundle, _read_manifest(bundle).get("artifacts", []), MANIFEST)
+    if doc:  # manifest.json is the signed one: its artifacts must be signed files with the same digests
+        manifest, raw = _read_manifest(bundle)
+        if MANIFEST not in expected or hashlib.sha256(raw).hexdigest() != expected[MANIFEST]["sha256"]:
+            raise BundleVerificationError(f"{bundle}/{MANIFEST}: not the signed manifest (changed while verifying?)",
+                                          MANIFEST, "changed")
+        artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
         for path in sorted(artifacts):
             if path not in expected or (expected[path]["sha256"], expected[path]["bytes"]) != (
                     artifacts[path]["sha256"], artifacts[path]["bytes"]):

@@ -152,7 +152,7 @@ def test_resigning_replaces_the_signature(bundle, keys):
 def test_a_failed_signing_leaves_the_old_signature(bundle, keys, tmp_path):
     sign_bundle(bundle, keys["ci"][0])
     before = (bundle / SIGNATURE).read_bytes()
-    with pytest.raises(DeployError, match="not a PEM private key .this is a public key"):
+    with pytest.raises(DeployError, match="a public key; sign with the private one"):
         sign_bundle(bundle, keys["other"][1])
     rsa_key = _write_pair(tmp_path, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))[0]
     with pytest.raises(DeployError, match="unsupported key type RSA"):
@@ -237,6 +237,13 @@ def test_a_wrong_public_key_fails(bundle, keys):
     sign_bundle(bundle, keys["ci"][0])
     _fails(bundle, keys["other"][1], SIGNATURE, "wrong-key", "wrong key", str(keys["other"][1]))
     _fails(bundle, keys["device"][1], SIGNATURE, "wrong-key")
+
+
+def test_a_private_key_given_to_verify_is_a_usage_error(bundle, keys):
+    sign_bundle(bundle, keys["ci"][0])
+    with pytest.raises(DeployError, match="a private key; verify with the public one") as info:
+        verify_bundle(bundle, keys["ci"][0])
+    assert not isinstance(info.value, VerificationError)
 
 
 def test_a_tampered_signature_fails(bundle, keys):
