@@ -44,6 +44,7 @@ def build(
     int8_io: bool | None = None,
     profiles: Iterable[str] | None = None,
     keep_initializer_inputs: bool = False,
+    freeze: dict[str, object] | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
@@ -63,6 +64,7 @@ def build(
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
+    ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
@@ -77,10 +79,10 @@ def build(
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
             int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
-            keep_initializer_inputs=keep_initializer_inputs,
+            keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
         )
     )
-    return load(result.bundle)
+    return load(result.bundle, verify=False)  # the build has just hashed every file
 
 
 def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str | None = None,

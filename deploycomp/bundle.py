@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
+from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError, VerificationError
 from deploycomp.ir import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
@@ -61,7 +61,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     for entry in manifest.get("artifacts", []):
         f = Path(bundle) / entry["path"]
         if not f.is_file():
-            raise DeployError(f"{bundle}: artifact {entry['path']} listed in the manifest is missing")
+            raise VerificationError(f"{bundle}: artifact {entry['path']} listed in the manifest is missing")
     return manifest
 
 

@@ -146,8 +146,13 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"  validated on {val['inputs']}")
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
-        note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0 or constant), error there {m['quiet_error']:.1e} "
-                "of its scale" if quiet else "")
+        if m.get("single_value"):
+            note = f"; one value per sample, judged by its error: {m['quiet_error']:.1e} of its scale"
+        elif quiet:
+            note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0 or constant), error there "
+                    f"{m['quiet_error']:.1e} of its scale")
+        else:
+            note = ""
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
     quant = manifest.get("quantization")
@@ -215,10 +220,29 @@ def _build_options(f):
                      help="How images become inputs: a YAML file or inline mapping (resize, channel_order, scale, "
                           "mean, std, layout, dtype), for image folders and the built-in photos.")(f)
     f = _keep_initializer_inputs(f)
+    f = click.option("--freeze", "freeze", multiple=True, metavar="NAME=VALUE",
+                     help="Replace an input by a constant (e.g. sr=16000; comma-separated values for a tensor): "
+                          "branches and shapes that depend on it fold.")(f)
     f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(f)
     return f
+
+
+def _freeze(items: tuple[str, ...]) -> dict[str, list[float]]:
+    """``--freeze sr=16000 --freeze mask=1,1,0`` -> {name: values}."""
+    from deploycomp.errors import InputDataError
+
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise InputDataError(f"--freeze {item!r}: expected NAME=VALUE[,VALUE...], e.g. sr=16000") from None
+    return out
 
 
 def _boosters(text: str | None) -> list[str] | None:
@@ -238,7 +262,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
-            int8_boosters=_boosters(kw.pop("int8_boosters")),
+            int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
@@ -258,7 +282,7 @@ def build(ctx, model: Path, out: Path, **kw) -> None:
 
 @main.command()
 @click.argument("name", required=False)
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default dist/NAME-TARGET).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default dist/NAME-TARGET-PRECISION).")
 @_build_options
 @click.pass_context
 def example(ctx, name: str | None, out: Path | None, **kw) -> None:
@@ -272,7 +296,9 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
     path = fetch_example(name)
     ex = EXAMPLES[name]
     if not kw["inputs"] and not any(p.startswith(f"{ex.input_name}:") for p in kw["profiles"]):
-        kw["inputs"] = (f"{ex.input_name}:{'x'.join(map(str, ex.shape))}",)
+        kw["inputs"] = tuple(f"{n}:{'x'.join(map(str, s))}" for n, s in ((ex.input_name, ex.shape), *ex.other_inputs))
+    if not kw["freeze"]:
+        kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
     out = out or Path("dist") / f"{name}-{Path(kw['target']).stem}-{kw['precision']}"
     click.echo(f"model {path}", err=True)
     _run_build(ctx, path, out, ex.inputs, **kw)
@@ -307,6 +333,9 @@ def engine(bundle: Path, force: bool) -> None:
     from deploycomp.engine import build_bundle_engine
 
     manifest = build_bundle_engine(bundle, force=force)
+    if (bundle / "signature.json").exists():
+        click.echo("note: signature.json does not cover model.engine and timing.cache; sign again on this device: "
+                   "deploycomp sign BUNDLE --key DEVICE_KEY.pem", err=True)
     info = manifest["backend"]["lowered"]["engine"]
     worst = min(m["cosine"] for m in manifest["engine_validation"]["outputs"].values())
     click.echo(f"{bundle}/{info['engine']}: TensorRT {info['tensorrt_version']} on {info['gpu']['name']} "
@@ -317,7 +346,8 @@ def engine(bundle: Path, force: bool) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path), help=".npz with one array per input.")
 @click.option("--outputs", "outputs_path", type=click.Path(path_type=Path), help=".npz to write the outputs to.")
-def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
+@click.option("--no-verify", is_flag=True, help="Skip the artifacts' sha256 check against the manifest.")
+def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: bool) -> None:
     """Run a bundle on inputs from an .npz (original model names and layout)."""
     import numpy as np
 
@@ -325,7 +355,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None) -> None:
     from deploycomp.runner import load
     from deploycomp.sample_data import check_finite
 
-    runner = load(bundle)
+    runner = load(bundle, verify=not no_verify)
     if not inputs_path.is_file():
         raise InputDataError(f"{inputs_path}: no such file")
     with np.load(inputs_path, allow_pickle=False) as data:
@@ -400,6 +430,38 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     others = [r["rule"] for r in rules if not r["fired"] and not r["near_miss"]]
     if others:
         click.echo(f"  {len(others)} other rule(s) have no candidate in this graph (see --json)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path),
+              help="PEM private key: Ed25519, ECDSA P-256 or P-384 (password from $DEPLOYCOMP_KEY_PASSWORD).")
+def sign(bundle: Path, key: Path) -> None:
+    """Sign every file of a bundle: writes BUNDLE/signature.json, replacing an old one."""
+    from deploycomp.signing import sign_bundle
+
+    password = os.environ.get("DEPLOYCOMP_KEY_PASSWORD")
+    path = sign_bundle(bundle, key, password.encode() if password else None)
+    doc = json.loads(path.read_text())
+    click.echo(f"{path}: {len(doc['signed']['files'])} files signed, {doc['algorithm']} key {doc['key_id']}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--public-key", type=click.Path(path_type=Path), help="PEM public key the signature must verify with.")
+@click.option("--json", "as_json", is_flag=True)
+def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
+    """Check a bundle's files against its manifest and signature (exit 11 naming the first bad file)."""
+    from deploycomp.signing import verify_bundle
+
+    result = verify_bundle(bundle, public_key)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    what = {"unsigned": "unsigned: artifacts match manifest.json; nothing says who built it",
+            "signed": f"signed by key {result['key_id']}, valid; not checked against a trusted key (--public-key)",
+            "verified": f"signature verified with {public_key} ({result['key_id']})"}[result["status"]]
+    click.echo(f"{bundle}: ok, {len(result['files'])} files, {result['bytes'] / 1e6:.1f} MB; {what}")
 
 
 @main.command("diff")

@@ -117,8 +117,8 @@ def built_in_validation(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np
         arrays = [spec.apply(img, shape) for img in sample_data.photos()]
         samples = [{name: np.concatenate([a] * shape[0])} for a in arrays]
         return DataSet(samples, f"built-in photos ({len(samples)}) preprocessed by --preprocess", "built-in")
-    if kind in sample_data.MULTI_INPUT_SAMPLERS:
-        samples = sample_data.MULTI_INPUT_SAMPLERS[kind](shapes)
+    if kind in sample_data.MULTI_INPUT_SAMPLERS:  # only the inputs the model still has (others may be frozen)
+        samples = [{k: v for k, v in s.items() if k in shapes} for s in sample_data.MULTI_INPUT_SAMPLERS[kind](shapes)]
         return DataSet(samples, f"built-in {kind} samples ({len(samples)})", "built-in")
     if kind is None and len(shapes) == 1 and all(len(s) == 4 and s[1] in (1, 3) for s in shapes.values()):
         kind = "image"

@@ -42,6 +42,10 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     plan = read_plan(bundle)
     if (bundle / plan.engine).exists() and not force:
         raise OutputExistsError(f"{bundle / plan.engine} exists (use --force to rebuild)")
+    from deploycomp.signing import check_digests
+
+    # never compile a tampered model.onnx or plan: the files CI built, as its manifest lists them
+    check_digests(bundle, {"artifacts": [a for a in manifest["artifacts"] if a["path"] not in (plan.engine, plan.timing_cache)]})
     trt, gpu = require_engine_builder(trt, cudart)  # before any work: a clear error without TensorRT or a GPU
     previous = {p: (bundle / p).read_bytes() for p in (plan.engine, plan.timing_cache) if (bundle / p).is_file()}
     try:

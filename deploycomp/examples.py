@@ -37,6 +37,10 @@ class Example:
     inputs: str
     """Which real sample inputs suit it (a key of :data:`deploycomp.sample_data.SAMPLERS`)."""
     description: str
+    other_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """Shapes of its other inputs (a recurrent state), pinned as for the main one."""
+    freeze: tuple[tuple[str, float], ...] = ()
+    """Inputs the example builds as constants (``--freeze``)."""
 
 
 EXAMPLES: dict[str, Example] = {
@@ -66,6 +70,9 @@ EXAMPLES: dict[str, Example] = {
             "silero-vad", "silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
             "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
             "input", (1, 512), "vad", "Silero VAD v5 (If subgraphs for 8/16 kHz), 1x512 audio + state",
+            other_inputs=(("state", (2, 1, 128)),),
+            # a bundle per sample rate: the If on sr folds away, which OpenVINO and TFLite need
+            freeze=(("sr", 16000),),
         ),
     )
 }

@@ -26,7 +26,7 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
-from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError
+from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
 from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
@@ -73,6 +73,10 @@ class BuildOptions:
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the calibration samples, True if the candidate is good enough.
     It replaces the cosine test when choosing which layers stay float."""
+    freeze: dict[str, Any] = field(default_factory=dict)
+    """Inputs replaced by constants (``--freeze sr=16000``): a build for one sample rate, one
+    mode, one batch of fixed masks. Branches and shapes that depend on them fold; the
+    bundle no longer takes them, and the fp32 reference is fed the same values."""
     keep_initializer_inputs: bool = False
     """Keep initializers listed as graph inputs (IR < 4 models) as runtime inputs instead of
     constants (see :func:`deploycomp.ir.load_model`)."""
@@ -104,6 +108,8 @@ class Prepared:
     pass_log: Any
     profiles: dict[str, tuple] = field(default_factory=dict)
     """TensorRT optimization profiles: input -> (min, opt, max)."""
+    frozen: dict[str, np.ndarray] = field(default_factory=dict)
+    """Inputs replaced by constants; the reference (the original model) is fed them."""
 
 
 def _versions() -> dict[str, str]:
@@ -180,20 +186,43 @@ def _initializer_note(loaded) -> list[str]:
             "treated as constants; --keep-initializer-inputs keeps them as inputs"]
 
 
+def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Replace the named graph inputs by initializers holding ``values`` (cast to each input's
+    dtype, shaped as its static shape when it has one); returns the arrays used."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    frozen = {}
+    for name, value in values.items():
+        if name not in inputs:
+            raise InputDataError(f"--freeze {name}: the model has no input named {name!r} (inputs: {few(inputs, 6)})")
+        v = inputs[name]
+        arr = np.asarray(value, dtype=np.dtype(v.dtype.numpy()))
+        if v.shape is not None and all(isinstance(d, int) for d in v.shape):
+            if arr.size != int(np.prod(list(v.shape), dtype=np.int64)):
+                raise InputDataError(f"--freeze {name}: {arr.size} value(s) for an input of shape {list(v.shape)}")
+            arr = arr.reshape(tuple(v.shape))
+        model.graph.inputs.remove(v)
+        v.const_value = ir.Tensor(np.ascontiguousarray(arr), name=name)
+        model.graph.register_initializer(v)
+        frozen[name] = arr
+    return frozen
+
+
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
-            keep_initializer_inputs: bool = False) -> Prepared:
-    """Load, pin shapes, optimize. ``profiles`` (TensorRT) is filled in with the profiles
-    made for dynamic batches; their varying dims stay symbolic in the optimized graph."""
+            keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None) -> Prepared:
+    """Load, freeze inputs given values, pin shapes, optimize. ``profiles`` (TensorRT) is
+    filled in with the profiles made for dynamic batches; their varying dims stay symbolic
+    in the optimized graph."""
     loaded = load_model(model_path, keep_initializer_inputs)
+    frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
     shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles)
-    assumed = _initializer_note(loaded) + assumed
+    assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {a.ravel()[:4].tolist()}" for n, a in frozen.items()] + assumed
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
-    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles)
+    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -227,6 +256,17 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     return {"model": str(out), "nodes_before": recs[0].nodes_before if recs else None,
             "nodes_after": recs[-1].nodes_after if recs else None, "assumptions": prep.assumed,
             "passes": prep.pass_log.to_json()}
+
+
+class _Reference:
+    """The original model in ONNX Runtime fp32, fed the frozen inputs' values too."""
+
+    def __init__(self, runner: ORTRunner, frozen: dict[str, np.ndarray]):
+        self.runner, self.frozen = runner, frozen
+        self.output_names = runner.output_names
+
+    def run(self, feeds):
+        return self.runner.run({**feeds, **self.frozen})
 
 
 def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict) -> dict:
@@ -294,7 +334,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
     opts.progress("load + optimize")
     prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
-                   keep_initializer_inputs=opts.keep_initializer_inputs)
+                   keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze)
     opts.progress("check op support")
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
@@ -303,7 +343,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
                                                       opts.sample_kind)
     samples = validation.samples
-    reference = ORTRunner(prep.source)
+    reference = _Reference(ORTRunner(prep.source), prep.frozen)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
     measured_host = target.runs_here
     fidelity = target.fidelity[opts.precision]

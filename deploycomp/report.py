@@ -242,8 +242,11 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                     "makes argmax agreement a criterion</span>")
         else:
             top1 = '<span class="muted">-</span>'
-        samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
-                                        "to the error bound, not cosine)</span>" if quiet else "")
+        if m.get("single_value"):
+            samples = f'{m["samples"]} <span class="muted">(one value each: held to the error bound, not cosine)</span>'
+        else:
+            samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
+                                            "to the error bound, not cosine)</span>" if quiet else "")
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
         rows.append([html.escape(name), f"{m['cosine']:.6f}{bad}", f"{m.get('max_abs_error', 0):.3g}",
                      f"{m.get('max_rel_error', 0):.3g}", top1, samples])

@@ -81,6 +81,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     counts them and ``quiet_error`` is their largest error as a share of the output's
     scale, which :func:`fidelity_met` holds to :func:`noise_allowance` instead of cosine.
     NaN or Inf where the reference is finite (or the reverse) is counted in ``nonfinite``.
+    An output of one value per sample (``single_value``) is judged by the bound alone.
     """
     metrics: dict[str, dict] = {}
     for name in refs[0]:
@@ -116,6 +117,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                                  "max_abs_error": max(max_abs), "max_rel_error": max(max_abs) / (scale or 1.0)}
         if quiet:
             entry |= {"uninformative_samples": len(quiet), "quiet_error": max(quiet), "scale": scale}
+            if all(r.size == 1 for r, _ in pairs):  # a probability, a count: cosine of one number is its sign
+                entry["single_value"] = True
         if top1:
             entry["top1_agreement"] = float(np.mean(top1))
         if nonfinite:

@@ -65,7 +65,8 @@ def test_ppocr_cls_int8_agrees_on_direction(real_model, tmp_path):
     folder = Path(__file__).resolve().parents[1] / "calibration_data" / "text-lines"
     runner = deploycomp.build(path, tmp_path / "cls", precision="int8", inputs={ex.input_name: ex.shape},
                               sample_kind=ex.inputs, calibration=folder, no_fail=True)
-    assert runner.manifest["quantization"]["calibration_data"] == "text-lines (12 samples)"
+    assert runner.manifest["quantization"]["calibration_data"] == "text-lines (12 samples), 3 held out for validation"
+    assert runner.manifest["validation"]["data"]["source"] == "held-out"
     samples = samples_for(ex.inputs, ex.input_name, ex.shape)
     ref = ORTRunner(path)
     refs, gots = [ref.run(s) for s in samples], [runner.run(s) for s in samples]

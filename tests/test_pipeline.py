@@ -241,3 +241,33 @@ def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits
     with pytest.raises(BudgetError, match="--precision auto: no precision meets the budgets"):
         deploycomp.build(tiny_conv, tmp_path / "none", precision="auto", target=target)
     assert not (tmp_path / "none").exists()
+
+
+IF_ON_MODE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 4] x, int64 mode) => (float[1, 4] y) {
+    one = Constant <value = int64 {1}> ()
+    c = Equal(mode, one)
+    y = If (c) <then_branch = g1 () => (float[1, 4] t) { t = Relu(x) },
+                else_branch = g2 () => (float[1, 4] e) { e = Neg(x) }>
+}
+"""
+
+
+def test_freeze_turns_an_input_into_a_constant_and_its_branch_folds(tmp_path):
+    """--freeze mode=1: the bundle no longer takes `mode`, the If on it is gone, and the
+    fp32 reference (the original model) is fed the same value when validating."""
+    import onnx
+
+    from tests.conftest import write_text_model
+
+    path = write_text_model(tmp_path / "m.onnx", IF_ON_MODE)
+    runner = deploycomp.build(path, tmp_path / "b", freeze={"mode": 1})
+    assert [i["name"] for i in runner.manifest["io"]["inputs"]] == ["x"]
+    assert "input 'mode' frozen to [1]" in runner.manifest["assumptions"]
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    np.testing.assert_allclose(runner.run({"x": x})["y"], np.maximum(x, 0))
+    deploycomp.optimize(path, tmp_path / "o.onnx")  # without --freeze the If stays
+    assert any(n.op_type == "If" for n in onnx.load(tmp_path / "o.onnx").graph.node)
+    with pytest.raises(InputDataError, match="--freeze speed: the model has no input named 'speed'"):
+        deploycomp.build(path, tmp_path / "c", freeze={"speed": 1})

@@ -32,7 +32,8 @@ def test_host_build_of_real_model(real_model, image_example, precision, tmp_path
     assert sorted(a["path"] for a in manifest["artifacts"]) == ["model.bin", "model.xml"]
     assert manifest["backend"]["runtime"]["runtime"] == "openvino"
     assert manifest["backend"]["runtime"]["compute_layer_precisions"], "runtime info must list executed layers"
-    assert manifest["validation"]["inputs"].startswith(f"real samples ({ex.inputs}")
+    assert manifest["validation"]["inputs"].startswith(f"built-in {ex.inputs} samples (")
+    assert manifest["validation"]["data"]["source"] == "built-in"  # the example's own kind: real, not guessed
     assert manifest["validation"]["ok"]
     for name, m in manifest["validation"]["outputs"].items():
         assert m["cosine"] >= MIN_COSINE[precision], (name, m)
@@ -68,3 +69,17 @@ def test_yolo_detections_survive_fp16(real_model, tmp_path):
         np.testing.assert_array_equal(r[4:, both].argmax(0), g[4:, both].argmax(0))
         detections += int(keep_r.sum())
     assert detections >= 20, "the sample photos must contain things this detector finds"
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_silero_vad_with_its_sample_rate_frozen(real_model, target, tmp_path):
+    """Silero VAD branches on its sample-rate input inside If subgraphs whose ranks OpenVINO
+    cannot infer; frozen at 16 kHz the branch folds away and every backend takes it."""
+    from deploycomp.examples import EXAMPLES
+
+    ex = EXAMPLES["silero-vad"]
+    runner = deploycomp.build(real_model("silero-vad"), tmp_path / "b", target=target, sample_kind=ex.inputs,
+                              inputs={ex.input_name: ex.shape, **dict(ex.other_inputs)}, freeze=dict(ex.freeze))
+    assert runner.manifest["validation"]["ok"]
+    assert [i["name"] for i in runner.manifest["io"]["inputs"]] == ["input", "state"]
+    assert runner.manifest["validation"]["outputs"]["output"].get("single_value")

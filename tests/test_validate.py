@@ -81,3 +81,13 @@ def test_allowance_follows_the_budget():
     informative = {"y": {"cosine": 0.97, "samples": 3}}
     assert not fidelity_met(informative, Fidelity(min_cosine=0.98))
     assert fidelity_met(informative, Fidelity(min_cosine=0.96))
+
+
+def test_one_value_per_sample_is_judged_by_its_error():
+    """A speech probability per chunk (Silero VAD): cosine of one number is its sign."""
+    refs = [{"p": np.array([[0.9]], np.float32)}, {"p": np.array([[0.02]], np.float32)}]
+    near = [{"p": r["p"] + np.float32(1e-4)} for r in refs]
+    m = compare_outputs(refs, near)["p"]
+    assert m["single_value"] and m["uninformative_samples"] == 2 and fidelity_met({"p": m}, FP32)
+    far = [{"p": np.array([[0.5]], np.float32)}, {"p": np.array([[0.02]], np.float32)}]
+    assert not fidelity_met(compare_outputs(refs, far), FP32)  # cosine would say 1.0 for both

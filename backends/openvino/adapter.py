@@ -67,7 +67,12 @@ def _precision_name(ov_type: Any) -> str:
 
 
 class OpenVINORunner:
-    def __init__(self, xml: Path, device: str, precision: str, threads: int | None = None):
+    """Runs an IR. Outputs are keyed by ``output_names`` (the ONNX graph's, in order) when
+    given: after folding, one OpenVINO tensor can carry several names, and ``get_any_name``
+    may pick another than the graph output's (Silero VAD with its sample rate frozen)."""
+
+    def __init__(self, xml: Path, device: str, precision: str, threads: int | None = None,
+                 output_names: list[str] | None = None):
         ov = _ov()
         core = ov.Core()
         if device not in core.available_devices and device.split(".")[0] not in core.available_devices:
@@ -82,7 +87,8 @@ class OpenVINORunner:
         self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        self.output_names = ([n for n in output_names] if output_names and len(output_names) == len(self.compiled.outputs)
+                             else [p.get_any_name() for p in self.compiled.outputs])
         self.info = {
             "runtime": "openvino",
             "runtime_version": ov.get_version(),
@@ -250,12 +256,14 @@ class OpenVINOBackend:
                 "precision": precision,
                 "weights": {"fp16": "f16", "int8": "i8 (QDQ)"}.get(precision, "f32"),
                 "openvino_version": ov.get_version(),
+                "output_names": [v.name for v in model.graph.outputs],
                 **({"fp32_nodes": kept} if kept else {}),
             },
         )
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> OpenVINORunner:
-        return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"])
+        return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"],
+                              output_names=lowered.get("output_names"))
 
 
 BACKEND = OpenVINOBackend()
