@@ -7,6 +7,14 @@ the most are the most sensitive. The ranking is run in ONNX Runtime (cheap: one
 session per layer); the selection then checks candidates with the target's own
 runtime, because a backend can execute the same QDQ graph differently.
 
+The order serves the budget, which every output must meet: a detector's 8 heads (4 score
+maps, 4 box maps) each fall short by their own layers, and a ranking by the error summed
+over outputs spends its float layers on whichever head dominates the sum. So layers are
+taken round robin over the outputs, the worst output (all-int8) first in each round,
+each output's turn going to the layer whose float copy lowers *its* error most (measured
+on PP-PicoDet's layout detector, OpenVINO's encoding: the budget's 0.98 at 16 of 102
+layers float instead of 64).
+
 Selection keeps the top-k most sensitive layers in float for k = 0, 1, 2, 4, 8, ...
 and returns the first k whose model meets the budget. There is no cap: a model whose
 budget needs most layers float gets them (an audio front-end of three layers, capped at
@@ -28,7 +36,8 @@ from deploycomp.quant.calibrate import cores
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass
 
-__all__ = ["LayerSensitivity", "nmse", "ort_outputs", "outputs_of_each", "quantized_copy", "rank_layers",
+__all__ = ["LayerSensitivity", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
+           "rank_layers", "round_robin",
            "select_float_layers"]
 
 Feeds = Mapping[str, np.ndarray]
@@ -40,10 +49,38 @@ class LayerSensitivity:
     op_type: str
     error_all_int8: float
     error_if_float: float
+    per_output_gain: dict[str, float] | None = None
+    """How much this layer's float copy lowers each output's NMSE."""
 
     @property
     def gain(self) -> float:
         return self.error_all_int8 - self.error_if_float
+
+
+def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Each output's NMSE (squared error over the reference's energy), mean over samples."""
+    out: dict[str, float] = {}
+    for ref, got in zip(refs, gots):
+        for name, r in ref.items():
+            r = r.astype(np.float64)
+            out[name] = out.get(name, 0.0) + float(np.sum((got[name].astype(np.float64) - r) ** 2) / max(np.sum(r**2), 1e-20))
+    return {k: v / max(len(refs), 1) for k, v in out.items()}
+
+
+def round_robin(ranking: Sequence[LayerSensitivity], base: Mapping[str, float]) -> list[LayerSensitivity]:
+    """Layers in turns over the outputs, worst output first (see the module docstring)."""
+    if len(base) < 2 or not all(s.per_output_gain for s in ranking):
+        return sorted(ranking, key=lambda s: s.gain, reverse=True)
+    queues = {k: sorted(ranking, key=lambda s: s.per_output_gain.get(k, 0.0), reverse=True) for k in base}
+    order, taken = [], set()
+    while len(order) < len(ranking):
+        for k in sorted(base, key=base.get, reverse=True):
+            for s in queues[k]:
+                if s.node not in taken:
+                    order.append(s)
+                    taken.add(s.node)
+                    break
+    return order
 
 
 def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> float:
@@ -121,20 +158,25 @@ def ort_outputs(model: ir.Model, samples: Sequence[Feeds], workers: int | None =
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
                 refs: Sequence[Mapping[str, np.ndarray]], progress: Callable[[int, int], None] | None = None,
                 bias_shifts: Mapping[str, np.ndarray] | None = None) -> list[LayerSensitivity]:
-    base = nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
+    """Drop-one sensitivity of every compute layer, in the order the float search takes them
+    (:func:`round_robin`)."""
+    base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
     layers = [n for n in model.graph if n.op_type in policy.compute_ops and n.name]
 
-    def error_if_float(node: ir.Node) -> float:
+    def error_if_float(node: ir.Node) -> dict[str, float]:
         # layers side by side (each building its model while another runs), samples in turn
-        return nmse(refs, ort_outputs(quantized_copy(model, policy, ranges, {node.name}, bias_shifts), samples, 1))
+        return nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, {node.name}, bias_shifts),
+                                                 samples, 1))
 
     out = []
+    total = sum(base.values())
     with ThreadPoolExecutor(_workers()) as pool:
         for i, (node, err) in enumerate(zip(layers, pool.map(error_if_float, layers))):
-            out.append(LayerSensitivity(node.name, node.op_type, base, err))
+            out.append(LayerSensitivity(node.name, node.op_type, total, sum(err.values()),
+                                        {k: base[k] - err.get(k, 0.0) for k in base}))
             if progress:
                 progress(i + 1, len(layers))
-    return sorted(out, key=lambda s: s.gain, reverse=True)
+    return round_robin(out, base)
 
 
 def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Callable[[set[str]], bool],

@@ -29,3 +29,17 @@ def test_the_fewest_are_kept_and_a_miss_is_reported():
     assert not met and len(chosen) == 20
     chosen, met = select_float_layers(_ranking(20), lambda keep: False, max_float_fraction=0.5)
     assert not met and len(chosen) == 10  # a cap still works when asked for
+
+
+def test_layers_are_taken_round_robin_over_outputs():
+    """Every output must meet the budget: the worst output's best layer comes first, then
+    the next output's, not the layers of whichever output dominates the summed error."""
+    from deploycomp.quant.sensitivity import round_robin
+
+    ranking = [LayerSensitivity("box1", "Conv", 1.1, 0.2, {"boxes": 0.9, "scores": 0.0}),
+               LayerSensitivity("box2", "Conv", 1.1, 0.3, {"boxes": 0.8, "scores": 0.0}),
+               LayerSensitivity("cls1", "Conv", 1.1, 1.0, {"boxes": 0.0, "scores": 0.1}),
+               LayerSensitivity("cls2", "Conv", 1.1, 1.05, {"boxes": 0.0, "scores": 0.05})]
+    base = {"boxes": 1.0, "scores": 0.1}  # scores' error is small in the sum, but it fails the budget too
+    assert [s.node for s in round_robin(ranking, base)] == ["box1", "cls1", "box2", "cls2"]
+    assert [s.node for s in round_robin(ranking, {"boxes": 1.0})] == ["box1", "box2", "cls1", "cls2"]  # one output
