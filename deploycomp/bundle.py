@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError, VerificationError
-from deploycomp.ir import sha256_file
+from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
            "staged_bundle", "write_json"]

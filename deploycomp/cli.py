@@ -5,7 +5,7 @@ Exit codes (table in :mod:`deploycomp.errors` and docs/cli.md): 0 ok; 1 internal
 data; 5 bad target or profile; 6 unsupported op/precision; 7 backend SDK or device
 missing; 8 a budget was missed; 9 output exists or is not a bundle --force may replace;
 10 the environment (permission, busy path, disk full, memory); 11 verification failed;
-12 ``diff`` found a regression;
+12 ``diff`` found a regression; 13 ``fleet``: a build failed or missed a budget;
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): one line, nothing left at --out;
 141 stdout's reader went away (``| head``), as for any Unix tool stopped by SIGPIPE.
 """
@@ -430,6 +430,40 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     others = [r["rule"] for r in rules if not r["fired"] and not r["near_miss"]]
     if others:
         click.echo(f"  {len(others)} other rule(s) have no candidate in this graph (see --json)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Folder for DIR/<model>/<target>-<precision>/ bundles, index.json and fleet.html.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Builds at once (default: the cores, as memory allows).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", help="An existing Ray cluster (default: start one on this machine).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+              help="Build cache folder, may be shared (default: $DEPLOYCOMP_CACHE/builds).")
+@click.option("--sign-key", type=click.Path(path_type=Path), help="Sign every bundle with this PEM private key.")
+@click.option("--device-timeout", type=float, default=900.0, show_default=True,
+              help="Ray: seconds a device step (TensorRT engine) may wait for a node with the target's resource.")
+@click.option("--json", "as_json", is_flag=True, help="Print index.json's summary and entries on stdout.")
+def fleet(spec: Path, out: Path, jobs: int | None, executor: str, ray_address: str | None, cache_dir: Path | None,
+          sign_key: Path | None, device_timeout: float, as_json: bool) -> None:
+    """Build every model of SPEC for every target and precision it names: cached, indexed, signed.
+
+    Exits 0 when every build held, 13 when one failed or missed a budget (index.json says
+    which, with its error and exit code)."""
+    from deploycomp.fleet import run_fleet
+
+    result = run_fleet(spec, out, jobs=jobs, executor=executor, ray_address=ray_address, cache_dir=cache_dir,
+                       sign_key=sign_key, device_timeout=device_timeout,
+                       progress=lambda line: click.echo(line, err=True))
+    s = result.index["summary"]
+    if as_json:
+        click.echo(json.dumps({"summary": s, "entries": result.index["entries"]}, indent=2, default=str))
+    else:
+        click.echo(f"{result.out}: {s['held']} of {s['builds']} builds held ({s['cached']} from the cache, "
+                   f"{s['built']} built) in {s['seconds']:.1f} s; see {result.out / 'fleet.html'}")
+    if result.exit_code:
+        sys.exit(result.exit_code)
 
 
 @main.command()

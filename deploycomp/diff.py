@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from deploycomp.bundle import MANIFEST, read_manifest
 from deploycomp.errors import DeployError, RegressionError, few
-from deploycomp.ir import sha256_file
+from deploycomp.digest import sha256_file
 
 __all__ = ["REGRESSION_EXIT", "Diff", "Limit", "RegressionError", "Row", "diff", "diff_bundles", "diff_indexes",
            "parse_thresholds"]

@@ -22,6 +22,7 @@ code   meaning
 10     the environment: permission denied, busy path, disk full, out of memory
 11     a bundle failed verification (:class:`VerificationError`)
 12     ``deploycomp diff``: NEW regressed against OLD (:class:`RegressionError`)
+13     ``deploycomp fleet``: it ran, and a build failed or missed a budget (``index.json`` says which)
 130    interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout's reader went away
 =====  ==============================================================
 """

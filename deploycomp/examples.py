@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploycomp.errors import DeployError
-from deploycomp.ir import sha256_file
+from deploycomp.digest import sha256_file
 
 __all__ = ["EXAMPLES", "Example", "cache_dir", "fetch_example"]
 

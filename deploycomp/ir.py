@@ -26,7 +26,6 @@ so models above protobuf's 2 GB limit load without copying their weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError
 
 __all__ = [
@@ -68,14 +68,6 @@ class LoadedModel:
     """Graph inputs that have an initializer (IR < 4 style): constants unless kept as inputs."""
     ir_version: int = 0
     """The file's IR version (the loaded model's may be raised to match its opset)."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

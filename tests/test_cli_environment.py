@@ -174,3 +174,26 @@ def test_host_describes_this_machine():
     host = load_target("host")
     assert host.description.startswith(f"this machine: {cpu_name()}")
     assert host.resolved_from in host.description
+
+
+def test_a_ray_fleet_is_private_too(tmp_path):
+    """Ray starts its own processes: with a fresh HOME and TMPDIR nothing stays outside the
+    cache and --out (no ~/.ray/auth_token, no session folders), and no usage report."""
+    pytest.importorskip("ray", reason="the Ray executor needs ray (in the test extra)")
+    from tests.test_fleet import SPEC, _tiny
+
+    home, cache, tmp, work = (tmp_path / d for d in ("home", "cache", "tmp", "work"))
+    for d in (home, tmp, work, work / "models", work / "data"):
+        d.mkdir()
+    _tiny(work / "models" / "a.onnx", 8, 0)
+    _tiny(work / "models" / "b.onnx", 16, 1)
+    np.savez(work / "data" / "calib.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    (work / "fleet.yaml").write_text(SPEC.replace("android-arm64, jetson-orin-nano", "jetson-orin-nano"))
+    env = dict(os.environ, HOME=str(home), DEPLOYCOMP_CACHE=str(cache), TMPDIR=str(tmp), XDG_CACHE_HOME=str(home / ".c"))
+    env.pop("RAY_AUTH_TOKEN", None)
+    proc = subprocess.run([sys.executable, "-m", "deploycomp", "fleet", "fleet.yaml", "--out", "out", "--executor",
+                           "ray", "--jobs", "2"], env=env, cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == ["data", "fleet.yaml", "models", "out"]

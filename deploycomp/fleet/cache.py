@@ -1,0 +1,182 @@
+"""A content-addressed build cache: a build is done once for what it depends on.
+
+The key of a build is the sha256 of everything its bundle depends on:
+
+* the source model's bytes, and those of every external-data file it names;
+* the calibration and validation data (a file's bytes, or every file of a folder, by
+  relative path) and the preprocessing spec;
+* the resolved target profile (its content digest: ``host`` resolves per machine, so a
+  host build on an AVX-512 machine is another key than on an AVX2 one);
+* every build option (precision, shapes, frozen inputs, budgets, int8 options);
+* the versions of deploycomp and of every toolchain that touches the artifact (onnx,
+  onnx-ir, onnxscript, onnxruntime, OpenVINO, LiteRT, flatbuffers, numpy, NVIDIA's parser).
+
+Olive keys its cache by model, pass config and accelerator but not tool versions, so an
+upgraded converter silently reuses stale outputs; and two models whose configs collide
+share an entry (an open issue there). Hashing the bytes and the versions rules both out.
+
+An entry is a folder ``ROOT/<key[:2]>/<key>/`` holding ``result.json`` (ok, error, exit
+code, seconds, the key's inputs) and, for a build that produced one, ``bundle/``. It is
+assembled in ``ROOT/tmp/`` and renamed into place: readers see a whole entry or none,
+and of two concurrent writers of one key (a shared cache on NFS, two CI jobs) the second
+rename fails and its copy is dropped, so the entry is never corrupted. Failures that say
+something about the inputs (a bad model, an unsupported op, a missed budget: exit codes
+3-6, 8) are cached like successes; the machine's own failures (10), interrupts and
+internal errors are not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from deploycomp.fleet.spec import Job
+
+__all__ = ["CACHEABLE_FAILURES", "FORMAT", "BuildCache", "build_key", "external_locations", "toolchain_versions"]
+
+FORMAT = "deploycomp-cache/1"
+
+CACHEABLE_FAILURES = frozenset({3, 4, 5, 6, 8})
+"""Exit codes of failures that follow from the build's inputs alone."""
+
+TOOLCHAIN = ("deploycomp", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "openvino", "ai-edge-litert", "flatbuffers",
+             "numpy", "tensorrt-rtx", "tensorrt", "pydantic")
+
+
+def toolchain_versions() -> dict[str, str]:
+    out = {}
+    for dist in TOOLCHAIN:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _file_digest(path: Path, memo: dict[Path, str]) -> str:
+    from deploycomp.digest import sha256_file
+
+    path = path.resolve()
+    if path not in memo:
+        memo[path] = sha256_file(path)
+    return memo[path]
+
+
+def _data_digest(path: Path | None, memo: dict[Path, str]) -> str | None:
+    """A file's sha256, or a folder's: every file's relative path and sha256, sorted."""
+    if path is None:
+        return None
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f.relative_to(path).as_posix().encode() + b"\0" + _file_digest(f, memo).encode())
+        return h.hexdigest()
+    return _file_digest(path, memo)
+
+
+def external_locations(path: Path) -> list[str]:
+    """The external-data files a model names (its protobuf parsed, weights not loaded)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return sorted({e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                   for e in t.external_data if e.key == "location"})
+
+
+def _model_digest(path: Path, memo: dict[Path, str], locations_of) -> str:
+    """The model's bytes and those of the external-data files it names."""
+    own = _file_digest(path, memo)
+    h = hashlib.sha256(own.encode())
+    locations = locations_of(own, path)
+    for loc in locations:
+        f = path.parent / loc
+        h.update(loc.encode() + b"\0" + (_file_digest(f, memo) if f.is_file() else "missing").encode())
+    return h.hexdigest()
+
+
+def build_key(job: Job, versions: dict[str, str], memo: dict[Path, str] | None = None,
+              locations_of=lambda digest, path: external_locations(path)) -> tuple[str, dict]:
+    """(sha256 key, the inputs it was computed from) for ``job`` on this machine.
+    ``locations_of(model sha256, path)`` lists a model's external-data files (the cache
+    remembers them by the model's digest, so a rerun need not parse the model)."""
+    from deploycomp.targets import load_target
+
+    memo = {} if memo is None else memo
+    preprocess = job.preprocess
+    if isinstance(preprocess, str) and Path(preprocess).is_file():
+        preprocess = {"file_sha256": _file_digest(Path(preprocess), memo)}
+    inputs = {
+        "format": FORMAT,
+        "model": _model_digest(job.path, memo, locations_of),
+        "calibration": _data_digest(job.calibration, memo),
+        "validation": _data_digest(job.validation, memo),
+        "preprocess": preprocess,
+        "target": load_target(job.target).digest(),
+        "options": {k: v for k, v in asdict(job).items()
+                    if k not in ("model", "path", "target", "calibration", "validation", "preprocess")},
+        "versions": versions,
+    }
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), inputs
+
+
+class BuildCache:
+    """``ROOT/<key[:2]>/<key>/{result.json, bundle/}``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def lookup(self, key: str) -> dict | None:
+        """The cached result (with ``bundle`` set to the cached bundle's path), or None."""
+        entry = self.entry(key)
+        try:
+            result = json.loads((entry / "result.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if result.get("ok_built") and not (entry / "bundle" / "manifest.json").is_file():
+            return None
+        return result | ({"bundle": str(entry / "bundle")} if result.get("ok_built") else {})
+
+    def staging(self) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="build-", dir=tmp))
+
+    def publish(self, key: str, staged: Path, result: dict) -> dict:
+        """Move ``staged`` (holding ``bundle/`` if built) into place with ``result.json``.
+        Returns what :meth:`lookup` gives afterwards: ours, or a concurrent writer's."""
+        (staged / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        entry = self.entry(key)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, entry)  # atomic; fails if another writer got there first
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)
+        return self.lookup(key) or result
+
+    def locations_of(self, digest: str, path: Path) -> list[str]:
+        """A model's external-data files, remembered by its sha256 (``ROOT/models/<sha>.json``)."""
+        memo = self.root / "models" / f"{digest}.json"
+        try:
+            return json.loads(memo.read_text())
+        except (OSError, ValueError):
+            pass
+        locations = external_locations(path)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(locations))
+        os.replace(tmp, memo)
+        return locations
+
+    def cacheable(self, result: dict) -> bool:
+        return result.get("ok_built", False) or result.get("exit_code") in CACHEABLE_FAILURES

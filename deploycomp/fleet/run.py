@@ -1,0 +1,212 @@
+"""``deploycomp fleet SPEC --out DIR``: every build of a spec, cached, spread, indexed.
+
+The order of work: read and check the whole spec (one-line errors before anything is
+built); key every build (:mod:`deploycomp.fleet.cache`); take what the cache has; hand
+the rest to the executor (:mod:`deploycomp.fleet.executors`), publishing each result in
+the cache as it finishes, so an interrupted fleet keeps what it finished; copy every
+bundle to ``DIR/<model>/<target>-<precision>/`` (unless the same bundle is already there);
+run device steps where the executor can (Ray, with nodes advertising the target); sign
+what changed (``--sign-key``); write ``DIR/index.json`` and ``DIR/fleet.html``.
+
+A failed build is recorded with its error and exit code and the others go on. The exit
+code is 0 when every build held (built, every budget met), else 13.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from deploycomp.errors import DeployError, OutputExistsError
+from deploycomp.fleet.cache import BuildCache, build_key, toolchain_versions
+from deploycomp.fleet.index import FORMAT, INDEX, write_index
+from deploycomp.fleet.spec import Job, load_spec
+
+__all__ = ["FleetResult", "run_fleet"]
+
+
+class FleetResult:
+    def __init__(self, index: dict[str, Any], out: Path):
+        self.index, self.out = index, out
+
+    @property
+    def ok(self) -> bool:
+        return all(e["ok"] for e in self.index["entries"])
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else FLEET_NOT_HELD
+
+
+FLEET_NOT_HELD = 13
+"""Exit code: the fleet ran, and at least one build failed or missed a budget (index.json says which)."""
+
+
+def _check_out(out: Path) -> Path:
+    out = Path(os.path.abspath(out))
+    if out.exists():
+        if not out.is_dir():
+            raise OutputExistsError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not (out / INDEX).is_file():
+            raise OutputExistsError(f"{out}: exists and is not a deploycomp fleet folder (no {INDEX}); "
+                                    "give --out a new or empty folder, or a previous fleet's")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _manifest_sha(bundle: Path) -> str | None:
+    from deploycomp.digest import sha256_file
+
+    try:
+        return sha256_file(bundle / "manifest.json")
+    except OSError:
+        return None
+
+
+def _same_bundle(dest: Path, sha: str | None) -> bool:
+    return sha is not None and _manifest_sha(dest) == sha
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Copy a bundle to ``dest``, replacing what is there, by a rename of a whole copy."""
+    from deploycomp.bundle import replace_folder
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.parent / f".{dest.name}.fleet-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(src, staged)
+    if dest.exists() and not (dest / "manifest.json").is_file() and any(dest.iterdir()):
+        shutil.rmtree(staged)
+        raise OutputExistsError(f"{dest}: exists and is not a bundle; not replaced")
+    replace_folder(staged, dest)
+
+
+def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int | None = None,
+              executor: str = "local", ray_address: str | None = None, cache_dir: str | os.PathLike | None = None,
+              sign_key: str | os.PathLike | None = None, device_timeout: float = 900.0,
+              ray_resources: dict[str, float] | None = None,
+              progress: Callable[[str], None] = lambda line: None) -> FleetResult:
+    from deploycomp.examples import cache_dir as default_cache
+
+    started = time.perf_counter()
+    spec_path = Path(spec_path)
+    _, work = load_spec(spec_path)
+    out = _check_out(Path(out))
+    cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
+    versions = toolchain_versions()
+    memo: dict[Path, str] = {}
+    keyed = [(job, *build_key(job, versions, memo, cache.locations_of)) for job in work]
+    results: dict[str, dict] = {}
+    misses: list[tuple[Job, str, dict]] = []
+    for job, key, inputs in keyed:
+        hit = cache.lookup(key)
+        if hit is not None:
+            results[job.label] = hit | {"cached": True, "key": key}
+        else:
+            misses.append((job, key, inputs))
+    total = len(keyed)
+    for label, r in results.items():
+        progress(f"{label}: {'held' if r.get('ok') else 'failed' if not r.get('ok_built') else 'missed a budget'} (cached)")
+
+    if executor == "ray":
+        from deploycomp.fleet.executors import RayExecutor
+
+        runner = RayExecutor(ray_address, jobs, cache.root / "ray", device_timeout, ray_resources)
+    elif executor == "local":
+        from deploycomp.fleet.executors import LocalExecutor, local_jobs
+
+        runner = LocalExecutor(local_jobs([j for j, _, _ in misses], jobs))
+    else:
+        raise DeployError(f"unknown executor {executor!r}; known: local, ray")
+    staged: dict[str, Path] = {}
+    built_seconds = 0.0
+    try:
+        plan = []
+        for job, key, inputs in misses:
+            folder = cache.staging()
+            staged[job.label] = folder
+            plan.append((job, folder))
+        keys = {job.label: (key, inputs) for job, key, inputs in misses}
+        done = len(results)
+        for job, result in runner.run(plan):
+            key, inputs = keys[job.label]
+            built_seconds += result.get("seconds", 0.0)
+            record = result | {"key_inputs": inputs}
+            if cache.cacheable(result):
+                record = cache.publish(key, staged.pop(job.label), record)
+            elif result.get("ok_built"):
+                record = record | {"bundle": str(staged[job.label] / "bundle")}
+            results[job.label] = {k: v for k, v in record.items() if k != "key_inputs"} | {"cached": False, "key": key}
+            done += 1
+            status = "held" if result.get("ok") else result.get("error") or "failed"
+            progress(f"[{done}/{total}] {job.label}: {status} ({result.get('seconds', 0):.1f} s)")
+
+        entries, previous = [], _previous_entries(out)
+        for job, key, _ in keyed:
+            r = results[job.label]
+            dest = out / job.folder
+            entry = {"model": job.model, "target": job.target if "/" not in job.target else Path(job.target).name,
+                     "precision": job.precision, "bundle": job.folder, "key": key,
+                     **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
+                                              "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
+                                              "executed_precision", "backend", "budgets_missed", "int8_layers",
+                                              "float_layers", "int8_mac_share", "auto_chose", "validation_source")
+                        if k in r}}
+            if r.get("ok_built"):
+                before = previous.get(job.folder) or {}
+                if before.get("key") == key and _same_bundle(dest, before.get("placed_sha256")):
+                    # the same build already in place (with its engine, if a device step ran): kept as is
+                    entry |= {k: before[k] for k in ("device_step", "signed") if k in before}
+                    if sign_key is not None and not entry.get("signed"):
+                        entry["signed"] = _sign(dest, Path(sign_key))
+                else:
+                    _place(Path(r["bundle"]), dest)
+                    device = runner.device_step(job, dest)
+                    if device is not None:
+                        entry["device_step"] = device
+                    if sign_key is not None:
+                        entry["signed"] = _sign(dest, Path(sign_key))
+                entry["placed_sha256"] = _manifest_sha(dest)
+            else:
+                entry["bundle"] = None
+                if dest.is_dir() and (dest / "manifest.json").is_file():
+                    shutil.rmtree(dest)  # an old bundle of a build that now fails would mislead
+            entries.append(entry)
+        for stale in set(previous) - {e["bundle"] for e in entries if e["bundle"]}:
+            if (out / stale / "manifest.json").is_file():
+                shutil.rmtree(out / stale, ignore_errors=True)
+    finally:
+        runner.close()
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    index = {
+        "format": FORMAT, "spec": str(spec_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "executor": f"{runner.name} ({runner.jobs} worker{'s' if runner.jobs != 1 else ''})",
+        "cache": str(cache.root), "versions": versions,
+        "summary": {"builds": total, "cached": total - len(misses), "built": len(misses),
+                    "held": sum(1 for e in entries if e["ok"]), "seconds": round(time.perf_counter() - started, 2),
+                    "build_seconds": round(built_seconds, 2)},
+        "entries": entries,
+    }
+    write_index(out, index)
+    return FleetResult(index, out)
+
+
+def _previous_entries(out: Path) -> dict[str, dict]:
+    """The previous index's entries by bundle folder (what is in place, and how it got there)."""
+    try:
+        return {e["bundle"]: e for e in json.loads((out / INDEX).read_text())["entries"] if e.get("bundle")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _sign(bundle: Path, key: Path) -> bool:
+    from deploycomp.signing import sign_bundle
+
+    sign_bundle(bundle, key, (os.environ.get("DEPLOYCOMP_KEY_PASSWORD") or "").encode() or None)
+    return True

@@ -1,0 +1,237 @@
+"""A fleet spec: every model, for every device class, at every precision, in one file.
+
+::
+
+    models:
+      - name: yolov8n
+        path: models/yolov8n.onnx          # relative to the spec file
+        inputs: {images: [1, 3, 320, 320]}
+        calibration: data/yolo-calib.npz   # optional; needed for int8/auto
+        validation: data/yolo-val.npz      # optional
+        preprocess: {scale: 0.0039}        # optional, as --preprocess
+        freeze: {sr: 16000}                # optional, as --freeze
+        targets: [host, jetson]            # optional: overrides the fleet's
+        precisions: [fp16]                 # optional: overrides the fleet's
+        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1
+        options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, ...
+      - name: yolov8n-640
+        extends: yolov8n                   # every key of yolov8n, these replacing its own
+        inputs: {images: [1, 3, 640, 640]}
+    targets: [host, android-arm64, jetson-orin-nano]
+    precisions: [fp16, int8]               # or [auto]
+    budgets: {}                            # defaults for every model
+    options: {}
+
+``extends`` merges like target profiles' (mappings key by key, lists and scalars
+replaced). Unknown keys, a missing file, an unknown target or precision, or an
+``extends`` cycle are one-line errors naming the key (``models[1].inputs``), before any
+build starts. :func:`load_spec` returns the :class:`Job` list: one per (model, target,
+precision), each carrying everything its build (and its cache key) depends on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deploycomp.errors import DeployError, InputDataError
+
+__all__ = ["FleetSpec", "Job", "SpecError", "load_spec"]
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "auto"]
+
+
+class SpecError(InputDataError):
+    """The fleet spec is unreadable or wrong (exit 4, like other bad input)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budgets(_Strict):
+    min_cosine: float | None = Field(default=None, gt=0, le=1)
+    min_top1: float | None = Field(default=None, gt=0, le=1)
+
+
+class Options(_Strict):
+    """Build options a model may set (the ``deploycomp build`` flags of the same names)."""
+
+    keep_float: list[str] = Field(default_factory=list)
+    int8_range: Literal["auto", "percentile", "minmax", "mse", "entropy"] | None = None
+    int8_boosters: list[str] | None = None
+    io_layout: Literal["nhwc", "nchw"] | None = None
+    int8_io: bool | None = None
+    keep_initializer_inputs: bool = False
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: str
+    inputs: dict[str, list[int]] = Field(default_factory=dict)
+    calibration: str | None = None
+    validation: str | None = None
+    preprocess: str | dict[str, Any] | None = None
+    freeze: dict[str, float | list[float]] = Field(default_factory=dict)
+    targets: list[str] | None = None
+    precisions: list[Precision] | None = None
+    budgets: Budgets = Budgets()
+    options: Options = Options()
+
+
+class FleetSpec(_Strict):
+    models: list[ModelSpec] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+    precisions: list[Precision] = Field(min_length=1)
+    budgets: Budgets = Budgets()
+    options: Options = Options()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One build of the fleet: what ``deploycomp build`` is given, with absolute paths."""
+
+    model: str
+    """The model entry's name (the bundle goes to ``OUT/<model>/<target>-<precision>``)."""
+    path: Path
+    target: str
+    precision: str
+    inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    calibration: Path | None = None
+    validation: Path | None = None
+    preprocess: Any = None
+    freeze: tuple[tuple[str, Any], ...] = ()
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.target}-{self.precision}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.model}/{self.target}-{self.precision}"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve_extends(models: list[Any], where: str) -> list[dict]:
+    """Each entry with its ``extends`` chain merged in (entries are dicts, checked later)."""
+    if not isinstance(models, list):
+        raise SpecError(f"{where}: 'models' must be a list of model entries")
+    by_name = {m.get("name"): m for m in models if isinstance(m, dict)}
+    resolved = []
+    for i, entry in enumerate(models):
+        if not isinstance(entry, dict):
+            raise SpecError(f"{where}: models[{i}]: a model entry is a mapping (name, path, inputs, ...)")
+        chain, seen = entry, [entry.get("name")]
+        merged = {k: v for k, v in entry.items() if k != "extends"}
+        while "extends" in chain:
+            parent = chain["extends"]
+            if parent in seen:
+                raise SpecError(f"{where}: models[{i}].extends: cycle through {' -> '.join(map(str, seen + [parent]))}")
+            if parent not in by_name:
+                raise SpecError(f"{where}: models[{i}].extends: no model named {parent!r} in the spec")
+            seen.append(parent)
+            chain = by_name[parent]
+            merged = _merge({k: v for k, v in chain.items() if k not in ("extends", "name")}, merged)
+        resolved.append(merged)
+    return resolved
+
+
+def _key_path(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<spec>"
+
+
+def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
+    """The spec and its jobs, every path resolved against the spec file's folder."""
+    import yaml
+
+    from deploycomp.targets import PRECISIONS, load_target
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: fleet spec not found") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the fleet spec ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a fleet spec is a mapping with models, targets and precisions")
+    if "models" in data:
+        data = {**data, "models": _resolve_extends(data["models"], str(path))}
+    try:
+        spec = FleetSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _key_path(err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise SpecError(f"{path}: {key}: unknown key") from None
+        raise SpecError(f"{path}: {key}: {err['msg']}") from None
+    names = [m.name for m in spec.models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"{path}: models: the name {dupes[0]!r} is used twice (bundles go to OUT/<name>/)")
+    base = path.parent.resolve()
+
+    def local(value: str | None, key: str, must_exist: bool = True) -> Path | None:
+        if value is None:
+            return None
+        p = (base / value).resolve()
+        if must_exist and not p.exists():
+            raise SpecError(f"{path}: {key}: {value} not found (relative to {base})")
+        return p
+
+    jobs: list[Job] = []
+    checked_targets: set[str] = set()
+    for i, m in enumerate(spec.models):
+        where = f"models[{i}]"
+        model_path = local(m.path, f"{where}.path")
+        targets = m.targets or spec.targets
+        precisions = m.precisions or spec.precisions
+        for t in targets:
+            if t in checked_targets:
+                continue
+            try:
+                if t.endswith((".yaml", ".yml")) or "/" in t:
+                    t_path = local(t, f"{where}.targets")
+                    load_target(t_path)
+                else:
+                    load_target(t)
+            except DeployError as e:
+                raise SpecError(f"{path}: {where}.targets: {e}") from None
+            checked_targets.add(t)
+        budgets = _merge(spec.budgets.model_dump(exclude_none=True), m.budgets.model_dump(exclude_none=True))
+        options = _merge(spec.options.model_dump(exclude_defaults=True), m.options.model_dump(exclude_defaults=True))
+        preprocess = m.preprocess
+        if isinstance(preprocess, str) and (base / preprocess).is_file():
+            preprocess = str(local(preprocess, f"{where}.preprocess"))
+        for t in targets:
+            target = str(local(t, f"{where}.targets")) if t.endswith((".yaml", ".yml")) or "/" in t else t
+            for p in precisions:
+                if p not in (*PRECISIONS, "auto"):
+                    raise SpecError(f"{path}: {where}.precisions: unknown precision {p!r}")
+                jobs.append(Job(
+                    model=m.name, path=model_path, target=target, precision=p,
+                    inputs=tuple((k, tuple(v)) for k, v in m.inputs.items()),
+                    calibration=local(m.calibration, f"{where}.calibration"),
+                    validation=local(m.validation, f"{where}.validation"),
+                    preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
+                    min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"), options=options,
+                ))
+    return spec, jobs

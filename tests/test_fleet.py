@@ -1,0 +1,215 @@
+"""``deploycomp fleet``: one spec, every build, cached by content, indexed, signed.
+
+Specifications from the point of view of a CI job that rebuilds a fleet on every commit:
+what it writes, what a rerun reuses, what a change rebuilds, how a failure is recorded,
+and that a spec error stops it before any build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from deploycomp.errors import InputDataError, OutputExistsError
+from deploycomp.fleet import FLEET_NOT_HELD, run_fleet
+from deploycomp.fleet.cache import BuildCache
+from deploycomp.fleet.spec import load_spec
+from tests.test_cli import cli
+
+
+def _tiny(path: Path, channels: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1, name="fc"),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax")]
+    inits = [numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((4, channels)).astype(np.float32), "w2")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", 1, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("probs", 1, ["N", 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+SPEC = """
+models:
+  - name: a
+    path: models/a.onnx
+    inputs: {x: [1, 3, 16, 16]}
+    calibration: data/calib.npz
+  - name: b
+    extends: a
+    path: models/b.onnx
+targets: [host, android-arm64, jetson-orin-nano]
+precisions: [fp16]
+"""
+
+
+@pytest.fixture
+def fleet_dir(tmp_path) -> Path:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    _tiny(tmp_path / "models" / "a.onnx", 8, 0)
+    _tiny(tmp_path / "models" / "b.onnx", 16, 1)
+    np.savez(tmp_path / "data" / "calib.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    (tmp_path / "fleet.yaml").write_text(SPEC)
+    return tmp_path
+
+
+def _bytes(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in ("index.json", "fleet.html")}
+
+
+def test_a_spec_builds_every_bundle_and_a_rerun_reuses_them_byte_for_byte(fleet_dir):
+    cache = fleet_dir / "cache"
+    first = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache, jobs=2)
+    assert first.ok and first.exit_code == 0
+    entries = first.index["entries"]
+    assert sorted(e["bundle"] for e in entries) == sorted(f"{m}/{t}-fp16" for m in "ab"
+                                                          for t in ("host", "android-arm64", "jetson-orin-nano"))
+    assert all(e["manifest_sha256"] and e["fidelity"] > 0.999 and not e["cached"] for e in entries)
+    assert {e["latency_kind"] for e in entries} == {"measured", "roofline estimate"}
+    page = (fleet_dir / "out" / "fleet.html").read_text()
+    assert page.count('class="ok"') == 6 and "a/host-fp16/report.html" in page
+    before = _bytes(fleet_dir / "out")
+    again = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache, jobs=2)
+    assert all(e["cached"] for e in again.index["entries"]) and again.index["summary"]["built"] == 0
+    assert _bytes(fleet_dir / "out") == before  # byte-identical
+    # a fresh output folder from the same cache: the same bytes again
+    third = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "elsewhere", cache_dir=cache)
+    assert _bytes(fleet_dir / "elsewhere") == before and third.index["summary"]["built"] == 0
+
+
+def test_changing_one_model_rebuilds_only_its_builds(fleet_dir):
+    cache = fleet_dir / "cache"
+    run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache)
+    _tiny(fleet_dir / "models" / "b.onnx", 16, 2)  # new weights
+    result = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache)
+    rebuilt = sorted(e["bundle"] for e in result.index["entries"] if not e["cached"])
+    assert rebuilt == ["b/android-arm64-fp16", "b/host-fp16", "b/jetson-orin-nano-fp16"]
+
+
+def test_a_failed_build_is_recorded_and_the_others_go_on(fleet_dir):
+    spec = SPEC.replace("precisions: [fp16]", "precisions: [fp16, bf16]")  # bf16: host only... not a TFLite precision
+    (fleet_dir / "fleet.yaml").write_text(spec)
+    result = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    failed = [e for e in result.index["entries"] if not e["ok"]]
+    assert result.exit_code == FLEET_NOT_HELD and failed
+    assert all(e["exit_code"] == 6 and "does not support precision bf16" in e["error"] and e["bundle"] is None
+               for e in failed)
+    assert sum(1 for e in result.index["entries"] if e["ok"]) == 6  # every fp16 build held
+    assert 'class="fail"' in (fleet_dir / "out" / "fleet.html").read_text()
+
+
+def test_the_cli_exit_codes_and_signing(fleet_dir):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    (fleet_dir / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    (fleet_dir / "key.pub.pem").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    rc, stdout, stderr = cli("fleet", fleet_dir / "fleet.yaml", "--out", fleet_dir / "out", "--cache",
+                             fleet_dir / "cache", "--sign-key", fleet_dir / "key.pem", "--json")
+    assert rc == 0, stderr
+    summary = json.loads(stdout)["summary"]
+    assert summary["held"] == summary["builds"] == 6
+    for entry in json.loads(stdout)["entries"]:
+        assert entry["signed"]
+        rc, _, stderr = cli("verify", fleet_dir / "out" / entry["bundle"], "--public-key", fleet_dir / "key.pub.pem")
+        assert rc == 0, stderr
+    (fleet_dir / "bad.yaml").write_text(SPEC.replace("targets: [host", "targets: [jetsn"))
+    rc, _, stderr = cli("fleet", fleet_dir / "bad.yaml", "--out", fleet_dir / "out2")
+    assert rc == 4 and "models[0].targets: unknown target 'jetsn'" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (fleet_dir / "out2").exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("models: []\ntargets: [host]\nprecisions: [fp16]", "models: List should have at least 1 item"),
+    ("models:\n  - {name: a, path: models/a.onnx, colour: red}\ntargets: [host]\nprecisions: [fp16]",
+     "models[0].colour: unknown key"),
+    ("models:\n  - {name: a, path: models/nope.onnx}\ntargets: [host]\nprecisions: [fp16]",
+     "models[0].path: models/nope.onnx not found"),
+    ("models:\n  - {name: a, extends: b, path: models/a.onnx}\n  - {name: b, extends: a}\ntargets: [host]\n"
+     "precisions: [fp16]", "models[0].extends: cycle through a -> b -> a"),
+    ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host]\nprecisions: [fp8]", "precisions[0]: Input should be"),
+    ("models:\n  - {name: a, path: models/a.onnx}\n  - {name: a, path: models/b.onnx}\ntargets: [host]\n"
+     "precisions: [fp16]", "the name 'a' is used twice"),
+    ("just: [text", "not valid YAML"),
+])
+def test_bad_specs_are_one_line_errors_naming_the_key(fleet_dir, text, needle):
+    (fleet_dir / "s.yaml").write_text(text)
+    with pytest.raises(InputDataError) as e:
+        load_spec(fleet_dir / "s.yaml")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_extends_and_per_model_overrides(fleet_dir):
+    (fleet_dir / "s.yaml").write_text(SPEC.replace("    path: models/b.onnx",
+                                                   "    path: models/b.onnx\n    targets: [host]\n"
+                                                   "    precisions: [fp32, int8]\n    budgets: {min_cosine: 0.97}"))
+    _, jobs = load_spec(fleet_dir / "s.yaml")
+    b = [j for j in jobs if j.model == "b"]
+    assert [(j.target, j.precision) for j in b] == [("host", "fp32"), ("host", "int8")]
+    assert all(j.inputs == (("x", (1, 3, 16, 16)),) and j.calibration.name == "calib.npz" for j in b)  # from a
+    assert all(j.min_cosine == 0.97 for j in b) and len([j for j in jobs if j.model == "a"]) == 3
+
+
+def test_the_cache_survives_concurrent_writers(tmp_path):
+    """Two writers finish the same key: the first rename wins, the second copy is dropped,
+    and the entry is whole."""
+    cache = BuildCache(tmp_path / "cache")
+    key = "ab" + "0" * 62
+    results = []
+    for marker in ("first", "second"):
+        staged = cache.staging()
+        (staged / "bundle").mkdir()
+        (staged / "bundle" / "manifest.json").write_text(json.dumps({"who": marker}))
+        results.append(cache.publish(key, staged, {"ok": True, "ok_built": True, "who": marker}))
+    assert [r["who"] for r in results] == ["first", "first"]
+    entry = cache.entry(key)
+    assert json.loads((entry / "bundle" / "manifest.json").read_text()) == {"who": "first"}
+    assert not list((tmp_path / "cache" / "tmp").iterdir())
+
+
+def test_out_must_be_a_fleet_folder(fleet_dir):
+    (fleet_dir / "mine").mkdir()
+    (fleet_dir / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="not a deploycomp fleet folder"):
+        run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "mine", cache_dir=fleet_dir / "cache")
+
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'deploycomp[ray]'; in the test extra)")
+
+
+def test_ray_builds_the_fleet_and_runs_device_steps_where_a_node_offers_the_target(fleet_dir):
+    """A real local Ray cluster whose one node advertises 'jetson-orin-nano': every build
+    is a task; the TensorRT bundles' engine step is a task requiring that resource, so it
+    runs here (and fails, as this machine has no GPU: recorded with exit 7, not hung).
+    A target no node advertises (nvidia-t4) is reported at once."""
+    spec = SPEC.replace("targets: [host, android-arm64, jetson-orin-nano]", "targets: [host, jetson-orin-nano, nvidia-t4]")
+    (fleet_dir / "fleet.yaml").write_text(spec)
+    result = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache", executor="ray",
+                       jobs=2, ray_resources={"jetson-orin-nano": 1}, device_timeout=120)
+    by = {e["bundle"]: e for e in result.index["entries"]}
+    assert result.index["executor"].startswith("ray") and len(by) == 6 and all(e["ok"] for e in by.values())
+    jetson = by["a/jetson-orin-nano-fp16"]["device_step"]
+    assert jetson["status"] == "failed" and jetson["exit_code"] == 7 and jetson["resource"] == "jetson-orin-nano"
+    t4 = by["a/nvidia-t4-fp16"]["device_step"]
+    assert t4["status"] == "no-node" and "no node advertises resource 'nvidia-t4'" in t4["note"]
+    assert "device_step" not in by["a/host-fp16"]
+    # the same bundles as the local executor makes: a local rerun serves them from the cache
+    again = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    assert again.index["summary"]["built"] == 0
