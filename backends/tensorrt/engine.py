@@ -72,10 +72,22 @@ def require_engine_builder(trt=None, cudart=None):
     return trt, info
 
 
+RTX_VERSIONS = ">=1.0,<2"
+"""TensorRT for RTX (``tensorrt_rtx`` on PyPI), whose builder runs without a GPU: CI runs
+the engine step's real builder calls with it (the plan's range is for TensorRT 10/11 on
+the device)."""
+
+
 def build_engine(bundle: Path, plan: BuildPlan, trt, progress=lambda msg: None) -> dict[str, Any]:
-    """Build ``plan.engine`` in ``bundle`` from ``plan.onnx``; returns what to record."""
-    if not version_ok(trt.__version__, plan.tensorrt_versions):
-        raise UnsupportedError(f"TensorRT {trt.__version__} here; this bundle's plan needs {plan.tensorrt_versions}")
+    """Build ``plan.engine`` in ``bundle`` from ``plan.onnx``; returns what to record.
+
+    ``trt`` is the ``tensorrt`` module on the device; ``tensorrt_rtx`` is accepted too:
+    its builder makes a GPU-agnostic (ahead-of-time) engine without a GPU, which is how
+    this code's calls are exercised for real where no NVIDIA GPU is (tests, CI)."""
+    rtx = getattr(trt, "__name__", "") == "tensorrt_rtx"
+    wanted = RTX_VERSIONS if rtx else plan.tensorrt_versions
+    if not version_ok(trt.__version__, wanted):
+        raise UnsupportedError(f"TensorRT {trt.__version__} here; this bundle's plan needs {wanted}")
     started = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -116,8 +128,9 @@ def build_engine(bundle: Path, plan: BuildPlan, trt, progress=lambda msg: None) 
     tmp.write_bytes(bytes(serialized))
     tmp.replace(bundle / plan.engine)
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"tensorrt_version": trt.__version__, "engine": plan.engine, "timing_cache": plan.timing_cache,
-            "dla_core": dla_core, "notes": notes, "build_seconds": round(time.perf_counter() - started, 2)}
+    return {"tensorrt_version": trt.__version__, "builder": getattr(trt, "__name__", "tensorrt"),
+            "engine": plan.engine, "timing_cache": plan.timing_cache, "dla_core": dla_core, "notes": notes,
+            "build_seconds": round(time.perf_counter() - started, 2)}
 
 
 class TensorRTRunner:

@@ -249,3 +249,26 @@ def test_unconstrained_dynamic_dims_ask_for_input_or_profile(dynamic_hw_relu, tm
 
     with pytest.raises(InputDataError, match=r"pass --input x:1x3xNxN or --profile x:MIN:OPT:MAX"):
         deploycomp.build(dynamic_hw_relu, tmp_path / "b", target="jetson-orin-nano")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_the_engine_step_runs_nvidias_real_builder_without_a_gpu(tiny_conv, tmp_path, precision):
+    """TensorRT for RTX (PyPI) builds a serialized, GPU-agnostic engine with no GPU: the
+    engine step's real calls (strongly typed network, NVIDIA's ONNX parser on the bundle's
+    typed fp16 or int8 QDQ ONNX, workspace, profiles, timing cache, build) run here, not
+    only against the recording fake. What it cannot check without the device: the Jetson's
+    own TensorRT 10 build, its tactics and the engine's run (``deploycomp engine`` there)."""
+    trt = pytest.importorskip("tensorrt_rtx", reason="NVIDIA's tensorrt-rtx wheel (Linux x86_64, in the test extra)")
+    kw = {}
+    if precision == "int8":
+        np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+        kw["calibration"] = tmp_path / "c.npz"
+    deploycomp.build(tiny_conv, tmp_path / "b", target="jetson-orin-nano", precision=precision, **kw)
+    plan = read_plan(tmp_path / "b")
+    info = build_engine(tmp_path / "b", plan, trt)
+    assert info["builder"] == "tensorrt_rtx" and info["tensorrt_version"] == trt.__version__
+    assert (tmp_path / "b" / "model.engine").stat().st_size > 10_000
+    assert (tmp_path / "b" / "timing.cache").stat().st_size > 0
+    # the device's TensorRT 10 must match the plan's range; the RTX builder has its own
+    with pytest.raises(UnsupportedError, match=r"this bundle's plan needs >=10.0,<12"):
+        build_engine(tmp_path / "b", plan, _Recorder(version="1.7.1"))
