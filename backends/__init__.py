@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BACKENDS", "availability", "get_backend"]
+__all__ = ["BACKENDS", "availability", "get_backend", "lazy_exports"]
 
 BACKENDS = ("openvino", "onnxruntime", "tflite", "tensorrt")
+
+
+def lazy_exports(package: str, names: list[str]):
+    """A module ``__getattr__`` for a backend package: ``names`` come from its ``adapter``
+    module, imported (with ONNX and the SDK) on first use of one of them."""
+    def __getattr__(name: str):
+        if name in names:
+            value = getattr(importlib.import_module(f"{package}.adapter"), name)
+            setattr(importlib.import_module(package), name, value)
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def get_backend(name: str):

@@ -37,10 +37,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deploycomp.errors import ProfileError
+from deploycomp.yamlfile import read_mapping
 
 __all__ = [
     "PRECISIONS",
@@ -54,6 +54,7 @@ __all__ = [
     "list_targets",
     "load_target",
     "member_for_device",
+    "merge_mappings",
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -163,27 +164,16 @@ def _profiles_dir() -> Path:
     return Path(str(resources.files("deploycomp.profiles")))
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's safe loader where PyYAML has it (5x faster: ``deploycomp targets`` reads every profile)."""
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(path.read_text(), Loader=_LOADER)
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read profile ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: a profile must be a YAML mapping")
-    return data
+    return read_mapping(path, ProfileError, "profile")
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``: mappings merged key by key, lists and scalars replaced (``extends``)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_mappings(out[key], value)
         else:
             out[key] = value
     return out
@@ -200,7 +190,7 @@ def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> di
         raise ProfileError(f"{path}: extends unknown profile {base_name!r}")
     base = _resolve(_read_yaml(base_path), base_path, seen + (base_name,))
     base.pop("name", None)
-    return _merge(base, data)
+    return merge_mappings(base, data)
 
 
 def _validate(data: dict[str, Any], path: Path) -> TargetProfile:

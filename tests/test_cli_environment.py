@@ -45,31 +45,22 @@ def test_interrupt_at_any_stage_leaves_nothing(tiny_conv, tmp_path, stage):
     assert _leftovers(tmp_path) == []
 
 
-def test_ctrl_c_in_the_cli_exits_130_with_one_line(tiny_conv, tmp_path):
-    """SIGINT while the build validates: exit 130, one line, no traceback, nothing at --out."""
+@pytest.mark.parametrize("sig, stage, code, said", [
+    (signal.SIGINT, "stage: validate", 130, "interrupted"),   # Ctrl-C
+    (signal.SIGTERM, "stage: lower", 143, "terminated"),      # a cancelled CI job
+])
+def test_a_signal_in_the_cli_exits_with_one_line(tiny_conv, tmp_path, sig, stage, code, said):
+    """The signal mid-build: its exit code, one line, no traceback, nothing at --out."""
     proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "-v", "build", str(tiny_conv), "--out",
                              str(tmp_path / "out")], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     for line in proc.stderr:
-        if "stage: validate" in line:
-            proc.send_signal(signal.SIGINT)
+        if stage in line:
+            proc.send_signal(sig)
             break
     rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 130, rest
-    assert rest.strip().splitlines()[-1] == "deploycomp: interrupted; nothing was written"
+    assert proc.wait(timeout=120) == code, rest
+    assert rest.strip().splitlines()[-1] == f"deploycomp: {said}; nothing was written"
     assert "Traceback" not in rest
-    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
-
-
-def test_sigterm_exits_143(tiny_conv, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "-v", "build", str(tiny_conv), "--out",
-                             str(tmp_path / "out")], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    for line in proc.stderr:
-        if "stage: lower" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 143, rest
-    assert rest.strip().splitlines()[-1] == "deploycomp: terminated; nothing was written"
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 

@@ -4,7 +4,7 @@ The adapter (and with it ONNX and the SDK) is imported on first use of a name be
 listing targets and checking which backends are usable reads only ``REQUIRES``.
 """
 
-from importlib import import_module
+from deploycomp.backends import lazy_exports
 
 REQUIRES: tuple[str, ...] = ("ai_edge_litert", "flatbuffers")
 """Top-level modules the SDK provides (checked without importing them)."""
@@ -14,9 +14,4 @@ EXTRA = '"deploycomp[tflite]"'
 __all__ = ["EXTRA", "REQUIRES", "BACKEND", "TFLiteBackend", "TFLiteRunner"]
 
 
-def __getattr__(name: str):
-    if name in __all__:
-        value = getattr(import_module(f"{__name__}.adapter"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, __all__)

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploycomp.errors import DeployError, InputDataError
+from deploycomp.targets import merge_mappings
 
 __all__ = ["FleetSpec", "Job", "SpecError", "load_spec"]
 
@@ -118,13 +119,6 @@ class Job:
         return f"{self.model}/{self.target}-{self.precision}"
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _resolve_extends(models: list[Any], where: str) -> list[dict]:
     """Each entry with its ``extends`` chain merged in (entries are dicts, checked later)."""
     if not isinstance(models, list):
@@ -144,7 +138,7 @@ def _resolve_extends(models: list[Any], where: str) -> list[dict]:
                 raise SpecError(f"{where}: models[{i}].extends: no model named {parent!r} in the spec")
             seen.append(parent)
             chain = by_name[parent]
-            merged = _merge({k: v for k, v in chain.items() if k not in ("extends", "name")}, merged)
+            merged = merge_mappings({k: v for k, v in chain.items() if k not in ("extends", "name")}, merged)
         resolved.append(merged)
     return resolved
 
@@ -158,21 +152,11 @@ def _key_path(loc: tuple) -> str:
 
 def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
     """The spec and its jobs, every path resolved against the spec file's folder."""
-    import yaml
-
     from deploycomp.targets import PRECISIONS, load_target
+    from deploycomp.yamlfile import read_mapping
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: fleet spec not found") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the fleet spec ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: a fleet spec is a mapping with models, targets and precisions")
+    data = read_mapping(path, SpecError, "fleet spec", "a mapping with models, targets and precisions")
     if "models" in data:
         data = {**data, "models": _resolve_extends(data["models"], str(path))}
     try:
@@ -216,8 +200,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
             except DeployError as e:
                 raise SpecError(f"{path}: {where}.targets: {e}") from None
             checked_targets.add(t)
-        budgets = _merge(spec.budgets.model_dump(exclude_none=True), m.budgets.model_dump(exclude_none=True))
-        options = _merge(spec.options.model_dump(exclude_defaults=True), m.options.model_dump(exclude_defaults=True))
+        budgets = merge_mappings(spec.budgets.model_dump(exclude_none=True), m.budgets.model_dump(exclude_none=True))
+        options = merge_mappings(spec.options.model_dump(exclude_defaults=True), m.options.model_dump(exclude_defaults=True))
         preprocess = m.preprocess
         if isinstance(preprocess, str) and (base / preprocess).is_file():
             preprocess = str(local(preprocess, f"{where}.preprocess"))
