@@ -34,7 +34,7 @@ from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
-from deploycomp.validate import compare_outputs, fidelity_met, measure_latency, peak_rss_growth, summarize
+from deploycomp.validate import BudgetCheck, compare_outputs, fidelity_met, measure_latency, peak_rss_growth, summarize
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -400,6 +400,11 @@ def _build(opts: BuildOptions) -> BuildResult:
                 "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host)
+        if quant_info is not None and quant_info["int8_layers"] == 0 and quant_info.get("sensitivity"):
+            # the search met the budget only by keeping every layer float: an fp32 model in an
+            # int8 bundle is not an int8 build (auto and fleets must not take it for one)
+            summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
+                                              " (no layer stays int8 within the fidelity budget)", fidelity=True))
         measured["budgets"] = summary.to_json(measured=True)
         manifest = {
             "format": FORMAT,
@@ -459,14 +464,18 @@ def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
 
 
 def _int8_hint(quant_info: dict | None) -> str:
-    """When the float-layer search could not meet the budget: how close it came, and what
-    fp16 gives on the same samples (one clause, or "")."""
-    if not quant_info or quant_info.get("budget_met", True):
+    """When the float-layer search could not meet the budget, or met it only with every layer
+    float: how close it came, and what fp16 gives on the same samples (one clause, or "")."""
+    if not quant_info or (quant_info.get("budget_met", True) and quant_info.get("int8_layers", 1)):
         return ""
     layers = quant_info["int8_layers"] + len(quant_info["float_layers"])
     closest = quant_info.get("closest") or {}
-    text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; closest "
-            f"cosine {closest.get('min_cosine', float('nan')):.4f} with {closest.get('float_layers', '?')} float)")
+    if quant_info.get("budget_met", True):
+        text = f"only every layer float met it ({layers} layers)"
+    else:
+        text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; "
+                f"closest cosine {closest.get('min_cosine', float('nan')):.4f} with "
+                f"{closest.get('float_layers', '?')} float)")
     alt = quant_info.get("fp16_alternative")
     if alt:
         text += (f"; fp16 gives cosine {alt['min_cosine']:.4f} on the same samples"
@@ -542,7 +551,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                           "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                           "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
     info["search_trials"] = trials
-    if not info.get("budget_met", True):
+    if not info.get("budget_met", True) or info["int8_layers"] == 0:
         info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
         if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
             fp16 = compare_outputs(refs, outputs_of(prep.model, "fp16"))

@@ -214,3 +214,13 @@ def test_min_top1_reaches_the_search_and_the_validation(tiny_conv, tmp_path):
     assert runner.manifest["quantization"]["min_top1_agreement"] == 0.9
     budgets = {b["budget"]: b for b in runner.manifest["validation"]["budgets"]}
     assert budgets["top1[probs]"]["limit"] == 0.9 and budgets["top1[probs]"]["ok"]
+
+
+def test_an_int8_build_with_every_layer_float_is_not_an_int8_build(tiny_conv, tmp_path):
+    """A budget that only all-float meets: the search keeps every layer float, and the build
+    says that no layer stays int8 (a missed budget, exit 8) instead of shipping fp32 as int8."""
+    with pytest.raises(BudgetError, match=r"int8_layers: 0 misses the budget 1 \(no layer stays int8.*only every "
+                                          r"layer float met it \(2 layers\); fp16 gives cosine"):
+        deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
+                         min_cosine=0.99999999)
+    assert not (tmp_path / "a").exists()

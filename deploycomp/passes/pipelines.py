@@ -16,6 +16,7 @@ from onnx_ir.passes.common import (
     CommonSubexpressionEliminationPass,
     DeduplicateHashedInitializersPass,
     LiftConstantsToInitializersPass,
+    NameFixPass,
     RemoveUnusedFunctionsPass,
     RemoveUnusedNodesPass,
     RemoveUnusedOpsetsPass,
@@ -68,6 +69,9 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             # earlier in the list (a Slice -> Split rewrite in a wake-word model) leaves the
             # graph out of order, which ONNX Runtime sorts for itself but a clone refuses
             TopologicalSortPass(),
+            # every node named (IR 3 exports leave them unnamed): the int8 search keeps layers
+            # float by name, and reports and errors name them
+            NameFixPass(),
         ],
     )
 

@@ -27,7 +27,7 @@ from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, st
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
-from deploycomp.quant.qdq import quantizable_tensors
+from deploycomp.quant.qdq import quantizable_tensors, searchable_nodes
 from deploycomp.quant.sensitivity import (nmse, ort_outputs, outputs_of_each, quantized_copy, rank_layers,
                                          select_float_layers)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
@@ -52,7 +52,7 @@ class QuantResult:
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
-    names = [n.name for n in model.graph if n.op_type in policy.compute_ops and n.name]
+    names = [n.name for n in searchable_nodes(model, policy)]
     return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
 
 
@@ -126,7 +126,8 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     versions: observers of the mapped values for the smoothed tensors' ranges, and bias
     sums of the changed layers with their smoothed weights on mapped inputs. Two passes
     (statistics, bias sums) whatever the outcome, every candidate's bias sums riding on the
-    second. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples)."""
+    second. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples;
+    the tensors left float for their sentinel values)."""
     smoothed, sites = None, []
     if sampled is not None:
         smoothed = model.clone()
@@ -161,7 +162,8 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     site_records = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
                     for s in sites]
     most = max(c.judged for c in candidates)  # those judged on every sample first
-    return sorted(candidates, key=lambda c: (c.judged < most, c.nmse or 0.0)), count, site_records, len(judge)
+    ranked = sorted(candidates, key=lambda c: (c.judged < most, c.nmse or 0.0))
+    return ranked, count, site_records, len(judge), stats.sentinels()
 
 
 def _records(candidates: list[_Candidate], chosen: _Candidate, sites: list[dict], smoothing_on: bool,
@@ -258,7 +260,7 @@ def quantize(
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
-    candidates, samples_seen, sites, judged = _calibrate(
+    candidates, samples_seen, sites, judged, sentinels = _calibrate(
         model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled)
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
@@ -292,6 +294,7 @@ def quantize(
         "boosters": list(boosters),
         "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],
         "bias_corrected_layers": len(shifts),
+        "left_float_sentinel": sentinels,
         "smoothing": smoothing,
     }
     if range_choice:
@@ -301,8 +304,8 @@ def quantize(
     info.update(search)
     final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts)
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
-    info["float_layers"] = sorted(float_layers | pinned)
-    info["int8_layers"] = len(layers) - len(float_layers | pinned)
+    info["float_layers"] = sorted(float_layers | pinned)  # compute layers and element-wise nodes kept float
+    info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
     info["int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
     info["calibration_seconds"] = round(calib_seconds, 3)
     return QuantResult(final, info)

@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 
-__all__ = ["Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
+__all__ = ["SENTINEL", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
            "stream_tensors"]
 
 
@@ -38,13 +38,26 @@ def cores() -> int:
     return max(1, min(4, count))
 
 
+SENTINEL = 1e30
+"""A tensor reaching this magnitude carries sentinel values, not a signal (an attention mask
+of -3.4e38, an infinity stand-in): no int8 scale can hold it and the values it marks, so
+it is left float (a transformer's mask Add quantized took its embedding to cosine 0.70)."""
+
+
 @dataclass
 class Statistics:
     observers: dict[str, Observer]
     samples: int
 
     def ranges(self, method: str) -> dict[str, tuple[float, float]]:
-        return {name: compute_range(obs, method) for name, obs in self.observers.items() if obs.hist is not None}
+        """Each observed tensor's range by ``method``; sentinel-carrying tensors have none
+        (:data:`SENTINEL`), so they stay float."""
+        return {name: compute_range(obs, method) for name, obs in self.observers.items()
+                if obs.hist is not None and name not in self.sentinels()}
+
+    def sentinels(self) -> list[str]:
+        return sorted(name for name, obs in self.observers.items()
+                      if obs.hist is not None and max(abs(obs.lo), abs(obs.hi)) >= SENTINEL)
 
 
 def _with_outputs(model: ir.Model, names: list[str]) -> bytes:

@@ -25,7 +25,7 @@ from deploycomp.quant.constants import add_initializer, attributes, constant
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "quantizable_tensors",
-           "quantize_weight", "tensor_encoding"]
+           "quantize_weight", "searchable_nodes", "tensor_encoding"]
 
 
 def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[np.float32, np.ndarray]:
@@ -109,6 +109,15 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
             if (node, i) not in out.get(v.name, []):
                 out.setdefault(v.name, []).append((node, i))
     return out
+
+
+def searchable_nodes(model: ir.Model, policy: QDQPolicy) -> list[ir.Node]:
+    """Nodes the float-layer search may keep float: the compute layers, and the element-wise
+    nodes the policy quantizes (TFLite's Add/Mul, TensorRT's residual Add). Leaving only
+    compute layers to choose from, a model whose error sits on an Add (an audio front-end's
+    power spectrum to 4e10) missed its budget with every compute layer float."""
+    readers = {id(node) for consumers in quantizable_tensors(model, policy).values() for node, _ in consumers}
+    return [n for n in model.graph if n.name and (n.op_type in policy.compute_ops or id(n) in readers)]
 
 
 def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],

@@ -34,7 +34,7 @@ import onnx_ir as ir
 from deploycomp.quant.bias_correction import apply_bias_shifts
 from deploycomp.quant.calibrate import cores
 from deploycomp.quant.policy import QDQPolicy
-from deploycomp.quant.qdq import QDQPass
+from deploycomp.quant.qdq import QDQPass, searchable_nodes
 
 __all__ = ["LayerSensitivity", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
            "rank_layers", "round_robin",
@@ -161,7 +161,7 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
     """Drop-one sensitivity of every compute layer, in the order the float search takes them
     (:func:`round_robin`)."""
     base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
-    layers = [n for n in model.graph if n.op_type in policy.compute_ops and n.name]
+    layers = searchable_nodes(model, policy)
 
     def error_if_float(node: ir.Node) -> dict[str, float]:
         # layers side by side (each building its model while another runs), samples in turn
