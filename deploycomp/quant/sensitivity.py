@@ -179,16 +179,37 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
     return round_robin(out, base)
 
 
+REFINE_STEPS = 2
+"""After the doubling finds a prefix that meets the budget (and half of it that does not),
+this many bisection steps between the two look for a shorter one: at 32 of 102 layers
+after 16 failed, a step at 24 can keep 8 more layers int8 for one more check."""
+
+
 def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Callable[[set[str]], bool],
-                        max_float_fraction: float = 1.0, start: int = 0) -> tuple[set[str], bool]:
+                        max_float_fraction: float = 1.0, start: int = 0,
+                        refine: int = REFINE_STEPS) -> tuple[set[str], bool]:
     """Smallest prefix of the ranking (sizes 0, 1, 2, 4, ..., all; from ``start``) whose model
-    meets the budget; ``max_float_fraction`` caps the prefix (none by default)."""
+    meets the budget, shortened by up to ``refine`` bisection steps between the last size
+    that missed and the first that met it; ``max_float_fraction`` caps the prefix (none by
+    default)."""
     limit = max(1, int(round(len(ranking) * max_float_fraction)))
-    k = min(start, limit)
-    while True:
-        chosen = {s.node for s in ranking[:k]}
-        if meets_budget(chosen):
-            return chosen, True
+    k, missed = min(start, limit), None
+
+    def prefix(n: int) -> set[str]:
+        return {s.node for s in ranking[:n]}
+
+    while not meets_budget(prefix(k)):
         if k >= limit:
-            return chosen, False
+            return prefix(k), False
+        missed = k
         k = 1 if k == 0 else min(2 * k, limit)
+    met = k
+    for _ in range(refine):
+        if missed is None or met - missed <= 1:
+            break
+        mid = (missed + met) // 2
+        if meets_budget(prefix(mid)):
+            met = mid
+        else:
+            missed = mid
+    return prefix(met), True

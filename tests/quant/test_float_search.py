@@ -19,12 +19,19 @@ def test_all_layers_may_stay_float():
         return len(keep) == 3
 
     chosen, met = select_float_layers(_ranking(3), meets, start=1)
-    assert met and chosen == {"l0", "l1", "l2"} and asked == [1, 2, 3]
+    assert met and chosen == {"l0", "l1", "l2"} and asked == [1, 2, 3]  # 2 missed, 3 met: nothing between
 
 
 def test_the_fewest_are_kept_and_a_miss_is_reported():
-    chosen, met = select_float_layers(_ranking(20), lambda keep: len(keep) >= 5, start=1)
-    assert met and len(chosen) == 8  # sizes 1, 2, 4, 8: the first that meets the budget
+    asked = []
+
+    def five(keep: set[str]) -> bool:
+        asked.append(len(keep))
+        return len(keep) >= 5
+
+    chosen, met = select_float_layers(_ranking(20), five, start=1)
+    assert met and len(chosen) == 5 and asked == [1, 2, 4, 8, 6, 5]  # doubling, then bisection between 4 and 8
+    assert len(select_float_layers(_ranking(20), lambda keep: len(keep) >= 5, start=1, refine=0)[0]) == 8
     chosen, met = select_float_layers(_ranking(20), lambda keep: False, start=1)
     assert not met and len(chosen) == 20
     chosen, met = select_float_layers(_ranking(20), lambda keep: False, max_float_fraction=0.5)
