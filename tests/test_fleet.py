@@ -213,3 +213,17 @@ def test_ray_builds_the_fleet_and_runs_device_steps_where_a_node_offers_the_targ
     # the same bundles as the local executor makes: a local rerun serves them from the cache
     again = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
     assert again.index["summary"]["built"] == 0
+
+
+def test_changing_one_profile_rebuilds_only_its_builds(fleet_dir):
+    """A fleet's own profile file: edit its budget, and only the builds for that target run
+    again (the key holds the resolved profile's content, not its name)."""
+    (fleet_dir / "board.yaml").write_text("extends: raspberry-pi-5\nname: board\nbudgets: {max_artifact_mb: 200}\n")
+    (fleet_dir / "fleet.yaml").write_text(SPEC.replace("android-arm64, jetson-orin-nano", "board.yaml"))
+    cache = fleet_dir / "cache"
+    first = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache)
+    assert sorted(e["bundle"] for e in first.index["entries"]) == ["a/board-fp16", "a/host-fp16",
+                                                                    "b/board-fp16", "b/host-fp16"]
+    (fleet_dir / "board.yaml").write_text("extends: raspberry-pi-5\nname: board\nbudgets: {max_artifact_mb: 100}\n")
+    again = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache)
+    assert sorted(e["bundle"] for e in again.index["entries"] if not e["cached"]) == ["a/board-fp16", "b/board-fp16"]

@@ -149,7 +149,7 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
         for job, key, _ in keyed:
             r = results[job.label]
             dest = out / job.folder
-            entry = {"model": job.model, "target": job.target if "/" not in job.target else Path(job.target).name,
+            entry = {"model": job.model, "target": job.target_name,
                      "precision": job.precision, "bundle": job.folder, "key": key,
                      **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
                                               "latency_ms", "latency_kind", "size_mb", "manifest_sha256",

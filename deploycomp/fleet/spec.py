@@ -111,12 +111,17 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def target_name(self) -> str:
+        """The target as the index and folders name it: a profile file by its stem."""
+        return Path(self.target).stem if self.target.endswith((".yaml", ".yml")) or "/" in self.target else self.target
+
+    @property
     def label(self) -> str:
-        return f"{self.model}/{self.target}-{self.precision}"
+        return f"{self.model}/{self.target_name}-{self.precision}"
 
     @property
     def folder(self) -> str:
-        return f"{self.model}/{self.target}-{self.precision}"
+        return self.label
 
 
 def _resolve_extends(models: list[Any], where: str) -> list[dict]:
