@@ -87,13 +87,22 @@ class LocalExecutor:
             for job, folder in work:
                 yield job, build_job(job, folder)
             return
-        with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+        try:
             futures = {pool.submit(_build_in, job, str(folder)): job for job, folder in work}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield futures[f], f.result()
+        except BaseException:
+            # Ctrl-C or SIGTERM (a cancelled CI job): stop the workers too, not after their
+            # builds (a SIGTERM reaches only this process, and shutdown would wait for them)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def device_step(self, job: Job, bundle: Path) -> dict | None:
         return None  # engines are built on the device (``deploycomp engine``)
