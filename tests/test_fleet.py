@@ -227,3 +227,24 @@ def test_changing_one_profile_rebuilds_only_its_builds(fleet_dir):
     (fleet_dir / "board.yaml").write_text("extends: raspberry-pi-5\nname: board\nbudgets: {max_artifact_mb: 100}\n")
     again = run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", cache_dir=cache)
     assert sorted(e["bundle"] for e in again.index["entries"] if not e["cached"]) == ["a/board-fp16", "b/board-fp16"]
+
+
+def test_a_cancelled_fleet_exits_143_and_leaves_no_staging(fleet_dir):
+    """SIGTERM (a cancelled CI job) mid-fleet: exit 143 with one line; the cache keeps what
+    finished and holds no half-built entry; every bundle in --out is whole."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "fleet", str(fleet_dir / "fleet.yaml"), "--out",
+                             str(fleet_dir / "out"), "--cache", str(fleet_dir / "cache"), "--jobs", "2"],
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[1/6]"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, rest
+    assert rest.strip().splitlines()[-1] == "deploycomp: terminated; nothing was written"
+    assert not list((fleet_dir / "cache" / "tmp").iterdir())
+    assert all((b / "manifest.json").is_file() for b in (fleet_dir / "out").glob("*/*") if b.is_dir())
