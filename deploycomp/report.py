@@ -309,8 +309,8 @@ def render_report(manifest: dict[str, Any]) -> str:
     if quant:
         ranking = quant.get("sensitivity", [])[:15]
         chart = _bars(
-            "int8 sensitivity: output NMSE recovered by keeping one layer in float (top 15)",
-            [(s["node"], max(s["gain"], 0.0)) for s in ranking], "",
+            "int8 sensitivity: output NMSE each layer adds when it alone is int8 (top 15, in the order kept float)",
+            [(s["node"], max(s.get("nmse_alone", s.get("gain", 0.0)), 0.0)) for s in ranking], "",
         ) if ranking else f"<p>{html.escape(quant.get('sensitivity_note', ''))}</p>"
         quant_html = f"""<h2>int8 quantization</h2>
 <p>Policy <b>{html.escape(quant['policy'])}</b>: activations {html.escape(quant['activation_dtype'])}

@@ -201,11 +201,11 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                        "sensitivity_note": "every layer int8 meets the budget: no ranking needed"}
     refs = ort_outputs(c.model, held_out)
     progress("int8 sensitivity")
-    ranking = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
+    ranking, base = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
     chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1)
-    return chosen, {"budget_met": met, "nmse_all_int8": ranking[0].error_all_int8 if ranking else 0.0,
-                    "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_if_float": s.error_if_float,
-                                     "gain": s.gain} for s in ranking[:20]]}
+    return chosen, {"budget_met": met, "nmse_all_int8": sum(base.values()),
+                    "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_alone": s.error_alone}
+                                    for s in ranking[:20]]}
 
 
 def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:
