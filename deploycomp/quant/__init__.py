@@ -5,7 +5,7 @@ policy (or the caller) asks for (activation equalization before the statistics; 
 correction after the ranges; smoothing, searched on a copy and kept only if the whole
 model's int8 error falls), streaming statistics over the calibration samples, ranges by
 the policy's method (``auto``: percentile or minmax, whichever int8 model is closer to
-fp32), a drop-one sensitivity ranking on held-out samples, and the smallest set of float
+fp32), a quantize-one sensitivity ranking on held-out samples, and the smallest set of float
 layers whose model meets the caller's budget (checked by a callback, normally the
 target's own runtime). The result is standard QuantizeLinear/DequantizeLinear ONNX.
 """
