@@ -1,0 +1,147 @@
+"""Run only what a change can reach: the part of a model downstream of the nodes a QDQ
+copy changed, fed with the float model's own tensors at its frontier.
+
+The quantize-one ranking (:mod:`deploycomp.quant.sensitivity`) runs one model per
+searchable node, each the float model with a single node quantized. Everything upstream
+of that node is the float model, computed again for every node: on PP-OCRv3 det (95
+nodes, 4 samples) those runs were most of the ranking's 34 s. Here the float model runs
+once per sample with the frontier tensors as extra outputs (:class:`FloatTaps`), and each
+copy is cut to its downstream cone (:func:`downstream_of_changes`); outputs outside the
+cone are the float outputs themselves.
+
+A copy is run whole instead when the cut does not apply: a node with subgraphs in the
+cone (a ``Loop`` body reads outer-scope tensors no frontier lists), a frontier tensor the
+float model does not name, or taps that would not fit :data:`TAP_BUDGET_BYTES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+__all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of"]
+
+TAP_BUDGET_BYTES = 1 << 30
+"""At most this many bytes of float tensors are kept for all samples together (the
+frontiers of every node of a 640x640 detector over 4 samples: about 0.5 GB)."""
+
+
+@dataclass
+class Cut:
+    model: bytes
+    """The serialized sub-model: the cone's nodes, the frontier tensors as its inputs."""
+    inputs: list[str]
+    outputs: list[str]
+    """The graph outputs the cone computes (the others keep their float values)."""
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name a node may read: its inputs and whatever its subgraphs name (an
+    ``If`` branch reads outer-scope tensors that are not among the node's inputs)."""
+    names = {name for name in node.input if name}
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                      attr.graphs if attr.type == onnx.AttributeProto.GRAPHS else []):
+            for inner in graph.node:
+                names |= _reads(inner)
+    return names
+
+
+def _cone(graph: onnx.GraphProto, start: set[str]) -> tuple[list[onnx.NodeProto], list[str]]:
+    """The nodes named in ``start`` and everything downstream of them, in the graph's
+    (topological) order, and the tensors they read that none of them writes (initializers
+    aside): the frontier."""
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in _reads(node):
+            readers.setdefault(name, []).append(i)
+    cone: set[int] = {i for i, n in enumerate(graph.node) if n.name in start}
+    todo = list(cone)
+    while todo:
+        for out in graph.node[todo.pop()].output:
+            for j in readers.get(out, ()):
+                if j not in cone:
+                    cone.add(j)
+                    todo.append(j)
+    nodes = [graph.node[i] for i in sorted(cone)]
+    produced = {o for n in nodes for o in n.output}
+    initializers = {t.name for t in graph.initializer}
+    frontier: list[str] = []
+    for node in nodes:
+        for name in node.input:
+            if name and name not in produced and name not in initializers and name not in frontier:
+                frontier.append(name)
+    return nodes, frontier
+
+
+def frontier_of(float_model: onnx.ModelProto, node: str) -> list[str]:
+    """The float tensors a copy with ``node`` changed reads at its cut (its QDQ nodes read
+    the node's own inputs, which the frontier holds already)."""
+    return _cone(float_model.graph, {node})[1]
+
+
+def downstream_of_changes(float_nodes: Mapping[str, Sequence[str]], changed: onnx.ModelProto,
+                          seeds: Sequence[str], available: Mapping[str, int]) -> Cut | None:
+    """The part of ``changed`` that can differ from the float model: the nodes named in
+    ``seeds``, every node the float model lacks or whose inputs it wires otherwise
+    (``float_nodes``: name -> inputs), and everything downstream of those; ``None`` where
+    the cut does not apply (see the module docstring). ``available``: the float tensors
+    the taps hold, with their ONNX element types."""
+    graph = changed.graph
+    start = set(seeds) | {n.name for n in graph.node if float_nodes.get(n.name) != list(n.input)}
+    nodes, frontier = _cone(graph, start)
+    if any(_has_subgraph(n) for n in nodes) or not set(frontier) <= set(available):
+        return None
+    produced = {o for n in nodes for o in n.output}
+    used = {name for n in nodes for name in n.input}
+    sub = onnx.helper.make_graph(
+        nodes, graph.name, [onnx.helper.make_tensor_value_info(name, available[name], None) for name in frontier],
+        [o for o in graph.output if o.name in produced], [t for t in graph.initializer if t.name in used])
+    model = onnx.helper.make_model(sub, opset_imports=changed.opset_import, ir_version=changed.ir_version)
+    model.functions.extend(changed.functions)
+    return Cut(model.SerializeToString(), frontier, [o.name for o in graph.output if o.name in produced])
+
+
+class FloatTaps:
+    """The float model's tensors named ``names`` on each sample (graph inputs come from
+    the samples themselves), or ``None`` from :meth:`collect` when they would not fit."""
+
+    def __init__(self, values: list[dict[str, np.ndarray]], types: dict[str, int]):
+        self.values = values
+        self.types = types
+        """Every tapped tensor's (and graph input's) ONNX element type."""
+
+    @staticmethod
+    def collect(model: ir.Model, names: set[str], samples: Sequence[Mapping[str, np.ndarray]],
+                run) -> "FloatTaps | None":
+        """``run(model, samples)``: each sample's outputs of an ``ir.Model``."""
+        inputs = {v.name for v in model.graph.inputs}
+        by_name = {v.name: v for node in model.graph for v in node.outputs}
+        wanted = sorted(names - inputs)
+        size = 0
+        for name in wanted:
+            value = by_name.get(name)
+            if value is None or value.shape is None or not value.shape.is_static() or value.dtype is None:
+                return None
+            size += int(np.prod(value.shape.numpy(), dtype=np.int64)) * value.dtype.itemsize
+        if size * len(samples) > TAP_BUDGET_BYTES:
+            return None
+        tapped = model.clone()
+        taken = {v.name for v in tapped.graph.outputs}
+        clone_values = {v.name: v for node in tapped.graph for v in node.outputs}
+        for name in wanted:
+            if name not in taken:
+                tapped.graph.outputs.append(clone_values[name])
+        outs = run(tapped, samples)
+        types = {v.name: int(v.dtype.value) for v in model.graph.inputs if v.dtype is not None}
+        types.update({name: int(by_name[name].dtype.value) for name in wanted})
+        return FloatTaps([{**{k: np.asarray(v) for k, v in s.items()}, **{k: o[k] for k in wanted}}
+                          for s, o in zip(samples, outs)], types)

@@ -1,0 +1,80 @@
+"""The quantize-one ranking runs only the part of each copy its QDQ can reach, on the float
+model's own tensors at the cut, and gets the same numbers as running the whole copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of
+from deploycomp.quant.policy import POLICIES
+from deploycomp.quant.sensitivity import _session, ort_outputs, quantized_copy
+
+
+def _chain(with_loop: bool = False) -> ir.Model:
+    """x -> mm1 -> relu -> mm2 -> y, and (optionally) an If after mm2 whose branches read
+    relu's output from the outer scope."""
+    rng = np.random.default_rng(1)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), n) for n in ("w1", "w2"))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["b"], name="mm2")]
+    out = "b"
+    extra = []
+    if with_loop:
+        branch = helper.make_graph([helper.make_node("Add", ["b", "r"], ["s"], name="inner")], "br", [],
+                                   [helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 8])])
+        extra = [numpy_helper.from_array(np.array(True), "cond")]
+        nodes.append(helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=branch))
+        out = "y"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 8])], [w1, w2, *extra])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+
+
+def _ranges():
+    return {"x": (-3.0, 3.0), "r": (0.0, 6.0)}
+
+
+def test_a_copy_is_cut_below_its_node_and_fed_the_float_tensors():
+    model = _chain()
+    policy = POLICIES["openvino"]
+    float_proto = ir.to_proto(model)
+    assert frontier_of(float_proto, "mm2") == ["r"]
+    samples = [{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)} for i in range(2)]
+    taps = FloatTaps.collect(model, {"r"}, samples, ort_outputs)
+    copy = ir.to_proto(quantized_copy(model, policy, _ranges(), {"mm1"}))
+    cut = downstream_of_changes({n.name: list(n.input) for n in float_proto.graph.node}, copy, ["mm2"], taps.types)
+    kept = [n.op_type for n in onnx.load_from_string(cut.model).graph.node]
+    assert "Relu" not in kept and kept.count("MatMul") == 1 and "QuantizeLinear" in kept
+    assert cut.inputs == ["r"] and cut.outputs == ["b"]
+
+    session = _session(cut.model)  # as the ranking runs it: single-threaded, the QDQ arithmetic as written
+    whole = ort_outputs(ir.from_proto(copy), samples)
+    for tapped, full in zip(taps.values, whole):
+        (got,) = session.run(["b"], {"r": tapped["r"]})
+        np.testing.assert_array_equal(got, full["b"])
+
+
+def test_subgraphs_reading_the_outer_scope_are_never_cut():
+    """An If/Loop body may read tensors from outside it that no frontier lists: such a copy
+    runs whole."""
+    model = _chain(with_loop=True)
+    float_proto = ir.to_proto(model)
+    taps = FloatTaps.collect(model, {"r"}, [{"x": np.ones((1, 8), np.float32)}], ort_outputs)
+    copy = ir.to_proto(quantized_copy(model, POLICIES["openvino"], _ranges(), {"mm1"}))
+    assert downstream_of_changes({n.name: list(n.input) for n in float_proto.graph.node}, copy, ["mm2"],
+                                 taps.types) is None
+
+
+def test_taps_that_would_not_fit_are_not_collected(monkeypatch):
+    import deploycomp.quant.downstream as downstream
+
+    model = _chain()
+    monkeypatch.setattr(downstream, "TAP_BUDGET_BYTES", 8 * 4 * 2 - 1)  # "r" on 2 samples needs 64 bytes
+    samples = [{"x": np.ones((1, 8), np.float32)}] * 2
+    assert FloatTaps.collect(model, {"r"}, samples, ort_outputs) is None
+    assert FloatTaps.collect(model, {"r"}, samples[:1], ort_outputs) is not None
