@@ -504,6 +504,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     from deploycomp.quant import quantize
     from deploycomp.quant.policy import policy_for
+    from deploycomp.quant.sensitivity import Verdict
 
     opts.progress("int8 calibration")
     samples, label = calibration.samples, calibration.label
@@ -530,14 +531,17 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             runner = backend.load(Path(tmp), lowered.info)
             return [runner.run(s) for s in judged]
 
-    def meets_budget(candidate: ir.Model) -> bool:
+    def meets_budget(candidate: ir.Model) -> Verdict:
         outs = outputs_of(candidate, "int8")
         metrics = compare_outputs(refs, outs)
-        met = (bool(opts.int8_accept(refs, outs)) if opts.int8_accept is not None
-               else fidelity_met(metrics, fidelity, margin=margin))
+        if opts.int8_accept is not None:
+            verdict = Verdict(bool(opts.int8_accept(refs, outs)))
+        else:  # which outputs missed steers the search's next layers (select_float_layers)
+            failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=margin))
+            verdict = Verdict(not failing and fidelity_met(metrics, fidelity, margin=margin), failing)
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
-                       "met": met})
-        return met
+                       "met": verdict.met})
+        return verdict
 
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):

@@ -202,7 +202,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     refs = ort_outputs(c.model, held_out)
     progress("int8 sensitivity")
     ranking, base = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
-    chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1)
+    chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1, base=base)
     return chosen, {"budget_met": met, "nmse_all_int8": sum(base.values()),
                     "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_alone": s.error_alone}
                                     for s in ranking[:20]]}

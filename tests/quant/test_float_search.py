@@ -104,3 +104,28 @@ def test_ranking_measures_each_layer_quantized_alone():
         alone = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, others), held))
         assert s.per_output == alone and s.error_alone == sum(alone.values())
     assert set(base) == {"out"} and base["out"] > 0
+
+
+def test_an_output_that_meets_the_budget_takes_no_more_turns():
+    """After a check, the next layers go to the outputs that missed it: a detector whose box
+    outputs already hold spends its float layers on the score outputs that do not."""
+    from deploycomp.quant.sensitivity import Verdict
+
+    ranking = [LayerSensitivity(f"box{i}", "Conv", 1.0 - i / 10, {"boxes": 1.0 - i / 10, "scores": 0.0}) for i in range(4)]
+    ranking += [LayerSensitivity(f"cls{i}", "Conv", 0.5 - i / 10, {"boxes": 0.0, "scores": 0.5 - i / 10}) for i in range(4)]
+    base = {"boxes": 1.0, "scores": 0.5}
+    asked = []
+
+    def meets(keep: set[str]) -> Verdict:
+        asked.append(sorted(keep))
+        scores_ok = {"cls0", "cls1", "cls2"} <= keep
+        boxes_ok = "box0" in keep
+        failing = frozenset(k for k, ok in (("boxes", boxes_ok), ("scores", scores_ok)) if not ok)
+        return Verdict(not failing, failing)
+
+    chosen, met = select_float_layers(ranking, meets, start=1, base=base)
+    assert met and chosen == {"box0", "cls0", "cls1", "cls2"}
+    assert asked[:3] == [["box0"], ["box0", "cls0"], ["box0", "cls0", "cls1", "cls2"]]
+    # turns over every output would have spent the third and fourth layers on box1 and cls1
+    blind, _ = select_float_layers(ranking, lambda keep: bool(meets(keep)), start=1, base=base)
+    assert len(blind) > len(chosen)
