@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from save import save_json  # noqa: E402
 from timing import cpu_snapshot, other_load  # noqa: E402
 
 MODELS = ("yolov8n", "ppocr-rec")
@@ -125,8 +126,7 @@ def main() -> None:
             note = f"overhead vs local pool: {(r['wall_s'] - same['wall_s']) / max(r['built'], 1):+.1f} s per build"
         print(f"| {name} | {r['wall_s']:.1f} s | {r['built']} | {r['cached']} | {r['held']} | {r['other_load']:.2f} | {note} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        save_json(args.json, rows)
 
 
 if __name__ == "__main__":

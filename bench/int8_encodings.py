@@ -19,7 +19,6 @@ Usage: python bench/int8_encodings.py --model ppocrv3-det [--methods percentile 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -29,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus_models as cm  # noqa: E402
+from save import save_json  # noqa: E402
 
 
 def main() -> None:
@@ -91,8 +91,7 @@ def main() -> None:
     for name, value in rows.items():
         print(f"| {name} | {value:.4f} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        save_json(args.json, rows)
 
 
 if __name__ == "__main__":
