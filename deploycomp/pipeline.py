@@ -536,9 +536,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         metrics = compare_outputs(refs, outs)
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, outs)))
-        else:  # which outputs missed steers the search's next layers (select_float_layers)
+        else:  # every fidelity check is per output; which outputs missed steers the search's next layers
             failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=margin))
-            verdict = Verdict(not failing and fidelity_met(metrics, fidelity, margin=margin), failing)
+            verdict = Verdict(not failing, failing)
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
                        "met": verdict.met})
         return verdict

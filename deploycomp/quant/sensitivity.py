@@ -91,12 +91,8 @@ def round_robin(ranking: Sequence[LayerSensitivity], base: Mapping[str, float]) 
 
 
 def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> float:
-    total = 0.0
-    for ref, got in zip(refs, gots):
-        for name, r in ref.items():
-            r = r.astype(np.float64)
-            total += float(np.sum((got[name].astype(np.float64) - r) ** 2) / max(np.sum(r**2), 1e-20))
-    return total / max(len(refs), 1)
+    """The NMSE summed over outputs, mean over samples (:func:`nmse_per_output`, summed)."""
+    return sum(nmse_per_output(refs, gots).values())
 
 
 def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str],
