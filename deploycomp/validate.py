@@ -27,11 +27,11 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["QUIET", "BudgetCheck", "compare_outputs", "describe_speedup", "fidelity_failures", "fidelity_met", "measure_latency",
+__all__ = ["QUIET", "BudgetCheck", "compare_outputs", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "measure_latency", "output_scales",
            "noise_allowance", "peak_rss_growth", "summarize"]
 
 
@@ -71,8 +71,23 @@ def _informative(r: np.ndarray, scale: float) -> bool:
     return peak >= QUIET * scale and float(r.max() - r.min()) > 1e-6 * max(peak, 1e-30)
 
 
-def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]]) -> dict[str, dict]:
+def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Each numeric output's scale: its largest finite magnitude over ``refs``."""
+    scales: dict[str, float] = {}
+    for name in refs[0] if refs else ():
+        arrays = [np.asarray(ref[name]) for ref in refs]
+        if all(np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_ for a in arrays):
+            scales[name] = max((float(np.abs(a[np.isfinite(a)]).max()) for a in arrays if np.isfinite(a).any()), default=0.0)
+    return scales
+
+
+def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
+                    scales: Mapping[str, float] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
+
+    ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
+    every per-sample judgement the one the whole set gets, so that a part of the samples
+    can already decide a failure (:func:`decided_failures`).
 
     ``cosine`` is the worst over the informative samples (all samples if none is);
     ``max_abs_error`` / ``max_rel_error`` are over all samples, the latter against the
@@ -97,6 +112,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             continue
         finite = [np.isfinite(r) for r, _ in pairs]
         scale = max((float(np.abs(r[f]).max()) for (r, _), f in zip(pairs, finite) if f.any()), default=0.0)
+        if scales is not None and name in scales:
+            scale = scales[name]
         cos_all, cos, quiet, max_abs, top1, nonfinite = [], [], [], [], [], 0
         for (r, g), f in zip(pairs, finite):
             r64, g64 = r.astype(np.float64), g.astype(np.float64)
@@ -259,6 +276,15 @@ def fidelity_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
                       margin: float = 1.0) -> list[BudgetCheck]:
     """The fidelity criteria ``metrics`` miss (see :func:`fidelity_met`)."""
     return [c for c in _fidelity_checks(metrics, fidelity, margin) if not c.ok]
+
+
+def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> frozenset[str]:
+    """The outputs that miss the budget already on a part of the samples, compared on the
+    whole set's scales (:func:`compare_outputs`): by the criteria that are a worst case over
+    samples (cosine, the noise bound, relative error, finiteness), which more samples can
+    only make worse; top-1 agreement is a mean and waits for every sample."""
+    worst_case = {name: {k: v for k, v in m.items() if k != "top1_agreement"} for name, m in metrics.items()}
+    return frozenset(name for name, m in worst_case.items() if not fidelity_met({name: m}, fidelity, margin))
 
 
 def fidelity_met(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> bool:

@@ -224,3 +224,18 @@ def test_an_int8_build_with_every_layer_float_is_not_an_int8_build(tiny_conv, tm
         deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
                          min_cosine=0.99999999)
     assert not (tmp_path / "a").exists()
+
+
+def test_the_search_drops_a_candidate_that_misses_on_its_hardest_samples(tiny_conv, tmp_path):
+    """A candidate that already misses on the first few samples (the hardest so far) is not
+    run on the rest; one that meets the budget is judged on every sample."""
+    from deploycomp.pipeline import FAIL_FAST_SAMPLES, BuildOptions, build
+
+    result = build(BuildOptions(model=tiny_conv, out=tmp_path / "b", precision="int8", no_fail=True,
+                                calibration=_calibration(tmp_path, n=16), min_cosine=0.9999999))
+    q = result.manifest["quantization"]
+    judged, trials = q["budget_judged_on_samples"], q["search_trials"]
+    assert judged > FAIL_FAST_SAMPLES
+    assert all(t["samples"] == judged for t in trials if t["met"])
+    assert [t["samples"] for t in trials if not t["met"]].count(FAIL_FAST_SAMPLES) >= 1
+    assert all(t["samples"] in (FAIL_FAST_SAMPLES, judged) for t in trials)

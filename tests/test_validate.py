@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from deploycomp.targets import Fidelity
-from deploycomp.validate import compare_outputs, fidelity_failures, fidelity_met, noise_allowance
+from deploycomp.validate import (compare_outputs, decided_failures, fidelity_failures, fidelity_met, noise_allowance,
+                                 output_scales)
 
 FP32 = Fidelity(min_cosine=0.9999)
 
@@ -91,3 +92,32 @@ def test_one_value_per_sample_is_judged_by_its_error():
     assert m["single_value"] and m["uninformative_samples"] == 2 and fidelity_met({"p": m}, FP32)
     far = [{"p": np.array([[0.5]], np.float32)}, {"p": np.array([[0.02]], np.float32)}]
     assert not fidelity_met(compare_outputs(refs, far), FP32)  # cosine would say 1.0 for both
+
+
+def test_a_part_of_the_samples_is_judged_as_the_whole_set_would_judge_it():
+    """The int8 search stops a candidate on its hardest samples: the empty map, compared on
+    its own, looks informative (its noise is its whole range) and fails cosine; on the
+    whole set's scales it is the uninformative sample it is, and passes."""
+    rng = np.random.default_rng(2)
+    refs = [{"p": _maps(rng, True)}, {"p": _maps(rng, False)}]
+    gots = [{"p": r["p"] + rng.standard_normal(r["p"].shape).astype(np.float32) * 1e-7} for r in refs]
+    alone = compare_outputs(refs[1:], gots[1:])
+    assert decided_failures(alone, FP32) == {"p"}
+    within = compare_outputs(refs[1:], gots[1:], output_scales(refs))
+    assert within["p"]["uninformative_samples"] == 1 and not decided_failures(within, FP32)
+
+
+def test_a_worst_case_miss_is_decided_on_a_part_and_a_mean_is_not():
+    """Cosine is the worst sample's: one bad sample fails the set, whatever the others.
+    Top-1 agreement is a mean over samples: a part cannot decide it."""
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((1, 10)).astype(np.float32)
+    bad = {"y": -ref}  # cosine -1
+    assert decided_failures(compare_outputs([{"y": ref}], [bad]), Fidelity(min_cosine=0.98)) == {"y"}
+    scores = np.tile(np.eye(10, dtype=np.float32)[:1], (8, 1))  # argmax 0 in each of 8 rows
+    flipped = scores.copy()
+    flipped[:3] = np.roll(flipped[:3], 1, axis=1) * 0.5 + scores[:3] * 0.49  # 3 of 8 rows change their top-1
+    metrics = compare_outputs([{"s": scores}], [{"s": flipped}])
+    budget = Fidelity(min_cosine=0.5, min_top1_agreement=0.9)
+    assert metrics["s"]["top1_agreement"] == pytest.approx(5 / 8)
+    assert not fidelity_met(metrics, budget) and not decided_failures(metrics, budget)

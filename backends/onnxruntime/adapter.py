@@ -18,6 +18,7 @@ from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import UnsupportedError
 from deploycomp.ir import save_model
+from deploycomp.quant.exact import exact_qdq_options
 from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
@@ -26,22 +27,20 @@ __all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
 class ORTRunner:
     """Runs an ONNX model on ONNX Runtime's CPU provider.
 
-    ``exact_qdq``: run QuantizeLinear/DequantizeLinear as written (basic graph
-    optimizations only) instead of letting ORT fuse them into its own int8 kernels.
-    Those kernels are not the QDQ arithmetic other runtimes implement: measured here
-    (AVX2, no VNNI) they put 70x more error on PP-OCR cls's s8 QDQ graph than the
-    arithmetic itself, which LiteRT's int8 kernels reproduce to 1e-16."""
+    ``exact_qdq``: run QuantizeLinear/DequantizeLinear as written instead of letting ORT
+    fuse them into its own int8 kernels (:mod:`deploycomp.quant.exact`)."""
 
     def __init__(self, model: str | Path | bytes, threads: int | None = None, exact_qdq: bool = False):
         require_modules("onnxruntime", ("onnxruntime",), "onnxruntime")
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         if exact_qdq:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options = exact_qdq_options(threads)
+        else:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if threads:
+                options.intra_op_num_threads = threads
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

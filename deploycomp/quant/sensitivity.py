@@ -44,6 +44,7 @@ import onnx_ir as ir
 from deploycomp.quant.bias_correction import apply_bias_shifts
 from deploycomp.quant.calibrate import cores
 from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of
+from deploycomp.quant.exact import exact_qdq_options
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass, searchable_nodes
 
@@ -116,17 +117,15 @@ def _workers() -> int:
 
 
 def _session(model: ir.Model | bytes):
-    """A single-threaded ONNX Runtime session computing the QDQ arithmetic as written: ORT's
-    own fused int8 kernels (its default) differ from it far more than the runtimes we
-    target do, which misranks layers."""
+    """A single-threaded ONNX Runtime session computing the QDQ arithmetic as written
+    (:mod:`deploycomp.quant.exact`): ORT's own fused int8 kernels differ from it far more
+    than the runtimes we target do, which misranks layers."""
     import onnxruntime as ort
 
     if isinstance(model, ir.Model):
         model = ir.to_proto(model).SerializeToString()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options = exact_qdq_options(threads=1)
+    options.inter_op_num_threads = 1
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
