@@ -9,9 +9,14 @@ once per sample with the frontier tensors as extra outputs (:class:`FloatTaps`),
 copy is cut to its downstream cone (:func:`downstream_of_changes`); outputs outside the
 cone are the float outputs themselves.
 
+The taps of all nodes may not fit in memory at once (PP-PicoDet's layout detector at
+800x608: the frontiers of its 206 searchable nodes over 4 samples passed 1 GB, and every
+copy then ran whole): :func:`tap_groups` splits the nodes, in graph order, into groups whose
+taps fit :data:`TAP_BUDGET_BYTES`, and the float model runs once per group and sample.
+
 A copy is run whole instead when the cut does not apply: a node with subgraphs in the
 cone (a ``Loop`` body reads outer-scope tensors no frontier lists), a frontier tensor the
-float model does not name, or taps that would not fit :data:`TAP_BUDGET_BYTES`.
+float model does not name or size, or a node whose own taps would not fit.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of"]
+__all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of", "tap_groups"]
 
 TAP_BUDGET_BYTES = 1 << 30
 """At most this many bytes of float tensors are kept for all samples together (the
@@ -110,6 +115,54 @@ def downstream_of_changes(float_nodes: Mapping[str, Sequence[str]], changed: onn
     return Cut(model.SerializeToString(), frontier, [o.name for o in graph.output if o.name in produced])
 
 
+def _tap_sizes(model: ir.Model, names: set[str]) -> dict[str, int | None]:
+    """Bytes of each named tensor for one sample (graph inputs: 0, the samples hold them;
+    ``None`` where the model does not say)."""
+    inputs = {v.name for v in model.graph.inputs}
+    by_name = {v.name: v for node in model.graph for v in node.outputs}
+    sizes: dict[str, int | None] = {}
+    for name in names:
+        value = by_name.get(name)
+        if name in inputs:
+            sizes[name] = 0
+        elif value is None or value.shape is None or not value.shape.is_static() or value.dtype is None:
+            sizes[name] = None
+        else:
+            sizes[name] = int(np.prod(value.shape.numpy(), dtype=np.int64)) * value.dtype.itemsize
+    return sizes
+
+
+def tap_groups(model: ir.Model, frontiers: Mapping[str, Sequence[str]], samples: int,
+               budget: int | None = None) -> list[tuple[list[str], set[str] | None]]:
+    """``frontiers`` (node -> its frontier tensors, in graph order) split into groups whose
+    taps on ``samples`` samples fit ``budget`` (:data:`TAP_BUDGET_BYTES`): (nodes in graph
+    order, tensors to tap); tensors ``None`` for a node that runs whole (its taps unknown
+    in size or too large on their own)."""
+    budget = TAP_BUDGET_BYTES if budget is None else budget
+    sizes = _tap_sizes(model, {t for f in frontiers.values() for t in f})
+    groups: list[tuple[list[str], set[str] | None]] = []
+    nodes: list[str] = []
+    tensors: set[str] = set()
+    used = 0
+    for node, frontier in frontiers.items():
+        need = [sizes[t] for t in frontier]
+        alone = None if None in need else sum(need) * samples
+        if alone is None or alone > budget:
+            groups.append(([node], None))
+            continue
+        extra = sum(sizes[t] for t in set(frontier) - tensors) * samples
+        if nodes and used + extra > budget:
+            groups.append((nodes, tensors))
+            nodes, tensors, used = [], set(), 0
+            extra = alone
+        nodes.append(node)
+        tensors |= set(frontier)
+        used += extra
+    if nodes:
+        groups.append((nodes, tensors))
+    return groups
+
+
 class FloatTaps:
     """The float model's tensors named ``names`` on each sample (graph inputs come from
     the samples themselves), or ``None`` from :meth:`collect` when they would not fit."""
@@ -126,13 +179,8 @@ class FloatTaps:
         inputs = {v.name for v in model.graph.inputs}
         by_name = {v.name: v for node in model.graph for v in node.outputs}
         wanted = sorted(names - inputs)
-        size = 0
-        for name in wanted:
-            value = by_name.get(name)
-            if value is None or value.shape is None or not value.shape.is_static() or value.dtype is None:
-                return None
-            size += int(np.prod(value.shape.numpy(), dtype=np.int64)) * value.dtype.itemsize
-        if size * len(samples) > TAP_BUDGET_BYTES:
+        sizes = _tap_sizes(model, set(wanted))
+        if None in sizes.values() or sum(sizes.values()) * len(samples) > TAP_BUDGET_BYTES:
             return None
         tapped = model.clone()
         taken = {v.name for v in tapped.graph.outputs}

@@ -43,7 +43,7 @@ import onnx_ir as ir
 
 from deploycomp.quant.bias_correction import apply_bias_shifts
 from deploycomp.quant.calibrate import cores
-from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of
+from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of, tap_groups
 from deploycomp.quant.exact import exact_qdq_options
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass, searchable_nodes
@@ -171,10 +171,10 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
     # on the float model's tensors at its frontier (see deploycomp.quant.downstream)
     float_proto = ir.to_proto(model)
     float_nodes = {n.name: list(n.input) for n in float_proto.graph.node}
-    wanted = set().union(*(frontier_of(float_proto, n.name) for n in layers)) if layers else set()
-    taps = FloatTaps.collect(model, wanted, samples, ort_outputs) if layers else None
+    groups = tap_groups(model, {n.name: frontier_of(float_proto, n.name) for n in layers}, len(samples))
+    by_name = {n.name: n for n in layers}
 
-    def error_alone(node: ir.Node) -> dict[str, float]:
+    def error_alone(node: ir.Node, taps: FloatTaps | None) -> dict[str, float]:
         # layers side by side (each building its model while another runs), samples in turn
         copy = quantized_copy(model, policy, ranges, names - {node.name}, bias_shifts)
         cut = taps and downstream_of_changes(float_nodes, ir.to_proto(copy), [node.name], taps.types)
@@ -185,12 +185,15 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
                 for ref, tapped in zip(refs, taps.values)]
         return nmse_per_output(refs, gots)
 
-    out = []
+    errors: dict[str, dict[str, float]] = {}
     with ThreadPoolExecutor(_workers()) as pool:
-        for i, (node, err) in enumerate(zip(layers, pool.map(error_alone, layers))):
-            out.append(LayerSensitivity(node.name, node.op_type, sum(err.values()), err))
-            if progress:
-                progress(i + 1, len(layers))
+        for group, tensors in groups:  # the float model's taps for one group of nodes at a time
+            taps = FloatTaps.collect(model, tensors, samples, ort_outputs) if tensors is not None else None
+            for name, err in zip(group, pool.map(lambda name: error_alone(by_name[name], taps), group)):
+                errors[name] = err
+                if progress:
+                    progress(len(errors), len(layers))
+    out = [LayerSensitivity(n.name, n.op_type, sum(errors[n.name].values()), errors[n.name]) for n in layers]
     return round_robin(out, base), base
 
 

@@ -8,9 +8,9 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of
+from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of, tap_groups
 from deploycomp.quant.policy import POLICIES
-from deploycomp.quant.sensitivity import _session, ort_outputs, quantized_copy
+from deploycomp.quant.sensitivity import _session, ort_outputs, quantized_copy, rank_layers
 
 
 def _chain(with_loop: bool = False) -> ir.Model:
@@ -78,3 +78,26 @@ def test_taps_that_would_not_fit_are_not_collected(monkeypatch):
     samples = [{"x": np.ones((1, 8), np.float32)}] * 2
     assert FloatTaps.collect(model, {"r"}, samples, ort_outputs) is None
     assert FloatTaps.collect(model, {"r"}, samples[:1], ort_outputs) is not None
+
+
+def test_nodes_whose_taps_do_not_fit_together_are_tapped_in_groups():
+    """Each group's taps fit the budget; a node whose own taps do not runs whole."""
+    model = _chain()  # a, r: 8 floats (32 bytes) a sample; x is a graph input (the samples hold it)
+    frontiers = {"mm1": ["x"], "relu": ["a"], "mm2": ["r"]}
+    assert tap_groups(model, frontiers, samples=2, budget=128) == [(["mm1", "relu", "mm2"], {"x", "a", "r"})]
+    assert tap_groups(model, frontiers, samples=2, budget=64) == [(["mm1", "relu"], {"x", "a"}), (["mm2"], {"r"})]
+    assert tap_groups(model, frontiers, samples=2, budget=63) == [(["relu"], None), (["mm2"], None), (["mm1"], {"x"})]
+
+
+def test_the_ranking_is_the_same_whatever_fits_in_memory(monkeypatch):
+    import deploycomp.quant.downstream as downstream
+
+    model, policy = _chain(), POLICIES["openvino"]
+    samples = [{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)} for i in range(3)]
+    refs = ort_outputs(model, samples)
+    ranked = {s.node: s.error_alone for s in rank_layers(model, policy, _ranges(), samples, refs)[0]}
+    for budget in (8 * 4 * 3, 0):  # one tensor's taps at a time; none (every copy runs whole)
+        monkeypatch.setattr(downstream, "TAP_BUDGET_BYTES", budget)
+        again = {s.node: s.error_alone for s in rank_layers(model, policy, _ranges(), samples, refs)[0]}
+        assert again.keys() == ranked.keys() and all(np.isclose(again[k], v, rtol=1e-6) for k, v in ranked.items())
+    assert max(ranked.values()) > 0
