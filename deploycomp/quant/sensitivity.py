@@ -197,12 +197,13 @@ def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Fe
     return round_robin(out, base), base
 
 
-REFINE_STEPS = 3
+REFINE_STEPS = 8
 """After the doubling finds a prefix that meets the budget (and half of it that does not),
-this many bisection steps between the two look for a shorter one: at 32 of 102 layers
-after 16 failed, a step at 24 can keep 8 more layers int8 for one more check. The third
-step (one check, 2 s there) took PP-OCRv3 det on TensorRT from 20 float nodes to 18 and
-on TFLite from 14 to 13."""
+up to this many bisection steps between the two look for the shortest one (8: to the
+single node for any gap up to 256): at 32 of 102 layers after 16 failed, a step at 24 can
+keep 8 more layers int8 for one more check. Three steps took PP-OCRv3 det on TensorRT
+from 20 float nodes to 18 and on TFLite from 14 to 13; the steps that miss are the cheap
+checks, dropped on their hardest samples (:data:`deploycomp.pipeline.FAIL_FAST_SAMPLES`)."""
 
 
 @dataclass(frozen=True)

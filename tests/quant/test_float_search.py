@@ -32,6 +32,9 @@ def test_the_fewest_are_kept_and_a_miss_is_reported():
     chosen, met = select_float_layers(_ranking(20), five, start=1)
     assert met and len(chosen) == 5 and asked == [1, 2, 4, 8, 6, 5]  # doubling, then bisection between 4 and 8
     assert len(select_float_layers(_ranking(20), lambda keep: len(keep) >= 5, start=1, refine=0)[0]) == 8
+    asked.clear()  # the bisection goes down to the single node: 32 missed, 64 met, then 48, 40, 36, 38, 37
+    chosen, met = select_float_layers(_ranking(200), lambda keep: asked.append(len(keep)) or len(keep) >= 37, start=1)
+    assert met and len(chosen) == 37 and asked[-5:] == [48, 40, 36, 38, 37]
     chosen, met = select_float_layers(_ranking(20), lambda keep: False, start=1)
     assert not met and len(chosen) == 20
     chosen, met = select_float_layers(_ranking(20), lambda keep: False, max_float_fraction=0.5)
