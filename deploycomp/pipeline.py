@@ -142,7 +142,7 @@ DEFAULT_MAX_BATCH = 8
 LATENCY_SECONDS = 1.5
 """How long the bundle and, after it, the ONNX Runtime reference are timed on ``host`` (at
 least 10 runs each, after 3 warm-up runs): 3 s each made latency a quarter of a 27 s int8
-build of PP-OCRv3 det, while the medians of 1.5 s (about 50 runs there) agree with them."""
+build of PP-OCRv3 det; 1.5 s still times 28-50 runs of it."""
 
 FAIL_FAST_SAMPLES = 4
 """The int8 search runs a candidate on this many of the judged samples first (more if the
