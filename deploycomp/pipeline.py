@@ -9,6 +9,7 @@ keep it for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -552,37 +553,36 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         rest = sorted((i for i in range(len(judged)) if i not in first), key=worst.__getitem__)
         return first + rest, max(FAIL_FAST_SAMPLES, len(first))
 
-    def outputs_of(candidate: ir.Model, precision: str) -> list[dict]:
+    @contextlib.contextmanager
+    def trial_runner(candidate: ir.Model, precision: str):
+        """``candidate`` lowered for the target into a scratch folder, loaded in its runtime."""
         with tempfile.TemporaryDirectory() as tmp:
             lowered = backend.lower(candidate, target, precision, Path(tmp),
                                     _backend_options(opts, target, prep.profiles) | {"trial": True})
-            runner = backend.load(Path(tmp), lowered.info)
-            return [runner.run(s) for s in judged]
+            yield backend.load(Path(tmp), lowered.info)
 
     def meets_budget(candidate: ir.Model) -> Verdict:
         """The target's runtime on the judged samples, hardest first: a candidate that
         misses on the first :data:`FAIL_FAST_SAMPLES` (and every output's hardest) is out
         without running the rest."""
-        with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, "int8", Path(tmp),
-                                    _backend_options(opts, target, prep.profiles) | {"trial": True})
-            runner = backend.load(Path(tmp), lowered.info)
-            outs: dict[int, dict] = {}
-            order, head = hardest_first()
-            stages = [order] if opts.int8_accept is not None else [order[:head], order[head:]]
+        outs: dict[int, dict] = {}
+        missed: frozenset[str] = frozenset()  # outputs a part of the samples already decided
+        order, head = hardest_first()
+        stages = [order] if opts.int8_accept is not None else [order[:head], order[head:]]
+        with trial_runner(candidate, "int8") as runner:
             for stage in stages:
                 outs.update((i, runner.run(judged[i])) for i in stage)
                 seen = sorted(outs)
                 metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales)
-                if len(seen) < len(judged) and decided_failures(metrics, fidelity, margin):
+                if len(seen) < len(judged) and (missed := decided_failures(metrics, fidelity, margin)):
                     break
         for i, got in outs.items():  # an uninformative sample's cosine says nothing
             for k, m in compare_outputs([refs[i]], [got], scales).items():
                 hardness[k][i] = -1.0 if m.get("nonfinite") else 1.0 if m.get("uninformative_samples") else m["cosine"]
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
-        elif len(outs) < len(judged):
-            verdict = Verdict(False, decided_failures(metrics, fidelity, margin))
+        elif missed:
+            verdict = Verdict(False, missed)
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
             failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=margin))
             verdict = Verdict(not failing, failing)
@@ -606,7 +606,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     if not info.get("budget_met", True) or info["int8_layers"] == 0:
         info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
         if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
-            fp16 = compare_outputs(refs, outputs_of(prep.model, "fp16"))
+            with trial_runner(prep.model, "fp16") as runner:
+                fp16 = compare_outputs(refs, [runner.run(s) for s in judged])
             info["fp16_alternative"] = {"min_cosine": round(min(m["cosine"] for m in fp16.values()), 6),
                                         "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
         log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
