@@ -160,6 +160,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         floats = quant["float_layers"]
         click.echo(f"  int8: {quant['int8_layers']} layers int8, {len(floats)} float; {quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
+        again = quant.get("stricter_search")
+        if again:
+            click.echo(f"  int8 search tightened once: the validation inputs missed (cosine "
+                       f"{again['validation_min_cosine']:.4f}) with {again['float_layers_before']} float layers that "
+                       f"met on the calibration inputs; the validation inputs steered this choice")
     lat = manifest["measured"].get("latency")
     if lat:
         from deploycomp.validate import describe_speedup

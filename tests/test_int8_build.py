@@ -183,7 +183,7 @@ def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, t
     assert "where int8 clips them" in (tmp_path / "b" / "report.html").read_text()
     with pytest.raises(BudgetError, match="past the calibration set's range in .* calibrate on inputs like them"):
         deploycomp.build(tiny_conv, tmp_path / "c", precision="int8", calibration=_calibration(tmp_path),
-                         validation_data=loud, min_cosine=0.99999)
+                         validation_data=loud, min_cosine=0.99999999999)
 
     alike = tmp_path / "alike.npz"
     np.savez(alike, x=rng.random((2, 3, 16, 16), dtype=np.float32))
@@ -222,7 +222,7 @@ def test_an_int8_build_with_every_layer_float_is_not_an_int8_build(tiny_conv, tm
     with pytest.raises(BudgetError, match=r"int8_layers: 0 misses the budget 1 \(no layer stays int8.*only every "
                                           r"layer float met it \(2 layers\); fp16 gives cosine"):
         deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
-                         min_cosine=0.99999999)
+                         min_cosine=0.99999999999)  # 1e-11: past what one int8 layer of the two keeps
     assert not (tmp_path / "a").exists()
 
 
@@ -239,3 +239,29 @@ def test_the_search_drops_a_candidate_that_misses_on_its_hardest_samples(tiny_co
     assert all(t["samples"] == judged for t in trials if t["met"])
     assert [t["samples"] for t in trials if not t["met"]].count(FAIL_FAST_SAMPLES) >= 1
     assert all(t["samples"] in (FAIL_FAST_SAMPLES, judged) for t in trials)
+
+
+def test_validation_that_misses_what_calibration_met_tightens_the_search_once(tiny_conv, tmp_path):
+    """Inputs a little louder than the calibration set miss a tight budget that every layer
+    int8 met on the calibration inputs: the float-layer search continues once at a stricter
+    limit, the build passes on the validation inputs, and the manifest and the summary say
+    that those inputs steered the choice."""
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+
+    louder = tmp_path / "louder.npz"
+    np.savez(louder, x=np.random.default_rng(11).random((3, 3, 16, 16), dtype=np.float32) * 1.3)
+    res = CliRunner().invoke(main, ["build", str(tiny_conv), "--out", str(tmp_path / "b"), "--precision", "int8",
+                                    "--calibration", str(_calibration(tmp_path)), "--validation-data", str(louder),
+                                    "--min-cosine", "0.9999"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    q = manifest["quantization"]
+    again = q["stricter_search"]
+    assert again["float_layers_before"] == 0 and again["float_layers_after"] == len(q["float_layers"]) >= 1
+    assert again["validation_min_cosine"] < 0.9999 <= again["judged_min_cosine"]
+    assert again["stricter_margin"] < again["margin"] == 0.75
+    assert q["held_out_min_cosine"] > 1 - 0.0001 * 0.75  # the limit the second search held to
+    assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["probs"]["cosine"] >= 0.9999
+    assert "int8 search tightened once" in res.output and "steered this choice" in res.output

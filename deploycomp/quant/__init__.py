@@ -49,6 +49,11 @@ Feeds = Mapping[str, np.ndarray]
 class QuantResult:
     model: ir.Model
     info: dict = field(default_factory=dict)
+    stricter: Callable[[Callable[[ir.Model], object]], QuantResult] | None = field(default=None, repr=False)
+    """Continue the float-layer search past this result's float layers under a stricter
+    budget check (when the validation inputs miss what the calibration inputs met): the
+    same ranges and ranking, more layers float. None where there is nothing to continue
+    (no budget to search for, or every searchable layer float already)."""
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
@@ -77,6 +82,7 @@ class _Candidate:
     shifts: dict = field(default_factory=dict)
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
+    ranking: tuple | None = None  # (ranking, all-int8 error per output), once the search ranked its layers
 
 
 RACE_FACTOR = 2.0
@@ -186,23 +192,28 @@ def _records(candidates: list[_Candidate], chosen: _Candidate, sites: list[dict]
 
 def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                   meets_budget: Callable[[ir.Model], bool] | None, pinned: set[str],
-                  progress: Callable[[str], None]) -> tuple[set[str], dict]:
+                  progress: Callable[[str], None], after: set[str] | None = None) -> tuple[set[str], dict]:
     """The fewest most-sensitive layers to keep float for ``c`` to meet the budget, and
-    what the search found (``budget_met``, the ranking); no search without a budget."""
+    what the search found (``budget_met``, the ranking); no search without a budget.
+    ``after``: continue past an earlier choice that a stricter check found wanting
+    (:func:`deploycomp.quant.sensitivity.select_float_layers`); the ranking is made once."""
     def candidate(keep: set[str]) -> ir.Model:
         return quantized_copy(c.model, policy, c.ranges, keep, c.shifts)
 
     if meets_budget is None or not held_out:
         return set(), {}
-    if meets_budget(candidate(pinned)):
+    if after is None and meets_budget(candidate(pinned)):
         # the common case (e.g. YOLOv8n): every layer int8 already meets the budget, so the
         # per-layer ranking (one ORT session per layer) would only cost time
         return set(), {"budget_met": True, "sensitivity": [],
                        "sensitivity_note": "every layer int8 meets the budget: no ranking needed"}
-    refs = ort_outputs(c.model, held_out)
-    progress("int8 sensitivity")
-    ranking, base = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
-    chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1, base=base)
+    if c.ranking is None:
+        refs = ort_outputs(c.model, held_out)
+        progress("int8 sensitivity")
+        c.ranking = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
+    ranking, base = c.ranking
+    chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1, base=base,
+                                      after=after or ())
     return chosen, {"budget_met": met, "nmse_all_int8": sum(base.values()),
                     "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_alone": s.error_alone}
                                     for s in ranking[:20]]}
@@ -301,11 +312,22 @@ def quantize(
         info["range_choice"] = range_choice
     if coverage:
         info["range_coverage"] = range_coverage(model, chosen_range.extremes, coverage)
-    info.update(search)
-    final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts)
+    searchable = {n.name for n in searchable_nodes(model, policy)}
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
-    info["float_layers"] = sorted(float_layers | pinned)  # compute layers and element-wise nodes kept float
-    info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
-    info["int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+
+    def result(float_layers: set[str], search: dict, info: dict) -> QuantResult:
+        info = info | search
+        final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts)
+        info["float_layers"] = sorted(float_layers | pinned)  # compute layers and element-wise nodes kept float
+        info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
+        info["int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+
+        def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
+            more, again = _float_layers(chosen_range, policy, held_out, check, pinned, progress, after=float_layers)
+            return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)})
+
+        resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
+        return QuantResult(final, info, stricter if resumable else None)
+
     info["calibration_seconds"] = round(calib_seconds, 3)
-    return QuantResult(final, info)
+    return result(float_layers, search, info)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -219,7 +219,8 @@ class Verdict:
 
 def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Callable[[set[str]], object],
                         max_float_fraction: float = 1.0, start: int = 0,
-                        refine: int = REFINE_STEPS, base: Mapping[str, float] | None = None) -> tuple[set[str], bool]:
+                        refine: int = REFINE_STEPS, base: Mapping[str, float] | None = None,
+                        after: Collection[str] = ()) -> tuple[set[str], bool]:
     """The fewest layers of the ranking to keep float for the budget: sizes 0, 1, 2, 4, ...,
     all (from ``start``), then up to ``refine`` bisection steps between the last size that
     missed and the first that met it; ``max_float_fraction`` caps the count (none by
@@ -230,9 +231,15 @@ def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Calla
     all-int8 error: an output that already meets the budget takes no more turns. Measured
     on the layout detector (OpenVINO's encoding): 8 float layers left its 4 box outputs at
     cosine >= 0.994 and its 4 score outputs at 0.980-0.985, yet turns over all 8 outputs
-    gave half of the next layers to the boxes."""
+    gave half of the next layers to the boxes.
+
+    ``after``: the layers an earlier search chose, which a stricter check has found
+    wanting (the validation inputs missed what the calibration inputs met): they stay
+    float, and the sizes 1, 2, 4, ... count from them (a stricter check mostly needs a
+    few more layers, not twice as many), without checking them alone again."""
     limit = max(1, int(round(len(ranking) * max_float_fraction)))
-    taken: list[str] = []  # float layers in the order taken: every size checked is a prefix
+    taken: list[str] = list(after)  # float layers in the order taken: every size checked is a prefix
+    floor = len(taken)
 
     def grow(n: int, failing: frozenset[str] | None) -> None:
         turns = {k: base[k] for k in failing if k in base} if failing and base else base
@@ -243,14 +250,17 @@ def select_float_layers(ranking: Sequence[LayerSensitivity], meets_budget: Calla
             if s.node not in taken:
                 taken.append(s.node)
 
-    k, missed = min(start, limit), None
-    grow(k, None)
+    if floor >= limit:
+        return set(taken), False
+    k = max(start, 1) if floor else start  # layers past the earlier choice
+    missed = floor if floor else None
+    grow(min(floor + k, limit), None)
     while not (verdict := meets_budget(set(taken))):
         if len(taken) >= limit:
             return set(taken), False
         missed = len(taken)
-        k = 1 if k == 0 else min(2 * k, limit)
-        grow(k, getattr(verdict, "failing", None))
+        k = 1 if k == 0 else 2 * k
+        grow(min(floor + k, limit), getattr(verdict, "failing", None))
     met = len(taken)
     for _ in range(refine):
         if missed is None or met - missed <= 1:

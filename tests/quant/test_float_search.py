@@ -132,3 +132,35 @@ def test_an_output_that_meets_the_budget_takes_no_more_turns():
     # turns over every output would have spent the third and fourth layers on box1 and cls1
     blind, _ = select_float_layers(ranking, lambda keep: bool(meets(keep)), start=1, base=base)
     assert len(blind) > len(chosen)
+
+
+def test_a_stricter_check_continues_past_the_earlier_choice():
+    """When the validation inputs miss what the calibration inputs met, the search goes on
+    from the layers it chose: they stay float, are not checked alone again, and the sizes
+    grow by 1, 2, 4, ... past them (PP-OCRv3 rec for TensorRT: 12 float layers met on the
+    calibration lines, the validation lines needed 16)."""
+    ranking = _ranking(49)
+    first = {f"l{i}" for i in range(12)}
+    asked = []
+
+    def stricter(keep: set[str]) -> bool:
+        asked.append(len(keep))
+        assert first <= keep
+        return len(keep) >= 16
+
+    chosen, met = select_float_layers(ranking, stricter, start=1, after=first)
+    assert met and len(chosen) == 16 and asked == [13, 14, 16, 15]
+    chosen, met = select_float_layers(ranking, lambda keep: False, start=1, after=first)
+    assert not met and len(chosen) == 49
+    assert select_float_layers(ranking, lambda keep: True, after={s.node for s in ranking}) == (
+        {s.node for s in ranking}, False)  # nothing left to add
+
+
+def test_the_stricter_margin_follows_how_much_worse_validation_was():
+    from deploycomp.pipeline import stricter_margin
+
+    # rec for TensorRT: judged 0.9872, validation 0.9744 (error x2): aim at 0.9 / 2 of the budget
+    assert abs(stricter_margin(0.75, 0.98, 0.9872, 0.9744) - 0.45) < 0.01
+    assert abs(stricter_margin(0.75, 0.98, 0.9855, 0.9795) - 0.6) < 1e-9  # a near miss still tightens a step
+    assert stricter_margin(0.75, 0.98, 0.99999, 0.5) == 0.05  # calibration said nothing: the floor
+    assert stricter_margin(0.75, 0.98, 0.99, 0.99) == 0.375  # missed by another criterion (top-1): halve
