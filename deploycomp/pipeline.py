@@ -391,13 +391,14 @@ def _build(opts: BuildOptions) -> BuildResult:
             lowered = backend.lower(model, target, opts.precision, stage, options)
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
-            return lowered, runner, memory_mb, compare_outputs(refs, [runner.run(s) for s in samples])
+            gots = [runner.run(s) for s in samples]
+            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots)
 
-        lowered, runner, memory_mb, metrics = lower_and_validate(model)
+        lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if stricter is not None and not fidelity_met(metrics, fidelity) and (again := stricter(metrics)):
             # the validation inputs missed what the calibration inputs met: one stricter search
             model, quant_info = again
-            lowered, runner, memory_mb, metrics = lower_and_validate(model)
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
@@ -433,6 +434,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
                                               " (no layer stays int8 within the fidelity budget)", fidelity=True))
         measured["budgets"] = summary.to_json(measured=True)
+        fidelity_missed = any(c.fidelity for c in summary.failures)
+        source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)
+                  if fidelity_missed and opts.precision != "int8" else None)
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -452,14 +456,14 @@ def _build(opts: BuildOptions) -> BuildResult:
             "passes": [{k: v for k, v in r.items() if k != "seconds"} for r in prep.pass_log.to_json()],
             "graph": cost.to_json(),
             "validation": {"inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
-                           "latency_estimate": estimate},
+                           "latency_estimate": estimate, **({"runtime_on_source": source} if source else {})},
             "measured": measured,
             "host": _host_info(),
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        fidelity_missed = any(c.fidelity for c in summary.failures)
-        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info)) if fidelity_missed else ""
+        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name) if source else "")
+                if fidelity_missed else "")
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
             raise BudgetError(f"target {target.name}, {opts.precision}: {worst.describe()}"
@@ -468,6 +472,41 @@ def _build(opts: BuildOptions) -> BuildResult:
         if hint:
             log.warning("%s", hint.rstrip("; "))
     return BuildResult(Path(opts.out), manifest)
+
+
+def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,
+                       fidelity: Fidelity) -> dict[str, Any] | None:
+    """For a float bundle that missed: the target's runtime at fp32 on the unmodified ONNX
+    file, against ONNX Runtime and against the bundle (None where the backend cannot run
+    ONNX as it is, or fails to). PP-OCR-era test weights (IR 3 SqueezeNet: logits of
+    1.9e10, all equal) give softmax outputs that any float32 summation order changes:
+    OpenVINO 2026.4 gives one-hot where ONNX Runtime gives uniform, on the source file too."""
+    make = getattr(backend, "source_runner", None)
+    if make is None:
+        return None
+    try:
+        runner = make(prep.source, target, list(refs[0]))
+        outs = [runner.run({**s, **prep.frozen}) for s in samples]
+    except Exception as e:  # noqa: BLE001 - a diagnosis only; the miss stands either way
+        log.info("runtime on the source model: %s", e)
+        return None
+    vs_ort, vs_bundle = compare_outputs(refs, outs), compare_outputs(outs, gots)
+    return {"runtime": backend.name, "precision": "fp32",
+            "vs_onnxruntime_min_cosine": round(min(m["cosine"] for m in vs_ort.values()), 6),
+            "meets_budget_vs_onnxruntime": fidelity_met(vs_ort, fidelity),
+            "bundle_vs_it_min_cosine": round(min(m["cosine"] for m in vs_bundle.values()), 6),
+            "bundle_meets_budget_vs_it": fidelity_met(vs_bundle, fidelity)}
+
+
+def _source_hint(source: dict[str, Any], runtime: str) -> str:
+    """One clause: whether the target's runtime disagrees with ONNX Runtime on the model itself."""
+    if source["meets_budget_vs_onnxruntime"]:
+        return (f"{runtime} at fp32 on the unmodified model meets the budget (cosine "
+                f"{source['vs_onnxruntime_min_cosine']:.6f}): the build changed the outputs; ")
+    agrees = "and the bundle matches it" if source["bundle_meets_budget_vs_it"] else "and the bundle differs from it too"
+    return (f"{runtime} at fp32 on the unmodified model misses too (cosine {source['vs_onnxruntime_min_cosine']:.6f}) "
+            f"{agrees} (cosine {source['bundle_vs_it_min_cosine']:.6f}): the runtimes disagree on this model's "
+            "outputs; ")
 
 
 def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:

@@ -271,3 +271,38 @@ def test_freeze_turns_an_input_into_a_constant_and_its_branch_folds(tmp_path):
     assert any(n.op_type == "If" for n in onnx.load(tmp_path / "o.onnx").graph.node)
     with pytest.raises(InputDataError, match="--freeze speed: the model has no input named 'speed'"):
         deploycomp.build(path, tmp_path / "c", freeze={"speed": 1})
+
+
+def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_model(tiny_conv, tmp_path):
+    """OpenVINO at fp32 on the unmodified file is the second opinion of a float miss: where
+    it matches ONNX Runtime, the build changed the outputs; where it misses as the bundle
+    does, the runtimes disagree on the model (the IR 3 SqueezeNet test file: equal logits
+    of 1.9e10, whose softmax any float32 summation order turns from uniform to one-hot)."""
+    from pathlib import Path
+
+    import onnx
+
+    from deploycomp.backends import get_backend
+    from deploycomp.backends.onnxruntime import ORTRunner
+    from deploycomp.pipeline import BuildOptions, _runtime_on_source, _source_hint, build, prepare
+    from deploycomp.targets import load_target
+
+    target, backend = load_target("host"), get_backend("openvino")
+    prep = prepare(tiny_conv, target, [("x", (1, 3, 16, 16))])
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(2)]
+    refs = [ORTRunner(tiny_conv).run(s) for s in samples]
+    changed = [{k: v[:, ::-1].copy() for k, v in r.items()} for r in refs]  # a "bundle" that swapped the classes
+    fidelity = target.fidelity["fp32"]
+    source = _runtime_on_source(backend, target, prep, samples, refs, changed, fidelity)
+    assert source["meets_budget_vs_onnxruntime"] and not source["bundle_meets_budget_vs_it"]
+    assert "the build changed the outputs" in _source_hint(source, "openvino")
+
+    squeezenet = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+    result = build(BuildOptions(model=squeezenet, out=tmp_path / "sq", precision="fp32", no_fail=True))
+    validation = result.manifest["validation"]
+    if validation["ok"]:  # ONNX Runtime and this OpenVINO agree here: nothing to diagnose
+        assert "runtime_on_source" not in validation
+    else:
+        source = validation["runtime_on_source"]
+        assert source["bundle_meets_budget_vs_it"] and not source["meets_budget_vs_onnxruntime"]

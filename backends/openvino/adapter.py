@@ -265,5 +265,12 @@ class OpenVINOBackend:
         return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"],
                               output_names=lowered.get("output_names"))
 
+    def source_runner(self, source: Path, target: TargetProfile, output_names: list[str]) -> OpenVINORunner:
+        """OpenVINO at fp32 on the unmodified ONNX file (none of deploycomp's passes): when
+        a float bundle misses against ONNX Runtime, this tells a build that changed the
+        outputs from a runtime that computes the model differently. Raises what OpenVINO
+        raises where it cannot read the file as it is."""
+        return OpenVINORunner(Path(source), target.device, "fp32", output_names=output_names)
+
 
 BACKEND = OpenVINOBackend()
