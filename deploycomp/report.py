@@ -252,7 +252,34 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                      f"{m.get('max_rel_error', 0):.3g}", top1, samples])
     return (note + f"<p>Inputs: {html.escape(val['inputs'])}.</p>"
             + _table(rows, ["output", "cosine (worst informative sample)", "max abs error",
-                            "max error / output scale", "top-1 agreement", "samples"]))
+                            "max error / output scale", "top-1 agreement", "samples"])
+            + _source_html(val.get("runtime_on_source")))
+
+
+def _source_html(source: dict | None) -> str:
+    """A float miss's second opinion: the target's runtime on the unmodified model."""
+    if not source:
+        return ""
+    if source["meets_budget_vs_onnxruntime"]:
+        verdict = "meets the budget there, so <b>the build changed the outputs</b>"
+    else:
+        verdict = ("misses as well, and the bundle " + ("matches it" if source["bundle_meets_budget_vs_it"] else
+                                                         "differs from it too")
+                   + ": <b>the two runtimes compute this model differently</b>")
+    return (f'<p class="warn">{html.escape(source["runtime"])} at fp32 on the unmodified model (none of deploycomp\'s '
+            f"passes): cosine {source['vs_onnxruntime_min_cosine']:.6f} against ONNX Runtime, "
+            f"{source['bundle_vs_it_min_cosine']:.6f} against this bundle. It {verdict}.</p>")
+
+
+def _stricter_html(again: dict | None) -> str:
+    """The int8 search's second round, steered by the validation inputs."""
+    if not again:
+        return ""
+    return (f'<p class="warn">The validation inputs missed the budget (cosine {again["validation_min_cosine"]:.4f}) '
+            f"with {again['float_layers_before']} float layers that met it on the calibration inputs (cosine "
+            f"{again['judged_min_cosine']:.4f} at {again['margin']:g} of the error budget). The search continued once at "
+            f"{again['stricter_margin']:g} of it: {again['float_layers_after']} float layers. The validation inputs "
+            "steered this choice, so they are not wholly held out.</p>")
 
 
 def _latency_html(manifest: dict, target: dict) -> str:
@@ -319,6 +346,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
+{_stricter_html(quant.get("stricter_search"))}
 {_coverage_html(quant.get("range_coverage"))}
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>

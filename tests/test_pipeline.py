@@ -306,3 +306,4 @@ def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_mo
     else:
         source = validation["runtime_on_source"]
         assert source["bundle_meets_budget_vs_it"] and not source["meets_budget_vs_onnxruntime"]
+        assert "the two runtimes compute this model differently" in (tmp_path / "sq" / "report.html").read_text()
