@@ -435,8 +435,9 @@ def _build(opts: BuildOptions) -> BuildResult:
                                               " (no layer stays int8 within the fidelity budget)", fidelity=True))
         measured["budgets"] = summary.to_json(measured=True)
         fidelity_missed = any(c.fidelity for c in summary.failures)
+        every_float = bool(quant_info and quant_info.get("every_layer_float_missed"))
         source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)
-                  if fidelity_missed and opts.precision != "int8" else None)
+                  if fidelity_missed and (opts.precision != "int8" or every_float) else None)
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

@@ -307,3 +307,9 @@ def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_mo
         source = validation["runtime_on_source"]
         assert source["bundle_meets_budget_vs_it"] and not source["meets_budget_vs_onnxruntime"]
         assert "the two runtimes compute this model differently" in (tmp_path / "sq" / "report.html").read_text()
+        # int8: the search ends at every layer float, once, and the same diagnosis follows
+        calib = tmp_path / "calib.npz"
+        np.savez(calib, data_0=np.random.default_rng(1).random((6, 3, 224, 224), dtype=np.float32))
+        with pytest.raises(BudgetError, match="runtimes disagree on this model's outputs"):
+            build(BuildOptions(model=squeezenet, out=tmp_path / "sq8", precision="int8", calibration=calib))
+        assert not (tmp_path / "sq8").exists()

@@ -214,7 +214,9 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     ranking, base = c.ranking
     chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1, base=base,
                                       after=after or ())
-    return chosen, {"budget_met": met, "nmse_all_int8": sum(base.values()),
+    every = not met and len(chosen) >= len(ranking)  # every searchable layer float, and still short
+    return chosen, {"budget_met": met, **({"every_layer_float_missed": True} if every else {}),
+                    "nmse_all_int8": sum(base.values()),
                     "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_alone": s.error_alone}
                                     for s in ranking[:20]]}
 
@@ -288,6 +290,11 @@ def quantize(
             break
         if attempt == 0:
             first = (chosen_range, float_layers, search)
+        if search.get("every_layer_float_missed"):
+            # no ranges can help a model that misses with nothing quantized (the target's
+            # runtime computes the float model differently): the other method's search is spared
+            chosen_range, float_layers, search = first
+            break
     else:
         chosen_range, float_layers, search = first
     model, ranges, shifts = chosen_range.model, chosen_range.ranges, chosen_range.shifts

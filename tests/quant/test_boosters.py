@@ -335,3 +335,21 @@ def test_bias_correction_tap_sums_are_the_sums_each_tap_reads(kernel, strides, p
                         expected[:, th * kernel[1] + tw] += x[:, :, r, c].sum(0)
     assert outputs == 2 * out[0] * out[1]
     np.testing.assert_allclose(sums, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_model_that_misses_with_every_layer_float_is_searched_once():
+    """``auto`` ranges search again with the other range method when the first misses; a
+    budget that even the float model misses (the target's runtime computing it otherwise)
+    cannot be met by any ranges, so that second search is spared and the result says why."""
+    model = _spread_convs(np.random.default_rng(0))
+    asked = []
+
+    def never(candidate):
+        asked.append(candidate)
+        return False
+
+    result = quantize(model, POLICY, _samples(6, (1, 3, 16, 16)), _samples(2, (1, 3, 16, 16), seed=5), never,
+                      method="auto", boosters=())
+    layers = len(result.info["float_layers"])
+    assert result.info["every_layer_float_missed"] and not result.info["budget_met"]
+    assert layers == 3 and len(asked) == 1 + 3  # all int8, then 1, 2, 3 float: one search, not two
