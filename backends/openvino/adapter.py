@@ -67,6 +67,37 @@ def _precision_name(ov_type: Any) -> str:
     return _PRECISION_NAME.get(text, text)
 
 
+def _passthrough_outputs(graph: ir.Graph) -> list[int]:
+    """Positions of ``graph``'s outputs that are its own inputs, unchanged."""
+    inputs = {id(v) for v in graph.inputs}
+    return [i for i, v in enumerate(graph.outputs) if id(v) in inputs]
+
+
+def _for_openvino(model: ir.Model) -> ir.Model:
+    """``model``, with each ``Loop`` body output that is a body input unchanged (a
+    loop-carried value the body does not touch: Paddle2ONNX carries weights that way)
+    written through an ``Identity``. OpenVINO's ONNX frontend (2026.4) counts such a value
+    twice and refuses the Loop ("canonical inputs size (41), does not match ... (25)" on
+    SLANet, whose 501-step decoder carries 16 values through unchanged); through an
+    Identity it converts and runs to ONNX Runtime's outputs. A copy, only where needed."""
+    def loops(m: ir.Model):
+        return [n for n in ir.traversal.RecursiveGraphIterator(m.graph) if n.op_type == "Loop" and "body" in n.attributes]
+
+    if not any(_passthrough_outputs(n.attributes["body"].value) for n in loops(model)):
+        return model
+    model = model.clone()
+    for node in loops(model):
+        body = node.attributes["body"].value
+        for i in _passthrough_outputs(body):
+            value = body.outputs[i]
+            through = ir.node("Identity", [value], name=f"{node.name}__passthrough_{i}")
+            through.outputs[0].name = f"{value.name}__passthrough"
+            through.outputs[0].type, through.outputs[0].shape = value.type, value.shape
+            body.append(through)
+            body.outputs[i] = through.outputs[0]
+    return model
+
+
 def _cpu_hint(core: Any, device: str, precision: str) -> str:
     """The CPU plugin's inference precision for a build precision. An f16 hint on a CPU
     without native f16 but with AVX512-BF16 (AMD Zen 4, measured with OpenVINO 2026.4)
@@ -225,7 +256,7 @@ class OpenVINOBackend:
         report = SupportReport(self.name)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
-            save_model(model, path)
+            save_model(_for_openvino(model), path)
             try:
                 self._converted = (weakref.ref(model), _read_onnx(ov, path))
             except Exception as e:  # OpConversionFailure and friends: find out which nodes
@@ -250,7 +281,7 @@ class OpenVINOBackend:
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.onnx"
-                save_model(model, path)  # > 2 GB models go through external data
+                save_model(_for_openvino(model), path)  # > 2 GB models go through external data
                 try:
                     ov_model = _read_onnx(ov, path, trial=bool((options or {}).get("trial")))
                 except Exception as e:

@@ -29,3 +29,44 @@ def test_the_hint_follows_the_build_precision():
     assert _cpu_hint(core, "CPU", "fp32") == "f32" and _cpu_hint(core, "CPU", "int8") == "f32"
     assert _cpu_hint(core, "CPU", "bf16") == "bf16"
     assert _cpu_hint(core, "CPU", "fp16") in ("f16", "f32")
+
+
+def _loop_with_a_passthrough(path):
+    """y = x + 3 * w, as a 3-step Loop that carries w through its body unchanged (the body's
+    output for w is its input for w, as Paddle2ONNX writes loop-invariant weights)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "w_in"], ["acc_out"])],
+        "body",
+        [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []),
+         vi("acc_in", TensorProto.FLOAT, [1, 4]), vi("w_in", TensorProto.FLOAT, [1, 4])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("acc_out", TensorProto.FLOAT, [1, 4]),
+         vi("w_in", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x", "w"], ["y", "w_final"], body=body, name="loop")],
+        "passthrough", [vi("x", TensorProto.FLOAT, [1, 4])], [vi("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond"),
+         numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def test_a_loop_that_carries_a_value_through_unchanged_builds_for_openvino(tmp_path):
+    """OpenVINO's ONNX frontend refuses a Loop whose body passes a carried value straight
+    from input to output (SLANet's decoder: "canonical inputs size (41), does not match
+    ... (25)"); the adapter writes such values through an Identity, and the bundle
+    computes what ONNX Runtime does."""
+    import numpy as np
+
+    model = _loop_with_a_passthrough(tmp_path / "loop.onnx")  # OpenVINO 2026.4 refuses this file as it is
+    runner = deploycomp.build(model, tmp_path / "b", precision="fp32")
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(runner.run({"x": x})["y"], x + 3 * np.arange(4, dtype=np.float32).reshape(1, 4))
+    assert runner.manifest["validation"]["ok"]
