@@ -290,11 +290,6 @@ def quantize(
             break
         if attempt == 0:
             first = (chosen_range, float_layers, search)
-        if search.get("every_layer_float_missed"):
-            # no ranges can help a model that misses with nothing quantized (the target's
-            # runtime computes the float model differently): the other method's search is spared
-            chosen_range, float_layers, search = first
-            break
     else:
         chosen_range, float_layers, search = first
     model, ranges, shifts = chosen_range.model, chosen_range.ranges, chosen_range.shifts
