@@ -111,7 +111,8 @@ def _progress(enabled: bool):
             bar.reset(total=len(STAGES))
         bar.set_postfix_str("")
         bar.set_description_str(prefix[0] + stage if not stage.startswith("auto: ") else stage)
-        bar.update(1)
+        if bar.n < bar.total:  # a second int8 search lowers and validates again: the bar stays full
+            bar.update(1)
 
     def close() -> None:
         if handler:
