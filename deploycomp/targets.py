@@ -315,8 +315,22 @@ def _host_profile() -> TargetProfile:
     if not candidates:
         raise ProfileError("target 'host': this CPU has none of the feature sets of the x86 profiles (needs avx2)")
     best = max(candidates, key=lambda p: (len(p.cpu_features), p.name))
-    return best.model_copy(update={"name": "host", "resolved_from": best.name, "runs_here": True,
-                                   "description": _host_description(best, flags)})
+    update: dict[str, Any] = {"name": "host", "resolved_from": best.name, "runs_here": True,
+                              "description": _host_description(best, flags)}
+    if flags & BF16_FLAGS and "bf16" not in best.precisions:
+        # this CPU computes bf16 though the profile it resolved to (by its int8 features:
+        # AMD Zen 4 has AVX512-BF16 and VNNI, no AMX) does not list it: host offers it
+        order = ["fp32", "fp16", "bf16", "int8"]
+        update["precisions"] = sorted([*best.precisions, "bf16"], key=order.index)
+        update["fidelity"] = {**best.fidelity, "bf16": Fidelity(min_cosine=BF16_MIN_COSINE)}
+    return best.model_copy(update=update)
+
+
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""x86 flags of native bf16 arithmetic, which OpenVINO's CPU plugin uses for a bf16 hint."""
+
+BF16_MIN_COSINE = 0.995
+"""The shipped profiles' bf16 fidelity budget, for a ``host`` that adds bf16."""
 
 
 def cpu_name() -> str:
@@ -335,7 +349,8 @@ def _host_description(profile: TargetProfile, flags: set[str]) -> str:
     import os
 
     cpu = cpu_name()
-    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16") if f in flags]
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+             if f in flags]
     return (f"this machine: {cpu}, {os.cpu_count()} cores ({', '.join(shown) or 'no AVX2'}) via OpenVINO CPU; "
             f"budgets and int8 policy of {profile.name}")
 

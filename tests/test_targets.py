@@ -85,3 +85,20 @@ def test_not_yaml_and_extends_cycle(tmp_path):
         load_target(_write(tmp_path, ["a", "b"], "list.yaml"))
     with pytest.raises(ProfileError, match="extends unknown profile"):
         load_target(_write(tmp_path, {"extends": "nope"}, "ext.yaml"))
+
+
+def test_host_offers_bf16_where_the_cpu_computes_it(monkeypatch):
+    """An AVX-512 VNNI CPU with AVX512-BF16 but no AMX (AMD Zen 4) resolves to the VNNI
+    profile, which lists no bf16; host adds it, with the shipped bf16 budget. Without the
+    flag it does not."""
+    from deploycomp import targets
+
+    vnni = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"}
+    for flags, offered in ((vnni | {"avx512_bf16"}, True), (vnni, False)):
+        monkeypatch.setattr(targets, "cpu_features", lambda flags=flags: flags)
+        monkeypatch.setattr(targets.platform, "machine", lambda: "x86_64")
+        host = targets._host_profile.__wrapped__()
+        assert host.resolved_from == "intel-xeon-avx512-vnni"
+        assert ("bf16" in host.precisions) is offered
+        if offered:
+            assert host.precisions == ["fp32", "fp16", "bf16", "int8"] and host.fidelity["bf16"].min_cosine == 0.995
