@@ -159,7 +159,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]
-        click.echo(f"  int8: {quant['int8_layers']} layers int8, {len(floats)} float; {quant['range_method']} ranges"
+        share = quant.get("int8_mac_share")
+        macs = f" ({share:.0%} of MACs int8)" if floats and share is not None else ""
+        click.echo(f"  int8: {quant['int8_layers']} layers int8, {len(floats)} float{macs}; {quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
         again = quant.get("stricter_search")
         if again:

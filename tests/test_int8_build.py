@@ -265,4 +265,5 @@ def test_validation_that_misses_what_calibration_met_tightens_the_search_once(ti
     assert q["held_out_min_cosine"] > 1 - 0.0001 * 0.75  # the limit the second search held to
     assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["probs"]["cosine"] >= 0.9999
     assert "int8 search tightened once" in res.output and "steered this choice" in res.output
+    assert f"{len(q['float_layers'])} float ({q['int8_mac_share']:.0%} of MACs int8)" in res.output
     assert "The search continued once at" in (tmp_path / "b" / "report.html").read_text()
