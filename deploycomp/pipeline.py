@@ -142,9 +142,10 @@ DEFAULT_MAX_BATCH = 8
 """A dynamic batch kept for TensorRT gets the profile 1 / 1 / this, unless --profile says otherwise."""
 
 LATENCY_SECONDS = 1.5
-"""How long the bundle and, after it, the ONNX Runtime reference are timed on ``host`` (at
-least 10 runs each, after 3 warm-up runs): 3 s each made latency a quarter of a 27 s int8
-build of PP-OCRv3 det; 1.5 s still times 28-50 runs of it."""
+"""How long the bundle and, after it, the ONNX Runtime reference are timed on ``host`` at
+most (at least 10 runs each, after 3 warm-up runs; earlier once the median is known to
+:data:`deploycomp.validate.LATENCY_PRECISION`): 3 s each made latency a quarter of a
+27 s int8 build of PP-OCRv3 det; 1.5 s still times 28-50 runs of it."""
 
 FAIL_FAST_SAMPLES = 4
 """The int8 search runs a candidate on this many of the judged samples first (more if the

@@ -121,3 +121,37 @@ def test_a_worst_case_miss_is_decided_on_a_part_and_a_mean_is_not():
     budget = Fidelity(min_cosine=0.5, min_top1_agreement=0.9)
     assert metrics["s"]["top1_agreement"] == pytest.approx(5 / 8)
     assert not fidelity_met(metrics, budget) and not decided_failures(metrics, budget)
+
+
+class _Clock:
+    """A fake ``time.perf_counter``: each timed run advances it by the next duration given."""
+
+    def __init__(self, durations):
+        self.now, self.durations = 0.0, iter(durations)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self) -> None:
+        self.now += next(self.durations)
+
+
+def test_timing_stops_once_the_median_is_known(monkeypatch):
+    """Steady runs stop after ``min_seconds``, not at ``max_seconds``: timing a 9 ms model
+    for the whole budget made latency a sixth of an int8 build. Noisy runs go on to the cap."""
+    import itertools
+
+    import deploycomp.validate as validate
+
+    steady = _Clock(itertools.cycle([0.010, 0.0101, 0.0099]))
+    monkeypatch.setattr(validate.time, "perf_counter", steady)
+    timed = validate.measure_latency(steady.run, warmup=0, min_runs=10, max_seconds=1.5, min_seconds=0.3)
+    assert 30 <= timed["runs"] <= 31 and timed["median_ms"] == pytest.approx(10.0)  # 0.3 s of 10 ms runs
+
+    noisy = _Clock(itertools.cycle([0.005, 0.015]))  # the IQR is the median: never settles to 2%
+    monkeypatch.setattr(validate.time, "perf_counter", noisy)
+    assert 150 <= validate.measure_latency(noisy.run, warmup=0, max_seconds=1.5)["runs"] <= 151
+
+    slow = _Clock(itertools.repeat(1.0))  # a 1 s model still gets its min_runs
+    monkeypatch.setattr(validate.time, "perf_counter", slow)
+    assert validate.measure_latency(slow.run, warmup=0, min_runs=10, max_seconds=1.5)["runs"] == 10
