@@ -28,8 +28,8 @@ from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors, searchable_nodes
-from deploycomp.quant.sensitivity import (nmse, ort_outputs, outputs_of_each, quantized_copy, rank_layers,
-                                         select_float_layers)
+from deploycomp.quant.sensitivity import (Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
+                                         select_float_layers, sensitivity_ranking)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
 __all__ = ["BOOSTERS", "POLICIES", "RANGE_CHOICES", "QuantResult", "policy_for", "quantize"]
@@ -82,7 +82,7 @@ class _Candidate:
     shifts: dict = field(default_factory=dict)
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
-    ranking: tuple | None = None  # (ranking, all-int8 error per output), once the search ranked its layers
+    ranking: Ranking | None = None  # once the search ranked its layers (lazily: sensitivity.Ranking)
 
 
 RACE_FACTOR = 2.0
@@ -210,15 +210,21 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     if c.ranking is None:
         refs = ort_outputs(c.model, held_out)
         progress("int8 sensitivity")
-        c.ranking = rank_layers(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
-    ranking, base = c.ranking
-    chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1, base=base,
-                                      after=after or ())
+        c.ranking = sensitivity_ranking(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
+    ranking = c.ranking
+    base = ranking.base
+    try:
+        chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1,
+                                          base=base, after=after or ())
+    finally:
+        ranking.release()
     every = not met and len(chosen) >= len(ranking)  # every searchable layer float, and still short
     return chosen, {"budget_met": met, **({"every_layer_float_missed": True} if every else {}),
                     "nmse_all_int8": sum(base.values()),
+                    "sensitivity_runs": {"units": ranking.runs, "searchable": len(ranking),
+                                         "measured_alone": len(ranking.known)},
                     "sensitivity": [{"node": s.node, "op": s.op_type, "nmse_alone": s.error_alone}
-                                    for s in ranking[:20]]}
+                                    for s in ranking.measured()[:20]]}
 
 
 def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:

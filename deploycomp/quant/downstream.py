@@ -87,10 +87,10 @@ def _cone(graph: onnx.GraphProto, start: set[str]) -> tuple[list[onnx.NodeProto]
     return nodes, frontier
 
 
-def frontier_of(float_model: onnx.ModelProto, node: str) -> list[str]:
-    """The float tensors a copy with ``node`` changed reads at its cut (its QDQ nodes read
-    the node's own inputs, which the frontier holds already)."""
-    return _cone(float_model.graph, {node})[1]
+def frontier_of(float_model: onnx.ModelProto, nodes: str | Sequence[str]) -> list[str]:
+    """The float tensors a copy with ``nodes`` (one name or several) changed reads at its
+    cut (its QDQ nodes read the nodes' own inputs, which the frontier holds already)."""
+    return _cone(float_model.graph, {nodes} if isinstance(nodes, str) else set(nodes))[1]
 
 
 def downstream_of_changes(float_nodes: Mapping[str, Sequence[str]], changed: onnx.ModelProto,

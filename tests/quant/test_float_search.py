@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from deploycomp.quant.sensitivity import LayerSensitivity, select_float_layers
 
 
@@ -164,3 +166,60 @@ def test_the_stricter_margin_follows_how_much_worse_validation_was():
     assert abs(stricter_margin(0.75, 0.98, 0.9855, 0.9795) - 0.6) < 1e-9  # a near miss still tightens a step
     assert stricter_margin(0.75, 0.98, 0.99999, 0.5) == 0.05  # calibration said nothing: the floor
     assert stricter_margin(0.75, 0.98, 0.99, 0.99) == 0.375  # missed by another criterion (top-1): halve
+
+
+def test_the_lazy_ranking_takes_what_quantize_one_would_measuring_less():
+    """Nodes are measured in groups of four first; a node is measured alone only when its
+    group could hold the next one the search takes. The order taken is the fully measured
+    round-robin order, and a search that needs few layers measures few of them alone."""
+    from deploycomp.quant.sensitivity import Ranking, round_robin
+
+    rng = np.random.default_rng(1)
+    outputs = ("boxes", "scores")
+    alone = {f"l{i}": {o: float(rng.uniform(0, 1e-4)) for o in outputs} for i in range(40)}
+    alone["l5"]["boxes"], alone["l17"]["scores"], alone["l30"]["boxes"] = 0.5, 0.2, 0.1  # a few sensitive nodes
+    base = {"boxes": 1.0, "scores": 0.3}
+    measured: list[list[str]] = []
+
+    def measure(units):  # separate nodes' errors add (the premise the groups rest on)
+        measured.extend(units)
+        return [{o: sum(alone[n][o] for n in unit) for o in outputs} for unit in units]
+
+    full = round_robin([LayerSensitivity(n, "Conv", sum(e.values()), e) for n, e in alone.items()], base)
+    lazy = Ranking([(n, "Conv") for n in alone], base, measure)
+    assert lazy.runs == 10  # one run per group of four
+    assert lazy.take(3) == [s.node for s in full[:3]]
+    assert sum(len(u) == 1 for u in measured) == 12  # only the three groups holding them, node by node
+    first = lazy.take(3)
+    assert lazy.take(5, first) == [s.node for s in full[3:8]]  # the search grows past what it took
+    assert lazy.take(4, first, {"scores": 0.3}) == [s.node for s in round_robin(full, {"scores": 0.3})
+                                                     if s.node not in first][:4]  # only the failing output's turns
+    assert lazy.take(len(alone)) == [s.node for s in full]  # asked for all, it measures all
+    assert {lazy_node.node for lazy_node in lazy.measured()} == set(alone)
+
+
+def test_the_lazy_order_is_the_round_robin_order_on_any_ranking():
+    """On random rankings (1-3 outputs, errors spread over 9 orders of magnitude, some
+    nodes off an output's branch), every prefix the search asks for, past what it took and
+    with turns for the failing outputs only, is the fully measured order's."""
+    from deploycomp.quant.sensitivity import Ranking, round_robin
+
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        outputs = [f"o{i}" for i in range(rng.integers(1, 4))]
+        alone = {f"l{i}": {o: float(rng.lognormal(-4, 3)) if rng.random() < 0.6 else 0.0 for o in outputs}
+                 for i in range(rng.integers(1, 30))}
+        base = {o: float(rng.random()) for o in outputs}
+
+        def order(turns):
+            return [s.node for s in round_robin([LayerSensitivity(n, "Conv", sum(e.values()), e)
+                                                 for n, e in alone.items()], turns)]
+
+        lazy = Ranking([(n, "Conv") for n in alone], base,
+                       lambda units: [{o: sum(alone[n][o] for n in unit) for o in outputs} for unit in units])
+        k, m = (int(v) for v in rng.integers(0, len(alone) + 1, 2))
+        first = lazy.take(k)
+        assert first == order(base)[:k]
+        assert lazy.take(m, first) == order(base)[k:k + m]
+        turns = {outputs[0]: base[outputs[0]]}
+        assert lazy.take(m, first, turns) == [n for n in order(turns) if n not in first][:m]

@@ -139,7 +139,7 @@ def test_tflite_policy_shares_scales_fixes_logistic_and_quantizes_affine_ops():
 def test_no_ranking_when_every_layer_int8_already_meets_the_budget(tiny_conv, monkeypatch):
     import deploycomp.quant as quant
 
-    monkeypatch.setattr(quant, "rank_layers", lambda *a, **k: pytest.fail("ranked although all-int8 met the budget"))
+    monkeypatch.setattr(quant, "sensitivity_ranking", lambda *a, **k: pytest.fail("ranked although all-int8 met the budget"))
     result = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(6), _samples(2, seed=5), lambda m: True)
     assert result.info["budget_met"] and result.info["float_layers"] == [] and result.info["sensitivity"] == []
     assert "no ranking needed" in result.info["sensitivity_note"]
