@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deploycomp.fleet.spec import Job
+from deploycomp.memory import available_bytes
 from deploycomp.fleet.worker import build_job, engine_step, pack, unpack
 
 __all__ = ["LocalExecutor", "RayExecutor", "estimate_bytes", "local_jobs"]
@@ -41,25 +42,17 @@ GB = 1 << 30
 def estimate_bytes(job: Job) -> int:
     """Memory a build may need: the runtimes and Python (~1 GB) plus a multiple of the
     model's size (weights held by the reference, the optimizer and the backend; an int8
-    build also holds calibration statistics and candidate models)."""
+    build also holds calibration statistics and candidate models; the float tensors its
+    ranking keeps size themselves to a quarter of the memory free when it starts, see
+    :func:`deploycomp.quant.downstream.tap_budget`)."""
     size = job.path.stat().st_size
     return int(1.0 * GB + size * (16 if job.precision in ("int8", "auto") else 8))
-
-
-def _available_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def local_jobs(jobs: list[Job], requested: int | None) -> int:
     """Workers for the local pool: ``requested`` or the cores, no more than memory allows."""
     n = requested or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    available = _available_bytes()
+    available = available_bytes()
     if available and jobs:
         n = min(n, max(1, available // max(estimate_bytes(j) for j in jobs)))
     return max(1, n)

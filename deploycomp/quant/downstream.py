@@ -10,9 +10,9 @@ copy is cut to its downstream cone (:func:`downstream_of_changes`); outputs outs
 cone are the float outputs themselves.
 
 The taps of all nodes may not fit in memory at once (PP-PicoDet's layout detector at
-800x608: the frontiers of its 206 searchable nodes over 4 samples passed 1 GB, and every
-copy then ran whole): :func:`tap_groups` splits the nodes, in graph order, into groups whose
-taps fit :data:`TAP_BUDGET_BYTES`, and the float model runs once per group and sample.
+800x608: the frontiers of its 205 searchable nodes over 4 samples take 1.4 GB):
+:func:`tap_groups` splits the nodes, in graph order, into groups whose taps fit
+:func:`tap_budget`, and the float model runs once per group and sample.
 
 A copy is run whole instead when the cut does not apply: a node with subgraphs in the
 cone (a ``Loop`` body reads outer-scope tensors no frontier lists), a frontier tensor the
@@ -28,11 +28,27 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of", "tap_groups"]
+from deploycomp.memory import available_bytes
 
-TAP_BUDGET_BYTES = 1 << 30
-"""At most this many bytes of float tensors are kept for all samples together (the
-frontiers of every node of a 640x640 detector over 4 samples: about 0.5 GB)."""
+__all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of", "tap_budget", "tap_groups"]
+
+TAP_BUDGET_BYTES = 2 << 30
+"""At most this many bytes of float tensors are kept for all samples together, and at
+most a quarter of the memory available (:func:`tap_budget`). The frontiers of every node
+of a 640x640 detector over 4 samples take about 0.5 GB, of an 800x608 one 1.4 GB: under
+1 GB, the lazy ranking took the layout detector's taps again for every group it opened
+(49 float runs, 8 s of a 37 s build)."""
+
+MIN_TAP_BUDGET_BYTES = 256 << 20
+
+
+def tap_budget() -> int:
+    """:data:`TAP_BUDGET_BYTES`, or a quarter of the memory available now if less (not
+    under 256 MB); 1 GB where the available memory is unknown."""
+    available = available_bytes()
+    if available is None:
+        return min(TAP_BUDGET_BYTES, 1 << 30)
+    return min(TAP_BUDGET_BYTES, max(MIN_TAP_BUDGET_BYTES, available // 4))
 
 
 @dataclass
@@ -135,10 +151,10 @@ def _tap_sizes(model: ir.Model, names: set[str]) -> dict[str, int | None]:
 def tap_groups(model: ir.Model, frontiers: Mapping[str, Sequence[str]], samples: int,
                budget: int | None = None) -> list[tuple[list[str], set[str] | None]]:
     """``frontiers`` (node -> its frontier tensors, in graph order) split into groups whose
-    taps on ``samples`` samples fit ``budget`` (:data:`TAP_BUDGET_BYTES`): (nodes in graph
+    taps on ``samples`` samples fit ``budget`` (:func:`tap_budget`): (nodes in graph
     order, tensors to tap); tensors ``None`` for a node that runs whole (its taps unknown
     in size or too large on their own)."""
-    budget = TAP_BUDGET_BYTES if budget is None else budget
+    budget = tap_budget() if budget is None else budget
     sizes = _tap_sizes(model, {t for f in frontiers.values() for t in f})
     groups: list[tuple[list[str], set[str] | None]] = []
     nodes: list[str] = []
@@ -180,7 +196,7 @@ class FloatTaps:
         by_name = {v.name: v for node in model.graph for v in node.outputs}
         wanted = sorted(names - inputs)
         sizes = _tap_sizes(model, set(wanted))
-        if None in sizes.values() or sum(sizes.values()) * len(samples) > TAP_BUDGET_BYTES:
+        if None in sizes.values() or sum(sizes.values()) * len(samples) > tap_budget():
             return None
         tapped = model.clone()
         taken = {v.name for v in tapped.graph.outputs}

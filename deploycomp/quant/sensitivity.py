@@ -282,7 +282,7 @@ class Ranking:
 
     def release(self) -> None:
         """Drop what the measuring keeps between calls (the float tensors at the cuts, up to
-        :data:`deploycomp.quant.downstream.TAP_BUDGET_BYTES`); a later measure takes them again."""
+        :func:`deploycomp.quant.downstream.tap_budget`); a later measure takes them again."""
         getattr(self.measure, "release", lambda: None)()
 
     def measured(self) -> list[LayerSensitivity]:

@@ -101,3 +101,19 @@ def test_the_ranking_is_the_same_whatever_fits_in_memory(monkeypatch):
         again = {s.node: s.error_alone for s in rank_layers(model, policy, _ranges(), samples, refs)[0]}
         assert again.keys() == ranked.keys() and all(np.isclose(again[k], v, rtol=1e-6) for k, v in ranked.items())
     assert max(ranked.values()) > 0
+
+
+def test_the_tap_budget_follows_the_memory_available(monkeypatch):
+    """A quarter of what is free, up to the cap: a busy 8 GB runner keeps fewer taps than an
+    idle 24 GB machine, which keeps a layout detector's 1.4 GB at once."""
+    import deploycomp.quant.downstream as downstream
+
+    gb = 1 << 30
+    monkeypatch.setattr(downstream, "available_bytes", lambda: 20 * gb)
+    assert downstream.tap_budget() == downstream.TAP_BUDGET_BYTES == 2 * gb
+    monkeypatch.setattr(downstream, "available_bytes", lambda: 4 * gb)
+    assert downstream.tap_budget() == gb
+    monkeypatch.setattr(downstream, "available_bytes", lambda: gb // 2)
+    assert downstream.tap_budget() == downstream.MIN_TAP_BUDGET_BYTES
+    monkeypatch.setattr(downstream, "available_bytes", lambda: None)  # no /proc/meminfo
+    assert downstream.tap_budget() == gb
