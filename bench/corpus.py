@@ -245,7 +245,9 @@ HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 def int8_verdicts(results: dict) -> list[str]:
     """Issue 15's int8 criteria over the int8 cells that built, each as "met / judged":
-    the budget, >= 80% of the heavy layers int8, cosine >= NNCF's, build <= 3x NNCF's time."""
+    the budget, >= 80% of the heavy layers int8, cosine >= NNCF's, build <= 3x NNCF's time
+    (its quantize call alone, and its whole run: a build is a whole process, with imports
+    and validation, which the call alone leaves out)."""
     nncf = results.get("nncf") or {}
     built = [c for c in results["cells"] if c["precision"] == "int8" and not c.get("error") and not c.get("skipped")]
     if not built:
@@ -255,7 +257,9 @@ def int8_verdicts(results: dict) -> list[str]:
                                          if c.get("heavy_int8_share") is not None]}
     versus = [(c, nncf[c["model"]]) for c in built if nncf.get(c["model"], {}).get("ok")]
     rows["cosine >= NNCF's"] = [(c.get("min_cosine") or 0) >= n["min_cosine"] - 1e-6 for c, n in versus]
-    rows["build time <= 3x NNCF's"] = [c["seconds"] <= 3 * n["seconds"] for c, n in versus]
+    rows["build time <= 3x NNCF's quantize call"] = [c["seconds"] <= 3 * n["seconds"] for c, n in versus]
+    rows["build time <= 3x NNCF's whole run"] = [c["seconds"] <= 3 * n["wall_seconds"] for c, n in versus
+                                                 if n.get("wall_seconds")]
     return [f"- {name}: {sum(v)} of {len(v)}" for name, v in rows.items() if v]
 
 
@@ -272,11 +276,14 @@ def markdown(results: dict) -> str:
             row.append(_cell_text(c))
         if results.get("nncf"):
             n = results["nncf"].get(name)
-            row.append("" if n is None else (f"{n['min_cosine']:.5f} ({n['seconds']:.0f}s)" if n.get("ok") else "**ERR**"))
+            row.append("" if n is None else (f"{n['min_cosine']:.5f} ({n['seconds']:.0f}s / {n.get('wall_seconds', 0):.0f}s)"
+                                             if n.get("ok") else "**ERR**"))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("cell: min cosine over outputs (validation data vs ONNX Runtime fp32), int8: int8/float layers, build wall "
-                 "time; MISS = budget missed (bundle kept with --no-fail); ERR = build failed:")
+                 "time (a whole `deploycomp build` process); NNCF: its quantize call (convert_model + quantize) / its "
+                 "whole run (a process that imports, converts, quantizes, runs the validation samples); MISS = budget "
+                 "missed (bundle kept with --no-fail); ERR = build failed:")
     for c in cells:
         if c.get("error"):
             lines.append(f"- {c['model']} / {c['target']} / {c['precision']}: `{c['error']}`")
