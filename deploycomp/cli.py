@@ -155,6 +155,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         else:
             note = ""
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
+        if "agreement" in m:
+            click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
+            continue
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
     quant = manifest.get("quantization")
     if quant:

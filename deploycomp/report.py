@@ -248,7 +248,9 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
                                             "to the error bound, not cosine)</span>" if quiet else "")
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
-        rows.append([html.escape(name), f"{m['cosine']:.6f}{bad}", f"{m.get('max_abs_error', 0):.3g}",
+        value = (f'{m["cosine"]:.6f} <span class="muted">(integer output: share of elements equal)</span>'
+                 if "agreement" in m else f"{m['cosine']:.6f}")
+        rows.append([html.escape(name), f"{value}{bad}", f"{m.get('max_abs_error', 0):.3g}",
                      f"{m.get('max_rel_error', 0):.3g}", top1, samples])
     return (note + f"<p>Inputs: {html.escape(val['inputs'])}.</p>"
             + _table(rows, ["output", "cosine (worst informative sample)", "max abs error",

@@ -89,7 +89,9 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     every per-sample judgement the one the whole set gets, so that a part of the samples
     can already decide a failure (:func:`decided_failures`).
 
-    ``cosine`` is the worst over the informative samples (all samples if none is);
+    ``cosine`` is the worst over the informative samples (all samples if none is); for an
+    integer output (ids, counts) it is the share of elements equal over all samples, also
+    given as ``agreement`` (a mean, like top-1 agreement);
     ``max_abs_error`` / ``max_rel_error`` are over all samples, the latter against the
     output's scale; ``top1_agreement`` is the mean over informative samples of score-like
     outputs. Where samples are uninformative (:data:`QUIET`), ``uninformative_samples``
@@ -109,6 +111,19 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         if any(r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number) for r, _ in pairs):
             cos = [1.0 if np.array_equal(r, g) else 0.0 for r, g in pairs]
             metrics[name] = {"cosine": min(cos), "samples": len(cos)}
+            continue
+        if all(np.issubdtype(r.dtype, np.integer) for r, _ in pairs):
+            # ids (an ArgMax's classes, a CTC path's characters) or counts: near is not
+            # right, character 5 for 6 is a wrong read with cosine 0.99. Judged as the share
+            # of elements equal over all samples (as top-1 agreement is a mean: one sample's
+            # 20 CTC positions make a worst-sample share move in steps of 5%), held to the
+            # cosine budget.
+            equal = sum(int(np.count_nonzero(r == g)) for r, g in pairs)
+            total = sum(r.size for r, _ in pairs)
+            share = equal / total if total else 1.0
+            metrics[name] = {"cosine": share, "agreement": share, "samples": len(pairs),
+                             "max_abs_error": max((float(np.abs(r.astype(np.float64) - g).max()) if r.size else 0.0)
+                                                  for r, g in pairs)}
             continue
         finite = [np.isfinite(r) for r, _ in pairs]
         scale = max((float(np.abs(r[f]).max()) for (r, _), f in zip(pairs, finite) if f.any()), default=0.0)
@@ -280,7 +295,8 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
                                       " where ONNX Runtime fp32 is finite (out of the precision's range?)"))
         quiet = m.get("uninformative_samples", 0)
         if quiet < m.get("samples", 1) or not quiet:
-            checks.append(_at_least(f"cosine[{name}]", m["cosine"], at_least(fidelity.min_cosine)))
+            kind = "agreement" if "agreement" in m else "cosine"
+            checks.append(_at_least(f"{kind}[{name}]", m["cosine"], at_least(fidelity.min_cosine)))
         if quiet:
             checks.append(_at_most(f"quiet_error[{name}]", m["quiet_error"],
                                    noise_allowance(fidelity.min_cosine) * margin, ""))
@@ -303,8 +319,10 @@ def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, 
     """The outputs that miss the budget already on a part of the samples, compared on the
     whole set's scales (:func:`compare_outputs`): by the criteria that are a worst case over
     samples (cosine, the noise bound, relative error, finiteness), which more samples can
-    only make worse; top-1 agreement is a mean and waits for every sample."""
-    worst_case = {name: {k: v for k, v in m.items() if k != "top1_agreement"} for name, m in metrics.items()}
+    only make worse; top-1 agreement and an integer output's agreement are means and wait
+    for every sample."""
+    worst_case = {name: {k: v for k, v in m.items() if k != "top1_agreement"} for name, m in metrics.items()
+                  if "agreement" not in m}
     return frozenset(name for name, m in worst_case.items() if not fidelity_met({name: m}, fidelity, margin))
 
 

@@ -155,3 +155,22 @@ def test_timing_stops_once_the_median_is_known(monkeypatch):
     slow = _Clock(itertools.repeat(1.0))  # a 1 s model still gets its min_runs
     monkeypatch.setattr(validate.time, "perf_counter", slow)
     assert validate.measure_latency(slow.run, warmup=0, min_runs=10, max_seconds=1.5)["runs"] == 10
+
+
+def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
+    """Character 5 read as 6 is a wrong read, whatever cosine says of the id vectors (0.99);
+    ids are judged as the share equal over all samples (a mean: not decided on a part)."""
+    ref = np.zeros((1, 20), np.int64)
+    ref[0, ::4] = 5
+    off = ref.copy()
+    off[0, 0] = 6  # one id of 20 flipped
+    refs, gots = [{"ids": ref}] * 4, [{"ids": off}] + [{"ids": ref}] * 3
+    m = compare_outputs(refs, gots)["ids"]
+    assert m["agreement"] == m["cosine"] == pytest.approx(79 / 80)
+    ids_cosine = float(ref.ravel() @ off.ravel() / np.linalg.norm(ref) / np.linalg.norm(off))
+    assert ids_cosine > 0.99  # what cosine of the ids would have passed
+    int8 = Fidelity(min_cosine=0.98)
+    assert fidelity_met({"ids": m}, int8)
+    assert not fidelity_met({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)  # 0.95 on that sample alone
+    assert [c.name for c in fidelity_failures({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)] == ["agreement[ids]"]
+    assert decided_failures(compare_outputs(refs[:1], gots[:1]), int8) == frozenset()  # a mean waits for every sample
