@@ -28,6 +28,7 @@ from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import quantizable_tensors, searchable_nodes
+from deploycomp.quant.scores import measured_view
 from deploycomp.quant.sensitivity import (Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
                                          select_float_layers, sensitivity_ranking)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
@@ -83,6 +84,14 @@ class _Candidate:
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
     ranking: Ranking | None = None  # once the search ranked its layers (lazily: sensitivity.Ranking)
+    _view: ir.Model | None = field(default=None, repr=False)
+
+    @property
+    def view(self) -> ir.Model:
+        """The model as its int8 error is measured (:func:`deploycomp.quant.scores.measured_view`)."""
+        if self._view is None:
+            self._view = measured_view(self.model)
+        return self._view
 
 
 RACE_FACTOR = 2.0
@@ -101,7 +110,7 @@ def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], sam
     def qdq(group: list[_Candidate]):  # each copy made while the previous one's samples run
         for c in group:
             if id(c) not in copies:
-                copies[id(c)] = quantized_copy(c.model, policy, c.ranges, set(), c.shifts)
+                copies[id(c)] = quantized_copy(c.view, policy, c.ranges, set(), c.shifts)
             yield copies[id(c)]
 
     half = (len(samples) + 1) // 2
@@ -109,7 +118,7 @@ def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], sam
     for part in (samples[:half], samples[half:]):
         if not part or len(group) < 2:
             break
-        runs = outputs_of_each(itertools.chain([model], qdq(group)), part)
+        runs = outputs_of_each(itertools.chain([measured_view(model)], qdq(group)), part)
         refs = next(runs)
         for c, outputs in zip(group, runs):
             c.nmse = (nmse(refs, outputs) * len(part) + (c.nmse or 0.0) * c.judged) / (c.judged + len(part))
@@ -208,9 +217,9 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
         return set(), {"budget_met": True, "sensitivity": [],
                        "sensitivity_note": "every layer int8 meets the budget: no ranking needed"}
     if c.ranking is None:
-        refs = ort_outputs(c.model, held_out)
+        refs = ort_outputs(c.view, held_out)
         progress("int8 sensitivity")
-        c.ranking = sensitivity_ranking(c.model, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
+        c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
     ranking = c.ranking
     base = ranking.base
     try:

@@ -70,10 +70,14 @@ class LayerSensitivity:
 
 
 def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Each output's NMSE (squared error over the reference's energy), mean over samples."""
+    """Each float output's NMSE (squared error over the reference's energy), mean over
+    samples. Integer outputs (ids, counts) are left out: their error is a step, zero until
+    an id flips (see :mod:`deploycomp.quant.scores` for what stands in for them)."""
     out: dict[str, float] = {}
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
+            if not np.issubdtype(r.dtype, np.floating):
+                continue
             r = r.astype(np.float64)
             out[name] = out.get(name, 0.0) + float(np.sum((got[name].astype(np.float64) - r) ** 2) / max(np.sum(r**2), 1e-20))
     return {k: v / max(len(refs), 1) for k, v in out.items()}
