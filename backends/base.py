@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "Lowered", "Runner", "SupportReport", "ensure_available", "require_modules"]
 
 
+PREQUANTIZED_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM",
+                              "DynamicQuantizeMatMul", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+                              "QGemm", "QAttention", "MatMulIntegerToFloat"})
+"""Ops of models that ``onnxruntime.quantization`` already quantized (dynamic or QOperator
+format): only ONNX Runtime runs them; a deployment compiler wants the float original."""
+
+
 @dataclass
 class SupportReport:
     backend: str
@@ -40,7 +47,9 @@ class SupportReport:
             ops = sorted({u["op"] for u in self.unsupported})
             first = self.unsupported[0]
             where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: '{first['node']}')"
-            raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {few(ops, 6)}{where}")
+            hint = ("; the model is quantized already (ONNX Runtime's own int8 ops): build its float original, "
+                    "--precision int8 quantizes it for this target" if set(ops) & PREQUANTIZED_OPS else "")
+            raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {few(ops, 6)}{where}{hint}")
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "ok": self.ok, "unsupported": self.unsupported, "notes": self.notes}

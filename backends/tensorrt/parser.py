@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 
 __all__ = ["ParseResult", "parse_onnx", "parser_module"]
 
 MODULES = ("tensorrt", "tensorrt_rtx")
+
+log = logging.getLogger(__name__)
 
 
 def parser_module():
@@ -44,7 +47,7 @@ def parse_onnx(onnx_bytes: bytes, trt=None) -> ParseResult | None:
     trt = trt or parser_module()
     if trt is None:
         return None
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = _logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -52,8 +55,27 @@ def parse_onnx(onnx_bytes: bytes, trt=None) -> ParseResult | None:
     result = ParseResult(f"{trt.__name__} {trt.__version__}", ok)
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        desc = str(error.desc()).strip().splitlines()[0] if hasattr(error, "desc") else str(error)
-        result.errors.append(desc[:300])
+        desc = (str(error.desc()).strip().splitlines() or [""])[0] if hasattr(error, "desc") else str(error)
         node, op = (error.node_name(), error.node_operator()) if hasattr(error, "node_name") else ("", "")
+        if desc.lower() in ("", "false", "true"):  # a failed check's bare condition says nothing
+            desc = f"its support check for {op or 'this node'} failed"
+        result.errors.append(desc[:300])
         result.unsupported.append({"node": node or "", "op": op or "?", "reason": desc[:300]})
     return result
+
+
+def _logger(trt):
+    """TensorRT's messages to this module's logger (shown with ``-v``), not to stderr: the
+    parser's errors are read back one by one and said once, in the build's own error line
+    (TensorRT's default logger printed them to stderr first, timestamped)."""
+    try:
+        class ToLogging(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                log.debug("%s [%s] %s", trt.__name__, getattr(severity, "name", severity), msg)
+
+        return ToLogging()
+    except (AttributeError, TypeError):  # a TensorRT without a subclassable ILogger
+        return trt.Logger(trt.Logger.ERROR)

@@ -61,6 +61,25 @@ def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
     assert not bad.ok and bad.unsupported[0]["op"] == "Bernoulli"
 
 
+@pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
+def test_a_model_quantized_by_onnxruntime_is_refused_in_one_plain_line(capfd):
+    """ddddocr's older reader ships dynamically quantized (ConvInteger, MatMulInteger): the
+    parser's own error is the bare condition "false", and its logger printed it to stderr
+    first. The refusal says what the ops are and what to do, once."""
+    from deploycomp.backends.base import SupportReport
+    from deploycomp.errors import UnsupportedError
+
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (uint8[1, 4] x, uint8[4, 2] w) => (int32[1, 2] y)
+    { y = MatMulInteger (x, w) }"""
+    parsed = nvparser.parse_onnx(model_from_text(text).SerializeToString())
+    assert not parsed.ok and parsed.unsupported[0]["op"] == "MatMulInteger"
+    assert parsed.errors[0] != "false" and "MatMulInteger" in parsed.errors[0]
+    assert capfd.readouterr().err == ""  # TensorRT's messages go to logging, not stderr
+    report = SupportReport("tensorrt", [{"node": "mm", "op": "MatMulInteger"}])
+    with pytest.raises(UnsupportedError, match="quantized already .* build its float original"):
+        report.raise_if_unsupported("jetson-orin-nano")
+
+
 def test_tensorrt_bundle_without_a_gpu(tiny_conv, tmp_path):
     runner = deploycomp.build(tiny_conv, tmp_path / "b", target="jetson-orin-nano", precision="fp16")
     manifest = runner.manifest
