@@ -47,18 +47,42 @@ def _weight_cone(graph: ir.Graph) -> set[ir.Node]:
     into a weight input."""
     computable: dict[ir.Value, bool] = {}
 
-    def is_computable(value: ir.Value) -> bool:
-        if value in computable:
-            return computable[value]
+    def leaf(value: ir.Value) -> bool | None:
+        """Decided without looking upstream, or None."""
         node = value.producer()
         if value.const_value is not None:
-            ok = True
-        elif node is None or node.graph is not graph or node.op_type in _NONDETERMINISTIC or node.domain not in ("", "ai.onnx"):
-            ok = False
-        else:
-            ok = all(v is None or is_computable(v) for v in node.inputs)
-        computable[value] = ok
-        return ok
+            return True
+        if node is None or node.graph is not graph or node.op_type in _NONDETERMINISTIC or node.domain not in ("", "ai.onnx"):
+            return False
+        return None
+
+    def is_computable(value: ir.Value) -> bool:
+        # iterative, depth first: a MatMul's input 0 is a weight slot, and where it is an
+        # activation the walk goes up the whole network (PP-OCRv5 rec: past Python's
+        # recursion limit)
+        stack = [value]
+        while stack:
+            top = stack[-1]
+            if top in computable:
+                stack.pop()
+                continue
+            decided = leaf(top)
+            if decided is not None:
+                computable[top] = decided
+                stack.pop()
+                continue
+            inputs = [v for v in top.producer().inputs if v is not None]
+            if any(v in computable and not computable[v] for v in inputs):
+                computable[top] = False
+                stack.pop()
+                continue
+            pending = [v for v in inputs if v not in computable]
+            if pending:
+                stack.extend(pending)
+            else:
+                computable[top] = True
+                stack.pop()
+        return computable[value]
 
     cone: set[ir.Node] = set()
     stack: list[ir.Node] = []

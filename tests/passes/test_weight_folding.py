@@ -30,3 +30,27 @@ def test_a_fill_feeding_a_conv_weight_folds_even_when_large(tmp_path):
     x = np.random.default_rng(0).random((1, 128, 32, 32), dtype=np.float32)
     ops = optimize_and_compare(tmp_path, model, {"x": x})
     assert ops["Conv"] == 1 and ops["ConstantOfShape"] == 1  # the weight's fill is gone; z's stays
+
+
+def test_a_deep_network_behind_a_matmul_does_not_exhaust_the_stack():
+    """A MatMul's input 0 is a weight slot; where it is an activation the walk goes up the
+    whole network. PP-OCRv5 rec (550 nodes) passed Python's recursion limit there: the walk
+    is iterative, and a weight computed through a long constant chain still folds."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploycomp.passes.weight_folding import WeightFoldingPass
+
+    depth = 3000
+    nodes = [helper.make_node("Relu", [f"a{i}"], [f"a{i + 1}"], name=f"relu{i}") for i in range(depth)]
+    nodes += [helper.make_node("Add", [f"w{i}", "one"], [f"w{i + 1}"], name=f"add{i}") for i in range(depth)]
+    nodes.append(helper.make_node("MatMul", [f"a{depth}", f"w{depth}"], ["y"], name="mm"))
+    inits = [numpy_helper.from_array(np.zeros((4, 4), np.float32), "w0"), numpy_helper.from_array(np.ones((), np.float32), "one")]
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("a0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert WeightFoldingPass()(model).modified
+    ops = Counter(n.op_type for n in model.graph)
+    assert ops == {"Relu": depth, "MatMul": 1}  # the Add chain folded to one weight
+    weight = model.graph.node("mm").inputs[1].const_value.numpy()
+    assert np.array_equal(weight, np.full((4, 4), depth, np.float32))
