@@ -159,6 +159,12 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
+    search = (manifest.get("fp16") or {}).get("search")
+    if search:
+        share = search.get("fp16_mac_share")
+        click.echo(f"  fp16: {len(search['fp32_segments'])} of {search['segments']} segments kept fp32 for precision"
+                   + (f" ({share:.0%} of MACs fp16)" if share is not None else "")
+                   + ("" if search["met"] else "; no mix met the budget on the judged samples"))
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]

@@ -400,6 +400,13 @@ def _build(opts: BuildOptions) -> BuildResult:
             # the validation inputs missed what the calibration inputs met: one stricter search
             model, quant_info = again
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
+            # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32
+            judged = (calibration.samples if calibration is not None else samples)[:MAX_RANGE_SAMPLES]
+            options["fp32_tensors"], fp16_info["search"] = _fp16_search(
+                opts, prep, target, backend, reference, fidelity, options, judged,
+                "calibration" if calibration is not None else "validation")
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
@@ -561,6 +568,40 @@ def _coverage_hint(quant_info: dict | None) -> str:
     return (f"the validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
             f"{coverage['tensors']} int8 tensors (worst {worst['tensor']}: {worst['beyond_range']:.1f} range widths), "
             "where int8 clips them: calibrate on inputs like them; ")
+
+
+def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference, fidelity: Fidelity,
+                 options: dict, judged: list, source: str) -> tuple[list[str], dict]:
+    """The fp32 tensors of an fp16 build that meets the budget on ``judged`` (at
+    :data:`SEARCH_MARGIN` of it, in the target's runtime), and the search's record
+    (:mod:`deploycomp.fp16_search`)."""
+    import tempfile
+
+    from deploycomp.fp16_search import search_fp32_segments
+    from deploycomp.quant.sensitivity import Verdict
+
+    opts.progress("fp16 search")
+    refs = [reference.run(s) for s in judged]
+    scales = output_scales(refs)
+    trials: list[dict] = []
+
+    def meets(tensors: list[str]) -> Verdict:
+        with tempfile.TemporaryDirectory() as tmp:
+            lowered = backend.lower(prep.model, target, "fp16", Path(tmp), options | {"fp32_tensors": tensors, "trial": True})
+            runner = backend.load(Path(tmp), lowered.info)
+            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales)
+        failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN))
+        trials.append({"fp32_tensors": len(tensors), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
+                       "met": not failing})
+        return Verdict(not failing, failing)
+
+    hot = list(options.get("fp32_tensors") or ())
+    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged[:4], refs[:4], meets)
+    record |= {"judged_on": f"{len(judged)} {source} samples", "margin": SEARCH_MARGIN, "trials": trials}
+    if source == "validation":
+        record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"
+    log.info("fp16: %d of %d segments kept fp32 for precision", len(record["fp32_segments"]), record["segments"])
+    return tensors, record
 
 
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,

@@ -211,6 +211,10 @@ def _mac_share(quant: dict) -> str:
 def _fp16_html(fp16: dict | None) -> str:
     if not fp16:
         return ""
+    return _fp16_ranges_html(fp16) + _fp16_search_html(fp16.get("search"))
+
+
+def _fp16_ranges_html(fp16: dict) -> str:
     hot = fp16.get("fp32_tensors") or {}
     if not hot:
         return (f"<p>fp16 ranges: no tensor leaves fp16's range on the {fp16['judged_on_samples']} real inputs "
@@ -218,6 +222,24 @@ def _fp16_html(fp16: dict | None) -> str:
     rows = [[html.escape(n), f"{v:.3g}"] for n, v in sorted(hot.items(), key=lambda kv: -kv[1])[:15]]
     return (f"<h3>fp16: {len(hot)} tensors kept fp32 by magnitude</h3><p>{html.escape(fp16['rule'])} "
             f"({fp16['judged_on_samples']} samples). Largest:</p>" + _table(rows, ["tensor", "largest magnitude seen"]))
+
+
+def _fp16_search_html(search: dict | None) -> str:
+    """The fp16 precision search (:mod:`deploycomp.fp16_search`), when fp16 missed with
+    nothing out of range."""
+    if not search:
+        return ""
+    share = search.get("fp16_mac_share")
+    verdict = ("met the budget on them" if search["met"]
+               else '<span class="bad">no mix met the budget on them: every segment fp32</span>')
+    rows = [[html.escape(r["segment"]), f"{r['nmse_gain']:.3g}",
+             "fp32" if r["segment"] in search["fp32_segments"] else "fp16"] for r in search["ranking"]]
+    return (f"<h3>fp16: {len(search['fp32_segments'])} of {search['segments']} segments kept fp32 for precision</h3>"
+            f"<p>fp16 missed the budget with nothing out of its range; the fewest segments of the graph kept fp32 "
+            f"{verdict} ({html.escape(search['judged_on'])})"
+            + (f"; {share:.0%} of the compute layers' MACs run fp16" if share is not None else "") + ".</p>"
+            + (f"<p>{html.escape(search['note'])}</p>" if search.get("note") else "")
+            + _table(rows, ["segment (graph order)", "NMSE gain kept fp32", "runs"]))
 
 
 def _validation_html(val: dict, fidelity: dict) -> str:

@@ -69,7 +69,20 @@ def test_without_the_islands_the_same_build_is_nan_and_says_so(spectrum, tmp_pat
     from deploycomp import pipeline
 
     path, data = spectrum
-    monkeypatch.setattr(pipeline, "fp32_tensors", lambda model, samples: {})
+    monkeypatch.setattr(pipeline, "FP16_ISLANDS", ())  # neither the magnitude rule nor the precision search
     with pytest.raises(BudgetError, match=r"finite\[y\]: \d+ NaN/Inf values"):
         deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
     assert not (tmp_path / "b").exists()
+
+
+def test_without_the_magnitude_rule_the_precision_search_finds_the_overflow(spectrum, tmp_path, monkeypatch):
+    """The fp16 search (deploycomp.fp16_search) judges candidates by the whole budget, NaN
+    included: with the ranges taken away it keeps the spectrum's segments fp32 itself."""
+    from deploycomp import pipeline
+
+    path, data = spectrum
+    monkeypatch.setattr(pipeline, "fp32_tensors", lambda model, samples: {})
+    runner = deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
+    search = runner.manifest["fp16"]["search"]
+    assert search["met"] and runner.manifest["validation"]["ok"]
+    assert search["judged_on"].endswith("validation samples") and "not held out" in search["note"]

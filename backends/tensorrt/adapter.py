@@ -122,6 +122,14 @@ class TensorRTBackend:
             return None  # no TensorRT or no GPU here: `deploycomp engine` on the device
         return build_engine(out_dir, plan, trt) | {"gpu": gpu}
 
+    def fp16_reference(self, model: ir.Model, fp32_tensors=()) -> ir.Model:
+        """What an fp16 bundle of ``model`` computes, as an fp32 ONNX model: the typed graph
+        with every fp16 tensor rounded through fp16 (its functional reference; the fp16
+        search ranks layers on it, :mod:`deploycomp.fp16_search`)."""
+        from deploycomp.backends.tensorrt.fp16 import simulate_fp16, to_fp16
+
+        return simulate_fp16(to_fp16(model, fp32_tensors=fp32_tensors))
+
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]):
         engine = lowered.get("engine")
         if engine and (bundle_dir / engine["engine"]).is_file():

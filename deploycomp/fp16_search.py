@@ -1,0 +1,110 @@
+"""Which parts of the network an fp16 build keeps fp32 when fp16's precision, not its
+range, misses the budget.
+
+:mod:`deploycomp.fp16_ranges` keeps fp32 what leaves fp16's range. A model can miss its
+fp16 budget with nothing out of range: PP-OCRv5 det on TensorRT validated to cosine
+0.99883 against 0.999, its largest tensor at 429; fp16 weights alone cost 1.1e-4 of
+cosine, rounded activations alone as much, both together ten times that. Then the build
+keeps the fewest parts of the network fp32 that meet the budget, as int8's float-layer
+search does (:func:`deploycomp.quant.sensitivity.select_float_layers`: sizes 1, 2, 4, ...
+then bisection, turns over the outputs that miss), each candidate judged in the
+target's own runtime.
+
+The parts are :data:`SEGMENTS` runs of the graph in order, each holding about as many
+compute layers, with every node between them: fp16's error is spread over element-wise
+nodes as much as over the layers (on det, every Conv kept fp32 with its readers still
+missed, 0.99875 on the calibration pages, while its first two segments met at 0.99975).
+The order is drop-one on the backend's fp16 reference (TensorRT: the typed ONNX with
+every fp16 tensor rounded, which is also what its check runs where no GPU is): each
+segment kept fp32 in turn and how much each output's NMSE against fp32 falls, 17 runs.
+fp16's error is a small perturbation, so the gains nearly add, and one part's does not
+drown in the others' as int8's did under drop-one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from deploycomp.analysis import node_macs
+from deploycomp.quant.sensitivity import (LayerSensitivity, Ranking, Verdict, nmse_per_output, outputs_of_each,
+                                         select_float_layers)
+
+__all__ = ["COMPUTE_OPS", "SEGMENTS", "fp16_mac_share", "search_fp32_segments", "segments"]
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+SEGMENTS = 16
+"""How many parts the search chooses among (17 reference runs rank them)."""
+
+Feeds = Mapping[str, np.ndarray]
+Reference = Callable[[ir.Model, Sequence[str]], ir.Model]
+"""``reference(model, fp32_tensors)``: an fp32 ONNX model computing what the backend's
+fp16 build of ``model`` computes with ``fp32_tensors`` (their producers and readers)
+kept fp32."""
+
+_FLOAT = (ir.DataType.FLOAT, None)
+
+
+def segments(model: ir.Model, count: int = SEGMENTS) -> dict[str, list[str]]:
+    """The main graph cut, in graph order, into up to ``count`` runs of about as many
+    compute layers each (a layer with the nodes after it up to the next layer; what comes
+    before the first joins the first), every node with a float output in one: segment
+    name -> the tensors that keep its nodes fp32."""
+    nodes = [n for n in model.graph if any(v.name and v.dtype in _FLOAT for v in n.outputs)]
+    per = max(1, -(-sum(n.op_type in COMPUTE_OPS for n in nodes) // count))
+    out: dict[str, list[str]] = {}
+    seen = 0
+    for n in nodes:  # a compute layer opens a segment; what follows it up to the next one joins it
+        seen += n.op_type in COMPUTE_OPS
+        out.setdefault(f"segment{min(max(0, seen - 1) // per, count - 1):02d}", []).extend(
+            v.name for v in n.outputs if v.name and v.dtype in _FLOAT)
+    return out
+
+
+def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None:
+    """The share of the compute layers' MACs that still runs fp16 (a layer runs fp32 when
+    it reads or writes an fp32 tensor); None without static shapes."""
+    kept = set(fp32_tensors)
+    macs = {id(n): (node_macs(n), any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)))
+            for n in model.graph if n.op_type in COMPUTE_OPS}
+    if not macs or any(m is None for m, _ in macs.values()):
+        return None
+    total = sum(m for m, _ in macs.values())
+    return round(sum(m for m, fp32 in macs.values() if not fp32) / total, 4) if total else None
+
+
+def _ranking(model: ir.Model, parts: Mapping[str, list[str]], reference: Reference, hot: Sequence[str],
+             samples: Sequence[Feeds], refs: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[LayerSensitivity], dict]:
+    """Each part's drop-one gain per output (graph order), and the fp16 model's NMSE per
+    output (the base the search's turns go by)."""
+    runs = outputs_of_each((reference(model, sorted(set(hot).union(extra))) for extra in [[], *parts.values()]),
+                           samples)
+    base = nmse_per_output(refs, next(runs))
+    ranking = []
+    for name, gots in zip(parts, runs):
+        errors = nmse_per_output(refs, gots)
+        gain = {k: max(0.0, base[k] - errors.get(k, 0.0)) for k in base}
+        ranking.append(LayerSensitivity(name, "segment", sum(gain.values()), gain))
+    return ranking, base
+
+
+def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[str], samples: Sequence[Feeds],
+                         refs: Sequence[Mapping[str, np.ndarray]],
+                         meets_budget: Callable[[list[str]], Verdict]) -> tuple[list[str], dict]:
+    """The fp32 tensors (``hot`` and those of the fewest segments) whose fp16 build meets
+    ``meets_budget`` (called with candidate ``fp32_tensors``), ranked on ``samples``; and
+    the search's record. Every segment fp32 where no mix meets it (``met: False``)."""
+    parts = segments(model)
+    ranking, base = _ranking(model, parts, reference, hot, samples, refs)
+    chosen, met = select_float_layers(Ranking.of(ranking, base),
+                                      lambda keep: meets_budget(sorted(set(hot).union(*(parts[p] for p in keep)))),
+                                      start=1, base=base)
+    kept = sorted(chosen)
+    tensors = sorted(set(hot).union(*(parts[p] for p in kept)))
+    record = {"met": met, "fp32_segments": kept, "segments": len(parts),
+              "fp16_mac_share": fp16_mac_share(model, tensors), "nmse_fp16": base,
+              "ranking": [{"segment": s.node, "nmse_gain": s.error_alone}
+                          for s in sorted(ranking, key=lambda s: s.error_alone, reverse=True)]}
+    return tensors, record

@@ -1,0 +1,104 @@
+"""An fp16 build that misses by precision, not range, keeps the fewest segments fp32.
+
+The specification: the graph is cut in order into segments of about as many compute
+layers; segments are ranked by how much keeping each fp32 lowers the fp16 error, and the
+search keeps the fewest that meet the budget, judged by the caller's check. Tested on a
+model whose input carries a small signal on a large offset (fp16's step at 1000 is 0.5):
+only the segment that removes the offset needs fp32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.backends.tensorrt.fp16 import simulate_fp16, to_fp16
+from deploycomp.fp16_search import fp16_mac_share, search_fp32_segments, segments
+from deploycomp.quant.sensitivity import Verdict, ort_outputs
+from deploycomp.validate import compare_outputs, fidelity_met
+from deploycomp.targets import Fidelity
+
+FP16 = Fidelity(min_cosine=0.999)
+
+
+def _offset_model(layers: int = 8) -> ir.Model:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.full((1, 64), 1000.0, np.float32), "offset")]
+    nodes = [helper.make_node("Sub", ["x", "offset"], ["h0"], name="centre")]
+    for i in range(layers):
+        inits.append(numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"], name=f"tanh{i}"))
+    graph = helper.make_graph(nodes, "offset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [1, 64])], inits)
+    return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
+def _samples(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [{"x": (1000 + 0.2 * rng.standard_normal((1, 64))).astype(np.float32)} for _ in range(n)]
+
+
+def _reference(model: ir.Model, fp32_tensors) -> ir.Model:
+    return simulate_fp16(to_fp16(model, fp32_tensors=fp32_tensors))
+
+
+def test_segments_cover_the_graph_in_order_with_even_compute():
+    parts = segments(_offset_model(8), count=4)
+    assert list(parts) == ["segment00", "segment01", "segment02", "segment03"]
+    assert parts["segment00"] == ["h0", "m0", "h1", "m1", "h2"]  # the Sub before the first layer, two layers each
+    assert sum(len(t) for t in parts.values()) == 1 + 2 * 8  # every float output, once
+    forty = segments(_offset_model(40))
+    assert len(forty) <= 16 and all(sum(t.startswith("m") for t in ts) <= 3 for ts in forty.values())
+
+
+def test_only_the_segment_that_needs_precision_stays_fp32():
+    model = _offset_model(8)
+    calib = _samples(6, 0)
+    refs = ort_outputs(model, calib)
+    all_fp16 = compare_outputs(refs, ort_outputs(_reference(model, []), calib))
+    assert not fidelity_met(all_fp16, FP16)  # x - 1000 rounded at fp16's 0.5 step: the signal is gone
+    asked = []
+
+    def meets(tensors: list[str]) -> Verdict:
+        asked.append(tensors)
+        return Verdict(fidelity_met(compare_outputs(refs, ort_outputs(_reference(model, tensors), calib)), FP16))
+
+    tensors, record = search_fp32_segments(model, _reference, [], calib[:4], refs[:4], meets)
+    assert record["met"] and record["fp32_segments"] == ["segment00"] and len(asked) == 1
+    assert "h0" in tensors and "m7" not in tensors
+    assert record["ranking"][0]["segment"] == "segment00" and record["ranking"][0]["nmse_gain"] > 0
+    assert record["fp16_mac_share"] == pytest.approx(6 / 8)  # mm0 writes m0, mm1 reads h1: fp32; the rest fp16
+    held = _samples(4, 100)
+    assert fidelity_met(compare_outputs(ort_outputs(model, held), ort_outputs(_reference(model, tensors), held)), FP16)
+
+
+def test_the_mac_share_counts_layers_touching_fp32_tensors():
+    model = _offset_model(4)
+    assert fp16_mac_share(model, []) == 1.0
+    assert fp16_mac_share(model, ["m0", "m1", "m2", "m3"]) == 0.0
+    assert fp16_mac_share(model, ["h2"]) == pytest.approx(0.75)  # Tanh writes it, mm2 reads it: one layer of four
+
+
+def test_a_tensorrt_fp16_build_that_misses_by_precision_keeps_a_segment_fp32(tmp_path, capsys):
+    """End to end: nothing leaves fp16's range, fp16 misses; the build keeps the offset's
+    segment fp32 (chosen on the calibration samples), validates on its own samples and says
+    so in the manifest."""
+    import json
+
+    import deploycomp
+
+    path = tmp_path / "offset.onnx"
+    onnx.save(ir.to_proto(_offset_model(8)), path)
+    stack = lambda samples: {"x": np.concatenate([s["x"] for s in samples])}  # noqa: E731
+    np.savez(tmp_path / "calib.npz", **stack(_samples(8, 0)))
+    np.savez(tmp_path / "val.npz", **stack(_samples(4, 100)))
+    deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16",
+                     calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    search = manifest["fp16"]["search"]
+    assert manifest["validation"]["ok"] and search["met"] and search["fp32_segments"] == ["segment00"]
+    assert search["judged_on"] == "8 calibration samples" and manifest["fp16"]["fp32_tensors"] == {}
