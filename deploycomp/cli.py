@@ -162,9 +162,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         share = search.get("fp16_mac_share")
-        click.echo(f"  fp16: {len(search['fp32_segments'])} of {search['segments']} segments kept fp32 for precision"
+        kept = len(search["fp32_segments"]) if search["met"] else 0
+        click.echo(f"  fp16: {kept} of {search['segments']} segments kept fp32 for precision"
                    + (f" ({share:.0%} of MACs fp16)" if share is not None else "")
-                   + ("" if search["met"] else "; no mix met the budget on the judged samples"))
+                   + ("" if search["met"] else "; none met the budget on the judged samples, even all fp32: "
+                      "the bundle is the plain fp16 one"))
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]

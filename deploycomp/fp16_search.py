@@ -95,13 +95,15 @@ def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[st
                          meets_budget: Callable[[list[str]], Verdict]) -> tuple[list[str], dict]:
     """The fp32 tensors (``hot`` and those of the fewest segments) whose fp16 build meets
     ``meets_budget`` (called with candidate ``fp32_tensors``), ranked on ``samples``; and
-    the search's record. Every segment fp32 where no mix meets it (``met: False``)."""
+    the search's record. ``met: False`` where no mix with a segment left fp16 meets it (the
+    caller keeps the plain fp16 build then, whose miss is the honest answer)."""
     parts = segments(model)
     ranking, base = _ranking(model, parts, reference, hot, samples, refs)
     chosen, met = select_float_layers(Ranking.of(ranking, base),
                                       lambda keep: meets_budget(sorted(set(hot).union(*(parts[p] for p in keep)))),
                                       start=1, base=base)
     kept = sorted(chosen)
+    met = met and len(kept) < len(parts)  # every segment fp32 is an fp32 model, not an fp16 mix
     tensors = sorted(set(hot).union(*(parts[p] for p in kept)))
     record = {"met": met, "fp32_segments": kept, "segments": len(parts),
               "fp16_mac_share": fp16_mac_share(model, tensors), "nmse_fp16": base,

@@ -403,10 +403,12 @@ def _build(opts: BuildOptions) -> BuildResult:
         if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32
             judged = (calibration.samples if calibration is not None else samples)[:MAX_RANGE_SAMPLES]
-            options["fp32_tensors"], fp16_info["search"] = _fp16_search(
+            tensors, fp16_info["search"] = _fp16_search(
                 opts, prep, target, backend, reference, fidelity, options, judged,
                 "calibration" if calibration is not None else "validation")
-            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+            if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
+                options["fp32_tensors"] = tensors
+                lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))

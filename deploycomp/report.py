@@ -231,10 +231,12 @@ def _fp16_search_html(search: dict | None) -> str:
         return ""
     share = search.get("fp16_mac_share")
     verdict = ("met the budget on them" if search["met"]
-               else '<span class="bad">no mix met the budget on them: every segment fp32</span>')
-    rows = [[html.escape(r["segment"]), f"{r['nmse_gain']:.3g}",
-             "fp32" if r["segment"] in search["fp32_segments"] else "fp16"] for r in search["ranking"]]
-    return (f"<h3>fp16: {len(search['fp32_segments'])} of {search['segments']} segments kept fp32 for precision</h3>"
+               else '<span class="bad">: none met the budget on them, even every segment fp32, so the bundle is '
+                    'the plain fp16 one</span>')
+    kept = set(search["fp32_segments"]) if search["met"] else set()
+    rows = [[html.escape(r["segment"]), f"{r['nmse_gain']:.3g}", "fp32" if r["segment"] in kept else "fp16"]
+            for r in search["ranking"]]
+    return (f"<h3>fp16: {len(kept)} of {search['segments']} segments kept fp32 for precision</h3>"
             f"<p>fp16 missed the budget with nothing out of its range; the fewest segments of the graph kept fp32 "
             f"{verdict} ({html.escape(search['judged_on'])})"
             + (f"; {share:.0%} of the compute layers' MACs run fp16" if share is not None else "") + ".</p>"

@@ -102,3 +102,21 @@ def test_a_tensorrt_fp16_build_that_misses_by_precision_keeps_a_segment_fp32(tmp
     search = manifest["fp16"]["search"]
     assert manifest["validation"]["ok"] and search["met"] and search["fp32_segments"] == ["segment00"]
     assert search["judged_on"] == "8 calibration samples" and manifest["fp16"]["fp32_tensors"] == {}
+
+
+def test_when_no_mix_meets_the_plain_fp16_bundle_and_its_miss_stand(tmp_path):
+    """Every segment fp32 is an fp32 model: shipped as 'fp16' it would hide the miss."""
+    import deploycomp
+    from deploycomp.errors import BudgetError
+
+    path = tmp_path / "offset.onnx"
+    onnx.save(ir.to_proto(_offset_model(8)), path)
+    np.savez(tmp_path / "val.npz", x=np.concatenate([s["x"] for s in _samples(4, 100)]))
+    with pytest.raises(BudgetError, match="cosine"):  # 1 - 1e-12: only every segment fp32 meets it
+        deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16",
+                         validation_data=tmp_path / "val.npz", min_cosine=1 - 1e-12)
+    runner = deploycomp.build(path, tmp_path / "c", target="jetson-orin-nano", precision="fp16",
+                              validation_data=tmp_path / "val.npz", min_cosine=1 - 1e-12, no_fail=True)
+    search = runner.manifest["fp16"]["search"]
+    assert not search["met"] and not runner.manifest["validation"]["ok"]
+    assert runner.manifest["backend"]["lowered"]["precision"] == "fp16"
