@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -402,10 +402,13 @@ def _build(opts: BuildOptions) -> BuildResult:
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32
-            judged = (calibration.samples if calibration is not None else samples)[:MAX_RANGE_SAMPLES]
+            if calibration is not None:
+                judged = calibration.samples[:MAX_RANGE_SAMPLES]
+                judged_refs, source = [reference.run(s) for s in judged], "calibration"
+            else:  # the validation samples, whose references are at hand
+                judged, judged_refs, source = samples[:MAX_RANGE_SAMPLES], refs[:MAX_RANGE_SAMPLES], "validation"
             tensors, fp16_info["search"] = _fp16_search(
-                opts, prep, target, backend, reference, fidelity, options, judged,
-                "calibration" if calibration is not None else "validation")
+                opts, prep, target, backend, fidelity, options, judged, judged_refs, source)
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
@@ -572,25 +575,31 @@ def _coverage_hint(quant_info: dict | None) -> str:
             "where int8 clips them: calibrate on inputs like them; ")
 
 
-def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference, fidelity: Fidelity,
-                 options: dict, judged: list, source: str) -> tuple[list[str], dict]:
-    """The fp32 tensors of an fp16 build that meets the budget on ``judged`` (at
-    :data:`SEARCH_MARGIN` of it, in the target's runtime), and the search's record
-    (:mod:`deploycomp.fp16_search`)."""
+@contextlib.contextmanager
+def _trial_runner(backend, target: TargetProfile, model: ir.Model, precision: str, options: Mapping[str, Any]):
+    """``model`` lowered for the target into a scratch folder (a ``trial`` artifact, thrown
+    away), loaded in its runtime: how a search judges a candidate."""
     import tempfile
 
+    with tempfile.TemporaryDirectory() as tmp:
+        lowered = backend.lower(model, target, precision, Path(tmp), {**options, "trial": True})
+        yield backend.load(Path(tmp), lowered.info)
+
+
+def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, fidelity: Fidelity,
+                 options: dict, judged: list, refs: list, source: str) -> tuple[list[str], dict]:
+    """The fp32 tensors of an fp16 build that meets the budget on ``judged`` (``refs``: the
+    fp32 reference's outputs on them; at :data:`SEARCH_MARGIN` of the budget, in the
+    target's runtime), and the search's record (:mod:`deploycomp.fp16_search`)."""
     from deploycomp.fp16_search import search_fp32_segments
     from deploycomp.quant.sensitivity import Verdict
 
     opts.progress("fp16 search")
-    refs = [reference.run(s) for s in judged]
     scales = output_scales(refs)
     trials: list[dict] = []
 
     def meets(tensors: list[str]) -> Verdict:
-        with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(prep.model, target, "fp16", Path(tmp), options | {"fp32_tensors": tensors, "trial": True})
-            runner = backend.load(Path(tmp), lowered.info)
+        with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
             metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
@@ -611,8 +620,6 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
-    import tempfile
-
     from deploycomp.quant import quantize
     from deploycomp.quant.policy import policy_for
     from deploycomp.quant.sensitivity import Verdict
@@ -642,13 +649,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         rest = sorted((i for i in range(len(judged)) if i not in first), key=worst.__getitem__)
         return first + rest, max(FAIL_FAST_SAMPLES, len(first))
 
-    @contextlib.contextmanager
     def trial_runner(candidate: ir.Model, precision: str):
-        """``candidate`` lowered for the target into a scratch folder, loaded in its runtime."""
-        with tempfile.TemporaryDirectory() as tmp:
-            lowered = backend.lower(candidate, target, precision, Path(tmp),
-                                    _backend_options(opts, target, prep.profiles) | {"trial": True})
-            yield backend.load(Path(tmp), lowered.info)
+        return _trial_runner(backend, target, candidate, precision, _backend_options(opts, target, prep.profiles))
 
     def meets_budget(candidate: ir.Model) -> Verdict:
         """The target's runtime on the judged samples, hardest first: a candidate that
