@@ -129,9 +129,13 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
         if q:
             ops = man.get("graph", {}).get("op_histogram", {})
             heavy = sum(ops.get(op, 0) for op in HEAVY_OPS)
+            dynamic = len(q.get("dynamic_layers") or [])  # int8 weights, inputs quantized per sample
             cell.update(int8_layers=q.get("int8_layers"), float_layers=len(q.get("float_layers", [])),
-                        range_method=q.get("range_method"), int8_mac_share=q.get("int8_mac_share"),
-                        heavy_layers=heavy, heavy_int8_share=round(q["int8_layers"] / heavy, 4) if heavy else None)
+                        dynamic_layers=dynamic, range_method=q.get("range_method"),
+                        int8_mac_share=q.get("int8_mac_share"), static_int8_mac_share=q.get("static_int8_mac_share"),
+                        heavy_layers=heavy,
+                        heavy_int8_share=round((q["int8_layers"] + dynamic) / heavy, 4) if heavy else None,
+                        heavy_static_int8_share=round(q["int8_layers"] / heavy, 4) if heavy else None)
         cell["validation_inputs"] = man.get("validation", {}).get("inputs")
     return cell
 
@@ -242,7 +246,7 @@ def _cell_text(c: dict | None) -> str:
     s = f"{cos:.5f}" if cos is not None else "?"
     s = s if c.get("ok") else f"**{s} MISS**"
     if c.get("int8_layers") is not None:
-        s += f" {c['int8_layers']}i/{c['float_layers']}f"
+        s += f" {c['int8_layers']}i/{c['float_layers']}f" + (f"/{c['dynamic_layers']}d" if c.get("dynamic_layers") else "")
     return s + f" ({c['seconds']:.0f}s)"
 
 

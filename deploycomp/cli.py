@@ -171,8 +171,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     if quant:
         floats = quant["float_layers"]
         share = quant.get("int8_mac_share")
-        macs = f" ({share:.0%} of MACs int8)" if floats and share is not None else ""
-        click.echo(f"  int8: {quant['int8_layers']} layers int8, {len(floats)} float{macs}; {quant['range_method']} ranges"
+        dynamic = quant.get("dynamic_layers") or []
+        macs = f" ({share:.0%} of MACs int8)" if (floats or dynamic) and share is not None else ""
+        hybrid = f", {len(dynamic)} dynamic-range" if dynamic else ""
+        click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "
+                   f"{quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
         again = quant.get("stricter_search")
         if again:

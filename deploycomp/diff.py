@@ -474,10 +474,14 @@ def _compare_precision(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
                 rows.add(f"layers:{layer}", o, n, fmt=_fmt_precisions)
     oq, nq = old.get("quantization") or {}, new.get("quantization") or {}
     if oq or nq:
-        total = next((q["int8_layers"] + len(q.get("float_layers", [])) for q in (nq, oq) if "int8_layers" in q), None)
+        total = next((q["int8_layers"] + len(q.get("float_layers", [])) + len(q.get("dynamic_layers") or [])
+                      for q in (nq, oq) if "int8_layers" in q), None)
         o8, n8 = oq.get("int8_layers", 0), nq.get("int8_layers", 0)
         rows.add("int8_layers", o8, n8, change=f"{n8 - o8:+d}" + (f" of {total}" if total is not None else ""),
                  note="float -> int8" if n8 > o8 else "int8 -> float")
+        od, nd = len(oq.get("dynamic_layers") or []), len(nq.get("dynamic_layers") or [])
+        if od or nd:  # int8 weights, inputs quantized per sample (deploycomp.quant.dynamic)
+            rows.add("dynamic_layers", od, nd, change=f"{nd - od:+d}")
         def share(q):  # a float build runs no MAC in int8
             return q.get("int8_mac_share") if q else 0.0
 

@@ -441,7 +441,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                 "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host)
-        if quant_info is not None and quant_info["int8_layers"] == 0 and quant_info.get("sensitivity"):
+        if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
+                and quant_info.get("sensitivity")):
             # the search met the budget only by keeping every layer float: an fp32 model in an
             # int8 bundle is not an int8 build (auto and fleets must not take it for one)
             summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
@@ -536,19 +537,24 @@ def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:
 
 
 def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
-    """Compute layers of a QDQ model that run float: their data input is not dequantized."""
+    """Compute layers of a QDQ model that run float: their data input is not dequantized
+    and they are not dynamic-range layers (:mod:`deploycomp.quant.dynamic`)."""
+    from deploycomp.quant.dynamic import is_dynamic
+
     def dequantized(v) -> bool:
         return v is not None and v.producer() is not None and v.producer().op_type == "DequantizeLinear"
 
-    return sum(1 for n in model.graph if n.op_type in compute_ops and not dequantized(n.inputs[0]))
+    return sum(1 for n in model.graph
+               if n.op_type in compute_ops and not dequantized(n.inputs[0]) and not is_dynamic(n))
 
 
 def _int8_hint(quant_info: dict | None) -> str:
     """When the float-layer search could not meet the budget, or met it only with every layer
     float: how close it came, and what fp16 gives on the same samples (one clause, or "")."""
-    if not quant_info or (quant_info.get("budget_met", True) and quant_info.get("int8_layers", 1)):
+    if not quant_info or (quant_info.get("budget_met", True)
+                          and (quant_info.get("int8_layers", 1) or quant_info.get("dynamic_layers"))):
         return ""
-    layers = quant_info["int8_layers"] + len(quant_info["float_layers"])
+    layers = quant_info["int8_layers"] + len(quant_info["float_layers"]) + len(quant_info.get("dynamic_layers") or [])
     closest = quant_info.get("closest") or {}
     if quant_info.get("budget_met", True):
         text = f"only every layer float met it ({layers} layers)"
@@ -692,7 +698,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                               "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                               "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
         info["search_trials"] = trials
-        if not info.get("budget_met", True) or info["int8_layers"] == 0:
+        if not info.get("budget_met", True) or (info["int8_layers"] == 0 and not info.get("dynamic_layers")):
             info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 with trial_runner(prep.model, "fp16") as runner:

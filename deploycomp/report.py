@@ -208,6 +208,17 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
+def _dynamic_html(quant: dict) -> str:
+    dynamic = quant.get("dynamic_layers")
+    if not dynamic:
+        return ""
+    static = quant.get("static_int8_mac_share")
+    return (f"<p>{len(dynamic)} layers the static encoding could not hold run the runtime's dynamic-range "
+            f"kernels instead of float (int8 weights, each input quantized to its own range as it arrives, "
+            f"float output){'' if static is None else f'; static int8 alone: {static:.0%} of MACs'}: "
+            f"{html.escape(', '.join(dynamic))}.</p>")
+
+
 def _fp16_html(fp16: dict | None) -> str:
     if not fp16:
         return ""
@@ -371,6 +382,7 @@ def render_report(manifest: dict[str, Any]) -> str:
 weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
+{_dynamic_html(quant)}
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
 {_stricter_html(quant.get("stricter_search"))}
 {_coverage_html(quant.get("range_coverage"))}

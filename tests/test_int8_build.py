@@ -267,3 +267,40 @@ def test_validation_that_misses_what_calibration_met_tightens_the_search_once(ti
     assert "int8 search tightened once" in res.output and "steered this choice" in res.output
     assert f"{len(q['float_layers'])} float ({q['int8_mac_share']:.0%} of MACs int8)" in res.output
     assert "The search continued once at" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_layers_the_static_encoding_cannot_hold_run_dynamic_range_on_tflite(tmp_path):
+    """Inputs whose scale varies 10^4-fold from sample to sample: no fixed int8 range holds
+    the small ones, so the search keeps both layers out of the static encoding; TFLite's
+    dynamic-range kernels (int8 weights, each input quantized to its own range) then meet
+    the budget, and the build is an int8 build that says so."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1, name="fc")]
+    graph = helper.make_graph(
+        nodes, "scales", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", 1, [1, 6])],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((6, 8)).astype(np.float32), "w2")])
+    path = tmp_path / "scales.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+
+    def data(name, n, seed):
+        r = np.random.default_rng(seed)
+        x = r.standard_normal((n, 3, 16, 16)).astype(np.float32) * 10 ** r.uniform(-2, 2, (n, 1, 1, 1))
+        np.savez(tmp_path / name, x=x.astype(np.float32))
+        return tmp_path / name
+
+    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                              calibration=data("calib.npz", 12, 1), validation_data=data("val.npz", 6, 2))
+    quant = result.manifest["quantization"]
+    assert quant["dynamic_layers"] == ["conv", "fc"] and quant["int8_layers"] == 0
+    assert quant["dynamic_range"]["chosen"] == 2 and quant["int8_mac_share"] == 1.0
+    assert quant["static_int8_mac_share"] == 0.0 and quant["budget_met"] is True
+    assert "dynamic-range" in result.manifest["backend"]["lowered"]["executed_precision"]
+    assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98

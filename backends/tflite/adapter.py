@@ -138,12 +138,18 @@ class TFLiteBackend:
             extra["fp16_kept_fp32_constants"] = result.kept_fp32  # past float16's range or below its precision
         if precision == "int8":
             extra["int8_io"] = int8_io
-            float_ops = {op: n - result.int8_op_counts.get(op, 0) for op, n in result.op_counts.items()
-                         if op not in ("QUANTIZE", "DEQUANTIZE") and n > result.int8_op_counts.get(op, 0)}
+            hybrid = result.hybrid_op_counts  # int8 weights, float activations: not float ops
+            float_ops = {op: n - result.int8_op_counts.get(op, 0) - hybrid.get(op, 0)
+                         for op, n in result.op_counts.items() if op not in ("QUANTIZE", "DEQUANTIZE")}
+            float_ops = {op: n for op, n in float_ops.items() if n > 0}
             compute = sum(n for op, n in result.op_counts.items() if op not in ("QUANTIZE", "DEQUANTIZE"))
             extra["int8_ops"] = sum(n for op, n in result.int8_op_counts.items() if op != "QUANTIZE")
+            extra["dynamic_range_ops"] = sum(hybrid.values())
             extra["float_ops"] = float_ops
-            extra["executed_precision"] = "int8" if not float_ops else f"int8 ({extra['int8_ops']}/{compute} ops) + fp32"
+            dynamic = f", {extra['dynamic_range_ops']} dynamic-range" if hybrid else ""
+            extra["executed_precision"] = ("int8" if not float_ops and not hybrid else
+                                           f"int8 ({extra['int8_ops']}/{compute} ops{dynamic})"
+                                           + (" + fp32" if float_ops else ""))
             if target.device == "EDGETPU":
                 extra["edgetpu_cpu_fallback"] = (
                     f"the Edge TPU compiler maps only int8 ops; these would run on the host CPU: "

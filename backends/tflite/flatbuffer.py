@@ -200,6 +200,18 @@ class FlatbufferWriter:
             counts[name] = counts.get(name, 0) + 1
         return dict(sorted(counts.items()))
 
+    def hybrid_op_counts(self) -> dict[str, int]:
+        """Dynamic-range (hybrid) operators by type: a float output computed from int8
+        weights (the input quantized per sample at run time)."""
+        names = {v: k for k, v in vars(self.s.BuiltinOperator).items() if not k.startswith("_")}
+        counts: dict[str, int] = {}
+        for o in self.operators:
+            name = names[self.opcodes[o.opcodeIndex].builtinCode]
+            if (name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(o.inputs) > 1
+                    and self._dtypes[int(o.inputs[1])] == "int8" and self._dtypes[int(o.outputs[0])] == "float32"):
+                counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items()))
+
     # serialization ------------------------------------------------------------------------
 
     def serialize(self) -> bytes:

@@ -197,6 +197,8 @@ class Lowered:
     """Operators writing int8 tensors (QUANTIZE included): what runs integer."""
     kept_fp32: list[str] = field(default_factory=list)
     """fp16 builds: float constants stored float32 because float16 cannot hold them."""
+    hybrid_op_counts: dict[str, int] = field(default_factory=dict)
+    """int8 builds: dynamic-range operators (int8 weights, float activations)."""
 
 
 class Lowering:
@@ -483,7 +485,8 @@ class Lowering:
             name, index, perm = self._graph_output(value)
             self.w.outputs.append(index)
             io_layouts[name] = list(perm)
-        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"), self.kept_fp32)
+        return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"), self.kept_fp32,
+                       self.w.hybrid_op_counts())
 
     def lower_nodes(self, graph: Iterable[ir.Node]) -> None:
         """Lower ``graph``'s nodes in order (the main graph, or an ``If`` branch inline)."""

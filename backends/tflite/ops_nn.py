@@ -17,6 +17,7 @@ from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, identity
 from deploycomp.backends.tflite import quantized
 from deploycomp.backends.tflite.lowering import Lowering, lowers
 from deploycomp.errors import UnsupportedError
+from deploycomp.quant.dynamic import is_dynamic
 
 SAME, VALID = 0, 1
 
@@ -97,9 +98,23 @@ def _bias(lo: Lowering, node: ir.Node, index: int, channels: int) -> int:
     return lo.constant("zero_bias", np.zeros(channels, np.float32))
 
 
+def _hybrid_weight(lo: Lowering, node: ir.Node, axis: int):
+    """(int8 data, per-channel scales) of ``node``'s weight when it runs as a TFLite hybrid
+    (dynamic-range) op: float activations in and out, int8 weights, the input quantized
+    per sample at run time. That is how a compute layer the int8 search keeps out of the
+    static encoding still multiplies in int8 (:mod:`deploycomp.quant.dynamic`): the QDQ
+    graph marks it by a DequantizeLinear on its weight and none on its input."""
+    if lo.precision != "int8" or not is_dynamic(node):
+        return None
+    weight = quantized.quantized_weight(lo, node.inputs[1])
+    if weight is None or weight[0].dtype != np.int8 or weight[2] != axis:
+        return None
+    return weight[0], weight[1]
+
+
 def _int8_plan(lo: Lowering, node: ir.Node):
     """(int8 input value, quantized weight, output Quantize) when ``node`` can run int8."""
-    if lo.precision != "int8":
+    if lo.precision != "int8" or is_dynamic(node):
         return None
     xq = quantized.int8_source(lo, node.inputs[0])
     weight = quantized.quantized_weight(lo, node.inputs[1])
@@ -149,6 +164,10 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
         in_scale = lo.w.quantization(source).scale[0]
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None, in_scale, scales, cout)
         out, activation = quantized.write_int8(lo, node, qout, perm), quantized.fused(qout.activation)
+    elif (hybrid := _hybrid_weight(lo, node, 0)) is not None:
+        data, scales = hybrid
+        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(layout), scales, channel_axis)
+        bias, out, activation = _bias(lo, node, 2, cout), lo.output(out_value, perm), 0
     else:
         filt = lo.constant(w_value.name, weight.transpose(layout))
         bias, out, activation = _bias(lo, node, 2, cout), lo.output(out_value, perm), 0
@@ -479,13 +498,19 @@ def lower_softmax(lo: Lowering, node: ir.Node) -> None:
 
 
 def _fully_connected(lo: Lowering, node: ir.Node, source: int, perm: tuple[int, ...], weight_nk: np.ndarray,
-                     bias: np.ndarray | None) -> None:
-    """``x @ weight_nk.T + bias`` over the last stored axis (which must be the ONNX last axis)."""
+                     bias: np.ndarray | None, hybrid: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """``x @ weight_nk.T + bias`` over the last stored axis (which must be the ONNX last axis);
+    ``hybrid``: the (N, K) int8 weight and its per-row scales, for a dynamic-range op (each
+    input row quantized asymmetrically at run time)."""
     n = weight_nk.shape[0]
     bias_index = lo.constant("fc/bias", (bias if bias is not None else np.zeros(n)).astype(np.float32))
-    options = lo.w.options("FullyConnected", fusedActivationFunction=0, keepNumDims=len(perm) > 2)
-    lo.emit("FULLY_CONNECTED", [source, lo.constant("fc/weights", weight_nk.astype(np.float32)), bias_index],
-            [lo.output(node.outputs[0], perm)], options)
+    options = lo.w.options("FullyConnected", fusedActivationFunction=0, keepNumDims=len(perm) > 2,
+                           asymmetricQuantizeInputs=hybrid is not None)
+    if hybrid is not None:
+        filt = quantized.weight_tensor(lo, f"{node.inputs[1].name}/hybrid", hybrid[0], hybrid[1], 0)
+    else:
+        filt = lo.constant("fc/weights", weight_nk.astype(np.float32))
+    lo.emit("FULLY_CONNECTED", [source, filt, bias_index], [lo.output(node.outputs[0], perm)], options)
 
 
 def _last_axis_last(lo: Lowering, a: ir.Value) -> tuple[int, tuple[int, ...]]:
@@ -527,7 +552,9 @@ def lower_matmul(lo: Lowering, node: ir.Node) -> None:
     if weight is not None and weight.ndim == 2 and _int8_fully_connected(lo, node, 1):
         return
     if weight is not None and weight.ndim == 2 and lo.const(a) is None and len(lo.shape(a)) >= 2:
-        _fully_connected(lo, node, *_last_axis_last(lo, a), weight.T, None)
+        hybrid = _hybrid_weight(lo, node, 1)
+        _fully_connected(lo, node, *_last_axis_last(lo, a), weight.T, None,
+                         None if hybrid is None else (hybrid[0].T, hybrid[1]))
         return
     ins, adjoint = [], []
     for v in (a, b):
@@ -565,10 +592,14 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
     if not node.attributes.get_int("transA", 0) and (beta == 1.0 or c is None) and _int8_fully_connected(
             lo, node, 0 if node.attributes.get_int("transB", 0) else 1, alpha, c):
         return
+    trans_b = node.attributes.get_int("transB", 0)
+    hybrid = _hybrid_weight(lo, node, 0 if trans_b else 1) if alpha == 1.0 else None
+    if hybrid is not None:
+        hybrid = (hybrid[0] if trans_b else hybrid[0].T, hybrid[1])
     if node.attributes.get_int("transA", 0):
-        _fully_connected(lo, node, lo.input(a, (1, 0)), (0, 1), weight_nk, bias)  # A^T in ONNX order
+        _fully_connected(lo, node, lo.input(a, (1, 0)), (0, 1), weight_nk, bias, hybrid)  # A^T in ONNX order
     else:
-        _fully_connected(lo, node, *_last_axis_last(lo, a), weight_nk, bias)
+        _fully_connected(lo, node, *_last_axis_last(lo, a), weight_nk, bias, hybrid)
 
 
 def _standardize(lo: Lowering, name: str, source: int, stored_axes: list[int], eps: float,

@@ -24,6 +24,7 @@ import onnx_ir as ir
 from deploycomp.analysis import node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
+from deploycomp.quant.dynamic import hybrid_capable, weights_only_layers
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
@@ -332,16 +333,43 @@ def quantize(
     searchable = {n.name for n in searchable_nodes(model, policy)}
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
 
-    def result(float_layers: set[str], search: dict, info: dict) -> QuantResult:
-        info = info | search
-        final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts)
-        info["float_layers"] = sorted(float_layers | pinned)  # compute layers and element-wise nodes kept float
+    def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[set[str], dict]:
+        """Of the float layers the search chose, those that may run the backend's
+        dynamic-range kernels with the budget still met (:mod:`deploycomp.quant.dynamic`)."""
+        if not policy.dynamic_ops or meets_budget is None or not search.get("budget_met") or not float_layers:
+            return set(), {}
+        if not allowed:
+            return set(), {"dynamic_range": {"skipped": "a stricter search: the validation inputs missed a choice "
+                                                        "with dynamic-range layers"}}
+        known = chosen_range.ranking.known if chosen_range.ranking is not None else {}
+        by_name = {n.name: n for n in model.graph}
+        eligible = sorted((n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops)),
+                          key=lambda n: (known[n].error_alone if n in known else float("inf"), n))
+        if not eligible:
+            return set(), {}
+        progress("int8 dynamic-range layers")
+        chosen, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
+            quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)))
+        return set(chosen), {"dynamic_range": {"eligible": len(eligible), "chosen": len(chosen), "checks": checks}}
+
+    def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True) -> QuantResult:
+        # a layer's dynamic-range error depends on each input's own range: where the
+        # validation inputs already missed a choice, the stricter one keeps them float
+        dynamic, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
+        info = info | search | dynamic_search
+        final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
+        floating = (float_layers | pinned) - dynamic
+        info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
         info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
-        info["int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+        info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
+        if policy.dynamic_ops:
+            info["dynamic_layers"] = sorted(dynamic)
+            info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
 
         def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
             more, again = _float_layers(chosen_range, policy, held_out, check, pinned, progress, after=float_layers)
-            return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)})
+            return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
+                          dynamic_allowed=not dynamic)
 
         resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
         return QuantResult(final, info, stricter if resumable else None)

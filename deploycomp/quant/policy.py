@@ -75,6 +75,11 @@ class QDQPolicy:
         so equalization and smoothing leave such producers alone."""
         return self.elementwise_ops if self.elementwise_with_constants else ()
 
+    dynamic_ops: tuple[str, ...] = ()
+    """Compute ops the runtime also has a dynamic-range (hybrid) kernel for: float
+    activations, int8 weights, the input quantized per sample as it arrives. A layer the
+    search keeps out of the static encoding is tried that way (:mod:`deploycomp.quant.dynamic`)."""
+
     fixed_output_params: tuple[tuple[str, float, int], ...] = ()
     """(op type, scale, zero point) the runtime's int8 kernel requires of that op's output,
     e.g. TFLite's LOGISTIC writes int8 with scale 1/256 and zero point -128."""
@@ -89,6 +94,7 @@ POLICIES: dict[str, QDQPolicy] = {
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
+                        dynamic_ops=("Conv", "MatMul", "Gemm"),
                         # measured: every booster raised PP-OCR cls's int8 error here (see above)
                         boosters=()),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),

@@ -10,7 +10,10 @@ Encodings (ONNX QuantizeLinear: ``q = saturate(round(x / s) + zp)``):
 * biases (policies with ``int32_bias``): int32 with ``scale = s_input * s_weight`` per
   output channel and zero point 0, the TFLite spec's encoding.
 
-Nodes named in ``keep_float`` (sensitive layers) are left entirely in float.
+Nodes named in ``keep_float`` (sensitive layers) are left entirely in float, except
+those also in ``weights_only``: their weights are quantized and their activations are
+not, the form a runtime's dynamic-range (hybrid) kernels read
+(:mod:`deploycomp.quant.dynamic`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import onnx_ir as ir
 
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.constants import add_initializer, attributes, constant
+from deploycomp.quant.dynamic import DYNAMIC, MARK
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "quantizable_tensors",
@@ -153,6 +157,7 @@ class QDQPass(ir.passes.InPlacePass):
     policy: QDQPolicy
     ranges: dict[str, tuple[float, float]]
     keep_float: set[str] = field(default_factory=set)
+    weights_only: set[str] = field(default_factory=set)
 
     def _quantize_weights(self, graph: ir.Graph, node: ir.Node, index: int) -> bool:
         w = node.inputs[1]
@@ -250,8 +255,12 @@ class QDQPass(ir.passes.InPlacePass):
         if p.quantize_graph_outputs:
             modified |= self._quantize_graph_outputs(graph, ranges)
         for index, node in enumerate(list(graph)):
-            if node.op_type in p.compute_ops and node.name not in self.keep_float and len(node.inputs) > 1:
-                modified |= self._quantize_weights(graph, node, index)
+            dynamic = node.name in self.weights_only
+            if node.op_type in p.compute_ops and (node.name not in self.keep_float or dynamic) and len(node.inputs) > 1:
+                if self._quantize_weights(graph, node, index):
+                    modified = True
+                    if dynamic:
+                        node.metadata_props[MARK] = DYNAMIC
         # the float weights and biases now stored as int8/int32 are read by nothing: drop them,
         # or an ONNX artifact (TensorRT's) would carry both copies
         RemoveUnusedInitializersPass()(model)

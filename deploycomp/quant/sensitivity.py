@@ -111,13 +111,15 @@ def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, n
 
 
 def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str],
-                   bias_shifts: Mapping[str, np.ndarray] | None = None) -> ir.Model:
-    """The QDQ model with ``keep_float`` layers in float; the other layers' biases
-    corrected by ``bias_shifts`` (see :mod:`deploycomp.quant.bias_correction`)."""
+                   bias_shifts: Mapping[str, np.ndarray] | None = None,
+                   weights_only: set[str] = frozenset()) -> ir.Model:
+    """The QDQ model with ``keep_float`` layers in float (those also in ``weights_only``
+    with int8 weights, for hybrid kernels); the other layers' biases corrected by
+    ``bias_shifts`` (see :mod:`deploycomp.quant.bias_correction`)."""
     clone = model.clone()
     if bias_shifts:
         apply_bias_shifts(clone, bias_shifts, skip=set(keep_float))
-    QDQPass(policy, ranges, set(keep_float))(clone)
+    QDQPass(policy, ranges, set(keep_float), set(weights_only))(clone)
     return clone
 
 
