@@ -269,38 +269,75 @@ def test_validation_that_misses_what_calibration_met_tightens_the_search_once(ti
     assert "The search continued once at" in (tmp_path / "b" / "report.html").read_text()
 
 
+def _scale_varying(tmp_path, name, n, seed, **shapes):
+    """Normal inputs each scaled by its own 10^U(-2, 2): no fixed int8 range holds them all."""
+    r = np.random.default_rng(seed)
+    arrays = {k: (r.standard_normal((n, *shape)) * 10 ** r.uniform(-2, 2, (n,) + (1,) * len(shape))).astype(np.float32)
+              for k, shape in shapes.items()}
+    np.savez(tmp_path / name, **arrays)
+    return tmp_path / name
+
+
+def _onnx(tmp_path, nodes, inputs, outputs, weights):
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
+                              [helper.make_tensor_value_info(k, 1, v) for k, v in outputs.items()],
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    return path
+
+
 def test_layers_the_static_encoding_cannot_hold_run_dynamic_range_on_tflite(tmp_path):
     """Inputs whose scale varies 10^4-fold from sample to sample: no fixed int8 range holds
     the small ones, so the search keeps both layers out of the static encoding; TFLite's
     dynamic-range kernels (int8 weights, each input quantized to its own range) then meet
     the budget, and the build is an int8 build that says so."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1, name="fc")]
-    graph = helper.make_graph(
-        nodes, "scales", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", 1, [1, 6])],
-        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
-         numpy_helper.from_array(rng.standard_normal((6, 8)).astype(np.float32), "w2")])
-    path = tmp_path / "scales.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
-
-    def data(name, n, seed):
-        r = np.random.default_rng(seed)
-        x = r.standard_normal((n, 3, 16, 16)).astype(np.float32) * 10 ** r.uniform(-2, 2, (n, 1, 1, 1))
-        np.savez(tmp_path / name, x=x.astype(np.float32))
-        return tmp_path / name
-
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                            helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+                            helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+                            helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1, name="fc")],
+                 {"x": [1, 3, 16, 16]}, {"y": [1, 6]},
+                 {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+                  "w2": rng.standard_normal((6, 8)).astype(np.float32)})
     result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
-                              calibration=data("calib.npz", 12, 1), validation_data=data("val.npz", 6, 2))
+                              calibration=_scale_varying(tmp_path, "calib.npz", 12, 1, x=(3, 16, 16)),
+                              validation_data=_scale_varying(tmp_path, "val.npz", 6, 2, x=(3, 16, 16)))
     quant = result.manifest["quantization"]
     assert quant["dynamic_layers"] == ["conv", "fc"] and quant["int8_layers"] == 0
     assert quant["dynamic_range"]["chosen"] == 2 and quant["int8_mac_share"] == 1.0
     assert quant["static_int8_mac_share"] == 0.0 and quant["budget_met"] is True
     assert "dynamic-range" in result.manifest["backend"]["lowered"]["executed_precision"]
     assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98
+
+
+def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path):
+    """The same scale-varying input feeding only a small side layer (a 2x2 Gemm beside a
+    conv that holds int8): that layer stays float, since running it dynamic would spend
+    fidelity on under 5% of the MACs."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+                            helper.make_node("Gemm", ["s", "w2"], ["z"], transB=1, name="side")],
+                 {"x": [1, 3, 16, 16], "s": [1, 2]}, {"y": [1, 16, 16, 16], "z": [1, 2]},
+                 {"w": rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+                  "w2": rng.standard_normal((2, 2)).astype(np.float32)})
+
+    def data(name, n, seed):
+        varying = np.load(_scale_varying(tmp_path, name, n, seed, s=(2,)))["s"]
+        x = np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
+        np.savez(tmp_path / name, x=x, s=varying)
+        return tmp_path / name
+
+    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                              calibration=data("calib.npz", 12, 1), validation_data=data("val.npz", 6, 2))
+    quant = result.manifest["quantization"]
+    assert quant["int8_layers"] == 1 and "side" in quant["float_layers"] and quant["dynamic_layers"] == []
+    assert "of the MACs" in quant["dynamic_range"]["skipped"] and quant["budget_met"] is True
