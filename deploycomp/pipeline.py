@@ -670,12 +670,13 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             for stage in stages:
                 outs.update((i, runner.run(judged[i])) for i in stage)
                 seen = sorted(outs)
-                metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales)
+                per_sample: dict[str, list] = {}
+                metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample)
                 if len(seen) < len(judged) and (missed := decided_failures(metrics, fidelity, limit["margin"])):
                     break
-        for i, got in outs.items():  # an uninformative sample's cosine says nothing
-            for k, m in compare_outputs([refs[i]], [got], scales).items():
-                hardness[k][i] = -1.0 if m.get("nonfinite") else 1.0 if m.get("uninformative_samples") else m["cosine"]
+        for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
+            for i, value in zip(seen, values):
+                hardness[k][i] = 1.0 if value is None else value
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
         elif missed:

@@ -36,8 +36,8 @@ __all__ = ["QUIET", "BudgetCheck", "compare_outputs", "decided_failures", "descr
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 and nb == 0:
         return 1.0
@@ -82,7 +82,8 @@ def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
 
 
 def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
-                    scales: Mapping[str, float] | None = None) -> dict[str, dict]:
+                    scales: Mapping[str, float] | None = None,
+                    per_sample: dict[str, list[float | None]] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -99,6 +100,9 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     scale, which :func:`fidelity_met` holds to :func:`noise_allowance` instead of cosine.
     NaN or Inf where the reference is finite (or the reverse) is counted in ``nonfinite``.
     An output of one value per sample (``single_value``) is judged by the bound alone.
+
+    ``per_sample``, if given, receives each float output's cosine on each sample in turn
+    (None for an uninformative one), for a caller that orders samples by difficulty.
     """
     metrics: dict[str, dict] = {}
     for name in refs[0]:
@@ -110,6 +114,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             pairs.append((r, g))
         if any(r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number) for r, _ in pairs):
             cos = [1.0 if np.array_equal(r, g) else 0.0 for r, g in pairs]
+            if per_sample is not None:
+                per_sample[name] = cos
             metrics[name] = {"cosine": min(cos), "samples": len(cos)}
             continue
         if all(np.issubdtype(r.dtype, np.integer) for r, _ in pairs):
@@ -118,6 +124,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             # of elements equal over all samples (as top-1 agreement is a mean: one sample's
             # 20 CTC positions make a worst-sample share move in steps of 5%), held to the
             # cosine budget.
+            if per_sample is not None:
+                per_sample[name] = [float(np.count_nonzero(r == g)) / r.size if r.size else 1.0 for r, g in pairs]
             equal = sum(int(np.count_nonzero(r == g)) for r, g in pairs)
             total = sum(r.size for r, _ in pairs)
             share = equal / total if total else 1.0
@@ -133,13 +141,23 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         for (r, g), f in zip(pairs, finite):
             r64, g64 = r.astype(np.float64), g.astype(np.float64)
             fg = np.isfinite(g64)
-            nonfinite += int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
-            both = f & fg
-            diff = np.abs(r64[both] - g64[both])
-            max_abs.append(float(diff.max()) if diff.size else 0.0)
-            c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
+            if f.all() and fg.all():  # the common case, without masked copies (a search compares often)
+                diff = np.abs(r64 - g64)
+                max_abs.append(float(diff.max()) if diff.size else 0.0)
+                c = _cosine(r64, g64)
+                informative = _informative(r64, scale)
+            else:
+                nonfinite += int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
+                both = f & fg
+                diff = np.abs(r64[both] - g64[both])
+                max_abs.append(float(diff.max()) if diff.size else 0.0)
+                c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
+                informative = _informative(r64[f], scale)
+            if per_sample is not None:
+                bad = not (f.all() and fg.all()) and bool(np.count_nonzero(f != fg))
+                per_sample.setdefault(name, []).append(-1.0 if bad else c if informative else None)
             cos_all.append(c)
-            if _informative(r64[f], scale):
+            if informative:
                 cos.append(c)
                 if _looks_like_scores(r):
                     top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))

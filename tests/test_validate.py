@@ -174,3 +174,25 @@ def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     assert not fidelity_met({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)  # 0.95 on that sample alone
     assert [c.name for c in fidelity_failures({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)] == ["agreement[ids]"]
     assert decided_failures(compare_outputs(refs[:1], gots[:1]), int8) == frozenset()  # a mean waits for every sample
+
+
+def test_per_sample_cosines_are_each_samples_own_judgement():
+    """What the int8 search orders samples by: each sample's cosine as that sample alone is
+    judged on the same scale, None where it is uninformative, -1 where it has NaN/Inf, the
+    share equal for ids."""
+    rng = np.random.default_rng(0)
+    refs = [{"y": rng.standard_normal((2, 50)).astype(np.float32), "ids": np.arange(10)} for _ in range(4)]
+    refs[1]["y"] = np.full((2, 50), 1e-9, np.float32)  # quiet: uninformative on the set's scale
+    gots = [{"y": r["y"] + rng.normal(0, 0.1 * (i + 1), r["y"].shape).astype(np.float32), "ids": r["ids"].copy()}
+            for i, r in enumerate(refs)]
+    gots[2]["y"][0, 3] = np.nan
+    gots[3]["ids"][:3] = 0
+    scales = output_scales(refs)
+    per_sample: dict = {}
+    together = compare_outputs(refs, gots, scales, per_sample)
+    alone = [compare_outputs([r], [g], scales) for r, g in zip(refs, gots)]
+    assert per_sample["y"][1] is None and per_sample["y"][2] == -1.0
+    for i in (0, 3):
+        assert per_sample["y"][i] == pytest.approx(alone[i]["y"]["cosine"], abs=1e-12)
+    assert per_sample["ids"] == [1.0, 1.0, 1.0, 0.8]  # ids 0..9 with the first three set to 0: 1 and 2 differ
+    assert together["y"]["cosine"] == min(c for c in per_sample["y"] if c is not None and c >= 0)

@@ -310,7 +310,7 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
 
     def error_of(unit: list[str], taps: FloatTaps | None) -> dict[str, float]:
         copy = quantized_copy(model, policy, ranges, names - set(unit), bias_shifts)
-        cut = taps and downstream_of_changes(float_nodes, ir.to_proto(copy), unit, taps.types)
+        cut = taps and downstream_of_changes(float_nodes, copy, unit, taps.types)
         if not cut:
             return nmse_per_output(refs, ort_outputs(copy, samples, 1))
         session = _session(cut.model)

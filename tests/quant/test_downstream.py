@@ -117,3 +117,26 @@ def test_the_tap_budget_follows_the_memory_available(monkeypatch):
     assert downstream.tap_budget() == downstream.MIN_TAP_BUDGET_BYTES
     monkeypatch.setattr(downstream, "available_bytes", lambda: None)  # no /proc/meminfo
     assert downstream.tap_budget() == gb
+
+
+def test_a_copy_in_memory_is_cut_as_its_serialized_form_is():
+    """The ranking cuts the QDQ copy before serializing it: the same nodes, frontier,
+    outputs and numbers as cutting the serialized copy."""
+    model = _chain()
+    float_proto = ir.to_proto(model)
+    float_nodes = {n.name: list(n.input) for n in float_proto.graph.node}
+    samples = [{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)} for i in range(2)]
+    for unit in (["mm1"], ["mm2"], ["mm1", "mm2"]):
+        taps = FloatTaps.collect(model, set(frontier_of(float_proto, unit)), samples, ort_outputs)
+        copy = quantized_copy(model, POLICIES["tflite"], _ranges() | {"a": (-5.0, 5.0), "b": (-9.0, 9.0)},
+                              {"mm1", "mm2"} - set(unit))
+        serialized = downstream_of_changes(float_nodes, ir.to_proto(copy), unit, taps.types)
+        in_memory = downstream_of_changes(float_nodes, copy, unit, taps.types)
+        a, b = onnx.load_from_string(serialized.model).graph, onnx.load_from_string(in_memory.model).graph
+        assert [n.name for n in a.node] == [n.name for n in b.node] and len(a.node) > 0
+        assert sorted(t.name for t in a.initializer) == sorted(t.name for t in b.initializer)
+        assert (serialized.inputs, serialized.outputs) == (in_memory.inputs, in_memory.outputs)
+        for tapped in taps.values:
+            feeds = {k: tapped[k] for k in in_memory.inputs}
+            np.testing.assert_array_equal(_session(serialized.model).run(None, feeds)[0],
+                                          _session(in_memory.model).run(None, feeds)[0])
