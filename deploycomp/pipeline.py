@@ -711,8 +711,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     limit = {"margin": margin}  # a stricter search (see stricter below) lowers it
     policy = policy_for(target.backend, target.cpu_features)
-    if _int8_io(opts, target):
-        policy = replace(policy, quantize_graph_outputs=True)
+    if _int8_io(opts, target):  # full integer: no float kernel, and a dynamic-range one is float at its ends
+        policy = replace(policy, quantize_graph_outputs=True, dynamic_ops=())
     result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation)

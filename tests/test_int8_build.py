@@ -314,6 +314,11 @@ def test_layers_the_static_encoding_cannot_hold_run_dynamic_range_on_tflite(tmp_
     assert quant["static_int8_mac_share"] == 0.0 and quant["budget_met"] is True
     assert "dynamic-range" in result.manifest["backend"]["lowered"]["executed_precision"]
     assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98
+    # a full-integer build (--int8-io, Coral's default) has no float kernel to offer them
+    whole = deploycomp.build(path, tmp_path / "io", target="android-arm64", precision="int8", int8_io=True,
+                             calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz",
+                             no_fail=True).manifest["quantization"]
+    assert "dynamic_layers" not in whole and {"conv", "fc"} <= set(whole["float_layers"])
 
 
 def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path):

@@ -150,10 +150,11 @@ class TFLiteBackend:
             extra["executed_precision"] = ("int8" if not float_ops and not hybrid else
                                            f"int8 ({extra['int8_ops']}/{compute} ops{dynamic})"
                                            + (" + fp32" if float_ops else ""))
-            if target.device == "EDGETPU":
+            if target.device == "EDGETPU":  # dynamic-range ops are float at their ends: the CPU's too
+                cpu = {op: float_ops.get(op, 0) + hybrid.get(op, 0) for op in {*float_ops, *hybrid}}
                 extra["edgetpu_cpu_fallback"] = (
                     f"the Edge TPU compiler maps only int8 ops; these would run on the host CPU: "
-                    f"{', '.join(f'{op} x{n}' for op, n in float_ops.items())}" if float_ops else "none")
+                    f"{', '.join(f'{op} x{n}' for op, n in sorted(cpu.items()))}" if cpu else "none")
         return Lowered(
             files=[path],
             info={
