@@ -235,6 +235,43 @@ def run_nncf(name: str, work: Path, timeout: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ table
+def _docs_cell(c: dict, nncf: dict | None) -> str:
+    """One int8 cell as docs/corpus.md writes it: cosine, layers, MAC share, time and its
+    ratios to NNCF's quantize call and whole run."""
+    if c.get("error"):
+        ops = re.search(r"cannot run op\(s\) ([\w, ]+?) \(", c["error"])
+        return f"refused: `{ops.group(1)}`" if ops else f"failed: {_one_line(c['error'])[:60]}"
+    text = f"{c['min_cosine']:.4f}" if c.get("min_cosine") is not None else "?"
+    text = text if c.get("ok") else f"**missed** {text}"
+    if c.get("int8_layers") is not None:
+        text += f", {c['int8_layers']} int8"
+        text += f" / {c['float_layers']} float" if c.get("float_layers") else ""
+        text += f" / {c['dynamic_layers']} dynamic" if c.get("dynamic_layers") else ""
+        share = c.get("int8_mac_share")
+        text += f" ({share:.0%} MACs)" if share is not None and share < 1 else ""
+    text += f", {c['seconds']:.0f} s"
+    if nncf and nncf.get("seconds") and nncf.get("wall_seconds"):
+        text += f" ({c['seconds'] / nncf['seconds']:.1f}x / {c['seconds'] / nncf['wall_seconds']:.1f}x)"
+    return text
+
+
+def docs_table(results: dict) -> str:
+    """The int8 results as docs/corpus.md's table (``--docs-table RESULTS.json``)."""
+    targets = [t for t in results["targets"] if any(c["target"] == t for c in results["cells"])]
+    nncf = results.get("nncf", {})
+    lines = ["| model | " + " | ".join(targets) + (" | NNCF int8, same data |" if nncf else " |"),
+             "|---" * (len(targets) + 1 + bool(nncf)) + "|"]
+    for model in dict.fromkeys(c["model"] for c in results["cells"]):
+        cells = {c["target"]: c for c in results["cells"] if c["model"] == model and c["precision"] == "int8"}
+        row = [_docs_cell(cells[t], nncf.get(model)) if t in cells else "" for t in targets]
+        if nncf:
+            n = nncf.get(model, {})
+            row.append(f"{n['min_cosine']:.4f}, {n['seconds']:.1f} s / {n['wall_seconds']:.1f} s" if n.get("ok")
+                       else f"failed: {_one_line(n.get('error', '?'))[:40]}")
+        lines.append(f"| {model} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def _cell_text(c: dict | None) -> str:
     if c is None:
         return ""
@@ -319,9 +356,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per build (default 900)")
     ap.add_argument("--keep-bundles", action="store_true")
     ap.add_argument("--no-ort-check", action="store_true")
+    ap.add_argument("--docs-table", type=Path, metavar="RESULTS", help="print a results file's int8 table as "
+                    "docs/corpus.md writes it, and exit")
     ap.add_argument("--nncf-child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.docs_table:
+        print(docs_table(json.loads(args.docs_table.read_text())))
+        return
     if args.nncf_child:
         nncf_child(args.nncf_child, args.child_out)
         return

@@ -177,6 +177,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "
                    f"{quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
+        dropped = quant.get("dynamic_dropped")
+        if dropped:
+            click.echo(f"  int8: the validation inputs missed (cosine {dropped['validation_min_cosine']:.4f}) with "
+                       f"{dropped['dynamic_layers']} dynamic-range layers; they run float")
         again = quant.get("stricter_search")
         if again:
             click.echo(f"  int8 search tightened once: the validation inputs missed (cosine "

@@ -396,8 +396,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             return lowered, runner, memory_mb, gots, compare_outputs(refs, gots)
 
         lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if stricter is not None and not fidelity_met(metrics, fidelity) and (again := stricter(metrics)):
-            # the validation inputs missed what the calibration inputs met: one stricter search
+        while stricter is not None and not fidelity_met(metrics, fidelity) and (again := stricter(metrics)):
+            # the validation inputs missed what the calibration inputs met: the choice without
+            # its dynamic-range layers, then one stricter search
             model, quant_info = again
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
@@ -627,6 +628,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
     from deploycomp.quant import quantize
+    from deploycomp.quant.dynamic import is_dynamic
     from deploycomp.quant.policy import policy_for
     from deploycomp.quant.sensitivity import Verdict
 
@@ -684,7 +686,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
             failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=limit["margin"]))
             verdict = Verdict(not failing, failing)
+        dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops),
+                       **({"dynamic_layers": dynamic} if dynamic else {}),
                        "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
                        "met": verdict.met, "samples": len(outs)})
         return verdict
@@ -718,20 +722,39 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                       coverage=validation)
     model, info = record(result)
 
+    state = {"info": info, "searched": False}
+
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
-        """The search continued past its float layers under a tighter limit, when the
-        validation inputs missed the budget that the judged inputs met (None where it
-        cannot continue). Once per build; the manifest says the validation inputs steered it."""
+        """What to try when the validation inputs missed the budget that the judged inputs
+        met (None when nothing is left): first, if the choice has dynamic-range layers, the
+        same choice without them (what the search met before it tried them: their error
+        follows each input's own range, so the judged inputs vouch less for them); then,
+        once per build, the search continued past its float layers under a tighter limit.
+        The manifest says the validation inputs steered the choice."""
         nonlocal result
-        if result.stricter is None or opts.int8_accept is not None or not info.get("budget_met", True):
+        current = state["info"]
+        if opts.int8_accept is not None or not current.get("budget_met", True):
             return None
-        met = [t for t in trials if t["met"]]
-        judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
         validation_cos = min(m["cosine"] for m in validation_metrics.values())
+        if result.static is not None:
+            dropped = {"validation_min_cosine": round(validation_cos, 6),
+                       "dynamic_layers": len(current.get("dynamic_layers") or [])}
+            log.warning("int8: the validation inputs missed the budget (cosine %.4f) with %d dynamic-range layers; "
+                        "trying the choice without them", validation_cos, dropped["dynamic_layers"])
+            result = result.static()
+            model, again = record(result)
+            again["dynamic_dropped"] = dropped
+            state["info"] = again
+            return model, again
+        if state["searched"] or result.stricter is None:
+            return None
+        state["searched"] = True
+        met = [t for t in trials if t["met"] and not t.get("dynamic_layers")]  # the static choice's judged cosine
+        judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
         new = stricter_margin(limit["margin"], fidelity.min_cosine, judged_cos, validation_cos)
         first = {"validation_min_cosine": round(validation_cos, 6), "judged_min_cosine": judged_cos,
                  "margin": limit["margin"], "stricter_margin": round(new, 4),
-                 "float_layers_before": len(info["float_layers"])}
+                 "float_layers_before": len(current["float_layers"])}
         limit["margin"] = new
         opts.progress("int8 search, stricter")
         log.warning("int8: the validation inputs missed the budget the calibration inputs met (cosine %.4f against "
@@ -740,6 +763,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         result = result.stricter(meets_budget)
         model, again = record(result)
         again["stricter_search"] = first | {"float_layers_after": len(again["float_layers"])}
+        if "dynamic_dropped" in current:
+            again["dynamic_dropped"] = current["dynamic_dropped"]
+        state["info"] = again
         return model, again
 
     return model, info, stricter

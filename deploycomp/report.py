@@ -208,6 +208,14 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
+def _dropped_html(dropped: dict | None) -> str:
+    if not dropped:
+        return ""
+    return (f"<p>The validation inputs missed the budget (cosine {dropped['validation_min_cosine']:.4f}) with "
+            f"{dropped['dynamic_layers']} dynamic-range layers: they run float, as the search had chosen before "
+            f"trying them. The validation inputs steered this choice.</p>")
+
+
 def _dynamic_html(quant: dict) -> str:
     dynamic = quant.get("dynamic_layers")
     if not dynamic:
@@ -384,7 +392,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 {_dynamic_html(quant)}
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
-{_stricter_html(quant.get("stricter_search"))}
+{_dropped_html(quant.get("dynamic_dropped"))}{_stricter_html(quant.get("stricter_search"))}
 {_coverage_html(quant.get("range_coverage"))}
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>

@@ -346,3 +346,38 @@ def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path
     quant = result.manifest["quantization"]
     assert quant["int8_layers"] == 1 and "side" in quant["float_layers"] and quant["dynamic_layers"] == []
     assert "of the MACs" in quant["dynamic_range"]["skipped"] and quant["budget_met"] is True
+
+
+def test_dynamic_range_layers_the_validation_inputs_reject_run_float_again(tmp_path):
+    """A layer whose calibration inputs vary in scale runs dynamic-range on the judged
+    inputs; a validation input with a spike (in a column the layer's weights ignore) sets
+    that input's range, and the values that matter round to zero. The build goes back to
+    the search's own choice, that layer float, which holds, and says the validation inputs
+    steered it; the conv beside it stays int8 and no stricter search is needed."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 512)).astype(np.float32)
+    w[:, 0] = 0.0  # the spike's column
+    path = _onnx(tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1, name="fc"),
+                            helper.make_node("Conv", ["z", "k"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                            helper.make_node("Relu", ["c"], ["r"], name="relu")],
+                 {"x": [1, 512], "z": [1, 3, 16, 16]}, {"y": [1, 256], "r": [1, 8, 16, 16]},
+                 {"w": w, "k": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)})
+
+    def data(name, n, seed, spike):
+        r = np.random.default_rng(seed)
+        x = (r.standard_normal((n, 512)) * 10 ** r.uniform(-2, 2, (n, 1))).astype(np.float32)
+        if spike:
+            x[:, 0] = 1e4 * np.abs(x).max(axis=1)
+        np.savez(tmp_path / name, x=x, z=r.random((n, 3, 16, 16), dtype=np.float32))
+        return tmp_path / name
+
+    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                              calibration=data("calib.npz", 12, 1, False), validation_data=data("val.npz", 4, 2, True))
+    quant = result.manifest["quantization"]
+    assert quant["dynamic_dropped"]["dynamic_layers"] == 1 and quant["dynamic_dropped"]["validation_min_cosine"] < 0.98
+    assert quant["dynamic_layers"] == [] and "fc" in quant["float_layers"] and quant["int8_layers"] == 1
+    assert "stricter_search" not in quant and quant["budget_met"] is True
+    assert [t.get("dynamic_layers", 0) for t in quant["search_trials"]].count(1) >= 1  # it was judged, and met
+    assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98

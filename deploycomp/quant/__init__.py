@@ -56,6 +56,10 @@ class QuantResult:
     budget check (when the validation inputs miss what the calibration inputs met): the
     same ranges and ranking, more layers float. None where there is nothing to continue
     (no budget to search for, or every searchable layer float already)."""
+    static: Callable[[], QuantResult] | None = field(default=None, repr=False)
+    """This result without its dynamic-range layers (they stay float, and no later search
+    tries them again): what the search chose before it tried them, which met the budget
+    on the judged inputs. None where the result has none."""
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
@@ -347,8 +351,8 @@ def quantize(
         if not policy.dynamic_ops or meets_budget is None or not search.get("budget_met") or not float_layers:
             return set(), {}
         if not allowed:
-            return set(), {"dynamic_range": {"skipped": "a stricter search: the validation inputs missed a choice "
-                                                        "with dynamic-range layers"}}
+            return set(), {"dynamic_range": {"skipped": "the validation inputs missed a choice with dynamic-range "
+                                                        "layers"}}
         known = chosen_range.ranking.known if chosen_range.ranking is not None else {}
         by_name = {n.name: n for n in model.graph}
         eligible = sorted((n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops)),
@@ -374,8 +378,8 @@ def quantize(
         return set(chosen), {"dynamic_range": record}
 
     def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True) -> QuantResult:
-        # a layer's dynamic-range error depends on each input's own range: where the
-        # validation inputs already missed a choice, the stricter one keeps them float
+        # a layer's dynamic-range error depends on each input's own range: once the
+        # validation inputs have missed a choice with such layers, none is tried again
         dynamic, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
         info = info | search | dynamic_search
         final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
@@ -390,10 +394,13 @@ def quantize(
         def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
             more, again = _float_layers(chosen_range, policy, held_out, check, pinned, progress, after=float_layers)
             return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
-                          dynamic_allowed=not dynamic)
+                          dynamic_allowed=dynamic_allowed and not dynamic)
+
+        def static() -> QuantResult:
+            return result(float_layers, search, info, dynamic_allowed=False)
 
         resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
-        return QuantResult(final, info, stricter if resumable else None)
+        return QuantResult(final, info, stricter if resumable else None, static if dynamic else None)
 
     info["calibration_seconds"] = round(calib_seconds, 3)
     return result(float_layers, search, info)
