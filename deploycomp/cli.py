@@ -181,6 +181,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         if dropped:
             click.echo(f"  int8: the validation inputs missed (cosine {dropped['validation_min_cosine']:.4f}) with "
                        f"{dropped['dynamic_layers']} dynamic-range layers; they run float")
+        worse = quant.get("later_choice_validated_worse")
+        if worse:
+            click.echo(f"  int8: a later choice ({worse['float_layers']} float layers) validated worse (cosine "
+                       f"{worse['validation_min_cosine']:.4f}); this one, closer to the budget, is kept")
         again = quant.get("stricter_search")
         if again:
             click.echo(f"  int8 search tightened once: the validation inputs missed (cosine "

@@ -396,10 +396,20 @@ def _build(opts: BuildOptions) -> BuildResult:
             return lowered, runner, memory_mb, gots, compare_outputs(refs, gots)
 
         lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        tried: list[tuple[ir.Model, dict, float]] = []  # int8 choices the validation inputs rejected
         while stricter is not None and not fidelity_met(metrics, fidelity) and (again := stricter(metrics)):
             # the validation inputs missed what the calibration inputs met: the choice without
             # its dynamic-range layers, then one stricter search
+            tried.append((model, quant_info, _worst_cosine(metrics)))
             model, quant_info = again
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        if tried and not fidelity_met(metrics, fidelity) and max(t[2] for t in tried) > _worst_cosine(metrics):
+            # every choice missed, and a later one by more (the judged inputs had nothing of
+            # what failed): keep the one closest to the budget, say what came after it
+            later = {"validation_min_cosine": round(_worst_cosine(metrics), 6),
+                     "float_layers": len(quant_info["float_layers"])}
+            model, quant_info, _ = max(tried, key=lambda t: t[2])
+            quant_info = quant_info | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32
@@ -547,6 +557,10 @@ def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
 
     return sum(1 for n in model.graph
                if n.op_type in compute_ops and not dequantized(n.inputs[0]) and not is_dynamic(n))
+
+
+def _worst_cosine(metrics: Mapping[str, dict]) -> float:
+    return min(m["cosine"] for m in metrics.values())
 
 
 def _int8_hint(quant_info: dict | None) -> str:

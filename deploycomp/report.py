@@ -208,6 +208,14 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
+def _worse_html(worse: dict | None) -> str:
+    if not worse:
+        return ""
+    return (f"<p>Every choice missed the budget on the validation inputs; a later one ({worse['float_layers']} "
+            f"float layers) by more (cosine {worse['validation_min_cosine']:.4f}): this bundle holds the one "
+            f"closest to the budget.</p>")
+
+
 def _dropped_html(dropped: dict | None) -> str:
     if not dropped:
         return ""
@@ -392,7 +400,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 {_dynamic_html(quant)}
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
-{_dropped_html(quant.get("dynamic_dropped"))}{_stricter_html(quant.get("stricter_search"))}
+{_dropped_html(quant.get("dynamic_dropped"))}{_worse_html(quant.get("later_choice_validated_worse"))}{_stricter_html(quant.get("stricter_search"))}
 {_coverage_html(quant.get("range_coverage"))}
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>

@@ -381,3 +381,36 @@ def test_dynamic_range_layers_the_validation_inputs_reject_run_float_again(tmp_p
     assert "stricter_search" not in quant and quant["budget_met"] is True
     assert [t.get("dynamic_layers", 0) for t in quant["search_trials"]].count(1) >= 1  # it was judged, and met
     assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98
+
+
+def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_conv, tmp_path, monkeypatch):
+    """A later choice that the validation inputs judge worse than an earlier one (the
+    judged inputs had nothing of what failed: PP-OCR cls on TFLite went 0.917 -> 0.756)
+    does not replace it: the bundle holds the closer one and says what came after."""
+    import deploycomp.pipeline as pipeline
+    from deploycomp.quant.sensitivity import quantized_copy
+
+    real = pipeline._quantize
+
+    def quantize_then_worse(opts, prep, target, backend, reference, fidelity, calibration, validation):
+        model, info, stricter = real(opts, prep, target, backend, reference, fidelity, calibration, validation)
+        from deploycomp.quant.policy import policy_for
+        from deploycomp.quant.qdq import quantizable_tensors
+
+        policy = policy_for(target.backend, target.cpu_features)
+        clipped = {name: (0.0, 1e-3) for name in quantizable_tensors(prep.model, policy)}  # everything saturates
+        later = iter([(quantized_copy(prep.model, policy, clipped, set()), info | {"float_layers": []})])
+        return model, info, lambda metrics: next(later, None)
+
+    monkeypatch.setattr(pipeline, "_quantize", quantize_then_worse)
+    # every layer int8 is accepted on the judged inputs and misses a budget no int8 model meets
+    louder = tmp_path / "louder.npz"  # past the calibrated ranges: int8 misses a tight budget on them
+    np.savez(louder, x=np.random.default_rng(11).random((3, 3, 16, 16), dtype=np.float32) * 1.3)
+    result = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=louder, int8_accept=lambda refs, outs: True, min_cosine=0.99999,
+                              no_fail=True)
+    quant = result.manifest["quantization"]
+    worse = quant["later_choice_validated_worse"]
+    kept = result.manifest["validation"]["outputs"]["probs"]["cosine"]
+    assert worse["validation_min_cosine"] < kept < 0.99999 and not result.manifest["validation"]["ok"]
+    assert quant["int8_layers"] == 2 and kept > 0.99  # the first, all-int8 choice
