@@ -179,8 +179,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    f"{' (auto)' if quant.get('range_choice') else ''}")
         dropped = quant.get("dynamic_dropped")
         if dropped:
-            click.echo(f"  int8: the validation inputs missed (cosine {dropped['validation_min_cosine']:.4f}) with "
-                       f"{dropped['dynamic_layers']} dynamic-range layers; they run float")
+            tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
+            click.echo(f"  int8: the validation inputs missed with {tries} dynamic-range layers; "
+                       f"{len(quant.get('dynamic_layers') or [])} kept")
         worse = quant.get("later_choice_validated_worse")
         if worse:
             click.echo(f"  int8: a later choice ({worse['float_layers']} float layers) validated worse (cosine "

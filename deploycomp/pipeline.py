@@ -740,23 +740,24 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
         """What to try when the validation inputs missed the budget that the judged inputs
-        met (None when nothing is left): first, if the choice has dynamic-range layers, the
-        same choice without them (what the search met before it tried them: their error
-        follows each input's own range, so the judged inputs vouch less for them); then,
-        once per build, the search continued past its float layers under a tighter limit.
+        met (None when nothing is left): first, if the choice has dynamic-range layers,
+        fewer of them (the next shorter set that met the budget, then none: what the search
+        met before it tried them; their error follows each input's own range, so the judged
+        inputs vouch less for them); then, once per build, the search continued past its
+        float layers under a tighter limit.
         The manifest says the validation inputs steered the choice."""
         nonlocal result
         current = state["info"]
         if opts.int8_accept is not None or not current.get("budget_met", True):
             return None
         validation_cos = min(m["cosine"] for m in validation_metrics.values())
-        if result.static is not None:
-            dropped = {"validation_min_cosine": round(validation_cos, 6),
-                       "dynamic_layers": len(current.get("dynamic_layers") or [])}
-            log.warning("int8: the validation inputs missed the budget (cosine %.4f) with %d dynamic-range layers; "
-                        "trying the choice without them", validation_cos, dropped["dynamic_layers"])
-            result = result.static()
+        if result.fallback is not None:
+            dropped = current.get("dynamic_dropped", []) + [{"validation_min_cosine": round(validation_cos, 6),
+                                                             "dynamic_layers": len(current.get("dynamic_layers") or [])}]
+            result = result.fallback()
             model, again = record(result)
+            log.warning("int8: the validation inputs missed the budget (cosine %.4f) with %d dynamic-range layers; "
+                        "trying %d", validation_cos, dropped[-1]["dynamic_layers"], len(again["dynamic_layers"]))
             again["dynamic_dropped"] = dropped
             state["info"] = again
             return model, again

@@ -219,9 +219,10 @@ def _worse_html(worse: dict | None) -> str:
 def _dropped_html(dropped: dict | None) -> str:
     if not dropped:
         return ""
-    return (f"<p>The validation inputs missed the budget (cosine {dropped['validation_min_cosine']:.4f}) with "
-            f"{dropped['dynamic_layers']} dynamic-range layers: they run float, as the search had chosen before "
-            f"trying them. The validation inputs steered this choice.</p>")
+    tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
+    return (f"<p>The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds the "
+            f"next shorter choice that met it on the judged inputs (none: the search's own choice). The validation "
+            f"inputs steered this choice.</p>")
 
 
 def _dynamic_html(quant: dict) -> str:

@@ -24,7 +24,7 @@ import onnx_ir as ir
 from deploycomp.analysis import node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
-from deploycomp.quant.dynamic import hybrid_capable, weights_only_layers
+from deploycomp.quant.dynamic import dynamic_ranking, hybrid_capable, weights_only_layers
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
@@ -56,10 +56,11 @@ class QuantResult:
     budget check (when the validation inputs miss what the calibration inputs met): the
     same ranges and ranking, more layers float. None where there is nothing to continue
     (no budget to search for, or every searchable layer float already)."""
-    static: Callable[[], QuantResult] | None = field(default=None, repr=False)
-    """This result without its dynamic-range layers (they stay float, and no later search
-    tries them again): what the search chose before it tried them, which met the budget
-    on the judged inputs. None where the result has none."""
+    fallback: Callable[[], QuantResult] | None = field(default=None, repr=False)
+    """This result with fewer dynamic-range layers, after the validation inputs rejected
+    it: the next shorter choice that met the budget on the judged inputs, else none (what
+    the search chose before trying them); no later search tries them again. None where
+    the result has none."""
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
@@ -345,20 +346,19 @@ def quantize(
     searchable = {n.name for n in searchable_nodes(model, policy)}
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
 
-    def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[set[str], dict]:
+    def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
         """Of the float layers the search chose, those that may run the backend's
-        dynamic-range kernels with the budget still met (:mod:`deploycomp.quant.dynamic`)."""
+        dynamic-range kernels with the budget still met (:mod:`deploycomp.quant.dynamic`):
+        the choice first, then the shorter ones that also met it (to fall back to)."""
         if not policy.dynamic_ops or meets_budget is None or not search.get("budget_met") or not float_layers:
-            return set(), {}
+            return [], {}
         if not allowed:
-            return set(), {"dynamic_range": {"skipped": "the validation inputs missed a choice with dynamic-range "
-                                                        "layers"}}
-        known = chosen_range.ranking.known if chosen_range.ranking is not None else {}
+            return [], {"dynamic_range": {"skipped": "the validation inputs missed a choice with dynamic-range "
+                                                     "layers"}}
         by_name = {n.name: n for n in model.graph}
-        eligible = sorted((n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops)),
-                          key=lambda n: (known[n].error_alone if n in known else float("inf"), n))
+        eligible = sorted(n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops))
         if not eligible:
-            return set(), {}
+            return [], {}
         macs = {n.name: node_macs(n) for n in layers}
         total = sum(m or 0 for m in macs.values())
 
@@ -367,20 +367,31 @@ def quantize(
 
         record = {"eligible": len(eligible)}
         if (gain := share(eligible)) is not None and gain < MIN_DYNAMIC_MAC_SHARE:
-            return set(), {"dynamic_range": record | {"skipped": f"the float layers hold {gain:.1%} of the MACs"}}
+            return [], {"dynamic_range": record | {"skipped": f"the float layers hold {gain:.1%} of the MACs"}}
         progress("int8 dynamic-range layers")
-        chosen, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
+        # least dynamic-range error per MAC first (a layer's static error does not predict
+        # its dynamic one, and what the budget buys is MACs in int8)
+        errors = dynamic_ranking(chosen_range.view, policy, eligible, held_out)
+        if errors is not None:
+            eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
+            record["ranked_by"] = "dynamic-range error alone, per MAC"
+        choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
             quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)))
-        record |= {"chosen": len(chosen), "checks": checks}
-        if chosen and (gain := share(chosen)) is not None and gain < MIN_DYNAMIC_MAC_SHARE:
-            return set(), {"dynamic_range": record | {
-                "chosen": 0, "skipped": f"the layers that hold the budget dynamic have {gain:.1%} of the MACs"}}
-        return set(chosen), {"dynamic_range": record}
+        record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
+        worth = [c for c in choices if (gain := share(c)) is None or gain >= MIN_DYNAMIC_MAC_SHARE]
+        if choices and not worth:
+            record |= {"chosen": 0, "skipped": f"the layers that hold the budget dynamic have "
+                                               f"{share(choices[0]):.1%} of the MACs"}
+        return worth, {"dynamic_range": record}
 
-    def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True) -> QuantResult:
-        # a layer's dynamic-range error depends on each input's own range: once the
-        # validation inputs have missed a choice with such layers, none is tried again
-        dynamic, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
+    def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True,
+               choices: list[list[str]] | None = None) -> QuantResult:
+        """``choices``: dynamic-range layer sets already found (the first is taken, the rest
+        are fallbacks); found here when None."""
+        dynamic_search: dict = {}
+        if choices is None:
+            choices, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
+        dynamic = set(choices[0]) if choices else set()
         info = info | search | dynamic_search
         final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
         floating = (float_layers | pinned) - dynamic
@@ -392,15 +403,19 @@ def quantize(
             info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
 
         def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
+            # a layer's dynamic-range error depends on each input's own range: once the
+            # validation inputs have missed a choice with such layers, none is tried again
             more, again = _float_layers(chosen_range, policy, held_out, check, pinned, progress, after=float_layers)
             return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
                           dynamic_allowed=dynamic_allowed and not dynamic)
 
-        def static() -> QuantResult:
-            return result(float_layers, search, info, dynamic_allowed=False)
+        def fallback() -> QuantResult:
+            """The next shorter dynamic-range choice that met the budget, else none."""
+            rest = choices[1:]
+            return result(float_layers, search, info, dynamic_allowed=False, choices=rest)
 
         resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
-        return QuantResult(final, info, stricter if resumable else None, static if dynamic else None)
+        return QuantResult(final, info, stricter if resumable else None, fallback if dynamic else None)
 
     info["calibration_seconds"] = round(calib_seconds, 3)
     return result(float_layers, search, info)

@@ -298,18 +298,21 @@ class Ranking:
 
 def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
               refs: Sequence[Mapping[str, np.ndarray]], bias_shifts: Mapping[str, np.ndarray] | None,
-              progress: Callable[[int], None] | None = None) -> Callable[[list[list[str]]], list[dict[str, float]]]:
+              progress: Callable[[int], None] | None = None,
+              copy_for: Callable[[list[str]], ir.Model] | None = None) -> Callable[[list[list[str]]], list[dict[str, float]]]:
     """``measure(units)`` for :class:`Ranking`: each unit's output NMSE per output with only
     its nodes quantized, every other searchable node float. Each copy runs from its cut
     down on the float model's tensors there (see :mod:`deploycomp.quant.downstream`);
-    copies side by side (each building its model while another runs), samples in turn."""
+    copies side by side (each building its model while another runs), samples in turn.
+    ``copy_for(unit)``: another way to change the unit's nodes (the default: static QDQ),
+    e.g. :func:`deploycomp.quant.dynamic.dynamic_copy`."""
     order = [n.name for n in searchable_nodes(model, policy)]
     names = set(order)
     float_proto = ir.to_proto(model)
     float_nodes = {n.name: list(n.input) for n in float_proto.graph.node}
 
     def error_of(unit: list[str], taps: FloatTaps | None) -> dict[str, float]:
-        copy = quantized_copy(model, policy, ranges, names - set(unit), bias_shifts)
+        copy = copy_for(unit) if copy_for else quantized_copy(model, policy, ranges, names - set(unit), bias_shifts)
         cut = taps and downstream_of_changes(float_nodes, copy, unit, taps.types)
         if not cut:
             return nmse_per_output(refs, ort_outputs(copy, samples, 1))

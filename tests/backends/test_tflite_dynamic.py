@@ -21,7 +21,7 @@ pytest.importorskip("ai_edge_litert", reason="TFLite tests need the tflite extra
 
 from deploycomp.backends import get_backend  # noqa: E402
 from deploycomp.backends.onnxruntime import ORTRunner  # noqa: E402
-from deploycomp.quant.dynamic import hybrid_capable, is_dynamic, weights_only_layers  # noqa: E402
+from deploycomp.quant.dynamic import dynamic_copy, hybrid_capable, is_dynamic, weights_only_layers  # noqa: E402
 from deploycomp.quant.policy import POLICIES  # noqa: E402
 from deploycomp.quant.qdq import quantize_weight  # noqa: E402
 from deploycomp.quant.sensitivity import quantized_copy  # noqa: E402
@@ -92,6 +92,10 @@ def test_a_dynamic_conv_quantizes_its_input_per_sample(tmp_path, case):
     assert error < 2e-5 * np.abs(got["y"]).max()
     exact = ORTRunner(ir.to_proto(_model(text, k=k, b=b)).SerializeToString()).run({"x": x})["y"]
     assert np.abs(got["y"] - exact).max() > 1e-4 * np.abs(exact).max()  # it is quantized, not float
+    # what the search ranks layers by computes the same in ONNX Runtime
+    simulated = ORTRunner(ir.to_proto(dynamic_copy(model, TFLITE, conv.name)).SerializeToString(),
+                          exact_qdq=True).run({"x": x})["y"]
+    np.testing.assert_allclose(simulated, got["y"], rtol=0, atol=2e-5 * np.abs(got["y"]).max())
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
@@ -115,6 +119,9 @@ def test_a_dynamic_fully_connected_layer_quantizes_each_row(tmp_path, op):
     dequantized = weights | {"k": _dequantized(k, axis)}
     want = ORTRunner(ir.to_proto(_model(text, **dequantized)).SerializeToString()).run({"x": _asymmetric(x, -1)})["y"]
     np.testing.assert_allclose(got["y"], want, rtol=0, atol=2e-5 * np.abs(want).max())
+    simulated = ORTRunner(ir.to_proto(dynamic_copy(model, TFLITE, node.name)).SerializeToString(),
+                          exact_qdq=True).run({"x": x})["y"]
+    np.testing.assert_allclose(simulated, got["y"], rtol=0, atol=2e-5 * np.abs(got["y"]).max())
 
 
 def test_a_dynamic_layer_between_int8_layers_stays_dynamic(tmp_path):
@@ -159,9 +166,12 @@ def test_the_longest_prefix_that_holds_is_made_dynamic():
     def holds(first: int):
         return lambda dynamic: asked.append(len(dynamic)) or len(dynamic) <= first
 
-    assert weights_only_layers(layers, holds(40)) == (layers, 1)  # all of them, one check
+    assert weights_only_layers(layers, holds(40)) == ([layers], 1)  # all of them, one check
     asked.clear()
-    chosen, checks = weights_only_layers(layers, holds(23))
-    assert chosen == layers[:23] and checks == len(asked) <= 7
+    choices, checks = weights_only_layers(layers, holds(23))
+    assert choices[0] == layers[:23] and checks == len(asked) <= 7
+    # the shorter prefixes that held too, longest first: what a validation miss falls back to
+    sizes = [len(c) for c in choices]
+    assert sizes == sorted(sizes, reverse=True) and all(0 < k <= 23 for k in sizes) and len(sizes) >= 2
     assert weights_only_layers(layers, holds(0))[0] == []
     assert weights_only_layers([], holds(5)) == ([], 0)
