@@ -208,21 +208,20 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
-def _worse_html(worse: dict | None) -> str:
-    if not worse:
-        return ""
-    return (f"<p>Every choice missed the budget on the validation inputs; a later one ({worse['float_layers']} "
-            f"float layers) by more (cosine {worse['validation_min_cosine']:.4f}): this bundle holds the one "
-            f"closest to the budget.</p>")
-
-
-def _dropped_html(dropped: dict | None) -> str:
-    if not dropped:
-        return ""
-    tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
-    return (f"<p>The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds the "
-            f"next shorter choice that met it on the judged inputs (none: the search's own choice). The validation "
-            f"inputs steered this choice.</p>")
+def _steered_html(quant: dict) -> str:
+    """What the validation inputs changed in the int8 choice, before any stricter search:
+    dynamic-range layers given up, and an earlier choice kept over a worse later one."""
+    parts = []
+    if dropped := quant.get("dynamic_dropped"):
+        tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
+        parts.append(f"The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds "
+                     f"the next shorter choice that met it on the judged inputs (none: the search's own choice). "
+                     f"The validation inputs steered this choice.")
+    if worse := quant.get("later_choice_validated_worse"):
+        parts.append(f"Every choice missed the budget on the validation inputs; a later one "
+                     f"({worse['float_layers']} float layers) by more (cosine {worse['validation_min_cosine']:.4f}): "
+                     f"this bundle holds the one closest to the budget.")
+    return "".join(f"<p>{p}</p>" for p in parts)
 
 
 def _dynamic_html(quant: dict) -> str:
@@ -401,7 +400,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 {len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 {_dynamic_html(quant)}
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
-{_dropped_html(quant.get("dynamic_dropped"))}{_worse_html(quant.get("later_choice_validated_worse"))}{_stricter_html(quant.get("stricter_search"))}
+{_steered_html(quant)}{_stricter_html(quant.get("stricter_search"))}
 {_coverage_html(quant.get("range_coverage"))}
 {chart}"""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deploycomp report: {html.escape(manifest['source']['name'])}</title>

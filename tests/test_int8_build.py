@@ -381,6 +381,7 @@ def test_dynamic_range_layers_the_validation_inputs_reject_run_float_again(tmp_p
     assert quant["dynamic_layers"] == [] and "fc" in quant["float_layers"] and quant["int8_layers"] == 1
     assert "stricter_search" not in quant and quant["budget_met"] is True
     assert [t.get("dynamic_layers", 0) for t in quant["search_trials"]].count(1) >= 1  # it was judged, and met
+    assert "with 1 (cosine" in (tmp_path / "out" / "report.html").read_text()  # the report says what was given up
     assert min(m["cosine"] for m in result.manifest["validation"]["outputs"].values()) >= 0.98
 
 
@@ -415,3 +416,4 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
     kept = result.manifest["validation"]["outputs"]["probs"]["cosine"]
     assert worse["validation_min_cosine"] < kept < 0.99999 and not result.manifest["validation"]["ok"]
     assert quant["int8_layers"] == 2 and kept > 0.99  # the first, all-int8 choice
+    assert "closest to the budget" in (tmp_path / "b" / "report.html").read_text()
