@@ -286,3 +286,18 @@ def test_fleet_entries_without_bundles_compare_the_index_numbers(fleets):
     lat = row(d, "latency", scope)  # an estimate then, a measurement now
     assert not lat.comparable and lat.regression is None
     assert ("two_convs/host/int8", "cosine[features]") not in {(r.scope, r.metric) for r in d.regressions}
+
+
+def test_dynamic_range_layers_are_a_row(bundles, tmp_path):
+    """A TFLite rebuild that runs a layer as a dynamic-range one instead of float says so."""
+    import shutil
+
+    new = tmp_path / "dynamic"
+    shutil.copytree(bundles["int8-conv1-float"], new)
+    manifest = json.loads((new / "manifest.json").read_text())
+    manifest["quantization"] |= {"dynamic_layers": ["conv1"], "float_layers": [],
+                                 "int8_mac_share": 1.0, "static_int8_mac_share": manifest["quantization"]["int8_mac_share"]}
+    (new / "manifest.json").write_text(json.dumps(manifest))
+    d = diff(bundles["int8-conv1-float"], new)
+    assert (row(d, "dynamic_layers").old, row(d, "dynamic_layers").new) == (0, 1)
+    assert row(d, "int8_mac_share").new == 1.0
