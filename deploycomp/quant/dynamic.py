@@ -47,6 +47,10 @@ MARK, DYNAMIC = "deploycomp.int8", "dynamic"
 BISECTION_STEPS = 6
 """Runtime checks after "all of them" missed: the prefix is found to 1/64 of the layers."""
 
+MAX_CHECKS = 14
+"""Runtime checks in all, over the rounds that pass over a layer that broke the budget
+(:func:`weights_only_layers`): about two rounds past the first."""
+
 
 def is_dynamic(node: ir.Node) -> bool:
     return node.metadata_props.get(MARK) == DYNAMIC
@@ -73,28 +77,44 @@ def hybrid_capable(node: ir.Node, dynamic_ops: Sequence[str]) -> bool:
 
 
 def weights_only_layers(eligible: Sequence[str], meets: Callable[[set[str]], object],
-                        steps: int = BISECTION_STEPS) -> tuple[list[list[str]], int]:
-    """The prefixes of ``eligible`` (least costly first) that may run hybrid with the
-    budget still met, longest first (the choice, then what to fall back to), and how many
-    checks it took: all of them first (the common case), else a bisection between none
-    (the search's own choice, which met the budget) and all."""
-    if not eligible:
-        return [], 0
-    checks = 1
-    if meets(set(eligible)):
-        return [list(eligible)], checks
-    met, missed, held = 0, len(eligible), []
-    for _ in range(steps):
-        if missed - met <= 1:
-            break
-        mid = (met + missed) // 2
+                        steps: int = BISECTION_STEPS, max_checks: int = MAX_CHECKS) -> tuple[list[list[str]], int]:
+    """The layers of ``eligible`` (least costly first) that may run hybrid with the budget
+    still met: the choice first, then the smaller sets that also met it, largest first
+    (what a validation miss falls back to); and how many checks it took.
+
+    All of them are checked first (the common case), else the longest prefix that meets
+    the budget is found by bisection; the layer right after it, which broke the budget,
+    is passed over and the rest are tried after the prefix in the same way, until the
+    checks run out: one layer whose input no single range holds would otherwise keep
+    every layer after it in the order float."""
+    chosen: list[str] = []
+    remaining = list(eligible)
+    held: list[list[str]] = []
+    checks = 0
+    while remaining and checks < max_checks:
         checks += 1
-        if meets(set(eligible[:mid])):
-            met = mid
-            held.append(mid)
-        else:
-            missed = mid
-    return [list(eligible[:k]) for k in sorted(held, reverse=True)], checks
+        if meets(set(chosen + remaining)):
+            chosen += remaining
+            held.append(list(chosen))
+            break
+        met, missed = 0, len(remaining)
+        for _ in range(steps):
+            if missed - met <= 1 or checks >= max_checks:
+                break
+            mid = (met + missed) // 2
+            checks += 1
+            if meets(set(chosen + remaining[:mid])):
+                met = mid
+                held.append(chosen + remaining[:mid])
+            else:
+                missed = mid
+        if missed - met > 1:  # the layer that broke it is not pinned down: stop here
+            chosen += remaining[:met]
+            break
+        chosen += remaining[:met]
+        remaining = remaining[met + 1:]
+    unique = {len(h): h for h in held}  # nested sets: one per size
+    return [unique[k] for k in sorted(unique, reverse=True)], checks
 
 
 def _pointwise(node: ir.Node) -> bool:
