@@ -251,3 +251,15 @@ def test_a_cancelled_fleet_exits_143_and_leaves_no_staging(fleet_dir):
     assert rest.strip().splitlines()[-1] == "deploycomp: terminated; nothing was written"
     assert not list((fleet_dir / "cache" / "tmp").iterdir())
     assert all((b / "manifest.json").is_file() for b in (fleet_dir / "out").glob("*/*") if b.is_dir())
+
+
+def test_the_fleet_page_counts_dynamic_range_layers_as_int8():
+    """A TFLite entry with dynamic-range layers: they are int8 layers of their own kind,
+    not float ones, on the fleet page."""
+    from deploycomp.fleet.index import _cell
+
+    entry = {"ok_built": True, "ok": True, "latency_ms": 3.2, "latency_kind": "estimate", "size_mb": 1.0,
+             "bundle": "m/android-arm64/int8", "fidelity": 0.99,
+             "int8_layers": 8, "float_layers": 2, "dynamic_layers": 5}
+    assert "8/15 layers int8 + 5 dynamic-range" in _cell(entry)
+    assert "8/10 layers int8" in _cell(entry | {"dynamic_layers": 0})

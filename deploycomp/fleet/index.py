@@ -58,7 +58,9 @@ def _cell(e: dict | None) -> str:
     if e.get("cached"):
         extra.append("cached")
     if e.get("int8_layers") is not None:
-        extra.append(f"{e['int8_layers']}/{e['int8_layers'] + e['float_layers']} layers int8")
+        dynamic = e.get("dynamic_layers", 0)  # int8 weights, inputs quantized per sample (TFLite)
+        extra.append(f"{e['int8_layers']}/{e['int8_layers'] + e['float_layers'] + dynamic} layers int8"
+                     + (f" + {dynamic} dynamic-range" if dynamic else ""))
     if e.get("auto_chose"):
         extra.append(f"auto chose {e['auto_chose']}")
     device = e.get("device_step") or {}

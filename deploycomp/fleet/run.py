@@ -154,7 +154,8 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
                      **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
                                               "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
                                               "executed_precision", "backend", "budgets_missed", "int8_layers",
-                                              "float_layers", "int8_mac_share", "auto_chose", "validation_source")
+                                              "float_layers", "dynamic_layers", "int8_mac_share", "auto_chose",
+                                              "validation_source")
                         if k in r}}
             if r.get("ok_built"):
                 before = previous.get(job.folder) or {}

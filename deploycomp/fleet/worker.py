@@ -47,6 +47,7 @@ def summarize_bundle(bundle: Path) -> dict[str, Any]:
         "validation_source": (val.get("data") or {}).get("source"),
         **({"int8_layers": quant["int8_layers"], "float_layers": len(quant["float_layers"]),
             "int8_mac_share": quant.get("int8_mac_share")} if quant else {}),
+        **({"dynamic_layers": len(quant["dynamic_layers"])} if quant and quant.get("dynamic_layers") else {}),
         **({"auto_chose": manifest["auto"]["chosen"]} if manifest.get("auto") else {}),
     }
 
