@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["GraphCost", "analyze", "node_macs", "roofline_ms"]
+__all__ = ["GraphCost", "analyze", "mac_share", "node_macs", "roofline_ms"]
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -87,6 +88,16 @@ def node_macs(node: ir.Node) -> int | None:
         k = a[-2] if node.op_type == "Gemm" and trans_a is not None and trans_a.as_int() else a[-1]
         return math.prod(out) * k
     return 0
+
+
+def mac_share(layers: Iterable[ir.Node], selected: Callable[[ir.Node], bool]) -> float | None:
+    """The share of ``layers``' MACs in those ``selected`` (to 4 places): what runs int8,
+    or fp16; None without static shapes or without MACs."""
+    macs = [(node_macs(n), selected(n)) for n in layers]
+    if not macs or any(m is None for m, _ in macs):
+        return None
+    total = sum(m for m, _ in macs)
+    return round(sum(m for m, chosen in macs if chosen) / total, 4) if total else None
 
 
 def _value_elements(value: ir.Value) -> int:

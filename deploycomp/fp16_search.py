@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import node_macs
+from deploycomp.analysis import mac_share
 from deploycomp.quant.sensitivity import (LayerSensitivity, Ranking, Verdict, nmse_per_output, outputs_of_each,
                                          select_float_layers)
 
@@ -67,12 +67,8 @@ def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None
     """The share of the compute layers' MACs that still runs fp16 (a layer runs fp32 when
     it reads or writes an fp32 tensor); None without static shapes."""
     kept = set(fp32_tensors)
-    macs = {id(n): (node_macs(n), any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)))
-            for n in model.graph if n.op_type in COMPUTE_OPS}
-    if not macs or any(m is None for m, _ in macs.values()):
-        return None
-    total = sum(m for m, _ in macs.values())
-    return round(sum(m for m, fp32 in macs.values() if not fp32) / total, 4) if total else None
+    return mac_share((n for n in model.graph if n.op_type in COMPUTE_OPS),
+                     lambda n: not any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)))
 
 
 def _ranking(model: ir.Model, parts: Mapping[str, list[str]], reference: Reference, hot: Sequence[str],

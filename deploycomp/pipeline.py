@@ -518,9 +518,9 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
         return None
     vs_ort, vs_bundle = compare_outputs(refs, outs), compare_outputs(outs, gots)
     return {"runtime": backend.name, "precision": "fp32",
-            "vs_onnxruntime_min_cosine": round(min(m["cosine"] for m in vs_ort.values()), 6),
+            "vs_onnxruntime_min_cosine": round(_worst_cosine(vs_ort), 6),
             "meets_budget_vs_onnxruntime": fidelity_met(vs_ort, fidelity),
-            "bundle_vs_it_min_cosine": round(min(m["cosine"] for m in vs_bundle.values()), 6),
+            "bundle_vs_it_min_cosine": round(_worst_cosine(vs_bundle), 6),
             "bundle_meets_budget_vs_it": fidelity_met(vs_bundle, fidelity)}
 
 
@@ -560,6 +560,7 @@ def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
 
 
 def _worst_cosine(metrics: Mapping[str, dict]) -> float:
+    """The worst output's cosine (an integer output's share of ids equal) of compare_outputs' metrics."""
     return min(m["cosine"] for m in metrics.values())
 
 
@@ -623,7 +624,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
             metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN))
-        trials.append({"fp32_tensors": len(tensors), "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
+        trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
         return Verdict(not failing, failing)
 
@@ -703,7 +704,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
-                       "min_cosine": round(min(m["cosine"] for m in metrics.values()), 6),
+                       "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": verdict.met, "samples": len(outs)})
         return verdict
 
@@ -722,7 +723,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 with trial_runner(prep.model, "fp16") as runner:
                     fp16 = compare_outputs(refs, [runner.run(s) for s in judged])
-                info["fp16_alternative"] = {"min_cosine": round(min(m["cosine"] for m in fp16.values()), 6),
+                info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
         return result.model, info
@@ -750,7 +751,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         current = state["info"]
         if opts.int8_accept is not None or not current.get("budget_met", True):
             return None
-        validation_cos = min(m["cosine"] for m in validation_metrics.values())
+        validation_cos = _worst_cosine(validation_metrics)
         if result.fallback is not None:
             dropped = current.get("dynamic_dropped", []) + [{"validation_min_cosine": round(validation_cos, 6),
                                                              "dynamic_layers": len(current.get("dynamic_layers") or [])}]

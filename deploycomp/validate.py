@@ -142,19 +142,20 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             r64, g64 = r.astype(np.float64), g.astype(np.float64)
             fg = np.isfinite(g64)
             if f.all() and fg.all():  # the common case, without masked copies (a search compares often)
+                bad = 0
                 diff = np.abs(r64 - g64)
                 max_abs.append(float(diff.max()) if diff.size else 0.0)
                 c = _cosine(r64, g64)
                 informative = _informative(r64, scale)
             else:
-                nonfinite += int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
+                bad = int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
                 both = f & fg
                 diff = np.abs(r64[both] - g64[both])
                 max_abs.append(float(diff.max()) if diff.size else 0.0)
                 c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
                 informative = _informative(r64[f], scale)
+            nonfinite += bad
             if per_sample is not None:
-                bad = not (f.all() and fg.all()) and bool(np.count_nonzero(f != fg))
                 per_sample.setdefault(name, []).append(-1.0 if bad else c if informative else None)
             cos_all.append(c)
             if informative:

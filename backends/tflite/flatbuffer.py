@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -191,24 +191,21 @@ class FlatbufferWriter:
 
     def op_counts(self, output_dtype: str | None = None) -> dict[str, int]:
         """Operators by type (only those writing ``output_dtype`` tensors, if given)."""
-        names = {v: k for k, v in vars(self.s.BuiltinOperator).items() if not k.startswith("_")}
-        counts: dict[str, int] = {}
-        for o in self.operators:
-            if output_dtype is not None and self._dtypes[int(o.outputs[0])] != output_dtype:
-                continue
-            name = names[self.opcodes[o.opcodeIndex].builtinCode]
-            counts[name] = counts.get(name, 0) + 1
-        return dict(sorted(counts.items()))
+        return self._counts(lambda name, o: output_dtype is None or self._dtypes[int(o.outputs[0])] == output_dtype)
 
     def hybrid_op_counts(self) -> dict[str, int]:
         """Dynamic-range (hybrid) operators by type: a float output computed from int8
         weights (the input quantized per sample at run time)."""
+        return self._counts(lambda name, o: name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+                            and len(o.inputs) > 1 and self._dtypes[int(o.inputs[1])] == "int8"
+                            and self._dtypes[int(o.outputs[0])] == "float32")
+
+    def _counts(self, keep: Callable[[str, Any], bool]) -> dict[str, int]:
         names = {v: k for k, v in vars(self.s.BuiltinOperator).items() if not k.startswith("_")}
         counts: dict[str, int] = {}
         for o in self.operators:
             name = names[self.opcodes[o.opcodeIndex].builtinCode]
-            if (name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(o.inputs) > 1
-                    and self._dtypes[int(o.inputs[1])] == "int8" and self._dtypes[int(o.outputs[0])] == "float32"):
+            if keep(name, o):
                 counts[name] = counts.get(name, 0) + 1
         return dict(sorted(counts.items()))
 

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import node_macs
+from deploycomp.analysis import mac_share, node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.calibrate import Observers, Statistics, range_coverage, stream_into
 from deploycomp.quant.dynamic import dynamic_ranking, hybrid_capable, weights_only_layers
@@ -91,6 +91,14 @@ class _Candidate:
     judged: int = 0  # samples its nmse is over
     ranking: Ranking | None = None  # once the search ranked its layers (lazily: sensitivity.Ranking)
     _view: ir.Model | None = field(default=None, repr=False)
+    _refs: list | None = field(default=None, repr=False)
+
+    def refs(self, held_out: Sequence[Feeds]) -> list:
+        """The float view's outputs on the held-out samples (one set per quantize() call),
+        which the quantize-one and the dynamic-range rankings both measure against: run once."""
+        if self._refs is None:
+            self._refs = ort_outputs(self.view, held_out)
+        return self._refs
 
     @property
     def view(self) -> ir.Model:
@@ -223,7 +231,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
         return set(), {"budget_met": True, "sensitivity": [],
                        "sensitivity_note": "every layer int8 meets the budget: no ranking needed"}
     if c.ranking is None:
-        refs = ort_outputs(c.view, held_out)
+        refs = c.refs(held_out)
         progress("int8 sensitivity")
         c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
     ranking = c.ranking
@@ -252,11 +260,7 @@ measurement's noise. Measured on the audio embedding model (TFLite): its one flo
 
 def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:
     """The share of the compute layers' MACs that runs int8 (None without static shapes)."""
-    macs = {n.name: node_macs(n) for n in layers}
-    if not macs or any(m is None for m in macs.values()):
-        return None
-    total = sum(macs.values())
-    return round(sum(m for name, m in macs.items() if name not in float_layers) / total, 4) if total else None
+    return mac_share(layers, lambda n: n.name not in float_layers)
 
 
 def quantize(
@@ -371,7 +375,7 @@ def quantize(
         progress("int8 dynamic-range layers")
         # least dynamic-range error per MAC first (a layer's static error does not predict
         # its dynamic one, and what the budget buys is MACs in int8)
-        errors = dynamic_ranking(chosen_range.view, policy, eligible, held_out)
+        errors = dynamic_ranking(chosen_range.view, policy, eligible, held_out, chosen_range.refs(held_out))
         if errors is not None:
             eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
             record["ranked_by"] = "dynamic-range error alone, per MAC"

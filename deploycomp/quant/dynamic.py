@@ -15,16 +15,17 @@ outputs: what it adds to the float layer is the weights' rounding and one input
 rounding fitted to that input.
 
 So after the search has chosen its float layers, those the backend can run hybrid are
-tried that way, least sensitive first: all of them, and, if that misses, the longest
-such prefix that meets the budget, by bisection (``log2(n)`` runtime checks). The order
-is each layer's own dynamic-range error (:func:`dynamic_ranking`: the float model with
-that layer's weights quantized and its input fake-quantized as the hybrid kernel does
-it, measured like the quantize-one ranking) per MAC it would move into int8, not its
-static error: on PP-OCRv4 rec the static order put a layer third whose dynamic error
-was the largest (3 layers dynamic: cosine 0.954; 7: 0.980), and per MAC the budget buys
-the most compute (the TFLite corpus at 7dc4788, static order -> per MAC: PP-OCRv5 rec
-35% -> 75% of MACs int8, det 67% -> 77%, the layout detector 54% -> 80%). In the QDQ graph such a layer is a float layer whose
-weight alone is quantized (a DequantizeLinear of int8 data), marked with
+tried that way, least costly first: all of them, and, if that misses, the longest such
+prefix that meets the budget, by bisection, then past the layer that broke it
+(:func:`weights_only_layers`). The order is each layer's own dynamic-range error
+(:func:`dynamic_ranking`: the float model with that layer's weights quantized and its
+input fake-quantized as the hybrid kernel does it, measured like the quantize-one
+ranking) per MAC it would move into int8, not its static error: on PP-OCRv4 rec the
+static order put a layer third whose dynamic error was the largest (3 layers dynamic:
+cosine 0.954; 7: 0.980), and per MAC the budget buys the most compute (the TFLite
+corpus, static order at 16be31d -> per MAC at 67aabc6: PP-OCRv5 rec 35% -> 67% of MACs
+int8, det 67% -> 79%, the layout detector none -> 84%). In the QDQ graph such a layer
+is a float layer whose weight alone is quantized (a DequantizeLinear of int8 data), marked with
 :data:`DYNAMIC` in its metadata so the lowering cannot mistake it for a static int8
 layer whose neighbours happen to quantize its input and output.
 """
@@ -108,10 +109,9 @@ def weights_only_layers(eligible: Sequence[str], meets: Callable[[set[str]], obj
                 held.append(chosen + remaining[:mid])
             else:
                 missed = mid
-        if missed - met > 1:  # the layer that broke it is not pinned down: stop here
-            chosen += remaining[:met]
-            break
         chosen += remaining[:met]
+        if missed - met > 1:  # the layer that broke it is not pinned down: stop here
+            break
         remaining = remaining[met + 1:]
     unique = {len(h): h for h in held}  # nested sets: one per size
     return [unique[k] for k in sorted(unique, reverse=True)], checks
@@ -176,16 +176,16 @@ def dynamic_copy(model: ir.Model, policy, layer: str) -> ir.Model | None:
     return copy
 
 
-def dynamic_ranking(view: ir.Model, policy, layers: Sequence[str], samples: Sequence[Mapping[str, np.ndarray]]
-                    ) -> dict[str, float] | None:
+def dynamic_ranking(view: ir.Model, policy, layers: Sequence[str], samples: Sequence[Mapping[str, np.ndarray]],
+                    refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float] | None:
     """Each layer's output NMSE (summed over outputs) with it alone dynamic-range and the
-    rest float, on ``samples``, measured like the quantize-one ranking (each copy run from
-    its cut down on the float model's tensors); None where it cannot be measured."""
-    from deploycomp.quant.sensitivity import _measurer, ort_outputs
+    rest float, on ``samples`` (``refs``: the float model's outputs there), measured like
+    the quantize-one ranking (each copy run from its cut down on the float model's
+    tensors); None where it cannot be measured."""
+    from deploycomp.quant.sensitivity import _measurer
 
     if not layers or view.opset_imports.get("", 0) < 11:
         return None
-    refs = ort_outputs(view, samples)
     measure = _measurer(view, policy, {}, samples, refs, None,
                         copy_for=lambda unit: dynamic_copy(view, policy, unit[0]))
     try:
