@@ -24,8 +24,8 @@ import click
 from deploycomp import __version__
 from deploycomp.errors import DeployError, environment_problem
 
-STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "lower", "validate",
-          "measure latency"]
+STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "reference outputs", "lower",
+          "validate", "measure latency", "write bundle"]
 
 
 def _fail(e: Exception, verbose: bool) -> None:
@@ -203,6 +203,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         here = manifest["measured"].get("latency_here")
         if here:
             click.echo(f"  latency {here['median_ms']:.2f} ms measured on {here['where']}")
+    stages = manifest["measured"].get("stage_seconds")
+    if stages:
+        longest = sorted(stages.items(), key=lambda kv: -kv[1])[:3]
+        click.echo(f"  built in {manifest['measured']['build_seconds']:.1f} s: "
+                   + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in longest))
     for c in val["budgets"] + manifest["measured"].get("budgets", []):
         if not c["ok"]:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")

@@ -88,6 +88,32 @@ class BuildOptions:
     progress: Callable[[str], None] = lambda stage: None
 
 
+class StageClock:
+    """Wall seconds per build stage, a stage running from its progress label to the next
+    (the manifest's ``measured.stage_seconds``): where a build's time went, and what of it
+    a comparison with another tool's quantize call should count (calibration and the
+    search, not validation or latency runs). Forwards each label to ``forward``."""
+
+    def __init__(self, forward: Callable[[str], None]):
+        self.forward = forward
+        self.seconds: dict[str, float] = {}
+        self._stage: str | None = None
+        self._since = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        self.stop()
+        self._stage = stage
+        self.forward(stage)
+
+    def stop(self) -> dict[str, float]:
+        """Close the running stage; the seconds so far, rounded."""
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._since
+        self._stage, self._since = None, now
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
 @dataclass
 class BuildResult:
     bundle: Path
@@ -325,7 +351,8 @@ def build(opts: BuildOptions) -> BuildResult:
 
 
 def _build(opts: BuildOptions) -> BuildResult:
-    started = time.time()
+    started, clock = time.time(), StageClock(opts.progress)
+    opts = replace(opts, progress=clock)
     target = load_target(opts.target)
     _check_precision(target, opts.precision)
     backend = get_backend(target.backend)
@@ -383,6 +410,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         real = [] if validation.source == "random" else samples  # random data says nothing of coverage
         model, quant_info, stricter = _quantize(opts, prep, target, backend, reference, fidelity, calibration, real)
 
+    opts.progress("reference outputs")
     refs = [reference.run(s) for s in samples]
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
@@ -450,6 +478,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress("measure latency here")
             measured["latency_here"] = measure_latency(lambda: runner.run(samples[0]), max_seconds=1.0) | {
                 "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
+        opts.progress("write bundle")
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host)
         if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
@@ -459,6 +488,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
                                               " (no layer stays int8 within the fidelity budget)", fidelity=True))
         measured["budgets"] = summary.to_json(measured=True)
+        measured["stage_seconds"] = clock.stop()
+        measured["build_seconds"] = round(time.time() - started, 3)
         fidelity_missed = any(c.fidelity for c in summary.failures)
         every_float = bool(quant_info and quant_info.get("every_layer_float_missed"))
         source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)

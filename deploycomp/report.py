@@ -359,7 +359,16 @@ def _latency_html(manifest: dict, target: dict) -> str:
                          f"({est['bound']}-bound)", items, " ms",
                          "From the profile's datasheet peaks and the graph's MACs and bytes: an estimate, not a "
                          "measurement; <code>deploycomp engine</code> on the device measures."))
-    return "<h2>Latency</h2>" + "".join(out)
+    return "<h2>Latency</h2>" + "".join(out) + _build_time_html(measured)
+
+
+def _build_time_html(measured: dict) -> str:
+    """Where the build's own time went, stage by stage (from its progress labels)."""
+    stages = measured.get("stage_seconds")
+    if not stages:
+        return ""
+    return _bars(f"Build time: {measured['build_seconds']:.3g} s", list(stages.items()), " s",
+                 "Wall time per stage of this build (imports excluded).")
 
 
 def render_report(manifest: dict[str, Any]) -> str:

@@ -43,6 +43,10 @@ def test_host_build_writes_a_complete_validated_bundle(tiny_conv, tmp_path):
     assert manifest["validation"]["data"]["source"] == "guessed" and manifest["validation"]["data"]["guessed"]
     assert manifest["validation"]["inputs"] == "built-in photos (6), guessed preprocessing"
     assert manifest["measured"]["latency"]["kind"] == "measured"
+    stages = manifest["measured"]["stage_seconds"]  # where the build's time went, stage by stage
+    assert {"load + optimize", "lower (openvino)", "validate", "measure latency"} <= set(stages)
+    assert all(s >= 0 for s in stages.values())
+    assert sum(stages.values()) <= manifest["measured"]["build_seconds"] + 0.01
     assert {a["path"] for a in manifest["artifacts"]} == {"model.xml", "model.bin"}
     assert manifest["source"]["sha256"] == deploycomp.ir.sha256_file(tiny_conv)
     assert "<svg" in (out / "report.html").read_text()
@@ -316,3 +320,16 @@ def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_mo
         with pytest.raises(BudgetError, match="runtimes disagree on this model's outputs"):
             build(BuildOptions(model=squeezenet, out=tmp_path / "sq8", precision="int8", calibration=calib))
         assert not (tmp_path / "sq8").exists()
+
+
+def test_stage_clock_charges_each_stage_until_the_next_label(monkeypatch):
+    from deploycomp.pipeline import StageClock
+
+    seen, now = [], iter([0.0, 1.0, 3.5, 4.0, 10.0])
+    monkeypatch.setattr("deploycomp.pipeline.time.perf_counter", lambda: next(now))
+    clock = StageClock(seen.append)  # t=0
+    clock("calibrate")  # t=1: the time before the first label belongs to no stage
+    clock("search")  # t=3.5
+    clock("calibrate")  # t=4: a stage entered twice adds up
+    assert clock.stop() == {"calibrate": 8.5, "search": 0.5}  # t=10
+    assert seen == ["calibrate", "search", "calibrate"]
