@@ -451,6 +451,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, options, metrics, fidelity, runner):
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
@@ -666,6 +668,27 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"
     log.info("fp16: %d of %d segments kept fp32 for precision", len(record["fp32_segments"]), record["segments"])
     return tensors, record
+
+
+def _fp16_executes_fp32(fp16_info: dict, backend, options: dict, metrics: dict, fidelity: Fidelity, runner) -> bool:
+    """Where the runtime cannot keep single nodes fp32 (OpenVINO's CPU plugin applies its
+    f16 inference precision to every node), an fp16 bundle whose tensors leave fp16's
+    range executes f32 on its f16 weights (the lowering did so), and so does one whose f16
+    execution missed the budget: then the option is set and True asks for a new lowering.
+    Says why in ``fp16_info["executes_fp32"]``."""
+    option = getattr(backend, "fp16_executes_fp32_option", None)
+    if option is None:
+        return False
+    if fp16_info.get("fp32_tensors"):
+        fp16_info["executes_fp32"] = (f"{len(fp16_info['fp32_tensors'])} tensor(s) leave fp16's range and "
+                                      f"{backend.name} cannot keep single nodes fp32: f16 weights, f32 execution")
+        return False
+    if runner.info.get("executed_precision") != "fp16" or fidelity_met(metrics, fidelity):
+        return False
+    options[option] = True
+    fp16_info["executes_fp32"] = (f"f16 execution missed the budget on the validation inputs (cosine "
+                                  f"{_worst_cosine(metrics):.6f}): f16 weights, f32 execution")
+    return True
 
 
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,

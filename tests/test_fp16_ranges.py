@@ -88,3 +88,36 @@ def test_without_the_magnitude_rule_the_precision_search_cannot_stand_in_here(sp
     search = runner.manifest["fp16"]["search"]
     assert not search["met"] and search["segments"] == 1 and not runner.manifest["validation"]["ok"]
     assert search["judged_on"].endswith("validation samples") and "not held out" in search["note"]
+
+
+def test_an_openvino_fp16_build_executes_f32_where_tensors_leave_fp16s_range(spectrum, tmp_path):
+    """OpenVINO's CPU plugin applies an f16 inference precision to every node (its per-node
+    fp32 mark cannot be set from Python or the IR): the bundle keeps f16 weights and runs f32."""
+    path, data = spectrum
+    runner = deploycomp.build(path, tmp_path / "b", target="host", precision="fp16", validation_data=data)
+    manifest = runner.manifest
+    assert list(manifest["fp16"]["fp32_tensors"]) == ["floor", "power"]
+    assert "leave fp16's range" in manifest["fp16"]["executes_fp32"]
+    assert manifest["backend"]["lowered"]["execute"] == "f32" and manifest["backend"]["lowered"]["weights"] == "f16"
+    assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
+    out = deploycomp.load(tmp_path / "b").run({"x": np.random.default_rng(5).random((1, 64), dtype=np.float32)})["y"]
+    assert np.isfinite(out).all()
+
+
+def test_an_f16_execution_that_misses_the_budget_asks_for_f32_execution():
+    from deploycomp.backends.openvino.adapter import BACKEND
+    from deploycomp.pipeline import _fp16_executes_fp32
+    from deploycomp.targets import Fidelity
+
+    class Ran:
+        info = {"executed_precision": "fp16"}
+
+    fidelity = Fidelity(min_cosine=0.999)
+    missed = {"y": {"cosine": 0.9985, "samples": 4}}
+    info, options = {"fp32_tensors": {}}, {}
+    assert _fp16_executes_fp32(info, BACKEND, options, missed, fidelity, Ran())
+    assert options == {"execute_fp32": True} and "cosine 0.998500" in info["executes_fp32"]
+    met = {"y": {"cosine": 0.9995, "samples": 4}}
+    info, options = {"fp32_tensors": {}}, {}
+    assert not _fp16_executes_fp32(info, BACKEND, options, met, fidelity, Ran()) and options == {}
+    assert "executes_fp32" not in info

@@ -10,7 +10,13 @@ Precision is two separate decisions in OpenVINO, and both are recorded:
   f16 for fp16, f32 for fp16 where the CPU has no native f16: the plugin would run
   bf16 there) and reads back what the compiled model actually uses, plus the runtime
   precision of every compute layer, into the manifest. A CPU without native f16/bf16
-  falls back to f32, and the manifest then says f32.
+  falls back to f32, and the manifest then says f32. An fp16 build whose tensors leave
+  f16's range on real inputs, or whose f16 execution misses its budget, executes f32 on
+  its f16 weights (``execute: f32`` in the lowered info): the plugin applies its f16
+  inference precision to every node, and OpenVINO's per-node fp32 mark
+  (``ov::disable_fp16_compression``) is a C++ type that neither the Python API nor the
+  IR reader sets (measured with 2026.4 on a Xeon with AVX512-FP16: an STFT front-end
+  gave 18,624 Inf with every node marked).
 
 Op support is checked with the ONNX frontend's partial conversion: nodes it cannot
 translate remain ``ONNXFrameworkNode`` and are reported by op type.
@@ -115,7 +121,7 @@ class OpenVINORunner:
     may pick another than the graph output's (Silero VAD with its sample rate frozen)."""
 
     def __init__(self, xml: Path, device: str, precision: str, threads: int | None = None,
-                 output_names: list[str] | None = None):
+                 output_names: list[str] | None = None, execute: str | None = None):
         ov = _ov()
         core = ov.Core()
         if device not in core.available_devices and device.split(".")[0] not in core.available_devices:
@@ -124,7 +130,7 @@ class OpenVINORunner:
             )
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision in _HINT and device.startswith("CPU"):
-            config["INFERENCE_PRECISION_HINT"] = _cpu_hint(core, device, precision)
+            config["INFERENCE_PRECISION_HINT"] = execute or _cpu_hint(core, device, precision)
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
@@ -244,6 +250,9 @@ def _keep_fp32(ov_model, tensors) -> int:
 
 class OpenVINOBackend:
     name = "openvino"
+    fp16_executes_fp32_option = "execute_fp32"
+    """The lowering option that keeps an fp16 bundle's f16 weights and executes it f32:
+    the pipeline's answer when f16 execution misses the budget."""
     requires = REQUIRES
     extra = EXTRA
 
@@ -287,7 +296,8 @@ class OpenVINOBackend:
                 except Exception as e:
                     raise UnsupportedError(f"OpenVINO cannot convert the model: {_conversion_reason(str(e))}") from e
         _stable_names(ov_model, model)
-        kept = _keep_fp32(ov_model, (options or {}).get("fp32_tensors") or ()) if precision == "fp16" else 0
+        hot = (options or {}).get("fp32_tensors") or () if precision == "fp16" else ()
+        kept = _keep_fp32(ov_model, hot)  # their weights stay f32 in the .bin
         xml = out_dir / "model.xml"
         ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))  # int8 weights stay int8
         return Lowered(
@@ -301,12 +311,13 @@ class OpenVINOBackend:
                 "openvino_version": ov.get_version(),
                 "output_names": [v.name for v in model.graph.outputs],
                 **({"fp32_nodes": kept} if kept else {}),
+                **({"execute": "f32"} if precision == "fp16" and (hot or (options or {}).get("execute_fp32")) else {}),
             },
         )
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> OpenVINORunner:
         return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"],
-                              output_names=lowered.get("output_names"))
+                              output_names=lowered.get("output_names"), execute=lowered.get("execute"))
 
     def source_runner(self, source: Path, target: TargetProfile, output_names: list[str]) -> OpenVINORunner:
         """OpenVINO at fp32 on the unmodified ONNX file (none of deploycomp's passes): when
