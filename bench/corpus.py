@@ -269,7 +269,8 @@ def docs_table(results: dict) -> str:
     nncf = results.get("nncf", {})
     lines = ["| model | " + " | ".join(targets) + (" | NNCF int8, same data |" if nncf else " |"),
              "|---" * (len(targets) + 1 + bool(nncf)) + "|"]
-    for model in dict.fromkeys(c["model"] for c in results["cells"]):
+    present = dict.fromkeys(c["model"] for c in results["cells"])  # the corpus's order, whatever order they ran in
+    for model in sorted(present, key=lambda m: list(cm.CORPUS).index(m) if m in cm.CORPUS else len(cm.CORPUS)):
         cells = {c["target"]: c for c in results["cells"] if c["model"] == model and c["precision"] == "int8"}
         row = [_docs_cell(cells[t], nncf.get(model)) if t in cells else "" for t in targets]
         if nncf:
