@@ -174,8 +174,14 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb))
 
 
-def nncf_child(name: str, out_json: Path) -> None:
-    """Runs in its own process: nncf.quantize on calib.npz, judged on val.npz against ORT fp32."""
+def nncf_child(name: str, out_json: Path, accuracy_control: bool = False) -> None:
+    """Runs in its own process: nncf.quantize on calib.npz, judged on val.npz against ORT fp32.
+
+    ``accuracy_control``: ``nncf.quantize_with_accuracy_control`` instead, the NNCF call that
+    keeps layers float until a metric holds, as a build's float-layer search does. Its
+    metric is the worst cosine against ONNX Runtime fp32 over the calibration samples
+    (every output, each sample: what a build's search judges on), its ``max_drop`` the
+    target's int8 budget's distance from 1 (0.02: cosine >= 0.98)."""
     res: dict = {}
     try:
         import nncf
@@ -192,42 +198,74 @@ def nncf_child(name: str, out_json: Path) -> None:
         model.reshape({model.input(k).get_any_name(): list(v) for k, v in shapes.items()} if len(shapes) > 1
                       else list(next(iter(shapes.values()))))
         feed_names = [i.get_any_name() for i in model.inputs]
-        q = nncf.quantize(model, nncf.Dataset(calib, lambda s: {k: s[k] for k in feed_names if k in s}))
+        feeds = lambda s: {k: s[k] for k in feed_names if k in s}  # noqa: E731
+        if accuracy_control:
+            cal_refs = _ort_outputs(spec["model"], names, calib)
+
+            def validate(compiled, items):
+                worst = []
+                for sample, ref in items:
+                    got = compiled(feeds(sample))
+                    worst.append(min(_cos(r, np.asarray(got[compiled.outputs[j]])) if np.issubdtype(r.dtype, np.floating)
+                                     else float(np.array_equal(r, got[compiled.outputs[j]])) for j, r in enumerate(ref)))
+                return min(worst), worst
+
+            q = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(calib, feeds), nncf.Dataset(list(zip(calib, cal_refs))), validate, max_drop=0.02)
+        else:
+            q = nncf.quantize(model, nncf.Dataset(calib, feeds))
         res["seconds"] = round(time.perf_counter() - t0, 2)
-        core = ov.Core()
-        compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
-        val = np.load(spec["validation"])
-        per_out: dict[str, list[float]] = {n: [] for n in names}
-        equal: dict[str, list[int]] = {}  # integer outputs: ids equal, ids in all (as compare_outputs judges them)
-        for i, ref in enumerate(refs):
-            got = compiled({k: val[k][i:i + 1] for k in val.files if k in feed_names})
-            for j, n in enumerate(names):
-                r, g = ref[j], got[compiled.outputs[j]]
-                if np.issubdtype(r.dtype, np.integer):
-                    counts = equal.setdefault(n, [0, 0])
-                    counts[0] += int(np.count_nonzero(r == np.asarray(g)))
-                    counts[1] += r.size
-                elif not np.issubdtype(r.dtype, np.floating):
-                    per_out[n].append(1.0 if np.array_equal(r, g) else 0.0)
-                else:
-                    per_out[n].append(_cos(r, np.asarray(g)))
-        for n, (same, total) in equal.items():
-            per_out[n] = [same / total if total else 1.0]
-        res.update(ok=True, cosine={n: min(v) for n, v in per_out.items()}, nncf=nncf.__version__,
-                   fq_nodes=sum(1 for op in q.get_ops() if op.get_type_name() == "FakeQuantize"))
-        res["min_cosine"] = min(res["cosine"].values())
+        res.update(_judge_ov(q, spec, names, refs, feed_names), nncf=nncf.__version__,
+                   accuracy_control=accuracy_control)
     except Exception as e:  # noqa: BLE001
         res = {"ok": False, "error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:400]}",
                "traceback": traceback.format_exc()[-3000:]}
     out_json.write_text(json.dumps(res, indent=1))
 
 
-def run_nncf(name: str, work: Path, timeout: float) -> dict:
-    out = work / f"{name}-nncf.json"
+def _ort_outputs(model: str, names: list[str], samples: list[dict]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    return [session.run(names, {k: s[k] for k in inputs}) for s in samples]
+
+
+def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]) -> dict:
+    """An NNCF model run in OpenVINO (f32 hint) on val.npz, judged as compare_outputs does."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+    val = np.load(spec["validation"])
+    per_out: dict[str, list[float]] = {n: [] for n in names}
+    equal: dict[str, list[int]] = {}  # integer outputs: ids equal, ids in all (as compare_outputs judges them)
+    for i, ref in enumerate(refs):
+        got = compiled({k: val[k][i:i + 1] for k in val.files if k in feed_names})
+        for j, n in enumerate(names):
+            r, g = ref[j], got[compiled.outputs[j]]
+            if np.issubdtype(r.dtype, np.integer):
+                counts = equal.setdefault(n, [0, 0])
+                counts[0] += int(np.count_nonzero(r == np.asarray(g)))
+                counts[1] += r.size
+            elif not np.issubdtype(r.dtype, np.floating):
+                per_out[n].append(1.0 if np.array_equal(r, g) else 0.0)
+            else:
+                per_out[n].append(_cos(r, np.asarray(g)))
+    for n, (same, total) in equal.items():
+        per_out[n] = [same / total if total else 1.0]
+    cosine = {n: min(v) for n, v in per_out.items()}
+    return {"ok": True, "cosine": cosine, "min_cosine": min(cosine.values()),
+            "fq_nodes": sum(1 for op in q.get_ops() if op.get_type_name() == "FakeQuantize")}
+
+
+def run_nncf(name: str, work: Path, timeout: float, accuracy_control: bool = False) -> dict:
+    out = work / f"{name}-nncf{'-ac' if accuracy_control else ''}.json"
     out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--nncf-child", name, "--child-out", str(out)],
+        proc = subprocess.run([sys.executable, __file__, "--nncf-child", name, "--child-out", str(out)]
+                              + (["--nncf-child-ac"] if accuracy_control else []),
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timeout after {timeout:.0f} s"}
@@ -266,9 +304,10 @@ def _docs_cell(c: dict, nncf: dict | None) -> str:
 def docs_table(results: dict) -> str:
     """The int8 results as docs/corpus.md's table (``--docs-table RESULTS.json``)."""
     targets = [t for t in results["targets"] if any(c["target"] == t for c in results["cells"])]
-    nncf = results.get("nncf", {})
-    lines = ["| model | " + " | ".join(targets) + (" | NNCF int8, same data |" if nncf else " |"),
-             "|---" * (len(targets) + 1 + bool(nncf)) + "|"]
+    nncf, ac = results.get("nncf", {}), results.get("nncf_ac", {})
+    lines = ["| model | " + " | ".join(targets) + (" | NNCF int8, same data |" if nncf else " |")
+             + (" NNCF with accuracy control |" if ac else ""),
+             "|---" * (len(targets) + 1 + bool(nncf) + bool(ac)) + "|"]
     present = dict.fromkeys(c["model"] for c in results["cells"])  # the corpus's order, whatever order they ran in
     for model in sorted(present, key=lambda m: list(cm.CORPUS).index(m) if m in cm.CORPUS else len(cm.CORPUS)):
         cells = {c["target"]: c for c in results["cells"] if c["model"] == model and c["precision"] == "int8"}
@@ -277,6 +316,11 @@ def docs_table(results: dict) -> str:
             n = nncf.get(model, {})
             row.append(f"{n['min_cosine']:.4f}, {n['seconds']:.1f} s / {n['wall_seconds']:.1f} s" if n.get("ok")
                        else f"failed: {_one_line(n.get('error', '?'))[:40]}")
+        if ac:
+            n = ac.get(model, {})
+            row.append((f"{'' if n['min_cosine'] >= 0.98 else '**missed** '}{n['min_cosine']:.4f}, "
+                        f"{n['seconds']:.1f} s" if n.get("ok") else f"failed: {_one_line(n.get('error', '?'))[:40]}")
+                       if n else "")
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -317,6 +361,14 @@ def int8_verdicts(results: dict) -> list[str]:
     rows["build time <= 3x NNCF's quantize call"] = [c["seconds"] <= 3 * n["seconds"] for c, n in versus]
     rows["int8 steps (calibration, search) <= 3x NNCF's quantize call"] = [
         c["int8_seconds"] <= 3 * n["seconds"] for c, n in versus if c.get("int8_seconds") is not None]
+    with_ac = [(c, n) for c in built if (n := (results.get("nncf_ac") or {}).get(c["model"], {})).get("ok")]
+    if with_ac:
+        rows["budget met where NNCF's accuracy-controlled call meets it"] = [
+            bool(c.get("ok")) for c, n in with_ac if n["min_cosine"] >= 0.98]
+        rows["NNCF's accuracy-controlled call meets the budget (per model)"] = [
+            n["min_cosine"] >= 0.98 for n in {c["model"]: n for c, n in with_ac}.values()]
+        rows["build time <= NNCF's accuracy-controlled call"] = [c["seconds"] <= n["seconds"] for c, n in with_ac]
+        rows["build time <= 3x NNCF's accuracy-controlled call"] = [c["seconds"] <= 3 * n["seconds"] for c, n in with_ac]
     rows["build time <= 3x NNCF's whole run"] = [c["seconds"] <= 3 * n["wall_seconds"] for c, n in versus
                                                  if n.get("wall_seconds")]
     return [f"- {name}: {sum(v)} of {len(v)}" for name, v in rows.items() if v]
@@ -369,14 +421,18 @@ def main() -> None:
     ap.add_argument("--no-ort-check", action="store_true")
     ap.add_argument("--docs-table", type=Path, metavar="RESULTS", help="print a results file's int8 table as "
                     "docs/corpus.md writes it, and exit")
+    ap.add_argument("--nncf-accuracy-control", action="store_true",
+                    help="also run nncf.quantize_with_accuracy_control (max_drop 0.02 of the worst cosine on the "
+                    "calibration samples): NNCF's own search for a budget")
     ap.add_argument("--nncf-child", help=argparse.SUPPRESS)
+    ap.add_argument("--nncf-child-ac", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.docs_table:
         print(docs_table(json.loads(args.docs_table.read_text())))
         return
     if args.nncf_child:
-        nncf_child(args.nncf_child, args.child_out)
+        nncf_child(args.nncf_child, args.child_out, args.nncf_child_ac)
         return
     if args.jobs != 1:
         print("note: builds run one at a time (--jobs 1); the machine has 2 cores", file=sys.stderr)
@@ -432,6 +488,14 @@ def main() -> None:
             results["nncf"][name] = res
             print(f"{res.get('min_cosine', 0):.4f} in {res.get('seconds', 0):.1f} s" if res.get("ok") else res.get("error"),
                   flush=True)
+            save()
+        if args.nncf_accuracy_control:
+            results.setdefault("nncf_ac", {})
+            print(f"[{name}] NNCF quantize_with_accuracy_control ...", end=" ", flush=True)
+            res = run_nncf(name, work, args.timeout, accuracy_control=True)
+            results["nncf_ac"][name] = res
+            print(f"{res.get('min_cosine', 0):.4f} in {res.get('seconds', 0):.1f} s, {res.get('fq_nodes')} FakeQuantize"
+                  if res.get("ok") else res.get("error"), flush=True)
             save()
     print()
     print(markdown(results))

@@ -167,6 +167,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    + (f" ({share:.0%} of MACs fp16)" if share is not None else "")
                    + ("" if search["met"] else "; none met the budget on the judged samples, even all fp32: "
                       "the bundle is the plain fp16 one"))
+    why_fp32 = (manifest.get("fp16") or {}).get("executes_fp32")
+    if why_fp32:
+        click.echo(f"  fp16: {why_fp32}")
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]

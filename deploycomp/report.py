@@ -238,7 +238,9 @@ def _dynamic_html(quant: dict) -> str:
 def _fp16_html(fp16: dict | None) -> str:
     if not fp16:
         return ""
-    return _fp16_ranges_html(fp16) + _fp16_search_html(fp16.get("search"))
+    why = fp16.get("executes_fp32")
+    return (_fp16_ranges_html(fp16) + _fp16_search_html(fp16.get("search"))
+            + (f'<p class="warn">Executes fp32: {html.escape(why)}.</p>' if why else ""))
 
 
 def _fp16_ranges_html(fp16: dict) -> str:

@@ -98,6 +98,7 @@ def test_an_openvino_fp16_build_executes_f32_where_tensors_leave_fp16s_range(spe
     manifest = runner.manifest
     assert list(manifest["fp16"]["fp32_tensors"]) == ["floor", "power"]
     assert "leave fp16's range" in manifest["fp16"]["executes_fp32"]
+    assert "Executes fp32: 2 tensor(s) leave fp16" in (tmp_path / "b" / "report.html").read_text()
     assert manifest["backend"]["lowered"]["execute"] == "f32" and manifest["backend"]["lowered"]["weights"] == "f16"
     assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
     out = deploycomp.load(tmp_path / "b").run({"x": np.random.default_rng(5).random((1, 64), dtype=np.float32)})["y"]
