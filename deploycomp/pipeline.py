@@ -453,12 +453,17 @@ def _build(opts: BuildOptions) -> BuildResult:
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, options, metrics, fidelity, runner):
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity)
+              and _f32_execution_faster(fp16_info, backend, options, stage, lowered.info, runner, samples[0])):
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
         artifacts = artifact_entries(stage, files)
         artifact_mb = sum(a["bytes"] for a in artifacts) / 1e6
         measured: dict[str, Any] = {"peak_memory_mb": memory_mb, "pass_seconds": sum(r.seconds for r in prep.pass_log.records)}
+        if fp16_info is not None and "execution_ms" in fp16_info:  # timings, not the build's identity
+            measured["fp16_execution_ms"] = fp16_info.pop("execution_ms")
         if quant_info is not None:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
         cost = analysis.analyze(prep.model)
@@ -688,6 +693,37 @@ def _fp16_executes_fp32(fp16_info: dict, backend, options: dict, metrics: dict, 
     options[option] = True
     fp16_info["executes_fp32"] = (f"f16 execution missed the budget on the validation inputs (cosine "
                                   f"{_worst_cosine(metrics):.6f}): f16 weights, f32 execution")
+    return True
+
+
+F32_FASTER = 0.9, 0.05
+"""f32 execution replaces f16 on the target's own CPU when its median is below this share
+of f16's and faster by at least this many ms: past timing noise, not a tie (a tiny
+model's microseconds must not flip the bundle between builds)."""
+
+
+def _f32_execution_faster(fp16_info: dict, backend, options: dict, stage: Path, info: dict, runner,
+                          sample: dict) -> bool:
+    """On the machine the bundle is for, time its f16 execution against f32 execution on the
+    same f16 weights; where f32 is faster, set the backend's option (True asks for a new
+    lowering) and say so. A CPU with AVX512-FP16 but no AMX-FP16 (Sapphire Rapids, OpenVINO
+    2026.4) runs f16 convolutions 1.5-1.9x slower than f32: an fp16 build there would be
+    half the size and slower than fp32, which is not what anyone asks fp16 for. f32
+    execution keeps fp16's numbers or better, so fidelity holds (it is validated again)."""
+    option = getattr(backend, "fp16_executes_fp32_option", None)
+    if option is None or runner.info.get("executed_precision") != "fp16":
+        return False
+    f32 = backend.load(stage, {**info, "execute": "f32"})
+    f16_ms = measure_latency(lambda: runner.run(sample), max_seconds=1.0)["median_ms"]
+    f32_ms = measure_latency(lambda: f32.run(sample), max_seconds=1.0)["median_ms"]
+    del f32
+    fp16_info["execution_ms"] = {"f16": f16_ms, "f32": f32_ms}
+    share, ms = F32_FASTER
+    if f32_ms >= share * f16_ms or f16_ms - f32_ms < ms:
+        return False
+    options[option] = True
+    fp16_info["executes_fp32"] = (f"f32 execution measured faster on this CPU ({f32_ms:.3g} ms against "
+                                  f"{f16_ms:.3g} ms for f16): f16 weights, f32 execution")
     return True
 
 

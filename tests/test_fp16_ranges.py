@@ -122,3 +122,75 @@ def test_an_f16_execution_that_misses_the_budget_asks_for_f32_execution():
     info, options = {"fp32_tensors": {}}, {}
     assert not _fp16_executes_fp32(info, BACKEND, options, met, fidelity, Ran()) and options == {}
     assert "executes_fp32" not in info
+
+
+class _Timed:
+    """A runner that takes ``ms`` per run and says what it executes."""
+
+    def __init__(self, ms: float, executed: str = "fp16"):
+        self.ms, self.info = ms, {"executed_precision": executed}
+
+    def run(self, sample):
+        import time
+
+        end = time.perf_counter() + self.ms / 1e3
+        while time.perf_counter() < end:
+            pass
+
+
+class _LoadsF32:
+    """A backend whose f32-execution runner takes ``ms`` per run; records what it loaded."""
+
+    fp16_executes_fp32_option = "execute_fp32"
+
+    def __init__(self, ms: float):
+        self.ms, self.loaded = ms, []
+
+    def load(self, stage, info):
+        self.loaded.append(info)
+        return _Timed(self.ms, "fp32")
+
+
+@pytest.mark.parametrize("f16_ms, f32_ms, switches",
+                         [(6.0, 2.0, True), (2.0, 6.0, False), (3.0, 3.0, False), (0.03, 0.01, False)])
+def test_an_fp16_bundle_executes_f32_where_that_is_faster_on_the_target_cpu(f16_ms, f32_ms, switches, tmp_path):
+    """On a CPU with AVX512-FP16 but no AMX-FP16, f16 convolutions run slower than f32: an
+    fp16 build must not be slower than the fp32 one it replaces. A tie keeps f16 execution,
+    and so do microseconds (a tiny model's noise must not flip the bundle between builds)."""
+    from deploycomp.pipeline import _f32_execution_faster
+
+    backend, info, options = _LoadsF32(f32_ms), {}, {}
+    assert _f32_execution_faster(info, backend, options, tmp_path, {"weights": "f16"}, _Timed(f16_ms), {}) is switches
+    assert backend.loaded == [{"weights": "f16", "execute": "f32"}]
+    assert info["execution_ms"]["f16"] > info["execution_ms"]["f32"] if switches else True
+    assert (options == {"execute_fp32": True}) is switches
+    assert ("measured faster on this CPU" in info.get("executes_fp32", "")) is switches
+
+
+def test_f16_execution_is_not_timed_where_the_runtime_does_not_execute_f16(tmp_path):
+    from deploycomp.pipeline import _f32_execution_faster
+
+    backend, info = _LoadsF32(1.0), {}
+    assert not _f32_execution_faster(info, backend, {}, tmp_path, {}, _Timed(9.0, "fp32"), {})
+    assert backend.loaded == [] and info == {}
+
+
+def test_a_host_fp16_build_records_both_execution_times_and_runs_the_faster(real_model, tmp_path):
+    """The real thing on whatever CPU runs the tests: where OpenVINO executes f16 natively
+    the manifest carries both medians and the bundle executes the faster (within 10%)."""
+    import openvino as ov
+
+    from deploycomp.examples import EXAMPLES
+
+    ex = EXAMPLES["yolov8n"]
+    runner = deploycomp.build(real_model("yolov8n"), tmp_path / "b", target="host", precision="fp16",
+                              inputs={ex.input_name: ex.shape}, sample_kind=ex.inputs)
+    manifest = runner.manifest
+    if "FP16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert "fp16_execution_ms" not in manifest["measured"]
+        assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
+        return
+    f16, f32 = manifest["measured"]["fp16_execution_ms"]["f16"], manifest["measured"]["fp16_execution_ms"]["f32"]
+    executed = manifest["backend"]["runtime"]["executed_precision"]
+    assert executed == ("fp32" if f32 < 0.9 * f16 and f16 - f32 >= 0.05 else "fp16")
+    assert ("measured faster" in manifest["fp16"].get("executes_fp32", "")) == (executed == "fp32")

@@ -12,7 +12,8 @@ Precision is two separate decisions in OpenVINO, and both are recorded:
   precision of every compute layer, into the manifest. A CPU without native f16/bf16
   falls back to f32, and the manifest then says f32. An fp16 build whose tensors leave
   f16's range on real inputs, or whose f16 execution misses its budget, executes f32 on
-  its f16 weights (``execute: f32`` in the lowered info): the plugin applies its f16
+  its f16 weights (``execute: f32`` in the lowered info), as does one whose f16 execution
+  is the slower on the target's own CPU (timed at build): the plugin applies its f16
   inference precision to every node, and OpenVINO's per-node fp32 mark
   (``ov::disable_fp16_compression``) is a C++ type that neither the Python API nor the
   IR reader sets (measured with 2026.4 on a Xeon with AVX512-FP16: an STFT front-end
