@@ -455,6 +455,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity)
               and _f32_execution_faster(fp16_info, backend, options, stage, lowered.info, runner, samples[0])):
+            if "bf16" in target.precisions:  # the half precision this CPU runs fast
+                fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)

@@ -194,3 +194,5 @@ def test_a_host_fp16_build_records_both_execution_times_and_runs_the_faster(real
     executed = manifest["backend"]["runtime"]["executed_precision"]
     assert executed == ("fp32" if f32 < 0.9 * f16 and f16 - f32 >= 0.05 else "fp16")
     assert ("measured faster" in manifest["fp16"].get("executes_fp32", "")) == (executed == "fp32")
+    if executed == "fp32" and "bf16" in manifest["target"]["profile"]["precisions"]:
+        assert manifest["fp16"]["executes_fp32"].endswith("(for speed here: --precision bf16, or auto)")
