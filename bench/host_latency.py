@@ -1,11 +1,13 @@
 """Host CPU latency: ONNX Runtime fp32 on the original model vs deploycomp's ``host`` bundle.
 
-For each real example model this builds two ``host`` bundles (OpenVINO IR, fp32 and
-fp16) in a temporary folder, then times three runners side by side in one process:
+For each real example model this builds ``host`` bundles (OpenVINO IR, fp32 and fp16, and
+bf16 where the host profile offers it) in a temporary folder, then times the runners side
+by side in one process:
 
 * ``ort``  - ONNX Runtime (CPU provider, fp32) on the *original* ONNX file: the baseline;
-* ``fp32`` / ``fp16`` - each bundle's ``model.xml`` in OpenVINO with the matching precision
-  hint; a CPU without native f16 runs the fp16 IR in f32 ("executed precision" column).
+* ``fp32`` / ``fp16`` / ``bf16`` - each bundle's ``model.xml`` in OpenVINO, executed as the
+  bundle says (an fp16 bundle executes f32 on a CPU without native f16, or where f32 was
+  measured faster at build: "executed precision" column).
 
 Method
   * Same thread budget: ORT ``intra_op_num_threads = N`` and OpenVINO
@@ -70,6 +72,13 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def host_precisions() -> list[str]:
+    """fp32 and fp16, and bf16 where the host profile offers it (CPUs with AMX or AVX512-BF16)."""
+    from deploycomp.targets import load_target
+
+    return ["fp32", "fp16"] + (["bf16"] if "bf16" in load_target("host").precisions else [])
+
+
 def build_bundle(model: Path, ex, precision: str, out: Path) -> dict:
     t0 = time.perf_counter()
     runner = deploycomp.build(model, out, target="host", precision=precision, inputs={ex.input_name: ex.shape},
@@ -79,6 +88,7 @@ def build_bundle(model: Path, ex, precision: str, out: Path) -> dict:
     manifest = read_manifest(out)
     lowered = manifest["backend"]["lowered"]
     return {"xml": out / lowered["xml"], "device": lowered["device"], "precision": lowered["precision"],
+            "execute": lowered.get("execute"),
             "build_s": seconds, "bytes": sum(a["bytes"] for a in manifest["artifacts"]),
             "resolved_from": manifest["target"]["resolved_from"]}
 
@@ -88,10 +98,10 @@ def bench_model(name: str, threads: int, rounds: int, block_ms: float, warmup: i
     model = fetch_example(name)
     feeds = samples_for(ex.inputs, ex.input_name, ex.shape)[0]
     print(f"[{name}] building host bundles ...", flush=True)
-    bundles = {p: build_bundle(model, ex, p, tmp / f"{name}-{p}") for p in ("fp32", "fp16")}
+    bundles = {p: build_bundle(model, ex, p, tmp / f"{name}-{p}") for p in host_precisions()}
     runners = {"ort": ORTRunner(model, threads=threads)}
-    for p, b in bundles.items():
-        runners[p] = OpenVINORunner(b["xml"], b["device"], b["precision"], threads=threads)
+    for p, b in bundles.items():  # executed as the bundle says (an fp16 bundle may execute f32)
+        runners[p] = OpenVINORunner(b["xml"], b["device"], b["precision"], threads=threads, execute=b["execute"])
 
     warm = {}
     for key, r in runners.items():  # >= `warmup` calls and >= 1 s each, so lazy init and caches settle
@@ -137,15 +147,16 @@ def mb(n: int) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | ORT fp32 ms | deploycomp fp32 ms (ratio) | deploycomp fp16 ms (ratio) "
-             "| size ONNX -> IR fp16 | executed precision (fp32 / fp16 bundle) |",
-             "|---|---:|---:|---:|---:|---|"]
+    precs = [p for p in ("fp32", "fp16", "bf16") if any(p in r["runners"] for r in results)]
+    lines = ["| model | ORT fp32 ms | " + " | ".join(f"deploycomp {p} ms (ratio)" for p in precs)
+             + " | size ONNX -> IR fp16 | executed precision (" + " / ".join(precs) + " bundle) |",
+             "|---|---:|" + "---:|" * len(precs) + "---:|---|"]
     for res in results:
-        o, a, h = (res["runners"][k] for k in ("ort", "fp32", "fp16"))
-        lines.append(f"| {res['model']} {'x'.join(map(str, res['shape']))} | {o['median_ms']:.2f} "
-                     f"| {a['median_ms']:.2f} ({a['ratio']:.2f}x) | {h['median_ms']:.2f} ({h['ratio']:.2f}x) "
-                     f"| {mb(res['onnx_bytes'])} -> {mb(h['artifact_bytes'])} "
-                     f"| {a['executed_precision']} / {h['executed_precision']} |")
+        o, h = res["runners"]["ort"], res["runners"]["fp16"]
+        cells = [f"{e['median_ms']:.2f} ({e['ratio']:.2f}x)" if (e := res["runners"].get(p)) else "" for p in precs]
+        lines.append(f"| {res['model']} {'x'.join(map(str, res['shape']))} | {o['median_ms']:.2f} | "
+                     + " | ".join(cells) + f" | {mb(res['onnx_bytes'])} -> {mb(h['artifact_bytes'])} | "
+                     + " / ".join(res["runners"][p]["executed_precision"] for p in precs if p in res["runners"]) + " |")
     lines += ["", "| model | runner | p10-p90 ms | ratio p10-p90 | speedup | build s | artifact | other CPU load |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for res in results:

@@ -43,9 +43,22 @@ def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -
         for name, arr in values.items():
             if not np.issubdtype(np.asarray(arr).dtype, np.floating):
                 continue
-            a = np.abs(np.asarray(arr, np.float64))
-            a = a[np.isfinite(a)]
-            if a.size:
-                peak[name] = max(peak.get(name, 0.0), float(a.max()))
+            m = _largest_magnitude(np.asarray(arr))
+            if m is not None:
+                peak[name] = max(peak.get(name, 0.0), m)
     return {name: round(m, 6) for name, m in sorted(peak.items())
             if m > FP16_MAX / HEADROOM or 0.0 < m < FP16_TINY}
+
+
+def _largest_magnitude(arr: np.ndarray) -> float | None:
+    """The largest finite magnitude in ``arr`` (None if it has none). Its min and max in its
+    own dtype first: no float64 copy of every activation (an fp16 build of a 640x640
+    detector spent 4.5 of 7 s of its range check copying), and only an array holding
+    Inf or NaN takes the slow path that drops them."""
+    if not arr.size:
+        return None
+    m = max(abs(float(arr.max())), abs(float(arr.min())))
+    if np.isfinite(m):
+        return m
+    a = np.abs(arr[np.isfinite(arr)].astype(np.float64))
+    return float(a.max()) if a.size else None

@@ -196,3 +196,14 @@ def test_a_host_fp16_build_records_both_execution_times_and_runs_the_faster(real
     assert ("measured faster" in manifest["fp16"].get("executes_fp32", "")) == (executed == "fp32")
     if executed == "fp32" and "bf16" in manifest["target"]["profile"]["precisions"]:
         assert manifest["fp16"]["executes_fp32"].endswith("(for speed here: --precision bf16, or auto)")
+
+
+def test_the_largest_magnitude_skips_inf_and_nan_and_reads_any_float_dtype():
+    from deploycomp.fp16_ranges import _largest_magnitude
+
+    assert _largest_magnitude(np.array([1.0, -7e4, 3.0], np.float32)) == 7e4
+    assert _largest_magnitude(np.array([1.0, -7e4, np.inf, np.nan], np.float32)) == 7e4  # Inf is not a magnitude seen
+    assert _largest_magnitude(np.array([np.nan, np.nan], np.float32)) is None
+    assert _largest_magnitude(np.zeros((0, 3), np.float32)) is None
+    assert _largest_magnitude(np.array([-2.0, 1e-30], np.float64)) == 2.0
+    assert _largest_magnitude(np.array([5e-8], np.float32)) == pytest.approx(5e-8)
