@@ -528,7 +528,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name) if source else "")
+        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 if fidelity_missed else "")
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
@@ -564,11 +564,14 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
             "bundle_meets_budget_vs_it": fidelity_met(vs_bundle, fidelity)}
 
 
-def _source_hint(source: dict[str, Any], runtime: str) -> str:
-    """One clause: whether the target's runtime disagrees with ONNX Runtime on the model itself."""
+def _source_hint(source: dict[str, Any], runtime: str, precision: str = "fp32") -> str:
+    """One clause: whether the target's runtime disagrees with ONNX Runtime on the model
+    itself, and if not, what changed the outputs (a half precision's rounding, or the build)."""
     if source["meets_budget_vs_onnxruntime"]:
+        cause = (f"{precision}'s rounding changed the outputs, not the runtime" if precision in ("fp16", "bf16")
+                 else "the build changed the outputs")
         return (f"{runtime} at fp32 on the unmodified model meets the budget (cosine "
-                f"{source['vs_onnxruntime_min_cosine']:.6f}): the build changed the outputs; ")
+                f"{source['vs_onnxruntime_min_cosine']:.6f}): {cause}; ")
     agrees = "and the bundle matches it" if source["bundle_meets_budget_vs_it"] else "and the bundle differs from it too"
     return (f"{runtime} at fp32 on the unmodified model misses too (cosine {source['vs_onnxruntime_min_cosine']:.6f}) "
             f"{agrees} (cosine {source['bundle_vs_it_min_cosine']:.6f}): the runtimes disagree on this model's "
