@@ -132,6 +132,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "outputs": val["outputs"], "budgets": val["budgets"], "measured": manifest["measured"],
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
             "auto": manifest.get("auto"),
+            **({"fp16": manifest["fp16"]} if "fp16" in manifest else {}),  # what stayed fp32, and why
         }, indent=2, sort_keys=True))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"

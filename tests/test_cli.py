@@ -29,6 +29,9 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
     summary = json.loads(stdout)
     assert summary["ok"] and summary["backend"] == "openvino" and summary["precision"] == "fp16"
     assert summary["outputs"]["probs"]["cosine"] > 0.999
+    assert summary["fp16"]["fp32_tensors"] == {}  # the fp16 record: nothing left fp16's range here
+    if "executes_fp32" in summary["fp16"]:  # said why, and did so
+        assert summary["executed_precision"] == "fp32"
 
     x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
     np.savez(tmp_path / "in.npz", x=x)
