@@ -792,10 +792,10 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
         elif missed:
-            verdict = Verdict(False, missed)
+            verdict = Verdict(False, missed, _worst_cosine(metrics))
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
             failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=limit["margin"]))
-            verdict = Verdict(not failing, failing)
+            verdict = Verdict(not failing, failing, _worst_cosine(metrics))
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),

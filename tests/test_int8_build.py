@@ -122,8 +122,9 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
                               int8_accept=never, no_fail=True).manifest["quantization"]
     assert strict["acceptance"] == "user metric (API)" and strict["budget_met"] is False
     assert len(strict["float_layers"]) == 2 and seen[0] == (9, ["probs"]) == (strict["budget_judged_on_samples"], ["probs"])
-    # 0, 1, 2 float layers, for each range method of 'auto' (the second searched when the first misses)
-    assert [t["float_layers"] for t in strict["search_trials"]] == [0, 1, 2] * 2 and strict["int8_mac_share"] == 0.0
+    # each range method of 'auto' all-int8 first (which comes closer is searched first), then
+    # 1 and 2 float layers for each (the second searched when the first misses)
+    assert [t["float_layers"] for t in strict["search_trials"]] == [0, 0, 1, 2, 1, 2] and strict["int8_mac_share"] == 0.0
     assert strict["closest"]["min_cosine"] == max(t["min_cosine"] for t in strict["search_trials"])
     assert strict["fp16_alternative"]["min_cosine"] > 0.999
     lenient = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),

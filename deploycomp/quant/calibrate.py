@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 
-__all__ = ["SENTINEL", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
+__all__ = ["SENTINEL", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
            "stream_tensors"]
 
 
@@ -162,6 +162,49 @@ def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Ma
     observed = Observers(tensors)
     count = stream_into(model, [observed], samples, threads, progress)
     return Statistics(observed.observers, count)
+
+
+class ChannelExtremes:
+    """Running min and max per channel (axis 1) of each tensor (a consumer): the ranges
+    of the tensors encoded per channel (:func:`deploycomp.quant.qdq.per_channel_tensors`)."""
+
+    per_tensor = True
+
+    def __init__(self, tensors: Iterable[str]):
+        self.tensors = sorted(set(tensors))
+        self.lo: dict[str, np.ndarray] = {}
+        self.hi: dict[str, np.ndarray] = {}
+
+    def update(self, values: Mapping[str, np.ndarray]) -> None:
+        for name in self.tensors:
+            x = values.get(name)
+            if x is None or x.ndim < 2:
+                continue
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            finite = np.isfinite(x)
+            if finite.all():
+                lo, hi = x.min(axis=axes), x.max(axis=axes)
+            else:
+                lo, hi = np.where(finite, x, np.inf).min(axis=axes), np.where(finite, x, -np.inf).max(axis=axes)
+            lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+            self.lo[name] = np.minimum(self.lo[name], lo) if name in self.lo else lo
+            self.hi[name] = np.maximum(self.hi[name], hi) if name in self.hi else hi
+
+    def within(self, ranges: Mapping[str, tuple]) -> dict[str, tuple]:
+        """``ranges`` with these tensors' ranges per channel: each channel's own extremes
+        inside its tensor's range (a percentile range still clips a channel's outliers),
+        and at least one of the tensor's own int8 steps wide (a channel quiet on the
+        calibration set keeps what one scale per tensor would have given it)."""
+        out = dict(ranges)
+        for name, channel_lo in self.lo.items():
+            if name not in ranges:
+                continue
+            lo_t, hi_t = min(float(ranges[name][0]), 0.0), max(float(ranges[name][1]), 0.0)
+            lo = np.clip(np.minimum(channel_lo, 0.0), lo_t, 0.0)
+            hi = np.clip(np.maximum(self.hi[name], 0.0), 0.0, hi_t)
+            hi = np.minimum(np.maximum(hi, lo + (hi_t - lo_t) / 255), max(hi_t, 1e-12))
+            out[name] = (lo, hi)
+        return out
 
 
 class _Extremes:

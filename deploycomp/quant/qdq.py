@@ -28,11 +28,18 @@ from deploycomp.quant.constants import add_initializer, attributes, constant
 from deploycomp.quant.dynamic import DYNAMIC, MARK
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
-__all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "quantizable_tensors",
-           "quantize_weight", "searchable_nodes", "tensor_encoding"]
+__all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "is_depthwise", "per_channel_tensors",
+           "quantizable_tensors", "quantize_weight", "searchable_nodes", "tensor_encoding"]
 
 
-def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[np.float32, np.ndarray]:
+def activation_params(lo, hi, dtype: str, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero point) of the range ``[lo, hi]``; arrays of each when the range is
+    per channel (``lo`` and ``hi`` arrays: see :func:`per_channel_tensors`)."""
+    if np.ndim(lo) or np.ndim(hi):
+        lo, hi = np.broadcast_arrays(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+        pairs = [activation_params(a, b, dtype, symmetric) for a, b in zip(lo.ravel(), hi.ravel())]
+        return (np.array([p[0] for p in pairs], np.float32),
+                np.array([p[1] for p in pairs], pairs[0][1].dtype if pairs else np.uint8))
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if symmetric:
         amax = max(-lo, hi, 1e-8)
@@ -43,12 +50,17 @@ def activation_params(lo: float, hi: float, dtype: str, symmetric: bool) -> tupl
     return np.float32(scale), np.array(zp, np.uint8 if dtype == "uint8" else np.int8)
 
 
-def fake_quantize(x: np.ndarray, scale: np.float32, zp: np.ndarray) -> np.ndarray:
-    """``DequantizeLinear(QuantizeLinear(x))`` in numpy: what a quantized consumer reads."""
+def fake_quantize(x: np.ndarray, scale, zp: np.ndarray) -> np.ndarray:
+    """``DequantizeLinear(QuantizeLinear(x))`` in numpy: what a quantized consumer reads
+    (a per-channel encoding runs along axis 1, as the QDQ pass writes it)."""
     info = np.iinfo(zp.dtype)
+    if np.ndim(scale) == 1:
+        shape = (1, -1) + (1,) * max(x.ndim - 2, 0)
+        scale, zp = np.reshape(scale, shape), np.reshape(zp, shape)
+    low, high = info.min - zp.astype(np.int64), info.max - zp.astype(np.int64)
     q = np.divide(x, scale, dtype=np.float32)  # one float32 buffer, updated in place
     np.rint(q, out=q)
-    np.clip(q, info.min - int(zp), info.max - int(zp), out=q)  # saturate(q + zp) - zp
+    np.clip(q, low, high, out=q)  # saturate(q + zp) - zp
     q *= scale
     return q
 
@@ -115,6 +127,27 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     return out
 
 
+def is_depthwise(node: ir.Node) -> bool:
+    """A Conv whose every group reads one input channel (weight ``(C * m, 1, k...)``)."""
+    if node.op_type != "Conv" or len(node.inputs) < 2 or node.inputs[1] is None:
+        return False
+    group = attributes(node).get("group", 1)
+    weight = node.inputs[1]
+    shape = weight.const_value.shape if weight.const_value is not None else weight.shape
+    return group > 1 and shape is not None and len(shape) > 1 and shape[1] == 1
+
+
+def per_channel_tensors(model: ir.Model, policy: QDQPolicy) -> set[str]:
+    """The quantized tensors the policy encodes per channel (along axis 1): those only
+    depthwise convolutions read, where the policy says its runtime can
+    (:attr:`~deploycomp.quant.policy.QDQPolicy.per_channel_depthwise_inputs`)."""
+    if not policy.per_channel_depthwise_inputs:
+        return set()
+    return {name for name, consumers in quantizable_tensors(model, policy).items()
+            if all(index == 0 and is_depthwise(node) for node, index in consumers)
+            and all(len(list(node.inputs[0].uses())) == len(consumers) for node, _ in consumers)}
+
+
 def searchable_nodes(model: ir.Model, policy: QDQPolicy) -> list[ir.Node]:
     """Nodes the float-layer search may keep float: the compute layers, and the element-wise
     nodes the policy quantizes (TFLite's Add/Mul, TensorRT's residual Add). Leaving only
@@ -141,7 +174,7 @@ def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
     return out
 
 
-def tensor_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple[float, float]) -> tuple[np.float32, np.ndarray]:
+def tensor_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(scale, zero point) of a quantized activation: from its range, unless the runtime's
     kernel fixes the encoding of its producer's output (TFLite's int8 LOGISTIC)."""
     scale, zp = activation_params(*rng, policy.activation_dtype, policy.activation_symmetric)
@@ -183,7 +216,7 @@ class QDQPass(ir.passes.InPlacePass):
             return
         bias, source = node.inputs[2], node.inputs[0]
         input_scale = self._scales.get(source.name) if source is not None else None
-        if not _is_const(bias) or input_scale is None:
+        if not _is_const(bias) or input_scale is None or np.ndim(input_scale):
             return
         values = bias.const_value.numpy().astype(np.float64)
         weight_scale = np.asarray(weight_scale).ravel()
@@ -241,8 +274,9 @@ class QDQPass(ir.passes.InPlacePass):
             scale, zp = tensor_encoding(p, value, ranges[name])
             sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
             zv = add_initializer(graph, f"{name}__zp", zp)
-            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
-            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
+            axis = {"axis": 1} if np.ndim(scale) else {}  # a scale per channel (per_channel_tensors)
+            q = ir.node("QuantizeLinear", [value, sv, zv], attributes=axis, name=f"{name}__q")
+            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], attributes=axis, name=f"{name}__dq")
             q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"
             dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
             q.outputs[0].shape, q.outputs[0].type = value.shape, ir.TensorType(ir.DataType.from_numpy(zp.dtype))

@@ -397,9 +397,12 @@ checks, dropped on their hardest samples (:data:`deploycomp.pipeline.FAIL_FAST_S
 @dataclass(frozen=True)
 class Verdict:
     """A budget check's answer: truthy when met; ``failing`` names the outputs that missed
-    (``None`` where the check cannot tell, e.g. a user's own metric)."""
+    (``None`` where the check cannot tell, e.g. a user's own metric); ``score``: how close
+    it came, higher is better (the worst cosine over outputs and samples; ``None`` where
+    the check cannot tell)."""
     met: bool
     failing: frozenset[str] | None = None
+    score: float | None = None
 
     def __bool__(self) -> bool:
         return self.met

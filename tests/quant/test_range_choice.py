@@ -162,7 +162,36 @@ def test_a_budget_the_chosen_method_cannot_meet_falls_back_to_the_other():
     result = quantize(model, POLICY, calib, held, fine_steps, method="auto", boosters=())
     assert result.info["range_method"] == "percentile" and result.info["budget_met"] is True
     assert result.info["range_choice"]["candidates"][0]["method"] == "minmax"  # judged better, missed the budget
-    assert "minmax missed the budget" in result.info["range_choice"]["budget_fallback"]
+    assert "minmax had the least judged error but missed the budget all-int8; percentile met it" in \
+        result.info["range_choice"]["budget_fallback"]
+    assert [c["met"] for c in result.info["range_choice"]["all_int8_checks"]] == [False, True]
+    assert not result.info["float_layers"]
     never = quantize(model, POLICY, calib, held, lambda m: False, method="auto", boosters=())
     assert never.info["range_method"] == "minmax" and never.info["budget_met"] is False  # the best-judged stays
     assert "budget_fallback" not in never.info["range_choice"]
+
+
+def test_when_every_method_misses_all_int8_the_search_starts_from_the_closest():
+    """The budget is every sample's worst output, the judged error a mean over a few: the
+    method whose all-int8 model comes closer to the budget (its check's score) is searched
+    first (PP-OCRv5 det: percentile judged better, fell to cosine 0.83 on one page where
+    minmax held 0.95, and kept 24 of 64 layers float against minmax's 3)."""
+    from deploycomp.quant.sensitivity import Verdict
+
+    model = _mixing_conv()
+    calib, held = _with_spikes(_normal(8, 1), 2), _with_spikes(_normal(2, 3), 4)
+    minmax_scale = _input_scale(quantize(model, POLICY, calib, held, method="minmax", boosters=()).model)
+    checked = []
+
+    def closer_with_fine_steps(candidate: ir.Model) -> Verdict:  # never met; finer input steps score higher
+        quantized = {n.inputs[0].name for n in candidate.graph if n.op_type == "QuantizeLinear"}
+        score = 0.9 if "x" in quantized and _input_scale(candidate) < 0.75 * minmax_scale else 0.5
+        checked.append(score)
+        return Verdict(False, None, score)
+
+    result = quantize(model, POLICY, calib, held, closer_with_fine_steps, method="auto", boosters=())
+    checks = result.info["range_choice"]["all_int8_checks"]
+    assert [(c["method"], c["min_cosine"]) for c in checks] == [("minmax", 0.5), ("percentile", 0.9)]
+    assert checked[:2] == [0.5, 0.9]  # each all-int8 model checked once, before any search
+    assert result.info["range_method"] == "percentile" and result.info["budget_met"] is False
+    assert "percentile came closer (cosine 0.9000)" in result.info["range_choice"]["budget_fallback"]
