@@ -31,7 +31,7 @@ from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import per_channel_tensors, quantizable_tensors, searchable_nodes
 from deploycomp.quant.scores import measured_view
-from deploycomp.quant.sensitivity import (Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
+from deploycomp.quant.sensitivity import (GIVE_BACK_CHECKS, Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
                                          select_float_layers, sensitivity_ranking)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
@@ -279,7 +279,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     base = ranking.base
     try:
         chosen, met = select_float_layers(ranking, lambda keep: meets_budget(candidate(keep | pinned)), start=1,
-                                          base=base, after=after or ())
+                                          base=base, after=after or (), give_back=GIVE_BACK_CHECKS)
     finally:
         ranking.release()
     every = not met and len(chosen) >= len(ranking)  # every searchable layer float, and still short

@@ -223,3 +223,35 @@ def test_the_lazy_order_is_the_round_robin_order_on_any_ranking():
         assert lazy.take(m, first) == order(base)[k:k + m]
         turns = {outputs[0]: base[outputs[0]]}
         assert lazy.take(m, first, turns) == [n for n in order(turns) if n not in first][:m]
+
+
+def test_float_layers_whose_error_cancels_go_back_to_int8():
+    """Layer errors do not add: the budget here is met only with the least sensitive layer
+    float (the others' int8 errors cancel), so the prefixes keep all four; giving back
+    returns the three that were float for nothing, within its checks."""
+    asked = []
+
+    def needs_the_last(keep: set[str]) -> bool:
+        asked.append(sorted(keep))
+        return "l3" in keep
+
+    chosen, met = select_float_layers(_ranking(4), needs_the_last, start=1)
+    assert met and chosen == {"l0", "l1", "l2", "l3"}  # the prefixes alone
+    asked.clear()
+    chosen, met = select_float_layers(_ranking(4), needs_the_last, start=1, give_back=6)
+    assert met and chosen == {"l3"}
+    # after the prefixes (1, 2, 4 met, 3 missed): the less sensitive half [l3, l2] back
+    # (the 2-prefix: known to miss, not checked again), l3 alone back (the 3-prefix: the
+    # same), l2 back, then [l1, l0] together
+    assert asked[4:] == [["l0", "l1", "l3"], ["l3"]] and len(asked) == len({tuple(a) for a in asked})
+    asked.clear()
+    chosen, met = select_float_layers(_ranking(4), needs_the_last, start=1, give_back=1)
+    assert met and chosen == {"l0", "l1", "l3"} and len(asked) == 4 + 1  # the checks are capped
+
+
+def test_giving_back_never_leaves_a_choice_that_missed():
+    def five(keep: set[str]) -> bool:
+        return len(keep) >= 5
+
+    chosen, met = select_float_layers(_ranking(20), five, start=1, give_back=6)
+    assert met and len(chosen) == 5  # every smaller set misses: nothing goes back
