@@ -411,7 +411,8 @@ class Verdict:
 def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_budget: Callable[[set[str]], object],
                         max_float_fraction: float = 1.0, start: int = 0,
                         refine: int = REFINE_STEPS, base: Mapping[str, float] | None = None,
-                        after: Collection[str] = (), give_back: int = 0) -> tuple[set[str], bool]:
+                        after: Collection[str] = (), give_back: int = 0,
+                        given_back: list[str] | None = None) -> tuple[set[str], bool]:
     """The fewest layers of the ranking to keep float for the budget: sizes 0, 1, 2, 4, ...,
     all (from ``start``), then up to ``refine`` bisection steps between the last size that
     missed and the first that met it; ``max_float_fraction`` caps the count (none by
@@ -430,7 +431,8 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
     few more layers, not twice as many), without checking them alone again.
 
     ``give_back``: up to this many more checks return float layers to int8 where the
-    budget still holds (:func:`_give_back`; none by default)."""
+    budget still holds (:func:`_give_back`; none by default); ``given_back``, a list,
+    receives them (the choice before giving back is the result plus them)."""
     ranking = ranking if isinstance(ranking, Ranking) else Ranking.of(ranking, base)
     limit = max(1, int(round(len(ranking) * max_float_fraction)))
     verdicts: dict[frozenset[str], object] = {}
@@ -473,7 +475,10 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
     if give_back and met - floor > 1:
         known = ranking.known if isinstance(ranking, Ranking) else {}
         least_first = sorted(chosen[floor:], key=lambda n: (known[n].error_alone if n in known else 0.0, -chosen.index(n)))
-        chosen = _give_back(chosen, least_first, meets_budget, give_back, verdicts)
+        kept = _give_back(chosen, least_first, meets_budget, give_back, verdicts)
+        if given_back is not None:
+            given_back.extend(n for n in chosen if n not in kept)
+        chosen = kept
     return set(chosen), True
 
 
