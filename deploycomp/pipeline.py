@@ -417,11 +417,18 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress(f"lower ({backend.name})")
             for old in stage.iterdir():  # a second try's files replace the first's
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
-            lowered = backend.lower(model, target, opts.precision, stage, options)
+            return validate(backend.lower(model, target, opts.precision, stage, options))
+
+        def validate(lowered):
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
             gots = [runner.run(s) for s in samples]
             return lowered, runner, memory_mb, gots, compare_outputs(refs, gots)
+
+        def executed_f32(lowered):
+            """The same files executed f32 (an fp16 bundle's f16 weights, f32 execution): only
+            the execution changes, so nothing is lowered again (1-3 s a build), only validated."""
+            return validate(replace(lowered, info={**lowered.info, "execute": "f32"}))
 
         lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         tried: list[tuple[ir.Model, dict, float]] = []  # int8 choices the validation inputs rejected
@@ -452,12 +459,12 @@ def _build(opts: BuildOptions) -> BuildResult:
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, options, metrics, fidelity, runner):
-            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+            lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity)
               and _f32_execution_faster(fp16_info, backend, options, stage, lowered.info, runner, samples[0])):
             if "bf16" in target.precisions:  # the half precision this CPU runs fast
                 fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
-            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+            lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
@@ -684,7 +691,8 @@ def _fp16_executes_fp32(fp16_info: dict, backend, options: dict, metrics: dict, 
     """Where the runtime cannot keep single nodes fp32 (OpenVINO's CPU plugin applies its
     f16 inference precision to every node), an fp16 bundle whose tensors leave fp16's
     range executes f32 on its f16 weights (the lowering did so), and so does one whose f16
-    execution missed the budget: then the option is set and True asks for a new lowering.
+    execution missed the budget: then the option is set and True asks to validate the same
+    files executed f32.
     Says why in ``fp16_info["executes_fp32"]``."""
     option = getattr(backend, "fp16_executes_fp32_option", None)
     if option is None:
@@ -710,11 +718,12 @@ model's microseconds must not flip the bundle between builds)."""
 def _f32_execution_faster(fp16_info: dict, backend, options: dict, stage: Path, info: dict, runner,
                           sample: dict) -> bool:
     """On the machine the bundle is for, time its f16 execution against f32 execution on the
-    same f16 weights; where f32 is faster, set the backend's option (True asks for a new
-    lowering) and say so. A CPU with AVX512-FP16 but no AMX-FP16 (Sapphire Rapids, OpenVINO
-    2026.4) runs f16 convolutions 1.5-1.9x slower than f32: an fp16 build there would be
-    half the size and slower than fp32, which is not what anyone asks fp16 for. f32
-    execution keeps fp16's numbers or better, so fidelity holds (it is validated again)."""
+    same f16 weights; where f32 is faster, set the backend's option (True asks to validate
+    the same files executed f32) and say so. A CPU with AVX512-FP16 but no AMX-FP16
+    (Sapphire Rapids, OpenVINO 2026.4) runs f16 convolutions 1.5-1.9x slower than f32:
+    an fp16 build there would be half the size and slower than fp32, which is not what
+    anyone asks fp16 for. f32 execution keeps fp16's numbers or better, so fidelity holds
+    (it is validated again)."""
     option = getattr(backend, "fp16_executes_fp32_option", None)
     if option is None or runner.info.get("executed_precision") != "fp16":
         return False
