@@ -347,7 +347,7 @@ def quantize(
     if "equalize" in boosters:
         # exact in float: the model every later step (and every float layer) sees
         equalized = equalize(model, policy.compute_ops, calibration, policy.per_tensor_constant_ops,
-                             also=[sampled] if sampled else [])
+                             also=[sampled] if sampled else [], explicit=policy.explicit_equalization)
     elif sampled is not None:
         stream_into(model, [sampled], calibration)
 

@@ -84,6 +84,11 @@ class QDQPolicy:
     """(op type, scale, zero point) the runtime's int8 kernel requires of that op's output,
     e.g. TFLite's LOGISTIC writes int8 with scale 1/256 and zero point -128."""
 
+    explicit_equalization: bool = False
+    """``equalize`` also scales the channels of depthwise inputs whose producer cannot take
+    the scale, through a ``Mul`` of their own
+    (:func:`deploycomp.quant.equalization.explicit_sites`)."""
+
     per_channel_depthwise_inputs: bool = False
     """Encode a tensor read only by depthwise convolutions with a scale per channel
     (QuantizeLinear ``axis=1``). A depthwise output channel reads one input channel, so
@@ -98,7 +103,7 @@ class QDQPolicy:
 POLICIES: dict[str, QDQPolicy] = {
     "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm"), per_channel_depthwise_inputs=True),
     "tensorrt": QDQPolicy(
-        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True),
+        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, explicit_equalization=True),
     "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
                         int32_bias=True, quantize_outputs=True, elementwise_with_constants=True,
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",

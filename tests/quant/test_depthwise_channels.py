@@ -1,9 +1,12 @@
-"""Per-channel activation encodings for depthwise readers (OpenVINO's policy).
+"""Depthwise inputs whose channels spread: a scale per channel (OpenVINO's policy), or an
+explicit per-channel Mul before one scale per tensor (TensorRT's).
 
 After HardSwish the channels of a tensor differ by orders of magnitude (PP-OCRv3 rec:
 per-channel maxima 0.07 to 118), and one scale per tensor rounds the small channels to
 zero. A depthwise convolution reads each channel on its own, so a scale per channel is
-exact to move past it, and OpenVINO still runs it in int8.
+exact to move past it, and OpenVINO still runs it in int8. TensorRT's activations take
+one scale per tensor; HardSwish cannot take a channel scale from the conv before it, so
+a Mul of its own does, and the depthwise weights take the inverse.
 """
 
 from __future__ import annotations
@@ -123,3 +126,32 @@ def test_openvino_runs_the_depthwise_conv_in_int8_with_a_scale_per_channel(tmp_p
     assert quant["per_channel_activations"] == 1
     runtime = runner.manifest["backend"]["runtime"]
     assert runtime["executed_precision"] == "int8", runtime["compute_layer_precisions"]
+
+
+def test_tensorrt_equalizes_through_an_explicit_mul_where_the_producer_cannot_take_the_scale(tmp_path):
+    """TensorRT takes one activation scale per tensor, and HardSwish cannot take a channel
+    scale from the conv before it: a ``Mul`` of its own scales the channels (by at most
+    EXPLICIT_SCALE_LIMIT) and the depthwise weights take the inverse. Exact in float; the
+    int8 error in TensorRT's encoding falls."""
+    from deploycomp.quant.equalization import EXPLICIT_SCALE_LIMIT, equalize
+
+    model = _skewed_depthwise(tmp_path / "m.onnx")
+    calibration, held = _samples(8, 0), _samples(4, 1)
+    refs = ort_outputs(model, held)
+    policy = POLICIES["tensorrt"]
+    assert policy.explicit_equalization and not POLICIES["openvino"].explicit_equalization
+    equalized = ir.load(tmp_path / "m.onnx")
+    records = equalize(equalized, policy.compute_ops, calibration, explicit=True)
+    assert [(r["tensor"], r.get("explicit_mul")) for r in records] == [("h", True)]
+    mul = next(n for n in equalized.graph if n.op_type == "Mul")
+    assert mul.inputs[0].name == "h" and [c.name for c, _ in mul.outputs[0].uses()] == ["depthwise"]
+    factors = mul.inputs[1].const_value.numpy().ravel()
+    assert factors.min() >= 1.0 and factors.max() <= EXPLICIT_SCALE_LIMIT * (1 + 1e-6) and factors.max() > 2
+    np.testing.assert_allclose(ort_outputs(equalized, held)[0]["y"], refs[0]["y"], rtol=1e-4, atol=1e-4)
+    assert equalize(ir.load(tmp_path / "m.onnx"), policy.compute_ops, calibration) == []  # only when asked
+
+    def error(p):
+        return nmse(refs, ort_outputs(quantize(ir.load(tmp_path / "m.onnx"), p, calibration, [],
+                                               boosters=("equalize",)).model, held))
+
+    assert error(policy) < 0.5 * error(replace(policy, explicit_equalization=False))
