@@ -137,8 +137,12 @@ def _boosters_text(quant: dict) -> str:
     parts = []
     if quant.get("equalized"):
         worst = max(quant["equalized"], key=lambda e: e["spread_before"])
+        explicit = sum(1 for e in quant["equalized"] if e.get("explicit_mul"))
         parts.append(f"{len(quant['equalized'])} tensors equalized (widest channel spread "
-                     f"{worst['spread_before']:g}x &rarr; {worst['spread_after']:g}x)")
+                     f"{worst['spread_before']:g}x &rarr; {worst['spread_after']:g}x"
+                     + (f"; {explicit} through a per-channel Mul of their own" if explicit else "") + ")")
+    if quant.get("per_channel_activations"):
+        parts.append(f"{quant['per_channel_activations']} depthwise inputs with a scale per channel")
     smoothing = quant.get("smoothing") or {}
     if smoothing.get("sites"):
         shifted = sum(1 for site in smoothing["sites"] if site.get("shift"))
