@@ -473,8 +473,9 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
             missed = mid
     chosen = taken[:met]
     if give_back and met - floor > 1:
-        known = ranking.known if isinstance(ranking, Ranking) else {}
-        least_first = sorted(chosen[floor:], key=lambda n: (known[n].error_alone if n in known else 0.0, -chosen.index(n)))
+        known = ranking.known  # ties: the later taken first
+        order = {n: i for i, n in enumerate(chosen)}
+        least_first = sorted(chosen[floor:], key=lambda n: (known[n].error_alone if n in known else 0.0, -order[n]))
         kept = _give_back(chosen, least_first, meets_budget, give_back, verdicts)
         if given_back is not None:
             given_back.extend(n for n in chosen if n not in kept)
@@ -497,9 +498,12 @@ def _give_back(chosen: list[str], candidates: list[str], meets_budget: Callable[
     a half that misses split again, at most ``checks`` checks (a set in ``checked``, whose
     verdict is known, costs none). The search's prefixes assume errors add; a prefix can
     hold layers whose int8 error cancels another's."""
+    def halves(names: list[str]) -> list[list[str]]:
+        half = (len(names) + 1) // 2
+        return [names[:half], names[half:]]
+
     floats = list(chosen)
-    half = (len(candidates) + 1) // 2
-    groups = [candidates[:half], candidates[half:]]
+    groups = halves(candidates)
     while groups and checks > 0:
         group = [n for n in groups.pop(0) if n in floats]
         if not group:
@@ -509,6 +513,5 @@ def _give_back(chosen: list[str], candidates: list[str], meets_budget: Callable[
         if trial and meets_budget(set(trial)):
             floats = trial
         elif len(group) > 1:
-            half = (len(group) + 1) // 2
-            groups[:0] = [group[:half], group[half:]]
+            groups[:0] = halves(group)
     return floats
