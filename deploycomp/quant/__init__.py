@@ -426,9 +426,12 @@ def quantize(
         def share(names) -> float | None:
             return None if not total or any(macs[n] is None for n in names) else sum(macs[n] for n in names) / total
 
+        def worth(names) -> bool:  # enough MACs for the hybrid kernels' overhead (unknown: yes)
+            return (gain := share(names)) is None or gain >= MIN_DYNAMIC_MAC_SHARE
+
         record = {"eligible": len(eligible)}
-        if (gain := share(eligible)) is not None and gain < MIN_DYNAMIC_MAC_SHARE:
-            return [], {"dynamic_range": record | {"skipped": f"the float layers hold {gain:.1%} of the MACs"}}
+        if not worth(eligible):
+            return [], {"dynamic_range": record | {"skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
         progress("int8 dynamic-range layers")
         # least dynamic-range error per MAC first (a layer's static error does not predict
         # its dynamic one, and what the budget buys is MACs in int8)
@@ -437,13 +440,13 @@ def quantize(
             eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
             record["ranked_by"] = "dynamic-range error alone, per MAC"
         choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
-            quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)))
+            quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth)
         record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
-        worth = [c for c in choices if (gain := share(c)) is None or gain >= MIN_DYNAMIC_MAC_SHARE]
-        if choices and not worth:
+        kept = [c for c in choices if worth(c)]
+        if choices and not kept:
             record |= {"chosen": 0, "skipped": f"the layers that hold the budget dynamic have "
                                                f"{share(choices[0]):.1%} of the MACs"}
-        return worth, {"dynamic_range": record}
+        return kept, {"dynamic_range": record}
 
     def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True,
                choices: list[list[str]] | None = None) -> QuantResult:

@@ -185,3 +185,24 @@ def test_a_layer_that_breaks_the_budget_is_passed_over():
     choices, checks = weights_only_layers(layers, lambda dynamic: not dynamic & bad)
     assert choices[0] == [n for n in layers if n not in bad] and checks <= 14
     assert all(not set(c) & bad for c in choices)
+
+
+def test_no_round_starts_that_cannot_reach_a_set_worth_having():
+    """After a layer breaks the budget, the next round runs only while the layers left
+    could still make a set worth its dynamic kernels (here: at least 11 of 12 layers)."""
+    layers = [f"l{i}" for i in range(12)]
+    asked: list[set[str]] = []
+
+    def meets(dynamic):
+        asked.append(set(dynamic))
+        return not {"l3", "l5"} & dynamic
+
+    everything_but_breakers = set(layers) - {"l3", "l5"}
+    choices, checks = weights_only_layers(layers, meets)
+    assert choices[0] == sorted(everything_but_breakers, key=layers.index)  # no limit: found
+    asked.clear()
+    choices, checks = weights_only_layers(layers, meets, worth=lambda names: len(names) >= 11)
+    # round 1 passes over l3 (11 layers could be left: worth a round), round 2 over l5;
+    # 10 at most are left then, so the third round is never started
+    assert set(layers) - {"l3"} in asked and everything_but_breakers not in asked
+    assert checks == len(asked) and all(len(c) < 11 for c in choices)
