@@ -146,8 +146,11 @@ def _boosters_text(quant: dict) -> str:
     smoothing = quant.get("smoothing") or {}
     if smoothing.get("sites"):
         shifted = sum(1 for site in smoothing["sites"] if site.get("shift"))
+        explicit = sum(1 for site in smoothing["sites"] if site.get("explicit_mul"))
         verdict = "kept" if smoothing.get("kept") else "dropped"
-        parts.append(f"{len(smoothing['sites'])} tensors smoothed ({shifted} shifted), {verdict}: all-int8 NMSE "
+        parts.append(f"{len(smoothing['sites'])} tensors smoothed ({shifted} shifted"
+                     + (f", {explicit} through a per-channel Mul of their own" if explicit else "")
+                     + f"), {verdict}: all-int8 NMSE "
                      f"{smoothing['nmse_all_int8_without']:.3g} without, {smoothing['nmse_all_int8_with']:.3g} with")
     if quant.get("bias_corrected_layers"):
         parts.append(f"{quant['bias_corrected_layers']} layer biases corrected")

@@ -64,13 +64,16 @@ def test_a_real_browser_renders_it(bundle, tmp_path):
     assert (img < 128).mean() > 0.01
 
 
-def test_the_int8_boosters_say_how_depthwise_inputs_were_encoded():
+def test_the_int8_boosters_say_how_tensors_were_encoded_and_rescaled():
     from deploycomp.report import _boosters_text
 
     quant = {"equalized": [{"spread_before": 3840.0, "spread_after": 16.0, "explicit_mul": True},
                            {"spread_before": 12.0, "spread_after": 1.0}],
-             "per_channel_activations": 13, "bias_corrected_layers": 45}
+             "per_channel_activations": 13, "bias_corrected_layers": 45,
+             "smoothing": {"sites": [{"shift": True}, {"explicit_mul": True}, {}], "kept": True,
+                           "nmse_all_int8_without": 0.066, "nmse_all_int8_with": 0.012}}
     text = _boosters_text(quant)
+    assert "3 tensors smoothed (1 shifted, 1 through a per-channel Mul of their own), kept" in text
     assert "2 tensors equalized (widest channel spread 3840x &rarr; 16x; 1 through a per-channel Mul" in text
     assert "13 depthwise inputs with a scale per channel" in text and "45 layer biases corrected" in text
     assert _boosters_text({}) == ""

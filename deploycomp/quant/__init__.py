@@ -340,8 +340,9 @@ def quantize(
         model = model.clone()  # the boosters give layers new constants: not the caller's
     # smoothing's rows ride on equalization's run (they are of tensors equalization leaves
     # alone), or take one of their own
-    sampled = (SampledRows(searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops),
-                           len(calibration)) if "smooth" in boosters else None)
+    sampled = (SampledRows(searchable_sites(model, policy.compute_ops, policy.per_tensor_constant_ops,
+                                            policy.explicit_equalization), len(calibration))
+               if "smooth" in boosters else None)
     if sampled is not None and not sampled.tensors:
         sampled = None
     if "equalize" in boosters:
@@ -431,7 +432,8 @@ def quantize(
 
         record = {"eligible": len(eligible)}
         if not worth(eligible):
-            return [], {"dynamic_range": record | {"skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
+            return [], {"dynamic_range": record | {
+                "skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
         progress("int8 dynamic-range layers")
         # least dynamic-range error per MAC first (a layer's static error does not predict
         # its dynamic one, and what the budget buys is MACs in int8)

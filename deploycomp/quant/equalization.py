@@ -24,7 +24,7 @@ set the QDQ ranges).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -159,12 +159,15 @@ def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...],
     return sites
 
 
-def explicit_sites(model: ir.Model, sites: Sequence[EqualizationSite]) -> list[EqualizationSite]:
-    """Tensors only depthwise convolutions read whose producer cannot take a per-channel
-    scale (not a site of :func:`equalization_sites`: HardSwish, Sigmoid-gated, a Concat).
-    Equalizing one costs an explicit per-channel ``Mul`` before the readers, worth it
-    where the runtime quantizes activations per tensor and fuses an element-wise op into
-    the quantize that follows (TensorRT: :attr:`QDQPolicy.explicit_equalization`)."""
+def explicit_sites(model: ir.Model, sites: Sequence[EqualizationSite], compute_ops: tuple[str, ...] = ("Conv",),
+                   accept: Callable[[EqualizationSite], bool] = lambda site: site.depthwise_only
+                   ) -> list[EqualizationSite]:
+    """Tensors whose producer cannot take a per-channel scale (not one of ``sites``:
+    HardSwish, Sigmoid-gated, a Concat) read only by ``compute_ops`` with constant
+    weights, of those the ones ``accept`` takes (by default: only depthwise convolutions
+    read it). Scaling one costs an explicit per-channel ``Mul`` before the readers, worth
+    it where the runtime quantizes activations per tensor and fuses an element-wise op
+    into the quantize that follows (TensorRT: :attr:`QDQPolicy.explicit_equalization`)."""
     taken = {s.tensor.name for s in sites}
     graph_outputs = {v.name for v in model.graph.outputs}
     found = []
@@ -172,21 +175,33 @@ def explicit_sites(model: ir.Model, sites: Sequence[EqualizationSite]) -> list[E
         for value in node.outputs:
             if value is None or value.name in taken or value.name in graph_outputs or value.shape is None:
                 continue
-            if value.dtype != ir.DataType.FLOAT or len(value.shape) != 4 or not isinstance(value.shape[1], int):
-                continue
             readers = [u for u, _ in value.uses()]
+            if (value.dtype != ir.DataType.FLOAT or not readers
+                    or not all(r.op_type in compute_ops and _reader_ok(r, value) for r in readers)
+                    or len({r.op_type == "Conv" for r in readers}) != 1):
+                continue
             site = EqualizationSite(value, node, [], readers, explicit=True)
-            if readers and all(r.op_type == "Conv" and _reader_ok(r, value) for r in readers) and site.depthwise_only:
+            if len(value.shape) >= (3 if readers[0].op_type == "Conv" else 2) and isinstance(
+                    value.shape[site.channel_axis], int) and accept(site):
                 found.append(site)
     return found
 
 
-def scale_explicitly(model: ir.Model, site: EqualizationSite, inv: np.ndarray) -> None:
-    """``site.tensor * inv`` (per channel) in a new ``Mul`` that every reader reads instead."""
-    factor = add_initializer(model.graph, f"{site.tensor.name}__eq_scale", site.per_channel(inv).astype(np.float32))
-    mul = ir.node("Mul", [site.tensor, factor], name=f"{site.tensor.name}__eq")
-    mul.outputs[0].name = f"{site.tensor.name}__eq"
+def scale_explicitly(model: ir.Model, site: EqualizationSite, inv: np.ndarray, keep_name: bool = False) -> None:
+    """``site.tensor * inv`` (per channel) in a new ``Mul`` that every reader reads instead.
+    ``keep_name``: the ``Mul``'s result takes the tensor's name (the producer's result is
+    renamed), so a rewrite described by what it does to the values of a named tensor (a
+    smoothing's :class:`~deploycomp.quant.smoothing.ChannelAffine`) still names what the
+    readers read."""
+    name = site.tensor.name
+    factor = add_initializer(model.graph, f"{name}__eq_scale", site.per_channel(inv).astype(np.float32))
+    mul = ir.node("Mul", [site.tensor, factor], name=f"{name}__eq")
     mul.outputs[0].shape, mul.outputs[0].type = site.tensor.shape, site.tensor.type
+    if keep_name:
+        site.tensor.name = f"{name}__unscaled"
+        mul.outputs[0].name = name
+    else:
+        mul.outputs[0].name = f"{name}__eq"
     position = {node: i for i, node in enumerate(model.graph)}
     model.graph.insert_before(min(site.readers, key=position.__getitem__), mul)
     for reader in site.readers:
@@ -272,7 +287,8 @@ def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Ma
         act = ranges.get(site.tensor.name)
         if act is None or not np.isfinite(act).all():
             continue
-        scales = _scales(act.astype(np.float64), EXPLICIT_SCALE_LIMIT if site.explicit else SCALE_LIMIT)
+        act = act.astype(np.float64)  # in float32 a spread like 1e2 / 1e-39 overflows
+        scales = _scales(act, EXPLICIT_SCALE_LIMIT if site.explicit else SCALE_LIMIT)
         if np.allclose(scales, 1.0):
             continue
         if site.explicit:

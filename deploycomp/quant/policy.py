@@ -87,7 +87,11 @@ class QDQPolicy:
     explicit_equalization: bool = False
     """``equalize`` also scales the channels of depthwise inputs whose producer cannot take
     the scale, through a ``Mul`` of their own
-    (:func:`deploycomp.quant.equalization.explicit_sites`)."""
+    (:func:`deploycomp.quant.equalization.explicit_sites`), and ``smooth`` the inputs of
+    channel-mixing layers likewise (:func:`deploycomp.quant.smoothing.searchable_sites`).
+    Measured on the corpus in TensorRT's encoding (smoothing's Muls added): PP-OCRv5 rec
+    49% -> 65% of heavy layers int8, the layout detector 91% -> 95% (validation cosine
+    0.983 -> 0.990), PP-OCRv3 rec 96% -> 98%; MiniLM 96% -> 92%."""
 
     per_channel_depthwise_inputs: bool = False
     """Encode a tensor read only by depthwise convolutions with a scale per channel

@@ -10,6 +10,9 @@ Specification:
   never shifts through a Relu, and cuts the int8 error of channels that sit at
   different offsets; ``quantize`` keeps it only if the whole model's error falls, and
   calibrates it from runs of the original model exactly as if it ran the smoothed one;
+  where the runtime takes one activation scale per tensor and fuses an element-wise op
+  into the quantize (TensorRT), a mixing reader's input whose producer cannot take the
+  scale is smoothed through an explicit ``Mul`` that keeps the tensor's name;
 * bias correction's predicted shift equals the measured mean output shift of the
   quantized layer (padding and strides included), and applying it removes that shift;
   its per-tap input sums equal a direct sum over the positions each tap reads;
@@ -348,3 +351,56 @@ def test_a_search_that_misses_with_every_layer_float_says_so():
     met = quantize(model, POLICY, _samples(6, (1, 3, 16, 16)), _samples(2, (1, 3, 16, 16), seed=5),
                    lambda candidate: True, method="percentile", boosters=())
     assert "every_layer_float_missed" not in met.info
+
+
+def _outlier_channels_after_hardswish(rng) -> ir.Model:
+    """conv (3 of 16 channels 100x louder) -> HardSwish -> 1x1 conv: activation outliers in a
+    tensor whose producer cannot take a channel scale (PP-OCRv5 rec's neck in small)."""
+    w0 = rng.normal(size=(16, 8, 1, 1)) * np.where(np.arange(16) % 6 == 0, 100.0, 1.0)[:, None, None, None]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"),
+             helper.make_node("HardSwish", ["c0"], ["h"], name="hs"),
+             helper.make_node("Conv", ["h", "w1", "b1"], ["y"], name="pw")]
+    return _model(nodes, {"w0": w0, "w1": rng.normal(size=(4, 16, 1, 1)), "b1": rng.normal(size=4)},
+                  [1, 8, 8, 8], [1, 4, 8, 8])
+
+
+def test_tensorrt_smooths_through_an_explicit_mul_where_the_producer_cannot_take_the_scale():
+    """Where the runtime fuses an element-wise op into the quantize after it (TensorRT), a
+    channel-mixing reader's input whose producer cannot take a scale is smoothed through a
+    ``Mul`` of its own, which keeps the tensor's name (the producer's result is renamed):
+    exact in float, calibrated from the original model's runs, and the int8 error falls."""
+    from dataclasses import replace
+
+    from deploycomp.quant.equalization import EXPLICIT_SCALE_LIMIT
+
+    model = _outlier_channels_after_hardswish(np.random.default_rng(2))
+    calib, held = _samples(8, (1, 8, 8, 8)), _samples(4, (1, 8, 8, 8), seed=5)
+    trt = POLICIES["tensorrt"]
+    assert searchable_sites(model, trt.compute_ops) == []  # HardSwish takes no scale
+    (item,) = searchable_sites(model, trt.compute_ops, explicit=True)
+    assert item.site.explicit and item.site.tensor.name == "h" and item.can_shift is False
+    assert searchable_sites(model, POLICY.compute_ops, explicit=POLICY.explicit_equalization) == []
+
+    smoothed = _copy(model)
+    (record,) = smooth(smoothed, trt, calib)
+    assert record["tensor"] == "h" and record["explicit_mul"] is True and record["local_error_ratio"] < 0.9
+    mul = next(n for n in smoothed.graph if n.op_type == "Mul")
+    assert mul.inputs[0].name == "h__unscaled" and mul.outputs[0].name == "h"
+    assert [c.name for c, _ in mul.outputs[0].uses()] == ["pw"]
+    factors = mul.inputs[1].const_value.numpy().ravel()
+    assert 1 / EXPLICIT_SCALE_LIMIT * (1 - 1e-6) <= factors.min() and factors.max() <= EXPLICIT_SCALE_LIMIT * (1 + 1e-6)
+    refs = ort_outputs(model, held)
+    for ref, got in zip(refs, ort_outputs(smoothed, held)):
+        np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-3)
+
+    result = quantize(model, trt, calib, held, method="minmax", boosters=["smooth"])
+    assert result.info["smoothing"]["kept"] is True
+    # the range the readers' input is quantized with is the smoothed values' (from the
+    # original's run mapped through the site's affine), as calibrating the rewrite directly gives
+    direct = collect_statistics(smoothed, ["h"], calib).ranges("minmax")["h"]
+    scale = next(n for n in result.model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "h")
+    expected = max(abs(direct[0]), abs(direct[1])) / 127
+    assert scale.inputs[1].const_value.numpy().item() == pytest.approx(expected, rel=1e-4)
+    plain = quantize(model, replace(trt, explicit_equalization=False), calib, held, method="minmax",
+                     boosters=["smooth"])
+    assert nmse(refs, ort_outputs(result.model, held)) < 0.75 * nmse(refs, ort_outputs(plain.model, held))  # 0.54
