@@ -87,6 +87,11 @@ class Backend(Protocol):
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...
 
+    # Optional, looked up with getattr by the pipeline:
+    # ``f32_execution(lowered) -> dict | None``: the lowered info of the same fp16 files
+    # executed f32 (f16 weights kept), where the runtime has such a mode (OpenVINO);
+    # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``.
+
 
 def ensure_available(backend: Backend, context: str = "") -> None:
     """Raise BackendUnavailable if the backend's SDK is missing or it cannot lower yet."""

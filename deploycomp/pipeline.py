@@ -428,7 +428,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         def executed_f32(lowered):
             """The same files executed f32 (an fp16 bundle's f16 weights, f32 execution): only
             the execution changes, so nothing is lowered again (1-3 s a build), only validated."""
-            return validate(replace(lowered, info={**lowered.info, "execute": "f32"}))
+            return validate(replace(lowered, info=backend.f32_execution(lowered.info)))
 
         lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         tried: list[tuple[ir.Model, dict, float]] = []  # int8 choices the validation inputs rejected
@@ -458,10 +458,10 @@ def _build(opts: BuildOptions) -> BuildResult:
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, options, metrics, fidelity, runner):
+        if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner):
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity)
-              and _f32_execution_faster(fp16_info, backend, options, stage, lowered.info, runner, samples[0])):
+              and _f32_execution_faster(fp16_info, backend, stage, lowered.info, runner, samples[0])):
             if "bf16" in target.precisions:  # the half precision this CPU runs fast
                 fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
@@ -687,15 +687,14 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
     return tensors, record
 
 
-def _fp16_executes_fp32(fp16_info: dict, backend, options: dict, metrics: dict, fidelity: Fidelity, runner) -> bool:
+def _fp16_executes_fp32(fp16_info: dict, backend, info: dict, metrics: dict, fidelity: Fidelity, runner) -> bool:
     """Where the runtime cannot keep single nodes fp32 (OpenVINO's CPU plugin applies its
     f16 inference precision to every node), an fp16 bundle whose tensors leave fp16's
     range executes f32 on its f16 weights (the lowering did so), and so does one whose f16
-    execution missed the budget: then the option is set and True asks to validate the same
-    files executed f32.
-    Says why in ``fp16_info["executes_fp32"]``."""
-    option = getattr(backend, "fp16_executes_fp32_option", None)
-    if option is None:
+    execution missed the budget: True asks to validate the same files executed f32
+    (``backend.f32_execution(info)``). Says why in ``fp16_info["executes_fp32"]``."""
+    f32_execution = getattr(backend, "f32_execution", None)
+    if f32_execution is None or f32_execution(info) is None:
         return False
     if fp16_info.get("fp32_tensors"):
         fp16_info["executes_fp32"] = (f"{len(fp16_info['fp32_tensors'])} tensor(s) leave fp16's range and "
@@ -703,7 +702,6 @@ def _fp16_executes_fp32(fp16_info: dict, backend, options: dict, metrics: dict, 
         return False
     if runner.info.get("executed_precision") != "fp16" or fidelity_met(metrics, fidelity):
         return False
-    options[option] = True
     fp16_info["executes_fp32"] = (f"f16 execution missed the budget on the validation inputs (cosine "
                                   f"{_worst_cosine(metrics):.6f}): f16 weights, f32 execution")
     return True
@@ -715,19 +713,18 @@ of f16's and faster by at least this many ms: past timing noise, not a tie (a ti
 model's microseconds must not flip the bundle between builds)."""
 
 
-def _f32_execution_faster(fp16_info: dict, backend, options: dict, stage: Path, info: dict, runner,
-                          sample: dict) -> bool:
+def _f32_execution_faster(fp16_info: dict, backend, stage: Path, info: dict, runner, sample: dict) -> bool:
     """On the machine the bundle is for, time its f16 execution against f32 execution on the
-    same f16 weights; where f32 is faster, set the backend's option (True asks to validate
-    the same files executed f32) and say so. A CPU with AVX512-FP16 but no AMX-FP16
-    (Sapphire Rapids, OpenVINO 2026.4) runs f16 convolutions 1.5-1.9x slower than f32:
-    an fp16 build there would be half the size and slower than fp32, which is not what
+    same f16 weights (``backend.f32_execution(info)``); where f32 is faster, say so and
+    return True (validate the same files executed f32). A CPU with AVX512-FP16 but no
+    AMX-FP16 (Sapphire Rapids, OpenVINO 2026.4) runs f16 convolutions 1.5-1.9x slower than
+    f32: an fp16 build there would be half the size and slower than fp32, which is not what
     anyone asks fp16 for. f32 execution keeps fp16's numbers or better, so fidelity holds
     (it is validated again)."""
-    option = getattr(backend, "fp16_executes_fp32_option", None)
-    if option is None or runner.info.get("executed_precision") != "fp16":
+    f32_info = getattr(backend, "f32_execution", lambda info: None)(info)
+    if f32_info is None or runner.info.get("executed_precision") != "fp16":
         return False
-    f32 = backend.load(stage, {**info, "execute": "f32"})
+    f32 = backend.load(stage, f32_info)
     f16_ms = measure_latency(lambda: runner.run(sample), max_seconds=1.0)["median_ms"]
     f32_ms = measure_latency(lambda: f32.run(sample), max_seconds=1.0)["median_ms"]
     del f32
@@ -735,7 +732,6 @@ def _f32_execution_faster(fp16_info: dict, backend, options: dict, stage: Path, 
     share, ms = F32_FASTER
     if f32_ms >= share * f16_ms or f16_ms - f32_ms < ms:
         return False
-    options[option] = True
     fp16_info["executes_fp32"] = (f"f32 execution measured faster on this CPU ({f32_ms:.3g} ms against "
                                   f"{f16_ms:.3g} ms for f16): f16 weights, f32 execution")
     return True

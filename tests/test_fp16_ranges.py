@@ -114,14 +114,22 @@ def test_an_f16_execution_that_misses_the_budget_asks_for_f32_execution():
         info = {"executed_precision": "fp16"}
 
     fidelity = Fidelity(min_cosine=0.999)
+    lowered = {"precision": "fp16", "weights": "f16"}
+    assert BACKEND.f32_execution(lowered) == {**lowered, "execute": "f32"}
+    assert BACKEND.f32_execution({"precision": "int8"}) is None
     missed = {"y": {"cosine": 0.9985, "samples": 4}}
-    info, options = {"fp32_tensors": {}}, {}
-    assert _fp16_executes_fp32(info, BACKEND, options, missed, fidelity, Ran())
-    assert options == {"execute_fp32": True} and "cosine 0.998500" in info["executes_fp32"]
+    info = {"fp32_tensors": {}}
+    assert _fp16_executes_fp32(info, BACKEND, lowered, missed, fidelity, Ran())
+    assert "cosine 0.998500" in info["executes_fp32"]
     met = {"y": {"cosine": 0.9995, "samples": 4}}
-    info, options = {"fp32_tensors": {}}, {}
-    assert not _fp16_executes_fp32(info, BACKEND, options, met, fidelity, Ran()) and options == {}
+    info = {"fp32_tensors": {}}
+    assert not _fp16_executes_fp32(info, BACKEND, lowered, met, fidelity, Ran())
     assert "executes_fp32" not in info
+
+    class NoF32Mode:  # a runtime without f32 execution of f16 files (TFLite, TensorRT)
+        name = "other"
+
+    assert not _fp16_executes_fp32({}, NoF32Mode(), lowered, missed, fidelity, Ran())
 
 
 class _Timed:
@@ -141,10 +149,12 @@ class _Timed:
 class _LoadsF32:
     """A backend whose f32-execution runner takes ``ms`` per run; records what it loaded."""
 
-    fp16_executes_fp32_option = "execute_fp32"
-
     def __init__(self, ms: float):
         self.ms, self.loaded = ms, []
+
+    @staticmethod
+    def f32_execution(info):
+        return {**info, "execute": "f32"}
 
     def load(self, stage, info):
         self.loaded.append(info)
@@ -159,12 +169,11 @@ def test_an_fp16_bundle_executes_f32_where_that_is_faster_on_the_target_cpu(f16_
     and so do microseconds (a tiny model's noise must not flip the bundle between builds)."""
     from deploycomp.pipeline import _f32_execution_faster
 
-    backend, info, options = _LoadsF32(f32_ms), {}, {}
-    assert _f32_execution_faster(info, backend, options, tmp_path, {"weights": "f16"}, _Timed(f16_ms), {}) is switches
+    backend, info = _LoadsF32(f32_ms), {}
+    assert _f32_execution_faster(info, backend, tmp_path, {"weights": "f16"}, _Timed(f16_ms), {}) is switches
     assert backend.loaded == [{"weights": "f16", "execute": "f32"}]
     if switches:
         assert info["execution_ms"]["f16"] > info["execution_ms"]["f32"]
-    assert (options == {"execute_fp32": True}) is switches
     assert ("measured faster on this CPU" in info.get("executes_fp32", "")) is switches
 
 
@@ -172,7 +181,7 @@ def test_f16_execution_is_not_timed_where_the_runtime_does_not_execute_f16(tmp_p
     from deploycomp.pipeline import _f32_execution_faster
 
     backend, info = _LoadsF32(1.0), {}
-    assert not _f32_execution_faster(info, backend, {}, tmp_path, {}, _Timed(9.0, "fp32"), {})
+    assert not _f32_execution_faster(info, backend, tmp_path, {}, _Timed(9.0, "fp32"), {})
     assert backend.loaded == [] and info == {}
 
 

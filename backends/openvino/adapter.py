@@ -251,9 +251,6 @@ def _keep_fp32(ov_model, tensors) -> int:
 
 class OpenVINOBackend:
     name = "openvino"
-    fp16_executes_fp32_option = "execute_fp32"
-    """The lowering option that keeps an fp16 bundle's f16 weights and executes it f32:
-    the pipeline's answer when f16 execution misses the budget."""
     requires = REQUIRES
     extra = EXTRA
 
@@ -312,9 +309,15 @@ class OpenVINOBackend:
                 "openvino_version": ov.get_version(),
                 "output_names": [v.name for v in model.graph.outputs],
                 **({"fp32_nodes": kept} if kept else {}),
-                **({"execute": "f32"} if precision == "fp16" and (hot or (options or {}).get("execute_fp32")) else {}),
+                **({"execute": "f32"} if hot else {}),  # the CPU plugin keeps no single node fp32
             },
         )
+
+    @staticmethod
+    def f32_execution(lowered: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The same fp16 files executed f32 (f16 weights, f32 inference precision): the
+        pipeline's answer where f16 execution misses the budget or runs slower."""
+        return {**lowered, "execute": "f32"} if lowered.get("precision") == "fp16" else None
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> OpenVINORunner:
         return OpenVINORunner(bundle_dir / lowered["xml"], lowered["device"], lowered["precision"],
