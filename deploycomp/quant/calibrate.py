@@ -165,30 +165,43 @@ def collect_statistics(model: ir.Model, tensors: list[str], samples: Iterable[Ma
 
 
 class ChannelExtremes:
-    """Running min and max per channel (axis 1) of each tensor (a consumer): the ranges
-    of the tensors encoded per channel (:func:`deploycomp.quant.qdq.per_channel_tensors`)."""
+    """Running min and max per channel of each tensor (a consumer): the ranges of the
+    tensors encoded per channel (:func:`deploycomp.quant.qdq.per_channel_tensors`, channel
+    axis 1) and the channel spreads equalization levels (its sites' axes, given as a
+    mapping). Non-finite values are left out of the extremes; the tensors that had any
+    are in ``nonfinite`` (equalization leaves those alone)."""
 
     per_tensor = True
 
-    def __init__(self, tensors: Iterable[str]):
-        self.tensors = sorted(set(tensors))
+    def __init__(self, tensors: Iterable[str] | Mapping[str, int]):
+        self.axis = dict(tensors) if isinstance(tensors, Mapping) else {name: 1 for name in tensors}
+        self.tensors = sorted(self.axis)
         self.lo: dict[str, np.ndarray] = {}
         self.hi: dict[str, np.ndarray] = {}
+        self.nonfinite: set[str] = set()
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         for name in self.tensors:
             x = values.get(name)
             if x is None or x.ndim < 2:
                 continue
-            axes = tuple(i for i in range(x.ndim) if i != 1)
+            channel = self.axis[name] % x.ndim
+            axes = tuple(i for i in range(x.ndim) if i != channel)
             finite = np.isfinite(x)
             if finite.all():
                 lo, hi = x.min(axis=axes), x.max(axis=axes)
             else:
+                self.nonfinite.add(name)
                 lo, hi = np.where(finite, x, np.inf).min(axis=axes), np.where(finite, x, -np.inf).max(axis=axes)
             lo, hi = lo.astype(np.float64), hi.astype(np.float64)
             self.lo[name] = np.minimum(self.lo[name], lo) if name in self.lo else lo
             self.hi[name] = np.maximum(self.hi[name], hi) if name in self.hi else hi
+
+    def amax(self, name: str) -> np.ndarray | None:
+        """Each channel's largest magnitude; None for a tensor not seen or with non-finite values."""
+        if name not in self.hi or name in self.nonfinite:
+            return None
+        return np.maximum(np.abs(self.lo[name]), np.abs(self.hi[name]))
 
     def within(self, ranges: Mapping[str, tuple]) -> dict[str, tuple]:
         """``ranges`` with these tensors' ranges per channel: each channel's own extremes

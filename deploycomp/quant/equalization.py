@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.quant.calibrate import Consumer, stream_into
+from deploycomp.quant.calibrate import ChannelExtremes, Consumer, stream_into
 from deploycomp.quant.constants import add_initializer, attributes, constant, set_constant_input
 
 __all__ = ["SCALE_LIMIT", "EqualizationSite", "equalization_sites", "equalize", "explicit_sites", "scale_explicitly",
@@ -247,24 +247,6 @@ def scale_readers(model: ir.Model, site: EqualizationSite, scales: np.ndarray) -
         set_constant_input(model.graph, r, 1, scaled, f"{r.name}__eq_weight")
 
 
-class _ChannelRanges:
-    """Per-channel max |x| of each site's tensor (a consumer of a float run)."""
-
-    per_tensor = True
-
-    def __init__(self, sites: Sequence[EqualizationSite]):
-        self.axis = {s.tensor.name: s.channel_axis for s in sites}
-        self.tensors = sorted(self.axis)
-        self.ranges: dict[str, np.ndarray] = {}
-
-    def update(self, values: Mapping[str, np.ndarray]) -> None:
-        for name in self.tensors:
-            if name in values:
-                x = values[name]
-                flat = np.abs(np.moveaxis(x, self.axis[name], -1)).reshape(-1, x.shape[self.axis[name]])
-                self.ranges[name] = np.maximum(self.ranges.get(name, 0), flat.max(0))
-
-
 def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Mapping[str, np.ndarray]],
              per_tensor_constant_ops: tuple[str, ...] = (), also: Sequence[Consumer] = (),
              explicit: bool = False) -> list[dict]:
@@ -279,15 +261,13 @@ def equalize(model: ir.Model, compute_ops: tuple[str, ...], samples: Iterable[Ma
         sites += explicit_sites(model, sites)
     if not sites and not also:
         return []
-    measured = _ChannelRanges(sites)
+    measured = ChannelExtremes({s.tensor.name: s.channel_axis for s in sites})
     stream_into(model, [measured, *also], samples)
-    ranges = measured.ranges
     records = []
     for site in sites:
-        act = ranges.get(site.tensor.name)
-        if act is None or not np.isfinite(act).all():
+        act = measured.amax(site.tensor.name)  # float64: in float32 a spread like 1e2 / 1e-39 overflows
+        if act is None:
             continue
-        act = act.astype(np.float64)  # in float32 a spread like 1e2 / 1e-39 overflows
         scales = _scales(act, EXPLICIT_SCALE_LIMIT if site.explicit else SCALE_LIMIT)
         if np.allclose(scales, 1.0):
             continue
