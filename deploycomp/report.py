@@ -151,7 +151,8 @@ def _boosters_text(quant: dict) -> str:
         parts.append(f"{len(smoothing['sites'])} tensors smoothed ({shifted} shifted"
                      + (f", {explicit} through a per-channel Mul of their own" if explicit else "")
                      + f"), {verdict}: all-int8 NMSE "
-                     f"{smoothing['nmse_all_int8_without']:.3g} without, {smoothing['nmse_all_int8_with']:.3g} with")
+                     f"{smoothing['nmse_all_int8_without']:.3g} without, {smoothing['nmse_all_int8_with']:.3g} with"
+                     + (f" ({smoothing['budget_fallback']})" if smoothing.get("budget_fallback") else ""))
     if quant.get("bias_corrected_layers"):
         parts.append(f"{quant['bias_corrected_layers']} layer biases corrected")
     return " (" + "; ".join(parts) + ")" if parts else ""
