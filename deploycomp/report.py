@@ -145,6 +145,7 @@ def _boosters_text(quant: dict) -> str:
         parts.append(f"{quant['per_channel_activations']} depthwise inputs with a scale per channel")
     smoothing = quant.get("smoothing") or {}
     if smoothing.get("sites"):
+        judged_better = smoothing["nmse_all_int8_with"] < smoothing["nmse_all_int8_without"]
         shifted = sum(1 for site in smoothing["sites"] if site.get("shift"))
         explicit = sum(1 for site in smoothing["sites"] if site.get("explicit_mul"))
         verdict = "kept" if smoothing.get("kept") else "dropped"
@@ -152,7 +153,9 @@ def _boosters_text(quant: dict) -> str:
                      + (f", {explicit} through a per-channel Mul of their own" if explicit else "")
                      + f"), {verdict}: all-int8 NMSE "
                      f"{smoothing['nmse_all_int8_without']:.3g} without, {smoothing['nmse_all_int8_with']:.3g} with"
-                     + (f" ({smoothing['budget_fallback']})" if smoothing.get("budget_fallback") else ""))
+                     + (f" ({smoothing['budget_fallback']})" if smoothing.get("budget_fallback")
+                        else " (the budget's all-int8 check preferred the plain model)"
+                        if not smoothing.get("kept") and judged_better else ""))
     if quant.get("bias_corrected_layers"):
         parts.append(f"{quant['bias_corrected_layers']} layer biases corrected")
     return " (" + "; ".join(parts) + ")" if parts else ""

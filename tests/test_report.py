@@ -77,6 +77,8 @@ def test_the_int8_boosters_say_how_tensors_were_encoded_and_rescaled():
     quant["smoothing"] |= {"kept": False, "budget_fallback": "percentile smoothed had the least judged error but "
                                                              "missed the budget all-int8; percentile met it"}
     assert "dropped: all-int8 NMSE 0.066 without, 0.012 with (percentile smoothed had" in _boosters_text(quant)
+    del quant["smoothing"]["budget_fallback"]  # auto ranges record it with the range choice
+    assert "0.012 with (the budget's all-int8 check preferred the plain model)" in _boosters_text(quant)
     assert "2 tensors equalized (widest channel spread 3840x &rarr; 16x; 1 through a per-channel Mul" in text
     assert "13 depthwise inputs with a scale per channel" in text and "45 layer biases corrected" in text
     assert _boosters_text({}) == ""
