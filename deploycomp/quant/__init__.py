@@ -397,7 +397,7 @@ def quantize(
         choice["all_int8_checks"] = budget_order
     if chosen_range is not tries[0]:
         choice["budget_fallback"] = (f"{_label(tries[0])} missed the budget; {_label(chosen_range)} "
-                                           f"met it with {len(float_layers)} float layers")
+                                     f"met it with {len(float_layers)} float layers")
     elif chosen_range is not candidates[0]:
         closest = next(c for c in budget_order
                        if (c["method"], c["smoothed"]) == (chosen_range.method, chosen_range.smoothed))

@@ -86,12 +86,11 @@ def searchable_sites(model: ir.Model, compute_ops: tuple[str, ...], per_tensor_c
                      explicit: bool = False) -> list[_Searchable]:
     """Mixing sites whose readers are all pointwise (1x1 Conv without padding, Gemm,
     MatMul): their output is a matrix product per row, so sampled rows judge them.
-    ``explicit``: also the tensors whose producer cannot take the scale, scaled through
-    an explicit ``Mul`` (:func:`deploycomp.quant.equalization.explicit_sites`; never
-    shifted). Measured on PP-OCRv5 rec in TensorRT's encoding: its two most sensitive
-    channel-mixing convs read a ``Squeeze`` and a ``Concat`` result with ranges of
-    (-1.5, 119) and (-1.5, 99), activation outliers in a few channels (their error alone
-    0.0056 and 0.0046 output NMSE, of which their weights' 0.0004-0.0005)."""
+    ``explicit``: also the tensors whose producer cannot take the scale (a swish
+    ``Mul``, HardSwish, a ``Transpose`` or ``Reshape``), scaled through an explicit
+    ``Mul`` (:func:`deploycomp.quant.equalization.explicit_sites`; never shifted).
+    Measured on the corpus in TensorRT's encoding: PP-OCRv5 rec's 12 such sites took its
+    heavy layers int8 from 49% to 65%."""
     every = equalization_sites(model, compute_ops, per_tensor_constant_ops)
     out = []
     for site in every:

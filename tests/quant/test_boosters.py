@@ -355,7 +355,7 @@ def test_a_search_that_misses_with_every_layer_float_says_so():
 
 def _outlier_channels_after_hardswish(rng) -> ir.Model:
     """conv (3 of 16 channels 100x louder) -> HardSwish -> 1x1 conv: activation outliers in a
-    tensor whose producer cannot take a channel scale (PP-OCRv5 rec's neck in small)."""
+    tensor whose producer cannot take a channel scale, read by a pointwise conv."""
     w0 = rng.normal(size=(16, 8, 1, 1)) * np.where(np.arange(16) % 6 == 0, 100.0, 1.0)[:, None, None, None]
     nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"),
              helper.make_node("HardSwish", ["c0"], ["h"], name="hs"),
