@@ -577,6 +577,11 @@ def _source_hint(source: dict[str, Any], runtime: str, precision: str = "fp32") 
     if source["meets_budget_vs_onnxruntime"]:
         cause = (f"{precision}'s rounding changed the outputs, not the runtime" if precision in ("fp16", "bf16")
                  else "the build changed the outputs")
+        if precision == "bf16":
+            # bf16 rounds every node to 8 mantissa bits, and no runtime here keeps single
+            # nodes fp32 at bf16 (OpenVINO 2026.4's CPU plugin ignores its fp32 mark there:
+            # PP-OCRv3 rec ran all 45 convs and FCs bf16 with every node marked)
+            cause += " (fp16 keeps 11 bits: --precision fp16, or auto)"
         return (f"{runtime} at fp32 on the unmodified model meets the budget (cosine "
                 f"{source['vs_onnxruntime_min_cosine']:.6f}): {cause}; ")
     agrees = "and the bundle matches it" if source["bundle_meets_budget_vs_it"] else "and the bundle differs from it too"

@@ -304,7 +304,9 @@ def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_mo
     source = _runtime_on_source(backend, target, prep, samples, refs, changed, fidelity)
     assert source["meets_budget_vs_onnxruntime"] and not source["bundle_meets_budget_vs_it"]
     assert "the build changed the outputs" in _source_hint(source, "openvino")
-    assert "bf16's rounding changed the outputs, not the runtime" in _source_hint(source, "openvino", "bf16")
+    assert "bf16's rounding changed the outputs, not the runtime (fp16 keeps 11 bits: --precision fp16, or auto)" \
+        in _source_hint(source, "openvino", "bf16")
+    assert "--precision fp16" not in _source_hint(source, "openvino", "fp16")
 
     squeezenet = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
     result = build(BuildOptions(model=squeezenet, out=tmp_path / "sq", precision="fp32", no_fail=True))
