@@ -112,6 +112,19 @@ def test_channel_ranges_stay_inside_the_tensor_range_and_one_step_wide():
     assert hi[2] == pytest.approx(10.5 / 255)  # a channel all zero keeps one of the tensor's steps
 
 
+def test_channel_extremes_take_each_tensors_own_channel_axis_and_list_non_finite_ones():
+    """Equalization reads a channels-last tensor (a MatMul's input) along its last axis;
+    a tensor that had Inf or NaN has no magnitudes to level (equalization skips it)."""
+    channels = ChannelExtremes({"rows": -1, "maps": 1})
+    rows = np.array([[1.0, -4.0, 0.5], [-2.0, 3.0, 0.25]], np.float32)  # (tokens, channels)
+    maps = np.ones((1, 2, 2, 2), np.float32)
+    maps[0, 1, 0, 0] = np.nan
+    channels.update({"rows": rows, "maps": maps})
+    np.testing.assert_allclose(channels.amax("rows"), [2.0, 4.0, 0.5])
+    np.testing.assert_allclose(channels.hi["maps"], [1.0, 1.0])  # the NaN left out of the extremes
+    assert channels.nonfinite == {"maps"} and channels.amax("maps") is None and channels.amax("other") is None
+
+
 def test_openvino_runs_the_depthwise_conv_in_int8_with_a_scale_per_channel(tmp_path):
     """The bundle executes every compute layer in int8 (``u8`` activations in OpenVINO's
     runtime model), and the per-channel encoding reaches it."""
