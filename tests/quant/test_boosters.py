@@ -434,3 +434,28 @@ def test_a_smoothing_the_budget_rejects_all_int8_gives_way_to_the_plain_model():
     auto = quantize(model, POLICY, calib, held, rejects_smoothing, method="auto", boosters=["smooth"])
     assert auto.info["smoothing"]["kept"] is False and auto.info["budget_met"] is True
     assert [c["smoothed"] for c in auto.info["range_choice"]["all_int8_checks"]][:2] == [True, False]
+
+
+def test_explicit_smoothing_of_a_matmul_input_scales_its_last_axis():
+    """A channels-last reader (MatMul) takes the explicit ``Mul`` along the last axis, and
+    the float outputs stay."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"], name="fc0"),
+             helper.make_node("Tanh", ["h0"], ["t"], name="tanh"),
+             helper.make_node("Mul", ["t", "loud"], ["u"], name="loud_mul"),
+             helper.make_node("Tanh", ["u"], ["v"], name="tanh2"),
+             helper.make_node("MatMul", ["v", "w1"], ["y"], name="fc1")]
+    loud = np.where(np.arange(16) % 5 == 0, 1.0, 0.02)  # a few loud channels after the second Tanh
+    model = _model(nodes, {"w0": rng.normal(size=(8, 16)) * 3, "loud": loud * 4, "w1": rng.normal(size=(16, 4))},
+                   [10, 8], [10, 4])
+    trt = POLICIES["tensorrt"]
+    sites = searchable_sites(model, trt.compute_ops, explicit=True)
+    assert [(s.site.tensor.name, s.site.channel_axis) for s in sites if s.site.explicit] == [("v", -1)]
+    samples = _samples(6, (10, 8))
+    smoothed = _copy(model)
+    records = smooth(smoothed, trt, samples)
+    assert [(r["tensor"], r.get("explicit_mul")) for r in records] == [("v", True)]
+    mul = next(n for n in smoothed.graph if n.op_type == "Mul" and n.outputs[0].name == "v")
+    assert mul.inputs[1].const_value.numpy().shape == (1, 16)
+    for ref, got in zip(ort_outputs(model, samples), ort_outputs(smoothed, samples)):
+        np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-4)
