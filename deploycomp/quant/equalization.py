@@ -31,6 +31,7 @@ import onnx_ir as ir
 
 from deploycomp.quant.calibrate import ChannelExtremes, Consumer, stream_into
 from deploycomp.quant.constants import add_initializer, attributes, constant, set_constant_input
+from deploycomp.quant.qdq import is_depthwise
 
 __all__ = ["SCALE_LIMIT", "EqualizationSite", "equalization_sites", "equalize", "explicit_sites", "scale_explicitly",
            "scale_producer", "scale_readers"]
@@ -72,7 +73,7 @@ class EqualizationSite:
 
     @property
     def depthwise_only(self) -> bool:
-        return all(r.op_type == "Conv" and constant(r.inputs[1]).shape[1] == 1 for r in self.readers)
+        return all(is_depthwise(r) for r in self.readers)
 
 
 def _optional_const(node: ir.Node, index: int) -> bool:
