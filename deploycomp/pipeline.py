@@ -799,17 +799,18 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
             for i, value in zip(seen, values):
                 hardness[k][i] = 1.0 if value is None else value
+        worst = _worst_cosine(metrics)
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
         elif missed:
-            verdict = Verdict(False, missed, _worst_cosine(metrics))
+            verdict = Verdict(False, missed, worst)
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
             failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, margin=limit["margin"]))
-            verdict = Verdict(not failing, failing, _worst_cosine(metrics))
+            verdict = Verdict(not failing, failing, worst)
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
-                       "min_cosine": round(_worst_cosine(metrics), 6),
+                       "min_cosine": round(worst, 6),
                        "met": verdict.met, "samples": len(outs)})
         return verdict
 
