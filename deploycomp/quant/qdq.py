@@ -224,6 +224,15 @@ class QDQPass(ir.passes.InPlacePass):
             # a grouped ConvTranspose's weight is (C_in, C_out / g, k...): its per-channel scales
             # along axis 1 repeat for each group's block of output channels
             weight_scale = np.tile(weight_scale, values.size // weight_scale.size)
+        channels = weight_scale.shape if weight_scale.size > 1 else (values.size,)
+        if values.shape != channels:
+            # a Gemm's C may be a scalar or (1, N), broadcast over the rows (a MatMul + Add
+            # exported as one Gemm keeps the Add's shape); the int32 encoding, like a TFLite
+            # FULLY_CONNECTED's bias, is one value per output channel, which Gemm reads the
+            # same way. Any other C (one per row too) stays float.
+            if not (values.size == 1 or (values.size == channels[0] and values.shape[-1] == values.size)):
+                return
+            values = np.broadcast_to(values.reshape(-1), channels)
         scale = (input_scale * weight_scale).astype(np.float32)
         q = np.clip(np.round(values / np.broadcast_to(scale, values.shape)), -(2**31), 2**31 - 1).astype(np.int32)
         qv = add_initializer(graph, base + "_bias_q", q)
@@ -232,7 +241,7 @@ class QDQPass(ir.passes.InPlacePass):
         dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": 0}, name=base + "_bias_dq")
         graph.insert_before(node, dq)
         dq.outputs[0].name = base + "_bias_dq"
-        dq.outputs[0].shape, dq.outputs[0].type = bias.shape, bias.type
+        dq.outputs[0].shape, dq.outputs[0].type = ir.Shape(values.shape), bias.type
         node.replace_input_with(2, dq.outputs[0])
 
     def _quantize_graph_outputs(self, graph: ir.Graph, ranges) -> bool:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 from deploycomp.ir import load_model
 from deploycomp.passes import build_pipeline, run_passes
@@ -103,6 +105,32 @@ def test_tflite_policy_stores_int32_biases_scaled_by_input_times_weight(tiny_con
     openvino = quantize(_model(tiny_conv), POLICIES["openvino"], _samples(6), [])
     conv = next(n for n in openvino.model.graph if n.op_type == "Conv")
     assert conv.inputs[2].producer() is None  # float bias elsewhere
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 6), (), (6,)])
+def test_tflite_int32_bias_of_a_gemm_is_one_value_per_output_channel(bias_shape):
+    """A Gemm's C broadcast over the rows ((1, N) from a MatMul + Add exported as Gemm, or
+    a scalar) becomes an int32 vector of N (what ONNX Runtime's per-axis DequantizeLinear
+    and TFLite's FULLY_CONNECTED take): a (1, N) C crashed ONNX Runtime before (a JAX-exported
+    file-type classifier)."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(8, 6)).astype(np.float32)
+    c = rng.normal(size=bias_shape).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(c, "c")])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    samples = [{"x": rng.normal(size=(1, 8)).astype(np.float32)} for _ in range(6)]
+    result = quantize(model, POLICIES["tflite"], samples, [])
+    gemm = next(n for n in result.model.graph if n.op_type == "Gemm")
+    bias_dq = gemm.inputs[2].producer()
+    assert bias_dq.op_type == "DequantizeLinear" and bias_dq.inputs[0].const_value.numpy().shape == (6,)
+    assert bias_dq.inputs[0].const_value.numpy().dtype == np.int32
+    got = ort.InferenceSession(ir.to_proto(result.model).SerializeToString()).run(None, samples[0])[0]
+    want = samples[0]["x"] @ w + c
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
 def test_tflite_policy_shares_scales_fixes_logistic_and_quantizes_affine_ops():
