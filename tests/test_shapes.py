@@ -29,5 +29,18 @@ def test_checks_against_model(tiny_conv):
         check_specs(model, [("y", (1, 3, 16, 16))])
     with pytest.raises(InputDataError, match="rank 3 given"):
         check_specs(model, [("x", (1, 3, 16))])
-    with pytest.raises(InputDataError, match="dim 1 is fixed to 3"):
+    # its conv reads 3 channels: ONNX Runtime's run on zeros names the node that refuses 4
+    with pytest.raises(InputDataError, match=r"fixes Nx3x16x16 and its graph does not run at 1x4x16x16: .*[Cc]hannels"):
         check_specs(model, [("x", (1, 4, 16, 16))])
+
+
+def test_a_fixed_dim_takes_another_size_where_the_graph_runs_at_it(tiny_conv):
+    """Exporters fix the example's shape (CenterFace: 10x3x32x32); a conv net with a global
+    pool runs at any size, so --input may re-pin it, and the build notes that it did."""
+    model = load_model(tiny_conv).model
+    notes: list[str] = []
+    assert check_specs(model, [("x", (1, 3, 40, 24))], notes) == {"x": (1, 3, 40, 24)}
+    assert notes and "fixes Nx3x16x16; built for 1x3x40x24" in notes[0]
+    notes.clear()
+    check_specs(model, [("x", (2, 3, 16, 16))], notes)  # only the dynamic batch given: nothing re-pinned
+    assert notes == []
