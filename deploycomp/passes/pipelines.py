@@ -27,6 +27,7 @@ from onnx_ir.passes.common import (
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
+from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES
@@ -49,6 +50,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             WeightFoldingPass(),
             VariadicOpsPass(),
+            ScalarIfConditionPass(),
         ],
         loop=[
             ConstantFoldingPass(),
