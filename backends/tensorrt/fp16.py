@@ -40,6 +40,21 @@ def _is_initializer(value: ir.Value) -> bool:
     return value.const_value is not None and not value.is_graph_input()
 
 
+def _captures_fp32(node: ir.Node, graph: ir.Graph, cast) -> None:
+    """Control flow keeps fp32 (:data:`KEEP_FP32`): its branches and bodies are typed for
+    fp32, so the main-graph tensors they read by name (outer scope, not node inputs) are
+    given to them fp32, through the same Casts. A wake-word model's ``If`` returned a
+    tensor the main graph now held in fp16 as its fp32 output: every runtime refused it."""
+    for attr in node.attributes.values():
+        graphs = attr.value if attr.type == ir.AttributeType.GRAPHS else [attr.value] if attr.type == ir.AttributeType.GRAPH else []
+        for sub in graphs:
+            for inner in ir.traversal.RecursiveGraphIterator(sub):
+                for i, value in enumerate(inner.inputs):
+                    if (value is not None and value.dtype == HALF and value.producer() is not None
+                            and value.producer().graph is graph):
+                        inner.replace_input_with(i, cast(value, FLOAT, node))
+
+
 def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors=()) -> ir.Model:
     """A converted copy of ``model`` (the argument is not modified); the producers and
     readers of ``fp32_tensors`` stay fp32."""
@@ -84,6 +99,8 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
             for out in node.outputs:
                 if out.dtype == FLOAT:
                     out.type = ir.TensorType(HALF)
+    for node in list(graph):
+        _captures_fp32(node, graph, cast)
     for i, value in enumerate(list(graph.outputs)):
         if value.dtype == HALF:
             name = value.name

@@ -52,6 +52,22 @@ def test_fp16_graph_keeps_sensitive_ops_fp32_and_fp32_io():
     assert float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.999
 
 
+@pytest.mark.parametrize("passes", [True, False])
+def test_fp16_graph_gives_control_flow_the_fp32_tensors_it_reads_by_name(passes):
+    """An ``If`` stays fp32; its branches read main-graph tensors by name (the wake-word
+    model's else branch returns the score), which the fp16 typing now holds in fp16:
+    they reach the branches through a Cast to fp32, and both branches run."""
+    from tests.passes.test_if_condition import wake_word_feeds, wake_word_model
+
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(wake_word_model()))
+    half = to_fp16(model)
+    feeds = wake_word_feeds(passes)
+    run = lambda m: ort.InferenceSession(ir.to_proto(m).SerializeToString()).run(None, feeds)[0]  # noqa: E731
+    np.testing.assert_allclose(run(half), run(model), rtol=2e-3)
+    if nvparser.parser_module() is not None:
+        assert nvparser.parse_onnx(ir.to_proto(half).SerializeToString()).ok
+
+
 @pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
 def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
     assert nvparser.parse_onnx(ir.to_proto(to_fp16(_attention_block())).SerializeToString()).ok
