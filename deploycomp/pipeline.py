@@ -402,9 +402,6 @@ def _build(opts: BuildOptions) -> BuildResult:
     for what, data in (("calibration", opts.calibration), ("validation data", opts.validation_data)):
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise InputDataError(f"{data}: {what} file not found")
-    if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None:
-        raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an "
-                             "image folder with --preprocess)")
     spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
@@ -413,6 +410,10 @@ def _build(opts: BuildOptions) -> BuildResult:
     opts.progress("load + optimize")
     prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
                    keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze)
+    own = _own_quantization(prep, target)
+    if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None and own is None:
+        raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an "
+                             "image folder with --preprocess)")
     opts.progress("check op support")
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
@@ -421,10 +422,16 @@ def _build(opts: BuildOptions) -> BuildResult:
     validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
                                                       opts.sample_kind)
     samples = validation.samples
-    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned)), prep.frozen)
+    # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
+    # kernels round differently, and no other runtime has them), with the int8 budget at any
+    # precision: an fp32 build cannot make its int8 arithmetic exact
+    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
     measured_host = target.runs_here
-    fidelity = target.fidelity[opts.precision]
+    fidelity = target.fidelity["int8" if own is not None and "int8" in target.fidelity else opts.precision]
+    if own is not None:
+        prep.assumed.append("judged against its QDQ arithmetic as ONNX defines it (ONNX Runtime, QDQ unfused) with "
+                            "the int8 budget")
     if opts.min_cosine is not None:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
     if opts.min_top1 is not None:
@@ -438,12 +445,18 @@ def _build(opts: BuildOptions) -> BuildResult:
         options["fp32_tensors"] = sorted(hot)
         fp16_info = {"fp32_tensors": hot, "judged_on_samples": min(len(data), MAX_RANGE_SAMPLES),
                      "rule": f"kept fp32: tensors past {FP16_MAX / HEADROOM:g} or non-zero below 2^-24 on real inputs"}
-    if opts.precision == "int8":
+    if opts.precision == "int8" and own is not None:
+        quant_info = own  # the model's own encodings are its int8: nothing to calibrate or search
+    elif opts.precision == "int8":
         real = [] if validation.source == "random" else samples  # random data says nothing of coverage
         model, quant_info, stricter = _quantize(opts, prep, target, backend, reference, fidelity, calibration, real)
 
     opts.progress("reference outputs")
     refs = [reference.run(s) for s in samples]
+    spread = None
+    if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
+        fused = ORTRunner(_source_at(prep.source, prep.repinned))
+        spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples])
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
             opts.progress(f"lower ({backend.name})")
@@ -541,7 +554,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity_missed = any(c.fidelity for c in summary.failures)
         every_float = bool(quant_info and quant_info.get("every_layer_float_missed"))
         source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)
-                  if fidelity_missed and (opts.precision != "int8" or every_float) else None)
+                  if fidelity_missed and (opts.precision != "int8" or every_float) and own is None else None)
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -560,7 +573,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             "artifacts": artifacts,
             "passes": [{k: v for k, v in r.items() if k != "seconds"} for r in prep.pass_log.to_json()],
             "graph": cost.to_json(),
-            "validation": {"inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+            "validation": {**({"onnxruntime_own_int8_vs_written": spread} if spread is not None else {}),
+                           "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
                            "latency_estimate": estimate, **({"runtime_on_source": source} if source else {})},
             "measured": measured,
             "host": _host_info(),
@@ -568,6 +582,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
         hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
+                + (_spread_hint(spread) if spread is not None else "")
                 if fidelity_missed else "")
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
@@ -772,6 +787,43 @@ def _f32_execution_faster(fp16_info: dict, backend, stage: Path, info: dict, run
     fp16_info["executes_fp32"] = (f"f32 execution measured faster on this CPU ({f32_ms:.3g} ms against "
                                   f"{f16_ms:.3g} ms for f16): f16 weights, f32 execution")
     return True
+
+
+def _spread_hint(spread: Mapping[str, dict]) -> str:
+    """A model that arrives int8 and missed: how far ONNX Runtime's own int8 kernels are
+    from its QDQ as written on the same inputs (its outputs move with int8 rounding)."""
+    def worst(m: dict) -> str:
+        return f"{m['quiet_error']:.3g} of its scale" if "quiet_error" in m else f"cosine {m['cosine']:.6f}"
+    name, m = min(spread.items(), key=lambda kv: -kv[1].get("quiet_error", 0.0) if "quiet_error" in kv[1]
+                  else kv[1].get("cosine", 1.0) - 1)
+    return (f"the model arrives int8 and its outputs move with each runtime's int8 rounding: ONNX Runtime's own "
+            f"kernels differ from its QDQ as written by {worst(m)} ({name}) on these inputs; ")
+
+
+def _own_quantization(prep: Prepared, target: TargetProfile) -> dict | None:
+    """A model that arrives int8 (QuantizeLinear/DequantizeLinear of its own): its
+    encodings conformed to the target's (:mod:`deploycomp.quant.model_qdq`), noted under
+    assumptions, and the manifest's int8 record for an int8 build (None: a float model)."""
+    from deploycomp.quant.model_qdq import ConformQDQPass, model_quantization
+    from deploycomp.quant.policy import policy_for
+
+    policy = policy_for(target.backend, target.cpu_features)
+    own = model_quantization(prep.model, policy.compute_ops)
+    if own is None:
+        return None
+    conform = ConformQDQPass(policy)
+    conform(prep.model)
+    changed = "; ".join(f"{n} {what}" for what, n in sorted(conform.changes.items()))
+    prep.assumed.append(f"the model arrives int8 ({own['activation_encodings']} activation encodings of its own): kept, "
+                        f"not calibrated again" + (f"; for {target.backend}: {changed}" if changed else ""))
+    return {"source": "the model's own QuantizeLinear/DequantizeLinear", "policy": policy.name,
+            "activation_dtype": "/".join(sorted(own["activation_dtypes"])) if not conform.changes else policy.activation_dtype,
+            "activation_symmetric": bool(conform.changes.get("activation encodings made symmetric (a coarser step)"))
+            or policy.activation_symmetric and bool(conform.changes),
+            "weights": ", ".join(f"{n} {t}" for t, n in sorted(own["dequantized_constants"].items())) or "float",
+            "range_method": "the model's own", "calibration_data": "not used: the model carries its encodings",
+            "held_out_samples": 0, "int8_layers": len(own["int8_layers"]), "float_layers": own["float_layers"],
+            "conformed": dict(conform.changes), "calibration_seconds": 0.0}
 
 
 def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, reference: ORTRunner,

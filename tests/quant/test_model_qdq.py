@@ -1,0 +1,114 @@
+"""A model that arrives int8 (onnxruntime.quantization's QDQ): kept as its own int8, its
+encodings re-written where a backend needs another, exactly where that is possible."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import deploycomp
+from deploycomp.quant.exact import exact_qdq_options
+from deploycomp.quant.model_qdq import ConformQDQPass, model_quantization
+from deploycomp.quant.policy import POLICIES
+
+
+@pytest.fixture
+def ort_quantized(tiny_conv, tmp_path):
+    """tiny_conv through onnxruntime.quantization.quantize_static (QDQ, u8 activations,
+    s8 per-channel weights, int32 bias), at batch 1: what users download as "-int8"."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    proto = onnx.load(tiny_conv)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    float_path = tmp_path / "float.onnx"
+    onnx.save(proto, float_path)
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    path = tmp_path / "int8.onnx"
+    quantize_static(float_path, path, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    return path
+
+
+def _exact(model: ir.Model, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), exact_qdq_options(None))
+    return session.run(None, {"x": x})[0]
+
+
+def _zero_points(model: ir.Model) -> Counter:
+    return Counter(str(n.inputs[2].const_value.numpy().dtype) for n in model.graph
+                   if n.op_type == "QuantizeLinear" and len(n.inputs) > 2)
+
+
+def test_the_model_s_own_int8_is_found(ort_quantized):
+    own = model_quantization(ir.load(ort_quantized), POLICIES["tflite"].compute_ops)
+    assert own["activation_encodings"] >= 2 and own["activation_dtypes"] == {"uint8": own["activation_encodings"]}
+    assert own["dequantized_constants"].get("int8") and own["int8_layers"]
+    assert model_quantization(ir.load(ort_quantized.parent / "float.onnx"), ("Conv", "Gemm")) is None
+
+
+def test_tflite_gets_s8_encodings_of_the_same_values(ort_quantized):
+    """u8 with zero point z is s8 with z - 128, value for value: the outputs do not move."""
+    model = ir.load(ort_quantized)
+    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
+    before = _exact(model, x)
+    conform = ConformQDQPass(POLICIES["tflite"])
+    conform(model)
+    assert set(_zero_points(model)) == {"int8"}
+    assert conform.changes["activation encodings moved from u8 to s8 (exact)"] >= 2
+    np.testing.assert_array_equal(_exact(model, x), before)
+
+
+def _ranges(model: ir.Model) -> dict[str, tuple[float, float, float]]:
+    """Each activation encoding's (lowest, highest, step), by the tensor it encodes."""
+    out = {}
+    for n in model.graph:
+        if n.op_type == "QuantizeLinear" and n.inputs[0].const_value is None:
+            scale, zp = float(n.inputs[1].const_value.numpy()), n.inputs[2].const_value.numpy()
+            info = np.iinfo(zp.dtype)
+            out[n.inputs[0].name] = ((info.min - int(zp)) * scale, (info.max - int(zp)) * scale, scale)
+    return out
+
+
+def test_tensorrt_gets_symmetric_encodings_and_float_biases(ort_quantized):
+    """TensorRT's parser takes zero points of 0 and no int32-bias DequantizeLinear: the
+    biases fold exactly; each encoding widens around 0 to cover its range, at most doubling
+    its step (a one-sided range: the cost, counted)."""
+    model = ir.load(ort_quantized)
+    before = _ranges(model)
+    conform = ConformQDQPass(POLICIES["tensorrt"])
+    conform(model)
+    assert not any(n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
+                   and n.inputs[0].const_value.numpy().dtype == np.int32 for n in model.graph)
+    assert conform.changes["int32 biases folded to float (exact)"] >= 1
+    assert conform.changes["activation encodings made symmetric (a coarser step)"] == len(before)
+    for name, (lo, hi, step) in _ranges(model).items():
+        old_lo, old_hi, old_step = before[name]
+        assert lo <= old_lo + 1e-7 and hi >= old_hi - 1e-7 and lo == pytest.approx(-hi - step)  # s8, zero point 0
+        assert step <= old_step * 255 / 127 * (1 + 1e-6)  # a u8 range from 0: 255 steps become 127
+
+
+@pytest.mark.parametrize("target,precision", [("android-arm64", "int8"), ("host", "fp32"), ("jetson-orin-nano", "int8")])
+def test_an_int8_model_builds_without_calibration_keeping_its_encodings(ort_quantized, tmp_path, target, precision):
+    runner = deploycomp.build(ort_quantized, tmp_path / "out", target=target, precision=precision, no_fail=True)
+    manifest = runner.manifest
+    assert any("the model arrives int8" in note for note in manifest["assumptions"])
+    assert "onnxruntime_own_int8_vs_written" in manifest["validation"]
+    if precision == "int8":
+        quant = manifest["quantization"]
+        assert quant["source"].startswith("the model's own") and quant["int8_layers"] >= 1
+    if target != "jetson-orin-nano":  # the others run the same encodings (TFLite's exactly re-written)
+        assert manifest["validation"]["outputs"]["probs"]["cosine"] > 0.99
