@@ -462,7 +462,14 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress(f"lower ({backend.name})")
             for old in stage.iterdir():  # a second try's files replace the first's
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
-            return validate(backend.lower(model, target, opts.precision, stage, options))
+            lowered = backend.lower(model, target, opts.precision, stage, options)
+            f32 = getattr(backend, "f32_execution", lambda info: None)(lowered.info) if own is not None else None
+            if f32 is not None and fp16_info is not None:
+                # a model that arrives int8 has no float weights to halve; its float parts in
+                # f16 only round more (and OpenVINO's CPU ran Smart Turn's 333x slower so)
+                fp16_info["executes_fp32"] = "the model arrives int8: its float parts execute f32"
+                lowered = replace(lowered, info=f32)
+            return validate(lowered)
 
         def validate(lowered):
             opts.progress("validate")
@@ -491,7 +498,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             model, quant_info, _ = max(tried, key=lambda t: t[2])
             quant_info = quant_info | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference"):
+        if (fp16_info is not None and not fidelity_met(metrics, fidelity) and hasattr(backend, "fp16_reference")
+                and own is None):  # a model that arrives int8 misses by its int8 rounding, which no fp32 layer fixes
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32
             if calibration is not None:
                 judged = calibration.samples[:MAX_RANGE_SAMPLES]
