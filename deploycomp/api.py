@@ -21,6 +21,18 @@ def _specs(inputs: dict[str, Iterable[int]] | Iterable[str] | None):
     return [parse_input_spec(s) for s in inputs]
 
 
+def _where(judge_where) -> dict:
+    from deploycomp.errors import InputDataError
+    from deploycomp.validate import parse_where
+
+    if isinstance(judge_where, dict):
+        return {k: (str(v[0]), float(v[1])) for k, v in judge_where.items()}
+    try:
+        return parse_where(judge_where)
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+
+
 def build(
     model: str | os.PathLike,
     out: str | os.PathLike,
@@ -37,6 +49,7 @@ def build(
     keep_float: Iterable[str] = (),
     min_cosine: float | None = None,
     min_top1: float | None = None,
+    judge_where: Iterable[str] | dict | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
@@ -61,6 +74,9 @@ def build(
     ``min_cosine`` / ``min_top1`` override the target's fidelity budget (cosine; top-1
     agreement of score-like outputs, per position for sequences such as OCR lines); the
     int8 search keeps layers float until the budget's every criterion is met.
+    ``judge_where``: outputs judged only where a score output of the reference passes a
+    threshold, ``["538,539,540:537>0.2"]`` or ``{"539": ("537", 0.2)}`` (a dense detector's
+    regression maps, read only where its heatmap finds something).
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
@@ -77,6 +93,7 @@ def build(
             preprocess=preprocess,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
+            judge_where=_where(judge_where),
             int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
             keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from deploycomp import __version__
-from deploycomp.errors import DeployError, environment_problem
+from deploycomp.errors import DeployError, InputDataError, environment_problem
 
 STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "reference outputs", "lower",
           "validate", "measure latency", "write bundle"]
@@ -156,6 +156,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         else:
             note = ""
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
+        if m.get("judged_where"):
+            note = f"; judged where {m['judged_where']}" + note
         if "agreement" in m:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
@@ -247,6 +249,9 @@ def _build_options(f):
     f = click.option("--min-top1", type=float,
                      help="Add to the fidelity budget: top-1 agreement with fp32 of score-like outputs (per "
                           "position for sequences, e.g. OCR lines); int8 keeps layers float until it is met.")(f)
+    f = click.option("--judge-where", "judge_where", multiple=True, metavar="OUT[,OUT]:SCORES>T",
+                     help="Judge these outputs only where the reference's SCORES output exceeds T, e.g. a detector's "
+                          "regression maps where its heatmap finds something: 538,539,540:537>0.2; repeatable.")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
                      help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),
@@ -285,6 +290,15 @@ def _freeze(items: tuple[str, ...]) -> dict[str, list[float]]:
     return out
 
 
+def _where(texts: tuple[str, ...]) -> dict:
+    from deploycomp.validate import parse_where
+
+    try:
+        return parse_where(texts)
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+
+
 def _boosters(text: str | None) -> list[str] | None:
     """``--int8-boosters equalize,bias-correction`` / ``none``; names are checked by build."""
     if text is None:
@@ -303,6 +317,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
+            judge_where=_where(kw.pop("judge_where")),
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:

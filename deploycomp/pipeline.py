@@ -36,7 +36,7 @@ from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
-from deploycomp.validate import (BudgetCheck, compare_outputs, decided_failures, fidelity_met, measure_latency, output_scales,
+from deploycomp.validate import (BudgetCheck, check_where, compare_outputs, decided_failures, fidelity_met, measure_latency, output_scales,
                                  peak_rss_growth, summarize)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
@@ -59,6 +59,9 @@ class BuildOptions:
     keep_float: list[str] = field(default_factory=list)
     min_cosine: float | None = None
     min_top1: float | None = None
+    judge_where: dict = field(default_factory=dict)
+    """Outputs judged only where a score output passes a threshold
+    (:func:`deploycomp.validate.parse_where`: ``{output: (scores, threshold)}``)."""
     profiles: list = field(default_factory=list)
     """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
     their varying dims dynamic in the ONNX, and validation runs at OPT."""
@@ -427,6 +430,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     # precision: an fp32 build cannot make its int8 arithmetic exact
     reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen)
     io = _io_spec(prep.model, prep.shapes, reference, samples[0])
+    try:
+        check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+    where = opts.judge_where
     measured_host = target.runs_here
     fidelity = target.fidelity["int8" if own is not None and "int8" in target.fidelity else opts.precision]
     if own is not None:
@@ -456,7 +464,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     spread = None
     if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
         fused = ORTRunner(_source_at(prep.source, prep.repinned))
-        spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples])
+        spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples], where=where)
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
             opts.progress(f"lower ({backend.name})")
@@ -475,7 +483,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
             gots = [runner.run(s) for s in samples]
-            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots)
+            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots, where=where)
 
         def executed_f32(lowered):
             """The same files executed f32 (an fp16 bundle's f16 weights, f32 execution): only
@@ -561,7 +569,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         measured["build_seconds"] = round(time.time() - started, 3)
         fidelity_missed = any(c.fidelity for c in summary.failures)
         every_float = bool(quant_info and quant_info.get("every_layer_float_missed"))
-        source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)
+        source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity, where)
                   if fidelity_missed and (opts.precision != "int8" or every_float) and own is None else None)
         manifest = {
             "format": FORMAT,
@@ -603,7 +611,7 @@ def _build(opts: BuildOptions) -> BuildResult:
 
 
 def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,
-                       fidelity: Fidelity) -> dict[str, Any] | None:
+                       fidelity: Fidelity, where=None) -> dict[str, Any] | None:
     """For a float bundle that missed: the target's runtime at fp32 on the unmodified ONNX
     file, against ONNX Runtime and against the bundle (None where the backend cannot run
     ONNX as it is, or fails to). The onnx wheel's IR 3 test weights (SqueezeNet: logits of
@@ -618,7 +626,7 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
     except Exception as e:  # noqa: BLE001 - a diagnosis only; the miss stands either way
         log.info("runtime on the source model: %s", e)
         return None
-    vs_ort, vs_bundle = compare_outputs(refs, outs), compare_outputs(outs, gots)
+    vs_ort, vs_bundle = compare_outputs(refs, outs, where=where), compare_outputs(outs, gots, where=where)
     return {"runtime": backend.name, "precision": "fp32",
             "vs_onnxruntime_min_cosine": round(_worst_cosine(vs_ort), 6),
             "meets_budget_vs_onnxruntime": fidelity_met(vs_ort, fidelity),
@@ -732,7 +740,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
 
     def meets(tensors: list[str]) -> Verdict:
         with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
-            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales)
+            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales, where=opts.judge_where)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
@@ -885,7 +893,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                 outs.update((i, runner.run(judged[i])) for i in stage)
                 seen = sorted(outs)
                 per_sample: dict[str, list] = {}
-                metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample)
+                metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample,
+                                           where=opts.judge_where)
                 if len(seen) < len(judged) and (missed := decided_failures(metrics, fidelity, limit["margin"])):
                     break
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
@@ -920,7 +929,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 with trial_runner(prep.model, "fp16") as runner:
-                    fp16 = compare_outputs(refs, [runner.run(s) for s in judged])
+                    fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where)
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))

@@ -64,6 +64,8 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
         (None, ["--int8-boosters", "equalize,adaround"], 2, ["unknown int8 booster(s) adaround"]),
         (None, ["--min-top1", "1.5"], 2, ["--min-top1 must be in (0, 1], got 1.5"]),
+        (None, ["--judge-where", "probs"], 4, ["--judge-where 'probs'", "OUTPUT[,OUTPUT...]:SCORES>THRESHOLD"]),
+        (None, ["--judge-where", "probs:heat>0.2"], 4, ["no output 'heat'"]),
     ],
 )
 def test_bad_input_one_line_and_exit_code(tiny_conv, tmp_path, make, args, code, needles):

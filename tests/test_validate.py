@@ -202,3 +202,31 @@ def test_per_sample_cosines_are_each_samples_own_judgement():
         assert per_sample["y"][i] == pytest.approx(alone[i]["y"]["cosine"], abs=1e-12)
     assert per_sample["ids"] == [1.0, 1.0, 1.0, 0.8]  # ids 0..9 with the first three set to 0: 1 and 2 differ
     assert together["y"]["cosine"] == min(c for c in per_sample["y"] if c is not None and c >= 0)
+
+
+def test_outputs_judged_where_a_score_map_passes_a_threshold():
+    """A regression map read only where the heatmap finds something: noise elsewhere does
+    not count, the region does, and a sample with nothing found has nothing to judge."""
+    from deploycomp.validate import check_where, parse_where
+
+    rng = np.random.default_rng(0)
+    heat = np.zeros((1, 1, 8, 8), np.float32)
+    heat[0, 0, 2:4, 2:4] = 0.9
+    offsets = rng.standard_normal((1, 2, 8, 8)).astype(np.float32) * 0.01
+    offsets[:, :, 2:4, 2:4] = 0.5
+    noisy = offsets + rng.standard_normal(offsets.shape).astype(np.float32) * 0.2 * (heat <= 0.2)
+    where = parse_where(["off:heat>0.2"])
+    assert where == {"off": ("heat", 0.2)}
+    ref, got = {"heat": heat, "off": offsets}, {"heat": heat, "off": noisy}
+    assert compare_outputs([ref], [got])["off"]["cosine"] < 0.9  # the background noise judged
+    judged = compare_outputs([ref], [got], where=where)["off"]
+    assert judged["cosine"] == pytest.approx(1.0) and judged["judged_where"] == "heat > 0.2"
+    empty = {"heat": np.zeros_like(heat), "off": offsets}
+    assert fidelity_met(compare_outputs([empty], [{"heat": empty["heat"], "off": noisy}], where=where), Fidelity(min_cosine=0.99))
+    check_where(where, {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
+    with pytest.raises(ValueError, match="does not broadcast"):
+        check_where(parse_where(["heat:off>0"]), {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
+    with pytest.raises(ValueError, match="no output 'nope'"):
+        check_where(parse_where(["nope:heat>0"]), {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
+    with pytest.raises(ValueError, match="OUTPUT"):
+        parse_where(["off>0.2"])
