@@ -92,6 +92,8 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
         cmd += ["--input", s]
     cmd += ["--calibration", spec["calibration"], "--validation-data", spec["validation"], "--out", str(out),
             "--json", "--no-fail", "--force"]
+    for rule in cm.CORPUS[spec["name"]].judge_where:
+        cmd += ["--judge-where", rule]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -233,6 +235,9 @@ def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]
     """An NNCF model run in OpenVINO (f32 hint) on val.npz, judged as compare_outputs does."""
     import openvino as ov
 
+    from deploycomp.validate import masked_outputs, parse_where
+
+    where = parse_where(cm.CORPUS[spec["name"]].judge_where)
     core = ov.Core()
     compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
     val = np.load(spec["validation"])
@@ -240,8 +245,12 @@ def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]
     equal: dict[str, list[int]] = {}  # integer outputs: ids equal, ids in all (as compare_outputs judges them)
     for i, ref in enumerate(refs):
         got = compiled({k: val[k][i:i + 1] for k in val.files if k in feed_names})
+        got = [np.asarray(got[compiled.outputs[j]]) for j in range(len(names))]
+        if where:  # the build's --judge-where, applied to NNCF's outputs too
+            masked_ref, masked_got = masked_outputs([dict(zip(names, ref))], [dict(zip(names, got))], where)
+            ref, got = [masked_ref[0][n] for n in names], [masked_got[0][n] for n in names]
         for j, n in enumerate(names):
-            r, g = ref[j], got[compiled.outputs[j]]
+            r, g = ref[j], got[j]
             if np.issubdtype(r.dtype, np.integer):
                 counts = equal.setdefault(n, [0, 0])
                 counts[0] += int(np.count_nonzero(r == np.asarray(g)))

