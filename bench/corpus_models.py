@@ -886,6 +886,8 @@ def ort_session(model: str | Path, inputs: list[str] | None = None):
     import onnx
     import onnxruntime as ort
 
+    from deploycomp.shapes import declare_input_shapes
+
     shapes = {name: [int(d) for d in dims.split("x")] for name, _, dims in (i.rpartition(":") for i in inputs or [])}
     options = ort.SessionOptions()
     options.log_severity_level = 3  # not a warning per initializer an IR 4 file lists as an input
@@ -894,13 +896,7 @@ def ort_session(model: str | Path, inputs: list[str] | None = None):
              [d.dim_value for d in v.type.tensor_type.shape.dim] != shapes[v.name]]
     if not fixed:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    for value in fixed:
-        value.type.tensor_type.shape.Clear()
-        for d in shapes[value.name]:
-            value.type.tensor_type.shape.dim.add().dim_value = d
-    for value in proto.graph.output:
-        value.type.tensor_type.ClearField("shape")
-    del proto.graph.value_info[:]
+    declare_input_shapes(proto, {v.name: shapes[v.name] for v in fixed})
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

@@ -34,7 +34,7 @@ from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.report import render_report
-from deploycomp.shapes import InputSpec, check_specs, dynamic_dims, input_shapes
+from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, check_where, compare_outputs, decided_failures, fidelity_met, measure_latency, output_scales,
                                  peak_rss_growth, summarize)
@@ -323,15 +323,7 @@ def _source_at(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Path | byte
     import onnx
 
     proto = onnx.load(str(path))
-    del proto.graph.value_info[:]
-    for value in proto.graph.input:
-        if value.name in shapes:
-            value.type.tensor_type.shape.Clear()
-            for d in shapes[value.name]:
-                value.type.tensor_type.shape.dim.add().dim_value = d
-    for value in proto.graph.output:
-        if value.type.HasField("tensor_type"):
-            value.type.tensor_type.ClearField("shape")
+    declare_input_shapes(proto, shapes)
     try:
         return proto.SerializeToString()
     except ValueError:  # over 2 GB: ORT will say what it thinks of the file

