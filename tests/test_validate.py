@@ -225,7 +225,16 @@ def test_outputs_judged_where_a_score_map_passes_a_threshold():
     assert fidelity_met(compare_outputs([empty], [{"heat": empty["heat"], "off": noisy}], where=where), Fidelity(min_cosine=0.99))
     check_where(where, {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
     with pytest.raises(ValueError, match="does not broadcast"):
-        check_where(parse_where(["heat:off>0"]), {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
+        check_where(parse_where(["heat:off>0"]), {"heat": [1, 1, 7, 8], "off": [1, 2, 8, 8]})
+    # a 2-class heatmap over 8 regression channels: where any class passes
+    check_where(parse_where(["sizes:heat2>0.5"]), {"heat2": [1, 2, 8, 8], "sizes": [1, 8, 8, 8]})
+    two = np.zeros((1, 2, 8, 8), np.float32)
+    two[0, 1, 2:4, 2:4] = 0.9
+    sizes = np.ones((1, 8, 8, 8), np.float32)
+    noisy_sizes = sizes + 0.5 * (np.arange(64).reshape(1, 1, 8, 8) % 2 == 0) * (two.max(1, keepdims=True) <= 0.5)
+    judged = compare_outputs([{"heat2": two, "sizes": sizes}], [{"heat2": two, "sizes": noisy_sizes}],
+                             where=parse_where(["sizes:heat2>0.5"]))["sizes"]
+    assert judged["cosine"] == pytest.approx(1.0) and judged["max_abs_error"] == 0.0
     with pytest.raises(ValueError, match="no output 'nope'"):
         check_where(parse_where(["nope:heat>0"]), {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
     with pytest.raises(ValueError, match="OUTPUT"):
