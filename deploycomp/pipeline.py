@@ -33,6 +33,7 @@ from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
 from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
+from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.report import render_report
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
@@ -145,6 +146,9 @@ class Prepared:
     repinned: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Inputs whose fixed dims ``--input`` gave other sizes: the reference runs the
     original model with those inputs declared at them."""
+    integer_ops: int = 0
+    """ONNX Runtime dynamic-quantization ops the model arrived with, rewritten as float ops
+    on their int8 weights (:mod:`deploycomp.passes.integer_ops`)."""
 
 
 def _versions() -> dict[str, str]:
@@ -275,9 +279,15 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
+    integer_ops = sum(1 for n in loaded.model.graph if n.op_type in INTEGER_OPS)
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
+    left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
+    if integer_ops:
+        assumed.append(f"the model arrives int8 through ONNX Runtime's dynamic quantization ({integer_ops} "
+                       f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
+                       "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned)
+                    repinned, integer_ops)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -428,7 +438,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         raise InputDataError(str(e)) from None
     where = opts.judge_where
     measured_host = target.runs_here
-    fidelity = target.fidelity["int8" if own is not None and "int8" in target.fidelity else opts.precision]
+    arrives_int8 = own is not None or prep.integer_ops > 0
+    fidelity = target.fidelity["int8" if arrives_int8 and "int8" in target.fidelity else opts.precision]
     if own is not None:
         prep.assumed.append("judged against its QDQ arithmetic as ONNX defines it (ONNX Runtime, QDQ unfused) with "
                             "the int8 budget")

@@ -28,6 +28,7 @@ from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
+from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES
@@ -48,6 +49,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             FixInputShapesPass(shapes),
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            IntegerOpsToFloatPass(),
             WeightFoldingPass(),
             VariadicOpsPass(),
             ScalarIfConditionPass(),

@@ -1,0 +1,69 @@
+"""ONNX Runtime's dynamic quantization (ConvInteger / MatMulInteger) becomes float ops on
+the int8 weights' values: the same weights, the input no longer rounded per call."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+import deploycomp
+from deploycomp.ir import load_model, save_model
+from deploycomp.passes import build_pipeline, run_passes
+
+
+@pytest.fixture(params=[False, True], ids=["per-tensor", "per-channel"])
+def dynamic_int8(request, tmp_path):
+    """A conv net through ``quantize_dynamic`` (what users download as "-quantized")."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+               numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "w2"], ["logits"], name="fc")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8,
+                     per_channel=request.param, op_types_to_quantize=["Conv", "MatMul"])
+    return tmp_path / "dynamic.onnx"
+
+
+def test_integer_ops_become_float_ops_on_the_int8_weights(dynamic_int8, tmp_path):
+    before = Counter(n.op_type for n in onnx.load(dynamic_int8).graph.node)
+    assert before["ConvInteger"] == 1 and before["MatMulInteger"] == 1
+    model, _ = run_passes(load_model(dynamic_int8).model, build_pipeline("default", {"x": (1, 3, 16, 16)}))
+    ops = Counter(n.op_type for n in model.graph)
+    assert not ops.keys() & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "Cast"}
+    assert ops["Conv"] == 1 and ops["MatMul"] == 1 and [v.name for v in model.graph.outputs] == ["logits"]
+    # the weights are the int8 values, exactly
+    proto = onnx.load(dynamic_int8)
+    init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    want = (init["w_quantized"].astype(np.float64) - init["w_zero_point"].reshape(-1, 1, 1, 1)) * \
+        init["w_scale"].reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(conv.inputs[1].const_value.numpy(), want, rtol=1e-6)
+    save_model(model, tmp_path / "after.onnx")
+    x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+    integer = ort.InferenceSession(str(dynamic_int8)).run(None, {"x": x})[0]
+    floats = ort.InferenceSession(str(tmp_path / "after.onnx")).run(None, {"x": x})[0]
+    cosine = float(np.dot(integer.ravel(), floats.ravel()) / np.linalg.norm(integer) / np.linalg.norm(floats))
+    assert cosine > 0.999  # only the input's per-call rounding differs
+
+
+@pytest.mark.parametrize("target", ["android-arm64", "jetson-orin-nano"])
+def test_targets_without_integer_ops_build_it(dynamic_int8, tmp_path, target):
+    """TFLite and TensorRT refused ConvInteger; the build now says how it took the model."""
+    runner = deploycomp.build(dynamic_int8, tmp_path / "out", target=target, no_fail=True)
+    assert any("dynamic quantization (2 ConvInteger/MatMulInteger): 2 rewritten" in note
+               for note in runner.manifest["assumptions"])
+    assert runner.manifest["validation"]["outputs"]["logits"]["cosine"] > 0.999
