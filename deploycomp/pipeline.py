@@ -464,10 +464,14 @@ def _build(opts: BuildOptions) -> BuildResult:
 
     opts.progress("reference outputs")
     refs = [reference.run(s) for s in samples]
-    spread = None
+    spread, spread_key = None, ""
     if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
         fused = ORTRunner(_source_at(prep.source, prep.repinned))
         spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples], where=where)
+        spread_key = "onnxruntime_own_int8_vs_written"
+    elif prep.integer_ops and (floats := _float_form(prep)) is not None:  # what no build can be closer than
+        spread = compare_outputs(refs, [floats.run({**s, **prep.frozen}) for s in samples], where=where)
+        spread_key = "float_form_vs_onnxruntime_integer"
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
             opts.progress(f"lower ({backend.name})")
@@ -592,7 +596,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "artifacts": artifacts,
             "passes": [{k: v for k, v in r.items() if k != "seconds"} for r in prep.pass_log.to_json()],
             "graph": cost.to_json(),
-            "validation": {**({"onnxruntime_own_int8_vs_written": spread} if spread is not None else {}),
+            "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
                            "latency_estimate": estimate, **({"runtime_on_source": source} if source else {})},
             "measured": measured,
@@ -601,7 +605,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
         hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
-                + (_spread_hint(spread) if spread is not None else "")
+                + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_skipped")
+                   else "")
                 if fidelity_missed else "")
         if not summary.ok and not opts.no_fail:
             worst = summary.failures[0]
@@ -688,6 +693,8 @@ def _worst_cosine(metrics: Mapping[str, dict]) -> float:
 def _int8_hint(quant_info: dict | None) -> str:
     """When the float-layer search could not meet the budget, or met it only with every layer
     float: how close it came, and what fp16 gives on the same samples (one clause, or "")."""
+    if quant_info and quant_info.get("search_skipped"):
+        return quant_info["search_skipped"] + "; "
     if not quant_info or (quant_info.get("budget_met", True)
                           and (quant_info.get("int8_layers", 1) or quant_info.get("dynamic_layers"))):
         return ""
@@ -808,13 +815,26 @@ def _f32_execution_faster(fp16_info: dict, backend, stage: Path, info: dict, run
     return True
 
 
-def _spread_hint(spread: Mapping[str, dict]) -> str:
+def _float_form(prep: Prepared) -> ORTRunner | None:
+    """ONNX Runtime on the optimized model: for one that arrived with ONNX Runtime's
+    dynamic quantization, its float form (None if it cannot be held as one message)."""
+    try:
+        return ORTRunner(ir.to_proto(prep.model).SerializeToString())
+    except ValueError:
+        return None
+
+
+def _spread_hint(spread: Mapping[str, dict], key: str) -> str:
     """A model that arrives int8 and missed: how far ONNX Runtime's own int8 kernels are
-    from its QDQ as written on the same inputs (its outputs move with int8 rounding)."""
+    from its QDQ as written, or its float form from ONNX Runtime's integer ops, on the same
+    inputs (its outputs move with int8 rounding)."""
     def worst(m: dict) -> str:
         return f"{m['quiet_error']:.3g} of its scale" if "quiet_error" in m else f"cosine {m['cosine']:.6f}"
     name, m = min(spread.items(), key=lambda kv: -kv[1].get("quiet_error", 0.0) if "quiet_error" in kv[1]
                   else kv[1].get("cosine", 1.0) - 1)
+    if key == "float_form_vs_onnxruntime_integer":
+        return (f"the model arrives int8 through ONNX Runtime's dynamic quantization, and even its float form "
+                f"differs from ONNX Runtime's integer ops by {worst(m)} ({name}) on these inputs; ")
     return (f"the model arrives int8 and its outputs move with each runtime's int8 rounding: ONNX Runtime's own "
             f"kernels differ from its QDQ as written by {worst(m)} ({name}) on these inputs; ")
 
@@ -866,6 +886,13 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # leaves the rest for the validation inputs.
     judged, margin = samples, SEARCH_MARGIN
     refs = [reference.run(s) for s in judged]
+    futile = None  # the float form of a model that arrived dynamically int8 is the closest any mix can come
+    if prep.integer_ops and (floats := _float_form(prep)) is not None:
+        floor = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where)
+        if not fidelity_met(floor, fidelity):
+            futile = round(_worst_cosine(floor), 6)
+            log.warning("int8: the model's float form already misses the budget against ONNX Runtime's integer ops "
+                        "(cosine %.4f): no float-layer search", futile)
 
     trials: list[dict] = []  # every candidate the target's runtime judged, for the manifest and a missed budget
     scales = output_scales(refs)
@@ -942,10 +969,14 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     policy = policy_for(target.backend, target.cpu_features)
     if _int8_io(opts, target):  # full integer: no float kernel, and a dynamic-range one is float at its ends
         policy = replace(policy, quantize_graph_outputs=True, dynamic_ops=())
-    result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
+    result = quantize(prep.model, policy, calib, held, None if futile is not None else meets_budget,
+                      method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation)
     model, info = record(result)
+    if futile is not None:
+        info["search_skipped"] = (f"the model's float form already misses the budget against ONNX Runtime's integer "
+                                  f"ops (cosine {futile:.4f}): no mix of int8 and float layers can meet it")
 
     state = {"info": info, "searched": False}
 
