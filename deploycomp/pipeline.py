@@ -852,14 +852,14 @@ def _own_quantization(prep: Prepared, target: TargetProfile) -> dict | None:
         return None
     conform = ConformQDQPass(policy)
     conform(prep.model)
+    after = model_quantization(prep.model, policy.compute_ops) or own  # the encodings as the target gets them
     changed = "; ".join(f"{n} {what}" for what, n in sorted(conform.changes.items()))
     prep.assumed.append(f"the model arrives int8 ({own['activation_encodings']} activation encodings of its own): kept, "
                         f"not calibrated again" + (f"; for {target.backend}: {changed}" if changed else ""))
     return {"source": "the model's own QuantizeLinear/DequantizeLinear", "policy": policy.name,
-            "activation_dtype": "/".join(sorted(own["activation_dtypes"])) if not conform.changes else policy.activation_dtype,
-            "activation_symmetric": bool(conform.changes.get("activation encodings made symmetric (a coarser step)"))
-            or policy.activation_symmetric and bool(conform.changes),
-            "weights": ", ".join(f"{n} {t}" for t, n in sorted(own["dequantized_constants"].items())) or "float",
+            "activation_dtype": "/".join(sorted(after["activation_dtypes"])),
+            "activation_symmetric": after["symmetric"],
+            "weights": ", ".join(f"{n} {t}" for t, n in sorted(after["dequantized_constants"].items())) or "float",
             "range_method": "the model's own", "calibration_data": "not used: the model carries its encodings",
             "held_out_samples": 0, "int8_layers": len(own["int8_layers"]), "float_layers": own["float_layers"],
             "conformed": dict(conform.changes), "calibration_seconds": 0.0}

@@ -42,21 +42,23 @@ def activation_quantizers(model: ir.Model) -> list[ir.Node]:
 
 def model_quantization(model: ir.Model, compute_ops: tuple[str, ...]) -> dict | None:
     """What int8 the model carries of its own (None: none): activation encodings by zero
-    point type, dequantized constants (weights, biases) by type, and which compute layers
-    read a dequantized input (int8) or not (float)."""
+    point type and whether all are symmetric (s8, zero point 0), dequantized constants
+    (weights, biases) by type, and which compute layers read a dequantized input (int8) or
+    not (float)."""
     quantizers = activation_quantizers(model)
     if not quantizers:
         return None
     weights = Counter(str(constant(n.inputs[0]).dtype) for n in model.graph
                       if n.op_type == "DequantizeLinear" and constant(n.inputs[0]) is not None)
-    dtypes = Counter(str(constant(n.inputs[2]).dtype) if len(n.inputs) > 2 and constant(n.inputs[2]) is not None
-                     else "uint8" for n in quantizers)
+    zero_points = [constant(n.inputs[2]) if len(n.inputs) > 2 else None for n in quantizers]
+    dtypes = Counter(str(zp.dtype) if zp is not None else "uint8" for zp in zero_points)
     int8, floats = [], []
     for node in model.graph:
         if node.op_type in compute_ops:
             source = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
             (int8 if source is not None and source.op_type == "DequantizeLinear" else floats).append(node.name)
     return {"activation_encodings": len(quantizers), "activation_dtypes": dict(dtypes),
+            "symmetric": all(zp is not None and zp.dtype == np.int8 and not zp.any() for zp in zero_points),
             "dequantized_constants": dict(weights), "int8_layers": int8, "float_layers": floats}
 
 
