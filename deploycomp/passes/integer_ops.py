@@ -14,7 +14,9 @@ leaves it, ``(clip(round(x / s) + zp, 0, 255) - zp) * s`` with ``s`` and ``zp`` 
 input's own extremes (one such chain per quantized input, shared by its readers): what
 the file computes, in ops every runtime has, up to float summation order. Measured on
 the table-edge detector's real pages: the float op on plain inputs reached cosine 0.9746
-against ONNX Runtime's integer ops; reading the rounded input, PENDING.
+against ONNX Runtime's integer ops, reading the rounded input 0.98837 (its DBNet
+binarization turns float-level differences into flipped pixels); on a small conv net
+the two agree to 1e-7.
 """
 
 from __future__ import annotations
