@@ -24,15 +24,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.rules._util import const as constant
+
 __all__ = ["INTEGER_OPS", "IntegerOpsToFloatPass"]
 
 INTEGER_OPS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
-
-
-def constant(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
