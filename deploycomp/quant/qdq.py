@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.integer_ops import is_rounding
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.constants import add_initializer, attributes, constant
 from deploycomp.quant.dynamic import DYNAMIC, MARK
@@ -100,7 +101,7 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     out: dict[str, list] = {}
     graph_outputs = {v.name for v in model.graph.outputs}
     for node in model.graph:
-        if node.name in keep_float or node.domain not in ("", "ai.onnx"):
+        if node.name in keep_float or node.domain not in ("", "ai.onnx") or is_rounding(node):
             continue
         elementwise = node.op_type in policy.elementwise_ops and (
             all(not _is_const(v) for v in node.inputs)

@@ -83,3 +83,34 @@ def test_int8_aims_its_search_at_what_the_float_form_reaches(dynamic_int8, tmp_p
     assert quant["search_relaxed"].startswith("the model's float form already misses the budget")
     assert quant["search_trials"] and not runner.manifest["validation"]["ok"]
     assert "float_form_vs_onnxruntime_integer" in runner.manifest["validation"]
+
+
+@pytest.mark.parametrize("backend", ["tflite", "tensorrt", "openvino"])
+def test_int8_keeps_the_rounding_float_and_out_of_the_search(dynamic_int8, backend):
+    """The rounding chains are the model's own int8 arithmetic: quantized in turn
+    (TFLite's encoding takes every element-wise op, TensorRT's a two-input Add),
+    ``round(x / s) + zp`` is no longer a rounding, and the search would rank each of
+    their nodes. The layers reading the rounded input are quantized as any other."""
+    from deploycomp.passes.integer_ops import is_rounding
+    from deploycomp.quant.policy import policy_for
+    from deploycomp.quant.qdq import quantizable_tensors, searchable_nodes
+
+    model, _ = run_passes(load_model(dynamic_int8).model, build_pipeline("default", {"x": (1, 3, 16, 16)}))
+    rounding = [n for n in model.graph if is_rounding(n)]
+    # every op of the two chains (one per quantized input) is marked as such, nothing else
+    assert len(rounding) == 34 and {n.op_type for n in model.graph if not is_rounding(n)} <= \
+        {"Conv", "Relu", "GlobalAveragePool", "Flatten", "Reshape", "MatMul"}
+    policy = policy_for(backend)
+    readers = {n.op_type for uses in quantizable_tensors(model, policy).values() for n, _ in uses}
+    assert not any(is_rounding(n) for uses in quantizable_tensors(model, policy).values() for n, _ in uses)
+    assert {"Conv", "MatMul"} <= readers
+    assert {n.op_type for n in searchable_nodes(model, policy)} <= {"Conv", "MatMul", "Relu", "GlobalAveragePool",
+                                                                      "Flatten", "Reshape"}
+    # the mark survives the file the build's later steps read
+    again = load_model_from(model)
+    assert sum(map(is_rounding, again.graph)) == len(rounding)
+
+
+def load_model_from(model):
+    import onnx_ir as ir
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
