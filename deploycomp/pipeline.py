@@ -149,6 +149,9 @@ class Prepared:
     integer_ops: int = 0
     """ONNX Runtime dynamic-quantization ops the model arrived with, rewritten as float ops
     on their int8 weights (:mod:`deploycomp.passes.integer_ops`)."""
+    float_form: Any = field(default=None, repr=False)
+    """ONNX Runtime on this optimized model, made once (:func:`_float_form`); False where
+    it cannot be."""
 
 
 def _versions() -> dict[str, str]:
@@ -817,11 +820,14 @@ def _f32_execution_faster(fp16_info: dict, backend, stage: Path, info: dict, run
 
 def _float_form(prep: Prepared) -> ORTRunner | None:
     """ONNX Runtime on the optimized model: for one that arrived with ONNX Runtime's
-    dynamic quantization, its float form (None if it cannot be held as one message)."""
-    try:
-        return ORTRunner(ir.to_proto(prep.model).SerializeToString())
-    except ValueError:
-        return None
+    dynamic quantization, its float form (None if it cannot be held as one message). Made
+    once: the int8 search and the validation both measure against it."""
+    if prep.float_form is None:
+        try:
+            prep.float_form = ORTRunner(ir.to_proto(prep.model).SerializeToString())
+        except ValueError:
+            prep.float_form = False
+    return prep.float_form or None
 
 
 def _spread_hint(spread: Mapping[str, dict], key: str) -> str:
