@@ -66,6 +66,7 @@ def _model(text: str, **weights) -> ir.Model:
 CONVS = {
     "dense 3x3": ("pads = [1, 1, 1, 1]", (6, 4, 3, 3), 1),
     "depthwise": ("group = 4, pads = [1, 1, 1, 1]", (4, 1, 3, 3), 4),
+    "depthwise, multiplier 2": ("group = 4, pads = [1, 1, 1, 1]", (8, 1, 3, 3), 4),
     "pointwise": ("", (6, 4, 1, 1), 1),
 }
 
@@ -144,18 +145,26 @@ def test_a_dynamic_layer_between_int8_layers_stays_dynamic(tmp_path):
 
 def test_which_layers_have_a_hybrid_kernel():
     text = f"""{G} g (float[1, 4, 8, 8] x, float[4, 2, 3, 3] kg, float[4, 4, 3, 3] k, float[1, 16] v,
-                       float[16, 4] m, float[2, 16, 4] m3, float[4, 16] gw) => (float[1, 4, 6, 6] a, float[1, 4, 6, 6] c,
-                       float[1, 4] d, float[2, 1, 4] e, float[1, 4] f, float[1, 4] h)
+                       float[16, 4] m, float[2, 16, 4] m3, float[4, 16] gw, float[4, 1, 3, 3] kd,
+                       float[8, 1, 3, 3] km, float[1, 4, 8] s, float[4, 4, 3] k1) => (float[1, 4, 6, 6] a,
+                       float[1, 4, 6, 6] c, float[1, 4] d, float[2, 1, 4] e, float[1, 4] f, float[1, 4] h,
+                       float[1, 4, 6, 6] dw, float[1, 8, 6, 6] dm, float[1, 4, 6] one)
     {{ a = Conv <group = 2> (x, kg)
        c = Conv (x, k)
        d = MatMul (v, m)
        e = MatMul (v, m3)
        f = Gemm <transB = 1, alpha = 0.5> (v, gw)
-       h = Gemm <transB = 1> (v, gw) }}"""
-    model = _model(text, kg=_w(4, 2, 3, 3), k=_w(4, 4, 3, 3), m=_w(16, 4), m3=_w(2, 16, 4), gw=_w(4, 16))
+       h = Gemm <transB = 1> (v, gw)
+       dw = Conv <group = 4> (x, kd)
+       dm = Conv <group = 4> (x, km)
+       one = Conv (s, k1) }}"""
+    model = _model(text, kg=_w(4, 2, 3, 3), k=_w(4, 4, 3, 3), m=_w(16, 4), m3=_w(2, 16, 4), gw=_w(4, 16),
+                   kd=_w(4, 1, 3, 3), km=_w(8, 1, 3, 3), k1=_w(4, 4, 3))
     capable = {n.outputs[0].name: hybrid_capable(n, TFLITE.dynamic_ops) for n in model.graph}
-    # grouped (not depthwise) conv, a batched weight and a Gemm alpha have no hybrid kernel
-    assert capable == {"a": False, "c": True, "d": True, "e": False, "f": False, "h": True}
+    # grouped (not depthwise) conv, a batched weight and a Gemm alpha have no hybrid kernel;
+    # depthwise convs (with a channel multiplier too) and 1-D convs do
+    assert capable == {"a": False, "c": True, "d": True, "e": False, "f": False, "h": True,
+                       "dw": True, "dm": True, "one": True}
     assert not any(hybrid_capable(n, POLICIES["openvino"].dynamic_ops) for n in model.graph)
 
 
