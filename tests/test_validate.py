@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploycomp.targets import Fidelity
+from deploycomp.targets import Budgets, Fidelity
 from deploycomp.validate import (compare_outputs, decided_failures, fidelity_failures, fidelity_met, noise_allowance,
-                                 output_scales)
+                                 output_scales, summarize)
 
 FP32 = Fidelity(min_cosine=0.9999)
+INT8 = Fidelity(min_cosine=0.98)
 
 
 def _maps(rng, text: bool) -> np.ndarray:
@@ -92,6 +93,27 @@ def test_one_value_per_sample_is_judged_by_its_error():
     assert m["single_value"] and m["uninformative_samples"] == 2 and fidelity_met({"p": m}, FP32)
     far = [{"p": np.array([[0.5]], np.float32)}, {"p": np.array([[0.02]], np.float32)}]
     assert not fidelity_met(compare_outputs(refs, far), FP32)  # cosine would say 1.0 for both
+
+
+def test_a_floor_widens_only_what_the_model_s_own_runtime_misses():
+    """A model that arrives int8: ONNX Runtime's own kernels are 0.32 of a probability's
+    scale from its QDQ as written (Smart Turn); a build no further than that is not a miss,
+    one further still is, and a criterion the runtime meets keeps its limit."""
+    refs = [{"p": np.array([[0.35]], np.float32), "y": np.arange(8, dtype=np.float32)[None]},
+            {"p": np.array([[0.01]], np.float32), "y": np.arange(8, dtype=np.float32)[None] + 1}]
+    own = compare_outputs(refs, [{"p": r["p"] - np.float32(0.11), "y": r["y"]} for r in refs])
+    assert own["p"]["quiet_error"] == pytest.approx(0.314, abs=1e-3) and not fidelity_met(own, INT8)
+    close = compare_outputs(refs, [{"p": r["p"] + np.float32(0.08), "y": r["y"]} for r in refs])
+    far = compare_outputs(refs, [{"p": r["p"] + np.float32(0.14), "y": r["y"]} for r in refs])
+    assert not fidelity_met(close, INT8) and fidelity_met(close, INT8, floor=own)
+    assert not fidelity_met(far, INT8, floor=own)
+    # y: the runtime is exact there, so its cosine budget is the budget's own
+    bent = compare_outputs(refs, [{"p": r["p"], "y": r["y"][:, ::-1]} for r in refs])
+    assert not fidelity_met(bent, INT8, floor=own)
+    summary = summarize(close, INT8, 1.0, None, None, Budgets(), floor=own)
+    (quiet,) = [c for c in summary.to_json() if c["budget"] == "quiet_error[p]"]
+    assert summary.ok and quiet["limit"] == pytest.approx(0.314, abs=1e-3) and quiet["budget_limit"] == pytest.approx(0.2)
+    assert "widened from 0.2" in next(c for c in summary.checks if c.name == "quiet_error[p]").describe()
 
 
 def test_a_part_of_the_samples_is_judged_as_the_whole_set_would_judge_it():
