@@ -1,10 +1,16 @@
 """Remove ops that compute their input unchanged.
 
 Each rule matches an op whose constant operands make it the identity and replaces it
-with its input; onnxscript's own no-op rules (``x * 1``, ``x + 0``, ``x - 0``, ``x / 1``,
-Dropout in inference, Cast to the same type, identity Transpose, no-op Expand) join
-them in :func:`no_op_rules`. A no-op whose output is a graph output is kept where
-removing it would rename that output (the rewriter handles that case).
+with its input; onnxscript's own no-op rules (Dropout in inference, Cast to the same
+type, identity Transpose, no-op Expand) join them in :func:`no_op_rules`. A no-op whose
+output is a graph output is kept where removing it would rename that output (the
+rewriter handles that case).
+
+* ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x``, ``x / 1``: the constant exactly
+  the identity element, every element of it, and not growing ``x`` by broadcasting.
+  onnxscript's rules for these match their pattern's constant within ``abs_tol=1e-8``
+  and ``rel_tol=1e-5``: they took ``log(x^2 + 1e-10)`` in basic-pitch's spectrogram to
+  ``log(x^2)``, -inf on silent bins, and its every output to NaN.
 
 * ``Pad(x, pads=0)``: every pad is zero, any mode.
 * ``Slice(x)`` taking everything: starts at 0 (or -dim), ends at or past the end,
@@ -83,11 +89,52 @@ class ConcatSingle(_NoOp):
         return op.Concat(x, _allow_other_attributes=True)
 
 
+class _ExactIdentityElement(_NoOp):
+    """``x <op> c`` (or ``c <op> x`` where the op commutes) with ``c`` a constant whose
+    every element is exactly the op's identity element."""
+
+    op_type: str
+    identity: float
+
+    def pattern(self, op, x, c):
+        return getattr(op, self.op_type)(x, c, _outputs=["out"])
+
+    def check(self, context, x, c, out, **_) -> MatchResult:
+        value = const(c)
+        if value is None:
+            return MatchResult().fail("the other operand is not constant")
+        if value.size == 0 or np.any(value != self.identity):
+            return MatchResult().fail(f"the constant is not exactly {self.identity:g}")
+        src, dst = static_shape(x), static_shape(out)
+        same_shape = src is not None and src == dst
+        if not same_shape and not (value.ndim == 0 or (src is not None and value.size == 1 and value.ndim <= len(src))):
+            return MatchResult().fail("the constant may broadcast x to another shape")
+        if x.dtype is not None and out.dtype is not None and x.dtype != out.dtype:
+            return MatchResult().fail("the result's type differs from x's")
+        return MatchResult()
+
+
+class AddZero(_ExactIdentityElement):
+    op_type, identity = "Add", 0.0
+
+
+class SubZero(_ExactIdentityElement):
+    op_type, identity = "Sub", 0.0
+
+
+class MulOne(_ExactIdentityElement):
+    op_type, identity = "Mul", 1.0
+
+
+class DivOne(_ExactIdentityElement):
+    op_type, identity = "Div", 1.0
+
+
 def no_op_rules() -> tuple:
     r = onnxscript_rules
     return (
         PadZero.rule(), SliceAll.rule(), ReshapeSame.rule(), ConcatSingle.rule(),
-        *r.mul_by_1_rule.commute(), *r.add_0_rule.commute(), r.sub_0_rule, r.div_by_1_rule,
+        *MulOne.rule().commute(), *AddZero.rule().commute(), SubZero.rule(), DivOne.rule(),
         r.dropout_inference_rule, r.dropout_zero_rule, r.no_op_cast_rule, r.no_op_transpose_rule,
         r.no_op_expand_rule, r.cast_cast_rule, r.reshape_reshape_rule, r.unsqueeze_unsqueeze_rule,
         r.squeeze_reshape_1d_rule,
