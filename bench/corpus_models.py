@@ -608,6 +608,22 @@ def samples_melspec() -> tuple[Samples, Samples]:
     return cal, val
 
 
+def samples_basic_pitch() -> tuple[Samples, Samples]:
+    """basic-pitch 0.4.0 ``get_audio_input``: mono audio at 22050 Hz (librosa's resampling;
+    here ``scipy.signal.resample_poly`` 441/320 from 16 kHz), not normalised, 3840 zeros
+    before it, windows of 43844 samples every 36164, shape 1 x 43844 x 1. Calibration the
+    first 9 windows (the zero-padded start among them, as every file's first window is),
+    validation windows 10-17 (disjoint: windows overlap by 7680 samples)."""
+    from scipy.signal import resample_poly
+
+    pcm, sr = speech()
+    audio = resample_poly(pcm.astype(np.float64) / 32768.0, 22050 // 50, sr // 50).astype(np.float32)
+    audio = np.concatenate([np.zeros(3840, np.float32), audio])
+    windows = [audio[i:i + 43844, None][None] for i in range(0, len(audio) - 43844, 36164)]
+    key = "serving_default_input_2:0"
+    return [{key: w} for w in windows[:9]], [{key: w} for w in windows[10:18]]
+
+
 def _melspec_frames() -> tuple[np.ndarray, int]:
     import onnxruntime as ort
 
@@ -904,6 +920,16 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "rendered ruled tables, upper-left in a 768x768 canvas as lineless_table_rec preprocesses them",
         "added 2026-12-04; its sizes, offsets and features are judged where the heatmap (logits) passes 0, a cell more likely than not",
         judge_where=("st,wh,ax,cr,reg:hm>0",)),
+    CorpusModel(
+        "basic-pitch", "music transcription from raw audio (a CQT front-end inside the graph)", "basic-pitch==0.4.0",
+        "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec", "Apache-2.0",
+        {"serving_default_input_2:0": (1, 43844, 1)}, samples_basic_pitch,
+        "Spotify's basic-pitch (tf2onnx): 1-D convs as a constant-Q transform, log(x^2 + 1e-10), a CNN to note, "
+        "onset and pitch-contour maps",
+        "real speech: pyannote.audio 3.3.2's sample.wav resampled to 22050 Hz and windowed as basic-pitch does",
+        "added 2026-12-04: every fp32 build validated to NaN (onnxscript's `x + 0` rule matched the log's "
+        "1e-10 guard); fixed in the rules"),
     CorpusModel(
         "table-edge", "table edge segmentation (DBNet), arriving int8 through ORT dynamic quantization",
         "rapid_table_det==0.0.1", "rapid_table_det/models/edge_det_quantized.onnx", "9614c9d630501a9c6dd5a9eb3fe057f4123c5395c212b82e5e746943d5ea260b", "Apache-2.0",
