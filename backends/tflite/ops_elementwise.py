@@ -403,6 +403,42 @@ def lower_reciprocal(lo: Lowering, node: ir.Node) -> None:
     op("DIV", 1.0, op.x, last=True)
 
 
+def _ones_like(op: Steps, x: int) -> int:
+    """A tensor of ones shaped like ``x`` (``ZEROS_LIKE + 1``): TFLite's ATAN2 takes two
+    inputs of one shape, no broadcast."""
+    return op("ADD", op("ZEROS_LIKE", x), 1.0)
+
+
+@lowers("Atan", "Asin", "Acos", "Tan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh")
+def lower_trigonometric(lo: Lowering, node: ir.Node) -> None:
+    """The inverse and hyperbolic functions TFLite has no op for, from the ones it has
+    (tf2onnx writes ``atan2`` as ``Atan`` and sign logic: a fingerprint model's direction
+    map was refused). ``atan x = atan2(x, 1)``; ``asin x = atan2(x, sqrt(1 - x^2))`` and
+    ``acos x = atan2(sqrt(1 - x^2), x)`` (exact at +-1); ``asinh`` on ``|x|`` with the
+    sign put back (no cancellation for large negative x); ``atanh x = log((1 + x) /
+    (1 - x)) / 2``."""
+    op = Steps(lo, node)
+    x, kind = op.x, node.op_type
+    if kind == "Atan":
+        op("ATAN2", x, _ones_like(op, x), last=True)
+    elif kind in ("Asin", "Acos"):
+        root = op("SQRT", op("SUB", 1.0, op("MUL", x, x)))
+        op("ATAN2", *((x, root) if kind == "Asin" else (root, x)), last=True)
+    elif kind == "Tan":
+        op("DIV", op("SIN", x), op("COS", x), last=True)
+    elif kind in ("Sinh", "Cosh"):
+        up, down = op("EXP", x), op("EXP", op("NEG", x))
+        op("MUL", op("SUB" if kind == "Sinh" else "ADD", up, down), 0.5, last=True)
+    elif kind == "Asinh":
+        size = op("ABS", x)
+        magnitude = op("LOG", op("ADD", size, op("SQRT", op("ADD", op("MUL", size, size), 1.0))))
+        op("MUL", magnitude, op("SIGN", x), last=True)
+    elif kind == "Acosh":
+        op("LOG", op("ADD", x, op("SQRT", op("SUB", op("MUL", x, x), 1.0))), last=True)
+    else:  # Atanh
+        op("MUL", op("LOG", op("DIV", op("ADD", x, 1.0), op("SUB", 1.0, x))), 0.5, last=True)
+
+
 @lowers("ThresholdedRelu")
 def lower_thresholded_relu(lo: Lowering, node: ir.Node) -> None:
     """x where x > alpha, else 0: SELECT_V2 on GREATER."""

@@ -41,6 +41,17 @@ UNARY = {
     "Mod fmod=1": "y = Mod <fmod = 1> (a, half)",
     "PRelu per channel": "y = PRelu (a, slope)",
     "Dropout": "y = Dropout (a)",
+    # the inverse and hyperbolic functions TFLite has no op for, where they are well
+    # conditioned (near asin's +-1 or acosh's 1 a float ulp of input moves them far)
+    "Atan": "y = Atan (a)",
+    "Asin": "t = Tanh (a)\n h = Mul (t, half)\n y = Asin (h)",
+    "Acos": "t = Tanh (a)\n h = Mul (t, half)\n y = Acos (h)",
+    "Tan": "t = Tanh (a)\n y = Tan (t)",
+    "Sinh": "y = Sinh (a)",
+    "Cosh": "y = Cosh (a)",
+    "Asinh": "y = Asinh (a)",
+    "Acosh": "p = Abs (a)\n q = Add (p, sq2)\n r = Add (q, one)\n y = Acosh (r)",
+    "Atanh": "t = Tanh (a)\n h = Mul (t, half)\n y = Atanh (h)",
 }
 
 
@@ -54,7 +65,11 @@ def test_elementwise_after_a_conv(tmp_path, case, precision):
        {UNARY[case]} }}"""
     model = model_from_text(text, k=w(3, 3, 3, 3, scale=1.5), sq2=np.float32(np.sqrt(2)), one=np.float32(1),
                             half=np.float32(0.5), slope=np.array([0.1, -0.2, 0.3], np.float32).reshape(3, 1, 1))
-    info = check(tmp_path, model, {"x": (1, 3, 6, 6)}, precision, passes=False)
+    # acosh's output spans a fifth of its input's range: its input's int8 rounding (three
+    # int8 ops, up to 5 of that input's 0.024 steps) through acosh's slope (<= 0.45) moves
+    # it past 4 of the output's own steps; held to that instead
+    atol = 5 * 0.024 * 0.45 if case == "Acosh" and precision == "int8" else None
+    info = check(tmp_path, model, {"x": (1, 3, 6, 6)}, precision, passes=False, atol=atol)
     assert "TRANSPOSE" not in info["ops"]
 
 
