@@ -10,9 +10,15 @@ The cap keeps folding from bloating the file: a node whose folded output would e
 map) stays computed at run time. onnxscript never folds ``ConstantOfShape``, to be
 safe about size; we fold it when its output is within the same cap, which removes
 YOLOv8's anchor-stride subgraph (``ConstantOfShape -> Add -> Concat -> Transpose``).
+onnxscript also skips nodes of several outputs; a ``Split`` of a constant (tf2onnx's
+``SAME`` padding arithmetic in a fingerprint model: the pads of its first ``Pad`` were
+never known, and TFLite refused the model) is folded here with ONNX's reference
+evaluator, under the same caps.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import onnx_ir as ir
@@ -49,9 +55,73 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
             output_size_limit=self.max_folded_elements,
             should_fold=self._should_fold,
         )
-        result = folder(model)
+        folding_log = logging.getLogger(FoldConstantsPass.__module__)
+        level = folding_log.level
+        folding_log.setLevel(logging.ERROR)  # "skipping ... multiple outputs": folded below instead
+        modified = False
+        try:
+            while True:  # what a folded Split feeds (a Concat of pads) folds in the next round
+                modified |= folder(model).modified
+                if not _fold_multi_output(model, self.max_folded_elements):
+                    break
+                modified = True
+        finally:
+            folding_log.setLevel(level)
         _make_contiguous(model.graph)
-        return result
+        return ir.passes.PassResult(model, modified)
+
+
+_NOT_FOLDED = {"Dropout"}  # its mask output is random in training mode: left to the no-op rules
+
+
+def _fold_multi_output(model: ir.Model, max_elements: int) -> bool:
+    """Fold main-graph nodes of several outputs whose inputs are all constant (within
+    :data:`MAX_INPUT_ELEMENTS` each, outputs within ``max_elements``)."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph, modified = model.graph, False
+    version = model.opset_imports.get("", None)
+    for node in list(graph):
+        if (len(node.outputs) < 2 or node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED
+                or not node.inputs or version is None
+                or any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+                or any(v.is_graph_output() for v in node.outputs)):
+            continue
+        arrays = [None if v is None else (v.const_value.numpy() if v.const_value is not None
+                                          and not v.is_graph_input() else False) for v in node.inputs]
+        if any(a is False or (a is not None and a.size > MAX_INPUT_ELEMENTS) for a in arrays):
+            continue
+        names = [f"i{i}" if a is not None else "" for i, a in enumerate(arrays)]
+        outs = [f"o{i}" for i in range(len(node.outputs))]
+        proto = ir.serde.serialize_node(node)
+        one = helper.make_node(node.op_type, names, outs, domain=node.domain)
+        one.attribute.extend(proto.attribute)
+        inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                  for n, a in zip(names, arrays) if a is not None]
+        outputs = [helper.make_empty_tensor_value_info(o) for o in outs]
+        try:
+            results = ReferenceEvaluator(helper.make_model(
+                helper.make_graph([one], "fold", inputs, outputs),
+                opset_imports=[helper.make_opsetid("", version)])).run(
+                None, {n: a for n, a in zip(names, arrays) if a is not None})
+        except Exception:  # noqa: BLE001 - what the evaluator cannot run stays an op
+            continue
+        if any(np.asarray(r).size > max_elements for r in results):
+            continue
+        for value, result in zip(node.outputs, results):
+            if not list(value.uses()):
+                continue
+            name = value.name
+            folded = ir.Value(name=f"{name}__folded", const_value=ir.tensor(np.ascontiguousarray(result),
+                                                                           name=f"{name}__folded"))
+            folded.shape, folded.type = ir.Shape(np.shape(result)), ir.TensorType(ir.DataType.from_numpy(
+                np.asarray(result).dtype))
+            graph.register_initializer(folded)
+            value.replace_all_uses_with(folded)
+        graph.remove(node, safe=True)
+        modified = True
+    return modified
 
 
 def _make_contiguous(graph: ir.Graph) -> None:

@@ -66,3 +66,32 @@ def test_size_cap_stops_bloating_folds(tmp_path):
     model = load_model(tmp_path / "m.onnx").model
     ConstantFoldingPass(max_folded_elements=1 << 20)(model)
     assert _ops(model)["Tile"] == 0
+
+
+SPLIT_PADS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 2, 5, 5] x) => (float[1, 2, 7, 8] y) {
+    sizes = Constant<value = int64[4] {0, 1, 1, 2}>()
+    halves = Constant<value = int64[2] {2, 2}>()
+    a, b = Split(sizes, halves)
+    zeros = Constant<value = int64[2] {0, 0}>()
+    pads = Concat<axis = 0>(zeros, a, zeros, b)
+    y = Pad(x, pads)
+}
+"""
+
+
+def test_a_split_of_constants_folds_and_what_it_feeds_after_it(tmp_path):
+    """onnxscript's folder skips nodes of several outputs: tf2onnx's SAME-padding arithmetic
+    (a Split of constant sizes, then a Concat of pads) left a Pad whose output shape nobody
+    knew, and TFLite refused a fingerprint model."""
+    path = write_text_model(tmp_path / "m.onnx", SPLIT_PADS)
+    model = load_model(path).model
+    for p in (ConstantFoldingPass(), RemoveUnusedNodesPass(), ShapeInferencePass()):
+        p(model)
+    assert _ops(model) == Counter({"Pad": 1})
+    assert list(next(iter(model.graph)).outputs[0].shape) == [1, 2, 7, 8]
+    save_model(model, tmp_path / "out.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": x})[0], ref)
