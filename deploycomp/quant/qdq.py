@@ -138,15 +138,26 @@ def is_depthwise(node: ir.Node) -> bool:
     return group > 1 and shape is not None and len(shape) > 1 and shape[1] == 1
 
 
+PER_TENSOR_PRODUCERS = frozenset({"Concat"})
+"""Producers whose output keeps one scale even where only depthwise convolutions read it:
+OpenVINO moves a quantizer after a ``Concat`` onto the ``Concat``'s inputs, and 2026.4's
+``MoveFakeQuantize`` left a per-channel one's 16 channel constants against an input of 8
+(compiling failed: "Argument shapes are inconsistent"; a fingerprint model's int8 build
+stopped with an internal error)."""
+
+
 def per_channel_tensors(model: ir.Model, policy: QDQPolicy) -> set[str]:
     """The quantized tensors the policy encodes per channel (along axis 1): those only
     depthwise convolutions read, where the policy says its runtime can
-    (:attr:`~deploycomp.quant.policy.QDQPolicy.per_channel_depthwise_inputs`)."""
+    (:attr:`~deploycomp.quant.policy.QDQPolicy.per_channel_depthwise_inputs`), unless a
+    :data:`PER_TENSOR_PRODUCERS` op makes them."""
     if not policy.per_channel_depthwise_inputs:
         return set()
     return {name for name, consumers in quantizable_tensors(model, policy).items()
             if all(index == 0 and is_depthwise(node) for node, index in consumers)
-            and all(len(list(node.inputs[0].uses())) == len(consumers) for node, _ in consumers)}
+            and all(len(list(node.inputs[0].uses())) == len(consumers) for node, _ in consumers)
+            and not ((producer := consumers[0][0].inputs[0].producer()) is not None
+                     and producer.op_type in PER_TENSOR_PRODUCERS)}
 
 
 def searchable_nodes(model: ir.Model, policy: QDQPolicy) -> list[ir.Node]:

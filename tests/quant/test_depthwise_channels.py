@@ -141,6 +141,36 @@ def test_openvino_runs_the_depthwise_conv_in_int8_with_a_scale_per_channel(tmp_p
     assert runtime["executed_precision"] == "int8", runtime["compute_layer_precisions"]
 
 
+def test_a_concat_output_keeps_one_scale_openvino_can_compile(tmp_path):
+    """OpenVINO moves a quantizer after a Concat onto its inputs, and 2026.4 left a
+    per-channel one's 16 channel constants against an input of 8: compiling failed (a
+    fingerprint model's int8 build stopped with an internal error)."""
+    import deploycomp
+
+    rng = np.random.default_rng(1)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "k1"], ["a"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Conv", ["x", "k2"], ["b"], pads=[1, 1, 1, 1], name="c2"),
+             helper.make_node("Relu", ["b"], ["br"], name="relu"),
+             helper.make_node("Concat", ["a", "br"], ["cat"], axis=1, name="cat"),
+             helper.make_node("Conv", ["cat", "kd"], ["d"], pads=[1, 1, 1, 1], group=16, name="dw"),
+             helper.make_node("Conv", ["d", "k3"], ["y"], name="pw")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [weight("k1", 8, 4, 3, 3), weight("k2", 8, 4, 3, 3), weight("kd", 16, 1, 3, 3),
+                               weight("k3", 4, 16, 1, 1)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    assert not per_channel_tensors(ir.load(tmp_path / "m.onnx"), POLICIES["openvino"])
+    x = rng.standard_normal((16, 4, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", precision="int8", calibration=tmp_path / "calib.npz",
+                              no_fail=True)
+    assert runner.manifest["quantization"]["int8_layers"] == 4 and runner.manifest["validation"]["ok"]
+
+
 def test_tensorrt_equalizes_through_an_explicit_mul_where_the_producer_cannot_take_the_scale(tmp_path):
     """TensorRT takes one activation scale per tensor, and HardSwish cannot take a channel
     scale from the conv before it: a ``Mul`` of its own scales the channels (by at most
