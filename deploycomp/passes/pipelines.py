@@ -30,6 +30,7 @@ from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.manager import Pipeline
+from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
@@ -50,6 +51,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             IntegerOpsToFloatPass(),
+            MLOpsToCorePass(),
             WeightFoldingPass(),
             VariadicOpsPass(),
             ScalarIfConditionPass(),
