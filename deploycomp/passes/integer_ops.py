@@ -52,14 +52,28 @@ def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
 
 
 def _chain(node: ir.Node):
-    """(dynamic quantizer, weights, Cast, scaling Mul, weight scale) of an integer op
-    written by ``quantize_dynamic``, or None where it is something else."""
+    """(input source, weights, Cast, scaling Mul, the Mul combining the scales, the input's
+    (zero point, scale) where the source is a Gather of a quantized table, else None) of an
+    integer op written by ``quantize_dynamic``, or None where it is something else. The
+    source is the ``DynamicQuantizeLinear`` that rounds a computed input, or a ``Gather``
+    of the u8 embedding table the integer op reads directly."""
     if len(node.inputs) < 2 or node.inputs[0] is None:
         return None
-    dql = node.inputs[0].producer()
-    if dql is None or dql.op_type != "DynamicQuantizeLinear" or node.inputs[0] is not dql.outputs[0]:
+    source = node.inputs[0].producer()
+    if source is None:
         return None
-    if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2] is not dql.outputs[2]:
+    x_zp = None
+    if source.op_type == "DynamicQuantizeLinear":
+        if node.inputs[0] is not source.outputs[0]:
+            return None
+        if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2] is not source.outputs[2]:
+            return None
+    elif source.op_type == "Gather":
+        table = constant(source.inputs[0])
+        x_zp = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.uint8)
+        if table is None or table.dtype.kind not in "iu" or x_zp is None or x_zp.size != 1:
+            return None
+    else:
         return None
     w_q = constant(node.inputs[1])
     w_zp = constant(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else np.zeros((), w_q.dtype if w_q is not None else np.int8)
@@ -73,12 +87,37 @@ def _chain(node: ir.Node):
         return None
     scales = mul.inputs[1] if mul.inputs[0] is cast.outputs[0] else mul.inputs[0]
     combine = scales.producer() if scales is not None else None
-    if combine is None or combine.op_type != "Mul" or dql.outputs[1] not in combine.inputs:
+    if combine is None or combine.op_type != "Mul":
         return None
-    w_scale = constant(combine.inputs[1] if combine.inputs[0] is dql.outputs[1] else combine.inputs[0])
-    if w_scale is None:
+    if x_zp is None:
+        if source.outputs[1] not in combine.inputs:
+            return None
+        w_scale = constant(combine.inputs[1] if combine.inputs[0] is source.outputs[1] else combine.inputs[0])
+        if w_scale is None:
+            return None
+        return source, (w_q, w_zp, w_scale), cast, mul, combine, None
+    a, b = constant(combine.inputs[0]), constant(combine.inputs[1])
+    if a is None or b is None or min(a.size, b.size) != 1:
         return None
-    return dql, (w_q, w_zp, w_scale), cast, mul, combine
+    x_scale, w_scale = (a, b) if a.size == 1 else (b, a)  # the table's is one value; both one: their product counts
+    return source, (w_q, w_zp, w_scale), cast, mul, combine, (x_zp, x_scale)
+
+
+def _gathered_input(graph: ir.Graph, gather: ir.Node, x_zp: np.ndarray, x_scale: np.ndarray) -> ir.Value:
+    """The rows a Gather takes from a quantized table, dequantized: a Gather of the table's
+    float values (exact: the table is static)."""
+    table = constant(gather.inputs[0])
+    values = ((table.astype(np.float64) - float(x_zp.reshape(()))) * float(x_scale.reshape(()))).astype(np.float32)
+    name = f"{gather.inputs[0].name}__float"
+    floats = ir.Value(name=name, const_value=ir.tensor(values, name=name))
+    floats.shape, floats.type = ir.Shape(values.shape), ir.TensorType(ir.DataType.FLOAT)
+    graph.register_initializer(floats)
+    new = ir.node("Gather", [floats, gather.inputs[1]], attributes={a.name: a for a in gather.attributes.values()},
+                  name=f"{gather.name}__float")
+    new.outputs[0].name = f"{gather.outputs[0].name}__float"
+    new.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    graph.insert_before(gather, new)
+    return new.outputs[0]
 
 
 def _weights(op: str, w_q: np.ndarray, w_zp: np.ndarray, w_scale: np.ndarray) -> np.ndarray | None:
@@ -131,23 +170,57 @@ def _rounded_input(graph: ir.Graph, dql: ir.Node) -> ir.Value:
     return out
 
 
+def _dequantized_gather(graph: ir.Graph, node: ir.Node) -> bool:
+    """``DequantizeLinear(Gather(table_q, ids))`` with one scale and zero point (what
+    ``quantize_dynamic`` makes of an embedding) as ``Gather(table, ids)`` on the table's
+    dequantized values: exact, and TensorRT's parser refused the u8 zero point."""
+    if node.op_type != "DequantizeLinear" or node.inputs[0] is None:
+        return False
+    gather = node.inputs[0].producer()
+    if gather is None or gather.op_type != "Gather" or len(list(node.inputs[0].uses())) != 1:
+        return False
+    table, scale = constant(gather.inputs[0]), constant(node.inputs[1])
+    zp = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.uint8)
+    if table is None or scale is None or zp is None or scale.size != 1 or zp.size != 1 or table.dtype.kind not in "iu":
+        return False
+    values = ((table.astype(np.float64) - float(zp.reshape(()))) * float(scale.reshape(()))).astype(np.float32)
+    name = f"{gather.inputs[0].name}__float"
+    floats = ir.Value(name=name, const_value=ir.tensor(values, name=name))
+    floats.shape, floats.type = ir.Shape(values.shape), ir.TensorType(ir.DataType.FLOAT)
+    graph.register_initializer(floats)
+    new = ir.node("Gather", [floats, gather.inputs[1]], attributes={a.name: a for a in gather.attributes.values()},
+                  name=gather.name)
+    graph.insert_before(node, new)
+    out = node.outputs[0]
+    new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
+    out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+    old_name, out.name = out.name, f"{out.name}__integer"
+    new.outputs[0].name = old_name
+    graph.remove([node, gather], safe=True)
+    return True
+
+
 class IntegerOpsToFloatPass(ir.passes.InPlacePass):
-    """Rewrite every ``quantize_dynamic`` chain of the main graph (see the module docstring)."""
+    """Rewrite every ``quantize_dynamic`` chain of the main graph, and its dequantized
+    embedding lookups (see the module docstring and :func:`_dequantized_gather`)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
+        for node in list(graph):
+            modified |= node.domain in ("", "ai.onnx") and _dequantized_gather(graph, node)
         inputs: dict[int, ir.Value] = {}  # a DynamicQuantizeLinear -> its input as it rounds it
         for node in list(graph):
             op = INTEGER_OPS.get(node.op_type)
             chain = _chain(node) if op is not None and node.domain in ("", "ai.onnx") else None
             if chain is None:
                 continue
-            dql, (w_q, w_zp, w_scale), cast, mul, combine = chain
+            dql, (w_q, w_zp, w_scale), cast, mul, combine, gathered = chain
             weights = _weights(op, w_q, w_zp, w_scale)
             if weights is None:
                 continue
-            rounded = inputs.get(id(dql)) or inputs.setdefault(id(dql), _rounded_input(graph, dql))
+            rounded = inputs.get(id(dql)) or inputs.setdefault(
+                id(dql), _rounded_input(graph, dql) if gathered is None else _gathered_input(graph, dql, *gathered))
             name = f"{node.inputs[1].name}__float"
             w = ir.Value(name=name, const_value=ir.tensor(weights, name=name))
             w.shape, w.type = ir.Shape(weights.shape), ir.TensorType(ir.DataType.FLOAT)

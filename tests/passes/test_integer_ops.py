@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
@@ -114,3 +115,38 @@ def test_int8_keeps_the_rounding_float_and_out_of_the_search(dynamic_int8, backe
 def load_model_from(model):
     import onnx_ir as ir
     return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+@pytest.mark.parametrize("reader", ["MatMul", "Tanh"])
+def test_a_quantized_embedding_lookup_becomes_a_float_one(tmp_path, reader):
+    """``quantize_dynamic`` stores an embedding table u8: an integer op reads the gathered
+    rows directly (``MatMulInteger``), anything else through a ``DequantizeLinear``, whose
+    u8 zero point TensorRT's parser refused (an Arabic diacritizer). Gathering from the
+    dequantized table computes the same, exactly."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "table"),
+               numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed")]
+    if reader == "Tanh":
+        nodes.append(helper.make_node("Tanh", ["e"], ["t"], name="tanh"))
+    nodes.append(helper.make_node("MatMul", ["t" if reader == "Tanh" else "e", "w"], ["y"], name="fc"))
+    graph = helper.make_graph(nodes, "embed", [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 4])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["Gather", "MatMul"])
+    before = Counter(n.op_type for n in onnx.load(tmp_path / "dynamic.onnx").graph.node)
+    assert before["DequantizeLinear"] == (reader == "Tanh") and before["MatMulInteger"] == 1
+    model, _ = run_passes(load_model(tmp_path / "dynamic.onnx").model, build_pipeline("default", {"ids": (1, 6)}))
+    ops = Counter(n.op_type for n in model.graph)
+    assert not ops.keys() & {"DequantizeLinear", "MatMulInteger"} and ops["Gather"] == 1
+    assert next(n for n in model.graph if n.op_type == "Gather").inputs[0].dtype == ir.DataType.FLOAT
+    save_model(model, tmp_path / "after.onnx")
+    ids = rng.integers(0, 50, (1, 6))
+    want = ort.InferenceSession(str(tmp_path / "dynamic.onnx")).run(None, {"ids": ids})[0]
+    got = ort.InferenceSession(str(tmp_path / "after.onnx")).run(None, {"ids": ids})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "out", target="jetson-orin-nano", no_fail=True)
+    assert runner.manifest["validation"]["outputs"]["y"]["cosine"] > 0.999
