@@ -183,19 +183,12 @@ def _dequantized_gather(graph: ir.Graph, node: ir.Node) -> bool:
     zp = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.uint8)
     if table is None or scale is None or zp is None or scale.size != 1 or zp.size != 1 or table.dtype.kind not in "iu":
         return False
-    values = ((table.astype(np.float64) - float(zp.reshape(()))) * float(scale.reshape(()))).astype(np.float32)
-    name = f"{gather.inputs[0].name}__float"
-    floats = ir.Value(name=name, const_value=ir.tensor(values, name=name))
-    floats.shape, floats.type = ir.Shape(values.shape), ir.TensorType(ir.DataType.FLOAT)
-    graph.register_initializer(floats)
-    new = ir.node("Gather", [floats, gather.inputs[1]], attributes={a.name: a for a in gather.attributes.values()},
-                  name=gather.name)
-    graph.insert_before(node, new)
+    rows = _gathered_input(graph, gather, zp, scale)
     out = node.outputs[0]
-    new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-    out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+    rows.shape = out.shape
+    out.replace_all_uses_with(rows, replace_graph_outputs=True)
     old_name, out.name = out.name, f"{out.name}__integer"
-    new.outputs[0].name = old_name
+    rows.name = old_name
     graph.remove([node, gather], safe=True)
     return True
 
