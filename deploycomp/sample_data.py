@@ -271,8 +271,11 @@ def check_finite(samples: Samples, source: str) -> None:
 def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> Samples:
     """Samples from an ``.npz`` (one array per input) or ``.npy`` (single-input model).
 
-    Each array is either one sample of exactly the input's shape or several samples
-    stacked on the first axis (``N x C x H x W`` for a ``1 x C x H x W`` input).
+    Each array is either one sample of exactly the input's shape, several samples
+    concatenated on the first axis (``N x C x H x W`` for a ``1 x C x H x W`` input), or
+    several samples stacked on a new leading axis (``N x 10 x 85`` for a ``10 x 85``
+    input: a graph's node features, a sequence without a batch axis). An array that
+    reads both ways (a ``1 x ...`` input given ``N x 1 x ...``) means the same either way.
     """
     path = Path(path)
     if not path.is_file():
@@ -297,9 +300,12 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             chunks = [arr]
         elif arr.ndim == len(shape) and tuple(arr.shape[1:]) == shape[1:] and arr.shape[0] % shape[0] == 0:
             chunks = [arr[i : i + shape[0]] for i in range(0, arr.shape[0], shape[0])]
+        elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
+            chunks = list(arr)
         else:
             raise InputDataError(
-                f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)} or N x {list(shape[1:])}"
+                f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)}, "
+                f"N x {list(shape[1:])} or N x {list(shape)}"
             )
         want = dtypes[name]
         if arr.dtype != want and not (np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating)):

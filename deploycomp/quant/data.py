@@ -3,7 +3,8 @@
 Accepted (``--calibration PATH``, ``--validation-data PATH`` or ``deploycomp.build(...)``):
 
 * ``.npz`` with one array per model input, samples stacked on the first axis
-  (``N x C x H x W`` for a ``1 x C x H x W`` input); ``.npy`` for single-input models;
+  (``N x C x H x W`` for a ``1 x C x H x W`` input) or on a new leading one (``N x 10 x
+  85`` for a ``10 x 85`` input); ``.npy`` for single-input models;
 * a folder of images, turned into inputs by a preprocessing spec
   (:mod:`deploycomp.preprocess`): ``--preprocess SPEC``, or ``calibration.yaml`` in the
   folder;

@@ -18,6 +18,24 @@ def test_npz_stacked_samples(tmp_path):
     assert len(load_calibration(tmp_path / "c.npz", SHAPES, DTYPES)) == 5
 
 
+def test_npz_samples_on_a_new_leading_axis(tmp_path):
+    """An input without a batch axis (a graph's 10 nodes x 85 features; its 2 x 18 edge
+    list) takes its samples stacked on a new axis; the first axis's chunks still work, and
+    a 1 x ... input reads the same either way."""
+    shapes = {"feat": (10, 85), "edges": (2, 18), "x": (1, 3, 8, 8)}
+    dtypes = {"feat": np.dtype(np.float32), "edges": np.dtype(np.int64), "x": np.dtype(np.float32)}
+    rng = np.random.default_rng(0)
+    feat, edges = rng.random((3, 10, 85), dtype=np.float32), rng.integers(0, 10, (3, 2, 18))
+    x = rng.random((3, 1, 3, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "g.npz", feat=feat, edges=edges.reshape(6, 18), x=x)
+    samples = load_calibration(tmp_path / "g.npz", shapes, dtypes)
+    assert len(samples) == 3
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(s["feat"], feat[i])
+        np.testing.assert_array_equal(s["edges"], edges[i])  # 6 x 18: chunks of 2 rows
+        np.testing.assert_array_equal(s["x"], x[i])
+
+
 def test_npy_for_single_input(tmp_path):
     np.save(tmp_path / "c.npy", np.ones((3, 3, 8, 8), np.float32))
     samples = load_calibration(tmp_path / "c.npy", SHAPES, DTYPES)
