@@ -75,6 +75,13 @@ def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
     { y = Bernoulli (x) }"""
     bad = nvparser.parse_onnx(model_from_text(text).SerializeToString())
     assert not bad.ok and bad.unsupported[0]["op"] == "Bernoulli"
+    # a check that names neither node nor op (a graph network's scatter-add read "cannot
+    # run op(s) ?"): the parser's importer says which op
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[4, 3] x, int64[2, 3] i, float[2, 3] u)
+    => (float[4, 3] y) { y = ScatterElements <reduction = "add"> (x, i, u) }"""
+    scatter = nvparser.parse_onnx(model_from_text(text).SerializeToString())
+    if not scatter.ok:  # this parser version takes no scatter reduction
+        assert scatter.unsupported[0]["op"] == "ScatterElements"
 
 
 @pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
