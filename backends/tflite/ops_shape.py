@@ -223,30 +223,38 @@ def lower_gather_nd(lo: Lowering, node: ir.Node) -> None:
             [lo.output(node.outputs[0], identity(len(lo.shape(node.outputs[0]))))])
 
 
-@lowers("GatherElements")
-def lower_gather_elements(lo: Lowering, node: ir.Node) -> None:
-    """GATHER_ND with the full coordinates of every output element: the indices themselves
-    along ``axis``, the element's own position along every other axis."""
-    data, indices = node.inputs[:2]
-    shape, dims = lo.shape(indices), lo.shape(data)
-    rank = len(dims)
-    axis = _axis(node.attributes.get_int("axis", 0), rank)
+def _element_coords(lo: Lowering, indices: ir.Value, dims: tuple[int, ...], axis: int, what: str) -> int:
+    """The full coordinates (``shape x rank``, int32) of each element ``indices`` points
+    at: the index itself along ``axis`` (wrapped when negative), the element's own
+    position along every other axis. Constant indices give a constant; others are
+    concatenated at run time from the cast indices and constant position grids."""
+    shape, rank = lo.shape(indices), len(dims)
     grid = np.indices(shape, dtype=np.int32)
     given = lo.const(indices)
     if given is not None:
         grid[axis] = np.mod(given, dims[axis])
-        coords = lo.constant("gather_elements/coords", np.moveaxis(grid, 0, -1))
-    else:
-        wrapped = _wrapped_indices(lo, indices, dims[axis])
-        if lo.w.dtype(wrapped) != "int32":
-            cast = lo.temp(f"{indices.name}/i32", shape, np.int32)
-            lo.emit("CAST", [wrapped], [cast])
-            wrapped = cast
-        column = lo.temp(f"{indices.name}/column", (*shape, 1), np.int32)
-        lo.emit("RESHAPE", [wrapped, lo.int32((*shape, 1))], [column], lo.w.options("Reshape", newShape=[*shape, 1]))
-        parts = [lo.constant("gather_elements/grid", grid[a][..., None]) if a != axis else column for a in range(rank)]
-        coords = lo.temp(f"{indices.name}/coords", (*shape, rank), np.int32)
-        lo.emit("CONCATENATION", parts, [coords], lo.w.options("Concatenation", axis=rank, fusedActivationFunction=0))
+        return lo.constant(f"{what}/coords", np.moveaxis(grid, 0, -1))
+    wrapped = _wrapped_indices(lo, indices, dims[axis])
+    if lo.w.dtype(wrapped) != "int32":
+        cast = lo.temp(f"{indices.name}/i32", shape, np.int32)
+        lo.emit("CAST", [wrapped], [cast])
+        wrapped = cast
+    column = lo.temp(f"{indices.name}/column", (*shape, 1), np.int32)
+    lo.emit("RESHAPE", [wrapped, lo.int32((*shape, 1))], [column], lo.w.options("Reshape", newShape=[*shape, 1]))
+    parts = [lo.constant(f"{what}/grid", grid[a][..., None]) if a != axis else column for a in range(rank)]
+    coords = lo.temp(f"{indices.name}/coords", (*shape, rank), np.int32)
+    lo.emit("CONCATENATION", parts, [coords], lo.w.options("Concatenation", axis=rank, fusedActivationFunction=0))
+    return coords
+
+
+@lowers("GatherElements")
+def lower_gather_elements(lo: Lowering, node: ir.Node) -> None:
+    """GATHER_ND with the full coordinates of every output element (:func:`_element_coords`)."""
+    data, indices = node.inputs[:2]
+    dims = lo.shape(data)
+    rank = len(dims)
+    axis = _axis(node.attributes.get_int("axis", 0), rank)
+    coords = _element_coords(lo, indices, dims, axis, "gather_elements")
     lo.emit("GATHER_ND", [lo.input(data, identity(rank)), coords], [lo.output(node.outputs[0], identity(rank))])
 
 
@@ -273,15 +281,26 @@ def lower_scatter_nd(lo: Lowering, node: ir.Node) -> None:
 
 @lowers("ScatterElements", "Scatter")
 def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
-    """Constant indices: each update's full coordinates (its own position, the index along
-    ``axis``), then SCATTER_ND and a SELECT_V2 by the constant mask of written positions."""
+    """Each update's full coordinates (its own position, the index along ``axis``), then
+    SCATTER_ND, which sums updates that land on one position: with ``reduction="add"``
+    (a graph network's message passing, indices computed at run time) the data plus that
+    sum; without a reduction (constant indices only) a SELECT_V2 by the constant mask of
+    written positions."""
     data, indices, updates = node.inputs[:3]
-    if node.attributes.get_string("reduction", "none") != "none":
-        raise UnsupportedError(f"tflite: {node.op_type} with a reduction")
-    idx = _const_input(lo, node, 1, "indices")
     dims = lo.shape(data)
     rank = len(dims)
     axis = _axis(node.attributes.get_int("axis", 0), rank)
+    reduction = node.attributes.get_string("reduction", "none")
+    if reduction == "add":
+        coords = _element_coords(lo, indices, dims, axis, "scatter_add")
+        summed = lo.temp(f"{node.outputs[0].name}/summed", dims, lo.dtype(data))
+        lo.emit("SCATTER_ND", [coords, lo.input(updates, identity(rank)), lo.int32(dims)], [summed])
+        lo.emit("ADD", [lo.input(data, identity(rank)), summed], [lo.output(node.outputs[0], identity(rank))],
+                lo.w.options("Add", fusedActivationFunction=0))
+        return
+    if reduction != "none":
+        raise UnsupportedError(f"tflite: {node.op_type} with reduction {reduction!r} (add and none lower)")
+    idx = _const_input(lo, node, 1, "indices")
     grid = np.indices(idx.shape, dtype=np.int32)
     grid[axis] = np.mod(idx, dims[axis])
     coords = np.moveaxis(grid, 0, -1)

@@ -366,3 +366,18 @@ def test_pools_with_pads_same_cannot_express(tmp_path, case, relu, precision):
                  passes=False)
     if case.startswith("max") and relu:
         assert "PADV2" not in info["ops"], info["ops"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_scatter_add_with_indices_computed_at_run_time(tmp_path, precision):
+    """A graph network's message passing: each edge's message summed into its target node
+    (``ScatterElements`` add, the targets an input, several edges per node)."""
+    text = f"""{G} g (float[5, 4] nodes, int64[7, 4] targets, float[7, 4] messages) => (float[5, 4] y)
+    {{ y = ScatterElements <axis = 0, reduction = "add"> (nodes, targets, messages) }}"""
+    rng = np.random.default_rng(0)
+    targets = np.repeat(np.array([0, 2, 2, 4, 4, 4, -1])[:, None], 4, axis=1)  # repeats, and a negative index
+    feeds = {"nodes": rng.standard_normal((5, 4)).astype(np.float32), "targets": targets,
+             "messages": rng.standard_normal((7, 4)).astype(np.float32)}
+    info = check(tmp_path, model_from_text(text), {"nodes": (5, 4), "targets": (7, 4), "messages": (7, 4)},
+                 precision, feeds=feeds)
+    assert "SCATTER_ND" in info["ops"]
