@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -40,6 +41,7 @@ from deploycomp.errors import ModelError
 
 __all__ = [
     "MAX_OPSET",
+    "add_initializer",
     "MIN_OPSET",
     "LoadedModel",
     "load_model",
@@ -242,3 +244,19 @@ def save_model(model: ir.Model, path: str | os.PathLike, *, external_data: bool 
 
 def _tensor_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` (its own dtype) as a new initializer; ``name`` gets a numeric
+    suffix if taken (a layer can be rescaled twice: as a reader and as a producer)."""
+    unique, n = name, 1
+    while unique in graph.initializers:
+        unique, n = f"{name}{n}", n + 1
+    # ir.Tensor directly: ir.tensor's protocol checks cost ~7x more, and the sensitivity
+    # search adds some 300 initializers per candidate model
+    data = array if array.flags.c_contiguous else array.copy()
+    value = ir.Value(name=unique, const_value=ir.Tensor(data, name=unique))
+    value.shape = ir.Shape(array.shape)
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    graph.register_initializer(value)
+    return value

@@ -24,6 +24,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
+from deploycomp.ir import add_initializer
+
 __all__ = ["ConstantFoldingPass", "MAX_FOLDED_ELEMENTS"]
 
 MAX_FOLDED_ELEMENTS = 1 << 16
@@ -112,13 +114,7 @@ def _fold_multi_output(model: ir.Model, max_elements: int) -> bool:
         for value, result in zip(node.outputs, results):
             if not list(value.uses()):
                 continue
-            name = value.name
-            folded = ir.Value(name=f"{name}__folded", const_value=ir.tensor(np.ascontiguousarray(result),
-                                                                           name=f"{name}__folded"))
-            folded.shape, folded.type = ir.Shape(np.shape(result)), ir.TensorType(ir.DataType.from_numpy(
-                np.asarray(result).dtype))
-            graph.register_initializer(folded)
-            value.replace_all_uses_with(folded)
+            value.replace_all_uses_with(add_initializer(graph, f"{value.name}__folded", np.asarray(result)))
         graph.remove(node, safe=True)
         modified = True
     return modified

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import add_initializer
 from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["INTEGER_OPS", "IntegerOpsToFloatPass", "is_rounding"]
@@ -108,10 +109,7 @@ def _gathered_input(graph: ir.Graph, gather: ir.Node, x_zp: np.ndarray, x_scale:
     float values (exact: the table is static)."""
     table = constant(gather.inputs[0])
     values = ((table.astype(np.float64) - float(x_zp.reshape(()))) * float(x_scale.reshape(()))).astype(np.float32)
-    name = f"{gather.inputs[0].name}__float"
-    floats = ir.Value(name=name, const_value=ir.tensor(values, name=name))
-    floats.shape, floats.type = ir.Shape(values.shape), ir.TensorType(ir.DataType.FLOAT)
-    graph.register_initializer(floats)
+    floats = add_initializer(graph, f"{gather.inputs[0].name}__float", values)
     new = ir.node("Gather", [floats, gather.inputs[1]], attributes={a.name: a for a in gather.attributes.values()},
                   name=f"{gather.name}__float")
     new.outputs[0].name = f"{gather.outputs[0].name}__float"
@@ -145,10 +143,7 @@ def _rounded_input(graph: ir.Graph, dql: ir.Node) -> ir.Value:
     made: list[ir.Node] = []
 
     def const(name: str, value: float) -> ir.Value:
-        v = ir.Value(name=f"{base}__{name}", const_value=ir.tensor(np.array(value, np.float32), name=f"{base}__{name}"))
-        v.shape, v.type = ir.Shape([]), ir.TensorType(ir.DataType.FLOAT)
-        graph.register_initializer(v)
-        return v
+        return add_initializer(graph, f"{base}__{name}", np.array(value, np.float32))
 
     def op(op_type: str, *args: ir.Value, **attributes) -> ir.Value:
         node = ir.node(op_type, list(args), attributes=attributes, name=f"{base}__u8_{len(made)}")
@@ -214,10 +209,7 @@ class IntegerOpsToFloatPass(ir.passes.InPlacePass):
                 continue
             rounded = inputs.get(id(dql)) or inputs.setdefault(
                 id(dql), _rounded_input(graph, dql) if gathered is None else _gathered_input(graph, dql, *gathered))
-            name = f"{node.inputs[1].name}__float"
-            w = ir.Value(name=name, const_value=ir.tensor(weights, name=name))
-            w.shape, w.type = ir.Shape(weights.shape), ir.TensorType(ir.DataType.FLOAT)
-            graph.register_initializer(w)
+            w = add_initializer(graph, f"{node.inputs[1].name}__float", weights)
             attrs = [a for a in node.attributes.values()] if op == "Conv" else []
             new = ir.node(op, [rounded, w], attributes={a.name: a for a in attrs}, name=node.name or mul.name)
             graph.insert_before(mul, new)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import add_initializer
+
 __all__ = ["MLOpsToCorePass"]
 
 ML_DOMAIN = "ai.onnx.ml"
@@ -62,11 +64,7 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
 
     @staticmethod
     def _const(graph: ir.Graph, node: ir.Node, suffix: str, value: np.ndarray) -> ir.Value:
-        name = f"{node.name or node.op_type}__{suffix}"
-        v = ir.Value(name=name, const_value=ir.tensor(value, name=name))
-        v.shape, v.type = ir.Shape(value.shape), ir.TensorType(ir.DataType.from_numpy(value.dtype))
-        graph.register_initializer(v)
-        return v
+        return add_initializer(graph, f"{node.name or node.op_type}__{suffix}", value)
 
     def _as_float(self, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
         x = node.inputs[0]
@@ -96,10 +94,10 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         if node.inputs[0].shape is not None and node.inputs[0].shape.rank() != 2:
             return None  # [N, C] (what skl2onnx writes); a 1-D input stays as it is
         cast, x = self._as_float(node)
-        matmul = ir.node("MatMul", [x, self._const(graph, node, "coefficients", np.ascontiguousarray(weights.T))],
+        matmul = ir.node("MatMul", [x, self._const(graph, node, "coefficients", weights.T)],
                          name=f"{node.name}__matmul")
         add = ir.node("Add", [matmul.outputs[0], self._const(graph, node, "intercepts",
-                                                             np.broadcast_to(intercepts, (targets,)).copy())],
+                                                             np.broadcast_to(intercepts, (targets,)))],
                       name=node.name)
         return [*cast, matmul, add]
 

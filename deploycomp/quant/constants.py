@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import add_initializer  # noqa: F401 - re-exported: the quantization passes' helper
+
 __all__ = ["add_initializer", "attributes", "constant", "set_constant_input", "weight_matrix"]
 
 
@@ -23,22 +25,6 @@ def constant(v: ir.Value | None) -> np.ndarray | None:
 
 def attributes(node: ir.Node) -> dict:
     return {k: a.value for k, a in node.attributes.items()}
-
-
-def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """Register ``array`` (its own dtype) as a new initializer; ``name`` gets a numeric
-    suffix if taken (a layer can be rescaled twice: as a reader and as a producer)."""
-    unique, n = name, 1
-    while unique in graph.initializers:
-        unique, n = f"{name}{n}", n + 1
-    # ir.Tensor directly: ir.tensor's protocol checks cost ~7x more, and the sensitivity
-    # search adds some 300 initializers per candidate model
-    data = array if array.flags.c_contiguous else array.copy()
-    value = ir.Value(name=unique, const_value=ir.Tensor(data, name=unique))
-    value.shape = ir.Shape(array.shape)
-    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
-    graph.register_initializer(value)
-    return value
 
 
 def set_constant_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str) -> None:
