@@ -906,9 +906,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # model into Inf), and the verdict is still the budget's
     futile, search_fidelity = None, fidelity
     if prep.integer_ops and (floats := _float_form(prep)) is not None:
-        floor = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where)
-        if not fidelity_met(floor, fidelity):
-            futile = round(_worst_cosine(floor), 6)
+        float_form = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where)
+        if not fidelity_met(float_form, fidelity):
+            futile = round(_worst_cosine(float_form), 6)
             search_fidelity = fidelity.model_copy(update={"min_cosine": max(0.0, 2 * futile - 1)})
             log.warning("int8: the model's float form already misses the budget against ONNX Runtime's integer ops "
                         "(cosine %.4f): the search aims at %.4f", futile, search_fidelity.min_cosine)
