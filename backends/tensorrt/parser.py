@@ -53,24 +53,15 @@ def parse_onnx(onnx_bytes: bytes, trt=None) -> ParseResult | None:
     parser = trt.OnnxParser(network, logger)
     ok = bool(parser.parse(onnx_bytes))
     result = ParseResult(f"{trt.__name__} {trt.__version__}", ok)
-    nodes = None
     for i in range(parser.num_errors):
         error = parser.get_error(i)
         desc = (str(error.desc()).strip().splitlines() or [""])[0] if hasattr(error, "desc") else str(error)
         node, op = (error.node_name(), error.node_operator()) if hasattr(error, "node_name") else ("", "")
-        index = error.node() if hasattr(error, "node") else -1
-        if not op and isinstance(index, int) and index >= 0:
-            # some of the parser's checks name neither (a ScatterElements reduction it does
-            # not take read "cannot run op(s) ?"): the node's index does
-            if nodes is None:
-                from onnx import ModelProto
-
-                nodes = list(ModelProto.FromString(onnx_bytes).graph.node)
-            if index < len(nodes):
-                node, op = node or nodes[index].name, nodes[index].op_type
         importer = str(error.func()) if hasattr(error, "func") else ""
         if not op and importer.startswith("import") and len(importer) > len("import"):
-            op = importer[len("import"):]  # the parser's importScatterElements: no node, but the op
+            # some checks name neither node nor op (a ScatterElements reduction it does not
+            # take read "cannot run op(s) ?"), but the importer that refused is the op's
+            op = importer[len("import"):]
         if desc.lower() in ("", "false", "true"):  # a failed check's bare condition says nothing
             desc = f"its support check for {op or 'this node'} failed"
         result.errors.append(desc[:300])
