@@ -12,15 +12,9 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer  # noqa: F401 - re-exported: the quantization passes' helper
+from deploycomp.passes.rules._util import const as constant  # the rewrite rules' reader, the same test
 
 __all__ = ["add_initializer", "attributes", "constant", "set_constant_input", "weight_matrix"]
-
-
-def constant(v: ir.Value | None) -> np.ndarray | None:
-    """The value's constant as numpy, or None (absent, computed or a graph input)."""
-    if v is None or v.const_value is None or v.is_graph_input():
-        return None
-    return v.const_value.numpy()
 
 
 def attributes(node: ir.Node) -> dict:
