@@ -31,19 +31,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from deploycomp.sums import all_finite, dot64, max_abs_diff
+
 __all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "compare_outputs", "masked_outputs", "parse_where", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "peak_rss_growth", "summarize"]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    na, nb = math.sqrt(dot64(a, a)), math.sqrt(dot64(b, b))
     if na == 0 and nb == 0:
         return 1.0
     if na == 0 or nb == 0:
         return 0.0
-    return float(np.dot(a, b) / (na * nb))
+    return dot64(a, b) / (na * nb)
 
 
 def _looks_like_scores(arr: np.ndarray) -> bool:
@@ -67,8 +67,21 @@ def noise_allowance(min_cosine: float) -> float:
 def _informative(r: np.ndarray, scale: float) -> bool:
     if r.size == 0:
         return False
-    peak = float(np.abs(r).max())
-    return peak >= QUIET * scale and float(r.max() - r.min()) > 1e-6 * max(peak, 1e-30)
+    high, low = float(r.max()), float(r.min())
+    peak = max(abs(high), abs(low))
+    return peak >= QUIET * scale and high - low > 1e-6 * max(peak, 1e-30)
+
+
+def _peak(a: np.ndarray) -> float:
+    """The largest finite magnitude in ``a`` (0 when it has none)."""
+    if a.size and all_finite(a):
+        return max(abs(float(a.max())), abs(float(a.min())))
+    values = a[np.isfinite(a)]
+    return float(np.abs(values).max()) if values.size else 0.0
+
+
+def _scale(arrays: Sequence[np.ndarray]) -> float:
+    return max((_peak(a) for a in arrays), default=0.0)
 
 
 def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
@@ -77,7 +90,7 @@ def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
     for name in refs[0] if refs else ():
         arrays = [np.asarray(ref[name]) for ref in refs]
         if all(np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_ for a in arrays):
-            scales[name] = max((float(np.abs(a[np.isfinite(a)]).max()) for a in arrays if np.isfinite(a).any()), default=0.0)
+            scales[name] = _scale(arrays)
     return scales
 
 
@@ -221,21 +234,18 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                              "max_abs_error": max((float(np.abs(r.astype(np.float64) - g).max()) if r.size else 0.0)
                                                   for r, g in pairs)}
             continue
-        finite = [np.isfinite(r) for r, _ in pairs]
-        scale = max((float(np.abs(r[f]).max()) for (r, _), f in zip(pairs, finite) if f.any()), default=0.0)
-        if scales is not None and name in scales:
-            scale = scales[name]
+        finite = [True if all_finite(r) else np.isfinite(r) for r, _ in pairs]  # a mask only where needed
+        scale = scales[name] if scales is not None and name in scales else _scale([r for r, _ in pairs])
         cos_all, cos, quiet, max_abs, top1, nonfinite = [], [], [], [], [], 0
         for (r, g), f in zip(pairs, finite):
-            r64, g64 = r.astype(np.float64), g.astype(np.float64)
-            fg = np.isfinite(g64)
-            if f.all() and fg.all():  # the common case, without masked copies (a search compares often)
+            if f is True and all_finite(g):  # the common case: float64 sums, no copies (a search compares often)
                 bad = 0
-                diff = np.abs(r64 - g64)
-                max_abs.append(float(diff.max()) if diff.size else 0.0)
-                c = _cosine(r64, g64)
-                informative = _informative(r64, scale)
+                max_abs.append(max_abs_diff(r, g))
+                c = _cosine(r, g)
+                informative = _informative(r, scale)
             else:
+                r64, g64 = r.astype(np.float64), g.astype(np.float64)
+                f, fg = np.isfinite(r64), np.isfinite(g64)
                 bad = int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
                 both = f & fg
                 diff = np.abs(r64[both] - g64[both])

@@ -51,6 +51,7 @@ from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, fronti
 from deploycomp.quant.exact import exact_qdq_options
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass, searchable_nodes
+from deploycomp.sums import dot64, squared_error64
 
 __all__ = ["GIVE_BACK_CHECKS", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
            "rank_layers", "round_robin", "sensitivity_ranking",
@@ -78,8 +79,7 @@ def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Map
         for name, r in ref.items():
             if not np.issubdtype(r.dtype, np.floating):
                 continue
-            r = r.astype(np.float64)
-            out[name] = out.get(name, 0.0) + float(np.sum((got[name].astype(np.float64) - r) ** 2) / max(np.sum(r**2), 1e-20))
+            out[name] = out.get(name, 0.0) + squared_error64(got[name], r) / max(dot64(r, r), 1e-20)
     return {k: v / max(len(refs), 1) for k, v in out.items()}
 
 

@@ -70,3 +70,18 @@ def test_a_loop_that_carries_a_value_through_unchanged_builds_for_openvino(tmp_p
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(runner.run({"x": x})["y"], x + 3 * np.arange(4, dtype=np.float32).reshape(1, 4))
     assert runner.manifest["validation"]["ok"]
+
+
+def test_each_run_returns_arrays_of_its_own(tiny_conv, tmp_path):
+    """The runner hands out OpenVINO's copies of its outputs (no second copy): a later
+    run must not change what an earlier one returned (a search keeps the outputs of
+    every judged sample)."""
+    import numpy as np
+
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="fp32")
+    a = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    first = runner.run({"x": a})
+    kept = {k: v.copy() for k, v in first.items()}
+    runner.run({"x": -a})
+    assert all(np.array_equal(first[k], kept[k]) for k in kept)
+    assert not np.array_equal(runner.run({"x": -a})["probs"], kept["probs"])
