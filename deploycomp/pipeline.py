@@ -730,12 +730,24 @@ def _coverage_hint(quant_info: dict | None) -> str:
     """Why an int8 build may miss its fidelity budget: the validation inputs take tensors
     well past anything the calibration set did, so int8 clips them (one clause, or "")."""
     coverage = (quant_info or {}).get("range_coverage") or {}
-    if not coverage.get("tensors_beyond"):
-        return ""
-    worst = coverage["worst"][0]
-    return (f"the validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
-            f"{coverage['tensors']} int8 tensors (worst {worst['tensor']}: {worst['beyond_range']:.1f} range widths), "
-            "where int8 clips them: calibrate on inputs like them; ")
+    text = ""
+    if coverage.get("tensors_beyond"):
+        worst = coverage["worst"][0]
+        text = (f"the validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
+                f"{coverage['tensors']} int8 tensors (worst {worst['tensor']}: {worst['beyond_range']:.1f} range "
+                "widths), where int8 clips them: calibrate on inputs like them; ")
+    quiet = coverage.get("quiet") or {}
+    if quiet.get("samples"):
+        from deploycomp.quant.calibrate import QUIET_STEPS
+
+        many = len(quiet["samples"])
+        loudest = max(quiet["samples"], key=lambda q: q["tensors"])
+        worst = quiet["worst"][0]
+        text += (f"{many} of {quiet['checked_samples']} validation inputs {'is' if many == 1 else 'are'} quieter than any calibration input (sample "
+                 f"{loudest['sample']}: {loudest['tensors']} int8 tensors within {QUIET_STEPS} steps, {worst['tensor']} "
+                 f"{worst['steps']:g} where the calibration set spanned {worst['calibration_steps']:g}), where int8 "
+                 "rounds them to a few levels: calibrate on inputs like them; ")
+    return text
 
 
 @contextlib.contextmanager

@@ -166,15 +166,32 @@ def _coverage_html(coverage: dict | None) -> str:
     they do not, int8 clips them, and only calibration data like them helps."""
     if not coverage:
         return ""
+    quiet = _quiet_html(coverage.get("quiet"))
     if not coverage["tensors_beyond"]:
         return (f"<p>The {coverage['samples']} validation inputs stay within the calibration set's ranges "
-                f"(no int8 tensor more than {coverage['tolerance']:.0%} of its range past them).</p>")
+                f"(no int8 tensor more than {coverage['tolerance']:.0%} of its range past them).</p>" + quiet)
     rows = [[html.escape(c["tensor"]), f"{c['beyond_range']:.2f}", f"[{c['range'][0]:g}, {c['range'][1]:g}]",
              f"[{c['seen'][0]:g}, {c['seen'][1]:g}]"] for c in coverage["worst"]]
     return (f"<p>The validation inputs go past the calibration set's range in {coverage['tensors_beyond']} of "
             f"{coverage['tensors']} int8 tensors, where int8 clips them; if fidelity suffers, calibrate on inputs "
             "like them. Worst:</p>"
-            + _table(rows, ["tensor", "past the range (range widths)", "calibration range", "validation range"]))
+            + _table(rows, ["tensor", "past the range (range widths)", "calibration range", "validation range"])
+            + quiet)
+
+
+def _quiet_html(quiet: dict | None) -> str:
+    """The validation inputs quieter than any calibration input: inside the ranges, yet on
+    a few int8 levels (:data:`deploycomp.quant.calibrate.QUIET_STEPS`)."""
+    if not quiet or not quiet.get("samples"):
+        return ""
+    samples = ", ".join(f"{q['sample']} ({q['tensors']} tensors)" for q in quiet["samples"])
+    rows = [[html.escape(q["tensor"]), str(q["sample"]), f"{q['steps']:g}", f"{q['calibration_steps']:g}"]
+            for q in quiet["worst"]]
+    return (f"<p>{len(quiet['samples'])} of {quiet['checked_samples']} validation inputs are quieter than any "
+            f"calibration input: their values span a few int8 steps where every calibration input spanned ten "
+            f"times more, and round to a few levels (samples {html.escape(samples)}). If fidelity suffers, calibrate "
+            "on inputs like them. Quietest:</p>"
+            + _table(rows, ["tensor", "sample", "int8 steps spanned", "quietest calibration input's steps"]))
 
 
 def _lowering_html(lowered: dict[str, Any], runtime: dict[str, Any]) -> str:

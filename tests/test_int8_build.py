@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -191,6 +192,27 @@ def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, t
     quiet = deploycomp.build(tiny_conv, tmp_path / "d", precision="int8", calibration=_calibration(tmp_path),
                              validation_data=alike)
     assert quiet.manifest["quantization"]["range_coverage"]["tensors_beyond"] == 0
+
+
+def test_validation_inputs_quieter_than_the_calibration_set_are_reported(tiny_conv, tmp_path):
+    """Inputs a thousand times quieter lie inside every range yet round to a few int8
+    levels: the manifest names the sample, the report says so, and a missed budget's error
+    says to calibrate on inputs like them."""
+    rng = np.random.default_rng(4)
+    hushed = tmp_path / "hushed.npz"
+    np.savez(hushed, x=rng.random((3, 3, 16, 16), dtype=np.float32) * np.float32(1e-3) ** np.arange(3)[:, None, None, None])
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=hushed, no_fail=True)
+    quiet = runner.manifest["quantization"]["range_coverage"]["quiet"]
+    assert [q["sample"] for q in quiet["samples"]] == [1, 2] and quiet["checked_samples"] == 3
+    assert "x" in {q["tensor"] for q in quiet["worst"]}
+    assert "quieter than any calibration input" in (tmp_path / "b" / "report.html").read_text()
+    # what a missed budget's error adds (this model's softmax output stays within any budget
+    # that its int8 layers meet on the calibration set)
+    from deploycomp.pipeline import _coverage_hint
+
+    assert re.search("2 of 3 validation inputs are quieter than any calibration input .* calibrate on inputs like "
+                     "them", _coverage_hint(runner.manifest["quantization"]))
 
 
 def test_every_fidelity_criterion_of_the_budget_judges_int8_candidates():

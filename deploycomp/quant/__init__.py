@@ -24,7 +24,8 @@ import onnx_ir as ir
 from deploycomp.analysis import mac_share, node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
-from deploycomp.quant.calibrate import ChannelExtremes, Observers, Statistics, range_coverage, stream_into
+from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
+                                       stream_into)
 from deploycomp.quant.dynamic import dynamic_ranking, hybrid_capable, weights_only_layers
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
@@ -87,6 +88,7 @@ class _Candidate:
     model: ir.Model
     ranges: dict
     extremes: dict
+    quietest: dict = field(default_factory=dict)  # each tensor's narrowest span on one calibration sample
     shifts: dict = field(default_factory=dict)
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
@@ -170,12 +172,15 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     stats, mapped_stats = Statistics(observed.observers, count), Statistics(mapped.observers, count)
     extremes = stats.ranges("minmax")
     trial_extremes = {**extremes, **mapped_stats.ranges("minmax")}
+    quietest = stats.quietest()
+    trial_quietest = {**quietest, **mapped_stats.quietest()}
     candidates = []
     for m in RANGE_CHOICES if method == "auto" else (method,):
         ranges = channels.within(stats.ranges(m))
-        candidates.append(_Candidate(m, False, model, ranges, extremes))
+        candidates.append(_Candidate(m, False, model, ranges, extremes, quietest))
         if sites:
-            candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes))
+            candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes,
+                                         trial_quietest))
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
         plain = [c for c in candidates if not c.smoothed]
@@ -420,8 +425,9 @@ def quantize(
     }
     if range_choice:
         info["range_choice"] = range_choice
-    if coverage:
-        info["range_coverage"] = range_coverage(model, chosen_range.extremes, coverage)
+    # the validation inputs' extremes and spans, once: which tensors are int8 (what the
+    # coverage's quiet inputs are judged on) changes with each result below
+    observed = observe_inputs(model, chosen_range.extremes, coverage) if coverage else None
     searchable = {n.name for n in searchable_nodes(model, policy)}
     layers = [n for n in model.graph if n.op_type in policy.compute_ops]
 
@@ -481,6 +487,10 @@ def quantize(
         info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
         info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
         info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
+        if observed is not None:
+            quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
+            info["range_coverage"] = range_coverage(model, chosen_range.extremes, coverage, observed=observed,
+                                                    quietest=chosen_range.quietest, quantized=quantized)
         info["per_channel_activations"] = sum(1 for n in final.graph if n.op_type == "QuantizeLinear"
                                               and "axis" in n.attributes and constant(n.inputs[0]) is None)
         if policy.dynamic_ops:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 
-__all__ = ["SENTINEL", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "range_coverage", "stream_into",
+__all__ = ["SENTINEL", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "observe_inputs", "range_coverage", "stream_into",
            "stream_tensors"]
 
 
@@ -54,6 +54,10 @@ class Statistics:
         (:data:`SENTINEL`), so they stay float."""
         return {name: compute_range(obs, method) for name, obs in self.observers.items()
                 if obs.hist is not None and name not in self.sentinels()}
+
+    def quietest(self) -> dict[str, float]:
+        """Each observed tensor's narrowest span on one calibration sample (:attr:`Observer.quietest`)."""
+        return {name: obs.quietest for name, obs in self.observers.items() if obs.hist is not None}
 
     def sentinels(self) -> list[str]:
         return sorted(name for name, obs in self.observers.items()
@@ -221,7 +225,7 @@ class ChannelExtremes:
 
 
 class _Extremes:
-    """Running min and max per tensor (a consumer)."""
+    """Running min and max per tensor, and each sample's span (max - min) in turn (a consumer)."""
 
     per_tensor = True
 
@@ -229,18 +233,41 @@ class _Extremes:
         self.tensors = sorted(set(tensors))
         self.lo: dict[str, float] = {}
         self.hi: dict[str, float] = {}
+        self.spans: dict[str, list[float]] = {}
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         for name in self.tensors:
-            found = finite_extremes(values[name]) if name in values else None
+            if name not in values:  # (a part of a sample's values: another part has it)
+                continue
+            found = finite_extremes(values[name])
             if found is not None:
                 _, lo, hi = found
                 self.lo[name] = min(self.lo.get(name, np.inf), lo)
                 self.hi[name] = max(self.hi.get(name, -np.inf), hi)
+            self.spans.setdefault(name, []).append(found[2] - found[1] if found is not None else np.nan)
+
+
+QUIET_STEPS, QUIET_FACTOR = 4, 10
+"""An input is *quieter than the calibration set* in a tensor where its values span fewer
+than ``QUIET_STEPS`` of the tensor's int8 steps and less than 1/``QUIET_FACTOR`` of what the
+quietest calibration sample spanned there. Its values then round to a few levels, though
+they lie inside the range: basic-pitch's spectrogram of a silent (zero-padded) window,
+with ranges fitted to speech, rounded its quiet bins to zero (validation cosine 0.94-0.96
+where calibrating on a silent window too met the budget); nothing lay beyond the range."""
+
+
+def observe_inputs(model: ir.Model, tensors: Iterable[str], samples: Sequence[Mapping[str, np.ndarray]]) -> _Extremes:
+    """The extremes and each sample's span of ``tensors`` on other inputs (one run of the
+    float model over them), for :func:`range_coverage`."""
+    seen = _Extremes(tensors)
+    stream_into(model, [seen], samples)
+    return seen
 
 
 def range_coverage(model: ir.Model, extremes: Mapping[str, tuple[float, float]],
-                   samples: Sequence[Mapping[str, np.ndarray]], tolerance: float = 0.25, worst: int = 5) -> dict:
+                   samples: Sequence[Mapping[str, np.ndarray]], tolerance: float = 0.25, worst: int = 5,
+                   quietest: Mapping[str, float] | None = None, quantized: Collection[str] | None = None,
+                   observed: _Extremes | None = None) -> dict:
     """How far other inputs (e.g. the validation set) go beyond what calibration saw: the
     tensors whose values there pass the calibration set's extremes (``extremes``: min, max
     per tensor, widened to hold 0 as the int8 encoding is) by more than ``tolerance`` of
@@ -248,9 +275,14 @@ def range_coverage(model: ir.Model, extremes: Mapping[str, tuple[float, float]],
     to be passed by a new input's own extremes. Ranges fitted to one kind of input clip
     another's: PP-OCR det calibrated on photos with text lost much of its text mask on a
     scanned page (mask IoU 0.63 against 0.98 on photos), which only calibrating on such
-    pages can fix; this says so at build time."""
-    seen = _Extremes(extremes)
-    stream_into(model, [seen], samples)
+    pages can fix; this says so at build time.
+
+    ``quietest`` (each tensor's narrowest span on one calibration sample): also the inputs
+    quieter than any calibration sample (:data:`QUIET_STEPS`), as ``quiet``: each such
+    sample (its index among ``samples``) with how many tensors, and the quietest tensors;
+    of the ``quantized`` tensors only, where given (a tensor left float rounds nothing).
+    ``observed``: :func:`observe_inputs` of these samples, where it was run already."""
+    seen = observed if observed is not None else observe_inputs(model, extremes, samples)
     beyond = []
     for name, (lo, hi) in extremes.items():
         if name not in seen.lo:
@@ -261,5 +293,29 @@ def range_coverage(model: ir.Model, extremes: Mapping[str, tuple[float, float]],
             beyond.append({"tensor": name, "beyond_range": round(over, 3), "range": [round(lo, 4), round(hi, 4)],
                            "seen": [round(seen.lo[name], 4), round(seen.hi[name], 4)]})
     beyond.sort(key=lambda c: -c["beyond_range"])
-    return {"samples": len(samples), "tensors": len(extremes), "tolerance": tolerance,
-            "tensors_beyond": len(beyond), "worst": beyond[:worst]}
+    out = {"samples": len(samples), "tensors": len(extremes), "tolerance": tolerance,
+           "tensors_beyond": len(beyond), "worst": beyond[:worst]}
+    if quietest is not None:
+        judged = extremes if quantized is None else {k: v for k, v in extremes.items() if k in quantized}
+        out["quiet"] = _quiet_inputs(judged, quietest, seen.spans, len(samples), worst)
+    return out
+
+
+def _quiet_inputs(extremes: Mapping[str, tuple[float, float]], quietest: Mapping[str, float],
+                  spans: Mapping[str, list[float]], count: int, worst: int) -> dict:
+    """The samples quieter than the calibration set (:data:`QUIET_STEPS`), per sample."""
+    per_sample: dict[int, int] = {}
+    found = []
+    for name, (lo, hi) in extremes.items():
+        step = (max(hi, 0.0) - min(lo, 0.0)) / 255
+        calibrated = quietest.get(name, 0.0)
+        if name not in spans or not step > 0 or not np.isfinite(calibrated) or calibrated <= 0:
+            continue
+        for i, span in enumerate(spans[name]):
+            if span < QUIET_STEPS * step and span * QUIET_FACTOR < calibrated:
+                per_sample[i] = per_sample.get(i, 0) + 1
+                found.append({"tensor": name, "sample": i, "steps": round(span / step, 3),
+                              "calibration_steps": round(calibrated / step, 1)})
+    found.sort(key=lambda q: (q["steps"] / q["calibration_steps"], q["sample"], q["tensor"]))
+    return {"samples": [{"sample": i, "tensors": n} for i, n in sorted(per_sample.items())],
+            "checked_samples": count, "worst": found[:worst]}

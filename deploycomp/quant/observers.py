@@ -35,6 +35,9 @@ class Observer:
         self.hist: np.ndarray | None = None
         self.edges: tuple[float, float] = (0.0, 0.0)
         self.count = 0
+        self.quietest = np.inf
+        """The narrowest span (max - min) of one update (a sample, as calibration streams
+        them): how little of the range the quietest calibration input used."""
 
     def update(self, x: np.ndarray) -> None:
         found = finite_extremes(np.asarray(x, dtype=np.float32).ravel())
@@ -42,6 +45,7 @@ class Observer:
             return
         x, lo, hi = found
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        self.quietest = min(self.quietest, hi - lo)
         self.count += x.size
         if self.hist is None:
             # a constant first batch has no width of its own; at a large magnitude even 1e-12

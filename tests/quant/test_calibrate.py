@@ -7,7 +7,10 @@ Specification:
   as one thread updating them whole; the parts cover every tensor once, balanced by size;
 * ``range_coverage`` names the tensors that other inputs push past the calibration
   set's extremes (by more than the tolerance), worst first, and none for inputs like
-  the calibration set; ``quantize`` reports it for the inputs it is given.
+  the calibration set; ``quantize`` reports it for the inputs it is given;
+* it also names the inputs *quieter* than any calibration input: inside the range, but
+  spanning a few int8 steps where every calibration input spanned ten times more; of the
+  tensors the model quantizes only.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploycomp.quant import POLICIES, quantize
 from deploycomp.quant.bias_correction import BiasStatistics
-from deploycomp.quant.calibrate import (Observers, _parts, collect_statistics, range_coverage, stream_into,
-                                        stream_tensors)
+from deploycomp.quant.calibrate import (QUIET_STEPS, Observers, _parts, collect_statistics, range_coverage,
+                                        stream_into, stream_tensors)
 from deploycomp.quant.qdq import quantizable_tensors
 
 POLICY = POLICIES["openvino"]
@@ -109,4 +112,35 @@ def test_quantize_reports_coverage_of_the_inputs_it_is_given():
     model = _conv_relu_conv()
     result = quantize(model, POLICY, _samples(8, 1.0, 1), [], boosters=(), coverage=_samples(2, 5.0, 3))
     assert result.info["range_coverage"]["tensors_beyond"] == 2
+    quieter = quantize(model, POLICY, _samples(8, 1.0, 1), [], boosters=(), coverage=_samples(2, 1e-3, 3))
+    assert [q["sample"] for q in quieter.info["range_coverage"]["quiet"]["samples"]] == [0, 1]
     assert "range_coverage" not in quantize(model, POLICY, _samples(8, 1.0, 1), [], boosters=()).info
+
+
+def test_range_coverage_names_inputs_quieter_than_any_calibration_input():
+    """A silent stretch of audio, a blank page: its values lie inside every range, so
+    nothing is past it, yet int8 rounds them to a few levels."""
+    model = _conv_relu_conv()
+    stats = collect_statistics(model, ["x", "r1"], _samples(8, 1.0, 1))
+    extremes, quietest = stats.ranges("minmax"), stats.quietest()
+    samples = _samples(2, 1.0, 7) + _samples(1, 1e-3, 8)  # the third a thousand times quieter
+
+    coverage = range_coverage(model, extremes, samples, quietest=quietest)
+    assert coverage["tensors_beyond"] == 0
+    quiet = coverage["quiet"]
+    assert quiet["samples"] == [{"sample": 2, "tensors": 2}] and quiet["checked_samples"] == 3
+    assert all(q["steps"] < QUIET_STEPS < q["calibration_steps"] for q in quiet["worst"])
+
+    assert range_coverage(model, extremes, samples[:2], quietest=quietest)["quiet"]["samples"] == []
+    only_x = range_coverage(model, extremes, samples, quietest=quietest, quantized={"x"})["quiet"]
+    assert only_x["samples"] == [{"sample": 2, "tensors": 1}] and {q["tensor"] for q in only_x["worst"]} == {"x"}
+
+
+def test_a_constant_tensor_is_never_quiet():
+    """A tensor that is constant on every calibration input spans nothing to compare with."""
+    model = _conv_relu_conv()
+    constant = [{"x": np.full((1, 3, 8, 8), 0.5, np.float32)} for _ in range(3)]
+    stats = collect_statistics(model, ["x"], constant)
+    assert stats.quietest() == {"x": 0.0}
+    coverage = range_coverage(model, stats.ranges("minmax"), constant, quietest=stats.quietest())
+    assert coverage["quiet"]["samples"] == []
