@@ -165,38 +165,83 @@ def _rounded_input(graph: ir.Graph, dql: ir.Node) -> ir.Value:
     return out
 
 
-def _dequantized_gather(graph: ir.Graph, node: ir.Node) -> bool:
-    """``DequantizeLinear(Gather(table_q, ids))`` with one scale and zero point (what
-    ``quantize_dynamic`` makes of an embedding) as ``Gather(table, ids)`` on the table's
-    dequantized values: exact, and TensorRT's parser refused the u8 zero point."""
+MOVES = {"Gather": 0, "GatherElements": 0, "GatherND": 0, "Transpose": 0, "Reshape": 0, "Squeeze": 0,
+         "Unsqueeze": 0, "Flatten": 0, "Slice": 0, "Identity": 0, "Expand": 0, "Tile": 0}
+"""Ops that only move or copy their data input's values (the key: that input's index),
+with which a per-tensor DequantizeLinear commutes."""
+
+
+def _integer_source(value: ir.Value) -> tuple[list[ir.Node], np.ndarray] | None:
+    """The data-movement ops (last first) between an integer constant and ``value``, and
+    the constant; None where ``value`` is computed otherwise."""
+    chain: list[ir.Node] = []
+    while (table := constant(value)) is None:
+        node = value.producer()
+        if node is None or node.op_type not in MOVES or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+            return None
+        chain.append(node)
+        value = node.inputs[MOVES[node.op_type]]
+        if value is None:
+            return None
+    return (chain, table) if table.dtype.kind in "iu" else None
+
+
+def _dequantized_lookup(graph: ir.Graph, node: ir.Node, made: dict) -> bool:
+    """``DequantizeLinear`` of an integer table moved by data-movement ops (an embedding's
+    ``Gather``, then a ``Transpose``: what ``quantize_dynamic`` makes of an embedding), with
+    one scale and zero point, as the same moves of the table's dequantized values: exact,
+    and TensorRT's parser refused the u8 zero point. The moves are copied onto the float
+    table (``made``: the copies so far, shared by DequantizeLinears of the same values);
+    the integer ones go when nothing else reads them."""
     if node.op_type != "DequantizeLinear" or node.inputs[0] is None:
         return False
-    gather = node.inputs[0].producer()
-    if gather is None or gather.op_type != "Gather" or len(list(node.inputs[0].uses())) != 1:
-        return False
-    table, scale = constant(gather.inputs[0]), constant(node.inputs[1])
+    source = _integer_source(node.inputs[0])
+    scale = constant(node.inputs[1])
     zp = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.uint8)
-    if table is None or scale is None or zp is None or scale.size != 1 or zp.size != 1 or table.dtype.kind not in "iu":
+    if source is None or scale is None or zp is None or scale.size != 1 or zp.size != 1:
         return False
-    rows = _gathered_input(graph, gather, zp, scale)
+    chain, table = source
+    if not any(move.op_type.startswith("Gather") for move in chain):
+        return False  # a weight's own DequantizeLinear (a QDQ model's encoding), not a lookup
+    base = chain[-1].inputs[MOVES[chain[-1].op_type]]
+    key = (id(base), float(zp.reshape(())), float(scale.reshape(())))
+    value = made.get(key)
+    if value is None:
+        values = ((table.astype(np.float64) - key[1]) * key[2]).astype(np.float32)
+        value = made[key] = add_initializer(graph, f"{base.name}__dequantized", values)
+    for move in reversed(chain):  # from the table out
+        copied = made.get((id(move), key[1], key[2]))
+        if copied is None:
+            inputs = list(move.inputs)
+            inputs[MOVES[move.op_type]] = value
+            new = ir.node(move.op_type, inputs, attributes={a.name: a for a in move.attributes.values()},
+                          name=f"{move.name}__dequantized")
+            new.outputs[0].name = f"{move.outputs[0].name}__dequantized"
+            new.outputs[0].type, new.outputs[0].shape = ir.TensorType(ir.DataType.FLOAT), move.outputs[0].shape
+            graph.insert_before(move, new)
+            copied = made[(id(move), key[1], key[2])] = new.outputs[0]
+        value = copied
     out = node.outputs[0]
-    rows.shape = out.shape
-    out.replace_all_uses_with(rows, replace_graph_outputs=True)
-    old_name, out.name = out.name, f"{out.name}__integer"
-    rows.name = old_name
-    graph.remove([node, gather], safe=True)
+    out.replace_all_uses_with(value, replace_graph_outputs=True)
+    if value.is_graph_output():  # the output keeps its name
+        old_name, out.name = out.name, f"{out.name}__integer"
+        value.name = old_name
+    graph.remove(node, safe=True)
+    for move in chain:  # the integer moves nothing reads any more
+        if not list(move.outputs[0].uses()) and not move.outputs[0].is_graph_output():
+            graph.remove(move, safe=True)
     return True
 
 
 class IntegerOpsToFloatPass(ir.passes.InPlacePass):
     """Rewrite every ``quantize_dynamic`` chain of the main graph, and its dequantized
-    embedding lookups (see the module docstring and :func:`_dequantized_gather`)."""
+    embedding lookups (see the module docstring and :func:`_dequantized_lookup`)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        modified = False
+        modified, made = False, {}
         for node in list(graph):
-            modified |= node.domain in ("", "ai.onnx") and _dequantized_gather(graph, node)
+            modified |= node.domain in ("", "ai.onnx") and _dequantized_lookup(graph, node, made)
         inputs: dict[int, ir.Value] = {}  # a DynamicQuantizeLinear -> its input as it rounds it
         for node in list(graph):
             op = INTEGER_OPS.get(node.op_type)

@@ -150,3 +150,47 @@ def test_a_quantized_embedding_lookup_becomes_a_float_one(tmp_path, reader):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "out", target="jetson-orin-nano", no_fail=True)
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] > 0.999
+
+
+def _lookup_model(tmp_path) -> str:
+    """An embedding stored u8 as ``quantize_dynamic`` leaves it, read twice: dequantized
+    as gathered, and transposed first (an LSTM's time-major input: the Arabic diacritizer's
+    second lookup); plus a conv whose weights are a QDQ model's own per-tensor encoding."""
+    rng = np.random.default_rng(5)
+    table = numpy_helper.from_array(rng.integers(0, 256, (50, 8)).astype(np.uint8), "table_q")
+    w_q = numpy_helper.from_array(rng.integers(-127, 128, (4, 8, 1)).astype(np.int8), "w_q")
+    consts = [table, w_q, numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+              numpy_helper.from_array(np.array(131, np.uint8), "zp"),
+              numpy_helper.from_array(np.array(0.05, np.float32), "ws")]
+    nodes = [helper.make_node("Gather", ["table_q", "ids"], ["g"], name="embed"),
+             helper.make_node("DequantizeLinear", ["g", "s", "zp"], ["e"], name="dq_rows"),
+             helper.make_node("Transpose", ["g"], ["gt"], perm=[1, 0, 2], name="time_major"),
+             helper.make_node("DequantizeLinear", ["gt", "s", "zp"], ["et"], name="dq_time_major"),
+             helper.make_node("Tanh", ["e"], ["y"], name="tanh"),
+             helper.make_node("DequantizeLinear", ["w_q", "ws"], ["w"], name="dq_weights"),
+             helper.make_node("Transpose", ["et"], ["x"], perm=[1, 2, 0], name="channels"),
+             helper.make_node("Conv", ["x", "w"], ["z"], name="conv")]
+    graph = helper.make_graph(nodes, "lookup", [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 8]),
+                               helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4, 6])], consts)
+    path = tmp_path / "lookup.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_a_quantized_table_moved_before_its_dequantize_becomes_a_float_one(tmp_path):
+    """A per-tensor DequantizeLinear commutes with the moves between it and its table
+    (Gather, Transpose, Reshape...): both lookups read one float table, exactly; a weight's
+    own DequantizeLinear (a QDQ model's encoding, no lookup) stays."""
+    path = _lookup_model(tmp_path)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"ids": (1, 6)}))
+    dqs = [n for n in model.graph if n.op_type == "DequantizeLinear"]
+    assert [n.inputs[0].name for n in dqs] == ["w_q"]
+    gathers = [n for n in model.graph if n.op_type == "Gather"]
+    assert len(gathers) == 1 and gathers[0].inputs[0].dtype == ir.DataType.FLOAT
+    save_model(model, tmp_path / "after.onnx")
+    ids = np.array([[0, 7, 49, 7, 3, 21]])
+    want = ort.InferenceSession(str(path)).run(None, {"ids": ids})
+    got = ort.InferenceSession(str(tmp_path / "after.onnx")).run(None, {"ids": ids})
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
