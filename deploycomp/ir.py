@@ -180,9 +180,14 @@ def _drop_initializer_inputs(proto: onnx.ModelProto, names: list[str]) -> None:
 
 
 def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
+    """The onnx-ir model, its external data (``model.onnx.data``) read into memory: every
+    later step serializes the model (ONNX Runtime sessions, OpenVINO's and NVIDIA's
+    parsers, the quantize-one copies), and a serialized external reference is resolved
+    against wherever that reader is, not the model's folder (a Khmer transformer with
+    its weights beside it failed on every target but TFLite)."""
     model = ir.serde.deserialize_model(proto)
     ir.external_data.set_base_dir(model.graph, base_dir)
-    return model
+    return ir.external_data.load_to_model(model)
 
 
 def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -> LoadedModel:

@@ -136,6 +136,28 @@ def test_external_data_inside_folder_loads(tmp_path):
     np.testing.assert_array_equal(w, np.arange(4, dtype=np.float32))
 
 
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_a_model_with_its_weights_beside_it_builds_from_anywhere(tmp_path, monkeypatch, target):
+    """``model.onnx`` + ``w.bin``: every step that serializes the model (ONNX Runtime's
+    reference and calibration sessions, OpenVINO's and NVIDIA's parsers) reads the weights
+    from memory, not from a path relative to wherever it runs (OpenVINO failed with
+    "Invalid usage of method for externally stored data", calibration with "External data
+    path does not exist", TensorRT's check named it an unsupported op)."""
+    import deploycomp
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    path = _external_model(folder, "w.bin")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    calibration = tmp_path / "calib.npz"
+    np.savez(calibration, x=np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    runner = deploycomp.build(path, tmp_path / "out", target=target, precision="int8", calibration=calibration)
+    np.testing.assert_allclose(runner.run({"x": np.zeros(4, np.float32)})["y"], np.arange(4), atol=0.05)
+
+
 def test_missing_external_file(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(_external_model(tmp_path, "gone.bin"))
