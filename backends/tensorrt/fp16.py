@@ -105,6 +105,11 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
         if value.dtype == HALF:
             name = value.name
             value.name = f"{name}__fp16"
+            if (name, FLOAT) in casts:  # a reader kept fp32 has it cast back already: that Cast's is the output
+                up = casts[(name, FLOAT)]
+                up.name = name
+                graph.outputs[i] = up
+                continue
             node = ir.node("Cast", [value], attributes={"to": FLOAT}, name=f"{name}__to_float")
             node.outputs[0].name = name
             node.outputs[0].shape, node.outputs[0].type = value.shape, ir.TensorType(FLOAT)

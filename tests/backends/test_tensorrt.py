@@ -52,6 +52,26 @@ def test_fp16_graph_keeps_sensitive_ops_fp32_and_fp32_io():
     assert float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.999
 
 
+def test_an_output_also_read_by_an_fp32_op_is_cast_back_once():
+    """``logits`` is an output and the input of a Softmax kept fp32: one Cast back to fp32
+    serves both (two Casts of one name made an invalid model: the seizure detector of
+    brainmaze-eeg-models failed its TensorRT fp16 build with an internal error)."""
+    text = """<ir_version: 8, opset_import: ["" : 17]> g (float[1, 5, 8] x, float[8, 4] w) => (float[1, 5, 4] logits,
+              float[1, 5, 4] probs)
+    { logits = MatMul (x, w)
+      probs = Softmax <axis = -1> (logits) }"""
+    model = ir.from_proto(model_from_text(text, w=R.standard_normal((8, 4)).astype(np.float32)))
+    half = to_fp16(model)
+    names = [n.name for n in half.graph if n.name]
+    assert len(names) == len(set(names)) and [v.name for v in half.graph.outputs] == ["logits", "probs"]
+    assert [v.dtype for v in half.graph.outputs] == [ir.DataType.FLOAT] * 2
+    x = R.standard_normal((1, 5, 8)).astype(np.float32)
+    got = ort.InferenceSession(ir.to_proto(half).SerializeToString()).run(None, {"x": x})
+    want = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.parametrize("passes", [True, False])
 def test_fp16_graph_gives_control_flow_the_fp32_tensors_it_reads_by_name(passes):
     """An ``If`` stays fp32; its branches read main-graph tensors by name (the wake-word
