@@ -82,7 +82,32 @@ def lower_dequantize(lo: Lowering, node: ir.Node) -> None:
         lo.folded[node.outputs[0].name] = ((data.astype(np.float64) - zero) * scale).astype(np.float32)
         lo.folded_quant[node.outputs[0].name] = (data, scale.reshape(-1), axis)
         return
-    lo.dequantized[node.outputs[0].name] = q  # DEQUANTIZE only if a float op reads it
+    stored = lo.values.get(q.name)
+    scale, zero = _params(lo, node)
+    if (stored is not None and scale.size == 1 and lo.w.dtype(stored.index) == "int8"
+            and lo.w.quantization(stored.index) == Quantization((float(scale.reshape(-1)[0]),),
+                                                                (int(zero.reshape(-1)[0]),))):
+        lo.dequantized[node.outputs[0].name] = q  # DEQUANTIZE only if a float op reads it
+        return
+    _dequantize_in_float(lo, node, scale, zero)
+
+
+def _dequantize_in_float(lo: Lowering, node: ir.Node, scale: np.ndarray, zero: np.ndarray) -> None:
+    """``(float(q) - zero) * scale`` as float ops, for integer data whose tensor does not carry
+    this encoding (a u8 input, a u8 table's rows moved by a Transpose): a DEQUANTIZE reads the
+    encoding stored with its input tensor, and an unencoded one gave zeros (a French
+    spelling model's every output). Per tensor only."""
+    if scale.size != 1 or zero.size != 1:
+        raise UnsupportedError(f"tflite: DequantizeLinear '{node.name}' of a computed tensor with a scale per channel")
+    q = node.inputs[0]
+    perm = lo.perm(q)
+    data = lo.input(q)
+    floats = lo.temp(f"{node.outputs[0].name}/float", lo.w.shape(data), np.float32)
+    lo.emit("CAST", [data], [floats])
+    shifted = lo.temp(f"{node.outputs[0].name}/shifted", lo.w.shape(data), np.float32)
+    lo.emit("SUB", [floats, lo.scalar(float(zero.reshape(-1)[0]))], [shifted], lo.w.options("Sub", fusedActivationFunction=0))
+    lo.emit("MUL", [shifted, lo.scalar(float(scale.reshape(-1)[0]))], [lo.output(node.outputs[0], perm, np.float32)],
+            lo.w.options("Mul", fusedActivationFunction=0))
 
 
 def int8_source(lo: Lowering, value: ir.Value | None) -> ir.Value | None:

@@ -77,3 +77,19 @@ def test_fp16_build_keeps_constants_float16_cannot_hold(tmp_path, values):
     info = check(tmp_path, model, {"x": (1, 32)}, "fp16", passes=False)
     assert info["ops"]["DEQUANTIZE"] == 2, "only the matmul's weight and (zero) bias are float16"
     assert info["fp16_kept_fp32_constants"] == ["c", "c2"], "the manifest names them"
+
+
+@pytest.mark.parametrize("zero_point", [0, 131])
+def test_dequantizing_integer_data_that_carries_no_encoding(tmp_path, zero_point):
+    """A u8 input moved by a Transpose, then dequantized: TFLite's DEQUANTIZE reads the
+    encoding stored with its input tensor, and this one has none (it gave zeros: every
+    output of a French spelling model). It becomes ``(float(q) - zero) * scale``."""
+    text = f"""{G} g (uint8[1, 5, 6] x) => (float[1, 6, 5] y)
+    {{ t = Transpose <perm = [0, 2, 1]> (x)
+       s = Constant <value = float {{0.05}}> ()
+       z = Constant <value = uint8 {{{zero_point}}}> ()
+       d = DequantizeLinear (t, s, z)
+       y = Tanh (d) }}"""
+    feeds = {"x": np.random.default_rng(1).integers(0, 256, (1, 5, 6)).astype(np.uint8)}
+    info = check(tmp_path, model_from_text(text), {"x": (1, 5, 6)}, "fp32", feeds=feeds, io_layout="nchw")
+    assert "DEQUANTIZE" not in info["ops"] and info["ops"].get("CAST") == 1
