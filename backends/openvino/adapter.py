@@ -253,6 +253,17 @@ def _keep_fp32(ov_model, tensors) -> int:
     return marked
 
 
+def _peepholes(node: ir.Node) -> bool:
+    """An ONNX LSTM whose peephole weights (input 7) are not all zero: OpenVINO 2026.4
+    converts them yet computes as if they were not there (a madmom beat tracker's BLSTM:
+    cosine 0.125 against ONNX Runtime at fp32; its outputs moved by 0.65 on a one-layer
+    repro, 0.006 with the same P zeroed)."""
+    if node.op_type != "LSTM" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 8 or node.inputs[7] is None:
+        return False
+    weights = node.inputs[7].const_value
+    return weights is None or bool(np.any(weights.numpy()))
+
+
 class OpenVINOBackend:
     name = "openvino"
     requires = REQUIRES
@@ -278,6 +289,11 @@ class OpenVINOBackend:
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type in target.unsupported_ops:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
+            elif _peepholes(node):
+                report.unsupported.append({"node": node.name or "", "op": "LSTM with peephole weights"})
+        if any(u["op"] == "LSTM with peephole weights" for u in report.unsupported):
+            report.notes.append("OpenVINO 2026.4 converts an LSTM's peephole weights (input P) but computes as if "
+                                "they were not there")
         return report
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,
