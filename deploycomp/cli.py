@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -29,8 +30,8 @@ STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensi
 
 
 def _fail(e: Exception, verbose: bool) -> None:
-    if verbose:
-        raise e
+    if verbose:  # the traceback, then the same line and exit code as without -v
+        traceback.print_exception(e, file=sys.stderr)
     e = environment_problem(e) or e
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
