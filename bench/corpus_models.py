@@ -596,6 +596,37 @@ def samples_minilm() -> tuple[Samples, Samples]:
     return enc[:N_CALIB], enc[N_CALIB:]
 
 
+FRSPELL = "pyfrspell==0.1.1"
+FRSPELL_VOCAB = (FRSPELL, "pyfrspell/models/community/lemma_type_vocab.json",
+                 "a89455aa32edd7c59bba8686c996ee23baa5449f02b89d1e86db02953af462c1")
+FRENCH_WORDS = ("mangent", "chattes", "parlait", "grandes", "voulons", "étaient", "finirez", "maisons", "heureux",
+                "prenons", "rapides", "écrivit", "pouvait", "lisions", "choisit", "enfants", "sortira", "longues",
+                "venions", "chevaux", "dormais", "petites", "devrait", "blanche")
+"""Inflected French words of seven letters (verbs in five tenses, plural and feminine
+nouns and adjectives): what the lemma model is asked about."""
+
+
+def samples_frspell_lemma() -> tuple[Samples, Samples]:
+    """pyfrspell 0.1.1 ``_LemmaTypePredictor``: the word's characters as ids of
+    ``lemma_type_vocab.json``'s ``itos`` then ``<eos>`` (src, 1x8), and the decoder's input so
+    far, ``<bos>`` and the model's own first three greedy tokens (tgt_in, 1x4: the fourth step
+    of its decode loop). 16 words calibrate, 8 others validate."""
+    import onnxruntime as ort
+
+    itos = json.loads(_data_file(FRSPELL_VOCAB).read_text(encoding="utf-8"))["itos"]
+    stoi = {t: i for i, t in enumerate(itos)}
+    session = ort.InferenceSession(str(fetch("frspell-lemma")), providers=["CPUExecutionProvider"])
+    out = []
+    for word in FRENCH_WORDS:
+        src = np.array([[stoi.get(c, stoi["<unk>"]) for c in word] + [stoi["<eos>"]]], np.int64)
+        tgt = [stoi["<bos>"]]
+        for _ in range(3):
+            logits = session.run(None, {"src": src, "tgt_in": np.array([tgt], np.int64)})[0]
+            tgt.append(int(logits[0, -1].argmax()))
+        out.append({"src": src, "tgt_in": np.array([tgt], np.int64)})
+    return out[:N_CALIB], out[N_CALIB:]
+
+
 # --- audio
 def samples_melspec() -> tuple[Samples, Samples]:
     """openwakeword 0.4.0 AudioFeatures._get_melspectrogram: int16 PCM at 16 kHz cast to float32 (not
@@ -930,6 +961,16 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "real speech: pyannote.audio 3.3.2's sample.wav resampled to 22050 Hz and windowed as basic-pitch does",
         "added 2026-12-04: every fp32 build validated to NaN (onnxscript's `x + 0` rule matched the log's "
         "1e-10 guard); fixed in the rules"),
+    CorpusModel(
+        "frspell-lemma", "French lemma and word-type prediction (GRU seq2seq), arriving int8 through ORT dynamic "
+        "quantization", FRSPELL, "pyfrspell/models/community/lemma_type_model.int8.onnx",
+        "a9289d2504f930ee0e5f222f3ab20b985e662ede5c426b4aee7a3f37e4ebfc76", "MIT",
+        {"src": (1, 8), "tgt_in": (1, 4)}, samples_frspell_lemma,
+        "pyfrspell's lemma/type model: a GRU encoder-decoder written by quantize_dynamic (a u8 embedding gathered "
+        "and transposed before its DequantizeLinear, MatMulInteger)",
+        "24 real inflected French words, encoded as the package does; the decoder fed its own greedy prefix",
+        "added 2026-12-04: on TFLite every output was zeros (a DEQUANTIZE of u8 rows carrying no encoding); "
+        "fixed in the lowering"),
     CorpusModel(
         "table-edge", "table edge segmentation (DBNet), arriving int8 through ORT dynamic quantization",
         "rapid_table_det==0.0.1", "rapid_table_det/models/edge_det_quantized.onnx", "9614c9d630501a9c6dd5a9eb3fe057f4123c5395c212b82e5e746943d5ea260b", "Apache-2.0",
