@@ -165,10 +165,10 @@ def _rounded_input(graph: ir.Graph, dql: ir.Node) -> ir.Value:
     return out
 
 
-MOVES = {"Gather": 0, "GatherElements": 0, "GatherND": 0, "Transpose": 0, "Reshape": 0, "Squeeze": 0,
-         "Unsqueeze": 0, "Flatten": 0, "Slice": 0, "Identity": 0, "Expand": 0, "Tile": 0}
-"""Ops that only move or copy their data input's values (the key: that input's index),
-with which a per-tensor DequantizeLinear commutes."""
+MOVES = frozenset({"Gather", "GatherElements", "GatherND", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+                   "Slice", "Identity", "Expand", "Tile"})
+"""Ops that only move or copy the values of their data input (input 0), with which a
+per-tensor DequantizeLinear commutes."""
 
 
 def _integer_source(value: ir.Value) -> tuple[list[ir.Node], np.ndarray] | None:
@@ -180,7 +180,7 @@ def _integer_source(value: ir.Value) -> tuple[list[ir.Node], np.ndarray] | None:
         if node is None or node.op_type not in MOVES or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
             return None
         chain.append(node)
-        value = node.inputs[MOVES[node.op_type]]
+        value = node.inputs[0]
         if value is None:
             return None
     return (chain, table) if table.dtype.kind in "iu" else None
@@ -198,12 +198,12 @@ def _dequantized_lookup(graph: ir.Graph, node: ir.Node, made: dict) -> bool:
     source = _integer_source(node.inputs[0])
     scale = constant(node.inputs[1])
     zp = constant(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.uint8)
-    if source is None or scale is None or zp is None or scale.size != 1 or zp.size != 1:
-        return False
+    if source is None or scale is None or zp is None or scale.size != 1 or zp.size != 1 or scale.dtype != np.float32:
+        return False  # (a float16 scale makes a float16 output)
     chain, table = source
     if not any(move.op_type.startswith("Gather") for move in chain):
         return False  # a weight's own DequantizeLinear (a QDQ model's encoding), not a lookup
-    base = chain[-1].inputs[MOVES[chain[-1].op_type]]
+    base = chain[-1].inputs[0]
     key = (id(base), float(zp.reshape(())), float(scale.reshape(())))
     value = made.get(key)
     if value is None:
@@ -213,7 +213,7 @@ def _dequantized_lookup(graph: ir.Graph, node: ir.Node, made: dict) -> bool:
         copied = made.get((id(move), key[1], key[2]))
         if copied is None:
             inputs = list(move.inputs)
-            inputs[MOVES[move.op_type]] = value
+            inputs[0] = value
             new = ir.node(move.op_type, inputs, attributes={a.name: a for a in move.attributes.values()},
                           name=f"{move.name}__dequantized")
             new.outputs[0].name = f"{move.outputs[0].name}__dequantized"
