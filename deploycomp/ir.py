@@ -42,6 +42,7 @@ from deploycomp.errors import ModelError
 __all__ = [
     "MAX_OPSET",
     "add_initializer",
+    "replace_value",
     "MIN_OPSET",
     "LoadedModel",
     "load_model",
@@ -265,3 +266,12 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
     graph.register_initializer(value)
     return value
+
+
+def replace_value(old: ir.Value, new: ir.Value, old_suffix: str) -> None:
+    """Every reader of ``old``, graph outputs included, reads ``new``, which takes ``old``'s
+    name (a rewrite keeps the model's tensor and output names); ``old`` keeps
+    ``old_suffix`` appended until its producer is removed."""
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    name, old.name = old.name, f"{old.name}{old_suffix}"
+    new.name = name

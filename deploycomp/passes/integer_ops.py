@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer
+from deploycomp.ir import add_initializer, replace_value
 from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["INTEGER_OPS", "IntegerOpsToFloatPass", "is_rounding"]
@@ -104,20 +104,6 @@ def _chain(node: ir.Node):
     return source, (w_q, w_zp, w_scale), cast, mul, combine, (x_zp, x_scale)
 
 
-def _gathered_input(graph: ir.Graph, gather: ir.Node, x_zp: np.ndarray, x_scale: np.ndarray) -> ir.Value:
-    """The rows a Gather takes from a quantized table, dequantized: a Gather of the table's
-    float values (exact: the table is static)."""
-    table = constant(gather.inputs[0])
-    values = ((table.astype(np.float64) - float(x_zp.reshape(()))) * float(x_scale.reshape(()))).astype(np.float32)
-    floats = add_initializer(graph, f"{gather.inputs[0].name}__float", values)
-    new = ir.node("Gather", [floats, gather.inputs[1]], attributes={a.name: a for a in gather.attributes.values()},
-                  name=f"{gather.name}__float")
-    new.outputs[0].name = f"{gather.outputs[0].name}__float"
-    new.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    graph.insert_before(gather, new)
-    return new.outputs[0]
-
-
 def _weights(op: str, w_q: np.ndarray, w_zp: np.ndarray, w_scale: np.ndarray) -> np.ndarray | None:
     """The float weights the integer op multiplies by; None for a layout not understood."""
     q = w_q.astype(np.float64)
@@ -186,13 +172,38 @@ def _integer_source(value: ir.Value) -> tuple[list[ir.Node], np.ndarray] | None:
     return (chain, table) if table.dtype.kind in "iu" else None
 
 
+def _dequantized_moves(graph: ir.Graph, chain: list[ir.Node], table: np.ndarray, zero: float, scale: float,
+                       made: dict) -> ir.Value:
+    """The values of ``chain`` (data-movement ops, last first, the first reading the integer
+    ``table``) dequantized: the same moves, copied onto the table's float values (exact:
+    the table is static). ``made``: the copies so far, shared by every reader of the same
+    values (a lookup's DequantizeLinear, an integer op reading the rows directly)."""
+    key = (id(chain[-1].inputs[0]), zero, scale)
+    value = made.get(key)
+    if value is None:
+        values = ((table.astype(np.float64) - zero) * scale).astype(np.float32)
+        value = made[key] = add_initializer(graph, f"{chain[-1].inputs[0].name}__dequantized", values)
+    for move in reversed(chain):  # from the table out
+        copied = made.get((id(move), zero, scale))
+        if copied is None:
+            inputs = list(move.inputs)
+            inputs[0] = value
+            new = ir.node(move.op_type, inputs, attributes={a.name: a for a in move.attributes.values()},
+                          name=f"{move.name}__dequantized")
+            new.outputs[0].name = f"{move.outputs[0].name}__dequantized"
+            new.outputs[0].type, new.outputs[0].shape = ir.TensorType(ir.DataType.FLOAT), move.outputs[0].shape
+            graph.insert_before(move, new)
+            copied = made[(id(move), zero, scale)] = new.outputs[0]
+        value = copied
+    return value
+
+
 def _dequantized_lookup(graph: ir.Graph, node: ir.Node, made: dict) -> bool:
     """``DequantizeLinear`` of an integer table moved by data-movement ops (an embedding's
     ``Gather``, then a ``Transpose``: what ``quantize_dynamic`` makes of an embedding), with
-    one scale and zero point, as the same moves of the table's dequantized values: exact,
-    and TensorRT's parser refused the u8 zero point. The moves are copied onto the float
-    table (``made``: the copies so far, shared by DequantizeLinears of the same values);
-    the integer ones go when nothing else reads them."""
+    one scale and zero point, as the same moves of the table's dequantized values
+    (:func:`_dequantized_moves`): exact, and TensorRT's parser refused the u8 zero point.
+    The integer moves go when nothing else reads them."""
     if node.op_type != "DequantizeLinear" or node.inputs[0] is None:
         return False
     source = _integer_source(node.inputs[0])
@@ -203,29 +214,8 @@ def _dequantized_lookup(graph: ir.Graph, node: ir.Node, made: dict) -> bool:
     chain, table = source
     if not any(move.op_type.startswith("Gather") for move in chain):
         return False  # a weight's own DequantizeLinear (a QDQ model's encoding), not a lookup
-    base = chain[-1].inputs[0]
-    key = (id(base), float(zp.reshape(())), float(scale.reshape(())))
-    value = made.get(key)
-    if value is None:
-        values = ((table.astype(np.float64) - key[1]) * key[2]).astype(np.float32)
-        value = made[key] = add_initializer(graph, f"{base.name}__dequantized", values)
-    for move in reversed(chain):  # from the table out
-        copied = made.get((id(move), key[1], key[2]))
-        if copied is None:
-            inputs = list(move.inputs)
-            inputs[0] = value
-            new = ir.node(move.op_type, inputs, attributes={a.name: a for a in move.attributes.values()},
-                          name=f"{move.name}__dequantized")
-            new.outputs[0].name = f"{move.outputs[0].name}__dequantized"
-            new.outputs[0].type, new.outputs[0].shape = ir.TensorType(ir.DataType.FLOAT), move.outputs[0].shape
-            graph.insert_before(move, new)
-            copied = made[(id(move), key[1], key[2])] = new.outputs[0]
-        value = copied
-    out = node.outputs[0]
-    out.replace_all_uses_with(value, replace_graph_outputs=True)
-    if value.is_graph_output():  # the output keeps its name
-        old_name, out.name = out.name, f"{out.name}__integer"
-        value.name = old_name
+    value = _dequantized_moves(graph, chain, table, float(zp.reshape(())), float(scale.reshape(())), made)
+    replace_value(node.outputs[0], value, "__integer")
     graph.remove(node, safe=True)
     for move in chain:  # the integer moves nothing reads any more
         if not list(move.outputs[0].uses()) and not move.outputs[0].is_graph_output():
@@ -252,17 +242,19 @@ class IntegerOpsToFloatPass(ir.passes.InPlacePass):
             weights = _weights(op, w_q, w_zp, w_scale)
             if weights is None:
                 continue
-            rounded = inputs.get(id(dql)) or inputs.setdefault(
-                id(dql), _rounded_input(graph, dql) if gathered is None else _gathered_input(graph, dql, *gathered))
+            if gathered is None:
+                rounded = inputs.get(id(dql)) or inputs.setdefault(id(dql), _rounded_input(graph, dql))
+            else:  # an integer op reading a quantized table's rows: the rows' float values
+                x_zp, x_scale = gathered
+                rounded = _dequantized_moves(graph, [dql], constant(dql.inputs[0]), float(x_zp.reshape(())),
+                                             float(x_scale.reshape(())), made)
             w = add_initializer(graph, f"{node.inputs[1].name}__float", weights)
             attrs = [a for a in node.attributes.values()] if op == "Conv" else []
             new = ir.node(op, [rounded, w], attributes={a.name: a for a in attrs}, name=node.name or mul.name)
             graph.insert_before(mul, new)
             out = mul.outputs[0]
             new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
-            old_name, out.name = out.name, f"{out.name}__integer"
-            new.outputs[0].name = old_name
+            replace_value(out, new.outputs[0], "__integer")
             graph.remove([mul, cast, node], safe=True)
             if not list(combine.outputs[0].uses()):
                 graph.remove(combine, safe=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer
+from deploycomp.ir import add_initializer, replace_value
 
 __all__ = ["MLOpsToCorePass"]
 
@@ -55,9 +55,7 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
             out = node.outputs[0]
             new = nodes[-1].outputs[0]
             new.shape, new.type = out.shape, out.type
-            out.replace_all_uses_with(new, replace_graph_outputs=True)
-            name, out.name = out.name, f"{out.name}__ml"
-            new.name = name
+            replace_value(out, new, "__ml")
             graph.remove(node, safe=True)
             modified = True
         return ir.passes.PassResult(model, modified)
