@@ -25,6 +25,7 @@ import onnx_ir as ir
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 from deploycomp.ir import add_initializer
+from deploycomp.passes.rules._util import const
 
 __all__ = ["ConstantFoldingPass", "MAX_FOLDED_ELEMENTS"]
 
@@ -90,9 +91,9 @@ def _fold_multi_output(model: ir.Model, max_elements: int) -> bool:
                 or any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
                 or any(v.is_graph_output() for v in node.outputs)):
             continue
-        arrays = [None if v is None else (v.const_value.numpy() if v.const_value is not None
-                                          and not v.is_graph_input() else False) for v in node.inputs]
-        if any(a is False or (a is not None and a.size > MAX_INPUT_ELEMENTS) for a in arrays):
+        arrays = [const(v) for v in node.inputs]  # None also for an absent optional input
+        if any((a is None and v is not None) or (a is not None and a.size > MAX_INPUT_ELEMENTS)
+               for v, a in zip(node.inputs, arrays)):
             continue
         names = [f"i{i}" if a is not None else "" for i, a in enumerate(arrays)]
         outs = [f"o{i}" for i in range(len(node.outputs))]
