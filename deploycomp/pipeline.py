@@ -743,7 +743,8 @@ def _coverage_hint(quant_info: dict | None) -> str:
         many = len(quiet["samples"])
         loudest = max(quiet["samples"], key=lambda q: q["tensors"])
         worst = quiet["worst"][0]
-        text += (f"{many} of {quiet['checked_samples']} validation inputs {'is' if many == 1 else 'are'} quieter than any calibration input (sample "
+        text += (f"{many} of {quiet['checked_samples']} validation inputs {'is' if many == 1 else 'are'} quieter "
+                 f"than any calibration input (sample "
                  f"{loudest['sample']}: {loudest['tensors']} int8 tensors within {QUIET_STEPS} steps, {worst['tensor']} "
                  f"{worst['steps']:g} where the calibration set spanned {worst['calibration_steps']:g}), where int8 "
                  "rounds them to a few levels: calibrate on inputs like them; ")

@@ -253,6 +253,9 @@ def _keep_fp32(ov_model, tensors) -> int:
     return marked
 
 
+_PEEPHOLE_LSTM = "LSTM with peephole weights"
+
+
 def _peepholes(node: ir.Node) -> bool:
     """An ONNX LSTM whose peephole weights (input 7) are not all zero: OpenVINO 2026.4
     converts them yet computes as if they were not there (a madmom beat tracker's BLSTM:
@@ -290,8 +293,8 @@ class OpenVINOBackend:
             if node.op_type in target.unsupported_ops:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
             elif _peepholes(node):
-                report.unsupported.append({"node": node.name or "", "op": "LSTM with peephole weights"})
-        if any(u["op"] == "LSTM with peephole weights" for u in report.unsupported):
+                report.unsupported.append({"node": node.name or "", "op": _PEEPHOLE_LSTM})
+        if any(u["op"] == _PEEPHOLE_LSTM for u in report.unsupported):
             report.notes.append("OpenVINO 2026.4 converts an LSTM's peephole weights (input P) but computes as if "
                                 "they were not there")
         return report

@@ -40,13 +40,17 @@ def _params(lo: Lowering, node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
     return scale.astype(np.float32), zero
 
 
+def _per_tensor(scale: np.ndarray, zero: np.ndarray) -> Quantization:
+    return Quantization((float(scale.reshape(-1)[0]),), (int(zero.reshape(-1)[0]),))
+
+
 def activation_quantization(lo: Lowering, node: ir.Node) -> Quantization:
     scale, zero = _params(lo, node)
     if scale.size != 1:
         raise UnsupportedError("tflite: per-channel activation quantization")
     if zero.dtype != np.int8:
         raise UnsupportedError(f"tflite: {zero.dtype} activations (the TFLite int8 spec wants int8)")
-    return Quantization((float(scale.reshape(-1)[0]),), (int(zero.reshape(-1)[0]),))
+    return _per_tensor(scale, zero)
 
 
 @lowers("QuantizeLinear")
@@ -85,8 +89,7 @@ def lower_dequantize(lo: Lowering, node: ir.Node) -> None:
     stored = lo.values.get(q.name)
     scale, zero = _params(lo, node)
     if (stored is not None and scale.size == 1 and lo.w.dtype(stored.index) == "int8"
-            and lo.w.quantization(stored.index) == Quantization((float(scale.reshape(-1)[0]),),
-                                                                (int(zero.reshape(-1)[0]),))):
+            and lo.w.quantization(stored.index) == _per_tensor(scale, zero)):
         lo.dequantized[node.outputs[0].name] = q  # DEQUANTIZE only if a float op reads it
         return
     _dequantize_in_float(lo, node, scale, zero)
@@ -105,8 +108,10 @@ def _dequantize_in_float(lo: Lowering, node: ir.Node, scale: np.ndarray, zero: n
     floats = lo.temp(f"{node.outputs[0].name}/float", lo.w.shape(data), np.float32)
     lo.emit("CAST", [data], [floats])
     shifted = lo.temp(f"{node.outputs[0].name}/shifted", lo.w.shape(data), np.float32)
-    lo.emit("SUB", [floats, lo.scalar(float(zero.reshape(-1)[0]))], [shifted], lo.w.options("Sub", fusedActivationFunction=0))
-    lo.emit("MUL", [shifted, lo.scalar(float(scale.reshape(-1)[0]))], [lo.output(node.outputs[0], perm, np.float32)],
+    encoding = _per_tensor(scale, zero)
+    lo.emit("SUB", [floats, lo.scalar(float(encoding.zero_point[0]))], [shifted],
+            lo.w.options("Sub", fusedActivationFunction=0))
+    lo.emit("MUL", [shifted, lo.scalar(encoding.scale[0])], [lo.output(node.outputs[0], perm, np.float32)],
             lo.w.options("Mul", fusedActivationFunction=0))
 
 
