@@ -189,6 +189,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
             click.echo(f"  int8: the validation inputs missed with {tries} dynamic-range layers; "
                        f"{len(quant.get('dynamic_layers') or [])} kept")
+        from deploycomp.report import range_steps
+
+        for line in range_steps(quant):
+            click.echo(f"  int8: {line}")
         worse = quant.get("later_choice_validated_worse")
         if worse:
             click.echo(f"  int8: a later choice ({worse['float_layers']} float layers) validated worse (cosine "

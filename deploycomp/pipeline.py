@@ -34,7 +34,7 @@ from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
-from deploycomp.report import render_report
+from deploycomp.report import ranges_label, render_report
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, check_where, compare_outputs, decided_failures, fidelity_met, measure_latency, output_scales,
@@ -1014,15 +1014,21 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                                   f"ops (cosine {futile:.4f}): no mix of int8 and float layers can meet it; the search "
                                   f"aimed at cosine {search_fidelity.min_cosine:.4f}")
 
-    state = {"info": info, "searched": False}
+    # ``earlier``: the choice the other range method replaced (result, info, validation
+    # cosine, where its trials start); ``trials_from``: where the current choice's start
+    state = {"info": info, "searched": False, "alternated": False, "earlier": None, "trials_from": 0}
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
         """What to try when the validation inputs missed the budget that the judged inputs
         met (None when nothing is left): first, if the choice has dynamic-range layers,
         fewer of them (the next shorter set that met the budget, then none: what the search
         met before it tried them; their error follows each input's own range, so the judged
-        inputs vouch less for them); then, once per build, the search continued past its
-        float layers under a tighter limit.
+        inputs vouch less for them); then, once, the other range method's own search (auto
+        ranges were chosen on a few samples' mean error: PP-OCRv3 rec on OpenVINO chose
+        percentile + smoothing over minmax by 2% of it, met the budget with both on the
+        calibration inputs, missed validation with it at 0.9731, not with minmax at 0.9938,
+        and float layers only made it worse); then, once per build, the search continued
+        past the float layers of whichever validated closer, under a tighter limit.
         The manifest says the validation inputs steered the choice."""
         nonlocal result
         current = state["info"]
@@ -1039,10 +1045,33 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             again["dynamic_dropped"] = dropped
             state["info"] = again
             return model, again
+        if result.alternative is not None and not state["alternated"]:
+            state["alternated"] = True
+            opts.progress("int8 search, other ranges")
+            start, earlier = len(trials), (result, current, validation_cos, state["trials_from"])
+            if (other := result.alternative(meets_budget)) is not None:
+                state["earlier"], state["trials_from"], result = earlier, start, other
+                model, again = record(result)
+                again["range_alternative"] = {"rejected": ranges_label(current),
+                                              "validation_min_cosine": round(validation_cos, 6),
+                                              "float_layers_rejected": len(current["float_layers"])}
+                if "dynamic_dropped" in current:
+                    again["dynamic_dropped"] = current["dynamic_dropped"]
+                log.warning("int8: the validation inputs missed the budget with %s ranges (cosine %.4f), which met it "
+                            "on the calibration inputs; trying %s", ranges_label(current), validation_cos,
+                            ranges_label(again))
+                state["info"] = again
+                return model, again
+        if (earlier := state["earlier"]) is not None and earlier[2] > validation_cos:
+            # the other ranges validated worse: the stricter search continues the first choice
+            other = {"ranges": ranges_label(current), "validation_min_cosine": round(validation_cos, 6)}
+            result, current, validation_cos, state["trials_from"] = earlier
+            current = current | {"range_alternative_validated_worse": other}
         if state["searched"] or result.stricter is None:
             return None
         state["searched"] = True
-        met = [t for t in trials if t["met"] and not t.get("dynamic_layers")]  # the static choice's judged cosine
+        met = [t for t in trials[state["trials_from"]:]  # the static choice's judged cosine
+               if t["met"] and not t.get("dynamic_layers")]
         judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
         new = stricter_margin(limit["margin"], fidelity.min_cosine, judged_cos, validation_cos)
         first = {"validation_min_cosine": round(validation_cos, 6), "judged_min_cosine": judged_cos,
@@ -1056,8 +1085,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         result = result.stricter(meets_budget)
         model, again = record(result)
         again["stricter_search"] = first | {"float_layers_after": len(again["float_layers"])}
-        if "dynamic_dropped" in current:
-            again["dynamic_dropped"] = current["dynamic_dropped"]
+        for key in ("dynamic_dropped", "range_alternative", "range_alternative_validated_worse"):
+            if key in current:
+                again[key] = current[key]
         state["info"] = again
         return model, again
 

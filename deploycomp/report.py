@@ -236,6 +236,27 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
+def ranges_label(quant: dict) -> str:
+    """An int8 choice's ranges as the manifest names them, e.g. ``percentile + smoothing``."""
+    return quant["range_method"] + (" + smoothing" if (quant.get("smoothing") or {}).get("kept") else "")
+
+
+def range_steps(quant: dict) -> list[str]:
+    """Plain-text lines (for the summary and the report) on how the validation inputs
+    changed an int8 build's range method, if they did."""
+    lines = []
+    if alt := quant.get("range_alternative"):
+        lines.append(f"the validation inputs missed the budget with {alt['rejected']} ranges (cosine "
+                     f"{alt['validation_min_cosine']:.4f}), which met it on the calibration inputs; "
+                     f"{ranges_label(quant)} ranges, which met it there too, were tried next: the validation "
+                     f"inputs steered this choice")
+    if worse := quant.get("range_alternative_validated_worse"):
+        lines.append(f"the validation inputs missed the budget with this choice's ranges; {worse['ranges']} ranges, "
+                     f"which met it on the calibration inputs too, validated worse (cosine "
+                     f"{worse['validation_min_cosine']:.4f})")
+    return lines
+
+
 def _steered_html(quant: dict) -> str:
     """What the validation inputs changed in the int8 choice, before any stricter search:
     dynamic-range layers given up, and an earlier choice kept over a worse later one."""
@@ -245,6 +266,7 @@ def _steered_html(quant: dict) -> str:
         parts.append(f"The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds "
                      f"the next shorter choice that met it on the judged inputs (none: the search's own choice). "
                      f"The validation inputs steered this choice.")
+    parts += [html.escape(f"{line[0].upper()}{line[1:]}.") for line in range_steps(quant)]
     if worse := quant.get("later_choice_validated_worse"):
         parts.append(f"Every choice missed the budget on the validation inputs; a later one "
                      f"({worse['float_layers']} float layers) by more (cosine {worse['validation_min_cosine']:.4f}): "

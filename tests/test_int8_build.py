@@ -292,6 +292,81 @@ def test_validation_that_misses_what_calibration_met_tightens_the_search_once(ti
     assert "The search continued once at" in (tmp_path / "b" / "report.html").read_text()
 
 
+def test_validation_that_rejects_the_auto_range_choice_tries_the_other_range_method_first(tmp_path):
+    """Two calibration images of twelve have one bright pixel: percentile ranges clip it and
+    minmax ranges keep it; both meet the budget on the calibration inputs, percentile with
+    less judged error. Validation images full of such pixels miss with percentile ranges;
+    before keeping any layer float, the build tries minmax, which met the budget too, and it
+    holds with every layer int8. The summary and the report say the validation inputs
+    steered the range choice."""
+    from click.testing import CliRunner
+    from onnx import helper
+
+    from deploycomp.cli import main
+
+    rng = np.random.default_rng(0)
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                            helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")],
+                 {"x": [1, 3, 32, 32]}, {"y": [1, 8, 32, 32]},
+                 {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+                  "w2": rng.standard_normal((8, 8, 1, 1)).astype(np.float32)})
+    x = np.random.default_rng(1).random((12, 3, 32, 32), dtype=np.float32)
+    x[0, 0, 10, 12] = x[5, 0, 20, 7] = 5.0
+    np.savez(tmp_path / "calib.npz", x=x)
+    v = np.random.default_rng(2).random((4, 3, 32, 32), dtype=np.float32)
+    v[:, 0, 2:30:4, 2:30:4] = 5.0  # each as bright as calibration's, and as isolated
+    np.savez(tmp_path / "val.npz", x=v)
+    res = CliRunner().invoke(main, ["build", str(path), "--out", str(tmp_path / "b"), "--precision", "int8",
+                                    "--calibration", str(tmp_path / "calib.npz"), "--validation-data",
+                                    str(tmp_path / "val.npz"), "--min-cosine", "0.98"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    q = manifest["quantization"]
+    assert q["range_method"] == "minmax" and q["range_alternative"]["rejected"].startswith("percentile")
+    assert q["range_alternative"]["validation_min_cosine"] < 0.98
+    assert "stricter_search" not in q and q["float_layers"] == [] and q["int8_layers"] == 2
+    assert [t["met"] for t in q["search_trials"]] == [True, True]  # each range method all-int8, no layer ranked
+    assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["y"]["cosine"] >= 0.98
+    assert re.search(r"minmax( \+ smoothing)? ranges, which met it there too, were tried next: the validation inputs "
+                     r"steered this choice", res.output)
+    assert "ranges, which met it there too, were tried next" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_when_the_other_range_method_validates_worse_the_stricter_search_continues_the_first(tiny_conv, tmp_path,
+                                                                                               monkeypatch):
+    """The validation inputs miss with the first range choice; the other range method,
+    tried next, misses by more: the float-layer search then continues from the first
+    choice (not from the worse one), meets the budget, and the manifest says what the
+    other ranges gave."""
+    from dataclasses import replace
+
+    import deploycomp.quant as quant
+    from deploycomp.quant.qdq import quantizable_tensors
+    from deploycomp.quant.sensitivity import quantized_copy
+
+    real = quant.quantize
+
+    def with_a_worse_alternative(model, policy, *args, **kwargs):
+        first = real(model, policy, *args, **kwargs)
+        clipped = {name: (0.0, 1e-3) for name in quantizable_tensors(model, policy)}  # everything saturates
+        worse = quant.QuantResult(quantized_copy(model, policy, clipped, set()), first.info | {"range_method": "other"})
+        return replace(first, alternative=lambda check: worse)
+
+    monkeypatch.setattr(quant, "quantize", with_a_worse_alternative)
+    louder = tmp_path / "louder.npz"  # as in the test above: int8 misses a tight budget on them
+    np.savez(louder, x=np.random.default_rng(11).random((3, 3, 16, 16), dtype=np.float32) * 1.3)
+    result = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=louder, min_cosine=0.9999)
+    q = result.manifest["quantization"]
+    worse = q["range_alternative_validated_worse"]
+    assert worse["ranges"] == "other" and worse["validation_min_cosine"] < q["stricter_search"]["validation_min_cosine"]
+    assert q["range_method"] != "other" and "range_alternative" not in q
+    assert q["stricter_search"]["float_layers_after"] == len(q["float_layers"]) >= 1
+    assert result.manifest["validation"]["ok"]
+    assert "which met it on the calibration inputs too, validated worse" in (tmp_path / "b" / "report.html").read_text()
+
+
 def _scale_varying(tmp_path, name, n, seed, **shapes):
     """Normal inputs each scaled by its own 10^U(-2, 2): no fixed int8 range holds them all."""
     r = np.random.default_rng(seed)

@@ -63,6 +63,12 @@ class QuantResult:
     it: the next shorter choice that met the budget on the judged inputs, else none (what
     the search chose before trying them); no later search tries them again. None where
     the result has none."""
+    alternative: Callable[[Callable[[ir.Model], object]], QuantResult | None] | None = field(default=None,
+                                                                                           repr=False)
+    """The next range method's (``auto`` ranges) own float-layer search under a budget
+    check, after the validation inputs rejected this result: its ranges were judged close
+    to this one's on a few samples, and which of them holds on other inputs is a question
+    those inputs answer. None when it does not meet the budget, or none is left."""
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
@@ -385,135 +391,158 @@ def quantize(
     order, verdicts, budget_order = _budget_order(checked_first, policy, held_out, meets_budget, pinned)
     methods: set[str] = set()
     tries = [c for c in order if not (c.method in methods or methods.add(c.method))]
+    rest: list[_Candidate] = []  # range methods after the one chosen, not searched: alternatives
     for attempt, chosen_range in enumerate(tries):
         float_layers, search = _float_layers(chosen_range, policy, held_out, meets_budget, pinned, progress,
                                              all_int8=verdicts.get(id(chosen_range)))
         if search.get("budget_met", True):
+            rest = tries[attempt + 1:]
             break
         if attempt == 0:
             first = (chosen_range, float_layers, search)
     else:
         chosen_range, float_layers, search = first
-    model, ranges, shifts = chosen_range.model, chosen_range.ranges, chosen_range.shifts
-    smoothing, range_choice = _records(candidates, chosen_range, sites, "smooth" in boosters, method == "auto", judged)
-    # a fixed range method chose only whether to smooth: its smoothing record says so
-    choice = range_choice if method == "auto" else smoothing
-    if budget_order:
-        choice["all_int8_checks"] = budget_order
-    if chosen_range is not tries[0]:
-        choice["budget_fallback"] = (f"{_label(tries[0])} missed the budget; {_label(chosen_range)} "
-                                     f"met it with {len(float_layers)} float layers")
-    elif chosen_range is not candidates[0]:
-        closest = next(c for c in budget_order
-                       if (c["method"], c["smoothed"]) == (chosen_range.method, chosen_range.smoothed))
-        choice["budget_fallback"] = (
-            f"{_label(candidates[0])} had the least judged error but missed the budget all-int8; "
-            + (f"{_label(chosen_range)} met it" if closest["met"] else f"{_label(chosen_range)} came closer"
-               + (f" (cosine {closest['min_cosine']:.4f})" if "min_cosine" in closest else "")))
-    info: dict = {
-        "policy": policy.name, "range_method": chosen_range.method, "activation_dtype": policy.activation_dtype,
+    common: dict = {
+        "policy": policy.name, "activation_dtype": policy.activation_dtype,
         "activation_symmetric": policy.activation_symmetric, "weights": "int8 symmetric per output channel"
         + ("" if policy.weight_qmax == 127 else f", in [-{policy.weight_qmax}, {policy.weight_qmax}] "
            "(no int8 dot-product instructions: int16 saturation)"),
-        "calibration_samples": samples_seen, "held_out_samples": len(held_out),
-        "quantized_tensors": len(ranges), "pinned_float": sorted(pinned),
+        "calibration_samples": samples_seen, "held_out_samples": len(held_out), "pinned_float": sorted(pinned),
         "boosters": list(boosters),
         "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],
-        "bias_corrected_layers": len(shifts),
-        "left_float_sentinel": sentinels,
-        "smoothing": smoothing,
+        "left_float_sentinel": sentinels, "calibration_seconds": round(calib_seconds, 3),
     }
-    if range_choice:
-        info["range_choice"] = range_choice
-    # the validation inputs' extremes and spans, once: which tensors are int8 (what the
-    # coverage's quiet inputs are judged on) changes with each result below
-    observed = observe_inputs(model, chosen_range.extremes, coverage) if coverage else None
-    searchable = {n.name for n in searchable_nodes(model, policy)}
-    layers = [n for n in model.graph if n.op_type in policy.compute_ops]
 
-    def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
-        """Of the float layers the search chose, those that may run the backend's
-        dynamic-range kernels with the budget still met (:mod:`deploycomp.quant.dynamic`):
-        the choice first, then the shorter ones that also met it (to fall back to)."""
-        if not policy.dynamic_ops or meets_budget is None or not search.get("budget_met") or not float_layers:
-            return [], {}
-        if not allowed:
-            return [], {"dynamic_range": {"skipped": "the validation inputs missed a choice with dynamic-range "
-                                                     "layers"}}
-        by_name = {n.name: n for n in model.graph}
-        eligible = sorted(n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops))
-        if not eligible:
-            return [], {}
-        macs = {n.name: node_macs(n) for n in layers}
-        total = sum(m or 0 for m in macs.values())
+    def chosen_info(c: _Candidate, float_layers: set[str], alternative: bool) -> dict:
+        """The manifest record of choosing ``c``'s ranges (``alternative``: after the
+        validation inputs rejected an earlier choice)."""
+        smoothing, range_choice = _records(candidates, c, sites, "smooth" in boosters, method == "auto", judged)
+        # a fixed range method chose only whether to smooth: its smoothing record says so
+        choice = range_choice if method == "auto" else smoothing
+        if budget_order:
+            choice["all_int8_checks"] = budget_order
+        if alternative:
+            pass  # the caller, who validated the earlier choice, says why this one
+        elif c is not tries[0]:
+            choice["budget_fallback"] = (f"{_label(tries[0])} missed the budget; {_label(c)} "
+                                         f"met it with {len(float_layers)} float layers")
+        elif c is not candidates[0]:
+            closest = next(r for r in budget_order if (r["method"], r["smoothed"]) == (c.method, c.smoothed))
+            choice["budget_fallback"] = (
+                f"{_label(candidates[0])} had the least judged error but missed the budget all-int8; "
+                + (f"{_label(c)} met it" if closest["met"] else f"{_label(c)} came closer"
+                   + (f" (cosine {closest['min_cosine']:.4f})" if "min_cosine" in closest else "")))
+        info = common | {"range_method": c.method, "quantized_tensors": len(c.ranges),
+                         "bias_corrected_layers": len(c.shifts), "smoothing": smoothing}
+        if range_choice:
+            info["range_choice"] = range_choice
+        return info
 
-        def share(names) -> float | None:
-            return None if not total or any(macs[n] is None for n in names) else sum(macs[n] for n in names) / total
+    def settle(c: _Candidate, float_layers: set[str], search: dict, rest: list[_Candidate],
+               dynamic_allowed: bool = True, alternative: bool = False) -> QuantResult:
+        """The result of choosing ``c``'s ranges with ``float_layers`` float; ``rest``: the
+        range methods it may give way to."""
+        model, ranges, shifts = c.model, c.ranges, c.shifts
+        # the validation inputs' extremes and spans, once: which tensors are int8 (what the
+        # coverage's quiet inputs are judged on) changes with each result below
+        observed = observe_inputs(model, c.extremes, coverage) if coverage else None
+        searchable = {n.name for n in searchable_nodes(model, policy)}
+        layers = [n for n in model.graph if n.op_type in policy.compute_ops]
 
-        def worth(names) -> bool:  # enough MACs for the hybrid kernels' overhead (unknown: yes)
-            return (gain := share(names)) is None or gain >= MIN_DYNAMIC_MAC_SHARE
+        def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
+            """Of the float layers the search chose, those that may run the backend's
+            dynamic-range kernels with the budget still met (:mod:`deploycomp.quant.dynamic`):
+            the choice first, then the shorter ones that also met it (to fall back to)."""
+            if not policy.dynamic_ops or meets_budget is None or not search.get("budget_met") or not float_layers:
+                return [], {}
+            if not allowed:
+                return [], {"dynamic_range": {"skipped": "the validation inputs missed a choice with dynamic-range "
+                                                         "layers"}}
+            by_name = {n.name: n for n in model.graph}
+            eligible = sorted(n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops))
+            if not eligible:
+                return [], {}
+            macs = {n.name: node_macs(n) for n in layers}
+            total = sum(m or 0 for m in macs.values())
 
-        record = {"eligible": len(eligible)}
-        if not worth(eligible):
-            return [], {"dynamic_range": record | {
-                "skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
-        progress("int8 dynamic-range layers")
-        # least dynamic-range error per MAC first (a layer's static error does not predict
-        # its dynamic one, and what the budget buys is MACs in int8)
-        errors = dynamic_ranking(chosen_range.view, policy, eligible, held_out, chosen_range.refs(held_out))
-        if errors is not None:
-            eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
-            record["ranked_by"] = "dynamic-range error alone, per MAC"
-        choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
-            quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth)
-        record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
-        kept = [c for c in choices if worth(c)]
-        if choices and not kept:
-            record |= {"chosen": 0, "skipped": f"the layers that hold the budget dynamic have "
-                                               f"{share(choices[0]):.1%} of the MACs"}
-        return kept, {"dynamic_range": record}
+            def share(names) -> float | None:
+                return None if not total or any(macs[n] is None for n in names) else sum(macs[n] for n in names) / total
 
-    def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True,
-               choices: list[list[str]] | None = None) -> QuantResult:
-        """``choices``: dynamic-range layer sets already found (the first is taken, the rest
-        are fallbacks); found here when None."""
-        dynamic_search: dict = {}
-        if choices is None:
-            choices, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
-        dynamic = set(choices[0]) if choices else set()
-        info = info | search | dynamic_search
-        final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
-        floating = (float_layers | pinned) - dynamic
-        info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
-        info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
-        info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
-        if observed is not None:
-            quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
-            info["range_coverage"] = range_coverage(model, chosen_range.extremes, coverage, observed=observed,
-                                                    quietest=chosen_range.quietest, quantized=quantized)
-        info["per_channel_activations"] = sum(1 for n in final.graph if n.op_type == "QuantizeLinear"
-                                              and "axis" in n.attributes and constant(n.inputs[0]) is None)
-        if policy.dynamic_ops:
-            info["dynamic_layers"] = sorted(dynamic)
-            info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+            def worth(names) -> bool:  # enough MACs for the hybrid kernels' overhead (unknown: yes)
+                return (gain := share(names)) is None or gain >= MIN_DYNAMIC_MAC_SHARE
 
-        def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
-            # a layer's dynamic-range error depends on each input's own range: once the
-            # validation inputs have missed a choice with such layers, none is tried again
-            # from the search's choice before it gave layers back: the validation inputs
-            # missed what the judged ones met, and those layers are the first suspects
-            earlier = float_layers | set(search.get("given_back", ()))
-            more, again = _float_layers(chosen_range, policy, held_out, check, pinned, progress, after=earlier)
-            return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
-                          dynamic_allowed=dynamic_allowed and not dynamic)
+            record = {"eligible": len(eligible)}
+            if not worth(eligible):
+                return [], {"dynamic_range": record | {
+                    "skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
+            progress("int8 dynamic-range layers")
+            # least dynamic-range error per MAC first (a layer's static error does not predict
+            # its dynamic one, and what the budget buys is MACs in int8)
+            errors = dynamic_ranking(c.view, policy, eligible, held_out, c.refs(held_out))
+            if errors is not None:
+                eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
+                record["ranked_by"] = "dynamic-range error alone, per MAC"
+            choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
+                quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth)
+            record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
+            kept = [names for names in choices if worth(names)]
+            if choices and not kept:
+                record |= {"chosen": 0, "skipped": f"the layers that hold the budget dynamic have "
+                                                   f"{share(choices[0]):.1%} of the MACs"}
+            return kept, {"dynamic_range": record}
 
-        def fallback() -> QuantResult:
-            """The next shorter dynamic-range choice that met the budget, else none."""
-            rest = choices[1:]
-            return result(float_layers, search, info, dynamic_allowed=False, choices=rest)
+        def result(float_layers: set[str], search: dict, info: dict, dynamic_allowed: bool = True,
+                   choices: list[list[str]] | None = None) -> QuantResult:
+            """``choices``: dynamic-range layer sets already found (the first is taken, the rest
+            are fallbacks); found here when None."""
+            dynamic_search: dict = {}
+            if choices is None:
+                choices, dynamic_search = dynamic_layers(float_layers, search, dynamic_allowed)
+            dynamic = set(choices[0]) if choices else set()
+            info = info | search | dynamic_search
+            final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
+            floating = (float_layers | pinned) - dynamic
+            info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
+            info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
+            info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
+            if observed is not None:
+                quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
+                info["range_coverage"] = range_coverage(model, c.extremes, coverage, observed=observed,
+                                                        quietest=c.quietest, quantized=quantized)
+            info["per_channel_activations"] = sum(1 for n in final.graph if n.op_type == "QuantizeLinear"
+                                                  and "axis" in n.attributes and constant(n.inputs[0]) is None)
+            if policy.dynamic_ops:
+                info["dynamic_layers"] = sorted(dynamic)
+                info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
 
-        resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
-        return QuantResult(final, info, stricter if resumable else None, fallback if dynamic else None)
+            def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
+                # a layer's dynamic-range error depends on each input's own range: once the
+                # validation inputs have missed a choice with such layers, none is tried again
+                # from the search's choice before it gave layers back: the validation inputs
+                # missed what the judged ones met, and those layers are the first suspects
+                earlier = float_layers | set(search.get("given_back", ()))
+                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier)
+                return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
+                              dynamic_allowed=dynamic_allowed and not dynamic)
 
-    info["calibration_seconds"] = round(calib_seconds, 3)
-    return result(float_layers, search, info)
+            def fallback() -> QuantResult:
+                """The next shorter dynamic-range choice that met the budget, else none."""
+                return result(float_layers, search, info, dynamic_allowed=False, choices=choices[1:])
+
+            def other_ranges(check: Callable[[ir.Model], object]) -> QuantResult | None:
+                """The next range method's own float-layer search, if it meets the budget."""
+                for i, other in enumerate(rest):
+                    more, again = _float_layers(other, policy, held_out, check, pinned, progress,
+                                                all_int8=verdicts.get(id(other)))
+                    if again.get("budget_met", True):
+                        return settle(other, more, again, rest[i + 1:], dynamic_allowed and not dynamic,
+                                      alternative=True)
+                return None
+
+            resumable = meets_budget is not None and held_out and searchable - float_layers - pinned
+            return QuantResult(final, info, stricter if resumable else None, fallback if dynamic else None,
+                               other_ranges if rest and meets_budget is not None and held_out else None)
+
+        return result(float_layers, search, chosen_info(c, float_layers, alternative), dynamic_allowed)
+
+    return settle(chosen_range, float_layers, search, rest)
