@@ -56,7 +56,7 @@ def _matches(got: list, expected: list, rtol: float, atol: float) -> bool:
     return True
 
 
-def _run_case(case, tmp_path) -> str:
+def _run_case(case, tmp_path, pipeline: str = "default") -> str:
     """Outcome category for one case: pass / fail:... / excluded:... / refused."""
     model = case.model
     inputs, expected = case.data_sets[0]
@@ -81,7 +81,7 @@ def _run_case(case, tmp_path) -> str:
         assert "\n" not in str(e)
         return "refused by the loader (one-line ModelError)"
     try:
-        optimized, _ = run_passes(loaded.model, build_pipeline("default", {k: v.shape for k, v in feeds.items()}))
+        optimized, _ = run_passes(loaded.model, build_pipeline(pipeline, {k: v.shape for k, v in feeds.items()}))
         dst = tmp_path / f"{case.name}.opt.onnx"
         save_model(optimized, dst)
         got = _session(dst.read_bytes()).run(None, feeds)
@@ -100,3 +100,18 @@ def test_optimizer_preserves_onnx_node_test_outputs(tmp_path_factory):
     failures = {k: v for k, v in outcomes.items() if v.startswith("fail")}
     assert not failures, f"{len(failures)} case(s) changed outputs: " + "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:25])
     assert counts["pass"] >= MIN_PASSING, summary
+
+
+def _has_if(graph: onnx.GraphProto) -> bool:
+    return any(n.op_type == "If" or any(_has_if(a.g) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+               for n in graph.node)
+
+
+def test_tflite_pipeline_preserves_the_if_cases(tmp_path_factory):
+    """What TFLite's pipeline adds (each ``If`` as both branches and a ``Where``) on the
+    node tests with an ``If``: every one that runs matches, and at least one was rewritten."""
+    outcomes = {case.name: _run_case(case, tmp_path_factory.mktemp("case"), "tflite")
+                for case in _cases() if _has_if(case.model.graph)}
+    failures = {k: v for k, v in outcomes.items() if v.startswith("fail")}
+    assert not failures, failures
+    assert sum(o == "pass" for o in outcomes.values()) >= 1, outcomes

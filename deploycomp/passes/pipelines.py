@@ -28,6 +28,7 @@ from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
+from deploycomp.passes.if_to_where import IfToWherePass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.ml_ops import MLOpsToCorePass
@@ -82,11 +83,21 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     )
 
 
+def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
+    """The default, and each ``If`` as both branches and a ``Where``
+    (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway, and so the
+    branches' layers are the graph's, for the optimizer and for int8. After constant
+    folding, which inlines a branch whose condition is known."""
+    pipeline = default_pipeline(shapes)
+    pipeline.loop.insert(1, IfToWherePass())
+    return pipeline
+
+
 PIPELINES: dict[str, Callable[[dict[str, tuple[int, ...]]], Pipeline]] = {
     "default": default_pipeline,
     "openvino": default_pipeline,
     "onnxruntime": default_pipeline,
-    "tflite": default_pipeline,
+    "tflite": tflite_pipeline,
     "tensorrt": default_pipeline,
 }
 

@@ -34,11 +34,12 @@ def _run(path: Path, feeds: dict) -> list[np.ndarray]:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def optimize_and_compare(tmp_path: Path, model: onnx.ModelProto, feeds: dict, rtol=1e-5, atol=1e-5) -> Counter:
+def optimize_and_compare(tmp_path: Path, model: onnx.ModelProto, feeds: dict, rtol=1e-5, atol=1e-5,
+                         pipeline: str = "default") -> Counter:
     src = tmp_path / "before.onnx"
     onnx.save(model, src)
     shapes = {k: v.shape for k, v in feeds.items()}
-    optimized, _ = run_passes(load_model(src).model, build_pipeline("default", shapes))
+    optimized, _ = run_passes(load_model(src).model, build_pipeline(pipeline, shapes))
     dst = tmp_path / "after.onnx"
     save_model(optimized, dst)
     for before, after in zip(_run(src, feeds), _run(dst, feeds)):
