@@ -1023,12 +1023,13 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         met (None when nothing is left): first, if the choice has dynamic-range layers,
         fewer of them (the next shorter set that met the budget, then none: what the search
         met before it tried them; their error follows each input's own range, so the judged
-        inputs vouch less for them); then, once, the other range method's own search (auto
-        ranges were chosen on a few samples' mean error: PP-OCRv3 rec on OpenVINO chose
-        percentile + smoothing over minmax by 2% of it, met the budget with both on the
-        calibration inputs, missed validation with it at 0.9731, not with minmax at 0.9938,
-        and float layers only made it worse); then, once per build, the search continued
-        past the float layers of whichever validated closer, under a tighter limit.
+        inputs vouch less for them); then, once, the other range method with the same float
+        layers, if that meets the budget on the judged inputs (auto ranges were chosen on a
+        few samples' mean error: PP-OCRv3 rec on OpenVINO chose percentile + smoothing over
+        minmax by 2% of it, met the budget all-int8 with both on the calibration inputs,
+        missed validation with it at 0.9731, not with minmax at 0.9938, and float layers
+        only made it worse); then, once per build, the search continued past the float
+        layers of whichever validated closer, under a tighter limit.
         The manifest says the validation inputs steered the choice."""
         nonlocal result
         current = state["info"]
