@@ -6,8 +6,8 @@ ops XNNPACK runs: the input projection of every step at once (one FULLY_CONNECTE
 (seq * batch, input) with both biases folded in, SPLIT into steps), then per step a
 FULLY_CONNECTED of the hidden state, the gate nonlinearities and the state update, exact
 to float rounding. Cost grows with the sequence length; above :data:`MAX_STEPS` steps, or
-with ``sequence_lens`` shorter than the sequence, peepholes, ``clip`` or ``input_forget``,
-the layer is refused by name.
+with ``sequence_lens`` shorter than the sequence, ``clip``, ``input_forget`` or
+non-constant peepholes, the layer is refused by name.
 """
 
 from __future__ import annotations
@@ -116,9 +116,12 @@ def _check(lo: Lowering, node: ir.Node) -> dict:
         raise UnsupportedError(f"tflite: {op} over {seq} steps (unrolled up to {MAX_STEPS})")
     if node.attributes.get_float("clip", None) is not None:
         raise UnsupportedError(f"tflite: {op} with clip")
-    if op == "LSTM" and (node.attributes.get_int("input_forget", 0)
-                         or (len(node.inputs) > 7 and node.inputs[7] is not None)):
-        raise UnsupportedError("tflite: LSTM with peepholes or input_forget")
+    if op == "LSTM" and node.attributes.get_int("input_forget", 0):
+        raise UnsupportedError("tflite: LSTM with input_forget")
+    peepholes = node.inputs[7] if op == "LSTM" and len(node.inputs) > 7 else None
+    P = lo.const(peepholes) if peepholes is not None else None
+    if peepholes is not None and P is None:
+        raise UnsupportedError("tflite: LSTM with non-constant peephole weights")
     lens = node.inputs[4] if len(node.inputs) > 4 else None
     if lens is not None:
         given = lo.const(lens)
@@ -136,7 +139,8 @@ def _check(lo: Lowering, node: ir.Node) -> dict:
                 activations=[names[d * per:(d + 1) * per] for d in range(dirs)],
                 W=weights[0].astype(np.float32), R=weights[1].astype(np.float32),
                 B=weights[2].astype(np.float32) if weights[2] is not None else
-                np.zeros((dirs, 2 * _GATES[op] * hidden), np.float32))
+                np.zeros((dirs, 2 * _GATES[op] * hidden), np.float32),
+                P=P.astype(np.float32) if P is not None and np.any(P) else None)
 
 
 def _initial(u: _Unrolled, node: ir.Node, index: int, g: dict) -> list[int]:
@@ -205,7 +209,9 @@ def _order(g: dict, d: int) -> list[int]:
 
 @lowers("LSTM")
 def lower_lstm(lo: Lowering, node: ir.Node) -> None:
-    """Gates i, o, f, c (ONNX order): c = f * c + i * g(c~), h = o * h(c)."""
+    """Gates i, o, f, c (ONNX order): c = f * c + i * g(c~), h = o * h(c); with peepholes
+    P = (p_i, p_o, p_f), i and f also read p * c of the previous cell state, o of the new
+    one (madmom's beat trackers)."""
     g = _check(lo, node)
     u = _Unrolled(lo, node)
     H = g["hidden"]
@@ -214,11 +220,17 @@ def lower_lstm(lo: Lowering, node: ir.Node) -> None:
     for d in range(g["dirs"]):
         f_act, g_act, h_act = g["activations"][d]
         xs = _projected_steps(u, node, g, g["W"][d], g["B"][d][:4 * H] + g["B"][d][4 * H:])
+        peep = ([lo.constant("rnn/peephole", g["P"][d][k * H:(k + 1) * H]) for k in range(3)]
+                if g["P"] is not None else None)
         h, c = h0[d], c0[d]
         outs = [None] * g["seq"]
         for t in _order(g, d):
             i, o, f, cand = u.split(u.add(xs[t], u.dense(h, g["R"][d])), 4, 1)
+            if peep is not None:
+                i, f = u.add(i, u.mul(c, peep[0])), u.add(f, u.mul(c, peep[2]))
             c = u.add(u.mul(u.act(f_act, f), c), u.mul(u.act(f_act, i), u.act(g_act, cand)))
+            if peep is not None:
+                o = u.add(o, u.mul(c, peep[1]))
             h = u.mul(u.act(f_act, o), u.act(h_act, c))
             outs[t] = h
         steps.append(outs)

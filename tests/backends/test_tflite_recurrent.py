@@ -14,7 +14,7 @@ SEQ, BATCH, INPUT, HIDDEN = 9, 2, 6, 4  # more steps than XNNPACK's 4-way concat
 
 
 def _model(op: str, direction: str = "forward", layout: int = 0, initial: bool = False, extra=None,
-           outputs=("y", "y_h")) -> onnx.ModelProto:
+           outputs=("y", "y_h"), peepholes: bool = False) -> onnx.ModelProto:
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     dirs = 2 if direction == "bidirectional" else 1
     rng = np.random.default_rng(5)
@@ -27,6 +27,9 @@ def _model(op: str, direction: str = "forward", layout: int = 0, initial: bool =
     ins = ["xp", "W", "R", "B", "", "h0" if initial else ""]
     if op == "LSTM":
         ins.append("c0" if initial else "")
+    if peepholes:
+        inits["P"] = rng.standard_normal((dirs, 3 * HIDDEN)) * 0.5
+        ins.append("P")
     while ins and ins[-1] == "":
         ins.pop()
     outs = [o if o in outputs else "" for o in ("y", "y_h", "y_c")[:3 if op == "LSTM" else 2]]
@@ -51,6 +54,8 @@ CASES = {
     "LSTM bidirectional, initial state, all outputs": ("LSTM", dict(direction="bidirectional", initial=True,
                                                                      outputs=("y", "y_h", "y_c"))),
     "LSTM reverse": ("LSTM", dict(direction="reverse")),
+    "LSTM peepholes, bidirectional, all outputs": ("LSTM", dict(direction="bidirectional", peepholes=True,
+                                                                 outputs=("y", "y_h", "y_c"))),
     "GRU forward": ("GRU", {}),
     "GRU linear_before_reset, bidirectional": ("GRU", dict(direction="bidirectional",
                                                            extra=dict(linear_before_reset=1))),
@@ -72,7 +77,7 @@ def test_recurrent_layers_unrolled(tmp_path, case, precision):
         assert info["xnnpack_partitions"] == 1, "every op of the unrolled layer runs in XNNPACK"
 
 
-def test_peepholes_and_partial_sequences_are_refused_by_name(tmp_path):
+def test_clip_is_refused_by_name(tmp_path):
     import onnx_ir as ir
 
     from deploycomp.backends.tflite.lowering import Lowering
