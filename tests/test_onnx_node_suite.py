@@ -102,16 +102,18 @@ def test_optimizer_preserves_onnx_node_test_outputs(tmp_path_factory):
     assert counts["pass"] >= MIN_PASSING, summary
 
 
-def _has_if(graph: onnx.GraphProto) -> bool:
-    return any(n.op_type == "If" or any(_has_if(a.g) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+def _has(graph: onnx.GraphProto, op: str) -> bool:
+    return any(n.op_type == op or any(_has(a.g, op) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
                for n in graph.node)
 
 
-def test_tflite_pipeline_preserves_the_if_cases(tmp_path_factory):
-    """What TFLite's pipeline adds (each ``If`` as both branches and a ``Where``) on the
-    node tests with an ``If``: every one that runs matches, and at least one was rewritten."""
-    outcomes = {case.name: _run_case(case, tmp_path_factory.mktemp("case"), "tflite")
-                for case in _cases() if _has_if(case.model.graph)}
+@pytest.mark.parametrize("pipeline, op", [("tflite", "If"), ("openvino", "LSTM")])
+def test_backend_pipelines_preserve_the_cases_of_the_op_they_rewrite(tmp_path_factory, pipeline, op):
+    """What a backend's pipeline adds (TFLite: each ``If`` as both branches and a
+    ``Where``; OpenVINO: a peephole LSTM as a ``Scan``) on the node tests with that op:
+    every one that runs matches, and at least one passes."""
+    outcomes = {case.name: _run_case(case, tmp_path_factory.mktemp("case"), pipeline)
+                for case in _cases() if _has(case.model.graph, op)}
     failures = {k: v for k, v in outcomes.items() if v.startswith("fail")}
     assert not failures, failures
     assert sum(o == "pass" for o in outcomes.values()) >= 1, outcomes

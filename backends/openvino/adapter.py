@@ -296,7 +296,8 @@ class OpenVINOBackend:
                 report.unsupported.append({"node": node.name or "", "op": _PEEPHOLE_LSTM})
         if any(u["op"] == _PEEPHOLE_LSTM for u in report.unsupported):
             report.notes.append("OpenVINO 2026.4 converts an LSTM's peephole weights (input P) but computes as if "
-                                "they were not there")
+                                "they were not there; the host pipeline writes one with constant weights, default "
+                                "activations, layout 0 and no clip or input_forget as a Scan of its cell")
         return report
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,

@@ -30,6 +30,7 @@ from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.if_to_where import IfToWherePass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
+from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
@@ -93,9 +94,18 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     return pipeline
 
 
+def openvino_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
+    """The default, and an LSTM with peephole weights as a ``Scan`` over its cell
+    (:mod:`deploycomp.passes.lstm_peepholes`): OpenVINO computes the LSTM op as if they
+    were not there. After constant folding, which makes the weights constants."""
+    pipeline = default_pipeline(shapes)
+    pipeline.loop.insert(1, PeepholeLSTMToScanPass())
+    return pipeline
+
+
 PIPELINES: dict[str, Callable[[dict[str, tuple[int, ...]]], Pipeline]] = {
     "default": default_pipeline,
-    "openvino": default_pipeline,
+    "openvino": openvino_pipeline,
     "onnxruntime": default_pipeline,
     "tflite": tflite_pipeline,
     "tensorrt": default_pipeline,

@@ -87,7 +87,7 @@ def test_each_run_returns_arrays_of_its_own(tiny_conv, tmp_path):
     assert not np.array_equal(runner.run({"x": -a})["probs"], kept["probs"])
 
 
-def _lstm(tmp_path, peepholes):
+def _lstm(tmp_path, peepholes, **attributes):
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -96,7 +96,8 @@ def _lstm(tmp_path, peepholes):
     inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, name)
              for name, shape in (("W", (1, 16, 8)), ("R", (1, 16, 4)), ("B", (1, 32)))]
     inits.append(numpy_helper.from_array(rng.standard_normal((1, 12)).astype(np.float32) * peepholes, "P"))
-    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "", "", "P"], ["y"], hidden_size=4, name="lstm")
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "", "", "P"], ["y"], hidden_size=4, name="lstm",
+                            **attributes)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [20, 1, 8])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [20, 1, 1, 4])], inits)
     path = tmp_path / f"lstm{peepholes}.onnx"
@@ -104,15 +105,20 @@ def _lstm(tmp_path, peepholes):
     return path
 
 
-def test_an_lstm_with_peepholes_is_refused_by_name(tmp_path):
+def test_an_lstm_with_peepholes_runs_as_a_scan_of_its_cell(tmp_path):
     """OpenVINO converts an LSTM's peephole weights yet computes without them (a madmom
-    beat tracker validated to cosine 0.125, reported only as a missed budget): the check
-    names the node; all-zero peepholes are no peepholes and build."""
+    beat tracker validated to cosine 0.125): the host pipeline writes such an LSTM as a
+    Scan of its cell, which OpenVINO computes exactly; one it cannot rewrite (here with
+    ``clip``) is refused by name, and all-zero peepholes are no peepholes and stay an LSTM."""
     import pytest
 
     from deploycomp.errors import UnsupportedError
 
+    built = deploycomp.build(_lstm(tmp_path, 1.0), tmp_path / "a", precision="fp32")
+    assert built.manifest["validation"]["outputs"]["y"]["cosine"] > 0.99999
+    assert any(p["name"] == "PeepholeLSTMToScanPass" and p["modified"] for p in built.manifest["passes"])
     with pytest.raises(UnsupportedError, match="LSTM with peephole weights.*computes as if they were not there"):
-        deploycomp.build(_lstm(tmp_path, 1.0), tmp_path / "a")
-    runner = deploycomp.build(_lstm(tmp_path, 0.0), tmp_path / "b", precision="fp32")
+        deploycomp.build(_lstm(tmp_path, 1.0, clip=5.0), tmp_path / "b")
+    runner = deploycomp.build(_lstm(tmp_path, 0.0), tmp_path / "c", precision="fp32")
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] > 0.9999
+    assert not any(p["name"] == "PeepholeLSTMToScanPass" and p["modified"] for p in runner.manifest["passes"])
