@@ -72,9 +72,10 @@ def _informative(r: np.ndarray, scale: float) -> bool:
     return peak >= QUIET * scale and high - low > 1e-6 * max(peak, 1e-30)
 
 
-def _peak(a: np.ndarray) -> float:
-    """The largest finite magnitude in ``a`` (0 when it has none)."""
-    if a.size and all_finite(a):
+def _peak(a: np.ndarray, finite: bool | None = None) -> float:
+    """The largest finite magnitude in ``a`` (0 when it has none); ``finite``: whether
+    every value is, where the caller knows already."""
+    if a.size and (all_finite(a) if finite is None else finite):
         return max(abs(float(a.max())), abs(float(a.min())))
     values = a[np.isfinite(a)]
     return float(np.abs(values).max()) if values.size else 0.0
@@ -235,7 +236,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                                                   for r, g in pairs)}
             continue
         finite = [True if all_finite(r) else np.isfinite(r) for r, _ in pairs]  # a mask only where needed
-        scale = scales[name] if scales is not None and name in scales else _scale([r for r, _ in pairs])
+        scale = (scales[name] if scales is not None and name in scales
+                 else max((_peak(r, f is True) for (r, _), f in zip(pairs, finite)), default=0.0))
         cos_all, cos, quiet, max_abs, top1, nonfinite = [], [], [], [], [], 0
         for (r, g), f in zip(pairs, finite):
             if f is True and all_finite(g):  # the common case: float64 sums, no copies (a search compares often)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import replace_value
+
 __all__ = ["VariadicOpsPass"]
 
 BINARY = {"Sum": "Add", "Mean": "Add", "Max": "Max", "Min": "Min"}
@@ -52,9 +54,7 @@ def _expand(node: ir.Node) -> None:
         step = ir.node("Identity", [acc], name=f"{base}_single")
         new.append(step)
         acc = step.outputs[0]
-    acc.name, acc.type, acc.shape = None, out.type, out.shape
+    acc.type, acc.shape = out.type, out.shape
     graph.insert_after(node, new)
-    ir.convenience.replace_all_uses_with(out, acc, replace_graph_outputs=True)
-    name = out.name
+    replace_value(out, acc, "__variadic")
     graph.remove(node, safe=True)
-    acc.name = name
