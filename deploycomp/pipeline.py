@@ -1015,8 +1015,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                                   f"aimed at cosine {search_fidelity.min_cosine:.4f}")
 
     # ``earlier``: the choice the other range method replaced (result, info, validation
-    # cosine, where its trials start); ``trials_from``: where the current choice's start
-    state = {"info": info, "searched": False, "alternated": False, "earlier": None, "trials_from": 0}
+    # cosine, its trials' span); ``trials``: the span of ``trials`` the current choice's search made
+    state = {"info": info, "searched": False, "alternated": False, "earlier": None, "trials": (0, None)}
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
         """What to try when the validation inputs missed the budget that the judged inputs
@@ -1049,9 +1049,10 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         if result.alternative is not None and not state["alternated"]:
             state["alternated"] = True
             opts.progress("int8 search, other ranges")
-            start, earlier = len(trials), (result, current, validation_cos, state["trials_from"])
+            start = len(trials)
+            earlier = (result, current, validation_cos, (state["trials"][0], start))
             if (other := result.alternative(meets_budget)) is not None:
-                state["earlier"], state["trials_from"], result = earlier, start, other
+                state["earlier"], state["trials"], result = earlier, (start, None), other
                 model, again = record(result)
                 again["range_alternative"] = {"rejected": ranges_label(current),
                                               "validation_min_cosine": round(validation_cos, 6),
@@ -1066,12 +1067,12 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         if (earlier := state["earlier"]) is not None and earlier[2] > validation_cos:
             # the other ranges validated worse: the stricter search continues the first choice
             other = {"ranges": ranges_label(current), "validation_min_cosine": round(validation_cos, 6)}
-            result, current, validation_cos, state["trials_from"] = earlier
+            result, current, validation_cos, state["trials"] = earlier
             current = current | {"range_alternative_validated_worse": other}
         if state["searched"] or result.stricter is None:
             return None
         state["searched"] = True
-        met = [t for t in trials[state["trials_from"]:]  # the static choice's judged cosine
+        met = [t for t in trials[slice(*state["trials"])]  # the static choice's judged cosine
                if t["met"] and not t.get("dynamic_layers")]
         judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
         new = stricter_margin(limit["margin"], fidelity.min_cosine, judged_cos, validation_cos)
