@@ -298,8 +298,11 @@ def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
         lo.emit("ADD", [lo.input(data, identity(rank)), summed], [lo.output(node.outputs[0], identity(rank))],
                 lo.w.options("Add", fusedActivationFunction=0))
         return
+    if reduction in _SEGMENT:
+        _scatter_by_segments(lo, node, dims, axis, reduction)
+        return
     if reduction != "none":
-        raise UnsupportedError(f"tflite: {node.op_type} with reduction {reduction!r} (add and none lower)")
+        raise UnsupportedError(f"tflite: {node.op_type} with reduction {reduction!r}")
     idx = _const_input(lo, node, 1, "indices")
     grid = np.indices(idx.shape, dtype=np.int32)
     grid[axis] = np.mod(idx, dims[axis])
@@ -311,6 +314,76 @@ def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
             [scattered])
     lo.emit("SELECT_V2", [lo.constant("scatter/mask", mask), scattered, lo.input(data, identity(rank))],
             [lo.output(node.outputs[0], identity(rank))])
+
+
+_SEGMENT = {"max": ("UNSORTED_SEGMENT_MAX", "MAXIMUM"), "min": ("UNSORTED_SEGMENT_MIN", "MINIMUM"),
+            "mul": ("UNSORTED_SEGMENT_PROD", "MUL")}
+"""ScatterElements reductions as (TFLite's per-segment reduction, how it meets the data)."""
+
+
+def _flat_positions(lo: Lowering, indices: ir.Value, dims: tuple[int, ...], axis: int) -> int:
+    """Each element of ``indices``, flattened, as the flat position in the data it points
+    at (int32): a constant of the element's own position along the other axes, plus the
+    (wrapped) index times the stride of ``axis``."""
+    shape, rank = lo.shape(indices), len(dims)
+    strides = [int(np.prod(dims[a + 1:], dtype=np.int64)) for a in range(rank)]
+    grid = np.indices(shape, dtype=np.int64)
+    base = sum((grid[a] * strides[a] for a in range(rank) if a != axis), np.zeros(shape, np.int64)).reshape(-1)
+    given = lo.const(indices)
+    if given is not None:
+        flat = base + np.mod(given, dims[axis]).reshape(-1).astype(np.int64) * strides[axis]
+        return lo.constant("scatter/positions", flat.astype(np.int32))
+    wrapped = _wrapped_indices(lo, indices, dims[axis])
+    count = int(np.prod(shape, dtype=np.int64))
+    column = lo.temp(f"{indices.name}/flat", (count,), lo.w.dtype(wrapped))
+    lo.emit("RESHAPE", [wrapped, lo.int32([count])], [column], lo.w.options("Reshape", newShape=[count]))
+    if lo.w.dtype(column) != "int32":
+        cast = lo.temp(f"{indices.name}/flat_i32", (count,), np.int32)
+        lo.emit("CAST", [column], [cast])
+        column = cast
+    scaled = lo.temp(f"{indices.name}/scaled", (count,), np.int32)
+    lo.emit("MUL", [column, lo.constant("scatter/stride", np.asarray([strides[axis]], np.int32))], [scaled],
+            lo.w.options("Mul", fusedActivationFunction=0))
+    positions = lo.temp(f"{indices.name}/positions", (count,), np.int32)
+    lo.emit("ADD", [scaled, lo.constant("scatter/base", base.astype(np.int32))], [positions],
+            lo.w.options("Add", fusedActivationFunction=0))
+    return positions
+
+
+def _scatter_by_segments(lo: Lowering, node: ir.Node, dims: tuple[int, ...], axis: int, reduction: str) -> None:
+    """``reduction`` max, min or mul (a graph network's pooling of messages, indices
+    computed at run time): the updates reduced per flat data position (TFLite's
+    UNSORTED_SEGMENT_*), then met with the data. A position no update reaches gets the
+    reduction's identity from TFLite (the lowest float for max, 1 for mul), and for max
+    and min the data is taken there outright (a -inf in the data stays -inf)."""
+    data, indices, updates = node.inputs[:3]
+    rank, size = len(dims), int(np.prod(dims, dtype=np.int64))
+    segment_op, meet = _SEGMENT[reduction]
+    positions = _flat_positions(lo, indices, dims, axis)
+    count = lo.w.shape(positions)[0]
+    dtype = lo.dtype(data)
+    flat_updates = lo.temp(f"{node.outputs[0].name}/updates", (count,), dtype)
+    lo.emit("RESHAPE", [lo.input(updates, identity(len(lo.shape(updates)))), lo.int32([count])], [flat_updates],
+            lo.w.options("Reshape", newShape=[count]))
+    reduced = lo.temp(f"{node.outputs[0].name}/reduced", (size,), dtype)
+    lo.emit(segment_op, [flat_updates, positions, lo.int32([size])], [reduced])
+    shaped = lo.temp(f"{node.outputs[0].name}/reduced_shaped", dims, dtype)
+    lo.emit("RESHAPE", [reduced, lo.int32(dims)], [shaped], lo.w.options("Reshape", newShape=list(dims)))
+    source, out = lo.input(data, identity(rank)), lo.output(node.outputs[0], identity(rank))
+    options = lo.w.options("Mul", fusedActivationFunction=0) if meet == "MUL" else None
+    if reduction == "mul":
+        lo.emit(meet, [source, shaped], [out], options)
+        return
+    met = lo.temp(f"{node.outputs[0].name}/met", dims, dtype)
+    lo.emit(meet, [source, shaped], [met])
+    hits = lo.temp(f"{node.outputs[0].name}/hits", (size,), dtype)
+    lo.emit("UNSORTED_SEGMENT_SUM", [lo.constant("scatter/ones", np.ones(count, dtype)), positions, lo.int32([size])],
+            [hits])
+    hit = lo.temp(f"{node.outputs[0].name}/hit", (size,), np.bool_)
+    lo.emit("GREATER", [hits, lo.constant("scatter/zero", np.zeros((), dtype))], [hit])
+    hit_shaped = lo.temp(f"{node.outputs[0].name}/hit_shaped", dims, np.bool_)
+    lo.emit("RESHAPE", [hit, lo.int32(dims)], [hit_shaped], lo.w.options("Reshape", newShape=list(dims)))
+    lo.emit("SELECT_V2", [hit_shaped, met, source], [out])
 
 
 @lowers("Expand")

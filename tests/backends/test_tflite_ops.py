@@ -381,3 +381,28 @@ def test_scatter_add_with_indices_computed_at_run_time(tmp_path, precision):
     info = check(tmp_path, model_from_text(text), {"nodes": (5, 4), "targets": (7, 4), "messages": (7, 4)},
                  precision, feeds=feeds)
     assert "SCATTER_ND" in info["ops"]
+
+
+@pytest.mark.parametrize("reduction", ["max", "min", "mul"])
+@pytest.mark.parametrize("given", ["at run time", "constant"])
+def test_scatter_max_min_and_mul_reduce_per_target(tmp_path, reduction, given):
+    """A graph network's pooling (minimol's scatter-max): the messages reduced per target
+    node and met with the node's own value; a node no edge reaches keeps its value, a -inf
+    included (pooled max over a node with no edges); repeats, a negative index, axis 1."""
+    text = f"""{G} g (float[4, 5] nodes, int64[4, 7] targets, float[4, 7] messages) => (float[4, 5] y)
+    {{ y = ScatterElements <axis = 1, reduction = "{reduction}"> (nodes, targets, messages) }}"""
+    rng = np.random.default_rng(1)
+    targets = np.repeat(np.array([0, 2, 2, 4, 4, 4, -1])[None, :], 4, axis=0)  # node 1 and 3: no edge
+    targets[1] = [1, 1, 0, 0, 2, 3, 4]  # rows differ too
+    nodes = rng.standard_normal((4, 5)).astype(np.float32)
+    nodes[0, 1] = -np.inf
+    feeds = {"nodes": nodes, "targets": targets, "messages": rng.standard_normal((4, 7)).astype(np.float32)}
+    shapes = {"nodes": (4, 5), "targets": (4, 7), "messages": (4, 7)}
+    model = model_from_text(text)
+    if given == "constant":
+        model = model_from_text(text.replace("int64[4, 7] targets, ", ""), targets=targets)
+        feeds.pop("targets")
+        shapes.pop("targets")
+    info = check(tmp_path, model, shapes, "fp32", feeds=feeds, atol=1e-6)  # (the -inf would make the default inf)
+    assert {"max": "UNSORTED_SEGMENT_MAX", "min": "UNSORTED_SEGMENT_MIN", "mul": "UNSORTED_SEGMENT_PROD"}[reduction] \
+        in info["ops"]
