@@ -259,7 +259,7 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
                 raise InputDataError(f"--freeze {name}: {arr.size} value(s) for an input of shape {list(v.shape)}")
             arr = arr.reshape(tuple(v.shape))
         model.graph.inputs.remove(v)
-        v.const_value = ir.Tensor(np.ascontiguousarray(arr), name=name)
+        v.const_value = ir.Tensor(np.require(arr, requirements="C"), name=name)  # (ascontiguousarray: ndim >= 1)
         model.graph.register_initializer(v)
         frozen[name] = arr
     return frozen

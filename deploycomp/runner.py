@@ -51,7 +51,7 @@ class BundleRunner:
             arr = np.asarray(feeds[name])
             if list(arr.shape) != spec["shape"]:
                 raise InputDataError(f"input '{name}': shape {list(arr.shape)} given, the bundle was built for {spec['shape']}")
-            prepared[name] = np.ascontiguousarray(arr.astype(spec["dtype"], copy=False))
+            prepared[name] = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
         return prepared
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -301,7 +301,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
         elif arr.ndim == len(shape) and tuple(arr.shape[1:]) == shape[1:] and arr.shape[0] % shape[0] == 0:
             chunks = [arr[i : i + shape[0]] for i in range(0, arr.shape[0], shape[0])]
         elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
-            chunks = list(arr)
+            chunks = [np.asarray(a) for a in arr]  # (a scalar input's samples as 0-d arrays, not numpy scalars)
         else:
             raise InputDataError(
                 f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)}, "

@@ -301,6 +301,28 @@ def test_freeze_turns_an_input_into_a_constant_and_its_branch_folds(tmp_path):
         deploycomp.build(path, tmp_path / "c", freeze={"speed": 1})
 
 
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_a_scalar_input_is_read_fed_and_frozen_as_a_scalar(tmp_path, target):
+    """A rank-0 input (a sample rate, a mode): its samples stacked in an .npz are 0-d
+    arrays, not numpy scalars ONNX Runtime refuses (every target failed with an internal
+    error), the bundle runs on a Python int, and a frozen one stays rank 0 (it became
+    shape [1], and shape inference failed on Silero VAD's ``sr``)."""
+    from tests.conftest import write_text_model
+    from deploycomp.ir import load_model
+    from deploycomp.pipeline import freeze_inputs
+
+    path = write_text_model(tmp_path / "m.onnx", IF_ON_MODE)
+    x = np.random.default_rng(0).standard_normal((4, 1, 4)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", x=x, mode=np.array([1, 0, 1, 0], np.int64))
+    runner = deploycomp.build(path, tmp_path / "b", target=target, validation_data=tmp_path / "val.npz")
+    assert runner.manifest["validation"]["ok"] and runner.manifest["validation"]["data"]["samples"] == 4
+    for mode, want in ((1, np.maximum(x[0], 0)), (0, -x[0])):
+        np.testing.assert_allclose(runner.run({"x": x[0], "mode": mode})["y"], want, rtol=1e-6)
+    model = load_model(path).model
+    freeze_inputs(model, {"mode": 1})
+    assert model.graph.initializers["mode"].const_value.numpy().shape == ()
+
+
 def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_model(tiny_conv, tmp_path):
     """OpenVINO at fp32 on the unmodified file is the second opinion of a float miss: where
     it matches ONNX Runtime, the build changed the outputs; where it misses as the bundle

@@ -174,7 +174,7 @@ class OpenVINORunner:
         # share_outputs=False: the outputs are copied out of the request's buffers already
         # (the next run reuses those); a second copy cost 2.3 s of a build whose outputs
         # hold 19 M values (LORE)
-        results = self.request.infer({name: np.ascontiguousarray(feeds[name]) for name in self.input_names},
+        results = self.request.infer({name: np.require(feeds[name], requirements="C") for name in self.input_names},
                                      share_outputs=False)
         return {name: np.asarray(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 

@@ -72,7 +72,7 @@ class TFLiteRunner:
             if detail["dtype"] == np.int8:  # full-integer I/O: quantize as the model's first Quantize did
                 scale, zero = detail["quantization"]
                 data = np.clip(np.round(data / scale) + zero, -128, 127)
-            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(data.astype(detail["dtype"], copy=False)))
+            self.interpreter.set_tensor(detail["index"], np.require(data.astype(detail["dtype"], copy=False), requirements="C"))
         self.interpreter.invoke()
         out = {}
         for name, detail in self.outputs.items():

@@ -130,4 +130,4 @@ def _make_contiguous(graph: ir.Graph) -> None:
         if isinstance(tensor, ir.Tensor):
             arr = tensor.numpy()
             if not arr.flags["C_CONTIGUOUS"]:
-                value.const_value = ir.Tensor(np.ascontiguousarray(arr), name=tensor.name)
+                value.const_value = ir.Tensor(np.require(arr, requirements="C"), name=tensor.name)  # 0-d stays 0-d

@@ -79,7 +79,7 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
         else:
             raise InputDataError(f"{path}: {what} must be .npz, .npy or a folder of images")
     else:
-        samples = [dict(s) for s in source]
+        samples = [{k: np.asarray(v) for k, v in s.items()} for s in source]  # (a float for a scalar input)
         for i, s in enumerate(samples):
             missing = [n for n in shapes if n not in s]
             if missing:
