@@ -74,6 +74,14 @@ def main(ctx: click.Context, verbose: int) -> None:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for library in QUIET_LIBRARIES:  # their warnings are about steps the build checks anyway; -v shows them
+        logging.getLogger(library).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+QUIET_LIBRARIES = ("onnx_ir", "onnxscript")
+"""Loggers held to errors without ``-v``: onnx-ir's shape inference logs a failure (the
+model left unchanged, which the build's validation judges anyway) as a warning with a
+whole traceback, and onnxscript's optimizer its skipped folds."""
 
 
 class _PassProgress(logging.Handler):

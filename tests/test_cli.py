@@ -112,6 +112,25 @@ def test_verbose_shows_traceback(tmp_path):
     assert stderr.rstrip().splitlines()[-1].startswith("deploycomp: error: ")
 
 
+def test_library_warnings_stay_quiet_without_verbose(tmp_path):
+    """A file whose declared shapes contradict its weights (a value_info of rank 0 for a
+    [4] initializer): onnx-ir's shape inference logs a warning with a whole traceback and
+    leaves the model as it was; the build goes on and validates. Only ``-v`` shows it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", 1, [1, 4])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4])],
+                              [numpy_helper.from_array(np.ones(4, np.float32), "w")],
+                              value_info=[helper.make_tensor_value_info("w", 1, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    rc, _, stderr = cli("build", tmp_path / "m.onnx", "--out", tmp_path / "o")
+    assert rc == 0 and "Traceback" not in stderr and "onnx_ir" not in stderr, stderr
+    rc, _, stderr = cli("-v", "build", tmp_path / "m.onnx", "--out", tmp_path / "v")
+    assert rc == 0 and "Shape inference failed" in stderr
+
+
 def test_targets_listing_and_show():
     rc, stdout, _ = cli("targets")
     assert rc == 0
