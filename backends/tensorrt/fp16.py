@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 
 __all__ = ["KEEP_FP32", "simulate_fp16", "to_fp16"]
@@ -59,7 +60,12 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     """A converted copy of ``model`` (the argument is not modified); the producers and
     readers of ``fp32_tensors`` stay fp32."""
     model = ir.from_proto(ir.to_proto(model))
+    # a float16 model (inputs, weights, outputs) is typed from its float32 form, its
+    # interface still float16: the conversion below assumes float32 everywhere, and its
+    # fp16 reference then met float16 inputs and float32 weights in one Conv
+    Float16ToFloat32Pass()(model)
     graph = model.graph
+    interface_half = {i for i, v in enumerate(graph.outputs) if v.dtype == HALF}  # the model's own float16 outputs
     hot = set(fp32_tensors)
     fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
@@ -86,6 +92,8 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
 
     for node in list(graph):
         runs_half = node.op_type not in keep_fp32 and node.domain in ("", "ai.onnx") and id(node) not in fp32_nodes
+        if node.op_type == "Cast":  # reads any type: a Cast in front would only add one
+            continue
         for i, value in enumerate(node.inputs):
             if value is None or value.dtype not in (FLOAT, HALF):
                 continue
@@ -102,7 +110,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     for node in list(graph):
         _captures_fp32(node, graph, cast)
     for i, value in enumerate(list(graph.outputs)):
-        if value.dtype == HALF:
+        if value.dtype == HALF and i not in interface_half:
             name = value.name
             value.name = f"{name}__fp16"
             if (name, FLOAT) in casts:  # a reader kept fp32 has it cast back already: that Cast's is the output
@@ -136,6 +144,8 @@ def simulate_fp16(typed: ir.Model) -> ir.Model:
             value.const_value = ir.tensor(value.const_value.numpy().astype(np.float32), name=value.name)
             value.type = ir.TensorType(FLOAT)
     for node in list(graph):
+        if node.op_type == "Cast" and node.outputs[0].is_graph_output() and node.outputs[0].dtype == HALF:
+            continue  # a float16 model's own float16 output (its interface, not a rounding)
         if node.op_type == "Cast" and node.attributes.get("to") is not None and node.attributes["to"].value == HALF:
             node.attributes["to"] = ir.AttrInt64("to", FLOAT)
         for out in node.outputs:

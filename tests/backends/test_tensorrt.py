@@ -72,6 +72,30 @@ def test_an_output_also_read_by_an_fp32_op_is_cast_back_once():
         np.testing.assert_allclose(g, w, rtol=2e-2, atol=2e-2)
 
 
+def test_a_float16_model_is_typed_from_its_float32_form_behind_its_float16_interface():
+    """A model exported in float16 (inputs, weights, outputs): typed as an fp32 one would
+    be, its interface still float16, and its fp16 reference runs (it met float16 inputs
+    and float32 weights in one Conv: an internal error on every fp16 Jetson build)."""
+    from deploycomp.backends.tensorrt.fp16 import simulate_fp16
+
+    text = """<ir_version: 8, opset_import: ["" : 17]> g (float16[1, 3, 8, 8] x, float16[4, 3, 3, 3] w)
+              => (float16[1, 4, 6, 6] y)
+    { c = Conv (x, w)
+      y = Softmax <axis = 1> (c) }"""
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(
+        model_from_text(text, w=R.standard_normal((4, 3, 3, 3)).astype(np.float16))))  # typed, as the optimizer leaves it
+    half = to_fp16(model)
+    assert [v.dtype for v in (*half.graph.inputs, *half.graph.outputs)] == [ir.DataType.FLOAT16] * 2
+    assert [n.op_type for n in half.graph].count("Cast") == 4  # x to f32 (the widening), to f16; back; y to f16
+    assert next(n for n in half.graph if n.op_type == "Softmax").outputs[0].dtype == ir.DataType.FLOAT  # kept fp32
+    x = R.standard_normal((1, 3, 8, 8)).astype(np.float16)
+    want = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    for typed in (half, simulate_fp16(half)):
+        got = ort.InferenceSession(ir.to_proto(typed).SerializeToString()).run(None, {"x": x})[0]
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-3)
+
+
 @pytest.mark.parametrize("passes", [True, False])
 def test_fp16_graph_gives_control_flow_the_fp32_tensors_it_reads_by_name(passes):
     """An ``If`` stays fp32; its branches read main-graph tensors by name (the wake-word
