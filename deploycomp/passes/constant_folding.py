@@ -36,7 +36,25 @@ MAX_INPUT_ELEMENTS = 8192
 """Constant inputs above this size are folded through only by layout ops (Transpose,
 Unsqueeze, ...) and only when this node is their sole consumer: otherwise the folded
 copy would sit in the file next to the original (Silero VAD's LSTM weights, read by
-both an Unsqueeze and the LSTM, grew the model by 40% before this limit)."""
+both an Unsqueeze and the LSTM, grew the model by 40% before this limit); and by the
+:data:`SMALL_RESULT_OPS` into a result of at most this size."""
+
+
+SMALL_RESULT_OPS = frozenset({"MatMul", "Gemm", "Gather", "Slice", "ReduceSum", "ReduceMean", "ReduceMax",
+                              "ReduceMin", "ReduceL2"})
+"""Ops (numpy-fast in the reference evaluator) folded through a large constant input when
+their result is small: no copy of the large input lands in the file, and an unrolled
+LSTM's first step, ``Gemm(zeros, W_hh, b)`` on its constant initial state with ``W_hh``
+shared by every step, stays computed otherwise (OpenVINO 2026.4's f32 CPU compile then
+failed on its int8 form: "Check 'm_element_type.is_static()' failed")."""
+
+
+def _small_result_of_large_inputs(node: ir.Node) -> bool:
+    out = node.outputs[0] if len(node.outputs) == 1 else None
+    if out is None or out.shape is None or not out.shape.is_static():
+        return False
+    sizes = [v.const_value.size for v in node.inputs if v is not None and v.const_value is not None]
+    return bool(sizes) and max(sizes) > MAX_INPUT_ELEMENTS >= int(np.prod(out.shape.numpy(), dtype=np.int64))
 
 
 class ConstantFoldingPass(ir.passes.InPlacePass):
@@ -44,6 +62,10 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
         self.max_folded_elements = max_folded_elements
 
     def _should_fold(self, node: ir.Node) -> bool | None:
+        """ConstantOfShape within the cap, and a node of :data:`SMALL_RESULT_OPS` whose
+        large constant inputs give a small result (None: onnxscript's own rules)."""
+        if node.domain in ("", "ai.onnx") and node.op_type in SMALL_RESULT_OPS:
+            return _small_result_of_large_inputs(node) or None
         if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
             return None
         shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None

@@ -95,3 +95,30 @@ def test_a_split_of_constants_folds_and_what_it_feeds_after_it(tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": x})[0], ref)
+
+
+UNROLLED_FIRST_STEP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 100] x) => (float[1, 400] y) {
+    shape = Constant<value = int64[2] {1, 100}>()
+    h0 = ConstantOfShape(shape)
+    g0 = Gemm<transB = 1>(h0, w, b)
+    g1 = Gemm<transB = 1>(x, w, b)
+    y = Add(g0, g1)
+}
+"""
+
+
+def test_a_large_constant_folds_into_a_small_result_without_a_copy(tmp_path):
+    """An unrolled LSTM's first step reads its zero initial state with the recurrent weight
+    every step shares (40 000 elements, above the input cap): the step folds to its
+    400-element result, the weight stays once for the other steps, outputs unchanged."""
+    from tests.passes._harness import model_from_text, optimize_and_compare
+
+    rng = np.random.default_rng(0)
+    model = model_from_text(UNROLLED_FIRST_STEP, w=rng.standard_normal((400, 100)).astype(np.float32),
+                            b=rng.standard_normal(400).astype(np.float32))
+    ops = optimize_and_compare(tmp_path, model, {"x": rng.standard_normal((1, 100)).astype(np.float32)})
+    assert ops["Gemm"] == 1
+    sizes = sorted(v.const_value.size for v in load_model(tmp_path / "after.onnx").model.graph.initializers.values())
+    assert sizes[-1] == 40000 and sizes.count(40000) == 1 and sum(sizes) <= 40000 + 2 * 400
