@@ -146,9 +146,14 @@ def _fold_multi_output(model: ir.Model, max_elements: int) -> bool:
 def _make_contiguous(graph: ir.Graph) -> None:
     """The reference evaluator can return strided views (Transpose, Unsqueeze of a
     transposed constant); serialisation and onnx-ir's initializer hashing need
-    C-contiguous data, so folded results are copied once here."""
+    C-contiguous data, so folded results are copied once here. And a folded value keeps
+    the shape the file declared for it, symbolic dims included (tf2onnx's ``unk__0``
+    on a BERT's reshaped weight: its Gemm's output had no static shape, and TFLite
+    refused it), so every initializer's shape is set to its tensor's."""
     for value in graph.initializers.values():
         tensor = value.const_value
+        if tensor is not None and (value.shape is None or tuple(value.shape) != tuple(tensor.shape)):
+            value.shape = ir.Shape(tensor.shape)
         if isinstance(tensor, ir.Tensor):
             arr = tensor.numpy()
             if not arr.flags["C_CONTIGUOUS"]:

@@ -122,3 +122,32 @@ def test_a_large_constant_folds_into_a_small_result_without_a_copy(tmp_path):
     assert ops["Gemm"] == 1
     sizes = sorted(v.const_value.size for v in load_model(tmp_path / "after.onnx").model.graph.initializers.values())
     assert sizes[-1] == 40000 and sizes.count(40000) == 1 and sum(sizes) <= 40000 + 2 * 400
+
+
+def test_a_folded_value_takes_its_tensor_s_shape_over_a_symbolic_inferred_one(tmp_path):
+    """tf2onnx reshapes a weight to a shape it computes from the weight's own ``Shape``:
+    shape inference can only say ``unk__0 x unk__1`` before folding; folded, the weight
+    is a 128 x 128 initializer, and so are the shapes downstream (a BERT's Gemm output
+    had none, and TFLite refused the model)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from deploycomp.passes import build_pipeline, run_passes
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["w5"], ["s"]),
+         helper.make_node("Gather", ["s", "axes"], ["tail"]),
+         helper.make_node("ReduceProd", ["tail"], ["cols"], keepdims=1),
+         helper.make_node("Concat", ["minus_one", "cols"], ["shape"], axis=0),
+         helper.make_node("Reshape", ["w5", "shape"], ["w"]),
+         helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", 1, ["n", 128])], [helper.make_tensor_value_info("y", 1, ["n", "m"])],
+        [numpy_helper.from_array(rng.standard_normal((1, 1, 128, 8, 16)).astype(np.float32), "w5"),
+         numpy_helper.from_array(np.array([3, 4], np.int64), "axes"),
+         numpy_helper.from_array(np.array([-1], np.int64), "minus_one")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (2, 128)}))
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    assert tuple(gemm.inputs[1].shape) == (128, 128) and tuple(gemm.outputs[0].shape) == (2, 128)
