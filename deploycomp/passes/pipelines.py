@@ -25,6 +25,7 @@ from onnx_ir.passes.common import (
 )
 
 from deploycomp.passes.constant_folding import ConstantFoldingPass
+from deploycomp.passes.contrib_ops import ContribOpsToCorePass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
@@ -54,6 +55,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             IntegerOpsToFloatPass(),
             MLOpsToCorePass(),
+            ContribOpsToCorePass(),
             WeightFoldingPass(),
             VariadicOpsPass(),
             ScalarIfConditionPass(),
