@@ -147,9 +147,103 @@ def _fusedmatmul(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
     return [e("Mul", y, e.const(alpha)) if alpha != 1.0 else y]
 
 
+def _int64(e: _Emit, values) -> ir.Value:
+    return e.const(np.asarray(values, np.int64), np.int64)
+
+
+def _attention(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
+    """Self-attention of one fused QKV projection: ``softmax(q k^T scale + mask) v`` per
+    head. Without past state, relative position bias or rotary embedding (those stay)."""
+    ins, attrs = _inputs(node), node.attributes
+    x, w, b, mask = ins[:4]
+    if any(v is not None for v in ins[4:8]) or any(v is not None and v.uses() for v in list(node.outputs)[1:]):
+        return None
+    if attrs.get_int("do_rotary", 0) or attrs.get_int("past_present_share_buffer", 0):
+        return None
+    sizes = list(attrs.get_ints("qkv_hidden_sizes", ()) or ())
+    if w is None or w.shape is None or len(w.shape) != 2 or not isinstance(w.shape[1], int):
+        return None
+    hidden = w.shape[1] // 3
+    if (sizes and len(set(sizes)) != 1) or w.shape[1] != 3 * hidden:
+        return None
+    if mask is not None and (mask.shape is None or len(mask.shape) not in (1, 2)):
+        return None
+    heads = attrs.get_int("num_heads")
+    head = hidden // heads
+    filter_value = attrs.get_float("mask_filter_value", -10000.0)
+    scale = attrs.get_float("scale", 1.0 / math.sqrt(head))
+    qkv = e("MatMul", x, w)
+    if b is not None:
+        qkv = e("Add", qkv, b)
+    q, k, v = (e("Slice", qkv, _int64(e, [i * hidden]), _int64(e, [(i + 1) * hidden]), _int64(e, [-1]))
+               for i in range(3))
+    split = _int64(e, [0, 0, heads, head])
+    q = e("Transpose", e("Reshape", q, split), perm=[0, 2, 1, 3])
+    k = e("Transpose", e("Reshape", k, split), perm=[0, 2, 3, 1])
+    v = e("Transpose", e("Reshape", v, split), perm=[0, 2, 1, 3])
+    scores = e("Mul", e("MatMul", q, k), e.const(scale))
+    # the sequence length as computed (the input's shape may be known only after this
+    # rewrite's neighbours are; constant folding makes these constants once it is)
+    seq = e("Slice", e("Shape", x), _int64(e, [1]), _int64(e, [2]))
+    if mask is not None:
+        if len(mask.shape) == 1:  # each sequence's length: the positions past it are padding
+            positions = e("Range", _int64(e, 0), e("Squeeze", seq, _int64(e, [0])), _int64(e, 1))
+            keep = e("Less", e("Unsqueeze", positions, _int64(e, [0])),
+                     e("Unsqueeze", e("Cast", mask, to=7), _int64(e, [1])))
+        else:  # 1 where a key is attended, 0 where it is masked
+            keep = mask
+        keep = e("Cast", keep, to=ir.DataType.from_numpy(np.dtype(e.dtype)).value)
+        additive = e("Mul", e("Sub", e.const(1.0), keep), e.const(filter_value))
+        scores = e("Add", scores, e("Unsqueeze", additive, _int64(e, [1, 2])))
+    if attrs.get_int("unidirectional", 0):  # the keys after each query masked
+        ones = e("ConstantOfShape", e("Concat", seq, seq, axis=0), value=ir.tensor(np.ones(1, e.dtype)))
+        scores = e("Add", scores, e("Mul", e("Trilu", ones, _int64(e, 1), upper=1), e.const(filter_value)))
+    context = e("MatMul", e("Softmax", scores, axis=-1), v)
+    out = e("Reshape", e("Transpose", context, perm=[0, 2, 1, 3]), _int64(e, [0, 0, hidden]))
+    if x.shape is not None and len(x.shape) == 3:  # what shape inference cannot say of the fused op
+        out.shape, out.type = ir.Shape([x.shape[0], x.shape[1], hidden]), x.type
+    return [out]
+
+
+def _embedlayernormalization(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
+    """Word + position (+ segment) embeddings, then LayerNormalization; the mask's count of
+    attended tokens per sequence as ``mask_index``; and the sum before normalization."""
+    ins, attrs = _inputs(node), node.attributes
+    ids, segments, words, positions, segment_table, gamma, beta, mask = ins[:8]
+    position_ids = ins[8] if len(node.inputs) > 8 else None
+    if ids.shape is None or len(ids.shape) != 2 or not isinstance(ids.shape[1], int):
+        return None
+    used = [v is not None and (v.uses() or v.is_graph_output()) for v in (list(node.outputs) + [None] * 3)[:3]]
+    if attrs.get_int("mask_index_type", 1) != 1 or (used[1] and mask is None):
+        return None
+    e.dtype = words.dtype.numpy() if words.dtype is not None else e.dtype
+    total = e("Gather", words, ids)
+    if position_ids is not None:
+        where = position_ids
+    else:
+        where = _int64(e, np.arange(ids.shape[1])[None, :])
+    total = e("Add", total, e("Gather", positions, where))
+    if segments is not None and segment_table is not None:
+        total = e("Add", total, e("Gather", segment_table, segments))
+    norm = (total, gamma) if beta is None else (total, gamma, beta)
+    out = e("LayerNormalization", *norm, axis=-1, epsilon=attrs.get_float("epsilon", 1e-12))
+    if words.shape is not None and isinstance(words.shape[1], int):  # what shape inference cannot say of the fused op
+        out.shape = total.shape = ir.Shape([*ids.shape, words.shape[1]])
+        out.type = total.type = words.type
+    index = e("ReduceSum", e("Cast", mask, to=6), _int64(e, [1]), keepdims=0) if used[1] else None  # int32
+    if index is not None:
+        index.shape, index.type = ir.Shape([ids.shape[0]]), ir.TensorType(ir.DataType.INT32)
+    return [out, index, total]
+
+
+_SHAPE_OF_INPUT = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
+                             "SkipSimplifiedLayerNormalization"})
+"""Ops whose (first) output has their first input's shape."""
+
 _REWRITES = {"Gelu": _gelu, "BiasGelu": _biasgelu, "FastGelu": _fastgelu, "QuickGelu": _quickgelu,
              "BiasAdd": _biasadd, "SkipLayerNormalization": _skiplayernormalization,
-             "SkipSimplifiedLayerNormalization": _skipsimplifiedlayernormalization, "FusedMatMul": _fusedmatmul}
+             "SkipSimplifiedLayerNormalization": _skipsimplifiedlayernormalization, "FusedMatMul": _fusedmatmul,
+             "Attention": _attention, "EmbedLayerNormalization": _embedlayernormalization}
 
 
 class ContribOpsToCorePass(ir.passes.InPlacePass):
@@ -172,7 +266,10 @@ class ContribOpsToCorePass(ir.passes.InPlacePass):
             for out, new in zip(node.outputs, news):
                 if out is None or new is None:
                     continue
-                new.shape, new.type = out.shape, out.type
+                if out.shape is not None or new.shape is None:
+                    new.shape, new.type = out.shape, out.type
+                if new.shape is None and node.op_type in _SHAPE_OF_INPUT:  # shape inference knows no contrib op:
+                    new.shape, new.type = node.inputs[0].shape, node.inputs[0].type  # say what the next rewrite needs
                 replace_value(out, new, "__contrib")
             graph.remove(node, safe=True)
             modified = True
