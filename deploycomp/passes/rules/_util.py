@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["const", "exclusive_uses", "fresh_name", "keepdims", "opset", "reduce_axes", "static_shape"]
+__all__ = ["const", "exclusive_uses", "fresh_name", "initializer", "keepdims", "opset", "reduce_axes", "static_shape"]
 
 
 def const(value: ir.Value | None) -> np.ndarray | None:
@@ -29,6 +29,25 @@ def exclusive_uses(value: ir.Value, nodes: set[ir.Node]) -> bool:
 
 def fresh_name(base: ir.Value, suffix: str) -> str:
     return f"{base.name}__{suffix}"
+
+
+def initializer(op, graph: ir.Graph | None, name: str, array: np.ndarray) -> ir.Value:
+    """A rewrite's new constant named ``name``: the graph's own if it already holds that name
+    with the same contents (a weight shared by the layers of an unrolled decoder, each
+    rewritten alike), else a new one under a name the graph does not have. onnxscript
+    registers a rewrite's initializer over an existing one of the same name, and the first
+    rewrite's nodes then read a tensor the saved model no longer has (a g2p transformer's
+    LayerNorm scale: "not a graph input, initializer, or output of a previous node")."""
+    array = np.ascontiguousarray(array)
+    taken = graph.initializers if graph is not None else {}
+    existing = taken.get(name)
+    if (existing is not None and existing.const_value is not None and existing.dtype == ir.DataType.from_numpy(array.dtype)
+            and np.array_equal(existing.const_value.numpy(), array)):
+        return existing
+    unique, k = name, 1
+    while unique in taken:
+        unique, k = f"{name}_{k}", k + 1
+    return op.initializer(ir.tensor(array), name=unique)
 
 
 def reduce_axes(node: ir.Node) -> list[int] | None:

@@ -16,10 +16,9 @@ onnxscript's ``conv_affine`` rule covers scalars only; this one covers channels.
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, pattern
 
-from deploycomp.passes.rules._util import const, exclusive_uses, static_shape
+from deploycomp.passes.rules._util import const, exclusive_uses, initializer, static_shape
 
 __all__ = ["ConvAddFusion", "ConvMulFusion", "conv_affine_rules"]
 
@@ -66,8 +65,8 @@ class _ConvAffineBase(pattern.RewriteRuleClassBase):
         conv = conv_out.producer()
         return op.Conv(
             x,
-            op.initializer(ir.tensor(new_w), name=f"{w.name}__affine"),
-            op.initializer(ir.tensor(new_b), name=f"{w.name}__affine_bias"),
+            initializer(op, w.graph, f"{w.name}__affine", new_w),
+            initializer(op, w.graph, f"{w.name}__affine_bias", new_b),
             **conv.attributes,
         )
 

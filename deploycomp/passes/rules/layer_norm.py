@@ -15,10 +15,9 @@ the opset-18 form of ReduceMean, this rule reads the axes from either form.
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, pattern
 
-from deploycomp.passes.rules._util import const, keepdims, reduce_axes, static_shape
+from deploycomp.passes.rules._util import const, initializer, keepdims, reduce_axes, static_shape
 
 __all__ = ["layer_norm_rules"]
 
@@ -73,7 +72,7 @@ class _LayerNormBase(pattern.RewriteRuleClassBase):
 
     def _param(self, op, v, name: str, dtype):
         arr = np.broadcast_to(const(v), self._norm_shape).astype(dtype)
-        return op.initializer(ir.tensor(np.ascontiguousarray(arr)), name=f"{v.name}__ln_{name}")
+        return initializer(op, v.graph, f"{v.name}__ln_{name}", arr)
 
     def _emit(self, op, x, scale, bias):
         dtype = const(scale).dtype
@@ -112,9 +111,9 @@ class LayerNormBias(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, x, scale, bias, ln, **_):
         s = const(scale)
-        b = np.ascontiguousarray(np.broadcast_to(const(bias), s.shape).astype(s.dtype))
+        b = np.broadcast_to(const(bias), s.shape).astype(s.dtype)
         return op.LayerNormalization(
-            x, scale, op.initializer(ir.tensor(b), name=f"{bias.name}__ln_bias"), **ln.producer().attributes
+            x, scale, initializer(op, bias.graph, f"{bias.name}__ln_bias", b), **ln.producer().attributes
         )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, pattern
 
-from deploycomp.passes.rules._util import const, static_shape
+from deploycomp.passes.rules._util import const, initializer, static_shape
 
 __all__ = ["slice_rules"]
 
@@ -56,7 +56,7 @@ class SlicePairToSplit(pattern.RewriteRuleClassBase):
         return MatchResult()
 
     def rewrite(self, op, x, **_):
-        sizes = op.initializer(ir.tensor(np.array(self._sizes, np.int64)), name=f"{x.name}__split_sizes")
+        sizes = initializer(op, x.graph, f"{x.name}__split_sizes", np.array(self._sizes, np.int64))
         lo, hi = op.Split(x, sizes, axis=self._axis, _outputs=2)
         return (hi, lo) if self._swapped else (lo, hi)
 
