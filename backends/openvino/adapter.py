@@ -136,7 +136,10 @@ class OpenVINORunner:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
         self.request = self.compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        # every name a port carries: a graph input read straight by an op OpenVINO folds away
+        # (a Cast to the type it already has) can come back named after that op's output
+        # (a Keras CRNN's "image" as ".../Cast:0": every run failed with a KeyError)
+        self.input_names = [sorted(p.get_names()) for p in self.compiled.inputs]
         self.output_names = ([n for n in output_names] if output_names and len(output_names) == len(self.compiled.outputs)
                              else [p.get_any_name() for p in self.compiled.outputs])
         self.info = {
@@ -174,9 +177,17 @@ class OpenVINORunner:
         # share_outputs=False: the outputs are copied out of the request's buffers already
         # (the next run reuses those); a second copy cost 2.3 s of a build whose outputs
         # hold 19 M values (LORE)
-        results = self.request.infer({name: np.require(feeds[name], requirements="C") for name in self.input_names},
-                                     share_outputs=False)
+        results = self.request.infer({i: np.require(feeds[_fed(names, feeds)], requirements="C")
+                                      for i, names in enumerate(self.input_names)}, share_outputs=False)
         return {name: np.asarray(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+def _fed(names: list[str], feeds: Mapping[str, np.ndarray]) -> str:
+    """The one of an input port's names the caller fed."""
+    for name in names:
+        if name in feeds:
+            return name
+    raise KeyError(f"no input named {' or '.join(names)} given (given: {', '.join(sorted(feeds))})")
 
 
 _AUTO_NAME = re.compile(r"^(.*?)_\d+$")

@@ -122,3 +122,31 @@ def test_an_lstm_with_peepholes_runs_as_a_scan_of_its_cell(tmp_path):
     runner = deploycomp.build(_lstm(tmp_path, 0.0), tmp_path / "c", precision="fp32")
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] > 0.9999
     assert not any(p["name"] == "PeepholeLSTMToScanPass" and p["modified"] for p in runner.manifest["passes"])
+
+
+def test_an_input_port_with_two_names_is_fed_by_the_graph_input_s(tmp_path):
+    """OpenVINO folds a Convert that reads a graph input into the compiled input, whose port
+    then carries that Convert's output name too, and ``get_any_name`` may pick it (a Keras
+    CRNN's "image" came back as ".../Cast:0": every run failed with a KeyError). The
+    runner feeds a port by whichever of its names the caller gave."""
+    import numpy as np
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    from deploycomp.backends.openvino.adapter import OpenVINORunner
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["a/Cast:0"], to=T.FLOAT),
+         helper.make_node("Transpose", ["a/Cast:0"], ["t"], perm=[0, 3, 1, 2]),
+         helper.make_node("Conv", ["t", "w"], ["y"])],
+        "g", [helper.make_tensor_value_info("image", T.FLOAT, [1, 8, 8, 3])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")])
+    model = ov.Core().read_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                 .SerializeToString(), b"")
+    ov.save_model(model, tmp_path / "m.xml")
+    runner = OpenVINORunner(tmp_path / "m.xml", "CPU", "fp32", output_names=["y"])
+    assert sorted(runner.compiled.inputs[0].get_names()) == ["a/Cast:0", "image"]  # the case at hand
+    got = runner.run({"image": np.ones((1, 8, 8, 3), np.float32)})["y"]
+    np.testing.assert_allclose(got, np.full((1, 4, 6, 6), 27.0, np.float32))
