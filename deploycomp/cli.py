@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -35,8 +36,22 @@ def _fail(e: Exception, verbose: bool) -> None:
     e = environment_problem(e) or e
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
-    click.echo(f"deploycomp: {prefix}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+    click.echo(f"deploycomp: {prefix}: {one_line(str(e)) or type(e).__name__}", err=True)
     sys.exit(code)
+
+
+_SAYS_NOTHING = re.compile(r"^((Exception from )?\S+\.(cpp|cc|h|hpp):\d+:?|Check 'false' failed at .*|.*:)$")
+"""A line that only says where in a native library a message was raised, or heads the
+lines that say why (OpenVINO's ``Exception from src/inference/src/cpp/core.cpp:117:``,
+``Check 'false' failed at ...``, ``FrontEnd API failed with GeneralFailure:``)."""
+
+
+def one_line(message: str) -> str:
+    """A multi-line message in one line: its first line that says something (OpenVINO
+    puts source locations and headers before its reason, and the one-line error read
+    "Exception from src/inference/src/cpp/core.cpp:117:" and nothing else)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    return next((ln for ln in lines if not _SAYS_NOTHING.match(ln)), lines[0] if lines else "")
 
 
 class Terminated(KeyboardInterrupt):

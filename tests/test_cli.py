@@ -214,3 +214,17 @@ def test_diff_gates_a_worse_precision(tiny_conv, tmp_path):
     _one_line_error(stderr, "regression", "cosine[probs]")
     rc, _, _ = cli("diff", tmp_path / "main", tmp_path / "branch", "--max-regression", "cosine=0.5")
     assert rc == 0
+
+
+def test_a_native_library_s_multi_line_error_is_told_by_its_reason():
+    """OpenVINO's messages start with source locations and headers; the one-line error
+    showed only "Exception from src/inference/src/cpp/core.cpp:117:"."""
+    from deploycomp.cli import one_line
+
+    assert one_line("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/inference/src/dev/"
+                    "plugin.cpp:54:\nCheck 'm_element_type.is_static()' failed at src/inference/src/dev/make_tensor"
+                    ".cpp:58\n\n") == "Check 'm_element_type.is_static()' failed at src/inference/src/dev/make_tensor.cpp:58"
+    assert one_line("Check 'false' failed at src/frontends/common/src/frontend.cpp:47:\nFrontEnd API failed with "
+                    "GeneralFailure:\nInput tensor isn't found for node \"w\"") == "Input tensor isn't found for node \"w\""
+    assert one_line("model.onnx: not a valid ONNX model\ndetails") == "model.onnx: not a valid ONNX model"
+    assert one_line("only a header:") == "only a header:"
