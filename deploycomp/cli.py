@@ -427,24 +427,32 @@ def engine(bundle: Path, force: bool) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path), help=".npz with one array per input.")
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path),
+              help=".npz with one array per input: one sample, or several stacked as --validation-data takes them.")
 @click.option("--outputs", "outputs_path", type=click.Path(path_type=Path), help=".npz to write the outputs to.")
 @click.option("--no-verify", is_flag=True, help="Skip the artifacts' sha256 check against the manifest.")
 def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: bool) -> None:
-    """Run a bundle on inputs from an .npz (original model names and layout)."""
+    """Run a bundle on inputs from an .npz (original model names and layout). Several
+    samples (as ``build --validation-data`` takes them) give outputs joined the same way:
+    concatenated on the first axis, or stacked on a new one."""
     import numpy as np
 
-    from deploycomp.errors import InputDataError
     from deploycomp.runner import load
-    from deploycomp.sample_data import check_finite
+    from deploycomp.sample_data import load_npz_samples
 
     runner = load(bundle, verify=not no_verify)
-    if not inputs_path.is_file():
-        raise InputDataError(f"{inputs_path}: no such file")
-    with np.load(inputs_path, allow_pickle=False) as data:
-        feeds = {k: data[k] for k in data.files}
-    check_finite([feeds], str(inputs_path))
-    outputs = runner.run(feeds)
+    shapes = {n: tuple(spec["shape"]) for n, spec in runner.inputs.items()}
+    samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()})
+    results = [runner.run(feeds) for feeds in samples]
+    outputs = results[0]
+    if len(results) > 1:
+        name = next(iter(shapes))  # how the samples were joined: the outputs are joined so
+        loaded = np.load(inputs_path, allow_pickle=False)
+        first = loaded if isinstance(loaded, np.ndarray) else loaded[name]
+        stacked = first.ndim == len(shapes[name]) + 1
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+        outputs = {k: (np.stack if stacked else np.concatenate)([r[k] for r in results]) for k in outputs}
     if outputs_path:
         tmp = outputs_path.with_name(f".{outputs_path.name}.tmp.npz")
         np.savez(tmp, **outputs)

@@ -228,3 +228,25 @@ def test_a_native_library_s_multi_line_error_is_told_by_its_reason():
                     "GeneralFailure:\nInput tensor isn't found for node \"w\"") == "Input tensor isn't found for node \"w\""
     assert one_line("model.onnx: not a valid ONNX model\ndetails") == "model.onnx: not a valid ONNX model"
     assert one_line("only a header:") == "only a header:"
+
+
+def test_run_takes_several_samples_as_build_does(tiny_conv, tmp_path):
+    """``run`` on the stacked .npz ``build --validation-data`` takes (it refused anything but
+    one sample): outputs joined as the inputs were, each row what one sample gives."""
+    out = tmp_path / "bundle"
+    assert cli("build", tiny_conv, "--out", out, "--input", "x:1x3x16x16")[0] == 0
+    x = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
+    for name, arr, shape in (("cat.npz", x, [3, 4]), ("stack.npz", x[:, None], [3, 1, 4])):
+        np.savez(tmp_path / name, x=arr)
+        code, _, stderr = cli("run", out, "--inputs", tmp_path / name, "--outputs", tmp_path / f"out-{name}")
+        assert code == 0, stderr
+        with np.load(tmp_path / f"out-{name}") as got:
+            assert list(got["probs"].shape) == shape
+            code, _, _ = cli("run", out, "--inputs", _one(tmp_path, x[1:2]), "--outputs", tmp_path / "one.npz")
+            with np.load(tmp_path / "one.npz") as one:
+                np.testing.assert_allclose(got["probs"].reshape(3, 4)[1], one["probs"][0], rtol=1e-5)
+
+
+def _one(tmp_path, x):
+    np.savez(tmp_path / "single.npz", x=x)
+    return tmp_path / "single.npz"
