@@ -14,12 +14,20 @@ exactly as ONNX Runtime's contrib-op spec defines it:
   then ``LayerNormalization(s, gamma, beta)`` over the last axis (its fourth output is
   ``s``; the mean and inverse deviation outputs, training-only, stay unsupported);
 * ``SkipSimplifiedLayerNormalization``: the same ``s`` then ``s / sqrt(mean(s^2) + eps) gamma``;
-* ``FusedMatMul(a, b)``: ``alpha (a or a^T) @ (b or b^T)``, transposing the last two axes.
+* ``FusedMatMul(a, b)``: ``alpha (a or a^T) @ (b or b^T)``, transposing the last two axes;
+* ``Attention(x, W, b[, mask])``: ``q, k, v = x W + b`` split, per head
+  ``softmax(q k^T scale + mask) v``, the heads joined; the mask a 0/1 one (masked keys
+  get ``mask_filter_value``) or each sequence's length, ``unidirectional`` causal.
+  Without past state, relative position bias or rotary embedding;
+* ``EmbedLayerNormalization``: word + position (+ segment) embeddings, then
+  ``LayerNormalization``; its ``mask_index`` the count of attended tokens per sequence
+  (what the Attention after it reads as lengths).
 
 The GELU forms are written out with ``Erf`` / ``Tanh``, as exporters write them, so the
-optimizer's activation rules fuse them back into ``Gelu`` where the opset has it.
-Attention, EmbedLayerNormalization and the other fused subgraphs stay: a backend that
-cannot run them says so by name.
+optimizer's activation rules fuse them back into ``Gelu`` where the opset has it. What
+this leaves (past state, other fused subgraphs) a backend that cannot run says so by
+name. TFLite's and TensorRT's pipelines run this pass; OpenVINO runs these ops itself
+(:mod:`deploycomp.passes.pipelines`).
 """
 
 from __future__ import annotations
