@@ -15,6 +15,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import (
     CommonSubexpressionEliminationPass,
     DeduplicateHashedInitializersPass,
+    InlinePass,
     LiftConstantsToInitializersPass,
     NameFixPass,
     RemoveUnusedFunctionsPass,
@@ -50,6 +51,9 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """
     return Pipeline(
         prologue=[
+            # a model's local functions (a torch exporter's modules as functions) into the
+            # graph: no backend runs a call to one, and every pass sees their nodes
+            InlinePass(),
             FixInputShapesPass(shapes),
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
