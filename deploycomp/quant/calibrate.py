@@ -306,7 +306,7 @@ def _quiet_inputs(extremes: Mapping[str, tuple[float, float]], quietest: Mapping
                   spans: Mapping[str, list[float]], count: int, worst: int) -> dict:
     """The samples quieter than the calibration set (:data:`QUIET_STEPS`), per sample."""
     per_sample: dict[int, int] = {}
-    found = []
+    found = []  # (how much quieter than calibration, sample, tensor, record)
     for name, (lo, hi) in extremes.items():
         step = (max(hi, 0.0) - min(lo, 0.0)) / 255
         calibrated = quietest.get(name, 0.0)
@@ -315,8 +315,10 @@ def _quiet_inputs(extremes: Mapping[str, tuple[float, float]], quietest: Mapping
         for i, span in enumerate(spans[name]):
             if span < QUIET_STEPS * step and span * QUIET_FACTOR < calibrated:
                 per_sample[i] = per_sample.get(i, 0) + 1
-                found.append({"tensor": name, "sample": i, "steps": round(span / step, 3),
-                              "calibration_steps": round(calibrated / step, 1)})
-    found.sort(key=lambda q: (q["steps"] / q["calibration_steps"], q["sample"], q["tensor"]))
+                found.append((span / calibrated, i, name, {"tensor": name, "sample": i, "steps": round(span / step, 3),
+                                                          "calibration_steps": round(calibrated / step, 1)}))
+    # ordered by the exact ratio: the rounded steps can both be 0 (a nucleus segmenter's
+    # calibration span of a few 1e-4 steps made this a division by zero)
+    found.sort(key=lambda q: q[:3])
     return {"samples": [{"sample": i, "tensors": n} for i, n in sorted(per_sample.items())],
-            "checked_samples": count, "worst": found[:worst]}
+            "checked_samples": count, "worst": [q[3] for q in found[:worst]]}

@@ -144,3 +144,17 @@ def test_a_constant_tensor_is_never_quiet():
     assert stats.quietest() == {"x": 0.0}
     coverage = range_coverage(model, stats.ranges("minmax"), constant, quietest=stats.quietest())
     assert coverage["quiet"]["samples"] == []
+
+
+def test_a_quiet_input_whose_steps_round_to_zero_is_still_ordered():
+    """A tensor whose quietest calibration span is a few ten-thousandths of a step (a
+    nucleus segmenter's near-empty tiles) rounds to 0.0 steps; ordering the quiet inputs
+    by those rounded numbers divided by zero, an internal error after 200 s of an int8 build."""
+    from deploycomp.quant.calibrate import _quiet_inputs
+
+    extremes = {"a": (0.0, 255.0), "b": (0.0, 255.0)}
+    quietest = {"a": 1e-3, "b": 0.5}
+    spans = {"a": [1e-6, 1.0], "b": [1e-3, 1.0]}
+    quiet = _quiet_inputs(extremes, quietest, spans, 2, worst=5)
+    assert [(q["tensor"], q["sample"]) for q in quiet["worst"]] == [("a", 0), ("b", 0)]  # 1000x, then 500x quieter
+    assert quiet["worst"][0]["calibration_steps"] == 0.0 and quiet["samples"] == [{"sample": 0, "tensors": 2}]
