@@ -73,13 +73,13 @@ def test_tflite_gets_s8_encodings_of_the_same_values(ort_quantized):
 
 
 def _ranges(model: ir.Model) -> dict[str, tuple[float, float, float]]:
-    """Each activation encoding's (lowest, highest, step), by the tensor it encodes."""
+    """Each activation encoding's (lowest, highest, step), by its QuantizeLinear."""
     out = {}
     for n in model.graph:
         if n.op_type == "QuantizeLinear" and n.inputs[0].const_value is None:
             scale, zp = float(n.inputs[1].const_value.numpy()), n.inputs[2].const_value.numpy()
             info = np.iinfo(zp.dtype)
-            out[n.inputs[0].name] = ((info.min - int(zp)) * scale, (info.max - int(zp)) * scale, scale)
+            out[n.name] = ((info.min - int(zp)) * scale, (info.max - int(zp)) * scale, scale)
     return out
 
 
@@ -99,6 +99,9 @@ def test_tensorrt_gets_symmetric_encodings_and_float_biases(ort_quantized):
         old_lo, old_hi, old_step = before[name]
         assert lo <= old_lo + 1e-7 and hi >= old_hi - 1e-7 and lo == pytest.approx(-hi - step)  # s8, zero point 0
         assert step <= old_step * 255 / 127 * (1 + 1e-6)  # a u8 range from 0: 255 steps become 127
+    clips = [n for n in model.graph if n.op_type == "Clip" and n.outputs[0].uses()
+             and all(u.node.op_type == "QuantizeLinear" for u in n.outputs[0].uses())]
+    assert len(clips) == conform.changes["activation clamps kept as a Clip before them (exact)"] == len(before)
 
 
 @pytest.mark.parametrize("target,precision", [("android-arm64", "int8"), ("host", "fp32"), ("host", "fp16"),
@@ -130,3 +133,29 @@ def test_the_budget_is_no_stricter_than_the_model_s_own_runtime(ort_quantized, t
     (check,) = [c for c in validation["budgets"] if c["budget"] == "cosine[probs]"]
     assert check["budget_limit"] == 1.0 and check["limit"] == pytest.approx(own)
     assert check["ok"] == (validation["outputs"]["probs"]["cosine"] >= own) == validation["ok"]
+
+
+def test_a_relu_that_lives_on_as_a_zero_point_survives_symmetric_encodings():
+    """ONNX Runtime's quantizer folds a ReLU into the conv before it: the s8 encoding with
+    zero point -128 is what clamps the negatives. Made symmetric for TensorRT, the wider
+    range let them through (an ArcFace ResNet50: cosine 0.02); the old range is kept as a
+    Clip before the new QuantizeLinear."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    scale = np.float32(0.05)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q"),
+         helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq")],
+        "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 64])], [helper.make_tensor_value_info("y", T.FLOAT, [1, 64])],
+        [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(-128, np.int8), "zp")])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = ir.from_proto(source)
+    conform = ConformQDQPass(POLICIES["tensorrt"])
+    conform(model)
+    assert conform.changes["activation clamps kept as a Clip before them (exact)"] == 1
+    x = np.linspace(-3, 10, 64, dtype=np.float32)[None]
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), exact_qdq_options()).run(None, {"x": x})[0]
+    want, got = run(source), run(ir.to_proto(model))
+    assert want.min() == 0.0 and got.min() == 0.0  # the negatives clamped, as before
+    np.testing.assert_allclose(got, want, atol=2 * scale)  # within the coarser step
