@@ -37,7 +37,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import replace_value
+from deploycomp.ir import add_initializer, replace_value
 
 __all__ = ["ContribOpsToCorePass"]
 
@@ -48,7 +48,7 @@ class _Emit:
     """Builds core nodes for one contrib node, named after it, in float ``dtype``."""
 
     def __init__(self, graph: ir.Graph, node: ir.Node, opset: int):
-        self.graph, self.node, self.nodes, self.opset = graph, node, [], opset
+        self.graph, self.nodes, self.opset = graph, [], opset
         self.base = node.name or node.outputs[0].name
         x = next((v for v in node.inputs if v is not None), None)
         self.dtype = x.dtype.numpy() if x is not None and x.dtype is not None else np.dtype(np.float32)
@@ -60,14 +60,7 @@ class _Emit:
         return n.outputs[0]
 
     def const(self, value, dtype=None) -> ir.Value:
-        array = np.asarray(value, dtype=dtype or self.dtype)
-        name = f"{self.base}__c{len(self.graph.initializers)}"
-        while name in self.graph.initializers:
-            name += "_"
-        v = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-        v.type, v.shape = ir.TensorType(ir.DataType.from_numpy(array.dtype)), ir.Shape(array.shape)
-        self.graph.register_initializer(v)
-        return v
+        return add_initializer(self.graph, f"{self.base}__c", np.asarray(value, dtype=dtype or self.dtype))
 
     def gelu(self, x: ir.Value) -> ir.Value:
         erf = self("Erf", self("Div", x, self.const(math.sqrt(2.0))))

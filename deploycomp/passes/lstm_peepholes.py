@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import replace_value
+from deploycomp.ir import add_initializer, replace_value
 
 __all__ = ["PeepholeLSTMToScanPass"]
 
@@ -84,12 +84,7 @@ class _Builder:
         return list(node.outputs)
 
     def const(self, array: np.ndarray, label: str) -> ir.Value:
-        self.count += 1
-        value = ir.Value(name=f"{self.base}/{label}{self.count}", const_value=ir.tensor(np.ascontiguousarray(array)))
-        value.type, value.shape = ir.TensorType(ir.DataType.FLOAT if array.dtype == np.float32 else
-                                                ir.DataType.INT64), ir.Shape(array.shape)
-        self.graph.register_initializer(value)
-        return value
+        return add_initializer(self.graph, f"{self.base}/{label}", array)
 
 
 def _body(name: str, batch: int, hidden: int, R: np.ndarray, P: np.ndarray) -> ir.Graph:
