@@ -900,14 +900,14 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
-    from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass, has_float16
+    from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass
     from deploycomp.quant import quantize
     from deploycomp.quant.dynamic import is_dynamic
     from deploycomp.quant.policy import policy_for
     from deploycomp.quant.sensitivity import Verdict
 
-    if has_float16(prep.model):  # QDQ starts from float32 (ONNX Runtime has no float16 QuantizeLinear)
-        Float16ToFloat32Pass()(prep.model)
+    # QDQ starts from float32 (ONNX Runtime has no float16 QuantizeLinear)
+    if Float16ToFloat32Pass()(prep.model).modified:
         prep.assumed.append("a float16 model: calibrated and quantized from its float32 form (each float16 weight "
                             "widened exactly), its inputs and outputs still float16")
     opts.progress("int8 calibration")
