@@ -52,6 +52,7 @@ def build(
     judge_where: Iterable[str] | dict | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
+    int8_time_limit: float | None = None,
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None,
     io_layout: str | None = None,
     int8_io: bool | None = None,
@@ -71,6 +72,8 @@ def build(
     ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mse"``,
     ``"entropy"`` or ``"auto"`` (the better of percentile and minmax by the whole int8
     model's error on held-out samples); default: the backend policy's.
+    ``int8_time_limit``: seconds after which the int8 search keeps the first choice that
+    meets the budget instead of looking for one with more layers int8 (default: none).
     ``min_cosine`` / ``min_top1`` override the target's fidelity budget (cosine; top-1
     agreement of score-like outputs, per position for sequences such as OCR lines); the
     int8 search keeps layers float until the budget's every criterion is met.
@@ -95,6 +98,7 @@ def build(
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
             judge_where=_where(judge_where),
             int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
+            int8_time_limit=int8_time_limit,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
             keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
         )

@@ -212,9 +212,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
             click.echo(f"  int8: the validation inputs missed with {tries} dynamic-range layers; "
                        f"{len(quant.get('dynamic_layers') or [])} kept")
-        from deploycomp.report import range_steps
+        from deploycomp.report import range_steps, time_limit_steps
 
-        for line in range_steps(quant):
+        for line in range_steps(quant) + time_limit_steps(quant):
             click.echo(f"  int8: {line}")
         worse = quant.get("later_choice_validated_worse")
         if worse:
@@ -273,6 +273,9 @@ def _build_options(f):
     f = click.option("--int8-range", "int8_range", type=click.Choice(["auto", "percentile", "minmax", "mse", "entropy"]),
                      help="int8: activation range method (default: the backend's; auto picks percentile or minmax "
                           "by the whole int8 model's error).")(f)
+    f = click.option("--int8-time-limit", "int8_time_limit", type=click.FloatRange(min=0), metavar="SECONDS",
+                     help="int8: after this long, keep the first int8/float mix that meets the budget instead of "
+                          "searching for one with more layers int8 (default: no limit).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--min-top1", type=float,
                      help="Add to the fidelity budget: top-1 agreement with fp32 of score-like outputs (per "

@@ -76,6 +76,10 @@ class BuildOptions:
     int8_range: str | None = None
     """int8 activation range method (see :mod:`deploycomp.quant.observers`) or ``auto``; None:
     the backend policy's."""
+    int8_time_limit: float | None = None
+    """Seconds (from calibration on) after which the int8 search keeps the first choice that
+    meets the budget instead of looking for one with more layers int8
+    (:class:`deploycomp.quant.sensitivity.Hurry`); None: no limit."""
     int8_accept: Callable[[list[dict], list[dict]], bool] | None = None
     """A user metric for ``--precision int8``: given the fp32 reference outputs and the
     candidate's outputs on the calibration samples, True if the candidate is good enough.
@@ -380,6 +384,8 @@ def build(opts: BuildOptions) -> BuildResult:
         raise DeployError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)} (or none)")
     if opts.int8_range is not None and opts.int8_range != "auto" and opts.int8_range not in RANGE_METHODS:
         raise DeployError(f"unknown int8 range method {opts.int8_range}; known: auto, {', '.join(RANGE_METHODS)}")
+    if opts.int8_time_limit is not None and not opts.int8_time_limit >= 0:
+        raise DeployError(f"int8 time limit must be 0 or more seconds, not {opts.int8_time_limit}")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1)):
         if value is not None and not 0 < value <= 1:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
@@ -1003,7 +1009,10 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                     fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where)
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
-            log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
+            if info.get("budget_met", True):
+                log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
+            else:
+                log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
         return result.model, info
 
     limit = {"margin": margin}  # a stricter search (see stricter below) lowers it
@@ -1012,7 +1021,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         policy = replace(policy, quantize_graph_outputs=True, dynamic_ops=())
     result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
-                      coverage=validation)
+                      coverage=validation, time_limit=opts.int8_time_limit)
     model, info = record(result)
     if futile is not None:
         info["search_relaxed"] = (f"the model's float form already misses the budget against ONNX Runtime's integer "

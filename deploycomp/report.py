@@ -257,6 +257,15 @@ def range_steps(quant: dict) -> list[str]:
     return lines
 
 
+def time_limit_steps(quant: dict) -> list[str]:
+    """Plain-text lines on what ``--int8-time-limit`` cut from the search, if it cut anything."""
+    limit = quant.get("time_limit") or {}
+    if not limit.get("reached"):
+        return []
+    return [f"the {limit['seconds']:g} s time limit passed: this is the first choice that met the budget, without "
+            f"{', '.join(limit['cut'])} (a longer search may keep more layers int8)"]
+
+
 def _steered_html(quant: dict) -> str:
     """What the validation inputs changed in the int8 choice, before any stricter search:
     dynamic-range layers given up, and an earlier choice kept over a worse later one."""
@@ -266,7 +275,7 @@ def _steered_html(quant: dict) -> str:
         parts.append(f"The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds "
                      f"the next shorter choice that met it on the judged inputs (none: the search's own choice). "
                      f"The validation inputs steered this choice.")
-    parts += [html.escape(f"{line[0].upper()}{line[1:]}.") for line in range_steps(quant)]
+    parts += [html.escape(f"{line[0].upper()}{line[1:]}.") for line in range_steps(quant) + time_limit_steps(quant)]
     if worse := quant.get("later_choice_validated_worse"):
         parts.append(f"Every choice missed the budget on the validation inputs; a later one "
                      f"({worse['float_layers']} float layers) by more (cosine {worse['validation_min_cosine']:.4f}): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -539,3 +540,34 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
     assert worse["validation_min_cosine"] < kept < 0.99999 and not result.manifest["validation"]["ok"]
     assert quant["int8_layers"] == 2 and kept > 0.99  # the first, all-int8 choice
     assert "closest to the budget" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_a_time_limit_keeps_the_first_choice_that_meets_the_budget(real_model, tmp_path):
+    """``--int8-time-limit 0``: the search still grows its float layers until the budget is
+    met, but measures no layer alone (groups of neighbours, taken whole), does not bisect
+    past the first size with an int8 layer that meets the budget, and gives nothing back;
+    the manifest, the summary and the report say what the limit cut. (PP-OCR cls on host,
+    a budget tight enough to need a search.)"""
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+    from deploycomp.quant.sensitivity import GROUP_SIZE
+
+    model = real_model("ppocr-cls")
+    calib = Path(__file__).resolve().parents[1] / "calibration_data" / "text-lines"
+    res = CliRunner().invoke(main, ["build", str(model), "--out", str(tmp_path / "b"), "--precision", "int8",
+                                    "--input", "x:1x3x48x192", "--calibration", str(calib), "--min-cosine", "0.9995",
+                                    "--int8-time-limit", "0"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    q = manifest["quantization"]
+    assert q["budget_met"] and q["int8_layers"] >= 1 and manifest["validation"]["ok"]
+    assert q["time_limit"] == {"seconds": 0.0, "reached": True, "cut": [
+        "the ranking's later nodes measured alone (their groups taken whole)", "the bisection of the float layers",
+        "giving float layers back"]}
+    runs = q["sensitivity_runs"]
+    assert runs["measured_alone"] == 0 and runs["units"] == -(-runs["searchable"] // GROUP_SIZE)
+    met = [t for t in q["search_trials"] if t["met"]]
+    assert met[-1] is q["search_trials"][-1] and met[-1]["float_layers"] < runs["searchable"]  # stopped at it
+    assert "the 0 s time limit passed" in res.output
+    assert "time limit passed" in (tmp_path / "b" / "report.html").read_text()

@@ -13,7 +13,7 @@
         targets: [host, jetson]            # optional: overrides the fleet's
         precisions: [fp16]                 # optional: overrides the fleet's
         budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1
-        options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, ...
+        options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit, ...
       - name: yolov8n-640
         extends: yolov8n                   # every key of yolov8n, these replacing its own
         inputs: {images: [1, 3, 640, 640]}
@@ -65,6 +65,7 @@ class Options(_Strict):
     keep_float: list[str] = Field(default_factory=list)
     int8_range: Literal["auto", "percentile", "minmax", "mse", "entropy"] | None = None
     int8_boosters: list[str] | None = None
+    int8_time_limit: float | None = Field(default=None, ge=0)
     io_layout: Literal["nhwc", "nchw"] | None = None
     int8_io: bool | None = None
     keep_initializer_inputs: bool = False

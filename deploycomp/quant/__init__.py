@@ -32,7 +32,7 @@ from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
 from deploycomp.quant.qdq import per_channel_tensors, quantizable_tensors, searchable_nodes
 from deploycomp.quant.scores import measured_view
-from deploycomp.quant.sensitivity import (GIVE_BACK_CHECKS, Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
+from deploycomp.quant.sensitivity import (GIVE_BACK_CHECKS, Hurry, Ranking, nmse, ort_outputs, outputs_of_each, quantized_copy,
                                          select_float_layers, sensitivity_ranking)
 from deploycomp.quant.smoothing import SampledRows, searchable_sites, smooth
 
@@ -271,13 +271,14 @@ def _budget_order(tries: list[_Candidate], policy: QDQPolicy, held_out: Sequence
 def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                   meets_budget: Callable[[ir.Model], bool] | None, pinned: set[str],
                   progress: Callable[[str], None], after: set[str] | None = None,
-                  all_int8: object | None = None) -> tuple[set[str], dict]:
+                  all_int8: object | None = None, hurry: Hurry | None = None) -> tuple[set[str], dict]:
     """The fewest most-sensitive layers to keep float for ``c`` to meet the budget, and
     what the search found (``budget_met``, the ranking); no search without a budget.
     ``after``: continue past an earlier choice that a stricter check found wanting
     (:func:`deploycomp.quant.sensitivity.select_float_layers`); the ranking is made once.
     ``all_int8``: the budget check's verdict on ``c``'s all-int8 model, where one was made
-    already (:func:`_budget_order`)."""
+    already (:func:`_budget_order`). ``hurry``: the search's time limit
+    (:class:`deploycomp.quant.sensitivity.Hurry`)."""
     def candidate(keep: set[str]) -> ir.Model:
         return quantized_copy(c.model, policy, c.ranges, keep, c.shifts)
 
@@ -291,7 +292,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     if c.ranking is None:
         refs = c.refs(held_out)
         progress("int8 sensitivity")
-        c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts)
+        c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts, hurry=hurry)
     ranking = c.ranking
     base = ranking.base
     try:
@@ -302,7 +303,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                                           # giving back would trim it again (PP-OCRv3 rec on TensorRT:
                                           # 16 float validated 0.9808, 14 given back 0.9694)
                                           give_back=GIVE_BACK_CHECKS if after is None else 0,
-                                          given_back=given_back)
+                                          given_back=given_back, hurry=hurry)
     finally:
         ranking.release()
     every = not met and len(chosen) >= len(ranking)  # every searchable layer float, and still short
@@ -340,10 +341,14 @@ def quantize(
     boosters: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda msg: None,
     coverage: Sequence[Feeds] = (),
+    time_limit: float | None = None,
 ) -> QuantResult:
     """``coverage``: other real inputs (e.g. the validation set); the result's
     ``info["range_coverage"]`` says which tensors they take well past anything the
-    calibration set did (:func:`deploycomp.quant.calibrate.range_coverage`)."""
+    calibration set did (:func:`deploycomp.quant.calibrate.range_coverage`).
+    ``time_limit``: seconds from this call after which the search keeps the first choice
+    that meets the budget instead of looking for one with more layers int8
+    (:class:`deploycomp.quant.sensitivity.Hurry`); ``info["time_limit"]`` says what it cut."""
     method = method or policy.range_method
     if method not in RANGE_METHODS and method != "auto":
         raise ValueError(f"unknown int8 range method {method!r}; known: auto, {', '.join(RANGE_METHODS)}")
@@ -352,6 +357,7 @@ def quantize(
     if unknown:
         raise ValueError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}")
     started = time.perf_counter()
+    hurry = Hurry(time_limit)
     equalized: list[dict] = []
     if boosters:
         model = model.clone()  # the boosters give layers new constants: not the caller's
@@ -395,7 +401,7 @@ def quantize(
     rest: list[_Candidate] = []  # range methods after the one chosen, not searched: alternatives
     for attempt, chosen_range in enumerate(tries):
         float_layers, search = _float_layers(chosen_range, policy, held_out, meets_budget, pinned, progress,
-                                             all_int8=verdicts.get(id(chosen_range)))
+                                             all_int8=verdicts.get(id(chosen_range)), hurry=hurry)
         if search.get("budget_met", True):
             rest = tries[attempt + 1:]
             break
@@ -473,6 +479,8 @@ def quantize(
                 return (gain := share(names)) is None or gain >= MIN_DYNAMIC_MAC_SHARE
 
             record = {"eligible": len(eligible)}
+            if hurry.skip("the search for dynamic-range layers"):
+                return [], {"dynamic_range": record | {"skipped": "the time limit had passed"}}
             if not worth(eligible):
                 return [], {"dynamic_range": record | {
                     "skipped": f"the float layers hold {share(eligible):.1%} of the MACs"}}
@@ -484,7 +492,8 @@ def quantize(
                 eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
                 record["ranked_by"] = "dynamic-range error alone, per MAC"
             choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
-                quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth)
+                quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth,
+                stop=lambda: hurry.skip("the search for dynamic-range layers"))
             record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
             kept = [names for names in choices if worth(names)]
             if choices and not kept:
@@ -515,6 +524,8 @@ def quantize(
             if policy.dynamic_ops:
                 info["dynamic_layers"] = sorted(dynamic)
                 info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+            if hurry.seconds is not None:
+                info["time_limit"] = {"seconds": hurry.seconds, "reached": bool(hurry.cut), "cut": list(hurry.cut)}
 
             def stricter(check: Callable[[ir.Model], object]) -> QuantResult:
                 # a layer's dynamic-range error depends on each input's own range: once the
@@ -522,7 +533,7 @@ def quantize(
                 # from the search's choice before it gave layers back: the validation inputs
                 # missed what the judged ones met, and those layers are the first suspects
                 earlier = float_layers | set(search.get("given_back", ()))
-                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier)
+                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier, hurry=hurry)
                 return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
                               dynamic_allowed=dynamic_allowed and not dynamic)
 

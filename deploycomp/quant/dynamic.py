@@ -79,7 +79,8 @@ def hybrid_capable(node: ir.Node, dynamic_ops: Sequence[str]) -> bool:
 
 def weights_only_layers(eligible: Sequence[str], meets: Callable[[set[str]], object],
                         steps: int = BISECTION_STEPS, max_checks: int = MAX_CHECKS,
-                        worth: Callable[[list[str]], bool] = lambda names: True) -> tuple[list[list[str]], int]:
+                        worth: Callable[[list[str]], bool] = lambda names: True,
+                        stop: Callable[[], bool] = lambda: False) -> tuple[list[list[str]], int]:
     """The layers of ``eligible`` (least costly first) that may run hybrid with the budget
     still met: the choice first, then the smaller sets that also met it, largest first
     (what a validation miss falls back to); and how many checks it took.
@@ -91,12 +92,13 @@ def weights_only_layers(eligible: Sequence[str], meets: Callable[[set[str]], obj
     every layer after it in the order float. A round starts only while the layers it
     could add would make a set ``worth`` having (e.g. enough MACs to be worth a dynamic
     kernel's overhead): on PP-OCRv3 det (TFLite) the rounds past the first spent 7 of 14
-    checks on sets that could not reach the share the caller keeps (build 34 -> 31 s)."""
+    checks on sets that could not reach the share the caller keeps (build 34 -> 31 s).
+    ``stop()``: true when no more checks may start (a time limit); what met so far stands."""
     chosen: list[str] = []
     remaining = list(eligible)
     held: list[list[str]] = []
     checks = 0
-    while remaining and checks < max_checks and worth(chosen + remaining):
+    while remaining and checks < max_checks and worth(chosen + remaining) and not stop():
         checks += 1
         if meets(set(chosen + remaining)):
             chosen += remaining
@@ -104,7 +106,7 @@ def weights_only_layers(eligible: Sequence[str], meets: Callable[[set[str]], obj
             break
         met, missed = 0, len(remaining)
         for _ in range(steps):
-            if missed - met <= 1 or checks >= max_checks:
+            if missed - met <= 1 or checks >= max_checks or stop():
                 break
             mid = (met + missed) // 2
             checks += 1

@@ -53,7 +53,7 @@ from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass, searchable_nodes
 from deploycomp.sums import dot64, squared_error64
 
-__all__ = ["GIVE_BACK_CHECKS", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
+__all__ = ["GIVE_BACK_CHECKS", "Hurry", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
            "rank_layers", "round_robin", "sensitivity_ranking",
            "select_float_layers", "Verdict"]
 
@@ -187,6 +187,35 @@ GROUP_SAFETY = 3.0
 error alone can exceed its group's, where the group's errors cancel (on det, groups of 4
 measured 0.33-2.8x their members' summed errors)."""
 
+class Hurry:
+    """A time limit on the int8 search (``--int8-time-limit``): true once it has passed,
+    and what each step the search cut short says it left out (the manifest's
+    ``quantization.time_limit``). Where the search stops early it keeps what met the budget
+    and gives up what would only have kept more layers int8: the ranking stops measuring
+    nodes alone (:class:`Ranking`, ``hurry``), the bisection and giving back are skipped
+    (:func:`select_float_layers`), and so is the search for dynamic-range layers. A
+    budget is never traded for time: the search still grows its float layers until one
+    meets it."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] | None = None):
+        import time
+
+        self.clock = clock or time.perf_counter
+        self.seconds = seconds
+        self.deadline = None if seconds is None else self.clock() + seconds
+        self.cut: list[str] = []
+
+    def __call__(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
+
+    def skip(self, what: str) -> bool:
+        """True (and ``what`` recorded, once) when the limit has passed."""
+        if not self():
+            return False
+        if what not in self.cut:
+            self.cut.append(what)
+        return True
+
 
 class Ranking:
     """Quantize-one sensitivity of the searchable nodes, measured as the search asks for it.
@@ -196,11 +225,21 @@ class Ranking:
     quantized together, adds less error than the nodes already measured can never come
     next (errors of separate nodes add, up to :data:`GROUP_SAFETY`), so it is not measured
     alone. ``measure(units)`` gives each unit's (list of nodes) output NMSE per output with
-    only those nodes quantized. A fully measured list (:meth:`of`) needs no ``measure``."""
+    only those nodes quantized. A fully measured list (:meth:`of`) needs no ``measure``.
+
+    ``hurry`` (a :class:`Hurry`): once it says the time is up, where the exact order would
+    measure a group's nodes alone, the group's unplaced nodes are taken together, in graph
+    order, when the group's error (what they add quantized together) beats the best node
+    measured alone. Measured on PP-OCRv5 det in TFLite's encoding (188 searchable nodes,
+    over 40 float to meet the budget), that way from the 16th node on: 123 runs of the
+    model from a cut instead of 235, and 11 compute layers int8 instead of 19 (76% of the
+    MACs static or dynamic instead of 81%): whole groups go float. The nodes taken
+    unmeasured are the first the search gives back (:func:`select_float_layers`)."""
 
     def __init__(self, nodes: Sequence[tuple[str, str]], base: Mapping[str, float],
                  measure: Callable[[list[list[str]]], list[dict[str, float]]] | None = None,
-                 group_size: int = GROUP_SIZE):
+                 group_size: int = GROUP_SIZE, hurry: Callable[[], bool] | None = None):
+        self.hurry = hurry
         self.ops = dict(nodes)
         self.index = {name: i for i, (name, _) in enumerate(nodes)}
         self.base = dict(base)
@@ -234,10 +273,12 @@ class Ranking:
     def _value(self, errors: Mapping[str, float] | None, total: float, output: str | None) -> float:
         return total if output is None or errors is None else errors.get(output, 0.0)
 
-    def _best(self, output: str | None, exclude: set[str]) -> str | None:
+    def _best(self, output: str | None, exclude: set[str], coarse: bool = False) -> list[str]:
         """The node not in ``exclude`` that alone adds most to ``output``'s error (the
         summed error for ``None``; ties to the earlier node in graph order), measuring the
-        groups that could hold it; ``None`` when no node adds anything to it."""
+        groups that could hold it; none when no node adds anything to it. ``coarse``:
+        where that would measure a group's nodes alone, the group's nodes not in
+        ``exclude`` instead when the group's error beats the best node measured."""
         while True:
             node, value = None, 0.0
             for n, s in self.known.items():
@@ -251,9 +292,19 @@ class Ranking:
                 if open_members and (v > bound or (v == bound and group is not None and self.index[members[0]] < self.index[group[0][0]])):
                     group, bound = (members, errors), v
             if group is None or bound < value or bound == 0.0:
-                return node
+                return [] if node is None else [node]
+            if coarse:  # the group with the largest bound has the largest error too
+                return [n for n in group[0] if n not in exclude] if bound / GROUP_SAFETY > value else [node]
             self.groups.remove(group)
             self._add([[n] for n in group[0]])
+
+    def _coarse(self) -> bool:
+        if self.hurry is None or not self.hurry():
+            return False
+        skip = getattr(self.hurry, "skip", None)
+        if skip:
+            skip("the ranking's later nodes measured alone (their groups taken whole)")
+        return True
 
     def take(self, count: int, exclude: Collection[str] = (), turns: Mapping[str, float] | None = None) -> list[str]:
         """The first ``count`` nodes not in ``exclude`` of the order :func:`round_robin`
@@ -266,24 +317,24 @@ class Ranking:
         out: list[str] = []
         placed: set[str] = set()  # the order so far, taken earlier or now
         exclude = set(exclude)
+
+        def place(nodes: list[str]) -> None:
+            for node in nodes:
+                placed.add(node)
+                if node not in exclude and len(out) < count:
+                    out.append(node)
+
         while len(out) < count and len(placed) < len(self.ops):
             before = len(placed)
             for output in outputs:
-                node = self._best(output, placed)
-                if node is not None:
-                    placed.add(node)
-                    if node not in exclude:
-                        out.append(node)
-                        if len(out) >= count:
-                            break
+                place(self._best(output, placed, self._coarse()))
+                if len(out) >= count:
+                    break
             if len(placed) == before:  # every output passed its turn: the rest by summed error
                 outputs = [None]
-                node = self._best(None, placed)
-                if node is None:  # nothing adds any error: graph order
-                    node = min((n for n in self.ops if n not in placed), key=self.index.get)
-                placed.add(node)
-                if node not in exclude:
-                    out.append(node)
+                nodes = self._best(None, placed, self._coarse())
+                # nothing adds any error: graph order
+                place(nodes or [min((n for n in self.ops if n not in placed), key=self.index.get)])
         return out
 
     def release(self) -> None:
@@ -355,13 +406,13 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
 
 def sensitivity_ranking(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
                         refs: Sequence[Mapping[str, np.ndarray]], bias_shifts: Mapping[str, np.ndarray] | None = None,
-                        group_size: int = GROUP_SIZE) -> Ranking:
+                        group_size: int = GROUP_SIZE, hurry: Callable[[], bool] | None = None) -> Ranking:
     """The lazy quantize-one ranking (:class:`Ranking`) the float-layer search takes its
     nodes from; the all-int8 model's NMSE per output is its ``base``."""
     base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
     layers = searchable_nodes(model, policy)
     return Ranking([(n.name, n.op_type) for n in layers], base,
-                   _measurer(model, policy, ranges, samples, refs, bias_shifts), group_size)
+                   _measurer(model, policy, ranges, samples, refs, bias_shifts), group_size, hurry)
 
 
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
@@ -412,7 +463,7 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
                         max_float_fraction: float = 1.0, start: int = 0,
                         refine: int = REFINE_STEPS, base: Mapping[str, float] | None = None,
                         after: Collection[str] = (), give_back: int = 0,
-                        given_back: list[str] | None = None) -> tuple[set[str], bool]:
+                        given_back: list[str] | None = None, hurry: Hurry | None = None) -> tuple[set[str], bool]:
     """The fewest layers of the ranking to keep float for the budget: sizes 0, 1, 2, 4, ...,
     all (from ``start``), then up to ``refine`` bisection steps between the last size that
     missed and the first that met it; ``max_float_fraction`` caps the count (none by
@@ -432,7 +483,11 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
 
     ``give_back``: up to this many more checks return float layers to int8 where the
     budget still holds (:func:`_give_back`; none by default); ``given_back``, a list,
-    receives them (the choice before giving back is the result plus them)."""
+    receives them (the choice before giving back is the result plus them).
+
+    ``hurry``: once its time is up, the first size that meets the budget is the choice
+    (no bisection, no giving back), unless it is every layer: then the bisection runs
+    until a size with a layer int8 meets it."""
     ranking = ranking if isinstance(ranking, Ranking) else Ranking.of(ranking, base)
     limit = max(1, int(round(len(ranking) * max_float_fraction)))
     verdicts: dict[frozenset[str], object] = {}
@@ -466,13 +521,15 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
     for _ in range(refine):
         if missed is None or met - missed <= 1:
             break
+        if met < len(ranking) and hurry and hurry.skip("the bisection of the float layers"):
+            break  # (with every layer float there is no int8 build yet: that much bisection stays)
         mid = (missed + met) // 2
         if meets_budget(set(taken[:mid])):
             met = mid
         else:
             missed = mid
     chosen = taken[:met]
-    if give_back and met - floor > 1:
+    if give_back and met - floor > 1 and not (hurry and hurry.skip("giving float layers back")):
         known = ranking.known  # ties: the later taken first
         order = {n: i for i, n in enumerate(chosen)}
         least_first = sorted(chosen[floor:], key=lambda n: (known[n].error_alone if n in known else 0.0, -order[n]))

@@ -225,6 +225,69 @@ def test_the_lazy_order_is_the_round_robin_order_on_any_ranking():
         assert lazy.take(m, first, turns) == [n for n in order(turns) if n not in first][:m]
 
 
+def test_past_the_time_limit_groups_are_taken_whole_unmeasured():
+    """Once the time limit has passed, a search that needs many more layers float stops
+    measuring nodes alone: a group of neighbours whose error beats every node measured
+    is taken whole, its nodes in graph order, none of them measured alone. What was
+    taken before stays the exact order, and the limit says what it cut."""
+    from deploycomp.quant.sensitivity import Hurry, Ranking, round_robin
+
+    rng = np.random.default_rng(3)
+    alone = {f"l{i:02d}": {"y": float(rng.lognormal(-6, 3))} for i in range(64)}
+    base = {"y": 1.0}
+    measured: list[list[str]] = []
+
+    def measure(units):
+        measured.extend(units)
+        return [{"y": sum(alone[n]["y"] for n in unit)} for unit in units]
+
+    full = [s.node for s in round_robin([LayerSensitivity(n, "Conv", e["y"], e) for n, e in alone.items()], base)]
+    exact = Ranking([(n, "Conv") for n in alone], base, measure)
+    assert exact.take(48) == full[:48]
+
+    measured.clear()
+    now = [0.0]
+    hurry = Hurry(10.0, clock=lambda: now[0])
+    lazy = Ranking([(n, "Conv") for n in alone], base, measure, hurry=hurry)
+    first = lazy.take(8)
+    assert first == full[:8] and not hurry.cut  # within the limit: the exact order
+    runs = lazy.runs
+    now[0] = 11.0
+    deep = lazy.take(40, first)
+    assert len(deep) == 40 and not set(deep) & set(first) and len(set(deep)) == 40
+    assert lazy.runs == runs < exact.runs  # nothing more measured
+    unmeasured = [n for n in deep if n not in lazy.known]
+    groups = [u for u in measured if len(u) > 1]
+    assert unmeasured and all(any(n in g for g in groups) for n in unmeasured)
+    for g in groups:  # a group is taken whole: its unmeasured nodes sit together, in graph order
+        at = [deep.index(n) for n in g if n in deep and n not in lazy.known]
+        assert at == list(range(at[0], at[0] + len(at))) if at else True
+    assert lazy.take(48)[8:48] == deep  # the search's prefixes stay prefixes
+    assert hurry.cut == ["the ranking's later nodes measured alone (their groups taken whole)"]
+
+
+def test_past_the_time_limit_the_first_size_that_meets_the_budget_is_kept():
+    """No bisection and no giving back once the limit has passed: the doubling's first
+    size that meets the budget is the choice, and the limit records both cuts."""
+    from deploycomp.quant.sensitivity import Hurry
+
+    ranking = [LayerSensitivity(f"l{i}", "Conv", 1.0 / (i + 1)) for i in range(20)]
+
+    def meets(keep):
+        return len(keep) >= 5  # any 5 float layers meet it
+
+    unhurried, _ = select_float_layers(ranking, meets, give_back=6)
+    assert len(unhurried) == 5  # bisected between 4 (missed) and 8 (met)
+    hurry = Hurry(0.0)
+    hurried, met = select_float_layers(ranking, meets, give_back=6, hurry=hurry)
+    assert met and len(hurried) == 8
+    assert hurry.cut == ["the bisection of the float layers", "giving float layers back"]
+    # a first size of every layer float is no int8 build: the bisection still finds one
+    few = ranking[:6]
+    hurried, met = select_float_layers(few, meets, hurry=Hurry(0.0))
+    assert met and len(hurried) == 5  # 4 missed, 6 (all) met, 5 met
+
+
 def test_float_layers_whose_error_cancels_go_back_to_int8():
     """Layer errors do not add: the budget here is met only with the least sensitive layer
     float (the others' int8 errors cancel), so the prefixes keep all four; giving back
