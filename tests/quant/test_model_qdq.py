@@ -83,10 +83,15 @@ def _ranges(model: ir.Model) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+SHIFTED = "activation encodings made symmetric on their input moved by whole steps, taken back after (exact but the top step)"
+WIDENED = "activation encodings made symmetric (a coarser step)"
+
+
 def test_tensorrt_gets_symmetric_encodings_and_float_biases(ort_quantized):
     """TensorRT's parser takes zero points of 0 and no int32-bias DequantizeLinear: the
-    biases fold exactly; each encoding widens around 0 to cover its range, at most doubling
-    its step (a one-sided range: the cost, counted)."""
+    biases fold exactly; an encoding whose readers can take a shift back is moved to sit
+    around 0 with the same step, the others widen around 0 to cover their range, at most
+    doubling their step (a one-sided range: the cost, counted)."""
     model = ir.load(ort_quantized)
     before = _ranges(model)
     conform = ConformQDQPass(POLICIES["tensorrt"])
@@ -94,14 +99,66 @@ def test_tensorrt_gets_symmetric_encodings_and_float_biases(ort_quantized):
     assert not any(n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
                    and n.inputs[0].const_value.numpy().dtype == np.int32 for n in model.graph)
     assert conform.changes["int32 biases folded to float (exact)"] >= 1
-    assert conform.changes["activation encodings made symmetric (a coarser step)"] == len(before)
+    assert conform.changes[SHIFTED] >= 1 and conform.changes[SHIFTED] + conform.changes[WIDENED] == len(before)
+    same_step = 0
     for name, (lo, hi, step) in _ranges(model).items():
         old_lo, old_hi, old_step = before[name]
-        assert lo <= old_lo + 1e-7 and hi >= old_hi - 1e-7 and lo == pytest.approx(-hi - step)  # s8, zero point 0
-        assert step <= old_step * 255 / 127 * (1 + 1e-6)  # a u8 range from 0: 255 steps become 127
+        assert lo == pytest.approx(-hi - step)  # s8, zero point 0
+        if step == pytest.approx(old_step):  # shifted: the same step, the same width of range
+            same_step += 1
+            assert hi - lo == pytest.approx(old_hi - old_lo)
+        else:
+            assert lo <= old_lo + 1e-7 and hi >= old_hi - 1e-7
+            assert step <= old_step * 255 / 127 * (1 + 1e-6)  # a u8 range from 0: 255 steps become 127
+    assert same_step == conform.changes[SHIFTED]
     clips = [n for n in model.graph if n.op_type == "Clip" and n.outputs[0].uses()
-             and all(u.node.op_type == "QuantizeLinear" for u in n.outputs[0].uses())]
-    assert len(clips) == conform.changes["activation clamps kept as a Clip before them (exact)"] == len(before)
+             and all(u.node.op_type in ("QuantizeLinear", "Sub") for u in n.outputs[0].uses())]
+    assert len(clips) == len(before)  # every old range still clamps
+
+
+def test_a_shifted_encoding_computes_what_the_model_wrote():
+    """u8 from 0 read by a MatMul with constant weights and by a Relu: moved by 127 steps
+    and taken back (the MatMul's in a bias, the Relu's by an Add), the outputs are the
+    model's own to float rounding; widened instead (a MatMul of two activations reads
+    it), they move by up to a whole old step."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    scale = np.float32(0.01)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+
+    def model(second_reader: str):
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q"),
+                 helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"], name="dq"),
+                 helper.make_node("MatMul", ["d", "w"], ["y"], name="mm")]
+        if second_reader == "Relu":
+            nodes.append(helper.make_node("Relu", ["d"], ["z"], name="relu"))
+        else:  # d @ d^T: no constant takes a shift back
+            nodes += [helper.make_node("Transpose", ["d"], ["dt"], perm=[1, 0]),
+                      helper.make_node("MatMul", ["d", "dt"], ["z"], name="mm2")]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [4, 16])],
+            [helper.make_tensor_value_info("y", T.FLOAT, None), helper.make_tensor_value_info("z", T.FLOAT, None)],
+            [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(w, "w")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = rng.uniform(-0.5, 2.5, (4, 16)).astype(np.float32)  # below the range, and up to its top step
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), exact_qdq_options()).run(None, {"x": x})  # noqa: E731
+    for second, change in (("Relu", SHIFTED), ("MatMul", WIDENED)):
+        source = model(second)
+        conformed = ir.from_proto(source)
+        conform = ConformQDQPass(POLICIES["tensorrt"])
+        conform(conformed)
+        assert conform.changes == Counter({change: 1, **({"activation clamps kept as a Clip before them (exact)": 1}
+                                                         if change == WIDENED else {})})
+        (want_y, want_z), (got_y, got_z) = run(source), run(ir.to_proto(conformed))
+        if change == SHIFTED:
+            np.testing.assert_allclose(got_y, want_y, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got_z, want_z, rtol=1e-6, atol=1e-6)
+        else:
+            assert np.abs(got_y - want_y).max() > 1e-3  # the coarser step shows
 
 
 @pytest.mark.parametrize("target,precision", [("android-arm64", "int8"), ("host", "fp32"), ("host", "fp16"),
