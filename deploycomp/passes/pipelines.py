@@ -36,7 +36,7 @@ from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
-from deploycomp.passes.rules import DEFAULT_RULES
+from deploycomp.passes.rules import DEFAULT_RULES, TFLITE_RULES
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
@@ -104,9 +104,12 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, ONNX Runtime's fused ops as core ops, and each ``If`` as both branches
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8. After
-    constant folding, which inlines a branch whose condition is known."""
+    constant folding, which inlines a branch whose condition is known. Its rewrites also
+    fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`)."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
     pipeline.loop.insert(1, IfToWherePass())
+    at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
+    pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
     return pipeline
 
 

@@ -6,14 +6,14 @@ group's module docstring states the algebra its rules rely on.
 
 from deploycomp.passes.rules.activations import activation_rules
 from deploycomp.passes.rules.batchnorm import batchnorm_rules
-from deploycomp.passes.rules.conv_affine import conv_affine_rules
+from deploycomp.passes.rules.conv_affine import affine_into_conv_rules, conv_affine_rules
 from deploycomp.passes.rules.layer_norm import layer_norm_rules
 from deploycomp.passes.rules.no_op import no_op_rules
 from deploycomp.passes.rules.slices import slice_rules
 from deploycomp.passes.rules.transpose import transpose_rules
 from onnxscript.rewriter.rules import common as _onnxscript_rules
 
-__all__ = ["DEFAULT_RULES", "RULE_GROUPS"]
+__all__ = ["DEFAULT_RULES", "RULE_GROUPS", "TFLITE_RULES"]
 
 RULE_GROUPS: dict[str, tuple] = {
     "no-op": no_op_rules(),
@@ -27,3 +27,7 @@ RULE_GROUPS: dict[str, tuple] = {
 }
 
 DEFAULT_RULES: tuple = tuple(rule for group in RULE_GROUPS.values() for rule in group)
+
+TFLITE_RULES: tuple = DEFAULT_RULES + affine_into_conv_rules()
+"""TFLite's pipeline also folds an affine *before* a Conv into it
+(:func:`deploycomp.passes.rules.conv_affine.affine_into_conv_rules`)."""
