@@ -38,6 +38,7 @@ manifest says what share of the MACs still runs int8.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -187,6 +188,7 @@ GROUP_SAFETY = 3.0
 error alone can exceed its group's, where the group's errors cancel (on det, groups of 4
 measured 0.33-2.8x their members' summed errors)."""
 
+
 class Hurry:
     """A time limit on the int8 search (``--int8-time-limit``): true once it has passed,
     and what each step the search cut short says it left out (the manifest's
@@ -198,8 +200,6 @@ class Hurry:
     meets it."""
 
     def __init__(self, seconds: float | None, clock: Callable[[], float] | None = None):
-        import time
-
         self.clock = clock or time.perf_counter
         self.seconds = seconds
         self.deadline = None if seconds is None else self.clock() + seconds
