@@ -263,3 +263,21 @@ def test_the_fleet_page_counts_dynamic_range_layers_as_int8():
              "int8_layers": 8, "float_layers": 2, "dynamic_layers": 5}
     assert "8/15 layers int8 + 5 dynamic-range" in _cell(entry)
     assert "8/10 layers int8" in _cell(entry | {"dynamic_layers": 0})
+
+
+def test_every_model_option_is_a_build_option():
+    """A fleet model's ``options`` go to the build as they are (``BuildOptions(**options)``):
+    each one the spec accepts must be a build option of the same name (``int8_time_limit``
+    included), and a negative time limit is refused in the spec, not in a worker."""
+    import dataclasses
+
+    import pydantic
+
+    from deploycomp.fleet.spec import Options
+    from deploycomp.pipeline import BuildOptions
+
+    build_fields = {f.name for f in dataclasses.fields(BuildOptions)}
+    assert set(Options.model_fields) <= build_fields
+    assert Options(int8_time_limit=60).int8_time_limit == 60
+    with pytest.raises(pydantic.ValidationError):
+        Options(int8_time_limit=-1)
