@@ -79,12 +79,32 @@ def lower_binary(lo: Lowering, node: ir.Node) -> None:
         return
     if node.op_type in ("Div", "Mul") and _gelu(lo, node):
         return
+    if node.op_type == "Div" and lo.dtype(node.inputs[0]).kind in "iu" and lo.dtype(node.inputs[0]) != np.int32:
+        _integer_div(lo, node)
+        return
     exponent = lo.const(node.inputs[1]) if node.op_type == "Pow" else None
     if exponent is not None and exponent.size == 1 and float(exponent.reshape(-1)[0]) in _POWERS \
             and lo.dtype(node.inputs[0]).kind == "f":
         _power(lo, node, float(exponent.reshape(-1)[0]))
         return
     binary(lo, node, builtin)
+
+
+def _integer_div(lo: Lowering, node: ir.Node) -> None:
+    """TFLite's DIV has integer kernels for int32 only (a text recognizer's int64 lengths
+    from its widths input: "Div only supports FLOAT32, INT32 ..."): both operands cast to
+    int32, divided (truncating toward zero, as ONNX does) and cast back, as TensorFlow's
+    own converter narrows int64 (values past int32 would wrap)."""
+    rank, perm = _layout_of(lo, list(node.inputs))
+    operands = []
+    for value in node.inputs:
+        tensor = lo.broadcast_input(value, rank, perm)
+        narrow = lo.temp(f"{value.name}/i32", lo.w.shape(tensor), np.int32)
+        lo.emit("CAST", [tensor], [narrow])
+        operands.append(narrow)
+    quotient = lo.temp(f"{node.outputs[0].name}/i32", np.broadcast_shapes(*(lo.w.shape(t) for t in operands)), np.int32)
+    lo.emit("DIV", operands, [quotient], lo.w.options("Div", fusedActivationFunction=0))
+    lo.emit("CAST", [quotient], [lo.output(node.outputs[0], perm)])
 
 
 _POWERS = (0.5, -0.5, 1.0, -1.0, 2.0, 3.0)

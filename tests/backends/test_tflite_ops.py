@@ -81,6 +81,9 @@ PREDICATES = {
     "CastLike": "i = Cast <to = 6> (x)\n f = CastLike (i, x)\n y = Greater (f, zero)",
     "integer Mod (sign of the divisor)": "i = Cast <to = 6> (x)\n j = Cast <to = 6> (three)\n m = Mod (i, j)\n"
                                          " y = Greater (m, one)",
+    # TFLite's DIV has no int64 kernel (a text recognizer's lengths from its widths input:
+    # "Div only supports FLOAT32, INT32 ..."); ONNX truncates: 8 / -3 is -2, not -3
+    "int64 Div (truncating)": "i = Cast <to = 7> (x)\n j = Cast <to = 7> (three)\n d = Div (i, j)\n y = Greater (d, j)",
 }
 
 
