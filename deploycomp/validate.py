@@ -97,7 +97,25 @@ def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
 
 Where = Mapping[str, tuple[str, float]]
 """Output -> (a score output, threshold): judge the output only where the reference's
-score output exceeds the threshold (``--judge-where``)."""
+score output exceeds the threshold (``--judge-where``). The score may be one column of
+an output's last axis, ``NAME[K]``: a detection list's rows judged where their score is."""
+
+
+def _score_source(scores: str) -> tuple[str, int | None]:
+    """``NAME`` -> (NAME, None); ``NAME[K]`` -> (NAME, K): column K of the last axis."""
+    if scores.endswith("]") and "[" in scores:
+        name, _, index = scores[:-1].rpartition("[")
+        try:
+            return name, int(index)
+        except ValueError:
+            pass
+    return scores, None
+
+
+def _scores_of(output: Mapping[str, np.ndarray], scores: str) -> np.ndarray:
+    name, column = _score_source(scores)
+    values = np.asarray(output[name])
+    return values if column is None else values[..., column:column + 1]  # kept: it broadcasts over the rows
 
 
 def parse_where(texts) -> dict[str, tuple[str, float]]:
@@ -107,7 +125,11 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
     landmarks) are read only where its heatmap finds a face; elsewhere they are noise
     that no application reads, and their whole-map cosine judges the noise (CenterFace
     all-int8: the offset map's cosine 0.83-0.95 over the map, 0.993-0.996 where the
-    heatmap passes 0.2)."""
+    heatmap passes 0.2). ``SCORES`` may be a column of an output, ``output0[4]``: an
+    NMS-free detector's list of its top 300 (a YOLO head ending in TopK) holds a handful
+    of detections and then boxes of score ~0 in no particular order, which ONNX Runtime
+    and OpenVINO order differently (cosine 0.80 over the list; the detections equal to
+    6e-8): ``output0:output0[4]>0.25`` judges the rows that are detections."""
     out: dict[str, tuple[str, float]] = {}
     for text in texts or ():
         names, sep, rule = str(text).rpartition(":")
@@ -129,18 +151,26 @@ def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:
     output does not broadcast over the output it masks (as it is, or reduced over its
     channels: any channel passing)."""
     for name, (scores, threshold) in where.items():
-        for n in (name, scores):
+        source, column = _score_source(scores)
+        for n in (name, source):
             if n not in shapes:
                 raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: the model has no output {n!r} "
                                  f"(outputs: {', '.join(list(shapes)[:8])})")
+        score_shape = tuple(shapes[source])
+        if column is not None:
+            last = score_shape[-1] if score_shape else None
+            if not isinstance(last, int) or not -last <= column < last:
+                raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: {source} (shape {list(score_shape)}) "
+                                 f"has no column {column} on its last axis")
+            score_shape = score_shape[:-1] + (1,)
         fits = False
-        for score_shape in (tuple(shapes[scores]), tuple(shapes[scores][:1]) + (1,) + tuple(shapes[scores][2:])):
+        for score_shape in (score_shape, score_shape[:1] + (1,) + score_shape[2:]):
             try:
                 fits = fits or np.broadcast_shapes(score_shape, tuple(shapes[name])) == tuple(shapes[name])
             except ValueError:
                 pass
         if not fits:
-            raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: {scores} (shape {list(shapes[scores])}) "
+            raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: {scores} (shape {list(shapes[source])}) "
                              f"does not broadcast over {name} (shape {list(shapes[name])})") from None
 
 
@@ -162,12 +192,12 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
     output passes the threshold (flattened); a sample where none does holds one zero in
     both, an uninformative sample with nothing to judge."""
     out_refs, out_gots = [], []
-    for ref, got in zip(refs, gots):
-        ref, got = dict(ref), dict(got)
+    for original, got in zip(refs, gots):
+        ref, got = dict(original), dict(got)
         for name, (scores, threshold) in where.items():
-            if name not in ref or scores not in ref:
-                continue
-            mask = np.broadcast_to(_score_mask(np.asarray(ref[scores]), threshold, np.shape(ref[name])),
+            if name not in ref or _score_source(scores)[0] not in ref:
+                continue  # (scores read from the outputs as they came: one may mask itself)
+            mask = np.broadcast_to(_score_mask(_scores_of(original, scores), threshold, np.shape(ref[name])),
                                    np.shape(ref[name]))
             if mask.any():
                 ref[name], got[name] = np.asarray(ref[name])[mask], np.asarray(got[name])[mask]

@@ -261,3 +261,30 @@ def test_outputs_judged_where_a_score_map_passes_a_threshold():
         check_where(parse_where(["nope:heat>0"]), {"heat": [1, 1, 8, 8], "off": [1, 2, 8, 8]})
     with pytest.raises(ValueError, match="OUTPUT"):
         parse_where(["off>0.2"])
+
+
+def test_a_detection_list_judged_on_the_rows_whose_score_column_passes():
+    """An NMS-free detector's top-300 list ([1, 300, 6]: box, score, class) holds a few
+    detections, then boxes of score ~0 in whatever order a runtime's TopK leaves ties:
+    over the whole list the cosine judges that order; ``output0:output0[4]>0.25`` judges
+    the detections, and a detection that moves still counts."""
+    from deploycomp.validate import check_where, parse_where
+
+    rng = np.random.default_rng(1)
+    ref = np.zeros((1, 300, 6), np.float32)
+    ref[0, :, :4] = rng.uniform(0, 640, (300, 4))
+    ref[0, :3, 4] = [0.96, 0.8, 0.5]
+    ref[0, 3:, 4] = 1e-7
+    got = ref.copy()
+    got[0, 3:] = ref[0, 3:][rng.permutation(297)]  # the ties in another order
+    where = parse_where(["output0:output0[4]>0.25"])
+    assert where == {"output0": ("output0[4]", 0.25)}
+    check_where(where, {"output0": [1, 300, 6]})
+    assert compare_outputs([{"output0": ref}], [{"output0": got}])["output0"]["cosine"] < 0.9
+    judged = compare_outputs([{"output0": ref}], [{"output0": got}], where=where)["output0"]
+    assert judged["cosine"] == pytest.approx(1.0) and judged["judged_where"] == "output0[4] > 0.25"
+    moved = got.copy()
+    moved[0, 1, :4] += 50.0  # the second detection's box moves
+    assert compare_outputs([{"output0": ref}], [{"output0": moved}], where=where)["output0"]["cosine"] < 0.999
+    with pytest.raises(ValueError, match="no column 6"):
+        check_where(parse_where(["output0:output0[6]>0.25"]), {"output0": [1, 300, 6]})
