@@ -623,7 +623,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        hint = (_int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
+        hint = (_ranked_list_hint(summary, refs, where)
+                + _int8_hint(quant_info) + _coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")
                    else "")
                 if fidelity_missed else "")
@@ -707,6 +708,24 @@ def _float_layer_count(model: ir.Model, compute_ops: tuple[str, ...]) -> int:
 def _worst_cosine(metrics: Mapping[str, dict]) -> float:
     """The worst output's cosine (an integer output's share of ids equal) of compare_outputs' metrics."""
     return min(m["cosine"] for m in metrics.values())
+
+
+def _ranked_list_hint(summary, refs: list, where: Mapping) -> str:
+    """For a missed output that is a ranked list whose tail is ties (an NMS-free detector's
+    top 300, :func:`deploycomp.validate.ranked_list_column`): the ``--judge-where`` rule
+    that judges its head (one clause, or "")."""
+    from deploycomp.validate import ranked_list_column
+
+    missed = list(dict.fromkeys(c.name.partition("[")[2][:-1] for c in summary.failures  # "cosine[output0]"
+                                if c.fidelity and c.name.endswith("]")))
+    for name in missed:
+        if name in where or not all(name in r for r in refs):
+            continue
+        column = ranked_list_column([r[name] for r in refs])
+        if column is not None:
+            return (f"{name} is a ranked list whose column {column} falls to ~0 in most rows, where runtimes order "
+                    f"ties as they like: --judge-where {name}:{name}[{column}]>0.25 judges its top entries; ")
+    return ""
 
 
 def _int8_hint(quant_info: dict | None) -> str:

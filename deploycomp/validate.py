@@ -33,7 +33,7 @@ import numpy as np
 
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "compare_outputs", "masked_outputs", "parse_where", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "peak_rss_growth", "summarize"]
 
 
@@ -144,6 +144,24 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
             if name:
                 out[name] = (scores, value)
     return out
+
+
+def ranked_list_column(values: Sequence[np.ndarray]) -> int | None:
+    """The score column of an output that is a ranked list on every sample, or None: rows
+    along the second-to-last axis (at least 20), a column of the last axis in [0, 1] that
+    never rises from row to row and is below 0.01 in most rows. Such a list's tail (an
+    NMS-free detector's top 300 after its few detections) is ties a runtime may order as
+    it likes: ``--judge-where OUT:OUT[K]>T`` judges its head instead."""
+    arrays = [np.asarray(v) for v in values]
+    if not arrays or any(a.ndim < 2 or a.shape[-2] < 20 or not 2 <= a.shape[-1] <= 16 for a in arrays) \
+            or not all(np.issubdtype(a.dtype, np.floating) for a in arrays):
+        return None
+    for column in range(arrays[0].shape[-1]):
+        scores = [a[..., column] for a in arrays]
+        if all(np.all((c >= 0) & (c <= 1)) and np.all(np.diff(c, axis=-1) <= 1e-6) and np.mean(c < 0.01) >= 0.5
+               for c in scores):
+            return column
+    return None
 
 
 def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:

@@ -288,3 +288,23 @@ def test_a_detection_list_judged_on_the_rows_whose_score_column_passes():
     assert compare_outputs([{"output0": ref}], [{"output0": moved}], where=where)["output0"]["cosine"] < 0.999
     with pytest.raises(ValueError, match="no column 6"):
         check_where(parse_where(["output0:output0[6]>0.25"]), {"output0": [1, 300, 6]})
+
+
+def test_a_ranked_list_with_a_tail_of_ties_is_recognised_for_the_hint():
+    """What a missed budget's hint recognises as a ranked list: a score column in [0, 1]
+    that never rises and is ~0 in most rows; not a feature map, not unsorted scores."""
+    from deploycomp.validate import ranked_list_column
+
+    rng = np.random.default_rng(2)
+    lists = []
+    for _ in range(3):
+        a = rng.uniform(0, 640, (1, 300, 6)).astype(np.float32)
+        a[0, :, 4] = np.concatenate([np.sort(rng.uniform(0.3, 1.0, 5))[::-1], np.full(295, 1e-7)])
+        a[0, :, 5] = rng.integers(0, 3, 300)
+        lists.append(a)
+    assert ranked_list_column(lists) == 4
+    unsorted = [a.copy() for a in lists]
+    unsorted[1][0, :, 4] = rng.permutation(unsorted[1][0, :, 4])
+    assert ranked_list_column(unsorted) is None
+    assert ranked_list_column([rng.random((1, 8, 32, 32), dtype=np.float32)]) is None  # a feature map
+    assert ranked_list_column([lists[0][:, :10]]) is None  # too short to be a top-k list
