@@ -36,7 +36,8 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
-from deploycomp.quant.constants import add_initializer, constant
+from deploycomp.passes.rules._util import padded
+from deploycomp.quant.constants import add_initializer, attributes, constant, weight_matrix
 from deploycomp.quant.policy import QDQPolicy
 
 __all__ = ["ConformQDQPass", "activation_quantizers", "model_quantization"]
@@ -93,6 +94,19 @@ def _clamp_input(graph: ir.Graph, quant: ir.Node, lo: float, hi: float) -> None:
     quant.replace_input_with(0, clip.outputs[0])
 
 
+def _dequantized(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """``(q - zp) * scale`` in float64, per channel along ``axis`` where the scale has one
+    per channel: what a DequantizeLinear of a constant computes."""
+    shape = [1] * q.ndim
+    if scale.size > 1 and q.ndim:
+        shape[axis % q.ndim] = -1
+    return (q.astype(np.float64) - zp.reshape(shape).astype(np.float64)) * scale.reshape(shape).astype(np.float64)
+
+
+def _axis(dq: ir.Node) -> int:
+    return int(dq.attributes["axis"].value) if "axis" in dq.attributes else 1
+
+
 def _weights(value: ir.Value | None) -> np.ndarray | None:
     """A compute layer's constant weights as floats: an initializer, or one dequantized."""
     if value is None:
@@ -103,15 +117,8 @@ def _weights(value: ir.Value | None) -> np.ndarray | None:
     dq = value.producer()
     if dq is None or dq.op_type != "DequantizeLinear" or constant(dq.inputs[0]) is None:
         return None
-    q, params = constant(dq.inputs[0]), _params(dq)
-    if params is None:
-        return None
-    scale, zp = params
-    axis = int(dq.attributes["axis"].value) if "axis" in dq.attributes else 1
-    shape = [1] * q.ndim
-    if scale.size > 1:
-        shape[axis % q.ndim] = -1
-    return (q.astype(np.float64) - zp.reshape(shape).astype(np.float64)) * scale.reshape(shape).astype(np.float64)
+    params = _params(dq)
+    return None if params is None else _dequantized(constant(dq.inputs[0]), *params, _axis(dq))
 
 
 def _taken_back(reader: ir.Node, index: int) -> np.ndarray | None:
@@ -119,33 +126,26 @@ def _taken_back(reader: ir.Node, index: int) -> np.ndarray | None:
     bias correction for a shift of 1), or None where no constant can: the input is not
     the layer's data input, its weights are not constant, or zero padding would not
     shift with it."""
-    if index != 0 or len(reader.outputs) != 1:
+    if index != 0 or len(reader.outputs) != 1 or reader.op_type not in ("MatMul", "Gemm", "Conv"):
         return None
-    attrs = {k: a.value for k, a in reader.attributes.items()}
-    if reader.op_type == "MatMul":
-        w = _weights(reader.inputs[1])
-        return None if w is None or w.ndim != 2 else w.sum(axis=0)
-    if reader.op_type == "Gemm":
-        w = _weights(reader.inputs[1])
-        if w is None or attrs.get("transA", 0):
-            return None
-        return float(attrs.get("alpha", 1.0)) * (w.sum(axis=1) if attrs.get("transB", 0) else w.sum(axis=0))
-    if reader.op_type == "Conv":
-        w = _weights(reader.inputs[1])
-        if w is None or any(attrs.get("pads", ())) or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            return None
-        return w.reshape(w.shape[0], -1).sum(axis=1).reshape(-1, *([1] * (w.ndim - 2)))
-    return None
+    w = _weights(reader.inputs[1])
+    if (w is None or (reader.op_type == "MatMul" and w.ndim != 2)
+            or (reader.op_type == "Gemm" and attributes(reader).get("transA", 0))
+            or (reader.op_type == "Conv" and padded(reader))):
+        return None
+    per_output = weight_matrix(reader, w).sum(axis=0)  # a Conv's: each output channel's own weights
+    return per_output.reshape(-1, *([1] * (w.ndim - 2))) if reader.op_type == "Conv" else per_output
 
 
-def _add_after(graph: ir.Graph, value: ir.Value, amount: np.ndarray, name: str) -> None:
-    """``value``'s readers (graph outputs too, under its name) read ``value + amount`` instead."""
-    add = ir.node("Add", [value, add_initializer(graph, f"{name}__shift", amount.astype(np.float32))],
+def _add_after(graph: ir.Graph, value: ir.Value, amount: np.ndarray, name: str,
+               only: set[int] | None = None) -> None:
+    """``value``'s readers (graph outputs too, under its name) read ``value + amount``
+    instead; ``only``: just the readers of these ``id``s."""
+    add = ir.node("Add", [value, add_initializer(graph, f"{name}__shift", np.asarray(amount, np.float32))],
                   name=f"{name}__unshift")
     add.outputs[0].type, add.outputs[0].shape = value.type, value.shape
-    producer = value.producer()
-    graph.insert_after(producer, add) if producer is not None else graph.insert_before(next(iter(graph)), add)
-    uses = [(u.node, u.idx) for u in value.uses() if u.node is not add]
+    graph.insert_after(value.producer(), add)
+    uses = [(u.node, u.idx) for u in value.uses() if u.node is not add and (only is None or id(u.node) in only)]
     for node, idx in uses:
         node.replace_input_with(idx, add.outputs[0])
     outputs = [i for i, out in enumerate(graph.outputs) if out is value]
@@ -190,25 +190,17 @@ def _shift(graph: ir.Graph, quant: ir.Node, readers: list[ir.Node], scale: np.nd
     sub.outputs[0].type, sub.outputs[0].shape = x.type, x.shape
     graph.insert_before(quant, sub)
     quant.replace_input_with(0, sub.outputs[0])
-    restored: dict[int, ir.Value] = {}
     done: set[int] = set()
+    floats: dict[int, set[int]] = {}  # per DequantizeLinear, the readers that get it back through an Add
     for dq, reader, back in plan:
-        if back is not None:
-            if id(reader) not in done:  # a layer reading the same tensor twice takes it back once per input
-                done.add(id(reader))
-                _add_after(graph, reader.outputs[0], steps * step * back, reader.name or reader.outputs[0].name)
-            continue
-        if id(dq) not in restored:
-            add = ir.node("Add", [dq.outputs[0], add_initializer(graph, f"{base}__unshift",
-                                                                 np.asarray(steps * step, np.float32))],
-                          name=f"{dq.name or base}__unshift")
-            add.outputs[0].name = f"{dq.outputs[0].name}__unshifted"
-            add.outputs[0].type, add.outputs[0].shape = dq.outputs[0].type, dq.outputs[0].shape
-            graph.insert_after(dq, add)
-            restored[id(dq)] = add.outputs[0]
-        for use in list(dq.outputs[0].uses()):
-            if use.node is reader:
-                reader.replace_input_with(use.idx, restored[id(dq)])
+        if back is None:
+            floats.setdefault(id(dq), set()).add(id(reader))
+        elif id(reader) not in done:  # a layer reading the same tensor twice takes it back once per input
+            done.add(id(reader))
+            _add_after(graph, reader.outputs[0], steps * step * back, reader.name or reader.outputs[0].name)
+    for dq in readers:
+        if id(dq) in floats:
+            _add_after(graph, dq.outputs[0], steps * step, dq.name or base, only=floats[id(dq)])
     return True
 
 
@@ -231,12 +223,12 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if len(readers) != len(quant.outputs[0].uses()):
                 continue  # an integer tensor read by something else: leave it as the model wrote it
             new = None
-            if self.policy.activation_symmetric and np.any(zp.astype(np.int64) - (128 if zp.dtype == np.uint8 else 0)) \
-                    and _shift(graph, quant, readers, scale, zp):
+            asymmetric = np.any(zp.astype(np.int64) - (128 if zp.dtype == np.uint8 else 0))
+            if self.policy.activation_symmetric and asymmetric and _shift(graph, quant, readers, scale, zp):
                 new = (scale.astype(np.float32), np.zeros(zp.shape, np.int8))
                 self.changes["activation encodings made symmetric on their input moved by whole steps, taken back "
                              "after (exact but the top step)"] += 1
-            elif self.policy.activation_symmetric and np.any(zp.astype(np.int64) - (128 if zp.dtype == np.uint8 else 0)):
+            elif self.policy.activation_symmetric and asymmetric:
                 info = np.iinfo(zp.dtype)
                 lo = (info.min - zp.astype(np.int64)) * scale.astype(np.float64)
                 hi = (info.max - zp.astype(np.int64)) * scale.astype(np.float64)
@@ -272,9 +264,8 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if params is None:
                 continue
             scale, zp = params
-            axis = int(node.attributes["axis"].value) if "axis" in node.attributes else 1
             if q.dtype == np.int32 and not self.policy.int32_bias:
-                self._fold(graph, node, q, scale, zp, axis)
+                self._fold(graph, node, q, scale, zp, _axis(node))
                 self.changes["int32 biases folded to float (exact)"] += 1
             elif q.dtype == np.uint8 and signed:
                 shifted = (q.astype(np.int16) - 128).astype(np.int8)
@@ -289,10 +280,7 @@ class ConformQDQPass(ir.passes.InPlacePass):
     @staticmethod
     def _fold(graph: ir.Graph, node: ir.Node, q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> None:
         """The DequantizeLinear's output as a float constant its readers read instead."""
-        shape = [1] * q.ndim
-        if scale.size > 1 and q.ndim:
-            shape[axis % q.ndim] = -1
-        value = (q.astype(np.float64) - zp.reshape(shape).astype(np.float64)) * scale.reshape(shape).astype(np.float64)
+        value = _dequantized(q, scale, zp, axis)
         folded = add_initializer(graph, f"{node.outputs[0].name}__float", value.astype(np.float32))
         for use in list(node.outputs[0].uses()):
             use.node.replace_input_with(use.idx, folded)

@@ -238,7 +238,7 @@ class Ranking:
 
     def __init__(self, nodes: Sequence[tuple[str, str]], base: Mapping[str, float],
                  measure: Callable[[list[list[str]]], list[dict[str, float]]] | None = None,
-                 group_size: int = GROUP_SIZE, hurry: Callable[[], bool] | None = None):
+                 group_size: int = GROUP_SIZE, hurry: Hurry | None = None):
         self.hurry = hurry
         self.ops = dict(nodes)
         self.index = {name: i for i, (name, _) in enumerate(nodes)}
@@ -299,12 +299,8 @@ class Ranking:
             self._add([[n] for n in group[0]])
 
     def _coarse(self) -> bool:
-        if self.hurry is None or not self.hurry():
-            return False
-        skip = getattr(self.hurry, "skip", None)
-        if skip:
-            skip("the ranking's later nodes measured alone (their groups taken whole)")
-        return True
+        return self.hurry is not None and self.hurry.skip("the ranking's later nodes measured alone (their groups "
+                                                          "taken whole)")
 
     def take(self, count: int, exclude: Collection[str] = (), turns: Mapping[str, float] | None = None) -> list[str]:
         """The first ``count`` nodes not in ``exclude`` of the order :func:`round_robin`
@@ -406,7 +402,7 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
 
 def sensitivity_ranking(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
                         refs: Sequence[Mapping[str, np.ndarray]], bias_shifts: Mapping[str, np.ndarray] | None = None,
-                        group_size: int = GROUP_SIZE, hurry: Callable[[], bool] | None = None) -> Ranking:
+                        group_size: int = GROUP_SIZE, hurry: Hurry | None = None) -> Ranking:
     """The lazy quantize-one ranking (:class:`Ranking`) the float-layer search takes its
     nodes from; the all-int8 model's NMSE per output is its ``base``."""
     base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))

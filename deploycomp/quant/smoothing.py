@@ -35,6 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.rules._util import padded
 from deploycomp.quant.bias_correction import add_to_bias, bias_slot
 from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
@@ -56,8 +57,7 @@ def _pointwise(node: ir.Node) -> bool:
     attrs = attributes(node)
     w = constant(node.inputs[1])
     if node.op_type == "Conv":
-        return (int(attrs.get("group", 1)) == 1 and all(k == 1 for k in w.shape[2:])
-                and not any(attrs.get("pads", [])) and attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+        return int(attrs.get("group", 1)) == 1 and all(k == 1 for k in w.shape[2:]) and not padded(node)
     return node.op_type in ("Gemm", "MatMul")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["const", "exclusive_uses", "fresh_name", "initializer", "keepdims", "opset", "reduce_axes", "static_shape"]
+__all__ = ["const", "exclusive_uses", "fresh_name", "initializer", "keepdims", "opset", "padded", "reduce_axes",
+           "static_shape"]
 
 
 def const(value: ir.Value | None) -> np.ndarray | None:
@@ -48,6 +49,15 @@ def initializer(op, graph: ir.Graph | None, name: str, array: np.ndarray) -> ir.
     while unique in taken:
         unique, k = f"{name}_{k}", k + 1
     return op.initializer(ir.tensor(array), name=unique)
+
+
+def padded(node: ir.Node) -> bool:
+    """True if a Conv pads its input (``pads`` or an ``auto_pad`` that pads): a constant
+    added to its input then does not reach the border outputs as it reaches the others."""
+    attrs = node.attributes
+    pads = attrs["pads"].value if "pads" in attrs else ()
+    auto = attrs["auto_pad"].value if "auto_pad" in attrs else "NOTSET"
+    return any(pads) or auto not in ("NOTSET", "VALID")
 
 
 def reduce_axes(node: ir.Node) -> list[int] | None:

@@ -35,7 +35,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, pattern
 
-from deploycomp.passes.rules._util import const, exclusive_uses, initializer, static_shape
+from deploycomp.passes.rules._util import const, exclusive_uses, initializer, padded, static_shape
 
 __all__ = ["AddIntoConvFusion", "ConvAddFusion", "ConvMulFusion", "MulAddIntoPaddedConvFusion", "MulIntoConvFusion",
            "affine_into_conv_rules", "conv_affine_rules"]
@@ -127,6 +127,10 @@ def _per_input_channel(operand: np.ndarray, x: ir.Value, channels: int) -> np.nd
     return _per_channel(operand, rank, channels)
 
 
+def _group(conv: ir.Node) -> int:
+    return int(conv.attributes["group"].value) if "group" in conv.attributes else 1
+
+
 def _group_map(weights: np.ndarray, group: int) -> np.ndarray:
     """For each weight entry's (output channel, input-slot) the input channel it reads:
     shape ``(C_out, C_in / group)``."""
@@ -148,7 +152,7 @@ class _AffineIntoConvBase(pattern.RewriteRuleClassBase):
             return result.fail("Conv bias is not constant")
         if not np.issubdtype(value.dtype, np.floating) or value.dtype != weights.dtype:
             return result.fail("operand dtype differs from the weights'", operand)
-        group = int(conv.attributes["group"].value) if "group" in conv.attributes else 1
+        group = _group(conv)
         if self._per_input(x, operand, weights, group) is None:
             return result.fail("operand is not one value per input channel", operand)
         if static_shape(conv_in) is None or static_shape(conv_in) != static_shape(x):
@@ -160,12 +164,6 @@ class _AffineIntoConvBase(pattern.RewriteRuleClassBase):
     @staticmethod
     def _per_input(x, operand, weights: np.ndarray, group: int) -> np.ndarray | None:
         return _per_input_channel(const(operand), x, weights.shape[1] * group)
-
-    @staticmethod
-    def _padded(conv: ir.Node) -> bool:
-        pads = conv.attributes["pads"].value if "pads" in conv.attributes else ()
-        auto = conv.attributes["auto_pad"].value if "auto_pad" in conv.attributes else "NOTSET"
-        return any(pads) or auto not in ("NOTSET", "VALID")
 
     def _new_conv(self, op, x, w, conv_out, new_w, new_b):
         conv = conv_out.producer()
@@ -185,7 +183,7 @@ class MulIntoConvFusion(_AffineIntoConvBase):
     def rewrite(self, op, x, operand, conv_in, w, conv_out, **_):
         conv = conv_out.producer()
         weights = const(w)
-        group = int(conv.attributes["group"].value) if "group" in conv.attributes else 1
+        group = _group(conv)
         s = self._per_input(x, operand, weights, group)[_group_map(weights, group)]
         new_w = (weights * s.reshape(s.shape + (1,) * (weights.ndim - 2))).astype(weights.dtype)
         return self._new_conv(op, x, w, conv_out, new_w, _ConvAffineBase._bias(conv_out, weights.shape[0],
@@ -200,14 +198,14 @@ class AddIntoConvFusion(_AffineIntoConvBase):
 
     def check(self, context, x, operand, conv_in, w, conv_out, **_) -> MatchResult:
         result = self._check(x, operand, conv_in, w, conv_out)
-        if result and self._padded(conv_out.producer()):
+        if result and padded(conv_out.producer()):
             return result.fail("a padded border would add 0 where x + t adds t")
         return result
 
     def rewrite(self, op, x, operand, conv_in, w, conv_out, **_):
         conv = conv_out.producer()
         weights = const(w)
-        group = int(conv.attributes["group"].value) if "group" in conv.attributes else 1
+        group = _group(conv)
         t = self._per_input(x, operand, weights, group)[_group_map(weights, group)]
         shift = (weights.astype(np.float64) * t.reshape(t.shape + (1,) * (weights.ndim - 2))).reshape(
             weights.shape[0], -1).sum(axis=1)
@@ -227,12 +225,12 @@ class MulAddIntoPaddedConvFusion(_AffineIntoConvBase):
         result = self._check(x, scale, conv_in, w, conv_out)
         if not result:
             return result
-        if not self._padded(conv_out.producer()):
+        if not padded(conv_out.producer()):
             return result.fail("without padding the Add folds into the bias instead")
         value = const(shift)
         if value is None or value.dtype != const(w).dtype or not exclusive_uses(scaled, {conv_in.producer()}):
             return result.fail("the shift is not constant, or the scaled tensor has other readers")
-        group = int(conv_out.producer().attributes["group"].value) if "group" in conv_out.producer().attributes else 1
+        group = _group(conv_out.producer())
         s = self._per_input(x, scale, const(w), group)
         t = _per_input_channel(value, x, const(w).shape[1] * group)
         if t is None or not np.all(s != 0) or not np.all(np.isfinite(t / s)):
@@ -242,7 +240,7 @@ class MulAddIntoPaddedConvFusion(_AffineIntoConvBase):
     def rewrite(self, op, x, scale, scaled, shift, conv_in, w, conv_out, **_):
         conv = conv_out.producer()
         weights = const(w)
-        group = int(conv.attributes["group"].value) if "group" in conv.attributes else 1
+        group = _group(conv)
         channels = weights.shape[1] * group
         s = self._per_input(x, scale, weights, group)
         t = _per_input_channel(const(shift), x, channels)
