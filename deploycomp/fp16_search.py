@@ -32,7 +32,7 @@ from deploycomp.analysis import mac_share
 from deploycomp.quant.sensitivity import (LayerSensitivity, Ranking, Verdict, nmse_per_output, outputs_of_each,
                                          select_float_layers)
 
-__all__ = ["COMPUTE_OPS", "SEGMENTS", "fp16_mac_share", "search_fp32_segments", "segments"]
+__all__ = ["COMPUTE_OPS", "SEGMENTS", "float_tensors", "fp16_mac_share", "search_fp32_segments", "segments"]
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 SEGMENTS = 16
@@ -61,6 +61,12 @@ def segments(model: ir.Model, count: int = SEGMENTS) -> dict[str, list[str]]:
         out.setdefault(f"segment{min(max(0, seen - 1) // per, count - 1):02d}", []).extend(
             v.name for v in n.outputs if v.name and v.dtype in _FLOAT)
     return out
+
+
+def float_tensors(model: ir.Model) -> list[str]:
+    """Every float tensor a node of the main graph writes: with these fp32 an fp16 build
+    halves only its weights."""
+    return sorted(set().union(*segments(model).values()))
 
 
 def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None:

@@ -508,10 +508,10 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
     return checks
 
 
-def fidelity_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
-                      margin: float = 1.0) -> list[BudgetCheck]:
+def fidelity_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0,
+                      floor: Mapping[str, Mapping[str, float]] | None = None) -> list[BudgetCheck]:
     """The fidelity criteria ``metrics`` miss (see :func:`fidelity_met`)."""
-    return [c for c in _fidelity_checks(metrics, fidelity, margin) if not c.ok]
+    return [c for c in _fidelity_checks(metrics, fidelity, margin, floor) if not c.ok]
 
 
 def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> frozenset[str]:

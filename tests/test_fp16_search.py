@@ -120,3 +120,43 @@ def test_when_no_mix_meets_the_plain_fp16_bundle_and_its_miss_stand(tmp_path):
     search = runner.manifest["fp16"]["search"]
     assert not search["met"] and not runner.manifest["validation"]["ok"]
     assert runner.manifest["backend"]["lowered"]["precision"] == "fp16"
+
+
+def _offset_model_int8(layers: int = 4) -> ir.Model:
+    """The offset model as it would arrive from a quantizer: each MatMul reads its input
+    through a symmetric int8 QuantizeLinear/DequantizeLinear and its int8 weight through a
+    DequantizeLinear; the Sub and the Tanhs stay float."""
+    rng = np.random.default_rng(0)
+    scale = numpy_helper.from_array(np.array(0.01, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    inits = [numpy_helper.from_array(np.full((1, 64), 1000.0, np.float32), "offset"), scale, zero]
+    nodes = [helper.make_node("Sub", ["x", "offset"], ["h0"], name="centre")]
+    for i in range(layers):
+        inits += [numpy_helper.from_array(rng.integers(-127, 128, (64, 64)).astype(np.int8), f"wq{i}"),
+                  numpy_helper.from_array(np.array(1 / 8 / 127, np.float32), f"ws{i}")]
+        nodes += [helper.make_node("QuantizeLinear", [f"h{i}", "s", "z"], [f"q{i}"], name=f"q{i}"),
+                  helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"d{i}"], name=f"dq{i}"),
+                  helper.make_node("DequantizeLinear", [f"wq{i}", f"ws{i}"], [f"w{i}"], name=f"dqw{i}"),
+                  helper.make_node("MatMul", [f"d{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+                  helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"], name=f"tanh{i}")]
+    graph = helper.make_graph(nodes, "offset_int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [1, 64])], inits)
+    return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])))
+
+
+def test_a_model_that_arrives_int8_keeps_its_float_parts_fp32_where_fp16_misses(tmp_path):
+    """Its weights are int8 already: an fp16 build halves nothing, and where its float parts
+    in fp16 miss the budget and no mix of segments meets it, they stay fp32 (the model as
+    written) rather than the miss standing; the manifest says why."""
+    import deploycomp
+
+    path = tmp_path / "offset_int8.onnx"
+    onnx.save(ir.to_proto(_offset_model_int8()), path)
+    np.savez(tmp_path / "val.npz", x=np.concatenate([s["x"] for s in _samples(4, 100)]))
+    runner = deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16",
+                              validation_data=tmp_path / "val.npz", min_cosine=1 - 1e-9, no_fail=True)
+    fp16 = runner.manifest["fp16"]
+    assert any(a.startswith("the model arrives int8") for a in runner.manifest["assumptions"])
+    assert not fp16["search"]["met"]  # only every segment fp32 meets 1 - 1e-9
+    assert "the model arrives int8 and its float parts in fp16 missed" in fp16["executes_fp32"]
+    assert runner.manifest["validation"]["ok"]
