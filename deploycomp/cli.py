@@ -448,14 +448,8 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()})
     results = [runner.run(feeds) for feeds in samples]
     outputs = results[0]
-    if len(results) > 1:
-        name = next(iter(shapes))  # how the samples were joined: the outputs are joined so
-        loaded = np.load(inputs_path, allow_pickle=False)
-        first = loaded if isinstance(loaded, np.ndarray) else loaded[name]
-        stacked = first.ndim == len(shapes[name]) + 1
-        if not isinstance(loaded, np.ndarray):
-            loaded.close()
-        outputs = {k: (np.stack if stacked else np.concatenate)([r[k] for r in results]) for k in outputs}
+    if len(results) > 1:  # joined as the samples were
+        outputs = {k: (np.stack if samples.stacked else np.concatenate)([r[k] for r in results]) for k in outputs}
     if outputs_path:
         tmp = outputs_path.with_name(f".{outputs_path.name}.tmp.npz")
         np.savez(tmp, **outputs)

@@ -25,6 +25,14 @@ __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_f
 
 Samples = list[dict[str, np.ndarray]]
 
+
+class NpzSamples(list):
+    """Samples read from an ``.npz``, with how the file held them: ``stacked`` when its
+    arrays had a new leading axis (``N x 10 x 85`` for a ``10 x 85`` input), so outputs of
+    several samples are given back joined the same way (stacked, else concatenated)."""
+
+    stacked: bool = False
+
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 TEXT_LINES = (
@@ -294,6 +302,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     if missing:
         raise InputDataError(f"{path}: no array for input(s) {few(missing)} (has: {few(arrays) or 'none'})")
     per_input: dict[str, list[np.ndarray]] = {}
+    stacked = False
     for name, shape in shapes.items():
         arr = arrays[name]
         if tuple(arr.shape) == shape:
@@ -302,6 +311,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             chunks = [arr[i : i + shape[0]] for i in range(0, arr.shape[0], shape[0])]
         elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
             chunks = [np.asarray(a) for a in arr]  # (a scalar input's samples as 0-d arrays, not numpy scalars)
+            stacked = stacked or name == next(iter(shapes))
         else:
             raise InputDataError(
                 f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)}, "
@@ -314,7 +324,8 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
         raise InputDataError(f"{path}: inputs have different sample counts")
-    samples = [{n: per_input[n][i] for n in shapes} for i in range(counts.pop())]
+    samples = NpzSamples({n: per_input[n][i] for n in shapes} for i in range(counts.pop()))
+    samples.stacked = stacked
     check_finite(samples, str(path))
     return samples
 
