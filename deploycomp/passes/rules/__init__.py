@@ -8,6 +8,7 @@ from deploycomp.passes.rules.activations import activation_rules
 from deploycomp.passes.rules.batchnorm import batchnorm_rules
 from deploycomp.passes.rules.conv_affine import affine_into_conv_rules, conv_affine_rules
 from deploycomp.passes.rules.layer_norm import layer_norm_rules
+from deploycomp.passes.rules.masks import mask_rules
 from deploycomp.passes.rules.no_op import no_op_rules
 from deploycomp.passes.rules.slices import slice_rules
 from deploycomp.passes.rules.transpose import transpose_rules
@@ -24,6 +25,7 @@ RULE_GROUPS: dict[str, tuple] = {
     "transpose": transpose_rules(),
     "gemm": (_onnxscript_rules.matmul_add_to_gemm_rule, _onnxscript_rules.transpose_b_matmul_add_to_gemm_rule),
     "slices": slice_rules(),
+    "masks": mask_rules(),
 }
 
 DEFAULT_RULES: tuple = tuple(rule for group in RULE_GROUPS.values() for rule in group)
