@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass
+from deploycomp.passes.to_float32 import Float16ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 
 __all__ = ["KEEP_FP32", "simulate_fp16", "to_fp16"]

@@ -37,6 +37,7 @@ from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES, TFLITE_RULES
+from deploycomp.passes.to_float32 import Float64ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
@@ -105,8 +106,11 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8. After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
-    fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`)."""
+    fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`).
+    float64 is computed in float32 (:mod:`deploycomp.passes.to_float32`): TFLite has
+    float64 kernels for a few ops only."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
+    pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
     pipeline.loop.insert(1, IfToWherePass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)

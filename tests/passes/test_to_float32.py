@@ -1,5 +1,6 @@
-"""A float16 model widened to float32 for int8: outputs as before (to float16 rounding),
-no float16 left inside, the interface still float16."""
+"""A float16 model widened to float32 for int8, a float64 one narrowed for TFLite and int8:
+outputs as before (to float16 rounding; to float32 rounding),
+neither left inside, the interface as typed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass, has_float16
+from deploycomp.passes.to_float32 import Float16ToFloat32Pass, Float64ToFloat32Pass, has_dtype, has_float16
 from tests.passes._harness import model_from_text
 
 def _half_model() -> onnx.ModelProto:
@@ -69,3 +70,55 @@ def test_a_float32_model_is_left_alone():
     g (float[2] x) => (float[2] y) { y = Relu(x) }
     """))
     assert not has_float16(model) and not Float16ToFloat32Pass()(model).modified
+
+
+def _double_model() -> onnx.ModelProto:
+    """A float64 input and output around a float32 part, and inside a Cast to double, a
+    double weight and a double ConstantOfShape (a pitch tracker's STFT casts to double)."""
+    return model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (double[1, 8] a, float[1, 8] x) => (double[1, 8] y, float[1, 8] z) {
+        xd = Cast<to = 11>(x)
+        s = Shape(x)
+        half = ConstantOfShape<value = double[1] {0.5}>(s)
+        m = Mul(xd, w)
+        p = Add(m, half)
+        y = Mul(p, a)
+        z = Cast<to = 1>(p)
+    }
+    """, w=np.linspace(0.5, 2.0, 8))
+
+
+def test_a_float64_model_computes_in_float32_behind_its_interface_once():
+    source = _double_model()
+    model = ir.from_proto(source)
+    assert has_dtype(model, ir.DataType.DOUBLE) and Float64ToFloat32Pass()(model).modified
+    narrowed = ir.to_proto(model)
+    onnx.checker.check_model(narrowed, full_check=True)
+    inside = [v.name for n in model.graph for v in n.outputs if v.dtype == ir.DataType.DOUBLE]
+    assert inside == ["y"]  # only the Cast back at the double output
+    assert [v.dtype for v in model.graph.inputs] == [ir.DataType.DOUBLE, ir.DataType.FLOAT]
+    assert not Float64ToFloat32Pass()(model).modified  # a second run (TFLite's, then int8's) finds it done
+    rng = np.random.default_rng(1)
+    feeds = {"a": rng.standard_normal((1, 8)), "x": rng.standard_normal((1, 8)).astype(np.float32)}
+    for want, got in zip(_run(source, feeds), _run(narrowed, feeds)):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_tflite_build_of_a_model_that_casts_to_double(tmp_path):
+    """LiteRT's MUL refused a float64 tensor beside a float32 one (an internal error); the
+    TFLite pipeline computes float64 in float32, at fp32 and int8."""
+    import deploycomp
+
+    onnx.save(_double_model(), tmp_path / "double.onnx")
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "data.npz", a=rng.standard_normal((6, 8)), x=rng.standard_normal((6, 8)).astype(np.float32))
+    for precision in ("fp32", "int8"):
+        runner = deploycomp.build(tmp_path / "double.onnx", tmp_path / precision, target="android-arm64",
+                                  precision=precision, calibration=tmp_path / "data.npz",
+                                  validation_data=tmp_path / "data.npz")
+        assert runner.manifest["validation"]["ok"]
+        got = runner.run({"a": np.ones((1, 8)), "x": np.ones((1, 8), np.float32)})
+        np.testing.assert_allclose(got["z"][0], np.linspace(0.5, 2.0, 8) + 0.5, rtol=1e-6 if precision == "fp32" else 0.05)
+        assert got["y"].dtype == np.float64  # the interface as the model types it
