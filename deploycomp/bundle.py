@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,14 +32,33 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
-           "staged_bundle", "write_json"]
+           "json_text", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "deploycomp-bundle/1"
 
 
+def json_text(data: Any) -> str:
+    """``data`` as strict JSON: NaN and Inf (an fp16 candidate's error on an output it
+    turned to NaN) become null, which every JSON reader accepts; Python's bare ``NaN`` is
+    not JSON, and a manifest a fleet tool cannot parse is no manifest."""
+    return json.dumps(_finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    if type(data).__module__ == "numpy" and getattr(data, "ndim", None) == 0:  # a numpy scalar (no numpy import here)
+        return _finite(data.item())
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(json_text(data) + "\n")
 
 
 def artifact_entries(folder: Path, files: list[Path]) -> list[dict[str, Any]]:

@@ -149,7 +149,9 @@ def _progress(enabled: bool):
 def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     val = manifest["validation"]
     if as_json:
-        click.echo(json.dumps({
+        from deploycomp.bundle import json_text
+
+        click.echo(json_text({
             "bundle": str(bundle), "ok": val["ok"], "target": manifest["target"]["name"],
             "precision": manifest["precision"], "backend": manifest["backend"]["name"],
             "executed_precision": manifest["backend"]["runtime"].get("executed_precision"),
@@ -157,7 +159,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
             "auto": manifest.get("auto"),
             **({"fp16": manifest["fp16"]} if "fp16" in manifest else {}),  # what stayed fp32, and why
-        }, indent=2, sort_keys=True))
+        }))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"
     data = val.get("data") or {}

@@ -71,16 +71,25 @@ class LayerSensitivity:
     """The same, per output."""
 
 
+NONFINITE_NMSE = 1e6
+"""The NMSE counted for a sample whose output has NaN or Inf: worse than any finite
+error (noise in place of the output is ~1-2), and still a number, so a candidate that
+makes the output finite again gains by it (an fp16 pitch tracker's NaN had made every
+segment's gain NaN - base, read as 0: the search took segments in graph order)."""
+
+
 def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
     """Each float output's NMSE (squared error over the reference's energy), mean over
-    samples. Integer outputs (ids, counts) are left out: their error is a step, zero until
-    an id flips (see :mod:`deploycomp.quant.scores` for what stands in for them)."""
+    samples (:data:`NONFINITE_NMSE` for a sample where it is not finite). Integer outputs
+    (ids, counts) are left out: their error is a step, zero until an id flips (see
+    :mod:`deploycomp.quant.scores` for what stands in for them)."""
     out: dict[str, float] = {}
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
             if not np.issubdtype(r.dtype, np.floating):
                 continue
-            out[name] = out.get(name, 0.0) + squared_error64(got[name], r) / max(dot64(r, r), 1e-20)
+            error = squared_error64(got[name], r) / max(dot64(r, r), 1e-20)
+            out[name] = out.get(name, 0.0) + (error if np.isfinite(error) else NONFINITE_NMSE)
     return {k: v / max(len(refs), 1) for k, v in out.items()}
 
 

@@ -318,3 +318,16 @@ def test_giving_back_never_leaves_a_choice_that_missed():
 
     chosen, met = select_float_layers(_ranking(20), five, start=1, give_back=6)
     assert met and len(chosen) == 5  # every smaller set misses: nothing goes back
+
+
+def test_an_output_turned_to_nan_counts_as_the_worst_finite_error():
+    """A candidate whose output is NaN or Inf scores NONFINITE_NMSE, not NaN: ``base - NaN``
+    read as no gain, and every part of an fp16 search that made NaN finite again ranked 0."""
+    from deploycomp.quant.sensitivity import NONFINITE_NMSE, nmse_per_output
+
+    ref = [{"y": np.ones((1, 4), np.float32)}, {"y": np.full((1, 4), 2.0, np.float32)}]
+    nan = [{"y": np.array([[1, np.nan, 1, 1]], np.float32)}, {"y": np.full((1, 4), 2.0, np.float32)}]
+    inf = [{"y": np.array([[1, np.inf, 1, 1]], np.float32)}, {"y": np.full((1, 4), 2.0, np.float32)}]
+    assert nmse_per_output(ref, nan) == {"y": NONFINITE_NMSE / 2} == nmse_per_output(ref, inf)
+    close = nmse_per_output(ref, [{"y": r["y"] * 1.01} for r in ref])
+    assert 0 < close["y"] < nmse_per_output(ref, nan)["y"]
