@@ -221,7 +221,8 @@ class Lowering:
         self.skip: set[int] = set()
         self._passthrough_quant = None
         self.unit_height: dict[int, int] = {}
-        """(N, W, C) tensor -> the same data as (N, 1, W, C) (see :meth:`nhwc_input`)."""
+        """(N, W, C) or (N, D, H, W, C) tensor -> the same data as (N, 1, W, C) or (N * D, H, W, C)
+        (see :meth:`nhwc_input`)."""
         self.kept_fp32: list[str] = []
         self.activation_of_op: dict[int, int] = {}
         """Tensor -> the op whose fused activation applies to it (an op followed by a crop)."""
@@ -354,30 +355,34 @@ class Lowering:
 
         TFLite's are 2-D only; a 1-D one (audio front-ends, embedding CNNs) is the 2-D op
         over a unit height: the (N, C, W) value stored (N, W, C) is RESHAPEd to (N, 1, W, C),
-        the same bytes. A value a 1-D op wrote is read in the 4-D form that op wrote, so a
-        chain of 1-D convolutions reshapes only where something else reads it."""
+        the same bytes. A 3-D one whose kernel is 1 deep (a watermarking GAN's per-frame
+        convs, (2+1)-D video models) is the 2-D op over every frame: the (N, C, D, H, W)
+        value stored (N, D, H, W, C) is RESHAPEd to (N * D, H, W, C), the same bytes too. A
+        value such an op wrote is read in the 4-D form that op wrote, so a chain of them
+        reshapes only where something else reads it."""
         rank = len(self.shape(value))
         if rank == 4:
             return self.input(value, NCHW_TO_NHWC)
-        if rank != 3:
-            raise UnsupportedError(f"tflite: a {rank - 2}-D convolution or pool (1-D and 2-D only)")
-        index = self.input(value, (0, 2, 1))
+        if rank not in (3, 5):
+            raise UnsupportedError(f"tflite: a {rank - 2}-D convolution or pool (1-D and 2-D only, 3-D 1 deep)")
+        index = self.input(value, self.channels_last(rank))
         if index not in self.unit_height:
-            n, w, c = self.w.shape(index)
-            t4 = self.w.tensor(f"{self.w.tensors[index].name}/h1", (n, 1, w, c), self.w.dtype(index),
-                               self.w.quantization(index))
-            self.emit("RESHAPE", [index, self.int32((n, 1, w, c))], [t4], self.w.options("Reshape", newShape=[n, 1, w, c]))
+            shape = self.w.shape(index)
+            four = (shape[0], 1, *shape[1:]) if rank == 3 else (shape[0] * shape[1], *shape[2:])
+            t4 = self.w.tensor(f"{self.w.tensors[index].name}/4d", four, self.w.dtype(index), self.w.quantization(index))
+            self.emit("RESHAPE", [index, self.int32(four)], [t4], self.w.options("Reshape", newShape=list(four)))
             self.unit_height[index] = t4
         return self.unit_height[index]
 
     def emit_2d(self, builtin: str, inputs: list[int], out: int, options=None) -> int:
-        """Emit a 2-D op writing ``out``; a rank-3 ``out`` (N, W, C) is written as (N, 1, W, C)
-        and RESHAPEd into it (see :meth:`nhwc_input`)."""
+        """Emit a 2-D op writing ``out``; a rank-3 ``out`` (N, W, C) is written as (N, 1, W, C),
+        a rank-5 one (N, D, H, W, C) as (N * D, H, W, C), and RESHAPEd into it (see
+        :meth:`nhwc_input`)."""
         shape = self.w.shape(out)
         if len(shape) == 4:
             return self.emit(builtin, inputs, [out], options)
-        n, w, c = shape
-        t4 = self.w.tensor(f"{self.w.tensors[out].name}/h1", (n, 1, w, c), self.w.dtype(out), self.w.quantization(out))
+        four = (shape[0], 1, *shape[1:]) if len(shape) == 3 else (shape[0] * shape[1], *shape[2:])
+        t4 = self.w.tensor(f"{self.w.tensors[out].name}/4d", four, self.w.dtype(out), self.w.quantization(out))
         op = self.emit(builtin, inputs, [t4], options)
         self.unit_height[out] = t4
         self._unwritten[out] = t4  # the RESHAPE is emitted when something reads ``out`` itself
@@ -564,16 +569,17 @@ class Lowering:
         return name, index, perm
 
     def _input_layout(self, value: ir.Value) -> Perm:
-        """NHWC for 4-D inputs, NWC for 3-D ones a 1-D convolution or pool reads (through
-        element-wise ops, pads and int8's QuantizeLinear/DequantizeLinear), else ONNX order;
-        all ONNX order with ``io_layout="nchw"``."""
+        """NHWC for 4-D inputs, NWC for 3-D ones a 1-D convolution or pool reads and NDHWC for
+        5-D ones a 3-D one 1 deep reads (through element-wise ops, pads and int8's
+        QuantizeLinear/DequantizeLinear), else ONNX order; all ONNX order with
+        ``io_layout="nchw"``."""
         rank = len(self.shape(value))
         if self.io_layout != "nhwc":
             return identity(rank)
         if rank == 4:
             return NCHW_TO_NHWC
         readers, frontier, seen = set(), [value], set()
-        while frontier and rank == 3:
+        while frontier and rank in (3, 5):
             for node, _ in frontier.pop().uses():
                 if id(node) in seen:
                     continue
@@ -584,7 +590,7 @@ class Lowering:
                 else:
                     readers.add(node.op_type)
         if readers & {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}:
-            return self.channels_last(3)
+            return self.channels_last(rank)
         return identity(rank)
 
     def _input_quantizer(self, value: ir.Value) -> ir.Node | None:

@@ -70,23 +70,32 @@ def _explicit_pad(lo: Lowering, source: int, pads, name: str, value: float = 0.0
 
 def _conv_geometry(lo: Lowering, node: ir.Node, kernel):
     """(in_hw, strides, dilations, pads) in 2-D; a 1-D op's are those of the 2-D op over a
-    unit height (see :meth:`Lowering.nhwc_input`)."""
+    unit height, a 3-D op's with a kernel 1 deep (stride 1, no padding in depth) those of
+    the 2-D op over each frame (see :meth:`Lowering.nhwc_input`)."""
     x = node.inputs[0]
     in_hw = lo.shape(x)[2:]
     n = len(in_hw)
-    if n not in (1, 2) or len(kernel) != n:
-        raise UnsupportedError(f"tflite: {node.op_type} on a rank-{n + 2} input (1-D and 2-D only)")
+    if n not in (1, 2, 3) or len(kernel) != n:
+        raise UnsupportedError(f"tflite: {node.op_type} on a rank-{n + 2} input (1-D and 2-D only, 3-D 1 deep)")
     strides = node.attributes.get_ints("strides", [1] * n)
     dilations = node.attributes.get_ints("dilations", [1] * n)
     pads = _spatial_pads(node, in_hw, kernel, strides, dilations)
     if n == 1:
         return (1, *in_hw), [1, *strides], [1, *dilations], [(0, 0), *pads]
+    if n == 3:
+        if kernel[0] != 1 or strides[0] != 1 or pads[0] != (0, 0):
+            raise UnsupportedError(f"tflite: 3-D {node.op_type} with a kernel {kernel[0]} deep, stride {strides[0]}, "
+                                   f"depth pads {pads[0]} (only 1 deep, stride 1, unpadded: a 2-D op over each frame)")
+        return in_hw[1:], strides[1:], dilations[1:], pads[1:]
     return in_hw, strides, dilations, pads
 
 
-def _unit_height(weight: np.ndarray) -> np.ndarray:
-    """A 1-D op's (O, I, K) weight as the 2-D op's (O, I, 1, K)."""
-    return weight[:, :, None, :] if weight.ndim == 3 else weight
+def _as_2d(weight: np.ndarray) -> np.ndarray:
+    """A 1-D op's (O, I, K) weight as the 2-D op's (O, I, 1, K); a 3-D op's (O, I, 1, KH, KW),
+    1 deep, as (O, I, KH, KW)."""
+    if weight.ndim == 3:
+        return weight[:, :, None, :]
+    return weight[:, :, 0] if weight.ndim == 5 else weight
 
 
 def _bias(lo: Lowering, node: ir.Node, index: int, channels: int) -> int:
@@ -127,17 +136,18 @@ def _int8_plan(lo: Lowering, node: ir.Node):
 @lowers("Conv")
 def lower_conv(lo: Lowering, node: ir.Node) -> None:
     """CONV_2D or DEPTHWISE_CONV_2D, fp32 or int8 (per-channel weights); a 1-D Conv is the
-    2-D one over a unit height."""
+    2-D one over a unit height, a 3-D one 1 deep the 2-D one over each frame."""
     x, w_value = node.inputs[:2]
     weight = lo.const(w_value)
     if weight is None:
         raise UnsupportedError("tflite: Conv with non-constant weights")
-    if weight.ndim not in (3, 4):
-        raise UnsupportedError(f"tflite: Conv{weight.ndim - 2}D (1-D and 2-D only)")
+    if weight.ndim not in (3, 4, 5):
+        raise UnsupportedError(f"tflite: Conv{weight.ndim - 2}D (1-D, 2-D and 3-D 1 deep only)")
     rank = weight.ndim
-    weight = _unit_height(weight)
+    kernel = weight.shape[2:]
+    weight = _as_2d(weight)
     cout, cin_g, kh, kw = weight.shape
-    in_hw, strides, dilations, pads = _conv_geometry(lo, node, (kw,) if rank == 3 else (kh, kw))
+    in_hw, strides, dilations, pads = _conv_geometry(lo, node, kernel)
     group = node.attributes.get_int("group", 1)
     cin = lo.shape(x)[1]
     out_value = node.outputs[0]
@@ -160,13 +170,13 @@ def lower_conv(lo: Lowering, node: ir.Node) -> None:
     layout, channel_axis = ((1, 2, 3, 0), 3) if depthwise else ((0, 2, 3, 1), 0)
     if int8:
         _, (data, scales, _), qout = int8
-        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(layout), scales, channel_axis)
+        filt = quantized.weight_tensor(lo, w_value.name, _as_2d(data).transpose(layout), scales, channel_axis)
         in_scale = lo.w.quantization(source).scale[0]
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None, in_scale, scales, cout)
         out, activation = quantized.write_int8(lo, node, qout, perm), quantized.fused(qout.activation)
     elif (hybrid := _hybrid_weight(lo, node, 0)) is not None:
         data, scales = hybrid
-        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(layout), scales, channel_axis)
+        filt = quantized.weight_tensor(lo, w_value.name, _as_2d(data).transpose(layout), scales, channel_axis)
         bias, out, activation = _bias(lo, node, 2, cout), lo.output(out_value, perm), 0
     else:
         filt = lo.constant(w_value.name, weight.transpose(layout))
@@ -224,7 +234,7 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     unit = [1] if rank == 3 else []
     if tuple(node.attributes.get_ints("dilations", [1] * (rank - 2))) != (1,) * (rank - 2):
         raise UnsupportedError("tflite: dilated ConvTranspose")
-    weight = _unit_height(weight)
+    weight = _as_2d(weight)
     cin, cout, kh, kw = weight.shape
     sh, sw = unit + list(node.attributes.get_ints("strides", [1] * (rank - 2)))
     in_hw = tuple(unit) + tuple(lo.shape(x)[2:])
@@ -245,7 +255,7 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
         source = lo.nhwc_input(int8[0])
         scales = np.tile(np.broadcast_to(scales.reshape(-1), (data.shape[1],)), group)  # per group's channel
         data = _ungrouped(data, group)
-        filt = quantized.weight_tensor(lo, w_value.name, _unit_height(data).transpose(1, 2, 3, 0), scales, 0)
+        filt = quantized.weight_tensor(lo, w_value.name, _as_2d(data).transpose(1, 2, 3, 0), scales, 0)
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None,
                                     lo.w.quantization(source).scale[0], scales, cout)
         out = quantized.write_int8(lo, node, qout, perm)

@@ -1,4 +1,5 @@
-"""1-D convolutions, pools and transposed convolutions (audio front-ends, embedding CNNs)
+"""1-D convolutions, pools and transposed convolutions (audio front-ends, embedding CNNs), and
+3-D ones 1 deep (per-frame video convs),
 lowered as the 2-D TFLite ops over a unit height, at fp32, fp16 and int8 (per-channel
 weights), against ONNX Runtime."""
 
@@ -101,9 +102,38 @@ def test_conv_transpose_runs_int8(tmp_path, precision, attrs, x, k):
         assert "TRANSPOSE_CONV" not in info["float_ops"], info["float_ops"]
 
 
-def test_conv3d_is_refused_by_name(tmp_path):
+CONV3D_ONE_DEEP = {
+    "one frame, 3x3, pads 1 (a watermarking GAN's per-frame conv)": ((1, 3, 1, 12, 12), (4, 3, 1, 3, 3), "pads = [0, 1, 1, 0, 1, 1]"),
+    "four frames, 1x3x3, stride 2": ((1, 3, 4, 12, 12), (4, 3, 1, 3, 3), "strides = [1, 2, 2]"),
+    "four frames, depthwise": ((1, 3, 4, 12, 12), (3, 1, 1, 3, 3), "group = 3, pads = [0, 1, 1, 0, 1, 1]"),
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", CONV3D_ONE_DEEP)
+def test_conv3d_one_deep_is_a_2d_conv_over_each_frame(tmp_path, case, precision):
+    """A 3-D convolution whose kernel is 1 deep (stride 1, no depth padding) is the 2-D one
+    over every frame: its (N, D, H, W, C) tensor is (N * D, H, W, C), the same bytes, so a
+    chain of them with element-wise ops between needs no TRANSPOSE."""
+    xshape, wshape, attrs = CONV3D_ONE_DEEP[case]
+    out = wshape[0]
+    text = f"""{G} g (float{list(xshape)} x, float{list(wshape)} k, float[{out}] b, float[{out}, {out}, 1, 1, 1] k2)
+                => (float[1, {out}, N, H, W] y)
+    {{ c = Conv <{attrs}> (x, k, b)
+       r = Relu (c)
+       c2 = Conv (r, k2)
+       y = Sigmoid (c2) }}"""
+    info = check(tmp_path, model_from_text(text, k=w(*wshape), b=w(out), k2=w(out, out, 1, 1, 1)), {"x": xshape},
+                 precision)
+    ops = info["ops"]
+    assert ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0) == 2 and "TRANSPOSE" not in ops, ops
+    if precision == "int8":
+        assert info["int8_ops"] >= 2 and "CONV_2D" not in info["float_ops"] and "DEPTHWISE_CONV_2D" not in info["float_ops"]
+
+
+def test_a_deeper_conv3d_is_refused_by_name(tmp_path):
     from deploycomp.errors import UnsupportedError
 
-    text = f"""{G} g (float[1, 2, 4, 4, 4] x, float[3, 2, 1, 1, 1] k) => (float[1, 3, 4, 4, 4] y) {{ y = Conv (x, k) }}"""
-    with pytest.raises(UnsupportedError, match=r"Conv3D \(1-D and 2-D only\) \(node"):
-        check(tmp_path, model_from_text(text, k=w(3, 2, 1, 1, 1)), {"x": (1, 2, 4, 4, 4)}, "fp32")
+    text = f"""{G} g (float[1, 2, 4, 4, 4] x, float[3, 2, 3, 1, 1] k) => (float[1, 3, 2, 4, 4] y) {{ y = Conv (x, k) }}"""
+    with pytest.raises(UnsupportedError, match=r"3-D Conv with a kernel 3 deep.*\(node"):
+        check(tmp_path, model_from_text(text, k=w(3, 2, 3, 1, 1)), {"x": (1, 2, 4, 4, 4)}, "fp32")
