@@ -562,6 +562,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             if "bf16" in target.precisions:  # the half precision this CPU runs fast
                 fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
+        if fp16_info is not None and not fp16_info.get("executes_fp32") and runner.info.get("executes_fp32_because"):
+            fp16_info["executes_fp32"] = runner.info["executes_fp32_because"]  # the runtime's own choice, said
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
@@ -950,16 +952,19 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     """int8 QDQ model: calibrate, rank layers, keep the fewest in float that meet the budget
     as the target's own runtime executes them; say where the real ``validation`` inputs go
     beyond the calibrated ranges."""
-    from deploycomp.passes.float16_to_float32 import Float16ToFloat32Pass
+    from deploycomp.passes.to_float32 import Float16ToFloat32Pass, Float64ToFloat32Pass
     from deploycomp.quant import quantize
     from deploycomp.quant.dynamic import is_dynamic
     from deploycomp.quant.policy import policy_for
     from deploycomp.quant.sensitivity import Verdict
 
-    # QDQ starts from float32 (ONNX Runtime has no float16 QuantizeLinear)
+    # QDQ starts from float32 (ONNX Runtime has no float16 QuantizeLinear, ONNX no float64 one)
     if Float16ToFloat32Pass()(prep.model).modified:
         prep.assumed.append("a float16 model: calibrated and quantized from its float32 form (each float16 weight "
                             "widened exactly), its inputs and outputs still float16")
+    if Float64ToFloat32Pass()(prep.model).modified:
+        prep.assumed.append("float64 parts computed in float32 for int8 (each float64 weight rounded), its inputs "
+                            "and outputs still as typed")
     opts.progress("int8 calibration")
     samples, label = calibration.samples, calibration.label
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples

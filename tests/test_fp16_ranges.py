@@ -199,6 +199,7 @@ def test_a_host_fp16_build_records_both_execution_times_and_runs_the_faster(real
     if "FP16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         assert "fp16_execution_ms" not in manifest["measured"]
         assert manifest["backend"]["runtime"]["executed_precision"] == "fp32"
+        assert "no native f16" in manifest["fp16"]["executes_fp32"]  # said, not silent
         return
     f16, f32 = manifest["measured"]["fp16_execution_ms"]["f16"], manifest["measured"]["fp16_execution_ms"]["f32"]
     executed = manifest["backend"]["runtime"]["executed_precision"]

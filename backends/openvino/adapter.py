@@ -151,6 +151,9 @@ class OpenVINORunner:
             "executed_precision": _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
             "compute_layer_precisions": self._layer_precisions(),
         }
+        if precision == "fp16" and execute is None and config.get("INFERENCE_PRECISION_HINT") == "f32":
+            self.info["executes_fp32_because"] = ("this CPU has no native f16 (OpenVINO would execute an f16 hint as "
+                                                  "bf16 or emulate it): f16 weights, f32 execution")
         layers = self.info["compute_layer_precisions"]
         int8 = sum(n for k, n in layers.items() if k.split(":")[1] in ("u8", "i8"))
         if int8:
