@@ -599,6 +599,58 @@ def samples_minilm() -> tuple[Samples, Samples]:
     return enc[:N_CALIB], enc[N_CALIB:]
 
 
+TITLER = "traceforge-title-model==0.2.0"
+TITLER_TOKENIZER = (TITLER, "traceforge_title_model/data/span/tokenizer.json",
+                    "3550c5f922922567115f702e0543b57276366fc321cf1f088859c71491656cf6")
+
+
+class Unigram:
+    """SentencePiece's unigram model as a ``tokenizer.json`` holds it (T5's): the text's
+    words joined by ``▁`` (Metaspace, a leading one too), cut into the vocabulary's pieces
+    of the highest total log-probability (Viterbi), ``</s>`` appended, padded with 0. Plain
+    ASCII text needs none of the normalizer's character map."""
+
+    def __init__(self, path: Path):
+        model = json.loads(path.read_text(encoding="utf-8"))["model"]
+        self.pieces = {piece: (i, score) for i, (piece, score) in enumerate(model["vocab"])}
+        self.unk, self.eos = model["unk_id"], self.pieces["</s>"][0]
+        self.longest = max(len(p) for p in self.pieces)
+
+    def ids(self, text: str) -> list[int]:
+        s = "\u2581" + "\u2581".join(text.split())
+        best: list[tuple[float, int, int]] = [(0.0, 0, -1)] + [(-np.inf, 0, -1)] * len(s)  # (score, start, id)
+        for end in range(1, len(s) + 1):
+            for start in range(max(0, end - self.longest), end):
+                piece = self.pieces.get(s[start:end])
+                if piece is not None and best[start][0] + piece[1] > best[end][0]:
+                    best[end] = (best[start][0] + piece[1], start, piece[0])
+            if best[end][0] == -np.inf:  # a character no piece covers: one unknown
+                best[end] = (best[end - 1][0] - 100.0, end - 1, self.unk)
+        out, end = [], len(s)
+        while end > 0:
+            out.append(best[end][2])
+            end = best[end][1]
+        return out[::-1]
+
+    def encode(self, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = (self.ids(text)[: length - 1] + [self.eos])
+        mask = [1] * len(ids) + [0] * (length - len(ids))
+        return (np.array([ids + [0] * (length - len(ids))], np.int64), np.array([mask], np.int64))
+
+
+def samples_t5_titler() -> tuple[Samples, Samples]:
+    """traceforge-title-model 0.2.0's span encoder (a flan-T5-small distilled titler): real
+    English sentences as its ``tokenizer.json`` encodes them (SentencePiece unigram, ``</s>``
+    last), padded to 64 tokens with attention_mask 1/0; int64 1x64 x2 (T5's usual padding;
+    the package that feeds it is not on PyPI)."""
+    tok = Unigram(_data_file(TITLER_TOKENIZER))
+    enc = []
+    for s in real_sentences()[: N_CALIB + 8]:
+        ids, mask = tok.encode(s, 64)
+        enc.append({"input_ids": ids, "attention_mask": mask})
+    return enc[:N_CALIB], enc[N_CALIB:]
+
+
 FRSPELL = "pyfrspell==0.1.1"
 FRSPELL_VOCAB = (FRSPELL, "pyfrspell/models/community/lemma_type_vocab.json",
                  "a89455aa32edd7c59bba8686c996ee23baa5449f02b89d1e86db02953af462c1")
@@ -974,6 +1026,16 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "24 real inflected French words, encoded as the package does; the decoder fed its own greedy prefix",
         "added 2026-12-04: on TFLite every output was zeros (a DEQUANTIZE of u8 rows carrying no encoding); "
         "fixed in the lowering"),
+    CorpusModel(
+        "t5-titler", "text encoder (flan-T5-small, relative-position attention), arriving int8 through ORT dynamic "
+        "quantization", TITLER, "traceforge_title_model/data/span/encoder.onnx",
+        "b82bef1400cec815c3e5addd04dc451ec31491ac6598b166bbc6594656823787", "MIT",
+        {"input_ids": (1, 64), "attention_mask": (1, 64)}, samples_t5_titler,
+        "traceforge's span titler encoder (8 T5 blocks, 512-d; MatMulInteger throughout, a u8 embedding and "
+        "relative-position table)",
+        "24 real English sentences (Zen of Python, stdlib docstrings) tokenised with its own SentencePiece vocabulary",
+        "added 2026-12-04 (eighth session) from the third probe: OpenVINO with static shapes merged the padding "
+        "mask's constant into the folded position bias (host fp32 cosine 0.57); fixed in the optimizer's rules"),
     CorpusModel(
         "table-edge", "table edge segmentation (DBNet), arriving int8 through ORT dynamic quantization",
         "rapid_table_det==0.0.1", "rapid_table_det/models/edge_det_quantized.onnx", "9614c9d630501a9c6dd5a9eb3fe057f4123c5395c212b82e5e746943d5ea260b", "Apache-2.0",
