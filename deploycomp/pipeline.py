@@ -491,7 +491,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             for old in stage.iterdir():  # a second try's files replace the first's
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
             lowered = backend.lower(model, target, opts.precision, stage, options)
-            f32 = getattr(backend, "f32_execution", lambda info: None)(lowered.info) if own is not None else None
+            f32 = getattr(backend, "f32_execution", lambda info: None)(lowered.info) if arrives_int8 else None
             if f32 is not None and fp16_info is not None:
                 # a model that arrives int8 has no float weights to halve; its float parts in
                 # f16 only round more (and OpenVINO's CPU ran Smart Turn's 333x slower so)
@@ -543,17 +543,19 @@ def _build(opts: BuildOptions) -> BuildResult:
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-            if own is not None and not fidelity_met(metrics, fidelity, floor=floor):
-                # ... except for a model that arrives int8: its weights are int8 already, nothing
-                # is halved, and its float parts (norms, softmax) kept fp32 are the model as written
-                from deploycomp.fp16_search import float_tensors
+        if (fp16_info is not None and arrives_int8 and hasattr(backend, "fp16_reference")
+                and not fidelity_met(metrics, fidelity, floor=floor)):
+            # ... except for a model that arrives int8 (its QDQ, or ONNX Runtime's integer ops): its
+            # weights are int8 already, nothing is lost by halving them, and its float parts
+            # (norms, softmax) kept fp32 are the model as written
+            from deploycomp.fp16_search import float_tensors
 
-                options["fp32_tensors"] = float_tensors(model)
-                missed = fidelity_failures(metrics, fidelity, floor=floor)[0]
-                fp16_info["executes_fp32"] = (f"the model arrives int8 and its float parts in fp16 missed the budget "
-                                              f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
-                                              f"stay fp32")
-                lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+            options["fp32_tensors"] = float_tensors(model)
+            missed = fidelity_failures(metrics, fidelity, floor=floor)[0]
+            fp16_info["executes_fp32"] = (f"the model arrives int8 and its float parts in fp16 missed the budget "
+                                          f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
+                                          f"stay fp32")
+            lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
                                                          floor):
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)

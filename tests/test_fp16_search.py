@@ -160,3 +160,22 @@ def test_a_model_that_arrives_int8_keeps_its_float_parts_fp32_where_fp16_misses(
     assert not fp16["search"]["met"]  # only every segment fp32 meets 1 - 1e-9
     assert "the model arrives int8 and its float parts in fp16 missed" in fp16["executes_fp32"]
     assert runner.manifest["validation"]["ok"]
+
+
+def test_a_model_through_quantize_dynamic_keeps_its_float_parts_fp32_where_fp16_misses(tmp_path):
+    """The same for ONNX Runtime's integer ops (``quantize_dynamic``): their float form
+    reads int8 weights' values, which fp16 holds exactly; the float parts it rounds (here the
+    offset's Sub) are what stays fp32 when fp16 misses."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import deploycomp
+
+    source = tmp_path / "offset.onnx"
+    onnx.save(ir.to_proto(_offset_model(4)), source)
+    quantize_dynamic(str(source), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    np.savez(tmp_path / "val.npz", x=np.concatenate([s["x"] for s in _samples(4, 100)]))
+    runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "b", target="jetson-orin-nano", precision="fp16",
+                              validation_data=tmp_path / "val.npz", no_fail=True)
+    assert any("dynamic quantization" in a for a in runner.manifest["assumptions"])
+    assert "the model arrives int8 and its float parts in fp16 missed" in runner.manifest["fp16"]["executes_fp32"]
+    assert runner.manifest["validation"]["ok"]
