@@ -1060,7 +1060,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                     fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where)
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
-            if info.get("budget_met", True):
+            if info.get("budget_met", True) and not info["float_layers"]:
+                log.warning("int8: the model has no layer to quantize (%s): it runs float", ", ".join(policy.compute_ops))
+            elif info.get("budget_met", True):
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:
                 log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
