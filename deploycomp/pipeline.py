@@ -458,6 +458,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
     model, quant_info, fp16_info, stricter = prep.model, None, None, None
     options = _backend_options(opts, target, prep.profiles)
+    if arrives_int8 and opts.precision == "fp16":
+        # its int8 weights' values are float16 values: halved exactly; its float parts (scales,
+        # norms, biases) are the model as written, kept float32 where a backend stores constants
+        options["fp16_exact_weights"] = True
     if opts.precision == "fp16" and backend.name in FP16_ISLANDS:
         opts.progress("fp16 ranges")
         data = samples + (calibration.samples if calibration is not None else [])

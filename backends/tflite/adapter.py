@@ -108,16 +108,17 @@ class TFLiteBackend:
                 report.unsupported.append({"node": getattr(e, "node", ""), "op": op})
         return report
 
-    def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False):
+    def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False,
+                         fp16_exact: bool = False):
         """Lower ``model``; the last result is kept, so an fp32 build lowers once for
         ``check`` and ``lower`` (as the OpenVINO adapter converts once)."""
         from deploycomp.backends.tflite.lowering import Lowering
 
-        key = (precision, io_layout, int8_io)
+        key = (precision, io_layout, int8_io, fp16_exact)
         cached = getattr(self, "_last", None)
         if cached is not None and cached[0]() is model and cached[1] == key:
             return cached[2]
-        result = Lowering(model, precision, io_layout, int8_io).run()
+        result = Lowering(model, precision, io_layout, int8_io, fp16_exact).run()
         self._last = (weakref.ref(model), key, result)
         return result
 
@@ -130,7 +131,7 @@ class TFLiteBackend:
             raise UnsupportedError(f"tflite backend: precision {precision} is not available yet")
         if io_layout not in IO_LAYOUTS:
             raise UnsupportedError(f"tflite backend: io_layout {io_layout!r}; choose {' or '.join(IO_LAYOUTS)}")
-        result = self._lower_in_memory(model, precision, io_layout, int8_io)
+        result = self._lower_in_memory(model, precision, io_layout, int8_io, bool(options.get("fp16_exact_weights")))
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
         extra: dict[str, Any] = {}

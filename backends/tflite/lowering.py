@@ -142,6 +142,12 @@ def fp16_holds(data: np.ndarray) -> bool:
     return norm == 0.0 or float(np.linalg.norm(half.astype(np.float64) - exact)) <= FP16_MAX_RELATIVE_ERROR * norm
 
 
+def _fp16_exact(data: np.ndarray) -> bool:
+    """Whether every value of a float32 constant is a float16 value (integers up to 2048)."""
+    with np.errstate(over="ignore"):
+        return bool(np.array_equal(data.astype(np.float16).astype(np.float32), data))
+
+
 def _topological(graph: Iterable[ir.Node]) -> list[ir.Node]:
     """The nodes in an order where every producer comes before its readers, the given order
     wherever it already is one: TFLite runs operators in the order they are written, and a
@@ -202,10 +208,14 @@ class Lowered:
 
 
 class Lowering:
-    def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc", int8_io: bool = False):
+    def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc", int8_io: bool = False,
+                 fp16_exact: bool = False):
         _load_rules()
         self.model = model
         self.precision = precision
+        self.fp16_exact = fp16_exact
+        """fp16: store a constant float16 only where float16 holds it exactly (a model that
+        arrives int8: its int8 weights' values go float16, its scales and norms stay float32)."""
         self.io_layout = io_layout
         self.int8_io = int8_io and precision == "int8"
         self.w = FlatbufferWriter(f"deploycomp: {model.graph.name or 'model'}")
@@ -311,7 +321,7 @@ class Lowering:
         if key in self._constants:
             return self._constants[key]
         fp16 = self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS
-        if fp16 and fp16_holds(data):
+        if fp16 and (_fp16_exact(data) if self.fp16_exact else fp16_holds(data)):
             half = self.w.constant(f"{name}/fp16", data.astype(np.float16))
             index = self.w.tensor(name, data.shape, np.float32)
             self.emit("DEQUANTIZE", [half], [index])

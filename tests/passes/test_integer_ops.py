@@ -203,3 +203,31 @@ def test_a_quantized_table_moved_before_its_dequantize_becomes_a_float_one(tmp_p
     got = ort.InferenceSession(str(tmp_path / "after.onnx")).run(None, {"ids": ids})
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_tflite_fp16_build_halves_the_int8_weights_exactly(tmp_path):
+    """The float form's weights are int8 values, which float16 holds exactly; its scales and
+    biases are the model's float parts and stay float32 (rounded to float16, a table
+    detector's binarized map lost 0.02 of cosine), so fp16 computes what fp32 does."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(7)
+    weights = [numpy_helper.from_array(rng.standard_normal((32, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")], "c32",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32, 16, 16])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8, per_channel=True)
+    x = rng.random((4, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    outs, sizes = {}, {}
+    for precision in ("fp32", "fp16"):
+        runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / precision, target="android-arm64",
+                                  precision=precision, validation_data=tmp_path / "val.npz")
+        outs[precision] = runner.run({"x": x[:1]})["y"]
+        sizes[precision] = sum(a["bytes"] for a in runner.manifest["artifacts"])
+        if precision == "fp16":
+            assert runner.manifest["backend"]["lowered"]["fp16_kept_fp32_constants"]  # the 32 biases
+    np.testing.assert_array_equal(outs["fp16"], outs["fp32"])
+    assert sizes["fp16"] < sizes["fp32"] - 32 * 27  # the 864 weights went float16
