@@ -499,7 +499,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             if f32 is not None and fp16_info is not None:
                 # a model that arrives int8 has no float weights to halve; its float parts in
                 # f16 only round more (and OpenVINO's CPU ran Smart Turn's 333x slower so)
-                fp16_info["executes_fp32"] = "the model arrives int8: its float parts execute f32"
+                fp16_info.setdefault("executes_fp32", "the model arrives int8: its float parts execute f32")
                 lowered = replace(lowered, info=f32)
             return validate(lowered)
 
@@ -547,18 +547,21 @@ def _build(opts: BuildOptions) -> BuildResult:
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if (fp16_info is not None and arrives_int8 and hasattr(backend, "fp16_reference")
-                and not fidelity_met(metrics, fidelity, floor=floor)):
+        if fp16_info is not None and arrives_int8 and not fidelity_met(metrics, fidelity, floor=floor):
             # ... except for a model that arrives int8 (its QDQ, or ONNX Runtime's integer ops): its
-            # weights are int8 already, nothing is lost by halving them, and its float parts
-            # (norms, softmax) kept fp32 are the model as written
+            # weights are int8 already, and its float parts (norms, softmax, scales, float tables)
+            # kept fp32 are the model as written: on TensorRT as fp32 tensors, where constants are
+            # stored (OpenVINO compresses every float constant or none) as fp32 weights
             from deploycomp.fp16_search import float_tensors
 
-            options["fp32_tensors"] = float_tensors(model)
+            if hasattr(backend, "fp16_reference"):
+                options["fp32_tensors"], how = float_tensors(model), ""
+            else:
+                options["fp16_weights"], how = False, ", weights and execution"
             missed = fidelity_failures(metrics, fidelity, floor=floor)[0]
             fp16_info["executes_fp32"] = (f"the model arrives int8 and its float parts in fp16 missed the budget "
                                           f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
-                                          f"stay fp32")
+                                          f"stay fp32{how}")
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
                                                          floor):
@@ -860,8 +863,9 @@ def _fp16_executes_fp32(fp16_info: dict, backend, info: dict, metrics: dict, fid
     if f32_execution is None or f32_execution(info) is None:
         return False
     if fp16_info.get("fp32_tensors"):
-        fp16_info["executes_fp32"] = (f"{len(fp16_info['fp32_tensors'])} tensor(s) leave fp16's range and "
-                                      f"{backend.name} cannot keep single nodes fp32: f16 weights, f32 execution")
+        fp16_info.setdefault("executes_fp32", f"{len(fp16_info['fp32_tensors'])} tensor(s) leave fp16's range and "
+                                              f"{backend.name} cannot keep single nodes fp32: f16 weights, f32 "
+                                              f"execution")
         return False
     if runner.info.get("executed_precision") != "fp16" or fidelity_met(metrics, fidelity, floor=floor):
         return False

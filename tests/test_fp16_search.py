@@ -179,3 +179,27 @@ def test_a_model_through_quantize_dynamic_keeps_its_float_parts_fp32_where_fp16_
     assert any("dynamic quantization" in a for a in runner.manifest["assumptions"])
     assert "the model arrives int8 and its float parts in fp16 missed" in runner.manifest["fp16"]["executes_fp32"]
     assert runner.manifest["validation"]["ok"]
+
+
+def test_an_openvino_fp16_build_of_a_model_that_arrives_int8_keeps_its_float_weights_where_fp16_misses(tmp_path):
+    """OpenVINO compresses every float constant of an fp16 bundle or none: a phase near 1500
+    whose fractions carry the signal (float16's step there is 1) rounded away; such a
+    model's weights are int8 already, so the bundle keeps its float weights f32 and says so."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import deploycomp
+
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), "w"),
+             numpy_helper.from_array((1500 + rng.uniform(-3, 3, (1, 64))).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Sin", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "biased", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    np.savez(tmp_path / "val.npz", x=(0.01 * rng.standard_normal((4, 64))).astype(np.float32))
+    runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "b", target="host", precision="fp16",
+                              validation_data=tmp_path / "val.npz", no_fail=True)
+    assert runner.manifest["fp16"]["executes_fp32"].endswith("they stay fp32, weights and execution")
+    assert runner.manifest["validation"]["ok"]

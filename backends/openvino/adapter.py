@@ -335,7 +335,8 @@ class OpenVINOBackend:
         hot = (options or {}).get("fp32_tensors") or () if precision == "fp16" else ()
         kept = _keep_fp32(ov_model, hot)  # their weights stay f32 in the .bin
         xml = out_dir / "model.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=(precision == "fp16"))  # int8 weights stay int8
+        compress = precision == "fp16" and (options or {}).get("fp16_weights", True)
+        ov.save_model(ov_model, str(xml), compress_to_fp16=compress)  # int8 weights stay int8
         return Lowered(
             files=[xml, xml.with_suffix(".bin")],
             info={

@@ -131,6 +131,8 @@ class TFLiteBackend:
             raise UnsupportedError(f"tflite backend: precision {precision} is not available yet")
         if io_layout not in IO_LAYOUTS:
             raise UnsupportedError(f"tflite backend: io_layout {io_layout!r}; choose {' or '.join(IO_LAYOUTS)}")
+        if precision == "fp16" and options.get("fp16_weights") is False:
+            precision = "fp32"  # the weights as the model has them (see the pipeline's fp16 fallback)
         result = self._lower_in_memory(model, precision, io_layout, int8_io, bool(options.get("fp16_exact_weights")))
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
