@@ -990,13 +990,16 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
     # closest any int8/float mix can come to its integer ops: where it misses the budget, the
     # search aims at twice its distance instead (all-int8 unsearched ran a TFLite table-edge
     # model into Inf), and the verdict is still the budget's
+    def trial_runner(candidate: ir.Model, precision: str):
+        return _trial_runner(backend, target, candidate, precision, _backend_options(opts, target, prep.profiles))
+
     futile, search_fidelity = None, fidelity
     if prep.integer_ops:
         # as the target's runtime computes it at fp32, at the search's margin: what every layer
         # float reaches there (exact on ONNX Runtime; a T5 encoder's TFLite float kernels summed
         # otherwise and reached 0.982 on one sentence, under the margin: the search kept all 485
         # nodes float and wrote no int8 layer)
-        with _trial_runner(backend, target, prep.model, "fp32", _backend_options(opts, target, prep.profiles)) as floats:
+        with trial_runner(prep.model, "fp32") as floats:
             float_form = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where)
         if not fidelity_met(float_form, fidelity, SEARCH_MARGIN):
             futile = round(_worst_cosine(float_form), 6)
@@ -1016,9 +1019,6 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         first = list(dict.fromkeys(min(range(len(judged)), key=col.__getitem__) for col in hardness.values()))
         rest = sorted((i for i in range(len(judged)) if i not in first), key=worst.__getitem__)
         return first + rest, max(FAIL_FAST_SAMPLES, len(first))
-
-    def trial_runner(candidate: ir.Model, precision: str):
-        return _trial_runner(backend, target, candidate, precision, _backend_options(opts, target, prep.profiles))
 
     def meets_budget(candidate: ir.Model) -> Verdict:
         """The target's runtime on the judged samples, hardest first: a candidate that

@@ -55,9 +55,10 @@ def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
 
 
 def _chain(node: ir.Node):
-    """(input source, weights, Cast, scaling Mul, the Mul combining the scales, the input's
-    (zero point, scale) where the source is a Gather of a quantized table, else None) of an
-    integer op written by ``quantize_dynamic``, or None where it is something else. The
+    """(input source, (weights, their zero point), Cast, scaling Mul, the input's zero point
+    where the source is a Gather of a quantized table, else None) of an integer op written
+    by ``quantize_dynamic``, or None where it is something else: the scaling Mul must read
+    the Mul combining the input's scale with a constant one, which the rewrite keeps. The
     source is the ``DynamicQuantizeLinear`` that rounds a computed input, or a ``Gather``
     of the u8 embedding table the integer op reads directly."""
     if len(node.inputs) < 2 or node.inputs[0] is None:
@@ -95,15 +96,13 @@ def _chain(node: ir.Node):
     if x_zp is None:
         if source.outputs[1] not in combine.inputs:
             return None
-        w_scale = constant(combine.inputs[1] if combine.inputs[0] is source.outputs[1] else combine.inputs[0])
-        if w_scale is None:
+        if constant(combine.inputs[1] if combine.inputs[0] is source.outputs[1] else combine.inputs[0]) is None:
             return None
-        return source, (w_q, w_zp, w_scale), cast, mul, combine, None
+        return source, (w_q, w_zp), cast, mul, None
     a, b = constant(combine.inputs[0]), constant(combine.inputs[1])
-    if a is None or b is None or min(a.size, b.size) != 1:
+    if a is None or b is None or min(a.size, b.size) != 1:  # the table's scale is one value
         return None
-    x_scale, w_scale = (a, b) if a.size == 1 else (b, a)  # the table's is one value; both one: their product counts
-    return source, (w_q, w_zp, w_scale), cast, mul, combine, (x_zp, x_scale)
+    return source, (w_q, w_zp), cast, mul, x_zp
 
 
 def _weights(op: str, w_q: np.ndarray, w_zp: np.ndarray) -> np.ndarray | None:
@@ -238,18 +237,18 @@ class IntegerOpsToFloatPass(ir.passes.InPlacePass):
         for node, op, chain in chains:
             if chain is None:
                 continue
-            dql, (w_q, w_zp, _), cast, mul, _, gathered = chain
+            dql, (w_q, w_zp), cast, mul, table_zp = chain
             weights = _weights(op, w_q, w_zp)
             if weights is None:
                 continue
-            if gathered is None:
+            if table_zp is None:
                 if id(dql) not in inputs:
                     inputs[id(dql)], scale = _rounded_input(graph, dql)
                     replace_value(dql.outputs[1], scale, "__integer")  # the scales' Mul reads it now
                 rounded = inputs[id(dql)]
             else:  # an integer op reading a quantized table's rows: the rows' integers less the zero point
-                rounded = _dequantized_moves(graph, [dql], constant(dql.inputs[0]), float(gathered[0].reshape(())),
-                                             1.0, made)
+                rounded = _dequantized_moves(graph, [dql], constant(dql.inputs[0]), float(table_zp.reshape(())), 1.0,
+                                             made)
             w = add_initializer(graph, f"{node.inputs[1].name}__float", weights)
             attrs = [a for a in node.attributes.values()] if op == "Conv" else []
             new = ir.node(op, [rounded, w], attributes={a.name: a for a in attrs}, name=node.name or mul.name)
