@@ -27,6 +27,7 @@ from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
                                        stream_into)
 from deploycomp.quant.dynamic import dynamic_ranking, hybrid_capable, weights_only_layers
+from deploycomp.quant.decisive import decisive_tensors
 from deploycomp.quant.equalization import equalize
 from deploycomp.quant.observers import RANGE_METHODS
 from deploycomp.quant.policy import POLICIES, QDQPolicy, policy_for
@@ -151,7 +152,7 @@ def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], sam
         group = [c for c in group if c.nmse <= RACE_FACTOR * best]
 
 
-def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled):
+def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled, decisive=()):
     """Ranges and bias shifts for ``model``, and, when ``sampled`` (smoothing's rows, already
     collected) is given, the searched smoothing applied to a copy and kept only if the whole
     int8 model's error (exact QDQ arithmetic, on up to four held-out or calibration samples,
@@ -165,7 +166,8 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     versions: observers of the mapped values for the smoothed tensors' ranges, and bias
     sums of the changed layers with their smoothed weights on mapped inputs. Two passes
     (statistics, bias sums) whatever the outcome, every candidate's bias sums riding on the
-    second. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples;
+    second. The ``decisive`` tensors (logits and the like: :mod:`deploycomp.quant.decisive`)
+    keep their observed extremes whatever the method. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples;
     the tensors left float for their sentinel values)."""
     smoothed, sites = None, []
     if sampled is not None:
@@ -178,12 +180,13 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     count = stream_into(model, consumers + ([channels] if channels.tensors else []), calibration)
     stats, mapped_stats = Statistics(observed.observers, count), Statistics(mapped.observers, count)
     extremes = stats.ranges("minmax")
+    kept = {name: extremes[name] for name in decisive if name in extremes}
     trial_extremes = {**extremes, **mapped_stats.ranges("minmax")}
     quietest = stats.quietest()
     trial_quietest = {**quietest, **mapped_stats.quietest()}
     candidates = []
     for m in RANGE_CHOICES if method == "auto" else (method,):
-        ranges = channels.within(stats.ranges(m))
+        ranges = channels.within(stats.ranges(m) | kept)
         candidates.append(_Candidate(m, False, model, ranges, extremes, quietest))
         if sites:
             candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes,
@@ -378,8 +381,9 @@ def quantize(
     tensors = list(quantizable_tensors(model, policy))
     if policy.quantize_graph_outputs:
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
+    decisive = sorted(decisive_tensors(model) & set(tensors))
     candidates, samples_seen, sites, judged, sentinels = _calibrate(
-        model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled)
+        model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled, decisive)
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
     # ``auto``: the least-error candidate first; if even its float layers cannot meet the
@@ -417,7 +421,7 @@ def quantize(
         "calibration_samples": samples_seen, "held_out_samples": len(held_out), "pinned_float": sorted(pinned),
         "boosters": list(boosters),
         "equalized": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in e.items()} for e in equalized],
-        "left_float_sentinel": sentinels, "calibration_seconds": round(calib_seconds, 3),
+        "left_float_sentinel": sentinels, "extremes_kept": decisive, "calibration_seconds": round(calib_seconds, 3),
     }
 
     def chosen_info(c: _Candidate, float_layers: set[str], alternative: bool) -> dict:
