@@ -37,7 +37,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from deploycomp.digest import sha256_file
-from deploycomp.errors import ModelError
+from deploycomp.errors import ModelError, UnsupportedError, few
 
 __all__ = [
     "MAX_OPSET",
@@ -180,13 +180,49 @@ def _drop_initializer_inputs(proto: onnx.ModelProto, names: list[str]) -> None:
     proto.ir_version = max(proto.ir_version, 4)
 
 
+def _holds_map(type_proto: onnx.TypeProto) -> bool:
+    """Whether a value of this type is or contains a map (ZipMap's sequence<map<...>>)."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind == "sequence_type":
+        return _holds_map(type_proto.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _holds_map(type_proto.optional_type.elem_type)
+    return False
+
+
+def _refuse_maps(proto: onnx.ModelProto, path: Path) -> None:
+    """Map-typed values (scikit-learn's ``ZipMap``: class label -> probability, one map per
+    row) have no tensor form in any backend, nor in onnx-ir, which raised an internal error
+    naming a hash: a one-line answer naming them and the usual way out."""
+    graph = proto.graph
+    found = [f"input {v.name!r}" for v in graph.input if _holds_map(v.type)]
+    found += [f"output {v.name!r}" for v in graph.output if _holds_map(v.type)]
+    found += [f"tensor {v.name!r}" for v in graph.value_info if _holds_map(v.type)]
+    zipmaps = [n.name or n.output[0] for n in graph.node if n.op_type == "ZipMap"]
+    if not found and zipmaps:
+        found = [f"ZipMap {name!r}" for name in zipmaps]
+    if found:
+        raise UnsupportedError(
+            f"{path}: {few(found)} {'holds' if len(found) == 1 else 'hold'} maps"
+            f"{' (ZipMap: a label -> score map per row)' if zipmaps else ''}; deploycomp compiles tensors only: "
+            "export the scores as a tensor (skl2onnx: options={id(model): {'zipmap': False}})")
+
+
 def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
     """The onnx-ir model, its external data (``model.onnx.data``) read into memory: every
     later step serializes the model (ONNX Runtime sessions, OpenVINO's and NVIDIA's
     parsers, the quantize-one copies), and a serialized external reference is resolved
     against wherever that reader is, not the model's folder (a Khmer transformer with
     its weights beside it failed on every target but TFLite)."""
-    model = ir.serde.deserialize_model(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except ir.serde.SerdeError as e:  # its own message names a hash of the failing call: say the root cause
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise ModelError(f"the model cannot be read into onnx-ir: {type(root).__name__}: {root}") from e
     ir.external_data.set_base_dir(model.graph, base_dir)
     return ir.external_data.load_to_model(model)
 
@@ -199,6 +235,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     path = Path(path)
     proto = _parse(path)
     _check_external_data(proto, path.parent)
+    _refuse_maps(proto, path)
     source_ir = proto.ir_version
     initializer_inputs = _initializer_inputs(proto)
     if initializer_inputs and not keep_initializer_inputs:

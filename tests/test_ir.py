@@ -206,3 +206,25 @@ def test_ir3_models_optimize_to_the_same_outputs(name, tmp_path):
     x = np.random.default_rng(0).random(feed.shape, dtype=np.float32)
     np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "opt.onnx")).run(None, {feed.name: x})[0],
                                sess.run(None, {feed.name: x})[0], rtol=1e-4, atol=1e-6)
+
+
+def test_a_zipmap_output_is_refused_in_one_line_naming_it(tmp_path):
+    """scikit-learn's default export: probabilities as one label -> score map per row
+    (onnx-ir cannot hold a map: this was an internal error naming a hash)."""
+    from deploycomp.errors import UnsupportedError
+
+    ml = helper.make_opsetid("ai.onnx.ml", 1)
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(onnx.TensorProto.INT64,
+                                                                      helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [])))
+    nodes = [helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+                              classlabels_ints=[0, 1, 2], coefficients=[0.1] * 6, intercepts=[0.0] * 3),
+             helper.make_node("ZipMap", ["scores"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
+    graph = helper.make_graph(nodes, "sk", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("label", onnx.TensorProto.INT64, [1]),
+                               helper.make_value_info("probabilities", maps)])
+    path = tmp_path / "zipmap.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[ml, helper.make_opsetid("", 17)], ir_version=8), path)
+    ort.InferenceSession(str(path))  # a valid model
+    with pytest.raises(UnsupportedError, match="output 'probabilities' holds maps .*zipmap") as e:
+        load_model(path)
+    assert "\n" not in str(e.value)

@@ -11,22 +11,39 @@ every runtime has, exactly as the ONNX-ML operator spec defines it:
 * ``LinearRegressor`` (``post_transform`` NONE, ``[N, C]`` input): ``Y = X W^T +
   intercepts``, ``W`` the ``coefficients`` as ``targets`` rows (a MatMul and an Add,
   which the rules fuse into a Gemm);
-* ``Binarizer``: ``Y = X > threshold`` as ``X``'s type.
+* ``Binarizer``: ``Y = X > threshold`` as ``X``'s type;
+* ``LinearClassifier`` (two or more classes, integer labels, ``post_transform`` NONE,
+  LOGISTIC or SOFTMAX, ``[N, C]`` input): scores ``X W^T + intercepts``, the label the
+  class of the highest score (``ArgMax``, the first of ties, as ONNX Runtime; a
+  ``Gather`` of ``classlabels_ints`` unless they are 0..n-1), the scores' output through
+  ``Sigmoid`` or ``Softmax``;
+* ``Normalizer`` (``[N, C]`` or ``[C]``): each row divided by its maximum (MAX), the sum
+  of its absolute values (L1) or its Euclidean norm (L2), a row whose divisor is 0
+  passed through, as ONNX Runtime computes it.
 
-Tree ensembles, classifiers with string labels, ``ZipMap`` and the rest stay as they
-are: a backend that cannot run them says so by name.
+A model written in ``ai.onnx.ml`` alone (a scikit-learn LogisticRegression, its
+LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
+(:data:`deploycomp.ir.MIN_OPSET`) to write them in.
+
+Tree ensembles, binary and string-label classifiers (ONNX Runtime's binary scores
+differ from the ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend
+that cannot run them says so by name.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer, replace_value
+from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
 
 __all__ = ["MLOpsToCorePass"]
 
 ML_DOMAIN = "ai.onnx.ml"
+
+log = logging.getLogger(__name__)
 
 
 def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
@@ -40,24 +57,27 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, modified = model.graph, False
-        if "" not in model.opset_imports:  # ML ops alone (ONNX's own ML test files): no core opset to write in
+        rewritable = [n for n in graph if n.domain == ML_DOMAIN and hasattr(self, f"_{n.op_type.lower()}")]
+        if not rewritable:
             return ir.passes.PassResult(model, False)
-        for node in list(graph):
-            if node.domain != ML_DOMAIN:
-                continue
-            made = getattr(self, f"_{node.op_type.lower()}", None)
+        if "" not in model.opset_imports:  # ML ops alone: a core opset to write them in
+            model.opset_imports[""] = MIN_OPSET
+        self.opset = model.opset_imports[""]
+        for node in rewritable:
+            made = getattr(self, f"_{node.op_type.lower()}")(graph, node)
             if made is None:
                 continue
-            nodes = made(graph, node)
-            if nodes is None:
-                continue
+            nodes, news = made if isinstance(made, tuple) else (made, [made[-1].outputs[0]])
             graph.insert_before(node, nodes)
-            out = node.outputs[0]
-            new = nodes[-1].outputs[0]
-            new.shape, new.type = out.shape, out.type
-            replace_value(out, new, "__ml")
+            for out, new in zip(node.outputs, news):
+                if new is None or out is None:
+                    continue
+                new.shape, new.type = out.shape, out.type
+                replace_value(out, new, "__ml")
             graph.remove(node, safe=True)
             modified = True
+        if modified and not any(n.domain == ML_DOMAIN for n in ir.traversal.RecursiveGraphIterator(graph)):
+            model.opset_imports.pop(ML_DOMAIN, None)
         return ir.passes.PassResult(model, modified)
 
     @staticmethod
@@ -109,3 +129,78 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         above = ir.node("Greater", [x, t], name=f"{node.name}__above")
         cast = ir.node("Cast", [above.outputs[0]], attributes={"to": x.dtype}, name=node.name)
         return [above, cast]
+
+    def _linearclassifier(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
+        post = node.attributes.get("post_transform")
+        post = post.as_string() if post is not None else "NONE"
+        labels = node.attributes.get("classlabels_ints")
+        labels = np.asarray(list(labels.as_ints()), np.int64) if labels is not None else None
+        intercepts = _floats(node, "intercepts", [])
+        coefficients = _floats(node, "coefficients", [])
+        classes = intercepts.size  # ONNX Runtime's class count
+        shape = node.inputs[0].shape
+        if (post not in ("NONE", "LOGISTIC", "SOFTMAX") or labels is None or classes < 2 or labels.size != classes
+                or shape is None or shape.rank() != 2 or not isinstance(shape[1], int)):
+            return None  # binary scores, string labels, PROBIT...: as they are
+        features = shape[1]
+        if coefficients.size < classes * features:
+            return None
+        if coefficients.size > classes * features:
+            # ONNX Runtime reads the first classes x features (its Gemm's B): so does the build
+            log.warning("%s: %d coefficients for %d classes x %d input features; computed as ONNX Runtime does, "
+                        "from the first %d", node.name or "LinearClassifier", coefficients.size, classes, features,
+                        classes * features)
+        cast, x = self._as_float(node)
+        weights = coefficients[: classes * features].reshape(classes, features)
+        matmul = ir.node("MatMul", [x, self._const(graph, node, "coefficients", weights.T)], name=f"{node.name}__matmul")
+        add = ir.node("Add", [matmul.outputs[0], self._const(graph, node, "intercepts", intercepts)],
+                      name=f"{node.name}__scores")
+        nodes, scores = [*cast, matmul, add], add.outputs[0]
+        argmax = ir.node("ArgMax", [scores], attributes={"axis": 1, "keepdims": 0}, name=f"{node.name}__argmax")
+        nodes.append(argmax)
+        label = argmax.outputs[0]
+        if not np.array_equal(labels, np.arange(classes)):
+            gather = ir.node("Gather", [self._const(graph, node, "classlabels", labels), label],
+                             attributes={"axis": 0}, name=f"{node.name}__label")
+            nodes.append(gather)
+            label = gather.outputs[0]
+        if post != "NONE":
+            transform = (ir.node("Sigmoid", [scores], name=f"{node.name}__logistic") if post == "LOGISTIC"
+                         else ir.node("Softmax", [scores], attributes={"axis": 1}, name=f"{node.name}__softmax"))
+            nodes.append(transform)
+            scores = transform.outputs[0]
+        return nodes, [label, scores]
+
+    def _normalizer(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
+        norm = node.attributes.get("norm")
+        norm = norm.as_string() if norm is not None else "MAX"
+        shape = node.inputs[0].shape
+        if norm not in ("MAX", "L1", "L2") or shape is None or shape.rank() not in (1, 2):
+            return None
+        cast, x = self._as_float(node)
+        nodes, name = list(cast), node.name or "normalizer"
+        if norm == "MAX":
+            if self.opset >= 18:  # ReduceMax's axes an input from opset 18
+                reduce = ir.node("ReduceMax", [x, self._const(graph, node, "axes", np.asarray([-1], np.int64))],
+                                 attributes={"keepdims": 1}, name=f"{name}__max")
+            else:
+                reduce = ir.node("ReduceMax", [x], attributes={"axes": [-1], "keepdims": 1}, name=f"{name}__max")
+            nodes.append(reduce)
+        else:
+            # a row's sum as a product with ones: ReduceSum's axes moved from attribute to input at opset 13
+            term = ir.node("Abs", [x], name=f"{name}__abs") if norm == "L1" else ir.node("Mul", [x, x], name=f"{name}__square")
+            ones = np.ones((shape[-1], 1) if isinstance(shape[-1], int) else (), np.float32)
+            if ones.ndim != 2:
+                return None
+            # (N, C) @ (C, 1) is (N, 1); a rank-1 row's (C,) @ (C, 1) is (1,)
+            total = ir.node("MatMul", [term.outputs[0], self._const(graph, node, "ones", ones)], name=f"{name}__sum")
+            nodes += [term, total]
+            if norm == "L2":
+                nodes.append(ir.node("Sqrt", [total.outputs[0]], name=f"{name}__norm"))
+        divisor = nodes[-1].outputs[0]
+        zero = ir.node("Equal", [divisor, self._const(graph, node, "zero", np.asarray(0.0, np.float32))],
+                       name=f"{name}__is_zero")
+        safe = ir.node("Where", [zero.outputs[0], self._const(graph, node, "one", np.asarray(1.0, np.float32)), divisor],
+                       name=f"{name}__divisor")
+        div = ir.node("Div", [x, safe.outputs[0]], name=name)
+        return [*nodes, zero, safe, div]

@@ -78,3 +78,75 @@ def test_a_tree_ensemble_is_refused_by_name(tmp_path):
     with pytest.raises(DeployError, match="TreeEnsembleRegressor") as e:
         deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:1x2"])
     assert "\n" not in str(e.value)
+
+
+def _classifier(path, post_transform: str, norm: str, labels=(10, 20, 30), core_opset: int | None = None, rows=4):
+    """A scikit-learn LogisticRegression as skl2onnx writes it with ``zipmap=False``:
+    LinearClassifier (3 classes, 4 features) -> Normalizer; in ``ai.onnx.ml`` alone unless
+    ``core_opset``."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="logreg",
+                              classlabels_ints=list(labels), coefficients=rng.standard_normal(12).tolist(),
+                              intercepts=[0.2, -0.1, 0.4], multi_class=0, post_transform=post_transform),
+             helper.make_node("Normalizer", ["scores"], ["probabilities"], domain="ai.onnx.ml", name="norm", norm=norm)]
+    graph = helper.make_graph(nodes, "logreg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [rows]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [rows, 3])])
+    opsets = [ML] + ([helper.make_opsetid("", core_opset)] if core_opset else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), path)
+    return path
+
+
+@pytest.mark.parametrize("post_transform,norm,labels,core_opset", [
+    ("LOGISTIC", "L1", (10, 20, 30), None),  # what skl2onnx writes for a LogisticRegression
+    ("SOFTMAX", "L2", (0, 1, 2), 17),
+    ("NONE", "MAX", (7, 3, 5), 18),  # ReduceMax's axes an input from opset 18
+])
+def test_a_linear_classifier_and_normalizer_become_core_ops(tmp_path, post_transform, norm, labels, core_opset):
+    path = _classifier(tmp_path / "logreg.onnx", post_transform, norm, labels, core_opset)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (4, 4)}))
+    assert not [n for n in model.graph if n.domain == "ai.onnx.ml"]
+    assert model.opset_imports[""] == (core_opset or 17)
+    save_model(model, tmp_path / "core.onnx")
+    x = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+    x[3] = 0.0  # all scores equal the intercepts; with NONE + MAX a row of negative maxima
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})
+    got = ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"x": x})
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_normalizer_passes_a_row_of_zeros_through(tmp_path):
+    """ONNX Runtime's Normalizer leaves a row whose divisor is 0 as it is (no NaN)."""
+    node = helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml", name="norm", norm="L2")
+    path = _model(tmp_path / "n.onnx", [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (2, 3)}))
+    save_model(model, tmp_path / "core.onnx")
+    x = np.asarray([[0, 0, 0], [3, -4, 0]], np.float32)
+    got = ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, [[0, 0, 0], [0.6, -0.8, 0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_every_target_builds_a_logistic_regression_in_ml_ops_alone(tmp_path, target):
+    path = _classifier(tmp_path / "logreg.onnx", "LOGISTIC", "L1")
+    runner = deploycomp.build(path, tmp_path / "out", target=target)
+    assert runner.manifest["validation"]["ok"]
+    x = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})
+    got = runner.run({"x": x})
+    np.testing.assert_array_equal(got["label"], want[0])
+
+
+def test_a_binary_classifier_stays_and_is_refused_by_name(tmp_path):
+    """ONNX Runtime's binary scores ([1 - s, s]) are not the ONNX reference's ([-s, s]):
+    no core form is written for them."""
+    node = helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="binary",
+                            classlabels_ints=[0, 1], coefficients=[0.5, -0.25], intercepts=[0.1])
+    path = _model(tmp_path / "b.onnx", [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                  [helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+                   helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(DeployError, match="LinearClassifier") as e:
+        deploycomp.build(path, tmp_path / "out", target="android-arm64")
+    assert "\n" not in str(e.value)
