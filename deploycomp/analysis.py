@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["GraphCost", "analyze", "mac_share", "node_macs", "roofline_ms"]
+__all__ = ["GraphCost", "analyze", "level_outputs", "mac_share", "node_macs", "roofline_ms"]
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -160,3 +160,38 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
         "bytes": int(bytes_moved),
         "kind": "roofline estimate",
     }
+
+
+_MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Concat", "Split",
+                    "Expand", "Tile", "Pad", "Gather"})
+"""Ops that only move, repeat or select elements (a Gather's data input)."""
+
+
+def level_outputs(model: ir.Model) -> set[str]:
+    """Integer outputs that are float values rounded to levels (an 8-bit image, a
+    spectrogram's uint8 magnitudes): those reached from a float -> integer ``Cast``
+    through ops that only move elements. Their neighbouring values are near each other,
+    so they are judged as numbers, where an id (an ArgMax's class, a CTC path's
+    character, however cast) is right or wrong."""
+    floats = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
+    levels = set()
+    for output in model.graph.outputs:
+        if output.dtype is None or output.dtype in floats or output.dtype == ir.DataType.BOOL:
+            continue
+        value, seen = output, set()
+        while value is not None and id(value) not in seen:
+            seen.add(id(value))
+            node = value.producer()
+            if node is None or node.domain not in ("", "ai.onnx"):
+                break
+            if node.op_type == "Cast":
+                source = node.inputs[0]
+                if source is not None and source.dtype in floats:
+                    levels.add(output.name)
+                    break
+                value = source  # integer to integer: keep walking
+            elif node.op_type in _MOVES and node.inputs:
+                value = node.inputs[0]
+            else:
+                break
+    return levels

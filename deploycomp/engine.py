@@ -52,7 +52,8 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
         info = build_engine(bundle, plan, trt) | {"gpu": gpu}
         runner = TensorRTRunner(bundle / plan.engine, trt, cudart)
         inputs, want = read_reference(bundle / manifest["backend"]["lowered"]["reference"])
-        metrics = compare_outputs([want], [runner.run(inputs)])
+        levels = {o["name"] for o in manifest.get("io", {}).get("outputs", []) if o.get("judged_as") == "levels"}
+        metrics = compare_outputs([want], [runner.run(inputs)], levels=levels)
         budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
         failed = fidelity_failures(metrics, budget)
         if failed:

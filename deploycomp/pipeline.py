@@ -156,6 +156,9 @@ class Prepared:
     float_form: Any = field(default=None, repr=False)
     """ONNX Runtime on this optimized model, made once (:func:`_float_form`); False where
     it cannot be."""
+    levels: frozenset = frozenset()
+    """Integer outputs that are rounded float values, judged as numbers
+    (:func:`deploycomp.analysis.level_outputs`)."""
 
 
 def _versions() -> dict[str, str]:
@@ -288,13 +291,14 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
     integer_ops = sum(1 for n in loaded.model.graph if n.op_type in INTEGER_OPS)
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
+    levels = frozenset(analysis.level_outputs(model))  # typed by the passes' shape inference
     left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
     if integer_ops:
         assumed.append(f"the model arrives int8 through ONNX Runtime's dynamic quantization ({integer_ops} "
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned, integer_ops)
+                    repinned, integer_ops, levels=levels)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -358,12 +362,16 @@ class _Reference:
         return self.runner.run({**feeds, **self.frozen})
 
 
-def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict) -> dict:
+def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict,
+             levels: frozenset = frozenset()) -> dict:
+    """The bundle's inputs and outputs; an integer output of rounded float values says it
+    is judged as numbers (``judged_as``: ``levels``), which a device check reads too."""
     outs = reference.run(sample)
     return {
         "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name])}
                    for v in model.graph.inputs],
-        "outputs": [{"name": n, "dtype": str(outs[n].dtype), "shape": list(outs[n].shape)} for n in reference.output_names],
+        "outputs": [{"name": n, "dtype": str(outs[n].dtype), "shape": list(outs[n].shape),
+                     **({"judged_as": "levels"} if n in levels else {})} for n in reference.output_names],
     }
 
 
@@ -440,7 +448,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
     reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen)
-    io = _io_spec(prep.model, prep.shapes, reference, samples[0])
+    io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
     except ValueError as e:
@@ -487,7 +495,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                                 "budget against its QDQ as written on these inputs: a criterion they miss is held "
                                 "to what they reach (validation.budgets: budget_limit is the budget's own)")
     elif prep.integer_ops and (floats := _float_form(prep)) is not None:  # what no build can be closer than
-        spread = compare_outputs(refs, [floats.run({**s, **prep.frozen}) for s in samples], where=where)
+        spread = compare_outputs(refs, [floats.run({**s, **prep.frozen}) for s in samples], where=where,
+                                 levels=prep.levels)
         spread_key = "float_form_vs_onnxruntime_integer"
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
@@ -507,7 +516,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
             gots = [runner.run(s) for s in samples]
-            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots, where=where)
+            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots, where=where, levels=prep.levels)
 
         def executed_f32(lowered):
             """The same files executed f32 (an fp16 bundle's f16 weights, f32 execution): only
@@ -678,7 +687,8 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
     except Exception as e:  # noqa: BLE001 - a diagnosis only; the miss stands either way
         log.info("runtime on the source model: %s", e)
         return None
-    vs_ort, vs_bundle = compare_outputs(refs, outs, where=where), compare_outputs(outs, gots, where=where)
+    vs_ort = compare_outputs(refs, outs, where=where, levels=prep.levels)
+    vs_bundle = compare_outputs(outs, gots, where=where, levels=prep.levels)
     return {"runtime": backend.name, "precision": "fp32",
             "vs_onnxruntime_min_cosine": round(_worst_cosine(vs_ort), 6),
             "meets_budget_vs_onnxruntime": fidelity_met(vs_ort, fidelity),
@@ -827,7 +837,8 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
 
     def meets(tensors: list[str]) -> Verdict:
         with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
-            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales, where=opts.judge_where)
+            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales, where=opts.judge_where,
+                                      levels=prep.levels)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
@@ -848,7 +859,7 @@ def _own_runtime_floor(prep: Prepared, samples: list, refs: list, fidelity: Fide
     its QDQ as written (``refs``) on ``samples``, and that as the floor the budget is widened
     to where those kernels miss it themselves (else None)."""
     fused = ORTRunner(_source_at(prep.source, prep.repinned))
-    spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples], where=where)
+    spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples], where=where, levels=prep.levels)
     return spread, (None if fidelity_met(spread, fidelity) else spread)
 
 
@@ -1000,7 +1011,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         # otherwise and reached 0.982 on one sentence, under the margin: the search kept all 485
         # nodes float and wrote no int8 layer)
         with trial_runner(prep.model, "fp32") as floats:
-            float_form = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where)
+            float_form = compare_outputs(refs, [floats.run(s) for s in judged], where=opts.judge_where,
+                                         levels=prep.levels)
         if not fidelity_met(float_form, fidelity, SEARCH_MARGIN):
             futile = round(_worst_cosine(float_form), 6)
             search_fidelity = fidelity.model_copy(update={"min_cosine": max(0.0, 2 * futile - 1)})
@@ -1034,7 +1046,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                 seen = sorted(outs)
                 per_sample: dict[str, list] = {}
                 metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample,
-                                           where=opts.judge_where)
+                                           where=opts.judge_where, levels=prep.levels)
                 if len(seen) < len(judged) and (missed := decided_failures(metrics, search_fidelity, limit["margin"])):
                     break
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
@@ -1070,7 +1082,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 with trial_runner(prep.model, "fp16") as runner:
-                    fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where)
+                    fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where,
+                                           levels=prep.levels)
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             if info.get("budget_met", True) and not info["float_layers"]:

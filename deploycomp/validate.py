@@ -229,7 +229,7 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
 def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
                     scales: Mapping[str, float] | None = None,
                     per_sample: dict[str, list[float | None]] | None = None,
-                    where: Where | None = None) -> dict[str, dict]:
+                    where: Where | None = None, levels: Collection[str] = ()) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -251,6 +251,10 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     (None for an uninformative one), for a caller that orders samples by difficulty.
     ``where``: outputs judged only where a score output passes a threshold
     (:func:`masked_outputs`); their metrics say so (``judged_where``).
+    ``levels``: integer outputs that are rounded float values
+    (:func:`deploycomp.analysis.level_outputs`), judged as float outputs are
+    (``judged_as: levels``): a uint8 spectrogram one level off in 10% of its bins is
+    numerical noise, where an id one off is a wrong answer.
     """
     if where:
         refs, gots = masked_outputs(refs, gots, where)
@@ -262,6 +266,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             if r.shape != g.shape:
                 raise ValueError(f"output '{name}': artifact gives shape {list(g.shape)}, reference {list(r.shape)}")
             pairs.append((r, g))
+        if name in levels:
+            pairs = [(r.astype(np.float64), g.astype(np.float64)) for r, g in pairs]
         if any(r.dtype == np.bool_ or not np.issubdtype(r.dtype, np.number) for r, _ in pairs):
             cos = [1.0 if np.array_equal(r, g) else 0.0 for r, g in pairs]
             if per_sample is not None:
@@ -308,7 +314,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             cos_all.append(c)
             if informative:
                 cos.append(c)
-                if _looks_like_scores(r):
+                if _looks_like_scores(r) and name not in levels:
                     top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
             else:
                 quiet.append(max_abs[-1] / scale if scale else max_abs[-1])
@@ -322,6 +328,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             entry["top1_agreement"] = float(np.mean(top1))
         if nonfinite:
             entry["nonfinite"] = nonfinite
+        if name in levels:
+            entry["judged_as"] = "levels"
         if where and name in where:
             entry["judged_where"] = f"{where[name][0]} > {where[name][1]:g}"
         metrics[name] = entry

@@ -308,3 +308,70 @@ def test_a_ranked_list_with_a_tail_of_ties_is_recognised_for_the_hint():
     assert ranked_list_column(unsorted) is None
     assert ranked_list_column([rng.random((1, 8, 32, 32), dtype=np.float32)]) is None  # a feature map
     assert ranked_list_column([lists[0][:, :10]]) is None  # too short to be a top-k list
+
+
+def _levels_model(path, last: str):
+    """x (8, 64) -> Mul by a 64-value scale -> Clip to 0..255 -> ``last`` -> Transpose:
+    a uint8 spectrogram-like output (``last`` Cast from float) or a class map (``last``
+    an ArgMax over a class axis, then Cast to uint8)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = np.linspace(0.9, 1.1, 64, dtype=np.float32) * np.float32(1 / 3)  # not float16 values
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+             helper.make_node("Clip", ["scaled", "lo", "hi"], ["clipped"])]
+    if last == "cast":
+        nodes.append(helper.make_node("Cast", ["clipped"], ["ints"], to=TensorProto.UINT8))
+        shape = [64, 8]
+    else:
+        nodes += [helper.make_node("ArgMax", ["clipped"], ["ids"], axis=1, keepdims=1),
+                  helper.make_node("Cast", ["ids"], ["ints"], to=TensorProto.UINT8)]
+        shape = [1, 8]
+    nodes.append(helper.make_node("Transpose", ["ints"], ["y"], perm=[1, 0]))
+    graph = helper.make_graph(nodes, "levels", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, shape)],
+                              [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(np.float32(0), "lo"),
+                               numpy_helper.from_array(np.float32(255), "hi")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_integer_outputs_cast_from_floats_are_levels_and_ids_are_not(tmp_path):
+    from deploycomp.analysis import level_outputs
+    from deploycomp.ir import load_model
+    from deploycomp.passes import build_pipeline, run_passes
+
+    def optimized(path):  # typed, as the build sees it
+        return run_passes(load_model(path).model, build_pipeline("default", {"x": (8, 64)}))[0]
+
+    assert level_outputs(optimized(_levels_model(tmp_path / "cast.onnx", "cast"))) == {"y"}
+    assert level_outputs(optimized(_levels_model(tmp_path / "ids.onnx", "argmax"))) == set()
+
+
+def test_levels_one_off_are_noise_and_ids_one_off_are_wrong():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (64, 8)).astype(np.uint8)
+    got = ref.copy()
+    flip = rng.random(ref.shape) < 0.1
+    got[flip] = np.clip(ref[flip].astype(int) + 1, 0, 255).astype(np.uint8)
+    as_ids = compare_outputs([{"y": ref}], [{"y": got}])["y"]
+    as_levels = compare_outputs([{"y": ref}], [{"y": got}], levels={"y"})["y"]
+    assert as_ids["agreement"] < 0.95
+    assert as_levels["cosine"] > 0.9999 and as_levels["judged_as"] == "levels" and "agreement" not in as_levels
+
+
+def test_an_fp16_build_of_a_levels_output_is_judged_as_numbers(tmp_path):
+    """fp16 weights move a few values across a rounding edge: an 8-bit output one level
+    off in places, which its cosine (not the share of equal values) judges."""
+    import deploycomp
+
+    path = _levels_model(tmp_path / "cast.onnx", "cast")
+    x = np.random.default_rng(1).uniform(0, 700, (6, 8, 64)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    runner = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="fp16",
+                              validation_data=tmp_path / "val.npz")
+    assert runner.manifest["io"]["outputs"][0]["judged_as"] == "levels"
+    assert runner.manifest["validation"]["ok"]
+    got, want = runner.run({"x": x[0]})["y"], (np.clip(x[0] * np.linspace(0.9, 1.1, 64, dtype=np.float32)
+                                                        * np.float32(1 / 3), 0, 255)).astype(np.uint8).T
+    assert 0 < np.count_nonzero(got != want) and np.abs(got.astype(int) - want).max() <= 1
