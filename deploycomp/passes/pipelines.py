@@ -34,6 +34,7 @@ from deploycomp.passes.if_to_where import IfToWherePass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
+from deploycomp.passes.cast_last import CastLastPass
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES, TFLITE_RULES
@@ -118,9 +119,12 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
 
 
 def tensorrt_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
-    """The default, and ONNX Runtime's fused ops as core ops (NVIDIA's parser has no
-    plugin for them)."""
-    return _with_core_contrib_ops(default_pipeline(shapes))
+    """The default, ONNX Runtime's fused ops as core ops (NVIDIA's parser has no plugin
+    for them), and a Cast to uint8 moved past the transposes and reshapes after it
+    (:mod:`deploycomp.passes.cast_last`): TensorRT has uint8 at its I/O only."""
+    pipeline = _with_core_contrib_ops(default_pipeline(shapes))
+    pipeline.loop.append(CastLastPass())
+    return pipeline
 
 
 def openvino_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
