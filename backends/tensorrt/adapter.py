@@ -53,8 +53,17 @@ class TensorRTBackend:
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         report = SupportReport(self.name)
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.op_type in target.unsupported_ops:
+            if node.op_type in target.unsupported_ops or node.domain == "ai.onnx.ml":
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
+        # no string tensors in TensorRT: its parser's answer named "Initializers, Input" as ops
+        # and printed a line of its own (a g2p model's string input)
+        strings = [v for v in (*model.graph.inputs, *model.graph.outputs) if v.dtype == ir.DataType.STRING]
+        if strings:
+            for v in strings:
+                kind = "input" if v.is_graph_input() else "output"
+                report.unsupported.append({"node": v.name, "op": f"string {kind} '{v.name}'"})
+            report.notes.insert(0, "TensorRT has no string tensors")
+            return report
         parsed = self._parse(model)
         if parsed is None:
             report.notes.append("NVIDIA's ONNX parser is not installed here (pip install tensorrt-rtx): "

@@ -358,3 +358,21 @@ def test_the_engine_step_runs_nvidias_real_builder_without_a_gpu(tiny_conv, tmp_
     # the device's TensorRT 10 must match the plan's range; the RTX builder has its own
     with pytest.raises(UnsupportedError, match=r"this bundle's plan needs >=10.0,<12"):
         build_engine(tmp_path / "b", plan, _Recorder(version="1.7.1"))
+
+
+def test_a_string_input_is_refused_by_name_in_one_line(tmp_path, capfd):
+    """A grapheme-to-phoneme model reads letters as strings (LabelEncoder): the parser's
+    answer named "Initializers, Input" as ops and printed a line of its own."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("LabelEncoder", ["letters"], ["ids"], domain="ai.onnx.ml", keys_strings=["a", "b"],
+                            values_int64s=[1, 2])
+    graph = helper.make_graph([node], "g2p", [helper.make_tensor_value_info("letters", TensorProto.STRING, [1, 8])],
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])])
+    path = tmp_path / "g2p.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("ai.onnx.ml", 2)]), path)
+    with pytest.raises(UnsupportedError, match="LabelEncoder, string input 'letters'; TensorRT has no string") as e:
+        deploycomp.build(path, tmp_path / "out", target="jetson-orin-nano")
+    assert "\n" not in str(e.value) and "Initializers" not in str(e.value)
+    assert "Unsupported ONNX data type" not in capfd.readouterr().err
