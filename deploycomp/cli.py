@@ -224,9 +224,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                        f"{worse['validation_min_cosine']:.4f}); this one, closer to the budget, is kept")
         again = quant.get("stricter_search")
         if again:
-            click.echo(f"  int8 search tightened once: the validation inputs missed (cosine "
-                       f"{again['validation_min_cosine']:.4f}) with {again['float_layers_before']} float layers that "
-                       f"met on the calibration inputs; the validation inputs steered this choice")
+            times = len(again.get("rounds", [again]))
+            click.echo(f"  int8 search tightened {'once' if times == 1 else f'{times} times'}: the validation inputs "
+                       f"missed (cosine {again['validation_min_cosine']:.4f}) with {again['float_layers_before']} float "
+                       f"layers that met on the calibration inputs; the validation inputs steered this choice")
     lat = manifest["measured"].get("latency")
     if lat:
         from deploycomp.validate import describe_speedup

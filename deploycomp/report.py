@@ -386,14 +386,17 @@ def _source_html(source: dict | None) -> str:
 
 
 def _stricter_html(again: dict | None) -> str:
-    """The int8 search's second round, steered by the validation inputs."""
+    """The int8 search's stricter rounds, steered by the validation inputs."""
     if not again:
         return ""
+    rounds = again.get("rounds", [again])
+    more = "".join(f" It missed again (cosine {r['validation_min_cosine']:.4f}) and continued at "
+                   f"{r['stricter_margin']:g}: {r['float_layers_after']} float layers." for r in rounds[1:])
     return (f'<p class="warn">The validation inputs missed the budget (cosine {again["validation_min_cosine"]:.4f}) '
             f"with {again['float_layers_before']} float layers that met it on the calibration inputs (cosine "
             f"{again['judged_min_cosine']:.4f} at {again['margin']:g} of the error budget). The search continued once at "
-            f"{again['stricter_margin']:g} of it: {again['float_layers_after']} float layers. The validation inputs "
-            "steered this choice, so they are not wholly held out.</p>")
+            f"{again['stricter_margin']:g} of it: {again['float_layers_after']} float layers.{more} The validation "
+            "inputs steered this choice, so they are not wholly held out.</p>")
 
 
 def _latency_html(manifest: dict, target: dict) -> str:

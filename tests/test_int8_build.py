@@ -571,3 +571,44 @@ def test_a_time_limit_keeps_the_first_choice_that_meets_the_budget(real_model, t
     assert met[-1] is q["search_trials"][-1] and met[-1]["float_layers"] < runs["searchable"]  # stopped at it
     assert "the 0 s time limit passed" in res.output
     assert "time limit passed" in (tmp_path / "b" / "report.html").read_text()
+
+
+def _conv_chain(path, layers: int = 8):
+    """``layers`` 1x1 convs of 8 channels with Relus between: layers to keep float one by one."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    nodes, inits, x = [helper.make_node("Conv", ["x", "w_in"], ["h0"], name="conv_in")], [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w_in")], "h0"
+    for i in range(layers):
+        inits.append(numpy_helper.from_array((rng.standard_normal((8, 8, 1, 1)) / 2).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"h{i + 1}"], name=f"relu{i}")]
+        x = f"h{i + 1}"
+    graph = helper.make_graph(nodes, "chain", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                                  [1, 3, 16, 16])],
+                              [onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_stricter_searches_go_on_while_each_brings_the_validation_inputs_closer(tmp_path, monkeypatch):
+    """A stricter search that tightens little (here forced: 0.9 of the margin each time)
+    leaves the validation inputs short: another round follows while the round before
+    brought them closer, at most STRICTER_ROUNDS, each continuing from the last one's float
+    layers (PP-OCRv6 tiny rec on TensorRT: 0.951 -> 0.976 with 4 float layers, then 0.994)."""
+    import deploycomp.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "stricter_margin", lambda margin, *args: margin * 0.9)
+    rng = np.random.default_rng(6)
+    calib, louder = tmp_path / "calib.npz", tmp_path / "louder.npz"
+    np.savez(calib, x=rng.random((12, 1, 3, 16, 16), dtype=np.float32))
+    np.savez(louder, x=rng.random((3, 1, 3, 16, 16), dtype=np.float32) * 1.6)
+    runner = deploycomp.build(_conv_chain(tmp_path / "chain.onnx"), tmp_path / "b", precision="int8",
+                              calibration=calib, validation_data=louder, min_cosine=0.99995, no_fail=True)
+    rounds = runner.manifest["quantization"]["stricter_search"].get("rounds")
+    assert rounds and 2 <= len(rounds) <= pipeline.STRICTER_ROUNDS
+    for before, after in zip(rounds, rounds[1:]):
+        assert after["validation_min_cosine"] > before["validation_min_cosine"]
+        assert after["float_layers_before"] == before["float_layers_after"]
