@@ -623,6 +623,15 @@ def _build(opts: BuildOptions) -> BuildResult:
             # int8 bundle is not an int8 build (auto and fleets must not take it for one)
             summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
                                               " (no layer stays int8 within the fidelity budget)", fidelity=True))
+        if quant_info is not None and runner.info.get("float_compute_layers"):
+            # QDQ the runtime executes on float activations anyway: the record of int8 layers
+            # is what was placed, this is what runs (a 1-D ConvTranspose in OpenVINO 2026.4)
+            named = {key: n.name for n in model.graph if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+                     for key in (n.name, n.outputs[0].name)}  # the runtime names a layer either way
+            behind = sorted({named[k] for k in runner.info["float_compute_layers"] if k in named}
+                            - set(quant_info["float_layers"]) - set(quant_info.get("dynamic_layers") or ()))
+            if behind:
+                quant_info = quant_info | {"executed_float_behind_qdq": behind}
         measured["budgets"] = summary.to_json(measured=True)
         measured["stage_seconds"] = clock.stop()
         measured["build_seconds"] = round(time.time() - started, 3)

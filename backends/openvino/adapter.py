@@ -159,6 +159,8 @@ class OpenVINORunner:
         if int8:
             total = sum(layers.values())
             self.info["int8_compute_layers"] = int8
+            if int8 < total:
+                self.info["float_compute_layers"] = self._float_compute_layers()
             self.info["executed_precision"] = "int8" if int8 == total else f"int8 ({int8}/{total} layers) + fp32"
 
     def _layer_precisions(self) -> dict[str, int]:
@@ -175,6 +177,18 @@ class OpenVINORunner:
                 activations = _precision_name(op.inputs()[0].get_element_type())
                 counts[f"{layer}:{activations}:{rt['primitiveType'].astype(str)}"] += 1
         return dict(sorted(counts.items()))
+
+    def _float_compute_layers(self) -> list[str]:
+        """The source nodes (``originalLayersNames``) of compute layers the plugin executes
+        on float activations in a model that has int8 ones: a QDQ placed there costs
+        accuracy and buys nothing (OpenVINO 2026.4 runs a 1-D ConvTranspose in f32)."""
+        names: set[str] = set()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            if (rt["layerType"].astype(str) in _COMPUTE_LAYERS
+                    and _precision_name(op.inputs()[0].get_element_type()) not in ("u8", "i8")):
+                names.update(n for n in rt["originalLayersNames"].astype(str).split(",") if n)
+        return sorted(names)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # share_outputs=False: the outputs are copied out of the request's buffers already

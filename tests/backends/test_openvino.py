@@ -150,3 +150,28 @@ def test_an_input_port_with_two_names_is_fed_by_the_graph_input_s(tmp_path):
     assert sorted(runner.compiled.inputs[0].get_names()) == ["a/Cast:0", "image"]  # the case at hand
     got = runner.run({"image": np.ones((1, 8, 8, 3), np.float32)})["y"]
     np.testing.assert_allclose(got, np.full((1, 4, 6, 6), 27.0, np.float32))
+
+
+def test_int8_layers_the_plugin_runs_float_behind_their_qdq_are_recorded(tmp_path):
+    """OpenVINO 2026.4's CPU plugin runs a 1-D ConvTranspose on a zero-pointed (u8,
+    asymmetric) input in f32, QDQ or not: the quantization record, which counts what was
+    placed, names it (``executed_float_behind_qdq``), so the manifest's two sections agree
+    (a probe's EEG U-Net: 29 int8 layers recorded, 25 run int8)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1], name="conv"),
+             helper.make_node("ConvTranspose", ["c", "wt"], ["y"], strides=[2], name="up")]
+    graph = helper.make_graph(nodes, "up1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.standard_normal((8, 4, 3)).astype(np.float32), "w"),
+                               numpy_helper.from_array(rng.standard_normal((8, 4, 2)).astype(np.float32), "wt")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "up.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 4, 64)).astype(np.float32))
+    runner = deploycomp.build(tmp_path / "up.onnx", tmp_path / "out", precision="int8",
+                              calibration=tmp_path / "calib.npz")
+    runtime, quant = runner.manifest["backend"]["runtime"], runner.manifest["quantization"]
+    assert any(k.startswith("Deconvolution:fp32") for k in runtime["compute_layer_precisions"])
+    assert quant["executed_float_behind_qdq"] == ["up"] and quant["float_layers"] == []
