@@ -21,7 +21,15 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["GraphCost", "analyze", "level_outputs", "mac_share", "node_macs", "roofline_ms"]
+__all__ = ["MOVES", "SELECTIONS", "GraphCost", "analyze", "level_outputs", "mac_share", "node_macs", "roofline_ms"]
+
+MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+"""Ops whose output holds their data input's elements, only rearranged (any other input
+is a shape or axes): each commutes with anything done to every element alike."""
+
+SELECTIONS = frozenset({"Slice", "Gather", "Split", "Concat", "Expand", "Tile", "Pad"})
+"""Ops whose output holds some of their data inputs' elements, repeated or selected (a
+Pad's added values aside)."""
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -162,10 +170,6 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
     }
 
 
-_MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Concat", "Split",
-                    "Expand", "Tile", "Pad", "Gather"})
-"""Ops that only move, repeat or select elements (a Gather's data input)."""
-
 
 def level_outputs(model: ir.Model) -> set[str]:
     """Integer outputs that are float values rounded to levels (an 8-bit image, a
@@ -190,7 +194,7 @@ def level_outputs(model: ir.Model) -> set[str]:
                     levels.add(output.name)
                     break
                 value = source  # integer to integer: keep walking
-            elif node.op_type in _MOVES and node.inputs:
+            elif node.op_type in MOVES | SELECTIONS and node.inputs:
                 value = node.inputs[0]
             else:
                 break

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from deploycomp.analysis import MOVES
 from deploycomp.ir import replace_value
 
-__all__ = ["CastLastPass", "MOVES"]
-
-MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
-"""Ops whose output holds the same elements as their data input, moved (any other
-inputs are shapes or axes)."""
+__all__ = ["CastLastPass"]
 
 
 def _movable(cast: ir.Node, dtypes: frozenset) -> ir.Node | None:

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from deploycomp.analysis import MOVES, SELECTIONS
+
 __all__ = ["DECIDING_OPS", "decisive_tensors"]
 
 DECIDING_OPS = frozenset({"Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin", "TopK", "ReduceMax", "ReduceMin"})
 """Ops whose result is decided by their input's extreme values (its first input)."""
 
-_ORDER_KEEPING = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice",
-                            "Gather", "Concat", "Split", "Cast"})
-"""Ops that only move or select elements (every data input is walked)."""
+_ORDER_KEEPING = MOVES | SELECTIONS | {"Cast"}
+"""Ops that only move, select or retype elements (a Concat's every data input is walked)."""
 
 _AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
 """Element-wise with a constant operand: each element moved by the same monotone map."""
