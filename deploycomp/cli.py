@@ -211,22 +211,24 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    f"{' (auto)' if quant.get('range_choice') else ''}")
         dropped = quant.get("dynamic_dropped")
         if dropped:
-            tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
+            from deploycomp.report import validation_miss
+
+            tries = ", then ".join(f"{d['dynamic_layers']} ({validation_miss(d)})" for d in dropped)
             click.echo(f"  int8: the validation inputs missed with {tries} dynamic-range layers; "
                        f"{len(quant.get('dynamic_layers') or [])} kept")
-        from deploycomp.report import range_steps, time_limit_steps
+        from deploycomp.report import range_steps, time_limit_steps, validation_miss
 
         for line in range_steps(quant) + time_limit_steps(quant):
             click.echo(f"  int8: {line}")
         worse = quant.get("later_choice_validated_worse")
         if worse:
-            click.echo(f"  int8: a later choice ({worse['float_layers']} float layers) validated worse (cosine "
-                       f"{worse['validation_min_cosine']:.4f}); this one, closer to the budget, is kept")
+            click.echo(f"  int8: a later choice ({worse['float_layers']} float layers) validated worse "
+                       f"({validation_miss(worse)}); this one, closer to the budget, is kept")
         again = quant.get("stricter_search")
         if again:
             times = len(again.get("rounds", [again]))
             click.echo(f"  int8 search tightened {'once' if times == 1 else f'{times} times'}: the validation inputs "
-                       f"missed (cosine {again['validation_min_cosine']:.4f}) with {again['float_layers_before']} float "
+                       f"missed ({validation_miss(again)}) with {again['float_layers_before']} float "
                        f"layers that met on the calibration inputs; the validation inputs steered this choice")
     lat = manifest["measured"].get("latency")
     if lat:

@@ -37,7 +37,7 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.report import ranges_label, render_report
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
-from deploycomp.validate import (BudgetCheck, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
+from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
                                  peak_rss_growth, summarize)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
@@ -528,15 +528,17 @@ def _build(opts: BuildOptions) -> BuildResult:
         while stricter is not None and not fidelity_met(metrics, fidelity) and (again := stricter(metrics)):
             # the validation inputs missed what the calibration inputs met: the choice without
             # its dynamic-range layers, then stricter searches
-            tried.append((model, quant_info, _worst_cosine(metrics)))
+            tried.append((model, quant_info, budget_shortfall(metrics, fidelity)))
             model, quant_info = again
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if tried and not fidelity_met(metrics, fidelity) and max(t[2] for t in tried) > _worst_cosine(metrics):
+        if (tried and not fidelity_met(metrics, fidelity)
+                and min(t[2] for t in tried) < budget_shortfall(metrics, fidelity)):
             # every choice missed, and a later one by more (the judged inputs had nothing of
             # what failed): keep the one closest to the budget, say what came after it
             later = {"validation_min_cosine": round(_worst_cosine(metrics), 6),
+                     "validation_missed": fidelity_failures(metrics, fidelity)[0].describe(),
                      "float_layers": len(quant_info["float_layers"])}
-            model, quant_info, _ = max(tried, key=lambda t: t[2])
+            model, quant_info, _ = min(tried, key=lambda t: t[2])
             quant_info = quant_info | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if (fp16_info is not None and not fidelity_met(metrics, fidelity, floor=floor)
@@ -1118,7 +1120,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                                   f"{search_fidelity.min_cosine:.4f}")
 
     # ``earlier``: the choice the other range method replaced (result, info, validation
-    # cosine, its trials' span); ``trials``: the span of ``trials`` the current choice's search made
+    # cosine, its trials' span, its shortfall and miss); ``trials``: the span of ``trials`` the current choice's search made
     state = {"info": info, "stricter": [], "alternated": False, "earlier": None, "trials": (0, None)}
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
@@ -1140,13 +1142,18 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         if opts.int8_accept is not None or not current.get("budget_met", True) or futile is not None:
             return None  # (a relaxed search's validation misses the budget by design)
         validation_cos = _worst_cosine(validation_metrics)
+        # how far it missed, by whichever criterion: a single number's cosine is 1 whatever its error
+        shortfall = budget_shortfall(validation_metrics, fidelity)
+        missed = fidelity_failures(validation_metrics, fidelity)
+        why = missed[0].describe() if missed else f"cosine {validation_cos:.4f}"
         if result.fallback is not None:
             dropped = current.get("dynamic_dropped", []) + [{"validation_min_cosine": round(validation_cos, 6),
+                                                             "validation_missed": why,
                                                              "dynamic_layers": len(current.get("dynamic_layers") or [])}]
             result = result.fallback()
             model, again = record(result)
-            log.warning("int8: the validation inputs missed the budget (cosine %.4f) with %d dynamic-range layers; "
-                        "trying %d", validation_cos, dropped[-1]["dynamic_layers"], len(again["dynamic_layers"]))
+            log.warning("int8: the validation inputs missed the budget (%s) with %d dynamic-range layers; "
+                        "trying %d", why, dropped[-1]["dynamic_layers"], len(again["dynamic_layers"]))
             again["dynamic_dropped"] = dropped
             state["info"] = again
             return model, again
@@ -1154,41 +1161,43 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             state["alternated"] = True
             opts.progress("int8 search, other ranges")
             start = len(trials)
-            earlier = (result, current, validation_cos, (state["trials"][0], start))
+            earlier = (result, current, validation_cos, (state["trials"][0], start), shortfall, why)
             if (other := result.alternative(meets_budget)) is not None:
                 state["earlier"], state["trials"], result = earlier, (start, None), other
                 model, again = record(result)
                 again["range_alternative"] = {"rejected": ranges_label(current),
                                               "validation_min_cosine": round(validation_cos, 6),
-                                              "float_layers_rejected": len(current["float_layers"])}
+                                              "validation_missed": why, "float_layers_rejected": len(current["float_layers"])}
                 if "dynamic_dropped" in current:
                     again["dynamic_dropped"] = current["dynamic_dropped"]
-                log.warning("int8: the validation inputs missed the budget with %s ranges (cosine %.4f), which met it "
-                            "on the calibration inputs; trying %s", ranges_label(current), validation_cos,
-                            ranges_label(again))
+                log.warning("int8: the validation inputs missed the budget with %s ranges (%s), which met it "
+                            "on the calibration inputs; trying %s", ranges_label(current), why, ranges_label(again))
                 state["info"] = again
                 return model, again
-        if (earlier := state["earlier"]) is not None and earlier[2] > validation_cos:
+        if (earlier := state["earlier"]) is not None and earlier[4] < shortfall:
             # the other ranges validated worse: the stricter search continues the first choice
-            other = {"ranges": ranges_label(current), "validation_min_cosine": round(validation_cos, 6)}
-            result, current, validation_cos, state["trials"] = earlier
+            other = {"ranges": ranges_label(current), "validation_min_cosine": round(validation_cos, 6),
+                     "validation_missed": why}
+            result, current, validation_cos, state["trials"], shortfall, why = earlier
             current = current | {"range_alternative_validated_worse": other}
         rounds = state["stricter"]
         if (len(rounds) >= STRICTER_ROUNDS or result.stricter is None
-                or (rounds and validation_cos <= rounds[-1]["validation_min_cosine"])):
+                or (rounds and shortfall >= rounds[-1]["validation_shortfall"])):
             return None  # (another round only while each brought the validation inputs closer)
         met = [t for t in trials[slice(*state["trials"])]  # the static choice's judged cosine
                if t["met"] and not t.get("dynamic_layers")]
         judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
         new = stricter_margin(limit["margin"], fidelity.min_cosine, judged_cos, validation_cos)
-        first = {"validation_min_cosine": round(validation_cos, 6), "judged_min_cosine": judged_cos,
+        first = {"validation_min_cosine": round(validation_cos, 6), "validation_missed": why,
+                 "validation_shortfall": round(shortfall, 4),
+                 "judged_min_cosine": judged_cos,
                  "margin": limit["margin"], "stricter_margin": round(new, 4),
                  "float_layers_before": len(current["float_layers"])}
         limit["margin"] = new
         state["trials"] = (len(trials), None)  # the next round judges this search's choice
         opts.progress("int8 search, stricter")
-        log.warning("int8: the validation inputs missed the budget the calibration inputs met (cosine %.4f against "
-                    "%.4f); continuing the float-layer search at a tighter limit", validation_cos,
+        log.warning("int8: the validation inputs missed the budget the calibration inputs met (%s; judged cosine "
+                    "%.4f); continuing the float-layer search at a tighter limit", why,
                     judged_cos if judged_cos is not None else float("nan"))
         result = result.stricter(meets_budget)
         model, again = record(result)

@@ -241,19 +241,24 @@ def ranges_label(quant: dict) -> str:
     return quant["range_method"] + (" + smoothing" if (quant.get("smoothing") or {}).get("kept") else "")
 
 
+def validation_miss(record: dict) -> str:
+    """How the validation inputs missed, as an int8 record has it: the failing criterion
+    (a single number's error, which its cosine of 1.0 hides), else the worst cosine."""
+    return record.get("validation_missed") or f"cosine {record['validation_min_cosine']:.4f}"
+
+
 def range_steps(quant: dict) -> list[str]:
     """Plain-text lines (for the summary and the report) on how the validation inputs
     changed an int8 build's range method, if they did."""
     lines = []
     if alt := quant.get("range_alternative"):
-        lines.append(f"the validation inputs missed the budget with {alt['rejected']} ranges (cosine "
-                     f"{alt['validation_min_cosine']:.4f}), which met it on the calibration inputs; "
+        lines.append(f"the validation inputs missed the budget with {alt['rejected']} ranges "
+                     f"({validation_miss(alt)}), which met it on the calibration inputs; "
                      f"{ranges_label(quant)} ranges, which met it there too, were tried next: the validation "
                      f"inputs steered this choice")
     if worse := quant.get("range_alternative_validated_worse"):
         lines.append(f"the validation inputs missed the budget with this choice's ranges; {worse['ranges']} ranges, "
-                     f"which met it on the calibration inputs too, validated worse (cosine "
-                     f"{worse['validation_min_cosine']:.4f})")
+                     f"which met it on the calibration inputs too, validated worse ({validation_miss(worse)})")
     return lines
 
 
@@ -271,14 +276,14 @@ def _steered_html(quant: dict) -> str:
     dynamic-range layers given up, and an earlier choice kept over a worse later one."""
     parts = []
     if dropped := quant.get("dynamic_dropped"):
-        tries = ", then ".join(f"{d['dynamic_layers']} (cosine {d['validation_min_cosine']:.4f})" for d in dropped)
+        tries = ", then ".join(f"{d['dynamic_layers']} ({validation_miss(d)})" for d in dropped)
         parts.append(f"The validation inputs missed the budget with {tries} dynamic-range layers; the bundle holds "
                      f"the next shorter choice that met it on the judged inputs (none: the search's own choice). "
                      f"The validation inputs steered this choice.")
     parts += [html.escape(f"{line[0].upper()}{line[1:]}.") for line in range_steps(quant) + time_limit_steps(quant)]
     if worse := quant.get("later_choice_validated_worse"):
         parts.append(f"Every choice missed the budget on the validation inputs; a later one "
-                     f"({worse['float_layers']} float layers) by more (cosine {worse['validation_min_cosine']:.4f}): "
+                     f"({worse['float_layers']} float layers) by more ({validation_miss(worse)}): "
                      f"this bundle holds the one closest to the budget.")
     return "".join(f"<p>{p}</p>" for p in parts)
 
@@ -390,9 +395,9 @@ def _stricter_html(again: dict | None) -> str:
     if not again:
         return ""
     rounds = again.get("rounds", [again])
-    more = "".join(f" It missed again (cosine {r['validation_min_cosine']:.4f}) and continued at "
+    more = "".join(f" It missed again ({validation_miss(r)}) and continued at "
                    f"{r['stricter_margin']:g}: {r['float_layers_after']} float layers." for r in rounds[1:])
-    return (f'<p class="warn">The validation inputs missed the budget (cosine {again["validation_min_cosine"]:.4f}) '
+    return (f'<p class="warn">The validation inputs missed the budget ({validation_miss(again)}) '
             f"with {again['float_layers_before']} float layers that met it on the calibration inputs (cosine "
             f"{again['judged_min_cosine']:.4f} at {again['margin']:g} of the error budget). The search continued once at "
             f"{again['stricter_margin']:g} of it: {again['float_layers_after']} float layers.{more} The validation "

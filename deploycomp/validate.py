@@ -33,7 +33,7 @@ import numpy as np
 
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "peak_rss_growth", "summarize"]
 
 
@@ -432,6 +432,8 @@ class BudgetCheck:
     """A fidelity criterion (outputs against fp32), not a size, memory or latency budget."""
     widened_from: float | None = None
     """The budget's own limit, where a floor (:func:`fidelity_met`) widened it."""
+    at_most: bool = False
+    """The value must stay at or under the limit (an error), not reach it (a cosine)."""
 
     def describe(self) -> str:
         was = f" (widened from {self.widened_from:g}{self.unit})" if self.widened_from is not None else ""
@@ -447,7 +449,8 @@ def _at_least(name: str, value: float, limit: float) -> BudgetCheck:
 
 def _at_most(name: str, value: float, limit: float, unit: str, measured: bool = False) -> BudgetCheck:
     ok = value <= limit
-    return BudgetCheck(name, value, limit, ok, unit, "" if ok else f" by {value - limit:.3g}{unit}", measured)
+    return BudgetCheck(name, value, limit, ok, unit, "" if ok else f" by {value - limit:.3g}{unit}", measured,
+                       at_most=True)
 
 
 @dataclass
@@ -520,6 +523,24 @@ def fidelity_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
                       floor: Mapping[str, Mapping[str, float]] | None = None) -> list[BudgetCheck]:
     """The fidelity criteria ``metrics`` miss (see :func:`fidelity_met`)."""
     return [c for c in _fidelity_checks(metrics, fidelity, margin, floor) if not c.ok]
+
+
+def budget_shortfall(metrics: Mapping[str, Mapping[str, float]], fidelity: Any) -> float:
+    """How far ``metrics`` are from the fidelity budget: the worst criterion's error as a
+    multiple of its allowance (at most 1 where it is met; infinite for NaN/Inf). A
+    cosine or an agreement counts ``1 - value`` against ``1 - limit``, an error bound its
+    value against its limit. What compares two misses when cosine is blind to them: a
+    single number's cosine is its sign (a regressor's one output, judged by the bound)."""
+    worst = 0.0
+    for c in _fidelity_checks(metrics, fidelity):
+        if c.name.startswith("finite["):
+            return math.inf
+        if c.at_most:
+            ratio = c.value / c.limit if c.limit > 0 else (0.0 if c.value <= 0 else math.inf)
+        else:
+            ratio = (1 - c.value) / (1 - c.limit) if c.limit < 1 else (0.0 if c.value >= 1 else math.inf)
+        worst = max(worst, ratio)
+    return worst
 
 
 def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0) -> frozenset[str]:

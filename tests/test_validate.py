@@ -375,3 +375,19 @@ def test_an_fp16_build_of_a_levels_output_is_judged_as_numbers(tmp_path):
     got, want = runner.run({"x": x[0]})["y"], (np.clip(x[0] * np.linspace(0.9, 1.1, 64, dtype=np.float32)
                                                         * np.float32(1 / 3), 0, 255)).astype(np.uint8).T
     assert 0 < np.count_nonzero(got != want) and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_shortfall_compares_misses_that_cosine_cannot():
+    """A single number's cosine is 1 whatever its error: two misses of a regressor's one
+    output differ only in the bound they break, which the shortfall (the worst criterion's
+    error as a multiple of its allowance) orders; the int8 search's stricter rounds and
+    its choice among missed candidates go by it."""
+    from deploycomp.validate import budget_shortfall
+
+    budget = Fidelity(min_cosine=0.98)  # the noise bound: 0.2 of the output's scale
+    single = {"cosine": 1.0, "samples": 6, "uninformative_samples": 6, "single_value": True}
+    worse, better = ({"y": single | {"quiet_error": e, "scale": 1.0}} for e in (0.3, 0.21))
+    assert budget_shortfall(worse, budget) > budget_shortfall(better, budget) > 1.0
+    assert budget_shortfall({"y": single | {"quiet_error": 0.1, "scale": 1.0}}, budget) <= 1.0
+    assert budget_shortfall({"y": {"cosine": 0.95, "samples": 6}}, budget) == pytest.approx(2.5)
+    assert budget_shortfall({"y": {"cosine": 0.99, "samples": 6, "nonfinite": 3}}, budget) == float("inf")
