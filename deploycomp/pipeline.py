@@ -222,6 +222,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
+    unresolved: list[str] = []
     for name, dims in dynamic.items():
         if name in shapes:
             continue
@@ -234,13 +235,17 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             else:
                 assumed.append(f"{name}: batch dim set to 1")
             continue
+        unresolved.append(name)
+    if unresolved:  # every one named at once: a user who fixes the first should not meet the next
         need = "it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
-        example = "x".join(str(d) if isinstance(d, int) else "N" for d in current[name])
-        also = f" or --profile {name}:MIN:OPT:MAX" if target.backend == "tensorrt" else ""
-        raise InputDataError(
-            f"input '{name}' has dynamic dim(s) {dims} (shape {current[name]}); target {target.name}: {need}; "
-            f"pass --input {name}:{example}{also}"
-        )
+        flags = " ".join(f"--input {n}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in current[n])}"
+                         for n in unresolved)
+        also = ("" if target.backend != "tensorrt" else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
+                if len(unresolved) == 1 else " (or --profile NAME:MIN:OPT:MAX for each)")
+        first = unresolved[0]
+        what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
+                else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
+        raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
     return shapes, assumed
 
 

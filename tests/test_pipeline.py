@@ -140,6 +140,26 @@ def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
 
 
+def test_every_input_with_dynamic_dims_is_named_in_one_error(tmp_path):
+    """A text encoder's three (batch, sequence) inputs: one line names all of them and the
+    flags to pass, where naming the first alone sent a user back twice."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    nodes = [helper.make_node("Add", ["input_ids", "attention_mask"], ["s"]),
+             helper.make_node("Add", ["s", "token_type_ids"], ["y"])]
+    graph = helper.make_graph(nodes, "enc", [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+                                             for n in names],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "sequence"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "enc.onnx")
+    with pytest.raises(InputDataError, match=r"inputs 'input_ids', 'attention_mask', 'token_type_ids' have dynamic "
+                                             r"dims.*pass --input input_ids:NxN --input attention_mask:NxN "
+                                             r"--input token_type_ids:NxN$") as e:
+        deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out")
+    assert "\n" not in str(e.value)
+
+
 def test_input_may_re_pin_a_dim_the_export_fixed(tiny_conv, tmp_path):
     """A model exported at its example's fixed shape (here 2x3x16x16, as CenterFace ships
     10x3x32x32) builds at the shape the user gives where its graph runs at it: the

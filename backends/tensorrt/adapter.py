@@ -52,17 +52,23 @@ class TensorRTBackend:
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         report = SupportReport(self.name)
+        ml = []
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.op_type in target.unsupported_ops or node.domain == "ai.onnx.ml":
+            if node.domain == "ai.onnx.ml":
+                ml.append({"node": node.name or "", "op": node.op_type})
+            elif node.op_type in target.unsupported_ops:
                 report.unsupported.append({"node": node.name or "", "op": node.op_type})
-        # no string tensors in TensorRT: its parser's answer named "Initializers, Input" as ops
-        # and printed a line of its own (a g2p model's string input)
+        # no string tensors and no ONNX-ML ops in TensorRT: its parser's answers named
+        # "Initializers, Input" as ops or quoted a plugin-registry assertion, and printed a
+        # line of its own (a g2p model's string input, a scikit-learn tree ensemble)
         strings = [v for v in (*model.graph.inputs, *model.graph.outputs) if v.dtype == ir.DataType.STRING]
-        if strings:
+        if strings or ml:
+            report.unsupported += ml
             for v in strings:
                 kind = "input" if v.is_graph_input() else "output"
                 report.unsupported.append({"node": v.name, "op": f"string {kind} '{v.name}'"})
-            report.notes.insert(0, "TensorRT has no string tensors")
+            report.notes.insert(0, "TensorRT has no " + " and no ".join(
+                [w for w, found in (("string tensors", strings), ("ONNX-ML (ai.onnx.ml) ops", ml)) if found]))
             return report
         parsed = self._parse(model)
         if parsed is None:
