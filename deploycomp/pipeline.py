@@ -204,9 +204,25 @@ output's samples (the layout detector's 8 outputs: 4-7 samples first). Measured 
 layout detector on host: 20 float layers of 102, as without stopping early (22)."""
 
 
+def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """One sample's shape for an input declared ``declared`` (ints and dim names), from a
+    data array holding samples: stacked on a new leading axis (N x sample), or
+    concatenated on the first (a dynamic batch of 1 per sample); None where the array's
+    shape does not fit the declared one."""
+    fits = lambda dims: all(not isinstance(d, int) or d == a for d, a in zip(declared, dims))  # noqa: E731
+    if len(array_shape) == len(declared) + 1 and fits(array_shape[1:]):
+        return tuple(array_shape[1:])
+    if len(array_shape) == len(declared) and declared and fits((declared[0], *array_shape[1:])):
+        return (declared[0] if isinstance(declared[0], int) else 1, *array_shape[1:])
+    return None
+
+
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
-                    profiles: dict[str, tuple] | None = None) -> tuple[dict, list[str]]:
-    """User shapes, plus batch=1 for a dynamic leading dim; error on anything else dynamic.
+                    profiles: dict[str, tuple] | None = None,
+                    data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None) -> tuple[dict, list[str]]:
+    """User shapes, plus batch=1 for a dynamic leading dim; the user's data arrays' shapes
+    (``data_shapes``: input -> (file, array shape)) for other dynamic dims; error on
+    anything else dynamic.
 
     Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
     without static shapes) are validated at the profile's OPT shape."""
@@ -235,6 +251,12 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             else:
                 assumed.append(f"{name}: batch dim set to 1")
             continue
+        source, array_shape = (data_shapes or {}).get(name, ("", ()))
+        if (taken := _shape_from_data(current[name], array_shape) if array_shape else None) is not None:
+            shapes[name] = taken
+            assumed.append(f"{name}: shape {'x'.join(map(str, taken))} taken from {source} "
+                           f"(an array of {list(array_shape)}; --input sets it)")
+            continue
         unresolved.append(name)
     if unresolved:  # every one named at once: a user who fixes the first should not meet the next
         need = "it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
@@ -247,6 +269,21 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
     return shapes, assumed
+
+
+def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The user's .npz arrays' shapes (validation data first, then calibration), by input
+    name: what a dynamic dim no ``--input`` fixed can be read from. Raw images (a folder)
+    and iterables give none."""
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for source in (opts.calibration, opts.validation_data):
+        if isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".npz" and Path(source).is_file():
+            try:
+                with np.load(source, allow_pickle=False) as arrays:
+                    out.update({k: (Path(source).name, tuple(arrays[k].shape)) for k in arrays.files})
+            except (OSError, ValueError):
+                continue  # the data loader says what is wrong with it, later
+    return out
 
 
 def _initializer_note(loaded) -> list[str]:
@@ -279,14 +316,15 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
 
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
-            keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None) -> Prepared:
+            keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None,
+            data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None) -> Prepared:
     """Load, freeze inputs given values, pin shapes, optimize. ``profiles`` (TensorRT) is
     filled in with the profiles made for dynamic batches; their varying dims stay symbolic
     in the optimized graph."""
     loaded = load_model(model_path, keep_initializer_inputs)
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
-    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles)
+    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes)
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
@@ -436,7 +474,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
     opts.progress("load + optimize")
     prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
-                   keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze)
+                   keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze,
+                   data_shapes=_data_shapes(opts))
     own = _own_quantization(prep, target)
     if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None and own is None:
         raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an "

@@ -140,9 +140,11 @@ def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
 
 
-def test_every_input_with_dynamic_dims_is_named_in_one_error(tmp_path):
-    """A text encoder's three (batch, sequence) inputs: one line names all of them and the
-    flags to pass, where naming the first alone sent a user back twice."""
+def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp_path):
+    """A text encoder's three (batch, sequence) inputs: without data, one line names all of
+    them and the flags to pass (naming the first alone sent a user back twice); with an
+    .npz of the user's, its arrays say the shapes, and the manifest says where they came
+    from."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -158,6 +160,12 @@ def test_every_input_with_dynamic_dims_is_named_in_one_error(tmp_path):
                                              r"--input token_type_ids:NxN$") as e:
         deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out")
     assert "\n" not in str(e.value)
+    # the user's data says the shapes: each array one sample per row of a new leading axis
+    ids = np.random.default_rng(0).integers(0, 100, (6, 1, 32))
+    np.savez(tmp_path / "val.npz", **{n: ids for n in names})
+    runner = deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out", validation_data=tmp_path / "val.npz")
+    assert [i["shape"] for i in runner.manifest["io"]["inputs"]] == [[1, 32]] * 3
+    assert any("input_ids: shape 1x32 taken from val.npz" in a for a in runner.manifest["assumptions"])
 
 
 def test_input_may_re_pin_a_dim_the_export_fixed(tiny_conv, tmp_path):
