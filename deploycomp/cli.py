@@ -209,15 +209,13 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "
                    f"{quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
+        from deploycomp.report import range_steps, time_limit_steps, validation_miss
+
         dropped = quant.get("dynamic_dropped")
         if dropped:
-            from deploycomp.report import validation_miss
-
             tries = ", then ".join(f"{d['dynamic_layers']} ({validation_miss(d)})" for d in dropped)
             click.echo(f"  int8: the validation inputs missed with {tries} dynamic-range layers; "
                        f"{len(quant.get('dynamic_layers') or [])} kept")
-        from deploycomp.report import range_steps, time_limit_steps, validation_miss
-
         for line in range_steps(quant) + time_limit_steps(quant):
             click.echo(f"  int8: {line}")
         worse = quant.get("later_choice_validated_worse")

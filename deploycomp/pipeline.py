@@ -209,7 +209,9 @@ def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int,
     data array holding samples: stacked on a new leading axis (N x sample), or
     concatenated on the first (a dynamic batch of 1 per sample); None where the array's
     shape does not fit the declared one."""
-    fits = lambda dims: all(not isinstance(d, int) or d == a for d, a in zip(declared, dims))  # noqa: E731
+    def fits(dims) -> bool:
+        return all(not isinstance(d, int) or d == a for d, a in zip(declared, dims))
+
     if len(array_shape) == len(declared) + 1 and fits(array_shape[1:]):
         return tuple(array_shape[1:])
     if len(array_shape) == len(declared) and declared and fits((declared[0], *array_shape[1:])):
@@ -680,7 +682,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         if quant_info is not None and runner.info.get("float_compute_layers"):
             # QDQ the runtime executes on float activations anyway: the record of int8 layers
             # is what was placed, this is what runs (a 1-D ConvTranspose in OpenVINO 2026.4)
-            named = {key: n.name for n in model.graph if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+            from deploycomp.quant.policy import POLICIES
+
+            compute_ops = POLICIES[quant_info["policy"]].compute_ops  # the layers the record counts
+            named = {key: n.name for n in model.graph if n.op_type in compute_ops
                      for key in (n.name, n.outputs[0].name)}  # the runtime names a layer either way
             behind = sorted({named[k] for k in runner.info["float_compute_layers"] if k in named}
                             - set(quant_info["float_layers"]) - set(quant_info.get("dynamic_layers") or ()))
@@ -1172,7 +1177,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                                   f"{search_fidelity.min_cosine:.4f}")
 
     # ``earlier``: the choice the other range method replaced (result, info, validation
-    # cosine, its trials' span, its shortfall and miss); ``trials``: the span of ``trials`` the current choice's search made
+    # cosine, its trials' span, its shortfall and miss); ``trials``: the span of ``trials``
+    # the current choice's search made
     state = {"info": info, "stricter": [], "alternated": False, "earlier": None, "trials": (0, None)}
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
@@ -1196,8 +1202,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         validation_cos = _worst_cosine(validation_metrics)
         # how far it missed, by whichever criterion: a single number's cosine is 1 whatever its error
         shortfall = budget_shortfall(validation_metrics, fidelity)
-        missed = fidelity_failures(validation_metrics, fidelity)
-        why = missed[0].describe() if missed else f"cosine {validation_cos:.4f}"
+        why = fidelity_failures(validation_metrics, fidelity)[0].describe()  # (called only on a miss)
         if result.fallback is not None:
             dropped = current.get("dynamic_dropped", []) + [{"validation_min_cosine": round(validation_cos, 6),
                                                              "validation_missed": why,

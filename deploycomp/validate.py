@@ -500,7 +500,8 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
     for name, m in metrics.items():
         if m.get("nonfinite"):
             checks.append(BudgetCheck(f"finite[{name}]", m["nonfinite"], 0, False, " NaN/Inf values",
-                                      " where ONNX Runtime fp32 is finite (out of the precision's range?)"))
+                                      " where ONNX Runtime fp32 is finite (out of the precision's range?)",
+                                      at_most=True))
         quiet = m.get("uninformative_samples", 0)
         if quiet < m.get("samples", 1) or not quiet:
             kind = "agreement" if "agreement" in m else "cosine"
@@ -533,8 +534,6 @@ def budget_shortfall(metrics: Mapping[str, Mapping[str, float]], fidelity: Any) 
     single number's cosine is its sign (a regressor's one output, judged by the bound)."""
     worst = 0.0
     for c in _fidelity_checks(metrics, fidelity):
-        if c.name.startswith("finite["):
-            return math.inf
         if c.at_most:
             ratio = c.value / c.limit if c.limit > 0 else (0.0 if c.value <= 0 else math.inf)
         else:

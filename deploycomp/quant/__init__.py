@@ -167,8 +167,9 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     sums of the changed layers with their smoothed weights on mapped inputs. Two passes
     (statistics, bias sums) whatever the outcome, every candidate's bias sums riding on the
     second. The ``decisive`` tensors (logits and the like: :mod:`deploycomp.quant.decisive`)
-    keep their observed extremes whatever the method. Returns (the candidates, least error first; samples seen; the smoothed sites; judged samples;
-    the tensors left float for their sentinel values)."""
+    keep their observed extremes whatever the method. Returns (the candidates, least error
+    first; samples seen; the smoothed sites; judged samples; the tensors left float for
+    their sentinel values)."""
     smoothed, sites = None, []
     if sampled is not None:
         smoothed = model.clone()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from deploycomp.analysis import MOVES, SELECTIONS
+from deploycomp.quant.constants import constant
 
 __all__ = ["DECIDING_OPS", "decisive_tensors"]
 
@@ -35,18 +36,13 @@ _AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
 """Element-wise with a constant operand: each element moved by the same monotone map."""
 
 
-def _constant(value: ir.Value | None) -> bool:
-    return value is not None and (value.const_value is not None
-                                  or (value.producer() is not None and value.producer().op_type == "Constant"))
-
-
 def _data_inputs(node: ir.Node) -> list[ir.Value]:
     """The inputs the walk continues through (none where ``node`` does not keep the order)."""
     if node.op_type in _ORDER_KEEPING:
         inputs = list(node.inputs) if node.op_type == "Concat" else list(node.inputs[:1])
-        return [v for v in inputs if v is not None and not _constant(v)]
+        return [v for v in inputs if v is not None and constant(v) is None]
     if node.op_type in _AFFINE and len(node.inputs) == 2:
-        variable = [v for v in node.inputs if v is not None and not _constant(v)]
+        variable = [v for v in node.inputs if v is not None and constant(v) is None]
         return variable if len(variable) == 1 else []
     return []
 
@@ -58,7 +54,7 @@ def decisive_tensors(model: ir.Model) -> set[str]:
              and node.inputs[0] is not None]
     while stack:
         value = stack.pop()
-        if value.name in marked or _constant(value):
+        if value.name in marked or constant(value) is not None:
             continue
         marked.add(value.name)
         producer = value.producer()
