@@ -32,7 +32,8 @@ from deploycomp.analysis import mac_share
 from deploycomp.quant.sensitivity import (LayerSensitivity, Ranking, Verdict, nmse_per_output, outputs_of_each,
                                          select_float_layers)
 
-__all__ = ["COMPUTE_OPS", "SEGMENTS", "float_tensors", "fp16_mac_share", "search_fp32_segments", "segments"]
+__all__ = ["COMPUTE_OPS", "SEGMENTS", "float_tensors", "fp16_mac_share", "nodes_keeping_fp32", "search_fp32_segments",
+           "segments", "weights_rounded"]
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 SEGMENTS = 16
@@ -50,23 +51,59 @@ _FLOAT = (ir.DataType.FLOAT, None)
 def segments(model: ir.Model, count: int = SEGMENTS) -> dict[str, list[str]]:
     """The main graph cut, in graph order, into up to ``count`` runs of about as many
     compute layers each (a layer with the nodes after it up to the next layer; what comes
-    before the first joins the first), every node with a float output in one: segment
-    name -> the tensors that keep its nodes fp32."""
-    nodes = [n for n in model.graph if any(v.name and v.dtype in _FLOAT for v in n.outputs)]
+    before the first joins the first), every node with a float output or a float input in
+    one: segment name -> the tensors that keep its nodes fp32. A node that reads floats
+    into another type is there by its own outputs (a comparison's booleans): Swift-F0's
+    pitch bins, a float table compared with the requested range, rounded to f16 took its
+    pitch output to cosine 0.86, and no float tensor's reader or writer reaches them."""
+    def floats(values) -> bool:
+        return any(v is not None and v.name and v.dtype in _FLOAT for v in values)
+
+    nodes = [n for n in model.graph if floats(n.outputs) or floats(n.inputs)]
     per = max(1, -(-sum(n.op_type in COMPUTE_OPS for n in nodes) // count))
     out: dict[str, list[str]] = {}
     seen = 0
     for n in nodes:  # a compute layer opens a segment; what follows it up to the next one joins it
         seen += n.op_type in COMPUTE_OPS
         out.setdefault(f"segment{min(max(0, seen - 1) // per, count - 1):02d}", []).extend(
-            v.name for v in n.outputs if v.name and v.dtype in _FLOAT)
+            v.name for v in n.outputs if v.name and (v.dtype in _FLOAT or not floats(n.outputs)))
     return out
 
 
 def float_tensors(model: ir.Model) -> list[str]:
     """Every float tensor a node of the main graph writes: with these fp32 an fp16 build
     halves only its weights."""
-    return sorted(set().union(*segments(model).values()))
+    written = {v.name: v.dtype for n in model.graph for v in n.outputs if v.name}
+    return sorted(t for t in set().union(*segments(model).values()) if written.get(t) in _FLOAT)
+
+
+def nodes_keeping_fp32(model: ir.Model, fp32_tensors: Sequence[str]) -> frozenset[int]:
+    """The main graph's nodes (by ``id``) that read or write one of ``fp32_tensors`` (by
+    name): the nodes an fp16 build keeps fp32, their weights too where a backend stores
+    weights float16 and computes float32 (OpenVINO on a CPU without native f16, TFLite)."""
+    kept = set(fp32_tensors)
+    return frozenset(id(n) for n in model.graph if any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)))
+
+
+def weights_rounded(model: ir.Model, fp32_tensors: Sequence[str],
+                    stored_fp16: Callable[[np.ndarray], bool]) -> ir.Model:
+    """What a backend computes that stores float weights as float16 and computes float32, as
+    an fp32 ONNX model: a copy with each float32 initializer the backend stores float16
+    (``stored_fp16(values)``) rounded through float16, except those a node of
+    :func:`nodes_keeping_fp32` reads (its ``fp16_reference``; the fp16 search ranks segments
+    on it). On U²-Netp every weight rounded so gave its worst validation image cosine
+    0.99743 in ONNX Runtime, its OpenVINO bundle (f16 weights, f32 execution) 0.99742."""
+    copy = model.clone()
+    keep = nodes_keeping_fp32(copy, fp32_tensors)
+    for value in copy.graph.initializers.values():
+        data = value.const_value
+        if data is None or value.dtype != ir.DataType.FLOAT or any(id(user) in keep for user, _ in value.uses()):
+            continue
+        array = data.numpy()
+        if stored_fp16(array):
+            with np.errstate(over="ignore"):
+                value.const_value = ir.tensor(array.astype(np.float16).astype(np.float32), name=value.name)
+    return copy
 
 
 def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None:

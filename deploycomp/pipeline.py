@@ -531,6 +531,9 @@ def _build(opts: BuildOptions) -> BuildResult:
         options["fp32_tensors"] = sorted(hot)
         fp16_info = {"fp32_tensors": hot, "judged_on_samples": min(len(data), MAX_RANGE_SAMPLES),
                      "rule": f"kept fp32: tensors past {FP16_MAX / HEADROOM:g} or non-zero below 2^-24 on real inputs"}
+    elif opts.precision == "fp16" and hasattr(backend, "fp16_reference"):  # f16 weights, f32 arithmetic (TFLite)
+        fp16_info = {"fp32_tensors": {}, "rule": f"{backend.name} stores weights float16 and computes float32: no "
+                                                 f"tensor leaves fp16's range"}
     if opts.precision == "int8" and own is not None:
         quant_info = own  # the model's own encodings are its int8: nothing to calibrate or search
     elif opts.precision == "int8":
@@ -595,6 +598,13 @@ def _build(opts: BuildOptions) -> BuildResult:
             model, quant_info, _ = min(tried, key=lambda t: t[2])
             quant_info = quant_info | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+        executed_as_f32 = False
+        if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
+                                                         floor):
+            # f16 execution missed: the same f16 weights executed f32 first (every weight
+            # stays f16), the search below only if that misses too
+            lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
+            executed_as_f32 = True
         if (fp16_info is not None and not fidelity_met(metrics, fidelity, floor=floor)
                 and hasattr(backend, "fp16_reference") and not prep.integer_ops):
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32 (a
@@ -612,6 +622,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
+                if lowered.info.get("execute") == "f32" and not fp16_info.get("executes_fp32"):
+                    fp16_info["executes_fp32"] = (f"{backend.name} cannot keep single nodes fp32: the searched "
+                                                  f"layers' weights f32, the rest f16, f32 execution")
         if fp16_info is not None and arrives_int8 and not fidelity_met(metrics, fidelity, floor=floor):
             # ... except for a model that arrives int8 (its QDQ, or ONNX Runtime's integer ops): its
             # weights are int8 already, and its float parts (norms, softmax, scales, float tables)
@@ -619,7 +632,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             # stored (OpenVINO compresses every float constant or none) as fp32 weights
             from deploycomp.fp16_search import float_tensors
 
-            if hasattr(backend, "fp16_reference"):
+            if backend.name in FP16_ISLANDS and getattr(backend, "f32_execution", None) is None:  # per tensor
                 options["fp32_tensors"], how = float_tensors(model), ""
             else:
                 options["fp16_weights"], how = False, ", weights and execution"
@@ -628,8 +641,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                                           f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
                                           f"stay fp32{how}")
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
-                                                         floor):
+        if fp16_info is not None and not executed_as_f32 and _fp16_executes_fp32(
+                fp16_info, backend, lowered.info, metrics, fidelity, runner, floor):
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity, floor=floor)
               and _f32_execution_faster(fp16_info, backend, stage, lowered.info, runner, samples[0])):

@@ -309,6 +309,8 @@ def _fp16_html(fp16: dict | None) -> str:
 
 def _fp16_ranges_html(fp16: dict) -> str:
     hot = fp16.get("fp32_tensors") or {}
+    if "judged_on_samples" not in fp16:  # weights only (TFLite): no tensor's range to check
+        return f"<p>fp16: {html.escape(fp16['rule'])}.</p>"
     if not hot:
         return (f"<p>fp16 ranges: no tensor leaves fp16's range on the {fp16['judged_on_samples']} real inputs "
                 "(everything float runs fp16 but the numerically sensitive op types).</p>")

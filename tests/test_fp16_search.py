@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploycomp.backends.tensorrt.fp16 import simulate_fp16, to_fp16
-from deploycomp.fp16_search import fp16_mac_share, search_fp32_segments, segments
+from deploycomp.fp16_search import float_tensors, fp16_mac_share, search_fp32_segments, segments
 from deploycomp.quant.sensitivity import Verdict, ort_outputs
 from deploycomp.validate import compare_outputs, fidelity_met
 from deploycomp.targets import Fidelity
@@ -203,3 +203,85 @@ def test_an_openvino_fp16_build_of_a_model_that_arrives_int8_keeps_its_float_wei
                               validation_data=tmp_path / "val.npz", no_fail=True)
     assert runner.manifest["fp16"]["executes_fp32"].endswith("they stay fp32, weights and execution")
     assert runner.manifest["validation"]["ok"]
+
+
+def _table_model(layers: int = 8) -> ir.Model:
+    """The offset model with a weight that needs float32: the offset is a table of values
+    near 1000 with fractions float16 cannot hold (its step there is 0.5), which the input
+    carries a small signal on."""
+    model = _offset_model(layers)
+    table = model.graph.initializers["offset"]
+    table.const_value = ir.tensor(_table(), name="offset")
+    return model
+
+
+def _table() -> np.ndarray:
+    return (1000 + np.random.default_rng(5).uniform(-0.2, 0.2, (1, 64))).astype(np.float32)
+
+
+def _table_samples(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [{"x": (_table() + 0.05 * rng.standard_normal((1, 64))).astype(np.float32)} for _ in range(n)]
+
+
+def test_weights_rounded_keeps_the_weights_of_the_nodes_touching_fp32_tensors():
+    """The fp16 reference of a backend that stores weights float16 and computes float32."""
+    from deploycomp.fp16_search import nodes_keeping_fp32, weights_rounded
+
+    model = _table_model(2)
+    assert {n.name for n in model.graph if id(n) in nodes_keeping_fp32(model, ["h0"])} == {"centre", "mm0"}
+    rounded = weights_rounded(model, [], lambda data: True)
+    table = rounded.graph.initializers["offset"].const_value.numpy()
+    assert np.array_equal(table, _table().astype(np.float16).astype(np.float32)) and not np.array_equal(table, _table())
+    kept = weights_rounded(model, ["h0"], lambda data: True)  # the Sub writes h0: its table stays exact
+    assert np.array_equal(kept.graph.initializers["offset"].const_value.numpy(), _table())
+    w1 = model.graph.initializers["w1"].const_value.numpy()
+    assert np.array_equal(kept.graph.initializers["w1"].const_value.numpy(), w1.astype(np.float16).astype(np.float32))
+    assert np.array_equal(model.graph.initializers["offset"].const_value.numpy(), _table())  # a copy: the model as it was
+
+
+def test_a_comparison_joins_a_segment_by_its_boolean_output():
+    """A float table compared with an input (pitch bins against a requested range) needs
+    float32 as much as a layer's weights: the comparison's output keeps it so."""
+    model = _offset_model(2)
+    bins = ir.Value(name="bins", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([1, 64]),
+                    const_value=ir.tensor(_table(), name="bins"))
+    model.graph.register_initializer(bins)
+    above = ir.node("GreaterOrEqual", [model.graph.node("mm0").outputs[0], bins], name="above")
+    above.outputs[0].name, above.outputs[0].dtype = "above_bins", ir.DataType.BOOL
+    model.graph.append(above)
+    model.graph.outputs.append(above.outputs[0])
+    parts = segments(model)
+    assert any("above_bins" in tensors for tensors in parts.values())
+    assert "above_bins" not in float_tensors(model)  # (what an fp16 build of a model that arrives int8 keeps)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_an_fp16_build_whose_float16_weights_miss_keeps_a_segments_weights_float32(tmp_path, target):
+    """OpenVINO (f16 weights, f32 execution on a CPU without native f16) and TFLite (f16
+    weights, f32 arithmetic): nothing leaves fp16's range, the table's rounding alone
+    misses the budget; the build keeps the table's segment's weights float32, the rest
+    float16, and validates."""
+    import json
+
+    import deploycomp
+
+    path = tmp_path / "table.onnx"
+    onnx.save(ir.to_proto(_table_model(8)), path)
+    stack = lambda samples: {"x": np.concatenate([s["x"] for s in samples])}  # noqa: E731
+    np.savez(tmp_path / "calib.npz", **stack(_table_samples(8, 0)))
+    np.savez(tmp_path / "val.npz", **stack(_table_samples(4, 100)))
+    deploycomp.build(path, tmp_path / "b", target=target, precision="fp16",
+                     calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    search, lowered = manifest["fp16"]["search"], manifest["backend"]["lowered"]
+    assert manifest["validation"]["ok"] and search["met"] and search["fp32_segments"] == ["segment00"]
+    # the segment's nodes and the readers of its last tensor keep their weights: mm0 and mm1
+    assert search["trials"][0]["met"] and search["fp16_mac_share"] == pytest.approx(6 / 8)
+    assert lowered["precision"] == "fp16"
+    if target == "host":  # the table, w0 and w1 f32 in the .bin, the other six f16; executed f32
+        assert lowered["fp32_weights"] == 3 and lowered["execute"] == "f32"
+        assert "cannot keep single nodes fp32" in manifest["fp16"]["executes_fp32"]
+    else:  # the Sub, mm0, its Tanh and mm1 keep their constants float32; float16: six layers' weights and
+        # the zero bias they share (the plain fp16 build: 10, the table and the other two too)
+        assert lowered["fp32_weight_nodes"] == 4 and lowered["ops"]["DEQUANTIZE"] == 7

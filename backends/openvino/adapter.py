@@ -17,7 +17,10 @@ Precision is two separate decisions in OpenVINO, and both are recorded:
   inference precision to every node, and OpenVINO's per-node fp32 mark
   (``ov::disable_fp16_compression``) is a C++ type that neither the Python API nor the
   IR reader sets (measured with 2026.4 on a Xeon with AVX512-FP16: an STFT front-end
-  gave 18,624 Inf with every node marked).
+  gave 18,624 Inf with every node marked). Where the fp16 search or the range check
+  keeps tensors fp32, their producers' and readers' weights stay f32 in the ``.bin``:
+  the adapter stores the other constants f16 itself (that mark cannot keep one f32
+  either).
 
 Op support is checked with the ONNX frontend's partial conversion: nodes it cannot
 translate remain ``ONNXFrameworkNode`` and are reported by op type.
@@ -38,6 +41,7 @@ import onnx_ir as ir
 from deploycomp.backends.openvino import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.fp16_search import weights_rounded
 from deploycomp.ir import save_model
 from deploycomp.targets import TargetProfile
 
@@ -260,25 +264,78 @@ def _framework_nodes(ov, path: Path) -> list[dict[str, str]]:
     return found
 
 
-FP32_MARK = "disable_fp16_compression_0"
-"""OpenVINO's runtime-info mark (``ov::disable_fp16_compression``) that keeps a node fp32 in
-f16 weight compression and in an f16 inference precision."""
-
-
-def _keep_fp32(ov_model, tensors) -> int:
-    """Mark the producers and readers of ``tensors`` (ONNX names, which the ONNX frontend
-    keeps as output names) fp32; returns how many nodes were marked."""
+def _weights_of(ov_model, tensors) -> dict[int, object]:
+    """The constants the producers and readers of ``tensors`` (ONNX names, which the ONNX
+    frontend keeps as output names) compute with, by ``id``. One ONNX node can convert to
+    several OpenVINO ops, the inner ones unnamed (a Conv with a bias: a Convolution reading
+    the weights, then an Add writing the named tensor): the walk reaches through unnamed
+    outputs, back from a producer and on from a reader."""
     hot = set(tensors)
-    if not hot:
-        return 0
-    marked = 0
-    for op in ov_model.get_ops():
-        names = {n for out in op.outputs() for n in out.get_names()}
-        names |= {n for inp in op.inputs() for n in inp.get_source_output().get_names()}
-        if names & hot:
-            op.get_rt_info()[FP32_MARK] = ""
-            marked += 1
-    return marked
+    found: dict[int, object] = {}
+
+    def through(op, back: bool) -> None:
+        stack, seen = [op], set()
+        while stack:
+            current = stack.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            for port in current.inputs():  # its weights, and (back) the node's inner ops before it
+                source = port.get_source_output()
+                node = source.get_node()
+                if node.get_type_name() == "Constant":
+                    found.setdefault(id(node), node)
+                elif back and not source.get_names() and node.get_type_name() != "Parameter":
+                    stack.append(node)
+            if not back:  # a reader's inner ops after it, up to the tensor its ONNX node writes
+                stack.extend(target.get_node() for out in current.outputs() if not out.get_names()
+                             for target in out.get_target_inputs())
+
+    for op in ov_model.get_ops() if hot else ():
+        if {n for out in op.outputs() for n in out.get_names()} & hot:
+            through(op, back=True)
+        if {n for port in op.inputs() for n in port.get_source_output().get_names()} & hot:
+            through(op, back=False)
+    return found
+
+
+def _stored_fp16(data: np.ndarray) -> bool:
+    """Whether an fp16 bundle stores a float constant f16: where every value is finite there
+    (OpenVINO's own compression clamps a constant with under 75% of its values out of range)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(data.astype(np.float16)).all())
+
+
+def _compress_except(ov, ov_model, keep: dict[int, object]) -> int:
+    """Store f16 the float constants OpenVINO's own compression would (not its precision-
+    sensitive shape computations), except those in ``keep``: each as an f16 constant and a
+    Convert, saved without compression; returns how many stayed f32. OpenVINO's per-node
+    mark that would keep a constant f32 (``ov::disable_fp16_compression``) is a C++ type
+    the Python API cannot set (a key of its name set from Python was ignored, measured
+    with 2026.4), and the plugin keeps no single node fp32 in execution anyway: a bundle
+    that keeps any tensor fp32 executes f32."""
+    from openvino import opset13 as ops
+    from openvino._pyopenvino._offline_transformations import compress_model_transformation
+
+    probe = ov_model.clone()
+    compress_model_transformation(probe)
+    suffix = "_compressed"
+    compressed = {op.get_friendly_name()[: -len(suffix)] for op in probe.get_ops()
+                  if op.get_type_name() == "Constant" and op.get_friendly_name().endswith(suffix)}
+    kept = 0
+    for op in list(ov_model.get_ops()):
+        if op.get_type_name() != "Constant" or op.get_friendly_name() not in compressed:
+            continue
+        data = op.get_data()
+        if id(op) in keep or data.dtype != np.float32 or not _stored_fp16(data):
+            kept += id(op) in keep
+            continue
+        half = ops.convert(ops.constant(data.astype(np.float16)), ov.Type.f32)
+        half.set_friendly_name(op.get_friendly_name())
+        half.output(0).set_names(op.output(0).get_names())
+        for target in list(op.output(0).get_target_inputs()):
+            target.replace_source_output(half.output(0))
+    return kept
 
 
 _PEEPHOLE_LSTM = "LSTM with peephole weights"
@@ -347,9 +404,12 @@ class OpenVINOBackend:
                     raise UnsupportedError(f"OpenVINO cannot convert the model: {_conversion_reason(str(e))}") from e
         _stable_names(ov_model, model)
         hot = (options or {}).get("fp32_tensors") or () if precision == "fp16" else ()
-        kept = _keep_fp32(ov_model, hot)  # their weights stay f32 in the .bin
         xml = out_dir / "model.xml"
         compress = precision == "fp16" and (options or {}).get("fp16_weights", True)
+        kept = 0
+        if compress and hot:  # the weights of the fp32 tensors' producers and readers stay f32
+            kept = _compress_except(ov, ov_model, _weights_of(ov_model, hot))
+            compress = False
         ov.save_model(ov_model, str(xml), compress_to_fp16=compress)  # int8 weights stay int8
         return Lowered(
             files=[xml, xml.with_suffix(".bin")],
@@ -361,10 +421,18 @@ class OpenVINOBackend:
                 "weights": {"fp16": "f16", "int8": "i8 (QDQ)"}.get(precision, "f32"),
                 "openvino_version": ov.get_version(),
                 "output_names": [v.name for v in model.graph.outputs],
-                **({"fp32_nodes": kept} if kept else {}),
+                **({"fp32_weights": kept} if kept else {}),
                 **({"execute": "f32"} if hot else {}),  # the CPU plugin keeps no single node fp32
             },
         )
+
+    @staticmethod
+    def fp16_reference(model: ir.Model, fp32_tensors=()) -> ir.Model:
+        """What an fp16 bundle of ``model`` computes executed f32 (on a CPU without native
+        f16, and wherever the bundle keeps a tensor fp32), as an fp32 ONNX model: every
+        float weight rounded through f16, except those of the readers and writers of
+        ``fp32_tensors`` (the fp16 search ranks on it)."""
+        return weights_rounded(model, fp32_tensors, _stored_fp16)
 
     @staticmethod
     def f32_execution(lowered: Mapping[str, Any]) -> dict[str, Any] | None:

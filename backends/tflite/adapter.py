@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.base import Lowered, SupportReport, require_modules
 from deploycomp.errors import UnsupportedError
+from deploycomp.fp16_search import nodes_keeping_fp32, weights_rounded
 from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "TFLiteBackend", "TFLiteRunner"]
@@ -109,16 +110,16 @@ class TFLiteBackend:
         return report
 
     def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False,
-                         fp16_exact: bool = False):
+                         fp16_exact: bool = False, fp32_nodes: frozenset[int] = frozenset()):
         """Lower ``model``; the last result is kept, so an fp32 build lowers once for
         ``check`` and ``lower`` (as the OpenVINO adapter converts once)."""
         from deploycomp.backends.tflite.lowering import Lowering
 
-        key = (precision, io_layout, int8_io, fp16_exact)
+        key = (precision, io_layout, int8_io, fp16_exact, fp32_nodes)
         cached = getattr(self, "_last", None)
         if cached is not None and cached[0]() is model and cached[1] == key:
             return cached[2]
-        result = Lowering(model, precision, io_layout, int8_io, fp16_exact).run()
+        result = Lowering(model, precision, io_layout, int8_io, fp16_exact, fp32_nodes).run()
         self._last = (weakref.ref(model), key, result)
         return result
 
@@ -133,12 +134,17 @@ class TFLiteBackend:
             raise UnsupportedError(f"tflite backend: io_layout {io_layout!r}; choose {' or '.join(IO_LAYOUTS)}")
         if precision == "fp16" and options.get("fp16_weights") is False:
             precision = "fp32"  # the weights as the model has them (see the pipeline's fp16 fallback)
-        result = self._lower_in_memory(model, precision, io_layout, int8_io, bool(options.get("fp16_exact_weights")))
+        # the readers and writers of the fp16 search's fp32 tensors keep their weights float32
+        kept = nodes_keeping_fp32(model, options.get("fp32_tensors") or ()) if precision == "fp16" else frozenset()
+        result = self._lower_in_memory(model, precision, io_layout, int8_io, bool(options.get("fp16_exact_weights")),
+                                       kept)
         path = out_dir / "model.tflite"
         path.write_bytes(result.flatbuffer)
         extra: dict[str, Any] = {}
         if precision == "fp16":
             extra["fp16_kept_fp32_constants"] = result.kept_fp32  # past float16's range or below its precision
+            if kept:
+                extra["fp32_weight_nodes"] = len(kept)
         if precision == "int8":
             extra["int8_io"] = int8_io
             hybrid = result.hybrid_op_counts  # int8 weights, float activations: not float ops
@@ -171,6 +177,15 @@ class TFLiteBackend:
                 "transposes": result.op_counts.get("TRANSPOSE", 0),
             } | extra,
         )
+
+    @staticmethod
+    def fp16_reference(model: ir.Model, fp32_tensors=()) -> ir.Model:
+        """What an fp16 bundle of ``model`` computes, as an fp32 ONNX model: float16 weights
+        (the constants the lowering stores so), float32 arithmetic; the readers and writers
+        of ``fp32_tensors`` keep their weights float32 (the fp16 search ranks on it)."""
+        from deploycomp.backends.tflite.lowering import FP16_MIN_ELEMENTS, fp16_holds
+
+        return weights_rounded(model, fp32_tensors, lambda data: data.size >= FP16_MIN_ELEMENTS and fp16_holds(data))
 
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> TFLiteRunner:
         runner = TFLiteRunner(bundle_dir / lowered["tflite"], lowered.get("io_layouts", {}))

@@ -209,13 +209,17 @@ class Lowered:
 
 class Lowering:
     def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc", int8_io: bool = False,
-                 fp16_exact: bool = False):
+                 fp16_exact: bool = False, fp32_nodes: frozenset[int] = frozenset()):
         _load_rules()
         self.model = model
         self.precision = precision
         self.fp16_exact = fp16_exact
         """fp16: store a constant float16 only where float16 holds it exactly (a model that
         arrives int8: its int8 weights' values go float16, its scales and norms stay float32)."""
+        self.fp32_nodes = fp32_nodes
+        """fp16: the nodes (by ``id``) whose constants stay float32 (the fp16 search's choice, where
+        float16 weights cost the budget: :mod:`deploycomp.fp16_search`)."""
+        self._node: ir.Node | None = None  # the node being lowered, whose constants these are
         self.io_layout = io_layout
         self.int8_io = int8_io and precision == "int8"
         self.w = FlatbufferWriter(f"deploycomp: {model.graph.name or 'model'}")
@@ -317,10 +321,11 @@ class Lowering:
             data = data.astype(np.float32)
         # int64 stays int64: an ONNX int64 constant is an operand of int64 ops (index tensors
         # TFLite wants as int32 are made int32 by the rules themselves, see int32())
-        key = (data.dtype.str, data.shape, data.tobytes())
+        fp16 = (self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS
+                and id(self._node) not in self.fp32_nodes)
+        key = (data.dtype.str, data.shape, data.tobytes(), fp16)
         if key in self._constants:
             return self._constants[key]
-        fp16 = self.precision == "fp16" and data.dtype == np.float32 and data.size >= FP16_MIN_ELEMENTS
         if fp16 and (_fp16_exact(data) if self.fp16_exact else fp16_holds(data)):
             half = self.w.constant(f"{name}/fp16", data.astype(np.float16))
             index = self.w.tensor(name, data.shape, np.float32)
@@ -513,7 +518,11 @@ class Lowering:
                     continue
                 if self.precision == "int8" and self._int8_passthrough(node):
                     continue
-                LOWERINGS[node.op_type](self, node)
+                outer, self._node = self._node, node
+                try:
+                    LOWERINGS[node.op_type](self, node)
+                finally:
+                    self._node = outer  # (an If branch is lowered inside its node's rule)
             except UnsupportedError as e:
                 if getattr(e, "node", None) is not None:  # already named by a branch's node
                     raise
