@@ -926,7 +926,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         return Verdict(not failing, failing)
 
     hot = list(options.get("fp32_tensors") or ())
-    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged[:4], refs[:4], meets)
+    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged, refs, meets)
     record |= {"judged_on": f"{len(judged)} {source} samples", "margin": SEARCH_MARGIN, "trials": trials}
     if source == "validation":
         record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"

@@ -330,13 +330,15 @@ def _fp16_search_html(search: dict | None) -> str:
                     'the plain fp16 one</span>')
     kept = set(search["fp32_segments"]) if search["met"] else set()
     rows = [[html.escape(r["segment"]), f"{r['nmse_gain']:.3g}", "fp32" if r["segment"] in kept else "fp16"]
-            for r in search["ranking"]]
+            for r in search.get("ranking", [])]
     return (f"<h3>fp16: {len(kept)} of {search['segments']} segments kept fp32 for precision</h3>"
             f"<p>fp16 missed the budget with nothing out of its range; the fewest segments of the graph kept fp32 "
             f"{verdict} ({html.escape(search['judged_on'])})"
             + (f"; {share:.0%} of the compute layers' MACs run fp16" if share is not None else "") + ".</p>"
             + (f"<p>{html.escape(search['note'])}</p>" if search.get("note") else "")
-            + _table(rows, ["segment (graph order)", "NMSE gain kept fp32", "runs"]))
+            + (f"<p>Kept fp32 first, where the fp16 build computed NaN or Inf: "
+               f"{html.escape(', '.join(search['nonfinite_kept_fp32']))}.</p>" if search.get("nonfinite_kept_fp32") else "")
+            + (_table(rows, ["segment (graph order)", "NMSE gain kept fp32", "runs"]) if rows else ""))
 
 
 def _validation_html(val: dict, fidelity: dict) -> str:

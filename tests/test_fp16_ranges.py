@@ -68,17 +68,21 @@ def test_without_the_islands_the_same_build_is_nan_and_says_so(spectrum, tmp_pat
     """The finiteness check is what catches an fp16 overflow; cosine alone could not."""
     from deploycomp import pipeline
 
+    from deploycomp.backends.tensorrt.adapter import TensorRTBackend
+
     path, data = spectrum
     monkeypatch.setattr(pipeline, "FP16_ISLANDS", ())  # neither the magnitude rule nor the precision search
+    monkeypatch.delattr(TensorRTBackend, "fp16_reference")
     with pytest.raises(BudgetError, match=r"finite\[y\]: \d+ NaN/Inf values"):
         deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
     assert not (tmp_path / "b").exists()
 
 
-def test_without_the_magnitude_rule_the_precision_search_cannot_stand_in_here(spectrum, tmp_path, monkeypatch):
-    """The fp16 search (deploycomp.fp16_search) judges by the whole budget, NaN included,
-    but this model has one layer: keeping its one segment fp32 is an fp32 model, not an
-    fp16 mix, so the NaN miss stands; the magnitude rule keeps just the hot tensors."""
+def test_without_the_magnitude_rule_the_search_finds_the_same_tensors_by_their_inf(spectrum, tmp_path, monkeypatch):
+    """The fp16 search (deploycomp.fp16_search) judges by the whole budget, NaN included.
+    This model has one layer, so no segment could stand in (its one segment fp32 is an fp32
+    model); the search's first step keeps the tensor the fp16 build turns Inf, then the
+    next that still does (the Relu's copy of it): the two the magnitude rule keeps."""
     from deploycomp import pipeline
 
     path, data = spectrum
@@ -86,8 +90,10 @@ def test_without_the_magnitude_rule_the_precision_search_cannot_stand_in_here(sp
     runner = deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data,
                               no_fail=True)
     search = runner.manifest["fp16"]["search"]
-    assert not search["met"] and search["segments"] == 1 and not runner.manifest["validation"]["ok"]
+    assert search["met"] and search["segments"] == 1 and search["fp32_segments"] == []
+    assert sorted(search["nonfinite_kept_fp32"]) == ["floor", "power"] and runner.manifest["validation"]["ok"]
     assert search["judged_on"].endswith("validation samples") and "not held out" in search["note"]
+    assert "where the fp16 build computed NaN or Inf: " in (tmp_path / "b" / "report.html").read_text()
 
 
 def test_an_openvino_fp16_build_executes_f32_where_tensors_leave_fp16s_range(spectrum, tmp_path):

@@ -285,3 +285,48 @@ def test_an_fp16_build_whose_float16_weights_miss_keeps_a_segments_weights_float
     else:  # the Sub, mm0, its Tanh and mm1 keep their constants float32; float16: six layers' weights and
         # the zero bias they share (the plain fp16 build: 10, the table and the other two too)
         assert lowered["fp32_weight_nodes"] == 4 and lowered["ops"]["DEQUANTIZE"] == 7
+
+
+def _cancelling_model(layers: int = 4) -> ir.Model:
+    """A ratio over a difference of two nearly equal sums: in float32 the difference is
+    0.2, well inside fp16's range; in fp16 both sums round to the same value near 1000, the
+    difference to 0 and the ratio to Inf."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(np.array(1000.2, np.float32), "big"),
+             numpy_helper.from_array(np.array(1000.0, np.float32), "base")]
+    nodes = [helper.make_node("Add", ["x", "big"], ["c"], name="plus_big"),
+             helper.make_node("Add", ["x", "base"], ["d"], name="plus_base"),
+             helper.make_node("Sub", ["c", "d"], ["gap"], name="gap"),
+             helper.make_node("Div", ["x", "gap"], ["h0"], name="ratio")]
+    for i in range(layers):
+        inits.append(numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"], name=f"tanh{i}"))
+    graph = helper.make_graph(nodes, "cancel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [1, 64])], inits)
+    return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
+def test_where_fp16_computes_inf_the_search_keeps_its_sources_fp32_first():
+    """Nothing leaves fp16's range in float32, yet the fp16 build's outputs are NaN: the
+    tensor that turns non-finite first stays fp32, then, as that is not enough (what it
+    reads was rounded to 0 already), the tensors it reads, until the outputs are finite;
+    here that alone meets the budget, with every MatMul still fp16."""
+    from deploycomp.fp16_ranges import fp32_tensors as out_of_range
+    from deploycomp.fp16_search import nonfinite_sources
+
+    model = _cancelling_model()
+    rng = np.random.default_rng(3)
+    calib = [{"x": rng.uniform(0.2, 0.3, (1, 64)).astype(np.float32)} for _ in range(6)]
+    assert out_of_range(model, calib) == {}
+    refs = ort_outputs(model, calib)
+    assert not np.isfinite(ort_outputs(_reference(model, []), calib)[0]["h4"]).all()
+    sources = nonfinite_sources(model, _reference, [], calib)
+    assert sources[0] == "h0" and {"gap", "c", "d"} <= set(sources) and not any(s.startswith("m") for s in sources)
+
+    def meets(tensors: list[str]) -> Verdict:
+        return Verdict(fidelity_met(compare_outputs(refs, ort_outputs(_reference(model, tensors), calib)), FP16))
+
+    tensors, record = search_fp32_segments(model, _reference, [], calib, refs, meets)
+    assert record["met"] and record["fp32_segments"] == [] and record["nonfinite_kept_fp32"] == sources
+    assert record["fp16_mac_share"] == pytest.approx(3 / 4)  # mm0 reads h0: fp32; the other three fp16
