@@ -17,6 +17,9 @@ every runtime has, exactly as the ONNX-ML operator spec defines it:
   class of the highest score (``ArgMax``, the first of ties, as ONNX Runtime; a
   ``Gather`` of ``classlabels_ints`` unless they are 0..n-1), the scores' output through
   ``Sigmoid`` or ``Softmax``;
+* ``ArrayFeatureExtractor``: ``X[..., indices]``, the indices flattened (ONNX Runtime
+  keeps the last axis for a scalar index: a ``Gather`` on the last axis of the indices
+  as one row), what skl2onnx writes after a ``LinearSVC`` to pick the positive class;
 * ``Normalizer`` (``[N, C]`` or ``[C]``): each row divided by its maximum (MAX), the sum
   of its absolute values (L1) or its Euclidean norm (L2), a row whose divisor is 0
   passed through, as ONNX Runtime computes it.
@@ -52,8 +55,9 @@ def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
 
 
 class MLOpsToCorePass(ir.passes.InPlacePass):
-    """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform) and ``Binarizer`` of the
-    main graph as core ops (see the module docstring)."""
+    """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform), ``Binarizer``,
+    ``LinearClassifier``, ``ArrayFeatureExtractor`` and ``Normalizer`` of the main graph as
+    core ops, where they are arithmetic (see the module docstring)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, modified = model.graph, False
@@ -129,6 +133,21 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         above = ir.node("Greater", [x, t], name=f"{node.name}__above")
         cast = ir.node("Cast", [above.outputs[0]], attributes={"to": x.dtype}, name=node.name)
         return [above, cast]
+
+    def _arrayfeatureextractor(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
+        x, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
+        if x is None or indices is None:
+            return None
+        nodes: list[ir.Node] = []
+        if indices.const_value is not None:  # skl2onnx's positive-class index, a scalar
+            flat = self._const(graph, node, "indices", indices.const_value.numpy().astype(np.int64).reshape(-1))
+        else:
+            reshape = ir.node("Reshape", [indices, self._const(graph, node, "flat", np.asarray([-1], np.int64))],
+                              name=f"{node.name}__flat")
+            nodes.append(reshape)
+            flat = reshape.outputs[0]
+        nodes.append(ir.node("Gather", [x, flat], attributes={"axis": -1}, name=node.name))
+        return nodes
 
     def _linearclassifier(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
         post = node.attributes.get("post_transform")

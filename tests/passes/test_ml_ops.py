@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import deploycomp
 from deploycomp.errors import DeployError
@@ -150,3 +150,53 @@ def test_a_binary_classifier_stays_and_is_refused_by_name(tmp_path):
     with pytest.raises(DeployError, match="LinearClassifier") as e:
         deploycomp.build(path, tmp_path / "out", target="android-arm64")
     assert "\n" not in str(e.value)
+
+
+def _linear_svc(path):
+    """A scikit-learn LinearSVC as skl2onnx 1.x writes it: a two-row LinearClassifier
+    (``-w`` and ``w``) whose positive-class column an ArrayFeatureExtractor picks with a
+    scalar index (its ``probabilities``, shape ``[N, 1]``)."""
+    w = np.asarray([-1.52, -1.89, -0.20, 0.15], np.float32)
+    nodes = [helper.make_node("LinearClassifier", ["X"], ["label", "raw"], domain="ai.onnx.ml", name="svc",
+                              classlabels_ints=[0, 1], coefficients=np.concatenate([w, -w]).tolist(),
+                              intercepts=[0.005, -0.005], multi_class=0, post_transform="NONE"),
+             helper.make_node("ArrayFeatureExtractor", ["raw", "positive"], ["probabilities"], domain="ai.onnx.ml",
+                              name="pick")]
+    graph = helper.make_graph(nodes, "svc", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 1])],
+                              [numpy_helper.from_array(np.asarray(1, np.int64), "positive")])
+    onnx.save(helper.make_model(graph, opset_imports=[ML, helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.mark.parametrize("indices", [np.asarray(1, np.int64), np.asarray([[2, 0]], np.int64)])
+def test_an_array_feature_extractor_is_a_gather_on_the_last_axis(tmp_path, indices):
+    """ONNX Runtime flattens the indices and keeps the last axis: a scalar index gives
+    ``[N, 1]``, a ``[1, 2]`` index ``[N, 2]``."""
+    node = helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], domain="ai.onnx.ml", name="pick")
+    graph = helper.make_graph([node], "afe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(indices, "i")])
+    path = tmp_path / "afe.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[ML, helper.make_opsetid("", 17)], ir_version=8), path)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (3, 4)}))
+    assert not [n for n in model.graph if n.domain == "ai.onnx.ml"]
+    save_model(model, tmp_path / "core.onnx")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"x": x})[0]
+    assert got.shape == want.shape == (3, indices.size)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_every_target_builds_a_linear_svc(tmp_path, target):
+    path = _linear_svc(tmp_path / "svc.onnx")
+    runner = deploycomp.build(path, tmp_path / "out", target=target, inputs=["X:4x4"])
+    assert runner.manifest["validation"]["ok"]
+    x = np.random.default_rng(5).standard_normal((4, 4)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"X": x})
+    got = runner.run({"X": x})
+    np.testing.assert_array_equal(got["label"], want[0])
+    np.testing.assert_allclose(got["probabilities"], want[1], rtol=1e-5, atol=1e-6)
