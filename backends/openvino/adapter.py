@@ -319,7 +319,7 @@ def _compress_except(ov, ov_model, keep: dict[int, object]) -> int:
 
     probe = ov_model.clone()
     compress_model_transformation(probe)
-    suffix = "_compressed"
+    suffix = "_compressed"  # (OpenVINO names each constant it compresses so)
     compressed = {op.get_friendly_name()[: -len(suffix)] for op in probe.get_ops()
                   if op.get_type_name() == "Constant" and op.get_friendly_name().endswith(suffix)}
     kept = 0
