@@ -31,6 +31,7 @@ from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.if_to_where import IfToWherePass
+from deploycomp.passes.scan_unroll import ScanUnrollPass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
@@ -105,7 +106,8 @@ def _with_core_contrib_ops(pipeline: Pipeline) -> Pipeline:
 def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, ONNX Runtime's fused ops as core ops, and each ``If`` as both branches
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
-    and so the branches' layers are the graph's, for the optimizer and for int8. After
+    and so the branches' layers are the graph's, for the optimizer and for int8; each
+    ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
     fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`).
     float64 is computed in float32 (:mod:`deploycomp.passes.to_float32`): TFLite has
@@ -113,6 +115,7 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
     pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
     pipeline.loop.insert(1, IfToWherePass())
+    pipeline.loop.insert(2, ScanUnrollPass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
     return pipeline
