@@ -24,17 +24,22 @@ from deploycomp.targets import Fidelity
 FP16 = Fidelity(min_cosine=0.999)
 
 
-def _offset_model(layers: int = 8) -> ir.Model:
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.full((1, 64), 1000.0, np.float32), "offset")]
-    nodes = [helper.make_node("Sub", ["x", "offset"], ["h0"], name="centre")]
+def _layers_after(name: str, nodes: list, inits: list, layers: int, seed: int) -> ir.Model:
+    """``nodes`` (which write ``h0`` from ``x``) followed by ``layers`` MatMul + Tanh layers."""
+    rng = np.random.default_rng(seed)
     for i in range(layers):
         inits.append(numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"], name=f"tanh{i}"))
-    graph = helper.make_graph(nodes, "offset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [1, 64])], inits)
     return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
+def _offset_model(layers: int = 8) -> ir.Model:
+    inits = [numpy_helper.from_array(np.full((1, 64), 1000.0, np.float32), "offset")]
+    nodes = [helper.make_node("Sub", ["x", "offset"], ["h0"], name="centre")]
+    return _layers_after("offset", nodes, inits, layers, seed=0)
 
 
 def _samples(n: int, seed: int):
@@ -291,20 +296,13 @@ def _cancelling_model(layers: int = 4) -> ir.Model:
     """A ratio over a difference of two nearly equal sums: in float32 the difference is
     0.2, well inside fp16's range; in fp16 both sums round to the same value near 1000, the
     difference to 0 and the ratio to Inf."""
-    rng = np.random.default_rng(1)
     inits = [numpy_helper.from_array(np.array(1000.2, np.float32), "big"),
              numpy_helper.from_array(np.array(1000.0, np.float32), "base")]
     nodes = [helper.make_node("Add", ["x", "big"], ["c"], name="plus_big"),
              helper.make_node("Add", ["x", "base"], ["d"], name="plus_base"),
              helper.make_node("Sub", ["c", "d"], ["gap"], name="gap"),
              helper.make_node("Div", ["x", "gap"], ["h0"], name="ratio")]
-    for i in range(layers):
-        inits.append(numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"))
-        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"], name=f"tanh{i}"))
-    graph = helper.make_graph(nodes, "cancel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [1, 64])], inits)
-    return ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    return _layers_after("cancel", nodes, inits, layers, seed=1)
 
 
 def test_where_fp16_computes_inf_the_search_keeps_its_sources_fp32_first():
