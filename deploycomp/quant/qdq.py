@@ -18,6 +18,8 @@ not, the form a runtime's dynamic-range (hybrid) kernels read
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +108,8 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
         elementwise = node.op_type in policy.elementwise_ops and (
             all(not _is_const(v) for v in node.inputs)
             or (policy.elementwise_with_constants and any(not _is_const(v) for v in node.inputs)))
+        if elementwise and not policy.quantize_graph_outputs and _scalars(node):
+            elementwise = False  # see _scalars
         quantized = node.op_type in policy.compute_ops or elementwise
         if policy.quantize_outputs and quantized:
             produced = _quantized_output(node, graph_outputs)
@@ -126,6 +130,18 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
             if (node, i) not in out.get(v.name, []):
                 out.setdefault(v.name, []).append((node, i))
     return out
+
+
+def _scalars(node: ir.Node) -> bool:
+    """Whether every activation an element-wise node reads holds one value: scale arithmetic
+    (the float form of ONNX Runtime's dynamic quantization multiplies each input's scale by
+    a weight's), which int8 saves nothing on and clips where an input's range is wider than
+    any calibration input's (a T5 encoder's TFLite build kept ten such int8 Muls with every
+    searchable layer float: 0.969 on its validation sentences, its float form 0.999). Left
+    float, except in a full-integer model, whose every op must be int8."""
+    values = [v for v in node.inputs if v is not None and not _is_const(v)]
+    return bool(values) and all(v.shape is not None and v.shape.is_static() and math.prod(v.shape.numpy()) == 1
+                                for v in values)
 
 
 def is_depthwise(node: ir.Node) -> bool:

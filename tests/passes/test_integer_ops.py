@@ -231,3 +231,30 @@ def test_a_tflite_fp16_build_halves_the_int8_weights_exactly(tmp_path):
             assert runner.manifest["backend"]["lowered"]["fp16_kept_fp32_constants"]  # the 32 biases
     np.testing.assert_array_equal(outs["fp16"], outs["fp32"])
     assert sizes["fp16"] < sizes["fp32"] - 32 * 27  # the 864 weights went float16
+
+
+def test_int8_judges_on_the_samples_the_float_form_can_meet(tmp_path):
+    """Where the float form's rounding spends the budget on a few calibration samples only
+    (here the dense inputs, whose integer sums pass 2^24; the sparse ones stay exact), the
+    search sets those aside and judges on the rest at the budget itself, not at twice the
+    worst sample's distance; the manifest says how many it set aside."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array(rng.uniform(0.5, 1.0, (4096, 16)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "wide",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4096])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    x = rng.uniform(0.5, 1.0, (8, 4096)).astype(np.float32)
+    x[2:, 300:] = 0.0  # six sparse samples: sums of 300 products, exact in float32
+    np.savez(tmp_path / "cal.npz", x=x)
+    # TensorRT's check here is ONNX Runtime on the float form: dense samples 1 - 2.4e-15,
+    # sparse ones 1 - 1e-16 at most; a quarter of this budget is 1e-15
+    runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "out", target="jetson-orin-nano",
+                              precision="int8", calibration=tmp_path / "cal.npz", validation_data=tmp_path / "cal.npz",
+                              min_cosine=1 - 4e-15, no_fail=True)
+    quant = runner.manifest["quantization"]
+    assert quant["judged_without"]["samples"] == 2 and "search_relaxed" not in quant
+    assert quant["budget_judged_on_samples"] == 6

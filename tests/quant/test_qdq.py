@@ -223,3 +223,31 @@ def test_full_integer_outputs_that_are_also_read_inside_or_are_inputs(tmp_path):
     np.testing.assert_array_equal(x, samples[0]["x"])
     ref = ort.InferenceSession(proto.SerializeToString()).run(None, samples[0])
     assert np.corrcoef(c.ravel(), ref[0].ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("full_integer", [False, True])
+def test_scale_arithmetic_on_one_value_stays_float_unless_every_op_must_be_int8(full_integer):
+    """A Mul whose only activation is one value (the float form of ONNX Runtime's dynamic
+    quantization multiplies an input's scale by a weight's) saves nothing int8 and clips
+    where an input's range is wider than the calibration inputs': TFLite's policy leaves it
+    float, its full-integer form (every op int8) quantizes it."""
+    from dataclasses import replace
+
+    from deploycomp.quant.qdq import quantizable_tensors
+    from tests.passes._harness import model_from_text
+
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[1, 8] x, float[8, 4] w, float[] ws)
+              => (float[1, 4] y)
+    { top = ReduceMax <keepdims = 0> (x)
+      scale = Mul (top, ws)
+      m = MatMul (x, w)
+      y = Mul (m, scale) }"""
+    rng = np.random.default_rng(0)
+    proto = model_from_text(text, w=rng.standard_normal((8, 4)).astype(np.float32), ws=np.float32(0.01))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+    policy = POLICIES["tflite"]
+    policy = replace(policy, quantize_graph_outputs=True) if full_integer else policy
+    readers = {node.name or node.outputs[0].name for uses in quantizable_tensors(model, policy).values()
+               for node, _ in uses}
+    assert ("scale" in readers) == full_integer  # the Mul of two scalars
+    assert {"m", "y"} <= readers  # the MatMul and the Mul by the scale: a tensor of 4 values
