@@ -71,12 +71,9 @@ def test_targets_without_integer_ops_build_it(dynamic_int8, tmp_path, target):
     assert runner.manifest["validation"]["outputs"]["logits"]["cosine"] > 0.999
 
 
-def test_int8_aims_its_search_at_what_the_float_form_reaches(tmp_path):
-    """The float form is the closest a build of such a model can come to ONNX Runtime's
-    integer ops: exact while integer sums stay below 2^24, rounded past it (here 4096 all-
-    positive products: sums near 1e8). Held to a budget it misses (cosine 1.0), the search
-    aims at twice its distance (an unsearched all-int8 model ran into Inf on TFLite), and the
-    error says why."""
+def _wide_dynamic(tmp_path):
+    """``dynamic.onnx``: one MatMul of 4096 positive inputs by positive weights, through
+    ``quantize_dynamic``; returns the random generator that made it, to draw inputs from."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(6)
@@ -86,6 +83,16 @@ def test_int8_aims_its_search_at_what_the_float_form_reaches(tmp_path):
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
     quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    return rng
+
+
+def test_int8_aims_its_search_at_what_the_float_form_reaches(tmp_path):
+    """The float form is the closest a build of such a model can come to ONNX Runtime's
+    integer ops: exact while integer sums stay below 2^24, rounded past it (here 4096 all-
+    positive products: sums near 1e8). Held to a budget it misses (cosine 1.0), the search
+    aims at twice its distance (an unsearched all-int8 model ran into Inf on TFLite), and the
+    error says why."""
+    rng = _wide_dynamic(tmp_path)
     np.savez(tmp_path / "cal.npz", x=rng.uniform(0.5, 1.0, (8, 4096)).astype(np.float32))
     runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "out", target="host", precision="int8",
                               calibration=tmp_path / "cal.npz", min_cosine=1.0, no_fail=True)
@@ -238,15 +245,7 @@ def test_int8_judges_on_the_samples_the_float_form_can_meet(tmp_path):
     (here the dense inputs, whose integer sums pass 2^24; the sparse ones stay exact), the
     search sets those aside and judges on the rest at the budget itself, not at twice the
     worst sample's distance; the manifest says how many it set aside."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    rng = np.random.default_rng(6)
-    w = numpy_helper.from_array(rng.uniform(0.5, 1.0, (4096, 16)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "wide",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4096])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "float.onnx")
-    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    rng = _wide_dynamic(tmp_path)
     x = rng.uniform(0.5, 1.0, (8, 4096)).astype(np.float32)
     x[2:, 300:] = 0.0  # six sparse samples: sums of 300 products, exact in float32
     np.savez(tmp_path / "cal.npz", x=x)
