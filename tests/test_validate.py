@@ -174,9 +174,14 @@ def test_timing_stops_once_the_median_is_known(monkeypatch):
     monkeypatch.setattr(validate.time, "perf_counter", noisy)
     assert 150 <= validate.measure_latency(noisy.run, warmup=0, max_seconds=1.5)["runs"] <= 151
 
-    slow = _Clock(itertools.repeat(1.0))  # a 1 s model still gets its min_runs
+    slow = _Clock(itertools.repeat(0.2))  # a 0.2 s model still gets its min_runs
     monkeypatch.setattr(validate.time, "perf_counter", slow)
     assert validate.measure_latency(slow.run, warmup=0, min_runs=10, max_seconds=1.5)["runs"] == 10
+
+    # one of 1.6 s (LORE in ONNX Runtime): stops once 3 runs pass twice max_seconds
+    slower = _Clock(itertools.repeat(1.6))
+    monkeypatch.setattr(validate.time, "perf_counter", slower)
+    assert validate.measure_latency(slower.run, warmup=0, min_runs=10, max_seconds=1.5)["runs"] == 3
 
     # one of 11 s a run (OpenVINO running an int8 model at f16): 3 runs, not 10 plus 3 warm-ups
     crawling = _Clock(itertools.repeat(11.0))
