@@ -88,6 +88,10 @@ class Backend(Protocol):
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> Runner: ...
 
     # Optional, looked up with getattr by the pipeline:
+    # ``fp16_compute``: what an fp16 artifact computes in half precision: "tensors" (fp16
+    # arithmetic, any chosen tensor kept fp32: TensorRT), "whole" (fp16 arithmetic for every
+    # node or none: OpenVINO's CPU plugin), "weights" (f16 weights, f32 arithmetic: TFLite);
+    # the pipeline keeps tensors past fp16's range fp32 for the first two;
     # ``f32_execution(lowered) -> dict | None``: the lowered info of the same fp16 files
     # executed f32 (f16 weights kept), where the runtime has such a mode (OpenVINO);
     # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``.

@@ -134,9 +134,11 @@ def _ranking(model: ir.Model, parts: Mapping[str, list[str]], reference: Referen
     return ranking, base
 
 
-def _first_nonfinite(model: ir.Model, reference: ir.Model, samples: Sequence[Feeds]) -> str | None:
+def _first_nonfinite(model: ir.Model, reference: ir.Model,
+                     samples: Sequence[Feeds]) -> tuple[str | None, list[dict[str, np.ndarray]]]:
     """The first tensor of ``model`` (in the reference's graph order) that the reference
-    computes as NaN or Inf on any of ``samples``; None when every output is finite."""
+    computes as NaN or Inf on any of ``samples`` (None when every output is finite), and the
+    reference's outputs on each sample (the same run)."""
     from deploycomp.quant.calibrate import stream_tensors
 
     originals = {v.name for n in model.graph for v in n.outputs if v.name}
@@ -146,14 +148,17 @@ def _first_nonfinite(model: ir.Model, reference: ir.Model, samples: Sequence[Fee
             name = v.name if v.name in originals else (v.name or "").split("__")[0]
             if name in originals and v.dtype in _FLOAT:
                 order.append((v.name, name))
+    outputs = [v.name for v in reference.graph.outputs]
     bad: set[str] = set()
-    for values in stream_tensors(reference, [r for r, _ in order], samples):
+    gots = []
+    for values in stream_tensors(reference, list(dict.fromkeys([r for r, _ in order] + outputs)), samples):
         bad |= {k for k, a in values.items() if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()}
-    return next((name for r, name in order if r in bad), None)
+        gots.append({k: values[k] for k in outputs if k in values})
+    return next((name for r, name in order if r in bad), None), gots
 
 
 def nonfinite_sources(model: ir.Model, reference: Reference, hot: Sequence[str],
-                      samples: Sequence[Feeds]) -> list[str]:
+                      samples: Sequence[Feeds]) -> tuple[list[str], list[dict[str, np.ndarray]] | None]:
     """Tensors to keep fp32, beyond ``hot``, where the fp16 build computes NaN or Inf on
     ``samples`` though nothing leaves fp16's range in fp32 (:mod:`deploycomp.fp16_ranges`
     judges each tensor's float32 values; a quiet frame's power spectrum underflows to 0 in
@@ -161,7 +166,9 @@ def nonfinite_sources(model: ir.Model, reference: Reference, hot: Sequence[str],
     keeping it fp32 is not enough, its producer's float inputs, step by step up to
     :data:`NONFINITE_STEPS`. Swift-F0 on TensorRT: every calibration clip gave NaN, no
     single segment fp32 made any finite, so the segment ranking read zero everywhere and
-    took 7 of 13 segments in graph order. Empty when the outputs are finite."""
+    took 7 of 13 segments in graph order. Empty when the outputs are finite. Also the fp16
+    reference's outputs on ``samples`` with ``hot`` and those fp32, where they came out
+    finite (else None): the search picks its ranking samples by them."""
     producer = {v.name: n for n in model.graph for v in n.outputs if v.name}
     extra: list[str] = []
 
@@ -177,15 +184,15 @@ def nonfinite_sources(model: ir.Model, reference: Reference, hot: Sequence[str],
         return found
 
     for _ in range(NONFINITE_STEPS):
-        first = _first_nonfinite(model, reference(model, sorted({*hot, *extra})), samples)
+        first, gots = _first_nonfinite(model, reference(model, sorted({*hot, *extra})), samples)
         if first is None:
-            break
+            return extra, gots
         # fp32 already: what it reads was rounded to nothing (or Inf) before it
         more = [first] if first not in extra else upstream(first)
         if not more:
             break
         extra.extend(more)
-    return extra
+    return extra, None
 
 
 RANKING_SAMPLES = 4
@@ -204,14 +211,14 @@ def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[st
     the honest answer). Swift-F0 on TensorRT ranked on the first four of 12 clips (its worst
     pitch cosine there 0.965) took 12 of 13 segments to lift the ninth clip's 0.714."""
     parts = segments(model)
-    sources = nonfinite_sources(model, reference, hot, samples)
+    sources, gots = nonfinite_sources(model, reference, hot, samples)
     hot = sorted({*hot, *sources})
     found = {"nonfinite_kept_fp32": sources} if sources else {}
     if sources and meets_budget(hot):  # the NaN's sources alone: no segment needed
         return hot, {"met": True, "fp32_segments": [], "segments": len(parts),
                      "fp16_mac_share": fp16_mac_share(model, hot), **found}
     if len(samples) > RANKING_SAMPLES:
-        gots = ort_outputs(reference(model, hot), samples)
+        gots = gots or ort_outputs(reference(model, hot), samples)
         error = [sum(nmse_per_output([r], [g]).values()) for r, g in zip(refs, gots)]
         worst = sorted(sorted(range(len(samples)), key=error.__getitem__, reverse=True)[:RANKING_SAMPLES])
         samples, refs = [samples[i] for i in worst], [refs[i] for i in worst]

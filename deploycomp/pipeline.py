@@ -159,6 +159,14 @@ class Prepared:
     levels: frozenset = frozenset()
     """Integer outputs that are rounded float values, judged as numbers
     (:func:`deploycomp.analysis.level_outputs`)."""
+    where: Any = None
+    """The build's ``--judge-where``: which output elements a comparison judges."""
+
+    def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
+                per_sample: dict | None = None) -> dict[str, dict]:
+        """:func:`deploycomp.validate.compare_outputs` as every comparison of this build
+        makes it (its judged elements, its integer outputs of rounded values)."""
+        return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels)
 
 
 def _versions() -> dict[str, str]:
@@ -176,10 +184,6 @@ def _host_info() -> dict[str, Any]:
     return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version()}
 
-
-FP16_ISLANDS = ("tensorrt", "openvino")
-"""Backends whose fp16 executes fp16 arithmetic and can keep chosen tensors fp32 (TFLite's
-fp16 stores weights only; its arithmetic stays fp32)."""
 
 MAX_RANGE_SAMPLES = 16
 """fp16 ranges are taken on at most this many of the build's real inputs."""
@@ -507,7 +511,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
     except ValueError as e:
         raise InputDataError(str(e)) from None
-    where = opts.judge_where
+    prep.where = where = opts.judge_where
     measured_host = target.runs_here
     arrives_int8 = own is not None or prep.integer_ops > 0
     fidelity = target.fidelity["int8" if arrives_int8 and "int8" in target.fidelity else opts.precision]
@@ -524,7 +528,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         # its int8 weights' values are float16 values: halved exactly; its float parts (scales,
         # norms, biases) are the model as written, kept float32 where a backend stores constants
         options["fp16_exact_weights"] = True
-    if opts.precision == "fp16" and backend.name in FP16_ISLANDS:
+    fp16_compute = getattr(backend, "fp16_compute", None)  # see backends.base.Backend
+    if opts.precision == "fp16" and fp16_compute in ("tensors", "whole"):
         opts.progress("fp16 ranges")
         data = samples + (calibration.samples if calibration is not None else [])
         hot = fp32_tensors(prep.model, data[:MAX_RANGE_SAMPLES])
@@ -545,15 +550,14 @@ def _build(opts: BuildOptions) -> BuildResult:
     spread, spread_key = None, ""
     floor = None  # what the budget is widened to: the model's own runtime's distance from it
     if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
-        spread, floor = _own_runtime_floor(prep, samples, refs, fidelity, where)
+        spread, floor = _own_runtime_floor(prep, samples, refs, fidelity)
         spread_key = "onnxruntime_own_int8_vs_written"
         if floor is not None:
             prep.assumed.append("ONNX Runtime's own int8 kernels (the runtime the model ships for) miss the int8 "
                                 "budget against its QDQ as written on these inputs: a criterion they miss is held "
                                 "to what they reach (validation.budgets: budget_limit is the budget's own)")
     elif prep.integer_ops and (floats := _float_form(prep)) is not None:  # what no build can be closer than
-        spread = compare_outputs(refs, [floats.run({**s, **prep.frozen}) for s in samples], where=where,
-                                 levels=prep.levels)
+        spread = prep.compare(refs, [floats.run({**s, **prep.frozen}) for s in samples])
         spread_key = "float_form_vs_onnxruntime_integer"
     with staged_bundle(opts.out, opts.force) as stage:
         def lower_and_validate(model: ir.Model):
@@ -573,7 +577,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
             gots = [runner.run(s) for s in samples]
-            return lowered, runner, memory_mb, gots, compare_outputs(refs, gots, where=where, levels=prep.levels)
+            return lowered, runner, memory_mb, gots, prep.compare(refs, gots)
 
         def executed_f32(lowered):
             """The same files executed f32 (an fp16 bundle's f16 weights, f32 execution): only
@@ -598,13 +602,13 @@ def _build(opts: BuildOptions) -> BuildResult:
             model, quant_info, _ = min(tried, key=lambda t: t[2])
             quant_info = quant_info | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        executed_as_f32 = False
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
                                                          floor):
             # f16 execution missed: the same f16 weights executed f32 first (every weight
-            # stays f16), the search below only if that misses too
+            # stays f16), the search below only if that misses too. The one place this is
+            # decided: what follows lowers with fp32 tensors (executed f32 by the lowering
+            # itself) or arrives int8 (executed f32 by lower_and_validate)
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
-            executed_as_f32 = True
         if (fp16_info is not None and not fidelity_met(metrics, fidelity, floor=floor)
                 and hasattr(backend, "fp16_reference") and not prep.integer_ops):
             # nothing left fp16's range, yet its precision misses: keep the fewest layers fp32 (a
@@ -613,7 +617,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             if calibration is not None:
                 judged = calibration.samples[:MAX_RANGE_SAMPLES]
                 judged_refs, source = [reference.run(s) for s in judged], "calibration"
-                judged_floor = _own_runtime_floor(prep, judged, judged_refs, fidelity, where)[1] if own else None
+                judged_floor = _own_runtime_floor(prep, judged, judged_refs, fidelity)[1] if own else None
             else:  # the validation samples, whose references are at hand
                 judged, judged_refs, source = samples[:MAX_RANGE_SAMPLES], refs[:MAX_RANGE_SAMPLES], "validation"
                 judged_floor = floor
@@ -632,7 +636,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             # stored (OpenVINO compresses every float constant or none) as fp32 weights
             from deploycomp.fp16_search import float_tensors
 
-            if backend.name in FP16_ISLANDS and getattr(backend, "f32_execution", None) is None:  # per tensor
+            if fp16_compute == "tensors":
                 options["fp32_tensors"], how = float_tensors(model), ""
             else:
                 options["fp16_weights"], how = False, ", weights and execution"
@@ -641,11 +645,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                                           f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
                                           f"stay fp32{how}")
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-        if fp16_info is not None and not executed_as_f32 and _fp16_executes_fp32(
-                fp16_info, backend, lowered.info, metrics, fidelity, runner, floor):
-            lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
-        elif (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity, floor=floor)
-              and _f32_execution_faster(fp16_info, backend, stage, lowered.info, runner, samples[0])):
+        if (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity, floor=floor)
+                and _f32_execution_faster(fp16_info, backend, stage, lowered.info, runner, samples[0])):
             if "bf16" in target.precisions:  # the half precision this CPU runs fast
                 fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
@@ -709,7 +710,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         measured["build_seconds"] = round(time.time() - started, 3)
         fidelity_missed = any(c.fidelity for c in summary.failures)
         every_float = bool(quant_info and quant_info.get("every_layer_float_missed"))
-        source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity, where)
+        source = (_runtime_on_source(backend, target, prep, samples, refs, gots, fidelity)
                   if fidelity_missed and (opts.precision != "int8" or every_float) and own is None else None)
         manifest = {
             "format": FORMAT,
@@ -753,7 +754,7 @@ def _build(opts: BuildOptions) -> BuildResult:
 
 
 def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,
-                       fidelity: Fidelity, where=None) -> dict[str, Any] | None:
+                       fidelity: Fidelity) -> dict[str, Any] | None:
     """For a float bundle that missed: the target's runtime at fp32 on the unmodified ONNX
     file, against ONNX Runtime and against the bundle (None where the backend cannot run
     ONNX as it is, or fails to). The onnx wheel's IR 3 test weights (SqueezeNet: logits of
@@ -768,8 +769,8 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
     except Exception as e:  # noqa: BLE001 - a diagnosis only; the miss stands either way
         log.info("runtime on the source model: %s", e)
         return None
-    vs_ort = compare_outputs(refs, outs, where=where, levels=prep.levels)
-    vs_bundle = compare_outputs(outs, gots, where=where, levels=prep.levels)
+    vs_ort = prep.compare(refs, outs)
+    vs_bundle = prep.compare(outs, gots)
     return {"runtime": backend.name, "precision": "fp32",
             "vs_onnxruntime_min_cosine": round(_worst_cosine(vs_ort), 6),
             "meets_budget_vs_onnxruntime": fidelity_met(vs_ort, fidelity),
@@ -918,8 +919,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
 
     def meets(tensors: list[str]) -> Verdict:
         with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
-            metrics = compare_outputs(refs, [runner.run(s) for s in judged], scales, where=opts.judge_where,
-                                      levels=prep.levels)
+            metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
@@ -934,13 +934,12 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
     return tensors, record
 
 
-def _own_runtime_floor(prep: Prepared, samples: list, refs: list, fidelity: Fidelity,
-                       where) -> tuple[dict, dict | None]:
+def _own_runtime_floor(prep: Prepared, samples: list, refs: list, fidelity: Fidelity) -> tuple[dict, dict | None]:
     """For a model that arrives int8: how far ONNX Runtime's own fused int8 kernels are from
     its QDQ as written (``refs``) on ``samples``, and that as the floor the budget is widened
     to where those kernels miss it themselves (else None)."""
     fused = ORTRunner(_source_at(prep.source, prep.repinned))
-    spread = compare_outputs(refs, [fused.run({**s, **prep.frozen}) for s in samples], where=where, levels=prep.levels)
+    spread = prep.compare(refs, [fused.run({**s, **prep.frozen}) for s in samples])
     return spread, (None if fidelity_met(spread, fidelity) else spread)
 
 
@@ -1093,9 +1092,9 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         # nodes float and wrote no int8 layer)
         with trial_runner(prep.model, "fp32") as floats:
             float_outs = [floats.run(s) for s in judged]
-        float_form = compare_outputs(refs, float_outs, where=opts.judge_where, levels=prep.levels)
+        float_form = prep.compare(refs, float_outs)
         fine = [i for i in range(len(judged))
-                if fidelity_met(compare_outputs([refs[i]], [float_outs[i]], where=opts.judge_where, levels=prep.levels),
+                if fidelity_met(prep.compare([refs[i]], [float_outs[i]]),
                                 fidelity, FLOAT_FORM_SHARE)]
         if len(fine) < len(judged) and len(fine) >= max(2, len(judged) // 2):
             # a few samples on which even the float form spends much of the budget say
@@ -1139,8 +1138,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                 outs.update((i, runner.run(judged[i])) for i in stage)
                 seen = sorted(outs)
                 per_sample: dict[str, list] = {}
-                metrics = compare_outputs([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample,
-                                           where=opts.judge_where, levels=prep.levels)
+                metrics = prep.compare([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample)
                 if len(seen) < len(judged) and (missed := decided_failures(metrics, search_fidelity, limit["margin"])):
                     break
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
@@ -1176,8 +1174,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
             info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 with trial_runner(prep.model, "fp16") as runner:
-                    fp16 = compare_outputs(refs, [runner.run(s) for s in judged], where=opts.judge_where,
-                                           levels=prep.levels)
+                    fp16 = prep.compare(refs, [runner.run(s) for s in judged])
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             if info.get("budget_met", True) and not info["float_layers"]:

@@ -66,13 +66,11 @@ def test_a_tensorrt_fp16_build_keeps_them_fp32_and_validates(spectrum, tmp_path)
 
 def test_without_the_islands_the_same_build_is_nan_and_says_so(spectrum, tmp_path, monkeypatch):
     """The finiteness check is what catches an fp16 overflow; cosine alone could not."""
-    from deploycomp import pipeline
-
     from deploycomp.backends.tensorrt.adapter import TensorRTBackend
 
     path, data = spectrum
-    monkeypatch.setattr(pipeline, "FP16_ISLANDS", ())  # neither the magnitude rule nor the precision search
-    monkeypatch.delattr(TensorRTBackend, "fp16_reference")
+    monkeypatch.delattr(TensorRTBackend, "fp16_compute")  # neither the magnitude rule
+    monkeypatch.delattr(TensorRTBackend, "fp16_reference")  # nor the precision search
     with pytest.raises(BudgetError, match=r"finite\[y\]: \d+ NaN/Inf values"):
         deploycomp.build(path, tmp_path / "b", target="jetson-orin-nano", precision="fp16", validation_data=data)
     assert not (tmp_path / "b").exists()

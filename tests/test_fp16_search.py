@@ -319,8 +319,11 @@ def test_where_fp16_computes_inf_the_search_keeps_its_sources_fp32_first():
     assert out_of_range(model, calib) == {}
     refs = ort_outputs(model, calib)
     assert not np.isfinite(ort_outputs(_reference(model, []), calib)[0]["h4"]).all()
-    sources = nonfinite_sources(model, _reference, [], calib)
+    sources, gots = nonfinite_sources(model, _reference, [], calib)
     assert sources[0] == "h0" and {"gap", "c", "d"} <= set(sources) and not any(s.startswith("m") for s in sources)
+    # the last, finite run's outputs come with them: those of the fp16 reference with them fp32
+    again = ort_outputs(_reference(model, sources), calib)
+    assert len(gots) == len(calib) and all(np.allclose(g["h4"], a["h4"]) for g, a in zip(gots, again))
 
     def meets(tensors: list[str]) -> Verdict:
         return Verdict(fidelity_met(compare_outputs(refs, ort_outputs(_reference(model, tensors), calib)), FP16))

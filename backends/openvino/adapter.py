@@ -356,6 +356,7 @@ class OpenVINOBackend:
     name = "openvino"
     requires = REQUIRES
     extra = EXTRA
+    fp16_compute = "whole"  # see backends.base.Backend
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         """Convert with OpenVINO. The converted model is kept for :meth:`lower`, so a build

@@ -48,6 +48,7 @@ class TensorRTBackend:
     requires = REQUIRES
     """The ONNX + plan need no NVIDIA package; the parser check and the engine are optional."""
     extra = EXTRA
+    fp16_compute = "tensors"  # see backends.base.Backend
     precisions = PRECISIONS
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:

@@ -91,6 +91,7 @@ class TFLiteBackend:
     precisions = PRECISIONS
     requires = ("ai_edge_litert", "flatbuffers")
     extra = '"deploycomp[tflite]"'
+    fp16_compute = "weights"  # see backends.base.Backend
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:
         from deploycomp.backends.tflite.lowering import unsupported_nodes
