@@ -194,7 +194,7 @@ def test_unsupported_op_is_named_before_writing(tmp_path):
         "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="tree", nodes_treeids=[0],
         nodes_nodeids=[0], nodes_featureids=[0], nodes_values=[0.0], nodes_modes=["LEAF"],
         nodes_truenodeids=[0], nodes_falsenodeids=[0], target_treeids=[0], target_nodeids=[0],
-        target_ids=[0], target_weights=[1.0],
+        target_ids=[0], target_weights=[1.0], aggregate_function="MAX",  # a tree ensemble no table expresses
     )
     graph = helper.make_graph(
         [tree], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],

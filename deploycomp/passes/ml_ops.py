@@ -28,9 +28,12 @@ A model written in ``ai.onnx.ml`` alone (a scikit-learn LogisticRegression, its
 LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
 (:data:`deploycomp.ir.MIN_OPSET`) to write them in.
 
-Tree ensembles, binary and string-label classifiers (ONNX Runtime's binary scores
-differ from the ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend
-that cannot run them says so by name.
+* ``TreeEnsembleRegressor`` and ``TreeEnsembleClassifier``: comparisons and matrix
+  products that reach the same leaves (:mod:`deploycomp.passes.ml_trees`).
+
+Binary and string-label linear classifiers (ONNX Runtime's binary scores differ from the
+ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend that cannot run
+them says so by name.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
+from deploycomp.passes.ml_trees import tree_ensemble
 
 __all__ = ["MLOpsToCorePass"]
 
@@ -56,8 +60,8 @@ def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
 
 class MLOpsToCorePass(ir.passes.InPlacePass):
     """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform), ``Binarizer``,
-    ``LinearClassifier``, ``ArrayFeatureExtractor`` and ``Normalizer`` of the main graph as
-    core ops, where they are arithmetic (see the module docstring)."""
+    ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer`` and tree ensembles of
+    the main graph as core ops, where they are arithmetic (see the module docstring)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, modified = model.graph, False
@@ -189,6 +193,12 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
             nodes.append(transform)
             scores = transform.outputs[0]
         return nodes, [label, scores]
+
+    def _treeensembleregressor(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
+        return tree_ensemble(graph, node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),
+                             lambda: self._as_float(node))
+
+    _treeensembleclassifier = _treeensembleregressor
 
     def _normalizer(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
         norm = node.attributes.get("norm")

@@ -1,5 +1,6 @@
 """ONNX-ML arithmetic (skl2onnx's Scaler, LinearRegressor, Binarizer) becomes core ops that
-compute the same; what has no core form (a tree ensemble) stays, and is refused by name."""
+compute the same; what has no core form (a binary one-row LinearClassifier) stays, and is
+refused by name. Tree ensembles: test_ml_trees.py."""
 
 from __future__ import annotations
 
@@ -65,19 +66,6 @@ def test_ml_arithmetic_becomes_core_ops_that_compute_the_same(pipeline, tmp_path
 def test_every_target_builds_a_scaled_linear_model(pipeline, tmp_path, target):
     runner = deploycomp.build(pipeline, tmp_path / "out", target=target, inputs=["x:5x4", "n:5x1"])
     assert runner.manifest["validation"]["ok"]
-
-
-def test_a_tree_ensemble_is_refused_by_name(tmp_path):
-    node = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="trees", n_targets=1,
-                            nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
-                            nodes_values=[0.5, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
-                            nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
-                            target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[1.0, 2.0])
-    path = _model(tmp_path / "trees.onnx", [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])])
-    with pytest.raises(DeployError, match="TreeEnsembleRegressor") as e:
-        deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:1x2"])
-    assert "\n" not in str(e.value)
 
 
 def _classifier(path, post_transform: str, norm: str, labels=(10, 20, 30), core_opset: int | None = None, rows=4):

@@ -1,0 +1,247 @@
+"""ONNX-ML tree ensembles as core ops: comparisons and matrix products.
+
+``TreeEnsembleRegressor`` and ``TreeEnsembleClassifier`` (scikit-learn's forests and
+gradient boosting through skl2onnx, LightGBM and XGBoost through onnxmltools) are the
+ONNX files of most tabular models, and no backend here runs ``ai.onnx.ml``. A tree is a
+walk, but the walk's outcome is arithmetic: every split's decision computed at once, the
+leaf the one whose path agrees with all of them. Per tree, with its internal nodes as
+rows and its leaves as columns (padded to the ensemble's largest tree):
+
+* ``decisions``: each internal node's comparison of its feature (a ``Gather`` of the
+  input's columns) with its threshold, as 1.0 (go to the true child) or 0.0;
+* ``paths``: +1 where a leaf lies under the node's true child, -1 under its false child;
+* ``decisions @ paths`` is at most ``depth_true`` (how many +1 a leaf's path holds), and
+  equal exactly when every decision on the path goes the leaf's way: a leaf is reached
+  where ``decisions @ paths > depth_true - 0.5`` (half a step of margin, so that int8
+  arithmetic on the product still finds the same leaf);
+* the reached leaves (1.0 / 0.0, every tree side by side) times the leaves' values per
+  target or class, summed over trees, plus ``base_values``; ``AVERAGE`` divides by the
+  number of trees.
+
+Small integers in float32 are exact, so the leaves reached are those ONNX Runtime's walk
+reaches on the same float32 inputs and thresholds. Then, as ONNX Runtime computes them:
+a classifier's label is the class of the highest score (``ArgMax``, the first of ties),
+its scores go through ``LOGISTIC`` or ``SOFTMAX``; a binary classifier written with one
+score column (skl2onnx's forests and boosting) gives ``[1 - s, s]`` (``[-s, s]`` where
+some leaf weight is negative) and label 1 where ``s > 0.5`` (``s > 0`` then), and with
+``LOGISTIC`` ``[1 - sigmoid(s), sigmoid(s)]``.
+
+Left as they are (a backend then refuses them by name): ``MIN``/``MAX`` aggregation,
+``PROBIT`` and ``SOFTMAX_ZERO``, string labels, a branch on a missing value (NaN) that
+tracks true, inputs that are not ``[N, features]``, ensembles whose padded tree tables
+would exceed :data:`MAX_TABLE_VALUES`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["MAX_TABLE_VALUES", "tree_ensemble"]
+
+MAX_TABLE_VALUES = 1 << 24
+"""At most this many values in the padded tables (trees x internal nodes x leaves): 64 MB
+of float32. A forest of 500 trees of depth 10 would need 500 x 1023 x 1024 and is left to
+a runtime that walks it."""
+
+_COMPARISONS = {"BRANCH_LEQ": "LessOrEqual", "BRANCH_LT": "Less", "BRANCH_GTE": "GreaterOrEqual",
+                "BRANCH_GT": "Greater", "BRANCH_EQ": "Equal", "BRANCH_NEQ": "Equal"}
+
+
+def _values(node: ir.Node, name: str, default=None) -> list | None:
+    """An attribute's list, from its ``<name>_as_tensor`` form where that is the one given."""
+    attr = node.attributes.get(name)
+    if attr is not None:
+        value = attr.value
+        return [v.decode() if isinstance(v, bytes) else v for v in value] if isinstance(value, (list, tuple)) else value
+    tensor = node.attributes.get(f"{name}_as_tensor")
+    if tensor is not None:
+        return tensor.as_tensor().numpy().astype(np.float64).reshape(-1).tolist()
+    return default
+
+
+class _Trees:
+    """One ensemble's trees as padded tables (see the module docstring)."""
+
+    def __init__(self, node: ir.Node, prefix: str):
+        tree_ids, node_ids = _values(node, "nodes_treeids"), _values(node, "nodes_nodeids")
+        self.ok = bool(tree_ids) and len(tree_ids) == len(node_ids)
+        if not self.ok:
+            return
+        features, thresholds = _values(node, "nodes_featureids"), _values(node, "nodes_values")
+        modes, true_ids, false_ids = (_values(node, "nodes_modes"), _values(node, "nodes_truenodeids"),
+                                      _values(node, "nodes_falsenodeids"))
+        missing = _values(node, "nodes_missing_value_tracks_true", [0] * len(tree_ids))
+        index = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
+        self.trees = list(dict.fromkeys(tree_ids))
+        internal: dict[int, list[int]] = defaultdict(list)
+        leaves: dict[int, list[int]] = defaultdict(list)
+        children: dict[int, set[int]] = defaultdict(set)
+        for i, (t, mode) in enumerate(zip(tree_ids, modes)):
+            if mode == "LEAF":
+                leaves[t].append(i)
+            elif mode in _COMPARISONS and not missing[i]:
+                internal[t].append(i)
+                children[t] |= {index.get((t, true_ids[i]), -1), index.get((t, false_ids[i]), -1)}
+            else:
+                self.ok = False  # a mode or a NaN rule the tables do not express
+        if not self.ok or any(-1 in c for c in children.values()):
+            self.ok = False
+            return
+        width_i = max((len(internal[t]) for t in self.trees), default=0)
+        width_l = max(len(leaves[t]) for t in self.trees)
+        if len(self.trees) * max(width_i, 1) * width_l > MAX_TABLE_VALUES or width_l == 0:
+            self.ok = False
+            return
+        shape_i, shape_l = (len(self.trees), max(width_i, 1)), (len(self.trees), width_l)
+        self.features = np.zeros(shape_i, np.int64)
+        self.thresholds = np.zeros(shape_i, np.float32)
+        self.modes = np.full(shape_i, "", object)
+        self.paths = np.zeros((len(self.trees), shape_i[1], width_l), np.float32)
+        self.depth_true = np.ones(shape_l, np.float32)  # a padded leaf is never reached
+        self.leaf_slot: dict[int, tuple[int, int]] = {}  # node index -> (tree, leaf column)
+        for k, t in enumerate(self.trees):
+            rows = {i: r for r, i in enumerate(internal[t])}
+            cols = {i: c for c, i in enumerate(leaves[t])}
+            roots = [i for i in (*internal[t], *leaves[t]) if i not in children[t]]
+            if len(roots) != 1:
+                self.ok = False
+                return
+            for i, r in rows.items():
+                self.features[k, r], self.thresholds[k, r], self.modes[k, r] = features[i], thresholds[i], modes[i]
+            self.depth_true[k, :len(cols)] = 0.0
+            stack = [(roots[0], [])]  # (node, [(row, +1/-1)] on the way to it)
+            while stack:
+                i, path = stack.pop()
+                if i in cols:
+                    for r, sign in path:
+                        self.paths[k, r, cols[i]] = sign
+                    self.depth_true[k, cols[i]] = sum(1 for _, sign in path if sign > 0)
+                    self.leaf_slot[i] = (k, cols[i])
+                    continue
+                if len(path) > len(tree_ids):  # a cycle
+                    self.ok = False
+                    return
+                stack.append((index[t, true_ids[i]], path + [(rows[i], 1.0)]))
+                stack.append((index[t, false_ids[i]], path + [(rows[i], -1.0)]))
+        self.index, self.width_l = index, width_l
+        # the leaves' values: (tree, leaf column) -> target -> summed weight
+        ids, weights = _values(node, f"{prefix}_ids"), _values(node, f"{prefix}_weights")
+        leaf_trees, leaf_nodes = _values(node, f"{prefix}_treeids"), _values(node, f"{prefix}_nodeids")
+        if not ids or not (len(ids) == len(weights) == len(leaf_trees) == len(leaf_nodes)):
+            self.ok = False
+            return
+        self.targets = max(ids) + 1
+        self.values = np.zeros((len(self.trees), width_l, self.targets), np.float32)
+        for target, w, t, n in zip(ids, weights, leaf_trees, leaf_nodes):
+            slot = self.leaf_slot.get(index.get((t, n), -1))
+            if slot is None:
+                self.ok = False
+                return
+            self.values[slot[0], slot[1], target] += np.float32(w)
+        self.all_positive = all(w >= 0 for w in weights)
+
+
+def tree_ensemble(graph: ir.Graph, node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
+                  as_float: Callable[[], tuple[list[ir.Node], ir.Value]]) -> tuple[list[ir.Node], list[ir.Value]] | None:
+    """Core-op nodes computing ``node`` (a ``TreeEnsembleRegressor`` or ``...Classifier``)
+    and the values that replace its outputs; None where it stays as it is (see the module
+    docstring). ``const(suffix, array)`` makes an initializer, ``as_float()`` the input as
+    float32."""
+    classifier = node.op_type == "TreeEnsembleClassifier"
+    shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+    if shape is None or shape.rank() != 2:
+        return None
+    post = _values(node, "post_transform", "NONE")
+    aggregate = _values(node, "aggregate_function", "SUM")
+    if post not in ("NONE", "LOGISTIC", "SOFTMAX") or aggregate not in ("SUM", "AVERAGE"):
+        return None
+    trees = _Trees(node, "class" if classifier else "target")
+    if not trees.ok:
+        return None
+    labels = _values(node, "classlabels_int64s") if classifier else None
+    if classifier and (not labels or _values(node, "classlabels_strings")):
+        return None
+    binary = classifier and len(labels) == 2 and trees.targets == 1
+    if classifier and not binary and trees.targets != len(labels):
+        return None
+    if not classifier and (_values(node, "n_targets", 1) or 1) != trees.targets:
+        return None
+    base = _values(node, "base_values")
+    if base is not None and len(base) != trees.targets:
+        return None
+    name = node.name or node.op_type
+    nodes, x = as_float()
+
+    def add(op: str, inputs: list, suffix: str, **attributes) -> ir.Value:
+        made = ir.node(op, inputs, attributes=attributes, name=f"{name}__{suffix}")
+        nodes.append(made)
+        return made.outputs[0]
+
+    # each split's decision, 1.0 or 0.0: [N, trees, nodes]
+    gathered = add("Gather", [x, const("features", trees.features)], "split_values", axis=1)
+    thresholds = const("thresholds", trees.thresholds)
+    decided = None
+    for mode in sorted(set(trees.modes[trees.modes != ""]) or {"BRANCH_LEQ"}):
+        op = _COMPARISONS[mode]
+        if opset < 12 and op in ("LessOrEqual", "GreaterOrEqual"):
+            strict = add(op.replace("OrEqual", ""), [gathered, thresholds], f"{mode.lower()}_strict")
+            equal = add("Equal", [gathered, thresholds], f"{mode.lower()}_equal")
+            cmp = add("Or", [strict, equal], mode.lower())
+        else:
+            cmp = add(op, [gathered, thresholds], mode.lower())
+        if mode == "BRANCH_NEQ":
+            cmp = add("Not", [cmp], "branch_neq_not")
+        if len(set(trees.modes[trees.modes != ""])) > 1:
+            cmp = add("And", [cmp, const(f"{mode.lower()}_rows", trees.modes == mode)], f"{mode.lower()}_rows")
+        decided = cmp if decided is None else add("Or", [decided, cmp], f"{mode.lower()}_any")
+    decisions = add("Cast", [decided], "decisions", to=ir.DataType.FLOAT)
+    def axes(op: str, value: ir.Value, axis: int, suffix: str) -> ir.Value:  # axes an input from opset 13
+        if opset >= 13:
+            return add(op, [value, const(f"{suffix}_axis", np.asarray([axis], np.int64))], suffix)
+        return add(op, [value], suffix, axes=[axis])
+
+    # the leaves reached: [N, trees, 1, nodes] @ [trees, nodes, leaves] -> [N, trees * leaves]
+    rows = axes("Unsqueeze", decisions, 2, "decision_rows")
+    agree = add("MatMul", [rows, const("paths", trees.paths)], "path_agreement")
+    reached = add("Greater", [agree, const("depth_true", (trees.depth_true - 0.5)[:, None, :])], "reached")
+    leaves = add("Cast", [reached], "leaves", to=ir.DataType.FLOAT)
+    flat = add("Reshape", [leaves, const("flat", np.asarray([0, -1], np.int64))], "leaves_flat")
+    values = trees.values.reshape(-1, trees.targets)
+    if aggregate == "AVERAGE":
+        values = values / np.float32(len(trees.trees))
+    scores = add("MatMul", [flat, const("leaf_values", values)], "sums")
+    if base is not None and any(base):
+        scores = add("Add", [scores, const("base_values", np.asarray(base, np.float32))], "scores")
+    if not classifier:
+        if post == "LOGISTIC":
+            scores = add("Sigmoid", [scores], "logistic")
+        elif post == "SOFTMAX":
+            scores = add("Softmax", [scores], "softmax", axis=1)
+        return nodes, [scores]
+    if binary:
+        # one column s: label 1 past the midpoint of the weights' range, two columns out
+        positive = add("Greater", [scores, const("midpoint", np.asarray(0.5 if trees.all_positive else 0.0,
+                                                                              np.float32))], "positive")
+        index = add("Cast", [axes("Squeeze", positive, 1, "positive_row")], "label_index", to=ir.DataType.INT64)
+        if post == "LOGISTIC":
+            second = add("Sigmoid", [scores], "logistic")
+            first = add("Sub", [const("one", np.asarray(1.0, np.float32)), second], "logistic_other")
+        elif post == "NONE":
+            second = scores
+            first = (add("Sub", [const("one", np.asarray(1.0, np.float32)), scores], "other") if trees.all_positive
+                     else add("Neg", [scores], "other"))
+        else:
+            return None
+        out = add("Concat", [first, second], "binary_scores", axis=1)
+    else:
+        index = add("ArgMax", [scores], "argmax", axis=1, keepdims=0)
+        out = (add("Sigmoid", [scores], "logistic") if post == "LOGISTIC" else
+               add("Softmax", [scores], "softmax", axis=1) if post == "SOFTMAX" else scores)
+    label = index
+    if list(labels) != list(range(len(labels))):
+        label = add("Gather", [const("classlabels", np.asarray(labels, np.int64)), index], "label", axis=0)
+    return nodes, [label, out]

@@ -1,0 +1,140 @@
+"""Tree ensembles (scikit-learn forests and boosting through skl2onnx, LightGBM and XGBoost
+through onnxmltools) become comparisons and matrix products that reach the same leaves as
+ONNX Runtime's walk, on inputs that sit exactly on the thresholds too; what the tables do
+not express stays and is refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import deploycomp
+from deploycomp.errors import DeployError
+from deploycomp.passes.ml_ops import MLOpsToCorePass
+
+ML = helper.make_opsetid("ai.onnx.ml", 1)
+LEVELS = np.asarray([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0], np.float32)
+"""Thresholds and inputs share these values: every tie between them is exercised."""
+
+
+def _tables(rng, trees: int, depth: int, features: int, modes: list[str], outputs: int, prefix: str,
+            weights=(-1.0, 1.0)) -> dict:
+    """Attributes of ``trees`` complete trees of ``depth`` (node ids in breadth-first order,
+    a leaf's children none), split modes drawn from ``modes``, each leaf one weight per
+    output drawn from ``weights``."""
+    attrs: dict[str, list] = {k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values",
+                                              "nodes_modes", "nodes_truenodeids", "nodes_falsenodeids",
+                                              f"{prefix}_treeids", f"{prefix}_nodeids", f"{prefix}_ids",
+                                              f"{prefix}_weights")}
+    for t in range(trees):
+        for n in range(2 ** (depth + 1) - 1):
+            leaf = n >= 2 ** depth - 1
+            attrs["nodes_treeids"].append(t)
+            attrs["nodes_nodeids"].append(n)
+            attrs["nodes_featureids"].append(0 if leaf else int(rng.integers(features)))
+            attrs["nodes_values"].append(0.0 if leaf else float(rng.choice(LEVELS)))
+            attrs["nodes_modes"].append("LEAF" if leaf else str(rng.choice(modes)))
+            attrs["nodes_truenodeids"].append(0 if leaf else 2 * n + 1)
+            attrs["nodes_falsenodeids"].append(0 if leaf else 2 * n + 2)
+            if leaf:
+                for k in range(outputs):
+                    attrs[f"{prefix}_treeids"].append(t)
+                    attrs[f"{prefix}_nodeids"].append(n)
+                    attrs[f"{prefix}_ids"].append(k)
+                    attrs[f"{prefix}_weights"].append(float(rng.uniform(*weights)))
+    return attrs
+
+
+def _save(path, node, features: int, outputs: list) -> str:
+    graph = helper.make_graph([node], "trees", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, features])],
+                              outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), ML], ir_version=8), path)
+    return str(path)
+
+
+def _regressor(path, aggregate="SUM", modes=("BRANCH_LEQ",), base=(0.75, -2.0), **extra) -> str:
+    rng = np.random.default_rng(1)
+    node = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="forest", n_targets=2,
+                            aggregate_function=aggregate, base_values=list(base),
+                            **_tables(rng, 5, 3, 4, list(modes), 2, "target"), **extra)
+    return _save(path, node, 4, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+
+
+def _classifier(path, labels, post="NONE", outputs=None, weights=(-1.0, 1.0)) -> str:
+    rng = np.random.default_rng(2)
+    columns = outputs or len(labels)
+    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="boost",
+                            classlabels_int64s=list(labels), post_transform=post,
+                            **_tables(rng, 6, 3, 4, ["BRANCH_LEQ", "BRANCH_LT"], columns, "class", weights))
+    return _save(path, node, 4, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                 helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, len(labels)])])
+
+
+def _inputs(rows: int = 400, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).choice(LEVELS, (rows, 4)).astype(np.float32)
+
+
+def _rewritten(path) -> tuple[list, list, set[str]]:
+    """ONNX Runtime's outputs on the original and on the rewritten model, and the
+    rewritten model's op types."""
+    proto = onnx.load(path)
+    x = _inputs()
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+    model = ir.serde.deserialize_model(proto)
+    assert MLOpsToCorePass()(model).modified
+    rewritten = ir.serde.serialize_model(model)
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+    return want, got, {n.op_type for n in rewritten.graph.node}
+
+
+@pytest.mark.parametrize("aggregate,modes", [
+    ("SUM", ("BRANCH_LEQ",)),
+    ("AVERAGE", ("BRANCH_LT", "BRANCH_GTE")),
+    ("SUM", ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GT", "BRANCH_GTE", "BRANCH_EQ", "BRANCH_NEQ")),
+])
+def test_a_regressor_reaches_the_leaves_onnx_runtime_reaches(tmp_path, aggregate, modes):
+    want, got, ops = _rewritten(_regressor(tmp_path / "r.onnx", aggregate, modes))
+    assert "TreeEnsembleRegressor" not in ops and "MatMul" in ops
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels,post", [((0, 1, 2), "SOFTMAX"), ((7, 3, 5, 9), "NONE"), ((0, 1, 2), "LOGISTIC")])
+def test_a_classifier_gives_onnx_runtimes_labels_and_scores(tmp_path, labels, post):
+    want, got, _ = _rewritten(_classifier(tmp_path / "c.onnx", labels, post))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("post,weights", [("NONE", (0.0, 1 / 6)), ("NONE", (-1.0, 1.0)), ("LOGISTIC", (-1.0, 1.0))])
+def test_a_binary_classifier_with_one_score_column_is_written_as_onnx_runtime_computes_it(tmp_path, post, weights):
+    """skl2onnx writes a forest's and a boosting model's binary case with one column s:
+    ONNX Runtime gives [1 - s, s] (a forest's probabilities, every weight >= 0, label 1
+    past 0.5), [-s, s] (a weight below 0, label 1 past 0), [1 - sigmoid(s), sigmoid(s)]."""
+    want, got, _ = _rewritten(_classifier(tmp_path / "b.onnx", (0, 1), post, outputs=1, weights=weights))
+    assert 0 < want[0].sum() < len(want[0])  # both labels occur
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_what_the_tables_do_not_express_stays_and_is_refused_by_name(tmp_path):
+    path = _regressor(tmp_path / "m.onnx", aggregate="MAX")
+    with pytest.raises(DeployError, match="TreeEnsembleRegressor") as e:
+        deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:8x4"])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_every_target_builds_a_forest_at_fp32_and_int8(tmp_path, target):
+    path = _classifier(tmp_path / "c.onnx", (0, 1, 2), "SOFTMAX")
+    samples = [{"x": _inputs(16, seed)} for seed in range(10, 22)]
+    runner = deploycomp.build(path, tmp_path / "fp32", target=target, inputs=["x:16x4"], validation_data=samples[:6])
+    assert runner.manifest["validation"]["ok"]
+    want = ort.InferenceSession(path).run(None, samples[0])
+    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
+    int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x4"],
+                            calibration=samples[6:], validation_data=samples[:6])
+    assert int8.manifest["validation"]["ok"]
