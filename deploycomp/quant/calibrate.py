@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
+from deploycomp.quant.sessions import session as ort_session
 
 __all__ = ["SENTINEL", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "observe_inputs", "range_coverage", "stream_into",
            "stream_tensors"]
@@ -64,21 +65,6 @@ class Statistics:
                       if obs.hist is not None and max(abs(obs.lo), abs(obs.hi)) >= SENTINEL)
 
 
-def _with_outputs(model: ir.Model, names: list[str]) -> bytes:
-    """``model`` serialized with the named tensors as extra graph outputs (added for the
-    serialization only: a copy of the model would cost more than the serialization)."""
-    graph = model.graph
-    values = {v.name: v for n in graph for v in n.outputs}
-    values.update({v.name: v for v in graph.inputs})
-    present, original = {v.name for v in graph.outputs}, len(graph.outputs)
-    try:
-        graph.outputs.extend(values[name] for name in names if name not in present and name in values)
-        return ir.to_proto(model).SerializeToString()
-    finally:
-        while len(graph.outputs) > original:
-            graph.outputs.pop()
-
-
 def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
                    threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """The named tensors (those that exist) of the float model, one sample at a time."""
@@ -88,7 +74,7 @@ def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mappin
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(_with_outputs(model, tensors), options, providers=["CPUExecutionProvider"])
+    session = ort_session(model, options, tensors)
     wanted = [o.name for o in session.get_outputs() if o.name in set(tensors)]
     for feeds in samples:
         yield dict(zip(wanted, session.run(wanted, dict(feeds))))

@@ -52,6 +52,7 @@ from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, fronti
 from deploycomp.quant.exact import exact_qdq_options
 from deploycomp.quant.policy import QDQPolicy
 from deploycomp.quant.qdq import QDQPass, searchable_nodes
+from deploycomp.quant.sessions import session as ort_session
 from deploycomp.sums import dot64, squared_error64
 
 __all__ = ["GIVE_BACK_CHECKS", "Hurry", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
@@ -146,13 +147,9 @@ def _session(model: ir.Model | bytes):
     """A single-threaded ONNX Runtime session computing the QDQ arithmetic as written
     (:mod:`deploycomp.quant.exact`): ORT's own fused int8 kernels differ from it far more
     than the runtimes we target do, which misranks layers."""
-    import onnxruntime as ort
-
-    if isinstance(model, ir.Model):
-        model = ir.to_proto(model).SerializeToString()
     options = exact_qdq_options(threads=1)
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort_session(model, options)
 
 
 def _run(session, sample: Feeds) -> dict[str, np.ndarray]:

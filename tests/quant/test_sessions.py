@@ -1,0 +1,66 @@
+"""A session on an in-memory model computes what the whole serialized model computes, with
+its large weights handed over in place, and leaves the model as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from deploycomp.quant import sessions
+
+
+def _model() -> ir.Model:
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((256, 256)).astype(np.float32)  # 256 KB: handed over in place
+    small = rng.standard_normal(256).astype(np.float32)  # 1 KB: serialized
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 256])],
+        [numpy_helper.from_array(big, "w"), numpy_helper.from_array(small, "b")])
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_the_session_computes_what_the_serialized_model_does_with_extra_outputs():
+    model = _model()
+    x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
+    want = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    made = sessions.session(model, ort.SessionOptions(), outputs=["h", "absent"])
+    assert [o.name for o in made.get_outputs()] == ["y", "h"]
+    y, h = made.run(None, {"x": x})
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_allclose(h, x @ model.graph.initializers["w"].const_value.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unread_large_weight_is_left_to_onnx_runtime_to_drop():
+    """A QDQ copy can leave a float weight no node reads (its int8 form replaced it):
+    handed over in place, ONNX Runtime failed to find it after dropping it."""
+    model = _model()
+    spare = ir.Value(name="spare", const_value=ir.tensor(np.ones((128, 128), np.float32), name="spare"))
+    model.graph.register_initializer(spare)
+    x = np.ones((2, 256), np.float32)
+    assert sessions.session(model, ort.SessionOptions()).run(None, {"x": x})[0].shape == (2, 256)
+
+
+def test_large_weights_are_not_serialized_and_the_model_is_left_as_it_was(monkeypatch):
+    model = _model()
+    weights = model.graph.initializers["w"].const_value
+    seen: list[bytes] = []
+    real = ort.InferenceSession
+
+    def spy(serialized, *args, **kwargs):
+        seen.append(serialized)
+        return real(serialized, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    sessions.session(model, ort.SessionOptions(), outputs=["h"])
+    proto = onnx.load_from_string(seen[0])
+    w, b = (next(t for t in proto.graph.initializer if t.name == n) for n in ("w", "b"))
+    assert w.data_location == TensorProto.EXTERNAL and not w.raw_data  # in place, not copied
+    assert b.data_location != TensorProto.EXTERNAL  # small: serialized
+    assert len(seen[0]) < 8 * 1024
+    assert model.graph.initializers["w"].const_value is weights  # the model's own tensor, back
+    assert [v.name for v in model.graph.outputs] == ["y"]
