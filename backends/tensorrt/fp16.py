@@ -27,9 +27,30 @@ KEEP_FP32 = frozenset({
     "ReduceL2", "ReduceLogSumExp", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "GroupNormalization",
     "InstanceNormalization", "Cast", "CastLike", "ConstantOfShape", "RandomNormal", "RandomUniform",
     "EyeLike", "QuantizeLinear", "DequantizeLinear", "If", "Loop", "Scan", "Range", "Shape", "Size",
+    "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal",
 })
 """Op types that keep fp32 tensors: numerically sensitive ops, ops whose output type is an
-attribute (Cast, generators), quantization ops, and control flow."""
+attribute (Cast, generators), quantization ops, control flow, and comparisons (a value
+within fp16's rounding of a threshold takes the other branch; they cost no MACs)."""
+
+MOVES = frozenset({"Gather", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Flatten", "Identity",
+                   "Expand", "Tile", "Concat", "Split"})
+"""Ops that only move values: one whose every reader keeps fp32 keeps fp32 too, so that what
+a comparison reads (a tree ensemble's ``Gather`` of the input's columns) is never rounded
+through fp16 on its way there."""
+
+
+def _moves_kept_fp32(graph: ir.Graph, keeps) -> set[int]:
+    """The ids of the :data:`MOVES` nodes whose float outputs only nodes keeping fp32 read
+    (``keeps(node)``, or such a move itself), from the last node up."""
+    kept: set[int] = set()
+    for node in reversed(list(graph)):
+        if node.op_type not in MOVES or node.domain not in ("", "ai.onnx"):
+            continue
+        readers = [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
+        if readers and all(id(r) in kept or keeps(r) for r in readers):
+            kept.add(id(node))
+    return kept
 
 _FP32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
 """(op, input index) that the ONNX spec types as float32 whatever the data type."""
@@ -68,6 +89,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     interface_half = {i for i, v in enumerate(graph.outputs) if v.dtype == HALF}  # the model's own float16 outputs
     hot = set(fp32_tensors)
     fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
+    fp32_nodes |= _moves_kept_fp32(graph, lambda n: n.op_type in keep_fp32 or id(n) in fp32_nodes)
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
     halves: dict[str, ir.Value] = {}
 

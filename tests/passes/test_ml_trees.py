@@ -138,3 +138,29 @@ def test_every_target_builds_a_forest_at_fp32_and_int8(tmp_path, target):
     int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x4"],
                             calibration=samples[6:], validation_data=samples[:6])
     assert int8.manifest["validation"]["ok"]
+
+
+def test_an_fp16_tensorrt_bundle_compares_in_fp32(tmp_path):
+    """Inputs within fp16's rounding of the thresholds: typed fp16, the comparisons and the
+    Gather that feeds them stay fp32, so every split goes ONNX Runtime's way."""
+    from deploycomp.backends.tensorrt.fp16 import simulate_fp16, to_fp16
+
+    rng = np.random.default_rng(5)
+    attrs = _tables(rng, 4, 3, 4, ["BRANCH_LEQ"], 3, "class")
+    attrs["nodes_values"] = [v + 0.1001 if m != "LEAF" else v for v, m in zip(attrs["nodes_values"],
+                                                                                attrs["nodes_modes"])]
+    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="f16",
+                            classlabels_int64s=[0, 1, 2], **attrs)
+    path = _save(tmp_path / "t.onnx", node, 4, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                                helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    thresholds = np.asarray(sorted({v for v, m in zip(attrs["nodes_values"], attrs["nodes_modes"]) if m != "LEAF"}),
+                            np.float32)
+    x = (rng.choice(thresholds, (400, 4)) + rng.choice([-2e-5, 0.0, 2e-5], (400, 4))).astype(np.float32)
+    assert (x.astype(np.float16).astype(np.float32) != x).any()  # fp16 would move them across
+    want = ort.InferenceSession(path).run(None, {"x": x})[0]
+    model = ir.serde.deserialize_model(onnx.load(path))
+    MLOpsToCorePass()(model)
+    model = ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(ir.to_proto(model)))  # typed, as built
+    typed = simulate_fp16(to_fp16(model))
+    got = ort.InferenceSession(ir.to_proto(typed).SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
