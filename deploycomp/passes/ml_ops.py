@@ -195,7 +195,7 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         return nodes, [label, scores]
 
     def _treeensembleregressor(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
-        return tree_ensemble(graph, node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),
+        return tree_ensemble(node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),
                              lambda: self._as_float(node))
 
     _treeensembleclassifier = _treeensembleregressor

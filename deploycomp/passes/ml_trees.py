@@ -145,7 +145,7 @@ class _Trees:
         self.all_positive = all(w >= 0 for w in weights)
 
 
-def tree_ensemble(graph: ir.Graph, node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
+def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
                   as_float: Callable[[], tuple[list[ir.Node], ir.Value]]) -> tuple[list[ir.Node], list[ir.Value]] | None:
     """Core-op nodes computing ``node`` (a ``TreeEnsembleRegressor`` or ``...Classifier``)
     and the values that replace its outputs; None where it stays as it is (see the module
