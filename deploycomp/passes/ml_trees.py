@@ -8,7 +8,9 @@ leaf the one whose path agrees with all of them. Per tree, with its internal nod
 rows and its leaves as columns (padded to the ensemble's largest tree):
 
 * ``decisions``: each internal node's comparison of its feature (a ``Gather`` of the
-  input's columns) with its threshold, as 1.0 (go to the true child) or 0.0;
+  input's columns) with its threshold, as 1.0 (go to the true child) or 0.0; a NaN
+  goes to the true child where ``nodes_missing_value_tracks_true`` says so (LightGBM's
+  missing values), as ONNX Runtime's walk sends it;
 * ``paths``: +1 where a leaf lies under the node's true child, -1 under its false child;
 * ``decisions @ paths`` is at most ``depth_true`` (how many +1 a leaf's path holds), and
   equal exactly when every decision on the path goes the leaf's way: a leaf is reached
@@ -27,8 +29,7 @@ some leaf weight is negative) and label 1 where ``s > 0.5`` (``s > 0`` then), an
 ``LOGISTIC`` ``[1 - sigmoid(s), sigmoid(s)]``.
 
 Left as they are (a backend then refuses them by name): ``MIN``/``MAX`` aggregation,
-``PROBIT`` and ``SOFTMAX_ZERO``, string labels, a branch on a missing value (NaN) that
-tracks true, inputs that are not ``[N, features]``, ensembles whose padded tree tables
+``PROBIT`` and ``SOFTMAX_ZERO``, string labels, inputs that are not ``[N, features]``, ensembles whose padded tree tables
 would exceed :data:`MAX_TABLE_VALUES`.
 """
 
@@ -83,11 +84,11 @@ class _Trees:
         for i, (t, mode) in enumerate(zip(tree_ids, modes)):
             if mode == "LEAF":
                 leaves[t].append(i)
-            elif mode in _COMPARISONS and not missing[i]:
+            elif mode in _COMPARISONS:
                 internal[t].append(i)
                 children[t] |= {index.get((t, true_ids[i]), -1), index.get((t, false_ids[i]), -1)}
             else:
-                self.ok = False  # a mode or a NaN rule the tables do not express
+                self.ok = False  # a mode the tables do not express
         if not self.ok or any(-1 in c for c in children.values()):
             self.ok = False
             return
@@ -100,6 +101,7 @@ class _Trees:
         self.features = np.zeros(shape_i, np.int64)
         self.thresholds = np.zeros(shape_i, np.float32)
         self.modes = np.full(shape_i, "", object)
+        self.nan_true = np.zeros(shape_i, bool)  # a NaN input goes to the true child (LightGBM's default_left)
         self.paths = np.zeros((len(self.trees), shape_i[1], width_l), np.float32)
         self.depth_true = np.ones(shape_l, np.float32)  # a padded leaf is never reached
         self.leaf_slot: dict[int, tuple[int, int]] = {}  # node index -> (tree, leaf column)
@@ -112,6 +114,7 @@ class _Trees:
                 return
             for i, r in rows.items():
                 self.features[k, r], self.thresholds[k, r], self.modes[k, r] = features[i], thresholds[i], modes[i]
+                self.nan_true[k, r] = bool(missing[i])
             self.depth_true[k, :len(cols)] = 0.0
             stack = [(roots[0], [])]  # (node, [(row, +1/-1)] on the way to it)
             while stack:
@@ -152,6 +155,8 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     docstring). ``const(suffix, array)`` makes an initializer, ``as_float()`` the input as
     float32."""
     classifier = node.op_type == "TreeEnsembleClassifier"
+    if opset < 13:  # written in opset 13 ops (a loaded model is at deploycomp.ir.MIN_OPSET or above)
+        return None
     shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
     if shape is None or shape.rank() != 2:
         return None
@@ -186,23 +191,18 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     thresholds = const("thresholds", trees.thresholds)
     decided = None
     for mode in sorted(set(trees.modes[trees.modes != ""]) or {"BRANCH_LEQ"}):
-        op = _COMPARISONS[mode]
-        if opset < 12 and op in ("LessOrEqual", "GreaterOrEqual"):
-            strict = add(op.replace("OrEqual", ""), [gathered, thresholds], f"{mode.lower()}_strict")
-            equal = add("Equal", [gathered, thresholds], f"{mode.lower()}_equal")
-            cmp = add("Or", [strict, equal], mode.lower())
-        else:
-            cmp = add(op, [gathered, thresholds], mode.lower())
+        cmp = add(_COMPARISONS[mode], [gathered, thresholds], mode.lower())
         if mode == "BRANCH_NEQ":
             cmp = add("Not", [cmp], "branch_neq_not")
         if len(set(trees.modes[trees.modes != ""])) > 1:
             cmp = add("And", [cmp, const(f"{mode.lower()}_rows", trees.modes == mode)], f"{mode.lower()}_rows")
         decided = cmp if decided is None else add("Or", [decided, cmp], f"{mode.lower()}_any")
+    if trees.nan_true.any():  # as ONNX Runtime walks it: the comparison, or NaN where the split says so
+        nan = add("And", [add("IsNaN", [gathered], "split_is_nan"), const("nan_true", trees.nan_true)], "nan_true")
+        decided = add("Or", [decided, nan], "or_nan")
     decisions = add("Cast", [decided], "decisions", to=ir.DataType.FLOAT)
-    def axes(op: str, value: ir.Value, axis: int, suffix: str) -> ir.Value:  # axes an input from opset 13
-        if opset >= 13:
-            return add(op, [value, const(f"{suffix}_axis", np.asarray([axis], np.int64))], suffix)
-        return add(op, [value], suffix, axes=[axis])
+    def axes(op: str, value: ir.Value, axis: int, suffix: str) -> ir.Value:
+        return add(op, [value, const(f"{suffix}_axis", np.asarray([axis], np.int64))], suffix)
 
     # the leaves reached: [N, trees, 1, nodes] @ [trees, nodes, leaves] -> [N, trees * leaves]
     rows = axes("Unsqueeze", decisions, 2, "decision_rows")

@@ -120,6 +120,22 @@ def test_a_binary_classifier_with_one_score_column_is_written_as_onnx_runtime_co
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
 
 
+def test_a_nan_goes_where_the_split_says(tmp_path):
+    """LightGBM's splits send a missing value (NaN) to the true child where
+    ``nodes_missing_value_tracks_true`` is set, else a NaN compares false."""
+    rng = np.random.default_rng(6)
+    tracks = rng.integers(0, 2, 5 * 15).tolist()  # 5 trees of depth 3: 15 nodes each (leaves ignore it)
+    path = _regressor(tmp_path / "nan.onnx", modes=("BRANCH_LEQ", "BRANCH_NEQ"), nodes_missing_value_tracks_true=tracks)
+    proto = onnx.load(path)
+    x = _inputs()
+    x[rng.random(x.shape) < 0.3] = np.nan
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    model = ir.serde.deserialize_model(proto)
+    assert MLOpsToCorePass()(model).modified
+    got = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_what_the_tables_do_not_express_stays_and_is_refused_by_name(tmp_path):
     path = _regressor(tmp_path / "m.onnx", aggregate="MAX")
     with pytest.raises(DeployError, match="TreeEnsembleRegressor") as e:
