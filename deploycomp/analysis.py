@@ -21,7 +21,8 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["MOVES", "SELECTIONS", "GraphCost", "analyze", "level_outputs", "mac_share", "node_macs", "roofline_ms"]
+__all__ = ["MOVES", "SELECTIONS", "GraphCost", "analyze", "level_outputs", "mac_share", "nan_inputs", "node_macs",
+           "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 """Ops whose output holds their data input's elements, only rearranged (any other input
@@ -199,3 +200,31 @@ def level_outputs(model: ir.Model) -> set[str]:
             else:
                 break
     return levels
+
+
+NAN_READERS = frozenset({("", "IsNaN"), ("ai.onnx", "IsNaN"), ("ai.onnx.ml", "Imputer"),
+                         ("ai.onnx.ml", "TreeEnsembleRegressor"), ("ai.onnx.ml", "TreeEnsembleClassifier"),
+                         ("ai.onnx.ml", "TreeEnsemble")})
+"""Ops that give a NaN a meaning: a test for it, an imputer that replaces it, a tree
+ensemble that sends it down one side of each split (LightGBM's and XGBoost's missing
+values)."""
+
+
+def nan_inputs(model: ir.Model) -> frozenset[str]:
+    """Inputs that may carry NaN by design: those from which a :data:`NAN_READERS` op is
+    reached, through any ops (into subgraphs too: a value's uses include a subgraph's
+    nodes that read it). A gradient-boosted model's missing feature is a NaN in its input;
+    elsewhere a NaN in the data is a mistake in the data."""
+
+    def reached(start: ir.Value) -> bool:
+        stack, seen = [start], set()
+        while stack:
+            for node, _ in stack.pop().uses():
+                if (node.domain, node.op_type) in NAN_READERS:
+                    return True
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    stack.extend(node.outputs)
+        return False
+
+    return frozenset(v.name for v in model.graph.inputs if v.name and reached(v))

@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
 import numpy as np
 
@@ -94,10 +94,11 @@ def split_held_out(calibration: DataSet) -> tuple[DataSet, DataSet]:
 
 
 def user_set(source: str | os.PathLike | Iterable[Mapping[str, np.ndarray]], shapes: dict[str, tuple[int, ...]],
-             dtypes: dict[str, np.dtype], spec: PreprocessSpec | None, what: str) -> DataSet:
+             dtypes: dict[str, np.dtype], spec: PreprocessSpec | None, what: str,
+             nan_ok: Collection[str] = ()) -> DataSet:
     from deploycomp.quant.data import load_samples
 
-    samples = load_samples(source, shapes, dtypes, spec, what)
+    samples = load_samples(source, shapes, dtypes, spec, what, nan_ok)
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "Python iterable"
     return DataSet(samples, f"{name} ({len(samples)} samples)", "user")
 
@@ -143,10 +144,12 @@ def built_in_validation(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np
     return DataSet(samples, "RANDOM data (no validation data given and no real samples fit this model)", "random")
 
 
-def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: str | None) -> DataSet | None:
-    """The user's calibration data, or a known example's built-in set, or None."""
+def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: str | None,
+                    nan_ok: Collection[str] = ()) -> DataSet | None:
+    """The user's calibration data, or a known example's built-in set, or None. ``nan_ok``:
+    inputs the model tests for NaN, which the user's data may hold."""
     if source is not None:
-        return user_set(source, shapes, dtypes, spec, "calibration data")
+        return user_set(source, shapes, dtypes, spec, "calibration data", nan_ok)
     if kind is not None and len(shapes) == 1 and kind in sample_data.CALIBRATION_SAMPLERS:
         (name, shape), = shapes.items()
         samples = sample_data.calibration_samples_for(kind, name, shape)
@@ -155,10 +158,10 @@ def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: s
 
 
 def validation_set(validation_source, calibration: DataSet | None, shapes, dtypes, spec: PreprocessSpec | None,
-                   kind: str | None) -> tuple[DataSet, DataSet | None]:
+                   kind: str | None, nan_ok: Collection[str] = ()) -> tuple[DataSet, DataSet | None]:
     """(validation set, calibration set left after any hold-out), per the module docstring."""
     if validation_source is not None:
-        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data")), calibration
+        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok)), calibration
     if calibration is not None and calibration.source == "user":
         kept, held = split_held_out(calibration)
         return _limit(held), kept

@@ -159,6 +159,8 @@ class Prepared:
     levels: frozenset = frozenset()
     """Integer outputs that are rounded float values, judged as numbers
     (:func:`deploycomp.analysis.level_outputs`)."""
+    nan_ok: frozenset = frozenset()
+    """Inputs the model tests for NaN, which data may hold (:func:`deploycomp.analysis.nan_inputs`)."""
     where: Any = None
     """The build's ``--judge-where``: which output elements a comparison judges."""
 
@@ -347,6 +349,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
     integer_ops = sum(1 for n in loaded.model.graph if n.op_type in INTEGER_OPS)
+    nan_ok = analysis.nan_inputs(loaded.model)  # before tree ensembles become comparisons
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
     levels = frozenset(analysis.level_outputs(model))  # typed by the passes' shape inference
     left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
@@ -355,7 +358,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned, integer_ops, levels=levels)
+                    repinned, integer_ops, levels=levels, nan_ok=nan_ok)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -420,13 +423,14 @@ class _Reference:
 
 
 def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict,
-             levels: frozenset = frozenset()) -> dict:
+             levels: frozenset = frozenset(), nan_ok: frozenset = frozenset()) -> dict:
     """The bundle's inputs and outputs; an integer output of rounded float values says it
-    is judged as numbers (``judged_as``: ``levels``), which a device check reads too."""
+    is judged as numbers (``judged_as``: ``levels``), which a device check reads too; an
+    input the model tests for NaN says so (``accepts_nan``), which ``deploycomp run`` reads."""
     outs = reference.run(sample)
     return {
-        "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name])}
-                   for v in model.graph.inputs],
+        "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name]),
+                    **({"accepts_nan": True} if v.name in nan_ok else {})} for v in model.graph.inputs],
         "outputs": [{"name": n, "dtype": str(outs[n].dtype), "shape": list(outs[n].shape),
                      **({"judged_as": "levels"} if n in levels else {})} for n in reference.output_names],
     }
@@ -498,15 +502,15 @@ def _build(opts: BuildOptions) -> BuildResult:
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
     dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
-    calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind)
+    calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind, prep.nan_ok)
     validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
-                                                      opts.sample_kind)
+                                                      opts.sample_kind, prep.nan_ok)
     samples = validation.samples
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
     reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen)
-    io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels)
+    io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
     except ValueError as e:

@@ -14,7 +14,7 @@ Photos come from scikit-image's bundled ``skimage.data`` (public domain / CC0 pe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
@@ -268,15 +268,22 @@ def vad_samples(shapes: dict[str, tuple[int, ...]]) -> Samples:
 MULTI_INPUT_SAMPLERS: dict[str, Callable[[dict[str, tuple[int, ...]]], Samples]] = {"vad": vad_samples}
 
 
-def check_finite(samples: Samples, source: str) -> None:
+def check_finite(samples: Samples, source: str, nan_ok: Collection[str] = ()) -> None:
+    """Refuse NaN and Inf in float inputs, except NaN in ``nan_ok``: inputs the model
+    tests for NaN (:func:`deploycomp.analysis.nan_inputs`, a tree ensemble's missing
+    features)."""
     for i, feeds in enumerate(samples):
         for name, arr in feeds.items():
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-                bad = "NaN" if np.isnan(arr).any() else "Inf"
-                raise InputDataError(f"{source}: input '{name}' sample {i} contains {bad}")
+                if np.isinf(arr).any():
+                    raise InputDataError(f"{source}: input '{name}' sample {i} contains Inf")
+                if name not in nan_ok:
+                    raise InputDataError(f"{source}: input '{name}' sample {i} contains NaN (the model does not "
+                                         "test this input for NaN)")
 
 
-def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> Samples:
+def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
+                     nan_ok: Collection[str] = ()) -> Samples:
     """Samples from an ``.npz`` (one array per input) or ``.npy`` (single-input model).
 
     Each array is either one sample of exactly the input's shape, several samples
@@ -326,7 +333,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
         raise InputDataError(f"{path}: inputs have different sample counts")
     samples = NpzSamples({n: per_input[n][i] for n in shapes} for i in range(counts.pop()))
     samples.stacked = stacked
-    check_finite(samples, str(path))
+    check_finite(samples, str(path), nan_ok)
     return samples
 
 

@@ -17,7 +17,7 @@ images; each error names the file and what is wrong.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
 import numpy as np
 
@@ -66,14 +66,15 @@ def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
 
 def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes: Mapping[str, tuple[int, ...]],
                  dtypes: Mapping[str, np.dtype], spec: PreprocessSpec | None = None,
-                 what: str = "calibration data") -> list[dict[str, np.ndarray]]:
-    """Samples from a user's ``source`` (see the module docstring); ``what`` names it in errors."""
+                 what: str = "calibration data", nan_ok: Collection[str] = ()) -> list[dict[str, np.ndarray]]:
+    """Samples from a user's ``source`` (see the module docstring); ``what`` names it in
+    errors; inputs in ``nan_ok`` may hold NaN (:func:`deploycomp.sample_data.check_finite`)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
             samples = _image_samples(path, shapes, spec)
         elif path.suffix in (".npz", ".npy"):
-            samples = load_npz_samples(path, dict(shapes), dict(dtypes))
+            samples = load_npz_samples(path, dict(shapes), dict(dtypes), nan_ok)
         elif not path.exists():
             raise InputDataError(f"{path}: {what} not found")
         else:
@@ -90,7 +91,7 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
                                          f"expected {list(shape)}")
     if not samples:
         raise InputDataError(f"{what} is empty")
-    check_finite(samples, str(source) if isinstance(source, (str, Path)) else what)
+    check_finite(samples, str(source) if isinstance(source, (str, Path)) else what, nan_ok)
     return samples
 
 

@@ -136,6 +136,45 @@ def test_a_nan_goes_where_the_split_says(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_a_users_data_with_missing_values_calibrates_and_validates(tmp_path, target):
+    """LightGBM's users keep missing features as NaN: a tree ensemble takes them, so the
+    build takes data holding them (and its bundle says the input does); ONNX Runtime's
+    labels on a row with NaN are the bundle's."""
+    tracks = np.random.default_rng(7).integers(0, 2, 6 * 15).tolist()
+    rng = np.random.default_rng(8)
+    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="gbm",
+                            classlabels_int64s=[0, 1, 2], post_transform="SOFTMAX",
+                            nodes_missing_value_tracks_true=tracks,
+                            **_tables(rng, 6, 3, 4, ["BRANCH_LEQ", "BRANCH_LT"], 3, "class"))
+    path = _save(tmp_path / "gbm.onnx", node, 4, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                                   helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    samples = []
+    for seed in range(20, 32):
+        x = _inputs(16, seed)
+        x[np.random.default_rng(seed).random(x.shape) < 0.25] = np.nan
+        samples.append({"x": x})
+    runner = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x4"],
+                              calibration=samples[6:], validation_data=samples[:6])
+    assert runner.manifest["validation"]["ok"]
+    assert runner.manifest["io"]["inputs"][0]["accepts_nan"] is True
+    want = ort.InferenceSession(path).run(None, samples[0])
+    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
+
+
+def test_a_nan_where_the_model_does_not_test_for_it_is_refused_by_name(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.ones((2, 4), np.float32)
+    x[1, 2] = np.nan
+    with pytest.raises(DeployError, match="input 'x' sample 0 contains NaN"):
+        deploycomp.build(path, tmp_path / "out", target="host", validation_data=[{"x": x}])
+    assert not (tmp_path / "out").exists()
+
+
 def test_what_the_tables_do_not_express_stays_and_is_refused_by_name(tmp_path):
     path = _regressor(tmp_path / "m.onnx", aggregate="MAX")
     with pytest.raises(DeployError, match="TreeEnsembleRegressor") as e:
