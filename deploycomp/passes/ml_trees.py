@@ -64,39 +64,47 @@ def _values(node: ir.Node, name: str, default=None) -> list | None:
     return default
 
 
+class _NotExpressed(Exception):
+    """Something the tables do not express: the node stays as it is (refused by name)."""
+
+
+def _require(condition: bool) -> None:
+    if not condition:
+        raise _NotExpressed
+
+
 class _Trees:
-    """One ensemble's trees as padded tables (see the module docstring)."""
+    """One ensemble's trees as padded tables (see the module docstring); :meth:`of` gives
+    None where they cannot hold it."""
+
+    @classmethod
+    def of(cls, node: ir.Node, prefix: str) -> "_Trees | None":
+        try:
+            return cls(node, prefix)
+        except _NotExpressed:
+            return None
 
     def __init__(self, node: ir.Node, prefix: str):
         tree_ids, node_ids = _values(node, "nodes_treeids"), _values(node, "nodes_nodeids")
-        self.ok = bool(tree_ids) and len(tree_ids) == len(node_ids)
-        if not self.ok:
-            return
-        features, thresholds = _values(node, "nodes_featureids"), _values(node, "nodes_values")
+        _require(bool(tree_ids) and len(tree_ids) == len(node_ids))
         modes, true_ids, false_ids = (_values(node, "nodes_modes"), _values(node, "nodes_truenodeids"),
                                       _values(node, "nodes_falsenodeids"))
-        missing = _values(node, "nodes_missing_value_tracks_true", [0] * len(tree_ids))
         index = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
         self.trees = list(dict.fromkeys(tree_ids))
         internal: dict[int, list[int]] = defaultdict(list)
         leaves: dict[int, list[int]] = defaultdict(list)
         children: dict[int, set[int]] = defaultdict(set)
         for i, (t, mode) in enumerate(zip(tree_ids, modes)):
+            _require(mode == "LEAF" or mode in _COMPARISONS)
             if mode == "LEAF":
                 leaves[t].append(i)
-            elif mode in _COMPARISONS:
+            else:
                 internal[t].append(i)
                 children[t] |= {index.get((t, true_ids[i]), -1), index.get((t, false_ids[i]), -1)}
-            else:
-                self.ok = False  # a mode the tables do not express
-        if not self.ok or any(-1 in c for c in children.values()):
-            self.ok = False
-            return
+        _require(not any(-1 in c for c in children.values()))
         width_i = max((len(internal[t]) for t in self.trees), default=0)
         width_l = max(len(leaves[t]) for t in self.trees)
-        if len(self.trees) * max(width_i, 1) * width_l > MAX_TABLE_VALUES or width_l == 0:
-            self.ok = False
-            return
+        _require(width_l > 0 and len(self.trees) * max(width_i, 1) * width_l <= MAX_TABLE_VALUES)
         shape_i, shape_l = (len(self.trees), max(width_i, 1)), (len(self.trees), width_l)
         self.features = np.zeros(shape_i, np.int64)
         self.thresholds = np.zeros(shape_i, np.float32)
@@ -105,45 +113,49 @@ class _Trees:
         self.paths = np.zeros((len(self.trees), shape_i[1], width_l), np.float32)
         self.depth_true = np.ones(shape_l, np.float32)  # a padded leaf is never reached
         self.leaf_slot: dict[int, tuple[int, int]] = {}  # node index -> (tree, leaf column)
+        features, thresholds = _values(node, "nodes_featureids"), _values(node, "nodes_values")
+        missing = _values(node, "nodes_missing_value_tracks_true", [0] * len(tree_ids))
         for k, t in enumerate(self.trees):
             rows = {i: r for r, i in enumerate(internal[t])}
-            cols = {i: c for c, i in enumerate(leaves[t])}
-            roots = [i for i in (*internal[t], *leaves[t]) if i not in children[t]]
-            if len(roots) != 1:
-                self.ok = False
-                return
             for i, r in rows.items():
                 self.features[k, r], self.thresholds[k, r], self.modes[k, r] = features[i], thresholds[i], modes[i]
                 self.nan_true[k, r] = bool(missing[i])
-            self.depth_true[k, :len(cols)] = 0.0
-            stack = [(roots[0], [])]  # (node, [(row, +1/-1)] on the way to it)
-            while stack:
-                i, path = stack.pop()
-                if i in cols:
-                    for r, sign in path:
-                        self.paths[k, r, cols[i]] = sign
-                    self.depth_true[k, cols[i]] = sum(1 for _, sign in path if sign > 0)
-                    self.leaf_slot[i] = (k, cols[i])
-                    continue
-                if len(path) > len(tree_ids):  # a cycle
-                    self.ok = False
-                    return
-                stack.append((index[t, true_ids[i]], path + [(rows[i], 1.0)]))
-                stack.append((index[t, false_ids[i]], path + [(rows[i], -1.0)]))
+            roots = [i for i in (*internal[t], *leaves[t]) if i not in children[t]]
+            _require(len(roots) == 1)
+            self._walk(k, roots[0], rows, {i: c for c, i in enumerate(leaves[t])},
+                       lambda i, t=t: (index[t, true_ids[i]], index[t, false_ids[i]]), len(tree_ids))
         self.index, self.width_l = index, width_l
-        # the leaves' values: (tree, leaf column) -> target -> summed weight
+        self._leaf_values(node, prefix)
+
+    def _walk(self, k: int, root: int, rows: dict[int, int], cols: dict[int, int],
+              children: Callable[[int], tuple[int, int]], most: int) -> None:
+        """Tree ``k``'s path table: +1 where a leaf lies under a split's true child, -1
+        under its false child; and how many true turns reach each leaf."""
+        self.depth_true[k, :len(cols)] = 0.0
+        stack = [(root, [])]  # (node, [(row, +1/-1)] on the way to it)
+        while stack:
+            i, path = stack.pop()
+            if i in cols:
+                for r, sign in path:
+                    self.paths[k, r, cols[i]] = sign
+                self.depth_true[k, cols[i]] = sum(1 for _, sign in path if sign > 0)
+                self.leaf_slot[i] = (k, cols[i])
+                continue
+            _require(len(path) <= most)  # deeper than there are nodes: a cycle
+            true_child, false_child = children(i)
+            stack.append((true_child, path + [(rows[i], 1.0)]))
+            stack.append((false_child, path + [(rows[i], -1.0)]))
+
+    def _leaf_values(self, node: ir.Node, prefix: str) -> None:
+        """(tree, leaf column) -> target -> the leaf's summed weight."""
         ids, weights = _values(node, f"{prefix}_ids"), _values(node, f"{prefix}_weights")
         leaf_trees, leaf_nodes = _values(node, f"{prefix}_treeids"), _values(node, f"{prefix}_nodeids")
-        if not ids or not (len(ids) == len(weights) == len(leaf_trees) == len(leaf_nodes)):
-            self.ok = False
-            return
+        _require(bool(ids) and len(ids) == len(weights) == len(leaf_trees) == len(leaf_nodes))
         self.targets = max(ids) + 1
-        self.values = np.zeros((len(self.trees), width_l, self.targets), np.float32)
+        self.values = np.zeros((len(self.trees), self.width_l, self.targets), np.float32)
         for target, w, t, n in zip(ids, weights, leaf_trees, leaf_nodes):
-            slot = self.leaf_slot.get(index.get((t, n), -1))
-            if slot is None:
-                self.ok = False
-                return
+            slot = self.leaf_slot.get(self.index.get((t, n), -1))
+            _require(slot is not None)
             self.values[slot[0], slot[1], target] += np.float32(w)
         self.all_positive = all(w >= 0 for w in weights)
 
@@ -164,8 +176,8 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     aggregate = _values(node, "aggregate_function", "SUM")
     if post not in ("NONE", "LOGISTIC", "SOFTMAX") or aggregate not in ("SUM", "AVERAGE"):
         return None
-    trees = _Trees(node, "class" if classifier else "target")
-    if not trees.ok:
+    trees = _Trees.of(node, "class" if classifier else "target")
+    if trees is None:
         return None
     labels = _values(node, "classlabels_int64s") if classifier else None
     if classifier and (not labels or _values(node, "classlabels_strings")):
