@@ -472,7 +472,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
 def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
             as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
-    from deploycomp.analysis import analyze
+    from deploycomp.analysis import analyze, nan_inputs
     from deploycomp.ir import load_model
     from deploycomp.passes import run_passes
     from deploycomp.passes.fix_input_shapes import FixInputShapesPass
@@ -483,7 +483,8 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
-    data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model)}
+    nan_ok = nan_inputs(m)
+    data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model), "accepts_nan": sorted(nan_ok)}
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
@@ -503,7 +504,8 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
                f"{cost.weight_bytes / 1e6:.2f} MB weights)")
     for name, shape in cost.inputs.items():
         dyn = f"  dynamic dims {cost.dynamic_inputs[name]}" if name in cost.dynamic_inputs else ""
-        click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}")
+        nan = "  accepts NaN (missing values)" if name in nan_ok else ""
+        click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}{nan}")
     for name, shape in cost.outputs.items():
         click.echo(f"  output {_short(name)}: {_short(shape, 100)}")
     click.echo(f"  opsets: {cost.opsets}")
