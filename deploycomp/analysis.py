@@ -211,20 +211,27 @@ values)."""
 
 
 def nan_inputs(model: ir.Model) -> frozenset[str]:
-    """Inputs that may carry NaN by design: those from which a :data:`NAN_READERS` op is
-    reached, through any ops (into subgraphs too: a value's uses include a subgraph's
-    nodes that read it). A gradient-boosted model's missing feature is a NaN in its input;
-    elsewhere a NaN in the data is a mistake in the data."""
-
-    def reached(start: ir.Value) -> bool:
-        stack, seen = [start], set()
-        while stack:
-            for node, _ in stack.pop().uses():
-                if (node.domain, node.op_type) in NAN_READERS:
-                    return True
-                if id(node) not in seen:
-                    seen.add(id(node))
-                    stack.extend(node.outputs)
-        return False
-
-    return frozenset(v.name for v in model.graph.inputs if v.name and reached(v))
+    """Inputs that may carry NaN by design: those a :data:`NAN_READERS` op reads, through
+    any ops (subgraphs included). A gradient-boosted model's missing feature is a NaN in
+    its input; elsewhere a NaN in the data is a mistake in the data."""
+    readers = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if (n.domain, n.op_type) in NAN_READERS]
+    inputs = {id(v): v.name for v in model.graph.inputs if v.name}
+    found, seen = set(), set()
+    stack = [v for n in readers for v in n.inputs if v is not None]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if id(value) in inputs:
+            found.add(inputs[id(value)])
+        node = value.producer()
+        if node is not None:
+            stack.extend(v for v in node.inputs if v is not None)
+            for attr in node.attributes.values():  # a subgraph's nodes may read outer values by name
+                graphs = attr.value if isinstance(attr.value, (list, tuple)) else [attr.value]
+                for graph in graphs:
+                    if isinstance(graph, ir.Graph):
+                        stack.extend(v for n in ir.traversal.RecursiveGraphIterator(graph) for v in n.inputs
+                                     if v is not None)
+    return frozenset(found)

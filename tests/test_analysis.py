@@ -1,0 +1,32 @@
+"""What :mod:`deploycomp.analysis` reads off a graph without running it."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx import TensorProto, helper
+
+from deploycomp.analysis import nan_inputs
+
+
+def _model(nodes, inputs, outputs) -> ir.Model:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in inputs],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in outputs])
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_an_input_is_taken_to_carry_nan_only_where_the_model_tests_it_for_nan():
+    """``a`` reaches an IsNaN through an Abs (upstream of the test, whatever the ops);
+    ``b`` only meets the filled value afterwards; ``c`` is tested inside an If's branch."""
+    then = helper.make_graph([helper.make_node("IsNaN", ["c"], ["t"]), helper.make_node("Cast", ["t"], ["tc"], to=1)],
+                             "then", [], [helper.make_tensor_value_info("tc", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Identity", ["b"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("Abs", ["a"], ["abs"]), helper.make_node("IsNaN", ["abs"], ["m"]),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
+             helper.make_node("Where", ["m", "zero", "abs"], ["filled"]),
+             helper.make_node("Add", ["filled", "b"], ["y"]),
+             helper.make_node("ReduceMax", ["y"], ["top"], keepdims=0),
+             helper.make_node("Greater", ["top", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=other)]
+    assert nan_inputs(_model(nodes, ["a", "b", "c"], ["y", "z"])) == {"a", "c"}
+    assert nan_inputs(_model([helper.make_node("Relu", ["a"], ["y"])], ["a"], ["y"])) == frozenset()
