@@ -244,7 +244,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     outputs. Where samples are uninformative (:data:`QUIET`), ``uninformative_samples``
     counts them and ``quiet_error`` is their largest error as a share of the output's
     scale, which :func:`fidelity_met` holds to :func:`noise_allowance` instead of cosine.
-    NaN or Inf where the reference is finite (or the reverse) is counted in ``nonfinite``.
+    NaN or Inf where the reference is finite (or the reverse, or another non-finite value
+    than the reference's there) is counted in ``nonfinite``.
     An output of one value per sample (``single_value``) is judged by the bound alone.
 
     ``per_sample``, if given, receives each float output's cosine on each sample in turn
@@ -302,7 +303,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             else:
                 r64, g64 = r.astype(np.float64), g.astype(np.float64)
                 f, fg = np.isfinite(r64), np.isfinite(g64)
-                bad = int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & (r64 != g64)))
+                same = (r64 == g64) | (np.isnan(r64) & np.isnan(g64))  # NaN where the reference has NaN agrees
+                bad = int(np.count_nonzero(f != fg) + np.count_nonzero(~f & ~fg & ~same))
                 both = f & fg
                 diff = np.abs(r64[both] - g64[both])
                 max_abs.append(float(diff.max()) if diff.size else 0.0)

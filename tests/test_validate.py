@@ -64,6 +64,12 @@ def test_nan_is_its_own_failure():
     ref2 = ref.copy()
     ref2[0, 0] = -np.inf
     assert "nonfinite" not in compare_outputs([{"y": ref2}], [{"y": ref2.copy()}])["y"]
+    # so is a NaN where the reference has NaN (a missing value passed through); an Inf there is not
+    ref2[0, 1] = np.nan
+    assert "nonfinite" not in compare_outputs([{"y": ref2}], [{"y": ref2.copy()}])["y"]
+    got2 = ref2.copy()
+    got2[0, 1] = np.inf
+    assert compare_outputs([{"y": ref2}], [{"y": got2}])["y"]["nonfinite"] == 1
 
 
 def test_constant_outputs_and_top1():
