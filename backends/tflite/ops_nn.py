@@ -508,10 +508,12 @@ def lower_softmax(lo: Lowering, node: ir.Node) -> None:
 
 
 def _fully_connected(lo: Lowering, node: ir.Node, source: int, perm: tuple[int, ...], weight_nk: np.ndarray,
-                     bias: np.ndarray | None, hybrid: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                     bias: np.ndarray | None, hybrid: tuple[np.ndarray, np.ndarray] | None = None,
+                     out: int | None = None) -> None:
     """``x @ weight_nk.T + bias`` over the last stored axis (which must be the ONNX last axis);
     ``hybrid``: the (N, K) int8 weight and its per-row scales, for a dynamic-range op (each
-    input row quantized asymmetrically at run time)."""
+    input row quantized asymmetrically at run time); ``out``: the tensor written (the
+    node's output, stored in ``perm``, by default)."""
     n = weight_nk.shape[0]
     bias_index = lo.constant("fc/bias", (bias if bias is not None else np.zeros(n)).astype(np.float32))
     options = lo.w.options("FullyConnected", fusedActivationFunction=0, keepNumDims=len(perm) > 2,
@@ -520,7 +522,8 @@ def _fully_connected(lo: Lowering, node: ir.Node, source: int, perm: tuple[int, 
         filt = quantized.weight_tensor(lo, f"{node.inputs[1].name}/hybrid", hybrid[0], hybrid[1], 0)
     else:
         filt = lo.constant("fc/weights", weight_nk.astype(np.float32))
-    lo.emit("FULLY_CONNECTED", [source, filt, bias_index], [lo.output(node.outputs[0], perm)], options)
+    lo.emit("FULLY_CONNECTED", [source, filt, bias_index], [lo.output(node.outputs[0], perm) if out is None else out],
+            options)
 
 
 def _last_axis_last(lo: Lowering, a: ir.Value) -> tuple[int, tuple[int, ...]]:
@@ -594,9 +597,15 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
     weight_nk = (weight if node.attributes.get_int("transB", 0) else weight.T) * alpha
     n = weight_nk.shape[0]
     bias = None
+    if c is not None and lo.const(c) is None:
+        _gemm_plus_tensor(lo, node, weight_nk, c, beta)
+        return
     if c is not None:
         bias = lo.const(c)
-        if bias is None or bias.size not in (1, n) or (bias.ndim == 2 and bias.shape[0] != 1):
+        if bias.size not in (1, n) and bias.shape[-1] == n and bias.size == bias.shape[-1] * lo.shape(node.outputs[0])[0]:
+            _gemm_plus_tensor(lo, node, weight_nk, c, beta)  # a C of whole rows: added as a tensor
+            return
+        if bias.size not in (1, n) or (bias.ndim == 2 and bias.shape[0] != 1):
             raise UnsupportedError("tflite: Gemm with a C that is not a per-column constant")
         bias = np.broadcast_to(bias.reshape(-1), (n,)) * beta
     if not node.attributes.get_int("transA", 0) and (beta == 1.0 or c is None) and _int8_fully_connected(
@@ -610,6 +619,24 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
         _fully_connected(lo, node, lo.input(a, (1, 0)), (0, 1), weight_nk, bias, hybrid)  # A^T in ONNX order
     else:
         _fully_connected(lo, node, *_last_axis_last(lo, a), weight_nk, bias, hybrid)
+
+
+def _gemm_plus_tensor(lo: Lowering, node: ir.Node, weight_nk: np.ndarray, c: ir.Value, beta: float) -> None:
+    """A Gemm whose C is a tensor (a MatMul plus another product, fused into one Gemm):
+    FULLY_CONNECTED without a bias, then ADD of ``beta * C`` (broadcast as ONNX does), in
+    ONNX order."""
+    a = node.inputs[0]
+    source = lo.input(a, (1, 0)) if node.attributes.get_int("transA", 0) else lo.input(a, identity(2))
+    shape = tuple(lo.shape(node.outputs[0]))
+    product = lo.temp(f"{node.name}/product", shape)
+    _fully_connected(lo, node, source, (0, 1), weight_nk, None, out=product)
+    addend = lo.input(c, identity(len(lo.shape(c))))
+    if beta != 1.0:
+        scaled = lo.temp(f"{node.name}/beta_c", tuple(lo.shape(c)))
+        lo.emit("MUL", [addend, lo.scalar(beta)], [scaled], lo.w.options("Mul", fusedActivationFunction=0))
+        addend = scaled
+    lo.emit("ADD", [product, addend], [lo.output(node.outputs[0], identity(2))],
+            lo.w.options("Add", fusedActivationFunction=0))
 
 
 def _standardize(lo: Lowering, name: str, source: int, stored_axes: list[int], eps: float,

@@ -30,6 +30,9 @@ LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
 
 * ``TreeEnsembleRegressor`` and ``TreeEnsembleClassifier``: comparisons and matrix
   products that reach the same leaves (:mod:`deploycomp.passes.ml_trees`).
+* ``SVMRegressor`` and ``SVMClassifier`` (without probabilities): the kernel with every
+  support vector, then matrix products for the decisions and the one-against-one votes
+  (:mod:`deploycomp.passes.ml_svm`).
 
 Binary and string-label linear classifiers (ONNX Runtime's binary scores differ from the
 ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend that cannot run
@@ -44,6 +47,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
+from deploycomp.passes.ml_svm import svm
 from deploycomp.passes.ml_trees import tree_ensemble
 
 __all__ = ["MLOpsToCorePass"]
@@ -60,8 +64,8 @@ def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
 
 class MLOpsToCorePass(ir.passes.InPlacePass):
     """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform), ``Binarizer``,
-    ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer`` and tree ensembles of
-    the main graph as core ops, where they are arithmetic (see the module docstring)."""
+    ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer``, tree ensembles and
+    support vector machines of the main graph as core ops, where they are arithmetic (see the module docstring)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, modified = model.graph, False
@@ -199,6 +203,12 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
                              lambda: self._as_float(node))
 
     _treeensembleclassifier = _treeensembleregressor
+
+    def _svmregressor(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
+        return svm(node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),
+                   lambda: self._as_float(node))
+
+    _svmclassifier = _svmregressor
 
     def _normalizer(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
         norm = node.attributes.get("norm")

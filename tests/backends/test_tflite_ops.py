@@ -409,3 +409,18 @@ def test_scatter_max_min_and_mul_reduce_per_target(tmp_path, reduction, given):
     info = check(tmp_path, model, shapes, "fp32", feeds=feeds, atol=1e-6)  # (the -inf would make the default inf)
     assert {"max": "UNSORTED_SEGMENT_MAX", "min": "UNSORTED_SEGMENT_MIN", "mul": "UNSORTED_SEGMENT_PROD"}[reduction] \
         in info["ops"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("form", ["tensor C", "tensor C, beta and transA", "constant C of whole rows"])
+def test_gemm_whose_c_is_not_a_bias(tmp_path, form, precision):
+    """A Gemm adding another product (the optimizer fuses ``MatMul + MatMul`` so: a support
+    vector machine's votes) or a constant of whole rows, not one value per column."""
+    body = {"tensor C": "p = MatMul (x, k)\n y = Gemm (x, m, p)",
+            "tensor C, beta and transA": "p = MatMul (x, k)\n t = Transpose <perm = [1, 0]> (x)\n"
+                                         " y = Gemm <transA = 1, beta = 0.5> (t, m, p)",
+            "constant C of whole rows": "y = Gemm (x, m, rows)"}[form]
+    text = f"""{G} g (float[6, 8] x) => (float[6, 5] y)
+    {{ {body} }}"""
+    check(tmp_path, model_from_text(text, k=w(8, 5, seed=1), m=w(8, 5, seed=2), rows=w(6, 5, seed=3)),
+          {"x": (6, 8)}, precision)

@@ -1,0 +1,124 @@
+"""Support vector machines (scikit-learn's SVR, OneClassSVM, SVC through skl2onnx) become
+a kernel and matrix products that give ONNX Runtime's outputs: the regressor's value, a
+one-class model's sign, a classifier's one-against-one votes and decisions; what they do
+not express (probabilities by pairwise coupling) stays and is refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import deploycomp
+from deploycomp.errors import DeployError
+from deploycomp.passes.ml_ops import MLOpsToCorePass
+
+ML = helper.make_opsetid("ai.onnx.ml", 1)
+FEATURES = 5
+PARAMS = {"LINEAR": [0.0, 0.0, 0.0], "POLY": [0.3, 1.0, 3.0], "RBF": [0.4, 0.0, 0.0], "SIGMOID": [0.1, -0.2, 0.0]}
+
+
+def _save(path, node, outputs) -> str:
+    graph = helper.make_graph([node], "svm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, FEATURES])],
+                              outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), ML], ir_version=8), path)
+    return str(path)
+
+
+def _vectors(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, FEATURES)).astype(np.float32)
+
+
+def _regressor(path, kernel: str, one_class: int = 0) -> str:
+    vectors = _vectors(7, 1)
+    node = helper.make_node("SVMRegressor", ["x"], ["y"], domain="ai.onnx.ml", name="svr", kernel_type=kernel,
+                            kernel_params=PARAMS[kernel], support_vectors=vectors.ravel().tolist(), n_supports=7,
+                            coefficients=np.random.default_rng(2).normal(size=7).tolist(), rho=[0.25],
+                            one_class=one_class)
+    return _save(path, node, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])])
+
+
+def _classifier(path, kernel: str, per_class: list[int], labels: list[int], **extra) -> str:
+    count, classes = sum(per_class), len(per_class)
+    pairs = classes * (classes - 1) // 2
+    rng = np.random.default_rng(3)
+    node = helper.make_node("SVMClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="svc",
+                            kernel_type=kernel, kernel_params=PARAMS[kernel],
+                            support_vectors=_vectors(count, 4).ravel().tolist(), vectors_per_class=per_class,
+                            coefficients=rng.normal(size=(classes - 1) * count).tolist(),
+                            rho=rng.normal(size=pairs).tolist(), classlabels_ints=labels, **extra)
+    columns = 2 if classes == 2 else pairs
+    return _save(path, node, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                              helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, columns])])
+
+
+def _inputs(rows: int = 300, seed: int = 5) -> np.ndarray:
+    """Spread inputs, and inputs a hair from a support vector (where an expanded distance
+    would cancel)."""
+    x = np.random.default_rng(seed).normal(size=(rows, FEATURES)).astype(np.float32)
+    near = _vectors(7, 1)[np.arange(rows // 4) % 7] + np.float32(1e-3)
+    return np.concatenate([x, near]).astype(np.float32)
+
+
+def _rewritten(path) -> tuple[list, list, set[str]]:
+    proto = onnx.load(path)
+    x = _inputs()
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+    model = ir.serde.deserialize_model(proto)
+    assert MLOpsToCorePass()(model).modified
+    rewritten = ir.serde.serialize_model(model)
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+    return want, got, {n.op_type for n in rewritten.graph.node}
+
+
+@pytest.mark.parametrize("kernel", list(PARAMS))
+def test_a_regressor_gives_onnx_runtimes_values_for_every_kernel(tmp_path, kernel):
+    want, got, ops = _rewritten(_regressor(tmp_path / "r.onnx", kernel))
+    assert "SVMRegressor" not in ops
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_one_class_model_gives_the_sign(tmp_path):
+    want, got, _ = _rewritten(_regressor(tmp_path / "o.onnx", "RBF", one_class=1))
+    assert set(np.unique(want[0])) == {-1.0, 1.0}
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("kernel", list(PARAMS))
+def test_a_multiclass_classifier_votes_as_onnx_runtime(tmp_path, kernel):
+    """Four classes of 3, 1, 2 and 4 support vectors, labels not 0..n-1."""
+    want, got, ops = _rewritten(_classifier(tmp_path / "c.onnx", kernel, [3, 1, 2, 4], [7, 2, 9, 4]))
+    assert "SVMClassifier" not in ops and len(set(want[0].tolist())) > 1
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_binary_classifier_gives_both_columns(tmp_path):
+    """Two classes: ONNX Runtime writes the one decision d as [-d, d]; d > 0 votes for the first."""
+    want, got, _ = _rewritten(_classifier(tmp_path / "b.onnx", "RBF", [4, 3], [0, 1]))
+    assert 0 < want[0].sum() < len(want[0])
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_probabilities_stay_and_are_refused_by_name(tmp_path):
+    path = _classifier(tmp_path / "p.onnx", "RBF", [2, 2, 2], [0, 1, 2], prob_a=[-1.0] * 3, prob_b=[0.1] * 3)
+    with pytest.raises(DeployError, match="SVMClassifier") as e:
+        deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:8x5"])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_every_target_builds_a_classifier_at_fp32_and_int8(tmp_path, target):
+    path = _classifier(tmp_path / "c.onnx", "RBF", [3, 1, 2, 4], [7, 2, 9, 4])
+    samples = [{"x": _inputs(16, seed)[:16]} for seed in range(10, 22)]
+    runner = deploycomp.build(path, tmp_path / "fp32", target=target, inputs=["x:16x5"], validation_data=samples[:6])
+    assert runner.manifest["validation"]["ok"]
+    want = ort.InferenceSession(path).run(None, samples[0])
+    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
+    int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x5"],
+                            calibration=samples[6:], validation_data=samples[:6])
+    assert int8.manifest["validation"]["ok"]
