@@ -21,8 +21,8 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["MOVES", "SELECTIONS", "GraphCost", "analyze", "level_outputs", "mac_share", "nan_inputs", "node_macs",
-           "roofline_ms"]
+__all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "compared", "level_outputs", "mac_share",
+           "nan_inputs", "node_macs", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 """Ops whose output holds their data input's elements, only rearranged (any other input
@@ -31,6 +31,32 @@ is a shape or axes): each commutes with anything done to every element alike."""
 SELECTIONS = frozenset({"Slice", "Gather", "Split", "Concat", "Expand", "Tile", "Pad"})
 """Ops whose output holds some of their data inputs' elements, repeated or selected (a
 Pad's added values aside)."""
+
+COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
+"""Ops whose output decides on their inputs' exact values (a tree's split, a threshold):
+an input rounded to a coarser grid (int8 steps, fp16) moves values across the boundary."""
+
+
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Clip", "Relu", "LeakyRelu",
+                         "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Pow", "Where", "Cast"})
+"""Ops that compute each output element from the inputs' elements at the same place."""
+
+
+def compared(node: ir.Node) -> bool:
+    """Whether what ``node`` reads reaches a :data:`COMPARISONS` op element for element:
+    ``node`` is one, or only moves, selects or computes elements one by one on the way to
+    one (a scikit-learn pipeline's scaled features, gathered for each split of a tree)."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.domain in ("", "ai.onnx") and n.op_type in COMPARISONS:
+            return True
+        if n.domain in ("", "ai.onnx") and n.op_type in MOVES | SELECTIONS | ELEMENTWISE:
+            stack.extend(user for out in n.outputs for user, _ in out.uses())
+    return False
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.analysis import ELEMENTWISE, compared
 from deploycomp.passes.to_float32 import Float16ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 
@@ -51,6 +52,21 @@ def _moves_kept_fp32(graph: ir.Graph, keeps) -> set[int]:
         if readers and all(id(r) in kept or keeps(r) for r in readers):
             kept.add(id(node))
     return kept
+
+def _computing_a_comparison(graph: ir.Graph) -> set[int]:
+    """The ids of the element-wise nodes whose every float reader leads to a comparison
+    element for element (:func:`deploycomp.analysis.compared`): a scikit-learn pipeline's
+    scaled features, split by a tree ensemble. In fp16 they would move a value within
+    fp16's rounding of a threshold across it, whatever the comparison computes in."""
+    kept = set()
+    for node in graph:
+        if node.op_type not in ELEMENTWISE or node.op_type == "Cast" or node.domain not in ("", "ai.onnx"):
+            continue
+        readers = [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
+        if readers and all(compared(r) for r in readers):
+            kept.add(id(node))
+    return kept
+
 
 _FP32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
 """(op, input index) that the ONNX spec types as float32 whatever the data type."""
@@ -89,6 +105,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     interface_half = {i for i, v in enumerate(graph.outputs) if v.dtype == HALF}  # the model's own float16 outputs
     hot = set(fp32_tensors)
     fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
+    fp32_nodes |= _computing_a_comparison(graph)
     fp32_nodes |= _moves_kept_fp32(graph, lambda n: n.op_type in keep_fp32 or id(n) in fp32_nodes)
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
     halves: dict[str, ir.Value] = {}

@@ -23,6 +23,12 @@ every runtime has, exactly as the ONNX-ML operator spec defines it:
 * ``Normalizer`` (``[N, C]`` or ``[C]``): each row divided by its maximum (MAX), the sum
   of its absolute values (L1) or its Euclidean norm (L2), a row whose divisor is 0
   passed through, as ONNX Runtime computes it.
+* ``Imputer`` (a ``SimpleImputer``): ``Where(missing, imputed, X)``, missing being NaN
+  (``IsNaN``) or equal to ``replaced_value``, ``imputed`` one value or one per column;
+* ``OneHotEncoder`` (integer categories; a ``ColumnTransformer``'s categorical columns):
+  ``float(X[..., None] == cats)``, a float input truncated to an integer first as ONNX
+  Runtime does. ONNX Runtime fails on an unknown category where ``zeros`` is 0; here its
+  row is all zeros.
 
 A model written in ``ai.onnx.ml`` alone (a scikit-learn LogisticRegression, its
 LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
@@ -45,6 +51,7 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
 
 from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
 from deploycomp.passes.ml_svm import svm
@@ -64,7 +71,8 @@ def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
 
 class MLOpsToCorePass(ir.passes.InPlacePass):
     """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform), ``Binarizer``,
-    ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer``, tree ensembles and
+    ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer``, ``Imputer``,
+    ``OneHotEncoder``, tree ensembles and
     support vector machines of the main graph as core ops, where they are arithmetic (see the module docstring)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -75,22 +83,33 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         if "" not in model.opset_imports:  # ML ops alone: a core opset to write them in
             model.opset_imports[""] = MIN_OPSET
         self.opset = model.opset_imports[""]
-        for node in rewritable:
-            made = getattr(self, f"_{node.op_type.lower()}")(graph, node)
-            if made is None:
-                continue
-            nodes, news = made if isinstance(made, tuple) else (made, [made[-1].outputs[0]])
-            graph.insert_before(node, nodes)
-            for out, new in zip(node.outputs, news):
-                if new is None or out is None:
-                    continue
-                new.shape, new.type = out.shape, out.type
-                replace_value(out, new, "__ml")
-            graph.remove(node, safe=True)
-            modified = True
+        while rewritable:
+            done = [node for node in rewritable if self._rewrite(graph, node)]
+            modified = modified or bool(done)
+            rewritable = [n for n in rewritable if n not in done]
+            if not done or not rewritable:
+                break
+            # what ONNX's shape inference could not type behind an ML op (a Scaler's output
+            # feeding a tree ensemble, which needs its width) is core ops now: type it, retry
+            ShapeInferencePass()(model)
         if modified and not any(n.domain == ML_DOMAIN for n in ir.traversal.RecursiveGraphIterator(graph)):
             model.opset_imports.pop(ML_DOMAIN, None)
         return ir.passes.PassResult(model, modified)
+
+    def _rewrite(self, graph: ir.Graph, node: ir.Node) -> bool:
+        """``node`` replaced by its core ops, where its method makes them."""
+        made = getattr(self, f"_{node.op_type.lower()}")(graph, node)
+        if made is None:
+            return False
+        nodes, news = made if isinstance(made, tuple) else (made, [made[-1].outputs[0]])
+        graph.insert_before(node, nodes)
+        for out, new in zip(node.outputs, news):
+            if new is None or out is None:
+                continue
+            new.shape, new.type = out.shape, out.type
+            replace_value(out, new, "__ml")
+        graph.remove(node, safe=True)
+        return True
 
     @staticmethod
     def _const(graph: ir.Graph, node: ir.Node, suffix: str, value: np.ndarray) -> ir.Value:
@@ -141,6 +160,46 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         above = ir.node("Greater", [x, t], name=f"{node.name}__above")
         cast = ir.node("Cast", [above.outputs[0]], attributes={"to": x.dtype}, name=node.name)
         return [above, cast]
+
+    def _imputer(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
+        x = node.inputs[0]
+        if x is None or x.dtype not in (ir.DataType.FLOAT, ir.DataType.INT64):
+            return None
+        floats = x.dtype == ir.DataType.FLOAT
+        imputed = node.attributes.get("imputed_value_floats" if floats else "imputed_value_int64s")
+        replaced = node.attributes.get("replaced_value_float" if floats else "replaced_value_int64")
+        if imputed is None:
+            return None
+        imputed = np.asarray(imputed.as_floats() if floats else imputed.as_ints(), np.float32 if floats else np.int64)
+        columns = x.shape[-1] if x.shape is not None and x.shape.rank() else None
+        if imputed.size != 1 and imputed.size != columns:
+            return None  # one value, or one per column (the last axis)
+        replaced = (replaced.as_float() if floats else replaced.as_int()) if replaced is not None else 0
+        if floats and np.isnan(replaced):
+            missing = ir.node("IsNaN", [x], name=f"{node.name}__missing")
+        else:
+            value = np.asarray(replaced, np.float32 if floats else np.int64)
+            missing = ir.node("Equal", [x, self._const(graph, node, "replaced", value)], name=f"{node.name}__missing")
+        fill = self._const(graph, node, "imputed", imputed if imputed.size > 1 else imputed.reshape(()))
+        return [missing, ir.node("Where", [missing.outputs[0], fill, x], name=node.name)]
+
+    def _onehotencoder(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
+        x = node.inputs[0]
+        cats = node.attributes.get("cats_int64s")
+        if x is None or cats is None or x.dtype not in (ir.DataType.INT64, ir.DataType.INT32, ir.DataType.FLOAT,
+                                                         ir.DataType.DOUBLE):
+            return None  # string categories stay
+        nodes: list[ir.Node] = []
+        if x.dtype != ir.DataType.INT64:  # ONNX Runtime truncates a float to its integer, as Cast does
+            nodes.append(ir.node("Cast", [x], attributes={"to": ir.DataType.INT64}, name=f"{node.name}__int"))
+            x = nodes[-1].outputs[0]
+        nodes.append(ir.node("Unsqueeze", [x, self._const(graph, node, "last", np.asarray([-1], np.int64))],
+                             name=f"{node.name}__column"))
+        nodes.append(ir.node("Equal", [nodes[-1].outputs[0], self._const(graph, node, "cats",
+                                                                         np.asarray(cats.as_ints(), np.int64))],
+                             name=f"{node.name}__is"))
+        nodes.append(ir.node("Cast", [nodes[-1].outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=node.name))
+        return nodes
 
     def _arrayfeatureextractor(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
         x, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None

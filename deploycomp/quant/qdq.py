@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.analysis import compared
 from deploycomp.passes.integer_ops import is_rounding
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.constants import add_initializer, attributes, constant
@@ -110,11 +111,15 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
             or (policy.elementwise_with_constants and any(not _is_const(v) for v in node.inputs)))
         if elementwise and not policy.quantize_graph_outputs and _scalars(node):
             elementwise = False  # see _scalars
+        if elementwise and compared(node):
+            elementwise = False  # a decision on exact values (a tree's split) follows: computed float
         quantized = node.op_type in policy.compute_ops or elementwise
         if policy.quantize_outputs and quantized:
             produced = _quantized_output(node, graph_outputs)
             if produced is not None:
                 for consumer, index in produced.uses():
+                    if compared(consumer):
+                        continue  # a decision on exact values (a tree's split) reads the float value
                     if consumer.graph is model.graph and (consumer, index) not in out.get(produced.name, []):
                         out.setdefault(produced.name, []).append((consumer, index))
         if node.op_type in policy.compute_ops:

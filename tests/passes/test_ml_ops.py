@@ -1,5 +1,5 @@
-"""ONNX-ML arithmetic (skl2onnx's Scaler, LinearRegressor, Binarizer) becomes core ops that
-compute the same; what has no core form (a binary one-row LinearClassifier) stays, and is
+"""ONNX-ML arithmetic (skl2onnx's Scaler, LinearRegressor, Binarizer, Imputer,
+OneHotEncoder) becomes core ops that compute the same; what has no core form (a binary one-row LinearClassifier) stays, and is
 refused by name. Tree ensembles: test_ml_trees.py."""
 
 from __future__ import annotations
@@ -188,3 +188,66 @@ def test_every_target_builds_a_linear_svc(tmp_path, target):
     got = runner.run({"X": x})
     np.testing.assert_array_equal(got["label"], want[0])
     np.testing.assert_allclose(got["probabilities"], want[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("replaced,imputed", [(float("nan"), [0.5, -1.0, 2.0]), (0.0, [7.0]), (-1, [3, 4, 5])])
+def test_an_imputer_fills_what_onnx_runtime_fills(tmp_path, replaced, imputed):
+    """scikit-learn's SimpleImputer: NaN (or ``replaced_value``) filled per column or with
+    one value; an int64 column with its own attributes."""
+    ints = isinstance(replaced, int)
+    kind = TensorProto.INT64 if ints else TensorProto.FLOAT
+    attrs = ({"imputed_value_int64s": imputed, "replaced_value_int64": replaced} if ints
+             else {"imputed_value_floats": imputed, "replaced_value_float": replaced})
+    node = helper.make_node("Imputer", ["x"], ["y"], domain="ai.onnx.ml", name="impute", **attrs)
+    path = _model(tmp_path / "i.onnx", [node], [helper.make_tensor_value_info("x", kind, [None, 3])],
+                  [helper.make_tensor_value_info("y", kind, [None, 3])])
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2, 3, (6, 3)) if ints else rng.standard_normal((6, 3)).astype(np.float32)
+    if not ints:
+        x[rng.random(x.shape) < 0.3] = np.nan
+        x[0, 1] = 0.0
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (6, 3)}))
+    assert not [n for n in model.graph if n.domain == "ai.onnx.ml"]
+    save_model(model, tmp_path / "core.onnx")
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("kind", [TensorProto.INT64, TensorProto.FLOAT])
+def test_a_one_hot_encoder_of_integer_categories_is_an_equal(tmp_path, kind):
+    """A ColumnTransformer's categorical column: one float column per category, a row of
+    zeros for an unknown one; a float input is truncated to its integer as ONNX Runtime does."""
+    node = helper.make_node("OneHotEncoder", ["c"], ["y"], domain="ai.onnx.ml", name="onehot",
+                            cats_int64s=[0, 3, 1, 7], zeros=1)
+    path = _model(tmp_path / "o.onnx", [node], [helper.make_tensor_value_info("c", kind, [None, 1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, 4])])
+    c = np.asarray([[0], [1], [2], [3], [7], [-1]], np.int64)
+    c = c if kind == TensorProto.INT64 else (c + 0.4).astype(np.float32)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"c": (6, 1)}))
+    assert not [n for n in model.graph if n.domain == "ai.onnx.ml"]
+    save_model(model, tmp_path / "core.onnx")
+    want = ort.InferenceSession(str(path)).run(None, {"c": c})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"c": c})[0], want)
+
+
+def test_ml_ops_whose_outputs_onnx_cannot_type_still_feed_a_tree_ensemble(tmp_path):
+    """Imputer -> Scaler -> gradient boosting, as skl2onnx writes a scikit-learn pipeline:
+    ONNX's shape inference leaves the Imputer's output untyped, and the trees need their
+    input's width; once the Imputer is core ops it is typed and the trees follow."""
+    rng = np.random.default_rng(3)
+    trees = {"nodes_treeids": [0, 0, 0], "nodes_nodeids": [0, 1, 2], "nodes_featureids": [1, 0, 0],
+             "nodes_values": [0.1, 0.0, 0.0], "nodes_modes": ["BRANCH_LEQ", "LEAF", "LEAF"],
+             "nodes_truenodeids": [1, 0, 0], "nodes_falsenodeids": [2, 0, 0], "target_treeids": [0, 0],
+             "target_nodeids": [1, 2], "target_ids": [0, 0], "target_weights": [-1.5, 2.5]}
+    nodes = [helper.make_node("Imputer", ["x"], ["filled"], domain="ai.onnx.ml", imputed_value_floats=[0.0, 0.2],
+                              replaced_value_float=float("nan")),
+             helper.make_node("Scaler", ["filled"], ["s"], domain="ai.onnx.ml", offset=[0.1, -0.1], scale=[2.0, 0.5]),
+             helper.make_node("TreeEnsembleRegressor", ["s"], ["y"], domain="ai.onnx.ml", n_targets=1, **trees)]
+    path = _model(tmp_path / "p.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])])
+    x = rng.standard_normal((8, 2)).astype(np.float32)
+    x[::3, 1] = np.nan
+    runner = deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:8x2"],
+                              validation_data=[{"x": x}])
+    np.testing.assert_allclose(runner.run({"x": x})["y"], ort.InferenceSession(str(path)).run(None, {"x": x})[0],
+                               rtol=1e-6)

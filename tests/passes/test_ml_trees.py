@@ -195,22 +195,63 @@ def test_every_target_builds_a_forest_at_fp32_and_int8(tmp_path, target):
     assert int8.manifest["validation"]["ok"]
 
 
-def test_an_fp16_tensorrt_bundle_compares_in_fp32(tmp_path):
-    """Inputs within fp16's rounding of the thresholds: typed fp16, the comparisons and the
-    Gather that feeds them stay fp32, so every split goes ONNX Runtime's way."""
+def test_an_int8_bundle_splits_the_float_values_a_pipeline_computes(tmp_path):
+    """A Scaler in front of the trees (scikit-learn's StandardScaler): TFLite's encoding
+    quantizes element-wise ops, and scaled features rounded to int8 steps crossed the
+    thresholds (a real pipeline's labels 87.5% equal; here the search had to keep the
+    Scaler's Mul float to find out). What leads to a comparison is computed float: no
+    layer needs to be kept float."""
+    rng = np.random.default_rng(9)
+    node = helper.make_node("TreeEnsembleClassifier", ["xs"], ["label", "scores"], domain="ai.onnx.ml", name="gbm",
+                            classlabels_int64s=[0, 1, 2], **_tables(rng, 6, 3, 4, ["BRANCH_LEQ"], 3, "class"))
+    scaler = helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.3], scale=[1.7])
+    graph = helper.make_graph([scaler, node], "pipeline", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                         [None, 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                               helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    path = str(tmp_path / "pipeline.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), ML], ir_version=8), path)
+    hair = [np.random.default_rng(seed).choice([-1, 1], (16, 4)) * np.random.default_rng(seed).uniform(1e-3, 3e-3, (16, 4))
+            for seed in range(30, 42)]  # each feature a hair from a threshold once scaled, under an int8 step
+    near = [{"x": ((_inputs(16, seed) + h) / np.float32(1.7) + np.float32(0.3)).astype(np.float32)}
+            for seed, h in zip(range(30, 42), hair)]
+    runner = deploycomp.build(path, tmp_path / "int8", target="android-arm64", precision="int8", inputs=["x:16x4"],
+                              calibration=near[6:], validation_data=near[:6])
+    assert runner.manifest["validation"]["ok"] and runner.manifest["quantization"]["float_layers"] == []
+    for sample in near[:6]:
+        np.testing.assert_array_equal(runner.run(sample)["label"], ort.InferenceSession(path).run(None, sample)[0])
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_an_fp16_tensorrt_bundle_compares_in_fp32(tmp_path, scaled):
+    """Inputs within fp16's rounding of the thresholds: typed fp16, the comparisons, the
+    Gather that feeds them and (``scaled``) a pipeline's Scaler in front of the trees stay
+    fp32, so every split goes ONNX Runtime's way."""
     from deploycomp.backends.tensorrt.fp16 import simulate_fp16, to_fp16
 
     rng = np.random.default_rng(5)
     attrs = _tables(rng, 4, 3, 4, ["BRANCH_LEQ"], 3, "class")
     attrs["nodes_values"] = [v + 0.1001 if m != "LEAF" else v for v, m in zip(attrs["nodes_values"],
                                                                                 attrs["nodes_modes"])]
-    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="f16",
-                            classlabels_int64s=[0, 1, 2], **attrs)
-    path = _save(tmp_path / "t.onnx", node, 4, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-                                                helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    node = helper.make_node("TreeEnsembleClassifier", ["xs" if scaled else "x"], ["label", "scores"],
+                            domain="ai.onnx.ml", name="f16", classlabels_int64s=[0, 1, 2], **attrs)
+    offset, scale = np.float32(0.3), np.float32(1.7)
+    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+               helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])]
+    if scaled:
+        scaler = helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[float(offset)],
+                                  scale=[float(scale)])
+        graph = helper.make_graph([scaler, node], "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                           [None, 4])], outputs)
+        path = str(tmp_path / "t.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), ML], ir_version=8), path)
+    else:
+        path = _save(tmp_path / "t.onnx", node, 4, outputs)
     thresholds = np.asarray(sorted({v for v, m in zip(attrs["nodes_values"], attrs["nodes_modes"]) if m != "LEAF"}),
                             np.float32)
     x = (rng.choice(thresholds, (400, 4)) + rng.choice([-2e-5, 0.0, 2e-5], (400, 4))).astype(np.float32)
+    if scaled:
+        x = (x / scale + offset).astype(np.float32)  # scaled back onto the thresholds
     assert (x.astype(np.float16).astype(np.float32) != x).any()  # fp16 would move them across
     want = ort.InferenceSession(path).run(None, {"x": x})[0]
     model = ir.serde.deserialize_model(onnx.load(path))
