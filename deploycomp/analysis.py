@@ -42,21 +42,20 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min",
 """Ops that compute each output element from the inputs' elements at the same place."""
 
 
-def compared(node: ir.Node) -> bool:
-    """Whether what ``node`` reads reaches a :data:`COMPARISONS` op element for element:
-    ``node`` is one, or only moves, selects or computes elements one by one on the way to
-    one (a scikit-learn pipeline's scaled features, gathered for each split of a tree)."""
-    stack, seen = [node], set()
-    while stack:
-        n = stack.pop()
-        if id(n) in seen:
+def compared(graph: ir.Graph) -> set[int]:
+    """The ids of ``graph``'s nodes whose inputs reach a :data:`COMPARISONS` op element
+    for element: comparisons, and nodes that only move, select or compute elements one by
+    one on the way to one (a scikit-learn pipeline's scaled features, gathered for each
+    split of a tree). One pass from the last node up."""
+    found: set[int] = set()
+    for node in reversed(list(graph)):
+        if node.domain not in ("", "ai.onnx"):
             continue
-        seen.add(id(n))
-        if n.domain in ("", "ai.onnx") and n.op_type in COMPARISONS:
-            return True
-        if n.domain in ("", "ai.onnx") and n.op_type in MOVES | SELECTIONS | ELEMENTWISE:
-            stack.extend(user for out in n.outputs for user, _ in out.uses())
-    return False
+        if node.op_type in COMPARISONS or (node.op_type in MOVES | SELECTIONS | ELEMENTWISE and any(
+                id(user) in found for out in node.outputs if out is not None for user, _ in out.uses())):
+            found.add(id(node))
+    return found
+
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 

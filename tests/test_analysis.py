@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-from deploycomp.analysis import nan_inputs
+from deploycomp.analysis import compared, nan_inputs
 
 
 def _model(nodes, inputs, outputs) -> ir.Model:
@@ -30,3 +31,21 @@ def test_an_input_is_taken_to_carry_nan_only_where_the_model_tests_it_for_nan():
              helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=other)]
     assert nan_inputs(_model(nodes, ["a", "b", "c"], ["y", "z"])) == {"a", "c"}
     assert nan_inputs(_model([helper.make_node("Relu", ["a"], ["y"])], ["a"], ["y"])) == frozenset()
+
+
+def test_what_a_comparison_decides_on_is_found_up_to_the_first_layer():
+    """Scaled features gathered for a split: the Sub, Mul and Gather lead to the Less; the
+    MatMul (a layer) and what only feeds the output do not."""
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["h"]), helper.make_node("Sub", ["h", "b"], ["c"]),
+             helper.make_node("Mul", ["c", "b"], ["s"]), helper.make_node("Gather", ["s", "i"], ["g"], axis=1),
+             helper.make_node("Less", ["g", "b"], ["m"]), helper.make_node("Cast", ["m"], ["y"], to=1),
+             helper.make_node("Relu", ["h"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 2])],
+                              [numpy_helper.from_array(np.eye(2, dtype=np.float32), "w"),
+                               numpy_helper.from_array(np.float32(0.5), "b"),
+                               numpy_helper.from_array(np.asarray([1], np.int64), "i")])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    found = compared(model.graph)
+    assert sorted(n.op_type for n in model.graph if id(n) in found) == ["Gather", "Less", "Mul", "Sub"]

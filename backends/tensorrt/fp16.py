@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp import analysis
 from deploycomp.analysis import ELEMENTWISE, compared
 from deploycomp.passes.to_float32 import Float16ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
@@ -34,11 +35,10 @@ KEEP_FP32 = frozenset({
 attribute (Cast, generators), quantization ops, control flow, and comparisons (a value
 within fp16's rounding of a threshold takes the other branch; they cost no MACs)."""
 
-MOVES = frozenset({"Gather", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Flatten", "Identity",
-                   "Expand", "Tile", "Concat", "Split"})
-"""Ops that only move values: one whose every reader keeps fp32 keeps fp32 too, so that what
-a comparison reads (a tree ensemble's ``Gather`` of the input's columns) is never rounded
-through fp16 on its way there."""
+MOVES = analysis.MOVES | analysis.SELECTIONS
+"""Ops that only move or select values: one whose every reader keeps fp32 keeps fp32 too, so
+that what a comparison reads (a tree ensemble's ``Gather`` of the input's columns) is never
+rounded through fp16 on its way there."""
 
 
 def _moves_kept_fp32(graph: ir.Graph, keeps) -> set[int]:
@@ -58,12 +58,13 @@ def _computing_a_comparison(graph: ir.Graph) -> set[int]:
     element for element (:func:`deploycomp.analysis.compared`): a scikit-learn pipeline's
     scaled features, split by a tree ensemble. In fp16 they would move a value within
     fp16's rounding of a threshold across it, whatever the comparison computes in."""
+    decided = compared(graph)
     kept = set()
     for node in graph:
         if node.op_type not in ELEMENTWISE or node.op_type == "Cast" or node.domain not in ("", "ai.onnx"):
             continue
         readers = [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
-        if readers and all(compared(r) for r in readers):
+        if readers and all(id(r) in decided for r in readers):
             kept.add(id(node))
     return kept
 

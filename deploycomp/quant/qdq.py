@@ -103,6 +103,7 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     """Activation tensor name -> [(consumer node, input index)] the policy quantizes."""
     out: dict[str, list] = {}
     graph_outputs = {v.name for v in model.graph.outputs}
+    decided = compared(model.graph)  # a decision on exact values (a tree's split) follows: computed float
     for node in model.graph:
         if node.name in keep_float or node.domain not in ("", "ai.onnx") or is_rounding(node):
             continue
@@ -111,15 +112,15 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
             or (policy.elementwise_with_constants and any(not _is_const(v) for v in node.inputs)))
         if elementwise and not policy.quantize_graph_outputs and _scalars(node):
             elementwise = False  # see _scalars
-        if elementwise and compared(node):
-            elementwise = False  # a decision on exact values (a tree's split) follows: computed float
+        if elementwise and id(node) in decided:
+            elementwise = False
         quantized = node.op_type in policy.compute_ops or elementwise
         if policy.quantize_outputs and quantized:
             produced = _quantized_output(node, graph_outputs)
             if produced is not None:
                 for consumer, index in produced.uses():
-                    if compared(consumer):
-                        continue  # a decision on exact values (a tree's split) reads the float value
+                    if id(consumer) in decided:
+                        continue
                     if consumer.graph is model.graph and (consumer, index) not in out.get(produced.name, []):
                         out.setdefault(produced.name, []).append((consumer, index))
         if node.op_type in policy.compute_ops:
