@@ -32,9 +32,10 @@ SELECTIONS = frozenset({"Slice", "Gather", "Split", "Concat", "Expand", "Tile", 
 """Ops whose output holds some of their data inputs' elements, repeated or selected (a
 Pad's added values aside)."""
 
-COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
-"""Ops whose output decides on their inputs' exact values (a tree's split, a threshold):
-an input rounded to a coarser grid (int8 steps, fp16) moves values across the boundary."""
+COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "Sign"})
+"""Ops whose output decides on their inputs' exact values (a tree's split, a threshold, a
+one-class SVM's side): an input rounded to a coarser grid (int8 steps, fp16) moves
+values across the boundary."""
 
 
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Clip", "Relu", "LeakyRelu",

@@ -25,6 +25,9 @@ every runtime has, exactly as the ONNX-ML operator spec defines it:
   passed through, as ONNX Runtime computes it.
 * ``Imputer`` (a ``SimpleImputer``): ``Where(missing, imputed, X)``, missing being NaN
   (``IsNaN``) or equal to ``replaced_value``, ``imputed`` one value or one per column;
+* ``LabelEncoder`` (numbers to numbers; an IsolationForest maps its trees' leaves to path
+  lengths): the first key equal to the input (``Equal``, ``ArgMax``) indexes the values,
+  the default where none is;
 * ``OneHotEncoder`` (integer categories; a ``ColumnTransformer``'s categorical columns):
   ``float(X[..., None] == cats)``, a float input truncated to an integer first as ONNX
   Runtime does. ONNX Runtime fails on an unknown category where ``zeros`` is 0; here its
@@ -72,7 +75,7 @@ def _floats(node: ir.Node, name: str, default: list[float]) -> np.ndarray:
 class MLOpsToCorePass(ir.passes.InPlacePass):
     """Rewrite ``Scaler``, ``LinearRegressor`` (no post-transform), ``Binarizer``,
     ``LinearClassifier``, ``ArrayFeatureExtractor``, ``Normalizer``, ``Imputer``,
-    ``OneHotEncoder``, tree ensembles and
+    ``OneHotEncoder``, numeric ``LabelEncoder``, tree ensembles and
     support vector machines of the main graph as core ops, where they are arithmetic (see the module docstring)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -200,6 +203,63 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
                              name=f"{node.name}__is"))
         nodes.append(ir.node("Cast", [nodes[-1].outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=node.name))
         return nodes
+
+    def _labelencoder(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
+        x = node.inputs[0]
+        keys, values, default = self._encoding(node)
+        if self.opset < 13 or x is None or keys is None or x.dtype not in (ir.DataType.INT64, ir.DataType.FLOAT) or \
+                np.dtype(keys.dtype) != np.dtype(x.dtype.numpy()):
+            return None
+        name = node.name or node.op_type
+
+        def add(op: str, inputs: list, suffix: str, **attributes) -> ir.Value:
+            made = ir.node(op, inputs, attributes=attributes, name=f"{name}__{suffix}")
+            nodes.append(made)
+            return made.outputs[0]
+
+        nodes: list[ir.Node] = []
+        column = add("Unsqueeze", [x, self._const(graph, node, "last", np.asarray([-1], np.int64))], "column")
+        hits = add("Cast", [add("Equal", [column, self._const(graph, node, "keys", keys)], "is")], "hits",
+                   to=ir.DataType.FLOAT)
+        first = add("ArgMax", [hits], "first", axis=-1, keepdims=0)
+        found = add("Greater", [add("ReduceSum", [hits, self._const(graph, node, "axis", np.asarray([-1], np.int64))],
+                                    "matches", keepdims=0), self._const(graph, node, "zero", np.asarray(0.0, np.float32))],
+                    "found")
+        index = add("Where", [found, first, self._const(graph, node, "missing", np.asarray(len(keys), np.int64))],
+                    "index")
+        nodes.append(ir.node("Gather", [self._const(graph, node, "values", np.append(values, default)), index],
+                             attributes={"axis": 0}, name=name))
+        return nodes
+
+    @staticmethod
+    def _encoding(node: ir.Node) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """A numeric LabelEncoder's keys, values and default (None where keys or values are
+        strings or missing)."""
+        def first(*names):
+            for n in names:
+                attr = node.attributes.get(n)
+                if attr is not None:
+                    return n, attr
+            return None, None
+
+        kname, kattr = first("keys_int64s", "keys_floats", "keys_tensor")
+        vname, vattr = first("values_int64s", "values_floats", "values_tensor")
+        if kattr is None or vattr is None:
+            return None, None, None
+        as_array = (lambda a, n: a.as_tensor().numpy().reshape(-1) if n.endswith("tensor")
+                    else np.asarray(a.as_ints() if n.endswith("int64s") else a.as_floats(),
+                                    np.int64 if n.endswith("int64s") else np.float32))
+        keys, values = as_array(kattr, kname), as_array(vattr, vname)
+        if keys.dtype.kind not in "if" or values.dtype.kind not in "if" or len(keys) != len(values) or not len(keys):
+            return None, None, None
+        dname, dattr = first("default_tensor", "default_int64" if values.dtype.kind == "i" else "default_float")
+        if dattr is None:
+            default = np.asarray(-1 if values.dtype.kind == "i" else -0.0, values.dtype)
+        elif dname == "default_tensor":
+            default = dattr.as_tensor().numpy().reshape(-1)[:1].astype(values.dtype)
+        else:
+            default = np.asarray(dattr.as_int() if values.dtype.kind == "i" else dattr.as_float(), values.dtype)
+        return keys, values, default
 
     def _arrayfeatureextractor(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
         x, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None

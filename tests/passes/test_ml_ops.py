@@ -251,3 +251,30 @@ def test_ml_ops_whose_outputs_onnx_cannot_type_still_feed_a_tree_ensemble(tmp_pa
                               validation_data=[{"x": x}])
     np.testing.assert_allclose(runner.run({"x": x})["y"], ort.InferenceSession(str(path)).run(None, {"x": x})[0],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("keys,values,default", [
+    ("keys_int64s", "values_floats", {}),                       # an IsolationForest's leaf -> path length
+    ("keys_int64s", "values_int64s", {"default_int64": 99}),
+    ("keys_floats", "values_int64s", {}),
+])
+def test_a_numeric_label_encoder_is_a_lookup(tmp_path, keys, values, default):
+    """Each input equal to a key becomes its value, any other the default, as ONNX Runtime maps it."""
+    key_list = [4, 5, 7, 8, 12]
+    value_list = [1.5, 2.0, -3.0, 0.25, 9.0] if values.endswith("floats") else [10, 20, 30, 40, 50]
+    node = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", name="encode",
+                            **{keys: [float(k) for k in key_list] if keys.endswith("floats") else key_list,
+                               values: value_list}, **default)
+    kind = TensorProto.FLOAT if keys.endswith("floats") else TensorProto.INT64
+    out = TensorProto.FLOAT if values.endswith("floats") else TensorProto.INT64
+    graph = helper.make_graph([node], "encode", [helper.make_tensor_value_info("x", kind, [3, 4])],
+                              [helper.make_tensor_value_info("y", out, [3, 4])])
+    path = tmp_path / "e.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)]),
+              path)
+    x = np.asarray([[4, 5, 6, 7], [8, 12, 0, 4], [13, 12, 5, -1]], np.float32 if kind == TensorProto.FLOAT else np.int64)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (3, 4)}))
+    assert not [n for n in model.graph if n.domain == "ai.onnx.ml"]
+    save_model(model, tmp_path / "core.onnx")
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "core.onnx")).run(None, {"x": x})[0], want)
