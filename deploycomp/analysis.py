@@ -21,8 +21,8 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "compared", "level_outputs", "mac_share",
-           "nan_inputs", "node_macs", "roofline_ms"]
+__all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "compared", "level_outputs",
+           "mac_share", "nan_inputs", "node_macs", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 """Ops whose output holds their data input's elements, only rearranged (any other input

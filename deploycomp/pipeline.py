@@ -1182,7 +1182,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                 info["fp16_alternative"] = {"min_cosine": round(_worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             if info.get("budget_met", True) and not info["float_layers"]:
-                log.warning("int8: the model has no layer to quantize (%s): no compute layer runs int8", ", ".join(policy.compute_ops))
+                log.warning("int8: the model has no layer to quantize (%s): no compute layer runs int8",
+                            ", ".join(policy.compute_ops))
             elif info.get("budget_met", True):
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:

@@ -602,7 +602,8 @@ def lower_gemm(lo: Lowering, node: ir.Node) -> None:
         return
     if c is not None:
         bias = lo.const(c)
-        if bias.size not in (1, n) and bias.shape[-1] == n and bias.size == bias.shape[-1] * lo.shape(node.outputs[0])[0]:
+        rows = lo.shape(node.outputs[0])[0]
+        if bias.size not in (1, n) and bias.shape[-1] == n and bias.size == n * rows:
             _gemm_plus_tensor(lo, node, weight_nk, c, beta)  # a C of whole rows: added as a tensor
             return
         if bias.size not in (1, n) or (bias.ndim == 2 and bias.shape[0] != 1):
