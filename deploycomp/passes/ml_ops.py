@@ -321,7 +321,7 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         return tree_ensemble(node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),
                              lambda: self._as_float(node))
 
-    _treeensembleclassifier = _treeensembleregressor
+    _treeensembleclassifier = _treeensemble = _treeensembleregressor
 
     def _svmregressor(self, graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], list[ir.Value]] | None:
         return svm(node, self.opset, lambda suffix, value: self._const(graph, node, suffix, value),

@@ -1,8 +1,9 @@
 """ONNX-ML tree ensembles as core ops: comparisons and matrix products.
 
 ``TreeEnsembleRegressor`` and ``TreeEnsembleClassifier`` (scikit-learn's forests and
-gradient boosting through skl2onnx, LightGBM and XGBoost through onnxmltools) are the
-ONNX files of most tabular models, and no backend here runs ``ai.onnx.ml``. A tree is a
+gradient boosting through skl2onnx, LightGBM and XGBoost through onnxmltools), and
+``ai.onnx.ml`` opset 5's ``TreeEnsemble`` that replaces them (read into their layout),
+are the ONNX files of most tabular models, and no backend here runs ``ai.onnx.ml``. A tree is a
 walk, but the walk's outcome is arithmetic: every split's decision computed at once, the
 leaf the one whose path agrees with all of them. Per tree, with its internal nodes as
 rows and its leaves as columns (padded to the ensemble's largest tree):
@@ -19,6 +20,9 @@ rows and its leaves as columns (padded to the ensemble's largest tree):
 * the reached leaves (1.0 / 0.0, every tree side by side) times the leaves' values per
   target or class, summed over trees, plus ``base_values``; ``AVERAGE`` divides by the
   number of trees.
+
+A regressor's ``LOGISTIC`` or ``SOFTMAX`` applies where it has several targets: ONNX
+Runtime leaves a single target's sum untransformed, and so does this.
 
 Small integers in float32 are exact, so the leaves reached are those ONNX Runtime's walk
 reaches on the same float32 inputs and thresholds. Then, as ONNX Runtime computes them:
@@ -64,6 +68,88 @@ def _values(node: ir.Node, name: str, default=None) -> list | None:
     return default
 
 
+_MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ", "BRANCH_MEMBER")
+_AGGREGATES = {0: "AVERAGE", 1: "SUM", 2: "MIN", 3: "MAX"}
+_POSTS = {0: "NONE", 1: "SOFTMAX", 2: "LOGISTIC", 3: "SOFTMAX_ZERO", 4: "PROBIT"}
+
+
+def _getter(node: ir.Node) -> Callable[..., list | None] | None:
+    """``get(name, default=None)`` reading ``node``'s attributes in the layout of
+    ``TreeEnsembleRegressor``/``Classifier``; None where the node cannot be read so."""
+    if node.op_type != "TreeEnsemble":
+        return lambda name, default=None: _values(node, name, default)
+    legacy = _unified(node)
+    return None if legacy is None else (lambda name, default=None: legacy.get(name, default))
+
+
+def _unified(node: ir.Node) -> dict | None:
+    """ai.onnx.ml opset 5's ``TreeEnsemble`` (nodes indexed from each tree's root, a child
+    either a node or a leaf, one target and weight per leaf) in the older ops' layout:
+    each tree walked from its root, its nodes and leaves numbered in the tree. None for
+    set membership (``BRANCH_MEMBER``) splits."""
+    def ints(name: str) -> list[int] | None:
+        attr = node.attributes.get(name)
+        return None if attr is None else list(attr.as_ints())
+
+    def array(name: str) -> np.ndarray | None:
+        attr = node.attributes.get(name)
+        return None if attr is None else attr.as_tensor().numpy().reshape(-1)
+
+    modes, splits, weights = array("nodes_modes"), array("nodes_splits"), array("leaf_weights")
+    features, trues, falses = ints("nodes_featureids"), ints("nodes_truenodeids"), ints("nodes_falsenodeids")
+    true_leaf, false_leaf, roots, targets = (ints("nodes_trueleafs"), ints("nodes_falseleafs"), ints("tree_roots"),
+                                             ints("leaf_targetids"))
+    if any(v is None for v in (modes, splits, weights, features, trues, falses, true_leaf, false_leaf, roots, targets)):
+        return None
+    if any(int(m) >= len(_MODES) - 1 for m in modes):
+        return None  # set membership (or a mode this file does not know)
+    missing = ints("nodes_missing_value_tracks_true") or [0] * len(modes)
+    out: dict[str, list] = {k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values",
+                                            "nodes_modes", "nodes_truenodeids", "nodes_falsenodeids",
+                                            "nodes_missing_value_tracks_true", "target_treeids", "target_nodeids",
+                                            "target_ids", "target_weights")}
+    for tree, root in enumerate(roots):
+        numbered = 0
+
+        def number() -> int:
+            nonlocal numbered
+            numbered += 1
+            return numbered - 1
+
+        stack = [(root, False, number())]  # (index, is a leaf, its id in the tree)
+        while stack:
+            index, leaf, own = stack.pop()
+            if not 0 <= index < (len(weights) if leaf else len(modes)) or numbered > len(modes) + len(weights) + 1:
+                return None  # an index out of range, or a cycle
+            out["nodes_treeids"].append(tree)
+            out["nodes_nodeids"].append(own)
+            out["nodes_missing_value_tracks_true"].append(0 if leaf else int(missing[index]))
+            if leaf:
+                out["nodes_featureids"].append(0)
+                out["nodes_values"].append(0.0)
+                out["nodes_modes"].append("LEAF")
+                out["nodes_truenodeids"].append(0)
+                out["nodes_falsenodeids"].append(0)
+                for key, value in (("target_treeids", tree), ("target_nodeids", own),
+                                   ("target_ids", targets[index]), ("target_weights", float(weights[index]))):
+                    out[key].append(value)
+                continue
+            true_id, false_id = number(), number()
+            out["nodes_featureids"].append(features[index])
+            out["nodes_values"].append(float(splits[index]))
+            out["nodes_modes"].append(_MODES[int(modes[index])])
+            out["nodes_truenodeids"].append(true_id)
+            out["nodes_falsenodeids"].append(false_id)
+            stack.append((trues[index], bool(true_leaf[index]), true_id))
+            stack.append((falses[index], bool(false_leaf[index]), false_id))
+    post, aggregate = node.attributes.get("post_transform"), node.attributes.get("aggregate_function")
+    out["post_transform"] = _POSTS.get(post.as_int() if post is not None else 0, "?")
+    out["aggregate_function"] = _AGGREGATES.get(aggregate.as_int() if aggregate is not None else 1, "?")
+    n_targets = node.attributes.get("n_targets")
+    out["n_targets"] = n_targets.as_int() if n_targets is not None else 1
+    return out
+
+
 class _NotExpressed(Exception):
     """Something the tables do not express: the node stays as it is (refused by name)."""
 
@@ -78,17 +164,17 @@ class _Trees:
     None where they cannot hold it."""
 
     @classmethod
-    def of(cls, node: ir.Node, prefix: str) -> "_Trees | None":
+    def of(cls, get: Callable[..., list | None], prefix: str) -> "_Trees | None":
         try:
-            return cls(node, prefix)
+            return cls(get, prefix)
         except _NotExpressed:
             return None
 
-    def __init__(self, node: ir.Node, prefix: str):
-        tree_ids, node_ids = _values(node, "nodes_treeids"), _values(node, "nodes_nodeids")
+    def __init__(self, get: Callable[..., list | None], prefix: str):
+        """``get(name, default=None)``: an attribute of the legacy ops' layout (:func:`_getter`)."""
+        tree_ids, node_ids = get("nodes_treeids"), get("nodes_nodeids")
         _require(bool(tree_ids) and len(tree_ids) == len(node_ids))
-        modes, true_ids, false_ids = (_values(node, "nodes_modes"), _values(node, "nodes_truenodeids"),
-                                      _values(node, "nodes_falsenodeids"))
+        modes, true_ids, false_ids = get("nodes_modes"), get("nodes_truenodeids"), get("nodes_falsenodeids")
         index = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
         self.trees = list(dict.fromkeys(tree_ids))
         internal: dict[int, list[int]] = defaultdict(list)
@@ -113,8 +199,8 @@ class _Trees:
         self.paths = np.zeros((len(self.trees), shape_i[1], width_l), np.float32)
         self.depth_true = np.ones(shape_l, np.float32)  # a padded leaf is never reached
         self.leaf_slot: dict[int, tuple[int, int]] = {}  # node index -> (tree, leaf column)
-        features, thresholds = _values(node, "nodes_featureids"), _values(node, "nodes_values")
-        missing = _values(node, "nodes_missing_value_tracks_true", [0] * len(tree_ids))
+        features, thresholds = get("nodes_featureids"), get("nodes_values")
+        missing = get("nodes_missing_value_tracks_true", [0] * len(tree_ids))
         for k, t in enumerate(self.trees):
             rows = {i: r for r, i in enumerate(internal[t])}
             for i, r in rows.items():
@@ -125,7 +211,7 @@ class _Trees:
             self._walk(k, roots[0], rows, {i: c for c, i in enumerate(leaves[t])},
                        lambda i, t=t: (index[t, true_ids[i]], index[t, false_ids[i]]), len(tree_ids))
         self.index, self.width_l = index, width_l
-        self._leaf_values(node, prefix)
+        self._leaf_values(get, prefix)
 
     def _walk(self, k: int, root: int, rows: dict[int, int], cols: dict[int, int],
               children: Callable[[int], tuple[int, int]], most: int) -> None:
@@ -146,10 +232,10 @@ class _Trees:
             stack.append((true_child, path + [(rows[i], 1.0)]))
             stack.append((false_child, path + [(rows[i], -1.0)]))
 
-    def _leaf_values(self, node: ir.Node, prefix: str) -> None:
+    def _leaf_values(self, get: Callable[..., list | None], prefix: str) -> None:
         """(tree, leaf column) -> target -> the leaf's summed weight."""
-        ids, weights = _values(node, f"{prefix}_ids"), _values(node, f"{prefix}_weights")
-        leaf_trees, leaf_nodes = _values(node, f"{prefix}_treeids"), _values(node, f"{prefix}_nodeids")
+        ids, weights = get(f"{prefix}_ids"), get(f"{prefix}_weights")
+        leaf_trees, leaf_nodes = get(f"{prefix}_treeids"), get(f"{prefix}_nodeids")
         _require(bool(ids) and len(ids) == len(weights) == len(leaf_trees) == len(leaf_nodes))
         self.targets = max(ids) + 1
         self.values = np.zeros((len(self.trees), self.width_l, self.targets), np.float32)
@@ -172,22 +258,25 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
     if shape is None or shape.rank() != 2:
         return None
-    post = _values(node, "post_transform", "NONE")
-    aggregate = _values(node, "aggregate_function", "SUM")
+    get = _getter(node)
+    if get is None:
+        return None
+    post = get("post_transform", "NONE")
+    aggregate = get("aggregate_function", "SUM")
     if post not in ("NONE", "LOGISTIC", "SOFTMAX") or aggregate not in ("SUM", "AVERAGE"):
         return None
-    trees = _Trees.of(node, "class" if classifier else "target")
+    trees = _Trees.of(get, "class" if classifier else "target")
     if trees is None:
         return None
-    labels = _values(node, "classlabels_int64s") if classifier else None
-    if classifier and (not labels or _values(node, "classlabels_strings")):
+    labels = get("classlabels_int64s") if classifier else None
+    if classifier and (not labels or get("classlabels_strings")):
         return None
     binary = classifier and len(labels) == 2 and trees.targets == 1
     if classifier and not binary and trees.targets != len(labels):
         return None
-    if not classifier and (_values(node, "n_targets", 1) or 1) != trees.targets:
+    if not classifier and (get("n_targets", 1) or 1) != trees.targets:
         return None
-    base = _values(node, "base_values")
+    base = get("base_values")
     if base is not None and len(base) != trees.targets:
         return None
     name = node.name or node.op_type
@@ -229,9 +318,11 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     if base is not None and any(base):
         scores = add("Add", [scores, const("base_values", np.asarray(base, np.float32))], "scores")
     if not classifier:
-        if post == "LOGISTIC":
+        # ONNX Runtime transforms a regressor's scores only where it has several targets:
+        # one target's sum comes out as it is, LOGISTIC or SOFTMAX
+        if post == "LOGISTIC" and trees.targets > 1:
             scores = add("Sigmoid", [scores], "logistic")
-        elif post == "SOFTMAX":
+        elif post == "SOFTMAX" and trees.targets > 1:
             scores = add("Softmax", [scores], "softmax", axis=1)
         return nodes, [scores]
     if binary:

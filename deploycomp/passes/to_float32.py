@@ -13,7 +13,8 @@ arithmetic to float32, which is what those runtimes compute in.
 
 Either way the build is judged against the original model all the same. Inputs and
 outputs keep their type through a ``Cast`` at each end, so the bundle's interface is the
-model's. Rewritten: initializers, ``Constant`` and ``ConstantOfShape`` tensors, ``Cast`` /
+model's. Rewritten: initializers, tensor attributes (``Constant``, ``ConstantOfShape``, an
+``ai.onnx.ml`` ``TreeEnsemble``'s splits and leaf weights, typed as its input), ``Cast`` /
 ``EyeLike`` / random ops' target types and every value's type, in subgraphs too.
 """
 
@@ -27,7 +28,6 @@ __all__ = ["Float16ToFloat32Pass", "Float64ToFloat32Pass", "ToFloat32Pass", "has
 _F32 = ir.DataType.FLOAT
 _TYPE_ATTRIBUTES = {"Cast": "to", "EyeLike": "dtype", "RandomNormal": "dtype", "RandomUniform": "dtype",
                     "RandomNormalLike": "dtype", "RandomUniformLike": "dtype", "Multinomial": "dtype"}
-_TENSOR_ATTRIBUTES = {"Constant": "value", "ConstantOfShape": "value"}
 
 
 def has_dtype(model: ir.Model, dtype: ir.DataType) -> bool:
@@ -75,9 +75,9 @@ class ToFloat32Pass(ir.passes.InPlacePass):
             attr = _TYPE_ATTRIBUTES.get(node.op_type)
             if attr and attr in node.attributes and node.attributes[attr].as_int() == self.source.value:
                 node.attributes[attr] = ir.AttrInt64(attr, _F32.value)
-            attr = _TENSOR_ATTRIBUTES.get(node.op_type)
-            if attr and attr in node.attributes and node.attributes[attr].as_tensor().dtype == self.source:
-                node.attributes[attr] = ir.AttrTensor(attr, _as_float32(node.attributes[attr].as_tensor(), None))
+            for name, attr in list(node.attributes.items()):  # a Constant's value, a TreeEnsemble's splits
+                if attr.type == ir.AttributeType.TENSOR and attr.as_tensor().dtype == self.source:
+                    node.attributes[name] = ir.AttrTensor(name, _as_float32(attr.as_tensor(), None))
             for value in node.outputs:
                 self._convert(value)
             for sub in node.attributes.values():

@@ -91,6 +91,17 @@ def _rewritten(path) -> tuple[list, list, set[str]]:
     return want, got, {n.op_type for n in rewritten.graph.node}
 
 
+@pytest.mark.parametrize("targets,post", [(1, "LOGISTIC"), (1, "SOFTMAX"), (2, "LOGISTIC"), (2, "SOFTMAX")])
+def test_a_regressors_post_transform_applies_as_onnx_runtime_applies_it(tmp_path, targets, post):
+    """ONNX Runtime transforms several targets' scores, and leaves one target's sum as it is."""
+    rng = np.random.default_rng(1)
+    node = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", n_targets=targets,
+                            post_transform=post, **_tables(rng, 3, 2, 4, ["BRANCH_LEQ"], targets, "target"))
+    path = _save(tmp_path / "p.onnx", node, 4, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, targets])])
+    want, got, _ = _rewritten(path)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("aggregate,modes", [
     ("SUM", ("BRANCH_LEQ",)),
     ("AVERAGE", ("BRANCH_LT", "BRANCH_GTE")),
@@ -260,3 +271,68 @@ def test_an_fp16_tensorrt_bundle_compares_in_fp32(tmp_path, scaled):
     typed = simulate_fp16(to_fp16(model))
     got = ort.InferenceSession(ir.to_proto(typed).SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, want)
+
+
+def _unified(path, dtype=np.float32, aggregate=1, post=0, missing=None) -> str:
+    """ai.onnx.ml opset 5's TreeEnsemble (LightGBM 4's own exporter writes it): 3 complete
+    trees of depth 3 over 4 features, interior nodes and leaves indexed apart, its splits
+    and leaf weights typed as its input."""
+    rng = np.random.default_rng(11)
+    depth, trees = 3, 3
+    interior, leaves = 2 ** depth - 1, 2 ** depth
+    attrs: dict[str, list] = {k: [] for k in ("nodes_featureids", "nodes_truenodeids", "nodes_falsenodeids",
+                                              "nodes_trueleafs", "nodes_falseleafs", "tree_roots", "leaf_targetids")}
+    splits, modes, weights = [], [], []
+    for t in range(trees):
+        attrs["tree_roots"].append(t * interior)
+        for n in range(interior):
+            attrs["nodes_featureids"].append(int(rng.integers(4)))
+            splits.append(float(rng.choice(LEVELS)))
+            modes.append(int(rng.choice([0, 1, 2, 3, 4, 5])))
+            for side, child in (("true", 2 * n + 1), ("false", 2 * n + 2)):
+                leaf = child >= interior
+                attrs[f"nodes_{side}leafs"].append(int(leaf))
+                attrs[f"nodes_{side}nodeids"].append(t * leaves + child - interior if leaf else t * interior + child)
+        for _ in range(leaves):
+            attrs["leaf_targetids"].append(0)
+            weights.append(float(rng.uniform(-1, 1)))
+    kind = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    extra = {} if missing is None else {"nodes_missing_value_tracks_true": missing}
+    node = helper.make_node("TreeEnsemble", ["x"], ["y"], domain="ai.onnx.ml", name="lgbm", n_targets=1,
+                            aggregate_function=aggregate, post_transform=post,
+                            nodes_splits=helper.make_tensor("splits", kind, [len(splits)], splits),
+                            nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [len(modes)], modes),
+                            leaf_weights=helper.make_tensor("weights", kind, [len(weights)], weights), **attrs, **extra)
+    graph = helper.make_graph([node], "unified", [helper.make_tensor_value_info("x", kind, [None, 4])],
+                              [helper.make_tensor_value_info("y", kind, [None, 1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
+                                ir_version=10), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("aggregate,post", [(1, 0), (0, 2)])
+def test_the_unified_tree_ensemble_reaches_the_leaves_onnx_runtime_reaches(tmp_path, aggregate, post):
+    """Every split mode, SUM and AVERAGE, NONE and LOGISTIC; a NaN where the split says."""
+    path = _unified(tmp_path / "u.onnx", aggregate=aggregate, post=post,
+                    missing=np.random.default_rng(12).integers(0, 2, 21).tolist())
+    x = _inputs()
+    x[np.random.default_rng(13).random(x.shape) < 0.2] = np.nan
+    want = ort.InferenceSession(path).run(None, {"x": x})[0]
+    model = ir.serde.deserialize_model(onnx.load(path))
+    assert MLOpsToCorePass()(model).modified
+    assert "TreeEnsemble" not in {n.op_type for n in model.graph}
+    got = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_float64_unified_tree_ensemble_builds_on_tflite(tmp_path):
+    """A float64 model (LightGBM exports float64 inputs) computed in float32 on TFLite: the
+    ensemble's splits and weights narrowed with its input (its shapes were left
+    uninferable and the trees refused)."""
+    path = _unified(tmp_path / "d.onnx", dtype=np.float64)
+    samples = [{"x": _inputs(16, seed).astype(np.float64)} for seed in range(40, 44)]
+    runner = deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:16x4"],
+                              validation_data=samples)
+    assert runner.manifest["validation"]["ok"]
+    want = ort.InferenceSession(path).run(None, samples[0])[0]
+    np.testing.assert_allclose(runner.run(samples[0])["y"], want, rtol=1e-5, atol=1e-5)
