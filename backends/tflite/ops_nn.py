@@ -220,10 +220,22 @@ def _conv_transpose_crop(node: ir.Node, in_dims, kernel, strides) -> list[int]:
     return begins + [t - b for t, b in zip(total, begins)]
 
 
+def _dilated(weight: np.ndarray, dilations: tuple[int, ...]) -> np.ndarray:
+    """A (in, out, k...) kernel with its taps ``dilations`` apart and zeros between: the
+    kernel a dilated convolution applies, for a runtime op without dilation."""
+    if all(d == 1 for d in dilations):
+        return weight
+    size = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilations)]
+    out = np.zeros((*weight.shape[:2], *size), weight.dtype)
+    out[(slice(None), slice(None), *(slice(None, None, d) for d in dilations))] = weight
+    return out
+
+
 @lowers("ConvTranspose")
 def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     """TRANSPOSE_CONV (VALID) then a SLICE cropping the pads, fp32 or int8 (per-channel
-    weights, int32 bias, Relu fused); 1-D over a unit height."""
+    weights, int32 bias, Relu fused); 1-D over a unit height; dilations as the kernel with
+    zeros between its taps (TRANSPOSE_CONV has none)."""
     x, w_value = node.inputs[:2]
     weight = lo.const(w_value)
     if weight is None or weight.ndim not in (3, 4):
@@ -232,9 +244,8 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
     weight = _ungrouped(weight, group)
     rank = weight.ndim
     unit = [1] if rank == 3 else []
-    if tuple(node.attributes.get_ints("dilations", [1] * (rank - 2))) != (1,) * (rank - 2):
-        raise UnsupportedError("tflite: dilated ConvTranspose")
-    weight = _as_2d(weight)
+    dilations = tuple(node.attributes.get_ints("dilations", [1] * (rank - 2)))
+    weight = _as_2d(_dilated(weight, dilations))
     cin, cout, kh, kw = weight.shape
     sh, sw = unit + list(node.attributes.get_ints("strides", [1] * (rank - 2)))
     in_hw = tuple(unit) + tuple(lo.shape(x)[2:])
@@ -254,7 +265,7 @@ def lower_conv_transpose(lo: Lowering, node: ir.Node) -> None:
         _, (data, scales, _), qout = int8
         source = lo.nhwc_input(int8[0])
         scales = np.tile(np.broadcast_to(scales.reshape(-1), (data.shape[1],)), group)  # per group's channel
-        data = _ungrouped(data, group)
+        data = _dilated(_ungrouped(data, group), dilations)
         filt = quantized.weight_tensor(lo, w_value.name, _as_2d(data).transpose(1, 2, 3, 0), scales, 0)
         bias = quantized.bias_int32(lo, node.inputs[2] if len(node.inputs) > 2 else None,
                                     lo.w.quantization(source).scale[0], scales, cout)

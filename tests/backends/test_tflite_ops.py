@@ -424,3 +424,19 @@ def test_gemm_whose_c_is_not_a_bias(tmp_path, form, precision):
     {{ {body} }}"""
     check(tmp_path, model_from_text(text, k=w(8, 5, seed=1), m=w(8, 5, seed=2), rows=w(6, 5, seed=3)),
           {"x": (6, 8)}, precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("attrs,wshape,xshape", [
+    ("dilations = [2, 1], pads = [2, 1, 2, 1]", (4, 6, 3, 3), (1, 4, 12, 10)),   # a speech enhancer's dilated time axis
+    ("dilations = [3, 2], strides = [1, 2]", (4, 6, 2, 3), (1, 4, 9, 7)),
+    ("dilations = [4], pads = [4, 4]", (4, 6, 3), (1, 4, 20)),                    # 1-D
+    ("dilations = [2, 2], group = 2", (4, 3, 3, 3), (1, 4, 8, 8)),
+])
+def test_dilated_conv_transpose(tmp_path, attrs, wshape, xshape, precision):
+    """TRANSPOSE_CONV has no dilation: the kernel with zeros between its taps."""
+    cout = wshape[1] * (2 if "group = 2" in attrs else 1)
+    dims = ", ".join(["N"] * (len(xshape) - 2))
+    text = f"""{G} g (float{list(xshape)} x) => (float[1, {cout}, {dims}] y)
+    {{ y = ConvTranspose <{attrs}> (x, k, b) }}"""
+    check(tmp_path, model_from_text(text, k=w(*wshape, seed=4), b=w(cout, seed=5)), {"x": xshape}, precision)
