@@ -1,7 +1,8 @@
 """What a graph is and costs: I/O, opsets, op histogram, parameters, MACs and bytes.
 
 Used by ``deploycomp inspect`` and by the roofline latency estimate. MACs are counted
-for the ops that dominate inference (Conv, ConvTranspose, MatMul, Gemm); everything
+for the ops that dominate inference (Conv, ConvTranspose, MatMul, Gemm, and LSTM, GRU and
+RNN: their input and state products at every step); everything
 else is counted as memory traffic only. Counts need static shapes: on a model with
 dynamic dims the unknown nodes are listed instead of guessed.
 
@@ -22,7 +23,7 @@ import onnx_ir as ir
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "compared", "level_outputs",
-           "mac_share", "nan_inputs", "node_macs", "roofline_ms"]
+           "mac_share", "nan_inputs", "node_macs", "RECURRENT", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 """Ops whose output holds their data input's elements, only rearranged (any other input
@@ -102,8 +103,18 @@ def _static(shape: ir.Shape | None) -> list[int] | None:
     return list(shape)
 
 
+RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
+"""Recurrent layers: each step multiplies the input by W and the state by R, for every
+gate and direction."""
+
+
 def node_macs(node: ir.Node) -> int | None:
     """MACs of one compute node, or None when its shapes are unknown."""
+    if node.op_type in RECURRENT:
+        x, w, r = (_static(v.shape) if v is not None else None for v in (list(node.inputs) + [None] * 3)[:3])
+        if x is None or w is None or r is None or len(x) != 3:
+            return None
+        return x[0] * x[1] * (math.prod(w) + math.prod(r))  # steps x batch (either layout) x gate weights
     out = _static(node.outputs[0].shape) if node.outputs else None
     if node.op_type in ("Conv", "ConvTranspose"):
         w = _static(node.inputs[1].shape) if len(node.inputs) > 1 and node.inputs[1] else None

@@ -508,7 +508,8 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}{nan}")
     for name, shape in cost.outputs.items():
         click.echo(f"  output {_short(name)}: {_short(shape, 100)}")
-    click.echo(f"  opsets: {cost.opsets}")
+    upgraded = cost.opsets.get("", loaded.source_opset) != loaded.source_opset
+    click.echo(f"  opsets: {cost.opsets}" + (f" (converted from opset {loaded.source_opset} on load)" if upgraded else ""))
     if cost.uncounted_nodes:
         click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes (--input)")
     else:

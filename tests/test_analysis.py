@@ -49,3 +49,18 @@ def test_what_a_comparison_decides_on_is_found_up_to_the_first_layer():
     model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     found = compared(model.graph)
     assert sorted(n.op_type for n in model.graph if id(n) in found) == ["Gather", "Less", "Mul", "Sub"]
+
+
+def test_a_recurrent_layer_counts_its_input_and_state_products_at_every_step():
+    """A GRU of hidden size 8 over 5 steps of 3 features, both directions: per step and
+    direction 3 gates x 8 x (3 + 8) MACs (nsnet2's two GRUs were counted as free)."""
+    from deploycomp.analysis import analyze, node_macs
+
+    node = helper.make_node("GRU", ["x", "w", "r"], ["y"], hidden_size=8, direction="bidirectional")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 2, 2, 8])],
+                              [numpy_helper.from_array(np.zeros((2, 24, 3), np.float32), "w"),
+                               numpy_helper.from_array(np.zeros((2, 24, 8), np.float32), "r")])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert node_macs(next(iter(model.graph))) == 5 * 2 * 2 * 3 * 8 * (3 + 8)
+    assert analyze(model).macs == 5 * 2 * 2 * 3 * 8 * (3 + 8)

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import mac_share, node_macs
+from deploycomp.analysis import RECURRENT, mac_share, node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
@@ -329,8 +329,9 @@ measurement's noise. Measured on the audio embedding model (TFLite): its one flo
 
 
 def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:
-    """The share of the compute layers' MACs that runs int8 (None without static shapes)."""
-    return mac_share(layers, lambda n: n.name not in float_layers)
+    """The share of the compute layers' MACs that runs int8 (None without static shapes);
+    recurrent layers run float."""
+    return mac_share(layers, lambda n: n.name not in float_layers and n.op_type not in RECURRENT)
 
 
 def quantize(
@@ -459,7 +460,8 @@ def quantize(
         # coverage's quiet inputs are judged on) changes with each result below
         observed = observe_inputs(model, c.extremes, coverage) if coverage else None
         searchable = {n.name for n in searchable_nodes(model, policy)}
-        layers = [n for n in model.graph if n.op_type in policy.compute_ops]
+        # recurrent layers count too: no QDQ enters them, so their MACs stay float
+        layers = [n for n in model.graph if n.op_type in policy.compute_ops or n.op_type in RECURRENT]
 
         def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
             """Of the float layers the search chose, those that may run the backend's
