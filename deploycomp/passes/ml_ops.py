@@ -57,6 +57,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
+from deploycomp.passes.ml_nodes import Emitter
 from deploycomp.passes.ml_svm import svm
 from deploycomp.passes.ml_trees import tree_ensemble
 
@@ -211,13 +212,8 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
                 np.dtype(keys.dtype) != np.dtype(x.dtype.numpy()):
             return None
         name = node.name or node.op_type
-
-        def add(op: str, inputs: list, suffix: str, **attributes) -> ir.Value:
-            made = ir.node(op, inputs, attributes=attributes, name=f"{name}__{suffix}")
-            nodes.append(made)
-            return made.outputs[0]
-
         nodes: list[ir.Node] = []
+        add = Emitter(name, nodes)
         column = add("Unsqueeze", [x, self._const(graph, node, "last", np.asarray([-1], np.int64))], "column")
         hits = add("Cast", [add("Equal", [column, self._const(graph, node, "keys", keys)], "is")], "hits",
                    to=ir.DataType.FLOAT)

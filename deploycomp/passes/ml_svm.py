@@ -29,6 +29,8 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.ml_nodes import Emitter
+
 __all__ = ["svm"]
 
 _KERNELS = ("LINEAR", "POLY", "RBF", "SIGMOID")
@@ -82,10 +84,7 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
     name = node.name or node.op_type
     nodes, x = as_float()
 
-    def add(op: str, inputs: list, suffix: str, **attributes) -> ir.Value:
-        made = ir.node(op, inputs, attributes=attributes, name=f"{name}__{suffix}")
-        nodes.append(made)
-        return made.outputs[0]
+    add = Emitter(name, nodes)
 
     def scalar(suffix: str, value: float) -> ir.Value:
         return const(suffix, np.asarray(value, np.float32))

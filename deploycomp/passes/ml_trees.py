@@ -45,6 +45,8 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.passes.ml_nodes import Emitter
+
 __all__ = ["MAX_TABLE_VALUES", "tree_ensemble"]
 
 MAX_TABLE_VALUES = 1 << 24
@@ -282,10 +284,7 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     name = node.name or node.op_type
     nodes, x = as_float()
 
-    def add(op: str, inputs: list, suffix: str, **attributes) -> ir.Value:
-        made = ir.node(op, inputs, attributes=attributes, name=f"{name}__{suffix}")
-        nodes.append(made)
-        return made.outputs[0]
+    add = Emitter(name, nodes)
 
     # each split's decision, 1.0 or 0.0: [N, trees, nodes]
     gathered = add("Gather", [x, const("features", trees.features)], "split_values", axis=1)

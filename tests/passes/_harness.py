@@ -49,3 +49,33 @@ def optimize_and_compare(tmp_path: Path, model: onnx.ModelProto, feeds: dict, rt
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def ml_rewritten(path, x: np.ndarray) -> tuple[list, list, set[str]]:
+    """ONNX Runtime's outputs on an ``ai.onnx.ml`` model and on its core-op rewrite (input
+    ``x``), and the rewrite's op types."""
+    import onnx_ir as ir
+
+    from deploycomp.passes.ml_ops import MLOpsToCorePass
+
+    proto = onnx.load(path)
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+    model = ir.serde.deserialize_model(proto)
+    assert MLOpsToCorePass()(model).modified
+    rewritten = ir.serde.serialize_model(model)
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+    return want, got, {n.op_type for n in rewritten.graph.node}
+
+
+def builds_at_fp32_and_int8(tmp_path, path, target: str, spec: str, samples: list[dict]) -> None:
+    """A classifier built for ``target`` at fp32 (validated on the first 6 samples, its
+    labels ONNX Runtime's) and at int8 (calibrated on the rest) meets its budget both times."""
+    import deploycomp
+
+    runner = deploycomp.build(path, tmp_path / "fp32", target=target, inputs=[spec], validation_data=samples[:6])
+    assert runner.manifest["validation"]["ok"]
+    want = ort.InferenceSession(str(path)).run(None, samples[0])
+    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
+    int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=[spec],
+                            calibration=samples[6:], validation_data=samples[:6])
+    assert int8.manifest["validation"]["ok"]

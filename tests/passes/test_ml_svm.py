@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 import deploycomp
 from deploycomp.errors import DeployError
-from deploycomp.passes.ml_ops import MLOpsToCorePass
+from tests.passes._harness import builds_at_fp32_and_int8, ml_rewritten
 
 ML = helper.make_opsetid("ai.onnx.ml", 1)
 FEATURES = 5
@@ -64,14 +62,7 @@ def _inputs(rows: int = 300, seed: int = 5) -> np.ndarray:
 
 
 def _rewritten(path) -> tuple[list, list, set[str]]:
-    proto = onnx.load(path)
-    x = _inputs()
-    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
-    model = ir.serde.deserialize_model(proto)
-    assert MLOpsToCorePass()(model).modified
-    rewritten = ir.serde.serialize_model(model)
-    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
-    return want, got, {n.op_type for n in rewritten.graph.node}
+    return ml_rewritten(path, _inputs())
 
 
 @pytest.mark.parametrize("kernel", list(PARAMS))
@@ -114,11 +105,4 @@ def test_probabilities_stay_and_are_refused_by_name(tmp_path):
 @pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
 def test_every_target_builds_a_classifier_at_fp32_and_int8(tmp_path, target):
     path = _classifier(tmp_path / "c.onnx", "RBF", [3, 1, 2, 4], [7, 2, 9, 4])
-    samples = [{"x": _inputs(16, seed)[:16]} for seed in range(10, 22)]
-    runner = deploycomp.build(path, tmp_path / "fp32", target=target, inputs=["x:16x5"], validation_data=samples[:6])
-    assert runner.manifest["validation"]["ok"]
-    want = ort.InferenceSession(path).run(None, samples[0])
-    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
-    int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x5"],
-                            calibration=samples[6:], validation_data=samples[:6])
-    assert int8.manifest["validation"]["ok"]
+    builds_at_fp32_and_int8(tmp_path, path, target, "x:16x5", [{"x": _inputs(16, seed)[:16]} for seed in range(10, 22)])

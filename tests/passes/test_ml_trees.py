@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 import deploycomp
 from deploycomp.errors import DeployError
 from deploycomp.passes.ml_ops import MLOpsToCorePass
+from tests.passes._harness import builds_at_fp32_and_int8, ml_rewritten
 
 ML = helper.make_opsetid("ai.onnx.ml", 1)
 LEVELS = np.asarray([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0], np.float32)
@@ -79,16 +80,7 @@ def _inputs(rows: int = 400, seed: int = 3) -> np.ndarray:
 
 
 def _rewritten(path) -> tuple[list, list, set[str]]:
-    """ONNX Runtime's outputs on the original and on the rewritten model, and the
-    rewritten model's op types."""
-    proto = onnx.load(path)
-    x = _inputs()
-    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
-    model = ir.serde.deserialize_model(proto)
-    assert MLOpsToCorePass()(model).modified
-    rewritten = ir.serde.serialize_model(model)
-    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
-    return want, got, {n.op_type for n in rewritten.graph.node}
+    return ml_rewritten(path, _inputs())
 
 
 @pytest.mark.parametrize("targets,post", [(1, "LOGISTIC"), (1, "SOFTMAX"), (2, "LOGISTIC"), (2, "SOFTMAX")])
@@ -196,14 +188,7 @@ def test_what_the_tables_do_not_express_stays_and_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
 def test_every_target_builds_a_forest_at_fp32_and_int8(tmp_path, target):
     path = _classifier(tmp_path / "c.onnx", (0, 1, 2), "SOFTMAX")
-    samples = [{"x": _inputs(16, seed)} for seed in range(10, 22)]
-    runner = deploycomp.build(path, tmp_path / "fp32", target=target, inputs=["x:16x4"], validation_data=samples[:6])
-    assert runner.manifest["validation"]["ok"]
-    want = ort.InferenceSession(path).run(None, samples[0])
-    np.testing.assert_array_equal(runner.run(samples[0])["label"], want[0])
-    int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=["x:16x4"],
-                            calibration=samples[6:], validation_data=samples[:6])
-    assert int8.manifest["validation"]["ok"]
+    builds_at_fp32_and_int8(tmp_path, path, target, "x:16x4", [{"x": _inputs(16, seed)} for seed in range(10, 22)])
 
 
 def test_an_int8_bundle_splits_the_float_values_a_pipeline_computes(tmp_path):
