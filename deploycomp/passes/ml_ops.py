@@ -23,15 +23,6 @@ every runtime has, exactly as the ONNX-ML operator spec defines it:
 * ``Normalizer`` (``[N, C]`` or ``[C]``): each row divided by its maximum (MAX), the sum
   of its absolute values (L1) or its Euclidean norm (L2), a row whose divisor is 0
   passed through, as ONNX Runtime computes it.
-* ``Imputer`` (a ``SimpleImputer``): ``Where(missing, imputed, X)``, missing being NaN
-  (``IsNaN``) or equal to ``replaced_value``, ``imputed`` one value or one per column;
-* ``LabelEncoder`` (numbers to numbers; an IsolationForest maps its trees' leaves to path
-  lengths): the first key equal to the input (``Equal``, ``ArgMax``) indexes the values,
-  the default where none is;
-* ``OneHotEncoder`` (integer categories; a ``ColumnTransformer``'s categorical columns):
-  ``float(X[..., None] == cats)``, a float input truncated to an integer first as ONNX
-  Runtime does. ONNX Runtime fails on an unknown category where ``zeros`` is 0; here its
-  row is all zeros.
 
 A model written in ``ai.onnx.ml`` alone (a scikit-learn LogisticRegression, its
 LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
@@ -42,6 +33,8 @@ LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
 * ``SVMRegressor`` and ``SVMClassifier`` (without probabilities): the kernel with every
   support vector, then matrix products for the decisions and the one-against-one votes
   (:mod:`deploycomp.passes.ml_svm`).
+* ``Imputer``, ``OneHotEncoder`` and numeric ``LabelEncoder``: scikit-learn's encoders
+  (:mod:`deploycomp.passes.ml_encoders`).
 
 Binary and string-label linear classifiers (ONNX Runtime's binary scores differ from the
 ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend that cannot run
@@ -57,7 +50,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from deploycomp.ir import MIN_OPSET, add_initializer, replace_value
-from deploycomp.passes.ml_nodes import Emitter
+from deploycomp.passes.ml_encoders import imputer, label_encoder, one_hot_encoder
 from deploycomp.passes.ml_svm import svm
 from deploycomp.passes.ml_trees import tree_ensemble
 
@@ -166,96 +159,16 @@ class MLOpsToCorePass(ir.passes.InPlacePass):
         return [above, cast]
 
     def _imputer(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
-        x = node.inputs[0]
-        if x is None or x.dtype not in (ir.DataType.FLOAT, ir.DataType.INT64):
-            return None
-        floats = x.dtype == ir.DataType.FLOAT
-        imputed = node.attributes.get("imputed_value_floats" if floats else "imputed_value_int64s")
-        replaced = node.attributes.get("replaced_value_float" if floats else "replaced_value_int64")
-        if imputed is None:
-            return None
-        imputed = np.asarray(imputed.as_floats() if floats else imputed.as_ints(), np.float32 if floats else np.int64)
-        columns = x.shape[-1] if x.shape is not None and x.shape.rank() else None
-        if imputed.size != 1 and imputed.size != columns:
-            return None  # one value, or one per column (the last axis)
-        replaced = (replaced.as_float() if floats else replaced.as_int()) if replaced is not None else 0
-        if floats and np.isnan(replaced):
-            missing = ir.node("IsNaN", [x], name=f"{node.name}__missing")
-        else:
-            value = np.asarray(replaced, np.float32 if floats else np.int64)
-            missing = ir.node("Equal", [x, self._const(graph, node, "replaced", value)], name=f"{node.name}__missing")
-        fill = self._const(graph, node, "imputed", imputed if imputed.size > 1 else imputed.reshape(()))
-        return [missing, ir.node("Where", [missing.outputs[0], fill, x], name=node.name)]
+        return imputer(node, self._constants(graph, node))
 
     def _onehotencoder(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
-        x = node.inputs[0]
-        cats = node.attributes.get("cats_int64s")
-        if x is None or cats is None or x.dtype not in (ir.DataType.INT64, ir.DataType.INT32, ir.DataType.FLOAT,
-                                                         ir.DataType.DOUBLE):
-            return None  # string categories stay
-        nodes: list[ir.Node] = []
-        if x.dtype != ir.DataType.INT64:  # ONNX Runtime truncates a float to its integer, as Cast does
-            nodes.append(ir.node("Cast", [x], attributes={"to": ir.DataType.INT64}, name=f"{node.name}__int"))
-            x = nodes[-1].outputs[0]
-        nodes.append(ir.node("Unsqueeze", [x, self._const(graph, node, "last", np.asarray([-1], np.int64))],
-                             name=f"{node.name}__column"))
-        nodes.append(ir.node("Equal", [nodes[-1].outputs[0], self._const(graph, node, "cats",
-                                                                         np.asarray(cats.as_ints(), np.int64))],
-                             name=f"{node.name}__is"))
-        nodes.append(ir.node("Cast", [nodes[-1].outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=node.name))
-        return nodes
+        return one_hot_encoder(node, self._constants(graph, node))
 
     def _labelencoder(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
-        x = node.inputs[0]
-        keys, values, default = self._encoding(node)
-        if self.opset < 13 or x is None or keys is None or x.dtype not in (ir.DataType.INT64, ir.DataType.FLOAT) or \
-                np.dtype(keys.dtype) != np.dtype(x.dtype.numpy()):
-            return None
-        name = node.name or node.op_type
-        nodes: list[ir.Node] = []
-        add = Emitter(name, nodes)
-        column = add("Unsqueeze", [x, self._const(graph, node, "last", np.asarray([-1], np.int64))], "column")
-        hits = add("Cast", [add("Equal", [column, self._const(graph, node, "keys", keys)], "is")], "hits",
-                   to=ir.DataType.FLOAT)
-        first = add("ArgMax", [hits], "first", axis=-1, keepdims=0)
-        found = add("Greater", [add("ReduceSum", [hits, self._const(graph, node, "axis", np.asarray([-1], np.int64))],
-                                    "matches", keepdims=0), self._const(graph, node, "zero", np.asarray(0.0, np.float32))],
-                    "found")
-        index = add("Where", [found, first, self._const(graph, node, "missing", np.asarray(len(keys), np.int64))],
-                    "index")
-        nodes.append(ir.node("Gather", [self._const(graph, node, "values", np.append(values, default)), index],
-                             attributes={"axis": 0}, name=name))
-        return nodes
+        return label_encoder(node, self.opset, self._constants(graph, node))
 
-    @staticmethod
-    def _encoding(node: ir.Node) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """A numeric LabelEncoder's keys, values and default (None where keys or values are
-        strings or missing)."""
-        def first(*names):
-            for n in names:
-                attr = node.attributes.get(n)
-                if attr is not None:
-                    return n, attr
-            return None, None
-
-        kname, kattr = first("keys_int64s", "keys_floats", "keys_tensor")
-        vname, vattr = first("values_int64s", "values_floats", "values_tensor")
-        if kattr is None or vattr is None:
-            return None, None, None
-        as_array = (lambda a, n: a.as_tensor().numpy().reshape(-1) if n.endswith("tensor")
-                    else np.asarray(a.as_ints() if n.endswith("int64s") else a.as_floats(),
-                                    np.int64 if n.endswith("int64s") else np.float32))
-        keys, values = as_array(kattr, kname), as_array(vattr, vname)
-        if keys.dtype.kind not in "if" or values.dtype.kind not in "if" or len(keys) != len(values) or not len(keys):
-            return None, None, None
-        dname, dattr = first("default_tensor", "default_int64" if values.dtype.kind == "i" else "default_float")
-        if dattr is None:
-            default = np.asarray(-1 if values.dtype.kind == "i" else -0.0, values.dtype)
-        elif dname == "default_tensor":
-            default = dattr.as_tensor().numpy().reshape(-1)[:1].astype(values.dtype)
-        else:
-            default = np.asarray(dattr.as_int() if values.dtype.kind == "i" else dattr.as_float(), values.dtype)
-        return keys, values, default
+    def _constants(self, graph: ir.Graph, node: ir.Node):
+        return lambda suffix, value: self._const(graph, node, suffix, value)
 
     def _arrayfeatureextractor(self, graph: ir.Graph, node: ir.Node) -> list[ir.Node] | None:
         x, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
