@@ -155,6 +155,8 @@ class TFLiteBackend:
             compute = sum(n for op, n in result.op_counts.items() if op not in ("QUANTIZE", "DEQUANTIZE"))
             extra["int8_ops"] = sum(n for op, n in result.int8_op_counts.items() if op != "QUANTIZE")
             extra["dynamic_range_ops"] = sum(hybrid.values())
+            if result.float_compute:
+                extra["float_compute_layers"] = result.float_compute
             extra["float_ops"] = float_ops
             dynamic = f", {extra['dynamic_range_ops']} dynamic-range" if hybrid else ""
             extra["executed_precision"] = ("int8" if not float_ops and not hybrid else
@@ -191,6 +193,8 @@ class TFLiteBackend:
     def load(self, bundle_dir: Path, lowered: Mapping[str, Any]) -> TFLiteRunner:
         runner = TFLiteRunner(bundle_dir / lowered["tflite"], lowered.get("io_layouts", {}))
         runner.info["executed_precision"] = lowered.get("executed_precision", "fp32")
+        if lowered.get("float_compute_layers"):  # read by the int8 record (executed_float_behind_qdq)
+            runner.info["float_compute_layers"] = lowered["float_compute_layers"]
         return runner
 
 

@@ -194,6 +194,10 @@ class Stored:
     perm: Perm
 
 
+_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+"""The layers the int8 record counts (the QDQ policy's compute ops)."""
+
+
 @dataclass
 class Lowered:
     flatbuffer: bytes
@@ -205,6 +209,8 @@ class Lowered:
     """fp16 builds: float constants stored float32 because float16 cannot hold them."""
     hybrid_op_counts: dict[str, int] = field(default_factory=dict)
     """int8 builds: dynamic-range operators (int8 weights, float activations)."""
+    float_compute: list[str] = field(default_factory=list)
+    """int8 builds: compute nodes quantized for, lowered to float kernels."""
 
 
 class Lowering:
@@ -238,6 +244,7 @@ class Lowering:
         """(N, W, C) or (N, D, H, W, C) tensor -> the same data as (N, 1, W, C) or (N * D, H, W, C)
         (see :meth:`nhwc_input`)."""
         self.kept_fp32: list[str] = []
+        self.float_compute: list[str] = []  # int8 builds: compute nodes behind QDQ lowered to float kernels
         self.activation_of_op: dict[int, int] = {}
         """Tensor -> the op whose fused activation applies to it (an op followed by a crop)."""
         self._unwritten: dict[int, int] = {}
@@ -506,7 +513,7 @@ class Lowering:
             self.w.outputs.append(index)
             io_layouts[name] = list(perm)
         return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"), self.kept_fp32,
-                       self.w.hybrid_op_counts())
+                       self.w.hybrid_op_counts(), self.float_compute)
 
     def lower_nodes(self, graph: Iterable[ir.Node]) -> None:
         """Lower ``graph``'s nodes in order (the main graph, or an ``If`` branch inline)."""
@@ -519,14 +526,28 @@ class Lowering:
                 if self.precision == "int8" and self._int8_passthrough(node):
                     continue
                 outer, self._node = self._node, node
+                emitted = len(self.w.operators)
                 try:
                     LOWERINGS[node.op_type](self, node)
                 finally:
                     self._node = outer  # (an If branch is lowered inside its node's rule)
+                if self._float_behind_qdq(node, self.w.operators[emitted:]):
+                    self.float_compute.append(node.name)
             except UnsupportedError as e:
                 if getattr(e, "node", None) is not None:  # already named by a branch's node
                     raise
                 raise _node_error(e, node) from None
+
+    def _float_behind_qdq(self, node: ir.Node, emitted: list) -> bool:
+        """A compute node whose input was quantized for it, lowered to operators none of
+        which reads int8 weights or writes int8 (a batched MatMul with a 3-D constant, a
+        tree ensemble's path tables): the QDQ's rounding, a float kernel's cost."""
+        if (self.precision != "int8" or node.op_type not in _COMPUTE_OPS or not node.inputs
+                or node.inputs[0] is None or node.inputs[0].name not in self.dequantized):
+            return False
+        return not any(self.w.dtype(int(o.outputs[0])) == "int8"
+                       or (len(o.inputs) > 1 and o.inputs[1] >= 0 and self.w.dtype(int(o.inputs[1])) == "int8")
+                       for o in emitted)
 
     def _fold(self, node: ir.Node) -> bool:
         """Evaluate ``node`` now if its inputs are constants (see the module docstring)."""

@@ -214,6 +214,9 @@ def test_an_int8_bundle_splits_the_float_values_a_pipeline_computes(tmp_path):
     runner = deploycomp.build(path, tmp_path / "int8", target="android-arm64", precision="int8", inputs=["x:16x4"],
                               calibration=near[6:], validation_data=near[:6])
     assert runner.manifest["validation"]["ok"] and runner.manifest["quantization"]["float_layers"] == []
+    # the path tables are 3-D constants (a batched MatMul) and the scores' product writes a float
+    # output: TFLite runs both float behind their QDQ, and the record says so
+    assert runner.manifest["quantization"]["executed_float_behind_qdq"] == ["gbm__path_agreement", "gbm__sums"]
     for sample in near[:6]:
         np.testing.assert_array_equal(runner.run(sample)["label"], ort.InferenceSession(path).run(None, sample)[0])
 
