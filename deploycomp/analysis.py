@@ -263,7 +263,8 @@ def nan_inputs(model: ir.Model) -> frozenset[str]:
         if id(value) in inputs:
             found.add(inputs[id(value)])
         node = value.producer()
-        if node is not None:
+        if node is not None and id(node) not in seen:  # (a node of several outputs: once)
+            seen.add(id(node))
             stack.extend(v for v in node.inputs if v is not None)
             for attr in node.attributes.values():  # a subgraph's nodes may read outer values by name
                 graphs = attr.value if isinstance(attr.value, (list, tuple)) else [attr.value]

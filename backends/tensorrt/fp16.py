@@ -41,6 +41,10 @@ that what a comparison reads (a tree ensemble's ``Gather`` of the input's column
 rounded through fp16 on its way there."""
 
 
+def _float_readers(node: ir.Node) -> list[ir.Node]:
+    return [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
+
+
 def _moves_kept_fp32(graph: ir.Graph, keeps) -> set[int]:
     """The ids of the :data:`MOVES` nodes whose float outputs only nodes keeping fp32 read
     (``keeps(node)``, or such a move itself), from the last node up."""
@@ -48,10 +52,11 @@ def _moves_kept_fp32(graph: ir.Graph, keeps) -> set[int]:
     for node in reversed(list(graph)):
         if node.op_type not in MOVES or node.domain not in ("", "ai.onnx"):
             continue
-        readers = [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
+        readers = _float_readers(node)
         if readers and all(id(r) in kept or keeps(r) for r in readers):
             kept.add(id(node))
     return kept
+
 
 def _computing_a_comparison(graph: ir.Graph) -> set[int]:
     """The ids of the element-wise nodes whose every float reader leads to a comparison
@@ -63,7 +68,7 @@ def _computing_a_comparison(graph: ir.Graph) -> set[int]:
     for node in graph:
         if node.op_type not in ELEMENTWISE or node.op_type == "Cast" or node.domain not in ("", "ai.onnx"):
             continue
-        readers = [user for out in node.outputs if out is not None and out.dtype == FLOAT for user, _ in out.uses()]
+        readers = _float_readers(node)
         if readers and all(id(r) in decided for r in readers):
             kept.add(id(node))
     return kept

@@ -35,6 +35,7 @@ import onnx_ir as ir
 from deploycomp.backends.tflite.flatbuffer import FlatbufferWriter
 from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, Perm, change, identity, is_identity
 from deploycomp.errors import UnsupportedError
+from deploycomp.quant.policy import POLICIES
 
 __all__ = ["LOWERINGS", "Lowered", "Lowering", "lowers", "unsupported_nodes"]
 
@@ -192,10 +193,6 @@ class Stored:
 
     index: int
     perm: Perm
-
-
-_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-"""The layers the int8 record counts (the QDQ policy's compute ops)."""
 
 
 @dataclass
@@ -541,8 +538,9 @@ class Lowering:
     def _float_behind_qdq(self, node: ir.Node, emitted: list) -> bool:
         """A compute node whose input was quantized for it, lowered to operators none of
         which reads int8 weights or writes int8 (a batched MatMul with a 3-D constant, a
-        tree ensemble's path tables): the QDQ's rounding, a float kernel's cost."""
-        if (self.precision != "int8" or node.op_type not in _COMPUTE_OPS or not node.inputs
+        tree ensemble's path tables): the QDQ's rounding, a float kernel's cost. Compute
+        nodes are the policy's, as the int8 record counts them."""
+        if (self.precision != "int8" or node.op_type not in POLICIES["tflite"].compute_ops or not node.inputs
                 or node.inputs[0] is None or node.inputs[0].name not in self.dequantized):
             return False
         return not any(self.w.dtype(int(o.outputs[0])) == "int8"
