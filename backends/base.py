@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-from deploycomp.errors import BackendUnavailable, UnsupportedError, few
+from deploycomp.errors import BackendUnavailable, UnsupportedError, few, node_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from deploycomp.targets import TargetProfile
 
-__all__ = ["Backend", "Lowered", "Runner", "SupportReport", "ensure_available", "require_modules"]
+__all__ = ["Backend", "Lowered", "Runner", "SupportReport", "ensure_available", "require_modules", "unsupported_node"]
 
 
 PREQUANTIZED_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM",
@@ -30,6 +30,14 @@ PREQUANTIZED_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLi
                               "QGemm", "QAttention", "MatMulIntegerToFloat"})
 """Ops of models that ``onnxruntime.quantization`` already quantized (dynamic or QOperator
 format): only ONNX Runtime runs them; a deployment compiler wants the float original."""
+
+
+def unsupported_node(node: "ir.Node", op: str | None = None) -> dict[str, str]:
+    """A :class:`SupportReport` entry: the node's name, op (``op``: what to call it
+    instead) and first output, so a message can name it as the user's file does
+    (:func:`~deploycomp.errors.node_label`)."""
+    output = next((v.name for v in node.outputs if v is not None and v.name), "")
+    return {"node": node.name or "", "op": op or node.op_type, "output": output}
 
 
 @dataclass
@@ -46,7 +54,8 @@ class SupportReport:
         if self.unsupported:
             ops = sorted({u["op"] for u in self.unsupported})
             first = self.unsupported[0]
-            where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: '{first['node']}')"
+            label = node_label(first["node"], first["op"], first.get("output", ""))
+            where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: {label})"
             hint = ("; the model is quantized already (ONNX Runtime's own int8 ops): build its float original, "
                     "--precision int8 quantizes it for this target" if set(ops) & PREQUANTIZED_OPS else "")
             raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {few(ops, 6)}{where}{hint}")

@@ -407,3 +407,26 @@ def test_stage_clock_charges_each_stage_until_the_next_label(monkeypatch):
     clock("calibrate")  # t=4: a stage entered twice adds up
     assert clock.stop() == {"calibrate": 8.5, "search": 0.5}  # t=10
     assert seen == ["calibrate", "search", "calibrate"]
+
+
+def test_refusal_names_an_unnamed_node_by_the_tensor_it_writes(tmp_path):
+    """A node the file left unnamed gets a made-up name on load ('node_0'); the refusal
+    names it the way the user's file can be searched: its op and the tensor it writes."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["det_out"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 3])],
+        [helper.make_tensor_value_info("det_out", onnx.TensorProto.FLOAT, [2])],
+    )
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(UnsupportedError, match=r"cannot run op\(s\) Det \(1 node\(s\), first: the Det writing 'det_out'\)$"):
+        deploycomp.build(path, tmp_path / "out", target="android-arm64")
+    assert not (tmp_path / "out").exists()
+
+
+def test_node_label_keeps_a_files_own_names():
+    from deploycomp.errors import node_label
+
+    assert node_label("Conv.37", "Conv", "Add.3") == "node 'Conv.37'"
+    assert node_label("node_Conv_105", "Conv", "Add.3") == "the Conv writing 'Add.3'"
+    assert node_label("node_Add_60", "Add", "val_0") == "node 'node_Add_60'"  # a tensor the optimizer made

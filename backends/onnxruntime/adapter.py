@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
-from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
 from deploycomp.errors import UnsupportedError
 from deploycomp.ir import save_model
 from deploycomp.quant.exact import exact_qdq_options
@@ -66,7 +66,7 @@ class OnnxRuntimeBackend:
         report = SupportReport(self.name)
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type in target.unsupported_ops:
-                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+                report.unsupported.append(unsupported_node(node))
         return report
 
     def lower(self, model: ir.Model, target: TargetProfile, precision: str, out_dir: Path,

@@ -39,7 +39,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.backends.openvino import EXTRA, REQUIRES
-from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
 from deploycomp.errors import BackendUnavailable, UnsupportedError
 from deploycomp.fp16_search import weights_rounded
 from deploycomp.ir import save_model
@@ -377,9 +377,9 @@ class OpenVINOBackend:
                     report.unsupported.append({"node": "", "op": _failed_ops(str(e))})
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type in target.unsupported_ops:
-                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+                report.unsupported.append(unsupported_node(node))
             elif _peepholes(node):
-                report.unsupported.append({"node": node.name or "", "op": _PEEPHOLE_LSTM})
+                report.unsupported.append(unsupported_node(node, _PEEPHOLE_LSTM))
         if any(u["op"] == _PEEPHOLE_LSTM for u in report.unsupported):
             report.notes.append("OpenVINO 2026.4 converts an LSTM's peephole weights (input P) but computes as if "
                                 "they were not there; the host pipeline writes one with constant weights, default "

@@ -23,10 +23,10 @@ from typing import Any, Mapping
 import onnx_ir as ir
 
 from deploycomp.backends.tensorrt import EXTRA, REQUIRES
-from deploycomp.backends.base import Lowered, SupportReport
+from deploycomp.backends.base import Lowered, SupportReport, unsupported_node
 from deploycomp.backends.tensorrt import parser as nvparser
 from deploycomp.backends.tensorrt.plan import PLAN_FILE, make_plan
-from deploycomp.errors import DeployError, UnsupportedError
+from deploycomp.errors import DeployError, UnsupportedError, node_label
 from deploycomp.ir import save_model
 from deploycomp.targets import TargetProfile
 
@@ -56,9 +56,9 @@ class TensorRTBackend:
         ml = []
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.domain == "ai.onnx.ml":
-                ml.append({"node": node.name or "", "op": node.op_type})
+                ml.append(unsupported_node(node))
             elif node.op_type in target.unsupported_ops:
-                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+                report.unsupported.append(unsupported_node(node))
         # no string tensors and no ONNX-ML ops in TensorRT: its parser's answers named
         # "Initializers, Input" as ops or quoted a plugin-registry assertion, and printed a
         # line of its own (a g2p model's string input, a scikit-learn tree ensemble)
@@ -77,7 +77,9 @@ class TensorRTBackend:
                                 "op support was not checked against TensorRT")
         else:
             report.notes.append(f"parsed by {parsed.parser}: {'all nodes supported' if parsed.ok else 'rejected'}")
-            report.unsupported += [{"node": u["node"], "op": u["op"]} for u in parsed.unsupported]
+            by_name = {n.name: n for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+            report.unsupported += [unsupported_node(by_name[u["node"]], u["op"]) if u["node"] in by_name
+                                   else {"node": u["node"], "op": u["op"]} for u in parsed.unsupported]
             if not parsed.ok:
                 report.notes.insert(0, parsed.errors[0] if parsed.errors else "the parser rejected the model")
         return report
@@ -104,8 +106,11 @@ class TensorRTBackend:
         parsed = self._parse(model)
         if parsed is not None and not parsed.ok:
             first = parsed.unsupported[0] if parsed.unsupported else {"node": "?", "op": "?"}
-            raise UnsupportedError(f"NVIDIA's ONNX parser ({parsed.parser}) rejects the {precision} ONNX at node "
-                                   f"'{first['node']}' ({first['op']}): {parsed.errors[0] if parsed.errors else ''}")
+            node = next((n for n in model.graph if n.name == first["node"]), None)
+            where = node_label(first["node"], first["op"], unsupported_node(node)["output"] if node else "")
+            where = f"{where} ({first['op']})" if where.startswith("node ") else where
+            raise UnsupportedError(f"NVIDIA's ONNX parser ({parsed.parser}) rejects the {precision} ONNX at "
+                                   f"{where}: {parsed.errors[0] if parsed.errors else ''}")
         files = save_model(model, out_dir / "model.onnx")
         profiles = options.get("profiles") or _static_profiles(model)
         plan = make_plan(files[0].name, target, precision, profiles)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.backends.base import Lowered, SupportReport, require_modules
+from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
 from deploycomp.errors import UnsupportedError
 from deploycomp.fp16_search import nodes_keeping_fp32, weights_rounded
 from deploycomp.targets import TargetProfile
@@ -100,14 +100,14 @@ class TFLiteBackend:
         report.unsupported = unsupported_nodes(model)
         for node in model.graph:
             if node.op_type in target.unsupported_ops and not any(u["node"] == node.name for u in report.unsupported):
-                report.unsupported.append({"node": node.name or "", "op": node.op_type})
+                report.unsupported.append(unsupported_node(node))
         if not report.unsupported:
             try:  # attribute-level limits (a Resize mode, a non-constant weight) surface here, before writing
                 self._lower_in_memory(model, "fp32", "nhwc")
             except UnsupportedError as e:
                 report.notes.append(str(e))
                 op = getattr(e, "op", None) or str(e).split(":", 1)[-1].strip().split(" ")[0]
-                report.unsupported.append({"node": getattr(e, "node", ""), "op": op})
+                report.unsupported.append({"node": getattr(e, "node", ""), "op": op, "output": getattr(e, "output", "")})
         return report
 
     def _lower_in_memory(self, model: ir.Model, precision: str, io_layout: str, int8_io: bool = False,

@@ -34,7 +34,8 @@ import onnx_ir as ir
 
 from deploycomp.backends.tflite.flatbuffer import FlatbufferWriter
 from deploycomp.backends.tflite.layout import NCHW_TO_NHWC, Perm, change, identity, is_identity
-from deploycomp.errors import UnsupportedError
+from deploycomp.backends.base import unsupported_node
+from deploycomp.errors import UnsupportedError, node_label
 from deploycomp.quant.policy import POLICIES
 
 __all__ = ["LOWERINGS", "Lowered", "Lowering", "lowers", "unsupported_nodes"]
@@ -117,7 +118,7 @@ def unsupported_nodes(model: ir.Model) -> list[dict[str, str]]:
             if foldable(n, lambda v: v.name in constant or v.const_value is not None):
                 constant.update(o.name for o in n.outputs if o is not None)
             elif n.op_type not in LOWERINGS or n.domain not in ("", "ai.onnx"):
-                missing.append({"node": n.name or "", "op": n.op_type})
+                missing.append(unsupported_node(n))
             elif n.op_type == "If":
                 for attr in ("then_branch", "else_branch"):
                     walk(n.attributes[attr].as_graph())
@@ -178,12 +179,12 @@ def _topological(graph: Iterable[ir.Node]) -> list[ir.Node]:
 def _node_error(error: UnsupportedError, node: ir.Node) -> UnsupportedError:
     """``error`` as one line naming the op and the node (also kept as ``.op``, ``.node``)."""
     message = str(error)
-    if node.op_type not in message:
-        message = f"{message} ({node.op_type} node '{node.name}')"
-    else:
-        message = f"{message} (node '{node.name}')"
-    out = UnsupportedError(message.replace("\n", " "))
-    out.op, out.node = node.op_type, node.name or ""
+    entry = unsupported_node(node)
+    label = node_label(entry["node"], node.op_type, entry["output"])
+    if label.startswith("node ") and node.op_type not in message:  # the file's name
+        label = f"{node.op_type} {label}"
+    out = UnsupportedError(f"{message} ({label})".replace("\n", " "))
+    out.op, out.node, out.output = node.op_type, entry["node"], entry["output"]
     return out
 
 
@@ -489,7 +490,9 @@ class Lowering:
         missing = unsupported_nodes(self.model)
         if missing:
             ops = sorted({m["op"] for m in missing})
-            raise UnsupportedError(f"tflite: no lowering for op(s) {', '.join(ops)} (first: node '{missing[0]['node']}')")
+            first = missing[0]
+            raise UnsupportedError(f"tflite: no lowering for op(s) {', '.join(ops)} "
+                                   f"(first: {node_label(first['node'], first['op'], first['output'])})")
         io_layouts: dict[str, list[int]] = {}
         for value in self.model.graph.inputs:
             perm = self._input_layout(value)

@@ -312,7 +312,7 @@ def test_refusals_are_one_line_naming_op_and_node():
         Lowering(graph).run()
     assert "\n" not in str(refused.value) and "Pad" in str(refused.value) and "'pad1'" in str(refused.value)
     report = get_backend("tflite").check(graph, load_target("raspberry-pi-5"))
-    assert report.unsupported == [{"node": "pad1", "op": "Pad"}], report.unsupported
+    assert report.unsupported == [{"node": "pad1", "op": "Pad", "output": "y"}], report.unsupported
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
