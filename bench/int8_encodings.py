@@ -6,7 +6,8 @@ one rule, and judged on the model's validation inputs against ONNX Runtime fp32 
 arithmetic as written). The variants:
 
 * ``tensorrt``: ``-no-add`` (no QDQ on residual Adds), ``-asym-u8`` (u8 asymmetric
-  activations, which TensorRT's parser refuses: the cost of its symmetric encoding);
+  activations, which TensorRT's parser refuses: the cost of its symmetric encoding),
+  ``-no-shift`` (one-sided conv inputs not shifted to two-sided);
 * ``tflite``: ``-no-outputs`` (compute ops' outputs not requantized), ``-no-eltwise`` (no
   int8 Add/Mul), ``-no-shared`` (scale-preserving ops get their own ranges), ``-no-fixed``
   (Sigmoid/Softmax outputs not pinned to 1/256), ``-no-bias32`` (float biases);
@@ -67,7 +68,8 @@ def main() -> None:
     variants = {
         "openvino (8-bit weights)": POLICIES["openvino"], "tensorrt": trt,
         "tensorrt-no-add": replace(trt, elementwise_ops=()),
-        "tensorrt-asym-u8": replace(trt, activation_dtype="uint8", activation_symmetric=False),
+        "tensorrt-asym-u8": replace(trt, activation_dtype="uint8", activation_symmetric=False, shift_one_sided=False),
+        "tensorrt-no-shift": replace(trt, shift_one_sided=False),
         "tflite": tfl, "tflite-no-outputs": replace(tfl, quantize_outputs=False),
         "tflite-no-eltwise": replace(tfl, elementwise_ops=(), elementwise_with_constants=False),
         "tflite-no-shared": replace(tfl, shared_scale_ops=()), "tflite-no-fixed": replace(tfl, fixed_output_params=()),

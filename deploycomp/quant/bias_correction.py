@@ -32,7 +32,7 @@ import onnx_ir as ir
 from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.policy import QDQPolicy, weight_axis
-from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, tensor_encoding
+from deploycomp.quant.qdq import effective_ranges, fake_quantize, quantizable_tensors, quantize_weight, reader_encoding
 
 __all__ = ["BiasStatistics", "CORRECTABLE_OPS", "add_to_bias", "apply_bias_shifts", "bias_shifts", "bias_slot"]
 
@@ -170,6 +170,18 @@ def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
     return out
 
 
+def _read(x: np.ndarray, encoding: tuple | None, done: dict[tuple, np.ndarray]) -> np.ndarray:
+    """``x`` as a layer reads it quantized with ``encoding`` (scale, zero point, shift; see
+    :func:`deploycomp.quant.qdq.reader_encoding`); ``x`` itself when not quantized."""
+    if encoding is None:
+        return x
+    scale, zp, shift = encoding
+    key = (np.asarray(scale).tobytes(), np.asarray(zp).tobytes(), shift)
+    if key not in done:
+        done[key] = fake_quantize(x - np.float32(shift), scale, zp) + np.float32(shift) if shift else fake_quantize(x, scale, zp)
+    return done[key]
+
+
 class BiasStatistics:
     """The per-layer input sums bias correction needs, as a consumer of a float run
     (:func:`deploycomp.quant.calibrate.stream_into`). ``model``: the layers (weights);
@@ -186,13 +198,13 @@ class BiasStatistics:
         if only is not None:
             layers = [layer for layer in layers if layer.node.name in only]
         uses = quantizable_tensors(model, policy)
-        self.encodings: list[dict] = []  # per range set: tensor -> its QDQ encoding
+        self.encodings: list[dict] = []  # per range set: layer -> the QDQ encoding of what it reads
         for ranges in range_sets:
             encoded, encodings = effective_ranges(policy, dict(ranges), uses), {}
             for layer in layers:
                 source = layer.node.inputs[0]
                 if source.name in encoded and any(c is layer.node and i == 0 for c, i in uses.get(source.name, [])):
-                    encodings[source.name] = tensor_encoding(policy, source, encoded[source.name])
+                    encodings[layer.node.name] = reader_encoding(policy, source, encoded[source.name], layer.node, 0)
             self.encodings.append(encodings)
         self.layers, self.weight_qmax = layers, policy.weight_qmax
         self.transform = dict(transform or {})
@@ -208,8 +220,9 @@ class BiasStatistics:
             if name not in values:
                 continue
             x = self.transform[name](values[name]) if name in self.transform else values[name]
-            quantized = [fake_quantize(x, *e[name]) if name in e else x for e in self.encodings]
+            read: dict[tuple, np.ndarray] = {}  # one fake-quantized copy per distinct encoding
             for layer in self.readers[name]:
+                quantized = [_read(x, e.get(layer.node.name), read) for e in self.encodings]
                 sx, n = layer.input_means(x)
                 sqs = [layer.input_means(qx)[0] if qx is not x else sx for qx in quantized]
                 total = self.sums.setdefault(layer.node.name, [0.0, 0, [0.0] * len(sqs)])

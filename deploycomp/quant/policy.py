@@ -93,6 +93,12 @@ class QDQPolicy:
     49% -> 65% of heavy layers int8, the layout detector 91% -> 95% (validation cosine
     0.983 -> 0.990), PP-OCRv3 rec 96% -> 98%; MiniLM 96% -> 92%."""
 
+    shift_one_sided: bool = False
+    """With symmetric activations, encode a one-sided input of a Conv (a ReLU's output, an
+    image in 0..255) shifted to two-sided, the shift folded into the Conv's bias
+    (:func:`deploycomp.quant.qdq.shift_one_sided`): the step an asymmetric encoding has,
+    in a runtime that takes zero point 0 only (TensorRT)."""
+
     per_channel_depthwise_inputs: bool = False
     """Encode a tensor read only by depthwise convolutions with a scale per channel
     (QuantizeLinear ``axis=1``). A depthwise output channel reads one input channel, so
@@ -107,7 +113,8 @@ class QDQPolicy:
 POLICIES: dict[str, QDQPolicy] = {
     "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm"), per_channel_depthwise_inputs=True),
     "tensorrt": QDQPolicy(
-        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, explicit_equalization=True),
+        "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, explicit_equalization=True,
+        shift_one_sided=True),
     "tflite": QDQPolicy("tflite", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add", "Mul"), "int8", False,
                         int32_bias=True, quantize_outputs=True, elementwise_with_constants=True,
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",

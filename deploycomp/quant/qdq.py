@@ -28,12 +28,13 @@ import onnx_ir as ir
 from deploycomp.analysis import compared
 from deploycomp.passes.integer_ops import is_rounding
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
-from deploycomp.quant.constants import add_initializer, attributes, constant
+from deploycomp.quant.constants import add_initializer, attributes, constant, set_constant_input
 from deploycomp.quant.dynamic import DYNAMIC, MARK
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
-__all__ = ["QDQPass", "activation_params", "effective_ranges", "fake_quantize", "is_depthwise", "per_channel_tensors",
-           "quantizable_tensors", "quantize_weight", "searchable_nodes", "tensor_encoding"]
+__all__ = ["SHIFT_GAIN", "QDQPass", "activation_params", "effective_ranges", "fake_quantize", "is_depthwise", "per_channel_tensors",
+           "quantizable_tensors", "quantize_weight", "reader_encoding", "searchable_nodes", "shift_one_sided",
+           "tensor_encoding"]
 
 
 def activation_params(lo, hi, dtype: str, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +220,99 @@ def tensor_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple) -> tuple[np.
     return scale, zp
 
 
+SHIFT_GAIN = 1.5
+"""A one-sided tensor is shifted (:func:`shift_one_sided`) when the symmetric step is at
+least this many times the asymmetric one: 2 for a ReLU's output, 1.9 after HardSwish."""
+
+
+def _shiftable(node: ir.Node, index: int) -> bool:
+    """A Conv reading the tensor as its data, with constant float weights and explicit
+    pads (an ``auto_pad`` one is left alone): a shift of its input folds into its bias."""
+    if node.op_type != "Conv" or index != 0 or len(node.inputs) < 2 or not _is_const(node.inputs[1]):
+        return False
+    if constant(node.inputs[1]).dtype != np.float32 or (len(node.inputs) > 2 and node.inputs[2] is not None
+                                                        and not _is_const(node.inputs[2])):
+        return False
+    return attributes(node).get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")
+
+
+def _one_sided(rng: tuple) -> bool:
+    """Whether a symmetric encoding of ``rng`` has :data:`SHIFT_GAIN` times the step an
+    asymmetric one would (a range per channel is left alone)."""
+    if np.ndim(rng[0]) or np.ndim(rng[1]):
+        return False
+    lo, hi = min(float(rng[0]), 0.0), max(float(rng[1]), 0.0)
+    return hi > lo and max(-lo, hi) / 127 >= SHIFT_GAIN * (hi - lo) / 255
+
+
+def _shift(rng: tuple) -> float:
+    """The middle of ``rng`` widened to hold 0 (a pad of 0 stays in range)."""
+    return (min(float(rng[0]), 0.0) + max(float(rng[1]), 0.0)) / 2
+
+
+def reader_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple, reader: ir.Node,
+                    index: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(scale, zero point, shift) of what ``reader`` reads of ``value`` quantized with range
+    ``rng``: ``fake_quantize(x - shift, scale, zp) + shift`` is what it computes with
+    (the shift is 0 unless :func:`shift_one_sided` applies)."""
+    if policy.shift_one_sided and _shiftable(reader, index) and _one_sided(rng):
+        c = _shift(rng)
+        return (*tensor_encoding(policy, value, (min(float(rng[0]), 0.0) - c, max(float(rng[1]), 0.0) - c)), c)
+    return (*tensor_encoding(policy, value, rng), 0.0)
+
+
+def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[ir.Node],
+                    weight_qmax: int) -> list[tuple[ir.Value, tuple[float, float], list[ir.Node]]]:
+    """Conv ``readers`` of ``value`` read ``value - c`` (``c`` the middle of ``rng``)
+    instead, their bias raised by ``c`` times the sum of their int8 weights per output
+    channel, their zero pads made explicit before the shift (a pad of ``x`` is 0, of
+    ``x - c`` it would be ``-c``): exact in float, and ``x - c`` is two-sided, so a
+    symmetric int8 encoding's step is the asymmetric one's. Returns (each shifted tensor,
+    its range, its readers): one per distinct padding.
+
+    Measured on CenterFace in TensorRT's encoding (the image 0..255 into the first conv,
+    ReLU outputs into the others), NMSE of its offset output on the validation photos: the
+    first conv quantized alone 0.062 -> 0.0013 (OpenVINO's u8: 0.0003), the depthwise conv
+    after it 0.060 -> 0.017 (0.018), every layer int8 0.16 -> 0.10 (0.09). The ``Sub`` and
+    ``Pad`` are element-wise work on the device before the quantize (not measured: no GPU
+    here); a kept-float conv is left as it was."""
+    lo, hi = min(float(rng[0]), 0.0), max(float(rng[1]), 0.0)  # zero stays in range: pads are 0
+    c = _shift(rng)
+    by_pads: dict[tuple, list[ir.Node]] = {}
+    for reader in readers:
+        by_pads.setdefault(tuple(attributes(reader).get("pads", ()) or ()), []).append(reader)
+    shift = add_initializer(graph, f"{value.name}__shift", np.array(c, np.float32))
+    out = []
+    for k, (pads, group) in enumerate(by_pads.items()):
+        source, tag = value, f"{value.name}__shifted{k if k else ''}"
+        first = group[0]
+        if any(pads):
+            rank = len(pads) // 2
+            full = np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)
+            pad = ir.node("Pad", [value, add_initializer(graph, f"{tag}_pads", full)], name=f"{tag}_pad")
+            pad.outputs[0].name, pad.outputs[0].type = f"{tag}_pad", value.type
+            if value.shape is not None and len(value.shape) == rank + 2:
+                dims = list(value.shape)
+                pad.outputs[0].shape = ir.Shape(dims[:2] + [d + int(pads[i] + pads[rank + i])
+                                                            if isinstance(d, int) else None
+                                                            for i, d in enumerate(dims[2:])])
+            graph.insert_before(first, pad)
+            source = pad.outputs[0]
+        moved = ir.node("Sub", [source, shift], name=tag)
+        moved.outputs[0].name, moved.outputs[0].type, moved.outputs[0].shape = tag, value.type, source.shape
+        graph.insert_before(first, moved)
+        for reader in group:
+            w = constant(reader.inputs[1])
+            q, scale = quantize_weight(w, 0, weight_qmax)
+            raised = c * (q.astype(np.float64) * scale).reshape(w.shape[0], -1).sum(axis=1)
+            bias = constant(reader.inputs[2]) if len(reader.inputs) > 2 and reader.inputs[2] is not None else 0.0
+            set_constant_input(graph, reader, 2, bias + raised, f"{reader.name}__shifted_bias")
+            if any(pads):
+                reader.attributes["pads"] = ir.AttrInt64s("pads", [0] * len(pads))
+        out.append((moved.outputs[0], (lo - c, hi - c), group))
+    return out
+
+
 @dataclass
 class QDQPass(ir.passes.InPlacePass):
     policy: QDQPolicy
@@ -310,11 +404,21 @@ class QDQPass(ir.passes.InPlacePass):
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
         position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
+        encodings = []  # (tensor, range, [(consumer, input index)])
         for name, consumers in uses.items():
             if name not in ranges:
                 continue
             value = consumers[0][0].inputs[consumers[0][1]]
-            scale, zp = tensor_encoding(p, value, ranges[name])
+            shiftable = [node for node, index in consumers if _shiftable(node, index)] if p.shift_one_sided else []
+            if shiftable and _one_sided(ranges[name]):
+                for moved, rng, readers in shift_one_sided(graph, value, ranges[name], shiftable, p.weight_qmax):
+                    encodings.append((moved, rng, [(r, 0) for r in readers]))
+                consumers = [(node, index) for node, index in consumers if node not in shiftable]
+            if consumers:
+                encodings.append((value, ranges[name], consumers))
+        for value, rng, consumers in encodings:
+            name = value.name
+            scale, zp = tensor_encoding(p, value, rng)
             sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
             zv = add_initializer(graph, f"{name}__zp", zp)
             axis = {"axis": 1} if np.ndim(scale) else {}  # a scale per channel (per_channel_tensors)

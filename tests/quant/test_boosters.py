@@ -375,7 +375,9 @@ def test_tensorrt_smooths_through_an_explicit_mul_where_the_producer_cannot_take
 
     model = _outlier_channels_after_hardswish(np.random.default_rng(2))
     calib, held = _samples(8, (1, 8, 8, 8)), _samples(4, (1, 8, 8, 8), seed=5)
-    trt = POLICIES["tensorrt"]
+    # HardSwish's output is one-sided: TensorRT's encoding would shift it for the conv
+    # (tested in test_qdq), which renames what the quantize reads; left out here
+    trt = replace(POLICIES["tensorrt"], shift_one_sided=False)
     assert searchable_sites(model, trt.compute_ops) == []  # HardSwish takes no scale
     (item,) = searchable_sites(model, trt.compute_ops, explicit=True)
     assert item.site.explicit and item.site.tensor.name == "h" and item.can_shift is False

@@ -251,3 +251,84 @@ def test_scale_arithmetic_on_one_value_stays_float_unless_every_op_must_be_int8(
                for node, _ in uses}
     assert ("scale" in readers) == full_integer  # the Mul of two scalars
     assert {"m", "y"} <= readers  # the MatMul and the Mul by the scale: a tensor of 4 values
+
+
+def _photo_crops(n: int, size: int = 24) -> list[dict[str, np.ndarray]]:
+    """Crops of a real photo, pixels 0..255 as the model reads them (one-sided)."""
+    from skimage import data
+
+    photo = data.astronaut().astype(np.float32)  # (512, 512, 3)
+    corners = [(97 * i % (512 - size), 61 * i % (512 - size)) for i in range(1, n + 1)]
+    crops = [photo[r:r + size, c:c + size].transpose(2, 0, 1)[None] for r, c in corners]
+    return [{"x": np.ascontiguousarray(c)} for c in crops]
+
+
+def _one_sided_net(tmp_path):
+    """0..255 image -> 3x3 conv (pads 1) -> Relu -> 3x3 depthwise (pads 1, stride 2) -> Relu
+    -> 1x1 conv: every conv reads a one-sided tensor."""
+    rng = np.random.default_rng(3)
+    w = lambda *s: numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), f"w{len(s)}_{s[0]}_{s[1]}")
+    inits = [w(8, 3, 3, 3), numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1"),
+             w(8, 1, 3, 3), w(6, 8, 1, 1)]
+    nodes = [helper.make_node("Conv", ["x", "w4_8_3", "b1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w4_8_1"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], group=8, name="c2"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w4_6_8"], ["y"], name="c3")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 24, 24])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 12, 12])], inits)
+    path = tmp_path / "one_sided.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (1, 3, 24, 24)}))
+    return model
+
+
+def _without_activation_qdq(model: ir.Model) -> ir.Model:
+    """``model`` with every activation QuantizeLinear -> DequantizeLinear pair bypassed: its
+    int8 weights and whatever else the encoding rewrote, in float."""
+    model = ir.from_proto(ir.to_proto(model))
+    for dq in [n for n in model.graph if n.op_type == "DequantizeLinear"]:
+        q = dq.inputs[0].producer()
+        if q is not None and q.op_type == "QuantizeLinear":
+            for user, index in list(dq.outputs[0].uses()):
+                user.replace_input_with(index, q.inputs[0])
+    return model
+
+
+def _nmse(ref, got) -> float:
+    return float(((ref - got) ** 2).sum() / (ref ** 2).sum())
+
+
+def test_tensorrt_shifts_one_sided_conv_inputs_exactly_and_halves_their_step(tmp_path):
+    """TensorRT takes zero point 0 only: an image in 0..255 or a ReLU's output would use half
+    the int8 codes. Each conv instead reads its input less the middle of its range (pads made
+    explicit before the shift), the shift folded into its bias: in float that is the same
+    model, and the int8 step is the asymmetric one's, so the error falls about fourfold."""
+    from dataclasses import replace
+
+    model = _one_sided_net(tmp_path)
+    calibration, held = _photo_crops(8), _photo_crops(14)[8:]
+    policy = POLICIES["tensorrt"]
+    shifted = quantize(model, policy, calibration, [], boosters=(), method="minmax").model
+    plain = quantize(model, replace(policy, shift_one_sided=False), calibration, [], boosters=(), method="minmax").model
+
+    ops = Counter(n.op_type for n in shifted.graph)
+    assert ops["Sub"] == 3 and ops["Pad"] == 2  # three one-sided conv inputs, two of them padded
+    assert all(not any(n.attributes["pads"].as_ints()) for n in shifted.graph
+               if n.op_type == "Conv" and "pads" in n.attributes)
+    def scales(m):
+        return {n.inputs[0].name: float(n.inputs[1].const_value.numpy()) for n in m.graph if n.op_type == "QuantizeLinear"}
+
+    # [0, hi] less hi / 2: the symmetric step hi / 254, not hi / 127
+    assert scales(shifted)["x__shifted"] == pytest.approx(scales(plain)["x"] / 2, rel=1e-5)
+
+    errors = []
+    for sample in held:
+        x = sample["x"]
+        # exact in float: the shifted graph without its activation QDQ is the plain one's
+        int8_weights = _run(_without_activation_qdq(plain), x)
+        assert np.allclose(_run(_without_activation_qdq(shifted), x), int8_weights, rtol=1e-4, atol=1e-3)
+        # what the activations' encoding adds (the weights' rounding is the same in both)
+        errors.append((_nmse(int8_weights, _run(shifted, x)), _nmse(int8_weights, _run(plain, x))))
+    ratios = [shifted_error / plain_error for shifted_error, plain_error in errors]
+    assert max(ratios) < 1 and np.median(ratios) < 0.5, ratios  # fourfold in theory: half the step

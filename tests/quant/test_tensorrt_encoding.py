@@ -44,6 +44,17 @@ def test_tiny_graph_encodings(tiny_conv):
     assert not ok and "Non-zero zero point is not supported" in errors[0]
 
 
+def test_shifted_one_sided_inputs_parse(tiny_conv):
+    """An image in 0..255 reaches the first conv shifted to two-sided (``Sub``, an explicit
+    ``Pad``; see :func:`deploycomp.quant.qdq.shift_one_sided`): NVIDIA's parser takes it."""
+    rng = np.random.default_rng(0)
+    samples = [{"x": np.round(rng.random((1, 3, 16, 16)) * 255).astype(np.float32)} for _ in range(4)]
+    model = _quantized(tiny_conv, {"x": (1, 3, 16, 16)}, "tensorrt", samples)
+    assert any(n.op_type == "Sub" for n in model.graph)
+    ok, errors = _parse(model)
+    assert ok, errors
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolov8n", "ppocr-rec"])
 def test_real_models_parse_fully(real_model, name):
