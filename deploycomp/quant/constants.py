@@ -14,7 +14,7 @@ import onnx_ir as ir
 from deploycomp.ir import add_initializer  # noqa: F401 - re-exported: the quantization passes' helper
 from deploycomp.passes.rules._util import const as constant  # the rewrite rules' reader, the same test
 
-__all__ = ["add_initializer", "attributes", "constant", "set_constant_input", "weight_matrix"]
+__all__ = ["add_initializer", "add_to_bias", "attributes", "bias_slot", "constant", "set_constant_input", "weight_matrix"]
 
 
 def attributes(node: ir.Node) -> dict:
@@ -40,3 +40,42 @@ def weight_matrix(node: ir.Node, w: np.ndarray) -> np.ndarray:
     if node.op_type == "Conv":
         return w.reshape(w.shape[0], -1).T
     return w
+
+
+def bias_slot(node: ir.Node) -> tuple[ir.Node, int] | None:
+    """Where a Conv/Gemm/MatMul layer's constant bias lives, or is added: input 2 of a Conv
+    or Gemm (absent or constant), the constant operand of the Add that alone reads a
+    MatMul. None where there is no constant bias to change (a computed one, a Gemm with
+    ``beta`` 0, a MatMul without such an Add)."""
+    if node.op_type in ("Conv", "Gemm"):
+        if node.op_type == "Gemm" and float(attributes(node).get("beta", 1.0)) == 0.0:
+            return None
+        present = len(node.inputs) > 2 and node.inputs[2] is not None
+        return (node, 2) if not present or constant(node.inputs[2]) is not None else None
+    w = constant(node.inputs[1]) if node.op_type == "MatMul" and len(node.inputs) > 1 else None
+    uses = list(node.outputs[0].uses())
+    if w is None or w.ndim != 2 or len(uses) != 1 or uses[0][0].op_type != "Add":
+        return None
+    add, other = uses[0][0], 1 - uses[0][1]
+    bias = constant(add.inputs[other])
+    if bias is not None and bias.size == w.shape[1] and bias.shape[-1:] == (w.shape[1],):
+        return add, other
+    return None
+
+
+def add_to_bias(graph: ir.Graph, node: ir.Node, delta: np.ndarray, name: str) -> bool:
+    """Add ``delta`` (one value per output channel) to the layer's bias, through a Gemm's
+    ``beta``, creating the bias if absent; False if it has no constant bias (see
+    :func:`bias_slot`)."""
+    slot = bias_slot(node)
+    if slot is None:
+        return False
+    holder, index = slot
+    beta = float(attributes(node).get("beta", 1.0)) if node.op_type == "Gemm" else 1.0
+    delta = np.asarray(delta, np.float64).reshape(-1) / beta
+    present = index < len(holder.inputs) and holder.inputs[index] is not None
+    current = constant(holder.inputs[index]) if present else np.zeros(delta.shape)
+    if current.size != delta.size:
+        current = np.broadcast_to(current, delta.shape)  # a scalar Gemm C
+    set_constant_input(graph, holder, index, current.astype(np.float64) + delta.reshape(current.shape), name)
+    return True

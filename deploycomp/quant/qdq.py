@@ -28,7 +28,7 @@ import onnx_ir as ir
 from deploycomp.analysis import compared
 from deploycomp.passes.integer_ops import is_rounding
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
-from deploycomp.quant.constants import add_initializer, attributes, constant, set_constant_input
+from deploycomp.quant.constants import add_initializer, add_to_bias, attributes, bias_slot, constant, weight_matrix
 from deploycomp.quant.dynamic import DYNAMIC, MARK
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
@@ -225,15 +225,20 @@ SHIFT_GAIN = 1.5
 least this many times the asymmetric one: 2 for a ReLU's output, 1.9 after HardSwish."""
 
 
+SHIFTABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
 def _shiftable(node: ir.Node, index: int) -> bool:
-    """A Conv reading the tensor as its data, with constant float weights and explicit
-    pads (an ``auto_pad`` one is left alone): a shift of its input folds into its bias."""
-    if node.op_type != "Conv" or index != 0 or len(node.inputs) < 2 or not _is_const(node.inputs[1]):
+    """A layer reading the tensor as its data, with constant float weights and a constant
+    bias to fold a shift of that input into (:func:`~deploycomp.quant.constants.bias_slot`:
+    a MatMul's is the Add after it); a Conv with explicit pads (not ``auto_pad``), a Gemm
+    without ``transA``."""
+    if node.op_type not in SHIFTABLE_OPS or index != 0 or len(node.inputs) < 2 or not _is_const(node.inputs[1]):
         return False
-    if constant(node.inputs[1]).dtype != np.float32 or (len(node.inputs) > 2 and node.inputs[2] is not None
-                                                        and not _is_const(node.inputs[2])):
+    attrs = attributes(node)
+    if constant(node.inputs[1]).dtype != np.float32 or bias_slot(node) is None or attrs.get("transA", 0):
         return False
-    return attributes(node).get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")
+    return attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")
 
 
 def _one_sided(rng: tuple) -> bool:
@@ -303,10 +308,10 @@ def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[
         graph.insert_before(first, moved)
         for reader in group:
             w = constant(reader.inputs[1])
-            q, scale = quantize_weight(w, 0, weight_qmax)
-            raised = c * (q.astype(np.float64) * scale).reshape(w.shape[0], -1).sum(axis=1)
-            bias = constant(reader.inputs[2]) if len(reader.inputs) > 2 and reader.inputs[2] is not None else 0.0
-            set_constant_input(graph, reader, 2, bias + raised, f"{reader.name}__shifted_bias")
+            q, scale = quantize_weight(w, weight_axis(reader.op_type, attributes(reader), w.ndim), weight_qmax)
+            # (inputs, outputs): each output's weights over every input the shift moved
+            raised = c * weight_matrix(reader, q.astype(np.float64) * scale).sum(axis=0)
+            add_to_bias(graph, reader, raised, f"{reader.name}__shifted_bias")
             if any(pads):
                 reader.attributes["pads"] = ir.AttrInt64s("pads", [0] * len(pads))
         out.append((moved.outputs[0], (lo - c, hi - c), group))

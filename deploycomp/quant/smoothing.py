@@ -36,7 +36,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.passes.rules._util import padded
-from deploycomp.quant.bias_correction import add_to_bias, bias_slot
+from deploycomp.quant.constants import add_to_bias, bias_slot
 from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import attributes, constant, set_constant_input, weight_matrix
 from deploycomp.quant.equalization import (EXPLICIT_SCALE_LIMIT, SCALE_LIMIT, EqualizationSite, equalization_sites,

@@ -121,7 +121,7 @@ def test_tflite_int32_bias_of_a_gemm_is_one_value_per_output_channel(bias_shape)
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(c, "c")])
-    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
     samples = [{"x": rng.normal(size=(1, 8)).astype(np.float32)} for _ in range(6)]
     result = quantize(model, POLICIES["tflite"], samples, [])
     gemm = next(n for n in result.model.graph if n.op_type == "Gemm")
@@ -295,6 +295,14 @@ def _without_activation_qdq(model: ir.Model) -> ir.Model:
     return model
 
 
+def _exact(model: ir.Model, x: np.ndarray) -> np.ndarray:
+    """The output with the QDQ arithmetic as written (ONNX Runtime's own int8 fusions off)."""
+    from deploycomp.quant.sensitivity import ort_outputs
+
+    (out,) = ort_outputs(model, [{"x": x}])
+    return next(iter(out.values()))
+
+
 def _nmse(ref, got) -> float:
     return float(((ref - got) ** 2).sum() / (ref ** 2).sum())
 
@@ -326,9 +334,49 @@ def test_tensorrt_shifts_one_sided_conv_inputs_exactly_and_halves_their_step(tmp
     for sample in held:
         x = sample["x"]
         # exact in float: the shifted graph without its activation QDQ is the plain one's
-        int8_weights = _run(_without_activation_qdq(plain), x)
-        assert np.allclose(_run(_without_activation_qdq(shifted), x), int8_weights, rtol=1e-4, atol=1e-3)
+        int8_weights = _exact(_without_activation_qdq(plain), x)
+        assert np.allclose(_exact(_without_activation_qdq(shifted), x), int8_weights, rtol=1e-4, atol=1e-3)
         # what the activations' encoding adds (the weights' rounding is the same in both)
-        errors.append((_nmse(int8_weights, _run(shifted, x)), _nmse(int8_weights, _run(plain, x))))
+        errors.append((_nmse(int8_weights, _exact(shifted, x)), _nmse(int8_weights, _exact(plain, x))))
     ratios = [shifted_error / plain_error for shifted_error, plain_error in errors]
     assert max(ratios) < 1 and np.median(ratios) < 0.5, ratios  # fourfold in theory: half the step
+
+
+@pytest.mark.parametrize("layer", ["MatMul", "Gemm"])
+def test_tensorrt_shift_folds_into_a_linear_layers_bias(layer):
+    """A ReLU's output read by a MatMul (its bias the Add after it) or by a Gemm (``C``, through
+    ``alpha`` and ``beta``) is shifted too; the input, two-sided, is not."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(4)
+    w1, w2 = rng.standard_normal((16, 32)).astype(np.float32), rng.standard_normal((32, 8)).astype(np.float32)
+    b1, b2 = rng.standard_normal(32).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    if layer == "MatMul":
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["h"]),
+                 helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["m2"]),
+                 helper.make_node("Add", ["m2", "b2"], ["y"])]
+        inits = [w1, w2, b1, b2]
+    else:  # the second layer's B stored transposed, with alpha and beta
+        nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                 helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1, alpha=0.5, beta=2.0)]
+        inits = [w1, w2.T.copy(), b1, b2]
+    names = ["w1", "w2", "b1", "b2"]
+    graph = helper.make_graph([*nodes], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 8])],
+                              [numpy_helper.from_array(a, n) for a, n in zip(inits, names)])
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    for i, node in enumerate(model.graph):
+        node.name = f"n{i}"
+    samples = [{"x": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(10)]
+    policy = POLICIES["tensorrt"]
+    shifted = quantize(model, policy, samples[:8], [], boosters=(), method="minmax").model
+    plain = quantize(model, replace(policy, shift_one_sided=False), samples[:8], [], boosters=(), method="minmax").model
+    subs = [n for n in shifted.graph if n.op_type == "Sub"]
+    assert [n.inputs[0].name for n in subs] == ["r"]  # the ReLU's output; x is two-sided
+    errors = []
+    for sample in samples[8:]:
+        x = sample["x"]
+        int8_weights = _exact(_without_activation_qdq(plain), x)
+        assert np.allclose(_exact(_without_activation_qdq(shifted), x), int8_weights, rtol=1e-4, atol=1e-4)
+        errors.append(_nmse(int8_weights, _exact(shifted, x)) / _nmse(int8_weights, _exact(plain, x)))
+    assert max(errors) < 1, errors
