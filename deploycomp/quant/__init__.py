@@ -520,7 +520,9 @@ def quantize(
             final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
             floating = (float_layers | pinned) - dynamic
             info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
-            info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned)
+            # recurrent layers are in ``layers`` for the MAC shares; none of them runs int8
+            info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned
+                                      and n.op_type not in RECURRENT)
             info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
             if observed is not None:
                 quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}

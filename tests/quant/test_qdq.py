@@ -380,3 +380,26 @@ def test_tensorrt_shift_folds_into_a_linear_layers_bias(layer):
         assert np.allclose(_exact(_without_activation_qdq(shifted), x), int8_weights, rtol=1e-4, atol=1e-4)
         errors.append(_nmse(int8_weights, _exact(shifted, x)) / _nmse(int8_weights, _exact(plain, x)))
     assert max(errors) < 1, errors
+
+
+def test_a_recurrent_layer_counts_in_the_mac_share_but_never_as_an_int8_layer():
+    """No QDQ enters an LSTM: its MACs stay float (the share says so) and the count of int8
+    layers holds only the MatMul after it (it said 2 here, a French spelling model's 6 of 4
+    heavy layers)."""
+    rng = np.random.default_rng(0)
+    hidden, inputs = 8, 4
+    w = rng.standard_normal((1, 4 * hidden, inputs)).astype(np.float32)
+    r = rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)
+    m = rng.standard_normal((hidden, 3)).astype(np.float32)
+    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["seq"], hidden_size=hidden, name="lstm"),
+             helper.make_node("Squeeze", ["seq", "axis"], ["h"]),
+             helper.make_node("MatMul", ["h", "m"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [5, 1, inputs])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [5, 1, 3])],
+                              [numpy_helper.from_array(a, n) for a, n in
+                               [(w, "w"), (r, "r"), (m, "m"), (np.array([1], np.int64), "axis")]])
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    samples = [{"x": rng.standard_normal((5, 1, inputs)).astype(np.float32)} for _ in range(4)]
+    info = quantize(model, POLICIES["openvino"], samples, [], boosters=()).info
+    assert info["int8_layers"] == 1
+    assert 0 < info["int8_mac_share"] < 0.2  # the LSTM's 5 x 4 x (32 x 4 + 32 x 8) MACs stay float
