@@ -5,7 +5,8 @@ scikit-learn's SVR, NuSVR, OneClassSVM, SVC and NuSVC reach ONNX (skl2onnx) as t
 ops; no backend here runs ``ai.onnx.ml``. Both start from the kernel between each input
 row and every support vector, ``K: [N, vectors]``:
 
-- ``LINEAR``: ``x . sv``; ``POLY``: ``(gamma x . sv + coef0) ** degree``; ``SIGMOID``:
+- ``LINEAR``: ``x . sv``, folded into the weights that follow (``x . (sv^T w)``, in
+  float64 when built); ``POLY``: ``(gamma x . sv + coef0) ** degree``; ``SIGMOID``:
   ``tanh(gamma x . sv + coef0)`` (one ``MatMul`` with the support vectors);
 - ``RBF``: ``exp(-gamma |x - sv|^2)``, the squared distance summed from the differences
   (as ONNX Runtime does), not expanded into ``|x|^2 - 2 x . sv + |sv|^2``, which cancels
@@ -18,8 +19,8 @@ one ``MatMul`` with a ``[vectors, pairs]`` table. A decision above 0 is a vote f
 else for ``j``; the label is the class with the most votes (the first of ties). Its scores
 are the decisions (two classes: ``[-d, d]``). Probabilities (``prob_a``/``prob_b``:
 libsvm's pairwise coupling, an iterative solve), post transforms other than ``NONE`` on a
-classifier, liblinear's form (no support vectors) and string labels stay as they are and
-are refused by name.
+classifier and liblinear's form (no support vectors) stay as they are and are refused by
+name; string labels reach here as their positions (:mod:`deploycomp.passes.ml_labels`).
 """
 
 from __future__ import annotations
@@ -89,7 +90,19 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
     def scalar(suffix: str, value: float) -> ir.Value:
         return const(suffix, np.asarray(value, np.float32))
 
-    if kernel == "RBF":  # [N, 1, F] - [V, F] -> [N, V, F]
+    def through_kernel(weights: np.ndarray) -> np.ndarray:
+        """``weights`` (one row per support vector) as the kernel's output reads them. A
+        linear kernel's are folded into the vectors in float64 (``x . (sv^T w)``): summed
+        after the dot products in float32, features of magnitude 1e3 (scikit-learn's
+        breast cancer data unscaled) cancelled to noise larger than the decision (a linear
+        SVC's labels 75% equal to ONNX Runtime's)."""
+        if kernel != "LINEAR":
+            return weights.astype(np.float32)
+        return (vectors.astype(np.float64).T @ weights.astype(np.float64)).astype(np.float32)
+
+    if kernel == "LINEAR":
+        k = x  # the support vectors are in the weights (through_kernel)
+    elif kernel == "RBF":  # [N, 1, F] - [V, F] -> [N, V, F]
         row = add("Unsqueeze", [x, const("row_axis", np.asarray([1], np.int64))], "rows")
         diff = add("Sub", [row, const("support_vectors", vectors)], "differences")
         distance = add("ReduceSum", [add("Mul", [diff, diff], "squares"), const("feature_axis", np.asarray([2], np.int64))],
@@ -97,12 +110,11 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
         k = add("Exp", [add("Mul", [distance, scalar("minus_gamma", -gamma)], "scaled")], "kernel")
     else:
         k = add("MatMul", [x, const("support_vectors_t", np.ascontiguousarray(vectors.T))], "dots")
-        if kernel != "LINEAR":
-            k = add("Add", [add("Mul", [k, scalar("gamma", gamma)], "scaled"), scalar("coef0", coef0)], "shifted")
-            k = add("Pow", [k, scalar("degree", degree)], "kernel") if kernel == "POLY" else add("Tanh", [k], "kernel")
+        k = add("Add", [add("Mul", [k, scalar("gamma", gamma)], "scaled"), scalar("coef0", coef0)], "shifted")
+        k = add("Pow", [k, scalar("degree", degree)], "kernel") if kernel == "POLY" else add("Tanh", [k], "kernel")
 
     if not classifier:
-        y = add("Add", [add("MatMul", [k, const("coefficients", coefficients.reshape(count, 1))], "sums"),
+        y = add("Add", [add("MatMul", [k, const("coefficients", through_kernel(coefficients.reshape(count, 1)))], "sums"),
                         const("rho", rho[:1])], "decision")
         if _attr(node, "one_class", 0):
             y = add("Where", [add("Greater", [y, scalar("zero", 0.0)], "inside"), scalar("plus_one", 1.0),
@@ -113,14 +125,14 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
     starts = np.concatenate([[0], np.cumsum(per_class)]).astype(int)
     coefficients = coefficients[:(classes - 1) * count].reshape(classes - 1, count)
     pairs = [(i, j) for i in range(classes - 1) for j in range(i + 1, classes)]
-    table = np.zeros((count, len(pairs)), np.float32)
+    table = np.zeros((count, len(pairs)), np.float64)
     first = np.zeros((len(pairs), classes), np.float32)  # pair -> its class i (a vote when the decision is > 0)
     second = np.zeros((len(pairs), classes), np.float32)  # pair -> its class j
     for p, (i, j) in enumerate(pairs):
         table[starts[i]:starts[i + 1], p] = coefficients[j - 1, starts[i]:starts[i + 1]]
         table[starts[j]:starts[j + 1], p] = coefficients[i, starts[j]:starts[j + 1]]
         first[p, i] = second[p, j] = 1.0
-    decision = add("Add", [add("MatMul", [k, const("pair_coefficients", table)], "pair_sums"),
+    decision = add("Add", [add("MatMul", [k, const("pair_coefficients", through_kernel(table))], "pair_sums"),
                            const("rho", rho[:len(pairs)])], "decisions")
     wins = add("Cast", [add("Greater", [decision, scalar("zero", 0.0)], "first_wins")], "first_wins_float",
                to=ir.DataType.FLOAT)

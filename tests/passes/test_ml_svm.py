@@ -106,3 +106,27 @@ def test_probabilities_stay_and_are_refused_by_name(tmp_path):
 def test_every_target_builds_a_classifier_at_fp32_and_int8(tmp_path, target):
     path = _classifier(tmp_path / "c.onnx", "RBF", [3, 1, 2, 4], [7, 2, 9, 4])
     builds_at_fp32_and_int8(tmp_path, path, target, "x:16x5", [{"x": _inputs(16, seed)[:16]} for seed in range(10, 22)])
+
+
+def test_a_linear_kernel_over_unscaled_features_decides_as_in_float64(tmp_path):
+    """Features near 1000 (data a user did not scale): each dot product with a support vector
+    is ~5e6 and the decision a few units, so summing the dot products in float32 leaves
+    noise larger than the decision. The support vectors fold into the weights in float64
+    first; the decisions then match a float64 computation, closer than ONNX Runtime's own
+    float32 kernel does."""
+    per_class, count = [6, 5], 11
+    rng = np.random.default_rng(7)
+    vectors = (1000 + rng.normal(size=(count, FEATURES))).astype(np.float32)
+    coefficients = rng.normal(size=count).astype(np.float32)
+    node = helper.make_node("SVMClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="svc",
+                            kernel_type="LINEAR", kernel_params=PARAMS["LINEAR"],
+                            support_vectors=vectors.ravel().tolist(), vectors_per_class=per_class,
+                            coefficients=coefficients.tolist(), rho=[0.5], classlabels_ints=[0, 1])
+    path = _save(tmp_path / "l.onnx", node, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 2])])
+    x = (1000 + rng.normal(size=(200, FEATURES))).astype(np.float32)
+    exact = (x.astype(np.float64) @ vectors.astype(np.float64).T) @ coefficients.astype(np.float64) + 0.5
+    want, got, _ = ml_rewritten(path, x)
+    assert np.abs(got[1][:, 1] - exact).max() < 1e-2 * np.abs(exact).max()
+    assert np.abs(got[1][:, 1] - exact).max() <= np.abs(want[1][:, 1] - exact).max()
+    np.testing.assert_array_equal(got[0], np.where(exact > 0, 0, 1))
