@@ -459,7 +459,10 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
         np.savez(tmp, **outputs)
         tmp.replace(outputs_path)
     for name, arr in outputs.items():
-        click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  min {arr.min():.4g} max {arr.max():.4g}")
+        if arr.dtype.kind in "biuf":
+            click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  min {arr.min():.4g} max {arr.max():.4g}")
+        else:  # a classifier's string labels
+            click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  values {', '.join(map(str, np.unique(arr)[:5]))}")
 
 
 @main.command()

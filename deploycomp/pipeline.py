@@ -34,6 +34,7 @@ from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
+from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import ranges_label, render_report
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
@@ -414,12 +415,14 @@ def _source_at(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Path | byte
 class _Reference:
     """The original model in ONNX Runtime fp32, fed the frozen inputs' values too."""
 
-    def __init__(self, runner: ORTRunner, frozen: dict[str, np.ndarray]):
-        self.runner, self.frozen = runner, frozen
+    def __init__(self, runner: ORTRunner, frozen: dict[str, np.ndarray], labels: dict[str, list[str]] | None = None):
+        self.runner, self.frozen, self.labels = runner, frozen, labels or {}
         self.output_names = runner.output_names
 
     def run(self, feeds):
-        return self.runner.run({**feeds, **self.frozen})
+        outs = self.runner.run({**feeds, **self.frozen})
+        # a classifier's string labels as the positions the bundle computes (passes.ml_labels)
+        return label_positions(outs, self.labels) if self.labels else outs
 
 
 def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict,
@@ -428,11 +431,13 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
     is judged as numbers (``judged_as``: ``levels``), which a device check reads too; an
     input the model tests for NaN says so (``accepts_nan``), which ``deploycomp run`` reads."""
     outs = reference.run(sample)
+    labels = getattr(reference, "labels", {})
     return {
         "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name]),
                     **({"accepts_nan": True} if v.name in nan_ok else {})} for v in model.graph.inputs],
-        "outputs": [{"name": n, "dtype": str(outs[n].dtype), "shape": list(outs[n].shape),
-                     **({"judged_as": "levels"} if n in levels else {})} for n in reference.output_names],
+        "outputs": [{"name": n, "dtype": "str" if n in labels else str(outs[n].dtype), "shape": list(outs[n].shape),
+                     **({"judged_as": "levels"} if n in levels else {}),
+                     **({"labels": labels[n]} if n in labels else {})} for n in reference.output_names],
     }
 
 
@@ -509,7 +514,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
-    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen)
+    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen,
+                           class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})

@@ -56,7 +56,16 @@ class BundleRunner:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raw = self._runner.run(self._prepare(feeds))
-        return {name: np.asarray(raw[name]).astype(spec["dtype"], copy=False) for name, spec in self.outputs.items()}
+        return {name: self._output(np.asarray(raw[name]), spec) for name, spec in self.outputs.items()}
+
+    @staticmethod
+    def _output(value: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+        """A backend's output as the original model gives it: its dtype, and a classifier's
+        string label for the label's position the bundle computes (``labels``; see
+        :mod:`deploycomp.passes.ml_labels`)."""
+        if "labels" in spec:
+            return np.asarray(spec["labels"])[value.astype(np.int64)]
+        return value.astype(spec["dtype"], copy=False)
 
 
 def load(bundle: str | os.PathLike, verify: bool = True) -> BundleRunner:

@@ -36,9 +36,10 @@ LinearClassifier and Normalizer; ONNX's own ML test files) gets a core opset
 * ``Imputer``, ``OneHotEncoder`` and numeric ``LabelEncoder``: scikit-learn's encoders
   (:mod:`deploycomp.passes.ml_encoders`).
 
-Binary and string-label linear classifiers (ONNX Runtime's binary scores differ from the
-ONNX reference's), ``ZipMap`` and the rest stay as they are: a backend that cannot run
-them says so by name.
+Binary linear classifiers (ONNX Runtime's binary scores differ from the ONNX reference's),
+string labels read inside the graph (a label that is only an output arrives as its
+position: :mod:`deploycomp.passes.ml_labels`), ``ZipMap`` and the rest stay as they are: a
+backend that cannot run them says so by name.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ some leaf weight is negative) and label 1 where ``s > 0.5`` (``s > 0`` then), an
 ``LOGISTIC`` ``[1 - sigmoid(s), sigmoid(s)]``.
 
 Left as they are (a backend then refuses them by name): ``MIN``/``MAX`` aggregation,
-``PROBIT`` and ``SOFTMAX_ZERO``, string labels, inputs that are not ``[N, features]``, ensembles whose padded tree tables
-would exceed :data:`MAX_TABLE_VALUES`.
+``PROBIT`` and ``SOFTMAX_ZERO``, string labels read inside the graph (a label that is only
+an output arrives as its position: :mod:`deploycomp.passes.ml_labels`), inputs that are not
+``[N, features]``, ensembles whose padded tree tables would exceed :data:`MAX_TABLE_VALUES`.
 """
 
 from __future__ import annotations

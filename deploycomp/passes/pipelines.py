@@ -36,6 +36,7 @@ from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.cast_last import CastLastPass
+from deploycomp.passes.ml_labels import StringClassLabelsPass
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES, TFLITE_RULES
@@ -61,6 +62,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             IntegerOpsToFloatPass(),
+            StringClassLabelsPass(),  # no backend has string tensors: a label's position instead
             MLOpsToCorePass(),
             WeightFoldingPass(),
             VariadicOpsPass(),
