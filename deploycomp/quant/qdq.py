@@ -250,9 +250,12 @@ def _one_sided(rng: tuple) -> bool:
     return hi > lo and max(-lo, hi) / 127 >= SHIFT_GAIN * (hi - lo) / 255
 
 
-def _shift(rng: tuple) -> float:
-    """The middle of ``rng`` widened to hold 0 (a pad of 0 stays in range)."""
-    return (min(float(rng[0]), 0.0) + max(float(rng[1]), 0.0)) / 2
+def _shifted(rng: tuple) -> tuple[float, tuple[float, float]]:
+    """The shift (the middle of ``rng`` widened to hold 0, so a pad of 0 stays in range)
+    and the range less it."""
+    lo, hi = min(float(rng[0]), 0.0), max(float(rng[1]), 0.0)
+    c = (lo + hi) / 2
+    return c, (lo - c, hi - c)
 
 
 def reader_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple, reader: ir.Node,
@@ -261,17 +264,17 @@ def reader_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple, reader: ir.N
     ``rng``: ``fake_quantize(x - shift, scale, zp) + shift`` is what it computes with
     (the shift is 0 unless :func:`shift_one_sided` applies)."""
     if policy.shift_one_sided and _shiftable(reader, index) and _one_sided(rng):
-        c = _shift(rng)
-        return (*tensor_encoding(policy, value, (min(float(rng[0]), 0.0) - c, max(float(rng[1]), 0.0) - c)), c)
+        c, moved = _shifted(rng)
+        return (*tensor_encoding(policy, value, moved), c)
     return (*tensor_encoding(policy, value, rng), 0.0)
 
 
 def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[ir.Node],
                     weight_qmax: int) -> list[tuple[ir.Value, tuple[float, float], list[ir.Node]]]:
-    """Conv ``readers`` of ``value`` read ``value - c`` (``c`` the middle of ``rng``)
-    instead, their bias raised by ``c`` times the sum of their int8 weights per output
-    channel, their zero pads made explicit before the shift (a pad of ``x`` is 0, of
-    ``x - c`` it would be ``-c``): exact in float, and ``x - c`` is two-sided, so a
+    """``readers`` of ``value`` (:func:`_shiftable`: Conv, Gemm, MatMul + bias) read
+    ``value - c`` (``c`` the middle of ``rng``) instead, their bias raised by ``c`` times
+    the sum of their int8 weights per output channel, a Conv's zero pads made explicit
+    before the shift (a pad of ``x`` is 0, of ``x - c`` it would be ``-c``): exact in float, and ``x - c`` is two-sided, so a
     symmetric int8 encoding's step is the asymmetric one's. Returns (each shifted tensor,
     its range, its readers): one per distinct padding.
 
@@ -281,8 +284,7 @@ def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[
     after it 0.060 -> 0.017 (0.018), every layer int8 0.16 -> 0.10 (0.09). The ``Sub`` and
     ``Pad`` are element-wise work on the device before the quantize (not measured: no GPU
     here); a kept-float conv is left as it was."""
-    lo, hi = min(float(rng[0]), 0.0), max(float(rng[1]), 0.0)  # zero stays in range: pads are 0
-    c = _shift(rng)
+    c, moved_range = _shifted(rng)
     by_pads: dict[tuple, list[ir.Node]] = {}
     for reader in readers:
         by_pads.setdefault(tuple(attributes(reader).get("pads", ()) or ()), []).append(reader)
@@ -314,7 +316,7 @@ def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[
             add_to_bias(graph, reader, raised, f"{reader.name}__shifted_bias")
             if any(pads):
                 reader.attributes["pads"] = ir.AttrInt64s("pads", [0] * len(pads))
-        out.append((moved.outputs[0], (lo - c, hi - c), group))
+        out.append((moved.outputs[0], moved_range, group))
     return out
 
 
