@@ -90,3 +90,25 @@ def test_a_string_label_read_inside_the_graph_stays_and_is_refused_by_name(tmp_p
     with pytest.raises(DeployError, match="LinearClassifier") as e:
         deploycomp.build(path, tmp_path / "out", target="android-arm64")
     assert "\n" not in str(e.value)
+
+
+def test_a_forest_fitted_on_strings_gives_them_back(tmp_path):
+    """The same for a tree ensemble (``classlabels_int64s`` takes the strings' place)."""
+    tree = helper.make_node(
+        "TreeEnsembleClassifier", ["x"], ["label", "probabilities"], domain="ai.onnx.ml", name="forest",
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0], nodes_values=[0.0, 0.0, 0.0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+        class_treeids=[0] * 6, class_nodeids=[1, 1, 1, 2, 2, 2], class_ids=[0, 1, 2, 0, 1, 2],
+        class_weights=[0.7, 0.2, 0.1, 0.1, 0.3, 0.6], classlabels_strings=NAMES)
+    graph = helper.make_graph([tree], "forest", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.STRING, [8]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [8, 3])])
+    path = tmp_path / "forest.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3),
+                                                      helper.make_opsetid("", 17)], ir_version=8), path)
+    runner = deploycomp.build(path, tmp_path / "out", target="android-arm64", validation_data=_samples(4, 5))
+    assert runner.manifest["validation"]["ok"]
+    sample = _samples(1, 6)[0]
+    want = ort.InferenceSession(str(path)).run(None, sample)[0]
+    assert set(want.tolist()) == {"cat", "emu"}
+    assert runner.run(sample)["label"].tolist() == want.tolist()
