@@ -12,6 +12,7 @@ references and reach ONNX Runtime as ``OrtValue`` views of the arrays the model 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +27,11 @@ serialized (as the shape arithmetic's constants, which ONNX Runtime folds anyway
 _LOCATION = "deploycomp-in-memory"
 """The external-data location the serialized model names: never a file; every tensor
 that names it is replaced before ONNX Runtime reads anything."""
+
+_SERIALIZING = threading.Lock()
+"""Held while a model's initializers and outputs are swapped for its serialization: two
+threads making sessions of one model would otherwise see each other's swaps. Serializing
+holds the GIL anyway, so the lock costs nothing measurable."""
 
 _NATIVE = frozenset(np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8, np.int16,
                                           np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.bool_))
@@ -54,6 +60,19 @@ def session(model: ir.Model | bytes, options: Any, outputs: Sequence[str] = ()):
 
     if isinstance(model, (bytes, bytearray)):
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    with _SERIALIZING:
+        serialized, names, arrays = _serialized(model, outputs)
+    ort_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+    if names:
+        options.add_external_initializers(names, ort_values)
+    made = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    made._deploycomp_weights = (ort_values, arrays)  # ONNX Runtime reads them in place: kept alive with it
+    return made
+
+
+def _serialized(model: ir.Model, outputs: Sequence[str]) -> tuple[bytes, list[str], list[np.ndarray]]:
+    """``model`` serialized with the extra ``outputs`` and its large weights as in-place
+    references (their names and arrays); the model is as it was afterwards."""
     graph = model.graph
     values = {v.name: v for n in graph for v in n.outputs}
     values.update({v.name: v for v in graph.inputs})
@@ -81,9 +100,4 @@ def session(model: ir.Model | bytes, options: Any, outputs: Sequence[str] = ()):
             value.const_value = tensor
         while len(graph.outputs) > original:
             graph.outputs.pop()
-    ort_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
-    if names:
-        options.add_external_initializers(names, ort_values)
-    made = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
-    made._deploycomp_weights = (ort_values, arrays)  # ONNX Runtime reads them in place: kept alive with it
-    return made
+    return serialized, names, arrays

@@ -3,6 +3,8 @@ its large weights handed over in place, and leaves the model as it was."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -64,3 +66,31 @@ def test_large_weights_are_not_serialized_and_the_model_is_left_as_it_was(monkey
     assert len(seen[0]) < 8 * 1024
     assert model.graph.initializers["w"].const_value is weights  # the model's own tensor, back
     assert [v.name for v in model.graph.outputs] == ["y"]
+
+
+def test_sessions_of_one_model_made_side_by_side_each_get_their_own_outputs():
+    """Making a session swaps the model's large weights and extra outputs in for its
+    serialization and back: threads doing it on one model at once must not see each
+    other's swaps (each session has exactly the outputs it asked for, and the model is
+    left as it was)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _model()
+    before = ir.to_proto(model).SerializeToString()
+    inner = [v.name for n in model.graph for v in n.outputs if not v.is_graph_output()]
+    wanted = [[], *[[name] for name in inner]] * 40
+
+    def outputs_of(extra):
+        made = sessions.session(model, ort.SessionOptions(), extra)
+        return [o.name for o in made.get_outputs()]
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a swap seen by another thread shows
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(outputs_of, wanted))
+    finally:
+        sys.setswitchinterval(switch)
+    base = [v.name for v in model.graph.outputs]
+    assert got == [base + extra for extra in wanted]
+    assert ir.to_proto(model).SerializeToString() == before
