@@ -40,6 +40,7 @@ an output arrives as its position: :mod:`deploycomp.passes.ml_labels`), inputs t
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Callable
 
@@ -112,17 +113,11 @@ def _unified(node: ir.Node) -> dict | None:
                                             "nodes_missing_value_tracks_true", "target_treeids", "target_nodeids",
                                             "target_ids", "target_weights")}
     for tree, root in enumerate(roots):
-        numbered = 0
-
-        def number() -> int:
-            nonlocal numbered
-            numbered += 1
-            return numbered - 1
-
-        stack = [(root, False, number())]  # (index, is a leaf, its id in the tree)
+        ids = itertools.count()  # each node's and leaf's id in its tree, as it is reached
+        stack = [(root, False, next(ids))]  # (index, is a leaf, its id in the tree)
         while stack:
             index, leaf, own = stack.pop()
-            if not 0 <= index < (len(weights) if leaf else len(modes)) or numbered > len(modes) + len(weights) + 1:
+            if not 0 <= index < (len(weights) if leaf else len(modes)) or own > len(modes) + len(weights):
                 return None  # an index out of range, or a cycle
             out["nodes_treeids"].append(tree)
             out["nodes_nodeids"].append(own)
@@ -137,7 +132,7 @@ def _unified(node: ir.Node) -> dict | None:
                                    ("target_ids", targets[index]), ("target_weights", float(weights[index]))):
                     out[key].append(value)
                 continue
-            true_id, false_id = number(), number()
+            true_id, false_id = next(ids), next(ids)
             out["nodes_featureids"].append(features[index])
             out["nodes_values"].append(float(splits[index]))
             out["nodes_modes"].append(_MODES[int(modes[index])])
