@@ -33,13 +33,13 @@ _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE}
 def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
     """Tensor name -> largest magnitude seen, for the float tensors of ``model``'s main graph
     that fp16 cannot hold (see the module docstring)."""
-    from deploycomp.quant.calibrate import stream_tensors
+    from deploycomp.quant.calibrate import stream_parts
 
     names = [v.name for node in model.graph for v in node.outputs if v.name and (v.dtype is None or v.dtype in _FLOATS)]
     if not names:
         return {}
     peak: dict[str, float] = {}
-    for values in stream_tensors(model, names, samples):
+    for _, values, _ in stream_parts(model, names, samples):  # every tensor: in parts where they are large
         for name, arr in values.items():
             if not np.issubdtype(np.asarray(arr).dtype, np.floating):
                 continue

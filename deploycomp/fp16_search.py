@@ -139,7 +139,7 @@ def _first_nonfinite(model: ir.Model, reference: ir.Model,
     """The first tensor of ``model`` (in the reference's graph order) that the reference
     computes as NaN or Inf on any of ``samples`` (None when every output is finite), and the
     reference's outputs on each sample (the same run)."""
-    from deploycomp.quant.calibrate import stream_tensors
+    from deploycomp.quant.calibrate import stream_parts
 
     originals = {v.name for n in model.graph for v in n.outputs if v.name}
     order: list[tuple[str, str]] = []  # (reference tensor, the model's tensor it computes)
@@ -151,9 +151,13 @@ def _first_nonfinite(model: ir.Model, reference: ir.Model,
     outputs = [v.name for v in reference.graph.outputs]
     bad: set[str] = set()
     gots = []
-    for values in stream_tensors(reference, list(dict.fromkeys([r for r, _ in order] + outputs)), samples):
+    got: dict[str, np.ndarray] = {}
+    for _, values, last in stream_parts(reference, list(dict.fromkeys([r for r, _ in order] + outputs)), samples):
         bad |= {k for k, a in values.items() if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()}
-        gots.append({k: values[k] for k in outputs if k in values})
+        got.update((k, values[k]) for k in outputs if k in values)
+        if last:
+            gots.append(got)
+            got = {}
     return next((name for r, name in order if r in bad), None), gots
 
 

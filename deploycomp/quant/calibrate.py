@@ -25,8 +25,8 @@ import onnx_ir as ir
 from deploycomp.quant.observers import Observer, compute_range, finite_extremes
 from deploycomp.quant.sessions import session as ort_session
 
-__all__ = ["SENTINEL", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics", "cores", "observe_inputs", "range_coverage", "stream_into",
-           "stream_tensors"]
+__all__ = ["SENTINEL", "STREAM_BUDGET_BYTES", "ChannelExtremes", "Consumer", "Observers", "Statistics", "collect_statistics",
+           "cores", "observe_inputs", "range_coverage", "stream_into", "stream_parts", "stream_tensors", "tensor_bytes"]
 
 
 def cores() -> int:
@@ -65,19 +65,82 @@ class Statistics:
                       if obs.hist is not None and max(abs(obs.lo), abs(obs.hi)) >= SENTINEL)
 
 
-def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
-                   threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """The named tensors (those that exist) of the float model, one sample at a time."""
+STREAM_BUDGET_BYTES = 1 << 30
+"""Most bytes of streamed tensors one run of the model returns at once. A run that returns
+every tensor holds them all: an fp16 build's range check of a 4 MB U-Net at 512 x 416
+(1337 nodes) peaked at 10.9 GB and spent 8 s a sample. Beyond this the tensors are
+streamed in parts, a session each, each part's values dropped before the next runs. A
+constant, not a share of the memory free now: what a build streams, and so what it
+chooses, should not depend on the machine's load."""
+
+
+def tensor_bytes(model: ir.Model, names: Iterable[str]) -> dict[str, int | None]:
+    """Bytes of each named tensor for one sample (graph inputs: 0, the samples hold them;
+    ``None`` where the model does not say)."""
+    inputs = {v.name for v in model.graph.inputs}
+    by_name = {v.name: v for node in model.graph for v in node.outputs}
+    sizes: dict[str, int | None] = {}
+    for name in names:
+        value = by_name.get(name)
+        if name in inputs:
+            sizes[name] = 0
+        elif value is None or value.shape is None or not value.shape.is_static() or value.dtype is None:
+            sizes[name] = None
+        else:
+            sizes[name] = int(np.prod(value.shape.numpy(), dtype=np.int64)) * value.dtype.itemsize
+    return sizes
+
+
+def _stream_groups(model: ir.Model, tensors: Sequence[str], budget: int) -> list[list[str]]:
+    """``tensors`` in order, cut into groups whose bytes on one sample fit ``budget`` (a
+    tensor of unknown size counts nothing; one larger than the budget is a group alone)."""
+    sizes = tensor_bytes(model, tensors)
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name in tensors:
+        size = sizes[name] or 0
+        if groups[-1] and used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return groups
+
+
+def stream_parts(model: ir.Model, tensors: Sequence[str], samples: Iterable[Mapping[str, np.ndarray]],
+                 threads: int | None = None,
+                 budget: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray], bool]]:
+    """The named tensors (those that exist) of the float model, sample by sample, in parts
+    whose values on one sample fit ``budget`` (:data:`STREAM_BUDGET_BYTES`): (the sample's
+    index, a part, whether it is the sample's last). Most models' tensors come in one part."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort_session(model, options, tensors)
-    wanted = [o.name for o in session.get_outputs() if o.name in set(tensors)]
-    for feeds in samples:
-        yield dict(zip(wanted, session.run(wanted, dict(feeds))))
+    sessions = []
+    groups = _stream_groups(model, list(dict.fromkeys(tensors)), STREAM_BUDGET_BYTES if budget is None else budget)
+    for group in groups:
+        options = ort.SessionOptions()  # one per session: the in-place weights are registered on it
+        options.log_severity_level = 3
+        if len(groups) > 1:  # each session's arena would keep its outputs' memory after its run
+            options.enable_cpu_mem_arena = False
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort_session(model, options, group)
+        sessions.append((session, [o.name for o in session.get_outputs() if o.name in set(group)]))
+    for index, feeds in enumerate(samples):
+        for i, (session, wanted) in enumerate(sessions):
+            yield index, dict(zip(wanted, session.run(wanted, dict(feeds)))), i == len(sessions) - 1
+
+
+def stream_tensors(model: ir.Model, tensors: list[str], samples: Iterable[Mapping[str, np.ndarray]],
+                   threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The named tensors (those that exist) of the float model, one whole sample at a time
+    (a sample's parts joined: :func:`stream_parts` holds less)."""
+    whole: dict[str, np.ndarray] = {}
+    for _, part, last in stream_parts(model, tensors, samples, threads):
+        whole.update(part)
+        if last:
+            yield whole
+            whole = {}
 
 
 class Consumer(Protocol):
@@ -130,19 +193,28 @@ def stream_into(model: ir.Model, consumers: Sequence[Consumer], samples: Iterabl
     consumers (``per_tensor``) get their tensors in parts, one thread each, the others
     run whole, each in a thread. Every tensor's state still sees the samples in order, so
     the result is the same as one thread's (PP-OCR det, 6 samples, statistics and two range
-    sets' bias sums: 2.9 -> 1.9 s on 2 cores)."""
+    sets' bias sums: 2.9 -> 1.9 s on 2 cores). Where the tensors come in several parts a
+    sample (:func:`stream_parts`), per-tensor consumers take each part as it comes and the
+    others their tensors of the whole sample once its last part is in."""
     count = 0
     names = sorted(set().union(*(c.tensors for c in consumers)))
     workers = cores()
+    whole = [c for c in consumers if not getattr(c, "per_tensor", False)]
+    held_names = set().union(*(c.tensors for c in whole)) if whole else set()
+    held: dict[str, np.ndarray] = {}  # the sample so far, for the consumers that take it whole
     with ThreadPoolExecutor(workers) as pool:
-        for values in stream_tensors(model, names, samples, threads):
-            jobs = [(c, part) for c in consumers
-                    for part in (_parts(values, c.tensors, workers) if getattr(c, "per_tensor", False) else [values])]
+        for _, values, last in stream_parts(model, names, samples, threads):
+            held.update((k, v) for k, v in values.items() if k in held_names)
+            jobs = [(c, part) for c in consumers if getattr(c, "per_tensor", False)
+                    for part in _parts(values, c.tensors, workers)]
+            jobs += [(c, held) for c in whole] if last else []
             for done in [pool.submit(c.update, part) for c, part in jobs]:
                 done.result()
-            count += 1
-            if progress:
-                progress(count)
+            if last:
+                held = {}
+                count += 1
+                if progress:
+                    progress(count)
     return count
 
 

@@ -29,6 +29,7 @@ import onnx
 import onnx_ir as ir
 
 from deploycomp.memory import available_bytes
+from deploycomp.quant.calibrate import tensor_bytes
 
 __all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of", "tap_budget", "tap_groups"]
 
@@ -193,23 +194,6 @@ def _cut_ir(float_nodes: Mapping[str, Sequence[str]], changed: ir.Model, seeds: 
     return Cut(model.SerializeToString(), frontier, [v.name for v in outputs])
 
 
-def _tap_sizes(model: ir.Model, names: set[str]) -> dict[str, int | None]:
-    """Bytes of each named tensor for one sample (graph inputs: 0, the samples hold them;
-    ``None`` where the model does not say)."""
-    inputs = {v.name for v in model.graph.inputs}
-    by_name = {v.name: v for node in model.graph for v in node.outputs}
-    sizes: dict[str, int | None] = {}
-    for name in names:
-        value = by_name.get(name)
-        if name in inputs:
-            sizes[name] = 0
-        elif value is None or value.shape is None or not value.shape.is_static() or value.dtype is None:
-            sizes[name] = None
-        else:
-            sizes[name] = int(np.prod(value.shape.numpy(), dtype=np.int64)) * value.dtype.itemsize
-    return sizes
-
-
 def tap_groups(model: ir.Model, frontiers: Mapping[str, Sequence[str]], samples: int,
                budget: int | None = None) -> list[tuple[list[str], set[str] | None]]:
     """``frontiers`` (node -> its frontier tensors, in graph order) split into groups whose
@@ -217,7 +201,7 @@ def tap_groups(model: ir.Model, frontiers: Mapping[str, Sequence[str]], samples:
     order, tensors to tap); tensors ``None`` for a node that runs whole (its taps unknown
     in size or too large on their own)."""
     budget = tap_budget() if budget is None else budget
-    sizes = _tap_sizes(model, {t for f in frontiers.values() for t in f})
+    sizes = tensor_bytes(model, {t for f in frontiers.values() for t in f})
     groups: list[tuple[list[str], set[str] | None]] = []
     nodes: list[str] = []
     tensors: set[str] = set()
@@ -257,7 +241,7 @@ class FloatTaps:
         inputs = {v.name for v in model.graph.inputs}
         by_name = {v.name: v for node in model.graph for v in node.outputs}
         wanted = sorted(names - inputs)
-        sizes = _tap_sizes(model, set(wanted))
+        sizes = tensor_bytes(model, set(wanted))
         if None in sizes.values() or sum(sizes.values()) * len(samples) > tap_budget():
             return None
         tapped = model.clone()

@@ -57,6 +57,45 @@ def test_consumers_of_one_run_see_what_separate_runs_see():
         np.testing.assert_array_equal(obs.hist, alone.hist)
 
 
+def test_tensors_too_large_for_one_run_come_in_parts_with_the_same_statistics(monkeypatch):
+    """Past :data:`STREAM_BUDGET_BYTES` a sample's tensors come from several runs, a part
+    each (an fp16 range check of a 512 x 416 U-Net held 10.9 GB in one): per-tensor
+    consumers see what one run gives them, a consumer that takes the sample whole gets it
+    whole once its last part is in, and the samples are counted once."""
+    import deploycomp.quant.calibrate as calibrate
+    from deploycomp.quant.calibrate import stream_parts
+
+    model, samples = _conv_relu_conv(), _samples(3, 1.0, 4)
+    tensors = ["x", "c1", "r1", "y"]
+
+    class Whole:  # takes a sample's tensors together (as smoothing's sampled rows do)
+        tensors = ["c1", "y"]
+
+        def __init__(self):
+            self.seen = []
+
+        def update(self, values):
+            self.seen.append({k: v.copy() for k, v in values.items()})
+
+    one, one_whole = Observers(tensors), Whole()
+    assert stream_into(model, [one, one_whole], samples) == 3
+    assert len(list(stream_parts(model, tensors, samples))) == 3  # one part a sample
+    monkeypatch.setattr(calibrate, "STREAM_BUDGET_BYTES", 8 * 8 * 4 * 4)  # c1 alone: a part each
+    parts = list(stream_parts(model, tensors, samples))
+    assert [(i, sorted(p), last) for i, p, last in parts[:3]] == [
+        (0, ["c1", "x"], False), (0, ["r1"], False), (0, ["y"], True)]
+    many, many_whole = Observers(tensors), Whole()
+    assert stream_into(model, [many, many_whole], samples) == 3
+    for name in tensors:
+        a, b = one.observers[name], many.observers[name]
+        assert (a.lo, a.hi, a.count) == (b.lo, b.hi, b.count)
+        np.testing.assert_array_equal(a.hist, b.hist)
+    assert len(many_whole.seen) == 3 and all(sorted(v) == ["c1", "y"] for v in many_whole.seen)
+    for a, b in zip(one_whole.seen, many_whole.seen):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_per_tensor_consumers_updated_in_parts_equal_one_thread(monkeypatch):
     import deploycomp.quant.calibrate as calibrate
 
