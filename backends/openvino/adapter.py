@@ -51,7 +51,11 @@ _HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 """Inference precision hint per build precision. int8 graphs carry QDQ: the quantized
 layers run int8 kernels and the rest runs at the hint (f32, never an implicit bf16)."""
 _PRECISION_NAME = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-_COMPUTE_LAYERS = {"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution"}
+_COMPUTE_LAYERS = {"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution",
+                   # recurrent layers (LSTM/GRU/RNN as a sequence op or unrolled in a loop): no
+                   # QDQ enters them, so an int8 model with any runs them float; counted, or a
+                   # GRU encoder with one int8 FullyConnected said "executes int8"
+                   "RNNSeq", "RNNCell", "TensorIterator"}
 
 
 def _ov():

@@ -175,3 +175,34 @@ def test_int8_layers_the_plugin_runs_float_behind_their_qdq_are_recorded(tmp_pat
     runtime, quant = runner.manifest["backend"]["runtime"], runner.manifest["quantization"]
     assert any(k.startswith("Deconvolution:fp32") for k in runtime["compute_layer_precisions"])
     assert quant["executed_float_behind_qdq"] == ["up"] and quant["float_layers"] == []
+
+
+def test_a_recurrent_layer_in_an_int8_model_is_said_to_run_float(tmp_path):
+    """No QDQ enters an LSTM: OpenVINO runs it float (an ``RNNSeq``), and the bundle says
+    the model executes int8 *and* fp32, the summary the share of MACs int8 and the
+    recurrent layers (a GRU name encoder with one int8 layer said "executes int8")."""
+    import numpy as np
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploycomp.cli import main
+
+    rng = np.random.default_rng(0)
+    hidden, width = 16, 8
+    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["seq"], hidden_size=hidden, name="lstm"),
+             helper.make_node("Squeeze", ["seq", "axis"], ["h"]),
+             helper.make_node("MatMul", ["h", "m"], ["y"], name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, width)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.3, "r"),
+             numpy_helper.from_array(rng.standard_normal((hidden, 4)).astype(np.float32), "m"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    graph = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "lstm.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 6, 1, width)).astype(np.float32))
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "lstm.onnx"), "--precision", "int8", "--calibration",
+                                       str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "executes int8 (1/2 layers) + fp32" in result.output
+    assert "int8: 1 layers int8, 0 float (" in result.output and "; 1 recurrent layer runs float" in result.output
