@@ -742,6 +742,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             "graph": cost.to_json(),
             "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+                           # every budget ``ok`` answers for, measured ones included (a memory
+                           # miss is under measured.budgets only: ``ok`` false, every budget here met)
+                           "missed": [c.name for c in summary.checks if not c.ok],
                            "latency_estimate": estimate, **({"runtime_on_source": source} if source else {})},
             "measured": measured,
             "host": _host_info(),

@@ -102,6 +102,16 @@ def test_missed_budget_names_it_and_writes_nothing(tiny_conv, tmp_path):
     assert manifest["validation"]["ok"] is False
 
 
+def test_the_validation_record_names_every_budget_its_ok_answers_for(tiny_conv, tmp_path):
+    """A measured budget (memory) missed makes ``validation.ok`` false while every budget
+    listed beside it is met: ``validation.missed`` names it."""
+    deploycomp.build(tiny_conv, tmp_path / "kept", target=_profile(tmp_path, budgets={"max_memory_mb": 0.001}),
+                     no_fail=True)
+    validation = json.loads((tmp_path / "kept" / "manifest.json").read_text())["validation"]
+    assert validation["ok"] is False and all(b["ok"] for b in validation["budgets"])
+    assert validation["missed"] == ["peak_memory"]
+
+
 def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
     # a user profile for another x86 box: same backend, so it runs here, but latency is estimated
     target = _profile(tmp_path)
