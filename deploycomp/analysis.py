@@ -22,7 +22,8 @@ import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
-__all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "compared", "level_outputs",
+__all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
+           "level_outputs",
            "mac_share", "nan_inputs", "node_macs", "RECURRENT", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -57,6 +58,26 @@ def compared(graph: ir.Graph) -> set[int]:
                 id(user) in found for out in node.outputs if out is not None for user, _ in out.uses())):
             found.add(id(node))
     return found
+
+
+def angle_outputs(graph: ir.Graph) -> list[str]:
+    """The graph outputs holding an ``Atan``'s result, moved, selected or computed from element
+    for element (tf2onnx's atan2: ``Atan`` and a ``Where`` adding pi; a head's ``Concat``).
+    Such a value wraps at +-pi: where it lies near the cut, two runtimes (or int8 and float)
+    can put it on either side, 2 pi apart, and cosine counts that as a large error though
+    the angle barely moved (a fingerprint model's direction map: 19-27 of 213k pixels, on
+    which its int8 and fp16 searches spent minutes). ``Sin``/``Cos`` of it do not wrap."""
+    found: set[int] = set()
+    outputs: list[str] = []
+    graph_outputs = {id(v) for v in graph.outputs}
+    for node in graph:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type == "Atan" or (node.op_type in MOVES | SELECTIONS | ELEMENTWISE and any(
+                v is not None and v.producer() is not None and id(v.producer()) in found for v in node.inputs)):
+            found.add(id(node))
+            outputs += [v.name for v in node.outputs if v is not None and id(v) in graph_outputs]
+    return outputs
 
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}

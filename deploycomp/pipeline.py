@@ -522,6 +522,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     except ValueError as e:
         raise InputDataError(str(e)) from None
     prep.where = where = opts.judge_where
+    angles = [name for name in analysis.angle_outputs(prep.model.graph) if name not in (where or {})]
+    if angles and opts.precision != "fp32":
+        log.warning("output(s) %s hold angles (an Atan's result): a value near +-pi can come out 2 pi apart, which "
+                    "the fidelity checks count as a large error; if only some elements matter, judge them there "
+                    "(--judge-where)", few(angles))
     measured_host = target.runs_here
     arrives_int8 = own is not None or prep.integer_ops > 0
     fidelity = target.fidelity["int8" if arrives_int8 and "int8" in target.fidelity else opts.precision]

@@ -64,3 +64,32 @@ def test_a_recurrent_layer_counts_its_input_and_state_products_at_every_step():
     model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert node_macs(next(iter(model.graph))) == 5 * 2 * 2 * 3 * 8 * (3 + 8)
     assert analyze(model).macs == 5 * 2 * 2 * 3 * 8 * (3 + 8)
+
+
+def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path, caplog):
+    """tf2onnx's atan2 (``Atan`` of a ratio, a ``Where`` adding pi) concatenated into a head
+    wraps at +-pi; a ``Sin`` of it does not. An fp16 or int8 build says so once."""
+    import logging
+
+    import onnx
+
+    import deploycomp
+    from deploycomp.analysis import angle_outputs
+
+    f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    nodes = [helper.make_node("Div", ["y", "x"], ["ratio"]), helper.make_node("Atan", ["ratio"], ["a"]),
+             helper.make_node("Less", ["x", "zero"], ["left"]), helper.make_node("Add", ["a", "pi"], ["turned"]),
+             helper.make_node("Where", ["left", "turned", "a"], ["angle"]),
+             helper.make_node("Concat", ["angle", "x"], ["head"], axis=1),
+             helper.make_node("Sin", ["angle"], ["sine"])]
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(np.pi, np.float32), "pi")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [f("y", [1, 1, 8]), f("x", [1, 1, 8])],
+                                                [f("head", [1, 2, 8]), f("sine", [1, 1, 8])], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    assert angle_outputs(ir.from_proto(model).graph) == ["head"]
+    onnx.save(model, tmp_path / "angles.onnx")
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tmp_path / "angles.onnx", tmp_path / "out", precision="fp16", no_fail=True)
+    assert sum("'head' hold angles" in r.getMessage() or "head hold angles" in r.getMessage()
+               for r in caplog.records) == 1, [r.getMessage() for r in caplog.records]
