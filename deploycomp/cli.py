@@ -480,7 +480,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
 def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
             as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
-    from deploycomp.analysis import analyze, nan_inputs
+    from deploycomp.analysis import analyze, angle_outputs, nan_inputs
     from deploycomp.ir import load_model
     from deploycomp.passes import run_passes
     from deploycomp.passes.fix_input_shapes import FixInputShapesPass
@@ -492,7 +492,9 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
     nan_ok = nan_inputs(m)
-    data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model), "accepts_nan": sorted(nan_ok)}
+    angles = angle_outputs(m.graph)
+    data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model), "accepts_nan": sorted(nan_ok),
+                             "angle_outputs": angles}
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
@@ -515,7 +517,8 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         nan = "  accepts NaN (missing values)" if name in nan_ok else ""
         click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}{nan}")
     for name, shape in cost.outputs.items():
-        click.echo(f"  output {_short(name)}: {_short(shape, 100)}")
+        angle = "  holds angles (Atan): wraps at +-pi" if name in angles else ""
+        click.echo(f"  output {_short(name)}: {_short(shape, 100)}{angle}")
     upgraded = cost.opsets.get("", loaded.source_opset) != loaded.source_opset
     click.echo(f"  opsets: {cost.opsets}" + (f" (converted from opset {loaded.source_opset} on load)" if upgraded else ""))
     if cost.uncounted_nodes:

@@ -93,3 +93,11 @@ def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path, 
         deploycomp.build(tmp_path / "angles.onnx", tmp_path / "out", precision="fp16", no_fail=True)
     assert sum("'head' hold angles" in r.getMessage() or "head hold angles" in r.getMessage()
                for r in caplog.records) == 1, [r.getMessage() for r in caplog.records]
+    import json
+
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "angles.onnx"), "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["angle_outputs"] == ["head"]
