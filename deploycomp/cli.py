@@ -207,8 +207,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         # the share whenever some compute stays float: float layers, dynamic ones, or
         # recurrent layers (never int8), which the layer counts leave out
         macs = f" ({share:.0%} of MACs int8)" if share is not None and (floats or dynamic or share < 0.995) else ""
+        from deploycomp.analysis import RECURRENT
+
         ops = manifest.get("graph", {}).get("op_histogram", {})
-        recurrent = sum(ops.get(op, 0) for op in ("LSTM", "GRU", "RNN"))
+        recurrent = sum(ops.get(op, 0) for op in RECURRENT)
         macs += f"; {recurrent} recurrent layer{'s' if recurrent != 1 else ''} run{'s' if recurrent == 1 else ''} float" if recurrent else ""
         hybrid = f", {len(dynamic)} dynamic-range" if dynamic else ""
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "

@@ -43,6 +43,14 @@ def _static_profiles(model: ir.Model) -> dict[str, dict[str, list[int]]]:
     return out
 
 
+def _rejected(model: ir.Model, parsed: nvparser.ParseResult) -> list[dict[str, str]]:
+    """The parser's unsupported nodes as support-report entries, with the output of each
+    node the model has by that name (:func:`~deploycomp.backends.base.unsupported_node`)."""
+    by_name = {n.name: n for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+    return [unsupported_node(by_name[u["node"]], u["op"]) if u["node"] in by_name else {"node": u["node"], "op": u["op"]}
+            for u in parsed.unsupported]
+
+
 class TensorRTBackend:
     name = "tensorrt"
     requires = REQUIRES
@@ -77,9 +85,7 @@ class TensorRTBackend:
                                 "op support was not checked against TensorRT")
         else:
             report.notes.append(f"parsed by {parsed.parser}: {'all nodes supported' if parsed.ok else 'rejected'}")
-            by_name = {n.name: n for n in ir.traversal.RecursiveGraphIterator(model.graph)}
-            report.unsupported += [unsupported_node(by_name[u["node"]], u["op"]) if u["node"] in by_name
-                                   else {"node": u["node"], "op": u["op"]} for u in parsed.unsupported]
+            report.unsupported += _rejected(model, parsed)
             if not parsed.ok:
                 report.notes.insert(0, parsed.errors[0] if parsed.errors else "the parser rejected the model")
         return report
@@ -105,9 +111,8 @@ class TensorRTBackend:
             model = to_fp16(model, fp32_tensors=options.get("fp32_tensors") or ())
         parsed = self._parse(model)
         if parsed is not None and not parsed.ok:
-            first = parsed.unsupported[0] if parsed.unsupported else {"node": "?", "op": "?"}
-            node = next((n for n in model.graph if n.name == first["node"]), None)
-            where = node_label(first["node"], first["op"], unsupported_node(node)["output"] if node else "")
+            first = (_rejected(model, parsed) or [{"node": "?", "op": "?"}])[0]
+            where = node_label(first["node"], first["op"], first.get("output", ""))
             where = f"{where} ({first['op']})" if where.startswith("node ") else where
             raise UnsupportedError(f"NVIDIA's ONNX parser ({parsed.parser}) rejects the {precision} ONNX at "
                                    f"{where}: {parsed.errors[0] if parsed.errors else ''}")

@@ -50,6 +50,7 @@ def imputer(node: ir.Node, const: Const) -> list[ir.Node] | None:
     fill = const("imputed", imputed if imputed.size > 1 else imputed.reshape(()))
     return [missing, ir.node("Where", [missing.outputs[0], fill, x], name=node.name)]
 
+
 def one_hot_encoder(node: ir.Node, const: Const) -> list[ir.Node] | None:
     """``float(X[..., None] == cats)`` (see the module docstring)."""
     x = node.inputs[0]
@@ -68,6 +69,7 @@ def one_hot_encoder(node: ir.Node, const: Const) -> list[ir.Node] | None:
                          name=f"{node.name}__is"))
     nodes.append(ir.node("Cast", [nodes[-1].outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=node.name))
     return nodes
+
 
 def label_encoder(node: ir.Node, opset: int, const: Const) -> list[ir.Node] | None:
     """The first equal key's value, or the default (see the module docstring)."""
@@ -91,6 +93,7 @@ def label_encoder(node: ir.Node, opset: int, const: Const) -> list[ir.Node] | No
     nodes.append(ir.node("Gather", [const("values", np.append(values, default)), index],
                          attributes={"axis": 0}, name=name))
     return nodes
+
 
 def _encoding(node: ir.Node) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """A numeric LabelEncoder's keys, values and default (None where keys or values are

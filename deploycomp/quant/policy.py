@@ -94,8 +94,8 @@ class QDQPolicy:
     0.983 -> 0.990), PP-OCRv3 rec 96% -> 98%; MiniLM 96% -> 92%."""
 
     shift_one_sided: bool = False
-    """With symmetric activations, encode a one-sided input of a Conv (a ReLU's output, an
-    image in 0..255) shifted to two-sided, the shift folded into the Conv's bias
+    """With symmetric activations, encode a one-sided input of a Conv, Gemm or MatMul (a
+    ReLU's output, an image in 0..255) shifted to two-sided, the shift folded into the layer's bias
     (:func:`deploycomp.quant.qdq.shift_one_sided`): the step an asymmetric encoding has,
     in a runtime that takes zero point 0 only (TensorRT)."""
 
