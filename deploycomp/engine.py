@@ -22,10 +22,12 @@ from deploycomp.errors import BudgetError, DeployError, OutputExistsError
 __all__ = ["build_bundle_engine", "read_reference"]
 
 
-def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def read_reference(path: Path, part: str = "output") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The reference file's input and its ``part``: ``output`` (ONNX Runtime fp32) or
+    ``angle`` (each element's turn, for the outputs holding angles)."""
     with np.load(path) as data:
         inputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("input/")}
-        outputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("output/")}
+        outputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{part}/")}
     return inputs, outputs
 
 
@@ -53,7 +55,8 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
         runner = TensorRTRunner(bundle / plan.engine, trt, cudart)
         inputs, want = read_reference(bundle / manifest["backend"]["lowered"]["reference"])
         levels = {o["name"] for o in manifest.get("io", {}).get("outputs", []) if o.get("judged_as") == "levels"}
-        metrics = compare_outputs([want], [runner.run(inputs)], levels=levels)
+        angles = read_reference(bundle / manifest["backend"]["lowered"]["reference"], "angle")[1]
+        metrics = compare_outputs([want], [runner.run(inputs)], levels=levels, angles=angles)
         budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
         failed = fidelity_failures(metrics, budget)
         if failed:

@@ -24,6 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp import analysis, datasets
+from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner
@@ -164,12 +165,16 @@ class Prepared:
     """Inputs the model tests for NaN, which data may hold (:func:`deploycomp.analysis.nan_inputs`)."""
     where: Any = None
     """The build's ``--judge-where``: which output elements a comparison judges."""
+    angles: dict = field(default_factory=dict)
+    """Outputs holding angles: each element's turn, 0 where it holds none
+    (:func:`deploycomp.angles.angle_periods`)."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
         """:func:`deploycomp.validate.compare_outputs` as every comparison of this build
-        makes it (its judged elements, its integer outputs of rounded values)."""
-        return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels)
+        makes it (its judged elements, its integer outputs of rounded values, its angles)."""
+        return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
+                               angles=self.angles)
 
 
 def _versions() -> dict[str, str]:
@@ -522,11 +527,14 @@ def _build(opts: BuildOptions) -> BuildResult:
     except ValueError as e:
         raise InputDataError(str(e)) from None
     prep.where = where = opts.judge_where
-    angles = [name for name in analysis.angle_outputs(prep.model.graph) if name not in (where or {})]
-    if angles and opts.precision != "fp32":
-        log.warning("output(s) %s hold angles (an Atan's result): a value near +-pi can come out 2 pi apart, which "
-                    "the fidelity checks count as a large error; if only some elements matter, judge them there "
-                    "(--judge-where)", few(angles))
+    if analysis.angle_outputs(prep.model.graph):
+        prep.angles = angle_periods(prep.model, samples[0])
+        for entry in io["outputs"]:
+            if entry["name"] in prep.angles:
+                entry["judged_as"] = "angles"  # a device check reads each element's turn from the reference file
+        if prep.angles:
+            prep.assumed.append(f"output(s) {few(sorted(prep.angles))} hold angles (an Atan's result): judged as "
+                                f"angles, each difference taken to the nearest turn ({turns_in_words(prep.angles)})")
     measured_host = target.runs_here
     arrives_int8 = own is not None or prep.integer_ops > 0
     fidelity = target.fidelity["int8" if arrives_int8 and "int8" in target.fidelity else opts.precision]
@@ -669,7 +677,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             fp16_info["executes_fp32"] = runner.info["executes_fp32_because"]  # the runtime's own choice, said
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
-            files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0]))
+            files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0], prep.angles))
         artifacts = artifact_entries(stage, files)
         artifact_mb = sum(a["bytes"] for a in artifacts) / 1e6
         measured: dict[str, Any] = {"peak_memory_mb": memory_mb, "pass_seconds": sum(r.seconds for r in prep.pass_log.records)}
@@ -1355,9 +1363,11 @@ def stricter_margin(margin: float, min_cosine: float, judged_cosine: float | Non
     return max(0.05, min(step, STRICTER_SHARE / ratio)) if ratio > 1 else step
 
 
-def _write_reference(path: Path, sample: dict, outputs: dict) -> Path:
-    """One validation input and its ONNX Runtime fp32 outputs, for a check on the device."""
-    np.savez(path, **{f"input/{k}": v for k, v in sample.items()}, **{f"output/{k}": v for k, v in outputs.items()})
+def _write_reference(path: Path, sample: dict, outputs: dict, angles: Mapping[str, np.ndarray]) -> Path:
+    """One validation input and its ONNX Runtime fp32 outputs, for a check on the device;
+    the outputs holding angles with each element's turn (see :mod:`deploycomp.angles`)."""
+    np.savez(path, **{f"input/{k}": v for k, v in sample.items()}, **{f"output/{k}": v for k, v in outputs.items()},
+             **{f"angle/{k}": v for k, v in angles.items()})
     return path
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
 __all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
@@ -229,7 +230,8 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
 def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
                     scales: Mapping[str, float] | None = None,
                     per_sample: dict[str, list[float | None]] | None = None,
-                    where: Where | None = None, levels: Collection[str] = ()) -> dict[str, dict]:
+                    where: Where | None = None, levels: Collection[str] = (),
+                    angles: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -256,7 +258,13 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     (:func:`deploycomp.analysis.level_outputs`), judged as float outputs are
     (``judged_as: levels``): a uint8 spectrogram one level off in 10% of its bins is
     numerical noise, where an id one off is a wrong answer.
+    ``angles``: outputs whose elements hold angles, each element's turn (0 where it holds
+    none: :func:`deploycomp.angles.angle_periods`); a difference is taken to the nearest
+    turn before anything is measured (``judged_as: angles``).
     """
+    if angles:
+        gots = [{**got, **{k: unwrap(np.asarray(ref[k]), np.asarray(got[k]), turn) for k, turn in angles.items()
+                           if k in ref and k in got}} for ref, got in zip(refs, gots)]
     if where:
         refs, gots = masked_outputs(refs, gots, where)
     metrics: dict[str, dict] = {}
@@ -332,6 +340,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             entry["nonfinite"] = nonfinite
         if name in levels:
             entry["judged_as"] = "levels"
+        elif angles and name in angles:
+            entry["judged_as"] = "angles"
         if where and name in where:
             entry["judged_where"] = f"{where[name][0]} > {where[name][1]:g}"
         metrics[name] = entry

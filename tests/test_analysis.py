@@ -66,14 +66,12 @@ def test_a_recurrent_layer_counts_its_input_and_state_products_at_every_step():
     assert analyze(model).macs == 5 * 2 * 2 * 3 * 8 * (3 + 8)
 
 
-def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path, caplog):
+def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path):
     """tf2onnx's atan2 (``Atan`` of a ratio, a ``Where`` adding pi) concatenated into a head
-    wraps at +-pi; a ``Sin`` of it does not. An fp16 or int8 build says so once."""
-    import logging
-
+    wraps at +-pi; a ``Sin`` of it does not. ``inspect`` lists them (how a build compares
+    them: tests/test_angles.py)."""
     import onnx
 
-    import deploycomp
     from deploycomp.analysis import angle_outputs
 
     f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
@@ -89,10 +87,6 @@ def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path, 
                               opset_imports=[helper.make_opsetid("", 17)])
     assert angle_outputs(ir.from_proto(model).graph) == ["head"]
     onnx.save(model, tmp_path / "angles.onnx")
-    with caplog.at_level(logging.WARNING, logger="deploycomp"):
-        deploycomp.build(tmp_path / "angles.onnx", tmp_path / "out", precision="fp16", no_fail=True)
-    assert sum("'head' hold angles" in r.getMessage() or "head hold angles" in r.getMessage()
-               for r in caplog.records) == 1, [r.getMessage() for r in caplog.records]
     import json
 
     from click.testing import CliRunner
