@@ -59,7 +59,7 @@ def _aligned_buffer_type(s):
                 raw = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
                 builder.StartVector(1, raw.size, _ALIGN)
                 builder.head -= raw.size
-                builder.Bytes[builder.head:builder.head + raw.size] = raw.tobytes()
+                builder.Bytes[builder.head:builder.head + raw.size] = raw.data  # no intermediate copy
                 builder.vectorNumElems = raw.size
                 data = builder.EndVector()
             s.BufferStart(builder)
@@ -126,7 +126,8 @@ class FlatbufferWriter:
 
     def _buffer(self, data: np.ndarray) -> int:
         data = np.ascontiguousarray(data)
-        digest = hashlib.blake2b(data.tobytes(), digest_size=20).digest() + str(data.dtype).encode()
+        # hashed in place (a large embedding table was copied once per lowering for its digest)
+        digest = hashlib.blake2b(data.reshape(-1).view(np.uint8).data, digest_size=20).digest() + str(data.dtype).encode()
         if digest in self._buffer_by_digest:
             return self._buffer_by_digest[digest]
         b = self._buffer_type()
@@ -233,7 +234,7 @@ class FlatbufferWriter:
         size = sum(b.data.nbytes for b in self.buffers if b.data is not None)
         builder = flatbuffers.Builder(size + (1 << 20))
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
+        return bytes(memoryview(builder.Bytes)[builder.Head():])  # one copy (Output() makes a second)
 
     def _tensor_map(self, index: int):
         m = self.s.TensorMapT()
