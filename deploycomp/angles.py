@@ -38,6 +38,10 @@ well above float32's rounding of an angle, and the same for every element."""
 _MOVED = 0.01
 """An element moved by less than this share of the nudge does not hold the angle."""
 
+_SAME_SCALE = 0.02
+"""Elements whose scales are all within this share of their median hold the angle at that
+one scale (a float16 output reads the nudge to about 1%)."""
+
 
 def _nudged(model: ir.Model) -> ir.Model | None:
     """A copy of ``model`` with ``NUDGE`` added to every top-level ``Atan``'s result; None
@@ -46,11 +50,15 @@ def _nudged(model: ir.Model) -> ir.Model | None:
     atans = [n for n in copy.graph if n.op_type == "Atan" and n.domain in ("", "ai.onnx")]
     if not atans:
         return None
-    nudge = ir.Value(name="deploycomp_angle_nudge", const_value=ir.tensor(np.float32(NUDGE)))
-    copy.graph.register_initializer(nudge)
+    nudges: dict[ir.DataType, ir.Value] = {}
     for atan in atans:
         value = atan.outputs[0]
-        add = ir.node("Add", [value, nudge], name=f"{atan.name}_nudged")
+        dtype = value.dtype or ir.DataType.FLOAT  # an Atan of float16 or double adds its own type
+        if dtype not in nudges:
+            nudges[dtype] = ir.Value(name=f"deploycomp_angle_nudge_{dtype.name.lower()}",
+                                     const_value=ir.tensor(np.asarray(NUDGE, dtype.numpy())))
+            copy.graph.register_initializer(nudges[dtype])
+        add = ir.node("Add", [value, nudges[dtype]], name=f"{atan.name}_nudged")
         moved = add.outputs[0]  # takes the name: an Atan's result may be a graph output
         moved.name, moved.type, moved.shape = value.name, value.type, value.shape
         value.name = f"{value.name}_before_nudge"
@@ -86,7 +94,10 @@ def angle_periods(model: ir.Model, sample: Mapping[str, np.ndarray]) -> dict[str
         if not holds.any():
             continue
         scale = np.abs(gain[holds])
-        span = float(np.ptp(before[holds] / np.median(scale)))
+        median = float(np.median(scale))
+        if np.all(np.abs(scale - median) <= _SAME_SCALE * median):  # one scale, read through rounding (float16)
+            scale = np.full_like(scale, median)
+        span = float(np.ptp(before[holds] / median))
         turn = 2 * math.pi if span > math.pi + 1e-3 else math.pi
         period = np.zeros(before.shape, np.float64)
         period[holds] = turn * scale

@@ -58,6 +58,17 @@ def test_the_elements_holding_an_angle_and_their_turn_are_measured():
     np.testing.assert_allclose(periods["bare"], np.pi, rtol=1e-5)
 
 
+def test_a_float16_angle_is_nudged_in_float16_and_read_at_one_turn():
+    nodes = [helper.make_node("Div", ["y", "x"], ["ratio"]), helper.make_node("Atan", ["ratio"], ["angle"])]
+    half = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT16, [1, 64])  # noqa: E731
+    model = helper.make_model(helper.make_graph(nodes, "g", [half("y"), half("x")], [half("angle")]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    sample = {k: v.reshape(1, 64).astype(np.float16) for k, v in _directions().items()}
+    periods = angle_periods(ir.from_proto(model), sample)
+    assert list(periods) == ["angle"] and np.all(periods["angle"] == periods["angle"].flat[0])
+    assert periods["angle"].flat[0] == pytest.approx(np.pi, rel=0.02)
+
+
 def test_a_direction_across_the_cut_is_no_error_but_a_wrong_one_still_is():
     """The same direction 2 pi apart compares equal as an angle; a direction that moved by a
     quarter turn, or a non-angle element 2 pi off, is still an error."""
