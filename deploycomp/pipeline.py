@@ -519,7 +519,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
-    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), exact_qdq=own is not None), prep.frozen,
+    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), written=own is not None), prep.frozen,
                            class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
@@ -543,7 +543,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     arrives_int8 = own is not None or prep.integer_ops > 0
     fidelity = target.fidelity["int8" if arrives_int8 and "int8" in target.fidelity else opts.precision]
     if own is not None:
-        prep.assumed.append("judged against its QDQ arithmetic as ONNX defines it (ONNX Runtime, QDQ unfused) with "
+        prep.assumed.append("judged against its QDQ arithmetic as ONNX defines it (ONNX Runtime, every node unfused) with "
                             "the int8 budget")
     if opts.min_cosine is not None:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})

@@ -18,7 +18,7 @@ from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
 from deploycomp.errors import UnsupportedError
 from deploycomp.ir import save_model
-from deploycomp.quant.exact import exact_qdq_options
+from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
 
 __all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
@@ -28,13 +28,17 @@ class ORTRunner:
     """Runs an ONNX model on ONNX Runtime's CPU provider.
 
     ``exact_qdq``: run QuantizeLinear/DequantizeLinear as written instead of letting ORT
-    fuse them into its own int8 kernels (:mod:`deploycomp.quant.exact`)."""
+    fuse them into its own int8 kernels (:mod:`deploycomp.quant.exact`); ``written``: run
+    every node as written, float fusions off too (:func:`deploycomp.quant.exact.written_options`)."""
 
-    def __init__(self, model: str | Path | bytes, threads: int | None = None, exact_qdq: bool = False):
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, exact_qdq: bool = False,
+                 written: bool = False):
         require_modules("onnxruntime", ("onnxruntime",), "onnxruntime")
         import onnxruntime as ort
 
-        if exact_qdq:
+        if written:
+            options = written_options(threads)
+        elif exact_qdq:
             options = exact_qdq_options(threads)
         else:
             options = ort.SessionOptions()

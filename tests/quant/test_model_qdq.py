@@ -177,6 +177,31 @@ def test_an_int8_model_builds_without_calibration_keeping_its_encodings(ort_quan
         assert manifest["validation"]["outputs"]["probs"]["cosine"] > 0.99
 
 
+def test_a_model_that_arrives_int8_is_judged_against_every_node_unfused(ort_quantized, tmp_path, monkeypatch):
+    """Its QDQ as ONNX defines it: ONNX Runtime with no fusion at all. Its float fusions
+    (LayerNorm, GELU, attention) sum in another order, which int8 rounding downstream
+    amplifies: Smart Turn's probability moved by 0.14 of its scale between them."""
+    import onnxruntime as ort
+
+    import deploycomp.pipeline as pipeline
+    from deploycomp.backends.onnxruntime import ORTRunner
+
+    made = []
+
+    class Spy(ORTRunner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.session.get_session_options().graph_optimization_level)
+
+    monkeypatch.setattr(pipeline, "ORTRunner", Spy)
+    runner = deploycomp.build(ort_quantized, tmp_path / "out", target="host", precision="int8", no_fail=True)
+    assert made[0] == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the reference, made first
+    assert any("every node unfused" in note for note in runner.manifest["assumptions"])
+    first = len(made)
+    deploycomp.build(tmp_path / "float.onnx", tmp_path / "float-out", target="host", precision="fp32", no_fail=True)
+    assert made[first] != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # a float model's: ORT as users run it
+
+
 def test_the_budget_is_no_stricter_than_the_model_s_own_runtime(ort_quantized, tmp_path):
     """Held to a budget ONNX Runtime's own fused int8 kernels miss against the model's QDQ
     as written (here: exact agreement), a build is held to what those kernels reach, and
