@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.analysis import mac_share
-from deploycomp.quant.sensitivity import (LayerSensitivity, Ranking, Verdict, nmse_per_output, ort_outputs, outputs_of_each,
+from deploycomp.quant.sensitivity import (Angles, LayerSensitivity, Ranking, Verdict, nmse_per_output, ort_outputs, outputs_of_each,
                                          select_float_layers)
 
 __all__ = ["COMPUTE_OPS", "SEGMENTS", "float_tensors", "fp16_mac_share", "nodes_keeping_fp32", "nonfinite_sources",
@@ -120,15 +120,17 @@ def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None
 
 
 def _ranking(model: ir.Model, parts: Mapping[str, list[str]], reference: Reference, hot: Sequence[str],
-             samples: Sequence[Feeds], refs: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[LayerSensitivity], dict]:
+             samples: Sequence[Feeds], refs: Sequence[Mapping[str, np.ndarray]],
+             angles: Angles | None = None) -> tuple[list[LayerSensitivity], dict]:
     """Each part's drop-one gain per output (graph order), and the fp16 model's NMSE per
-    output (the base the search's turns go by)."""
+    output (the base the search's turns go by); ``angles`` as in
+    :func:`deploycomp.quant.sensitivity.nmse_per_output`."""
     runs = outputs_of_each((reference(model, sorted(set(hot).union(extra))) for extra in [[], *parts.values()]),
                            samples)
-    base = nmse_per_output(refs, next(runs))
+    base = nmse_per_output(refs, next(runs), angles)
     ranking = []
     for name, gots in zip(parts, runs):
-        errors = nmse_per_output(refs, gots)
+        errors = nmse_per_output(refs, gots, angles)
         gain = {k: max(0.0, base[k] - errors.get(k, 0.0)) for k in base}
         ranking.append(LayerSensitivity(name, "segment", sum(gain.values()), gain))
     return ranking, base
@@ -205,14 +207,16 @@ RANKING_SAMPLES = 4
 
 def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[str], samples: Sequence[Feeds],
                          refs: Sequence[Mapping[str, np.ndarray]],
-                         meets_budget: Callable[[list[str]], Verdict]) -> tuple[list[str], dict]:
+                         meets_budget: Callable[[list[str]], Verdict],
+                         angles: Angles | None = None) -> tuple[list[str], dict]:
     """The fp32 tensors (``hot``, those where the fp16 build turns non-finite on
     ``samples``: :func:`nonfinite_sources`, and those of the fewest segments) whose fp16
     build meets ``meets_budget`` (called with candidate ``fp32_tensors``), ranked on the
     :data:`RANKING_SAMPLES` of ``samples`` (``refs``: the fp32 outputs) where the fp16
     reference's error is largest; and the search's record. ``met: False`` where no mix with
     a segment left fp16 meets it (the caller keeps the plain fp16 build then, whose miss is
-    the honest answer). Swift-F0 on TensorRT ranked on the first four of 12 clips (its worst
+    the honest answer). ``angles``: outputs holding angles, measured as the budget measures
+    them (:func:`deploycomp.quant.sensitivity.nmse_per_output`). Swift-F0 on TensorRT ranked on the first four of 12 clips (its worst
     pitch cosine there 0.965) took 12 of 13 segments to lift the ninth clip's 0.714."""
     parts = segments(model)
     sources, gots = nonfinite_sources(model, reference, hot, samples)
@@ -223,10 +227,10 @@ def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[st
                      "fp16_mac_share": fp16_mac_share(model, hot), **found}
     if len(samples) > RANKING_SAMPLES:
         gots = gots or ort_outputs(reference(model, hot), samples)
-        error = [sum(nmse_per_output([r], [g]).values()) for r, g in zip(refs, gots)]
+        error = [sum(nmse_per_output([r], [g], angles).values()) for r, g in zip(refs, gots)]
         worst = sorted(sorted(range(len(samples)), key=error.__getitem__, reverse=True)[:RANKING_SAMPLES])
         samples, refs = [samples[i] for i in worst], [refs[i] for i in worst]
-    ranking, base = _ranking(model, parts, reference, hot, samples, refs)
+    ranking, base = _ranking(model, parts, reference, hot, samples, refs, angles)
     chosen, met = select_float_layers(Ranking.of(ranking, base),
                                       lambda keep: meets_budget(sorted(set(hot).union(*(parts[p] for p in keep)))),
                                       start=1, base=base)

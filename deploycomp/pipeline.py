@@ -956,7 +956,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         return Verdict(not failing, failing)
 
     hot = list(options.get("fp32_tensors") or ())
-    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged, refs, meets)
+    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged, refs, meets, prep.angles)
     record |= {"judged_on": f"{len(judged)} {source} samples", "margin": SEARCH_MARGIN, "trials": trials}
     if source == "validation":
         record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"
@@ -1222,7 +1222,7 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         policy = replace(policy, quantize_graph_outputs=True, dynamic_ops=())
     result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
-                      coverage=validation, time_limit=opts.int8_time_limit)
+                      coverage=validation, time_limit=opts.int8_time_limit, angles=prep.angles)
     model, info = record(result)
     if set_aside:
         info["judged_without"] = {"samples": set_aside,

@@ -117,3 +117,16 @@ def test_a_build_judges_angle_outputs_as_angles_and_says_so(tmp_path, target):
         with np.load(tmp_path / "out" / reference) as data:
             assert sorted(k for k in data.files if k.startswith("angle/")) == ["angle/bare", "angle/degrees",
                                                                                   "angle/head"]
+
+
+def test_the_searches_measure_a_wrapped_direction_as_the_budget_does():
+    """The int8 ranking's and the fp16 search's NMSE take each angle to the nearest turn
+    too: otherwise the layer that flips one element across the cut looks like the worst."""
+    from deploycomp.quant.sensitivity import nmse, nmse_per_output
+
+    ref = {"angle": np.array([[3.13, -1.0, 0.5, 2.0]], np.float32)}
+    got = {"angle": np.array([[-3.13, -1.01, 0.5, 2.0]], np.float32)}
+    turn = {"angle": np.full((1, 4), 2 * np.pi)}
+    assert nmse_per_output([ref], [got])["angle"] > 2.0
+    assert nmse_per_output([ref], [got], turn)["angle"] < 1e-4
+    assert nmse([ref], [got], turn) == pytest.approx(nmse_per_output([ref], [got], turn)["angle"])

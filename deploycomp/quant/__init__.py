@@ -101,6 +101,7 @@ class _Candidate:
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
     ranking: Ranking | None = None  # once the search ranked its layers (lazily: sensitivity.Ranking)
+    angles: Mapping[str, np.ndarray] = field(default_factory=dict)  # outputs holding angles (sensitivity.Angles)
     _view: ir.Model | None = field(default=None, repr=False)
     _refs: list | None = field(default=None, repr=False)
 
@@ -126,7 +127,8 @@ and TensorRT's encodings): no candidate more than twice the least error on the f
 was within 10% of the winner on all four; det's judge went from 20 runs of the model to 10."""
 
 
-def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], samples: list) -> None:
+def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], samples: list,
+           angles: Mapping[str, np.ndarray] | None = None) -> None:
     """Each candidate's whole all-int8 error (NMSE against the float model, exact QDQ
     arithmetic) on ``samples``, raced (:data:`RACE_FACTOR`); a lone survivor of the first
     half is not judged further, as nothing is left to choose. Sets ``nmse`` and ``judged``."""
@@ -146,13 +148,13 @@ def _judge(model: ir.Model, policy: QDQPolicy, candidates: list[_Candidate], sam
         runs = outputs_of_each(itertools.chain([measured_view(model)], qdq(group)), part)
         refs = next(runs)
         for c, outputs in zip(group, runs):
-            c.nmse = (nmse(refs, outputs) * len(part) + (c.nmse or 0.0) * c.judged) / (c.judged + len(part))
+            c.nmse = (nmse(refs, outputs, angles) * len(part) + (c.nmse or 0.0) * c.judged) / (c.judged + len(part))
             c.judged += len(part)
         best = min(c.nmse for c in group)
         group = [c for c in group if c.nmse <= RACE_FACTOR * best]
 
 
-def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled, decisive=()):
+def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bias, sampled, decisive=(), angles=None):
     """Ranges and bias shifts for ``model``, and, when ``sampled`` (smoothing's rows, already
     collected) is given, the searched smoothing applied to a copy and kept only if the whole
     int8 model's error (exact QDQ arithmetic, on up to four held-out or calibration samples,
@@ -188,10 +190,10 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     candidates = []
     for m in RANGE_CHOICES if method == "auto" else (method,):
         ranges = channels.within(stats.ranges(m) | kept)
-        candidates.append(_Candidate(m, False, model, ranges, extremes, quietest))
+        candidates.append(_Candidate(m, False, model, ranges, extremes, quietest, angles=dict(angles or {})))
         if sites:
             candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes,
-                                         trial_quietest))
+                                         trial_quietest, angles=dict(angles or {})))
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
         plain = [c for c in candidates if not c.smoothed]
@@ -206,7 +208,7 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
             c.shifts = {**next(p.shifts for p in plain if p.method == c.method), **sums[1].shifts(i)}
     judge = (list(held_out) + list(calibration))[:4]
     if len(candidates) > 1:
-        _judge(model, policy, candidates, judge)
+        _judge(model, policy, candidates, judge, angles)
     site_records = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "transform"}
                     for s in sites]
     most = max(c.judged for c in candidates)  # those judged on every sample first
@@ -296,7 +298,8 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
     if c.ranking is None:
         refs = c.refs(held_out)
         progress("int8 sensitivity")
-        c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts, hurry=hurry)
+        c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts, hurry=hurry,
+                                        angles=c.angles)
     ranking = c.ranking
     base = ranking.base
     try:
@@ -347,13 +350,17 @@ def quantize(
     progress: Callable[[str], None] = lambda msg: None,
     coverage: Sequence[Feeds] = (),
     time_limit: float | None = None,
+    angles: Mapping[str, np.ndarray] | None = None,
 ) -> QuantResult:
     """``coverage``: other real inputs (e.g. the validation set); the result's
     ``info["range_coverage"]`` says which tensors they take well past anything the
     calibration set did (:func:`deploycomp.quant.calibrate.range_coverage`).
     ``time_limit``: seconds from this call after which the search keeps the first choice
     that meets the budget instead of looking for one with more layers int8
-    (:class:`deploycomp.quant.sensitivity.Hurry`); ``info["time_limit"]`` says what it cut."""
+    (:class:`deploycomp.quant.sensitivity.Hurry`); ``info["time_limit"]`` says what it cut.
+    ``angles``: outputs whose elements hold angles, each element's turn
+    (:mod:`deploycomp.angles`): every int8 error is measured with those taken to the
+    nearest turn, as the budget check measures it."""
     method = method or policy.range_method
     if method not in RANGE_METHODS and method != "auto":
         raise ValueError(f"unknown int8 range method {method!r}; known: auto, {', '.join(RANGE_METHODS)}")
@@ -385,7 +392,7 @@ def quantize(
         tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
     decisive = sorted(decisive_tensors(model) & set(tensors))
     candidates, samples_seen, sites, judged, sentinels = _calibrate(
-        model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled, decisive)
+        model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled, decisive, angles)
     calib_seconds = time.perf_counter() - started
     pinned = _pinned(model, policy, keep_float)
     # ``auto``: the least-error candidate first; if even its float layers cannot meet the
@@ -494,7 +501,7 @@ def quantize(
             progress("int8 dynamic-range layers")
             # least dynamic-range error per MAC first (a layer's static error does not predict
             # its dynamic one, and what the budget buys is MACs in int8)
-            errors = dynamic_ranking(c.view, policy, eligible, held_out, c.refs(held_out))
+            errors = dynamic_ranking(c.view, policy, eligible, held_out, c.refs(held_out), c.angles)
             if errors is not None:
                 eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
                 record["ranked_by"] = "dynamic-range error alone, per MAC"

@@ -183,17 +183,18 @@ def dynamic_copy(model: ir.Model, policy, layer: str) -> ir.Model | None:
 
 
 def dynamic_ranking(view: ir.Model, policy, layers: Sequence[str], samples: Sequence[Mapping[str, np.ndarray]],
-                    refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float] | None:
+                    refs: Sequence[Mapping[str, np.ndarray]],
+                    angles: Mapping[str, np.ndarray] | None = None) -> dict[str, float] | None:
     """Each layer's output NMSE (summed over outputs) with it alone dynamic-range and the
     rest float, on ``samples`` (``refs``: the float model's outputs there), measured like
     the quantize-one ranking (each copy run from its cut down on the float model's
-    tensors); None where it cannot be measured."""
+    tensors; ``angles`` as there); None where it cannot be measured."""
     from deploycomp.quant.sensitivity import _measurer
 
     if not layers or view.opset_imports.get("", 0) < 11:
         return None
     measure = _measurer(view, policy, {}, samples, refs, None,
-                        copy_for=lambda unit: dynamic_copy(view, policy, unit[0]))
+                        copy_for=lambda unit: dynamic_copy(view, policy, unit[0]), angles=angles)
     try:
         errors = measure([[layer] for layer in layers])
     finally:

@@ -46,6 +46,7 @@ from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.angles import unwrap
 from deploycomp.quant.bias_correction import apply_bias_shifts
 from deploycomp.quant.calibrate import cores
 from deploycomp.quant.downstream import FloatTaps, downstream_of_changes, frontier_of, tap_groups
@@ -55,11 +56,13 @@ from deploycomp.quant.qdq import QDQPass, searchable_nodes
 from deploycomp.quant.sessions import session as ort_session
 from deploycomp.sums import dot64, squared_error64
 
-__all__ = ["GIVE_BACK_CHECKS", "Hurry", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
+__all__ = ["Angles", "GIVE_BACK_CHECKS", "Hurry", "LayerSensitivity", "Ranking", "nmse", "nmse_per_output", "ort_outputs", "outputs_of_each", "quantized_copy",
            "rank_layers", "round_robin", "sensitivity_ranking",
            "select_float_layers", "Verdict"]
 
 Feeds = Mapping[str, np.ndarray]
+Angles = Mapping[str, np.ndarray]
+"""Outputs holding angles: each element's turn, 0 where it holds none (:mod:`deploycomp.angles`)."""
 
 
 @dataclass
@@ -79,17 +82,22 @@ makes the output finite again gains by it (an fp16 pitch tracker's NaN had made 
 segment's gain NaN - base, read as 0: the search took segments in graph order)."""
 
 
-def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
+                    angles: Angles | None = None) -> dict[str, float]:
     """Each float output's NMSE (squared error over the reference's energy), mean over
     samples (:data:`NONFINITE_NMSE` for a sample where it is not finite). Integer outputs
     (ids, counts) are left out: their error is a step, zero until an id flips (see
-    :mod:`deploycomp.quant.scores` for what stands in for them)."""
+    :mod:`deploycomp.quant.scores` for what stands in for them). ``angles``: outputs whose
+    elements hold angles, each element's turn (:mod:`deploycomp.angles`): an element's
+    error is taken to the nearest turn, as the budget check takes it (a direction that
+    wrapped from pi to -pi is no error)."""
     out: dict[str, float] = {}
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
             if not np.issubdtype(r.dtype, np.floating):
                 continue
-            error = squared_error64(got[name], r) / max(dot64(r, r), 1e-20)
+            g = unwrap(r, got[name], angles[name]) if angles and name in angles else got[name]
+            error = squared_error64(g, r) / max(dot64(r, r), 1e-20)
             out[name] = out.get(name, 0.0) + (error if np.isfinite(error) else NONFINITE_NMSE)
     return {k: v / max(len(refs), 1) for k, v in out.items()}
 
@@ -116,9 +124,10 @@ def round_robin(ranking: Sequence[LayerSensitivity], base: Mapping[str, float]) 
     return order
 
 
-def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]]) -> float:
+def nmse(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
+         angles: Angles | None = None) -> float:
     """The NMSE summed over outputs, mean over samples (:func:`nmse_per_output`, summed)."""
-    return sum(nmse_per_output(refs, gots).values())
+    return sum(nmse_per_output(refs, gots, angles).values())
 
 
 def quantized_copy(model: ir.Model, policy: QDQPolicy, ranges, keep_float: set[str],
@@ -352,7 +361,8 @@ class Ranking:
 def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
               refs: Sequence[Mapping[str, np.ndarray]], bias_shifts: Mapping[str, np.ndarray] | None,
               progress: Callable[[int], None] | None = None,
-              copy_for: Callable[[list[str]], ir.Model] | None = None) -> Callable[[list[list[str]]], list[dict[str, float]]]:
+              copy_for: Callable[[list[str]], ir.Model] | None = None,
+              angles: Angles | None = None) -> Callable[[list[list[str]]], list[dict[str, float]]]:
     """``measure(units)`` for :class:`Ranking`: each unit's output NMSE per output with only
     its nodes quantized, every other searchable node float. Each copy runs from its cut
     down on the float model's tensors there (see :mod:`deploycomp.quant.downstream`);
@@ -368,11 +378,11 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
         copy = copy_for(unit) if copy_for else quantized_copy(model, policy, ranges, names - set(unit), bias_shifts)
         cut = taps and downstream_of_changes(float_nodes, copy, unit, taps.types)
         if not cut:
-            return nmse_per_output(refs, ort_outputs(copy, samples, 1))
+            return nmse_per_output(refs, ort_outputs(copy, samples, 1), angles)
         session = _session(cut.model)
         gots = [{**ref, **dict(zip(cut.outputs, session.run(cut.outputs, {k: tapped[k] for k in cut.inputs})))}
                 for ref, tapped in zip(refs, taps.values)]
-        return nmse_per_output(refs, gots)
+        return nmse_per_output(refs, gots, angles)
 
     kept: dict[str, FloatTaps | None] = {}
 
@@ -408,13 +418,15 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
 
 def sensitivity_ranking(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
                         refs: Sequence[Mapping[str, np.ndarray]], bias_shifts: Mapping[str, np.ndarray] | None = None,
-                        group_size: int = GROUP_SIZE, hurry: Hurry | None = None) -> Ranking:
+                        group_size: int = GROUP_SIZE, hurry: Hurry | None = None,
+                        angles: Angles | None = None) -> Ranking:
     """The lazy quantize-one ranking (:class:`Ranking`) the float-layer search takes its
     nodes from; the all-int8 model's NMSE per output is its ``base``."""
-    base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples))
+    base = nmse_per_output(refs, ort_outputs(quantized_copy(model, policy, ranges, set(), bias_shifts), samples),
+                           angles)
     layers = searchable_nodes(model, policy)
     return Ranking([(n.name, n.op_type) for n in layers], base,
-                   _measurer(model, policy, ranges, samples, refs, bias_shifts), group_size, hurry)
+                   _measurer(model, policy, ranges, samples, refs, bias_shifts, angles=angles), group_size, hurry)
 
 
 def rank_layers(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feeds],
