@@ -81,9 +81,14 @@ def angle_periods(model: ir.Model, sample: Mapping[str, np.ndarray]) -> dict[str
     nudged = _nudged(model) if names else None
     if nudged is None:
         return {}
+    def quiet():
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return options
+
     feeds = {v.name: sample[v.name] for v in model.graph.inputs if v.name in sample}
-    base = session(model, ort.SessionOptions()).run(names, feeds)
-    moved = session(nudged, ort.SessionOptions()).run(names, feeds)
+    base = session(model, quiet()).run(names, feeds)
+    moved = session(nudged, quiet()).run(names, feeds)
     periods: dict[str, np.ndarray] = {}
     for name, before, after in zip(names, base, moved):
         if not np.issubdtype(np.asarray(before).dtype, np.floating):
@@ -107,11 +112,12 @@ def angle_periods(model: ir.Model, sample: Mapping[str, np.ndarray]) -> dict[str
 
 def unwrap(ref: np.ndarray, got: np.ndarray, period: np.ndarray) -> np.ndarray:
     """``got`` with each element that holds an angle (``period`` > 0) moved by whole turns
-    to the one nearest ``ref``'s (``got`` as given where the shapes differ)."""
+    to the one nearest ``ref``'s (``got`` as given where the shapes differ, and where either
+    is not finite: a NaN stays the NaN the comparison counts)."""
     if ref.shape != got.shape or period.shape != got.shape or not np.issubdtype(got.dtype, np.floating):
         return got
     turns = np.zeros(period.shape, np.float64)
-    holds = period > 0
+    holds = (period > 0) & np.isfinite(got) & np.isfinite(ref)
     turns[holds] = np.round((got[holds].astype(np.float64) - ref[holds]) / period[holds])
     if not turns.any():
         return got

@@ -92,6 +92,8 @@ def test_unwrap_moves_whole_turns_only_where_an_angle_is_held():
     np.testing.assert_allclose(out, [7.0 - 2 * np.pi, -3.0 + 2 * np.pi, 10.0], rtol=1e-6)
     assert out.dtype == np.float32
     assert unwrap(np.zeros(2), got, np.ones(3)) is got  # shapes that do not match: as given
+    odd = unwrap(np.array([np.nan, 0.0, 0.0]), np.array([7.0, np.inf, 7.0], np.float32), np.full(3, 2 * np.pi))
+    assert odd[0] == 7.0 and odd[1] == np.inf and odd[2] == pytest.approx(7.0 - 2 * np.pi)  # NaN, Inf: as given
 
 
 @pytest.mark.parametrize("target", ["host", "jetson-orin-nano"])
