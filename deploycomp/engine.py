@@ -22,13 +22,22 @@ from deploycomp.errors import BudgetError, DeployError, OutputExistsError
 __all__ = ["build_bundle_engine", "read_reference"]
 
 
-def read_reference(path: Path, part: str = "output") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The reference file's input and its ``part``: ``output`` (ONNX Runtime fp32) or
-    ``angle`` (each element's turn, for the outputs holding angles)."""
+def _reference_parts(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The reference file's parts, read once: ``input``, ``output`` (ONNX Runtime fp32) and
+    ``angle`` (each element's turn, for the outputs holding angles), each by tensor name."""
+    parts: dict[str, dict[str, np.ndarray]] = {"input": {}, "output": {}, "angle": {}}
     with np.load(path) as data:
-        inputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("input/")}
-        outputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{part}/")}
-    return inputs, outputs
+        for key in data.files:
+            part, _, name = key.partition("/")
+            if part in parts:
+                parts[part][name] = data[key]
+    return parts
+
+
+def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The reference file's input and its ONNX Runtime fp32 outputs."""
+    parts = _reference_parts(path)
+    return parts["input"], parts["output"]
 
 
 def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None, cudart=None) -> dict[str, Any]:
@@ -53,9 +62,9 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     try:
         info = build_engine(bundle, plan, trt) | {"gpu": gpu}
         runner = TensorRTRunner(bundle / plan.engine, trt, cudart)
-        inputs, want = read_reference(bundle / manifest["backend"]["lowered"]["reference"])
+        reference = _reference_parts(bundle / manifest["backend"]["lowered"]["reference"])
+        inputs, want, angles = reference["input"], reference["output"], reference["angle"]
         levels = {o["name"] for o in manifest.get("io", {}).get("outputs", []) if o.get("judged_as") == "levels"}
-        angles = read_reference(bundle / manifest["backend"]["lowered"]["reference"], "angle")[1]
         metrics = compare_outputs([want], [runner.run(inputs)], levels=levels, angles=angles)
         budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
         failed = fidelity_failures(metrics, budget)

@@ -527,12 +527,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     except ValueError as e:
         raise InputDataError(str(e)) from None
     prep.where = where = opts.judge_where
-    if analysis.angle_outputs(prep.model.graph):
+    if angle_names := analysis.angle_outputs(prep.model.graph):
         try:
             prep.angles = angle_periods(prep.model, samples[0])
         except Exception as e:  # noqa: BLE001 - a measurement that helps the comparison, not the build
             log.warning("could not tell which elements of %s hold angles (%s): compared as numbers",
-                        few(analysis.angle_outputs(prep.model.graph)), str(e).splitlines()[0][:200])
+                        few(angle_names), str(e).splitlines()[0][:200])
         for entry in io["outputs"]:
             if entry["name"] in prep.angles:
                 entry["judged_as"] = "angles"  # a device check reads each element's turn from the reference file

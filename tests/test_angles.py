@@ -119,6 +119,13 @@ def test_a_build_judges_angle_outputs_as_angles_and_says_so(tmp_path, target):
         with np.load(tmp_path / "out" / reference) as data:
             assert sorted(k for k in data.files if k.startswith("angle/")) == ["angle/bare", "angle/degrees",
                                                                                   "angle/head"]
+        from deploycomp.engine import _reference_parts, read_reference
+
+        parts = _reference_parts(tmp_path / "out" / reference)  # what the device check reads
+        assert sorted(parts["angle"]) == ["bare", "degrees", "head"] and sorted(parts["input"]) == ["x", "y"]
+        np.testing.assert_allclose(parts["angle"]["degrees"], 360.0, rtol=1e-5)
+        inputs, outputs = read_reference(tmp_path / "out" / reference)
+        assert inputs.keys() == parts["input"].keys() and outputs.keys() == parts["output"].keys()
 
 
 def test_the_searches_measure_a_wrapped_direction_as_the_budget_does():

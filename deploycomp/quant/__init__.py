@@ -101,7 +101,6 @@ class _Candidate:
     nmse: float | None = None
     judged: int = 0  # samples its nmse is over
     ranking: Ranking | None = None  # once the search ranked its layers (lazily: sensitivity.Ranking)
-    angles: Mapping[str, np.ndarray] = field(default_factory=dict)  # outputs holding angles (sensitivity.Angles)
     _view: ir.Model | None = field(default=None, repr=False)
     _refs: list | None = field(default=None, repr=False)
 
@@ -190,10 +189,10 @@ def _calibrate(model, policy, calibration, held_out, method, tensors, correct_bi
     candidates = []
     for m in RANGE_CHOICES if method == "auto" else (method,):
         ranges = channels.within(stats.ranges(m) | kept)
-        candidates.append(_Candidate(m, False, model, ranges, extremes, quietest, angles=dict(angles or {})))
+        candidates.append(_Candidate(m, False, model, ranges, extremes, quietest))
         if sites:
             candidates.append(_Candidate(m, True, smoothed, {**ranges, **mapped_stats.ranges(m)}, trial_extremes,
-                                         trial_quietest, angles=dict(angles or {})))
+                                         trial_quietest))
     if correct_bias:
         changed = {name for s in sites for name in [s["producer"], *s["readers"]]}
         plain = [c for c in candidates if not c.smoothed]
@@ -277,14 +276,15 @@ def _budget_order(tries: list[_Candidate], policy: QDQPolicy, held_out: Sequence
 def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
                   meets_budget: Callable[[ir.Model], bool] | None, pinned: set[str],
                   progress: Callable[[str], None], after: set[str] | None = None,
-                  all_int8: object | None = None, hurry: Hurry | None = None) -> tuple[set[str], dict]:
+                  all_int8: object | None = None, hurry: Hurry | None = None,
+                  angles: Mapping[str, np.ndarray] | None = None) -> tuple[set[str], dict]:
     """The fewest most-sensitive layers to keep float for ``c`` to meet the budget, and
     what the search found (``budget_met``, the ranking); no search without a budget.
     ``after``: continue past an earlier choice that a stricter check found wanting
     (:func:`deploycomp.quant.sensitivity.select_float_layers`); the ranking is made once.
     ``all_int8``: the budget check's verdict on ``c``'s all-int8 model, where one was made
     already (:func:`_budget_order`). ``hurry``: the search's time limit
-    (:class:`deploycomp.quant.sensitivity.Hurry`)."""
+    (:class:`deploycomp.quant.sensitivity.Hurry`). ``angles``: see :func:`quantize`."""
     def candidate(keep: set[str]) -> ir.Model:
         return quantized_copy(c.model, policy, c.ranges, keep, c.shifts)
 
@@ -299,7 +299,7 @@ def _float_layers(c: _Candidate, policy: QDQPolicy, held_out: Sequence[Feeds],
         refs = c.refs(held_out)
         progress("int8 sensitivity")
         c.ranking = sensitivity_ranking(c.view, policy, c.ranges, held_out, refs, bias_shifts=c.shifts, hurry=hurry,
-                                        angles=c.angles)
+                                        angles=angles)
     ranking = c.ranking
     base = ranking.base
     try:
@@ -414,7 +414,7 @@ def quantize(
     rest: list[_Candidate] = []  # range methods after the one chosen, not searched: alternatives
     for attempt, chosen_range in enumerate(tries):
         float_layers, search = _float_layers(chosen_range, policy, held_out, meets_budget, pinned, progress,
-                                             all_int8=verdicts.get(id(chosen_range)), hurry=hurry)
+                                             all_int8=verdicts.get(id(chosen_range)), hurry=hurry, angles=angles)
         if search.get("budget_met", True):
             rest = tries[attempt + 1:]
             break
@@ -501,7 +501,7 @@ def quantize(
             progress("int8 dynamic-range layers")
             # least dynamic-range error per MAC first (a layer's static error does not predict
             # its dynamic one, and what the budget buys is MACs in int8)
-            errors = dynamic_ranking(c.view, policy, eligible, held_out, c.refs(held_out), c.angles)
+            errors = dynamic_ranking(c.view, policy, eligible, held_out, c.refs(held_out), angles)
             if errors is not None:
                 eligible.sort(key=lambda n: (errors[n] / max(macs[n] or 1, 1), n))
                 record["ranked_by"] = "dynamic-range error alone, per MAC"
@@ -549,7 +549,8 @@ def quantize(
                 # from the search's choice before it gave layers back: the validation inputs
                 # missed what the judged ones met, and those layers are the first suspects
                 earlier = float_layers | set(search.get("given_back", ()))
-                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier, hurry=hurry)
+                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier, hurry=hurry,
+                                            angles=angles)
                 return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
                               dynamic_allowed=dynamic_allowed and not dynamic)
 
