@@ -444,6 +444,32 @@ def test_layers_the_static_encoding_cannot_hold_run_dynamic_range_on_tflite(tmp_
     assert "dynamic_layers" not in whole and {"conv", "fc"} <= set(whole["float_layers"])
 
 
+@pytest.mark.parametrize("target", ["android-arm64", "host", "jetson-orin-nano"])
+def test_a_relu_that_never_fires_on_the_calibration_data_still_builds(tmp_path, target):
+    """A branch whose ReLU is zero on every calibration sample (its conv's bias is far
+    below what its inputs reach), added to a live branch. The dead tensor has no range of
+    its own; encoded at the floor scale (4e-11), XNNPACK refused to create the runtime
+    (the conv's accumulator step was 2.7e7 output steps). It takes its producer's input
+    range instead, runs int8, and the build holds."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="dead_conv"),
+                            helper.make_node("Relu", ["a"], ["dead"], name="relu"),
+                            helper.make_node("Conv", ["x", "w2"], ["live"], pads=[1, 1, 1, 1], name="live_conv"),
+                            helper.make_node("Add", ["dead", "live"], ["y"], name="add")],
+                 {"x": [1, 8, 16, 16]}, {"y": [1, 8, 16, 16]},
+                 {"w1": (rng.standard_normal((8, 8, 1, 1)) * 0.1).astype(np.float32),
+                  "b1": np.full(8, -10.0, np.float32),
+                  "w2": (rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32)})
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((8, 1, 8, 16, 16)).astype(np.float32))
+    result = deploycomp.build(path, tmp_path / "out", target=target, precision="int8",
+                              calibration=tmp_path / "data.npz", validation_data=tmp_path / "data.npz")
+    quant = result.manifest["quantization"]
+    assert quant["int8_layers"] == 2 and quant["budget_met"] is True
+    assert result.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.99
+
+
 def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path):
     """The same scale-varying input feeding only a small side layer (a 2x2 Gemm beside a
     conv that holds int8): that layer stays float, since running it dynamic would spend

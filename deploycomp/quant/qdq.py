@@ -195,10 +195,19 @@ def searchable_nodes(model: ir.Model, policy: QDQPolicy) -> list[ir.Node]:
 def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
                      uses: dict[str, list]) -> dict[str, tuple[float, float]]:
     """The range each quantized tensor is encoded with: its own, except that outputs of the
-    policy's scale-preserving ops take the range of the tensor they read."""
-    if not policy.shared_scale_ops:
-        return ranges
+    policy's scale-preserving ops take the range of the tensor they read, and a tensor the
+    calibration never opened (zero on every sample: a ReLU that never fires) takes the
+    range of the nearest tensor upstream that has one (:func:`_opened`)."""
     out = dict(ranges)
+    for name, consumers in uses.items():
+        if name in out and not _opened(out[name]):
+            value = consumers[0][0].inputs[consumers[0][1]]
+            while value.producer() is not None and value.producer().inputs and not _opened(out.get(value.name)):
+                value = value.producer().inputs[0]
+            if value is not None and _opened(out.get(value.name)):
+                out[name] = out[value.name]
+    if not policy.shared_scale_ops:
+        return out
     for name, consumers in uses.items():
         value = consumers[0][0].inputs[consumers[0][1]]
         root = value
@@ -207,6 +216,18 @@ def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
         if root is not value and root.name in ranges:
             out[name] = ranges[root.name]
     return out
+
+
+def _opened(rng) -> bool:
+    """Whether ``rng`` spans more than :func:`activation_params`' floor. A tensor that is
+    zero throughout has no scale of its own: any encoding holds its zero, but a floor
+    scale (4e-11) is one no runtime's kernel can requantize into or out of (XNNPACK
+    refuses a conv whose accumulator step is 2.7e7 output steps, and an ADD whose operand
+    scales are 1e9 apart). The range of the tensor it was computed from keeps those ratios
+    near one."""
+    if rng is None:
+        return False
+    return float(np.max(np.maximum(rng[1], 0.0) - np.minimum(rng[0], 0.0))) > 1e-8
 
 
 def tensor_encoding(policy: QDQPolicy, value: ir.Value, rng: tuple) -> tuple[np.ndarray, np.ndarray]:
