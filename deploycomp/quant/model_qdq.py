@@ -16,9 +16,11 @@ float build runs them too. What a backend cannot read is re-encoded here:
   padding), any other reader (an ``Add``, a ``Softmax``, a ``Reshape``: float in
   TensorRT anyway) through an ``Add`` after the DequantizeLinear. The same values, step
   for step, except the range's top step (256 levels into s8's 255 symmetric ones).
-  Measured on Smart Turn (an ORT-quantized Whisper encoder): see :func:`_shift`.
+  Measured on Smart Turn (an ORT-quantized Whisper encoder): see :func:`_shift`. A
+  padded Conv first gets its zero pads as a ``Pad`` before a copy of the encoding
+  (:func:`_pads_before`): a ResNet's every 3x3 conv reads a ReLU's u8 that way.
 * **asymmetric -> symmetric, widened** where a reader cannot take the shift back (a
-  MatMul of two activations, a padded Conv, a graph output): the scale grows to cover
+  MatMul of two activations, a graph output): the scale grows to cover
   the same range around 0, ``max(|lo|, |hi|) / 127``, a coarser step for a one-sided
   range (up to 2x): not exact, counted, and validation judges it.
 * **int32 bias DequantizeLinear -> float constant, exact** (TensorRT's parser rejects it):
@@ -158,6 +160,51 @@ def _add_after(graph: ir.Graph, value: ir.Value, amount: np.ndarray, name: str,
         add.outputs[0].name = f"{value.name}__unshifted"
 
 
+def _asymmetric(zp: np.ndarray) -> bool:
+    """Whether a zero point is off the middle of its type (u8: 128, s8: 0)."""
+    return bool(np.any(zp.astype(np.int64) - (128 if zp.dtype == np.uint8 else 0)))
+
+
+def _pads_before(graph: ir.Graph, quant: ir.Node, readers: list[ir.Node]) -> int:
+    """Each padded Conv reading ``quant``'s encoding (explicit ``pads``) reads instead a copy
+    of the encoding taken after a ``Pad`` of zeros, its own ``pads`` zeroed: the same values
+    (a pad of 0 encodes to the zero point and decodes to 0), and the Conv no longer pads
+    what :func:`_shift` moves, so it can take the shift back in its bias. One copy per
+    distinct padding; the original encoding stays for its other readers. Returns how many
+    Convs changed."""
+    groups: dict[tuple, list[tuple[ir.Node, ir.Node]]] = {}
+    for dq in readers:
+        for use in list(dq.outputs[0].uses()):
+            node, attrs = use.node, attributes(use.node)
+            if (node.op_type == "Conv" and use.idx == 0 and padded(node)
+                    and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")):
+                groups.setdefault(tuple(attrs["pads"]), []).append((dq, node))
+    x = quant.inputs[0]
+    base = quant.name or quant.outputs[0].name
+    for k, (pads, convs) in enumerate(groups.items()):
+        tag, rank = f"{base}__padded{k}", len(pads) // 2
+        full = np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)
+        pad = ir.node("Pad", [x, add_initializer(graph, f"{tag}_pads", full)], name=f"{tag}_pad")
+        copy = ir.node("QuantizeLinear", [pad.outputs[0], *quant.inputs[1:]], dict(quant.attributes), name=tag)
+        pad.outputs[0].name, pad.outputs[0].type = f"{tag}_pad", x.type
+        copy.outputs[0].name, copy.outputs[0].type = tag, quant.outputs[0].type
+        graph.insert_before(quant, [pad, copy])
+        decoded: dict[int, ir.Value] = {}  # per DequantizeLinear copied
+        for dq, conv in convs:
+            if id(dq) not in decoded:
+                twin = ir.node("DequantizeLinear", [copy.outputs[0], *dq.inputs[1:]], dict(dq.attributes),
+                               name=f"{tag}_dq{len(decoded)}")
+                twin.outputs[0].name, twin.outputs[0].type = f"{tag}_dq{len(decoded)}", dq.outputs[0].type
+                graph.insert_after(dq, twin)
+                decoded[id(dq)] = twin.outputs[0]
+            conv.replace_input_with(0, decoded[id(dq)])
+            conv.attributes["pads"] = ir.AttrInt64s("pads", [0] * len(pads))
+    for dq in readers:
+        if not dq.outputs[0].uses() and not any(out is dq.outputs[0] for out in graph.outputs):
+            graph.remove(dq, safe=True)
+    return sum(len(convs) for convs in groups.values())
+
+
 def _shift(graph: ir.Graph, quant: ir.Node, readers: list[ir.Node], scale: np.ndarray, zp: np.ndarray) -> bool:
     """Re-encode ``quant`` (per tensor, asymmetric) as symmetric s8 of the same step on its
     input moved by whole steps (see the module docstring); False, changing nothing, where
@@ -214,6 +261,18 @@ class ConformQDQPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         signed = self.policy.activation_dtype == "int8"
+        if self.policy.activation_symmetric:
+            for quant in activation_quantizers(model):
+                params = _params(quant)
+                if params is not None and params[0].size == 1 and _asymmetric(params[1]):
+                    readers = [use.node for use in quant.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
+                    if len(readers) == len(quant.outputs[0].uses()):
+                        moved = _pads_before(graph, quant, readers)
+                        if moved:
+                            self.changes["padded Convs given their zero pads before their input's encoding (exact)"] += moved
+            for quant in activation_quantizers(model):  # an encoding every reader of which now reads a padded copy
+                if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
+                    graph.remove(quant, safe=True)
         for quant in activation_quantizers(model):
             params = _params(quant)
             if params is None:
@@ -223,7 +282,7 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if len(readers) != len(quant.outputs[0].uses()):
                 continue  # an integer tensor read by something else: leave it as the model wrote it
             new = None
-            asymmetric = np.any(zp.astype(np.int64) - (128 if zp.dtype == np.uint8 else 0))
+            asymmetric = _asymmetric(zp)
             if self.policy.activation_symmetric and asymmetric and _shift(graph, quant, readers, scale, zp):
                 new = (scale.astype(np.float32), np.zeros(zp.shape, np.int8))
                 self.changes["activation encodings made symmetric on their input moved by whole steps, taken back "

@@ -102,7 +102,7 @@ def test_tensorrt_gets_symmetric_encodings_and_float_biases(ort_quantized):
     assert conform.changes[SHIFTED] >= 1 and conform.changes[SHIFTED] + conform.changes[WIDENED] == len(before)
     same_step = 0
     for name, (lo, hi, step) in _ranges(model).items():
-        old_lo, old_hi, old_step = before[name]
+        old_lo, old_hi, old_step = before[name.split("__padded")[0]]  # a padded Conv's copy: its source's
         assert lo == pytest.approx(-hi - step)  # s8, zero point 0
         if step == pytest.approx(old_step):  # shifted: the same step, the same width of range
             same_step += 1
@@ -183,6 +183,7 @@ def test_a_model_that_arrives_int8_is_judged_against_every_node_unfused(ort_quan
     amplifies: Smart Turn's probability moved by 0.14 of its scale between them."""
     import onnxruntime as ort
 
+    import deploycomp.backends.onnxruntime.adapter as adapter
     import deploycomp.pipeline as pipeline
     from deploycomp.backends.onnxruntime import ORTRunner
 
@@ -194,6 +195,7 @@ def test_a_model_that_arrives_int8_is_judged_against_every_node_unfused(ort_quan
             made.append(self.session.get_session_options().graph_optimization_level)
 
     monkeypatch.setattr(pipeline, "ORTRunner", Spy)
+    monkeypatch.setattr(adapter, "ORTRunner", Spy)  # the reference: source_runner's
     runner = deploycomp.build(ort_quantized, tmp_path / "out", target="host", precision="int8", no_fail=True)
     assert made[0] == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the reference, made first
     assert any("every node unfused" in note for note in runner.manifest["assumptions"])
@@ -241,3 +243,37 @@ def test_a_relu_that_lives_on_as_a_zero_point_survives_symmetric_encodings():
     want, got = run(source), run(ir.to_proto(model))
     assert want.min() == 0.0 and got.min() == 0.0  # the negatives clamped, as before
     np.testing.assert_allclose(got, want, atol=2 * scale)  # within the coarser step
+
+
+def test_a_padded_conv_takes_the_shift_back_once_its_pads_come_first():
+    """A ReLU's u8 (zero point 0) read by a 3x3 Conv with pads and by a 1x1 Conv without,
+    as a ResNet bottleneck's convs read it. TensorRT's symmetric s8: the padded Conv
+    gets its zero pads as a Pad before a copy of the encoding, so both take the shift
+    back and neither widens; the outputs are the model's own QDQ arithmetic."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c = 8
+    w3, w1 = (rng.standard_normal((c, c, k, k)).astype(np.float32) * 0.1 for k in (3, 1))
+    inits = [numpy_helper.from_array(np.array(4.0 / 255, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(w3, "w3"), numpy_helper.from_array(w1, "w1")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"], name="dq"),
+             helper.make_node("Conv", ["d", "w3"], ["y3"], pads=[1, 1, 1, 1], name="conv3"),
+             helper.make_node("Conv", ["d", "w1"], ["y1"], name="conv1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, c, 12, 12])],
+                              [helper.make_tensor_value_info(n, T.FLOAT, [1, c, 12, 12]) for n in ("y3", "y1")], inits)
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    conformed = ir.from_proto(source)
+    conform = ConformQDQPass(POLICIES["tensorrt"])
+    conform(conformed)
+    assert conform.changes[SHIFTED] == 2 and not conform.changes[WIDENED]
+    assert conform.changes["padded Convs given their zero pads before their input's encoding (exact)"] == 1
+    conv3 = next(n for n in conformed.graph if n.name == "conv3")
+    assert list(conv3.attributes["pads"].value) == [0, 0, 0, 0]
+    x = rng.uniform(-1, 3.98, (1, c, 12, 12)).astype(np.float32)  # below the range, up to its top step
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), exact_qdq_options()).run(None, {"x": x})  # noqa: E731
+    for want, got in zip(run(source), run(ir.to_proto(conformed))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
