@@ -27,7 +27,7 @@ from deploycomp import analysis, datasets
 from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
-from deploycomp.backends.onnxruntime import ORTRunner
+from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
@@ -519,8 +519,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
-    reference = _Reference(ORTRunner(_source_at(prep.source, prep.repinned), written=own is not None), prep.frozen,
-                           class_labels(prep.model))
+    runner = source_runner(_source_at(prep.source, prep.repinned), prep.source.name, written=own is not None)
+    reference = _Reference(runner, prep.frozen, class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})

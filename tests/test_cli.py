@@ -49,9 +49,26 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
     assert code == 0 and "dynamic dims [0]" in stdout
 
 
+def _per_channel_at_opset_11(path):
+    """What onnxruntime.quantization writes for an opset-11 model with ``per_channel``: a
+    DequantizeLinear with ``axis``, which that opset does not have (ONNX Runtime refuses it)."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    w = np.ones((4, 3, 3, 3), np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0, name="weights"),
+         helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info("y", T.FLOAT, None)],
+        [numpy_helper.from_array(w, "wq"), numpy_helper.from_array(np.full(4, 0.1, np.float32), "ws"),
+         numpy_helper.from_array(np.zeros(4, np.int8), "wz")])
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString())
+
+
 @pytest.mark.parametrize(
     "make, args, code, needles",
     [
+        (_per_channel_at_opset_11, [], 3, ["ONNX Runtime cannot load it: node 'weights' (DequantizeLinear): "
+                                           "Unrecognized attribute: axis"]),
         (lambda p: p.write_bytes(b"\x00garbage" * 9), [], 3, ["not a valid ONNX model"]),
         (lambda p: p.write_text("hello"), [], 3, ["not a valid ONNX model"]),
         (None, ["--target", "no-such-board"], 5, ["unknown target 'no-such-board'"]),

@@ -11,7 +11,7 @@ REQUIRES: tuple[str, ...] = ("onnxruntime",)
 EXTRA = "onnxruntime"
 """What to pip install for them."""
 
-__all__ = ["EXTRA", "REQUIRES", "BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
+__all__ = ["EXTRA", "REQUIRES", "BACKEND", "ORTRunner", "OnnxRuntimeBackend", "source_runner"]
 
 
 __getattr__ = lazy_exports(__name__, __all__)

@@ -8,6 +8,7 @@ ONNX itself (``model.onnx``), useful as a portable artifact and for debugging pa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,12 +17,12 @@ import onnx_ir as ir
 
 from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
-from deploycomp.errors import UnsupportedError
+from deploycomp.errors import ModelError, UnsupportedError
 from deploycomp.ir import save_model
 from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
 
-__all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend"]
+__all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend", "source_runner"]
 
 
 class ORTRunner:
@@ -59,6 +60,35 @@ class ORTRunner:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
         return dict(zip(self.output_names, outs))
+
+
+def source_runner(model: str | Path | bytes, label: str, **options) -> ORTRunner:
+    """An :class:`ORTRunner` of the user's own model, whose refusal by ONNX Runtime is the
+    model's problem, said in one line (exit 3, or 6 for an op it has no kernel for), not
+    an internal error: ``onnxruntime.quantization`` writes per-channel DequantizeLinear
+    (``axis``) into an opset-11 model, which ONNX's checker and ONNX Runtime both refuse."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    try:
+        return ORTRunner(model, **options)
+    except state.NotImplemented as e:
+        raise UnsupportedError(f"{label}: ONNX Runtime, the fp32 reference, cannot run it: {_load_error(e)}") from None
+    except (state.InvalidGraph, state.InvalidProtobuf, state.InvalidArgument, state.Fail) as e:
+        raise ModelError(f"{label}: ONNX Runtime cannot load it: {_load_error(e)}") from None
+
+
+_NODE = re.compile(r'In Node, \("(?P<name>[^"]*)", (?P<op>[^,]+),.*?, Error (?P<error>.*)$', re.S)
+
+
+def _load_error(e: Exception) -> str:
+    """ONNX Runtime's load error without its code prefix, and a node's in/out lists
+    (hundreds of characters) cut to its name and op."""
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip())
+    text = re.sub(r"^Load model from .*? failed:\s*", "", text)
+    node = _NODE.search(text)
+    if node:
+        text = f"node '{node['name']}' ({node['op']}): {node['error'].strip()}"
+    return " ".join(text.split())[:400]
 
 
 class OnnxRuntimeBackend:
