@@ -80,7 +80,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="Log each stage and pass; show tracebacks.")
+@click.option("-v", "--verbose", count=True, help="Log each stage and pass; show tracebacks (-vv: the optimizer libraries' own logs too).")
 @click.version_option(version=__version__, prog_name="deploycomp")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
@@ -90,13 +90,16 @@ def main(ctx: click.Context, verbose: int) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for library in QUIET_LIBRARIES:  # their warnings are about steps the build checks anyway; -v shows them
-        logging.getLogger(library).setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger(library).setLevel(
+            logging.INFO if verbose > 1 else logging.WARNING if verbose else logging.ERROR)
 
 
 QUIET_LIBRARIES = ("onnx_ir", "onnxscript")
 """Loggers held to errors without ``-v``: onnx-ir's shape inference logs a failure (the
 model left unchanged, which the build's validation judges anyway) as a warning with a
-whole traceback, and onnxscript's optimizer its skipped folds."""
+whole traceback, and onnxscript's optimizer its skipped folds. ``-v`` shows their
+warnings; their per-node info (a line for every constant folded: 79 of a build's 150
+lines on PP-OCRv6 tiny rec) only ``-vv``."""
 
 
 class _PassProgress(logging.Handler):

@@ -148,6 +148,23 @@ def test_library_warnings_stay_quiet_without_verbose(tmp_path):
     assert rc == 0 and "Shape inference failed" in stderr
 
 
+def test_the_optimizer_libraries_per_node_logs_only_at_vv(tmp_path):
+    """``-v`` is for deploycomp's stages and passes; onnxscript logs a line for every
+    constant it folds (79 of 150 lines on PP-OCRv6 tiny rec), which only ``-vv`` shows."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", 1, [1, 4])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4])],
+                              [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")])  # a weight computed
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    rc, _, stderr = cli("-v", "build", tmp_path / "m.onnx", "--out", tmp_path / "v")
+    assert rc == 0 and "stage: load + optimize" in stderr and "onnxscript" not in stderr, stderr
+    rc, _, stderr = cli("-vv", "build", tmp_path / "m.onnx", "--out", tmp_path / "vv")
+    assert rc == 0 and "INFO onnxscript" in stderr, stderr
+
+
 def test_targets_listing_and_show():
     rc, stdout, _ = cli("targets")
     assert rc == 0
