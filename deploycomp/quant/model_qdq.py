@@ -262,17 +262,7 @@ class ConformQDQPass(ir.passes.InPlacePass):
         graph = model.graph
         signed = self.policy.activation_dtype == "int8"
         if self.policy.activation_symmetric:
-            for quant in activation_quantizers(model):
-                params = _params(quant)
-                if params is not None and params[0].size == 1 and _asymmetric(params[1]):
-                    readers = [use.node for use in quant.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
-                    if len(readers) == len(quant.outputs[0].uses()):
-                        moved = _pads_before(graph, quant, readers)
-                        if moved:
-                            self.changes["padded Convs given their zero pads before their input's encoding (exact)"] += moved
-            for quant in activation_quantizers(model):  # an encoding every reader of which now reads a padded copy
-                if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
-                    graph.remove(quant, safe=True)
+            self._unpad(model)
         for quant in activation_quantizers(model):
             params = _params(quant)
             if params is None:
@@ -335,6 +325,21 @@ class ConformQDQPass(ir.passes.InPlacePass):
         if self.changes:
             RemoveUnusedInitializersPass()(model)  # the encodings and constants replaced above
         return ir.passes.PassResult(model, bool(self.changes))
+
+    def _unpad(self, model: ir.Model) -> None:
+        """Padded Convs reading an asymmetric encoding read a padded copy of it instead
+        (:func:`_pads_before`), so that the shift that follows reaches them too."""
+        graph = model.graph
+        for quant in activation_quantizers(model):
+            params = _params(quant)
+            readers = [use.node for use in quant.outputs[0].uses() if use.node.op_type == "DequantizeLinear"]
+            if (params is None or params[0].size != 1 or not _asymmetric(params[1])
+                    or len(readers) != len(quant.outputs[0].uses())):
+                continue
+            if moved := _pads_before(graph, quant, readers):
+                self.changes["padded Convs given their zero pads before their input's encoding (exact)"] += moved
+            if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
+                graph.remove(quant, safe=True)  # every reader now reads a padded copy
 
     @staticmethod
     def _fold(graph: ir.Graph, node: ir.Node, q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> None:

@@ -201,11 +201,7 @@ def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
     out = dict(ranges)
     for name, consumers in uses.items():
         if name in out and not _opened(out[name]):
-            value = consumers[0][0].inputs[consumers[0][1]]
-            while value.producer() is not None and value.producer().inputs and not _opened(out.get(value.name)):
-                value = value.producer().inputs[0]
-            if value is not None and _opened(out.get(value.name)):
-                out[name] = out[value.name]
+            out[name] = _upstream_range(consumers[0][0].inputs[consumers[0][1]], ranges) or out[name]
     if not policy.shared_scale_ops:
         return out
     for name, consumers in uses.items():
@@ -216,6 +212,17 @@ def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
         if root is not value and root.name in ranges:
             out[name] = ranges[root.name]
     return out
+
+
+def _upstream_range(value: ir.Value, ranges: dict) -> tuple | None:
+    """The range of the nearest tensor up ``value``'s chain of first inputs that the
+    calibration opened (:func:`_opened`); None if none."""
+    while not _opened(ranges.get(value.name)):
+        producer = value.producer()
+        if producer is None or not producer.inputs or producer.inputs[0] is None:
+            return None
+        value = producer.inputs[0]
+    return ranges[value.name]
 
 
 def _opened(rng) -> bool:
