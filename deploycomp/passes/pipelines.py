@@ -25,6 +25,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from deploycomp.passes.affine_depthwise import AffineToDepthwiseConvPass
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.contrib_ops import ContribOpsToCorePass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
@@ -111,7 +112,9 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     and so the branches' layers are the graph's, for the optimizer and for int8; each
     ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
-    fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`).
+    fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`), and
+    an affine by per-channel constants they leave is a 1x1 depthwise Conv
+    (:mod:`deploycomp.passes.affine_depthwise`).
     float64 is computed in float32 (:mod:`deploycomp.passes.to_float32`): TFLite has
     float64 kernels for a few ops only."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
@@ -120,6 +123,7 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     pipeline.loop.insert(2, ScanUnrollPass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
+    pipeline.epilogue.insert(0, AffineToDepthwiseConvPass())  # what no rule folded into a Conv
     return pipeline
 
 
