@@ -470,6 +470,32 @@ def test_a_relu_that_never_fires_on_the_calibration_data_still_builds(tmp_path, 
     assert result.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.99
 
 
+def test_a_pruned_channel_keeps_its_int32_bias_on_tflite(tmp_path):
+    """An output channel whose weights are 1e-13 (pruned) and whose bias is 3: its bias at
+    the input's step times a weight step of 1e-15 was 1e14 int32 steps, clipped, and the
+    channel gave 0 instead of 3 (all-int8 cosine 0.18). The weight scale now has a floor
+    at which the bias fits, and every layer stays int8."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    w2 = rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32)
+    w2[2] = rng.normal(0, 1e-13, (8, 1, 1))
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+                            helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+                            helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2")],
+                 {"x": [1, 3, 16, 16]}, {"y": [1, 4, 16, 16]},
+                 {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "b1": np.zeros(8, np.float32),
+                  "w2": w2, "b2": np.array([0.1, -0.2, 3.0, 0.0], np.float32)})
+    x = rng.uniform(0, 1, (20, 1, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x[:14])
+    np.savez(tmp_path / "val.npz", x=x[14:])
+    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                              calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    quant = result.manifest["quantization"]
+    assert quant["search_trials"][0]["float_layers"] == 0 and quant["search_trials"][0]["min_cosine"] > 0.999
+    assert quant["int8_layers"] == 2 and not quant["float_layers"]
+
+
 def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path):
     """The same scale-varying input feeding only a small side layer (a 2x2 Gemm beside a
     conv that holds int8): that layer stays float, since running it dynamic would spend

@@ -70,13 +70,17 @@ def fake_quantize(x: np.ndarray, scale, zp: np.ndarray) -> np.ndarray:
     return q
 
 
-def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127,
+                    floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """s8 symmetric per-channel along ``axis`` in [-qmax, qmax]: (int8 values, float32
-    scales shaped to broadcast)."""
+    scales shaped to broadcast); ``floor``: each channel's least scale (see
+    :meth:`QDQPass._bias_floor`)."""
     arr = arr.astype(np.float32)
     reduce = tuple(i for i in range(arr.ndim) if i != axis)
     amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
     scale = (amax / qmax).astype(np.float32)
+    if floor is not None:
+        scale = np.maximum(scale, np.reshape(floor, scale.shape)).astype(np.float32)
     return np.clip(np.round(arr / scale), -qmax, qmax).astype(np.int8), scale
 
 
@@ -361,7 +365,7 @@ class QDQPass(ir.passes.InPlacePass):
             return False
         arr = w.const_value.numpy()
         axis = weight_axis(node.op_type, attributes(node), arr.ndim)
-        q, scale = quantize_weight(arr, axis, self.policy.weight_qmax)
+        q, scale = quantize_weight(arr, axis, self.policy.weight_qmax, self._bias_floor(node, arr.shape[axis]))
         base = f"{w.name}__{node.name or f'node{index}'}"
         qv = add_initializer(graph, base + "_q", q)
         sv = add_initializer(graph, base + "_scale", scale.reshape(-1))
@@ -373,6 +377,24 @@ class QDQPass(ir.passes.InPlacePass):
         node.replace_input_with(1, dq.outputs[0])
         self._quantize_bias(graph, node, base, scale.reshape(-1))
         return True
+
+    def _bias_floor(self, node: ir.Node, channels: int) -> np.ndarray | None:
+        """Each output channel's least weight scale for its int32 bias to fit: the bias is
+        encoded at the input's step times the weight's, and a pruned channel (weights
+        1e-13, a bias of 3) would need 1e14 steps; clipped to int32, the channel lost its
+        bias (a pruned MobileNetV3's 194 bias channels sat at 2^31 in TFLite, all-int8
+        cosine 0.18 on a three-layer repro). A coarser scale rounds such weights to 0,
+        which they nearly are (TFLite's own converter does the same)."""
+        if not self.policy.int32_bias or node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 3:
+            return None
+        bias, source = node.inputs[2], node.inputs[0]
+        input_scale = self._scales.get(source.name) if source is not None else None
+        if not _is_const(bias) or input_scale is None or np.ndim(input_scale):
+            return None
+        values = np.abs(bias.const_value.numpy().astype(np.float64)).reshape(-1)
+        if values.size not in (1, channels):
+            return None
+        return np.broadcast_to(values / (float(input_scale) * (2**31 - 2)), (channels,)).astype(np.float32)
 
     def _quantize_bias(self, graph: ir.Graph, node: ir.Node, base: str, weight_scale: np.ndarray) -> None:
         if not self.policy.int32_bias or node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.inputs) < 3:
