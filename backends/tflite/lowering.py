@@ -617,10 +617,8 @@ class Lowering:
         rank = len(self.shape(value))
         if self.io_layout != "nhwc":
             return identity(rank)
-        if rank == 4:
-            return NCHW_TO_NHWC
-        readers, frontier, seen = set(), [value], set()
-        while frontier and rank in (3, 5):
+        readers, frontier, seen = [], [value], set()
+        while frontier and rank in (3, 4, 5):
             for node, _ in frontier.pop().uses():
                 if id(node) in seen:
                     continue
@@ -629,8 +627,14 @@ class Lowering:
                         and len(node.outputs[0].shape) == rank:
                     frontier.append(node.outputs[0])
                 else:
-                    readers.add(node.op_type)
-        if readers & {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}:
+                    readers.append(node)
+        if rank == 4:
+            # an input the model itself takes channels-last (a Keras export's NHWC image, put
+            # into NCHW by a Transpose) is NHWC as it stands: permuted again it was
+            # [N, W, C, H], a layout no camera gives, and a TRANSPOSE to undo it
+            to_nchw = [n for n in readers if n.op_type == "Transpose" and list(n.attributes.get_ints("perm", [])) == [0, 3, 1, 2]]
+            return identity(rank) if readers and len(to_nchw) == len(readers) else NCHW_TO_NHWC
+        if {n.op_type for n in readers} & {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}:
             return self.channels_last(rank)
         return identity(rank)
 

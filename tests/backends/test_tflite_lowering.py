@@ -254,6 +254,19 @@ def test_nchw_io_layout_puts_transposes_only_at_the_boundary(tmp_path):
     assert lower(tmp_path, model, image(1, 3, 8, 8), io_layout="nchw")["TRANSPOSE"] == 2
 
 
+def test_an_input_the_model_takes_channels_last_stays_as_it_is(tmp_path):
+    """A Keras export takes NHWC and turns it to NCHW itself (``Transpose(0, 3, 1, 2)``).
+    That input is NHWC already: the .tflite takes it unpermuted and runs no TRANSPOSE (it
+    had taken ``[N, W, C, H]``, a layout no camera gives)."""
+    text = f"""{G} g (float[1, 8, 10, 3] x, float[4, 3, 3, 3] k) => (float[1, 4, 8, 10] y)
+    {{ t = Transpose <perm = [0, 3, 1, 2]> (x)
+       y = Conv <pads = [1, 1, 1, 1]> (t, k) }}"""
+    model = model_from_text(text, k=w(4, 3, 3, 3))
+    assert "TRANSPOSE" not in lower(tmp_path, model, image(1, 8, 10, 3))
+    result = Lowering(ir.from_proto(onnx.shape_inference.infer_shapes(model))).run()
+    assert result.io_layouts["x"] == [0, 1, 2, 3]
+
+
 def test_fp16_stores_weights_as_float16_with_dequantize(tmp_path):
     text = f"""{G} g (float[1, 3, 8, 8] x, float[16, 3, 3, 3] k) => (float[1, 16, 8, 8] y)
     {{ y = Conv <pads = [1, 1, 1, 1]> (x, k) }}"""
