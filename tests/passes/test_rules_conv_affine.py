@@ -56,7 +56,8 @@ def _affine_conv(pad: int, group: int, s_shape=(1, 4, 1, 1), t_shape=(4, 1, 1), 
     text = AFFINE_CONV.format(w=f"4, {4 // group}, {kernel}, {kernel}", s=", ".join(map(str, s_shape)),
                               t=", ".join(map(str, t_shape)), o=8 + 2 * pad - kernel + 1, p=pad, g=group)
     r = rng(2)
-    s = r.standard_normal(s_shape).astype(np.float32) if s_values is None else np.asarray(s_values, np.float32)
+    s = (r.uniform(0.5, 2.0, s_shape) * r.choice([-1.0, 1.0], s_shape) if s_values is None  # 4x apart at most
+         else np.asarray(s_values, np.float32)).astype(np.float32)
     return model_from_text(text, w=r.standard_normal((4, 4 // group, kernel, kernel)).astype(np.float32),
                            s=s.reshape(s_shape), t=r.standard_normal(t_shape).astype(np.float32))
 
@@ -82,10 +83,21 @@ def test_before_a_padded_conv_only_the_scale_folds(tmp_path):
     assert ops == {"HardSwish": 1, "Add": 1, "Conv": 1}
 
 
-def test_a_zero_scale_before_a_padded_conv_stays(tmp_path):
+def test_a_zero_scale_before_a_padded_conv_stays_a_depthwise_conv_of_its_own(tmp_path):
     feeds = {"x": rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)}
     ops = optimize_and_compare(tmp_path, _affine_conv(1, 1, s_values=[1.0, 0.0, 2.0, -1.0]), feeds, pipeline="tflite")
-    assert ops["Mul"] == 1 and ops["Add"] == 1
+    assert ops == {"HardSwish": 1, "Conv": 2}
+
+
+def test_factors_too_far_apart_for_one_weight_scale_do_not_fold(tmp_path):
+    """A Keras BatchNorm after a ReLU: factors near 30 on channels the ReLU never opens,
+    1e-3 on the others. Folded, each output channel's int8 weight scale would follow the
+    30s and round the rest to 0; the affine stays, as a depthwise Conv of its own."""
+    feeds = {"x": rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)}
+    for pad in (0, 1):
+        ops = optimize_and_compare(tmp_path, _affine_conv(pad, 1, s_values=[30.0, 1e-3, 30.0, 2e-3]), feeds,
+                                   pipeline="tflite")
+        assert ops["Conv"] == 2 and "Mul" not in ops, (pad, ops)
 
 
 def test_an_affine_that_varies_over_space_does_not_fold(tmp_path):
