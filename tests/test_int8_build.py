@@ -496,6 +496,42 @@ def test_a_pruned_channel_keeps_its_int32_bias_on_tflite(tmp_path):
     assert quant["int8_layers"] == 2 and not quant["float_layers"]
 
 
+def test_a_layer_whose_output_step_xnnpack_cannot_reach_gets_a_coarser_one(tmp_path):
+    """A Keras BatchNorm after a ReLU, before a MaxPool: factors of 100 on the channels the
+    ReLU never opens, 1e-3 on the others, which reach 2e4. As a depthwise conv (TFLite's
+    pipeline) its accumulator step (input step x weight step) was over 256 of its
+    output's steps, and XNNPACK refused to create the runtime; the output range is now
+    widened to the step the kernel can give, and the build holds."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    c = 8
+    w1 = rng.normal(0, 1, (c, 3, 3, 3)).astype(np.float32) * 300
+    b1 = np.full(c, 100.0, np.float32)
+    dead = [1, 3, 4, 6]
+    w1[dead], b1[dead] = -np.abs(w1[dead]), -1e4
+    scale = np.full((1, c, 1, 1), 1e-3, np.float32)
+    scale[0, dead] = 100.0
+    path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+                            helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+                            helper.make_node("Mul", ["r1", "s"], ["m"], name="bn_mul"),
+                            helper.make_node("Add", ["m", "t"], ["a"], name="bn_add"),
+                            helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+                            helper.make_node("Conv", ["p", "w2"], ["y"], name="head")],
+                 {"x": [1, 3, 32, 32]}, {"y": [1, 1, 16, 16]},
+                 {"w1": w1, "b1": b1, "s": scale, "t": rng.normal(0, 0.5, (1, c, 1, 1)).astype(np.float32),
+                  "w2": rng.normal(0, 0.2, (1, c, 1, 1)).astype(np.float32)})
+    x = rng.uniform(0, 1, (20, 1, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x[:14])
+    np.savez(tmp_path / "val.npz", x=x[14:])
+    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                              calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    quant = result.manifest["quantization"]
+    assert quant["budget_met"] and quant["int8_layers"] >= 2  # (the norm is a third layer, a depthwise conv)
+    assert {"conv1", "head"}.isdisjoint(quant["float_layers"])
+    assert result.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.98
+
+
 def test_dynamic_range_is_not_worth_the_budget_for_a_sliver_of_the_macs(tmp_path):
     """The same scale-varying input feeding only a small side layer (a 2x2 Gemm beside a
     conv that holds int8): that layer stays float, since running it dynamic would spend

@@ -93,6 +93,12 @@ class QDQPolicy:
     49% -> 65% of heavy layers int8, the layout detector 91% -> 95% (validation cosine
     0.983 -> 0.990), PP-OCRv3 rec 96% -> 98%; MiniLM 96% -> 92%."""
 
+    requant_bound: float | None = None
+    """The largest input scale x weight scale / output scale the runtime's int8 compute
+    kernels take (XNNPACK: below 256, else it refuses to create the runtime). An output
+    range that would give a finer step is widened to meet it
+    (:func:`deploycomp.quant.qdq.within_requant_bound`)."""
+
     shift_one_sided: bool = False
     """With symmetric activations, encode a one-sided input of a Conv, Gemm or MatMul (a
     ReLU's output, an image in 0..255) shifted to two-sided, the shift folded into the layer's bias
@@ -120,7 +126,7 @@ POLICIES: dict[str, QDQPolicy] = {
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
-                        dynamic_ops=("Conv", "MatMul", "Gemm"),
+                        dynamic_ops=("Conv", "MatMul", "Gemm"), requant_bound=255.0,
                         # measured: every booster raised PP-OCR cls's int8 error here (see above)
                         boosters=()),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),

@@ -34,7 +34,7 @@ from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["SHIFT_GAIN", "QDQPass", "activation_params", "effective_ranges", "fake_quantize", "is_depthwise", "per_channel_tensors",
            "quantizable_tensors", "quantize_weight", "reader_encoding", "searchable_nodes", "shift_one_sided",
-           "tensor_encoding"]
+           "tensor_encoding", "within_requant_bound"]
 
 
 def activation_params(lo, hi, dtype: str, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +215,41 @@ def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
             root = root.producer().inputs[0]
         if root is not value and root.name in ranges:
             out[name] = ranges[root.name]
+    return out
+
+
+def within_requant_bound(model: ir.Model, policy: QDQPolicy, ranges: dict, uses: dict[str, list],
+                         keep_float: set[str] = frozenset()) -> dict:
+    """``ranges`` with the output range of each int8 compute layer widened where its step
+    would be finer than the accumulator's step over :attr:`QDQPolicy.requant_bound`
+    (input scale x largest weight scale): XNNPACK refuses such a conv (a 1x1 depthwise
+    conv of a BatchNorm's factors, 30 on channels a ReLU never opens, reading a tensor
+    of range 2e4, needed 300 output steps per accumulator step). The wider step is
+    what the kernel can give; any finer one could not run."""
+    if not policy.requant_bound or not policy.quantize_outputs:
+        return ranges
+    inputs = effective_ranges(policy, ranges, uses)
+    graph_outputs = {v.name for v in model.graph.outputs}
+    out = dict(ranges)
+    for node in model.graph:
+        if node.op_type not in policy.compute_ops or node.name in keep_float or len(node.inputs) < 2:
+            continue
+        source, weights = node.inputs[0], constant(node.inputs[1])
+        produced = _quantized_output(node, graph_outputs)
+        if (source is None or weights is None or produced is None or source.name not in inputs
+                or (node, 0) not in uses.get(source.name, []) or produced.name not in out
+                or np.ndim(inputs[source.name][0]) or np.ndim(out[produced.name][0])):
+            continue
+        axis = weight_axis(node.op_type, attributes(node), weights.ndim)
+        reduce = tuple(i for i in range(weights.ndim) if i != axis)
+        weight_step = float(np.abs(weights).max(axis=reduce).max()) / policy.weight_qmax
+        args = (policy.activation_dtype, policy.activation_symmetric)
+        need = float(activation_params(*inputs[source.name], *args)[0]) * weight_step / policy.requant_bound
+        have = float(activation_params(*out[produced.name], *args)[0])
+        if have < need:
+            k = need / have * (1 + 1e-6)
+            lo, hi = out[produced.name]
+            out[produced.name] = (float(lo) * k, float(hi) * k)
     return out
 
 
@@ -457,7 +492,7 @@ class QDQPass(ir.passes.InPlacePass):
         graph = model.graph
         p = self.policy
         uses = quantizable_tensors(model, p, self.keep_float)
-        ranges = effective_ranges(p, self.ranges, uses)
+        ranges = effective_ranges(p, within_requant_bound(model, p, self.ranges, uses, self.keep_float), uses)
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
         position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
