@@ -205,7 +205,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     quant = manifest.get("quantization")
     if quant:
         floats = quant["float_layers"]
-        share = quant.get("int8_mac_share")
+        share = quant.get("executed_int8_mac_share", quant.get("int8_mac_share"))  # what runs int8
         dynamic = quant.get("dynamic_layers") or []
         # the share whenever some compute stays float: float layers, dynamic ones, or
         # recurrent layers (never int8), which the layer counts leave out
@@ -216,6 +216,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         recurrent = sum(ops.get(op, 0) for op in RECURRENT)
         macs += f"; {recurrent} recurrent layer{'s' if recurrent != 1 else ''} run{'s' if recurrent == 1 else ''} float" if recurrent else ""
         hybrid = f", {len(dynamic)} dynamic-range" if dynamic else ""
+        behind = quant.get("executed_float_behind_qdq") or []
+        hybrid += f" ({len(behind)} of them run float in the runtime)" if behind else ""
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "
                    f"{quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")

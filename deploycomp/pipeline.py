@@ -726,12 +726,16 @@ def _build(opts: BuildOptions) -> BuildResult:
             from deploycomp.quant.policy import POLICIES
 
             compute_ops = POLICIES[quant_info["policy"]].compute_ops  # the layers the record counts
-            named = {key: n.name for n in model.graph if n.op_type in compute_ops
-                     for key in (n.name, n.outputs[0].name)}  # the runtime names a layer either way
-            behind = sorted({named[k] for k in runner.info["float_compute_layers"] if k in named}
+            behind = sorted(set(_compute_layers_named(model.graph, runner.info["float_compute_layers"], compute_ops))
                             - set(quant_info["float_layers"]) - set(quant_info.get("dynamic_layers") or ()))
             if behind:
                 quant_info = quant_info | {"executed_float_behind_qdq": behind}
+                executed = analysis.mac_share(
+                    [n for n in model.graph if n.op_type in compute_ops or n.op_type in analysis.RECURRENT],
+                    lambda n: (n.name not in set(quant_info["float_layers"]) | set(behind)
+                               and n.op_type not in analysis.RECURRENT))
+                if executed is not None:  # int8_mac_share is what was placed int8
+                    quant_info["executed_int8_mac_share"] = executed
         measured["budgets"] = summary.to_json(measured=True)
         measured["stage_seconds"] = clock.stop()
         measured["build_seconds"] = round(time.time() - started, 3)
@@ -962,6 +966,25 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"
     log.info("fp16: %d of %d segments kept fp32 for precision", len(record["fp32_segments"]), record["segments"])
     return tensors, record
+
+
+def _compute_layers_named(graph: ir.Graph, names: Iterable[str], compute_ops: tuple[str, ...]) -> list[str]:
+    """The compute layers a runtime's layer names stand for: a node's name or its output's,
+    or, for a name of a node the runtime fused into the layer before it (OpenVINO names
+    attention's fused ``q @ k * scale`` after its ``Mul``), the compute layer that
+    produces its input."""
+    by_key = {key: n for n in graph for key in (n.name, *(v.name for v in n.outputs))}
+    found = []
+    for key in names:
+        frontier = [by_key[key]] if key in by_key else []
+        for _ in range(2):
+            hit = next((n for n in frontier if n.op_type in compute_ops), None)
+            if hit is not None:
+                found.append(hit.name)
+                break
+            frontier = [v.producer() for n in frontier for v in n.inputs
+                        if v is not None and v.producer() is not None and v.const_value is None]
+    return found
 
 
 def _own_runtime_floor(prep: Prepared, samples: list, refs: list, fidelity: Fidelity) -> tuple[dict, dict | None]:

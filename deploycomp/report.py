@@ -232,7 +232,7 @@ def _target_note(target: dict) -> str:
 
 
 def _mac_share(quant: dict) -> str:
-    share = quant.get("int8_mac_share")
+    share = quant.get("executed_int8_mac_share", quant.get("int8_mac_share"))
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 

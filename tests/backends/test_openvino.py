@@ -175,6 +175,31 @@ def test_int8_layers_the_plugin_runs_float_behind_their_qdq_are_recorded(tmp_pat
     runtime, quant = runner.manifest["backend"]["runtime"], runner.manifest["quantization"]
     assert any(k.startswith("Deconvolution:fp32") for k in runtime["compute_layer_precisions"])
     assert quant["executed_float_behind_qdq"] == ["up"] and quant["float_layers"] == []
+    # the placed share counts it int8; what runs does not
+    assert quant["int8_mac_share"] == 1.0 and 0 < quant["executed_int8_mac_share"] < 1.0
+
+
+def test_a_runtime_name_of_a_fused_node_stands_for_the_compute_layer_before_it():
+    """OpenVINO fuses attention's ``q @ k`` with the ``Mul`` by its scale and names the
+    fused layer after the ``Mul``: that is the MatMul, two of them in all."""
+    from tests.passes._harness import model_from_text
+    from deploycomp.pipeline import _compute_layers_named
+
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 8] q, float[1, 8, 4] k, float[1, 4, 8] v) => (float[1, 4, 8] o) {
+        s = MatMul(q, k)
+        ss = Mul(s, scale)
+        p = Softmax <axis = -1> (ss)
+        o = MatMul(p, v)
+    }"""
+    import numpy as np
+    import onnx_ir as ir
+
+    model = ir.from_proto(model_from_text(text, scale=np.array(0.5, np.float32)))
+    for i, n in enumerate(model.graph):
+        n.name = f"{n.op_type}_{i}"
+    # the fused Mul and the MatMul named by its output; a Softmax is no part of a MatMul
+    assert _compute_layers_named(model.graph, ["Mul_1", "o", "Softmax_2"], ("MatMul",)) == ["MatMul_0", "MatMul_3"]
 
 
 def test_a_recurrent_layer_in_an_int8_model_is_said_to_run_float(tmp_path):
