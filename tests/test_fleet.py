@@ -170,6 +170,23 @@ def test_extends_and_per_model_overrides(fleet_dir):
     assert all(j.min_cosine == 0.97 for j in b) and len([j for j in jobs if j.model == "a"]) == 3
 
 
+def test_an_option_only_tflite_has_goes_to_the_cells_it_applies_to(fleet_dir):
+    """``int8_io`` (full-integer I/O) for a model built for host and Android at fp32 and
+    int8: only the Android int8 build gets it (a build given it elsewhere refuses it, exit
+    6), the others say it was not applied; the int8 options are the same in every cell."""
+    (fleet_dir / "s.yaml").write_text(SPEC.replace("precisions: [fp16]", "precisions: [fp32, int8]")
+                                      .replace("targets: [host, android-arm64, jetson-orin-nano]",
+                                               "targets: [host, android-arm64]\noptions: {int8_io: true, "
+                                               "io_layout: nchw, int8_range: minmax}"))
+    _, jobs = load_spec(fleet_dir / "s.yaml")
+    cells = {(j.target, j.precision): j for j in jobs if j.model == "a"}
+    assert cells["android-arm64", "int8"].options == {"int8_io": True, "io_layout": "nchw", "int8_range": "minmax"}
+    assert cells["android-arm64", "fp32"].options == {"io_layout": "nchw", "int8_range": "minmax"}
+    assert cells["android-arm64", "fp32"].not_applied == ("int8_io",)
+    assert cells["host", "int8"].options == {"int8_range": "minmax"}
+    assert cells["host", "int8"].not_applied == ("int8_io", "io_layout")
+
+
 def test_the_cache_survives_concurrent_writers(tmp_path):
     """Two writers finish the same key: the first rename wins, the second copy is dropped,
     and the entry is whole."""

@@ -157,6 +157,8 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
                                               "float_layers", "dynamic_layers", "int8_mac_share", "auto_chose",
                                               "validation_source")
                         if k in r}}
+            if job.not_applied:
+                entry["options_not_applied"] = list(job.not_applied)
             if r.get("ok_built"):
                 before = previous.get(job.folder) or {}
                 if before.get("key") == key and _same_bundle(dest, before.get("placed_sha256")):

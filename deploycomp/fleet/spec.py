@@ -93,6 +93,21 @@ class FleetSpec(_Strict):
     options: Options = Options()
 
 
+TFLITE_ONLY_OPTIONS = {"io_layout": None, "int8_io": "int8"}
+"""Model options only a TFLite target has, and the precision each needs (None: any)."""
+
+
+def cell_options(options: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
+    """The model's options that apply to one cell: an option only TFLite has (its I/O
+    layout, full-integer I/O) is left out of the other targets' builds, and full-integer
+    I/O out of a TFLite build that is not int8, as the int8 options are simply unused by
+    a float build; a build given one would refuse it (exit 6), and every other cell of the
+    model with it. The index says which were left out (``options_not_applied``)."""
+    return {k: v for k, v in options.items()
+            if k not in TFLITE_ONLY_OPTIONS
+            or (backend == "tflite" and TFLITE_ONLY_OPTIONS[k] in (None, precision))}
+
+
 @dataclass(frozen=True)
 class Job:
     """One build of the fleet: what ``deploycomp build`` is given, with absolute paths."""
@@ -110,6 +125,8 @@ class Job:
     min_cosine: float | None = None
     min_top1: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    not_applied: tuple[str, ...] = ()
+    """The model's options that do not apply to this cell (:func:`cell_options`)."""
 
     @property
     def target_name(self) -> str:
@@ -213,15 +230,18 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
             preprocess = str(local(preprocess, f"{where}.preprocess"))
         for t in targets:
             target = str(local(t, f"{where}.targets")) if t.endswith((".yaml", ".yml")) or "/" in t else t
+            backend = load_target(target).backend
             for p in precisions:
                 if p not in (*PRECISIONS, "auto"):
                     raise SpecError(f"{path}: {where}.precisions: unknown precision {p!r}")
+                applied = cell_options(options, backend, p)
                 jobs.append(Job(
                     model=m.name, path=model_path, target=target, precision=p,
                     inputs=tuple((k, tuple(v)) for k, v in m.inputs.items()),
                     calibration=local(m.calibration, f"{where}.calibration"),
                     validation=local(m.validation, f"{where}.validation"),
                     preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
-                    min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"), options=options,
+                    min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"), options=applied,
+                    not_applied=tuple(sorted(set(options) - set(applied))),
                 ))
     return spec, jobs
