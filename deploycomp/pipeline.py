@@ -519,8 +519,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
-    runner = source_runner(_source_at(prep.source, prep.repinned), prep.source.name, written=own is not None)
-    reference = _Reference(runner, prep.frozen, class_labels(prep.model))
+    reference = _Reference(source_runner(_source_at(prep.source, prep.repinned), prep.source.name,
+                                         written=own is not None), prep.frozen, class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
@@ -730,10 +730,10 @@ def _build(opts: BuildOptions) -> BuildResult:
                             - set(quant_info["float_layers"]) - set(quant_info.get("dynamic_layers") or ()))
             if behind:
                 quant_info = quant_info | {"executed_float_behind_qdq": behind}
+                floating = set(quant_info["float_layers"]) | set(behind)
                 executed = analysis.mac_share(
                     [n for n in model.graph if n.op_type in compute_ops or n.op_type in analysis.RECURRENT],
-                    lambda n: (n.name not in set(quant_info["float_layers"]) | set(behind)
-                               and n.op_type not in analysis.RECURRENT))
+                    lambda n: n.name not in floating and n.op_type not in analysis.RECURRENT)
                 if executed is not None:  # int8_mac_share is what was placed int8
                     quant_info["executed_int8_mac_share"] = executed
         measured["budgets"] = summary.to_json(measured=True)
