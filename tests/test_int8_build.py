@@ -470,6 +470,15 @@ def test_a_relu_that_never_fires_on_the_calibration_data_still_builds(tmp_path, 
     assert result.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.99
 
 
+def _android_int8(tmp_path, path, x: np.ndarray):
+    """An android-arm64 int8 build of ``path`` calibrated on the first 14 of the samples
+    ``x`` (input ``x``) and validated on the rest."""
+    np.savez(tmp_path / "calib.npz", x=x[:14])
+    np.savez(tmp_path / "val.npz", x=x[14:])
+    return deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
+                            calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+
+
 def test_a_pruned_channel_keeps_its_int32_bias_on_tflite(tmp_path):
     """An output channel whose weights are 1e-13 (pruned) and whose bias is 3: its bias at
     the input's step times a weight step of 1e-15 was 1e14 int32 steps, clipped, and the
@@ -486,12 +495,7 @@ def test_a_pruned_channel_keeps_its_int32_bias_on_tflite(tmp_path):
                  {"x": [1, 3, 16, 16]}, {"y": [1, 4, 16, 16]},
                  {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "b1": np.zeros(8, np.float32),
                   "w2": w2, "b2": np.array([0.1, -0.2, 3.0, 0.0], np.float32)})
-    x = rng.uniform(0, 1, (20, 1, 3, 16, 16)).astype(np.float32)
-    np.savez(tmp_path / "calib.npz", x=x[:14])
-    np.savez(tmp_path / "val.npz", x=x[14:])
-    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
-                              calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
-    quant = result.manifest["quantization"]
+    quant = _android_int8(tmp_path, path, rng.uniform(0, 1, (20, 1, 3, 16, 16)).astype(np.float32)).manifest["quantization"]
     assert quant["search_trials"][0]["float_layers"] == 0 and quant["search_trials"][0]["min_cosine"] > 0.999
     assert quant["int8_layers"] == 2 and not quant["float_layers"]
 
@@ -521,11 +525,7 @@ def test_a_layer_whose_output_step_xnnpack_cannot_reach_gets_a_coarser_one(tmp_p
                  {"x": [1, 3, 32, 32]}, {"y": [1, 1, 16, 16]},
                  {"w1": w1, "b1": b1, "s": scale, "t": rng.normal(0, 0.5, (1, c, 1, 1)).astype(np.float32),
                   "w2": rng.normal(0, 0.2, (1, c, 1, 1)).astype(np.float32)})
-    x = rng.uniform(0, 1, (20, 1, 3, 32, 32)).astype(np.float32)
-    np.savez(tmp_path / "calib.npz", x=x[:14])
-    np.savez(tmp_path / "val.npz", x=x[14:])
-    result = deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="int8",
-                              calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    result = _android_int8(tmp_path, path, rng.uniform(0, 1, (20, 1, 3, 32, 32)).astype(np.float32))
     quant = result.manifest["quantization"]
     assert quant["budget_met"] and quant["int8_layers"] >= 2  # (the norm is a third layer, a depthwise conv)
     assert {"conv1", "head"}.isdisjoint(quant["float_layers"])
