@@ -1211,6 +1211,11 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                        **({"dynamic_layers": dynamic} if dynamic else {}),
                        "min_cosine": round(worst, 6),
                        "met": verdict.met, "samples": len(outs)})
+        # -v: a search of a large model runs for minutes; each candidate says how it fared
+        floats = trials[-1]["float_layers"]
+        log.info("int8 candidate %d: %d float layer%s%s, worst cosine %.4f on %d samples: %s", len(trials), floats,
+                 "" if floats == 1 else "s", f", {dynamic} dynamic-range" if dynamic else "", worst, len(outs),
+                 "met" if verdict.met else "missed")
         return verdict
 
     def record(result) -> tuple[ir.Model, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -163,6 +164,15 @@ def test_the_optimizer_libraries_per_node_logs_only_at_vv(tmp_path):
     assert rc == 0 and "stage: load + optimize" in stderr and "onnxscript" not in stderr, stderr
     rc, _, stderr = cli("-vv", "build", tmp_path / "m.onnx", "--out", tmp_path / "vv")
     assert rc == 0 and "INFO onnxscript" in stderr, stderr
+
+
+def test_verbose_int8_builds_say_how_each_candidate_fared(tiny_conv, tmp_path):
+    """A large model's int8 search runs for minutes; ``-v`` logs each candidate it judged."""
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((12, 1, 3, 16, 16), dtype=np.float32))
+    rc, _, stderr = cli("-v", "build", tiny_conv, "--out", tmp_path / "o", "--precision", "int8",
+                        "--calibration", tmp_path / "calib.npz")
+    assert rc == 0, stderr
+    assert re.search(r"int8 candidate 1: \d+ float layers, worst cosine [0-9.]+ on \d+ samples: (met|missed)", stderr)
 
 
 def test_targets_listing_and_show():
