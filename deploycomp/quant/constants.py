@@ -14,11 +14,27 @@ import onnx_ir as ir
 from deploycomp.ir import add_initializer  # noqa: F401 - re-exported: the quantization passes' helper
 from deploycomp.passes.rules._util import const as constant  # the rewrite rules' reader, the same test
 
-__all__ = ["add_initializer", "add_to_bias", "attributes", "bias_slot", "constant", "set_constant_input", "weight_matrix"]
+__all__ = ["add_initializer", "add_to_bias", "attributes", "bias_slot", "constant", "explicit_pad", "set_constant_input",
+           "weight_matrix"]
 
 
 def attributes(node: ir.Node) -> dict:
     return {k: a.value for k, a in node.attributes.items()}
+
+
+def explicit_pad(graph: ir.Graph, value: ir.Value, pads, tag: str) -> ir.Node:
+    """A ``Pad`` of zeros of ``value`` by a Conv's ``pads`` (its spatial begins, then ends),
+    named ``{tag}_pad`` and shaped where ``value``'s shape is known; not yet inserted. What
+    a Conv's own padding does, as a node, so that something can come between the two."""
+    rank = len(pads) // 2
+    full = np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)
+    pad = ir.node("Pad", [value, add_initializer(graph, f"{tag}_pads", full)], name=f"{tag}_pad")
+    pad.outputs[0].name, pad.outputs[0].type = f"{tag}_pad", value.type
+    if value.shape is not None and len(value.shape) == rank + 2:
+        dims = list(value.shape)
+        pad.outputs[0].shape = ir.Shape(dims[:2] + [d + int(pads[i] + pads[rank + i]) if isinstance(d, int) else None
+                                                    for i, d in enumerate(dims[2:])])
+    return pad
 
 
 def set_constant_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str) -> None:

@@ -39,7 +39,7 @@ import onnx_ir as ir
 
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.rules._util import padded
-from deploycomp.quant.constants import add_initializer, attributes, constant, weight_matrix
+from deploycomp.quant.constants import add_initializer, attributes, constant, explicit_pad, weight_matrix
 from deploycomp.quant.policy import QDQPolicy
 
 __all__ = ["ConformQDQPass", "activation_quantizers", "model_quantization"]
@@ -182,11 +182,9 @@ def _pads_before(graph: ir.Graph, quant: ir.Node, readers: list[ir.Node]) -> int
     x = quant.inputs[0]
     base = quant.name or quant.outputs[0].name
     for k, (pads, convs) in enumerate(groups.items()):
-        tag, rank = f"{base}__padded{k}", len(pads) // 2
-        full = np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)
-        pad = ir.node("Pad", [x, add_initializer(graph, f"{tag}_pads", full)], name=f"{tag}_pad")
+        tag = f"{base}__padded{k}"
+        pad = explicit_pad(graph, x, pads, tag)
         copy = ir.node("QuantizeLinear", [pad.outputs[0], *quant.inputs[1:]], dict(quant.attributes), name=tag)
-        pad.outputs[0].name, pad.outputs[0].type = f"{tag}_pad", x.type
         copy.outputs[0].name, copy.outputs[0].type = tag, quant.outputs[0].type
         graph.insert_before(quant, [pad, copy])
         decoded: dict[int, ir.Value] = {}  # per DequantizeLinear copied

@@ -28,7 +28,8 @@ import onnx_ir as ir
 from deploycomp.analysis import compared
 from deploycomp.passes.integer_ops import is_rounding
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
-from deploycomp.quant.constants import add_initializer, add_to_bias, attributes, bias_slot, constant, weight_matrix
+from deploycomp.quant.constants import (add_initializer, add_to_bias, attributes, bias_slot, constant, explicit_pad,
+                                        weight_matrix)
 from deploycomp.quant.dynamic import DYNAMIC, MARK
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
@@ -361,15 +362,7 @@ def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[
         source, tag = value, f"{value.name}__shifted{k if k else ''}"
         first = group[0]
         if any(pads):
-            rank = len(pads) // 2
-            full = np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)
-            pad = ir.node("Pad", [value, add_initializer(graph, f"{tag}_pads", full)], name=f"{tag}_pad")
-            pad.outputs[0].name, pad.outputs[0].type = f"{tag}_pad", value.type
-            if value.shape is not None and len(value.shape) == rank + 2:
-                dims = list(value.shape)
-                pad.outputs[0].shape = ir.Shape(dims[:2] + [d + int(pads[i] + pads[rank + i])
-                                                            if isinstance(d, int) else None
-                                                            for i, d in enumerate(dims[2:])])
+            pad = explicit_pad(graph, value, pads, tag)
             graph.insert_before(first, pad)
             source = pad.outputs[0]
         moved = ir.node("Sub", [source, shift], name=tag)
