@@ -24,35 +24,21 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import add_initializer
+from deploycomp.passes.rules._util import const, per_channel
+
 __all__ = ["AffineToDepthwiseConvPass"]
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 def _operands(node: ir.Node) -> tuple[ir.Value, np.ndarray] | None:
     """(the activation, the constant) of a binary Mul or Add with exactly one constant."""
     if len(node.inputs) != 2 or any(v is None for v in node.inputs):
         return None
-    consts = [_const(v) for v in node.inputs]
+    consts = [const(v) for v in node.inputs]
     if (consts[0] is None) == (consts[1] is None):
         return None
     x, c = (node.inputs[1], consts[0]) if consts[1] is None else (node.inputs[0], consts[1])
     return x, c
-
-
-def _channels(c: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``c`` as one float32 value per channel of an ``N x C x ...`` tensor of ``shape``
-    (None where it varies along another axis or would broadcast the tensor wider)."""
-    if c.ndim > len(shape) or not np.issubdtype(c.dtype, np.floating):
-        return None
-    full = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
-    if full.shape[0] != 1 or any(d != 1 for d in full.shape[2:]) or full.shape[1] not in (1, shape[1]):
-        return None
-    return np.broadcast_to(full.reshape(-1), (shape[1],)).astype(np.float32)
 
 
 def _affine(node: ir.Node) -> tuple[ir.Value, np.ndarray, np.ndarray] | None:
@@ -68,22 +54,13 @@ def _affine(node: ir.Node) -> tuple[ir.Value, np.ndarray, np.ndarray] | None:
     if (x.dtype != ir.DataType.FLOAT or len(shape) not in (3, 4) or not all(isinstance(d, int) for d in shape)
             or tuple(node.outputs[0].shape or ()) != shape):
         return None
-    per_channel = _channels(c, shape)
-    if per_channel is None:
+    values = per_channel(c, len(shape), shape[1]) if np.issubdtype(c.dtype, np.floating) else None
+    if values is None:
         return None
+    values = values.astype(np.float32)
     if node.op_type == "Mul":
-        return x, per_channel, np.zeros_like(per_channel)
-    return x, np.ones_like(per_channel), per_channel
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    unique, k = name, 1
-    while unique in graph.initializers:
-        unique, k = f"{name}_{k}", k + 1
-    value = ir.Value(name=unique, const_value=ir.tensor(np.ascontiguousarray(array, np.float32)))
-    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(ir.DataType.FLOAT)
-    graph.register_initializer(value)
-    return value
+        return x, values, np.zeros_like(values)
+    return x, np.ones_like(values), values
 
 
 class AffineToDepthwiseConvPass(ir.passes.InPlacePass):
@@ -105,7 +82,7 @@ class AffineToDepthwiseConvPass(ir.passes.InPlacePass):
             x, scale, shift = affine
             last = node
             users = node.outputs[0].uses()
-            if node.op_type == "Mul" and len(users) == 1 and not node.outputs[0].is_graph_output():
+            if len(users) == 1 and not node.outputs[0].is_graph_output():
                 after = _affine(users[0].node)
                 if after is not None and after[0] is node.outputs[0] and users[0].node.op_type == "Add":
                     shift, last = after[2], users[0].node
@@ -113,8 +90,8 @@ class AffineToDepthwiseConvPass(ir.passes.InPlacePass):
                 continue
             channels, rank = scale.size, len(x.shape)
             base = node.name or node.outputs[0].name
-            weight = _initializer(graph, f"{base}__depthwise_w", scale.reshape((channels, 1) + (1,) * (rank - 2)))
-            bias = _initializer(graph, f"{base}__depthwise_b", shift)
+            weight = add_initializer(graph, f"{base}__depthwise_w", scale.reshape((channels, 1) + (1,) * (rank - 2)))
+            bias = add_initializer(graph, f"{base}__depthwise_b", shift)
             conv = ir.node("Conv", [x, weight, bias], {"group": channels, "kernel_shape": [1] * (rank - 2)},
                            name=f"{base}__depthwise")
             out = last.outputs[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["const", "exclusive_uses", "fresh_name", "initializer", "keepdims", "opset", "padded", "reduce_axes",
-           "static_shape"]
+__all__ = ["const", "exclusive_uses", "fresh_name", "initializer", "keepdims", "opset", "padded", "per_channel",
+           "reduce_axes", "static_shape"]
 
 
 def const(value: ir.Value | None) -> np.ndarray | None:
@@ -14,6 +14,18 @@ def const(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None or value.is_graph_input():
         return None
     return value.const_value.numpy()
+
+
+def per_channel(arr: np.ndarray, out_rank: int, channels: int) -> np.ndarray | None:
+    """``arr`` as one value per channel (axis 1) of an ``N x C x ...`` tensor of rank
+    ``out_rank`` it broadcasts against (None where it varies along another axis, or would
+    broadcast that tensor wider)."""
+    if arr.ndim > out_rank:
+        return None
+    full = arr.reshape((1,) * (out_rank - arr.ndim) + arr.shape)
+    if full.shape[0] != 1 or any(d != 1 for d in full.shape[2:]) or full.shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(full.reshape(-1), (channels,))
 
 
 def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:

@@ -35,19 +35,10 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, pattern
 
-from deploycomp.passes.rules._util import const, exclusive_uses, initializer, padded, static_shape
+from deploycomp.passes.rules._util import const, exclusive_uses, initializer, padded, per_channel, static_shape
 
 __all__ = ["AddIntoConvFusion", "ConvAddFusion", "ConvMulFusion", "MulAddIntoPaddedConvFusion", "MulIntoConvFusion",
            "affine_into_conv_rules", "conv_affine_rules"]
-
-
-def _per_channel(arr: np.ndarray, out_rank: int, channels: int) -> np.ndarray | None:
-    if arr.ndim > out_rank:
-        return None
-    padded = arr.reshape((1,) * (out_rank - arr.ndim) + arr.shape)
-    if padded.shape[0] != 1 or any(d != 1 for d in padded.shape[2:]) or padded.shape[1] not in (1, channels):
-        return None
-    return np.broadcast_to(padded.reshape(-1), (channels,))
 
 
 class _ConvAffineBase(pattern.RewriteRuleClassBase):
@@ -77,7 +68,7 @@ class _ConvAffineBase(pattern.RewriteRuleClassBase):
         """The operand as one value per output channel (None if it varies otherwise)."""
         weights = const(w)
         rank = len(static_shape(conv_out) or weights.shape)
-        return _per_channel(const(operand), rank, weights.shape[0])
+        return per_channel(const(operand), rank, weights.shape[0])
 
     def _new_conv(self, op, x, w, conv_out, new_w: np.ndarray, new_b: np.ndarray):
         conv = conv_out.producer()
@@ -124,7 +115,7 @@ def _per_input_channel(operand: np.ndarray, x: ir.Value, channels: int) -> np.nd
     rank = len(x.shape) if x.shape is not None else None
     if rank is None or operand.ndim > rank:
         return None
-    return _per_channel(operand, rank, channels)
+    return per_channel(operand, rank, channels)
 
 
 def _group(conv: ir.Node) -> int:
