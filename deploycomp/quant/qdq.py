@@ -71,15 +71,20 @@ def fake_quantize(x: np.ndarray, scale, zp: np.ndarray) -> np.ndarray:
     return q
 
 
+def weight_scales(arr: np.ndarray, axis: int, qmax: int = 127) -> np.ndarray:
+    """Each channel's (along ``axis``) symmetric int8 weight scale, float32, shaped to
+    broadcast against ``arr``."""
+    reduce = tuple(i for i in range(arr.ndim) if i != axis)
+    return (np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12) / qmax).astype(np.float32)
+
+
 def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127,
                     floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """s8 symmetric per-channel along ``axis`` in [-qmax, qmax]: (int8 values, float32
     scales shaped to broadcast); ``floor``: each channel's least scale (see
     :meth:`QDQPass._bias_floor`)."""
     arr = arr.astype(np.float32)
-    reduce = tuple(i for i in range(arr.ndim) if i != axis)
-    amax = np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12)
-    scale = (amax / qmax).astype(np.float32)
+    scale = weight_scales(arr, axis, qmax)
     if floor is not None:
         scale = np.maximum(scale, np.reshape(floor, scale.shape)).astype(np.float32)
     return np.clip(np.round(arr / scale), -qmax, qmax).astype(np.int8), scale
@@ -242,8 +247,7 @@ def within_requant_bound(model: ir.Model, policy: QDQPolicy, ranges: dict, uses:
                 or np.ndim(inputs[source.name][0]) or np.ndim(out[produced.name][0])):
             continue
         axis = weight_axis(node.op_type, attributes(node), weights.ndim)
-        reduce = tuple(i for i in range(weights.ndim) if i != axis)
-        weight_step = float(np.abs(weights).max(axis=reduce).max()) / policy.weight_qmax
+        weight_step = float(weight_scales(weights, axis, policy.weight_qmax).max())
         args = (policy.activation_dtype, policy.activation_symmetric)
         need = float(activation_params(*inputs[source.name], *args)[0]) * weight_step / policy.requant_bound
         have = float(activation_params(*out[produced.name], *args)[0])
