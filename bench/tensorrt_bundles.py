@@ -49,7 +49,7 @@ def one(name: str, target: str, precision: str, wd: Path) -> dict:
     evals = samples_for(ex.inputs, ex.input_name, ex.shape)
     # QDQ as written (basic optimizations only), as the build's own validation runs it:
     # TensorRT's int8 is that arithmetic, ORT's fused int8 kernels are not
-    ref, got = ORTRunner(model), ORTRunner(out / "model.onnx", exact_qdq=True)
+    ref, got = ORTRunner(model), ORTRunner(out / "model.onnx", arithmetic="exact_qdq")
     first = lambda r, s: next(iter(r.run(s).values()))  # noqa: E731
     fid = fidelity(name, [first(ref, s) for s in evals], [first(got, s) for s in evals])
     q = m.get("quantization") or {}

@@ -519,8 +519,9 @@ def _build(opts: BuildOptions) -> BuildResult:
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
     # precision: an fp32 build cannot make its int8 arithmetic exact
-    reference = _Reference(source_runner(_source_at(prep.source, prep.repinned), prep.source.name,
-                                         written=own is not None), prep.frozen, class_labels(prep.model))
+    source_ort = source_runner(_source_at(prep.source, prep.repinned), prep.source.name,
+                               arithmetic="written" if own is not None else "fused")
+    reference = _Reference(source_ort, prep.frozen, class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})

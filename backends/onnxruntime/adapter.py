@@ -28,24 +28,26 @@ __all__ = ["BACKEND", "ORTRunner", "OnnxRuntimeBackend", "source_runner"]
 class ORTRunner:
     """Runs an ONNX model on ONNX Runtime's CPU provider.
 
-    ``exact_qdq``: run QuantizeLinear/DequantizeLinear as written instead of letting ORT
-    fuse them into its own int8 kernels (:mod:`deploycomp.quant.exact`); ``written``: run
-    every node as written, float fusions off too (:func:`deploycomp.quant.exact.written_options`)."""
+    ``arithmetic``: ``"fused"`` (ORT's own optimizations, int8 fusions included: the fp32
+    reference), ``"exact_qdq"`` (QuantizeLinear/DequantizeLinear run as written, float
+    fusions kept: :func:`deploycomp.quant.exact.exact_qdq_options`) or ``"written"`` (every
+    node as written, no fusion at all: :func:`deploycomp.quant.exact.written_options`)."""
 
-    def __init__(self, model: str | Path | bytes, threads: int | None = None, exact_qdq: bool = False,
-                 written: bool = False):
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, arithmetic: str = "fused"):
         require_modules("onnxruntime", ("onnxruntime",), "onnxruntime")
         import onnxruntime as ort
 
-        if written:
+        if arithmetic == "written":
             options = written_options(threads)
-        elif exact_qdq:
+        elif arithmetic == "exact_qdq":
             options = exact_qdq_options(threads)
-        else:
+        elif arithmetic == "fused":
             options = ort.SessionOptions()
             options.log_severity_level = 3
             if threads:
                 options.intra_op_num_threads = threads
+        else:
+            raise ValueError(f"ORTRunner: arithmetic {arithmetic!r} is not 'fused', 'exact_qdq' or 'written'")
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

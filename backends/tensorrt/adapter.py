@@ -174,7 +174,7 @@ class TensorRTBackend:
             from deploycomp.backends.tensorrt.fp16 import simulate_fp16
 
             source = ir.to_proto(simulate_fp16(ir.load(source))).SerializeToString()
-        runner = ORTRunner(source, exact_qdq=True)
+        runner = ORTRunner(source, arithmetic="exact_qdq")
         runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
                            functional_reference=True,  # its latency says nothing about the device
                            executed_precision=f"{lowered['precision']} graph on the ORT CPU provider"

@@ -95,7 +95,7 @@ def test_a_dynamic_conv_quantizes_its_input_per_sample(tmp_path, case):
     assert np.abs(got["y"] - exact).max() > 1e-4 * np.abs(exact).max()  # it is quantized, not float
     # what the search ranks layers by computes the same in ONNX Runtime
     simulated = ORTRunner(ir.to_proto(dynamic_copy(model, TFLITE, conv.name)).SerializeToString(),
-                          exact_qdq=True).run({"x": x})["y"]
+                          arithmetic="exact_qdq").run({"x": x})["y"]
     np.testing.assert_allclose(simulated, got["y"], rtol=0, atol=2e-5 * np.abs(got["y"]).max())
 
 
@@ -121,7 +121,7 @@ def test_a_dynamic_fully_connected_layer_quantizes_each_row(tmp_path, op):
     want = ORTRunner(ir.to_proto(_model(text, **dequantized)).SerializeToString()).run({"x": _asymmetric(x, -1)})["y"]
     np.testing.assert_allclose(got["y"], want, rtol=0, atol=2e-5 * np.abs(want).max())
     simulated = ORTRunner(ir.to_proto(dynamic_copy(model, TFLITE, node.name)).SerializeToString(),
-                          exact_qdq=True).run({"x": x})["y"]
+                          arithmetic="exact_qdq").run({"x": x})["y"]
     np.testing.assert_allclose(simulated, got["y"], rtol=0, atol=2e-5 * np.abs(got["y"]).max())
 
 

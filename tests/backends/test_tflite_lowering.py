@@ -327,7 +327,7 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     assert TFLiteRunner(path, result.io_layouts).info["xnnpack_partitions"] == 1, "one delegate subgraph"
 
     feeds = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
-    want = ORTRunner(ir.to_proto(qdq).SerializeToString(), exact_qdq=True).run(feeds)["y"]
+    want = ORTRunner(ir.to_proto(qdq).SerializeToString(), arithmetic="exact_qdq").run(feeds)["y"]
     got = TFLiteRunner(path, result.io_layouts).run(feeds)["y"]
     step = float(np.ptp(want)) / 255
     assert np.abs(got - want).max() < 4 * step

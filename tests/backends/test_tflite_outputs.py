@@ -61,7 +61,7 @@ def check(tmp_path: Path, model: onnx.ModelProto, shapes: dict[str, tuple[int, .
         policy = replace(POLICIES["tflite"], quantize_graph_outputs=int8_io)
         calibration = [feeds_like(model, shapes, seed) for seed in range(6)] + [feeds]
         graph = quantize(graph, policy, calibration, [], method="minmax").model
-        reference = ORTRunner(ir.to_proto(graph).SerializeToString(), exact_qdq=True)
+        reference = ORTRunner(ir.to_proto(graph).SerializeToString(), arithmetic="exact_qdq")
     else:
         reference = ORTRunner(model.SerializeToString())
     backend = get_backend("tflite")
