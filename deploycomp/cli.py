@@ -215,6 +215,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         ops = manifest.get("graph", {}).get("op_histogram", {})
         recurrent = sum(ops.get(op, 0) for op in RECURRENT)
         macs += f"; {recurrent} recurrent layer{'s' if recurrent != 1 else ''} run{'s' if recurrent == 1 else ''} float" if recurrent else ""
+        nested = quant.get("control_flow_layers")
+        macs += (f"; {nested} compute layer{'s' if nested != 1 else ''} inside control flow "
+                 f"run{'s' if nested == 1 else ''} float") if nested else ""
         hybrid = f", {len(dynamic)} dynamic-range" if dynamic else ""
         behind = quant.get("executed_float_behind_qdq") or []
         hybrid += f" ({len(behind)} of them run float in the runtime)" if behind else ""

@@ -732,9 +732,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             if behind:
                 quant_info = quant_info | {"executed_float_behind_qdq": behind}
                 floating = set(quant_info["float_layers"]) | set(behind)
-                executed = analysis.mac_share(
-                    [n for n in model.graph if n.op_type in compute_ops or n.op_type in analysis.RECURRENT],
-                    lambda n: n.name not in floating and n.op_type not in analysis.RECURRENT)
+                executed = analysis.int8_mac_share(model.graph, compute_ops, floating)
                 if executed is not None:  # int8_mac_share is what was placed int8
                     quant_info["executed_int8_mac_share"] = executed
         measured["budgets"] = summary.to_json(measured=True)

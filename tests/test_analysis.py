@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from deploycomp.analysis import compared, nan_inputs
@@ -95,3 +96,39 @@ def test_outputs_holding_an_atans_angle_are_found_and_its_sine_is_not(tmp_path):
 
     shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "angles.onnx"), "--json"])
     assert shown.exit_code == 0 and json.loads(shown.output)["angle_outputs"] == ["head"]
+
+
+def test_compute_layers_in_control_flow_count_float_and_a_loop_body_makes_the_share_unknown():
+    """An If branch's Gemm runs float (no QDQ enters a body): half the MACs of two equal
+    Gemms. A Loop body's layer repeats a number of times the graph does not say: no share."""
+    from deploycomp.analysis import control_flow_layers, int8_mac_share
+
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+
+    def body(name, inputs=()):
+        return helper.make_graph([helper.make_node("Gemm", ["h", "w"], [f"{name}_y"], name=name)], name, list(inputs),
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4])])
+
+    def model(control):
+        nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="main"), control]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(proto))  # MACs need shapes
+
+    branches = model(helper.make_node("If", ["c"], ["y"], then_branch=body("then"), else_branch=body("else")))
+    nested, repeats = control_flow_layers(branches.graph, ["Gemm"])
+    assert sorted(n.name for n in nested) == ["else", "then"] and not repeats
+    assert int8_mac_share(branches.graph, ["Gemm"], set()) == round(1 / 3, 4)
+    assert int8_mac_share(branches.graph, ["Gemm"], {"main"}) == 0.0
+
+    loop_body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Gemm", ["h", "w"], ["s"], name="step")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4])])
+    looped = model(helper.make_node("Loop", ["", "c"], ["y"], body=loop_body))
+    assert control_flow_layers(looped.graph, ["Gemm"])[1] is True
+    assert int8_mac_share(looped.graph, ["Gemm"], set()) is None

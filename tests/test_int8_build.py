@@ -700,3 +700,36 @@ def test_stricter_searches_go_on_while_each_brings_the_validation_inputs_closer(
     for before, after in zip(rounds, rounds[1:]):
         assert after["validation_min_cosine"] > before["validation_min_cosine"]
         assert after["float_layers_before"] == before["float_layers_after"]
+
+
+@pytest.mark.parametrize("target", ["host", "jetson-orin-nano"])
+def test_compute_layers_inside_control_flow_run_float_and_are_counted_so(tmp_path, target, capsys):
+    """A second head in an ``If`` branch (openWakeWord's hey-jarvis runs a 3-Gemm verifier
+    only when its score passes a threshold). No QDQ enters a branch, so its Gemm runs float:
+    the main Gemm is the one int8 layer, the manifest counts the branch's layer, and the
+    share of MACs int8 is a half (it had said all of them)."""
+    from onnx import helper, numpy_helper
+
+    from deploycomp.cli import _print_summary
+
+    rng = np.random.default_rng(0)
+    then = helper.make_graph([helper.make_node("Gemm", ["h", "w2"], ["t"], name="verifier")], "then", [],
+                             [helper.make_tensor_value_info("t", 1, [1, 16])],
+                             [numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.3).astype(np.float32), "w2")])
+    other = helper.make_graph([helper.make_node("Identity", ["h"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", 1, [1, 16])])
+    path = _onnx(tmp_path, [helper.make_node("Gemm", ["x", "w1"], ["g"], name="head"),
+                            helper.make_node("Relu", ["g"], ["h"]),
+                            helper.make_node("ReduceMax", ["h"], ["top"], keepdims=0),
+                            helper.make_node("Greater", ["top", "threshold"], ["cond"]),
+                            helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)],
+                 {"x": [1, 16]}, {"y": [1, 16]},
+                 {"w1": (rng.standard_normal((16, 16)) * 0.3).astype(np.float32), "threshold": np.float32(0.5)})
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((12, 1, 16)).astype(np.float32))
+    result = deploycomp.build(path, tmp_path / "out", target=target, precision="int8",
+                              calibration=tmp_path / "data.npz", validation_data=tmp_path / "data.npz")
+    quant = result.manifest["quantization"]
+    assert (quant["int8_layers"], quant["float_layers"], quant["control_flow_layers"]) == (1, [], 1)
+    assert quant["int8_mac_share"] == 0.5 and quant["budget_met"] is True
+    _print_summary(result.manifest, tmp_path / "out", as_json=False)
+    assert "(50% of MACs int8); 1 compute layer inside control flow runs float" in capsys.readouterr().out

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import RECURRENT, mac_share, node_macs
+from deploycomp.analysis import RECURRENT, control_flow_layers, int8_mac_share, node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
@@ -331,12 +331,6 @@ measurement's noise. Measured on the audio embedding model (TFLite): its one flo
 1.2% of the MACs, met the budget dynamic but took the cosine from 0.998 to 0.988."""
 
 
-def _int8_mac_share(layers: list[ir.Node], float_layers: set[str]) -> float | None:
-    """The share of the compute layers' MACs that runs int8 (None without static shapes);
-    recurrent layers run float."""
-    return mac_share(layers, lambda n: n.name not in float_layers and n.op_type not in RECURRENT)
-
-
 def quantize(
     model: ir.Model,
     policy: QDQPolicy,
@@ -469,6 +463,7 @@ def quantize(
         searchable = {n.name for n in searchable_nodes(model, policy)}
         # recurrent layers count too: no QDQ enters them, so their MACs stay float
         layers = [n for n in model.graph if n.op_type in policy.compute_ops or n.op_type in RECURRENT]
+        nested, _ = control_flow_layers(model.graph, policy.compute_ops)
 
         def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
             """Of the float layers the search chose, those that may run the backend's
@@ -530,7 +525,10 @@ def quantize(
             # recurrent layers are in ``layers`` for the MAC shares; none of them runs int8
             info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned
                                       and n.op_type not in RECURRENT)
-            info["int8_mac_share"] = _int8_mac_share(layers, floating)  # static and dynamic int8 kernels
+            if nested:  # float wherever they are: no QDQ enters a control-flow body
+                info["control_flow_layers"] = sum(1 for n in nested if n.op_type not in RECURRENT)
+            # static and dynamic int8 kernels
+            info["int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, floating)
             if observed is not None:
                 quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
                 info["range_coverage"] = range_coverage(model, c.extremes, coverage, observed=observed,
@@ -539,7 +537,7 @@ def quantize(
                                                   and "axis" in n.attributes and constant(n.inputs[0]) is None)
             if policy.dynamic_ops:
                 info["dynamic_layers"] = sorted(dynamic)
-                info["static_int8_mac_share"] = _int8_mac_share(layers, float_layers | pinned)
+                info["static_int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, float_layers | pinned)
             if hurry.seconds is not None:
                 info["time_limit"] = {"seconds": hurry.seconds, "reached": bool(hurry.cut), "cut": list(hurry.cut)}
 
