@@ -28,6 +28,7 @@ from onnx_ir.passes.common import (
 from deploycomp.passes.affine_depthwise import AffineToDepthwiseConvPass
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.contrib_ops import ContribOpsToCorePass
+from deploycomp.passes.explicit_defaults import ExplicitDefaultsPass
 from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
@@ -59,6 +60,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             # a model's local functions (a torch exporter's modules as functions) into the
             # graph: no backend runs a call to one, and every pass sees their nodes
             InlinePass(),
+            ExplicitDefaultsPass(),  # before shape inference reads another default
             FixInputShapesPass(shapes),
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
