@@ -402,3 +402,23 @@ def test_shortfall_compares_misses_that_cosine_cannot():
     assert budget_shortfall({"y": single | {"quiet_error": 0.1, "scale": 1.0}}, budget) <= 1.0
     assert budget_shortfall({"y": {"cosine": 0.95, "samples": 6}}, budget) == pytest.approx(2.5)
     assert budget_shortfall({"y": {"cosine": 0.99, "samples": 6, "nonfinite": 3}}, budget) == float("inf")
+
+
+def test_an_output_of_another_length_is_a_failure_of_its_own_not_an_error():
+    """A TTS model's audio length follows its predicted durations; a runtime that rounds
+    one duration the other way gives 97800 samples where ONNX Runtime gives 98400 (a
+    probe's Kokoro on host): that sample fails as such, named with both shapes, and the
+    other outputs and samples are measured as usual (it had been an internal error)."""
+    rng = np.random.default_rng(0)
+    refs = [{"audio": rng.standard_normal(98400).astype(np.float32), "durations": np.array([3, 5], np.int64)},
+            {"audio": rng.standard_normal(1200).astype(np.float32), "durations": np.array([1, 2], np.int64)}]
+    gots = [{"audio": refs[0]["audio"][:97800], "durations": np.array([3, 4], np.int64)},
+            {"audio": refs[1]["audio"].copy(), "durations": np.array([1, 2], np.int64)}]
+    per_sample: dict = {}
+    metrics = compare_outputs(refs, gots, per_sample=per_sample)
+    assert metrics["audio"]["shape_mismatch"] == {"samples": 1, "bundle": [97800], "reference": [98400]}
+    assert per_sample["audio"][1] == pytest.approx(1.0) and per_sample["audio"][0] < 0.5
+    assert "shape_mismatch" not in metrics["durations"] and metrics["durations"]["agreement"] == 0.75
+    failed = fidelity_failures(metrics, INT8)
+    assert [c.name for c in failed][:2] == ["shape[audio]", "cosine[audio]"]
+    assert "the bundle gives [97800] where ONNX Runtime fp32 gives [98400]" in failed[0].describe()
