@@ -34,6 +34,8 @@ from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.if_to_where import IfToWherePass
 from deploycomp.passes.scan_unroll import ScanUnrollPass
+from deploycomp.passes.tflite_pads import TFLitePadsPass
+from deploycomp.passes.spectral import DFTToMatMulPass, STFTToConvPass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
@@ -73,6 +75,8 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
         ],
         loop=[
             ConstantFoldingPass(),
+            # a real signal's DFT as a MatMul with its basis (after folding: its lengths constant)
+            DFTToMatMulPass(),
             RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
             IdentityRemovalPass(),
             CommonSubexpressionEliminationPass(),
@@ -112,7 +116,10 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, ONNX Runtime's fused ops as core ops, and each ``If`` as both branches
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8; each
-    ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`). After
+    ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`), and
+    each ``STFT`` as a strided ``Conv`` (:mod:`deploycomp.passes.spectral`), a ``Pad`` with
+    negative pads or edge padding as crops, pads and concatenated edges
+    (:mod:`deploycomp.passes.tflite_pads`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
     fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`), and
     an affine by per-channel constants they leave is a 1x1 depthwise Conv
@@ -123,6 +130,8 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
     pipeline.loop.insert(1, IfToWherePass())
     pipeline.loop.insert(2, ScanUnrollPass())
+    pipeline.loop.insert(3, STFTToConvPass())
+    pipeline.loop.insert(4, TFLitePadsPass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
     pipeline.epilogue.insert(0, AffineToDepthwiseConvPass())  # what no rule folded into a Conv

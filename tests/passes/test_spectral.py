@@ -1,0 +1,130 @@
+"""A real signal's DFT as a MatMul with its Fourier basis, an STFT as a strided Conv
+(TFLite): the same spectra as ONNX Runtime's Fourier ops, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from onnx import numpy_helper
+
+import deploycomp
+from deploycomp.passes.spectral import fourier_basis
+from tests.passes._harness import optimize_and_compare
+
+# Kaldi-style framing, as an ASR package's wespeaker front-end writes it: frames [1, T, 400, 1],
+# a 512-point one-sided DFT (zero-padded), power, mel bank, log
+DFT_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 24, 400, 1] frames, int64 n_fft, float[257, 8] mel) => (float[1, 24, 8] y) {
+    spectrum = DFT <axis = -2, onesided = 1> (frames, n_fft)
+    power = ReduceSumSquare <axes = [-1], keepdims = 0> (spectrum)
+    bands = MatMul(power, mel)
+    floor = Constant <value = float {1e-10}> ()
+    clipped = Max(bands, floor)
+    y = Log(clipped)
+}
+"""
+
+# Whisper-style: STFT of the waveform (hop 160, a 400-sample Hann window, one-sided)
+STFT_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 4000] x, int64 hop, float[400] window, int64 frame_length, float[201, 8] mel) => (float[1, 24, 8] y) {
+    spectrum = STFT <onesided = 1> (x, hop, window, frame_length)
+    power = ReduceSumSquare <axes = [-1], keepdims = 0> (spectrum)
+    bands = MatMul(power, mel)
+    floor = Constant <value = float {1e-10}> ()
+    clipped = Max(bands, floor)
+    y = Log(clipped)
+}
+"""
+
+
+def _model(text: str, **weights: np.ndarray) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(text)
+    keep = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
+    return model
+
+
+def _speech(n: int, seed: int = 0) -> np.ndarray:
+    t = np.arange(n) / 16000
+    noise = np.random.default_rng(seed).standard_normal(n)
+    return (np.sin(2 * np.pi * (200 + 900 * t) * t) + 0.05 * noise).astype(np.float32)
+
+
+def _dft_model() -> onnx.ModelProto:
+    return _model(DFT_TEXT, n_fft=np.array(512, np.int64), mel=np.random.default_rng(0).random((257, 8)).astype(np.float32))
+
+
+def _stft_model() -> onnx.ModelProto:
+    return _model(STFT_TEXT, hop=np.array(160, np.int64), window=np.hanning(400).astype(np.float32),
+                  frame_length=np.array(400, np.int64), mel=np.random.default_rng(0).random((201, 8)).astype(np.float32))
+
+
+def _frames(seed: int = 0) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(_speech(4080, seed), 400)[::160][None, :24, :, None].copy()
+
+
+@pytest.mark.parametrize("length, onesided", [(400, True), (512, True), (256, False)])
+def test_the_basis_is_numpys_fft(length, onesided):
+    """Zero-padded past the signal (512), truncated before its end (256), one- or two-sided."""
+    x = np.random.default_rng(1).standard_normal((3, 400))
+    got = (x @ fourier_basis(400, length, onesided)).reshape(3, -1, 2)
+    want = np.fft.rfft(x, n=length) if onesided else np.fft.fft(x, n=length)
+    np.testing.assert_allclose(got[..., 0] + 1j * got[..., 1], want, atol=1e-9)
+
+
+def test_a_real_dft_becomes_a_matmul_with_the_same_outputs(tmp_path):
+    ops = optimize_and_compare(tmp_path, _dft_model(), {"frames": _frames()}, rtol=1e-4, atol=1e-4)
+    assert "DFT" not in ops and ops["MatMul"] == 2
+
+
+@pytest.mark.parametrize("target", ["host", "jetson-orin-nano", "android-arm64"])
+def test_a_framed_dft_front_end_builds_on_every_backend(tmp_path, target):
+    """OpenVINO's frontend kept the real input's trailing 1 (and crashed converting the
+    model), TensorRT's parser has no DFT, TFLite no Fourier op at all."""
+    onnx.save(_dft_model(), tmp_path / "frontend.onnx")
+    runner = deploycomp.build(tmp_path / "frontend.onnx", tmp_path / "out", target=target,
+                              validation_data=[{"frames": _frames(s)} for s in range(3)])
+    assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
+
+
+def test_an_stft_becomes_a_strided_conv_for_tflite_and_builds(tmp_path):
+    """OpenVINO and TensorRT keep the STFT (they run it); TFLite gets a Conv of the windowed
+    basis with the hop as its stride."""
+    feeds = {"x": _speech(4000)[None]}
+    assert optimize_and_compare(tmp_path, _stft_model(), feeds, rtol=1e-4, atol=1e-4)["STFT"] == 1
+    ops = optimize_and_compare(tmp_path, _stft_model(), feeds, rtol=1e-4, atol=1e-4, pipeline="tflite")
+    assert "STFT" not in ops and ops["Conv"] == 1
+    onnx.save(_stft_model(), tmp_path / "frontend.onnx")
+    runner = deploycomp.build(tmp_path / "frontend.onnx", tmp_path / "out", target="android-arm64",
+                              validation_data=[{"x": _speech(4000, s)[None]} for s in range(3)])
+    assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
+
+
+def test_a_kaldi_pre_emphasis_pad_builds_for_tflite(tmp_path):
+    """``Pad(frames, [0, 0, 1, 0, 0, -1], mode=edge)`` shifts each frame by one sample:
+    TFLite has neither negative pads nor an edge mode; a crop and the first sample
+    concatenated in front are the same tensor."""
+    from tests.passes._harness import model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 24, 400] frames, int64[6] pads, float k) => (float[1, 24, 400] y) {
+        shifted = Pad <mode = "edge"> (frames, pads)
+        scaled = Mul(shifted, k)
+        y = Sub(frames, scaled)
+    }
+    """
+    model = model_from_text(text, pads=np.array([0, 0, 1, 0, 0, -1], np.int64), k=np.array(0.97, np.float32))
+    frames = _frames()[..., 0]
+    ops = optimize_and_compare(tmp_path, model, {"frames": frames}, pipeline="tflite")
+    assert "Pad" not in ops and ops["Concat"] == 1
+    onnx.save(model, tmp_path / "emphasis.onnx")
+    runner = deploycomp.build(tmp_path / "emphasis.onnx", tmp_path / "out", target="android-arm64",
+                              validation_data=[{"frames": _frames(s)[..., 0]} for s in range(3)])
+    assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
