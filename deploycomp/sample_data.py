@@ -320,9 +320,15 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             chunks = [np.asarray(a) for a in arr]  # (a scalar input's samples as 0-d arrays, not numpy scalars)
             stacked = stacked or name == next(iter(shapes))
         else:
+            # the data's own sample shape, where it differs only in size: a fully convolutional
+            # model exported at a dummy size (a super-resolution net declared 1x3x4x4) takes others
+            sample = (tuple(arr.shape[1:]) if arr.ndim == len(shape) + 1 else
+                      (shape[0], *arr.shape[1:]) if arr.ndim == len(shape) else None)
+            hint = (f" (if the model takes that size: --input {name}:{'x'.join(map(str, sample))})"
+                    if sample and len(sample) == len(shape) else "")
             raise InputDataError(
                 f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)}, "
-                f"N x {list(shape[1:])} or N x {list(shape)}"
+                f"N x {list(shape[1:])} or N x {list(shape)}{hint}"
             )
         want = dtypes[name]
         if arr.dtype != want and not (np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating)):

@@ -7,6 +7,7 @@ The user's data whenever there is any (a part of --calibration held out when the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import deploycomp
 from deploycomp.datasets import DataSet, built_in_validation, split_held_out, spread, validation_set
@@ -63,3 +64,15 @@ def test_a_build_with_calibration_validates_on_held_out_user_data(tiny_conv, tmp
     runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="fp16", calibration=tmp_path / "c.npz")
     data = runner.manifest["validation"]["data"]
     assert data["source"] == "held-out" and data["samples"] == 2 and not data["guessed"]
+
+
+def test_data_of_another_size_than_the_model_declares_says_how_to_take_it(tmp_path):
+    """A fully convolutional model exported at a dummy size (a super-resolution net that
+    declares 1x3x4x4) given 128x128 images: the error names the ``--input`` that takes them."""
+    from deploycomp.errors import InputDataError
+    from deploycomp.sample_data import load_npz_samples
+
+    np.savez(tmp_path / "val.npz", input=np.zeros((6, 1, 3, 128, 128), np.float32))
+    with pytest.raises(InputDataError, match=r"expected \[1, 3, 4, 4\].*\(if the model takes that size: "
+                                             r"--input input:1x3x128x128\)"):
+        load_npz_samples(tmp_path / "val.npz", {"input": (1, 3, 4, 4)}, {"input": np.dtype(np.float32)})
