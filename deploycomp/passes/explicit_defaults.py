@@ -9,8 +9,10 @@ readers that do not follow it read it right:
   bank's MatMul after it no longer type-checked, and ONNX Runtime refused the optimized
   model (fixed upstream in onnx/onnx#7731). Runs before the first shape inference.
 * ``STFT``'s ``frame_length`` (default: the window's length): OpenVINO 2026.4's ONNX
-  frontend cannot convert an STFT without it (three ASR packages' feature extractors
-  were refused on ``host``); added where the window's length is known.
+  frontend cannot convert an STFT without it (three ASR front-ends of one package were
+  refused on ``host``); added where the window's length is known. (An STFT with a
+  constant window becomes a strided Conv later, :mod:`deploycomp.passes.spectral`; one
+  whose window is computed stays an STFT.)
 """
 
 from __future__ import annotations

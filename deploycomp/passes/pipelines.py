@@ -75,8 +75,10 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
         ],
         loop=[
             ConstantFoldingPass(),
-            # a real signal's DFT as a MatMul with its basis (after folding: its lengths constant)
+            # a real signal's DFT as a MatMul with its basis, an STFT as a strided Conv (after
+            # folding: their lengths and windows constant)
             DFTToMatMulPass(),
+            STFTToConvPass(),
             RewriteRulesPass("RewriteRules[default]", DEFAULT_RULES),
             IdentityRemovalPass(),
             CommonSubexpressionEliminationPass(),
@@ -117,8 +119,7 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8; each
     ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`), and
-    each ``STFT`` as a strided ``Conv`` (:mod:`deploycomp.passes.spectral`), a ``Pad`` with
-    negative pads or edge padding as crops, pads and concatenated edges
+    a ``Pad`` with negative pads or edge padding as crops, pads and concatenated edges
     (:mod:`deploycomp.passes.tflite_pads`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
     fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`), and
@@ -130,8 +131,7 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
     pipeline.loop.insert(1, IfToWherePass())
     pipeline.loop.insert(2, ScanUnrollPass())
-    pipeline.loop.insert(3, STFTToConvPass())
-    pipeline.loop.insert(4, TFLitePadsPass())
+    pipeline.loop.insert(3, TFLitePadsPass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
     pipeline.epilogue.insert(0, AffineToDepthwiseConvPass())  # what no rule folded into a Conv

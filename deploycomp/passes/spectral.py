@@ -1,13 +1,15 @@
-"""A real signal's ``DFT`` as a ``MatMul`` with its Fourier basis, and, for TFLite, an
-``STFT`` as a strided ``Conv`` with the windowed basis.
+"""A real signal's ``DFT`` as a ``MatMul`` with its Fourier basis, an ``STFT`` as a
+strided ``Conv`` with the windowed basis, on every backend.
 
 Audio front-ends compute spectra in the graph (an ASR package's feature extractors:
 Kaldi-style framing, then ``DFT``; Whisper's and NeMo's log-mel, ``STFT``). TFLite has no
 Fourier op, TensorRT's parser has no ``DFT``, and OpenVINO 2026.4's ONNX frontend keeps
 the real input's trailing 1 in the output of a ``DFT`` (``[..., bins, 1, 2]``): the mel
 filter bank's MatMul after it no longer type-checked, and converting the model crashed
-the process (a segmentation fault). Written as products with constant matrices, every
-backend runs them as the layers it knows best.
+the process (a segmentation fault); its CPU plugin runs an ``STFT`` of 30 s of audio in
+7.8 s a call, 28x ONNX Runtime's time (as a Conv: 28 ms, 10x faster than ONNX Runtime).
+Written as products with constant matrices, every backend runs them as the layers it
+knows best.
 
 For a real signal ``x`` of ``N`` samples along the transformed axis, ``dft_length`` ``L``
 and ``K`` bins (``L // 2 + 1`` one-sided, else ``L``), bin ``k`` is
@@ -148,8 +150,7 @@ class DFTToMatMulPass(ir.passes.InPlacePass):
 
 
 class STFTToConvPass(ir.passes.InPlacePass):
-    """TFLite: a real ``STFT`` with constant step, window and length as a strided ``Conv``
-    (OpenVINO and TensorRT run the op itself)."""
+    """Every backend: a real ``STFT`` with constant step, window and length as a strided ``Conv``."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False

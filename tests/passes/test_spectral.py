@@ -1,5 +1,5 @@
-"""A real signal's DFT as a MatMul with its Fourier basis, an STFT as a strided Conv
-(TFLite): the same spectra as ONNX Runtime's Fourier ops, on every backend."""
+"""A real signal's DFT as a MatMul with its Fourier basis, an STFT as a strided Conv:
+the same spectra as ONNX Runtime's Fourier ops, on every backend."""
 
 from __future__ import annotations
 
@@ -93,15 +93,14 @@ def test_a_framed_dft_front_end_builds_on_every_backend(tmp_path, target):
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
 
 
-def test_an_stft_becomes_a_strided_conv_for_tflite_and_builds(tmp_path):
-    """OpenVINO and TensorRT keep the STFT (they run it); TFLite gets a Conv of the windowed
-    basis with the hop as its stride."""
-    feeds = {"x": _speech(4000)[None]}
-    assert optimize_and_compare(tmp_path, _stft_model(), feeds, rtol=1e-4, atol=1e-4)["STFT"] == 1
-    ops = optimize_and_compare(tmp_path, _stft_model(), feeds, rtol=1e-4, atol=1e-4, pipeline="tflite")
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_an_stft_becomes_a_strided_conv_and_builds(tmp_path, target):
+    """A Conv of the windowed basis with the hop as its stride: TFLite has no Fourier op,
+    and OpenVINO's CPU plugin ran a 30 s Whisper STFT 28x slower than ONNX Runtime."""
+    ops = optimize_and_compare(tmp_path, _stft_model(), {"x": _speech(4000)[None]}, rtol=1e-4, atol=1e-4)
     assert "STFT" not in ops and ops["Conv"] == 1
     onnx.save(_stft_model(), tmp_path / "frontend.onnx")
-    runner = deploycomp.build(tmp_path / "frontend.onnx", tmp_path / "out", target="android-arm64",
+    runner = deploycomp.build(tmp_path / "frontend.onnx", tmp_path / "out", target=target,
                               validation_data=[{"x": _speech(4000, s)[None]} for s in range(3)])
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
 
