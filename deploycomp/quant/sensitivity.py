@@ -85,8 +85,9 @@ segment's gain NaN - base, read as 0: the search took segments in graph order)."
 def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
                     angles: Angles | None = None) -> dict[str, float]:
     """Each float output's NMSE (squared error over the reference's energy), mean over
-    samples (:data:`NONFINITE_NMSE` for a sample where it is not finite). Integer outputs
-    (ids, counts) are left out: their error is a step, zero until an id flips (see
+    samples (:data:`NONFINITE_NMSE` for a sample where it is not finite, or of another
+    shape: a length the model computes from its data). Integer outputs (ids, counts) are
+    left out: their error is a step, zero until an id flips (see
     :mod:`deploycomp.quant.scores` for what stands in for them). ``angles``: outputs whose
     elements hold angles, each element's turn (:mod:`deploycomp.angles`): an element's
     error is taken to the nearest turn, as the budget check takes it (a direction that
@@ -95,6 +96,9 @@ def nmse_per_output(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Map
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
             if not np.issubdtype(r.dtype, np.floating):
+                continue
+            if np.shape(got[name]) != r.shape:  # a size computed from the data came out otherwise
+                out[name] = out.get(name, 0.0) + NONFINITE_NMSE
                 continue
             g = unwrap(r, got[name], angles[name]) if angles and name in angles else got[name]
             error = squared_error64(g, r) / max(dot64(r, r), 1e-20)

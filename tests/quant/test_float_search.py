@@ -331,3 +331,14 @@ def test_an_output_turned_to_nan_counts_as_the_worst_finite_error():
     assert nmse_per_output(ref, nan) == {"y": NONFINITE_NMSE / 2} == nmse_per_output(ref, inf)
     close = nmse_per_output(ref, [{"y": r["y"] * 1.01} for r in ref])
     assert 0 < close["y"] < nmse_per_output(ref, nan)["y"]
+
+
+def test_an_output_of_another_length_counts_as_the_worst_error():
+    """A TTS model's audio length follows its predicted durations; a candidate that rounds
+    one the other way gives a shorter output, which the int8 search had met with an
+    internal error (numpy could not broadcast 3020 against 3018)."""
+    from deploycomp.quant.sensitivity import NONFINITE_NMSE, nmse_per_output
+
+    refs = [{"audio": np.ones(3020, np.float32)}, {"audio": np.ones(10, np.float32)}]
+    gots = [{"audio": np.ones(3018, np.float32)}, {"audio": np.ones(10, np.float32)}]
+    assert nmse_per_output(refs, gots) == {"audio": NONFINITE_NMSE / 2}
