@@ -386,6 +386,9 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog)
     else:
         prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs)
+    # missing folders are made, as build makes --out's (and removed again if nothing lands)
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         files = save_model(prep.model, tmp)
@@ -394,6 +397,10 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
             os.replace(extra, out.with_name(out.name + ".data"))
     finally:
         tmp.unlink(missing_ok=True)
+        if not out.exists():
+            for folder in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     recs = prep.pass_log.records
     return {"model": str(out), "nodes_before": recs[0].nodes_before if recs else None,
             "nodes_after": recs[-1].nodes_after if recs else None, "assumptions": prep.assumed,

@@ -201,6 +201,15 @@ def test_optimize_writes_a_smaller_equivalent_model(real_model, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
 
 
+def test_optimize_makes_the_folders_of_its_output(tiny_conv, tmp_path):
+    """As ``build`` makes ``--out``'s: a missing folder had been an internal error
+    (FileNotFoundError)."""
+    out = tmp_path / "not" / "yet" / "opt.onnx"
+    rc, _, stderr = cli("optimize", tiny_conv, "-o", out)
+    assert rc == 0, stderr
+    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["opt.onnx"]
+
+
 def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     from tests.passes._harness import model_from_text
 
