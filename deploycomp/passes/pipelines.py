@@ -37,6 +37,7 @@ from deploycomp.passes.scan_unroll import ScanUnrollPass
 from deploycomp.passes.tflite_pads import TFLitePadsPass
 from deploycomp.passes.spectral import DFTToMatMulPass, STFTToConvPass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
+from deploycomp.passes.log_sum_exp import ReduceLogSumExpPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
 from deploycomp.passes.cast_last import CastLastPass
@@ -150,9 +151,12 @@ def tensorrt_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
 def openvino_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, and an LSTM with peephole weights as a ``Scan`` over its cell
     (:mod:`deploycomp.passes.lstm_peepholes`): OpenVINO computes the LSTM op as if they
-    were not there. After constant folding, which makes the weights constants."""
+    were not there. After constant folding, which makes the weights constants. And
+    ``ReduceLogSumExp`` from the reductions OpenVINO reads right
+    (:mod:`deploycomp.passes.log_sum_exp`): it drops the op's ``axes``."""
     pipeline = default_pipeline(shapes)
     pipeline.loop.insert(1, PeepholeLSTMToScanPass())
+    pipeline.loop.insert(2, ReduceLogSumExpPass())
     return pipeline
 
 
