@@ -318,27 +318,35 @@ values)."""
 
 def nan_inputs(model: ir.Model) -> frozenset[str]:
     """Inputs that may carry NaN by design: those a :data:`NAN_READERS` op reads, through
-    any ops (subgraphs included). A gradient-boosted model's missing feature is a NaN in
-    its input; elsewhere a NaN in the data is a mistake in the data."""
+    any ops (subgraphs included), or an ``IsNaN`` reads through ops that carry an input's
+    elements one by one (:data:`MOVES`, :data:`SELECTIONS`, :data:`ELEMENTWISE`). A
+    gradient-boosted model's missing feature is a NaN in its input; elsewhere a NaN in the
+    data is a mistake in the data. An ``IsNaN`` behind a layer or a softmax tests what they
+    computed: PyTorch's attention export writes ``Where(IsNaN(softmax), 0, softmax)``, and
+    a reCAPTCHA tile classifier's image input had been taken to accept NaN pixels."""
     readers = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if (n.domain, n.op_type) in NAN_READERS]
     inputs = {id(v): v.name for v in model.graph.inputs if v.name}
     found, seen = set(), set()
-    stack = [v for n in readers for v in n.inputs if v is not None]
+    carries = MOVES | SELECTIONS | ELEMENTWISE
+    # (value, whether only element-carrying ops may lie between it and its reader)
+    stack = [(v, n.op_type == "IsNaN") for n in readers for v in n.inputs if v is not None]
     while stack:
-        value = stack.pop()
-        if id(value) in seen:
+        value, strict = stack.pop()
+        if (id(value), strict) in seen:
             continue
-        seen.add(id(value))
+        seen.add((id(value), strict))
         if id(value) in inputs:
             found.add(inputs[id(value)])
         node = value.producer()
-        if node is not None and id(node) not in seen:  # (a node of several outputs: once)
-            seen.add(id(node))
-            stack.extend(v for v in node.inputs if v is not None)
+        if node is not None and strict and (node.domain not in ("", "ai.onnx") or node.op_type not in carries):
+            continue
+        if node is not None and (id(node), strict) not in seen:  # (a node of several outputs: once)
+            seen.add((id(node), strict))
+            stack.extend((v, strict) for v in node.inputs if v is not None)
             for attr in node.attributes.values():  # a subgraph's nodes may read outer values by name
                 graphs = attr.value if isinstance(attr.value, (list, tuple)) else [attr.value]
                 for graph in graphs:
                     if isinstance(graph, ir.Graph):
-                        stack.extend(v for n in ir.traversal.RecursiveGraphIterator(graph) for v in n.inputs
-                                     if v is not None)
+                        stack.extend((v, strict) for n in ir.traversal.RecursiveGraphIterator(graph)
+                                     for v in n.inputs if v is not None)
     return frozenset(found)

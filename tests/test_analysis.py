@@ -17,7 +17,7 @@ def _model(nodes, inputs, outputs) -> ir.Model:
 
 
 def test_an_input_is_taken_to_carry_nan_only_where_the_model_tests_it_for_nan():
-    """``a`` reaches an IsNaN through an Abs (upstream of the test, whatever the ops);
+    """``a`` reaches an IsNaN through an Abs (element for element, upstream of the test);
     ``b`` only meets the filled value afterwards; ``c`` is tested inside an If's branch."""
     then = helper.make_graph([helper.make_node("IsNaN", ["c"], ["t"]), helper.make_node("Cast", ["t"], ["tc"], to=1)],
                              "then", [], [helper.make_tensor_value_info("tc", TensorProto.FLOAT, [2])])
@@ -32,6 +32,19 @@ def test_an_input_is_taken_to_carry_nan_only_where_the_model_tests_it_for_nan():
              helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=other)]
     assert nan_inputs(_model(nodes, ["a", "b", "c"], ["y", "z"])) == {"a", "c"}
     assert nan_inputs(_model([helper.make_node("Relu", ["a"], ["y"])], ["a"], ["y"])) == frozenset()
+
+
+def test_a_nan_test_behind_a_layer_and_a_softmax_does_not_make_the_input_take_nan():
+    """PyTorch's attention export: ``Where(IsNaN(softmax), 0, softmax)`` tests what the
+    softmax computed; a NaN pixel in the image is still a mistake in the data. A scaled
+    feature tested for NaN still is a missing value."""
+    zero = helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])
+    attention = [helper.make_node("MatMul", ["a", "a"], ["s"]), helper.make_node("Softmax", ["s"], ["p"]),
+                 helper.make_node("IsNaN", ["p"], ["m"]), helper.make_node("Constant", [], ["zero"], value=zero),
+                 helper.make_node("Where", ["m", "zero", "p"], ["y"])]
+    assert nan_inputs(_model(attention, ["a"], ["y"])) == frozenset()
+    scaled = [helper.make_node("Mul", ["a", "a"], ["s"]), helper.make_node("IsNaN", ["s"], ["y"])]
+    assert nan_inputs(_model(scaled, ["a"], ["y"])) == {"a"}
 
 
 def test_what_a_comparison_decides_on_is_found_up_to_the_first_layer():
@@ -124,7 +137,8 @@ def test_compute_layers_in_control_flow_count_float_and_a_loop_body_makes_the_sh
     assert int8_mac_share(branches.graph, ["Gemm"], {"main"}) == 0.0
 
     loop_body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Gemm", ["h", "w"], ["s"], name="step")],
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Gemm", ["h", "w"], ["s"], name="step")],
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
                  helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
