@@ -219,11 +219,14 @@ _AUTO_NAME = re.compile(r"^(.*?)_\d+$")
 
 
 def _failed_ops(message: str) -> str:
-    """'Conv, ReduceMean' from OpenVINO's 'Conversion is failed for: Conv-16, ReduceMean-16'."""
+    """'Conv, ReduceMean' from OpenVINO's 'Conversion is failed for: Conv-16, ReduceMean-16';
+    where a transformation of its own threw instead, the op it names ('[BroadcastTransition]
+    END: node: opset1::Multiply y (...)': 'Multiply (node 'y')'); '?' where neither is said."""
     match = re.search(r"Conversion is failed for: (.*)", message)
-    if not match:
-        return "?"
-    return ", ".join(sorted({re.sub(r"-\d+$", "", op.strip()) for op in match.group(1).split(",")}))
+    if match:
+        return ", ".join(sorted({re.sub(r"-\d+$", "", op.strip()) for op in match.group(1).split(",")}))
+    node = re.search(r"node: opset\d+::(\w+) (\S+)", message)
+    return f"{node.group(1)} (node '{node.group(2)}')" if node else "?"
 
 
 def _conversion_reason(message: str) -> str:

@@ -231,3 +231,30 @@ def test_a_recurrent_layer_in_an_int8_model_is_said_to_run_float(tmp_path):
     assert result.exit_code == 0, result.output
     assert "executes int8 (1/2 layers) + fp32" in result.output
     assert "int8: 1 layers int8, 0 float (" in result.output and "; 1 recurrent layer runs float" in result.output
+
+
+def test_a_refusal_from_openvinos_own_transformations_names_the_op(tmp_path):
+    """A length computed from the data (``ConstantOfShape`` of a rounded sum) times a
+    scalar: OpenVINO's BroadcastTransition throws and its message names no converted op;
+    the refusal had said "cannot run op(s) ?"."""
+    import numpy as np
+    import onnx
+    import pytest
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploycomp.errors import UnsupportedError
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Round", ["s"], ["r"]),
+             helper.make_node("Cast", ["r"], ["n"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["n", "one"], ["n1"]),
+             helper.make_node("ConstantOfShape", ["n1"], ["ones"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0), helper.make_node("Mul", ["ones", "m"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["L"])],
+                              [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                               numpy_helper.from_array(np.full((64, 1), 100.0, np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "length.onnx")
+    with pytest.raises(UnsupportedError, match=r"cannot run op\(s\) Multiply \(node 'y'\)"):
+        deploycomp.build(tmp_path / "length.onnx", tmp_path / "out", target="host",
+                         validation_data=[{"x": np.full((1, 64), 2.0, np.float32)}])
