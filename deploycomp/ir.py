@@ -42,7 +42,7 @@ from deploycomp.errors import ModelError, UnsupportedError, few
 __all__ = [
     "MAX_OPSET",
     "add_initializer",
-    "replace_value",
+    "replace_node", "replace_value",
     "MIN_OPSET",
     "LoadedModel",
     "load_model",
@@ -303,6 +303,16 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
     graph.register_initializer(value)
     return value
+
+
+def replace_node(node: ir.Node, new: list[ir.Node], old_suffix: str) -> None:
+    """``node`` (of one output) replaced by the chain ``new``, inserted where it was: the
+    last node's output takes its type, shape, name and readers (:func:`replace_value`)."""
+    out, result = node.outputs[0], new[-1].outputs[0]
+    result.type, result.shape = out.type, out.shape
+    node.graph.insert_after(node, new)
+    replace_value(out, result, old_suffix)
+    node.graph.remove(node, safe=True)
 
 
 def replace_value(old: ir.Value, new: ir.Value, old_suffix: str) -> None:

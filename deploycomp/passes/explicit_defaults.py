@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer
+from deploycomp.passes.op_rewrite import OpRewritePass
 
 __all__ = ["ExplicitDefaultsPass"]
 
@@ -42,10 +43,8 @@ def _stft(node: ir.Node) -> bool:
     return modified
 
 
-class ExplicitDefaultsPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.domain in ("", "ai.onnx") and node.op_type == "STFT":
-                modified |= _stft(node)
-        return ir.passes.PassResult(model, modified)
+class ExplicitDefaultsPass(OpRewritePass):
+    op_types = frozenset({"STFT"})
+
+    def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
+        return _stft(node)

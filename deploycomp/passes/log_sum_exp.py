@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer, replace_value
+from deploycomp.ir import add_initializer, replace_node
+from deploycomp.passes.op_rewrite import OpRewritePass
 from deploycomp.passes.rules._util import keepdims, reduce_axes
 
 __all__ = ["ReduceLogSumExpPass"]
@@ -53,19 +54,12 @@ def _rewrite(node: ir.Node, opset: int) -> bool:
         new.insert(1, peak_flat)
         offset = peak_flat.outputs[0]
     new.append(ir.node("Add", [log.outputs[0], offset], name=f"{name}_add"))
-    out, result = node.outputs[0], new[-1].outputs[0]
-    result.type, result.shape = out.type, out.shape
-    graph.insert_after(node, new)
-    replace_value(out, result, "__log_sum_exp")
-    graph.remove(node, safe=True)
+    replace_node(node, new, "__log_sum_exp")
     return True
 
 
-class ReduceLogSumExpPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        opset = model.opset_imports.get("", 0)
-        modified = False
-        for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.op_type == "ReduceLogSumExp" and node.domain in ("", "ai.onnx"):
-                modified |= _rewrite(node, opset)
-        return ir.passes.PassResult(model, modified)
+class ReduceLogSumExpPass(OpRewritePass):
+    op_types = frozenset({"ReduceLogSumExp"})
+
+    def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
+        return _rewrite(node, model.opset_imports.get("", 0))

@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer, replace_value
+from deploycomp.ir import add_initializer, replace_node
+from deploycomp.passes.op_rewrite import OpRewritePass
 from deploycomp.passes.rules._util import const
 
 __all__ = ["DFTToMatMulPass", "STFTToConvPass", "fourier_basis"]
@@ -63,15 +64,6 @@ def _reshape_to_bins(graph: ir.Graph, node: ir.Node, flat: ir.Value, rank: int, 
     return ir.node("Reshape", [flat, shape], name=f"{node.name}_bins")
 
 
-def _finish(graph: ir.Graph, node: ir.Node, new: list[ir.Node]) -> None:
-    out = node.outputs[0]
-    result = new[-1].outputs[0]
-    result.type, result.shape = out.type, out.shape
-    graph.insert_after(node, new)
-    replace_value(out, result, "__spectral")
-    graph.remove(node, safe=True)
-
-
 def _dft(node: ir.Node) -> bool:
     graph, inputs = node.graph, list(node.inputs) + [None] * 3
     x = inputs[0]
@@ -100,7 +92,7 @@ def _dft(node: ir.Node) -> bool:
     squeeze = ir.node("Squeeze", [x, squeeze_axes], name=f"{node.name}_real")
     product = ir.node("MatMul", [squeeze.outputs[0], weights], name=f"{node.name}_matmul")
     bins = _reshape_to_bins(graph, node, product.outputs[0], rank - 1, basis.shape[1] // 2)
-    _finish(graph, node, [squeeze, product, bins])
+    replace_node(node, [squeeze, product, bins], "__spectral")
     return True
 
 
@@ -134,27 +126,23 @@ def _stft(node: ir.Node) -> bool:
     new.append(ir.node("Transpose", [new[-1].outputs[0]], attributes={"perm": [0, 2, 1]},
                        name=f"{node.name}_frames"))  # [B, frames, 2K]
     new.append(_reshape_to_bins(graph, node, new[-1].outputs[0], 3, basis.shape[1] // 2))
-    _finish(graph, node, new)
+    replace_node(node, new, "__spectral")
     return True
 
 
-class DFTToMatMulPass(ir.passes.InPlacePass):
+class DFTToMatMulPass(OpRewritePass):
     """Every backend: a real, forward ``DFT`` over its last signal axis as a ``MatMul``."""
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.op_type == "DFT" and node.domain in ("", "ai.onnx"):
-                modified |= _dft(node)
-        return ir.passes.PassResult(model, modified)
+    op_types = frozenset({"DFT"})
+
+    def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
+        return _dft(node)
 
 
-class STFTToConvPass(ir.passes.InPlacePass):
+class STFTToConvPass(OpRewritePass):
     """Every backend: a real ``STFT`` with constant step, window and length as a strided ``Conv``."""
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.op_type == "STFT" and node.domain in ("", "ai.onnx"):
-                modified |= _stft(node)
-        return ir.passes.PassResult(model, modified)
+    op_types = frozenset({"STFT"})
+
+    def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
+        return _stft(node)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer, replace_value
+from deploycomp.ir import add_initializer, replace_node
+from deploycomp.passes.op_rewrite import OpRewritePass
 from deploycomp.passes.rules._util import const
 
 __all__ = ["TFLitePadsPass"]
@@ -95,18 +96,12 @@ def _rewrite(node: ir.Node) -> bool:
         new.append(ir.node("Pad", rest, attributes=dict(node.attributes), name=f"{node.name or 'pad'}_rest"))
     if not new:  # an edge pad of nothing
         new.append(ir.node("Identity", [x], name=f"{node.name or 'pad'}_none"))
-    graph, out, result = node.graph, node.outputs[0], new[-1].outputs[0]
-    result.type, result.shape = out.type, out.shape
-    graph.insert_after(node, new)
-    replace_value(out, result, "__tflite_pads")
-    graph.remove(node, safe=True)
+    replace_node(node, new, "__tflite_pads")
     return True
 
 
-class TFLitePadsPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.op_type == "Pad" and node.domain in ("", "ai.onnx"):
-                modified |= _rewrite(node)
-        return ir.passes.PassResult(model, modified)
+class TFLitePadsPass(OpRewritePass):
+    op_types = frozenset({"Pad"})
+
+    def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
+        return _rewrite(node)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import replace_value
+from deploycomp.ir import replace_node
 
 __all__ = ["VariadicOpsPass"]
 
@@ -54,7 +54,4 @@ def _expand(node: ir.Node) -> None:
         step = ir.node("Identity", [acc], name=f"{base}_single")
         new.append(step)
         acc = step.outputs[0]
-    acc.type, acc.shape = out.type, out.shape
-    graph.insert_after(node, new)
-    replace_value(out, acc, "__variadic")
-    graph.remove(node, safe=True)
+    replace_node(node, new, "__variadic")

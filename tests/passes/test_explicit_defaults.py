@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 import deploycomp
-import onnx.parser
-from onnx import numpy_helper
+import onnx
 
-from tests.passes._harness import optimize_and_compare
+from tests.passes._harness import model_from_text, optimize_and_compare, speech_like
 
 # a Whisper-style front end: |STFT|^2 (one-sided: 201 bins of a 400-point window) through
 # a mel filter bank, log; no onesided attribute, no frame_length input, as exported
@@ -28,20 +27,12 @@ g (float[1, 4000] x, int64 hop, float[400] window, float[201, 8] mel) => (float[
 
 def _model():
     """Not through ONNX's checker: its full check runs the shape inference that fails here."""
-    weights = {"hop": np.array(160, np.int64), "window": np.hanning(400).astype(np.float32),
-               "mel": np.random.default_rng(0).random((201, 8)).astype(np.float32)}
-    model = onnx.parser.parse_model(TEXT)
-    keep = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
-    return model
+    return model_from_text(TEXT, check=False, hop=np.array(160, np.int64), window=np.hanning(400).astype(np.float32),
+                           mel=np.random.default_rng(0).random((201, 8)).astype(np.float32))
 
 
-def _speech_like(n: int = 4000, seed: int = 0) -> np.ndarray:
-    t = np.arange(n) / 16000
-    rng = np.random.default_rng(seed)
-    return (np.sin(2 * np.pi * (200 + 900 * t) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)[None]
+def _speech_like(seed: int = 0) -> np.ndarray:
+    return speech_like(4000, seed)[None]
 
 
 def test_a_one_sided_stft_keeps_its_shape_through_the_passes(tmp_path):

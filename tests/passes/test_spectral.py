@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx.parser
 import pytest
-from onnx import numpy_helper
 
 import deploycomp
 from deploycomp.passes.spectral import fourier_basis
-from tests.passes._harness import optimize_and_compare
+from tests.passes._harness import model_from_text, optimize_and_compare, speech_like
 
 # Kaldi-style framing, as an ASR package's wespeaker front-end writes it: frames [1, T, 400, 1],
 # a 512-point one-sided DFT (zero-padded), power, mel bank, log
@@ -41,32 +39,20 @@ g (float[1, 4000] x, int64 hop, float[400] window, int64 frame_length, float[201
 """
 
 
-def _model(text: str, **weights: np.ndarray) -> onnx.ModelProto:
-    model = onnx.parser.parse_model(text)
-    keep = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
-    return model
-
-
-def _speech(n: int, seed: int = 0) -> np.ndarray:
-    t = np.arange(n) / 16000
-    noise = np.random.default_rng(seed).standard_normal(n)
-    return (np.sin(2 * np.pi * (200 + 900 * t) * t) + 0.05 * noise).astype(np.float32)
-
-
 def _dft_model() -> onnx.ModelProto:
-    return _model(DFT_TEXT, n_fft=np.array(512, np.int64), mel=np.random.default_rng(0).random((257, 8)).astype(np.float32))
+    mel = np.random.default_rng(0).random((257, 8)).astype(np.float32)
+    return model_from_text(DFT_TEXT, check=False, n_fft=np.array(512, np.int64), mel=mel)
 
 
 def _stft_model() -> onnx.ModelProto:
-    return _model(STFT_TEXT, hop=np.array(160, np.int64), window=np.hanning(400).astype(np.float32),
-                  frame_length=np.array(400, np.int64), mel=np.random.default_rng(0).random((201, 8)).astype(np.float32))
+    mel = np.random.default_rng(0).random((201, 8)).astype(np.float32)
+    window = np.hanning(400).astype(np.float32)
+    return model_from_text(STFT_TEXT, check=False, hop=np.array(160, np.int64), window=window,
+                           frame_length=np.array(400, np.int64), mel=mel)
 
 
 def _frames(seed: int = 0) -> np.ndarray:
-    return np.lib.stride_tricks.sliding_window_view(_speech(4080, seed), 400)[::160][None, :24, :, None].copy()
+    return np.lib.stride_tricks.sliding_window_view(speech_like(4080, seed), 400)[::160][None, :24, :, None].copy()
 
 
 @pytest.mark.parametrize("length, onesided", [(400, True), (512, True), (256, False)])
@@ -97,11 +83,11 @@ def test_a_framed_dft_front_end_builds_on_every_backend(tmp_path, target):
 def test_an_stft_becomes_a_strided_conv_and_builds(tmp_path, target):
     """A Conv of the windowed basis with the hop as its stride: TFLite has no Fourier op,
     and OpenVINO's CPU plugin ran a 30 s Whisper STFT 28x slower than ONNX Runtime."""
-    ops = optimize_and_compare(tmp_path, _stft_model(), {"x": _speech(4000)[None]}, rtol=1e-4, atol=1e-4)
+    ops = optimize_and_compare(tmp_path, _stft_model(), {"x": speech_like(4000)[None]}, rtol=1e-4, atol=1e-4)
     assert "STFT" not in ops and ops["Conv"] == 1
     onnx.save(_stft_model(), tmp_path / "frontend.onnx")
     runner = deploycomp.build(tmp_path / "frontend.onnx", tmp_path / "out", target=target,
-                              validation_data=[{"x": _speech(4000, s)[None]} for s in range(3)])
+                              validation_data=[{"x": speech_like(4000, s)[None]} for s in range(3)])
     assert runner.manifest["validation"]["outputs"]["y"]["cosine"] >= 0.9999
 
 
@@ -109,8 +95,6 @@ def test_a_kaldi_pre_emphasis_pad_builds_for_tflite(tmp_path):
     """``Pad(frames, [0, 0, 1, 0, 0, -1], mode=edge)`` shifts each frame by one sample:
     TFLite has neither negative pads nor an edge mode; a crop and the first sample
     concatenated in front are the same tensor."""
-    from tests.passes._harness import model_from_text
-
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
     g (float[1, 24, 400] frames, int64[6] pads, float k) => (float[1, 24, 400] y) {
