@@ -3,9 +3,9 @@ crop) before the pad of what is left, and ``edge`` padding as the edge element's
 concatenated as many times as the pad is wide.
 
 A negative pad removes elements; TFLite's PAD and MIRROR_PAD take non-negative paddings
-only, and no mode repeats the edge element (MIRROR_PAD reflects). A Kaldi-style pre-emphasis (an ASR package's wespeaker front-end) shifts each frame
-by one sample as ``Pad(frames, [0, 0, 1, 0, 0, -1], mode=edge)``: the Android build was
-refused by name. Cropping first and padding the rest is the same tensor: a side of an
+only, and no mode repeats the edge element (MIRROR_PAD reflects). A Kaldi-style
+pre-emphasis (an ASR package's wespeaker front-end) shifts each frame by one sample as
+``Pad(frames, [0, 0, 1, 0, 0, -1], mode=edge)``: the Android build was refused by name. Cropping first and padding the rest is the same tensor: a side of an
 axis is either cropped or padded, an edge pad repeats the element at its own end, which
 the crop at the other end keeps, and a reflection reads elements next to its own end
 (as long as the cropped axis is longer than the pad, which ONNX requires of the
