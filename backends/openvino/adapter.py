@@ -229,14 +229,29 @@ def _failed_ops(message: str) -> str:
     return f"{node.group(1)} (node '{node.group(2)}')" if node else "?"
 
 
-def _conversion_reason(message: str) -> str:
-    """OpenVINO's first specific reason, on one line."""
+_VALIDATING = re.compile(r"While validating ONNX node '<Node\((?P<op>[^)]*)\): (?P<name>[^>]*)>'")
+
+
+def _conversion_reason(message: str, order: Mapping[str, int] | None = None) -> str:
+    """OpenVINO's specific reason, on one line: of the nodes it could not validate, the
+    earliest in the graph (``order``: a node's or output's name -> its position), since
+    a node fails after it too where its input came out wrong (an STFT's refusal was
+    reported as the ReduceSumSquare reading it); its first one where the order is not known."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("While validating ONNX node"):
-            detail = next((ln for ln in lines[i + 1:] if not ln.startswith(("FrontEnd API", "Check "))), "")
-            return f"{line.rstrip(':')}: {detail}"[:300]
+    found = [(i, _VALIDATING.match(line)) for i, line in enumerate(lines)
+             if line.startswith("While validating ONNX node")]
+    if found:
+        order = order or {}
+        i, _ = min(found, key=lambda f: (order.get(f[1]["name"], len(order)) if f[1] else len(order), f[0]))
+        detail = next((ln for ln in lines[i + 1:] if not ln.startswith(("FrontEnd API", "Check "))), "")
+        return f"{lines[i].rstrip(':')}: {detail}"[:300]
     return (lines[-1] if lines else "conversion failed")[:300]
+
+
+def _graph_order(model: ir.Model) -> dict[str, int]:
+    """Each main-graph node's name and output names -> its position (what OpenVINO names
+    a node by in its validation errors)."""
+    return {key: i for i, n in enumerate(model.graph) for key in (n.name, *(v.name for v in n.outputs)) if key}
 
 
 def _stable_names(ov_model: Any, model: ir.Model) -> None:
@@ -380,7 +395,7 @@ class OpenVINOBackend:
             except Exception as e:  # OpConversionFailure and friends: find out which nodes
                 report.unsupported = _framework_nodes(ov, path)
                 if not report.unsupported:
-                    report.notes.append(_conversion_reason(str(e)))
+                    report.notes.append(_conversion_reason(str(e), _graph_order(model)))
                     report.unsupported.append({"node": "", "op": _failed_ops(str(e))})
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type in target.unsupported_ops:
@@ -409,7 +424,8 @@ class OpenVINOBackend:
                 try:
                     ov_model = _read_onnx(ov, path, trial=bool((options or {}).get("trial")))
                 except Exception as e:
-                    raise UnsupportedError(f"OpenVINO cannot convert the model: {_conversion_reason(str(e))}") from e
+                    raise UnsupportedError(f"OpenVINO cannot convert the model: "
+                                           f"{_conversion_reason(str(e), _graph_order(model))}") from e
         _stable_names(ov_model, model)
         hot = (options or {}).get("fp32_tensors") or () if precision == "fp16" else ()
         xml = out_dir / "model.xml"

@@ -258,3 +258,22 @@ def test_a_refusal_from_openvinos_own_transformations_names_the_op(tmp_path):
     with pytest.raises(UnsupportedError, match=r"cannot run op\(s\) Multiply \(node 'y'\)"):
         deploycomp.build(tmp_path / "length.onnx", tmp_path / "out", target="host",
                          validation_data=[{"x": np.full((1, 64), 2.0, np.float32)}])
+
+
+def test_a_conversion_failure_is_told_by_the_earliest_node_that_failed():
+    """OpenVINO validates every node and reports those after a refused one too (an STFT it
+    could not convert, and the ReduceSumSquare reading its output): the reason quoted is
+    the earliest node's, not the first block of the message."""
+    from deploycomp.backends.openvino.adapter import _conversion_reason
+
+    message = ("Model wasn't fully converted. Failed operations detailed log:\n"
+               "-- ReduceSumSquare-17 with a message:\n"
+               "While validating ONNX node '<Node(ReduceSumSquare): spectrogram>':\n"
+               "Check 'x' failed at a.cpp:1:\nUnsupported input type dynamic\n"
+               "-- STFT-17 with a message:\n"
+               "While validating ONNX node '<Node(STFT): spectrum>':\n"
+               "Check 'y' failed at b.cpp:2:\nShape of signal input must be static with the rank equal to 3.\n")
+    order = {"spectrum": 3, "spectrogram": 4}
+    assert _conversion_reason(message, order).endswith("'<Node(STFT): spectrum>': Shape of signal input must be "
+                                                       "static with the rank equal to 3.")
+    assert "ReduceSumSquare" in _conversion_reason(message)  # without the graph's order: the first block
