@@ -131,6 +131,10 @@ class TensorRTBackend:
             "engine": None,
             "reference": "reference.npz",
         }
+        if precision == "int8" and not any(n.op_type == "QuantizeLinear" and n.inputs[0].const_value is None
+                                           for n in ir.traversal.RecursiveGraphIterator(model.graph)):
+            # every layer kept float: no activation is quantized, the engine computes fp32
+            info |= {"typed_as": "fp32 tensors (no layer stayed int8)", "graph_precision": "fp32"}
         files.append(out_dir / PLAN_FILE)
         engine = self._maybe_build_engine(out_dir, plan)
         if engine:
@@ -177,7 +181,8 @@ class TensorRTBackend:
         runner = ORTRunner(source, arithmetic="exact_qdq")
         runner.info.update(runtime="onnxruntime (functional reference of the TensorRT ONNX; no engine here)",
                            functional_reference=True,  # its latency says nothing about the device
-                           executed_precision=f"{lowered['precision']} graph on the ORT CPU provider"
+                           executed_precision=f"{lowered.get('graph_precision', lowered['precision'])} graph on "
+                                              "the ORT CPU provider"
                            + (" (fp16 tensors rounded through fp16)" if lowered["precision"] == "fp16" else ""))
         return runner
 

@@ -376,3 +376,17 @@ def test_a_string_input_is_refused_by_name_in_one_line(tmp_path, capfd):
         deploycomp.build(path, tmp_path / "out", target="jetson-orin-nano")
     assert "\n" not in str(e.value) and "Initializers" not in str(e.value)
     assert "Unsupported ONNX data type" not in capfd.readouterr().err
+
+
+def test_an_int8_bundle_with_every_layer_float_says_its_graph_is_fp32(tiny_conv, tmp_path):
+    """No activation is quantized, so the engine computes fp32: the runtime record had said
+    "executes int8 graph" (host says fp32 for the same bundle)."""
+    from deploycomp.pipeline import BuildOptions, build
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.random((8, 3, 16, 16), dtype=np.float32))
+    result = build(BuildOptions(model=tiny_conv, out=tmp_path / "b", target="jetson-orin-nano", precision="int8",
+                                calibration=tmp_path / "calib.npz", keep_float=["*"], no_fail=True))
+    runtime, lowered = result.manifest["backend"]["runtime"], result.manifest["backend"]["lowered"]
+    assert runtime["executed_precision"] == "fp32 graph on the ORT CPU provider"
+    assert lowered["typed_as"] == "fp32 tensors (no layer stayed int8)"
