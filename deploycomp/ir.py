@@ -128,8 +128,10 @@ def _check_ops(proto: onnx.ModelProto) -> None:
             if domain not in opsets:
                 raise ModelError(f"{label}: op '{node.op_type}' uses domain '{domain}' the model does not import")
             if not onnx.defs.has(node.op_type, domain):
-                where = f"domain '{domain}'" if domain else "the ONNX standard"
-                raise ModelError(f"{label}: unknown op '{node.op_type}' (not in {where})")
+                if domain:  # a framework's own op (Brevitas' Quant): no ONNX schema, no backend
+                    raise ModelError(f"{label}: op '{node.op_type}' of domain '{domain}', which ONNX does not "
+                                     "define and no backend runs (export it with standard ONNX ops)")
+                raise ModelError(f"{label}: unknown op '{node.op_type}' (not in the ONNX standard)")
 
 
 def _check_upgradable(proto: onnx.ModelProto, opset: int) -> None:

@@ -67,6 +67,22 @@ def test_unknown_op_names_the_node(tmp_path):
         load_model(path)
 
 
+def test_an_op_of_a_frameworks_own_domain_is_said_so(tmp_path):
+    """Brevitas' ``Quant`` (qonnx's models): the node is in its domain, which ONNX does not
+    define; the error had read "unknown op 'Quant' (not in domain 'onnx.brevitas')"."""
+    path = tmp_path / "m.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Quant", ["x"], ["y"], name="Quant_4", domain="onnx.brevitas")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("onnx.brevitas", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    with pytest.raises(ModelError, match=r"node 'Quant_4': op 'Quant' of domain 'onnx.brevitas', which ONNX does not "
+                                         r"define and no backend runs"):
+        load_model(path)
+
+
 def test_unimported_domain(tmp_path):
     path = tmp_path / "m.onnx"
     graph = helper.make_graph(
