@@ -710,6 +710,23 @@ def samples_basic_pitch() -> tuple[Samples, Samples]:
     return [{key: w} for w in windows[:9]], [{key: w} for w in windows[10:18]]
 
 
+def samples_asr_frontend() -> tuple[Samples, Samples]:
+    """onnx-asr 0.12.0's feature extractors (``onnx_asr/preprocessors``): ``waveforms``
+    float32 in [-1, 1] at 16 kHz (int16 / 32768, as it reads a WAV), ``[batch, N]``, and
+    ``waveforms_lens``, each clip's own length. 2.25 s clips of the speech recording (36000
+    samples): calibration starting every 1.2 s from 0 to 18 s, validation from 20.5 s on
+    every 1.5 s (disjoint)."""
+    pcm, sr = speech()
+    audio = pcm.astype(np.float32) / 32768.0
+    n = 36000
+
+    def clip(start: float) -> dict[str, np.ndarray]:
+        i = int(start * sr)
+        return {"waveforms": audio[i:i + n][None], "waveforms_lens": np.array([n], np.int64)}
+
+    return [clip(0.0 + 1.2 * k) for k in range(16)], [clip(20.5 + 1.5 * k) for k in range(5)]
+
+
 def _melspec_frames() -> tuple[np.ndarray, int]:
     import onnxruntime as ort
 
@@ -1006,6 +1023,26 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "rendered ruled tables, upper-left in a 768x768 canvas as lineless_table_rec preprocesses them",
         "added 2026-12-04; its sizes, offsets and features are judged where the heatmap (logits) passes 0, a cell more likely than not",
         judge_where=("st,wh,ax,cr,reg:hm>0",)),
+    CorpusModel(
+        "asr-whisper80", "audio front-end (Whisper log-mel: STFT, mel bank, log)", "onnx-asr==0.12.0",
+        "onnx_asr/preprocessors/data/whisper80.onnx",
+        "8161c22a310df637a56029c037c79c9eb52a211a36b20935a1d0ba32bdb43d8f", "MIT (wheel metadata)",
+        {"waveforms": (1, 36000), "waveforms_lens": (1,)}, samples_asr_frontend,
+        "onnx-asr's Whisper feature extractor (onnxscript): padded to 30 s, STFT (400-point Hann window, no "
+        "onesided attribute), |X|^2, 80 mel bands, log10, clamp",
+        "real speech: pyannote.audio 3.3.2's sample.wav, 2.25 s clips as onnx-asr feeds them",
+        "added 2026-12-05 (thirteenth probe): an internal error on Jetson (ONNX 1.23's STFT shape inference), refused "
+        "on host and Android; fixed in the passes (explicit_defaults, spectral)"),
+    CorpusModel(
+        "asr-wespeaker", "audio front-end (Kaldi fbank: framing Scan, DFT, mel bank, log)", "onnx-asr==0.12.0",
+        "onnx_asr/preprocessors/data/wespeaker.onnx",
+        "4fcc0d9897bf960a304615cdb95ea2831f26dd409fcd1971b4ea831c49256cfd", "MIT (wheel metadata)",
+        {"waveforms": (1, 36000), "waveforms_lens": (1,)}, samples_asr_frontend,
+        "onnx-asr's wespeaker feature extractor: frames by a Scan, DC removal, pre-emphasis (an edge Pad with a "
+        "negative pad), Povey window, a 512-point DFT, 80 mel bands, log",
+        "real speech: pyannote.audio 3.3.2's sample.wav, 2.25 s clips as onnx-asr feeds them",
+        "added 2026-12-05 (thirteenth probe): OpenVINO crashed converting its DFT (a segmentation fault), refused "
+        "on Jetson and Android; fixed in the passes (spectral, tflite_pads)"),
     CorpusModel(
         "basic-pitch", "music transcription from raw audio (a CQT front-end inside the graph)", "basic-pitch==0.4.0",
         "basic_pitch/saved_models/icassp_2022/nmp.onnx",
