@@ -20,10 +20,12 @@ run on any machine).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -130,7 +132,7 @@ def replace_folder(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out`` (a checked old bundle there is swapped
     out by rename, then deleted): readers see the old bundle or the new one, never a mix."""
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        old = out.parent / f".{out.name}.old-{_process_tag()}"
         os.replace(out, old)
         os.replace(new, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -138,13 +140,40 @@ def replace_folder(new: Path, out: Path) -> None:
         os.replace(new, out)
 
 
+def _process_tag() -> str:
+    """This host and process, in the names of the folders a build works in: ``out`` may be
+    on a file system other machines write to too (a fleet's workers)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Staging and swap folders next to ``out`` left by a build on this host whose process
+    is gone: a process killed outright (SIGKILL, the out-of-memory killer, a crash inside a
+    native library such as OpenVINO's converter) cannot clean up after itself. Those of
+    live processes, and of other hosts, are left alone."""
+    host = socket.gethostname()
+    for kind in ("staging", "old"):
+        for folder in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
+            pid = folder.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except OSError:  # alive, another user's: not ours to judge
+                continue
+
+
 @contextlib.contextmanager
 def staged_bundle(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a staging folder; on success it becomes ``out``, on any error or interrupt
-    it vanishes (and ``out``, if it existed, is untouched)."""
+    it vanishes (and ``out``, if it existed, is untouched). What an earlier build into the
+    same ``out`` could not remove (its process killed) is removed first."""
     out = check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    _remove_abandoned(out)
+    stage = out.parent / f".{out.name}.staging-{_process_tag()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:

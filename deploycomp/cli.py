@@ -12,6 +12,7 @@ missing; 8 a budget was missed; 9 output exists or is not a bundle --force may r
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -86,6 +87,10 @@ class _Group(click.Group):
 def main(ctx: click.Context, verbose: int) -> None:
     """Compile ONNX models into validated deployment bundles for a target device."""
     ctx.obj = {"verbose": verbose > 0}
+    # a crash inside a native library (OpenVINO's converter segfaulted on a real DFT) ends
+    # the process with no word of ours: Python's fault report at least says where
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -68,6 +68,50 @@ def test_a_signal_in_the_cli_exits_with_one_line(tiny_conv, tmp_path, sig, stage
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
+def test_what_a_killed_build_left_is_removed_by_the_next_build_into_the_same_out(tiny_conv, tmp_path):
+    """SIGKILL (the out-of-memory killer, or a crash inside a native library: OpenVINO's
+    converter segfaulted on a real DFT) leaves no chance to clean up: the staging folder
+    stays. The next build into the same ``--out`` removes it; a live build's is left alone,
+    and so is one named for another host (``--out`` on a file system a fleet shares)."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "-v", "build", str(tiny_conv), "--out",
+                             str(tmp_path / "out")], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in proc.stderr:
+        if "stage: validate" in line:
+            proc.kill()
+            break
+    proc.wait(timeout=120)
+    abandoned = _leftovers(tmp_path)
+    assert len(abandoned) == 1 and abandoned[0].startswith(".out.staging-")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        here = tmp_path / f".out.staging-{socket.gethostname()}-{live.pid}"
+        elsewhere = tmp_path / ".out.staging-another-host-1"
+        here.mkdir()
+        elsewhere.mkdir()
+        rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "out")
+        assert rc == 0, stderr
+        assert _leftovers(tmp_path) == sorted([here.name, elsewhere.name])
+    finally:
+        live.kill()
+
+
+def test_a_crash_in_a_native_library_says_where_it_happened(tmp_path):
+    """A segmentation fault inside a library (OpenVINO's converter on a real DFT, before
+    the spectral pass) ended a build with exit 139 and nothing on stderr; the CLI has
+    Python's fault report on, which names the code that was running."""
+    code = textwrap.dedent("""
+        import ctypes
+        from deploycomp.cli import main
+        main(["targets"], standalone_mode=False)
+        ctypes.string_at(0)  # what a native library's bad read does
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in proc.stderr and "string_at" in proc.stderr
+
+
 def test_an_unwritable_out_is_an_environment_error(tiny_conv, tmp_path):
     """Exit 10 and one line, before any work. As root, permission bits do not stop a
     write, so there the parent is a kernel folder that refuses everyone."""
