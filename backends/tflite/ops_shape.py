@@ -284,8 +284,9 @@ def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
     """Each update's full coordinates (its own position, the index along ``axis``), then
     SCATTER_ND, which sums updates that land on one position: with ``reduction="add"``
     (a graph network's message passing, indices computed at run time) the data plus that
-    sum; without a reduction (constant indices only) a SELECT_V2 by the constant mask of
-    written positions."""
+    sum; without a reduction and constant indices a SELECT_V2 by the constant mask of
+    written positions; without a reduction and computed indices (a Kaldi front-end's
+    reflection of a waveform's end, at its run-time length) as the segments below."""
     data, indices, updates = node.inputs[:3]
     dims = lo.shape(data)
     rank = len(dims)
@@ -303,6 +304,9 @@ def lower_scatter_elements(lo: Lowering, node: ir.Node) -> None:
         return
     if reduction != "none":
         raise UnsupportedError(f"tflite: {node.op_type} with reduction {reduction!r}")
+    if lo.const(indices) is None:  # written where an update lands, one of them where several do
+        _scatter_by_segments(lo, node, dims, axis, reduction)
+        return
     idx = _const_input(lo, node, 1, "indices")
     grid = np.indices(idx.shape, dtype=np.int32)
     grid[axis] = np.mod(idx, dims[axis])
@@ -355,10 +359,12 @@ def _scatter_by_segments(lo: Lowering, node: ir.Node, dims: tuple[int, ...], axi
     computed at run time): the updates reduced per flat data position (TFLite's
     UNSORTED_SEGMENT_*), then met with the data. A position no update reaches gets the
     reduction's identity from TFLite (the lowest float for max, 1 for mul), and for max
-    and min the data is taken there outright (a -inf in the data stays -inf)."""
+    and min the data is taken there outright (a -inf in the data stays -inf).
+    ``reduction`` none: the updates' maximum per position replaces the data where an
+    update lands (one of the updates where several do: ONNX leaves their order open)."""
     data, indices, updates = node.inputs[:3]
     rank, size = len(dims), int(np.prod(dims, dtype=np.int64))
-    segment_op, meet = _SEGMENT[reduction]
+    segment_op, meet = _SEGMENT.get(reduction, ("UNSORTED_SEGMENT_MAX", None))
     positions = _flat_positions(lo, indices, dims, axis)
     count = lo.w.shape(positions)[0]
     dtype = lo.dtype(data)
@@ -374,8 +380,10 @@ def _scatter_by_segments(lo: Lowering, node: ir.Node, dims: tuple[int, ...], axi
     if reduction == "mul":
         lo.emit(meet, [source, shaped], [out], options)
         return
-    met = lo.temp(f"{node.outputs[0].name}/met", dims, dtype)
-    lo.emit(meet, [source, shaped], [met])
+    met = shaped
+    if meet is not None:
+        met = lo.temp(f"{node.outputs[0].name}/met", dims, dtype)
+        lo.emit(meet, [source, shaped], [met])
     hits = lo.temp(f"{node.outputs[0].name}/hits", (size,), dtype)
     lo.emit("UNSORTED_SEGMENT_SUM", [lo.constant("scatter/ones", np.ones(count, dtype)), positions, lo.int32([size])],
             [hits])

@@ -386,6 +386,20 @@ def test_scatter_add_with_indices_computed_at_run_time(tmp_path, precision):
     assert "SCATTER_ND" in info["ops"]
 
 
+def test_scatter_without_reduction_at_indices_computed_at_run_time(tmp_path):
+    """A Kaldi front-end reflects a waveform's end at its run-time length: ``ScatterElements``
+    without a reduction, its indices computed (they had to be constant); each target
+    written by its update, the rest kept, a negative index counted from the end."""
+    text = f"""{G} g (float[2, 10] data, int64[2, 4] targets, float[2, 4] updates) => (float[2, 10] y)
+    {{ y = ScatterElements <axis = 1> (data, targets, updates) }}"""
+    rng = np.random.default_rng(2)
+    feeds = {"data": rng.standard_normal((2, 10)).astype(np.float32),
+             "targets": np.array([[9, 8, 7, 6], [0, 3, -1, 5]], np.int64),
+             "updates": rng.standard_normal((2, 4)).astype(np.float32)}
+    info = check(tmp_path, model_from_text(text), {k: v.shape for k, v in feeds.items()}, "fp32", feeds=feeds)
+    assert "UNSORTED_SEGMENT_MAX" in info["ops"] and "SELECT_V2" in info["ops"]
+
+
 @pytest.mark.parametrize("reduction", ["max", "min", "mul"])
 @pytest.mark.parametrize("given", ["at run time", "constant"])
 def test_scatter_max_min_and_mul_reduce_per_target(tmp_path, reduction, given):
