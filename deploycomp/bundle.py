@@ -34,7 +34,7 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
-           "json_text", "staged_bundle", "write_json"]
+           "json_text", "process_tag", "remove_abandoned", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "deploycomp-bundle/1"
@@ -132,7 +132,7 @@ def replace_folder(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out`` (a checked old bundle there is swapped
     out by rename, then deleted): readers see the old bundle or the new one, never a mix."""
     if out.exists():
-        old = out.parent / f".{out.name}.old-{_process_tag()}"
+        old = out.parent / f".{out.name}.old-{process_tag()}"
         os.replace(out, old)
         os.replace(new, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -140,19 +140,20 @@ def replace_folder(new: Path, out: Path) -> None:
         os.replace(new, out)
 
 
-def _process_tag() -> str:
+def process_tag() -> str:
     """This host and process, in the names of the folders a build works in: ``out`` may be
     on a file system other machines write to too (a fleet's workers)."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _remove_abandoned(out: Path) -> None:
-    """Staging and swap folders next to ``out`` left by a build on this host whose process
-    is gone: a process killed outright (SIGKILL, the out-of-memory killer, a crash inside a
-    native library such as OpenVINO's converter) cannot clean up after itself. Those of
-    live processes, and of other hosts, are left alone."""
+def remove_abandoned(out: Path) -> None:
+    """Staging, swap and fleet-copy folders next to ``out`` left by a build or a fleet run
+    on this host whose process is gone: a process killed outright (SIGKILL, the
+    out-of-memory killer, a crash inside a native library such as OpenVINO's converter)
+    cannot clean up after itself. Those of live processes, and of other hosts, are left
+    alone."""
     host = socket.gethostname()
-    for kind in ("staging", "old"):
+    for kind in ("staging", "old", "fleet"):
         for folder in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
             pid = folder.name.rsplit("-", 1)[-1]
             if not pid.isdigit() or int(pid) == os.getpid():
@@ -172,8 +173,8 @@ def staged_bundle(out: str | os.PathLike, force: bool = False) -> Iterator[Path]
     same ``out`` could not remove (its process killed) is removed first."""
     out = check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(out)
-    stage = out.parent / f".{out.name}.staging-{_process_tag()}"
+    remove_abandoned(out)
+    stage = out.parent / f".{out.name}.staging-{process_tag()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:

@@ -26,3 +26,29 @@ def test_nan_and_inf_are_written_as_null_and_numpy_scalars_as_numbers(tmp_path):
     assert back == {"nmse": {"pitch": None, "confidence": None}, "gain": [0.5, None], "count": 3, "ok": True,
                     "name": "x"}
     assert _strict(json_text({"a": np.float64(1.25)})) == {"a": 1.25}
+
+
+def test_folders_of_a_killed_process_on_this_host_are_removed_and_no_others(tmp_path):
+    """What a killed build or fleet run left next to ``out`` (staging, swap, fleet copy):
+    removed where its process is gone; a live process's, and another host's (``out`` on a
+    file system a fleet shares), stay."""
+    import socket
+    import subprocess
+    import sys
+
+    from deploycomp.bundle import remove_abandoned
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        names = {f".out.{kind}-{who}": (kind, who) for kind in ("staging", "old", "fleet")
+                 for who in (f"{host}-{gone.pid}", f"{host}-{live.pid}", f"elsewhere-{gone.pid}")}
+        for name in names:
+            (tmp_path / name).mkdir()
+        remove_abandoned(tmp_path / "out")
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {n for n, (_, who) in names.items() if who != f"{host}-{gone.pid}"}
+    finally:
+        live.kill()

@@ -73,10 +73,11 @@ def _same_bundle(dest: Path, sha: str | None) -> bool:
 
 def _place(src: Path, dest: Path) -> None:
     """Copy a bundle to ``dest``, replacing what is there, by a rename of a whole copy."""
-    from deploycomp.bundle import replace_folder
+    from deploycomp.bundle import process_tag, remove_abandoned, replace_folder
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staged = dest.parent / f".{dest.name}.fleet-{os.getpid()}"
+    remove_abandoned(dest)  # a copy a killed fleet run left
+    staged = dest.parent / f".{dest.name}.fleet-{process_tag()}"
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(src, staged)
     if dest.exists() and not (dest / "manifest.json").is_file() and any(dest.iterdir()):
