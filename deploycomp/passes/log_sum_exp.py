@@ -49,8 +49,8 @@ def _rewrite(node: ir.Node, opset: int) -> bool:
     log = ir.node("Log", [total.outputs[0]], name=f"{name}_log")
     new = [peak, shifted, exp, total, log]
     offset = peak.outputs[0]
-    if not keep:
-        peak_flat = reduce("ReduceMax", x, False, "max_flat")  # the same maximum, without its reduced axes
+    if not keep:  # the same maximum without its reduced axes: the kept one reduced again (size 1 there)
+        peak_flat = reduce("ReduceMax", peak.outputs[0], False, "max_flat")
         new.insert(1, peak_flat)
         offset = peak_flat.outputs[0]
     new.append(ir.node("Add", [log.outputs[0], offset], name=f"{name}_add"))

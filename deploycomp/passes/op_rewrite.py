@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import onnx_ir as ir
 
 __all__ = ["OpRewritePass"]
@@ -14,8 +16,9 @@ class OpRewritePass(ir.passes.InPlacePass):
 
     op_types: frozenset[str] = frozenset()
 
+    @abc.abstractmethod
     def rewrite(self, node: ir.Node, model: ir.Model) -> bool:
-        raise NotImplementedError
+        """Rewrite ``node`` in place; whether anything changed."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
