@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from deploycomp.ir import load_model
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.quant import POLICIES, quantize
-from deploycomp.quant.qdq import activation_params
+from deploycomp.quant.qdq import activation_params, fake_quantize
 
 
 def _model(tiny_conv):
@@ -38,6 +38,32 @@ def test_activation_encodings():
     assert int(zp) == 0 and s == pytest.approx(2 / 255)
     s, zp = activation_params(-1.0, 3.0, "int8", True)
     assert zp.dtype == np.int8 and int(zp) == 0 and s == pytest.approx(3 / 127)
+
+
+@pytest.mark.parametrize("dtype,symmetric", [("uint8", False), ("int8", False), ("int8", True)])
+def test_per_channel_encodings_are_each_channels_own(dtype, symmetric):
+    lo = np.array([-1.0, 0.0, 0.5, -3e-9, -2.0], np.float32)  # one-signed, empty and tiny ranges too
+    hi = np.array([3.0, 0.0, 2.0, 1e-9, -1.0], np.float32)
+    scales, zps = activation_params(lo, hi, dtype, symmetric)
+    assert scales.dtype == np.float32 and zps.dtype == np.dtype(dtype) and scales.shape == zps.shape == (5,)
+    for c in range(5):
+        s, zp = activation_params(float(lo[c]), float(hi[c]), dtype, symmetric)
+        assert scales[c] == s and zps[c] == zp and zp.shape == ()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_numpy_fake_quantize_matches_onnx_per_tensor(dtype):
+    x = (np.random.default_rng(5).standard_normal((1, 4, 8, 8)) * 3).astype(np.float32)
+    scale, zp = activation_params(-2.0, 5.0, dtype, False)  # both ends saturate somewhere
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "qdq",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(np.asarray(scale, np.float32), "s"), numpy_helper.from_array(zp, "z")])
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                   .SerializeToString())
+    np.testing.assert_allclose(fake_quantize(x, scale, zp), session.run(None, {"x": x})[0], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["openvino", "tensorrt", "tflite"])
