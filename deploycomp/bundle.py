@@ -34,7 +34,7 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
-           "json_text", "process_tag", "remove_abandoned", "staged_bundle", "write_json"]
+           "json_text", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "deploycomp-bundle/1"
@@ -147,23 +147,44 @@ def process_tag() -> str:
 
 
 def remove_abandoned(out: Path) -> None:
-    """Staging, swap and fleet-copy folders next to ``out`` left by a build or a fleet run
-    on this host whose process is gone: a process killed outright (SIGKILL, the
-    out-of-memory killer, a crash inside a native library such as OpenVINO's converter)
-    cannot clean up after itself. Those of live processes, and of other hosts, are left
-    alone."""
+    """Staging, swap and fleet-copy folders and temporary files (:func:`replaced_file`)
+    next to ``out`` left by a process on this host that is gone: a process killed outright
+    (SIGKILL, the out-of-memory killer, a crash inside a native library such as OpenVINO's
+    converter) cannot clean up after itself. Those of live processes, and of other hosts,
+    are left alone."""
     host = socket.gethostname()
-    for kind in ("staging", "old", "fleet"):
-        for folder in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
-            pid = folder.name.rsplit("-", 1)[-1]
+    for kind in ("staging", "old", "fleet", "tmp"):
+        for left in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
+            pid = left.name.rsplit("-", 1)[-1].split(".", 1)[0]  # a temporary file may keep a suffix
             if not pid.isdigit() or int(pid) == os.getpid():
                 continue
             try:
                 os.kill(int(pid), 0)
             except ProcessLookupError:
-                shutil.rmtree(folder, ignore_errors=True)
+                if left.is_dir() and not left.is_symlink():
+                    shutil.rmtree(left, ignore_errors=True)
+                else:
+                    left.unlink(missing_ok=True)
             except OSError:  # alive, another user's: not ours to judge
                 continue
+
+
+@contextlib.contextmanager
+def replaced_file(target: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path next to ``target`` to write it at (named for this host and
+    process, ending in ``suffix`` for writers that insist on one, as ``np.savez`` does);
+    once the block succeeds it replaces ``target`` in one rename, so readers see the old
+    file or the new one; on any error or interrupt it is removed. Left-overs of killed
+    processes of this host are removed first (:func:`remove_abandoned`): inside a bundle a
+    stray file would fail its verification."""
+    target = Path(target)
+    remove_abandoned(target)
+    tmp = target.with_name(f".{target.name}.tmp-{process_tag()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

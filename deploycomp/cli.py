@@ -475,9 +475,10 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
     if len(results) > 1:  # joined as the samples were
         outputs = {k: (np.stack if samples.stacked else np.concatenate)([r[k] for r in results]) for k in outputs}
     if outputs_path:
-        tmp = outputs_path.with_name(f".{outputs_path.name}.tmp.npz")
-        np.savez(tmp, **outputs)
-        tmp.replace(outputs_path)
+        from deploycomp.bundle import replaced_file
+
+        with replaced_file(outputs_path, ".npz") as tmp:
+            np.savez(tmp, **outputs)
     for name, arr in outputs.items():
         if arr.dtype.kind in "biuf":
             click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  min {arr.min():.4g} max {arr.max():.4g}")

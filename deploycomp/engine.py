@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploycomp.bundle import MANIFEST, artifact_entries, read_manifest, write_json
+from deploycomp.bundle import MANIFEST, artifact_entries, read_manifest, replaced_file, write_json
 from deploycomp.errors import BudgetError, DeployError, OutputExistsError
 
 __all__ = ["build_bundle_engine", "read_reference"]
@@ -89,7 +89,6 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     manifest["engine_validation"] = {"outputs": metrics, "min_cosine": budget.min_cosine, "ok": True}
     files = [bundle / a["path"] for a in manifest["artifacts"] if a["path"] not in (plan.engine, plan.timing_cache)]
     manifest["artifacts"] = artifact_entries(bundle, files + [bundle / plan.engine, bundle / plan.timing_cache])
-    tmp = bundle / f".{MANIFEST}.tmp"
-    write_json(tmp, manifest)
-    tmp.replace(bundle / MANIFEST)
+    with replaced_file(bundle / MANIFEST) as tmp:
+        write_json(tmp, manifest)
     return manifest

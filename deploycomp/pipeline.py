@@ -28,7 +28,8 @@ from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
-from deploycomp.bundle import FORMAT, MANIFEST, artifact_entries, check_output, staged_bundle, write_json
+from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
+                               staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
 from deploycomp.ir import load_model, save_model
@@ -389,14 +390,18 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     # missing folders are made, as build makes --out's (and removed again if nothing lands)
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    # written in a folder of its own, then moved: an external-data file keeps the name the
+    # model refers to (OUT.data), and a process killed meanwhile leaves a folder the next
+    # run removes (remove_abandoned)
+    remove_abandoned(out)
+    work = out.with_name(f".{out.name}.tmp-{process_tag()}")
     try:
-        files = save_model(prep.model, tmp)
-        os.replace(tmp, out)
-        for extra in files[1:]:
-            os.replace(extra, out.with_name(out.name + ".data"))
+        work.mkdir()
+        files = save_model(prep.model, work / out.name)
+        for written in files[1:] + files[:1]:  # the weights before the model that reads them
+            os.replace(written, out.with_name(written.name))
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
         if not out.exists():
             for folder in made:  # innermost first
                 with contextlib.suppress(OSError):

@@ -89,6 +89,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from deploycomp.bundle import remove_abandoned, replaced_file
 from deploycomp.errors import BackendUnavailable, DeployError, VerificationError, few
 
 __all__ = ["SIGNATURE", "BundleVerificationError", "check_digests", "sign_bundle", "verify_bundle"]
@@ -356,6 +357,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
     if not bundle.is_dir():
         raise DeployError(f"{bundle}: no such bundle folder")
     key = _load_private_key(private_key_path, password)  # a bad key fails before any hashing
+    remove_abandoned(bundle / SIGNATURE)  # a signing killed mid-write left its temporary file
     manifest, manifest_bytes = _read_manifest(bundle)
     artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
     files, odd = _bundle_files(bundle)
@@ -398,16 +400,10 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
         "signature": base64.b64encode(_sign(key, _canonical(signed))).decode("ascii"),
     }
     target = bundle / SIGNATURE
-    tmp = bundle / f".{SIGNATURE}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_file(target) as tmp, open(tmp, "w") as f:
+        f.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     return target
 
 

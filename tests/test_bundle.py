@@ -52,3 +52,50 @@ def test_folders_of_a_killed_process_on_this_host_are_removed_and_no_others(tmp_
         assert left == {n for n, (_, who) in names.items() if who != f"{host}-{gone.pid}"}
     finally:
         live.kill()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_file_is_replaced_whole_and_an_error_leaves_the_old_one(tmp_path):
+    import pytest
+
+    from deploycomp.bundle import replaced_file
+
+    target = tmp_path / "index.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replaced_file(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["index.json"]
+    with replaced_file(target, ".npz") as tmp:
+        assert tmp.name.endswith(".npz") and tmp.parent == tmp_path
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["index.json"]
+
+
+def test_temporary_files_of_a_killed_process_go_with_the_next_write(tmp_path):
+    """A process killed while writing a file (a signature, a fleet index, an optimized
+    model) leaves its temporary file; inside a bundle, verification would then find an
+    extra file. The next write of the same file removes it; a live process's stays."""
+    import os
+    import socket
+
+    from deploycomp.bundle import replaced_file
+
+    host = socket.gethostname()
+    killed = tmp_path / f".signature.json.tmp-{host}-{_dead_pid()}"
+    killed_npz = tmp_path / f".signature.json.tmp-{host}-{_dead_pid()}.npz"
+    alive = tmp_path / f".signature.json.tmp-{host}-{os.getppid()}"
+    for left in (killed, killed_npz, alive):
+        left.write_text("half")
+    with replaced_file(tmp_path / "signature.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "signature.json"])

@@ -210,6 +210,28 @@ def test_optimize_makes_the_folders_of_its_output(tiny_conv, tmp_path):
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["opt.onnx"]
 
 
+
+def test_optimize_writes_through_a_folder_of_its_own_and_removes_a_killed_runs(tiny_conv, tmp_path):
+    """The model is written in a hidden folder next to it and moved into place (an
+    external-data file keeps the name the model refers to); what a killed run left
+    there is removed by the next one."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "optimized"
+    left = out / f".opt.onnx.tmp-{socket.gethostname()}-{gone.pid}"
+    left.mkdir(parents=True)
+    (left / "opt.onnx").write_text("half")
+    rc, _, stderr = cli("optimize", tiny_conv, "-o", out / "opt.onnx")
+    assert rc == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["opt.onnx"]
+    import onnx
+
+    onnx.checker.check_model(str(out / "opt.onnx"))
+
 def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     from tests.passes._harness import model_from_text
 

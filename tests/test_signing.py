@@ -422,3 +422,18 @@ def test_load_checks_digests_unless_told_not_to(bundle):
     with pytest.raises(VerificationError, match="model.bin: changed"):
         deploycomp.load(bundle)
     deploycomp.load(bundle, verify=False)
+
+
+def test_a_signature_left_half_written_by_a_killed_process_does_not_break_the_next(bundle, keys):
+    """Killed mid-write, ``sign`` leaves its temporary file in the bundle, which
+    ``verify`` would report as an extra file; signing again removes it."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (bundle / f".{SIGNATURE}.tmp-{socket.gethostname()}-{gone.pid}").write_text("{")
+    private, public = keys["ci"]
+    sign_bundle(bundle, private)
+    assert verify_bundle(bundle, public)["ok"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deploycomp.fleet.spec import Job
+from deploycomp.bundle import replaced_file
 
 __all__ = ["CACHEABLE_FAILURES", "FORMAT", "BuildCache", "build_key", "external_locations", "toolchain_versions"]
 
@@ -173,9 +174,8 @@ class BuildCache:
             pass
         locations = external_locations(path)
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(locations))
-        os.replace(tmp, memo)
+        with replaced_file(memo) as tmp:
+            tmp.write_text(json.dumps(locations))
         return locations
 
     def cacheable(self, result: dict) -> bool:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from deploycomp.bundle import replaced_file
 
 __all__ = ["FORMAT", "INDEX", "HTML", "render_html", "write_index"]
 
@@ -31,9 +32,8 @@ def write_index(out: Path, index: dict[str, Any]) -> None:
     """Both files, each written to a temp name and renamed (readers see old or new, whole)."""
     for name, text in ((INDEX, json.dumps(index, indent=2, sort_keys=True, default=str) + "\n"),
                        (HTML, render_html(index))):
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        with replaced_file(out / name) as tmp:
+            tmp.write_text(text)
 
 
 _CSS = """
