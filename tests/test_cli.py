@@ -355,3 +355,25 @@ def test_nan_in_an_input_the_model_tests_for_nan_reaches_build_run_and_inspect(t
     want = ort.InferenceSession(str(model)).run(None, {"x": x[0]})[0]
     with np.load(tmp_path / "out.npz") as got:
         np.testing.assert_allclose(got["y"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_optimized_model_with_external_data_points_at_its_data_file(tiny_conv, tmp_path, monkeypatch):
+    """Past 2 GB the weights go to OUT.data; the model had been written at a temporary
+    name and referred to the data by that name, which the rename then broke."""
+    import onnx
+    import onnxruntime as ort
+
+    from deploycomp import pipeline
+
+    def external(model, path, **_):
+        return save_model(model, path, external_data=True)
+
+    save_model = pipeline.save_model
+    monkeypatch.setattr(pipeline, "save_model", external)
+    out = tmp_path / "opt.onnx"
+    pipeline.optimize(tiny_conv, out)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("opt")) == ["opt.onnx", "opt.onnx.data"]
+    locations = {entry.value for t in onnx.load(str(out), load_external_data=False).graph.initializer
+                 for entry in t.external_data if entry.key == "location"}
+    assert locations == {"opt.onnx.data"}
+    ort.InferenceSession(str(out))  # loads its weights
