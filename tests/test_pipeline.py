@@ -178,6 +178,33 @@ def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp
     assert any("input_ids: shape 1x32 taken from val.npz" in a for a in runner.manifest["assumptions"])
 
 
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_a_dynamic_batch_is_built_at_the_batch_each_sample_of_the_users_data_holds(tmp_path, target):
+    """ICLabel (an EEG component classifier) takes each component with its 3 flips: its
+    Reshape runs at a multiple of 4 only. Its user's data holds 4 per sample (N x 4 x
+    ...); built at batch 1 the host and Android builds blamed the backend (exit 6, "cannot
+    run op(s) ReduceMean, Reshape"). The batch is now read from such data, as other
+    dynamic dims are."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Reshape", ["x", "groups"], ["g"]),
+             helper.make_node("ReduceMean", ["g"], ["y"], axes=[1], keepdims=0)]
+    graph = helper.make_graph(nodes, "flips", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 8])],
+                              [numpy_helper.from_array(np.array([-1, 4, 3, 8], np.int64), "groups")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "flips.onnx")
+    x = np.random.default_rng(0).standard_normal((6, 4, 3, 8)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    runner = deploycomp.build(tmp_path / "flips.onnx", tmp_path / "out", target=target,
+                              validation_data=tmp_path / "val.npz")
+    manifest = runner.manifest
+    assert manifest["validation"]["ok"] and manifest["io"]["inputs"][0]["shape"] == [4, 3, 8]
+    assert any("validated at 4 (the batch of each sample in val.npz)" in a or
+               "batch dim set to 4 (the batch of each sample in val.npz)" in a for a in manifest["assumptions"])
+    np.testing.assert_allclose(runner.run({"x": x[0]})["y"], x[0].mean(0, keepdims=True), atol=1e-5)
+
+
 def test_input_may_re_pin_a_dim_the_export_fixed(tiny_conv, tmp_path):
     """A model exported at its example's fixed shape (here 2x3x16x16, as CenterFace ships
     10x3x32x32) builds at the shape the user gives where its graph runs at it: the
