@@ -31,6 +31,8 @@ class BundleRunner:
             check_digests(self.path, self.manifest)
         io = self.manifest["io"]
         self.inputs: dict[str, dict[str, Any]] = {i["name"]: i for i in io["inputs"]}
+        # a TensorRT bundle keeps a dynamic dim within its optimization profile (MIN..MAX)
+        self.profiles: dict[str, dict[str, list[int]]] = io.get("profiles") or {}
         self.outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in io["outputs"]}
         backend = get_backend(self.manifest["backend"]["name"])
         self._runner = backend.load(self.path, self.manifest["backend"]["lowered"])
@@ -49,10 +51,18 @@ class BundleRunner:
         prepared = {}
         for name, spec in self.inputs.items():
             arr = np.asarray(feeds[name])
-            if list(arr.shape) != spec["shape"]:
-                raise InputDataError(f"input '{name}': shape {list(arr.shape)} given, the bundle was built for {spec['shape']}")
+            if list(arr.shape) != spec["shape"] and not self._in_profile(name, arr.shape):
+                profile = self.profiles.get(name)
+                built = (f"shapes from {profile['min']} to {profile['max']}" if profile
+                         else f"{spec['shape']}")
+                raise InputDataError(f"input '{name}': shape {list(arr.shape)} given, the bundle was built for {built}")
             prepared[name] = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
         return prepared
+
+    def _in_profile(self, name: str, shape: tuple[int, ...]) -> bool:
+        profile = self.profiles.get(name)
+        return (profile is not None and len(shape) == len(profile["min"])
+                and all(lo <= d <= hi for d, lo, hi in zip(shape, profile["min"], profile["max"])))
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raw = self._runner.run(self._prepare(feeds))

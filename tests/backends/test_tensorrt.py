@@ -17,7 +17,7 @@ from deploycomp.backends.tensorrt import parser as nvparser
 from deploycomp.backends.tensorrt.engine import build_engine, gpu_info
 from deploycomp.backends.tensorrt.fp16 import to_fp16
 from deploycomp.backends.tensorrt.plan import BuildPlan, make_plan, read_plan, version_ok
-from deploycomp.errors import BackendUnavailable, UnsupportedError
+from deploycomp.errors import BackendUnavailable, InputDataError, UnsupportedError
 from deploycomp.targets import load_target
 from tests.passes._harness import model_from_text
 
@@ -314,10 +314,19 @@ def test_dynamic_batch_keeps_a_profile(tiny_conv, tmp_path):
     assert read_plan(tmp_path / "b").profiles == [manifest["io"]["profiles"]]
     dim0 = onnx.load(tmp_path / "b" / "model.onnx").graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param and not dim0.dim_value
+    # the bundle runs any batch its profile takes (its runner had refused all but 1)
+    x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+    loaded = deploycomp.load(tmp_path / "b")
+    batch = loaded.run({"x": x})
+    one = [loaded.run({"x": x[i:i + 1]}) for i in range(3)]
+    for name, got in batch.items():
+        np.testing.assert_allclose(got, np.concatenate([o[name] for o in one]), atol=1e-5)
+    with pytest.raises(InputDataError, match=r"shape \[9, 3, 16, 16\] given, the bundle was built for shapes from "
+                                             r"\[1, 3, 16, 16\] to \[8, 3, 16, 16\]"):
+        loaded.run({"x": np.zeros((9, 3, 16, 16), np.float32)})
 
 
 def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
-    from deploycomp.errors import InputDataError
 
     runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4",
                               profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16"])
@@ -331,7 +340,6 @@ def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
 
 
 def test_unconstrained_dynamic_dims_ask_for_input_or_profile(dynamic_hw_relu, tmp_path):
-    from deploycomp.errors import InputDataError
 
     with pytest.raises(InputDataError, match=r"pass --input x:1x3xNxN or --profile x:MIN:OPT:MAX"):
         deploycomp.build(dynamic_hw_relu, tmp_path / "b", target="jetson-orin-nano")
