@@ -84,6 +84,26 @@ def _is_initializer(value: ir.Value) -> bool:
     return value.const_value is not None and not value.is_graph_input()
 
 
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _reading_constants_past_fp16(graph: ir.Graph) -> set[int]:
+    """The ids of the nodes that read a float constant with a finite value past fp16's
+    range (65504): in fp16 the constant would be infinite. A tf2onnx MEG classifier kept a
+    BatchNormalization whose variance reached 2.3e6 (an fp16 candidate computed with Inf;
+    numpy warned of the overflow mid-build)."""
+    found = set()
+    for node in graph:
+        for value in node.inputs:
+            if value is None or not _is_initializer(value) or value.dtype != FLOAT:
+                continue
+            data = value.const_value.numpy()
+            if data.size and float(np.max(np.abs(data), where=np.isfinite(data), initial=0.0)) > FP16_MAX:
+                found.add(id(node))
+                break
+    return found
+
+
 def _captures_fp32(node: ir.Node, graph: ir.Graph, cast) -> None:
     """Control flow keeps fp32 (:data:`KEEP_FP32`): its branches and bodies are typed for
     fp32, so the main-graph tensors they read by name (outer scope, not node inputs) are
@@ -112,6 +132,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     hot = set(fp32_tensors)
     fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
     fp32_nodes |= _computing_a_comparison(graph)
+    fp32_nodes |= _reading_constants_past_fp16(graph)
     fp32_nodes |= _moves_kept_fp32(graph, lambda n: n.op_type in keep_fp32 or id(n) in fp32_nodes)
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
     halves: dict[str, ir.Value] = {}

@@ -52,6 +52,29 @@ def test_fp16_graph_keeps_sensitive_ops_fp32_and_fp32_io():
     assert float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.999
 
 
+def test_a_node_reading_a_constant_past_fp16s_range_stays_fp32():
+    """A BatchNormalization whose variance is 2.3e6 (a tf2onnx MEG classifier): in fp16 the
+    variance is Inf and the output 0; the node stays fp32, with no overflow warning."""
+    import warnings
+
+    text = """<ir_version: 8, opset_import: ["" : 17]> g (float[1, 2, 4, 4] x, float[2] s, float[2] b, float[2] m,
+              float[2] v) => (float[1, 2, 4, 4] y)
+    { n = BatchNormalization (x, s, b, m, v)
+      y = Relu (n) }"""
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(
+        text, s=np.ones(2, np.float32), b=np.zeros(2, np.float32), m=np.zeros(2, np.float32),
+        v=np.array([2.3e6, 1.0], np.float32))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing cast would warn
+        half = to_fp16(model)
+    types = {n.op_type: n.outputs[0].dtype for n in half.graph}
+    assert types["BatchNormalization"] == ir.DataType.FLOAT and types["Relu"] == ir.DataType.FLOAT16
+    x = (R.standard_normal((1, 2, 4, 4)) * 1000).astype(np.float32)
+    got = ort.InferenceSession(ir.to_proto(half).SerializeToString()).run(None, {"x": x})[0]
+    want = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-3)
+
+
 def test_an_output_also_read_by_an_fp32_op_is_cast_back_once():
     """``logits`` is an output and the input of a Softmax kept fp32: one Cast back to fp32
     serves both (two Casts of one name made an invalid model: the seizure detector of
