@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
-           "control_flow_layers", "int8_mac_share", "level_outputs",
+           "control_flow_layers", "dim_values", "int8_mac_share", "level_outputs",
            "mac_share", "nan_inputs", "node_macs", "RECURRENT", "REPEATING", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -118,10 +118,29 @@ class GraphCost:
         }
 
 
-def _static(shape: ir.Shape | None) -> list[int] | None:
-    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+def _static(shape: ir.Shape | None, dims: Mapping[str, int] | None = None) -> list[int] | None:
+    """``shape`` as ints; named dims take their value from ``dims`` (see :func:`dim_values`)."""
+    if shape is None:
         return None
-    return list(shape)
+    out = [d if isinstance(d, int) else (dims or {}).get(getattr(d, "value", None)) for d in shape]
+    if not all(isinstance(d, int) and d >= 0 for d in out):
+        return None
+    return out
+
+
+def dim_values(graph: ir.Graph, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """The values the graph inputs' named dims take at ``shapes`` (input name -> concrete
+    shape, e.g. a sample's): a TensorRT bundle keeps a dynamic batch (``x_d0``) that shape
+    inference carries through the graph, and the MAC shares counted at a sample's batch are
+    those of every batch (they had been null)."""
+    out: dict[str, int] = {}
+    for value in graph.inputs:
+        if value.shape is None or value.name not in shapes:
+            continue
+        for d, size in zip(value.shape, shapes[value.name]):
+            if not isinstance(d, int) and getattr(d, "value", None):
+                out[d.value] = int(size)
+    return out
 
 
 RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
@@ -129,17 +148,18 @@ RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
 gate and direction."""
 
 
-def node_macs(node: ir.Node) -> int | None:
-    """MACs of one compute node, or None when its shapes are unknown."""
+def node_macs(node: ir.Node, dims: Mapping[str, int] | None = None) -> int | None:
+    """MACs of one compute node, or None when its shapes are unknown (named dims take their
+    value from ``dims``)."""
     if node.op_type in RECURRENT:
-        x, w, r = (_static(v.shape) if v is not None else None for v in (list(node.inputs) + [None] * 3)[:3])
+        x, w, r = (_static(v.shape, dims) if v is not None else None for v in (list(node.inputs) + [None] * 3)[:3])
         if x is None or w is None or r is None or len(x) != 3:
             return None
         return x[0] * x[1] * (math.prod(w) + math.prod(r))  # steps x batch (either layout) x gate weights
-    out = _static(node.outputs[0].shape) if node.outputs else None
+    out = _static(node.outputs[0].shape, dims) if node.outputs else None
     if node.op_type in ("Conv", "ConvTranspose"):
-        w = _static(node.inputs[1].shape) if len(node.inputs) > 1 and node.inputs[1] else None
-        x = _static(node.inputs[0].shape)
+        w = _static(node.inputs[1].shape, dims) if len(node.inputs) > 1 and node.inputs[1] else None
+        x = _static(node.inputs[0].shape, dims)
         if w is None or out is None or x is None:
             return None
         if node.op_type == "Conv":
@@ -148,7 +168,7 @@ def node_macs(node: ir.Node) -> int | None:
         # ConvTranspose: each input element scatters into Cout/g * kernel outputs
         return math.prod(x) * math.prod(w[1:])
     if node.op_type in ("MatMul", "Gemm"):
-        a = _static(node.inputs[0].shape)
+        a = _static(node.inputs[0].shape, dims)
         if a is None or out is None:
             return None
         trans_a = node.attributes.get("transA")
@@ -157,10 +177,11 @@ def node_macs(node: ir.Node) -> int | None:
     return 0
 
 
-def mac_share(layers: Iterable[ir.Node], selected: Callable[[ir.Node], bool]) -> float | None:
+def mac_share(layers: Iterable[ir.Node], selected: Callable[[ir.Node], bool],
+              dims: Mapping[str, int] | None = None) -> float | None:
     """The share of ``layers``' MACs in those ``selected`` (to 4 places): what runs int8,
-    or fp16; None without static shapes or without MACs."""
-    macs = [(node_macs(n), selected(n)) for n in layers]
+    or fp16; None without static shapes (named dims: ``dims``) or without MACs."""
+    macs = [(node_macs(n, dims), selected(n)) for n in layers]
     if not macs or any(m is None for m, _ in macs):
         return None
     total = sum(m for m, _ in macs)
@@ -198,7 +219,8 @@ def control_flow_layers(graph: ir.Graph, ops: Iterable[str]) -> tuple[list[ir.No
     return found, repeats
 
 
-def int8_mac_share(graph: ir.Graph, compute_ops: Iterable[str], floating: Iterable[str]) -> float | None:
+def int8_mac_share(graph: ir.Graph, compute_ops: Iterable[str], floating: Iterable[str],
+                   dims: Mapping[str, int] | None = None) -> float | None:
     """The share of a QDQ model's compute MACs that runs int8: the main graph's compute
     layers less the ``floating`` ones (names) and recurrent layers (no QDQ enters them),
     with every compute layer inside control flow counted float
@@ -212,7 +234,7 @@ def int8_mac_share(graph: ir.Graph, compute_ops: Iterable[str], floating: Iterab
     layers = [n for n in graph if n.op_type in compute_ops or n.op_type in RECURRENT]
     inside = {id(n) for n in nested}
     return mac_share([*layers, *nested], lambda n: id(n) not in inside and n.name not in floating
-                     and n.op_type not in RECURRENT)
+                     and n.op_type not in RECURRENT, dims)
 
 
 def _value_elements(value: ir.Value) -> int:

@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import mac_share
+from deploycomp.analysis import dim_values, mac_share
 from deploycomp.quant.sensitivity import (Angles, LayerSensitivity, Ranking, Verdict, nmse_per_output, ort_outputs, outputs_of_each,
                                          select_float_layers)
 
@@ -111,12 +111,14 @@ def weights_rounded(model: ir.Model, fp32_tensors: Sequence[str],
     return copy
 
 
-def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str]) -> float | None:
+def fp16_mac_share(model: ir.Model, fp32_tensors: Sequence[str], sample: Feeds | None = None) -> float | None:
     """The share of the compute layers' MACs that still runs fp16 (a layer runs fp32 when
-    it reads or writes an fp32 tensor); None without static shapes."""
+    it reads or writes an fp32 tensor); None without static shapes (a dynamic dim kept is
+    counted at ``sample``'s size)."""
     kept = set(fp32_tensors)
+    dims = dim_values(model.graph, {k: np.shape(v) for k, v in sample.items()}) if sample else None
     return mac_share((n for n in model.graph if n.op_type in COMPUTE_OPS),
-                     lambda n: not any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)))
+                     lambda n: not any(v is not None and v.name in kept for v in (*n.inputs, *n.outputs)), dims)
 
 
 def _ranking(model: ir.Model, parts: Mapping[str, list[str]], reference: Reference, hot: Sequence[str],
@@ -224,7 +226,7 @@ def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[st
     found = {"nonfinite_kept_fp32": sources} if sources else {}
     if sources and meets_budget(hot):  # the NaN's sources alone: no segment needed
         return hot, {"met": True, "fp32_segments": [], "segments": len(parts),
-                     "fp16_mac_share": fp16_mac_share(model, hot), **found}
+                     "fp16_mac_share": fp16_mac_share(model, hot, samples[0] if samples else None), **found}
     if len(samples) > RANKING_SAMPLES:
         gots = gots or ort_outputs(reference(model, hot), samples)
         error = [sum(nmse_per_output([r], [g], angles).values()) for r, g in zip(refs, gots)]
@@ -238,7 +240,7 @@ def search_fp32_segments(model: ir.Model, reference: Reference, hot: Sequence[st
     met = met and len(kept) < len(parts)  # every segment fp32 is an fp32 model, not an fp16 mix
     tensors = sorted(set(hot).union(*(parts[p] for p in kept)))
     record = {"met": met, "fp32_segments": kept, "segments": len(parts),
-              "fp16_mac_share": fp16_mac_share(model, tensors), "nmse_fp16": base, **found,
+              "fp16_mac_share": fp16_mac_share(model, tensors, samples[0] if samples else None), "nmse_fp16": base, **found,
               "ranking": [{"segment": s.node, "nmse_gain": s.error_alone}
                           for s in sorted(ranking, key=lambda s: s.error_alone, reverse=True)]}
     return tensors, record

@@ -758,7 +758,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             if behind:
                 quant_info = quant_info | {"executed_float_behind_qdq": behind}
                 floating = set(quant_info["float_layers"]) | set(behind)
-                executed = analysis.int8_mac_share(model.graph, compute_ops, floating)
+                executed = analysis.int8_mac_share(model.graph, compute_ops, floating,
+                                                   analysis.dim_values(model.graph, prep.shapes))
                 if executed is not None:  # int8_mac_share is what was placed int8
                     quant_info["executed_int8_mac_share"] = executed
         measured["budgets"] = summary.to_json(measured=True)

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.analysis import RECURRENT, control_flow_layers, int8_mac_share, node_macs
+from deploycomp.analysis import RECURRENT, control_flow_layers, dim_values, int8_mac_share, node_macs
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
@@ -464,6 +464,8 @@ def quantize(
         # recurrent layers count too: no QDQ enters them, so their MACs stay float
         layers = [n for n in model.graph if n.op_type in policy.compute_ops or n.op_type in RECURRENT]
         nested, _ = control_flow_layers(model.graph, policy.compute_ops)
+        # a dynamic dim kept (TensorRT's batch) counted at the calibration samples' size
+        dims = dim_values(model.graph, {k: np.shape(v) for k, v in calibration[0].items()}) if calibration else {}
 
         def dynamic_layers(float_layers: set[str], search: dict, allowed: bool) -> tuple[list[list[str]], dict]:
             """Of the float layers the search chose, those that may run the backend's
@@ -478,7 +480,7 @@ def quantize(
             eligible = sorted(n for n in float_layers if hybrid_capable(by_name[n], policy.dynamic_ops))
             if not eligible:
                 return [], {}
-            macs = {n.name: node_macs(n) for n in layers}
+            macs = {n.name: node_macs(n, dims) for n in layers}
             total = sum(m or 0 for m in macs.values())
 
             def share(names) -> float | None:
@@ -528,7 +530,7 @@ def quantize(
             if nested:  # float wherever they are: no QDQ enters a control-flow body
                 info["control_flow_layers"] = sum(1 for n in nested if n.op_type not in RECURRENT)
             # static and dynamic int8 kernels
-            info["int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, floating)
+            info["int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, floating, dims)
             if observed is not None:
                 quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
                 info["range_coverage"] = range_coverage(model, c.extremes, coverage, observed=observed,
@@ -537,7 +539,8 @@ def quantize(
                                                   and "axis" in n.attributes and constant(n.inputs[0]) is None)
             if policy.dynamic_ops:
                 info["dynamic_layers"] = sorted(dynamic)
-                info["static_int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, float_layers | pinned)
+                info["static_int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, float_layers | pinned,
+                                                               dims)
             if hurry.seconds is not None:
                 info["time_limit"] = {"seconds": hurry.seconds, "reached": bool(hurry.cut), "cut": list(hurry.cut)}
 

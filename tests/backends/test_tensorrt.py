@@ -421,3 +421,20 @@ def test_an_int8_bundle_with_every_layer_float_says_its_graph_is_fp32(tiny_conv,
     runtime, lowered = result.manifest["backend"]["runtime"], result.manifest["backend"]["lowered"]
     assert runtime["executed_precision"] == "fp32 graph on the ORT CPU provider"
     assert lowered["typed_as"] == "fp32 tensors (no layer stayed int8)"
+
+
+def test_an_int8_bundle_with_a_dynamic_batch_kept_counts_its_int8_macs(tiny_conv, tmp_path):
+    """The batch stays dynamic for TensorRT (``x_d0`` through the graph): its MACs are
+    counted at the calibration samples' batch, so the share of them that runs int8 is
+    known (it had been null for every dynamic-batch TensorRT bundle)."""
+    from deploycomp.pipeline import BuildOptions, build
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.random((8, 3, 16, 16), dtype=np.float32))
+    result = build(BuildOptions(model=tiny_conv, out=tmp_path / "b", target="jetson-orin-nano", precision="int8",
+                                calibration=tmp_path / "calib.npz", no_fail=True))
+    assert "x" in result.manifest["io"]["profiles"]
+    assert result.manifest["quantization"]["int8_mac_share"] == 1.0
+    floated = build(BuildOptions(model=tiny_conv, out=tmp_path / "c", target="jetson-orin-nano", precision="int8",
+                                 calibration=tmp_path / "calib.npz", keep_float=["conv"], no_fail=True))
+    assert 0.0 < floated.manifest["quantization"]["int8_mac_share"] < 0.2  # the conv holds most of the MACs
