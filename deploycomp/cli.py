@@ -196,6 +196,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
+        if m.get("passes_through"):
+            through = m["passes_through"]
+            click.echo(f"    {_short(name)} is input {_short(through['input'])} passed through (cosine "
+                       f"{through['input_cosine']:.4f}); its own part, {_short(name)} - {_short(through['input'])}: "
+                       f"cosine {through['residual_cosine']:.6f}")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         share = search.get("fp16_mac_share")

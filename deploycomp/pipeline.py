@@ -41,7 +41,7 @@ from deploycomp.report import ranges_label, render_report
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
-                                 peak_rss_growth, summarize)
+                                 pass_through, peak_rss_growth, summarize)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -706,6 +706,12 @@ def _build(opts: BuildOptions) -> BuildResult:
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         if fp16_info is not None and not fp16_info.get("executes_fp32") and runner.info.get("executes_fp32_because"):
             fp16_info["executes_fp32"] = runner.info["executes_fp32_because"]  # the runtime's own choice, said
+        for name, through in pass_through(samples, refs, gots).items():
+            metrics[name]["passes_through"] = through
+            if through["residual_cosine"] < fidelity.min_cosine:
+                log.warning("output '%s' is input '%s' passed through (cosine %.4f): its cosine measures mostly "
+                            "the input; the model's own part (%s - %s) has cosine %.4f", name, through["input"],
+                            through["input_cosine"], name, through["input"], through["residual_cosine"])
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0], prep.angles))

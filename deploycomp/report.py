@@ -369,6 +369,11 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
                                             "to the error bound, not cosine)</span>" if quiet else "")
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
+        if m.get("passes_through"):
+            through = m["passes_through"]
+            bad += (f'<br><span class="muted">input {html.escape(through["input"])} passed through (cosine '
+                    f'{through["input_cosine"]:.4f}); its own part, output - input: cosine '
+                    f'{through["residual_cosine"]:.6f}</span>')
         value = (f'{m["cosine"]:.6f} <span class="muted">(integer output: share of elements equal)</span>'
                  if "agreement" in m else f"{m['cosine']:.6f}")
         rows.append([html.escape(name), f"{value}{bad}", f"{m.get('max_abs_error', 0):.3g}",

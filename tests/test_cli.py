@@ -377,3 +377,33 @@ def test_an_optimized_model_with_external_data_points_at_its_data_file(tiny_conv
                  for entry in t.external_data if entry.key == "location"}
     assert locations == {"opt.onnx.data"}
     ort.InferenceSession(str(out))  # loads its weights
+
+
+def test_an_output_that_passes_its_input_through_is_reported_on_its_own_part(tmp_path):
+    """``y = x + 0.02 tanh(conv(x))`` (a watermark encoder's shape): the whole output's
+    cosine measures ``x``; the summary, a warning and the manifest also give the model's
+    own part, ``y - x``, which int8 moves far more."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((3, 3, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Tanh", ["c"], ["t"]),
+             helper.make_node("Mul", ["t", "k"], ["m"]), helper.make_node("Add", ["x", "m"], ["y"])]
+    graph = helper.make_graph(nodes, "mark", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.02, np.float32), "k")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "mark.onnx")
+    x = rng.standard_normal((16, 1, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x[:10])
+    np.savez(tmp_path / "val.npz", x=x[10:])
+    rc, stdout, stderr = cli("build", tmp_path / "mark.onnx", "--target", "android-arm64", "--precision", "int8",
+                             "--calibration", tmp_path / "cal.npz", "--validation-data", tmp_path / "val.npz",
+                             "--out", tmp_path / "b")
+    assert rc == 0, stderr
+    through = json.loads((tmp_path / "b" / "manifest.json").read_text())["validation"]["outputs"]["y"]["passes_through"]
+    assert through["input"] == "x" and through["input_cosine"] > 0.99 and through["residual_cosine"] < 0.98
+    assert "y is input x passed through" in stdout and "its own part, y - x: cosine" in stdout
+    assert "output 'y' is input 'x' passed through" in stderr

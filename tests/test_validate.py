@@ -422,3 +422,27 @@ def test_an_output_of_another_length_is_a_failure_of_its_own_not_an_error():
     failed = fidelity_failures(metrics, INT8)
     assert [c.name for c in failed][:2] == ["shape[audio]", "cosine[audio]"]
     assert "the bundle gives [97800] where ONNX Runtime fp32 gives [98400]" in failed[0].describe()
+
+
+def test_an_output_that_is_its_input_passed_through_is_also_judged_on_its_own_part():
+    """A watermark encoder returns its frame plus a faint mark: the output's cosine
+    measures the frame (0.9995 for an int8 bundle whose mark was at 0.88). Such an output
+    is found by its closeness to an input of its shape, and its own part compared."""
+    from deploycomp.validate import pass_through
+
+    rng = np.random.default_rng(0)
+    samples, refs, gots = [], [], []
+    for _ in range(3):
+        frame = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+        mark = 0.01 * rng.standard_normal(frame.shape).astype(np.float32)
+        noise = 0.01 * rng.standard_normal(frame.shape).astype(np.float32)  # as large as the mark
+        samples.append({"frame": frame, "bits": rng.random((1, 3, 16, 16)).astype(np.float32)})
+        refs.append({"marked": frame + mark, "logits": rng.standard_normal((1, 10)).astype(np.float32)})
+        gots.append({"marked": frame + mark + noise, "logits": refs[-1]["logits"]})
+    metrics = compare_outputs(refs, gots)
+    assert metrics["marked"]["cosine"] > 0.999  # the whole output looks fine
+    found = pass_through(samples, refs, gots)
+    assert set(found) == {"marked"} and found["marked"]["input"] == "frame"
+    assert found["marked"]["input_cosine"] > 0.99 and 0.5 < found["marked"]["residual_cosine"] < 0.8
+    exact = pass_through(samples, refs, refs)
+    assert exact["marked"]["residual_cosine"] == pytest.approx(1.0)
