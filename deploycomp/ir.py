@@ -209,7 +209,8 @@ def _refuse_maps(proto: onnx.ModelProto, path: Path) -> None:
         raise UnsupportedError(
             f"{path}: {few(found)} {'holds' if len(found) == 1 else 'hold'} maps"
             f"{' (ZipMap: a label -> score map per row)' if zipmaps else ''}; deploycomp compiles tensors only: "
-            "export the scores as a tensor (skl2onnx: options={id(model): {'zipmap': False}})")
+            "export the scores as a tensor (skl2onnx: options={id(model): {'zipmap': False}}; onnxmltools' "
+            "LightGBM converter: zipmap=False)")
 
 
 def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
