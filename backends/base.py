@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from deploycomp.errors import BackendUnavailable, UnsupportedError, few, node_label
+from deploycomp.ir import LEFT_BECAUSE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +38,10 @@ def unsupported_node(node: "ir.Node", op: str | None = None) -> dict[str, str]:
     instead) and first output, so a message can name it as the user's file does
     (:func:`~deploycomp.errors.node_label`)."""
     output = next((v.name for v in node.outputs if v is not None and v.name), "")
-    return {"node": node.name or "", "op": op or node.op_type, "output": output}
+    entry = {"node": node.name or "", "op": op or node.op_type, "output": output}
+    if why := node.metadata_props.get(LEFT_BECAUSE):  # a rewrite that would have made it run says why it did not
+        entry["why"] = why
+    return entry
 
 
 @dataclass
@@ -56,6 +60,8 @@ class SupportReport:
             first = self.unsupported[0]
             label = node_label(first["node"], first["op"], first.get("output", ""))
             where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: {label})"
+            why = next((u["why"] for u in self.unsupported if u.get("why")), None)
+            where += f"; left as it is: {why}" if why else ""
             hint = ("; the model is quantized already (ONNX Runtime's own int8 ops): build its float original, "
                     "--precision int8 quantizes it for this target" if set(ops) & PREQUANTIZED_OPS else "")
             raise UnsupportedError(f"target {target} ({self.backend}) cannot run op(s) {few(ops, 6)}{where}{hint}")

@@ -40,6 +40,7 @@ from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError, UnsupportedError, few
 
 __all__ = [
+    "LEFT_BECAUSE",
     "MAX_OPSET",
     "add_initializer",
     "replace_node", "replace_value",
@@ -72,6 +73,11 @@ class LoadedModel:
     ir_version: int = 0
     """The file's IR version (the loaded model's may be raised to match its opset)."""
 
+
+
+LEFT_BECAUSE = "deploycomp.left_because"
+"""Node metadata key: why a rewrite that would make the node run everywhere left it as it
+is (a tree ensemble too large for its tables); a backend's refusal of the node says it."""
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield graph

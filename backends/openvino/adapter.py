@@ -393,7 +393,10 @@ class OpenVINOBackend:
             try:
                 self._converted = (weakref.ref(model), _read_onnx(ov, path))
             except Exception as e:  # OpConversionFailure and friends: find out which nodes
-                report.unsupported = _framework_nodes(ov, path)
+                # OpenVINO names a node after its output: the ONNX node's own name and record
+                by_name = {v.name: n for n in model.graph for v in n.outputs if v is not None}
+                report.unsupported = [unsupported_node(by_name[u["node"]], u["op"]) if u["node"] in by_name else u
+                                      for u in _framework_nodes(ov, path)]
                 if not report.unsupported:
                     report.notes.append(_conversion_reason(str(e), _graph_order(model)))
                     report.unsupported.append({"node": "", "op": _failed_ops(str(e))})

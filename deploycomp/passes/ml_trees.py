@@ -47,6 +47,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import LEFT_BECAUSE
 from deploycomp.passes.ml_nodes import Emitter
 
 __all__ = ["MAX_TABLE_VALUES", "tree_ensemble"]
@@ -149,12 +150,13 @@ def _unified(node: ir.Node) -> dict | None:
 
 
 class _NotExpressed(Exception):
-    """Something the tables do not express: the node stays as it is (refused by name)."""
+    """Something the tables do not express: the node stays as it is (refused by name, and
+    with the reason where it has one)."""
 
 
-def _require(condition: bool) -> None:
+def _require(condition: bool, reason: str = "") -> None:
     if not condition:
-        raise _NotExpressed
+        raise _NotExpressed(reason)
 
 
 class _Trees:
@@ -162,10 +164,13 @@ class _Trees:
     None where they cannot hold it."""
 
     @classmethod
-    def of(cls, get: Callable[..., list | None], prefix: str) -> "_Trees | None":
+    def of(cls, get: Callable[..., list | None], prefix: str, node: ir.Node | None = None) -> "_Trees | None":
+        """``node``: where a reason to leave it is written (:data:`deploycomp.ir.LEFT_BECAUSE`)."""
         try:
             return cls(get, prefix)
-        except _NotExpressed:
+        except _NotExpressed as e:
+            if node is not None and str(e):
+                node.metadata_props[LEFT_BECAUSE] = str(e)
             return None
 
     def __init__(self, get: Callable[..., list | None], prefix: str):
@@ -188,7 +193,10 @@ class _Trees:
         _require(not any(-1 in c for c in children.values()))
         width_i = max((len(internal[t]) for t in self.trees), default=0)
         width_l = max(len(leaves[t]) for t in self.trees)
-        _require(width_l > 0 and len(self.trees) * max(width_i, 1) * width_l <= MAX_TABLE_VALUES)
+        size = len(self.trees) * max(width_i, 1) * width_l
+        _require(width_l > 0 and size <= MAX_TABLE_VALUES,
+                 f"its {len(self.trees)} trees, padded to {width_i} splits and {width_l} leaves each, would take "
+                 f"{size:,} table values to compute as matrix products (at most {MAX_TABLE_VALUES:,})")
         shape_i, shape_l = (len(self.trees), max(width_i, 1)), (len(self.trees), width_l)
         self.features = np.zeros(shape_i, np.int64)
         self.thresholds = np.zeros(shape_i, np.float32)
@@ -263,7 +271,7 @@ def tree_ensemble(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], 
     aggregate = get("aggregate_function", "SUM")
     if post not in ("NONE", "LOGISTIC", "SOFTMAX") or aggregate not in ("SUM", "AVERAGE"):
         return None
-    trees = _Trees.of(get, "class" if classifier else "target")
+    trees = _Trees.of(get, "class" if classifier else "target", node)
     if trees is None:
         return None
     labels = get("classlabels_int64s") if classifier else None

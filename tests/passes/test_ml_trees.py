@@ -186,6 +186,24 @@ def test_what_the_tables_do_not_express_stays_and_is_refused_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_an_ensemble_too_large_for_its_tables_is_refused_saying_so(tmp_path, target, monkeypatch):
+    """A LightGBM classifier of 9988 trees (a Ukrainian stress model through onnxmltools)
+    would take 5e9 table values: the refusal names the node as the file does on every
+    target (host had named it after its output) and says why it was left."""
+    from deploycomp.passes import ml_trees
+
+    monkeypatch.setattr(ml_trees, "MAX_TABLE_VALUES", 8)
+    path = _classifier(tmp_path / "c.onnx", (0, 1, 2), "SOFTMAX")
+    name = onnx.load(path).graph.node[0].name
+    with pytest.raises(DeployError, match=r"TreeEnsembleClassifier.*left as it is: its \d+ trees, padded to .* "
+                                          r"table values .*\(at most 8\)") as e:
+        deploycomp.build(path, tmp_path / "out", target=target, inputs=["x:8x4"])
+    assert "\n" not in str(e.value)
+    if target != "jetson-orin-nano":  # (TensorRT names the domain it has none of)
+        assert f"first: node '{name}'" in str(e.value)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
 def test_every_target_builds_a_forest_at_fp32_and_int8(tmp_path, target):
     path = _classifier(tmp_path / "c.onnx", (0, 1, 2), "SOFTMAX")
     builds_at_fp32_and_int8(tmp_path, path, target, "x:16x4", [{"x": _inputs(16, seed)} for seed in range(10, 22)])
