@@ -310,6 +310,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
         raise InputDataError(f"{path}: no array for input(s) {few(missing)} (has: {few(arrays) or 'none'})")
     per_input: dict[str, list[np.ndarray]] = {}
     stacked = False
+    misfits: list[tuple[str, tuple, tuple, tuple | None]] = []  # (input, array shape, expected, its sample shape)
     for name, shape in shapes.items():
         arr = arrays[name]
         if tuple(arr.shape) == shape:
@@ -324,16 +325,19 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             # model exported at a dummy size (a super-resolution net declared 1x3x4x4) takes others
             sample = (tuple(arr.shape[1:]) if arr.ndim == len(shape) + 1 else
                       (shape[0], *arr.shape[1:]) if arr.ndim == len(shape) else None)
-            hint = (f" (if the model takes that size: --input {name}:{'x'.join(map(str, sample))})"
-                    if sample and len(sample) == len(shape) else "")
-            raise InputDataError(
-                f"{path}: input '{name}' has shape {list(arr.shape)}, expected {list(shape)}, "
-                f"N x {list(shape[1:])} or N x {list(shape)}{hint}"
-            )
+            misfits.append((name, tuple(arr.shape), shape, sample if sample and len(sample) == len(shape) else None))
+            continue
         want = dtypes[name]
         if arr.dtype != want and not (np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating)):
             raise InputDataError(f"{path}: input '{name}' has dtype {arr.dtype}, the model takes {want}")
         per_input[name] = [c.astype(want) for c in chunks]
+    if misfits:  # every input that does not fit named in the hint: a user who fixes one should not meet the next
+        name, got, shape, _ = misfits[0]
+        flags = " ".join(f"--input {n}:{'x'.join(map(str, s))}" for n, _, _, s in misfits if s)
+        also = f" ({len(misfits) - 1} more input(s) likewise)" if len(misfits) > 1 else ""
+        hint = f" (if the model takes that size: {flags})" if flags else ""
+        raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)}, "
+                             f"N x {list(shape[1:])} or N x {list(shape)}{also}{hint}")
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
         raise InputDataError(f"{path}: inputs have different sample counts")

@@ -76,3 +76,18 @@ def test_data_of_another_size_than_the_model_declares_says_how_to_take_it(tmp_pa
     with pytest.raises(InputDataError, match=r"expected \[1, 3, 4, 4\].*\(if the model takes that size: "
                                              r"--input input:1x3x128x128\)"):
         load_npz_samples(tmp_path / "val.npz", {"input": (1, 3, 4, 4)}, {"input": np.dtype(np.float32)})
+
+
+def test_every_input_of_another_size_is_in_the_hint(tmp_path):
+    """ICLabel's three inputs each hold a batch of 4 per sample: the hint gave the first
+    input's --input alone, and the user who passed it met the next error."""
+    from deploycomp.errors import InputDataError
+    from deploycomp.sample_data import load_npz_samples
+
+    shapes = {"topo": (1, 1, 32, 32), "psds": (1, 1, 1, 100), "autocorr": (1, 1, 1, 100)}
+    np.savez(tmp_path / "val.npz", **{n: np.zeros((6, 4, *s[1:]), np.float32) for n, s in shapes.items()})
+    with pytest.raises(InputDataError, match=r"input 'topo' has shape \[6, 4, 1, 32, 32\].*\(2 more input\(s\) "
+                                             r"likewise\) \(if the model takes that size: --input topo:4x1x32x32 "
+                                             r"--input psds:4x1x1x100 --input autocorr:4x1x1x100\)$") as e:
+        load_npz_samples(tmp_path / "val.npz", shapes, {n: np.dtype(np.float32) for n in shapes})
+    assert "\n" not in str(e.value)
