@@ -382,8 +382,9 @@ def quantize(
         stream_into(model, [sampled], calibration)
 
     tensors = list(quantizable_tensors(model, policy))
-    if policy.quantize_graph_outputs:
-        tensors += [v.name for v in model.graph.outputs if v.name not in tensors]
+    if policy.quantize_graph_outputs:  # full-integer I/O: the interface is int8 whatever reads it
+        tensors += [v.name for v in (*model.graph.inputs, *model.graph.outputs)
+                    if v.name not in tensors and v.dtype == ir.DataType.FLOAT]
     decisive = sorted(decisive_tensors(model) & set(tensors))
     candidates, samples_seen, sites, judged, sentinels = _calibrate(
         model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled, decisive, angles)

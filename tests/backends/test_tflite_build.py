@@ -72,3 +72,33 @@ def test_op_without_tflite_lowering_is_named_before_writing(tmp_path):
     with pytest.raises(UnsupportedError, match=r"raspberry-pi-5 \(tflite\) cannot run op\(s\) NonZero"):
         deploycomp.build(path, tmp_path / "out", target="raspberry-pi-5")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("keep_float", [[], ["conv"]])
+def test_int8_io_takes_an_int8_input_whatever_reads_it(tiny_conv, tmp_path, keep_float):
+    """A tf2onnx model's NHWC input goes through a Transpose before its first Conv, and the
+    search may keep that Conv float: either way the full-integer .tflite takes int8 (MTCNN's
+    O-Net had kept a float32 input while its manifest said int8 I/O)."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(tiny_conv)
+    graph = proto.graph
+    x = graph.input[0]
+    dims = [d.dim_value or 1 for d in x.type.tensor_type.shape.dim]  # N, C, H, W
+    nhwc = helper.make_tensor_value_info("x_nhwc", onnx.TensorProto.FLOAT, [dims[0], dims[2], dims[3], dims[1]])
+    graph.node.insert(0, helper.make_node("Transpose", ["x_nhwc"], ["x_nchw"], perm=[0, 3, 1, 2]))
+    for node in graph.node[1:]:
+        node.input[:] = ["x_nchw" if i == x.name else i for i in node.input]
+    graph.input.remove(x)
+    graph.input.insert(0, nhwc)
+    onnx.save(proto, tmp_path / "nhwc.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x_nhwc=rng.random((12, 1, dims[2], dims[3], dims[1]), dtype=np.float32))
+    runner = deploycomp.build(tmp_path / "nhwc.onnx", tmp_path / "b", target="android-arm64", precision="int8",
+                              calibration=tmp_path / "calib.npz", int8_io=True, keep_float=keep_float, no_fail=True)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
+    assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
+    assert runner.manifest["backend"]["lowered"]["int8_io"] is True and runner.manifest["validation"]["ok"]
