@@ -20,9 +20,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploycomp.errors import DeployError
 from deploycomp.bundle import replaced_file
 from deploycomp.digest import sha256_file
+from deploycomp.errors import DeployError
 
 __all__ = ["EXAMPLES", "Example", "cache_dir", "fetch_example"]
 
