@@ -51,6 +51,11 @@ PASS_THROUGH_COSINE = 0.99
 """An output this close (cosine, on every sample) to an input of its shape is that input
 passed through plus the model's own part (:func:`pass_through`)."""
 
+PART_FLOOR = 1e-4
+"""The model's own part of a pass-through output is compared only on samples where its
+amplitude (norm) is at least this share of the output's: below it, it is float rounding
+(a denoiser given a clean signal), and its cosine measures noise."""
+
 
 def pass_through(samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Mapping[str, np.ndarray]],
                  gots: Sequence[Mapping[str, np.ndarray]]) -> dict[str, dict]:
@@ -73,9 +78,11 @@ def pass_through(samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Map
                             for sample, ref in zip(samples, refs))
             if closeness < PASS_THROUGH_COSINE:
                 continue
-            parts = [(np.asarray(got[name], np.float32) - sample[source], np.asarray(ref[name], np.float32) - sample[source])
+            parts = [(np.asarray(got[name], np.float32) - sample[source], np.asarray(ref[name], np.float32) - sample[source],
+                      np.asarray(ref[name], np.float32))
                      for sample, ref, got in zip(samples, refs, gots) if np.shape(got[name]) == np.shape(first)]
-            residual = [_cosine(g, r) for g, r in parts if np.any(r)]
+            # a part below PART_FLOOR of the output's amplitude is rounding, not the model's work
+            residual = [_cosine(g, r) for g, r, whole in parts if dot64(r, r) > PART_FLOOR ** 2 * dot64(whole, whole)]
             if residual and all(np.isfinite(residual)):
                 found[name] = {"input": source, "input_cosine": round(float(closeness), 6),
                                "residual_cosine": round(float(min(residual)), 6)}

@@ -446,3 +446,15 @@ def test_an_output_that_is_its_input_passed_through_is_also_judged_on_its_own_pa
     assert found["marked"]["input_cosine"] > 0.99 and 0.5 < found["marked"]["residual_cosine"] < 0.8
     exact = pass_through(samples, refs, refs)
     assert exact["marked"]["residual_cosine"] == pytest.approx(1.0)
+
+
+def test_a_pass_through_whose_own_part_is_rounding_is_not_reported():
+    """A denoiser given a clean signal returns it unchanged up to float rounding: its own
+    part is noise, and a cosine of it would say nothing."""
+    from deploycomp.validate import pass_through
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    ref = x + 1e-6 * rng.standard_normal(x.shape).astype(np.float32)
+    got = x + 1e-6 * rng.standard_normal(x.shape).astype(np.float32)
+    assert pass_through([{"noisy": x}], [{"clean": ref}], [{"clean": got}]) == {}
