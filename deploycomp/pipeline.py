@@ -217,16 +217,6 @@ output's samples (the layout detector's 8 outputs: 4-7 samples first). Measured 
 layout detector on host: 20 float layers of 102, as without stopping early (22)."""
 
 
-def _batch_from_data(declared: list, array_shape: tuple[int, ...]) -> int:
-    """The batch a dynamic leading dim is built at: 1, unless the user's data stacks
-    samples that each hold another batch (N x B x ..., the rest as declared). ICLabel's
-    EEG classifier runs only at a multiple of 4 (each component with its 3 flips): built
-    at 1, OpenVINO and TFLite refused its Reshape as if they could not run it."""
-    if len(array_shape) == len(declared) + 1 and all(d == a for d, a in zip(declared[1:], array_shape[2:])):
-        return int(array_shape[1]) or 1
-    return 1
-
-
 def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """One sample's shape for an input declared ``declared`` (ints and dim names), from a
     data array holding samples: stacked on a new leading axis (N x sample), or
@@ -268,8 +258,12 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         if name in shapes:
             continue
         if dims == [0] and len(current[name]) > 1:
+            # 1, unless the user's data stacks samples that each hold another batch (N x B x
+            # ...): ICLabel's EEG classifier runs only at a multiple of 4 (each component with
+            # its 3 flips), and at 1 OpenVINO and TFLite refused its Reshape as if they could not
             source, array_shape = (data_shapes or {}).get(name, ("", ()))
-            batch = _batch_from_data(current[name], array_shape)
+            taken = _shape_from_data(current[name], array_shape) if array_shape else None
+            batch = (int(taken[0]) or 1) if taken else 1
             rest = tuple(current[name][1:])
             shapes[name] = (batch, *rest)
             per_sample = f" (the batch of each sample in {source})" if batch != 1 else ""
