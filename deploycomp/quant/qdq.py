@@ -487,31 +487,6 @@ class QDQPass(ir.passes.InPlacePass):
             modified = True
         return modified
 
-    def _quantize_graph_inputs(self, graph: ir.Graph, ranges, quantized: set[str]) -> bool:
-        """Q -> DQ at the start of every float graph input no int8 reader quantized (its
-        readers were kept float): a full-integer model still takes it int8, dequantized for
-        those readers. MTCNN's O-Net on Android with ``--int8-io``, its first conv kept
-        float, had kept a float32 input while its manifest said int8 I/O."""
-        modified = False
-        for value in graph.inputs:
-            name = value.name
-            if name in quantized or name not in ranges or value.dtype != ir.DataType.FLOAT or not value.uses():
-                continue
-            readers = list(value.uses())  # before the QuantizeLinear below reads it too
-            scale, zp = activation_params(*ranges[name], self.policy.activation_dtype, self.policy.activation_symmetric)
-            sv = add_initializer(graph, f"{name}__scale", np.array(scale, np.float32))
-            zv = add_initializer(graph, f"{name}__zp", zp)
-            q = ir.node("QuantizeLinear", [value, sv, zv], name=f"{name}__q")
-            dq = ir.node("DequantizeLinear", [q.outputs[0], sv, zv], name=f"{name}__dq")
-            q.outputs[0].name, dq.outputs[0].name = f"{name}__q", f"{name}__dq"
-            q.outputs[0].shape, q.outputs[0].type = value.shape, ir.TensorType(ir.DataType.from_numpy(zp.dtype))
-            dq.outputs[0].shape, dq.outputs[0].type = value.shape, value.type
-            graph.insert_before(min((n for n, _ in readers), key=list(graph).index), [q, dq])
-            for node, i in readers:
-                node.replace_input_with(i, dq.outputs[0])
-            modified = True
-        return modified
-
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         p = self.policy
@@ -532,6 +507,14 @@ class QDQPass(ir.passes.InPlacePass):
                 consumers = [(node, index) for node, index in consumers if node not in shiftable]
             if consumers:
                 encodings.append((value, ranges[name], consumers))
+        if p.quantize_graph_outputs:
+            # full-integer I/O: a float graph input no int8 reader quantized (its readers kept
+            # float, or a Transpose first: tf2onnx's NHWC) is still taken int8, dequantized for
+            # them. MTCNN's O-Net on Android with --int8-io had kept a float32 input while its
+            # manifest said int8 I/O
+            quantized = {v.name for v, _, _ in encodings}
+            encodings += [(v, ranges[v.name], list(v.uses())) for v in graph.inputs
+                          if v.name not in quantized and v.name in ranges and v.dtype == ir.DataType.FLOAT and v.uses()]
         for value, rng, consumers in encodings:
             name = value.name
             scale, zp = tensor_encoding(p, value, rng)
@@ -551,7 +534,6 @@ class QDQPass(ir.passes.InPlacePass):
             modified = True
         if p.quantize_graph_outputs:
             modified |= self._quantize_graph_outputs(graph, ranges)
-            modified |= self._quantize_graph_inputs(graph, ranges, {v.name for v, _, _ in encodings})
         for index, node in enumerate(list(graph)):
             dynamic = node.name in self.weights_only
             if node.op_type in p.compute_ops and (node.name not in self.keep_float or dynamic) and len(node.inputs) > 1:
