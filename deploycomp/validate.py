@@ -64,7 +64,7 @@ def pass_through(samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Map
     its frame plus a faint mark, and its int8 TFLite bundle validated at cosine 0.9995
     while the mark alone was at 0.88-0.96 (the decoder read a bit wrong). The output's
     cosine measures the frame; ``residual_cosine``, the worst over samples where the
-    reference's part is not zero, measures the mark."""
+    reference's part is not rounding (:data:`PART_FLOOR`), measures the mark."""
     found: dict[str, dict] = {}
     if not samples or not refs or not gots:
         return found

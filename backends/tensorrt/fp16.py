@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from deploycomp import analysis
 from deploycomp.analysis import ELEMENTWISE, compared
+from deploycomp.fp16_ranges import FP16_MAX
 from deploycomp.passes.to_float32 import Float16ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 
@@ -82,9 +83,6 @@ FLOAT, HALF = ir.DataType.FLOAT, ir.DataType.FLOAT16
 
 def _is_initializer(value: ir.Value) -> bool:
     return value.const_value is not None and not value.is_graph_input()
-
-
-FP16_MAX = float(np.finfo(np.float16).max)
 
 
 def _reading_constants_past_fp16(graph: ir.Graph) -> set[int]:

@@ -35,10 +35,9 @@ import tempfile
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from deploycomp.fleet.spec import Job
 from deploycomp.bundle import replaced_file
+from deploycomp.fleet.spec import Job
 
 __all__ = ["CACHEABLE_FAILURES", "FORMAT", "BuildCache", "build_key", "external_locations", "toolchain_versions"]
 
