@@ -71,6 +71,33 @@ def test_targets_without_integer_ops_build_it(dynamic_int8, tmp_path, target):
     assert runner.manifest["validation"]["outputs"]["logits"]["cosine"] > 0.999
 
 
+def test_weights_stored_as_constant_nodes_are_rounded_here_and_rewritten(tmp_path, real_model):
+    """A Paddle export stores its weights as ``Constant`` nodes, which ``quantize_dynamic``
+    rounds at run time like any input (a ``DynamicQuantizeLinear`` per weight). PP-OCR's
+    text classifier that way: every one of its 53 ConvInteger becomes a float Conv (the
+    constant folder had left 4, whose weights it found too large), each weight rounded as
+    ONNX Runtime rounds it, and TFLite builds the model (it refused the integer ops)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(real_model("ppocr-cls")), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    before = Counter(n.op_type for n in onnx.load(tmp_path / "dynamic.onnx").graph.node)
+    assert before["ConvInteger"] == 53 and before["DynamicQuantizeLinear"] > 53  # weights rounded too
+    model, _ = run_passes(load_model(tmp_path / "dynamic.onnx").model,
+                          build_pipeline("default", {"x": (1, 3, 48, 192)}))
+    ops = Counter(n.op_type for n in model.graph)
+    assert not ops.keys() & {"ConvInteger", "DynamicQuantizeLinear"}
+    save_model(model, tmp_path / "after.onnx")
+    x = np.random.default_rng(4).random((1, 3, 48, 192), dtype=np.float32)
+    integer = ort.InferenceSession(str(tmp_path / "dynamic.onnx")).run(None, {"x": x})[0]
+    floats = ort.InferenceSession(str(tmp_path / "after.onnx")).run(None, {"x": x})[0]
+    # (on this random input 0.004 apart, as before this rewrite for the 49 others: not to the bit)
+    np.testing.assert_allclose(floats, integer, rtol=0, atol=1e-2)
+    runner = deploycomp.build(tmp_path / "dynamic.onnx", tmp_path / "out", target="android-arm64",
+                              inputs={"x": (1, 3, 48, 192)}, no_fail=True)
+    assert any("(53 ConvInteger/MatMulInteger): 53 rewritten" in note for note in runner.manifest["assumptions"])
+    assert runner.manifest["validation"]["ok"]
+
+
 def _wide_dynamic(tmp_path):
     """``dynamic.onnx``: one MatMul of 4096 positive inputs by positive weights, through
     ``quantize_dynamic``; returns the random generator that made it, to draw inputs from."""
