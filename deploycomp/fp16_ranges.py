@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["FP16_MAX", "HEADROOM", "fp32_tensors"]
+__all__ = ["COMPARISONS", "FP16_MAX", "HEADROOM", "decision_tensors", "fp32_tensors"]
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24
@@ -48,6 +48,35 @@ def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -
                 peak[name] = max(peak.get(name, 0.0), m)
     return {name: round(m, 6) for name, m in sorted(peak.items())
             if m > FP16_MAX / HEADROOM or 0.0 < m < FP16_TINY}
+
+
+COMPARISONS = ("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal")
+
+
+def decision_tensors(model: ir.Model) -> dict[str, int]:
+    """Tensor name -> how many of a comparison's constant values fp16 would move, for both
+    sides of every comparison of the main graph against a float constant fp16 does not hold
+    exactly: an fp16 build keeps them fp32 whatever their range. A threshold moved by
+    float16's rounding moves the decision for every input between the two values, and
+    nothing in a tensor's range shows it: a LightGBM ensemble's split at 1707.5 on an
+    integer hash feature became 1708.0, its ±1e-35 splits ±0, and a word whose feature was
+    1708 took the other branch (class probability 0.217 -> 0.124, cosine 0.978, while the
+    8 validation samples met 0.999)."""
+    found: dict[str, int] = {}
+    for node in model.graph:
+        if node.op_type not in COMPARISONS or node.domain not in ("", "ai.onnx"):
+            continue
+        moved = 0
+        for v in node.inputs:
+            data = v.const_value.numpy() if v is not None and v.const_value is not None else None
+            if data is not None and data.dtype.kind == "f":
+                with np.errstate(over="ignore"):
+                    moved += int(np.count_nonzero(data.astype(np.float16).astype(data.dtype) != data))
+        if moved:
+            for v in (*node.inputs, *node.outputs):
+                if v is not None and v.const_value is None and v.name:
+                    found[v.name] = moved
+    return found
 
 
 def _largest_magnitude(arr: np.ndarray) -> float | None:

@@ -31,7 +31,7 @@ from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
-from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, fp32_tensors
+from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, decision_tensors, fp32_tensors
 from deploycomp.ir import load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
@@ -577,16 +577,21 @@ def _build(opts: BuildOptions) -> BuildResult:
         # norms, biases) are the model as written, kept float32 where a backend stores constants
         options["fp16_exact_weights"] = True
     fp16_compute = getattr(backend, "fp16_compute", None)  # see backends.base.Backend
+    decisions = decision_tensors(prep.model) if opts.precision == "fp16" else {}
     if opts.precision == "fp16" and fp16_compute in ("tensors", "whole"):
         opts.progress("fp16 ranges")
         data = samples + (calibration.samples if calibration is not None else [])
         hot = fp32_tensors(prep.model, data[:MAX_RANGE_SAMPLES])
-        options["fp32_tensors"] = sorted(hot)
+        options["fp32_tensors"] = sorted(set(hot) | set(decisions))
         fp16_info = {"fp32_tensors": hot, "judged_on_samples": min(len(data), MAX_RANGE_SAMPLES),
                      "rule": f"kept fp32: tensors past {FP16_MAX / HEADROOM:g} or non-zero below 2^-24 on real inputs"}
     elif opts.precision == "fp16" and hasattr(backend, "fp16_reference"):  # f16 weights, f32 arithmetic (TFLite)
+        options["fp32_tensors"] = sorted(decisions)
         fp16_info = {"fp32_tensors": {}, "rule": f"{backend.name} stores weights float16 and computes float32: no "
                                                  f"tensor leaves fp16's range"}
+    if decisions and fp16_info is not None:
+        fp16_info["decision_tensors"] = decisions
+        fp16_info["rule"] += "; comparisons with thresholds fp16 would move kept fp32"
     if opts.precision == "int8" and own is not None:
         quant_info = own  # the model's own encodings are its int8: nothing to calibrate or search
     elif opts.precision == "int8":

@@ -342,3 +342,29 @@ def test_a_float64_unified_tree_ensemble_builds_on_tflite(tmp_path):
     assert runner.manifest["validation"]["ok"]
     want = ort.InferenceSession(path).run(None, samples[0])[0]
     np.testing.assert_allclose(runner.run(samples[0])["y"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_fp16_keeps_the_thresholds_fp16_would_move(tmp_path, target):
+    """A split at 1707.5 on an integer feature is 1708.0 in float16 (its step there is 1):
+    an fp16 bundle that stored the thresholds float16 sent every input of 1708 down the
+    other branch, while validation inputs away from the splits all met the budget (a
+    LightGBM word-stress model: cosine 0.978 on one real word of 106). The comparisons stay
+    fp32 and say so; the bundle is ONNX Runtime's on inputs at the splits."""
+    rng = np.random.default_rng(5)
+    splits = np.asarray([1707.5, 4017.5, 1e-35, -1e-35, 0.5], np.float32)
+    tables = _tables(rng, 6, 3, 4, ["BRANCH_LEQ", "BRANCH_LT"], 3, "class")
+    tables["nodes_values"] = [float(rng.choice(splits)) if mode != "LEAF" else 0.0
+                              for mode in tables["nodes_modes"]]
+    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", name="gbm",
+                            classlabels_int64s=[0, 1, 2], post_transform="SOFTMAX", **tables)
+    path = _save(tmp_path / "gbm.onnx", node, 4, [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                                                   helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    away = [{"x": rng.choice([1.0, 1000.0, 3000.0, 5000.0, -1.0], (8, 4)).astype(np.float32)} for _ in range(6)]
+    runner = deploycomp.build(path, tmp_path / "fp16", target=target, precision="fp16", inputs=["x:8x4"],
+                              validation_data=away)
+    assert runner.manifest["fp16"]["decision_tensors"]
+    at = {"x": rng.choice([1708.0, 4018.0, 0.0, 1.0], (8, 4)).astype(np.float32)}
+    want = ort.InferenceSession(path).run(None, at)
+    np.testing.assert_array_equal(runner.run(at)["label"], want[0])
+    np.testing.assert_allclose(runner.run(at)["scores"], want[1], atol=2e-3)  # leaf weights in fp16: 5e-4 apart
