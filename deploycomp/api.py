@@ -63,7 +63,8 @@ def build(
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
-    ``calibration`` (int8) is a path (.npz, .npy, image folder) or an iterable of ``{input: array}``;
+    ``calibration`` (int8) is a path (.npz, .npy, image folder), an iterable of
+    ``{input: array}`` or one such dict of stacked samples (as an .npz holds them);
     ``validation_data`` likewise (default: a part of ``calibration`` held out, else built-in
     samples, labelled as such); ``preprocess`` a spec (:mod:`deploycomp.preprocess`) that turns
     images into inputs.

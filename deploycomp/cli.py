@@ -465,20 +465,28 @@ def engine(bundle: Path, force: bool) -> None:
 def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: bool) -> None:
     """Run a bundle on inputs from an .npz (original model names and layout). Several
     samples (as ``build --validation-data`` takes them) give outputs joined the same way:
-    concatenated on the first axis, or stacked on a new one."""
+    concatenated on the batch axis (the first, or the one of a time-major output that
+    alone has the inputs' batch size), or stacked on a new one."""
     import numpy as np
 
     from deploycomp.runner import load
     from deploycomp.sample_data import load_npz_samples
 
+    if outputs_path and not outputs_path.resolve().parent.is_dir():
+        raise click.BadParameter(f"folder {outputs_path.resolve().parent} does not exist", param_hint="--outputs")
     runner = load(bundle, verify=not no_verify)
     shapes = {n: tuple(spec["shape"]) for n, spec in runner.inputs.items()}
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()},
                                [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")])
+    if not len(samples):
+        raise InputDataError(f"{inputs_path}: holds no samples")
     results = [runner.run(feeds) for feeds in samples]
     outputs = results[0]
     if len(results) > 1:  # joined as the samples were
-        outputs = {k: (np.stack if samples.stacked else np.concatenate)([r[k] for r in results]) for k in outputs}
+        batch = next(iter(shapes.values()), (1,))[:1] or (1,)
+        outputs = {k: np.stack([r[k] for r in results]) if samples.stacked
+                   else np.concatenate([r[k] for r in results], axis=_batch_axis(outputs[k].shape, batch[0]))
+                   for k in outputs}
     if outputs_path:
         from deploycomp.bundle import replaced_file
 
@@ -489,6 +497,16 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
             click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  min {arr.min():.4g} max {arr.max():.4g}")
         else:  # a classifier's string labels
             click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  values {', '.join(map(str, np.unique(arr)[:5]))}")
+
+
+def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
+    """The axis of an output that holds the samples joined along the inputs' first axis:
+    the first, unless only another has the inputs' batch size (a time-major output,
+    ``[time, batch, classes]``: an EEG detector's joined along time had read 158 x 2
+    steps instead of 79 x 4 windows)."""
+    if not shape or shape[0] == batch:
+        return 0
+    return next((i for i, size in enumerate(shape) if size == batch), 0)
 
 
 @main.command()

@@ -14,14 +14,15 @@ Photos come from scikit-image's bundled ``skimage.data`` (public domain / CC0 pe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 
 from deploycomp.errors import InputDataError, few
 
 __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "det_input",
-           "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for", "text_line_inputs"]
+           "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for", "samples_from_arrays",
+           "text_line_inputs"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -298,13 +299,30 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise InputDataError(f"{path}: not a readable .npz/.npy file ({e})") from e
+        # numpy takes any file that is neither for a pickle, and says so: not what the user made
+        why = "neither a .npz nor a .npy" if "pickled" in str(e) else str(e)
+        raise InputDataError(f"{path}: not a readable .npz/.npy file ({why})") from e
     if isinstance(loaded, np.ndarray):
         if len(shapes) != 1:
             raise InputDataError(f"{path}: a .npy serves single-input models; this one has inputs {few(shapes)}")
         arrays = {next(iter(shapes)): loaded}
     else:
-        arrays = {k: loaded[k] for k in loaded.files}
+        arrays = {}
+        for k in loaded.files:
+            try:
+                arrays[k] = loaded[k]
+            except (OSError, ValueError, EOFError) as e:  # read on access: an object array, a damaged member
+                why = "an array of Python objects; save arrays of numbers" if "allow_pickle" in str(e) else str(e)
+                raise InputDataError(f"{path}: array '{k}' cannot be read ({why})") from e
+    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok)
+
+
+def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: dict[str, tuple[int, ...]],
+                        dtypes: dict[str, np.dtype], nan_ok: Collection[str] = ()) -> Samples:
+    """Samples from one array per input, laid out as :func:`load_npz_samples` reads them
+    (an ``.npz``'s contents, or the same as a dict from Python); ``source`` names them in errors."""
+    path = source
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
     missing = [n for n in shapes if n not in arrays]
     if missing:
         raise InputDataError(f"{path}: no array for input(s) {few(missing)} (has: {few(arrays) or 'none'})")
@@ -340,7 +358,8 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
                              f"N x {list(shape[1:])} or N x {list(shape)}{also}{hint}")
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
-        raise InputDataError(f"{path}: inputs have different sample counts")
+        raise InputDataError(f"{path}: inputs have different sample counts "
+                             f"({', '.join(f'{n}: {len(v)}' for n, v in per_input.items())})")
     samples = NpzSamples({n: per_input[n][i] for n in shapes} for i in range(counts.pop()))
     samples.stacked = stacked
     check_finite(samples, str(path), nan_ok)

@@ -407,3 +407,64 @@ def test_an_output_that_passes_its_input_through_is_reported_on_its_own_part(tmp
     assert through["input"] == "x" and through["input_cosine"] > 0.99 and through["residual_cosine"] < 0.98
     assert "y is input x passed through" in stdout and "its own part, y - x: cosine" in stdout
     assert "output 'y' is input 'x' passed through" in stderr
+
+
+def test_run_joins_a_time_major_output_on_its_batch_axis(tmp_path):
+    """An output ``[time, batch, classes]`` (an EEG detector's LSTM head) of samples
+    concatenated on the input's batch axis: joined along its batch axis, as the model gives
+    the same batch at once ([79, 2, 4], not 79 steps twice over)."""
+    from onnx import TensorProto, helper
+
+    import onnx
+
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]),  # [batch, 4, time] -> [time, batch, 4]
+             helper.make_node("Sigmoid", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "time_major", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 79])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [79, 1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "tm.onnx")
+    assert cli("build", tmp_path / "tm.onnx", "--out", tmp_path / "b")[0] == 0
+    x = np.random.default_rng(3).standard_normal((2, 4, 79)).astype(np.float32)
+    np.savez(tmp_path / "two.npz", x=x)
+    code, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "two.npz", "--outputs", tmp_path / "o.npz")
+    assert code == 0, stderr
+    with np.load(tmp_path / "o.npz") as got:
+        np.testing.assert_allclose(got["y"], 1 / (1 + np.exp(-x.transpose(2, 0, 1))), rtol=1e-5, atol=1e-6)
+
+
+def test_run_says_what_is_wrong_with_its_files_in_one_line(tiny_conv, tmp_path):
+    """An empty .npz, an array of Python objects, a file that is no .npz, and an --outputs
+    folder that does not exist: one line each and a documented code, not an internal error."""
+    out = tmp_path / "bundle"
+    assert cli("build", tiny_conv, "--out", out, "--input", "x:1x3x16x16")[0] == 0
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 16, 16), np.float32))
+    np.savez(tmp_path / "objects.npz", x=np.array([np.zeros(3), np.zeros(4)], dtype=object))
+    (tmp_path / "text.npz").write_text("hello")
+    for name, needle in (("empty.npz", "holds no samples"), ("objects.npz", "an array of Python objects"),
+                         ("text.npz", "neither a .npz nor a .npy")):
+        code, _, stderr = cli("run", out, "--inputs", tmp_path / name)
+        assert code == 4, stderr
+        _one_line_error(stderr, needle)
+    np.savez(tmp_path / "one.npz", x=np.zeros((1, 3, 16, 16), np.float32))
+    code, _, stderr = cli("run", out, "--inputs", tmp_path / "one.npz", "--outputs", tmp_path / "no" / "such" / "o.npz")
+    assert code == 2 and "does not exist" in stderr and "internal error" not in stderr
+
+
+def test_values_the_model_rejects_are_a_data_error(tmp_path):
+    """Token ids past an embedding's vocabulary: ONNX Runtime, the reference, fails on them;
+    the build says so in one line (exit 4), not as an internal error with ONNX Runtime's
+    own log line before it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnx
+
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"], name="lookup")], "embed",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])], [table])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "embed.onnx")
+    np.savez(tmp_path / "oov.npz", ids=np.array([[1, 2, 12]], np.int64))
+    code, _, stderr = cli("build", tmp_path / "embed.onnx", "--validation-data", tmp_path / "oov.npz",
+                          "--out", tmp_path / "b")
+    assert code == 4
+    _one_line_error(stderr, "ONNX Runtime fails on these inputs", "Gather node 'lookup'", "out of data bounds")
+    assert not (tmp_path / "b").exists()

@@ -8,7 +8,8 @@ Accepted (``--calibration PATH``, ``--validation-data PATH`` or ``deploycomp.bui
 * a folder of images, turned into inputs by a preprocessing spec
   (:mod:`deploycomp.preprocess`): ``--preprocess SPEC``, or ``calibration.yaml`` in the
   folder;
-* from Python, any iterable of ``{input name: array}`` dicts.
+* from Python, any iterable of ``{input name: array}`` dicts, or one ``{input name: array}``
+  of stacked samples, laid out as an ``.npz`` holds them.
 
 Everything is checked before use: shapes, dtypes, NaN/Inf, empty folders, unreadable
 images; each error names the file and what is wrong.
@@ -23,7 +24,7 @@ import numpy as np
 
 from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import SPEC_FILE, PreprocessSpec, load_spec
-from deploycomp.sample_data import check_finite, load_npz_samples
+from deploycomp.sample_data import check_finite, load_npz_samples, samples_from_arrays
 
 __all__ = ["IMAGE_SUFFIXES", "SPEC_FILE", "load_calibration", "load_samples"]
 
@@ -79,6 +80,8 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
             raise InputDataError(f"{path}: {what} not found")
         else:
             raise InputDataError(f"{path}: {what} must be .npz, .npy or a folder of images")
+    elif isinstance(source, Mapping):  # one array per input, as an .npz holds them
+        samples = samples_from_arrays(source, what, dict(shapes), dict(dtypes), nan_ok)
     else:
         samples = [{k: np.asarray(v) for k, v in s.items()} for s in source]  # (a float for a scalar input)
         for i, s in enumerate(samples):

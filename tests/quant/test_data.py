@@ -103,3 +103,13 @@ def test_shipped_calibration_sets_read():
     assert len(photos) == 8 and all(0.0 <= s["images"].min() and s["images"].max() <= 1.0 for s in photos)
     lines = load_calibration(root / "text-lines", {"x": (1, 3, 48, 192)}, {"x": np.dtype(np.float32)})
     assert len(lines) == 12 and lines[0]["x"].min() >= -1.0 and lines[0]["x"].max() <= 1.0
+
+
+def test_one_dict_of_stacked_arrays_from_python_reads_as_an_npz_would():
+    """``calibration={"x": array}`` from Python (an .npz's contents): the samples an .npz of
+    the same arrays gives (it raised an AttributeError)."""
+    from deploycomp.quant.data import load_samples
+
+    x = np.random.default_rng(1).random((5, 3, 8, 8), dtype=np.float32)
+    samples = load_samples({"x": x}, {"x": (1, 3, 8, 8)}, {"x": np.dtype(np.float32)})
+    assert len(samples) == 5 and all(np.array_equal(s["x"], x[i : i + 1]) for i, s in enumerate(samples))
