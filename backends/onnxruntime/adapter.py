@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
-from deploycomp.errors import ModelError, UnsupportedError
+from deploycomp.errors import InputDataError, ModelError, UnsupportedError
 from deploycomp.ir import save_model
 from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
@@ -43,7 +43,7 @@ class ORTRunner:
             options = exact_qdq_options(threads)
         elif arithmetic == "fused":
             options = ort.SessionOptions()
-            options.log_severity_level = 3
+            options.log_severity_level = 4  # its run errors are raised, said in one line (run)
             if threads:
                 options.intra_op_num_threads = threads
         else:
@@ -60,7 +60,14 @@ class ORTRunner:
         }
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        try:
+            outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        except (state.InvalidArgument, state.Fail, state.RuntimeException) as e:
+            # the model loaded and ran on other inputs (shapes are checked before): these values
+            # it rejects, e.g. token ids past its vocabulary (a Gather out of bounds)
+            raise InputDataError(f"ONNX Runtime fails on these inputs: {_run_error(e)}") from None
         return dict(zip(self.output_names, outs))
 
 
@@ -91,6 +98,14 @@ def _load_error(e: Exception) -> str:
     if node:
         text = f"node '{node['name']}' ({node['op']}): {node['error'].strip()}"
     return " ".join(text.split())[:400]
+
+
+def _run_error(e: Exception) -> str:
+    """ONNX Runtime's run error in one line: the op, the node and its message, without
+    the code prefix ("Gather node 'Gather.0': indices element out of data bounds, ...")."""
+    text = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip()).split())
+    node = re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
+    return (f"{node['op']} node '{node['name']}': {node['why']}" if node else text)[:400]
 
 
 class OnnxRuntimeBackend:
