@@ -233,7 +233,11 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: Path) -> ir.Model:
             root = root.__cause__
         raise ModelError(f"the model cannot be read into onnx-ir: {type(root).__name__}: {root}") from e
     ir.external_data.set_base_dir(model.graph, base_dir)
-    return ir.external_data.load_to_model(model)
+    try:
+        return ir.external_data.load_to_model(model)
+    except ValueError as e:  # a data file shorter than the model says ("buffer is smaller than requested size")
+        raise ModelError(f"the model's external data in {base_dir} cannot be read (truncated or not this model's?): "
+                         f"{e}") from e
 
 
 def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -> LoadedModel:

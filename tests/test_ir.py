@@ -244,3 +244,11 @@ def test_a_zipmap_output_is_refused_in_one_line_naming_it(tmp_path):
     with pytest.raises(UnsupportedError, match="output 'probabilities' holds maps .*zipmap") as e:
         load_model(path)
     assert "\n" not in str(e.value)
+
+
+def test_external_data_shorter_than_the_model_says_is_a_model_error(tmp_path):
+    """A truncated ``.data`` file (a download cut short): exit 3 with what is wrong, not an
+    internal error from the IR's reader."""
+    (tmp_path / "w.bin").write_bytes(np.ones(2, np.float32).tobytes())  # 8 of the 16 bytes
+    with pytest.raises(ModelError, match="external data .* cannot be read"):
+        load_model(_external_model(tmp_path, "w.bin"))
