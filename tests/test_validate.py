@@ -458,3 +458,17 @@ def test_a_pass_through_whose_own_part_is_rounding_is_not_reported():
     ref = x + 1e-6 * rng.standard_normal(x.shape).astype(np.float32)
     got = x + 1e-6 * rng.standard_normal(x.shape).astype(np.float32)
     assert pass_through([{"noisy": x}], [{"clean": ref}], [{"clean": got}]) == {}
+
+
+def test_the_budget_verdict_is_the_searches_verdict_not_the_rounded_figure():
+    """A cosine of 0.9999897 is 0.99999 to six places; against a budget of 0.99999 it
+    misses, as the int8 search's own check said, while the summary had passed it."""
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(20000)
+    noise = rng.standard_normal(20000)
+    got = y + noise * np.sqrt(2 * (1 - 0.9999897)) * np.linalg.norm(y) / np.linalg.norm(noise)
+    metrics = compare_outputs([{"y": y.astype(np.float32)}], [{"y": got.astype(np.float32)}])
+    assert round(metrics["y"]["cosine"], 6) == 0.99999 and metrics["y"]["cosine"] < 0.99999
+    budget = Fidelity(min_cosine=0.99999)
+    assert not fidelity_met(metrics, budget)
+    assert not summarize(metrics, budget, 1.0, None, None, Budgets()).ok
