@@ -250,6 +250,18 @@ def test_an_int8_build_with_every_layer_float_is_not_an_int8_build(tiny_conv, tm
     assert not (tmp_path / "a").exists()
 
 
+def test_every_layer_float_is_not_an_int8_build_however_far_the_search_got(tiny_conv, tmp_path):
+    """The same with the time limit already passed (no ranking: the doubling's last size is
+    every layer): still no int8 layer, still a missed budget, whatever the search recorded;
+    layers the user pinned float are the user's choice."""
+    with pytest.raises(BudgetError, match=r"int8_layers: 0 misses the budget 1"):
+        deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=_calibration(tmp_path),
+                         min_cosine=0.99999999999, int8_time_limit=0)
+    pinned = deploycomp.build(tiny_conv, tmp_path / "p", precision="int8", calibration=_calibration(tmp_path),
+                              keep_float=["*"])
+    assert pinned.manifest["quantization"]["int8_layers"] == 0 and pinned.manifest["validation"]["ok"]
+
+
 def test_the_search_drops_a_candidate_that_misses_on_its_hardest_samples(tiny_conv, tmp_path):
     """A candidate that already misses on the first few samples (the hardest so far) is not
     run on the rest; one that meets the budget is judged on every sample."""
