@@ -232,6 +232,14 @@ def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int,
     return None
 
 
+def _fits_shape(shape: tuple[int, ...], array_shape: tuple[int, ...]) -> bool:
+    """Whether a data array holds samples of ``shape`` as the loader reads them: one, several
+    concatenated on the first axis, or stacked on a new one."""
+    return (array_shape == shape or array_shape[1:] == shape
+            or (len(array_shape) == len(shape) and bool(shape) and array_shape[1:] == shape[1:]
+                and shape[0] > 0 and array_shape[0] % shape[0] == 0))
+
+
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
                     data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None) -> tuple[dict, list[str]]:
@@ -240,15 +248,25 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     anything else dynamic.
 
     Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
-    without static shapes) are validated at the profile's OPT shape."""
+    without static shapes) are validated at the profile's OPT shape, or at the data's own
+    sample shape where that is another inside the profile."""
     profiles = profiles if profiles is not None else {}
     assumed: list[str] = []
     shapes = check_specs(model, list(specs), assumed)
+    current = input_shapes(model)
     for name, (lo, opt, hi) in profiles.items():
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")
         shapes[name] = opt
-    current = input_shapes(model)
+        # the user's data at another shape inside the profile: validated at the data's shape
+        # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
+        source, array_shape = (data_shapes or {}).get(name, ("", ()))
+        if array_shape and not _fits_shape(tuple(opt), tuple(array_shape)):
+            taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
+            if taken is not None and all(a <= t <= b for a, t, b in zip(lo, taken, hi)):
+                shapes[name] = taken
+                assumed.append(f"{name}: validated at {'x'.join(map(str, taken))}, the shape of each sample in "
+                               f"{source} (inside its TensorRT profile)")
     dynamic = dynamic_dims(model)
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:

@@ -349,6 +349,19 @@ def test_dynamic_batch_keeps_a_profile(tiny_conv, tmp_path):
         loaded.run({"x": np.zeros((9, 3, 16, 16), np.float32)})
 
 
+def test_a_profile_validates_at_the_users_sample_shape_inside_it(tiny_conv, tmp_path):
+    """Validation samples of batch 1 for a 1 / 4 / 16 profile: validated at 1 (they were
+    refused for not being the OPT batch, and the hint's --input then clashed with --profile)."""
+    x = np.random.default_rng(1).random((6, 1, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4", validation_data=tmp_path / "val.npz",
+                              profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16"])
+    assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 16, 16]
+    assert runner.manifest["io"]["profiles"]["x"]["opt"] == [4, 3, 16, 16]
+    assert any("inside its TensorRT profile" in a for a in runner.manifest["assumptions"])
+    assert runner.manifest["validation"]["ok"] and runner.manifest["validation"]["data"]["samples"] == 6
+
+
 def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
 
     runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4",
