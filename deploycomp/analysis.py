@@ -237,12 +237,14 @@ def int8_mac_share(graph: ir.Graph, compute_ops: Iterable[str], floating: Iterab
                      and n.op_type not in RECURRENT, dims)
 
 
-def _value_elements(value: ir.Value) -> int:
-    shape = _static(value.shape)
+def _value_elements(value: ir.Value, dims: Mapping[str, int] | None = None) -> int:
+    shape = _static(value.shape, dims)
     return math.prod(shape) if shape is not None else 0
 
 
-def analyze(model: ir.Model) -> GraphCost:
+def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost:
+    """The model's cost; named dims (a TensorRT profile's batch) counted at ``dims``
+    (:func:`dim_values`): unset, a profile build's roofline estimate had counted no FLOPs."""
     graph = model.graph
     hist: Counter[str] = Counter()
     macs = 0
@@ -253,12 +255,12 @@ def analyze(model: ir.Model) -> GraphCost:
         nodes += 1
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         hist[key] += 1
-        m = node_macs(node)
+        m = node_macs(node, dims)
         if m is None:
             uncounted.append(node.name or node.op_type)
         else:
             macs += m
-        act += sum(_value_elements(o) for o in node.outputs)
+        act += sum(_value_elements(o, dims) for o in node.outputs)
     tensors = [v.const_value for v in graph.initializers.values() if v.const_value is not None]
     tensors += [n.attributes["value"].as_tensor() for n in graph if n.op_type == "Constant" and "value" in n.attributes]
     params = sum(t.size for t in tensors)

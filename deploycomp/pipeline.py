@@ -739,7 +739,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["fp16_execution_ms"] = fp16_info.pop("execution_ms")
         if quant_info is not None:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
-        cost = analysis.analyze(prep.model)
+        cost = analysis.analyze(prep.model, analysis.dim_values(prep.model.graph, prep.shapes))
         estimate = analysis.roofline_ms(
             cost, opts.precision, _peak_tops(target, opts.precision),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,

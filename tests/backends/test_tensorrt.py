@@ -360,6 +360,8 @@ def test_a_profile_validates_at_the_users_sample_shape_inside_it(tiny_conv, tmp_
     assert runner.manifest["io"]["profiles"]["x"]["opt"] == [4, 3, 16, 16]
     assert any("inside its TensorRT profile" in a for a in runner.manifest["assumptions"])
     assert runner.manifest["validation"]["ok"] and runner.manifest["validation"]["data"]["samples"] == 6
+    # the roofline counts the layers at that shape (the batch kept dynamic had counted no FLOPs)
+    assert runner.manifest["validation"]["latency_estimate"]["flops"] > 2 * 16 * 16 * 8 * 27
 
 
 def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
