@@ -90,10 +90,12 @@ def rule_name(rule) -> str:
 
 
 def explain(model: ir.Model, rules: Sequence) -> list[RuleExplanation]:
-    """For each rule: how often it fires on ``model`` alone, or why it does not."""
+    """For each rule: how often it fires on ``model`` alone, or why it does not. Each rule
+    runs on a clone that shares the model's tensors: a serialized copy per rule took a
+    194 MB tree ensemble's ``inspect --explain-passes`` past 24 GB."""
     out = []
     for rule in rules:
-        trial = ir.from_proto(ir.to_proto(model))
+        trial = model.clone()
         tracer = MatchingTracer()
         fired = RewriteRuleSet([rule]).apply_to_model(trial, tracer=tracer)
         if fired:
