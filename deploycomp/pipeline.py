@@ -242,7 +242,8 @@ def _fits_shape(shape: tuple[int, ...], array_shape: tuple[int, ...]) -> bool:
 
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
-                    data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None) -> tuple[dict, list[str]]:
+                    data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
+                    building: bool = True) -> tuple[dict, list[str]]:
     """User shapes, plus batch=1 for a dynamic leading dim; the user's data arrays' shapes
     (``data_shapes``: input -> (file, array shape)) for other dynamic dims; error on
     anything else dynamic.
@@ -300,10 +301,11 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             continue
         unresolved.append(name)
     if unresolved:  # every one named at once: a user who fixes the first should not meet the next
-        need = "it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
+        need = ("it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
+                if building else "its pipeline pins every input's shape (optimize without --target keeps them dynamic)")
         flags = " ".join(f"--input {n}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in current[n])}"
                          for n in unresolved)
-        also = ("" if target.backend != "tensorrt" else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
+        also = ("" if target.backend != "tensorrt" or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
                 if len(unresolved) == 1 else " (or --profile NAME:MIN:OPT:MAX for each)")
         first = unresolved[0]
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
@@ -366,14 +368,15 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
             keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None,
-            data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None) -> Prepared:
+            data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None, building: bool = True) -> Prepared:
     """Load, freeze inputs given values, pin shapes, optimize. ``profiles`` (TensorRT) is
     filled in with the profiles made for dynamic batches; their varying dims stay symbolic
-    in the optimized graph."""
+    in the optimized graph. ``building``: False for ``optimize``, whose errors speak of
+    neither validation nor profiles."""
     loaded = load_model(model_path, keep_initializer_inputs)
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
-    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes)
+    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
@@ -412,7 +415,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
         prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog)
     else:
-        prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs)
+        prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs,
+                       building=False)
     # missing folders are made, as build makes --out's (and removed again if nothing lands)
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -468,3 +468,12 @@ def test_values_the_model_rejects_are_a_data_error(tmp_path):
     assert code == 4
     _one_line_error(stderr, "ONNX Runtime fails on these inputs", "Gather node 'lookup'", "out of data bounds")
     assert not (tmp_path / "b").exists()
+
+
+def test_optimize_for_a_target_asks_for_shapes_in_its_own_terms(dynamic_hw_relu, tmp_path):
+    """``optimize --target`` on a model with dynamic dims: the error names --input and says
+    what optimize does without a target, not validation or --profile (optimize has neither)."""
+    code, _, stderr = cli("optimize", dynamic_hw_relu, "--target", "jetson-orin-nano", "-o", tmp_path / "o.onnx")
+    assert code == 4
+    _one_line_error(stderr, "--input x:1x3xNxN", "optimize without --target keeps them dynamic")
+    assert "--profile" not in stderr and "validation" not in stderr
