@@ -64,6 +64,8 @@ def parse_onnx(onnx_bytes: bytes, trt=None) -> ParseResult | None:
             op = importer[len("import"):]
         if desc.lower() in ("", "false", "true"):  # a failed check's bare condition says nothing
             desc = f"its support check for {op or 'this node'} failed"
+        elif "Plugin not found" in desc:  # the parser's own assertion ('creator && "Plugin not found, ...')
+            desc = "TensorRT has no layer for this op and no plugin of that name is registered"
         result.errors.append(desc[:300])
         result.unsupported.append({"node": node or "", "op": op or "?", "reason": desc[:300]})
     return result

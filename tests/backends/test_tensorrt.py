@@ -152,6 +152,18 @@ def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
 
 
 @pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
+def test_an_op_of_another_domain_is_refused_without_the_parsers_assertion():
+    """An op TensorRT has no layer for outside the ONNX domain (ONNX Runtime's
+    DynamicQuantizeLSTM in a diacritizer): the parser's own assertion text ('creator &&
+    "Plugin not found, ...') is said plainly instead."""
+    text = """<ir_version: 8, opset_import: ["" : 18, "com.microsoft" : 1]> g (float[1, 4] x) => (float[1, 4] y)
+    { y = com.microsoft.Unheard (x) }"""
+    parsed = nvparser.parse_onnx(model_from_text(text).SerializeToString())
+    assert not parsed.ok and parsed.unsupported[0]["op"] == "Unheard"
+    assert "Plugin not found" not in parsed.errors[0] and "no plugin of that name" in parsed.errors[0]
+
+
+@pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
 def test_a_model_quantized_by_onnxruntime_is_refused_in_one_plain_line(capfd):
     """ddddocr's older reader ships dynamically quantized (ConvInteger, MatMulInteger): the
     parser's own error is the bare condition "false", and its logger printed it to stderr
