@@ -232,6 +232,13 @@ def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int,
     return None
 
 
+def _data_shape(data_shapes: Mapping | None, name: str, inputs: Mapping) -> tuple[str, tuple[int, ...]]:
+    """(file, array shape) of input ``name`` in the user's data (:func:`_data_shapes`); a
+    .npy's array serves a single-input model."""
+    found = (data_shapes or {}).get(name) or ((data_shapes or {}).get("*") if len(inputs) == 1 else None)
+    return found or ("", ())
+
+
 def _fits_shape(shape: tuple[int, ...], array_shape: tuple[int, ...]) -> bool:
     """Whether a data array holds samples of ``shape`` as the loader reads them: one, several
     concatenated on the first axis, or stacked on a new one."""
@@ -261,7 +268,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         shapes[name] = opt
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
-        source, array_shape = (data_shapes or {}).get(name, ("", ()))
+        source, array_shape = _data_shape(data_shapes, name, current)
         if array_shape and not _fits_shape(tuple(opt), tuple(array_shape)):
             taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
             if taken is not None and all(a <= t <= b for a, t, b in zip(lo, taken, hi)):
@@ -280,7 +287,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             # 1, unless the user's data stacks samples that each hold another batch (N x B x
             # ...): ICLabel's EEG classifier runs only at a multiple of 4 (each component with
             # its 3 flips), and at 1 OpenVINO and TFLite refused its Reshape as if they could not
-            source, array_shape = (data_shapes or {}).get(name, ("", ()))
+            source, array_shape = _data_shape(data_shapes, name, current)
             taken = _shape_from_data(current[name], array_shape) if array_shape else None
             batch = (int(taken[0]) or 1) if taken else 1
             rest = tuple(current[name][1:])
@@ -293,7 +300,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             else:
                 assumed.append(f"{name}: batch dim set to {batch}{per_sample}")
             continue
-        source, array_shape = (data_shapes or {}).get(name, ("", ()))
+        source, array_shape = _data_shape(data_shapes, name, current)
         if (taken := _shape_from_data(current[name], array_shape) if array_shape else None) is not None:
             shapes[name] = taken
             assumed.append(f"{name}: shape {'x'.join(map(str, taken))} taken from {source} "
@@ -316,24 +323,43 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The user's .npz arrays' shapes (validation data first, then calibration), by input
-    name: what a dynamic dim no ``--input`` fixed can be read from. Raw images (a folder)
-    and iterables give none."""
+    name, and a .npy's under ``*`` (a single-input model's): what a dynamic dim no
+    ``--input`` fixes can be read from. Raw images (a folder) and iterables give none. A
+    file that cannot be read, or holds Python objects, is refused here, with its own
+    reason: the dynamic dims' error had hidden it."""
     import zipfile
+
+    def header(f) -> tuple[tuple[int, ...], np.dtype]:
+        major, _ = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)(f)
+        return tuple(shape), dtype
 
     out: dict[str, tuple[str, tuple[int, ...]]] = {}
     for source in (opts.calibration, opts.validation_data):
-        if isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".npz" and Path(source).is_file():
-            try:  # the arrays' headers only: a calibration set of photos is not read twice
-                with zipfile.ZipFile(source) as archive:
+        if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+            continue
+        path = Path(source)
+        try:  # the arrays' headers only: a calibration set of photos is not read twice
+            if path.suffix == ".npy":
+                with open(path, "rb") as f:
+                    arrays = {"*": header(f)}
+            elif path.suffix == ".npz":
+                with zipfile.ZipFile(path) as archive:
+                    arrays = {}
                     for member in archive.namelist():
                         if member.endswith(".npy"):
                             with archive.open(member) as f:
-                                major, _ = np.lib.format.read_magic(f)
-                                read = (np.lib.format.read_array_header_1_0 if major == 1
-                                        else np.lib.format.read_array_header_2_0)
-                                out[member[:-4]] = (Path(source).name, tuple(read(f)[0]))
-            except (OSError, ValueError, zipfile.BadZipFile):
-                continue  # the data loader says what is wrong with it, later
+                                arrays[member[:-4]] = header(f)
+            else:
+                continue
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise InputDataError(f"{path}: not a readable {path.suffix} file ({e})") from None
+        for name, (shape, dtype) in arrays.items():
+            if dtype.hasobject:
+                raise InputDataError(f"{path}: array '{name}' cannot be read (an array of Python objects; "
+                                     f"save arrays of numbers)")
+            out[name] = (path.name, shape)
     return out
 
 

@@ -477,3 +477,19 @@ def test_optimize_for_a_target_asks_for_shapes_in_its_own_terms(dynamic_hw_relu,
     assert code == 4
     _one_line_error(stderr, "--input x:1x3xNxN", "optimize without --target keeps them dynamic")
     assert "--profile" not in stderr and "validation" not in stderr
+
+
+def test_a_data_file_speaks_for_itself_before_the_dynamic_dims_do(dynamic_hw_relu, tmp_path):
+    """A model with dynamic dims and no --input: a .npy's array gives them as an .npz's
+    does; a file that is no archive says so (the dynamic dims' error had hidden it)."""
+    x = np.random.default_rng(0).random((4, 1, 3, 10, 12), dtype=np.float32)
+    np.save(tmp_path / "val.npy", x)
+    code, stdout, stderr = cli("build", dynamic_hw_relu, "--validation-data", tmp_path / "val.npy",
+                               "--out", tmp_path / "b", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["ok"] and any("1x3x10x12 taken from val.npy" in a
+                                            for a in json.loads((tmp_path / "b" / "manifest.json").read_text())["assumptions"])
+    (tmp_path / "text.npz").write_text("hello")
+    code, _, stderr = cli("build", dynamic_hw_relu, "--validation-data", tmp_path / "text.npz", "--out", tmp_path / "c")
+    assert code == 4
+    _one_line_error(stderr, "text.npz: not a readable .npz file")
