@@ -108,6 +108,9 @@ def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str 
 
             options = ort.SessionOptions()
             options.log_severity_level = 4
+            # unfused: an error then names the model's node ('node_Conv_297'), not a node of
+            # ONNX Runtime's own making ('relu_nchwc')
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, zeros)
             return None
         except ValueError:  # over 2 GB in one message: inference alone
