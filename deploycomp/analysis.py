@@ -96,6 +96,8 @@ class GraphCost:
     activation_elements: int
     dynamic_inputs: dict[str, list[int]]
     uncounted_nodes: list[str] = field(default_factory=list)
+    uncosted_ops: dict[str, int] = field(default_factory=dict)
+    """Ops of :data:`UNCOSTED` in the model, by type: compute the FLOPs leave out."""
 
     @property
     def flops(self) -> int:
@@ -115,6 +117,7 @@ class GraphCost:
             "activation_elements": self.activation_elements,
             "dynamic_inputs": self.dynamic_inputs,
             "uncounted_nodes": self.uncounted_nodes[:20],
+            "uncosted_ops": self.uncosted_ops,
         }
 
 
@@ -148,6 +151,16 @@ RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
 gate and direction."""
 
 
+_CONV_WEIGHT_AT = {"ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
+"""Convolutions of quantized or fused forms (ONNX Runtime's), by their weight's position:
+the same MACs as the Conv they stand for."""
+_MATMUL_LIKE = ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "FusedMatMul")
+UNCOSTED = frozenset({"DynamicQuantizeLSTM", "Attention", "MultiHeadAttention", "GroupQueryAttention", "QAttention",
+                      "Einsum"})
+"""Ops that compute as much as a layer but whose MACs are not counted here: ``inspect``
+names them beside its FLOPs (a diacritizer's two DynamicQuantizeLSTM read as 0 FLOPs)."""
+
+
 def node_macs(node: ir.Node, dims: Mapping[str, int] | None = None) -> int | None:
     """MACs of one compute node, or None when its shapes are unknown (named dims take their
     value from ``dims``)."""
@@ -157,17 +170,18 @@ def node_macs(node: ir.Node, dims: Mapping[str, int] | None = None) -> int | Non
             return None
         return x[0] * x[1] * (math.prod(w) + math.prod(r))  # steps x batch (either layout) x gate weights
     out = _static(node.outputs[0].shape, dims) if node.outputs else None
-    if node.op_type in ("Conv", "ConvTranspose"):
-        w = _static(node.inputs[1].shape, dims) if len(node.inputs) > 1 and node.inputs[1] else None
+    if node.op_type in ("Conv", "ConvTranspose") or node.op_type in _CONV_WEIGHT_AT:
+        at = _CONV_WEIGHT_AT.get(node.op_type, 1)
+        w = _static(node.inputs[at].shape, dims) if len(node.inputs) > at and node.inputs[at] else None
         x = _static(node.inputs[0].shape, dims)
         if w is None or out is None or x is None:
             return None
-        if node.op_type == "Conv":
+        if node.op_type != "ConvTranspose":
             # out: N, Cout, *spatial; w: Cout, Cin/g, *kernel
             return math.prod(out) * math.prod(w[1:])
         # ConvTranspose: each input element scatters into Cout/g * kernel outputs
         return math.prod(x) * math.prod(w[1:])
-    if node.op_type in ("MatMul", "Gemm"):
+    if node.op_type in ("MatMul", "Gemm") or node.op_type in _MATMUL_LIKE:
         a = _static(node.inputs[0].shape, dims)
         if a is None or out is None:
             return None
@@ -277,6 +291,7 @@ def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost
         activation_elements=int(act),
         dynamic_inputs=dynamic_dims(model),
         uncounted_nodes=uncounted,
+        uncosted_ops={op: n for op, n in hist.items() if op.split("::")[-1] in UNCOSTED},
     )
 
 

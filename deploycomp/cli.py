@@ -560,10 +560,13 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         click.echo(f"  output {_short(name)}: {_short(shape, 100)}{angle}")
     upgraded = cost.opsets.get("", loaded.source_opset) != loaded.source_opset
     click.echo(f"  opsets: {cost.opsets}" + (f" (converted from opset {loaded.source_opset} on load)" if upgraded else ""))
+    left_out = (f"; not counted: {', '.join(f'{op} x{n}' for op, n in cost.uncosted_ops.items())}"
+                if cost.uncosted_ops else "")
     if cost.uncounted_nodes:
-        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes (--input)")
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes "
+                   f"(--input){left_out}")
     else:
-        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs)")
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs{left_out})")
     click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in cost.op_histogram.items()))
     rules = data.get("rules", [])
     for rule in rules:

@@ -146,3 +146,32 @@ def test_compute_layers_in_control_flow_count_float_and_a_loop_body_makes_the_sh
     looped = model(helper.make_node("Loop", ["", "c"], ["y"], body=loop_body))
     assert control_flow_layers(looped.graph, ["Gemm"])[1] is True
     assert int8_mac_share(looped.graph, ["Gemm"], set()) is None
+
+
+def test_a_model_quantized_by_onnxruntime_counts_the_flops_of_its_float_original(tiny_conv, tmp_path):
+    """ConvInteger and MatMulInteger (``quantize_dynamic``) compute what the Conv and MatMul
+    did: the same MACs (they counted 0); an op whose MACs are not known here is named."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from deploycomp.analysis import analyze
+    from deploycomp.passes import run_passes
+    from deploycomp.passes.fix_input_shapes import FixInputShapesPass
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    quantize_dynamic(str(tiny_conv), str(tmp_path / "dyn.onnx"), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+
+    def cost(path):
+        model, _ = run_passes(ir.load(path), [FixInputShapesPass({"x": (1, 3, 16, 16)}), ShapeInferencePass()],
+                              max_steps=1)
+        return analyze(model)
+
+    float_cost, int_cost = cost(tiny_conv), cost(tmp_path / "dyn.onnx")
+    assert "ConvInteger" in int_cost.op_histogram and float_cost.macs > 0
+    assert int_cost.macs >= 16 * 16 * 8 * 27  # the conv's, as in the float model
+    graph = helper.make_graph([helper.make_node("Einsum", ["a", "b"], ["c"], equation="ij,jk->ik")], "e",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 4])])
+    einsum = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert analyze(einsum).uncosted_ops == {"Einsum": 1}
