@@ -17,6 +17,7 @@ import numpy as np
 from deploycomp.backends import get_backend
 from deploycomp.bundle import read_manifest
 from deploycomp.errors import InputDataError, few
+from deploycomp.sample_data import castable
 
 __all__ = ["BundleRunner", "load"]
 
@@ -51,6 +52,8 @@ class BundleRunner:
         prepared = {}
         for name, spec in self.inputs.items():
             arr = np.asarray(feeds[name])
+            if not castable(arr.dtype, spec["dtype"]):
+                raise InputDataError(f"input '{name}': dtype {arr.dtype} given, the model takes {spec['dtype']}")
             if list(arr.shape) != spec["shape"] and not self._in_profile(name, arr.shape):
                 profile = self.profiles.get(name)
                 built = (f"shapes from {profile['min']} to {profile['max']}" if profile

@@ -20,9 +20,9 @@ import numpy as np
 
 from deploycomp.errors import InputDataError, few
 
-__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "check_finite", "det_input",
-           "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for", "samples_from_arrays",
-           "text_line_inputs"]
+__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "castable", "check_finite",
+           "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for",
+           "samples_from_arrays", "text_line_inputs"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -317,6 +317,21 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok)
 
 
+def castable(given: np.dtype, wanted: np.dtype) -> bool:
+    """Whether data of dtype ``given`` is taken for an input of ``wanted`` (and cast): the
+    same kind (float64 for float32, int32 for int64) or integers for a float input (an
+    image's uint8 pixels); not floats for an integer input, which would truncate ids (the
+    Python runner had cast 3.7 to 3 where ``run`` and ``build`` refused it)."""
+    given, wanted = np.dtype(given), np.dtype(wanted)
+    if given == wanted:
+        return True
+    if wanted.kind == "f":
+        return given.kind in "fiu"
+    if wanted.kind in "iu":
+        return given.kind in "iu"
+    return False
+
+
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: dict[str, tuple[int, ...]],
                         dtypes: dict[str, np.dtype], nan_ok: Collection[str] = ()) -> Samples:
     """Samples from one array per input, laid out as :func:`load_npz_samples` reads them
@@ -346,7 +361,7 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
             misfits.append((name, tuple(arr.shape), shape, sample if sample and len(sample) == len(shape) else None))
             continue
         want = dtypes[name]
-        if arr.dtype != want and not (np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating)):
+        if not castable(arr.dtype, want):
             raise InputDataError(f"{path}: input '{name}' has dtype {arr.dtype}, the model takes {want}")
         per_input[name] = [c.astype(want) for c in chunks]
     if misfits:  # every input that does not fit named in the hint: a user who fixes one should not meet the next

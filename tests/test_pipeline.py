@@ -277,9 +277,15 @@ def test_runner_checks_feeds(tiny_conv, tmp_path):
         runner.run({"images": _x()})
     with pytest.raises(InputDataError, match=r"shape \[2, 3, 16, 16\] given, the bundle was built for \[1, 3, 16, 16\]"):
         runner.run({"x": _x(2)})
-    # dtypes are converted to the original model's
+    # dtypes are converted to the original model's: of the same kind, or integers (pixels)
+    # for a float input; not floats for an integer input, which would truncate (as run refuses)
     out = runner.run({"x": _x().astype(np.float64)})
     assert out["probs"].dtype == np.float32
+    assert runner.run({"x": (_x() * 255).astype(np.uint8)})["probs"].shape == out["probs"].shape
+    from deploycomp.sample_data import castable
+
+    assert castable(np.int32, np.int64) and castable(np.uint8, np.float32)
+    assert not castable(np.float32, np.int64) and not castable(np.float64, np.bool_)
 
 
 def test_corrupt_model(tmp_path):

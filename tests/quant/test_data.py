@@ -62,7 +62,7 @@ def test_iterable_from_python():
         (lambda p: np.savez(p / "c.npz", x=np.full((2, 3, 8, 8), np.nan, np.float32)), "contains NaN"),
         (lambda p: np.savez(p / "c.npz", x=np.zeros((2, 3, 9, 8), np.float32)), "expected [1, 3, 8, 8]"),
         (lambda p: np.savez(p / "c.npz", y=np.zeros((1, 3, 8, 8), np.float32)), "no array for input(s) x"),
-        (lambda p: np.savez(p / "c.npz", x=np.zeros((1, 3, 8, 8), np.int32)), "dtype int32"),
+        (lambda p: np.savez(p / "c.npz", x=np.zeros((1, 3, 8, 8), np.bool_)), "dtype bool"),
     ],
 )
 def test_bad_npz(tmp_path, make, message):
