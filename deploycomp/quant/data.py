@@ -89,6 +89,8 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
             if missing:
                 raise InputDataError(f"{what} sample {i}: missing input(s) {few(missing)}")
             for n, shape in shapes.items():
+                if len(shape) and shape[0] == 1 and tuple(np.shape(s[n])) == tuple(shape[1:]):
+                    s[n] = s[n][None]  # a sample without its batch axis of 1, as an .npz may hold them
                 if tuple(np.shape(s[n])) != tuple(shape):
                     raise InputDataError(f"{what} sample {i}: input '{n}' has shape {list(np.shape(s[n]))}, "
                                          f"expected {list(shape)}")

@@ -113,3 +113,12 @@ def test_one_dict_of_stacked_arrays_from_python_reads_as_an_npz_would():
     x = np.random.default_rng(1).random((5, 3, 8, 8), dtype=np.float32)
     samples = load_samples({"x": x}, {"x": (1, 3, 8, 8)}, {"x": np.dtype(np.float32)})
     assert len(samples) == 5 and all(np.array_equal(s["x"], x[i : i + 1]) for i, s in enumerate(samples))
+
+
+def test_python_samples_may_leave_out_a_batch_axis_of_one():
+    """Samples from Python without the batch axis of 1 (``[3, 8, 8]`` for ``[1, 3, 8, 8]``),
+    as an .npz may stack them: taken with it (they were refused)."""
+    samples = load_calibration(({"x": np.zeros((3, 8, 8), np.float32)} for _ in range(2)), SHAPES, DTYPES)
+    assert [s["x"].shape for s in samples] == [(1, 3, 8, 8)] * 2
+    with pytest.raises(InputDataError, match=r"shape \[3, 8\], expected \[1, 3, 8, 8\]"):
+        load_calibration([{"x": np.zeros((3, 8), np.float32)}], SHAPES, DTYPES)
