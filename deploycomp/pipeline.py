@@ -1033,8 +1033,12 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
     trials: list[dict] = []
 
     def meets(tensors: list[str]) -> Verdict:
-        with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
-            metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
+        try:
+            with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
+                metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
+        except UnsupportedError as e:  # the runtime refused this mix (OpenVINO's plugin threw compiling it)
+            trials.append({"fp32_tensors": len(tensors), "met": False, "refused": str(e)[:300]})
+            return Verdict(False)
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
@@ -1267,14 +1271,21 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
         missed: frozenset[str] = frozenset()  # outputs a part of the samples already decided
         order, head = hardest_first()
         stages = [order] if opts.int8_accept is not None else [order[:head], order[head:]]
-        with trial_runner(candidate, "int8") as runner:
-            for stage in stages:
-                outs.update((i, runner.run(judged[i])) for i in stage)
-                seen = sorted(outs)
-                per_sample: dict[str, list] = {}
-                metrics = prep.compare([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample)
-                if len(seen) < len(judged) and (missed := decided_failures(metrics, search_fidelity, limit["margin"])):
-                    break
+        try:
+            with trial_runner(candidate, "int8") as runner:
+                for stage in stages:
+                    outs.update((i, runner.run(judged[i])) for i in stage)
+                    seen = sorted(outs)
+                    per_sample: dict[str, list] = {}
+                    metrics = prep.compare([refs[i] for i in seen], [outs[i] for i in seen], scales, per_sample)
+                    if len(seen) < len(judged) and (missed := decided_failures(metrics, search_fidelity,
+                                                                                limit["margin"])):
+                        break
+        except UnsupportedError as e:  # the runtime refused this mix (OpenVINO's plugin threw compiling it)
+            trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops), "met": False,
+                           "refused": str(e)[:300]})
+            log.info("int8 candidate %d refused by the runtime: %s", len(trials), e)
+            return Verdict(False)
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
             for i, value in zip(seen, values):
                 hardness[k][i] = 1.0 if value is None else value

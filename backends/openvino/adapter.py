@@ -142,7 +142,12 @@ class OpenVINORunner:
             config["INFERENCE_PRECISION_HINT"] = execute or _cpu_hint(core, device, precision)
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
+        except RuntimeError as e:  # a transformation of the plugin's own threw (an int8 pattern it mishandles)
+            stage = re.search(r"\[(\w+)\] END: node:", str(e))
+            raise UnsupportedError(f"OpenVINO's {device} plugin cannot compile it: {_failed_ops(str(e))}"
+                                   f"{f' in its {stage[1]}' if stage else ''}: {_conversion_reason(str(e))}") from e
         self.request = self.compiled.create_infer_request()
         # every name a port carries: a graph input read straight by an op OpenVINO folds away
         # (a Cast to the type it already has) can come back named after that op's output

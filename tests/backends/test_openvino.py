@@ -277,3 +277,30 @@ def test_a_conversion_failure_is_told_by_the_earliest_node_that_failed():
     assert _conversion_reason(message, order).endswith("'<Node(STFT): spectrum>': Shape of signal input must be "
                                                        "static with the rank equal to 3.")
     assert "ReduceSumSquare" in _conversion_reason(message)  # without the graph's order: the first block
+
+
+def test_a_plugin_that_throws_compiling_is_a_refusal_naming_the_node(tiny_conv, tmp_path, monkeypatch):
+    """OpenVINO's CPU plugin threw inside a low-precision transformation while compiling an
+    fp16 search candidate of an ONNX Runtime-quantized PP-OCR recognizer
+    ([MultiplyPartialTransformation] ... index '0' out of range): an internal error. It is a
+    refusal naming the node and the transformation (which the fp16 and int8 searches take
+    as a missed candidate)."""
+    import pytest
+
+    import openvino
+
+    from deploycomp.backends.openvino.adapter import OpenVINORunner
+    from deploycomp.errors import UnsupportedError
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="host")
+    message = ("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/core/src/pass/graph_rewrite.cpp"
+               ":298:\n[MultiplyPartialTransformation] END: node: opset1::Multiply p2o.Mul.0 (...) -> (f32[1]) CALLBACK "
+               "HAS THROWN: Check 'index < m_inputs.size()' failed at src/core/src/node.cpp:304:\nindex '0' out of range\n")
+
+    def throws(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(openvino.Core, "compile_model", throws)
+    with pytest.raises(UnsupportedError, match=r"cannot compile it: Multiply \(node 'p2o.Mul.0'\) in its "
+                                               r"MultiplyPartialTransformation: index '0' out of range"):
+        OpenVINORunner(tmp_path / "b" / "model.xml", "CPU", "fp16")
