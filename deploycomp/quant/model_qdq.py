@@ -40,7 +40,7 @@ import onnx_ir as ir
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.rules._util import padded
 from deploycomp.quant.constants import add_initializer, attributes, constant, explicit_pad, weight_matrix
-from deploycomp.quant.policy import QDQPolicy
+from deploycomp.quant.policy import QDQPolicy, weight_axis
 
 __all__ = ["ConformQDQPass", "activation_quantizers", "model_quantization"]
 
@@ -103,6 +103,41 @@ def _dequantized(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) ->
     if scale.size > 1 and q.ndim:
         shape[axis % q.ndim] = -1
     return (q.astype(np.float64) - zp.reshape(shape).astype(np.float64)) * scale.reshape(shape).astype(np.float64)
+
+
+def _quantized(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """What a QuantizeLinear of a constant computes: ``saturate(round(x / scale) + zp)`` in
+    ``zp``'s type, rounding half to even, per channel along ``axis`` where the scale has one
+    per channel."""
+    shape = [1] * x.ndim
+    if scale.size > 1 and x.ndim:
+        shape[axis % x.ndim] = -1
+    info = np.iinfo(zp.dtype)
+    q = np.rint(x.astype(np.float32) / scale.reshape(shape).astype(np.float32)) + zp.reshape(shape).astype(np.float64)
+    return np.clip(q, info.min, info.max).astype(zp.dtype)
+
+
+def _fold_quantized_constants(graph: ir.Graph) -> int:
+    """Each QuantizeLinear of a constant as the integer constant it computes, so that the
+    DequantizeLinear reading it is a constant one, which the rules for constants handle:
+    ``quantize_static`` leaves a pair around a constant the folder did not fold (PP-OCR's
+    classifier: 35 of them; TensorRT refused their zero points)."""
+    folded = 0
+    for node in list(graph):
+        if node.op_type != "QuantizeLinear" or node.domain not in ("", "ai.onnx"):
+            continue
+        x, params = constant(node.inputs[0]), _params(node)
+        if x is None or x.dtype.kind != "f" or params is None or not np.issubdtype(params[1].dtype, np.integer):
+            continue
+        q = _quantized(x, params[0], params[1], _axis(node))
+        value = add_initializer(graph, f"{node.outputs[0].name}__q", q)
+        for use in list(node.outputs[0].uses()):
+            use.node.replace_input_with(use.idx, value)
+        if node.outputs[0].is_graph_output():
+            continue  # (an int8 graph output: left as written)
+        graph.remove(node, safe=True)
+        folded += 1
+    return folded
 
 
 def _axis(dq: ir.Node) -> int:
@@ -259,6 +294,8 @@ class ConformQDQPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         signed = self.policy.activation_dtype == "int8"
+        if folded := _fold_quantized_constants(graph):
+            self.changes["quantized constants computed (exact)"] += folded
         if self.policy.activation_symmetric:
             self._unpad(model)
         for quant in activation_quantizers(model):
@@ -314,6 +351,16 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if q.dtype == np.int32 and not self.policy.int32_bias:
                 self._fold(graph, node, q, scale, zp, _axis(node))
                 self.changes["int32 biases folded to float (exact)"] += 1
+            elif self.policy.activation_symmetric and _asymmetric(zp) and self._weight_readers(node):
+                self._symmetric_weights(graph, node, q, scale, zp)
+            elif (self.policy.activation_symmetric and _asymmetric(zp)
+                  and not any(use.node.op_type in self.policy.compute_ops and use.idx == 1
+                              for use in node.outputs[0].uses())):
+                # a constant other than a layer's weight (a detector's anchors and strides, read
+                # by an Add): TensorRT's parser takes zero points of 0 only, and it gains nothing
+                # int8 here (a YOLOv8n through quantize_static was refused on its 4)
+                self._fold(graph, node, q, scale, zp, _axis(node))
+                self.changes["asymmetric constants other than weights folded to float (exact)"] += 1
             elif q.dtype == np.uint8 and signed:
                 shifted = (q.astype(np.int16) - 128).astype(np.int8)
                 node.replace_input_with(0, add_initializer(graph, f"{node.name}__s8", shifted))
@@ -338,6 +385,43 @@ class ConformQDQPass(ir.passes.InPlacePass):
                 self.changes["padded Convs given their zero pads before their input's encoding (exact)"] += moved
             if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
                 graph.remove(quant, safe=True)  # every reader now reads a padded copy
+
+    def _weight_readers(self, dq: ir.Node) -> list[ir.Node]:
+        """The compute layers reading ``dq``'s output as their weight, if that is all that reads it."""
+        uses = list(dq.outputs[0].uses())
+        readers = [u.node for u in uses if u.node.op_type in self.policy.compute_ops and u.idx == 1]
+        return readers if uses and len(readers) == len(uses) else []
+
+    def _symmetric_weights(self, graph: ir.Graph, dq: ir.Node, q: np.ndarray, scale: np.ndarray,
+                           zp: np.ndarray) -> None:
+        """Asymmetric int8 weights (``quantize_static`` took a Paddle export's Constant-node
+        weights for activations: u8 with a zero point per tensor) as TensorRT's parser takes
+        them, symmetric: the same step where every value less its zero point fits in
+        [-127, 127] (exact), else each output channel at its own largest value (a rounding)."""
+        from deploycomp.quant.qdq import quantize_weight
+
+        axis = _axis(dq)
+        steps = q.astype(np.int64) - (zp.astype(np.int64) if zp.size == 1 else
+                                      zp.reshape([-1 if i == axis % q.ndim else 1 for i in range(q.ndim)]))
+        if np.abs(steps).max() <= 127:
+            new_q, new_scale, new_axis = steps.astype(np.int8), scale.astype(np.float32), axis
+            self.changes["asymmetric weights made symmetric with the same step (exact)"] += 1
+        else:
+            reader = self._weight_readers(dq)[0]
+            new_axis = weight_axis(reader.op_type, attributes(reader), q.ndim)
+            new_q, per_channel = quantize_weight(_dequantized(q, scale, zp, axis), new_axis)
+            new_scale = per_channel.reshape(-1)
+            self.changes["asymmetric weights made symmetric per channel (a rounding)"] += 1
+        base = dq.name or dq.outputs[0].name
+        dq.replace_input_with(0, add_initializer(graph, f"{base}__sym_q", new_q))
+        dq.replace_input_with(1, add_initializer(graph, f"{base}__sym_scale", np.asarray(new_scale, np.float32)))
+        if len(dq.inputs) < 3:
+            dq.resize_inputs(3)
+        dq.replace_input_with(2, add_initializer(graph, f"{base}__sym_zp", np.zeros(np.shape(new_scale), np.int8)))
+        if np.size(new_scale) > 1:
+            dq.attributes["axis"] = ir.AttrInt64("axis", new_axis)
+        elif "axis" in dq.attributes:
+            del dq.attributes["axis"]
 
     @staticmethod
     def _fold(graph: ir.Graph, node: ir.Node, q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> None:

@@ -277,3 +277,43 @@ def test_a_padded_conv_takes_the_shift_back_once_its_pads_come_first():
     run = lambda m: ort.InferenceSession(m.SerializeToString(), exact_qdq_options()).run(None, {"x": x})  # noqa: E731
     for want, got in zip(run(source), run(ir.to_proto(conformed))):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["jetson-orin-nano", "host", "android-arm64"])
+def test_constant_node_weights_and_constants_quantize_static_encoded_build_everywhere(tmp_path, target):
+    """``quantize_static`` on a model whose weights are Constant nodes (a Paddle export)
+    and that adds a constant (a detector's anchors): it encodes both like activations, u8
+    with a zero point, as QuantizeLinear -> DequantizeLinear pairs around the constants.
+    TensorRT's parser refused every one of those zero points; each pair is computed here,
+    the weights made symmetric, the other constants float, and every target builds it."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(2)
+    weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(
+        rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2 + 0.05, "w"))
+    anchors = helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(
+        np.linspace(0.5, 40.0, 8 * 14 * 14, dtype=np.float32).reshape(1, 8, 14, 14), "a"))
+    nodes = [weight, anchors, helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Add", ["c", "a"], ["y"], name="place")]
+    graph = helper.make_graph(nodes, "paddle_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 14, 14])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    pairs = Counter(n.op_type for n in onnx.load(tmp_path / "int8.onnx").graph.node)
+    assert pairs["QuantizeLinear"] >= 3  # the input, the weight and the anchors, each encoded as an activation
+    runner = deploycomp.build(tmp_path / "int8.onnx", tmp_path / "b", target=target, validation_data=samples[:4])
+    assert runner.manifest["validation"]["ok"]
+    if target == "jetson-orin-nano":
+        notes = next(a for a in runner.manifest["assumptions"] if "arrives int8" in a)
+        assert "quantized constants computed (exact)" in notes and "weights made symmetric" in notes
