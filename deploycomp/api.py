@@ -38,7 +38,7 @@ def build(
     out: str | os.PathLike,
     *,
     target: str = "host",
-    precision: str = "fp32",
+    precision: str | None = None,
     inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
     calibration: str | os.PathLike | Iterable[dict] | None = None,
     validation_data: str | os.PathLike | Iterable[dict] | None = None,

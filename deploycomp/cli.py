@@ -288,8 +288,9 @@ def _short(text: str, limit: int = 60) -> str:
 
 def _build_options(f):
     f = click.option("--target", "-t", default="host", show_default=True, help="Profile name or path to a profile YAML.")(f)
-    f = click.option("--precision", "-p", default="fp32", show_default=True,
-                     type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]))(f)
+    f = click.option("--precision", "-p", default=None,
+                     type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]),
+                     help="Default fp32, or the target's own precision where it has no fp32 (coral-edgetpu: int8).")(f)
     f = click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix an input shape, e.g. images:1x3x320x320.")(f)
     f = click.option("--calibration", type=click.Path(path_type=Path),
                      help="int8 calibration data: .npz/.npy, or an image folder (with --preprocess or its own "
@@ -413,6 +414,10 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         kw["inputs"] = tuple(f"{n}:{'x'.join(map(str, s))}" for n, s in ((ex.input_name, ex.shape), *ex.other_inputs))
     if not kw["freeze"]:
         kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
+    if kw["precision"] is None:
+        from deploycomp.pipeline import default_precision
+
+        kw["precision"] = default_precision(kw["target"])
     out = out or Path("dist") / f"{name}-{Path(kw['target']).stem}-{kw['precision']}"
     click.echo(f"model {path}", err=True)
     _run_build(ctx, path, out, ex.inputs, **kw)

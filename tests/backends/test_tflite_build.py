@@ -55,6 +55,35 @@ def test_coral_int8_build_lists_the_ops_that_would_fall_back_to_the_cpu(tiny_con
     assert probs.dtype == np.float32 and abs(float(probs.sum()) - 1) < 0.05
 
 
+def test_coral_builds_its_own_precision_and_warns_when_the_cpu_would_run_most_of_it(tmp_path, caplog):
+    """Without --precision the Edge TPU builds int8, its only precision (fp32, the default,
+    was refused); a model whose ops mostly stay float (a recurrent layer unrolled: here an
+    LSTM) is built and warned about, as the accelerator would run little of it."""
+    import logging
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal((1, 32, 8)) * 0.3).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal((1, 32, 8)) * 0.3).astype(np.float32), "R"),
+             numpy_helper.from_array(np.array([12, 8], np.int64), "shape"),
+             numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.3).astype(np.float32), "fc")]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["seq"], hidden_size=8),
+             helper.make_node("Reshape", ["seq", "shape"], ["s"]), helper.make_node("MatMul", ["s", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [12, 1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [12, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "rnn.onnx")
+    data = [{"x": rng.standard_normal((12, 1, 8)).astype(np.float32)} for _ in range(12)]
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        runner = deploycomp.build(tmp_path / "rnn.onnx", tmp_path / "b", target="coral-edgetpu",
+                                  calibration=data, no_fail=True)
+    assert runner.manifest["precision"] == "int8"
+    lowered = runner.manifest["backend"]["lowered"]
+    assert lowered["int8_ops"] < sum(n for op, n in lowered["ops"].items() if op not in ("QUANTIZE", "DEQUANTIZE")) / 2
+    assert any("would run on the host CPU, not the Edge TPU" in r.getMessage() for r in caplog.records)
+
+
 def test_int8_io_needs_an_int8_tflite_build(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match="--int8-io needs --precision int8 on a TFLite target"):
         deploycomp.build(tiny_conv, tmp_path / "b", target="raspberry-pi-5", int8_io=True)
