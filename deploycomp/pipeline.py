@@ -590,9 +590,18 @@ def _build(opts: BuildOptions) -> BuildResult:
     support = backend.check(prep.model, target)
     support.raise_if_unsupported(target.name)
     dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
-    calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind, prep.nan_ok)
-    validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
-                                                      opts.sample_kind, prep.nan_ok)
+    try:
+        calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind,
+                                               prep.nan_ok)
+        validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
+                                                          opts.sample_kind, prep.nan_ok)
+    except InputDataError as e:
+        # a shape the other data file gave: say so, or the file that does not fit it is blamed
+        # for a size it never claimed (calibration windows of 79 steps, validation of 59)
+        taken = [a.split(" (an array")[0] for a in prep.assumed if " taken from " in a]
+        if not taken:
+            raise
+        raise InputDataError(f"{e} (the shape expected: {'; '.join(taken)})") from None
     samples = validation.samples
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any

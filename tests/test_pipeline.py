@@ -473,3 +473,15 @@ def test_node_label_keeps_a_files_own_names():
     assert node_label("Conv.37", "Conv", "Add.3") == "node 'Conv.37'"
     assert node_label("node_Conv_105", "Conv", "Add.3") == "the Conv writing 'Add.3'"
     assert node_label("node_Add_60", "Add", "val_0") == "node 'node_Add_60'"  # a tensor the optimizer made
+
+
+def test_data_files_of_two_sizes_say_which_one_gave_the_shape(dynamic_hw_relu, tmp_path):
+    """A dynamic size read from the validation file, and a calibration file of another: the
+    error on the calibration file says where the size it misses came from."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "val.npz", x=rng.random((4, 1, 3, 8, 8), dtype=np.float32))
+    np.savez(tmp_path / "calib.npz", x=rng.random((4, 1, 3, 10, 12), dtype=np.float32))
+    with pytest.raises(InputDataError, match=r"calib.npz: .* expected \[1, 3, 8, 8\].*the shape expected: x: shape "
+                                             r"1x3x8x8 taken from val.npz"):
+        deploycomp.build(dynamic_hw_relu, tmp_path / "b", precision="int8", calibration=tmp_path / "calib.npz",
+                         validation_data=tmp_path / "val.npz")
