@@ -504,6 +504,43 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
             click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  values {', '.join(map(str, np.unique(arr)[:5]))}")
 
 
+def _inspect_file(model: Path, refusal: str, as_json: bool) -> None:
+    """``inspect`` of a model no compiler step takes (one holding maps): its inputs, outputs,
+    opsets, op histogram and parameters read from the file, and the refusal (a
+    scikit-learn classifier with a ZipMap had only been refused, exit 6)."""
+    from collections import Counter
+
+    import numpy as np
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+
+    def shape(v) -> str:
+        kind = v.type.WhichOneof("value")
+        if kind != "tensor_type":
+            return kind.replace("_type", "")
+        return str([d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                    for d in v.type.tensor_type.shape.dim])
+
+    ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in proto.graph.node)
+    params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    data = {"file": str(model), "inputs": {v.name: shape(v) for v in proto.graph.input},
+            "outputs": {v.name: shape(v) for v in proto.graph.output},
+            "opsets": {o.domain or "": o.version for o in proto.opset_import}, "nodes": len(proto.graph.node),
+            "op_histogram": dict(ops.most_common()), "parameters": params, "compiles": False, "refusal": refusal}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{model}  ({len(proto.graph.node)} nodes, {params:,} parameters)")
+    for name, text in data["inputs"].items():
+        click.echo(f"  input  {_short(name)}: {text}")
+    for name, text in data["outputs"].items():
+        click.echo(f"  output {_short(name)}: {text}")
+    click.echo(f"  opsets: {data['opsets']}")
+    click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in ops.most_common()))
+    click.echo(f"  not compilable: {refusal}")
+
+
 def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
     """The axis of an output that holds the samples joined along the inputs' first axis:
     the first, unless only another has the inputs' batch size (a time-major output,
@@ -531,7 +568,13 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     from deploycomp.shapes import check_specs, parse_input_spec
     from onnx_ir.passes.common import ShapeInferencePass
 
-    loaded = load_model(model, keep_initializer_inputs)
+    from deploycomp.ir import HoldsMapsError
+
+    try:
+        loaded = load_model(model, keep_initializer_inputs)
+    except HoldsMapsError as e:  # no IR holds maps: what the file says, and why nothing else will take it
+        _inspect_file(model, str(e), as_json)
+        return
     shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)

@@ -40,6 +40,7 @@ from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError, UnsupportedError, few
 
 __all__ = [
+    "HoldsMapsError",
     "LEFT_BECAUSE",
     "MAX_OPSET",
     "add_initializer",
@@ -200,6 +201,10 @@ def _holds_map(type_proto: onnx.TypeProto) -> bool:
     return False
 
 
+class HoldsMapsError(UnsupportedError):
+    """A model with map-typed values: no compiler step takes it, ``inspect`` still describes it."""
+
+
 def _refuse_maps(proto: onnx.ModelProto, path: Path) -> None:
     """Map-typed values (scikit-learn's ``ZipMap``: class label -> probability, one map per
     row) have no tensor form in any backend, nor in onnx-ir, which raised an internal error
@@ -212,7 +217,7 @@ def _refuse_maps(proto: onnx.ModelProto, path: Path) -> None:
     if not found and zipmaps:
         found = [f"ZipMap {name!r}" for name in zipmaps]
     if found:
-        raise UnsupportedError(
+        raise HoldsMapsError(
             f"{path}: {few(found)} {'holds' if len(found) == 1 else 'hold'} maps"
             f"{' (ZipMap: a label -> score map per row)' if zipmaps else ''}; deploycomp compiles tensors only: "
             "export the scores as a tensor (skl2onnx: options={id(model): {'zipmap': False}}; onnxmltools' "

@@ -493,3 +493,20 @@ def test_a_data_file_speaks_for_itself_before_the_dynamic_dims_do(dynamic_hw_rel
     code, _, stderr = cli("build", dynamic_hw_relu, "--validation-data", tmp_path / "text.npz", "--out", tmp_path / "c")
     assert code == 4
     _one_line_error(stderr, "text.npz: not a readable .npz file")
+
+
+def test_inspect_describes_a_model_no_build_takes(tmp_path):
+    """ONNX Runtime's own scikit-learn classifier ends in a ZipMap (a label -> score map per
+    row): builds refuse it by name, inspect still describes the file and says why."""
+    import os
+
+    import onnxruntime
+
+    path = os.path.join(os.path.dirname(onnxruntime.__file__), "datasets", "logreg_iris.onnx")
+    code, stdout, stderr = cli("inspect", path, "--json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["compiles"] is False and "ZipMap" in data["refusal"] and data["op_histogram"]["ai.onnx.ml::ZipMap"] == 1
+    assert data["outputs"]["probabilities"] == "sequence"
+    code, _, stderr = cli("build", path, "--out", tmp_path / "b")
+    assert code == 6 and "zipmap" in stderr.lower()
