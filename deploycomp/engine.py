@@ -49,7 +49,8 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     if manifest["backend"]["name"] != "tensorrt":
-        raise DeployError(f"{bundle}: its backend is {manifest['backend']['name']}; engines are built for TensorRT bundles only")
+        raise DeployError(f"{bundle}: its backend is {manifest['backend']['name']}; engines are built for TensorRT "
+                          "bundles only")
     plan = read_plan(bundle)
     if (bundle / plan.engine).exists() and not force:
         raise OutputExistsError(f"{bundle / plan.engine} exists (use --force to rebuild)")
