@@ -77,7 +77,8 @@ def _per_channel_at_opset_11(path):
         (None, ["--input", "x:1x3x16"], 4, ["rank 3 given"]),
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
         (None, ["--validation-data", "missing.npz"], 4, ["validation data file not found"]),
-        (None, ["--target", "coral-edgetpu"], 6, ["coral-edgetpu", "does not support precision fp32"]),
+        (None, ["--target", "coral-edgetpu", "--precision", "fp32"], 6, ["coral-edgetpu", "does not support precision fp32"]),
+        (None, ["--target", "coral-edgetpu"], 4, ["--precision int8 needs calibration data"]),  # its own precision
         (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
         (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
         (None, ["--int8-boosters", "equalize,adaround"], 2, ["unknown int8 booster(s) adaround"]),
