@@ -38,6 +38,7 @@ from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import ranges_label, render_report
+from deploycomp.sample_data import sample_layout
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
@@ -240,14 +241,6 @@ def _data_shape(data_shapes: Mapping | None, name: str, inputs: Mapping) -> tupl
     return found or ("", ())
 
 
-def _fits_shape(shape: tuple[int, ...], array_shape: tuple[int, ...]) -> bool:
-    """Whether a data array holds samples of ``shape`` as the loader reads them: one, several
-    concatenated on the first axis, or stacked on a new one."""
-    return (array_shape == shape or array_shape[1:] == shape
-            or (len(array_shape) == len(shape) and bool(shape) and array_shape[1:] == shape[1:]
-                and shape[0] > 0 and array_shape[0] % shape[0] == 0))
-
-
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
                     data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
@@ -270,7 +263,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
         source, array_shape = _data_shape(data_shapes, name, current)
-        if array_shape and not _fits_shape(tuple(opt), tuple(array_shape)):
+        if array_shape and sample_layout(tuple(array_shape), tuple(opt)) is None:
             taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
             if taken is not None and all(a <= t <= b for a, t, b in zip(lo, taken, hi)):
                 shapes[name] = taken

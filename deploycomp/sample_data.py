@@ -21,8 +21,8 @@ import numpy as np
 from deploycomp.errors import InputDataError, few
 
 __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "castable", "check_finite",
-           "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "samples_for",
-           "samples_from_arrays", "text_line_inputs"]
+           "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "sample_layout",
+           "samples_for", "samples_from_arrays", "text_line_inputs"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -317,6 +317,22 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok)
 
 
+def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
+    """How an array holds samples of ``shape``: ``one`` sample, several ``concatenated`` on
+    the first axis (``N x C x H x W`` for ``1 x C x H x W``), several ``stacked`` on a new
+    leading axis, or None (it holds none). An array that reads both ways (``1 x ...``
+    samples stacked) is taken as concatenated: the same samples either way."""
+    array_shape, shape = tuple(array_shape), tuple(shape)
+    if array_shape == shape:
+        return "one"
+    if (len(array_shape) == len(shape) and shape and array_shape[1:] == shape[1:] and shape[0] > 0
+            and array_shape[0] % shape[0] == 0):
+        return "concatenated"
+    if len(array_shape) == len(shape) + 1 and array_shape[1:] == shape:
+        return "stacked"
+    return None
+
+
 def castable(given: np.dtype, wanted: np.dtype) -> bool:
     """Whether data of dtype ``given`` is taken for an input of ``wanted`` (and cast): the
     same kind (float64 for float32, int32 for int64) or integers for a float input (an
@@ -346,11 +362,12 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
     misfits: list[tuple[str, tuple, tuple, tuple | None]] = []  # (input, array shape, expected, its sample shape)
     for name, shape in shapes.items():
         arr = arrays[name]
-        if tuple(arr.shape) == shape:
+        layout = sample_layout(tuple(arr.shape), shape)
+        if layout == "one":
             chunks = [arr]
-        elif arr.ndim == len(shape) and tuple(arr.shape[1:]) == shape[1:] and arr.shape[0] % shape[0] == 0:
+        elif layout == "concatenated":
             chunks = [arr[i : i + shape[0]] for i in range(0, arr.shape[0], shape[0])]
-        elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
+        elif layout == "stacked":
             chunks = [np.asarray(a) for a in arr]  # (a scalar input's samples as 0-d arrays, not numpy scalars)
             stacked = stacked or name == next(iter(shapes))
         else:
