@@ -76,15 +76,47 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
         raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # (a file written over it: not text at all)
         raise DeployError(f"{path}: corrupt manifest ({e})") from e
+    if not isinstance(manifest, dict):
+        raise DeployError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise DeployError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT})")
-    for entry in manifest.get("artifacts", []):
+    _check_structure(path, manifest)
+    for entry in manifest["artifacts"]:
         f = Path(bundle) / entry["path"]
         if not f.is_file():
             raise VerificationError(f"{bundle}: artifact {entry['path']} listed in the manifest is missing")
     return manifest
+
+
+def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
+    """The parts of a manifest that running a bundle reads, of the kinds they must be: a
+    damaged one is refused in one line (exit 11), as ``verify`` refuses a changed artifact.
+    ``run`` had failed with a KeyError or TypeError on a manifest ``verify`` passed, and
+    one without ``artifacts`` had skipped every checksum."""
+    import numpy as np
+
+    def bad(what: str) -> VerificationError:
+        return VerificationError(f"{path}: damaged manifest ({what})")
+
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, list) or not artifacts or not all(
+            isinstance(a, dict) and isinstance(a.get("path"), str) for a in artifacts):
+        raise bad("'artifacts' is not a list of files")
+    io, backend = manifest.get("io"), manifest.get("backend")
+    if not isinstance(io, dict) or not all(
+            isinstance(io.get(k), list) and all(isinstance(v, dict) and "name" in v for v in io[k])
+            for k in ("inputs", "outputs")):
+        raise bad("'io' does not list the inputs and outputs")
+    for spec in io["inputs"] + io["outputs"]:
+        try:
+            np.dtype(spec.get("dtype", "float32")) if spec.get("dtype") != "str" else None
+        except TypeError:
+            raise bad(f"'{spec['name']}' has dtype {spec.get('dtype')!r}") from None
+    if not isinstance(backend, dict) or not isinstance(backend.get("name"), str) or not isinstance(
+            backend.get("lowered"), dict):
+        raise bad("'backend' does not name the backend and its lowering")
 
 
 def is_bundle(folder: Path) -> bool:

@@ -479,6 +479,10 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
 
     if outputs_path and not outputs_path.resolve().parent.is_dir():
         raise click.BadParameter(f"folder {outputs_path.resolve().parent} does not exist", param_hint="--outputs")
+    if outputs_path and outputs_path.resolve().is_relative_to(bundle.resolve()):
+        # (it had written over the manifest, or added a file that fails the bundle's verification)
+        raise click.BadParameter(f"{outputs_path} is inside the bundle; write the outputs elsewhere",
+                                 param_hint="--outputs")
     runner = load(bundle, verify=not no_verify)
     shapes = {n: tuple(spec["shape"]) for n, spec in runner.inputs.items()}
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()},

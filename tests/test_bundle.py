@@ -99,3 +99,41 @@ def test_temporary_files_of_a_killed_process_go_with_the_next_write(tmp_path):
     with replaced_file(tmp_path / "signature.json") as tmp:
         tmp.write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "signature.json"])
+
+
+def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tmp_path):
+    """A manifest written over, or missing a part that running reads: one line and exit 11
+    (or 2 where it is not JSON of an object at all), not a KeyError; one without its
+    artifacts list is refused too (it had skipped every checksum), and run will not write
+    its outputs into a bundle."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    import deploycomp
+    from deploycomp.errors import DeployError
+
+    deploycomp.build(tiny_conv, tmp_path / "b")
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 3, 16, 16), np.float32))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    damaged = {"no_io": {k: v for k, v in manifest.items() if k != "io"},
+               "no_artifacts": {k: v for k, v in manifest.items() if k != "artifacts"},
+               "bad_dtype": manifest | {"io": manifest["io"] | {
+                   "inputs": [manifest["io"]["inputs"][0] | {"dtype": "float99"}]}},
+               "backend_str": manifest | {"backend": "openvino"}}
+    for name, content in damaged.items():
+        shutil.copytree(tmp_path / "b", tmp_path / name)
+        (tmp_path / name / "manifest.json").write_text(json.dumps(content))
+        proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", "run", tmp_path / name, "--inputs",
+                               tmp_path / "x.npz"], capture_output=True, text=True)
+        assert proc.returncode == 11 and proc.stderr.count("\n") == 1 and "damaged manifest" in proc.stderr, name
+    shutil.copytree(tmp_path / "b", tmp_path / "binary")
+    (tmp_path / "binary" / "manifest.json").write_bytes(b"PK\x03\x04\xb9\x00")
+    with pytest.raises(DeployError, match="corrupt manifest"):
+        deploycomp.load(tmp_path / "binary")
+    proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", "run", tmp_path / "b", "--inputs",
+                           tmp_path / "x.npz", "--outputs", tmp_path / "b" / "manifest.json"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "inside the bundle" in proc.stderr
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text()) == manifest
