@@ -37,6 +37,7 @@ from deploycomp.passes.scan_unroll import ScanUnrollPass
 from deploycomp.passes.tflite_pads import TFLitePadsPass
 from deploycomp.passes.spectral import DFTToMatMulPass, STFTToConvPass
 from deploycomp.passes.integer_ops import IntegerOpsToFloatPass
+from deploycomp.passes.qoperator import QOperatorToQDQPass
 from deploycomp.passes.log_sum_exp import ReduceLogSumExpPass
 from deploycomp.passes.lstm_peepholes import PeepholeLSTMToScanPass
 from deploycomp.passes.manager import Pipeline
@@ -68,6 +69,7 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             ShapeInferencePass(),
             LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             IntegerOpsToFloatPass(),
+            QOperatorToQDQPass(),  # QLinearConv, QLinearAdd, ...: the same arithmetic as QDQ
             StringClassLabelsPass(),  # no backend has string tensors: a label's position instead
             MLOpsToCorePass(),
             WeightFoldingPass(),

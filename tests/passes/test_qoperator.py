@@ -1,0 +1,82 @@
+"""ONNX Runtime's QOperator format (QLinearConv, com.microsoft QLinearAdd, ...) becomes the
+QDQ form of the same arithmetic, and such a model builds on every target."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import deploycomp
+from deploycomp.ir import load_model, save_model
+from deploycomp.passes import build_pipeline, run_passes
+
+
+def _saturating_add(path):
+    """u8 -> QLinearAdd (a constant 200 at scale 0.05 added; output range [0, 6]) ->
+    DequantizeLinear: most sums pass 6 and saturate (OpenVINO 2026.4 wrapped them)."""
+    def c(name, value, dtype):
+        return helper.make_tensor(name, dtype, [], [value])
+
+    inits = [c("a_s", 0.1, TensorProto.FLOAT), c("a_zp", 128, TensorProto.UINT8), c("b", 200, TensorProto.UINT8),
+             c("b_s", 0.05, TensorProto.FLOAT), c("b_zp", 0, TensorProto.UINT8), c("y_s", 6 / 255, TensorProto.FLOAT),
+             c("y_zp", 0, TensorProto.UINT8)]
+    nodes = [helper.make_node("QLinearAdd", ["a", "a_s", "a_zp", "b", "b_s", "b_zp", "y_s", "y_zp"], ["yq"],
+                              domain="com.microsoft", name="add"),
+             helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["y"], name="dq")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_qlinear_add_becomes_dequantize_add_quantize_and_saturates_as_written(tmp_path):
+    path = _saturating_add(tmp_path / "qadd.onnx")
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"a": (1, 256)}))
+    ops = Counter(n.op_type for n in model.graph)
+    assert "QLinearAdd" not in ops and ops["Add"] == 1 and ops["QuantizeLinear"] == 1
+    save_model(model, tmp_path / "qdq.onnx")
+    a = {"a": np.arange(256, dtype=np.uint8)[None]}
+    want = ort.InferenceSession(str(path)).run(None, a)[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "qdq.onnx")).run(None, a)[0], want)
+    runner = deploycomp.build(path, tmp_path / "b", target="host", validation_data=[a, {"a": a["a"][:, ::-1].copy()}])
+    np.testing.assert_allclose(runner.run(a)["y"], want, atol=1e-6)  # (OpenVINO's own QLinearAdd: 3.2 for 6.0)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
+def test_a_model_quantized_in_qoperator_format_builds_on_every_target(tmp_path, real_model, target):
+    """PP-OCR's text classifier through ``quantize_static(quant_format=QOperator)``: its
+    QLinearConv, QLinearAdd and QLinearMul written as QDQ, its encodings kept and conformed
+    per backend; TFLite and TensorRT refused the QLinear ops, OpenVINO ran them wrong."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from deploycomp.examples import EXAMPLES
+    from deploycomp.sample_data import calibration_samples_for
+
+    example = EXAMPLES["ppocr-cls"]
+    samples = [{"x": np.asarray(s["x"])} for s in calibration_samples_for(example.inputs, "x", example.shape)][:8]
+    proto = onnx.load(real_model("ppocr-cls"))
+    for i, size in enumerate(example.shape):
+        proto.graph.input[0].type.tensor_type.shape.dim[i].dim_value = size
+    onnx.save(proto, tmp_path / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qop.onnx", Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    ops = Counter(n.op_type for n in onnx.load(tmp_path / "qop.onnx").graph.node)
+    assert ops["QLinearConv"] > 40 and ops["QLinearAdd"] > 10
+    runner = deploycomp.build(tmp_path / "qop.onnx", tmp_path / "b", target=target, validation_data=samples[:4])
+    assert runner.manifest["validation"]["ok"]
+    assert any("arrives int8" in a for a in runner.manifest["assumptions"])
