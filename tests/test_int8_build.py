@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import deploycomp
-from deploycomp.errors import BudgetError, InputDataError
+from deploycomp.errors import BudgetError, DeployError, InputDataError
 
 
 def _calibration(tmp_path, n=12, seed=0):
@@ -47,6 +47,10 @@ def test_int8_keep_float_and_min_cosine_from_cli_options(tiny_conv, tmp_path):
     q = result.manifest["quantization"]
     assert q["pinned_float"] == ["conv"] and q["min_cosine"] == 0.95
     assert result.manifest["backend"]["runtime"]["int8_compute_layers"] == 1
+    # a pattern that names no layer is a typo, said before any calibration (it was ignored)
+    with pytest.raises(DeployError, match=r"--keep-float 'Conv_9' matches no layer .* they are: conv, fc"):
+        build(BuildOptions(model=tiny_conv, out=tmp_path / "d", precision="int8", calibration=_calibration(tmp_path),
+                           keep_float=["conv", "Conv_9"]))
 
 
 def test_range_method_from_the_command_line_and_the_auto_choice_in_the_report(tiny_conv, tmp_path):

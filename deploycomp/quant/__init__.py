@@ -22,6 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.analysis import RECURRENT, control_flow_layers, dim_values, int8_mac_share, node_macs
+from deploycomp.errors import DeployError, few
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
@@ -74,7 +75,14 @@ class QuantResult:
 
 
 def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[str]:
+    """The searchable nodes ``--keep-float`` patterns name; a pattern that names none is an
+    error, not a silent no-op (a typo in a layer's name had built every layer int8)."""
     names = [n.name for n in searchable_nodes(model, policy)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise DeployError(f"--keep-float {unmatched[0]!r} matches no layer the int8 search may keep float"
+                          f"{f' ({len(unmatched) - 1} more patterns likewise)' if len(unmatched) > 1 else ''}; "
+                          f"they are: {few(names, 6)}")
     return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
 
 
@@ -362,6 +370,7 @@ def quantize(
     unknown = sorted(set(boosters) - set(BOOSTERS))
     if unknown:
         raise ValueError(f"unknown int8 booster(s) {', '.join(unknown)}; known: {', '.join(BOOSTERS)}")
+    pinned = _pinned(model, policy, keep_float)  # before calibration: a pattern that names nothing fails fast
     started = time.perf_counter()
     hurry = Hurry(time_limit)
     equalized: list[dict] = []
@@ -389,7 +398,6 @@ def quantize(
     candidates, samples_seen, sites, judged, sentinels = _calibrate(
         model, policy, calibration, held_out, method, tensors, "bias-correction" in boosters, sampled, decisive, angles)
     calib_seconds = time.perf_counter() - started
-    pinned = _pinned(model, policy, keep_float)
     # ``auto``: the least-error candidate first; if even its float layers cannot meet the
     # budget, the other range method's best (PP-OCR rec in TensorRT's encoding: minmax won
     # the judged error yet missed the budget with 25 float layers; percentile met it with 1)
