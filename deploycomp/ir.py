@@ -258,6 +258,11 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     initializer_inputs = _initializer_inputs(proto)
     if initializer_inputs and not keep_initializer_inputs:
         _drop_initializer_inputs(proto, initializer_inputs)
+    elif proto.ir_version < 4 and len(initializer_inputs) < len(proto.graph.initializer):
+        # an IR 3 file with an initializer it does not list as an input (ONNX Runtime's own
+        # mul_1.onnx), which ONNX Runtime runs: read as IR 4, where that is allowed (the version
+        # converter had called its weight undefined)
+        proto.ir_version = 4
     opset = _default_opset(proto)
     if opset is not None and not 1 <= opset <= onnx.defs.onnx_opset_version():
         raise ModelError(f"{path}: opset {opset} is outside the range ONNX {onnx.__version__} knows (1..{onnx.defs.onnx_opset_version()})")

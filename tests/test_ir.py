@@ -252,3 +252,16 @@ def test_external_data_shorter_than_the_model_says_is_a_model_error(tmp_path):
     (tmp_path / "w.bin").write_bytes(np.ones(2, np.float32).tobytes())  # 8 of the 16 bytes
     with pytest.raises(ModelError, match="external data .* cannot be read"):
         load_model(_external_model(tmp_path, "w.bin"))
+
+
+def test_an_ir3_file_with_an_unlisted_initializer_loads_as_onnx_runtime_runs_it():
+    """ONNX Runtime's own ``mul_1.onnx`` (IR 3, opset 7) keeps its weight as an initializer
+    it does not list as an input; ONNX Runtime runs it, and so it loads (the version
+    converter had called the weight undefined: exit 3)."""
+    import os
+
+    import onnxruntime
+
+    loaded = load_model(os.path.join(os.path.dirname(onnxruntime.__file__), "datasets", "mul_1.onnx"))
+    assert [v.name for v in loaded.model.graph.inputs] == ["X"] and "W" in loaded.model.graph.initializers
+    assert loaded.model.opset_imports[""] >= MIN_OPSET
