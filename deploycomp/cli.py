@@ -486,7 +486,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
     runner = load(bundle, verify=not no_verify)
     shapes = {n: tuple(spec["shape"]) for n, spec in runner.inputs.items()}
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()},
-                               [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")])
+                               [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")], resizable=False)
     if not len(samples):
         raise InputDataError(f"{inputs_path}: holds no samples")
     results = [runner.run(feeds) for feeds in samples]

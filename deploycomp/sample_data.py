@@ -284,7 +284,7 @@ def check_finite(samples: Samples, source: str, nan_ok: Collection[str] = ()) ->
 
 
 def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
-                     nan_ok: Collection[str] = ()) -> Samples:
+                     nan_ok: Collection[str] = (), resizable: bool = True) -> Samples:
     """Samples from an ``.npz`` (one array per input) or ``.npy`` (single-input model).
 
     Each array is either one sample of exactly the input's shape, several samples
@@ -314,7 +314,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             except (OSError, ValueError, EOFError) as e:  # read on access: an object array, a damaged member
                 why = "an array of Python objects; save arrays of numbers" if "allow_pickle" in str(e) else str(e)
                 raise InputDataError(f"{path}: array '{k}' cannot be read ({why})") from e
-    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok)
+    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable)
 
 
 def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
@@ -349,9 +349,11 @@ def castable(given: np.dtype, wanted: np.dtype) -> bool:
 
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: dict[str, tuple[int, ...]],
-                        dtypes: dict[str, np.dtype], nan_ok: Collection[str] = ()) -> Samples:
+                        dtypes: dict[str, np.dtype], nan_ok: Collection[str] = (), resizable: bool = True) -> Samples:
     """Samples from one array per input, laid out as :func:`load_npz_samples` reads them
-    (an ``.npz``'s contents, or the same as a dict from Python); ``source`` names them in errors."""
+    (an ``.npz``'s contents, or the same as a dict from Python); ``source`` names them in errors.
+    ``resizable``: whether a misfit's hint may offer ``--input`` (a build's; a bundle's shape
+    is fixed, and ``run`` has no such flag)."""
     path = source
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     missing = [n for n in shapes if n not in arrays]
@@ -382,10 +384,12 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
             raise InputDataError(f"{path}: input '{name}' has dtype {arr.dtype}, the model takes {want}")
         per_input[name] = [c.astype(want) for c in chunks]
     if misfits:  # every input that does not fit named in the hint: a user who fixes one should not meet the next
-        name, got, shape, _ = misfits[0]
+        name, got, shape, sample = misfits[0]
         flags = " ".join(f"--input {n}:{'x'.join(map(str, s))}" for n, _, _, s in misfits if s)
         also = f" ({len(misfits) - 1} more input(s) likewise)" if len(misfits) > 1 else ""
-        hint = f" (if the model takes that size: {flags})" if flags else ""
+        hint = f" (if the model takes that size: {flags})" if flags and resizable else ""
+        if sample and len(shape) == 4 and tuple(sample) == (shape[0], shape[2], shape[3], shape[1]):
+            hint = " (the data is channels-last, NHWC; the model takes NCHW: transpose it)"
         raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)}, "
                              f"N x {list(shape[1:])} or N x {list(shape)}{also}{hint}")
     counts = {len(v) for v in per_input.values()}

@@ -122,3 +122,19 @@ def test_python_samples_may_leave_out_a_batch_axis_of_one():
     assert [s["x"].shape for s in samples] == [(1, 3, 8, 8)] * 2
     with pytest.raises(InputDataError, match=r"shape \[3, 8\], expected \[1, 3, 8, 8\]"):
         load_calibration([{"x": np.zeros((3, 8), np.float32)}], SHAPES, DTYPES)
+
+
+def test_a_misfit_says_channels_last_and_offers_input_only_where_it_can_be_used(tmp_path):
+    """NHWC data for an NCHW model is named as such (the hint had offered --input of the
+    NHWC shape, which then failed); ``run``'s bundle has a fixed shape, so no --input."""
+    from deploycomp.sample_data import load_npz_samples
+
+    np.savez(tmp_path / "nhwc.npz", x=np.zeros((4, 1, 8, 8, 3), np.float32))
+    with pytest.raises(InputDataError, match=r"channels-last, NHWC; the model takes NCHW"):
+        load_calibration(tmp_path / "nhwc.npz", SHAPES, DTYPES)
+    np.savez(tmp_path / "big.npz", x=np.zeros((4, 1, 3, 9, 9), np.float32))
+    with pytest.raises(InputDataError, match=r"--input x:1x3x9x9"):
+        load_calibration(tmp_path / "big.npz", SHAPES, DTYPES)
+    with pytest.raises(InputDataError) as refused:
+        load_npz_samples(tmp_path / "big.npz", SHAPES, DTYPES, resizable=False)
+    assert "--input" not in str(refused.value)
