@@ -375,9 +375,12 @@ def _compare_latency(rows: _Rows, old: tuple[float | None, str], new: tuple[floa
 
 def _outputs(rows: _Rows, old: Mapping[str, Mapping], new: Mapping[str, Mapping]) -> None:
     for name in sorted(set(old) | set(new)):
-        if name not in old or name not in new:
-            rows.add(f"output[{name}]", "present" if name in old else None, "present" if name in new else None,
-                     comparable=False, note="output only on one side")
+        if name not in old:
+            rows.add(f"output[{name}]", None, "present", comparable=False, note="output only on one side")
+            continue
+        if name not in new:  # what a gate guards: an output the new bundle no longer gives
+            rows.add(f"output[{name}]", "present", None, note="output only in OLD",
+                     regression="gone from NEW" if rows.limits else None)
             continue
         o, n = old[name], new[name]
         rows.add(f"cosine[{name}]", o.get("cosine"), n.get("cosine"), fmt=_fmt_cos,
@@ -523,6 +526,10 @@ def _size(manifest: Mapping[str, Any]) -> int | None:
 
 
 def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    osrc, nsrc = _get(old, "source", "sha256"), _get(new, "source", "sha256")
+    if osrc and nsrc and osrc != nsrc:  # (a gate comparing the wrong folders passed without a word)
+        rows.add("model", f"{_get(old, 'source', 'name')} {osrc[:12]}", f"{_get(new, 'source', 'name')} {nsrc[:12]}",
+                 note="different model files (source sha256)")
     ot, nt = _get(old, "target", "name"), _get(new, "target", "name")
     rows.add("target", ot, nt, note="different devices: budgets and estimates differ" if ot != nt else "")
     ob, nb = _get(old, "backend", "name"), _get(new, "backend", "name")

@@ -92,6 +92,22 @@ def test_identical_bundles_diff_to_nothing(bundles, tmp_path):
     assert d.to_json()["changes"] == [] and d.to_json()["regressions"] == []
 
 
+def test_a_gate_fails_when_an_output_is_gone_and_says_when_the_models_differ(bundles, tmp_path):
+    """NEW without one of OLD's outputs (a model that lost a head, or the wrong folder
+    compared) fails a gate: it had been 'not comparable' and passed; a different model file
+    is said in its own row."""
+    copy = shutil.copytree(bundles["fp32"], tmp_path / "lost")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    output = next(iter(manifest["validation"]["outputs"]))
+    del manifest["validation"]["outputs"][output]
+    manifest["source"]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    gated = diff(bundles["fp32"], copy, "cosine=0.001")
+    assert not gated.ok and row(gated, f"output[{output}]").regression == "gone from NEW"
+    assert "different model files" in row(gated, "model").note
+    assert diff(bundles["fp32"], copy).ok  # without a gate: reported, not judged
+
+
 def test_a_rebuild_differs_only_in_what_is_measured(bundles):
     """Same inputs give the same artifacts and validation numbers: only timing and memory,
     which vary run to run, can differ. Gate those loosely in CI."""
