@@ -378,6 +378,12 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
             if arr.size != int(np.prod(list(v.shape), dtype=np.int64)):
                 raise InputDataError(f"--freeze {name}: {arr.size} value(s) for an input of shape {list(v.shape)}")
             arr = arr.reshape(tuple(v.shape))
+        elif v.shape is not None and (len(v.shape) > 1 or len(v.shape) == 0 and arr.size != 1):
+            # a list of values cannot say the shape of an input with dynamic dims (2 values for
+            # a [?, 3, ?, ?] image had become a vector, and OpenVINO's refusal of a Conv the error)
+            raise InputDataError(f"--freeze {name}: the input has shape "
+                                 f"{[d if isinstance(d, int) and d >= 0 else '?' for d in v.shape]}; --freeze takes a scalar, a "
+                                 f"vector, or an input whose every dim the model fixes")
         model.graph.inputs.remove(v)
         v.const_value = ir.Tensor(np.require(arr, requirements="C"), name=name)  # (ascontiguousarray: ndim >= 1)
         model.graph.register_initializer(v)
@@ -394,6 +400,10 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     in the optimized graph. ``building``: False for ``optimize``, whose errors speak of
     neither validation nor profiles."""
     loaded = load_model(model_path, keep_initializer_inputs)
+    specs = list(specs)
+    both = [name for name, _ in specs if name in (freeze or {})]
+    if both:
+        raise InputDataError(f"--input {both[0]}: the input is frozen by --freeze (its values give its shape); give one")
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
     shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)

@@ -485,3 +485,12 @@ def test_data_files_of_two_sizes_say_which_one_gave_the_shape(dynamic_hw_relu, t
                                              r"1x3x8x8 taken from val.npz"):
         deploycomp.build(dynamic_hw_relu, tmp_path / "b", precision="int8", calibration=tmp_path / "calib.npz",
                          validation_data=tmp_path / "val.npz")
+
+
+def test_freeze_refuses_values_that_cannot_say_a_dynamic_inputs_shape(tiny_conv, tmp_path):
+    """Two values for a [?, 3, 16, 16] image had become a vector, and the error OpenVINO's
+    refusal of the Conv (exit 6); an input both frozen and given a shape was called absent."""
+    with pytest.raises(InputDataError, match=r"--freeze x: the input has shape \['\?', 3, 16, 16\]"):
+        deploycomp.build(tiny_conv, tmp_path / "a", freeze={"x": [1.0, 2.0]})
+    with pytest.raises(InputDataError, match="--input x: the input is frozen by --freeze"):
+        deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)}, freeze={"x": [1.0, 2.0]})
