@@ -155,6 +155,7 @@ def node_label(name: str, op: str = "", output: str = "") -> str:
     Conv folded with its BatchNorm, or one the file left unnamed): then the op and the
     tensor it writes, which keeps the file's name through the rewrites (PP-OCRv5 det: 64
     of its 170 optimized nodes are named so, and their outputs are the file's)."""
-    if not name or not _MADE_UP_NODE.fullmatch(name) or not output or _MADE_UP_VALUE.fullmatch(output):
-        return f"node '{name}'"
+    made_up = not name or name == "node" or _MADE_UP_NODE.fullmatch(name)  # ('node': a file's unnamed ones)
+    if not made_up or not output or _MADE_UP_VALUE.fullmatch(output):
+        return f"node '{name}'" if name else f"an unnamed {op or 'node'}"
     return f"the {op or 'node'} writing '{output}'"

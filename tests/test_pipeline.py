@@ -473,6 +473,9 @@ def test_node_label_keeps_a_files_own_names():
     assert node_label("Conv.37", "Conv", "Add.3") == "node 'Conv.37'"
     assert node_label("node_Conv_105", "Conv", "Add.3") == "the Conv writing 'Add.3'"
     assert node_label("node_Add_60", "Add", "val_0") == "node 'node_Add_60'"  # a tensor the optimizer made
+    # a file that names its nodes "node" or nothing (tf2onnx's, hand-made): the op and its output
+    assert node_label("node", "LabelEncoder", "phonemes") == "the LabelEncoder writing 'phonemes'"
+    assert node_label("", "QLinearAdd", "") == "an unnamed QLinearAdd"
 
 
 def test_data_files_of_two_sizes_say_which_one_gave_the_shape(dynamic_hw_relu, tmp_path):
