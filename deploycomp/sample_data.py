@@ -13,12 +13,15 @@ Photos come from scikit-image's bundled ``skimage.data`` (public domain / CC0 pe
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Collection, Mapping
 
 import numpy as np
 
 from deploycomp.errors import InputDataError, few
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "castable", "check_finite",
            "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "sample_layout",
@@ -359,6 +362,9 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
     missing = [n for n in shapes if n not in arrays]
     if missing:
         raise InputDataError(f"{path}: no array for input(s) {few(missing)} (has: {few(arrays) or 'none'})")
+    if extra := [k for k in arrays if k not in shapes]:  # a renamed input, or a typo: not silently
+        log.warning("%s: array(s) %s match no input of the model and are not used (its inputs: %s)", path,
+                    few(extra), few(shapes))
     per_input: dict[str, list[np.ndarray]] = {}
     stacked = False
     misfits: list[tuple[str, tuple, tuple, tuple | None]] = []  # (input, array shape, expected, its sample shape)

@@ -95,7 +95,7 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
                     raise InputDataError(f"{what} sample {i}: input '{n}' has shape {list(np.shape(s[n]))}, "
                                          f"expected {list(shape)}")
     if not samples:
-        raise InputDataError(f"{what} is empty")
+        raise InputDataError(f"{source}: {what} is empty" if isinstance(source, (str, Path)) else f"{what} is empty")
     check_finite(samples, str(source) if isinstance(source, (str, Path)) else what, nan_ok)
     return samples
 

@@ -138,3 +138,17 @@ def test_a_misfit_says_channels_last_and_offers_input_only_where_it_can_be_used(
     with pytest.raises(InputDataError) as refused:
         load_npz_samples(tmp_path / "big.npz", SHAPES, DTYPES, resizable=False)
     assert "--input" not in str(refused.value)
+
+
+def test_arrays_no_input_reads_are_said_and_an_empty_file_is_named(tmp_path, caplog):
+    """An extra array (a renamed input, a typo) was silently ignored by build and run while
+    the Python runner refused it; an empty file's error did not name the file."""
+    import logging
+
+    np.savez(tmp_path / "extra.npz", x=np.zeros((2, 3, 8, 8), np.float32), z=np.zeros(3, np.float32))
+    with caplog.at_level(logging.WARNING, logger="deploycomp.sample_data"):
+        assert len(load_calibration(tmp_path / "extra.npz", SHAPES, DTYPES)) == 2
+    assert any("array(s) z match no input" in r.getMessage() for r in caplog.records)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 8, 8), np.float32))
+    with pytest.raises(InputDataError, match=r"empty.npz: calibration data is empty"):
+        load_calibration(tmp_path / "empty.npz", SHAPES, DTYPES)
