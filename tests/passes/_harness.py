@@ -88,3 +88,18 @@ def builds_at_fp32_and_int8(tmp_path, path, target: str, spec: str, samples: lis
     int8 = deploycomp.build(path, tmp_path / "int8", target=target, precision="int8", inputs=[spec],
                             calibration=samples[6:], validation_data=samples[:6])
     assert int8.manifest["validation"]["ok"]
+
+
+def calibration_reader(samples):
+    """An ``onnxruntime.quantization`` ``CalibrationDataReader`` over ``samples`` (``{input:
+    array}`` dicts), read once."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    return Reader()

@@ -54,10 +54,11 @@ def test_a_model_quantized_in_qoperator_format_builds_on_every_target(tmp_path, 
     """PP-OCR's text classifier through ``quantize_static(quant_format=QOperator)``: its
     QLinearConv, QLinearAdd and QLinearMul written as QDQ, its encodings kept and conformed
     per backend; TFLite and TensorRT refused the QLinear ops, OpenVINO ran them wrong."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from deploycomp.examples import EXAMPLES
     from deploycomp.sample_data import calibration_samples_for
+    from tests.passes._harness import calibration_reader
 
     example = EXAMPLES["ppocr-cls"]
     samples = [{"x": np.asarray(s["x"])} for s in calibration_samples_for(example.inputs, "x", example.shape)][:8]
@@ -66,15 +67,8 @@ def test_a_model_quantized_in_qoperator_format_builds_on_every_target(tmp_path, 
         proto.graph.input[0].type.tensor_type.shape.dim[i].dim_value = size
     onnx.save(proto, tmp_path / "float.onnx")
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(samples)
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(tmp_path / "float.onnx", tmp_path / "qop.onnx", Reader(), quant_format=QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qop.onnx", calibration_reader(samples),
+                    quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     ops = Counter(n.op_type for n in onnx.load(tmp_path / "qop.onnx").graph.node)
     assert ops["QLinearConv"] > 40 and ops["QLinearAdd"] > 10
     runner = deploycomp.build(tmp_path / "qop.onnx", tmp_path / "b", target=target, validation_data=samples[:4])

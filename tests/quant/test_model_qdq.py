@@ -287,7 +287,9 @@ def test_constant_node_weights_and_constants_quantize_static_encoded_build_every
     TensorRT's parser refused every one of those zero points; each pair is computed here,
     the weights made symmetric, the other constants float, and every target builds it."""
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from tests.passes._harness import calibration_reader
 
     rng = np.random.default_rng(2)
     weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(
@@ -301,15 +303,9 @@ def test_constant_node_weights_and_constants_quantize_static_encoded_build_every
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
     samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(samples)
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", calibration_reader(samples),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
     pairs = Counter(n.op_type for n in onnx.load(tmp_path / "int8.onnx").graph.node)
     assert pairs["QuantizeLinear"] >= 3  # the input, the weight and the anchors, each encoded as an activation
     runner = deploycomp.build(tmp_path / "int8.onnx", tmp_path / "b", target=target, validation_data=samples[:4])
