@@ -158,10 +158,17 @@ def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: s
 
 
 def validation_set(validation_source, calibration: DataSet | None, shapes, dtypes, spec: PreprocessSpec | None,
-                   kind: str | None, nan_ok: Collection[str] = ()) -> tuple[DataSet, DataSet | None]:
-    """(validation set, calibration set left after any hold-out), per the module docstring."""
+                   kind: str | None, nan_ok: Collection[str] = (),
+                   calibrates: bool = True) -> tuple[DataSet, DataSet | None]:
+    """(validation set, calibration set left after any hold-out), per the module docstring.
+    ``calibrates``: False where nothing is calibrated (a model that carries its own int8
+    encodings): the user's calibration data validates whole, none of it held out."""
     if validation_source is not None:
         return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok)), calibration
+    if calibration is not None and calibration.source == "user" and not calibrates:
+        whole = DataSet(calibration.samples, f"{calibration.label}: all of it (the model carries its own int8 "
+                                             "encodings; nothing is calibrated on it)", "user")
+        return _limit(whole), calibration
     if calibration is not None and calibration.source == "user":
         kept, held = split_held_out(calibration)
         return _limit(held), kept

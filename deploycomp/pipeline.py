@@ -596,8 +596,10 @@ def _build(opts: BuildOptions) -> BuildResult:
     try:
         calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind,
                                                prep.nan_ok)
+        # nothing calibrates a model that carries its own encodings (fp16's search judges on them)
+        calibrates = own is None or opts.precision not in ("int8", "fp32")
         validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
-                                                          opts.sample_kind, prep.nan_ok)
+                                                          opts.sample_kind, prep.nan_ok, calibrates)
     except InputDataError as e:
         # a shape the other data file gave: say so, or the file that does not fit it is blamed
         # for a size it never claimed (calibration windows of 79 steps, validation of 59)

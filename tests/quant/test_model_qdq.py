@@ -313,3 +313,13 @@ def test_constant_node_weights_and_constants_quantize_static_encoded_build_every
     if target == "jetson-orin-nano":
         notes = next(a for a in runner.manifest["assumptions"] if "arrives int8" in a)
         assert "quantized constants computed (exact)" in notes and "weights made symmetric" in notes
+
+
+def test_a_model_that_arrives_int8_validates_on_all_of_its_calibration_data(ort_quantized, tmp_path):
+    """Nothing is calibrated on a model that carries its own encodings, so none of the
+    user's --calibration data is held out of it: all of it validates (a quarter had, and
+    the summary called it held out of calibration)."""
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(5).random((8, 1, 3, 16, 16), dtype=np.float32))
+    runner = deploycomp.build(ort_quantized, tmp_path / "b", precision="int8", calibration=tmp_path / "c.npz")
+    data = runner.manifest["validation"]["data"]
+    assert data["samples"] == 8 and data["source"] == "user" and "nothing is calibrated" in data["label"]
