@@ -26,14 +26,11 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer, replace_value
+from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["QOperatorToQDQPass"]
 
 MS_DOMAIN = "com.microsoft"
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    return None if value is None or value.const_value is None else value.const_value.numpy()
 
 
 class _Emit:
@@ -64,7 +61,7 @@ def _inputs(node: ir.Node, n: int) -> list[ir.Value | None]:
 
 def _axis_of(scale: ir.Value, axis: int) -> int | None:
     """``axis`` for a per-channel scale, None for one value."""
-    data = _const(scale)
+    data = constant(scale)
     return axis if data is not None and data.size > 1 else None
 
 
@@ -75,7 +72,7 @@ def _conv(e: _Emit, node: ir.Node) -> ir.Value | None:
     w = e.dequantized(w, ws, wz, _axis_of(ws, 0))
     inputs = [x, w]
     if b is not None:
-        x_scale, w_scale = _const(xs), _const(ws)
+        x_scale, w_scale = constant(xs), constant(ws)
         if x_scale is None or w_scale is None:
             return None
         scale = add_initializer(e.graph, f"{e.base}__bias_scale",
