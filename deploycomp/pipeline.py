@@ -38,7 +38,7 @@ from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import ranges_label, render_report
-from deploycomp.sample_data import sample_layout
+from deploycomp.sample_data import sample_layout, within_profile
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
@@ -265,7 +265,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         source, array_shape = _data_shape(data_shapes, name, current)
         if array_shape and sample_layout(tuple(array_shape), tuple(opt)) is None:
             taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
-            if taken is not None and all(a <= t <= b for a, t, b in zip(lo, taken, hi)):
+            if taken is not None and within_profile(taken, lo, hi):
                 shapes[name] = taken
                 assumed.append(f"{name}: validated at {'x'.join(map(str, taken))}, the shape of each sample in "
                                f"{source} (inside its TensorRT profile)")

@@ -17,7 +17,7 @@ import numpy as np
 from deploycomp.backends import get_backend
 from deploycomp.bundle import read_manifest
 from deploycomp.errors import InputDataError, few
-from deploycomp.sample_data import castable
+from deploycomp.sample_data import castable, within_profile
 
 __all__ = ["BundleRunner", "load"]
 
@@ -64,8 +64,7 @@ class BundleRunner:
 
     def _in_profile(self, name: str, shape: tuple[int, ...]) -> bool:
         profile = self.profiles.get(name)
-        return (profile is not None and len(shape) == len(profile["min"])
-                and all(lo <= d <= hi for d, lo, hi in zip(shape, profile["min"], profile["max"])))
+        return profile is not None and within_profile(shape, profile["min"], profile["max"])
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raw = self._runner.run(self._prepare(feeds))

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "castable", "check_finite",
            "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "sample_layout",
-           "samples_for", "samples_from_arrays", "text_line_inputs"]
+           "samples_for", "samples_from_arrays", "text_line_inputs", "within_profile"]
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -334,6 +334,12 @@ def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...]) -> str |
     if len(array_shape) == len(shape) + 1 and array_shape[1:] == shape:
         return "stacked"
     return None
+
+
+def within_profile(shape, lo, hi) -> bool:
+    """Whether ``shape`` lies inside a TensorRT profile's MIN..MAX, dim by dim (here, beside
+    the other data-shape rules, so that a bundle's runner imports no ONNX to ask)."""
+    return len(shape) == len(lo) == len(hi) and all(a <= d <= b for d, a, b in zip(shape, lo, hi))
 
 
 def castable(given: np.dtype, wanted: np.dtype) -> bool:
