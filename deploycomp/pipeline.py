@@ -38,7 +38,7 @@ from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import ranges_label, render_report
-from deploycomp.sample_data import sample_layout, within_profile
+from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
 from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, decided_failures, fidelity_failures, fidelity_met, measure_latency, output_scales,
@@ -351,8 +351,7 @@ def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
             raise InputDataError(f"{path}: not a readable {path.suffix} file ({e})") from None
         for name, (shape, dtype) in arrays.items():
             if dtype.hasobject:
-                raise InputDataError(f"{path}: array '{name}' cannot be read (an array of Python objects; "
-                                     f"save arrays of numbers)")
+                raise unreadable_array(path, name, OBJECTS)
             out[name] = (path.name, shape)
     return out
 

@@ -315,9 +315,16 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             try:
                 arrays[k] = loaded[k]
             except (OSError, ValueError, EOFError) as e:  # read on access: an object array, a damaged member
-                why = "an array of Python objects; save arrays of numbers" if "allow_pickle" in str(e) else str(e)
-                raise InputDataError(f"{path}: array '{k}' cannot be read ({why})") from e
+                raise unreadable_array(path, k, OBJECTS if "allow_pickle" in str(e) else str(e)) from e
     return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable)
+
+
+OBJECTS = "an array of Python objects; save arrays of numbers"
+
+
+def unreadable_array(path, name: str, why: str) -> InputDataError:
+    """The one error for an array of a data file that cannot be read (:data:`OBJECTS`)."""
+    return InputDataError(f"{path}: array '{name}' cannot be read ({why})")
 
 
 def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
