@@ -38,26 +38,21 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer, replace_value
+from deploycomp.passes.replacement import Replacement
 
 __all__ = ["ContribOpsToCorePass"]
 
 MS_DOMAIN = "com.microsoft"
 
 
-class _Emit:
-    """Builds core nodes for one contrib node, named after it, in float ``dtype``."""
+class _Emit(Replacement):
+    """Core nodes for one contrib node, in the float ``dtype`` it reads."""
 
     def __init__(self, graph: ir.Graph, node: ir.Node, opset: int):
-        self.graph, self.nodes, self.opset = graph, [], opset
-        self.base = node.name or node.outputs[0].name
+        super().__init__(graph, node)
+        self.opset = opset
         x = next((v for v in node.inputs if v is not None), None)
         self.dtype = x.dtype.numpy() if x is not None and x.dtype is not None else np.dtype(np.float32)
-
-    def __call__(self, op: str, *inputs: ir.Value, **attributes) -> ir.Value:
-        n = ir.node(op, list(inputs), attributes=attributes or None, name=f"{self.base}__{op.lower()}{len(self.nodes)}")
-        n.outputs[0].name = n.name
-        self.nodes.append(n)
-        return n.outputs[0]
 
     def const(self, value, dtype=None) -> ir.Value:
         return add_initializer(self.graph, f"{self.base}__c", np.asarray(value, dtype=dtype or self.dtype))

@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer, replace_value
+from deploycomp.passes.replacement import Replacement
 from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["QOperatorToQDQPass"]
@@ -33,26 +34,15 @@ __all__ = ["QOperatorToQDQPass"]
 MS_DOMAIN = "com.microsoft"
 
 
-class _Emit:
-    """Nodes made for one QLinear op, inserted before it."""
-
-    def __init__(self, graph: ir.Graph, node: ir.Node):
-        self.graph, self.node, self.nodes = graph, node, []
-        self.base = node.name or node.outputs[0].name
-
-    def op(self, op_type: str, inputs: list, attributes: dict | None = None, outputs: int = 1) -> ir.Value:
-        made = ir.node(op_type, inputs, attributes=attributes or None, num_outputs=outputs,
-                       name=f"{self.base}__{op_type.lower()}{len(self.nodes)}")
-        made.outputs[0].name = made.name
-        self.nodes.append(made)
-        return made.outputs[0]
+class _Emit(Replacement):
+    """Nodes made for one QLinear op, with its encodings written as QDQ."""
 
     def dequantized(self, x: ir.Value, scale: ir.Value, zero_point: ir.Value | None, axis: int | None = None) -> ir.Value:
-        inputs = [x, scale] + ([zero_point] if zero_point is not None else [])
-        return self.op("DequantizeLinear", inputs, {"axis": axis} if axis is not None else None)
+        return self("DequantizeLinear", x, scale, *([zero_point] if zero_point is not None else []),
+                    **({"axis": axis} if axis is not None else {}))
 
     def quantized(self, y: ir.Value, scale: ir.Value, zero_point: ir.Value | None) -> ir.Value:
-        return self.op("QuantizeLinear", [y, scale] + ([zero_point] if zero_point is not None else []))
+        return self("QuantizeLinear", y, scale, *([zero_point] if zero_point is not None else []))
 
 
 def _inputs(node: ir.Node, n: int) -> list[ir.Value | None]:
@@ -78,20 +68,20 @@ def _conv(e: _Emit, node: ir.Node) -> ir.Value | None:
         scale = add_initializer(e.graph, f"{e.base}__bias_scale",
                                 (x_scale.astype(np.float32) * w_scale.astype(np.float32)).reshape(-1))
         inputs.append(e.dequantized(b, scale, None, 0 if np.size(w_scale) > 1 else None))
-    return e.quantized(e.op("Conv", inputs, attrs), ys, yz)
+    return e.quantized(e("Conv", *inputs, **attrs), ys, yz)
 
 
 def _matmul(e: _Emit, node: ir.Node) -> ir.Value | None:
     a, as_, az, b, bs, bz, ys, yz = _inputs(node, 8)
     b_rank = len(b.shape) if b.shape is not None else 2
-    y = e.op("MatMul", [e.dequantized(a, as_, az), e.dequantized(b, bs, bz, _axis_of(bs, b_rank - 1))])
+    y = e("MatMul", e.dequantized(a, as_, az), e.dequantized(b, bs, bz, _axis_of(bs, b_rank - 1)))
     return e.quantized(y, ys, yz)
 
 
 def _binary(op_type: str):
     def rewrite(e: _Emit, node: ir.Node) -> ir.Value | None:
         a, as_, az, b, bs, bz, ys, yz = _inputs(node, 8)
-        return e.quantized(e.op(op_type, [e.dequantized(a, as_, az), e.dequantized(b, bs, bz)]), ys, yz)
+        return e.quantized(e(op_type, e.dequantized(a, as_, az), e.dequantized(b, bs, bz)), ys, yz)
     return rewrite
 
 
@@ -101,7 +91,7 @@ def _unary(op_type: str, keep: tuple[str, ...] = ()):
             return None  # an NHWC pooling: left as written
         x, xs, xz, ys, yz = _inputs(node, 5)
         attrs = {k: a for k, a in ((k, node.attributes.get(k)) for k in keep) if a is not None}
-        return e.quantized(e.op(op_type, [e.dequantized(x, xs, xz)], attrs), ys, yz)
+        return e.quantized(e(op_type, e.dequantized(x, xs, xz), **attrs), ys, yz)
     return rewrite
 
 
@@ -112,9 +102,9 @@ def _softmax(e: _Emit, node: ir.Node) -> ir.Value | None:
     axis = node.attributes.get_int("axis", -1)
     x = e.dequantized(x, xs, xz)
     if node.attributes.get_int("opset", 13) >= 13:
-        return e.quantized(e.op("Softmax", [x], {"axis": axis}), ys, yz)
-    flat = e.op("Softmax", [e.op("Flatten", [x], {"axis": axis})], {"axis": 1})
-    return e.quantized(e.op("Reshape", [flat, e.op("Shape", [x])]), ys, yz)
+        return e.quantized(e("Softmax", x, axis=axis), ys, yz)
+    flat = e("Softmax", e("Flatten", x, axis=axis), axis=1)
+    return e.quantized(e("Reshape", flat, e("Shape", x)), ys, yz)
 
 
 def _concat(e: _Emit, node: ir.Node) -> ir.Value | None:
@@ -122,7 +112,7 @@ def _concat(e: _Emit, node: ir.Node) -> ir.Value | None:
     if len(rest) % 3:
         return None
     parts = [e.dequantized(rest[i], rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
-    return e.quantized(e.op("Concat", parts, {"axis": node.attributes.get_int("axis", 0)}), ys, yz)
+    return e.quantized(e("Concat", *parts, axis=node.attributes.get_int("axis", 0)), ys, yz)
 
 
 _REWRITES = {

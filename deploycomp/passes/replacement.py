@@ -1,0 +1,29 @@
+"""Core nodes written in place of one node of the user's model.
+
+The passes that rewrite an op as others (:mod:`deploycomp.passes.contrib_ops`,
+:mod:`deploycomp.passes.qoperator`) name each node they make, and its output, after the
+node it replaces (``<node>__<op><i>``): a backend's refusal, a latency profile or a
+``--keep-float`` pattern then points back at a node the user can find in their model.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+__all__ = ["Replacement"]
+
+
+class Replacement:
+    """The nodes made for ``node`` in ``graph``, in order, to be inserted before it."""
+
+    def __init__(self, graph: ir.Graph, node: ir.Node):
+        self.graph, self.nodes = graph, []
+        self.base = node.name or node.outputs[0].name
+
+    def __call__(self, op_type: str, *inputs: ir.Value | None, **attributes) -> ir.Value:
+        """A new ``op_type`` node reading ``inputs``; its (first) output."""
+        made = ir.node(op_type, list(inputs), attributes=attributes or None,
+                       name=f"{self.base}__{op_type.lower()}{len(self.nodes)}")
+        made.outputs[0].name = made.name
+        self.nodes.append(made)
+        return made.outputs[0]
