@@ -1048,6 +1048,17 @@ def _trial_runner(backend, target: TargetProfile, model: ir.Model, precision: st
         yield backend.load(Path(tmp), lowered.info)
 
 
+def _refused(trials: list[dict], error: UnsupportedError, **counts: int):
+    """A search candidate the target's runtime refused (OpenVINO's plugin threw compiling a
+    mix of precisions it reads otherwise): a miss, not the build's end, with the reason in
+    the search's trial record."""
+    from deploycomp.quant.sensitivity import Verdict
+
+    trials.append({**counts, "met": False, "refused": str(error)[:300]})
+    log.info("search candidate %d refused by the runtime: %s", len(trials), error)
+    return Verdict(False)
+
+
 def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend, fidelity: Fidelity,
                  options: dict, judged: list, refs: list, source: str,
                  floor: dict | None = None) -> tuple[list[str], dict]:
@@ -1066,9 +1077,8 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
         try:
             with _trial_runner(backend, target, prep.model, "fp16", options | {"fp32_tensors": tensors}) as runner:
                 metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
-        except UnsupportedError as e:  # the runtime refused this mix (OpenVINO's plugin threw compiling it)
-            trials.append({"fp32_tensors": len(tensors), "met": False, "refused": str(e)[:300]})
-            return Verdict(False)
+        except UnsupportedError as e:
+            return _refused(trials, e, fp32_tensors=len(tensors))
         failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(_worst_cosine(metrics), 6),
                        "met": not failing})
@@ -1311,11 +1321,8 @@ def _quantize(opts: BuildOptions, prep: Prepared, target: TargetProfile, backend
                     if len(seen) < len(judged) and (missed := decided_failures(metrics, search_fidelity,
                                                                                 limit["margin"])):
                         break
-        except UnsupportedError as e:  # the runtime refused this mix (OpenVINO's plugin threw compiling it)
-            trials.append({"float_layers": _float_layer_count(candidate, policy.compute_ops), "met": False,
-                           "refused": str(e)[:300]})
-            log.info("int8 candidate %d refused by the runtime: %s", len(trials), e)
-            return Verdict(False)
+        except UnsupportedError as e:
+            return _refused(trials, e, float_layers=_float_layer_count(candidate, policy.compute_ops))
         for k, values in per_sample.items():  # an uninformative sample's cosine says nothing
             for i, value in zip(seen, values):
                 hardness[k][i] = 1.0 if value is None else value

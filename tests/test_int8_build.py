@@ -771,3 +771,30 @@ def test_compute_layers_inside_control_flow_run_float_and_are_counted_so(tmp_pat
     assert quant["int8_mac_share"] == 0.5 and quant["budget_met"] is True
     _print_summary(result.manifest, tmp_path / "out", as_json=False)
     assert "(50% of MACs int8); 1 compute layer inside control flow runs float" in capsys.readouterr().out
+
+
+def test_a_candidate_the_runtime_refuses_is_a_miss_and_the_search_goes_on(tiny_conv, tmp_path, monkeypatch):
+    """OpenVINO's plugin can throw compiling one mix of precisions and not another: the
+    searches take such a candidate as missed, say why in their trial record, and go on to
+    the next (an internal error before)."""
+    import contextlib
+
+    from deploycomp import pipeline
+    from deploycomp.errors import UnsupportedError
+
+    real, calls = pipeline._trial_runner, []
+
+    @contextlib.contextmanager
+    def first_int8_refused(backend, target, model, precision, options):
+        calls.append(precision)
+        if precision == "int8" and calls.count("int8") == 1:
+            raise UnsupportedError("openvino cannot compile it: Multiply (node 'm') in its X: out of range")
+        with real(backend, target, model, precision, options) as runner:
+            yield runner
+
+    monkeypatch.setattr(pipeline, "_trial_runner", first_int8_refused)
+    q = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8",
+                         calibration=_calibration(tmp_path)).manifest["quantization"]
+    first, *rest = q["search_trials"]
+    assert first["met"] is False and first["refused"].endswith("in its X: out of range") and "min_cosine" not in first
+    assert rest and rest[0]["met"] and q["budget_met"] is True
