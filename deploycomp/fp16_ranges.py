@@ -19,13 +19,16 @@ from typing import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["COMPARISONS", "FP16_MAX", "HEADROOM", "decision_tensors", "fp32_tensors"]
+__all__ = ["COMPARISONS", "FP16_MAX", "HEADROOM", "MAX_RANGE_SAMPLES", "decision_tensors", "fp32_tensors"]
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24
 HEADROOM = 4.0
 """A tensor is kept fp32 when its largest magnitude on the samples exceeds FP16_MAX / HEADROOM:
 inputs beyond the samples reach further, and a sum inside a kernel further still."""
+
+MAX_RANGE_SAMPLES = 16
+"""fp16 ranges are taken on at most this many of the build's real inputs."""
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE}
 

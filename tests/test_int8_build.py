@@ -139,14 +139,14 @@ def test_a_user_metric_decides_which_layers_stay_float(tiny_conv, tmp_path):
 
 
 def test_a_budget_no_mix_can_meet_says_how_close_and_what_fp16_gives():
-    from deploycomp.pipeline import _int8_hint
+    from deploycomp.int8_build import int8_hint
 
     info = {"budget_met": False, "int8_layers": 0, "float_layers": ["a", "b", "c"],
             "closest": {"float_layers": 2, "min_cosine": 0.9713}, "fp16_alternative": {"min_cosine": 0.9996,
                                                                                       "meets_budget": True}}
-    assert _int8_hint(info) == ("no int8/float mix met it (tried up to 3 of 3 layers float; closest cosine 0.9713 "
+    assert int8_hint(info) == ("no int8/float mix met it (tried up to 3 of 3 layers float; closest cosine 0.9713 "
                                 "with 2 float); fp16 gives cosine 0.9996 on the same samples and meets its budget; ")
-    assert _int8_hint({"budget_met": True}) == ""
+    assert int8_hint({"budget_met": True}) == ""
 
 
 def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_path):
@@ -214,10 +214,10 @@ def test_validation_inputs_quieter_than_the_calibration_set_are_reported(tiny_co
     assert "quieter than any calibration input" in (tmp_path / "b" / "report.html").read_text()
     # what a missed budget's error adds (this model's softmax output stays within any budget
     # that its int8 layers meet on the calibration set)
-    from deploycomp.pipeline import _coverage_hint
+    from deploycomp.int8_build import coverage_hint
 
     assert re.search("2 of 3 validation inputs are quieter than any calibration input .* calibrate on inputs like "
-                     "them", _coverage_hint(runner.manifest["quantization"]))
+                     "them", coverage_hint(runner.manifest["quantization"]))
 
 
 def test_every_fidelity_criterion_of_the_budget_judges_int8_candidates():
@@ -291,7 +291,8 @@ def test_every_layer_float_is_not_an_int8_build_however_far_the_search_got(tiny_
 def test_the_search_drops_a_candidate_that_misses_on_its_hardest_samples(tiny_conv, tmp_path):
     """A candidate that already misses on the first few samples (the hardest so far) is not
     run on the rest; one that meets the budget is judged on every sample."""
-    from deploycomp.pipeline import FAIL_FAST_SAMPLES, BuildOptions, build
+    from deploycomp.int8_build import FAIL_FAST_SAMPLES
+    from deploycomp.pipeline import BuildOptions, build
 
     result = build(BuildOptions(model=tiny_conv, out=tmp_path / "b", precision="int8", no_fail=True,
                                 calibration=_calibration(tmp_path, n=16), min_cosine=0.9999999))
@@ -641,7 +642,7 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
     import deploycomp.pipeline as pipeline
     from deploycomp.quant.sensitivity import quantized_copy
 
-    real = pipeline._quantize
+    real = pipeline.search_int8
 
     def quantize_then_worse(opts, prep, target, backend, reference, fidelity, calibration, validation):
         model, info, stricter = real(opts, prep, target, backend, reference, fidelity, calibration, validation)
@@ -653,7 +654,7 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
         later = iter([(quantized_copy(prep.model, policy, clipped, set()), info | {"float_layers": []})])
         return model, info, lambda metrics: next(later, None)
 
-    monkeypatch.setattr(pipeline, "_quantize", quantize_then_worse)
+    monkeypatch.setattr(pipeline, "search_int8", quantize_then_worse)
     # every layer int8 is accepted on the judged inputs and misses a budget no int8 model meets
     louder = tmp_path / "louder.npz"  # past the calibrated ranges: int8 misses a tight budget on them
     np.savez(louder, x=np.random.default_rng(11).random((3, 3, 16, 16), dtype=np.float32) * 1.3)
@@ -724,9 +725,9 @@ def test_stricter_searches_go_on_while_each_brings_the_validation_inputs_closer(
     leaves the validation inputs short: another round follows while the round before
     brought them closer, at most STRICTER_ROUNDS, each continuing from the last one's float
     layers (PP-OCRv6 tiny rec on TensorRT: 0.951 -> 0.976 with 4 float layers, then 0.994)."""
-    import deploycomp.pipeline as pipeline
+    from deploycomp import int8_build
 
-    monkeypatch.setattr(pipeline, "stricter_margin", lambda margin, *args: margin * 0.9)
+    monkeypatch.setattr(int8_build, "stricter_margin", lambda margin, *args: margin * 0.9)
     rng = np.random.default_rng(6)
     calib, louder = tmp_path / "calib.npz", tmp_path / "louder.npz"
     np.savez(calib, x=rng.random((12, 1, 3, 16, 16), dtype=np.float32))
@@ -734,7 +735,7 @@ def test_stricter_searches_go_on_while_each_brings_the_validation_inputs_closer(
     runner = deploycomp.build(_conv_chain(tmp_path / "chain.onnx"), tmp_path / "b", precision="int8",
                               calibration=calib, validation_data=louder, min_cosine=0.99995, no_fail=True)
     rounds = runner.manifest["quantization"]["stricter_search"].get("rounds")
-    assert rounds and 2 <= len(rounds) <= pipeline.STRICTER_ROUNDS
+    assert rounds and 2 <= len(rounds) <= int8_build.STRICTER_ROUNDS
     for before, after in zip(rounds, rounds[1:]):
         assert after["validation_min_cosine"] > before["validation_min_cosine"]
         assert after["float_layers_before"] == before["float_layers_after"]
@@ -779,10 +780,10 @@ def test_a_candidate_the_runtime_refuses_is_a_miss_and_the_search_goes_on(tiny_c
     the next (an internal error before)."""
     import contextlib
 
-    from deploycomp import pipeline
+    from deploycomp import trials
     from deploycomp.errors import UnsupportedError
 
-    real, calls = pipeline._trial_runner, []
+    real, calls = trials.trial_runner, []
 
     @contextlib.contextmanager
     def first_int8_refused(backend, target, model, precision, options):
@@ -792,7 +793,7 @@ def test_a_candidate_the_runtime_refuses_is_a_miss_and_the_search_goes_on(tiny_c
         with real(backend, target, model, precision, options) as runner:
             yield runner
 
-    monkeypatch.setattr(pipeline, "_trial_runner", first_int8_refused)
+    monkeypatch.setattr(trials, "trial_runner", first_int8_refused)
     q = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8",
                          calibration=_calibration(tmp_path)).manifest["quantization"]
     first, *rest = q["search_trials"]

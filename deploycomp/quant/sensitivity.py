@@ -460,7 +460,7 @@ up to this many bisection steps between the two look for the shortest one (8: to
 single node for any gap up to 256): at 32 of 102 layers after 16 failed, a step at 24 can
 keep 8 more layers int8 for one more check. Three steps took PP-OCRv3 det on TensorRT
 from 20 float nodes to 18 and on TFLite from 14 to 13; the steps that miss are the cheap
-checks, dropped on their hardest samples (:data:`deploycomp.pipeline.FAIL_FAST_SAMPLES`)."""
+checks, dropped on their hardest samples (:data:`deploycomp.int8_build.FAIL_FAST_SAMPLES`)."""
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def test_a_stricter_check_continues_past_the_earlier_choice():
 
 
 def test_the_stricter_margin_follows_how_much_worse_validation_was():
-    from deploycomp.pipeline import stricter_margin
+    from deploycomp.int8_build import stricter_margin
 
     # rec for TensorRT: judged 0.9872, validation 0.9744 (error x2): aim at 0.9 / 2 of the budget
     assert abs(stricter_margin(0.75, 0.98, 0.9872, 0.9744) - 0.45) < 0.01
