@@ -178,6 +178,17 @@ class _Trees:
         tree_ids, node_ids = get("nodes_treeids"), get("nodes_nodeids")
         _require(bool(tree_ids) and len(tree_ids) == len(node_ids))
         modes, true_ids, false_ids = get("nodes_modes"), get("nodes_truenodeids"), get("nodes_falsenodeids")
+        # the tables' size first, counted in numpy: walking a LightGBM model of 9988 trees
+        # (4.8M nodes) in Python took 11 s before it was refused for that size
+        _, tree_of = np.unique(np.asarray(tree_ids), return_inverse=True)
+        is_leaf = np.asarray(modes) == "LEAF"
+        width_l = int(np.bincount(tree_of, weights=is_leaf).max())
+        width_i = int(np.bincount(tree_of, weights=~is_leaf).max())
+        n_trees = int(tree_of.max()) + 1
+        size = n_trees * max(width_i, 1) * width_l
+        _require(width_l > 0 and size <= MAX_TABLE_VALUES,
+                 f"its {n_trees} trees, padded to {width_i} splits and {width_l} leaves each, would take "
+                 f"{size:,} table values to compute as matrix products (at most {MAX_TABLE_VALUES:,})")
         index = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
         self.trees = list(dict.fromkeys(tree_ids))
         internal: dict[int, list[int]] = defaultdict(list)
@@ -191,12 +202,6 @@ class _Trees:
                 internal[t].append(i)
                 children[t] |= {index.get((t, true_ids[i]), -1), index.get((t, false_ids[i]), -1)}
         _require(not any(-1 in c for c in children.values()))
-        width_i = max((len(internal[t]) for t in self.trees), default=0)
-        width_l = max(len(leaves[t]) for t in self.trees)
-        size = len(self.trees) * max(width_i, 1) * width_l
-        _require(width_l > 0 and size <= MAX_TABLE_VALUES,
-                 f"its {len(self.trees)} trees, padded to {width_i} splits and {width_l} leaves each, would take "
-                 f"{size:,} table values to compute as matrix products (at most {MAX_TABLE_VALUES:,})")
         shape_i, shape_l = (len(self.trees), max(width_i, 1)), (len(self.trees), width_l)
         self.features = np.zeros(shape_i, np.int64)
         self.thresholds = np.zeros(shape_i, np.float32)
