@@ -22,6 +22,10 @@ exactly as ONNX Runtime's contrib-op spec defines it:
 * ``EmbedLayerNormalization``: word + position (+ segment) embeddings, then
   ``LayerNormalization``; its ``mask_index`` the count of attended tokens per sequence
   (what the Attention after it reads as lengths).
+* ``DynamicQuantizeLSTM`` (``quantize_dynamic`` of an LSTM): the ``LSTM`` on its int8
+  weights' float values, which is not exact: ONNX Runtime also rounds the input and the
+  hidden state to u8 at each step (a diacritizer's characters agree with it as often as
+  OpenVINO's own kernel does, 99.4%).
 
 The GELU forms are written out with ``Erf`` / ``Tanh``, as exporters write them, so the
 optimizer's activation rules fuse them back into ``Gelu`` where the opset has it. What
@@ -39,6 +43,7 @@ import onnx_ir as ir
 
 from deploycomp.ir import add_initializer, replace_value
 from deploycomp.passes.replacement import Replacement
+from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["ContribOpsToCorePass"]
 
@@ -63,7 +68,7 @@ class _Emit(Replacement):
 
 
 def _inputs(node: ir.Node) -> list[ir.Value | None]:
-    return list(node.inputs) + [None] * 5
+    return list(node.inputs) + [None] * 12
 
 
 def _gelu(e: _Emit, node: ir.Node) -> list[ir.Value]:
@@ -232,6 +237,28 @@ def _embedlayernormalization(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
     return [out, index, total]
 
 
+def _dynamicquantizelstm(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
+    """An LSTM on the int8 weights' float values: ``W = (W_q - W_zp) W_scale`` (per
+    direction, or per direction and gate row), transposed back to ONNX's LSTM layout
+    (``onnxruntime.quantization`` stores them ``[directions, input, 4 hidden]``). ONNX
+    Runtime's kernel also rounds the input and the hidden state to u8 at each step; this
+    form keeps them float, as close to it as a float LSTM can be, and the build judges it
+    with the int8 budget (the model arrives int8)."""
+    x, w, r, b, lens, h0, c0, p, ws, wz, rs, rz = _inputs(node)[:12]
+    weights = []
+    for q, scale, zero in ((w, ws, wz), (r, rs, rz)):
+        q, scale = constant(q), constant(scale)
+        zero = constant(zero) if zero is not None else np.zeros_like(scale)
+        if q is None or scale is None or zero is None or q.ndim != 3 or scale.shape != zero.shape:
+            return None
+        column = (lambda a: a.reshape(a.shape[0], 1, -1)) if scale.ndim == 2 else (lambda a: a.reshape(-1, 1, 1))
+        values = (q.astype(np.float32) - column(zero.astype(np.float32))) * column(scale.astype(np.float32))
+        weights.append(e.const(values.transpose(0, 2, 1), np.float32))
+    attrs = {a.name: a for a in node.attributes.values()}
+    lstm = e.node("LSTM", x, *weights, b, lens, h0, c0, p, num_outputs=len(node.outputs), **attrs)
+    return list(lstm.outputs)
+
+
 _SHAPE_OF_INPUT = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
                              "SkipSimplifiedLayerNormalization"})
 """Ops whose (first) output has their first input's shape."""
@@ -239,7 +266,8 @@ _SHAPE_OF_INPUT = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasA
 _REWRITES = {"Gelu": _gelu, "BiasGelu": _biasgelu, "FastGelu": _fastgelu, "QuickGelu": _quickgelu,
              "BiasAdd": _biasadd, "SkipLayerNormalization": _skiplayernormalization,
              "SkipSimplifiedLayerNormalization": _skipsimplifiedlayernormalization, "FusedMatMul": _fusedmatmul,
-             "Attention": _attention, "EmbedLayerNormalization": _embedlayernormalization}
+             "Attention": _attention, "EmbedLayerNormalization": _embedlayernormalization,
+             "DynamicQuantizeLSTM": _dynamicquantizelstm}
 
 
 class ContribOpsToCorePass(ir.passes.InPlacePass):

@@ -22,8 +22,14 @@ class Replacement:
 
     def __call__(self, op_type: str, *inputs: ir.Value | None, **attributes) -> ir.Value:
         """A new ``op_type`` node reading ``inputs``; its (first) output."""
-        made = ir.node(op_type, list(inputs), attributes=attributes or None,
+        return self.node(op_type, *inputs, **attributes).outputs[0]
+
+    def node(self, op_type: str, *inputs: ir.Value | None, num_outputs: int = 1, **attributes) -> ir.Node:
+        """A new ``op_type`` node reading ``inputs`` with ``num_outputs`` outputs, named
+        ``<node>__<op><i>`` (its first output too; others ``..._<k>``)."""
+        made = ir.node(op_type, list(inputs), attributes=attributes or None, num_outputs=num_outputs,
                        name=f"{self.base}__{op_type.lower()}{len(self.nodes)}")
-        made.outputs[0].name = made.name
+        for k, out in enumerate(made.outputs):
+            out.name = made.name if k == 0 else f"{made.name}_{k}"
         self.nodes.append(made)
-        return made.outputs[0]
+        return made

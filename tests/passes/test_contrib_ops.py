@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto as T, helper, numpy_helper
 
@@ -124,3 +125,74 @@ def test_openvino_keeps_the_fused_ops_tensorrt_writes_them_out(tmp_path):
     assert optimize_and_compare(tmp_path / "ov", model, feeds, pipeline="openvino")["Attention"] == 1
     assert "Attention" not in optimize_and_compare(tmp_path / "trt", model, feeds, rtol=1e-4, atol=1e-5,
                                                    pipeline="tensorrt")
+
+
+def _dynamic_lstm(tmp_path, per_channel: bool):
+    """A bidirectional LSTM through ``onnxruntime.quantization.quantize_dynamic``: a
+    ``DynamicQuantizeLSTM`` on int8 weights stored ``[directions, input, 4 hidden]``. Also
+    the float model with those weights' values (what the rewrite must equal)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(5)
+    hidden, size, steps = 8, 6, 10
+    w = rng.standard_normal((2, 4 * hidden, size)).astype(np.float32) * 0.4
+    r = rng.standard_normal((2, 4 * hidden, hidden)).astype(np.float32) * 0.4
+    b = rng.standard_normal((2, 8 * hidden)).astype(np.float32) * 0.1
+
+    def lstm(w, r):
+        graph = helper.make_graph(
+            [helper.make_node("LSTM", ["x", "w", "r", "b"], ["y", "y_h", "y_c"], hidden_size=hidden,
+                              direction="bidirectional")], "g",
+            [helper.make_tensor_value_info("x", T.FLOAT, [steps, 1, size])],
+            [helper.make_tensor_value_info(n, T.FLOAT, None) for n in ("y", "y_h", "y_c")],
+            [numpy_helper.from_array(v, k) for k, v in {"w": w, "r": r, "b": b}.items()])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(lstm(w, r), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", op_types_to_quantize=["LSTM"],
+                     per_channel=per_channel, weight_type=QuantType.QInt8)
+    quantized = onnx.load(tmp_path / "int8.onnx")
+    node = next(n for n in quantized.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    const = {i.name: numpy_helper.to_array(i) for i in quantized.graph.initializer}
+
+    def values(q, scale, zero):  # (per direction, or per direction and gate row)
+        scale, zero = const[scale], const[zero]
+        col = (lambda a: a.reshape(2, 1, -1)) if scale.ndim == 2 else (lambda a: a.reshape(2, 1, 1))
+        return ((const[q].astype(np.float32) - col(zero.astype(np.float32))) * col(scale)).transpose(0, 2, 1)
+
+    written = lstm(values(node.input[1], node.input[8], node.input[9]), values(node.input[2], node.input[10], node.input[11]))
+    return quantized, written, rng.standard_normal((steps, 1, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per direction", "per gate row"])
+def test_a_dynamically_quantized_lstm_becomes_an_lstm_on_its_weights_values(tmp_path, per_channel):
+    """ONNX Runtime's ``DynamicQuantizeLSTM`` (an LSTM through ``quantize_dynamic``: an
+    Arabic diacritizer's two, which TFLite and TensorRT refused) is the LSTM on its int8
+    weights' float values, transposed back to ONNX's layout; ONNX Runtime's kernel also
+    rounds the input and the hidden state to u8 each step, which this float form does not."""
+    import onnxruntime as ort
+
+    from deploycomp.ir import load_model
+    from deploycomp.passes import build_pipeline, run_passes
+
+    quantized, written, x = _dynamic_lstm(tmp_path, per_channel)
+    rewritten, _ = run_passes(load_model(tmp_path / "int8.onnx").model, build_pipeline("tensorrt", {"x": x.shape}))
+    assert [n.op_type for n in rewritten.graph if n.op_type.endswith("LSTM")] == ["LSTM"]
+    assert not [n for n in rewritten.graph if n.domain == "com.microsoft"]
+    proto = ir.serde.serialize_model(rewritten).SerializeToString()
+    got = ort.InferenceSession(proto).run(None, {"x": x})
+    for a, b in zip(got, ort.InferenceSession(written.SerializeToString()).run(None, {"x": x})):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, ort.InferenceSession(quantized.SerializeToString()).run(None, {"x": x})):
+        assert np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b) > 0.999  # u8 steps apart
+
+
+def test_a_dynamically_quantized_lstm_builds_for_android(tmp_path):
+    import deploycomp
+
+    _, _, x = _dynamic_lstm(tmp_path, per_channel=False)
+    runner = deploycomp.build(tmp_path / "int8.onnx", tmp_path / "b", target="android-arm64",
+                              validation_data=[{"x": x * k} for k in (0.5, 1.0, 2.0)])
+    assert runner.manifest["validation"]["ok"]  # (refused before: TFLite has no DynamicQuantizeLSTM)
+    got = runner.run({"x": x})
+    assert set(got) == {"y", "y_h", "y_c"} and got["y"].shape == (10, 2, 1, 8)
