@@ -202,8 +202,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                        "met": verdict.met, "samples": len(outs)})
         # -v: a search of a large model runs for minutes; each candidate says how it fared
         floats = trials[-1]["float_layers"]
-        log.info("int8 candidate %d: %d float layer%s%s, worst cosine %.4f on %d samples: %s", len(trials), floats,
-                 "" if floats == 1 else "s", f", {dynamic} dynamic-range" if dynamic else "", worst, len(outs),
+        # (compute layers, as the summary counts them; the manifest's float_layers also lists
+        # the element-wise nodes a search kept float)
+        log.info("int8 candidate %d: %d compute layer%s float%s, worst cosine %.4f on %d samples: %s", len(trials),
+                 floats, "" if floats == 1 else "s", f", {dynamic} dynamic-range" if dynamic else "", worst, len(outs),
                  "met" if verdict.met else "missed")
         return verdict
 

@@ -173,7 +173,7 @@ def test_verbose_int8_builds_say_how_each_candidate_fared(tiny_conv, tmp_path):
     rc, _, stderr = cli("-v", "build", tiny_conv, "--out", tmp_path / "o", "--precision", "int8",
                         "--calibration", tmp_path / "calib.npz")
     assert rc == 0, stderr
-    assert re.search(r"int8 candidate 1: \d+ float layers?, worst cosine [0-9.]+ on \d+ samples: (met|missed)", stderr)
+    assert re.search(r"int8 candidate 1: \d+ compute layers? float, worst cosine [0-9.]+ on \d+ samples: (met|missed)", stderr)
 
 
 def test_targets_listing_and_show():
