@@ -137,6 +137,9 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
     changed: list[tuple[str, list[tuple[int, int, int]]]] = []
     for name, dims in specs:
         if name is None:
+            if not inputs:
+                raise InputDataError(f"--input {'x'.join(map(str, dims))}: the model has no input left to shape "
+                                     "(--freeze gave every input its values)")
             if len(inputs) != 1:
                 raise InputDataError(
                     f"--input {'x'.join(map(str, dims))}: the model has {len(inputs)} inputs "
@@ -145,6 +148,9 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
             name = next(iter(inputs))
         if name not in inputs:
             raise InputDataError(f"--input {name}: the model has no input named {name!r} (inputs: {few(inputs, 6)})")
+        if name in resolved and resolved[name] != tuple(dims):
+            raise InputDataError(f"--input {name}: given twice, as {'x'.join(map(str, resolved[name]))} and "
+                                 f"{'x'.join(map(str, dims))}; give one")
         shape = inputs[name].shape
         if shape is not None:
             if len(shape) != len(dims):

@@ -36,6 +36,18 @@ def test_checks_against_model(tiny_conv):
         check_specs(model, [("x", (1, 4, 16, 16))])
 
 
+def test_an_input_given_twice_or_none_left_to_shape_is_said(tiny_conv):
+    """`--input x:4 --input x:5` took the last one silently; a bare shape on a model whose
+    every input --freeze had given was "the model has 0 inputs (); write NAME:SHAPE"."""
+    model = load_model(tiny_conv).model
+    assert check_specs(model, [("x", (2, 3, 16, 16)), (None, (2, 3, 16, 16))]) == {"x": (2, 3, 16, 16)}
+    with pytest.raises(InputDataError, match=r"^--input x: given twice, as 2x3x16x16 and 1x3x16x16; give one$"):
+        check_specs(model, [("x", (2, 3, 16, 16)), (None, (1, 3, 16, 16))])
+    model.graph.inputs.clear()
+    with pytest.raises(InputDataError, match=r"^--input 2x3: the model has no input left to shape \(--freeze"):
+        check_specs(model, [(None, (2, 3))])
+
+
 def test_a_fixed_dim_takes_another_size_where_the_graph_runs_at_it(tiny_conv):
     """Exporters fix the example's shape (CenterFace: 10x3x32x32); a conv net with a global
     pool runs at any size, so --input may re-pin it, and the build notes that it did."""
