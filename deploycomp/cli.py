@@ -344,10 +344,17 @@ def _freeze(items: tuple[str, ...]) -> dict[str, list[float]]:
         try:
             if not sep or not name:
                 raise ValueError
-            out[name] = [float(v) for v in text.split(",")]
+            values = [float(v) for v in text.split(",")]
         except ValueError:
             raise InputDataError(f"--freeze {item!r}: expected NAME=VALUE[,VALUE...], e.g. sr=16000") from None
+        if name in out and out[name] != values:
+            raise InputDataError(f"--freeze {name}: given twice, as {_values(out[name])} and {text}; give one")
+        out[name] = values
     return out
+
+
+def _values(values: list[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _where(texts: tuple[str, ...]) -> dict:

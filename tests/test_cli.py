@@ -511,3 +511,10 @@ def test_inspect_describes_a_model_no_build_takes(tmp_path):
     assert data["outputs"]["probabilities"] == "sequence"
     code, _, stderr = cli("build", path, "--out", tmp_path / "b")
     assert code == 6 and "zipmap" in stderr.lower()
+
+
+def test_a_frozen_input_given_two_values_is_refused_naming_both(tiny_conv, tmp_path):
+    """`--freeze sr=16000 --freeze sr=8000` took the last value silently."""
+    rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", "--freeze", "x=1", "--freeze", "x=2")
+    assert rc == 4 and not (tmp_path / "b").exists()
+    _one_line_error(stderr, "--freeze x: given twice, as 1 and 2; give one")
