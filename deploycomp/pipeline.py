@@ -568,6 +568,9 @@ def _build(opts: BuildOptions) -> BuildResult:
     spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
+    for name, *shapes in opts.profiles:
+        if tuple(shapes) != profiles[name]:
+            raise InputDataError(f"--profile {name}: given twice, with other shapes; give one")
     if profiles and backend.name != "tensorrt":
         raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
     opts.progress("load + optimize")

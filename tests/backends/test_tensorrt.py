@@ -386,6 +386,9 @@ def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
         deploycomp.build(tiny_conv, tmp_path / "c", target="nvidia-t4", profiles=["x:4x3x16x16:1x3x16x16:8x3x16x16"])
     with pytest.raises(UnsupportedError, match="--profile applies to TensorRT targets"):
         deploycomp.build(tiny_conv, tmp_path / "c", profiles=["x:1x3x16x16:1x3x16x16:2x3x16x16"])
+    with pytest.raises(InputDataError, match="--profile x: given twice, with other shapes; give one"):  # (the last won)
+        deploycomp.build(tiny_conv, tmp_path / "c", target="nvidia-t4",
+                         profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16", "x:1x3x16x16:2x3x16x16:4x3x16x16"])
     assert not (tmp_path / "c").exists()
 
 
