@@ -185,6 +185,9 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
         if not sep or not names or not gt or not scores or value is None or not math.isfinite(value):
             raise ValueError(f"--judge-where {text!r}: write OUTPUT[,OUTPUT...]:SCORES>THRESHOLD, e.g. 539,540:537>0.2")
         for name in names.split(","):
+            if name and out.get(name, (scores, value)) != (scores, value):
+                raise ValueError(f"--judge-where {name}: given two rules ({out[name][0]}>{out[name][1]:g} and "
+                                 f"{scores}>{value:g}); give one")
             if name:
                 out[name] = (scores, value)
     return out

@@ -249,7 +249,9 @@ def test_outputs_judged_where_a_score_map_passes_a_threshold():
     offsets[:, :, 2:4, 2:4] = 0.5
     noisy = offsets + rng.standard_normal(offsets.shape).astype(np.float32) * 0.2 * (heat <= 0.2)
     where = parse_where(["off:heat>0.2"])
-    assert where == {"off": ("heat", 0.2)}
+    assert where == {"off": ("heat", 0.2)} == parse_where(["off:heat>0.2", "off:heat>0.2"])
+    with pytest.raises(ValueError, match=r"--judge-where off: given two rules \(heat>0.2 and heat>0.5\); give one"):
+        parse_where(["off:heat>0.2", "off,size:heat>0.5"])  # (the last was taken)
     ref, got = {"heat": heat, "off": offsets}, {"heat": heat, "off": noisy}
     assert compare_outputs([ref], [got])["off"]["cosine"] < 0.9  # the background noise judged
     judged = compare_outputs([ref], [got], where=where)["off"]
