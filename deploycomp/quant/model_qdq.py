@@ -351,7 +351,7 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if q.dtype == np.int32 and not self.policy.int32_bias:
                 self._fold(graph, node, q, scale, zp, _axis(node))
                 self.changes["int32 biases folded to float (exact)"] += 1
-            elif self.policy.activation_symmetric and _asymmetric(zp) and self._weight_readers(node):
+            elif self.policy.activation_symmetric and _asymmetric(zp) and self._weight_readers(node, split=graph):
                 self._symmetric_weights(graph, node, q, scale, zp)
             elif (self.policy.activation_symmetric and _asymmetric(zp)
                   and not any(use.node.op_type in self.policy.compute_ops and use.idx == 1
@@ -386,10 +386,22 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
                 graph.remove(quant, safe=True)  # every reader now reads a padded copy
 
-    def _weight_readers(self, dq: ir.Node) -> list[ir.Node]:
-        """The compute layers reading ``dq``'s output as their weight, if that is all that reads it."""
+    def _weight_readers(self, dq: ir.Node, split: ir.Graph | None = None) -> list[ir.Node]:
+        """The compute layers reading ``dq``'s output as their weight, if that is all that
+        reads it; with ``split`` (its graph), the other readers of a constant that is also
+        a weight are given its float values first (exact), so that the weight can change
+        encoding without changing what they read."""
         uses = list(dq.outputs[0].uses())
         readers = [u.node for u in uses if u.node.op_type in self.policy.compute_ops and u.idx == 1]
+        if split is not None and readers and len(readers) < len(uses) and not dq.outputs[0].is_graph_output():
+            q, (scale, zp) = constant(dq.inputs[0]), _params(dq)
+            folded = add_initializer(split, f"{dq.outputs[0].name}__float",
+                                     _dequantized(q, scale, zp, _axis(dq)).astype(np.float32))
+            for use in uses:
+                if use.node not in readers or use.idx != 1:
+                    use.node.replace_input_with(use.idx, folded)
+            self.changes["a weight's other readers given its float values (exact)"] += 1
+            uses = list(dq.outputs[0].uses())
         return readers if uses and len(readers) == len(uses) else []
 
     def _symmetric_weights(self, graph: ir.Graph, dq: ir.Node, q: np.ndarray, scale: np.ndarray,

@@ -315,6 +315,41 @@ def test_constant_node_weights_and_constants_quantize_static_encoded_build_every
         assert "quantized constants computed (exact)" in notes and "weights made symmetric" in notes
 
 
+def test_a_weight_that_something_else_reads_too_is_split_for_tensorrt(tmp_path):
+    """A Constant-node weight that ``quantize_static`` encoded once (u8, a zero point)
+    and that a Conv reads as its weight and a ``Mul`` reads as data (a weight norm): the
+    weight could not be made symmetric for its other reader, and TensorRT's parser refused
+    the zero point. The other reader gets the float values (exact) and the weight the
+    symmetric encoding."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from tests.passes._harness import calibration_reader
+
+    rng = np.random.default_rng(2)
+    weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(
+        rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2 + 0.05, "w"))
+    nodes = [weight, helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Mul", ["w", "w"], ["w2"], name="square"),
+             helper.make_node("ReduceSum", ["w2"], ["n"], name="norm", keepdims=0),
+             helper.make_node("Add", ["c", "n"], ["y"], name="place")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 14, 14])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)]
+    quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", calibration_reader(samples),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, op_types_to_quantize=["Conv", "Mul", "Add"])
+    shared = next(n for n in onnx.load(tmp_path / "int8.onnx").graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0].startswith("w_"))
+    assert shared.input[2] == "w_zero_point"  # one u8 encoding, read by the Conv and the Mul
+    runner = deploycomp.build(tmp_path / "int8.onnx", tmp_path / "b", target="jetson-orin-nano",
+                              validation_data=samples[:4])
+    assert runner.manifest["validation"]["ok"]
+    notes = next(a for a in runner.manifest["assumptions"] if "arrives int8" in a)
+    assert "a weight's other readers given its float values (exact)" in notes and "weights made symmetric" in notes
+
+
 def test_a_model_that_arrives_int8_validates_on_all_of_its_calibration_data(ort_quantized, tmp_path):
     """Nothing is calibrated on a model that carries its own encodings, so none of the
     user's --calibration data is held out of it: all of it validates (a quarter had, and
