@@ -279,13 +279,10 @@ def test_a_padded_conv_takes_the_shift_back_once_its_pads_come_first():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("target", ["jetson-orin-nano", "host", "android-arm64"])
-def test_constant_node_weights_and_constants_quantize_static_encoded_build_everywhere(tmp_path, target):
-    """``quantize_static`` on a model whose weights are Constant nodes (a Paddle export)
-    and that adds a constant (a detector's anchors): it encodes both like activations, u8
-    with a zero point, as QuantizeLinear -> DequantizeLinear pairs around the constants.
-    TensorRT's parser refused every one of those zero points; each pair is computed here,
-    the weights made symmetric, the other constants float, and every target builds it."""
+def _paddle_like_quantized(tmp_path, nodes, op_types=None) -> list[dict]:
+    """``quantize_static`` (u8 activations, s8 per-channel weights) of a model reading
+    ``x`` [1, 3, 16, 16] through ``nodes`` to ``y`` [1, 8, 14, 14] with a Constant-node
+    weight ``w`` (a Paddle export's) as ``int8.onnx``; its calibration samples."""
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -294,18 +291,30 @@ def test_constant_node_weights_and_constants_quantize_static_encoded_build_every
     rng = np.random.default_rng(2)
     weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(
         rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2 + 0.05, "w"))
-    anchors = helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(
-        np.linspace(0.5, 40.0, 8 * 14 * 14, dtype=np.float32).reshape(1, 8, 14, 14), "a"))
-    nodes = [weight, anchors, helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Add", ["c", "a"], ["y"], name="place")]
-    graph = helper.make_graph(nodes, "paddle_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+    graph = helper.make_graph([weight, *nodes], "paddle_like",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 14, 14])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
     samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)]
-
     quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", calibration_reader(samples),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
+                    per_channel=True, op_types_to_quantize=op_types)
+    return samples
+
+
+@pytest.mark.parametrize("target", ["jetson-orin-nano", "host", "android-arm64"])
+def test_constant_node_weights_and_constants_quantize_static_encoded_build_everywhere(tmp_path, target):
+    """``quantize_static`` on a model whose weights are Constant nodes (a Paddle export)
+    and that adds a constant (a detector's anchors): it encodes both like activations, u8
+    with a zero point, as QuantizeLinear -> DequantizeLinear pairs around the constants.
+    TensorRT's parser refused every one of those zero points; each pair is computed here,
+    the weights made symmetric, the other constants float, and every target builds it."""
+    from onnx import helper, numpy_helper
+
+    anchors = helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(
+        np.linspace(0.5, 40.0, 8 * 14 * 14, dtype=np.float32).reshape(1, 8, 14, 14), "a"))
+    samples = _paddle_like_quantized(tmp_path, [anchors, helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                                                helper.make_node("Add", ["c", "a"], ["y"], name="place")])
     pairs = Counter(n.op_type for n in onnx.load(tmp_path / "int8.onnx").graph.node)
     assert pairs["QuantizeLinear"] >= 3  # the input, the weight and the anchors, each encoded as an activation
     runner = deploycomp.build(tmp_path / "int8.onnx", tmp_path / "b", target=target, validation_data=samples[:4])
@@ -321,25 +330,13 @@ def test_a_weight_that_something_else_reads_too_is_split_for_tensorrt(tmp_path):
     weight could not be made symmetric for its other reader, and TensorRT's parser refused
     the zero point. The other reader gets the float values (exact) and the weight the
     symmetric encoding."""
-    from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnx import helper
 
-    from tests.passes._harness import calibration_reader
-
-    rng = np.random.default_rng(2)
-    weight = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(
-        rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2 + 0.05, "w"))
-    nodes = [weight, helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("Mul", ["w", "w"], ["w2"], name="square"),
              helper.make_node("ReduceSum", ["w2"], ["n"], name="norm", keepdims=0),
              helper.make_node("Add", ["c", "n"], ["y"], name="place")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 14, 14])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
-    samples = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(8)]
-    quantize_static(tmp_path / "float.onnx", tmp_path / "int8.onnx", calibration_reader(samples),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, op_types_to_quantize=["Conv", "Mul", "Add"])
+    samples = _paddle_like_quantized(tmp_path, nodes, ["Conv", "Mul", "Add"])
     shared = next(n for n in onnx.load(tmp_path / "int8.onnx").graph.node
                   if n.op_type == "DequantizeLinear" and n.input[0].startswith("w_"))
     assert shared.input[2] == "w_zero_point"  # one u8 encoding, read by the Conv and the Mul
