@@ -73,7 +73,9 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
     if classifier:
         labels = _attr(node, "classlabels_ints")
         per_class = _attr(node, "vectors_per_class")
-        if (not labels or _attr(node, "classlabels_strings") or _attr(node, "prob_a")
+        prob_a, prob_b = _attr(node, "prob_a", []), _attr(node, "prob_b", [])
+        if (not labels or _attr(node, "classlabels_strings") or len(prob_a) != len(prob_b)
+                or (prob_a and len(prob_a) < len(labels) * (len(labels) - 1) // 2)
                 or _attr(node, "post_transform", "NONE") != "NONE" or not per_class
                 or len(per_class) != len(labels) or sum(per_class) != count or len(labels) < 2
                 or coefficients.size < (len(labels) - 1) * count or rho.size < len(labels) * (len(labels) - 1) // 2):
@@ -141,5 +143,89 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
                         add("MatMul", [losses, const("second_votes", second)], "second_votes")], "votes")
     index = add("ArgMax", [votes], "label_index", axis=1, keepdims=0)
     label = add("Gather", [const("labels", np.asarray(labels, np.int64)), index], "label")
-    scores = add("Concat", [add("Neg", [decision], "negated"), decision], "scores", axis=1) if classes == 2 else decision
+    if prob_a:
+        scores = _coupled_probabilities(add, const, decision, pairs, classes, np.asarray(prob_a, np.float32),
+                                        np.asarray(prob_b, np.float32), opset)
+    elif classes == 2:
+        scores = add("Concat", [add("Neg", [decision], "negated"), decision], "scores", axis=1)
+    else:
+        scores = decision
     return nodes, [label, scores]
+
+
+COUPLING_STEPS = 100
+"""libsvm's (and ONNX Runtime's) pairwise coupling runs at most this many rounds."""
+
+
+def _coupled_probabilities(add: Emitter, const: Callable[[str, np.ndarray], ir.Value], decision: ir.Value,
+                           pairs: list[tuple[int, int]], classes: int, prob_a: np.ndarray, prob_b: np.ndarray,
+                           opset: int) -> ir.Value:
+    """Class probabilities from the pairwise decisions ``[N, pairs]`` as libsvm's
+    ``multiclass_probability`` computes them, and ONNX Runtime after it (scikit-learn's
+    ``SVC(probability=True)``): each pair's Platt probability ``r_ij = 1 - sigmoid(d A +
+    B)`` clipped to [1e-7, 1 - 1e-7], then the fixed-point iteration on ``Q`` (``Q_tt =
+    sum_j r_jt^2``, ``Q_tj = -r_jt r_tj``) from ``p = 1/k``, class by class, until every
+    ``|Qp_t - pQp|`` is below ``0.005 / k``. Written out for its :data:`COUPLING_STEPS`
+    rounds; a row whose rounds are over takes steps of 0, which change nothing exactly
+    (``(x + 0) / 1``), so each row stops where ONNX Runtime stops it."""
+    k, f32 = classes, np.float32
+    made: dict[str, ir.Value] = {}
+
+    def c(name: str, value) -> ir.Value:  # each constant once
+        if name not in made:
+            made[name] = const(name, np.asarray(value, np.int64 if isinstance(value, list) else f32))
+        return made[name]
+
+    def column(x: ir.Value, t: int, tag: str) -> ir.Value:  # [N, k] -> [N, 1]
+        return add("Slice", [x, c(f"t{t}", [t]), c(f"t{t}_end", [t + 1]), c("class_axis", [1])], tag)
+
+    first = np.zeros((len(pairs), k * k), f32)  # pair (i, j) -> r_ij's place, and 1 - r_ij's at (j, i)
+    second = np.zeros((len(pairs), k * k), f32)
+    for n, (i, j) in enumerate(pairs):
+        first[n, i * k + j] = second[n, j * k + i] = 1.0
+    one = c("one_f", 1.0)
+    val = add("Add", [add("Mul", [decision, c("prob_a", prob_a[:len(pairs)])], "platt_scaled"),
+                      c("prob_b", prob_b[:len(pairs)])], "platt")
+    r = add("Clip", [add("Sub", [one, add("Sigmoid", [val], "platt_sigmoid")], "pair_probability"),
+                     c("r_min", 1e-7), c("r_max", 1 - 1e-7)], "pair_clipped")
+    flat = add("Add", [add("MatMul", [r, c("r_places", first)], "r_ij"),
+                       add("MatMul", [add("Sub", [one, r], "r_complement"), c("r_mirrors", second)], "r_ji")], "r_flat")
+    rm = add("Reshape", [flat, c("r_shape", [-1, k, k])], "r")
+    diag = add("ReduceSum", [add("Mul", [rm, rm], "r_squared"), c("class_axis", [1])], "q_diagonal", keepdims=0)
+    crossed = add("Mul", [add("Transpose", [rm], "r_t", perm=[0, 2, 1]), rm], "r_crossed")
+    q = add("Sub", [add("Mul", [add("Unsqueeze", [diag, c("last_axis", [2])], "q_column"), c("eye", np.eye(k))],
+                        "q_diagonal_matrix"), crossed], "q")
+    q_tt = [column(diag, t, f"q_{t}{t}") for t in range(k)]
+    q_row = [add("Squeeze", [add("Slice", [q, c(f"t{t}", [t]), c(f"t{t}_end", [t + 1]), c("class_axis", [1])],
+                                 f"q_row{t}_slice"), c("class_axis", [1])], f"q_row{t}") for t in range(k)]
+    rows = add("Slice", [add("Shape", [decision], "decision_shape"), c("t0", [0]), c("t0_end", [1]),
+                         c("first_axis", [0])], "row_count")
+    p = add("Expand", [c("p_start", np.full((1, k), 1.0 / k)),
+                       add("Concat", [rows, c("k", [k])], "p_shape", axis=0)], "p_init")
+    eps = c("eps", f32(0.005) / f32(k))
+    done = None
+    for step in range(COUPLING_STEPS):
+        tag = f"c{step}"
+        qp = add("Squeeze", [add("MatMul", [q, add("Unsqueeze", [p, c("last_axis", [2])], f"{tag}_p_column")],
+                                 f"{tag}_qp_column"), c("last_axis", [2])], f"{tag}_qp")
+        pqp = add("ReduceSum", [add("Mul", [p, qp], f"{tag}_p_qp"), c("class_axis", [1])], f"{tag}_pqp", keepdims=1)
+        gap = add("Abs", [add("Sub", [qp, pqp], f"{tag}_gap")], f"{tag}_abs_gap")
+        error = (add("ReduceMax", [gap, c("class_axis", [1])], f"{tag}_error", keepdims=1) if opset >= 18
+                 else add("ReduceMax", [gap], f"{tag}_error", axes=[1], keepdims=1))
+        converged = add("Less", [error, eps], f"{tag}_converged")
+        done = converged if done is None else add("Or", [done, converged], f"{tag}_done")
+        for t in range(k):
+            at = f"{tag}_{t}"
+            qp_t = column(qp, t, f"{at}_qp_t")
+            diff = add("Where", [done, c("zero_f", 0.0), add("Div", [add("Sub", [pqp, qp_t], f"{at}_gap_t"), q_tt[t]],
+                                                          f"{at}_step")], f"{at}_diff")
+            p = add("Add", [p, add("Mul", [diff, c(f"e{t}", np.eye(k)[t])], f"{at}_p_step")], f"{at}_p_moved")
+            grow = add("Add", [one, diff], f"{at}_grow")
+            moved = add("Add", [pqp, add("Mul", [diff, add("Add", [add("Mul", [diff, q_tt[t]], f"{at}_dq"),
+                                                                      add("Mul", [c("two_f", 2.0), qp_t], f"{at}_2qp")],
+                                                             f"{at}_dq_2qp")], f"{at}_pqp_step")], f"{at}_pqp_moved")
+            pqp = add("Div", [add("Div", [moved, grow], f"{at}_pqp_over"), grow], f"{at}_pqp")
+            qp = add("Div", [add("Add", [qp, add("Mul", [diff, q_row[t]], f"{at}_qp_step")], f"{at}_qp_moved"), grow],
+                     f"{at}_qp")
+            p = add("Div", [p, grow], f"{at}_p")
+    return p

@@ -1,7 +1,7 @@
 """Support vector machines (scikit-learn's SVR, OneClassSVM, SVC through skl2onnx) become
 a kernel and matrix products that give ONNX Runtime's outputs: the regressor's value, a
-one-class model's sign, a classifier's one-against-one votes and decisions; what they do
-not express (probabilities by pairwise coupling) stays and is refused by name."""
+one-class model's sign, a classifier's one-against-one votes and decisions, and its
+probabilities by libsvm's pairwise coupling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from onnx import TensorProto, helper
 
 import deploycomp
-from deploycomp.errors import DeployError
 from tests.passes._harness import builds_at_fp32_and_int8, ml_rewritten
 
 ML = helper.make_opsetid("ai.onnx.ml", 1)
@@ -95,11 +94,36 @@ def test_a_binary_classifier_gives_both_columns(tmp_path):
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
 
 
-def test_probabilities_stay_and_are_refused_by_name(tmp_path):
-    path = _classifier(tmp_path / "p.onnx", "RBF", [2, 2, 2], [0, 1, 2], prob_a=[-1.0] * 3, prob_b=[0.1] * 3)
-    with pytest.raises(DeployError, match="SVMClassifier") as e:
-        deploycomp.build(path, tmp_path / "out", target="android-arm64", inputs=["x:8x5"])
-    assert "\n" not in str(e.value)
+def _with_probabilities(path, per_class: list[int], labels: list[int]) -> str:
+    """scikit-learn's ``SVC(probability=True)``: Platt coefficients per pair, and a score
+    column per class (the probabilities)."""
+    pairs = len(labels) * (len(labels) - 1) // 2
+    rng = np.random.default_rng(len(labels))
+    model = onnx.load(_classifier(path, "RBF", per_class, labels, prob_a=(rng.normal(size=pairs) * 2).tolist(),
+                                  prob_b=(rng.normal(size=pairs) * 0.3).tolist()))
+    model.graph.output[1].type.tensor_type.shape.dim[1].dim_value = len(labels)
+    onnx.save(model, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("per_class, labels", [([4, 3], [0, 1]), ([2, 2, 2], [0, 1, 2]), ([3, 1, 2, 4], [7, 2, 9, 4])],
+                         ids=["2 classes", "3 classes", "4 classes"])
+def test_probabilities_are_libsvm_pairwise_coupling_as_onnx_runtime_computes_it(tmp_path, per_class, labels):
+    """Each pair's Platt probability, then libsvm's fixed-point iteration over the classes,
+    each row stopping where ONNX Runtime stops it (they had stayed, refused by name)."""
+    want, got, ops = _rewritten(_with_probabilities(tmp_path / "p.onnx", per_class, labels))
+    assert "SVMClassifier" not in ops
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=0, atol=2e-6)
+    assert np.allclose(want[1].sum(axis=1), 1, atol=1e-5) and want[1].std(axis=0).max() > 0.01  # (probabilities that move)
+
+
+@pytest.mark.parametrize("target", ["android-arm64", "jetson-orin-nano"])
+def test_a_classifier_with_probabilities_builds(tmp_path, target):
+    path = _with_probabilities(tmp_path / "p.onnx", [2, 2, 2], [0, 1, 2])
+    runner = deploycomp.build(path, tmp_path / "b", target=target, inputs=["x:16x5"],
+                              validation_data=[{"x": _inputs(16, seed)[:16]} for seed in range(10, 14)])
+    assert runner.manifest["validation"]["outputs"]["scores"]["cosine"] > 0.99999
 
 
 @pytest.mark.parametrize("target", ["host", "android-arm64", "jetson-orin-nano"])
