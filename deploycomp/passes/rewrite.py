@@ -50,7 +50,8 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         if not rules:
             return ir.passes.PassResult(model, False)
         if not self.count_per_rule:
-            return ir.passes.PassResult(model, bool(RewriteRuleSet(rules).apply_to_model(model)))
+            rooted = [_Rooted(rule, root) if (root := _root_op(rule)) else rule for rule in rules]
+            return ir.passes.PassResult(model, bool(RewriteRuleSet(rooted).apply_to_model(model)))
         total = 0
         for rule in rules:
             count = RewriteRuleSet([rule]).apply_to_model(model)
@@ -83,6 +84,31 @@ def required_ops(rule) -> frozenset[str] | None:
             return None
         ops.add(value)
     return frozenset(ops)
+
+
+def _root_op(rule) -> tuple[str, str] | None:
+    """(domain, op type) of the node a rule's pattern ends in (its first, for a pattern
+    of several outputs: the one matched against the node tried), where it names one."""
+    node = rule._target_pattern.output_nodes[0]  # (read-only, as in required_ops)
+    domain, op = (getattr(x, "_value", None) for x in (node.domain, node.op))
+    return (domain, op) if isinstance(domain, str) and isinstance(op, str) else None
+
+
+class _Rooted:
+    """A rule that is tried only on nodes of its pattern's root op. onnxscript tries every
+    rule on every node and sets up a match before it looks at the op type: on an SVM's
+    8000-node probability iteration the default rules took 25 s a pass."""
+
+    def __init__(self, rule, root: tuple[str, str]):
+        self._rule, self._domain, self._op = rule, ("" if root[0] == "ai.onnx" else root[0]), root[1]
+
+    def __getattr__(self, name: str):
+        return getattr(self._rule, name)
+
+    def try_rewrite(self, model, graph_or_function, node: ir.Node, **kwargs):
+        if node.op_type != self._op or (node.domain if node.domain != "ai.onnx" else "") != self._domain:
+            return None
+        return self._rule.try_rewrite(model, graph_or_function, node, **kwargs)
 
 
 def rule_name(rule) -> str:
