@@ -183,7 +183,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
         if m.get("single_value"):
-            note = f"; one value per sample, judged by its error: {m['quiet_error']:.1e} of its scale"
+            note = (f"; one value per sample (cosine over the samples), judged by its error: "
+                    f"{m['quiet_error']:.1e} of its scale")
         elif quiet:
             note = (f"; {quiet} of {m['samples']} samples uninformative (output ~0 or constant), error there "
                     f"{m['quiet_error']:.1e} of its scale")

@@ -387,7 +387,13 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         if quiet:
             entry |= {"uninformative_samples": len(quiet), "quiet_error": max(quiet), "scale": scale}
             if all(r.size == 1 for r, _ in pairs):  # a probability, a count: cosine of one number is its sign
-                entry["single_value"] = True
+                # (0 where the reference is exactly 0); what is recorded is the cosine of the
+                # values over the samples, for diff, fleets and people (judged by the bound)
+                r_all = np.array([float(r.reshape(-1)[0]) for r, _ in pairs])
+                g_all = np.array([float(g.reshape(-1)[0]) for _, g in pairs])
+                both = np.isfinite(r_all) & np.isfinite(g_all)
+                entry |= {"single_value": True, "cosine": _cosine(r_all[both], g_all[both]),
+                          "cosine_over": "samples"}
         if top1:
             entry["top1_agreement"] = float(np.mean(top1))
         if nonfinite:

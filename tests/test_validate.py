@@ -99,6 +99,11 @@ def test_one_value_per_sample_is_judged_by_its_error():
     assert m["single_value"] and m["uninformative_samples"] == 2 and fidelity_met({"p": m}, FP32)
     far = [{"p": np.array([[0.5]], np.float32)}, {"p": np.array([[0.02]], np.float32)}]
     assert not fidelity_met(compare_outputs(refs, far), FP32)  # cosine would say 1.0 for both
+    # what is recorded is the cosine of the values over the samples: a reference of exactly 0
+    # had made it 0.0, which diff read as a regression and fleets as the build's fidelity
+    zeros = [{"p": np.array([[v]], np.float32)} for v in (0.0, 0.7, 0.0, 0.3)]
+    m = compare_outputs(zeros, [{"p": r["p"] + np.float32(1e-6)} for r in zeros])["p"]
+    assert m["cosine_over"] == "samples" and m["cosine"] > 0.999999 and fidelity_met({"p": m}, FP32)
 
 
 def test_a_floor_widens_only_what_the_model_s_own_runtime_misses():
