@@ -159,3 +159,16 @@ def node_label(name: str, op: str = "", output: str = "") -> str:
     if not made_up or not output or _MADE_UP_VALUE.fullmatch(output):
         return f"node '{name}'" if name else f"an unnamed {op or 'node'}"
     return f"the {op or 'node'} writing '{output}'"
+
+
+def onnxruntime_run_error(e: BaseException) -> str:
+    """ONNX Runtime's run error in one line: the op, the node and its message, without the
+    code prefix and the C++ source location ("Reshape node 'node_view_14': input_shape_size
+    == requested_shape_size was false. ... Input shape:{1,30}, requested shape:{1,1,1,24}")."""
+    import re
+
+    text = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip()).split())
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\) )?", "", text)
+    node = re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
+    return (f"{node['op']} node '{node['name']}': {node['why']}" if node else text)[:400]
+

@@ -41,7 +41,7 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes
+from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes, shape_error
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
@@ -346,6 +346,30 @@ def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
+def _shape_problem(prep: Prepared) -> InputDataError | None:
+    """Where a backend refused the model: whether ONNX Runtime cannot run it at the build's
+    input shapes either (inputs whose sizes disagree, a batch of 1 where the data held one
+    long sample); then the shapes are the problem, not the target (a Concat of a 32-row and
+    a 1-row input was "cannot run op(s) Concat", exit 6)."""
+    why = shape_error(prep.model, prep.shapes)
+    if why is None:
+        return None
+    try:  # (unless ONNX Runtime cannot take the model at all: then the shapes are not the question)
+        source_runner(prep.source, prep.source.name)
+    except DeployError:
+        return None
+    shown = few(f"{n}: {'x'.join(map(str, s))}" for n, s in prep.shapes.items())
+    guessed = _guessed_shapes(prep)
+    return InputDataError(f"the model does not run at input shape(s) {shown}, in ONNX Runtime either ({why})"
+                          + (f"; {guessed}" if guessed else "") + "; --input NAME:SHAPE sets each")
+
+
+def _guessed_shapes(prep: Prepared) -> str:
+    """The build's notes on input shapes it chose itself (a batch of 1, a shape read from a
+    data file), or ""."""
+    return "; ".join(a for a in prep.assumed if "batch dim set to" in a or " taken from " in a)
+
+
 def _initializer_note(loaded) -> list[str]:
     if not loaded.initializer_inputs:
         return []
@@ -583,7 +607,14 @@ def _build(opts: BuildOptions) -> BuildResult:
                              "image folder with --preprocess)")
     opts.progress("check op support")
     support = backend.check(prep.model, target)
-    support.raise_if_unsupported(target.name)
+    try:
+        support.raise_if_unsupported(target.name)
+    except UnsupportedError as e:
+        if (problem := _shape_problem(prep)) is not None:
+            raise problem from None
+        if guessed := _guessed_shapes(prep):  # (a MaxPool longer than the 1 frame guessed from a file)
+            raise UnsupportedError(f"{e} (at input shapes guessed: {guessed})") from None
+        raise
     dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
     try:
         calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind,

@@ -17,9 +17,10 @@ from typing import Mapping, Sequence
 
 import onnx_ir as ir
 
-from deploycomp.errors import InputDataError, few
+from deploycomp.errors import InputDataError, few, onnxruntime_run_error
 
-__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec"]
+__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec",
+           "shape_error"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
 
@@ -78,7 +79,7 @@ def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:
             value.type.tensor_type.ClearField("shape")
 
 
-def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:
+def shape_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:
     """Why the graph cannot take its inputs at ``shapes``, or None when it can: one ONNX
     Runtime run on zeros where every input's size is known (it checks what shape
     inference leaves alone, a conv's input channels, and names the node), else strict
@@ -116,7 +117,7 @@ def _refixing_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str 
         except ValueError:  # over 2 GB in one message: inference alone
             pass
         except Exception as e:  # noqa: BLE001 - ORT raises its own types: its message is the answer
-            return _last_line(str(e).split(" : ")[-1])
+            return onnxruntime_run_error(e)
     try:
         onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
@@ -162,7 +163,7 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
             if fixed:
                 changed.append((name, fixed))
         resolved[name] = dims
-    if changed and (why := _refixing_error(model, resolved)):
+    if changed and (why := shape_error(model, resolved)):
         name = changed[0][0]
         old = "x".join(str(d) for d in inputs[name].shape)
         more = f" (and {len(changed) - 1} more input(s))" if len(changed) > 1 else ""

@@ -497,3 +497,23 @@ def test_freeze_refuses_values_that_cannot_say_a_dynamic_inputs_shape(tiny_conv,
         deploycomp.build(tiny_conv, tmp_path / "a", freeze={"x": [1.0, 2.0]})
     with pytest.raises(InputDataError, match="--input x: the input is frozen by --freeze"):
         deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)}, freeze={"x": [1.0, 2.0]})
+
+
+def test_input_shapes_that_disagree_are_the_users_to_fix_not_the_targets(tmp_path):
+    """Two inputs a Concat joins on axis 1 (a Thai segmenter's character and type windows),
+    their rows dynamic: `--input a:32x4` left b at a batch of 1, and OpenVINO's refusal was
+    "cannot run op(s) Concat" (exit 6). ONNX Runtime cannot run it at those shapes either:
+    the shapes are named, and what was guessed (exit 4)."""
+    from onnx import TensorProto as T, helper
+
+    graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["y"], axis=1, name="join")], "g",
+                              [helper.make_tensor_value_info("a", T.FLOAT, ["n", 4]),
+                               helper.make_tensor_value_info("b", T.FLOAT, ["m", 4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, ["n", 8])])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(InputDataError, match=r"^the model does not run at input shape\(s\) a: 32x4, b: 1x4, in ONNX "
+                                             r"Runtime either \(.*join.*\); b: batch dim set to 1; --input NAME:SHAPE"):
+        deploycomp.build(path, tmp_path / "b", inputs=["a:32x4"])
+    assert not (tmp_path / "b").exists()
+    assert deploycomp.build(path, tmp_path / "c", inputs=["a:32x4", "b:32x4"]).manifest["validation"]["ok"]

@@ -32,7 +32,7 @@ def test_checks_against_model(tiny_conv):
     # its conv reads 3 channels: ONNX Runtime's run on zeros names the model's node that refuses
     # 4 (unfused: fused with its Relu, ONNX Runtime named a node of its own making)
     with pytest.raises(InputDataError, match=r"fixes Nx3x16x16 and its graph does not run at 1x4x16x16: .*"
-                                             r"Name:'conv'.*[Cc]hannels"):
+                                             r"Conv node 'conv': .*[Cc]hannels"):
         check_specs(model, [("x", (1, 4, 16, 16))])
 
 

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
-from deploycomp.errors import InputDataError, ModelError, UnsupportedError
+from deploycomp.errors import InputDataError, ModelError, UnsupportedError, onnxruntime_run_error
 from deploycomp.ir import save_model
 from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
@@ -67,7 +67,7 @@ class ORTRunner:
         except (state.InvalidArgument, state.Fail, state.RuntimeException) as e:
             # the model loaded and ran on other inputs (shapes are checked before): these values
             # it rejects, e.g. token ids past its vocabulary (a Gather out of bounds)
-            raise InputDataError(f"ONNX Runtime fails on these inputs: {_run_error(e)}") from None
+            raise InputDataError(f"ONNX Runtime fails on these inputs: {onnxruntime_run_error(e)}") from None
         return dict(zip(self.output_names, outs))
 
 
@@ -98,14 +98,6 @@ def _load_error(e: Exception) -> str:
     if node:
         text = f"node '{node['name']}' ({node['op']}): {node['error'].strip()}"
     return " ".join(text.split())[:400]
-
-
-def _run_error(e: Exception) -> str:
-    """ONNX Runtime's run error in one line: the op, the node and its message, without
-    the code prefix ("Gather node 'Gather.0': indices element out of data bounds, ...")."""
-    text = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip()).split())
-    node = re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
-    return (f"{node['op']} node '{node['name']}': {node['why']}" if node else text)[:400]
 
 
 class OnnxRuntimeBackend:
