@@ -483,7 +483,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
     import numpy as np
 
     from deploycomp.runner import load
-    from deploycomp.sample_data import load_npz_samples
+    from deploycomp.sample_data import batch_size, load_npz_samples
 
     if outputs_path and not outputs_path.resolve().parent.is_dir():
         raise click.BadParameter(f"folder {outputs_path.resolve().parent} does not exist", param_hint="--outputs")
@@ -493,16 +493,17 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
                                  param_hint="--outputs")
     runner = load(bundle, verify=not no_verify)
     shapes = {n: tuple(spec["shape"]) for n, spec in runner.inputs.items()}
+    batch = batch_size(shapes, {n: spec["shape"] for n, spec in runner.outputs.items()})
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()},
-                               [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")], resizable=False)
+                               [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")], resizable=False,
+                               batched=batch is not None)
     if not len(samples):
         raise InputDataError(f"{inputs_path}: holds no samples")
     results = [runner.run(feeds) for feeds in samples]
     outputs = results[0]
     if len(results) > 1:  # joined as the samples were
-        batch = next(iter(shapes.values()), (1,))[:1] or (1,)
         outputs = {k: np.stack([r[k] for r in results]) if samples.stacked
-                   else np.concatenate([r[k] for r in results], axis=_batch_axis(outputs[k].shape, batch[0]))
+                   else np.concatenate([r[k] for r in results], axis=_batch_axis(outputs[k].shape, batch))
                    for k in outputs}
     if outputs_path:
         from deploycomp.bundle import replaced_file

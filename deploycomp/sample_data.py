@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Collection, Mapping
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from deploycomp.errors import InputDataError, few
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "calibration_samples_for", "castable", "check_finite",
+__all__ = ["CALIBRATION_SAMPLERS", "SAMPLERS", "Samples", "batch_size", "calibration_samples_for", "castable",
+           "check_finite",
            "det_input", "letterbox", "load_npz_samples", "photos", "render_text", "resize_image", "sample_layout",
            "samples_for", "samples_from_arrays", "text_line_inputs", "within_profile"]
 
@@ -287,7 +288,7 @@ def check_finite(samples: Samples, source: str, nan_ok: Collection[str] = ()) ->
 
 
 def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
-                     nan_ok: Collection[str] = (), resizable: bool = True) -> Samples:
+                     nan_ok: Collection[str] = (), resizable: bool = True, batched: bool = True) -> Samples:
     """Samples from an ``.npz`` (one array per input) or ``.npy`` (single-input model).
 
     Each array is either one sample of exactly the input's shape, several samples
@@ -316,7 +317,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
                 arrays[k] = loaded[k]
             except (OSError, ValueError, EOFError) as e:  # read on access: an object array, a damaged member
                 raise unreadable_array(path, k, OBJECTS if "allow_pickle" in str(e) else str(e)) from e
-    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable)
+    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable, batched)
 
 
 OBJECTS = "an array of Python objects; save arrays of numbers"
@@ -327,20 +328,33 @@ def unreadable_array(path, name: str, why: str) -> InputDataError:
     return InputDataError(f"{path}: array '{name}' cannot be read ({why})")
 
 
-def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
+def sample_layout(array_shape: tuple[int, ...], shape: tuple[int, ...], batched: bool = True) -> str | None:
     """How an array holds samples of ``shape``: ``one`` sample, several ``concatenated`` on
     the first axis (``N x C x H x W`` for ``1 x C x H x W``), several ``stacked`` on a new
     leading axis, or None (it holds none). An array that reads both ways (``1 x ...``
-    samples stacked) is taken as concatenated: the same samples either way."""
+    samples stacked) is taken as concatenated: the same samples either way. ``batched``:
+    whether the first axis is a batch axis at all (:func:`batch_size`); if not, samples are
+    never cut out of it."""
     array_shape, shape = tuple(array_shape), tuple(shape)
     if array_shape == shape:
         return "one"
-    if (len(array_shape) == len(shape) and shape and array_shape[1:] == shape[1:] and shape[0] > 0
+    if (batched and len(array_shape) == len(shape) and shape and array_shape[1:] == shape[1:] and shape[0] > 0
             and array_shape[0] % shape[0] == 0):
         return "concatenated"
     if len(array_shape) == len(shape) + 1 and array_shape[1:] == shape:
         return "stacked"
     return None
+
+
+def batch_size(inputs: Mapping[str, Sequence[int]], outputs: Mapping[str, Sequence[int]]) -> int | None:
+    """The size of a bundle's batch axis: the first axis of every input, when they all have
+    the same size there and every output has an axis of that size (the first, or a
+    time-major output's second); else None, and the first axis is the model's own (a key
+    detector's frames in, one key out: cut into two runs, its answer became two keys)."""
+    firsts = {tuple(s)[0] if len(s) else None for s in inputs.values()}
+    if len(firsts) != 1 or (size := firsts.pop()) is None:
+        return None
+    return size if all(size in tuple(s) for s in outputs.values()) else None
 
 
 def within_profile(shape, lo, hi) -> bool:
@@ -365,7 +379,8 @@ def castable(given: np.dtype, wanted: np.dtype) -> bool:
 
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: dict[str, tuple[int, ...]],
-                        dtypes: dict[str, np.dtype], nan_ok: Collection[str] = (), resizable: bool = True) -> Samples:
+                        dtypes: dict[str, np.dtype], nan_ok: Collection[str] = (), resizable: bool = True,
+                        batched: bool = True) -> Samples:
     """Samples from one array per input, laid out as :func:`load_npz_samples` reads them
     (an ``.npz``'s contents, or the same as a dict from Python); ``source`` names them in errors.
     ``resizable``: whether a misfit's hint may offer ``--input`` (a build's; a bundle's shape
@@ -383,7 +398,7 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
     misfits: list[tuple[str, tuple, tuple, tuple | None]] = []  # (input, array shape, expected, its sample shape)
     for name, shape in shapes.items():
         arr = arrays[name]
-        layout = sample_layout(tuple(arr.shape), shape)
+        layout = sample_layout(tuple(arr.shape), shape, batched)
         if layout == "one":
             chunks = [arr]
         elif layout == "concatenated":
@@ -409,6 +424,10 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
         hint = f" (if the model takes that size: {flags})" if flags and resizable else ""
         if sample and len(shape) == 4 and tuple(sample) == (shape[0], shape[2], shape[3], shape[1]):
             hint = " (the data is channels-last, NHWC; the model takes NCHW: transpose it)"
+        if not batched:
+            raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)} or N x "
+                                 f"{list(shape)}{also} (its first axis is the model's own, not a batch: the "
+                                 f"outputs do not follow it; the bundle was built for {list(shape)})")
         raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)}, "
                              f"N x {list(shape[1:])} or N x {list(shape)}{also}{hint}")
     counts = {len(v) for v in per_input.values()}

@@ -518,3 +518,27 @@ def test_a_frozen_input_given_two_values_is_refused_naming_both(tiny_conv, tmp_p
     rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", "--freeze", "x=1", "--freeze", "x=2")
     assert rc == 4 and not (tmp_path / "b").exists()
     _one_line_error(stderr, "--freeze x: given twice, as 1 and 2; give one")
+
+
+def test_run_cuts_samples_only_out_of_a_batch_axis(tmp_path):
+    """A key detector's frames in, one key out: `run` cut 110 frames into two runs of the
+    55 it was built for and joined two keys (exit 0). Its first axis is the model's own
+    (no output follows it): such data is refused, as the Python runner refuses it."""
+    from onnx import TensorProto as T, helper
+
+    import onnx
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["key"], axes=[0], keepdims=0)], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, ["frames", 4])],
+                              [helper.make_tensor_value_info("key", T.FLOAT, [4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "key.onnx")
+    rc, _, stderr = cli("build", tmp_path / "key.onnx", "--input", "x:6x4", "--out", tmp_path / "b")
+    assert rc == 0, stderr
+    np.savez(tmp_path / "twelve.npz", x=np.random.default_rng(0).random((12, 4), dtype=np.float32))
+    rc, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "twelve.npz")
+    assert rc == 4
+    _one_line_error(stderr, "input 'x' has shape [12, 4], expected [6, 4] or N x [6, 4] (its first axis is the "
+                            "model's own, not a batch")
+    np.savez(tmp_path / "two.npz", x=np.random.default_rng(0).random((2, 6, 4), dtype=np.float32))
+    rc, stdout, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "two.npz")
+    assert rc == 0 and stdout.startswith("key: float32 [2, 4]"), stderr  # two samples stacked: two keys
