@@ -23,7 +23,7 @@ import onnx_ir as ir
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
-           "control_flow_layers", "dim_values", "int8_mac_share", "level_outputs",
+           "control_flow_layers", "dim_values", "int8_mac_share", "level_outputs", "lookup_ranges",
            "mac_share", "nan_inputs", "node_macs", "RECURRENT", "REPEATING", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -389,3 +389,36 @@ def nan_inputs(model: ir.Model) -> frozenset[str]:
                         stack.extend((v, strict) for n in ir.traversal.RecursiveGraphIterator(graph)
                                      for v in n.inputs if v is not None)
     return frozenset(found)
+
+
+def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str]]:
+    """Integer inputs that index a table: input -> (lowest, highest + 1, the table's node).
+    Each is followed through ops that only move or cast its elements (:data:`MOVES`, an
+    integer ``Cast``) to the ``Gather`` that reads it as indices of a constant-size axis
+    (``-rows`` to ``rows - 1``, as ONNX allows); the tightest such table wins. ONNX Runtime
+    refuses an index past it, OpenVINO and TFLite compute something (a Khmer segmenter's
+    bundles gave outputs for token ids past its vocabulary, exit 0), so a bundle's runner
+    checks them (``io.inputs[].index_range``)."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for value in model.graph.inputs:
+        if value.dtype is None or not value.dtype.is_integer():
+            continue
+        stack, seen = [value], set()
+        while stack:
+            v = stack.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for use in v.uses():
+                node = use.node
+                if node.domain not in ("", "ai.onnx"):
+                    continue
+                if node.op_type == "Gather" and use.idx == 1 and node.inputs[0] is not None:
+                    shape, axis = node.inputs[0].shape, node.attributes.get_int("axis", 0)
+                    rows = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+                    if isinstance(rows, int) and (value.name not in found or rows < found[value.name][1]):
+                        found[value.name] = (-rows, rows, node.name or node.outputs[0].name)
+                elif use.idx == 0 and (node.op_type in MOVES or (
+                        node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer())):
+                    stack.extend(o for o in node.outputs if o is not None)
+    return found

@@ -519,12 +519,17 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
              levels: frozenset = frozenset(), nan_ok: frozenset = frozenset()) -> dict:
     """The bundle's inputs and outputs; an integer output of rounded float values says it
     is judged as numbers (``judged_as``: ``levels``), which a device check reads too; an
-    input the model tests for NaN says so (``accepts_nan``), which ``deploycomp run`` reads."""
+    input the model tests for NaN says so (``accepts_nan``), which ``deploycomp run`` reads,
+    and ids a table is indexed by say its rows (``index_range``), which a bundle's runner
+    checks (:func:`deploycomp.analysis.lookup_ranges`)."""
     outs = reference.run(sample)
     labels = getattr(reference, "labels", {})
+    lookups = analysis.lookup_ranges(model)
     return {
         "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name]),
-                    **({"accepts_nan": True} if v.name in nan_ok else {})} for v in model.graph.inputs],
+                    **({"accepts_nan": True} if v.name in nan_ok else {}),
+                    **({"index_range": list(lookups[v.name][:2]), "index_table": lookups[v.name][2]}
+                       if v.name in lookups else {})} for v in model.graph.inputs],
         "outputs": [{"name": n, "dtype": "str" if n in labels else str(outs[n].dtype), "shape": list(outs[n].shape),
                      **({"judged_as": "levels"} if n in levels else {}),
                      **({"labels": labels[n]} if n in labels else {})} for n in reference.output_names],

@@ -59,6 +59,12 @@ class BundleRunner:
                 built = (f"shapes from {profile['min']} to {profile['max']}" if profile
                          else f"{spec['shape']}")
                 raise InputDataError(f"input '{name}': shape {list(arr.shape)} given, the bundle was built for {built}")
+            if "index_range" in spec and arr.size:
+                lo, hi = spec["index_range"]
+                low, high = int(arr.min()), int(arr.max())
+                if low < lo or high >= hi:
+                    raise InputDataError(f"input '{name}': values {low}..{high} given; they index a table of {hi} "
+                                         f"rows (node '{spec.get('index_table', '?')}'): {lo}..{hi - 1}")
             prepared[name] = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
         return prepared
 

@@ -137,3 +137,4 @@ def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tm
                            tmp_path / "x.npz", "--outputs", tmp_path / "b" / "manifest.json"], capture_output=True, text=True)
     assert proc.returncode == 2 and "inside the bundle" in proc.stderr
     assert json.loads((tmp_path / "b" / "manifest.json").read_text()) == manifest
+
