@@ -487,6 +487,8 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
 
     if outputs_path and not outputs_path.resolve().parent.is_dir():
         raise click.BadParameter(f"folder {outputs_path.resolve().parent} does not exist", param_hint="--outputs")
+    if outputs_path and outputs_path.is_dir():
+        raise click.BadParameter(f"{outputs_path} is a folder; name the .npz file to write", param_hint="--outputs")
     if outputs_path and outputs_path.resolve().is_relative_to(bundle.resolve()):
         # (it had written over the manifest, or added a file that fails the bundle's verification)
         raise click.BadParameter(f"{outputs_path} is inside the bundle; write the outputs elsewhere",
