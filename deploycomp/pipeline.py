@@ -246,6 +246,9 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     assumed: list[str] = []
     shapes = check_specs(model, list(specs), assumed)
     current = input_shapes(model)
+    if "*" in (data_shapes or {}) and len(current) > 1:  # (said first: the dynamic dims' error had hidden it)
+        raise InputDataError(f"{data_shapes['*'][0]}: a .npy serves single-input models; this one has inputs "
+                             f"{few(current)} (an .npz holds one array per input)")
     for name, (lo, opt, hi) in profiles.items():
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")

@@ -517,3 +517,19 @@ def test_input_shapes_that_disagree_are_the_users_to_fix_not_the_targets(tmp_pat
         deploycomp.build(path, tmp_path / "b", inputs=["a:32x4"])
     assert not (tmp_path / "b").exists()
     assert deploycomp.build(path, tmp_path / "c", inputs=["a:32x4", "b:32x4"]).manifest["validation"]["ok"]
+
+
+def test_a_npy_for_a_model_of_several_inputs_is_said_before_its_dynamic_dims(tmp_path):
+    """A voice detector with 4 cache inputs given `--calibration speech.npy`: the error
+    was about dynamic dims, and the .npy's own problem came only once --input was given."""
+    from onnx import TensorProto as T, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("a", T.FLOAT, [1, "t"]),
+                               helper.make_tensor_value_info("b", T.FLOAT, [1, "t"])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, "t"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "two.onnx")
+    np.save(tmp_path / "speech.npy", np.zeros((4, 1, 16), np.float32))
+    with pytest.raises(InputDataError, match=r"^speech\.npy: a \.npy serves single-input models; this one has inputs "
+                                             r"a, b \(an \.npz holds one array per input\)"):
+        deploycomp.build(tmp_path / "two.onnx", tmp_path / "b", precision="int8", calibration=tmp_path / "speech.npy")
