@@ -598,6 +598,12 @@ def _build(opts: BuildOptions) -> BuildResult:
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise InputDataError(f"{data}: {what} file not found")
     spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
+    arrays = [d for d in (opts.calibration, opts.validation_data) if d is not None]
+    if spec is not None and arrays and all(isinstance(d, (str, os.PathLike)) and Path(d).suffix in (".npz", ".npy")
+                                           for d in arrays):
+        # (it had been ignored without a word: arrays are the model's inputs as they are)
+        log.warning("--preprocess applies to image folders and built-in samples; %s hold%s the model's inputs as "
+                    "they are: not applied", few(Path(d).name for d in arrays), "s" if len(arrays) == 1 else "")
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
     for name, *shapes in opts.profiles:

@@ -50,3 +50,17 @@ def test_spec_from_a_file_and_its_errors(tmp_path):
         PreprocessSpec(mean=(0.1, 0.2)).apply(IMG, (1, 3, 8, 8))
     with pytest.raises(InputDataError, match="needs a rank-4 input"):
         PreprocessSpec().apply(IMG, (1, 3, 8))
+
+
+def test_a_spec_with_only_arrays_given_says_it_is_not_applied(tiny_conv, tmp_path, caplog):
+    """--preprocess with .npz data: the arrays are the model's inputs as they are, and the
+    spec had been ignored without a word."""
+    import logging
+
+    import deploycomp
+
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tiny_conv, tmp_path / "b", preprocess="scale: 0.5", validation_data=tmp_path / "val.npz")
+    assert any("--preprocess applies to image folders and built-in samples; val.npz holds the model's inputs as "
+               "they are: not applied" in r.getMessage() for r in caplog.records)
