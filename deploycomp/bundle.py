@@ -74,14 +74,16 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     path = Path(bundle) / MANIFEST
     if not path.is_file():
         raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
+    # whatever is wrong inside the manifest fails the bundle's verification (exit 11), as
+    # `verify` says of the same file (run and diff had said 2)
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:  # (a file written over it: not text at all)
-        raise DeployError(f"{path}: corrupt manifest ({e})") from e
+        raise VerificationError(f"{path}: corrupt manifest ({e})") from e
     if not isinstance(manifest, dict):
-        raise DeployError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object)")
+        raise VerificationError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
-        raise DeployError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT})")
+        raise VerificationError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT})")
     _check_structure(path, manifest)
     for entry in manifest["artifacts"]:
         f = Path(bundle) / entry["path"]

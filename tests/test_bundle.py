@@ -103,9 +103,9 @@ def test_temporary_files_of_a_killed_process_go_with_the_next_write(tmp_path):
 
 def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tmp_path):
     """A manifest written over, or missing a part that running reads: one line and exit 11
-    (or 2 where it is not JSON of an object at all), not a KeyError; one without its
-    artifacts list is refused too (it had skipped every checksum), and run will not write
-    its outputs into a bundle."""
+    (as `verify` says: not JSON, not an object, no format included), not a KeyError; one
+    without its artifacts list is refused too (it had skipped every checksum), and run
+    will not write its outputs into a bundle."""
     import shutil
     import subprocess
     import sys
@@ -113,7 +113,7 @@ def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tm
     import pytest
 
     import deploycomp
-    from deploycomp.errors import DeployError
+    from deploycomp.errors import VerificationError
 
     deploycomp.build(tiny_conv, tmp_path / "b")
     np.savez(tmp_path / "x.npz", x=np.zeros((1, 3, 16, 16), np.float32))
@@ -131,8 +131,14 @@ def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tm
         assert proc.returncode == 11 and proc.stderr.count("\n") == 1 and "damaged manifest" in proc.stderr, name
     shutil.copytree(tmp_path / "b", tmp_path / "binary")
     (tmp_path / "binary" / "manifest.json").write_bytes(b"PK\x03\x04\xb9\x00")
-    with pytest.raises(DeployError, match="corrupt manifest"):
+    with pytest.raises(VerificationError, match="corrupt manifest"):
         deploycomp.load(tmp_path / "binary")
+    shutil.copytree(tmp_path / "b", tmp_path / "no_format")
+    (tmp_path / "no_format" / "manifest.json").write_text('{"x": 1}')
+    for command in (["run", tmp_path / "no_format", "--inputs", tmp_path / "x.npz"],
+                    ["diff", tmp_path / "no_format", tmp_path / "b"], ["verify", tmp_path / "no_format"]):
+        proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", *command], capture_output=True, text=True)
+        assert proc.returncode == 11 and "unsupported bundle format None" in proc.stderr, command  # (run, diff: 2)
     proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", "run", tmp_path / "b", "--inputs",
                            tmp_path / "x.npz", "--outputs", tmp_path / "b" / "manifest.json"], capture_output=True, text=True)
     assert proc.returncode == 2 and "inside the bundle" in proc.stderr
