@@ -42,6 +42,10 @@ next float layers) are those the whole set would find, not only those hard on th
 output's samples (the layout detector's 8 outputs: 4-7 samples first). Measured on the
 layout detector on host: 20 float layers of 102, as without stopping early (22)."""
 
+FEW_CALIBRATION_SAMPLES = 4
+"""Fewer calibration samples than this are warned of: nothing is held out of them for the
+layer ranking, and the ranges are those of a handful of inputs."""
+
 FLOAT_FORM_SHARE = 0.25
 """For a model that arrives with ONNX Runtime's integer ops, the int8 search sets aside the
 calibration samples on which the model's float form (every layer float: the closest any
@@ -106,6 +110,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                             "and outputs still as typed")
     opts.progress("int8 calibration")
     samples, label = calibration.samples, calibration.label
+    if len(samples) < FEW_CALIBRATION_SAMPLES:  # (it built without a word on one)
+        log.warning("int8: %d calibration sample%s: the ranges, and the search for float layers, see only %s; "
+                    "%d or more inputs like those the model will see hold better", len(samples),
+                    "" if len(samples) == 1 else "s", "it" if len(samples) == 1 else "them", 4 * FEW_CALIBRATION_SAMPLES)
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
     calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
     # candidates are judged on every calibration sample, not only the few held out for the

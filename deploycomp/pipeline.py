@@ -599,6 +599,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             raise InputDataError(f"{data}: {what} file not found")
     spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
     arrays = [d for d in (opts.calibration, opts.validation_data) if d is not None]
+    if (opts.precision == "int8" and len(arrays) == 2 and all(isinstance(d, (str, os.PathLike)) for d in arrays)
+            and Path(arrays[0]).resolve() == Path(arrays[1]).resolve()):
+        log.warning("--validation-data is the --calibration data (%s): the budget is checked on the inputs the "
+                    "build was fitted to, not on unseen ones; --calibration alone holds a part of it out",
+                    Path(arrays[0]).name)
     if spec is not None and arrays and all(isinstance(d, (str, os.PathLike)) and Path(d).suffix in (".npz", ".npy")
                                            for d in arrays):
         # (it had been ignored without a word: arrays are the model's inputs as they are)

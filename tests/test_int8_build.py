@@ -799,3 +799,18 @@ def test_a_candidate_the_runtime_refuses_is_a_miss_and_the_search_goes_on(tiny_c
     first, *rest = q["search_trials"]
     assert first["met"] is False and first["refused"].endswith("in its X: out of range") and "min_cosine" not in first
     assert rest and rest[0]["met"] and q["budget_met"] is True
+
+
+def test_one_calibration_sample_or_validation_on_the_calibration_data_is_warned_of(tiny_conv, tmp_path, caplog):
+    """Both built without a word: a single calibration input, and the same file given as
+    --calibration and --validation-data (the budget then checked on the fitted inputs)."""
+    import logging
+
+    one, data = tmp_path / "one.npz", _calibration(tmp_path)
+    np.savez(one, x=np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tiny_conv, tmp_path / "a", precision="int8", calibration=one)
+        deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=data, validation_data=data)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("int8: 1 calibration sample: the ranges") for m in said)
+    assert any(m.startswith("--validation-data is the --calibration data (calib.npz)") for m in said)
