@@ -455,6 +455,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         raise OutputExistsError(f"{out}: is a folder; -o names the optimized .onnx file to write")
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
+    if out.exists() and out.samefile(model_path):  # (its external data, named otherwise, was left orphaned)
+        raise OutputExistsError(f"{out}: -o names the model being optimized; write the optimized model elsewhere")
     if target is None:
         loaded = load_model(model_path, keep_initializer_inputs)
         shapes = check_specs(loaded.model, list(specs))

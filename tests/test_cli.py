@@ -211,6 +211,19 @@ def test_optimize_makes_the_folders_of_its_output(tiny_conv, tmp_path):
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["opt.onnx"]
 
 
+def test_optimize_will_not_write_over_the_model_it_reads(tiny_conv, tmp_path):
+    """`optimize m.onnx -o m.onnx` replaced the model, and left its external data (named
+    otherwise) orphaned."""
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_conv, model)
+    before = model.read_bytes()
+    rc, _, stderr = cli("optimize", model, "-o", tmp_path / "." / "m.onnx")
+    assert rc == 9 and model.read_bytes() == before
+    _one_line_error(stderr, "-o names the model being optimized; write the optimized model elsewhere")
+
+
 
 def test_optimize_writes_through_a_folder_of_its_own_and_removes_a_killed_runs(tiny_conv, tmp_path):
     """The model is written in a hidden folder next to it and moved into place (an
