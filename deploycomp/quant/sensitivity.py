@@ -535,6 +535,8 @@ def select_float_layers(ranking: "Ranking | Sequence[LayerSensitivity]", meets_b
         missed = len(taken)
         k = 1 if k == 0 else 2 * k
         grow(min(floor + k, limit), getattr(verdict, "failing", None))
+        if len(taken) == missed:  # nothing left to take (a model with no layer to rank: it had looped forever)
+            return set(taken), False
     met = len(taken)
     for _ in range(refine):
         if missed is None or met - missed <= 1:

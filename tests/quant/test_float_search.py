@@ -43,6 +43,20 @@ def test_the_fewest_are_kept_and_a_miss_is_reported():
     assert not met and len(chosen) == 10  # a cap still works when asked for
 
 
+def test_a_search_with_no_layer_to_rank_ends_missed():
+    """A model whose only op on the way is a Gather (ids cast from int8 inputs): no compute
+    layer to rank, the all-int8 candidate missed, and the search took nothing more forever."""
+    import threading
+
+    result = []
+    worker = threading.Thread(target=lambda: result.append(select_float_layers(_ranking(0), lambda keep: False)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert result == [(set(), False)]
+
+
+
 def test_layers_are_taken_round_robin_over_outputs():
     """Every output must meet the budget: the worst output's best layer comes first, then
     the next output's, not the layers of whichever output dominates the summed error."""
