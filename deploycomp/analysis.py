@@ -23,7 +23,7 @@ import onnx_ir as ir
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
-           "control_flow_layers", "dim_values", "int8_mac_share", "level_outputs", "lookup_ranges",
+           "control_flow_layers", "dim_values", "int8_mac_share", "integer_valued_inputs", "level_outputs", "lookup_ranges",
            "mac_share", "nan_inputs", "node_macs", "RECURRENT", "REPEATING", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -420,5 +420,29 @@ def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str]]:
                         found[value.name] = (-rows, rows, node.name or node.outputs[0].name)
                 elif use.idx == 0 and (node.op_type in MOVES or (
                         node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer())):
+                    stack.extend(o for o in node.outputs if o is not None)
+    return found
+
+
+def integer_valued_inputs(model: ir.Model) -> list[str]:
+    """Float inputs the model casts to an integer type (through ops that only move their
+    elements): ids or counts carried as floats, which an int8 input encoding rounds to its
+    steps (a Thai segmenter's character ids 1-163 through --int8-io: cosine 0.197)."""
+    found = []
+    for value in model.graph.inputs:
+        if value.dtype is None or not value.dtype.is_floating_point():
+            continue
+        stack, seen = [value], set()
+        while stack and value.name not in found:
+            v = stack.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for use in v.uses():
+                node = use.node
+                if node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer():
+                    found.append(value.name)
+                    break
+                if use.idx == 0 and node.op_type in MOVES:
                     stack.extend(o for o in node.outputs if o is not None)
     return found

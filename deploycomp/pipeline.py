@@ -927,7 +927,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        hint = (_ranked_list_hint(summary, refs, where)
+        hint = (_ranked_list_hint(summary, refs, where) + _int8_io_hint(opts, target, prep.model)
                 + int8_hint(quant_info) + coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")
                    else "")
@@ -940,6 +940,14 @@ def _build(opts: BuildOptions) -> BuildResult:
         if hint:
             log.warning("%s", hint.rstrip("; "))
     return BuildResult(Path(opts.out), manifest)
+
+
+def _int8_io_hint(opts: BuildOptions, target: TargetProfile, model: ir.Model) -> str:
+    """With int8 inputs: the float inputs the model casts to integers (ids carried as
+    floats), which an int8 encoding rounds (one clause, or "")."""
+    ids = analysis.integer_valued_inputs(model) if trial.int8_io(opts, target) else []
+    return (f"input(s) {few(ids)} are cast to integers in the model (ids?), and --int8-io rounds them to int8 "
+            f"steps: build without --int8-io; " if ids else "")
 
 
 def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,

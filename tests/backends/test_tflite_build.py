@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 import deploycomp
-from deploycomp.errors import UnsupportedError
+from deploycomp.errors import BudgetError, UnsupportedError
 
 pytest.importorskip("ai_edge_litert", reason="TFLite tests need the tflite extra (ai-edge-litert)")
 
@@ -131,3 +131,24 @@ def test_int8_io_takes_an_int8_input_whatever_reads_it(tiny_conv, tmp_path, keep
     interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
     assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
     assert runner.manifest["backend"]["lowered"]["int8_io"] is True and runner.manifest["validation"]["ok"]
+
+
+def test_int8_inputs_that_the_model_casts_to_ids_are_named_in_the_miss(tmp_path):
+    """A Thai segmenter's character ids come as floats and are cast to int64 for its
+    embedding: --int8-io rounds them to int8 steps (cosine 0.197), and the miss had
+    advised calibrating on inputs like them. It names the inputs and the flag."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.random((40, 8), dtype=np.float32), "table")
+    nodes = [helper.make_node("Cast", ["x"], ["ids"], to=T.INT64),
+             helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Relu", ["e"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 6, 8])], [table])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "ids.onnx")
+    data = [{"x": rng.integers(1, 40, (1, 6)).astype(np.float32)} for _ in range(12)]
+    with pytest.raises(BudgetError, match=r"input\(s\) x are cast to integers in the model \(ids\?\), and --int8-io "
+                                          r"rounds them to int8 steps: build without --int8-io"):
+        deploycomp.build(tmp_path / "ids.onnx", tmp_path / "b", target="android-arm64", precision="int8",
+                         int8_io=True, calibration=data)
