@@ -391,6 +391,25 @@ def nan_inputs(model: ir.Model) -> frozenset[str]:
     return frozenset(found)
 
 
+def _uses_through(value: ir.Value, through: Callable[[ir.Node], bool]):
+    """Each use of ``value``, and of the outputs of the nodes that read it as their data
+    input and for which ``through`` holds, and so on (each value once)."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        for use in v.uses():
+            yield use
+            if use.idx == 0 and use.node.domain in ("", "ai.onnx") and through(use.node):
+                stack.extend(o for o in use.node.outputs if o is not None)
+
+
+def _integer_cast(node: ir.Node) -> bool:
+    return node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer()
+
+
 def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str]]:
     """Integer inputs that index a table: input -> (lowest, highest + 1, the table's node).
     Each is followed through ops that only move or cast its elements (:data:`MOVES`, an
@@ -403,24 +422,14 @@ def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str]]:
     for value in model.graph.inputs:
         if value.dtype is None or not value.dtype.is_integer():
             continue
-        stack, seen = [value], set()
-        while stack:
-            v = stack.pop()
-            if id(v) in seen:
+        for use in _uses_through(value, lambda n: n.op_type in MOVES or _integer_cast(n)):
+            node = use.node
+            if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or use.idx != 1:
                 continue
-            seen.add(id(v))
-            for use in v.uses():
-                node = use.node
-                if node.domain not in ("", "ai.onnx"):
-                    continue
-                if node.op_type == "Gather" and use.idx == 1 and node.inputs[0] is not None:
-                    shape, axis = node.inputs[0].shape, node.attributes.get_int("axis", 0)
-                    rows = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-                    if isinstance(rows, int) and (value.name not in found or rows < found[value.name][1]):
-                        found[value.name] = (-rows, rows, node.name or node.outputs[0].name)
-                elif use.idx == 0 and (node.op_type in MOVES or (
-                        node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer())):
-                    stack.extend(o for o in node.outputs if o is not None)
+            shape, axis = node.inputs[0].shape if node.inputs[0] is not None else None, node.attributes.get_int("axis", 0)
+            rows = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+            if isinstance(rows, int) and (value.name not in found or rows < found[value.name][1]):
+                found[value.name] = (-rows, rows, node.name or node.outputs[0].name)
     return found
 
 
@@ -428,21 +437,6 @@ def integer_valued_inputs(model: ir.Model) -> list[str]:
     """Float inputs the model casts to an integer type (through ops that only move their
     elements): ids or counts carried as floats, which an int8 input encoding rounds to its
     steps (a Thai segmenter's character ids 1-163 through --int8-io: cosine 0.197)."""
-    found = []
-    for value in model.graph.inputs:
-        if value.dtype is None or not value.dtype.is_floating_point():
-            continue
-        stack, seen = [value], set()
-        while stack and value.name not in found:
-            v = stack.pop()
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
-            for use in v.uses():
-                node = use.node
-                if node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer():
-                    found.append(value.name)
-                    break
-                if use.idx == 0 and node.op_type in MOVES:
-                    stack.extend(o for o in node.outputs if o is not None)
-    return found
+    return [value.name for value in model.graph.inputs
+            if value.dtype is not None and value.dtype.is_floating_point()
+            and any(_integer_cast(use.node) for use in _uses_through(value, lambda n: n.op_type in MOVES))]
