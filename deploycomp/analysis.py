@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
+from deploycomp.ir import float_only
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
@@ -245,7 +246,7 @@ def int8_mac_share(graph: ir.Graph, compute_ops: Iterable[str], floating: Iterab
     nested, repeats = control_flow_layers(graph, compute_ops)
     if repeats:
         return None
-    layers = [n for n in graph if n.op_type in compute_ops or n.op_type in RECURRENT]
+    layers = [n for n in graph if (n.op_type in compute_ops or n.op_type in RECURRENT) and not float_only(n)]
     inside = {id(n) for n in nested}
     return mac_share([*layers, *nested], lambda n: id(n) not in inside and n.name not in floating
                      and n.op_type not in RECURRENT, dims)

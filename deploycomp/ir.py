@@ -40,10 +40,13 @@ from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError, UnsupportedError, few
 
 __all__ = [
+    "FLOAT_ONLY",
     "HoldsMapsError",
     "LEFT_BECAUSE",
+    "ROLE",
     "MAX_OPSET",
     "add_initializer",
+    "float_only",
     "replace_node", "replace_value",
     "MIN_OPSET",
     "LoadedModel",
@@ -79,6 +82,23 @@ class LoadedModel:
 LEFT_BECAUSE = "deploycomp.left_because"
 """Node metadata key: why a rewrite that would make the node run everywhere left it as it
 is (a tree ensemble too large for its tables); a backend's refusal of the node says it."""
+
+ROLE = "deploycomp.role"
+"""Node metadata key: what a node a pass wrote is part of, where that decides how a build
+treats it (:data:`FLOAT_ONLY`)."""
+
+FLOAT_ONLY = frozenset({"integer-rounding", "iterative-solve"})
+"""Roles of nodes that compute an exact procedure in float: ONNX Runtime's rounding of an
+input to u8 (:mod:`deploycomp.passes.integer_ops`), libsvm's pairwise coupling
+(:mod:`deploycomp.passes.ml_svm`). An int8 build keeps them float and out of its
+float-layer search: quantized, the rounding is no rounding and the solve no solve, and
+ranking them cost the search its time (a table-edge detector's 13 nodes per chain; an
+iris SVC's 3000 coupling nodes on TensorRT)."""
+
+
+def float_only(node: ir.Node) -> bool:
+    """Whether ``node`` has a :data:`FLOAT_ONLY` role."""
+    return node.metadata_props.get(ROLE) in FLOAT_ONLY
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield graph

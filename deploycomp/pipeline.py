@@ -34,7 +34,7 @@ from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output,
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
-from deploycomp.ir import load_model, save_model
+from deploycomp.ir import float_only, load_model, save_model
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
@@ -1070,7 +1070,8 @@ def _compute_layers_named(graph: ir.Graph, names: Iterable[str], compute_ops: tu
         for _ in range(2):
             hit = next((n for n in frontier if n.op_type in compute_ops), None)
             if hit is not None:
-                found.append(hit.name)
+                if not float_only(hit):  # (float by design: no layer the record counts)
+                    found.append(hit.name)
                 break
             frontier = [v.producer() for n in frontier for v in n.inputs
                         if v is not None and v.producer() is not None and v.const_value is None]

@@ -26,20 +26,21 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from deploycomp.ir import add_initializer, replace_value
+from deploycomp.ir import ROLE, add_initializer, replace_value
 from deploycomp.passes.rules._util import const as constant
 
 __all__ = ["INTEGER_OPS", "IntegerOpsToFloatPass", "is_rounding"]
 
 INTEGER_OPS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 
-ROLE, ROUNDING = "deploycomp.role", "integer-rounding"
-"""Node metadata key and value of the ops that round an input as ``DynamicQuantizeLinear``
-does. They are the model's own int8 arithmetic, which an int8 build keeps float and out of
-its float-layer search: quantized in turn (TFLite's encoding takes every element-wise op,
-TensorRT's a two-input ``Add``), ``round(x / s) + zp`` is no longer a rounding, and on the
-800x800 table-edge detector the search ranked its 13 nodes per chain (its TFLite int8 build
-did not finish in 900 s)."""
+ROUNDING = "integer-rounding"
+"""The role (:data:`deploycomp.ir.ROLE`) of the ops that round an input as
+``DynamicQuantizeLinear`` does. They are the model's own int8 arithmetic, which an int8
+build keeps float and out of its float-layer search (:data:`deploycomp.ir.FLOAT_ONLY`):
+quantized in turn (TFLite's encoding takes every element-wise op, TensorRT's a two-input
+``Add``), ``round(x / s) + zp`` is no longer a rounding, and on the 800x800 table-edge
+detector the search ranked its 13 nodes per chain (its TFLite int8 build did not finish
+in 900 s)."""
 
 
 def is_rounding(node: ir.Node) -> bool:

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import ROLE
 from deploycomp.passes.ml_nodes import Emitter
 
 __all__ = ["svm"]
@@ -156,6 +157,10 @@ def svm(node: ir.Node, opset: int, const: Callable[[str, np.ndarray], ir.Value],
 COUPLING_STEPS = 100
 """libsvm's (and ONNX Runtime's) pairwise coupling runs at most this many rounds."""
 
+SOLVE = "iterative-solve"
+"""The coupling's nodes' role (:data:`deploycomp.ir.ROLE`): computed float in an int8
+build (:data:`deploycomp.ir.FLOAT_ONLY`)."""
+
 
 def _coupled_probabilities(add: Emitter, const: Callable[[str, np.ndarray], ir.Value], decision: ir.Value,
                            pairs: list[tuple[int, int]], classes: int, prob_a: np.ndarray, prob_b: np.ndarray,
@@ -170,6 +175,7 @@ def _coupled_probabilities(add: Emitter, const: Callable[[str, np.ndarray], ir.V
     (``(x + 0) / 1``), so each row stops where ONNX Runtime stops it."""
     k, f32 = classes, np.float32
     made: dict[str, ir.Value] = {}
+    first_node = len(add.nodes)
 
     def c(name: str, value) -> ir.Value:  # each constant once
         if name not in made:
@@ -228,4 +234,6 @@ def _coupled_probabilities(add: Emitter, const: Callable[[str, np.ndarray], ir.V
             qp = add("Div", [add("Add", [qp, add("Mul", [diff, q_row[t]], f"{at}_qp_step")], f"{at}_qp_moved"), grow],
                      f"{at}_qp")
             p = add("Div", [p, grow], f"{at}_p")
+    for node in add.nodes[first_node:]:  # an int8 build leaves the solve float (see deploycomp.ir.FLOAT_ONLY)
+        node.metadata_props[ROLE] = SOLVE
     return p

@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from deploycomp.analysis import RECURRENT, control_flow_layers, dim_values, int8_mac_share, node_macs
 from deploycomp.errors import DeployError, few
+from deploycomp.ir import float_only
 from deploycomp.quant.bias_correction import BiasStatistics
 from deploycomp.quant.constants import constant
 from deploycomp.quant.calibrate import (ChannelExtremes, Observers, Statistics, observe_inputs, range_coverage,
@@ -470,8 +471,10 @@ def quantize(
         # coverage's quiet inputs are judged on) changes with each result below
         observed = observe_inputs(model, c.extremes, coverage) if coverage else None
         searchable = {n.name for n in searchable_nodes(model, policy)}
-        # recurrent layers count too: no QDQ enters them, so their MACs stay float
-        layers = [n for n in model.graph if n.op_type in policy.compute_ops or n.op_type in RECURRENT]
+        # recurrent layers count too: no QDQ enters them, so their MACs stay float; the nodes of
+        # a float-only procedure (an SVM's pairwise coupling) are no layers of the model's
+        layers = [n for n in model.graph if (n.op_type in policy.compute_ops or n.op_type in RECURRENT)
+                  and not float_only(n)]
         nested, _ = control_flow_layers(model.graph, policy.compute_ops)
         # a dynamic dim kept (TensorRT's batch) counted at the calibration samples' size
         dims = dim_values(model.graph, {k: np.shape(v) for k, v in calibration[0].items()}) if calibration else {}

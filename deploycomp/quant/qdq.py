@@ -26,7 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.analysis import compared
-from deploycomp.passes.integer_ops import is_rounding
+from deploycomp.ir import float_only
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.quant.constants import (add_initializer, add_to_bias, attributes, bias_slot, constant, explicit_pad,
                                         weight_matrix)
@@ -118,7 +118,7 @@ def quantizable_tensors(model: ir.Model, policy: QDQPolicy, keep_float: set[str]
     graph_outputs = {v.name for v in model.graph.outputs}
     decided = compared(model.graph)  # a decision on exact values (a tree's split) follows: computed float
     for node in model.graph:
-        if node.name in keep_float or node.domain not in ("", "ai.onnx") or is_rounding(node):
+        if node.name in keep_float or node.domain not in ("", "ai.onnx") or float_only(node):
             continue
         elementwise = node.op_type in policy.elementwise_ops and (
             all(not _is_const(v) for v in node.inputs)

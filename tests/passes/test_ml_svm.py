@@ -154,3 +154,21 @@ def test_a_linear_kernel_over_unscaled_features_decides_as_in_float64(tmp_path):
     assert np.abs(got[1][:, 1] - exact).max() < 1e-2 * np.abs(exact).max()
     assert np.abs(got[1][:, 1] - exact).max() <= np.abs(want[1][:, 1] - exact).max()
     np.testing.assert_array_equal(got[0], np.where(exact > 0, 0, 1))
+
+
+def test_the_coupling_stays_float_and_out_of_an_int8_search(tmp_path):
+    """Quantized, the pairwise coupling is no solve, and ranking its 300 batched MatMuls
+    for the search took an iris SVC's TensorRT build minutes: its nodes have a float-only
+    role, and the int8 record counts the SVM's own layers (the kernel and the decisions)."""
+    from deploycomp.ir import float_only
+    from deploycomp.pipeline import prepare
+    from deploycomp.shapes import parse_input_spec
+    from deploycomp.targets import load_target
+
+    path = _with_probabilities(tmp_path / "p.onnx", [2, 2, 2], [0, 1, 2])
+    model = prepare(path, load_target("android-arm64"), [parse_input_spec("x:16x5")]).model
+    assert sum(1 for n in model.graph if n.op_type == "MatMul" and float_only(n)) >= 100  # (Q p, each round)
+    runner = deploycomp.build(path, tmp_path / "b", target="android-arm64", precision="int8", inputs=["x:16x5"],
+                              calibration=[{"x": _inputs(16, seed)[:16]} for seed in range(10, 22)])
+    q = runner.manifest["quantization"]
+    assert q["int8_layers"] + len(q["float_layers"]) < 10 and runner.manifest["validation"]["ok"]
