@@ -299,7 +299,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     """
     path = Path(path)
     if not path.is_file():
-        raise InputDataError(f"{path}: no such file")
+        raise InputDataError(f"{path}: {'a folder, not an .npz or .npy file' if path.is_dir() else 'no such file'}")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:

@@ -557,3 +557,5 @@ def test_run_cuts_samples_only_out_of_a_batch_axis(tmp_path):
     assert rc == 0 and stdout.startswith("key: float32 [2, 4]"), stderr  # two samples stacked: two keys
     rc, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "two.npz", "--outputs", tmp_path)
     assert rc == 2 and "is a folder; name the .npz file to write" in stderr  # (an internal error before)
+    rc, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path)
+    assert rc == 4 and "a folder, not an .npz or .npy file" in stderr  # ("no such file" before)
