@@ -626,8 +626,11 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     left_out = (f"; not counted: {', '.join(f'{op} x{n}' for op, n in cost.uncosted_ops.items())}"
                 if cost.uncosted_ops else "")
     if cost.uncounted_nodes:
-        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) need static shapes "
-                   f"(--input){left_out}")
+        # (with --input given, asking for it again was no help: the rest are shapes the
+        # graph computes, which shape inference alone does not reach)
+        why = ("have shapes computed inside the graph, which inspect does not fold" if inputs
+               else "need static shapes (--input)")
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) {why}{left_out}")
     else:
         click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs{left_out})")
     click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in cost.op_histogram.items()))

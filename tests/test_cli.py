@@ -559,3 +559,22 @@ def test_run_cuts_samples_only_out_of_a_batch_axis(tmp_path):
     assert rc == 2 and "is a folder; name the .npz file to write" in stderr  # (an internal error before)
     rc, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path)
     assert rc == 4 and "a folder, not an .npz or .npy file" in stderr  # ("no such file" before)
+
+
+def test_inspect_with_input_given_does_not_ask_for_it_again(tmp_path):
+    """A fingerprint CNN's `inspect --input ...` still said "4 node(s) need static shapes
+    (--input)": what is left are shapes the graph computes from values."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    import onnx
+
+    w = numpy_helper.from_array(np.ones((3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", T.FLOAT, ["n", 6]),
+                                    helper.make_tensor_value_info("s", T.INT64, [2])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, None)], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    rc, stdout, _ = cli("inspect", tmp_path / "m.onnx")
+    assert rc == 0 and "1 node(s) need static shapes (--input)" in stdout
+    rc, stdout, _ = cli("inspect", tmp_path / "m.onnx", "--input", "x:2x6", "--input", "s:2")
+    assert rc == 0 and "1 node(s) have shapes computed inside the graph, which inspect does not fold" in stdout
