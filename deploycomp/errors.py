@@ -171,4 +171,3 @@ def onnxruntime_run_error(e: BaseException) -> str:
     text = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\) )?", "", text)
     node = re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
     return (f"{node['op']} node '{node['name']}': {node['why']}" if node else text)[:400]
-

@@ -36,22 +36,23 @@ class RewriteRulesPass(ir.passes.InPlacePass):
         self.count_per_rule = count_per_rule
         self.fired: Counter[str] = Counter()
         self._needs = [required_ops(rule) for rule in self.rules]
+        self._rooted = [_Rooted(rule, root) if (root := _root_op(rule)) else rule for rule in self.rules]
 
     def __str__(self) -> str:
         return self.name
 
-    def _applicable(self, model: ir.Model) -> list:
-        """Rules whose every pattern op occurs in the graph: matching the rest is wasted time."""
+    def _applicable(self, model: ir.Model, rules: Sequence) -> list:
+        """Those of ``rules`` (``self.rules`` or their rooted forms) whose every pattern op
+        occurs in the graph: matching the rest is wasted time."""
         present = {n.op_type for n in all_nodes(model.graph)}
-        return [r for r, needs in zip(self.rules, self._needs) if needs is None or needs <= present]
+        return [r for r, needs in zip(rules, self._needs) if needs is None or needs <= present]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        rules = self._applicable(model)
+        rules = self._applicable(model, self.rules if self.count_per_rule else self._rooted)
         if not rules:
             return ir.passes.PassResult(model, False)
         if not self.count_per_rule:
-            rooted = [_Rooted(rule, root) if (root := _root_op(rule)) else rule for rule in rules]
-            return ir.passes.PassResult(model, bool(RewriteRuleSet(rooted).apply_to_model(model)))
+            return ir.passes.PassResult(model, bool(RewriteRuleSet(rules).apply_to_model(model)))
         total = 0
         for rule in rules:
             count = RewriteRuleSet([rule]).apply_to_model(model)
