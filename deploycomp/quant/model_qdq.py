@@ -351,11 +351,10 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if q.dtype == np.int32 and not self.policy.int32_bias:
                 self._fold(graph, node, q, scale, zp, _axis(node))
                 self.changes["int32 biases folded to float (exact)"] += 1
-            elif self.policy.activation_symmetric and _asymmetric(zp) and self._weight_readers(node, split=graph):
+            elif self.policy.activation_symmetric and _asymmetric(zp) and self._weight_to_encode(node):
+                self._split_other_readers(graph, node)
                 self._symmetric_weights(graph, node, q, scale, zp)
-            elif (self.policy.activation_symmetric and _asymmetric(zp)
-                  and not any(use.node.op_type in self.policy.compute_ops and use.idx == 1
-                              for use in node.outputs[0].uses())):
+            elif self.policy.activation_symmetric and _asymmetric(zp) and not self._weight_uses(node):
                 # a constant other than a layer's weight (a detector's anchors and strides, read
                 # by an Add): TensorRT's parser takes zero points of 0 only, and it gains nothing
                 # int8 here (a YOLOv8n through quantize_static was refused on its 4)
@@ -386,23 +385,30 @@ class ConformQDQPass(ir.passes.InPlacePass):
             if not quant.outputs[0].uses() and not quant.outputs[0].is_graph_output():
                 graph.remove(quant, safe=True)  # every reader now reads a padded copy
 
-    def _weight_readers(self, dq: ir.Node, split: ir.Graph | None = None) -> list[ir.Node]:
-        """The compute layers reading ``dq``'s output as their weight, if that is all that
-        reads it; with ``split`` (its graph), the other readers of a constant that is also
-        a weight are given its float values first (exact), so that the weight can change
-        encoding without changing what they read."""
-        uses = list(dq.outputs[0].uses())
-        readers = [u.node for u in uses if u.node.op_type in self.policy.compute_ops and u.idx == 1]
-        if split is not None and readers and len(readers) < len(uses) and not dq.outputs[0].is_graph_output():
+    def _weight_uses(self, dq: ir.Node) -> list:
+        """The uses of ``dq``'s output as a compute layer's weight."""
+        return [u for u in dq.outputs[0].uses() if u.node.op_type in self.policy.compute_ops and u.idx == 1]
+
+    def _weight_to_encode(self, dq: ir.Node) -> bool:
+        """Whether ``dq``'s constant is a compute layer's weight that can take another
+        encoding: all its readers read it as one, or the others can be given its float
+        values (:meth:`_split_other_readers`; not where it is also a graph output)."""
+        weights = self._weight_uses(dq)
+        return bool(weights) and (len(weights) == len(list(dq.outputs[0].uses()))
+                                  or not dq.outputs[0].is_graph_output())
+
+    def _split_other_readers(self, graph: ir.Graph, dq: ir.Node) -> None:
+        """Give the other readers of a constant that is also a weight its float values
+        (exact), so that the weight can change encoding without changing what they read."""
+        weights, uses = self._weight_uses(dq), list(dq.outputs[0].uses())
+        if len(weights) < len(uses):
             q, (scale, zp) = constant(dq.inputs[0]), _params(dq)
-            folded = add_initializer(split, f"{dq.outputs[0].name}__float",
+            folded = add_initializer(graph, f"{dq.outputs[0].name}__float",
                                      _dequantized(q, scale, zp, _axis(dq)).astype(np.float32))
             for use in uses:
-                if use.node not in readers or use.idx != 1:
+                if use not in weights:
                     use.node.replace_input_with(use.idx, folded)
             self.changes["a weight's other readers given its float values (exact)"] += 1
-            uses = list(dq.outputs[0].uses())
-        return readers if uses and len(readers) == len(uses) else []
 
     def _symmetric_weights(self, graph: ir.Graph, dq: ir.Node, q: np.ndarray, scale: np.ndarray,
                            zp: np.ndarray) -> None:
@@ -419,7 +425,7 @@ class ConformQDQPass(ir.passes.InPlacePass):
             new_q, new_scale, new_axis = steps.astype(np.int8), scale.astype(np.float32), axis
             self.changes["asymmetric weights made symmetric with the same step (exact)"] += 1
         else:
-            reader = self._weight_readers(dq)[0]
+            reader = self._weight_uses(dq)[0].node
             new_axis = weight_axis(reader.op_type, attributes(reader), q.ndim)
             new_q, per_channel = quantize_weight(_dequantized(q, scale, zp, axis), new_axis)
             new_scale = per_channel.reshape(-1)
