@@ -392,9 +392,10 @@ def nan_inputs(model: ir.Model) -> frozenset[str]:
     return frozenset(found)
 
 
-def _uses_through(value: ir.Value, through: Callable[[ir.Node], bool]):
+def _uses_through(value: ir.Value, through: Callable[[ir.Node], bool], any_input: bool = False):
     """Each use of ``value``, and of the outputs of the nodes that read it as their data
-    input and for which ``through`` holds, and so on (each value once)."""
+    input (``any_input``: as any input) and for which ``through`` holds, and so on (each
+    value once)."""
     stack, seen = [value], set()
     while stack:
         v = stack.pop()
@@ -403,7 +404,7 @@ def _uses_through(value: ir.Value, through: Callable[[ir.Node], bool]):
         seen.add(id(v))
         for use in v.uses():
             yield use
-            if use.idx == 0 and use.node.domain in ("", "ai.onnx") and through(use.node):
+            if (use.idx == 0 or any_input) and use.node.domain in ("", "ai.onnx") and through(use.node):
                 stack.extend(o for o in use.node.outputs if o is not None)
 
 
@@ -411,27 +412,119 @@ def _integer_cast(node: ir.Node) -> bool:
     return node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer()
 
 
-def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str]]:
-    """Integer inputs that index a table: input -> (lowest, highest + 1, the table's node).
-    Each is followed through ops that only move or cast its elements (:data:`MOVES`, an
-    integer ``Cast``) to the ``Gather`` that reads it as indices of a constant-size axis
-    (``-rows`` to ``rows - 1``, as ONNX allows); the tightest such table wins. ONNX Runtime
-    refuses an index past it, OpenVINO and TFLite compute something (a Khmer segmenter's
-    bundles gave outputs for token ids past its vocabulary, exit 0), so a bundle's runner
-    checks them (``io.inputs[].index_range``)."""
-    found: dict[str, tuple[int, int, str]] = {}
+INDEX_ARITHMETIC = ELEMENTWISE | COMPARISONS | frozenset({"Not", "And", "Or", "Mod"})
+"""Element-wise ops an exporter puts between ids and their table: tf2onnx wraps a Keras
+embedding's negative ids (``x + rows * (x < 0)`` through ``Less``, ``Not``, ``Cast``,
+``Mul`` and ``Add``)."""
+
+INDEX_WINDOW = 4
+""":func:`lookup_ranges` maps the ids from ``-INDEX_WINDOW * rows`` to ``INDEX_WINDOW *
+rows`` through the arithmetic on the way to a table; a valid span reaching the window's
+edge is taken as unbounded there."""
+
+
+def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str, int]]:
+    """Integer inputs that index a table: input -> (lowest, highest + 1, the table's node,
+    its rows).
+    Each is followed through ops that move or cast its elements (:data:`MOVES`) or compute
+    each from it and constants (:data:`INDEX_ARITHMETIC`) to the ``Gather`` that reads the
+    result as indices of a constant-size axis (``-rows`` to ``rows - 1``, as ONNX allows);
+    the ids that arithmetic maps there are the range (:func:`_valid_ids`), and the
+    tightest table wins. ONNX Runtime refuses an index past it, OpenVINO and TFLite compute
+    something (a Khmer segmenter's bundles gave outputs for token ids past its vocabulary,
+    exit 0; a Keras embedding's, through tf2onnx's wrap of negative ids, too), so a
+    bundle's runner checks them (``io.inputs[].index_range``)."""
+    found: dict[str, tuple[int, int, str, int]] = {}
     for value in model.graph.inputs:
         if value.dtype is None or not value.dtype.is_integer():
             continue
-        for use in _uses_through(value, lambda n: n.op_type in MOVES or _integer_cast(n)):
+        uses = list(_uses_through(value, lambda n: n.op_type in MOVES | INDEX_ARITHMETIC, any_input=True))
+        # the nodes computing element by element from the ids
+        cone = {id(u.node): u.node for u in uses
+                if u.node.domain in ("", "ai.onnx") and u.node.op_type in MOVES | INDEX_ARITHMETIC}
+        for use in uses:
             node = use.node
             if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or use.idx != 1:
                 continue
             shape, axis = node.inputs[0].shape if node.inputs[0] is not None else None, node.attributes.get_int("axis", 0)
             rows = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-            if isinstance(rows, int) and (value.name not in found or rows < found[value.name][1]):
-                found[value.name] = (-rows, rows, node.name or node.outputs[0].name)
+            if not isinstance(rows, int) or (span := _valid_ids(value, node.inputs[1], rows, cone, model)) is None:
+                continue
+            if value.name in found:
+                span = (max(span[0], found[value.name][0]), min(span[1], found[value.name][1]))
+                if span == found[value.name][:2]:
+                    continue
+            found[value.name] = (*span, node.name or node.outputs[0].name, rows)
     return found
+
+
+def _valid_ids(ids: ir.Value, index: ir.Value, rows: int, cone: Mapping[int, ir.Node],
+               model: ir.Model) -> tuple[int, int] | None:
+    """The span of ``ids`` whose ``index`` (computed from them element by element, through
+    ``cone``, with constants of one element) lies in ``-rows .. rows - 1``, found by
+    computing it (ONNX's reference evaluator) for every id of a window around the table
+    (:data:`INDEX_WINDOW`); None where the index depends on anything else, or the valid
+    ids are not one span (refusing ids the model takes would be worse than not checking)."""
+    import numpy as np
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    nodes, constants, stack, seen = [], {}, [index], set()
+    while stack:  # the nodes between the ids and the index, each with its constants
+        v = stack.pop()
+        if v is ids or id(v) in seen:
+            continue
+        seen.add(id(v))
+        node = v.producer()
+        if node is None or id(node) not in cone:
+            return None
+        nodes.append(node)
+        for i, inp in enumerate(node.inputs):
+            if inp is None or (node.op_type in MOVES and i > 0):
+                continue
+            if (const := ir.convenience.get_const_tensor(inp)) is not None:
+                if const.size != 1:
+                    return None
+                constants[inp.name] = const.numpy().reshape(())
+            else:
+                stack.append(inp)
+    if not nodes:
+        return -rows, rows
+    dtype = ids.dtype.numpy()
+    protos = []
+    position = {id(n): i for i, n in enumerate(model.graph)}
+    for node in sorted(nodes, key=lambda n: position[id(n)]):
+        proto = ir.serde.serialize_node(node)
+        if node.op_type in MOVES:  # (each element stays itself: a window is one axis)
+            proto = onnx.helper.make_node("Identity", proto.input[:1], proto.output)
+        protos.append(proto)
+    elem = lambda t: onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t))
+    graph = onnx.helper.make_graph(
+        protos, "ids", [onnx.helper.make_tensor_value_info(ids.name, elem(dtype), [None])],
+        [onnx.ValueInfoProto(name=index.name)],  # (its type the evaluator's to find)
+        [onnx.numpy_helper.from_array(np.asarray(c), name) for name, c in constants.items()])
+    opset = model.opset_imports.get("", 13)
+    info = np.iinfo(dtype)
+    window = np.arange(max(int(info.min), -INDEX_WINDOW * rows), min(int(info.max), INDEX_WINDOW * rows) + 1,
+                       dtype=np.int64)
+    try:
+        got = ReferenceEvaluator(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]))
+        out = np.asarray(got.run(None, {ids.name: window.astype(dtype)})[0]).reshape(-1)
+    except Exception:  # an op the evaluator does not know: no check rather than a wrong one
+        return None
+    if out.shape != window.shape:
+        return None
+    ok = (out >= -rows) & (out < rows)
+    starts, ends = np.flatnonzero(np.diff(ok.astype(np.int8)) == 1) + 1, np.flatnonzero(np.diff(ok.astype(np.int8)) == -1) + 1
+    if ok[0]:
+        starts = np.concatenate([[0], starts])
+    if ok[-1]:
+        ends = np.concatenate([ends, [len(ok)]])
+    if len(starts) != 1:
+        return None
+    lo = int(info.min) if starts[0] == 0 else int(window[starts[0]])
+    hi = int(info.max) + 1 if ends[0] == len(ok) else int(window[ends[0]])
+    return None if (lo, hi) == (int(info.min), int(info.max) + 1) else (lo, hi)
 
 
 def integer_valued_inputs(model: ir.Model) -> list[str]:

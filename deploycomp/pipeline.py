@@ -533,7 +533,8 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
     return {
         "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name]),
                     **({"accepts_nan": True} if v.name in nan_ok else {}),
-                    **({"index_range": list(lookups[v.name][:2]), "index_table": lookups[v.name][2]}
+                    **({"index_range": list(lookups[v.name][:2]), "index_table": lookups[v.name][2],
+                        "index_rows": lookups[v.name][3]}
                        if v.name in lookups else {})} for v in model.graph.inputs],
         "outputs": [{"name": n, "dtype": "str" if n in labels else str(outs[n].dtype), "shape": list(outs[n].shape),
                      **({"judged_as": "levels"} if n in levels else {}),

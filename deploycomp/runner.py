@@ -63,7 +63,7 @@ class BundleRunner:
                 lo, hi = spec["index_range"]
                 low, high = int(arr.min()), int(arr.max())
                 if low < lo or high >= hi:
-                    raise InputDataError(f"input '{name}': values {low}..{high} given; they index a table of {hi} "
+                    raise InputDataError(f"input '{name}': values {low}..{high} given; they index a table of {spec.get('index_rows', hi)} "
                                          f"rows (node '{spec.get('index_table', '?')}'): {lo}..{hi - 1}")
             prepared[name] = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
         return prepared

@@ -175,3 +175,45 @@ def test_a_model_quantized_by_onnxruntime_counts_the_flops_of_its_float_original
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 4])])
     einsum = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert analyze(einsum).uncosted_ops == {"Einsum": 1}
+
+
+def _embedding(index_nodes, inputs=("ids",), rows=49) -> ir.Model:
+    """ids -> ``index_nodes`` (ending in ``index``) -> Gather of a ``rows``-row table."""
+    table = numpy_helper.from_array(np.zeros((rows, 4), np.float32), "table")
+    nodes = [*index_nodes, helper.make_node("Gather", ["table", "index"], ["y"], name="embedding")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 5]) for n in inputs],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 4])], [table])
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _scalar(name, value, dtype=np.int64):
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype), name))
+
+
+def test_ids_wrapped_on_the_way_to_a_table_are_ranged_by_what_the_wrap_maps_into_its_rows():
+    """tf2onnx's Keras embedding: ``index = ids * !(ids < 0) + (ids + rows) * (ids < 0)``,
+    computed in float for the comparison (a Russian morpheme segmenter's bundles took ids
+    past its 49 rows, exit 0). The ids it maps into the table: -98..48."""
+    from deploycomp.analysis import lookup_ranges
+
+    wrap = [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT), _scalar("zero", 0.0, np.float32),
+            helper.make_node("Less", ["f", "zero"], ["neg"]), helper.make_node("Not", ["neg"], ["pos"]),
+            helper.make_node("Cast", ["pos"], ["pos_i"], to=TensorProto.INT64),
+            helper.make_node("Cast", ["neg"], ["neg_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["ids", "pos_i"], ["kept"]), _scalar("rows", 49),
+            helper.make_node("Add", ["ids", "rows"], ["shifted"]),
+            helper.make_node("Mul", ["neg_i", "shifted"], ["wrapped"]),
+            helper.make_node("Add", ["wrapped", "kept"], ["index"])]
+    assert lookup_ranges(_embedding(wrap)) == {"ids": (-98, 49, "embedding", 49)}
+    # an offset: ids 1.. index rows 0..; clamped ids can never leave the table; hashed ids neither
+    offset = [_scalar("one", 1), helper.make_node("Sub", ["ids", "one"], ["index"])]
+    assert lookup_ranges(_embedding(offset)) == {"ids": (-48, 50, "embedding", 49)}
+    clamped = [_scalar("lo", 0), _scalar("hi", 48), helper.make_node("Clip", ["ids", "lo", "hi"], ["index"])]
+    assert lookup_ranges(_embedding(clamped)) == {}
+    hashed = [_scalar("n", 49), helper.make_node("Mod", ["ids", "n"], ["index"])]
+    assert lookup_ranges(_embedding(hashed)) == {}
+    # ids added to themselves: every id maps to 2 * id
+    assert lookup_ranges(_embedding([helper.make_node("Add", ["ids", "ids"], ["index"])])) == {
+        "ids": (-24, 25, "embedding", 49)}
+    # an index that also depends on another input: neither input's range is its own
+    assert lookup_ranges(_embedding([helper.make_node("Add", ["ids", "start"], ["index"])], ("ids", "start"))) == {}
