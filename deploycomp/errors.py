@@ -44,6 +44,8 @@ __all__ = [
     "environment_problem",
     "few",
     "node_label",
+    "onnxruntime_message",
+    "onnxruntime_run_error",
 ]
 
 import errno as _errno
@@ -161,13 +163,17 @@ def node_label(name: str, op: str = "", output: str = "") -> str:
     return f"the {op or 'node'} writing '{output}'"
 
 
+def onnxruntime_message(e: BaseException) -> str:
+    """ONNX Runtime's error text without its code prefix ("[ONNXRuntimeError] : 2 :
+    INVALID_ARGUMENT : ")."""
+    return _re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip())
+
+
 def onnxruntime_run_error(e: BaseException) -> str:
     """ONNX Runtime's run error in one line: the op, the node and its message, without the
     code prefix and the C++ source location ("Reshape node 'node_view_14': input_shape_size
     == requested_shape_size was false. ... Input shape:{1,30}, requested shape:{1,1,1,24}")."""
-    import re
-
-    text = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip()).split())
-    text = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\) )?", "", text)
-    node = re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
+    text = " ".join(onnxruntime_message(e).split())
+    text = _re.sub(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\) )?", "", text)
+    node = _re.search(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)' Status Message: (?P<why>.*)", text)
     return (f"{node['op']} node '{node['name']}': {node['why']}" if node else text)[:400]

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
-from deploycomp.errors import InputDataError, ModelError, UnsupportedError, onnxruntime_run_error
+from deploycomp.errors import InputDataError, ModelError, UnsupportedError, onnxruntime_message, onnxruntime_run_error
 from deploycomp.ir import save_model
 from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
@@ -92,8 +92,7 @@ _NODE = re.compile(r'In Node, \("(?P<name>[^"]*)", (?P<op>[^,]+),.*?, Error (?P<
 def _load_error(e: Exception) -> str:
     """ONNX Runtime's load error without its code prefix, and a node's in/out lists
     (hundreds of characters) cut to its name and op."""
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip())
-    text = re.sub(r"^Load model from .*? failed:\s*", "", text)
+    text = re.sub(r"^Load model from .*? failed:\s*", "", onnxruntime_message(e))
     node = _NODE.search(text)
     if node:
         text = f"node '{node['name']}' ({node['op']}): {node['error'].strip()}"
