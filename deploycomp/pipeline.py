@@ -165,6 +165,11 @@ class Prepared:
     float_form: Any = field(default=None, repr=False)
     """ONNX Runtime on this optimized model, made once (:func:`_float_form`); False where
     it cannot be."""
+    guessed: dict[str, str] = field(default_factory=dict)
+    """Inputs whose shape the build chose itself (a batch of 1, a shape read off a data
+    file): input -> the note in ``assumed``."""
+    from_data: dict[str, str] = field(default_factory=dict)
+    """Those read off a data file: input -> "NAME: shape AxB taken from FILE"."""
     levels: frozenset = frozenset()
     """Integer outputs that are rounded float values, judged as numbers
     (:func:`deploycomp.analysis.level_outputs`)."""
@@ -234,16 +239,20 @@ def _data_shape(data_shapes: Mapping | None, name: str, inputs: Mapping) -> tupl
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
                     data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
-                    building: bool = True) -> tuple[dict, list[str]]:
+                    building: bool = True) -> tuple[dict, list[str], dict[str, str], dict[str, str]]:
     """User shapes, plus batch=1 for a dynamic leading dim; the user's data arrays' shapes
     (``data_shapes``: input -> (file, array shape)) for other dynamic dims; error on
-    anything else dynamic.
+    anything else dynamic. Also the notes (``assumed``), and of those the shapes the build
+    chose itself and those it read off a data file (:attr:`Prepared.guessed`,
+    :attr:`Prepared.from_data`).
 
     Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
     without static shapes) are validated at the profile's OPT shape, or at the data's own
     sample shape where that is another inside the profile."""
     profiles = profiles if profiles is not None else {}
     assumed: list[str] = []
+    guessed: dict[str, str] = {}
+    from_data: dict[str, str] = {}
     shapes = check_specs(model, list(specs), assumed)
     current = input_shapes(model)
     if "*" in (data_shapes or {}) and len(current) > 1:  # (said first: the dynamic dims' error had hidden it)
@@ -286,12 +295,14 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
                                f"{max(batch, DEFAULT_MAX_BATCH)}, validated at {batch}{per_sample}")
             else:
                 assumed.append(f"{name}: batch dim set to {batch}{per_sample}")
+                guessed[name] = assumed[-1]
             continue
         source, array_shape = _data_shape(data_shapes, name, current)
         if (taken := _shape_from_data(current[name], array_shape) if array_shape else None) is not None:
             shapes[name] = taken
-            assumed.append(f"{name}: shape {'x'.join(map(str, taken))} taken from {source} "
-                           f"(an array of {list(array_shape)}; --input sets it)")
+            from_data[name] = f"{name}: shape {'x'.join(map(str, taken))} taken from {source}"
+            assumed.append(f"{from_data[name]} (an array of {list(array_shape)}; --input sets it)")
+            guessed[name] = assumed[-1]
             continue
         unresolved.append(name)
     if unresolved:  # every one named at once: a user who fixes the first should not meet the next
@@ -305,7 +316,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
-    return shapes, assumed
+    return shapes, assumed, guessed, from_data
 
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -362,15 +373,9 @@ def _shape_problem(prep: Prepared) -> InputDataError | None:
     except DeployError:
         return None
     shown = few(f"{n}: {'x'.join(map(str, s))}" for n, s in prep.shapes.items())
-    guessed = _guessed_shapes(prep)
+    guessed = "; ".join(prep.guessed.values())
     return InputDataError(f"the model does not run at input shape(s) {shown}, in ONNX Runtime either ({why})"
                           + (f"; {guessed}" if guessed else "") + "; --input NAME:SHAPE sets each")
-
-
-def _guessed_shapes(prep: Prepared) -> str:
-    """The build's notes on input shapes it chose itself (a batch of 1, a shape read from a
-    data file), or ""."""
-    return "; ".join(a for a in prep.assumed if "batch dim set to" in a or " taken from " in a)
 
 
 def _initializer_note(loaded) -> list[str]:
@@ -422,7 +427,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
         raise InputDataError(f"--input {both[0]}: the input is frozen by --freeze (its values give its shape); give one")
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
-    shapes, assumed = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
+    shapes, assumed, guessed, from_data = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
@@ -440,7 +445,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned, integer_ops, levels=levels, nan_ok=nan_ok)
+                    repinned, integer_ops, guessed=guessed, from_data=from_data, levels=levels, nan_ok=nan_ok)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -634,8 +639,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     except UnsupportedError as e:
         if (problem := _shape_problem(prep)) is not None:
             raise problem from None
-        if guessed := _guessed_shapes(prep):  # (a MaxPool longer than the 1 frame guessed from a file)
-            raise UnsupportedError(f"{e} (at input shapes guessed: {guessed})") from None
+        if prep.guessed:  # (a MaxPool longer than the 1 frame guessed from a file)
+            raise UnsupportedError(f"{e} (at input shapes guessed: {'; '.join(prep.guessed.values())})") from None
         raise
     dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
     try:
@@ -648,10 +653,9 @@ def _build(opts: BuildOptions) -> BuildResult:
     except InputDataError as e:
         # a shape the other data file gave: say so, or the file that does not fit it is blamed
         # for a size it never claimed (calibration windows of 79 steps, validation of 59)
-        taken = [a.split(" (an array")[0] for a in prep.assumed if " taken from " in a]
-        if not taken:
+        if not prep.from_data:
             raise
-        raise InputDataError(f"{e} (the shape expected: {'; '.join(taken)})") from None
+        raise InputDataError(f"{e} (the shape expected: {'; '.join(prep.from_data.values())})") from None
     samples = validation.samples
     # a model that arrives int8 is judged as ONNX writes its QDQ (ONNX Runtime's own fused int8
     # kernels round differently, and no other runtime has them), with the int8 budget at any
