@@ -208,12 +208,18 @@ error alone can exceed its group's, where the group's errors cancel (on det, gro
 measured 0.33-2.8x their members' summed errors)."""
 
 
+HURRIED_UNITS = 8
+"""Under a time limit the ranking's groups are measured this many at a time, so that a
+limit that passes while they are measured cuts the rest (:class:`Ranking`)."""
+
+
 class Hurry:
     """A time limit on the int8 search (``--int8-time-limit``): true once it has passed,
     and what each step the search cut short says it left out (the manifest's
     ``quantization.time_limit``). Where the search stops early it keeps what met the budget
-    and gives up what would only have kept more layers int8: the ranking stops measuring
-    nodes alone (:class:`Ranking`, ``hurry``), the bisection and giving back are skipped
+    and gives up what would only have kept more layers int8: the ranking measures its
+    remaining groups of neighbours in larger groups and stops measuring nodes alone
+    (:class:`Ranking`, ``hurry``), the bisection and giving back are skipped
     (:func:`select_float_layers`), and so is the search for dynamic-range layers. A
     budget is never traded for time: the search still grows its float layers until one
     meets it."""
@@ -246,7 +252,9 @@ class Ranking:
     alone. ``measure(units)`` gives each unit's (list of nodes) output NMSE per output with
     only those nodes quantized. A fully measured list (:meth:`of`) needs no ``measure``.
 
-    ``hurry`` (a :class:`Hurry`): once it says the time is up, where the exact order would
+    ``hurry`` (a :class:`Hurry`): once it says the time is up, the groups not yet measured
+    are measured :data:`GROUP_SIZE` times larger (PP-OCRv5 det's 188 nodes on TFLite, its
+    10 s limit passed during calibration: 12 runs instead of 47, the search 17.6 -> 8.7 s), and where the exact order would
     measure a group's nodes alone, the group's unplaced nodes are taken together, in graph
     order, when the group's error (what they add quantized together) beats the best node
     measured alone. Measured on PP-OCRv5 det in TFLite's encoding (188 searchable nodes,
@@ -268,7 +276,17 @@ class Ranking:
         self.runs = 0
         names = [name for name, _ in nodes]
         units = [names[i:i + group_size] for i in range(0, len(names), max(1, group_size))] if measure else []
-        self._add(units)
+        if hurry is None or hurry.deadline is None or group_size < 2:
+            self._add(units)
+            return
+        for start in range(0, len(units), HURRIED_UNITS):  # (a limit that passes cuts this too)
+            if hurry.skip("the ranking's groups at their size (the rest measured in groups "
+                          f"{GROUP_SIZE} times larger)"):
+                rest = [n for unit in units[start:] for n in unit]
+                wide = group_size * GROUP_SIZE
+                self._add([rest[i:i + wide] for i in range(0, len(rest), wide)])
+                return
+            self._add(units[start:start + HURRIED_UNITS])
 
     @classmethod
     def of(cls, ranking: Sequence[LayerSensitivity], base: Mapping[str, float] | None = None) -> "Ranking":
