@@ -50,6 +50,7 @@ def build(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     judge_where: Iterable[str] | dict | None = None,
+    judge_channels: bool = False,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
     int8_time_limit: float | None = None,
@@ -81,6 +82,8 @@ def build(
     ``judge_where``: outputs judged only where a score output of the reference passes a
     threshold, ``["538,539,540:537>0.2"]`` or ``{"539": ("537", 0.2)}`` (a dense detector's
     regression maps, read only where its heatmap finds something).
+    ``judge_channels``: each channel of an output that has them (2 to 16 at axis 1 or the
+    last) judged as an output of its own too, by every budget check.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
@@ -97,7 +100,7 @@ def build(
             preprocess=preprocess,
             sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
-            judge_where=_where(judge_where),
+            judge_where=_where(judge_where), judge_channels=judge_channels,
             int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
             int8_time_limit=int8_time_limit,
             int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],

@@ -197,6 +197,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
+        for c in m.get("weak_channels") or []:
+            click.echo(f"    channel {c['channel']} of axis {c['axis']} alone: cosine {c['cosine']:.4f}, misses the "
+                       "budget (the output as a whole meets it; --judge-channels judges its channels apart)")
         if m.get("passes_through"):
             through = m["passes_through"]
             click.echo(f"    {_short(name)} is input {_short(through['input'])} passed through (cosine "
@@ -313,6 +316,9 @@ def _build_options(f):
     f = click.option("--judge-where", "judge_where", multiple=True, metavar="OUT[,OUT]:SCORES>T",
                      help="Judge these outputs only where the reference's SCORES output exceeds T, e.g. a detector's "
                           "regression maps where its heatmap finds something: 538,539,540:537>0.2; repeatable.")(f)
+    f = click.option("--judge-channels", "judge_channels", is_flag=True,
+                     help="Judge each channel of an output (2-16 at axis 1 or the last) as an output of its own too: "
+                          "for outputs whose channels hold different quantities (an angle map and a quality map).")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
                      help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),

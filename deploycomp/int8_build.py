@@ -21,7 +21,7 @@ from deploycomp.fp16_ranges import MAX_RANGE_SAMPLES, fp32_tensors
 from deploycomp.report import ranges_label
 from deploycomp.targets import Fidelity, TargetProfile
 from deploycomp.trials import SEARCH_MARGIN, backend_options, int8_io, worst_cosine
-from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met, output_scales
+from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met
 
 if TYPE_CHECKING:
     from deploycomp.backends.onnxruntime import ORTRunner
@@ -159,7 +159,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                         "(cosine %.4f on %s): the search aims at %.4f", futile, backend.name, search_fidelity.min_cosine)
 
     trials: list[dict] = []  # every candidate the target's runtime judged, for the manifest and a missed budget
-    scales = output_scales(refs)
+    scales = prep.scales(refs)
     # each output's cosine on each sample, from the last check that ran it (1: not run yet)
     hardness: dict[str, list[float]] = {k: [1.0] * len(judged) for k in refs[0]}
 
@@ -198,10 +198,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
         elif missed:
-            verdict = Verdict(False, missed, worst)
+            verdict = Verdict(False, prep.outputs_of(missed), worst)
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
-            failing = frozenset(k for k in metrics
-                                if not fidelity_met({k: metrics[k]}, search_fidelity, margin=limit["margin"]))
+            failing = prep.outputs_of(k for k in metrics
+                                      if not fidelity_met({k: metrics[k]}, search_fidelity, margin=limit["margin"]))
             verdict = Verdict(not failing, failing, worst)
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),

@@ -46,7 +46,7 @@ from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 summarize)
+                                 summarize, weak_channels, channel_axis, MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -72,6 +72,9 @@ class BuildOptions:
     judge_where: dict = field(default_factory=dict)
     """Outputs judged only where a score output passes a threshold
     (:func:`deploycomp.validate.parse_where`: ``{output: (scores, threshold)}``)."""
+    judge_channels: bool = False
+    """Each channel of an output that has them (:func:`deploycomp.validate.channel_axis`)
+    judged as an output of its own too, by every budget check."""
     profiles: list = field(default_factory=list)
     """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
     their varying dims dynamic in the ONNX, and validation runs at OPT."""
@@ -180,13 +183,25 @@ class Prepared:
     angles: dict = field(default_factory=dict)
     """Outputs holding angles: each element's turn, 0 where it holds none
     (:func:`deploycomp.angles.angle_periods`)."""
+    channels: dict = field(default_factory=dict)
+    """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
         """:func:`deploycomp.validate.compare_outputs` as every comparison of this build
-        makes it (its judged elements, its integer outputs of rounded values, its angles)."""
+        makes it (its judged elements, its integer outputs of rounded values, its angles,
+        its judged channels)."""
         return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
-                               angles=self.angles)
+                               angles=self.angles, channels=self.channels)
+
+    def scales(self, refs: list) -> dict[str, float]:
+        """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""
+        return output_scales(refs, self.channels)
+
+    def outputs_of(self, names: Iterable[str]) -> frozenset[str]:
+        """The outputs ``names`` of compared entries stand for (a judged channel, its output)."""
+        return frozenset(base if (base := name.split("[channel ", 1)[0]) in self.channels else name
+                         for name in names)
 
 
 def _versions() -> dict[str, str]:
@@ -669,6 +684,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     except ValueError as e:
         raise InputDataError(str(e)) from None
     prep.where = where = opts.judge_where
+    if opts.judge_channels:
+        prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
+                         and (axis := channel_axis(o["shape"])) is not None}
+        if not prep.channels:
+            log.warning("--judge-channels: no output has channels to judge (2 to %d entries at axis 1 or the last, "
+                        "fewer than any other axis but the batch): each output is judged whole", MAX_CHANNELS)
     if angle_names := analysis.angle_outputs(prep.model.graph):
         try:
             prep.angles = angle_periods(prep.model, samples[0])
@@ -871,6 +892,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["latency_here"] = measure_latency(lambda: runner.run(samples[0]), max_seconds=1.0) | {
                 "where": f"this machine ({_host_info()['cpu']}), not {target.name}"}
         opts.progress("write bundle")
+        for name, channels in ({} if prep.channels else
+                               weak_channels(refs, gots, metrics, fidelity, prep.where, prep.angles)).items():
+            metrics[name]["weak_channels"] = channels  # (said by the summary and the report)
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host, floor=floor)
         if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
@@ -1040,7 +1064,7 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
     from deploycomp.quant.sensitivity import Verdict
 
     opts.progress("fp16 search")
-    scales = output_scales(refs)
+    scales = prep.scales(refs)
     trials: list[dict] = []
 
     def meets(tensors: list[str]) -> Verdict:
@@ -1049,7 +1073,8 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
                 metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
         except UnsupportedError as e:
             return trial.refused(trials, e, fp32_tensors=len(tensors))
-        failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
+        failing = prep.outputs_of(k for k in metrics
+                                  if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(worst_cosine(metrics), 6),
                        "met": not failing})
         return Verdict(not failing, failing)

@@ -374,6 +374,9 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             bad += (f'<br><span class="muted">input {html.escape(through["input"])} passed through (cosine '
                     f'{through["input_cosine"]:.4f}); its own part, output - input: cosine '
                     f'{through["residual_cosine"]:.6f}</span>')
+        for c in m.get("weak_channels") or []:
+            bad += (f'<br><span class="bad">channel {c["channel"]} of axis {c["axis"]} alone: cosine '
+                    f'{c["cosine"]:.4f}, misses the budget (the output as a whole meets it)</span>')
         value = (f'{m["cosine"]:.6f} <span class="muted">(integer output: share of elements equal)</span>'
                  if "agreement" in m else f"{m['cosine']:.6f}")
         rows.append([html.escape(name), f"{value}{bad}", f"{m.get('max_abs_error', 0):.3g}",

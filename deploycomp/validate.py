@@ -35,7 +35,8 @@ from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
 __all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
-           "noise_allowance", "pass_through", "peak_rss_growth", "summarize"]
+           "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
+           "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,9 +130,12 @@ def _scale(arrays: Sequence[np.ndarray]) -> float:
     return max((_peak(a) for a in arrays), default=0.0)
 
 
-def output_scales(refs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Each numeric output's scale: its largest finite magnitude over ``refs``."""
+def output_scales(refs: Sequence[Mapping[str, np.ndarray]], channels: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Each numeric output's scale: its largest finite magnitude over ``refs`` (and each
+    channel's of ``channels``, as :func:`compare_outputs` judges them)."""
     scales: dict[str, float] = {}
+    if channels and refs:
+        scales |= channel_scales(refs, channels)
     for name in refs[0] if refs else ():
         arrays = [np.asarray(ref[name]) for ref in refs]
         if all(np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_ for a in arrays):
@@ -273,11 +277,70 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
     return out_refs, out_gots
 
 
+MAX_CHANNELS = 16
+"""An output's axis 1 or last axis of at most this many entries is read as channels that
+may mean different things (:func:`channel_axis`); more is a map's width, a class list, a
+sequence."""
+
+
+def channel_axis(shape: Sequence[int]) -> int | None:
+    """The axis of an output of this shape that holds channels, if one does: axis 1 or the
+    last (NCHW and NHWC maps, [N, C, T] and [N, T, C] sequences) where it holds 2 to
+    :data:`MAX_CHANNELS` entries, fewer than any other axis but the batch (a 16-wide map's
+    columns are no channels); rank 3 or more."""
+    if len(shape) < 3:
+        return None
+    for axis in (1, len(shape) - 1):
+        others = [d for i, d in enumerate(shape) if i not in (0, axis)]
+        if 2 <= shape[axis] <= MAX_CHANNELS and shape[axis] < min(others):
+            return axis
+    return None
+
+
+def channel_name(output: str, axis: int, channel: int) -> str:
+    """What a channel judged as an output of its own is called (``--judge-channels``)."""
+    return f"{output}[channel {channel} of axis {axis}]"
+
+
+def split_channels(outs: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int]) -> list[dict[str, np.ndarray]]:
+    """Each output of ``axes`` (output -> its channel axis) as one array per channel."""
+    return [{channel_name(name, axis, c): np.take(np.asarray(out[name]), c, axis)
+             for name, axis in axes.items() if name in out for c in range(np.shape(out[name])[axis])} for out in outs]
+
+
+def channel_scales(refs: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int],
+                   scales: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Each channel's scale (:func:`split_channels`): its own largest magnitude, or its
+    output's where that is below :data:`QUIET` of the output's (a channel that is ~0 next
+    to the others is as uninformative as a quiet sample; on its own scale its rounding
+    noise was a 300% error). ``scales``: the outputs' scales, where known."""
+    out: dict[str, float] = {}
+    for name, axis in axes.items():
+        arrays = [np.asarray(r[name]) for r in refs if name in r]
+        whole = scales[name] if scales and name in scales else _scale(arrays)
+        for c in range(arrays[0].shape[axis] if arrays else 0):
+            own = _scale([np.take(a, c, axis) for a in arrays])
+            out[channel_name(name, axis, c)] = own if own >= QUIET * whole else whole
+    return out
+
+
+def _as_judged(refs: list, gots: list, where: Where | None, angles: Mapping[str, np.ndarray] | None) -> tuple[list, list]:
+    """The outputs as they are compared: angles taken to the nearest turn of the
+    reference's, outputs judged ``where`` masked."""
+    if angles:
+        gots = [{**got, **{k: unwrap(np.asarray(ref[k]), np.asarray(got[k]), turn) for k, turn in angles.items()
+                           if k in ref and k in got}} for ref, got in zip(refs, gots)]
+    if where:
+        refs, gots = masked_outputs(refs, gots, where)
+    return refs, gots
+
+
 def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
                     scales: Mapping[str, float] | None = None,
                     per_sample: dict[str, list[float | None]] | None = None,
                     where: Where | None = None, levels: Collection[str] = (),
-                    angles: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
+                    angles: Mapping[str, np.ndarray] | None = None,
+                    channels: Mapping[str, int] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -309,12 +372,11 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     ``angles``: outputs whose elements hold angles, each element's turn (0 where it holds
     none: :func:`deploycomp.angles.angle_periods`); a difference is taken to the nearest
     turn before anything is measured (``judged_as: angles``).
+    ``channels``: outputs whose channels are judged as outputs of their own too (output ->
+    its channel axis, ``--judge-channels``; named by :func:`channel_name`), on their own
+    scales (:func:`channel_scales`), after the angles and ``where`` above.
     """
-    if angles:
-        gots = [{**got, **{k: unwrap(np.asarray(ref[k]), np.asarray(got[k]), turn) for k, turn in angles.items()
-                           if k in ref and k in got}} for ref, got in zip(refs, gots)]
-    if where:
-        refs, gots = masked_outputs(refs, gots, where)
+    refs, gots = _as_judged(refs, gots, where, angles)
     metrics: dict[str, dict] = {}
     reshaped: dict[str, dict] = {}
     for name in refs[0]:
@@ -407,7 +469,42 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         metrics[name] = entry
     for name, seen in reshaped.items():
         metrics[name]["shape_mismatch"] = seen
+    if channels:
+        axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped}
+        judged = channel_scales(refs, axes, scales)  # (the whole set's, where ``scales`` has them)
+        judged |= {k: scales[k] for k in judged if scales and k in scales}
+        metrics |= compare_outputs(split_channels(refs, axes), split_channels(gots, axes), judged)
     return metrics
+
+
+def weak_channels(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, np.ndarray]],
+                  metrics: Mapping[str, Mapping[str, Any]], fidelity: Any, where: Where | None = None,
+                  angles: Mapping[str, np.ndarray] | None = None) -> dict[str, list[dict]]:
+    """The channels (:func:`channel_axis`) of outputs that meet the budget whose values
+    alone miss it: output -> [{axis, channel, cosine, max_rel_error}]. One cosine per
+    output is dominated by its largest channel: a fingerprint model's angle and quality
+    maps share one output, and its int8 quality channel fell to cosine 0.81 inside an
+    output judged 0.996. Each channel is compared as an output of its own (on its own
+    scale, or its output's where it is ~0 next to the others: :func:`channel_scales`), as
+    :func:`compare_outputs` would with ``channels``. What the bundle records
+    (``validation.outputs[].weak_channels``) and says; the verdict stays the output's
+    unless the build judges channels (``--judge-channels``)."""
+    axes = {name: axis for name, m in metrics.items()
+            if name in refs[0] and np.issubdtype(np.asarray(refs[0][name]).dtype, np.floating)
+            and "agreement" not in m and not m.get("shape_mismatch") and fidelity_met({name: m}, fidelity)
+            and (axis := channel_axis(np.shape(refs[0][name]))) is not None}
+    if not axes:
+        return {}
+    refs, gots = _as_judged(refs, gots, where, angles)
+    per_channel = compare_outputs(split_channels(refs, axes), split_channels(gots, axes), channel_scales(refs, axes))
+    found: dict[str, list[dict]] = {}
+    for name, axis in axes.items():
+        for c in range(np.shape(refs[0][name])[axis]):
+            m = per_channel[channel_name(name, axis, c)]
+            if not fidelity_met({"_": m}, fidelity):
+                found.setdefault(name, []).append({"axis": axis, "channel": c, "cosine": round(m["cosine"], 6),
+                                                   "max_rel_error": round(m.get("max_rel_error", 0.0), 6)})
+    return found
 
 
 LATENCY_PRECISION = 0.02

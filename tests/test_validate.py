@@ -479,3 +479,41 @@ def test_the_budget_verdict_is_the_searches_verdict_not_the_rounded_figure():
     budget = Fidelity(min_cosine=0.99999)
     assert not fidelity_met(metrics, budget)
     assert not summarize(metrics, budget, 1.0, None, None, Budgets()).ok
+
+
+def test_channels_are_axis_1_or_the_last_when_fewer_than_every_other_axis():
+    """Channels hold 2 to 16 entries and are the smallest axis but the batch: a 16-wide
+    map's columns, a detector's 84 rows, a sequence's classes are none."""
+    from deploycomp.validate import channel_axis
+
+    assert channel_axis((1, 2, 16, 16)) == 1 and channel_axis((1, 64, 64, 4)) == 3
+    assert channel_axis((1, 3, 100)) == 1 and channel_axis((1, 100, 2)) == 2
+    assert channel_axis((1, 16, 16, 16)) is None  # (no axis is fewer than the others)
+    assert channel_axis((1, 84, 8400)) is None and channel_axis((1, 40, 6625)) is None
+    assert channel_axis((1, 1, 640, 640)) is None and channel_axis((1, 4)) is None
+
+
+def test_a_channel_that_misses_inside_an_output_that_meets_the_budget_is_found():
+    """A fingerprint model's angle and quality maps share one output; int8 took its small
+    quality channel to cosine 0.81 while the output as a whole was judged 0.996. Judged
+    whole the output passes; its weak channel is named; judged by channel it misses."""
+    from deploycomp.validate import weak_channels
+
+    rng = np.random.default_rng(0)
+    refs = [{"y": np.stack([rng.normal(0, 10, (8, 8)), rng.normal(0, 0.1, (8, 8))], -1)[None].astype(np.float32)}
+            for _ in range(4)]
+    gots = [{"y": r["y"] + np.stack([np.zeros((8, 8)), rng.normal(0, 0.08, (8, 8))], -1)[None].astype(np.float32)}
+            for r in refs]
+    whole = compare_outputs(refs, gots)
+    assert fidelity_met(whole, INT8)
+    assert [(c["axis"], c["channel"]) for c in weak_channels(refs, gots, whole, INT8)["y"]] == [(3, 1)]
+    apart = compare_outputs(refs, gots, channels={"y": 3})
+    assert set(apart) == {"y", "y[channel 0 of axis 3]", "y[channel 1 of axis 3]"}
+    assert apart["y[channel 0 of axis 3]"]["cosine"] > 0.999999 and apart["y[channel 1 of axis 3]"]["cosine"] < 0.9
+    assert not fidelity_met(apart, INT8)
+    # judged on a part of the samples as on the whole set: the channel has its own scale
+    assert "y[channel 1 of axis 3]" in output_scales(refs, {"y": 3})
+    # a channel that is ~0 is held to the error bound, not cosine: no weak channel
+    quiet = [{"y": np.stack([r["y"][0, ..., 0], np.full((8, 8), 1e-9)], -1)[None]} for r in refs]
+    noisy = [{"y": q["y"] + np.stack([np.zeros((8, 8)), rng.normal(0, 1e-9, (8, 8))], -1)[None]} for q in quiet]
+    assert weak_channels(quiet, noisy, compare_outputs(quiet, noisy), INT8) == {}

@@ -69,6 +69,7 @@ class Options(_Strict):
     io_layout: Literal["nhwc", "nchw"] | None = None
     int8_io: bool | None = None
     keep_initializer_inputs: bool = False
+    judge_channels: bool = False
 
 
 class ModelSpec(_Strict):
