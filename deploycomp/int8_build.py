@@ -240,8 +240,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                 info["fp16_alternative"] = {"min_cosine": round(worst_cosine(fp16), 6),
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             if info.get("budget_met", True) and not info["float_layers"]:
-                log.warning("int8: the model has no layer to quantize (%s): no compute layer runs int8",
-                            ", ".join(policy.compute_ops))
+                nested = info.get("control_flow_layers")  # (layers in a Loop's or If's body: QDQ enters none)
+                log.warning("int8: the model has no layer to quantize (%s)%s: no compute layer runs int8",
+                            ", ".join(policy.compute_ops), f" outside control flow ({nested} inside it run float)"
+                            if nested else "")
             elif info.get("budget_met", True):
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:

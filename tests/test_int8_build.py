@@ -848,3 +848,30 @@ def test_a_small_channel_an_int8_output_loses_is_named_and_judged_apart_on_reque
     assert set(outputs) == {"y"} | {f"y[channel {c} of axis 1]" for c in range(4)}
     assert apart["validation"]["ok"] and min(m["cosine"] for m in outputs.values()) >= 0.98
     assert apart["quantization"]["float_layers"] and "weak_channels" not in outputs["y"]
+
+
+def test_a_model_whose_layers_are_all_in_a_loop_says_so(tmp_path, caplog):
+    """A Keras LSTM exported as a ``Loop`` (chars2vec): its MatMuls are in the body, where
+    no QDQ enters. The warning had said "the model has no layer to quantize" above a
+    summary counting 4 layers inside control flow."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "w"], ["mm"]), helper.make_node("Tanh", ["mm"], ["h_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("cond_in", T.BOOL, []),
+         helper.make_tensor_value_info("h_in", T.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("cond_out", T.BOOL, []), helper.make_tensor_value_info("h_out", T.FLOAT, [1, 8])],
+        [numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.3, (8, 8)).astype(np.float32), "w")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "go", "x"], ["h"], body=body)], "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 8])], [helper.make_tensor_value_info("h", T.FLOAT, [1, 8])],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "go")])
+    path = tmp_path / "loop.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    rng = np.random.default_rng(1)
+    with caplog.at_level("WARNING", logger="deploycomp"):
+        deploycomp.build(path, tmp_path / "b", precision="int8", no_fail=True,
+                         calibration=[{"x": rng.normal(size=(1, 8)).astype(np.float32)} for _ in range(8)])
+    assert "no layer to quantize (Conv, ConvTranspose, MatMul, Gemm) outside control flow (1 inside it run float)" \
+        in caplog.text
