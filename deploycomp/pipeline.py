@@ -290,9 +290,20 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
+    # a dim the file names is one size wherever it is named: --input input_ids:1x64 sizes a
+    # transformer's attention_mask and token_type_ids [batch, sequence] too
+    named = {d: (size, name) for name in reversed(list(shapes)) if name not in profiles
+             for d, size in zip(current.get(name, ()), shapes[name]) if isinstance(d, str) and d != "?"}
     unresolved: list[str] = []
     for name, dims in dynamic.items():
         if name in shapes:
+            continue
+        symbols = [d for d in current[name] if isinstance(d, str)]
+        if symbols and all(d in named for d in symbols):
+            shapes[name] = tuple(named[d][0] if isinstance(d, str) else d for d in current[name])
+            givers = ", ".join(dict.fromkeys(named[d][1] for d in symbols))
+            assumed.append(f"{name}: shape {'x'.join(map(str, shapes[name]))}, its dims "
+                           f"{', '.join(dict.fromkeys(symbols))} as --input {givers} gave them")
             continue
         if dims == [0] and len(current[name]) > 1:
             # 1, unless the user's data stacks samples that each hold another batch (N x B x
@@ -323,8 +334,13 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     if unresolved:  # every one named at once: a user who fixes the first should not meet the next
         need = ("it needs static shapes" if target.static_shapes else "validation needs concrete shapes"
                 if building else "its pipeline pins every input's shape (optimize without --target keeps them dynamic)")
+        first_names = {d for d in current[unresolved[0]] if isinstance(d, str) and d != "?"}
+        shared = len(unresolved) > 1 and all(d in first_names for n in unresolved[1:] for d in current[n]
+                                             if not isinstance(d, int))
         flags = " ".join(f"--input {n}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in current[n])}"
-                         for n in unresolved)
+                         for n in (unresolved[:1] if shared else unresolved))
+        if shared:  # (the others name the same dims: one --input sizes them all)
+            flags += " (the other inputs name the same dims and take its sizes)"
         also = ("" if target.backend != "tensorrt" or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
                 if len(unresolved) == 1 else " (or --profile NAME:MIN:OPT:MAX for each)")
         first = unresolved[0]

@@ -152,9 +152,9 @@ def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
 
 def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp_path):
     """A text encoder's three (batch, sequence) inputs: without data, one line names all of
-    them and the flags to pass (naming the first alone sent a user back twice); with an
-    .npz of the user's, its arrays say the shapes, and the manifest says where they came
-    from."""
+    them and the flag to pass (naming the first alone had sent a user back twice; the
+    other two name the same dims, so one --input sizes all three); with an .npz of the
+    user's, its arrays say the shapes, and the manifest says where they came from."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -166,10 +166,15 @@ def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp
                               [helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "sequence"])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "enc.onnx")
     with pytest.raises(InputDataError, match=r"inputs 'input_ids', 'attention_mask', 'token_type_ids' have dynamic "
-                                             r"dims.*pass --input input_ids:NxN --input attention_mask:NxN "
-                                             r"--input token_type_ids:NxN$") as e:
+                                             r"dims.*pass --input input_ids:NxN \(the other inputs name the same dims "
+                                             r"and take its sizes\)$") as e:
         deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out")
     assert "\n" not in str(e.value)
+    # one --input sizes every input that names the same dims (it had asked for all three)
+    runner = deploycomp.build(tmp_path / "enc.onnx", tmp_path / "one", inputs=["input_ids:1x16"])
+    assert [i["shape"] for i in runner.manifest["io"]["inputs"]] == [[1, 16]] * 3
+    assert "token_type_ids: shape 1x16, its dims batch, sequence as --input input_ids gave them" in \
+        runner.manifest["assumptions"]
     # the user's data says the shapes: each array one sample per row of a new leading axis
     ids = np.random.default_rng(0).integers(0, 100, (6, 1, 32))
     np.savez(tmp_path / "val.npz", **{n: ids for n in names})
