@@ -33,6 +33,7 @@ from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.if_to_where import IfToWherePass
+from deploycomp.passes.loop_unroll import LoopUnrollPass
 from deploycomp.passes.scan_unroll import ScanUnrollPass
 from deploycomp.passes.tflite_pads import TFLitePadsPass
 from deploycomp.passes.spectral import DFTToMatMulPass, STFTToConvPass
@@ -121,7 +122,8 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, ONNX Runtime's fused ops as core ops, and each ``If`` as both branches
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8; each
-    ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`), and
+    ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`), as
+    is each ``Loop`` whose constants decide its trip count (:mod:`deploycomp.passes.loop_unroll`), and
     a ``Pad`` with negative pads or edge padding as crops, pads and concatenated edges
     (:mod:`deploycomp.passes.tflite_pads`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
@@ -134,7 +136,8 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
     pipeline.loop.insert(1, IfToWherePass())
     pipeline.loop.insert(2, ScanUnrollPass())
-    pipeline.loop.insert(3, TFLitePadsPass())
+    pipeline.loop.insert(3, LoopUnrollPass())
+    pipeline.loop.insert(4, TFLitePadsPass())
     at = next(i for i, p in enumerate(pipeline.loop) if isinstance(p, RewriteRulesPass))
     pipeline.loop[at] = RewriteRulesPass("RewriteRules[tflite]", TFLITE_RULES)
     pipeline.epilogue.insert(0, AffineToDepthwiseConvPass())  # what no rule folded into a Conv

@@ -20,6 +20,7 @@ import onnx_ir as ir
 import numpy as np
 
 from deploycomp.ir import add_initializer
+from deploycomp.passes.unrolling import body_constants, copy_step, has_subgraphs, replace_outputs, stacked
 
 __all__ = ["MAX_NODES", "MAX_STEPS", "ScanUnrollPass"]
 
@@ -45,8 +46,7 @@ def _plan(node: ir.Node) -> tuple[int, list[int], list[int], list[int], list[int
     n = len(node.inputs) - m
     if m < 1 or n < 0 or len(body.inputs) != n + m or len(body.outputs) != len(node.outputs):
         return None
-    if any(isinstance(a, ir.Attr) and a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-           for b in body for a in b.attributes.values()):
+    if has_subgraphs(body):
         return None
     scans = node.inputs[n:]
     if any(v is None or v.shape is None or not v.shape.is_static() for v in scans):
@@ -95,56 +95,22 @@ class ScanUnrollPass(ir.passes.InPlacePass):
         made: list[ir.Node] = []
         slices: list[list[ir.Value]] = [[] for _ in range(len(node.outputs) - n)]
         index = {t: add_initializer(graph, f"{name}__step{t}", np.asarray(t, np.int64)) for t in range(steps)}
+        constants = body_constants(graph, body, name)
         for t in range(steps):
-            mapping: dict[ir.Value, ir.Value] = dict(zip(body.inputs[:n], states))
+            mapping: dict[ir.Value, ir.Value] = {**constants, **dict(zip(body.inputs[:n], states))}
             for j, (x, axis, reverse) in enumerate(zip(scans, in_axes, in_dirs)):
                 pick = ir.node("Gather", [x, index[steps - 1 - t if reverse else t]], attributes={"axis": axis},
                                name=f"{name}__in{j}_step{t}")
                 made.append(pick)
                 mapping[body.inputs[n + j]] = pick.outputs[0]
-            for inner in body:
-                copy = ir.node(inner.op_type, [mapping.get(v, v) if v is not None else None for v in inner.inputs],
-                               attributes={k: ir.Attr(k, a.type, a.value) for k, a in inner.attributes.items()},
-                               domain=inner.domain,
-                               num_outputs=len(inner.outputs), name=f"{inner.name or inner.op_type}__{name}_step{t}")
-                for old, new in zip(inner.outputs, copy.outputs):
-                    mapping[old] = new
-                    new.name = f"{old.name}__{name}_step{t}" if old.name else None
-                    new.type, new.shape = old.type, old.shape
-                made.append(copy)
-            outs = [mapping.get(v, v) for v in body.outputs]
+            step, outs = copy_step(body, mapping, f"{name}_step{t}")
+            made.extend(step)
             states = outs[:n]
             for j, value in enumerate(outs[n:]):
                 slices[j].append(value)
         results: list[ir.Value] = list(states)
         for j, (parts, axis, reverse) in enumerate(zip(slices, out_axes, out_dirs)):
-            parts = parts[::-1] if reverse else parts
-            rows = []
-            for t, part in enumerate(parts):
-                if self.opset >= 13:
-                    axes = add_initializer(graph, f"{name}__axis{j}", np.asarray([axis], np.int64)) if t == 0 else axes
-                    grow = ir.node("Unsqueeze", [part, axes], name=f"{name}__out{j}_row{t}")
-                else:
-                    grow = ir.node("Unsqueeze", [part], attributes={"axes": [axis]}, name=f"{name}__out{j}_row{t}")
-                made.append(grow)
-                rows.append(grow.outputs[0])
-            stack = ir.node("Concat", rows, attributes={"axis": axis}, name=f"{name}__out{j}")
-            made.append(stack)
-            results.append(stack.outputs[0])
-        graph.insert_before(node, made)
-        ours = {id(v) for step in made for v in step.outputs}
-        for old, new in zip(node.outputs, results):
-            if old is None:
-                continue
-            if id(new) not in ours:
-                # a state the body passes through unchanged (or a value from outside it) is
-                # a value of the graph already, or another output's: an Identity carries
-                # the Scan's output name
-                through = ir.node("Identity", [new], name=f"{name}__state")
-                graph.insert_before(node, [through])
-                new = through.outputs[0]
-            ours.discard(id(new))
-            new.type, new.shape = old.type, old.shape
-            old.replace_all_uses_with(new, replace_graph_outputs=True)
-            new.name, old.name = old.name, f"{old.name}__scan"
-        graph.remove(node, safe=True)
+            nodes, value = stacked(graph, parts[::-1] if reverse else parts, axis, f"{name}__out{j}", self.opset)
+            made.extend(nodes)
+            results.append(value)
+        replace_outputs(graph, node, made, results, "scan")
