@@ -467,7 +467,8 @@ def _valid_ids(ids: ir.Value, index: ir.Value, rows: int, cone: Mapping[int, ir.
     ids are not one span (refusing ids the model takes would be worse than not checking)."""
     import numpy as np
     import onnx
-    from onnx.reference import ReferenceEvaluator
+
+    from deploycomp.node_eval import node_function
 
     nodes, constants, stack, seen = [], {}, [index], set()
     while stack:  # the nodes between the ids and the index, each with its constants
@@ -498,18 +499,12 @@ def _valid_ids(ids: ir.Value, index: ir.Value, rows: int, cone: Mapping[int, ir.
         if node.op_type in MOVES:  # (each element stays itself: a window is one axis)
             proto = onnx.helper.make_node("Identity", proto.input[:1], proto.output)
         protos.append(proto)
-    elem = lambda t: onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t))
-    graph = onnx.helper.make_graph(
-        protos, "ids", [onnx.helper.make_tensor_value_info(ids.name, elem(dtype), [None])],
-        [onnx.ValueInfoProto(name=index.name)],  # (its type the evaluator's to find)
-        [onnx.numpy_helper.from_array(np.asarray(c), name) for name, c in constants.items()])
-    opset = model.opset_imports.get("", 13)
     info = np.iinfo(dtype)
     window = np.arange(max(int(info.min), -INDEX_WINDOW * rows), min(int(info.max), INDEX_WINDOW * rows) + 1,
-                       dtype=np.int64)
+                       dtype=np.int64).astype(dtype)
     try:
-        got = ReferenceEvaluator(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]))
-        out = np.asarray(got.run(None, {ids.name: window.astype(dtype)})[0]).reshape(-1)
+        run = node_function(protos, {ids.name: window}, [index.name], constants, model.opset_imports.get("", 13))
+        out = np.asarray(run(**{ids.name: window})[0]).reshape(-1)
     except Exception:  # an op the evaluator does not know: no check rather than a wrong one
         return None
     if out.shape != window.shape:

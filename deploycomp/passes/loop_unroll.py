@@ -25,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from deploycomp.ir import add_initializer
+from deploycomp.node_eval import node_function
 from deploycomp.passes.scan_unroll import MAX_NODES, MAX_STEPS
 from deploycomp.passes.unrolling import body_constants, copy_step, has_subgraphs, replace_outputs, stacked
 
@@ -71,9 +72,6 @@ def _control(body: ir.Graph, carried: int) -> tuple[list[ir.Node], list[int]] | 
 def trip_count(node: ir.Node, opset: int, limit: int = MAX_STEPS) -> int | None:
     """How many steps the ``Loop`` ``node`` runs, where its constants decide it (see the
     module docstring); None where they do not, or past ``limit``."""
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
     body = node.attributes["body"].as_graph()
     carried = len(node.inputs) - 2
     if carried < 0 or len(body.inputs) != carried + 2 or len(body.outputs) < carried + 1:
@@ -107,25 +105,17 @@ def trip_count(node: ir.Node, opset: int, limit: int = MAX_STEPS) -> int | None:
         for v in n.inputs:
             if v is not None and v.producer() not in nodes and v not in body.inputs and (c := _constant(v)) is not None:
                 outer[v.name] = c
-    protos = [ir.serde.serialize_node(n) for n in nodes]
     names = [body.inputs[0].name, body.inputs[1].name] + [body.inputs[2 + s].name for s in states]
     outs = [body.outputs[0].name] + [body.outputs[1 + s].name for s in states]
-    graph = onnx.helper.make_graph(
-        protos, "control", [onnx.ValueInfoProto(name=n) for n in names], [onnx.ValueInfoProto(name=n) for n in outs],
-        [onnx.numpy_helper.from_array(np.asarray(c), k) for k, c in outer.items()])
-    for value, start in zip(graph.input[2:], starts):  # (the evaluator wants each input's type)
-        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, onnx.helper.np_dtype_to_tensor_dtype(start.dtype),
-                                                          start.shape))
-    graph.input[0].CopyFrom(onnx.helper.make_tensor_value_info(names[0], onnx.TensorProto.INT64, []))
-    graph.input[1].CopyFrom(onnx.helper.make_tensor_value_info(names[1], onnx.TensorProto.BOOL, []))
+    count, cond, values = 0, bool(go), list(starts)
     try:
-        step = ReferenceEvaluator(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]))
-        count, cond, values = 0, bool(go), list(starts)
+        step = node_function([ir.serde.serialize_node(n) for n in nodes],
+                             dict(zip(names, [np.asarray(0, np.int64), np.asarray(True), *starts])), outs, outer, opset)
         while cond and (trips is None or count < trips):
             if count >= limit:
                 return None
-            got = step.run(None, {names[0]: np.asarray(count, np.int64), names[1]: np.asarray(cond),
-                                  **dict(zip(names[2:], values))})
+            got = step(**{names[0]: np.asarray(count, np.int64), names[1]: np.asarray(cond)},
+                       **dict(zip(names[2:], values)))
             cond, values, count = bool(np.asarray(got[0]).reshape(())), list(got[1:]), count + 1
     except Exception:  # an op the evaluator does not know: the loop stays
         return None
