@@ -485,8 +485,8 @@ def weak_channels(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, 
     output is dominated by its largest channel: a fingerprint model's angle and quality
     maps share one output, and its int8 quality channel fell to cosine 0.81 inside an
     output judged 0.996. Each channel is compared as an output of its own (on its own
-    scale, or its output's where it is ~0 next to the others: :func:`channel_scales`), as
-    :func:`compare_outputs` would with ``channels``. What the bundle records
+    scale, or its output's where it is ~0 next to the others: :func:`channel_scales`), by
+    :func:`compare_outputs` with ``channels``. What the bundle records
     (``validation.outputs[].weak_channels``) and says; the verdict stays the output's
     unless the build judges channels (``--judge-channels``)."""
     axes = {name: axis for name, m in metrics.items()
@@ -495,8 +495,7 @@ def weak_channels(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, 
             and (axis := channel_axis(np.shape(refs[0][name]))) is not None}
     if not axes:
         return {}
-    refs, gots = _as_judged(refs, gots, where, angles)
-    per_channel = compare_outputs(split_channels(refs, axes), split_channels(gots, axes), channel_scales(refs, axes))
+    per_channel = compare_outputs(refs, gots, where=where, angles=angles, channels=axes)
     found: dict[str, list[dict]] = {}
     for name, axis in axes.items():
         for c in range(np.shape(refs[0][name])[axis]):
