@@ -19,7 +19,7 @@ import numpy as np
 from deploycomp.bundle import MANIFEST, artifact_entries, read_manifest, replaced_file, write_json
 from deploycomp.errors import BudgetError, DeployError, OutputExistsError
 
-__all__ = ["build_bundle_engine", "read_reference"]
+__all__ = ["build_bundle_engine", "judged_as_built", "read_reference"]
 
 
 def _reference_parts(path: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -34,6 +34,22 @@ def _reference_parts(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return parts
 
 
+def judged_as_built(manifest: dict[str, Any], want: dict[str, np.ndarray], got: dict[str, np.ndarray],
+                    angles: dict[str, np.ndarray]) -> dict[str, dict]:
+    """``got`` against ``want`` as the build judged its outputs: integer levels as numbers,
+    angles to the nearest turn, ``--judge-where`` outputs where their score passes,
+    ``--judge-channels`` channels apart (the manifest's ``io`` and ``validation`` say
+    which). An engine judged on a dense detector's whole regression maps, where the build
+    judged them under its heatmap, would miss a budget its bundle met."""
+    from deploycomp.validate import compare_outputs
+
+    levels = {o["name"] for o in manifest.get("io", {}).get("outputs", []) if o.get("judged_as") == "levels"}
+    validation = manifest.get("validation", {})
+    where = {k: (v[0], float(v[1])) for k, v in (validation.get("judge_where") or {}).items()}
+    return compare_outputs([want], [got], levels=levels, angles=angles, where=where or None,
+                           channels=validation.get("judge_channels") or None)
+
+
 def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The reference file's input and its ONNX Runtime fp32 outputs."""
     parts = _reference_parts(path)
@@ -44,7 +60,7 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     from deploycomp.backends.tensorrt.engine import TensorRTRunner, build_engine, require_engine_builder
     from deploycomp.backends.tensorrt.plan import read_plan
     from deploycomp.targets import Fidelity
-    from deploycomp.validate import compare_outputs, fidelity_failures
+    from deploycomp.validate import fidelity_failures
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -65,8 +81,7 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
         runner = TensorRTRunner(bundle / plan.engine, trt, cudart)
         reference = _reference_parts(bundle / manifest["backend"]["lowered"]["reference"])
         inputs, want, angles = reference["input"], reference["output"], reference["angle"]
-        levels = {o["name"] for o in manifest.get("io", {}).get("outputs", []) if o.get("judged_as") == "levels"}
-        metrics = compare_outputs([want], [runner.run(inputs)], levels=levels, angles=angles)
+        metrics = judged_as_built(manifest, want, runner.run(inputs), angles)
         budget = Fidelity(**manifest["target"]["profile"]["fidelity"][manifest["precision"]])
         failed = fidelity_failures(metrics, budget)
         if failed:

@@ -702,7 +702,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     prep.where = where = opts.judge_where
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
-                         and (axis := channel_axis(o["shape"])) is not None}
+                         and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
         if not prep.channels:
             log.warning("--judge-channels: no output has channels to judge (2 to %d entries at axis 1 or the last, "
                         "fewer than any other axis but the batch): each output is judged whole", MAX_CHANNELS)
@@ -963,6 +963,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             "graph": cost.to_json(),
             "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+                           # how the outputs were judged, for a check elsewhere (the engine on the device)
+                           **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
+                           **({"judge_channels": prep.channels} if prep.channels else {}),
                            # every budget ``ok`` answers for, measured ones included (a memory
                            # miss is under measured.budgets only: ``ok`` false, every budget here met)
                            "missed": [c.name for c in summary.checks if not c.ok],

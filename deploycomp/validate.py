@@ -374,7 +374,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     turn before anything is measured (``judged_as: angles``).
     ``channels``: outputs whose channels are judged as outputs of their own too (output ->
     its channel axis, ``--judge-channels``; named by :func:`channel_name`), on their own
-    scales (:func:`channel_scales`), after the angles and ``where`` above.
+    scales (:func:`channel_scales`), after the angles; an output judged ``where`` is not
+    split (what is judged of it is a list of elements).
     """
     refs, gots = _as_judged(refs, gots, where, angles)
     metrics: dict[str, dict] = {}
@@ -470,7 +471,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     for name, seen in reshaped.items():
         metrics[name]["shape_mismatch"] = seen
     if channels:
-        axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped}
+        # (an output judged ``where`` is a list of the elements judged: no channels left)
+        axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}
         judged = channel_scales(refs, axes, scales)  # (the whole set's, where ``scales`` has them)
         judged |= {k: scales[k] for k in judged if scales and k in scales}
         metrics |= compare_outputs(split_channels(refs, axes), split_channels(gots, axes), judged)
@@ -492,6 +494,7 @@ def weak_channels(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str, 
     axes = {name: axis for name, m in metrics.items()
             if name in refs[0] and np.issubdtype(np.asarray(refs[0][name]).dtype, np.floating)
             and "agreement" not in m and not m.get("shape_mismatch") and fidelity_met({name: m}, fidelity)
+            and name not in (where or {})
             and (axis := channel_axis(np.shape(refs[0][name]))) is not None}
     if not axes:
         return {}

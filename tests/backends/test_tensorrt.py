@@ -468,3 +468,38 @@ def test_an_int8_bundle_with_a_dynamic_batch_kept_counts_its_int8_macs(tiny_conv
     floated = build(BuildOptions(model=tiny_conv, out=tmp_path / "c", target="jetson-orin-nano", precision="int8",
                                  calibration=tmp_path / "calib.npz", keep_float=["conv"], no_fail=True))
     assert 0.0 < floated.manifest["quantization"]["int8_mac_share"] < 0.2  # the conv holds most of the MACs
+
+
+def test_the_engine_check_judges_outputs_as_the_build_did(tmp_path):
+    """The device's engine check compared whole outputs: a detector's regression map the
+    build judged only where its heatmap finds something (``--judge-where``) would fail it
+    on background noise the build never judged, and channels judged apart
+    (``--judge-channels``) went unjudged; together, the build failed on an output both
+    masked and split. The manifest records both rules, and the check
+    (:func:`deploycomp.engine.judged_as_built`) reads them. GPU-free: the engine's output
+    is the reference's with noise where the heatmap is empty."""
+    import onnx
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    from deploycomp.engine import _reference_parts, judged_as_built
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 1, (3, 3, 1, 1)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["heat"]),
+         helper.make_node("Relu", ["c"], ["boxes"])], "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("heat", T.FLOAT, [1, 3, 8, 8]),
+         helper.make_tensor_value_info("boxes", T.FLOAT, [1, 3, 8, 8])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    val = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    manifest = deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", target="jetson-orin-nano", validation_data=val,
+                                judge_where=["boxes:heat>0.9"], judge_channels=True).manifest
+    assert manifest["validation"]["judge_where"] == {"boxes": ["heat", 0.9]}
+    assert manifest["validation"]["judge_channels"] == {"heat": 1}  # (boxes is judged where, not split)
+    parts = _reference_parts(tmp_path / "b" / manifest["backend"]["lowered"]["reference"])
+    want = parts["output"]
+    noisy = {**want, "boxes": np.where(want["heat"] > 0.9, want["boxes"], want["boxes"] + 0.5)}
+    metrics = judged_as_built(manifest, want, noisy, parts["angle"])
+    assert metrics["boxes"]["judged_where"] == "heat > 0.9" and metrics["boxes"]["cosine"] > 0.9999
+    assert "heat[channel 2 of axis 1]" in metrics
