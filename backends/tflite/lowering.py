@@ -211,6 +211,16 @@ class Lowered:
     """int8 builds: compute nodes quantized for, lowered to float kernels."""
 
 
+REPEATED_WEIGHT_COPIES = 32 << 20
+"""The most bytes of copies of one weight XNNPACK may pack, one per ``FULLY_CONNECTED``
+reading it, before the readers share a runtime copy
+(:meth:`~deploycomp.backends.tflite.flatbuffer.FlatbufferWriter.share_repeated_weights`).
+Measured in LiteRT here (x86; not on an Arm device) on 80-step chains of square products:
+at 256 wide (20 MB of copies) the copies ran faster (0.27 against 0.35 ms), at 512
+(79 MB) and 1024 (316 MB) the shared weight did (1.5 against 2.5 ms, 12 against 17 ms),
+in 12-14 MB instead of 91 and 330."""
+
+
 class Lowering:
     def __init__(self, model: ir.Model, precision: str = "fp32", io_layout: str = "nhwc", int8_io: bool = False,
                  fp16_exact: bool = False, fp32_nodes: frozenset[int] = frozenset()):
@@ -512,6 +522,7 @@ class Lowering:
             name, index, perm = self._graph_output(value)
             self.w.outputs.append(index)
             io_layouts[name] = list(perm)
+        self.w.share_repeated_weights(REPEATED_WEIGHT_COPIES)
         return Lowered(self.w.serialize(), io_layouts, self.w.op_counts(), self.w.op_counts("int8"), self.kept_fp32,
                        self.w.hybrid_op_counts(), self.float_compute)
 

@@ -120,3 +120,43 @@ def test_gru_without_bias_and_only_its_last_state(tmp_path, precision):
               => (float[1, 1, 3] h) { y, h = GRU <hidden_size = 3> (x, wt, r) }"""
     check(tmp_path, model_from_text(text, wt=w(1, 9, 4), r=w(1, 9, 3)), {"x": (5, 1, 4)}, precision, passes=False,
           atol={"fp32": 1e-5, "fp16": 5e-3, "int8": None}[precision])
+
+
+def test_a_weight_every_step_reads_is_one_runtime_copy_once_its_packed_copies_grow(tmp_path):
+    """XNNPACK packs a static weight once per FULLY_CONNECTED reading it: a speaker
+    embedder's three 80-step LSTMs, written out step by step, took 2.2 GB in LiteRT (48 MB
+    of weights; its memory budget refused it). Past
+    :data:`~deploycomp.backends.tflite.lowering.REPEATED_WEIGHT_COPIES` of copies the
+    steps read one runtime copy (a RESHAPE of the weight): an 80-step chain of 512-wide
+    products runs in a fraction of the memory, with ONNX Runtime's outputs; a narrow one
+    keeps its static weights."""
+    import onnxruntime as ort
+
+    import deploycomp
+    from deploycomp.backends.tflite.lowering import REPEATED_WEIGHT_COPIES
+
+    def chain(width: int, steps: int = 80):
+        weight = np.random.default_rng(0).normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+        nodes, h = [], "x"
+        for t in range(steps):
+            nodes += [helper.make_node("MatMul", [h, "w"], [f"m{t}"]), helper.make_node("Tanh", [f"m{t}"], [f"h{t}"])]
+            h = f"h{t}"
+        graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", 1, [1, width])],
+                                  [helper.make_tensor_value_info(h, 1, [1, width])], [numpy_helper.from_array(weight, "w")])
+        path = tmp_path / f"chain{width}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path, 79 * weight.nbytes
+
+    wide, copies = chain(512)
+    assert copies > REPEATED_WEIGHT_COPIES
+    x = np.random.default_rng(1).normal(size=(1, 512)).astype(np.float32)
+    runner = deploycomp.build(wide, tmp_path / "wide", target="android-arm64", validation_data=[{"x": x}])
+    assert runner.manifest["backend"]["lowered"]["ops"].get("RESHAPE") == 1
+    memory = next(b["value"] for b in runner.manifest["measured"]["budgets"] if b["budget"] == "peak_memory")
+    assert memory < copies / 2**20 / 2  # (the copies alone: 79 MB; measured 12 MB shared, 91 MB not)
+    (want,) = ort.InferenceSession(str(wide)).run(None, {"x": x})
+    np.testing.assert_allclose(runner.run({"x": x})["h79"], want, rtol=1e-4, atol=1e-5)
+    narrow, copies = chain(64)
+    assert copies < REPEATED_WEIGHT_COPIES
+    runner = deploycomp.build(narrow, tmp_path / "narrow", target="android-arm64")
+    assert "RESHAPE" not in runner.manifest["backend"]["lowered"]["ops"]
