@@ -108,12 +108,15 @@ def _has(graph: onnx.GraphProto, op: str) -> bool:
 
 
 @pytest.mark.parametrize("pipeline, op", [("tflite", "If"), ("tflite", "Conv"), ("tflite", "Scan"),
-                                          ("tflite", "Pad"), ("openvino", "LSTM"),
-                                          ("openvino", "ReduceLogSumExp")])
+                                          ("tflite", "Pad"), ("tflite", "Loop"), ("tflite", "Attention"),
+                                          ("tflite", "RotaryEmbedding"), ("tflite", "Shrink"),
+                                          ("tflite", "AffineGrid"), ("tflite", "CenterCropPad"),
+                                          ("openvino", "LSTM"), ("openvino", "ReduceLogSumExp")])
 def test_backend_pipelines_preserve_the_cases_of_the_op_they_rewrite(tmp_path_factory, pipeline, op):
     """What a backend's pipeline adds (TFLite: each ``If`` as both branches and a
-    ``Where``, an affine before a ``Conv`` folded into it, a ``Scan`` written out step by
-    step, negative or edge pads as crops and concatenated edges (ONNX's DFT and STFT
+    ``Where``, an affine before a ``Conv`` folded into it, a ``Scan`` and a ``Loop``
+    written out step by step, ops ONNX defines as functions written out as their
+    definition, negative or edge pads as crops and concatenated edges (ONNX's DFT and STFT
     cases are excluded: ONNX Runtime misses their expected outputs); OpenVINO: a peephole
     LSTM as a ``Scan``, ``ReduceLogSumExp`` from other reductions) on the node tests with
     that op: every one that runs matches, and at least one passes."""

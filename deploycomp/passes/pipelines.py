@@ -33,6 +33,7 @@ from deploycomp.passes.fix_input_shapes import FixInputShapesPass
 from deploycomp.passes.identity_removal import IdentityRemovalPass
 from deploycomp.passes.if_condition import ScalarIfConditionPass
 from deploycomp.passes.if_to_where import IfToWherePass
+from deploycomp.passes.function_ops import ExpandFunctionOpsPass
 from deploycomp.passes.loop_unroll import LoopUnrollPass
 from deploycomp.passes.scan_unroll import ScanUnrollPass
 from deploycomp.passes.tflite_pads import TFLitePadsPass
@@ -52,7 +53,15 @@ from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
 
-__all__ = ["PIPELINES", "build_pipeline", "explain_rules", "pipeline_names"]
+__all__ = ["PIPELINES", "TFLITE_FUNCTION_OPS", "build_pipeline", "explain_rules", "pipeline_names"]
+
+TFLITE_FUNCTION_OPS = frozenset({"AffineGrid", "Attention", "CenterCropPad", "NegativeLogLikelihoodLoss",
+                                 "RotaryEmbedding", "Shrink", "SoftmaxCrossEntropyLoss"})
+"""ONNX ops defined as functions that TFLite has no kernel for, written out as their
+definition in its pipeline (:mod:`deploycomp.passes.function_ops`). Not these: Range and
+the window functions (their bodies loop; with constant inputs they fold anyway),
+Bernoulli (random), SequenceMap (sequences), DynamicQuantizeLinear (a model's own int8
+arithmetic, :mod:`deploycomp.passes.integer_ops`)."""
 
 def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """Target-independent: fold, fuse, deduplicate, clean up.
@@ -123,7 +132,9 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     and a ``Where`` (:mod:`deploycomp.passes.if_to_where`): TFLite computes both anyway,
     and so the branches' layers are the graph's, for the optimizer and for int8; each
     ``Scan`` of a known length written out step by step (:mod:`deploycomp.passes.scan_unroll`), as
-    is each ``Loop`` whose constants decide its trip count (:mod:`deploycomp.passes.loop_unroll`), and
+    is each ``Loop`` whose constants decide its trip count (:mod:`deploycomp.passes.loop_unroll`), ops
+    ONNX defines as functions that TFLite has no kernel for are written out as their definition
+    (:data:`TFLITE_FUNCTION_OPS`: opset 23's Attention, ...), and
     a ``Pad`` with negative pads or edge padding as crops, pads and concatenated edges
     (:mod:`deploycomp.passes.tflite_pads`). After
     constant folding, which inlines a branch whose condition is known. Its rewrites also
@@ -134,6 +145,9 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     float64 kernels for a few ops only."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
     pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
+    # (once the inputs' types are known: a context-dependent definition depends on them)
+    at = next(i for i, p in enumerate(pipeline.prologue) if isinstance(p, ShapeInferencePass)) + 1
+    pipeline.prologue.insert(at, ExpandFunctionOpsPass(TFLITE_FUNCTION_OPS))
     pipeline.loop.insert(1, IfToWherePass())
     pipeline.loop.insert(2, ScanUnrollPass())
     pipeline.loop.insert(3, LoopUnrollPass())
