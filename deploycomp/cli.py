@@ -586,7 +586,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     from deploycomp.ir import load_model
     from deploycomp.passes import run_passes
     from deploycomp.passes.fix_input_shapes import FixInputShapesPass
-    from deploycomp.shapes import check_specs, parse_input_spec
+    from deploycomp.shapes import check_specs, parse_input_spec, sized_by_dim_names
     from onnx_ir.passes.common import ShapeInferencePass
 
     from deploycomp.ir import HoldsMapsError
@@ -597,6 +597,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         _inspect_file(model, str(e), as_json)
         return
     shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
+    shapes |= {n: shape for n, (shape, _) in sized_by_dim_names(loaded.model, shapes).items()}
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
     nan_ok = nan_inputs(m)

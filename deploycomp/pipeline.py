@@ -41,7 +41,8 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes, shape_error
+from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes, shape_error,
+                               sized_by_dim_names)
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
@@ -290,20 +291,14 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
-    # a dim the file names is one size wherever it is named: --input input_ids:1x64 sizes a
-    # transformer's attention_mask and token_type_ids [batch, sequence] too
-    named = {d: (size, name) for name in reversed(list(shapes)) if name not in profiles
-             for d, size in zip(current.get(name, ()), shapes[name]) if isinstance(d, str) and d != "?"}
+    named = sized_by_dim_names(model, {n: s for n, s in shapes.items() if n not in profiles})
     unresolved: list[str] = []
     for name, dims in dynamic.items():
         if name in shapes:
             continue
-        symbols = [d for d in current[name] if isinstance(d, str)]
-        if symbols and all(d in named for d in symbols):
-            shapes[name] = tuple(named[d][0] if isinstance(d, str) else d for d in current[name])
-            givers = ", ".join(dict.fromkeys(named[d][1] for d in symbols))
-            assumed.append(f"{name}: shape {'x'.join(map(str, shapes[name]))}, its dims "
-                           f"{', '.join(dict.fromkeys(symbols))} as --input {givers} gave them")
+        if name in named:
+            shapes[name], note = named[name]
+            assumed.append(note)
             continue
         if dims == [0] and len(current[name]) > 1:
             # 1, unless the user's data stacks samples that each hold another batch (N x B x
@@ -703,9 +698,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
                          and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
-        if not prep.channels:
-            log.warning("--judge-channels: no output has channels to judge (2 to %d entries at axis 1 or the last, "
-                        "fewer than any other axis but the batch): each output is judged whole", MAX_CHANNELS)
+        if not prep.channels:  # (said, and recorded: a flag that did nothing was silent in the manifest)
+            prep.assumed.append(f"--judge-channels: no output has channels to judge (2 to {MAX_CHANNELS} entries at "
+                                "axis 1 or the last, fewer than any other axis but the batch, and not judged "
+                                "--judge-where): each output is judged whole")
+            log.warning("%s", prep.assumed[-1])
     if angle_names := analysis.angle_outputs(prep.model.graph):
         try:
             prep.angles = angle_periods(prep.model, samples[0])

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from deploycomp.errors import InputDataError, few, onnxruntime_run_error
 
 __all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec",
-           "shape_error"]
+           "shape_error", "sized_by_dim_names"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
 
@@ -62,6 +62,26 @@ def input_shapes(model: ir.Model) -> dict[str, list[int | str]]:
         dims = [] if value.shape is None else list(value.shape)
         shapes[value.name] = [d if _is_static(d) else (getattr(d, "value", None) or "?") for d in dims]
     return shapes
+
+
+def sized_by_dim_names(model: ir.Model, given: Mapping[str, Sequence[int]]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The inputs not in ``given`` whose every dynamic dim the file names alike in an input
+    of ``given``: input -> (its shape with those sizes, a note saying whence). A dim the
+    file names is one size wherever it is named: ``--input input_ids:1x64`` sizes a text
+    encoder's ``attention_mask`` and ``token_type_ids`` [batch, sequence] too."""
+    current = input_shapes(model)
+    named = {d: (size, name) for name in reversed(list(given))
+             for d, size in zip(current.get(name, ()), given[name]) if isinstance(d, str) and d != "?"}
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for name, dims in current.items():
+        symbols = [d for d in dims if isinstance(d, str)]
+        if name in given or not symbols or not all(d in named for d in symbols):
+            continue
+        shape = tuple(named[d][0] if isinstance(d, str) else d for d in dims)
+        givers = ", ".join(dict.fromkeys(named[d][1] for d in symbols))
+        out[name] = (shape, f"{name}: shape {'x'.join(map(str, shape))}, its dims "
+                            f"{', '.join(dict.fromkeys(symbols))} as --input {givers} gave them")
+    return out
 
 
 def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:

@@ -578,3 +578,21 @@ def test_inspect_with_input_given_does_not_ask_for_it_again(tmp_path):
     assert rc == 0 and "1 node(s) need static shapes (--input)" in stdout
     rc, stdout, _ = cli("inspect", tmp_path / "m.onnx", "--input", "x:2x6", "--input", "s:2")
     assert rc == 0 and "1 node(s) have shapes computed inside the graph, which inspect does not fold" in stdout
+
+
+def test_inspect_sizes_the_inputs_that_name_the_dims_an_input_was_given():
+    """As build does: `--input a:1x16` sizes the other [batch, sequence] inputs (inspect
+    still listed them as dynamic)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto as T, helper
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
+                                  [helper.make_tensor_value_info(n, T.INT64, ["batch", "sequence"]) for n in "ab"],
+                                  [helper.make_tensor_value_info("y", T.INT64, ["batch", "sequence"])])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), Path(tmp) / "m.onnx")
+        rc, stdout, _ = cli("inspect", Path(tmp) / "m.onnx", "--input", "a:1x16")
+    assert rc == 0 and "input  b: [1, 16]" in stdout and "dynamic" not in stdout

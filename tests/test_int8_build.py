@@ -848,6 +848,10 @@ def test_a_small_channel_an_int8_output_loses_is_named_and_judged_apart_on_reque
     assert set(outputs) == {"y"} | {f"y[channel {c} of axis 1]" for c in range(4)}
     assert apart["validation"]["ok"] and min(m["cosine"] for m in outputs.values()) >= 0.98
     assert apart["quantization"]["float_layers"] and "weak_channels" not in outputs["y"]
+    # an output of no channels: the flag says, in the manifest too, that it judged nothing apart
+    flat = _onnx(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], {"x": [4, 4]}, {"y": [4, 4]}, {})
+    manifest = deploycomp.build(flat, tmp_path / "flat", target=target, judge_channels=True).manifest
+    assert any(a.startswith("--judge-channels: no output has channels to judge") for a in manifest["assumptions"])
 
 
 def test_a_model_whose_layers_are_all_in_a_loop_says_so(tmp_path, caplog):
