@@ -399,11 +399,18 @@ class QDQPass(ir.passes.InPlacePass):
             return False
         arr = w.const_value.numpy()
         axis = weight_axis(node.op_type, attributes(node), arr.ndim)
-        q, scale = quantize_weight(arr, axis, self.policy.weight_qmax, self._bias_floor(node, arr.shape[axis]))
+        floor = self._bias_floor(node, arr.shape[axis])
         base = f"{w.name}__{node.name or f'node{index}'}"
-        qv = add_initializer(graph, base + "_q", q)
-        sv = add_initializer(graph, base + "_scale", scale.reshape(-1))
-        zv = add_initializer(graph, base + "_zp", np.zeros(scale.size, np.int8))
+        # a weight several nodes read is encoded once, where each reads it alike (the same
+        # axis, no bias floor of its own): per reader, a transformer that shares its layers'
+        # weights carried each 7-8 times in its TensorRT bundle
+        key = (id(w), axis, None if floor is None else floor.tobytes())
+        if key not in self._encoded:
+            q, scale = quantize_weight(arr, axis, self.policy.weight_qmax, floor)
+            self._encoded[key] = (add_initializer(graph, base + "_q", q),
+                                  add_initializer(graph, base + "_scale", scale.reshape(-1)),
+                                  add_initializer(graph, base + "_zp", np.zeros(scale.size, np.int8)), scale)
+        qv, sv, zv, scale = self._encoded[key]
         dq = ir.node("DequantizeLinear", [qv, sv, zv], attributes={"axis": axis}, name=base + "_dq")
         graph.insert_before(node, dq)
         dq.outputs[0].name = base + "_dq"
@@ -493,6 +500,7 @@ class QDQPass(ir.passes.InPlacePass):
         uses = quantizable_tensors(model, p, self.keep_float)
         ranges = effective_ranges(p, within_requant_bound(model, p, self.ranges, uses, self.keep_float), uses)
         self._scales: dict[str, np.float32] = {}  # DequantizeLinear output name -> activation scale
+        self._encoded: dict[tuple, tuple[ir.Value, ir.Value, ir.Value, np.ndarray]] = {}  # see _quantize_weights
         position = {node: i for i, node in enumerate(graph)}  # consumers are all original nodes
         modified = False
         encodings = []  # (tensor, range, [(consumer, input index)])
