@@ -212,8 +212,8 @@ class Lowered:
 
 
 REPEATED_WEIGHT_COPIES = 32 << 20
-"""The most bytes of copies of one weight XNNPACK may pack, one per ``FULLY_CONNECTED``
-reading it, before the readers share a runtime copy
+"""The most bytes of copies of weights XNNPACK may pack, one per ``FULLY_CONNECTED``
+reading each, before the readers of the weights with the most copies share a runtime copy
 (:meth:`~deploycomp.backends.tflite.flatbuffer.FlatbufferWriter.share_repeated_weights`).
 Measured in LiteRT here (x86; not on an Arm device) on 80-step chains of square products:
 at 256 wide (20 MB of copies) the copies ran faster (0.27 against 0.35 ms), at 512
