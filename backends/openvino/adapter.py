@@ -174,7 +174,7 @@ class OpenVINORunner:
             self.info["int8_compute_layers"] = int8
             if int8 < total:
                 self.info["float_compute_layers"] = self._float_compute_layers()
-            self.info["executed_precision"] = "int8" if int8 == total else f"int8 ({int8}/{total} layers) + fp32"
+            self.info["executed_precision"] = "int8" if int8 == total else f"int8 ({int8} of {total} OpenVINO compute layers) + fp32"
 
     def _layer_precisions(self) -> dict[str, int]:
         """Compute layers by the precision of the activations they execute on, and kernel.

@@ -160,7 +160,8 @@ class TFLiteBackend:
             extra["float_ops"] = float_ops
             dynamic = f", {extra['dynamic_range_ops']} dynamic-range" if hybrid else ""
             extra["executed_precision"] = ("int8" if not float_ops and not hybrid else
-                                           f"int8 ({extra['int8_ops']}/{compute} ops{dynamic})"
+                                           # (the runtime's ops: the summary's layers are the model's)
+                                           f"int8 ({extra['int8_ops']} of {compute} TFLite ops{dynamic})"
                                            + (" + fp32" if float_ops else ""))
             if target.device == "EDGETPU":  # dynamic-range ops are float at their ends: the CPU's too
                 cpu = {op: float_ops.get(op, 0) + hybrid.get(op, 0) for op in {*float_ops, *hybrid}}

@@ -229,7 +229,7 @@ def test_a_recurrent_layer_in_an_int8_model_is_said_to_run_float(tmp_path):
     result = CliRunner().invoke(main, ["build", str(tmp_path / "lstm.onnx"), "--precision", "int8", "--calibration",
                                        str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "executes int8 (1/2 layers) + fp32" in result.output
+    assert "executes int8 (1 of 2 OpenVINO compute layers) + fp32" in result.output
     assert "int8: 1 layers int8, 0 float (" in result.output and "; 1 recurrent layer runs float" in result.output
 
 
