@@ -34,10 +34,12 @@ TURNS_SECONDS, MIN_TURNS, MAX_TURNS = 2.0, 5, 200
 least and at most this many."""
 
 
-def timed_in_turns(bundles: dict[str, Path], seconds: float = TURNS_SECONDS) -> dict[str, float]:
-    """Each bundle's median latency in ms, timed in rounds of one run of each, on zeros of
-    its inputs' shapes (what a run costs, the same input for every candidate). Timed one
-    after another, each as it was built, OriNet's int8 bundle measured 32 ms in one of four
+def timed_in_turns(bundles: dict[str, Path], sample: dict | None = None,
+                   seconds: float = TURNS_SECONDS) -> dict[str, float]:
+    """Each bundle's median latency in ms, timed in rounds of one run of each, on
+    ``sample`` (a validation sample: a transformer's outputs on zeros, all padding to it,
+    were NaN and its runs twice as fast), else zeros of its inputs' shapes. Timed one after
+    another, each as it was built, OriNet's int8 bundle measured 32 ms in one of four
     ``auto`` builds on a loaded machine (14-16 ms in the others) and bf16 (26 ms) won;
     in turns, a change of load falls on every candidate alike."""
     import numpy as np
@@ -45,8 +47,8 @@ def timed_in_turns(bundles: dict[str, Path], seconds: float = TURNS_SECONDS) -> 
     from deploycomp.runner import BundleRunner
 
     runners = {name: BundleRunner(path, verify=False) for name, path in bundles.items()}
-    feeds = {name: {i: np.full(spec["shape"], max(0, (spec.get("index_range") or [0])[0]), spec["dtype"])
-                    for i, spec in runner.inputs.items()} for name, runner in runners.items()}
+    feeds = {name: sample or {i: np.full(spec["shape"], max(0, (spec.get("index_range") or [0])[0]), spec["dtype"])
+                              for i, spec in runner.inputs.items()} for name, runner in runners.items()}
     for name, runner in runners.items():  # (a first run of each warms it up)
         runner.run(feeds[name])
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -93,7 +95,8 @@ def build_auto(opts, build_one: Callable) -> Any:
                               f"({'; '.join(t['precision'] + ': ' + t['reason'] for t in tried)})")
         if len(ok) > 1 and all(t["latency_kind"] == "measured" for t in ok):
             opts.progress("auto: timing side by side")
-            turns = timed_in_turns({t["precision"]: results[t["precision"]].bundle for t in ok})
+            turns = timed_in_turns({t["precision"]: results[t["precision"]].bundle for t in ok},
+                                   results[ok[0]["precision"]].sample)
             for t in ok:
                 t |= {"latency_ms_at_build": t["latency_ms"], "latency_ms": turns[t["precision"]],
                       "latency_kind": "measured side by side"}

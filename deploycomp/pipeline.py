@@ -139,6 +139,8 @@ class StageClock:
 class BuildResult:
     bundle: Path
     manifest: dict[str, Any]
+    sample: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    """The first validation sample (``auto`` times its candidates on it)."""
 
     @property
     def ok(self) -> bool:
@@ -984,7 +986,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                               f"{hint}no bundle written (--no-fail keeps it)")
         if hint:
             log.warning("%s", hint.rstrip("; "))
-    return BuildResult(Path(opts.out), manifest)
+    return BuildResult(Path(opts.out), manifest, samples[0])
 
 
 def _int8_io_hint(opts: BuildOptions, target: TargetProfile, model: ir.Model) -> str:

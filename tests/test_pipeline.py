@@ -360,7 +360,7 @@ def test_auto_times_its_candidates_in_turns_so_a_change_of_load_falls_on_each_al
             time.sleep(self.cost * (5 if time.perf_counter() - start < 0.1 else 1))
 
     monkeypatch.setattr(deploycomp.runner, "BundleRunner", Runner)
-    times = timed_in_turns({"fast": "fast", "slow": "slow"}, seconds=0.4)
+    times = timed_in_turns({"fast": "fast", "slow": "slow"}, {"x": np.zeros(1, np.float32)}, seconds=0.4)
     assert times["fast"] < times["slow"]
 
 
