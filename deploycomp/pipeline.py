@@ -47,7 +47,7 @@ from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 summarize, weak_channels, channel_axis, MAX_CHANNELS)
+                                 summarize, weak_channels, channel_axis, channel_name, MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -188,6 +188,8 @@ class Prepared:
     (:func:`deploycomp.angles.angle_periods`)."""
     channels: dict = field(default_factory=dict)
     """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
+    channel_of: dict = field(default_factory=dict)
+    """Each judged channel's name (:func:`deploycomp.validate.channel_name`) -> its output."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
@@ -203,8 +205,7 @@ class Prepared:
 
     def outputs_of(self, names: Iterable[str]) -> frozenset[str]:
         """The outputs ``names`` of compared entries stand for (a judged channel, its output)."""
-        return frozenset(base if (base := name.split("[channel ", 1)[0]) in self.channels else name
-                         for name in names)
+        return frozenset(self.channel_of.get(name, name) for name in names)
 
 
 def _versions() -> dict[str, str]:
@@ -700,6 +701,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
                          and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
+        prep.channel_of = {channel_name(o["name"], prep.channels[o["name"]], c): o["name"] for o in io["outputs"]
+                           if o["name"] in prep.channels for c in range(o["shape"][prep.channels[o["name"]]])}
         if not prep.channels:  # (said, and recorded: a flag that did nothing was silent in the manifest)
             prep.assumed.append(f"--judge-channels: no output has channels to judge (2 to {MAX_CHANNELS} entries at "
                                 "axis 1 or the last, fewer than any other axis but the batch, and not judged "
