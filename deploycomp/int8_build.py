@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
 from deploycomp import datasets, trials as trial
 from deploycomp.errors import UnsupportedError
+from deploycomp.ir import add_initializer
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.fp16_ranges import MAX_RANGE_SAMPLES, fp32_tensors
 from deploycomp.report import ranges_label
 from deploycomp.targets import Fidelity, TargetProfile
 from deploycomp.trials import SEARCH_MARGIN, backend_options, int8_io, worst_cosine
-from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met
+from deploycomp.validate import budget_shortfall, channel_name, decided_failures, fidelity_failures, fidelity_met
 
 if TYPE_CHECKING:
     from deploycomp.backends.onnxruntime import ORTRunner
@@ -198,10 +201,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         if opts.int8_accept is not None:
             verdict = Verdict(bool(opts.int8_accept(refs, [outs[i] for i in range(len(judged))])))
         elif missed:
-            verdict = Verdict(False, prep.outputs_of(missed), worst)
+            verdict = Verdict(False, missed, worst)
         else:  # every fidelity check is per output; which outputs missed steers the search's next layers
-            failing = prep.outputs_of(k for k in metrics
-                                      if not fidelity_met({k: metrics[k]}, search_fidelity, margin=limit["margin"]))
+            # (a judged channel by its own name: the search ranks it as an output of its own)
+            failing = frozenset(k for k in metrics
+                                if not fidelity_met({k: metrics[k]}, search_fidelity, margin=limit["margin"]))
             verdict = Verdict(not failing, failing, worst)
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
@@ -228,7 +232,8 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                               "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}
         info["search_trials"] = trials
         if not info.get("budget_met", True) or (info["int8_layers"] == 0 and not info.get("dynamic_layers")):
-            info["closest"] = max(trials, key=lambda tr: tr["min_cosine"]) if trials else None
+            judged_trials = [tr for tr in trials if "min_cosine" in tr]  # (not those the runtime refused)
+            info["closest"] = max(judged_trials, key=lambda tr: tr["min_cosine"]) if judged_trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 # as an fp16 build makes it: the tensors its range check keeps fp32 kept (all-fp16,
                 # a spectrogram's 2.6e7 overflowed and the hint said 0.0443; its fp16 build met 0.999998)
@@ -248,13 +253,17 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:
                 log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
-        return result.model, info
+        return _without_outputs(result.model, channel_outputs), info
 
     limit = {"margin": margin}  # a stricter search (see stricter below) lowers it
     policy = policy_for(target.backend, target.cpu_features)
     if int8_io(opts, target):  # full integer: no float kernel, and a dynamic-range one is float at its ends
         policy = replace(policy, quantize_graph_outputs=True, dynamic_ops=())
-    result = quantize(prep.model, policy, calib, held, meets_budget, method=opts.int8_range,
+    # each judged channel an output of the model the search ranks, so that its layers are
+    # ranked by what they cost that channel (a quality map 1/30 of the output's scale is
+    # nothing in the output's error), and taken off the model it keeps
+    searched, channel_outputs = _with_channel_outputs(prep.model, prep.channels)
+    result = quantize(searched, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation, time_limit=opts.int8_time_limit, angles=prep.angles)
     model, info = record(result)
@@ -359,6 +368,44 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         return model, again
 
     return model, info, stricter
+
+
+def _with_channel_outputs(model: ir.Model, channels: Mapping[str, int]) -> tuple[ir.Model, list[str]]:
+    """``model``, or where ``channels`` (output -> its channel axis) names any, a copy of it
+    with each of their channels also an output of its own (a ``Gather``, named as
+    :func:`deploycomp.validate.channel_name` names the channel); and those outputs' names."""
+    if not channels:
+        return model, []
+    copy = model.clone()
+    added = []
+    for out in list(copy.graph.outputs):
+        axis = channels.get(out.name)
+        if axis is None or out.shape is None or not isinstance(out.shape[axis], int):
+            continue
+        for c in range(out.shape[axis]):
+            name = channel_name(out.name, axis, c)
+            index = add_initializer(copy.graph, f"{name}/index", np.asarray(c, np.int64))
+            node = ir.node("Gather", [out, index], attributes={"axis": axis}, name=f"{name}/gather")
+            node.outputs[0].name, node.outputs[0].type = name, out.type
+            node.outputs[0].shape = ir.Shape([d for i, d in enumerate(out.shape) if i != axis])
+            copy.graph.append(node)
+            copy.graph.outputs.append(node.outputs[0])
+            added.append(name)
+    return copy, added
+
+
+def _without_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
+    """A copy of ``model`` without the outputs ``names`` (:func:`_with_channel_outputs`) and
+    the nodes that compute only them."""
+    if not names:
+        return model
+    copy = model.clone()
+    drop = set(names)
+    for value in [v for v in copy.graph.outputs if v.name in drop]:
+        copy.graph.outputs.remove(value)
+    ir.passes.common.RemoveUnusedNodesPass()(copy)
+    RemoveUnusedInitializersPass()(copy)
+    return copy
 
 
 def stricter_margin(margin: float, min_cosine: float, judged_cosine: float | None, validation_cosine: float) -> float:
