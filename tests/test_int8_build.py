@@ -906,3 +906,27 @@ def test_a_weight_several_layers_share_is_stored_once(tmp_path, target):
         assert [t.dtype for t in tensors if t.size == weight.size] == [np.int8]
     else:  # OpenVINO's weights file: the int8 weight once, no float copy
         assert stored.stat().st_size < 2 * weight.size
+
+
+def test_a_search_whose_every_candidate_the_runtime_refuses_ends_with_a_clear_miss(tiny_conv, tmp_path, monkeypatch):
+    """Every int8 candidate refused by the target's runtime (as OpenVINO's plugin refuses a
+    mix of precisions it mishandles): the record of the closest candidate had read a cosine
+    no refused candidate has (an internal error, KeyError). Now the budget is missed, and
+    said so."""
+    import contextlib
+
+    import deploycomp.trials
+    from deploycomp.errors import UnsupportedError
+
+    real = deploycomp.trials.trial_runner
+
+    @contextlib.contextmanager
+    def refusing(backend, target, model, precision, options):
+        if precision == "int8":
+            raise UnsupportedError("the runtime refuses this mix")
+        with real(backend, target, model, precision, options) as runner:
+            yield runner
+
+    monkeypatch.setattr(deploycomp.trials, "trial_runner", refusing)
+    with pytest.raises(BudgetError):
+        deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
