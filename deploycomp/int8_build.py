@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx_ir as ir
 
 from deploycomp import datasets, trials as trial
 from deploycomp.errors import UnsupportedError
-from deploycomp.ir import add_initializer
-from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.fp16_ranges import MAX_RANGE_SAMPLES, fp32_tensors
 from deploycomp.report import ranges_label
 from deploycomp.targets import Fidelity, TargetProfile
 from deploycomp.trials import SEARCH_MARGIN, backend_options, int8_io, worst_cosine
-from deploycomp.validate import budget_shortfall, channel_name, decided_failures, fidelity_failures, fidelity_met
+from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met
 
 if TYPE_CHECKING:
     from deploycomp.backends.onnxruntime import ORTRunner
@@ -253,7 +250,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:
                 log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
-        return _without_outputs(result.model, channel_outputs), info
+        return trial.without_outputs(result.model, channel_outputs), info
 
     limit = {"margin": margin}  # a stricter search (see stricter below) lowers it
     policy = policy_for(target.backend, target.cpu_features)
@@ -262,7 +259,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
     # each judged channel an output of the model the search ranks, so that its layers are
     # ranked by what they cost that channel (a quality map 1/30 of the output's scale is
     # nothing in the output's error), and taken off the model it keeps
-    searched, channel_outputs = _with_channel_outputs(prep.model, prep.channels)
+    searched, channel_outputs = trial.with_channel_outputs(prep.model, prep.channels)
     result = quantize(searched, policy, calib, held, meets_budget, method=opts.int8_range,
                       keep_float=opts.keep_float, boosters=opts.int8_boosters, progress=opts.progress,
                       coverage=validation, time_limit=opts.int8_time_limit, angles=prep.angles)
@@ -368,44 +365,6 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         return model, again
 
     return model, info, stricter
-
-
-def _with_channel_outputs(model: ir.Model, channels: Mapping[str, int]) -> tuple[ir.Model, list[str]]:
-    """``model``, or where ``channels`` (output -> its channel axis) names any, a copy of it
-    with each of their channels also an output of its own (a ``Gather``, named as
-    :func:`deploycomp.validate.channel_name` names the channel); and those outputs' names."""
-    if not channels:
-        return model, []
-    copy = model.clone()
-    added = []
-    for out in list(copy.graph.outputs):
-        axis = channels.get(out.name)
-        if axis is None or out.shape is None or not isinstance(out.shape[axis], int):
-            continue
-        for c in range(out.shape[axis]):
-            name = channel_name(out.name, axis, c)
-            index = add_initializer(copy.graph, f"{name}/index", np.asarray(c, np.int64))
-            node = ir.node("Gather", [out, index], attributes={"axis": axis}, name=f"{name}/gather")
-            node.outputs[0].name, node.outputs[0].type = name, out.type
-            node.outputs[0].shape = ir.Shape([d for i, d in enumerate(out.shape) if i != axis])
-            copy.graph.append(node)
-            copy.graph.outputs.append(node.outputs[0])
-            added.append(name)
-    return copy, added
-
-
-def _without_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
-    """A copy of ``model`` without the outputs ``names`` (:func:`_with_channel_outputs`) and
-    the nodes that compute only them."""
-    if not names:
-        return model
-    copy = model.clone()
-    drop = set(names)
-    for value in [v for v in copy.graph.outputs if v.name in drop]:
-        copy.graph.outputs.remove(value)
-    ir.passes.common.RemoveUnusedNodesPass()(copy)
-    RemoveUnusedInitializersPass()(copy)
-    return copy
 
 
 def stricter_margin(margin: float, min_cosine: float, judged_cosine: float | None, validation_cosine: float) -> float:

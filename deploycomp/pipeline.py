@@ -47,7 +47,7 @@ from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 summarize, weak_channels, channel_axis, channel_name, MAX_CHANNELS)
+                                 split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -188,8 +188,6 @@ class Prepared:
     (:func:`deploycomp.angles.angle_periods`)."""
     channels: dict = field(default_factory=dict)
     """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
-    channel_of: dict = field(default_factory=dict)
-    """Each judged channel's name (:func:`deploycomp.validate.channel_name`) -> its output."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
@@ -203,9 +201,6 @@ class Prepared:
         """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""
         return output_scales(refs, self.channels)
 
-    def outputs_of(self, names: Iterable[str]) -> frozenset[str]:
-        """The outputs ``names`` of compared entries stand for (a judged channel, its output)."""
-        return frozenset(self.channel_of.get(name, name) for name in names)
 
 
 def _versions() -> dict[str, str]:
@@ -701,8 +696,6 @@ def _build(opts: BuildOptions) -> BuildResult:
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
                          and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
-        prep.channel_of = {channel_name(o["name"], prep.channels[o["name"]], c): o["name"] for o in io["outputs"]
-                           if o["name"] in prep.channels for c in range(o["shape"][prep.channels[o["name"]]])}
         if not prep.channels:  # (said, and recorded: a flag that did nothing was silent in the manifest)
             prep.assumed.append(f"--judge-channels: no output has channels to judge (2 to {MAX_CHANNELS} entries at "
                                 "axis 1 or the last, fewer than any other axis but the batch, and not judged "
@@ -1094,14 +1087,21 @@ def _fp16_search(opts: BuildOptions, prep: Prepared, target: TargetProfile, back
                 metrics = prep.compare(refs, [runner.run(s) for s in judged], scales)
         except UnsupportedError as e:
             return trial.refused(trials, e, fp32_tensors=len(tensors))
-        failing = prep.outputs_of(k for k in metrics
-                                  if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
+        # (a judged channel by its own name: the search ranks it as an output of its own)
+        failing = frozenset(k for k in metrics if not fidelity_met({k: metrics[k]}, fidelity, SEARCH_MARGIN, floor))
         trials.append({"fp32_tensors": len(tensors), "min_cosine": round(worst_cosine(metrics), 6),
                        "met": not failing})
         return Verdict(not failing, failing)
 
     hot = list(options.get("fp32_tensors") or ())
-    tensors, record = search_fp32_segments(prep.model, backend.fp16_reference, hot, judged, refs, meets, prep.angles)
+    searched, added = trial.with_channel_outputs(prep.model, prep.channels)
+    if added:  # (the references and angles of the channels that searched model outputs)
+        refs = [{**r, **c} for r, c in zip(refs, split_channels(refs, prep.channels))]
+        angles = {**prep.angles, **split_channels([prep.angles], prep.channels)[0]} if prep.angles else prep.angles
+    else:
+        angles = prep.angles
+    tensors, record = search_fp32_segments(searched, backend.fp16_reference, hot, judged, refs, meets, angles)
+    tensors = [t for t in tensors if t not in added]
     record |= {"judged_on": f"{len(judged)} {source} samples", "margin": SEARCH_MARGIN, "trials": trials}
     if source == "validation":
         record["note"] = "no --calibration: the validation inputs chose the fp32 layers and are not held out"

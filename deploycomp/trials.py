@@ -11,17 +11,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
 from deploycomp.errors import UnsupportedError
+from deploycomp.ir import add_initializer
+from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.targets import TargetProfile
+from deploycomp.validate import channel_name
 
 if TYPE_CHECKING:
     from deploycomp.pipeline import BuildOptions
 
-__all__ = ["SEARCH_MARGIN", "backend_options", "int8_io", "refused", "trial_runner", "worst_cosine"]
+__all__ = ["SEARCH_MARGIN", "backend_options", "int8_io", "refused", "trial_runner", "with_channel_outputs",
+           "without_outputs", "worst_cosine"]
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +78,44 @@ def backend_options(opts: BuildOptions, target: TargetProfile, profiles: dict[st
     trt_profiles = {n: {"min": list(lo), "opt": list(opt), "max": list(hi)} for n, (lo, opt, hi) in profiles.items()}
     return {k: v for k, v in {"io_layout": opts.io_layout, "int8_io": int8_io(opts, target) or None,
                               "profiles": trt_profiles or None}.items() if v is not None}
+
+
+def with_channel_outputs(model: ir.Model, channels: Mapping[str, int]) -> tuple[ir.Model, list[str]]:
+    """``model``, or where ``channels`` (output -> its channel axis) names any, a copy of it
+    with each of their channels also an output of its own (a ``Gather``, named as
+    :func:`deploycomp.validate.channel_name` names the channel); and those outputs' names.
+    What a search ranks, so that it ranks layers by what they cost each judged channel
+    (``--judge-channels``): a quality map 1/30 of its output's scale is nothing in the
+    output's error."""
+    if not channels:
+        return model, []
+    copy = model.clone()
+    added = []
+    for out in list(copy.graph.outputs):
+        axis = channels.get(out.name)
+        if axis is None or out.shape is None or not isinstance(out.shape[axis], int):
+            continue
+        for c in range(out.shape[axis]):
+            name = channel_name(out.name, axis, c)
+            index = add_initializer(copy.graph, f"{name}/index", np.asarray(c, np.int64))
+            node = ir.node("Gather", [out, index], attributes={"axis": axis}, name=f"{name}/gather")
+            node.outputs[0].name, node.outputs[0].type = name, out.type
+            node.outputs[0].shape = ir.Shape([d for i, d in enumerate(out.shape) if i != axis])
+            copy.graph.append(node)
+            copy.graph.outputs.append(node.outputs[0])
+            added.append(name)
+    return copy, added
+
+
+def without_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
+    """A copy of ``model`` without the outputs ``names`` (:func:`with_channel_outputs`) and
+    the nodes that compute only them."""
+    if not names:
+        return model
+    copy = model.clone()
+    drop = set(names)
+    for value in [v for v in copy.graph.outputs if v.name in drop]:
+        copy.graph.outputs.remove(value)
+    ir.passes.common.RemoveUnusedNodesPass()(copy)
+    RemoveUnusedInitializersPass()(copy)
+    return copy
