@@ -99,10 +99,25 @@ def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:
             value.type.tensor_type.ClearField("shape")
 
 
+SIZE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "AffineGrid": (1,),
+               "Range": (0, 1, 2), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (2, 3), "Upsample": (1,),
+               "TopK": (1,), "OneHot": (1,), "CenterCropPad": (1,), "Squeeze": (1,), "Unsqueeze": (1,)}
+"""Inputs of ops that take a size, a count or axes (op -> their positions): zeros there are
+no sample of anything (AffineGrid's ``size`` of zeros fails in ONNX Runtime, and a build
+blamed the shapes)."""
+
+
+def _sizes_given_at_run_time(model: ir.Model) -> bool:
+    """Whether an integer graph input is read where an op takes a size or axes."""
+    return any(value.dtype is not None and value.dtype.is_integer() and use.idx in SIZE_INPUTS.get(use.node.op_type, ())
+               for value in model.graph.inputs for use in value.uses())
+
+
 def shape_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:
     """Why the graph cannot take its inputs at ``shapes``, or None when it can: one ONNX
-    Runtime run on zeros where every input's size is known (it checks what shape
-    inference leaves alone, a conv's input channels, and names the node), else strict
+    Runtime run on zeros where every input's size is known and none is itself a size
+    (:data:`SIZE_INPUTS`; it checks what shape inference leaves alone, a conv's input
+    channels, and names the node), else strict
     ONNX shape inference with data propagation; the shapes the file records for the
     old sizes dropped either way."""
     import numpy as np
@@ -114,8 +129,8 @@ def shape_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | No
         return None
     declare_input_shapes(proto, shapes)
     constants = {t.name for t in proto.graph.initializer}
-    zeros: dict[str, np.ndarray] | None = {}
-    for value in proto.graph.input:
+    zeros: dict[str, np.ndarray] | None = None if _sizes_given_at_run_time(model) else {}
+    for value in proto.graph.input if zeros is not None else ():
         if value.name in constants:
             continue
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]

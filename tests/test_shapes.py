@@ -58,3 +58,28 @@ def test_a_fixed_dim_takes_another_size_where_the_graph_runs_at_it(tiny_conv):
     notes.clear()
     check_specs(model, [("x", (2, 3, 16, 16))], notes)  # only the dynamic batch given: nothing re-pinned
     assert notes == []
+
+
+def test_an_input_that_is_itself_a_size_is_not_tried_at_zeros():
+    """A model whose input is a size (AffineGrid's ``size``, a Reshape's target) does not
+    run on zeros: a TFLite build of ONNX's AffineGrid case said "the model does not run at
+    input shape(s) ..., in ONNX Runtime either" (exit 4) where TFLite has no AffineGrid
+    (exit 6). Only strict shape inference judges such a model's shapes."""
+    import onnx_ir as ir
+    from onnx import TensorProto as T, helper
+
+    from deploycomp.shapes import shape_error
+
+    graph = helper.make_graph([helper.make_node("AffineGrid", ["theta", "size"], ["grid"])], "g",
+                              [helper.make_tensor_value_info("theta", T.FLOAT, [2, 2, 3]),
+                               helper.make_tensor_value_info("size", T.INT64, [4])],
+                              [helper.make_tensor_value_info("grid", T.FLOAT, None)])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
+    assert shape_error(model, {"theta": (2, 2, 3), "size": (4,)}) is None
+    # a conv's channels that do not fit are still found
+    conv = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                             [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                             [helper.make_tensor_value_info("y", T.FLOAT, None)],
+                             [helper.make_tensor("w", T.FLOAT, [4, 3, 1, 1], [0.0] * 12)])
+    model = ir.serde.deserialize_model(helper.make_model(conv, opset_imports=[helper.make_opsetid("", 17)]))
+    assert shape_error(model, {"x": (1, 5, 8, 8)}) is not None
