@@ -107,10 +107,24 @@ no sample of anything (AffineGrid's ``size`` of zeros fails in ONNX Runtime, and
 blamed the shapes)."""
 
 
-def _sizes_given_at_run_time(model: ir.Model) -> bool:
-    """Whether an integer graph input is read where an op takes a size or axes."""
-    return any(value.dtype is not None and value.dtype.is_integer() and use.idx in SIZE_INPUTS.get(use.node.op_type, ())
-               for value in model.graph.inputs for use in value.uses())
+def _sizes_given_at_run_time(model: ir.Model, reach: int = 256) -> bool:
+    """Whether an integer graph input reaches an input where an op takes a size or axes,
+    directly or through what is computed from its values (an ``AffineGrid`` written out
+    splits its ``size`` before its ``Reshape``s read it; ``Shape`` and ``Size`` read only
+    a tensor's shape, and end the walk); up to ``reach`` nodes from each input."""
+    for value in model.graph.inputs:
+        if value.dtype is None or not value.dtype.is_integer():
+            continue
+        stack, seen = [value], set()
+        while stack and len(seen) < reach:
+            v = stack.pop()
+            for use in v.uses():
+                if use.idx in SIZE_INPUTS.get(use.node.op_type, ()):
+                    return True
+                if id(use.node) not in seen and use.node.op_type not in ("Shape", "Size"):
+                    seen.add(id(use.node))
+                    stack.extend(o for o in use.node.outputs if o is not None)
+    return False
 
 
 def shape_error(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> str | None:

@@ -111,6 +111,7 @@ def _has(graph: onnx.GraphProto, op: str) -> bool:
                                           ("tflite", "Pad"), ("tflite", "Loop"), ("tflite", "Attention"),
                                           ("tflite", "RotaryEmbedding"), ("tflite", "Shrink"),
                                           ("tflite", "AffineGrid"), ("tflite", "CenterCropPad"),
+                                          ("tensorrt", "AffineGrid"), ("tensorrt", "CenterCropPad"),
                                           ("openvino", "LSTM"), ("openvino", "ReduceLogSumExp")])
 def test_backend_pipelines_preserve_the_cases_of_the_op_they_rewrite(tmp_path_factory, pipeline, op):
     """What a backend's pipeline adds (TFLite: each ``If`` as both branches and a

@@ -76,6 +76,18 @@ def test_an_input_that_is_itself_a_size_is_not_tried_at_zeros():
                               [helper.make_tensor_value_info("grid", T.FLOAT, None)])
     model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
     assert shape_error(model, {"theta": (2, 2, 3), "size": (4,)}) is None
+    # nor where the size reaches its op through what is computed from it (an AffineGrid
+    # written out splits its size before its Reshapes read it)
+    through = helper.make_graph([helper.make_node("Split", ["size"], ["n", "rest"], num_outputs=2),
+                                 helper.make_node("Concat", ["n", "rest"], ["again"], axis=0),
+                                 helper.make_node("Reshape", ["x", "again"], ["y"])], "g",
+                                [helper.make_tensor_value_info("x", T.FLOAT, [2, 6]),
+                                 helper.make_tensor_value_info("size", T.INT64, [2])],
+                                [helper.make_tensor_value_info("y", T.FLOAT, None)])
+    model = ir.serde.deserialize_model(helper.make_model(through, opset_imports=[helper.make_opsetid("", 18)]))
+    from deploycomp.shapes import _sizes_given_at_run_time
+
+    assert _sizes_given_at_run_time(model)
     # a conv's channels that do not fit are still found
     conv = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
                              [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],

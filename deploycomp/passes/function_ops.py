@@ -52,7 +52,7 @@ def _body(node: ir.Node, opset: int) -> onnx.FunctionProto | None:
             data = schema.get_context_dependent_function_with_opset_version(opset, proto.SerializeToString(), types)
         elif schema.has_function and (versions := [v for v in schema.function_opset_versions if v <= opset]):
             # (a body written for a later opset would read its ops at the model's: not taken)
-            data = schema.get_function_with_opset_version(max(versions)).SerializeToString()
+            data = schema.get_function_with_opset_version(max(versions))  # (serialized, as the other)
         else:
             return None
     except Exception:  # (ONNX raises a bare RuntimeError for what its builder does not take)

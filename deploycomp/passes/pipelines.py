@@ -53,7 +53,12 @@ from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
 
-__all__ = ["PIPELINES", "TFLITE_FUNCTION_OPS", "build_pipeline", "explain_rules", "pipeline_names"]
+__all__ = ["PIPELINES", "TENSORRT_FUNCTION_OPS", "TFLITE_FUNCTION_OPS", "build_pipeline", "explain_rules",
+           "pipeline_names"]
+
+TENSORRT_FUNCTION_OPS = frozenset({"AffineGrid", "CenterCropPad", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"})
+"""The same for NVIDIA's ONNX parser (TensorRT-RTX 1.7's refused each of ONNX's node cases
+for these; it takes opset 23's Attention and RotaryEmbedding)."""
 
 TFLITE_FUNCTION_OPS = frozenset({"AffineGrid", "Attention", "CenterCropPad", "NegativeLogLikelihoodLoss",
                                  "RotaryEmbedding", "Shrink", "SoftmaxCrossEntropyLoss"})
@@ -164,6 +169,8 @@ def tensorrt_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     (:mod:`deploycomp.passes.cast_last`): TensorRT has uint8 at its I/O only."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
     pipeline.loop.append(CastLastPass())
+    at = next(i for i, p in enumerate(pipeline.prologue) if isinstance(p, ShapeInferencePass)) + 1
+    pipeline.prologue.insert(at, ExpandFunctionOpsPass(TENSORRT_FUNCTION_OPS))
     return pipeline
 
 

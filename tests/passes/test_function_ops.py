@@ -25,17 +25,24 @@ def _case(name: str):
         return next(c for c in collect_testcases() if c.name == name)
 
 
-@pytest.mark.parametrize("name", ["test_attention_4d_gqa_causal", "test_attention_3d_attn_mask",
-                                  "test_attention_4d_with_qk_matmul", "test_rotary_embedding", "test_rotary_embedding_interleaved"])
-def test_function_ops_are_written_out_with_their_expected_outputs(tmp_path, name):
+@pytest.mark.parametrize("pipeline, name", [("tflite", "test_attention_4d_gqa_causal"),
+                                            ("tflite", "test_attention_3d_attn_mask"),
+                                            ("tflite", "test_attention_4d_with_qk_matmul"),
+                                            ("tflite", "test_rotary_embedding"),
+                                            ("tflite", "test_rotary_embedding_interleaved"),
+                                            ("tensorrt", "test_affine_grid_2d"),
+                                            ("tensorrt", "test_center_crop_pad_crop")])
+def test_function_ops_are_written_out_with_their_expected_outputs(tmp_path, pipeline, name):
     """Attention with grouped heads and a causal mask, with a 3-D mask, with its QK product
-    as a second output (its present key and value not taken); RotaryEmbedding."""
+    as a second output (its present key and value not taken); RotaryEmbedding; for
+    TensorRT's parser, AffineGrid (a definition of a fixed opset: ONNX hands it over
+    serialized) and CenterCropPad."""
     case = _case(name)
     inputs, expected = case.data_sets[0]
     feeds = {v.name: np.asarray(a) for v, a in zip(case.model.graph.input, inputs)}
     onnx.save(case.model, tmp_path / "case.onnx")
     model, _ = run_passes(load_model(tmp_path / "case.onnx").model,
-                          build_pipeline("tflite", {k: v.shape for k, v in feeds.items()}))
+                          build_pipeline(pipeline, {k: v.shape for k, v in feeds.items()}))
     op = case.model.graph.node[0].op_type
     assert not any(n.op_type == op for n in model.graph)
     save_model(model, tmp_path / "written.onnx")
