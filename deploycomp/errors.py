@@ -123,7 +123,7 @@ class RegressionError(DeployError):
 
 ENVIRONMENT_ERRNOS = frozenset({
     _errno.EACCES, _errno.EPERM, _errno.EROFS, _errno.EBUSY, _errno.ENOSPC, _errno.EDQUOT, _errno.EMFILE,
-    _errno.ENFILE, _errno.EIO, _errno.ENOMEM, _errno.ETXTBSY,
+    _errno.ENFILE, _errno.EIO, _errno.ENOMEM, _errno.ETXTBSY, _errno.EFBIG,  # (ulimit -f)
 })
 """errno values that mean the machine, not deploycomp or its input, stopped a build."""
 

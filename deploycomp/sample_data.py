@@ -14,6 +14,7 @@ Photos come from scikit-image's bundled ``skimage.data`` (public domain / CC0 pe
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Callable, Collection, Mapping, Sequence
 
@@ -315,7 +316,8 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
         for k in loaded.files:
             try:
                 arrays[k] = loaded[k]
-            except (OSError, ValueError, EOFError) as e:  # read on access: an object array, a damaged member
+            # read on access: an object array, a damaged member (a bad CRC: BadZipFile)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
                 raise unreadable_array(path, k, OBJECTS if "allow_pickle" in str(e) else str(e)) from e
     return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable, batched)
 

@@ -236,3 +236,29 @@ def test_a_ray_fleet_is_private_too(tmp_path):
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
     assert sorted(p.name for p in tmp.iterdir()) == []
     assert sorted(p.name for p in work.iterdir()) == ["data", "fleet.yaml", "models", "out"]
+
+
+def test_a_file_size_limit_is_an_environment_error(tiny_conv, tmp_path):
+    """`ulimit -f` caps what a process may write: exit 10 and one line (it was an internal
+    error, exit 1: EFBIG was not counted among the machine's refusals)."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # (Python ignores SIGXFSZ: EFBIG)
+
+    proc = subprocess.run([sys.executable, "-m", "deploycomp.cli", "build", str(tiny_conv), "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, preexec_fn=limited)
+    assert proc.returncode == 10, proc.stderr
+    _one_line_error(proc.stderr, "File too large")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_damaged_npz_is_bad_input_data(tiny_conv, tmp_path):
+    """A member whose bytes were damaged (a bad CRC) was an internal error (BadZipFile)."""
+    np.savez(tmp_path / "val.npz", x=np.zeros((2, 3, 16, 16), np.float32))
+    data = bytearray((tmp_path / "val.npz").read_bytes())
+    data[200:260] = b"\xff" * 60
+    (tmp_path / "val.npz").write_bytes(bytes(data))
+    rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", "--validation-data", tmp_path / "val.npz")
+    assert rc == 4
+    _one_line_error(stderr, "val.npz")

@@ -28,6 +28,7 @@ translate remain ``ONNXFrameworkNode`` and are reported by op type.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import weakref
@@ -122,6 +123,23 @@ def _cpu_hint(core: Any, device: str, precision: str) -> str:
     if precision == "fp16" and "FP16" not in core.get_property(device.split(".")[0], "OPTIMIZATION_CAPABILITIES"):
         return "f32"
     return _HINT[precision]
+
+
+def _write_problem(folder: Path) -> OSError | None:
+    """Why a write into ``folder`` fails now, as the OS says it (a full disk, a file-size
+    limit), or None: what OpenVINO's IR writer does not say when it fails (an internal
+    error, exit 1, where the machine had run out of room)."""
+    probe = Path(folder) / ".deploycomp-write-check"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return e
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
 
 
 class OpenVINORunner:
@@ -442,7 +460,13 @@ class OpenVINOBackend:
         if compress and hot:  # the weights of the fp32 tensors' producers and readers stay f32
             kept = _compress_except(ov, ov_model, _weights_of(ov_model, hot))
             compress = False
-        ov.save_model(ov_model, str(xml), compress_to_fp16=compress)  # int8 weights stay int8
+        try:
+            ov.save_model(ov_model, str(xml), compress_to_fp16=compress)  # int8 weights stay int8
+        except RuntimeError as e:  # its writer says only "basic_ios::clear: iostream error"
+            problem = _write_problem(out_dir)
+            if problem is not None:
+                raise problem from e
+            raise
         return Lowered(
             files=[xml, xml.with_suffix(".bin")],
             info={
