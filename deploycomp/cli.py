@@ -296,7 +296,7 @@ def _build_options(f):
                      type=click.Choice(["fp32", "fp16", "bf16", "int8", "auto"]),
                      help="Default fp32, or the target's own precision where it has no fp32 (coral-edgetpu: int8).")(f)
     f = click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix an input shape, e.g. images:1x3x320x320.")(f)
-    f = click.option("--calibration", type=click.Path(path_type=Path),
+    f = click.option("--calibration", type=click.Path(path_type=Path, readable=False),
                      help="int8 calibration data: .npz/.npy, or an image folder (with --preprocess or its own "
                           "calibration.yaml).")(f)
     f = click.option("--keep-float", multiple=True, metavar="PATTERN", help="int8: keep matching nodes in float (glob).")(f)
@@ -325,7 +325,7 @@ def _build_options(f):
                      help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
     f = click.option("--int8-io/--float-io", "int8_io", default=None,
                      help="TFLite int8: int8 model inputs/outputs (full integer; default on for coral-edgetpu).")(f)
-    f = click.option("--validation-data", type=click.Path(path_type=Path),
+    f = click.option("--validation-data", type=click.Path(path_type=Path, readable=False),
                      help="Inputs to validate on: .npz/.npy, or an image folder (with --preprocess). Default: a part "
                           "of --calibration held out.")(f)
     f = click.option("--preprocess", metavar="SPEC",
@@ -400,8 +400,8 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.argument("model", type=click.Path(path_type=Path, readable=False))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path, readable=False), help="Bundle folder to write.")
 @_build_options
 @click.pass_context
 def build(ctx, model: Path, out: Path, **kw) -> None:
@@ -411,7 +411,7 @@ def build(ctx, model: Path, out: Path, **kw) -> None:
 
 @main.command()
 @click.argument("name", required=False)
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default dist/NAME-TARGET-PRECISION).")
+@click.option("--out", "-o", type=click.Path(path_type=Path, readable=False), help="Bundle folder (default dist/NAME-TARGET-PRECISION).")
 @_build_options
 @click.pass_context
 def example(ctx, name: str | None, out: Path | None, **kw) -> None:
@@ -438,8 +438,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Optimized ONNX file to write.")
+@click.argument("model", type=click.Path(path_type=Path, readable=False))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path, readable=False), help="Optimized ONNX file to write.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix dynamic dims (enables shape folding).")
 @click.option("--target", "-t", default=None, help="Run this target's pipeline (default: the target-independent one).")
 @_keep_initializer_inputs
@@ -459,7 +459,7 @@ def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path, readable=False))
 @click.option("--force", is_flag=True, help="Rebuild an existing engine.")
 def engine(bundle: Path, force: bool) -> None:
     """Build a TensorRT bundle's engine on this machine (the device with the GPU) and check it."""
@@ -476,10 +476,10 @@ def engine(bundle: Path, force: bool) -> None:
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path),
+@click.argument("bundle", type=click.Path(path_type=Path, readable=False))
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(path_type=Path, readable=False),
               help=".npz with one array per input: one sample, or several stacked as --validation-data takes them.")
-@click.option("--outputs", "outputs_path", type=click.Path(path_type=Path), help=".npz to write the outputs to.")
+@click.option("--outputs", "outputs_path", type=click.Path(path_type=Path, readable=False), help=".npz to write the outputs to.")
 @click.option("--no-verify", is_flag=True, help="Skip the artifacts' sha256 check against the manifest.")
 def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: bool) -> None:
     """Run a bundle on inputs from an .npz (original model names and layout). Several
@@ -573,7 +573,7 @@ def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path, readable=False))
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix shapes to count FLOPs.")
 @click.option("--explain-passes", is_flag=True, help="Say which rewrite rules fire, and why the others do not.")
 @click.option("--pipeline", default="default", show_default=True, help="Pipeline whose rules --explain-passes asks.")
@@ -654,15 +654,15 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
 
 
 @main.command()
-@click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+@click.argument("spec", type=click.Path(path_type=Path, readable=False))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path, readable=False),
               help="Folder for DIR/<model>/<target>-<precision>/ bundles, index.json and fleet.html.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Builds at once (default: the cores, as memory allows).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", help="An existing Ray cluster (default: start one on this machine).")
-@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path, readable=False),
               help="Build cache folder, may be shared (default: $DEPLOYCOMP_CACHE/builds).")
-@click.option("--sign-key", type=click.Path(path_type=Path), help="Sign every bundle with this PEM private key.")
+@click.option("--sign-key", type=click.Path(path_type=Path, readable=False), help="Sign every bundle with this PEM private key.")
 @click.option("--device-timeout", type=float, default=900.0, show_default=True,
               help="Ray: seconds a device step (TensorRT engine) may wait for a node with the target's resource.")
 @click.option("--json", "as_json", is_flag=True, help="Print index.json's summary and entries on stdout.")
@@ -688,8 +688,8 @@ def fleet(spec: Path, out: Path, jobs: int | None, executor: str, ray_address: s
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--key", "key", required=True, type=click.Path(path_type=Path),
+@click.argument("bundle", type=click.Path(path_type=Path, readable=False))
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path, readable=False),
               help="PEM private key: Ed25519, ECDSA P-256 or P-384 (password from $DEPLOYCOMP_KEY_PASSWORD).")
 def sign(bundle: Path, key: Path) -> None:
     """Sign every file of a bundle: writes BUNDLE/signature.json, replacing an old one."""
@@ -702,8 +702,8 @@ def sign(bundle: Path, key: Path) -> None:
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--public-key", type=click.Path(path_type=Path), help="PEM public key the signature must verify with.")
+@click.argument("bundle", type=click.Path(path_type=Path, readable=False))
+@click.option("--public-key", type=click.Path(path_type=Path, readable=False), help="PEM public key the signature must verify with.")
 @click.option("--json", "as_json", is_flag=True)
 def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
     """Check a bundle's files against its manifest and signature (exit 11 naming the first bad file)."""
@@ -720,8 +720,8 @@ def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
 
 
 @main.command("diff")
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("old", type=click.Path(path_type=Path, readable=False))
+@click.argument("new", type=click.Path(path_type=Path, readable=False))
 @click.option("--max-regression", "max_regression", multiple=True, metavar="KEY=LIMIT[,KEY=LIMIT...]",
               help="How much worse NEW may be than OLD: cosine=ABS, top1=ABS, latency=N%|Nms, size=N%|NMB, "
                    "memory=N%|NMB, nodes=N|N%. Past any of them exits 12.")

@@ -262,3 +262,23 @@ def test_a_damaged_npz_is_bad_input_data(tiny_conv, tmp_path):
     rc, _, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", "--validation-data", tmp_path / "val.npz")
     assert rc == 4
     _one_line_error(stderr, "val.npz")
+
+
+def test_an_unreadable_input_file_is_an_environment_error(tiny_conv, tmp_path):
+    """A model or data file without read permission was click's usage error (4 lines, exit
+    2); permissions are the machine's answer: one line, exit 10. As root, read permission
+    is enforced only without the capability to override it (setpriv drops it)."""
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_conv, model)
+    model.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("as root, needs setpriv to drop the capability to read any file")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+    proc = subprocess.run([*prefix, sys.executable, "-m", "deploycomp.cli", "build", str(model), "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 10, proc.stderr
+    _one_line_error(proc.stderr, "m.onnx")
