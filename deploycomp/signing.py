@@ -194,8 +194,8 @@ def _check_entry(bundle: Path, path: str, entry: dict[str, Any], against: str, s
 def _read_manifest(bundle: Path) -> tuple[dict[str, Any], bytes]:
     """The parsed manifest and the bytes it was parsed from."""
     path = bundle / MANIFEST
-    if not _exists(path):
-        raise BundleVerificationError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})", MANIFEST, "missing")
+    if not _exists(path):  # (no bundle to verify: exit 2, as every command says of such a folder)
+        raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
     if not _is_regular(path):
         raise BundleVerificationError(f"{path}: not a regular file", MANIFEST, "not-a-file")
     raw = path.read_bytes()

@@ -300,8 +300,12 @@ def test_a_manifest_path_outside_the_bundle_fails(bundle):
 
 
 def test_not_a_bundle(tmp_path):
+    """A folder without a manifest is no bundle: exit 2, as run, engine, diff and load say
+    (verify and sign said 11, a failed verification)."""
     (tmp_path / "x").mkdir()
-    _fails(tmp_path / "x", None, "manifest.json", "missing", "not a deploycomp bundle")
+    with pytest.raises(DeployError, match="not a deploycomp bundle") as info:
+        verify_bundle(tmp_path / "x")
+    assert info.value.exit_code == 2
     with pytest.raises(DeployError, match="no such bundle folder"):
         verify_bundle(tmp_path / "nowhere")
 
