@@ -151,6 +151,11 @@ def test_the_cli_exit_codes_and_signing(fleet_dir):
     ("models:\n  - {name: a, path: models/a.onnx}\n  - {name: a, path: models/b.onnx}\ntargets: [host]\n"
      "precisions: [fp16]", "the name 'a' is used twice"),
     ("just: [text", "not valid YAML"),
+    # one cell twice (it had run, failed with an internal error and broken its cache entry)
+    ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host, host]\nprecisions: [fp16]",
+     "targets: Value error, lists 'host' twice"),
+    ("models:\n  - {name: a, path: models/a.onnx, precisions: [fp16, fp16]}\ntargets: [host]\nprecisions: [fp16]",
+     "models[0].precisions: Value error, lists 'fp16' twice"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_key(fleet_dir, text, needle):
     (fleet_dir / "s.yaml").write_text(text)
@@ -299,3 +304,20 @@ def test_every_model_option_is_a_build_option():
     assert Options(judge_channels=True).judge_channels  # (its channels judged apart in every cell)
     with pytest.raises(pydantic.ValidationError):
         Options(int8_time_limit=-1)
+
+
+def test_a_cache_entry_left_without_its_bundle_is_replaced_not_a_crash(tmp_path):
+    """An entry whose result says built but holds no bundle (a run that failed between its
+    two writes) made every later run of the same cell an internal error (KeyError
+    'bundle'): the next build's entry replaces it."""
+    cache = BuildCache(tmp_path / "cache")
+    key = "ab" * 32
+    broken = cache.entry(key)
+    broken.mkdir(parents=True)
+    (broken / "result.json").write_text(json.dumps({"ok_built": True, "ok": True}))
+    assert cache.lookup(key) is None
+    staged = cache.staging()
+    (staged / "bundle").mkdir()
+    (staged / "bundle" / "manifest.json").write_text("{}")
+    result = cache.publish(key, staged, {"ok_built": True, "ok": True})
+    assert result["bundle"] == str(broken / "bundle") and (broken / "bundle" / "manifest.json").is_file()

@@ -37,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 
 from deploycomp.bundle import replaced_file
+from deploycomp.errors import DeployError
 from deploycomp.fleet.spec import Job
 
 __all__ = ["CACHEABLE_FAILURES", "FORMAT", "BuildCache", "build_key", "external_locations", "toolchain_versions"]
@@ -161,8 +162,18 @@ class BuildCache:
         try:
             os.rename(staged, entry)  # atomic; fails if another writer got there first
         except OSError:
-            shutil.rmtree(staged, ignore_errors=True)
-        return self.lookup(key) or result
+            if self.lookup(key) is None and entry.exists():  # a broken entry (no bundle): ours replaces it
+                shutil.rmtree(entry, ignore_errors=True)
+                try:
+                    os.rename(staged, entry)
+                except OSError:
+                    shutil.rmtree(staged, ignore_errors=True)
+            else:
+                shutil.rmtree(staged, ignore_errors=True)
+        found = self.lookup(key)
+        if found is None and result.get("ok_built"):  # (nothing usable in place: say so, not a KeyError later)
+            raise DeployError(f"build cache {entry}: could not put the built bundle in place")
+        return found or result
 
     def locations_of(self, digest: str, path: Path) -> list[str]:
         """A model's external-data files, remembered by its sha256 (``ROOT/models/<sha>.json``)."""

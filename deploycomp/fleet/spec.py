@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deploycomp.errors import DeployError, InputDataError
 from deploycomp.targets import merge_mappings
@@ -52,6 +52,17 @@ class SpecError(InputDataError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _distinct(values: list | None) -> list | None:
+    """A list of targets or precisions names each once: a cell is a model, a target and a
+    precision (``targets: [host, host]`` built one cell twice into one place, and the run
+    failed on it with an internal error that also broke the cache entry)."""
+    if values is not None:
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(map(repr, twice))} twice")
+    return values
 
 
 class Budgets(_Strict):
@@ -82,6 +93,8 @@ class ModelSpec(_Strict):
     freeze: dict[str, float | list[float]] = Field(default_factory=dict)
     targets: list[str] | None = None
     precisions: list[Precision] | None = None
+
+    _distinct_lists = field_validator("targets", "precisions")(_distinct)
     budgets: Budgets = Budgets()
     options: Options = Options()
 
@@ -92,6 +105,8 @@ class FleetSpec(_Strict):
     precisions: list[Precision] = Field(min_length=1)
     budgets: Budgets = Budgets()
     options: Options = Options()
+
+    _distinct_lists = field_validator("targets", "precisions")(_distinct)
 
 
 TFLITE_ONLY_OPTIONS = {"io_layout": None, "int8_io": "int8"}
