@@ -321,3 +321,28 @@ def test_a_cache_entry_left_without_its_bundle_is_replaced_not_a_crash(tmp_path)
     (staged / "bundle" / "manifest.json").write_text("{}")
     result = cache.publish(key, staged, {"ok_built": True, "ok": True})
     assert result["bundle"] == str(broken / "bundle") and (broken / "bundle" / "manifest.json").is_file()
+
+
+def test_a_copy_that_fills_the_disk_is_the_machines_error_and_leaves_no_half_copy(tmp_path, monkeypatch):
+    """A fleet placing its bundles on a full disk ended in an internal error (shutil.Error)
+    and left a half-copied staging folder: now the OS's reason (exit 10) and nothing left."""
+    import errno as errno_
+
+    import deploycomp.fleet.run as fleet_run
+    from deploycomp.errors import environment_problem
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "manifest.json").write_text("{}")
+    (src / "model.bin").write_bytes(b"x" * 100)
+
+    def full(s, d, *a, **k):
+        Path(d).mkdir(parents=True)
+        (Path(d) / "manifest.json").write_text("{")
+        raise shutil.Error([(str(s), str(d), f"[Errno {errno_.ENOSPC}] {os.strerror(errno_.ENOSPC)}")])
+
+    monkeypatch.setattr(fleet_run.shutil, "copytree", full)
+    with pytest.raises(OSError) as e:
+        fleet_run._place(src, tmp_path / "out" / "m" / "host-fp32")
+    assert e.value.errno == errno_.ENOSPC and environment_problem(e.value).exit_code == 10
+    assert [p.name for p in (tmp_path / "out" / "m").iterdir()] == []

@@ -14,6 +14,7 @@ code is 0 when every build held (built, every budget met), else 13.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -71,6 +72,20 @@ def _same_bundle(dest: Path, sha: str | None) -> bool:
     return sha is not None and _manifest_sha(dest) == sha
 
 
+def _copy_problem(e: OSError | shutil.Error) -> OSError:
+    """The OS error behind a failed copy: ``copytree`` gathers its files' errors into one
+    ``shutil.Error`` of (source, destination, message) triples, which an internal error
+    had reported (a fleet's disk filling while it placed its bundles)."""
+    if isinstance(e, shutil.Error):
+        for _, where, why in e.args[0] if e.args and isinstance(e.args[0], list) else ():
+            number = next((n for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EIO)
+                           if os.strerror(n) in str(why)), None)
+            if number is not None:
+                return OSError(number, os.strerror(number), where)
+        return OSError(errno.EIO, f"copy failed: {str(e)[:200]}")
+    return e
+
+
 def _place(src: Path, dest: Path) -> None:
     """Copy a bundle to ``dest``, replacing what is there, by a rename of a whole copy."""
     from deploycomp.bundle import process_tag, remove_abandoned, replace_folder
@@ -79,7 +94,11 @@ def _place(src: Path, dest: Path) -> None:
     remove_abandoned(dest)  # a copy a killed fleet run left
     staged = dest.parent / f".{dest.name}.fleet-{process_tag()}"
     shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(src, staged)
+    try:
+        shutil.copytree(src, staged)
+    except (OSError, shutil.Error) as e:  # (a full disk: the machine's answer, and no half copy left)
+        shutil.rmtree(staged, ignore_errors=True)
+        raise _copy_problem(e) from e
     if dest.exists() and not (dest / "manifest.json").is_file() and any(dest.iterdir()):
         shutil.rmtree(staged)
         raise OutputExistsError(f"{dest}: exists and is not a bundle; not replaced")
