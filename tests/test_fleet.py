@@ -256,14 +256,17 @@ def test_changing_one_profile_rebuilds_only_its_builds(fleet_dir):
 
 def test_a_cancelled_fleet_exits_143_and_leaves_no_staging(fleet_dir):
     """SIGTERM (a cancelled CI job) mid-fleet: exit 143 with one line; the cache keeps what
-    finished and holds no half-built entry; every bundle in --out is whole."""
+    finished and holds no half-built entry; every bundle in --out is whole; the workers'
+    builds leave nothing in $TMPDIR (terminated, they had left their trial folders)."""
     import signal
     import subprocess
     import sys
 
+    tmpdir = fleet_dir / "tmpdir"
+    tmpdir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "fleet", str(fleet_dir / "fleet.yaml"), "--out",
                              str(fleet_dir / "out"), "--cache", str(fleet_dir / "cache"), "--jobs", "2"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmpdir)})
     for line in proc.stderr:
         if line.startswith("[1/6]"):
             proc.send_signal(signal.SIGTERM)
@@ -273,6 +276,7 @@ def test_a_cancelled_fleet_exits_143_and_leaves_no_staging(fleet_dir):
     assert rest.strip().splitlines()[-1] == "deploycomp: terminated; nothing was written"
     assert not list((fleet_dir / "cache" / "tmp").iterdir())
     assert all((b / "manifest.json").is_file() for b in (fleet_dir / "out").glob("*/*") if b.is_dir())
+    assert not list(tmpdir.iterdir())
 
 
 def test_the_fleet_page_counts_dynamic_range_layers_as_int8():
@@ -346,3 +350,33 @@ def test_a_copy_that_fills_the_disk_is_the_machines_error_and_leaves_no_half_cop
         fleet_run._place(src, tmp_path / "out" / "m" / "host-fp32")
     assert e.value.errno == errno_.ENOSPC and environment_problem(e.value).exit_code == 10
     assert [p.name for p in (tmp_path / "out" / "m").iterdir()] == []
+
+
+def test_staging_folders_of_a_killed_fleet_are_removed_by_the_next(tmp_path):
+    """A fleet killed outright (SIGKILL) cannot clean up: its staging folders stayed in the
+    cache for good. The next run's staging removes those of processes that are gone (and
+    leaves a live process's)."""
+    import socket
+
+    cache = BuildCache(tmp_path / "cache")
+    tmp = tmp_path / "cache" / "tmp"
+    tmp.mkdir(parents=True)
+    dead = tmp / f"build-{socket.gethostname()}-999999999-abc"
+    live = tmp / f"build-{socket.gethostname()}-1-abc"  # (pid 1: always alive)
+    dead.mkdir()
+    live.mkdir()
+    ours = cache.staging()
+    assert not dead.exists() and live.exists() and ours.is_dir()
+
+
+def test_an_interrupted_fleet_leaves_no_empty_out_folder(fleet_dir, monkeypatch):
+    """A fleet interrupted before it placed anything left the --out folder it had made."""
+    import deploycomp.fleet.run as fleet_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fleet_run, "_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "new" / "out", cache_dir=fleet_dir / "cache")
+    assert not (fleet_dir / "new" / "out").exists()

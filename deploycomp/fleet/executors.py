@@ -59,11 +59,20 @@ def local_jobs(jobs: list[Job], requested: int | None) -> int:
 
 
 def _build_in(job: Job, folder: str) -> dict[str, Any]:
-    """Process-pool entry point (module level: picklable)."""
+    """Process-pool entry point (module level: picklable). A worker the run terminates (an
+    interrupted fleet) unwinds as an interrupted build does, so that its build's temporary
+    folders go too (they stayed in $TMPDIR)."""
+    import signal
+
     from deploycomp import privacy
 
+    signal.signal(signal.SIGTERM, _interrupted)
     privacy.install()
     return build_job(job, folder)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
 class LocalExecutor:
@@ -91,8 +100,11 @@ class LocalExecutor:
         except BaseException:
             # Ctrl-C or SIGTERM (a cancelled CI job): stop the workers too, not after their
             # builds (a SIGTERM reaches only this process, and shutdown would wait for them)
-            for process in list(getattr(pool, "_processes", {}).values()):
+            processes = list(getattr(pool, "_processes", {}).values())
+            for process in processes:
                 process.terminate()
+            for process in processes:  # (each unwinds its build first: the run then removes their folders)
+                process.join(timeout=10)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()

@@ -110,12 +110,33 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
               sign_key: str | os.PathLike | None = None, device_timeout: float = 900.0,
               ray_resources: dict[str, float] | None = None,
               progress: Callable[[str], None] = lambda line: None) -> FleetResult:
-    from deploycomp.examples import cache_dir as default_cache
-
     started = time.perf_counter()
     spec_path = Path(spec_path)
     _, work = load_spec(spec_path)
+    created = not Path(os.path.abspath(out)).exists()
     out = _check_out(Path(out))
+    try:
+        return _run(spec_path, out, work, jobs, executor, ray_address, cache_dir, sign_key, device_timeout,
+                    ray_resources, progress, started)
+    except BaseException:
+        if created:  # (interrupted or failed: a folder it made and left empty is no fleet)
+            _remove_empty(out)
+        raise
+
+
+def _remove_empty(folder: Path) -> None:
+    """``folder`` and the folders under it, where they hold nothing (bottom up)."""
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [folder]:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def _run(spec_path, out, work, jobs, executor, ray_address, cache_dir, sign_key, device_timeout, ray_resources,
+         progress, started) -> FleetResult:
+    from deploycomp.examples import cache_dir as default_cache
+
     cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
     versions = toolchain_versions()
     memo: dict[Path, str] = {}
