@@ -156,6 +156,8 @@ def test_the_cli_exit_codes_and_signing(fleet_dir):
      "targets: Value error, lists 'host' twice"),
     ("models:\n  - {name: a, path: models/a.onnx, precisions: [fp16, fp16]}\ntargets: [host]\nprecisions: [fp16]",
      "models[0].precisions: Value error, lists 'fp16' twice"),
+    # a misspelt key is named, not the key it stands for ("precisions: Field required")
+    ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host]\nprecision: [fp16]", "precision: unknown key"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_key(fleet_dir, text, needle):
     (fleet_dir / "s.yaml").write_text(text)

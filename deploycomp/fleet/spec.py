@@ -201,7 +201,9 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
     try:
         spec = FleetSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # an unknown key first: `precision:` for `precisions:` had said "precisions: Field
+        # required", which sends a user looking for what is there
+        err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
         key = _key_path(err["loc"])
         if err["type"] == "extra_forbidden":
             raise SpecError(f"{path}: {key}: unknown key") from None
