@@ -91,5 +91,8 @@ def load(bundle: str | os.PathLike, verify: bool = True) -> BundleRunner:
 
     ``verify`` (default) first checks every artifact's size and sha256 against the manifest
     (VerificationError, exit 11, naming the first that differs; ~0.1-0.25 s per 100 MB here);
-    ``verify=False`` skips it. A signature is checked by ``deploycomp verify``, not here."""
+    ``verify=False`` skips it. A signature is checked by ``deploycomp verify``, not here.
+    A runner holds one inference request of its runtime: run it from one thread at a time,
+    or load one per thread (OpenVINO says "Infer Request is busy", LiteRT refuses a second
+    invoke while the first holds its buffers)."""
     return BundleRunner(bundle, verify=verify)
