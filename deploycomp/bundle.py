@@ -34,7 +34,7 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
-           "json_text", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
+           "json_text", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "deploycomp-bundle/1"
@@ -180,6 +180,17 @@ def process_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (another user's counts: not ours to judge)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def remove_abandoned(out: Path) -> None:
     """Staging, swap and fleet-copy folders and temporary files (:func:`replaced_file`)
     next to ``out`` left by a process on this host that is gone: a process killed outright
@@ -190,17 +201,12 @@ def remove_abandoned(out: Path) -> None:
     for kind in ("staging", "old", "fleet", "tmp"):
         for left in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
             pid = left.name.rsplit("-", 1)[-1].split(".", 1)[0]  # a temporary file may keep a suffix
-            if not pid.isdigit() or int(pid) == os.getpid():
+            if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                if left.is_dir() and not left.is_symlink():
-                    shutil.rmtree(left, ignore_errors=True)
-                else:
-                    left.unlink(missing_ok=True)
-            except OSError:  # alive, another user's: not ours to judge
-                continue
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

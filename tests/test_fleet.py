@@ -378,7 +378,7 @@ def test_an_interrupted_fleet_leaves_no_empty_out_folder(fleet_dir, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fleet_run, "_run", interrupted)
+    monkeypatch.setattr(fleet_run, "BuildCache", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "new" / "out", cache_dir=fleet_dir / "cache")
     assert not (fleet_dir / "new" / "out").exists()

@@ -130,16 +130,6 @@ def build_key(job: Job, versions: dict[str, str], memo: dict[Path, str] | None =
     return hashlib.sha256(text.encode()).hexdigest(), inputs
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's: alive
-        return True
-    return True
-
-
 class BuildCache:
     """``ROOT/<key[:2]>/<key>/{result.json, bundle/}``; see the module docstring."""
 
@@ -163,14 +153,14 @@ class BuildCache:
     def staging(self) -> Path:
         """A new folder to build into (``tmp/build-HOST-PID-*``); those of processes of this
         host that are gone are removed first (a killed fleet's stayed for good)."""
-        from deploycomp.bundle import process_tag
+        from deploycomp.bundle import process_alive, process_tag
 
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         host = socket.gethostname()
         for left in tmp.glob(f"build-{glob.escape(host)}-*"):
             pid = left.name[len(f"build-{host}-"):].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
                 shutil.rmtree(left, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=f"build-{process_tag()}-", dir=tmp))
 

@@ -14,6 +14,7 @@ code is 0 when every build held (built, every budget met), else 13.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -105,140 +106,138 @@ def _place(src: Path, dest: Path) -> None:
     replace_folder(staged, dest)
 
 
+@contextlib.contextmanager
+def _left_empty_removed(out: Path):
+    """On an interrupt or a failure, ``out`` and the folders under it where they hold
+    nothing, if ``out`` did not exist before (a fleet interrupted before it placed a
+    bundle had left the folder it made)."""
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            for path in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [out]:
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+        raise
+
+
 def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int | None = None,
               executor: str = "local", ray_address: str | None = None, cache_dir: str | os.PathLike | None = None,
               sign_key: str | os.PathLike | None = None, device_timeout: float = 900.0,
               ray_resources: dict[str, float] | None = None,
               progress: Callable[[str], None] = lambda line: None) -> FleetResult:
+    from deploycomp.examples import cache_dir as default_cache
+
     started = time.perf_counter()
     spec_path = Path(spec_path)
     _, work = load_spec(spec_path)
-    created = not Path(os.path.abspath(out)).exists()
-    out = _check_out(Path(out))
-    try:
-        return _run(spec_path, out, work, jobs, executor, ray_address, cache_dir, sign_key, device_timeout,
-                    ray_resources, progress, started)
-    except BaseException:
-        if created:  # (interrupted or failed: a folder it made and left empty is no fleet)
-            _remove_empty(out)
-        raise
-
-
-def _remove_empty(folder: Path) -> None:
-    """``folder`` and the folders under it, where they hold nothing (bottom up)."""
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [folder]:
-        try:
-            path.rmdir()
-        except OSError:
-            pass
-
-
-def _run(spec_path, out, work, jobs, executor, ray_address, cache_dir, sign_key, device_timeout, ray_resources,
-         progress, started) -> FleetResult:
-    from deploycomp.examples import cache_dir as default_cache
-
-    cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
-    versions = toolchain_versions()
-    memo: dict[Path, str] = {}
-    keyed = [(job, *build_key(job, versions, memo, cache.locations_of)) for job in work]
-    results: dict[str, dict] = {}
-    misses: list[tuple[Job, str, dict]] = []
-    for job, key, inputs in keyed:
-        hit = cache.lookup(key)
-        if hit is not None:
-            results[job.label] = hit | {"cached": True, "key": key}
-        else:
-            misses.append((job, key, inputs))
-    total = len(keyed)
-    for label, r in results.items():
-        progress(f"{label}: {'held' if r.get('ok') else 'failed' if not r.get('ok_built') else 'missed a budget'} (cached)")
-
-    if executor == "ray":
-        from deploycomp.fleet.executors import RayExecutor
-
-        runner = RayExecutor(ray_address, jobs, cache.root / "ray", device_timeout, ray_resources)
-    elif executor == "local":
-        from deploycomp.fleet.executors import LocalExecutor, local_jobs
-
-        runner = LocalExecutor(local_jobs([j for j, _, _ in misses], jobs))
-    else:
-        raise DeployError(f"unknown executor {executor!r}; known: local, ray")
-    staged: dict[str, Path] = {}
-    built_seconds = 0.0
-    try:
-        plan = []
-        for job, key, inputs in misses:
-            folder = cache.staging()
-            staged[job.label] = folder
-            plan.append((job, folder))
-        keys = {job.label: (key, inputs) for job, key, inputs in misses}
-        done = len(results)
-        for job, result in runner.run(plan):
-            key, inputs = keys[job.label]
-            built_seconds += result.get("seconds", 0.0)
-            record = result | {"key_inputs": inputs}
-            if cache.cacheable(result):
-                record = cache.publish(key, staged.pop(job.label), record)
-            elif result.get("ok_built"):
-                record = record | {"bundle": str(staged[job.label] / "bundle")}
-            results[job.label] = {k: v for k, v in record.items() if k != "key_inputs"} | {"cached": False, "key": key}
-            done += 1
-            status = "held" if result.get("ok") else result.get("error") or "failed"
-            progress(f"[{done}/{total}] {job.label}: {status} ({result.get('seconds', 0):.1f} s)")
-
-        entries, previous = [], _previous_entries(out)
-        for job, key, _ in keyed:
-            r = results[job.label]
-            dest = out / job.folder
-            entry = {"model": job.model, "target": job.target_name,
-                     "precision": job.precision, "bundle": job.folder, "key": key,
-                     **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
-                                              "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
-                                              "executed_precision", "backend", "budgets_missed", "int8_layers",
-                                              "float_layers", "dynamic_layers", "int8_mac_share", "auto_chose",
-                                              "validation_source")
-                        if k in r}}
-            if job.not_applied:
-                entry["options_not_applied"] = list(job.not_applied)
-            if r.get("ok_built"):
-                before = previous.get(job.folder) or {}
-                if before.get("key") == key and _same_bundle(dest, before.get("placed_sha256")):
-                    # the same build already in place (with its engine, if a device step ran): kept as is
-                    entry |= {k: before[k] for k in ("device_step", "signed") if k in before}
-                    if sign_key is not None and not entry.get("signed"):
-                        entry["signed"] = _sign(dest, Path(sign_key))
-                else:
-                    _place(Path(r["bundle"]), dest)
-                    device = runner.device_step(job, dest)
-                    if device is not None:
-                        entry["device_step"] = device
-                    if sign_key is not None:
-                        entry["signed"] = _sign(dest, Path(sign_key))
-                entry["placed_sha256"] = _manifest_sha(dest)
+    with _left_empty_removed(Path(os.path.abspath(out))):
+        out = _check_out(Path(out))
+        cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
+        versions = toolchain_versions()
+        memo: dict[Path, str] = {}
+        keyed = [(job, *build_key(job, versions, memo, cache.locations_of)) for job in work]
+        results: dict[str, dict] = {}
+        misses: list[tuple[Job, str, dict]] = []
+        for job, key, inputs in keyed:
+            hit = cache.lookup(key)
+            if hit is not None:
+                results[job.label] = hit | {"cached": True, "key": key}
             else:
-                entry["bundle"] = None
-                if dest.is_dir() and (dest / "manifest.json").is_file():
-                    shutil.rmtree(dest)  # an old bundle of a build that now fails would mislead
-            entries.append(entry)
-        for stale in set(previous) - {e["bundle"] for e in entries if e["bundle"]}:
-            if (out / stale / "manifest.json").is_file():
-                shutil.rmtree(out / stale, ignore_errors=True)
-    finally:
-        runner.close()
-        for folder in staged.values():
-            shutil.rmtree(folder, ignore_errors=True)
+                misses.append((job, key, inputs))
+        total = len(keyed)
+        for label, r in results.items():
+            progress(f"{label}: {'held' if r.get('ok') else 'failed' if not r.get('ok_built') else 'missed a budget'} (cached)")
 
-    index = {
-        "format": FORMAT, "spec": str(spec_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "executor": f"{runner.name} ({runner.jobs} worker{'s' if runner.jobs != 1 else ''})",
-        "cache": str(cache.root), "versions": versions,
-        "summary": {"builds": total, "cached": total - len(misses), "built": len(misses),
-                    "held": sum(1 for e in entries if e["ok"]), "seconds": round(time.perf_counter() - started, 2),
-                    "build_seconds": round(built_seconds, 2)},
-        "entries": entries,
-    }
-    write_index(out, index)
-    return FleetResult(index, out)
+        if executor == "ray":
+            from deploycomp.fleet.executors import RayExecutor
+
+            runner = RayExecutor(ray_address, jobs, cache.root / "ray", device_timeout, ray_resources)
+        elif executor == "local":
+            from deploycomp.fleet.executors import LocalExecutor, local_jobs
+
+            runner = LocalExecutor(local_jobs([j for j, _, _ in misses], jobs))
+        else:
+            raise DeployError(f"unknown executor {executor!r}; known: local, ray")
+        staged: dict[str, Path] = {}
+        built_seconds = 0.0
+        try:
+            plan = []
+            for job, key, inputs in misses:
+                folder = cache.staging()
+                staged[job.label] = folder
+                plan.append((job, folder))
+            keys = {job.label: (key, inputs) for job, key, inputs in misses}
+            done = len(results)
+            for job, result in runner.run(plan):
+                key, inputs = keys[job.label]
+                built_seconds += result.get("seconds", 0.0)
+                record = result | {"key_inputs": inputs}
+                if cache.cacheable(result):
+                    record = cache.publish(key, staged.pop(job.label), record)
+                elif result.get("ok_built"):
+                    record = record | {"bundle": str(staged[job.label] / "bundle")}
+                results[job.label] = {k: v for k, v in record.items() if k != "key_inputs"} | {"cached": False, "key": key}
+                done += 1
+                status = "held" if result.get("ok") else result.get("error") or "failed"
+                progress(f"[{done}/{total}] {job.label}: {status} ({result.get('seconds', 0):.1f} s)")
+
+            entries, previous = [], _previous_entries(out)
+            for job, key, _ in keyed:
+                r = results[job.label]
+                dest = out / job.folder
+                entry = {"model": job.model, "target": job.target_name,
+                         "precision": job.precision, "bundle": job.folder, "key": key,
+                         **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
+                                                  "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
+                                                  "executed_precision", "backend", "budgets_missed", "int8_layers",
+                                                  "float_layers", "dynamic_layers", "int8_mac_share", "auto_chose",
+                                                  "validation_source")
+                            if k in r}}
+                if job.not_applied:
+                    entry["options_not_applied"] = list(job.not_applied)
+                if r.get("ok_built"):
+                    before = previous.get(job.folder) or {}
+                    if before.get("key") == key and _same_bundle(dest, before.get("placed_sha256")):
+                        # the same build already in place (with its engine, if a device step ran): kept as is
+                        entry |= {k: before[k] for k in ("device_step", "signed") if k in before}
+                        if sign_key is not None and not entry.get("signed"):
+                            entry["signed"] = _sign(dest, Path(sign_key))
+                    else:
+                        _place(Path(r["bundle"]), dest)
+                        device = runner.device_step(job, dest)
+                        if device is not None:
+                            entry["device_step"] = device
+                        if sign_key is not None:
+                            entry["signed"] = _sign(dest, Path(sign_key))
+                    entry["placed_sha256"] = _manifest_sha(dest)
+                else:
+                    entry["bundle"] = None
+                    if dest.is_dir() and (dest / "manifest.json").is_file():
+                        shutil.rmtree(dest)  # an old bundle of a build that now fails would mislead
+                entries.append(entry)
+            for stale in set(previous) - {e["bundle"] for e in entries if e["bundle"]}:
+                if (out / stale / "manifest.json").is_file():
+                    shutil.rmtree(out / stale, ignore_errors=True)
+        finally:
+            runner.close()
+            for folder in staged.values():
+                shutil.rmtree(folder, ignore_errors=True)
+
+        index = {
+            "format": FORMAT, "spec": str(spec_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "executor": f"{runner.name} ({runner.jobs} worker{'s' if runner.jobs != 1 else ''})",
+            "cache": str(cache.root), "versions": versions,
+            "summary": {"builds": total, "cached": total - len(misses), "built": len(misses),
+                        "held": sum(1 for e in entries if e["ok"]), "seconds": round(time.perf_counter() - started, 2),
+                        "build_seconds": round(built_seconds, 2)},
+            "entries": entries,
+        }
+        write_index(out, index)
+        return FleetResult(index, out)
 
 
 def _previous_entries(out: Path) -> dict[str, dict]:
