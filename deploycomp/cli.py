@@ -6,7 +6,8 @@ data; 5 bad target or profile; 6 unsupported op/precision; 7 backend SDK or devi
 missing; 8 a budget was missed; 9 output exists or is not a bundle --force may replace;
 10 the environment (permission, busy path, disk full, memory); 11 verification failed;
 12 ``diff`` found a regression; 13 ``fleet``: a build failed or missed a budget;
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM): one line, nothing left at --out;
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM): one line, nothing left at --out (or it
+says the output was finished before the signal came);
 141 stdout's reader went away (``| head``), as for any Unix tool stopped by SIGPIPE.
 """
 
@@ -74,7 +75,9 @@ class _Group(click.Group):
             sys.exit(141)
         except KeyboardInterrupt as e:  # staged output is already gone (context managers)
             terminated = isinstance(e, Terminated)
-            click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; nothing was written", err=True)
+            written = (ctx.obj or {}).get("written")  # (a signal while the summary of a finished build printed)
+            click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; "
+                       + (f"{written} was written whole before it" if written else "nothing was written"), err=True)
             sys.exit(143 if terminated else 130)
         except Exception as e:  # one line, the documented code; traceback only with -v
             _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
@@ -396,6 +399,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
         ))
     finally:
         close()
+    ctx.obj["written"] = result.bundle
     _print_summary(result.manifest, result.bundle, as_json)
 
 
@@ -444,7 +448,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
 @click.option("--target", "-t", default=None, help="Run this target's pipeline (default: the target-independent one).")
 @_keep_initializer_inputs
 @click.option("--json", "as_json", is_flag=True)
-def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None, keep_initializer_inputs: bool,
+@click.pass_context
+def optimize(ctx, model: Path, out: Path, inputs: tuple[str, ...], target: str | None, keep_initializer_inputs: bool,
              as_json: bool) -> None:
     """Optimize MODEL (fold, fuse, deduplicate, drop dead code) and write it as ONNX."""
     from deploycomp.pipeline import optimize as run
@@ -452,6 +457,7 @@ def optimize(model: Path, out: Path, inputs: tuple[str, ...], target: str | None
 
     summary = run(model, out, [parse_input_spec(s) for s in inputs], target=target,
                   keep_initializer_inputs=keep_initializer_inputs)
+    ctx.obj["written"] = out
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -282,3 +282,21 @@ def test_an_unreadable_input_file_is_an_environment_error(tiny_conv, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 10, proc.stderr
     _one_line_error(proc.stderr, "m.onnx")
+
+
+def test_a_signal_after_the_bundle_was_finished_says_so(tiny_conv, tmp_path, monkeypatch):
+    """A Ctrl-C in the moment after the bundle was written, while the summary printed, said
+    "nothing was written" (exit 130) beside a whole bundle: now it says the bundle was
+    written whole before it, and the bundle verifies."""
+    from click.testing import CliRunner
+
+    import deploycomp.cli as cli_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "_print_summary", interrupted)
+    result = CliRunner().invoke(cli_module.main, ["build", str(tiny_conv), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 130
+    assert f"{tmp_path / 'b'} was written whole before it" in result.output
+    deploycomp.load(tmp_path / "b")  # (whole: every file as its manifest says)
