@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from deploycomp.errors import BackendUnavailable, UnsupportedError, few, node_label
-from deploycomp.ir import LEFT_BECAUSE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +36,8 @@ def unsupported_node(node: "ir.Node", op: str | None = None) -> dict[str, str]:
     """A :class:`SupportReport` entry: the node's name, op (``op``: what to call it
     instead) and first output, so a message can name it as the user's file does
     (:func:`~deploycomp.errors.node_label`)."""
+    from deploycomp.ir import LEFT_BECAUSE  # (here: `deploycomp targets` reads this module without onnx-ir)
+
     output = next((v.name for v in node.outputs if v is not None and v.name), "")
     entry = {"node": node.name or "", "op": op or node.op_type, "output": output}
     if why := node.metadata_props.get(LEFT_BECAUSE):  # a rewrite that would have made it run says why it did not

@@ -102,3 +102,17 @@ def test_host_offers_bf16_where_the_cpu_computes_it(monkeypatch):
         assert ("bf16" in host.precisions) is offered
         if offered:
             assert host.precisions == ["fp32", "fp16", "bf16", "int8"] and host.fidelity["bf16"].min_cosine == 0.995
+
+
+def test_listing_targets_loads_neither_onnx_nor_a_backend_sdk():
+    """`deploycomp targets` reads profiles and which backends are installed, nothing else:
+    a support-report helper had pulled in onnx-ir (and with it sympy), 0.22 -> 0.78 s a call."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from deploycomp.cli import main\n"
+            "try:\n    main(['targets'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('onnx', 'onnx_ir', 'onnxruntime', 'openvino', 'ai_edge_litert') "
+            "if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
