@@ -250,15 +250,26 @@ def _data_shape(data_shapes: Mapping | None, name: str, inputs: Mapping) -> tupl
     return found or ("", ())
 
 
+@dataclass
+class ResolvedShapes:
+    """Every input's shape, and how the build came to each (:func:`_resolve_shapes`)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    assumed: list[str]
+    """A note for each shape the user did not give as it is."""
+    guessed: dict[str, str]
+    """Those the build chose itself (:attr:`Prepared.guessed`)."""
+    from_data: dict[str, str]
+    """Those read off a data file (:attr:`Prepared.from_data`)."""
+
+
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
                     data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
-                    building: bool = True) -> tuple[dict, list[str], dict[str, str], dict[str, str]]:
+                    building: bool = True) -> ResolvedShapes:
     """User shapes, plus batch=1 for a dynamic leading dim; the user's data arrays' shapes
     (``data_shapes``: input -> (file, array shape)) for other dynamic dims; error on
-    anything else dynamic. Also the notes (``assumed``), and of those the shapes the build
-    chose itself and those it read off a data file (:attr:`Prepared.guessed`,
-    :attr:`Prepared.from_data`).
+    anything else dynamic.
 
     Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
     without static shapes) are validated at the profile's OPT shape, or at the data's own
@@ -340,7 +351,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
-    return shapes, assumed, guessed, from_data
+    return ResolvedShapes(shapes, assumed, guessed, from_data)
 
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -451,7 +462,8 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
         raise InputDataError(f"--input {both[0]}: the input is frozen by --freeze (its values give its shape); give one")
     frozen = freeze_inputs(loaded.model, freeze or {})
     profiles = profiles if profiles is not None else {}
-    shapes, assumed, guessed, from_data = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
+    resolved = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
+    shapes, assumed = resolved.shapes, resolved.assumed
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
@@ -469,7 +481,8 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned, integer_ops, guessed=guessed, from_data=from_data, levels=levels, nan_ok=nan_ok)
+                    repinned, integer_ops, guessed=resolved.guessed, from_data=resolved.from_data, levels=levels,
+                    nan_ok=nan_ok)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
