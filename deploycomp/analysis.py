@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
-from deploycomp.ir import float_only
+from deploycomp.ir import float_only, uses_through
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
@@ -392,22 +392,6 @@ def nan_inputs(model: ir.Model) -> frozenset[str]:
     return frozenset(found)
 
 
-def _uses_through(value: ir.Value, through: Callable[[ir.Node], bool], any_input: bool = False):
-    """Each use of ``value``, and of the outputs of the nodes that read it as their data
-    input (``any_input``: as any input) and for which ``through`` holds, and so on (each
-    value once)."""
-    stack, seen = [value], set()
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        for use in v.uses():
-            yield use
-            if (use.idx == 0 or any_input) and use.node.domain in ("", "ai.onnx") and through(use.node):
-                stack.extend(o for o in use.node.outputs if o is not None)
-
-
 def _integer_cast(node: ir.Node) -> bool:
     return node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer()
 
@@ -438,7 +422,7 @@ def lookup_ranges(model: ir.Model) -> dict[str, tuple[int, int, str, int]]:
     for value in model.graph.inputs:
         if value.dtype is None or not value.dtype.is_integer():
             continue
-        uses = list(_uses_through(value, lambda n: n.op_type in MOVES | INDEX_ARITHMETIC, any_input=True))
+        uses = list(uses_through(value, lambda n: n.op_type in MOVES | INDEX_ARITHMETIC, any_input=True))
         # the nodes computing element by element from the ids
         cone = {id(u.node): u.node for u in uses
                 if u.node.domain in ("", "ai.onnx") and u.node.op_type in MOVES | INDEX_ARITHMETIC}
@@ -528,4 +512,4 @@ def integer_valued_inputs(model: ir.Model) -> list[str]:
     steps (a Thai segmenter's character ids 1-163 through --int8-io: cosine 0.197)."""
     return [value.name for value in model.graph.inputs
             if value.dtype is not None and value.dtype.is_floating_point()
-            and any(_integer_cast(use.node) for use in _uses_through(value, lambda n: n.op_type in MOVES))]
+            and any(_integer_cast(use.node) for use in uses_through(value, lambda n: n.op_type in MOVES))]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -54,6 +54,7 @@ __all__ = [
     "model_from_proto",
     "save_model",
     "sha256_file",
+    "uses_through",
 ]
 
 MIN_OPSET = 17
@@ -365,3 +366,19 @@ def replace_value(old: ir.Value, new: ir.Value, old_suffix: str) -> None:
     old.replace_all_uses_with(new, replace_graph_outputs=True)
     name, old.name = old.name, f"{old.name}{old_suffix}"
     new.name = name
+
+
+def uses_through(value: ir.Value, through: Callable[[ir.Node], bool], any_input: bool = False):
+    """Each use of ``value``, and of the outputs of the nodes that read it as their data
+    input (``any_input``: as any input) and for which ``through`` holds, and so on (each
+    value once)."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        for use in v.uses():
+            yield use
+            if (use.idx == 0 or any_input) and use.node.domain in ("", "ai.onnx") and through(use.node):
+                stack.extend(o for o in use.node.outputs if o is not None)

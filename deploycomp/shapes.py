@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import onnx_ir as ir
 
 from deploycomp.errors import InputDataError, few, onnxruntime_run_error
+from deploycomp.ir import uses_through
 
 __all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec",
            "shape_error", "sized_by_dim_names"]
@@ -115,15 +116,13 @@ def _sizes_given_at_run_time(model: ir.Model, reach: int = 256) -> bool:
     for value in model.graph.inputs:
         if value.dtype is None or not value.dtype.is_integer():
             continue
-        stack, seen = [value], set()
-        while stack and len(seen) < reach:
-            v = stack.pop()
-            for use in v.uses():
-                if use.idx in SIZE_INPUTS.get(use.node.op_type, ()):
-                    return True
-                if id(use.node) not in seen and use.node.op_type not in ("Shape", "Size"):
-                    seen.add(id(use.node))
-                    stack.extend(o for o in use.node.outputs if o is not None)
+        nodes: set[int] = set()
+        for use in uses_through(value, lambda n: n.op_type not in ("Shape", "Size"), any_input=True):
+            if use.idx in SIZE_INPUTS.get(use.node.op_type, ()):
+                return True
+            nodes.add(id(use.node))
+            if len(nodes) >= reach:
+                break
     return False
 
 
