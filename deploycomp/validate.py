@@ -473,8 +473,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     if channels:
         # (an output judged ``where`` is a list of the elements judged: no channels left)
         axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}
-        judged = channel_scales(refs, axes, scales)  # (the whole set's, where ``scales`` has them)
-        judged |= {k: scales[k] for k in judged if scales and k in scales}
+        names = [channel_name(k, a, c) for k, a in axes.items() for c in range(np.shape(refs[0][k])[a])]
+        if scales and all(n in scales for n in names):  # the whole set's (a search's checks: not measured again)
+            judged = {n: scales[n] for n in names}
+        else:
+            judged = channel_scales(refs, axes, scales)
+            judged |= {k: scales[k] for k in judged if scales and k in scales}
         metrics |= compare_outputs(split_channels(refs, axes), split_channels(gots, axes), judged)
     return metrics
 
