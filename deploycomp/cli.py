@@ -183,6 +183,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     click.echo(f"  validated on {val['inputs']}")
+    from deploycomp.validate import describe_where
+
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
         if m.get("single_value"):
@@ -194,8 +196,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         else:
             note = ""
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
-        if m.get("judged_where"):
-            note = f"; judged where {m['judged_where']}" + note
+        if (judged := describe_where(m)) is not None:
+            note = f"; {judged}" + note
         if "agreement" in m:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue

@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -256,25 +256,56 @@ def _score_mask(scores: np.ndarray, threshold: float, shape) -> np.ndarray:
 
 
 def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
-                   where: Where) -> tuple[list[dict], list[dict]]:
+                   where: Where, decisions: dict[str, dict[str, int]] | None = None) -> tuple[list[dict], list[dict]]:
     """Each output ruled by ``where`` cut to the elements where the reference's score
-    output passes the threshold (flattened); a sample where none does holds one zero in
-    both, an uninformative sample with nothing to judge."""
+    output, or the bundle's, passes the threshold (flattened); a sample where neither does
+    holds one zero in both, an uninformative sample with nothing to judge.
+
+    The bundle's passes count as much as the reference's: judged only where the reference
+    passes, an int8 detector that raised a row's score from 0.18 to 0.43 (a detection the
+    reference does not make) was never judged there. ``decisions``, if given, receives per
+    output how many score entries (rows of a list, pixels of a map) pass in the
+    reference, in the bundle and in both, over all samples."""
     out_refs, out_gots = [], []
-    for original, got in zip(refs, gots):
-        ref, got = dict(original), dict(got)
+    for original, original_got in zip(refs, gots):
+        ref, got = dict(original), dict(original_got)
         for name, (scores, threshold) in where.items():
             if name not in ref or _score_source(scores)[0] not in ref:
                 continue  # (scores read from the outputs as they came: one may mask itself)
-            mask = np.broadcast_to(_score_mask(_scores_of(original, scores), threshold, np.shape(ref[name])),
-                                   np.shape(ref[name]))
-            if mask.any():
+            shape = np.shape(ref[name])
+            ref_pass = _score_mask(_scores_of(original, scores), threshold, shape)
+            got_pass = np.zeros_like(ref_pass)
+            if _score_source(scores)[0] in original_got:
+                theirs = _score_mask(_scores_of(original_got, scores), threshold, shape)
+                if theirs.shape == ref_pass.shape:  # (a bundle's other shape is judged as a mismatch)
+                    got_pass = theirs
+            if decisions is not None:
+                counts = decisions.setdefault(name, {"reference": 0, "bundle": 0, "both": 0})
+                counts["reference"] += int(np.count_nonzero(ref_pass))
+                counts["bundle"] += int(np.count_nonzero(got_pass))
+                counts["both"] += int(np.count_nonzero(ref_pass & got_pass))
+            mask = np.broadcast_to(ref_pass | got_pass, shape)
+            if mask.any() and np.shape(got[name]) == shape:
                 ref[name], got[name] = np.asarray(ref[name])[mask], np.asarray(got[name])[mask]
+            elif mask.any():
+                ref[name] = np.asarray(ref[name])[mask]
             else:
                 ref[name] = got[name] = np.zeros(1, np.asarray(ref[name]).dtype)
         out_refs.append(ref)
         out_gots.append(got)
     return out_refs, out_gots
+
+
+def describe_where(metrics: Mapping[str, Any]) -> str | None:
+    """How an output judged ``where`` is said (summary, report): the rule, and where the
+    bundle and the reference decide differently (:func:`masked_outputs`' ``decisions``)."""
+    rule = metrics.get("judged_where")
+    if not rule:
+        return None
+    seen = metrics.get("where_passing") or {}
+    only = {who: seen[who] - seen.get("both", 0) for who in ("bundle", "reference") if who in seen}
+    flips = ", ".join(f"{n} pass{'es' if n == 1 else ''} only in the {who}" for who, n in only.items() if n)
+    return f"judged where {rule}" + (f" ({flips})" if flips else "")
 
 
 MAX_CHANNELS = 16
@@ -324,14 +355,15 @@ def channel_scales(refs: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, 
     return out
 
 
-def _as_judged(refs: list, gots: list, where: Where | None, angles: Mapping[str, np.ndarray] | None) -> tuple[list, list]:
+def _as_judged(refs: list, gots: list, where: Where | None, angles: Mapping[str, np.ndarray] | None,
+               decisions: dict | None = None) -> tuple[list, list]:
     """The outputs as they are compared: angles taken to the nearest turn of the
-    reference's, outputs judged ``where`` masked."""
+    reference's, outputs judged ``where`` masked (``decisions``: :func:`masked_outputs`)."""
     if angles:
         gots = [{**got, **{k: unwrap(np.asarray(ref[k]), np.asarray(got[k]), turn) for k, turn in angles.items()
                            if k in ref and k in got}} for ref, got in zip(refs, gots)]
     if where:
-        refs, gots = masked_outputs(refs, gots, where)
+        refs, gots = masked_outputs(refs, gots, where, decisions)
     return refs, gots
 
 
@@ -377,7 +409,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     scales (:func:`channel_scales`), after the angles; an output judged ``where`` is not
     split (what is judged of it is a list of elements).
     """
-    refs, gots = _as_judged(refs, gots, where, angles)
+    decisions: dict[str, dict[str, int]] = {}
+    refs, gots = _as_judged(refs, gots, where, angles, decisions)
     metrics: dict[str, dict] = {}
     reshaped: dict[str, dict] = {}
     for name in refs[0]:
@@ -467,6 +500,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             entry["judged_as"] = "angles"
         if where and name in where:
             entry["judged_where"] = f"{where[name][0]} > {where[name][1]:g}"
+            if name in decisions:
+                entry["where_passing"] = decisions[name]
         metrics[name] = entry
     for name, seen in reshaped.items():
         metrics[name]["shape_mismatch"] = seen

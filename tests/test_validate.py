@@ -308,6 +308,32 @@ def test_a_detection_list_judged_on_the_rows_whose_score_column_passes():
         check_where(parse_where(["output0:output0[6]>0.25"]), {"output0": [1, 300, 6]})
 
 
+def test_a_detection_only_the_bundle_makes_is_judged_and_said():
+    """Rows are judged where the reference's score passes *or* the bundle's: an int8
+    detector that raises a row from 0.18 to 0.43 makes a detection the reference does not
+    (a probe's ISBN detector, twice in 6 pages), and a rule reading the reference's scores
+    alone never looked there. The summary says where the two decide differently."""
+    from deploycomp.validate import describe_where, parse_where
+
+    rng = np.random.default_rng(2)
+    ref = np.zeros((1, 300, 6), np.float32)
+    ref[0, :, :4] = rng.uniform(0, 640, (300, 4))
+    ref[0, :2, 4] = [0.9, 0.18]
+    got = ref.copy()
+    got[0, 1, :4] = rng.uniform(0, 640, 4)  # another box, and now a detection
+    got[0, 1, 4] = 0.43
+    where = parse_where(["output0:output0[4]>0.25"])
+    judged = compare_outputs([{"output0": ref}], [{"output0": got}], where=where)["output0"]
+    assert judged["cosine"] < 0.99
+    assert judged["where_passing"] == {"reference": 1, "bundle": 2, "both": 1}
+    assert describe_where(judged) == "judged where output0[4] > 0.25 (1 passes only in the bundle)"
+    same = compare_outputs([{"output0": ref}], [{"output0": ref}], where=where)["output0"]
+    assert describe_where(same) == "judged where output0[4] > 0.25" and same["cosine"] == pytest.approx(1.0)
+    # a bundle whose list has another length is a shape mismatch, not a crash of the mask
+    short = compare_outputs([{"output0": ref}], [{"output0": got[:, :200]}], where=where)["output0"]
+    assert short["shape_mismatch"]["samples"] == 1
+
+
 def test_a_ranked_list_with_a_tail_of_ties_is_recognised_for_the_hint():
     """What a missed budget's hint recognises as a ranked list: a score column in [0, 1]
     that never rises and is ~0 in most rows; not a feature map, not unsorted scores."""
