@@ -110,7 +110,9 @@ class Backend(Protocol):
     # the pipeline keeps tensors past fp16's range fp32 for the first two;
     # ``f32_execution(lowered) -> dict | None``: the lowered info of the same fp16 files
     # executed f32 (f16 weights kept), where the runtime has such a mode (OpenVINO);
-    # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``.
+    # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``;
+    # ``int64_range``: (lo, hi, why) where the runtime computes int64 in fewer bits (the
+    # bundle's int64 inputs then say so and its runner refuses values outside).
 
 
 def ensure_available(backend: Backend, context: str = "") -> None:

@@ -563,18 +563,23 @@ class _Reference:
 
 
 def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORTRunner, sample: dict,
-             levels: frozenset = frozenset(), nan_ok: frozenset = frozenset()) -> dict:
+             levels: frozenset = frozenset(), nan_ok: frozenset = frozenset(),
+             int64_range: tuple[int, int, str] | None = None) -> dict:
     """The bundle's inputs and outputs; an integer output of rounded float values says it
     is judged as numbers (``judged_as``: ``levels``), which a device check reads too; an
     input the model tests for NaN says so (``accepts_nan``), which ``deploycomp run`` reads,
     and ids a table is indexed by say its rows (``index_range``), which a bundle's runner
-    checks (:func:`deploycomp.analysis.lookup_ranges`)."""
+    checks (:func:`deploycomp.analysis.lookup_ranges`), as it checks an int64 input's
+    ``value_range`` where the runtime computes int64 in fewer bits (``int64_range``: the
+    backend's)."""
     outs = reference.run(sample)
     labels = getattr(reference, "labels", {})
     lookups = analysis.lookup_ranges(model)
+    narrow = {"value_range": list(int64_range[:2]), "value_range_why": int64_range[2]} if int64_range else {}
     return {
         "inputs": [{"name": v.name, "dtype": str(np.dtype(v.dtype.numpy())), "shape": list(shapes[v.name]),
                     **({"accepts_nan": True} if v.name in nan_ok else {}),
+                    **(narrow if v.dtype == ir.DataType.INT64 else {}),
                     **({"index_range": list(lookups[v.name][:2]), "index_table": lookups[v.name][2],
                         "index_rows": lookups[v.name][3]}
                        if v.name in lookups else {})} for v in model.graph.inputs],
@@ -700,7 +705,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     source_ort = source_runner(_source_at(prep.source, prep.repinned), prep.source.name,
                                arithmetic="written" if own is not None else "fused")
     reference = _Reference(source_ort, prep.frozen, class_labels(prep.model))
-    io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok)
+    io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok,
+                  getattr(backend, "int64_range", None))
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
     except ValueError as e:

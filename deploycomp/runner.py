@@ -9,6 +9,7 @@ or shape is one clear error instead of a backend's stack trace.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,12 +38,19 @@ class BundleRunner:
         self.outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in io["outputs"]}
         backend = get_backend(self.manifest["backend"]["name"])
         self._runner = backend.load(self.path, self.manifest["backend"]["lowered"])
+        # one inference request: calls from several threads take turns (OpenVINO's request and
+        # LiteRT's interpreter hold their buffers between a run and reading its outputs, and
+        # a second thread's run in between had handed one caller another request's result)
+        self._turn = threading.Lock()
 
     @property
     def info(self) -> dict[str, Any]:
         return self._runner.info
 
     def _prepare(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputDataError(f"feeds are a mapping of input name to array ({few(self.inputs, 6)}); "
+                                 f"{type(feeds).__name__} given")
         unknown = sorted(set(feeds) - set(self.inputs))
         if unknown:
             raise InputDataError(f"unknown input(s) {few(unknown)}; the model takes {few(self.inputs, 6)}")
@@ -65,7 +73,22 @@ class BundleRunner:
                 if low < lo or high >= hi:
                     raise InputDataError(f"input '{name}': values {low}..{high} given; they index a table of {spec.get('index_rows', hi)} "
                                          f"rows (node '{spec.get('index_table', '?')}'): {lo}..{hi - 1}")
-            prepared[name] = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
+            if "value_range" in spec and arr.size:
+                lo, hi = spec["value_range"]
+                low, high = int(arr.min()), int(arr.max())
+                if low < lo or high > hi:
+                    raise InputDataError(f"input '{name}': values {low}..{high} given; this bundle takes {lo}..{hi} "
+                                         f"({spec.get('value_range_why', 'its runtime computes it in fewer bits')})")
+            with np.errstate(over="ignore", invalid="ignore"):  # (said below, as the input's own problem)
+                value = np.require(arr.astype(spec["dtype"], copy=False), requirements="C")  # a scalar stays 0-d
+            if value.dtype.kind == "f" and value.size and not spec.get("accepts_nan"):
+                low, high = value.min(), value.max()  # (NaN and Inf show in the extremes: no mask)
+                if not (np.isfinite(low) and np.isfinite(high)):
+                    found = "NaN" if np.isnan(low) or np.isnan(high) else "Inf"
+                    beyond = f" (past {spec['dtype']}'s range)" if found == "Inf" and np.isfinite(arr).all() else ""
+                    raise InputDataError(f"input '{name}': contains {found}{beyond}; the model does not test this "
+                                         "input for NaN")
+            prepared[name] = value
         return prepared
 
     def _in_profile(self, name: str, shape: tuple[int, ...]) -> bool:
@@ -73,8 +96,10 @@ class BundleRunner:
         return profile is not None and within_profile(shape, profile["min"], profile["max"])
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        raw = self._runner.run(self._prepare(feeds))
-        return {name: self._output(np.asarray(raw[name]), spec) for name, spec in self.outputs.items()}
+        prepared = self._prepare(feeds)
+        with self._turn:
+            raw = self._runner.run(prepared)
+            return {name: self._output(np.asarray(raw[name]), spec) for name, spec in self.outputs.items()}
 
     @staticmethod
     def _output(value: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
@@ -83,7 +108,8 @@ class BundleRunner:
         :mod:`deploycomp.passes.ml_labels`)."""
         if "labels" in spec:
             return np.asarray(spec["labels"])[value.astype(np.int64)]
-        return value.astype(spec["dtype"], copy=False)
+        # (an NHWC bundle's output transposed back is a view: C order, as ONNX Runtime gives it)
+        return np.ascontiguousarray(value.astype(spec["dtype"], copy=False))
 
 
 def load(bundle: str | os.PathLike, verify: bool = True) -> BundleRunner:
@@ -92,7 +118,8 @@ def load(bundle: str | os.PathLike, verify: bool = True) -> BundleRunner:
     ``verify`` (default) first checks every artifact's size and sha256 against the manifest
     (VerificationError, exit 11, naming the first that differs; ~0.1-0.25 s per 100 MB here);
     ``verify=False`` skips it. A signature is checked by ``deploycomp verify``, not here.
-    A runner holds one inference request of its runtime: run it from one thread at a time,
-    or load one per thread (OpenVINO says "Infer Request is busy", LiteRT refuses a second
-    invoke while the first holds its buffers)."""
+    A runner holds one inference request of its runtime: calls from several threads take
+    turns; for runs side by side, load one runner per thread. Feeds are checked first
+    (names, dtypes, shapes, table ids, NaN or Inf in an input the model does not test for
+    NaN): InputDataError (exit 4) naming the input."""
     return BundleRunner(bundle, verify=verify)

@@ -59,3 +59,82 @@ def test_ids_past_a_tables_rows_after_an_exporters_wrap_are_refused(tmp_path, ta
     with pytest.raises(InputDataError, match=r"input 'ids': values 1\.\.12 given; they index a table of 10 rows "
                                              r"\(node 'embedding'\): -20\.\.9"):
         deploycomp.load(tmp_path / "b").run({"ids": np.array([[1, 12, 3]], np.int64)})
+
+
+def _conv_map(path):
+    """A Conv + Relu whose output is a 1x8x16x16 map (TFLite's bundle computes it NHWC)."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 8, 16, 16])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_one_runner_shared_by_threads_gives_each_caller_its_own_result(tmp_path, target):
+    """A service's threads sharing one runner: OpenVINO's request and LiteRT's interpreter
+    hold their buffers between a run and reading its outputs, and another thread's run in
+    between handed a caller another request's result (16-30 of 600 calls on TFLite, 3 on
+    OpenVINO). Calls take turns: every result is its own input's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = deploycomp.build(_conv_map(tmp_path / "m.onnx"), tmp_path / "b", target=target)
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    alone = [runner.run(f)["y"] for f in feeds]
+    assert all(a.flags.c_contiguous for a in alone)  # (an NHWC bundle's output is transposed back: C order)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: (i % 8, runner.run(feeds[i % 8])["y"]), range(240)))
+    wrong = [i for i, got in together if not np.array_equal(got, alone[i])]
+    assert not wrong, f"{len(wrong)} of {len(together)} calls got another input's result"
+
+
+def test_feeds_that_are_not_a_mapping_or_hold_nan_are_refused(tmp_path, tiny_conv):
+    """What ``deploycomp run`` refuses, the runner refuses: NaN or Inf in an input the
+    model does not test for NaN (an int8 bundle gave ordinary-looking probabilities for a
+    NaN image), float64 values past float32's range, and feeds that are not a mapping
+    (a raw ``TypeError: unhashable type``)."""
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="host", inputs={"x": (1, 3, 16, 16)})
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    with pytest.raises(InputDataError, match="feeds are a mapping of input name to array \\(x\\); ndarray given"):
+        runner.run(x)
+    with pytest.raises(InputDataError, match="feeds are a mapping .*; list given"):
+        runner.run([x])
+    nan = x.copy()
+    nan[0, 0, 3, 3] = np.nan
+    with pytest.raises(InputDataError, match="input 'x': contains NaN; the model does not test this input for NaN"):
+        runner.run({"x": nan})
+    with pytest.raises(InputDataError, match=r"input 'x': contains Inf \(past float32's range\)"):
+        runner.run({"x": np.full((1, 3, 16, 16), 1e300)})
+    assert runner.run({"x": x.astype(np.float64)})["probs"].shape == (1, 4)
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_int64_values_a_runtime_computes_in_32_bits_are_refused(tmp_path, target):
+    """OpenVINO's CPU plugin computes int64 as int32: its bundle of ``t + 1`` gave
+    -2147483647 for 2**31 (and validated, on small numbers). Its int64 inputs say the range
+    it computes (``value_range``) and the runner refuses values outside; TFLite's bundle
+    computes int64 and takes them."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    graph = helper.make_graph([helper.make_node("Add", ["t", "one"], ["t1"])], "g",
+                              [helper.make_tensor_value_info("t", T.INT64, [3])],
+                              [helper.make_tensor_value_info("t1", T.INT64, [3])], [one])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "i.onnx")
+    runner = deploycomp.build(tmp_path / "i.onnx", tmp_path / "b", target=target)
+    big = np.array([5, 2**31, 1_700_000_000_123], np.int64)
+    if target == "host":
+        assert runner.manifest["io"]["inputs"][0]["value_range"] == [-2**31, 2**31 - 1]
+        with pytest.raises(InputDataError, match=r"input 't': values 5\.\.1700000000123 given; this bundle takes "
+                                                 r"-2147483648\.\.2147483647 \(OpenVINO's CPU plugin computes int64 "
+                                                 r"as int32\)"):
+            runner.run({"t": big})
+        assert runner.run({"t": np.array([5, 2**31 - 2, -2**31], np.int64)})["t1"].tolist() == [6, 2**31 - 1, -2**31 + 1]
+    else:
+        assert "value_range" not in runner.manifest["io"]["inputs"][0]
+        assert runner.run({"t": big})["t1"].tolist() == (big + 1).tolist()
