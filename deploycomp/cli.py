@@ -90,6 +90,9 @@ class _Group(click.Group):
 def main(ctx: click.Context, verbose: int) -> None:
     """Compile ONNX models into validated deployment bundles for a target device."""
     ctx.obj = {"verbose": verbose > 0}
+    from deploycomp.quiet import own_process
+
+    own_process()  # (the process is ours: native runtimes' log lines may be silenced)
     # a crash inside a native library (OpenVINO's converter segfaulted on a real DFT) ends
     # the process with no word of ours: Python's fault report at least says where
     if not faulthandler.is_enabled():

@@ -1,4 +1,4 @@
-"""Native libraries' log lines, silenced unless ``-v``.
+"""Native libraries' log lines, silenced unless ``-v``, in a process deploycomp owns.
 
 Some runtimes write informational lines straight to file descriptor 2 from C++ (LiteRT:
 ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` on every interpreter), which
@@ -6,6 +6,13 @@ no Python logging setting reaches and which land on top of the progress bar and 
 logs. :func:`native_stderr_quiet` points fd 2 at /dev/null around such a call, unless the
 ``deploycomp`` logger is at INFO or below (``-v``) or ``DEPLOYCOMP_NATIVE_LOGS=1``.
 Errors still surface: the runtimes also raise them as Python exceptions.
+
+fd 2 is the whole process's: only a process deploycomp owns (the command line, a fleet's
+workers: :func:`own_process`) has it pointed away. In a service that imports deploycomp
+it stays where the service put it, since every other thread's stderr would go to
+/dev/null for the while (10 of 75 log lines of another thread lost over 100 loads), and
+two overlapping loads had left it there for good (one saved the other's /dev/null).
+Nested and overlapping silences share one redirection, counted under a lock.
 """
 
 from __future__ import annotations
@@ -14,14 +21,56 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from typing import Iterator
 
-__all__ = ["native_stderr_quiet"]
+__all__ = ["native_stderr_quiet", "own_process"]
+
+_owned = False
+_lock = threading.Lock()
+_depth = 0
+_saved: int | None = None
+
+
+def own_process() -> None:
+    """Say that this process is deploycomp's own (its command line, a fleet worker): native
+    log lines may then be silenced."""
+    global _owned
+    _owned = True
+
+
+def _silence(fd: int) -> None:
+    global _depth, _saved
+    with _lock:
+        if _depth == 0:
+            sys.stderr.flush()
+            saved = os.dup(fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            except OSError:
+                os.close(saved)
+                raise
+            finally:
+                os.close(devnull)
+            _saved = saved
+        _depth += 1
+
+
+def _restore(fd: int) -> None:
+    global _depth, _saved
+    with _lock:
+        _depth -= 1
+        if _depth == 0 and _saved is not None:
+            os.dup2(_saved, fd)
+            os.close(_saved)
+            _saved = None
 
 
 @contextlib.contextmanager
 def native_stderr_quiet() -> Iterator[None]:
-    if os.environ.get("DEPLOYCOMP_NATIVE_LOGS") == "1" or logging.getLogger("deploycomp").isEnabledFor(logging.INFO):
+    if (not _owned or os.environ.get("DEPLOYCOMP_NATIVE_LOGS") == "1"
+            or logging.getLogger("deploycomp").isEnabledFor(logging.INFO)):
         yield
         return
     try:
@@ -29,13 +78,8 @@ def native_stderr_quiet() -> Iterator[None]:
     except (AttributeError, ValueError, OSError):  # no real stderr (e.g. captured): nothing to silence
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    _silence(fd)
     try:
-        os.dup2(devnull, fd)
         yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+        _restore(fd)

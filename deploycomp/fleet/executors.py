@@ -66,8 +66,11 @@ def _build_in(job: Job, folder: str) -> dict[str, Any]:
 
     from deploycomp import privacy
 
+    from deploycomp.quiet import own_process
+
     signal.signal(signal.SIGTERM, _interrupted)
     privacy.install()
+    own_process()
     return build_job(job, folder)
 
 
@@ -124,7 +127,10 @@ def _ray_build(job: Job, inputs: dict[str, Any]) -> tuple[dict, bytes | None]:
 
     from deploycomp import privacy
 
+    from deploycomp.quiet import own_process
+
     privacy.install()
+    own_process()  # (a Ray worker is the fleet's: native log lines stay out of its logs)
     inputs = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in inputs.items()}
     with tempfile.TemporaryDirectory(prefix="deploycomp-fleet-") as tmp:
         root = Path(tmp)
