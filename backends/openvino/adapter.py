@@ -90,27 +90,29 @@ def _passthrough_outputs(graph: ir.Graph) -> list[int]:
 
 
 def _for_openvino(model: ir.Model) -> ir.Model:
-    """``model``, with each ``Loop`` body output that is a body input unchanged (a
-    loop-carried value the body does not touch: Paddle2ONNX carries weights that way)
-    written through an ``Identity``. OpenVINO's ONNX frontend (2026.4) counts such a value
-    twice and refuses the Loop ("canonical inputs size (41), does not match ... (25)" on
+    """``model``, with each output that is an input unchanged written through an
+    ``Identity``: a graph's (the converted input lost its name) and a ``Loop`` body's (a
+    loop-carried value the body does not touch: Paddle2ONNX carries weights that way).
+    OpenVINO's ONNX frontend (2026.4) counts the body's twice and refuses the Loop ("canonical inputs size (41), does not match ... (25)" on
     SLANet, whose 501-step decoder carries 16 values through unchanged); through an
     Identity it converts and runs to ONNX Runtime's outputs. A copy, only where needed."""
     def loops(m: ir.Model):
         return [n for n in ir.traversal.RecursiveGraphIterator(m.graph) if n.op_type == "Loop" and "body" in n.attributes]
 
-    if not any(_passthrough_outputs(n.attributes["body"].value) for n in loops(model)):
+    graphs = [n.attributes["body"].value for n in loops(model)]
+    if not any(_passthrough_outputs(g) for g in [model.graph, *graphs]):
         return model
     model = model.clone()
-    for node in loops(model):
-        body = node.attributes["body"].value
-        for i in _passthrough_outputs(body):
-            value = body.outputs[i]
-            through = ir.node("Identity", [value], name=f"{node.name}__passthrough_{i}")
+    # the graph's own too: an input that is also an output lost its name in the conversion
+    # ("a_1"), and every run of the bundle failed to find the input fed as "a"
+    for graph in [model.graph, *(n.attributes["body"].value for n in loops(model))]:
+        for i in _passthrough_outputs(graph):
+            value = graph.outputs[i]
+            through = ir.node("Identity", [value], name=f"{graph.name or 'graph'}__passthrough_{i}")
             through.outputs[0].name = f"{value.name}__passthrough"
             through.outputs[0].type, through.outputs[0].shape = value.type, value.shape
-            body.append(through)
-            body.outputs[i] = through.outputs[0]
+            graph.append(through)
+            graph.outputs[i] = through.outputs[0]
     return model
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 import deploycomp
 
 
@@ -304,3 +307,25 @@ def test_a_plugin_that_throws_compiling_is_a_refusal_naming_the_node(tiny_conv, 
     with pytest.raises(UnsupportedError, match=r"cannot compile it: Multiply \(node 'p2o.Mul.0'\) in its "
                                                r"MultiplyPartialTransformation: index '0' out of range"):
         OpenVINORunner(tmp_path / "b" / "model.xml", "CPU", "fp16")
+
+
+@pytest.mark.parametrize("target", ["host", "jetson-orin-nano"])
+def test_an_input_that_is_also_an_output_builds_and_runs(tmp_path, target):
+    """A graph output that is its input unchanged: OpenVINO's conversion renamed the input
+    ("a_1") and the build failed with a raw KeyError (an internal error) finding the input
+    fed as "a". Written through an Identity, it builds and runs on every backend."""
+    import onnx
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "W"], ["o"])], "g",
+                              [helper.make_tensor_value_info("a", T.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("o", T.FLOAT, [2, 4]),
+                               helper.make_tensor_value_info("a", T.FLOAT, [2, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "p.onnx")
+    runner = deploycomp.build(tmp_path / "p.onnx", tmp_path / "b", target=target)
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = runner.run({"a": a})
+    assert list(out) == ["o", "a"]
+    np.testing.assert_array_equal(out["a"], a)
+    np.testing.assert_allclose(out["o"], 2 * a)
