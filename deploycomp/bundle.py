@@ -119,6 +119,10 @@ def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
     if not isinstance(backend, dict) or not isinstance(backend.get("name"), str) or not isinstance(
             backend.get("lowered"), dict):
         raise bad("'backend' does not name the backend and its lowering")
+    from deploycomp.backends import BACKENDS
+
+    if backend["name"] not in BACKENDS:  # (a raw KeyError from load)
+        raise bad(f"backend {backend['name']!r} is none of {', '.join(BACKENDS)}")
 
 
 def is_bundle(folder: Path) -> bool:

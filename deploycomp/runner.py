@@ -10,22 +10,59 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from deploycomp.backends import get_backend
-from deploycomp.bundle import read_manifest
-from deploycomp.errors import InputDataError, few
+from deploycomp.bundle import MANIFEST, read_manifest
+from deploycomp.errors import InputDataError, VerificationError, few
 from deploycomp.sample_data import castable, within_profile
 
 __all__ = ["BundleRunner", "load"]
 
 
+LOAD_ATTEMPTS = 5
+"""How often a load starts over where the bundle was replaced while it loaded (a build
+with ``--force`` into the same folder): after that, the folder is changing too often to
+be read, and the load says so."""
+
+
+def _stamp(bundle: Path) -> tuple | None:
+    """The manifest file's identity: a replaced bundle's is another file (None: none there)."""
+    try:
+        st = os.stat(bundle / MANIFEST)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class BundleRunner:
     def __init__(self, bundle: str | os.PathLike, verify: bool = True):
+        """Reads the bundle as one version of it: a build with ``--force`` replaces the
+        folder by two renames, and a load in between had verified the old files and then
+        read the new model (a runner whose manifest is not its model's), or found no
+        folder at all (a raw FileNotFoundError). A load during which the manifest changed
+        starts over."""
         self.path = Path(bundle)
+        for attempt in range(LOAD_ATTEMPTS):
+            before = _stamp(self.path)
+            try:
+                self._open(verify)
+            except Exception:
+                replaced = _stamp(self.path) != before or (before is None and not self.path.exists())
+                if not replaced or attempt + 1 == LOAD_ATTEMPTS:
+                    raise
+            else:
+                if _stamp(self.path) == before:
+                    return
+            time.sleep(0.01 * 2 ** attempt)
+        raise VerificationError(f"{self.path}: the bundle was replaced while it loaded, {LOAD_ATTEMPTS} times over; "
+                                "load it once its build is done")
+
+    def _open(self, verify: bool) -> None:
         self.manifest = read_manifest(self.path)
         if verify:  # every artifact's size and sha256 against the manifest, before a backend reads one
             from deploycomp.signing import check_digests
@@ -37,7 +74,11 @@ class BundleRunner:
         self.profiles: dict[str, dict[str, list[int]]] = io.get("profiles") or {}
         self.outputs: dict[str, dict[str, Any]] = {o["name"]: o for o in io["outputs"]}
         backend = get_backend(self.manifest["backend"]["name"])
-        self._runner = backend.load(self.path, self.manifest["backend"]["lowered"])
+        try:
+            self._runner = backend.load(self.path, self.manifest["backend"]["lowered"])
+        except (ValueError, RuntimeError) as e:  # (a runtime's own words on a damaged artifact, verify=False)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VerificationError(f"{self.path}: {backend.name} cannot read the bundle's artifact: {first}") from e
         # one inference request: calls from several threads take turns (OpenVINO's request and
         # LiteRT's interpreter hold their buffers between a run and reading its outputs, and
         # a second thread's run in between had handed one caller another request's result)

@@ -138,3 +138,48 @@ def test_int64_values_a_runtime_computes_in_32_bits_are_refused(tmp_path, target
     else:
         assert "value_range" not in runner.manifest["io"]["inputs"][0]
         assert runner.run({"t": big})["t1"].tolist() == (big + 1).tolist()
+
+
+def test_a_load_while_the_bundle_is_replaced_reads_one_version_of_it(tmp_path, tiny_conv, monkeypatch):
+    """A service loads a bundle while CI rebuilds it with ``--force`` (two renames): the
+    load had verified the old files and then read the new model, a runner whose manifest
+    (batch 1) was not its model's (batch 3). A load during which the bundle changed starts
+    over and reads the new one whole."""
+    from deploycomp.backends import get_backend
+    from deploycomp.bundle import replace_folder
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="android-arm64", inputs={"x": (1, 3, 16, 16)})
+    deploycomp.build(tiny_conv, tmp_path / "next", target="android-arm64", inputs={"x": (3, 3, 16, 16)})
+    backend = get_backend("tflite")
+    real_load, swapped = backend.load, []
+
+    def load_then_swap(folder, lowered):
+        runner = real_load(folder, lowered)
+        if not swapped:  # the rebuild lands between reading the manifest and using the model
+            swapped.append(True)
+            replace_folder(tmp_path / "next", tmp_path / "b")
+        return runner
+
+    monkeypatch.setattr(backend, "load", load_then_swap)
+    runner = deploycomp.load(tmp_path / "b")
+    assert swapped and runner.inputs["x"]["shape"] == [3, 3, 16, 16]
+    assert runner.run({"x": np.zeros((3, 3, 16, 16), np.float32)})["probs"].shape == (3, 4)
+
+
+def test_a_damaged_bundle_is_a_verification_error_not_a_raw_one(tmp_path, tiny_conv):
+    """A manifest naming no backend deploycomp has (a raw KeyError) and a truncated model
+    loaded with ``verify=False`` (LiteRT's raw ValueError) are exit 11, in one line."""
+    import json
+
+    from deploycomp.errors import VerificationError
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="android-arm64", inputs={"x": (1, 3, 16, 16)})
+    model = next((tmp_path / "b").glob("*.tflite"))
+    model.write_bytes(model.read_bytes()[:200])
+    with pytest.raises(VerificationError, match="tflite cannot read the bundle's artifact"):
+        deploycomp.load(tmp_path / "b", verify=False)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    manifest["backend"]["name"] = "coreml"
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerificationError, match="damaged manifest \\(backend 'coreml' is none of openvino, "):
+        deploycomp.load(tmp_path / "b", verify=False)
