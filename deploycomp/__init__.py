@@ -11,12 +11,17 @@ until a function is called, so ``deploycomp --help`` and ``--version`` start fas
 
 from __future__ import annotations
 
+import logging as _logging
 from importlib import import_module
 from typing import TYPE_CHECKING
 
 from deploycomp import privacy as _privacy
 
 _privacy.install()
+# a library's log lines go where the application's logging sends them, and nowhere when it
+# sends them nowhere (Python's last-resort handler had printed a build's progress notes on
+# a service's stderr); the command line configures logging itself
+_logging.getLogger("deploycomp").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 

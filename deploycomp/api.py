@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,11 +15,31 @@ __all__ = ["build", "load", "optimize"]
 
 
 def _specs(inputs: dict[str, Iterable[int]] | Iterable[str] | None):
+    """``inputs`` as the command line's ``--input`` takes them, checked as it checks them
+    (a dim of -1 had been a raw IndexError, 0 a raw ValueError, 1.5 silently 1)."""
+    from deploycomp.errors import InputDataError
+
     if inputs is None:
         return []
     if isinstance(inputs, dict):
-        return [(name, tuple(int(d) for d in shape)) for name, shape in inputs.items()]
-    return [parse_input_spec(s) for s in inputs]
+        specs = []
+        for name, shape in inputs.items():
+            if isinstance(shape, str):  # "1x3x320x320"
+                specs.append(parse_input_spec(f"{name}:{shape}"))
+                continue
+            dims = tuple(shape) if isinstance(shape, Iterable) else (shape,)
+            if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims):
+                raise InputDataError(f"inputs[{name!r}]: {shape!r}: give the shape as positive integers, "
+                                     "e.g. (1, 3, 320, 320)")
+            specs.append((name, tuple(int(d) for d in dims)))
+        return specs
+    return [parse_input_spec(s) for s in _listed(inputs)]
+
+
+def _listed(value):
+    """A list of names or specs: one string is one (``keep_float="conv1"`` had been read as
+    the layers 'c', 'o', 'n', 'v', '1')."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _where(judge_where) -> dict:
@@ -28,7 +49,7 @@ def _where(judge_where) -> dict:
     if isinstance(judge_where, dict):
         return {k: (str(v[0]), float(v[1])) for k, v in judge_where.items()}
     try:
-        return parse_where(judge_where)
+        return parse_where(None if judge_where is None else _listed(judge_where))
     except ValueError as e:
         raise InputDataError(str(e)) from None
 
@@ -65,7 +86,8 @@ def build(
 
     ``inputs`` fixes dynamic dims: ``{"images": (1, 3, 320, 320)}`` or ``["images:1x3x320x320"]``.
     ``calibration`` (int8) is a path (.npz, .npy, image folder), an iterable of
-    ``{input: array}`` or one such dict of stacked samples (as an .npz holds them);
+    ``{input: array}``, one such dict of stacked samples (as an .npz holds them) or, for a
+    model of one input, an array of its samples stacked (as an .npy holds them);
     ``validation_data`` likewise (default: a part of ``calibration`` held out, else built-in
     samples, labelled as such); ``preprocess`` a spec (:mod:`deploycomp.preprocess`) that turns
     images into inputs.
@@ -90,7 +112,9 @@ def build(
     ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
+    ``keep_float``, ``int8_boosters``, ``judge_where`` and ``profiles`` take one string or a list.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
+    Log lines go to the ``deploycomp`` logger (the application's logging decides where).
     """
     result = pipeline.build(
         pipeline.BuildOptions(
@@ -98,12 +122,12 @@ def build(
             calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
             validation_data=Path(validation_data) if isinstance(validation_data, (str, os.PathLike)) else validation_data,
             preprocess=preprocess,
-            sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=list(keep_float),
+            sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
             min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
             judge_where=_where(judge_where), judge_channels=judge_channels,
-            int8_boosters=None if int8_boosters is None else list(int8_boosters), int8_range=int8_range,
+            int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
             int8_time_limit=int8_time_limit,
-            int8_io=int8_io, profiles=[parse_profile_spec(p) for p in profiles or ()],
+            int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],
             keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
         )
     )

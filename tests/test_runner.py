@@ -183,3 +183,43 @@ def test_a_damaged_bundle_is_a_verification_error_not_a_raw_one(tmp_path, tiny_c
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VerificationError, match="damaged manifest \\(backend 'coreml' is none of openvino, "):
         deploycomp.load(tmp_path / "b", verify=False)
+
+
+def test_the_api_checks_its_arguments_as_the_command_line_does(tmp_path, tiny_conv):
+    """Shapes, names and data given to ``deploycomp.build`` in Python's own forms: a dim of
+    -1 had been a raw IndexError, 0 a raw ValueError and 1.5 silently 1; ``keep_float="fc"``
+    was read as layers 'f' and 'c'; an array for calibration failed with an AttributeError
+    where an .npy file of the same array works."""
+    for dims in [(-1, 3, 16, 16), (0, 3, 16, 16), (1.5, 3, 16, 16), ()]:
+        with pytest.raises(InputDataError, match=r"inputs\['x'\]: .*give the shape as positive integers"):
+            deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": dims})
+    with pytest.raises(InputDataError, match="every dim must be positive"):
+        deploycomp.optimize(tiny_conv, tmp_path / "o.onnx", inputs={"x": "0x3x16x16"})
+    assert not (tmp_path / "b").exists() and not (tmp_path / "o.onnx").exists()
+    rng = np.random.default_rng(0)
+    stacked = rng.random((6, 3, 16, 16), dtype=np.float32)
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": "1x3x16x16"}, precision="int8",
+                              calibration=stacked, keep_float="fc")
+    assert runner.manifest["quantization"]["float_layers"] == ["fc"]
+    with pytest.raises(InputDataError, match="calibration data: a path, .*; int given"):
+        deploycomp.build(tiny_conv, tmp_path / "c", inputs={"x": (1, 3, 16, 16)}, precision="int8", calibration=5)
+    with pytest.raises(InputDataError, match="calibration data sample 0: ndarray given; each sample is"):
+        deploycomp.build(tiny_conv, tmp_path / "c", inputs={"x": (1, 3, 16, 16)}, precision="int8",
+                         calibration=[stacked[0]])
+
+
+def test_the_library_prints_nothing_of_its_own(tmp_path, tiny_conv):
+    """Imported into a service that has not configured logging, a build writes nothing to
+    stderr (Python's last-resort handler had printed its progress notes there)."""
+    import subprocess
+    import sys
+
+    code = (f"import deploycomp, numpy as np\n"
+            f"deploycomp.build({str(tiny_conv)!r}, {str(tmp_path / 'b')!r}, target='android-arm64', "
+            f"inputs={{'x': (1, 3, 16, 16)}}, validation_data=[{{'x': np.ones((1, 3, 16, 16), np.float32)}}] * 2,\n"
+            f"                 calibration=[{{'x': np.ones((1, 3, 16, 16), np.float32)}}] * 2)\n"
+            f"import logging; logging.getLogger('deploycomp').warning('not silenced')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "XNNPACK" not in line]
+    assert lines == [], lines

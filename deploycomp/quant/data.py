@@ -82,8 +82,22 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
             raise InputDataError(f"{path}: {what} must be .npz, .npy or a folder of images")
     elif isinstance(source, Mapping):  # one array per input, as an .npz holds them
         samples = samples_from_arrays(source, what, dict(shapes), dict(dtypes), nan_ok)
+    elif isinstance(source, np.ndarray):  # a single-input model's samples stacked, as an .npy holds them
+        if len(shapes) != 1:
+            raise InputDataError(f"{what}: an array serves single-input models; this one has inputs {few(shapes)}: "
+                                 "give {input: array}")
+        samples = samples_from_arrays({next(iter(shapes)): source}, what, dict(shapes), dict(dtypes), nan_ok)
     else:
-        samples = [{k: np.asarray(v) for k, v in s.items()} for s in source]  # (a float for a scalar input)
+        try:
+            given = list(source)
+        except TypeError:
+            raise InputDataError(f"{what}: a path, {{input: array}}, an array or samples ({{input: array}} each) "
+                                 f"are taken; {type(source).__name__} given") from None
+        odd = next((i for i, s in enumerate(given) if not isinstance(s, Mapping)), None)
+        if odd is not None:
+            raise InputDataError(f"{what} sample {odd}: {type(given[odd]).__name__} given; each sample is "
+                                 "{input: array}")
+        samples = [{k: np.asarray(v) for k, v in s.items()} for s in given]  # (a float for a scalar input)
         for i, s in enumerate(samples):
             missing = [n for n in shapes if n not in s]
             if missing:
