@@ -73,6 +73,8 @@ def artifact_entries(folder: Path, files: list[Path]) -> list[dict[str, Any]]:
 def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     path = Path(bundle) / MANIFEST
     if not path.is_file():
+        if Path(bundle).name == MANIFEST and Path(bundle).is_file():
+            raise DeployError(f"{bundle}: a bundle's manifest; give its folder, {Path(bundle).parent}")
         raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
     # whatever is wrong inside the manifest fails the bundle's verification (exit 11), as
     # `verify` says of the same file (run and diff had said 2)

@@ -223,3 +223,12 @@ def test_the_library_prints_nothing_of_its_own(tmp_path, tiny_conv):
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "XNNPACK" not in line]
     assert lines == [], lines
+
+
+def test_loading_a_manifest_file_names_its_folder(tmp_path, tiny_conv):
+    """``load("bundle/manifest.json")`` said "no manifest.json"; it names the folder to give."""
+    from deploycomp.errors import DeployError
+
+    deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)})
+    with pytest.raises(DeployError, match=r"manifest.json: a bundle's manifest; give its folder, .*/b$"):
+        deploycomp.load(tmp_path / "b" / "manifest.json")
