@@ -85,6 +85,18 @@ def _is_initializer(value: ir.Value) -> bool:
     return value.const_value is not None and not value.is_graph_input()
 
 
+RECURRENT_WITH_LENGTHS = ("GRU", "LSTM", "RNN")
+"""Recurrent ops NVIDIA's parser (tensorrt-rtx 1.7) refuses in fp16 when they read
+``sequence_lens`` ("Invalid Node", an Arabic diacritiser's 9 GRUs; fp32, and fp16 without
+lengths, parse): with lengths they keep fp32."""
+
+
+def _refused_in_half(graph: ir.Graph) -> set[int]:
+    """The ids of the nodes NVIDIA's parser refuses with fp16 tensors (:data:`RECURRENT_WITH_LENGTHS`)."""
+    return {id(n) for n in graph if n.op_type in RECURRENT_WITH_LENGTHS and n.domain in ("", "ai.onnx")
+            and len(n.inputs) > 4 and n.inputs[4] is not None}
+
+
 def _reading_constants_past_fp16(graph: ir.Graph) -> set[int]:
     """The ids of the nodes that read a float constant with a finite value past fp16's
     range (65504): in fp16 the constant would be infinite. A tf2onnx MEG classifier kept a
@@ -131,6 +143,7 @@ def to_fp16(model: ir.Model, keep_fp32: frozenset[str] = KEEP_FP32, fp32_tensors
     fp32_nodes = {id(n) for n in graph if any(v is not None and v.name in hot for v in (*n.inputs, *n.outputs))}
     fp32_nodes |= _computing_a_comparison(graph)
     fp32_nodes |= _reading_constants_past_fp16(graph)
+    fp32_nodes |= _refused_in_half(graph)
     fp32_nodes |= _moves_kept_fp32(graph, lambda n: n.op_type in keep_fp32 or id(n) in fp32_nodes)
     casts: dict[tuple[str, ir.DataType], ir.Value] = {}
     halves: dict[str, ir.Value] = {}

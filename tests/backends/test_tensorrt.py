@@ -151,6 +151,31 @@ def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
         assert scatter.unsupported[0]["op"] == "ScatterElements"
 
 
+@pytest.mark.parametrize("op", ["GRU", "LSTM", "RNN"])
+def test_a_recurrent_op_reading_sequence_lengths_stays_fp32(tmp_path, op):
+    """NVIDIA's parser refuses a GRU, LSTM or RNN with fp16 tensors when it reads
+    ``sequence_lens`` ("Invalid Node": an Arabic diacritiser's fp16 build for Jetson
+    failed where its fp32 and int8 builds passed); with lengths it keeps fp32, and the
+    fp16 bundle builds and matches ONNX Runtime."""
+    gates = {"GRU": 3, "LSTM": 4, "RNN": 1}[op]
+    h, i = 8, 4
+    w = R.standard_normal((1, gates * h, i)).astype(np.float32) * 0.3
+    r = R.standard_normal((1, gates * h, h)).astype(np.float32) * 0.3
+    b = R.standard_normal((1, 2 * gates * h)).astype(np.float32) * 0.1
+    text = f"""<ir_version: 8, opset_import: ["" : 17]> g (float[5, 1, {i}] x, int32[1] lens) => (float[5, 1, 1, {h}] y)
+    {{ y = {op} <hidden_size = {h}> (x, w, r, b, lens) }}"""
+    onnx.save(model_from_text(text, w=w, r=r, b=b), tmp_path / "m.onnx")
+    typed = to_fp16(ir.load(tmp_path / "m.onnx"))
+    cell = next(n for n in typed.graph if n.op_type == op)
+    assert cell.inputs[0].dtype == ir.DataType.FLOAT
+    if nvparser.parser_module() is not None:
+        assert nvparser.parse_onnx(ir.to_proto(typed).SerializeToString()).ok
+        runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", target="jetson-orin-nano", precision="fp16",
+                                  validation_data=[{"x": R.standard_normal((5, 1, i)).astype(np.float32),
+                                                    "lens": np.array([n], np.int32)} for n in (5, 3)])
+        assert runner.manifest["validation"]["ok"]
+
+
 @pytest.mark.skipif(nvparser.parser_module() is None, reason="NVIDIA's ONNX parser (pip install tensorrt-rtx) is not installed")
 def test_an_op_of_another_domain_is_refused_without_the_parsers_assertion():
     """An op TensorRT has no layer for outside the ONNX domain (ONNX Runtime's
