@@ -593,6 +593,8 @@ def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
 def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
             as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
+    import numpy as np
+
     from deploycomp.analysis import analyze, angle_outputs, nan_inputs
     from deploycomp.ir import load_model
     from deploycomp.passes import run_passes
@@ -613,8 +615,11 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     cost = analyze(m)
     nan_ok = nan_inputs(m)
     angles = angle_outputs(m.graph)
+    # (a bool mask and an int64 length among float inputs were shown as shapes alone)
+    dtypes = {v.name: str(np.dtype(v.dtype.numpy())) if v.dtype is not None else "?"
+              for v in (*m.graph.inputs, *m.graph.outputs)}
     data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model), "accepts_nan": sorted(nan_ok),
-                             "angle_outputs": angles}
+                             "angle_outputs": angles, "dtypes": dtypes}
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
@@ -635,10 +640,10 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     for name, shape in cost.inputs.items():
         dyn = f"  dynamic dims {cost.dynamic_inputs[name]}" if name in cost.dynamic_inputs else ""
         nan = "  accepts NaN (missing values)" if name in nan_ok else ""
-        click.echo(f"  input  {_short(name)}: {_short(shape, 100)}{dyn}{nan}")
+        click.echo(f"  input  {_short(name)}: {dtypes.get(name, '?')} {_short(shape, 100)}{dyn}{nan}")
     for name, shape in cost.outputs.items():
         angle = "  holds angles (Atan): wraps at +-pi" if name in angles else ""
-        click.echo(f"  output {_short(name)}: {_short(shape, 100)}{angle}")
+        click.echo(f"  output {_short(name)}: {dtypes.get(name, '?')} {_short(shape, 100)}{angle}")
     upgraded = cost.opsets.get("", loaded.source_opset) != loaded.source_opset
     click.echo(f"  opsets: {cost.opsets}" + (f" (converted from opset {loaded.source_opset} on load)" if upgraded else ""))
     left_out = (f"; not counted: {', '.join(f'{op} x{n}' for op, n in cost.uncosted_ops.items())}"

@@ -595,4 +595,5 @@ def test_inspect_sizes_the_inputs_that_name_the_dims_an_input_was_given():
                                   [helper.make_tensor_value_info("y", T.INT64, ["batch", "sequence"])])
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), Path(tmp) / "m.onnx")
         rc, stdout, _ = cli("inspect", Path(tmp) / "m.onnx", "--input", "a:1x16")
-    assert rc == 0 and "input  b: [1, 16]" in stdout and "dynamic" not in stdout
+    assert rc == 0 and "input  b: int64 [1, 16]" in stdout and "dynamic" not in stdout
+    assert "output y: int64 [1, 16]" in stdout  # (dtypes: a bool mask, an int64 length were shapes alone)
