@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from deploycomp import pipeline
+from deploycomp.quiet import libraries_quiet
 from deploycomp.runner import BundleRunner, load
 from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
@@ -116,25 +117,27 @@ def build(
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     Log lines go to the ``deploycomp`` logger (the application's logging decides where).
     """
-    result = pipeline.build(
-        pipeline.BuildOptions(
-            model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
-            calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
-            validation_data=Path(validation_data) if isinstance(validation_data, (str, os.PathLike)) else validation_data,
-            preprocess=preprocess,
-            sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
-            min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
-            judge_where=_where(judge_where), judge_channels=judge_channels,
-            int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
-            int8_time_limit=int8_time_limit,
-            int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],
-            keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
-        )
+    options = pipeline.BuildOptions(
+        model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
+        calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
+        validation_data=Path(validation_data) if isinstance(validation_data, (str, os.PathLike)) else validation_data,
+        preprocess=preprocess,
+        sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
+        min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
+        judge_where=_where(judge_where), judge_channels=judge_channels,
+        int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
+        int8_time_limit=int8_time_limit,
+        int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],
+        keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
     )
+    with libraries_quiet():
+        result = pipeline.build(options)
     return load(result.bundle, verify=False)  # the build has just hashed every file
 
 
 def optimize(model: str | os.PathLike, out: str | os.PathLike, *, inputs=None, target: str | None = None,
              keep_initializer_inputs: bool = False) -> dict:
     """Optimize ``model`` (the ``default`` pipeline, or ``target``'s) and write ONNX to ``out``."""
-    return pipeline.optimize(model, out, _specs(inputs), target=target, keep_initializer_inputs=keep_initializer_inputs)
+    specs = _specs(inputs)
+    with libraries_quiet():
+        return pipeline.optimize(model, out, specs, target=target, keep_initializer_inputs=keep_initializer_inputs)

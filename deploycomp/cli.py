@@ -27,6 +27,7 @@ import click
 
 from deploycomp import __version__
 from deploycomp.errors import DeployError, InputDataError, environment_problem
+from deploycomp.quiet import QUIET_LIBRARIES
 
 STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "reference outputs", "lower",
           "validate", "measure latency", "write bundle"]
@@ -103,14 +104,6 @@ def main(ctx: click.Context, verbose: int) -> None:
     for library in QUIET_LIBRARIES:  # their warnings are about steps the build checks anyway; -v shows them
         logging.getLogger(library).setLevel(
             logging.INFO if verbose > 1 else logging.WARNING if verbose else logging.ERROR)
-
-
-QUIET_LIBRARIES = ("onnx_ir", "onnxscript")
-"""Loggers held to errors without ``-v``: onnx-ir's shape inference logs a failure (the
-model left unchanged, which the build's validation judges anyway) as a warning with a
-whole traceback, and onnxscript's optimizer its skipped folds. ``-v`` shows their
-warnings; their per-node info (a line for every constant folded: 79 of a build's 150
-lines on PP-OCRv6 tiny rec) only ``-vv``."""
 
 
 class _PassProgress(logging.Handler):

@@ -210,15 +210,26 @@ def test_the_api_checks_its_arguments_as_the_command_line_does(tmp_path, tiny_co
 
 def test_the_library_prints_nothing_of_its_own(tmp_path, tiny_conv):
     """Imported into a service that has not configured logging, a build writes nothing to
-    stderr (Python's last-resort handler had printed its progress notes there)."""
+    stderr (Python's last-resort handler had printed its progress notes there, and
+    onnx-ir's "Skipped deduplication of initializer"), and leaves the libraries' levels
+    as they were."""
     import subprocess
     import sys
 
+    from onnx import TensorProto as T, helper
+
+    # a constant output: onnx-ir warns that it skipped deduplicating the folded initializer
+    k = helper.make_tensor("kv", T.FLOAT, [2, 3], [0, 1, 2, 3, 4, 5])
+    graph = helper.make_graph([helper.make_node("Constant", [], ["k"], value=k), helper.make_node("Mul", ["k", "k"], ["sq"])],
+                              "g", [], [helper.make_tensor_value_info("sq", T.FLOAT, [2, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "c.onnx")
     code = (f"import deploycomp, numpy as np\n"
             f"deploycomp.build({str(tiny_conv)!r}, {str(tmp_path / 'b')!r}, target='android-arm64', "
             f"inputs={{'x': (1, 3, 16, 16)}}, validation_data=[{{'x': np.ones((1, 3, 16, 16), np.float32)}}] * 2,\n"
             f"                 calibration=[{{'x': np.ones((1, 3, 16, 16), np.float32)}}] * 2)\n"
-            f"import logging; logging.getLogger('deploycomp').warning('not silenced')\n")
+            f"deploycomp.build({str(tmp_path / 'c.onnx')!r}, {str(tmp_path / 'c')!r})\n"
+            f"import logging; logging.getLogger('deploycomp').warning('not silenced')\n"
+            f"assert logging.getLogger('onnx_ir').level == logging.NOTSET\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "XNNPACK" not in line]
