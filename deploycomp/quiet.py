@@ -1,4 +1,6 @@
-"""Native libraries' log lines, silenced unless ``-v``, in a process deploycomp owns.
+"""Other libraries' log lines: native runtimes' silenced unless ``-v`` in a process
+deploycomp owns; Python libraries' warnings about steps the build checks anyway held back
+while an API call builds (:func:`libraries_quiet`).
 
 Some runtimes write informational lines straight to file descriptor 2 from C++ (LiteRT:
 ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` on every interpreter), which
@@ -93,6 +95,7 @@ def native_stderr_quiet() -> Iterator[None]:
 
 
 _libraries_depth = 0
+_libraries_quieted: list[logging.Logger] = []
 
 
 @contextlib.contextmanager
@@ -122,6 +125,3 @@ def libraries_quiet() -> Iterator[None]:
                 for logger in _libraries_quieted:
                     logger.setLevel(logging.NOTSET)
                 _libraries_quieted.clear()
-
-
-_libraries_quieted: list[logging.Logger] = []
