@@ -37,73 +37,25 @@ def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -
     """Tensor name -> largest magnitude seen, for the float tensors of ``model``'s main graph
     that fp16 cannot hold (see the module docstring).
 
-    Each tensor's extremes are reduced inside the graph (:func:`_extremes_in_graph`): one
-    run per sample, and only two numbers per tensor leave ONNX Runtime. Tensors whose
-    extremes are not finite (NaN or Inf: their largest finite magnitude is what counts)
-    or whose type is not known are streamed out whole and measured here."""
+    Where streaming every tensor out takes several runs per sample, their extremes are
+    reduced inside the graph instead (:func:`deploycomp.quant.calibrate.extremes_in_graph`):
+    one run, two numbers per tensor out of ONNX Runtime; tensors with NaN or Inf (their
+    largest finite magnitude is what counts) or no known type are still streamed."""
+    from deploycomp.quant.calibrate import extremes_in_graph, streamed_in_parts
+
     samples = list(samples)
     names = [v.name for node in model.graph for v in node.outputs if v.name and (v.dtype is None or v.dtype in _FLOATS)]
     if not names:
         return {}
     typed = {v.name for node in model.graph for v in node.outputs if v.dtype in _FLOATS}
-    peak, whole = _extremes_in_graph(model, [n for n in names if n in typed], samples)
-    whole |= {n for n in names if n not in typed}
-    if whole:
-        peak |= _streamed_peaks(model, [n for n in names if n in whole], samples)
+    reduced = [n for n in names if n in typed] if streamed_in_parts(model, names) else []
+    per_sample, _ = extremes_in_graph(model, reduced, samples)
+    peak = {n: max(max(abs(lo), abs(hi)) for lo, hi in pairs) for n, pairs in per_sample.items() if pairs}
+    rest = [n for n in names if n not in per_sample]
+    if rest:
+        peak |= _streamed_peaks(model, rest, samples)
     return {name: round(m, 6) for name, m in sorted(peak.items())
             if m > FP16_MAX / HEADROOM or 0.0 < m < FP16_TINY}
-
-
-def _extremes_in_graph(model: ir.Model, names: list[str],
-                       samples: list[Mapping[str, np.ndarray]]) -> tuple[dict[str, float], set[str]]:
-    """The largest magnitude of each of ``names`` over ``samples``, from a copy of ``model``
-    whose outputs are each tensor's ``ReduceMax`` and ``ReduceMin``; and the names to
-    measure whole instead (a non-finite extreme, or all of them where the copy does not
-    run). Streaming every tensor out kept all of them alive at once and, past the
-    stream's memory budget, ran the model once per part: an fp16 build of a 1280x1280
-    detector spent 49 of its 60 s here."""
-    import onnxruntime as ort
-
-    from deploycomp.quant.sessions import session
-
-    if not names:
-        return {}, set()
-    copy = model.clone()
-    values = {v.name: v for node in copy.graph for v in node.outputs if v.name}
-    reduced: list[tuple[str, str, str]] = []
-    outputs = []
-    for name in names:
-        value = values[name]
-        if value.shape is not None and any(d == 0 for d in value.shape):
-            continue  # (an empty tensor has no extremes; streamed, it is skipped too)
-        pair = []
-        for op in ("ReduceMax", "ReduceMin"):
-            node = ir.node(op, [value], attributes={"keepdims": 0}, name=f"{name}__fp16_range_{op}")
-            node.outputs[0].name = f"{name}__fp16_range_{op}"
-            copy.graph.append(node)
-            outputs.append(node.outputs[0])
-            pair.append(node.outputs[0].name)
-        reduced.append((name, *pair))
-    copy.graph.outputs.clear()
-    copy.graph.outputs.extend(outputs)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    peak: dict[str, float] = {}
-    whole: set[str] = set()
-    try:
-        made = session(copy, options)
-        wanted = [o.name for o in outputs]
-        for feeds in samples:
-            got = dict(zip(wanted, made.run(wanted, dict(feeds))))
-            for name, hi, lo in reduced:
-                top, bottom = float(got[hi]), float(got[lo])
-                if not (np.isfinite(top) and np.isfinite(bottom)):
-                    whole.add(name)
-                else:
-                    peak[name] = max(peak.get(name, 0.0), abs(top), abs(bottom))
-    except Exception:  # noqa: BLE001 - ONNX Runtime refused the copy: every tensor streamed, as before
-        return {}, set(names)
-    return {n: m for n, m in peak.items() if n not in whole}, whole
 
 
 def _streamed_peaks(model: ir.Model, names: list[str], samples: list[Mapping[str, np.ndarray]]) -> dict[str, float]:

@@ -224,22 +224,35 @@ def test_the_largest_magnitude_skips_inf_and_nan_and_reads_any_float_dtype():
     assert _largest_magnitude(np.array([5e-8], np.float32)) == pytest.approx(5e-8)
 
 
-def test_ranges_are_reduced_in_the_graph_and_an_infinite_tensor_measured_whole():
-    """The extremes are reduced inside the model (an fp16 build of a 1280x1280 detector
-    spent 49 of its 60 s streaming every tensor out), with the streamed answer: a tensor
-    holding Inf is measured whole, its largest finite magnitude counting."""
+def test_ranges_are_reduced_in_the_graph_and_an_infinite_tensor_measured_whole(monkeypatch):
+    """Where streaming the tensors out takes a run per part, their extremes are reduced
+    inside the model (an fp16 build of a 1280x1280 detector spent 37 s streaming, 15 s
+    this way), with the streamed answer: a tensor holding Inf is measured whole, its
+    largest finite magnitude counting."""
+    import onnx
     import onnx_ir as ir
 
-    from deploycomp.fp16_ranges import _extremes_in_graph, _streamed_peaks
+    from deploycomp.fp16_ranges import _streamed_peaks
+    from deploycomp.quant import calibrate
+    from deploycomp.quant.calibrate import extremes_in_graph, observe_inputs
+
+    monkeypatch.setattr(calibrate, "STREAM_BUDGET_BYTES", 16)  # a part per 4-value tensor
 
     text = """<ir_version: 8, opset_import: ["" : 17]> g (float[1, 4] x) => (float[1, 4] y)
     { d = Div(k, x)
       y = Relu(d) }"""
-    model = ir.from_proto(model_from_text(text, k=np.float32(3e4)))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(model_from_text(text, k=np.float32(3e4))))
     samples = [{"x": np.array([[0.0, 0.1, 1.0, -2.0]], np.float32)}, {"x": np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)}]
-    peaks, whole = _extremes_in_graph(model, ["d", "y"], samples)
-    assert whole == {"d", "y"} and peaks == {}  # 3e4 / 0 is Inf: both measured whole
+    per_sample, whole = extremes_in_graph(model, ["d", "y"], samples)
+    assert whole == {"d", "y"} and per_sample == {}  # 3e4 / 0 is Inf: both measured whole
     assert fp32_tensors(model, samples) == {"d": pytest.approx(3e5), "y": pytest.approx(3e5)}
-    finite = [{"x": np.array([[0.5, 0.1, 1.0, -2.0]], np.float32)}]
-    peaks, whole = _extremes_in_graph(model, ["d", "y"], finite)
-    assert not whole and peaks == pytest.approx(_streamed_peaks(model, ["d", "y"], finite)) == {"d": 3e5, "y": 3e5}
+    finite = [{"x": np.array([[0.5, 0.1, 1.0, -2.0]], np.float32)}, {"x": np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)}]
+    per_sample, whole = extremes_in_graph(model, ["d", "y"], finite)
+    assert not whole and per_sample == {"d": [(-15000.0, 300000.0), (7500.0, 30000.0)], "y": [(0.0, 300000.0), (7500.0, 30000.0)]}
+    assert _streamed_peaks(model, ["d", "y"], finite) == {"d": 3e5, "y": 3e5}
+    assert calibrate.streamed_in_parts(model, ["d", "y"])
+    assert fp32_tensors(model, finite) == {"d": 3e5, "y": 3e5}
+    seen = observe_inputs(model, ["d", "y"], finite)
+    assert (seen.lo["d"], seen.hi["d"], seen.spans["d"]) == (-15000.0, 300000.0, [315000.0, 22500.0])
+    seen = observe_inputs(model, ["d", "y"], samples)  # the Inf tensors streamed: their finite extremes and spans
+    assert (seen.lo["d"], seen.hi["d"]) == (-15000.0, 300000.0) and seen.spans["d"] == [315000.0, 22500.0]
