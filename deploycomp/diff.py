@@ -611,6 +611,9 @@ def _entry_state(e: Mapping[str, Any] | None) -> str | None:
     verdict) or ``failed (exit N): why``; None for no entry."""
     if e is None:
         return None
+    if e.get("ok_built") and e.get("ok") is False:  # (a fleet records a missed budget as its error, exit 8)
+        why = str(e.get("error") or "").splitlines()[0] if e.get("error") else ""
+        return "budgets missed" + (f": {why}" if why else "")
     if e.get("error") or e.get("exit_code"):
         return f"failed (exit {e.get('exit_code', '?')}): {str(e.get('error') or 'no error recorded').splitlines()[0]}"
     return "budgets missed" if e.get("ok") is False else "ok"
@@ -622,7 +625,7 @@ def _failed(e: Mapping[str, Any]) -> bool:
 
 def _what_failed(e: Mapping[str, Any]) -> str:
     """The verdict's words; the entry's own error is in its ``new`` column already."""
-    return "misses its budgets" if _entry_state(e) == "budgets missed" else "fails to build"
+    return "misses its budgets" if (_entry_state(e) or "").startswith("budgets missed") else "fails to build"
 
 
 def _bundle_of(index: Path, e: Mapping[str, Any]) -> Path | None:

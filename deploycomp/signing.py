@@ -344,6 +344,12 @@ def _signature_valid(public_key, signature: bytes, data: bytes) -> bool:
 
 # -- signing -------------------------------------------------------------------------
 
+def signing_key_id(private_key_path: str | os.PathLike, password: bytes | None = None) -> str:
+    """The key id (``sha256:`` of the public key) that ``private_key_path`` signs as; a bad
+    key (missing, public, encrypted without a password) raises here, before any work."""
+    return _key_id(_load_private_key(private_key_path, password).public_key())
+
+
 def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, password: bytes | None = None) -> Path:
     """Sign every file of ``bundle`` (artifacts, ``manifest.json``, ``report.html``) with
     the PEM private key at ``private_key_path`` (Ed25519, ECDSA P-256 or P-384;

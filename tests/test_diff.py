@@ -317,3 +317,16 @@ def test_dynamic_range_layers_are_a_row(bundles, tmp_path):
     d = diff(bundles["int8-conv1-float"], new)
     assert (row(d, "dynamic_layers").old, row(d, "dynamic_layers").new) == (0, 1)
     assert row(d, "int8_mac_share").new == 1.0
+
+
+def test_a_fleet_cell_that_built_and_missed_its_budget_is_said_so():
+    """A fleet records a missed budget as the cell's error (exit 8) with its bundle built:
+    ``diff`` had called it "fails to build"."""
+    from deploycomp.diff import _entry_state, _what_failed
+
+    missed = {"ok": False, "ok_built": True, "exit_code": 8, "error": "missed int8_layers (3 < 4)"}
+    assert _entry_state(missed) == "budgets missed: missed int8_layers (3 < 4)"
+    assert _what_failed(missed) == "misses its budgets"
+    failed = {"ok": False, "ok_built": False, "exit_code": 6, "error": "op 'Conv' has no lowering"}
+    assert _what_failed(failed) == "fails to build"
+    assert _entry_state({"ok": False, "ok_built": True}) == "budgets missed"

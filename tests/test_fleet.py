@@ -194,20 +194,23 @@ def test_an_option_only_tflite_has_goes_to_the_cells_it_applies_to(fleet_dir):
     assert cells["host", "int8"].not_applied == ("int8_io", "io_layout")
 
 
-def test_the_cache_survives_concurrent_writers(tmp_path):
+def test_the_cache_survives_concurrent_writers(tmp_path, tiny_conv):
     """Two writers finish the same key: the first rename wins, the second copy is dropped,
     and the entry is whole."""
+    import deploycomp
+
+    deploycomp.build(tiny_conv, tmp_path / "built", inputs={"x": (1, 3, 16, 16)})
     cache = BuildCache(tmp_path / "cache")
     key = "ab" + "0" * 62
     results = []
     for marker in ("first", "second"):
         staged = cache.staging()
-        (staged / "bundle").mkdir()
-        (staged / "bundle" / "manifest.json").write_text(json.dumps({"who": marker}))
+        shutil.copytree(tmp_path / "built", staged / "bundle")
+        (staged / "bundle" / "report.html").write_text(marker)  # (not an artifact the manifest lists)
         results.append(cache.publish(key, staged, {"ok": True, "ok_built": True, "who": marker}))
     assert [r["who"] for r in results] == ["first", "first"]
     entry = cache.entry(key)
-    assert json.loads((entry / "bundle" / "manifest.json").read_text()) == {"who": "first"}
+    assert (entry / "bundle" / "report.html").read_text() == "first" and cache.lookup(key) is not None
     assert not list((tmp_path / "cache" / "tmp").iterdir())
 
 
@@ -312,10 +315,13 @@ def test_every_model_option_is_a_build_option():
         Options(int8_time_limit=-1)
 
 
-def test_a_cache_entry_left_without_its_bundle_is_replaced_not_a_crash(tmp_path):
+def test_a_cache_entry_left_without_its_bundle_is_replaced_not_a_crash(tmp_path, tiny_conv):
     """An entry whose result says built but holds no bundle (a run that failed between its
     two writes) made every later run of the same cell an internal error (KeyError
-    'bundle'): the next build's entry replaces it."""
+    'bundle'): the next build's entry replaces it. So does one whose bundle is not whole
+    (a byte changed in its model had been placed and reported held)."""
+    import deploycomp
+
     cache = BuildCache(tmp_path / "cache")
     key = "ab" * 32
     broken = cache.entry(key)
@@ -323,10 +329,18 @@ def test_a_cache_entry_left_without_its_bundle_is_replaced_not_a_crash(tmp_path)
     (broken / "result.json").write_text(json.dumps({"ok_built": True, "ok": True}))
     assert cache.lookup(key) is None
     staged = cache.staging()
-    (staged / "bundle").mkdir()
-    (staged / "bundle" / "manifest.json").write_text("{}")
+    deploycomp.build(tiny_conv, staged / "bundle", inputs={"x": (1, 3, 16, 16)})
     result = cache.publish(key, staged, {"ok_built": True, "ok": True})
     assert result["bundle"] == str(broken / "bundle") and (broken / "bundle" / "manifest.json").is_file()
+    model = broken / "bundle" / "model.bin"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert cache.lookup(key) is None  # not whole: a miss, and the next build replaces it
+    staged = cache.staging()
+    deploycomp.build(tiny_conv, staged / "bundle", inputs={"x": (1, 3, 16, 16)})
+    assert cache.publish(key, staged, {"ok_built": True, "ok": True})["bundle"] == str(broken / "bundle")
+    assert cache.lookup(key) is not None
 
 
 def test_a_copy_that_fills_the_disk_is_the_machines_error_and_leaves_no_half_copy(tmp_path, monkeypatch):
@@ -382,3 +396,135 @@ def test_an_interrupted_fleet_leaves_no_empty_out_folder(fleet_dir, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "new" / "out", cache_dir=fleet_dir / "cache")
     assert not (fleet_dir / "new" / "out").exists()
+
+
+ONE = """
+models:
+  - name: a
+    path: models/a.onnx
+    inputs: {x: [1, 3, 16, 16]}
+    calibration: data/calib.npz
+targets: [host]
+precisions: [fp16, int8]
+"""
+
+
+def test_the_cache_key_follows_deploycomp_itself_and_what_makes_the_inputs(fleet_dir, monkeypatch):
+    """The package version stays 0.1.0 over hundreds of commits: a fleet served bundles an
+    older deploycomp had built. The key holds a digest of deploycomp's own files, and the
+    versions of scikit-image and Pillow (the built-in samples; image folders)."""
+    from deploycomp.fleet import cache as cache_module
+
+    versions = cache_module.toolchain_versions()
+    assert {"deploycomp-code", "scikit-image", "pillow"} <= set(versions)
+    assert len(versions["deploycomp-code"]) == 64
+    (fleet_dir / "one.yaml").write_text(ONE)
+    run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    monkeypatch.setattr(cache_module, "code_digest", lambda: "another deploycomp")
+    again = run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    assert again.index["summary"]["built"] == 2
+
+
+def test_an_int8_option_or_a_file_beside_the_images_rebuilds_only_what_reads_it(fleet_dir):
+    """An int8-only option (the range method) had rebuilt the fp16 cells too, and a README
+    added to an image folder every cell of the model."""
+    (fleet_dir / "one.yaml").write_text(ONE)
+    run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    (fleet_dir / "one.yaml").write_text(ONE + "options: {int8_range: minmax}\n")
+    changed = run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    assert sorted(e["bundle"] for e in changed.index["entries"] if not e["cached"]) == ["a/host-int8"]
+    from deploycomp.fleet.cache import _data_digest
+
+    images = fleet_dir / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    before = _data_digest(images, {})
+    (images / "README.txt").write_text("where these came from")
+    assert _data_digest(images, {}) == before
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(images / "b.png")
+    assert _data_digest(images, {}) != before
+
+
+def test_index_entries_describe_the_bundles_in_place(fleet_dir):
+    """A rebuild of a key already in place (another cache) keeps the bundle there; its entry
+    had taken the new build's manifest digest and timings, which ``diff`` then trusted."""
+    from deploycomp.fleet.run import _manifest_sha
+
+    (fleet_dir / "one.yaml").write_text(ONE.replace("[fp16, int8]", "[fp16]"))
+    first = run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cacheA")
+    second = run_fleet(fleet_dir / "one.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cacheB")
+    assert second.index["summary"]["built"] == 1
+    entry = second.index["entries"][0]
+    assert entry["manifest_sha256"] == _manifest_sha(fleet_dir / "out" / entry["bundle"])
+    assert entry["latency_ms"] == first.index["entries"][0]["latency_ms"]
+
+
+def test_signing_follows_the_key_and_a_bad_key_stops_the_run_first(fleet_dir):
+    """A new ``--sign-key`` re-signs the bundles already in place (a key rotation had left
+    the old key's signatures, and a removed signature stayed ``signed: true``); the index
+    names the key; a key that cannot sign stops the run before any build."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from deploycomp.errors import DeployError
+    from deploycomp.signing import signing_key_id, verify_bundle
+
+    for name in ("one", "two"):
+        key = Ed25519PrivateKey.generate()
+        (fleet_dir / f"{name}.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                                  serialization.PrivateFormat.PKCS8,
+                                                                  serialization.NoEncryption()))
+        (fleet_dir / f"{name}.pub.pem").write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (fleet_dir / "s.yaml").write_text(ONE.replace("[fp16, int8]", "[fp16]"))
+    cache, out = fleet_dir / "cache", fleet_dir / "out"
+    first = run_fleet(fleet_dir / "s.yaml", out, cache_dir=cache, sign_key=fleet_dir / "one.pem")
+    bundle = out / first.index["entries"][0]["bundle"]
+    assert first.index["entries"][0]["signed_by"] == signing_key_id(fleet_dir / "one.pem")
+    rotated = run_fleet(fleet_dir / "s.yaml", out, cache_dir=cache, sign_key=fleet_dir / "two.pem")
+    assert rotated.index["entries"][0]["signed_by"] == signing_key_id(fleet_dir / "two.pem")
+    assert verify_bundle(bundle, fleet_dir / "two.pub.pem")["status"] == "verified"
+    (bundle / "signature.json").unlink()
+    unsigned = run_fleet(fleet_dir / "s.yaml", out, cache_dir=cache)
+    assert unsigned.index["entries"][0]["signed"] is False
+    with pytest.raises(DeployError, match="a public key; sign with the private one"):
+        run_fleet(fleet_dir / "s.yaml", fleet_dir / "out2", cache_dir=cache, sign_key=fleet_dir / "one.pub.pem")
+    assert not (fleet_dir / "out2").exists()
+
+
+def test_a_model_that_is_no_model_is_a_recorded_failure_and_a_folder_a_spec_error(fleet_dir):
+    """A truncated model had stopped the whole fleet with an internal error while its
+    builds were keyed (DecodeError), and a folder given as the model likewise
+    (IsADirectoryError): the first is its cells' recorded failure (exit 3, the others go
+    on), the second a spec error."""
+    (fleet_dir / "models" / "cut.onnx").write_bytes((fleet_dir / "models" / "a.onnx").read_bytes()[:100])
+    (fleet_dir / "s.yaml").write_text("models:\n"
+                                      "  - {name: a, path: models/a.onnx, inputs: {x: [1, 3, 16, 16]}}\n"
+                                      "  - {name: cut, path: models/cut.onnx, inputs: {x: [1, 3, 16, 16]}}\n"
+                                      "targets: [host]\nprecisions: [fp16]\n")
+    result = run_fleet(fleet_dir / "s.yaml", fleet_dir / "out", cache_dir=fleet_dir / "cache")
+    assert result.exit_code == FLEET_NOT_HELD
+    by_model = {e["model"]: e for e in result.index["entries"]}
+    assert by_model["a"]["ok"] and by_model["cut"]["exit_code"] == 3
+    (fleet_dir / "d.yaml").write_text(ONE.replace("models/a.onnx", "models"))
+    with pytest.raises(InputDataError, match=r"models\[0\].path: models is a folder; name the .onnx file"):
+        load_spec(fleet_dir / "d.yaml")
+
+
+def test_two_profile_files_named_alike_and_a_bad_preprocessing_spec_are_spec_errors(fleet_dir):
+    """Two profiles of one file name built into one folder (an internal error, KeyError); a
+    preprocessing spec that is missing or wrong failed every cell of its model, cached."""
+    for where in ("a", "b"):
+        (fleet_dir / where).mkdir()
+        (fleet_dir / where / "board.yaml").write_text("name: board\nextends: android-arm64\n")
+    (fleet_dir / "s.yaml").write_text(ONE.replace("targets: [host]", "targets: [a/board.yaml, b/board.yaml]"))
+    with pytest.raises(InputDataError, match="would both build into a/board-fp16; give the profile files other names"):
+        load_spec(fleet_dir / "s.yaml")
+    (fleet_dir / "p.yaml").write_text(ONE.replace("    calibration:", "    preprocess: prep.yaml\n    calibration:"))
+    with pytest.raises(InputDataError, match=r"models\[0\].preprocess: prep.yaml not found"):
+        load_spec(fleet_dir / "p.yaml")
+    (fleet_dir / "prep.yaml").write_text("resize: stretch\n")
+    with pytest.raises(InputDataError, match=r"models\[0\].preprocess: .*prep.yaml: resize"):
+        load_spec(fleet_dir / "p.yaml")

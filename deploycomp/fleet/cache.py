@@ -9,7 +9,8 @@ The key of a build is the sha256 of everything its bundle depends on:
   host build on an AVX-512 machine is another key than on an AVX2 one);
 * every build option (precision, shapes, frozen inputs, budgets, int8 options);
 * the versions of deploycomp and of every toolchain that touches the artifact (onnx,
-  onnx-ir, onnxscript, onnxruntime, OpenVINO, LiteRT, flatbuffers, numpy, NVIDIA's parser).
+  onnx-ir, onnxscript, onnxruntime, OpenVINO, LiteRT, flatbuffers, numpy, NVIDIA's parser)
+  or makes its inputs (scikit-image, Pillow), and a digest of deploycomp's own files.
 
 Olive keys its cache by model, pass config and accelerator but not tool versions, so an
 upgraded converter silently reuses stale outputs; and two models whose configs collide
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from deploycomp.bundle import replaced_file
 from deploycomp.errors import DeployError
-from deploycomp.fleet.spec import Job
+from deploycomp.fleet.spec import INT8_OPTIONS, Job
 
 __all__ = ["CACHEABLE_FAILURES", "FORMAT", "BuildCache", "build_key", "external_locations", "toolchain_versions"]
 
@@ -50,7 +51,11 @@ CACHEABLE_FAILURES = frozenset({3, 4, 5, 6, 8})
 """Exit codes of failures that follow from the build's inputs alone."""
 
 TOOLCHAIN = ("deploycomp", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "openvino", "ai-edge-litert", "flatbuffers",
-             "numpy", "tensorrt-rtx", "tensorrt", "pydantic")
+             "numpy", "tensorrt-rtx", "tensorrt", "pydantic", "scikit-image", "pillow")
+"""The distributions whose versions a build depends on: the toolchain that touches the
+artifact, and what makes its inputs (scikit-image's photos are the built-in validation
+samples, Pillow resizes image folders: a bundle validated on random data for want of
+scikit-image was served from the cache after it was installed)."""
 
 
 def toolchain_versions() -> dict[str, str]:
@@ -60,7 +65,25 @@ def toolchain_versions() -> dict[str, str]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = "absent"
+    out["deploycomp-code"] = code_digest()
     return out
+
+
+def code_digest() -> str:
+    """The sha256 of deploycomp's own installed files (its modules, backends and target
+    profiles, by relative path): the package version stays 0.1.0 over hundreds of
+    commits, and a fleet served bundles an older deploycomp had built after an upgrade."""
+    import deploycomp
+    import deploycomp.backends
+    import deploycomp.profiles
+
+    h = hashlib.sha256()
+    roots = {Path(p).resolve() for m in (deploycomp, deploycomp.backends, deploycomp.profiles) for p in m.__path__}
+    for root in sorted(roots):
+        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".yml", ".json") and p.is_file()
+                        and "__pycache__" not in p.parts):
+            h.update(f"{root.name}/{f.relative_to(root).as_posix()}".encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def _file_digest(path: Path, memo: dict[Path, str]) -> str:
@@ -73,12 +96,17 @@ def _file_digest(path: Path, memo: dict[Path, str]) -> str:
 
 
 def _data_digest(path: Path | None, memo: dict[Path, str]) -> str | None:
-    """A file's sha256, or a folder's: every file's relative path and sha256, sorted."""
+    """A file's sha256, or an image folder's: the relative path and sha256 of each file a
+    build reads there (its images and its preprocessing spec), sorted (a README added
+    beside the images had rebuilt every cell of the model)."""
+    from deploycomp.quant.data import IMAGE_SUFFIXES, SPEC_FILE
+
     if path is None:
         return None
     if path.is_dir():
         h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        for f in sorted(p for p in path.iterdir() if p.is_file()
+                        and (p.suffix.lower() in IMAGE_SUFFIXES or p.name == SPEC_FILE)):
             h.update(f.relative_to(path).as_posix().encode() + b"\0" + _file_digest(f, memo).encode())
         return h.hexdigest()
     return _file_digest(path, memo)
@@ -88,7 +116,10 @@ def external_locations(path: Path) -> list[str]:
     """The external-data files a model names (its protobuf parsed, weights not loaded)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable model: its build says so (exit 3, a cached failure)
+        return []
     return sorted({e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
                    for e in t.external_data if e.key == "location"})
 
@@ -112,18 +143,22 @@ def build_key(job: Job, versions: dict[str, str], memo: dict[Path, str] | None =
     from deploycomp.targets import load_target
 
     memo = {} if memo is None else memo
+    searches_int8 = job.precision in ("int8", "auto")  # (an int8 option changed rebuilt every float cell too)
     preprocess = job.preprocess
     if isinstance(preprocess, str) and Path(preprocess).is_file():
         preprocess = {"file_sha256": _file_digest(Path(preprocess), memo)}
     inputs = {
         "format": FORMAT,
         "model": _model_digest(job.path, memo, locations_of),
+        "model_file": job.path.name,  # (the bundle's manifest names its source file)
         "calibration": _data_digest(job.calibration, memo),
         "validation": _data_digest(job.validation, memo),
         "preprocess": preprocess,
         "target": load_target(job.target).digest(),
-        "options": {k: v for k, v in asdict(job).items()
-                    if k not in ("model", "path", "target", "calibration", "validation", "preprocess")},
+        "options": {k: ({o: x for o, x in v.items() if o not in INT8_OPTIONS} if k == "options" and not searches_int8
+                        else v)
+                    for k, v in asdict(job).items()
+                    if k not in ("model", "path", "target", "calibration", "validation", "preprocess", "not_applied")},
         "versions": versions,
     }
     text = json.dumps(inputs, sort_keys=True, default=str)
@@ -140,14 +175,22 @@ class BuildCache:
         return self.root / key[:2] / key
 
     def lookup(self, key: str) -> dict | None:
-        """The cached result (with ``bundle`` set to the cached bundle's path), or None."""
+        """The cached result (with ``bundle`` set to the cached bundle's path), or None:
+        also where the bundle is not whole, its files checked against its manifest (a
+        byte changed in a cached model had been placed and reported held, and failed
+        ``verify`` on the device); :meth:`publish` then replaces the entry."""
+        from deploycomp.signing import check_digests
+
         entry = self.entry(key)
         try:
             result = json.loads((entry / "result.json").read_text())
         except (OSError, ValueError):
             return None
-        if result.get("ok_built") and not (entry / "bundle" / "manifest.json").is_file():
-            return None
+        if result.get("ok_built"):
+            try:
+                check_digests(entry / "bundle")
+            except (DeployError, OSError):
+                return None
         return result | ({"bundle": str(entry / "bundle")} if result.get("ok_built") else {})
 
     def staging(self) -> Path:

@@ -134,6 +134,9 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
     started = time.perf_counter()
     spec_path = Path(spec_path)
     _, work = load_spec(spec_path)
+    # a bad key (a public one, an encrypted one without its password) stops the run before
+    # any build: found after placing, it had left unsigned bundles and no index
+    key_id = _signing_key_id(Path(sign_key)) if sign_key is not None else None
     with _left_empty_removed(Path(os.path.abspath(out))):
         out = _check_out(Path(out))
         cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
@@ -191,28 +194,30 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
                 dest = out / job.folder
                 entry = {"model": job.model, "target": job.target_name,
                          "precision": job.precision, "bundle": job.folder, "key": key,
-                         **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", "seconds", "fidelity",
-                                                  "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
-                                                  "executed_precision", "backend", "budgets_missed", "int8_layers",
-                                                  "float_layers", "dynamic_layers", "int8_mac_share", "auto_chose",
-                                                  "validation_source")
+                         **{k: r.get(k) for k in ("ok", "ok_built", "exit_code", "error", "cached", *DESCRIBES_BUNDLE)
                             if k in r}}
                 if job.not_applied:
                     entry["options_not_applied"] = list(job.not_applied)
                 if r.get("ok_built"):
                     before = previous.get(job.folder) or {}
-                    if before.get("key") == key and _same_bundle(dest, before.get("placed_sha256")):
-                        # the same build already in place (with its engine, if a device step ran): kept as is
-                        entry |= {k: before[k] for k in ("device_step", "signed") if k in before}
-                        if sign_key is not None and not entry.get("signed"):
-                            entry["signed"] = _sign(dest, Path(sign_key))
+                    held = (_held_signature(dest) if before.get("key") == key
+                            and _same_bundle(dest, before.get("placed_sha256")) else False)
+                    if held is not False:
+                        # the same build already in place (with its engine, if a device step ran), whole: kept
+                        # as is, and described as it is (a rebuild of the same key had lent the index its
+                        # manifest digest and timings)
+                        entry |= {k: before[k] for k in (*DESCRIBES_BUNDLE, "device_step") if k in before}
+                        if key_id is not None and held != key_id:  # unsigned, or another key's (a rotation)
+                            held = _sign(dest, Path(sign_key), key_id)
                     else:
                         _place(Path(r["bundle"]), dest)
                         device = runner.device_step(job, dest)
                         if device is not None:
                             entry["device_step"] = device
-                        if sign_key is not None:
-                            entry["signed"] = _sign(dest, Path(sign_key))
+                        held = _sign(dest, Path(sign_key), key_id) if key_id is not None else None
+                    entry["signed"] = held is not None
+                    if held is not None:
+                        entry["signed_by"] = held
                     entry["placed_sha256"] = _manifest_sha(dest)
                 else:
                     entry["bundle"] = None
@@ -248,8 +253,36 @@ def _previous_entries(out: Path) -> dict[str, dict]:
         return {}
 
 
-def _sign(bundle: Path, key: Path) -> bool:
+DESCRIBES_BUNDLE = ("seconds", "fidelity", "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
+                    "executed_precision", "backend", "budgets_missed", "int8_layers", "float_layers", "dynamic_layers",
+                    "int8_mac_share", "auto_chose", "validation_source")
+"""An index entry's fields that describe its build's bundle (from the build's result)."""
+
+
+def _password() -> bytes | None:
+    return (os.environ.get("DEPLOYCOMP_KEY_PASSWORD") or "").encode() or None
+
+
+def _signing_key_id(key: Path) -> str:
+    from deploycomp.signing import signing_key_id
+
+    return signing_key_id(key, _password())
+
+
+def _sign(bundle: Path, key: Path, key_id: str) -> str:
     from deploycomp.signing import sign_bundle
 
-    sign_bundle(bundle, key, (os.environ.get("DEPLOYCOMP_KEY_PASSWORD") or "").encode() or None)
-    return True
+    sign_bundle(bundle, key, _password())
+    return key_id
+
+
+def _held_signature(bundle: Path) -> str | None | bool:
+    """What the bundle in place holds, checked whole (:func:`deploycomp.signing.verify_bundle`):
+    the key id that signed it, None if unsigned, or False where it is not whole (a file
+    changed or removed, a signature that no longer matches): then it is placed again."""
+    from deploycomp.signing import verify_bundle
+
+    try:
+        return verify_bundle(bundle)["key_id"]
+    except DeployError:
+        return False

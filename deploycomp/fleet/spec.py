@@ -112,6 +112,10 @@ class FleetSpec(_Strict):
 TFLITE_ONLY_OPTIONS = {"io_layout": None, "int8_io": "int8"}
 """Model options only a TFLite target has, and the precision each needs (None: any)."""
 
+INT8_OPTIONS = ("keep_float", "int8_range", "int8_boosters", "int8_time_limit")
+"""Options only an int8 search reads (an ``int8`` or ``auto`` cell): a float cell's build
+is the same whatever they say, so they are not part of its cache key."""
+
 
 def cell_options(options: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
     """The model's options that apply to one cell: an option only TFLite has (its I/O
@@ -227,6 +231,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
     for i, m in enumerate(spec.models):
         where = f"models[{i}]"
         model_path = local(m.path, f"{where}.path")
+        if model_path.is_dir():  # (an internal error while keying the builds: IsADirectoryError)
+            raise SpecError(f"{path}: {where}.path: {m.path} is a folder; name the .onnx file")
         targets = m.targets or spec.targets
         precisions = m.precisions or spec.precisions
         for t in targets:
@@ -244,8 +250,15 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
         budgets = merge_mappings(spec.budgets.model_dump(exclude_none=True), m.budgets.model_dump(exclude_none=True))
         options = merge_mappings(spec.options.model_dump(exclude_defaults=True), m.options.model_dump(exclude_defaults=True))
         preprocess = m.preprocess
-        if isinstance(preprocess, str) and (base / preprocess).is_file():
+        if isinstance(preprocess, str) and ((base / preprocess).is_file() or preprocess.endswith((".yaml", ".yml"))):
             preprocess = str(local(preprocess, f"{where}.preprocess"))
+        if preprocess is not None:  # (a bad spec had failed every cell of the model, and was cached so)
+            from deploycomp.preprocess import load_spec as load_preprocess
+
+            try:
+                load_preprocess(preprocess)
+            except DeployError as e:
+                raise SpecError(f"{path}: {where}.preprocess: {e}") from None
         for t in targets:
             target = str(local(t, f"{where}.targets")) if t.endswith((".yaml", ".yml")) or "/" in t else t
             backend = load_target(target).backend
@@ -262,4 +275,10 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                     min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"), options=applied,
                     not_applied=tuple(sorted(set(options) - set(applied))),
                 ))
+    seen: dict[str, Job] = {}
+    for job in jobs:  # (two profiles named alike built into one folder: an internal error, a KeyError)
+        if job.folder in seen and seen[job.folder].target != job.target:
+            raise SpecError(f"{path}: targets {seen[job.folder].target} and {job.target} would both build into "
+                            f"{job.model}/{job.target_name}-{job.precision}; give the profile files other names")
+        seen[job.folder] = job
     return spec, jobs
