@@ -47,7 +47,7 @@ from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
+                                 speedup_of, split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -913,8 +913,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                                                   max_seconds=LATENCY_SECONDS)
             measured["reference_latency"] = measure_latency(lambda: reference.run(samples[0]), warmup=1,
                                                             max_seconds=LATENCY_SECONDS)
-            measured["speedup_vs_onnxruntime"] = round(
-                measured["reference_latency"]["median_ms"] / measured["latency"]["median_ms"], 3)
+            measured["speedup_vs_onnxruntime"] = speedup_of(measured["reference_latency"]["median_ms"],
+                                                            measured["latency"]["median_ms"])
             latency_ms = measured["latency"]["median_ms"]
         elif not runner.info.get("functional_reference"):
             # the artifact runs here too (e.g. LiteRT on x86): useful, but not the device's number

@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -599,11 +599,19 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
     }
 
 
+def speedup_of(reference_ms: float, bundle_ms: float) -> float:
+    """reference time / bundle time to four significant figures (three decimals had made
+    968x slower 0.001, said "1000.00x slower", and over 2000x slower 0.0)."""
+    return float(f"{reference_ms / bundle_ms:.4g}")
+
+
 def describe_speedup(speedup: float, against: str = "ONNX Runtime fp32") -> str:
     """The one way latency against a reference is said, everywhere (CLI, report, docs):
     ``speedup`` is reference time / bundle time, so "1.19x faster", "1.63x slower"."""
     if speedup >= 1:
         return f"{speedup:.2f}x faster than {against} on this machine"
+    if speedup <= 0:  # (a manifest from before :func:`speedup_of`: 0.0 for over 2000x slower)
+        return f"over 2000x slower than {against} on this machine"
     return f"{1 / speedup:.2f}x slower than {against} on this machine"
 
 
