@@ -68,13 +68,29 @@ def _build_in(job: Job, folder: str) -> dict[str, Any]:
 
     from deploycomp.quiet import own_process
 
+    global _building
     signal.signal(signal.SIGTERM, _interrupted)
     privacy.install()
     own_process()
-    return build_job(job, folder)
+    _building = True
+    try:
+        return build_job(job, folder)
+    finally:
+        _building = False
+
+
+_building = False
+"""Whether this pool worker is inside a build (else it waits for one)."""
 
 
 def _interrupted(signum, frame):
+    """A worker told to stop: a build unwinds (its temporary folders go); an idle worker
+    ends quietly (each had printed a KeyboardInterrupt traceback from the pool's queue,
+    where the run promises one line). Both unwind: the pool's queues hold locks shared
+    with the other workers (a worker ended outright while it held one left the next
+    blocked for good)."""
+    if not _building:
+        raise SystemExit(128 + signum)
     raise KeyboardInterrupt
 
 

@@ -233,7 +233,7 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
                 shutil.rmtree(folder, ignore_errors=True)
 
         index = {
-            "format": FORMAT, "spec": str(spec_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "format": FORMAT, "spec": str(spec_path.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "executor": f"{runner.name} ({runner.jobs} worker{'s' if runner.jobs != 1 else ''})",
             "cache": str(cache.root), "versions": versions,
             "summary": {"builds": total, "cached": total - len(misses), "built": len(misses),
