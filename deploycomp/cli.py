@@ -511,7 +511,8 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
                                batched=batch is not None)
     if not len(samples):
         raise InputDataError(f"{inputs_path}: holds no samples")
-    results = [runner.run(feeds) for feeds in samples]
+    # string labels as fixed-width text: an .npz of object arrays needs pickle to be read
+    results = [{k: v.astype(str) if v.dtype == object else v for k, v in runner.run(feeds).items()} for feeds in samples]
     outputs = results[0]
     if len(results) > 1:  # joined as the samples were
         outputs = {k: np.stack([r[k] for r in results]) if samples.stacked

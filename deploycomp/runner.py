@@ -147,8 +147,8 @@ class BundleRunner:
         """A backend's output as the original model gives it: its dtype, and a classifier's
         string label for the label's position the bundle computes (``labels``; see
         :mod:`deploycomp.passes.ml_labels`)."""
-        if "labels" in spec:
-            return np.asarray(spec["labels"])[value.astype(np.int64)]
+        if "labels" in spec:  # (an object array of str, as ONNX Runtime gives string outputs)
+            return np.asarray(spec["labels"], dtype=object)[value.astype(np.int64)]
         # (an NHWC bundle's output transposed back is a view: C order, as ONNX Runtime gives it)
         return np.ascontiguousarray(value.astype(spec["dtype"], copy=False))
 

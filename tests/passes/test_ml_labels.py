@@ -66,7 +66,7 @@ def test_every_target_gives_the_string_labels_back(tmp_path, target):
         want = session.run(None, sample)
         got = deploycomp.load(tmp_path / "out").run(sample)
         assert len(set(want[0].tolist())) > 1
-        assert got["label"].tolist() == want[0].tolist()
+        assert got["label"].tolist() == want[0].tolist() and got["label"].dtype == want[0].dtype == object
         np.testing.assert_allclose(got["probabilities"], want[1], rtol=1e-4, atol=1e-5)
 
 
