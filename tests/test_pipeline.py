@@ -336,6 +336,10 @@ def test_auto_picks_the_fastest_precision_that_meets_the_budgets(tiny_conv, tmp_
     # those that pass are timed again in turns, what each measured as it was built kept beside
     assert all(c["latency_kind"] == "measured side by side" and c["latency_ms_at_build"] > 0 for c in ok)
     assert runner.manifest["precision"] == auto["chosen"]
+    # the build's time is the whole choice's, every candidate's build in it (the chosen one's alone had been said)
+    measured = runner.manifest["measured"]
+    assert measured["build_seconds"] >= sum(c["build_seconds"] for c in auto["candidates"] if "build_seconds" in c)
+    assert measured["stage_seconds"]["auto: the other candidates"] > 0
     assert (tmp_path / "auto" / "manifest.json").exists() and "--precision auto" in (tmp_path / "auto" / "report.html").read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.startswith("tmp")] == []
 
