@@ -230,6 +230,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         ops = manifest.get("graph", {}).get("op_histogram", {})
         recurrent = sum(ops.get(op, 0) for op in RECURRENT)
         macs += f"; {recurrent} recurrent layer{'s' if recurrent != 1 else ''} run{'s' if recurrent == 1 else ''} float" if recurrent else ""
+        einsums = ops.get("Einsum", 0)  # (no int8 encoding takes one: a denoiser's 2 went unnamed)
+        macs += f"; {einsums} Einsum{'s' if einsums != 1 else ''} run{'s' if einsums == 1 else ''} float" if einsums else ""
         nested = quant.get("control_flow_layers")
         macs += (f"; {nested} compute layer{'s' if nested != 1 else ''} inside control flow "
                  f"run{'s' if nested == 1 else ''} float") if nested else ""

@@ -329,3 +329,30 @@ def test_an_input_that_is_also_an_output_builds_and_runs(tmp_path, target):
     assert list(out) == ["o", "a"]
     np.testing.assert_array_equal(out["a"], a)
     np.testing.assert_allclose(out["o"], 2 * a)
+
+
+def test_an_einsum_in_an_int8_model_is_said_to_run_float(tmp_path):
+    """No int8 encoding takes an Einsum: a denoiser's summary said "3 layers int8, 0
+    float" where its Einsums ran fp32, named nowhere. The summary names them as it names
+    recurrent layers. (On host, OpenVINO 2026.4's CPU plugin refuses this int8 MatMul
+    before an Einsum in its ReshapeTransformation, and the search keeps it float: the
+    summary is the same.)"""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploycomp.cli import main
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "m"], ["h"], name="fc"),
+             helper.make_node("Einsum", ["h", "g"], ["y"], equation="bij,bij->bi", name="gate")]
+    inits = [numpy_helper.from_array(rng.random((8, 8), dtype=np.float32), "m"),
+             numpy_helper.from_array(rng.random((1, 6, 8), dtype=np.float32), "g")]
+    graph = helper.make_graph(nodes, "e", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "e.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.random((8, 1, 6, 8), dtype=np.float32))
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "e.onnx"), "--precision", "int8", "--calibration",
+                                       str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out"), "--no-fail"])
+    assert result.exit_code == 0, result.output
+    assert "; 1 Einsum runs float" in result.output, result.output
