@@ -399,15 +399,8 @@ def test_an_interrupted_fleet_leaves_no_empty_out_folder(fleet_dir, monkeypatch)
     assert not (fleet_dir / "new" / "out").exists()
 
 
-ONE = """
-models:
-  - name: a
-    path: models/a.onnx
-    inputs: {x: [1, 3, 16, 16]}
-    calibration: data/calib.npz
-targets: [host]
-precisions: [fp16, int8]
-"""
+ONE = SPEC.split("  - name: b")[0] + "targets: [host]\nprecisions: [fp16, int8]\n"
+"""SPEC's model a alone, on host."""
 
 
 def test_the_cache_key_follows_deploycomp_itself_and_what_makes_the_inputs(fleet_dir, monkeypatch):
