@@ -230,6 +230,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         ops = manifest.get("graph", {}).get("op_histogram", {})
         recurrent = sum(ops.get(op, 0) for op in RECURRENT)
         macs += f"; {recurrent} recurrent layer{'s' if recurrent != 1 else ''} run{'s' if recurrent == 1 else ''} float" if recurrent else ""
+        exact = quant.get("exact_float_layers")  # (a tree ensemble's walk: float by design)
+        macs += f"; {exact} layer{'s' if exact != 1 else ''} of an exact procedure (a tree walk) run float" if exact else ""
         einsums = ops.get("Einsum", 0)  # (no int8 encoding takes one: a denoiser's 2 went unnamed)
         macs += f"; {einsums} Einsum{'s' if einsums != 1 else ''} run{'s' if einsums == 1 else ''} float" if einsums else ""
         nested = quant.get("control_flow_layers")

@@ -243,9 +243,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                                             "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
             if info.get("budget_met", True) and not info["float_layers"]:
                 nested = info.get("control_flow_layers")  # (layers in a Loop's or If's body: QDQ enters none)
-                log.warning("int8: the model has no layer to quantize (%s)%s: no compute layer runs int8",
+                exact = info.get("exact_float_layers")  # (a tree ensemble's walk, computed exactly)
+                log.warning("int8: the model has no layer to quantize (%s)%s%s: no compute layer runs int8",
                             ", ".join(policy.compute_ops), f" outside control flow ({nested} inside it run float)"
-                            if nested else "")
+                            if nested else "", f"; {exact} walk a tree ensemble, exactly, and stay float" if exact else "")
             elif info.get("budget_met", True):
                 log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
             else:

@@ -88,10 +88,10 @@ ROLE = "deploycomp.role"
 """Node metadata key: what a node a pass wrote is part of, where that decides how a build
 treats it (:data:`FLOAT_ONLY`)."""
 
-FLOAT_ONLY = frozenset({"integer-rounding", "iterative-solve"})
+FLOAT_ONLY = frozenset({"integer-rounding", "iterative-solve", "tree-walk"})
 """Roles of nodes that compute an exact procedure in float: ONNX Runtime's rounding of an
 input to u8 (:mod:`deploycomp.passes.integer_ops`), libsvm's pairwise coupling
-(:mod:`deploycomp.passes.ml_svm`). An int8 build keeps them float and out of its
+(:mod:`deploycomp.passes.ml_svm`), a tree ensemble's walk (:mod:`deploycomp.passes.ml_trees`). An int8 build keeps them float and out of its
 float-layer search: quantized, the rounding is no rounding and the solve no solve, and
 ranking them cost the search its time (a table-edge detector's 13 nodes per chain; an
 iris SVC's 3000 coupling nodes on TensorRT)."""

@@ -541,6 +541,9 @@ def quantize(
                                       and n.op_type not in RECURRENT)
             if nested:  # float wherever they are: no QDQ enters a control-flow body
                 info["control_flow_layers"] = sum(1 for n in nested if n.op_type not in RECURRENT)
+            exact = sum(1 for n in model.graph if n.op_type in policy.compute_ops and float_only(n))
+            if exact:  # an exact procedure's (a tree ensemble's walk): float by design, no layer of the count
+                info["exact_float_layers"] = exact
             # static and dynamic int8 kernels
             info["int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, floating, dims)
             if observed is not None:

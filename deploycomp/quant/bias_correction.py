@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import float_only
 from deploycomp.quant.calibrate import stream_into
 from deploycomp.quant.constants import add_to_bias, attributes, bias_slot, constant, weight_matrix
 from deploycomp.quant.policy import QDQPolicy, weight_axis
@@ -116,7 +117,7 @@ CORRECTABLE_OPS = ("Conv", "Gemm", "MatMul")
 def _layers(model: ir.Model, ops: tuple[str, ...]) -> list[_Layer]:
     out = []
     for node in model.graph:
-        if node.op_type not in ops or not node.name or len(node.inputs) < 2:
+        if node.op_type not in ops or not node.name or len(node.inputs) < 2 or float_only(node):
             continue
         w = constant(node.inputs[1])
         if w is None or w.dtype != np.float32:

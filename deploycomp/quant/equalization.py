@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from deploycomp.ir import float_only
 from deploycomp.quant.calibrate import ChannelExtremes, Consumer, stream_into
 from deploycomp.quant.constants import add_initializer, attributes, constant, set_constant_input
 from deploycomp.quant.qdq import is_depthwise
@@ -136,6 +137,8 @@ def _shared(value: ir.Value | None) -> bool:
 
 
 def _reader_ok(node: ir.Node, value: ir.Value) -> bool:
+    if float_only(node):  # (an exact procedure: a tree ensemble's walk compares what it computes)
+        return False
     if (not node.inputs or node.inputs[0] is not value or len(node.inputs) < 2 or constant(node.inputs[1]) is None
             or _shared(node.inputs[1])):
         return False
@@ -156,7 +159,7 @@ def equalization_sites(model: ir.Model, compute_ops: tuple[str, ...],
     sites = []
     for node in model.graph:
         constants, value = _scalable_constants(node)
-        if value is None or value.shape is None:
+        if value is None or value.shape is None or float_only(node):
             continue
         if any(n.op_type in per_tensor_constant_ops or _shared(n.inputs[i]) for n, i, _ in constants):
             continue

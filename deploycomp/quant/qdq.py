@@ -201,7 +201,7 @@ def searchable_nodes(model: ir.Model, policy: QDQPolicy) -> list[ir.Node]:
     compute layers to choose from, a model whose error sits on an Add (an audio front-end's
     power spectrum to 4e10) missed its budget with every compute layer float."""
     readers = {id(node) for consumers in quantizable_tensors(model, policy).values() for node, _ in consumers}
-    return [n for n in model.graph if n.name and (n.op_type in policy.compute_ops or id(n) in readers)]
+    return [n for n in model.graph if n.name and not float_only(n) and (n.op_type in policy.compute_ops or id(n) in readers)]
 
 
 def effective_ranges(policy: QDQPolicy, ranges: dict[str, tuple[float, float]],
@@ -544,7 +544,8 @@ class QDQPass(ir.passes.InPlacePass):
             modified |= self._quantize_graph_outputs(graph, ranges)
         for index, node in enumerate(list(graph)):
             dynamic = node.name in self.weights_only
-            if node.op_type in p.compute_ops and (node.name not in self.keep_float or dynamic) and len(node.inputs) > 1:
+            if (node.op_type in p.compute_ops and (node.name not in self.keep_float or dynamic) and len(node.inputs) > 1
+                    and not float_only(node)):  # (a tree walk's path table and leaf values, int8: its scores 11% off)
                 if self._quantize_weights(graph, node, index):
                     modified = True
                     if dynamic:
