@@ -48,6 +48,10 @@ def test_coral_int8_build_lists_the_ops_that_would_fall_back_to_the_cpu(tiny_con
 
     interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
     assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
+    # a Softmax output holds [0, 1] in TFLite's own encoding: calibrated, a classifier's
+    # probabilities above 0.772 had all come back as 0.772
+    scale, zero = interpreter.get_output_details()[0]["quantization"]
+    assert (scale, zero) == (pytest.approx(1 / 256), -128)
     assert [d["dtype"] for d in interpreter.get_output_details()] == [np.int8]
     assert [d["name"] for d in interpreter.get_output_details()] == ["probs"]
     x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
@@ -130,6 +134,10 @@ def test_int8_io_takes_an_int8_input_whatever_reads_it(tiny_conv, tmp_path, keep
 
     interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
     assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
+    # a Softmax output holds [0, 1] in TFLite's own encoding: calibrated, a classifier's
+    # probabilities above 0.772 had all come back as 0.772
+    scale, zero = interpreter.get_output_details()[0]["quantization"]
+    assert (scale, zero) == (pytest.approx(1 / 256), -128)
     assert runner.manifest["backend"]["lowered"]["int8_io"] is True and runner.manifest["validation"]["ok"]
 
 
