@@ -183,6 +183,10 @@ class OpenVINORunner:
             "requested_precision": precision,
             "executed_precision": _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
             "compute_layer_precisions": self._layer_precisions(),
+            # what a program that loads model.xml with OpenVINO's own API must pass to
+            # compile_model to run what was validated: its CPU defaults to bf16 where the CPU
+            # has it (a PP-LCNet fp32 bundle then missed its own fp32 budget, 0.99968)
+            "compile_config": {k: v for k, v in config.items() if k != "INFERENCE_NUM_THREADS"},
         }
         if precision == "fp16" and execute is None and config.get("INFERENCE_PRECISION_HINT") == "f32":
             self.info["executes_fp32_because"] = ("this CPU has no native f16 (OpenVINO would execute an f16 hint as "

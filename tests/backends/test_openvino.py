@@ -356,3 +356,18 @@ def test_an_einsum_in_an_int8_model_is_said_to_run_float(tmp_path):
                                        str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out"), "--no-fail"])
     assert result.exit_code == 0, result.output
     assert "; 1 Einsum runs float" in result.output, result.output
+
+
+def test_the_manifest_says_how_to_compile_the_ir_natively(tiny_conv, tmp_path):
+    """OpenVINO's CPU defaults to bf16 where the CPU has it: a program loading model.xml
+    with OpenVINO's own API ran something else than was validated (an fp32 bundle missed
+    its fp32 budget). The manifest gives the compile configuration, and with it OpenVINO
+    alone computes what the bundle's runner does."""
+    import openvino as ov
+
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)})
+    config = runner.manifest["backend"]["runtime"]["compile_config"]
+    assert config["INFERENCE_PRECISION_HINT"] == "f32"
+    compiled = ov.Core().compile_model(str(tmp_path / "b" / "model.xml"), "CPU", config)
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_array_equal(compiled(x)[0], runner.run({"x": x})["probs"])
