@@ -40,6 +40,19 @@ def _interpreter_module():
     return interpreter
 
 
+def _artifact_tensor(detail: Mapping[str, Any], perm: tuple[int, ...] | None) -> dict[str, Any]:
+    """One input or output of the .tflite as LiteRT reports it."""
+    out: dict[str, Any] = {"name": detail["name"], "index": int(detail["index"]),
+                           "shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+    if np.dtype(detail["dtype"]) in (np.int8, np.uint8, np.int16) and detail["quantization"][0]:
+        scale, zero = detail["quantization"]
+        out["quantization"] = {"scale": float(scale), "zero_point": int(zero),
+                               "real_value": "(stored - zero_point) * scale"}
+    if perm:
+        out["perm_from_onnx"] = [int(p) for p in perm]
+    return out
+
+
 class TFLiteRunner:
     def __init__(self, path: Path, io_layouts: Mapping[str, list[int]], threads: int | None = 2):
         from deploycomp.quiet import native_stderr_quiet
@@ -65,6 +78,11 @@ class TFLiteRunner:
             "threads": threads,
             "executed_precision": "fp32",
             "xnnpack_partitions": partitions,
+            # the tensors as the .tflite has them, for a program that runs it with LiteRT
+            # alone: an int8-I/O file's dtype and encoding, an NHWC tensor's shape and the
+            # permutation from the ONNX layout (stored = onnx.transpose(perm))
+            "artifact_io": {kind: [_artifact_tensor(d, self.io_layouts.get(d["name"])) for d in details.values()]
+                            for kind, details in (("inputs", self.inputs), ("outputs", self.outputs))},
         }
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

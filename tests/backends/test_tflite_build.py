@@ -52,6 +52,12 @@ def test_coral_int8_build_lists_the_ops_that_would_fall_back_to_the_cpu(tiny_con
     # probabilities above 0.772 had all come back as 0.772
     scale, zero = interpreter.get_output_details()[0]["quantization"]
     assert (scale, zero) == (pytest.approx(1 / 256), -128)
+    # and the manifest says what a program running the .tflite alone needs to know of it
+    artifact = runner.manifest["backend"]["runtime"]["artifact_io"]
+    x, probs = artifact["inputs"][0], artifact["outputs"][0]
+    assert (x["dtype"], x["shape"], x["perm_from_onnx"]) == ("int8", [1, 16, 16, 3], [0, 2, 3, 1])
+    assert x["quantization"]["scale"] == pytest.approx(interpreter.get_input_details()[0]["quantization"][0])
+    assert (probs["dtype"], probs["quantization"]["zero_point"]) == ("int8", -128)
     assert [d["dtype"] for d in interpreter.get_output_details()] == [np.int8]
     assert [d["name"] for d in interpreter.get_output_details()] == ["probs"]
     x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
@@ -138,6 +144,12 @@ def test_int8_io_takes_an_int8_input_whatever_reads_it(tiny_conv, tmp_path, keep
     # probabilities above 0.772 had all come back as 0.772
     scale, zero = interpreter.get_output_details()[0]["quantization"]
     assert (scale, zero) == (pytest.approx(1 / 256), -128)
+    # and the manifest says what a program running the .tflite alone needs to know of it
+    artifact = runner.manifest["backend"]["runtime"]["artifact_io"]
+    x, probs = artifact["inputs"][0], artifact["outputs"][0]
+    assert (x["dtype"], x["shape"], x["perm_from_onnx"]) == ("int8", [1, 16, 16, 3], [0, 2, 3, 1])
+    assert x["quantization"]["scale"] == pytest.approx(interpreter.get_input_details()[0]["quantization"][0])
+    assert (probs["dtype"], probs["quantization"]["zero_point"]) == ("int8", -128)
     assert runner.manifest["backend"]["lowered"]["int8_io"] is True and runner.manifest["validation"]["ok"]
 
 
