@@ -40,6 +40,11 @@ class BuildPlan:
     tensorrt_versions: str = TRT_VERSIONS
     target: str = ""
     notes: list[str] = field(default_factory=list)
+    dla_devices: list[str] | None = None
+    """For a family's plan that plans the DLA: the members that have one (elsewhere the
+    engine is built for the GPU alone; ``--useDLACore`` there fails)."""
+    precision_flags: str = ("none: the network is strongly typed (the ONNX tensors' types are the precisions); "
+                            "trtexec takes --stronglyTyped, not --fp16/--int8")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,8 +60,18 @@ def make_plan(onnx_name: str, target: TargetProfile, precision: str,
         notes.append("DLA core 0 with GPU fallback: layers the DLA cannot run go to the GPU")
     elif target.dla_cores > 0:
         notes.append(f"DLA not used: it runs fp16/int8 only, not {precision}")
+    with_dla = None
+    if dla is not None and target.family_members:  # (a Jetson family plan had asked an Orin Nano for DLA core 0)
+        from deploycomp.targets import load_target
+
+        with_dla = [m for m in target.family_members if load_target(m).dla_cores > 0]
+        without = [m for m in target.family_members if m not in with_dla]
+        if without:
+            notes.append(f"the DLA only on {', '.join(with_dla) or 'none of the members'}; {', '.join(without)} "
+                         f"{'has' if len(without) == 1 else 'have'} none: build there for the GPU alone (no "
+                         "--useDLACore; deploycomp engine decides on the device)")
     return BuildPlan(onnx=onnx_name, precision=precision, profiles=[profiles], workspace_mb=workspace,
-                     dla_core=dla, gpu_fallback=dla is not None, target=target.name, notes=notes)
+                     dla_core=dla, gpu_fallback=dla is not None, target=target.name, notes=notes, dla_devices=with_dla)
 
 
 def read_plan(bundle: Path) -> BuildPlan:

@@ -233,6 +233,12 @@ def test_dla_targets_plan_dla_with_gpu_fallback():
     assert make_plan("model.onnx", agx, "int8", {}).gpu_fallback
     assert make_plan("model.onnx", agx, "fp32", {}).dla_core is None  # the DLA has no fp32
     assert make_plan("model.onnx", load_target("nvidia-t4"), "int8", {}).dla_core is None
+    # a family's plan says which members have the DLA it plans (an Orin Nano has none, and
+    # a trtexec user reading "DLA core 0" there would have asked for it); and no precision flags
+    family = make_plan("model.onnx", load_target("jetson"), "int8", {})
+    assert family.dla_core == 0 and "jetson-orin-nano" not in family.dla_devices
+    assert any("jetson-orin-nano has none" in n for n in family.notes)
+    assert "--stronglyTyped, not --fp16/--int8" in family.precision_flags
 
 
 def test_version_ranges():
