@@ -270,7 +270,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'])}")
     else:
         est = val["latency_estimate"]
-        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound)")
+        left = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in (est.get("not_counted") or {}).items())
+        bound = f"; a lower bound: {left} not counted" if est.get("lower_bound") else ""
+        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound{bound})")
         here = manifest["measured"].get("latency_here")
         if here:
             click.echo(f"  latency {here['median_ms']:.2f} ms measured on {here['where']}")

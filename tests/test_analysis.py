@@ -217,3 +217,23 @@ def test_ids_wrapped_on_the_way_to_a_table_are_ranged_by_what_the_wrap_maps_into
         "ids": (-24, 25, "embedding", 49)}
     # an index that also depends on another input: neither input's range is its own
     assert lookup_ranges(_embedding([helper.make_node("Add", ["ids", "start"], ["index"])], ("ids", "start"))) == {}
+
+
+def test_a_roofline_estimate_with_tensors_of_unknown_size_says_it_is_a_lower_bound():
+    """A dewarper samples a grid at a size computed from an input's values: its estimate
+    said "0.00 ms" (25 ms measured on host) with no word that nothing was counted. Tensors
+    of no known size make the estimate a lower bound, and it says so."""
+    from deploycomp.analysis import analyze, roofline_ms
+
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "", "size"], ["y"], mode="linear")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 60, 48]),
+         helper.make_tensor_value_info("size", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    estimate = roofline_ms(analyze(model), "fp32", 1.0, 68, 0.35)
+    assert estimate["lower_bound"] and estimate["not_counted"] == {"tensors_of_unknown_size": 1}
+    sized = ir.from_proto(helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 60, 48])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 60, 48])]), opset_imports=[helper.make_opsetid("", 17)]))
+    assert "lower_bound" not in roofline_ms(analyze(sized), "fp32", 1.0, 68, 0.35)
