@@ -48,7 +48,7 @@ def _artifact_tensor(detail: Mapping[str, Any], perm: tuple[int, ...] | None) ->
         scale, zero = detail["quantization"]
         out["quantization"] = {"scale": float(scale), "zero_point": int(zero),
                                "real_value": "(stored - zero_point) * scale"}
-    if perm:
+    if perm and list(perm) != list(range(len(perm))):  # (an input already channels-last keeps its order)
         out["perm_from_onnx"] = [int(p) for p in perm]
     return out
 

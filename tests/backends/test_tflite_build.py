@@ -141,6 +141,8 @@ def test_int8_io_takes_an_int8_input_whatever_reads_it(tiny_conv, tmp_path, keep
     interpreter = Interpreter(model_path=str(tmp_path / "b" / "model.tflite"))
     assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
     assert runner.manifest["backend"]["lowered"]["int8_io"] is True and runner.manifest["validation"]["ok"]
+    # the input arrives channels-last already: stored as given, no permutation to apply
+    assert "perm_from_onnx" not in runner.manifest["backend"]["runtime"]["artifact_io"]["inputs"][0]
 
 
 def test_int8_inputs_that_the_model_casts_to_ids_are_named_in_the_miss(tmp_path):
