@@ -47,7 +47,22 @@ class BuildPlan:
                             "trtexec takes --stronglyTyped, not --fp16/--int8")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"trtexec": self.trtexec()}
+
+    def trtexec(self) -> str:
+        """The same engine build as a ``trtexec`` command line, for a device team that builds
+        without deploycomp (``deploycomp engine`` runs this plan through TensorRT's Python API)."""
+        parts = [f"trtexec --onnx={self.onnx} --saveEngine={self.engine} --timingCacheFile={self.timing_cache}",
+                 "--stronglyTyped" if self.strongly_typed else "",
+                 f"--memPoolSize=workspace:{self.workspace_mb}M --builderOptimizationLevel={self.builder_optimization_level}"]
+        # the inputs a profile varies (a static input takes no shape: trtexec refuses one)
+        shapes = {n: s for n, s in (self.profiles[0] if self.profiles else {}).items() if s["min"] != s["max"]}
+        for flag, key in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
+            if shapes:
+                parts.append(f"{flag}=" + ",".join(f"{name}:{'x'.join(map(str, s[key]))}" for name, s in shapes.items()))
+        if self.dla_core is not None:
+            parts.append(f"--useDLACore={self.dla_core}" + (" --allowGPUFallback" if self.gpu_fallback else ""))
+        return " ".join(p for p in parts if p)
 
 
 def make_plan(onnx_name: str, target: TargetProfile, precision: str,
@@ -78,6 +93,7 @@ def read_plan(bundle: Path) -> BuildPlan:
     path = Path(bundle) / PLAN_FILE
     try:
         data = json.loads(path.read_text())
+        data.pop("trtexec", None)  # (derived: the same plan as a command line)
         return BuildPlan(**data)
     except (OSError, ValueError, TypeError) as e:
         raise UnsupportedError(f"{path}: not a readable TensorRT build plan ({e})") from None

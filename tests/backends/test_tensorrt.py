@@ -239,6 +239,13 @@ def test_dla_targets_plan_dla_with_gpu_fallback():
     assert family.dla_core == 0 and "jetson-orin-nano" not in family.dla_devices
     assert any("jetson-orin-nano has none" in n for n in family.notes)
     assert "--stronglyTyped, not --fp16/--int8" in family.precision_flags
+    # and the same build as a trtexec command line, for a team that builds without deploycomp
+    dynamic = make_plan("model.onnx", agx, "int8", {"x": {"min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]},
+                                                    "k": {"min": [2], "opt": [2], "max": [2]}})
+    assert dynamic.to_json()["trtexec"] == (
+        "trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFile=timing.cache --stronglyTyped "
+        f"--memPoolSize=workspace:{dynamic.workspace_mb}M --builderOptimizationLevel=3 --minShapes=x:1x3x8x8 "
+        "--optShapes=x:4x3x8x8 --maxShapes=x:8x3x8x8 --useDLACore=0 --allowGPUFallback")
 
 
 def test_version_ranges():
