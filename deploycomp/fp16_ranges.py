@@ -37,23 +37,22 @@ def fp32_tensors(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -
     """Tensor name -> largest magnitude seen, for the float tensors of ``model``'s main graph
     that fp16 cannot hold (see the module docstring).
 
-    Where streaming every tensor out takes several runs per sample, their extremes are
-    reduced inside the graph instead (:func:`deploycomp.quant.calibrate.extremes_in_graph`):
-    one run, two numbers per tensor out of ONNX Runtime; tensors with NaN or Inf (their
-    largest finite magnitude is what counts) or no known type are still streamed."""
-    from deploycomp.quant.calibrate import extremes_in_graph, streamed_in_parts
+    The extremes are those the range-coverage run measures
+    (:func:`deploycomp.quant.calibrate.observe_inputs`: reduced inside the graph where
+    streaming every tensor takes several runs per sample, finite values only); tensors of
+    no known type are streamed here, and only their float values count."""
+    from deploycomp.quant.calibrate import observe_inputs
 
     samples = list(samples)
     names = [v.name for node in model.graph for v in node.outputs if v.name and (v.dtype is None or v.dtype in _FLOATS)]
     if not names:
         return {}
     typed = {v.name for node in model.graph for v in node.outputs if v.dtype in _FLOATS}
-    reduced = [n for n in names if n in typed] if streamed_in_parts(model, names) else []
-    per_sample, _ = extremes_in_graph(model, reduced, samples)
-    peak = {n: max(max(abs(lo), abs(hi)) for lo, hi in pairs) for n, pairs in per_sample.items() if pairs}
-    rest = [n for n in names if n not in per_sample]
-    if rest:
-        peak |= _streamed_peaks(model, rest, samples)
+    seen = observe_inputs(model, [n for n in names if n in typed], samples)
+    peak = {n: max(abs(seen.lo[n]), abs(seen.hi[n])) for n in seen.lo}
+    untyped = [n for n in names if n not in typed]
+    if untyped:
+        peak |= _streamed_peaks(model, untyped, samples)
     return {name: round(m, 6) for name, m in sorted(peak.items())
             if m > FP16_MAX / HEADROOM or 0.0 < m < FP16_TINY}
 
