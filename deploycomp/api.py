@@ -55,6 +55,16 @@ def _where(judge_where) -> dict:
         raise InputDataError(str(e)) from None
 
 
+def _boxes(judge_boxes) -> dict:
+    from deploycomp.boxes import parse_boxes
+    from deploycomp.errors import InputDataError
+
+    try:
+        return parse_boxes(None if judge_boxes is None else _listed(judge_boxes))
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+
+
 def build(
     model: str | os.PathLike,
     out: str | os.PathLike,
@@ -73,6 +83,8 @@ def build(
     min_top1: float | None = None,
     judge_where: Iterable[str] | dict | None = None,
     judge_channels: bool = False,
+    judge_boxes: Iterable[str] | str | None = None,
+    min_box_iou: float | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
     int8_time_limit: float | None = None,
@@ -105,6 +117,10 @@ def build(
     ``judge_where``: outputs judged only where a score output of the reference passes a
     threshold, ``["538,539,540:537>0.2"]`` or ``{"539": ("537", 0.2)}`` (a dense detector's
     regression maps, read only where its heatmap finds something).
+    ``judge_boxes``: a detector's boxes judged by their overlap with fp32's,
+    ``"output0[0:4]=cxcywh:output0[4:84]>0.25"`` (boxes, their format, the score that
+    makes a row a detection: ``deploycomp build --help``); ``min_box_iou`` overrides its
+    budget (the worst sample's mean IoU; default implied by the cosine budget).
     ``judge_channels``: each channel of an output that has them (2 to 16 at axis 1 or the
     last) judged as an output of its own too, by every budget check.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
@@ -113,7 +129,8 @@ def build(
     ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
-    ``keep_float``, ``int8_boosters``, ``judge_where`` and ``profiles`` take one string or a list.
+    ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes`` and ``profiles`` take one
+    string or a list.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     Log lines go to the ``deploycomp`` logger (the application's logging decides where).
     """
@@ -124,7 +141,8 @@ def build(
         preprocess=preprocess,
         sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
         min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
-        judge_where=_where(judge_where), judge_channels=judge_channels,
+        judge_where=_where(judge_where), judge_channels=judge_channels, judge_boxes=_boxes(judge_boxes),
+        min_box_iou=min_box_iou,
         int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
         int8_time_limit=int8_time_limit,
         int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],

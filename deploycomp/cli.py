@@ -179,6 +179,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     click.echo(f"  validated on {val['inputs']}")
+    from deploycomp.boxes import describe_boxes
     from deploycomp.validate import describe_where
 
     for name, m in val["outputs"].items():
@@ -194,6 +195,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
         if (judged := describe_where(m)) is not None:
             note = f"; {judged}" + note
+        if (boxes := describe_boxes(m)) is not None:
+            note = f"; {boxes}" + note
         if "agreement" in m:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
@@ -323,6 +326,13 @@ def _build_options(f):
     f = click.option("--judge-where", "judge_where", multiple=True, metavar="OUT[,OUT]:SCORES>T",
                      help="Judge these outputs only where the reference's SCORES output exceeds T, e.g. a detector's "
                           "regression maps where its heatmap finds something: 538,539,540:537>0.2; repeatable.")(f)
+    f = click.option("--judge-boxes", "judge_boxes", multiple=True, metavar="BOXES[=FORMAT]:SCORES>T",
+                     help="Judge a detector's boxes by their overlap (IoU) with fp32's, rows whose SCORES exceed T "
+                          "being detections, e.g. output0[0:4]=cxcywh:output0[4:84]>0.25 (FORMAT xyxy, cxcywh or "
+                          "xywh; inferred if omitted); repeatable.")(f)
+    f = click.option("--min-box-iou", type=float,
+                     help="Override the box budget of --judge-boxes (the worst sample's mean IoU with fp32's "
+                          "detections; default implied by the cosine budget: int8 0.9).")(f)
     f = click.option("--judge-channels", "judge_channels", is_flag=True,
                      help="Judge each channel of an output (2-16 at axis 1 or the last) as an output of its own too: "
                           "for outputs whose channels hold different quantities (an angle map and a quality map).")(f)
@@ -380,6 +390,15 @@ def _where(texts: tuple[str, ...]) -> dict:
         raise InputDataError(str(e)) from None
 
 
+def _boxes(texts: tuple[str, ...]) -> dict:
+    from deploycomp.boxes import parse_boxes
+
+    try:
+        return parse_boxes(texts)
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+
+
 def _boosters(text: str | None) -> list[str] | None:
     """``--int8-boosters equalize,bias-correction`` / ``none``; names are checked by build."""
     if text is None:
@@ -398,7 +417,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
-            judge_where=_where(kw.pop("judge_where")),
+            judge_where=_where(kw.pop("judge_where")), judge_boxes=_boxes(kw.pop("judge_boxes")),
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:

@@ -29,6 +29,7 @@ from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
+from deploycomp.boxes import check_boxes, infer_format
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
@@ -73,6 +74,10 @@ class BuildOptions:
     judge_where: dict = field(default_factory=dict)
     """Outputs judged only where a score output passes a threshold
     (:func:`deploycomp.validate.parse_where`: ``{output: (scores, threshold)}``)."""
+    judge_boxes: dict = field(default_factory=dict)
+    """Outputs holding a detector's boxes, judged by their overlap with fp32's
+    (:func:`deploycomp.boxes.parse_boxes`: ``{output: BoxRule}``)."""
+    min_box_iou: float | None = None
     judge_channels: bool = False
     """Each channel of an output that has them (:func:`deploycomp.validate.channel_axis`)
     judged as an output of its own too, by every budget check."""
@@ -188,6 +193,8 @@ class Prepared:
     (:func:`deploycomp.angles.angle_periods`)."""
     channels: dict = field(default_factory=dict)
     """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
+    boxes: dict = field(default_factory=dict)
+    """``--judge-boxes``: outputs judged by their boxes -> the rule, its format resolved."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
@@ -195,7 +202,7 @@ class Prepared:
         makes it (its judged elements, its integer outputs of rounded values, its angles,
         its judged channels)."""
         return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
-                               angles=self.angles, channels=self.channels)
+                               angles=self.angles, channels=self.channels, boxes=self.boxes)
 
     def scales(self, refs: list) -> dict[str, float]:
         """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""
@@ -626,7 +633,8 @@ def build(opts: BuildOptions) -> BuildResult:
         raise DeployError(f"unknown int8 range method {opts.int8_range}; known: auto, {', '.join(RANGE_METHODS)}")
     if opts.int8_time_limit is not None and not opts.int8_time_limit >= 0:
         raise DeployError(f"int8 time limit must be 0 or more seconds, not {opts.int8_time_limit}")
-    for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1)):
+    for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
+                        ("--min-box-iou", opts.min_box_iou)):
         if value is not None and not 0 < value <= 1:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
     if opts.precision is None:
@@ -727,9 +735,19 @@ def _build(opts: BuildOptions) -> BuildResult:
                   getattr(backend, "int64_range", None))
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
+        check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
     except ValueError as e:
         raise InputDataError(str(e)) from None
-    prep.where = where = opts.judge_where
+    # an output judged by its boxes is judged where its detections are, as --judge-where would
+    where = {**{k: (r.scores, r.threshold) for k, r in opts.judge_boxes.items()}, **opts.judge_where}
+    prep.where = where
+    if opts.judge_boxes:
+        box_refs = [reference.run(s) for s in samples] if any(not r.fmt for r in opts.judge_boxes.values()) else []
+        prep.boxes = {k: infer_format(box_refs, r) for k, r in opts.judge_boxes.items()}
+        inferred = [r.text() for r in prep.boxes.values() if r.inferred]
+        if inferred:
+            prep.assumed.append(f"box format inferred from the reference's detections: {'; '.join(inferred)} "
+                                "(give it as --judge-boxes NAME[A:B]=FORMAT:...)")
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
                          and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
@@ -760,6 +778,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
     if opts.min_top1 is not None:
         fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
+    if opts.min_box_iou is not None:
+        fidelity = fidelity.model_copy(update={"min_box_iou": opts.min_box_iou})
     model, quant_info, fp16_info, stricter = prep.model, None, None, None
     options = backend_options(opts, target, prep.profiles)
     if arrives_int8 and opts.precision == "fp16":
@@ -998,6 +1018,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                            # how the outputs were judged, for a check elsewhere (the engine on the device)
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
                            **({"judge_channels": prep.channels} if prep.channels else {}),
+                           **({"judge_boxes": {k: r.to_json() for k, r in prep.boxes.items()}} if prep.boxes else {}),
                            # every budget ``ok`` answers for, measured ones included (a memory
                            # miss is under measured.budgets only: ``ok`` false, every budget here met)
                            "missed": [c.name for c in summary.checks if not c.ok],

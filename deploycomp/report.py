@@ -344,6 +344,7 @@ def _fp16_search_html(search: dict | None) -> str:
 def _validation_html(val: dict, fidelity: dict) -> str:
     """Where the inputs came from (a warning when not the user's), and per output what each
     number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
+    from deploycomp.boxes import describe_boxes
     from deploycomp.validate import describe_where
 
     data = val.get("data") or {}
@@ -371,6 +372,8 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             samples = f"{m['samples']}" + (f' <span class="muted">({quiet} uninformative: output ~0 or constant; held '
                                             "to the error bound, not cosine)</span>" if quiet else "")
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
+        if (boxes := describe_boxes(m)) is not None:
+            bad += f'<br><span class="muted">{html.escape(boxes)}</span>'
         if (judged := describe_where(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(judged)}</span>'
         if m.get("passes_through"):

@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -145,25 +145,61 @@ def output_scales(refs: Sequence[Mapping[str, np.ndarray]], channels: Mapping[st
 
 Where = Mapping[str, tuple[str, float]]
 """Output -> (a score output, threshold): judge the output only where the reference's
-score output exceeds the threshold (``--judge-where``). The score may be one column of
-an output's last axis, ``NAME[K]``: a detection list's rows judged where their score is."""
+score output exceeds the threshold (``--judge-where``). The score may be one entry of
+each row of an output, ``NAME[K]`` (a detection list's score column), or the largest of
+several, ``NAME[A:B]`` (a row's class scores): :func:`entry_axis` says which axis."""
 
 
-def _score_source(scores: str) -> tuple[str, int | None]:
-    """``NAME`` -> (NAME, None); ``NAME[K]`` -> (NAME, K): column K of the last axis."""
+def entry_axis(shape: Sequence[int]) -> int:
+    """The axis that holds a row's entries (a box's coordinates, its scores) in an output
+    of this shape: the last, or the second-to-last where that is the shorter one (a
+    channels-first detection head, YOLOv8's ``[1, 84, 8400]``: 84 entries for each of 8400
+    anchors). A 2-D output is rows x entries: a batch of one row is no channels-first head."""
+    return -2 if len(shape) >= 3 and isinstance(shape[-2], int) and isinstance(shape[-1], int) \
+        and shape[-2] < shape[-1] else -1
+
+
+def _score_source(scores: str) -> tuple[str, int | slice | None]:
+    """``NAME`` -> (NAME, None); ``NAME[K]`` -> (NAME, K): entry K of each row
+    (:func:`entry_axis`); ``NAME[A:B]`` -> (NAME, slice(A, B)): the largest of entries
+    A..B-1, a row's class scores."""
     if scores.endswith("]") and "[" in scores:
         name, _, index = scores[:-1].rpartition("[")
+        first, colon, last = index.partition(":")
         try:
-            return name, int(index)
+            if not colon:
+                return name, int(index)
+            if int(last) > int(first) >= 0:
+                return name, slice(int(first), int(last))
         except ValueError:
             pass
     return scores, None
 
 
+def _entries(values: np.ndarray, index: int | slice) -> np.ndarray:
+    """Entry ``index`` of each row (or the largest of a slice of them), kept as an axis of
+    one so that it broadcasts over the rows."""
+    axis = entry_axis(values.shape) % values.ndim
+    if isinstance(index, int):
+        return np.take(values, [index % values.shape[axis]], axis=axis)
+    return np.take(values, range(*index.indices(values.shape[axis])), axis=axis).max(axis=axis, keepdims=True)
+
+
 def _scores_of(output: Mapping[str, np.ndarray], scores: str) -> np.ndarray:
-    name, column = _score_source(scores)
+    name, index = _score_source(scores)
     values = np.asarray(output[name])
-    return values if column is None else values[..., column:column + 1]  # kept: it broadcasts over the rows
+    return values if index is None else _entries(values, index)
+
+
+def split_rule(text: str) -> tuple[str, str]:
+    """``TARGETS:SCORES>T`` -> (TARGETS, SCORES>T), split at the last colon outside
+    brackets (a slice of entries, ``output0[4:84]``, holds one)."""
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {"]": 1, "[": -1}.get(text[i], 0)
+        if text[i] == ":" and depth == 0:
+            return text[:i], text[i + 1:]
+    return "", text
 
 
 def parse_where(texts) -> dict[str, tuple[str, float]]:
@@ -180,13 +216,13 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
     6e-8): ``output0:output0[4]>0.25`` judges the rows that are detections."""
     out: dict[str, tuple[str, float]] = {}
     for text in texts or ():
-        names, sep, rule = str(text).rpartition(":")
+        names, rule = split_rule(str(text))
         scores, gt, threshold = rule.partition(">")
         try:
             value = float(threshold)
         except ValueError:
             value = None
-        if not sep or not names or not gt or not scores or value is None or not math.isfinite(value):
+        if not names or not gt or not scores or value is None or not math.isfinite(value):
             raise ValueError(f"--judge-where {text!r}: write OUTPUT[,OUTPUT...]:SCORES>THRESHOLD, e.g. 539,540:537>0.2")
         for name in names.split(","):
             if name and out.get(name, (scores, value)) != (scores, value):
@@ -215,6 +251,23 @@ def ranked_list_column(values: Sequence[np.ndarray]) -> int | None:
     return None
 
 
+def entries_shape(shape: tuple, index: int | slice | None, rule: str) -> tuple:
+    """The shape of an output's entries ``index`` (:func:`_score_source`): its entry axis
+    (:func:`entry_axis`) cut to one; ValueError (``rule`` then the problem) where the
+    output has no such entries."""
+    if index is None:
+        return shape
+    axis = entry_axis(shape)
+    size = shape[axis] if shape else None
+    wanted = index if isinstance(index, int) else index.stop - 1
+    if not isinstance(size, int) or not -size <= wanted < size:
+        where = "last axis" if axis == -1 else "second-to-last axis (the shorter)"
+        raise ValueError(f"{rule} (shape {list(shape)}) has no entry {wanted} on its {where}")
+    cut = list(shape)
+    cut[axis] = 1
+    return tuple(cut)
+
+
 def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:
     """Raise ValueError naming the first rule whose outputs do not exist or whose score
     output does not broadcast over the output it masks (as it is, or reduced over its
@@ -225,13 +278,8 @@ def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:
             if n not in shapes:
                 raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: the model has no output {n!r} "
                                  f"(outputs: {', '.join(list(shapes)[:8])})")
-        score_shape = tuple(shapes[source])
-        if column is not None:
-            last = score_shape[-1] if score_shape else None
-            if not isinstance(last, int) or not -last <= column < last:
-                raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: {source} (shape {list(score_shape)}) "
-                                 f"has no column {column} on its last axis")
-            score_shape = score_shape[:-1] + (1,)
+        score_shape = entries_shape(tuple(shapes[source]), column,
+                                    f"--judge-where {name}:{scores}>{threshold:g}: {source}")
         fits = False
         for score_shape in (score_shape, score_shape[:1] + (1,) + score_shape[2:]):
             try:
@@ -372,7 +420,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                     per_sample: dict[str, list[float | None]] | None = None,
                     where: Where | None = None, levels: Collection[str] = (),
                     angles: Mapping[str, np.ndarray] | None = None,
-                    channels: Mapping[str, int] | None = None) -> dict[str, dict]:
+                    channels: Mapping[str, int] | None = None, boxes: Mapping[str, Any] | None = None
+                    ) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -408,8 +457,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     its channel axis, ``--judge-channels``; named by :func:`channel_name`), on their own
     scales (:func:`channel_scales`), after the angles; an output judged ``where`` is not
     split (what is judged of it is a list of elements).
+    ``boxes``: outputs holding a detector's boxes -> their :class:`deploycomp.boxes.BoxRule`;
+    each gets ``box_iou`` and ``boxes`` (:func:`deploycomp.boxes.box_metrics`), measured on
+    the outputs as they came.
     """
     decisions: dict[str, dict[str, int]] = {}
+    as_given = (refs, gots)
     refs, gots = _as_judged(refs, gots, where, angles, decisions)
     metrics: dict[str, dict] = {}
     reshaped: dict[str, dict] = {}
@@ -505,6 +558,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         metrics[name] = entry
     for name, seen in reshaped.items():
         metrics[name]["shape_mismatch"] = seen
+    if boxes:
+        from deploycomp.boxes import box_metrics
+
+        for name, rule in boxes.items():
+            if name in metrics:
+                metrics[name] |= box_metrics(*as_given, rule)
     if channels:
         # (an output judged ``where`` is a list of the elements judged: no channels left)
         axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}
@@ -758,6 +817,10 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
         if fidelity.max_rel_error is not None and "max_rel_error" in m:
             checks.append(most(name, "max_rel_error", m["max_rel_error"], fidelity.max_rel_error * margin,
                                "max_rel_error"))
+        if "box_iou" in m:
+            from deploycomp.boxes import box_iou_limit
+
+            checks.append(least(name, "box_iou", m["box_iou"], at_least(box_iou_limit(fidelity)), "box_iou"))
         if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
             checks.append(least(name, "top1", m["top1_agreement"], at_least(fidelity.min_top1_agreement),
                                 "top1_agreement"))

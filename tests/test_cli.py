@@ -85,6 +85,9 @@ def _per_channel_at_opset_11(path):
         (None, ["--min-top1", "1.5"], 2, ["--min-top1 must be in (0, 1], got 1.5"]),
         (None, ["--judge-where", "probs"], 4, ["--judge-where 'probs'", "OUTPUT[,OUTPUT...]:SCORES>THRESHOLD"]),
         (None, ["--judge-where", "probs:heat>0.2"], 4, ["no output 'heat'"]),
+        (None, ["--judge-boxes", "y[0:4]=ltrb:y[4]>0.2"], 4, ["--judge-boxes", "format 'ltrb' is not one of"]),
+        (None, ["--judge-boxes", "probs:probs[4]>0.2"], 4, ["--judge-boxes probs[0:4]:probs[4]>0.2: probs (shape"]),
+        (None, ["--min-box-iou", "1.5"], 2, ["--min-box-iou must be in (0, 1], got 1.5"]),
     ],
 )
 def test_bad_input_one_line_and_exit_code(tiny_conv, tmp_path, make, args, code, needles):

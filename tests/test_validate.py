@@ -304,7 +304,7 @@ def test_a_detection_list_judged_on_the_rows_whose_score_column_passes():
     moved = got.copy()
     moved[0, 1, :4] += 50.0  # the second detection's box moves
     assert compare_outputs([{"output0": ref}], [{"output0": moved}], where=where)["output0"]["cosine"] < 0.999
-    with pytest.raises(ValueError, match="no column 6"):
+    with pytest.raises(ValueError, match="no entry 6 on its last axis"):
         check_where(parse_where(["output0:output0[6]>0.25"]), {"output0": [1, 300, 6]})
 
 

@@ -1,0 +1,252 @@
+"""A detector's boxes judged by how they overlap fp32's, not by cosine.
+
+Cosine over a detection output is dominated by its largest numbers, the boxes' pixel
+coordinates: a barcode detector's int8 TFLite build moved boxes by up to 28 px (mean IoU
+with fp32's 0.82) at cosine 0.9998 over the boxes it found. ``--judge-boxes`` names the
+output's box coordinates and the score that makes a row a detection; each sample is then
+judged by the mean, over every detection either side makes, of its best IoU with the
+other side's detections of the same class (0 where it has none: a detection lost or
+made up counts in full). The worst sample's mean is ``box_iou``, held to the precision's
+budget (:func:`box_iou_limit`).
+
+A detection near the threshold may fall just under it on the other side (0.26 against
+0.24): the other side's rows are searched down to half the threshold, so that such a row
+is the same detection, judged by its box; its score is cosine's to judge (the output is
+also judged where the scores pass, as ``--judge-where`` would).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from deploycomp.validate import (_entries, _score_source, entries_shape, entry_axis, noise_allowance,
+                                 split_rule)
+
+__all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
+           "infer_format", "parse_boxes"]
+
+FORMATS = ("xyxy", "cxcywh", "xywh")
+"""Corners; centre and size (YOLO heads); top-left corner and size (COCO)."""
+
+MATCH_IOU = 0.5
+"""A detection whose best overlap on the other side is under this is counted as missed
+(by the bundle) or extra (made by the bundle only): the usual threshold of a match."""
+
+MAX_DETECTIONS = 1000
+"""Per sample and side, the highest-scoring rows compared: a threshold low enough to pass
+every anchor of a dense head would otherwise compare 8400 x 8400 boxes."""
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    boxes: str
+    """The output holding the boxes."""
+    start: int
+    """Entry of each row where its four coordinates begin (:func:`deploycomp.validate.entry_axis`)."""
+    scores: str
+    """What makes a row a detection: an output, ``NAME[K]`` or ``NAME[A:B]`` (the largest
+    class score, the classes then matched too)."""
+    threshold: float
+    fmt: str | None = None
+    """One of :data:`FORMATS`; None until inferred from the reference (:func:`infer_format`)."""
+    inferred: bool = False
+
+    def text(self) -> str:
+        """The rule as written on the command line (the format as given or inferred)."""
+        return f"{self.boxes}[{self.start}:{self.start + 4}]" + (f"={self.fmt}" if self.fmt else "") + \
+            f":{self.scores}>{self.threshold:g}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.text(), "format": self.fmt, "format_inferred": self.inferred}
+
+
+def parse_boxes(texts) -> dict[str, BoxRule]:
+    """``--judge-boxes BOXES[=FORMAT]:SCORES>T`` (repeatable) -> ``{output: rule}``. BOXES
+    is an output (its first four entries) or ``NAME[A:A+4]``; FORMAT one of
+    :data:`FORMATS` (inferred from the reference when omitted)."""
+    rules: dict[str, BoxRule] = {}
+    for text in texts or ():
+        text = str(text)
+        target, rule = split_rule(text)
+        target, _, fmt = target.partition("=")
+        scores, gt, threshold = rule.partition(">")
+        name, index = _score_source(target)
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = None
+        problem = None
+        if not name or not gt or not scores or value is None or not np.isfinite(value) or value <= 0:
+            problem = "write BOXES[=FORMAT]:SCORES>THRESHOLD, e.g. output0[0:4]=cxcywh:output0[4:84]>0.25"
+        elif fmt and fmt not in FORMATS:
+            problem = f"format {fmt!r} is not one of {', '.join(FORMATS)}"
+        elif isinstance(index, int) or (isinstance(index, slice) and index.stop - index.start != 4):
+            problem = "the boxes are four entries, NAME[A:A+4] (or NAME alone: entries 0 to 3)"
+        if problem:
+            raise ValueError(f"--judge-boxes {text!r}: {problem}")
+        if name in rules:
+            raise ValueError(f"--judge-boxes {name}: given twice; give one rule per output")
+        rules[name] = BoxRule(name, index.start if index else 0, scores, value, fmt or None)
+    return rules
+
+
+def _rows_shape(shape: tuple) -> tuple[int, int]:
+    axis = entry_axis(shape)
+    return int(np.prod(shape)) // shape[axis], shape[axis]
+
+
+def check_boxes(rules: Mapping[str, BoxRule], shapes: Mapping[str, Sequence[int]]) -> None:
+    """Raise ValueError naming the first rule whose outputs do not exist, whose boxes do
+    not fit the output's entries or whose scores are not one per row of boxes."""
+    for name, rule in rules.items():
+        said = f"--judge-boxes {rule.text()}"
+        source, index = _score_source(rule.scores)
+        for n in (name, source):
+            if n not in shapes:
+                raise ValueError(f"{said}: the model has no output {n!r} (outputs: {', '.join(list(shapes)[:8])})")
+        shape = tuple(shapes[name])
+        if not shape or not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"{said}: {name} has no fixed shape ({list(shape)})")
+        entries_shape(shape, slice(rule.start, rule.start + 4), f"{said}: {name}")
+        rows = _rows_shape(shape)[0]
+        score_rows = int(np.prod(entries_shape(tuple(shapes[source]), index, f"{said}: {source}")))
+        if score_rows != rows:
+            raise ValueError(f"{said}: {rule.scores} gives {score_rows} score(s) for the {rows} rows of boxes in "
+                             f"{name} (shape {list(shape)}); name one score per row")
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """An output as rows x entries (entries moved last from :func:`entry_axis`)."""
+    values = np.asarray(values)
+    axis = entry_axis(values.shape) % values.ndim
+    return np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
+
+
+def _detections(output: Mapping[str, np.ndarray], rule: BoxRule) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes as rows x 4 in float64, each row's score, each row's class or None)."""
+    boxes = _rows(output[rule.boxes])[:, rule.start:rule.start + 4].astype(np.float64)
+    source, index = _score_source(rule.scores)
+    values = np.asarray(output[source])
+    classes = None
+    if isinstance(index, slice):
+        rows = _rows(values)[:, index]
+        classes = rows.argmax(axis=1)
+        scores = rows.max(axis=1)
+    else:
+        scores = (values if index is None else _entries(values, index)).reshape(-1)
+    return boxes, scores.astype(np.float64), classes
+
+
+def infer_format(refs: Sequence[Mapping[str, np.ndarray]], rule: BoxRule) -> BoxRule:
+    """``rule`` with its format: as given, or ``xyxy`` where every detection of the
+    reference has its third entry at least its first and its fourth at least its second
+    (corners), otherwise ``cxcywh`` (a centre is rarely left of its width: a YOLO head's
+    boxes). ``xywh`` is never inferred; read as ``cxcywh`` it moves each box by half its
+    size on both sides alike, which changes an IoU little."""
+    if rule.fmt:
+        return rule
+    corners = True
+    for ref in refs:
+        boxes, scores, _ = _detections(ref, rule)
+        found = boxes[scores > rule.threshold]
+        if found.size and (np.any(found[:, 2] < found[:, 0]) or np.any(found[:, 3] < found[:, 1])):
+            corners = False
+            break
+    return replace(rule, fmt="xyxy" if corners else "cxcywh", inferred=True)
+
+
+def _corners(boxes: np.ndarray, fmt: str) -> np.ndarray:
+    if fmt == "xyxy":
+        return boxes
+    x, y, w, h = boxes.T
+    if fmt == "cxcywh":
+        x, y = x - w / 2, y - h / 2
+    return np.stack([x, y, x + w, y + h], axis=1)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (n x 4 corners) with every box of ``b`` (m x 4): n x m."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda c: np.clip(c[:, 2] - c[:, 0], 0, None) * np.clip(c[:, 3] - c[:, 1], 0, None)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _top(mask: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    rows = np.flatnonzero(mask)
+    if rows.size > MAX_DETECTIONS:
+        rows = rows[np.argsort(-scores[rows], kind="stable")[:MAX_DETECTIONS]]
+    return rows
+
+
+def _best_overlaps(found: tuple, other: tuple, threshold: float, fmt: str) -> np.ndarray:
+    """For each detection of ``found`` (score > threshold), its best IoU with a row of
+    ``other`` scoring over half the threshold, of the same class where classes are known."""
+    boxes, scores, classes = found
+    o_boxes, o_scores, o_classes = other
+    mine = _top(scores > threshold, scores)
+    theirs = _top(o_scores > threshold / 2, o_scores)
+    if not mine.size:
+        return np.zeros(0)
+    if not theirs.size:
+        return np.zeros(mine.size)
+    iou = _iou(_corners(boxes[mine], fmt), _corners(o_boxes[theirs], fmt))
+    if classes is not None and o_classes is not None:
+        iou = np.where(classes[mine][:, None] == o_classes[theirs][None, :], iou, 0.0)
+    return iou.max(axis=1)
+
+
+def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
+                rule: BoxRule) -> dict[str, Any]:
+    """``box_iou`` (the worst sample's mean best-IoU over both sides' detections; absent
+    where no sample has a detection) and ``boxes``: the rule, the detections each side
+    made, those missed and made up (best IoU under :data:`MATCH_IOU`), the mean IoU over
+    every detection, and the samples that had any."""
+    fmt = rule.fmt or infer_format(refs, rule).fmt
+    per_sample, every = [], []
+    counts = {"reference": 0, "bundle": 0, "missed": 0, "extra": 0}
+    for ref, got in zip(refs, gots):
+        if np.shape(ref[rule.boxes]) != np.shape(got.get(rule.boxes)):
+            continue  # (judged as a shape mismatch)
+        mine, theirs = _detections(ref, rule), _detections(got, rule)
+        kept = _best_overlaps(mine, theirs, rule.threshold, fmt)
+        made = _best_overlaps(theirs, mine, rule.threshold, fmt)
+        counts["reference"] += kept.size
+        counts["bundle"] += made.size
+        counts["missed"] += int(np.count_nonzero(kept < MATCH_IOU))
+        counts["extra"] += int(np.count_nonzero(made < MATCH_IOU))
+        if kept.size or made.size:
+            terms = np.concatenate([kept, made])
+            per_sample.append(float(terms.mean()))
+            every.append(terms)
+    record = {"rule": replace(rule, fmt=fmt).text(), "format": fmt, "format_inferred": not rule.fmt or rule.inferred,
+              **counts, "samples_with_detections": len(per_sample)}
+    if not per_sample:
+        return {"boxes": record}
+    record["mean_iou"] = float(np.concatenate(every).mean())
+    return {"box_iou": min(per_sample), "boxes": record}
+
+
+def box_iou_limit(fidelity: Any) -> float:
+    """The budget's ``min_box_iou``, or the one its cosine implies: a box may move by half
+    the share of its size that :func:`deploycomp.validate.noise_allowance` allows an
+    output's error (IoU ``1 - allowance / 2``: fp32 0.993, fp16 0.978, bf16 0.95, int8 0.9)."""
+    given = getattr(fidelity, "min_box_iou", None)
+    return given if given is not None else round(1 - noise_allowance(fidelity.min_cosine) / 2, 6)
+
+
+def describe_boxes(metrics: Mapping[str, Any]) -> str | None:
+    """How an output judged by its boxes is said (summary, report)."""
+    record = metrics.get("boxes")
+    if not record:
+        return None
+    if "box_iou" not in metrics:
+        return f"boxes {record['rule']}: no detection on any sample (not judged)"
+    lost = ", ".join(f"{record[k]} {k}" for k in ("missed", "extra") if record.get(k))
+    return (f"box IoU {metrics['box_iou']:.3f} (worst sample; mean {record['mean_iou']:.3f} over "
+            f"{record['reference']} detections, {record['bundle']} in the bundle{', ' + lost if lost else ''})")

@@ -1,0 +1,181 @@
+"""A detector's boxes are judged by their overlap with fp32's (``--judge-boxes``), on
+YOLOv8n's real outputs for real photos: cosine does not see a box move; IoU does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deploycomp.boxes import BoxRule, box_iou_limit, box_metrics, check_boxes, infer_format, parse_boxes
+from deploycomp.engine import judged_as_built
+from deploycomp.targets import Fidelity
+from deploycomp.validate import compare_outputs, fidelity_failures, parse_where
+
+RULE = "output0:output0[4:22]>0.25"  # nudenet's YOLOv8n: [1, 22, 2100], boxes then 18 class scores
+
+
+@pytest.fixture(scope="module")
+def yolo_refs(real_model):
+    """ONNX Runtime fp32's outputs of YOLOv8n on the built-in photos (at least one
+    detection on most of them)."""
+    import onnxruntime as ort
+
+    from deploycomp.sample_data import yolo_calibration, yolo_samples
+
+    session = ort.InferenceSession(str(real_model("yolov8n")), providers=["CPUExecutionProvider"])
+    samples = yolo_samples((1, 3, 320, 320)) + yolo_calibration((1, 3, 320, 320))
+    return [{"output0": session.run(None, {"images": x})[0]} for x in samples]
+
+
+def _moved(refs, dx):
+    out = []
+    for ref in refs:
+        got = ref["output0"].copy()
+        got[0, 0:2] += dx  # every box's centre, x and y
+        out.append({"output0": got})
+    return out
+
+
+def test_parse_rules():
+    rules = parse_boxes([RULE, "dets[1:5]=xyxy:scores>0.5"])
+    assert rules["output0"] == BoxRule("output0", 0, "output0[4:22]", 0.25)
+    assert rules["dets"] == BoxRule("dets", 1, "scores", 0.5, "xyxy")
+    assert rules["dets"].text() == "dets[1:5]=xyxy:scores>0.5"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("output0", "write BOXES[=FORMAT]:SCORES>THRESHOLD"),
+    ("output0:output0[4]>zero", "write BOXES"),
+    ("output0:output0[4]>0", "write BOXES"),
+    ("output0=ltrb:output0[4]>0.2", "format 'ltrb' is not one of xyxy, cxcywh, xywh"),
+    ("output0[0:3]:output0[4]>0.2", "four entries"),
+    ("output0[2]:output0[4]>0.2", "four entries"),
+])
+def test_bad_rules_are_named(text, needle):
+    with pytest.raises(ValueError, match=r"--judge-boxes .*" + needle.replace("[", r"\[").replace("]", r"\]")):
+        parse_boxes([text])
+
+
+def test_a_score_slice_is_one_rule_for_judge_where_too():
+    """The slice's colon is not the rule's (split at the last colon outside brackets);
+    before, ``output0:output0[4:22]>0.25`` was read as outputs 'output0:output0[4'."""
+    assert parse_where(["output0:output0[4:22]>0.25"]) == {"output0": ("output0[4:22]", 0.25)}
+
+
+def test_check_boxes_names_the_problem():
+    shapes = {"output0": [1, 22, 2100], "scores": [1, 300]}
+    check_boxes(parse_boxes([RULE]), shapes)
+    with pytest.raises(ValueError, match="no output 'boxes'"):
+        check_boxes(parse_boxes(["boxes:output0[4]>0.2"]), shapes)
+    with pytest.raises(ValueError, match=r"scores gives 300 score\(s\) for the 2100 rows"):
+        check_boxes(parse_boxes(["output0:scores>0.2"]), shapes)
+    with pytest.raises(ValueError, match="no entry 22 on its second-to-last axis"):
+        check_boxes(parse_boxes(["output0[19:23]:output0[4]>0.2"]), shapes)
+
+
+def test_the_format_is_inferred_from_the_reference(yolo_refs):
+    rule = parse_boxes([RULE])["output0"]
+    assert infer_format(yolo_refs, rule).fmt == "cxcywh"  # a YOLO head's centres and sizes
+    corners = []
+    for ref in yolo_refs:
+        out = ref["output0"].copy()
+        cx, cy, w, h = out[0, :4]
+        out[0, :4] = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        corners.append({"output0": out})
+    assert infer_format(corners, rule) == BoxRule("output0", 0, "output0[4:22]", 0.25, "xyxy", True)
+    assert infer_format(yolo_refs, parse_boxes(["output0=xywh:output0[4:22]>0.25"])["output0"]).fmt == "xywh"
+
+
+def test_cosine_does_not_see_boxes_move_iou_does(yolo_refs):
+    """Every box moved 8 px right and down: cosine over the detections stays 0.999, the
+    worst sample's boxes overlap fp32's by under half."""
+    rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
+    where = {"output0": (rule.scores, rule.threshold)}
+    same = compare_outputs(yolo_refs, yolo_refs, where=where, boxes={"output0": rule})["output0"]
+    assert same["box_iou"] == 1.0 and same["boxes"]["missed"] == same["boxes"]["extra"] == 0
+    assert same["boxes"]["reference"] == same["boxes"]["bundle"] > 50
+    moved = compare_outputs(yolo_refs, _moved(yolo_refs, 8.0), where=where, boxes={"output0": rule})["output0"]
+    assert moved["cosine"] > 0.998
+    assert moved["box_iou"] < 0.5 and moved["boxes"]["missed"] > 0
+    fidelity = Fidelity(min_cosine=0.98)
+    assert [c.name for c in fidelity_failures({"output0": moved}, fidelity)] == ["box_iou[output0]"]
+    small = compare_outputs(yolo_refs, _moved(yolo_refs, 0.2), where=where, boxes={"output0": rule})["output0"]
+    assert 0.9 < small["box_iou"] < 1.0 and not fidelity_failures({"output0": small}, fidelity)
+    assert fidelity_failures({"output0": small}, Fidelity(min_cosine=0.98, min_box_iou=0.999))
+
+
+def test_lost_detections_count_near_threshold_ones_do_not(yolo_refs):
+    rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
+    i = max(range(len(yolo_refs)), key=lambda k: int((yolo_refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))
+    ref = yolo_refs[i]
+    lost = ref["output0"].copy()
+    lost[0, 4:] = 0  # the bundle finds nothing
+    m = box_metrics([ref], [{"output0": lost}], rule)
+    assert m["box_iou"] == 0.0 and m["boxes"]["missed"] == m["boxes"]["reference"] > 0
+    # a detection at 0.26 that comes out 0.24 is the same one, judged by its box
+    near = ref["output0"].copy()
+    near[0, 4:] = np.where(near[0, 4:] > 0.25, np.minimum(near[0, 4:], 0.24), near[0, 4:])
+    m = box_metrics([ref], [{"output0": near}], rule)
+    assert m["box_iou"] == 1.0 and m["boxes"]["bundle"] == 0 and m["boxes"]["missed"] == 0
+
+
+def test_classes_are_matched(yolo_refs):
+    """With class scores as the score slice, a box of another class is no match."""
+    rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
+    i = max(range(len(yolo_refs)), key=lambda k: int((yolo_refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))
+    ref = yolo_refs[i]
+    swapped = ref["output0"].copy()
+    swapped[0, 4:] = np.roll(swapped[0, 4:], 1, axis=0)  # every row's scores one class on
+    assert box_metrics([ref], [{"output0": swapped}], rule)["box_iou"] == 0.0
+    unclassed = BoxRule("output0", 0, "output0[4]", 1e-9, "cxcywh")  # one column: no classes, every row
+    assert box_metrics([ref], [{"output0": ref["output0"]}], unclassed)["box_iou"] == 1.0
+
+
+def test_no_detection_is_not_judged(yolo_refs):
+    rule = parse_boxes(["output0=cxcywh:output0[4:22]>0.99"])["output0"]
+    m = compare_outputs(yolo_refs, yolo_refs, boxes={"output0": rule})["output0"]
+    assert "box_iou" not in m and m["boxes"]["samples_with_detections"] == 0
+
+
+def test_budget_implied_by_cosine():
+    assert [box_iou_limit(Fidelity(min_cosine=c)) for c in (0.9999, 0.999, 0.98)] == [0.992929, 0.977639, 0.9]
+    assert box_iou_limit(Fidelity(min_cosine=0.98, min_box_iou=0.75)) == 0.75
+
+
+def test_the_engine_check_judges_boxes_as_the_build_did(yolo_refs):
+    rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
+    manifest = {"validation": {"judge_where": {"output0": [rule.scores, rule.threshold]},
+                               "judge_boxes": {"output0": rule.to_json()}}}
+    i = max(range(len(yolo_refs)), key=lambda k: int((yolo_refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))
+    got = _moved(yolo_refs[i:i + 1], 8.0)[0]
+    metrics = judged_as_built(manifest, yolo_refs[i], got, {})
+    assert metrics["output0"]["box_iou"] < 0.9 < metrics["output0"]["cosine"]
+
+
+@pytest.mark.slow
+def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
+    """An fp32 build meets the box budget; a box budget of 1 is missed with a one-line
+    error naming it (exit 8), and nothing is written; a rule that does not fit is exit 4."""
+    model = real_model("yolov8n")
+    base = [sys.executable, "-m", "deploycomp", "build", str(model), "--target", "host", "--precision", "fp32",
+            "--input", "images:1x3x320x320", "--judge-boxes", RULE]
+    done = subprocess.run(base + ["--out", str(tmp_path / "ok")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "box IoU" in done.stdout
+    manifest = json.loads((tmp_path / "ok" / "manifest.json").read_text())
+    validation = manifest["validation"]
+    assert validation["judge_boxes"]["output0"] == {"rule": "output0[0:4]=cxcywh:output0[4:22]>0.25",
+                                                    "format": "cxcywh", "format_inferred": True}
+    assert validation["outputs"]["output0"]["box_iou"] > 0.99
+    assert any(b["budget"] == "box_iou[output0]" and b["ok"] for b in validation["budgets"])
+    missed = subprocess.run(base + ["--min-box-iou", "1", "--out", str(tmp_path / "strict")],
+                            capture_output=True, text=True)
+    assert missed.returncode == 8 and "box_iou[output0]" in missed.stderr
+    assert len(missed.stderr.strip().splitlines()) == 1 and not (tmp_path / "strict").exists()
+    bad = subprocess.run(base[:-1] + ["output0:scores>0.2", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 4 and "no output 'scores'" in bad.stderr
