@@ -26,7 +26,7 @@ from deploycomp.validate import (_entries, _score_source, entries_shape, entry_a
                                  split_rule)
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
-           "infer_format", "parse_boxes"]
+           "infer_format", "parse_boxes", "suggest_rule"]
 
 FORMATS = ("xyxy", "cxcywh", "xywh")
 """Corners; centre and size (YOLO heads); top-left corner and size (COCO)."""
@@ -250,3 +250,36 @@ def describe_boxes(metrics: Mapping[str, Any]) -> str | None:
     lost = ", ".join(f"{record[k]} {k}" for k in ("missed", "extra") if record.get(k))
     return (f"box IoU {metrics['box_iou']:.3f} (worst sample; mean {record['mean_iou']:.3f} over "
             f"{record['reference']} detections, {record['bundle']} in the bundle{', ' + lost if lost else ''})")
+
+
+SUGGEST_THRESHOLD = 0.25
+"""The score threshold a suggested rule names (the usual default of YOLO exports)."""
+
+
+def suggest_rule(name: str, values: Sequence[np.ndarray]) -> BoxRule | None:
+    """A ``--judge-boxes`` rule for an output that looks like a detector's rows on every
+    sample, or None: rank 3, at least 20 rows of 5 to 1024 entries (:func:`entry_axis`),
+    the first four not all within [0, 1] (pixel coordinates), then a run of entries that
+    all are (scores: one, or a class slice; YOLOv8's ``[1, 84, 8400]``, an NMS-free list's
+    ``[1, 300, 6]``), and some row passing :data:`SUGGEST_THRESHOLD`. A probability
+    sequence (an OCR line's ``[1, 40, 6625]``) has its first entries within [0, 1] too and
+    is no detector. The summary names the rule: cosine barely sees a box move."""
+    arrays = [np.asarray(v) for v in values]
+    if not arrays or any(a.ndim != 3 or a.shape != arrays[0].shape or not np.issubdtype(a.dtype, np.floating)
+                         for a in arrays):
+        return None
+    rows_count, entries = _rows_shape(arrays[0].shape)
+    if not 5 <= entries <= 1024 or rows_count < 20 or rows_count <= entries:
+        return None
+    rows = np.concatenate([_rows(a) for a in arrays])
+    if not np.all(np.isfinite(rows)):
+        return None
+    if float(np.abs(rows[:, :4]).max()) <= 1.5:
+        return None
+    end = 4
+    while end < entries and float(rows[:, end].min()) >= 0 and float(rows[:, end].max()) <= 1:
+        end += 1
+    if end == 4 or float(rows[:, 4:end].max()) <= SUGGEST_THRESHOLD:
+        return None
+    scores = f"{name}[4]" if end == 5 else f"{name}[4:{end}]"
+    return infer_format([{name: a} for a in arrays], BoxRule(name, 0, scores, SUGGEST_THRESHOLD))

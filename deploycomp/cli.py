@@ -209,6 +209,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"    {_short(name)} is input {_short(through['input'])} passed through (cosine "
                        f"{through['input_cosine']:.4f}); its own part, {_short(name)} - {_short(through['input'])}: "
                        f"cosine {through['residual_cosine']:.6f}")
+    for name, rule in (val.get("judge_boxes_suggested") or {}).items():
+        click.echo(f"  {_short(name)} looks like a detector's boxes and scores, and cosine barely sees a box move: "
+                   f"--judge-boxes \"{rule}\" judges them by overlap")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         share = search.get("fp16_mac_share")

@@ -29,7 +29,7 @@ from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
-from deploycomp.boxes import check_boxes, infer_format
+from deploycomp.boxes import check_boxes, infer_format, suggest_rule
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
@@ -965,6 +965,10 @@ def _build(opts: BuildOptions) -> BuildResult:
             metrics[name]["weak_channels"] = channels  # (said by the summary and the report)
         summary = summarize(metrics, fidelity, artifact_mb, memory_mb, latency_ms,
                             target.budgets, latency_measured=measured_host, floor=floor)
+        # outputs that look like a detector's boxes and scores, judged by cosine alone: the rule
+        # that would judge their boxes (the summary and the report name it)
+        suggested = {name: rule.text() for name in metrics if name not in prep.boxes and all(name in r for r in refs)
+                     and (rule := suggest_rule(name, [r[name] for r in refs])) is not None}
         if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
                 and set(quant_info.get("float_layers") or ()) - set(quant_info.get("pinned_float") or ())):
             # the search met the budget only by keeping every layer float: an fp32 model in an
@@ -1019,6 +1023,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
                            **({"judge_channels": prep.channels} if prep.channels else {}),
                            **({"judge_boxes": {k: r.to_json() for k, r in prep.boxes.items()}} if prep.boxes else {}),
+                           **({"judge_boxes_suggested": suggested} if suggested else {}),
                            # every budget ``ok`` answers for, measured ones included (a memory
                            # miss is under measured.budgets only: ``ok`` false, every budget here met)
                            "missed": [c.name for c in summary.checks if not c.ok],

@@ -374,6 +374,9 @@ def _validation_html(val: dict, fidelity: dict) -> str:
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
         if (boxes := describe_boxes(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(boxes)}</span>'
+        if (rule := (val.get("judge_boxes_suggested") or {}).get(name)) is not None:
+            bad += (f'<br><span class="muted">looks like a detector\'s boxes and scores, and cosine barely sees a box '
+                    f'move: <code>--judge-boxes "{html.escape(rule)}"</code> judges them by overlap</span>')
         if (judged := describe_where(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(judged)}</span>'
         if m.get("passes_through"):

@@ -159,7 +159,8 @@ def test_the_engine_check_judges_boxes_as_the_build_did(yolo_refs):
 @pytest.mark.slow
 def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
     """An fp32 build meets the box budget; a box budget of 1 is missed with a one-line
-    error naming it (exit 8), and nothing is written; a rule that does not fit is exit 4."""
+    error naming it (exit 8), and nothing is written; a rule that does not fit is exit 4;
+    without the option, the summary and the manifest name the rule that would judge it."""
     model = real_model("yolov8n")
     base = [sys.executable, "-m", "deploycomp", "build", str(model), "--target", "host", "--precision", "fp32",
             "--input", "images:1x3x320x320", "--judge-boxes", RULE]
@@ -179,3 +180,25 @@ def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
     bad = subprocess.run(base[:-1] + ["output0:scores>0.2", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True)
     assert bad.returncode == 4 and "no output 'scores'" in bad.stderr
+    plain = subprocess.run(base[:-2] + ["--out", str(tmp_path / "plain")], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    suggested = json.loads((tmp_path / "plain" / "manifest.json").read_text())["validation"]["judge_boxes_suggested"]
+    assert suggested == {"output0": "output0[0:4]=cxcywh:output0[4:22]>0.25"}
+    assert '--judge-boxes "output0[0:4]=cxcywh:output0[4:22]>0.25"' in plain.stdout
+
+
+def test_a_detector_head_gets_a_rule_suggested(yolo_refs, real_model):
+    """YOLOv8n's head is named with the rule that would judge it; an OCR line's
+    probabilities ([1, 40, 6625], first entries within [0, 1] too) and a class list are no
+    detector."""
+    import onnxruntime as ort
+
+    from deploycomp.boxes import suggest_rule
+    from deploycomp.sample_data import ocr_line_samples
+
+    rule = suggest_rule("output0", [r["output0"] for r in yolo_refs])
+    assert rule is not None and rule.text() == "output0[0:4]=cxcywh:output0[4:22]>0.25" and rule.inferred
+    rec = ort.InferenceSession(str(real_model("ppocr-rec")), providers=["CPUExecutionProvider"])
+    lines = [rec.run(None, {"x": x})[0] for x in ocr_line_samples((1, 3, 48, 320))[:2]]
+    assert lines[0].ndim == 3 and suggest_rule("probs", lines) is None
+    assert suggest_rule("logits", [np.random.default_rng(0).random((1, 1000), np.float32)]) is None
