@@ -153,9 +153,14 @@ def test_the_cli_exit_codes_and_signing(fleet_dir):
     ("just: [text", "not valid YAML"),
     # one cell twice (it had run, failed with an internal error and broken its cache entry)
     ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host, host]\nprecisions: [fp16]",
-     "targets: Value error, lists 'host' twice"),
+     "targets: lists 'host' twice"),
     ("models:\n  - {name: a, path: models/a.onnx, precisions: [fp16, fp16]}\ntargets: [host]\nprecisions: [fp16]",
-     "models[0].precisions: Value error, lists 'fp16' twice"),
+     "models[0].precisions: lists 'fp16' twice"),
+    # a judging rule checked as the build reads it (it had failed every cell, one at a time)
+    ("models:\n  - {name: a, path: models/a.onnx, options: {judge_boxes: ['y:y[4]>x']}}\ntargets: [host]\n"
+     "precisions: [fp16]", "models[0].options.judge_boxes: --judge-boxes 'y:y[4]>x': write BOXES"),
+    ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host]\nprecisions: [fp16]\n"
+     "options: {judge_where: ['probs']}", "options.judge_where: --judge-where 'probs': write OUTPUT"),
     # a misspelt key is named, not the key it stands for ("precisions: Field required")
     ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host]\nprecision: [fp16]", "precision: unknown key"),
 ])
@@ -522,3 +527,22 @@ def test_two_profile_files_named_alike_and_a_bad_preprocessing_spec_are_spec_err
     (fleet_dir / "prep.yaml").write_text("resize: stretch\n")
     with pytest.raises(InputDataError, match=r"models\[0\].preprocess: .*prep.yaml: resize"):
         load_spec(fleet_dir / "p.yaml")
+
+
+def test_judging_rules_and_the_box_budget_reach_the_build(fleet_dir):
+    """A model's ``judge_where`` / ``judge_boxes`` (the command line's strings) and
+    ``min_box_iou`` reach its builds as the build options read them."""
+    from deploycomp.boxes import BoxRule
+    from deploycomp.fleet.worker import _parsed
+
+    (fleet_dir / "s.yaml").write_text(SPEC.replace(
+        "    path: models/b.onnx",
+        "    path: models/b.onnx\n    budgets: {min_box_iou: 0.95}\n"
+        "    options: {judge_boxes: ['dets=xyxy:dets[4]>0.3'], judge_where: ['heat:probs>0.2']}"))
+    _, jobs = load_spec(fleet_dir / "s.yaml")
+    b = next(j for j in jobs if j.model == "b")
+    assert b.min_box_iou == 0.95 and b.options["judge_boxes"] == ["dets=xyxy:dets[4]>0.3"]
+    parsed = _parsed(b.options)
+    assert parsed["judge_boxes"] == {"dets": BoxRule("dets", 0, "dets[4]", 0.3, "xyxy")}
+    assert parsed["judge_where"] == {"heat": ("probs", 0.2)}
+    assert all(j.min_box_iou is None and "judge_boxes" not in j.options for j in jobs if j.model == "a")

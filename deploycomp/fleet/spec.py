@@ -12,8 +12,9 @@
         freeze: {sr: 16000}                # optional, as --freeze
         targets: [host, jetson]            # optional: overrides the fleet's
         precisions: [fp16]                 # optional: overrides the fleet's
-        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1
-        options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit, ...
+        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou
+        options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit,
+                                           # judge_where, judge_boxes (lists of rules), ...
       - name: yolov8n-640
         extends: yolov8n                   # every key of yolov8n, these replacing its own
         inputs: {images: [1, 3, 640, 640]}
@@ -68,6 +69,7 @@ def _distinct(values: list | None) -> list | None:
 class Budgets(_Strict):
     min_cosine: float | None = Field(default=None, gt=0, le=1)
     min_top1: float | None = Field(default=None, gt=0, le=1)
+    min_box_iou: float | None = Field(default=None, gt=0, le=1)
 
 
 class Options(_Strict):
@@ -81,6 +83,19 @@ class Options(_Strict):
     int8_io: bool | None = None
     keep_initializer_inputs: bool = False
     judge_channels: bool = False
+    judge_where: list[str] = Field(default_factory=list)
+    judge_boxes: list[str] = Field(default_factory=list)
+
+    @field_validator("judge_where", "judge_boxes")
+    @classmethod
+    def _rules_read(cls, values: list[str], info) -> list[str]:
+        """Each rule checked as the build will read it (a bad one had failed every cell of its
+        model, one build at a time)."""
+        from deploycomp.boxes import parse_boxes
+        from deploycomp.validate import parse_where
+
+        (parse_where if info.field_name == "judge_where" else parse_boxes)(values)
+        return values
 
 
 class ModelSpec(_Strict):
@@ -144,6 +159,7 @@ class Job:
     freeze: tuple[tuple[str, Any], ...] = ()
     min_cosine: float | None = None
     min_top1: float | None = None
+    min_box_iou: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     not_applied: tuple[str, ...] = ()
     """The model's options that do not apply to this cell (:func:`cell_options`)."""
@@ -211,7 +227,7 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
         key = _key_path(err["loc"])
         if err["type"] == "extra_forbidden":
             raise SpecError(f"{path}: {key}: unknown key") from None
-        raise SpecError(f"{path}: {key}: {err['msg']}") from None
+        raise SpecError(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
     names = [m.name for m in spec.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -272,7 +288,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                     calibration=local(m.calibration, f"{where}.calibration"),
                     validation=local(m.validation, f"{where}.validation"),
                     preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
-                    min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"), options=applied,
+                    min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"),
+                    min_box_iou=budgets.get("min_box_iou"), options=applied,
                     not_applied=tuple(sorted(set(options) - set(applied))),
                 ))
     seen: dict[str, Job] = {}

@@ -52,6 +52,16 @@ def summarize_bundle(bundle: Path) -> dict[str, Any]:
     }
 
 
+def _parsed(options: dict[str, Any]) -> dict[str, Any]:
+    """A spec's options as :class:`deploycomp.pipeline.BuildOptions` takes them: its rules
+    (``judge_where``, ``judge_boxes``, lists of the command line's strings) parsed."""
+    from deploycomp.boxes import parse_boxes
+    from deploycomp.validate import parse_where
+
+    return {**options, **({"judge_where": parse_where(options["judge_where"])} if "judge_where" in options else {}),
+            **({"judge_boxes": parse_boxes(options["judge_boxes"])} if "judge_boxes" in options else {})}
+
+
 def build_job(job: Job, folder: str | Path) -> dict[str, Any]:
     """Build ``job`` into ``folder/bundle``; never raises for a failed build (only interrupts)."""
     from deploycomp.errors import DeployError, environment_problem
@@ -63,7 +73,8 @@ def build_job(job: Job, folder: str | Path) -> dict[str, Any]:
         model=job.path, out=folder / "bundle", target=job.target, precision=job.precision,
         inputs=[(n, tuple(s)) for n, s in job.inputs], calibration=job.calibration,
         validation_data=job.validation, preprocess=job.preprocess, freeze=dict(job.freeze),
-        min_cosine=job.min_cosine, min_top1=job.min_top1, no_fail=True, force=True, **job.options,
+        min_cosine=job.min_cosine, min_top1=job.min_top1, min_box_iou=job.min_box_iou, no_fail=True, force=True,
+        **_parsed(job.options),
     )
     try:
         build(opts)
