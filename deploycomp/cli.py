@@ -458,6 +458,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         kw["inputs"] = tuple(f"{n}:{'x'.join(map(str, s))}" for n, s in ((ex.input_name, ex.shape), *ex.other_inputs))
     if not kw["freeze"]:
         kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
+    if not kw["judge_boxes"]:
+        kw["judge_boxes"] = ex.judge_boxes
     if kw["precision"] is None:
         from deploycomp.pipeline import default_precision
 

@@ -42,6 +42,8 @@ class Example:
     """Shapes of its other inputs (a recurrent state), pinned as for the main one."""
     freeze: tuple[tuple[str, float], ...] = ()
     """Inputs the example builds as constants (``--freeze``)."""
+    judge_boxes: tuple[str, ...] = ()
+    """``--judge-boxes`` rules for a detector: its boxes judged by their overlap with fp32's."""
 
 
 EXAMPLES: dict[str, Example] = {
@@ -51,6 +53,7 @@ EXAMPLES: dict[str, Example] = {
             "yolov8n", "nudenet==3.4.2", "nudenet/320n.onnx",
             "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
             "images", (1, 3, 320, 320), "yolo", "YOLOv8n detector (NudeNet 320n), 1x3x320x320",
+            judge_boxes=("output0=cxcywh:output0[4:22]>0.25",),  # 4 box entries, then 18 classes
         ),
         Example(
             "ppocr-det", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",

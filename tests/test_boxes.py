@@ -202,3 +202,15 @@ def test_a_detector_head_gets_a_rule_suggested(yolo_refs, real_model):
     lines = [rec.run(None, {"x": x})[0] for x in ocr_line_samples((1, 3, 48, 320))[:2]]
     assert lines[0].ndim == 3 and suggest_rule("probs", lines) is None
     assert suggest_rule("logits", [np.random.default_rng(0).random((1, 1000), np.float32)]) is None
+
+
+@pytest.mark.slow
+def test_the_detector_example_judges_its_boxes(real_model, tmp_path):
+    """``deploycomp example yolov8n`` knows its model: a detector, judged by its boxes."""
+    real_model("yolov8n")  # (fetched once, as the example would)
+    done = subprocess.run([sys.executable, "-m", "deploycomp", "example", "yolov8n", "--precision", "fp32",
+                           "--out", str(tmp_path / "ex")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    validation = json.loads((tmp_path / "ex" / "manifest.json").read_text())["validation"]
+    assert validation["judge_boxes"]["output0"]["rule"] == "output0[0:4]=cxcywh:output0[4:22]>0.25"
+    assert validation["outputs"]["output0"]["box_iou"] > 0.99 and "box IoU" in done.stdout
