@@ -65,10 +65,34 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _after_the_command(ctx: click.Context) -> None:
+    """From here the command's work is done, or its error said: a SIGTERM while the process
+    shuts down (tqdm's and the runtimes' exit handlers) ends it at once with one line,
+    instead of a Terminated raised inside an exit handler (a traceback, and exit 0) or a
+    silent 143 with a finished bundle in place."""
+    def late(signum, frame) -> None:
+        if (ctx.obj or {}).get("done"):  # (an error or an interrupt has said its line already)
+            written = (ctx.obj or {}).get("written")
+            sys.stderr.write(f"deploycomp: terminated; {written} was written whole before it\n" if written
+                             else "deploycomp: terminated after the command had finished\n")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(143)
+
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, late)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if ctx.obj is not None:
+                ctx.obj["done"] = True
+            return result
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except BrokenPipeError:  # `deploycomp targets | head`: the reader left, not an error of ours
@@ -82,6 +106,8 @@ class _Group(click.Group):
             sys.exit(143 if terminated else 130)
         except Exception as e:  # one line, the documented code; traceback only with -v
             _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
+        finally:
+            _after_the_command(ctx)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -68,6 +68,24 @@ def test_a_signal_in_the_cli_exits_with_one_line(tiny_conv, tmp_path, sig, stage
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
+def test_a_sigterm_after_the_build_finished_says_the_bundle_is_whole(tiny_conv, tmp_path):
+    """SIGTERM once the command has returned, while the process shuts down (tqdm's and the
+    runtimes' exit handlers): exit 143 and one line saying the bundle was written whole,
+    not a traceback from an exit handler with exit 0, nor a silent 143."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from deploycomp.cli import main
+        main(["build", {str(tiny_conv)!r}, "--out", "out"], standalone_mode=False)
+        os.kill(os.getpid(), signal.SIGTERM)
+        import time; time.sleep(30)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "deploycomp: terminated; out was written whole before it"
+    assert "Traceback" not in proc.stderr and (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_what_a_killed_build_left_is_removed_by_the_next_build_into_the_same_out(tiny_conv, tmp_path):
     """SIGKILL (the out-of-memory killer, or a crash inside a native library: OpenVINO's
     converter segfaulted on a real DFT) leaves no chance to clean up: the staging folder
