@@ -480,8 +480,11 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         return
     path = fetch_example(name)
     ex = EXAMPLES[name]
-    if not kw["inputs"] and not any(p.startswith(f"{ex.input_name}:") for p in kw["profiles"]):
-        kw["inputs"] = tuple(f"{n}:{'x'.join(map(str, s))}" for n, s in ((ex.input_name, ex.shape), *ex.other_inputs))
+    # the example's shapes for the inputs the user left alone (one --input for its state had
+    # dropped the shape of its audio input too)
+    given = {spec.partition(":")[0] for spec in (*kw["inputs"], *kw["profiles"])}
+    kw["inputs"] = (*kw["inputs"], *(f"{n}:{'x'.join(map(str, s))}" for n, s in ((ex.input_name, ex.shape),
+                                                                                 *ex.other_inputs) if n not in given))
     if not kw["freeze"]:
         kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
     if not kw["judge_boxes"]:

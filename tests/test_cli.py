@@ -600,3 +600,14 @@ def test_inspect_sizes_the_inputs_that_name_the_dims_an_input_was_given():
         rc, stdout, _ = cli("inspect", Path(tmp) / "m.onnx", "--input", "a:1x16")
     assert rc == 0 and "input  b: int64 [1, 16]" in stdout and "dynamic" not in stdout
     assert "output y: int64 [1, 16]" in stdout  # (dtypes: a bool mask, an int64 length were shapes alone)
+
+
+@pytest.mark.slow
+def test_one_input_given_to_an_example_keeps_its_other_shapes(real_model, tmp_path):
+    """``example silero-vad --input state:2x1x128``: the audio input keeps the example's
+    shape (it had been dropped: exit 4, "input 'input' has dynamic dim(s)")."""
+    real_model("silero-vad")
+    rc, _, stderr = cli("example", "silero-vad", "--input", "state:2x1x128", "--out", tmp_path / "sv", cwd=tmp_path)
+    assert rc == 0, stderr
+    inputs = {i["name"]: i["shape"] for i in json.loads((tmp_path / "sv" / "manifest.json").read_text())["io"]["inputs"]}
+    assert inputs == {"input": [1, 512], "state": [2, 1, 128]}
