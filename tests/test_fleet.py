@@ -546,3 +546,24 @@ def test_judging_rules_and_the_box_budget_reach_the_build(fleet_dir):
     assert parsed["judge_boxes"] == {"dets": BoxRule("dets", 0, "dets[4]", 0.3, "xyxy")}
     assert parsed["judge_where"] == {"heat": ("probs", 0.2)}
     assert all(j.min_box_iou is None and "judge_boxes" not in j.options for j in jobs if j.model == "a")
+
+
+def test_ray_missing_is_said_before_the_cache_is_read(fleet_dir, monkeypatch):
+    """``--executor ray`` without Ray: exit 7 before any cell is keyed or looked up (the
+    run had listed every cell "held (cached)" and then stopped)."""
+    import importlib.util
+
+    from deploycomp.errors import BackendUnavailable
+    from deploycomp.fleet import run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+
+    def keyed(*a, **k):
+        raise AssertionError("a cell was keyed before the executor was checked")
+
+    monkeypatch.setattr(run, "build_key", keyed)
+    lines = []
+    with pytest.raises(BackendUnavailable, match="--executor ray needs Ray"):
+        run.run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", executor="ray", progress=lines.append)
+    assert lines == [] and not (fleet_dir / "out").exists()

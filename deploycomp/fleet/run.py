@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -134,6 +135,13 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
     started = time.perf_counter()
     spec_path = Path(spec_path)
     _, work = load_spec(spec_path)
+    if executor not in ("local", "ray"):
+        raise DeployError(f"unknown executor {executor!r}; known: local, ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        # before the cache is read: a run that had listed every cell "held (cached)" then stopped
+        from deploycomp.errors import BackendUnavailable
+
+        raise BackendUnavailable('--executor ray needs Ray: pip install "deploycomp[ray]"')
     # a bad key (a public one, an encrypted one without its password) stops the run before
     # any build: found after placing, it had left unsigned bundles and no index
     key_id = _signing_key_id(Path(sign_key)) if sign_key is not None else None
@@ -159,12 +167,10 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
             from deploycomp.fleet.executors import RayExecutor
 
             runner = RayExecutor(ray_address, jobs, cache.root / "ray", device_timeout, ray_resources)
-        elif executor == "local":
+        else:
             from deploycomp.fleet.executors import LocalExecutor, local_jobs
 
             runner = LocalExecutor(local_jobs([j for j, _, _ in misses], jobs))
-        else:
-            raise DeployError(f"unknown executor {executor!r}; known: local, ray")
         staged: dict[str, Path] = {}
         built_seconds = 0.0
         try:
