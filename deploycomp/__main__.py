@@ -2,4 +2,4 @@
 
 from deploycomp.cli import main
 
-main()
+main(prog_name="deploycomp")

@@ -87,6 +87,25 @@ def _after_the_command(ctx: click.Context) -> None:
 
 
 class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own reports in one line too: a usage error (a missing ``--out``, a value
+        not among the choices) had printed the usage, a hint and ``Error: ...`` on three."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as e:
+            hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            click.echo(f"deploycomp: error: {one_line(e.format_message()).rstrip('.')}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"deploycomp: error: {one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:  # Ctrl-C while the arguments were read
+            click.echo("deploycomp: interrupted; nothing was written", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             result = super().invoke(ctx)
@@ -381,7 +400,8 @@ def _build_options(f):
     f = click.option("--freeze", "freeze", multiple=True, metavar="NAME=VALUE",
                      help="Replace an input by a constant (e.g. sr=16000; comma-separated values for a tensor): "
                           "branches and shapes that depend on it fold.")(f)
-    f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
+    f = click.option("--force", is_flag=True,
+                     help="Replace --out if it holds a previous bundle or is an empty folder (anything else is refused).")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(f)
     return f
@@ -778,7 +798,13 @@ def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
     """Check a bundle's files against its manifest and signature (exit 11 naming the first bad file)."""
     from deploycomp.signing import verify_bundle
 
-    result = verify_bundle(bundle, public_key)
+    try:
+        result = verify_bundle(bundle, public_key)
+    except DeployError as e:
+        if as_json:  # (a script reading stdout had got nothing on a failed check)
+            click.echo(json.dumps({"bundle": str(bundle), "ok": False, "error": one_line(str(e)),
+                                   "exit_code": e.exit_code}, indent=2))
+        raise
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -858,4 +884,4 @@ def targets_show(name: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="deploycomp")

@@ -315,7 +315,8 @@ class _Rows:
         if regression is None and comparable and limit and isinstance(old, (int, float)) and isinstance(new, (int, float)):
             o, n = (-old, -new) if lower_is_worse else (old, new)
             if limit.exceeded(o, n):
-                by = f"{(n - o) / abs(o):.1%}" if limit.relative and o else f"{abs(n - o):.3g}"
+                unit, factor = {"latency": (" ms", 1), "size": (" MB", 1e-6), "memory": (" MB", 1)}.get(gate, ("", 1))
+                by = f"{(n - o) / abs(o):.1%}" if limit.relative and o else f"{abs(n - o) * factor:.3g}{unit}"
                 regression = f"{'fell' if lower_is_worse else 'rose'} by {by}, more than {gate}={limit.text} allows"
         self.rows.append(Row(metric, old, new, change, self.scope, regression, comparable, note, (fmt(old), fmt(new))))
 

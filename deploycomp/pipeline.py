@@ -698,7 +698,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                    data_shapes=_data_shapes(opts))
     own = own_quantization(prep, target)
     if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None and own is None:
-        raise InputDataError("--precision int8 needs calibration data: pass --calibration (.npz, .npy or an "
+        # (coral-edgetpu's own precision is int8: said so where --precision was not given)
+        raise InputDataError("precision int8 needs calibration data: pass --calibration (.npz, .npy or an "
                              "image folder with --preprocess)")
     opts.progress("check op support")
     support = backend.check(prep.model, target)

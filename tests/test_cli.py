@@ -78,9 +78,9 @@ def _per_channel_at_opset_11(path):
         (None, ["--calibration", "missing.npz"], 4, ["calibration file not found"]),
         (None, ["--validation-data", "missing.npz"], 4, ["validation data file not found"]),
         (None, ["--target", "coral-edgetpu", "--precision", "fp32"], 6, ["coral-edgetpu", "does not support precision fp32"]),
-        (None, ["--target", "coral-edgetpu"], 4, ["--precision int8 needs calibration data"]),  # its own precision
+        (None, ["--target", "coral-edgetpu"], 4, ["precision int8 needs calibration data"]),  # its own precision
         (None, ["--io-layout", "nchw"], 6, ["--io-layout applies to TFLite targets"]),
-        (None, ["--precision", "int8"], 4, ["--precision int8 needs calibration data"]),
+        (None, ["--precision", "int8"], 4, ["precision int8 needs calibration data"]),
         (None, ["--int8-boosters", "equalize,adaround"], 2, ["unknown int8 booster(s) adaround"]),
         (None, ["--min-top1", "1.5"], 2, ["--min-top1 must be in (0, 1], got 1.5"]),
         (None, ["--judge-where", "probs"], 4, ["--judge-where 'probs'", "OUTPUT[,OUTPUT...]:SCORES>THRESHOLD"]),
@@ -611,3 +611,17 @@ def test_one_input_given_to_an_example_keeps_its_other_shapes(real_model, tmp_pa
     assert rc == 0, stderr
     inputs = {i["name"]: i["shape"] for i in json.loads((tmp_path / "sv" / "manifest.json").read_text())["io"]["inputs"]}
     assert inputs == {"input": [1, 512], "state": [2, 1, 128]}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["build", "m.onnx"], "Missing option '--out' / '-o' (see deploycomp build --help)"),
+    (["build", "m.onnx", "--out", "o", "--precision", "fp8"], "'fp8' is not one of"),
+    (["run", "b", "--inputs", "in.npz", "--outputs", "nodir/out.npz"], "folder"),
+    (["nosuch"], "No such command 'nosuch' (see deploycomp --help)"),
+])
+def test_usage_errors_are_one_line_too(tmp_path, args, needle):
+    """Click's own reports of a wrong command line had been three lines (usage, a hint,
+    ``Error: ...``): now the documented one line, exit 2."""
+    rc, _, stderr = cli(*args, cwd=tmp_path)
+    assert rc == 2
+    _one_line_error(stderr, needle)

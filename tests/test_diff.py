@@ -330,3 +330,17 @@ def test_a_fleet_cell_that_built_and_missed_its_budget_is_said_so():
     failed = {"ok": False, "ok_built": False, "exit_code": 6, "error": "op 'Conv' has no lowering"}
     assert _what_failed(failed) == "fails to build"
     assert _entry_state({"ok": False, "ok_built": True}) == "budgets missed"
+
+
+def test_an_absolute_regression_says_its_unit():
+    """``rose by 25.3, more than latency=2ms allows`` had no unit on the rise."""
+    from deploycomp.diff import _Rows
+
+    rows = _Rows(parse_thresholds("latency=2ms,memory=5MB,size=1MB,nodes=0"))
+    rows.add("latency_ms", 10.0, 35.3, gate="latency")
+    rows.add("peak_memory_mb", 90.0, 120.0, gate="memory")
+    rows.add("artifact_bytes", 1_000_000, 3_000_000, gate="size")
+    rows.add("nodes", 10, 12, gate="nodes")
+    assert [r.regression for r in rows.rows] == [
+        "rose by 25.3 ms, more than latency=2ms allows", "rose by 30 MB, more than memory=5MB allows",
+        "rose by 2 MB, more than size=1MB allows", "rose by 2, more than nodes=0 allows"]

@@ -126,7 +126,7 @@ def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
 def test_precision_not_offered_by_target(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match="does not support precision bf16; supported: fp32, fp16, int8"):
         deploycomp.build(tiny_conv, tmp_path / "out", target="intel-core-avx2", precision="bf16")
-    with pytest.raises(InputDataError, match="--precision int8 needs calibration data"):
+    with pytest.raises(InputDataError, match="precision int8 needs calibration data"):
         deploycomp.build(tiny_conv, tmp_path / "out", precision="int8")
 
 

@@ -416,6 +416,9 @@ def test_cli_sign_and_verify(bundle, keys):
     assert rc == 11 and len(err.strip().splitlines()) == 1 and "model.bin" in err
     rc, out, err = cli("verify", bundle, "--public-key", keys["other"][1])
     assert rc == 11 and "wrong key" in err
+    rc, out, err = cli("verify", bundle, "--json")  # a script reading stdout gets the failure too
+    assert rc == 11 and json.loads(out) == {"bundle": str(bundle), "ok": False, "exit_code": 11,
+                                            "error": err.strip().removeprefix("deploycomp: error: ")}
 
 
 @pytest.mark.skipif("verify" not in inspect.signature(deploycomp.load).parameters,
