@@ -516,7 +516,9 @@ def quantize(
                 record["ranked_by"] = "dynamic-range error alone, per MAC"
             choices, checks = weights_only_layers(eligible, lambda dynamic: meets_budget(
                 quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)), worth=worth,
-                stop=lambda: hurry.skip("the search for dynamic-range layers"))
+                # (a search under way when the limit passes stops there: what it found so far stays,
+                # and the summary had said "without the search" over 33 dynamic-range layers)
+                stop=lambda: hurry.skip("the rest of the search for dynamic-range layers"))
             record |= {"chosen": len(choices[0]) if choices else 0, "checks": checks}
             kept = [names for names in choices if worth(names)]
             if choices and not kept:
