@@ -211,6 +211,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
             "auto": manifest.get("auto"),
             **({"fp16": manifest["fp16"]} if "fp16" in manifest else {}),  # what stayed fp32, and why
+            **({"judge_boxes_suggested": val["judge_boxes_suggested"]} if val.get("judge_boxes_suggested") else {}),
         }))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"

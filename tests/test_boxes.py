@@ -185,6 +185,9 @@ def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
     suggested = json.loads((tmp_path / "plain" / "manifest.json").read_text())["validation"]["judge_boxes_suggested"]
     assert suggested == {"output0": "output0[0:4]=cxcywh:output0[4:22]>0.25"}
     assert '--judge-boxes "output0[0:4]=cxcywh:output0[4:22]>0.25"' in plain.stdout
+    as_json = subprocess.run(base[:-2] + ["--out", str(tmp_path / "plain"), "--force", "--json"],
+                             capture_output=True, text=True)
+    assert json.loads(as_json.stdout)["judge_boxes_suggested"] == suggested
 
 
 def test_a_detector_head_gets_a_rule_suggested(yolo_refs, real_model):
