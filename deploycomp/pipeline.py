@@ -1034,7 +1034,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         }
         write_json(stage / MANIFEST, manifest)
         (stage / "report.html").write_text(render_report(manifest))
-        hint = (_ranked_list_hint(summary, refs, where) + _int8_io_hint(opts, target, prep.model)
+        hint = (_ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model)
                 + int8_hint(quant_info) + coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")
                    else "")
@@ -1113,10 +1113,11 @@ def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:
                        "estimates_for": target.resolved_from, "device_step": device_step}}
 
 
-def _ranked_list_hint(summary, refs: list, where: Mapping) -> str:
+def _ranked_list_hint(summary, refs: list, where: Mapping, suggested: Mapping[str, str]) -> str:
     """For a missed output that is a ranked list whose tail is ties (an NMS-free detector's
-    top 300, :func:`deploycomp.validate.ranked_list_column`): the ``--judge-where`` rule
-    that judges its head (one clause, or "")."""
+    top 300, :func:`deploycomp.validate.ranked_list_column`) or that looks like a detector's
+    rows (``suggested``: :func:`deploycomp.boxes.suggest_rule`): the ``--judge-boxes`` or
+    ``--judge-where`` rule that judges its detections (one clause, or "")."""
     from deploycomp.validate import ranked_list_column
 
     missed = list(dict.fromkeys(c.name.partition("[")[2][:-1] for c in summary.failures  # "cosine[output0]"
@@ -1125,9 +1126,14 @@ def _ranked_list_hint(summary, refs: list, where: Mapping) -> str:
         if name in where or not all(name in r for r in refs):
             continue
         column = ranked_list_column([r[name] for r in refs])
+        boxes = f'--judge-boxes "{suggested[name]}" judges its detections, their boxes by overlap' \
+            if name in suggested else ""
         if column is not None:
             return (f"{name} is a ranked list whose column {column} falls to ~0 in most rows, where runtimes order "
-                    f"ties as they like: --judge-where {name}:{name}[{column}]>0.25 judges its top entries; ")
+                    f"ties as they like: {boxes + ' (or ' if boxes else ''}--judge-where {name}:{name}[{column}]>0.25 "
+                    f"judges its top entries{')' if boxes else ''}; ")
+        if boxes:
+            return f"{name} looks like a detector's boxes and scores, judged whole: {boxes}; "
     return ""
 
 

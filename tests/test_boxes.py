@@ -177,6 +177,9 @@ def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
                             capture_output=True, text=True)
     assert missed.returncode == 8 and "box_iou[output0]" in missed.stderr
     assert len(missed.stderr.strip().splitlines()) == 1 and not (tmp_path / "strict").exists()
+    whole = subprocess.run(base[:-2] + ["--min-cosine", "1", "--out", str(tmp_path / "whole")],
+                           capture_output=True, text=True)  # a miss judged whole names the rule
+    assert whole.returncode == 8 and '--judge-boxes "output0[0:4]=cxcywh:output0[4:22]>0.25"' in whole.stderr
     bad = subprocess.run(base[:-1] + ["output0:scores>0.2", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True)
     assert bad.returncode == 4 and "no output 'scores'" in bad.stderr
