@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.validate import (_entries, _score_source, entries_shape, entry_axis, noise_allowance,
+from deploycomp.validate import (entries_shape, entry_axis, noise_allowance, row_entries, score_source,
                                  split_rule)
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
@@ -73,7 +73,7 @@ def parse_boxes(texts) -> dict[str, BoxRule]:
         target, rule = split_rule(text)
         target, _, fmt = target.partition("=")
         scores, gt, threshold = rule.partition(">")
-        name, index = _score_source(target)
+        name, index = score_source(target)
         try:
             value = float(threshold)
         except ValueError:
@@ -103,7 +103,7 @@ def check_boxes(rules: Mapping[str, BoxRule], shapes: Mapping[str, Sequence[int]
     not fit the output's entries or whose scores are not one per row of boxes."""
     for name, rule in rules.items():
         said = f"--judge-boxes {rule.text()}"
-        source, index = _score_source(rule.scores)
+        source, index = score_source(rule.scores)
         for n in (name, source):
             if n not in shapes:
                 raise ValueError(f"{said}: the model has no output {n!r} (outputs: {', '.join(list(shapes)[:8])})")
@@ -128,7 +128,7 @@ def _rows(values: np.ndarray) -> np.ndarray:
 def _detections(output: Mapping[str, np.ndarray], rule: BoxRule) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(boxes as rows x 4 in float64, each row's score, each row's class or None)."""
     boxes = _rows(output[rule.boxes])[:, rule.start:rule.start + 4].astype(np.float64)
-    source, index = _score_source(rule.scores)
+    source, index = score_source(rule.scores)
     values = np.asarray(output[source])
     classes = None
     if isinstance(index, slice):
@@ -136,7 +136,7 @@ def _detections(output: Mapping[str, np.ndarray], rule: BoxRule) -> tuple[np.nda
         classes = rows.argmax(axis=1)
         scores = rows.max(axis=1)
     else:
-        scores = (values if index is None else _entries(values, index)).reshape(-1)
+        scores = (values if index is None else row_entries(values, index)).reshape(-1)
     return boxes, scores.astype(np.float64), classes
 
 

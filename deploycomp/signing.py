@@ -146,7 +146,7 @@ def _safe_relpath(bundle: Path, rel: Any, source: str) -> str:
     return rel
 
 
-def _entries(bundle: Path, listed: Any, source: str) -> dict[str, dict[str, Any]]:
+def row_entries(bundle: Path, listed: Any, source: str) -> dict[str, dict[str, Any]]:
     if not isinstance(listed, list):
         raise BundleVerificationError(f"{bundle}/{source}: its file list is not a list", source, "manifest")
     out: dict[str, dict[str, Any]] = {}
@@ -222,7 +222,7 @@ def check_digests(bundle: str | os.PathLike, manifest: dict[str, Any] | None = N
     start = time.perf_counter()
     if manifest is None:
         manifest = _read_manifest(bundle)[0]
-    artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
+    artifacts = row_entries(bundle, manifest.get("artifacts", []), MANIFEST)
     total = sum(_check_entry(bundle, path, artifacts[path], MANIFEST) for path in sorted(artifacts))
     return {"artifacts": len(artifacts), "bytes": total, "seconds": round(time.perf_counter() - start, 4)}
 
@@ -365,7 +365,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
     key = _load_private_key(private_key_path, password)  # a bad key fails before any hashing
     remove_abandoned(bundle / SIGNATURE)  # a signing killed mid-write left its temporary file
     manifest, manifest_bytes = _read_manifest(bundle)
-    artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
+    artifacts = row_entries(bundle, manifest.get("artifacts", []), MANIFEST)
     files, odd = _bundle_files(bundle)
     if odd:
         raise BundleVerificationError(f"{bundle}/{odd[0]}: not a regular file (a bundle holds regular files "
@@ -504,11 +504,11 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
     files, odd = _bundle_files(bundle)
     present = set(files)
     if doc:
-        expected = _entries(bundle, doc["signed"].get("files"), SIGNATURE)
+        expected = row_entries(bundle, doc["signed"].get("files"), SIGNATURE)
         _files_added_after_signing(bundle, expected, present)
         unlisted_ok: set[str] = set()
     else:
-        expected = _entries(bundle, _read_manifest(bundle)[0].get("artifacts", []), MANIFEST)
+        expected = row_entries(bundle, _read_manifest(bundle)[0].get("artifacts", []), MANIFEST)
         unlisted_ok = {MANIFEST, REPORT}
 
     total = 0
@@ -529,7 +529,7 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
         if MANIFEST not in expected or hashlib.sha256(raw).hexdigest() != expected[MANIFEST]["sha256"]:
             raise BundleVerificationError(f"{bundle}/{MANIFEST}: not the signed manifest (changed while verifying?)",
                                           MANIFEST, "changed")
-        artifacts = _entries(bundle, manifest.get("artifacts", []), MANIFEST)
+        artifacts = row_entries(bundle, manifest.get("artifacts", []), MANIFEST)
         for path in sorted(artifacts):
             if path not in expected or (expected[path]["sha256"], expected[path]["bytes"]) != (
                     artifacts[path]["sha256"], artifacts[path]["bytes"]):

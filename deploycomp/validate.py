@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -159,7 +159,7 @@ def entry_axis(shape: Sequence[int]) -> int:
         and shape[-2] < shape[-1] else -1
 
 
-def _score_source(scores: str) -> tuple[str, int | slice | None]:
+def score_source(scores: str) -> tuple[str, int | slice | None]:
     """``NAME`` -> (NAME, None); ``NAME[K]`` -> (NAME, K): entry K of each row
     (:func:`entry_axis`); ``NAME[A:B]`` -> (NAME, slice(A, B)): the largest of entries
     A..B-1, a row's class scores."""
@@ -176,7 +176,7 @@ def _score_source(scores: str) -> tuple[str, int | slice | None]:
     return scores, None
 
 
-def _entries(values: np.ndarray, index: int | slice) -> np.ndarray:
+def row_entries(values: np.ndarray, index: int | slice) -> np.ndarray:
     """Entry ``index`` of each row (or the largest of a slice of them), kept as an axis of
     one so that it broadcasts over the rows."""
     axis = entry_axis(values.shape) % values.ndim
@@ -186,9 +186,9 @@ def _entries(values: np.ndarray, index: int | slice) -> np.ndarray:
 
 
 def _scores_of(output: Mapping[str, np.ndarray], scores: str) -> np.ndarray:
-    name, index = _score_source(scores)
+    name, index = score_source(scores)
     values = np.asarray(output[name])
-    return values if index is None else _entries(values, index)
+    return values if index is None else row_entries(values, index)
 
 
 def split_rule(text: str) -> tuple[str, str]:
@@ -252,7 +252,7 @@ def ranked_list_column(values: Sequence[np.ndarray]) -> int | None:
 
 
 def entries_shape(shape: tuple, index: int | slice | None, rule: str) -> tuple:
-    """The shape of an output's entries ``index`` (:func:`_score_source`): its entry axis
+    """The shape of an output's entries ``index`` (:func:`score_source`): its entry axis
     (:func:`entry_axis`) cut to one; ValueError (``rule`` then the problem) where the
     output has no such entries."""
     if index is None:
@@ -273,7 +273,7 @@ def check_where(where: Where, shapes: Mapping[str, Sequence[int]]) -> None:
     output does not broadcast over the output it masks (as it is, or reduced over its
     channels: any channel passing)."""
     for name, (scores, threshold) in where.items():
-        source, column = _score_source(scores)
+        source, column = score_source(scores)
         for n in (name, source):
             if n not in shapes:
                 raise ValueError(f"--judge-where {name}:{scores}>{threshold:g}: the model has no output {n!r} "
@@ -318,12 +318,12 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
     for original, original_got in zip(refs, gots):
         ref, got = dict(original), dict(original_got)
         for name, (scores, threshold) in where.items():
-            if name not in ref or _score_source(scores)[0] not in ref:
+            if name not in ref or score_source(scores)[0] not in ref:
                 continue  # (scores read from the outputs as they came: one may mask itself)
             shape = np.shape(ref[name])
             ref_pass = _score_mask(_scores_of(original, scores), threshold, shape)
             got_pass = np.zeros_like(ref_pass)
-            if _score_source(scores)[0] in original_got:
+            if score_source(scores)[0] in original_got:
                 theirs = _score_mask(_scores_of(original_got, scores), threshold, shape)
                 if theirs.shape == ref_pass.shape:  # (a bundle's other shape is judged as a mismatch)
                     got_pass = theirs
