@@ -26,7 +26,7 @@ from deploycomp.validate import (entries_shape, entry_axis, noise_allowance, row
                                  split_rule)
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
-           "infer_format", "parse_boxes", "suggest_rule"]
+           "align_rows", "infer_format", "parse_boxes", "suggest_rule"]
 
 FORMATS = ("xyxy", "cxcywh", "xywh")
 """Corners; centre and size (YOLO heads); top-left corner and size (COCO)."""
@@ -201,6 +201,36 @@ def _best_overlaps(found: tuple, other: tuple, threshold: float, fmt: str) -> np
     return iou.max(axis=1)
 
 
+def align_rows(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], rule: BoxRule) -> np.ndarray | None:
+    """The bundle's boxes output with its rows in the reference's order and number, where
+    the two hold another number of rows (a detector with its NMS in the graph: ``[K, 6]``,
+    K what it found), or None where they hold as many (or differ otherwise). Each
+    reference row takes the bundle row that overlaps it best (same class where known), if
+    by :data:`MATCH_IOU` at least, else zeros: a detection the bundle lost then costs
+    cosine, and one it made up is counted by ``box_iou`` (``extra``)."""
+    r, g = np.asarray(ref[rule.boxes]), np.asarray(got.get(rule.boxes))
+    if r.shape == g.shape or r.ndim != g.ndim or r.ndim < 2:
+        return None
+    axis = entry_axis(r.shape) % r.ndim
+    if r.shape[axis] != g.shape[axis] or r.dtype != g.dtype:
+        return None
+    rows_axis = axis - 1 if axis == r.ndim - 1 else axis + 1
+    if [d for i, d in enumerate(r.shape) if i != rows_axis] != [d for i, d in enumerate(g.shape) if i != rows_axis]:
+        return None
+    fmt = rule.fmt or "xyxy"
+    mine, theirs = _detections(ref, rule), _detections(got, rule)
+    aligned = np.zeros((mine[0].shape[0], g.shape[axis]), g.dtype)
+    if mine[0].shape[0] and theirs[0].shape[0]:
+        iou = _iou(_corners(mine[0], fmt), _corners(theirs[0], fmt))
+        if mine[2] is not None and theirs[2] is not None:
+            iou = np.where(mine[2][:, None] == theirs[2][None, :], iou, 0.0)
+        best = iou.argmax(axis=1)
+        found = iou[np.arange(iou.shape[0]), best] >= MATCH_IOU
+        aligned[found] = _rows(g)[best[found]]
+    moved = np.moveaxis(r, axis, -1).shape  # the reference's layout, entries last
+    return np.moveaxis(aligned.reshape(moved), -1, axis)
+
+
 def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
                 rule: BoxRule) -> dict[str, Any]:
     """``box_iou`` (the worst sample's mean best-IoU over both sides' detections; absent
@@ -211,8 +241,9 @@ def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping
     per_sample, every = [], []
     counts = {"reference": 0, "bundle": 0, "missed": 0, "extra": 0}
     for ref, got in zip(refs, gots):
-        if np.shape(ref[rule.boxes]) != np.shape(got.get(rule.boxes)):
-            continue  # (judged as a shape mismatch)
+        r, g = np.shape(ref[rule.boxes]), np.shape(got.get(rule.boxes))
+        if len(r) != len(g) or r[entry_axis(r)] != g[entry_axis(r)]:
+            continue  # (judged as a shape mismatch; another number of rows is compared: NMS in the graph)
         mine, theirs = _detections(ref, rule), _detections(got, rule)
         kept = _best_overlaps(mine, theirs, rule.threshold, fmt)
         made = _best_overlaps(theirs, mine, rule.threshold, fmt)

@@ -459,10 +459,23 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     split (what is judged of it is a list of elements).
     ``boxes``: outputs holding a detector's boxes -> their :class:`deploycomp.boxes.BoxRule`;
     each gets ``box_iou`` and ``boxes`` (:func:`deploycomp.boxes.box_metrics`), measured on
-    the outputs as they came.
+    the outputs as they came; where the two sides hold another number of rows (NMS in the
+    graph), the bundle's rows are matched to the reference's first
+    (:func:`deploycomp.boxes.align_rows`, ``rows_aligned``: on how many samples), not a
+    shape mismatch.
     """
     decisions: dict[str, dict[str, int]] = {}
     as_given = (refs, gots)
+    aligned: dict[str, int] = {}
+    if boxes:  # a detector's NMS in the graph: as many rows as it found, on each side
+        from deploycomp.boxes import align_rows
+
+        gots = [dict(got) for got in gots]
+        for ref, got in zip(refs, gots):
+            for name, rule in boxes.items():
+                if name in ref and name in got and (rows := align_rows(ref, got, rule)) is not None:
+                    got[name] = rows
+                    aligned[name] = aligned.get(name, 0) + 1
     refs, gots = _as_judged(refs, gots, where, angles, decisions)
     metrics: dict[str, dict] = {}
     reshaped: dict[str, dict] = {}
@@ -564,6 +577,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         for name, rule in boxes.items():
             if name in metrics:
                 metrics[name] |= box_metrics(*as_given, rule)
+                if aligned.get(name):
+                    metrics[name]["rows_aligned"] = aligned[name]
     if channels:
         # (an output judged ``where`` is a list of the elements judged: no channels left)
         axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}

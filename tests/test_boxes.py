@@ -220,3 +220,21 @@ def test_the_detector_example_judges_its_boxes(real_model, tmp_path):
     validation = json.loads((tmp_path / "ex" / "manifest.json").read_text())["validation"]
     assert validation["judge_boxes"]["output0"]["rule"] == "output0[0:4]=cxcywh:output0[4:22]>0.25"
     assert validation["outputs"]["output0"]["box_iou"] > 0.99 and "box IoU" in done.stdout
+
+
+def test_a_detector_with_its_nms_in_the_graph_is_matched_row_by_row(yolo_refs):
+    """Outputs of as many rows as the detector found (``[K, 6]``: xyxy, score, class) differ
+    in K when the bundle finds one more or one less: that is a detection made up or lost,
+    judged by the boxes and, with the rows matched to the reference's, by cosine; not a
+    shape mismatch (which fails whatever the boxes say)."""
+    rule = parse_boxes(["dets=xyxy:dets[4]>0.25"])["dets"]
+    ref = np.array([[10, 10, 50, 60, 0.9, 1], [100, 100, 150, 180, 0.8, 2], [200, 20, 260, 90, 0.3, 1]], np.float32)
+    same_order = compare_outputs([{"dets": ref}], [{"dets": ref[::-1].copy()}], boxes={"dets": rule})["dets"]
+    assert same_order["box_iou"] == 1.0 and "shape_mismatch" not in same_order
+    extra = np.concatenate([ref[[1, 0]], [[300, 300, 320, 330, 0.5, 0], [5, 200, 40, 240, 0.4, 3]]]
+                           ).astype(np.float32)  # lost one, made two: 4 rows for 3
+    m = compare_outputs([{"dets": ref}], [{"dets": extra}], boxes={"dets": rule})["dets"]
+    assert "shape_mismatch" not in m and m["rows_aligned"] == 1
+    assert m["boxes"]["missed"] == 1 and m["boxes"]["extra"] == 2 and m["box_iou"] == pytest.approx(4 / 7)
+    assert m["cosine"] < 0.99  # the lost detection's row is zeros against fp32's
+    assert compare_outputs([{"dets": ref}], [{"dets": extra}])["dets"]["shape_mismatch"]["samples"] == 1
