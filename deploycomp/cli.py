@@ -239,6 +239,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         else:
             note = ""
         bad = f"; {m['nonfinite']} NaN/Inf" if m.get("nonfinite") else ""
+        if m.get("offset_dominated_samples"):  # (its cosine is taken about the reference's mean there)
+            note += f"; judged about its mean on {m['offset_dominated_samples']} offset-dominated sample(s)"
         if (judged := describe_where(m)) is not None:
             note = f"; {judged}" + note
         if (boxes := describe_boxes(m)) is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["all_finite", "dot64", "max_abs_diff", "squared_error64"]
+__all__ = ["all_finite", "dot64", "max_abs_diff", "squared_error64", "sum64"]
 
 BLOCK = 1 << 18
 """Values per block of a difference (1 MB in float32): small enough to stay in cache."""
@@ -26,6 +26,11 @@ def _flat(a) -> np.ndarray:
 def dot64(a, b) -> float:
     """sum(a * b), accumulated in float64."""
     return float(np.einsum("i,i->", _flat(a), _flat(b), dtype=np.float64))
+
+
+def sum64(a) -> float:
+    """sum(a), accumulated in float64."""
+    return float(np.einsum("i->", _flat(a), dtype=np.float64))
 
 
 def all_finite(a) -> bool:

@@ -571,3 +571,32 @@ def test_a_speedup_keeps_four_figures_and_is_said_from_them():
     assert speedup_of(0.001, 5.0) == 0.0002 and describe_speedup(speedup_of(0.001, 5.0)).startswith("5000.00x slower")
     assert describe_speedup(0.0) == "over 2000x slower than ONNX Runtime fp32 on this machine"
     assert describe_speedup(speedup_of(12.0, 4.5)) == "2.67x faster than ONNX Runtime fp32 on this machine"
+
+
+def test_an_offset_dominated_output_is_judged_about_its_mean():
+    """A saliency map between 0.3 and 0.7 (a real photo's luminance) whose bundle keeps half
+    its contrast and a fifth of it scrambled: the plain cosine passes int8's 0.98 on the
+    offset; about the reference's mean it is far off, and that is what ``cosine`` says
+    (with ``centered_cosine`` and the samples it applied to). A zero-mean output and a
+    2-class softmax are judged as before."""
+    from skimage import data
+
+    photo = data.camera()[::4, ::4].astype(np.float32) / 255
+    ref = (0.3 + 0.4 * photo)[None, None]
+    rng = np.random.default_rng(0)
+    washed = ref.mean() + 0.5 * (ref - ref.mean()) + 0.08 * rng.standard_normal(ref.shape).astype(np.float32)
+    plain = _cosine_of(ref, washed)
+    assert plain > 0.98
+    m = compare_outputs([{"map": ref}], [{"map": washed.astype(np.float32)}])["map"]
+    assert m["cosine"] == m["centered_cosine"] < 0.9 and m["offset_dominated_samples"] == 1
+    assert not fidelity_met({"map": m}, Fidelity(min_cosine=0.98))
+    centred = ref - ref.mean()
+    m = compare_outputs([{"map": centred}], [{"map": centred * 1.01}])["map"]
+    assert "centered_cosine" not in m and m["cosine"] > 0.9999
+    two = np.array([[0.52, 0.48]], np.float32)
+    assert "centered_cosine" not in compare_outputs([{"p": two}], [{"p": two[:, ::-1].copy()}])["p"]
+
+
+def _cosine_of(a, b) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
