@@ -225,6 +225,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     click.echo(f"  validated on {val['inputs']}")
+    for assumed in manifest.get("assumptions") or []:  # (a batch fixed to 1 had been said only in the manifest)
+        click.echo(f"  assumed: {assumed}")
     from deploycomp.boxes import describe_boxes
     from deploycomp.validate import describe_where
 

@@ -331,8 +331,10 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
                 assumed.append(f"{name}: dynamic batch kept; TensorRT profile {batch} / {batch} / "
                                f"{max(batch, DEFAULT_MAX_BATCH)}, validated at {batch}{per_sample}")
             else:
-                assumed.append(f"{name}: batch dim set to {batch}{per_sample}")
-                guessed[name] = assumed[-1]
+                guessed[name] = f"{name}: batch dim set to {batch}{per_sample}"
+                # (said in the summary: the bundle then refuses any other batch)
+                assumed.append(f"{guessed[name]}; the bundle takes that batch only "
+                               f"(--input {name}:{'x'.join(['N', *map(str, rest)])} for another)")
             continue
         source, array_shape = _data_shape(data_shapes, name, current)
         if (taken := _shape_from_data(current[name], array_shape) if array_shape else None) is not None:

@@ -625,3 +625,12 @@ def test_usage_errors_are_one_line_too(tmp_path, args, needle):
     rc, _, stderr = cli(*args, cwd=tmp_path)
     assert rc == 2
     _one_line_error(stderr, needle)
+
+
+def test_the_summary_says_what_the_build_assumed(tiny_conv, tmp_path):
+    """A dynamic batch fixed to 1 makes a bundle that refuses batch 3: the summary says so
+    (it had been only in the manifest's assumptions)."""
+    rc, stdout, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", cwd=tmp_path)
+    assert rc == 0, stderr
+    assert ("  assumed: x: batch dim set to 1; the bundle takes that batch only (--input x:Nx3x16x16 for another)"
+            in stdout.splitlines())
