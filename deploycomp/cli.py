@@ -677,7 +677,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     from deploycomp.ir import load_model
     from deploycomp.passes import run_passes
     from deploycomp.passes.fix_input_shapes import FixInputShapesPass
-    from deploycomp.shapes import check_specs, parse_input_spec, sized_by_dim_names
+    from deploycomp.shapes import check_specs, dynamic_dims, input_shapes, parse_input_spec, sized_by_dim_names
     from onnx_ir.passes.common import ShapeInferencePass
 
     from deploycomp.ir import HoldsMapsError
@@ -689,15 +689,24 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         return
     shapes = check_specs(loaded.model, [parse_input_spec(s) for s in inputs])
     shapes |= {n: shape for n, (shape, _) in sized_by_dim_names(loaded.model, shapes).items()}
+    # an input dynamic in its leading (batch) dim alone is counted at batch 1, as a build
+    # assumes: its FLOPs had read "0.000 G counted; 101 node(s) need static shapes"
+    at_one = {} if inputs else {v.name: (1, *(d for d in v.shape.dims[1:])) for v in loaded.model.graph.inputs
+                                if v.shape is not None and len(v.shape) > 0 and not isinstance(v.shape[0], int)
+                                and all(isinstance(d, int) for d in v.shape.dims[1:]) and v.name not in shapes}
+    shapes |= at_one
+    as_in_file = (input_shapes(loaded.model), dynamic_dims(loaded.model))  # (the passes fix them in place)
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
+    if at_one:  # (counted at batch 1; shown as the file has them)
+        cost.inputs, cost.dynamic_inputs = as_in_file
     nan_ok = nan_inputs(m)
     angles = angle_outputs(m.graph)
     # (a bool mask and an int64 length among float inputs were shown as shapes alone)
     dtypes = {v.name: str(np.dtype(v.dtype.numpy())) if v.dtype is not None else "?"
               for v in (*m.graph.inputs, *m.graph.outputs)}
     data = cost.to_json() | {"source_opset": loaded.source_opset, "file": str(model), "accepts_nan": sorted(nan_ok),
-                             "angle_outputs": angles, "dtypes": dtypes}
+                             "angle_outputs": angles, "dtypes": dtypes, "counted_at_batch_1": sorted(at_one)}
     if explain_passes:
         from deploycomp.passes.pipelines import explain_rules
 
@@ -729,11 +738,15 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     if cost.uncounted_nodes:
         # (with --input given, asking for it again was no help: the rest are shapes the
         # graph computes, which shape inference alone does not reach)
-        why = ("have shapes computed inside the graph, which inspect does not fold" if inputs
+        static = all(v.name in shapes or (v.shape is not None and all(isinstance(d, int) for d in v.shape.dims))
+                     for v in loaded.model.graph.inputs)
+        why = ("have shapes computed inside the graph, which inspect does not fold (those that follow from the "
+               "input shapes fold in deploycomp optimize: inspect its output)" if inputs or static
                else "need static shapes (--input)")
         click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G counted; {len(cost.uncounted_nodes)} node(s) {why}{left_out}")
     else:
-        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs{left_out})")
+        batch = f", at batch 1 for {', '.join(map(_short, at_one))}" if at_one else ""
+        click.echo(f"  FLOPs: {cost.flops / 1e9:.3f} G ({cost.macs / 1e9:.3f} G MACs{left_out}{batch})")
     click.echo("  ops: " + ", ".join(f"{k} {v}" for k, v in cost.op_histogram.items()))
     rules = data.get("rules", [])
     for rule in rules:

@@ -577,8 +577,8 @@ def test_inspect_with_input_given_does_not_ask_for_it_again(tmp_path):
                                     helper.make_tensor_value_info("s", T.INT64, [2])],
                               [helper.make_tensor_value_info("y", T.FLOAT, None)], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    rc, stdout, _ = cli("inspect", tmp_path / "m.onnx")
-    assert rc == 0 and "1 node(s) need static shapes (--input)" in stdout
+    rc, stdout, _ = cli("inspect", tmp_path / "m.onnx")  # (x's batch alone is dynamic: counted at 1)
+    assert rc == 0 and "1 node(s) have shapes computed inside the graph, which inspect does not fold" in stdout
     rc, stdout, _ = cli("inspect", tmp_path / "m.onnx", "--input", "x:2x6", "--input", "s:2")
     assert rc == 0 and "1 node(s) have shapes computed inside the graph, which inspect does not fold" in stdout
 
@@ -634,3 +634,15 @@ def test_the_summary_says_what_the_build_assumed(tiny_conv, tmp_path):
     assert rc == 0, stderr
     assert ("  assumed: x: batch dim set to 1; the bundle takes that batch only (--input x:Nx3x16x16 for another)"
             in stdout.splitlines())
+
+
+def test_inspect_counts_a_dynamic_batch_at_one(tiny_conv, tmp_path):
+    """An input dynamic in its batch alone is counted at batch 1 (as a build assumes) and
+    still shown dynamic; FLOPs had read "0.000 G counted; ... need static shapes"."""
+    rc, stdout, stderr = cli("inspect", tiny_conv, cwd=tmp_path)
+    assert rc == 0, stderr
+    assert "input  x: float32 ['N', 3, 16, 16]  dynamic dims [0]" in stdout
+    flops = next(line for line in stdout.splitlines() if "FLOPs" in line)
+    assert "counted;" not in flops and flops.endswith(", at batch 1 for x)")
+    data = json.loads(cli("inspect", tiny_conv, "--json", cwd=tmp_path)[1])
+    assert data["counted_at_batch_1"] == ["x"] and data["macs"] > 50_000 and not data["uncounted_nodes"]
