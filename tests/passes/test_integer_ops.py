@@ -99,13 +99,19 @@ def test_weights_stored_as_constant_nodes_are_rounded_here_and_rewritten(tmp_pat
     assert runner.manifest["validation"]["ok"]
 
 
-def _wide_dynamic(tmp_path):
+def _wide_dynamic(tmp_path, signs: bool = False):
     """``dynamic.onnx``: one MatMul of 4096 positive inputs by positive weights, through
-    ``quantize_dynamic``; returns the random generator that made it, to draw inputs from."""
+    ``quantize_dynamic``; returns the random generator that made it, to draw inputs from.
+    ``signs``: the last 8 of its 16 output columns read negated weights, so that the output
+    is not offset-dominated (all 16 near one value: then judged about its mean), each
+    column's sums still of one sign."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(6)
-    w = numpy_helper.from_array(rng.uniform(0.5, 1.0, (4096, 16)).astype(np.float32), "w")
+    weights = rng.uniform(0.5, 1.0, (4096, 16)).astype(np.float32)
+    if signs:
+        weights[:, 8:] *= -1
+    w = numpy_helper.from_array(weights, "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "wide",
                               [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4096])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [w])
@@ -273,7 +279,7 @@ def test_int8_judges_on_the_samples_the_float_form_can_meet(tmp_path):
     (here the dense inputs, whose integer sums pass 2^24; the sparse ones stay exact), the
     search sets those aside and judges on the rest at the budget itself, not at twice the
     worst sample's distance; the manifest says how many it set aside."""
-    rng = _wide_dynamic(tmp_path)
+    rng = _wide_dynamic(tmp_path, signs=True)
     x = rng.uniform(0.5, 1.0, (8, 4096)).astype(np.float32)
     x[2:, 300:] = 0.0  # six sparse samples: sums of 300 products, exact in float32
     np.savez(tmp_path / "cal.npz", x=x)
