@@ -176,6 +176,7 @@ def test_build_judges_boxes_and_records_the_rule(real_model, tmp_path):
     missed = subprocess.run(base + ["--min-box-iou", "1", "--out", str(tmp_path / "strict")],
                             capture_output=True, text=True)
     assert missed.returncode == 8 and "box_iou[output0]" in missed.stderr
+    assert "unmodified model misses too (box_iou[output0]" in missed.stderr  # (it had said "cosine 1.000000")
     assert len(missed.stderr.strip().splitlines()) == 1 and not (tmp_path / "strict").exists()
     whole = subprocess.run(base[:-2] + ["--min-cosine", "1", "--out", str(tmp_path / "whole")],
                            capture_output=True, text=True)  # a miss judged whole names the rule
@@ -238,3 +239,27 @@ def test_a_detector_with_its_nms_in_the_graph_is_matched_row_by_row(yolo_refs):
     assert m["boxes"]["missed"] == 1 and m["boxes"]["extra"] == 2 and m["box_iou"] == pytest.approx(4 / 7)
     assert m["cosine"] < 0.99  # the lost detection's row is zeros against fp32's
     assert compare_outputs([{"dets": ref}], [{"dets": extra}])["dets"]["shape_mismatch"]["samples"] == 1
+
+
+def test_a_suggestion_takes_objectness_alone_where_class_scores_crowd(yolo_refs):
+    """A YOLOX/YOLOv5 head: box, objectness, then class scores conditional on it, which pass
+    the threshold on most background anchors (a barcode detector's passed on up to 5,524 of
+    8,400): the suggestion names the objectness entry, not entries 4 on as classes. A list
+    whose last entry is a class id of 0 or 1 does not take it for a score."""
+    from deploycomp.boxes import suggest_rule
+
+    heads = []
+    for ref in yolo_refs:
+        rows = ref["output0"][0].T  # (2100, 22): cx, cy, w, h, 18 class scores
+        objectness = rows[:, 4:].max(axis=1, keepdims=True)
+        conditional = rows[:, 4:] / np.maximum(objectness, 1e-6)  # each row's best class at 1.0
+        heads.append(np.concatenate([rows[:, :4], objectness, conditional], axis=1)[None].astype(np.float32))
+    assert suggest_rule("output", heads).text() == "output[0:4]=cxcywh:output[4]>0.25"
+    listed = []
+    for ref in yolo_refs:
+        rows = ref["output0"][0].T
+        order = np.argsort(-rows[:, 4:].max(axis=1))[:300]
+        cx, cy, w, h = rows[order, :4].T
+        listed.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, rows[order, 4:].max(axis=1),
+                                rows[order, 4:].argmax(axis=1) % 2], axis=1)[None].astype(np.float32))
+    assert suggest_rule("output0", listed).text() == "output0[0:4]=xyxy:output0[4]>0.25"
