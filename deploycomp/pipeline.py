@@ -941,9 +941,11 @@ def _build(opts: BuildOptions) -> BuildResult:
         if quant_info is not None:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
         cost = _cost_at_shapes(prep)
+        share = (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share"))
         estimate = analysis.roofline_ms(
             cost, opts.precision, _peak_tops(target, opts.precision),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
+            int8_share=share if opts.precision == "int8" else None, float_tops=_peak_tops(target, "fp32"),
         )
         latency_ms = estimate["estimate_ms"]
         if measured_host:
