@@ -26,7 +26,7 @@ from deploycomp.validate import (entries_shape, entry_axis, noise_allowance, row
                                  split_rule)
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
-           "align_rows", "infer_format", "parse_boxes", "suggest_rule"]
+           "aligned_rows", "infer_format", "parse_boxes", "suggest_rule"]
 
 FORMATS = ("xyxy", "cxcywh", "xywh")
 """Corners; centre and size (YOLO heads); top-left corner and size (COCO)."""
@@ -184,24 +184,29 @@ def _top(mask: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _overlaps(found: tuple, mine: np.ndarray, other: tuple, theirs: np.ndarray, fmt: str) -> np.ndarray:
+    """IoU of ``found``'s rows ``mine`` with ``other``'s rows ``theirs`` (detections as
+    :func:`_detections` gives them), 0 between rows of different classes where both know
+    their classes."""
+    iou = _iou(_corners(found[0][mine], fmt), _corners(other[0][theirs], fmt))
+    if found[2] is not None and other[2] is not None:
+        iou = np.where(found[2][mine][:, None] == other[2][theirs][None, :], iou, 0.0)
+    return iou
+
+
 def _best_overlaps(found: tuple, other: tuple, threshold: float, fmt: str) -> np.ndarray:
     """For each detection of ``found`` (score > threshold), its best IoU with a row of
     ``other`` scoring over half the threshold, of the same class where classes are known."""
-    boxes, scores, classes = found
-    o_boxes, o_scores, o_classes = other
-    mine = _top(scores > threshold, scores)
-    theirs = _top(o_scores > threshold / 2, o_scores)
+    mine = _top(found[1] > threshold, found[1])
+    theirs = _top(other[1] > threshold / 2, other[1])
     if not mine.size:
         return np.zeros(0)
     if not theirs.size:
         return np.zeros(mine.size)
-    iou = _iou(_corners(boxes[mine], fmt), _corners(o_boxes[theirs], fmt))
-    if classes is not None and o_classes is not None:
-        iou = np.where(classes[mine][:, None] == o_classes[theirs][None, :], iou, 0.0)
-    return iou.max(axis=1)
+    return _overlaps(found, mine, other, theirs, fmt).max(axis=1)
 
 
-def align_rows(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], rule: BoxRule) -> np.ndarray | None:
+def _align_rows(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], rule: BoxRule) -> np.ndarray | None:
     """The bundle's boxes output with its rows in the reference's order and number, where
     the two hold another number of rows (a detector with its NMS in the graph: ``[K, 6]``,
     K what it found), or None where they hold as many (or differ otherwise). Each
@@ -217,18 +222,30 @@ def align_rows(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], rul
     rows_axis = axis - 1 if axis == r.ndim - 1 else axis + 1
     if [d for i, d in enumerate(r.shape) if i != rows_axis] != [d for i, d in enumerate(g.shape) if i != rows_axis]:
         return None
-    fmt = rule.fmt or "xyxy"
     mine, theirs = _detections(ref, rule), _detections(got, rule)
     aligned = np.zeros((mine[0].shape[0], g.shape[axis]), g.dtype)
     if mine[0].shape[0] and theirs[0].shape[0]:
-        iou = _iou(_corners(mine[0], fmt), _corners(theirs[0], fmt))
-        if mine[2] is not None and theirs[2] is not None:
-            iou = np.where(mine[2][:, None] == theirs[2][None, :], iou, 0.0)
+        iou = _overlaps(mine, np.arange(mine[0].shape[0]), theirs, np.arange(theirs[0].shape[0]), rule.fmt)
         best = iou.argmax(axis=1)
         found = iou[np.arange(iou.shape[0]), best] >= MATCH_IOU
         aligned[found] = _rows(g)[best[found]]
     moved = np.moveaxis(r, axis, -1).shape  # the reference's layout, entries last
     return np.moveaxis(aligned.reshape(moved), -1, axis)
+
+
+def aligned_rows(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
+                 rules: Mapping[str, BoxRule]) -> tuple[list[dict], dict[str, int]]:
+    """``gots`` with each boxes output of another number of rows than the reference's
+    (a detector's NMS in the graph) matched to the reference's rows (:func:`_align_rows`;
+    ``rules`` with their formats resolved), and on how many samples each was."""
+    aligned: dict[str, int] = {}
+    out = [dict(got) for got in gots]
+    for ref, got in zip(refs, out):
+        for name, rule in rules.items():
+            if name in ref and name in got and (rows := _align_rows(ref, got, rule)) is not None:
+                got[name] = rows
+                aligned[name] = aligned.get(name, 0) + 1
+    return out, aligned
 
 
 def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],

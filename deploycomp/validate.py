@@ -490,21 +490,17 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     each gets ``box_iou`` and ``boxes`` (:func:`deploycomp.boxes.box_metrics`), measured on
     the outputs as they came; where the two sides hold another number of rows (NMS in the
     graph), the bundle's rows are matched to the reference's first
-    (:func:`deploycomp.boxes.align_rows`, ``rows_aligned``: on how many samples), not a
+    (:func:`deploycomp.boxes.aligned_rows`, ``rows_aligned``: on how many samples), not a
     shape mismatch.
     """
     decisions: dict[str, dict[str, int]] = {}
     as_given = (refs, gots)
     aligned: dict[str, int] = {}
     if boxes:  # a detector's NMS in the graph: as many rows as it found, on each side
-        from deploycomp.boxes import align_rows
+        from deploycomp.boxes import aligned_rows, infer_format
 
-        gots = [dict(got) for got in gots]
-        for ref, got in zip(refs, gots):
-            for name, rule in boxes.items():
-                if name in ref and name in got and (rows := align_rows(ref, got, rule)) is not None:
-                    got[name] = rows
-                    aligned[name] = aligned.get(name, 0) + 1
+        boxes = {k: infer_format(refs, r) for k, r in boxes.items()}  # (once, for the rows and the metrics)
+        gots, aligned = aligned_rows(refs, gots, boxes)
     refs, gots = _as_judged(refs, gots, where, angles, decisions)
     metrics: dict[str, dict] = {}
     reshaped: dict[str, dict] = {}
