@@ -744,9 +744,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     # an output judged by its boxes is judged where its detections are, as --judge-where would
     where = {**{k: (r.scores, r.threshold) for k, r in opts.judge_boxes.items()}, **opts.judge_where}
     prep.where = where
+    refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
-        box_refs = [reference.run(s) for s in samples] if any(not r.fmt for r in opts.judge_boxes.values()) else []
-        prep.boxes = {k: infer_format(box_refs, r) for k, r in opts.judge_boxes.items()}
+        if any(not r.fmt for r in opts.judge_boxes.values()):
+            refs = [reference.run(s) for s in samples]
+        prep.boxes = {k: infer_format(refs, r) for k, r in opts.judge_boxes.items()}
         inferred = [r.text() for r in prep.boxes.values() if r.inferred]
         if inferred:
             prep.assumed.append(f"box format inferred from the reference's detections: {'; '.join(inferred)} "
@@ -812,7 +814,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         model, quant_info, stricter = search_int8(opts, prep, target, backend, reference, fidelity, calibration, real)
 
     opts.progress("reference outputs")
-    refs = [reference.run(s) for s in samples]
+    refs = refs or [reference.run(s) for s in samples]
     spread, spread_key = None, ""
     floor = None  # what the budget is widened to: the model's own runtime's distance from it
     if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
