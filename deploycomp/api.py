@@ -43,26 +43,31 @@ def _listed(value):
     return [value] if isinstance(value, str) else list(value)
 
 
-def _where(judge_where) -> dict:
+def _parsed(parse, texts) -> dict:
+    """Rules as the command line writes them (one string or several) parsed by ``parse``;
+    a bad one is the documented input error (exit 4)."""
     from deploycomp.errors import InputDataError
+
+    try:
+        return parse(None if texts is None else _listed(texts))
+    except ValueError as e:
+        raise InputDataError(str(e)) from None
+
+
+def where_rules(judge_where) -> dict:
+    """``--judge-where`` rules (strings, or a ready ``{output: (scores, threshold)}``)."""
     from deploycomp.validate import parse_where
 
     if isinstance(judge_where, dict):
         return {k: (str(v[0]), float(v[1])) for k, v in judge_where.items()}
-    try:
-        return parse_where(None if judge_where is None else _listed(judge_where))
-    except ValueError as e:
-        raise InputDataError(str(e)) from None
+    return _parsed(parse_where, judge_where)
 
 
-def _boxes(judge_boxes) -> dict:
+def box_rules(judge_boxes) -> dict:
+    """``--judge-boxes`` rules (strings)."""
     from deploycomp.boxes import parse_boxes
-    from deploycomp.errors import InputDataError
 
-    try:
-        return parse_boxes(None if judge_boxes is None else _listed(judge_boxes))
-    except ValueError as e:
-        raise InputDataError(str(e)) from None
+    return _parsed(parse_boxes, judge_boxes)
 
 
 def build(
@@ -141,7 +146,7 @@ def build(
         preprocess=preprocess,
         sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
         min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
-        judge_where=_where(judge_where), judge_channels=judge_channels, judge_boxes=_boxes(judge_boxes),
+        judge_where=where_rules(judge_where), judge_channels=judge_channels, judge_boxes=box_rules(judge_boxes),
         min_box_iou=min_box_iou,
         int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
         int8_time_limit=int8_time_limit,

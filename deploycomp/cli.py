@@ -435,24 +435,6 @@ def _values(values: list[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _where(texts: tuple[str, ...]) -> dict:
-    from deploycomp.validate import parse_where
-
-    try:
-        return parse_where(texts)
-    except ValueError as e:
-        raise InputDataError(str(e)) from None
-
-
-def _boxes(texts: tuple[str, ...]) -> dict:
-    from deploycomp.boxes import parse_boxes
-
-    try:
-        return parse_boxes(texts)
-    except ValueError as e:
-        raise InputDataError(str(e)) from None
-
-
 def _boosters(text: str | None) -> list[str] | None:
     """``--int8-boosters equalize,bias-correction`` / ``none``; names are checked by build."""
     if text is None:
@@ -461,6 +443,7 @@ def _boosters(text: str | None) -> list[str] | None:
 
 
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
+    from deploycomp.api import box_rules, where_rules
     from deploycomp.pipeline import BuildOptions, build
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
@@ -471,7 +454,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
-            judge_where=_where(kw.pop("judge_where")), judge_boxes=_boxes(kw.pop("judge_boxes")),
+            judge_where=where_rules(kw.pop("judge_where")), judge_boxes=box_rules(kw.pop("judge_boxes")),
             profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
