@@ -326,19 +326,30 @@ def suggest_rule(name: str, values: Sequence[np.ndarray]) -> BoxRule | None:
     rows_count, entries = _rows_shape(arrays[0].shape)
     if not 5 <= entries <= 1024 or rows_count < 20 or rows_count <= entries:
         return None
-    rows = np.concatenate([_rows(a) for a in arrays])
-    if not np.all(np.isfinite(rows)):
-        return None
-    if float(np.abs(rows[:, :4]).max()) <= 1.5:
+    axis = entry_axis(arrays[0].shape) % 3
+
+    def entry(first: int, last: int) -> np.ndarray:
+        """Entries ``first``..``last - 1`` of every row of every sample, rows x entries (read
+        entry by entry: a build's every output passes here, and a feature map's whole
+        rows matrix would be a copy of all its samples)."""
+        return np.concatenate([np.moveaxis(np.take(a, range(first, last), axis=axis), axis, -1).reshape(-1, last - first)
+                               for a in arrays])
+
+    box = entry(0, 4)
+    if not np.all(np.isfinite(box)) or float(np.abs(box).max()) <= 1.5:
         return None
     end = 4
-    while end < entries and float(rows[:, end].min()) >= 0 and float(rows[:, end].max()) <= 1 \
-            and not np.all((rows[:, end] == 0) | (rows[:, end] == 1)):  # (a class id of 0 or 1 is no score)
+    while end < entries:
+        column = entry(end, end + 1)
+        if not (np.all(np.isfinite(column)) and float(column.min()) >= 0 and float(column.max()) <= 1) \
+                or np.all((column == 0) | (column == 1)):  # (a class id of 0 or 1 is no score)
+            break
         end += 1
-    if end == 4 or float(rows[:, 4:end].max()) <= SUGGEST_THRESHOLD:
+    best = entry(4, end).max(axis=1) if end > 4 else None
+    if best is None or float(best.max()) <= SUGGEST_THRESHOLD:
         return None
     scores = f"{name}[4]" if end == 5 else f"{name}[4:{end}]"
-    if end > 5 and np.mean(rows[:, 4:end].max(axis=1) > SUGGEST_THRESHOLD) > CROWDED:
+    if end > 5 and np.mean(best > SUGGEST_THRESHOLD) > CROWDED:
         # an objectness column, then class scores conditional on it (YOLOX, YOLOv5): the
         # classes pass on thousands of background anchors; objectness alone is the score
         scores = f"{name}[4]"
