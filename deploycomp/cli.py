@@ -678,10 +678,11 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
                                 if v.shape is not None and len(v.shape) > 0 and not isinstance(v.shape[0], int)
                                 and all(isinstance(d, int) for d in v.shape.dims[1:]) and v.name not in shapes}
     shapes |= at_one
-    as_in_file = (input_shapes(loaded.model), dynamic_dims(loaded.model))  # (the passes fix them in place)
+    # (the passes fix them in place: shown as the file has them)
+    as_in_file = (input_shapes(loaded.model), dynamic_dims(loaded.model)) if at_one else None
     m, _ = run_passes(loaded.model, [FixInputShapesPass(shapes), ShapeInferencePass()], max_steps=1)
     cost = analyze(m)
-    if at_one:  # (counted at batch 1; shown as the file has them)
+    if as_in_file is not None:  # (counted at batch 1)
         cost.inputs, cost.dynamic_inputs = as_in_file
     nan_ok = nan_inputs(m)
     angles = angle_outputs(m.graph)
