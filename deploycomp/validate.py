@@ -562,6 +562,9 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                 max_abs.append(float(diff.max()) if diff.size else 0.0)
                 c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
                 informative = _informative(r64[f], scale)
+                if informative and name not in levels and (about := _centered_cosine(r64[both], g64[both])) is not None:
+                    centered.append(about)  # (over the values both sides have)
+                    c = min(c, about)
             nonfinite += bad
             if per_sample is not None:
                 per_sample.setdefault(name, []).append(-1.0 if bad else c if informative else None)

@@ -590,6 +590,12 @@ def test_an_offset_dominated_output_is_judged_about_its_mean():
     m = compare_outputs([{"map": ref}], [{"map": washed.astype(np.float32)}])["map"]
     assert m["cosine"] == m["centered_cosine"] < 0.9 and m["offset_dominated_samples"] == 1
     assert not fidelity_met({"map": m}, Fidelity(min_cosine=0.98))
+    # a value both sides leave NaN (a masked pixel) agrees, and the rest is judged the same
+    masked_ref, masked_got = ref.copy(), washed.astype(np.float32)
+    masked_ref[0, 0, 0, 0] = masked_got[0, 0, 0, 0] = np.nan
+    masked = compare_outputs([{"map": masked_ref}], [{"map": masked_got}])["map"]
+    assert "nonfinite" not in masked and masked["cosine"] == pytest.approx(m["cosine"], abs=0.01)
+    assert masked["offset_dominated_samples"] == 1
     centred = ref - ref.mean()
     m = compare_outputs([{"map": centred}], [{"map": centred * 1.01}])["map"]
     assert "centered_cosine" not in m and m["cosine"] > 0.9999
