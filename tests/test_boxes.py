@@ -97,7 +97,7 @@ def test_cosine_does_not_see_boxes_move_iou_does(yolo_refs):
     where = {"output0": (rule.scores, rule.threshold)}
     same = compare_outputs(yolo_refs, yolo_refs, where=where, boxes={"output0": rule})["output0"]
     assert same["box_iou"] == 1.0 and same["boxes"]["missed"] == same["boxes"]["extra"] == 0
-    assert same["boxes"]["reference"] == same["boxes"]["bundle"] > 50
+    assert same["boxes"]["reference"] == same["boxes"]["bundle"] >= 10
     moved = compare_outputs(yolo_refs, _moved(yolo_refs, 8.0), where=where, boxes={"output0": rule})["output0"]
     assert moved["cosine"] > 0.998
     assert moved["box_iou"] < 0.5 and moved["boxes"]["missed"] > 0
@@ -108,26 +108,58 @@ def test_cosine_does_not_see_boxes_move_iou_does(yolo_refs):
     assert fidelity_failures({"output0": small}, Fidelity(min_cosine=0.98, min_box_iou=0.999))
 
 
+def _busiest(refs):
+    return refs[max(range(len(refs)), key=lambda k: int((refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))]
+
+
 def test_lost_detections_count_near_threshold_ones_do_not(yolo_refs):
     rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
-    i = max(range(len(yolo_refs)), key=lambda k: int((yolo_refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))
-    ref = yolo_refs[i]
+    ref = _busiest(yolo_refs)
     lost = ref["output0"].copy()
     lost[0, 4:] = 0  # the bundle finds nothing
     m = box_metrics([ref], [{"output0": lost}], rule)
     assert m["box_iou"] == 0.0 and m["boxes"]["missed"] == m["boxes"]["reference"] > 0
-    # a detection at 0.26 that comes out 0.24 is the same one, judged by its box
-    near = ref["output0"].copy()
-    near[0, 4:] = np.where(near[0, 4:] > 0.25, np.minimum(near[0, 4:], 0.24), near[0, 4:])
-    m = box_metrics([ref], [{"output0": near}], rule)
-    assert m["box_iou"] == 1.0 and m["boxes"]["bundle"] == 0 and m["boxes"]["missed"] == 0
+    # a detection at 0.26 that comes out 0.24 is the same one, judged by its box: the
+    # reference's detections all scoring 0.26 to 0.30, the bundle's 0.1 less
+    scores = ref["output0"][0, 4:]
+    low = ref["output0"].copy()
+    low[0, 4:] = np.where(scores > 0.25, 0.26 + 0.04 * (scores - 0.25) / 0.75, scores)
+    near = low.copy()
+    near[0, 4:] -= 0.1  # (every score of every row: no row changes class or rank)
+    m = box_metrics([{"output0": low}], [{"output0": near}], rule)
+    assert m["box_iou"] == 1.0 and m["boxes"]["missed"] == 0 and m["boxes"]["bundle"] == 0
+    # one that falls further (0.6 to 0.2) is lost
+    far = ref["output0"].copy()
+    far[0, 4:] = np.where(scores > 0.25, 0.2, scores)
+    m = box_metrics([ref], [{"output0": far}], rule)
+    strong = int(np.count_nonzero(scores.max(0) > 0.45))
+    assert strong and m["boxes"]["missed"] > 0 and m["box_iou"] < 1.0
+
+
+def test_detections_are_reduced_by_nms_as_an_application_does(yolo_refs):
+    """A dense head passes the threshold on many anchors per object. Matched row by row,
+    an object whose top anchor changed class still finds a neighbouring anchor of its old
+    class and costs one row in dozens; after NMS it is one box the bundle made up among
+    the few an application shows."""
+    rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
+    ref = _busiest(yolo_refs)
+    out = ref["output0"]
+    rows = int(np.count_nonzero(out[0, 4:].max(0) > 0.25))
+    same = box_metrics([ref], [ref], rule)["boxes"]
+    assert 0 < same["reference"] < rows  # boxes, not anchors
+    top = int(out[0, 4:].max(0).argmax())
+    flipped = out.copy()
+    c = int(out[0, 4:, top].argmax())
+    flipped[0, 4 + c, top], flipped[0, 4 + (c + 1) % 18, top] = out[0, 4 + (c + 1) % 18, top], out[0, 4 + c, top]
+    m = box_metrics([ref], [{"output0": flipped}], rule)
+    n = m["boxes"]["reference"]
+    assert m["boxes"]["extra"] == 1 and m["box_iou"] <= 2 * n / (2 * n + 1) + 1e-9
 
 
 def test_classes_are_matched(yolo_refs):
     """With class scores as the score slice, a box of another class is no match."""
     rule = infer_format(yolo_refs, parse_boxes([RULE])["output0"])
-    i = max(range(len(yolo_refs)), key=lambda k: int((yolo_refs[k]["output0"][0, 4:].max(0) > 0.25).sum()))
-    ref = yolo_refs[i]
+    ref = _busiest(yolo_refs)
     swapped = ref["output0"].copy()
     swapped[0, 4:] = np.roll(swapped[0, 4:], 1, axis=0)  # every row's scores one class on
     assert box_metrics([ref], [{"output0": swapped}], rule)["box_iou"] == 0.0
