@@ -70,6 +70,13 @@ def box_rules(judge_boxes) -> dict:
     return _parsed(parse_boxes, judge_boxes)
 
 
+def mask_rules(judge_masks) -> dict:
+    """``--judge-mask`` rules (strings)."""
+    from deploycomp.masks import parse_masks
+
+    return _parsed(parse_masks, judge_masks)
+
+
 def build(
     model: str | os.PathLike,
     out: str | os.PathLike,
@@ -90,6 +97,8 @@ def build(
     judge_channels: bool = False,
     judge_boxes: Iterable[str] | str | None = None,
     min_box_iou: float | None = None,
+    judge_masks: Iterable[str] | str | None = None,
+    min_mask_iou: float | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
     int8_time_limit: float | None = None,
@@ -126,6 +135,10 @@ def build(
     ``"output0[0:4]=cxcywh:output0[4:84]>0.25"`` (boxes, their format, the score that
     makes a row a detection: ``deploycomp build --help``); ``min_box_iou`` overrides its
     budget (the worst sample's mean IoU; default implied by the cosine budget).
+    ``judge_masks``: dense maps judged by the mask an application cuts from them,
+    ``"mask>0.5"`` (a probability or alpha map, where it exceeds 0.5) or ``"logits"`` (a
+    class map: each pixel's largest class score); ``min_mask_iou`` overrides its budget
+    (the worst sample's IoU with fp32's mask; default implied by the cosine budget).
     ``judge_channels``: each channel of an output that has them (2 to 16 at axis 1 or the
     last) judged as an output of its own too, by every budget check.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
@@ -134,7 +147,7 @@ def build(
     ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
-    ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes`` and ``profiles`` take one
+    ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes``, ``judge_masks`` and ``profiles`` take one
     string or a list.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     Log lines go to the ``deploycomp`` logger (the application's logging decides where).
@@ -147,7 +160,7 @@ def build(
         sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
         min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
         judge_where=where_rules(judge_where), judge_channels=judge_channels, judge_boxes=box_rules(judge_boxes),
-        min_box_iou=min_box_iou,
+        min_box_iou=min_box_iou, judge_masks=mask_rules(judge_masks), min_mask_iou=min_mask_iou,
         int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
         int8_time_limit=int8_time_limit,
         int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],

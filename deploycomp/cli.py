@@ -212,6 +212,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "auto": manifest.get("auto"),
             **({"fp16": manifest["fp16"]} if "fp16" in manifest else {}),  # what stayed fp32, and why
             **({"judge_boxes_suggested": val["judge_boxes_suggested"]} if val.get("judge_boxes_suggested") else {}),
+            **({"judge_masks_suggested": val["judge_masks_suggested"]} if val.get("judge_masks_suggested") else {}),
         }))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"
@@ -228,6 +229,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     for assumed in manifest.get("assumptions") or []:  # (a batch fixed to 1 had been said only in the manifest)
         click.echo(f"  assumed: {assumed}")
     from deploycomp.boxes import describe_boxes
+    from deploycomp.masks import describe_mask
     from deploycomp.validate import describe_where
 
     for name, m in val["outputs"].items():
@@ -247,6 +249,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             note = f"; {judged}" + note
         if (boxes := describe_boxes(m)) is not None:
             note = f"; {boxes}" + note
+        if (mask := describe_mask(m)) is not None:
+            note = f"; {mask}" + note
         if "agreement" in m:
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
             continue
@@ -262,6 +266,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     for name, rule in (val.get("judge_boxes_suggested") or {}).items():
         click.echo(f"  {_short(name)} looks like a detector's boxes and scores, and cosine barely sees a box move: "
                    f"--judge-boxes \"{rule}\" judges them by overlap")
+    for name, rule in (val.get("judge_masks_suggested") or {}).items():
+        click.echo(f"  {_short(name)} looks like a probability map, and cosine barely sees its edges move: "
+                   f"--judge-mask \"{rule}\" judges the mask cut from it (at your application's threshold)")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         share = search.get("fp16_mac_share")
@@ -386,6 +393,13 @@ def _build_options(f):
     f = click.option("--min-box-iou", type=float,
                      help="Override the box budget of --judge-boxes (the worst sample's mean IoU with fp32's "
                           "detections; default implied by the cosine budget: int8 0.9).")(f)
+    f = click.option("--judge-mask", "judge_masks", multiple=True, metavar="NAME[>T]",
+                     help="Judge a dense map by the mask an application cuts from it: NAME>T where it exceeds T "
+                          "(a probability or alpha map, e.g. mask>0.5), NAME alone for a class map (each pixel's "
+                          "largest class score); by its IoU with fp32's mask; repeatable.")(f)
+    f = click.option("--min-mask-iou", type=float,
+                     help="Override the mask budget of --judge-mask (the worst sample's IoU with fp32's mask; "
+                          "default implied by the cosine budget: int8 0.9).")(f)
     f = click.option("--judge-channels", "judge_channels", is_flag=True,
                      help="Judge each channel of an output (2-16 at axis 1 or the last) as an output of its own too: "
                           "for outputs whose channels hold different quantities (an angle map and a quality map).")(f)
@@ -443,7 +457,7 @@ def _boosters(text: str | None) -> list[str] | None:
 
 
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
-    from deploycomp.api import box_rules, where_rules
+    from deploycomp.api import box_rules, mask_rules, where_rules
     from deploycomp.pipeline import BuildOptions, build
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
@@ -455,7 +469,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
             judge_where=where_rules(kw.pop("judge_where")), judge_boxes=box_rules(kw.pop("judge_boxes")),
-            profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
+            judge_masks=mask_rules(kw.pop("judge_masks")), profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
         close()
@@ -497,6 +511,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
     if not kw["judge_boxes"]:
         kw["judge_boxes"] = ex.judge_boxes
+    if not kw["judge_masks"]:
+        kw["judge_masks"] = ex.judge_masks
     if kw["precision"] is None:
         from deploycomp.pipeline import default_precision
 

@@ -210,9 +210,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         # what a candidate missed by, where not its cosine (a box budget: every trial had read
         # "met: false" at cosine 0.99996 with no word of why)
         boxes = [m["box_iou"] for m in metrics.values() if "box_iou" in m]
+        masks = [m["mask_iou"] for m in metrics.values() if "mask_iou" in m]
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
                        "min_cosine": round(worst, 6), **({"min_box_iou": round(min(boxes), 6)} if boxes else {}),
+                       **({"min_mask_iou": round(min(masks), 6)} if masks else {}),
                        "met": verdict.met, "samples": len(outs)})
         # -v: a search of a large model runs for minutes; each candidate says how it fared
         floats = trials[-1]["float_layers"]

@@ -30,6 +30,7 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.boxes import check_boxes, infer_format, suggest_rule
+from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
@@ -78,6 +79,10 @@ class BuildOptions:
     """Outputs holding a detector's boxes, judged by their overlap with fp32's
     (:func:`deploycomp.boxes.parse_boxes`: ``{output: BoxRule}``)."""
     min_box_iou: float | None = None
+    judge_masks: dict = field(default_factory=dict)
+    """Dense maps judged by the mask cut from them (:func:`deploycomp.masks.parse_masks`:
+    ``{output: MaskRule}``)."""
+    min_mask_iou: float | None = None
     judge_channels: bool = False
     """Each channel of an output that has them (:func:`deploycomp.validate.channel_axis`)
     judged as an output of its own too, by every budget check."""
@@ -195,6 +200,8 @@ class Prepared:
     """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
     boxes: dict = field(default_factory=dict)
     """``--judge-boxes``: outputs judged by their boxes -> the rule, its format resolved."""
+    masks: dict = field(default_factory=dict)
+    """``--judge-mask``: outputs judged by the mask cut from them -> the rule."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
@@ -202,7 +209,7 @@ class Prepared:
         makes it (its judged elements, its integer outputs of rounded values, its angles,
         its judged channels)."""
         return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
-                               angles=self.angles, channels=self.channels, boxes=self.boxes)
+                               angles=self.angles, channels=self.channels, boxes=self.boxes, masks=self.masks)
 
     def scales(self, refs: list) -> dict[str, float]:
         """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""
@@ -636,7 +643,7 @@ def build(opts: BuildOptions) -> BuildResult:
     if opts.int8_time_limit is not None and not opts.int8_time_limit >= 0:
         raise DeployError(f"int8 time limit must be 0 or more seconds, not {opts.int8_time_limit}")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
-                        ("--min-box-iou", opts.min_box_iou)):
+                        ("--min-box-iou", opts.min_box_iou), ("--min-mask-iou", opts.min_mask_iou)):
         if value is not None and not 0 < value <= 1:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
     if opts.precision is None:
@@ -739,11 +746,13 @@ def _build(opts: BuildOptions) -> BuildResult:
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
         check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
+        check_masks(opts.judge_masks, {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]})
     except ValueError as e:
         raise InputDataError(str(e)) from None
     # an output judged by its boxes is judged where its detections are, as --judge-where would
     where = {**{k: (r.scores, r.threshold) for k, r in opts.judge_boxes.items()}, **opts.judge_where}
     prep.where = where
+    prep.masks = dict(opts.judge_masks)
     refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
         if any(not r.fmt for r in opts.judge_boxes.values()):
@@ -785,6 +794,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
     if opts.min_box_iou is not None:
         fidelity = fidelity.model_copy(update={"min_box_iou": opts.min_box_iou})
+    if opts.min_mask_iou is not None:
+        fidelity = fidelity.model_copy(update={"min_mask_iou": opts.min_mask_iou})
     model, quant_info, fp16_info, stricter = prep.model, None, None, None
     options = backend_options(opts, target, prep.profiles)
     if arrives_int8 and opts.precision == "fp16":
@@ -976,6 +987,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         # that would judge their boxes (the summary and the report name it)
         suggested = {name: rule.text() for name in metrics if name not in prep.boxes and all(name in r for r in refs)
                      and (rule := suggest_rule(name, [r[name] for r in refs])) is not None}
+        # likewise a probability map judged by cosine alone: the mask that would judge it
+        masks_suggested = {name: rule.text() for name in metrics if name not in prep.masks and name not in suggested
+                           and all(name in r for r in refs)
+                           and (rule := suggest_mask(name, [r[name] for r in refs])) is not None}
         if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
                 and set(quant_info.get("float_layers") or ()) - set(quant_info.get("pinned_float") or ())):
             # the search met the budget only by keeping every layer float: an fp32 model in an
@@ -1030,7 +1045,9 @@ def _build(opts: BuildOptions) -> BuildResult:
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
                            **({"judge_channels": prep.channels} if prep.channels else {}),
                            **({"judge_boxes": {k: r.to_json() for k, r in prep.boxes.items()}} if prep.boxes else {}),
+                           **({"judge_masks": {k: r.text() for k, r in prep.masks.items()}} if prep.masks else {}),
                            **({"judge_boxes_suggested": suggested} if suggested else {}),
+                           **({"judge_masks_suggested": masks_suggested} if masks_suggested else {}),
                            # every budget ``ok`` answers for, measured ones included (a memory
                            # miss is under measured.budgets only: ``ok`` false, every budget here met)
                            "missed": [c.name for c in summary.checks if not c.ok],

@@ -345,6 +345,7 @@ def _validation_html(val: dict, fidelity: dict) -> str:
     """Where the inputs came from (a warning when not the user's), and per output what each
     number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
     from deploycomp.boxes import describe_boxes
+    from deploycomp.masks import describe_mask
     from deploycomp.validate import describe_where
 
     data = val.get("data") or {}
@@ -374,9 +375,15 @@ def _validation_html(val: dict, fidelity: dict) -> str:
         bad = f'<br><span class="bad">{m["nonfinite"]} NaN/Inf values</span>' if m.get("nonfinite") else ""
         if (boxes := describe_boxes(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(boxes)}</span>'
+        if (mask := describe_mask(m)) is not None:
+            bad += f'<br><span class="muted">{html.escape(mask)}</span>'
         if (rule := (val.get("judge_boxes_suggested") or {}).get(name)) is not None:
             bad += (f'<br><span class="muted">looks like a detector\'s boxes and scores, and cosine barely sees a box '
                     f'move: <code>--judge-boxes "{html.escape(rule)}"</code> judges them by overlap</span>')
+        if (rule := (val.get("judge_masks_suggested") or {}).get(name)) is not None:
+            bad += (f'<br><span class="muted">looks like a probability map, and cosine barely sees its edges move: '
+                    f'<code>--judge-mask "{html.escape(rule)}"</code> judges the mask cut from it (at your '
+                    "application's threshold)</span>")
         if (judged := describe_where(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(judged)}</span>'
         if m.get("passes_through"):

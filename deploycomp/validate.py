@@ -449,8 +449,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                     per_sample: dict[str, list[float | None]] | None = None,
                     where: Where | None = None, levels: Collection[str] = (),
                     angles: Mapping[str, np.ndarray] | None = None,
-                    channels: Mapping[str, int] | None = None, boxes: Mapping[str, Any] | None = None
-                    ) -> dict[str, dict]:
+                    channels: Mapping[str, int] | None = None, boxes: Mapping[str, Any] | None = None,
+                    masks: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -492,6 +492,9 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     graph), the bundle's rows are matched to the reference's first
     (:func:`deploycomp.boxes.aligned_rows`, ``rows_aligned``: on how many samples), not a
     shape mismatch.
+    ``masks``: dense maps judged by the mask cut from them -> their
+    :class:`deploycomp.masks.MaskRule`; each gets ``mask_iou`` and ``mask``
+    (:func:`deploycomp.masks.mask_metrics`), on the outputs as they came.
     """
     decisions: dict[str, dict[str, int]] = {}
     as_given = (refs, gots)
@@ -612,6 +615,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                 metrics[name] |= box_metrics(*as_given, rule)
                 if aligned.get(name):
                     metrics[name]["rows_aligned"] = aligned[name]
+    if masks:
+        from deploycomp.masks import mask_metrics
+
+        for name, rule in masks.items():
+            if name in metrics:
+                metrics[name] |= mask_metrics(*as_given, rule)
     if channels:
         # (an output judged ``where`` is a list of the elements judged: no channels left)
         axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}
@@ -869,6 +878,10 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
             from deploycomp.boxes import box_iou_limit
 
             checks.append(least(name, "box_iou", m["box_iou"], at_least(box_iou_limit(fidelity)), "box_iou"))
+        if "mask_iou" in m:
+            from deploycomp.masks import mask_iou_limit
+
+            checks.append(least(name, "mask_iou", m["mask_iou"], at_least(mask_iou_limit(fidelity)), "mask_iou"))
         if fidelity.min_top1_agreement is not None and "top1_agreement" in m:
             checks.append(least(name, "top1", m["top1_agreement"], at_least(fidelity.min_top1_agreement),
                                 "top1_agreement"))

@@ -12,9 +12,9 @@
         freeze: {sr: 16000}                # optional, as --freeze
         targets: [host, jetson]            # optional: overrides the fleet's
         precisions: [fp16]                 # optional: overrides the fleet's
-        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou
+        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou, min_mask_iou
         options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit,
-                                           # judge_where, judge_boxes (lists of rules), ...
+                                           # judge_where, judge_boxes, judge_masks (lists of rules), ...
       - name: yolov8n-640
         extends: yolov8n                   # every key of yolov8n, these replacing its own
         inputs: {images: [1, 3, 640, 640]}
@@ -66,10 +66,34 @@ def _distinct(values: list | None) -> list | None:
     return values
 
 
+def _parse_where():
+    from deploycomp.validate import parse_where
+
+    return parse_where
+
+
+def _parse_boxes():
+    from deploycomp.boxes import parse_boxes
+
+    return parse_boxes
+
+
+def _parse_masks():
+    from deploycomp.masks import parse_masks
+
+    return parse_masks
+
+
+RULE_PARSERS = {"judge_where": _parse_where, "judge_boxes": _parse_boxes, "judge_masks": _parse_masks}
+"""A spec's options that are lists of the command line's rules -> (imported when needed)
+the parser that reads them, for the spec's check and the build alike."""
+
+
 class Budgets(_Strict):
     min_cosine: float | None = Field(default=None, gt=0, le=1)
     min_top1: float | None = Field(default=None, gt=0, le=1)
     min_box_iou: float | None = Field(default=None, gt=0, le=1)
+    min_mask_iou: float | None = Field(default=None, gt=0, le=1)
 
 
 class Options(_Strict):
@@ -85,16 +109,14 @@ class Options(_Strict):
     judge_channels: bool = False
     judge_where: list[str] = Field(default_factory=list)
     judge_boxes: list[str] = Field(default_factory=list)
+    judge_masks: list[str] = Field(default_factory=list)
 
-    @field_validator("judge_where", "judge_boxes")
+    @field_validator("judge_where", "judge_boxes", "judge_masks")
     @classmethod
     def _rules_read(cls, values: list[str], info) -> list[str]:
         """Each rule checked as the build will read it (a bad one had failed every cell of its
         model, one build at a time)."""
-        from deploycomp.boxes import parse_boxes
-        from deploycomp.validate import parse_where
-
-        (parse_where if info.field_name == "judge_where" else parse_boxes)(values)
+        RULE_PARSERS[info.field_name]()(values)
         return values
 
 
@@ -160,6 +182,7 @@ class Job:
     min_cosine: float | None = None
     min_top1: float | None = None
     min_box_iou: float | None = None
+    min_mask_iou: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     not_applied: tuple[str, ...] = ()
     """The model's options that do not apply to this cell (:func:`cell_options`)."""
@@ -289,7 +312,7 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                     validation=local(m.validation, f"{where}.validation"),
                     preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
                     min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"),
-                    min_box_iou=budgets.get("min_box_iou"), options=applied,
+                    min_box_iou=budgets.get("min_box_iou"), min_mask_iou=budgets.get("min_mask_iou"), options=applied,
                     not_applied=tuple(sorted(set(options) - set(applied))),
                 ))
     seen: dict[str, Job] = {}

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploycomp.fleet.spec import Job
+from deploycomp.fleet.spec import RULE_PARSERS, Job
 
 __all__ = ["build_job", "engine_step", "pack", "summarize_bundle", "unpack"]
 
@@ -54,12 +54,8 @@ def summarize_bundle(bundle: Path) -> dict[str, Any]:
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
     """A spec's options as :class:`deploycomp.pipeline.BuildOptions` takes them: its rules
-    (``judge_where``, ``judge_boxes``, lists of the command line's strings) parsed."""
-    from deploycomp.boxes import parse_boxes
-    from deploycomp.validate import parse_where
-
-    return {**options, **({"judge_where": parse_where(options["judge_where"])} if "judge_where" in options else {}),
-            **({"judge_boxes": parse_boxes(options["judge_boxes"])} if "judge_boxes" in options else {})}
+    (:data:`RULE_PARSERS`, lists of the command line's strings) parsed."""
+    return {**options, **{k: parse()(options[k]) for k, parse in RULE_PARSERS.items() if k in options}}
 
 
 def build_job(job: Job, folder: str | Path) -> dict[str, Any]:
@@ -73,7 +69,8 @@ def build_job(job: Job, folder: str | Path) -> dict[str, Any]:
         model=job.path, out=folder / "bundle", target=job.target, precision=job.precision,
         inputs=[(n, tuple(s)) for n, s in job.inputs], calibration=job.calibration,
         validation_data=job.validation, preprocess=job.preprocess, freeze=dict(job.freeze),
-        min_cosine=job.min_cosine, min_top1=job.min_top1, min_box_iou=job.min_box_iou, no_fail=True, force=True,
+        min_cosine=job.min_cosine, min_top1=job.min_top1, min_box_iou=job.min_box_iou, min_mask_iou=job.min_mask_iou,
+        no_fail=True, force=True,
         **_parsed(job.options),
     )
     try:

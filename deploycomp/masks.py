@@ -1,0 +1,187 @@
+"""A dense map judged by the mask an application cuts from it, not by cosine.
+
+Cosine over a per-pixel map is dominated by the pixels far from any decision: a
+salient-object model's int8 build flipped 8-22% of its pixels across 0.5 at cosine 0.984
+(U2-Net-p, host). ``--judge-mask`` names the map and how it is read:
+
+- ``NAME>T``: a probability or alpha map; the mask is where it exceeds ``T`` (every
+  element, whatever the channels: a multi-label map's masks are judged together);
+- ``NAME``: a class map; each pixel's class is the largest entry on the channel axis
+  (:func:`class_axis`), or the value itself where the output holds integers (an
+  ``ArgMax`` in the graph).
+
+Each sample is judged by the IoU of the bundle's mask with fp32's (for classes, the mean
+over the classes either side gives a noticeable area); ``mask_iou`` is the worst sample's,
+held to the precision's budget (:func:`mask_iou_limit`, the same as a box's). An area under
+:data:`SPECK` of the map on both sides is a speck, not a mask: a text detector's map of a
+photo without text, where fp32 finds 3 pixels and the bundle 5, is not judged by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from deploycomp.validate import noise_allowance
+
+__all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "mask_iou_limit", "mask_metrics",
+           "parse_masks", "suggest_mask"]
+
+SPECK = 1e-3
+"""A mask (or a class's area) smaller than this share of the map's elements on both sides
+is not judged: its IoU is that of a few pixels."""
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    output: str
+    threshold: float | None = None
+    """Where the map exceeds it, the mask; None: a class map."""
+
+    def text(self) -> str:
+        return self.output if self.threshold is None else f"{self.output}>{self.threshold:g}"
+
+
+def parse_masks(texts) -> dict[str, MaskRule]:
+    """``--judge-mask NAME>T`` or ``--judge-mask NAME`` (repeatable) -> ``{output: rule}``."""
+    rules: dict[str, MaskRule] = {}
+    for text in texts or ():
+        text = str(text).strip()
+        name, gt, threshold = text.rpartition(">") if ">" in text else (text, "", "")
+        name, value = name.strip(), None
+        if gt:
+            try:
+                value = float(threshold)
+            except ValueError:
+                value = None
+        if not name or (gt and (value is None or not np.isfinite(value))):
+            raise ValueError(f"--judge-mask {text!r}: write NAME>THRESHOLD (a probability map, e.g. mask>0.5) "
+                             "or NAME (a class map)")
+        if name in rules:
+            raise ValueError(f"--judge-mask {name}: given twice; give one rule per output")
+        rules[name] = MaskRule(name, value)
+    return rules
+
+
+def class_axis(shape: Sequence[int]) -> int | None:
+    """The axis of a class map's per-class scores: 1 (``[N, C, H, W]``) unless the last is
+    the shorter (``[N, H, W, C]``); None for a map of fewer than 3 axes or one class."""
+    if len(shape) < 3:
+        return None
+    axis = 1 if shape[1] <= shape[-1] else len(shape) - 1
+    return axis if shape[axis] >= 2 else None
+
+
+def check_masks(rules: Mapping[str, MaskRule], outputs: Mapping[str, tuple[Sequence, str]]) -> None:
+    """Raise ValueError naming the first rule whose output does not exist or cannot be
+    read so (``outputs``: name -> (shape, dtype))."""
+    for name, rule in rules.items():
+        said = f"--judge-mask {rule.text()}"
+        if name not in outputs:
+            raise ValueError(f"{said}: the model has no output {name!r} (outputs: {', '.join(list(outputs)[:8])})")
+        shape, dtype = outputs[name]
+        if rule.threshold is None and not dtype.startswith(("int", "uint")):
+            if not all(isinstance(d, int) for d in shape) or class_axis(shape) is None:
+                raise ValueError(f"{said}: {name} (shape {list(shape)}) has no axis of class scores to take the "
+                                 "largest of (1, or the last: [N, C, H, W] or [N, H, W, C]); a probability map "
+                                 f"is judged as {name}>THRESHOLD")
+
+
+def _labels(values: np.ndarray, rule: MaskRule) -> np.ndarray:
+    values = np.asarray(values)
+    if rule.threshold is not None:
+        return values > rule.threshold
+    if np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_:
+        return values
+    return values.argmax(axis=class_axis(values.shape))
+
+
+def _sample_iou(r: np.ndarray, g: np.ndarray, binary: bool) -> float | None:
+    """IoU of two masks (a binary mask's foreground), or the mean over the classes either
+    side covers by :data:`SPECK` of the map; None where nothing is that large."""
+    least = SPECK * r.size
+    if binary:
+        union = int(np.count_nonzero(r | g))
+        return None if union <= least else int(np.count_nonzero(r & g)) / union
+    classes, counts = np.unique(np.concatenate([r.reshape(-1), g.reshape(-1)]), return_counts=True)
+    ious = []
+    for c, n in zip(classes, counts):
+        if n <= least:
+            continue
+        a, b = r == c, g == c
+        ious.append(int(np.count_nonzero(a & b)) / int(np.count_nonzero(a | b)))
+    return float(np.mean(ious)) if ious else None
+
+
+def mask_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
+                 rule: MaskRule) -> dict[str, Any]:
+    """``mask_iou`` (the worst judged sample's; absent where none is judged) and ``mask``:
+    the rule, the mean IoU, the largest share of elements on the other side of the
+    decision (``flipped``: of the threshold, or another class) and the samples judged."""
+    ious, flipped = [], 0.0
+    for ref, got in zip(refs, gots):
+        r, g = np.asarray(ref[rule.output]), np.asarray(got.get(rule.output))
+        if r.shape != g.shape or not r.size:
+            continue  # (judged as a shape mismatch)
+        a, b = _labels(r, rule), _labels(g, rule)
+        flipped = max(flipped, float(np.count_nonzero(a != b)) / a.size)
+        if (iou := _sample_iou(a, b, rule.threshold is not None)) is not None:
+            ious.append(iou)
+    record = {"rule": rule.text(), "read_as": "classes" if rule.threshold is None else "threshold",
+              "flipped": round(flipped, 6), "samples_judged": len(ious)}
+    if not ious:
+        return {"mask": record}
+    record["mean_iou"] = float(np.mean(ious))
+    return {"mask_iou": min(ious), "mask": record}
+
+
+def mask_iou_limit(fidelity: Any) -> float:
+    """The budget's ``min_mask_iou``, or the one its cosine implies, as a box's
+    (:func:`deploycomp.boxes.box_iou_limit`): ``1 - noise_allowance / 2`` (fp32 0.993,
+    fp16 0.978, bf16 0.95, int8 0.9)."""
+    given = getattr(fidelity, "min_mask_iou", None)
+    return given if given is not None else round(1 - noise_allowance(fidelity.min_cosine) / 2, 6)
+
+
+def describe_mask(metrics: Mapping[str, Any]) -> str | None:
+    """How an output judged by its mask is said (summary, report)."""
+    record = metrics.get("mask")
+    if not record:
+        return None
+    what = "classes" if record["read_as"] == "classes" else "mask"
+    if "mask_iou" not in metrics:
+        return (f"{what} {record['rule']}: NO sample has a {what} of {SPECK:.1%} of the map on either side: "
+                "not judged")
+    return (f"{what} IoU {metrics['mask_iou']:.3f} (worst sample; mean {record['mean_iou']:.3f}; up to "
+            f"{record['flipped']:.1%} of elements flipped)")
+
+
+MIN_SIDE = 32
+"""A suggested mask's map has at least this many elements on each of its last two axes."""
+
+
+def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
+    """A ``--judge-mask NAME>0.5`` rule for an output that looks like a probability map on
+    every sample, or None: floating point, ``[N, 1, H, W]`` or ``[N, H, W]`` with H and W
+    at least :data:`MIN_SIDE`, every value within [0, 1], most of them decided (under a
+    quarter between 0.1 and 0.9 on every sample: a grey image or a normalised depth map
+    is no mask), and on some sample more than a speck (:data:`SPECK`) of it over 0.5 and
+    more than a speck under. Cosine barely sees its edges move (the summary names the
+    rule; the threshold is the application's)."""
+    arrays = [np.asarray(v) for v in values]
+    if not arrays or any(a.shape != arrays[0].shape or not np.issubdtype(a.dtype, np.floating) for a in arrays):
+        return None
+    shape = arrays[0].shape
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)) or min(shape[-2:]) < MIN_SIDE:
+        return None
+    decided = False
+    for a in arrays:
+        if not np.all(np.isfinite(a)) or float(a.min()) < 0 or float(a.max()) > 1:
+            return None
+        if np.count_nonzero((a > 0.1) & (a < 0.9)) > a.size / 4:
+            return None
+        share = float(np.count_nonzero(a > 0.5)) / a.size
+        decided = decided or SPECK < share < 1 - SPECK
+    return MaskRule(name, 0.5) if decided else None
