@@ -48,7 +48,7 @@ from deploycomp.passes.ml_labels import StringClassLabelsPass
 from deploycomp.passes.ml_ops import MLOpsToCorePass
 from deploycomp.passes.rewrite import RewriteRulesPass
 from deploycomp.passes.rules import DEFAULT_RULES, TFLITE_RULES
-from deploycomp.passes.to_float32 import Float64ToFloat32Pass
+from deploycomp.passes.to_float32 import Float16ToFloat32Pass, Float64ToFloat32Pass
 from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
@@ -146,10 +146,13 @@ def tflite_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     fold an affine before a Conv into it (:data:`deploycomp.passes.rules.TFLITE_RULES`), and
     an affine by per-channel constants they leave is a 1x1 depthwise Conv
     (:mod:`deploycomp.passes.affine_depthwise`).
-    float64 is computed in float32 (:mod:`deploycomp.passes.to_float32`): TFLite has
-    float64 kernels for a few ops only."""
+    float64 and float16 are computed in float32 (:mod:`deploycomp.passes.to_float32`):
+    TFLite has float64 kernels for a few ops only, and float16 ones for none of the
+    model's (a float16 export stopped in LiteRT's MAX_POOL_2D, an internal error; its
+    fp16 precision stores float16 weights and computes float32 all the same)."""
     pipeline = _with_core_contrib_ops(default_pipeline(shapes))
-    pipeline.prologue.insert(1, Float64ToFloat32Pass())  # after inlining, before anything reads types
+    # after inlining, before anything reads types
+    pipeline.prologue[1:1] = [Float64ToFloat32Pass(), Float16ToFloat32Pass()]
     # (once the inputs' types are known: a context-dependent definition depends on them)
     at = next(i for i, p in enumerate(pipeline.prologue) if isinstance(p, ShapeInferencePass)) + 1
     pipeline.prologue.insert(at, ExpandFunctionOpsPass(TFLITE_FUNCTION_OPS))

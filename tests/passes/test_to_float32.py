@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 
 from deploycomp.passes.to_float32 import Float16ToFloat32Pass, Float64ToFloat32Pass, has_dtype, has_float16
 from tests.passes._harness import model_from_text
@@ -122,3 +123,25 @@ def test_a_tflite_build_of_a_model_that_casts_to_double(tmp_path):
         got = runner.run({"a": np.ones((1, 8)), "x": np.ones((1, 8), np.float32)})
         np.testing.assert_allclose(got["z"][0], np.linspace(0.5, 2.0, 8) + 0.5, rtol=1e-6 if precision == "fp32" else 0.05)
         assert got["y"].dtype == np.float64  # the interface as the model types it
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_tflite_build_of_a_float16_model(tmp_path, real_model, precision):
+    """PP-OCR's direction classifier converted to float16 by ONNX Runtime's own converter
+    (inputs and outputs float16): LiteRT has no float16 kernel for its ops (an internal
+    error in MAX_POOL_2D); the TFLite pipeline computes it in float32, behind its float16
+    interface."""
+    import deploycomp
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from deploycomp.sample_data import ocr_cls_samples
+
+    half = convert_float_to_float16(onnx.load(real_model("ppocr-cls")), keep_io_types=False)
+    onnx.save(half, tmp_path / "cls16.onnx")
+    x = np.concatenate(ocr_cls_samples((1, 3, 48, 192))).astype(np.float16)
+    np.savez(tmp_path / "val.npz", x=x)
+    runner = deploycomp.build(tmp_path / "cls16.onnx", tmp_path / "b", target="android-arm64", precision=precision,
+                              validation_data=tmp_path / "val.npz")
+    assert runner.manifest["validation"]["ok"]
+    got = runner.run({"x": x[:1]})
+    assert got[next(iter(got))].dtype == np.float16
