@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Collection, Iterable, Mapping
 
@@ -110,9 +110,27 @@ def _limit(data: DataSet) -> DataSet:
     return DataSet(picked, f"{data.label}, {len(picked)} of them spread over the set", data.source)
 
 
+def _as_typed(data: DataSet, dtypes: dict[str, np.dtype]) -> DataSet:
+    """Built-in float samples in the float type each input takes: a float16 export given
+    float32 photos failed in ONNX Runtime ("Unexpected input data type"), blamed on
+    inputs the user never gave. (The user's own data is converted where it is read.)"""
+    def typed(name: str, array: np.ndarray) -> np.ndarray:
+        want = dtypes.get(name)
+        if want is not None and np.issubdtype(want, np.floating) and np.issubdtype(array.dtype, np.floating):
+            return array.astype(want, copy=False)
+        return array
+
+    return replace(data, samples=[{k: typed(k, v) for k, v in s.items()} for s in data.samples])
+
+
 def built_in_validation(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype], kind: str | None,
                         spec: PreprocessSpec | None) -> DataSet:
-    """Steps 3-6 of the module docstring."""
+    """Steps 3-6 of the module docstring, each sample in the float types the inputs take."""
+    return _as_typed(_built_in_validation(shapes, dtypes, kind, spec), dtypes)
+
+
+def _built_in_validation(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype], kind: str | None,
+                         spec: PreprocessSpec | None) -> DataSet:
     if spec is not None and len(shapes) == 1:
         (name, shape), = shapes.items()
         arrays = [spec.apply(img, shape) for img in sample_data.photos()]
@@ -153,7 +171,8 @@ def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: s
     if kind is not None and len(shapes) == 1 and kind in sample_data.CALIBRATION_SAMPLERS:
         (name, shape), = shapes.items()
         samples = sample_data.calibration_samples_for(kind, name, shape)
-        return DataSet(samples, f"built-in {kind} calibration set ({len(samples)} samples)", "built-in")
+        return _as_typed(DataSet(samples, f"built-in {kind} calibration set ({len(samples)} samples)", "built-in"),
+                         dtypes)
     return None
 
 

@@ -58,6 +58,17 @@ def test_built_in_photos_follow_the_users_spec():
     assert x.shape == (1, 3, 16, 16) and x.min() < -1.5 and x.max() > 1.5  # (0..1 - 0.5) / 0.25
 
 
+def test_built_in_samples_take_the_inputs_float_type():
+    """A float16 export with no data of the user's: the photos (guessed or through the
+    user's spec) arrive as float16, as the model takes them; ONNX Runtime had refused
+    float32 ones, blamed on inputs the user never gave."""
+    half = {"x": np.dtype("float16")}
+    for spec in (None, PreprocessSpec()):
+        x = built_in_validation(SHAPES, half, None, spec).samples[0]["x"]
+        assert x.dtype == np.float16 and x.shape == (1, 3, 16, 16)
+    assert built_in_validation(SHAPES, DTYPES, None, None).samples[0]["x"].dtype == np.float32
+
+
 def test_a_build_with_calibration_validates_on_held_out_user_data(tiny_conv, tmp_path):
     """--calibration and no --validation-data, at fp16: the user's data, not built-in photos."""
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
