@@ -531,6 +531,13 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
     if osrc and nsrc and osrc != nsrc:  # (a gate comparing the wrong folders passed without a word)
         rows.add("model", f"{_get(old, 'source', 'name')} {osrc[:12]}", f"{_get(new, 'source', 'name')} {nsrc[:12]}",
                  note="different model files (source sha256)")
+    elif (oext := _get(old, "source", "external_data") or {}) != (next_ := _get(new, "source", "external_data") or {}):
+        # the same .onnx over other weights files (a fine-tune saved with external data)
+        changed = sorted(k for k in {*oext, *next_} if oext.get(k) != next_.get(k))
+        rows.add("model", f"{changed[0]} {(oext.get(changed[0]) or 'none')[:12]}",
+                 f"{changed[0]} {(next_.get(changed[0]) or 'none')[:12]}",
+                 note=f"different weights: external data {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} "
+                      "(sha256), the .onnx file the same")
     ot, nt = _get(old, "target", "name"), _get(new, "target", "name")
     rows.add("target", ot, nt, note="different devices: budgets and estimates differ" if ot != nt else "")
     ob, nb = _get(old, "backend", "name"), _get(new, "backend", "name")

@@ -77,6 +77,9 @@ class LoadedModel:
     """Graph inputs that have an initializer (IR < 4 style): constants unless kept as inputs."""
     ir_version: int = 0
     """The file's IR version (the loaded model's may be raised to match its opset)."""
+    external_data: dict[str, str] = field(default_factory=dict)
+    """The external-data files the model names -> their sha256 (``sha256`` is the .onnx
+    file's alone: two models alike but for their weights files had the same)."""
 
 
 
@@ -112,8 +115,11 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
-def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
+def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
+    """The external-data files the model names (relative to its folder), each checked to
+    be a file inside that folder."""
     root = model_dir.resolve()
+    locations = set()
     for graph in _graphs(proto.graph):
         for tensor in graph.initializer:
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -134,6 +140,8 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
                 )
             if not target.is_file():
                 raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
+            locations.add(location)
+    return sorted(locations)
 
 
 def _default_opset(proto: onnx.ModelProto) -> int | None:
@@ -273,7 +281,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     inputs (overridable defaults) instead of constants."""
     path = Path(path)
     proto = _parse(path)
-    _check_external_data(proto, path.parent)
+    locations = _check_external_data(proto, path.parent)
     _refuse_maps(proto, path)
     source_ir = proto.ir_version
     initializer_inputs = _initializer_inputs(proto)
@@ -310,6 +318,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
         source_opset=opset,
         initializer_inputs=initializer_inputs if not keep_initializer_inputs else [],
         ir_version=source_ir,
+        external_data={loc: sha256_file(path.parent / loc) for loc in locations},
     )
 
 

@@ -175,6 +175,8 @@ class Prepared:
     repinned: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Inputs whose fixed dims ``--input`` gave other sizes: the reference runs the
     original model with those inputs declared at them."""
+    external_data: dict[str, str] = field(default_factory=dict)
+    """The source's external-data files -> their sha256 (:class:`deploycomp.ir.LoadedModel`)."""
     integer_ops: int = 0
     """ONNX Runtime dynamic-quantization ops the model arrived with, rewritten as float ops
     on their int8 weights (:mod:`deploycomp.passes.integer_ops`)."""
@@ -497,8 +499,8 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
-                    repinned, integer_ops, guessed=resolved.guessed, from_data=resolved.from_data, levels=levels,
-                    nan_ok=nan_ok)
+                    repinned, loaded.external_data, integer_ops, guessed=resolved.guessed, from_data=resolved.from_data,
+                    levels=levels, nan_ok=nan_ok)
 
 
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
@@ -519,7 +521,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         loaded = load_model(model_path, keep_initializer_inputs)
         shapes = check_specs(loaded.model, list(specs))
         model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
-        prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog)
+        prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog,
+                        external_data=loaded.external_data)
     else:
         prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs,
                        building=False)
@@ -1025,7 +1028,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "versions": _versions(),
-            "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset},
+            "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset,
+                       **({"external_data": prep.external_data} if prep.external_data else {})},
             "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
                        "profile": target.model_dump(exclude={"source_file"})} | _family_record(target, backend.name),
             "precision": opts.precision,

@@ -108,6 +108,33 @@ def test_a_gate_fails_when_an_output_is_gone_and_says_when_the_models_differ(bun
     assert diff(bundles["fp32"], copy).ok  # without a gate: reported, not judged
 
 
+def test_the_same_model_file_over_other_weights_is_another_model(real_model, tmp_path):
+    """A model saved with its weights in an external-data file, and the same .onnx over a
+    fine-tuned weights file: the manifests record each data file's sha256 beside the
+    .onnx file's (equal), and diff names the weights that differ (it had shown no model
+    row and passed a cosine gate between two different models)."""
+    model = onnx.load(real_model("yolov8n"))
+    for name, factor in (("a", 1.0), ("b", 1.5)):
+        tuned = onnx.ModelProto()
+        tuned.CopyFrom(model)
+        weight = max(tuned.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * factor, weight.name))
+        (tmp_path / name).mkdir()
+        onnx.save(tuned, tmp_path / name / "det.onnx", save_as_external_data=True, location="det.data",
+                  size_threshold=1024)
+    assert sha256_file(tmp_path / "a" / "det.onnx") == sha256_file(tmp_path / "b" / "det.onnx")
+    for name in "ab":
+        deploycomp.build(tmp_path / name / "det.onnx", tmp_path / f"out-{name}", inputs=["images:1x3x320x320"],
+                         precision="fp32")
+    manifests = [json.loads((tmp_path / f"out-{n}" / "manifest.json").read_text()) for n in "ab"]
+    assert manifests[0]["source"]["sha256"] == manifests[1]["source"]["sha256"]
+    datas = [m["source"]["external_data"] for m in manifests]
+    assert list(datas[0]) == ["det.data"] and datas[0]["det.data"] == sha256_file(tmp_path / "a" / "det.data")
+    assert datas[0] != datas[1]
+    d = diff(tmp_path / "out-a", tmp_path / "out-b")
+    assert "different weights: external data det.data" in row(d, "model").note
+
+
 def test_a_rebuild_differs_only_in_what_is_measured(bundles):
     """Same inputs give the same artifacts and validation numbers: only timing and memory,
     which vary run to run, can differ. Gate those loosely in CI."""
