@@ -144,20 +144,22 @@ def _float_moves(graph: ir.Graph) -> bool:
         if node.op_type not in MOVES or node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is None:
             continue
         quant = node.inputs[0].producer()
-        if quant is None or quant.op_type != "QuantizeLinear" or len(node.outputs) != 1:
+        if quant is None or quant.op_type != "QuantizeLinear":
             continue
         scale, zero_point = _inputs(quant, 3)[1:3]
         e = _Emit(graph, node)
         node.replace_input_with(0, e.dequantized(node.inputs[0], scale, zero_point))
         graph.insert_before(node, e.nodes)
-        out = node.outputs[0]
-        requant = ir.node("QuantizeLinear", [out, scale] + ([zero_point] if zero_point is not None else []),
-                          name=f"{e.base}__requantized")
-        graph.insert_after(node, [requant])
-        requant.outputs[0].shape, requant.outputs[0].type = out.shape, out.type
-        replace_value(out, requant.outputs[0], "__float")
-        requant.replace_input_with(0, out)  # (replace_value moved this reader too)
-        out.type = ir.TensorType(ir.DataType.FLOAT)
+        # every output (a Split's parts too: one left on the integers kept YOLOv8n's
+        # QOperator export uint8 through its Split, which TFLite and TensorRT refused)
+        for i, out in enumerate(node.outputs):
+            requant = ir.node("QuantizeLinear", [out, scale] + ([zero_point] if zero_point is not None else []),
+                              name=f"{e.base}__requantized" + (f"_{i}" if i else ""))
+            graph.insert_after(node, [requant])
+            requant.outputs[0].shape, requant.outputs[0].type = out.shape, out.type
+            replace_value(out, requant.outputs[0], "__float")
+            requant.replace_input_with(0, out)  # (replace_value moved this reader too)
+            out.type = ir.TensorType(ir.DataType.FLOAT)
         moved = True
     return moved
 

@@ -74,3 +74,31 @@ def test_a_model_quantized_in_qoperator_format_builds_on_every_target(tmp_path, 
     runner = deploycomp.build(tmp_path / "qop.onnx", tmp_path / "b", target=target, validation_data=samples[:4])
     assert runner.manifest["validation"]["ok"]
     assert any("arrives int8" in a for a in runner.manifest["assumptions"])
+
+
+def test_a_split_on_the_integers_splits_the_dequantized_values(tmp_path):
+    """QOperator leaves a Split on the quantized integers (YOLOv8n's C2f blocks): each part
+    reads the dequantized values and is quantized again to the same encoding, as for the
+    one-output moves; a Split left on uint8 kept the model's TFLite and TensorRT builds
+    from conforming its encodings (both refused it)."""
+    s = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])
+    z = helper.make_tensor("z", TensorProto.UINT8, [], [128])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+             helper.make_node("Split", ["xq"], ["p0", "p1"], axis=1, num_outputs=2, name="split"),
+             helper.make_node("DequantizeLinear", ["p0", "s", "z"], ["y0"], name="dq0"),
+             helper.make_node("DequantizeLinear", ["p1", "s", "z"], ["y1"], name="dq1"),
+             helper.make_node("QLinearSigmoid", ["p1", "s", "z", "s", "z"], ["sq"], domain="com.microsoft", name="sig"),
+             helper.make_node("DequantizeLinear", ["sq", "s", "z"], ["y2"], name="dq2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 8]) for n in ("y0", "y1", "y2")],
+                              [s, z])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    onnx.save(model, tmp_path / "split.onnx")
+    rewritten, _ = run_passes(load_model(tmp_path / "split.onnx").model, build_pipeline("default", {"x": (1, 4, 8)}))
+    (split,) = [n for n in rewritten.graph if n.op_type == "Split"]
+    assert split.inputs[0].dtype == onnx.TensorProto.FLOAT and all(o.dtype == TensorProto.FLOAT for o in split.outputs)
+    save_model(rewritten, tmp_path / "qdq.onnx")
+    x = {"x": np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32) * 3}
+    for want, got in zip(ort.InferenceSession(str(tmp_path / "split.onnx")).run(None, x),
+                         ort.InferenceSession(str(tmp_path / "qdq.onnx")).run(None, x)):
+        np.testing.assert_array_equal(got, want)
