@@ -15,6 +15,9 @@ exactly as ONNX Runtime's contrib-op spec defines it:
   ``s``; the mean and inverse deviation outputs, training-only, stay unsupported);
 * ``SkipSimplifiedLayerNormalization``: the same ``s`` then ``s / sqrt(mean(s^2) + eps) gamma``;
 * ``FusedMatMul(a, b)``: ``alpha (a or a^T) @ (b or b^T)``, transposing the last two axes;
+* ``FusedConv(x, w[, b[, z]])`` (ONNX Runtime's extended optimization level saves it):
+  ``Conv``, plus ``z`` where given, then its ``activation`` (``Relu``, ``Tanh``,
+  ``Sigmoid``, ``LeakyRelu``, ``Clip``, ``HardSigmoid``, their ``activation_params``);
 * ``Attention(x, W, b[, mask])``: ``q, k, v = x W + b`` split, per head
   ``softmax(q k^T scale + mask) v``, the heads joined; the mask a 0/1 one (masked keys
   get ``mask_filter_value``) or each sequence's length, ``unidirectional`` causal.
@@ -148,6 +151,31 @@ def _fusedmatmul(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
     return [e("Mul", y, e.const(alpha)) if alpha != 1.0 else y]
 
 
+_CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _fusedconv(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
+    ins = _inputs(node)
+    activation = node.attributes.get_string("activation", "")
+    params = list(node.attributes.get_floats("activation_params", ()) or ())
+    needed = {"": 0, "Relu": 0, "Tanh": 0, "Sigmoid": 0, "LeakyRelu": 1, "Clip": 2, "HardSigmoid": 2}
+    if activation not in needed or len(params) < needed[activation]:
+        return None  # (an activation ONNX Runtime added later: left, and named by a backend that cannot run it)
+    attrs = {a.name: a for a in node.attributes.values() if a.name in _CONV_ATTRIBUTES}
+    y = e("Conv", *[v for v in ins[:3] if v is not None], **attrs)
+    if ins[3] is not None:
+        y = e("Add", y, ins[3])
+    if activation in ("Relu", "Tanh", "Sigmoid"):
+        y = e(activation, y)
+    elif activation == "LeakyRelu":
+        y = e("LeakyRelu", y, alpha=params[0])
+    elif activation == "HardSigmoid":
+        y = e("HardSigmoid", y, alpha=params[0], beta=params[1])
+    elif activation == "Clip":
+        y = e("Clip", y, e.const(params[0]), e.const(params[1]))
+    return [y]
+
+
 def _int64(e: _Emit, values) -> ir.Value:
     return e.const(np.asarray(values, np.int64), np.int64)
 
@@ -266,6 +294,7 @@ _SHAPE_OF_INPUT = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasA
 _REWRITES = {"Gelu": _gelu, "BiasGelu": _biasgelu, "FastGelu": _fastgelu, "QuickGelu": _quickgelu,
              "BiasAdd": _biasadd, "SkipLayerNormalization": _skiplayernormalization,
              "SkipSimplifiedLayerNormalization": _skipsimplifiedlayernormalization, "FusedMatMul": _fusedmatmul,
+             "FusedConv": _fusedconv,
              "Attention": _attention, "EmbedLayerNormalization": _embedlayernormalization,
              "DynamicQuantizeLSTM": _dynamicquantizelstm}
 

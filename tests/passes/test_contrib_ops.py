@@ -196,3 +196,30 @@ def test_a_dynamically_quantized_lstm_builds_for_android(tmp_path):
     assert runner.manifest["validation"]["ok"]  # (refused before: TFLite has no DynamicQuantizeLSTM)
     got = runner.run({"x": x})
     assert set(got) == {"y", "y_h", "y_c"} and got["y"].shape == (10, 2, 1, 8)
+
+
+@pytest.mark.parametrize("target", ["android-arm64", "jetson-orin-nano"])
+def test_a_model_saved_by_onnx_runtimes_extended_optimizer_builds(tmp_path, real_model, target):
+    """PP-OCR's direction classifier as ONNX Runtime's extended level saves it (each Conv
+    and its activation one ``FusedConv``, HardSigmoid included): written back as Conv and
+    the activation, its outputs ONNX Runtime's on the saved file; TFLite and TensorRT had
+    refused ``FusedConv``."""
+    import onnxruntime as ort
+
+    import deploycomp
+    from deploycomp.sample_data import ocr_cls_samples
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(str(real_model("ppocr-cls")), options, providers=["CPUExecutionProvider"])
+    fused = onnx.load(tmp_path / "fused.onnx")
+    activations = {a.s.decode() for n in fused.graph.node if n.op_type == "FusedConv" for a in n.attribute
+                   if a.name == "activation"}
+    assert {"Relu", "HardSigmoid"} <= activations
+    x = np.concatenate(ocr_cls_samples((1, 3, 48, 192)))
+    runner = deploycomp.build(tmp_path / "fused.onnx", tmp_path / "b", target=target, inputs=["x:1x3x48x192"],
+                              precision="fp32", validation_data={"x": x[:, None]})
+    assert runner.manifest["validation"]["ok"]
+    want = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})
+    np.testing.assert_allclose(next(iter(runner.run({"x": x[:1]}).values())), want[0], atol=1e-4)
