@@ -3,7 +3,7 @@
 ``onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QOperator)`` (the
 format of many "-int8" models, the ONNX Model Zoo's among them) writes each quantized op
 as one integer op: ``QLinearConv`` and ``QLinearMatMul`` (core ONNX), and ONNX Runtime's
-``com.microsoft`` ``QLinearAdd``, ``QLinearMul``, ``QLinearSigmoid``, ``QLinearLeakyRelu``,
+``com.microsoft`` ``QGemm``, ``QLinearAdd``, ``QLinearMul``, ``QLinearSigmoid``, ``QLinearLeakyRelu``,
 ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat`` and
 ``QLinearSoftmax``. Each computes the float op on its dequantized inputs and quantizes
 the result to its output's encoding, saturating (a HardSwish's clip is left to the
@@ -78,6 +78,25 @@ def _matmul(e: _Emit, node: ir.Node) -> ir.Value | None:
     return e.quantized(y, ys, yz)
 
 
+def _gemm(e: _Emit, node: ir.Node) -> ir.Value | None:
+    """``com.microsoft`` ``QGemm`` (ONNX Runtime quantizes a MatMul + Add it fused into a
+    Gemm so): its int32 ``C`` at ``alpha`` times the inputs' scales, its output float
+    where it has no encoding of its own."""
+    a, as_, az, b, bs, bz, c, ys, yz = _inputs(node, 9)
+    attrs = node.attributes
+    alpha, trans_a, trans_b = attrs.get_float("alpha", 1.0), attrs.get_int("transA", 0), attrs.get_int("transB", 0)
+    inputs = [e.dequantized(a, as_, az), e.dequantized(b, bs, bz, _axis_of(bs, 0 if trans_b else 1))]
+    if c is not None:
+        a_scale, b_scale = constant(as_), constant(bs)
+        if a_scale is None or b_scale is None:
+            return None
+        scale = add_initializer(e.graph, f"{e.base}__bias_scale",
+                                (alpha * a_scale.astype(np.float32) * b_scale.astype(np.float32)).reshape(-1))
+        inputs.append(e.dequantized(c, scale, None, 0 if np.size(b_scale) > 1 else None))
+    y = e("Gemm", *inputs, alpha=alpha, transA=trans_a, transB=trans_b)
+    return y if ys is None else e.quantized(y, ys, yz)
+
+
 def _binary(op_type: str):
     def rewrite(e: _Emit, node: ir.Node) -> ir.Value | None:
         a, as_, az, b, bs, bz, ys, yz = _inputs(node, 8)
@@ -118,6 +137,7 @@ def _concat(e: _Emit, node: ir.Node) -> ir.Value | None:
 _REWRITES = {
     ("", "QLinearConv"): _conv,
     ("", "QLinearMatMul"): _matmul,
+    (MS_DOMAIN, "QGemm"): _gemm,
     (MS_DOMAIN, "QLinearAdd"): _binary("Add"),
     (MS_DOMAIN, "QLinearMul"): _binary("Mul"),
     (MS_DOMAIN, "QLinearSigmoid"): _unary("Sigmoid"),

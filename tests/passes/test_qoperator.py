@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import deploycomp
 from deploycomp.ir import load_model, save_model
@@ -102,3 +102,36 @@ def test_a_split_on_the_integers_splits_the_dequantized_values(tmp_path):
     for want, got in zip(ort.InferenceSession(str(tmp_path / "split.onnx")).run(None, x),
                          ort.InferenceSession(str(tmp_path / "qdq.onnx")).run(None, x)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_qgemm_becomes_dequantize_gemm_quantize(tmp_path, per_channel):
+    """``com.microsoft`` ``QGemm`` (a MatMul + Add that ONNX Runtime fused into a Gemm,
+    then quantized): its int32 bias at the inputs' scales; outputs as ONNX Runtime's own
+    QGemm kernel gives them, quantized and float."""
+    rng = np.random.default_rng(0)
+    n, k = 6, 16
+    w_scale = rng.uniform(0.01, 0.03, n if per_channel else ()).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "a_s"), numpy_helper.from_array(np.array(120, np.uint8), "a_zp"),
+             numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), "w"),
+             numpy_helper.from_array(w_scale, "w_s"), numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp"),
+             numpy_helper.from_array(rng.integers(-2000, 2000, n).astype(np.int32), "c"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "y_s"), numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
+    for quantized in (True, False):
+        outs = ["y_s", "y_zp"] if quantized else []
+        nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_zp"], ["xq"]),
+                 helper.make_node("QGemm", ["xq", "a_s", "a_zp", "w", "w_s", "w_zp", "c", *outs], ["g"], alpha=1.0,
+                                  domain="com.microsoft"),
+                 *([helper.make_node("DequantizeLinear", ["g", "y_s", "y_zp"], ["y"])] if quantized else
+                   [helper.make_node("Identity", ["g"], ["y"])])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        onnx.save(model, tmp_path / "qgemm.onnx")
+        rewritten, _ = run_passes(load_model(tmp_path / "qgemm.onnx").model, build_pipeline("default", {"x": (3, k)}))
+        assert "QGemm" not in {node.op_type for node in rewritten.graph}
+        save_model(rewritten, tmp_path / "qdq.onnx")
+        x = {"x": rng.standard_normal((3, k)).astype(np.float32)}
+        want = ort.InferenceSession(str(tmp_path / "qgemm.onnx")).run(None, x)[0]
+        got = ort.InferenceSession(str(tmp_path / "qdq.onnx")).run(None, x)[0]
+        np.testing.assert_allclose(got, want, atol=1e-6 if quantized else 1e-4, rtol=1e-5)
