@@ -187,6 +187,40 @@ def _check_upgradable(proto: onnx.ModelProto, opset: int) -> None:
                     )
 
 
+_HELD_DOMAIN = "deploycomp.held"
+
+
+def _hold_later_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
+    """Default-domain nodes of ops ONNX defines only after ``opset``, moved out of the
+    version converter's way (returned, to be put back). ONNX Runtime registers some for
+    older opsets and saves them so: its optimizer writes ``LayerNormalization`` (ONNX 17)
+    into an opset-12 model, which it runs, and which the converter refused ("No Adapter
+    From Version $16"). Its meaning is the opset-17 op's, so after the conversion the node
+    is that op."""
+    held = []
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx") or not onnx.defs.has(node.op_type):
+                continue
+            try:
+                onnx.defs.get_schema(node.op_type, opset, "")
+            except onnx.defs.SchemaError:  # (not defined yet at that opset)
+                node.domain = _HELD_DOMAIN
+                held.append(node)
+    return held
+
+
+def _put_back(proto: onnx.ModelProto) -> None:
+    """The nodes :func:`_hold_later_ops` moved, back in the default domain."""
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            if node.domain == _HELD_DOMAIN:
+                node.domain = ""
+    kept = [o for o in proto.opset_import if o.domain != _HELD_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+
+
 def _parse(path: Path) -> onnx.ModelProto:
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -299,12 +333,17 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
         target = min(max(opset, MIN_OPSET), MAX_OPSET)
         _check_upgradable(proto, opset)
+        held = _hold_later_ops(proto, opset)
+        if held:
+            proto.opset_import.append(onnx.helper.make_opsetid(_HELD_DOMAIN, 1))
         try:
             proto = onnx.version_converter.convert_version(proto, target)
         except Exception as e:  # the converter raises bare RuntimeErrors/IndexErrors
             text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             reason = text.split(" failed: ", 1)[-1]  # drop the C++ assertion's file:line prefix
             raise ModelError(f"{path}: cannot convert opset {opset} to {target}: {reason}") from e
+        if held:
+            _put_back(proto)
         # the converter leaves ir_version alone; runtimes refuse an opset newer than it allows
         try:
             needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)

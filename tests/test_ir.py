@@ -35,6 +35,29 @@ def test_opset_upgrade_preserves_outputs(real_model, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_an_op_onnx_runtime_saved_before_its_opset_upgrades_with_the_model(real_model, tmp_path):
+    """PP-OCRv4 rec (opset 12) as ONNX Runtime's optimizer saves it: its layer norms one
+    ``LayerNormalization`` each, an op ONNX defines from opset 17, which ONNX Runtime runs
+    at 12; the version converter had refused the file ("No Adapter From Version $16")."""
+    from deploycomp.sample_data import ocr_line_samples
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "saved.onnx")
+    ort.InferenceSession(str(real_model("ppocr-rec")), options, providers=["CPUExecutionProvider"])
+    saved = onnx.load(tmp_path / "saved.onnx")
+    assert any(n.op_type == "LayerNormalization" and n.domain == "" for n in saved.graph.node)
+    assert {o.domain: o.version for o in saved.opset_import}[""] == 12
+    loaded = load_model(tmp_path / "saved.onnx")
+    assert loaded.model.opset_imports[""] == MIN_OPSET and "deploycomp.held" not in loaded.model.opset_imports
+    assert any(n.op_type == "LayerNormalization" and n.domain == "" for n in loaded.model.graph)
+    save_model(loaded.model, tmp_path / "up.onnx")
+    x = ocr_line_samples((1, 3, 48, 320))[0]
+    want = ort.InferenceSession(str(tmp_path / "saved.onnx")).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "up.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelError, match="no such file"):
         load_model(tmp_path / "absent.onnx")
