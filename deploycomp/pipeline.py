@@ -494,6 +494,9 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
     levels = frozenset(analysis.level_outputs(model))  # typed by the passes' shape inference
     left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
+    if any(r.name == "Float16ToFloat32Pass" and r.modified for r in plog.records):  # (a backend's pipeline)
+        assumed.append("a float16 model: computed in float32 (each float16 weight widened exactly: the runtime has "
+                       "no float16 kernels for its ops), its inputs and outputs still float16")
     if integer_ops:
         assumed.append(f"the model arrives int8 through ONNX Runtime's dynamic quantization ({integer_ops} "
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "

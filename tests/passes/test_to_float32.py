@@ -143,5 +143,6 @@ def test_a_tflite_build_of_a_float16_model(tmp_path, real_model, precision):
     runner = deploycomp.build(tmp_path / "cls16.onnx", tmp_path / "b", target="android-arm64", precision=precision,
                               validation_data=tmp_path / "val.npz")
     assert runner.manifest["validation"]["ok"]
+    assert any(a.startswith("a float16 model: computed in float32") for a in runner.manifest["assumptions"])
     got = runner.run({"x": x[:1]})
     assert got[next(iter(got))].dtype == np.float16
