@@ -198,6 +198,11 @@ def _progress(enabled: bool):
     return bar, step, close
 
 
+INT8_FASTER = 1.05
+"""An int8 bundle measured less than this many times faster than the model's fp32 one in
+the same runtime is said not to be faster."""
+
+
 def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     val = manifest["validation"]
     if as_json:
@@ -331,6 +336,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
 
         click.echo(f"  latency {lat['median_ms']:.2f} ms (measured): "
                    f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'])}")
+        if (vs := manifest["measured"].get("speedup_vs_fp32")) is not None and vs < INT8_FASTER:
+            fp32_ms = manifest["measured"]["fp32_latency"]["median_ms"]
+            click.echo(f"  int8 is {'SLOWER than' if vs < 1 else 'no faster than'} this model's fp32 bundle here "
+                       f"({lat['median_ms']:.2f} ms against {fp32_ms:.2f} ms): --precision fp32 (or auto) may serve "
+                       "better on this target")
     else:
         est = val["latency_estimate"]
         left = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in (est.get("not_counted") or {}).items())

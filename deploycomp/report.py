@@ -443,9 +443,14 @@ def _latency_html(manifest: dict, target: dict) -> str:
     out = []
     if measured.get("latency"):
         items = [("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"]),
+                 *([("this model's fp32 bundle", measured["fp32_latency"]["median_ms"])]
+                   if measured.get("fp32_latency") else []),
                  ("this bundle", measured["latency"]["median_ms"])]
+        vs = measured.get("speedup_vs_fp32")
+        slower = (" Not faster than this model's fp32 bundle in the same runtime: <code>--precision fp32</code> (or "
+                  "<code>auto</code>) may serve better on this target." if vs is not None and vs < 1.05 else "")
         out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
-                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "."))
+                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "." + slower))
     elif measured.get("latency_here"):
         here = measured["latency_here"]
         out.append(f"<p>Measured here: {here['median_ms']:.3g} ms on {html.escape(here['where'])} "

@@ -37,6 +37,29 @@ def test_int8_host_build_executes_int8(tiny_conv, tmp_path):
     assert runner.run({"x": x})["probs"].shape == (1, 4)
 
 
+def test_an_int8_host_build_is_timed_against_the_models_fp32_bundle_and_says_when_it_is_not_faster(
+        tiny_conv, tmp_path, capsys):
+    """Layers kept float, and the conversions around them, can cost more than int8 saves:
+    the int8 bundle is measured beside this model's fp32 one in the same runtime, and the
+    summary says so where int8 is not faster (it had been said against ONNX Runtime only)."""
+    from deploycomp.cli import _print_summary
+
+    result = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
+    measured = result.manifest["measured"]
+    assert measured["fp32_latency"]["median_ms"] > 0 and measured["speedup_vs_fp32"] > 0
+    assert "this model&#x27;s fp32 bundle" in (tmp_path / "b" / "report.html").read_text()
+    manifest = json.loads(json.dumps(result.manifest))
+    manifest["measured"]["speedup_vs_fp32"] = 0.8
+    manifest["measured"]["fp32_latency"]["median_ms"] = manifest["measured"]["latency"]["median_ms"] * 0.8
+    _print_summary(manifest, tmp_path / "b", as_json=False)
+    assert "int8 is SLOWER than this model's fp32 bundle here" in capsys.readouterr().out
+    manifest["measured"]["speedup_vs_fp32"] = 2.0
+    _print_summary(manifest, tmp_path / "b", as_json=False)
+    assert "fp32 bundle here" not in capsys.readouterr().out
+    fp32 = deploycomp.build(tiny_conv, tmp_path / "f", precision="fp32")
+    assert "fp32_latency" not in fp32.manifest["measured"]
+
+
 def test_int8_keep_float_and_min_cosine_from_cli_options(tiny_conv, tmp_path):
     runner = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
     assert runner.manifest["quantization"]["float_layers"] == []
