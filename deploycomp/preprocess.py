@@ -66,10 +66,10 @@ class PreprocessSpec(BaseModel):
             raise InputDataError(f"images give 1 or 3 channels; the input has {c} (shape {list(shape)})")
         img = letterbox(rgb, h, w) if self.resize == "letterbox" else resize_image(rgb, h, w)
         x = img.astype(np.float32)
-        if self.channel_order == "bgr":
-            x = x[..., ::-1]
-        if c == 1:
+        if c == 1:  # luminance, from the RGB it is (the channel order is no matter for one channel)
             x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        elif self.channel_order == "bgr":
+            x = x[..., ::-1]
         x = (x * np.float32(self.scale) - _per_channel(self.mean, c, "mean")) / _per_channel(self.std, c, "std")
         x = x.transpose(2, 0, 1)[None] if self.layout == "nchw" else x[None]
         return np.ascontiguousarray(x.astype(self.dtype))

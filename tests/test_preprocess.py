@@ -64,3 +64,86 @@ def test_a_spec_with_only_arrays_given_says_it_is_not_applied(tiny_conv, tmp_pat
         deploycomp.build(tiny_conv, tmp_path / "b", preprocess="scale: 0.5", validation_data=tmp_path / "val.npz")
     assert any("--preprocess applies to image folders and built-in samples; val.npz holds the model's inputs as "
                "they are: not applied" in r.getMessage() for r in caplog.records)
+
+
+def test_a_grey_input_takes_luminance_whatever_the_channel_order():
+    """Pure red is 0.299 of white in luminance, pure blue 0.114, under ``bgr`` too (the
+    flip came first and swapped their weights)."""
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    for order in ("rgb", "bgr"):
+        g = PreprocessSpec(channel_order=order).apply(red, (1, 1, 8, 8))
+        np.testing.assert_allclose(g[0, 0, 0, 0], 0.299, rtol=1e-5)
+
+
+def _saved(tmp_path, name, array, mode=None, **save):
+    from PIL import Image
+
+    path = tmp_path / name
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(path, **save)
+    return path
+
+
+def test_images_are_read_as_a_viewer_shows_them(tmp_path):
+    """A 16-bit greyscale PNG at its full range (PIL's RGB conversion had clipped it
+    white), a transparent PNG on white (its hidden pixels had made black text on clear a
+    black image), a JPEG turned upright by its EXIF orientation (read on its side)."""
+    from PIL import Image
+    from skimage import data
+
+    from deploycomp.quant.data import read_image
+
+    camera = data.camera()  # 512 x 512 uint8
+    wide = _saved(tmp_path, "camera16.png", camera.astype(np.uint16) * 257)
+    assert Image.open(wide).mode.startswith("I")
+    got = read_image(wide)
+    assert got.shape == (512, 512, 3) and abs(int(got[..., 0].astype(int).mean()) - int(camera.mean())) <= 1
+    text = np.zeros((20, 40, 4), np.uint8)
+    text[5:15, 10:30, 3] = 255  # black strokes on a clear background
+    got = read_image(_saved(tmp_path, "text.png", text))
+    assert got[0, 0].tolist() == [255, 255, 255] and got[10, 20].tolist() == [0, 0, 0]
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:10] = 255  # a bright top band
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown turned 90 degrees clockwise
+    got = read_image(_saved(tmp_path, "tall.jpg", tall, exif=exif.tobytes(), quality=95))
+    assert got.shape == (20, 40, 3) and got[:, -5:].mean() > 200 and got[:, :5].mean() < 50
+
+
+def test_a_folder_skips_what_is_not_an_image_and_names_a_file_too_large(tmp_path, caplog):
+    """macOS resource forks (``._a.jpg``) and notes are left out and said; an image past
+    PIL's decompression-bomb limit is the documented input error naming the file (it had
+    been an internal error)."""
+    import logging
+
+    from PIL import Image
+
+    from deploycomp.quant.data import load_samples
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _saved(folder, "a.png", np.full((16, 16, 3), 128, np.uint8))
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (folder / "README.txt").write_text("photos")
+    with caplog.at_level(logging.WARNING):
+        samples = load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
+    assert len(samples) == 1 and "2 entries that are not images" in caplog.text
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 100  # (a 16 x 16 image is then over twice the limit)
+        with pytest.raises(InputDataError, match=r"a.png: image too large to read safely"):
+            load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_a_spec_of_another_dtype_than_the_input_is_named(tmp_path):
+    from deploycomp.quant.data import load_samples
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _saved(folder, "a.png", np.full((16, 16, 3), 128, np.uint8))
+    half = load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float16")}, PreprocessSpec())
+    assert half[0]["x"].dtype == np.float16  # float to float: as the model takes it
+    with pytest.raises(InputDataError, match="the preprocessing spec makes uint8 inputs; input 'x' takes float32"):
+        load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec(dtype="uint8"))

@@ -17,6 +17,7 @@ images; each error names the file and what is wrong.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Collection, Iterable, Mapping
 
@@ -27,6 +28,8 @@ from deploycomp.preprocess import SPEC_FILE, PreprocessSpec, load_spec
 from deploycomp.sample_data import check_finite, load_npz_samples, samples_from_arrays
 
 __all__ = ["IMAGE_SUFFIXES", "SPEC_FILE", "load_calibration", "load_samples"]
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -41,26 +44,75 @@ def _folder_spec(folder: Path, spec: PreprocessSpec | None) -> PreprocessSpec:
     return load_spec(path)
 
 
-def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
-                   spec: PreprocessSpec | None) -> list[dict[str, np.ndarray]]:
+def _as_rgb(img) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        wide = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if wide.max(initial=0) > 255 else 255.0
+        return np.repeat(np.clip(wide / top * 255 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as an HxWx3 uint8 RGB array, as a viewer shows it: turned upright by
+    its EXIF orientation (a phone's portrait photo had been read on its side), a 16-bit
+    one at its full range (PIL's RGB conversion clipped it white), a transparent one on
+    white (its hidden pixels, black text on clear, had made every sample black)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # (a large photo: read, not a bomb)
+            with Image.open(path) as img:
+                return _as_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise InputDataError(f"{path}: image too large to read safely ({str(e).split(',')[0]})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputDataError(f"{path}: unreadable image ({e})") from e
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The folder's image files; hidden ones (macOS's ``._`` resource forks among them) and
+    anything else (sub-folders, notes) left out, and said."""
+    files, other = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            files.append(p)
+        elif p.name != SPEC_FILE:
+            other.append(p.name)
+    if other and files:
+        log.warning("%s: %d entries that are not images read as such left out (%s)", folder, len(other), few(other))
+    return files
+
+
+def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
+                   spec: PreprocessSpec | None, dtypes: Mapping[str, np.dtype]) -> list[dict[str, np.ndarray]]:
     if len(shapes) != 1:
         raise InputDataError(f"{folder}: image folders serve single-input models; inputs: {few(shapes)}")
     (name, shape), = shapes.items()
     spec = _folder_spec(folder, spec)
     if len(shape) != 4:
         raise InputDataError(f"{folder}: input '{name}' has rank {len(shape)}, images need rank 4")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_files(folder)
     if not files:
         raise InputDataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    want = dtypes.get(name)
+    if want is not None and np.dtype(spec.dtype) != want:
+        if not (np.issubdtype(want, np.floating) and np.issubdtype(np.dtype(spec.dtype), np.floating)):
+            raise InputDataError(f"{folder}: the preprocessing spec makes {spec.dtype} inputs; input '{name}' takes "
+                                 f"{want} (set dtype: {want} in the spec)")
     samples = []
     for f in files:
-        try:
-            img = np.asarray(Image.open(f).convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise InputDataError(f"{f}: unreadable image ({e})") from e
-        x = spec.apply(img, shape)
+        x = spec.apply(read_image(f), shape)
+        if want is not None and x.dtype != want:  # (float16 or float32 as the model takes it)
+            x = x.astype(want)
         samples.append({name: np.concatenate([x] * shape[0]) if shape[0] > 1 else x})
     return samples
 
@@ -73,8 +125,8 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            samples = _image_samples(path, shapes, spec)
-        elif path.suffix in (".npz", ".npy"):
+            samples = _image_samples(path, shapes, spec, dtypes)
+        elif path.suffix.lower() in (".npz", ".npy"):
             samples = load_npz_samples(path, dict(shapes), dict(dtypes), nan_ok)
         elif not path.exists():
             raise InputDataError(f"{path}: {what} not found")
