@@ -212,6 +212,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "bundle": str(bundle), "ok": val["ok"], "target": manifest["target"]["name"],
             "precision": manifest["precision"], "backend": manifest["backend"]["name"],
             "executed_precision": manifest["backend"]["runtime"].get("executed_precision"),
+            "validation_data": val.get("data"), "assumptions": manifest.get("assumptions") or [],
             "outputs": val["outputs"], "budgets": val["budgets"], "measured": manifest["measured"],
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
             "auto": manifest.get("auto"),
@@ -231,6 +232,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     click.echo(f"  validated on {val['inputs']}")
+    for note in (val.get("data") or {}).get("notes") or []:
+        click.echo(f"  data: {note}")
     for assumed in manifest.get("assumptions") or []:  # (a batch fixed to 1 had been said only in the manifest)
         click.echo(f"  assumed: {assumed}")
     from deploycomp.boxes import describe_boxes

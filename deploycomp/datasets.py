@@ -24,14 +24,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Iterable, Mapping
 
 import numpy as np
 
 from deploycomp import sample_data
-from deploycomp.errors import InputDataError
+from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import PreprocessSpec
 
 __all__ = ["MAX_VALIDATION_SAMPLES", "SOURCES", "DataSet", "built_in_validation", "calibration_set", "digest",
@@ -59,6 +59,8 @@ class DataSet:
     """What they are, for the manifest and report (file name, count, how they were split)."""
     source: str
     """A key of :data:`SOURCES`."""
+    notes: list[str] = field(default_factory=list)
+    """What the data itself says about how much a check on it is worth (:func:`data_notes`)."""
 
     @property
     def guessed(self) -> bool:
@@ -67,7 +69,7 @@ class DataSet:
 
     def to_json(self) -> dict:
         return {"label": self.label, "source": self.source, "samples": len(self.samples), "guessed": self.guessed,
-                "said": SOURCES[self.source]}
+                "said": SOURCES[self.source], **({"notes": self.notes} if self.notes else {})}
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -192,6 +194,59 @@ def validation_set(validation_source, calibration: DataSet | None, shapes, dtype
         kept, held = split_held_out(calibration)
         return _limit(held), kept
     return _limit(built_in_validation(shapes, dtypes, kind, spec)), calibration
+
+
+def _sample_digests(samples: list[dict[str, np.ndarray]]) -> list[str]:
+    out = []
+    for s in samples:
+        h = hashlib.sha256()
+        for k in sorted(s):
+            h.update(k.encode() + np.ascontiguousarray(s[k]).tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+def _constant(samples: list[dict[str, np.ndarray]]) -> list[str]:
+    """The float inputs that are constant within every sample (all zeros, one grey)."""
+    names = [k for k, v in samples[0].items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    return [k for k in names if all(np.asarray(s[k]).size and np.ptp(np.asarray(s[k])) == 0 for s in samples)]
+
+
+def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
+    """What the user's data says about how much a check on it is worth, for the summary
+    and the manifest (``validation.data.notes``): samples that repeat, validation samples
+    that are calibration ones, constant inputs. Raises InputDataError where calibration
+    data holds nothing to calibrate on (every float input constant in every sample: an
+    all-zero set built ok at cosine 0.99999 on itself, and its bundle found nothing in a
+    photo)."""
+    notes = []
+    if calibration is not None and calibration.source == "user":
+        floats = [k for k, v in calibration.samples[0].items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+        constant = _constant(calibration.samples)
+        if floats and set(floats) <= set(constant):
+            raise InputDataError(f"calibration data {calibration.label}: input(s) {few(constant)} constant in every "
+                                 "sample: int8 ranges calibrated on it hold nothing; give inputs the model sees")
+    sets = [(what, d) for what, d in (("calibration data", calibration), ("validation data", validation))
+            if d is not None and d.source in ("user", "held-out")]
+    digests = {what: _sample_digests(d.samples) for what, d in sets}
+    for what, d in sets:
+        n, distinct = len(d.samples), len(set(digests[what]))
+        if n > 1 and distinct <= n / 2:
+            notes.append(f"{what}: {distinct} distinct of {n} samples (the same inputs repeated)")
+    if validation.source in ("user", "held-out"):
+        if constant := _constant(validation.samples):
+            notes.append(f"validation data: input(s) {few(constant)} constant in every sample: the check says little "
+                         "of inputs the model sees")
+        if calibration is not None and "calibration data" in digests and validation.source == "user":
+            seen = set(digests["calibration data"])
+            both = sum(1 for d in digests["validation data"] if d in seen)
+            if both:
+                notes.append(f"validation data: {both} of {len(validation.samples)} samples are calibration samples too: "
+                             "the budget is checked on inputs the build was fitted to, not on unseen ones "
+                             "(--calibration alone holds a part of it out)")
+    for note in notes:
+        log.warning("%s", note)
+    return notes
 
 
 def digest(samples: list[dict[str, np.ndarray]]) -> str:

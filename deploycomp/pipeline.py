@@ -690,11 +690,6 @@ def _build(opts: BuildOptions) -> BuildResult:
             raise InputDataError(f"{data}: {what} file not found")
     spec = load_spec(opts.preprocess) if opts.preprocess is not None else None
     arrays = [d for d in (opts.calibration, opts.validation_data) if d is not None]
-    if (opts.precision == "int8" and len(arrays) == 2 and all(isinstance(d, (str, os.PathLike)) for d in arrays)
-            and Path(arrays[0]).resolve() == Path(arrays[1]).resolve()):
-        log.warning("--validation-data is the --calibration data (%s): the budget is checked on the inputs the "
-                    "build was fitted to, not on unseen ones; --calibration alone holds a part of it out",
-                    Path(arrays[0]).name)
     if spec is not None and arrays and all(isinstance(d, (str, os.PathLike)) and Path(d).suffix in (".npz", ".npy")
                                            for d in arrays):
         # (it had been ignored without a word: arrays are the model's inputs as they are)
@@ -734,6 +729,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         calibrates = own is None or opts.precision not in ("int8", "fp32")
         validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
                                                           opts.sample_kind, prep.nan_ok, calibrates)
+        # (what the data says of the check; only an int8 build is fitted to its calibration data)
+        validation.notes = datasets.data_notes(calibration if opts.precision == "int8" else None, validation)
     except InputDataError as e:
         # a shape the other data file gave: say so, or the file that does not fit it is blamed
         # for a size it never claimed (calibration windows of 79 steps, validation of 59)

@@ -837,7 +837,45 @@ def test_one_calibration_sample_or_validation_on_the_calibration_data_is_warned_
         deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=data, validation_data=data)
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("int8: 1 calibration sample: the ranges") for m in said)
-    assert any(m.startswith("--validation-data is the --calibration data (calib.npz)") for m in said)
+    assert any(m.startswith("validation data: 8 of 8 samples are calibration samples too") for m in said)
+    notes = json.loads((tmp_path / "b" / "manifest.json").read_text())["validation"]["data"]["notes"]
+    assert notes == ["validation data: 8 of 8 samples are calibration samples too: the budget is checked on inputs "
+                     "the build was fitted to, not on unseen ones (--calibration alone holds a part of it out)"]
+
+
+def test_data_that_says_nothing_is_refused_or_said(tiny_conv, tmp_path, capsys, caplog):
+    """All-zero calibration data built ok at cosine 0.99999 on itself and made a bundle
+    that found nothing in a photo: refused (exit 4). A copy of the calibration data under
+    another name, one sample repeated, constant validation inputs and raw 0..255 pixels
+    for a float input are said in the summary, the manifest (``validation.data.notes``)
+    and ``--json``."""
+    import logging
+
+    from deploycomp.cli import _print_summary
+    from deploycomp.errors import InputDataError
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((12, 3, 16, 16), np.float32))
+    with pytest.raises(InputDataError, match=r"calibration data zeros.npz .*input\(s\) x constant in every sample"):
+        deploycomp.build(tiny_conv, tmp_path / "z", precision="int8", calibration=tmp_path / "zeros.npz")
+    assert not (tmp_path / "z").exists()
+    one = rng.random((1, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "same.npz", x=np.repeat(one, 12, axis=0))
+    np.savez(tmp_path / "grey.npz", x=np.full((4, 3, 16, 16), 0.5, np.float32))
+    result = deploycomp.build(tiny_conv, tmp_path / "s", precision="int8", calibration=tmp_path / "same.npz",
+                              validation_data=tmp_path / "grey.npz", no_fail=True)
+    notes = result.manifest["validation"]["data"]["notes"]
+    assert notes[0] == "calibration data: 1 distinct of 12 samples (the same inputs repeated)"
+    assert any(n.startswith("validation data: input(s) x constant in every sample") for n in notes)
+    _print_summary(result.manifest, tmp_path / "s", as_json=False)
+    assert "  data: calibration data: 1 distinct of 12 samples" in capsys.readouterr().out
+    _print_summary(result.manifest, tmp_path / "s", as_json=True)
+    assert json.loads(capsys.readouterr().out)["validation_data"]["notes"] == notes
+    with open(tmp_path / "raw.NPZ", "wb") as f:  # (np.savez would add .npz)
+        np.savez(f, x=(rng.random((12, 3, 16, 16)) * 255).astype(np.uint8))
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tiny_conv, tmp_path / "r", precision="fp32", validation_data=tmp_path / "raw.NPZ")
+    assert "given as uint8 (0..254) for a float32 input: taken as those numbers, unscaled" in caplog.text
 
 
 @pytest.mark.parametrize("target", ["host", "android-arm64"])
