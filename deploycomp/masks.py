@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.validate import noise_allowance
+from deploycomp.validate import channel_axis, noise_allowance
 
 __all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "mask_iou_limit", "mask_metrics",
            "parse_masks", "suggest_mask"]
@@ -164,7 +164,8 @@ MIN_SIDE = 32
 
 def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
     """A ``--judge-mask NAME>0.5`` rule for an output that looks like a probability map on
-    every sample, or None: floating point, ``[N, 1, H, W]`` or ``[N, H, W]`` with H and W
+    every sample, ``--judge-mask NAME`` for one that looks like a per-pixel softmax
+    (:func:`_suggest_classes`), or None. A probability map: floating point, ``[N, 1, H, W]`` or ``[N, H, W]`` with H and W
     at least :data:`MIN_SIDE`, every value within [0, 1], most of them decided (under a
     quarter between 0.1 and 0.9 on every sample: a grey image or a normalised depth map
     is no mask), and on some sample more than a speck (:data:`SPECK`) of it over 0.5 and
@@ -174,6 +175,8 @@ def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
     if not arrays or any(a.shape != arrays[0].shape or not np.issubdtype(a.dtype, np.floating) for a in arrays):
         return None
     shape = arrays[0].shape
+    if len(shape) == 4 and (axis := channel_axis(shape)) is not None:
+        return _suggest_classes(name, arrays, axis)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)) or min(shape[-2:]) < MIN_SIDE:
         return None
     decided = False
@@ -185,3 +188,21 @@ def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
         share = float(np.count_nonzero(a > 0.5)) / a.size
         decided = decided or SPECK < share < 1 - SPECK
     return MaskRule(name, 0.5) if decided else None
+
+
+def _suggest_classes(name: str, arrays: list[np.ndarray], axis: int) -> MaskRule | None:
+    """``--judge-mask NAME`` for a per-pixel softmax (2 to 16 channels summing to 1 at every
+    pixel of a map at least :data:`MIN_SIDE` on each side) whose argmax gives two classes
+    more than a speck on some sample: a segmenter's class map."""
+    spatial = [d for i, d in enumerate(arrays[0].shape) if i not in (0, axis)]
+    if min(spatial) < MIN_SIDE:
+        return None
+    decided = False
+    for a in arrays:
+        if not np.all(np.isfinite(a)) or float(a.min()) < 0 or float(a.max()) > 1:
+            return None
+        if not np.allclose(a.sum(axis=axis, dtype=np.float64), 1.0, atol=1e-3):
+            return None
+        counts = np.bincount(a.argmax(axis=axis).reshape(-1), minlength=a.shape[axis])
+        decided = decided or np.count_nonzero(counts > SPECK * counts.sum()) >= 2
+    return MaskRule(name) if decided else None

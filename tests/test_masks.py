@@ -180,3 +180,21 @@ def test_a_probability_map_gets_a_rule_suggested(det_refs):
     assert suggest_mask("rgb", [np.repeat(maps[0], 3, axis=1)]) is None
     assert suggest_mask("empty", [np.zeros_like(maps[0])]) is None
     assert suggest_mask("small", [m[..., :16, :16] for m in maps]) is None
+
+
+def test_a_per_pixel_softmax_gets_a_class_rule_suggested():
+    """A segmenter's ``[1, H, W, 2]`` softmax (real coins as the foreground) is named with
+    the class-map rule; channels that do not sum to 1 (an image's RGB) are not."""
+    from skimage import data, filters
+
+    from deploycomp.masks import suggest_mask
+
+    coins = data.coins().astype(np.float32)
+    fg = coins > filters.threshold_otsu(coins)
+    p = np.where(fg, 0.97, 0.01).astype(np.float32)
+    softmax = np.stack([1 - p, p], axis=-1)[None]
+    assert suggest_mask("seg", [softmax]) == MaskRule("seg")
+    assert suggest_mask("seg", [softmax.transpose(0, 3, 1, 2).copy()]) == MaskRule("seg")  # channels first too
+    rgb = np.repeat((coins / 255)[None, None], 3, axis=1).astype(np.float32)
+    assert suggest_mask("image", [rgb]) is None
+    assert suggest_mask("empty", [np.stack([np.ones_like(p), np.zeros_like(p)], axis=-1)[None]]) is None
