@@ -285,7 +285,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
     # ``earlier``: the choice the other range method replaced (result, info, validation
     # cosine, its trials' span, its shortfall and miss); ``trials``: the span of ``trials``
     # the current choice's search made
-    state = {"info": info, "stricter": [], "alternated": False, "earlier": None, "trials": (0, None)}
+    state = {"info": info, "stricter": [], "shortfalls": [], "alternated": False, "earlier": None, "trials": (0, None)}
 
     def stricter(validation_metrics: dict) -> tuple[ir.Model, dict] | None:
         """What to try when the validation inputs missed the budget that the judged inputs
@@ -343,10 +343,13 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                      "validation_missed": why}
             result, current, validation_cos, state["trials"], shortfall, why = earlier
             current = current | {"range_alternative_validated_worse": other}
-        rounds = state["stricter"]
+        rounds, shortfalls = state["stricter"], state["shortfalls"]
         if (len(rounds) >= STRICTER_ROUNDS or result.stricter is None
-                or (rounds and shortfall >= rounds[-1]["validation_shortfall"])):
-            return None  # (another round only while each brought the validation inputs closer)
+                or (shortfalls and shortfall >= shortfalls[-1])):
+            # another round only while each brought the validation inputs closer (compared
+            # unrounded: a miss repeated word for word had run six rounds, compared with its
+            # shortfall as rounded up in the record)
+            return None
         met = [t for t in trials[slice(*state["trials"])]  # the static choice's judged cosine
                if t["met"] and not t.get("dynamic_layers")]
         judged_cos = min(met, key=lambda t: t["float_layers"])["min_cosine"] if met else None
@@ -359,12 +362,13 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         limit["margin"] = new
         state["trials"] = (len(trials), None)  # the next round judges this search's choice
         opts.progress("int8 search, stricter")
-        log.warning("int8: the validation inputs missed the budget the calibration inputs met (%s; judged cosine "
-                    "%.4f); continuing the float-layer search at a tighter limit", why,
-                    judged_cos if judged_cos is not None else float("nan"))
+        log.warning("int8: the validation inputs missed the budget the calibration inputs met (validation: %s; on "
+                    "the calibration inputs the choice had cosine %.4f); continuing the float-layer search at a "
+                    "tighter limit", why, judged_cos if judged_cos is not None else float("nan"))
         result = result.stricter(meets_budget)
         model, again = record(result)
         rounds.append(first | {"float_layers_after": len(again["float_layers"])})
+        shortfalls.append(shortfall)
         again["stricter_search"] = rounds[0] | ({"rounds": list(rounds)} if len(rounds) > 1 else {})
         for key in ("dynamic_dropped", "range_alternative", "range_alternative_validated_worse"):
             if key in current:

@@ -368,12 +368,15 @@ def test_validation_that_rejects_the_auto_range_choice_tries_the_other_range_met
     from deploycomp.cli import main
 
     rng = np.random.default_rng(0)
+    # (the output flattened: judged whole, not about each channel's mean, which alone
+    # would rule percentile ranges out on the calibration inputs already)
     path = _onnx(tmp_path, [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
                             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-                            helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")],
-                 {"x": [1, 3, 32, 32]}, {"y": [1, 8, 32, 32]},
+                            helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
+                            helper.make_node("Reshape", ["c2", "flat"], ["y"], name="flatten")],
+                 {"x": [1, 3, 32, 32]}, {"y": [1, 8 * 32 * 32]},
                  {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
-                  "w2": rng.standard_normal((8, 8, 1, 1)).astype(np.float32)})
+                  "w2": rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "flat": np.array([1, -1], np.int64)})
     x = np.random.default_rng(1).random((12, 3, 32, 32), dtype=np.float32)
     x[0, 0, 10, 12] = x[5, 0, 20, 7] = 5.0
     np.savez(tmp_path / "calib.npz", x=x)
