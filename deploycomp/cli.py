@@ -275,8 +275,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  {_short(name)} looks like a detector's boxes and scores, and cosine barely sees a box move: "
                    f"--judge-boxes \"{rule}\" judges them by overlap")
     for name, rule in (val.get("judge_masks_suggested") or {}).items():
-        click.echo(f"  {_short(name)} looks like a probability map, and cosine barely sees its edges move: "
-                   f"--judge-mask \"{rule}\" judges the mask cut from it (at your application's threshold)")
+        from deploycomp.masks import describe_suggestion
+
+        click.echo(f"  {_short(name)} {describe_suggestion(rule)}")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         share = search.get("fp16_mac_share")

@@ -26,8 +26,8 @@ import numpy as np
 
 from deploycomp.validate import channel_axis, noise_allowance
 
-__all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "mask_iou_limit", "mask_metrics",
-           "parse_masks", "suggest_mask"]
+__all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "describe_suggestion", "mask_iou_limit",
+           "mask_metrics", "parse_masks", "suggest_mask"]
 
 SPECK = 1e-3
 """A mask (or a class's area) smaller than this share of the map's elements on both sides
@@ -206,3 +206,12 @@ def _suggest_classes(name: str, arrays: list[np.ndarray], axis: int) -> MaskRule
         counts = np.bincount(a.argmax(axis=axis).reshape(-1), minlength=a.shape[axis])
         decided = decided or np.count_nonzero(counts > SPECK * counts.sum()) >= 2
     return MaskRule(name) if decided else None
+
+
+def describe_suggestion(rule: str) -> str:
+    """How a suggested ``--judge-mask`` rule is said (summary, report), after the output's name."""
+    if ">" in rule:
+        return (f'looks like a probability map, and cosine barely sees its edges move: --judge-mask "{rule}" judges '
+                "the mask cut from it (at your application's threshold)")
+    return (f'looks like a per-pixel softmax, and cosine barely sees a pixel change class: --judge-mask "{rule}" '
+            "judges the classes it gives")

@@ -381,9 +381,9 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             bad += (f'<br><span class="muted">looks like a detector\'s boxes and scores, and cosine barely sees a box '
                     f'move: <code>--judge-boxes "{html.escape(rule)}"</code> judges them by overlap</span>')
         if (rule := (val.get("judge_masks_suggested") or {}).get(name)) is not None:
-            bad += (f'<br><span class="muted">looks like a probability map, and cosine barely sees its edges move: '
-                    f'<code>--judge-mask "{html.escape(rule)}"</code> judges the mask cut from it (at your '
-                    "application's threshold)</span>")
+            from deploycomp.masks import describe_suggestion
+
+            bad += f'<br><span class="muted">{html.escape(describe_suggestion(rule))}</span>'
         if (judged := describe_where(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(judged)}</span>'
         if m.get("passes_through"):

@@ -198,3 +198,10 @@ def test_a_per_pixel_softmax_gets_a_class_rule_suggested():
     rgb = np.repeat((coins / 255)[None, None], 3, axis=1).astype(np.float32)
     assert suggest_mask("image", [rgb]) is None
     assert suggest_mask("empty", [np.stack([np.ones_like(p), np.zeros_like(p)], axis=-1)[None]]) is None
+
+
+def test_a_suggestion_is_said_for_what_the_map_is():
+    from deploycomp.masks import describe_suggestion
+
+    assert "probability map" in describe_suggestion(RULE) and "threshold" in describe_suggestion(RULE)
+    assert describe_suggestion("seg").startswith("looks like a per-pixel softmax")
