@@ -391,8 +391,9 @@ def _build_options(f):
                      help="int8: activation range method (default: the backend's; auto picks percentile or minmax "
                           "by the whole int8 model's error).")(f)
     f = click.option("--int8-time-limit", "int8_time_limit", type=click.FloatRange(min=0), metavar="SECONDS",
-                     help="int8: after this long, keep the first int8/float mix that meets the budget instead of "
-                          "searching for one with more layers int8 (default: no limit).")(f)
+                     help="int8: after this long (counted from calibration on), keep the first int8/float mix that "
+                          "meets the budget instead of searching for one with more layers int8; a budget is never "
+                          "traded for time: the search goes on until a mix meets it (default: no limit).")(f)
     f = click.option("--min-cosine", type=float, help="Override the target's fidelity budget (cosine vs fp32).")(f)
     f = click.option("--min-top1", type=float,
                      help="Add to the fidelity budget: top-1 agreement with fp32 of score-like outputs (per "
