@@ -8,7 +8,9 @@ deploycomp can only guess (photos scaled to 0..1, RGB, NCHW), and says so.
 Fields (all optional; a YAML file, or the same mapping inline:
 ``--preprocess "{channel_order: bgr, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"``)::
 
-    resize: letterbox        # or "resize" (stretch to the input size)
+    resize: letterbox        # or "resize" (stretch to the input size), or "pad" (keep the
+                             #   aspect ratio, top-left, the rest 0 after normalising: a text
+                             #   line for a PP-OCR recogniser)
     channel_order: rgb       # or bgr; a 1-channel input gets luminance
     scale: 0.00392156862     # multiply 0..255 pixels by this first
     mean: [0.0, 0.0, 0.0]    # then subtract, per channel
@@ -36,7 +38,7 @@ SPEC_FILE = "calibration.yaml"
 class PreprocessSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    resize: Literal["letterbox", "resize"] = "letterbox"
+    resize: Literal["letterbox", "resize", "pad"] = "letterbox"
     channel_order: Literal["rgb", "bgr"] = "rgb"
     scale: float = Field(default=1 / 255, gt=0)
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
@@ -64,13 +66,22 @@ class PreprocessSpec(BaseModel):
         h, w, c = self.hw(shape)
         if c not in (1, 3):
             raise InputDataError(f"images give 1 or 3 channels; the input has {c} (shape {list(shape)})")
-        img = letterbox(rgb, h, w) if self.resize == "letterbox" else resize_image(rgb, h, w)
+        width = w
+        if self.resize == "letterbox":
+            img = letterbox(rgb, h, w)
+        elif self.resize == "pad":  # the input's height, as wide as that makes it up to the input's width
+            width = max(1, min(w, int(np.ceil(h * rgb.shape[1] / rgb.shape[0]))))
+            img = resize_image(rgb, h, width)
+        else:
+            img = resize_image(rgb, h, w)
         x = img.astype(np.float32)
         if c == 1:  # luminance, from the RGB it is (the channel order is no matter for one channel)
             x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
         elif self.channel_order == "bgr":
             x = x[..., ::-1]
         x = (x * np.float32(self.scale) - _per_channel(self.mean, c, "mean")) / _per_channel(self.std, c, "std")
+        if width < w:  # "pad": the rest of the line is 0 after normalising
+            x = np.concatenate([x, np.zeros((h, w - width, c), np.float32)], axis=1)
         x = x.transpose(2, 0, 1)[None] if self.layout == "nchw" else x[None]
         return np.ascontiguousarray(x.astype(self.dtype))
 

@@ -147,3 +147,17 @@ def test_a_spec_of_another_dtype_than_the_input_is_named(tmp_path):
     assert half[0]["x"].dtype == np.float16  # float to float: as the model takes it
     with pytest.raises(InputDataError, match="the preprocessing spec makes uint8 inputs; input 'x' takes float32"):
         load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec(dtype="uint8"))
+
+
+def test_pad_keeps_a_text_lines_aspect_and_pads_its_right_with_zeros():
+    """PP-OCR's recognisers take a line at the input's height, as wide as its aspect
+    makes it (up to the input's width), the rest 0 after normalising: ``resize: pad``."""
+    from deploycomp.sample_data import render_text
+
+    line = render_text("deploycomp 2026", 32, 160)  # 32 x 160: 5:1
+    spec = load_spec("{resize: pad, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}")
+    x = spec.apply(line, (1, 3, 48, 320))
+    assert x.shape == (1, 3, 48, 320)
+    assert np.all(x[..., 240:] == 0) and x[..., :240].max() == pytest.approx(1.0)  # 48 x 240, then zeros
+    wide = spec.apply(np.concatenate([line] * 3, axis=1), (1, 3, 48, 320))  # 15:1: squeezed to the width
+    assert x.shape == wide.shape and not np.any(wide[0, :, :, -1] == 0)
