@@ -29,8 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.validate import (entries_shape, entry_axis, noise_allowance, row_entries, score_source,
-                                 split_rule)
+from deploycomp.validate import entries_shape, entry_axis, iou_limit, row_entries, score_source, split_rule
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
            "aligned_rows", "infer_format", "parse_boxes", "suggest_rule"]
@@ -318,11 +317,8 @@ def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping
 
 
 def box_iou_limit(fidelity: Any) -> float:
-    """The budget's ``min_box_iou``, or the one its cosine implies: a box may move by half
-    the share of its size that :func:`deploycomp.validate.noise_allowance` allows an
-    output's error (IoU ``1 - allowance / 2``: fp32 0.993, fp16 0.978, bf16 0.95, int8 0.9)."""
-    given = getattr(fidelity, "min_box_iou", None)
-    return given if given is not None else round(1 - noise_allowance(fidelity.min_cosine) / 2, 6)
+    """The budget's ``min_box_iou``, or the one its cosine implies (:func:`deploycomp.validate.iou_limit`)."""
+    return iou_limit(fidelity, "min_box_iou")
 
 
 def describe_boxes(metrics: Mapping[str, Any]) -> str | None:

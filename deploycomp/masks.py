@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.validate import channel_axis, noise_allowance
+from deploycomp.validate import channel_axis, iou_limit
 
 __all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "describe_suggestion", "mask_iou_limit",
            "mask_metrics", "parse_masks", "suggest_mask"]
@@ -138,11 +138,8 @@ def mask_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mappin
 
 
 def mask_iou_limit(fidelity: Any) -> float:
-    """The budget's ``min_mask_iou``, or the one its cosine implies, as a box's
-    (:func:`deploycomp.boxes.box_iou_limit`): ``1 - noise_allowance / 2`` (fp32 0.993,
-    fp16 0.978, bf16 0.95, int8 0.9)."""
-    given = getattr(fidelity, "min_mask_iou", None)
-    return given if given is not None else round(1 - noise_allowance(fidelity.min_cosine) / 2, 6)
+    """The budget's ``min_mask_iou``, or the one its cosine implies, as a box's (:func:`deploycomp.validate.iou_limit`)."""
+    return iou_limit(fidelity, "min_mask_iou")
 
 
 def describe_mask(metrics: Mapping[str, Any]) -> str | None:

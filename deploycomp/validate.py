@@ -144,6 +144,15 @@ cosine measures noise: PP-OCR det's probability map on a photo without text peak
 2e-6 (the map's scale is 1), and an fp32 bundle off by 1e-7 scored cosine 0.9907."""
 
 
+def iou_limit(fidelity: Any, field: str) -> float:
+    """An overlap budget (``min_box_iou``, ``min_mask_iou``): the profile's ``field``, or the
+    one its cosine implies: a box or a mask's edge may move by half the share of its size
+    that :func:`noise_allowance` allows an output's error (IoU ``1 - allowance / 2``: fp32
+    0.993, fp16 0.978, bf16 0.95, int8 0.9)."""
+    given = getattr(fidelity, field, None)
+    return given if given is not None else round(1 - noise_allowance(fidelity.min_cosine) / 2, 6)
+
+
 def noise_allowance(min_cosine: float) -> float:
     """The error, as a share of an output's scale, that a cosine budget allows: a relative
     error e costs about e^2 / 2 of cosine, so ``sqrt(2 (1 - min_cosine))`` (fp32's 0.9999:
