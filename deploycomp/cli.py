@@ -315,6 +315,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {len(floats)} float{macs}; "
                    f"{quant['range_method']} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
+        from deploycomp.int8_build import coverage_hint
+
+        if val["ok"] and (covered := coverage_hint(quant)):  # (a miss's error says it; a pass had said it in the report only)
+            click.echo(f"  int8: {covered.rstrip('; ')}")
         from deploycomp.report import range_steps, time_limit_steps, validation_miss
 
         dropped = quant.get("dynamic_dropped")

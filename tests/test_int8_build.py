@@ -198,7 +198,7 @@ def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_
         np.testing.assert_array_equal(outs[True][name], value)
 
 
-def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, tmp_path):
+def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, tmp_path, capsys):
     """Inputs five times louder than the calibration set clip in int8: the manifest and the
     report name the tensors, and the budget error says so; inputs like the calibration
     set raise nothing."""
@@ -211,6 +211,12 @@ def test_validation_inputs_past_the_calibration_ranges_are_reported(tiny_conv, t
     assert coverage["samples"] == 2 and coverage["tensors_beyond"] >= 1
     assert "x" in {c["tensor"] for c in coverage["worst"]} and coverage["worst"][0]["beyond_range"] > 2
     assert "where int8 clips them" in (tmp_path / "b" / "report.html").read_text()
+    from deploycomp.cli import _print_summary
+
+    passed = deploycomp.build(tiny_conv, tmp_path / "p", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=loud, min_cosine=0.5)  # a pass says it in the summary too
+    _print_summary(passed.manifest, tmp_path / "p", as_json=False)  # (it had been in the report only)
+    assert "  int8: the validation inputs go past the calibration set's range in" in capsys.readouterr().out
     with pytest.raises(BudgetError, match="past the calibration set's range in .* calibrate on inputs like them"):
         deploycomp.build(tiny_conv, tmp_path / "c", precision="int8", calibration=_calibration(tmp_path),
                          validation_data=loud, min_cosine=0.99999999999)

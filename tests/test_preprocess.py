@@ -161,3 +161,17 @@ def test_pad_keeps_a_text_lines_aspect_and_pads_its_right_with_zeros():
     assert np.all(x[..., 240:] == 0) and x[..., :240].max() == pytest.approx(1.0)  # 48 x 240, then zeros
     wide = spec.apply(np.concatenate([line] * 3, axis=1), (1, 3, 48, 320))  # 15:1: squeezed to the width
     assert x.shape == wide.shape and not np.any(wide[0, :, :, -1] == 0)
+
+
+def test_a_folders_own_spec_passed_over_for_preprocess_is_said(tmp_path, caplog):
+    import logging
+
+    from deploycomp.quant.data import load_samples
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _saved(folder, "a.png", np.full((16, 16, 3), 128, np.uint8))
+    (folder / "calibration.yaml").write_text("channel_order: bgr\n")
+    with caplog.at_level(logging.WARNING):
+        load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
+    assert "--preprocess is used; the folder's own calibration.yaml is not" in caplog.text

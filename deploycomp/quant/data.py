@@ -36,6 +36,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 def _folder_spec(folder: Path, spec: PreprocessSpec | None) -> PreprocessSpec:
     if spec is not None:
+        if (folder / SPEC_FILE).is_file():  # (it had been passed over without a word)
+            log.warning("%s: --preprocess is used; the folder's own %s is not", folder, SPEC_FILE)
         return spec
     path = folder / SPEC_FILE
     if not path.is_file():
