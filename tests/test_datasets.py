@@ -102,3 +102,27 @@ def test_every_input_of_another_size_is_in_the_hint(tmp_path):
                                              r"--input psds:4x1x1x100 --input autocorr:4x1x1x100\)$") as e:
         load_npz_samples(tmp_path / "val.npz", shapes, {n: np.dtype(np.float32) for n in shapes})
     assert "\n" not in str(e.value)
+
+
+def test_a_large_set_is_read_spread_over_not_whole(tmp_path, monkeypatch):
+    """A folder of many images: calibration reads at most MAX_CALIBRATION_SAMPLES of them,
+    spread over the set, validation at most MAX_VALIDATION_SAMPLES (the others are not
+    read at all: 520 images had taken 1.2 GB), and the label says how many of how many."""
+    from PIL import Image
+
+    import deploycomp.datasets as datasets
+    from deploycomp.datasets import calibration_set
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(folder / f"{i:02d}.png")
+    monkeypatch.setattr(datasets, "MAX_CALIBRATION_SAMPLES", 5)
+    calib = calibration_set(folder, SHAPES, DTYPES, PreprocessSpec(), None)
+    assert len(calib.samples) == 5 and calib.label == "imgs (5 of 12 samples, spread over the set)"
+    levels = [round(float(s["x"][0, 0, 0, 0]) * 255) for s in calib.samples]
+    assert levels[0] == 0 and levels[-1] == 220  # the first and the last image: spread over
+    val, _ = validation_set(folder, None, SHAPES, DTYPES, PreprocessSpec(), None)
+    assert len(val.samples) == 8 and val.label.startswith("imgs (8 of 12 samples")
+    np.savez(tmp_path / "many.npz", x=np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32))
+    assert len(calibration_set(tmp_path / "many.npz", SHAPES, DTYPES, None, None).samples) == 5

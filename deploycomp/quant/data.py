@@ -94,8 +94,8 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
-                   spec: PreprocessSpec | None, dtypes: Mapping[str, np.dtype]) -> list[dict[str, np.ndarray]]:
+def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]], spec: PreprocessSpec | None,
+                   dtypes: Mapping[str, np.dtype], limit: int | None, counted: list[int]) -> list[dict[str, np.ndarray]]:
     if len(shapes) != 1:
         raise InputDataError(f"{folder}: image folders serve single-input models; inputs: {few(shapes)}")
     (name, shape), = shapes.items()
@@ -105,6 +105,11 @@ def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
     files = _image_files(folder)
     if not files:
         raise InputDataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    counted.append(len(files))
+    if limit is not None and len(files) > limit:  # (the others are not read)
+        from deploycomp.datasets import spread
+
+        files = [files[i] for i in spread(len(files), limit)]
     want = dtypes.get(name)
     if want is not None and np.dtype(spec.dtype) != want:
         if not (np.issubdtype(want, np.floating) and np.issubdtype(np.dtype(spec.dtype), np.floating)):
@@ -121,13 +126,17 @@ def _image_samples(folder: Path, shapes: Mapping[str, tuple[int, ...]],
 
 def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes: Mapping[str, tuple[int, ...]],
                  dtypes: Mapping[str, np.dtype], spec: PreprocessSpec | None = None,
-                 what: str = "calibration data", nan_ok: Collection[str] = ()) -> list[dict[str, np.ndarray]]:
+                 what: str = "calibration data", nan_ok: Collection[str] = (), limit: int | None = None,
+                 counted: list[int] | None = None) -> list[dict[str, np.ndarray]]:
     """Samples from a user's ``source`` (see the module docstring); ``what`` names it in
-    errors; inputs in ``nan_ok`` may hold NaN (:func:`deploycomp.sample_data.check_finite`)."""
+    errors; inputs in ``nan_ok`` may hold NaN (:func:`deploycomp.sample_data.check_finite`).
+    ``limit``: at most that many, spread over the set (an image folder's other files are
+    not read); ``counted`` receives how many the source holds."""
+    counted = [] if counted is None else counted
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            samples = _image_samples(path, shapes, spec, dtypes)
+            samples = _image_samples(path, shapes, spec, dtypes, limit, counted)
         elif path.suffix.lower() in (".npz", ".npy"):
             samples = load_npz_samples(path, dict(shapes), dict(dtypes), nan_ok)
         elif not path.exists():
@@ -164,6 +173,12 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
                                          f"expected {list(shape)}")
     if not samples:
         raise InputDataError(f"{source}: {what} is empty" if isinstance(source, (str, Path)) else f"{what} is empty")
+    if not counted:  # (arrays: read whole, then spread over)
+        counted.append(len(samples))
+        if limit is not None and len(samples) > limit:
+            from deploycomp.datasets import spread
+
+            samples = [samples[i] for i in spread(len(samples), limit)]
     check_finite(samples, str(source) if isinstance(source, (str, Path)) else what, nan_ok)
     return samples
 
