@@ -64,33 +64,53 @@ class BoxRule:
     fmt: str | None = None
     """One of :data:`FORMATS`; None until inferred from the reference (:func:`infer_format`)."""
     inferred: bool = False
+    nms_iou: float = NMS_IOU
+    """The overlap past which NMS takes two detections for one (:data:`NMS_IOU` unless the
+    rule says ``,nms=X``: the application's own)."""
+    agnostic: bool = False
+    """NMS across classes (``,agnostic``), as an application that keeps one box per object
+    whatever its class does; per class otherwise."""
 
     def text(self) -> str:
         """The rule as written on the command line (the format as given or inferred)."""
+        options = (f",nms={self.nms_iou:g}" if self.nms_iou != NMS_IOU else "") + (",agnostic" if self.agnostic else "")
         return f"{self.boxes}[{self.start}:{self.start + 4}]" + (f"={self.fmt}" if self.fmt else "") + \
-            f":{self.scores}>{self.threshold:g}"
+            f":{self.scores}>{self.threshold:g}{options}"
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.text(), "format": self.fmt, "format_inferred": self.inferred}
 
 
 def parse_boxes(texts) -> dict[str, BoxRule]:
-    """``--judge-boxes BOXES[=FORMAT]:SCORES>T`` (repeatable) -> ``{output: rule}``. BOXES
-    is an output (its first four entries) or ``NAME[A:A+4]``; FORMAT one of
-    :data:`FORMATS` (inferred from the reference when omitted)."""
+    """``--judge-boxes BOXES[=FORMAT]:SCORES>T[,nms=X][,agnostic]`` (repeatable) ->
+    ``{output: rule}``. BOXES is an output (its first four entries) or ``NAME[A:A+4]``;
+    FORMAT one of :data:`FORMATS` (inferred from the reference when omitted); ``nms=X``
+    the application's NMS overlap (default :data:`NMS_IOU`), ``agnostic`` its NMS across
+    classes."""
     rules: dict[str, BoxRule] = {}
     for text in texts or ():
         text = str(text)
         target, rule = split_rule(text)
         target, _, fmt = target.partition("=")
         scores, gt, threshold = rule.partition(">")
+        threshold, *options = threshold.split(",")
         name, index = score_source(target)
         try:
             value = float(threshold)
         except ValueError:
             value = None
-        problem = None
-        if not name or not gt or not scores or value is None or not np.isfinite(value) or value <= 0:
+        nms_iou, agnostic, problem = NMS_IOU, False, None
+        for option in (o.strip() for o in options):
+            key, _, number = option.partition("=")
+            if option == "agnostic":
+                agnostic = True
+            elif key == "nms" and _fraction(number) is not None:
+                nms_iou = _fraction(number)
+            else:
+                problem = f"option {option!r}: write ,nms=IOU (0 to 1) or ,agnostic after the threshold"
+        if problem:
+            pass
+        elif not name or not gt or not scores or value is None or not np.isfinite(value) or value <= 0:
             problem = "write BOXES[=FORMAT]:SCORES>THRESHOLD, e.g. output0[0:4]=cxcywh:output0[4:84]>0.25"
         elif fmt and fmt not in FORMATS:
             problem = f"format {fmt!r} is not one of {', '.join(FORMATS)}"
@@ -100,8 +120,17 @@ def parse_boxes(texts) -> dict[str, BoxRule]:
             raise ValueError(f"--judge-boxes {text!r}: {problem}")
         if name in rules:
             raise ValueError(f"--judge-boxes {name}: given twice; give one rule per output")
-        rules[name] = BoxRule(name, index.start if index else 0, scores, value, fmt or None)
+        rules[name] = BoxRule(name, index.start if index else 0, scores, value, fmt or None, nms_iou=nms_iou,
+                              agnostic=agnostic)
     return rules
+
+
+def _fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value <= 1 else None
 
 
 def _rows_shape(shape: tuple) -> tuple[int, int]:
@@ -188,10 +217,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _kept(found: tuple, floor: float, fmt: str) -> np.ndarray:
+def _kept(found: tuple, floor: float, fmt: str, nms_iou: float = NMS_IOU, agnostic: bool = False) -> np.ndarray:
     """Rows of ``found`` (detections as :func:`_detections` gives them) scoring over
-    ``floor`` that greedy NMS keeps (per class where known, :data:`NMS_IOU`), highest
-    score first, at most :data:`MAX_DETECTIONS` of them. A row's survival depends on the
+    ``floor`` that greedy NMS keeps (two overlapping by over ``nms_iou`` one object; per
+    class where known, unless ``agnostic``), highest score first, at most
+    :data:`MAX_DETECTIONS` of them. A row's survival depends on the
     higher-scoring rows only, so the rows kept over a higher floor are these, cut there."""
     scores = found[1]
     rows = np.flatnonzero(scores > floor)
@@ -204,22 +234,23 @@ def _kept(found: tuple, floor: float, fmt: str) -> np.ndarray:
         block, rows = rows[:2048], rows[2048:]
         if kept:
             done = np.concatenate(kept)
-            block = block[_overlaps(found, block, found, done, fmt).max(axis=1) <= NMS_IOU]
-        iou = _overlaps(found, block, found, block, fmt)
+            block = block[_overlaps(found, block, found, done, fmt, not agnostic).max(axis=1) <= nms_iou]
+        iou = _overlaps(found, block, found, block, fmt, not agnostic)
         alive = np.ones(block.size, bool)
         for i in range(block.size):
             if alive[i]:
-                alive[i + 1:] &= iou[i, i + 1:] <= NMS_IOU
+                alive[i + 1:] &= iou[i, i + 1:] <= nms_iou
         kept.append(block[alive])
     return np.concatenate(kept)[:MAX_DETECTIONS]
 
 
-def _overlaps(found: tuple, mine: np.ndarray, other: tuple, theirs: np.ndarray, fmt: str) -> np.ndarray:
+def _overlaps(found: tuple, mine: np.ndarray, other: tuple, theirs: np.ndarray, fmt: str,
+              by_class: bool = True) -> np.ndarray:
     """IoU of ``found``'s rows ``mine`` with ``other``'s rows ``theirs`` (detections as
     :func:`_detections` gives them), 0 between rows of different classes where both know
-    their classes."""
+    their classes (and ``by_class``)."""
     iou = _iou(_corners(found[0][mine], fmt), _corners(other[0][theirs], fmt))
-    if found[2] is not None and other[2] is not None:
+    if by_class and found[2] is not None and other[2] is not None:
         iou = np.where(found[2][mine][:, None] == other[2][theirs][None, :], iou, 0.0)
     return iou
 
@@ -296,7 +327,7 @@ def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping
             continue  # (judged as a shape mismatch; another number of rows is compared: NMS in the graph)
         mine, theirs = _detections(ref, rule), _detections(got, rule)
         # each side's detections over half the threshold, reduced by NMS once
-        ours, others = _kept(mine, rule.threshold / 2, fmt), _kept(theirs, rule.threshold / 2, fmt)
+        ours, others = (_kept(found, rule.threshold / 2, fmt, rule.nms_iou, rule.agnostic) for found in (mine, theirs))
         passing = lambda found, rows: rows[found[1][rows] > rule.threshold]  # noqa: E731
         kept = _best_overlaps(mine, passing(mine, ours), theirs, others, rule.threshold, fmt)
         made = _best_overlaps(theirs, passing(theirs, others), mine, ours, rule.threshold, fmt)
@@ -309,7 +340,8 @@ def box_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping
             per_sample.append(float(terms.mean()))
             every.append(terms)
     record = {"rule": replace(rule, fmt=fmt).text(), "format": fmt, "format_inferred": not rule.fmt or rule.inferred,
-              "nms_iou": NMS_IOU, **counts, "samples_with_detections": len(per_sample)}
+              "nms_iou": rule.nms_iou, "nms": "class-agnostic" if rule.agnostic else "per class", **counts,
+              "samples_with_detections": len(per_sample)}
     if not per_sample:
         return {"boxes": record}
     record["mean_iou"] = float(np.concatenate(every).mean())

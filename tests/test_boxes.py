@@ -315,3 +315,22 @@ def test_the_int8_search_holds_the_box_budget_and_says_so(real_model, tmp_path):
     assert any(not t["met"] and t["min_cosine"] > 0.999 and t["min_box_iou"] < 0.99 for t in trials)
     assert quant["float_layers"] and validation["outputs"]["output0"]["box_iou"] > 0.98
     assert 0 < validation["latency_estimate"]["int8_mac_share"] < 1
+
+
+def test_the_applications_nms_can_be_given():
+    """``,nms=X`` and ``,agnostic`` after the threshold: a layout detector's package keeps
+    one box per place whatever its class (NMS across classes at 0.45), and a class-6 box
+    under a class-9 one it removes is no detection there. Two overlapping boxes of two
+    classes are two detections per class, one across classes."""
+    rule = parse_boxes(["dets=xyxy:dets[4:6]>0.25,nms=0.45,agnostic"])["dets"]
+    assert (rule.nms_iou, rule.agnostic) == (0.45, True)
+    assert rule.text() == "dets[0:4]=xyxy:dets[4:6]>0.25,nms=0.45,agnostic"
+    assert parse_boxes([rule.text()])["dets"] == rule
+    with pytest.raises(ValueError, match="option 'nms=2'"):
+        parse_boxes(["dets:dets[4]>0.25,nms=2"])
+    dets = np.zeros((1, 20, 6), np.float32)  # (20 rows: entries on the last axis)
+    dets[0, :2] = [[10, 10, 50, 50, 0.9, 0.1], [14, 10, 54, 50, 0.2, 0.55]]  # IoU 0.82, two classes
+    per_class = box_metrics([{"dets": dets}], [{"dets": dets}], parse_boxes(["dets=xyxy:dets[4:6]>0.25"])["dets"])
+    across = box_metrics([{"dets": dets}], [{"dets": dets}], rule)
+    assert per_class["boxes"]["reference"] == 2 and across["boxes"]["reference"] == 1
+    assert across["boxes"]["nms"] == "class-agnostic" and across["boxes"]["nms_iou"] == 0.45

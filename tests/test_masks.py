@@ -167,8 +167,8 @@ def test_build_judges_the_mask_and_records_the_rule(real_model, tmp_path):
 
 
 def test_a_probability_map_gets_a_rule_suggested(det_refs):
-    """PP-OCR det's text map is named with the rule that would judge it; a grey photo in
-    [0, 1], a map of several channels, or one never over 0.5 is not."""
+    """PP-OCR det's text map is named with the rule that would judge it; a grey or colour
+    photo in [0, 1], or a map never over 0.5, is not."""
     from skimage import data
 
     from deploycomp.masks import suggest_mask
@@ -177,7 +177,7 @@ def test_a_probability_map_gets_a_rule_suggested(det_refs):
     assert suggest_mask(MAP, maps) == MaskRule(MAP, 0.5)
     grey = (data.camera()[None, None, ::4, ::4] / 255).astype(np.float32)
     assert suggest_mask("image", [grey]) is None
-    assert suggest_mask("rgb", [np.repeat(maps[0], 3, axis=1)]) is None
+    assert suggest_mask("rgb", [np.repeat(grey, 3, axis=1)]) is None  # (a photo's channels)
     assert suggest_mask("empty", [np.zeros_like(maps[0])]) is None
     assert suggest_mask("small", [m[..., :16, :16] for m in maps]) is None
 
@@ -205,3 +205,34 @@ def test_a_suggestion_is_said_for_what_the_map_is():
 
     assert "probability map" in describe_suggestion(RULE) and "threshold" in describe_suggestion(RULE)
     assert describe_suggestion("seg").startswith("looks like a per-pixel softmax")
+
+
+def test_a_class_maps_background_is_not_averaged_in():
+    """A 2-class softmax whose few foreground pixels lost their rims: the foreground's IoU
+    is what is judged; averaged with the background's (near 1 whatever happens), it had
+    been about halfway to 1."""
+    from scipy import ndimage
+    from skimage import data, filters
+
+    coins = data.coins().astype(np.float32)
+    fg = np.zeros((384, 384), bool)
+    fg[100:160, 100:180] = (coins > filters.threshold_otsu(coins))[20:80, 40:120]
+    rims = ndimage.binary_erosion(fg, iterations=2)
+    as_map = lambda m: np.stack([~m, m], axis=-1)[None].astype(np.float32)  # noqa: E731
+    m = mask_metrics([{"seg": as_map(fg)}], [{"seg": as_map(rims)}], MaskRule("seg"))
+    want = (fg & rims).sum() / (fg | rims).sum()
+    assert m["mask_iou"] == pytest.approx(want) and want < 0.8
+
+
+def test_maps_of_a_few_channels_that_are_no_softmax_get_the_threshold_rule():
+    """CRAFT's text and link maps (``[1, 2, H, W]``, regressed heatmaps a little past [0, 1]:
+    -0.065 to 1.06) are probability maps judged together, not classes."""
+    from skimage import data, filters
+
+    from deploycomp.masks import suggest_mask
+
+    coins = data.coins().astype(np.float32)
+    fg = (coins > filters.threshold_otsu(coins)).astype(np.float32)
+    heat = np.stack([fg * 1.06 - 0.03, np.roll(fg, 5, axis=1) * 0.9])[None]  # two maps, not summing to 1
+    assert suggest_mask("y", [heat]) == MaskRule("y", 0.5)
+    assert suggest_mask("y", [heat * 3]) is None  # (not a probability's range)
