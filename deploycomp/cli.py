@@ -408,7 +408,8 @@ def _build_options(f):
     f = click.option("--judge-boxes", "judge_boxes", multiple=True, metavar="BOXES[=FORMAT]:SCORES>T",
                      help="Judge a detector's boxes by their overlap (IoU) with fp32's, rows whose SCORES exceed T "
                           "being detections, e.g. output0[0:4]=cxcywh:output0[4:84]>0.25 (FORMAT xyxy, cxcywh or "
-                          "xywh; inferred if omitted); repeatable.")(f)
+                          "xywh; inferred if omitted), after NMS per class at 0.5 or the application's: "
+                          "...>0.25,nms=0.45,agnostic; repeatable.")(f)
     f = click.option("--min-box-iou", type=float,
                      help="Override the box budget of --judge-boxes (the worst sample's mean IoU with fp32's "
                           "detections; default implied by the cosine budget: int8 0.9).")(f)
