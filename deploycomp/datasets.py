@@ -228,14 +228,17 @@ def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
     """What the user's data says about how much a check on it is worth, for the summary
     and the manifest (``validation.data.notes``): samples that repeat, validation samples
     that are calibration ones, constant inputs. Raises InputDataError where calibration
-    data holds nothing to calibrate on (every float input constant in every sample: an
-    all-zero set built ok at cosine 0.99999 on itself, and its bundle found nothing in a
-    photo)."""
+    data holds nothing to calibrate on (every float input constant in every sample and no
+    other input varying: an all-zero set built ok at cosine 0.99999 on itself, and its
+    bundle found nothing in a photo; a text model's constant float mask beside its token
+    ids is data)."""
     notes = []
     if calibration is not None and calibration.source == "user":
         floats = [k for k, v in calibration.samples[0].items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
         constant = _constant(calibration.samples)
-        if floats and set(floats) <= set(constant):
+        varying = [k for k, v in calibration.samples[0].items() if k not in floats  # (token ids beside a float mask)
+                   and any(not np.array_equal(s[k], v) for s in calibration.samples)]
+        if floats and set(floats) <= set(constant) and not varying:
             raise InputDataError(f"calibration data {calibration.label}: input(s) {few(constant)} constant in every "
                                  "sample: int8 ranges calibrated on it hold nothing; give inputs the model sees")
     sets = [(what, d) for what, d in (("calibration data", calibration), ("validation data", validation))

@@ -126,3 +126,17 @@ def test_a_large_set_is_read_spread_over_not_whole(tmp_path, monkeypatch):
     assert len(val.samples) == 8 and val.label.startswith("imgs (8 of 12 samples")
     np.savez(tmp_path / "many.npz", x=np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32))
     assert len(calibration_set(tmp_path / "many.npz", SHAPES, DTYPES, None, None).samples) == 5
+
+
+def test_a_constant_float_input_beside_varying_ids_is_data():
+    """A text model's float attention mask of ones beside token ids that vary: calibrated
+    on, not refused as constant data."""
+    from deploycomp.datasets import data_notes
+
+    rng = np.random.default_rng(0)
+    samples = [{"ids": rng.integers(0, 1000, (1, 16)), "mask": np.ones((1, 16), np.float32)} for _ in range(6)]
+    notes = data_notes(DataSet(samples, "text.npz (6 samples)", "user"), DataSet(samples[:2], "held", "held-out"))
+    assert not any("distinct" in n for n in notes)
+    with pytest.raises(deploycomp.errors.InputDataError, match="constant in every sample"):
+        zeros = [{"ids": np.zeros((1, 16), np.int64), "mask": np.ones((1, 16), np.float32)} for _ in range(6)]
+        data_notes(DataSet(zeros, "zeros.npz (6 samples)", "user"), DataSet(zeros[:2], "held", "held-out"))
