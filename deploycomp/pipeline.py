@@ -30,13 +30,13 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.boxes import check_boxes, infer_format, suggest_rule
-from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
 from deploycomp.ir import float_only, load_model, save_model
+from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
