@@ -578,9 +578,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                 max_abs.append(max_abs_diff(r, g))
                 c = _cosine(r, g)
                 informative = _informative(r, scale)
-                if informative and name not in levels and (about := _centered_cosine(r, g, axis)) is not None:
-                    centered.append(about)  # an offset-dominated sample: judged about its mean too
-                    c = min(c, about)
+                judged = (r, g, axis)
             else:
                 r64, g64 = r.astype(np.float64), g.astype(np.float64)
                 f, fg = np.isfinite(r64), np.isfinite(g64)
@@ -591,10 +589,11 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                 max_abs.append(float(diff.max()) if diff.size else 0.0)
                 c = _cosine(np.where(both, r64, 0.0), np.where(both, g64, 0.0))
                 informative = _informative(r64[f], scale)
-                if informative and name not in levels and (about := _centered_cosine(
-                        *((r64, g64) if both.all() else (r64[both], g64[both])), axis if both.all() else None)) is not None:
-                    centered.append(about)  # (over the values both sides have)
-                    c = min(c, about)
+                # (over the values both sides have: a map's channels only while it is whole)
+                judged = (r64, g64, axis) if both.all() else (r64[both], g64[both], None)
+            if informative and name not in levels and (about := _centered_cosine(*judged)) is not None:
+                centered.append(about)  # an offset-dominated sample: judged about its mean too
+                c = min(c, about)
             nonfinite += bad
             if per_sample is not None:
                 per_sample.setdefault(name, []).append(-1.0 if bad else c if informative else None)
