@@ -183,16 +183,13 @@ def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
         return None
     shape = arrays[0].shape
     axis = channel_axis(shape) if len(shape) == 4 else None
+    if not (len(shape) == 3 or (len(shape) == 4 and (shape[1] == 1 or axis is not None))):
+        return None
+    channels = axis if axis is not None else 1 if len(shape) == 4 else None  # ([N, H, W]: none)
+    if min(d for i, d in enumerate(shape) if i not in (0, channels)) < MIN_SIDE:
+        return None
     if axis is not None and _softmax(arrays, axis):
         return _suggest_classes(name, arrays, axis)
-    if len(shape) == 3:
-        spatial = shape[1:]
-    elif len(shape) == 4 and (shape[1] == 1 or axis is not None):
-        spatial = [d for i, d in enumerate(shape) if i not in (0, axis if axis is not None else 1)]
-    else:
-        return None
-    if min(spatial) < MIN_SIDE:
-        return None
     decided = False
     for a in arrays:
         if not np.all(np.isfinite(a)) or float(a.min()) < -0.1 or float(a.max()) > 1.1:
@@ -211,12 +208,8 @@ def _softmax(arrays: list[np.ndarray], axis: int) -> bool:
 
 
 def _suggest_classes(name: str, arrays: list[np.ndarray], axis: int) -> MaskRule | None:
-    """``--judge-mask NAME`` for a per-pixel softmax (:func:`_softmax`, a map at least
-    :data:`MIN_SIDE` on each side) whose argmax gives two classes more than a speck on
-    some sample: a segmenter's class map."""
-    spatial = [d for i, d in enumerate(arrays[0].shape) if i not in (0, axis)]
-    if min(spatial) < MIN_SIDE:
-        return None
+    """``--judge-mask NAME`` for a per-pixel softmax (:func:`_softmax`) whose argmax gives
+    two classes more than a speck on some sample: a segmenter's class map."""
     decided = False
     for a in arrays:
         counts = np.bincount(a.argmax(axis=axis).reshape(-1), minlength=a.shape[axis])
