@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -732,7 +732,12 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
             q1, _, q3 = statistics.quantiles(times, n=4)
             if 1.57 * (q3 - q1) / n ** 0.5 <= precision * statistics.median(times):
                 break
-    times.sort()
+    return latency_of(times)
+
+
+def latency_of(times: Sequence[float]) -> dict:
+    """The latency record of runs taking ``times`` (ms): median, p90, how many."""
+    times = sorted(times)
     return {
         "median_ms": round(statistics.median(times), 4),
         "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),

@@ -31,6 +31,15 @@ def _no_leftovers(folder):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging folders left behind"
 
 
+def test_reference_latency_is_timed_when_the_build_ran_it_too_few_times(tiny_conv, tmp_path):
+    two = tmp_path / "val.npz"
+    np.savez(two, x=_x(2))
+    deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)}, validation_data=two)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    reference = manifest["measured"]["reference_latency"]
+    assert "timed" not in reference and reference["runs"] >= 10
+
+
 def test_host_build_writes_a_complete_validated_bundle(tiny_conv, tmp_path):
     out = tmp_path / "bundle"
     runner = deploycomp.build(tiny_conv, out, inputs={"x": (1, 3, 16, 16)})
@@ -43,6 +52,11 @@ def test_host_build_writes_a_complete_validated_bundle(tiny_conv, tmp_path):
     assert manifest["validation"]["data"]["source"] == "guessed" and manifest["validation"]["data"]["guessed"]
     assert manifest["validation"]["inputs"] == "built-in photos (6), guessed preprocessing"
     assert manifest["measured"]["latency"]["kind"] == "measured"
+    # ONNX Runtime's latency is that of the reference's own warm runs on the build's inputs,
+    # not timed again after the bundle
+    reference = manifest["measured"]["reference_latency"]
+    assert reference["timed"] == "its runs on the build's inputs" and reference["runs"] >= 5
+    assert 0 < reference["median_ms"] <= reference["p90_ms"]
     stages = manifest["measured"]["stage_seconds"]  # where the build's time went, stage by stage
     assert {"load + optimize", "lower (openvino)", "validate", "measure latency"} <= set(stages)
     assert all(s >= 0 for s in stages.values())
