@@ -48,8 +48,8 @@ from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dyn
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
-                                 fidelity_met, latency_of, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 speedup_of, split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
+                                 fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
+                                 RunTimes, speedup_of, split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -571,37 +571,15 @@ def _source_at(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Path | byte
         return path
 
 
-TIMED_REFERENCE_RUNS = 4
-"""Warm runs of the reference at one input shape that make its latency without timing it
-again (:meth:`_Reference.latency`): a build runs it on every calibration and validation
-input anyway, and timing it once more after the bundle cost LORE's host int8 build 7 s of
-118 (3 runs of 1.7 s and a warm-up)."""
-
-
 class _Reference:
-    """The original model in ONNX Runtime fp32, fed the frozen inputs' values too; each
-    run's wall time kept by input shapes (the first at a shape is its warm-up)."""
+    """The original model in ONNX Runtime fp32, fed the frozen inputs' values too."""
 
     def __init__(self, runner: ORTRunner, frozen: dict[str, np.ndarray], labels: dict[str, list[str]] | None = None):
         self.runner, self.frozen, self.labels = runner, frozen, labels or {}
         self.output_names = runner.output_names
-        self.times: dict[tuple, list[float]] = {}
-
-    @staticmethod
-    def _shapes(feeds) -> tuple:
-        return tuple(sorted((k, np.shape(v)) for k, v in feeds.items()))
-
-    def latency(self, feeds) -> dict | None:
-        """Median and p90 (ms) of the warm runs made so far at ``feeds``' shapes, as
-        :func:`deploycomp.validate.measure_latency` reports them; None with fewer than
-        :data:`TIMED_REFERENCE_RUNS`."""
-        times = self.times.get(self._shapes(feeds), [])[1:]
-        return latency_of(times) | {"timed": "its runs on the build's inputs"} if len(times) >= TIMED_REFERENCE_RUNS else None
 
     def run(self, feeds):
-        start = time.perf_counter()
         outs = self.runner.run({**feeds, **self.frozen})
-        self.times.setdefault(self._shapes(feeds), []).append((time.perf_counter() - start) * 1e3)
         # a classifier's string labels as the positions the bundle computes (passes.ml_labels)
         return label_positions(outs, self.labels) if self.labels else outs
 
@@ -850,7 +828,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         model, quant_info, stricter = search_int8(opts, prep, target, backend, reference, fidelity, calibration, real)
 
     opts.progress("reference outputs")
-    refs = refs or [reference.run(s) for s in samples]
+    # the validation inputs' runs, one after another, time ONNX Runtime where they are enough
+    # (runs taken across the build mix its phases: LORE's took 0.9-2.0 s beside other work)
+    reference_times = RunTimes()
+    refs = refs or [reference_times.run(reference.run, s) for s in samples]
     spread, spread_key = None, ""
     floor = None  # what the budget is widened to: the model's own runtime's distance from it
     if own is not None:  # how far ONNX Runtime's own int8 kernels already are from the QDQ as written
@@ -877,10 +858,13 @@ def _build(opts: BuildOptions) -> BuildResult:
                 lowered = replace(lowered, info=f32)
             return validate(lowered)
 
+        bundle_times: dict[Any, RunTimes] = {}
+
         def validate(lowered):
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
-            gots = [runner.run(s) for s in samples]
+            bundle_times[runner] = RunTimes()  # (the latency of the runner kept, where its runs are enough)
+            gots = [bundle_times[runner].run(runner.run, s) for s in samples]
             return lowered, runner, memory_mb, gots, prep.compare(refs, gots)
 
         def executed_f32(lowered):
@@ -989,10 +973,11 @@ def _build(opts: BuildOptions) -> BuildResult:
         if measured_host:
             opts.progress("measure latency")
             # each on its own: taken in turns, ORT's spinning threads slowed OpenVINO 3x; one
-            # warm-up run each, as both have run every validation sample already
-            measured["latency"] = measure_latency(lambda: runner.run(samples[0]), warmup=1,
-                                                  max_seconds=LATENCY_SECONDS)
-            measured["reference_latency"] = reference.latency(samples[0]) or measure_latency(
+            # warm-up run each, as both have run every validation sample already; timed
+            # again only where those runs do not time them well enough
+            measured["latency"] = bundle_times[runner].latency(samples[0], LATENCY_SECONDS) or measure_latency(
+                lambda: runner.run(samples[0]), warmup=1, max_seconds=LATENCY_SECONDS)
+            measured["reference_latency"] = reference_times.latency(samples[0], LATENCY_SECONDS) or measure_latency(
                 lambda: reference.run(samples[0]), warmup=1, max_seconds=LATENCY_SECONDS)
             measured["speedup_vs_onnxruntime"] = speedup_of(measured["reference_latency"]["median_ms"],
                                                             measured["latency"]["median_ms"])

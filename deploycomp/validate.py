@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -706,6 +706,21 @@ ten times ``max_seconds`` still timed LORE's 1.6 s ONNX Runtime reference 10 tim
 of a 106 s int8 build): runs that long vary by a few percent, which 3 of them show."""
 
 
+def _timed_enough(times: Sequence[float], elapsed: float, min_runs: int, max_seconds: float, min_seconds: float,
+                  precision: float) -> bool:
+    """Whether runs taking ``times`` (ms) over ``elapsed`` seconds time a latency well
+    enough (:func:`measure_latency`'s rule)."""
+    n = len(times)
+    if n < min_runs and not (n >= MIN_SLOW_RUNS and elapsed >= SLOW_RUNS_FACTOR * max_seconds):
+        return False
+    if elapsed >= max_seconds or n >= 200:
+        return True
+    if elapsed < min_seconds:
+        return False
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return 1.57 * (q3 - q1) / n ** 0.5 <= precision * statistics.median(times)
+
+
 def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10, max_seconds: float = 3.0,
                     min_seconds: float = 0.3, precision: float = LATENCY_PRECISION) -> dict:
     """Median and p90 wall time of ``run`` (ms): at least ``min_runs`` runs and
@@ -723,16 +738,37 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
         t = time.perf_counter()
         run()
         times.append((time.perf_counter() - t) * 1e3)
-        n, elapsed = len(times), time.perf_counter() - start
-        if n < min_runs and not (n >= MIN_SLOW_RUNS and elapsed >= SLOW_RUNS_FACTOR * max_seconds):
-            continue
-        if elapsed >= max_seconds or n >= 200:
-            break
-        if elapsed >= min_seconds:
-            q1, _, q3 = statistics.quantiles(times, n=4)
-            if 1.57 * (q3 - q1) / n ** 0.5 <= precision * statistics.median(times):
-                break
-    return latency_of(times)
+        if _timed_enough(times, time.perf_counter() - start, min_runs, max_seconds, min_seconds, precision):
+            return latency_of(times)
+
+
+class RunTimes:
+    """Wall times of runs a build makes anyway (the reference's and the bundle's over the
+    validation inputs), by input shapes, the first at each shape its warm-up: where they
+    time a latency as well as :func:`measure_latency` would, it is not timed again
+    (LORE's host int8 build had spent 11 s of 118 timing ONNX Runtime and the bundle just
+    after running both on its 6 validation inputs)."""
+
+    def __init__(self):
+        self.times: dict[tuple, list[float]] = {}
+
+    @staticmethod
+    def _shapes(feeds: Mapping[str, Any]) -> tuple:
+        return tuple(sorted((k, np.shape(v)) for k, v in feeds.items()))
+
+    def run(self, fn: Callable[[Any], Any], feeds: Mapping[str, Any]) -> Any:
+        start = time.perf_counter()
+        out = fn(feeds)
+        self.times.setdefault(self._shapes(feeds), []).append((time.perf_counter() - start) * 1e3)
+        return out
+
+    def latency(self, feeds: Mapping[str, Any], max_seconds: float, min_runs: int = 10) -> dict | None:
+        """The latency of the warm runs at ``feeds``' shapes, if :func:`measure_latency`
+        would have stopped at as many (its ``min_seconds`` and precision), else None."""
+        times = self.times.get(self._shapes(feeds), [])[1:]
+        if not times or not _timed_enough(times, sum(times) / 1e3, min_runs, max_seconds, 0.3, LATENCY_PRECISION):
+            return None
+        return latency_of(times) | {"timed": "its runs on the build's inputs"}
 
 
 def latency_of(times: Sequence[float]) -> dict:

@@ -201,6 +201,36 @@ def test_timing_stops_once_the_median_is_known(monkeypatch):
     assert crawling.now == 4 * 11.0  # one warm-up
 
 
+def test_runs_a_build_made_anyway_time_its_latency_where_measuring_would_stop_at_as_many(monkeypatch):
+    """The reference and the bundle run every validation input; where those runs (the first
+    at a shape a warm-up) are what :func:`measure_latency` would stop at, they are the
+    latency; too few or too short, they are not (it is timed again)."""
+    import itertools
+
+    import deploycomp.validate as validate
+
+    x, longer = {"x": np.zeros((1, 3))}, {"x": np.zeros((1, 5))}
+    slow = _Clock(itertools.chain([5.0], itertools.repeat(1.6)))  # a 5 s first run, then LORE's 1.6 s
+    monkeypatch.setattr(validate.time, "perf_counter", slow)
+    times = validate.RunTimes()
+    assert times.run(lambda feeds: slow.run() or "out", x) == "out"
+    for _ in range(2):
+        times.run(lambda feeds: slow.run(), x)
+    assert times.latency(x, max_seconds=1.5) is None  # 2 warm runs: 3.2 s, but fewer than 3
+    times.run(lambda feeds: slow.run(), x)
+    timed = times.latency(x, max_seconds=1.5)
+    assert timed["runs"] == 3 and timed["median_ms"] == pytest.approx(1600.0)  # the warm-up left out
+    assert timed["timed"] == "its runs on the build's inputs"
+    assert times.latency(longer, max_seconds=1.5) is None  # no run at that shape
+
+    quick = _Clock(itertools.repeat(0.001))  # 7 runs of 1 ms: measure_latency takes 10 and 0.3 s
+    monkeypatch.setattr(validate.time, "perf_counter", quick)
+    times = validate.RunTimes()
+    for _ in range(8):
+        times.run(lambda feeds: quick.run(), x)
+    assert times.latency(x, max_seconds=1.5) is None
+
+
 def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     """Character 5 read as 6 is a wrong read, whatever cosine says of the id vectors (0.99);
     ids are judged as the share equal over all samples (a mean: not decided on a part)."""
