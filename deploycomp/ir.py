@@ -46,6 +46,7 @@ __all__ = [
     "ROLE",
     "MAX_OPSET",
     "add_initializer",
+    "external_locations",
     "float_only",
     "replace_node", "replace_value",
     "MIN_OPSET",
@@ -115,32 +116,42 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
+def _external_tensors(proto: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str | None]]:
+    """Each initializer (in every graph, control-flow bodies too) whose data is external,
+    with the location it names."""
+    for graph in _graphs(proto.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                yield tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)
+
+
+def external_locations(proto: onnx.ModelProto) -> list[str]:
+    """The external-data files the model names (relative to its folder), unchecked."""
+    return sorted({location for _, location in _external_tensors(proto) if location})
+
+
 def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
     """The external-data files the model names (relative to its folder), each checked to
     be a file inside that folder."""
     root = model_dir.resolve()
     locations = set()
-    for graph in _graphs(proto.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-            if not location:
-                raise ModelError(f"initializer '{tensor.name}': external data has no location")
-            if os.path.isabs(location):
-                raise ModelError(
-                    f"initializer '{tensor.name}': external data path '{location}' is absolute; "
-                    "only files inside the model's folder are read"
-                )
-            target = (root / location).resolve()
-            if not target.is_relative_to(root):
-                raise ModelError(
-                    f"initializer '{tensor.name}': external data path '{location}' points outside "
-                    f"the model's folder {root}"
-                )
-            if not target.is_file():
-                raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
-            locations.add(location)
+    for tensor, location in _external_tensors(proto):
+        if not location:
+            raise ModelError(f"initializer '{tensor.name}': external data has no location")
+        if os.path.isabs(location):
+            raise ModelError(
+                f"initializer '{tensor.name}': external data path '{location}' is absolute; "
+                "only files inside the model's folder are read"
+            )
+        target = (root / location).resolve()
+        if not target.is_relative_to(root):
+            raise ModelError(
+                f"initializer '{tensor.name}': external data path '{location}' points outside "
+                f"the model's folder {root}"
+            )
+        if not target.is_file():
+            raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
+        locations.add(location)
     return sorted(locations)
 
 

@@ -567,3 +567,32 @@ def test_ray_missing_is_said_before_the_cache_is_read(fleet_dir, monkeypatch):
     with pytest.raises(BackendUnavailable, match="--executor ray needs Ray"):
         run.run_fleet(fleet_dir / "fleet.yaml", fleet_dir / "out", executor="ray", progress=lines.append)
     assert lines == [] and not (fleet_dir / "out").exists()
+
+
+def test_the_cache_key_reads_external_data_named_inside_control_flow_bodies(tmp_path):
+    """A weight of an ``If`` branch stored beside the model is part of the build's key, as
+    the top graph's are (the key had listed only those: an edited branch weight was a hit)."""
+    from deploycomp.fleet.cache import external_locations
+
+    def external(name: str, location: str) -> onnx.TensorProto:
+        tensor = numpy_helper.from_array(np.ones(4, np.float32), name)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        tensor.ClearField("raw_data")
+        for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+            tensor.external_data.add(key=key, value=value)
+        return tensor
+
+    out = helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [4])
+    then = helper.make_graph([helper.make_node("Add", ["x", "w_then"], ["b"])], "then", [], [out],
+                             [external("w_then", "then.bin")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["b"])], "else", [], [out])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("ReduceSum", ["s"], ["t"], keepdims=0),
+         helper.make_node("Greater", ["t", "zero"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+        [external("w", "top.bin"), numpy_helper.from_array(np.float32(0), "zero")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert external_locations(path) == ["then.bin", "top.bin"]

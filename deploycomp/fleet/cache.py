@@ -116,12 +116,13 @@ def external_locations(path: Path) -> list[str]:
     """The external-data files a model names (its protobuf parsed, weights not loaded)."""
     import onnx
 
+    from deploycomp.ir import external_locations as named_in
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - not a readable model: its build says so (exit 3, a cached failure)
         return []
-    return sorted({e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-                   for e in t.external_data if e.key == "location"})
+    return named_in(proto)
 
 
 def _model_digest(path: Path, memo: dict[Path, str], locations_of) -> str:
