@@ -116,18 +116,32 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
-def _external_tensors(proto: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str | None]]:
-    """Each initializer (in every graph, control-flow bodies too) whose data is external,
-    with the location it names."""
+def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.TensorProto]]:
+    """Each tensor a node of ``graph`` holds in an attribute (a ``Constant``'s value)."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield node, attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from ((node, t) for t in attr.tensors)
+
+
+def _external_tensors(proto: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto, str | None]]:
+    """Each tensor whose data is external, in every graph (control-flow bodies too),
+    initializers and ``Constant`` values alike: (what it is, the tensor, the location it
+    names)."""
     for graph in _graphs(proto.graph):
-        for tensor in graph.initializer:
+        held = [(f"initializer '{t.name}'", t) for t in graph.initializer]
+        held += [(f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'", t)
+                 for node, t in _attribute_tensors(graph)]
+        for what, tensor in held:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                yield tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)
+                yield what, tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)
 
 
 def external_locations(proto: onnx.ModelProto) -> list[str]:
     """The external-data files the model names (relative to its folder), unchecked."""
-    return sorted({location for _, location in _external_tensors(proto) if location})
+    return sorted({location for _, _, location in _external_tensors(proto) if location})
 
 
 def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
@@ -135,24 +149,39 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
     be a file inside that folder."""
     root = model_dir.resolve()
     locations = set()
-    for tensor, location in _external_tensors(proto):
+    for what, tensor, location in _external_tensors(proto):
         if not location:
-            raise ModelError(f"initializer '{tensor.name}': external data has no location")
+            raise ModelError(f"{what}: external data has no location")
         if os.path.isabs(location):
             raise ModelError(
-                f"initializer '{tensor.name}': external data path '{location}' is absolute; "
+                f"{what}: external data path '{location}' is absolute; "
                 "only files inside the model's folder are read"
             )
         target = (root / location).resolve()
         if not target.is_relative_to(root):
             raise ModelError(
-                f"initializer '{tensor.name}': external data path '{location}' points outside "
+                f"{what}: external data path '{location}' points outside "
                 f"the model's folder {root}"
             )
         if not target.is_file():
-            raise ModelError(f"initializer '{tensor.name}': external data file '{location}' not found")
+            raise ModelError(f"{what}: external data file '{location}' not found")
         locations.add(location)
     return sorted(locations)
+
+
+def _read_attribute_data(proto: onnx.ModelProto, model_dir: Path) -> None:
+    """``Constant`` values stored beside the model, read into it (onnx-ir reads the
+    initializers': :func:`model_from_proto`); left external, they reached OpenVINO's
+    parser as a path relative to nowhere (a classifier whose weights are ``Constant``
+    nodes failed on ``host`` with an internal error)."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for graph in _graphs(proto.graph):
+        for _, tensor in _attribute_tensors(graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                load_external_data_for_tensor(tensor, str(model_dir))
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                del tensor.external_data[:]
 
 
 def _default_opset(proto: onnx.ModelProto) -> int | None:
@@ -327,6 +356,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     path = Path(path)
     proto = _parse(path)
     locations = _check_external_data(proto, path.parent)
+    _read_attribute_data(proto, path.parent)
     _refuse_maps(proto, path)
     source_ir = proto.ir_version
     initializer_inputs = _initializer_inputs(proto)

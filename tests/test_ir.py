@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -195,6 +197,47 @@ def test_a_model_with_its_weights_beside_it_builds_from_anywhere(tmp_path, monke
     np.savez(calibration, x=np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
     runner = deploycomp.build(path, tmp_path / "out", target=target, precision="int8", calibration=calibration)
     np.testing.assert_allclose(runner.run({"x": np.zeros(4, np.float32)})["y"], np.arange(4), atol=0.05)
+
+
+def _external_constant_model(folder, location: str):
+    """y = x + w, ``w`` a ``Constant`` node's value stored in ``location`` (as
+    ``onnx.save(..., save_as_external_data=True)`` writes a model whose weights are nodes)."""
+    tensor = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        tensor.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=tensor), helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+    )
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_constant_node_values_stored_beside_the_model_are_read_checked_and_recorded(tmp_path, target):
+    """A ``Constant`` node's external value is data of the model like an initializer's: read
+    into memory (OpenVINO had failed on a path relative to nowhere: an internal error),
+    kept inside the model's folder, and in the manifest's ``source.external_data``."""
+    import deploycomp
+
+    (tmp_path / "c.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    path = _external_constant_model(tmp_path, "c.bin")
+    runner = deploycomp.build(path, tmp_path / "out", target=target)
+    np.testing.assert_allclose(runner.run({"x": np.ones(4, np.float32)})["y"], np.arange(4) + 1)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert list(manifest["source"]["external_data"]) == ["c.bin"]
+    from deploycomp.fleet.cache import external_locations
+
+    assert external_locations(path) == ["c.bin"]  # a fleet's cache key reads it too (an edit was a hit)
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    with pytest.raises(ModelError, match="Constant 'w': external data path '../secret.bin' points outside"):
+        load_model(_external_constant_model(inner, "../secret.bin"))
 
 
 def test_missing_external_file(tmp_path):
