@@ -73,7 +73,8 @@ class DataSet:
 
     def to_json(self) -> dict:
         return {"label": self.label, "source": self.source, "samples": len(self.samples), "guessed": self.guessed,
-                "said": SOURCES[self.source], **({"notes": self.notes} if self.notes else {})}
+                "said": SOURCES[self.source], "sha256": digest(self.samples),
+                **({"notes": self.notes} if self.notes else {})}
 
 
 def spread(n: int, k: int) -> list[int]:

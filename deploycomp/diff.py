@@ -190,6 +190,9 @@ class Diff:
     """``"bundles"`` or ``"indexes"``."""
     thresholds: dict[str, Limit] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
+    same_artifacts: bool = False
+    """Two bundles whose artifact files are byte for byte the same (their sha256): what
+    differs is then measurement, not the build."""
 
     @property
     def regressions(self) -> list[Row]:
@@ -212,11 +215,13 @@ class Diff:
         gate = f" (--max-regression {_thresholds_text(self.thresholds)})" if self.thresholds else ""
         if self.regressions:
             names = [f"{r.scope}: {r.metric}" if r.scope else r.metric for r in self.regressions]
-            return f"{len(names)} regression{'s' * (len(names) != 1)}: {few(names)}{gate}"
+            same = " (the artifacts are byte-identical: measurements moved)" if self.same_artifacts else ""
+            return f"{len(names)} regression{'s' * (len(names) != 1)}: {few(names)}{gate}{same}"
+        same = "; the artifacts are byte-identical" if self.same_artifacts else ""
         if not self.rows:
-            return f"no differences{gate}"
+            return f"no differences{gate}{same}"
         extra = f", {len(self.not_comparable)} not comparable" if self.not_comparable else ""
-        return f"no regressions{gate}: {len(self.rows)} change{'s' * (len(self.rows) != 1)}{extra}"
+        return f"no regressions{gate}: {len(self.rows)} change{'s' * (len(self.rows) != 1)}{extra}{same}"
 
     def table(self) -> str:
         """The human output: a header, one line per changed metric, the verdict."""
@@ -240,7 +245,7 @@ class Diff:
             "old": self.old, "new": self.new, "kind": self.kind, "ok": self.ok, "exit_code": self.exit_code,
             "thresholds": {k: {"limit": lim.value, "relative": lim.relative, "text": lim.text}
                            for k, lim in self.thresholds.items()},
-            "summary": self.summary(),
+            "summary": self.summary(), "same_artifacts": self.same_artifacts,
             "regressions": [f"{r.scope}: {r.metric}: {r.regression}" if r.scope else f"{r.metric}: {r.regression}"
                             for r in self.regressions],
             "changes": [r.to_json() for r in self.rows],
@@ -418,6 +423,17 @@ def _compare_budgets(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]
         elif o_ok is not n_ok:
             rows.add(f"budget:{name}", o_ok, n_ok, fmt=_verdict, change=_budget_change(o, n),
                      note="now met" if o_ok is False else "")
+        if o is not None and n is not None and not _same(_own_limit(o), _own_limit(n)):
+            # a gate passing because its budget moved is not the bundle getting better
+            at_most = n.get("at_most", bool(n.get("unit")))  # (older manifests: only sizes and times have units)
+            looser = _own_limit(n) > _own_limit(o) if at_most else _own_limit(n) < _own_limit(o)
+            rows.add(f"limit:{name}", _own_limit(o), _own_limit(n), change=_delta(_own_limit(o), _own_limit(n), "+.4g"),
+                     note=f"the budget is {'looser' if looser else 'stricter'}")
+
+
+def _own_limit(check: Mapping) -> float:
+    """A budget's own limit (not the one a floor widened it to)."""
+    return check.get("budget_limit", check["limit"])
 
 
 def _verdict(ok: bool | None) -> str:
@@ -538,8 +554,13 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
                  f"{changed[0]} {(next_.get(changed[0]) or 'none')[:12]}",
                  note=f"different weights: external data {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} "
                       "(sha256), the .onnx file the same")
+    elif (on := _get(old, "source", "name")) != (nn := _get(new, "source", "name")):
+        rows.add("model", on, nn, note="the same model bytes under another file name")
+    _compare_data(rows, old, new)
     ot, nt = _get(old, "target", "name"), _get(new, "target", "name")
     rows.add("target", ot, nt, note="different devices: budgets and estimates differ" if ot != nt else "")
+    if ot == nt:
+        _compare_profiles(rows, _get(old, "target", "profile") or {}, _get(new, "target", "profile") or {})
     ob, nb = _get(old, "backend", "name"), _get(new, "backend", "name")
     rows.add("backend", ob, nb, note="per-layer records not compared across backends" if ob != nb else "")
     _outputs(rows, _get(old, "validation", "outputs", default={}) or {},
@@ -552,6 +573,37 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
     rows.add("peak_memory", om, nm, fmt=_fmt_mb, change=_relative(om, nm), gate="memory")
     _compare_precision(rows, old, new)
     _compare_ops(rows, old, new)
+
+
+def _compare_data(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Rows where the calibration or validation samples differ (their sha256): one pixel
+    of calibration can move 27 layers to float, and the layer rows alone do not say why."""
+    for metric, path, label in (("calibration_data", ("quantization", "calibration_sha256"),
+                                 ("quantization", "calibration_data")),
+                                ("validation_data", ("validation", "data", "sha256"), ("validation", "data", "label"))):
+        o, n = _get(old, *path), _get(new, *path)
+        if o and n and o != n:
+            rows.add(metric, f"{_get(old, *label)} {o[:12]}", f"{_get(new, *label)} {n[:12]}",
+                     note="different samples (sha256)")
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _compare_profiles(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """A row per field of the same-named target profile that differs (an edited bandwidth
+    doubles the latency estimate; an edited fidelity budget changes every verdict)."""
+    of, nf = _flat(old), _flat(new)
+    for key in sorted(set(of) | set(nf)):
+        if key != "description":
+            rows.add(f"profile:{key}", of.get(key), nf.get(key), note="the target profile differs")
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -605,9 +657,16 @@ def diff_bundles(old: str | os.PathLike, new: str | os.PathLike,
     limits = parse_thresholds(max_regression)
     result = Diff(str(old), str(new), "bundles", limits)
     rows = _Rows(limits)
-    _compare_manifests(rows, read_manifest(old), read_manifest(new))
+    om, nm = read_manifest(old), read_manifest(new)
+    _compare_manifests(rows, om, nm)
     result.rows = rows.rows
+    result.same_artifacts = _artifact_digests(om) is not None and _artifact_digests(om) == _artifact_digests(nm)
     return result
+
+
+def _artifact_digests(manifest: Mapping[str, Any]) -> dict[str, str] | None:
+    artifacts = manifest.get("artifacts")
+    return {a["path"]: a.get("sha256") for a in artifacts} if artifacts else None
 
 
 def _entry_key(e: Mapping[str, Any]) -> tuple[str, str, str]:

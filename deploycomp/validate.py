@@ -893,6 +893,7 @@ class ValidationSummary:
         return [
             {"budget": c.name, "value": c.value, "limit": c.limit, "ok": c.ok, "unit": c.unit}
             | ({"budget_limit": c.widened_from} if c.widened_from is not None else {})
+            | ({"at_most": True} if c.at_most else {})
             for c in self.checks
             if c.measured == measured
         ]

@@ -137,10 +137,53 @@ def test_the_same_model_file_over_other_weights_is_another_model(real_model, tmp
 
 def test_a_rebuild_differs_only_in_what_is_measured(bundles):
     """Same inputs give the same artifacts and validation numbers: only timing and memory,
-    which vary run to run, can differ. Gate those loosely in CI."""
+    which vary run to run, can differ, and the verdict says the artifacts are the same
+    bytes. Gate those loosely in CI."""
     d = diff(bundles["fp32"], bundles["fp32-again"])
     assert set(metrics(d)) <= {"latency", "peak_memory", "budget:peak_memory"}, d.table()
-    assert d.ok
+    assert d.ok and d.same_artifacts and d.summary().endswith("; the artifacts are byte-identical")
+    assert not diff(bundles["fp32"], bundles["int8"]).same_artifacts
+
+
+def _edited(bundle: Path, to: Path, edit) -> Path:
+    copy = shutil.copytree(bundle, to)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_what_went_into_a_build_is_named_where_it_differs(bundles, tmp_path):
+    """A CI gate passing because its budget was loosened, a target profile edited in place,
+    other calibration or validation samples, a renamed model file: each its own row (diff
+    had shown only what they moved, or nothing)."""
+    def loosened(m):
+        m["target"]["profile"]["fidelity"]["fp32"]["min_cosine"] = 0.99
+        m["target"]["profile"]["description"] = "edited"
+        for check in m["validation"]["budgets"]:
+            if check["budget"].startswith("cosine["):
+                check["limit"] = 0.99
+        m["source"]["name"] = "renamed.onnx"
+        m["validation"]["data"]["sha256"] = "1" * 64
+
+    d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "loose", loosened))
+    profile = row(d, "profile:fidelity.fp32.min_cosine")
+    assert (profile.old, profile.new) == (0.9999, 0.99) and "profile:description" not in metrics(d)
+    limit = row(d, "limit:cosine[logits]")
+    assert (limit.old, limit.new, limit.note) == (0.9999, 0.99, "the budget is looser")
+    assert row(d, "model").note == "the same model bytes under another file name"
+    assert row(d, "validation_data").note == "different samples (sha256)"
+    assert d.same_artifacts
+
+    def smaller(m):
+        for check in m["validation"]["budgets"]:
+            if check["budget"] == "artifact_size":
+                check["limit"] = check["limit"] / 2
+        m["quantization"]["calibration_sha256"] = "2" * 64
+
+    d = diff(bundles["int8"], _edited(bundles["int8"], tmp_path / "small", smaller))
+    assert row(d, "limit:artifact_size").note == "the budget is stricter"
+    assert row(d, "calibration_data").new.startswith("calib.npz") and "22222222" in row(d, "calibration_data").new
 
 
 def test_int8_against_an_fp32_baseline_passes_a_loose_cosine_threshold(bundles):
