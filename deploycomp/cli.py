@@ -65,25 +65,47 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+_INTERRUPTED: list[int] = []
+"""Set by a Ctrl-C: one that lands inside a native library's start-up surfaces as that
+library's own error (``ImportError: initialization failed``), which had been said as an
+internal error, exit 1."""
+
+
+def _on_sigint(signum, frame) -> None:
+    _INTERRUPTED.append(signum)
+    raise KeyboardInterrupt()
+
+
+def _interrupted(ctx: click.Context, terminated: bool) -> None:
+    """The one line and exit code of a Ctrl-C or SIGTERM during the command (staged output
+    is already gone: context managers)."""
+    written = (ctx.obj or {}).get("written")  # (a signal while the summary of a finished build printed)
+    click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; "
+               + (f"{written} was written whole before it" if written else "nothing was written"), err=True)
+    sys.exit(143 if terminated else 130)
+
+
 def _after_the_command(ctx: click.Context) -> None:
-    """From here the command's work is done, or its error said: a SIGTERM while the process
-    shuts down (tqdm's and the runtimes' exit handlers) ends it at once with one line,
-    instead of a Terminated raised inside an exit handler (a traceback, and exit 0) or a
-    silent 143 with a finished bundle in place."""
+    """From here the command's work is done, or its error said: a SIGTERM or Ctrl-C while
+    the process shuts down (tqdm's and the runtimes' exit handlers) ends it at once with
+    one line, instead of a Terminated raised inside an exit handler (a traceback, and exit
+    0), a silent 143 with a finished bundle in place, or (Ctrl-C) death by the signal."""
     def late(signum, frame) -> None:
+        word = "terminated" if signum == getattr(signal, "SIGTERM", None) else "interrupted"
         if (ctx.obj or {}).get("done"):  # (an error or an interrupt has said its line already)
             written = (ctx.obj or {}).get("written")
-            sys.stderr.write(f"deploycomp: terminated; {written} was written whole before it\n" if written
-                             else "deploycomp: terminated after the command had finished\n")
+            sys.stderr.write(f"deploycomp: {word}; {written} was written whole before it\n" if written
+                             else f"deploycomp: {word} after the command had finished\n")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os._exit(143)
+        os._exit(143 if word == "terminated" else 130)
 
-    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, late)
+    for name, ours in (("SIGTERM", _on_sigterm), ("SIGINT", _on_sigint)):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is ours:
+            signal.signal(getattr(signal, name), late)
 
 
 class _Group(click.Group):
@@ -117,13 +139,11 @@ class _Group(click.Group):
         except BrokenPipeError:  # `deploycomp targets | head`: the reader left, not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
-        except KeyboardInterrupt as e:  # staged output is already gone (context managers)
-            terminated = isinstance(e, Terminated)
-            written = (ctx.obj or {}).get("written")  # (a signal while the summary of a finished build printed)
-            click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; "
-                       + (f"{written} was written whole before it" if written else "nothing was written"), err=True)
-            sys.exit(143 if terminated else 130)
+        except KeyboardInterrupt as e:
+            _interrupted(ctx, isinstance(e, Terminated))
         except Exception as e:  # one line, the documented code; traceback only with -v
+            if _INTERRUPTED:  # a Ctrl-C said as a library's own error
+                _interrupted(ctx, False)
             _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
         finally:
             _after_the_command(ctx)
@@ -145,6 +165,8 @@ def main(ctx: click.Context, verbose: int) -> None:
         faulthandler.enable()
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where an embedding program set its own)
+        signal.signal(signal.SIGINT, _on_sigint)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for library in QUIET_LIBRARIES:  # their warnings are about steps the build checks anyway; -v shows them
         logging.getLogger(library).setLevel(

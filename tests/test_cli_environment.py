@@ -318,3 +318,31 @@ def test_a_signal_after_the_bundle_was_finished_says_so(tiny_conv, tmp_path, mon
     assert result.exit_code == 130
     assert f"{tmp_path / 'b'} was written whole before it" in result.output
     deploycomp.load(tmp_path / "b")  # (whole: every file as its manifest says)
+
+
+def test_a_ctrl_c_inside_a_native_library_start_up_is_an_interrupt(tiny_conv, tmp_path, monkeypatch):
+    """A Ctrl-C that lands while a native library initializes surfaces as that library's
+    error (``ImportError: initialization failed``): it had been said as an internal error,
+    exit 1; it is an interrupt, exit 130, nothing written."""
+    from click.testing import CliRunner
+
+    import deploycomp.cli as cli_module
+
+    def start_up_interrupted(*args, **kwargs):
+        with pytest.raises(KeyboardInterrupt):  # the handler records the signal, then interrupts
+            cli_module._on_sigint(2, None)
+        raise ImportError("initialization failed")  # (the library caught it and failed its own way)
+
+    monkeypatch.setattr(cli_module, "_INTERRUPTED", [])
+    monkeypatch.setattr(cli_module, "_run_build", start_up_interrupted)
+    result = CliRunner().invoke(cli_module.main, ["build", str(tiny_conv), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == "deploycomp: interrupted; nothing was written"
+    assert not (tmp_path / "b").exists()
+    def start_up_failed(*args, **kwargs):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli_module, "_INTERRUPTED", [])  # without a Ctrl-C the same error is ours
+    monkeypatch.setattr(cli_module, "_run_build", start_up_failed)
+    result = CliRunner().invoke(cli_module.main, ["build", str(tiny_conv), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "internal error (ImportError)" in result.output
