@@ -633,7 +633,7 @@ def run(bundle: Path, inputs_path: Path, outputs_path: Path | None, no_verify: b
     batch = batch_size(shapes, {n: spec["shape"] for n, spec in runner.outputs.items()})
     samples = load_npz_samples(inputs_path, shapes, {n: np.dtype(spec["dtype"]) for n, spec in runner.inputs.items()},
                                [n for n, spec in runner.inputs.items() if spec.get("accepts_nan")], resizable=False,
-                               batched=batch is not None)
+                               batched=batch is not None, profiles=runner.profiles)
     if not len(samples):
         raise InputDataError(f"{inputs_path}: holds no samples")
     # string labels as fixed-width text: an .npz of object arrays needs pickle to be read

@@ -289,7 +289,8 @@ def check_finite(samples: Samples, source: str, nan_ok: Collection[str] = ()) ->
 
 
 def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
-                     nan_ok: Collection[str] = (), resizable: bool = True, batched: bool = True) -> Samples:
+                     nan_ok: Collection[str] = (), resizable: bool = True, batched: bool = True,
+                     profiles: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> Samples:
     """Samples from an ``.npz`` (one array per input) or ``.npy`` (single-input model).
 
     Each array is either one sample of exactly the input's shape, several samples
@@ -319,7 +320,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
             # read on access: an object array, a damaged member (a bad CRC: BadZipFile)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
                 raise unreadable_array(path, k, OBJECTS if "allow_pickle" in str(e) else str(e)) from e
-    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable, batched)
+    return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable, batched, profiles)
 
 
 OBJECTS = "an array of Python objects; save arrays of numbers"
@@ -382,11 +383,13 @@ def castable(given: np.dtype, wanted: np.dtype) -> bool:
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: dict[str, tuple[int, ...]],
                         dtypes: dict[str, np.dtype], nan_ok: Collection[str] = (), resizable: bool = True,
-                        batched: bool = True) -> Samples:
+                        batched: bool = True,
+                        profiles: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> Samples:
     """Samples from one array per input, laid out as :func:`load_npz_samples` reads them
     (an ``.npz``'s contents, or the same as a dict from Python); ``source`` names them in errors.
     ``resizable``: whether a misfit's hint may offer ``--input`` (a build's; a bundle's shape
-    is fixed, and ``run`` has no such flag)."""
+    is fixed, and ``run`` has no such flag). ``profiles``: a TensorRT bundle's inputs' MIN..MAX
+    shapes, any of which is one sample (or, on a new leading axis, several)."""
     path = source
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     missing = [n for n in shapes if n not in arrays]
@@ -401,6 +404,11 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
     for name, shape in shapes.items():
         arr = arrays[name]
         layout = sample_layout(tuple(arr.shape), shape, batched)
+        if layout is None and (profile := (profiles or {}).get(name)):  # a shape the bundle's profile takes
+            if within_profile(arr.shape, profile["min"], profile["max"]):
+                layout = "one"
+            elif arr.ndim == len(shape) + 1 and within_profile(arr.shape[1:], profile["min"], profile["max"]):
+                layout = "stacked"
         if layout == "one":
             chunks = [arr]
         elif layout == "concatenated":
@@ -435,8 +443,12 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
             raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)} or N x "
                                  f"{list(shape)}{also} (its first axis is the model's own, not a batch: the "
                                  f"outputs do not follow it; the bundle was built for {list(shape)})")
-        raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {list(shape)}, "
-                             f"N x {list(shape[1:])} or N x {list(shape)}{also}{hint}")
+        profile = (profiles or {}).get(name)
+        expected = (f"shapes from {list(profile['min'])} to {list(profile['max'])} (the bundle's TensorRT profile)"
+                    f" or N x such a shape" if profile else
+                    f"{list(shape)}, {'' if not shape or shape[0] == 1 else shape[0]}N x {list(shape[1:])} or N x "
+                    f"{list(shape)}")
+        raise InputDataError(f"{path}: input '{name}' has shape {list(got)}, expected {expected}{also}{hint}")
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
         raise InputDataError(f"{path}: inputs have different sample counts "

@@ -104,6 +104,19 @@ def test_every_input_of_another_size_is_in_the_hint(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_the_misfit_hint_says_samples_of_a_batch_come_in_multiples_of_it(tmp_path):
+    """A bundle of batch 4 given 6 rows: the hint had said "N x [32]", which 6 x 32 is; the
+    rows come 4 to a sample."""
+    from deploycomp.errors import InputDataError
+    from deploycomp.sample_data import load_npz_samples
+
+    np.savez(tmp_path / "val.npz", ids=np.zeros((6, 32), np.int64))
+    with pytest.raises(InputDataError, match=r"has shape \[6, 32\], expected \[4, 32\], 4N x \[32\] or N x \[4, 32\]"):
+        load_npz_samples(tmp_path / "val.npz", {"ids": (4, 32)}, {"ids": np.dtype(np.int64)}, resizable=False)
+    np.savez(tmp_path / "val.npz", ids=np.zeros((8, 32), np.int64))
+    assert len(load_npz_samples(tmp_path / "val.npz", {"ids": (4, 32)}, {"ids": np.dtype(np.int64)})) == 2
+
+
 def test_a_large_set_is_read_spread_over_not_whole(tmp_path, monkeypatch):
     """A folder of many images: calibration reads at most MAX_CALIBRATION_SAMPLES of them,
     spread over the set, validation at most MAX_VALIDATION_SAMPLES (the others are not

@@ -436,6 +436,27 @@ def test_unconstrained_dynamic_dims_ask_for_input_or_profile(dynamic_hw_relu, tm
         deploycomp.build(dynamic_hw_relu, tmp_path / "b", target="jetson-orin-nano")
 
 
+def test_deploycomp_run_takes_every_shape_the_profile_takes(dynamic_hw_relu, tmp_path):
+    """``deploycomp run`` on a TensorRT bundle built with a spatial profile: any shape inside
+    it is one sample (it had been held to the OPT shape, which ``load().run`` was not); one
+    outside names the profile."""
+    from tests.test_cli import _one_line_error, cli
+
+    deploycomp.build(dynamic_hw_relu, tmp_path / "b", target="jetson-orin-nano",
+                     profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 24, 20)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    code, stdout, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "o.npz")
+    assert code == 0, stderr
+    got = np.load(tmp_path / "o.npz")
+    (name,) = got.files
+    np.testing.assert_allclose(got[name], np.maximum(x, 0), atol=1e-6)
+    np.savez(tmp_path / "big.npz", x=np.zeros((1, 3, 40, 40), np.float32))
+    code, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "big.npz")
+    assert code == 4
+    _one_line_error(stderr, "expected shapes from [1, 3, 8, 8] to [1, 3, 32, 32] (the bundle's TensorRT profile)")
+
+
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_the_engine_step_runs_nvidias_real_builder_without_a_gpu(tiny_conv, tmp_path, precision):
     """TensorRT for RTX (PyPI) builds a serialized, GPU-agnostic engine with no GPU: the
