@@ -43,8 +43,8 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes, shape_error,
-                               sized_by_dim_names)
+from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
+                               named_dim_clash, shape_error, sized_by_dim_names)
 from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
@@ -316,6 +316,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
+    _profiles_by_dim_names(current, dynamic, shapes, profiles, assumed)
     named = sized_by_dim_names(model, {n: s for n, s in shapes.items() if n not in profiles})
     unresolved: list[str] = []
     for name, dims in dynamic.items():
@@ -369,7 +370,35 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
+    bounds = [("", shapes)] + [(f" at the --profile {end}", {**shapes, **{n: p[k] for n, p in profiles.items()}})
+                               for k, end in ((0, "MIN"), (2, "MAX"))]
+    for where, sized in bounds if profiles else bounds[:1]:
+        if clash := named_dim_clash(model, sized):
+            raise InputDataError(f"{clash}{where}")
     return ResolvedShapes(shapes, assumed, guessed, from_data)
+
+
+def _profiles_by_dim_names(current: Mapping[str, list], dynamic: Mapping[str, list[int]],
+                           shapes: dict[str, tuple[int, ...]], profiles: dict[str, tuple],
+                           assumed: list[str]) -> None:
+    """A TensorRT profile for each input no option sized whose every dynamic dim a profiled
+    input names alike, as ``--input`` sizes such inputs (:func:`sized_by_dim_names`): one
+    ``--profile input_ids:...`` ranges a text encoder's ``attention_mask`` too (it had
+    asked for a profile of its own). Validated at the giver's validated sizes."""
+    bounds: dict[str, tuple[int, int, int, int, str]] = {}  # dim name -> min, opt, max, validated at, giver
+    for giver, (lo, opt, hi) in profiles.items():
+        for d, *sizes in zip(current.get(giver, ()), lo, opt, hi, shapes[giver]):
+            if isinstance(d, str) and d != "?":
+                bounds.setdefault(d, (*sizes, giver))
+    for name in dynamic:
+        symbols = [d for d in current.get(name, ()) if not isinstance(d, int)]
+        if name in shapes or name in profiles or not symbols or not all(d in bounds for d in symbols):
+            continue
+        lo, opt, hi, at = (tuple(bounds[d][k] if isinstance(d, str) else d for d in current[name]) for k in range(4))
+        profiles[name], shapes[name] = (lo, opt, hi), at
+        givers = ", ".join(dict.fromkeys(bounds[d][4] for d in symbols))
+        assumed.append(f"{name}: TensorRT profile {' / '.join('x'.join(map(str, s)) for s in (lo, opt, hi))}, its "
+                       f"dims {', '.join(dict.fromkeys(symbols))} as --profile {givers} gave them")
 
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:

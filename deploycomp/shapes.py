@@ -20,7 +20,7 @@ import onnx_ir as ir
 from deploycomp.errors import InputDataError, few, onnxruntime_run_error
 from deploycomp.ir import uses_through
 
-__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "parse_input_spec",
+__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "named_dim_clash", "parse_input_spec",
            "shape_error", "sized_by_dim_names"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
@@ -83,6 +83,24 @@ def sized_by_dim_names(model: ir.Model, given: Mapping[str, Sequence[int]]) -> d
         out[name] = (shape, f"{name}: shape {'x'.join(map(str, shape))}, its dims "
                             f"{', '.join(dict.fromkeys(symbols))} as --input {givers} gave them")
     return out
+
+
+def named_dim_clash(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> str | None:
+    """Where two inputs of ``shapes`` give a dim the file names alike two sizes: a sentence
+    saying so, else None. A named dim is one size wherever it is named (ONNX's meaning of
+    the name): an ``input_ids`` of 1 x 32 beside an ``attention_mask`` of 2 x 32 had built
+    and validated a pairing no application makes, broadcast by the graph."""
+    current = input_shapes(model)
+    seen: dict[str, tuple[int, str]] = {}
+    for name, dims in shapes.items():
+        for d, size in zip(current.get(name, ()), dims):
+            if not isinstance(d, str) or d == "?":
+                continue
+            if d in seen and seen[d][0] != size:
+                return (f"inputs '{seen[d][1]}' and '{name}' name the same dim '{d}' and are given it as "
+                        f"{seen[d][0]} and {size}: a dim named alike is one size")
+            seen.setdefault(d, (size, name))
+    return None
 
 
 def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:

@@ -166,6 +166,48 @@ def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
 
 
+def _encoder(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["input_ids", "attention_mask"], ["y"])], "enc",
+                              [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+                               for n in ("input_ids", "attention_mask")],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "sequence"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "enc.onnx")
+    return tmp_path / "enc.onnx"
+
+
+@pytest.mark.parametrize("given", [
+    {"inputs": ["input_ids:1x32", "attention_mask:2x32"]},
+    {"target": "jetson-orin-nano", "profiles": ["input_ids:1x16:1x32:8x128", "attention_mask:1x8:1x32:4x64"]},
+    {"target": "jetson-orin-nano", "inputs": ["input_ids:1x32"], "profiles": ["attention_mask:1x16:1x32:8x128"]},
+])
+def test_inputs_that_name_a_dim_alike_are_given_it_at_one_size(tmp_path, given):
+    """``input_ids`` 1x32 beside ``attention_mask`` 2x32 (the graph broadcasts them) had built
+    and validated a pairing no application makes; so had profiles whose ranges of a shared
+    dim differ, and a fixed input beside a profile that ranges the dim it fixes (the engine
+    then took masks the model cannot run with those ids)."""
+    with pytest.raises(InputDataError, match=r"inputs '(input_ids|attention_mask)' and '(input_ids|attention_mask)' "
+                                             r"name the same dim '(batch|sequence)' and are given it as \d+ and \d+: a dim "
+                                             r"named alike is one size"):
+        deploycomp.build(_encoder(tmp_path), tmp_path / "out", **given)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_profile_ranges_every_input_that_names_its_dims(tmp_path):
+    """``--profile input_ids:...`` alone: ``attention_mask`` [batch, sequence] takes the same
+    range, as one ``--input`` sizes both (it had asked for a profile of its own)."""
+    runner = deploycomp.build(_encoder(tmp_path), tmp_path / "out", target="jetson-orin-nano",
+                              profiles=["input_ids:1x16:1x32:8x128"])
+    profiles = runner.manifest["io"]["profiles"]
+    assert profiles["attention_mask"] == profiles["input_ids"] == {"min": [1, 16], "opt": [1, 32], "max": [8, 128]}
+    assert ("attention_mask: TensorRT profile 1x16 / 1x32 / 8x128, its dims batch, sequence as --profile input_ids "
+            "gave them") in runner.manifest["assumptions"]
+    ids = np.arange(2 * 40).reshape(2, 40)
+    np.testing.assert_array_equal(runner.run({"input_ids": ids, "attention_mask": ids})["y"], 2 * ids)
+
+
 def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp_path):
     """A text encoder's three (batch, sequence) inputs: without data, one line names all of
     them and the flag to pass (naming the first alone had sent a user back twice; the
