@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -302,16 +303,17 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, (lo, opt, hi) in profiles.items():
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")
-        shapes[name] = opt
+        shapes[name], at = opt, "its TensorRT profile's OPT"
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
         source, array_shape = _data_shape(data_shapes, name, current)
         if array_shape and sample_layout(tuple(array_shape), tuple(opt)) is None:
             taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
             if taken is not None and within_profile(taken, lo, hi):
-                shapes[name] = taken
-                assumed.append(f"{name}: validated at {'x'.join(map(str, taken))}, the shape of each sample in "
-                               f"{source} (inside its TensorRT profile)")
+                shapes[name], at = taken, f"the shape of each sample in {source} (inside its TensorRT profile)"
+        if tuple(lo) != tuple(hi):  # (the summary had not said that the rest of the range went unchecked)
+            assumed.append(f"{name}: validated at {'x'.join(map(str, shapes[name]))}, {at}, not at its other shapes "
+                           f"({'x'.join(map(str, lo))} to {'x'.join(map(str, hi))})")
     dynamic = dynamic_dims(model)
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
@@ -336,6 +338,10 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             rest = tuple(current[name][1:])
             shapes[name] = (batch, *rest)
             per_sample = f" (the batch of each sample in {source})" if batch != 1 else ""
+            # a first dim the file names as something else (an LSTM's time axis) is said by name
+            dim = str(current[name][0])
+            if len(dim) > 2 and not re.search(r"batch|^unk|^none$|dynamic|^dim|^\d", dim.lower()):  # not a placeholder
+                per_sample += f" (the file names that dim '{dim}')"
             if target.backend == "tensorrt" and not target.static_shapes:
                 profiles[name] = ((batch, *rest), (batch, *rest), (max(batch, DEFAULT_MAX_BATCH), *rest))
                 assumed.append(f"{name}: dynamic batch kept; TensorRT profile {batch} / {batch} / "

@@ -474,6 +474,25 @@ def _build_time_html(measured: dict) -> str:
                  "Wall time per stage of this build (imports excluded).")
 
 
+def _io_html(manifest: dict[str, Any]) -> str:
+    """The shapes the bundle takes (a TensorRT profile's range where it has one) and what the
+    build assumed to get them (a batch set, a shape read from the data): the manifest had
+    been the only place a reader of the report could learn either."""
+    io = manifest.get("io") or {}
+    profiles = io.get("profiles") or {}
+
+    def takes(spec: dict) -> str:
+        p = profiles.get(spec["name"])
+        return (f"{p['min']} to {p['max']} (TensorRT profile, OPT {p['opt']}; validated at {spec['shape']})" if p
+                else str(spec["shape"]))
+
+    rows = [[f"<code>{html.escape(i['name'])}</code>", html.escape(i["dtype"]), html.escape(takes(i))]
+            for i in io.get("inputs", [])]
+    assumed = "".join(f"<li>{html.escape(a)}</li>" for a in manifest.get("assumptions") or [])
+    return ("<h2>Inputs</h2>" + (_table(rows, ["input", "dtype", "shape the bundle takes"]) if rows else "")
+            + (f"<p>Assumed:</p><ul>{assumed}</ul>" if assumed else ""))
+
+
 def render_report(manifest: dict[str, Any]) -> str:
     target = manifest["target"]
     val = manifest["validation"]
@@ -523,6 +542,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 <b>{html.escape(str(runtime.get('executed_precision', 'n/a')))}</b>. Validation inputs: {html.escape(val['inputs'])}.
 {_target_note(target)}
 Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get('cores')} cores).</p>
+{_io_html(manifest)}
 <h2>Budgets</h2>{budgets}
 <h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
 {_validation_html(val, fidelity)}

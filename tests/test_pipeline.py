@@ -195,6 +195,20 @@ def test_inputs_that_name_a_dim_alike_are_given_it_at_one_size(tmp_path, given):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_first_dim_set_to_1_is_named_where_the_file_calls_it_something_else(tmp_path):
+    """A voice detector's ``[sequence_length, 576]`` input: its first dim is a time axis,
+    not a batch; the assumption that sets it to 1 says the file's name for it."""
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                       ["sequence_length", 8])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT,
+                                                                       ["sequence_length", 8])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "t.onnx")
+    runner = deploycomp.build(tmp_path / "t.onnx", tmp_path / "out")
+    assert any(a.startswith("x: batch dim set to 1 (the file names that dim 'sequence_length')")
+               for a in runner.manifest["assumptions"])
+
+
 def test_one_profile_ranges_every_input_that_names_its_dims(tmp_path):
     """``--profile input_ids:...`` alone: ``attention_mask`` [batch, sequence] takes the same
     range, as one ``--input`` sizes both (it had asked for a profile of its own)."""
@@ -204,6 +218,9 @@ def test_one_profile_ranges_every_input_that_names_its_dims(tmp_path):
     assert profiles["attention_mask"] == profiles["input_ids"] == {"min": [1, 16], "opt": [1, 32], "max": [8, 128]}
     assert ("attention_mask: TensorRT profile 1x16 / 1x32 / 8x128, its dims batch, sequence as --profile input_ids "
             "gave them") in runner.manifest["assumptions"]
+    # validated at one shape of the range, and said (the summary had not)
+    assert ("input_ids: validated at 1x32, its TensorRT profile's OPT, not at its other shapes (1x16 to 8x128)"
+            in runner.manifest["assumptions"])
     ids = np.arange(2 * 40).reshape(2, 40)
     np.testing.assert_array_equal(runner.run({"input_ids": ids, "attention_mask": ids})["y"], 2 * ids)
 

@@ -49,6 +49,21 @@ def test_guessed_inputs_are_flagged(tiny_conv, tmp_path):
     assert "checked on <b>guessed inputs</b>" in (tmp_path / "b" / "report.html").read_text()
 
 
+def test_the_report_says_which_shapes_the_bundle_takes_and_what_was_assumed(dynamic_hw_relu, tiny_conv, tmp_path):
+    """A TensorRT bundle's profile range and the build's assumptions were in the manifest
+    alone (a probe found no shapes, profiles or assumptions in any report)."""
+    deploycomp.build(dynamic_hw_relu, tmp_path / "j", target="jetson-orin-nano",
+                     profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"])
+    page = (tmp_path / "j" / "report.html").read_text()
+    assert ("[1, 3, 8, 8] to [1, 3, 32, 32] (TensorRT profile, OPT [1, 3, 16, 16]; validated at [1, 3, 16, 16])"
+            in page)
+    deploycomp.build(tiny_conv, tmp_path / "h")  # its batch is dynamic: set to 1, and said
+    manifest = json.loads((tmp_path / "h" / "manifest.json").read_text())
+    page = (tmp_path / "h" / "report.html").read_text()
+    assert "<code>x</code></td><td>float32</td><td>[1, 3, 16, 16]" in page
+    assert manifest["assumptions"] and all(a.replace("'", "&#x27;") in page for a in manifest["assumptions"])
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_a_real_browser_renders_it(bundle, tmp_path):
     from PIL import Image
