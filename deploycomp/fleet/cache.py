@@ -98,15 +98,14 @@ def _file_digest(path: Path, memo: dict[Path, str]) -> str:
 def _data_digest(path: Path | None, memo: dict[Path, str]) -> str | None:
     """A file's sha256, or an image folder's: the relative path and sha256 of each file a
     build reads there (its images and its preprocessing spec), sorted (a README added
-    beside the images had rebuilt every cell of the model)."""
-    from deploycomp.quant.data import IMAGE_SUFFIXES, SPEC_FILE
+    beside the images had rebuilt every cell of the model, a macOS ``._`` file too)."""
+    from deploycomp.quant.data import SPEC_FILE, is_image_file
 
     if path is None:
         return None
     if path.is_dir():
         h = hashlib.sha256()
-        for f in sorted(p for p in path.iterdir() if p.is_file()
-                        and (p.suffix.lower() in IMAGE_SUFFIXES or p.name == SPEC_FILE)):
+        for f in sorted(p for p in path.iterdir() if is_image_file(p) or (p.is_file() and p.name == SPEC_FILE)):
             h.update(f.relative_to(path).as_posix().encode() + b"\0" + _file_digest(f, memo).encode())
         return h.hexdigest()
     return _file_digest(path, memo)

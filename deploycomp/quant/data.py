@@ -27,7 +27,7 @@ from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import SPEC_FILE, PreprocessSpec, load_spec
 from deploycomp.sample_data import check_finite, load_npz_samples, samples_from_arrays
 
-__all__ = ["IMAGE_SUFFIXES", "SPEC_FILE", "load_calibration", "load_samples"]
+__all__ = ["IMAGE_SUFFIXES", "SPEC_FILE", "is_image_file", "load_calibration", "load_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,18 @@ def read_image(path: Path) -> np.ndarray:
         raise InputDataError(f"{path}: unreadable image ({e})") from e
 
 
+def is_image_file(p: Path) -> bool:
+    """Whether a folder's entry is one of its images (what a build reads, and a fleet's
+    cache key hashes): hidden files (macOS's ``._`` resource forks) are not."""
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """The folder's image files; hidden ones (macOS's ``._`` resource forks among them) and
-    anything else (sub-folders, notes) left out, and said."""
+    """The folder's image files (:func:`is_image_file`); anything else (sub-folders, notes)
+    left out, and said."""
     files, other = [], []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+        if is_image_file(p):
             files.append(p)
         elif p.name != SPEC_FILE:
             other.append(p.name)
