@@ -195,6 +195,15 @@ def _last_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[-1].strip()[:300]
 
 
+def _declared(model: ir.Model, name: str) -> str:
+    """An input's declared shape as a person reads it: ``1x3x640x640``, or with the file's
+    names for its symbolic dims listed (``[p2o.DynamicDimension.0, 3, 640, 640]`` had read
+    "p2o.DynamicDimension.0x3x640x640")."""
+    dims = input_shapes(model)[name]
+    short = all(isinstance(d, int) or (len(d) <= 3 and d.isalnum()) for d in dims)  # (Nx3x16x16 reads well)
+    return "x".join(map(str, dims)) if short else str(dims).replace("'", "")
+
+
 def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | None = None) -> dict[str, tuple[int, ...]]:
     """Resolve specs to ``{input name: shape}`` or raise naming the mismatch. Dims the
     model fixes that a spec gives another size are allowed where the graph runs at it
@@ -231,12 +240,12 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
         resolved[name] = dims
     if changed and (why := shape_error(model, resolved)):
         name = changed[0][0]
-        old = "x".join(str(d) for d in inputs[name].shape)
+        old = _declared(model, name)
         more = f" (and {len(changed) - 1} more input(s))" if len(changed) > 1 else ""
         raise InputDataError(f"--input {name}: the model fixes {old} and its graph does not run at "
                              f"{'x'.join(map(str, resolved[name]))}{more}: {why}")
     for name, fixed in changed:
-        old = "x".join(str(d) for d in inputs[name].shape)
+        old = _declared(model, name)
         if refixed is not None:
             refixed.append(f"{name}: the model fixes {old}; built for {'x'.join(map(str, resolved[name]))} as --input "
                            "gives (strict shape inference accepts it)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import onnx_ir as ir
 
 from deploycomp.errors import InputDataError
 from deploycomp.ir import load_model
@@ -58,6 +59,10 @@ def test_a_fixed_dim_takes_another_size_where_the_graph_runs_at_it(tiny_conv):
     notes.clear()
     check_specs(model, [("x", (2, 3, 16, 16))], notes)  # only the dynamic batch given: nothing re-pinned
     assert notes == []
+    # a long symbolic name (paddle2onnx's) is listed, not run into the sizes with x
+    model.graph.inputs[0].shape = ir.Shape([ir.SymbolicDim("p2o.DynamicDimension.0"), 3, 16, 16])
+    check_specs(model, [("x", (1, 3, 40, 24))], notes)
+    assert "fixes [p2o.DynamicDimension.0, 3, 16, 16]; built for 1x3x40x24" in notes[0]
 
 
 def test_an_input_that_is_itself_a_size_is_not_tried_at_zeros():
