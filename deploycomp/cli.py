@@ -692,6 +692,40 @@ def _inspect_file(model: Path, refusal: str, as_json: bool) -> None:
     click.echo(f"  not compilable: {refusal}")
 
 
+def _inspect_bundle(bundle: Path, as_json: bool) -> None:
+    """``inspect`` of a bundle's folder, from its manifest: the shapes it takes (a TensorRT
+    profile's range), dtypes, target, precision, verdict, artifacts (a probe had met "not
+    a file" asking which shapes a bundle takes)."""
+    from deploycomp.bundle import read_manifest
+
+    m = read_manifest(bundle)
+    io, profiles = m.get("io") or {}, (m.get("io") or {}).get("profiles") or {}
+    inputs = {i["name"]: {"dtype": i["dtype"], "shape": i["shape"], **({"profile": profiles[i["name"]]}
+                                                                        if i["name"] in profiles else {})}
+              for i in io.get("inputs", [])}
+    outputs = {o["name"]: {"dtype": o["dtype"], "shape": o["shape"]} for o in io.get("outputs", [])}
+    data = {"bundle": str(bundle), "source": (m.get("source") or {}).get("name"), "target": m["target"]["name"],
+            "precision": m.get("precision"), "backend": m["backend"]["name"],
+            "executed_precision": (m["backend"].get("runtime") or {}).get("executed_precision"),
+            "ok": (m.get("validation") or {}).get("ok"), "inputs": inputs, "outputs": outputs,
+            "assumptions": m.get("assumptions") or [], "artifacts": [a["path"] for a in m.get("artifacts", [])]}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    verdict = {True: "validated ok", False: "MISSED its budgets (kept with --no-fail)", None: "not validated"}
+    click.echo(f"{bundle}: bundle of {data['source']} for {data['target']} ({data['precision']}, {data['backend']}, "
+               f"executes {data['executed_precision']}), {verdict[data['ok']]}")
+    for name, spec in inputs.items():
+        p = spec.get("profile")
+        takes = f"{p['min']} to {p['max']} (TensorRT profile, OPT {p['opt']})" if p else f"{spec['shape']} only"
+        click.echo(f"  input  {_short(name)}: {spec['dtype']} {takes}")
+    for name, spec in outputs.items():
+        click.echo(f"  output {_short(name)}: {spec['dtype']} {spec['shape']}")
+    for note in data["assumptions"]:
+        click.echo(f"  assumed: {note}")
+    click.echo(f"  artifacts: {', '.join(data['artifacts'])}")
+
+
 def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
     """The axis of an output that holds the samples joined along the inputs' first axis:
     the first, unless only another has the inputs' batch size (a time-major output,
@@ -711,8 +745,13 @@ def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
             as_json: bool) -> None:
-    """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs."""
+    """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs; of a bundle
+    (its folder), what it takes and gives and how it was built."""
     import numpy as np
+
+    if model.is_dir() and (model / "manifest.json").is_file():
+        _inspect_bundle(model, as_json)
+        return
 
     from deploycomp.analysis import analyze, angle_outputs, nan_inputs
     from deploycomp.ir import load_model

@@ -646,3 +646,22 @@ def test_inspect_counts_a_dynamic_batch_at_one(tiny_conv, tmp_path):
     assert "counted;" not in flops and flops.endswith(", at batch 1 for x)")
     data = json.loads(cli("inspect", tiny_conv, "--json", cwd=tmp_path)[1])
     assert data["counted_at_batch_1"] == ["x"] and data["macs"] > 50_000 and not data["uncounted_nodes"]
+
+
+def test_inspect_of_a_bundle_says_the_shapes_it_takes(dynamic_hw_relu, tmp_path):
+    """``inspect`` on a bundle's folder had said "not a file": it reads the manifest, and
+    says which shapes the bundle takes (a TensorRT profile's range) and what was assumed."""
+    out = tmp_path / "j"
+    code, _, stderr = cli("build", dynamic_hw_relu, "--target", "jetson-orin-nano", "--profile",
+                          "x:1x3x8x8:1x3x16x16:1x3x32x32", "--out", out)
+    assert code == 0, stderr
+    code, stdout, stderr = cli("inspect", out)
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"{out}: bundle of dyn.onnx for jetson-orin-nano (fp32, tensorrt") and "ok" in lines[0]
+    assert "  input  x: float32 [1, 3, 8, 8] to [1, 3, 32, 32] (TensorRT profile, OPT [1, 3, 16, 16])" in lines
+    assert any(line.startswith("  assumed: x: validated at 1x3x16x16") for line in lines)
+    code, stdout, _ = cli("inspect", out, "--json")
+    data = json.loads(stdout)
+    assert data["inputs"]["x"]["profile"]["max"] == [1, 3, 32, 32] and data["ok"] is True
+    assert cli("inspect", tmp_path)[0] != 0  # a folder that is no bundle: still an error
