@@ -84,9 +84,24 @@ def _parse_masks():
     return parse_masks
 
 
-RULE_PARSERS = {"judge_where": _parse_where, "judge_boxes": _parse_boxes, "judge_masks": _parse_masks}
-"""A spec's options that are lists of the command line's rules -> (imported when needed)
-the parser that reads them, for the spec's check and the build alike."""
+def _parse_profiles():
+    from deploycomp.errors import DeployError
+    from deploycomp.shapes import parse_profile_spec
+
+    def parse(values: list[str]) -> list:
+        try:
+            return [parse_profile_spec(v) for v in values]
+        except DeployError as e:  # (said under the key, as the rules' own errors are)
+            raise ValueError(str(e)) from None
+
+    return parse
+
+
+RULE_PARSERS = {"judge_where": _parse_where, "judge_boxes": _parse_boxes, "judge_masks": _parse_masks,
+                "profiles": _parse_profiles}
+"""A spec's options that are lists of the command line's strings (rules, TensorRT profiles)
+-> (imported when needed) the parser that reads them, for the spec's check and the build
+alike."""
 
 
 class Budgets(_Strict):
@@ -110,8 +125,10 @@ class Options(_Strict):
     judge_where: list[str] = Field(default_factory=list)
     judge_boxes: list[str] = Field(default_factory=list)
     judge_masks: list[str] = Field(default_factory=list)
+    profiles: list[str] = Field(default_factory=list)
+    """TensorRT optimization profiles, ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
 
-    @field_validator("judge_where", "judge_boxes", "judge_masks")
+    @field_validator("judge_where", "judge_boxes", "judge_masks", "profiles")
     @classmethod
     def _rules_read(cls, values: list[str], info) -> list[str]:
         """Each rule checked as the build will read it (a bad one had failed every cell of its
@@ -146,8 +163,9 @@ class FleetSpec(_Strict):
     _distinct_lists = field_validator("targets", "precisions")(_distinct)
 
 
-TFLITE_ONLY_OPTIONS = {"io_layout": None, "int8_io": "int8"}
-"""Model options only a TFLite target has, and the precision each needs (None: any)."""
+BACKEND_OPTIONS = {"io_layout": ("tflite", None), "int8_io": ("tflite", "int8"), "profiles": ("tensorrt", None)}
+"""Model options only one backend's targets have: the backend, and the precision each
+needs (None: any)."""
 
 INT8_OPTIONS = ("keep_float", "int8_range", "int8_boosters", "int8_time_limit")
 """Options only an int8 search reads (an ``int8`` or ``auto`` cell): a float cell's build
@@ -156,13 +174,14 @@ is the same whatever they say, so they are not part of its cache key."""
 
 def cell_options(options: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
     """The model's options that apply to one cell: an option only TFLite has (its I/O
-    layout, full-integer I/O) is left out of the other targets' builds, and full-integer
-    I/O out of a TFLite build that is not int8, as the int8 options are simply unused by
-    a float build; a build given one would refuse it (exit 6), and every other cell of the
-    model with it. The index says which were left out (``options_not_applied``)."""
+    layout, full-integer I/O) or only TensorRT (its profiles) is left out of the other
+    targets' builds, and full-integer I/O out of a TFLite build that is not int8, as the
+    int8 options are simply unused by a float build; a build given one would refuse it
+    (exit 6), and every other cell of the model with it. The index says which were left
+    out (``options_not_applied``)."""
     return {k: v for k, v in options.items()
-            if k not in TFLITE_ONLY_OPTIONS
-            or (backend == "tflite" and TFLITE_ONLY_OPTIONS[k] in (None, precision))}
+            if k not in BACKEND_OPTIONS
+            or (backend == BACKEND_OPTIONS[k][0] and BACKEND_OPTIONS[k][1] in (None, precision))}
 
 
 @dataclass(frozen=True)
