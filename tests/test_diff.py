@@ -145,6 +145,28 @@ def test_a_rebuild_differs_only_in_what_is_measured(bundles):
     assert not diff(bundles["fp32"], bundles["int8"]).same_artifacts
 
 
+def test_measurements_of_the_same_files_on_the_same_runtimes_are_not_gated(bundles, tmp_path):
+    """Byte-identical artifacts, runtime versions and machine: a latency or memory gate does
+    not fail on the measurement's noise (a fleet worker that had loaded the runtime before
+    measured 2 MB where a fresh one measured 14: +604%, exit 12); another runtime version is
+    gated as before."""
+    def slower(m):
+        m["measured"]["peak_memory_mb"] = m["measured"]["peak_memory_mb"] * 7 + 10
+        m["measured"]["latency"]["median_ms"] *= 3
+
+    noisy = _edited(bundles["fp32"], tmp_path / "noisy", slower)
+    d = diff(bundles["fp32"], noisy, "latency=10%,memory=5%")
+    assert d.ok and d.same_artifacts, d.table()
+    assert "measurement noise, not gated" in row(d, "peak_memory").note and row(d, "latency").regression is None
+
+    def upgraded(m):
+        slower(m)
+        m["versions"]["openvino"] = "9999.0"
+
+    d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "upgraded", upgraded), "latency=10%,memory=5%")
+    assert sorted(r.metric for r in d.regressions) == ["latency", "peak_memory"]
+
+
 def _edited(bundle: Path, to: Path, edit) -> Path:
     copy = shutil.copytree(bundle, to)
     manifest = json.loads((copy / "manifest.json").read_text())
