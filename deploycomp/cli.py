@@ -282,7 +282,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         if (mask := describe_mask(m)) is not None:
             note = f"; {mask}" + note
         if "agreement" in m:
-            click.echo(f"  {_short(name)}: {m['agreement']:.2%} of its integer elements equal{bad}")
+            over = (f"of the {m['agreement_positions']} positions other than its padding {m['padding_value']}"
+                    if "padding_value" in m else "of its integer elements")
+            click.echo(f"  {_short(name)}: {m['agreement']:.2%} {over} equal{bad}")
             continue
         click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
         for c in m.get("weak_channels") or []:

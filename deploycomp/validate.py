@@ -133,6 +133,25 @@ def pass_through(samples: Sequence[Mapping[str, np.ndarray]], refs: Sequence[Map
     return found
 
 
+PADDING_SHARE = 0.5
+"""An integer output's value that fills more than this share of the reference's positions
+(over every sample) is its padding: a CTC path's blank, a class map's background."""
+
+
+def padding_value(refs: Sequence[np.ndarray]) -> int | None:
+    """The value an integer sequence or map output (rank >= 2, several positions a sample)
+    is mostly padded with (:data:`PADDING_SHARE`), else None. Agreement is then counted over
+    the positions either side holds something else: counted over all, a recognizer's 40
+    CTC positions reading 8 characters, one of them wrong, had agreed 0.975 (the
+    characters: 7 of 8). A classifier's labels (one per row, rank 1) have none: a common
+    class is no padding."""
+    if not refs or any(r.ndim < 2 or r.size < 8 for r in refs):
+        return None
+    values, counts = np.unique(np.concatenate([r.reshape(-1) for r in refs]), return_counts=True)
+    top = int(counts.argmax())
+    return int(values[top]) if counts[top] > PADDING_SHARE * counts.sum() else None
+
+
 def _looks_like_scores(arr: np.ndarray) -> bool:
     return np.issubdtype(arr.dtype, np.floating) and arr.ndim in (2, 3) and arr.shape[-1] > 1
 
@@ -555,14 +574,19 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             # of elements equal over all samples (as top-1 agreement is a mean: one sample's
             # 20 CTC positions make a worst-sample share move in steps of 5%), held to the
             # cosine budget.
+            pad = padding_value([r for r, _ in pairs])
+            counted = [np.ones(r.shape, bool) if pad is None else (r != pad) | (g != pad) for r, g in pairs]
             if per_sample is not None:
-                per_sample[name] = [float(np.count_nonzero(r == g)) / r.size if r.size else 1.0 for r, g in pairs]
-            equal = sum(int(np.count_nonzero(r == g)) for r, g in pairs)
-            total = sum(r.size for r, _ in pairs)
+                per_sample[name] = [float(np.count_nonzero((r == g) & c)) / n if (n := np.count_nonzero(c)) else 1.0
+                                    for (r, g), c in zip(pairs, counted)]
+            equal = sum(int(np.count_nonzero((r == g) & c)) for (r, g), c in zip(pairs, counted))
+            total = sum(int(np.count_nonzero(c)) for c in counted)
             share = equal / total if total else 1.0
             metrics[name] = {"cosine": share, "agreement": share, "samples": len(pairs),
                              "max_abs_error": max((float(np.abs(r.astype(np.float64) - g).max()) if r.size else 0.0)
                                                   for r, g in pairs)}
+            if pad is not None:  # (the share over the positions that hold something, on either side)
+                metrics[name] |= {"padding_value": int(pad), "agreement_positions": total}
             continue
         finite = [True if all_finite(r) else np.isfinite(r) for r, _ in pairs]  # a mask only where needed
         scale = (scales[name] if scales is not None and name in scales

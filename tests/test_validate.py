@@ -234,13 +234,12 @@ def test_runs_a_build_made_anyway_time_its_latency_where_measuring_would_stop_at
 def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     """Character 5 read as 6 is a wrong read, whatever cosine says of the id vectors (0.99);
     ids are judged as the share equal over all samples (a mean: not decided on a part)."""
-    ref = np.zeros((1, 20), np.int64)
-    ref[0, ::4] = 5
+    ref = np.arange(1, 21, dtype=np.int64).reshape(1, 20)  # 20 ids, none of them padding
     off = ref.copy()
     off[0, 0] = 6  # one id of 20 flipped
     refs, gots = [{"ids": ref}] * 4, [{"ids": off}] + [{"ids": ref}] * 3
     m = compare_outputs(refs, gots)["ids"]
-    assert m["agreement"] == m["cosine"] == pytest.approx(79 / 80)
+    assert m["agreement"] == m["cosine"] == pytest.approx(79 / 80) and "padding_value" not in m
     ids_cosine = float(ref.ravel() @ off.ravel() / np.linalg.norm(ref) / np.linalg.norm(off))
     assert ids_cosine > 0.99  # what cosine of the ids would have passed
     int8 = Fidelity(min_cosine=0.98)
@@ -248,6 +247,26 @@ def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     assert not fidelity_met({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)  # 0.95 on that sample alone
     assert [c.name for c in fidelity_failures({"ids": compare_outputs(refs[:1], gots[:1])["ids"]}, int8)] == ["agreement[ids]"]
     assert decided_failures(compare_outputs(refs[:1], gots[:1]), int8) == frozenset()  # a mean waits for every sample
+
+
+def test_a_ctc_paths_blanks_are_not_counted_as_agreeing_characters():
+    """A recognizer's 20 CTC positions a line, 5 characters among blanks (0): one character
+    wrong in 4 lines is 1 of 20 characters, not 1 of 80 positions (0.9875 had met the int8
+    budget); a position where the bundle reads a character the reference left blank counts."""
+    ref = np.zeros((1, 20), np.int64)
+    ref[0, ::4] = 5
+    off = ref.copy()
+    off[0, 0] = 6
+    m = compare_outputs([{"ids": ref}] * 4, [{"ids": off}] + [{"ids": ref}] * 3)["ids"]
+    assert m["agreement"] == pytest.approx(19 / 20) and m["padding_value"] == 0 and m["agreement_positions"] == 20
+    assert not fidelity_met({"ids": m}, Fidelity(min_cosine=0.98))
+    extra = ref.copy()
+    extra[0, 1] = 7  # a character read where the reference has a blank
+    m = compare_outputs([{"ids": ref}], [{"ids": extra}])["ids"]
+    assert m["agreement"] == pytest.approx(5 / 6) and m["agreement_positions"] == 6
+    labels = np.zeros(64, np.int64)  # a classifier's labels, one per row: a common class is no padding
+    labels[:3] = 1
+    assert "padding_value" not in compare_outputs([{"y": labels}], [{"y": labels}])["y"]
 
 
 def test_per_sample_cosines_are_each_samples_own_judgement():
