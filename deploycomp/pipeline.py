@@ -318,7 +318,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in current.items():  # inputs that are static already (scalars too)
         if name not in shapes and name not in dynamic:
             shapes[name] = tuple(dims)
-    _profiles_by_dim_names(current, dynamic, shapes, profiles, assumed)
+    _profiles_by_dim_names(model, shapes, profiles, assumed)
     named = sized_by_dim_names(model, {n: s for n, s in shapes.items() if n not in profiles})
     unresolved: list[str] = []
     for name, dims in dynamic.items():
@@ -384,27 +384,20 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     return ResolvedShapes(shapes, assumed, guessed, from_data)
 
 
-def _profiles_by_dim_names(current: Mapping[str, list], dynamic: Mapping[str, list[int]],
-                           shapes: dict[str, tuple[int, ...]], profiles: dict[str, tuple],
+def _profiles_by_dim_names(model: ir.Model, shapes: dict[str, tuple[int, ...]], profiles: dict[str, tuple],
                            assumed: list[str]) -> None:
     """A TensorRT profile for each input no option sized whose every dynamic dim a profiled
-    input names alike, as ``--input`` sizes such inputs (:func:`sized_by_dim_names`): one
-    ``--profile input_ids:...`` ranges a text encoder's ``attention_mask`` too (it had
-    asked for a profile of its own). Validated at the giver's validated sizes."""
-    bounds: dict[str, tuple[int, int, int, int, str]] = {}  # dim name -> min, opt, max, validated at, giver
-    for giver, (lo, opt, hi) in profiles.items():
-        for d, *sizes in zip(current.get(giver, ()), lo, opt, hi, shapes[giver]):
-            if isinstance(d, str) and d != "?":
-                bounds.setdefault(d, (*sizes, giver))
-    for name in dynamic:
-        symbols = [d for d in current.get(name, ()) if not isinstance(d, int)]
-        if name in shapes or name in profiles or not symbols or not all(d in bounds for d in symbols):
-            continue
-        lo, opt, hi, at = (tuple(bounds[d][k] if isinstance(d, str) else d for d in current[name]) for k in range(4))
-        profiles[name], shapes[name] = (lo, opt, hi), at
-        givers = ", ".join(dict.fromkeys(bounds[d][4] for d in symbols))
-        assumed.append(f"{name}: TensorRT profile {' / '.join('x'.join(map(str, s)) for s in (lo, opt, hi))}, its "
-                       f"dims {', '.join(dict.fromkeys(symbols))} as --profile {givers} gave them")
+    input names alike, as ``--input`` sizes such inputs (:func:`sized_by_dim_names`, at the
+    profiles' MIN, OPT, MAX and validated shapes): one ``--profile input_ids:...`` ranges a
+    text encoder's ``attention_mask`` too (it had asked for a profile of its own)."""
+    if not profiles:
+        return
+    ends = [sized_by_dim_names(model, {n: p[k] for n, p in profiles.items()}) for k in range(3)]
+    validated = sized_by_dim_names(model, {n: shapes[n] for n in profiles}, "--profile")
+    for name, (at, note) in validated.items():
+        if name not in shapes and all(name in end for end in ends):
+            profiles[name], shapes[name] = tuple(end[name][0] for end in ends), at
+            assumed.append(f"{note}; TensorRT profile {' / '.join('x'.join(map(str, end[name][0])) for end in ends)}")
 
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:

@@ -65,11 +65,13 @@ def input_shapes(model: ir.Model) -> dict[str, list[int | str]]:
     return shapes
 
 
-def sized_by_dim_names(model: ir.Model, given: Mapping[str, Sequence[int]]) -> dict[str, tuple[tuple[int, ...], str]]:
+def sized_by_dim_names(model: ir.Model, given: Mapping[str, Sequence[int]],
+                       flag: str = "--input") -> dict[str, tuple[tuple[int, ...], str]]:
     """The inputs not in ``given`` whose every dynamic dim the file names alike in an input
-    of ``given``: input -> (its shape with those sizes, a note saying whence). A dim the
-    file names is one size wherever it is named: ``--input input_ids:1x64`` sizes a text
-    encoder's ``attention_mask`` and ``token_type_ids`` [batch, sequence] too."""
+    of ``given``: input -> (its shape with those sizes, a note saying whence, as ``flag``
+    gave them). A dim the file names is one size wherever it is named: ``--input
+    input_ids:1x64`` sizes a text encoder's ``attention_mask`` and ``token_type_ids``
+    [batch, sequence] too."""
     current = input_shapes(model)
     named = {d: (size, name) for name in reversed(list(given))
              for d, size in zip(current.get(name, ()), given[name]) if isinstance(d, str) and d != "?"}
@@ -81,7 +83,7 @@ def sized_by_dim_names(model: ir.Model, given: Mapping[str, Sequence[int]]) -> d
         shape = tuple(named[d][0] if isinstance(d, str) else d for d in dims)
         givers = ", ".join(dict.fromkeys(named[d][1] for d in symbols))
         out[name] = (shape, f"{name}: shape {'x'.join(map(str, shape))}, its dims "
-                            f"{', '.join(dict.fromkeys(symbols))} as --input {givers} gave them")
+                            f"{', '.join(dict.fromkeys(symbols))} as {flag} {givers} gave them")
     return out
 
 

@@ -216,8 +216,8 @@ def test_one_profile_ranges_every_input_that_names_its_dims(tmp_path):
                               profiles=["input_ids:1x16:1x32:8x128"])
     profiles = runner.manifest["io"]["profiles"]
     assert profiles["attention_mask"] == profiles["input_ids"] == {"min": [1, 16], "opt": [1, 32], "max": [8, 128]}
-    assert ("attention_mask: TensorRT profile 1x16 / 1x32 / 8x128, its dims batch, sequence as --profile input_ids "
-            "gave them") in runner.manifest["assumptions"]
+    assert ("attention_mask: shape 1x32, its dims batch, sequence as --profile input_ids gave them; TensorRT profile "
+            "1x16 / 1x32 / 8x128") in runner.manifest["assumptions"]
     # validated at one shape of the range, and said (the summary had not)
     assert ("input_ids: validated at 1x32, its TensorRT profile's OPT, not at its other shapes (1x16 to 8x128)"
             in runner.manifest["assumptions"])
