@@ -423,17 +423,13 @@ def _compare_budgets(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]
         elif o_ok is not n_ok:
             rows.add(f"budget:{name}", o_ok, n_ok, fmt=_verdict, change=_budget_change(o, n),
                      note="now met" if o_ok is False else "")
-        if o is not None and n is not None and not _same(_own_limit(o), _own_limit(n)):
+        ol, nl = (None if c is None else c.get("budget_limit", c["limit"]) for c in (o, n))  # (not a floor's)
+        if ol is not None and nl is not None and not _same(ol, nl):
             # a gate passing because its budget moved is not the bundle getting better
             at_most = n.get("at_most", bool(n.get("unit")))  # (older manifests: only sizes and times have units)
-            looser = _own_limit(n) > _own_limit(o) if at_most else _own_limit(n) < _own_limit(o)
-            rows.add(f"limit:{name}", _own_limit(o), _own_limit(n), change=_delta(_own_limit(o), _own_limit(n), "+.4g"),
+            looser = nl > ol if at_most else nl < ol
+            rows.add(f"limit:{name}", ol, nl, change=_delta(ol, nl, "+.4g"),
                      note=f"the budget is {'looser' if looser else 'stricter'}")
-
-
-def _own_limit(check: Mapping) -> float:
-    """A budget's own limit (not the one a floor widened it to)."""
-    return check.get("budget_limit", check["limit"])
 
 
 def _verdict(ok: bool | None) -> str:
