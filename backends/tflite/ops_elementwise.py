@@ -140,9 +140,12 @@ def _scalar_near(lo: Lowering, value: ir.Value | None, target: float) -> bool:
 
 def _gelu(lo: Lowering, node: ir.Node) -> bool:
     """GELU written with Erf, as exported below opset 20 (ONNX has no Gelu there):
-    ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)`` (or ``Mul(x, 1/sqrt 2)``) becomes
-    one GELU op on x, matched from its first node; the Erf, Add and Muls are skipped.
-    Anything else (a quantized Add in between, other constants) lowers op by op."""
+    ``inner = Add(Erf(Div(x, sqrt 2)), 1)`` (or ``Mul(x, 1/sqrt 2)``), then
+    ``Mul(Mul(x, inner), 0.5)`` (PyTorch's TorchScript exporter) or ``Mul(x, Mul(inner,
+    0.5))`` (its dynamo exporter at opset 18, which had lowered to 39 ADDs and 48 MULs of an
+    erf approximation where the other form gave one GELU), becomes one GELU op on x,
+    matched from its first node; the Erf, Add and Muls are skipped. Anything else (a
+    quantized Add in between, other constants) lowers op by op."""
     x, c = node.inputs
     if lo.const(x) is not None or not _scalar_near(lo, c, 2 ** 0.5 if node.op_type == "Div" else 2 ** -0.5):
         return False
@@ -152,17 +155,24 @@ def _gelu(lo: Lowering, node: ir.Node) -> bool:
     add = erf and _only_use(erf.outputs[0], "Add")
     if add is None or not any(_scalar_near(lo, v, 1.0) for v in add.inputs):
         return False
-    times_x = _only_use(add.outputs[0], "Mul")
-    if times_x is None or x not in times_x.inputs:
+    first = _only_use(add.outputs[0], "Mul")
+    if first is None:
         return False
-    half = _only_use(times_x.outputs[0], "Mul")
-    if half is None or not any(_scalar_near(lo, v, 0.5) for v in half.inputs):
+    if x in first.inputs:  # (x * inner) * 0.5
+        last = _only_use(first.outputs[0], "Mul")
+        if last is None or not any(_scalar_near(lo, v, 0.5) for v in last.inputs):
+            return False
+    elif any(_scalar_near(lo, v, 0.5) for v in first.inputs):  # x * (inner * 0.5)
+        last = _only_use(first.outputs[0], "Mul")
+        if last is None or x not in last.inputs:
+            return False
+    else:
         return False
-    if any(v.name in lo.graph_outputs for v in (erf.outputs[0], add.outputs[0], times_x.outputs[0])):
+    if any(v.name in lo.graph_outputs for v in (erf.outputs[0], add.outputs[0], first.outputs[0])):
         return False
-    for skipped in (erf, add, times_x, half):
+    for skipped in (erf, add, first, last):
         lo.skip.add(id(skipped))
-    lo.emit("GELU", [lo.input(x)], [lo.output(half.outputs[0], lo.perm(x))], lo.w.options("Gelu", approximate=False))
+    lo.emit("GELU", [lo.input(x)], [lo.output(last.outputs[0], lo.perm(x))], lo.w.options("Gelu", approximate=False))
     return True
 
 

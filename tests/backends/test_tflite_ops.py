@@ -316,19 +316,22 @@ def test_refusals_are_one_line_naming_op_and_node():
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("form", ["Div", "Mul"])
+@pytest.mark.parametrize("form", ["Div", "Mul", "half-inner"])
 def test_gelu_written_with_erf_becomes_one_gelu(tmp_path, precision, form):
     """PyTorch's export below opset 20: x * (erf(x / sqrt 2) + 1) * 0.5 -> one GELU (fp32,
-    fp16); int8 quantizes the Add and Muls, and it lowers op by op there."""
-    c = np.sqrt(2) if form == "Div" else 1 / np.sqrt(2)
+    fp16), and its dynamo exporter's x * ((erf(x / sqrt 2) + 1) * 0.5) at opset 18 (which
+    had lowered to an erf approximation op by op); int8 quantizes the Add and Muls, and it
+    lowers op by op there."""
+    c = 1 / np.sqrt(2) if form == "Mul" else np.sqrt(2)
+    tail = ("g = Mul (e1, half)\n       y = Mul (a, g)" if form == "half-inner" else
+            "g = Mul (a, e1)\n       y = Mul (g, half)")
     text = f"""<ir_version: 8, opset_import: ["" : 17]> g (float[1, 6, 8] x, float[8, 8] m, float[] c, float[] one,
                  float[] half) => (float[1, 6, 8] y)
     {{ a = MatMul (x, m)
-       h = {form} (a, c)
+       h = {"Mul" if form == "Mul" else "Div"} (a, c)
        e = Erf (h)
        e1 = Add (e, one)
-       g = Mul (a, e1)
-       y = Mul (g, half) }}"""
+       {tail} }}"""
     model = model_from_text(text, m=w(8, 8, scale=1.0), c=np.float32(c), one=np.float32(1), half=np.float32(0.5))
     info = check(tmp_path, model, {"x": (1, 6, 8)}, precision, passes=False)
     if precision != "int8":
