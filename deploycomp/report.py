@@ -436,7 +436,7 @@ def _stricter_html(again: dict | None) -> str:
 def _latency_html(manifest: dict, target: dict) -> str:
     """A measurement on this machine and a roofline estimate for the device, each on its
     own chart (they answer different questions and must not share an axis)."""
-    from deploycomp.validate import describe_speedup
+    from deploycomp.validate import describe_speedup, unsteady
 
     measured = manifest.get("measured", {})
     est = manifest["validation"].get("latency_estimate") or {}
@@ -449,8 +449,10 @@ def _latency_html(manifest: dict, target: dict) -> str:
         vs = measured.get("speedup_vs_fp32")
         slower = (" Not faster than this model's fp32 bundle in the same runtime: <code>--precision fp32</code> (or "
                   "<code>auto</code>) may serve better on this target." if vs is not None and vs < 1.05 else "")
+        busy = unsteady(measured["latency"], measured.get("reference_latency"), measured.get("fp32_latency"))
         out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
-                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "." + slower))
+                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "." + slower
+                         + (f" <b>{html.escape(busy[0].upper() + busy[1:])}.</b>" if busy else "")))
     elif measured.get("latency_here"):
         here = measured["latency_here"]
         out.append(f"<p>Measured here: {here['median_ms']:.3g} ms on {html.escape(here['where'])} "

@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -810,6 +810,20 @@ def speedup_of(reference_ms: float, bundle_ms: float) -> float:
     """reference time / bundle time to four significant figures (three decimals had made
     968x slower 0.001, said "1000.00x slower", and over 2000x slower 0.0)."""
     return float(f"{reference_ms / bundle_ms:.4g}")
+
+
+UNSTEADY_SPREAD = 2.0
+"""A latency record whose p90 is this many times its median was timed while something else
+ran (another build, a test run): its median, and a speedup from it, say little (a probe's
+O-Net bundle read "22x slower than ONNX Runtime" on a busy machine, p90 4x its median)."""
+
+
+def unsteady(*records: Mapping[str, Any] | None) -> str | None:
+    """Where any latency record is unsteady (:data:`UNSTEADY_SPREAD`): a note saying so."""
+    spread = max((r["p90_ms"] / r["median_ms"] for r in records if r and r.get("median_ms")), default=0.0)
+    if spread < UNSTEADY_SPREAD:
+        return None
+    return f"timing unsteady (a p90 {spread:.1f}x its median): the machine was busy? build again to time it"
 
 
 def describe_speedup(speedup: float, against: str = "ONNX Runtime fp32") -> str:

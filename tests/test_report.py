@@ -34,6 +34,9 @@ def test_report_links_the_manifest_and_separates_measurement_from_estimate(bundl
     manifest["measured"] = {k: v for k, v in manifest["measured"].items() if "latency" not in k}  # as for a device
     other = render_report(manifest)
     assert "Roofline estimate for host" in other and "Measured on this machine" not in other
+    busy = json.loads((bundle / "manifest.json").read_text())
+    busy["measured"]["latency"]["p90_ms"] = 5 * busy["measured"]["latency"]["median_ms"]
+    assert "Timing unsteady (a p90 5.0x its median)" in render_report(busy)
 
 
 def test_top1_is_shown_with_whether_it_is_budgeted(bundle):

@@ -231,6 +231,17 @@ def test_runs_a_build_made_anyway_time_its_latency_where_measuring_would_stop_at
     assert times.latency(x, max_seconds=1.5) is None
 
 
+def test_a_latency_timed_beside_other_work_is_said_to_be_unsteady():
+    """A p90 several times the median: something else ran while it was timed, and the speedup
+    read from it says little (a probe's bundle read 22x slower than ONNX Runtime so)."""
+    from deploycomp.validate import unsteady
+
+    steady = {"median_ms": 10.0, "p90_ms": 11.0}
+    assert unsteady(steady, None) is None
+    note = unsteady(steady, {"median_ms": 10.2, "p90_ms": 40.9})
+    assert note.startswith("timing unsteady (a p90 4.0x its median)")
+
+
 def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     """Character 5 read as 6 is a wrong read, whatever cosine says of the id vectors (0.99);
     ids are judged as the share equal over all samples (a mean: not decided on a part)."""
