@@ -16,6 +16,14 @@ over the classes either side gives a noticeable area); ``mask_iou`` is the worst
 held to the precision's budget (:func:`mask_iou_limit`, the same as a box's). An area under
 :data:`SPECK` of the map on both sides is a speck, not a mask: a text detector's map of a
 photo without text, where fp32 finds 3 pixels and the bundle 5, is not judged by it.
+
+A thresholded map is also judged by its regions (``mask_regions``, held to the same
+budget): an application cuts boxes from the mask's connected regions (a text detector's
+words and lines), and two words merged or one split moves few pixels. Each sample's
+regions (8-connected, in each 2-D plane of the map) are matched one to one where their
+IoU is 0.5 or more; the sample's score is the F1 of those matches. PP-OCRv4 det's int8
+bundles kept mask IoU 0.95-0.97 while RapidOCR read other lines on 13-16 of 27 pages
+(words merged or split, lines made up).
 """
 
 from __future__ import annotations
@@ -123,12 +131,98 @@ def _sample_iou(r: np.ndarray, g: np.ndarray, binary: bool) -> float | None:
     return float(np.mean(list(ious.values()))) if ious else None
 
 
+REGION = 1e-4
+"""A region smaller than this share of its plane on both sides is not judged (a few pixels
+of noise at the threshold); a short word's region on a 640 x 640 text map is ~150 pixels."""
+
+REGION_IOU = 0.5
+"""Two regions are the same region where their IoU reaches this (then the match is one to one)."""
+
+MAX_RUNS = 20_000
+"""A plane whose mask breaks into more row runs than this is noise at the threshold, not
+regions an application cuts (labelling a random map's 640 x 640 plane took 0.2 s): its
+regions are not judged."""
+
+
+def _planes(mask: np.ndarray) -> np.ndarray | None:
+    """The mask as 2-D planes ``[k, H, W]``: its last two axes, or, channels last (the last
+    axis 16 or fewer, the one before longer), the two before; None under 2 axes."""
+    if mask.ndim < 2:
+        return None
+    if mask.ndim >= 3 and mask.shape[-1] <= 16 < mask.shape[-2]:
+        mask = np.moveaxis(mask, -1, 0)
+    return mask.reshape(-1, *mask.shape[-2:])
+
+
+def _regions(plane: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The 8-connected regions of a 2-D boolean plane: (labels, 0 outside and 1..n, n), or
+    None past :data:`MAX_RUNS`. Runs of each row are joined with the runs of the row above
+    they touch (union-find over runs: a text map of a page has a few thousand)."""
+    h, w = plane.shape
+    edges = np.diff(np.pad(plane, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    if len(rows) > MAX_RUNS:
+        return None
+    ends = np.nonzero(edges == -1)[1]  # (exclusive; paired with the starts, row by row)
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(h + 1))
+    for y in range(1, h):
+        i, i_end, j, j_end = first[y - 1], first[y], first[y], first[y + 1]
+        while i < i_end and j < j_end:
+            if starts[i] <= ends[j] and starts[j] <= ends[i]:  # touching, diagonals too
+                parent[root(i)] = root(j)
+            if ends[i] < ends[j]:
+                i += 1
+            else:
+                j += 1
+    labels = np.zeros((h, w), np.int32)
+    ids: dict[int, int] = {}
+    for k, (y, a, b) in enumerate(zip(rows, starts, ends)):
+        labels[y, a:b] = ids.setdefault(root(k), len(ids) + 1)
+    return labels, len(ids)
+
+
+def _region_f1(r: np.ndarray, g: np.ndarray) -> float | None:
+    """The F1 of one-to-one region matches (:data:`REGION_IOU`) between two boolean masks,
+    over their planes; None where neither has a region of :data:`REGION` of its plane."""
+    planes_r, planes_g = _planes(r), _planes(g)
+    if planes_r is None:
+        return None
+    matched = counted_r = counted_g = 0
+    for pr, pg in zip(planes_r, planes_g):
+        if (found_r := _regions(pr)) is None or (found_g := _regions(pg)) is None:
+            return None
+        (lr, nr), (lg, ng) = found_r, found_g
+        least = REGION * pr.size
+        area_r, area_g = np.bincount(lr.ravel(), minlength=nr + 1), np.bincount(lg.ravel(), minlength=ng + 1)
+        big_r, big_g = area_r[1:] >= least, area_g[1:] >= least
+        counted_r, counted_g = counted_r + int(big_r.sum()), counted_g + int(big_g.sum())
+        if not big_r.any() or not big_g.any():
+            continue
+        inter = np.bincount(lr.ravel().astype(np.int64) * (ng + 1) + lg.ravel(),
+                            minlength=(nr + 1) * (ng + 1)).reshape(nr + 1, ng + 1)[1:, 1:]
+        iou = inter / (area_r[1:, None] + area_g[None, 1:] - inter)
+        iou = iou[big_r][:, big_g]
+        matched += int(np.count_nonzero(iou.max(axis=1) >= REGION_IOU))
+    if not counted_r and not counted_g:
+        return None
+    return 2 * matched / (counted_r + counted_g)
+
+
 def mask_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping[str, np.ndarray]],
                  rule: MaskRule) -> dict[str, Any]:
-    """``mask_iou`` (the worst judged sample's; absent where none is judged) and ``mask``:
-    the rule, the mean IoU, the largest share of elements on the other side of the
-    decision (``flipped``: of the threshold, or another class) and the samples judged."""
-    ious, flipped = [], 0.0
+    """``mask_iou`` (the worst judged sample's; absent where none is judged), for a
+    thresholded map ``mask_regions`` (the worst sample's region F1), and ``mask``: the
+    rule, the mean IoU, the largest share of elements on the other side of the decision
+    (``flipped``: of the threshold, or another class) and the samples judged."""
+    ious, regions, flipped = [], [], 0.0
     for ref, got in zip(refs, gots):
         r, g = np.asarray(ref[rule.output]), np.asarray(got.get(rule.output))
         if r.shape != g.shape or not r.size:
@@ -137,12 +231,18 @@ def mask_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mappin
         flipped = max(flipped, float(np.count_nonzero(a != b)) / a.size)
         if (iou := _sample_iou(a, b, rule.threshold is not None)) is not None:
             ious.append(iou)
+        if rule.threshold is not None and (f1 := _region_f1(a, b)) is not None:
+            regions.append(f1)
     record = {"rule": rule.text(), "read_as": "classes" if rule.threshold is None else "threshold",
               "flipped": round(flipped, 6), "samples_judged": len(ious)}
-    if not ious:
-        return {"mask": record}
-    record["mean_iou"] = float(np.mean(ious))
-    return {"mask_iou": min(ious), "mask": record}
+    out: dict[str, Any] = {"mask": record}
+    if regions:
+        record["mean_region_f1"] = float(np.mean(regions))
+        out["mask_regions"] = min(regions)
+    if ious:
+        record["mean_iou"] = float(np.mean(ious))
+        out["mask_iou"] = min(ious)
+    return out
 
 
 def mask_iou_limit(fidelity: Any) -> float:
@@ -159,8 +259,10 @@ def describe_mask(metrics: Mapping[str, Any]) -> str | None:
     if "mask_iou" not in metrics:
         return (f"{what} {record['rule']}: NO sample has a {what} of {SPECK:.1%} of the map on either side: "
                 "not judged")
+    regions = (f"; its regions matched one to one at F1 {metrics['mask_regions']:.3f} (worst sample; words "
+               "merged or split, regions lost or made up lower it)" if "mask_regions" in metrics else "")
     return (f"{what} IoU {metrics['mask_iou']:.3f} (worst sample; mean {record['mean_iou']:.3f}; up to "
-            f"{record['flipped']:.1%} of elements flipped)")
+            f"{record['flipped']:.1%} of elements flipped){regions}")
 
 
 MIN_SIDE = 32
