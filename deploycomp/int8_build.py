@@ -209,13 +209,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         # what a candidate missed by, where not its cosine (a box budget: every trial had read
         # "met: false" at cosine 0.99996 with no word of why)
-        boxes = [m["box_iou"] for m in metrics.values() if "box_iou" in m]
-        masks = [m["mask_iou"] for m in metrics.values() if "mask_iou" in m]
+        overlaps = {f"min_{key}": round(min(values), 6) for key in ("box_iou", "mask_iou", "mask_regions")
+                    if (values := [m[key] for m in metrics.values() if key in m])}
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
-                       "min_cosine": round(worst, 6), **({"min_box_iou": round(min(boxes), 6)} if boxes else {}),
-                       **({"min_mask_iou": round(min(masks), 6)} if masks else {}),
-                       "met": verdict.met, "samples": len(outs)})
+                       "min_cosine": round(worst, 6), **overlaps, "met": verdict.met, "samples": len(outs)})
         # -v: a search of a large model runs for minutes; each candidate says how it fared
         floats = trials[-1]["float_layers"]
         # (compute layers, as the summary counts them; the manifest's float_layers also lists
