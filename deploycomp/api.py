@@ -86,6 +86,7 @@ def build(
     inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
     calibration: str | os.PathLike | Iterable[dict] | None = None,
     validation_data: str | os.PathLike | Iterable[dict] | None = None,
+    validation_samples: int | None = 8,
     preprocess: str | os.PathLike | dict | None = None,
     force: bool = False,
     no_fail: bool = False,
@@ -116,8 +117,9 @@ def build(
     ``{input: array}``, one such dict of stacked samples (as an .npz holds them) or, for a
     model of one input, an array of its samples stacked (as an .npy holds them);
     ``validation_data`` likewise (default: a part of ``calibration`` held out, else built-in
-    samples, labelled as such); ``preprocess`` a spec (:mod:`deploycomp.preprocess`) that turns
-    images into inputs.
+    samples, labelled as such), of which ``validation_samples`` are run at most, spread over
+    the set (``0`` or None: every one); ``preprocess`` a spec (:mod:`deploycomp.preprocess`)
+    that turns images into inputs.
     ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
     ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mse"``,
@@ -156,7 +158,7 @@ def build(
         model=Path(model), out=Path(out), target=str(target), precision=precision, inputs=_specs(inputs),
         calibration=Path(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration,
         validation_data=Path(validation_data) if isinstance(validation_data, (str, os.PathLike)) else validation_data,
-        preprocess=preprocess,
+        validation_samples=validation_samples or None, preprocess=preprocess,
         sample_kind=sample_kind, force=force, no_fail=no_fail, keep_float=_listed(keep_float),
         min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
         judge_where=where_rules(judge_where), judge_channels=judge_channels, judge_boxes=box_rules(judge_boxes),

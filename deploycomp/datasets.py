@@ -84,15 +84,15 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
-def split_held_out(calibration: DataSet) -> tuple[DataSet, DataSet]:
+def split_held_out(calibration: DataSet, most: int | None = MAX_VALIDATION_SAMPLES) -> tuple[DataSet, DataSet]:
     """(what calibration keeps, what validation gets): a quarter of the user's samples
-    (1 to :data:`MAX_VALIDATION_SAMPLES`), spread over the set. A set of one sample serves
-    both, and says so."""
+    (1 to ``most``, :data:`MAX_VALIDATION_SAMPLES` unless the user said; None: no cap),
+    spread over the set. A set of one sample serves both, and says so."""
     n = len(calibration.samples)
     if n < 2:
         return calibration, DataSet(calibration.samples, f"{calibration.label}: the only sample, also calibrated on",
                                     "held-out")
-    held = spread(n, min(MAX_VALIDATION_SAMPLES, max(1, round(n / 4))))
+    held = spread(n, min(most or n, max(1, round(n / 4))))
     keep = [s for i, s in enumerate(calibration.samples) if i not in held]
     val = [calibration.samples[i] for i in held]
     return (DataSet(keep, f"{calibration.label}, {len(val)} held out for validation", calibration.source),
@@ -117,10 +117,10 @@ def user_set(source: str | os.PathLike | Iterable[Mapping[str, np.ndarray]], sha
     return DataSet(samples, f"{name} ({len(samples)} samples)", "user")
 
 
-def _limit(data: DataSet) -> DataSet:
-    if len(data.samples) <= MAX_VALIDATION_SAMPLES:
+def _limit(data: DataSet, most: int | None = MAX_VALIDATION_SAMPLES) -> DataSet:
+    if most is None or len(data.samples) <= most:
         return data
-    picked = [data.samples[i] for i in spread(len(data.samples), MAX_VALIDATION_SAMPLES)]
+    picked = [data.samples[i] for i in spread(len(data.samples), most)]
     return DataSet(picked, f"{data.label}, {len(picked)} of them spread over the set", data.source)
 
 
@@ -192,21 +192,23 @@ def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: s
 
 def validation_set(validation_source, calibration: DataSet | None, shapes, dtypes, spec: PreprocessSpec | None,
                    kind: str | None, nan_ok: Collection[str] = (),
-                   calibrates: bool = True) -> tuple[DataSet, DataSet | None]:
+                   calibrates: bool = True, most: int | None = MAX_VALIDATION_SAMPLES) -> tuple[DataSet, DataSet | None]:
     """(validation set, calibration set left after any hold-out), per the module docstring.
     ``calibrates``: False where nothing is calibrated (a model that carries its own int8
-    encodings): the user's calibration data validates whole, none of it held out."""
+    encodings): the user's calibration data validates whole, none of it held out.
+    ``most``: the samples validated at most, spread over the set (None: every one; a rare
+    flip, a space a recognizer drops once in fifty lines, shows only over many)."""
     if validation_source is not None:
-        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok,
-                               MAX_VALIDATION_SAMPLES)), calibration
+        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok, most),
+                      most), calibration
     if calibration is not None and calibration.source == "user" and not calibrates:
         whole = DataSet(calibration.samples, f"{calibration.label}: all of it (the model carries its own int8 "
                                              "encodings; nothing is calibrated on it)", "user")
-        return _limit(whole), calibration
+        return _limit(whole, most), calibration
     if calibration is not None and calibration.source == "user":
-        kept, held = split_held_out(calibration)
-        return _limit(held), kept
-    return _limit(built_in_validation(shapes, dtypes, kind, spec)), calibration
+        kept, held = split_held_out(calibration, most)
+        return _limit(held, most), kept
+    return _limit(built_in_validation(shapes, dtypes, kind, spec), most), calibration
 
 
 def _sample_digests(samples: list[dict[str, np.ndarray]]) -> list[str]:

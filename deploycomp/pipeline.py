@@ -66,6 +66,8 @@ class BuildOptions:
     inputs: list[InputSpec] = field(default_factory=list)
     calibration: Path | Iterable[dict] | None = None
     validation_data: Path | Iterable[dict] | None = None
+    validation_samples: int | None = datasets.MAX_VALIDATION_SAMPLES
+    """How many validation samples are run at most, spread over the set (None: every one)."""
     preprocess: Any = None
     """A preprocessing spec (:mod:`deploycomp.preprocess`: a path, inline YAML or a dict) that
     turns images (an image folder given as data, or the built-in photos) into inputs."""
@@ -756,7 +758,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         # nothing calibrates a model that carries its own encodings (fp16's search judges on them)
         calibrates = own is None or opts.precision not in ("int8", "fp32")
         validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
-                                                          opts.sample_kind, prep.nan_ok, calibrates)
+                                                          opts.sample_kind, prep.nan_ok, calibrates,
+                                                          opts.validation_samples)
         # (what the data says of the check; only an int8 build is fitted to its calibration data)
         validation.notes = datasets.data_notes(calibration if opts.precision == "int8" else None, validation)
     except InputDataError as e:

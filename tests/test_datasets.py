@@ -139,6 +139,27 @@ def test_a_large_set_is_read_spread_over_not_whole(tmp_path, monkeypatch):
     assert len(val.samples) == 8 and val.label.startswith("imgs (8 of 12 samples")
     np.savez(tmp_path / "many.npz", x=np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32))
     assert len(calibration_set(tmp_path / "many.npz", SHAPES, DTYPES, None, None).samples) == 5
+    # the user may validate on more, or on every one (a rare flip shows only over many)
+    every, _ = validation_set(folder, None, SHAPES, DTYPES, PreprocessSpec(), None, most=None)
+    assert len(every.samples) == 12 and every.label == "imgs (12 samples)"
+    assert len(validation_set(tmp_path / "many.npz", None, SHAPES, DTYPES, None, None, most=10)[0].samples) == 10
+    calib = calibration_set(tmp_path / "many.npz", SHAPES, DTYPES, None, None)
+    held, kept = validation_set(None, calib, SHAPES, DTYPES, None, None, most=None)
+    assert len(held.samples) + len(kept.samples) == 5 and len(held.samples) == 1  # (a quarter of 5, uncapped)
+
+
+def test_validation_samples_reach_the_build(tiny_conv, tmp_path):
+    """``--validation-samples 0``: every one of 12 samples validated (8 by default)."""
+    import json
+
+    from tests.test_cli import cli
+
+    np.savez(tmp_path / "v.npz", x=np.random.default_rng(0).random((12, 1, 3, 16, 16), dtype=np.float32))
+    for flag, count in (("8", 8), ("0", 12)):
+        code, stdout, stderr = cli("build", tiny_conv, "--input", "x:1x3x16x16", "--validation-data", tmp_path / "v.npz",
+                                   "--validation-samples", flag, "--out", tmp_path / f"b{flag}", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["validation_data"]["samples"] == count
 
 
 def test_a_constant_float_input_beside_varying_ids_is_data():
