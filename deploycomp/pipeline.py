@@ -298,6 +298,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     guessed: dict[str, str] = {}
     from_data: dict[str, str] = {}
     shapes = check_specs(model, list(specs), assumed)
+    given = dict(shapes)
     current = input_shapes(model)
     if "*" in (data_shapes or {}) and len(current) > 1:  # (said first: the dynamic dims' error had hidden it)
         raise InputDataError(f"{data_shapes['*'][0]}: a .npy serves single-input models; this one has inputs "
@@ -378,6 +379,13 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
+    for name, dims in given.items():  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
+        free = [str(d) for d in current.get(name, ()) if not isinstance(d, int)]
+        if free and name not in profiles:
+            other = " (a TensorRT --profile keeps them dynamic)" if target.backend == "tensorrt" else ""
+            assumed.append(f"{name}: built at {'x'.join(map(str, dims))} as --input gives; the file leaves "
+                           f"{', '.join(free)} dynamic and the bundle takes this shape only: inputs of other sizes "
+                           f"padded or resized as the application does{other}")
     bounds = [("", shapes)] + [(f" at the --profile {end}", {**shapes, **{n: p[k] for n, p in profiles.items()}})
                                for k, end in ((0, "MIN"), (2, "MAX"))]
     for where, sized in bounds if profiles else bounds[:1]:
