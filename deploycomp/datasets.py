@@ -198,6 +198,7 @@ def validation_set(validation_source, calibration: DataSet | None, shapes, dtype
     encodings): the user's calibration data validates whole, none of it held out.
     ``most``: the samples validated at most, spread over the set (None: every one; a rare
     flip, a space a recognizer drops once in fifty lines, shows only over many)."""
+    most = most or None  # (0, as the command line says "every one")
     if validation_source is not None:
         return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok, most),
                       most), calibration

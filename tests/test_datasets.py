@@ -142,6 +142,7 @@ def test_a_large_set_is_read_spread_over_not_whole(tmp_path, monkeypatch):
     # the user may validate on more, or on every one (a rare flip shows only over many)
     every, _ = validation_set(folder, None, SHAPES, DTYPES, PreprocessSpec(), None, most=None)
     assert len(every.samples) == 12 and every.label == "imgs (12 samples)"
+    assert len(validation_set(folder, None, SHAPES, DTYPES, PreprocessSpec(), None, most=0)[0].samples) == 12
     assert len(validation_set(tmp_path / "many.npz", None, SHAPES, DTYPES, None, None, most=10)[0].samples) == 10
     calib = calibration_set(tmp_path / "many.npz", SHAPES, DTYPES, None, None)
     held, kept = validation_set(None, calib, SHAPES, DTYPES, None, None, most=None)

@@ -610,6 +610,9 @@ def test_a_model_entry_carries_tensorrt_profiles_to_its_tensorrt_cells(tmp_path,
     _, jobs = load_spec(tmp_path / "s.yaml")
     cells = {j.target: j for j in jobs}
     assert cells["jetson-orin-nano"].options == {"profiles": ["x:1x3x8x8:1x3x16x16:1x3x32x32"]}
+    from deploycomp.fleet.spec import Options
+
+    assert Options(validation_samples=0).model_dump(exclude_defaults=True) == {"validation_samples": 0}
     assert cells["host"].options == {} and cells["host"].not_applied == ("profiles",)
     (tmp_path / "s.yaml").write_text(
         f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n"
