@@ -36,7 +36,7 @@ from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output,
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
-from deploycomp.ir import float_only, load_model, save_model
+from deploycomp.ir import MIN_OPSET, float_only, load_model, save_model
 from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
@@ -744,6 +744,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
                    keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze,
                    data_shapes=_data_shapes(opts))
+    opset = prep.model.opset_imports.get("", prep.model.opset_imports.get("ai.onnx"))
+    if target.max_opset is not None and opset is not None and opset > target.max_opset:
+        # (the field had been read by nothing: a profile saying 11 built opset-17 bundles)
+        raise UnsupportedError(f"target {target.name} takes ONNX opsets up to {target.max_opset} (max_opset); the "
+                               f"model is at opset {opset} after loading, and deploycomp's passes work at opset "
+                               f"{MIN_OPSET} or later")
     own = own_quantization(prep, target)
     if opts.precision == "int8" and opts.calibration is None and opts.sample_kind is None and own is None:
         # (coral-edgetpu's own precision is int8: said so where --precision was not given)

@@ -35,7 +35,7 @@ import json
 import platform
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -62,6 +62,15 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Backend = Literal["openvino", "tflite", "tensorrt", "onnxruntime"]
 
 
+PIPELINE_NAMES = ("default", "onnxruntime", "openvino", "tensorrt", "tflite")
+"""The named pass pipelines (:data:`deploycomp.passes.pipelines.PIPELINES`, which a test
+holds this to: importing them here would load the optimizer for every profile read)."""
+
+LOADER_FIELDS = ("source_file", "resolved_from", "family_members", "runs_here")
+"""Fields the loader sets: a profile file that sets one is refused (``runs_here: true`` on a
+TFLite profile had held this machine's time to the device's latency budget)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,8 +92,8 @@ class Fidelity(_Strict):
 class Compute(_Strict):
     """Datasheet peaks, used by the roofline estimate (never as a measurement)."""
 
-    peak_tops: dict[Precision, float] = Field(
-        description="dense peak tera-operations/s per precision (1 MAC = 2 ops)"
+    peak_tops: dict[Precision, Annotated[float, Field(gt=0)]] = Field(
+        min_length=1, description="dense peak tera-operations/s per precision (1 MAC = 2 ops)"
     )
     memory_bandwidth_gbps: float = Field(gt=0, description="DRAM bandwidth in GB/s")
     efficiency: float = Field(
@@ -125,12 +134,13 @@ class TargetProfile(_Strict):
     description: str
     backend: Backend
     device: str = Field(description="backend device string, e.g. CPU, GPU, DLA")
-    pipeline: str | None = Field(default=None, description="named pass pipeline; default: the backend's")
+    pipeline: Literal[PIPELINE_NAMES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="named pass pipeline; default: the backend's")
     precisions: list[Precision] = Field(min_length=1)
     preferred_precision: Precision
     static_shapes: bool = False
     unsupported_ops: list[str] = Field(default_factory=list)
-    max_opset: int | None = None
+    max_opset: int | None = Field(default=None, ge=1)
     cpu_features: list[str] = Field(
         default_factory=list, description="CPU flags a host must have for this profile"
     )
@@ -154,6 +164,9 @@ class TargetProfile(_Strict):
         missing = [p for p in self.precisions if p not in self.fidelity]
         if missing:
             raise ValueError(f"fidelity has no budget for precision(s) {missing}")
+        peakless = [p for p in self.precisions if p not in self.compute.peak_tops]
+        if peakless:  # (an fp16 peak left out had been estimated at the fp32 one, unsaid)
+            raise ValueError(f"compute.peak_tops has no peak for precision(s) {peakless}")
         return self
 
     @property
@@ -185,21 +198,34 @@ def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def _is_file_name(text: str) -> bool:
+    """Whether ``--target`` or ``extends`` names a YAML file rather than a shipped profile."""
+    return text.lower().endswith((".yaml", ".yml")) or "/" in text
+
+
 def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``extends``: a shipped profile's name, or a YAML file's path relative to the file that
+    extends it (a company's base profile shared by its boards: a path had been read as a
+    name, and joined onto the shipped profiles' folder)."""
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
-    if base_name in seen:
-        raise ProfileError(f"{path}: 'extends' cycle through {' -> '.join(seen + (base_name,))}")
-    base_path = _profiles_dir() / f"{base_name}.yaml"
+    base_name = str(base_name)
+    base_path = (path.parent / base_name if _is_file_name(base_name) else _profiles_dir() / f"{base_name}.yaml")
+    key = str(base_path.resolve())
+    if key in seen:
+        raise ProfileError(f"{path}: 'extends' cycle through {base_name}")
     if not base_path.is_file():
-        raise ProfileError(f"{path}: extends unknown profile {base_name!r}")
-    base = _resolve(_read_yaml(base_path), base_path, seen + (base_name,))
+        raise ProfileError(f"{path}: extends unknown profile {base_name!r} (a shipped profile's name, or a YAML "
+                           "file's path relative to this one)")
+    base = _resolve(_read_yaml(base_path), base_path, seen + (str(path.resolve()), key))
     base.pop("name", None)
     return merge_mappings(base, data)
 
 
 def _validate(data: dict[str, Any], path: Path) -> TargetProfile:
+    if set_by_loader := [k for k in LOADER_FIELDS if data.get(k)]:  # (their defaults, as a dump has them, are fine)
+        raise ProfileError(f"{path}: field '{set_by_loader[0]}' is set by deploycomp, not by a profile file")
     data.setdefault("name", path.stem)
     data["source_file"] = str(path)
     try:
@@ -368,7 +394,7 @@ def load_target(target: str | Path) -> TargetProfile:
     text = str(target)
     if text == "host":
         return _host_profile()
-    if text.endswith((".yaml", ".yml")) or "/" in text:
+    if _is_file_name(text):
         return load_profile_file(text)
     path = _profiles_dir() / f"{text}.yaml"
     if path.is_file():

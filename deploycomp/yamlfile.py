@@ -14,12 +14,31 @@ from typing import Any
 __all__ = ["read_mapping"]
 
 
+def _unique_keys_loader():
+    """A YAML safe loader that refuses a key given twice in one mapping: YAML keeps the last,
+    and a profile's second ``budgets:`` had silently dropped the first one's limits."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class UniqueKeys(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {twice[0]!r} given twice in one mapping (YAML would keep the last)",
+                    node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
+
+
 def read_mapping(path: Path, error: type[Exception], what: str, shape: str = "a YAML mapping") -> dict[str, Any]:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(Path(path).read_text(), Loader=loader)
+        data = yaml.load(Path(path).read_text(), Loader=_unique_keys_loader())
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except OSError as e:

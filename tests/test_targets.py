@@ -116,3 +116,69 @@ def test_listing_targets_loads_neither_onnx_nor_a_backend_sdk():
             "if m in sys.modules), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"runs_here": True}, "field 'runs_here' is set by deploycomp, not by a profile file"),
+    ({"family_members": ["a", "b"]}, "field 'family_members' is set by deploycomp"),
+    ({"compute": {"peak_tops": {"fp32": -1.0}}}, "field 'compute.peak_tops.fp32': Input should be greater than 0"),
+    ({"pipeline": "tflitee"}, "field 'pipeline': Input should be"),
+    ({"max_opset": -3}, "field 'max_opset'"),
+])
+def test_what_a_profile_file_may_not_say_is_refused_when_it_loads(tmp_path, extra, needle):
+    """A probe's own profiles: ``runs_here: true`` held this machine's time to a device's
+    latency budget; ``family_members`` and an empty or negative ``peak_tops`` were internal
+    errors or silent nonsense after validation; a ``pipeline`` typo failed only at build."""
+    path = _write(tmp_path, {"extends": "raspberry-pi-5", **extra})
+    with pytest.raises(ProfileError, match=needle.replace("(", r"\(").replace(")", r"\)")) as e:
+        load_target(path)
+    assert "\n" not in str(e.value)
+
+
+def test_every_precision_needs_its_peak(tmp_path):
+    """An fp16 peak left out had been estimated at the fp32 one, unsaid."""
+    data = load_target("raspberry-pi-5").model_dump(exclude={"source_file", "resolved_from"})
+    del data["compute"]["peak_tops"]["fp16"]
+    with pytest.raises(ProfileError, match=r"compute.peak_tops has no peak for precision\(s\) \['fp16'\]"):
+        load_target(_write(tmp_path, data))
+
+
+def test_a_key_given_twice_in_a_profile_is_refused(tmp_path):
+    (tmp_path / "dup.yaml").write_text("extends: raspberry-pi-5\nbudgets: {max_artifact_mb: 1}\n"
+                                       "budgets: {max_memory_mb: 100}\n")
+    with pytest.raises(ProfileError, match="key 'budgets' given twice in one mapping"):
+        load_target(tmp_path / "dup.yaml")
+
+
+def test_extends_takes_a_path_relative_to_the_profile(tmp_path):
+    """A company base profile shared by its boards: ``extends: ../base.yaml`` (a path had
+    been read as a shipped name); a cycle through files is named; an upper-case suffix is a file."""
+    (tmp_path / "boards").mkdir()
+    _write(tmp_path, {"extends": "raspberry-pi-5", "budgets": {"max_memory_mb": 3000}}, "base.yaml")
+    board = _write(tmp_path / "boards", {"extends": "../base.yaml", "name": "pi-board"}, "pi.YAML")
+    prof = load_target(str(board))
+    assert prof.name == "pi-board" and prof.budgets.max_memory_mb == 3000 and prof.backend == "tflite"
+    _write(tmp_path, {"extends": "b.yaml"}, "a.yaml")
+    _write(tmp_path, {"extends": "a.yaml"}, "b.yaml")
+    with pytest.raises(ProfileError, match="'extends' cycle"):
+        load_target(tmp_path / "a.yaml")
+    with pytest.raises(ProfileError, match=r"extends unknown profile 'nope' \(a shipped profile's name, or a YAML"):
+        load_target(_write(tmp_path, {"extends": "nope"}, "c.yaml"))
+
+
+def test_the_pipeline_names_a_profile_may_give_are_the_optimizers():
+    from deploycomp.passes.pipelines import PIPELINES
+    from deploycomp.targets import PIPELINE_NAMES
+
+    assert set(PIPELINE_NAMES) == set(PIPELINES)
+
+
+def test_max_opset_is_held_to(tiny_conv, tmp_path):
+    """``max_opset`` had been read by nothing: a profile saying 11 built opset-17 bundles."""
+    import deploycomp
+    from deploycomp.errors import UnsupportedError
+
+    path = _write(tmp_path, {"extends": "raspberry-pi-5", "max_opset": 11}, "old.yaml")
+    with pytest.raises(UnsupportedError, match=r"takes ONNX opsets up to 11 \(max_opset\); the model is at opset"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target=str(path))
+    assert not (tmp_path / "out").exists()
