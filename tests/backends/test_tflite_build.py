@@ -25,6 +25,12 @@ def test_tflite_bundle_runs_in_original_layout(tiny_conv, tmp_path):
     assert "RELU" not in lowered["ops"], "Relu must fold into the conv's fused activation"
     assert manifest["validation"]["ok"] and manifest["validation"]["latency_estimate"]["kind"] == "roofline estimate"
     assert manifest["measured"]["latency_here"]["median_ms"] > 0
+    # fp16 weights, float32 arithmetic: the estimate's compute at the fp32 peak (a probe's
+    # Pi 5 estimate had used the fp16 peak, twice it, for arithmetic it never does)
+    est = manifest["validation"]["latency_estimate"]
+    assert est["peak"] == "fp32: float16 weights, float32 arithmetic"
+    fp32 = deploycomp.build(tiny_conv, tmp_path / "f", target="raspberry-pi-5", precision="fp32").manifest
+    assert est["compute_ms"] == pytest.approx(fp32["validation"]["latency_estimate"]["compute_ms"])
     x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
     probs = runner.run({"x": x})["probs"]
     assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1) < 1e-3
