@@ -51,6 +51,7 @@ __all__ = [
     "cpu_features",
     "cpu_name",
     "families",
+    "is_profile_path",
     "list_targets",
     "load_target",
     "member_for_device",
@@ -198,7 +199,7 @@ def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _is_file_name(text: str) -> bool:
+def is_profile_path(text: str) -> bool:
     """Whether ``--target`` or ``extends`` names a YAML file rather than a shipped profile."""
     return text.lower().endswith((".yaml", ".yml")) or "/" in text
 
@@ -211,7 +212,7 @@ def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> di
     if base_name is None:
         return data
     base_name = str(base_name)
-    base_path = (path.parent / base_name if _is_file_name(base_name) else _profiles_dir() / f"{base_name}.yaml")
+    base_path = (path.parent / base_name if is_profile_path(base_name) else _profiles_dir() / f"{base_name}.yaml")
     key = str(base_path.resolve())
     if key in seen:
         raise ProfileError(f"{path}: 'extends' cycle through {base_name}")
@@ -394,7 +395,7 @@ def load_target(target: str | Path) -> TargetProfile:
     text = str(target)
     if text == "host":
         return _host_profile()
-    if _is_file_name(text):
+    if is_profile_path(text):
         return load_profile_file(text)
     path = _profiles_dir() / f"{text}.yaml"
     if path.is_file():

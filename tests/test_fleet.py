@@ -628,3 +628,14 @@ def test_a_model_entry_carries_tensorrt_profiles_to_its_tensorrt_cells(tmp_path,
     with pytest.raises(InputDataError, match=r"models\[0\]\.options\.profiles: .*--profile") as e:
         load_spec(tmp_path / "s.yaml")
     assert "\n" not in str(e.value)
+
+
+def test_a_bad_fleet_target_is_named_under_the_fleets_key(tmp_path, tiny_conv):
+    """A missing profile in the fleet's own ``targets`` had been named as the first model's
+    (``models[0].targets``), with the file's prefix said twice."""
+    (tmp_path / "s.yaml").write_text(f"models:\n  - {{name: a, path: {tiny_conv}}}\n"
+                                     "targets: [host, prof/nope.yaml]\nprecisions: [fp32]\n")
+    with pytest.raises(InputDataError) as e:
+        load_spec(tmp_path / "s.yaml")
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / 's.yaml'}: targets: prof/nope.yaml not found") and message.count("s.yaml") == 1

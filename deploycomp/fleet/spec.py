@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deploycomp.errors import DeployError, InputDataError
-from deploycomp.targets import merge_mappings
+from deploycomp.targets import is_profile_path, merge_mappings
 
 __all__ = ["FleetSpec", "Job", "SpecError", "load_spec"]
 
@@ -211,7 +211,7 @@ class Job:
     @property
     def target_name(self) -> str:
         """The target as the index and folders name it: a profile file by its stem."""
-        return Path(self.target).stem if self.target.endswith((".yaml", ".yml")) or "/" in self.target else self.target
+        return Path(self.target).stem if is_profile_path(self.target) else self.target
 
     @property
     def label(self) -> str:
@@ -295,17 +295,16 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
             raise SpecError(f"{path}: {where}.path: {m.path} is a folder; name the .onnx file")
         targets = m.targets or spec.targets
         precisions = m.precisions or spec.precisions
+        key = f"{where}.targets" if m.targets else "targets"  # (the fleet's list had been named as the model's)
         for t in targets:
             if t in checked_targets:
                 continue
-            try:
-                if t.endswith((".yaml", ".yml")) or "/" in t:
-                    t_path = local(t, f"{where}.targets")
-                    load_target(t_path)
-                else:
-                    load_target(t)
+            try:  # (a SpecError of local() already names the file and the key)
+                load_target(local(t, key) if is_profile_path(t) else t)
+            except SpecError:
+                raise
             except DeployError as e:
-                raise SpecError(f"{path}: {where}.targets: {e}") from None
+                raise SpecError(f"{path}: {key}: {e}") from None
             checked_targets.add(t)
         budgets = merge_mappings(spec.budgets.model_dump(exclude_none=True), m.budgets.model_dump(exclude_none=True))
         options = merge_mappings(spec.options.model_dump(exclude_defaults=True), m.options.model_dump(exclude_defaults=True))
@@ -320,7 +319,7 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
             except DeployError as e:
                 raise SpecError(f"{path}: {where}.preprocess: {e}") from None
         for t in targets:
-            target = str(local(t, f"{where}.targets")) if t.endswith((".yaml", ".yml")) or "/" in t else t
+            target = str(local(t, key)) if is_profile_path(t) else t
             backend = load_target(target).backend
             for p in precisions:
                 if p not in (*PRECISIONS, "auto"):
