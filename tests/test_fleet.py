@@ -135,7 +135,7 @@ def test_the_cli_exit_codes_and_signing(fleet_dir):
         assert rc == 0, stderr
     (fleet_dir / "bad.yaml").write_text(SPEC.replace("targets: [host", "targets: [jetsn"))
     rc, _, stderr = cli("fleet", fleet_dir / "bad.yaml", "--out", fleet_dir / "out2")
-    assert rc == 4 and "models[0].targets: unknown target 'jetsn'" in stderr and len(stderr.strip().splitlines()) == 1
+    assert rc == 4 and "bad.yaml: targets: unknown target 'jetsn'" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (fleet_dir / "out2").exists()
 
 
