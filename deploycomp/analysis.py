@@ -309,10 +309,11 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
     """Latency estimate: the slower of compute-bound and memory-bound time.
 
     Weights are stored at ``precision`` (fp16 for fp16, int8 for int8); activations
-    likewise. ``int8_share``: for an int8 build, the share of its MACs that run int8; the
-    rest is counted at fp32 (``float_tops``) and its bytes at 4 each, in proportion (a
-    detector's TensorRT int8 build with 7% of its MACs int8 had been estimated as fast as
-    its all-int8 build).
+    likewise. ``int8_share``: for an int8 build, the share of its MACs that run int8 (for
+    an fp16 build, fp16); the rest is counted at fp32 (``float_tops``) and its bytes at 4
+    each, in proportion (a detector's TensorRT int8 build with 7% of its MACs int8 had been
+    estimated as fast as its all-int8 build; an fp16 build with 15 of 16 segments kept fp32
+    as fast as an all-fp16 one).
     """
     elem = BYTES_PER_ELEMENT[precision]
     share = 1.0 if int8_share is None or float_tops is None else min(max(int8_share, 0.0), 1.0)
@@ -332,7 +333,7 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
         "flops": cost.flops,
         "bytes": int(bytes_moved),
         "kind": "roofline estimate",
-        **({"int8_mac_share": round(share, 4)} if share < 1.0 else {}),
+        **({f"{precision}_mac_share": round(share, 4)} if share < 1.0 else {}),
         # (a dewarper's grid sampling at a size computed from an input's values: "0.00 ms"
         # for 25 ms measured, with no word that nothing was counted)
         **({"lower_bound": True, "not_counted": left_out} if left_out else {}),

@@ -859,7 +859,9 @@ def _build(opts: BuildOptions) -> BuildResult:
         options["fp32_tensors"] = sorted(set(hot) | set(decisions))
         fp16_info = {"fp32_tensors": hot, "judged_on_samples": min(len(data), MAX_RANGE_SAMPLES),
                      "rule": f"kept fp32: tensors past {FP16_MAX / HEADROOM:g} or non-zero below 2^-24 on real inputs"}
-    elif opts.precision == "fp16" and hasattr(backend, "fp16_reference"):  # f16 weights, f32 arithmetic (TFLite)
+    f32_arithmetic = False  # f16 weights, f32 arithmetic (TFLite): its estimate at the fp32 peak
+    if fp16_info is None and opts.precision == "fp16" and hasattr(backend, "fp16_reference"):
+        f32_arithmetic = True
         options["fp32_tensors"] = sorted(decisions)
         fp16_info = {"fp32_tensors": {}, "rule": f"{backend.name} stores weights float16 and computes float32: no "
                                                  f"tensor leaves fp16's range"}
@@ -1011,11 +1013,13 @@ def _build(opts: BuildOptions) -> BuildResult:
         share = (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share"))
         # TFLite's fp16 stores float16 weights and computes float32: timed at the fp32 peak (the
         # fp16 peak, twice it on a Pi 5, had halved the estimate of arithmetic it never does)
-        f32_arithmetic = opts.precision == "fp16" and hasattr(backend, "fp16_reference")
+        searched = (fp16_info or {}).get("search") or {}
+        if opts.precision == "fp16" and searched.get("met"):  # the MACs its searched fp32 segments keep
+            share = searched.get("fp16_mac_share")
         estimate = analysis.roofline_ms(
             cost, opts.precision, _peak_tops(target, "fp32" if f32_arithmetic else opts.precision),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
-            int8_share=share if opts.precision == "int8" else None, float_tops=_peak_tops(target, "fp32"),
+            int8_share=share if opts.precision in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
         )
         if f32_arithmetic:
             estimate["peak"] = "fp32: float16 weights, float32 arithmetic"

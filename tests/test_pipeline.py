@@ -647,3 +647,23 @@ def test_a_npy_for_a_model_of_several_inputs_is_said_before_its_dynamic_dims(tmp
     with pytest.raises(InputDataError, match=r"^speech\.npy: a \.npy serves single-input models; this one has inputs "
                                              r"a, b \(an \.npz holds one array per input\)"):
         deploycomp.build(tmp_path / "two.onnx", tmp_path / "b", precision="int8", calibration=tmp_path / "speech.npy")
+
+
+def test_an_fp16_build_keeping_layers_fp32_is_estimated_with_them(tiny_conv, tmp_path):
+    """A TensorRT profile whose fp16 budget only fp32 meets (a relative error of 1e-7): the
+    search keeps the conv's segments fp32, and the roofline counts those MACs at the fp32
+    peak (a probe's build with 15 of 16 segments fp32 was estimated as all fp16)."""
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("extends: jetson-orin-nano\nfidelity: {fp16: {min_cosine: 0.999, max_rel_error: 1.0e-7}}\n")
+    runner = deploycomp.build(tiny_conv, tmp_path / "s", target=str(strict), precision="fp16",
+                              inputs={"x": (1, 3, 512, 512)}, no_fail=True)
+    search = runner.manifest["fp16"]["search"]
+    est = runner.manifest["validation"]["latency_estimate"]
+    plain = deploycomp.build(tiny_conv, tmp_path / "p", target="jetson-orin-nano", precision="fp16",
+                             inputs={"x": (1, 3, 512, 512)}).manifest["validation"]["latency_estimate"]
+    assert "peak" not in plain  # (TensorRT's fp16 computes fp16: timed at its fp16 peak)
+    if search.get("met") and search.get("fp16_mac_share", 1.0) < 1.0:
+        assert est["fp16_mac_share"] == pytest.approx(search["fp16_mac_share"], abs=1e-4)
+        assert est["compute_ms"] > plain["compute_ms"]
+    else:
+        pytest.fail(f"the search was to keep a layer fp32: {search}")
