@@ -126,12 +126,13 @@ def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto,
                 yield from ((node, t) for t in attr.tensors)
 
 
-def _external_tensors(proto: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto, str | None]]:
+def _external_tensors(proto: onnx.ModelProto,
+                      initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto, str | None]]:
     """Each tensor whose data is external, in every graph (control-flow bodies too),
-    initializers and ``Constant`` values alike: (what it is, the tensor, the location it
-    names)."""
+    initializers (unless not ``initializers``) and ``Constant`` values alike: (what it is,
+    the tensor, the location it names)."""
     for graph in _graphs(proto.graph):
-        held = [(f"initializer '{t.name}'", t) for t in graph.initializer]
+        held = [(f"initializer '{t.name}'", t) for t in graph.initializer] if initializers else []
         held += [(f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'", t)
                  for node, t in _attribute_tensors(graph)]
         for what, tensor in held:
@@ -176,12 +177,10 @@ def _read_attribute_data(proto: onnx.ModelProto, model_dir: Path) -> None:
     nodes failed on ``host`` with an internal error)."""
     from onnx.external_data_helper import load_external_data_for_tensor
 
-    for graph in _graphs(proto.graph):
-        for _, tensor in _attribute_tensors(graph):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                load_external_data_for_tensor(tensor, str(model_dir))
-                tensor.data_location = onnx.TensorProto.DEFAULT
-                del tensor.external_data[:]
+    for _, tensor, _ in list(_external_tensors(proto, initializers=False)):
+        load_external_data_for_tensor(tensor, str(model_dir))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
 
 
 def _default_opset(proto: onnx.ModelProto) -> int | None:
