@@ -67,7 +67,7 @@ class BuildOptions:
     calibration: Path | Iterable[dict] | None = None
     validation_data: Path | Iterable[dict] | None = None
     validation_samples: int | None = datasets.MAX_VALIDATION_SAMPLES
-    """How many validation samples are run at most, spread over the set (None: every one)."""
+    """How many validation samples are run at most, spread over the set (0 or None: every one)."""
     preprocess: Any = None
     """A preprocessing spec (:mod:`deploycomp.preprocess`: a path, inline YAML or a dict) that
     turns images (an image folder given as data, or the built-in photos) into inputs."""
@@ -1011,11 +1011,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
         cost = _cost_at_shapes(prep)
         share = (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share"))
-        # TFLite's fp16 stores float16 weights and computes float32: timed at the fp32 peak (the
-        # fp16 peak, twice it on a Pi 5, had halved the estimate of arithmetic it never does)
         searched = (fp16_info or {}).get("search") or {}
         if opts.precision == "fp16" and searched.get("met"):  # the MACs its searched fp32 segments keep
             share = searched.get("fp16_mac_share")
+        # TFLite's fp16 stores float16 weights and computes float32: timed at the fp32 peak (the
+        # fp16 peak, twice it on a Pi 5, had halved the estimate of arithmetic it never does)
         estimate = analysis.roofline_ms(
             cost, opts.precision, _peak_tops(target, "fp32" if f32_arithmetic else opts.precision),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
@@ -1029,10 +1029,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             # each on its own: taken in turns, ORT's spinning threads slowed OpenVINO 3x; one
             # warm-up run each, as both have run every validation sample already; timed
             # again only where those runs do not time them well enough
-            measured["latency"] = bundle_times[runner].latency(samples[0], LATENCY_SECONDS) or measure_latency(
-                lambda: runner.run(samples[0]), warmup=1, max_seconds=LATENCY_SECONDS)
-            measured["reference_latency"] = reference_times.latency(samples[0], LATENCY_SECONDS) or measure_latency(
-                lambda: reference.run(samples[0]), warmup=1, max_seconds=LATENCY_SECONDS)
+            measured["latency"] = bundle_times[runner].latency_or_measured(runner.run, samples[0], LATENCY_SECONDS)
+            measured["reference_latency"] = reference_times.latency_or_measured(reference.run, samples[0],
+                                                                                LATENCY_SECONDS)
             measured["speedup_vs_onnxruntime"] = speedup_of(measured["reference_latency"]["median_ms"],
                                                             measured["latency"]["median_ms"])
             latency_ms = measured["latency"]["median_ms"]

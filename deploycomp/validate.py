@@ -745,8 +745,12 @@ def _timed_enough(times: Sequence[float], elapsed: float, min_runs: int, max_sec
     return 1.57 * (q3 - q1) / n ** 0.5 <= precision * statistics.median(times)
 
 
+MIN_LATENCY_SECONDS = 0.3
+"""How long a latency is timed at least (unless its runs are slow: :data:`MIN_SLOW_RUNS`)."""
+
+
 def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10, max_seconds: float = 3.0,
-                    min_seconds: float = 0.3, precision: float = LATENCY_PRECISION) -> dict:
+                    min_seconds: float = MIN_LATENCY_SECONDS, precision: float = LATENCY_PRECISION) -> dict:
     """Median and p90 wall time of ``run`` (ms): at least ``min_runs`` runs and
     ``min_seconds``, then until the median is known to ``precision``
     (:data:`LATENCY_PRECISION`), ``max_seconds`` or 200 runs; a runtime so slow that
@@ -790,9 +794,16 @@ class RunTimes:
         """The latency of the warm runs at ``feeds``' shapes, if :func:`measure_latency`
         would have stopped at as many (its ``min_seconds`` and precision), else None."""
         times = self.times.get(self._shapes(feeds), [])[1:]
-        if not times or not _timed_enough(times, sum(times) / 1e3, min_runs, max_seconds, 0.3, LATENCY_PRECISION):
+        if not times or not _timed_enough(times, sum(times) / 1e3, min_runs, max_seconds, MIN_LATENCY_SECONDS,
+                                          LATENCY_PRECISION):
             return None
         return latency_of(times) | {"timed": "its runs on the build's inputs"}
+
+    def latency_or_measured(self, fn: Callable[[Any], Any], feeds: Mapping[str, Any], max_seconds: float) -> dict:
+        """:meth:`latency`, or where the runs made are not enough, ``fn`` on ``feeds`` timed
+        again (:func:`measure_latency`, one warm-up: it has run them already)."""
+        return self.latency(feeds, max_seconds) or measure_latency(lambda: fn(feeds), warmup=1,
+                                                                   max_seconds=max_seconds)
 
 
 def latency_of(times: Sequence[float]) -> dict:
