@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deploycomp import pipeline
+from deploycomp import datasets, pipeline
 from deploycomp.quiet import libraries_quiet
 from deploycomp.runner import BundleRunner, load
 from deploycomp.shapes import parse_input_spec, parse_profile_spec
@@ -86,7 +86,7 @@ def build(
     inputs: dict[str, Iterable[int]] | Iterable[str] | None = None,
     calibration: str | os.PathLike | Iterable[dict] | None = None,
     validation_data: str | os.PathLike | Iterable[dict] | None = None,
-    validation_samples: int | None = 8,
+    validation_samples: int | None = datasets.MAX_VALIDATION_SAMPLES,
     preprocess: str | os.PathLike | dict | None = None,
     force: bool = False,
     no_fail: bool = False,

@@ -457,10 +457,9 @@ def _build_options(f):
     f = click.option("--validation-data", type=click.Path(path_type=Path, readable=False),
                      help="Inputs to validate on: .npz/.npy, or an image folder (with --preprocess). Default: a part "
                           "of --calibration held out.")(f)
-    f = click.option("--validation-samples", type=click.IntRange(min=0), default=8, show_default=True,
-                     callback=lambda ctx, param, value: value or None,
-                     help="Validate on at most this many samples, spread over the set (0: every one; a rare flip "
-                          "shows only over many).")(f)
+    f = click.option("--validation-samples", type=click.IntRange(min=0),
+                     help="Validate on at most this many samples, spread over the set (default 8; 0: every one; a "
+                          "rare flip shows only over many).")(f)
     f = click.option("--preprocess", metavar="SPEC",
                      help="How images become inputs: a YAML file or inline mapping (resize, channel_order, scale, "
                           "mean, std, layout, dtype), for image folders and the built-in photos.")(f)
@@ -511,6 +510,8 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
     as_json = kw.pop("as_json")
+    if kw.get("validation_samples") is None:  # (the build's own default, datasets.MAX_VALIDATION_SAMPLES)
+        kw.pop("validation_samples", None)
     bar, step, close = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
     try:
         result = build(BuildOptions(

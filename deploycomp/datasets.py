@@ -199,9 +199,8 @@ def validation_set(validation_source, calibration: DataSet | None, shapes, dtype
     ``most``: the samples validated at most, spread over the set (None: every one; a rare
     flip, a space a recognizer drops once in fifty lines, shows only over many)."""
     most = most or None  # (0, as the command line says "every one")
-    if validation_source is not None:
-        return _limit(user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok, most),
-                      most), calibration
+    if validation_source is not None:  # (read at most ``most``, spread over the set)
+        return user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok, most), calibration
     if calibration is not None and calibration.source == "user" and not calibrates:
         whole = DataSet(calibration.samples, f"{calibration.label}: all of it (the model carries its own int8 "
                                              "encodings; nothing is calibrated on it)", "user")

@@ -127,8 +127,9 @@ class Options(_Strict):
     judge_masks: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=list)
     """TensorRT optimization profiles, ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
-    validation_samples: int = Field(default=8, ge=0)
-    """Validation samples run at most, as ``--validation-samples`` (0: every one)."""
+    validation_samples: int | None = Field(default=None, ge=0)
+    """Validation samples run at most, as ``--validation-samples`` (0: every one; unset: the
+    build's default)."""
 
     @field_validator("judge_where", "judge_boxes", "judge_masks", "profiles")
     @classmethod
