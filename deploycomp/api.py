@@ -122,8 +122,8 @@ def build(
     that turns images into inputs.
     ``int8_boosters``: training-free int8 boosters to run (``"equalize"``, ``"smooth"``,
     ``"bias-correction"``); default: the backend policy's, ``()`` for none.
-    ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mse"``,
-    ``"entropy"`` or ``"auto"`` (the better of percentile and minmax by the whole int8
+    ``int8_range``: the activation range method, ``"percentile"``, ``"minmax"``, ``"mean_minmax"``,
+    ``"mse"``, ``"entropy"`` or ``"auto"`` (the better of percentile and minmax by the whole int8
     model's error on held-out samples); default: the backend policy's.
     ``int8_time_limit``: seconds after which the int8 search keeps the first choice that
     meets the budget instead of looking for one with more layers int8 (default: none).

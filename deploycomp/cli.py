@@ -416,7 +416,7 @@ def _build_options(f):
     f = click.option("--int8-boosters", metavar="LIST",
                      help="int8: comma-separated training-free boosters: equalize, smooth, bias-correction, or none "
                           "(default: the backend's).")(f)
-    f = click.option("--int8-range", "int8_range", type=click.Choice(["auto", "percentile", "minmax", "mse", "entropy"]),
+    f = click.option("--int8-range", "int8_range", type=click.Choice(["auto", "percentile", "minmax", "mean_minmax", "mse", "entropy"]),
                      help="int8: activation range method (default: the backend's; auto picks percentile or minmax "
                           "by the whole int8 model's error).")(f)
     f = click.option("--int8-time-limit", "int8_time_limit", type=click.FloatRange(min=0), metavar="SECONDS",

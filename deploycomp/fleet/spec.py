@@ -115,7 +115,7 @@ class Options(_Strict):
     """Build options a model may set (the ``deploycomp build`` flags of the same names)."""
 
     keep_float: list[str] = Field(default_factory=list)
-    int8_range: Literal["auto", "percentile", "minmax", "mse", "entropy"] | None = None
+    int8_range: Literal["auto", "percentile", "minmax", "mean_minmax", "mse", "entropy"] | None = None
     int8_boosters: list[str] | None = None
     int8_time_limit: float | None = Field(default=None, ge=0)
     io_layout: Literal["nhwc", "nchw"] | None = None

@@ -10,6 +10,8 @@ Range methods (:data:`RANGE_METHODS`) turn a histogram into a clipping range:
 
 * ``minmax``: the observed extremes.
 * ``percentile``: the 0.01 % / 99.99 % quantiles (outliers clipped).
+* ``mean_minmax``: each update's (a calibration sample's) extremes, averaged: NNCF's
+  default for activations, where one loud sample moves the range by its share only.
 * ``entropy``: TensorRT's KL-divergence calibration on ``|x|``: the threshold whose
   128-level quantization of the clipped distribution loses least information.
 * ``mse``: the symmetric threshold minimising expected squared quantization error
@@ -38,6 +40,8 @@ class Observer:
         self.quietest = np.inf
         """The narrowest span (max - min) of one update (a sample, as calibration streams
         them): how little of the range the quietest calibration input used."""
+        self.updates = 0
+        self.lo_sum = self.hi_sum = 0.0  # each update's extremes, summed (``mean_minmax``)
 
     def update(self, x: np.ndarray) -> None:
         found = finite_extremes(np.asarray(x, dtype=np.float32).ravel())
@@ -46,6 +50,8 @@ class Observer:
         x, lo, hi = found
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.quietest = min(self.quietest, hi - lo)
+        self.updates += 1
+        self.lo_sum, self.hi_sum = self.lo_sum + lo, self.hi_sum + hi
         self.count += x.size
         if self.hist is None:
             # a constant first batch has no width of its own; at a large magnitude even 1e-12
@@ -112,6 +118,10 @@ def _bin_counts(x: np.ndarray, edges: tuple[float, float], bins: int) -> np.ndar
 
 def _minmax(obs: Observer) -> tuple[float, float]:
     return obs.lo, obs.hi
+
+
+def _mean_minmax(obs: Observer) -> tuple[float, float]:
+    return obs.lo_sum / obs.updates, obs.hi_sum / obs.updates
 
 
 def _percentile(obs: Observer, q: float = 99.99) -> tuple[float, float]:
@@ -182,6 +192,7 @@ def _mse(obs: Observer, levels: int = 127) -> tuple[float, float]:
 
 RANGE_METHODS: dict[str, Callable[[Observer], tuple[float, float]]] = {
     "minmax": _minmax,
+    "mean_minmax": _mean_minmax,
     "percentile": _percentile,
     "entropy": _entropy,
     "mse": _mse,

@@ -26,6 +26,16 @@ def test_minmax_is_exact_across_batches():
     assert obs.hist.sum() == allv.size
 
 
+def test_mean_minmax_averages_each_samples_extremes():
+    """NNCF's default for activations: one loud sample widens ``minmax`` to its peak, but
+    moves ``mean_minmax`` only by its share of the samples."""
+    quiet = [np.linspace(-1, 1, 101, dtype=np.float32)] * 3
+    loud = np.linspace(-2, 9, 101, dtype=np.float32)
+    obs = _feed(Observer(), [*quiet, loud])
+    assert compute_range(obs, "minmax") == (pytest.approx(-2.0), pytest.approx(9.0))
+    assert compute_range(obs, "mean_minmax") == (pytest.approx(-1.25), pytest.approx(3.0))
+
+
 def test_widening_keeps_the_distribution():
     rng = np.random.default_rng(1)
     data = rng.normal(0, 1, 200_000).astype(np.float32)
@@ -86,3 +96,22 @@ def test_a_constant_first_batch_of_any_magnitude(value):
         assert np.isfinite([lo, hi]).all() and lo <= hi
     obs.update(np.linspace(0, 2 * abs(value), 64, dtype=np.float32))  # and it still widens
     assert compute_range(obs, "minmax") == (min(0.0, float(np.float32(value))), float(np.float32(2 * abs(value))))
+
+
+def test_the_cli_offers_every_range_method():
+    from deploycomp.cli import build
+    from deploycomp.quant.observers import RANGE_METHODS
+
+    option = next(p for p in build.params if p.name == "int8_range")
+    assert set(option.type.choices) == {"auto", *RANGE_METHODS}
+
+
+def test_a_fleet_spec_takes_every_range_method():
+    import typing
+
+    from deploycomp.fleet.spec import Options
+    from deploycomp.quant.observers import RANGE_METHODS
+
+    field = Options.model_fields["int8_range"].annotation
+    literal = next(a for a in typing.get_args(field) if typing.get_origin(a) is typing.Literal)
+    assert set(typing.get_args(literal)) == {"auto", *RANGE_METHODS}
