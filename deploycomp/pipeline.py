@@ -46,7 +46,7 @@ from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
 from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
-from deploycomp.targets import Fidelity, TargetProfile, cpu_name, load_target
+from deploycomp.targets import Fidelity, TargetProfile, cpu_name, is_shipped, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
@@ -1100,6 +1100,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset,
                        **({"external_data": prep.external_data} if prep.external_data else {})},
             "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
+                       "shipped": is_shipped(target.source_file) or bool(target.family_members),
                        "profile": target.model_dump(exclude={"source_file"})} | _family_record(target, backend.name),
             "precision": opts.precision,
             "io": io | ({"profiles": {n: {"min": list(lo), "opt": list(opt), "max": list(hi)}

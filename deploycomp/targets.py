@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import platform
 from importlib import resources
 from pathlib import Path
@@ -52,11 +53,14 @@ __all__ = [
     "cpu_name",
     "families",
     "is_profile_path",
+    "is_shipped",
     "list_targets",
     "load_target",
     "member_for_device",
     "merge_mappings",
 ]
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -67,7 +71,7 @@ PIPELINE_NAMES = ("default", "onnxruntime", "openvino", "tensorrt", "tflite")
 """The named pass pipelines (:data:`deploycomp.passes.pipelines.PIPELINES`, which a test
 holds this to: importing them here would load the optimizer for every profile read)."""
 
-LOADER_FIELDS = ("source_file", "resolved_from", "family_members", "runs_here")
+LOADER_FIELDS = ("source_file", "resolved_from", "family_members", "runs_here", "extended_from")
 """Fields the loader sets: a profile file that sets one is refused (``runs_here: true`` on a
 TFLite profile had held this machine's time to the device's latency budget)."""
 
@@ -155,6 +159,8 @@ class TargetProfile(_Strict):
     resolved_from: str | None = Field(default=None, description="set when 'host' or a family resolved")
     family_members: list[str] = Field(default_factory=list, description="set when a family resolved")
     runs_here: bool = Field(default=False, description="set for 'host': the build measures on this machine")
+    extended_from: list[str] = Field(default_factory=list, description="set by the loader: the profiles this one "
+                                     "extends, nearest first, as each file names its base")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetProfile":
@@ -176,7 +182,7 @@ class TargetProfile(_Strict):
 
     def digest(self) -> str:
         """sha256 of the profile's content (not its file path), for the manifest."""
-        data = self.model_dump(exclude={"source_file", "description"})
+        data = self.model_dump(exclude={"source_file", "description", "extended_from"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -185,7 +191,11 @@ def _profiles_dir() -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_mapping(path, ProfileError, "profile")
+    """A profile file's mapping, refused if it sets a field only the loader sets."""
+    data = read_mapping(path, ProfileError, "profile")
+    if set_by_loader := [k for k in LOADER_FIELDS if data.get(k)]:  # (their defaults, as a dump has them, are fine)
+        raise ProfileError(f"{path}: field '{set_by_loader[0]}' is set by deploycomp, not by a profile file")
+    return data
 
 
 def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +217,8 @@ def is_profile_path(text: str) -> bool:
 def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """``extends``: a shipped profile's name, or a YAML file's path relative to the file that
     extends it (a company's base profile shared by its boards: a path had been read as a
-    name, and joined onto the shipped profiles' folder)."""
+    name, and joined onto the shipped profiles' folder). The chain, nearest first, is the
+    result's ``extended_from`` (the manifest's record of where a profile's values came from)."""
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
@@ -221,13 +232,17 @@ def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> di
                            "file's path relative to this one)")
     base = _resolve(_read_yaml(base_path), base_path, seen + (str(path.resolve()), key))
     base.pop("name", None)
-    return merge_mappings(base, data)
+    chain = [base_name, *base.pop("extended_from", [])]
+    return merge_mappings(base, data) | {"extended_from": chain}
 
 
 def _validate(data: dict[str, Any], path: Path) -> TargetProfile:
-    if set_by_loader := [k for k in LOADER_FIELDS if data.get(k)]:  # (their defaults, as a dump has them, are fine)
-        raise ProfileError(f"{path}: field '{set_by_loader[0]}' is set by deploycomp, not by a profile file")
     data.setdefault("name", path.stem)
+    if not is_shipped(path) and (data["name"] == "host" or (_profiles_dir() / f"{data['name']}.yaml").is_file()):
+        # (a bundle's manifest then names a shipped target it was not checked against: said
+        # once per file, and the manifest's ``target.shipped`` is false)
+        log.warning("target profile %s calls itself %r, a shipped target's name: its bundles say %r but are "
+                    "checked against this file's values", path, data["name"], data["name"])
     data["source_file"] = str(path)
     try:
         return TargetProfile.model_validate(data)
@@ -251,6 +266,11 @@ def _load_profile_file(path: str, stamp: int | None) -> TargetProfile:
     """Profiles are immutable (frozen models); a file is read once per process and per version."""
     path = Path(path)
     return _validate(_resolve(_read_yaml(path), path), path)
+
+
+def is_shipped(path: str | Path | None) -> bool:
+    """Whether a profile file is one deploycomp ships (``host`` and families resolve from them)."""
+    return path is not None and Path(path).resolve().parent == _profiles_dir().resolve()
 
 
 def list_targets() -> list[str]:

@@ -182,3 +182,35 @@ def test_max_opset_is_held_to(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match=r"takes ONNX opsets up to 11 \(max_opset\); the model is at opset"):
         deploycomp.build(tiny_conv, tmp_path / "out", target=str(path))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bundle_says_where_its_profile_came_from(tiny_conv, tmp_path, caplog):
+    """The ``extends`` chain is in the manifest, nearest first, and ``target.shipped`` says
+    whether the profile is one deploycomp ships; a file that takes a shipped target's name
+    is warned about (its bundles had read as that target's, with nothing saying otherwise)."""
+    import json
+    import logging
+
+    import deploycomp
+
+    (tmp_path / "boards").mkdir()
+    _write(tmp_path, {"extends": "raspberry-pi-5", "budgets": {"max_memory_mb": 3000}}, "base.yaml")
+    board = _write(tmp_path / "boards", {"extends": "../base.yaml", "name": "pi-board"}, "pi.yaml")
+    assert load_target(str(board)).extended_from == ["../base.yaml", "raspberry-pi-5"]
+    assert load_target("raspberry-pi-5").extended_from == [] and load_target("host").extended_from == []
+    with caplog.at_level(logging.WARNING, logger="deploycomp.targets"):
+        impostor = load_target(_write(tmp_path, {"extends": "../base.yaml"}, "boards/jetson-orin-nano.yaml"))
+    assert impostor.name == "jetson-orin-nano" and impostor.backend == "tflite"
+    assert "calls itself 'jetson-orin-nano', a shipped target's name" in caplog.text
+    # (the chain is provenance, not content: the same values give the same digest)
+    flat = _write(tmp_path, {**yaml.safe_load((tmp_path / "base.yaml").read_text()), "name": "pi-board"}, "flat.yaml")
+    assert load_target(str(flat)).digest() == load_target(str(board)).digest()
+    with pytest.raises(ProfileError, match="field 'extended_from' is set by deploycomp"):
+        load_target(_write(tmp_path, {"extends": "raspberry-pi-5", "extended_from": ["x"]}, "forged.yaml"))
+
+    for target, shipped, chain in ((str(board), False, ["../base.yaml", "raspberry-pi-5"]),
+                                   ("raspberry-pi-5", True, []), ("jetson", True, [])):
+        out = tmp_path / f"out-{shipped}-{len(chain)}-{target[-5:]}"
+        deploycomp.build(tiny_conv, out, target=target)
+        record = json.loads((out / "manifest.json").read_text())["target"]
+        assert (record["shipped"], record["profile"]["extended_from"]) == (shipped, chain), target
