@@ -598,7 +598,9 @@ def _compare_profiles(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any
     doubles the latency estimate; an edited fidelity budget changes every verdict)."""
     of, nf = _flat(old), _flat(new)
     for key in sorted(set(of) | set(nf)):
-        if key != "description":
+        # (an empty list where an older bundle's profile has no such field is no edit: a field
+        # added since, e.g. ``extended_from``, would otherwise be a row on every such pair)
+        if key != "description" and not (of.get(key) in (None, []) and nf.get(key) in (None, [])):
             rows.add(f"profile:{key}", of.get(key), nf.get(key), note="the target profile differs")
 
 

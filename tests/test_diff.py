@@ -188,9 +188,14 @@ def test_what_went_into_a_build_is_named_where_it_differs(bundles, tmp_path):
         m["source"]["name"] = "renamed.onnx"
         m["validation"]["data"]["sha256"] = "1" * 64
 
-    d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "loose", loosened))
+    def loosened_before_chains(m):  # (a bundle from before ``extended_from``: not an edit)
+        loosened(m)
+        del m["target"]["profile"]["extended_from"]
+
+    d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "loose", loosened_before_chains))
     profile = row(d, "profile:fidelity.fp32.min_cosine")
     assert (profile.old, profile.new) == (0.9999, 0.99) and "profile:description" not in metrics(d)
+    assert "profile:extended_from" not in metrics(d)
     limit = row(d, "limit:cosine[logits]")
     assert (limit.old, limit.new, limit.note) == (0.9999, 0.99, "the budget is looser")
     assert row(d, "model").note == "the same model bytes under another file name"
