@@ -112,7 +112,10 @@ class Backend(Protocol):
     # executed f32 (f16 weights kept), where the runtime has such a mode (OpenVINO);
     # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``;
     # ``int64_range``: (lo, hi, why) where the runtime computes int64 in fewer bits (the
-    # bundle's int64 inputs then say so and its runner refuses values outside).
+    # bundle's int64 inputs then say so and its runner refuses values outside);
+    # ``fallback_lowerings``: option mappings for :meth:`lower`, each another way to lower
+    # the same model that the pipeline tries, in turn, where the bundle misses its fidelity
+    # budget (kept if it comes closer; ``lowered_as`` in its info says what it was).
 
 
 def ensure_available(backend: Backend, context: str = "") -> None:

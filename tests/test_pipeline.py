@@ -667,3 +667,33 @@ def test_an_fp16_build_keeping_layers_fp32_is_estimated_with_them(tiny_conv, tmp
         assert est["compute_ms"] > plain["compute_ms"]
     else:
         pytest.fail(f"the search was to keep a layer fp32: {search}")
+
+
+def test_a_lowering_that_misses_gives_way_to_the_backends_other_way(tiny_conv, tmp_path, monkeypatch):
+    """OpenVINO's offline transformations (``convert_model``) moved an ORT-quantized
+    PP-OCRv4 det to cosine 0.891 where its ONNX frontend alone reaches 0.998: a bundle that
+    misses is lowered again the backend's other way (``fallback_lowerings``), kept and said
+    where it comes closer; where it does not, the default lowering's miss is the answer."""
+    import deploycomp.backends.openvino.adapter as ov_adapter
+
+    real = ov_adapter._read_onnx
+    broken = tmp_path / "broken.onnx"  # what a transformation that moves the outputs would convert
+    m = onnx.load(tiny_conv)
+    for init in m.graph.initializer:
+        if init.name == "w2":
+            init.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(init), "w2"))
+    onnx.save(m, broken)
+
+    def transformed(ov, path, trial=False):
+        return real(ov, path, trial) if trial else real(ov, broken, True)
+
+    monkeypatch.setattr(ov_adapter, "_read_onnx", transformed)
+    deploycomp.build(tiny_conv, tmp_path / "out", target="host", precision="fp32")
+    lowered = json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"]["lowered"]
+    assert lowered["lowered_as"] == ov_adapter.FRONTEND_ONLY
+    assert "the default lowering reached cosine" in lowered["fallback"]
+
+    monkeypatch.setattr(ov_adapter, "_read_onnx", lambda ov, path, trial=False: real(ov, broken, True))
+    with pytest.raises(BudgetError, match=r"cosine\[probs\]"):
+        deploycomp.build(tiny_conv, tmp_path / "out2", target="host", precision="fp32")
+    assert not (tmp_path / "out2").exists()
