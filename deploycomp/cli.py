@@ -364,11 +364,12 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                        f"layers that met on the calibration inputs; the validation inputs steered this choice")
     lat = manifest["measured"].get("latency")
     if lat:
-        from deploycomp.validate import describe_speedup, unsteady
+        from deploycomp.validate import describe_speedup, reference_label, unsteady
 
         busy = unsteady(lat, manifest["measured"].get("reference_latency"), manifest["measured"].get("fp32_latency"))
         click.echo(f"  latency {lat['median_ms']:.2f} ms (measured): "
-                   f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'])}" + (f"; {busy}" if busy else ""))
+                   f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'], reference_label(manifest['measured']))}"
+                   + (f"; {busy}" if busy else ""))
         if (vs := manifest["measured"].get("speedup_vs_fp32")) is not None and vs < INT8_FASTER:
             fp32_ms = manifest["measured"]["fp32_latency"]["median_ms"]
             click.echo(f"  int8 is {'SLOWER than' if vs < 1 else 'no faster than'} this model's fp32 bundle here "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = ["render_report"]
 
@@ -436,13 +436,14 @@ def _stricter_html(again: dict | None) -> str:
 def _latency_html(manifest: dict, target: dict) -> str:
     """A measurement on this machine and a roofline estimate for the device, each on its
     own chart (they answer different questions and must not share an axis)."""
-    from deploycomp.validate import describe_speedup, unsteady
+    from deploycomp.validate import describe_speedup, reference_label, unsteady
 
     measured = manifest.get("measured", {})
     est = manifest["validation"].get("latency_estimate") or {}
     out = []
     if measured.get("latency"):
-        items = [("ONNX Runtime fp32 (reference)", measured["reference_latency"]["median_ms"]),
+        against = reference_label(measured)
+        items = [(against, measured["reference_latency"]["median_ms"]),
                  *([("this model's fp32 bundle", measured["fp32_latency"]["median_ms"])]
                    if measured.get("fp32_latency") else []),
                  ("this bundle", measured["latency"]["median_ms"])]
@@ -451,7 +452,7 @@ def _latency_html(manifest: dict, target: dict) -> str:
                   "<code>auto</code>) may serve better on this target." if vs is not None and vs < 1.05 else "")
         busy = unsteady(measured["latency"], measured.get("reference_latency"), measured.get("fp32_latency"))
         out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
-                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"])) + "." + slower
+                         html.escape(describe_speedup(measured["speedup_vs_onnxruntime"], against)) + "." + slower
                          + (f" <b>{html.escape(busy[0].upper() + busy[1:])}.</b>" if busy else "")))
     elif measured.get("latency_here"):
         here = measured["latency_here"]
@@ -474,6 +475,16 @@ def _build_time_html(measured: dict) -> str:
         return ""
     return _bars(f"Build time: {measured['build_seconds']:.3g} s", list(stages.items()), " s",
                  "Wall time per stage of this build (imports excluded).")
+
+
+def _judged_against(validation: Mapping[str, Any]) -> str:
+    """What the bundle's outputs were compared with (a model that arrives int8 is judged
+    against its QDQ as ONNX defines it; one with ONNX Runtime's integer ops against them)."""
+    if "onnxruntime_own_int8_vs_written" in validation:
+        return "ONNX Runtime on the original int8 model (its QDQ as ONNX defines it, every node unfused)"
+    if "float_form_vs_onnxruntime_integer" in validation:
+        return "ONNX Runtime on the original model (its integer ops)"
+    return "ONNX Runtime fp32 on the original model"
 
 
 def _io_html(manifest: dict[str, Any]) -> str:
@@ -546,7 +557,7 @@ weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get
 Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get('cores')} cores).</p>
 {_io_html(manifest)}
 <h2>Budgets</h2>{budgets}
-<h2>Fidelity vs ONNX Runtime fp32 on the original model</h2>
+<h2>Fidelity vs {html.escape(_judged_against(val))}</h2>
 {_validation_html(val, fidelity)}
 {_error_chart(val['budgets'], val['outputs'])}
 {_fp16_html(manifest.get("fp16"))}

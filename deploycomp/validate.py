@@ -837,6 +837,12 @@ def unsteady(*records: Mapping[str, Any] | None) -> str | None:
     return f"timing unsteady (a p90 {spread:.1f}x its median): the machine was busy? build again to time it"
 
 
+def reference_label(measured: Mapping[str, Any]) -> str:
+    """What a host bundle's latency was measured against (``reference_latency.against``;
+    a manifest from before it: ONNX Runtime fp32)."""
+    return (measured.get("reference_latency") or {}).get("against", "ONNX Runtime fp32")
+
+
 def describe_speedup(speedup: float, against: str = "ONNX Runtime fp32") -> str:
     """The one way latency against a reference is said, everywhere (CLI, report, docs):
     ``speedup`` is reference time / bundle time, so "1.19x faster", "1.63x slower"."""
