@@ -65,6 +65,11 @@ MAX_OPSET = 23
 """Newest default-domain opset the reference runner and backends all accept."""
 
 PASS_THROUGH_DOMAINS = frozenset({"com.microsoft"})
+ORT_DEFAULT_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+"""Ops ONNX Runtime's optimizer writes in the default domain that ONNX does not define (its
+RMS norm, at ``ORT_ENABLE_EXTENDED``): read as ``com.microsoft`` ops (:func:`_ort_ops_to_ms`),
+which :mod:`deploycomp.passes.contrib_ops` writes as core ops (they had been refused as
+unknown)."""
 """Custom domains we load without schema checks (ONNX Runtime contrib ops)."""
 
 
@@ -229,6 +234,18 @@ def _check_upgradable(proto: onnx.ModelProto, opset: int) -> None:
 _HELD_DOMAIN = "deploycomp.held"
 
 
+def _ort_ops_to_ms(proto: onnx.ModelProto) -> None:
+    """ONNX Runtime's default-domain ops (:data:`ORT_DEFAULT_DOMAIN_OPS`) in ``com.microsoft``,
+    out of the checker's and the version converter's way, as its other fused ops are."""
+    moved = False
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx") and node.op_type in ORT_DEFAULT_DOMAIN_OPS:
+                node.domain, moved = "com.microsoft", True
+    if moved and not any(imp.domain == "com.microsoft" for imp in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
 def _hold_later_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
     """Default-domain nodes of ops ONNX defines only after ``opset``, moved out of the
     version converter's way (returned, to be put back). ONNX Runtime registers some for
@@ -369,6 +386,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     opset = _default_opset(proto)
     if opset is not None and not 1 <= opset <= onnx.defs.onnx_opset_version():
         raise ModelError(f"{path}: opset {opset} is outside the range ONNX {onnx.__version__} knows (1..{onnx.defs.onnx_opset_version()})")
+    _ort_ops_to_ms(proto)
     _check_ops(proto)
     if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
         target = min(max(opset, MIN_OPSET), MAX_OPSET)

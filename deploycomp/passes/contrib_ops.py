@@ -14,6 +14,11 @@ exactly as ONNX Runtime's contrib-op spec defines it:
   then ``LayerNormalization(s, gamma, beta)`` over the last axis (its fourth output is
   ``s``; the mean and inverse deviation outputs, training-only, stay unsupported);
 * ``SkipSimplifiedLayerNormalization``: the same ``s`` then ``s / sqrt(mean(s^2) + eps) gamma``;
+* ``SimplifiedLayerNormalization(x, gamma)`` (ONNX Runtime's RMS norm, which its optimizer
+  writes in the *default* domain, ``SimplifiedLayerNormFusion``; the loader reads it as a
+  ``com.microsoft`` op: :data:`deploycomp.ir.ORT_DEFAULT_DOMAIN_OPS`): ``x / sqrt(mean(x^2)
+  + eps) gamma`` over the axes from ``axis`` on, in float32 for a float16 ``x``
+  (``stash_type`` 1). Rewritten on every backend (no runtime reads it in that domain);
 * ``FusedMatMul(a, b)``: ``alpha (a or a^T) @ (b or b^T)``, transposing the last two axes;
 * ``FusedConv(x, w[, b[, z]])`` (ONNX Runtime's extended optimization level saves it):
   ``Conv``, plus ``z`` where given, then its ``activation`` (``Relu``, ``Tanh``,
@@ -126,11 +131,35 @@ def _skipsimplifiedlayernormalization(e: _Emit, node: ir.Node) -> list[ir.Value]
     ins = _inputs(node)
     s = _skip_sum(e, node, 3)
     eps = node.attributes.get_float("epsilon", 1e-12)
-    square = e("Mul", s, s)
-    mean_square = (e("ReduceMean", square, e.const(np.array([-1], np.int64), np.int64), keepdims=1)
-                   if e.opset >= 18 else e("ReduceMean", square, axes=[-1], keepdims=1))  # axes an input from 18
+    mean_square = _mean_over(e, e("Mul", s, s), [-1])
     y = e("Mul", e("Div", s, e("Sqrt", e("Add", mean_square, e.const(eps)))), ins[2])
     return [y, None, None, s]
+
+
+def _mean_over(e: _Emit, x: ir.Value, axes: list[int]) -> ir.Value:
+    return (e("ReduceMean", x, e.const(np.array(axes, np.int64), np.int64), keepdims=1)
+            if e.opset >= 18 else e("ReduceMean", x, axes=axes, keepdims=1))  # axes an input from 18
+
+
+def _simplifiedlayernormalization(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
+    if len(node.outputs) > 1 and node.outputs[1] is not None and (node.outputs[1].uses()
+                                                                  or node.outputs[1].is_graph_output()):
+        return None  # inverse std-dev: a training output
+    x, gamma = node.inputs[:2]
+    axis = node.attributes.get_int("axis", -1)
+    rank = x.shape.rank() if x.shape is not None else None
+    if axis != -1 and rank is None:
+        return None
+    axes = [-1] if axis == -1 else list(range(axis % rank, rank))
+    eps = node.attributes.get_float("epsilon", 1e-5)
+    wide = e.dtype != np.float32 and node.attributes.get_int("stash_type", 1) == 1
+    if wide:  # computed in float32, as ONNX Runtime does for a float16 input
+        x = e("Cast", x, to=ir.DataType.FLOAT)
+    y = e("Div", x, e("Sqrt", e("Add", _mean_over(e, e("Mul", x, x), axes),
+                                e.const(eps, np.float32 if wide else None))))
+    if wide:
+        y = e("Cast", y, to=ir.DataType.from_numpy(e.dtype))
+    return [e("Mul", y, gamma)]
 
 
 def _fusedmatmul(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
@@ -288,7 +317,7 @@ def _dynamicquantizelstm(e: _Emit, node: ir.Node) -> list[ir.Value] | None:
 
 
 _SHAPE_OF_INPUT = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
-                             "SkipSimplifiedLayerNormalization"})
+                             "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization"})
 """Ops whose (first) output has their first input's shape."""
 
 _REWRITES = {"Gelu": _gelu, "BiasGelu": _biasgelu, "FastGelu": _fastgelu, "QuickGelu": _quickgelu,
@@ -296,12 +325,18 @@ _REWRITES = {"Gelu": _gelu, "BiasGelu": _biasgelu, "FastGelu": _fastgelu, "Quick
              "SkipSimplifiedLayerNormalization": _skipsimplifiedlayernormalization, "FusedMatMul": _fusedmatmul,
              "FusedConv": _fusedconv,
              "Attention": _attention, "EmbedLayerNormalization": _embedlayernormalization,
-             "DynamicQuantizeLSTM": _dynamicquantizelstm}
+             "DynamicQuantizeLSTM": _dynamicquantizelstm,
+             "SimplifiedLayerNormalization": _simplifiedlayernormalization}
 
 
 class ContribOpsToCorePass(ir.passes.InPlacePass):
-    """Rewrite the main graph's ``com.microsoft`` ops listed in the module docstring as
-    core ops, each output keeping its name; others are left as they are."""
+    """Rewrite the main graph's ONNX Runtime ops listed in the module docstring as core ops,
+    each output keeping its name; others are left as they are. ``only``: those op types
+    alone (a backend that runs the rest itself)."""
+
+    def __init__(self, only: frozenset[str] | None = None):
+        super().__init__()
+        self.only = only
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, modified = model.graph, False
@@ -309,7 +344,7 @@ class ContribOpsToCorePass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, False)
         for node in list(graph):
             rewrite = _REWRITES.get(node.op_type) if node.domain == MS_DOMAIN else None
-            if rewrite is None:
+            if rewrite is None or (self.only is not None and node.op_type not in self.only):
                 continue
             e = _Emit(graph, node, model.opset_imports[""])
             news = rewrite(e, node)

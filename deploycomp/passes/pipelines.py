@@ -25,6 +25,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from deploycomp.ir import ORT_DEFAULT_DOMAIN_OPS
 from deploycomp.passes.affine_depthwise import AffineToDepthwiseConvPass
 from deploycomp.passes.constant_folding import ConstantFoldingPass
 from deploycomp.passes.contrib_ops import ContribOpsToCorePass
@@ -87,6 +88,9 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
             QOperatorToQDQPass(),  # QLinearConv, QLinearAdd, ...: the same arithmetic as QDQ
             StringClassLabelsPass(),  # no backend has string tensors: a label's position instead
             MLOpsToCorePass(),
+            # ONNX Runtime's ops no runtime reads where its optimizer writes them (backends
+            # that run none of its fused ops take more: :func:`_with_core_contrib_ops`)
+            ContribOpsToCorePass(ORT_DEFAULT_DOMAIN_OPS),
             WeightFoldingPass(),
             VariadicOpsPass(),
             ScalarIfConditionPass(),
@@ -121,14 +125,15 @@ def default_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     )
 
 
-def _with_core_contrib_ops(pipeline: Pipeline) -> Pipeline:
+def _with_core_contrib_ops(pipeline: Pipeline, only: frozenset[str] | None = None) -> Pipeline:
     """ONNX Runtime's fused ``com.microsoft`` ops as core ops
-    (:mod:`deploycomp.passes.contrib_ops`), for a backend that runs none of them. OpenVINO
-    reads them itself, and keeps them: its int8 build of an ONNX Runtime-optimized
-    MiniLM met the budget with its own Attention (0.99988) and missed it written out
-    (0.82 all-int8, still 0.82 with 8 of 18 layers float)."""
-    at = next(i for i, p in enumerate(pipeline.prologue) if isinstance(p, MLOpsToCorePass)) + 1
-    pipeline.prologue.insert(at, ContribOpsToCorePass())
+    (:mod:`deploycomp.passes.contrib_ops`), for a backend that runs none of them; ``only``
+    those (:data:`OPENVINO_CONTRIB_OPS`). OpenVINO reads most itself, and keeps them: its
+    int8 build of an ONNX Runtime-optimized MiniLM met the budget with its own Attention
+    (0.99988) and missed it written out (0.82 all-int8, still 0.82 with 8 of 18 layers
+    float)."""
+    at = next(i for i, p in enumerate(pipeline.prologue) if isinstance(p, ContribOpsToCorePass))
+    pipeline.prologue[at] = ContribOpsToCorePass(only if only is None else only | ORT_DEFAULT_DOMAIN_OPS)
     return pipeline
 
 
@@ -177,13 +182,21 @@ def tensorrt_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     return pipeline
 
 
+OPENVINO_CONTRIB_OPS = frozenset({"FusedConv", "FusedMatMul"})
+"""ONNX Runtime's ops the OpenVINO pipeline writes as core ops too (it reads the rest
+itself, :func:`_with_core_contrib_ops`; every pipeline writes out
+:data:`deploycomp.ir.ORT_DEFAULT_DOMAIN_OPS`): a ``FusedConv`` is a ``Conv`` and its activation,
+which its int8 quantizes (an ORT-optimized PP-OCR cls had "built int8" with 24 of its 54
+convolutions float and nothing said); ``FusedMatMul`` likewise."""
+
+
 def openvino_pipeline(shapes: dict[str, tuple[int, ...]]) -> Pipeline:
     """The default, and an LSTM with peephole weights as a ``Scan`` over its cell
     (:mod:`deploycomp.passes.lstm_peepholes`): OpenVINO computes the LSTM op as if they
     were not there. After constant folding, which makes the weights constants. And
     ``ReduceLogSumExp`` from the reductions OpenVINO reads right
     (:mod:`deploycomp.passes.log_sum_exp`): it drops the op's ``axes``."""
-    pipeline = default_pipeline(shapes)
+    pipeline = _with_core_contrib_ops(default_pipeline(shapes), OPENVINO_CONTRIB_OPS)
     pipeline.loop.insert(1, PeepholeLSTMToScanPass())
     pipeline.loop.insert(2, ReduceLogSumExpPass())
     return pipeline

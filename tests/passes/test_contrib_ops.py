@@ -223,3 +223,38 @@ def test_a_model_saved_by_onnx_runtimes_extended_optimizer_builds(tmp_path, real
     assert runner.manifest["validation"]["ok"]
     want = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})
     np.testing.assert_allclose(next(iter(runner.run({"x": x[:1]}).values())), want[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("pipeline", ["default", "openvino", "tflite"])
+@pytest.mark.parametrize("opset,axis", [(12, -1), (18, 1)], ids=["opset 12, last axis", "opset 18, axes 1.."])
+def test_onnx_runtimes_rms_norm_in_the_default_domain_becomes_core_ops(tmp_path, pipeline, opset, axis):
+    """ONNX Runtime's extended optimizer writes its RMS norm as ``SimplifiedLayerNormalization``
+    in the *default* domain, which ONNX does not define: a file it saved had been refused
+    on every target ("unknown op"), and in the default pipeline would have been written
+    out as an op no runtime reads (the loader takes it as a ``com.microsoft`` op)."""
+    gamma = R.standard_normal([H] if axis == -1 else [8, H])
+    node = helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["y"], axis=axis, epsilon=1e-5,
+                            stash_type=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", T.FLOAT, [2, 8, H])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [2, 8, H])],
+                              [numpy_helper.from_array(gamma.astype(np.float32), "gamma")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {"x": (R.standard_normal([2, 8, H]) * 3).astype(np.float32)}
+    ops = optimize_and_compare(tmp_path, model, feeds, rtol=1e-4, atol=1e-5, pipeline=pipeline)
+    assert "SimplifiedLayerNormalization" not in ops and ops["Sqrt"] == 1
+
+
+def test_openvino_writes_out_the_fused_convs_its_int8_quantizes(tmp_path):
+    """A ``FusedConv`` (ONNX Runtime's extended level) is a Conv its activation after it:
+    OpenVINO reads it, but int8 quantizes only ``Conv``: an ORT-optimized PP-OCR cls had
+    built "int8" on host with 24 of its 54 convolutions float, unsaid."""
+    w = R.standard_normal((4, 3, 3, 3)) * 0.3
+    nodes = [ms("FusedConv", ["x", "w"], ["y"], activation="Relu", pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    ops = optimize_and_compare(tmp_path, model, {"x": R.standard_normal((1, 3, 8, 8)).astype(np.float32)},
+                               pipeline="openvino")
+    assert ops["Conv"] == 1 and "FusedConv" not in ops
