@@ -1038,18 +1038,48 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["fp16_execution_ms"] = fp16_info.pop("execution_ms")
         if quant_info is not None:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
+        int8_record = quant_info if quant_info is not None else own  # (a float build of an int8 model: its own)
+        executed_share = None
+        if int8_record is not None and (runner.info.get("float_compute_layers") or own is not None):
+            # QDQ the runtime executes on float activations anyway: the record of int8 layers
+            # is what was placed, this is what runs (a 1-D ConvTranspose in OpenVINO 2026.4;
+            # an NNCF-quantized PP-OCR rec's 42 convolutions on TFLite)
+            from deploycomp.quant.policy import POLICIES
+
+            compute_ops = POLICIES[int8_record["policy"]].compute_ops  # the layers the record counts
+            behind = sorted(set(_compute_layers_named(model.graph, runner.info.get("float_compute_layers") or [],
+                                                      compute_ops))
+                            - set(int8_record["float_layers"]) - set(int8_record.get("dynamic_layers") or ()))
+            if behind or own is not None:
+                floating = set(int8_record["float_layers"]) | set(behind)
+                executed_share = analysis.int8_mac_share(model.graph, compute_ops, floating,
+                                                         analysis.dim_values(model.graph, prep.shapes))
+            if behind and quant_info is not None:
+                quant_info = quant_info | {"executed_float_behind_qdq": behind}
+                if executed_share is not None:  # int8_mac_share is what was placed int8
+                    quant_info["executed_int8_mac_share"] = executed_share
         cost = _cost_at_shapes(prep)
-        share = (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share"))
+        share = (executed_share if executed_share is not None
+                 else (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share")))
+        # a model that arrives int8 executes its int8 at any precision asked for where the
+        # runtime runs its QDQ as int8 kernels (OpenVINO, TensorRT: an fp32 and an int8 build
+        # had written the same file with estimates 4x apart; TFLite's fp32 lowering computes
+        # float between its QUANTIZE/DEQUANTIZE pairs)
+        executes_int8 = str(runner.info.get("executed_precision", "")).startswith("int8")
+        estimated_as = "int8" if own is not None and executes_int8 else opts.precision
         searched = (fp16_info or {}).get("search") or {}
         if opts.precision == "fp16" and searched.get("met"):  # the MACs its searched fp32 segments keep
             share = searched.get("fp16_mac_share")
         # TFLite's fp16 stores float16 weights and computes float32: timed at the fp32 peak (the
         # fp16 peak, twice it on a Pi 5, had halved the estimate of arithmetic it never does)
+        f32_arithmetic = f32_arithmetic and own is None  # (an int8 model has no float16 weights to widen)
         estimate = analysis.roofline_ms(
-            cost, opts.precision, _peak_tops(target, "fp32" if f32_arithmetic else opts.precision),
+            cost, estimated_as, _peak_tops(target, "fp32" if f32_arithmetic else estimated_as),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
-            int8_share=share if opts.precision in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
+            int8_share=share if estimated_as in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
         )
+        if estimated_as != opts.precision:
+            estimate["estimated_as"] = "int8: the model arrives int8 and the runtime executes its own int8 layers"
         if f32_arithmetic:
             estimate["peak"] = "fp32: float16 weights, float32 arithmetic"
         latency_ms = estimate["estimate_ms"]
@@ -1104,21 +1134,6 @@ def _build(opts: BuildOptions) -> BuildResult:
             # turned on how far the search got: ok at 5 s, missed at 30 s)
             summary.checks.append(BudgetCheck("int8_layers", 0, 1, False, "",
                                               " (no layer stays int8 within the fidelity budget)", fidelity=True))
-        if quant_info is not None and runner.info.get("float_compute_layers"):
-            # QDQ the runtime executes on float activations anyway: the record of int8 layers
-            # is what was placed, this is what runs (a 1-D ConvTranspose in OpenVINO 2026.4)
-            from deploycomp.quant.policy import POLICIES
-
-            compute_ops = POLICIES[quant_info["policy"]].compute_ops  # the layers the record counts
-            behind = sorted(set(_compute_layers_named(model.graph, runner.info["float_compute_layers"], compute_ops))
-                            - set(quant_info["float_layers"]) - set(quant_info.get("dynamic_layers") or ()))
-            if behind:
-                quant_info = quant_info | {"executed_float_behind_qdq": behind}
-                floating = set(quant_info["float_layers"]) | set(behind)
-                executed = analysis.int8_mac_share(model.graph, compute_ops, floating,
-                                                   analysis.dim_values(model.graph, prep.shapes))
-                if executed is not None:  # int8_mac_share is what was placed int8
-                    quant_info["executed_int8_mac_share"] = executed
         measured["budgets"] = summary.to_json(measured=True)
         measured["stage_seconds"] = clock.stop()
         measured["build_seconds"] = round(time.time() - started, 3)

@@ -131,10 +131,16 @@ class TensorRTBackend:
             "engine": None,
             "reference": "reference.npz",
         }
-        if precision == "int8" and not any(n.op_type == "QuantizeLinear" and n.inputs[0].const_value is None
-                                           for n in ir.traversal.RecursiveGraphIterator(model.graph)):
+        quantized = any(n.op_type == "QuantizeLinear" and n.inputs[0].const_value is None
+                        for n in ir.traversal.RecursiveGraphIterator(model.graph))
+        if precision == "int8" and not quantized:
             # every layer kept float: no activation is quantized, the engine computes fp32
             info |= {"typed_as": "fp32 tensors (no layer stayed int8)", "graph_precision": "fp32"}
+        elif precision != "int8" and quantized:
+            # a model that arrives int8: explicit quantization, whatever the builder flags (its
+            # fp32 and int8 builds write the same file; the fp32 one had said "executes fp32")
+            info |= {"typed_as": f"QDQ of its own (explicit quantization), the rest {precision}",
+                     "graph_precision": "int8"}
         files.append(out_dir / PLAN_FILE)
         engine = self._maybe_build_engine(out_dir, plan)
         if engine:

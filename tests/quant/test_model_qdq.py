@@ -388,3 +388,22 @@ def test_a_model_that_arrives_int8_is_timed_as_it_ships(ort_quantized, tmp_path,
     assert shipped >= max(measured["reference_latency"].get("runs", 1), validation["data"]["samples"])
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Fidelity vs ONNX Runtime on the original int8 model" in report
+
+
+def test_a_model_that_arrives_int8_is_estimated_as_what_its_file_executes(ort_quantized, tmp_path):
+    """TensorRT runs a QDQ file's own int8 whatever precision the build asks for: its fp32
+    and int8 builds write the same file and had been estimated 4x apart (the fp32 one said
+    "executes fp32"); a QDQ pair is no pass over memory of its own (every int8 runtime
+    folds it), so the int8 file is not estimated slower than its float twin either."""
+    from deploycomp import analysis
+    from deploycomp.ir import load_model
+
+    runs = {p: deploycomp.build(ort_quantized, tmp_path / p, target="jetson-orin-nano", precision=p, no_fail=True)
+            for p in ("fp32", "int8")}
+    estimates = {p: r.manifest["validation"]["latency_estimate"] for p, r in runs.items()}
+    assert estimates["fp32"]["estimate_ms"] == estimates["int8"]["estimate_ms"]
+    assert estimates["fp32"]["estimated_as"].startswith("int8: the model arrives int8")
+    assert runs["fp32"].manifest["backend"]["runtime"]["executed_precision"].startswith("int8 graph")
+    float_cost = analysis.analyze(load_model(tmp_path / "float.onnx").model, {"N": 1})
+    int8_cost = analysis.analyze(load_model(ort_quantized).model)
+    assert int8_cost.activation_elements <= float_cost.activation_elements  # (its Relu went into the Conv)
