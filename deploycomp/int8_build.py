@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from deploycomp import datasets, trials as trial
 from deploycomp.errors import UnsupportedError
+from deploycomp.ir import io_types_kept
 from deploycomp.fp16_ranges import MAX_RANGE_SAMPLES, fp32_tensors
 from deploycomp.report import ranges_label
 from deploycomp.targets import Fidelity, TargetProfile
@@ -106,7 +107,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
     # QDQ starts from float32 (ONNX Runtime has no float16 QuantizeLinear, ONNX no float64 one)
     if Float16ToFloat32Pass()(prep.model).modified:
         prep.assumed.append("a float16 model: calibrated and quantized from its float32 form (each float16 weight "
-                            "widened exactly), its inputs and outputs still float16")
+                            f"widened exactly), {io_types_kept(prep.model)}")
     if Float64ToFloat32Pass()(prep.model).modified:
         prep.assumed.append("float64 parts computed in float32 for int8 (each float64 weight rounded), its inputs "
                             "and outputs still as typed")

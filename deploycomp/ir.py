@@ -48,6 +48,8 @@ __all__ = [
     "add_initializer",
     "external_locations",
     "float_only",
+    "io_types_kept",
+    "ORT_DEFAULT_DOMAIN_OPS",
     "replace_node", "replace_value",
     "MIN_OPSET",
     "LoadedModel",
@@ -65,12 +67,12 @@ MAX_OPSET = 23
 """Newest default-domain opset the reference runner and backends all accept."""
 
 PASS_THROUGH_DOMAINS = frozenset({"com.microsoft"})
+"""Custom domains we load without schema checks (ONNX Runtime contrib ops)."""
 ORT_DEFAULT_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
 """Ops ONNX Runtime's optimizer writes in the default domain that ONNX does not define (its
 RMS norm, at ``ORT_ENABLE_EXTENDED``): read as ``com.microsoft`` ops (:func:`_ort_ops_to_ms`),
 which :mod:`deploycomp.passes.contrib_ops` writes as core ops (they had been refused as
 unknown)."""
-"""Custom domains we load without schema checks (ONNX Runtime contrib ops)."""
 
 
 @dataclass
@@ -488,3 +490,16 @@ def uses_through(value: ir.Value, through: Callable[[ir.Node], bool], any_input:
             yield use
             if (use.idx == 0 or any_input) and use.node.domain in ("", "ai.onnx") and through(use.node):
                 stack.extend(o for o in use.node.outputs if o is not None)
+
+
+def io_types_kept(model: ir.Model) -> str:
+    """How a float16 model's inputs and outputs are typed, which a float32 computation keeps
+    (onnxconverter-common's ``keep_io_types`` leaves them float32: "still float16" had
+    been said of those too)."""
+    floats = {v.dtype for v in [*model.graph.inputs, *model.graph.outputs]
+              if v.dtype is not None and v.dtype.is_floating_point()}
+    if floats == {ir.DataType.FLOAT16}:
+        return "its inputs and outputs still float16"
+    if ir.DataType.FLOAT16 not in floats:
+        return "its inputs and outputs float32 as the file types them"
+    return "its inputs and outputs as the file types them (some float16)"

@@ -36,7 +36,7 @@ from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output,
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
-from deploycomp.ir import MIN_OPSET, float_only, load_model, save_model
+from deploycomp.ir import MIN_OPSET, float_only, io_types_kept, load_model, save_model
 from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.preprocess import load_spec
 from deploycomp.passes import build_pipeline, run_passes
@@ -534,7 +534,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
     if any(r.name == "Float16ToFloat32Pass" and r.modified for r in plog.records):  # (a backend's pipeline)
         assumed.append("a float16 model: computed in float32 (each float16 weight widened exactly: the runtime has "
-                       "no float16 kernels for its ops), its inputs and outputs still float16")
+                       f"no float16 kernels for its ops), {io_types_kept(model)}")
     if integer_ops:
         assumed.append(f"the model arrives int8 through ONNX Runtime's dynamic quantization ({integer_ops} "
                        f"ConvInteger/MatMulInteger): {integer_ops - left} rewritten as float ops on their int8 weights' "

@@ -331,3 +331,22 @@ def test_an_ir3_file_with_an_unlisted_initializer_loads_as_onnx_runtime_runs_it(
     loaded = load_model(os.path.join(os.path.dirname(onnxruntime.__file__), "datasets", "mul_1.onnx"))
     assert [v.name for v in loaded.model.graph.inputs] == ["X"] and "W" in loaded.model.graph.initializers
     assert loaded.model.opset_imports[""] >= MIN_OPSET
+
+
+@pytest.mark.parametrize("io,said", [(onnx.TensorProto.FLOAT16, "still float16"),
+                                     (onnx.TensorProto.FLOAT, "float32 as the file types them")])
+def test_a_float16_models_io_types_are_said_as_the_file_has_them(tmp_path, io, said):
+    """onnxconverter-common's ``keep_io_types`` leaves a float16 model's inputs and outputs
+    float32: "still float16" had been said of those too."""
+    from onnx import helper
+
+    from deploycomp.ir import io_types_kept, load_model
+
+    inner = [helper.make_node("Cast", ["x"], ["h"], to=onnx.TensorProto.FLOAT16),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Cast", ["r"], ["y"], to=onnx.TensorProto.FLOAT)]
+    nodes = [helper.make_node("Relu", ["x"], ["y"])] if io == onnx.TensorProto.FLOAT16 else inner
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", io, [2])],
+                              [helper.make_tensor_value_info("y", io, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    assert said in io_types_kept(load_model(tmp_path / "m.onnx").model)
