@@ -911,6 +911,11 @@ def _build(opts: BuildOptions) -> BuildResult:
                 # f16 only round more (and OpenVINO's CPU ran Smart Turn's 333x slower so)
                 fp16_info.setdefault("executes_fp32", "the model arrives int8: its float parts execute f32")
                 lowered = replace(lowered, info=f32)
+            elif own is not None and fp16_info is not None and getattr(backend, "fp16_compute", "") == "weights":
+                # (TFLite's fp16 is float16 weights: an int8 model's are int8, and its fp16 build
+                # had written its fp32 build's file without a word)
+                fp16_info.setdefault("executes_fp32", "the model arrives int8: its weights stay int8 and its float "
+                                                      "parts compute f32, as in its fp32 build")
             return validate(lowered)
 
         def lower_and_validate(model: ir.Model):
@@ -1066,7 +1071,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         # had written the same file with estimates 4x apart; TFLite's fp32 lowering computes
         # float between its QUANTIZE/DEQUANTIZE pairs)
         executes_int8 = str(runner.info.get("executed_precision", "")).startswith("int8")
-        estimated_as = "int8" if own is not None and executes_int8 else opts.precision
+        estimated_as = opts.precision if own is None else "int8" if executes_int8 else "fp32"
         searched = (fp16_info or {}).get("search") or {}
         if opts.precision == "fp16" and searched.get("met"):  # the MACs its searched fp32 segments keep
             share = searched.get("fp16_mac_share")
@@ -1079,7 +1084,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             int8_share=share if estimated_as in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
         )
         if estimated_as != opts.precision:
-            estimate["estimated_as"] = "int8: the model arrives int8 and the runtime executes its own int8 layers"
+            estimate["estimated_as"] = (f"{estimated_as}: the model arrives int8 and the runtime executes "
+                                        + ("its own int8 layers" if executes_int8 else "it in float32"))
         if f32_arithmetic:
             estimate["peak"] = "fp32: float16 weights, float32 arithmetic"
         latency_ms = estimate["estimate_ms"]

@@ -80,6 +80,12 @@ def _read_onnx(ov: Any, path: Path, trial: bool = False) -> Any:
     return ov.Core().read_model(str(path)) if trial else ov.convert_model(str(path))
 
 
+def _int8_weights(model: ir.Model) -> bool:
+    """Whether weights reach the model through DequantizeLinear of 8-bit constants."""
+    return any(n.op_type == "DequantizeLinear" and n.inputs[0] is not None and n.inputs[0].const_value is not None
+               and n.inputs[0].dtype in (ir.DataType.INT8, ir.DataType.UINT8) for n in model.graph)
+
+
 def _precision_name(ov_type: Any) -> str:
     text = str(getattr(ov_type, "get_type_name", lambda: ov_type)())
     text = text.replace("<Type: '", "").replace("'>", "")
@@ -491,7 +497,10 @@ class OpenVINOBackend:
                 "xml": xml.name,
                 "device": target.device,
                 "precision": precision,
-                "weights": {"fp16": "f16", "int8": "i8 (QDQ)"}.get(precision, "f32"),
+                # (a model that arrives int8 keeps its int8 weights at any precision: "f32" had
+                # been said of a model.bin of int8 weights)
+                "weights": ("i8 (QDQ)" if precision == "int8" or _int8_weights(model)
+                            else {"fp16": "f16"}.get(precision, "f32")),
                 "openvino_version": ov.get_version(),
                 "output_names": [v.name for v in model.graph.outputs],
                 **({"fp32_weights": kept} if kept else {}),

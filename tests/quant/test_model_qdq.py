@@ -407,3 +407,18 @@ def test_a_model_that_arrives_int8_is_estimated_as_what_its_file_executes(ort_qu
     float_cost = analysis.analyze(load_model(tmp_path / "float.onnx").model, {"N": 1})
     int8_cost = analysis.analyze(load_model(ort_quantized).model)
     assert int8_cost.activation_elements <= float_cost.activation_elements  # (its Relu went into the Conv)
+
+
+def test_a_tflite_fp16_build_of_a_model_that_arrives_int8_says_it_is_its_fp32_build(ort_quantized, tmp_path):
+    """TFLite's fp16 is float16 weights; an int8 model's are int8: its fp16 build wrote its
+    fp32 build's file, estimated 2x faster, without a word."""
+    runs = {p: deploycomp.build(ort_quantized, tmp_path / p, target="android-arm64", precision=p, no_fail=True)
+            for p in ("fp32", "fp16")}
+    assert (runs["fp16"].manifest["validation"]["latency_estimate"]["estimate_ms"]
+            == runs["fp32"].manifest["validation"]["latency_estimate"]["estimate_ms"])
+    assert runs["fp16"].manifest["fp16"]["executes_fp32"].startswith("the model arrives int8: its weights stay int8")
+
+
+def test_an_int8_models_host_bundle_says_its_weights_are_int8_at_any_precision(ort_quantized, tmp_path):
+    runner = deploycomp.build(ort_quantized, tmp_path / "out", target="host", precision="fp32", no_fail=True)
+    assert runner.manifest["backend"]["lowered"]["weights"] == "i8 (QDQ)"  # ("f32" over a model.bin of int8)
