@@ -609,6 +609,11 @@ def _source_at(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Path | byte
         return path
 
 
+OWN_INT8_FLOAT_SHARE = 0.5
+"""A model that arrives int8 whose own encodings leave more of its MACs than this float on
+the target is warned about (an NNCF-quantized PP-OCR rec on TFLite: every convolution,
+0% of its MACs int8, built "[ok]" as an int8 bundle)."""
+
 REFERENCE_FP32 = "ONNX Runtime fp32"
 REFERENCE_INT8 = "ONNX Runtime on the original int8 model"
 """What a host bundle's latency is said against (``measured.reference_latency.against``):
@@ -1059,6 +1064,11 @@ def _build(opts: BuildOptions) -> BuildResult:
                 floating = set(int8_record["float_layers"]) | set(behind)
                 executed_share = analysis.int8_mac_share(model.graph, compute_ops, floating,
                                                          analysis.dim_values(model.graph, prep.shapes))
+            if own is not None and behind and executed_share is not None and executed_share < OWN_INT8_FLOAT_SHARE:
+                log.warning("%s runs %d of the model's %d own int8 layers float (%.0f%% of its MACs int8): its "
+                            "encodings do not fit %s's int8 kernels (e.g. a layer's input quantized, its output "
+                            "not); the float model quantized here (--calibration) runs them int8", backend.name,
+                            len(behind), int8_record["int8_layers"], 100 * executed_share, backend.name)
             if behind and quant_info is not None:
                 quant_info = quant_info | {"executed_float_behind_qdq": behind}
                 if executed_share is not None:  # int8_mac_share is what was placed int8

@@ -422,3 +422,34 @@ def test_a_tflite_fp16_build_of_a_model_that_arrives_int8_says_it_is_its_fp32_bu
 def test_an_int8_models_host_bundle_says_its_weights_are_int8_at_any_precision(ort_quantized, tmp_path):
     runner = deploycomp.build(ort_quantized, tmp_path / "out", target="host", precision="fp32", no_fail=True)
     assert runner.manifest["backend"]["lowered"]["weights"] == "i8 (QDQ)"  # ("f32" over a model.bin of int8)
+
+
+def test_own_encodings_tflite_cannot_run_int8_are_said(tmp_path, caplog):
+    """NNCF quantizes a layer's input and weights, not its output: TFLite's int8 kernels
+    need both ends, and an NNCF-quantized PP-OCR rec ran every convolution float on
+    Android (0% of its MACs int8) in a bundle that said "[ok]" and nothing else."""
+    import logging
+
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(2):
+        w = rng.integers(-100, 100, (4, 4 if i else 3, 3, 3)).astype(np.int8)
+        inits += [numpy_helper.from_array(w, f"w{i}q"), numpy_helper.from_array(np.float32(0.01), f"w{i}s"),
+                  numpy_helper.from_array(np.int8(0), f"w{i}z"), numpy_helper.from_array(np.float32(0.05), f"a{i}s"),
+                  numpy_helper.from_array(np.uint8(128), f"a{i}z")]
+        nodes += [helper.make_node("QuantizeLinear", [x, f"a{i}s", f"a{i}z"], [f"q{i}"]),
+                  helper.make_node("DequantizeLinear", [f"q{i}", f"a{i}s", f"a{i}z"], [f"d{i}"]),
+                  helper.make_node("DequantizeLinear", [f"w{i}q", f"w{i}s", f"w{i}z"], [f"w{i}"]),
+                  helper.make_node("Conv", [f"d{i}", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    graph = helper.make_graph(nodes, "nncf_like", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info(x, T.FLOAT, [1, 4, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "out", target="android-arm64", precision="int8",
+                                  no_fail=True)
+    assert runner.manifest["quantization"]["executed_int8_mac_share"] < 0.5
+    assert "runs 1 of the model's 2 own int8 layers float" in caplog.text  # (the last: nothing after it encoded)
