@@ -1048,34 +1048,19 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["fp16_execution_ms"] = fp16_info.pop("execution_ms")
         if quant_info is not None:
             measured["calibration_seconds"] = quant_info.pop("calibration_seconds")
-        int8_record = quant_info if quant_info is not None else own  # (a float build of an int8 model: its own)
-        executed_share = None
-        if int8_record is not None and (runner.info.get("float_compute_layers") or own is not None):
-            # QDQ the runtime executes on float activations anyway: the record of int8 layers
-            # is what was placed, this is what runs (a 1-D ConvTranspose in OpenVINO 2026.4;
-            # an NNCF-quantized PP-OCR rec's 42 convolutions on TFLite)
-            from deploycomp.quant.policy import POLICIES
-
-            compute_ops = POLICIES[int8_record["policy"]].compute_ops  # the layers the record counts
-            behind = sorted(set(_compute_layers_named(model.graph, runner.info.get("float_compute_layers") or [],
-                                                      compute_ops))
-                            - set(int8_record["float_layers"]) - set(int8_record.get("dynamic_layers") or ()))
-            if behind or own is not None:
-                floating = set(int8_record["float_layers"]) | set(behind)
-                executed_share = analysis.int8_mac_share(model.graph, compute_ops, floating,
-                                                         analysis.dim_values(model.graph, prep.shapes))
-            if own is not None and behind and executed_share is not None and executed_share < OWN_INT8_FLOAT_SHARE:
-                log.warning("%s runs %d of the model's %d own int8 layers float (%.0f%% of its MACs int8): its "
-                            "encodings do not fit %s's int8 kernels (e.g. a layer's input quantized, its output "
-                            "not); the float model quantized here (--calibration) runs them int8", backend.name,
-                            len(behind), int8_record["int8_layers"], 100 * executed_share, backend.name)
-            if behind and quant_info is not None:
-                quant_info = quant_info | {"executed_float_behind_qdq": behind}
-                if executed_share is not None:  # int8_mac_share is what was placed int8
-                    quant_info["executed_int8_mac_share"] = executed_share
+        executed_share, behind = _executed_int8(model, runner, quant_info if quant_info is not None else own, prep,
+                                                own is not None)
+        if own is not None and behind and executed_share is not None and executed_share < OWN_INT8_FLOAT_SHARE:
+            log.warning("%s runs %d of the model's %d own int8 layers float (%.0f%% of its MACs int8): its "
+                        "encodings do not fit %s's int8 kernels (e.g. a layer's input quantized, its output "
+                        "not); the float model quantized here (--calibration) runs them int8", backend.name,
+                        len(behind), own["int8_layers"], 100 * executed_share, backend.name)
+        if behind and quant_info is not None:
+            quant_info = quant_info | {"executed_float_behind_qdq": behind}
+            if executed_share is not None:  # int8_mac_share is what was placed int8
+                quant_info["executed_int8_mac_share"] = executed_share
         cost = _cost_at_shapes(prep)
-        share = (executed_share if executed_share is not None
-                 else (quant_info or {}).get("executed_int8_mac_share", (quant_info or {}).get("int8_mac_share")))
+        share = executed_share if executed_share is not None else (quant_info or {}).get("int8_mac_share")
         # a model that arrives int8 executes its int8 at any precision asked for where the
         # runtime runs its QDQ as int8 kernels (OpenVINO, TensorRT: an fp32 and an int8 build
         # had written the same file with estimates 4x apart; TFLite's fp32 lowering computes
@@ -1362,6 +1347,27 @@ def _compute_layers_named(graph: ir.Graph, names: Iterable[str], compute_ops: tu
             frontier = [v.producer() for n in frontier for v in n.inputs
                         if v is not None and v.producer() is not None and v.const_value is None]
     return found
+
+
+def _executed_int8(model: ir.Model, runner, record: dict | None, prep: Prepared,
+                   own: bool) -> tuple[float | None, list[str]]:
+    """What of an int8 record's layers (a search's, or a model's own) the runtime executes
+    int8: the share of the MACs (None where not counted: a float model, or one the runtime
+    runs as placed) and the layers it runs float behind their QDQ anyway (a 1-D
+    ConvTranspose in OpenVINO 2026.4; an NNCF-quantized PP-OCR rec's 42 convolutions on
+    TFLite). The record counts what was placed; this is what runs. ``own``: the record is
+    the model's own encodings (whose share is counted here, a search's is in its record)."""
+    if record is None:
+        return None, []
+    from deploycomp.quant.policy import POLICIES
+
+    compute_ops = POLICIES[record["policy"]].compute_ops  # the layers the record counts
+    behind = sorted(set(_compute_layers_named(model.graph, runner.info.get("float_compute_layers") or [], compute_ops))
+                    - set(record["float_layers"]) - set(record.get("dynamic_layers") or ()))
+    if not behind and not own:
+        return None, []
+    floating = set(record["float_layers"]) | set(behind)
+    return analysis.int8_mac_share(model.graph, compute_ops, floating, analysis.dim_values(model.graph, prep.shapes)), behind
 
 
 def _own_runtime_floor(prep: Prepared, samples: list, refs: list,
