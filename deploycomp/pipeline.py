@@ -46,7 +46,7 @@ from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
 from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
-from deploycomp.targets import Fidelity, TargetProfile, cpu_name, is_shipped, load_target
+from deploycomp.targets import Fidelity, TargetProfile, check_op_names, cpu_name, is_shipped, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
@@ -722,6 +722,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     started, clock = time.time(), StageClock(opts.progress)
     opts = replace(opts, progress=clock)
     target = load_target(opts.target)
+    check_op_names(target)
     _check_precision(target, opts.precision)
     backend = get_backend(target.backend)
     ensure_available(backend, f"target {target.name}: ")

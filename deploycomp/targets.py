@@ -50,6 +50,7 @@ __all__ = [
     "Fidelity",
     "TargetProfile",
     "cpu_features",
+    "check_op_names",
     "cpu_name",
     "families",
     "is_profile_path",
@@ -134,6 +135,31 @@ class DeviceMatch(_Strict):
         return self.memory_gb is None or not memory or abs(memory - self.memory_gb) <= 0.25 * self.memory_gb
 
 
+DEVICES: dict[str, frozenset[str]] = {
+    "openvino": frozenset({"CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI"}),  # (GPU.1, AUTO:GPU,CPU: by prefix)
+    "tflite": frozenset({"CPU", "GPU", "NPU", "DSP", "EDGETPU"}),
+    "tensorrt": frozenset({"GPU", "DLA"}),
+    "onnxruntime": frozenset({"CPU", "GPU"}),
+}
+"""The device strings each backend's profiles may name: a typo (``EDGETPUU``) had built,
+as a plain CPU, a bundle the Edge TPU's compiler maps otherwise."""
+
+
+def check_op_names(profile: "TargetProfile") -> None:
+    """A profile's ``unsupported_ops`` as ONNX names its op types: ``conv`` had matched no
+    node, and a profile meant to refuse convolutions built them. Checked where a build or a
+    fleet uses the profile (ONNX's op schemas are not loaded to list targets)."""
+    import onnx.defs
+
+    unknown = [op for op in profile.unsupported_ops if not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))]
+    if unknown:
+        known = {s.name.lower(): s.name for s in onnx.defs.get_all_schemas()}
+        hints = [f"'{op}'" + (f" (did you mean '{known[op.lower()]}'?)" if op.lower() in known else "")
+                 for op in unknown]
+        raise ProfileError(f"{profile.source_file or profile.name}: field 'unsupported_ops': not an ONNX op type: "
+                           + ", ".join(hints))
+
+
 class TargetProfile(_Strict):
     name: str
     description: str
@@ -164,6 +190,9 @@ class TargetProfile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetProfile":
+        if self.device.split(".")[0].split(":")[0] not in DEVICES[self.backend]:
+            raise ValueError(f"device {self.device!r} is not one a {self.backend} profile names "
+                             f"({', '.join(sorted(DEVICES[self.backend]))})")
         if self.preferred_precision not in self.precisions:
             raise ValueError(
                 f"preferred_precision {self.preferred_precision!r} is not in precisions {self.precisions}"
@@ -248,8 +277,9 @@ def _validate(data: dict[str, Any], path: Path) -> TargetProfile:
         return TargetProfile.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "<profile>"
-        raise ProfileError(f"{path}: field '{field}': {err['msg']}") from e
+        msg = err["msg"].removeprefix("Value error, ")
+        field = ".".join(str(p) for p in err["loc"])  # (none: a check across fields, whose message names them)
+        raise ProfileError(f"{path}: field '{field}': {msg}" if field else f"{path}: {msg}") from e
 
 
 def load_profile_file(path: str | Path) -> TargetProfile:

@@ -528,6 +528,11 @@ def test_two_profile_files_named_alike_and_a_bad_preprocessing_spec_are_spec_err
     (fleet_dir / "prep.yaml").write_text("resize: stretch\n")
     with pytest.raises(InputDataError, match=r"models\[0\].preprocess: .*prep.yaml: resize"):
         load_spec(fleet_dir / "p.yaml")
+    # an op type a profile refuses, not spelled as ONNX does, is named before any build
+    (fleet_dir / "a" / "board.yaml").write_text("name: board\nextends: android-arm64\nunsupported_ops: [conv]\n")
+    (fleet_dir / "o.yaml").write_text(ONE.replace("targets: [host]", "targets: [a/board.yaml]"))
+    with pytest.raises(InputDataError, match=r"targets: .*board.yaml: field 'unsupported_ops': not an ONNX op type"):
+        load_spec(fleet_dir / "o.yaml")
 
 
 def test_judging_rules_and_the_box_budget_reach_the_build(fleet_dir):

@@ -214,3 +214,19 @@ def test_a_bundle_says_where_its_profile_came_from(tiny_conv, tmp_path, caplog):
         deploycomp.build(tiny_conv, out, target=target)
         record = json.loads((out / "manifest.json").read_text())["target"]
         assert (record["shipped"], record["profile"]["extended_from"]) == (shipped, chain), target
+
+
+@pytest.mark.parametrize("extra,error", [
+    ({"unsupported_ops": ["conv"]}, r"field 'unsupported_ops': not an ONNX op type: 'conv' \(did you mean 'Conv'\?\)"),
+    ({"device": "EDGETPUU"}, r"device 'EDGETPUU' is not one a tflite profile names \(CPU, DSP, EDGETPU, GPU, NPU\)"),
+])
+def test_a_profiles_free_text_fields_are_checked(tiny_conv, tmp_path, extra, error):
+    """``unsupported_ops: [conv]`` matched no node and a profile meant to refuse convolutions
+    built them; a device typo built a plain CPU bundle for an Edge TPU profile."""
+    import deploycomp
+
+    with pytest.raises(ProfileError, match=error):
+        deploycomp.build(tiny_conv, tmp_path / "out", target=str(_write(tmp_path, {"extends": "raspberry-pi-5", **extra},
+                                                                         "typo.yaml")))
+    assert not (tmp_path / "out").exists()
+    assert load_target(_write(tmp_path, {"extends": "intel-core-avx2", "device": "GPU.1"}, "gpu.yaml")).device == "GPU.1"

@@ -256,7 +256,7 @@ def _key_path(loc: tuple) -> str:
 
 def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
     """The spec and its jobs, every path resolved against the spec file's folder."""
-    from deploycomp.targets import PRECISIONS, load_target
+    from deploycomp.targets import PRECISIONS, check_op_names, load_target
     from deploycomp.yamlfile import read_mapping
 
     path = Path(path)
@@ -301,7 +301,7 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
             if t in checked_targets:
                 continue
             try:  # (a SpecError of local() already names the file and the key)
-                load_target(local(t, key) if is_profile_path(t) else t)
+                check_op_names(load_target(local(t, key) if is_profile_path(t) else t))
             except SpecError:
                 raise
             except DeployError as e:
