@@ -1148,7 +1148,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "versions": _versions(),
             "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset,
-                       **({"external_data": prep.external_data} if prep.external_data else {})},
+                       **({"external_data": prep.external_data} if prep.external_data else {}),
+                       # (a model that arrives int8, at any precision: its fp32 build's manifest had
+                       # said so only in prose, under assumptions)
+                       **({"int8": {k: own[k] for k in ("source", "activation_dtype", "activation_symmetric",
+                                                         "weights", "int8_layers") if k in own}} if own else {})},
             "target": {"name": target.name, "resolved_from": target.resolved_from, "profile_sha256": target.digest(),
                        "shipped": is_shipped(target.source_file) or bool(target.family_members),
                        "profile": target.model_dump(exclude={"source_file"})} | _family_record(target, backend.name),

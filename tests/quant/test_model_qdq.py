@@ -453,3 +453,11 @@ def test_own_encodings_tflite_cannot_run_int8_are_said(tmp_path, caplog):
                                   no_fail=True)
     assert runner.manifest["quantization"]["executed_int8_mac_share"] < 0.5
     assert "runs 1 of the model's 2 own int8 layers float" in caplog.text  # (the last: nothing after it encoded)
+
+
+def test_a_float_build_of_a_model_that_arrives_int8_records_its_encodings(ort_quantized, tmp_path):
+    """Its fp32 build's manifest had said the model arrives int8 only in prose."""
+    runner = deploycomp.build(ort_quantized, tmp_path / "out", target="host", precision="fp32", no_fail=True)
+    own = runner.manifest["source"]["int8"]
+    assert runner.manifest["quantization"] is None
+    assert own["source"] == "the model's own QuantizeLinear/DequantizeLinear" and own["int8_layers"] == 2
