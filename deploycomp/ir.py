@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -123,9 +123,26 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
-def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.TensorProto]]:
-    """Each tensor a node of ``graph`` holds in an attribute (a ``Constant``'s value)."""
-    for node in graph.node:
+def _bodies(proto: onnx.ModelProto) -> Iterator[tuple[Sequence[onnx.NodeProto], Sequence[onnx.TensorProto]]]:
+    """Every list of nodes the model holds, with its initializers: its graphs (control-flow
+    bodies too) and its local functions' bodies (and their graphs). A ``Constant`` naming
+    ``/etc/passwd`` as its external data inside a function had been read by constant
+    folding, and its bytes written into an optimized model."""
+    for graph in _graphs(proto.graph):
+        yield graph.node, [*graph.initializer, *(t for sp in graph.sparse_initializer for t in (sp.values, sp.indices))]
+    for function in proto.functions:
+        yield function.node, []
+        for node in function.node:
+            for attr in node.attribute:
+                for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                    for graph in _graphs(g):
+                        yield graph.node, [*graph.initializer,
+                                           *(t for sp in graph.sparse_initializer for t in (sp.values, sp.indices))]
+
+
+def _attribute_tensors(nodes: Sequence[onnx.NodeProto]) -> Iterator[tuple[onnx.NodeProto, onnx.TensorProto]]:
+    """Each tensor one of ``nodes`` holds in an attribute (a ``Constant``'s value)."""
+    for node in nodes:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 yield node, attr.t
@@ -135,13 +152,13 @@ def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto,
 
 def _external_tensors(proto: onnx.ModelProto,
                       initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto, str | None]]:
-    """Each tensor whose data is external, in every graph (control-flow bodies too),
-    initializers (unless not ``initializers``) and ``Constant`` values alike: (what it is,
-    the tensor, the location it names)."""
-    for graph in _graphs(proto.graph):
-        held = [(f"initializer '{t.name}'", t) for t in graph.initializer] if initializers else []
+    """Each tensor whose data is external, in every graph (control-flow bodies and local
+    functions too: :func:`_bodies`), initializers (unless not ``initializers``) and
+    ``Constant`` values alike: (what it is, the tensor, the location it names)."""
+    for nodes, inits in _bodies(proto):
+        held = [(f"initializer '{t.name}'", t) for t in inits] if initializers else []
         held += [(f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'", t)
-                 for node, t in _attribute_tensors(graph)]
+                 for node, t in _attribute_tensors(nodes)]
         for what, tensor in held:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 yield what, tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)

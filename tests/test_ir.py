@@ -350,3 +350,46 @@ def test_a_float16_models_io_types_are_said_as_the_file_has_them(tmp_path, io, s
                               [helper.make_tensor_value_info("y", io, [2])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     assert said in io_types_kept(load_model(tmp_path / "m.onnx").model)
+
+
+def _function_constant(tmp_path, location: str):
+    """A model whose local function holds a ``Constant`` of external data at ``location``."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    tensor = numpy_helper.from_array(np.zeros(4, np.float32), "k")
+    tensor.ClearField("raw_data")
+    tensor.data_location = T.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    body = [helper.make_node("Constant", [], ["k"], value=tensor), helper.make_node("Add", ["a", "k"], ["b"])]
+    function = helper.make_function("local", "AddK", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("AddK", ["x"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                              functions=[function])
+    (tmp_path / "m").mkdir(exist_ok=True)
+    onnx.save(model, tmp_path / "m" / "model.onnx")
+    return tmp_path / "m" / "model.onnx"
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../secret.bin"])
+def test_external_data_in_a_local_function_is_checked_like_any_other(tmp_path, location):
+    """A ``Constant`` naming ``/etc/passwd`` inside a local function had been read by
+    constant folding and its bytes written into the optimized model."""
+    (tmp_path / "secret.bin").write_bytes(b"secret!!" * 2)
+    with pytest.raises(ModelError, match="external data path .* (is absolute|points outside)"):
+        load_model(_function_constant(tmp_path, location))
+
+
+def test_external_data_in_a_local_function_is_read_from_the_models_folder(tmp_path, monkeypatch):
+    path = _function_constant(tmp_path, "k.bin")
+    (path.parent / "k.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    monkeypatch.chdir(tmp_path)  # (not the model's folder: a relative path had been read from here)
+    from deploycomp.passes import build_pipeline, run_passes
+
+    model, _ = run_passes(load_model(path).model, build_pipeline("default", {"x": (4,)}))
+    save_model(model, tmp_path / "out.onnx")
+    got = ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": np.ones(4, np.float32)})[0]
+    np.testing.assert_array_equal(got, np.arange(4) + 1)
