@@ -228,7 +228,13 @@ def replaced_file(target: Path, suffix: str = "") -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.tmp-{process_tag()}{suffix}")
     try:
         yield tmp
-        os.replace(tmp, target)
+        if target.exists() and not target.is_file():
+            # a device or a pipe (/dev/null, /dev/stdout, a FIFO): written into, not renamed
+            # over (run as root, ``--outputs /dev/null`` had made /dev/null a regular file)
+            with open(tmp, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 

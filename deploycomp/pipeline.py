@@ -556,6 +556,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         raise OutputExistsError(f"{out}: is a folder; -o names the optimized .onnx file to write")
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
+    if out.exists() and not out.is_file():  # (renamed over, a device had become a regular file)
+        raise OutputExistsError(f"{out}: not a regular file (a device or a pipe); -o names the .onnx file to write")
     if out.exists() and out.samefile(model_path):  # (its external data, named otherwise, was left orphaned)
         raise OutputExistsError(f"{out}: -o names the model being optimized; write the optimized model elsewhere")
     if target is None:
@@ -567,6 +569,11 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     else:
         prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs,
                        building=False)
+    # (an -o naming the model's own weights file had replaced them with the optimized model)
+    reads = {(Path(model_path).parent / location).resolve() for location in prep.external_data}
+    if clash := reads & {out.resolve(), out.with_name(out.name + ".data").resolve()}:
+        raise OutputExistsError(f"{out}: writing it would replace {next(iter(clash)).name}, the model's external "
+                                "data; write the optimized model elsewhere")
     # missing folders are made, as build makes --out's (and removed again if nothing lands)
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)

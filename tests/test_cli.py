@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -41,6 +43,18 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
     with np.load(tmp_path / "out.npz") as got:
         assert got["probs"].shape == (1, 4)
         np.testing.assert_allclose(got["probs"].sum(), 1.0, rtol=1e-3)
+    # --outputs a pipe (or /dev/null, /dev/stdout): written into, not renamed over (as root,
+    # /dev/null had become a regular file)
+    import threading
+
+    os.mkfifo(tmp_path / "pipe")
+    read = {}
+    reader = threading.Thread(target=lambda: read.setdefault("bytes", (tmp_path / "pipe").read_bytes()), daemon=True)
+    reader.start()
+    code, _, stderr = cli("run", out, "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "pipe")
+    reader.join(60)
+    assert code == 0, stderr
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode) and read["bytes"][:2] == b"PK"  # an npz came through
 
     code, stdout, _ = cli("inspect", tiny_conv, "--input", "x:1x3x16x16", "--json")
     info = json.loads(stdout)
@@ -225,6 +239,20 @@ def test_optimize_will_not_write_over_the_model_it_reads(tiny_conv, tmp_path):
     rc, _, stderr = cli("optimize", model, "-o", tmp_path / "." / "m.onnx")
     assert rc == 9 and model.read_bytes() == before
     _one_line_error(stderr, "-o names the model being optimized; write the optimized model elsewhere")
+    # nor over the weights it reads from beside it, nor rename a file over a device
+    from deploycomp.ir import load_model, save_model
+
+    (tmp_path / "ext").mkdir()
+    save_model(load_model(model).model, tmp_path / "ext" / "m.onnx", external_data=True)
+    data = tmp_path / "ext" / "m.onnx.data"
+    weights = data.read_bytes()
+    rc, _, stderr = cli("optimize", tmp_path / "ext" / "m.onnx", "-o", data)
+    assert rc == 9 and data.read_bytes() == weights
+    _one_line_error(stderr, "would replace m.onnx.data, the model's external data")
+    os.mkfifo(tmp_path / "fifo")
+    rc, _, stderr = cli("optimize", model, "-o", tmp_path / "fifo")
+    assert rc == 9 and stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode)
+    _one_line_error(stderr, "not a regular file (a device or a pipe)")
 
 
 
