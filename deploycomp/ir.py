@@ -26,6 +26,7 @@ so models above protobuf's 2 GB limit load without copying their weights.
 
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,99 @@ def _ort_ops_to_ms(proto: onnx.ModelProto) -> None:
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
 
+def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] = frozenset(), where: str = "") -> None:
+    """Each node reads only what the graph's inputs, initializers, outer scope or another
+    node give, no node reads itself through a cycle, every graph output is produced and
+    every node has an output: otherwise a one-line model error naming the node (a cycle had
+    hung the optimizer for ever; a dangling input or output was an internal error on host).
+    A graph that is acyclic but not in topological order (ONNX Runtime sorts it) is sorted,
+    stably. Control-flow bodies are checked with the names they can see."""
+    given = set(outer) | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    given |= {sp.values.name for sp in graph.sparse_initializer}
+    producer: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        label = f"{where}node '{node.name or i}' ({node.op_type})"
+        if not any(node.output):
+            raise ModelError(f"{label} has no output")
+        for name in node.output:
+            if name in producer or name in given - set(outer):
+                raise ModelError(f"{label} writes '{name}', which the graph already has")
+            if name:
+                producer[name] = i
+    listed: set[str] = set()
+    for value in graph.output:
+        if value.name not in producer and value.name not in given:
+            raise ModelError(f"{where}graph output '{value.name}' is produced by no node")
+        if value.name in listed:
+            raise ModelError(f"{where}graph output '{value.name}' is listed twice")
+        listed.add(value.name)
+    for value in [*graph.input, *graph.output] if not where else ():
+        elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+        if elem in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+            raise UnsupportedError(f"{'input' if value in graph.input else 'output'} '{value.name}' is "
+                                   f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}: no backend takes complex tensors")
+    needs: list[set[int]] = []
+    for i, node in enumerate(graph.node):
+        wants = set()
+        for name in node.input:
+            if not name or name in given and name not in producer:
+                continue
+            if name not in producer:
+                raise ModelError(f"{where}node '{node.name or i}' ({node.op_type}) reads '{name}', which nothing "
+                                 "in the model produces")
+            wants.add(producer[name])
+        for attr in node.attribute:  # (a body reads the outer scope's names: they must come first too)
+            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                inner = _free_names(g) & producer.keys()
+                wants |= {producer[n] for n in inner}
+        needs.append(wants)
+    order, placed, ready = [], set(), []
+    waiting = [len(w) for w in needs]
+    readers: dict[int, list[int]] = {}
+    for i, wants in enumerate(needs):
+        for j in wants:
+            readers.setdefault(j, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        placed.add(i)
+        for r in readers.get(i, ()):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) < len(graph.node):
+        stuck = next(i for i in range(len(graph.node)) if i not in placed)
+        node = graph.node[stuck]
+        raise ModelError(f"{where}node '{node.name or stuck}' ({node.op_type}) is on a cycle: it depends on its own "
+                         "output")
+    if order != sorted(order):
+        nodes = [graph.node[i] for i in order]
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy, node in zip(copies, nodes):
+            copy.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
+    seen = frozenset(given | producer.keys())
+    for node in graph.node:
+        for attr in node.attribute:
+            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                _check_structure(g, seen, f"{where}{node.op_type} '{node.name}' body: ")
+
+
+def _free_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a graph (and the graphs inside it) reads without defining them: its outer scope."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {o for n in graph.node for o in n.output}
+    free = {name for n in graph.node for name in n.input if name and name not in defined}
+    for n in graph.node:
+        for attr in n.attribute:
+            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                free |= _free_names(g) - defined
+    return free
+
+
 def _hold_later_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
     """Default-domain nodes of ops ONNX defines only after ``opset``, moved out of the
     version converter's way (returned, to be put back). ONNX Runtime registers some for
@@ -407,6 +501,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
         raise ModelError(f"{path}: opset {opset} is outside the range ONNX {onnx.__version__} knows (1..{onnx.defs.onnx_opset_version()})")
     _ort_ops_to_ms(proto)
     _check_ops(proto)
+    _check_structure(proto.graph)
     if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
         target = min(max(opset, MIN_OPSET), MAX_OPSET)
         _check_upgradable(proto, opset)

@@ -393,3 +393,48 @@ def test_external_data_in_a_local_function_is_read_from_the_models_folder(tmp_pa
     save_model(model, tmp_path / "out.onnx")
     got = ort.InferenceSession(str(tmp_path / "out.onnx")).run(None, {"x": np.ones(4, np.float32)})[0]
     np.testing.assert_array_equal(got, np.arange(4) + 1)
+
+
+def _graph_of(nodes, outputs=("y",), inputs=(("x", onnx.TensorProto.FLOAT),)):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, t, [2]) for n, t in inputs],
+                              [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2]) for n in outputs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _node(op, ins, outs, name):
+    from onnx import helper
+
+    return helper.make_node(op, ins, outs, name=name)
+
+
+@pytest.mark.parametrize("nodes,outputs,error", [
+    ([_node("Relu", ["x", ], ["a"], "r1"), _node("Add", ["a", "b"], ["b"], "loop")], ["b"],
+     r"node 'loop' \(Add\) (is on a cycle|writes 'b')"),
+    ([_node("Relu", ["a"], ["b"], "r1"), _node("Relu", ["b"], ["a"], "r2"), _node("Relu", ["x"], ["y"], "r3")], ["y"],
+     r"node 'r1' \(Relu\) is on a cycle: it depends on its own output"),
+    ([_node("Relu", ["nothing"], ["y"], "r")], ["y"], r"node 'r' \(Relu\) reads 'nothing', which nothing in the model"),
+    ([_node("Relu", ["x"], ["y"], "r")], ["y", "z"], r"graph output 'z' is produced by no node"),
+    ([_node("Relu", ["x"], ["y"], "r"), _node("Abs", ["x"], ["y"], "a")], ["y"], r"node 'a' \(Abs\) writes 'y'"),
+    ([_node("Relu", ["x"], ["y"], "r")], ["y", "y"], r"graph output 'y' is listed twice"),
+])
+def test_a_model_that_is_no_graph_is_a_one_line_model_error(tmp_path, nodes, outputs, error):
+    """A cycle had hung the optimizer for ever (``optimize``, ``build``); a dangling input or
+    output was an internal error on host."""
+    onnx.save(_graph_of(nodes, outputs), tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match=error):
+        load_model(tmp_path / "m.onnx")
+
+
+def test_a_graph_out_of_order_is_sorted_and_complex_inputs_are_refused(tmp_path):
+    """ONNX Runtime runs a graph whose nodes are not in topological order (it sorts them):
+    so does the loader. A complex input had been an internal error on every target."""
+    from deploycomp.errors import UnsupportedError
+
+    onnx.save(_graph_of([_node("Abs", ["a"], ["y"], "second"), _node("Neg", ["x"], ["a"], "first")]), tmp_path / "m.onnx")
+    assert [n.name for n in load_model(tmp_path / "m.onnx").model.graph] == ["first", "second"]
+    onnx.save(_graph_of([_node("Abs", ["x"], ["y"], "a")], inputs=(("x", onnx.TensorProto.COMPLEX64),)),
+              tmp_path / "c.onnx")
+    with pytest.raises(UnsupportedError, match="input 'x' is complex64: no backend takes complex tensors"):
+        load_model(tmp_path / "c.onnx")
