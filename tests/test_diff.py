@@ -441,3 +441,19 @@ def test_an_absolute_regression_says_its_unit():
     assert [r.regression for r in rows.rows] == [
         "rose by 25.3 ms, more than latency=2ms allows", "rose by 30 MB, more than memory=5MB allows",
         "rose by 2 MB, more than size=1MB allows", "rose by 2, more than nodes=0 allows"]
+
+
+def test_a_bundle_whose_files_changed_is_not_compared(bundles, tmp_path):
+    """One byte of a bundle's weights changed: ``diff`` had called it "byte-identical" to the
+    original and exited 0 (``run`` and ``verify`` exit 11); now it does as they do."""
+    import shutil
+
+    from deploycomp.errors import VerificationError
+
+    copy = shutil.copytree(bundles["fp32"], tmp_path / "tampered")
+    weights = copy / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="model.bin"):
+        diff(bundles["fp32"], copy)
