@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError, VerificationError
+from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError, VerificationError, few
 from deploycomp.digest import sha256_file
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
@@ -164,8 +164,27 @@ def check_output(out: str | os.PathLike, force: bool) -> Path:
         if not is_bundle(out) and any(out.iterdir()):
             raise OutputExistsError(f"{out}: exists and is not a deploycomp bundle; --force replaces only a "
                                     "previous bundle or an empty folder")
+        if foreign := _not_the_bundles(out):  # (a user's files in a bundle folder had been deleted with it)
+            raise OutputExistsError(f"{out}: holds files no build wrote ({few(foreign)}); --force replaces only "
+                                    "a bundle: move them, or give another --out")
     _writable_parent(out)
     return out
+
+
+BUNDLE_FILES = (MANIFEST, "report.html", "signature.json")
+"""The files of a bundle besides the artifacts its manifest lists."""
+
+
+def _not_the_bundles(out: Path) -> list[str]:
+    """Files in bundle folder ``out`` that are neither its manifest's artifacts nor its
+    own files (:data:`BUNDLE_FILES`), as paths relative to it."""
+    try:
+        listed = {a["path"] for a in json.loads((out / MANIFEST).read_text()).get("artifacts", [])
+                  if isinstance(a, dict) and isinstance(a.get("path"), str)}
+    except (OSError, ValueError, AttributeError):
+        return []
+    found = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    return [p for p in found if p not in listed and p not in BUNDLE_FILES]
 
 
 def replace_folder(new: Path, out: Path) -> None:

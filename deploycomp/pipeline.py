@@ -742,7 +742,12 @@ def _build(opts: BuildOptions) -> BuildResult:
     if opts.int8_io and (backend.name != "tflite" or opts.precision != "int8"):
         raise UnsupportedError(f"--int8-io needs --precision int8 on a TFLite target ({target.name}: "
                                f"{backend.name}, {opts.precision})")
-    check_output(opts.out, opts.force)
+    out = check_output(opts.out, opts.force)
+    for what, read in (("the model", opts.model), ("--calibration", opts.calibration),
+                       ("--validation-data", opts.validation_data)):
+        # (--force replaces --out whole: a source model inside it had been deleted with it)
+        if isinstance(read, (str, os.PathLike)) and Path(os.path.abspath(read)).is_relative_to(out):
+            raise OutputExistsError(f"{out}: holds {what} the build reads ({read}); give another --out")
     for what, data in (("calibration", opts.calibration), ("validation data", opts.validation_data)):
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise InputDataError(f"{data}: {what} file not found")

@@ -697,3 +697,20 @@ def test_a_lowering_that_misses_gives_way_to_the_backends_other_way(tiny_conv, t
     with pytest.raises(BudgetError, match=r"cosine\[probs\]"):
         deploycomp.build(tiny_conv, tmp_path / "out2", target="host", precision="fp32")
     assert not (tmp_path / "out2").exists()
+
+
+def test_force_replaces_only_what_a_build_wrote(tiny_conv, tmp_path):
+    """``--force`` had deleted a user's files kept in a bundle's folder, and the source
+    model itself when it sat there (cli.md: only a previous bundle is replaced)."""
+    import shutil
+
+    deploycomp.build(tiny_conv, tmp_path / "out", target="host")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"holds files no build wrote \(notes.txt\)"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="host", force=True)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    (tmp_path / "out" / "notes.txt").unlink()
+    model = shutil.copy(tiny_conv, tmp_path / "out" / "model.xml")  # (named like one of its artifacts)
+    with pytest.raises(OutputExistsError, match="holds the model the build reads"):
+        deploycomp.build(model, tmp_path / "out", target="host", force=True)
+    deploycomp.build(tiny_conv, tmp_path / "out", target="host", force=True)  # a bundle alone: replaced
