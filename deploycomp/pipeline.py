@@ -33,6 +33,7 @@ from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.boxes import check_boxes, infer_format, suggest_rule
 from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle, write_json)
+from deploycomp.digest import code_digest
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
@@ -230,6 +231,9 @@ def _versions() -> dict[str, str]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    # (the package's version has stayed 0.1.0 over hundreds of commits: diff had taken a bundle
+    # of another deploycomp for one of the same, and a latency rise of 46% for noise)
+    out["deploycomp-code"] = code_digest()
     return out
 
 

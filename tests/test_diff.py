@@ -166,6 +166,29 @@ def test_measurements_of_the_same_files_on_the_same_runtimes_are_not_gated(bundl
     d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "upgraded", upgraded), "latency=10%,memory=5%")
     assert sorted(r.metric for r in d.regressions) == ["latency", "peak_memory"]
 
+    # another deploycomp (its version stays 0.1.0: its code's digest tells), or the same
+    # files executed otherwise (an old fp16 bundle ran bf16, the new runner f32): gated
+    def other_code(m):
+        slower(m)
+        m["versions"]["deploycomp-code"] = "0" * 64
+
+    def executed_otherwise(m):
+        slower(m)
+        m["backend"]["runtime"]["executed_precision"] = "bf16"
+
+    for edit in (other_code, executed_otherwise):
+        d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / edit.__name__, edit), "latency=10%,memory=5%")
+        assert sorted(r.metric for r in d.regressions) == ["latency", "peak_memory"], edit.__name__
+
+    # a TensorRT bundle's memory, measured without a GPU, is this CPU's simulation of it
+    def simulated(m):
+        slower(m)
+        m["versions"]["openvino"] = "9999.0"
+        m["backend"]["runtime"]["functional_reference"] = True
+
+    d = diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "simulated", simulated), "latency=10%,memory=5%")
+    assert row(d, "peak_memory").regression is None and "not the device's" in row(d, "peak_memory").note
+
 
 def _edited(bundle: Path, to: Path, edit) -> Path:
     copy = shutil.copytree(bundle, to)
@@ -196,6 +219,16 @@ def test_what_went_into_a_build_is_named_where_it_differs(bundles, tmp_path):
     profile = row(d, "profile:fidelity.fp32.min_cosine")
     assert (profile.old, profile.new) == (0.9999, 0.99) and "profile:description" not in metrics(d)
     assert "profile:extended_from" not in metrics(d)
+
+    def older_profile(m):  # (a bundle from before ``family`` was recorded; ``runs_here`` is the loader's)
+        m["target"]["profile"]["family"] = "intel"
+        m["target"]["profile"]["runs_here"] = not m["target"]["profile"].get("runs_here")
+
+    d2 = diff(_edited(bundles["fp32"], tmp_path / "older", lambda m: m["target"]["profile"].pop("family", None)),
+              _edited(bundles["fp32"], tmp_path / "newer", older_profile))
+    family = row(d2, "profile:family")
+    assert not family.comparable and "recorded by one side's deploycomp only" in family.note
+    assert "profile:runs_here" not in metrics(d2)
     limit = row(d, "limit:cosine[logits]")
     assert (limit.old, limit.new, limit.note) == (0.9999, 0.99, "the budget is looser")
     assert row(d, "model").note == "the same model bytes under another file name"

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 
 from deploycomp.bundle import replaced_file
+from deploycomp.digest import code_digest
 from deploycomp.errors import DeployError
 from deploycomp.fleet.spec import INT8_OPTIONS, Job
 
@@ -67,23 +68,6 @@ def toolchain_versions() -> dict[str, str]:
             out[dist] = "absent"
     out["deploycomp-code"] = code_digest()
     return out
-
-
-def code_digest() -> str:
-    """The sha256 of deploycomp's own installed files (its modules, backends and target
-    profiles, by relative path): the package version stays 0.1.0 over hundreds of
-    commits, and a fleet served bundles an older deploycomp had built after an upgrade."""
-    import deploycomp
-    import deploycomp.backends
-    import deploycomp.profiles
-
-    h = hashlib.sha256()
-    roots = {Path(p).resolve() for m in (deploycomp, deploycomp.backends, deploycomp.profiles) for p in m.__path__}
-    for root in sorted(roots):
-        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".yml", ".json") and p.is_file()
-                        and "__pycache__" not in p.parts):
-            h.update(f"{root.name}/{f.relative_to(root).as_posix()}".encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 def _file_digest(path: Path, memo: dict[Path, str]) -> str:
