@@ -8,6 +8,7 @@ or shape is one clear error instead of a backend's stack trace.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,12 @@ from deploycomp.backends import get_backend
 from deploycomp.bundle import MANIFEST, read_manifest
 from deploycomp.errors import InputDataError, VerificationError, few
 from deploycomp.sample_data import castable, within_profile
+
+log = logging.getLogger(__name__)
+
+PLAIN_PRECISIONS = frozenset({"f32", "f16", "bf16", "fp32", "fp16", "int8"})
+"""Executed precisions named alone (OpenVINO's inference precision), which a bundle's
+manifest and its runner's info can be compared by."""
 
 __all__ = ["BundleRunner", "load"]
 
@@ -79,6 +86,14 @@ class BundleRunner:
         except (ValueError, RuntimeError) as e:  # (a runtime's own words on a damaged artifact, verify=False)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise VerificationError(f"{self.path}: {backend.name} cannot read the bundle's artifact: {first}") from e
+        recorded = (self.manifest["backend"].get("runtime") or {}).get("executed_precision")
+        now = self._runner.info.get("executed_precision")
+        if recorded in PLAIN_PRECISIONS and now in PLAIN_PRECISIONS and recorded != now:
+            # (a 0.1.0 fp16 bundle validated executing bf16 on a CPU without native f16 runs f32
+            # here now: its outputs moved by 0.85 on a probability map, with nothing said)
+            log.warning("%s was validated executing %s and executes %s here (this deploycomp or this machine "
+                        "runs it otherwise): its outputs differ from its validation's; build it again to "
+                        "validate what runs", self.path, recorded, now)
         # one inference request: calls from several threads take turns (OpenVINO's request and
         # LiteRT's interpreter hold their buffers between a run and reading its outputs, and
         # a second thread's run in between had handed one caller another request's result)

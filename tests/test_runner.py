@@ -243,3 +243,21 @@ def test_loading_a_manifest_file_names_its_folder(tmp_path, tiny_conv):
     deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)})
     with pytest.raises(DeployError, match=r"manifest.json: a bundle's manifest; give its folder, .*/b$"):
         deploycomp.load(tmp_path / "b" / "manifest.json")
+
+
+def test_a_bundle_that_executes_otherwise_than_it_was_validated_says_so(tiny_conv, tmp_path, caplog):
+    """A 0.1.0 fp16 bundle validated executing bf16 (a CPU without native f16) runs f32
+    under a newer deploycomp: its outputs moved by 0.85 on a probability map, unsaid."""
+    import json
+    import logging
+
+    deploycomp.build(tiny_conv, tmp_path / "b", target="host", precision="fp32")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="deploycomp.runner"):
+        deploycomp.load(tmp_path / "b")
+    assert "was validated executing" not in caplog.text
+    manifest["backend"]["runtime"]["executed_precision"] = "bf16"
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="deploycomp.runner"):
+        deploycomp.load(tmp_path / "b")
+    assert "was validated executing bf16 and executes fp32 here" in caplog.text
