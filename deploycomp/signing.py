@@ -280,9 +280,18 @@ def _key_id(public_key) -> str:
     return "sha256:" + hashlib.sha256(_public_der(public_key)).hexdigest()
 
 
+MAX_KEY_BYTES = 1 << 20
+"""No PEM key is larger (an Ed25519 or P-256 key is a few hundred bytes)."""
+
+
 def _read_key_file(path: str | os.PathLike, what: str) -> bytes:
+    path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # (/dev/zero had reached 5 GB; a FIFO hung)
+        raise DeployError(f"{path}: not a regular file, so no {what} file")
+    if path.is_file() and path.stat().st_size > MAX_KEY_BYTES:
+        raise DeployError(f"{path}: {path.stat().st_size / 1e6:.0f} MB is no {what} file")
     try:
-        return Path(path).read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DeployError(f"{path}: no such {what} file") from None
     except IsADirectoryError:

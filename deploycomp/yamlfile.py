@@ -34,17 +34,29 @@ def _unique_keys_loader():
     return UniqueKeys
 
 
+MAX_YAML_BYTES = 10_000_000
+"""The largest profile, spec or preprocessing file read (a fleet spec of thousands of models
+is a few hundred kB)."""
+
+
 def read_mapping(path: Path, error: type[Exception], what: str, shape: str = "a YAML mapping") -> dict[str, Any]:
     import yaml
 
+    path = Path(path)
+    if path.exists() and not path.is_file():  # (/dev/zero had filled 23 GB; a FIFO hung the build)
+        raise error(f"{path}: the {what} is not a regular file")
+    if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
+        raise error(f"{path}: {path.stat().st_size / 1e6:.0f} MB is no {what} (at most {MAX_YAML_BYTES // 1000} kB)")
     try:
-        data = yaml.load(Path(path).read_text(), Loader=_unique_keys_loader())
+        data = yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file, so no YAML {what}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # (a 5000-digit integer: Python's own limit)
+        raise error(f"{path}: not valid YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if not isinstance(data, dict):
         raise error(f"{path}: a {what} must be {shape}")
     return data

@@ -528,6 +528,11 @@ def test_two_profile_files_named_alike_and_a_bad_preprocessing_spec_are_spec_err
     (fleet_dir / "prep.yaml").write_text("resize: stretch\n")
     with pytest.raises(InputDataError, match=r"models\[0\].preprocess: .*prep.yaml: resize"):
         load_spec(fleet_dir / "p.yaml")
+    # a model path that is a device: named (hashing /dev/zero for the cache key never ended)
+    (fleet_dir / "z.yaml").write_text(ONE.replace("targets: [host]", "targets: [host]").replace(
+        next(line for line in ONE.splitlines() if line.strip().startswith("path:")), "    path: /dev/zero"))
+    with pytest.raises(InputDataError, match=r"models\[0\].path: /dev/zero is not a regular file"):
+        load_spec(fleet_dir / "z.yaml")
     # an op type a profile refuses, not spelled as ONNX does, is named before any build
     (fleet_dir / "a" / "board.yaml").write_text("name: board\nextends: android-arm64\nunsupported_ops: [conv]\n")
     (fleet_dir / "o.yaml").write_text(ONE.replace("targets: [host]", "targets: [a/board.yaml]"))

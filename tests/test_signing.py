@@ -444,3 +444,15 @@ def test_a_signature_left_half_written_by_a_killed_process_does_not_break_the_ne
     private, public = keys["ci"]
     sign_bundle(bundle, private)
     assert verify_bundle(bundle, public)["ok"]
+
+
+def test_a_key_path_that_is_a_device_or_a_pipe_is_refused(bundle, tmp_path):
+    """``sign --key /dev/zero`` had read 5 GB before failing; a FIFO hung for ever."""
+    from deploycomp.errors import DeployError
+    from deploycomp.signing import sign_bundle
+
+    os.mkfifo(tmp_path / "key.pem")
+    with pytest.raises(DeployError, match="not a regular file, so no private key file"):
+        sign_bundle(bundle, tmp_path / "key.pem")
+    with pytest.raises(DeployError, match="not a regular file"):
+        sign_bundle(bundle, "/dev/zero")

@@ -230,3 +230,20 @@ def test_a_profiles_free_text_fields_are_checked(tiny_conv, tmp_path, extra, err
                                                                          "typo.yaml")))
     assert not (tmp_path / "out").exists()
     assert load_target(_write(tmp_path, {"extends": "intel-core-avx2", "device": "GPU.1"}, "gpu.yaml")).device == "GPU.1"
+
+
+def test_a_profile_path_that_is_no_file_or_no_text_is_refused(tmp_path):
+    """``--target /dev/zero`` had filled 23 GB of memory until the kernel killed it; a FIFO
+    hung; a binary file was an internal error (UnicodeDecodeError)."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in ("/dev/zero", str(tmp_path / "fifo.yaml")):
+        with pytest.raises(ProfileError, match="the profile is not a regular file"):
+            load_target(path)
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ProfileError, match="not a text file, so no YAML profile"):
+        load_target(str(tmp_path / "bin.yaml"))
+    (tmp_path / "big.yaml").write_text(f"name: {'9' * 5000}\n")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_target(str(tmp_path / "big.yaml"))

@@ -285,6 +285,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
         p = (base / value).resolve()
         if must_exist and not p.exists():
             raise SpecError(f"{path}: {key}: {value} not found (relative to {base})")
+        if p.exists() and not (p.is_file() or p.is_dir()):  # (hashing /dev/zero for the cache key never ended)
+            raise SpecError(f"{path}: {key}: {value} is not a regular file (a device or a pipe)")
         return p
 
     jobs: list[Job] = []
