@@ -14,6 +14,8 @@ Photos come from scikit-image's bundled ``skimage.data`` (public domain / CC0 pe
 from __future__ import annotations
 
 import logging
+import math
+import os
 import zipfile
 from pathlib import Path
 from typing import Callable, Collection, Mapping, Sequence
@@ -302,6 +304,7 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"{path}: {'a folder, not an .npz or .npy file' if path.is_dir() else 'no such file'}")
+    declared = _check_declared_sizes(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -315,12 +318,73 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     else:
         arrays = {}
         for k in loaded.files:
+            if k in shapes and k in declared and not _fits(declared[k][0], shapes[k], batched, (profiles or {}).get(k)):
+                # refused for its shape without reading it: a view of the declared shape holding
+                # nothing (3.2 GB of a 3 MB file's zeros had been read first)
+                arrays[k] = np.broadcast_to(np.zeros((), declared[k][1]), declared[k][0])
+                continue
             try:
                 arrays[k] = loaded[k]
             # read on access: an object array, a damaged member (a bad CRC: BadZipFile)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
                 raise unreadable_array(path, k, OBJECTS if "allow_pickle" in str(e) else str(e)) from e
     return samples_from_arrays(arrays, str(path), shapes, dtypes, nan_ok, resizable, batched, profiles)
+
+
+def _declared(f) -> tuple[tuple[int, ...], np.dtype] | None:
+    """An .npy stream's declared shape and dtype, from its header alone (None: no .npy)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+        return shape, dtype
+    except (ValueError, OSError, EOFError):
+        return None
+
+
+def _check_declared_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Refuse, before reading, an array whose header declares more than half this machine's
+    memory: a 3 MB .npz of compressed zeros declaring 64x1x3x2048x2048 had taken 3.2 GB
+    before its shape was refused, and a 336-byte one an out-of-memory exit, which says a
+    job may be retried elsewhere. Returns each array's declared shape and dtype."""
+    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return found
+    try:
+        members = []
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        members.append((info.filename.removesuffix(".npy"), _declared(f)))
+        else:
+            with open(path, "rb") as f:
+                members.append((path.name, _declared(f)))
+    except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
+        return found  # (np.load says what is wrong with the file)
+    for name, declared in members:
+        if declared is None or declared[1].hasobject:
+            continue
+        shape, dtype = declared
+        size = math.prod(shape) * dtype.itemsize
+        if size > limit:
+            raise InputDataError(f"{path}: array '{name}' declares shape {'x'.join(map(str, shape))} "
+                                 f"({size / 1e9:.1f} GB of {dtype}), more than half this machine's memory")
+        found[name] = declared
+    return found
+
+
+def _fits(array_shape: tuple[int, ...], shape: tuple[int, ...], batched: bool,
+          profile: Mapping[str, Sequence[int]] | None) -> bool:
+    """Whether an array of ``array_shape`` holds samples of ``shape`` (or of the profile's
+    range), as :func:`samples_from_arrays` reads it."""
+    if sample_layout(array_shape, shape, batched) is not None:
+        return True
+    return profile is not None and (within_profile(array_shape, profile["min"], profile["max"])
+                                    or (len(array_shape) == len(shape) + 1
+                                        and within_profile(array_shape[1:], profile["min"], profile["max"])))
 
 
 OBJECTS = "an array of Python objects; save arrays of numbers"

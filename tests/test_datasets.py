@@ -175,3 +175,30 @@ def test_a_constant_float_input_beside_varying_ids_is_data():
     with pytest.raises(deploycomp.errors.InputDataError, match="constant in every sample"):
         zeros = [{"ids": np.zeros((1, 16), np.int64), "mask": np.ones((1, 16), np.float32)} for _ in range(6)]
         data_notes(DataSet(zeros, "zeros.npz (6 samples)", "user"), DataSet(zeros[:2], "held", "held-out"))
+
+
+def _declaring(path, shape):
+    """An .npz whose one array 'x' declares ``shape`` and holds no data (what a few MB of
+    compressed zeros expand to, without making them)."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", header.getvalue())
+    return path
+
+
+def test_an_array_is_judged_by_its_header_before_it_is_read(tmp_path):
+    """A 3 MB .npz of compressed zeros declaring 64x1x3x2048x2048 had taken 3.2 GB before
+    its shape was refused; one declaring terabytes ended in an out-of-memory exit (10,
+    "retry elsewhere") instead of a data error."""
+    from deploycomp.errors import InputDataError
+    from deploycomp.sample_data import load_npz_samples
+
+    shapes, dtypes = {"x": (1, 3, 32, 32)}, {"x": np.dtype(np.float32)}
+    with pytest.raises(InputDataError, match=r"input 'x' has shape \[64, 1, 3, 2048, 2048\], expected"):
+        load_npz_samples(_declaring(tmp_path / "misfit.npz", (64, 1, 3, 2048, 2048)), shapes, dtypes)
+    with pytest.raises(InputDataError, match=r"declares shape 100000x1x3x32000x32000 .* more than half this machine"):
+        load_npz_samples(_declaring(tmp_path / "huge.npz", (100000, 1, 3, 32000, 32000)), shapes, dtypes)
