@@ -149,10 +149,16 @@ def _writable_parent(out: Path) -> Path:
     return parent
 
 
+NAME_MAX = 255
+"""The longest file or folder name Linux, macOS and Windows file systems take, in bytes."""
+
+
 def check_output(out: str | os.PathLike, force: bool) -> Path:
     """``out`` as an absolute path, once it is known the build may write there: fails
     before any work is done, so a refused ``--out`` costs nothing."""
     out = Path(os.path.abspath(out))
+    if any(len(os.fsencode(part)) > NAME_MAX for part in out.parts):  # (an internal error, ENAMETOOLONG)
+        raise OutputExistsError(f"{str(out)[:80]}...: a name in it is longer than file systems take ({NAME_MAX} bytes)")
     cwd = Path.cwd()
     if out == cwd or out in cwd.parents:
         raise OutputExistsError(f"{out}: is the current folder (or contains it); give --out a folder for the bundle")

@@ -28,6 +28,10 @@ InputSpec = tuple[str | None, tuple[int, ...]]
 _SHAPE = re.compile(r"^\d+(x\d+)*$")
 
 
+MAX_DIM = 2**31 - 1
+"""The largest dim a shape given on the command line may name."""
+
+
 def parse_input_spec(text: str) -> InputSpec:
     name, sep, shape = text.rpartition(":")
     shape = shape.strip().lower().replace(",", "x")
@@ -36,6 +40,8 @@ def parse_input_spec(text: str) -> InputSpec:
     dims = tuple(int(d) for d in shape.split("x"))
     if any(d <= 0 for d in dims):
         raise InputDataError(f"--input {text!r}: every dim must be positive")
+    if any(d > MAX_DIM for d in dims):  # (an internal error in onnx-ir: "Value out of range")
+        raise InputDataError(f"--input {text!r}: a dim past {MAX_DIM} (2^31 - 1) no runtime takes")
     return (name if sep else None), dims
 
 

@@ -438,3 +438,31 @@ def test_a_graph_out_of_order_is_sorted_and_complex_inputs_are_refused(tmp_path)
               tmp_path / "c.onnx")
     with pytest.raises(UnsupportedError, match="input 'x' is complex64: no backend takes complex tensors"):
         load_model(tmp_path / "c.onnx")
+
+
+def test_a_tensor_whose_bytes_do_not_fit_its_shape_is_named(tmp_path):
+    """An initializer 20 bytes short had failed deep in the optimizer ("cannot reshape array
+    of size 211 into shape (8,3,3,3)") without a name; a negative external-data offset read
+    "TypeError: <lambda>() missing 1 required positional argument"."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 3), np.float32), "w")
+    w.raw_data = w.raw_data[:-4]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [2, 3])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="initializer 'w': its data holds 20 bytes where its 2x3 needs 24"):
+        load_model(tmp_path / "m.onnx")
+    w = numpy_helper.from_array(np.ones((2, 3), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = T.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", "-50")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "w.bin").write_bytes(bytes(24))
+    graph.ClearField("initializer")
+    graph.initializer.append(w)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "e.onnx")
+    with pytest.raises(ModelError, match="initializer 'w': external data offset '-50' is not a byte count"):
+        load_model(tmp_path / "e.onnx")

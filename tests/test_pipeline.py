@@ -714,3 +714,13 @@ def test_force_replaces_only_what_a_build_wrote(tiny_conv, tmp_path):
     with pytest.raises(OutputExistsError, match="holds the model the build reads"):
         deploycomp.build(model, tmp_path / "out", target="host", force=True)
     deploycomp.build(tiny_conv, tmp_path / "out", target="host", force=True)  # a bundle alone: replaced
+
+
+def test_absurd_names_and_sizes_are_one_line_errors(tiny_conv, tmp_path):
+    """A dim past int64 (``Value out of range``) and an --out name longer than file systems
+    take (``ENAMETOOLONG``) were internal errors."""
+    with pytest.raises(InputDataError, match="a dim past 2147483647"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="host", inputs=["x:1x3x16x99999999999999999999"])
+    with pytest.raises(OutputExistsError, match="longer than file systems take"):
+        deploycomp.build(tiny_conv, tmp_path / ("a" * 300), target="host")
+
