@@ -70,6 +70,10 @@ def artifact_entries(folder: Path, files: list[Path]) -> list[dict[str, Any]]:
     ]
 
 
+MAX_MANIFEST_BYTES = 200_000_000
+"""No manifest is larger (a 500-layer model's is under 2 MB)."""
+
+
 def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     path = Path(bundle) / MANIFEST
     if not path.is_file():
@@ -78,10 +82,14 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
         raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
     # whatever is wrong inside the manifest fails the bundle's verification (exit 11), as
     # `verify` says of the same file (run and diff had said 2)
+    if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise VerificationError(f"{path}: not a manifest (not a regular file, or over {MAX_MANIFEST_BYTES // 10**6} MB)")
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # (a file written over it: not text at all)
-        raise VerificationError(f"{path}: corrupt manifest ({e})") from e
+    # (a file written over it: not text at all; nested 100000 deep: RecursionError; a
+    # 5000-digit number: ValueError, past Python's digits limit; all had been internal errors)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise VerificationError(f"{path}: corrupt manifest ({str(e)[:200] or type(e).__name__})") from None
     if not isinstance(manifest, dict):
         raise VerificationError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:

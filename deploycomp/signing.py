@@ -201,8 +201,9 @@ def _read_manifest(bundle: Path) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleVerificationError(f"{path}: corrupt manifest ({e})", MANIFEST, "manifest") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleVerificationError(f"{path}: corrupt manifest ({str(e)[:200] or type(e).__name__})", MANIFEST,
+                                      "manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleVerificationError(f"{path}: unsupported bundle format {found!r} (expected {BUNDLE_FORMAT})",
@@ -435,7 +436,7 @@ def _read_signature(bundle: Path) -> dict[str, Any]:
               and isinstance(doc.get("key_id"), str) and isinstance(doc.get("signature"), str)
               and isinstance(signed, dict) and signed.get("format") == SIGNATURE_FORMAT)
         raw = base64.b64decode(doc["signature"], validate=True) if ok else b""
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         ok, raw = False, b""
     if not ok:
         raise BundleVerificationError(f"{path}: corrupt or not a {SIGNATURE_FORMAT} signature", SIGNATURE, "signature")
@@ -571,7 +572,7 @@ def _files_added_after_signing(bundle: Path, signed: dict[str, dict[str, Any]], 
         listed = json.loads(path.read_bytes()).get("artifacts", [])
         added = sorted({a["path"] for a in listed if isinstance(a, dict) and isinstance(a.get("path"), str)}
                        & present - set(signed))
-    except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError, RecursionError):
         return  # a corrupt manifest is reported as changed by the main loop
     if added:
         raise BundleVerificationError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from deploycomp.bundle import json_text, write_json
 
@@ -144,3 +145,20 @@ def test_a_damaged_manifest_is_refused_in_one_line_by_run_and_load(tiny_conv, tm
     assert proc.returncode == 2 and "inside the bundle" in proc.stderr
     assert json.loads((tmp_path / "b" / "manifest.json").read_text()) == manifest
 
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format": ' + "9" * 5000 + "}"],
+                         ids=["nested 100000 deep", "a 5000-digit number"])
+def test_a_manifest_python_cannot_parse_fails_verification(tmp_path, text):
+    """A manifest nested 100000 deep (RecursionError) or holding a 5000-digit number (past
+    Python's digit limit) had been an internal error in run, inspect and diff."""
+    from deploycomp.bundle import read_manifest
+    from deploycomp.errors import VerificationError
+    from deploycomp.signing import verify_bundle
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text(text)
+    with pytest.raises(VerificationError, match="corrupt manifest"):
+        read_manifest(tmp_path / "b")
+    with pytest.raises(VerificationError, match="corrupt manifest"):
+        verify_bundle(tmp_path / "b")
