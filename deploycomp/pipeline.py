@@ -45,7 +45,7 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import render_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import (InputSpec, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
+from deploycomp.shapes import (InputSpec, check_sizes, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
 from deploycomp.targets import Fidelity, TargetProfile, check_op_names, cpu_name, is_shipped, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
@@ -524,6 +524,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     profiles = profiles if profiles is not None else {}
     resolved = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
     shapes, assumed = resolved.shapes, resolved.assumed
+    check_sizes(loaded.model, shapes)
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}

@@ -12,6 +12,8 @@ bakes the size in (``3`` channels read by a conv stay ``3``).
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from typing import Mapping, Sequence
 
@@ -30,6 +32,24 @@ _SHAPE = re.compile(r"^\d+(x\d+)*$")
 
 MAX_DIM = 2**31 - 1
 """The largest dim a shape given on the command line may name."""
+
+
+def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
+    """One sample of each input fits in half this machine's memory: a model declaring a dim
+    of 10^12 had ended in an out-of-memory exit (10: "retry elsewhere"), not a data error."""
+    try:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return
+    for value in model.graph.inputs:
+        shape = shapes.get(value.name)
+        if shape is None or value.dtype is None:
+            continue
+        size = math.prod(shape) * max(1, value.dtype.itemsize)
+        if size > limit:
+            raise InputDataError(f"input '{value.name}' at {'x'.join(map(str, shape))} is {size / 1e9:.0f} GB a "
+                                 "sample, more than half this machine's memory: give --input a size the model "
+                                 "takes")
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -246,6 +266,7 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
             if fixed:
                 changed.append((name, fixed))
         resolved[name] = dims
+    check_sizes(model, resolved)  # (before shape_error makes a sample of each)
     if changed and (why := shape_error(model, resolved)):
         name = changed[0][0]
         old = _declared(model, name)

@@ -723,4 +723,7 @@ def test_absurd_names_and_sizes_are_one_line_errors(tiny_conv, tmp_path):
         deploycomp.build(tiny_conv, tmp_path / "out", target="host", inputs=["x:1x3x16x99999999999999999999"])
     with pytest.raises(OutputExistsError, match="longer than file systems take"):
         deploycomp.build(tiny_conv, tmp_path / ("a" * 300), target="host")
+    # a sample past half the machine's memory: a data error (4), not "out of memory" (10, retry elsewhere)
+    with pytest.raises(InputDataError, match=r"input 'x' at 1x3x100000x100000 is 120 GB a sample"):
+        deploycomp.build(tiny_conv, tmp_path / "out", target="host", inputs=["x:1x3x100000x100000"])
 
