@@ -342,15 +342,24 @@ def _declared(f) -> tuple[tuple[int, ...], np.dtype] | None:
         return None
 
 
+def sample_memory_limit() -> int | None:
+    """The most one array of data (or one sample of an input) may take: half this machine's
+    memory (None where it cannot be read). Past it, the data are refused for their size
+    (exit 4) before anything is read or made, rather than running out of memory (exit 10,
+    which says a job may be retried elsewhere)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _check_declared_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Refuse, before reading, an array whose header declares more than half this machine's
     memory: a 3 MB .npz of compressed zeros declaring 64x1x3x2048x2048 had taken 3.2 GB
     before its shape was refused, and a 336-byte one an out-of-memory exit, which says a
     job may be retried elsewhere. Returns each array's declared shape and dtype."""
     found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    try:
-        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
+    if (limit := sample_memory_limit()) is None:
         return found
     try:
         members = []

@@ -13,7 +13,6 @@ bakes the size in (``3`` channels read by a conv stay ``3``).
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Mapping, Sequence
 
@@ -37,9 +36,9 @@ MAX_DIM = 2**31 - 1
 def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
     """One sample of each input fits in half this machine's memory: a model declaring a dim
     of 10^12 had ended in an out-of-memory exit (10: "retry elsewhere"), not a data error."""
-    try:
-        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
+    from deploycomp.sample_data import sample_memory_limit
+
+    if (limit := sample_memory_limit()) is None:
         return
     for value in model.graph.inputs:
         shape = shapes.get(value.name)
