@@ -42,9 +42,13 @@ def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
         return
     for value in model.graph.inputs:
         shape = shapes.get(value.name)
-        if shape is None or value.dtype is None:
+        try:
+            itemsize = value.dtype.itemsize if shape is not None and value.dtype is not None else None
+        except (TypeError, ValueError):  # (a string has no fixed size: refused by name where it must be)
+            itemsize = None
+        if itemsize is None:
             continue
-        size = math.prod(shape) * max(1, value.dtype.itemsize)
+        size = math.prod(shape) * max(1, itemsize)
         if size > limit:
             raise InputDataError(f"input '{value.name}' at {'x'.join(map(str, shape))} is {size / 1e9:.0f} GB a "
                                  "sample, more than half this machine's memory: give --input a size the model "
