@@ -442,6 +442,17 @@ def _initializer_inputs(proto: onnx.ModelProto) -> list[str]:
     return [i.name for i in proto.graph.input if i.name in initializers]
 
 
+def _drop_input_initializers(proto: onnx.ModelProto, names: list[str]) -> None:
+    """Kept as runtime inputs (``keep_initializer_inputs``), ``names`` lose their initializers
+    in the model the build optimizes: a value that is an input and a constant was folded as
+    the constant, and the bundle asked for the input and ignored it (a Gemm given W = 0.5
+    computed with the file's W). The reference, ONNX Runtime on the file, is fed them too."""
+    drop = set(names)
+    kept = [t for t in proto.graph.initializer if t.name not in drop]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+
+
 def _drop_initializer_inputs(proto: onnx.ModelProto, names: list[str]) -> None:
     """Remove ``names`` from the main graph's inputs (their initializers stay): a default
     becomes a constant. Subgraph inputs are formal parameters and are left alone."""
@@ -524,6 +535,8 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     initializer_inputs = _initializer_inputs(proto)
     if initializer_inputs and not keep_initializer_inputs:
         _drop_initializer_inputs(proto, initializer_inputs)
+    elif initializer_inputs:
+        _drop_input_initializers(proto, initializer_inputs)
     elif proto.ir_version < 4 and len(initializer_inputs) < len(proto.graph.initializer):
         # an IR 3 file with an initializer it does not list as an input (ONNX Runtime's own
         # mul_1.onnx), which ONNX Runtime runs: read as IR 4, where that is allowed (the version

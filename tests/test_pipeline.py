@@ -727,3 +727,31 @@ def test_absurd_names_and_sizes_are_one_line_errors(tiny_conv, tmp_path):
     with pytest.raises(InputDataError, match=r"input 'x' at 1x3x100000x100000 is 120 GB a sample"):
         deploycomp.build(tiny_conv, tmp_path / "out", target="host", inputs=["x:1x3x100000x100000"])
 
+
+
+def test_initializers_kept_as_inputs_are_computed_with_the_values_fed(tmp_path):
+    """``--keep-initializer-inputs``: the bundle asked for ``W`` and ``b`` and computed with
+    the file's own (a Gemm given W = 0.5, b = 1..4 returned [-3.82 0.65 ...] where ONNX
+    Runtime returns [5 6 7 8]); and the reference left them out of its feeds."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["data", "W", "b"], ["out"])], "g",
+        [helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT, [8, 4]),
+         helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W"),
+         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", data=rng.standard_normal((4, 1, 8)).astype(np.float32),
+             W=rng.standard_normal((4, 8, 4)).astype(np.float32), b=rng.standard_normal((4, 4)).astype(np.float32))
+    runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "out", target="host", keep_initializer_inputs=True,
+                              validation_data=tmp_path / "val.npz")
+    assert runner.manifest["validation"]["outputs"]["out"]["cosine"] > 0.9999
+    feeds = {"data": np.ones((1, 8), np.float32), "W": np.full((8, 4), 0.5, np.float32),
+             "b": np.array([1, 2, 3, 4], np.float32)}
+    np.testing.assert_allclose(runner.run(feeds)["out"], [[5, 6, 7, 8]], rtol=1e-5)

@@ -51,6 +51,10 @@ class ORTRunner:
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # initializers the file also lists as inputs (ONNX Runtime leaves them out of
+        # get_inputs): fed where the feeds hold them (``--keep-initializer-inputs``: the
+        # reference had computed with the file's values while the bundle took the fed ones)
+        self.overridable = [i.name for i in self.session.get_overridable_initializers()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.info = {
             "runtime": "onnxruntime",
@@ -63,7 +67,8 @@ class ORTRunner:
         from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         try:
-            outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+            outs = self.session.run(self.output_names, {n: feeds[n] for n in [*self.input_names, *self.overridable]
+                                                         if n in feeds or n in self.input_names})
         except (state.InvalidArgument, state.Fail, state.RuntimeException) as e:
             # the model loaded and ran on other inputs (shapes are checked before): these values
             # it rejects, e.g. token ids past its vocabulary (a Gather out of bounds)
