@@ -569,8 +569,10 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
         except (ValueError, TypeError):
             needed = proto.ir_version
         proto.ir_version = max(proto.ir_version, needed)
+    model = model_from_proto(proto, path.parent)
+    _free_reserved_names(model)
     return LoadedModel(
-        model=model_from_proto(proto, path.parent),
+        model=model,
         path=path,
         sha256=sha256_file(path),
         source_opset=opset,
@@ -578,6 +580,45 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
         ir_version=source_ir,
         external_data={loc: sha256_file(path.parent / loc) for loc in locations},
     )
+
+
+RESERVED_NAME_PARTS = ("__", "/i8")
+"""What the names deploycomp gives the tensors it adds are built with (``x__dq``,
+``w__fp16``, TFLite's ``p/i8``): a model's own tensor named so had clashed with one made
+from another name (an internal error: "Duplicate definition of name")."""
+
+
+def _free_reserved_names(model: ir.Model) -> None:
+    """Rename the model's inner tensors (not its graph inputs and outputs, which the bundle
+    keeps) whose names hold :data:`RESERVED_NAME_PARTS`, each to a free name without them."""
+    graphs = [model.graph, *(a.value for n in ir.traversal.RecursiveGraphIterator(model.graph)
+                             for a in n.attributes.values() if a.type == ir.AttributeType.GRAPH),
+              *(g for n in ir.traversal.RecursiveGraphIterator(model.graph) for a in n.attributes.values()
+                if a.type == ir.AttributeType.GRAPHS for g in a.value)]
+    values = {id(v): v for g in graphs for v in [*g.inputs, *g.initializers.values(),
+                                                 *(o for n in g for o in n.outputs)]}
+    public = {id(v) for v in [*model.graph.inputs, *model.graph.outputs]}
+    taken = {v.name for v in values.values() if v.name}
+    for key, value in values.items():
+        name = value.name
+        if key in public or not name or not any(part in name for part in RESERVED_NAME_PARTS):
+            continue
+        base = name
+        for part in RESERVED_NAME_PARTS:
+            base = base.replace(part, "_" if part == "__" else "_i8")
+        while "__" in base:
+            base = base.replace("__", "_")
+        free, n = base, 1
+        while free in taken:
+            free, n = f"{base}_{n}", n + 1
+        if value.is_initializer():
+            graph = value.graph
+            graph.initializers.pop(name)
+            value.name = free
+            graph.initializers[free] = value
+        else:
+            value.name = free
+        taken.add(free)
 
 
 def save_model(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:

@@ -755,3 +755,30 @@ def test_initializers_kept_as_inputs_are_computed_with_the_values_fed(tmp_path):
     feeds = {"data": np.ones((1, 8), np.float32), "W": np.full((8, 4), 0.5, np.float32),
              "b": np.array([1, 2, 3, 4], np.float32)}
     np.testing.assert_allclose(runner.run(feeds)["out"], [[5, 6, 7, 8]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("target,precision", [("host", "int8"), ("android-arm64", "int8"),
+                                              ("jetson-orin-nano", "fp16")])
+def test_a_models_names_cannot_clash_with_the_tensors_a_build_adds(tmp_path, target, precision):
+    """A valid model whose tensors are called ``x__dq``, ``w__fp16`` or ``p/i8`` (the names
+    deploycomp gives what it adds) had failed with internal errors ("Duplicate definition of
+    name"); its inner tensors are renamed on load, its inputs and outputs kept."""
+    from onnx import numpy_helper
+
+    from deploycomp.ir import load_model
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.4).astype(np.float32), n)
+               for n in ("w", "w__fp16")]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["x__dq"]),
+         helper.make_node("MatMul", ["x__dq", "w__fp16"], ["p/i8"]), helper.make_node("Relu", ["p/i8"], ["y__q"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y__q", onnx.TensorProto.FLOAT, [1, 16])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    names = {v.name for n in load_model(tmp_path / "m.onnx").model.graph for v in n.outputs}
+    assert names == {"h", "x_dq", "p_i8", "y__q"}  # (the graph's output keeps its name)
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((16, 1, 16)).astype(np.float32))
+    runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "out", target=target, precision=precision,
+                              calibration=tmp_path / "c.npz", validation_data=tmp_path / "c.npz")
+    assert set(runner.run({"x": np.ones((1, 16), np.float32)})) == {"y__q"}
