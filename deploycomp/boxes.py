@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.validate import entries_shape, entry_axis, iou_limit, row_entries, score_source, split_rule
+from deploycomp.validate import (entries_shape, entry_axis, escaped, iou_limit, row_entries, score_source, split_rule,
+                                 unescaped)
 
 __all__ = ["BoxRule", "FORMATS", "MATCH_IOU", "box_iou_limit", "box_metrics", "check_boxes", "describe_boxes",
            "aligned_rows", "infer_format", "parse_boxes", "suggest_rule"]
@@ -90,9 +91,11 @@ def parse_boxes(texts) -> dict[str, BoxRule]:
     rules: dict[str, BoxRule] = {}
     for text in texts or ():
         text = str(text)
-        target, rule = split_rule(text)
+        target, rule = split_rule(escaped(text))
         target, _, fmt = target.partition("=")
+        target = unescaped(target)
         scores, gt, threshold = rule.partition(">")
+        scores = unescaped(scores)
         threshold, *options = threshold.split(",")
         name, index = score_source(target)
         try:

@@ -289,7 +289,7 @@ ProfileSpec = tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 def parse_profile_spec(text: str) -> ProfileSpec:
     """``images:1x3x320x320:4x3x320x320:8x3x320x320`` -> (name, min, opt, max)."""
-    parts = text.split(":")
+    parts = text.rsplit(":", 3)  # (the name may hold ':' itself: a TensorFlow export's input_1:0)
     if len(parts) != 4 or not parts[0]:
         raise InputDataError(f"--profile {text!r}: expected NAME:MIN:OPT:MAX, e.g. images:1x3x320x320:4x3x320x320:8x3x320x320")
     name, *shapes = parts

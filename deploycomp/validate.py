@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -261,6 +261,25 @@ def _scores_of(output: Mapping[str, np.ndarray], scores: str) -> np.ndarray:
     return values if index is None else row_entries(values, index)
 
 
+_ESCAPES = {"\\:": "\x00", "\\,": "\x01", "\\=": "\x02", "\\>": "\x03"}
+"""In a judging rule an output's name may hold ``:``, ``,``, ``=`` or ``>`` written with a
+backslash before it (a TensorFlow export's ``Identity:0`` is ``Identity\\:0``)."""
+
+
+def escaped(text: str) -> str:
+    """``text`` with its backslash-escaped separators hidden from a rule's parsing."""
+    for seq, mark in _ESCAPES.items():
+        text = text.replace(seq, mark)
+    return text
+
+
+def unescaped(text: str) -> str:
+    """A name parsed from an :func:`escaped` rule, as the model names it."""
+    for seq, mark in _ESCAPES.items():
+        text = text.replace(mark, seq[1])
+    return text
+
+
 def split_rule(text: str) -> tuple[str, str]:
     """``TARGETS:SCORES>T`` -> (TARGETS, SCORES>T), split at the last colon outside
     brackets (a slice of entries, ``output0[4:84]``, holds one)."""
@@ -286,15 +305,16 @@ def parse_where(texts) -> dict[str, tuple[str, float]]:
     6e-8): ``output0:output0[4]>0.25`` judges the rows that are detections."""
     out: dict[str, tuple[str, float]] = {}
     for text in texts or ():
-        names, rule = split_rule(str(text))
+        names, rule = split_rule(escaped(str(text)))
         scores, gt, threshold = rule.partition(">")
+        scores = unescaped(scores)
         try:
             value = float(threshold)
         except ValueError:
             value = None
         if not names or not gt or not scores or value is None or not math.isfinite(value):
             raise ValueError(f"--judge-where {text!r}: write OUTPUT[,OUTPUT...]:SCORES>THRESHOLD, e.g. 539,540:537>0.2")
-        for name in names.split(","):
+        for name in map(unescaped, names.split(",")):
             if name and out.get(name, (scores, value)) != (scores, value):
                 raise ValueError(f"--judge-where {name}: given two rules ({out[name][0]}>{out[name][1]:g} and "
                                  f"{scores}>{value:g}); give one")

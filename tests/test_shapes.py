@@ -100,3 +100,13 @@ def test_an_input_that_is_itself_a_size_is_not_tried_at_zeros():
                              [helper.make_tensor("w", T.FLOAT, [4, 3, 1, 1], [0.0] * 12)])
     model = ir.serde.deserialize_model(helper.make_model(conv, opset_imports=[helper.make_opsetid("", 17)]))
     assert shape_error(model, {"x": (1, 5, 8, 8)}) is not None
+
+
+def test_a_profile_names_an_input_whose_name_holds_a_colon():
+    """A TensorFlow export's ``input_1:0`` had been refused ("expected NAME:MIN:OPT:MAX"),
+    though the build's own hint for its dynamic batch recommends ``--profile``."""
+    from deploycomp.shapes import parse_profile_spec
+
+    assert parse_profile_spec("input_1:0:1x3x32x32:2x3x32x32:4x3x32x32") == (
+        "input_1:0", (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
+    assert parse_input_spec("input_1:0:1x3x32x32") == ("input_1:0", (1, 3, 32, 32))

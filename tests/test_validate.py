@@ -695,3 +695,15 @@ def test_a_per_pixel_softmax_is_judged_about_each_channels_mean():
     rows = ref.reshape(1, -1, 2)
     head = compare_outputs([{"p": rows}], [{"p": got.reshape(1, -1, 2)}])["p"]
     assert head["cosine"] > 0.98
+
+
+def test_a_rule_names_outputs_whose_names_hold_its_separators():
+    """A TensorFlow export's outputs are ``Identity:0``, ``Identity_1:0``: no judging rule
+    could name them ("no output 'Identity_1:0:Identity'"), in a fleet spec neither."""
+    from deploycomp.boxes import parse_boxes
+    from deploycomp.validate import parse_where
+
+    assert parse_where([r"Identity_1\:0:Identity\:0>0.3", r"a\,b,c:s>0.1"]) == {
+        "Identity_1:0": ("Identity:0", 0.3), "a,b": ("s", 0.1), "c": ("s", 0.1)}
+    rule = parse_boxes([r"Identity_1\:0=xyxy:Identity\:0>0.3"])["Identity_1:0"]
+    assert (rule.scores, rule.threshold, rule.fmt) == ("Identity:0", 0.3, "xyxy")

@@ -79,12 +79,16 @@ def _pinned(model: ir.Model, policy: QDQPolicy, patterns: Sequence[str]) -> set[
     """The searchable nodes ``--keep-float`` patterns name; a pattern that names none is an
     error, not a silent no-op (a typo in a layer's name had built every layer int8)."""
     names = [n.name for n in searchable_nodes(model, policy)]
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+
+    def named(name: str, pattern: str) -> bool:  # (an exact name first: 'model/conv[0]' is no glob of itself)
+        return name == pattern or fnmatch.fnmatchcase(name, pattern)
+
+    unmatched = [p for p in patterns if not any(named(n, p) for n in names)]
     if unmatched:
         raise DeployError(f"--keep-float {unmatched[0]!r} matches no layer the int8 search may keep float"
                           f"{f' ({len(unmatched) - 1} more patterns likewise)' if len(unmatched) > 1 else ''}; "
                           f"they are: {few(names, 6)}")
-    return {n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)}
+    return {n for n in names for p in patterns if named(n, p)}
 
 
 RANGE_CHOICES = ("percentile", "minmax")

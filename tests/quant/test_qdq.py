@@ -102,6 +102,12 @@ def test_keep_float_pattern_leaves_node_unquantized(tiny_conv):
     assert result.info["float_layers"] == ["fc"]
     gemm = next(n for n in result.model.graph if n.op_type == "Gemm")
     assert all(v.producer() is None or v.producer().op_type != "DequantizeLinear" for v in gemm.inputs)
+    # an exact name that holds glob characters names its layer ("model/conv[0]" had matched
+    # nothing, and the error listed that very name)
+    model = _model(tiny_conv)
+    next(n for n in model.graph if n.op_type == "Gemm").name = "model/fc[0]"
+    result = quantize(model, POLICIES["openvino"], _samples(4), [], keep_float=["model/fc[0]"])
+    assert result.info["float_layers"] == ["model/fc[0]"]
 
 
 def test_sensitivity_keeps_the_fewest_float_layers_that_meet_the_budget(tiny_conv):
