@@ -14,6 +14,7 @@ says the output was finished before the signal came);
 from __future__ import annotations
 
 import faulthandler
+import errno
 import json
 import logging
 import os
@@ -37,6 +38,9 @@ def _fail(e: Exception, verbose: bool) -> None:
     if verbose:  # the traceback, then the same line and exit code as without -v
         traceback.print_exception(e, file=sys.stderr)
     e = environment_problem(e) or e
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # (a path given: bad input, not a bug)
+        e = DeployError(f"{str(e.filename or '')[:80]}...: a name in the path is longer than the file system "
+                        "takes")
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
     click.echo(f"deploycomp: {prefix}: {one_line(str(e)) or type(e).__name__}", err=True)

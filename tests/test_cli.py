@@ -717,3 +717,24 @@ def test_inspect_counts_onnx_runtimes_fused_ops_as_the_layers_they_stand_for(tin
         counted[name] = json.loads(out)
     assert "com.microsoft::FusedConv" in counted["fused"]["op_histogram"]
     assert counted["fused"]["macs"] == counted["float"]["macs"] > 0
+
+
+def test_names_a_file_system_or_onnx_runtime_will_not_take_are_said(tmp_path):
+    """A model path with a name past 255 bytes was an internal error (ENAMETOOLONG); a
+    model with two nodes of one name (legal ONNX) was refused by ONNX Runtime, the
+    reference, with no word of what to do."""
+    from onnx import TensorProto as T, helper
+
+    rc, _, stderr = cli("build", tmp_path / ("m" * 300 + ".onnx"), "--out", tmp_path / "o")
+    assert rc == 2
+    _one_line_error(stderr, "a name in the path is longer than the file system takes")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["a"], name="n"),
+                               helper.make_node("Abs", ["a"], ["y"], name="n")], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 4])])
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dup.onnx")
+    rc, _, stderr = cli("build", tmp_path / "dup.onnx", "--out", tmp_path / "o")
+    assert rc == 3
+    _one_line_error(stderr, "two nodes with same node name", "deploycomp optimize MODEL -o OUT")

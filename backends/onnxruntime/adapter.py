@@ -88,7 +88,10 @@ def source_runner(model: str | Path | bytes, label: str, **options) -> ORTRunner
     except state.NotImplemented as e:
         raise UnsupportedError(f"{label}: ONNX Runtime, the fp32 reference, cannot run it: {_load_error(e)}") from None
     except (state.InvalidGraph, state.InvalidProtobuf, state.InvalidArgument, state.Fail) as e:
-        raise ModelError(f"{label}: ONNX Runtime cannot load it: {_load_error(e)}") from None
+        why = _load_error(e)
+        if "same node name" in why:  # (legal ONNX, which ONNX Runtime, the reference, refuses)
+            why += "; `deploycomp optimize MODEL -o OUT` writes the model with unique node names, which builds"
+        raise ModelError(f"{label}: ONNX Runtime cannot load it: {why}") from None
 
 
 _NODE = re.compile(r'In Node, \("(?P<name>[^"]*)", (?P<op>[^,]+),.*?, Error (?P<error>.*)$', re.S)
