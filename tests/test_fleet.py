@@ -150,6 +150,9 @@ def test_the_cli_exit_codes_and_signing(fleet_dir):
     ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host]\nprecisions: [fp8]", "precisions[0]: Input should be"),
     ("models:\n  - {name: a, path: models/a.onnx}\n  - {name: a, path: models/b.onnx}\ntargets: [host]\n"
      "precisions: [fp16]", "the name 'a' is used twice"),
+    # (one folder on a file system that does not tell case apart: macOS, Windows)
+    ("models:\n  - {name: TF, path: models/a.onnx}\n  - {name: tf, path: models/b.onnx}\ntargets: [host]\n"
+     "precisions: [fp16]", "the name 'TF' is used twice, ignoring case"),
     ("just: [text", "not valid YAML"),
     # one cell twice (it had run, failed with an internal error and broken its cache entry)
     ("models:\n  - {name: a, path: models/a.onnx}\ntargets: [host, host]\nprecisions: [fp16]",

@@ -273,10 +273,11 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
         if err["type"] == "extra_forbidden":
             raise SpecError(f"{path}: {key}: unknown key") from None
         raise SpecError(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
-    names = [m.name for m in spec.models]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    names = [m.name.lower() for m in spec.models]  # (TF and tf: one folder where case is not told apart)
+    dupes = sorted({m.name for m in spec.models if names.count(m.name.lower()) > 1})
     if dupes:
-        raise SpecError(f"{path}: models: the name {dupes[0]!r} is used twice (bundles go to OUT/<name>/)")
+        raise SpecError(f"{path}: models: the name {dupes[0]!r} is used twice, ignoring case (bundles go to "
+                        "OUT/<name>/, one folder on a file system that does not tell case apart)")
     base = path.parent.resolve()
 
     def local(value: str | None, key: str, must_exist: bool = True) -> Path | None:
