@@ -485,7 +485,7 @@ def _freeze(items: tuple[str, ...]) -> dict[str, list[float]]:
 
     out = {}
     for item in items:
-        name, sep, text = item.partition("=")
+        name, sep, text = item.rpartition("=")  # (the values hold no '=': a name may, 'a=b=2.5')
         try:
             if not sep or not name:
                 raise ValueError

@@ -738,3 +738,13 @@ def test_names_a_file_system_or_onnx_runtime_will_not_take_are_said(tmp_path):
     rc, _, stderr = cli("build", tmp_path / "dup.onnx", "--out", tmp_path / "o")
     assert rc == 3
     _one_line_error(stderr, "two nodes with same node name", "deploycomp optimize MODEL -o OUT")
+
+
+def test_freeze_names_an_input_whose_name_holds_an_equals_sign():
+    """``--freeze a=b=2.5`` had been refused: the values hold no '=', so the last one splits."""
+    from deploycomp.cli import _freeze
+    from deploycomp.errors import InputDataError
+
+    assert _freeze(("a=b=2.5", "sr=16000")) == {"a=b": [2.5], "sr": [16000.0]}
+    with pytest.raises(InputDataError, match="expected NAME=VALUE"):
+        _freeze(("=2.5",))
