@@ -306,15 +306,16 @@ def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()
     hung the optimizer for ever; a dangling input or output was an internal error on host).
     A graph that is acyclic but not in topological order (ONNX Runtime sorts it) is sorted,
     stably. Control-flow bodies are checked with the names they can see."""
-    given = set(outer) | {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    given |= {sp.values.name for sp in graph.sparse_initializer}
+    own = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    own |= {sp.values.name for sp in graph.sparse_initializer}
+    given = set(outer) | own
     producer: dict[str, int] = {}
     for i, node in enumerate(graph.node):
         label = f"{where}node '{node.name or i}' ({node.op_type})"
         if not any(node.output):
             raise ModelError(f"{label} has no output")
         for name in node.output:
-            if name in producer or name in given - set(outer):
+            if name in producer or name in own:
                 raise ModelError(f"{label} writes '{name}', which the graph already has")
             if name:
                 producer[name] = i
