@@ -403,8 +403,10 @@ def _keep_initializer_inputs(f):
 
 
 def _short(text: str, limit: int = 60) -> str:
-    """Long names and symbolic shapes abbreviated for a terminal line (JSON keeps them whole)."""
-    text = str(text)
+    """Long names and symbolic shapes abbreviated for a terminal line (JSON keeps them whole);
+    control characters escaped (an output named with a newline had split its summary line,
+    and one with a terminal escape could rewrite the screen)."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text))
     return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
 
 

@@ -748,3 +748,12 @@ def test_freeze_names_an_input_whose_name_holds_an_equals_sign():
     assert _freeze(("a=b=2.5", "sr=16000")) == {"a=b": [2.5], "sr": [16000.0]}
     with pytest.raises(InputDataError, match="expected NAME=VALUE"):
         _freeze(("=2.5",))
+
+
+def test_a_name_with_control_characters_stays_on_its_line():
+    """An output named with a newline had split its summary line (and a terminal escape in a
+    name could rewrite the screen)."""
+    from deploycomp.cli import _short
+
+    assert _short("prob\nmap\x1b[2J") == "prob\\nmap\\x1b[2J" and "\n" not in _short("a\nb")
+    assert _short("Identity:0") == "Identity:0" and _short("中文é") == "中文é"
