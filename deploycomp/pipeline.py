@@ -507,6 +507,15 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
     return frozen
 
 
+def _values_said(a: np.ndarray) -> str:
+    """A frozen input's values as the assumptions say them: all of a few, else the first
+    four and how many (32 values had read as the four alone)."""
+    flat = a.ravel()
+    if flat.size <= 4:
+        return str(flat.tolist())
+    return f"[{', '.join(map(str, flat[:4].tolist()))}, ... ({flat.size} values)]"
+
+
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
             keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None,
@@ -528,7 +537,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
                 if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
                 and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
-    assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {a.ravel()[:4].tolist()}" for n, a in frozen.items()] + assumed
+    assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {_values_said(a)}" for n, a in frozen.items()] + assumed
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))

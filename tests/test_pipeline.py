@@ -782,3 +782,11 @@ def test_a_models_names_cannot_clash_with_the_tensors_a_build_adds(tmp_path, tar
     runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "out", target=target, precision=precision,
                               calibration=tmp_path / "c.npz", validation_data=tmp_path / "c.npz")
     assert set(runner.run({"x": np.ones((1, 16), np.float32)})) == {"y__q"}
+
+
+def test_a_frozen_input_of_many_values_is_said_to_have_them():
+    """32 frozen values had read as the first four alone."""
+    from deploycomp.pipeline import _values_said
+
+    assert _values_said(np.array([16000])) == "[16000]"
+    assert _values_said(np.full(32, 0.5)) == "[0.5, 0.5, 0.5, 0.5, ... (32 values)]"
