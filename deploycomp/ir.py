@@ -90,6 +90,8 @@ class LoadedModel:
     external_data: dict[str, str] = field(default_factory=dict)
     """The external-data files the model names -> their sha256 (``sha256`` is the .onnx
     file's alone: two models alike but for their weights files had the same)."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Inner tensors renamed on load (:func:`_free_reserved_names`): the file's name -> the new."""
 
 
 
@@ -571,9 +573,10 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
             needed = proto.ir_version
         proto.ir_version = max(proto.ir_version, needed)
     model = model_from_proto(proto, path.parent)
-    _free_reserved_names(model)
+    renamed = _free_reserved_names(model)
     return LoadedModel(
         model=model,
+        renamed=renamed,
         path=path,
         sha256=sha256_file(path),
         source_opset=opset,
@@ -589,9 +592,11 @@ RESERVED_NAME_PARTS = ("__", "/i8")
 from another name (an internal error: "Duplicate definition of name")."""
 
 
-def _free_reserved_names(model: ir.Model) -> None:
+def _free_reserved_names(model: ir.Model) -> dict[str, str]:
     """Rename the model's inner tensors (not its graph inputs and outputs, which the bundle
-    keeps) whose names hold :data:`RESERVED_NAME_PARTS`, each to a free name without them."""
+    keeps) whose names hold :data:`RESERVED_NAME_PARTS`, each to a free name without them;
+    returns the file's names -> the new ones."""
+    renamed: dict[str, str] = {}
     graphs = [model.graph, *(a.value for n in ir.traversal.RecursiveGraphIterator(model.graph)
                              for a in n.attributes.values() if a.type == ir.AttributeType.GRAPH),
               *(g for n in ir.traversal.RecursiveGraphIterator(model.graph) for a in n.attributes.values()
@@ -620,6 +625,8 @@ def _free_reserved_names(model: ir.Model) -> None:
         else:
             value.name = free
         taken.add(free)
+        renamed[name] = free
+    return renamed
 
 
 def save_model(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:

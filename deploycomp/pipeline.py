@@ -474,10 +474,16 @@ def _shape_problem(prep: Prepared) -> InputDataError | None:
 
 
 def _initializer_note(loaded) -> list[str]:
-    if not loaded.initializer_inputs:
-        return []
-    return [f"{len(loaded.initializer_inputs)} initializer(s) listed as graph inputs (IR {loaded.ir_version} style) "
-            "treated as constants; --keep-initializer-inputs keeps them as inputs"]
+    """What loading changed of the file that a reader of the bundle's messages needs to know."""
+    notes = []
+    if loaded.initializer_inputs:
+        notes.append(f"{len(loaded.initializer_inputs)} initializer(s) listed as graph inputs (IR {loaded.ir_version} "
+                     "style) treated as constants; --keep-initializer-inputs keeps them as inputs")
+    if loaded.renamed:  # (a message naming an inner tensor names it as renamed)
+        old, new = next(iter(loaded.renamed.items()))
+        notes.append(f"{len(loaded.renamed)} inner tensor name(s) holding '__' or '/i8', which deploycomp names its "
+                     f"own tensors with, renamed (e.g. '{old}' as '{new}'); inputs and outputs keep theirs")
+    return notes
 
 
 def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarray]:
