@@ -82,8 +82,8 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
         raise DeployError(f"{bundle}: not a deploycomp bundle (no {MANIFEST})")
     # whatever is wrong inside the manifest fails the bundle's verification (exit 11), as
     # `verify` says of the same file (run and diff had said 2)
-    if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise VerificationError(f"{path}: not a manifest (not a regular file, or over {MAX_MANIFEST_BYTES // 10**6} MB)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:  # (a regular file: said above where it is not)
+        raise VerificationError(f"{path}: not a manifest (over {MAX_MANIFEST_BYTES // 10**6} MB)")
     try:
         manifest = json.loads(path.read_text())
     # (a file written over it: not text at all; nested 100000 deep: RecursionError; a

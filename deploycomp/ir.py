@@ -59,6 +59,7 @@ __all__ = [
     "model_from_proto",
     "save_model",
     "sha256_file",
+    "subgraphs",
     "uses_through",
 ]
 
@@ -116,15 +117,25 @@ def float_only(node: ir.Node) -> bool:
     """Whether ``node`` has a :data:`FLOAT_ONLY` role."""
     return node.metadata_props.get(ROLE) in FLOAT_ONLY
 
+def _node_graphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs a node holds in its attributes (an If's branches, a Loop's body)."""
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
+        for g in _node_graphs(node):
+            yield from _graphs(g)
+
+
+def _held(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """A graph's initializers, a sparse one's values and indices among them."""
+    return [*graph.initializer, *(t for sp in graph.sparse_initializer for t in (sp.values, sp.indices))]
 
 
 def _bodies(proto: onnx.ModelProto) -> Iterator[tuple[Sequence[onnx.NodeProto], Sequence[onnx.TensorProto]]]:
@@ -133,15 +144,13 @@ def _bodies(proto: onnx.ModelProto) -> Iterator[tuple[Sequence[onnx.NodeProto], 
     ``/etc/passwd`` as its external data inside a function had been read by constant
     folding, and its bytes written into an optimized model."""
     for graph in _graphs(proto.graph):
-        yield graph.node, [*graph.initializer, *(t for sp in graph.sparse_initializer for t in (sp.values, sp.indices))]
+        yield graph.node, _held(graph)
     for function in proto.functions:
         yield function.node, []
         for node in function.node:
-            for attr in node.attribute:
-                for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                    for graph in _graphs(g):
-                        yield graph.node, [*graph.initializer,
-                                           *(t for sp in graph.sparse_initializer for t in (sp.values, sp.indices))]
+            for g in _node_graphs(node):
+                for graph in _graphs(g):
+                    yield graph.node, _held(graph)
 
 
 def _attribute_tensors(nodes: Sequence[onnx.NodeProto]) -> Iterator[tuple[onnx.NodeProto, onnx.TensorProto]]:
@@ -154,18 +163,24 @@ def _attribute_tensors(nodes: Sequence[onnx.NodeProto]) -> Iterator[tuple[onnx.N
                 yield from ((node, t) for t in attr.tensors)
 
 
+def _tensors(proto: onnx.ModelProto, initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every tensor the model holds, in every graph (control-flow bodies and local functions
+    too: :func:`_bodies`), initializers (unless not ``initializers``) and ``Constant``
+    values alike, with what it is (for an error naming it)."""
+    for nodes, inits in _bodies(proto):
+        if initializers:
+            yield from ((f"initializer '{t.name}'", t) for t in inits)
+        yield from ((f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'", t)
+                    for node, t in _attribute_tensors(nodes))
+
+
 def _external_tensors(proto: onnx.ModelProto,
                       initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto, str | None]]:
-    """Each tensor whose data is external, in every graph (control-flow bodies and local
-    functions too: :func:`_bodies`), initializers (unless not ``initializers``) and
-    ``Constant`` values alike: (what it is, the tensor, the location it names)."""
-    for nodes, inits in _bodies(proto):
-        held = [(f"initializer '{t.name}'", t) for t in inits] if initializers else []
-        held += [(f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'", t)
-                 for node, t in _attribute_tensors(nodes)]
-        for what, tensor in held:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                yield what, tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)
+    """Each tensor of :func:`_tensors` whose data is external: (what it is, the tensor, the
+    location it names)."""
+    for what, tensor in _tensors(proto, initializers):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield what, tensor, next((e.value for e in tensor.external_data if e.key == "location"), None)
 
 
 def external_locations(proto: onnx.ModelProto) -> list[str]:
@@ -210,24 +225,20 @@ def _check_tensor_sizes(proto: onnx.ModelProto) -> None:
     """Each initializer's stored bytes fit its dims and type: one short of them had failed
     deep in the optimizer ("cannot reshape array of size 211 into shape (8,3,3,3)") without
     naming it."""
-    for nodes, inits in _bodies(proto):
-        tensors = [(f"initializer '{t.name}'", t) for t in inits]
-        tensors += [(f"{n.op_type} '{n.name or (n.output[0] if n.output else '')}'", t)
-                    for n, t in _attribute_tensors(nodes)]
-        for what, t in tensors:
-            if not t.HasField("raw_data") or t.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            try:
-                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-            except (KeyError, ValueError, TypeError):
-                continue  # (a type numpy has no fixed size for: left to the loader)
-            if t.data_type in (onnx.TensorProto.STRING,) or itemsize == 0:
-                continue
-            bits = 4 if t.data_type in _FOUR_BIT else 8 * itemsize
-            need = (math.prod(t.dims) * bits + 7) // 8
-            if len(t.raw_data) != need:
-                raise ModelError(f"{what}: its data holds {len(t.raw_data)} bytes where its "
-                                 f"{'x'.join(map(str, t.dims)) or 'scalar'} needs {need}")
+    for what, t in _tensors(proto):
+        if not t.HasField("raw_data") or t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            continue  # (a type numpy has no fixed size for: left to the loader)
+        if t.data_type == onnx.TensorProto.STRING or itemsize == 0:
+            continue
+        bits = 4 if t.data_type in _FOUR_BIT else 8 * itemsize
+        need = (math.prod(t.dims) * bits + 7) // 8
+        if len(t.raw_data) != need:
+            raise ModelError(f"{what}: its data holds {len(t.raw_data)} bytes where its "
+                             f"{'x'.join(map(str, t.dims)) or 'scalar'} needs {need}")
 
 
 def _read_attribute_data(proto: onnx.ModelProto, model_dir: Path) -> None:
@@ -343,12 +354,10 @@ def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()
                 raise ModelError(f"{where}node '{node.name or i}' ({node.op_type}) reads '{name}', which nothing "
                                  "in the model produces")
             wants.add(producer[name])
-        for attr in node.attribute:  # (a body reads the outer scope's names: they must come first too)
-            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                inner = _free_names(g) & producer.keys()
-                wants |= {producer[n] for n in inner}
+        for g in _node_graphs(node):  # (a body reads the outer scope's names: they must come first too)
+            wants |= {producer[n] for n in _free_names(g) & producer.keys()}
         needs.append(wants)
-    order, placed, ready = [], set(), []
+    order: list[int] = []
     waiting = [len(w) for w in needs]
     readers: dict[int, list[int]] = {}
     for i, wants in enumerate(needs):
@@ -359,13 +368,12 @@ def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()
     while ready:
         i = heapq.heappop(ready)
         order.append(i)
-        placed.add(i)
         for r in readers.get(i, ()):
             waiting[r] -= 1
             if waiting[r] == 0:
                 heapq.heappush(ready, r)
     if len(order) < len(graph.node):
-        stuck = next(i for i in range(len(graph.node)) if i not in placed)
+        stuck = min(set(range(len(graph.node))) - set(order))
         node = graph.node[stuck]
         raise ModelError(f"{where}node '{node.name or stuck}' ({node.op_type}) is on a cycle: it depends on its own "
                          "output")
@@ -378,9 +386,8 @@ def _check_structure(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()
         graph.node.extend(copies)
     seen = frozenset(given | producer.keys())
     for node in graph.node:
-        for attr in node.attribute:
-            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                _check_structure(g, seen, f"{where}{node.op_type} '{node.name}' body: ")
+        for g in _node_graphs(node):
+            _check_structure(g, seen, f"{where}{node.op_type} '{node.name}' body: ")
 
 
 def _free_names(graph: onnx.GraphProto) -> set[str]:
@@ -389,9 +396,8 @@ def _free_names(graph: onnx.GraphProto) -> set[str]:
     defined |= {o for n in graph.node for o in n.output}
     free = {name for n in graph.node for name in n.input if name and name not in defined}
     for n in graph.node:
-        for attr in n.attribute:
-            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                free |= _free_names(g) - defined
+        for g in _node_graphs(n):
+            free |= _free_names(g) - defined
     return free
 
 
@@ -586,6 +592,16 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     )
 
 
+def subgraphs(graph: ir.Graph) -> Iterator[ir.Graph]:
+    """Every graph inside ``graph``'s nodes, at any depth (If branches, Loop and Scan bodies)."""
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                yield attr.as_graph()
+            elif attr.type == ir.AttributeType.GRAPHS:
+                yield from attr.as_graphs()
+
+
 RESERVED_NAME_PARTS = ("__", "/i8")
 """What the names deploycomp gives the tensors it adds are built with (``x__dq``,
 ``w__fp16``, TFLite's ``p/i8``): a model's own tensor named so had clashed with one made
@@ -597,10 +613,7 @@ def _free_reserved_names(model: ir.Model) -> dict[str, str]:
     keeps) whose names hold :data:`RESERVED_NAME_PARTS`, each to a free name without them;
     returns the file's names -> the new ones."""
     renamed: dict[str, str] = {}
-    graphs = [model.graph, *(a.value for n in ir.traversal.RecursiveGraphIterator(model.graph)
-                             for a in n.attributes.values() if a.type == ir.AttributeType.GRAPH),
-              *(g for n in ir.traversal.RecursiveGraphIterator(model.graph) for a in n.attributes.values()
-                if a.type == ir.AttributeType.GRAPHS for g in a.value)]
+    graphs = [model.graph, *subgraphs(model.graph)]
     values = {id(v): v for g in graphs for v in [*g.inputs, *g.initializers.values(),
                                                  *(o for n in g for o in n.outputs)]}
     public = {id(v) for v in [*model.graph.inputs, *model.graph.outputs]}

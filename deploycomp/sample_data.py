@@ -318,7 +318,8 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     else:
         arrays = {}
         for k in loaded.files:
-            if k in shapes and k in declared and not _fits(declared[k][0], shapes[k], batched, (profiles or {}).get(k)):
+            if k in shapes and k in declared and _layout(declared[k][0], shapes[k], batched,
+                                                          (profiles or {}).get(k)) is None:
                 # refused for its shape without reading it: a view of the declared shape holding
                 # nothing (3.2 GB of a 3 MB file's zeros had been read first)
                 arrays[k] = np.broadcast_to(np.zeros((), declared[k][1]), declared[k][0])
@@ -385,15 +386,17 @@ def _check_declared_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dty
     return found
 
 
-def _fits(array_shape: tuple[int, ...], shape: tuple[int, ...], batched: bool,
-          profile: Mapping[str, Sequence[int]] | None) -> bool:
-    """Whether an array of ``array_shape`` holds samples of ``shape`` (or of the profile's
-    range), as :func:`samples_from_arrays` reads it."""
-    if sample_layout(array_shape, shape, batched) is not None:
-        return True
-    return profile is not None and (within_profile(array_shape, profile["min"], profile["max"])
-                                    or (len(array_shape) == len(shape) + 1
-                                        and within_profile(array_shape[1:], profile["min"], profile["max"])))
+def _layout(array_shape: tuple[int, ...], shape: tuple[int, ...], batched: bool,
+            profile: Mapping[str, Sequence[int]] | None) -> str | None:
+    """How an array of ``array_shape`` holds samples of ``shape`` (:func:`sample_layout`),
+    or of a shape the bundle's ``profile`` takes: ``one`` or ``stacked``; None: it holds none."""
+    layout = sample_layout(array_shape, shape, batched)
+    if layout is None and profile is not None:
+        if within_profile(array_shape, profile["min"], profile["max"]):
+            return "one"
+        if len(array_shape) == len(shape) + 1 and within_profile(array_shape[1:], profile["min"], profile["max"]):
+            return "stacked"
+    return layout
 
 
 OBJECTS = "an array of Python objects; save arrays of numbers"
@@ -476,12 +479,7 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
     misfits: list[tuple[str, tuple, tuple, tuple | None]] = []  # (input, array shape, expected, its sample shape)
     for name, shape in shapes.items():
         arr = arrays[name]
-        layout = sample_layout(tuple(arr.shape), shape, batched)
-        if layout is None and (profile := (profiles or {}).get(name)):  # a shape the bundle's profile takes
-            if within_profile(arr.shape, profile["min"], profile["max"]):
-                layout = "one"
-            elif arr.ndim == len(shape) + 1 and within_profile(arr.shape[1:], profile["min"], profile["max"]):
-                layout = "stacked"
+        layout = _layout(tuple(arr.shape), shape, batched, (profiles or {}).get(name))
         if layout == "one":
             chunks = [arr]
         elif layout == "concatenated":

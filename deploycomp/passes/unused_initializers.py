@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from deploycomp.ir import subgraphs
+
 __all__ = ["RemoveUnusedInitializersPass"]
-
-
-def _subgraphs(graph: ir.Graph):
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                yield attr.as_graph()
-            elif attr.type == ir.AttributeType.GRAPHS:
-                yield from attr.as_graphs()
 
 
 class RemoveUnusedInitializersPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
-        for graph in [model.graph, *_subgraphs(model.graph)]:
+        for graph in [model.graph, *subgraphs(model.graph)]:
             for name, value in list(graph.initializers.items()):
                 if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
                     del graph.initializers[name]
