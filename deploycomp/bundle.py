@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError, VerificationError, few
 from deploycomp.digest import sha256_file
+from deploycomp.paths import device_or_pipe
 
 __all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
            "json_text", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
@@ -261,9 +262,7 @@ def replaced_file(target: Path, suffix: str = "") -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.tmp-{process_tag()}{suffix}")
     try:
         yield tmp
-        if target.exists() and not target.is_file():
-            # a device or a pipe (/dev/null, /dev/stdout, a FIFO): written into, not renamed
-            # over (run as root, ``--outputs /dev/null`` had made /dev/null a regular file)
+        if device_or_pipe(target):  # (/dev/null, /dev/stdout, a FIFO): written into, not renamed over
             with open(tmp, "rb") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         else:

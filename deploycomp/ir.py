@@ -40,6 +40,7 @@ from google.protobuf.message import DecodeError
 
 from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError, UnsupportedError, few
+from deploycomp.paths import DEVICE_OR_PIPE
 
 __all__ = [
     "FLOAT_ONLY",
@@ -208,7 +209,7 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
                 f"the model's folder {root}"
             )
         if not target.is_file():
-            kind = "not found" if not target.exists() else "is a folder" if target.is_dir() else "is not a regular file"
+            kind = "not found" if not target.exists() else "is a folder" if target.is_dir() else f"is {DEVICE_OR_PIPE}"
             raise ModelError(f"{what}: external data file '{location}' {kind}")
         for key in ("offset", "length"):  # (a negative one had read "TypeError: <lambda>() missing ...")
             value = next((e.value for e in tensor.external_data if e.key == key), None)
@@ -436,7 +437,7 @@ def _parse(path: Path) -> onnx.ModelProto:
     if not path.exists():
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
-        raise ModelError(f"{path}: not a file")
+        raise ModelError(f"{path}: {'a folder, not an .onnx file' if path.is_dir() else DEVICE_OR_PIPE}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as e:

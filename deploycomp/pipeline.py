@@ -40,6 +40,7 @@ from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, se
 from deploycomp.ir import MIN_OPSET, float_only, io_types_kept, load_model, save_model
 from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.preprocess import load_spec
+from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
@@ -576,8 +577,8 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         raise OutputExistsError(f"{out}: is a folder; -o names the optimized .onnx file to write")
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: output exists; pass --force to replace it")
-    if out.exists() and not out.is_file():  # (renamed over, a device had become a regular file)
-        raise OutputExistsError(f"{out}: not a regular file (a device or a pipe); -o names the .onnx file to write")
+    if device_or_pipe(out):
+        raise OutputExistsError(f"{out}: {DEVICE_OR_PIPE}; -o names the .onnx file to write")
     if out.exists() and out.samefile(model_path):  # (its external data, named otherwise, was left orphaned)
         raise OutputExistsError(f"{out}: -o names the model being optimized; write the optimized model elsewhere")
     if target is None:

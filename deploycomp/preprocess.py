@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deploycomp.errors import InputDataError
+from deploycomp.paths import DEVICE_OR_PIPE
 
 __all__ = ["SPEC_FILE", "PreprocessSpec", "load_spec"]
 
@@ -110,7 +111,8 @@ def load_spec(spec: str | Path | dict | PreprocessSpec) -> PreprocessSpec:
         text = str(spec)
         if path.suffix in (".yaml", ".yml") or path.is_file():
             if not path.is_file():
-                raise InputDataError(f"{path}: preprocessing spec not found")
+                kind = "not found" if not path.exists() else "is a folder" if path.is_dir() else f"is {DEVICE_OR_PIPE}"
+                raise InputDataError(f"{path}: preprocessing spec {kind}")
             where, text = str(path), path.read_text()
         try:
             data = yaml.safe_load(text)

@@ -23,6 +23,7 @@ from typing import Callable, Collection, Mapping, Sequence
 import numpy as np
 
 from deploycomp.errors import InputDataError, few
+from deploycomp.paths import DEVICE_OR_PIPE
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,8 @@ def load_npz_samples(path: str | Path, shapes: dict[str, tuple[int, ...]], dtype
     """
     path = Path(path)
     if not path.is_file():
-        raise InputDataError(f"{path}: {'a folder, not an .npz or .npy file' if path.is_dir() else 'no such file'}")
+        kind = "a folder, not an .npz or .npy file" if path.is_dir() else DEVICE_OR_PIPE if path.exists() else "no such file"
+        raise InputDataError(f"{path}: {kind}")
     declared = _check_declared_sizes(path)
     try:
         loaded = np.load(path, allow_pickle=False)

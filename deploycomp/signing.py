@@ -91,6 +91,7 @@ from typing import Any
 
 from deploycomp.bundle import remove_abandoned, replaced_file
 from deploycomp.errors import BackendUnavailable, DeployError, VerificationError, few
+from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 
 __all__ = ["SIGNATURE", "BundleVerificationError", "check_digests", "sign_bundle", "verify_bundle"]
 
@@ -287,8 +288,8 @@ MAX_KEY_BYTES = 1 << 20
 
 def _read_key_file(path: str | os.PathLike, what: str) -> bytes:
     path = Path(path)
-    if path.exists() and not path.is_dir() and not path.is_file():  # (/dev/zero had reached 5 GB; a FIFO hung)
-        raise DeployError(f"{path}: not a regular file, so no {what} file")
+    if device_or_pipe(path):  # (/dev/zero had reached 5 GB)
+        raise DeployError(f"{path}: {DEVICE_OR_PIPE}, so no {what} file")
     if path.is_file() and path.stat().st_size > MAX_KEY_BYTES:
         raise DeployError(f"{path}: {path.stat().st_size / 1e6:.0f} MB is no {what} file")
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
+
 __all__ = ["read_mapping"]
 
 
@@ -43,8 +45,8 @@ def read_mapping(path: Path, error: type[Exception], what: str, shape: str = "a 
     import yaml
 
     path = Path(path)
-    if path.exists() and not path.is_file():  # (/dev/zero had filled 23 GB; a FIFO hung the build)
-        raise error(f"{path}: the {what} is not a regular file")
+    if device_or_pipe(path) or path.is_dir():
+        raise error(f"{path}: the {what} is {'a folder' if path.is_dir() else DEVICE_OR_PIPE}")
     if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
         raise error(f"{path}: {path.stat().st_size / 1e6:.0f} MB is no {what} (at most {MAX_YAML_BYTES // 1000} kB)")
     try:

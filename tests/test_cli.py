@@ -256,6 +256,24 @@ def test_optimize_will_not_write_over_the_model_it_reads(tiny_conv, tmp_path):
 
 
 
+@pytest.mark.parametrize("role", ["model", "--calibration", "--validation-data", "--preprocess"])
+def test_a_pipe_named_for_a_file_is_refused_unread_and_said_so(tiny_conv, tmp_path, role):
+    """A FIFO named as the model, the data or the preprocessing spec is refused before it
+    is opened, in the words every such refusal uses. It had been "no such file" for an .npz,
+    "preprocessing spec not found", "must be .npz, .npy or a folder of images" for
+    /dev/zero, "not a file" for the model: each naming something that was not the case."""
+    fifo = tmp_path / ("p.onnx" if role == "model" else "p.yaml" if role == "--preprocess" else "p.npz")
+    os.mkfifo(fifo)
+    args = [fifo if role == "model" else tiny_conv, "--target", "host", "--out", tmp_path / "b"]
+    if role != "model":
+        args += [role, fifo] + (["--precision", "int8"] if role == "--calibration" else [])
+    rc, _, stderr = cli("build", *args)
+    assert rc == (3 if role == "model" else 4) and not (tmp_path / "b").exists()
+    what = {"model": "", "--calibration": "the calibration data is ", "--validation-data": "the validation data is ",
+            "--preprocess": "preprocessing spec is "}[role]
+    _one_line_error(stderr, f"{fifo.name}: {what}not a regular file (a device or a pipe)")
+
+
 def test_optimize_writes_through_a_folder_of_its_own_and_removes_a_killed_runs(tiny_conv, tmp_path):
     """The model is written in a hidden folder next to it and moved into place (an
     external-data file keeps the name the model refers to); what a killed run left

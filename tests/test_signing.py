@@ -452,7 +452,7 @@ def test_a_key_path_that_is_a_device_or_a_pipe_is_refused(bundle, tmp_path):
     from deploycomp.signing import sign_bundle
 
     os.mkfifo(tmp_path / "key.pem")
-    with pytest.raises(DeployError, match="not a regular file, so no private key file"):
+    with pytest.raises(DeployError, match=r"not a regular file \(a device or a pipe\), so no private key file"):
         sign_bundle(bundle, tmp_path / "key.pem")
     with pytest.raises(DeployError, match="not a regular file"):
         sign_bundle(bundle, "/dev/zero")

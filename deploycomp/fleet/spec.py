@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deploycomp.errors import DeployError, InputDataError
+from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.targets import is_profile_path, merge_mappings
 
 __all__ = ["FleetSpec", "Job", "SpecError", "load_spec"]
@@ -286,8 +287,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
         p = (base / value).resolve()
         if must_exist and not p.exists():
             raise SpecError(f"{path}: {key}: {value} not found (relative to {base})")
-        if p.exists() and not (p.is_file() or p.is_dir()):  # (hashing /dev/zero for the cache key never ended)
-            raise SpecError(f"{path}: {key}: {value} is not a regular file (a device or a pipe)")
+        if device_or_pipe(p):
+            raise SpecError(f"{path}: {key}: {value} is {DEVICE_OR_PIPE}")
         return p
 
     jobs: list[Job] = []

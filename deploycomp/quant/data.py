@@ -24,6 +24,7 @@ from typing import Collection, Iterable, Mapping
 import numpy as np
 
 from deploycomp.errors import InputDataError, few
+from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.preprocess import SPEC_FILE, PreprocessSpec, load_spec
 from deploycomp.sample_data import check_finite, load_npz_samples, samples_from_arrays
 
@@ -141,6 +142,8 @@ def load_samples(source: str | Path | Iterable[Mapping[str, np.ndarray]], shapes
     counted = [] if counted is None else counted
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if device_or_pipe(path):
+            raise InputDataError(f"{path}: the {what} is {DEVICE_OR_PIPE}")
         if path.is_dir():
             samples = _image_samples(path, shapes, spec, dtypes, limit, counted)
         elif path.suffix.lower() in (".npz", ".npy"):
