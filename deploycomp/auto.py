@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from deploycomp.bundle import MANIFEST, check_output, replace_folder, write_json
+from deploycomp.bundle import check_output, replace_folder
 from deploycomp.errors import BudgetError, UnsupportedError
-from deploycomp.report import render_report
+from deploycomp.report import write_manifest_and_report
 from deploycomp.targets import load_target
 
 __all__ = ["AUTO_ORDER", "AUTO_TIE", "build_auto", "timed_in_turns"]
@@ -115,8 +115,7 @@ def build_auto(opts, build_one: Callable) -> Any:
         measured["build_seconds"] = round(time.perf_counter() - started, 3)
         if measured.get("stage_seconds") is not None:
             measured["stage_seconds"]["auto: the other candidates"] = round(max(measured["build_seconds"] - own, 0.0), 3)
-        write_json(result.bundle / MANIFEST, result.manifest)
-        (result.bundle / "report.html").write_text(render_report(result.manifest))
+        write_manifest_and_report(result.bundle, result.manifest)
         check_output(out, opts.force)
         replace_folder(result.bundle, out)
     result.bundle = out

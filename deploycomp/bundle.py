@@ -13,8 +13,8 @@ one that contains it) is never replaced.
 The manifest records everything that determines the output (source sha256, target
 profile and its hash, precision, input shapes, pass log, tool and runtime versions)
 so that the same inputs give the same artifact bytes, and the same manifest apart
-from ``created`` and the ``measured`` section (timings and memory, which vary run to
-run on any machine).
+from ``created``, the ``measured`` section (timings and memory, which vary run to
+run on any machine) and the digest of ``report.html``, which shows both.
 """
 
 from __future__ import annotations

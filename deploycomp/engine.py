@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from deploycomp.bundle import MANIFEST, artifact_entries, read_manifest, replaced_file, write_json
+from deploycomp.bundle import artifact_entries, read_manifest
 from deploycomp.errors import BudgetError, DeployError, OutputExistsError
+from deploycomp.report import write_manifest_and_report
 
 __all__ = ["build_bundle_engine", "judged_as_built", "read_reference"]
 
@@ -110,6 +111,5 @@ def build_bundle_engine(bundle: str | os.PathLike, force: bool = False, trt=None
     manifest["engine_validation"] = {"outputs": metrics, "min_cosine": budget.min_cosine, "ok": True}
     files = [bundle / a["path"] for a in manifest["artifacts"] if a["path"] not in (plan.engine, plan.timing_cache)]
     manifest["artifacts"] = artifact_entries(bundle, files + [bundle / plan.engine, bundle / plan.timing_cache])
-    with replaced_file(bundle / MANIFEST) as tmp:
-        write_json(tmp, manifest)
+    write_manifest_and_report(bundle, manifest)
     return manifest

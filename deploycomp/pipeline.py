@@ -31,8 +31,8 @@ from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.boxes import check_boxes, infer_format, suggest_rule
-from deploycomp.bundle import (FORMAT, MANIFEST, artifact_entries, check_output, process_tag, remove_abandoned,
-                               staged_bundle, write_json)
+from deploycomp.bundle import (FORMAT, artifact_entries, check_output, process_tag, remove_abandoned,
+                               staged_bundle)
 from deploycomp.digest import code_digest
 from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
@@ -44,7 +44,7 @@ from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
-from deploycomp.report import render_report
+from deploycomp.report import write_manifest_and_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
 from deploycomp.shapes import (InputSpec, check_sizes, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
@@ -1216,8 +1216,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "measured": measured,
             "host": _host_info(),
         }
-        write_json(stage / MANIFEST, manifest)
-        (stage / "report.html").write_text(render_report(manifest))
+        write_manifest_and_report(stage, manifest)
         hint = (_ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model)
                 + int8_hint(quant_info) + coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")

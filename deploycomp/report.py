@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["render_report"]
+from deploycomp.bundle import MANIFEST, artifact_entries, replaced_file, write_json
+
+__all__ = ["REPORT", "render_report", "write_manifest_and_report"]
+
+REPORT = "report.html"
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}
@@ -571,3 +576,20 @@ Built on {html.escape(str(manifest['host'].get('cpu')))} ({manifest['host'].get(
 <a href="manifest.json">manifest.json</a>, next to this report.</p>
 </body></html>
 """
+
+
+def write_manifest_and_report(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``report.html`` from ``manifest``, then the manifest itself naming the
+    report's size and digest (``manifest["report"]``), each replaced in one rename.
+
+    So ``deploycomp verify`` checks the report of an unsigned bundle as it checks the
+    artifacts: a changed report had verified (only a signature covered it), and a report
+    is what a reviewer reads. Rewritten wherever the manifest is (``deploycomp engine``'s
+    report had kept saying no engine was built)."""
+    manifest.pop("report", None)  # (the report renders the manifest without its own digest)
+    text = render_report(manifest)
+    with replaced_file(folder / REPORT) as tmp:
+        tmp.write_text(text)
+    manifest["report"] = artifact_entries(folder, [folder / REPORT])[0]
+    with replaced_file(folder / MANIFEST) as tmp:
+        write_json(tmp, manifest)

@@ -482,8 +482,8 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
     Signed, the signature's file list is the authority: every file it lists must be
     there with its size and sha256 (``manifest.json`` included, so the manifest's own
     digests are the signed ones), and any other file is extra. Unsigned, the manifest's
-    artifacts must match it, and any file besides them, ``manifest.json`` and
-    ``report.html`` is extra.
+    artifacts must match it, and ``report.html`` its ``report`` entry (a bundle written
+    before 2026-12-07 has none: its report is not checked); any other file is extra.
 
     Raises :class:`BundleVerificationError` (exit 11) for the first problem: a missing,
     corrupt or wrongly keyed signature first (nothing else can be trusted without it);
@@ -519,7 +519,12 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
         _files_added_after_signing(bundle, expected, present)
         unlisted_ok: set[str] = set()
     else:
-        expected = row_entries(bundle, _read_manifest(bundle)[0].get("artifacts", []), MANIFEST)
+        manifest = _read_manifest(bundle)[0]
+        # the report's digest, where the manifest names it (bundles since 2026-12-07)
+        listed = manifest.get("artifacts", [])
+        if isinstance(listed, list) and isinstance(manifest.get("report"), dict):
+            listed = listed + [manifest["report"]]
+        expected = row_entries(bundle, listed, MANIFEST)
         unlisted_ok = {MANIFEST, REPORT}
 
     total = 0

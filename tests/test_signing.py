@@ -233,6 +233,26 @@ def test_unsigned_a_manifest_digest_that_disagrees_with_its_file_fails(bundle):
     _fails(bundle, None, manifest["artifacts"][0]["path"], "changed")
 
 
+def test_unsigned_a_changed_or_missing_report_fails_and_an_older_bundles_report_is_not_checked(bundle):
+    """The report is what a reviewer reads: an unsigned bundle's ``report.html`` edited
+    from PASS to FAIL (or removed) had verified. The manifest now names its digest; a
+    bundle written before that (no ``report`` entry) verifies as it did."""
+    report = bundle / "report.html"
+    text = report.read_text()
+    assert "PASS" in text
+    report.write_text(text.replace("PASS", "FAIL"))
+    _fails(bundle, None, "report.html", "changed")
+    report.unlink()
+    _fails(bundle, None, "report.html", "missing")
+    report.write_text(text)
+    assert verify_bundle(bundle)["ok"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["report"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    report.write_text("edited")
+    assert verify_bundle(bundle)["ok"]
+
+
 def test_a_wrong_public_key_fails(bundle, keys):
     sign_bundle(bundle, keys["ci"][0])
     _fails(bundle, keys["other"][1], SIGNATURE, "wrong-key", "wrong key", str(keys["other"][1]))
