@@ -34,7 +34,7 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 from deploycomp.paths import device_or_pipe
 
-__all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "is_bundle", "read_manifest", "replace_folder",
+__all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "check_structure", "is_bundle", "read_manifest", "replace_folder",
            "json_text", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
@@ -95,7 +95,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
         raise VerificationError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise VerificationError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT})")
-    _check_structure(path, manifest)
+    check_structure(path, manifest)
     for entry in manifest["artifacts"]:
         f = Path(bundle) / entry["path"]
         if not f.is_file():
@@ -103,7 +103,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
+def check_structure(path: Path, manifest: dict[str, Any]) -> None:
     """The parts of a manifest that running a bundle reads, of the kinds they must be: a
     damaged one is refused in one line (exit 11), as ``verify`` refuses a changed artifact.
     ``run`` had failed with a KeyError or TypeError on a manifest ``verify`` passed, and

@@ -89,7 +89,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deploycomp.bundle import remove_abandoned, replaced_file
+from deploycomp.bundle import check_structure, remove_abandoned, replaced_file
 from deploycomp.errors import BackendUnavailable, DeployError, VerificationError, few
 from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 
@@ -209,6 +209,10 @@ def _read_manifest(bundle: Path) -> tuple[dict[str, Any], bytes]:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleVerificationError(f"{path}: unsupported bundle format {found!r} (expected {BUNDLE_FORMAT})",
                                       MANIFEST, "manifest")
+    try:  # (one without `io` or `backend` had verified, and then run, inspect and diff refused it)
+        check_structure(path, manifest)
+    except VerificationError as e:
+        raise BundleVerificationError(str(e), MANIFEST, "manifest") from None
     return manifest, raw
 
 

@@ -253,6 +253,16 @@ def test_unsigned_a_changed_or_missing_report_fails_and_an_older_bundles_report_
     assert verify_bundle(bundle)["ok"]
 
 
+@pytest.mark.parametrize("part", ["io", "backend"])
+def test_verify_refuses_a_manifest_that_run_refuses(bundle, part):
+    """A manifest without ``io`` or ``backend`` had verified (exit 0) while ``run``,
+    ``inspect`` and ``diff`` refused it as damaged (exit 11): one check for all of them."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest[part]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _fails(bundle, None, "manifest.json", "manifest", "damaged manifest")
+
+
 def test_a_wrong_public_key_fails(bundle, keys):
     sign_bundle(bundle, keys["ci"][0])
     _fails(bundle, keys["other"][1], SIGNATURE, "wrong-key", "wrong key", str(keys["other"][1]))
