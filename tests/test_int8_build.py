@@ -284,6 +284,19 @@ def test_an_int8_build_with_every_layer_float_is_not_an_int8_build(tiny_conv, tm
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_an_int8_bundle_with_every_layer_float_says_its_weights_and_execution_are_float(tiny_conv, tmp_path, target):
+    """Kept with --no-fail, such a bundle had said "weights i8 (QDQ)" (OpenVINO) or "i8
+    per-channel" and "executes int8 (0 of 3 TFLite ops) + fp32" of files holding no int8
+    tensor."""
+    result = deploycomp.build(tiny_conv, tmp_path / "a", target=target, precision="int8",
+                              calibration=_calibration(tmp_path), min_cosine=0.99999999999, no_fail=True)
+    assert result.manifest["quantization"]["int8_layers"] == 0
+    backend = result.manifest["backend"]
+    assert backend["lowered"]["weights"] == "f32"
+    assert backend["runtime"]["executed_precision"] == "fp32"
+
+
 def test_the_fp16_alternative_is_judged_as_an_fp16_build_keeps_its_ranges(tmp_path):
     """An int8 miss quotes what fp16 gives on the same samples; a tensor past fp16's range
     (a magnitude past 65504) stays fp32 in an fp16 build, so the quote keeps it fp32 too

@@ -497,10 +497,10 @@ class OpenVINOBackend:
                 "xml": xml.name,
                 "device": target.device,
                 "precision": precision,
-                # (a model that arrives int8 keeps its int8 weights at any precision: "f32" had
-                # been said of a model.bin of int8 weights)
-                "weights": ("i8 (QDQ)" if precision == "int8" or _int8_weights(model)
-                            else {"fp16": "f16"}.get(precision, "f32")),
+                # what model.bin holds: a model that arrives int8 keeps its int8 weights at any
+                # precision ("f32" had been said of them), and an int8 build whose search kept
+                # every layer float has none ("i8 (QDQ)" had been said of it)
+                "weights": "i8 (QDQ)" if _int8_weights(model) else {"fp16": "f16"}.get(precision, "f32"),
                 "openvino_version": ov.get_version(),
                 "output_names": [v.name for v in model.graph.outputs],
                 **({"fp32_weights": kept} if kept else {}),

@@ -177,7 +177,8 @@ class TFLiteBackend:
                 extra["float_compute_layers"] = result.float_compute
             extra["float_ops"] = float_ops
             dynamic = f", {extra['dynamic_range_ops']} dynamic-range" if hybrid else ""
-            extra["executed_precision"] = ("int8" if not float_ops and not hybrid else
+            extra["executed_precision"] = ("fp32" if not extra["int8_ops"] and not hybrid else
+                                           "int8" if not float_ops and not hybrid else
                                            # (the runtime's ops: the summary's layers are the model's)
                                            f"int8 ({extra['int8_ops']} of {compute} TFLite ops{dynamic})"
                                            + (" + fp32" if float_ops else ""))
@@ -192,7 +193,9 @@ class TFLiteBackend:
                 "format": "tflite",
                 "tflite": path.name,
                 "precision": precision,
-                "weights": {"fp16": "f16 (DEQUANTIZE)", "int8": "i8 per-channel"}.get(precision, "f32"),
+                # (an int8 build whose search kept every layer float has no int8 weight)
+                "weights": ("i8 per-channel" if precision == "int8" and (extra["int8_ops"] or extra["dynamic_range_ops"])
+                            else {"fp16": "f16 (DEQUANTIZE)"}.get(precision, "f32")),
                 "io_layout": io_layout,
                 "io_layouts": result.io_layouts,
                 "ops": result.op_counts,
