@@ -308,7 +308,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  {_short(name)} {describe_suggestion(rule)}")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
-        share = search.get("fp16_mac_share")
+        # (where the bundle executes f32 no MAC runs fp16: "96% of MACs fp16" had been said of it)
+        share = None if (manifest.get("fp16") or {}).get("executes_fp32") else search.get("fp16_mac_share")
         kept = len(search["fp32_segments"]) if search["met"] else 0
         click.echo(f"  fp16: {kept} of {search['segments']} segments kept fp32 for precision"
                    + (f" ({share:.0%} of MACs fp16)" if share is not None else "")

@@ -308,7 +308,7 @@ def _fp16_html(fp16: dict | None) -> str:
     if not fp16:
         return ""
     why = fp16.get("executes_fp32")
-    return (_fp16_ranges_html(fp16) + _fp16_search_html(fp16.get("search"))
+    return (_fp16_ranges_html(fp16) + _fp16_search_html(fp16.get("search"), why)
             + (f'<p class="warn">Executes fp32: {html.escape(why)}.</p>' if why else ""))
 
 
@@ -324,12 +324,12 @@ def _fp16_ranges_html(fp16: dict) -> str:
             f"({fp16['judged_on_samples']} samples). Largest:</p>" + _table(rows, ["tensor", "largest magnitude seen"]))
 
 
-def _fp16_search_html(search: dict | None) -> str:
+def _fp16_search_html(search: dict | None, executes_fp32: str | None = None) -> str:
     """The fp16 precision search (:mod:`deploycomp.fp16_search`), when fp16 missed with
-    nothing out of range."""
+    nothing out of range; no share of MACs "runs fp16" where the bundle executes f32."""
     if not search:
         return ""
-    share = search.get("fp16_mac_share")
+    share = None if executes_fp32 else search.get("fp16_mac_share")
     verdict = ("met the budget on them" if search["met"]
                else '<span class="bad">: none met the budget on them, even every segment fp32, so the bundle is '
                     'the plain fp16 one</span>')

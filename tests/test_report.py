@@ -100,3 +100,24 @@ def test_the_int8_boosters_say_how_tensors_were_encoded_and_rescaled():
     assert "2 tensors equalized (widest channel spread 3840x &rarr; 16x; 1 through a per-channel Mul" in text
     assert "13 depthwise inputs with a scale per channel" in text and "45 layer biases corrected" in text
     assert _boosters_text({}) == ""
+
+
+def test_no_share_of_macs_is_said_to_run_fp16_where_the_bundle_executes_f32(bundle, capsys):
+    """A host fp16 build whose precision search kept a segment fp32, then executed f32 (no
+    native f16 here), had said "96% of MACs fp16" in its summary and report while every
+    compute layer ran fp32 kernels."""
+    from deploycomp.cli import _print_summary
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    search = {"met": True, "segments": 14, "fp32_segments": ["s3"], "fp16_mac_share": 0.9559, "ranking": [],
+              "judged_on": "the validation inputs"}
+    manifest["fp16"] = {"search": search, "judged_on_samples": 3, "fp32_tensors": {}}
+    _print_summary(manifest, bundle, as_json=False)
+    assert "(96% of MACs fp16)" in capsys.readouterr().out
+    assert "96% of the compute layers' MACs run fp16" in render_report(manifest)
+    manifest["fp16"]["executes_fp32"] = "no native f16 on this CPU"
+    _print_summary(manifest, bundle, as_json=False)
+    out = capsys.readouterr().out
+    assert "1 of 14 segments kept fp32" in out and "MACs fp16" not in out
+    page = render_report(manifest)
+    assert "Executes fp32: no native f16 on this CPU" in page and "MACs run fp16" not in page
