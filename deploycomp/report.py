@@ -362,10 +362,13 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                 "<code>--preprocess</code>.</p>")
     elif data.get("source") == "built-in":
         note = f'<p class="warn">Validated on built-in samples, not your data ({html.escape(val["inputs"])}).</p>'
-    top1_budget = fidelity.get("min_top1_agreement")
+    # the budget each output's top-1 was held to: the profile's, or --min-top1's (which the
+    # profile's fidelity does not hold: "not budgeted" had been said of a checked --min-top1)
+    limits = {c.get("budget"): c.get("limit") for c in val.get("budgets") or []}
     rows = []
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
+        top1_budget = limits.get(f"top1[{name}]", fidelity.get("min_top1_agreement"))
         if "top1_agreement" in m:
             top1 = (f"{m['top1_agreement']:.3f} (budget {top1_budget:g})" if top1_budget else
                     f'<span class="muted">{m["top1_agreement"]:.3f}, not budgeted: only a profile or --min-top1 '

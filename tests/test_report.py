@@ -121,3 +121,13 @@ def test_no_share_of_macs_is_said_to_run_fp16_where_the_bundle_executes_f32(bund
     assert "1 of 14 segments kept fp32" in out and "MACs fp16" not in out
     page = render_report(manifest)
     assert "Executes fp32: no native f16 on this CPU" in page and "MACs run fp16" not in page
+
+
+def test_a_min_top1_budget_is_said_budgeted_in_the_fidelity_table(tiny_conv, tmp_path):
+    """``--min-top1 0.9``: the budgets table listed ``top1[probs]`` checked, and the same
+    report's fidelity table called top-1 "not budgeted" (it read the profile's only)."""
+    np.savez(tmp_path / "v.npz", x=np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", validation_data=tmp_path / "v.npz", min_top1=0.9)
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "top1[probs]" in page and "(budget 0.9)" in page and "not budgeted" not in page
+    assert runner.manifest["validation"]["outputs"]["probs"]["top1_agreement"] >= 0.9
