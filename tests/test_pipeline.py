@@ -128,6 +128,19 @@ def test_the_validation_record_names_every_budget_its_ok_answers_for(tiny_conv, 
     assert validation["missed"] == ["peak_memory"]
 
 
+def test_a_functional_references_memory_is_recorded_not_held_to_the_devices_budget(tiny_conv, tmp_path):
+    """A TensorRT bundle runs here in ONNX Runtime's CPU provider: its memory is this
+    machine's, and a Jetson's ``max_memory_mb`` had been said met ("peak_memory 3.61 MB
+    within 2048 MB") of a device that never ran it; a budget it would miss fails nothing."""
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"extends": "jetson-orin-nano", "name": "tight", "budgets": {"max_memory_mb": 0.001}}))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target=str(path))
+    manifest = runner.manifest
+    assert manifest["validation"]["ok"] and "peak_memory" not in {b["budget"] for b in manifest["measured"]["budgets"]}
+    assert manifest["measured"]["peak_memory_mb"] is not None
+    assert "not the device's" in manifest["measured"]["peak_memory_of"]
+
+
 def test_roofline_estimate_for_a_non_host_profile(tiny_conv, tmp_path):
     # a user profile for another x86 box: same backend, so it runs here, but latency is estimated
     target = _profile(tmp_path)
