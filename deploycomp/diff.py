@@ -272,6 +272,11 @@ def _fmt_g(v: Any) -> str:
     return str(v)
 
 
+def _fmt_limit(v: Any) -> str:
+    """A budget's limit as it was written: a cosine limit of 0.99999 had printed as "1"."""
+    return "-" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+
 def _fmt_bytes(v: float | None) -> str:
     if v is None:
         return "-"
@@ -418,7 +423,7 @@ def _compare_budgets(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]
         if n_ok is False:
             why = "still missed" if o_ok is False else "now missed"
             rows.add(f"budget:{name}", o_ok, n_ok, fmt=_verdict, change=_budget_change(o, n),
-                     regression=f"{why}: {_fmt_g(n['value'])}{n.get('unit', '')} against {_fmt_g(n['limit'])}"
+                     regression=f"{why}: {_fmt_g(n['value'])}{n.get('unit', '')} against {_fmt_limit(n['limit'])}"
                                 f"{n.get('unit', '')}")
         elif o_ok is not n_ok:
             rows.add(f"budget:{name}", o_ok, n_ok, fmt=_verdict, change=_budget_change(o, n),
@@ -428,7 +433,7 @@ def _compare_budgets(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]
             # a gate passing because its budget moved is not the bundle getting better
             at_most = n.get("at_most", bool(n.get("unit")))  # (older manifests: only sizes and times have units)
             looser = nl > ol if at_most else nl < ol
-            rows.add(f"limit:{name}", ol, nl, change=_delta(ol, nl, "+.4g"),
+            rows.add(f"limit:{name}", ol, nl, fmt=_fmt_limit, change=_delta(ol, nl, "+.4g"),
                      note=f"the budget is {'looser' if looser else 'stricter'}")
 
 

@@ -231,6 +231,15 @@ def test_what_went_into_a_build_is_named_where_it_differs(bundles, tmp_path):
     assert "profile:runs_here" not in metrics(d2)
     limit = row(d, "limit:cosine[logits]")
     assert (limit.old, limit.new, limit.note) == (0.9999, 0.99, "the budget is looser")
+
+    def stricter(m):
+        for check in m["validation"]["budgets"]:
+            if check["budget"].startswith("cosine["):
+                check["limit"] = 0.99999
+
+    # shown as written: 0.99999 had printed as "1"
+    assert row(diff(bundles["fp32"], _edited(bundles["fp32"], tmp_path / "strict", stricter)),
+               "limit:cosine[logits]").shown == ("0.9999", "0.99999")
     assert row(d, "model").note == "the same model bytes under another file name"
     assert row(d, "validation_data").note == "different samples (sha256)"
     assert d.same_artifacts
