@@ -23,6 +23,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -34,7 +35,11 @@ STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensi
           "validate", "measure latency", "write bundle"]
 
 
-def _fail(e: Exception, verbose: bool) -> None:
+def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) -> None:
+    """The one-line error on stderr and the documented exit code; with ``--json`` (``as_json``:
+    what the command adds, e.g. the bundle) the same on stdout as ``{"ok": false, "error",
+    "exit_code"}`` (a CI script reading stdout had got nothing from a build that missed its
+    budget)."""
     if verbose:  # the traceback, then the same line and exit code as without -v
         traceback.print_exception(e, file=sys.stderr)
     e = environment_problem(e) or e
@@ -43,8 +48,23 @@ def _fail(e: Exception, verbose: bool) -> None:
                         "takes")
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
-    click.echo(f"deploycomp: {prefix}: {one_line(str(e)) or type(e).__name__}", err=True)
+    line = one_line(str(e)) or type(e).__name__
+    click.echo(f"deploycomp: {prefix}: {line}", err=True)
+    if as_json is not None:
+        click.echo(json.dumps({**as_json, "ok": False, "error": line if isinstance(e, DeployError) else f"{prefix}: {line}",
+                               "exit_code": code}, indent=2))
     sys.exit(code)
+
+
+def _json_option(help: str = "Print the result as JSON on stdout (a failure as ok, error, exit_code).") -> Callable:
+    """``--json``, remembered where a failure is reported (:func:`_fail`)."""
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        root = ctx.find_root()
+        if value and root.obj is not None:
+            root.obj.setdefault("json", {})
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, help=help, callback=remember)
 
 
 _SAYS_NOTHING = re.compile(r"^((Exception from )?\S+\.(cpp|cc|h|hpp):\d+:?|Check 'false' failed at .*|.*:)$")
@@ -148,7 +168,7 @@ class _Group(click.Group):
         except Exception as e:  # one line, the documented code; traceback only with -v
             if _INTERRUPTED:  # a Ctrl-C said as a library's own error
                 _interrupted(ctx, False)
-            _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False)
+            _fail(e, ctx.obj.get("verbose", False) if ctx.obj else False, (ctx.obj or {}).get("json"))
         finally:
             _after_the_command(ctx)
 
@@ -478,7 +498,7 @@ def _build_options(f):
     f = click.option("--force", is_flag=True,
                      help="Replace --out if it holds a previous bundle or is an empty folder (anything else is refused).")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
-    f = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(f)
+    f = _json_option("Print a JSON summary on stdout (a failure as ok, error, exit_code).")(f)
     return f
 
 
@@ -586,7 +606,7 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME:SHAPE", help="Fix dynamic dims (enables shape folding).")
 @click.option("--target", "-t", default=None, help="Run this target's pipeline (default: the target-independent one).")
 @_keep_initializer_inputs
-@click.option("--json", "as_json", is_flag=True)
+@_json_option()
 @click.pass_context
 def optimize(ctx, model: Path, out: Path, inputs: tuple[str, ...], target: str | None, keep_initializer_inputs: bool,
              as_json: bool) -> None:
@@ -758,7 +778,7 @@ def _batch_axis(shape: tuple[int, ...], batch: int) -> int:
 @click.option("--explain-passes", is_flag=True, help="Say which rewrite rules fire, and why the others do not.")
 @click.option("--pipeline", default="default", show_default=True, help="Pipeline whose rules --explain-passes asks.")
 @_keep_initializer_inputs
-@click.option("--json", "as_json", is_flag=True)
+@_json_option()
 def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline: str, keep_initializer_inputs: bool,
             as_json: bool) -> None:
     """Inputs/outputs, opsets, op histogram, dynamic dims, parameters, FLOPs; of a bundle
@@ -883,7 +903,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
 @click.option("--sign-key", type=click.Path(path_type=Path, readable=False), help="Sign every bundle with this PEM private key.")
 @click.option("--device-timeout", type=float, default=900.0, show_default=True,
               help="Ray: seconds a device step (TensorRT engine) may wait for a node with the target's resource.")
-@click.option("--json", "as_json", is_flag=True, help="Print index.json's summary and entries on stdout.")
+@_json_option("Print index.json's summary and entries on stdout (a failure as ok, error, exit_code).")
 def fleet(spec: Path, out: Path, jobs: int | None, executor: str, ray_address: str | None, cache_dir: Path | None,
           sign_key: Path | None, device_timeout: float, as_json: bool) -> None:
     """Build every model of SPEC for every target and precision it names: cached, indexed, signed.
@@ -922,18 +942,14 @@ def sign(bundle: Path, key: Path) -> None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path, readable=False))
 @click.option("--public-key", type=click.Path(path_type=Path, readable=False), help="PEM public key the signature must verify with.")
-@click.option("--json", "as_json", is_flag=True)
+@_json_option()
 def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
     """Check a bundle's files against its manifest and signature (exit 11 naming the first bad file)."""
     from deploycomp.signing import verify_bundle
 
-    try:
-        result = verify_bundle(bundle, public_key)
-    except DeployError as e:
-        if as_json:  # (a script reading stdout had got nothing on a failed check)
-            click.echo(json.dumps({"bundle": str(bundle), "ok": False, "error": one_line(str(e)),
-                                   "exit_code": e.exit_code}, indent=2))
-        raise
+    if as_json:  # a failed check's JSON names the bundle too
+        click.get_current_context().find_root().obj["json"] = {"bundle": str(bundle)}
+    result = verify_bundle(bundle, public_key)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -949,7 +965,7 @@ def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
 @click.option("--max-regression", "max_regression", multiple=True, metavar="KEY=LIMIT[,KEY=LIMIT...]",
               help="How much worse NEW may be than OLD: cosine=ABS, top1=ABS, latency=N%|Nms, size=N%|NMB, "
                    "memory=N%|NMB, nodes=N|N%. Past any of them exits 12.")
-@click.option("--json", "as_json", is_flag=True)
+@_json_option()
 def diff_command(old: Path, new: Path, max_regression: tuple[str, ...], as_json: bool) -> None:
     """Compare two bundles or two fleet indexes (DIR/index.json): fidelity, budgets, latency, size,
     executed precision per layer, op counts. Exits 12 if NEW regressed (past --max-regression, a budget
@@ -958,6 +974,7 @@ def diff_command(old: Path, new: Path, max_regression: tuple[str, ...], as_json:
 
     result = diff(old, new, max_regression=max_regression)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.table())
+    click.get_current_context().find_root().obj.pop("json", None)  # (its JSON says the regression: said once)
     result.raise_if_regressed()
 
 

@@ -775,3 +775,21 @@ def test_a_name_with_control_characters_stays_on_its_line():
 
     assert _short("prob\nmap\x1b[2J") == "prob\\nmap\\x1b[2J" and "\n" not in _short("a\nb")
     assert _short("Identity:0") == "Identity:0" and _short("中文é") == "中文é"
+
+
+def test_json_says_a_failure_on_stdout_once(tiny_conv, tmp_path):
+    """``build --json`` that missed its budget (exit 8) had printed nothing on stdout: a CI
+    script reading it got no JSON. Every command's ``--json`` now says a failure as
+    ``{"ok": false, "error", "exit_code"}`` (verify's names its bundle, as it did), and
+    ``diff``'s own JSON of a regression is not followed by a second one."""
+    (tmp_path / "tiny.yaml").write_text("extends: intel-core-avx2\nname: tiny\nbudgets: {max_artifact_mb: 0.000001}\n")
+    rc, stdout, stderr = cli("build", tiny_conv, "--out", tmp_path / "b", "--target", tmp_path / "tiny.yaml",
+                             "--input", "x:1x3x16x16", "--json")
+    assert rc == 8 and not (tmp_path / "b").exists()
+    said = json.loads(stdout)
+    assert said["ok"] is False and said["exit_code"] == 8 and said["error"] in stderr
+    rc, stdout, _ = cli("verify", tmp_path / "none", "--json")
+    assert rc == 2 and json.loads(stdout) == {"bundle": str(tmp_path / "none"), "ok": False,
+                                              "error": f"{tmp_path / 'none'}: no such bundle folder", "exit_code": 2}
+    rc, stdout, _ = cli("inspect", tmp_path / "none.onnx", "--json")
+    assert rc == 3 and json.loads(stdout)["exit_code"] == 3
