@@ -22,7 +22,7 @@ from deploycomp.fp16_ranges import MAX_RANGE_SAMPLES, fp32_tensors
 from deploycomp.report import ranges_label
 from deploycomp.targets import Fidelity, TargetProfile
 from deploycomp.trials import SEARCH_MARGIN, backend_options, int8_io, worst_cosine
-from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met
+from deploycomp.validate import budget_shortfall, decided_failures, fidelity_failures, fidelity_met, with_user_limits
 
 if TYPE_CHECKING:
     from deploycomp.backends.onnxruntime import ORTRunner
@@ -246,7 +246,7 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                 with trial.trial_runner(backend, target, prep.model, "fp16", options) as runner:
                     fp16 = prep.compare(refs, [runner.run(s) for s in judged])
                 info["fp16_alternative"] = {"min_cosine": round(worst_cosine(fp16), 6),
-                                            "meets_budget": fidelity_met(fp16, target.fidelity["fp16"])}
+                                            "meets_budget": fidelity_met(fp16, with_user_limits(target.fidelity["fp16"], opts))}
             if info.get("budget_met", True) and not info["float_layers"]:
                 nested = info.get("control_flow_layers")  # (layers in a Loop's or If's body: QDQ enters none)
                 exact = info.get("exact_float_layers")  # (a tree ensemble's walk, computed exactly)

@@ -52,7 +52,8 @@ from deploycomp.targets import Fidelity, TargetProfile, check_op_names, cpu_name
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
-                                 RunTimes, speedup_of, split_channels, summarize, weak_channels, channel_axis, MAX_CHANNELS)
+                                 RunTimes, speedup_of, split_channels, summarize, weak_channels, channel_axis, with_user_limits,
+                                 MAX_CHANNELS)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -882,14 +883,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     if own is not None:
         prep.assumed.append("judged against its QDQ arithmetic as ONNX defines it (ONNX Runtime, every node unfused) with "
                             "the int8 budget")
-    if opts.min_cosine is not None:
-        fidelity = fidelity.model_copy(update={"min_cosine": opts.min_cosine})
-    if opts.min_top1 is not None:
-        fidelity = fidelity.model_copy(update={"min_top1_agreement": opts.min_top1})
-    if opts.min_box_iou is not None:
-        fidelity = fidelity.model_copy(update={"min_box_iou": opts.min_box_iou})
-    if opts.min_mask_iou is not None:
-        fidelity = fidelity.model_copy(update={"min_mask_iou": opts.min_mask_iou})
+    fidelity = with_user_limits(fidelity, opts)
     model, quant_info, fp16_info, stricter = prep.model, None, None, None
     options = backend_options(opts, target, prep.profiles)
     if arrives_int8 and opts.precision == "fp16":

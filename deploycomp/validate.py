@@ -34,7 +34,7 @@ import numpy as np
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "with_user_limits", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -1066,6 +1066,18 @@ def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, 
     worst_case = {name: {k: v for k, v in m.items() if k != "top1_agreement"} for name, m in metrics.items()
                   if "agreement" not in m}
     return frozenset(name for name, m in worst_case.items() if not fidelity_met({name: m}, fidelity, margin))
+
+
+def with_user_limits(fidelity: Any, opts: Any) -> Any:
+    """A profile's fidelity budget with the limits a build's options set (``--min-cosine``,
+    ``--min-top1``, ``--min-box-iou``, ``--min-mask-iou``) in place of its own: for the
+    precision built, and for an alternative a build quotes (an int8 miss's "fp16 meets its
+    budget" had been judged at the profile's 0.999 where the user asked 0.99999)."""
+    update = {k: getattr(opts, k) for k in ("min_cosine", "min_top1", "min_box_iou", "min_mask_iou")
+              if getattr(opts, k, None) is not None}
+    if "min_top1" in update:
+        update["min_top1_agreement"] = update.pop("min_top1")
+    return fidelity.model_copy(update=update) if update else fidelity
 
 
 def fidelity_met(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, margin: float = 1.0,
