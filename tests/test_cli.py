@@ -793,3 +793,13 @@ def test_json_says_a_failure_on_stdout_once(tiny_conv, tmp_path):
                                               "error": f"{tmp_path / 'none'}: no such bundle folder", "exit_code": 2}
     rc, stdout, _ = cli("inspect", tmp_path / "none.onnx", "--json")
     assert rc == 3 and json.loads(stdout)["exit_code"] == 3
+
+
+def test_an_auto_build_names_its_bundle_as_the_user_did(tiny_conv, tmp_path):
+    """``--precision auto --out rel/auto`` had printed the bundle's absolute path, every
+    other build the path as given."""
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    rc, stdout, stderr = cli("build", tiny_conv, "--out", "rel/auto", "--precision", "auto", "--calibration", "c.npz",
+                             "--input", "x:1x3x16x16", "--json", cwd=tmp_path)
+    assert rc == 0, stderr
+    assert json.loads(stdout)["bundle"] == "rel/auto"

@@ -424,7 +424,11 @@ def test_auto_picks_the_fastest_precision_that_meets_the_budgets(tiny_conv, tmp_
     assert {"int8", "fp16", "fp32"} <= {c["precision"] for c in auto["candidates"]}
     ok = [c for c in auto["candidates"] if c["ok"]]
     chosen = next(c for c in ok if c["precision"] == auto["chosen"])
-    assert chosen["latency_ms"] <= 1.05 * min(c["latency_ms"] for c in ok)
+    top = min(ok, key=lambda c: c["latency_ms"])
+    assert chosen["latency_ms"] <= 1.05 * top["latency_ms"]
+    # "fastest" only of the fastest (a pick within the tie had been called so)
+    assert auto["why"].startswith(f"{chosen['precision']}: fastest" if chosen is top else
+                                  f"{chosen['precision']}: within 5% of the fastest")
     # those that pass are timed again in turns, what each measured as it was built kept beside
     assert all(c["latency_kind"] == "measured side by side" and c["latency_ms_at_build"] > 0 for c in ok)
     assert runner.manifest["precision"] == auto["chosen"]
