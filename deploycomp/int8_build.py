@@ -254,7 +254,9 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                             ", ".join(policy.compute_ops), f" outside control flow ({nested} inside it run float)"
                             if nested else "", f"; {exact} walk a tree ensemble, exactly, and stay float" if exact else "")
             elif info.get("budget_met", True):
-                log.warning("int8: only every layer float (%d) met the budget", len(info["float_layers"]))
+                from deploycomp.report import float_count
+
+                log.warning("int8: only every layer float (%s) met the budget", float_count(info))
             else:
                 log.warning("int8: even with %d float layers the budget is not met", len(info["float_layers"]))
         return trial.without_outputs(result.model, channel_outputs), info

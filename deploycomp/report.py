@@ -241,6 +241,18 @@ def _mac_share(quant: dict) -> str:
     return "" if share is None else f" ({share:.0%} of the compute layers' MACs run int8)"
 
 
+def float_count(quant: dict) -> str:
+    """The float compute layers, counted as ``int8_layers`` counts the int8 ones, then the
+    element-wise nodes the search kept float (TFLite's Add and Mul), e.g. ``1 float + 16
+    element-wise nodes``; older manifests counted both as one."""
+    floats = len(quant.get("float_layers") or [])
+    compute = quant.get("float_compute_layer_count")
+    if compute is None or compute == floats:
+        return f"{floats} float"
+    other = floats - compute
+    return f"{compute} float + {other} element-wise node{'s' if other != 1 else ''}"
+
+
 def ranges_label(quant: dict) -> str:
     """An int8 choice's ranges as the manifest names them, e.g. ``percentile + smoothing``."""
     return quant["range_method"] + (" + smoothing" if (quant.get("smoothing") or {}).get("kept") else "")
@@ -549,7 +561,7 @@ def render_report(manifest: dict[str, Any]) -> str:
 {'symmetric' if quant['activation_symmetric'] else 'asymmetric'} ({html.escape(_range_text(quant))}),
 weights {html.escape(quant['weights'])}. Calibration: {html.escape(str(quant.get('calibration_data', '')))};
 {quant['held_out_samples']} held-out samples. {quant['int8_layers']} layers int8,
-{len(quant['float_layers'])} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
+{float_count(quant)} kept in float{': ' + html.escape(', '.join(quant['float_layers'])) if quant['float_layers'] else ''}{_mac_share(quant)}.</p>
 {_dynamic_html(quant)}
 <p>Boosters: {html.escape(', '.join(quant.get('boosters', [])) or 'none')}{_boosters_text(quant)}.</p>
 {_steered_html(quant)}{_stricter_html(quant.get("stricter_search"))}

@@ -131,3 +131,15 @@ def test_a_min_top1_budget_is_said_budgeted_in_the_fidelity_table(tiny_conv, tmp
     page = (tmp_path / "b" / "report.html").read_text()
     assert "top1[probs]" in page and "(budget 0.9)" in page and "not budgeted" not in page
     assert runner.manifest["validation"]["outputs"]["probs"]["top1_agreement"] >= 0.9
+
+
+def test_float_layers_are_counted_as_int8_layers_are():
+    """``float_layers`` lists compute layers and the element-wise nodes a search kept float;
+    the summary had counted both beside ``int8_layers`` (compute layers only): one TFLite
+    build "53 int8, 1 float", another of the same model "0 int8, 70 float"."""
+    from deploycomp.report import float_count
+
+    quant = {"int8_layers": 0, "float_layers": ["conv1", "conv2", "add1", "mul1"], "float_compute_layer_count": 2}
+    assert float_count(quant) == "2 float + 2 element-wise nodes"
+    assert float_count(quant | {"float_compute_layer_count": 4}) == "4 float"
+    assert float_count({"float_layers": ["a", "b"]}) == "2 float"  # an older manifest: one count

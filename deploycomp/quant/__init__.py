@@ -542,6 +542,9 @@ def quantize(
             final = quantized_copy(model, policy, ranges, float_layers | pinned, shifts, dynamic)
             floating = (float_layers | pinned) - dynamic
             info["float_layers"] = sorted(floating)  # compute layers and element-wise nodes kept float
+            # of them the compute layers, the count beside int8_layers (a TFLite build's element-wise
+            # nodes had made "53 int8, 1 float" of one build and "0 int8, 70 float" of another)
+            info["float_compute_layer_count"] = sum(1 for n in layers if n.name in floating and n.op_type not in RECURRENT)
             # recurrent layers are in ``layers`` for the MAC shares; none of them runs int8
             info["int8_layers"] = sum(1 for n in layers if n.name not in float_layers | pinned
                                       and n.op_type not in RECURRENT)
