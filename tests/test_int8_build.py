@@ -292,6 +292,7 @@ def test_an_int8_bundle_with_every_layer_float_says_its_weights_and_execution_ar
     result = deploycomp.build(tiny_conv, tmp_path / "a", target=target, precision="int8",
                               calibration=_calibration(tmp_path), min_cosine=0.99999999999, no_fail=True)
     assert result.manifest["quantization"]["int8_layers"] == 0
+    assert result.manifest["quantization"]["float_compute_layer_count"] == 2  # its two convs
     backend = result.manifest["backend"]
     assert backend["lowered"]["weights"] == "f32"
     assert backend["runtime"]["executed_precision"] == "fp32"
