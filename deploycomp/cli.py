@@ -361,10 +361,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         hybrid = f", {len(dynamic)} dynamic-range" if dynamic else ""
         behind = quant.get("executed_float_behind_qdq") or []
         hybrid += f" ({len(behind)} of them run float in the runtime)" if behind else ""
-        from deploycomp.report import float_count
+        from deploycomp.report import float_count, ranges_label
 
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {float_count(quant)}{macs}; "
-                   f"{quant['range_method']} ranges"
+                   f"{ranges_label(quant)} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
         from deploycomp.int8_build import coverage_hint
 

@@ -122,14 +122,20 @@ _LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "in
 def _range_text(quant: dict) -> str:
     """The range method, and for ``auto`` what it chose between (all-int8 NMSE of each, and
     on how many samples, as the judge is a race)."""
-    text = f"{quant['range_method']} ranges"
+    text = f"{ranges_label(quant)} ranges"
     choice = quant.get("range_choice")
     if choice:
         judged = choice["judged_on_samples"]
         tried = ", ".join(f"{c['method']}{' + smoothing' if c['smoothed'] else ''} {c['nmse_all_int8']:.3g}"
                           + (f" (on {c['judged_on_samples']})" if c.get("judged_on_samples", judged) < judged else "")
                           for c in choice["candidates"])
-        text += f", chosen by all-int8 NMSE on {judged} samples: {tried}"
+        # (where the validation inputs then chose the other ranges, "chosen by NMSE" had been
+        # said of ranges the build did not keep: the steps below say what replaced them)
+        if alt := quant.get("range_alternative"):
+            text += (f", kept where the validation inputs missed with {alt['rejected']}, which all-int8 NMSE on "
+                     f"{judged} samples had chosen: {tried}")
+        else:
+            text += f", chosen by all-int8 NMSE on {judged} samples: {tried}"
         if "race_factor" in choice:
             text += (f"; raced: candidates over {choice['race_factor']:g}x the least error on the first half stop"
                      " there, as does a lone survivor")

@@ -427,7 +427,10 @@ def test_validation_that_rejects_the_auto_range_choice_tries_the_other_range_met
     assert manifest["validation"]["ok"] and manifest["validation"]["outputs"]["y"]["cosine"] >= 0.98
     assert re.search(r"minmax( \+ smoothing)? ranges, which met it there too, were tried next: the validation inputs "
                      r"steered this choice", res.output)
-    assert "ranges, which met it there too, were tried next" in (tmp_path / "b" / "report.html").read_text()
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "ranges, which met it there too, were tried next" in page
+    # not "chosen by all-int8 NMSE" of ranges the validation inputs replaced
+    assert "kept where the validation inputs missed with percentile" in page and "ranges, chosen by" not in page
 
 
 def test_when_the_other_range_method_validates_worse_the_stricter_search_continues_the_first(tiny_conv, tmp_path,
