@@ -49,6 +49,12 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
     code = e.exit_code if isinstance(e, DeployError) else 1
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
     line = one_line(str(e)) or type(e).__name__
+    if not isinstance(e, DeployError):  # a dependency older than declared is the likeliest cause: named
+        from deploycomp.errors import few
+        from deploycomp.requirements import mismatched
+
+        if off := mismatched():
+            line += f" (installed: {few(off)}; install the versions deploycomp declares)"
     click.echo(f"deploycomp: {prefix}: {line}", err=True)
     if as_json is not None:
         click.echo(json.dumps({**as_json, "ok": False, "error": line if isinstance(e, DeployError) else f"{prefix}: {line}",
