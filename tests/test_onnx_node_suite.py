@@ -1,6 +1,6 @@
 """The whole optimizer against ONNX's own backend node tests (shipped in ``onnx``).
 
-Every case ``onnx.backend.test.case.node.collect_testcases()`` generates goes through
+Every case ``onnx.backend.test.case.node.collect_testcases(None)`` generates goes through
 ``load -> default pipeline -> save`` with its inputs' static shapes, and the result must
 reproduce the case's expected outputs in ONNX Runtime within the case's own rtol/atol.
 
@@ -37,7 +37,7 @@ def _cases():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return collect_testcases()
+        return collect_testcases(None)
 
 
 def _session(model_bytes: bytes) -> ort.InferenceSession:

@@ -22,7 +22,7 @@ def _case(name: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return next(c for c in collect_testcases() if c.name == name)
+        return next(c for c in collect_testcases(None) if c.name == name)
 
 
 @pytest.mark.parametrize("pipeline, name", [("tflite", "test_attention_4d_gqa_causal"),

@@ -22,7 +22,7 @@ def _case(name: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return next(c for c in collect_testcases() if c.name == name)
+        return next(c for c in collect_testcases(None) if c.name == name)
 
 
 def _frozen(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:

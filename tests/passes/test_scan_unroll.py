@@ -19,7 +19,7 @@ def _onnx_scan_cases():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [c for c in collect_testcases() if c.name.startswith("test_scan")]
+        return [c for c in collect_testcases(None) if c.name.startswith("test_scan")]
 
 
 @pytest.mark.parametrize("case", [c for c in _onnx_scan_cases() if c.name != "test_scan_sum"], ids=lambda c: c.name)
