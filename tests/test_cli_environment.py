@@ -346,3 +346,18 @@ def test_a_ctrl_c_inside_a_native_library_start_up_is_an_interrupt(tiny_conv, tm
     monkeypatch.setattr(cli_module, "_run_build", start_up_failed)
     result = CliRunner().invoke(cli_module.main, ["build", str(tiny_conv), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1 and "internal error (ImportError)" in result.output
+
+
+def test_an_example_without_pip_to_fetch_it_says_so(tmp_path, monkeypatch):
+    """In a uv-made venv (no pip module) ``deploycomp example`` had failed with pip's own
+    "No module named pip", said as a failed fetch from the package index."""
+    import importlib.util
+
+    from deploycomp import examples
+    from deploycomp.errors import EnvironmentProblem
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pip" else real(name, *a))
+    with pytest.raises(EnvironmentProblem, match=r"has no pip to download it with; install pip") as info:
+        examples._download_wheel("nudenet==3.4.2", tmp_path / "wheels")
+    assert info.value.exit_code == 10 and not (tmp_path / "wheels").exists()
