@@ -28,7 +28,7 @@ from typing import Any, Callable
 import click
 
 from deploycomp import __version__
-from deploycomp.errors import DeployError, InputDataError, environment_problem
+from deploycomp.errors import DeployError, InputDataError, environment_problem, few
 from deploycomp.quiet import QUIET_LIBRARIES
 
 STAGES = ["load + optimize", "check op support", "int8 calibration", "int8 sensitivity", "reference outputs", "lower",
@@ -50,7 +50,6 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
     prefix = "error" if isinstance(e, DeployError) else f"internal error ({type(e).__name__})"
     line = one_line(str(e)) or type(e).__name__
     if not isinstance(e, DeployError):  # a dependency older than declared is the likeliest cause: named
-        from deploycomp.errors import few
         from deploycomp.requirements import mismatched
 
         if off := mismatched():
@@ -65,12 +64,19 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
 def _json_option(help: str = "Print the result as JSON on stdout (a failure as ok, error, exit_code).") -> Callable:
     """``--json``, remembered where a failure is reported (:func:`_fail`)."""
     def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        root = ctx.find_root()
-        if value and root.obj is not None:
-            root.obj.setdefault("json", {})
+        if value:
+            _json_failure({})
         return value
 
     return click.option("--json", "as_json", is_flag=True, help=help, callback=remember)
+
+
+def _json_failure(said: dict[str, Any] | None) -> None:
+    """What a failure's JSON adds (``{}``: nothing), or None where the command's own JSON
+    has said it already."""
+    obj = click.get_current_context().find_root().obj
+    if obj is not None:
+        obj["json"] = said
 
 
 _SAYS_NOTHING = re.compile(r"^((Exception from )?\S+\.(cpp|cc|h|hpp):\d+:?|Check 'false' failed at .*|.*:)$")
@@ -955,8 +961,8 @@ def verify(bundle: Path, public_key: Path | None, as_json: bool) -> None:
     """Check a bundle's files against its manifest and signature (exit 11 naming the first bad file)."""
     from deploycomp.signing import verify_bundle
 
-    if as_json:  # a failed check's JSON names the bundle too
-        click.get_current_context().find_root().obj["json"] = {"bundle": str(bundle)}
+    if as_json:
+        _json_failure({"bundle": str(bundle)})  # (a failed check's JSON names the bundle, as it did)
     result = verify_bundle(bundle, public_key)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -982,7 +988,7 @@ def diff_command(old: Path, new: Path, max_regression: tuple[str, ...], as_json:
 
     result = diff(old, new, max_regression=max_regression)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.table())
-    click.get_current_context().find_root().obj.pop("json", None)  # (its JSON says the regression: said once)
+    _json_failure(None)  # (its JSON says the regression: said once)
     result.raise_if_regressed()
 
 
