@@ -243,11 +243,13 @@ def is_profile_path(text: str) -> bool:
     return text.lower().endswith((".yaml", ".yml")) or "/" in text
 
 
-def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = (), read: list[Path] | None = None
+             ) -> dict[str, Any]:
     """``extends``: a shipped profile's name, or a YAML file's path relative to the file that
     extends it (a company's base profile shared by its boards: a path had been read as a
     name, and joined onto the shipped profiles' folder). The chain, nearest first, is the
-    result's ``extended_from`` (the manifest's record of where a profile's values came from)."""
+    result's ``extended_from`` (the manifest's record of where a profile's values came from);
+    ``read`` receives every base file read."""
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
@@ -259,7 +261,9 @@ def _resolve(data: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> di
     if not base_path.is_file():
         raise ProfileError(f"{path}: extends unknown profile {base_name!r} (a shipped profile's name, or a YAML "
                            "file's path relative to this one)")
-    base = _resolve(_read_yaml(base_path), base_path, seen + (str(path.resolve()), key))
+    if read is not None:
+        read.append(base_path)
+    base = _resolve(_read_yaml(base_path), base_path, seen + (str(path.resolve()), key), read)
     base.pop("name", None)
     chain = [base_name, *base.pop("extended_from", [])]
     return merge_mappings(base, data) | {"extended_from": chain}
@@ -282,20 +286,33 @@ def _validate(data: dict[str, Any], path: Path) -> TargetProfile:
         raise ProfileError(f"{path}: field '{field}': {msg}" if field else f"{path}: {msg}") from e
 
 
-def load_profile_file(path: str | Path) -> TargetProfile:
-    path = Path(path)
+_PROFILES: dict[str, tuple[tuple[tuple[Path, int | None], ...], TargetProfile]] = {}
+"""Profiles read, by resolved path: the files of each one's ``extends`` chain with their
+modification times when read, and the (immutable) profile."""
+
+
+def _stamp(path: Path) -> int | None:
     try:
-        stamp = path.stat().st_mtime_ns
+        return path.stat().st_mtime_ns
     except OSError:
-        stamp = None
-    return _load_profile_file(str(path.resolve()) if stamp is not None else str(path), stamp)
+        return None
 
 
-@functools.lru_cache(maxsize=256)
-def _load_profile_file(path: str, stamp: int | None) -> TargetProfile:
-    """Profiles are immutable (frozen models); a file is read once per process and per version."""
+def load_profile_file(path: str | Path) -> TargetProfile:
+    """A profile file, read once per process and per version of every file of its
+    ``extends`` chain: a service's next build had kept a base profile's old budgets after
+    the base was edited (the cache was keyed on the named file's version alone)."""
     path = Path(path)
-    return _validate(_resolve(_read_yaml(path), path), path)
+    key = str(path.resolve()) if path.exists() else str(path)
+    cached = _PROFILES.get(key)
+    if cached is not None and all(_stamp(f) == stamp for f, stamp in cached[0]):
+        return cached[1]
+    read = [path]
+    profile = _validate(_resolve(_read_yaml(path), path, read=read), path)
+    if len(_PROFILES) >= 256:  # (a service reading generated profiles: bounded)
+        _PROFILES.pop(next(iter(_PROFILES)))
+    _PROFILES[key] = (tuple((f, _stamp(f)) for f in read), profile)
+    return profile
 
 
 def is_shipped(path: str | Path | None) -> bool:

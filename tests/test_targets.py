@@ -247,3 +247,19 @@ def test_a_profile_path_that_is_no_file_or_no_text_is_refused(tmp_path):
     (tmp_path / "big.yaml").write_text(f"name: {'9' * 5000}\n")
     with pytest.raises(ProfileError, match="not valid YAML"):
         load_target(str(tmp_path / "big.yaml"))
+
+
+def test_an_edited_base_profile_is_read_again_in_the_same_process(tmp_path):
+    """A profile is read once per process, but per version of every file of its ``extends``
+    chain: a service's later build had kept a base's old budgets after the base was edited
+    (the cache was keyed on the named file's version alone)."""
+    import os
+
+    base, board = tmp_path / "base.yaml", tmp_path / "board.yaml"
+    base.write_text("extends: raspberry-pi-5\nname: base\nbudgets: {max_artifact_mb: 0.05}\n")
+    board.write_text("extends: base.yaml\nname: board\n")
+    assert load_target(str(board)).budgets.max_artifact_mb == 0.05
+    assert load_target(str(board)) is load_target(str(board))  # read once while nothing changes
+    base.write_text("extends: raspberry-pi-5\nname: base\nbudgets: {max_artifact_mb: 150}\n")
+    os.utime(base, ns=(base.stat().st_atime_ns, base.stat().st_mtime_ns + 1_000_000_000))  # (a coarse clock)
+    assert load_target(str(board)).budgets.max_artifact_mb == 150
