@@ -10,11 +10,13 @@ keep it for inspection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -566,6 +568,25 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                     levels=levels, nan_ok=nan_ok)
 
 
+_BUILDING = threading.RLock()
+"""Builds (and ``optimize``) in one process run one at a time. They share state that is not
+per thread: onnxscript's rewrite rules keep their current match on the rule objects (two
+threads' builds had failed inside each other's rules), a quiet logger's level is set and
+restored around constant folding, a staging folder is named per process, and OpenVINO's
+bindings hung two of nine runs of four threads' builds. A service builds in parallel with
+processes (``deploycomp fleet`` does); loading and running bundles takes no lock."""
+
+
+def _one_at_a_time(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _BUILDING:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_one_at_a_time
 def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Iterable[InputSpec] = (),
              target: str | None = None, force: bool = True, keep_initializer_inputs: bool = False) -> dict[str, Any]:
     """Write the optimized ONNX (``deploycomp optimize``); returns the pass summary.
@@ -716,6 +737,7 @@ def _check_precision(target: TargetProfile, precision: str) -> None:
         )
 
 
+@_one_at_a_time
 def build(opts: BuildOptions) -> BuildResult:
     from deploycomp.quant import BOOSTERS
     from deploycomp.quant.observers import RANGE_METHODS

@@ -808,3 +808,34 @@ def test_a_frozen_input_of_many_values_is_said_to_have_them():
 
     assert _values_said(np.array([16000])) == "[16000]"
     assert _values_said(np.full(32, 0.5)) == "[0.5, 0.5, 0.5, 0.5, ... (32 values)]"
+
+
+def test_builds_from_threads_run_one_at_a_time(tiny_conv, tmp_path, monkeypatch):
+    """Builds share per-process state (onnxscript's rules keep their match on the rule
+    objects: four threads' builds had failed inside each other's rules, and two of nine runs
+    hung in OpenVINO's bindings). From threads they run one after another, each whole."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deploycomp import pipeline
+
+    inside, most, lock = [0], [0], threading.Lock()
+    real = pipeline._build
+
+    def counted(opts):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.05)
+            return real(opts)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(pipeline, "_build", counted)
+    with ThreadPoolExecutor(3) as pool:
+        runners = list(pool.map(lambda i: deploycomp.build(tiny_conv, tmp_path / f"b{i}", target="android-arm64"
+                                                           if i % 2 else "host"), range(3)))
+    assert most[0] == 1 and all(r.manifest["validation"]["ok"] for r in runners)
