@@ -13,7 +13,7 @@ from deploycomp import requirements
 
 @pytest.fixture
 def environment(monkeypatch):
-    declared = ["onnx-ir>=0.1.15", "numpy>=1.24", "click>=8.1", "ai-edge-litert>=1.4; extra == \"tflite\"",
+    declared = ["onnx-ir>=1.0", "numpy>=1.24", "click>=8.1", "ai-edge-litert>=1.4; extra == \"tflite\"",
                 "ai-edge-litert>=1.4; extra == \"test\"", "ray>=2.40; extra == \"ray\"",
                 "tensorrt-rtx>=1.7; (platform_system == \"Nowhere\") and extra == \"test\""]
     installed = {"onnx-ir": "0.1.10", "numpy": "2.0.0", "ai-edge-litert": "1.2.0", "tensorrt-rtx": "1.0"}
@@ -36,7 +36,7 @@ def environment(monkeypatch):
 
 def test_older_and_missing_requirements_are_named_once_extras_only_where_installed(environment):
     assert requirements.mismatched() == [
-        "onnx-ir 0.1.10 (deploycomp needs >=0.1.15)",  # older than declared
+        "onnx-ir 0.1.10 (deploycomp needs >=1.0)",  # older than declared
         "click not installed (deploycomp needs >=8.1)",  # a core requirement missing
         "ai-edge-litert 1.2.0 (deploycomp needs >=1.4)",  # an extra's, installed too old: once for two extras
     ]  # ray (an extra, not installed) and tensorrt-rtx (another platform's) are not judged
@@ -49,4 +49,4 @@ def test_an_internal_error_names_them(environment, capsys):
         _fail(AttributeError("'Model' object has no attribute 'clone'"), verbose=False)
     line = capsys.readouterr().err
     assert info.value.code == 1 and line.count("\n") == 1
-    assert "internal error (AttributeError)" in line and "installed: onnx-ir 0.1.10 (deploycomp needs >=0.1.15)" in line
+    assert "internal error (AttributeError)" in line and "installed: onnx-ir 0.1.10 (deploycomp needs >=1.0)" in line

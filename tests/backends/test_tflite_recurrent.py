@@ -104,7 +104,10 @@ def test_batch_first_layout_against_onnx_reference(tmp_path, op):
     rng = np.random.default_rng(9)
     feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
              for i in model.graph.input}
-    want = dict(zip([o.name for o in model.graph.output], ReferenceEvaluator(model).run(None, feeds)))
+    try:
+        want = dict(zip([o.name for o in model.graph.output], ReferenceEvaluator(model).run(None, feeds)))
+    except NotImplementedError as e:  # (onnx before 1.23: no bidirectional LSTM/GRU in its reference)
+        pytest.skip(f"onnx {onnx.__version__}'s reference evaluator cannot compute it: {e}")
     backend = get_backend("tflite")
     lowered = backend.lower(ir.from_proto(model), load_target("raspberry-pi-5"), "fp32", tmp_path, {})
     got = backend.load(tmp_path, lowered.info).run(feeds)
