@@ -34,10 +34,11 @@ from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.digest import sha256_file
 from deploycomp.paths import device_or_pipe
 
-__all__ = ["MANIFEST", "FORMAT", "artifact_entries", "check_output", "check_structure", "is_bundle", "read_manifest", "replace_folder",
+__all__ = ["MANIFEST", "REPORT", "FORMAT", "artifact_entries", "check_output", "check_structure", "is_bundle", "read_manifest", "replace_folder",
            "json_text", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
+REPORT = "report.html"
 FORMAT = "deploycomp-bundle/1"
 
 
@@ -186,7 +187,7 @@ def check_output(out: str | os.PathLike, force: bool) -> Path:
     return out
 
 
-BUNDLE_FILES = (MANIFEST, "report.html", "signature.json")
+BUNDLE_FILES = (MANIFEST, REPORT, "signature.json")
 """The files of a bundle besides the artifacts its manifest lists."""
 
 

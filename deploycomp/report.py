@@ -15,11 +15,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from deploycomp.bundle import MANIFEST, artifact_entries, replaced_file, write_json
+from deploycomp.bundle import MANIFEST, REPORT, artifact_entries, replaced_file, write_json
 
-__all__ = ["REPORT", "render_report", "write_manifest_and_report"]
-
-REPORT = "report.html"
+__all__ = ["render_report", "write_manifest_and_report"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}

@@ -413,7 +413,7 @@ def test_the_file_names_are_the_bundle_modules():
     """signing.py keeps its own copies (deploycomp.bundle imports ONNX, seconds at start-up)."""
     from deploycomp import bundle, signing
 
-    assert (signing.MANIFEST, signing.BUNDLE_FORMAT) == (bundle.MANIFEST, bundle.FORMAT)
+    assert (signing.MANIFEST, signing.BUNDLE_FORMAT, signing.REPORT) == (bundle.MANIFEST, bundle.FORMAT, bundle.REPORT)
 
 
 def test_importing_signing_loads_neither_onnx_nor_cryptography():
