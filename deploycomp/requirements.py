@@ -17,7 +17,7 @@ __all__ = ["mismatched"]
 
 def mismatched(dist: str = "deploycomp") -> list[str]:
     """Each installed requirement of ``dist`` outside the versions it declares, e.g.
-    ``onnx-ir 0.1.10 (deploycomp needs >=0.1.15)``; a missing core requirement too. An
+    ``onnx-ir 0.1.10 (deploycomp needs >=1.0)``; a missing core requirement too. An
     extra's requirement is judged only where it is installed; one whose platform marker
     excludes this machine not at all. Empty where the metadata cannot be read."""
     try:
