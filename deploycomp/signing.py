@@ -496,7 +496,8 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
     is missing, extra, not a regular file or changed. Returns::
 
         {"bundle", "ok": True, "status": "unsigned" | "signed" | "verified", "key_id",
-         "algorithm", "signed_at", "files": [checked paths], "bytes", "seconds"}
+         "algorithm", "signed_at", "files": [the bundle's files], "checked": how many of them
+         had their digests checked, "bytes": their size, "seconds"}
 
     ``status``: ``unsigned`` -- no signature: the artifacts match the manifest, nothing
     says who built it; ``signed`` -- the signature is valid under the public key it
@@ -563,6 +564,7 @@ def verify_bundle(bundle: str | os.PathLike, public_key_path: str | os.PathLike 
         "algorithm": doc["algorithm"] if doc else None,
         "signed_at": doc["signed"].get("signed_at") if doc else None,
         "files": sorted(set(expected) | (present & unlisted_ok)),
+        "checked": len(expected),  # the files whose digests were checked, ``bytes`` between them
         "bytes": total,
         "seconds": round(time.perf_counter() - start, 4),
     }

@@ -139,6 +139,16 @@ def test_an_unsigned_bundle_verifies_its_digests_and_says_unsigned(bundle):
     result = verify_bundle(bundle)
     assert result["ok"] and result["status"] == "unsigned" and result["key_id"] is None
     assert result["files"] == _files(bundle)
+    # the digests checked: every artifact and the report, not the manifest (the byte count is
+    # theirs; "4 files" had been said beside the bytes of 3)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert result["checked"] == len(manifest["artifacts"]) + 1 == len(_files(bundle)) - 1
+    assert result["bytes"] == sum(a["bytes"] for a in manifest["artifacts"]) + manifest["report"]["bytes"]
+    from deploycomp.cli import main
+    from click.testing import CliRunner
+
+    said = CliRunner().invoke(main, ["verify", str(bundle)]).output
+    assert f"ok, {result['checked']} files match their digests" in said
 
 
 def test_resigning_replaces_the_signature(bundle, keys):
