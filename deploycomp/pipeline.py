@@ -188,6 +188,8 @@ class Prepared:
     integer_ops: int = 0
     """ONNX Runtime dynamic-quantization ops the model arrived with, rewritten as float ops
     on their int8 weights (:mod:`deploycomp.passes.integer_ops`)."""
+    renamed: int = 0
+    """Inner tensors renamed on load (:attr:`deploycomp.ir.LoadedModel.renamed`)."""
     float_form: Any = field(default=None, repr=False)
     """ONNX Runtime on this optimized model, made once (:func:`_float_form`); False where
     it cannot be."""
@@ -483,10 +485,12 @@ def _initializer_note(loaded) -> list[str]:
     if loaded.initializer_inputs:
         notes.append(f"{len(loaded.initializer_inputs)} initializer(s) listed as graph inputs (IR {loaded.ir_version} "
                      "style) treated as constants; --keep-initializer-inputs keeps them as inputs")
-    if loaded.renamed:  # (a message naming an inner tensor names it as renamed)
+    if loaded.renamed:  # (a message naming an inner tensor names it as renamed: -v says how; the
+        # manifest's source.renamed_tensors how many; no assumption of the user's, so not one of
+        # theirs: YOLOv8n's summary had opened on its 9 renamed inner tensors)
         old, new = next(iter(loaded.renamed.items()))
-        notes.append(f"{len(loaded.renamed)} inner tensor name(s) holding '__' or '/i8', which deploycomp names its "
-                     f"own tensors with, renamed (e.g. '{old}' as '{new}'); inputs and outputs keep theirs")
+        log.info("%d inner tensor name(s) holding '__' or '/i8', which deploycomp names its own tensors with, "
+                 "renamed (e.g. '%s' as '%s'); inputs and outputs keep theirs", len(loaded.renamed), old, new)
     return notes
 
 
@@ -565,7 +569,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
                        "values; judged with the int8 budget")
     return Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, assumed, plog, profiles, frozen,
                     repinned, loaded.external_data, integer_ops, guessed=resolved.guessed, from_data=resolved.from_data,
-                    levels=levels, nan_ok=nan_ok)
+                    levels=levels, nan_ok=nan_ok, renamed=len(loaded.renamed))
 
 
 _BUILDING = threading.RLock()
@@ -608,7 +612,7 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
         shapes = check_specs(loaded.model, list(specs))
         model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
         prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog,
-                        external_data=loaded.external_data)
+                        external_data=loaded.external_data, renamed=len(loaded.renamed))
     else:
         prep = prepare(model_path, load_target(target), specs, keep_initializer_inputs=keep_initializer_inputs,
                        building=False)
@@ -1204,6 +1208,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "versions": _versions(),
             "source": {"name": prep.source.name, "sha256": prep.sha256, "opset": prep.source_opset,
                        **({"external_data": prep.external_data} if prep.external_data else {}),
+                       **({"renamed_tensors": prep.renamed} if prep.renamed else {}),
                        # (a model that arrives int8, at any precision: its fp32 build's manifest had
                        # said so only in prose, under assumptions)
                        **({"int8": {k: own[k] for k in ("source", "activation_dtype", "activation_symmetric",

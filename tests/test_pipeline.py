@@ -799,7 +799,9 @@ def test_a_models_names_cannot_clash_with_the_tensors_a_build_adds(tmp_path, tar
     runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "out", target=target, precision=precision,
                               calibration=tmp_path / "c.npz", validation_data=tmp_path / "c.npz")
     assert set(runner.run({"x": np.ones((1, 16), np.float32)})) == {"y__q"}
-    assert any("3 inner tensor name(s) holding '__' or '/i8'" in a for a in runner.manifest["assumptions"])
+    # recorded, not said as an assumption of the user's (YOLOv8n's summary had opened on them)
+    assert runner.manifest["source"]["renamed_tensors"] == 3
+    assert not any("inner tensor name" in a for a in runner.manifest["assumptions"])
 
 
 def test_a_frozen_input_of_many_values_is_said_to_have_them():
