@@ -1,5 +1,5 @@
 """``python -m deploycomp`` is the ``deploycomp`` command."""
 
-from deploycomp.cli import main
+from deploycomp.cli import entry
 
-main(prog_name="deploycomp")
+entry()

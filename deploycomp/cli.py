@@ -1044,5 +1044,29 @@ def targets_show(name: str) -> None:
     click.echo(f"# backend {prof.backend}: {'available' if reason is None else reason}")
 
 
+def entry() -> None:
+    """The ``deploycomp`` process (the console script, ``python -m deploycomp``): the
+    command, then an exit without the interpreter's teardown once its output is flushed.
+    The runtimes' destructors took about half a second after the summary, during which
+    Python has put the default signal handlers back: a SIGTERM there (a cancelled CI job)
+    ended the process with 143 and no line, the bundle whole. :func:`main` itself (click's
+    test runner, an embedding program) returns or raises as any click command does."""
+    try:
+        main(prog_name="deploycomp")
+        code: Any = 0
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):  # (sys.exit("message"), as Python prints it)
+        sys.stderr.write(code + "\n")
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # (a reader gone: said by the command already, 141)
+            pass
+    os._exit(0 if code is None else code)
+
+
 if __name__ == "__main__":
-    main(prog_name="deploycomp")
+    entry()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +362,24 @@ def test_an_example_without_pip_to_fetch_it_says_so(tmp_path, monkeypatch):
     with pytest.raises(EnvironmentProblem, match=r"has no pip to download it with; install pip") as info:
         examples._download_wheel("nudenet==3.4.2", tmp_path / "wheels")
     assert info.value.exit_code == 10 and not (tmp_path / "wheels").exists()
+
+
+def test_a_sigterm_once_the_summary_is_out_is_never_silent(tiny_conv, tmp_path):
+    """The process's own exit had taken about half a second after the summary (the
+    runtimes' destructors, after Python had put the default signal handlers back): a
+    SIGTERM there ended it with 143 and no line, the bundle whole, five times of five in a
+    probe. Now it exits once its output is flushed: a SIGTERM sent on reading the summary
+    finds it gone (0), or says the bundle was written whole (143)."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "build", str(tiny_conv), "--out", "out"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    first = proc.stdout.readline()  # (the summary's first line: stdout is flushed as the command ends)
+    assert first.startswith("out: ")
+    time.sleep(0.05)  # (the old exit's half second, as a cancelled job's signal would land in it)
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 or (proc.returncode == 143 and "out was written whole before it" in stderr), \
+        (proc.returncode, stderr)
+    assert (tmp_path / "out" / "manifest.json").exists()
