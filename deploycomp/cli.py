@@ -1046,7 +1046,8 @@ def targets_show(name: str) -> None:
 
 def entry() -> None:
     """The ``deploycomp`` process (the console script, ``python -m deploycomp``): the
-    command, then an exit without the interpreter's teardown once its output is flushed.
+    command, its exit functions (logging, multiprocessing: a fleet's pool), then an exit without
+    the interpreter's teardown once its output is flushed.
     The runtimes' destructors took about half a second after the summary, during which
     Python has put the default signal handlers back: a SIGTERM there (a cancelled CI job)
     ended the process with 143 and no line, the bundle whole. :func:`main` itself (click's
@@ -1059,7 +1060,9 @@ def entry() -> None:
     if isinstance(code, str):  # (sys.exit("message"), as Python prints it)
         sys.stderr.write(code + "\n")
         code = 1
-    logging.shutdown()
+    import atexit
+
+    atexit._run_exitfuncs()  # (what registered to run at exit still does: logging's flush, multiprocessing's cleanup)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
