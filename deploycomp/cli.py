@@ -1035,9 +1035,11 @@ def targets_show(name: str) -> None:
     import yaml
 
     from deploycomp.backends import availability
-    from deploycomp.targets import load_target
+    from deploycomp.targets import check_op_names, load_target
 
     prof = load_target(name)
+    if prof.unsupported_ops:  # (a profile that shows cleanly builds: `conv` had shown, then been refused)
+        check_op_names(prof)
     data = prof.model_dump(exclude_none=True, exclude={"runs_here"} | (set() if prof.family_members else {"family_members"}))
     click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
     reason = availability().get(prof.backend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -229,6 +231,13 @@ def test_a_profiles_free_text_fields_are_checked(tiny_conv, tmp_path, extra, err
         deploycomp.build(tiny_conv, tmp_path / "out", target=str(_write(tmp_path, {"extends": "raspberry-pi-5", **extra},
                                                                          "typo.yaml")))
     assert not (tmp_path / "out").exists()
+    # `targets show`, where a user checks a profile, refuses it the same way (it had shown it)
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+
+    shown = CliRunner().invoke(main, ["targets", "show", str(tmp_path / "typo.yaml")])
+    assert shown.exit_code == 5 and re.search(error, shown.output), shown.output
     assert load_target(_write(tmp_path, {"extends": "intel-core-avx2", "device": "GPU.1"}, "gpu.yaml")).device == "GPU.1"
 
 
