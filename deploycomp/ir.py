@@ -60,7 +60,6 @@ __all__ = [
     "model_from_proto",
     "save_model",
     "sha256_file",
-    "subgraphs",
     "uses_through",
 ]
 
@@ -593,16 +592,6 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
     )
 
 
-def subgraphs(graph: ir.Graph) -> Iterator[ir.Graph]:
-    """Every graph inside ``graph``'s nodes, at any depth (If branches, Loop and Scan bodies)."""
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                yield attr.as_graph()
-            elif attr.type == ir.AttributeType.GRAPHS:
-                yield from attr.as_graphs()
-
-
 RESERVED_NAME_PARTS = ("__", "/i8")
 """What the names deploycomp gives the tensors it adds are built with (``x__dq``,
 ``w__fp16``, TFLite's ``p/i8``): a model's own tensor named so had clashed with one made
@@ -614,7 +603,7 @@ def _free_reserved_names(model: ir.Model) -> dict[str, str]:
     keeps) whose names hold :data:`RESERVED_NAME_PARTS`, each to a free name without them;
     returns the file's names -> the new ones."""
     renamed: dict[str, str] = {}
-    graphs = [model.graph, *subgraphs(model.graph)]
+    graphs = [model.graph, *model.graph.subgraphs()]
     values = {id(v): v for g in graphs for v in [*g.inputs, *g.initializers.values(),
                                                  *(o for n in g for o in n.outputs)]}
     public = {id(v) for v in [*model.graph.inputs, *model.graph.outputs]}

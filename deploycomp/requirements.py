@@ -26,6 +26,7 @@ def mismatched(dist: str = "deploycomp") -> list[str]:
         declared = metadata.requires(dist) or []
     except (ImportError, metadata.PackageNotFoundError):
         return []
+    extras = metadata.metadata(dist).get_all("Provides-Extra") or []
     out = []
     for text in declared:
         try:
@@ -33,8 +34,7 @@ def mismatched(dist: str = "deploycomp") -> list[str]:
         except InvalidRequirement:
             continue
         extra_only = req.marker is not None and not req.marker.evaluate({"extra": ""})
-        if req.marker is not None and extra_only and not any(
-                req.marker.evaluate({"extra": e}) for e in metadata.metadata(dist).get_all("Provides-Extra") or []):
+        if req.marker is not None and extra_only and not any(req.marker.evaluate({"extra": e}) for e in extras):
             continue  # (another platform's)
         try:
             installed = metadata.version(req.name)

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from deploycomp.ir import subgraphs
-
 __all__ = ["RemoveUnusedInitializersPass"]
 
 
 class RemoveUnusedInitializersPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
-        for graph in [model.graph, *subgraphs(model.graph)]:
+        for graph in [model.graph, *model.graph.subgraphs()]:
             for name, value in list(graph.initializers.items()):
                 if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
                     del graph.initializers[name]
