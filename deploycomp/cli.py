@@ -799,7 +799,7 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     (its folder), what it takes and gives and how it was built."""
     import numpy as np
 
-    if model.is_dir() and (model / "manifest.json").is_file():
+    if model.is_dir():  # (a folder is only ever a bundle: without a manifest, said as run/verify/diff say it)
         _inspect_bundle(model, as_json)
         return
 

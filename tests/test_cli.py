@@ -710,7 +710,8 @@ def test_inspect_of_a_bundle_says_the_shapes_it_takes(dynamic_hw_relu, tmp_path)
     code, stdout, _ = cli("inspect", out, "--json")
     data = json.loads(stdout)
     assert data["inputs"]["x"]["profile"]["max"] == [1, 3, 32, 32] and data["ok"] is True
-    assert cli("inspect", tmp_path)[0] != 0  # a folder that is no bundle: still an error
+    code, _, stderr = cli("inspect", tmp_path)  # a folder that is no bundle: said as run/verify/diff say it
+    assert code == 2 and "not a deploycomp bundle (no manifest.json)" in stderr  # (exit 3, "not an .onnx file")
 
 
 def test_inspect_counts_onnx_runtimes_fused_ops_as_the_layers_they_stand_for(tiny_conv, tmp_path):
