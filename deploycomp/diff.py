@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from deploycomp.cpu_load import BUSY_ELSEWHERE
 from deploycomp.bundle import MANIFEST, read_manifest
 from deploycomp.errors import DeployError, RegressionError, few
 from deploycomp.digest import sha256_file
@@ -353,11 +354,19 @@ def _latency(manifest: Mapping[str, Any]) -> tuple[float | None, str]:
     measurement was taken on, so two measurements on different machines differ in kind."""
     measured = _get(manifest, "measured", "latency", "median_ms")
     if measured is not None:
-        return measured, f"measured on {_get(manifest, 'host', 'cpu', default='?')}"
+        busy = _busy(_get(manifest, "measured", "latency", "busy_elsewhere"))
+        return measured, f"measured on {_get(manifest, 'host', 'cpu', default='?')}{busy}"
     estimate = _get(manifest, "validation", "latency_estimate", "estimate_ms")
     if estimate is not None:
         return estimate, f"roofline estimate for {_get(manifest, 'target', 'name', default='?')}"
     return None, "none"
+
+
+def _busy(share: float | None) -> str:
+    """What a measured latency's kind adds where it was timed on a busy machine
+    (:mod:`deploycomp.cpu_load`): such a number is no measure of the bundle's change (a
+    fleet's host cell read 53 ms built beside another build, 16-20 ms alone)."""
+    return f", busy ({share:.0%} of its CPUs used by other processes)" if (share or 0.0) >= BUSY_ELSEWHERE else ""
 
 
 def _latency_kind(kind: str) -> str:
@@ -375,9 +384,9 @@ def _compare_latency(rows: _Rows, old: tuple[float | None, str], new: tuple[floa
     (o, okind), (n, nkind) = old, new
     if o is None and n is None:
         return
-    same_kind = _latency_kind(okind) == _latency_kind(nkind)
+    same_kind = _latency_kind(okind) == _latency_kind(nkind) and ", busy" not in okind + nkind
     if okind.startswith("measured on ") and nkind.startswith("measured on "):
-        same_kind = okind == nkind  # the same machine, or the ratio says nothing of the change
+        same_kind = okind == nkind and ", busy" not in okind  # the same idle machine, or the ratio says nothing
     if not same_kind:
         rows.add("latency", o, n, fmt=_fmt_ms, comparable=False, note=f"{okind} vs {nkind}")
         return
@@ -791,8 +800,8 @@ def _compare_entries(rows: _Rows, o: Mapping[str, Any], n: Mapping[str, Any]) ->
     note = "index numbers (bundle not here)"
     rows.add("cosine[min]", o.get("fidelity"), n.get("fidelity"), fmt=_fmt_cos,
              change=_delta(o.get("fidelity"), n.get("fidelity"), "+.1e"), gate="cosine", lower_is_worse=True, note=note)
-    _compare_latency(rows, (o.get("latency_ms"), _latency_kind(o.get("latency_kind", ""))),
-                     (n.get("latency_ms"), _latency_kind(n.get("latency_kind", ""))))
+    _compare_latency(rows, (o.get("latency_ms"), _latency_kind(o.get("latency_kind", "")) + _busy(o.get("latency_busy"))),
+                     (n.get("latency_ms"), _latency_kind(n.get("latency_kind", "")) + _busy(n.get("latency_busy"))))
     os_, ns = o.get("size_mb"), n.get("size_mb")
     os_, ns = (None if v is None else v * 1e6 for v in (os_, ns))
     rows.add("size", os_, ns, fmt=_fmt_bytes, change=_relative(os_, ns), gate="size", note=note)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from deploycomp.cpu_load import OthersCpu, busy_note
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
@@ -781,13 +782,16 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
         if i == 0 and time.perf_counter() - start > max_seconds:
             break  # a run longer than the whole budget: one warm-up is enough
     times: list[float] = []
+    others = OthersCpu()
+    window = others.start()
     start = time.perf_counter()
     while True:
         t = time.perf_counter()
         run()
         times.append((time.perf_counter() - t) * 1e3)
         if _timed_enough(times, time.perf_counter() - start, min_runs, max_seconds, min_seconds, precision):
-            return latency_of(times)
+            others.stop(window)
+            return latency_of(times, others.share())
 
 
 class RunTimes:
@@ -799,15 +803,19 @@ class RunTimes:
 
     def __init__(self):
         self.times: dict[tuple, list[float]] = {}
+        self.others: dict[tuple, OthersCpu] = {}
 
     @staticmethod
     def _shapes(feeds: Mapping[str, Any]) -> tuple:
         return tuple(sorted((k, np.shape(v)) for k, v in feeds.items()))
 
     def run(self, fn: Callable[[Any], Any], feeds: Mapping[str, Any]) -> Any:
+        others = self.others.setdefault(self._shapes(feeds), OthersCpu())
+        window = others.start()
         start = time.perf_counter()
         out = fn(feeds)
         self.times.setdefault(self._shapes(feeds), []).append((time.perf_counter() - start) * 1e3)
+        others.stop(window)
         return out
 
     def latency(self, feeds: Mapping[str, Any], max_seconds: float, min_runs: int = 10) -> dict | None:
@@ -817,7 +825,7 @@ class RunTimes:
         if not times or not _timed_enough(times, sum(times) / 1e3, min_runs, max_seconds, MIN_LATENCY_SECONDS,
                                           LATENCY_PRECISION):
             return None
-        return latency_of(times) | {"timed": "its runs on the build's inputs"}
+        return latency_of(times, self.others[self._shapes(feeds)].share()) | {"timed": "its runs on the build's inputs"}
 
     def latency_or_measured(self, fn: Callable[[Any], Any], feeds: Mapping[str, Any], max_seconds: float) -> dict:
         """:meth:`latency`, or where the runs made are not enough, ``fn`` on ``feeds`` timed
@@ -826,14 +834,16 @@ class RunTimes:
                                                                    max_seconds=max_seconds)
 
 
-def latency_of(times: Sequence[float]) -> dict:
-    """The latency record of runs taking ``times`` (ms): median, p90, how many."""
+def latency_of(times: Sequence[float], busy_elsewhere: float | None = None) -> dict:
+    """The latency record of runs taking ``times`` (ms): median, p90, how many, and the
+    share of this process's CPUs other processes used meanwhile (:mod:`deploycomp.cpu_load`)."""
     times = sorted(times)
     return {
         "median_ms": round(statistics.median(times), 4),
         "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
         "runs": len(times),
         "kind": "measured",
+        **({} if busy_elsewhere is None else {"busy_elsewhere": busy_elsewhere}),
     }
 
 
@@ -850,7 +860,11 @@ O-Net bundle read "22x slower than ONNX Runtime" on a busy machine, p90 4x its m
 
 
 def unsteady(*records: Mapping[str, Any] | None) -> str | None:
-    """Where any latency record is unsteady (:data:`UNSTEADY_SPREAD`): a note saying so."""
+    """Where any latency record is unsteady (:data:`UNSTEADY_SPREAD`) or was timed while
+    other processes kept this machine busy (:func:`deploycomp.cpu_load.busy_note`): a note
+    saying so."""
+    if busy := busy_note(*records):
+        return busy
     spread = max((r["p90_ms"] / r["median_ms"] for r in records if r and r.get("median_ms")), default=0.0)
     if spread < UNSTEADY_SPREAD:
         return None

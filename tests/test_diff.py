@@ -70,6 +70,13 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     for name, options in builds.items():
         out[name] = root / name
         deploycomp.build(model, out[name], **common, **options)
+        # how busy this test machine was while timing is not what these tests are about (a
+        # latency timed busy is not compared: test_a_latency_timed_on_a_busy_machine_...)
+        manifest = json.loads((out[name] / "manifest.json").read_text())
+        for record in manifest["measured"].values():
+            if isinstance(record, dict):
+                record.pop("busy_elsewhere", None)
+        (out[name] / "manifest.json").write_text(json.dumps(manifest))
     return out
 
 
@@ -312,6 +319,24 @@ def test_measured_latency_against_an_estimate_is_flagged_not_compared(bundles):
     assert row(d, "backend").new == "tflite" and not [m for m in metrics(d) if m.startswith(("layers:", "lowered_ops:"))]
 
 
+def test_a_latency_timed_on_a_busy_machine_is_flagged_not_compared(bundles, tmp_path):
+    """A fleet's host cell timed while its other worker built read 53 ms against 16-20 ms
+    alone, as steady as an idle run: such a number is no measure of the bundle, so a
+    latency gate neither passes nor fails on it (:mod:`deploycomp.cpu_load`)."""
+    def slower_and_busy(m):
+        m["measured"]["latency"]["median_ms"] *= 3
+        m["measured"]["latency"]["busy_elsewhere"] = 0.5
+        m["versions"]["openvino"] = "9999.0"  # (not the same files' noise: that is never gated)
+
+    busy = _edited(bundles["fp32"], tmp_path / "busy", slower_and_busy)
+    for old, new in ((bundles["fp32"], busy), (busy, bundles["fp32"])):
+        lat = row(diff(old, new, "latency=10%"), "latency")
+        assert not lat.comparable and lat.regression is None
+        assert "busy (50% of its CPUs used by other processes)" in lat.note
+    calm = _edited(busy, tmp_path / "calm", lambda m: m["measured"]["latency"].update(busy_elsewhere=0.1))
+    assert row(diff(bundles["fp32"], calm, "latency=10%"), "latency").regression  # (below BUSY_ELSEWHERE)
+
+
 def test_two_estimates_are_compared(bundles):
     d = diff(bundles["rpi-fp32"], bundles["pi-tight-fp32"], "latency=0%")
     assert "latency" not in metrics(d)  # same graph, same datasheet: the same estimate
@@ -441,6 +466,22 @@ def test_fleet_entries_without_bundles_compare_the_index_numbers(fleets):
     lat = row(d, "latency", scope)  # an estimate then, a measurement now
     assert not lat.comparable and lat.regression is None
     assert ("two_convs/host/int8", "cosine[features]") not in {(r.scope, r.metric) for r in d.regressions}
+
+
+def test_fleet_entries_timed_on_a_busy_machine_are_not_compared(tmp_path):
+    """A fleet's host cell timed beside its other workers' builds says so in the index
+    (``latency_busy``, from the manifest): its number is not gated against another run's."""
+    entries = {}
+    for side, ms, busy in (("main", 16.0, None), ("branch", 53.0, 0.48), ("calm", 53.0, 0.02)):
+        (tmp_path / side).mkdir()
+        busy_field = {} if busy is None else {"latency_busy": busy}
+        entries[side] = tmp_path / side / "index.json"
+        entries[side].write_text(json.dumps({"entries": [_entry(
+            "m", "host", "fp16", bundle="gone", manifest_sha256=side * 8, latency_ms=ms, latency_kind="measured",
+            **busy_field)]}))
+    lat = row(diff_indexes(entries["main"], entries["branch"], "latency=10%"), "latency", "m/host/fp16")
+    assert not lat.comparable and lat.regression is None and "busy (48% of its CPUs" in lat.note
+    assert row(diff_indexes(entries["main"], entries["calm"], "latency=10%"), "latency", "m/host/fp16").regression
 
 
 def test_dynamic_range_layers_are_a_row(bundles, tmp_path):

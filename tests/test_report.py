@@ -36,7 +36,11 @@ def test_report_links_the_manifest_and_separates_measurement_from_estimate(bundl
     assert "Roofline estimate for host" in other and "Measured on this machine" not in other
     busy = json.loads((bundle / "manifest.json").read_text())
     busy["measured"]["latency"]["p90_ms"] = 5 * busy["measured"]["latency"]["median_ms"]
+    for record in ("latency", "reference_latency"):  # (however busy this test machine was)
+        busy["measured"][record]["busy_elsewhere"] = 0.0
     assert "Timing unsteady (a p90 5.0x its median)" in render_report(busy)
+    busy["measured"]["reference_latency"]["busy_elsewhere"] = 0.5
+    assert "Timed while other processes used 50% of this machine" in render_report(busy)
 
 
 def test_top1_is_shown_with_whether_it_is_budgeted(bundle):

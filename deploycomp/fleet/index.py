@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deploycomp.bundle import replaced_file
+from deploycomp.cpu_load import BUSY_ELSEWHERE
 
 __all__ = ["FORMAT", "INDEX", "HTML", "render_html", "write_index"]
 
@@ -54,6 +55,8 @@ def _cell(e: dict | None) -> str:
     cls = "ok" if e["ok"] else "miss"
     status = "held" if e["ok"] else "budget missed"
     lat = f"{e['latency_ms']:.3g} ms {'measured' if e['latency_kind'] == 'measured' else 'est.'}"
+    if (e.get("latency_busy") or 0) >= BUSY_ELSEWHERE:  # (beside other builds: not the bundle's own figure)
+        lat += f" (busy: {e['latency_busy']:.0%} of the CPUs used by other processes)"
     extra = []
     if e.get("cached"):
         extra.append("cached")

@@ -259,7 +259,7 @@ def _previous_entries(out: Path) -> dict[str, dict]:
         return {}
 
 
-DESCRIBES_BUNDLE = ("seconds", "fidelity", "latency_ms", "latency_kind", "size_mb", "manifest_sha256",
+DESCRIBES_BUNDLE = ("seconds", "fidelity", "latency_ms", "latency_kind", "latency_busy", "size_mb", "manifest_sha256",
                     "executed_precision", "backend", "budgets_missed", "int8_layers", "float_layers", "dynamic_layers",
                     "int8_mac_share", "auto_chose", "validation_source")
 """An index entry's fields that describe its build's bundle (from the build's result)."""

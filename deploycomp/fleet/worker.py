@@ -40,6 +40,8 @@ def summarize_bundle(bundle: Path) -> dict[str, Any]:
         "fidelity": round(min(o["cosine"] for o in val["outputs"].values()), 6) if val["outputs"] else None,
         "latency_ms": latency["median_ms"] if latency else val["latency_estimate"]["estimate_ms"],
         "latency_kind": "measured" if latency else "roofline estimate",
+        # (timed while other processes, such as the fleet's other workers, used this share of the CPUs)
+        **({"latency_busy": latency["busy_elsewhere"]} if latency and "busy_elsewhere" in latency else {}),
         "size_mb": round(sum(a["bytes"] for a in manifest["artifacts"]) / 1e6, 3),
         "executed_precision": manifest["backend"]["runtime"].get("executed_precision"),
         "backend": manifest["backend"]["name"],
