@@ -54,11 +54,23 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
 
         if off := mismatched():
             line += f" (installed: {few(off)}; install the versions deploycomp declares)"
-    click.echo(f"deploycomp: {prefix}: {line}", err=True)
-    if as_json is not None:
-        click.echo(json.dumps({**as_json, "ok": False, "error": line if isinstance(e, DeployError) else f"{prefix}: {line}",
-                               "exit_code": code}, indent=2))
+    if written := _written():  # (stdout on a full disk after the bundle was placed: it had read as a failed build)
+        line += f"; {written} was written whole before it"
+    for text, err in ((f"deploycomp: {prefix}: {line}", True),
+                      *(((json.dumps({**as_json, "ok": False, "exit_code": code,
+                                      "error": line if isinstance(e, DeployError) else f"{prefix}: {line}"},
+                                     indent=2), False),) if as_json is not None else ())):
+        try:
+            click.echo(text, err=err)
+        except OSError:  # (the stream itself is what failed, /dev/full: the exit code still says it)
+            pass
     sys.exit(code)
+
+
+def _written() -> str | None:
+    """The bundle or file the command had finished writing when it failed, if any."""
+    ctx = click.get_current_context(silent=True)
+    return ((ctx.find_root().obj or {}).get("written") if ctx is not None else None) or None
 
 
 def _json_option(help: str = "Print the result as JSON on stdout (a failure as ok, error, exit_code).") -> Callable:
@@ -1046,6 +1058,25 @@ def targets_show(name: str) -> None:
     click.echo(f"# backend {prof.backend}: {'available' if reason is None else reason}")
 
 
+def _std_streams_open() -> None:
+    """A caller that closed stdin, stdout or stderr (``2>&-``) gets /dev/null in its place:
+    Python leaves ``sys.stderr`` None (the fault handler refused to start, and every command
+    exited 1 with no word), and the first file the process opened would take the free
+    descriptor, so that native libraries' log lines went into it."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace",
+                                closefd=False))
+
+
 def entry() -> None:
     """The ``deploycomp`` process (the console script, ``python -m deploycomp``): the
     command, its exit functions (logging, multiprocessing: a fleet's pool), then an exit without
@@ -1054,6 +1085,7 @@ def entry() -> None:
     Python has put the default signal handlers back: a SIGTERM there (a cancelled CI job)
     ended the process with 143 and no line, the bundle whole. :func:`main` itself (click's
     test runner, an embedding program) returns or raises as any click command does."""
+    _std_streams_open()
     try:
         main(prog_name="deploycomp")
         code: Any = 0
@@ -1068,7 +1100,7 @@ def entry() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # (a reader gone: said by the command already, 141)
+        except (OSError, ValueError, AttributeError):  # (a reader gone: said by the command already, 141)
             pass
     os._exit(0 if code is None else code)
 

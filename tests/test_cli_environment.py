@@ -383,3 +383,33 @@ def test_a_sigterm_once_the_summary_is_out_is_never_silent(tiny_conv, tmp_path):
     assert proc.returncode == 0 or (proc.returncode == 143 and "out was written whole before it" in stderr), \
         (proc.returncode, stderr)
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_closed_or_full_standard_streams_change_nothing_but_what_is_said(tiny_conv, tmp_path):
+    """A CI step that closed stderr (``2>&-``) got no bundle and exit 1 from every command
+    (the fault handler refused a missing stderr); stdout closed, a traceback after the
+    build; ``--json`` on a full stdout, a traceback and exit 1 for a bad model. Now: the
+    build happens, the exit code is the documented one, and a failure to print after the
+    bundle was placed says the bundle is whole."""
+    def run(*args, **streams):
+        return subprocess.run([sys.executable, "-m", "deploycomp", *map(str, args)], text=True, **streams)
+
+    no_stderr = run("build", tiny_conv, "--out", tmp_path / "a", "--json", stdout=subprocess.PIPE,
+                    preexec_fn=lambda: os.close(2))
+    assert no_stderr.returncode == 0 and json.loads(no_stderr.stdout)["ok"] is True
+    assert (tmp_path / "a" / "manifest.json").is_file()
+    bad = run("build", tmp_path / "missing.onnx", "--out", tmp_path / "m", "--json", stdout=subprocess.PIPE,
+              preexec_fn=lambda: os.close(2))
+    assert bad.returncode == 3 and json.loads(bad.stdout)["exit_code"] == 3
+
+    no_stdout = run("build", tiny_conv, "--out", tmp_path / "b", stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    assert no_stdout.returncode == 0 and no_stdout.stderr == "" and (tmp_path / "b" / "manifest.json").is_file()
+
+    with open("/dev/full", "w") as full:
+        bad = run("build", tmp_path / "missing.onnx", "--out", tmp_path / "m", "--json", stdout=full,
+                  stderr=subprocess.PIPE)
+        assert bad.returncode == 3, bad.stderr
+        _one_line_error(bad.stderr, "missing.onnx")
+        summary = run("build", tiny_conv, "--out", tmp_path / "c", stdout=full, stderr=subprocess.PIPE)
+    assert summary.returncode == 10
+    _one_line_error(summary.stderr, f"No space left on device; {tmp_path / 'c'} was written whole before it")
