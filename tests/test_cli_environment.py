@@ -364,6 +364,60 @@ def test_an_example_without_pip_to_fetch_it_says_so(tmp_path, monkeypatch):
     assert info.value.exit_code == 10 and not (tmp_path / "wheels").exists()
 
 
+def test_a_fetch_that_cannot_reach_the_index_is_the_environments(tmp_path, monkeypatch):
+    """Behind a dead proxy pip's last line is "No matching distribution found": said so, with
+    exit 2, it sent users looking for a version. The refusal is the network's (exit 10,
+    a CI job can retry), and nothing is left in the cache."""
+    from deploycomp import examples
+    from deploycomp.errors import EnvironmentProblem
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("PIP_RETRIES", "1")  # (with none, pip says nothing of the connection: only its last line)
+    with pytest.raises(EnvironmentProblem, match=r"cannot fetch silero-vad==5\.1\.2 from the package index: "
+                                                 r"(the connection was refused|no connection|the proxy refused)") as e:
+        examples._download_wheel("silero-vad==5.1.2", tmp_path / "wheels")
+    assert e.value.exit_code == 10 and list((tmp_path / "wheels").iterdir()) == []
+
+
+def test_a_truncated_wheel_in_the_cache_is_not_taken(tmp_path):
+    """A fetch that ran out of disk had left part of a wheel in the cache, and every later
+    ``example`` failed on it (internal error, BadZipFile) until it was removed by hand: it
+    is removed, and fetched again; fetches now write through a folder of their own."""
+    import zipfile
+
+    from deploycomp.examples import _wheel_in
+
+    (tmp_path / "silero_vad-5.1.2-py3-none-any.whl").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    assert _wheel_in(tmp_path, "silero_vad") is None and list(tmp_path.iterdir()) == []
+    with zipfile.ZipFile(tmp_path / "silero_vad-5.1.2-py3-none-any.whl", "w") as zf:
+        zf.writestr("silero_vad/__init__.py", "")
+    assert _wheel_in(tmp_path, "silero_vad") == tmp_path / "silero_vad-5.1.2-py3-none-any.whl"
+
+
+def test_the_cache_folder_is_the_environments_to_get_right(tmp_path, monkeypatch):
+    """``DEPLOYCOMP_CACHE`` naming a file, and a process with no home (no ``HOME``, no
+    passwd entry: ``docker run --user``) or an empty ``HOME`` (the cache had gone to
+    ``/.cache``): one line, exit 10, not an internal error."""
+    from deploycomp.errors import EnvironmentProblem
+    from deploycomp.examples import cache_dir
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DEPLOYCOMP_CACHE", str(tmp_path / "file"))
+    with pytest.raises(EnvironmentProblem, match="deploycomp's cache .* is not a folder") as e:
+        cache_dir()
+    assert e.value.exit_code == 10
+    monkeypatch.delenv("DEPLOYCOMP_CACHE")
+    monkeypatch.setenv("HOME", "")
+    with pytest.raises(EnvironmentProblem, match="HOME is unset or empty"):
+        cache_dir()
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(
+        RuntimeError("Could not determine home directory."))))
+    with pytest.raises(EnvironmentProblem, match="set DEPLOYCOMP_CACHE to a folder"):
+        cache_dir()
+
+
 def test_a_sigterm_once_the_summary_is_out_is_never_silent(tiny_conv, tmp_path):
     """The process's own exit had taken about half a second after the summary (the
     runtimes' destructors, after Python had put the default signal handlers back): a
