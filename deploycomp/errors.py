@@ -128,9 +128,23 @@ ENVIRONMENT_ERRNOS = frozenset({
 """errno values that mean the machine, not deploycomp or its input, stopped a build."""
 
 
+_OUT_OF_MEMORY = _re.compile(r"Failed to allocate memory|std::bad_alloc|\bbad_alloc\b|Cannot allocate memory")
+"""How the native runtimes say an allocation failed (ONNX Runtime's BFCArena, C++'s
+``std::bad_alloc``, ``ENOMEM`` in a message): under ``ulimit -v`` a host fp16 build of
+PP-OCRv4 det read "internal error (Fail): [ONNXRuntimeError] : 1 : FAIL : ...
+Failed to allocate memory"."""
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says memory ran out (Python's MemoryError, or a native runtime's words)."""
+    return isinstance(e, MemoryError) or bool(_OUT_OF_MEMORY.search(str(e)))
+
+
 def environment_problem(e: BaseException) -> EnvironmentProblem | None:
     """``e`` as a one-line :class:`EnvironmentProblem`, or None if it is not one."""
-    if isinstance(e, MemoryError):
+    if isinstance(e, EnvironmentProblem):
+        return e
+    if out_of_memory(e):
         return EnvironmentProblem("out of memory (the build needs more RAM than this machine could give)")
     if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
         where = f": {e.filename}" if e.filename else ""

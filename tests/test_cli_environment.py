@@ -467,3 +467,36 @@ def test_closed_or_full_standard_streams_change_nothing_but_what_is_said(tiny_co
         summary = run("build", tiny_conv, "--out", tmp_path / "c", stdout=full, stderr=subprocess.PIPE)
     assert summary.returncode == 10
     _one_line_error(summary.stderr, f"No space left on device; {tmp_path / 'c'} was written whole before it")
+
+
+def test_a_native_runtime_out_of_memory_is_the_environments(tiny_conv, tmp_path):
+    """Under ``ulimit -v`` ONNX Runtime's arena fails with its own words (and OpenVINO or
+    LiteRT with C++'s ``std::bad_alloc``): a host fp16 build of PP-OCRv4 det read "internal
+    error (Fail)" after a red log line; out of memory is the machine's, exit 10."""
+    import resource
+
+    from deploycomp.errors import environment_problem
+
+    arena = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bfc_arena.cc:359 AllocateRawInternal Failed to allocate "
+                         "memory for requested buffer of size 6553600")
+    for e in (arena, RuntimeError("std::bad_alloc"), MemoryError()):
+        assert environment_problem(e).exit_code == 10 and "out of memory" in str(environment_problem(e))
+    assert environment_problem(RuntimeError("Failed to allocate the output tensor's name")) is None
+
+    def limited():  # room for the interpreter and the runtimes, not for a 1.5 GB tensor
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    big = tmp_path / "big.onnx"  # a real model's first op, at a size nothing here can allocate
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Tile", ["x", "reps"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("reps", TensorProto.INT64, [2], [400_000, 1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), big)
+    proc = subprocess.run([sys.executable, "-m", "deploycomp", "build", str(big), "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, preexec_fn=limited)
+    assert proc.returncode == 10, proc.stderr
+    _one_line_error(proc.stderr, "out of memory")
+    assert "\x1b[" not in proc.stderr and not (tmp_path / "b").exists()

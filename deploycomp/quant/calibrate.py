@@ -119,7 +119,7 @@ def stream_parts(model: ir.Model, tensors: Sequence[str], samples: Iterable[Mapp
     groups = _stream_groups(model, list(dict.fromkeys(tensors)), STREAM_BUDGET_BYTES if budget is None else budget)
     for group in groups:
         options = ort.SessionOptions()  # one per session: the in-place weights are registered on it
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # (errors are raised and said in one line; printed, they had added a red ANSI line)
         if len(groups) > 1:  # each session's arena would keep its outputs' memory after its run
             options.enable_cpu_mem_arena = False
         if threads:
@@ -349,7 +349,7 @@ def extremes_in_graph(model: ir.Model, tensors: Sequence[str], samples: Sequence
     copy.graph.outputs.clear()
     copy.graph.outputs.extend(outputs)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # (errors are raised and said in one line; printed, they had added a red ANSI line)
     found: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in reduced}
     whole: set[str] = set()
     try:
