@@ -62,7 +62,7 @@ def _finite(data: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json_text(data) + "\n")
+    path.write_text(json_text(data) + "\n", encoding="utf-8")
 
 
 def artifact_entries(folder: Path, files: list[Path]) -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     if path.stat().st_size > MAX_MANIFEST_BYTES:  # (a regular file: said above where it is not)
         raise VerificationError(f"{path}: not a manifest (over {MAX_MANIFEST_BYTES // 10**6} MB)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     # (a file written over it: not text at all; nested 100000 deep: RecursionError; a
     # 5000-digit number: ValueError, past Python's digits limit; all had been internal errors)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -140,7 +140,7 @@ def check_structure(path: Path, manifest: dict[str, Any]) -> None:
 def is_bundle(folder: Path) -> bool:
     """Whether ``folder`` holds a deploycomp bundle (its manifest names our format)."""
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("format", "").startswith("deploycomp-bundle/")
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("format", "").startswith("deploycomp-bundle/")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -195,7 +195,7 @@ def _not_the_bundles(out: Path) -> list[str]:
     """Files in bundle folder ``out`` that are neither its manifest's artifacts nor its
     own files (:data:`BUNDLE_FILES`), as paths relative to it."""
     try:
-        listed = {a["path"] for a in json.loads((out / MANIFEST).read_text()).get("artifacts", [])
+        listed = {a["path"] for a in json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("artifacts", [])
                   if isinstance(a, dict) and isinstance(a.get("path"), str)}
     except (OSError, ValueError, AttributeError):
         return []

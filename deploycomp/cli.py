@@ -961,7 +961,7 @@ def sign(bundle: Path, key: Path) -> None:
 
     password = os.environ.get("DEPLOYCOMP_KEY_PASSWORD")
     path = sign_bundle(bundle, key, password.encode() if password else None)
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     click.echo(f"{path}: {len(doc['signed']['files'])} files signed, {doc['algorithm']} key {doc['key_id']}")
 
 

@@ -650,7 +650,7 @@ def _resolve(path: str | os.PathLike) -> tuple[str, Path]:
 
 def _read_index(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DeployError(f"{path}: not a readable fleet index ({str(e).splitlines()[0]})") from e
     entries = data.get("entries") if isinstance(data, Mapping) else None

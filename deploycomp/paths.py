@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEVICE_OR_PIPE", "device_or_pipe"]
+__all__ = ["DEVICE_OR_PIPE", "device_or_pipe", "file_or_bytes"]
 
 DEVICE_OR_PIPE = "not a regular file (a device or a pipe)"
 """How every such refusal names what it found."""
@@ -24,3 +24,16 @@ def device_or_pipe(path: str | os.PathLike) -> bool:
     block device, a FIFO, a socket), following symbolic links."""
     path = Path(path)
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def file_or_bytes(path: str | os.PathLike) -> str | bytes:
+    """``path`` as a native runtime's binding takes it (a str it passes on as UTF-8), or
+    the file's bytes where the path is not UTF-8 (a folder named in Latin-1: ONNX Runtime's
+    and LiteRT's bindings refused it, an internal error, after the build's other steps had
+    read the same file)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return Path(path).read_bytes()

@@ -113,7 +113,7 @@ def load_spec(spec: str | Path | dict | PreprocessSpec) -> PreprocessSpec:
             if not path.is_file():
                 kind = "not found" if not path.exists() else "is a folder" if path.is_dir() else f"is {DEVICE_OR_PIPE}"
                 raise InputDataError(f"{path}: preprocessing spec {kind}")
-            where, text = str(path), path.read_text()
+            where, text = str(path), path.read_text(encoding="utf-8")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

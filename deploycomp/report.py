@@ -608,7 +608,7 @@ def write_manifest_and_report(folder: Path, manifest: dict[str, Any]) -> None:
     manifest.pop("report", None)  # (the report renders the manifest without its own digest)
     text = render_report(manifest)
     with replaced_file(folder / REPORT) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(text.encode("utf-8", "surrogateescape"))  # (a path as its bytes: UTF-8 in any locale)
     manifest["report"] = artifact_entries(folder, [folder / REPORT])[0]
     with replaced_file(folder / MANIFEST) as tmp:
         write_json(tmp, manifest)

@@ -421,7 +421,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike, 
         "signature": base64.b64encode(_sign(key, _canonical(signed))).decode("ascii"),
     }
     target = bundle / SIGNATURE
-    with replaced_file(target) as tmp, open(tmp, "w") as f:
+    with replaced_file(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -50,7 +50,7 @@ def read_mapping(path: Path, error: type[Exception], what: str, shape: str = "a 
     if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
         raise error(f"{path}: {path.stat().st_size / 1e6:.0f} MB is no {what} (at most {MAX_YAML_BYTES // 1000} kB)")
     try:
-        data = yaml.load(path.read_text(), Loader=_unique_keys_loader())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except OSError as e:

@@ -500,3 +500,29 @@ def test_a_native_runtime_out_of_memory_is_the_environments(tiny_conv, tmp_path)
     assert proc.returncode == 10, proc.stderr
     _one_line_error(proc.stderr, "out of memory")
     assert "\x1b[" not in proc.stderr and not (tmp_path / "b").exists()
+
+
+def test_paths_in_any_encoding_and_any_locale_build(tiny_conv, tmp_path):
+    """A folder named in Latin-1 bytes (not UTF-8) failed every build as an internal error
+    (the report's write on host, LiteRT's binding on Android), and a UTF-8 name under
+    ``LC_ALL=POSIX`` with ``PYTHONUTF8=0`` failed writing in ASCII: deploycomp's own files
+    are UTF-8 whatever the locale, and a path is its bytes."""
+    import shutil
+
+    odd = os.fsencode(tmp_path) + b"/lat\xe9"
+    os.mkdir(odd)
+    shutil.copy(tiny_conv, odd + b"/m\xe9.onnx")
+    for target in ("host", "android-arm64"):
+        proc = subprocess.run([sys.executable, "-m", "deploycomp", "build", odd + b"/m\xe9.onnx", "--target", target,
+                               "--out", odd + b"/o-" + target.encode()], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        assert deploycomp.load(os.fsdecode(odd + b"/o-" + target.encode())).run(
+            {"x": np.zeros((1, 3, 16, 16), np.float32)})
+    named = tmp_path / "läti"
+    named.mkdir()
+    shutil.copy(tiny_conv, named / "mé.onnx")
+    env = {**os.environ, "LC_ALL": "POSIX", "LANG": "C", "PYTHONUTF8": "0"}
+    proc = subprocess.run([sys.executable, "-m", "deploycomp", "build", str(named / "mé.onnx"), "--out",
+                           str(named / "oé")], capture_output=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "mé.onnx" in (named / "oé" / "report.html").read_text(encoding="utf-8")

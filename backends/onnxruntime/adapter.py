@@ -19,6 +19,7 @@ from deploycomp.backends.onnxruntime import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
 from deploycomp.errors import InputDataError, ModelError, UnsupportedError, onnxruntime_message, onnxruntime_run_error
 from deploycomp.ir import save_model
+from deploycomp.paths import file_or_bytes
 from deploycomp.quant.exact import exact_qdq_options, written_options
 from deploycomp.targets import TargetProfile
 
@@ -48,7 +49,7 @@ class ORTRunner:
                 options.intra_op_num_threads = threads
         else:
             raise ValueError(f"ORTRunner: arithmetic {arithmetic!r} is not 'fused', 'exact_qdq' or 'written'")
-        source = model if isinstance(model, bytes) else str(model)
+        source = model if isinstance(model, bytes) else file_or_bytes(model)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # initializers the file also lists as inputs (ONNX Runtime leaves them out of

@@ -119,7 +119,7 @@ class TensorRTBackend:
         files = save_model(model, out_dir / "model.onnx")
         profiles = options.get("profiles") or _static_profiles(model)
         plan = make_plan(files[0].name, target, precision, profiles)
-        (out_dir / PLAN_FILE).write_text(json.dumps(plan.to_json(), indent=2) + "\n")
+        (out_dir / PLAN_FILE).write_text(json.dumps(plan.to_json(), indent=2) + "\n", encoding="utf-8")
         info: dict[str, Any] = {
             "format": "tensorrt-onnx",
             "onnx": files[0].name,

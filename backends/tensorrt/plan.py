@@ -92,7 +92,7 @@ def make_plan(onnx_name: str, target: TargetProfile, precision: str,
 def read_plan(bundle: Path) -> BuildPlan:
     path = Path(bundle) / PLAN_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         data.pop("trtexec", None)  # (derived: the same plan as a command line)
         return BuildPlan(**data)
     except (OSError, ValueError, TypeError) as e:

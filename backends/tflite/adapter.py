@@ -55,11 +55,14 @@ def _artifact_tensor(detail: Mapping[str, Any], perm: tuple[int, ...] | None) ->
 
 class TFLiteRunner:
     def __init__(self, path: Path, io_layouts: Mapping[str, list[int]], threads: int | None = 2):
+        from deploycomp.paths import file_or_bytes
         from deploycomp.quiet import native_stderr_quiet
 
         interpreter = _interpreter_module()
         with native_stderr_quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
-            self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            source = file_or_bytes(path)  # (mapped from the file where LiteRT can name it)
+            self.interpreter = interpreter.Interpreter(**{"model_content" if isinstance(source, bytes) else
+                                                          "model_path": source}, num_threads=threads)
             self.interpreter.allocate_tensors()
         self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
         self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}

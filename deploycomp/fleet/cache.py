@@ -167,7 +167,7 @@ class BuildCache:
 
         entry = self.entry(key)
         try:
-            result = json.loads((entry / "result.json").read_text())
+            result = json.loads((entry / "result.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if result.get("ok_built"):
@@ -194,7 +194,8 @@ class BuildCache:
     def publish(self, key: str, staged: Path, result: dict) -> dict:
         """Move ``staged`` (holding ``bundle/`` if built) into place with ``result.json``.
         Returns what :meth:`lookup` gives afterwards: ours, or a concurrent writer's."""
-        (staged / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        (staged / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n",
+                                                 encoding="utf-8")
         entry = self.entry(key)
         entry.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -217,13 +218,13 @@ class BuildCache:
         """A model's external-data files, remembered by its sha256 (``ROOT/models/<sha>.json``)."""
         memo = self.root / "models" / f"{digest}.json"
         try:
-            return json.loads(memo.read_text())
+            return json.loads(memo.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             pass
         locations = external_locations(path)
         memo.parent.mkdir(parents=True, exist_ok=True)
         with replaced_file(memo) as tmp:
-            tmp.write_text(json.dumps(locations))
+            tmp.write_text(json.dumps(locations), encoding="utf-8")
         return locations
 
     def cacheable(self, result: dict) -> bool:

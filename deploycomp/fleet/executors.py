@@ -278,7 +278,7 @@ class RayExecutor:
 
         from deploycomp.targets import load_target
 
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         if manifest["backend"]["name"] != "tensorrt":
             return None
         profile = load_target(job.target)

@@ -34,7 +34,7 @@ def write_index(out: Path, index: dict[str, Any]) -> None:
     for name, text in ((INDEX, json.dumps(index, indent=2, sort_keys=True, default=str) + "\n"),
                        (HTML, render_html(index))):
         with replaced_file(out / name) as tmp:
-            tmp.write_text(text)
+            tmp.write_bytes(text.encode("utf-8", "surrogateescape"))  # (a path as its bytes: UTF-8 in any locale)
 
 
 _CSS = """

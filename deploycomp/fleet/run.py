@@ -254,7 +254,7 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
 def _previous_entries(out: Path) -> dict[str, dict]:
     """The previous index's entries by bundle folder (what is in place, and how it got there)."""
     try:
-        return {e["bundle"]: e for e in json.loads((out / INDEX).read_text())["entries"] if e.get("bundle")}
+        return {e["bundle"]: e for e in json.loads((out / INDEX).read_text(encoding="utf-8"))["entries"] if e.get("bundle")}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

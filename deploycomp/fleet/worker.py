@@ -29,7 +29,7 @@ def summarize_bundle(bundle: Path) -> dict[str, Any]:
     """The index's figures of a built bundle (from its manifest)."""
     from deploycomp.digest import sha256_file
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     val, measured = manifest["validation"], manifest.get("measured", {})
     latency = measured.get("latency")
     failed = [c["budget"] for c in val["budgets"] + measured.get("budgets", []) if not c["ok"]]
