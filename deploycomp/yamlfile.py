@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deploycomp.errors import environment_problem
 from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 
 __all__ = ["read_mapping"]
@@ -54,6 +55,8 @@ def read_mapping(path: Path, error: type[Exception], what: str, shape: str = "a 
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except OSError as e:
+        if (env := environment_problem(e)) is not None:  # permission denied, EIO: the machine's (exit 10)
+            raise env from None
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file, so no YAML {what}") from None

@@ -301,6 +301,24 @@ def test_an_unreadable_input_file_is_an_environment_error(tiny_conv, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 10, proc.stderr
     _one_line_error(proc.stderr, "m.onnx")
+    # an image of a calibration folder, and a fleet spec, the same (they had been exit 4)
+    from PIL import Image
+
+    model.chmod(0o644)
+    (tmp_path / "calib").mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (60 * i, 90, 120)).save(tmp_path / "calib" / f"{i}.png")
+    (tmp_path / "calib" / "3.png").chmod(0)
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(f"models: [{{path: {model}}}]\ntargets: [host]\n")
+    spec.chmod(0)
+    for args, name in ((["build", str(model), "--precision", "int8", "--calibration", str(tmp_path / "calib"),
+                         "--preprocess", "{resize: resize}", "--out", str(tmp_path / "c")], "3.png"),
+                       (["fleet", str(spec), "--out", str(tmp_path / "f")], "fleet.yaml")):
+        proc = subprocess.run([*prefix, sys.executable, "-m", "deploycomp.cli", *args], capture_output=True, text=True)
+        assert proc.returncode == 10, proc.stderr
+        _one_line_error(proc.stderr, f"Permission denied: {tmp_path}")
+        assert name in proc.stderr
 
 
 def test_a_signal_after_the_bundle_was_finished_says_so(tiny_conv, tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from typing import Collection, Iterable, Mapping
 
 import numpy as np
 
-from deploycomp.errors import InputDataError, few
+from deploycomp.errors import InputDataError, environment_problem, few
 from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.preprocess import SPEC_FILE, PreprocessSpec, load_spec
 from deploycomp.sample_data import check_finite, load_npz_samples, samples_from_arrays
@@ -78,6 +78,8 @@ def read_image(path: Path) -> np.ndarray:
     except Image.DecompressionBombError as e:
         raise InputDataError(f"{path}: image too large to read safely ({str(e).split(',')[0]})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
+        if (env := environment_problem(e)) is not None:  # permission denied: the machine's, as for a model (exit 10)
+            raise env from None
         raise InputDataError(f"{path}: unreadable image ({e})") from e
 
 
