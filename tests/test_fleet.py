@@ -413,6 +413,45 @@ ONE = SPEC.split("  - name: b")[0] + "targets: [host]\nprecisions: [fp16, int8]\
 """SPEC's model a alone, on host."""
 
 
+def test_a_fleet_that_fails_while_placing_leaves_no_out_folder_it_made(fleet_dir, monkeypatch):
+    """A full disk while placing had left the bundles placed so far and no index.json, and
+    the retry was refused ("not a deploycomp fleet folder"): a folder the run made goes
+    with it, and the retry builds from the cache."""
+    import errno as errno_
+
+    import deploycomp.fleet.run as fleet_run
+
+    (fleet_dir / "one.yaml").write_text(ONE)
+    real, placed = fleet_run._place, []
+
+    def fills_up(src, dest):
+        if placed:
+            raise OSError(errno_.ENOSPC, os.strerror(errno_.ENOSPC), str(dest))
+        placed.append(dest)
+        real(src, dest)
+
+    monkeypatch.setattr(fleet_run, "_place", fills_up)
+    with pytest.raises(OSError):
+        run_fleet(fleet_dir / "one.yaml", fleet_dir / "new" / "out", cache_dir=fleet_dir / "cache")
+    assert placed and not (fleet_dir / "new" / "out").exists()
+    monkeypatch.setattr(fleet_run, "_place", real)
+    again = run_fleet(fleet_dir / "one.yaml", fleet_dir / "new" / "out", cache_dir=fleet_dir / "cache")
+    assert again.ok and again.index["summary"]["cached"] == 2
+
+
+def test_a_build_the_machine_failed_makes_the_fleets_exit_the_machines():
+    """A full cache volume failed every cell "No space left on device", and the fleet said
+    13, as if the models had failed: a build failed for the machine makes it 10 (a CI job
+    can retry elsewhere); index.json still says which."""
+    from deploycomp.fleet.run import FleetResult
+
+    held = {"ok": True, "exit_code": None}
+    assert FleetResult({"entries": [held]}, Path(".")).exit_code == 0
+    assert FleetResult({"entries": [held, {"ok": False, "exit_code": 6}]}, Path(".")).exit_code == 13
+    assert FleetResult({"entries": [{"ok": False, "exit_code": 6}, {"ok": False, "exit_code": 10}]},
+                       Path(".")).exit_code == 10
+
+
 def test_the_cache_key_follows_deploycomp_itself_and_what_makes_the_inputs(fleet_dir, monkeypatch):
     """The package version stays 0.1.0 over hundreds of commits: a fleet served bundles an
     older deploycomp had built. The key holds a digest of deploycomp's own files, and the

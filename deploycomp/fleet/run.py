@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from deploycomp.errors import DeployError, OutputExistsError
+from deploycomp.errors import DeployError, EnvironmentProblem, OutputExistsError
 from deploycomp.fleet.cache import BuildCache, build_key, toolchain_versions
 from deploycomp.fleet.index import FORMAT, INDEX, write_index
 from deploycomp.fleet.spec import Job, load_spec
@@ -42,7 +42,13 @@ class FleetResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else FLEET_NOT_HELD
+        """0 when every build held; the environment's code (10) when a build failed for the
+        machine (a full cache volume, memory): the run says nothing of the models and a CI
+        job can retry elsewhere (every cell had read as a failed build, 13); else 13."""
+        if self.ok:
+            return 0
+        environment = EnvironmentProblem.exit_code
+        return environment if any(e.get("exit_code") == environment for e in self.index["entries"]) else FLEET_NOT_HELD
 
 
 FLEET_NOT_HELD = 13
@@ -108,20 +114,18 @@ def _place(src: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def _left_empty_removed(out: Path):
-    """On an interrupt or a failure, ``out`` and the folders under it where they hold
-    nothing, if ``out`` did not exist before (a fleet interrupted before it placed a
-    bundle had left the folder it made)."""
+def _removed_if_made(out: Path):
+    """On an interrupt or a failure, ``out`` removed if this run made it: the bundles it
+    placed have no index to describe them (a fleet that filled the disk while placing had
+    left six bundles and no ``index.json``, and its retry was refused: "not a deploycomp
+    fleet folder"). A folder that was there before keeps its previous run's index, and
+    what this run placed is checked against it on the next."""
     created = not out.exists()
     try:
         yield
     except BaseException:
         if created:
-            for path in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [out]:
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
+            shutil.rmtree(out, ignore_errors=True)
         raise
 
 
@@ -145,7 +149,7 @@ def run_fleet(spec_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int
     # a bad key (a public one, an encrypted one without its password) stops the run before
     # any build: found after placing, it had left unsigned bundles and no index
     key_id = _signing_key_id(Path(sign_key)) if sign_key is not None else None
-    with _left_empty_removed(Path(os.path.abspath(out))):
+    with _removed_if_made(Path(os.path.abspath(out))):
         out = _check_out(Path(out))
         cache = BuildCache(Path(cache_dir) if cache_dir else default_cache() / "builds")
         versions = toolchain_versions()
