@@ -148,6 +148,14 @@ def environment_problem(e: BaseException) -> EnvironmentProblem | None:
         return EnvironmentProblem("out of memory (the build needs more RAM than this machine could give)")
     if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
         where = f": {e.filename}" if e.filename else ""
+        if not e.filename and e.errno in (_errno.ENOSPC, _errno.EDQUOT):
+            # (a write to an open file names none: a full $TMPDIR read as if --out were full)
+            import tempfile
+
+            try:
+                where = f" (writing the output, or the temporary folder {tempfile.gettempdir()})"
+            except OSError:
+                where = " (writing the output, or the temporary folder)"
         return EnvironmentProblem(f"{e.strerror or _errno.errorcode.get(e.errno, 'OS error')}{where}")
     return None
 

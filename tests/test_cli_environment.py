@@ -484,7 +484,22 @@ def test_closed_or_full_standard_streams_change_nothing_but_what_is_said(tiny_co
         _one_line_error(bad.stderr, "missing.onnx")
         summary = run("build", tiny_conv, "--out", tmp_path / "c", stdout=full, stderr=subprocess.PIPE)
     assert summary.returncode == 10
-    _one_line_error(summary.stderr, f"No space left on device; {tmp_path / 'c'} was written whole before it")
+    _one_line_error(summary.stderr, "No space left on device")
+    assert summary.stderr.rstrip().endswith(f"; {tmp_path / 'c'} was written whole before it")
+
+
+def test_a_full_disk_without_a_file_named_says_where_it_may_be():
+    """A write to an open file names none: a full $TMPDIR had read "No space left on
+    device" alone, and users looked at --out."""
+    import errno as errno_
+    import tempfile
+
+    from deploycomp.errors import environment_problem
+
+    said = str(environment_problem(OSError(errno_.ENOSPC, os.strerror(errno_.ENOSPC))))
+    assert said == f"No space left on device (writing the output, or the temporary folder {tempfile.gettempdir()})"
+    assert str(environment_problem(OSError(errno_.ENOSPC, "No space left on device", "/o/x"))) == \
+        "No space left on device: /o/x"
 
 
 def test_a_native_runtime_out_of_memory_is_the_environments(tiny_conv, tmp_path):
