@@ -421,6 +421,50 @@ def _hold_later_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
     return held
 
 
+HELD_WEIGHT_BYTES = 1024
+"""Initializers of more bytes than this are taken out of the model while the version
+converter copies it (:func:`_converted_without_weights`)."""
+
+
+def _converted_without_weights(proto: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """``proto`` converted to opset ``target``, its large initializers' bytes held out of
+    the converter and put back by name: the converter copies the whole model through C++
+    several times (a 97 MB opset-14 ViT peaked at 843 MB to load, 263 MB without), and an
+    upgrade's adapters move attributes into new inputs without reading existing weights.
+    Where a held initializer's name is gone after the conversion, it converts again with
+    every byte in place."""
+    def weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+        """The graph's initializers and its Constant nodes' tensors (paddle2onnx's PP-OCR
+        files hold every weight so), by the name of the value each defines."""
+        found = {t.name: t for t in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                if value is not None:
+                    found.setdefault(node.output[0], value)
+        return found
+
+    held: dict[str, bytes] = {}
+    for name, tensor in weights(proto).items():
+        if tensor.HasField("raw_data") and len(tensor.raw_data) > HELD_WEIGHT_BYTES:
+            held[name] = tensor.raw_data
+            tensor.ClearField("raw_data")
+    try:
+        converted = onnx.version_converter.convert_version(proto, target)
+    finally:
+        for name, tensor in weights(proto).items() if held else ():  # (the caller's proto whole again)
+            if name in held and not tensor.HasField("raw_data"):
+                tensor.raw_data = held[name]
+    if not held:
+        return converted
+    found = {name: t for name, t in weights(converted).items() if name in held and not t.HasField("raw_data")}
+    if len(found) < len(held):
+        return onnx.version_converter.convert_version(proto, target)
+    for name, tensor in found.items():
+        tensor.raw_data = held.pop(name)
+    return converted
+
+
 def _put_back(proto: onnx.ModelProto) -> None:
     """The nodes :func:`_hold_later_ops` moved, back in the default domain."""
     for graph in _graphs(proto.graph):
@@ -565,7 +609,7 @@ def load_model(path: str | os.PathLike, keep_initializer_inputs: bool = False) -
         if held:
             proto.opset_import.append(onnx.helper.make_opsetid(_HELD_DOMAIN, 1))
         try:
-            proto = onnx.version_converter.convert_version(proto, target)
+            proto = _converted_without_weights(proto, target)
         except Exception as e:  # the converter raises bare RuntimeErrors/IndexErrors
             text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             reason = text.split(" failed: ", 1)[-1]  # drop the C++ assertion's file:line prefix
