@@ -30,6 +30,7 @@ import onnx_ir as ir
 
 from deploycomp.memory import available_bytes
 from deploycomp.quant.calibrate import tensor_bytes
+from deploycomp.quant.sessions import in_place_reference
 
 __all__ = ["Cut", "FloatTaps", "TAP_BUDGET_BYTES", "downstream_of_changes", "frontier_of", "tap_budget", "tap_groups"]
 
@@ -59,6 +60,9 @@ class Cut:
     inputs: list[str]
     outputs: list[str]
     """The graph outputs the cone computes (the others keep their float values)."""
+    weights: tuple[tuple[str, np.ndarray], ...] = ()
+    """The large weights ``model`` references in place (:func:`deploycomp.quant.sessions.session`
+    takes them): a ViT's cut near its input had serialized 97 MB for every unit ranked."""
 
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:
@@ -183,15 +187,20 @@ def _cut_ir(float_nodes: Mapping[str, Sequence[str]], changed: ir.Model, seeds: 
     if not set(frontier) <= set(available):
         return None
     outputs = [v for v in graph.outputs if v.name in produced]
+    tensors, weights = [], []
+    for name, v in used.items():
+        reference = in_place_reference(name, v.const_value)
+        if reference is not None:
+            weights.append((name, reference[1]))
+        tensors.append(_named(ir.serde.serialize_tensor(reference[0] if reference else v.const_value), name))
     sub = onnx.helper.make_graph(
         [ir.serde.serialize_node(n) for n in nodes], graph.name or "cut",
         [onnx.helper.make_tensor_value_info(name, available[name], None) for name in frontier],
-        [ir.serde.serialize_value(v) for v in outputs],
-        [_named(ir.serde.serialize_tensor(v.const_value), name) for name, v in used.items()])
+        [ir.serde.serialize_value(v) for v in outputs], tensors)
     model = onnx.helper.make_model(sub, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in changed.opset_imports.items()],
                                    ir_version=changed.ir_version)
     model.functions.extend(ir.serde.serialize_function(f) for f in changed.functions.values())
-    return Cut(model.SerializeToString(), frontier, [v.name for v in outputs])
+    return Cut(model.SerializeToString(), frontier, [v.name for v in outputs], tuple(weights))
 
 
 def tap_groups(model: ir.Model, frontiers: Mapping[str, Sequence[str]], samples: int,

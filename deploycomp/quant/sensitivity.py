@@ -156,13 +156,14 @@ def _workers() -> int:
     return cores()
 
 
-def _session(model: ir.Model | bytes):
+def _session(model: ir.Model | bytes, weights: Sequence[tuple[str, np.ndarray]] = ()):
     """A single-threaded ONNX Runtime session computing the QDQ arithmetic as written
     (:mod:`deploycomp.quant.exact`): ORT's own fused int8 kernels differ from it far more
-    than the runtimes we target do, which misranks layers."""
+    than the runtimes we target do, which misranks layers. ``weights``: a cut's in-place
+    tensors (:class:`deploycomp.quant.downstream.Cut`)."""
     options = exact_qdq_options(threads=1)
     options.inter_op_num_threads = 1
-    return ort_session(model, options)
+    return ort_session(model, options, weights=weights)
 
 
 def _run(session, sample: Feeds) -> dict[str, np.ndarray]:
@@ -401,7 +402,7 @@ def _measurer(model: ir.Model, policy: QDQPolicy, ranges, samples: Sequence[Feed
         cut = taps and downstream_of_changes(float_nodes, copy, unit, taps.types)
         if not cut:
             return nmse_per_output(refs, ort_outputs(copy, samples, 1), angles)
-        session = _session(cut.model)
+        session = _session(cut.model, cut.weights)
         gots = [{**ref, **dict(zip(cut.outputs, session.run(cut.outputs, {k: tapped[k] for k in cut.inputs})))}
                 for ref, tapped in zip(refs, taps.values)]
         return nmse_per_output(refs, gots, angles)

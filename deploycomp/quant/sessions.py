@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["IN_PLACE_BYTES", "session"]
+__all__ = ["IN_PLACE_BYTES", "in_place_reference", "session"]
 
 IN_PLACE_BYTES = 1 << 16
 """Initializers of at least this many bytes are handed over in place; smaller ones are
@@ -51,17 +51,30 @@ def _in_place(tensor: ir.TensorProtocol | None) -> np.ndarray | None:
     return np.ascontiguousarray(array)
 
 
-def session(model: ir.Model | bytes, options: Any, outputs: Sequence[str] = ()):
+def in_place_reference(name: str, tensor: ir.TensorProtocol | None) -> tuple[ir.ExternalTensor, np.ndarray] | None:
+    """Where ``tensor`` is worth handing over in place: the reference a serialized model
+    names it by, and the array :func:`session` registers under ``name``."""
+    array = _in_place(tensor)
+    if array is None:
+        return None
+    return ir.ExternalTensor(_LOCATION, 0, array.nbytes, tensor.dtype, shape=tensor.shape, name=name), array
+
+
+def session(model: ir.Model | bytes, options: Any, outputs: Sequence[str] = (),
+            weights: Sequence[tuple[str, np.ndarray]] = ()):
     """An ``onnxruntime.InferenceSession`` (CPU) of ``model``, with the tensors named in
     ``outputs`` as extra graph outputs (those that exist; a copy of the model would cost
     more than adding them for the serialization). ``options``: a ``SessionOptions`` made
-    for this session alone (the weights are registered on it). Bytes are taken as they are."""
+    for this session alone (the weights are registered on it). Bytes are taken as they
+    are, with ``weights`` (name, array) the in-place tensors they reference
+    (:func:`in_place_reference`)."""
     import onnxruntime as ort
 
     if isinstance(model, (bytes, bytearray)):
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    with _SERIALIZING:
-        serialized, names, arrays = _serialized(model, outputs)
+        serialized, names, arrays = model, [n for n, _ in weights], [a for _, a in weights]
+    else:
+        with _SERIALIZING:
+            serialized, names, arrays = _serialized(model, outputs)
     ort_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
     if names:
         options.add_external_initializers(names, ort_values)
@@ -86,12 +99,11 @@ def _serialized(model: ir.Model, outputs: Sequence[str]) -> tuple[bytes, list[st
         for value in graph.initializers.values():
             if not value.name or not (value.uses() or id(value) in read):
                 continue  # ONNX Runtime drops an unread initializer before it takes the in-place ones
-            array = _in_place(value.const_value)
-            if array is None:
+            reference = in_place_reference(value.name, value.const_value)
+            if reference is None:
                 continue
             swapped.append((value, value.const_value))
-            value.const_value = ir.ExternalTensor(_LOCATION, 0, array.nbytes, value.const_value.dtype,
-                                                  shape=value.const_value.shape, name=value.name)
+            value.const_value, array = reference
             names.append(value.name)
             arrays.append(array)
         serialized = ir.to_proto(model).SerializeToString()

@@ -140,3 +140,32 @@ def test_a_copy_in_memory_is_cut_as_its_serialized_form_is():
             feeds = {k: tapped[k] for k in in_memory.inputs}
             np.testing.assert_array_equal(_session(serialized.model).run(None, feeds)[0],
                                           _session(in_memory.model).run(None, feeds)[0])
+
+
+def test_a_cut_hands_its_large_weights_over_in_place():
+    """A cut serialized every weight its cone reads for every unit ranked (a ViT's cut near
+    its input: 97 MB a unit): the large ones go to ONNX Runtime as the model's own arrays,
+    referenced by name, and the cut computes the same numbers."""
+    from deploycomp.quant.sessions import IN_PLACE_BYTES
+
+    rng = np.random.default_rng(2)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32), n) for n in ("w1", "w2"))
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+                               helper.make_node("Relu", ["a"], ["r"], name="relu"),
+                               helper.make_node("MatMul", ["r", "w2"], ["b"], name="mm2")], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 256])], [w1, w2])
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17)])))
+    assert w2.ByteSize() > IN_PLACE_BYTES
+    float_proto = ir.to_proto(model)
+    samples = [{"x": rng.standard_normal((1, 256)).astype(np.float32)} for _ in range(2)]
+    taps = FloatTaps.collect(model, {"r"}, samples, ort_outputs)
+    copy = quantized_copy(model, POLICIES["openvino"], {"x": (-3.0, 3.0), "r": (0.0, 30.0)}, {"mm1"})
+    cut = downstream_of_changes({n.name: list(n.input) for n in float_proto.graph.node}, copy, ["mm2"], taps.types)
+    assert [name for name, _ in cut.weights] == ["w2__mm2_q"]  # (mm2's weight, int8: 64 kB)
+    assert len(cut.model) < IN_PLACE_BYTES // 4
+    session = _session(cut.model, cut.weights)
+    for tapped, full in zip(taps.values, ort_outputs(copy, samples)):
+        (got,) = session.run(["b"], {"r": tapped["r"]})
+        np.testing.assert_array_equal(got, full["b"])
