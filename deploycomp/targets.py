@@ -378,7 +378,7 @@ def _family_profile(family: str) -> TargetProfile:
     dla = max(m.dla_cores for m in members)
     description = (f"{family} family: one bundle for {', '.join(names)} ({smallest.backend}); tightest budgets of "
                    f"any member, {smallest.name}'s peaks for estimates"
-                   + (f"; DLA planned, used where the device has one" if dla else ""))
+                   + ("; DLA planned, used where the device has one" if dla else ""))
     return smallest.model_copy(update={
         "name": family, "description": description, "precisions": precisions, "preferred_precision": preferred,
         "static_shapes": any(m.static_shapes for m in members),
