@@ -811,6 +811,12 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
     (its folder), what it takes and gives and how it was built."""
     import numpy as np
 
+    if pipeline != "default" and not explain_passes:  # (accepted and ignored, it had said nothing)
+        raise click.UsageError("--pipeline names the pipeline --explain-passes asks: give --explain-passes too")
+    if explain_passes:
+        from deploycomp.passes.pipelines import check_pipeline_name
+
+        check_pipeline_name(pipeline)  # (before the model is read)
     if model.is_dir():  # (a folder is only ever a bundle: without a manifest, said as run/verify/diff say it)
         _inspect_bundle(model, as_json)
         return

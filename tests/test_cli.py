@@ -326,6 +326,12 @@ def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     rc, stdout, _ = cli("inspect", tmp_path / "spatial.onnx", "--explain-passes", "--json")
     miss = {r["rule"]: r for r in json.loads(stdout)["rules"]}["ConvMulFusion"]
     assert miss["fired"] == 0 and "is not per-output-channel" in miss["reason"]
+    # a pipeline nobody has, and --pipeline without --explain-passes: usage errors (an
+    # internal error, KeyError, and an option accepted and ignored)
+    rc, _, stderr = cli("inspect", tmp_path / "m.onnx", "--explain-passes", "--pipeline", "nosuch")
+    assert rc == 2 and "unknown pipeline 'nosuch'; known: " in stderr and "internal" not in stderr
+    rc, _, stderr = cli("inspect", tmp_path / "m.onnx", "--pipeline", "tflite")
+    assert rc == 2 and "give --explain-passes too" in stderr
 
 
 def test_reader_leaving_the_pipe_is_not_an_internal_error():

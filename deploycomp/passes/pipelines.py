@@ -25,6 +25,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from deploycomp.errors import DeployError
 from deploycomp.ir import ORT_DEFAULT_DOMAIN_OPS
 from deploycomp.passes.affine_depthwise import AffineToDepthwiseConvPass
 from deploycomp.passes.constant_folding import ConstantFoldingPass
@@ -54,7 +55,7 @@ from deploycomp.passes.unused_initializers import RemoveUnusedInitializersPass
 from deploycomp.passes.variadic import VariadicOpsPass
 from deploycomp.passes.weight_folding import WeightFoldingPass
 
-__all__ = ["PIPELINES", "TENSORRT_FUNCTION_OPS", "TFLITE_FUNCTION_OPS", "build_pipeline", "explain_rules",
+__all__ = ["PIPELINES", "TENSORRT_FUNCTION_OPS", "TFLITE_FUNCTION_OPS", "build_pipeline", "check_pipeline_name", "explain_rules",
            "pipeline_names"]
 
 TENSORRT_FUNCTION_OPS = frozenset({"AffineGrid", "CenterCropPad", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"})
@@ -215,12 +216,16 @@ def pipeline_names() -> list[str]:
     return sorted(PIPELINES)
 
 
+def check_pipeline_name(name: str) -> None:
+    """A usage error (exit 2) for a pipeline name none has (a KeyError had read as an
+    internal error)."""
+    if name not in PIPELINES:
+        raise DeployError(f"unknown pipeline {name!r}; known: {', '.join(pipeline_names())}")
+
+
 def build_pipeline(name: str, shapes: dict[str, tuple[int, ...]]) -> Pipeline:
-    try:
-        factory = PIPELINES[name]
-    except KeyError:
-        raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(pipeline_names())}") from None
-    return factory(shapes)
+    check_pipeline_name(name)
+    return PIPELINES[name](shapes)
 
 
 def explain_rules(model: ir.Model, name: str, shapes: dict[str, tuple[int, ...]]) -> list:
