@@ -1027,8 +1027,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             later = {"validation_min_cosine": round(worst_cosine(metrics), 6),
                      "validation_missed": fidelity_failures(metrics, fidelity)[0].describe(),
                      "float_layers": len(quant_info["float_layers"])}
+            # (what else was tried after it stays said: the other range method's verdict had
+            # gone with the later choice's record, and the log's "trying minmax" had no outcome)
+            tried_after = {k: quant_info[k] for k in ("range_alternative_validated_worse",) if k in quant_info}
             model, quant_info, _ = min(tried, key=lambda t: t[2])
-            quant_info = quant_info | {"later_choice_validated_worse": later}
+            quant_info = quant_info | tried_after | {"later_choice_validated_worse": later}
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
                                                          floor):

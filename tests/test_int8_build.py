@@ -711,7 +711,9 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
 
         policy = policy_for(target.backend, target.cpu_features)
         clipped = {name: (0.0, 1e-3) for name in quantizable_tensors(prep.model, policy)}  # everything saturates
-        later = iter([(quantized_copy(prep.model, policy, clipped, set()), info | {"float_layers": []})])
+        worse_ranges = {"ranges": "minmax", "validation_min_cosine": 0.5, "validation_missed": "cosine[probs]: 0.5"}
+        later = iter([(quantized_copy(prep.model, policy, clipped, set()),
+                       info | {"float_layers": [], "range_alternative_validated_worse": worse_ranges})])
         return model, info, lambda metrics: next(later, None)
 
     monkeypatch.setattr(pipeline, "search_int8", quantize_then_worse)
@@ -727,6 +729,8 @@ def test_when_every_choice_misses_the_one_closest_to_the_budget_is_kept(tiny_con
     assert worse["validation_min_cosine"] < kept < 0.99999 and not result.manifest["validation"]["ok"]
     assert quant["int8_layers"] == 2 and kept > 0.99  # the first, all-int8 choice
     assert "closest to the budget" in (tmp_path / "b" / "report.html").read_text()
+    # what was tried after it stays said (the other ranges' verdict had gone with the later record)
+    assert quant["range_alternative_validated_worse"]["ranges"] == "minmax"
 
 
 def test_a_time_limit_keeps_the_first_choice_that_meets_the_budget(real_model, tmp_path):
