@@ -81,10 +81,10 @@ class OthersCpu:
     def share(self) -> float | None:
         """Other processes' share of this process's CPUs' time over the windows (0-1),
         or None where it could not be read or nothing was timed."""
-        cpus = _cpus() or {0}
         if not self.known or self.seconds <= 0:
             return None
-        return round(min(1.0, self.others / (self.seconds * _CLK_TCK * len(cpus))), 2)
+        cpus = len(_cpus() or ()) or os.cpu_count() or 1  # (every CPU's line was counted where affinity is unknown)
+        return round(min(1.0, self.others / (self.seconds * _CLK_TCK * cpus)), 2)
 
 
 def busy_note(*records) -> str | None:
