@@ -18,6 +18,7 @@ import re
 import shutil
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -987,18 +988,22 @@ def _build(opts: BuildOptions) -> BuildResult:
             for extra in getattr(backend, "fallback_lowerings", ()):
                 if fidelity_met(result[4], fidelity, floor=floor):
                     break
-                missed = budget_shortfall(result[4], fidelity)
+                missed, reached = budget_shortfall(result[4], fidelity), worst_cosine(result[4])
+                result = None  # (its runtime released before the next is loaded: one in memory at a time)
                 other = lowered_as(model, extra)
                 if budget_shortfall(other[4], fidelity) < missed:
                     note = (f"{other[0].info.get('lowered_as', extra)}: the default lowering reached cosine "
-                            f"{worst_cosine(result[4]):.6f}, this one {worst_cosine(other[4]):.6f}")
+                            f"{reached:.6f}, this one {worst_cosine(other[4]):.6f}")
                     log.warning("%s: %s", backend.name, note)
                     result = (replace(other[0], info={**other[0].info, "fallback": note}), *other[1:])
                 else:
+                    other = None
                     result = lowered_as(model, {})  # (its files again)
             return result
 
-        bundle_times: dict[Any, RunTimes] = {}
+        # (weakly: a dict of runners had kept every runtime a build loaded alive to its end, a
+        # TTS model's three compiled OpenVINO models 6.6 GB at once)
+        bundle_times: weakref.WeakKeyDictionary[Any, RunTimes] = weakref.WeakKeyDictionary()
 
         def validate(lowered):
             opts.progress("validate")
@@ -1019,6 +1024,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             # its dynamic-range layers, then stricter searches
             tried.append((model, quant_info, budget_shortfall(metrics, fidelity)))
             model, quant_info = again
+            runner = None  # (the runtime it replaces released first: one loaded at a time)
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if (tried and not fidelity_met(metrics, fidelity)
                 and min(t[2] for t in tried) < budget_shortfall(metrics, fidelity)):
@@ -1032,6 +1038,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             tried_after = {k: quant_info[k] for k in ("range_alternative_validated_worse",) if k in quant_info}
             model, quant_info, _ = min(tried, key=lambda t: t[2])
             quant_info = quant_info | tried_after | {"later_choice_validated_worse": later}
+            runner = None  # (the runtime it replaces released first: one loaded at a time)
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if fp16_info is not None and _fp16_executes_fp32(fp16_info, backend, lowered.info, metrics, fidelity, runner,
                                                          floor):
@@ -1039,6 +1046,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             # stays f16), the search below only if that misses too. The one place this is
             # decided: what follows lowers with fp32 tensors (executed f32 by the lowering
             # itself) or arrives int8 (executed f32 by lower_and_validate)
+            runner = None  # (the runtime it replaces released first: one loaded at a time)
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         if (fp16_info is not None and not fidelity_met(metrics, fidelity, floor=floor)
                 and hasattr(backend, "fp16_reference") and not prep.integer_ops):
@@ -1056,6 +1064,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                 opts, prep, target, backend, fidelity, options, judged, judged_refs, source, judged_floor)
             if fp16_info["search"]["met"]:  # else every segment fp32 would be an fp32 build called fp16: the miss stands
                 options["fp32_tensors"] = tensors
+                runner = None  # (the runtime it replaces released first: one loaded at a time)
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
                 if lowered.info.get("execute") == "f32" and not fp16_info.get("executes_fp32"):
                     fp16_info["executes_fp32"] = (f"{backend.name} cannot keep single nodes fp32: the searched "
@@ -1075,11 +1084,13 @@ def _build(opts: BuildOptions) -> BuildResult:
             fp16_info["executes_fp32"] = (f"the model arrives int8 and its float parts in fp16 missed the budget "
                                           f"({missed.name} {missed.value:.3g}, limit {missed.limit:.3g}): they "
                                           f"stay fp32{how}")
+            runner = None  # (the runtime it replaces released first: one loaded at a time)
             lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
         if (fp16_info is not None and measured_host and fidelity_met(metrics, fidelity, floor=floor)
                 and _f32_execution_faster(fp16_info, backend, stage, lowered.info, runner, samples[0])):
             if "bf16" in target.precisions:  # the half precision this CPU runs fast
                 fp16_info["executes_fp32"] += " (for speed here: --precision bf16, or auto)"
+            runner = None  # (the runtime it replaces released first: one loaded at a time)
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         if fp16_info is not None and not fp16_info.get("executes_fp32") and runner.info.get("executes_fp32_because"):
             fp16_info["executes_fp32"] = runner.info["executes_fp32_because"]  # the runtime's own choice, said

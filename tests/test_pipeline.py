@@ -841,3 +841,29 @@ def test_builds_from_threads_run_one_at_a_time(tiny_conv, tmp_path, monkeypatch)
         runners = list(pool.map(lambda i: deploycomp.build(tiny_conv, tmp_path / f"b{i}", target="android-arm64"
                                                            if i % 2 else "host"), range(3)))
     assert most[0] == 1 and all(r.manifest["validation"]["ok"] for r in runners)
+
+
+def test_a_build_holds_one_loaded_runtime_at_a_time(tiny_conv, tmp_path, monkeypatch):
+    """Every runtime a build loaded stayed alive to its end (a dict keyed by runner), and a
+    second lowering was loaded beside the first: a TTS model's fp32 build held three
+    compiled OpenVINO models, 6.7 GB (4.3 GB now). Each runner is released before the next
+    is loaded (here the budget, past what fp32 can reach, makes the build try OpenVINO's
+    other lowering and lower again)."""
+    import gc
+    import weakref
+
+    import deploycomp.pipeline as pipeline
+
+    real, loaded, alive_at_load = pipeline._load_and_run, [], []
+
+    def tracked(backend, stage, info, sample):
+        gc.collect()
+        alive_at_load.append(sum(1 for r in loaded if r() is not None))
+        runner = real(backend, stage, info, sample)
+        loaded.append(weakref.ref(runner))
+        return runner
+
+    monkeypatch.setattr(pipeline, "_load_and_run", tracked)
+    result = deploycomp.build(tiny_conv, tmp_path / "b", min_cosine=1.0, no_fail=True)
+    assert len(loaded) >= 3, "the other lowering was not tried"
+    assert alive_at_load == [0] * len(loaded) and result.manifest["validation"]["outputs"]
