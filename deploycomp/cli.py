@@ -56,10 +56,11 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
             line += f" (installed: {few(off)}; install the versions deploycomp declares)"
     if written := _written():  # (stdout on a full disk after the bundle was placed: it had read as a failed build)
         line += f"; {written} was written whole before it"
-    for text, err in ((f"deploycomp: {prefix}: {line}", True),
-                      *(((json.dumps({**as_json, "ok": False, "exit_code": code,
-                                      "error": line if isinstance(e, DeployError) else f"{prefix}: {line}"},
-                                     indent=2), False),) if as_json is not None else ())):
+    said = [(f"deploycomp: {prefix}: {line}", True)]
+    if as_json is not None:
+        error = line if isinstance(e, DeployError) else f"{prefix}: {line}"
+        said.append((json.dumps({**as_json, "ok": False, "error": error, "exit_code": code}, indent=2), False))
+    for text, err in said:
         try:
             click.echo(text, err=err)
         except OSError:  # (the stream itself is what failed, /dev/full: the exit code still says it)
