@@ -386,6 +386,29 @@ def test_validation_that_misses_what_calibration_met_tightens_the_search_once(ti
     assert "The search continued once at" in (tmp_path / "b" / "report.html").read_text()
 
 
+def test_a_stricter_search_runs_without_the_time_limit(tiny_conv, tmp_path, monkeypatch):
+    """``--int8-time-limit`` bounds the search that only keeps more layers int8; a stricter
+    search is for the budget the validation inputs missed. Hurried, it had kept a coarse
+    choice that validated worse, and a PP-OCRv4 det build that passes unlimited failed
+    (exit 8) with nothing naming the limit."""
+    import deploycomp.quant as quant
+
+    real, hurried = quant._float_layers, []
+
+    def recorded(*args, **kwargs):
+        if kwargs.get("after") is not None:
+            hurried.append(kwargs.get("hurry"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quant, "_float_layers", recorded)
+    louder = tmp_path / "louder.npz"
+    np.savez(louder, x=np.random.default_rng(11).random((3, 3, 16, 16), dtype=np.float32) * 1.3)
+    result = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path),
+                              validation_data=louder, min_cosine=0.9999, int8_time_limit=0)
+    assert hurried == [None] and "stricter_search" in result.manifest["quantization"]
+    assert result.manifest["validation"]["ok"]
+
+
 def test_validation_that_rejects_the_auto_range_choice_tries_the_other_range_method_first(tmp_path):
     """Two calibration images of twelve have one bright pixel: percentile ranges clip it and
     minmax ranges keep it; both meet the budget on the calibration inputs, percentile with

@@ -574,7 +574,13 @@ def quantize(
                 # from the search's choice before it gave layers back: the validation inputs
                 # missed what the judged ones met, and those layers are the first suspects
                 earlier = float_layers | set(search.get("given_back", ()))
-                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier, hurry=hurry,
+                # without the time limit: a stricter search is for the budget the validation
+                # inputs missed, never traded for time (hurried, it had kept a coarse 32 float
+                # layers that validated worse, and a det build that passes unlimited failed);
+                # a ranking the limit had cut short is measured again in full
+                if hurry.cut and c.ranking is not None:
+                    c.ranking = None
+                more, again = _float_layers(c, policy, held_out, check, pinned, progress, after=earlier, hurry=None,
                                             angles=angles)
                 return result(more, again, info | {"earlier_float_layers": len(float_layers | pinned)},
                               dynamic_allowed=dynamic_allowed and not dynamic)
