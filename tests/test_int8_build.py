@@ -1055,3 +1055,17 @@ def test_a_search_whose_every_candidate_the_runtime_refuses_ends_with_a_clear_mi
     monkeypatch.setattr(deploycomp.trials, "trial_runner", refusing)
     with pytest.raises(BudgetError):
         deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
+
+
+def test_an_example_with_no_built_in_calibration_for_its_inputs_asks_for_data(real_model, tmp_path):
+    """``deploycomp example silero-vad --precision int8``: no built-in set fills its three
+    inputs, and the build ended in an internal error (AttributeError) instead of asking for
+    ``--calibration`` as any other int8 build without data does."""
+    from deploycomp.pipeline import BuildOptions, build
+
+    opts = BuildOptions(model=real_model("silero-vad"), out=tmp_path / "b", precision="int8", sample_kind="vad",
+                        inputs=[("input", (1, 512)), ("state", (2, 1, 128))], freeze={"sr": 16000})
+    with pytest.raises(InputDataError, match=r"int8 needs calibration data: pass --calibration .*; the built-in vad "
+                                             r"samples have no calibration set for this model's inputs"):
+        build(opts)
+    assert not (tmp_path / "b").exists()
