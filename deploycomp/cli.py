@@ -54,6 +54,8 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
 
         if off := mismatched():
             line += f" (installed: {few(off)}; install the versions deploycomp declares)"
+        elif not verbose:  # (as cli.md says: the line had not said how to see more)
+            line += " (a bug in deploycomp: rerun with -v for the traceback, and report it)"
     if written := _written():  # (stdout on a full disk after the bundle was placed: it had read as a failed build)
         line += f"; {written} was written whole before it"
     said = [(f"deploycomp: {prefix}: {line}", True)]

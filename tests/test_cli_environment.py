@@ -365,6 +365,7 @@ def test_a_ctrl_c_inside_a_native_library_start_up_is_an_interrupt(tiny_conv, tm
     monkeypatch.setattr(cli_module, "_run_build", start_up_failed)
     result = CliRunner().invoke(cli_module.main, ["build", str(tiny_conv), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1 and "internal error (ImportError)" in result.output
+    assert result.output.rstrip().endswith("(a bug in deploycomp: rerun with -v for the traceback, and report it)")
 
 
 def test_an_example_without_pip_to_fetch_it_says_so(tmp_path, monkeypatch):
