@@ -300,6 +300,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         status += ", checked on GUESSED inputs: pass --validation-data or --preprocess"
     elif data.get("source") == "built-in":
         status += ", checked on built-in samples, not your data"
+    from deploycomp.validate import unjudged_outputs
+
+    if unjudged := unjudged_outputs(val["outputs"]):
+        status += (f", NOTHING judged on {few(unjudged)}: no validation sample is informative there (validate on "
+                   "inputs where the model finds something)")
     if manifest.get("auto"):
         click.echo(f"auto: {manifest['auto']['why']}")
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"

@@ -367,7 +367,7 @@ def _validation_html(val: dict, fidelity: dict) -> str:
     number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
     from deploycomp.boxes import describe_boxes
     from deploycomp.masks import describe_mask
-    from deploycomp.validate import describe_where
+    from deploycomp.validate import describe_where, unjudged_outputs
 
     data = val.get("data") or {}
     note = ""
@@ -378,6 +378,10 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                 "<code>--preprocess</code>.</p>")
     elif data.get("source") == "built-in":
         note = f'<p class="warn">Validated on built-in samples, not your data ({html.escape(val["inputs"])}).</p>'
+    if unjudged := unjudged_outputs(val["outputs"]):
+        note += (f'<p class="warn"><b>Nothing judged</b> on {html.escape(", ".join(unjudged))}: no validation sample '
+                 "is informative there (a rule nothing passes, an output ~0 on every input); validate on inputs "
+                 "where the model finds something.</p>")
     # the budget each output's top-1 was held to: the profile's, or --min-top1's (which the
     # profile's fidelity does not hold: "not budgeted" had been said of a checked --min-top1)
     limits = {c.get("budget"): c.get("limit") for c in val.get("budgets") or []}

@@ -435,6 +435,14 @@ def masked_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapp
     return out_refs, out_gots
 
 
+def unjudged_outputs(outputs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Outputs no validation sample said anything of: every sample uninformative there (a
+    ``--judge-boxes`` rule no row passed on any photo, a map ~0 on every input), so their
+    cosine, 1.0 over nothing, checked nothing (a YOLO build read "[ok]" so)."""
+    return [name for name, m in outputs.items()
+            if m.get("samples") and m.get("uninformative_samples", 0) >= m["samples"]]
+
+
 def describe_where(metrics: Mapping[str, Any]) -> str | None:
     """How an output judged ``where`` is said (summary, report): the rule, and where the
     bundle and the reference decide differently (:func:`masked_outputs`' ``decisions``)."""

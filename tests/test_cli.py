@@ -334,6 +334,18 @@ def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     assert rc == 2 and "give --explain-passes too" in stderr
 
 
+def test_an_output_no_sample_says_anything_of_is_said_not_judged(tiny_conv, tmp_path):
+    """A ``--judge-boxes`` rule no row passed on any validation photo had read "[ok]" with
+    cosine 1.000000 over nothing: the status line and the report say nothing was judged
+    there (here: a ``--judge-where`` threshold a softmax never passes)."""
+    code, stdout, stderr = cli("build", tiny_conv, "--judge-where", "probs:probs>2", "--out", tmp_path / "b")
+    assert code == 0, stderr
+    assert "NOTHING judged on probs: no validation sample is informative there" in stdout.splitlines()[0]
+    assert "<b>Nothing judged</b> on probs" in (tmp_path / "b" / "report.html").read_text()
+    code, stdout, _ = cli("build", tiny_conv, "--out", tmp_path / "c")
+    assert code == 0 and "NOTHING judged" not in stdout
+
+
 def test_reader_leaving_the_pipe_is_not_an_internal_error():
     proc = subprocess.Popen([sys.executable, "-m", "deploycomp.cli", "targets"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
