@@ -476,9 +476,10 @@ def _latency_html(manifest: dict, target: dict) -> str:
                    if measured.get("fp32_latency") else []),
                  ("this bundle", measured["latency"]["median_ms"])]
         vs = measured.get("speedup_vs_fp32")
-        slower = (" Not faster than this model's fp32 bundle in the same runtime: <code>--precision fp32</code> (or "
-                  "<code>auto</code>) may serve better on this target." if vs is not None and vs < 1.05 else "")
         busy = unsteady(measured["latency"], measured.get("reference_latency"), measured.get("fp32_latency"))
+        slower = (" Not faster than this model's fp32 bundle in the same runtime: <code>--precision fp32</code> (or "
+                  "<code>auto</code>) may serve better on this target." if vs is not None and vs < 1.05 and not busy
+                  else "")
         out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
                          html.escape(describe_speedup(measured["speedup_vs_onnxruntime"], against)) + "." + slower
                          + (f" <b>{html.escape(busy[0].upper() + busy[1:])}.</b>" if busy else "")))
