@@ -293,7 +293,11 @@ def parse_profile_spec(text: str) -> ProfileSpec:
     if len(parts) != 4 or not parts[0]:
         raise InputDataError(f"--profile {text!r}: expected NAME:MIN:OPT:MAX, e.g. images:1x3x320x320:4x3x320x320:8x3x320x320")
     name, *shapes = parts
-    dims = [parse_input_spec(f"{name}:{s}")[1] for s in shapes]
+    try:
+        dims = [parse_input_spec(f"{name}:{s}")[1] for s in shapes]
+    except InputDataError:  # (said as --input's: "--input 'images:MIN': shape must look like ...")
+        raise InputDataError(f"--profile {text!r}: MIN, OPT and MAX must each be a shape, e.g. "
+                             "images:1x3x320x320:4x3x320x320:8x3x320x320") from None
     if len({len(d) for d in dims}) != 1:
         raise InputDataError(f"--profile {text!r}: MIN, OPT and MAX must have the same rank")
     lo, opt, hi = dims

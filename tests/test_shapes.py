@@ -110,3 +110,14 @@ def test_a_profile_names_an_input_whose_name_holds_a_colon():
     assert parse_profile_spec("input_1:0:1x3x32x32:2x3x32x32:4x3x32x32") == (
         "input_1:0", (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
     assert parse_input_spec("input_1:0:1x3x32x32") == ("input_1:0", (1, 3, 32, 32))
+
+
+def test_a_profile_given_as_the_hint_spells_it_says_what_a_profile_takes():
+    """The hint's ``--profile images:MIN:OPT:MAX``, passed as written, was refused as
+    "--input 'images:MIN': shape must look like ..." (another option's error)."""
+    from deploycomp.errors import InputDataError
+    from deploycomp.shapes import parse_profile_spec
+
+    with pytest.raises(InputDataError, match=r"^--profile 'images:MIN:OPT:MAX': MIN, OPT and MAX must each be a "
+                                             r"shape, e\.g\. images:1x3x320x320:4x3x320x320:8x3x320x320$"):
+        parse_profile_spec("images:MIN:OPT:MAX")
