@@ -502,7 +502,7 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
         if arr.dtype.kind in "iu" and want.kind == "f" and arr.size and int(arr.max()) > 1:
             # (raw pixels for a model that takes 0..1 validated ok, and made a bundle that finds nothing)
             log.warning("%s: input '%s' given as %s (%d..%d) for a %s input: taken as those numbers, unscaled; if the "
-                        "model expects 0..1, divide by 255 (or give images with --preprocess)", path, name, arr.dtype,
+                        "model expects 0..1, divide by 255 (or give an image folder with --preprocess)", path, name, arr.dtype,
                         int(arr.min()), int(arr.max()), want)
         per_input[name] = [c.astype(want) for c in chunks]
     if misfits:  # every input that does not fit named in the hint: a user who fixes one should not meet the next
