@@ -177,7 +177,8 @@ def test_a_budget_no_mix_can_meet_says_how_close_and_what_fp16_gives():
             "closest": {"float_layers": 2, "min_cosine": 0.9713}, "fp16_alternative": {"min_cosine": 0.9996,
                                                                                       "meets_budget": True}}
     assert int8_hint(info) == ("no int8/float mix met it (tried up to 3 of 3 layers float; closest cosine 0.9713 "
-                                "with 2 float); fp16 gives cosine 0.9996 on the same samples and meets its budget; ")
+                                "with 2 float); fp16 gives cosine 0.9996 on the calibration samples the search judged and meets "
+                                "its budget there; ")
     assert int8_hint({"budget_met": True}) == ""
 
 
@@ -316,7 +317,7 @@ def test_the_fp16_alternative_is_judged_by_the_limits_the_user_gave(tiny_conv, t
 
 
 def test_the_fp16_alternative_is_judged_as_an_fp16_build_keeps_its_ranges(tmp_path):
-    """An int8 miss quotes what fp16 gives on the same samples; a tensor past fp16's range
+    """An int8 miss quotes what fp16 gives on the samples the search judged; a tensor past fp16's range
     (a magnitude past 65504) stays fp32 in an fp16 build, so the quote keeps it fp32 too
     (all-fp16 it overflowed: a spectrogram model's hint said 0.0443 where its fp16 build met)."""
     from onnx import TensorProto, helper, numpy_helper
