@@ -175,3 +175,8 @@ def test_a_folders_own_spec_passed_over_for_preprocess_is_said(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
     assert "--preprocess is used; the folder's own calibration.yaml is not" in caplog.text
+    # said once a process (an auto build reads its folders once a candidate: it had come four times)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
+    assert "--preprocess is used" not in caplog.text

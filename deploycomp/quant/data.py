@@ -35,9 +35,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+_SAID_OVERRIDDEN: set[Path] = set()
+"""Folders whose own spec ``--preprocess`` overrode, said once a process (an ``auto`` build
+reads its folders once per candidate: the line had come four times)."""
+
+
 def _folder_spec(folder: Path, spec: PreprocessSpec | None) -> PreprocessSpec:
     if spec is not None:
-        if (folder / SPEC_FILE).is_file():  # (it had been passed over without a word)
+        if (folder / SPEC_FILE).is_file() and folder.resolve() not in _SAID_OVERRIDDEN:  # (passed over without a word)
+            _SAID_OVERRIDDEN.add(folder.resolve())
             log.warning("%s: --preprocess is used; the folder's own %s is not", folder, SPEC_FILE)
         return spec
     path = folder / SPEC_FILE
