@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["BUSY_ELSEWHERE", "OthersCpu", "busy_note"]
+__all__ = ["BUSY_ELSEWHERE", "MIN_WINDOW_SECONDS", "OthersCpu", "busy_note"]
 
 BUSY_ELSEWHERE = 0.25
 """A share of this process's CPUs' time other processes took, from which a latency timed
@@ -57,34 +57,41 @@ def _ticks() -> tuple[int, int] | None:
     return busy, int(after_comm[11]) + int(after_comm[12])  # fields 14, 15: utime, stime
 
 
+MIN_WINDOW_SECONDS = 0.25
+"""The shortest span a share is read over: the kernel counts CPU time in ticks (10 ms),
+and over a few short runs (a tiny model's 0.1 ms each, timed one by one) the tick that
+fell in a run was charged to whoever it sampled, which read as 100% busy on an idle
+machine."""
+
+
 class OthersCpu:
-    """Windows of timed runs (:meth:`start` / :meth:`stop`), and the share of this
-    process's CPUs' time other processes used over all of them (:meth:`share`)."""
+    """The span from the first timed run's start (:meth:`start`) to the last one's end
+    (:meth:`stop`), and the share of this process's CPUs' time other processes used over it
+    (:meth:`share`): one span, not the runs' windows summed, since this process's own work
+    between runs is its own and counted as such."""
 
     def __init__(self):
-        self.others = 0
-        self.seconds = 0.0
-        self.known = True
+        self.first: tuple[float, tuple[int, int] | None] | None = None
+        self.last: tuple[float, tuple[int, int] | None] | None = None
 
-    def start(self) -> tuple[float, tuple[int, int] | None]:
-        return time.perf_counter(), _ticks()
+    def start(self) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter(), _ticks())
 
-    def stop(self, started: tuple[float, tuple[int, int] | None]) -> None:
-        t0, ticks0 = started
-        ticks1 = _ticks()
-        if ticks0 is None or ticks1 is None:
-            self.known = False
-            return
-        self.seconds += time.perf_counter() - t0
-        self.others += max(0, (ticks1[0] - ticks0[0]) - (ticks1[1] - ticks0[1]))
+    def stop(self) -> None:
+        self.last = (time.perf_counter(), _ticks())
 
     def share(self) -> float | None:
-        """Other processes' share of this process's CPUs' time over the windows (0-1),
-        or None where it could not be read or nothing was timed."""
-        if not self.known or self.seconds <= 0:
+        """Other processes' share of this process's CPUs' time over the span (0-1), or None
+        where it could not be read or the span is shorter than :data:`MIN_WINDOW_SECONDS`."""
+        if self.first is None or self.last is None or self.first[1] is None or self.last[1] is None:
             return None
+        seconds = self.last[0] - self.first[0]
+        if seconds < MIN_WINDOW_SECONDS:
+            return None
+        (busy0, own0), (busy1, own1) = self.first[1], self.last[1]
         cpus = len(_cpus() or ()) or os.cpu_count() or 1  # (every CPU's line was counted where affinity is unknown)
-        return round(min(1.0, self.others / (self.seconds * _CLK_TCK * cpus)), 2)
+        return round(min(1.0, max(0, (busy1 - busy0) - (own1 - own0)) / (seconds * _CLK_TCK * cpus)), 2)
 
 
 def busy_note(*records) -> str | None:

@@ -791,14 +791,14 @@ def measure_latency(run: Callable[[], Any], warmup: int = 3, min_runs: int = 10,
             break  # a run longer than the whole budget: one warm-up is enough
     times: list[float] = []
     others = OthersCpu()
-    window = others.start()
+    others.start()
     start = time.perf_counter()
     while True:
         t = time.perf_counter()
         run()
         times.append((time.perf_counter() - t) * 1e3)
         if _timed_enough(times, time.perf_counter() - start, min_runs, max_seconds, min_seconds, precision):
-            others.stop(window)
+            others.stop()
             return latency_of(times, others.share())
 
 
@@ -819,11 +819,11 @@ class RunTimes:
 
     def run(self, fn: Callable[[Any], Any], feeds: Mapping[str, Any]) -> Any:
         others = self.others.setdefault(self._shapes(feeds), OthersCpu())
-        window = others.start()
+        others.start()
         start = time.perf_counter()
         out = fn(feeds)
         self.times.setdefault(self._shapes(feeds), []).append((time.perf_counter() - start) * 1e3)
-        others.stop(window)
+        others.stop()
         return out
 
     def latency(self, feeds: Mapping[str, Any], max_seconds: float, min_runs: int = 10) -> dict | None:

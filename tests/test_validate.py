@@ -271,6 +271,26 @@ def test_a_latency_timed_while_other_processes_compute_says_so():
     assert unsteady({**steady, "busy_elsewhere": 0.05}) is None
 
 
+def test_a_span_too_short_to_read_the_machines_load_reads_nothing():
+    """A tiny model's validation runs (0.1 ms each) spanned a few ms, where the kernel's
+    10 ms ticks went to whoever they sampled: an idle machine read "100% busy". Under
+    :data:`deploycomp.cpu_load.MIN_WINDOW_SECONDS` nothing is read."""
+    import numpy as np
+
+    from deploycomp.cpu_load import OthersCpu
+    from deploycomp.validate import RunTimes
+
+    quick = OthersCpu()
+    quick.start()
+    quick.stop()
+    assert quick.share() is None
+    times = RunTimes()
+    feeds = {"x": np.zeros(4, np.float32)}
+    for _ in range(20):
+        times.run(lambda f: f["x"] + 1, feeds)
+    assert times.others[times._shapes(feeds)].share() is None
+
+
 def test_integer_outputs_are_judged_by_the_share_of_ids_equal():
     """Character 5 read as 6 is a wrong read, whatever cosine says of the id vectors (0.99);
     ids are judged as the share equal over all samples (a mean: not decided on a part)."""
