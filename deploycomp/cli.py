@@ -337,6 +337,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             note = f"; {boxes}" + note
         if (mask := describe_mask(m)) is not None:
             note = f"; {mask}" + note
+        if "top1_agreement" in m:  # (an OCR line's 4 flipped characters of 400 had been said only in the manifest)
+            note = f"; top-1 agreement {m['top1_agreement']:.3f}" + note
         if "agreement" in m:
             over = (f"of the {m['agreement_positions']} positions other than its padding {m['padding_value']}"
                     if "padding_value" in m else "of its integer elements")

@@ -344,6 +344,8 @@ def test_an_output_no_sample_says_anything_of_is_said_not_judged(tiny_conv, tmp_
     assert "<b>Nothing judged</b> on probs" in (tmp_path / "b" / "report.html").read_text()
     code, stdout, _ = cli("build", tiny_conv, "--out", tmp_path / "c")
     assert code == 0 and "NOTHING judged" not in stdout
+    # a classifier's top-1 agreement is said beside its cosine (it had been in the manifest only)
+    assert any(line.startswith("  probs: cosine ") and "; top-1 agreement 1.000" in line for line in stdout.splitlines())
 
 
 def test_reader_leaving_the_pipe_is_not_an_internal_error():
