@@ -271,6 +271,10 @@ def _progress(enabled: bool):
     return bar, step, close
 
 
+NEARLY_NONE = 0.05
+"""A share of the MACs in the requested precision under which the summary says the bundle
+computes as a float build would (int8 layers kept for a few element-wise or tiny layers)."""
+
 INT8_FASTER = 1.05
 """An int8 bundle measured less than this many times faster than the model's fp32 one in
 the same runtime is said not to be faster."""
@@ -369,6 +373,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    + (f" ({share:.0%} of MACs fp16)" if share is not None else "")
                    + ("" if search["met"] else "; none met the budget on the judged samples, even all fp32: "
                       "the bundle is the plain fp16 one"))
+        if share is not None and share < NEARLY_NONE:
+            click.echo(f"  fp16: almost nothing runs fp16 ({share:.0%} of MACs): the budget needs fp32 here, and "
+                       "--precision fp32 builds the same computation without the conversions")
     why_fp32 = (manifest.get("fp16") or {}).get("executes_fp32")
     if why_fp32:
         click.echo(f"  fp16: {why_fp32}")
@@ -400,6 +407,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  int8: {quant['int8_layers']} layers int8{hybrid}, {float_count(quant)}{macs}; "
                    f"{ranges_label(quant)} ranges"
                    f"{' (auto)' if quant.get('range_choice') else ''}")
+        if share is not None and share < NEARLY_NONE and (quant["int8_layers"] or dynamic):
+            # (a bundle with 0 int8 layers misses the int8_layers budget and says so; 1 layer of
+            # 0% of the MACs had passed without a word, its latency estimate fp32's)
+            click.echo(f"  int8: almost nothing runs int8 ({share:.0%} of MACs): the budget needs float here; "
+                       "--precision fp32 (or fp16) builds the same computation without the conversions")
         from deploycomp.int8_build import coverage_hint
 
         if val["ok"] and (covered := coverage_hint(quant)):  # (a miss's error says it; a pass had said it in the report only)

@@ -1078,3 +1078,25 @@ def test_an_example_with_no_built_in_calibration_for_its_inputs_asks_for_data(re
                                              r"samples have no calibration set for this model's inputs"):
         build(opts)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_that_runs_almost_nothing_int8_says_so(tiny_conv, tmp_path, capsys):
+    """A TFLite rec bundle with 1 layer int8 of 51 (0% of the MACs) passed without a word,
+    its latency estimate fp32's; where no layer is int8 the int8_layers budget says it."""
+    from deploycomp.cli import _print_summary
+
+    result = deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", calibration=_calibration(tmp_path))
+    manifest = json.loads(json.dumps(result.manifest))
+    manifest["quantization"] |= {"int8_layers": 1, "float_layers": ["fc"], "int8_mac_share": 0.01}
+    manifest["quantization"].pop("executed_int8_mac_share", None)
+    _print_summary(manifest, tmp_path / "b", as_json=False)
+    assert "int8: almost nothing runs int8 (1% of MACs): the budget needs float here" in capsys.readouterr().out
+    manifest["quantization"]["int8_mac_share"] = 0.6
+    _print_summary(manifest, tmp_path / "b", as_json=False)
+    assert "almost nothing runs int8" not in capsys.readouterr().out
+    # an fp16 bundle whose search kept 15 of 16 segments fp32 (a Jetson det at --min-mask-iou 0.9995)
+    manifest.pop("quantization")
+    manifest["fp16"] = {"search": {"segments": 16, "fp32_segments": [str(i) for i in range(15)], "met": True,
+                                   "fp16_mac_share": 0.0}}
+    _print_summary(manifest, tmp_path / "b", as_json=False)
+    assert "fp16: almost nothing runs fp16 (0% of MACs): the budget needs fp32 here" in capsys.readouterr().out
