@@ -380,10 +380,12 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         first_names = {d for d in current[unresolved[0]] if isinstance(d, str) and d != "?"}
         shared = len(unresolved) > 1 and all(d in first_names for n in unresolved[1:] for d in current[n]
                                              if not isinstance(d, int))
-        # (a leading dynamic dim is the batch, 1 by default; "images:Nx3xNxN" had been taken for
-        # a command and refused as a shape)
-        flags = " ".join(f"--input {n}:{'x'.join(str(d) if isinstance(d, int) else '1' if i == 0 else 'N' for i, d in enumerate(current[n]))}"
-                         for n in (unresolved[:1] if shared else unresolved))
+        def template(dims) -> str:
+            """A shape to fill in: a leading dynamic dim is the batch, 1 by default
+            ("images:Nx3xNxN" had been taken for a command and refused as a shape)."""
+            return "x".join(str(d) if isinstance(d, int) else "1" if i == 0 else "N" for i, d in enumerate(dims))
+
+        flags = " ".join(f"--input {n}:{template(current[n])}" for n in (unresolved[:1] if shared else unresolved))
         flags += " with each N the size your application feeds"
         if shared:  # (the others name the same dims: one --input sizes them all)
             flags += " (the other inputs name the same dims and take its sizes)"
