@@ -386,7 +386,6 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
             return "x".join(str(d) if isinstance(d, int) else "1" if i == 0 else "N" for i, d in enumerate(dims))
 
         flags = " ".join(f"--input {n}:{template(current[n])}" for n in (unresolved[:1] if shared else unresolved))
-        flags += " with each N the size your application feeds"
         if shared:  # (the others name the same dims: one --input sizes them all)
             flags += " (the other inputs name the same dims and take its sizes)"
         also = ("" if target.backend != "tensorrt" or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
@@ -394,7 +393,8 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         first = unresolved[0]
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
-        raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}")
+        raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}; each N is a size your "
+                             "application feeds")
     for name, dims in given.items():  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
         free = [str(d) for d in current.get(name, ()) if not isinstance(d, int)]
         if free and name not in profiles:

@@ -558,8 +558,8 @@ def test_optimize_for_a_target_asks_for_shapes_in_its_own_terms(dynamic_hw_relu,
     what optimize does without a target, not validation or --profile (optimize has neither)."""
     code, _, stderr = cli("optimize", dynamic_hw_relu, "--target", "jetson-orin-nano", "-o", tmp_path / "o.onnx")
     assert code == 4
-    _one_line_error(stderr, "--input x:1x3xNxN with each N the size your application feeds",
-                    "optimize without --target keeps them dynamic")
+    _one_line_error(stderr, "--input x:1x3xNxN", "optimize without --target keeps them dynamic",
+                    "each N is a size your application feeds")
     assert "--profile" not in stderr and "validation" not in stderr
 
 

@@ -258,9 +258,8 @@ def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp
                               [helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "sequence"])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "enc.onnx")
     with pytest.raises(InputDataError, match=r"inputs 'input_ids', 'attention_mask', 'token_type_ids' have dynamic "
-                                             r"dims.*pass --input input_ids:1xN with each N the size your "
-                                             r"application feeds \(the other inputs name the same dims "
-                                             r"and take its sizes\)$") as e:
+                                             r"dims.*pass --input input_ids:1xN \(the other inputs name the same dims "
+                                             r"and take its sizes\); each N is a size your application feeds$") as e:
         deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out")
     assert "\n" not in str(e.value)
     # one --input sizes every input that names the same dims (it had asked for all three)
