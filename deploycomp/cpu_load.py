@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["BUSY_ELSEWHERE", "MIN_WINDOW_SECONDS", "OthersCpu", "busy_note"]
+__all__ = ["BUSY_ELSEWHERE", "MIN_WINDOW_SECONDS", "OthersCpu", "busy_note", "is_busy"]
 
 BUSY_ELSEWHERE = 0.25
 """A share of this process's CPUs' time other processes took, from which a latency timed
@@ -94,11 +94,18 @@ class OthersCpu:
         return round(min(1.0, max(0, (busy1 - busy0) - (own1 - own0)) / (seconds * _CLK_TCK * cpus)), 2)
 
 
+def is_busy(share: float | None) -> bool:
+    """Whether a recorded ``busy_elsewhere`` share says the latency was timed on a busy
+    machine (:data:`BUSY_ELSEWHERE`; unknown is not busy): the one test the summary, the
+    report, ``diff`` and a fleet's page make."""
+    return (share or 0.0) >= BUSY_ELSEWHERE
+
+
 def busy_note(*records) -> str | None:
-    """Where any latency record was timed on a busy machine (:data:`BUSY_ELSEWHERE`): a
-    note saying how busy."""
+    """Where any latency record was timed on a busy machine (:func:`is_busy`): a note
+    saying how busy."""
     share = max((r.get("busy_elsewhere") or 0.0 for r in records if r), default=0.0)
-    if share < BUSY_ELSEWHERE:
+    if not is_busy(share):
         return None
     return (f"timed while other processes used {share:.0%} of this machine's CPUs: "
             "build again on an idle machine (a fleet: --jobs 1) to time it")

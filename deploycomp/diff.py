@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from deploycomp.cpu_load import BUSY_ELSEWHERE
+from deploycomp.cpu_load import is_busy
 from deploycomp.bundle import MANIFEST, read_manifest
 from deploycomp.errors import DeployError, RegressionError, few
 from deploycomp.digest import sha256_file
@@ -366,7 +366,7 @@ def _busy(share: float | None) -> str:
     """What a measured latency's kind adds where it was timed on a busy machine
     (:mod:`deploycomp.cpu_load`): such a number is no measure of the bundle's change (a
     fleet's host cell read 53 ms built beside another build, 16-20 ms alone)."""
-    return f", busy ({share:.0%} of its CPUs used by other processes)" if (share or 0.0) >= BUSY_ELSEWHERE else ""
+    return f", busy ({share:.0%} of its CPUs used by other processes)" if is_busy(share) else ""
 
 
 def _latency_kind(kind: str) -> str:

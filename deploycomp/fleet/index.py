@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deploycomp.bundle import replaced_file
-from deploycomp.cpu_load import BUSY_ELSEWHERE
+from deploycomp.cpu_load import is_busy
 
 __all__ = ["FORMAT", "INDEX", "HTML", "render_html", "write_index"]
 
@@ -55,7 +55,7 @@ def _cell(e: dict | None) -> str:
     cls = "ok" if e["ok"] else "miss"
     status = "held" if e["ok"] else "budget missed"
     lat = f"{e['latency_ms']:.3g} ms {'measured' if e['latency_kind'] == 'measured' else 'est.'}"
-    if (e.get("latency_busy") or 0) >= BUSY_ELSEWHERE:  # (beside other builds: not the bundle's own figure)
+    if is_busy(e.get("latency_busy")):  # (beside other builds: not the bundle's own figure)
         lat += f" (busy: {e['latency_busy']:.0%} of the CPUs used by other processes)"
     extra = []
     if e.get("cached"):

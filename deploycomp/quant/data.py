@@ -42,8 +42,8 @@ reads its folders once per candidate: the line had come four times)."""
 
 def _folder_spec(folder: Path, spec: PreprocessSpec | None) -> PreprocessSpec:
     if spec is not None:
-        if (folder / SPEC_FILE).is_file() and folder.resolve() not in _SAID_OVERRIDDEN:  # (passed over without a word)
-            _SAID_OVERRIDDEN.add(folder.resolve())
+        if (folder / SPEC_FILE).is_file() and (where := folder.resolve()) not in _SAID_OVERRIDDEN:  # (passed over without a word)
+            _SAID_OVERRIDDEN.add(where)
             log.warning("%s: --preprocess is used; the folder's own %s is not", folder, SPEC_FILE)
         return spec
     path = folder / SPEC_FILE
