@@ -320,7 +320,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         click.echo(f"  assumed: {assumed}")
     from deploycomp.boxes import describe_boxes
     from deploycomp.masks import describe_mask
-    from deploycomp.validate import describe_where
+    from deploycomp.validate import describe_top1, describe_where
 
     for name, m in val["outputs"].items():
         quiet = m.get("uninformative_samples")
@@ -341,8 +341,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             note = f"; {boxes}" + note
         if (mask := describe_mask(m)) is not None:
             note = f"; {mask}" + note
-        if "top1_agreement" in m:  # (an OCR line's 4 flipped characters of 400 had been said only in the manifest)
-            note = f"; top-1 agreement {m['top1_agreement']:.3f}" + note
+        if (top1 := describe_top1(m)) is not None:  # (an OCR line's 4 flipped characters of 400 had been
+            note = f"; {top1}" + note  # said only in the manifest)
         if "agreement" in m:
             over = (f"of the {m['agreement_positions']} positions other than its padding {m['padding_value']}"
                     if "padding_value" in m else "of its integer elements")

@@ -395,6 +395,9 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                     "makes argmax agreement a criterion</span>")
         else:
             top1 = '<span class="muted">-</span>'
+        if (one := m.get("top1_one_class")) is not None:
+            top1 += (f'<br><span class="muted">class {one} on every sample: it says little of the model\'s other '
+                     "answers; validate on inputs of several classes</span>")
         if m.get("single_value"):
             samples = f'{m["samples"]} <span class="muted">(one value each: held to the error bound, not cosine)</span>'
         else:

@@ -35,7 +35,7 @@ from deploycomp.cpu_load import OthersCpu, busy_note
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "with_user_limits", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_top1", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "with_user_limits", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -443,6 +443,26 @@ def unjudged_outputs(outputs: Mapping[str, Mapping[str, Any]]) -> list[str]:
             if m.get("samples") and m.get("uninformative_samples", 0) >= m["samples"]]
 
 
+ONE_CLASS_SAMPLES = 3
+"""A classifier's output (one row of scores a sample) whose reference picks the same class
+on every one of at least this many informative samples is said to (``top1_one_class``):
+its top-1 agreement and cosine then say how int8 or fp16 keeps that one answer, not the
+model's others. Inputs the model was not given as it expects often do this (a detector fed
+unscaled 0..255 images: one saturated class everywhere), as does a set of one kind."""
+
+
+def describe_top1(metrics: Mapping[str, Any]) -> str | None:
+    """How an output's top-1 agreement is said (summary, report), with the one class every
+    sample gave where that was so (:data:`ONE_CLASS_SAMPLES`)."""
+    if "top1_agreement" not in metrics:
+        return None
+    said = f"top-1 agreement {metrics['top1_agreement']:.3f}"
+    if (one := metrics.get("top1_one_class")) is not None:
+        said += (f" (class {one} on every sample: it says little of the model's other answers; "
+                 "validate on inputs of several classes)")
+    return said
+
+
 def describe_where(metrics: Mapping[str, Any]) -> str | None:
     """How an output judged ``where`` is said (summary, report): the rule, and where the
     bundle and the reference decide differently (:func:`masked_outputs`' ``decisions``)."""
@@ -621,6 +641,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         scale = (scales[name] if scales is not None and name in scales
                  else max((_peak(r, f is True) for (r, _), f in zip(pairs, finite)), default=0.0))
         cos_all, cos, quiet, max_abs, top1, nonfinite, centered = [], [], [], [], [], 0, []
+        classes: set[int] = set()  # the reference's top-1 of a one-row classifier output, over the samples
         # a map's channels each about its own mean (rank 4: NCHW / NHWC; a detector head's
         # [1, N, 6] entries are no channels of a map, and judged so kept 4 more of ddddocr's
         # layers float on TFLite and 14% more of a layout detector's heavy layers)
@@ -655,6 +676,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                 cos.append(c)
                 if _looks_like_scores(r) and name not in levels:
                     top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
+                    if r.size == r.shape[-1]:
+                        classes.add(int(r.argmax()))
             else:
                 quiet.append(max_abs[-1] / scale if scale else max_abs[-1])
         entry: dict[str, Any] = {"cosine": min(cos) if cos else min(cos_all), "samples": len(pairs),
@@ -673,6 +696,8 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             entry |= {"centered_cosine": min(centered), "offset_dominated_samples": len(centered)}
         if top1:
             entry["top1_agreement"] = float(np.mean(top1))
+            if len(classes) == 1 and len(top1) >= ONE_CLASS_SAMPLES:
+                entry["top1_one_class"] = next(iter(classes))
         if nonfinite:
             entry["nonfinite"] = nonfinite
         if name in levels:

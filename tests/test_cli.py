@@ -334,6 +334,28 @@ def test_inspect_explains_which_rules_fired_and_why_others_did_not(tmp_path):
     assert rc == 2 and "give --explain-passes too" in stderr
 
 
+def test_validation_inputs_of_one_class_are_said(real_model, tmp_path):
+    """PP-OCR's text-direction classifier validated on upright lines only: every sample
+    gives class 0, so its top-1 agreement says nothing of the turned lines it is for. The
+    summary and the report say so; the built-in samples (half turned) do not."""
+    from deploycomp.sample_data import ocr_line_samples
+
+    lines = np.concatenate(ocr_line_samples((1, 3, 48, 192))[1:])  # (the first, upright, reads 0.69 turned)
+    np.savez(tmp_path / "upright.npz", x=lines)
+    model = real_model("ppocr-cls")
+    code, stdout, stderr = cli("build", model, "--input", "x:1x3x48x192", "--validation-data",
+                               tmp_path / "upright.npz", "--out", tmp_path / "b")
+    assert code == 0, stderr
+    said = [line for line in stdout.splitlines() if "top-1 agreement" in line]
+    assert said and "(class 0 on every sample: it says little of the model's other answers" in said[0]
+    assert "class 0 on every sample" in (tmp_path / "b" / "report.html").read_text()
+    turned = np.concatenate([lines, lines[:, :, ::-1, ::-1]])
+    np.savez(tmp_path / "both.npz", x=turned)
+    code, stdout, stderr = cli("build", model, "--input", "x:1x3x48x192", "--validation-data",
+                               tmp_path / "both.npz", "--out", tmp_path / "c")
+    assert code == 0 and "top-1 agreement 1.000" in stdout and "on every sample" not in stdout
+
+
 def test_an_output_no_sample_says_anything_of_is_said_not_judged(tiny_conv, tmp_path):
     """A ``--judge-boxes`` rule no row passed on any validation photo had read "[ok]" with
     cosine 1.000000 over nothing: the status line and the report say nothing was judged

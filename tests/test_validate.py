@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deploycomp.targets import Budgets, Fidelity
-from deploycomp.validate import (compare_outputs, decided_failures, fidelity_failures, fidelity_met, noise_allowance,
+from deploycomp.validate import (compare_outputs, describe_top1, decided_failures, fidelity_failures, fidelity_met, noise_allowance,
                                  output_scales, summarize)
 
 FP32 = Fidelity(min_cosine=0.9999)
@@ -81,6 +81,23 @@ def test_constant_outputs_and_top1():
     assert m["uninformative_samples"] == 1 and "top1_agreement" not in m
     assert fidelity_met({"s": m}, Fidelity(min_cosine=0.9999, min_top1_agreement=0.99))
     assert not fidelity_met({"s": compare_outputs([{"s": ref}], [{"s": ref * 2}])["s"]}, FP32)
+
+
+def test_one_class_on_every_sample_is_said():
+    """Validation inputs that all give one class (a detector fed unscaled 0..255 images:
+    one saturated class everywhere) measure how that one answer survives, not the model's
+    others: said with the top-1 agreement; a CTC-like [1, T, C] output is not one answer."""
+    rng = np.random.default_rng(0)
+    refs = [{"p": np.eye(5, dtype=np.float32)[[2]] + rng.random((1, 5), np.float32) * 0.1} for _ in range(4)]
+    m = compare_outputs(refs, refs)["p"]
+    assert m["top1_one_class"] == 2 and "class 2 on every sample" in describe_top1(m)
+    refs[1] = {"p": np.eye(5, dtype=np.float32)[[3]]}
+    m = compare_outputs(refs, refs)["p"]
+    assert "top1_one_class" not in m and describe_top1(m) == "top-1 agreement 1.000"
+    # too few samples to say so; a sequence of scores is many answers
+    assert "top1_one_class" not in compare_outputs(refs[:2], refs[:2])["p"]
+    seq = [{"p": np.eye(5, dtype=np.float32)[None, [2, 2, 2]]} for _ in range(4)]
+    assert "top1_one_class" not in compare_outputs(seq, seq)["p"]
 
 
 def test_allowance_follows_the_budget():
