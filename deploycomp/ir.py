@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError
 
 from deploycomp.digest import sha256_file
 from deploycomp.errors import ModelError, UnsupportedError, few
-from deploycomp.paths import DEVICE_OR_PIPE
+from deploycomp.paths import DEVICE_OR_PIPE, not_a_file
 
 __all__ = [
     "FLOAT_ONLY",
@@ -207,8 +207,7 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> list[str]:
                 f"{what}: external data path '{location}' points outside "
                 f"the model's folder {root}"
             )
-        if not target.is_file():
-            kind = "not found" if not target.exists() else "is a folder" if target.is_dir() else f"is {DEVICE_OR_PIPE}"
+        if (kind := not_a_file(target)) is not None:
             raise ModelError(f"{what}: external data file '{location}' {kind}")
         for key in ("offset", "length"):  # (a negative one had read "TypeError: <lambda>() missing ...")
             value = next((e.value for e in tensor.external_data if e.key == key), None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEVICE_OR_PIPE", "device_or_pipe", "file_or_bytes"]
+__all__ = ["DEVICE_OR_PIPE", "device_or_pipe", "file_or_bytes", "not_a_file"]
 
 DEVICE_OR_PIPE = "not a regular file (a device or a pipe)"
 """How every such refusal names what it found."""
@@ -24,6 +24,15 @@ def device_or_pipe(path: str | os.PathLike) -> bool:
     block device, a FIFO, a socket), following symbolic links."""
     path = Path(path)
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` is where a file was expected, as an error says it ("not found", "is a
+    folder", "is not a regular file (a device or a pipe)"); None for a regular file."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    return "not found" if not path.exists() else "is a folder" if path.is_dir() else f"is {DEVICE_OR_PIPE}"
 
 
 def file_or_bytes(path: str | os.PathLike) -> str | bytes:

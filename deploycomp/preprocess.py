@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deploycomp.errors import InputDataError
-from deploycomp.paths import DEVICE_OR_PIPE
+from deploycomp.paths import not_a_file
 
 __all__ = ["SPEC_FILE", "PreprocessSpec", "load_spec"]
 
@@ -110,8 +110,7 @@ def load_spec(spec: str | Path | dict | PreprocessSpec) -> PreprocessSpec:
         path = Path(spec)
         text = str(spec)
         if path.suffix in (".yaml", ".yml") or path.is_file():
-            if not path.is_file():
-                kind = "not found" if not path.exists() else "is a folder" if path.is_dir() else f"is {DEVICE_OR_PIPE}"
+            if (kind := not_a_file(path)) is not None:
                 raise InputDataError(f"{path}: preprocessing spec {kind}")
             where, text = str(path), path.read_text(encoding="utf-8")
         try:
