@@ -348,25 +348,37 @@ def _get(data: Any, *path: str, default: Any = None) -> Any:
     return data
 
 
-def _latency(manifest: Mapping[str, Any]) -> tuple[float | None, str]:
-    """(milliseconds, kind): measured on this machine where the target is this machine,
-    else the roofline estimate the build labelled as such. The kind names the CPU a
-    measurement was taken on, so two measurements on different machines differ in kind."""
+@dataclass(frozen=True)
+class _Timing:
+    """A bundle's latency as diff compares it: milliseconds, its kind (measured on which
+    CPU, or whose roofline estimate) and, where measured, the share of its CPUs other
+    processes used meanwhile (:mod:`deploycomp.cpu_load`)."""
+
+    ms: float | None
+    kind: str
+    busy: float | None = None
+
+    @property
+    def said(self) -> str:
+        """The kind, and where the machine was busy, that: such a number is no measure of
+        the bundle's change (a fleet's host cell read 53 ms built beside another build,
+        16-20 ms alone)."""
+        busy = f", busy ({self.busy:.0%} of its CPUs used by other processes)" if is_busy(self.busy) else ""
+        return self.kind + busy
+
+
+def _latency(manifest: Mapping[str, Any]) -> _Timing:
+    """Measured on this machine where the target is this machine, else the roofline
+    estimate the build labelled as such. The kind names the CPU a measurement was taken
+    on, so two measurements on different machines differ in kind."""
     measured = _get(manifest, "measured", "latency", "median_ms")
     if measured is not None:
-        busy = _busy(_get(manifest, "measured", "latency", "busy_elsewhere"))
-        return measured, f"measured on {_get(manifest, 'host', 'cpu', default='?')}{busy}"
+        return _Timing(measured, f"measured on {_get(manifest, 'host', 'cpu', default='?')}",
+                       _get(manifest, "measured", "latency", "busy_elsewhere"))
     estimate = _get(manifest, "validation", "latency_estimate", "estimate_ms")
     if estimate is not None:
-        return estimate, f"roofline estimate for {_get(manifest, 'target', 'name', default='?')}"
-    return None, "none"
-
-
-def _busy(share: float | None) -> str:
-    """What a measured latency's kind adds where it was timed on a busy machine
-    (:mod:`deploycomp.cpu_load`): such a number is no measure of the bundle's change (a
-    fleet's host cell read 53 ms built beside another build, 16-20 ms alone)."""
-    return f", busy ({share:.0%} of its CPUs used by other processes)" if is_busy(share) else ""
+        return _Timing(estimate, f"roofline estimate for {_get(manifest, 'target', 'name', default='?')}")
+    return _Timing(None, "none")
 
 
 def _latency_kind(kind: str) -> str:
@@ -380,17 +392,19 @@ def _latency_kind(kind: str) -> str:
     return kind or "none"
 
 
-def _compare_latency(rows: _Rows, old: tuple[float | None, str], new: tuple[float | None, str]) -> None:
-    (o, okind), (n, nkind) = old, new
-    if o is None and n is None:
+def _compare_latency(rows: _Rows, old: _Timing, new: _Timing) -> None:
+    if old.ms is None and new.ms is None:
         return
-    same_kind = _latency_kind(okind) == _latency_kind(nkind) and ", busy" not in okind + nkind
-    if okind.startswith("measured on ") and nkind.startswith("measured on "):
-        same_kind = okind == nkind and ", busy" not in okind  # the same idle machine, or the ratio says nothing
+    busy = is_busy(old.busy) or is_busy(new.busy)
+    if old.kind.startswith("measured on ") and new.kind.startswith("measured on "):
+        same_kind = old.kind == new.kind and not busy  # the same idle machine, or the ratio says nothing
+    else:
+        same_kind = _latency_kind(old.kind) == _latency_kind(new.kind) and not busy
     if not same_kind:
-        rows.add("latency", o, n, fmt=_fmt_ms, comparable=False, note=f"{okind} vs {nkind}")
+        rows.add("latency", old.ms, new.ms, fmt=_fmt_ms, comparable=False, note=f"{old.said} vs {new.said}")
         return
-    rows.add("latency", o, n, fmt=_fmt_ms, change=_relative(o, n), gate="latency", note=_latency_kind(nkind))
+    rows.add("latency", old.ms, new.ms, fmt=_fmt_ms, change=_relative(old.ms, new.ms), gate="latency",
+             note=_latency_kind(new.kind))
 
 
 def _outputs(rows: _Rows, old: Mapping[str, Mapping], new: Mapping[str, Mapping]) -> None:
@@ -800,8 +814,8 @@ def _compare_entries(rows: _Rows, o: Mapping[str, Any], n: Mapping[str, Any]) ->
     note = "index numbers (bundle not here)"
     rows.add("cosine[min]", o.get("fidelity"), n.get("fidelity"), fmt=_fmt_cos,
              change=_delta(o.get("fidelity"), n.get("fidelity"), "+.1e"), gate="cosine", lower_is_worse=True, note=note)
-    _compare_latency(rows, (o.get("latency_ms"), _latency_kind(o.get("latency_kind", "")) + _busy(o.get("latency_busy"))),
-                     (n.get("latency_ms"), _latency_kind(n.get("latency_kind", "")) + _busy(n.get("latency_busy"))))
+    _compare_latency(rows, *(_Timing(e.get("latency_ms"), _latency_kind(e.get("latency_kind", "")), e.get("latency_busy"))
+                             for e in (o, n)))
     os_, ns = o.get("size_mb"), n.get("size_mb")
     os_, ns = (None if v is None else v * 1e6 for v in (os_, ns))
     rows.add("size", os_, ns, fmt=_fmt_bytes, change=_relative(os_, ns), gate="size", note=note)
