@@ -440,7 +440,10 @@ def unjudged_outputs(outputs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ``--judge-boxes`` rule no row passed on any photo, a map ~0 on every input), so their
     cosine, 1.0 over nothing, checked nothing (a YOLO build read "[ok]" so)."""
     return [name for name, m in outputs.items()
-            if m.get("samples") and m.get("uninformative_samples", 0) >= m["samples"]]
+            if m.get("samples") and m.get("uninformative_samples", 0) >= m["samples"]
+            # one value per sample is judged by its error on every sample (a quality score's
+            # 3.5-4.4 had read "NOTHING judged" beside "judged by its error"), unless 0 on all
+            and not (m.get("single_value") and m.get("scale"))]
 
 
 ONE_CLASS_SAMPLES = 3

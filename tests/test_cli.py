@@ -702,6 +702,17 @@ def test_one_input_given_to_an_example_keeps_its_other_shapes(real_model, tmp_pa
     assert inputs == {"input": [1, 512], "state": [2, 1, 128]}
 
 
+def test_one_value_per_sample_is_judged_not_said_unjudged(real_model, tmp_path):
+    """Silero VAD's speech probability is one value per sample, judged by its error on every
+    sample: the status line had said "NOTHING judged on output" beside "judged by its
+    error" (a quality scorer's 3.5-4.4 too)."""
+    real_model("silero-vad")
+    rc, stdout, stderr = cli("example", "silero-vad", "--out", tmp_path / "sv", cwd=tmp_path)
+    assert rc == 0, stderr
+    assert "NOTHING judged" not in stdout and "one value per sample (cosine over the samples), judged by its error" in stdout
+    assert "Nothing judged" not in (tmp_path / "sv" / "report.html").read_text()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["build", "m.onnx"], "Missing option '--out' / '-o' (see deploycomp build --help)"),
     (["build", "m.onnx", "--out", "o", "--precision", "fp8"], "'fp8' is not one of"),

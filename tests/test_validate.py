@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from deploycomp.targets import Budgets, Fidelity
-from deploycomp.validate import (compare_outputs, describe_top1, decided_failures, fidelity_failures, fidelity_met, noise_allowance,
-                                 output_scales, summarize)
+from deploycomp.validate import (compare_outputs, decided_failures, describe_top1, fidelity_failures, fidelity_met,
+                                 noise_allowance, output_scales, summarize, unjudged_outputs)
 
 FP32 = Fidelity(min_cosine=0.9999)
 INT8 = Fidelity(min_cosine=0.98)
@@ -98,6 +98,17 @@ def test_one_class_on_every_sample_is_said():
     assert "top1_one_class" not in compare_outputs(refs[:2], refs[:2])["p"]
     seq = [{"p": np.eye(5, dtype=np.float32)[None, [2, 2, 2]]} for _ in range(4)]
     assert "top1_one_class" not in compare_outputs(seq, seq)["p"]
+
+
+def test_one_value_per_sample_is_judged_unless_zero_everywhere():
+    """A score per sample (3.5-4.4) has no informative sample by cosine's rule, yet its
+    error is judged on every one: not an output nothing was judged on; zeros everywhere
+    (a ``--judge-where`` nothing passed) still are."""
+    scores = [{"mos": np.array([[v]], np.float32)} for v in (3.5, 4.4, 3.9)]
+    m = compare_outputs(scores, scores)
+    assert m["mos"]["single_value"] and unjudged_outputs(m) == []
+    zeros = [{"mos": np.zeros((1, 1), np.float32)} for _ in range(3)]
+    assert unjudged_outputs(compare_outputs(zeros, zeros)) == ["mos"]
 
 
 def test_allowance_follows_the_budget():
