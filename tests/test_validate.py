@@ -740,6 +740,21 @@ def test_an_offset_dominated_output_is_judged_about_its_mean():
     assert "centered_cosine" not in compare_outputs([{"p": two}], [{"p": two[:, ::-1].copy()}])["p"]
 
 
+def test_a_few_scores_of_one_kind_are_judged_about_their_mean():
+    """A speech-quality model's SIG/BAK/OVR scores (near 4 on a 1-5 scale), as fp32 and an
+    int8 bundle gave them on one real clip: raw cosine 0.9969 passed int8's 0.98 with BAK
+    0.69 off; about the mean it misses. A 3-class softmax is judged raw (its mean is 1/3
+    whatever the input), and a pair is too few to take about a mean."""
+    ref = np.array([[4.131, 3.826, 3.608]], np.float32)
+    got = np.array([[4.04, 3.14, 3.08]], np.float32)
+    m = compare_outputs([{"mos": ref}], [{"mos": got}])["mos"]
+    assert _cosine_of(ref, got) > 0.99 and m["offset_dominated_samples"] == 1 and m["cosine"] < 0.9
+    assert not fidelity_met({"mos": m}, Fidelity(min_cosine=0.98))
+    assert compare_outputs([{"mos": ref}], [{"mos": ref + np.float32(0.002)}])["mos"]["cosine"] > 0.999
+    probs = np.array([[0.5, 0.3, 0.2]], np.float32)
+    assert "centered_cosine" not in compare_outputs([{"p": probs}], [{"p": probs[:, ::-1].copy()}])["p"]
+
+
 def _cosine_of(a, b) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
