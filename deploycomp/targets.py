@@ -108,6 +108,12 @@ class Compute(_Strict):
         le=1,
         description="fraction of peak a real network reaches; scales the estimate",
     )
+    kernel_overhead_us: float = Field(
+        default=0.0,
+        ge=0,
+        description="fixed time per kernel (a fused group of ops) the roofline adds: launch and "
+        "small-kernel costs a batch-1 network pays on a GPU; fitted to published measurements",
+    )
     source: str = Field(description="where the numbers come from (datasheet URL)")
 
 
