@@ -491,12 +491,20 @@ def _latency_html(manifest: dict, target: dict) -> str:
         out.append(f"<p>Measured here: {here['median_ms']:.3g} ms on {html.escape(here['where'])} "
                    "(the artifact runs on this machine too; the device will differ).</p>")
     if est and not measured.get("latency"):
-        items = [("compute time at the device's peak", est["compute_ms"]),
-                 ("memory time at the device's bandwidth", est["memory_ms"])]
+        # (both at the profile's efficiency: "at the device's peak" had been said of 35% of it)
+        share = f"{(target.get('profile') or {}).get('compute', {}).get('efficiency', 1.0):.0%} of"
+        items = [(f"compute at {share} peak", est["compute_ms"]), (f"memory at {share} bandwidth", est["memory_ms"])]
+        if est.get("kernel_overhead_ms"):
+            items.append((f"{est['kernels']} kernels' fixed time", est["kernel_overhead_ms"]))
+        # (the engine command measures TensorRT engines only: it had been named for a Pi 5's bundle)
+        on_device = ("<code>deploycomp engine</code> on the device measures" if manifest["backend"]["name"] == "tensorrt"
+                     else "timing the bundle on the device measures")
         out.append(_bars(f"Roofline estimate for {target['name']}: {est['estimate_ms']:.3g} ms "
-                         f"({est['bound']}-bound)", items, " ms",
-                         "From the profile's datasheet peaks and the graph's MACs and bytes: an estimate, not a "
-                         "measurement; <code>deploycomp engine</code> on the device measures."))
+                         f"({est['bound']}-bound" + (", plus a fixed time per kernel" if est.get("kernel_overhead_ms")
+                                                     else "") + ")", items, " ms",
+                         "From the profile's datasheet peaks and the graph's MACs and bytes (the element-wise ops a "
+                         f"runtime fuses into their producers counted with them): an estimate, not a measurement; "
+                         f"{on_device}."))
     return "<h2>Latency</h2>" + "".join(out) + _build_time_html(measured)
 
 

@@ -34,6 +34,16 @@ def test_report_links_the_manifest_and_separates_measurement_from_estimate(bundl
     manifest["measured"] = {k: v for k, v in manifest["measured"].items() if "latency" not in k}  # as for a device
     other = render_report(manifest)
     assert "Roofline estimate for host" in other and "Measured on this machine" not in other
+    # both times at the profile's efficiency, said so ("at the device's peak" had been said of
+    # 35% of it), and no `engine` command for a bundle that is no TensorRT engine
+    efficiency = manifest["target"]["profile"]["compute"]["efficiency"]
+    assert f"compute at {efficiency:.0%} of peak" in other and f"memory at {efficiency:.0%} of bandwidth" in other
+    assert "deploycomp engine" not in other and "timing the bundle on the device measures" in other
+    manifest["backend"]["name"] = "tensorrt"
+    manifest["validation"]["latency_estimate"] |= {"kernel_overhead_ms": 0.8, "kernels": 100}
+    engine = render_report(manifest)
+    assert "<code>deploycomp engine</code> on the device measures" in engine
+    assert "100 kernels&#x27; fixed time" in engine and "plus a fixed time per kernel" in engine
     busy = json.loads((bundle / "manifest.json").read_text())
     busy["measured"]["latency"]["p90_ms"] = 5 * busy["measured"]["latency"]["median_ms"]
     for record in ("latency", "reference_latency"):  # (however busy this test machine was)
