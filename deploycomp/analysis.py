@@ -107,6 +107,9 @@ class GraphCost:
     writes to memory (:func:`_in_memory`): what the roofline's memory time counts."""
     kernels: int = 0
     """Nodes that end such a fused group (each a kernel a runtime launches)."""
+    io_elements: int = 0
+    """Elements of the graph's inputs and outputs: what crosses to an accelerator that keeps
+    its activations on chip (a profile's ``on_chip_mb``)."""
 
     @property
     def flops(self) -> int:
@@ -130,6 +133,7 @@ class GraphCost:
             "unsized_tensors": self.unsized_tensors,
             "memory_elements": self.memory_elements,
             "kernels": self.kernels,
+            "io_elements": self.io_elements,
         }
 
 
@@ -347,17 +351,22 @@ def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost
         unsized_tensors=unsized,
         memory_elements=int(in_memory),
         kernels=kernels,
+        io_elements=sum(_value_elements(v, dims) for v in (*graph.inputs, *graph.outputs)),
     )
 
 
 def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbps: float, efficiency: float,
-                int8_share: float | None = None, float_tops: float | None = None, kernel_us: float = 0.0) -> dict:
+                int8_share: float | None = None, float_tops: float | None = None, kernel_us: float = 0.0,
+                memory_efficiency: float | None = None, on_chip_mb: float | None = None) -> dict:
     """Latency estimate: the slower of compute-bound and memory-bound time, plus a fixed
     time per kernel (``kernel_us``: a profile's ``kernel_overhead_us``).
 
     Weights are stored at ``precision`` (fp16 for fp16, int8 for int8); activations
     likewise, those a fusing runtime writes (:attr:`GraphCost.memory_elements`), each
-    written once and read once. ``int8_share``: for an int8 build, the share of its MACs that run int8 (for
+    written once and read once. ``memory_efficiency``: the share of the bandwidth reached
+    (``efficiency`` unless given). ``on_chip_mb``: an accelerator that keeps its
+    activations and this many MB of weights on chip (the Edge TPU's 8 MB): only the
+    inputs, the outputs and the weights beyond it cross the bandwidth, each inference. ``int8_share``: for an int8 build, the share of its MACs that run int8 (for
     an fp16 build, fp16); the rest is counted at fp32 (``float_tops``) and its bytes at 4
     each, in proportion (a detector's TensorRT int8 build with 7% of its MACs int8 had been
     estimated as fast as its all-int8 build; an fp16 build with 15 of 16 segments kept fp32
@@ -367,10 +376,13 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
     share = 1.0 if int8_share is None or float_tops is None else min(max(int8_share, 0.0), 1.0)
     if share < 1.0:
         elem = share * elem + (1 - share) * BYTES_PER_ELEMENT["fp32"]
-    bytes_moved = cost.parameters * elem + 2 * cost.memory_elements * elem
+    if on_chip_mb is None:
+        bytes_moved = cost.parameters * elem + 2 * cost.memory_elements * elem
+    else:
+        bytes_moved = max(0.0, cost.parameters * elem - on_chip_mb * 1e6) + cost.io_elements * elem
     compute_ms = (cost.flops * share / peak_tops
                   + (cost.flops * (1 - share) / float_tops if share < 1.0 else 0.0)) / (1e12 * efficiency) * 1e3
-    memory_ms = bytes_moved / (bandwidth_gbps * 1e9 * efficiency) * 1e3
+    memory_ms = bytes_moved / (bandwidth_gbps * 1e9 * (memory_efficiency or efficiency)) * 1e3
     overhead_ms = cost.kernels * kernel_us / 1e3
     left_out = {k: v for k, v in (("nodes_of_unknown_cost", len(cost.uncounted_nodes)),
                                   ("tensors_of_unknown_size", cost.unsized_tensors)) if v}

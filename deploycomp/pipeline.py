@@ -1153,7 +1153,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             cost, estimated_as, _peak_tops(target, "fp32" if f32_arithmetic else estimated_as),
             target.compute.memory_bandwidth_gbps, target.compute.efficiency,
             int8_share=share if estimated_as in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
-            kernel_us=target.compute.kernel_overhead_us,
+            kernel_us=target.compute.kernel_overhead_us, memory_efficiency=target.compute.memory_efficiency,
+            on_chip_mb=target.compute.on_chip_mb,
         )
         if estimated_as != opts.precision:
             estimate["estimated_as"] = (f"{estimated_as}: the model arrives int8 and the runtime executes "

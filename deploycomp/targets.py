@@ -108,6 +108,18 @@ class Compute(_Strict):
         le=1,
         description="fraction of peak a real network reaches; scales the estimate",
     )
+    memory_efficiency: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="fraction of the bandwidth a real network reaches (``efficiency`` unless given)",
+    )
+    on_chip_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="an accelerator that keeps activations and this many MB of weights on chip: only "
+        "inputs, outputs and the weights beyond it cross memory_bandwidth_gbps each inference",
+    )
     kernel_overhead_us: float = Field(
         default=0.0,
         ge=0,
