@@ -1155,6 +1155,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             int8_share=share if estimated_as in ("int8", "fp16") else None, float_tops=_peak_tops(target, "fp32"),
             kernel_us=target.compute.kernel_overhead_us, memory_efficiency=target.compute.memory_efficiency,
             on_chip_mb=target.compute.on_chip_mb,
+            activation_share=(quant_info or {}).get("static_int8_mac_share") if estimated_as == "int8" else None,
         )
         if estimated_as != opts.precision:
             estimate["estimated_as"] = (f"{estimated_as}: the model arrives int8 and the runtime executes "
