@@ -1084,7 +1084,8 @@ def targets_show(name: str) -> None:
     from deploycomp.targets import check_op_names, load_target
 
     prof = load_target(name)
-    if prof.unsupported_ops:  # (a profile that shows cleanly builds: `conv` had shown, then been refused)
+    if prof.unsupported_ops or prof.cpu_fallback_ops:  # (a profile that shows cleanly builds: `conv` had shown,
+        # then been refused)
         check_op_names(prof)
     data = prof.model_dump(exclude_none=True, exclude={"runs_here"} | (set() if prof.family_members else {"family_members"}))
     click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())

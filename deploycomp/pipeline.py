@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -56,7 +56,7 @@ from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
 from deploycomp.validate import (BudgetCheck, budget_shortfall, check_where, compare_outputs, fidelity_failures,
                                  fidelity_met, measure_latency, output_scales, pass_through, peak_rss_growth,
                                  RunTimes, speedup_of, split_channels, summarize, weak_channels, channel_axis, with_user_limits,
-                                 MAX_CHANNELS)
+                                 MAX_CHANNELS, entry_axis)
 
 __all__ = ["BuildOptions", "BuildResult", "build", "optimize", "prepare"]
 
@@ -1114,6 +1114,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             # seizure detector's unrolled LSTMs: 9 of 4252 ops int8, said only in its precision)
             log.warning("%s: %d of %d ops int8; the rest would run on the host CPU, not the Edge TPU (%s)",
                         target.name, lowered.info["int8_ops"], ops, lowered.info["edgetpu_cpu_fallback"][:200])
+        if split := lowered.info.get("cpu_split"):
+            share = split["device_mac_share"]
+            log.warning("%s: its compiler hands %s node '%s' and the %d nodes after it to the host CPU%s: the "
+                        "latency estimate counts the device alone", target.name, split["op"], split["first_node"],
+                        split["cpu_nodes"] - 1, "" if share is None else f" ({share:.0%} of the MACs on the device)")
         files = list(lowered.files)
         if lowered.info.get("reference"):  # checked again on the device (e.g. a TensorRT engine built there)
             files.append(_write_reference(stage / lowered.info["reference"], samples[0], refs[0], prep.angles))
@@ -1162,6 +1167,9 @@ def _build(opts: BuildOptions) -> BuildResult:
                                         + ("its own int8 layers" if executes_int8 else "it in float32"))
         if f32_arithmetic:
             estimate["peak"] = "fp32: float16 weights, float32 arithmetic"
+        if split := lowered.info.get("cpu_split"):  # the host CPU's part is not the device's to estimate
+            estimate["lower_bound"] = True
+            estimate.setdefault("not_counted", {})["nodes_on_the_host_cpu"] = split["cpu_nodes"]
         latency_ms = estimate["estimate_ms"]
         if measured_host:
             opts.progress("measure latency")
@@ -1269,7 +1277,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "host": _host_info(),
         }
         write_manifest_and_report(stage, manifest)
-        hint = (_ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model)
+        hint = (_ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model, refs)
                 + int8_hint(quant_info) + coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")
                    else "")
@@ -1284,12 +1292,40 @@ def _build(opts: BuildOptions) -> BuildResult:
     return BuildResult(Path(opts.out), manifest, samples[0])
 
 
-def _int8_io_hint(opts: BuildOptions, target: TargetProfile, model: ir.Model) -> str:
-    """With int8 inputs: the float inputs the model casts to integers (ids carried as
-    floats), which an int8 encoding rounds (one clause, or "")."""
-    ids = analysis.integer_valued_inputs(model) if trial.int8_io(opts, target) else []
-    return (f"input(s) {few(ids)} are cast to integers in the model (ids?), and --int8-io rounds them to int8 "
+MIXED_RANGE_STEPS = 4
+"""An output's entries (:func:`deploycomp.validate.entry_axis`) whose own range spans fewer
+than this many steps of the whole output's int8 encoding are lost to it (one clause of
+:func:`_int8_io_hint`)."""
+
+
+def _int8_io_hint(opts: BuildOptions, target: TargetProfile, model: ir.Model, refs: Sequence[Mapping] = ()) -> str:
+    """With int8 inputs and outputs: the float inputs the model casts to integers (ids
+    carried as floats), which an int8 encoding rounds, and the outputs whose entries span
+    ranges one int8 encoding cannot hold (YOLOv8n's boxes in pixels beside its class scores
+    in [0, 1]: on an Edge TPU build every score read 0, and its box budget missed with
+    every layer float). One clause each, or ""."""
+    if not trial.int8_io(opts, target):
+        return ""
+    ids = analysis.integer_valued_inputs(model)
+    said = (f"input(s) {few(ids)} are cast to integers in the model (ids?), and --int8-io rounds them to int8 "
             f"steps: build without --int8-io; " if ids else "")
+    for name in list(refs[0]) if refs else []:
+        arrays = [np.asarray(r[name]) for r in refs]
+        if not np.issubdtype(arrays[0].dtype, np.floating) or arrays[0].ndim < 2:
+            continue
+        axis = entry_axis(arrays[0].shape)
+        rows = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis]) for a in arrays])
+        if rows.shape[1] > 1024 or not np.isfinite(rows).all():
+            continue
+        lo, hi = rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
+        step = (max(hi.max(), 0.0) - min(lo.min(), 0.0)) / 255  # (an int8 encoding holds 0)
+        lost = [i for i in range(lo.size) if 0 < hi[i] - lo[i] < MIXED_RANGE_STEPS * step]
+        if lost:
+            said += (f"output {name}'s entries span ranges one int8 encoding cannot hold (its step {step:.3g}; entries "
+                     f"{few([str(i) for i in lost])} span {max(hi[i] - lo[i] for i in lost):.3g} or less): build with "
+                     "--float-io (the inputs' QUANTIZE and the outputs' DEQUANTIZE then run on the host CPU); ")
+            break
+    return said
 
 
 def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,

@@ -169,13 +169,15 @@ def check_op_names(profile: "TargetProfile") -> None:
     fleet uses the profile (ONNX's op schemas are not loaded to list targets)."""
     import onnx.defs
 
-    unknown = [op for op in profile.unsupported_ops if not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))]
-    if unknown:
-        known = {s.name.lower(): s.name for s in onnx.defs.get_all_schemas()}
-        hints = [f"'{op}'" + (f" (did you mean '{known[op.lower()]}'?)" if op.lower() in known else "")
-                 for op in unknown]
-        raise ProfileError(f"{profile.source_file or profile.name}: field 'unsupported_ops': not an ONNX op type: "
-                           + ", ".join(hints))
+    for field_name in ("unsupported_ops", "cpu_fallback_ops"):
+        unknown = [op for op in getattr(profile, field_name)
+                   if not any(onnx.defs.has(op, d) for d in ("", "ai.onnx.ml"))]
+        if unknown:
+            known = {s.name.lower(): s.name for s in onnx.defs.get_all_schemas()}
+            hints = [f"'{op}'" + (f" (did you mean '{known[op.lower()]}'?)" if op.lower() in known else "")
+                     for op in unknown]
+            raise ProfileError(f"{profile.source_file or profile.name}: field '{field_name}': not an ONNX op type: "
+                               + ", ".join(hints))
 
 
 class TargetProfile(_Strict):
@@ -189,6 +191,9 @@ class TargetProfile(_Strict):
     preferred_precision: Precision
     static_shapes: bool = False
     unsupported_ops: list[str] = Field(default_factory=list)
+    cpu_fallback_ops: list[str] = Field(
+        default_factory=list, description="ONNX ops the device's compiler leaves to the host CPU, and every op "
+        "after the first of them (the Edge TPU compiler splits a graph once): built, and said")
     max_opset: int | None = Field(default=None, ge=1)
     cpu_features: list[str] = Field(
         default_factory=list, description="CPU flags a host must have for this profile"
@@ -401,6 +406,7 @@ def _family_profile(family: str) -> TargetProfile:
         "name": family, "description": description, "precisions": precisions, "preferred_precision": preferred,
         "static_shapes": any(m.static_shapes for m in members),
         "unsupported_ops": sorted({op for m in members for op in m.unsupported_ops}),
+        "cpu_fallback_ops": sorted({op for m in members for op in m.cpu_fallback_ops}),
         "max_opset": _tightest([m.max_opset for m in members]), "dla_cores": dla, "budgets": budgets,
         "fidelity": fidelity, "resolved_from": smallest.name, "family_members": names, "family": family,
         "detect": None, "source_file": None,

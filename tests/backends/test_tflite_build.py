@@ -100,6 +100,41 @@ def test_coral_builds_its_own_precision_and_warns_when_the_cpu_would_run_most_of
     assert any("would run on the host CPU, not the Edge TPU" in r.getMessage() for r in caplog.records)
 
 
+def test_coral_builds_a_model_whose_tail_its_compiler_leaves_to_the_cpu(tmp_path, caplog):
+    """The Edge TPU compiler runs a graph up to its first op with no Edge TPU form (here a
+    Div, as in YOLOv8n's box decoding) and hands it and every op after it to the host CPU.
+    Such a model had been refused whole; it builds, the split is recorded and said, and
+    the latency estimate, the device's part alone, says it is a lower bound."""
+    import logging
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((4, 8, 1, 1)) * 0.3).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.full((1, 8, 1, 1), 2.5, np.float32), "d")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"), helper.make_node("Div", ["r", "d"], ["h"], name="div"),
+             helper.make_node("Conv", ["h", "w2"], ["y"], name="conv2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    data = [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(12)]
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", target="coral-edgetpu", calibration=data,
+                                  no_fail=True)
+    split = runner.manifest["backend"]["lowered"]["cpu_split"]
+    assert (split["op"], split["first_node"], split["cpu_nodes"]) == ("Div", "div", 2)
+    assert 0.8 < split["device_mac_share"] < 1  # conv1 (216 MACs a pixel) on the device, conv2 (32) not
+    assert any("hands Div node 'div' and the 1 nodes after it to the host CPU" in r.getMessage() for r in caplog.records)
+    estimate = runner.manifest["validation"]["latency_estimate"]
+    assert estimate["lower_bound"] and estimate["not_counted"]["nodes_on_the_host_cpu"] == 2
+    # another TFLite target has no such split
+    fp32 = deploycomp.build(tmp_path / "m.onnx", tmp_path / "p", target="raspberry-pi-5", precision="fp32")
+    assert "cpu_split" not in fp32.manifest["backend"]["lowered"]
+
+
 def test_int8_io_needs_an_int8_tflite_build(tiny_conv, tmp_path):
     with pytest.raises(UnsupportedError, match="--int8-io needs --precision int8 on a TFLite target"):
         deploycomp.build(tiny_conv, tmp_path / "b", target="raspberry-pi-5", int8_io=True)
@@ -170,3 +205,32 @@ def test_int8_inputs_that_the_model_casts_to_ids_are_named_in_the_miss(tmp_path)
                                           r"rounds them to int8 steps: build without --int8-io"):
         deploycomp.build(tmp_path / "ids.onnx", tmp_path / "b", target="android-arm64", precision="int8",
                          int8_io=True, calibration=data)
+
+
+def test_an_int8_output_whose_entries_span_different_ranges_is_said(real_model):
+    """YOLOv8n's output0 holds boxes in pixels (0..320) beside class scores in [0, 1]: one
+    int8 encoding steps by 1.25 there, every score read 0 in an Edge TPU build, and its box
+    budget missed with every layer float and no word of why. A missed build with int8
+    outputs names the output and --float-io; a classifier's probabilities, one range, do
+    not get the clause, nor does a build with float outputs."""
+    import onnxruntime as ort
+
+    from deploycomp.examples import EXAMPLES
+    from deploycomp.ir import load_model
+    from deploycomp.pipeline import BuildOptions, _int8_io_hint
+    from deploycomp.sample_data import yolo_samples
+    from deploycomp.targets import load_target
+
+    coral = load_target("coral-edgetpu")
+    path = real_model("yolov8n")
+    session = ort.InferenceSession(str(path))
+    refs = [{"output0": session.run(None, {"images": x})[0]} for x in yolo_samples(EXAMPLES["yolov8n"].shape)[:3]]
+    model = load_model(path).model
+    opts = BuildOptions(model=path, out=path.parent / "unused", target="coral-edgetpu", precision="int8")
+    said = _int8_io_hint(opts, coral, model, refs)
+    assert "output output0's entries span ranges one int8 encoding cannot hold" in said and "--float-io" in said
+    opts.int8_io = False
+    assert _int8_io_hint(opts, coral, model, refs) == ""
+    probs = [{"p": np.array([[0.9, 0.05, 0.05]], np.float32)}, {"p": np.array([[0.1, 0.8, 0.1]], np.float32)}]
+    assert _int8_io_hint(BuildOptions(model=path, out=path, target="coral-edgetpu", precision="int8"), coral, model,
+                         probs) == ""
