@@ -887,7 +887,8 @@ def inspect(model: Path, inputs: tuple[str, ...], explain_passes: bool, pipeline
         core, _ = run_passes(m.clone(), [ContribOpsToCorePass(), QOperatorToQDQPass(), ShapeInferencePass()],
                              max_steps=1)
         counted = analyze(core)
-        for field in ("macs", "activation_elements", "uncounted_nodes", "uncosted_ops", "unsized_tensors"):
+        for field in ("macs", "activation_elements", "memory_elements", "kernels", "uncounted_nodes", "uncosted_ops",
+                      "unsized_tensors"):
             setattr(cost, field, getattr(counted, field))
     if as_in_file is not None:  # (counted at batch 1)
         cost.inputs, cost.dynamic_inputs = as_in_file
