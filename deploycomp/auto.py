@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from deploycomp.bundle import check_output, replace_folder
 from deploycomp.errors import BudgetError, UnsupportedError
+from deploycomp.pipeline import without_int8_options
 from deploycomp.report import write_manifest_and_report
 from deploycomp.targets import load_target
 
@@ -76,6 +77,8 @@ def build_auto(opts, build_one: Callable) -> Any:
         for precision in candidates:
             opts.progress(f"auto: {precision}")
             trial = dataclasses.replace(opts, precision=precision, out=Path(tmp) / precision, force=True, no_fail=True)
+            if precision != "int8":
+                trial = without_int8_options(trial)
             try:
                 result = build_one(trial)
             except UnsupportedError as e:
@@ -92,9 +95,18 @@ def build_auto(opts, build_one: Callable) -> Any:
                           "reason": "meets every budget" if not failed else f"misses {', '.join(failed)}"})
             results[precision] = result
         ok = [t for t in tried if t["ok"]]
-        if not ok:
-            raise BudgetError(f"--precision auto: no precision meets the budgets of {target.name} "
-                              f"({'; '.join(t['precision'] + ': ' + t['reason'] for t in tried)})")
+        missed = "; ".join(t["precision"] + ": " + t["reason"] for t in tried)
+        if not ok and not (opts.no_fail and results):
+            raise BudgetError(f"--precision auto: no precision meets the budgets of {target.name} ({missed})")
+        if not ok:  # --no-fail: the closest candidate is kept, as a single precision's miss is
+            # (it had exited 8 and written nothing)
+            closest = min((t for t in tried if t["precision"] in results),
+                          key=lambda t: (t["reason"].count(",") + 1, -t["min_cosine"], t["latency_ms"]))
+            result = results[closest["precision"]]
+            result.manifest["auto"] = {"requested": "auto", "chosen": closest["precision"], "candidates": tried,
+                                       "why": f"{closest['precision']}: no precision meets every budget ({missed}); "
+                                              "the one that misses the fewest, the closest at that, kept (--no-fail)"}
+            return _placed(result, out, opts, started)
         if len(ok) > 1 and all(t["latency_kind"] == "measured" for t in ok):
             opts.progress("auto: timing side by side")
             turns = timed_in_turns({t["precision"]: results[t["precision"]].bundle for t in ok},
@@ -113,15 +125,20 @@ def build_auto(opts, build_one: Callable) -> Any:
                f"{top['artifact_mb']:g} MB)")
         result = results[chosen["precision"]]
         result.manifest["auto"] = {"requested": "auto", "chosen": chosen["precision"], "why": why, "candidates": tried}
-        # the whole choice's time, every candidate's build included (only the chosen one's
-        # had been said: 15 s of a 137 s build), its stages with the others' as one
-        measured = result.manifest["measured"]
-        own = measured.get("build_seconds") or 0.0
-        measured["build_seconds"] = round(time.perf_counter() - started, 3)
-        if measured.get("stage_seconds") is not None:
-            measured["stage_seconds"]["auto: the other candidates"] = round(max(measured["build_seconds"] - own, 0.0), 3)
-        write_manifest_and_report(result.bundle, result.manifest)
-        check_output(out, opts.force)
-        replace_folder(result.bundle, out)
+        return _placed(result, out, opts, started)
+
+
+def _placed(result, out: Path, opts, started: float) -> Any:
+    """The chosen candidate's bundle (its manifest's ``auto`` record set) placed at ``out``,
+    with the whole choice's time: every candidate's build included (only the chosen one's
+    had been said: 15 s of a 137 s build), its stages with the others' as one."""
+    measured = result.manifest["measured"]
+    own = measured.get("build_seconds") or 0.0
+    measured["build_seconds"] = round(time.perf_counter() - started, 3)
+    if measured.get("stage_seconds") is not None:
+        measured["stage_seconds"]["auto: the other candidates"] = round(max(measured["build_seconds"] - own, 0.0), 3)
+    write_manifest_and_report(result.bundle, result.manifest)
+    check_output(out, opts.force)
+    replace_folder(result.bundle, out)
     result.bundle = Path(opts.out)  # as the user named it (an absolute path had been printed)
     return result

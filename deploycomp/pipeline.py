@@ -739,6 +739,34 @@ def _cost_at_shapes(prep: Prepared) -> analysis.GraphCost:
     return cost
 
 
+INT8_ONLY = (("--keep-float", "keep_float"), ("--int8-range", "int8_range"), ("--int8-time-limit", "int8_time_limit"),
+             ("--int8-boosters", "int8_boosters"))
+"""Options only an int8 build reads (flag, :class:`BuildOptions` field)."""
+
+
+def without_int8_options(opts: BuildOptions) -> BuildOptions:
+    """``opts`` for a candidate of another precision than int8 (``--precision auto``): the
+    int8 options left to the int8 candidate (``--int8-io`` had disqualified fp16 and fp32
+    as usage errors)."""
+    return replace(opts, int8_io=None, keep_float=[], int8_range=None, int8_time_limit=None,
+                   int8_boosters=None)
+
+
+def unused_options(opts: BuildOptions) -> list[str]:
+    """The options given that this build does not read, each with why: int8's on another
+    precision, a box or mask budget without an output judged so."""
+    unused = []
+    if opts.precision not in ("int8", "auto"):  # (auto: the int8 candidate's)
+        given = [flag for flag, key in INT8_ONLY if getattr(opts, key) not in (None, [], ())]
+        if given:
+            unused.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to int8 builds only")
+    for flag, key, judged, rule in (("--min-box-iou", "min_box_iou", opts.judge_boxes, "--judge-boxes"),
+                                    ("--min-mask-iou", "min_mask_iou", opts.judge_masks, "--judge-mask")):
+        if getattr(opts, key) is not None and not judged:
+            unused.append(f"{flag} budgets the outputs {rule} judges, and no output is")
+    return unused
+
+
 def _check_precision(target: TargetProfile, precision: str) -> None:
     if precision not in target.precisions:
         raise UnsupportedError(
@@ -765,6 +793,8 @@ def build(opts: BuildOptions) -> BuildResult:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
     if opts.precision is None:
         opts = replace(opts, precision=default_precision(opts.target))
+    if unused := unused_options(opts):  # (an fp16 build given --keep-float had said nothing of it)
+        log.warning("%s: not used by this %s build", "; ".join(unused), opts.precision)
     if opts.precision == "auto":
         from deploycomp.auto import build_auto
 

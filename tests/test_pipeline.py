@@ -483,6 +483,33 @@ def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits
     with pytest.raises(BudgetError, match="--precision auto: no precision meets the budgets"):
         deploycomp.build(tiny_conv, tmp_path / "none", precision="auto", target=target)
     assert not (tmp_path / "none").exists()
+    # --no-fail keeps the closest candidate, as it keeps a single precision's miss (auto had
+    # exited 8 and written nothing)
+    kept = deploycomp.build(tiny_conv, tmp_path / "kept", precision="auto", target=target, no_fail=True)
+    auto = kept.manifest["auto"]
+    assert not kept.manifest["validation"]["ok"] and auto["chosen"] in {"fp32", "fp16", "bf16"}
+    assert "no precision meets every budget" in auto["why"] and (tmp_path / "kept" / "manifest.json").exists()
+
+
+def test_auto_leaves_int8_options_to_its_int8_candidate(tiny_conv, tmp_path, caplog):
+    """``--int8-io`` (and the other int8 options) with ``--precision auto`` apply to the int8
+    candidate: fp16 and fp32 had been disqualified as usage errors ("--int8-io needs
+    --precision int8"). Given to a build of another precision, they are said unused, as is a
+    box budget no output is judged by."""
+    import logging
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32))
+    runner = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto", target="raspberry-pi-5",
+                              calibration=calib, int8_io=True, keep_float=["*"])
+    tried = {c["precision"]: c for c in runner.manifest["auto"]["candidates"]}
+    assert tried["fp32"]["ok"] and tried["fp16"]["ok"], tried
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        deploycomp.build(tiny_conv, tmp_path / "fp16", precision="fp16", target="raspberry-pi-5",
+                         keep_float=["*"], int8_range="minmax", min_box_iou=0.9)
+    said = [r.getMessage() for r in caplog.records if "not used by this fp16 build" in r.getMessage()]
+    assert said and "--keep-float, --int8-range apply to int8 builds only" in said[0]
+    assert "--min-box-iou budgets the outputs --judge-boxes judges, and no output is" in said[0]
 
 
 IF_ON_MODE = """
