@@ -33,6 +33,10 @@ __all__ = ["FAIL_FAST_SAMPLES", "STRICTER_ROUNDS", "coverage_hint", "float_layer
 
 log = logging.getLogger(__name__)
 
+OVERLAPS = ("min_box_iou", "min_mask_iou", "min_mask_regions")
+"""What a search trial records of the overlap budgets it was judged by, beside its cosine."""
+
+
 FAIL_FAST_SAMPLES = 4
 """The int8 search runs a candidate on this many of the judged samples first (more if the
 outputs' hardest samples so far are more), the hardest first, and stops there if an output
@@ -210,8 +214,8 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         # what a candidate missed by, where not its cosine (a box budget: every trial had read
         # "met: false" at cosine 0.99996 with no word of why)
-        overlaps = {f"min_{key}": round(min(values), 6) for key in ("box_iou", "mask_iou", "mask_regions")
-                    if (values := [m[key] for m in metrics.values() if key in m])}
+        overlaps = {key: round(min(values), 6) for key in OVERLAPS
+                    if (values := [m[key[4:]] for m in metrics.values() if key[4:] in m])}
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
                        "min_cosine": round(worst, 6), **overlaps, "met": verdict.met, "samples": len(outs)})
@@ -236,7 +240,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         info["search_trials"] = trials
         if not info.get("budget_met", True) or (info["int8_layers"] == 0 and not info.get("dynamic_layers")):
             judged_trials = [tr for tr in trials if "min_cosine" in tr]  # (not those the runtime refused)
-            info["closest"] = max(judged_trials, key=lambda tr: tr["min_cosine"]) if judged_trials else None
+            # closest by its overlaps first where the budget judges boxes or masks (cosine 1.0000
+            # had been said of a YOLO build whose every score an int8 output lost: box IoU 0)
+            info["closest"] = max(judged_trials, key=lambda tr: (min((tr[k] for k in OVERLAPS if k in tr), default=1.0),
+                                                                 tr["min_cosine"])) if judged_trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 # as an fp16 build makes it: the tensors its range check keeps fp32 kept (all-fp16,
                 # a spectrogram's 2.6e7 overflowed and the hint said 0.0443; its fp16 build met 0.999998)
@@ -419,8 +426,10 @@ def int8_hint(quant_info: dict | None) -> str:
     if quant_info.get("budget_met", True):
         text = f"only every layer float met it ({layers} layers)"
     else:
+        overlaps = "".join(f", {k[4:].replace('_', ' ').replace('iou', 'IoU')} {closest[k]:.3f}"
+                           for k in OVERLAPS if k in closest)
         text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; "
-                f"closest cosine {closest.get('min_cosine', float('nan')):.4f} with "
+                f"closest cosine {closest.get('min_cosine', float('nan')):.4f}{overlaps} with "
                 f"{closest.get('float_layers', '?')} float)")
     alt = quant_info.get("fp16_alternative")
     if alt:

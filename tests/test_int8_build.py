@@ -180,6 +180,10 @@ def test_a_budget_no_mix_can_meet_says_how_close_and_what_fp16_gives():
                                 "with 2 float); fp16 gives cosine 0.9996 on the calibration samples the search judged and meets "
                                 "its budget there; ")
     assert int8_hint({"budget_met": True}) == ""
+    # where the budget judges boxes, the closest is said with its overlap (cosine 1.0000
+    # had been said of a YOLO build whose int8 output lost every score: box IoU 0)
+    info["closest"] = {"float_layers": 54, "min_cosine": 1.0, "min_box_iou": 0.0}
+    assert "closest cosine 1.0000, box IoU 0.000 with 54 float" in int8_hint(info)
 
 
 def test_openvino_trial_lowering_runs_the_same_as_the_shipped_ir(tiny_conv, tmp_path):
