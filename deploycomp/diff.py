@@ -27,6 +27,8 @@ is how much worse NEW may be than OLD, and exceeding it (strictly) is a regressi
 
 - ``cosine=0.001``: any output's cosine may drop by at most 0.001 (absolute);
 - ``top1=0.01``: top-1 agreement (0..1) may drop by at most 0.01 (absolute);
+- ``iou=0.02``: an output's box or mask IoU (``--judge-boxes``, ``--judge-mask``) may
+  drop by at most 0.02 (absolute);
 - ``latency=10%`` or ``latency=2ms`` (also ``us``, ``s``): relative or absolute rise;
 - ``size=5%`` or ``size=1MB`` (also ``B``, ``KB``, ``GB``; decimal, as the manifest):
   the artifacts' total bytes;
@@ -34,7 +36,7 @@ is how much worse NEW may be than OLD, and exceeding it (strictly) is a regressi
 - ``nodes=0`` or ``nodes=5%``: the optimized graph's node count.
 
 A latency, size or memory limit needs its unit (``latency=10`` is refused: 10 % or
-10 ms?); cosine and top-1 take plain numbers (a percentage of a cosine reads two ways).
+10 ms?); cosine, top-1 and IoU take plain numbers (a percentage of a cosine reads two ways).
 Metrics without a threshold are reported, never gated. Measured latency and memory vary
 run to run (two builds of the same inputs differ in nothing else): limit them loosely,
 and only between runs on the same kind of machine. Whatever the thresholds, two
@@ -79,6 +81,7 @@ _UNITS: dict[str, dict[str, float]] = {
     # key -> accepted absolute units and their factor to the unit the manifest stores
     "cosine": {"": 1.0},
     "top1": {"": 1.0},
+    "iou": {"": 1.0},
     "latency": {"ms": 1.0, "s": 1e3, "us": 1e-3},
     "size": {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9},  # bytes, decimal as the manifest's MB
     "memory": {"mb": 1.0, "gb": 1e3},
@@ -422,6 +425,10 @@ def _outputs(rows: _Rows, old: Mapping[str, Mapping], new: Mapping[str, Mapping]
         rows.add(f"top1_agreement[{name}]", o.get("top1_agreement"), n.get("top1_agreement"),
                  change=_delta(o.get("top1_agreement"), n.get("top1_agreement"), "+.3f"), gate="top1",
                  lower_is_worse=True)
+        for metric in ("box_iou", "mask_iou", "mask_regions"):  # (a mask's IoU 1.000 -> 0.981 had no row)
+            if metric in o or metric in n:
+                rows.add(f"{metric}[{name}]", o.get(metric), n.get(metric),
+                         change=_delta(o.get(metric), n.get(metric), "+.3f"), gate="iou", lower_is_worse=True)
         for metric in ("max_abs_error", "max_rel_error", "quiet_error"):
             rows.add(f"{metric}[{name}]", o.get(metric), n.get(metric), change=_delta(o.get(metric), n.get(metric)))
         for metric in ("uninformative_samples", "nonfinite"):  # absent means none

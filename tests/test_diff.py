@@ -290,6 +290,22 @@ def test_int8_against_an_fp32_baseline_fails_a_tight_threshold_naming_the_metric
     assert e.value.exit_code == 12
 
 
+def test_a_box_or_mask_iou_is_a_row_an_iou_limit_gates(bundles, tmp_path):
+    """A detector's box IoU and a segmenter's mask IoU (``--judge-boxes``, ``--judge-mask``)
+    had no row: a mask IoU 1.000 -> 0.981 went by unsaid. ``iou=`` gates them."""
+
+    sides = {}
+    for side, iou in (("old", 1.0), ("new", 0.981)):
+        sides[side] = shutil.copytree(bundles["fp32"], tmp_path / side)
+        manifest = json.loads((sides[side] / "manifest.json").read_text())
+        manifest["validation"]["outputs"]["features"]["mask_iou"] = iou
+        (sides[side] / "manifest.json").write_text(json.dumps(manifest))
+    d = diff(sides["old"], sides["new"])
+    assert d.ok and row(d, "mask_iou[features]").change == "-0.019"
+    assert [r.metric for r in diff(sides["old"], sides["new"], "iou=0.01").regressions] == ["mask_iou[features]"]
+    assert diff(sides["old"], sides["new"], "iou=0.05").ok
+
+
 def test_metrics_without_a_threshold_are_reported_not_gated(bundles):
     """On a model this small the int8 IR is larger (QDQ nodes outweigh 1.3 KB of weights):
     a size limit catches it, no limit lets it through."""
