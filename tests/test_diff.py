@@ -293,7 +293,6 @@ def test_int8_against_an_fp32_baseline_fails_a_tight_threshold_naming_the_metric
 def test_a_box_or_mask_iou_is_a_row_an_iou_limit_gates(bundles, tmp_path):
     """A detector's box IoU and a segmenter's mask IoU (``--judge-boxes``, ``--judge-mask``)
     had no row: a mask IoU 1.000 -> 0.981 went by unsaid. ``iou=`` gates them."""
-
     sides = {}
     for side, iou in (("old", 1.0), ("new", 0.981)):
         sides[side] = shutil.copytree(bundles["fp32"], tmp_path / side)
