@@ -201,6 +201,18 @@ def infer_format(refs: Sequence[Mapping[str, np.ndarray]], rule: BoxRule) -> Box
     return replace(rule, fmt="xyxy" if corners else "cxcywh", inferred=True)
 
 
+def not_corners(refs: Sequence[Mapping[str, np.ndarray]], rule: BoxRule) -> float:
+    """The share of the reference's detections (over the rule's threshold) whose third
+    entry is below its first or fourth below its second: no corners (:func:`infer_format`)."""
+    bad = total = 0
+    for ref in refs:
+        boxes, scores, _ = _detections(ref, rule)
+        found = boxes[scores > rule.threshold]
+        total += len(found)
+        bad += int(np.count_nonzero((found[:, 2] < found[:, 0]) | (found[:, 3] < found[:, 1]))) if found.size else 0
+    return bad / total if total else 0.0
+
+
 def _corners(boxes: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "xyxy":
         return boxes

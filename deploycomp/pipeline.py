@@ -33,7 +33,7 @@ from deploycomp.angles import angle_periods, turns_in_words
 from deploycomp.backends import get_backend
 from deploycomp.backends.base import ensure_available
 from deploycomp.backends.onnxruntime import ORTRunner, source_runner
-from deploycomp.boxes import check_boxes, infer_format, suggest_rule
+from deploycomp.boxes import check_boxes, infer_format, not_corners, suggest_rule
 from deploycomp.bundle import (FORMAT, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle)
 from deploycomp.digest import code_digest
@@ -213,6 +213,9 @@ class Prepared:
     """``--judge-channels``: outputs whose channels are judged as outputs too -> the axis."""
     boxes: dict = field(default_factory=dict)
     """``--judge-boxes``: outputs judged by their boxes -> the rule, its format resolved."""
+    box_format_doubts: list = field(default_factory=list)
+    """Of them, those given as ``xyxy`` whose reference detections are no corners: what a
+    missed box budget says first (it had been blamed on the runtimes)."""
     masks: dict = field(default_factory=dict)
     """``--judge-mask``: outputs judged by the mask cut from them -> the rule."""
 
@@ -915,13 +918,20 @@ def _build(opts: BuildOptions) -> BuildResult:
     prep.masks = dict(opts.judge_masks)
     refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
-        if any(not r.fmt for r in opts.judge_boxes.values()):
+        if any(r.fmt in (None, "", "xyxy") for r in opts.judge_boxes.values()):
             refs = [reference.run(s) for s in samples]
         prep.boxes = {k: infer_format(refs, r) for k, r in opts.judge_boxes.items()}
         inferred = [r.text() for r in prep.boxes.values() if r.inferred]
         if inferred:
             prep.assumed.append(f"box format inferred from the reference's detections: {'; '.join(inferred)} "
                                 "(give it as --judge-boxes NAME[A:B]=FORMAT:...)")
+        for name, rule in prep.boxes.items():  # (a YOLO head given as xyxy had been blamed on the runtimes)
+            if rule.fmt == "xyxy" and not rule.inferred and (share := not_corners(refs, rule)):
+                prep.assumed.append(f"--judge-boxes {name}: given as xyxy, yet {share:.0%} of the reference's "
+                                    "detections end left of or above where they start: they read as cxcywh (give "
+                                    "=cxcywh, or no format to have it inferred)")
+                prep.box_format_doubts.append(prep.assumed[-1])
+                log.warning("%s", prep.assumed[-1])
     if opts.judge_channels:
         prep.channels = {o["name"]: axis for o in io["outputs"] if o["dtype"].startswith("float")
                          and o["name"] not in where and (axis := channel_axis(o["shape"])) is not None}
@@ -1307,8 +1317,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             "host": _host_info(),
         }
         write_manifest_and_report(stage, manifest)
-        hint = (_ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model, refs)
-                + int8_hint(quant_info) + coverage_hint(quant_info) + (_source_hint(source, backend.name, opts.precision) if source else "")
+        # a box format the detections contradict is the cause before any other (the runtimes had been blamed)
+        hint = ("".join(f"{doubt}; " for doubt in prep.box_format_doubts)
+                + _ranked_list_hint(summary, refs, where, suggested) + _int8_io_hint(opts, target, prep.model, refs)
+                + int8_hint(quant_info) + coverage_hint(quant_info)
+                + (_source_hint(source, backend.name, opts.precision) if source and not prep.box_format_doubts else "")
                 + (_spread_hint(spread, spread_key) if spread is not None and not (quant_info or {}).get("search_relaxed")
                    else "")
                 if fidelity_missed else "")

@@ -702,6 +702,20 @@ def test_one_input_given_to_an_example_keeps_its_other_shapes(real_model, tmp_pa
     assert inputs == {"input": [1, 512], "state": [2, 1, 128]}
 
 
+def test_a_box_format_the_detections_contradict_is_said_as_the_cause(real_model, tmp_path):
+    """YOLOv8n's boxes are centre and size; given as corners, every IoU is 0 on both sides,
+    and the miss had been blamed on the runtimes ("the runtimes disagree"): the format is
+    named as the cause, and the build passes given as it is or inferred."""
+    real_model("yolov8n")
+    rc, _, stderr = cli("example", "yolov8n", "--judge-boxes", "output0[0:4]=xyxy:output0[4:22]>0.25",
+                        "--out", tmp_path / "wrong", cwd=tmp_path)
+    assert rc == 8 and "given as xyxy, yet 100% of the reference's detections end left of or above" in stderr
+    assert "runtimes disagree" not in stderr
+    rc, _, stderr = cli("example", "yolov8n", "--judge-boxes", "output0[0:4]:output0[4:22]>0.25",
+                        "--out", tmp_path / "inferred", cwd=tmp_path)
+    assert rc == 0 and "given as xyxy" not in stderr, stderr
+
+
 def test_one_value_per_sample_is_judged_not_said_unjudged(real_model, tmp_path):
     """Silero VAD's speech probability is one value per sample, judged by its error on every
     sample: the status line had said "NOTHING judged on output" beside "judged by its
