@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import platform
 import re
@@ -482,10 +483,39 @@ def _shape_problem(prep: Prepared) -> InputDataError | None:
         source_runner(prep.source, prep.source.name)
     except DeployError:
         return None
-    shown = few(f"{n}: {'x'.join(map(str, s))}" for n, s in prep.shapes.items())
+    shown = few(f"{n}: {'x'.join(map(str, s)) or 'a scalar'}" for n, s in prep.shapes.items())
     guessed = "; ".join(prep.guessed.values())
+    deciding = _branch_inputs(prep.model) if "If" in why else []
+    # (a branch for another input value may not take these shapes: Silero VAD's for 8 kHz,
+    # where the data held sr=16000, had been called a shape problem with no word of --freeze)
+    branch = (f"; an If's branch fails at these shapes, which may not be the one your inputs take: --freeze "
+              f"{deciding[0]}=VALUE folds the input that picks it ({few(deciding)} decide" + ("s" if len(deciding) == 1
+                                                                                             else "") + ")"
+              if deciding else "")
     return InputDataError(f"the model does not run at input shape(s) {shown}, in ONNX Runtime either ({why})"
-                          + (f"; {guessed}" if guessed else "") + "; --input NAME:SHAPE sets each")
+                          + (f"; {guessed}" if guessed else "") + branch + "; --input NAME:SHAPE sets each")
+
+
+def _branch_inputs(model: ir.Model) -> list[str]:
+    """The graph's one-value inputs an ``If``'s condition is computed from (a sample rate,
+    a mode): those ``--freeze`` can fold the branch of."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    found: list[str] = []
+    for node in model.graph:
+        if node.op_type != "If" or not node.inputs or node.inputs[0] is None:
+            continue
+        todo, seen = [node.inputs[0]], set()
+        while todo:
+            value = todo.pop()
+            if value is None or id(value) in seen:
+                continue
+            seen.add(id(value))
+            if value.name in inputs and value.shape is not None and math.prod(
+                    d if isinstance(d, int) else 2 for d in value.shape) == 1 and value.name not in found:
+                found.append(value.name)
+            if value.producer() is not None:
+                todo.extend(value.producer().inputs)
+    return found
 
 
 def _initializer_note(loaded) -> list[str]:

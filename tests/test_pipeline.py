@@ -689,6 +689,23 @@ def test_input_shapes_that_disagree_are_the_users_to_fix_not_the_targets(tmp_pat
     assert deploycomp.build(path, tmp_path / "c", inputs=["a:32x4", "b:32x4"]).manifest["validation"]["ok"]
 
 
+def test_a_branch_that_fails_at_the_shapes_names_the_input_that_picks_it(real_model, tmp_path):
+    """Silero VAD with its sample rate in the data (sr=16000) and not frozen: at the build's
+    shapes the If's branch for another rate fails ONNX Runtime's type inference, which had
+    been called a shape problem with no word of --freeze (and the scalar shown as "sr: ")."""
+    from deploycomp.sample_data import vad_samples
+
+    samples = vad_samples({"input": (1, 512), "state": (2, 1, 128)})
+    np.savez(tmp_path / "vad.npz", input=np.stack([s["input"] for s in samples]),
+             state=np.stack([s["state"] for s in samples]), sr=np.full(len(samples), 16000, np.int64))
+    with pytest.raises(InputDataError, match=r"sr: a scalar.*an If's branch fails at these shapes, which may not be "
+                                             r"the one your inputs take: --freeze sr=VALUE folds the input that picks it"):
+        deploycomp.build(real_model("silero-vad"), tmp_path / "b", validation_data=tmp_path / "vad.npz")
+    frozen = deploycomp.build(real_model("silero-vad"), tmp_path / "f", validation_data=tmp_path / "vad.npz",
+                              freeze={"sr": 16000})
+    assert frozen.manifest["validation"]["ok"]
+
+
 def test_a_npy_for_a_model_of_several_inputs_is_said_before_its_dynamic_dims(tmp_path):
     """A voice detector with 4 cache inputs given `--calibration speech.npy`: the error
     was about dynamic dims, and the .npy's own problem came only once --input was given."""
