@@ -219,7 +219,11 @@ class Diff:
         gate = f" (--max-regression {_thresholds_text(self.thresholds)})" if self.thresholds else ""
         if self.regressions:
             names = [f"{r.scope}: {r.metric}" if r.scope else r.metric for r in self.regressions]
-            same = " (the artifacts are byte-identical: measurements moved)" if self.same_artifacts else ""
+            # (a board's tighter size budget over the same files had been said "measurements moved")
+            limits = {r.metric.partition(":")[2] for r in self.rows if r.metric.startswith("limit:")}
+            moved = ("budgets moved" if any(r.metric.partition(":")[2] in limits for r in self.regressions)
+                     else "measurements moved")
+            same = f" (the artifacts are byte-identical: {moved})" if self.same_artifacts else ""
             return f"{len(names)} regression{'s' * (len(names) != 1)}: {few(names)}{gate}{same}"
         same = "; the artifacts are byte-identical" if self.same_artifacts else ""
         if not self.rows:
@@ -360,6 +364,8 @@ class _Timing:
     ms: float | None
     kind: str
     busy: float | None = None
+    basis: Any = None
+    """An estimate's: the profile's peaks and bandwidth it was made from."""
 
     @property
     def said(self) -> str:
@@ -380,7 +386,8 @@ def _latency(manifest: Mapping[str, Any]) -> _Timing:
                        _get(manifest, "measured", "latency", "busy_elsewhere"))
     estimate = _get(manifest, "validation", "latency_estimate", "estimate_ms")
     if estimate is not None:
-        return _Timing(estimate, f"roofline estimate for {_get(manifest, 'target', 'name', default='?')}")
+        return _Timing(estimate, f"roofline estimate for {_get(manifest, 'target', 'name', default='?')}",
+                       basis=_get(manifest, "target", "profile", "compute"))
     return _Timing(None, "none")
 
 
@@ -401,6 +408,8 @@ def _compare_latency(rows: _Rows, old: _Timing, new: _Timing) -> None:
     busy = is_busy(old.busy) or is_busy(new.busy)
     if old.kind.startswith("measured on ") and new.kind.startswith("measured on "):
         same_kind = old.kind == new.kind and not busy  # the same idle machine, or the ratio says nothing
+    elif old.basis is not None and new.basis is not None:  # estimates from the same peaks (a Pi's
+        same_kind = old.basis == new.basis  # against a phone's had been compared as +55.8%)
     else:
         same_kind = _latency_kind(old.kind) == _latency_kind(new.kind) and not busy
     if not same_kind:

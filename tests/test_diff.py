@@ -352,9 +352,18 @@ def test_a_latency_timed_on_a_busy_machine_is_flagged_not_compared(bundles, tmp_
     assert row(diff(bundles["fp32"], calm, "latency=10%"), "latency").regression  # (below BUSY_ELSEWHERE)
 
 
-def test_two_estimates_are_compared(bundles):
+def test_two_estimates_are_compared(bundles, tmp_path):
     d = diff(bundles["rpi-fp32"], bundles["pi-tight-fp32"], "latency=0%")
     assert "latency" not in metrics(d)  # same graph, same datasheet: the same estimate
+    # another device's estimate is no change of the bundle's (a Pi's against a phone's had
+    # been compared as +55.8%)
+    phone = shutil.copytree(bundles["rpi-fp32"], tmp_path / "phone")
+    manifest = json.loads((phone / "manifest.json").read_text())
+    manifest["target"]["profile"]["compute"]["memory_bandwidth_gbps"] *= 4
+    manifest["validation"]["latency_estimate"]["estimate_ms"] /= 2
+    (phone / "manifest.json").write_text(json.dumps(manifest))
+    latency = row(diff(bundles["rpi-fp32"], phone, "latency=0%"), "latency")
+    assert not latency.comparable and latency.regression is None
 
 
 def test_a_new_bundle_that_misses_its_own_budget_is_a_regression(bundles):
@@ -362,6 +371,8 @@ def test_a_new_bundle_that_misses_its_own_budget_is_a_regression(bundles):
     budget = row(d, "budget:artifact_size")
     assert (budget.old, budget.new) == (True, False) and budget.regression.startswith("now missed")
     assert d.exit_code == 12
+    # the same files under a tighter budget: the budget moved, not a measurement
+    assert d.same_artifacts and "(the artifacts are byte-identical: budgets moved)" in d.summary()
     # and it stays one while it is not fixed
     assert row(diff(bundles["pi-tight-fp32"], bundles["pi-tight-fp32"]), "budget:artifact_size").regression \
         .startswith("still missed")
