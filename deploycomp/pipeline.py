@@ -875,6 +875,14 @@ def _build(opts: BuildOptions) -> BuildResult:
         # (it had been ignored without a word: arrays are the model's inputs as they are)
         log.warning("--preprocess applies to image folders and built-in samples; %s hold%s the model's inputs as "
                     "they are: not applied", few(Path(d).name for d in arrays), "s" if len(arrays) == 1 else "")
+        spec_used = None
+    else:  # what the bundle's inputs were made with, for whoever feeds it (it had been nowhere in the
+        # bundle): --preprocess, or an image folder's own spec
+        from deploycomp.preprocess import SPEC_FILE
+
+        own = [Path(d) / SPEC_FILE for d in arrays if isinstance(d, (str, os.PathLike)) and (Path(d) / SPEC_FILE).is_file()]
+        used = spec if spec is not None else load_spec(own[0]) if own else None
+        spec_used = used.model_dump(mode="json") if used is not None else None
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
     for name, *shapes in opts.profiles:
@@ -1332,6 +1340,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "graph": cost.to_json(),
             "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
+                           **({"preprocess": spec_used} if spec_used else {}),
                            # how the outputs were judged, for a check elsewhere (the engine on the device)
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
                            **({"judge_channels": prep.channels} if prep.channels else {}),

@@ -180,3 +180,23 @@ def test_a_folders_own_spec_passed_over_for_preprocess_is_said(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         load_samples(folder, {"x": (1, 3, 8, 8)}, {"x": np.dtype("float32")}, PreprocessSpec())
     assert "--preprocess is used" not in caplog.text
+
+
+def test_the_bundle_records_the_preprocessing_its_inputs_were_made_with(real_model, tmp_path):
+    """Whoever feeds a bundle needs the preprocessing its validation inputs were made with:
+    --preprocess, or an image folder's own calibration.yaml, is in the manifest
+    (``validation.preprocess``); it had been nowhere in the bundle."""
+    import deploycomp
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        _saved(folder, f"{i}.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    model = real_model("yolov8n")
+    given = deploycomp.build(model, tmp_path / "a", inputs={"images": (1, 3, 320, 320)}, validation_data=folder,
+                             preprocess="resize: letterbox")
+    assert given.manifest["validation"]["preprocess"]["resize"] == "letterbox"
+    (folder / "calibration.yaml").write_text("resize: resize\nchannel_order: bgr\n")
+    own = deploycomp.build(model, tmp_path / "b", inputs={"images": (1, 3, 320, 320)}, validation_data=folder)
+    assert own.manifest["validation"]["preprocess"]["channel_order"] == "bgr"
