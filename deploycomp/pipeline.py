@@ -436,6 +436,34 @@ def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
     ``--input`` fixes can be read from. Raw images (a folder) and iterables give none. A
     file that cannot be read, or holds Python objects, is refused here, with its own
     reason: the dynamic dims' error had hidden it."""
+    return _array_shapes((opts.calibration, opts.validation_data))
+
+
+def _shapes_for(prep: Prepared, source: Any) -> dict[str, tuple[int, ...]]:
+    """The build's shapes, with each input that has a TensorRT profile at ``source``'s own
+    sample shape where that is another inside the profile: calibration data and validation
+    data each at theirs (calibration at the profile's OPT beside validation at its MIN
+    had been refused, with a hint to --input the build then refused beside --profile)."""
+    if not prep.profiles or not isinstance(source, (str, os.PathLike)):
+        return prep.shapes
+    found = _array_shapes((source,))
+    current = input_shapes(prep.model)
+    shapes = dict(prep.shapes)
+    for name, (lo, _, hi) in prep.profiles.items():
+        _, array_shape = _data_shape(found, name, current)
+        if array_shape and sample_layout(tuple(array_shape), tuple(shapes[name])) is None:
+            taken = _shape_from_data(current.get(name, list(shapes[name])), tuple(array_shape))
+            if taken is not None and within_profile(taken, lo, hi):
+                shapes[name] = taken
+            elif taken is not None:  # (the refusal's hint had been --input, refused beside --profile)
+                raise InputDataError(f"{Path(source).name}: input '{name}' has samples of shape "
+                                     f"{'x'.join(map(str, taken))}, outside its --profile ({'x'.join(map(str, lo))} "
+                                     f"to {'x'.join(map(str, hi))}): give data inside it, or a profile that holds it")
+    return shapes
+
+
+def _array_shapes(sources) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """:func:`_data_shapes` of these sources, the later's arrays over the earlier's."""
     import zipfile
 
     def header(f) -> tuple[tuple[int, ...], np.dtype]:
@@ -445,7 +473,7 @@ def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
         return tuple(shape), dtype
 
     out: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for source in (opts.calibration, opts.validation_data):
+    for source in sources:
         if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
             continue
         path = Path(source)
@@ -917,14 +945,14 @@ def _build(opts: BuildOptions) -> BuildResult:
         raise
     dtypes = {v.name: np.dtype(v.dtype.numpy()) for v in prep.model.graph.inputs}
     try:
-        calibration = datasets.calibration_set(opts.calibration, prep.shapes, dtypes, spec, opts.sample_kind,
-                                               prep.nan_ok)
+        calibration = datasets.calibration_set(opts.calibration, _shapes_for(prep, opts.calibration), dtypes, spec,
+                                               opts.sample_kind, prep.nan_ok)
         if needs_calibration and calibration is None:  # an example without a built-in set for its inputs
             raise InputDataError(f"{NEEDS_CALIBRATION}; the built-in {opts.sample_kind} samples have no calibration "
                                  "set for this model's inputs")
         # nothing calibrates a model that carries its own encodings (fp16's search judges on them)
         calibrates = own is None or opts.precision not in ("int8", "fp32")
-        validation, calibration = datasets.validation_set(opts.validation_data, calibration, prep.shapes, dtypes, spec,
+        validation, calibration = datasets.validation_set(opts.validation_data, calibration, _shapes_for(prep, opts.validation_data), dtypes, spec,
                                                           opts.sample_kind, prep.nan_ok, calibrates,
                                                           opts.validation_samples)
         # (what the data says of the check; only an int8 build is fitted to its calibration data)

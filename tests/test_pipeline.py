@@ -706,6 +706,29 @@ def test_a_branch_that_fails_at_the_shapes_names_the_input_that_picks_it(real_mo
     assert frozen.manifest["validation"]["ok"]
 
 
+def test_calibration_and_validation_data_each_at_their_own_shape_inside_a_profile(real_model, tmp_path):
+    """A TensorRT profile over text-line widths 320 to 960: calibration lines at 640 (its
+    OPT) beside validation lines at 320 had been refused ("expected [1, 3, 48, 320] ... (if
+    the model takes that size: --input x:1x3x48x640)", which the build then refused beside
+    --profile): each file is read at its own shape inside the profile."""
+    from deploycomp.sample_data import ocr_line_samples
+
+    np.savez(tmp_path / "wide.npz", x=np.concatenate(ocr_line_samples((1, 3, 48, 640))))
+    np.savez(tmp_path / "narrow.npz", x=np.concatenate(ocr_line_samples((1, 3, 48, 320))))
+    profile = ["x:1x3x48x320:1x3x48x640:1x3x48x960"]
+    for calibration, validation, width in (("wide", "narrow", 320), ("narrow", "wide", 640)):
+        runner = deploycomp.build(real_model("ppocr-rec"), tmp_path / calibration, target="nvidia-t4",
+                                  precision="fp16", profiles=profile, calibration=tmp_path / f"{calibration}.npz",
+                                  validation_data=tmp_path / f"{validation}.npz")
+        assert runner.manifest["validation"]["ok"]
+        assert any(f"validated at 1x3x48x{width}" in a for a in runner.manifest["assumptions"])
+    np.savez(tmp_path / "wider.npz", x=np.concatenate(ocr_line_samples((1, 3, 48, 1280))))
+    with pytest.raises(InputDataError, match=r"wider.npz: input 'x' has samples of shape 1x3x48x1280, outside its "
+                                             r"--profile \(1x3x48x320 to 1x3x48x960\)"):
+        deploycomp.build(real_model("ppocr-rec"), tmp_path / "c", target="nvidia-t4", precision="fp16",
+                         profiles=profile, calibration=tmp_path / "wider.npz", validation_data=tmp_path / "narrow.npz")
+
+
 def test_a_npy_for_a_model_of_several_inputs_is_said_before_its_dynamic_dims(tmp_path):
     """A voice detector with 4 cache inputs given `--calibration speech.npy`: the error
     was about dynamic dims, and the .npy's own problem came only once --input was given."""
