@@ -391,13 +391,19 @@ def _check_declared_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dty
 def _layout(array_shape: tuple[int, ...], shape: tuple[int, ...], batched: bool,
             profile: Mapping[str, Sequence[int]] | None) -> str | None:
     """How an array of ``array_shape`` holds samples of ``shape`` (:func:`sample_layout`),
-    or of a shape the bundle's ``profile`` takes: ``one`` or ``stacked``; None: it holds none."""
+    or of a shape the bundle's ``profile`` takes: ``one``, ``stacked``, or ``rows`` (samples
+    of batch 1 concatenated, where the profile takes batch 1: 5 images for a bundle built at
+    its profile's batch 2 had been refused as one batch of 5, past the profile's 4, where a
+    bundle built at batch 1 of the same profile took them); None: it holds none."""
     layout = sample_layout(array_shape, shape, batched)
     if layout is None and profile is not None:
         if within_profile(array_shape, profile["min"], profile["max"]):
             return "one"
         if len(array_shape) == len(shape) + 1 and within_profile(array_shape[1:], profile["min"], profile["max"]):
             return "stacked"
+        if batched and len(array_shape) == len(shape) and within_profile((1, *array_shape[1:]), profile["min"],
+                                                                         profile["max"]):
+            return "rows"
     return layout
 
 
@@ -484,6 +490,8 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
         layout = _layout(tuple(arr.shape), shape, batched, (profiles or {}).get(name))
         if layout == "one":
             chunks = [arr]
+        elif layout == "rows":
+            chunks = [arr[i : i + 1] for i in range(arr.shape[0])]
         elif layout == "concatenated":
             chunks = [arr[i : i + shape[0]] for i in range(0, arr.shape[0], shape[0])]
         elif layout == "stacked":

@@ -414,6 +414,23 @@ def test_a_profile_validates_at_the_users_sample_shape_inside_it(tiny_conv, tmp_
     assert runner.manifest["validation"]["latency_estimate"]["flops"] > 2 * 16 * 16 * 8 * 27
 
 
+def test_run_takes_images_of_batch_1_whatever_batch_a_profile_bundle_was_built_at(tiny_conv, tmp_path):
+    """A 1 / 2 / 4 profile validated at its OPT batch 2 (8 images): 5 images given to
+    ``run`` as one array had been refused as a batch of 5, past the profile's 4, where a
+    bundle of the same profile built at batch 1 took them: rows of batch 1 it takes."""
+    from tests.test_cli import cli
+
+    x = np.random.default_rng(2).random((8, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4", validation_data=tmp_path / "val.npz",
+                              profiles=["x:1x3x16x16:2x3x16x16:4x3x16x16"])
+    assert runner.manifest["io"]["inputs"][0]["shape"] == [2, 3, 16, 16]
+    np.savez(tmp_path / "five.npz", x=x[:5])
+    code, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "five.npz", "--outputs", tmp_path / "o.npz")
+    assert code == 0, stderr
+    assert np.load(tmp_path / "o.npz")["probs"].shape == (5, 4)
+
+
 def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
 
     runner = deploycomp.build(tiny_conv, tmp_path / "b", target="nvidia-t4",
