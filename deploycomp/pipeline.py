@@ -439,6 +439,17 @@ def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
     return _array_shapes((opts.calibration, opts.validation_data))
 
 
+def _preprocessing_used(spec: Any, sources: Sequence[Any]) -> dict | None:
+    """What the bundle's image inputs were made with, for whoever feeds it (it had been
+    nowhere in the bundle): ``--preprocess``, or the first image folder's own spec."""
+    from deploycomp.preprocess import SPEC_FILE
+
+    if spec is None:
+        own = [Path(d) / SPEC_FILE for d in sources if isinstance(d, (str, os.PathLike)) and (Path(d) / SPEC_FILE).is_file()]
+        spec = load_spec(own[0]) if own else None
+    return spec.model_dump(mode="json") if spec is not None else None
+
+
 def _shapes_for(prep: Prepared, source: Any) -> dict[str, tuple[int, ...]]:
     """The build's shapes, with each input that has a TensorRT profile at ``source``'s own
     sample shape where that is another inside the profile: calibration data and validation
@@ -513,13 +524,12 @@ def _shape_problem(prep: Prepared) -> InputDataError | None:
         return None
     shown = few(f"{n}: {'x'.join(map(str, s)) or 'a scalar'}" for n, s in prep.shapes.items())
     guessed = "; ".join(prep.guessed.values())
-    deciding = _branch_inputs(prep.model) if "If" in why else []
-    # (a branch for another input value may not take these shapes: Silero VAD's for 8 kHz,
-    # where the data held sr=16000, had been called a shape problem with no word of --freeze)
-    branch = (f"; an If's branch fails at these shapes, which may not be the one your inputs take: --freeze "
-              f"{deciding[0]}=VALUE folds the input that picks it ({few(deciding)} decide" + ("s" if len(deciding) == 1
-                                                                                             else "") + ")"
-              if deciding else "")
+    branch = ""
+    if deciding := (_branch_inputs(prep.model) if "If" in why else []):
+        # (a branch for another input value may not take these shapes: Silero VAD's for 8 kHz,
+        # where the data held sr=16000, had been called a shape problem with no word of --freeze)
+        branch = (f"; an If's branch fails at these shapes, which may not be the one your inputs take: --freeze "
+                  f"{deciding[0]}=VALUE folds the input that picks it (the If reads {few(deciding)})")
     return InputDataError(f"the model does not run at input shape(s) {shown}, in ONNX Runtime either ({why})"
                           + (f"; {guessed}" if guessed else "") + branch + "; --input NAME:SHAPE sets each")
 
@@ -904,13 +914,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         log.warning("--preprocess applies to image folders and built-in samples; %s hold%s the model's inputs as "
                     "they are: not applied", few(Path(d).name for d in arrays), "s" if len(arrays) == 1 else "")
         spec_used = None
-    else:  # what the bundle's inputs were made with, for whoever feeds it (it had been nowhere in the
-        # bundle): --preprocess, or an image folder's own spec
-        from deploycomp.preprocess import SPEC_FILE
-
-        own = [Path(d) / SPEC_FILE for d in arrays if isinstance(d, (str, os.PathLike)) and (Path(d) / SPEC_FILE).is_file()]
-        used = spec if spec is not None else load_spec(own[0]) if own else None
-        spec_used = used.model_dump(mode="json") if used is not None else None
+    else:
+        spec_used = _preprocessing_used(spec, arrays)
 
     profiles = {name: (lo, opt, hi) for name, lo, opt, hi in opts.profiles}
     for name, *shapes in opts.profiles:
@@ -952,7 +957,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                                  "set for this model's inputs")
         # nothing calibrates a model that carries its own encodings (fp16's search judges on them)
         calibrates = own is None or opts.precision not in ("int8", "fp32")
-        validation, calibration = datasets.validation_set(opts.validation_data, calibration, _shapes_for(prep, opts.validation_data), dtypes, spec,
+        validation, calibration = datasets.validation_set(opts.validation_data, calibration,
+                                                          _shapes_for(prep, opts.validation_data), dtypes, spec,
                                                           opts.sample_kind, prep.nan_ok, calibrates,
                                                           opts.validation_samples)
         # (what the data says of the check; only an int8 build is fitted to its calibration data)

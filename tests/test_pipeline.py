@@ -699,7 +699,7 @@ def test_a_branch_that_fails_at_the_shapes_names_the_input_that_picks_it(real_mo
     np.savez(tmp_path / "vad.npz", input=np.stack([s["input"] for s in samples]),
              state=np.stack([s["state"] for s in samples]), sr=np.full(len(samples), 16000, np.int64))
     with pytest.raises(InputDataError, match=r"sr: a scalar.*an If's branch fails at these shapes, which may not be "
-                                             r"the one your inputs take: --freeze sr=VALUE folds the input that picks it"):
+                                             r"the one your inputs take: --freeze sr=VALUE folds the input that picks it \(the If reads sr\)"):
         deploycomp.build(real_model("silero-vad"), tmp_path / "b", validation_data=tmp_path / "vad.npz")
     frozen = deploycomp.build(real_model("silero-vad"), tmp_path / "f", validation_data=tmp_path / "vad.npz",
                               freeze={"sr": 16000})
