@@ -92,7 +92,8 @@ def build_auto(opts, build_one: Callable) -> Any:
                           "build_seconds": m["measured"].get("build_seconds"),
                           "latency_kind": "measured" if m["measured"].get("latency") else "roofline estimate",
                           "min_cosine": min(o["cosine"] for o in m["validation"]["outputs"].values()),
-                          "reason": "meets every budget" if not failed else f"misses {', '.join(failed)}"})
+                          "reason": "meets every budget" if not failed else f"misses {', '.join(failed)}",
+                          **({"missed": failed} if failed else {})})
             results[precision] = result
         ok = [t for t in tried if t["ok"]]
         missed = "; ".join(t["precision"] + ": " + t["reason"] for t in tried)
@@ -101,7 +102,7 @@ def build_auto(opts, build_one: Callable) -> Any:
         if not ok:  # --no-fail: the closest candidate is kept, as a single precision's miss is
             # (it had exited 8 and written nothing)
             closest = min((t for t in tried if t["precision"] in results),
-                          key=lambda t: (t["reason"].count(",") + 1, -t["min_cosine"], t["latency_ms"]))
+                          key=lambda t: (len(t.get("missed", ())), -t["min_cosine"], t["latency_ms"]))
             result = results[closest["precision"]]
             result.manifest["auto"] = {"requested": "auto", "chosen": closest["precision"], "candidates": tried,
                                        "why": f"{closest['precision']}: no precision meets every budget ({missed}); "
