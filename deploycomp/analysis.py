@@ -110,6 +110,10 @@ class GraphCost:
     io_elements: int = 0
     """Elements of the graph's inputs and outputs: what crosses to an accelerator that keeps
     its activations on chip (a profile's ``on_chip_mb``)."""
+    gathered_parameters: int = 0
+    """Of the parameters, the elements of tables only a ``Gather`` reads (a text encoder's
+    word embeddings): an inference reads the rows it gathers, which its output counts, not
+    the table (BERT-base's 23.4M-element table had been counted as read whole each time)."""
 
     @property
     def flops(self) -> int:
@@ -134,6 +138,7 @@ class GraphCost:
             "memory_elements": self.memory_elements,
             "kernels": self.kernels,
             "io_elements": self.io_elements,
+            "gathered_parameters": self.gathered_parameters,
         }
 
 
@@ -335,6 +340,8 @@ def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost
     tensors += [n.attributes["value"].as_tensor() for n in graph if n.op_type == "Constant" and "value" in n.attributes]
     params = sum(t.size for t in tensors)
     weight_bytes = sum(t.nbytes for t in tensors)
+    gathered = sum(v.const_value.size for v in graph.initializers.values() if v.const_value is not None
+                   and (uses := list(v.uses())) and all(u.op_type == "Gather" and i == 0 for u, i in uses))
     return GraphCost(
         inputs=input_shapes(model),
         outputs={v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or [])] for v in graph.outputs},
@@ -352,6 +359,7 @@ def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost
         memory_elements=int(in_memory),
         kernels=kernels,
         io_elements=sum(_value_elements(v, dims) for v in (*graph.inputs, *graph.outputs)),
+        gathered_parameters=int(gathered),
     )
 
 
@@ -384,10 +392,11 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
         return part * BYTES_PER_ELEMENT[precision] + (1 - part) * BYTES_PER_ELEMENT["fp32"]
 
     elem, activation = bytes_per_element(share), bytes_per_element(moved)
+    read = cost.parameters - cost.gathered_parameters  # (the rows a Gather reads are its output's)
     if on_chip_mb is None:
-        bytes_moved = cost.parameters * elem + 2 * cost.memory_elements * activation
+        bytes_moved = read * elem + 2 * cost.memory_elements * activation
     else:
-        bytes_moved = max(0.0, cost.parameters * elem - on_chip_mb * 1e6) + cost.io_elements * activation
+        bytes_moved = max(0.0, read * elem - on_chip_mb * 1e6) + cost.io_elements * activation
     compute_ms = (cost.flops * share / peak_tops
                   + (cost.flops * (1 - share) / float_tops if share < 1.0 else 0.0)) / (1e12 * efficiency) * 1e3
     memory_ms = bytes_moved / (bandwidth_gbps * 1e9 * (memory_efficiency or efficiency)) * 1e3

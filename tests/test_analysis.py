@@ -320,3 +320,22 @@ def test_the_edge_tpu_streams_only_what_its_cache_does_not_hold():
     assert 308 / 1.25 < vgg["estimate_ms"] < 308 * 1.25
     cached = estimate(dataclasses.replace(cost, parameters=4_000_000))  # within the cache: the input and output only
     assert cached["bytes"] == cost.io_elements and cached["memory_ms"] < vgg["memory_ms"] / 100
+
+
+def test_a_table_only_gather_reads_is_not_counted_as_read_whole():
+    """A text encoder's word embeddings (30522 x 128 here) feed a Gather: an inference reads
+    the rows its token ids pick, which the Gather's output counts, not the table (BERT-base's
+    23.4M-element table had been counted as read whole each time, ~0.4 ms on a T4)."""
+    from deploycomp.analysis import analyze, roofline_ms
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((30522, 128)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.standard_normal((128, 128)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["e"]),
+                               helper.make_node("MatMul", ["e", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 128])], [table, w])
+    cost = analyze(ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    assert cost.parameters == 30522 * 128 + 128 * 128 and cost.gathered_parameters == 30522 * 128
+    estimate = roofline_ms(cost, "fp32", 1.0, 68, 0.35)
+    assert estimate["bytes"] < 128 * 128 * 4 + 4 * 16 * 128 * 4 * 2  # the weights and a few activations, no table

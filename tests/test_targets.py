@@ -24,6 +24,18 @@ def test_shipped_profiles_validate(name):
     assert set(prof.precisions) <= set(prof.fidelity)
 
 
+@pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin", "nvidia-l4"])
+def test_fp32_on_tensor_core_gpus_is_estimated_at_tf32(name):
+    """TensorRT runs fp32 convolutions and products as TF32 on the tensor cores by default
+    from Ampere on: the fp32 peak of those profiles is half their fp16 one, not the CUDA
+    cores' (YOLO11 fp32 on the Orins had been estimated 2.2-5.5x slower than published).
+    The T4 (Turing) has no TF32."""
+    peaks = load_target(name).compute.peak_tops
+    assert peaks["fp32"] == pytest.approx(peaks["fp16"] / 2, rel=0.01)
+    t4 = load_target("nvidia-t4").compute.peak_tops
+    assert t4["fp32"] < t4["fp16"] / 4
+
+
 def test_list_includes_host_and_all_shipped():
     assert set(list_targets()) == {"host", *SHIPPED}
 
