@@ -280,6 +280,16 @@ INT8_FASTER = 1.05
 the same runtime is said not to be faster."""
 
 
+INT8_JSON = ("int8_layers", "float_compute_layer_count", "dynamic_layers", "int8_mac_share", "executed_int8_mac_share",
+             "range_method", "budget_met", "calibration_samples", "calibration_data")
+"""What ``--json`` says of an int8 build: the layers, the MACs that run int8, the ranges,
+whether the search met the budget (only the manifest had said: a CI job read none of it)."""
+
+
+def _int8_json(quant: dict) -> dict:
+    return {key: quant[key] for key in INT8_JSON if key in quant}
+
+
 def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     val = manifest["validation"]
     if as_json:
@@ -294,6 +304,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             "latency_estimate": val["latency_estimate"], "artifacts": manifest["artifacts"],
             "auto": manifest.get("auto"),
             **({"fp16": manifest["fp16"]} if "fp16" in manifest else {}),  # what stayed fp32, and why
+            **({"int8": _int8_json(manifest["quantization"])} if manifest.get("quantization") else {}),
             **({"judge_boxes_suggested": val["judge_boxes_suggested"]} if val.get("judge_boxes_suggested") else {}),
             **({"judge_masks_suggested": val["judge_masks_suggested"]} if val.get("judge_masks_suggested") else {}),
         }))

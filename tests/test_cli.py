@@ -35,6 +35,15 @@ def test_build_json_run_and_inspect(tiny_conv, tmp_path):
     assert summary["fp16"]["fp32_tensors"] == {}  # the fp16 record: nothing left fp16's range here
     if "executes_fp32" in summary["fp16"]:  # said why, and did so
         assert summary["executed_precision"] == "fp32"
+    assert "int8" not in summary
+    # an int8 build says its layers, the share of MACs that runs int8 and its ranges (only
+    # the manifest had: a CI job reading --json saw none of it)
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    code, stdout, stderr = cli("build", tiny_conv, "--out", tmp_path / "i8", "--precision", "int8", "--input",
+                               "x:1x3x16x16", "--calibration", tmp_path / "c.npz", "--json")
+    assert code == 0, stderr
+    int8 = json.loads(stdout)["int8"]
+    assert int8["int8_layers"] >= 1 and 0 < int8["int8_mac_share"] <= 1 and int8["range_method"] and int8["budget_met"]
 
     x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
     np.savez(tmp_path / "in.npz", x=x)
