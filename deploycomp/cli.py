@@ -469,7 +469,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         est = val["latency_estimate"]
         left = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in (est.get("not_counted") or {}).items())
         bound = f"; a lower bound: {left} not counted" if est.get("lower_bound") else ""
-        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound{bound})")
+        # (the fixed time of a GPU's kernels is most of a small model's estimate: said, not folded in)
+        kernels = (f", {est['kernel_overhead_ms']:.2f} ms of it the fixed time of {est['kernels']} kernels"
+                   if est.get("kernel_overhead_ms") else "")
+        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound{kernels}{bound})")
         here = manifest["measured"].get("latency_here")
         if here:
             click.echo(f"  latency {here['median_ms']:.2f} ms measured on {here['where']}")

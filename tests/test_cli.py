@@ -365,6 +365,20 @@ def test_validation_inputs_of_one_class_are_said(real_model, tmp_path):
     assert code == 0 and "top-1 agreement 1.000" in stdout and "on every sample" not in stdout
 
 
+def test_a_gpu_estimate_says_how_much_of_it_is_its_kernels_fixed_time(tiny_conv, tmp_path):
+    """On a GPU profile the roofline adds a fixed time per kernel, most of a small model's
+    estimate: the summary line says how much, and a CPU profile's line has none."""
+    code, stdout, stderr = cli("build", tiny_conv, "--target", "nvidia-t4", "--precision", "fp16", "--input",
+                               "x:1x3x16x16", "--out", tmp_path / "t4")
+    assert code == 0, stderr
+    line = next(x for x in stdout.splitlines() if "roofline estimate" in x)
+    assert re.search(r"ms of it the fixed time of \d+ kernels", line), line
+    code, stdout, stderr = cli("build", tiny_conv, "--target", "raspberry-pi-5", "--input", "x:1x3x16x16",
+                               "--out", tmp_path / "pi")
+    assert code == 0, stderr
+    assert "kernels" not in next(x for x in stdout.splitlines() if "roofline estimate" in x)
+
+
 def test_an_output_no_sample_says_anything_of_is_said_not_judged(tiny_conv, tmp_path):
     """A ``--judge-boxes`` rule no row passed on any validation photo had read "[ok]" with
     cosine 1.000000 over nothing: the status line and the report say nothing was judged
