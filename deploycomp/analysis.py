@@ -24,7 +24,7 @@ from deploycomp.ir import float_only, uses_through
 from deploycomp.shapes import dynamic_dims, input_shapes
 
 __all__ = ["COMPARISONS", "ELEMENTWISE", "MOVES", "SELECTIONS", "GraphCost", "analyze", "angle_outputs", "compared",
-           "control_flow_layers", "dim_values", "int8_mac_share", "integer_valued_inputs", "level_outputs", "lookup_ranges",
+           "control_flow_layers", "cpu_split", "dim_values", "int8_mac_share", "integer_valued_inputs", "level_outputs", "lookup_ranges",
            "mac_share", "nan_inputs", "node_macs", "RECURRENT", "REPEATING", "roofline_ms"]
 
 MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -361,6 +361,23 @@ def analyze(model: ir.Model, dims: Mapping[str, int] | None = None) -> GraphCost
         io_elements=sum(_value_elements(v, dims) for v in (*graph.inputs, *graph.outputs)),
         gathered_parameters=int(gathered),
     )
+
+
+def cpu_split(model: ir.Model, ops: Iterable[str]) -> dict | None:
+    """Where a device compiler that hands the ops ``ops`` to the host CPU splits ``model``
+    (a profile's ``cpu_fallback_ops``): at the first of them in the graph's order,
+    everything from there on running on the CPU (the Edge TPU compiler partitions a graph
+    once). None when the model has none of them. YOLOv8n's box decoding divides once near
+    its end: its build had been refused whole."""
+    ops = set(ops)
+    nodes = [n for n in model.graph if n.op_type not in _FUSED_QDQ]  # (an int8 model's encodings)
+    first = next((i for i, n in enumerate(nodes) if n.op_type in ops), None)
+    if first is None:
+        return None
+    macs = [node_macs(n) or 0 for n in nodes]
+    total = sum(macs)
+    return {"first_node": nodes[first].name, "op": nodes[first].op_type, "cpu_nodes": len(nodes) - first,
+            "nodes": len(nodes), "device_mac_share": round(sum(macs[:first]) / total, 4) if total else None}
 
 
 def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbps: float, efficiency: float,

@@ -1096,6 +1096,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                 # had written its fp32 build's file without a word)
                 fp16_info.setdefault("executes_fp32", "the model arrives int8: its weights stay int8 and its float "
                                                       "parts compute f32, as in its fp32 build")
+            if target.cpu_fallback_ops and (split := analysis.cpu_split(model, target.cpu_fallback_ops)):
+                lowered = replace(lowered, info={**lowered.info, "cpu_split": split})
             return validate(lowered)
 
         def lower_and_validate(model: ir.Model):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -107,23 +107,6 @@ class TFLiteRunner:
         return out
 
 
-def cpu_split(model: ir.Model, ops: Iterable[str]) -> dict | None:
-    """Where a device compiler that hands the ops ``ops`` to the host CPU splits ``model``:
-    at the first of them in the graph's order, everything from there on running on the CPU
-    (the Edge TPU compiler partitions a graph once). None when the model has none of them.
-    YOLOv8n's box decoding divides once near its end: its build had been refused whole."""
-    from deploycomp.analysis import node_macs
-
-    nodes = [n for n in model.graph if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]  # (int8 I/O's)
-    first = next((i for i, n in enumerate(nodes) if n.op_type in set(ops)), None)
-    if first is None:
-        return None
-    macs = [node_macs(n) or 0 for n in nodes]
-    total = sum(macs)
-    return {"first_node": nodes[first].name, "op": nodes[first].op_type, "cpu_nodes": len(nodes) - first,
-            "nodes": len(nodes), "device_mac_share": round(sum(macs[:first]) / total, 4) if total else None}
-
-
 class TFLiteBackend:
     name = "tflite"
     precisions = PRECISIONS
@@ -207,8 +190,6 @@ class TFLiteBackend:
                 extra["edgetpu_cpu_fallback"] = (
                     f"the Edge TPU compiler maps only int8 ops; these would run on the host CPU: "
                     f"{', '.join(f'{op} x{n}' for op, n in sorted(cpu.items()))}" if cpu else "none")
-        if target.cpu_fallback_ops and (split := cpu_split(model, target.cpu_fallback_ops)) is not None:
-            extra["cpu_split"] = split
         return Lowered(
             files=[path],
             info={
