@@ -33,8 +33,9 @@ __all__ = ["FAIL_FAST_SAMPLES", "STRICTER_ROUNDS", "coverage_hint", "float_layer
 
 log = logging.getLogger(__name__)
 
-OVERLAPS = ("min_box_iou", "min_mask_iou", "min_mask_regions")
-"""What a search trial records of the overlap budgets it was judged by, beside its cosine."""
+OVERLAPS = {"box_iou": "box IoU", "mask_iou": "mask IoU", "mask_regions": "mask regions"}
+"""The overlap metrics a budget may judge beside cosine (how each is said): a search trial
+records the worst of each it was judged by as ``min_<metric>``."""
 
 
 FAIL_FAST_SAMPLES = 4
@@ -214,8 +215,8 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         # what a candidate missed by, where not its cosine (a box budget: every trial had read
         # "met: false" at cosine 0.99996 with no word of why)
-        overlaps = {key: round(min(values), 6) for key in OVERLAPS
-                    if (values := [m[key[4:]] for m in metrics.values() if key[4:] in m])}
+        overlaps = {f"min_{key}": round(min(values), 6) for key in OVERLAPS
+                    if (values := [m[key] for m in metrics.values() if key in m])}
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
                        "min_cosine": round(worst, 6), **overlaps, "met": verdict.met, "samples": len(outs)})
@@ -242,8 +243,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
             judged_trials = [tr for tr in trials if "min_cosine" in tr]  # (not those the runtime refused)
             # closest by its overlaps first where the budget judges boxes or masks (cosine 1.0000
             # had been said of a YOLO build whose every score an int8 output lost: box IoU 0)
-            info["closest"] = max(judged_trials, key=lambda tr: (min((tr[k] for k in OVERLAPS if k in tr), default=1.0),
-                                                                 tr["min_cosine"])) if judged_trials else None
+            def closeness(tr: dict) -> tuple:
+                return min((tr[f"min_{k}"] for k in OVERLAPS if f"min_{k}" in tr), default=1.0), tr["min_cosine"]
+
+            info["closest"] = max(judged_trials, key=closeness) if judged_trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
                 # as an fp16 build makes it: the tensors its range check keeps fp32 kept (all-fp16,
                 # a spectrogram's 2.6e7 overflowed and the hint said 0.0443; its fp16 build met 0.999998)
@@ -426,8 +429,8 @@ def int8_hint(quant_info: dict | None) -> str:
     if quant_info.get("budget_met", True):
         text = f"only every layer float met it ({layers} layers)"
     else:
-        overlaps = "".join(f", {k[4:].replace('_', ' ').replace('iou', 'IoU')} {closest[k]:.3f}"
-                           for k in OVERLAPS if k in closest)
+        overlaps = "".join(f", {said} {closest[f'min_{key}']:.3f}" for key, said in OVERLAPS.items()
+                           if f"min_{key}" in closest)
         text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; "
                 f"closest cosine {closest.get('min_cosine', float('nan')):.4f}{overlaps} with "
                 f"{closest.get('float_layers', '?')} float)")
