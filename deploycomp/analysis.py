@@ -402,7 +402,8 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
     estimated as fast as its all-int8 build; an fp16 build with 15 of 16 segments kept fp32
     as fast as an all-fp16 one).
     """
-    share = 1.0 if int8_share is None or float_tops is None else min(max(int8_share, 0.0), 1.0)
+    shared = int8_share is not None and float_tops is not None  # (a share of the MACs in ``precision``, the rest fp32)
+    share = min(max(int8_share, 0.0), 1.0) if shared else 1.0
     moved = share if activation_share is None else min(share, max(activation_share, 0.0))
 
     def bytes_per_element(part: float) -> float:  # ``part`` at ``precision``, the rest at fp32
@@ -430,7 +431,7 @@ def roofline_ms(cost: GraphCost, precision: str, peak_tops: float, bandwidth_gbp
         "bytes": int(bytes_moved),
         "kind": "roofline estimate",
         # (given whenever a share was: a consumer of --json had found it at 98% and not at 100%)
-        **({f"{precision}_mac_share": round(share, 4)} if int8_share is not None and float_tops is not None else {}),
+        **({f"{precision}_mac_share": round(share, 4)} if shared else {}),
         # (a dewarper's grid sampling at a size computed from an input's values: "0.00 ms"
         # for 25 ms measured, with no word that nothing was counted)
         **({"lower_bound": True, "not_counted": left_out} if left_out else {}),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import platform
 import re
@@ -548,8 +547,8 @@ def _branch_inputs(model: ir.Model) -> list[str]:
             if value is None or id(value) in seen:
                 continue
             seen.add(id(value))
-            if value.name in inputs and value.shape is not None and math.prod(
-                    d if isinstance(d, int) else 2 for d in value.shape) == 1 and value.name not in found:
+            if value.name in inputs and value.shape is not None and all(d == 1 for d in value.shape) \
+                    and value.name not in found:  # (a scalar, or a shape of ones)
                 found.append(value.name)
             if value.producer() is not None:
                 todo.extend(value.producer().inputs)

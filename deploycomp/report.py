@@ -367,7 +367,7 @@ def _validation_html(val: dict, fidelity: dict) -> str:
     number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
     from deploycomp.boxes import describe_boxes
     from deploycomp.masks import describe_mask
-    from deploycomp.validate import describe_where, unjudged_outputs
+    from deploycomp.validate import describe_one_class, describe_where, unjudged_outputs
 
     data = val.get("data") or {}
     note = ""
@@ -395,9 +395,8 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                     "makes argmax agreement a criterion</span>")
         else:
             top1 = '<span class="muted">-</span>'
-        if (one := m.get("top1_one_class")) is not None:
-            top1 += (f'<br><span class="muted">class {one} on every sample: it says little of the model\'s other '
-                     "answers; validate on inputs of several classes</span>")
+        if (one := describe_one_class(m)) is not None:
+            top1 += f'<br><span class="muted">{html.escape(one)}</span>'
         if m.get("single_value"):
             samples = f'{m["samples"]} <span class="muted">(one value each: held to the error bound, not cosine)</span>'
         else:

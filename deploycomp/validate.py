@@ -35,7 +35,7 @@ from deploycomp.cpu_load import OthersCpu, busy_note
 from deploycomp.angles import unwrap
 from deploycomp.sums import all_finite, dot64, max_abs_diff, sum64
 
-__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_top1", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "with_user_limits", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
+__all__ = ["QUIET", "BudgetCheck", "Where", "check_where", "escaped", "unescaped", "entry_axis", "entries_shape", "row_entries", "score_source", "split_rule", "ranked_list_column", "compare_outputs", "describe_one_class", "describe_top1", "describe_where", "masked_outputs", "parse_where", "budget_shortfall", "decided_failures", "describe_speedup", "speedup_of", "unsteady", "fidelity_failures", "fidelity_met", "with_user_limits", "LATENCY_PRECISION", "RunTimes", "latency_of", "measure_latency", "output_scales",
            "noise_allowance", "pass_through", "peak_rss_growth", "summarize", "weak_channels", "MAX_CHANNELS",
            "channel_axis", "channel_name", "channel_scales", "split_channels"]
 
@@ -469,16 +469,21 @@ model's others. Inputs the model was not given as it expects often do this (a de
 unscaled 0..255 images: one saturated class everywhere), as does a set of one kind."""
 
 
+def describe_one_class(metrics: Mapping[str, Any]) -> str | None:
+    """The one class every sample gave, where that was so (:data:`ONE_CLASS_SAMPLES`), as
+    the summary and the report say it."""
+    if (one := metrics.get("top1_one_class")) is None:
+        return None
+    return (f"class {one} on every sample: it says little of the model's other answers; validate on inputs of "
+            "several classes")
+
+
 def describe_top1(metrics: Mapping[str, Any]) -> str | None:
-    """How an output's top-1 agreement is said (summary, report), with the one class every
-    sample gave where that was so (:data:`ONE_CLASS_SAMPLES`)."""
+    """How an output's top-1 agreement is said (summary), with :func:`describe_one_class`."""
     if "top1_agreement" not in metrics:
         return None
     said = f"top-1 agreement {metrics['top1_agreement']:.3f}"
-    if (one := metrics.get("top1_one_class")) is not None:
-        said += (f" (class {one} on every sample: it says little of the model's other answers; "
-                 "validate on inputs of several classes)")
-    return said
+    return said + (f" ({one})" if (one := describe_one_class(metrics)) else "")
 
 
 def describe_where(metrics: Mapping[str, Any]) -> str | None:
