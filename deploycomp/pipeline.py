@@ -324,10 +324,9 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
         source, array_shape = _data_shape(data_shapes, name, current)
-        if array_shape and sample_layout(tuple(array_shape), tuple(opt)) is None:
-            taken = _shape_from_data(current.get(name, list(opt)), tuple(array_shape))
-            if taken is not None and within_profile(taken, lo, hi):
-                shapes[name], at = taken, f"the shape of each sample in {source} (inside its TensorRT profile)"
+        taken = _sample_shape(current.get(name, list(opt)), opt, array_shape)
+        if taken is not None and within_profile(taken, lo, hi):
+            shapes[name], at = taken, f"the shape of each sample in {source} (inside its TensorRT profile)"
         if tuple(lo) != tuple(hi):  # (the summary had not said that the rest of the range went unchecked)
             assumed.append(f"{name}: validated at {'x'.join(map(str, shapes[name]))}, {at}, not at its other shapes "
                            f"({'x'.join(map(str, lo))} to {'x'.join(map(str, hi))})")
@@ -461,15 +460,22 @@ def _shapes_for(prep: Prepared, source: Any) -> dict[str, tuple[int, ...]]:
     shapes = dict(prep.shapes)
     for name, (lo, _, hi) in prep.profiles.items():
         _, array_shape = _data_shape(found, name, current)
-        if array_shape and sample_layout(tuple(array_shape), tuple(shapes[name])) is None:
-            taken = _shape_from_data(current.get(name, list(shapes[name])), tuple(array_shape))
-            if taken is not None and within_profile(taken, lo, hi):
-                shapes[name] = taken
-            elif taken is not None:  # (the refusal's hint had been --input, refused beside --profile)
-                raise InputDataError(f"{Path(source).name}: input '{name}' has samples of shape "
-                                     f"{'x'.join(map(str, taken))}, outside its --profile ({'x'.join(map(str, lo))} "
-                                     f"to {'x'.join(map(str, hi))}): give data inside it, or a profile that holds it")
+        taken = _sample_shape(current.get(name, list(shapes[name])), shapes[name], array_shape)
+        if taken is not None and within_profile(taken, lo, hi):
+            shapes[name] = taken
+        elif taken is not None:  # (the refusal's hint had been --input, refused beside --profile)
+            raise InputDataError(f"{Path(source).name}: input '{name}' has samples of shape "
+                                 f"{'x'.join(map(str, taken))}, outside its --profile ({'x'.join(map(str, lo))} "
+                                 f"to {'x'.join(map(str, hi))}): give data inside it, or a profile that holds it")
     return shapes
+
+
+def _sample_shape(dims, shape, array_shape) -> tuple[int, ...] | None:
+    """The shape of each sample a data array of ``array_shape`` holds, where it holds no
+    samples of ``shape`` (an input of ``dims`` as the file declares them), else None."""
+    if not array_shape or sample_layout(tuple(array_shape), tuple(shape)) is not None:
+        return None
+    return _shape_from_data(dims, tuple(array_shape))
 
 
 def _array_shapes(sources) -> dict[str, tuple[str, tuple[int, ...]]]:
