@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -824,8 +824,9 @@ def without_int8_options(opts: BuildOptions) -> BuildOptions:
     """``opts`` for a candidate of another precision than int8 (``--precision auto``): the
     int8 options left to the int8 candidate (``--int8-io`` had disqualified fp16 and fp32
     as usage errors)."""
-    return replace(opts, int8_io=None, keep_float=[], int8_range=None, int8_time_limit=None,
-                   int8_boosters=None)
+    unset = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+             for f in fields(BuildOptions) if f.name in {key for _, key in INT8_ONLY}}
+    return replace(opts, int8_io=None, **unset)
 
 
 def unused_options(opts: BuildOptions) -> list[str]:
