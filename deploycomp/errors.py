@@ -135,6 +135,12 @@ PP-OCRv4 det read "internal error (Fail): [ONNXRuntimeError] : 1 : FAIL : ...
 Failed to allocate memory"."""
 
 
+_NO_THREAD = _re.compile(r"can't start new thread|cannot start new thread")
+"""Python's words when the kernel refuses a thread (each takes a stack of address space
+and a process slot): under ``ulimit -v 2G`` a host fp16 build of U^2-Net-p stopped so in
+its range check's worker pool and read "internal error (RuntimeError)"."""
+
+
 def out_of_memory(e: BaseException) -> bool:
     """Whether ``e`` says memory ran out (Python's MemoryError, or a native runtime's words)."""
     return isinstance(e, MemoryError) or bool(_OUT_OF_MEMORY.search(str(e)))
@@ -146,6 +152,9 @@ def environment_problem(e: BaseException) -> EnvironmentProblem | None:
         return e
     if out_of_memory(e):
         return EnvironmentProblem("out of memory (the build needs more RAM than this machine could give)")
+    if isinstance(e, RuntimeError) and _NO_THREAD.search(str(e)):
+        return EnvironmentProblem("could not start a thread: the machine's memory or process limits (ulimit -v or "
+                                  "-u, a container's memory or pids limit) are below what the build needs")
     if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
         where = f": {e.filename}" if e.filename else ""
         if not e.filename and e.errno in (_errno.ENOSPC, _errno.EDQUOT):

@@ -516,6 +516,9 @@ def test_a_native_runtime_out_of_memory_is_the_environments(tiny_conv, tmp_path)
     for e in (arena, RuntimeError("std::bad_alloc"), MemoryError()):
         assert environment_problem(e).exit_code == 10 and "out of memory" in str(environment_problem(e))
     assert environment_problem(RuntimeError("Failed to allocate the output tensor's name")) is None
+    # under ``ulimit -v 2G`` a host fp16 build of U^2-Net-p could not start its range check's threads
+    thread = environment_problem(RuntimeError("can't start new thread"))
+    assert thread.exit_code == 10 and "could not start a thread" in str(thread) and "ulimit" in str(thread)
 
     def limited():  # room for the interpreter and the runtimes, not for a 1.5 GB tensor
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))

@@ -43,7 +43,8 @@ def estimate_bytes(job: Job) -> int:
     """Memory a build may need: the runtimes and Python (~1 GB) plus a multiple of the
     model's size (weights held by the reference, the optimizer and the backend; an int8
     build also holds calibration statistics and candidate models; the float tensors its
-    ranking keeps size themselves to a quarter of the memory free when it starts, see
+    ranking keeps size themselves to a quarter of the memory free when it starts (the least
+    of the machine's, the cgroup's and ``ulimit -v``'s: :mod:`deploycomp.memory`), see
     :func:`deploycomp.quant.downstream.tap_budget`)."""
     size = job.path.stat().st_size
     return int(1.0 * GB + size * (16 if job.precision in ("int8", "auto") else 8))
