@@ -554,7 +554,7 @@ def _build_options(f):
                      help="Inputs to validate on: .npz/.npy, or an image folder (with --preprocess). Default: a part "
                           "of --calibration held out.")(f)
     f = click.option("--validation-samples", type=click.IntRange(min=0),
-                     help="Validate on at most this many samples, spread over the set (default 8; 0: every one; a "
+                     help="Validate on at most this many samples, spread over the set (default 16; 0: every one; a "
                           "rare flip shows only over many).")(f)
     f = click.option("--preprocess", metavar="SPEC",
                      help="How images become inputs: a YAML file or inline mapping (resize, channel_order, scale, "
