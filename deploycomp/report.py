@@ -378,6 +378,8 @@ def _validation_html(val: dict, fidelity: dict) -> str:
                 "<code>--preprocess</code>.</p>")
     elif data.get("source") == "built-in":
         note = f'<p class="warn">Validated on built-in samples, not your data ({html.escape(val["inputs"])}).</p>'
+    for said in data.get("notes") or []:  # what the data says of the check (few samples, repeats, ...)
+        note += f'<p class="warn">{html.escape(said)}</p>'
     if unjudged := unjudged_outputs(val["outputs"]):
         note += (f'<p class="warn"><b>Nothing judged</b> on {html.escape(", ".join(unjudged))}: no validation sample '
                  "is informative there (a rule nothing passes, an output ~0 on every input); validate on inputs "

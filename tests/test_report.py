@@ -66,6 +66,20 @@ def test_guessed_inputs_are_flagged(tiny_conv, tmp_path):
     assert "checked on <b>guessed inputs</b>" in (tmp_path / "b" / "report.html").read_text()
 
 
+def test_what_the_data_says_of_the_check_is_in_the_report(tiny_conv, tmp_path):
+    """The data notes (a validation set of 6 samples: up to 39% of inputs like them could
+    miss a budget each met) were in the summary, the manifest and --json, not the report."""
+    import numpy as np
+
+    np.savez(tmp_path / "v.npz", x=np.random.default_rng(0).random((6, 1, 3, 16, 16), dtype=np.float32))
+    deploycomp.build(tiny_conv, tmp_path / "b", inputs={"x": (1, 3, 16, 16)}, validation_data=tmp_path / "v.npz")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["validation"]["data"]["miss_share_95"] == 0.393
+    note = manifest["validation"]["data"]["notes"][0]
+    assert note.startswith("validation data: 6 samples: even where each meets the budget, up to 39%")
+    assert f'<p class="warn">{note}</p>' in (tmp_path / "b" / "report.html").read_text()
+
+
 def test_the_report_says_which_shapes_the_bundle_takes_and_what_was_assumed(dynamic_hw_relu, tiny_conv, tmp_path):
     """A TensorRT bundle's profile range and the build's assumptions were in the manifest
     alone (a probe found no shapes, profiles or assumptions in any report)."""
