@@ -93,8 +93,11 @@ def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = 
 
 def _headrooms(mount: Path, path: str, limit_file: str, usage_file: str, stat_file: str, inactive: str):
     """Each limited cgroup's headroom from the process's own up to the mount's root."""
-    own = mount / path if path and (mount / path).is_dir() else mount
-    folder = own
+    parts = [p for p in path.split("/") if p]
+    # the deepest folder the mount holds of the path or of a tail of it (a container's mount
+    # starts below the host's path), else the mount's root
+    folder = next((mount.joinpath(*parts[i:]) for i in range(len(parts)) if mount.joinpath(*parts[i:]).is_dir()),
+                  mount)
     while True:
         limit = _number(folder / limit_file)
         if limit is not None:

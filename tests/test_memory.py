@@ -46,6 +46,12 @@ def test_a_container_sees_its_cgroup_at_the_mounts_root(tmp_path):
     proc, root = _v2(tmp_path, str(2 * GB), GB // 2)
     proc.write_text("0::/system.slice/docker-abc.scope\n")
     assert memory.cgroup_headroom(proc, root) == GB + GB // 2
+    job = root / "job"  # a limited child of the container's cgroup, named from the host's root
+    job.mkdir()
+    (job / "memory.max").write_text(f"{GB}\n")
+    (job / "memory.current").write_text(f"{GB // 4}\n")
+    proc.write_text("0::/system.slice/docker-abc.scope/job\n")
+    assert memory.cgroup_headroom(proc, root) == GB - GB // 4
 
 
 def test_cgroup_v1_with_its_no_limit_number(tmp_path):

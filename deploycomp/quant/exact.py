@@ -16,7 +16,22 @@ device's: its kernels sum in their own.
 
 from __future__ import annotations
 
-__all__ = ["exact_qdq_options", "written_options"]
+__all__ = ["ARENA_ROOM_BYTES", "exact_qdq_options", "written_options"]
+
+ARENA_ROOM_BYTES = 4 << 30
+"""Below this much memory free (:func:`deploycomp.memory.available_bytes`: the machine's,
+a container's limit, ``ulimit -v``) when a session is made, it allocates without ONNX
+Runtime's CPU arena, which keeps each session's peak and rounds its growth up. The
+arithmetic is the same; the int8 search of U^2-Net-p (320x320, 2 sessions at a time)
+peaked at 2.7 GB instead of 3.9 and took 9% longer (110 against 101 s): in a 3.5 GB
+container it had been killed by the kernel at 3.7 GB."""
+
+
+def _arena(options) -> None:
+    from deploycomp.memory import available_bytes
+
+    free = available_bytes()
+    options.enable_cpu_mem_arena = free is None or free >= ARENA_ROOM_BYTES
 
 
 def exact_qdq_options(threads: int | None = None):
@@ -28,6 +43,7 @@ def exact_qdq_options(threads: int | None = None):
     options.log_severity_level = 4  # errors are raised (and said in one line), not printed too
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.disable_quant_qdq", "1")
+    _arena(options)
     if threads:
         options.intra_op_num_threads = threads
     return options
@@ -46,6 +62,7 @@ def written_options(threads: int | None = None):
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors are raised (and said in one line), not printed too
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    _arena(options)
     if threads:
         options.intra_op_num_threads = threads
     return options
