@@ -231,12 +231,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
 
     def record(result) -> tuple[ir.Model, dict]:
         """The quantized model and its manifest record (``quantization``) for a search result."""
+        held_to = 1 - (1 - fidelity.min_cosine) * limit["margin"]  # the limit the search held to
         info = result.info | {"calibration_data": label, "calibration_sha256": datasets.digest(samples),
-                              "min_cosine": fidelity.min_cosine,
-                              # the limit the search held to (``held_out_min_cosine``, its first name,
-                              # measured nothing held out: kept for readers of it)
-                              "search_min_cosine": 1 - (1 - fidelity.min_cosine) * limit["margin"],
-                              "held_out_min_cosine": 1 - (1 - fidelity.min_cosine) * limit["margin"],
+                              "min_cosine": fidelity.min_cosine, "search_min_cosine": held_to,
+                              # (its first name, which measured nothing held out: kept for its readers)
+                              "held_out_min_cosine": held_to,
                               "min_top1_agreement": fidelity.min_top1_agreement,
                               "held_out_is_calibration": len(samples) < 4, "budget_judged_on_samples": len(judged),
                               "acceptance": "user metric (API)" if opts.int8_accept else "cosine"}

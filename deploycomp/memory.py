@@ -1,5 +1,5 @@
 """Memory this process can still have, for what sizes itself to it (the fleet's local pool,
-the float taps the int8 ranking keeps, the fp16 range check's tensors per run).
+the float taps the int8 ranking keeps, whether the QDQ sessions keep ONNX Runtime's arena).
 
 The machine's free memory is not the whole answer on a CI runner: a container's cgroup
 limit (Docker's ``--memory``, a Kubernetes pod's limit) and ``ulimit -v`` bound a build
