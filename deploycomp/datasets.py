@@ -244,8 +244,10 @@ def _constant(samples: list[dict[str, np.ndarray]]) -> list[str]:
 
 def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
     """What the user's data says about how much a check on it is worth, for the summary
-    and the manifest (``validation.data.notes``): samples that repeat, validation samples
-    that are calibration ones, constant inputs. Raises InputDataError where calibration
+    and the manifest (``validation.data.notes``): a validation set under
+    :data:`FEW_VALIDATION_SAMPLES` (said, not logged as a warning: a CI log of builds on a
+    few held-out samples is not a log of faults), samples that repeat, validation samples
+    that are calibration ones, constant inputs (each also a warning). Raises InputDataError where calibration
     data holds nothing to calibrate on (every float input constant in every sample and no
     other input varying: an all-zero set built ok at cosine 0.99999 on itself, and its
     bundle found nothing in a photo; a text model's constant float mask beside its token
@@ -266,12 +268,13 @@ def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
         n, distinct = len(d.samples), len(set(digests[what]))
         if n > 1 and distinct <= n / 2:
             notes.append(f"{what}: {distinct} distinct of {n} samples (the same inputs repeated)")
+    few_samples = []  # said with the rest, not warned of: a small set is no fault of the data
     if validation.source in ("user", "held-out"):
         n = len(set(digests["validation data"]))
         if n < FEW_VALIDATION_SAMPLES:
-            notes.append(f"validation data: {n} sample{'' if n == 1 else 's'}: even where each meets the "
-                         f"budget, up to {miss_share_bound(n):.0%} of inputs like them could miss it "
-                         f"({CONFIDENCE:.0%} confidence; 30 samples bound it at {miss_share_bound(30):.0%})")
+            few_samples.append(f"validation data: {n} sample{'' if n == 1 else 's'}: even where each meets the "
+                               f"budget, up to {miss_share_bound(n):.0%} of inputs like them could miss it "
+                               f"({CONFIDENCE:.0%} confidence; 30 samples bound it at {miss_share_bound(30):.0%})")
         if constant := _constant(validation.samples):
             notes.append(f"validation data: input(s) {few(constant)} constant in every sample: the check says little "
                          "of inputs the model sees")
@@ -284,7 +287,7 @@ def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
                              "(--calibration alone holds a part of it out)")
     for note in notes:
         log.warning("%s", note)
-    return notes
+    return few_samples + notes
 
 
 def digest(samples: list[dict[str, np.ndarray]]) -> str:
