@@ -34,7 +34,7 @@ from deploycomp import sample_data
 from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import PreprocessSpec
 
-__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "built_in_validation", "calibration_set", "digest",
+__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "built_in_validation", "calibration_set", "digest", "items",
            "split_held_out", "user_set", "validation_set"]
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ class DataSet:
         return self.source in ("guessed", "random")
 
     def to_json(self) -> dict:
-        n = len(self.samples)
-        return {"label": self.label, "source": self.source, "samples": n, "guessed": self.guessed,
+        n = len(items(self.samples))  # (inputs, not batches)
+        return {"label": self.label, "source": self.source, "samples": len(self.samples), "guessed": self.guessed,
                 "said": SOURCES[self.source], "sha256": digest(self.samples),
                 **({"miss_share_95": round(miss_share_bound(n), 3)} if n and not self.guessed else {}),
                 **({"notes": self.notes} if self.notes else {})}
@@ -231,6 +231,22 @@ def validation_set(validation_source, calibration: DataSet | None, shapes, dtype
     return _limit(built_in_validation(shapes, dtypes, kind, spec), most), calibration
 
 
+def items(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The inputs a set holds, one per batch row: a sample of a model built at batch 8 is 8
+    of them (every input's first axis of one size above 1); any other sample is one. What
+    the data notes count: at batch 32 the 32 photos of a validation set had read "1 sample:
+    up to 95% of inputs like them could miss"."""
+    out: list[dict[str, np.ndarray]] = []
+    for sample in samples:
+        arrays = {k: np.asarray(v) for k, v in sample.items()}
+        firsts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+        if len(firsts) == 1 and (b := firsts.pop()) > 1:
+            out.extend({k: a[i] for k, a in arrays.items()} for i in range(b))
+        else:
+            out.append(arrays)
+    return out
+
+
 def _sample_digests(samples: list[dict[str, np.ndarray]]) -> list[str]:
     """Each sample's :func:`digest`, to tell samples apart by content."""
     return [digest([s]) for s in samples]
@@ -270,7 +286,7 @@ def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
             notes.append(f"{what}: {distinct} distinct of {n} samples (the same inputs repeated)")
     few_samples = []  # said with the rest, not warned of: a small set is no fault of the data
     if validation.source in ("user", "held-out"):
-        n = len(set(digests["validation data"]))
+        n = len(set(_sample_digests(items(validation.samples))))
         if n < FEW_VALIDATION_SAMPLES:
             few_samples.append(f"validation data: {n} sample{'' if n == 1 else 's'}: even where each meets the "
                                f"budget, up to {miss_share_bound(n):.0%} of inputs like them could miss it "

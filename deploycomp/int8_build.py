@@ -118,10 +118,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
                             "and outputs still as typed")
     opts.progress("int8 calibration")
     samples, label = calibration.samples, calibration.label
-    if len(samples) < FEW_CALIBRATION_SAMPLES:  # (it built without a word on one)
+    seen = len(datasets.items(samples))  # (inputs, not batches: 16 photos at batch 8 had read "2 samples")
+    if seen < FEW_CALIBRATION_SAMPLES:  # (it built without a word on one)
         log.warning("int8: %d calibration sample%s: the ranges, and the search for float layers, see only %s; "
-                    "%d or more inputs like those the model will see hold better", len(samples),
-                    "" if len(samples) == 1 else "s", "it" if len(samples) == 1 else "them", 4 * FEW_CALIBRATION_SAMPLES)
+                    "%d or more inputs like those the model will see hold better", seen,
+                    "" if seen == 1 else "s", "it" if seen == 1 else "them", 4 * FEW_CALIBRATION_SAMPLES)
     held = samples[-max(1, min(4, len(samples) // 4)):] if len(samples) >= 4 else samples
     calib = samples[: len(samples) - len(held)] if len(samples) >= 4 else samples
     # candidates are judged on every calibration sample, not only the few held out for the

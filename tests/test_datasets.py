@@ -224,3 +224,18 @@ def test_a_few_validation_samples_say_how_little_a_pass_bounds(caplog):
     assert round(miss_share_bound(6), 3) == 0.393 and round(miss_share_bound(59), 3) == 0.05
     assert DataSet(samples[8:14], "val.npz (6 samples)", "user").to_json()["miss_share_95"] == 0.393
     assert "miss_share_95" not in DataSet(samples[:2], "photos", "guessed").to_json()
+
+
+def test_a_batched_sample_counts_its_rows_as_inputs():
+    """At batch 32 the 32 photos of a validation set are one sample of the build: they had
+    read "1 sample: up to 95% of inputs like them could miss"; they are 32 inputs."""
+    from deploycomp.datasets import data_notes, items
+
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.random((32, 3, 8, 8), dtype=np.float32)}
+    assert len(items([batch])) == 32 and len(items([{"x": batch["x"][:1]}])) == 1
+    assert len(items([{"x": batch["x"][:4], "n": np.array([4, 4, 4])}])) == 1  # (axes that differ: no batch)
+    validation = DataSet([batch], "val.npz (32 samples)", "user")
+    assert data_notes(None, validation) == [] and validation.to_json()["miss_share_95"] == 0.089
+    few = DataSet([{"x": batch["x"][:8]}], "val.npz (8 samples)", "user")
+    assert data_notes(None, few)[0].startswith("validation data: 8 samples: even where each meets")

@@ -1108,3 +1108,18 @@ def test_a_bundle_that_runs_almost_nothing_int8_says_so(tiny_conv, tmp_path, cap
                                    "fp16_mac_share": 0.0}}
     _print_summary(manifest, tmp_path / "b", as_json=False)
     assert "fp16: almost nothing runs fp16 (0% of MACs): the budget needs fp32 here" in capsys.readouterr().out
+
+
+def test_calibration_at_a_batch_counts_its_inputs_not_its_batches(tiny_conv, tmp_path, caplog):
+    """16 photos at batch 8 are 2 samples of the build: they had been warned of as "2
+    calibration samples: ... 16 or more inputs hold better"."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tiny_conv, tmp_path / "b", precision="int8", inputs={"x": (8, 3, 16, 16)},
+                         calibration=_calibration(tmp_path, n=16))
+    assert not [r for r in caplog.records if "calibration sample" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="deploycomp"):
+        deploycomp.build(tiny_conv, tmp_path / "c", precision="int8", inputs={"x": (1, 3, 16, 16)},
+                         calibration=_calibration(tmp_path, n=2))
+    assert [r for r in caplog.records if r.getMessage().startswith("int8: 1 calibration sample:")]  # (1 held out)
