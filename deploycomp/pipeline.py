@@ -49,7 +49,7 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import write_manifest_and_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import (InputSpec, check_sizes, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
+from deploycomp.shapes import (InputSpec, check_profile, check_sizes, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
 from deploycomp.targets import Fidelity, TargetProfile, check_op_names, cpu_name, is_shipped, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
@@ -320,6 +320,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, (lo, opt, hi) in profiles.items():
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")
+        check_profile(model, name, {"MIN": lo, "OPT": opt, "MAX": hi}, given)
         shapes[name], at = opt, "its TensorRT profile's OPT"
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)

@@ -21,7 +21,7 @@ import onnx_ir as ir
 from deploycomp.errors import InputDataError, few, onnxruntime_run_error
 from deploycomp.ir import uses_through
 
-__all__ = ["InputSpec", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "named_dim_clash", "parse_input_spec",
+__all__ = ["InputSpec", "check_profile", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "named_dim_clash", "parse_input_spec",
            "shape_error", "sized_by_dim_names"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
@@ -282,6 +282,29 @@ def check_specs(model: ir.Model, specs: list[InputSpec], refixed: list[str] | No
             refixed.append(f"{name}: the model fixes {old}; built for {'x'.join(map(str, resolved[name]))} as --input "
                            "gives (strict shape inference accepts it)")
     return resolved
+
+
+def check_profile(model: ir.Model, name: str, bounds: Mapping[str, Sequence[int]],
+                  given: Mapping[str, tuple[int, ...]]) -> None:
+    """Each of a TensorRT profile's shapes (``bounds``: ``{"MIN": ..., "OPT": ..., "MAX": ...}``)
+    that gives a dim the model fixes another size, checked as ``--input``'s are
+    (:func:`check_specs`; ``given``: the other inputs' shapes). A profile of 1 to 8 on a
+    ResNet-50 whose Reshape bakes in batch 1 had built "[ok]" at OPT 1 and failed in that
+    Reshape at every other batch the bundle took."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    shape = inputs[name].shape if name in inputs else None
+    if shape is None:
+        return
+    checked: set[tuple[int, ...]] = set()
+    for what, dims in bounds.items():
+        dims = tuple(dims)
+        if dims in checked or len(dims) != len(shape) or not any(
+                _is_static(have) and have != want for want, have in zip(dims, shape)):
+            continue
+        checked.add(dims)
+        if why := shape_error(model, {**given, name: dims}):
+            raise InputDataError(f"--profile {name}: the model fixes {_declared(model, name)} and its graph does not "
+                                 f"run at {'x'.join(map(str, dims))} (the profile's {what}): {why}")
 
 
 ProfileSpec = tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]

@@ -121,3 +121,32 @@ def test_a_profile_given_as_the_hint_spells_it_says_what_a_profile_takes():
     with pytest.raises(InputDataError, match=r"^--profile 'images:MIN:OPT:MAX': MIN, OPT and MAX must each be a "
                                              r"shape, e\.g\. images:1x3x320x320:4x3x320x320:8x3x320x320$"):
         parse_profile_spec("images:MIN:OPT:MAX")
+
+
+def test_a_profile_is_checked_at_each_shape_the_model_fixes_otherwise(tmp_path):
+    """A ResNet-50 of IR 3 whose Reshape bakes in batch 1: ``--profile x:1x..:1x..:8x..``
+    on a TensorRT target built "[ok]" at OPT 1 and failed in that Reshape at every other
+    batch the bundle took. Each of MIN, OPT and MAX that re-sizes a fixed dim is checked
+    as --input's shape is, naming which."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from deploycomp.shapes import check_profile
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 16])])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load_model(path).model
+    check_profile(model, "x", {"MIN": (1, 4, 2, 2), "OPT": (1, 4, 2, 2), "MAX": (1, 4, 2, 2)}, {})  # its own shape
+    with pytest.raises(InputDataError, match=r"^--profile x: the model fixes 1x4x2x2 and its graph does not run at "
+                                             r"8x4x2x2 \(the profile's MAX\): .*Reshape"):
+        check_profile(model, "x", {"MIN": (1, 4, 2, 2), "OPT": (1, 4, 2, 2), "MAX": (8, 4, 2, 2)}, {})
+    import deploycomp
+
+    with pytest.raises(InputDataError, match=r"the profile's MAX"):  # through a build: refused before any pass
+        deploycomp.build(path, tmp_path / "b", target="nvidia-t4", profiles=["x:1x4x2x2:1x4x2x2:8x4x2x2"])
+    assert not (tmp_path / "b").exists()
