@@ -456,7 +456,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         # (two figures for one bundle had stood unexplained: 8.01 ms here, 15.02 in auto's line)
         when = (f"measured when built; {auto['latency_ms']:.2f} ms timed in turns with the other candidates"
                 if auto else "measured")
-        click.echo(f"  latency {lat['median_ms']:.2f} ms ({when}): "
+        click.echo(f"  latency {lat['median_ms']:.2f} ms{_per_batch(manifest, lat['median_ms'])} ({when}): "
                    f"{describe_speedup(manifest['measured']['speedup_vs_onnxruntime'], reference_label(manifest['measured']))}"
                    + (f"; {busy}" if busy else ""))
         # (not on a busy or unsteady timing: followed, auto had timed the same int8 1.4x faster)
@@ -472,7 +472,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         # (the fixed time of a GPU's kernels is most of a small model's estimate: said, not folded in)
         kernels = (f", {est['kernel_overhead_ms']:.2f} ms of it the fixed time of {est['kernels']} kernels"
                    if est.get("kernel_overhead_ms") else "")
-        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms (roofline estimate, {est['bound']}-bound{kernels}{bound})")
+        click.echo(f"  latency ~{est['estimate_ms']:.2f} ms{_per_batch(manifest, est['estimate_ms'])} (roofline "
+                   f"estimate, {est['bound']}-bound{kernels}{bound})")
         here = manifest["measured"].get("latency_here")
         if here:
             click.echo(f"  latency {here['median_ms']:.2f} ms measured on {here['where']}")
@@ -484,6 +485,20 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     for c in val["budgets"] + manifest["measured"].get("budgets", []):
         if not c["ok"]:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
+
+
+def batch_of(manifest: dict) -> int | None:
+    """The batch a bundle was timed at: every input's first dim, where they share one above 1."""
+    shapes = [i.get("shape") or [] for i in (manifest.get("io") or {}).get("inputs", [])]
+    firsts = {s[0] if s and isinstance(s[0], int) else None for s in shapes}
+    return firsts.pop() if len(firsts) == 1 and (next(iter(firsts)) or 0) > 1 else None
+
+
+def _per_batch(manifest: dict, ms: float) -> str:
+    """" per batch of 8 (1.25 ms an input)" where the bundle runs a batch (a latency budget
+    at batch 8 had read "1.0578 ms misses the budget 1 ms", a batch unsaid)."""
+    b = batch_of(manifest)
+    return f" per batch of {b} ({ms / b:.2f} ms an input)" if b else ""
 
 
 def _keep_initializer_inputs(f):
