@@ -519,6 +519,12 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
         per_input[name] = [c.astype(want) for c in chunks]
     if misfits:  # every input that does not fit named in the hint: a user who fixes one should not meet the next
         name, got, shape, sample = misfits[0]
+        if batched and sample is not None and tuple(sample) == tuple(shape) and len(got) == len(shape) and shape[0] > 1:
+            # rows of the right shape, not a whole number of batches (the hint had offered the
+            # --input already given)
+            raise InputDataError(f"{path}: input '{name}' holds {got[0]} samples of {list(shape[1:])}, not a whole "
+                                 f"number of batches of {shape[0]} (the batch of {list(shape)}): give a multiple of "
+                                 f"{shape[0]}")
         flags = " ".join(f"--input {n}:{'x'.join(map(str, s))}" for n, _, _, s in misfits if s)
         also = f" ({len(misfits) - 1} more input(s) likewise)" if len(misfits) > 1 else ""
         hint = f" (if the model takes that size: {flags})" if flags and resizable else ""

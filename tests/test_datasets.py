@@ -111,7 +111,8 @@ def test_the_misfit_hint_says_samples_of_a_batch_come_in_multiples_of_it(tmp_pat
     from deploycomp.sample_data import load_npz_samples
 
     np.savez(tmp_path / "val.npz", ids=np.zeros((6, 32), np.int64))
-    with pytest.raises(InputDataError, match=r"has shape \[6, 32\], expected \[4, 32\], 4N x \[32\] or N x \[4, 32\]"):
+    with pytest.raises(InputDataError, match=r"holds 6 samples of \[32\], not a whole number of batches of 4 "
+                                             r"\(the batch of \[4, 32\]\): give a multiple of 4"):
         load_npz_samples(tmp_path / "val.npz", {"ids": (4, 32)}, {"ids": np.dtype(np.int64)}, resizable=False)
     np.savez(tmp_path / "val.npz", ids=np.zeros((8, 32), np.int64))
     assert len(load_npz_samples(tmp_path / "val.npz", {"ids": (4, 32)}, {"ids": np.dtype(np.int64)})) == 2
@@ -239,3 +240,16 @@ def test_a_batched_sample_counts_its_rows_as_inputs():
     assert data_notes(None, validation) == [] and validation.to_json()["miss_share_95"] == 0.089
     few = DataSet([{"x": batch["x"][:8]}], "val.npz (8 samples)", "user")
     assert data_notes(None, few)[0].startswith("validation data: 8 samples: even where each meets")
+
+
+def test_rows_that_are_not_whole_batches_are_said_so():
+    """5 samples for a build at batch 8 had been refused with a hint to pass the --input
+    already given; the count is what is wrong."""
+    from deploycomp.sample_data import samples_from_arrays
+
+    shapes, dtypes = {"x": (8, 3, 4, 4)}, {"x": np.dtype(np.float32)}
+    with pytest.raises(deploycomp.errors.InputDataError,
+                       match=r"^val.npz: input 'x' holds 5 samples of \[3, 4, 4\], not a whole number of batches of 8 "
+                             r"\(the batch of \[8, 3, 4, 4\]\): give a multiple of 8$"):
+        samples_from_arrays({"x": np.zeros((5, 3, 4, 4), np.float32)}, "val.npz", shapes, dtypes)
+    assert len(samples_from_arrays({"x": np.zeros((16, 3, 4, 4), np.float32)}, "val.npz", shapes, dtypes)) == 2
