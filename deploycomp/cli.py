@@ -487,17 +487,12 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             click.echo(f"  missed: {c['budget']} = {c['value']:g}{c['unit']} (limit {c['limit']:g}{c['unit']})")
 
 
-def batch_of(manifest: dict) -> int | None:
-    """The batch a bundle was timed at: every input's first dim, where they share one above 1."""
-    shapes = [i.get("shape") or [] for i in (manifest.get("io") or {}).get("inputs", [])]
-    firsts = {s[0] if s and isinstance(s[0], int) else None for s in shapes}
-    return firsts.pop() if len(firsts) == 1 and (next(iter(firsts)) or 0) > 1 else None
-
-
 def _per_batch(manifest: dict, ms: float) -> str:
     """" per batch of 8 (1.25 ms an input)" where the bundle runs a batch (a latency budget
     at batch 8 had read "1.0578 ms misses the budget 1 ms", a batch unsaid)."""
-    b = batch_of(manifest)
+    from deploycomp.datasets import batch_size
+
+    b = batch_size([i.get("shape") or [] for i in (manifest.get("io") or {}).get("inputs", [])])
     return f" per batch of {b} ({ms / b:.2f} ms an input)" if b else ""
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Collection, Iterable, Mapping
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from deploycomp import sample_data
 from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import PreprocessSpec
 
-__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "built_in_validation", "calibration_set", "digest", "items",
+__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "batch_size", "built_in_validation", "calibration_set", "digest", "items",
            "split_held_out", "user_set", "validation_set"]
 
 log = logging.getLogger(__name__)
@@ -231,16 +231,23 @@ def validation_set(validation_source, calibration: DataSet | None, shapes, dtype
     return _limit(built_in_validation(shapes, dtypes, kind, spec), most), calibration
 
 
+def batch_size(shapes: Iterable[Sequence[object]]) -> int | None:
+    """The batch of inputs of these shapes: the first dim every one shares, where it is a
+    number above 1 (else None: one input)."""
+    firsts = {s[0] if len(s) and isinstance(s[0], (int, np.integer)) else None for s in shapes}
+    first = firsts.pop() if len(firsts) == 1 else None
+    return int(first) if first is not None and first > 1 else None
+
+
 def items(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """The inputs a set holds, one per batch row: a sample of a model built at batch 8 is 8
-    of them (every input's first axis of one size above 1); any other sample is one. What
-    the data notes count: at batch 32 the 32 photos of a validation set had read "1 sample:
-    up to 95% of inputs like them could miss"."""
+    """The inputs a set holds, one per batch row (:func:`batch_size`): a sample of a model
+    built at batch 8 is 8 of them; any other sample is one. What the data notes count: at
+    batch 32 the 32 photos of a validation set had read "1 sample: up to 95% of inputs like
+    them could miss"."""
     out: list[dict[str, np.ndarray]] = []
     for sample in samples:
         arrays = {k: np.asarray(v) for k, v in sample.items()}
-        firsts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
-        if len(firsts) == 1 and (b := firsts.pop()) > 1:
+        if b := batch_size([a.shape for a in arrays.values()]):
             out.extend({k: a[i] for k, a in arrays.items()} for i in range(b))
         else:
             out.append(arrays)
