@@ -912,3 +912,8 @@ def test_a_batched_build_says_its_latency_per_batch_and_per_input(tiny_conv, tmp
                                "--out", tmp_path / "j8")  # (an estimate, not a measure: the same words)
     assert code == 0, stderr
     assert re.search(r"latency ~[\d.]+ ms per batch of 8 \([\d.]+ ms an input\) \(roofline", stdout), stdout
+    code, stdout, stderr = cli("build", tiny_conv, "--target", "jetson-orin-nano", "--profile",
+                               "x:1x3x16x16:8x3x16x16:32x3x16x16", "--out", tmp_path / "p")
+    assert code == 0, stderr
+    assert re.search(r"latency ~[\d.]+ ms per batch of 8 \([\d.]+ ms an input\) at its TensorRT profile's OPT "
+                     r"\(not timed at MIN or MAX\) \(roofline", stdout), stdout
