@@ -946,7 +946,8 @@ def test_data_that_says_nothing_is_refused_or_said(tiny_conv, tmp_path, capsys, 
     result = deploycomp.build(tiny_conv, tmp_path / "s", precision="int8", calibration=tmp_path / "same.npz",
                               validation_data=tmp_path / "grey.npz", no_fail=True)
     notes = result.manifest["validation"]["data"]["notes"]
-    assert notes[0] == "calibration data: 1 distinct of 12 samples (the same inputs repeated)"
+    assert notes[0].startswith("validation data: 1 sample: even where each meets the budget")  # (repeats: one)
+    assert notes[1] == "calibration data: 1 distinct of 12 samples (the same inputs repeated)"
     assert any(n.startswith("validation data: input(s) x constant in every sample") for n in notes)
     _print_summary(result.manifest, tmp_path / "s", as_json=False)
     assert "  data: calibration data: 1 distinct of 12 samples" in capsys.readouterr().out
