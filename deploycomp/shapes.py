@@ -302,6 +302,10 @@ def check_profile(model: ir.Model, name: str, bounds: Mapping[str, Sequence[int]
                 _is_static(have) and have != want for want, have in zip(dims, shape)):
             continue
         checked.add(dims)
+        try:  # (a shape too large to run here on zeros is left to the device: MAX 4096 x an image)
+            check_sizes(model, {name: dims})
+        except InputDataError:
+            continue
         if why := shape_error(model, {**given, name: dims}):
             raise InputDataError(f"--profile {name}: the model fixes {_declared(model, name)} and its graph does not "
                                  f"run at {'x'.join(map(str, dims))} (the profile's {what}): {why}")

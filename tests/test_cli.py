@@ -917,3 +917,18 @@ def test_a_batched_build_says_its_latency_per_batch_and_per_input(tiny_conv, tmp
     assert code == 0, stderr
     assert re.search(r"latency ~[\d.]+ ms per batch of 8 \([\d.]+ ms an input\) at its TensorRT profile's OPT "
                      r"\(not timed at MIN or MAX\) \(roofline", stdout), stdout
+
+
+def test_a_profile_whose_max_input_outgrows_the_targets_memory_is_said(tiny_conv, tmp_path):
+    """A 2 GB Orin Nano took a profile whose MAX input alone was 2.5 GB without a word (the
+    bundle is validated and timed at OPT); said, in the assumptions and on stderr."""
+    code, stdout, stderr = cli("build", tiny_conv, "--target", "jetson-orin-nano", "--profile",
+                               "x:1x3x16x16:2x3x16x16:700000x3x16x16", "--out", tmp_path / "p", "--json")
+    assert code == 0, stderr
+    said = [a for a in json.loads(stdout)["assumptions"] if "MAX" in a]
+    assert said == ["x: at its TensorRT profile's MAX 700000x3x16x16 the input alone takes 2051 MB, more than "
+                    "jetson-orin-nano's memory budget of 2048 MB (the bundle is checked at OPT only)"]
+    assert said[0] in stderr
+    code, stdout, stderr = cli("build", tiny_conv, "--target", "jetson-orin-nano", "--profile",
+                               "x:1x3x16x16:2x3x16x16:32x3x16x16", "--out", tmp_path / "q", "--json")
+    assert code == 0 and not [a for a in json.loads(stdout)["assumptions"] if "MAX" in a]
