@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import platform
 import re
@@ -50,7 +49,7 @@ from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
 from deploycomp.report import write_manifest_and_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
-from deploycomp.shapes import (InputSpec, check_profile, check_sizes, check_specs, declare_input_shapes, dynamic_dims, input_shapes,
+from deploycomp.shapes import (InputSpec, check_profile, check_sizes, check_specs, input_bytes, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
 from deploycomp.targets import Fidelity, TargetProfile, check_op_names, cpu_name, is_shipped, load_target
 from deploycomp.trials import SEARCH_MARGIN, backend_options, worst_cosine
@@ -303,10 +302,8 @@ def _over_memory_at_max(model: ir.Model, name: str, hi: Sequence[int], target: T
     (the bundle is validated and timed at OPT)."""
     budget = target.budgets.max_memory_mb
     value = next((v for v in model.graph.inputs if v.name == name), None)
-    if budget is None or value is None or value.dtype is None:
-        return None
-    mb = math.prod(int(d) for d in hi) * value.dtype.itemsize / 2**20
-    if mb <= budget:
+    size = input_bytes(value, hi) if budget is not None and value is not None else None
+    if size is None or (mb := size / 2**20) <= budget:
         return None
     return (f"{name}: at its TensorRT profile's MAX {'x'.join(map(str, hi))} the input alone takes {mb:.0f} MB, "
             f"more than {target.name}'s memory budget of {budget:g} MB (the bundle is checked at OPT only)")

@@ -21,7 +21,7 @@ import onnx_ir as ir
 from deploycomp.errors import InputDataError, few, onnxruntime_run_error
 from deploycomp.ir import uses_through
 
-__all__ = ["InputSpec", "check_profile", "check_specs", "declare_input_shapes", "dynamic_dims", "input_shapes", "named_dim_clash", "parse_input_spec",
+__all__ = ["InputSpec", "check_profile", "check_specs", "input_bytes", "declare_input_shapes", "dynamic_dims", "input_shapes", "named_dim_clash", "parse_input_spec",
            "shape_error", "sized_by_dim_names"]
 
 InputSpec = tuple[str | None, tuple[int, ...]]
@@ -33,6 +33,16 @@ MAX_DIM = 2**31 - 1
 """The largest dim a shape given on the command line may name."""
 
 
+def input_bytes(value: ir.Value, shape: Sequence[int] | None) -> int | None:
+    """Bytes of one sample of the input ``value`` at ``shape``; None where the shape or the
+    element size is not known (a string has no fixed size: refused by name where it must be)."""
+    try:
+        itemsize = value.dtype.itemsize if shape is not None and value.dtype is not None else None
+    except (TypeError, ValueError):
+        return None
+    return None if itemsize is None else math.prod(int(d) for d in shape) * max(1, itemsize)
+
+
 def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
     """One sample of each input fits in half this machine's memory: a model declaring a dim
     of 10^12 had ended in an out-of-memory exit (10: "retry elsewhere"), not a data error."""
@@ -41,16 +51,9 @@ def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
     if (limit := sample_memory_limit()) is None:
         return
     for value in model.graph.inputs:
-        shape = shapes.get(value.name)
-        try:
-            itemsize = value.dtype.itemsize if shape is not None and value.dtype is not None else None
-        except (TypeError, ValueError):  # (a string has no fixed size: refused by name where it must be)
-            itemsize = None
-        if itemsize is None:
-            continue
-        size = math.prod(shape) * max(1, itemsize)
-        if size > limit:
-            raise InputDataError(f"input '{value.name}' at {'x'.join(map(str, shape))} is {size / 1e9:.0f} GB a "
+        size = input_bytes(value, shapes.get(value.name))
+        if size is not None and size > limit:
+            raise InputDataError(f"input '{value.name}' at {'x'.join(map(str, shapes[value.name]))} is {size / 1e9:.0f} GB a "
                                  "sample, more than half this machine's memory: give --input a size the model "
                                  "takes")
 
@@ -291,6 +294,8 @@ def check_profile(model: ir.Model, name: str, bounds: Mapping[str, Sequence[int]
     (:func:`check_specs`; ``given``: the other inputs' shapes). A profile of 1 to 8 on a
     ResNet-50 whose Reshape bakes in batch 1 had built "[ok]" at OPT 1 and failed in that
     Reshape at every other batch the bundle took."""
+    from deploycomp.sample_data import sample_memory_limit
+
     inputs = {v.name: v for v in model.graph.inputs}
     shape = inputs[name].shape if name in inputs else None
     if shape is None:
@@ -302,10 +307,9 @@ def check_profile(model: ir.Model, name: str, bounds: Mapping[str, Sequence[int]
                 _is_static(have) and have != want for want, have in zip(dims, shape)):
             continue
         checked.add(dims)
-        try:  # (a shape too large to run here on zeros is left to the device: MAX 4096 x an image)
-            check_sizes(model, {name: dims})
-        except InputDataError:
-            continue
+        size, limit = input_bytes(inputs[name], dims), sample_memory_limit()
+        if size is not None and limit is not None and size > limit:
+            continue  # (a shape too large to run here on zeros is left to the device: MAX 4096 x an image)
         if why := shape_error(model, {**given, name: dims}):
             raise InputDataError(f"--profile {name}: the model fixes {_declared(model, name)} and its graph does not "
                                  f"run at {'x'.join(map(str, dims))} (the profile's {what}): {why}")

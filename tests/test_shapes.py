@@ -152,3 +152,23 @@ def test_a_profile_is_checked_at_each_shape_the_model_fixes_otherwise(tmp_path):
     with pytest.raises(InputDataError, match=r"the profile's MAX"):  # through a build: refused before any pass
         deploycomp.build(path, tmp_path / "b", target="nvidia-t4", profiles=["x:1x4x2x2:1x4x2x2:8x4x2x2"])
     assert not (tmp_path / "b").exists()
+
+
+def test_one_sample_larger_than_half_the_memory_is_refused_by_its_size():
+    """A model declaring a dim of 10^12 had ended in an out-of-memory exit; an input's size
+    is counted once (``input_bytes``) for this check, a profile's MAX and its memory note."""
+    from onnx import TensorProto, helper
+
+    from deploycomp.shapes import check_sizes, input_bytes
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+                               helper.make_tensor_value_info("s", TensorProto.STRING, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x, s = model.graph.inputs
+    assert input_bytes(x, (8, 4)) == 128 and input_bytes(x, None) is None and input_bytes(s, (1,)) is None
+    check_sizes(model, {"x": (8, 4), "s": (1,)})
+    with pytest.raises(InputDataError, match=r"^input 'x' at 1000000000000x4 is 16000 GB a sample, more than half "
+                                             r"this machine's memory: give --input a size the model takes$"):
+        check_sizes(model, {"x": (10**12, 4)})
