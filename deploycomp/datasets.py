@@ -34,7 +34,7 @@ from deploycomp import sample_data
 from deploycomp.errors import InputDataError, few
 from deploycomp.preprocess import PreprocessSpec
 
-__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "batch_size", "built_in_validation", "calibration_set", "digest", "items",
+__all__ = ["CONFIDENCE", "FEW_VALIDATION_SAMPLES", "MAX_CALIBRATION_SAMPLES", "MAX_VALIDATION_SAMPLES", "miss_share_bound", "SOURCES", "DataSet", "batch_size", "built_in_validation", "calibration_set", "digest", "distinct_inputs", "items",
            "split_held_out", "user_set", "validation_set"]
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class DataSet:
         return self.source in ("guessed", "random")
 
     def to_json(self) -> dict:
-        n = len(items(self.samples))  # (inputs, not batches)
+        n = distinct_inputs(self.samples)
         return {"label": self.label, "source": self.source, "samples": len(self.samples), "guessed": self.guessed,
                 "said": SOURCES[self.source], "sha256": digest(self.samples),
                 **({"miss_share_95": round(miss_share_bound(n), 3)} if n and not self.guessed else {}),
@@ -254,6 +254,12 @@ def items(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     return out
 
 
+def distinct_inputs(samples: list[dict[str, np.ndarray]]) -> int:
+    """How many different inputs a set holds (:func:`items`, told apart by content): what a
+    check on it is worth, as the data notes and ``miss_share_95`` count it."""
+    return len(set(_sample_digests(items(samples))))
+
+
 def _sample_digests(samples: list[dict[str, np.ndarray]]) -> list[str]:
     """Each sample's :func:`digest`, to tell samples apart by content."""
     return [digest([s]) for s in samples]
@@ -293,7 +299,7 @@ def data_notes(calibration: DataSet | None, validation: DataSet) -> list[str]:
             notes.append(f"{what}: {distinct} distinct of {n} samples (the same inputs repeated)")
     few_samples = []  # said with the rest, not warned of: a small set is no fault of the data
     if validation.source in ("user", "held-out"):
-        n = len(set(_sample_digests(items(validation.samples))))
+        n = distinct_inputs(validation.samples)
         if n < FEW_VALIDATION_SAMPLES:
             few_samples.append(f"validation data: {n} sample{'' if n == 1 else 's'}: even where each meets the "
                                f"budget, up to {miss_share_bound(n):.0%} of inputs like them could miss it "

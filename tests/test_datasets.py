@@ -224,6 +224,8 @@ def test_a_few_validation_samples_say_how_little_a_pass_bounds(caplog):
     assert data_notes(None, DataSet(samples[:2], "built-in", "built-in")) == []  # (built-in: said otherwise)
     assert round(miss_share_bound(6), 3) == 0.393 and round(miss_share_bound(59), 3) == 0.05
     assert DataSet(samples[8:14], "val.npz (6 samples)", "user").to_json()["miss_share_95"] == 0.393
+    # one input given six times is one input, in the record as in the note
+    assert DataSet([samples[8]] * 6, "val.npz (6 samples)", "user").to_json()["miss_share_95"] == 0.95
     assert "miss_share_95" not in DataSet(samples[:2], "photos", "guessed").to_json()
 
 
