@@ -66,9 +66,9 @@ def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = 
     """The least a limited cgroup of this process, or one above it, still allows: its
     limit less its usage (less the page cache it can reclaim), for cgroup v2
     (``memory.max``, ``memory.current``) and v1 (``memory.limit_in_bytes``,
-    ``memory.usage_in_bytes``); ``None`` where no cgroup sets a limit. A container sees
-    its own cgroup at the mount's root, not at the path ``/proc/self/cgroup`` names: both
-    are tried."""
+    ``memory.usage_in_bytes``); ``None`` where no cgroup sets a limit. A container's
+    mount starts below the path ``/proc/self/cgroup`` names: the path, its tails, then the
+    mount's root are tried (:func:`_headrooms`)."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
