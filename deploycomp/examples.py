@@ -46,6 +46,8 @@ class Example:
     """``--judge-boxes`` rules for a detector: its boxes judged by their overlap with fp32's."""
     judge_masks: tuple[str, ...] = ()
     """``--judge-mask`` rules for a dense map: judged by the mask its application cuts."""
+    judge_ctc: tuple[str, ...] = ()
+    """``--judge-ctc`` rules for a CTC recognizer: judged by the text its application decodes."""
 
 
 EXAMPLES: dict[str, Example] = {
@@ -67,6 +69,7 @@ EXAMPLES: dict[str, Example] = {
             "ppocr-rec", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
             "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
             "x", (1, 3, 48, 320), "ocr-rec", "PP-OCRv4 text recogniser (SVTR-LCNet, CTC), 1x3x48x320",
+            judge_ctc=("softmax_11.tmp_0",),  # RapidOCR's greedy CTC decoding, blank class 0
         ),
         Example(
             "ppocr-cls", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",

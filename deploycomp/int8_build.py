@@ -33,9 +33,11 @@ __all__ = ["FAIL_FAST_SAMPLES", "STRICTER_ROUNDS", "coverage_hint", "float_layer
 
 log = logging.getLogger(__name__)
 
-OVERLAPS = {"box_iou": "box IoU", "mask_iou": "mask IoU", "mask_regions": "mask regions"}
-"""The overlap metrics a budget may judge beside cosine (how each is said): a search trial
-records the worst of each it was judged by as ``min_<metric>``."""
+APPLICATION_MEASURES = {"box_iou": "box IoU", "mask_iou": "mask IoU", "mask_regions": "mask regions",
+                        "text_similarity": "text similarity"}
+"""What a budget may judge beside cosine or in its place, as the application reads the
+output (how each is said): a search trial records the worst of each it was judged by as
+``min_<metric>`` (a CTC text's had read "min_cosine 0.9988, met: false")."""
 
 
 FAIL_FAST_SAMPLES = 4
@@ -216,11 +218,11 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         dynamic = sum(1 for n in candidate.graph if is_dynamic(n))
         # what a candidate missed by, where not its cosine (a box budget: every trial had read
         # "met: false" at cosine 0.99996 with no word of why)
-        overlaps = {f"min_{key}": round(min(values), 6) for key in OVERLAPS
+        measures = {f"min_{key}": round(min(values), 6) for key in APPLICATION_MEASURES
                     if (values := [m[key] for m in metrics.values() if key in m])}
         trials.append({"float_layers": float_layer_count(candidate, policy.compute_ops),
                        **({"dynamic_layers": dynamic} if dynamic else {}),
-                       "min_cosine": round(worst, 6), **overlaps, "met": verdict.met, "samples": len(outs)})
+                       "min_cosine": round(worst, 6), **measures, "met": verdict.met, "samples": len(outs)})
         # -v: a search of a large model runs for minutes; each candidate says how it fared
         floats = trials[-1]["float_layers"]
         # (compute layers, as the summary counts them; the manifest's float_layers also lists
@@ -243,10 +245,10 @@ def search_int8(opts: BuildOptions, prep: Prepared, target: TargetProfile, backe
         info["search_trials"] = trials
         if not info.get("budget_met", True) or (info["int8_layers"] == 0 and not info.get("dynamic_layers")):
             judged_trials = [tr for tr in trials if "min_cosine" in tr]  # (not those the runtime refused)
-            # closest by its overlaps first where the budget judges boxes or masks (cosine 1.0000
+            # closest by its application measures first where the budget judges boxes, masks or text (cosine 1.0000
             # had been said of a YOLO build whose every score an int8 output lost: box IoU 0)
             def closeness(tr: dict) -> tuple:
-                return min((tr[f"min_{k}"] for k in OVERLAPS if f"min_{k}" in tr), default=1.0), tr["min_cosine"]
+                return min((tr[f"min_{k}"] for k in APPLICATION_MEASURES if f"min_{k}" in tr), default=1.0), tr["min_cosine"]
 
             info["closest"] = max(judged_trials, key=closeness) if judged_trials else None
             if "fp16" in target.precisions:  # what the user could ship instead, judged on the same samples
@@ -431,7 +433,7 @@ def int8_hint(quant_info: dict | None) -> str:
     if quant_info.get("budget_met", True):
         text = f"only every layer float met it ({layers} layers)"
     else:
-        overlaps = "".join(f", {said} {closest[f'min_{key}']:.3f}" for key, said in OVERLAPS.items()
+        overlaps = "".join(f", {said} {closest[f'min_{key}']:.3f}" for key, said in APPLICATION_MEASURES.items()
                            if f"min_{key}" in closest)
         text = (f"no int8/float mix met it (tried up to {len(quant_info['float_layers'])} of {layers} layers float; "
                 f"closest cosine {closest.get('min_cosine', float('nan')):.4f}{overlaps} with "

@@ -36,7 +36,7 @@ import numpy as np
 from deploycomp.validate import channel_axis, iou_limit
 
 __all__ = ["MaskRule", "SPECK", "check_masks", "class_axis", "describe_mask", "describe_suggestion", "mask_iou_limit",
-           "mask_metrics", "parse_masks", "suggest_mask"]
+           "mask_metrics", "parse_masks", "softmax_over", "suggest_mask"]
 
 SPECK = 1e-3
 """A mask (or a class's area) smaller than this share of the map's elements on both sides
@@ -290,7 +290,7 @@ def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
     channels = axis if axis is not None else 1 if len(shape) == 4 else None  # ([N, H, W]: none)
     if min(d for i, d in enumerate(shape) if i not in (0, channels)) < MIN_SIDE:
         return None
-    if axis is not None and _softmax(arrays, axis):
+    if axis is not None and softmax_over(arrays, axis):
         return _suggest_classes(name, arrays, axis)
     decided = False
     for a in arrays:
@@ -303,14 +303,15 @@ def suggest_mask(name: str, values: Sequence[np.ndarray]) -> MaskRule | None:
     return MaskRule(name, 0.5) if decided else None
 
 
-def _softmax(arrays: list[np.ndarray], axis: int) -> bool:
-    """Every value within [0, 1] and the channels summing to 1 at every pixel."""
+def softmax_over(arrays: Sequence[np.ndarray], axis: int) -> bool:
+    """Every value within [0, 1] and the entries along ``axis`` summing to 1 everywhere (a
+    per-pixel softmax's channels, a CTC recognizer's classes at each step)."""
     return all(np.all(np.isfinite(a)) and float(a.min()) >= 0 and float(a.max()) <= 1
                and np.allclose(a.sum(axis=axis, dtype=np.float64), 1.0, atol=1e-3) for a in arrays)
 
 
 def _suggest_classes(name: str, arrays: list[np.ndarray], axis: int) -> MaskRule | None:
-    """``--judge-mask NAME`` for a per-pixel softmax (:func:`_softmax`) whose argmax gives
+    """``--judge-mask NAME`` for a per-pixel softmax (:func:`softmax_over`) whose argmax gives
     two classes more than a speck on some sample: a segmenter's class map."""
     decided = False
     for a in arrays:

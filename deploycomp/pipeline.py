@@ -41,6 +41,7 @@ from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputEx
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
 from deploycomp.ir import MIN_OPSET, float_only, io_types_kept, load_model, save_model
+from deploycomp.ctc import check_ctc, suggest_ctc
 from deploycomp.masks import check_masks, suggest_mask
 from deploycomp.preprocess import load_spec
 from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
@@ -92,6 +93,10 @@ class BuildOptions:
     """Dense maps judged by the mask cut from them (:func:`deploycomp.masks.parse_masks`:
     ``{output: MaskRule}``)."""
     min_mask_iou: float | None = None
+    judge_ctc: dict = field(default_factory=dict)
+    """A CTC recognizer's per-step scores judged by the text they decode to
+    (:func:`deploycomp.ctc.parse_ctc`: ``{output: CtcRule}``)."""
+    min_text_similarity: float | None = None
     judge_channels: bool = False
     """Each channel of an output that has them (:func:`deploycomp.validate.channel_axis`)
     judged as an output of its own too, by every budget check."""
@@ -218,6 +223,8 @@ class Prepared:
     missed box budget says first (it had been blamed on the runtimes)."""
     masks: dict = field(default_factory=dict)
     """``--judge-mask``: outputs judged by the mask cut from them -> the rule."""
+    ctc: dict = field(default_factory=dict)
+    """``--judge-ctc``: outputs judged by the text they decode to -> the rule."""
 
     def compare(self, refs: list, gots: list, scales: Mapping[str, float] | None = None,
                 per_sample: dict | None = None) -> dict[str, dict]:
@@ -225,7 +232,8 @@ class Prepared:
         makes it (its judged elements, its integer outputs of rounded values, its angles,
         its judged channels)."""
         return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
-                               angles=self.angles, channels=self.channels, boxes=self.boxes, masks=self.masks)
+                               angles=self.angles, channels=self.channels, boxes=self.boxes, masks=self.masks,
+                               ctc=self.ctc)
 
     def scales(self, refs: list) -> dict[str, float]:
         """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""
@@ -855,7 +863,8 @@ def unused_options(opts: BuildOptions) -> list[str]:
         if given:
             unused.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to int8 builds only")
     for flag, key, judged, rule in (("--min-box-iou", "min_box_iou", opts.judge_boxes, "--judge-boxes"),
-                                    ("--min-mask-iou", "min_mask_iou", opts.judge_masks, "--judge-mask")):
+                                    ("--min-mask-iou", "min_mask_iou", opts.judge_masks, "--judge-mask"),
+                                    ("--min-text-similarity", "min_text_similarity", opts.judge_ctc, "--judge-ctc")):
         if getattr(opts, key) is not None and not judged:
             unused.append(f"{flag} budgets the outputs {rule} judges, and no output is")
     return unused
@@ -882,7 +891,8 @@ def build(opts: BuildOptions) -> BuildResult:
     if opts.int8_time_limit is not None and not opts.int8_time_limit >= 0:
         raise DeployError(f"int8 time limit must be 0 or more seconds, not {opts.int8_time_limit}")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
-                        ("--min-box-iou", opts.min_box_iou), ("--min-mask-iou", opts.min_mask_iou)):
+                        ("--min-box-iou", opts.min_box_iou), ("--min-mask-iou", opts.min_mask_iou),
+                        ("--min-text-similarity", opts.min_text_similarity)):
         if value is not None and not 0 < value <= 1:
             raise DeployError(f"{flag} must be in (0, 1], got {value}")
     if opts.precision is None:
@@ -1005,12 +1015,14 @@ def _build(opts: BuildOptions) -> BuildResult:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
         check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
         check_masks(opts.judge_masks, {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]})
+        check_ctc(opts.judge_ctc, {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]})
     except ValueError as e:
         raise InputDataError(str(e)) from None
     # an output judged by its boxes is judged where its detections are, as --judge-where would
     where = {**{k: (r.scores, r.threshold) for k, r in opts.judge_boxes.items()}, **opts.judge_where}
     prep.where = where
     prep.masks = dict(opts.judge_masks)
+    prep.ctc = dict(opts.judge_ctc)
     refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
         if any(r.fmt in (None, "", "xyxy") for r in opts.judge_boxes.values()):
@@ -1357,6 +1369,10 @@ def _build(opts: BuildOptions) -> BuildResult:
         masks_suggested = {name: rule.text() for name in metrics if name not in prep.masks and name not in suggested
                            and all(name in r for r in refs)
                            and (rule := suggest_mask(name, [r[name] for r in refs])) is not None}
+        # and a CTC recognizer's per-step scores: the text they decode to
+        ctc_suggested = {name: rule.text() for name in metrics if name not in prep.ctc and name not in suggested
+                         and name not in masks_suggested and all(name in r for r in refs)
+                         and (rule := suggest_ctc(name, [r[name] for r in refs])) is not None}
         if (quant_info is not None and quant_info["int8_layers"] == 0 and not quant_info.get("dynamic_layers")
                 and set(quant_info.get("float_layers") or ()) - set(quant_info.get("pinned_float") or ())):
             # the search met the budget only by keeping every layer float: an fp32 model in an
@@ -1405,8 +1421,10 @@ def _build(opts: BuildOptions) -> BuildResult:
                            **({"judge_channels": prep.channels} if prep.channels else {}),
                            **({"judge_boxes": {k: r.to_json() for k, r in prep.boxes.items()}} if prep.boxes else {}),
                            **({"judge_masks": {k: r.text() for k, r in prep.masks.items()}} if prep.masks else {}),
+                           **({"judge_ctc": {k: r.text() for k, r in prep.ctc.items()}} if prep.ctc else {}),
                            **({"judge_boxes_suggested": suggested} if suggested else {}),
                            **({"judge_masks_suggested": masks_suggested} if masks_suggested else {}),
+                           **({"judge_ctc_suggested": ctc_suggested} if ctc_suggested else {}),
                            # every budget ``ok`` answers for, measured ones included (a memory
                            # miss is under measured.budgets only: ``ok`` false, every budget here met)
                            "missed": [c.name for c in summary.checks if not c.ok],

@@ -366,6 +366,7 @@ def _validation_html(val: dict, fidelity: dict) -> str:
     """Where the inputs came from (a warning when not the user's), and per output what each
     number means: the budgeted criteria first; top-1 only with whether it is budgeted."""
     from deploycomp.boxes import describe_boxes
+    from deploycomp.ctc import describe_ctc
     from deploycomp.masks import describe_mask
     from deploycomp.validate import describe_one_class, describe_where, unjudged_outputs
 
@@ -409,6 +410,8 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             bad += f'<br><span class="muted">{html.escape(boxes)}</span>'
         if (mask := describe_mask(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(mask)}</span>'
+        if (text := describe_ctc(m)) is not None:
+            bad += f'<br><span class="muted">{html.escape(text)} (judged in place of cosine)</span>'
         if (rule := (val.get("judge_boxes_suggested") or {}).get(name)) is not None:
             bad += (f'<br><span class="muted">looks like a detector\'s boxes and scores, and cosine barely sees a box '
                     f'move: <code>--judge-boxes "{html.escape(rule)}"</code> judges them by overlap</span>')
@@ -416,6 +419,10 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             from deploycomp.masks import describe_suggestion
 
             bad += f'<br><span class="muted">{html.escape(describe_suggestion(rule))}</span>'
+        if (rule := (val.get("judge_ctc_suggested") or {}).get(name)) is not None:
+            from deploycomp.ctc import describe_suggestion as describe_ctc_suggestion
+
+            bad += f'<br><span class="muted">{html.escape(describe_ctc_suggestion(rule))}</span>'
         if (judged := describe_where(m)) is not None:
             bad += f'<br><span class="muted">{html.escape(judged)}</span>'
         if m.get("passes_through"):

@@ -93,6 +93,9 @@ class Fidelity(_Strict):
     min_mask_iou: float | None = Field(default=None, gt=0, le=1, description=(
         "for outputs judged by the mask cut from them (--judge-mask); unset: implied by min_cosine "
         "(deploycomp.masks.mask_iou_limit)"))
+    min_text_similarity: float | None = Field(default=None, gt=0, le=1, description=(
+        "for outputs judged by the text they decode to (--judge-ctc): 1 - edits / characters over the lines "
+        "(1 - character error rate); unset: min_cosine's number (deploycomp.ctc.text_limit)"))
 
 
 class Compute(_Strict):
@@ -394,7 +397,9 @@ def _family_profile(family: str) -> TargetProfile:
                                min_top1_agreement=max((b.min_top1_agreement for b in budgets if b.min_top1_agreement),
                                                       default=None),
                                min_box_iou=max((b.min_box_iou for b in budgets if b.min_box_iou), default=None),
-                               min_mask_iou=max((b.min_mask_iou for b in budgets if b.min_mask_iou), default=None))
+                               min_mask_iou=max((b.min_mask_iou for b in budgets if b.min_mask_iou), default=None),
+                               min_text_similarity=max((b.min_text_similarity for b in budgets
+                                                        if b.min_text_similarity), default=None))
     budgets = Budgets(**{k: _tightest([getattr(m.budgets, k) for m in members]) for k in Budgets.model_fields})
     preferred = smallest.preferred_precision if smallest.preferred_precision in precisions else precisions[0]
     names = [m.name for m in members]

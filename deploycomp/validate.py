@@ -563,7 +563,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                     where: Where | None = None, levels: Collection[str] = (),
                     angles: Mapping[str, np.ndarray] | None = None,
                     channels: Mapping[str, int] | None = None, boxes: Mapping[str, Any] | None = None,
-                    masks: Mapping[str, Any] | None = None) -> dict[str, dict]:
+                    masks: Mapping[str, Any] | None = None, ctc: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """Per-output metrics over all samples.
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
@@ -608,6 +608,10 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
     ``masks``: dense maps judged by the mask cut from them -> their
     :class:`deploycomp.masks.MaskRule`; each gets ``mask_iou`` and ``mask``
     (:func:`deploycomp.masks.mask_metrics`), on the outputs as they came.
+    ``ctc``: a CTC recognizer's per-step scores judged by the text they decode to -> their
+    :class:`deploycomp.ctc.CtcRule`; each gets ``text_similarity`` and ``text``
+    (:func:`deploycomp.ctc.ctc_metrics`), which :func:`fidelity_met` holds to the budget
+    in place of cosine.
     """
     decisions: dict[str, dict[str, int]] = {}
     as_given = (refs, gots)
@@ -748,6 +752,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
         for name, rule in masks.items():
             if name in metrics:
                 metrics[name] |= mask_metrics(*as_given, rule)
+    if ctc:
+        from deploycomp.ctc import ctc_metrics
+
+        for name, rule in ctc.items():
+            if name in metrics:
+                metrics[name] |= ctc_metrics(*as_given, rule)
     if channels:
         # (an output judged ``where`` is a list of the elements judged: no channels left)
         axes = {k: a for k, a in channels.items() if k in metrics and k not in reshaped and k not in (where or {})}
@@ -1079,10 +1089,16 @@ def _fidelity_checks(metrics: Mapping[str, Mapping[str, float]], fidelity: Any,
                                       " where ONNX Runtime fp32 is finite (out of the precision's range?)",
                                       at_most=True))
         quiet = m.get("uninformative_samples", 0)
-        if quiet < m.get("samples", 1) or not quiet:
+        if "text" in m:  # a CTC recognizer's scores: the text they decode to, not their cosine
+            from deploycomp.ctc import text_limit
+
+            if "text_similarity" in m:
+                checks.append(least(name, "text", m["text_similarity"], at_least(text_limit(fidelity)),
+                                    "text_similarity"))
+        elif quiet < m.get("samples", 1) or not quiet:
             kind = "agreement" if "agreement" in m else "cosine"
             checks.append(least(name, kind, m["cosine"], at_least(fidelity.min_cosine), "cosine"))
-        if quiet:
+        if quiet and "text" not in m:
             checks.append(most(name, "quiet_error", m["quiet_error"], noise_allowance(fidelity.min_cosine) * margin,
                                "quiet_error"))
         if fidelity.max_rel_error is not None and "max_rel_error" in m:
@@ -1132,20 +1148,20 @@ def decided_failures(metrics: Mapping[str, Mapping[str, float]], fidelity: Any, 
     """The outputs that miss the budget already on a part of the samples, compared on the
     whole set's scales (:func:`compare_outputs`): by the criteria that are a worst case over
     samples (cosine, the noise bound, relative error, finiteness), which more samples can
-    only make worse; top-1 agreement and an integer output's agreement are means and wait
-    for every sample."""
-    worst_case = {name: {k: v for k, v in m.items() if k != "top1_agreement"} for name, m in metrics.items()
-                  if "agreement" not in m}
+    only make worse; top-1 agreement, an integer output's agreement and a text's similarity
+    (:mod:`deploycomp.ctc`) are rates and wait for every sample."""
+    worst_case = {name: {k: v for k, v in m.items() if k not in ("top1_agreement", "text_similarity")}
+                  for name, m in metrics.items() if "agreement" not in m}
     return frozenset(name for name, m in worst_case.items() if not fidelity_met({name: m}, fidelity, margin))
 
 
 def with_user_limits(fidelity: Any, opts: Any) -> Any:
     """A profile's fidelity budget with the limits a build's options set (``--min-cosine``,
-    ``--min-top1``, ``--min-box-iou``, ``--min-mask-iou``) in place of its own: for the
+    ``--min-top1``, ``--min-box-iou``, ``--min-mask-iou``, ``--min-text-similarity``) in place of its own: for the
     precision built, and for an alternative a build quotes (an int8 miss's "fp16 meets its
     budget" had been judged at the profile's 0.999 where the user asked 0.99999)."""
-    update = {k: getattr(opts, k) for k in ("min_cosine", "min_top1", "min_box_iou", "min_mask_iou")
-              if getattr(opts, k, None) is not None}
+    update = {k: getattr(opts, k) for k in ("min_cosine", "min_top1", "min_box_iou", "min_mask_iou",
+                                            "min_text_similarity") if getattr(opts, k, None) is not None}
     if "min_top1" in update:
         update["min_top1_agreement"] = update.pop("min_top1")
     return fidelity.model_copy(update=update) if update else fidelity

@@ -12,9 +12,9 @@
         freeze: {sr: 16000}                # optional, as --freeze
         targets: [host, jetson]            # optional: overrides the fleet's
         precisions: [fp16]                 # optional: overrides the fleet's
-        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou, min_mask_iou
+        budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou, min_mask_iou, min_text_similarity
         options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit,
-                                           # judge_where, judge_boxes, judge_masks (lists of rules), ...
+                                           # judge_where, judge_boxes, judge_masks, judge_ctc (lists of rules), ...
       - name: yolov8n-640
         extends: yolov8n                   # every key of yolov8n, these replacing its own
         inputs: {images: [1, 3, 640, 640]}
@@ -85,6 +85,12 @@ def _parse_masks():
     return parse_masks
 
 
+def _parse_ctc():
+    from deploycomp.ctc import parse_ctc
+
+    return parse_ctc
+
+
 def _parse_profiles():
     from deploycomp.errors import DeployError
     from deploycomp.shapes import parse_profile_spec
@@ -99,7 +105,7 @@ def _parse_profiles():
 
 
 RULE_PARSERS = {"judge_where": _parse_where, "judge_boxes": _parse_boxes, "judge_masks": _parse_masks,
-                "profiles": _parse_profiles}
+                "judge_ctc": _parse_ctc, "profiles": _parse_profiles}
 """A spec's options that are lists of the command line's strings (rules, TensorRT profiles)
 -> (imported when needed) the parser that reads them, for the spec's check and the build
 alike."""
@@ -110,6 +116,7 @@ class Budgets(_Strict):
     min_top1: float | None = Field(default=None, gt=0, le=1)
     min_box_iou: float | None = Field(default=None, gt=0, le=1)
     min_mask_iou: float | None = Field(default=None, gt=0, le=1)
+    min_text_similarity: float | None = Field(default=None, gt=0, le=1)
 
 
 class Options(_Strict):
@@ -126,13 +133,14 @@ class Options(_Strict):
     judge_where: list[str] = Field(default_factory=list)
     judge_boxes: list[str] = Field(default_factory=list)
     judge_masks: list[str] = Field(default_factory=list)
+    judge_ctc: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=list)
     """TensorRT optimization profiles, ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
     validation_samples: int | None = Field(default=None, ge=0)
     """Validation samples run at most, as ``--validation-samples`` (0: every one; unset: the
     build's default)."""
 
-    @field_validator("judge_where", "judge_boxes", "judge_masks", "profiles")
+    @field_validator("judge_where", "judge_boxes", "judge_masks", "judge_ctc", "profiles")
     @classmethod
     def _rules_read(cls, values: list[str], info) -> list[str]:
         """Each rule checked as the build will read it (a bad one had failed every cell of its
@@ -206,6 +214,7 @@ class Job:
     min_top1: float | None = None
     min_box_iou: float | None = None
     min_mask_iou: float | None = None
+    min_text_similarity: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     not_applied: tuple[str, ...] = ()
     """The model's options that do not apply to this cell (:func:`cell_options`)."""
@@ -337,7 +346,8 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                     validation=local(m.validation, f"{where}.validation"),
                     preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
                     min_cosine=budgets.get("min_cosine"), min_top1=budgets.get("min_top1"),
-                    min_box_iou=budgets.get("min_box_iou"), min_mask_iou=budgets.get("min_mask_iou"), options=applied,
+                    min_box_iou=budgets.get("min_box_iou"), min_mask_iou=budgets.get("min_mask_iou"),
+                    min_text_similarity=budgets.get("min_text_similarity"), options=applied,
                     not_applied=tuple(sorted(set(options) - set(applied))),
                 ))
     seen: dict[str, Job] = {}

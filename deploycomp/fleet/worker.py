@@ -72,6 +72,7 @@ def build_job(job: Job, folder: str | Path) -> dict[str, Any]:
         inputs=[(n, tuple(s)) for n, s in job.inputs], calibration=job.calibration,
         validation_data=job.validation, preprocess=job.preprocess, freeze=dict(job.freeze),
         min_cosine=job.min_cosine, min_top1=job.min_top1, min_box_iou=job.min_box_iou, min_mask_iou=job.min_mask_iou,
+        min_text_similarity=job.min_text_similarity,
         no_fail=True, force=True,
         **_parsed(job.options),
     )
