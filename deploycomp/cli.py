@@ -323,6 +323,9 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                    "inputs where the model finds something)")
     if manifest.get("auto"):
         click.echo(f"auto: {manifest['auto']['why']}")
+        for c in manifest["auto"].get("candidates") or []:  # (what it turned down had been in the manifest only)
+            if c["precision"] != manifest["auto"]["chosen"] and not c["ok"]:
+                click.echo(f"auto: {c['precision']} {c['reason']}")
     click.echo(f"{bundle}: {manifest['backend']['name']} {manifest['precision']} for {manifest['target']['name']}"
                f" (executes {manifest['backend']['runtime'].get('executed_precision')}) [{status}]")
     click.echo(f"  validated on {val['inputs']}")

@@ -858,10 +858,15 @@ def unused_options(opts: BuildOptions) -> list[str]:
     """The options given that this build does not read, each with why: int8's on another
     precision, a box or mask budget without an output judged so."""
     unused = []
-    if opts.precision not in ("int8", "auto"):  # (auto: the int8 candidate's)
+    # (auto: the int8 candidate's, which it builds only with calibration data: given without,
+    # the options had gone unsaid, int8 with them)
+    no_int8 = opts.precision == "auto" and opts.calibration is None and opts.sample_kind is None
+    if opts.precision not in ("int8", "auto") or no_int8:
         given = [flag for flag, key in INT8_ONLY if getattr(opts, key) not in (None, [], ())]
+        given += ["--int8-io"] if no_int8 and opts.int8_io else []
         if given:
-            unused.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to int8 builds only")
+            unused.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to int8 builds only"
+                          + (", and auto builds int8 only with --calibration" if no_int8 else ""))
     for flag, key, judged, rule in (("--min-box-iou", "min_box_iou", opts.judge_boxes, "--judge-boxes"),
                                     ("--min-mask-iou", "min_mask_iou", opts.judge_masks, "--judge-mask"),
                                     ("--min-text-similarity", "min_text_similarity", opts.judge_ctc, "--judge-ctc")):

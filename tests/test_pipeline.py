@@ -476,12 +476,23 @@ def test_auto_times_its_candidates_in_turns_so_a_change_of_load_falls_on_each_al
     assert times["fast"] < times["slow"]
 
 
-def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits(tiny_conv, tmp_path):
-    runner = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto")
-    assert "int8" not in {c["precision"] for c in runner.manifest["auto"]["candidates"]}
+def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits(tiny_conv, tmp_path, caplog):
+    """Without calibration data int8 is not built, and said so: in the candidates, and of
+    the int8 options given (int8 left out without a word had read as int8 tried and
+    beaten, its options as used)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        runner = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto", int8_range="minmax")
+    (int8,) = [c for c in runner.manifest["auto"]["candidates"] if c["precision"] == "int8"]
+    assert int8["skipped"] and not int8["ok"] and int8["reason"].startswith("not tried: int8 needs --calibration")
+    assert any("--int8-range applies to int8 builds only, and auto builds int8 only with --calibration"
+               in r.getMessage() for r in caplog.records)
     target = _profile(tmp_path, budgets={"max_artifact_mb": 0.000001})
-    with pytest.raises(BudgetError, match="--precision auto: no precision meets the budgets"):
+    with pytest.raises(BudgetError, match="--precision auto: no precision meets the budgets") as missed:
         deploycomp.build(tiny_conv, tmp_path / "none", precision="auto", target=target)
+    # each candidate's miss with its value and limit (a bare "misses artifact_size" had been said)
+    assert "fp32: misses artifact_size " in str(missed.value) and "MB (limit 1e-06 MB)" in str(missed.value)
     assert not (tmp_path / "none").exists()
     # --no-fail keeps the closest candidate, as it keeps a single precision's miss (auto had
     # exited 8 and written nothing)
@@ -489,6 +500,36 @@ def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits
     auto = kept.manifest["auto"]
     assert not kept.manifest["validation"]["ok"] and auto["chosen"] in {"fp32", "fp16", "bf16"}
     assert "no precision meets every budget" in auto["why"] and (tmp_path / "kept" / "manifest.json").exists()
+    import io
+    from contextlib import redirect_stdout
+
+    from deploycomp.cli import _print_summary
+
+    said = io.StringIO()
+    with redirect_stdout(said):  # (what auto turned down had been in the manifest only)
+        _print_summary(kept.manifest, tmp_path / "kept", as_json=False)
+    lines = said.getvalue().splitlines()
+    assert "auto: int8 not tried: int8 needs --calibration" in said.getvalue()
+    assert any(line.startswith("auto: fp") and "misses artifact_size" in line for line in lines)
+
+
+def test_auto_says_a_tie_decided_by_size_with_the_sizes(tmp_path):
+    """On TFLite fp16 executes fp32: a compute-bound conv's fp16 and fp32 candidates have
+    the same estimate, and the smaller file is chosen for it; "fastest" alone had been said
+    of an exact tie, the size that decided unsaid."""
+    from onnx import numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((32, 32, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32, 64, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32, 64, 64])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "conv.onnx")
+    auto = deploycomp.build(tmp_path / "conv.onnx", tmp_path / "auto", precision="auto",
+                            target="raspberry-pi-5").manifest["auto"]
+    tried = {c["precision"]: c for c in auto["candidates"]}
+    assert tried["fp16"]["latency_ms"] == tried["fp32"]["latency_ms"] and auto["chosen"] == "fp16"
+    assert (f"tied within 5% with fp32 ({tried['fp32']['latency_ms']:.2f} ms, {tried['fp32']['artifact_mb']:g} MB): "
+            f"the smallest artifact ({tried['fp16']['artifact_mb']:g} MB)") in auto["why"]
 
 
 def test_auto_leaves_int8_options_to_its_int8_candidate(tiny_conv, tmp_path, caplog):
