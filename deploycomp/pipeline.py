@@ -130,6 +130,10 @@ class BuildOptions:
     constants (see :func:`deploycomp.ir.load_model`)."""
     force: bool = False
     no_fail: bool = False
+    auto_candidate: bool = False
+    """A candidate ``--precision auto`` builds: a budget it misses is auto's to report, among
+    the others (its advice, "--precision fp16, or auto" to a bf16 candidate, had reached a
+    user who had asked for auto)."""
     progress: Callable[[str], None] = lambda stage: None
 
 
@@ -1451,7 +1455,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             raise BudgetError(f"target {target.name}, {opts.precision}: {worst.describe()}"
                               f"{f' (+{len(summary.failures) - 1} more)' if len(summary.failures) > 1 else ''}; "
                               f"{hint}no bundle written (--no-fail keeps it)")
-        if hint:
+        if hint and not opts.auto_candidate:
             log.warning("%s", hint.rstrip("; "))
     return BuildResult(Path(opts.out), manifest, samples[0])
 

@@ -106,11 +106,13 @@ def _auto_html(auto: dict | None) -> str:
     if not auto:
         return ""
     rows = [[html.escape(c["precision"]), '<span class="ok">yes</span>' if c["ok"] else '<span class="bad">no</span>',
+             f"{c['min_cosine']:.6f}" if "min_cosine" in c else "-",
              f"{c['latency_ms']:.3f} ms ({html.escape(c['latency_kind'])})" if "latency_ms" in c else "-",
              f"{c['artifact_mb']:.2f} MB" if "artifact_mb" in c else "-", html.escape(c["reason"])]
             for c in auto["candidates"]]
-    return (f"<h2>--precision auto</h2><p>Chosen: <b>{html.escape(auto['why'])}</b></p>"
-            + _table(rows, ["precision", "meets budgets", "latency", "size", "why"]))
+    return (f"<h2>--precision auto</h2><p>Chosen: <b>{html.escape(auto['why'])}</b> Each candidate is held to "
+            "its own precision's budget.</p>"
+            + _table(rows, ["precision", "meets budgets", "worst cosine", "latency", "size", "why"]))
 
 
 _LOWERING_KEYS = ("format", "precision", "weights", "typed_as", "io_layout", "int8_io", "transposes", "int8_ops",

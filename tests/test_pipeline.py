@@ -436,7 +436,9 @@ def test_auto_picks_the_fastest_precision_that_meets_the_budgets(tiny_conv, tmp_
     measured = runner.manifest["measured"]
     assert measured["build_seconds"] >= sum(c["build_seconds"] for c in auto["candidates"] if "build_seconds" in c)
     assert measured["stage_seconds"]["auto: the other candidates"] > 0
-    assert (tmp_path / "auto" / "manifest.json").exists() and "--precision auto" in (tmp_path / "auto" / "report.html").read_text()
+    report = (tmp_path / "auto" / "report.html").read_text()
+    assert (tmp_path / "auto" / "manifest.json").exists() and "--precision auto" in report
+    assert "<th>worst cosine</th>" in report and "its own precision's budget" in report
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.startswith("tmp")] == []
     # the summary's latency line says both figures of the bundle (8.01 ms there, 15.02 in the
     # auto line, had stood unexplained)
@@ -511,6 +513,31 @@ def test_auto_without_calibration_skips_int8_and_fails_cleanly_when_nothing_fits
     lines = said.getvalue().splitlines()
     assert "auto: int8 not tried: int8 needs --calibration" in said.getvalue()
     assert any(line.startswith("auto: fp") and "misses artifact_size" in line for line in lines)
+
+
+def test_auto_leaves_its_candidates_misses_to_its_own_record(tiny_conv, tmp_path, caplog, monkeypatch):
+    """A candidate that misses its budget is auto's to report, in its candidates, with its
+    value beside its own precision's limit: the candidate's own advice ("--precision fp16,
+    or auto", from a bf16 candidate) had reached a user who had asked for auto."""
+    import logging
+
+    import deploycomp.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "int8_hint", lambda info: "ADVICE; ")  # (a missed build's advice, whatever it is)
+    target = _profile(tmp_path, fidelity={"fp32": {"min_cosine": 0.9999}, "fp16": {"min_cosine": 1.0},
+                                          "bf16": {"min_cosine": 1.0}, "int8": {"min_cosine": 0.98}})
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        deploycomp.build(tiny_conv, tmp_path / "fp16", precision="fp16", target=target, no_fail=True)
+    assert any("ADVICE" in r.getMessage() for r in caplog.records)  # (a build of its own says it)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deploycomp.pipeline"):
+        auto = deploycomp.build(tiny_conv, tmp_path / "auto", precision="auto", target=target).manifest["auto"]
+    tried = {c["precision"]: c for c in auto["candidates"]}
+    assert auto["chosen"] == "fp32" and not tried["fp16"]["ok"]
+    assert not [r.getMessage() for r in caplog.records if "ADVICE" in r.getMessage()]
+    value = tried["fp16"]["min_cosine"]
+    assert tried["fp16"]["reason"].startswith(f"misses cosine[probs] {value:.8f}"[:-1])
+    assert tried["fp16"]["reason"].endswith(" (fp16 budget 1)") and "1.000000 " not in tried["fp16"]["reason"]
 
 
 def test_auto_says_a_tie_decided_by_size_with_the_sizes(tmp_path):
