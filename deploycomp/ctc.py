@@ -91,6 +91,9 @@ def check_ctc(rules: Mapping[str, CtcRule], outputs: Mapping[str, tuple[Sequence
         classes = shape[-1]
         if not _integer(dtype) and isinstance(classes, int) and not -classes <= rule.blank < classes:
             raise ValueError(f"{said}: {name} has {classes} classes; blank={rule.blank} is none of them")
+        if _integer(dtype) and rule.blank < 0:  # (no class axis to count from the end of)
+            raise ValueError(f"{said}: {name} holds class ids, not scores: give the blank's own id, not a "
+                             "count from the last class")
 
 
 UNSURE = 0.1

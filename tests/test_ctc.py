@@ -67,6 +67,8 @@ def test_check_ctc_names_the_problem():
         check_ctc(parse_ctc(["map"]), outputs)
     with pytest.raises(ValueError, match="6625 classes; blank=6625 is none of them"):
         check_ctc(parse_ctc([f"{SCORES},blank=6625"]), outputs)
+    with pytest.raises(ValueError, match="ids holds class ids, not scores: give the blank's own id"):
+        check_ctc(parse_ctc(["ids,blank=-1"]), outputs)
 
 
 def test_decoding_merges_repeats_and_drops_the_blank():
