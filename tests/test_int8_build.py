@@ -1124,3 +1124,23 @@ def test_calibration_at_a_batch_counts_its_inputs_not_its_batches(tiny_conv, tmp
         deploycomp.build(tiny_conv, tmp_path / "c", precision="int8", inputs={"x": (1, 3, 16, 16)},
                          calibration=_calibration(tmp_path, n=2))
     assert [r for r in caplog.records if r.getMessage().startswith("int8: 1 calibration sample:")]  # (1 held out)
+
+
+def test_a_stricter_search_aims_by_the_criterion_validation_missed():
+    """PP-OCRv3 rec judged by its text: the choice read the calibration lines at 0.994 and
+    the validation lines at 0.975, its cosine within the budget throughout. The next margin
+    follows the text's error ratio (4x: 0.9 / 3.9 of the allowance), where a miss at a
+    passing cosine had only halved it (the next choice, at 0.997, validated no closer)."""
+    from deploycomp.int8_build import missed_criterion, stricter_margin
+    from deploycomp.targets import Fidelity
+
+    validation = {"scores": {"cosine": 0.9928, "samples": 8, "text": {"rule": "scores"}, "text_similarity": 0.9748}}
+    key, value, limit = missed_criterion(validation, Fidelity(min_cosine=0.98))
+    assert (key, value, limit) == ("min_text_similarity", 0.9748, 0.98)
+    margin = stricter_margin(0.75, limit, 0.99361, value)
+    assert margin == pytest.approx(0.9 * (1 - 0.99361) / (1 - 0.9748))  # (0.228: a limit of 0.99543)
+    assert stricter_margin(0.75, 1.0, None, 0.0) == 0.375  # (no such criterion: halved)
+    by_cosine = {"y": {"cosine": 0.97, "samples": 8}}
+    assert missed_criterion(by_cosine, Fidelity(min_cosine=0.98)) == ("min_cosine", 0.97, 0.98)
+    by_top1 = {"y": {"cosine": 0.999, "samples": 8, "top1_agreement": 0.5}}
+    assert missed_criterion(by_top1, Fidelity(min_cosine=0.98, min_top1_agreement=0.9)) == (None, 0.0, 1.0)
