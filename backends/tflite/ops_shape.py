@@ -175,11 +175,37 @@ def lower_pad(lo: Lowering, node: ir.Node) -> None:
         lo.emit("PADV2", [lo.input(x), paddings, lo.scalar(float(value), lo.dtype(x))], [out])
 
 
+def _int8_table(lo: Lowering, table: ir.Value) -> int | None:
+    """A float tensor for ``table`` where it is an int8 table of rows, each with its own
+    scale (:attr:`deploycomp.quant.policy.QDQPolicy.int8_tables`): the rows stay int8 in the
+    file, a DEQUANTIZE of the constant (done once by LiteRT) gives them to the gather. None
+    for any other table (its values written as they are)."""
+    from deploycomp.backends.tflite.flatbuffer import Quantization
+    from deploycomp.backends.tflite.quantized import quantized_weight
+
+    found = quantized_weight(lo, table)
+    if found is None:
+        return None
+    data, scale, axis = found
+    if data.dtype != np.int8 or data.ndim != 2 or axis != 0 or scale.size != data.shape[0]:
+        return None
+    stored = lo.w.constant(f"{table.name}/int8", data,
+                           Quantization(tuple(float(s) for s in scale), (0,) * scale.size, 0))
+    rows = lo.w.tensor(table.name, data.shape, np.float32)
+    lo.emit("DEQUANTIZE", [stored], [rows])
+    return rows
+
+
 @lowers("Gather")
 def lower_gather(lo: Lowering, node: ir.Node) -> None:
     x, indices = node.inputs[:2]
     rank = len(lo.shape(x))
     axis = _axis(node.attributes.get_int("axis", 0), rank)
+    if axis == 0 and (table := _int8_table(lo, x)) is not None:
+        lo.emit("GATHER", [table, _wrapped_indices(lo, indices, lo.shape(x)[0])],
+                [lo.output(node.outputs[0], identity(len(lo.shape(node.outputs[0]))))],
+                lo.w.options("Gather", axis=0, batchDims=0))
+        return
     idx = lo.const(indices)
     if idx is None or idx.ndim > 1:
         perm = identity(rank)

@@ -555,6 +555,11 @@ def quantize(
                 info["exact_float_layers"] = exact
             # static and dynamic int8 kernels
             info["int8_mac_share"] = int8_mac_share(model.graph, policy.compute_ops, floating, dims)
+            # constant tables a Gather reads, stored as int8 rows (the policy's int8_tables)
+            tables = [n.inputs[0].name.removesuffix("__table_q") for n in final.graph
+                      if n.op_type == "DequantizeLinear" and n.name.endswith("__table_dq")]
+            if tables:
+                info["int8_tables"] = tables
             if observed is not None:
                 quantized = {n.inputs[0].name for n in final.graph if n.op_type == "QuantizeLinear"}
                 info["range_coverage"] = range_coverage(model, c.extremes, coverage, observed=observed,

@@ -122,9 +122,18 @@ class QDQPolicy:
     all-int8 output NMSE 0.50 with one scale per tensor, 0.003 with one per channel.
     TFLite's and TensorRT's int8 kernels take one activation scale per tensor only."""
 
+    int8_tables: bool = False
+    """Store a large constant table that only ``Gather`` reads (a transformer's word
+    embeddings) as int8 rows, each with its own scale, dequantized before the gather
+    (:data:`deploycomp.quant.qdq.TABLE_BYTES`): MiniLM's 30522 x 384 embedding had stayed
+    fp32 in every int8 bundle, 47 of its 52 MB, larger than the fp16 bundle (35 MB). The
+    runtime keeps the rows int8 (OpenVINO: a compressed constant; TFLite: a DEQUANTIZE of
+    a constant, done once)."""
+
 
 POLICIES: dict[str, QDQPolicy] = {
-    "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm"), per_channel_depthwise_inputs=True),
+    "openvino": QDQPolicy("openvino", ("Conv", "ConvTranspose", "MatMul", "Gemm"), per_channel_depthwise_inputs=True,
+                          int8_tables=True),
     "tensorrt": QDQPolicy(
         "tensorrt", ("Conv", "ConvTranspose", "MatMul", "Gemm"), ("Add",), "int8", True, explicit_equalization=True,
         shift_one_sided=True),
@@ -133,7 +142,7 @@ POLICIES: dict[str, QDQPolicy] = {
                         shared_scale_ops=("MaxPool", "Resize", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split",
                                           "Slice", "Pad", "Transpose"),
                         fixed_output_params=(("Sigmoid", 1 / 256, -128), ("Softmax", 1 / 256, -128)),
-                        dynamic_ops=("Conv", "MatMul", "Gemm"), requant_bound=255.0,
+                        dynamic_ops=("Conv", "MatMul", "Gemm"), requant_bound=255.0, int8_tables=True,
                         # equalize only (see above)
                         boosters=("equalize",)),
     "onnxruntime": QDQPolicy("onnxruntime", ("Conv", "ConvTranspose", "MatMul", "Gemm"), (), "uint8", False),

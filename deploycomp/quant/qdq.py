@@ -386,6 +386,12 @@ def shift_one_sided(graph: ir.Graph, value: ir.Value, rng: tuple, readers: list[
     return out
 
 
+TABLE_BYTES = 1 << 20
+"""A Gather's constant table this large or more is stored int8 where the policy says so
+(:meth:`QDQPass._quantize_table`); a smaller one (a position embedding, a class table) is
+not worth its error."""
+
+
 @dataclass
 class QDQPass(ir.passes.InPlacePass):
     policy: QDQPolicy
@@ -417,6 +423,32 @@ class QDQPass(ir.passes.InPlacePass):
         dq.outputs[0].shape, dq.outputs[0].type = w.shape, w.type
         node.replace_input_with(1, dq.outputs[0])
         self._quantize_bias(graph, node, base, scale.reshape(-1))
+        return True
+
+    def _quantize_table(self, graph: ir.Graph, table: ir.Value) -> bool:
+        """``table`` as int8 rows (a scale each) behind a DequantizeLinear, where it is a
+        2-D float constant of :data:`TABLE_BYTES` or more that only ``Gather`` along its
+        rows reads (:attr:`~deploycomp.quant.policy.QDQPolicy.int8_tables`)."""
+        if (not _is_const(table) or table.dtype != ir.DataType.FLOAT or table.is_graph_input()
+                or table.is_graph_output()):
+            return False
+        arr = table.const_value.numpy()
+        readers = table.uses()
+        if (arr.ndim != 2 or arr.nbytes < TABLE_BYTES or not readers
+                or any(u.node.op_type != "Gather" or u.idx != 0 or u.node.attributes.get_int("axis", 0) != 0
+                       for u in readers)):
+            return False
+        q, scale = quantize_weight(arr, 0, 127)
+        base = f"{table.name}__table"
+        dq = ir.node("DequantizeLinear", [add_initializer(graph, base + "_q", q),
+                                          add_initializer(graph, base + "_scale", scale.reshape(-1)),
+                                          add_initializer(graph, base + "_zp", np.zeros(scale.size, np.int8))],
+                     attributes={"axis": 0}, name=base + "_dq")
+        dq.outputs[0].name = base + "_dq"
+        dq.outputs[0].shape, dq.outputs[0].type = table.shape, table.type
+        graph.insert_before(min((u.node for u in readers), key=list(graph).index), dq)
+        for use in list(readers):
+            use.node.replace_input_with(0, dq.outputs[0])
         return True
 
     def _bias_floor(self, node: ir.Node, channels: int) -> np.ndarray | None:
@@ -553,6 +585,9 @@ class QDQPass(ir.passes.InPlacePass):
                     modified = True
                     if dynamic:
                         node.metadata_props[MARK] = DYNAMIC
+        if p.int8_tables:
+            for table in {id(n.inputs[0]): n.inputs[0] for n in graph if n.op_type == "Gather" and n.inputs}.values():
+                modified |= self._quantize_table(graph, table)
         # the float weights and biases now stored as int8/int32 are read by nothing: drop them,
         # or an ONNX artifact (TensorRT's) would carry both copies
         RemoveUnusedInitializersPass()(model)
