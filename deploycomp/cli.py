@@ -366,7 +366,11 @@ def _print_summary(manifest: dict, bundle: Path, as_json: bool) -> None:
                     if "padding_value" in m else "of its integer elements")
             click.echo(f"  {_short(name)}: {m['agreement']:.2%} {over} equal{bad}")
             continue
-        click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}  max_rel_err {m.get('max_rel_error', 0):.2e}{note}{bad}")
+        # (an output judged by its text: its cosine is said, not judged; 0.968 beside an int8
+        # budget of 0.98 had read as a miss)
+        unjudged = " (not judged: its text is)" if "text" in m else ""
+        click.echo(f"  {_short(name)}: cosine {m['cosine']:.6f}{unjudged}  max_rel_err {m.get('max_rel_error', 0):.2e}"
+                   f"{note}{bad}")
         for c in m.get("weak_channels") or []:
             click.echo(f"    channel {c['channel']} of axis {c['axis']} alone: cosine {c['cosine']:.4f}, misses the "
                        "budget (the output as a whole meets it; --judge-channels judges its channels apart)")

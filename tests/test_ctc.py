@@ -202,7 +202,7 @@ def test_build_judges_the_text_and_records_the_rule(real_model, tmp_path):
     done = subprocess.run([sys.executable, "-m", "deploycomp", "example", "ppocr-rec", "--precision", "fp32",
                            "--out", str(tmp_path / "ok")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "CTC text similarity 1.0000 (0 of" in done.stdout
+    assert "CTC text similarity 1.0000 (0 of" in done.stdout and "(not judged: its text is)" in done.stdout
     validation = json.loads((tmp_path / "ok" / "manifest.json").read_text())["validation"]
     assert validation["judge_ctc"] == {SCORES: SCORES}
     assert validation["outputs"][SCORES]["text"]["exact"] == 1.0
