@@ -128,7 +128,8 @@ class QDQPolicy:
     (:data:`deploycomp.quant.qdq.TABLE_BYTES`): MiniLM's 30522 x 384 embedding had stayed
     fp32 in every int8 bundle, 47 of its 52 MB, larger than the fp16 bundle (35 MB). The
     runtime keeps the rows int8 (OpenVINO: a compressed constant; TFLite: a DEQUANTIZE of
-    a constant, done once)."""
+    a constant, done once). Not TensorRT's: its ONNX parser takes the pattern, but what its
+    engine builder makes of it needs a GPU to see."""
 
 
 POLICIES: dict[str, QDQPolicy] = {

@@ -60,8 +60,8 @@ def test_an_embedding_table_is_stored_as_int8_rows(tmp_path, target):
 
 
 def test_tensorrt_and_small_or_shared_tables_stay_float(tmp_path):
-    """TensorRT's policy does not take them (its parser's weight-only Gather is unproven
-    here); a table under 1 MiB is not worth its error; a table a float MatMul reads too
+    """TensorRT's policy does not take them (its parser takes the pattern; the engine
+    builder, unseen without a GPU, might not keep it int8); a table under 1 MiB is not worth its error; a table a float MatMul reads too
     (tied weights, the head kept float) stays as it is, once: where the head runs int8 it
     reads int8 weights of its own, and the gather alone reads the table."""
     from deploycomp.quant.policy import POLICIES
