@@ -562,10 +562,11 @@ def _build_options(f):
     f = click.option("--min-box-iou", type=float,
                      help="Override the box budget of --judge-boxes (the worst sample's mean IoU with fp32's "
                           "detections; default implied by the cosine budget: int8 0.9).")(f)
-    f = click.option("--judge-mask", "judge_masks", multiple=True, metavar="NAME[>T]",
+    f = click.option("--judge-mask", "judge_masks", multiple=True, metavar="NAME[>T[,dilate=K]]",
                      help="Judge a dense map by the mask an application cuts from it: NAME>T where it exceeds T "
-                          "(a probability or alpha map, e.g. mask>0.5), NAME alone for a class map (each pixel's "
-                          "largest class score); by its IoU with fp32's mask; repeatable.")(f)
+                          "(a probability or alpha map, e.g. mask>0.5; ,dilate=K: dilated by a K x K square "
+                          "first, as RapidOCR's 2), NAME alone for a class map (each pixel's largest class score); "
+                          "by its IoU with fp32's mask and its regions; repeatable.")(f)
     f = click.option("--min-mask-iou", type=float,
                      help="Override the mask budget of --judge-mask (the worst sample's IoU with fp32's mask; "
                           "default implied by the cosine budget: int8 0.9).")(f)

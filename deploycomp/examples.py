@@ -63,7 +63,9 @@ EXAMPLES: dict[str, Example] = {
             "ppocr-det", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
             "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
             "x", (1, 3, 640, 640), "ocr-det", "PP-OCRv4 text detector (DBNet), 1x3x640x640",
-            judge_masks=("sigmoid_0.tmp_0>0.3",),  # RapidOCR's text mask: its map cut at 0.3
+            # RapidOCR's text mask: its map cut at 0.3, dilated by 2 x 2 (use_dilation) before
+            # its boxes are cut
+            judge_masks=("sigmoid_0.tmp_0>0.3,dilate=2",),
         ),
         Example(
             "ppocr-rec", "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",

@@ -48,29 +48,41 @@ class MaskRule:
     output: str
     threshold: float | None = None
     """Where the map exceeds it, the mask; None: a class map."""
+    dilate: int = 0
+    """The side of the square the application dilates the mask by before it cuts regions
+    (RapidOCR: 2, ``use_dilation``), as OpenCV's ``dilate`` with its centred anchor; 0: none."""
 
     def text(self) -> str:
-        return self.output if self.threshold is None else f"{self.output}>{self.threshold:g}"
+        if self.threshold is None:
+            return self.output
+        return f"{self.output}>{self.threshold:g}" + (f",dilate={self.dilate}" if self.dilate else "")
 
 
 def parse_masks(texts) -> dict[str, MaskRule]:
-    """``--judge-mask NAME>T`` or ``--judge-mask NAME`` (repeatable) -> ``{output: rule}``."""
+    """``--judge-mask NAME>T[,dilate=K]`` or ``--judge-mask NAME`` (repeatable) -> ``{output: rule}``."""
     rules: dict[str, MaskRule] = {}
     for text in texts or ():
         text = str(text).strip()
-        name, gt, threshold = text.rpartition(">") if ">" in text else (text, "", "")
-        name, value = name.strip(), None
+        body, comma, option = text.rpartition(",") if ",dilate=" in text.replace(" ", "") else (text, "", "")
+        name, gt, threshold = body.rpartition(">") if ">" in body else (body, "", "")
+        name, value, dilate = name.strip(), None, 0
         if gt:
             try:
                 value = float(threshold)
             except ValueError:
                 value = None
-        if not name or (gt and (value is None or not np.isfinite(value))):
-            raise ValueError(f"--judge-mask {text!r}: write NAME>THRESHOLD (a probability map, e.g. mask>0.5) "
+        if comma:
+            try:
+                dilate = int(option.partition("=")[2])
+            except ValueError:
+                dilate = -1
+        if not name or (gt and (value is None or not np.isfinite(value))) or dilate < 0 or (comma and not gt):
+            raise ValueError(f"--judge-mask {text!r}: write NAME>THRESHOLD (a probability map, e.g. mask>0.5; "
+                             "NAME>THRESHOLD,dilate=K where the application dilates it by a K x K square) "
                              "or NAME (a class map)")
         if name in rules:
             raise ValueError(f"--judge-mask {name}: given twice; give one rule per output")
-        rules[name] = MaskRule(name, value)
+        rules[name] = MaskRule(name, value, dilate)
     return rules
 
 
@@ -98,10 +110,28 @@ def check_masks(rules: Mapping[str, MaskRule], outputs: Mapping[str, tuple[Seque
                                  f"is judged as {name}>THRESHOLD")
 
 
+def dilated(mask: np.ndarray, side: int) -> np.ndarray:
+    """``mask`` dilated in each 2-D plane (:func:`_planes`' axes) by a ``side`` x ``side``
+    square anchored at its centre, as OpenCV's ``cv2.dilate`` (a pixel is set where any
+    pixel of the square from ``side // 2`` before it is)."""
+    if side <= 1 or mask.ndim < 2:
+        return mask
+    last = mask.ndim >= 3 and mask.shape[-1] <= 16 < mask.shape[-2]  # (channels last)
+    planes = np.moveaxis(mask, -1, 0) if last else mask
+    h, w = planes.shape[-2:]
+    anchor = side // 2
+    padded = np.pad(planes, [(0, 0)] * (planes.ndim - 2) + [(anchor, side - 1 - anchor)] * 2)
+    out = np.zeros_like(planes)
+    for dy in range(side):
+        for dx in range(side):
+            out |= padded[..., dy:dy + h, dx:dx + w]
+    return np.moveaxis(out, 0, -1) if last else out
+
+
 def _labels(values: np.ndarray, rule: MaskRule) -> np.ndarray:
     values = np.asarray(values)
     if rule.threshold is not None:
-        return values > rule.threshold
+        return dilated(values > rule.threshold, rule.dilate)
     if np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_:
         return values
     return values.argmax(axis=class_axis(values.shape))

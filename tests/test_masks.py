@@ -32,6 +32,30 @@ def det_refs(real_model):
     return [{MAP: session.run(None, {"x": x})[0]} for x in ocr_det_samples((1, 3, 320, 320))]
 
 
+def test_a_mask_dilated_as_the_application_does_joins_what_it_joins():
+    """RapidOCR dilates its text mask by a 2 x 2 square before it cuts boxes: two words a
+    pixel apart are one box then, and an int8 map that closes a one-pixel gap fp32 left
+    open merges two lines only after the dilation (a probe's page lost both lines). The
+    dilation is OpenCV's, its anchor the square's centre."""
+    from deploycomp.masks import dilated
+
+    ref = np.zeros((1, 1, 64, 96), np.float32)
+    ref[0, 0, 20:30, 10:40] = ref[0, 0, 20:30, 42:80] = 0.9  # two words, a 2-pixel gap
+    got = ref.copy()
+    got[0, 0, 20:30, 40] = 0.9  # the bundle closes one column of it
+    plain = mask_metrics([{"m": ref}], [{"m": got}], MaskRule("m", 0.3))
+    assert plain["mask_regions"] == 1.0  # (raw, both keep a gap: two words each)
+    rule = parse_masks(["m>0.3,dilate=2"])["m"]
+    assert rule == MaskRule("m", 0.3, 2) and rule.text() == "m>0.3,dilate=2"
+    merged = mask_metrics([{"m": ref}], [{"m": got}], rule)
+    # (2 words against 1 line: the longer word matches it, the other is lost: F1 2/3)
+    assert merged["mask_regions"] == pytest.approx(2 / 3) and merged["mask"]["rule"] == "m>0.3,dilate=2"
+    spot = np.zeros((5, 5), bool)
+    spot[2, 2] = True
+    assert np.argwhere(dilated(spot, 2)).tolist() == [[2, 2], [2, 3], [3, 2], [3, 3]]  # (cv2.dilate's anchor)
+    assert np.argwhere(dilated(spot, 3)).min(0).tolist() == [1, 1]
+
+
 def test_parse_rules():
     rules = parse_masks([RULE, "logits", " alpha > 0.5 "])
     assert rules == {MAP: MaskRule(MAP, 0.3), "logits": MaskRule("logits"), "alpha": MaskRule("alpha", 0.5)}
@@ -39,7 +63,7 @@ def test_parse_rules():
     assert parse_masks(["out:0>0.5"]) == {"out:0": MaskRule("out:0", 0.5)}  # (a TensorFlow export's name)
 
 
-@pytest.mark.parametrize("text", [">0.5", "mask>", "mask>half", "mask>nan"])
+@pytest.mark.parametrize("text", [">0.5", "mask>", "mask>half", "mask>nan", "mask>0.5,dilate=x", "mask,dilate=2"])
 def test_bad_rules_are_named(text):
     with pytest.raises(ValueError, match=r"--judge-mask .*write NAME>THRESHOLD"):
         parse_masks([text])
@@ -173,7 +197,7 @@ def test_build_judges_the_mask_and_records_the_rule(real_model, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "mask IoU" in done.stdout
     validation = json.loads((tmp_path / "ok" / "manifest.json").read_text())["validation"]
-    assert validation["judge_masks"] == {MAP: RULE}
+    assert validation["judge_masks"] == {MAP: f"{RULE},dilate=2"}  # (as RapidOCR dilates its mask)
     assert validation["outputs"][MAP]["mask_iou"] > 0.99
     assert any(b["budget"] == f"mask_iou[{MAP}]" and b["ok"] for b in validation["budgets"])
     bad = subprocess.run([sys.executable, "-m", "deploycomp", "build", str(real_model("ppocr-det")), "--input",
