@@ -245,7 +245,7 @@ def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]
 
     where = parse_where(cm.CORPUS[spec["name"]].judge_where)
     ctc = parse_ctc(cm.CORPUS[spec["name"]].judge_ctc)
-    texts: dict[str, list[float]] = {n: [] for n in ctc}
+    texts: dict[str, tuple[list, list]] = {n: ([], []) for n in ctc}  # each judged output's (refs, gots)
     core = ov.Core()
     compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
     val = np.load(spec["validation"])
@@ -257,9 +257,10 @@ def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]
         if where:  # the build's --judge-where, applied to NNCF's outputs too
             masked_ref, masked_got = masked_outputs([dict(zip(names, ref))], [dict(zip(names, got))], where)
             ref, got = [masked_ref[0][n] for n in names], [masked_got[0][n] for n in names]
-        for n, rule in ctc.items():  # the build's --judge-ctc: NNCF's text against ONNX Runtime's
+        for n in ctc:  # the build's --judge-ctc: NNCF's text against ONNX Runtime's, over every line
             j = names.index(n)
-            texts[n].append(ctc_metrics([{n: ref[j]}], [{n: np.asarray(got[j])}], rule).get("text_similarity", 1.0))
+            texts[n][0].append({n: ref[j]})
+            texts[n][1].append({n: np.asarray(got[j])})
         for j, n in enumerate(names):
             r, g = ref[j], got[j]
             if np.issubdtype(r.dtype, np.integer):
@@ -273,7 +274,8 @@ def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]
     for n, (same, total) in equal.items():
         per_out[n] = [same / total if total else 1.0]
     cosine = {n: min(v) for n, v in per_out.items()}
-    text = {n: min(v) for n, v in texts.items() if v}
+    # (over all the lines at once, as a build's text_similarity is: not the worst sample's)
+    text = {n: ctc_metrics(r, g, ctc[n]).get("text_similarity", 1.0) for n, (r, g) in texts.items() if r}
     return {"ok": True, "cosine": cosine, "min_cosine": min((c for n, c in cosine.items() if n not in text), default=None),
             **({"text_similarity": text, "min_text_similarity": min(text.values())} if text else {}),
             "fq_nodes": sum(1 for op in q.get_ops() if op.get_type_name() == "FakeQuantize")}
