@@ -1232,9 +1232,14 @@ def _build(opts: BuildOptions) -> BuildResult:
                 options["fp32_tensors"] = tensors
                 runner = None  # (the runtime it replaces released first: one loaded at a time)
                 lowered, runner, memory_mb, gots, metrics = lower_and_validate(model)
-                if lowered.info.get("execute") == "f32" and not fp16_info.get("executes_fp32"):
-                    fp16_info["executes_fp32"] = (f"{backend.name} cannot keep single nodes fp32: the searched "
-                                                  f"layers' weights f32, the rest f16, f32 execution")
+                if lowered.info.get("execute") == "f32":
+                    # what the bundle is, after why f32 execution came first (a CPU with native
+                    # f16 had said only that its f16 execution missed: not that the searched
+                    # layers' weights are f32 now)
+                    said = (f"{backend.name} cannot keep single nodes fp32: the searched layers' weights f32, "
+                            f"the rest f16, f32 execution")
+                    earlier = fp16_info.get("executes_fp32")
+                    fp16_info["executes_fp32"] = f"{earlier}; {said}" if earlier and said not in earlier else said
         if fp16_info is not None and arrives_int8 and not fidelity_met(metrics, fidelity, floor=floor):
             # ... except for a model that arrives int8 (its QDQ, or ONNX Runtime's integer ops): its
             # weights are int8 already, and its float parts (norms, softmax, scales, float tables)
