@@ -132,14 +132,13 @@ def decode(values: np.ndarray, rule: CtcRule) -> list[tuple[int, ...]]:
     return _collapsed(_steps(values), _blank(values, rule))
 
 
-def _as_fp32_would(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's best class at each step, fp32's where fp32's own scores put the
-    bundle's choice within :data:`UNSURE` of its best (scores that are not probabilities
-    taken through a softmax first); and which steps that changed."""
-    ids = _steps(got)
+def _as_fp32_would(ref: np.ndarray, want: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's best class at each step (``ids``), fp32's (``want``: :func:`_steps` of
+    ``ref``, fp32's scores) where fp32's own scores put the bundle's choice within
+    :data:`UNSURE` of its best (scores that are not probabilities taken through a softmax
+    first); and which steps that changed."""
     if np.issubdtype(ref.dtype, np.integer):
         return ids, np.zeros(ids.shape, bool)
-    want = _steps(ref)
     scores = ref.reshape(-1, *ref.shape[-2:]).astype(np.float64)
     if not softmax_over([ref], -1):
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -178,8 +177,10 @@ def ctc_metrics(refs: Sequence[Mapping[str, np.ndarray]], gots: Sequence[Mapping
         # each line read as the bundle gives it or with fp32's unsure steps read as fp32's,
         # whichever is closer (read step by step, a line emitted a step early would gain the
         # edits the step's shift makes)
-        ids, tossed = _as_fp32_would(r, g)
-        lines = zip(decode(r, rule), decode(g, rule), _collapsed(ids, _blank(r, rule)), tossed)
+        # (each side's best classes taken once: a search decodes every candidate's scores)
+        want, ids, blank = _steps(r), _steps(g), _blank(r, rule)
+        tolerant, tossed = _as_fp32_would(r, want, ids)
+        lines = zip(_collapsed(want, blank), _collapsed(ids, blank), _collapsed(tolerant, blank), tossed)
         for line, (a, plain, tolerant, steps) in enumerate(lines):
             distance, b = edit_distance(a, plain), plain
             if (closer := edit_distance(a, tolerant)) < distance:
