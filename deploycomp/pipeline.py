@@ -1023,8 +1023,9 @@ def _build(opts: BuildOptions) -> BuildResult:
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
         check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
-        check_masks(opts.judge_masks, {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]})
-        check_ctc(opts.judge_ctc, {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]})
+        typed = {o["name"]: (o["shape"], o["dtype"]) for o in io["outputs"]}
+        check_masks(opts.judge_masks, typed)
+        check_ctc(opts.judge_ctc, typed)
     except ValueError as e:
         raise InputDataError(str(e)) from None
     # an output judged by its boxes is judged where its detections are, as --judge-where would
