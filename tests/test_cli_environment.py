@@ -215,12 +215,13 @@ def test_family_targets_build_one_bundle_for_every_member(tiny_conv, tmp_path):
     assert rc == 0, stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     family = manifest["target"]["family"]
-    assert family["name"] == "jetson" and family["members"] == ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"]
+    assert family["name"] == "jetson"
+    assert family["members"] == ["jetson-orin-nano", "jetson-orin-nano-super", "jetson-orin-nx", "jetson-agx-orin"]
     assert manifest["target"]["profile"]["budgets"]["max_memory_mb"] == 2048  # the Nano's
     plan = json.loads((tmp_path / "b" / "build_plan.json").read_text())
     assert plan["dla_core"] == 0 and plan["gpu_fallback"]
     rc, stdout, _ = cli("targets")
-    assert "jetson-orin-nano, jetson-orin-nx, jetson-agx-orin" in stdout
+    assert "jetson-orin-nano, jetson-orin-nano-super, jetson-orin-nx, jetson-agx-orin" in stdout
     rc, _, stderr = cli("build", tiny_conv, "--target", "jetsn", "--out", tmp_path / "c")
     assert rc == 5
     _one_line_error(stderr, "unknown target 'jetsn'", "families: ", "jetson")

@@ -11,7 +11,8 @@ from deploycomp.errors import ProfileError
 from deploycomp.targets import list_targets, load_target
 
 SHIPPED = [
-    "intel-core-avx2", "intel-xeon-avx512-vnni", "intel-xeon-amx", "jetson-orin-nano", "jetson-orin-nx",
+    "intel-core-avx2", "intel-xeon-avx512-vnni", "intel-xeon-amx", "jetson-orin-nano", "jetson-orin-nano-super",
+    "jetson-orin-nx",
     "jetson-agx-orin", "nvidia-t4", "nvidia-l4", "raspberry-pi-5", "android-arm64", "coral-edgetpu",
 ]
 
@@ -24,7 +25,8 @@ def test_shipped_profiles_validate(name):
     assert set(prof.precisions) <= set(prof.fidelity)
 
 
-@pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin", "nvidia-l4"])
+@pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-orin-nano-super", "jetson-orin-nx", "jetson-agx-orin",
+                                  "nvidia-l4"])
 def test_fp32_on_tensor_core_gpus_is_estimated_at_tf32(name):
     """TensorRT runs fp32 convolutions and products as TF32 on the tensor cores by default
     from Ampere on: the fp32 peak of those profiles is half their fp16 one, not the CUDA
