@@ -72,3 +72,51 @@ def test_a_transformer_block_of_opset_23_builds_for_android(tmp_path):
     assert runner.manifest["validation"]["ok"]
     (want,) = ort.InferenceSession(str(tmp_path / "block.onnx")).run(None, {"x": x[0]})
     np.testing.assert_allclose(runner.run({"x": x[0]})["y"], want, rtol=1e-4, atol=1e-5)
+
+
+def _one_node(path, node, inputs, output_shape, initializers, opset):
+    graph = helper.make_graph([node], "one", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT,
+                                                                                    output_shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("opset", [19, 21, 22])
+def test_a_body_written_for_an_earlier_opset_is_read_at_the_models(tmp_path, opset):
+    """ONNX keeps Shrink's body at opset 18: in a model of a later opset the inliner had
+    refused it ("domain '' has version 21 in the model but version 18 in the function"),
+    failing the build as a bad model file. Its ops only gained types since, so it is
+    read at the model's opset; ``bias``, left at its default, is spelled out for the
+    body's reference to it (written in as a Constant with no value, it had not loaded)."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    path = _one_node(tmp_path / "shrink.onnx", helper.make_node("Shrink", ["x"], ["y"], lambd=0.5), [x],
+                     [1, 3, 8, 8], [], opset)
+    model, _ = run_passes(load_model(path).model, build_pipeline("tflite", {"x": (1, 3, 8, 8)}))
+    assert not any(n.op_type == "Shrink" for n in model.graph)
+    save_model(model, tmp_path / "written.onnx")
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    want = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "written.onnx")).run(None, feeds)[0], want,
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, written", [(2, True), (1, False)])
+def test_a_body_that_does_not_compute_the_op_is_not_written_in(tmp_path, batch, written):
+    """ONNX's own body of AffineGrid squeezes a [N, 1, 3] slice of theta without axes: at
+    batch 1 that leaves a 1-D tensor its next Split cuts on axis 1, and the written-out
+    model of an opset-22 spatial transformer did not load. A body is written in only where
+    it passes ONNX's shape inference and, where ONNX Runtime runs the op, gives its outputs;
+    otherwise the op stays for the backend's support check to name."""
+    theta = helper.make_tensor_value_info("theta", onnx.TensorProto.FLOAT, [batch, 2, 3])
+    size = numpy_helper.from_array(np.array([batch, 3, 8, 8], np.int64), "size")
+    path = _one_node(tmp_path / "grid.onnx", helper.make_node("AffineGrid", ["theta", "size"], ["y"]), [theta],
+                     [batch, 8, 8, 2], [size], 22)
+    model, _ = run_passes(load_model(path).model, build_pipeline("tensorrt", {"theta": (batch, 2, 3)}))
+    assert any(n.op_type == "AffineGrid" for n in model.graph) is not written
+    save_model(model, tmp_path / "written.onnx")
+    feeds = {"theta": np.random.default_rng(0).standard_normal((batch, 2, 3)).astype(np.float32)}
+    want = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "written.onnx")).run(None, feeds)[0], want,
+                               rtol=1e-5, atol=1e-6)
