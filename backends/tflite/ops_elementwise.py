@@ -47,6 +47,8 @@ def _int8_elementwise(lo: Lowering, node: ir.Node, builtin: str, options=None) -
     residual ADDs, SiLU's LOGISTIC and MUL, affine MUL/ADD by a constant."""
     if lo.precision != "int8":
         return False
+    if any((c := lo.const(v)) is not None and not np.isfinite(c).all() for v in node.inputs):
+        return False  # (a -inf mask made an infinite scale, NaN int8 data: LiteRT aborted the process)
     dynamic = [v for v in node.inputs if lo.const(v) is None]
     sources = [quantized.int8_source(lo, v) for v in dynamic]
     out_shape = lo.shape(node.outputs[0])

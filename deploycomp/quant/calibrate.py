@@ -42,7 +42,9 @@ def cores() -> int:
 SENTINEL = 1e30
 """A tensor reaching this magnitude carries sentinel values, not a signal (an attention mask
 of -3.4e38, an infinity stand-in): no int8 scale can hold it and the values it marks, so
-it is left float (a transformer's mask Add quantized took its embedding to cosine 0.70)."""
+it is left float (a transformer's mask Add quantized took its embedding to cosine 0.70).
+So is a tensor holding infinities themselves (a causal mask of -inf, what ONNX's own
+``Attention`` body folds to), which the statistics leave out."""
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Statistics:
 
     def sentinels(self) -> list[str]:
         return sorted(name for name, obs in self.observers.items()
-                      if obs.hist is not None and max(abs(obs.lo), abs(obs.hi)) >= SENTINEL)
+                      if obs.hist is not None and (obs.nonfinite or max(abs(obs.lo), abs(obs.hi)) >= SENTINEL))
 
 
 STREAM_BUDGET_BYTES = 1 << 30

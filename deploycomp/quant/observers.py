@@ -42,9 +42,15 @@ class Observer:
         them): how little of the range the quietest calibration input used."""
         self.updates = 0
         self.lo_sum = self.hi_sum = 0.0  # each update's extremes, summed (``mean_minmax``)
+        self.nonfinite = False
+        """Whether any update held NaN or Inf (left out of the statistics): an attention
+        mask's -inf, which no int8 scale holds."""
 
     def update(self, x: np.ndarray) -> None:
-        found = finite_extremes(np.asarray(x, dtype=np.float32).ravel())
+        flat = np.asarray(x, dtype=np.float32).ravel()
+        found = finite_extremes(flat)
+        if found is None or found[0].size < flat.size:
+            self.nonfinite = self.nonfinite or flat.size > 0
         if found is None:
             return
         x, lo, hi = found

@@ -335,6 +335,42 @@ def test_int8_qdq_graph_maps_onto_int8_kernels(tmp_path):
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
 
 
+def test_a_mask_of_minus_infinity_stays_float_and_no_int8_constant_holds_it(monkeypatch):
+    """A causal mask of -inf (what ONNX's own Attention body folds to) added to the scores:
+    calibration left the infinities out of the statistics, the mask's Add was quantized,
+    and the lowering stored the -inf constant as int8 at an infinite scale (NaN data): LiteRT
+    aborted the process (exit 134). A tensor holding infinities stays float, like one of
+    sentinel magnitude; and where such an Add were int8 all the same, its constant is not."""
+    from deploycomp.quant import POLICIES, quantize
+    from deploycomp.quant.calibrate import Statistics
+
+    text = f"""{G} g (float[1, 16, 32] x, float[32, 32] wq, float[16, 16] mask, float[32, 32] wv)
+                     => (float[1, 16, 32] y)
+    {{ q = MatMul (x, wq)
+       k = Transpose <perm = [0, 2, 1]> (q)
+       s = MatMul (q, k)
+       sm = Add (s, mask)
+       p = Softmax <axis = -1> (sm)
+       v = MatMul (x, wv)
+       y = MatMul (p, v) }}"""
+    causal = np.triu(np.full((16, 16), -np.inf, np.float32), 1)
+    proto = model_from_text(text, wq=w(32, 32, scale=0.2), mask=causal, wv=w(32, 32, scale=0.2))
+    model = ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+    rng = np.random.default_rng(3)
+    calib = [{"x": rng.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(8)]
+    result = quantize(model, POLICIES["tflite"], calib, [])
+    assert "sm" in result.info["left_float_sentinel"]
+
+    monkeypatch.setattr(Statistics, "sentinels", lambda self: [])  # (as calibration had it)
+    forced = quantize(model, POLICIES["tflite"], calib, []).model
+    assert any(n.op_type == "QuantizeLinear" and n.inputs[0].name == "sm" for n in forced.graph)
+    flatbuffer = Lowering(forced, "int8").run().flatbuffer
+    from ai_edge_litert.interpreter import Interpreter
+
+    for tensor in Interpreter(model_content=flatbuffer).get_tensor_details():
+        assert np.isfinite(tensor["quantization_parameters"]["scales"]).all(), tensor["name"]
+
+
 def test_cast_comparison_and_where(tmp_path):
     text = f"""{G} g (float[1, 3, 6, 6] x, float[4, 3, 1, 1] k, float[] t) => (float[1, 4, 6, 6] y, float[1, 4, 6, 6] z)
     {{ a = Conv (x, k)
