@@ -127,6 +127,35 @@ def test_an_lstm_with_peepholes_runs_as_a_scan_of_its_cell(tmp_path):
     assert not any(p["name"] == "PeepholeLSTMToScanPass" and p["modified"] for p in runner.manifest["passes"])
 
 
+def _resize(tmp_path, size: int, mode: str, antialias: int):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode=mode, antialias=antialias)], "r",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 32, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, size, size])],
+        [numpy_helper.from_array(np.array([1, 8, size, size], np.int64), "sizes")])
+    path = tmp_path / f"resize-{size}-{mode}-{antialias}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    return path
+
+
+def test_an_antialiased_downscale_is_refused_by_name(tmp_path):
+    """OpenVINO 2026.4 converts Resize's ``antialias=1`` and resizes as if it were not set (a
+    probe's images up to 0.45 off ONNX Runtime; its fp16 and int8 bundles validated, their
+    model ending in a global pool): refused where it shrinks, as the TFLite backend does.
+    Without the attribute, or when enlarging, it changes nothing and builds."""
+    from deploycomp.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="Resize with antialias when downscaling"):
+        deploycomp.build(_resize(tmp_path, 16, "linear", 1), tmp_path / "a", precision="fp16")
+    for size, mode, antialias in ((16, "linear", 0), (64, "linear", 1)):
+        runner = deploycomp.build(_resize(tmp_path, size, mode, antialias), tmp_path / f"b{size}{mode}{antialias}",
+                                  precision="fp32")
+        assert runner.manifest["validation"]["ok"], (size, mode, antialias)
+
+
 def test_an_input_port_with_two_names_is_fed_by_the_graph_input_s(tmp_path):
     """OpenVINO folds a Convert that reads a graph input into the compiled input, whose port
     then carries that Convert's output name too, and ``get_any_name`` may pick it (a Keras
