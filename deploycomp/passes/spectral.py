@@ -20,9 +20,11 @@ product reshapes to ONNX's ``[..., K, 2]`` directly; it is computed in float64 a
 in the signal's type. An ``STFT`` is the same basis times the window, applied every
 ``frame_step`` samples: a ``Conv`` of ``2K`` filters of the window's length.
 
-Only what is exact this way is rewritten: real input (last dim 1), forward transforms,
-constant lengths and steps, the transformed axis the last before the complex one (DFT),
-a signal of static rank. The rest stays as it is (and a backend that cannot run it says
+A complex signal (``[..., N, 2]``) and the inverse transform are the same product with a
+``2N x 2L`` basis (:func:`complex_basis`): OpenVINO 2026.4 reads an opset-20 ``DFT``'s
+axis input as 1 whatever it holds (a probe's inverse transform validated to cosine
+-0.07). Only what is exact this way is rewritten: constant lengths and steps, the
+transformed axis the last before the complex one (DFT), a signal of static rank. The rest stays as it is (and a backend that cannot run it says
 so by name).
 """
 
@@ -53,6 +55,23 @@ def fourier_basis(n: int, length: int, onesided: bool, window: np.ndarray | None
     return basis
 
 
+def complex_basis(n: int, length: int, inverse: bool) -> np.ndarray:
+    """``[2n, 2L]`` float64 for a complex signal of ``n`` samples stored ``[..., n, 2]``
+    (real, imaginary) and flattened: row ``2j`` the real part of sample ``j``, ``2j + 1`` its
+    imaginary part; columns as :func:`fourier_basis`'s. ``(a + ib) e^(s i t)`` is
+    ``a cos t - s b sin t + i (s a sin t + b cos t)`` with ``s`` -1 forward, +1 inverse (and
+    the inverse scaled by ``1 / L``, as ONNX defines it)."""
+    sign = 1.0 if inverse else -1.0
+    rows = np.arange(min(n, length), dtype=np.float64)[:, None]
+    angle = 2 * np.pi * rows * np.arange(length, dtype=np.float64)[None, :] / length
+    cos, sin = np.cos(angle), np.sin(angle)
+    basis = np.zeros((2 * n, 2 * length))
+    m = rows.shape[0]
+    basis[0:2 * m:2, 0::2], basis[0:2 * m:2, 1::2] = cos, sign * sin
+    basis[1:2 * m:2, 0::2], basis[1:2 * m:2, 1::2] = -sign * sin, cos
+    return basis / length if inverse else basis
+
+
 def _int(value: ir.Value | None) -> int | None:
     array = const(value)
     return int(array.reshape(-1)[0]) if array is not None and array.size == 1 else None
@@ -70,11 +89,11 @@ def _dft(node: ir.Node) -> bool:
     if x is None or x.shape is None or x.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE):
         return False
     rank = len(x.shape)
-    if rank < 2 or x.shape[-1] != 1 or not isinstance(x.shape[-2], int):
-        return False  # complex input, or a length the basis cannot be made for
+    if rank < 2 or x.shape[-1] not in (1, 2) or not isinstance(x.shape[-2], int):
+        return False  # a length the basis cannot be made for
     attrs = node.attributes
-    if attrs.get("inverse") is not None and attrs["inverse"].as_int():
-        return False
+    inverse = attrs.get("inverse") is not None and bool(attrs["inverse"].as_int())
+    real = x.shape[-1] == 1
     if len(node.inputs) > 2 and node.inputs[2] is not None:  # opset 20: the axis as an input
         axis = _int(node.inputs[2])
     else:
@@ -86,13 +105,22 @@ def _dft(node: ir.Node) -> bool:
     if length is None or length < 1:
         return False
     onesided = bool(attrs["onesided"].as_int()) if "onesided" in attrs else False
-    basis = fourier_basis(n, length, onesided).astype(x.dtype.numpy())
-    squeeze_axes = add_initializer(graph, f"{node.name}_squeeze_axes", np.array([-1], np.int64))
-    weights = add_initializer(graph, f"{node.name}_fourier_basis", basis)
-    squeeze = ir.node("Squeeze", [x, squeeze_axes], name=f"{node.name}_real")
-    product = ir.node("MatMul", [squeeze.outputs[0], weights], name=f"{node.name}_matmul")
+    if onesided and (inverse or not real):
+        return False  # (ONNX takes a one-sided transform of a real signal only)
+    if real and not inverse:
+        basis = fourier_basis(n, length, onesided)
+    else:  # a real signal's inverse: its imaginary rows zero
+        basis = complex_basis(n, length, inverse)[0::2] if real else complex_basis(n, length, inverse)
+    weights = add_initializer(graph, f"{node.name}_fourier_basis", basis.astype(x.dtype.numpy()))
+    if real:
+        flat_axes = add_initializer(graph, f"{node.name}_squeeze_axes", np.array([-1], np.int64))
+        flat = ir.node("Squeeze", [x, flat_axes], name=f"{node.name}_real")
+    else:  # [..., n, 2] -> [..., 2n], real and imaginary parts interleaved as the basis reads them
+        flat_shape = add_initializer(graph, f"{node.name}_flat_shape", np.array([0] * (rank - 2) + [2 * n], np.int64))
+        flat = ir.node("Reshape", [x, flat_shape], name=f"{node.name}_flat")
+    product = ir.node("MatMul", [flat.outputs[0], weights], name=f"{node.name}_matmul")
     bins = _reshape_to_bins(graph, node, product.outputs[0], rank - 1, basis.shape[1] // 2)
-    replace_node(node, [squeeze, product, bins], "__spectral")
+    replace_node(node, [flat, product, bins], "__spectral")
     return True
 
 
@@ -131,7 +159,7 @@ def _stft(node: ir.Node) -> bool:
 
 
 class DFTToMatMulPass(OpRewritePass):
-    """Every backend: a real, forward ``DFT`` over its last signal axis as a ``MatMul``."""
+    """Every backend: a ``DFT`` over its last signal axis as a ``MatMul``."""
 
     op_types = frozenset({"DFT"})
 
