@@ -430,6 +430,32 @@ def _antialiased(node: ir.Node) -> bool:
     return any(not isinstance(i, int) or not isinstance(o, int) or o < i for i, o in zip(before, after))
 
 
+_DFT_AXIS = "DFT over an axis OpenVINO misreads"
+
+
+def _dft_axis_misread(node: ir.Node, opset: int) -> bool:
+    """A ``DFT`` the spectral pass left (its axis not the last signal axis, a length not
+    constant...) whose axis OpenVINO 2026.4 does not read as ONNX does: an opset-20 axis
+    input (or its default, -2) it takes as 1 whatever it holds, a negative ``axis``
+    attribute it counts from another end (a probe's inverse transform over axis -2
+    validated to cosine -0.07; -2 as an attribute was off by 1.5 too)."""
+    if node.op_type != "DFT" or node.domain not in ("", "ai.onnx"):
+        return False
+    shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+    rank = len(shape) if shape is not None else None
+    if opset >= 20:
+        given = node.inputs[2] if len(node.inputs) > 2 else None
+        if given is None:
+            axis = -2
+        elif given.const_value is None:
+            return True
+        else:
+            axis = int(given.const_value.numpy().reshape(-1)[0])
+        return rank is None or axis % rank != 1
+    attribute = node.attributes.get("axis")
+    return attribute is not None and attribute.as_int() < 0
+
+
 class OpenVINOBackend:
     name = "openvino"
     requires = REQUIRES
@@ -470,6 +496,8 @@ class OpenVINOBackend:
                 report.unsupported.append(unsupported_node(node, _PEEPHOLE_LSTM))
             elif _antialiased(node):
                 report.unsupported.append(unsupported_node(node, _ANTIALIAS))
+            elif _dft_axis_misread(node, model.opset_imports.get("", 1)):
+                report.unsupported.append(unsupported_node(node, _DFT_AXIS))
         if any(u["op"] == _PEEPHOLE_LSTM for u in report.unsupported):
             report.notes.append("OpenVINO 2026.4 converts an LSTM's peephole weights (input P) but computes as if "
                                 "they were not there; the host pipeline writes one with constant weights, default "

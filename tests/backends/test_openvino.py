@@ -156,6 +156,31 @@ def test_an_antialiased_downscale_is_refused_by_name(tmp_path):
         assert runner.manifest["validation"]["ok"], (size, mode, antialias)
 
 
+@pytest.mark.parametrize("shape, axis, runs", [((1, 64, 8, 2), 1, True), ((1, 4, 64, 8, 2), 2, False)])
+def test_a_dft_whose_axis_openvino_misreads_is_refused_by_name(tmp_path, shape, axis, runs):
+    """OpenVINO 2026.4 reads an opset-20 DFT's axis input as 1 whatever it holds. The
+    spectral pass writes one over the last signal axis as a MatMul; one over another axis
+    stays, and builds only where that axis is 1 (over axis 2 it had validated to cosine
+    -0.07 where not rewritten)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from deploycomp.errors import UnsupportedError
+
+    graph = helper.make_graph([helper.make_node("DFT", ["x", "", "axis"], ["y"])], "dft",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(shape))],
+                              [numpy_helper.from_array(np.array(axis, np.int64), "axis")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), tmp_path / "dft.onnx")
+    feeds = [{"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}]
+    if runs:
+        runner = deploycomp.build(tmp_path / "dft.onnx", tmp_path / "a", precision="fp32", validation_data=feeds)
+        assert runner.manifest["validation"]["outputs"]["y"]["cosine"] > 0.99999
+    else:
+        with pytest.raises(UnsupportedError, match="DFT over an axis OpenVINO misreads"):
+            deploycomp.build(tmp_path / "dft.onnx", tmp_path / "b", precision="fp32", validation_data=feeds)
+
+
 def test_an_input_port_with_two_names_is_fed_by_the_graph_input_s(tmp_path):
     """OpenVINO folds a Convert that reads a graph input into the compiled input, whose port
     then carries that Convert's output name too, and ``get_any_name`` may pick it (a Keras
