@@ -25,6 +25,22 @@ _logging.getLogger("deploycomp").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 
+
+def _source_checkout() -> None:
+    """Run from a source checkout (``python -m deploycomp`` in its root, where the folder
+    shadows any installed copy), ``deploycomp.backends`` is the top-level ``backends/``
+    folder, as the wheel and an editable install map it: the package also looks one level
+    up (a benchmark run from the root over a non-editable install had failed every build
+    with "No module named 'deploycomp.backends'")."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "backends", "__init__.py")) and os.path.isfile(os.path.join(root, "setup.py")):
+        __path__.append(root)  # noqa: F821 - the package's own search path
+
+
+_source_checkout()
+
 __all__ = ["DeployError", "__version__", "build", "load", "optimize"]
 
 _LAZY = {"build": "deploycomp.api", "load": "deploycomp.api", "optimize": "deploycomp.api",

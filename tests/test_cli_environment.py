@@ -564,3 +564,21 @@ def test_paths_in_any_encoding_and_any_locale_build(tiny_conv, tmp_path):
                            str(named / "oé")], capture_output=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "mé.onnx" in (named / "oé" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_source_checkout_finds_its_backends_without_an_install(tmp_path):
+    """``backends/`` installs as ``deploycomp.backends``; run from the checkout's root, the
+    folder ``deploycomp/`` shadows any installed copy, and with a non-editable install
+    (a benchmark run from the root) every build failed: "No module named
+    'deploycomp.backends'". Here with no site-packages at all (``-S``)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (f"import sys; sys.path.insert(0, {str(root)!r}); import deploycomp.backends.base as b; "
+            "import deploycomp.errors as e; print(b.__file__); print(e.__file__)")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    backends, errors = proc.stdout.split()
+    assert Path(backends) == root / "backends" / "base.py" and Path(errors) == root / "deploycomp" / "errors.py"
