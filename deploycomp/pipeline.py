@@ -1527,7 +1527,11 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
             "bundle_meets_budget_vs_it": fidelity_met(vs_bundle, fidelity),
             # the criterion it misses, where not cosine (a box budget: "cosine 1.000000" had read as no miss)
             **({"vs_onnxruntime_missed": missed[0].describe()}
-               if (missed := fidelity_failures(vs_ort, fidelity)) else {})}
+               if (missed := fidelity_failures(vs_ort, fidelity)) else {}),
+            # (the same of the bundle: an output judged by its error whose samples were flat
+            # had read "the bundle differs from it too (cosine -1.000000)")
+            **({"bundle_vs_it_missed": differs[0].describe()}
+               if (differs := fidelity_failures(vs_bundle, fidelity)) else {})}
 
 
 def _source_hint(source: dict[str, Any], runtime: str, precision: str = "fp32") -> str:
@@ -1545,9 +1549,9 @@ def _source_hint(source: dict[str, Any], runtime: str, precision: str = "fp32") 
                 f"{source['vs_onnxruntime_min_cosine']:.6f}): {cause}; ")
     agrees = "and the bundle matches it" if source["bundle_meets_budget_vs_it"] else "and the bundle differs from it too"
     how = source.get("vs_onnxruntime_missed") or f"cosine {source['vs_onnxruntime_min_cosine']:.6f}"
-    return (f"{runtime} at fp32 on the unmodified model misses too ({how}) "
-            f"{agrees} (cosine {source['bundle_vs_it_min_cosine']:.6f}): the runtimes disagree on this model's "
-            "outputs; ")
+    differs = source.get("bundle_vs_it_missed") or f"cosine {source['bundle_vs_it_min_cosine']:.6f}"
+    return (f"{runtime} at fp32 on the unmodified model misses too ({how}) {agrees} ({differs}): the runtimes "
+            "disagree on this model's outputs; ")
 
 
 def _family_record(target: TargetProfile, backend: str) -> dict[str, Any]:

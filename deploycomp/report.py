@@ -455,9 +455,11 @@ def _source_html(source: dict | None) -> str:
         verdict = ("misses as well, and the bundle " + ("matches it" if source["bundle_meets_budget_vs_it"] else
                                                          "differs from it too")
                    + ": <b>the two runtimes compute this model differently</b>")
+    against_ort = source.get("vs_onnxruntime_missed") or f"cosine {source['vs_onnxruntime_min_cosine']:.6f}"
+    against_bundle = source.get("bundle_vs_it_missed") or f"cosine {source['bundle_vs_it_min_cosine']:.6f}"
     return (f'<p class="warn">{html.escape(source["runtime"])} at fp32 on the unmodified model (none of deploycomp\'s '
-            f"passes): cosine {source['vs_onnxruntime_min_cosine']:.6f} against ONNX Runtime, "
-            f"{source['bundle_vs_it_min_cosine']:.6f} against this bundle. It {verdict}.</p>")
+            f"passes): {html.escape(against_ort)} against ONNX Runtime, {html.escape(against_bundle)} against this "
+            f"bundle. It {verdict}.</p>")
 
 
 def _stricter_html(again: dict | None) -> str:

@@ -655,7 +655,14 @@ def test_a_float_miss_says_whether_the_target_runtime_disagrees_on_the_source_mo
     fidelity = target.fidelity["fp32"]
     source = _runtime_on_source(backend, target, prep, samples, refs, changed, fidelity)
     assert source["meets_budget_vs_onnxruntime"] and not source["bundle_meets_budget_vs_it"]
+    assert source["bundle_vs_it_missed"].startswith("cosine[")  # what the bundle missed by, as the budget says it
     assert "the build changed the outputs" in _source_hint(source, "openvino")
+    # where the runtimes disagree, each side is said by what it missed, not by a cosine an
+    # output judged by its error cannot have (flat samples: "differs from it too (cosine -1.000000)")
+    flat = {**source, "meets_budget_vs_onnxruntime": False, "vs_onnxruntime_missed": "quiet_error[y]=124 (limit 0.01)",
+            "bundle_vs_it_min_cosine": -1.0, "bundle_vs_it_missed": "quiet_error[y]=0.5 (limit 0.01)"}
+    hint = _source_hint(flat, "openvino")
+    assert "differs from it too (quiet_error[y]=0.5 (limit 0.01))" in hint and "-1.000000" not in hint
     assert "bf16's rounding changed the outputs, not the runtime (fp16 keeps 11 bits: --precision fp16, or auto)" \
         in _source_hint(source, "openvino", "bf16")
     assert "--precision fp16" not in _source_hint(source, "openvino", "fp16")
