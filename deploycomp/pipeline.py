@@ -641,6 +641,30 @@ def _values_said(a: np.ndarray) -> str:
     return f"[{', '.join(map(str, flat[:4].tolist()))}, ... ({flat.size} values)]"
 
 
+class PassFailure(RuntimeError):
+    """A pass failed on a model ONNX's own checker accepts: a bug of deploycomp's, said as
+    an internal error (exit 1), not as a bad model file."""
+
+
+def _run_passes(loaded, pipeline):
+    """:func:`run_passes` on a loaded model. A pass that fails is said as the model's fault
+    (exit 3) only where ONNX's checker (full, with strict shape inference) refuses the file
+    too: a valid opset-22 model whose AffineGrid the inliner refused had read "bad model
+    file"."""
+    from deploycomp.errors import ModelError
+
+    try:
+        return run_passes(loaded.model, pipeline)
+    except ModelError as e:
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(loaded.path), full_check=True)
+        except Exception:  # noqa: BLE001 - the checker's own refusal: the file is at fault, as said
+            raise e from None
+        raise PassFailure(f"{e} (on a model ONNX's checker accepts)") from e
+
+
 def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterable[InputSpec] = (),
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
             keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None,
@@ -668,7 +692,7 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
     integer_ops = sum(1 for n in loaded.model.graph if n.op_type in INTEGER_OPS)
     nan_ok = analysis.nan_inputs(loaded.model)  # before tree ensembles become comparisons
-    model, plog = run_passes(loaded.model, build_pipeline(pipeline or target.pipeline_name, pinned))
+    model, plog = _run_passes(loaded, build_pipeline(pipeline or target.pipeline_name, pinned))
     levels = frozenset(analysis.level_outputs(model))  # typed by the passes' shape inference
     left = sum(1 for n in model.graph if n.op_type in INTEGER_OPS)
     if any(r.name == "Float16ToFloat32Pass" and r.modified for r in plog.records):  # (a backend's pipeline)
@@ -721,7 +745,7 @@ def optimize(model_path: str | os.PathLike, out: str | os.PathLike, specs: Itera
     if target is None:
         loaded = load_model(model_path, keep_initializer_inputs)
         shapes = check_specs(loaded.model, list(specs))
-        model, plog = run_passes(loaded.model, build_pipeline("default", shapes))
+        model, plog = _run_passes(loaded, build_pipeline("default", shapes))
         prep = Prepared(model, loaded.path, loaded.sha256, loaded.source_opset, shapes, _initializer_note(loaded), plog,
                         external_data=loaded.external_data, renamed=len(loaded.renamed))
     else:

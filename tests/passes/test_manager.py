@@ -48,3 +48,22 @@ def test_explaining_the_rules_never_copies_the_weights(tiny_conv, monkeypatch):
     monkeypatch.setattr(ir, "to_proto", no_serializing)
     rules = explain_rules(load_model(tiny_conv).model, "default", {"x": (1, 3, 16, 16)})
     assert rules and any(not r.fired and r.reason for r in rules)
+
+
+def test_a_pass_that_fails_on_a_model_the_checker_accepts_is_an_internal_error(tiny_conv, tmp_path, monkeypatch):
+    """A pass failing is the file's fault (exit 3) only where ONNX's checker refuses the
+    file too; on a valid model it is deploycomp's (exit 1, "internal error"): a valid
+    opset-22 model whose AffineGrid the inliner refused had read "bad model file"."""
+    import onnx
+
+    import deploycomp
+    from deploycomp import pipeline
+
+    monkeypatch.setattr(pipeline, "build_pipeline", lambda *a, **k: [_Boom()])
+    with pytest.raises(pipeline.PassFailure, match="pass _Boom failed .*kaboom.*checker accepts"):
+        deploycomp.optimize(tiny_conv, tmp_path / "a.onnx")
+    bad = onnx.load(tiny_conv)
+    bad.graph.node[-1].attribute[0].i = 5  # Softmax over an axis the tensor lacks: loads, the checker refuses it
+    onnx.save(bad, tmp_path / "bad.onnx")
+    with pytest.raises(ModelError, match="pass _Boom failed"):
+        deploycomp.optimize(tmp_path / "bad.onnx", tmp_path / "b.onnx")
