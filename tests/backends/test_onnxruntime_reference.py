@@ -55,3 +55,5 @@ def test_an_int4_weight_only_model_is_referenced_in_fp32(tmp_path):
     deploycomp.build(path, tmp_path / "b", target="host", precision="fp32", validation_data=tmp_path / "val.npz")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["validation"]["outputs"]["y"]["max_abs_error"] < 1e-4 * scale
+    # and the bundle says what became of the int4 weights (its fp32 bundle had said nothing)
+    assert any(a.startswith("weights arrive quantized, weight-only (4 int4 tensors") for a in manifest["assumptions"])
