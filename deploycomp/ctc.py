@@ -87,7 +87,8 @@ def check_ctc(rules: Mapping[str, CtcRule], outputs: Mapping[str, tuple[Sequence
         shape, dtype = outputs[name]
         ranks = (1, 2) if _integer(dtype) else (2, 3)
         if len(shape) not in ranks:
-            what = ("class ids [N, T] or [T]" if _integer(dtype) else "class scores [N, T, C] or [T, C]")
+            what = ("class ids [N, T], [T, 1] or [T]" if _integer(dtype) else
+                    "class scores [N, T, C], [T, 1, C] or [T, C]")
             raise ValueError(f"{said}: {name} (shape {list(shape)}, {dtype}) is not {what}")
         classes = shape[-1]
         if not _integer(dtype) and isinstance(classes, int) and not -classes <= rule.blank < classes:
@@ -104,9 +105,22 @@ read as fp32's (``unsure_steps``). PP-OCRv4 rec's int8 bundles flipped steps who
 best classes fp32 scored 0.002 to 0.05 apart, a space between two words among them."""
 
 
+def batch_major(values: np.ndarray) -> np.ndarray:
+    """``values`` with its lines first: a time-major output (``[T, 1, C]`` scores, ``[T, 1]``
+    ids: PyTorch's CTC layout, one line of T steps) as ``[1, T, C]`` / ``[1, T]``. A line of
+    one step is no CTC reading, so a middle axis of 1 under a longer first one is the batch:
+    a captcha reader's ``[20, 1, 8210]`` had been read as 20 lines of one step each (repeats
+    never merged, "100% of 80 lines exactly as fp32" where 4 lines were judged)."""
+    a = np.asarray(values)
+    lines_axis = 1 if a.ndim == (2 if np.issubdtype(a.dtype, np.integer) else 3) else None
+    if lines_axis is not None and a.shape[1] == 1 and a.shape[0] > 1:
+        return np.swapaxes(a, 0, 1)
+    return a
+
+
 def _steps(values: np.ndarray) -> np.ndarray:
     """Each line's best class at each step, ``[lines, T]`` (class ids as they are)."""
-    a = np.asarray(values)
+    a = batch_major(values)
     if np.issubdtype(a.dtype, np.integer):
         return a.reshape(1, -1) if a.ndim == 1 else a.reshape(-1, a.shape[-1])
     return a.reshape(-1, a.shape[-2], a.shape[-1]).argmax(axis=-1)
@@ -139,6 +153,7 @@ def _as_fp32_would(ref: np.ndarray, want: np.ndarray, ids: np.ndarray) -> tuple[
     first); and which steps that changed."""
     if np.issubdtype(ref.dtype, np.integer):
         return ids, np.zeros(ids.shape, bool)
+    ref = batch_major(ref)
     scores = ref.reshape(-1, *ref.shape[-2:]).astype(np.float64)
     if not softmax_over([ref], -1):
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -250,7 +265,7 @@ def suggest_ctc(name: str, values: Sequence[np.ndarray]) -> CtcRule | None:
     transformer's hidden states are not suggested), and the first class (or the
     last: ``blank=-1``) the best at :data:`BLANK_SHARE` of the steps or more on every
     sample, while some sample has other classes win at some steps."""
-    arrays = [np.asarray(v) for v in values]
+    arrays = [batch_major(v) for v in values]
     if not arrays or any(a.shape != arrays[0].shape or not np.issubdtype(a.dtype, np.floating)
                          or not np.all(np.isfinite(a)) for a in arrays):
         return None

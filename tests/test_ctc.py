@@ -79,6 +79,26 @@ def test_decoding_merges_repeats_and_drops_the_blank():
     assert decode(scores, CtcRule("s", -1)) == [(0, 3, 0, 3, 2, 0)]  # (the last class the blank: none here)
 
 
+def test_a_time_major_output_is_one_line_of_its_steps(rec_refs):
+    """PyTorch's CTC layout is time-major, ``[T, 1, C]`` (a captcha reader's ``[20, 1, 8210]``):
+    it had been read as T lines of one step each, repeats never merged, and a line with a
+    character inserted judged "100% of 80 lines exactly as fp32". Read as one line of T
+    steps it decodes, is judged and is suggested as its batch-major form is."""
+    steps = [0, 3, 3, 0, 3, 2, 2, 0]
+    scores = np.eye(5, dtype=np.float32)[steps][:, None]  # [T, 1, C]
+    assert decode(scores, CtcRule("s")) == [(3, 3, 2)]
+    assert decode(np.array(steps)[:, None], CtcRule("ids")) == [(3, 3, 2)]  # [T, 1] ids
+    rule = CtcRule(SCORES)
+    ref = rec_refs[0][SCORES]  # [1, 40, 6625]
+    lost = _first_character_lost(ref)
+    major, minor = ctc_metrics([{SCORES: ref}], [{SCORES: lost}], rule), ctc_metrics(
+        [{SCORES: ref.transpose(1, 0, 2)}], [{SCORES: lost.transpose(1, 0, 2)}], rule)
+    assert minor["text"]["lines"] == major["text"]["lines"] == 1
+    assert minor["text_similarity"] == major["text_similarity"] < 1.0
+    assert suggest_ctc(SCORES, [r[SCORES].transpose(1, 0, 2) for r in rec_refs]) == suggest_ctc(
+        SCORES, [r[SCORES] for r in rec_refs])
+
+
 def test_cosine_fails_a_harmless_shift_the_text_does_not(rec_refs):
     """Every line's scores one step later (the same text, as an int8 build emitting a
     character a step early reads): cosine far below int8's 0.98, text identical."""
