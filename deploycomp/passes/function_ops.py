@@ -97,10 +97,11 @@ def _holds(node: ir.Node, body: onnx.FunctionProto, opset: int) -> bool:
     axes, which at batch 1 leaves a 1-D tensor its next Split cuts on axis 1 (the expanded
     model failed to load once folding had chosen that branch). Where it does not hold, the
     node stays as it is and the backend's support check names it."""
-    inputs, constants, feeds = [], [], {}
+    inputs, constants, feeds, seen = [], [], {}, set()
     for value in node.inputs:
-        if value is None or value.name in feeds or any(i.name == value.name for i in inputs):
+        if value is None or value.name in seen:
             continue
+        seen.add(value.name)
         if value.const_value is not None:
             constants.append(ir.serde.serialize_tensor(value.const_value))
             continue

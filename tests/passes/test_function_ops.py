@@ -120,3 +120,20 @@ def test_a_body_that_does_not_compute_the_op_is_not_written_in(tmp_path, batch, 
     want = ort.InferenceSession(str(path)).run(None, feeds)[0]
     np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "written.onnx")).run(None, feeds)[0], want,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_body_over_inputs_of_open_shapes_is_written_in_unchecked_at_run_time():
+    """Attention over a sequence the model leaves open: no input to run the check on, so
+    the body is taken on ONNX's strict shape inference alone (the check had raised a
+    TypeError for the second input once the first had no runnable shape)."""
+    import onnx_ir as ir
+
+    from deploycomp.passes.function_ops import ExpandFunctionOpsPass
+
+    qkv = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, "S", 8]) for n in "qkv"]
+    graph = helper.make_graph([helper.make_node("Attention", ["q", "k", "v"], ["y"])], "attention", qkv,
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, "S", 8])])
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]))
+    model = ir.from_proto(proto)
+    assert ExpandFunctionOpsPass({"Attention"})(model).modified
+    assert not any(n.op_type == "Attention" for n in model.graph)
