@@ -28,15 +28,33 @@ __version__ = "0.1.0"
 
 def _source_checkout() -> None:
     """Run from a source checkout (``python -m deploycomp`` in its root, where the folder
-    shadows any installed copy), ``deploycomp.backends`` is the top-level ``backends/``
-    folder, as the wheel and an editable install map it: the package also looks one level
-    up (a benchmark run from the root over a non-editable install had failed every build
-    with "No module named 'deploycomp.backends'")."""
+    shadows any installed copy), ``deploycomp.backends`` and ``deploycomp.profiles`` are the
+    top-level ``backends/`` and ``targets/`` folders, as the wheel and an editable install map
+    them: a finder for those two names alone, asked last, so an install's own mapping wins
+    (a benchmark run from the root over a non-editable install had failed every build with
+    "No module named 'deploycomp.backends'")."""
+    import importlib.abc
+    import importlib.util
     import os
+    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "backends", "__init__.py")) and os.path.isfile(os.path.join(root, "setup.py")):
-        __path__.append(root)  # noqa: F821 - the package's own search path
+    if not (os.path.isfile(os.path.join(root, "backends", "__init__.py")) and os.path.isfile(os.path.join(root, "setup.py"))):
+        return
+    folders = {"deploycomp.backends": "backends", "deploycomp.profiles": "targets"}
+
+    class _Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name not in folders:
+                return None
+            folder = os.path.join(root, folders[name])
+            return importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
+                                                          submodule_search_locations=[folder])
+
+    if not any(type(f).__name__ == "_Finder" and getattr(f, "root", None) == root for f in sys.meta_path):
+        finder = _Finder()
+        finder.root = root
+        sys.meta_path.append(finder)
 
 
 _source_checkout()
