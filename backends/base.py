@@ -60,7 +60,9 @@ class SupportReport:
             ops = sorted({u["op"] for u in self.unsupported})
             first = self.unsupported[0]
             label = node_label(first["node"], first["op"], first.get("output", ""))
-            where = f"; {self.notes[0]}" if self.notes else f" ({len(self.unsupported)} node(s), first: {label})"
+            # (the node and the backend's own reason both: TensorRT's parser's reason alone had
+            # named no node: "cannot run op(s) Resize; (antialias == 0) && ...")
+            where = f" ({len(self.unsupported)} node(s), first: {label})" + (f"; {self.notes[0]}" if self.notes else "")
             why = next((u["why"] for u in self.unsupported if u.get("why")), None)
             where += f"; left as it is: {why}" if why else ""
             hint = ("; the model is quantized already (ONNX Runtime's own int8 ops): build its float original, "

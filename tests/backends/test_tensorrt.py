@@ -237,7 +237,7 @@ def test_dla_targets_plan_dla_with_gpu_fallback():
     # a trtexec user reading "DLA core 0" there would have asked for it); and no precision flags
     family = make_plan("model.onnx", load_target("jetson"), "int8", {})
     assert family.dla_core == 0 and "jetson-orin-nano" not in family.dla_devices
-    assert any("jetson-orin-nano has none" in n for n in family.notes)
+    assert any("jetson-orin-nano, jetson-orin-nano-super have none" in n for n in family.notes)
     assert "--stronglyTyped, not --fp16/--int8" in family.precision_flags
     # and the same build as a trtexec command line, for a team that builds without deploycomp
     dynamic = make_plan("model.onnx", agx, "int8", {"x": {"min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]},
@@ -509,7 +509,8 @@ def test_a_string_input_is_refused_by_name_in_one_line(tmp_path, capfd):
     path = tmp_path / "g2p.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                       helper.make_opsetid("ai.onnx.ml", 2)]), path)
-    with pytest.raises(UnsupportedError, match="LabelEncoder, string input 'letters'; TensorRT has no string") as e:
+    with pytest.raises(UnsupportedError, match=r"LabelEncoder, string input 'letters' \(2 node\(s\), first: the LabelEncoder "
+                                             r"writing 'ids'\); TensorRT has no string") as e:
         deploycomp.build(path, tmp_path / "out", target="jetson-orin-nano")
     assert "\n" not in str(e.value) and "Initializers" not in str(e.value)
     assert "Unsupported ONNX data type" not in capfd.readouterr().err
