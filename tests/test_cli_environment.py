@@ -576,6 +576,8 @@ def test_a_source_checkout_finds_its_backends_without_an_install(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    if not (root / "setup.py").is_file():  # (.ci/run's floors stage runs a copy of the tests beside the wheel)
+        pytest.skip("the tests run outside a source checkout: no checkout to import from")
     code = (f"import sys; sys.path.insert(0, {str(root)!r}); import deploycomp.backends.base as b; "
             "import deploycomp.errors as e; print(b.__file__); print(e.__file__)")
     proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
