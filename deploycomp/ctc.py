@@ -112,10 +112,8 @@ def batch_major(values: np.ndarray) -> np.ndarray:
     a captcha reader's ``[20, 1, 8210]`` had been read as 20 lines of one step each (repeats
     never merged, "100% of 80 lines exactly as fp32" where 4 lines were judged)."""
     a = np.asarray(values)
-    lines_axis = 1 if a.ndim == (2 if np.issubdtype(a.dtype, np.integer) else 3) else None
-    if lines_axis is not None and a.shape[1] == 1 and a.shape[0] > 1:
-        return np.swapaxes(a, 0, 1)
-    return a
+    time_major = a.ndim == (2 if np.issubdtype(a.dtype, np.integer) else 3) and a.shape[1] == 1 < a.shape[0]
+    return np.swapaxes(a, 0, 1) if time_major else a
 
 
 def _steps(values: np.ndarray) -> np.ndarray:

@@ -24,8 +24,8 @@ A complex signal (``[..., N, 2]``) and the inverse transform are the same produc
 ``2N x 2L`` basis (:func:`complex_basis`): OpenVINO 2026.4 reads an opset-20 ``DFT``'s
 axis input as 1 whatever it holds (a probe's inverse transform validated to cosine
 -0.07). Only what is exact this way is rewritten: constant lengths and steps, the
-transformed axis the last before the complex one (DFT), a signal of static rank. The rest stays as it is (and a backend that cannot run it says
-so by name).
+transformed axis the last before the complex one (DFT), a signal of static rank. The
+rest stays as it is (and a backend that cannot run it says so by name).
 """
 
 from __future__ import annotations
@@ -109,8 +109,10 @@ def _dft(node: ir.Node) -> bool:
         return False  # (ONNX takes a one-sided transform of a real signal only)
     if real and not inverse:
         basis = fourier_basis(n, length, onesided)
-    else:  # a real signal's inverse: its imaginary rows zero
-        basis = complex_basis(n, length, inverse)[0::2] if real else complex_basis(n, length, inverse)
+    else:
+        basis = complex_basis(n, length, inverse)
+        if real:  # a real signal's inverse: the real parts' rows alone
+            basis = basis[0::2]
     weights = add_initializer(graph, f"{node.name}_fourier_basis", basis.astype(x.dtype.numpy()))
     if real:
         flat_axes = add_initializer(graph, f"{node.name}_squeeze_axes", np.array([-1], np.int64))

@@ -49,8 +49,8 @@ class Observer:
     def update(self, x: np.ndarray) -> None:
         flat = np.asarray(x, dtype=np.float32).ravel()
         found = finite_extremes(flat)
-        if found is None or found[0].size < flat.size:
-            self.nonfinite = self.nonfinite or flat.size > 0
+        if flat.size and (found is None or found[0].size < flat.size):
+            self.nonfinite = True
         if found is None:
             return
         x, lo, hi = found
