@@ -590,29 +590,18 @@ def _branch_inputs(model: ir.Model) -> list[str]:
     return found
 
 
-def _weight_only(model: ir.Model) -> str | None:
-    """What quantized weights a model with no activation quantizers carries ("12 int4
-    tensors"), or None: an int4 export's weights are constants the passes fold into float,
-    and its 2.1 MB fp32 bundle had said nothing of the 0.3 MB of int4 it came as."""
-    if any(n.op_type == "QuantizeLinear" for n in model.graph):
-        return None  # (a QDQ model: the int8 it carries is said as such)
-    kinds: dict[str, int] = {}
-    for node in model.graph:
-        source = node.inputs[0] if node.op_type == "DequantizeLinear" and node.inputs else None
-        if source is not None and source.const_value is not None:
-            name = source.const_value.dtype.name.lower()
-            kinds[name] = kinds.get(name, 0) + 1
-    return ", ".join(f"{n} {k} tensor{'s' if n > 1 else ''}" for k, n in sorted(kinds.items())) or None
-
-
 def _initializer_note(loaded) -> list[str]:
     """What loading changed of the file that a reader of the bundle's messages needs to know."""
     notes = []
     if loaded.initializer_inputs:
         notes.append(f"{len(loaded.initializer_inputs)} initializer(s) listed as graph inputs (IR {loaded.ir_version} "
                      "style) treated as constants; --keep-initializer-inputs keeps them as inputs")
-    if weights := _weight_only(loaded.model):
-        notes.append(f"weights arrive quantized, weight-only ({weights}, dequantized by DequantizeLinear, no activation "
+    from deploycomp.quant.model_qdq import weight_only
+
+    # (an int4 export's 2.1 MB fp32 bundle had said nothing of the 0.3 MB of int4 it came as)
+    if weights := weight_only(loaded.model):
+        said = ", ".join(f"{n} {kind} tensor{'s' if n > 1 else ''}" for kind, n in sorted(weights.items()))
+        notes.append(f"weights arrive quantized, weight-only ({said}, dequantized by DequantizeLinear, no activation "
                      "quantization): expanded to float for this build, the bundle holds them at its precision")
     if loaded.renamed:  # (a message naming an inner tensor names it as renamed: -v says how; the
         # manifest's source.renamed_tensors how many; no assumption of the user's, so not one of

@@ -42,7 +42,7 @@ from deploycomp.passes.rules._util import padded
 from deploycomp.quant.constants import add_initializer, attributes, constant, explicit_pad, weight_matrix
 from deploycomp.quant.policy import QDQPolicy, weight_axis
 
-__all__ = ["ConformQDQPass", "activation_quantizers", "model_quantization"]
+__all__ = ["ConformQDQPass", "activation_quantizers", "dequantized_constants", "model_quantization", "weight_only"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -53,6 +53,19 @@ def activation_quantizers(model: ir.Model) -> list[ir.Node]:
             and constant(n.inputs[0]) is None]
 
 
+def dequantized_constants(model: ir.Model) -> Counter:
+    """The constants the model's DequantizeLinear nodes read (its quantized weights and
+    biases), counted by type."""
+    return Counter(str(constant(n.inputs[0]).dtype) for n in model.graph
+                   if n.op_type == "DequantizeLinear" and constant(n.inputs[0]) is not None)
+
+
+def weight_only(model: ir.Model) -> Counter:
+    """The quantized constants of a model that quantizes its weights alone (no activation
+    encodings), by type; empty otherwise (an int4 export: the passes fold them into float)."""
+    return Counter() if activation_quantizers(model) else dequantized_constants(model)
+
+
 def model_quantization(model: ir.Model, compute_ops: tuple[str, ...]) -> dict | None:
     """What int8 the model carries of its own (None: none): activation encodings by zero
     point type and whether all are symmetric (s8, zero point 0), dequantized constants
@@ -61,8 +74,7 @@ def model_quantization(model: ir.Model, compute_ops: tuple[str, ...]) -> dict | 
     quantizers = activation_quantizers(model)
     if not quantizers:
         return None
-    weights = Counter(str(constant(n.inputs[0]).dtype) for n in model.graph
-                      if n.op_type == "DequantizeLinear" and constant(n.inputs[0]) is not None)
+    weights = dequantized_constants(model)
     zero_points = [constant(n.inputs[2]) if len(n.inputs) > 2 else None for n in quantizers]
     dtypes = Counter(str(zp.dtype) if zp is not None else "uint8" for zp in zero_points)
     int8, floats = [], []
