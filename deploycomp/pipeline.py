@@ -48,7 +48,7 @@ from deploycomp.paths import DEVICE_OR_PIPE, device_or_pipe
 from deploycomp.passes import build_pipeline, run_passes
 from deploycomp.passes.integer_ops import INTEGER_OPS
 from deploycomp.passes.ml_labels import class_labels, label_positions
-from deploycomp.report import write_manifest_and_report
+from deploycomp.report import source_sides, write_manifest_and_report
 from deploycomp.sample_data import OBJECTS, sample_layout, unreadable_array, within_profile
 from deploycomp.shapes import (InputSpec, check_profile, check_sizes, check_specs, input_bytes, declare_input_shapes, dynamic_dims, input_shapes,
                                named_dim_clash, shape_error, sized_by_dim_names)
@@ -1579,8 +1579,7 @@ def _source_hint(source: dict[str, Any], runtime: str, precision: str = "fp32") 
         return (f"{runtime} at fp32 on the unmodified model meets the budget (cosine "
                 f"{source['vs_onnxruntime_min_cosine']:.6f}): {cause}; ")
     agrees = "and the bundle matches it" if source["bundle_meets_budget_vs_it"] else "and the bundle differs from it too"
-    how = source.get("vs_onnxruntime_missed") or f"cosine {source['vs_onnxruntime_min_cosine']:.6f}"
-    differs = source.get("bundle_vs_it_missed") or f"cosine {source['bundle_vs_it_min_cosine']:.6f}"
+    how, differs = source_sides(source)
     return (f"{runtime} at fp32 on the unmodified model misses too ({how}) {agrees} ({differs}): the runtimes "
             "disagree on this model's outputs; ")
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from deploycomp.bundle import MANIFEST, REPORT, artifact_entries, replaced_file, write_json
 
-__all__ = ["render_report", "write_manifest_and_report"]
+__all__ = ["render_report", "source_sides", "write_manifest_and_report"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}
@@ -445,6 +445,14 @@ def _validation_html(val: dict, fidelity: dict) -> str:
             + _source_html(val.get("runtime_on_source")))
 
 
+def source_sides(source: dict) -> tuple[str, str]:
+    """How the target's runtime on the unmodified model fared against ONNX Runtime and
+    against the bundle: the criterion each missed where one did, else the worst cosine (an
+    output judged by its error on flat samples had read "cosine -1.000000")."""
+    return (source.get("vs_onnxruntime_missed") or f"cosine {source['vs_onnxruntime_min_cosine']:.6f}",
+            source.get("bundle_vs_it_missed") or f"cosine {source['bundle_vs_it_min_cosine']:.6f}")
+
+
 def _source_html(source: dict | None) -> str:
     """A float miss's second opinion: the target's runtime on the unmodified model."""
     if not source:
@@ -455,8 +463,7 @@ def _source_html(source: dict | None) -> str:
         verdict = ("misses as well, and the bundle " + ("matches it" if source["bundle_meets_budget_vs_it"] else
                                                          "differs from it too")
                    + ": <b>the two runtimes compute this model differently</b>")
-    against_ort = source.get("vs_onnxruntime_missed") or f"cosine {source['vs_onnxruntime_min_cosine']:.6f}"
-    against_bundle = source.get("bundle_vs_it_missed") or f"cosine {source['bundle_vs_it_min_cosine']:.6f}"
+    against_ort, against_bundle = source_sides(source)
     return (f'<p class="warn">{html.escape(source["runtime"])} at fp32 on the unmodified model (none of deploycomp\'s '
             f"passes): {html.escape(against_ort)} against ONNX Runtime, {html.escape(against_bundle)} against this "
             f"bundle. It {verdict}.</p>")
