@@ -32,29 +32,32 @@ def _source_checkout() -> None:
     top-level ``backends/`` and ``targets/`` folders, as the wheel and an editable install map
     them: a finder for those two names alone, asked last, so an install's own mapping wins
     (a benchmark run from the root over a non-editable install had failed every build with
-    "No module named 'deploycomp.backends'")."""
-    import importlib.abc
-    import importlib.util
+    "No module named 'deploycomp.backends'"). An install has no ``setup.py`` beside the
+    package: it pays two file checks, nothing more."""
     import os
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not (os.path.isfile(os.path.join(root, "backends", "__init__.py")) and os.path.isfile(os.path.join(root, "setup.py"))):
+    if not (os.path.isfile(os.path.join(root, "setup.py")) and os.path.isfile(os.path.join(root, "backends", "__init__.py"))):
         return
+    import importlib.abc
+    import importlib.util
+
     folders = {"deploycomp.backends": "backends", "deploycomp.profiles": "targets"}
 
-    class _Finder(importlib.abc.MetaPathFinder):
+    class SourceFolders(importlib.abc.MetaPathFinder):
+        def __init__(self, root: str):
+            self.root = root
+
         def find_spec(self, name, path=None, target=None):
             if name not in folders:
                 return None
-            folder = os.path.join(root, folders[name])
+            folder = os.path.join(self.root, folders[name])
             return importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
                                                           submodule_search_locations=[folder])
 
-    if not any(type(f).__name__ == "_Finder" and getattr(f, "root", None) == root for f in sys.meta_path):
-        finder = _Finder()
-        finder.root = root
-        sys.meta_path.append(finder)
+    if not any(type(f).__name__ == "SourceFolders" and getattr(f, "root", None) == root for f in sys.meta_path):
+        sys.meta_path.append(SourceFolders(root))  # (once: a reload of the package finds it there)
 
 
 _source_checkout()
