@@ -15,6 +15,7 @@ backend's support check names it.
 
 from __future__ import annotations
 
+import functools
 from typing import Collection
 
 import onnx
@@ -38,6 +39,7 @@ def _type_proto(value: ir.Value) -> onnx.TypeProto:
     return proto
 
 
+@functools.lru_cache(maxsize=64)  # (every node of an op asks the same: a 24-layer model's Attention 24 times)
 def _at_opset(data: bytes, opset: int) -> bytes | None:
     """A serialized function body written for an earlier opset, read at ``opset`` where
     none of its ops means anything else there (None where one does): the inliner takes a
@@ -151,6 +153,19 @@ def _holds(node: ir.Node, body: onnx.FunctionProto, opset: int) -> bool:
                for w, g in zip(want, got))
 
 
+def _check_key(node: ir.Node) -> tuple:
+    """What :func:`_holds`'s verdict on ``node`` depends on: its op and attributes, each
+    input's type (a constant's value), and which inputs are one value. The layers of a
+    transformer give one key: its Attention is checked once, not once a layer (25 ms each)."""
+    names = [v.name if v is not None else None for v in node.inputs]
+    inputs = tuple(None if v is None else
+                   (names.index(v.name), ir.serde.serialize_tensor(v.const_value).SerializeToString()
+                    if v.const_value is not None else _type_proto(v).SerializeToString() if v.type is not None else b"")
+                   for v in node.inputs)
+    attributes = tuple(sorted(a.SerializeToString() for a in ir.serde.serialize_node(node).attribute))
+    return node.op_type, attributes, inputs
+
+
 def _sample(value: ir.Value):
     """An input for the runtime check: reproducible normal values for floats, zeros for the
     rest (an index, a position, a length: zero is valid wherever any value is)."""
@@ -215,7 +230,7 @@ class ExpandFunctionOpsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
-        called = 0
+        called, verdicts = 0, {}
         for node in list(model.graph):
             if node.op_type not in self.ops or node.domain not in ("", "ai.onnx") or opset is None:
                 continue
@@ -225,7 +240,10 @@ class ExpandFunctionOpsPass(ir.passes.InPlacePass):
             body.domain, body.name = DOMAIN, f"{node.op_type}_{called}"
             defaults = _defaults(node, opset)
             node.attributes.update(defaults)
-            if not _holds(node, body, opset):
+            key = _check_key(node)
+            if key not in verdicts:
+                verdicts[key] = _holds(node, body, opset)
+            if not verdicts[key]:
                 for name in defaults:
                     node.attributes.pop(name)
                 continue
