@@ -115,6 +115,8 @@ class Backend(Protocol):
     # ``fp16_reference(model, fp32_tensors)`` and ``source_runner(source, target, names)``;
     # ``int64_range``: (lo, hi, why) where the runtime computes int64 in fewer bits (the
     # bundle's int64 inputs then say so and its runner refuses values outside);
+    # ``dynamic_shapes``: True where the runtime takes inputs of shapes within a range (a
+    # ``--profile``; its lowering's ``options["profiles"]``), so dims may stay dynamic;
     # ``fallback_lowerings``: option mappings for :meth:`lower`, each another way to lower
     # the same model that the pipeline tries, in turn, where the bundle misses its fidelity
     # budget (kept if it comes closer; ``lowered_as`` in its info says what it was).

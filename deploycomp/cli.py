@@ -510,7 +510,7 @@ def _per_batch(manifest: dict, ms: float) -> str:
     io = manifest.get("io") or {}
     b = batch_size([i.get("shape") or [] for i in io.get("inputs", [])])
     # (a profile's latency budget had passed at OPT 1 for a bundle that takes batch 32)
-    at = " at its TensorRT profile's OPT (not timed at MIN or MAX)" if io.get("profiles") else ""
+    at = " at its --profile's OPT (not timed at MIN or MAX)" if io.get("profiles") else ""
     return (f" per batch of {b} ({ms / b:.2f} ms an input)" if b else "") + at
 
 
@@ -582,7 +582,8 @@ def _build_options(f):
                      help="Judge each channel of an output (2-16 at axis 1 or the last) as an output of its own too: "
                           "for outputs whose channels hold different quantities (an angle map and a quality map).")(f)
     f = click.option("--profile", "profiles", multiple=True, metavar="NAME:MIN:OPT:MAX",
-                     help="TensorRT optimization profile, e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
+                     help="Shapes an input takes, MIN to MAX, validated at OPT (TensorRT: an optimization profile; "
+                          "OpenVINO: dims bounded), e.g. images:1x3x640x640:4x3x640x640:8x3x640x640.")(f)
     f = click.option("--io-layout", type=click.Choice(["nhwc", "nchw"]),
                      help="TFLite: layout of 4-D inputs in the .tflite (default nhwc; the runner takes ONNX order).")(f)
     f = click.option("--int8-io/--float-io", "int8_io", default=None,
@@ -860,7 +861,7 @@ def _inspect_bundle(bundle: Path, as_json: bool) -> None:
                f"executes {data['executed_precision']}), {verdict[data['ok']]}")
     for name, spec in inputs.items():
         p = spec.get("profile")
-        takes = f"{p['min']} to {p['max']} (TensorRT profile, OPT {p['opt']})" if p else f"{spec['shape']} only"
+        takes = f"{p['min']} to {p['max']} (--profile, OPT {p['opt']})" if p else f"{spec['shape']} only"
         click.echo(f"  input  {_short(name)}: {spec['dtype']} {takes}")
     for name, spec in outputs.items():
         click.echo(f"  output {_short(name)}: {spec['dtype']} {spec['shape']}")

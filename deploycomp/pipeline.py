@@ -101,8 +101,9 @@ class BuildOptions:
     """Each channel of an output that has them (:func:`deploycomp.validate.channel_axis`)
     judged as an output of its own too, by every budget check."""
     profiles: list = field(default_factory=list)
-    """TensorRT optimization profiles: (input name, min, opt, max) shapes; those inputs keep
-    their varying dims dynamic in the ONNX, and validation runs at OPT."""
+    """Input shape ranges (``--profile``: TensorRT optimization profiles, OpenVINO bounded
+    dims): (input name, min, opt, max) shapes; those inputs keep their varying dims dynamic
+    in the ONNX, and validation runs at OPT."""
     io_layout: str | None = None
     """TFLite: ``nhwc`` (default) or ``nchw`` layout of 4-D inputs in the artifact."""
     int8_io: bool | None = None
@@ -187,7 +188,7 @@ class Prepared:
     assumed: list[str]
     pass_log: Any
     profiles: dict[str, tuple] = field(default_factory=dict)
-    """TensorRT optimization profiles: input -> (min, opt, max)."""
+    """Input shape ranges (``--profile``): input -> (min, opt, max)."""
     frozen: dict[str, np.ndarray] = field(default_factory=dict)
     """Inputs replaced by constants; the reference (the original model) is fed them."""
     repinned: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -317,7 +318,7 @@ def _over_memory_at_max(model: ir.Model, name: str, hi: Sequence[int], target: T
     size = input_bytes(value, hi) if budget is not None and value is not None else None
     if size is None or (mb := size / 2**20) <= budget:
         return None
-    return (f"{name}: at its TensorRT profile's MAX {'x'.join(map(str, hi))} the input alone takes {mb:.0f} MB, "
+    return (f"{name}: at its --profile's MAX {'x'.join(map(str, hi))} the input alone takes {mb:.0f} MB, "
             f"more than {target.name}'s memory budget of {budget:g} MB (the bundle is checked at OPT only)")
 
 
@@ -329,8 +330,8 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     (``data_shapes``: input -> (file, array shape)) for other dynamic dims; error on
     anything else dynamic.
 
-    Inputs with a TensorRT profile (given, or made here for a dynamic batch on a target
-    without static shapes) are validated at the profile's OPT shape, or at the data's own
+    Inputs with a profile (``--profile``, or a TensorRT one made here for a dynamic batch
+    on a target without static shapes) are validated at the profile's OPT shape, or at the data's own
     sample shape where that is another inside the profile."""
     profiles = profiles if profiles is not None else {}
     assumed: list[str] = []
@@ -349,13 +350,13 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         if (said := _over_memory_at_max(model, name, hi, target)) is not None:
             log.warning("%s", said)
             assumed.append(said)
-        shapes[name], at = opt, "its TensorRT profile's OPT"
+        shapes[name], at = opt, "its --profile's OPT"
         # the user's data at another shape inside the profile: validated at the data's shape
         # (batch-1 samples for a 1 / 4 / 8 profile were refused for not being 4)
         source, array_shape = _data_shape(data_shapes, name, current)
         taken = _sample_shape(current.get(name, list(opt)), opt, array_shape)
         if taken is not None and within_profile(taken, lo, hi):
-            shapes[name], at = taken, f"the shape of each sample in {source} (inside its TensorRT profile)"
+            shapes[name], at = taken, f"the shape of each sample in {source} (inside its --profile)"
         if tuple(lo) != tuple(hi):  # (the summary had not said that the rest of the range went unchecked)
             assumed.append(f"{name}: validated at {'x'.join(map(str, shapes[name]))}, {at}, not at its other shapes "
                            f"({'x'.join(map(str, lo))} to {'x'.join(map(str, hi))})")
@@ -419,8 +420,8 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         flags = " ".join(f"--input {n}:{template(current[n])}" for n in (unresolved[:1] if shared else unresolved))
         if shared:  # (the others name the same dims: one --input sizes them all)
             flags += " (the other inputs name the same dims and take its sizes)"
-        also = ("" if target.backend != "tensorrt" or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
-                if len(unresolved) == 1 else " (or --profile NAME:MIN:OPT:MAX for each)")
+        also = ("" if target.static_shapes or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
+                if len(unresolved) == 1 or shared else " (or --profile NAME:MIN:OPT:MAX for each)")
         first = unresolved[0]
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
@@ -429,7 +430,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in given.items():  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
         free = [str(d) for d in current.get(name, ()) if not isinstance(d, int)]
         if free and name not in profiles:
-            other = " (a TensorRT --profile keeps them dynamic)" if target.backend == "tensorrt" else ""
+            other = " (a --profile keeps them dynamic)" if not target.static_shapes else ""
             assumed.append(f"{name}: built at {'x'.join(map(str, dims))} as --input gives; the file leaves "
                            f"{', '.join(free)} dynamic and the bundle takes this shape only: inputs of other sizes "
                            f"padded or resized as the application does{other}")
@@ -443,7 +444,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
 
 def _profiles_by_dim_names(model: ir.Model, shapes: dict[str, tuple[int, ...]], profiles: dict[str, tuple],
                            assumed: list[str]) -> None:
-    """A TensorRT profile for each input no option sized whose every dynamic dim a profiled
+    """A profile for each input no option sized whose every dynamic dim a profiled
     input names alike, as ``--input`` sizes such inputs (:func:`sized_by_dim_names`, at the
     profiles' MIN, OPT, MAX and validated shapes): one ``--profile input_ids:...`` ranges a
     text encoder's ``attention_mask`` too (it had asked for a profile of its own)."""
@@ -454,7 +455,7 @@ def _profiles_by_dim_names(model: ir.Model, shapes: dict[str, tuple[int, ...]], 
     for name, (at, note) in validated.items():
         if name not in shapes and all(name in end for end in ends):
             profiles[name], shapes[name] = tuple(end[name][0] for end in ends), at
-            assumed.append(f"{note}; TensorRT profile {' / '.join('x'.join(map(str, end[name][0])) for end in ends)}")
+            assumed.append(f"{note}; profile {' / '.join('x'.join(map(str, end[name][0])) for end in ends)}")
 
 
 def _data_shapes(opts: BuildOptions) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -676,8 +677,8 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
             pipeline: str | None = None, profiles: dict[str, tuple] | None = None,
             keep_initializer_inputs: bool = False, freeze: dict[str, Any] | None = None,
             data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None, building: bool = True) -> Prepared:
-    """Load, freeze inputs given values, pin shapes, optimize. ``profiles`` (TensorRT) is
-    filled in with the profiles made for dynamic batches; their varying dims stay symbolic
+    """Load, freeze inputs given values, pin shapes, optimize. ``profiles`` (``--profile``) is
+    filled in with the TensorRT profiles made for dynamic batches; their varying dims stay symbolic
     in the optimized graph. ``building``: False for ``optimize``, whose errors speak of
     neither validation nor profiles."""
     loaded = load_model(model_path, keep_initializer_inputs)
@@ -858,7 +859,7 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
 
 
 def _cost_at_shapes(prep: Prepared) -> analysis.GraphCost:
-    """The model's cost at the build's shapes. A TensorRT profile keeps its inputs' dims
+    """The model's cost at the build's shapes. A profile keeps its inputs' dims
     symbolic; the named ones are counted at the shapes (:func:`deploycomp.analysis.dim_values`),
     but a convolution over a symbolic length has no inferred output shape, and a
     speech enhancer's roofline estimate had counted 0 FLOPs (0.41 ms against 40.8 ms
@@ -994,8 +995,9 @@ def _build(opts: BuildOptions) -> BuildResult:
     for name, *shapes in opts.profiles:
         if tuple(shapes) != profiles[name]:
             raise InputDataError(f"--profile {name}: given twice, with other shapes; give one")
-    if profiles and backend.name != "tensorrt":
-        raise UnsupportedError(f"--profile applies to TensorRT targets; {target.name} uses {backend.name}")
+    if profiles and (target.static_shapes or not getattr(backend, "dynamic_shapes", False)):
+        raise UnsupportedError(f"--profile applies to targets whose runtime takes dynamic shapes (TensorRT, "
+                               f"OpenVINO); {target.name} ({backend.name}) runs static shapes only: --input fixes one")
     opts.progress("load + optimize")
     prep = prepare(opts.model, target, opts.inputs, profiles=profiles,
                    keep_initializer_inputs=opts.keep_initializer_inputs, freeze=opts.freeze,

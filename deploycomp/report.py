@@ -547,7 +547,7 @@ def _judged_against(validation: Mapping[str, Any]) -> str:
 
 
 def _io_html(manifest: dict[str, Any]) -> str:
-    """The shapes the bundle takes (a TensorRT profile's range where it has one) and what the
+    """The shapes the bundle takes (a --profile's range where it has one) and what the
     build assumed to get them (a batch set, a shape read from the data): the manifest had
     been the only place a reader of the report could learn either."""
     io = manifest.get("io") or {}
@@ -555,7 +555,7 @@ def _io_html(manifest: dict[str, Any]) -> str:
 
     def takes(spec: dict) -> str:
         p = profiles.get(spec["name"])
-        return (f"{p['min']} to {p['max']} (TensorRT profile, OPT {p['opt']}; validated at {spec['shape']})" if p
+        return (f"{p['min']} to {p['max']} (--profile, OPT {p['opt']}; validated at {spec['shape']})" if p
                 else str(spec["shape"]))
 
     rows = [[f"<code>{html.escape(i['name'])}</code>", html.escape(i["dtype"]), html.escape(takes(i))]

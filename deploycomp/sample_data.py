@@ -449,7 +449,7 @@ def batch_size(inputs: Mapping[str, Sequence[int]], outputs: Mapping[str, Sequen
 
 
 def within_profile(shape, lo, hi) -> bool:
-    """Whether ``shape`` lies inside a TensorRT profile's MIN..MAX, dim by dim (here, beside
+    """Whether ``shape`` lies inside a profile's MIN..MAX, dim by dim (here, beside
     the other data-shape rules, so that a bundle's runner imports no ONNX to ask)."""
     return len(shape) == len(lo) == len(hi) and all(a <= d <= b for d, a, b in zip(shape, lo, hi))
 
@@ -535,7 +535,7 @@ def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str, shapes: d
                                  f"{list(shape)}{also} (its first axis is the model's own, not a batch: the "
                                  f"outputs do not follow it; the bundle was built for {list(shape)})")
         profile = (profiles or {}).get(name)
-        expected = (f"shapes from {list(profile['min'])} to {list(profile['max'])} (the bundle's TensorRT profile)"
+        expected = (f"shapes from {list(profile['min'])} to {list(profile['max'])} (the bundle's --profile)"
                     f" or N x such a shape" if profile else
                     f"{list(shape)}, {'' if not shape or shape[0] == 1 else shape[0]}N x {list(shape[1:])} or N x "
                     f"{list(shape)}")

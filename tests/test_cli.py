@@ -796,7 +796,7 @@ def test_inspect_of_a_bundle_says_the_shapes_it_takes(dynamic_hw_relu, tmp_path)
     assert code == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].startswith(f"{out}: bundle of dyn.onnx for jetson-orin-nano (fp32, tensorrt") and "ok" in lines[0]
-    assert "  input  x: float32 [1, 3, 8, 8] to [1, 3, 32, 32] (TensorRT profile, OPT [1, 3, 16, 16])" in lines
+    assert "  input  x: float32 [1, 3, 8, 8] to [1, 3, 32, 32] (--profile, OPT [1, 3, 16, 16])" in lines
     assert any(line.startswith("  assumed: x: validated at 1x3x16x16") for line in lines)
     code, stdout, _ = cli("inspect", out, "--json")
     data = json.loads(stdout)
@@ -915,7 +915,7 @@ def test_a_batched_build_says_its_latency_per_batch_and_per_input(tiny_conv, tmp
     code, stdout, stderr = cli("build", tiny_conv, "--target", "jetson-orin-nano", "--profile",
                                "x:1x3x16x16:8x3x16x16:32x3x16x16", "--out", tmp_path / "p")
     assert code == 0, stderr
-    assert re.search(r"latency ~[\d.]+ ms per batch of 8 \([\d.]+ ms an input\) at its TensorRT profile's OPT "
+    assert re.search(r"latency ~[\d.]+ ms per batch of 8 \([\d.]+ ms an input\) at its --profile's OPT "
                      r"\(not timed at MIN or MAX\) \(roofline", stdout), stdout
 
 
@@ -926,7 +926,7 @@ def test_a_profile_whose_max_input_outgrows_the_targets_memory_is_said(tiny_conv
                                "x:1x3x16x16:2x3x16x16:700000x3x16x16", "--out", tmp_path / "p", "--json")
     assert code == 0, stderr
     said = [a for a in json.loads(stdout)["assumptions"] if "MAX" in a]
-    assert said == ["x: at its TensorRT profile's MAX 700000x3x16x16 the input alone takes 2051 MB, more than "
+    assert said == ["x: at its --profile's MAX 700000x3x16x16 the input alone takes 2051 MB, more than "
                     "jetson-orin-nano's memory budget of 2048 MB (the bundle is checked at OPT only)"]
     assert said[0] in stderr
     code, stdout, stderr = cli("build", tiny_conv, "--target", "jetson-orin-nano", "--profile",

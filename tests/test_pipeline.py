@@ -173,14 +173,17 @@ def test_backend_not_available_fails_before_any_work(tiny_conv, tmp_path, monkey
 
 def test_dynamic_dims_need_input_shapes(dynamic_hw_relu, tmp_path):
     path = dynamic_hw_relu
-    with pytest.raises(InputDataError, match=r"input 'x' has dynamic dim\(s\) \[2, 3\].*--input x:1x3xNxN"):
+    # OpenVINO takes a range too (it had been offered for TensorRT alone)
+    with pytest.raises(InputDataError, match=r"input 'x' has dynamic dim\(s\) \[2, 3\].*--input x:1x3xNxN or "
+                                             r"--profile x:MIN:OPT:MAX"):
         deploycomp.build(path, tmp_path / "out")
     runner = deploycomp.build(path, tmp_path / "out", inputs=["x:1x3x8x8"])
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 8]
     # said: the file takes any size, the bundle this one (a probe's recognizer pinned to a
     # width of 640 read 22% of RapidOCR's lines otherwise)
     assert ("x: built at 1x3x8x8 as --input gives; the file leaves H, W dynamic and the bundle takes this shape "
-            "only: inputs of other sizes padded or resized as the application does") in runner.manifest["assumptions"]
+            "only: inputs of other sizes padded or resized as the application does (a --profile keeps them dynamic)"
+            ) in runner.manifest["assumptions"]
 
 
 def _encoder(tmp_path):
@@ -233,10 +236,10 @@ def test_one_profile_ranges_every_input_that_names_its_dims(tmp_path):
                               profiles=["input_ids:1x16:1x32:8x128"])
     profiles = runner.manifest["io"]["profiles"]
     assert profiles["attention_mask"] == profiles["input_ids"] == {"min": [1, 16], "opt": [1, 32], "max": [8, 128]}
-    assert ("attention_mask: shape 1x32, its dims batch, sequence as --profile input_ids gave them; TensorRT profile "
+    assert ("attention_mask: shape 1x32, its dims batch, sequence as --profile input_ids gave them; profile "
             "1x16 / 1x32 / 8x128") in runner.manifest["assumptions"]
     # validated at one shape of the range, and said (the summary had not)
-    assert ("input_ids: validated at 1x32, its TensorRT profile's OPT, not at its other shapes (1x16 to 8x128)"
+    assert ("input_ids: validated at 1x32, its --profile's OPT, not at its other shapes (1x16 to 8x128)"
             in runner.manifest["assumptions"])
     ids = np.arange(2 * 40).reshape(2, 40)
     np.testing.assert_array_equal(runner.run({"input_ids": ids, "attention_mask": ids})["y"], 2 * ids)
@@ -259,7 +262,8 @@ def test_dynamic_dims_are_read_from_the_users_data_or_all_named_in_one_error(tmp
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "enc.onnx")
     with pytest.raises(InputDataError, match=r"inputs 'input_ids', 'attention_mask', 'token_type_ids' have dynamic "
                                              r"dims.*pass --input input_ids:1xN \(the other inputs name the same dims "
-                                             r"and take its sizes\); each N is a size your application feeds$") as e:
+                                             r"and take its sizes\) or --profile input_ids:MIN:OPT:MAX; each N is a size "
+                                             r"your application feeds$") as e:
         deploycomp.build(tmp_path / "enc.onnx", tmp_path / "out")
     assert "\n" not in str(e.value)
     # one --input sizes every input that names the same dims (it had asked for all three)

@@ -86,7 +86,7 @@ def test_the_report_says_which_shapes_the_bundle_takes_and_what_was_assumed(dyna
     deploycomp.build(dynamic_hw_relu, tmp_path / "j", target="jetson-orin-nano",
                      profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"])
     page = (tmp_path / "j" / "report.html").read_text()
-    assert ("[1, 3, 8, 8] to [1, 3, 32, 32] (TensorRT profile, OPT [1, 3, 16, 16]; validated at [1, 3, 16, 16])"
+    assert ("[1, 3, 8, 8] to [1, 3, 32, 32] (--profile, OPT [1, 3, 16, 16]; validated at [1, 3, 16, 16])"
             in page)
     deploycomp.build(tiny_conv, tmp_path / "h")  # its batch is dynamic: set to 1, and said
     manifest = json.loads((tmp_path / "h" / "manifest.json").read_text())

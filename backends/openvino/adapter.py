@@ -136,6 +136,21 @@ def _cpu_hint(core: Any, device: str, precision: str) -> str:
     return _HINT[precision]
 
 
+def _bounded(ov: Any, ov_model: Any, profiles: Mapping[str, Mapping[str, list[int]]] | None) -> None:
+    """Each ``--profile``d input's dims bounded to its MIN..MAX (a dim alike at both ends
+    static): the IR says what the bundle takes, and the CPU plugin plans its memory for no
+    more than MAX (the ONNX file leaves those dims unbounded)."""
+    if not profiles:
+        return
+    shapes = {}
+    for port in ov_model.inputs:
+        profile = next((profiles[n] for n in port.get_names() if n in profiles), None)
+        if profile is not None:
+            shapes[port] = ov.PartialShape([ov.Dimension(lo, hi) for lo, hi in zip(profile["min"], profile["max"])])
+    if shapes:
+        ov_model.reshape(shapes)
+
+
 def _write_problem(folder: Path) -> OSError | None:
     """Why a write into ``folder`` fails now, as the OS says it (a full disk, a file-size
     limit), or None: what OpenVINO's IR writer does not say when it fails (an internal
@@ -461,6 +476,7 @@ class OpenVINOBackend:
     requires = REQUIRES
     extra = EXTRA
     fp16_compute = "whole"  # see backends.base.Backend
+    dynamic_shapes = True  # see backends.base.Backend: a --profile's dims stay dynamic, bounded
     # its CPU plugin computes int64 as int32 (2026.4, no property turns it off): 2**31 + 1
     # came back as -2147483647 from a bundle that validated on small ids
     int64_range = (-2**31, 2**31 - 1, "OpenVINO's CPU plugin computes int64 as int32")
@@ -524,6 +540,7 @@ class OpenVINOBackend:
                     raise UnsupportedError(f"OpenVINO cannot convert the model: "
                                            f"{_conversion_reason(str(e), _graph_order(model))}") from e
         _stable_names(ov_model, model)
+        _bounded(ov, ov_model, (options or {}).get("profiles"))
         hot = (options or {}).get("fp32_tensors") or () if precision == "fp16" else ()
         xml = out_dir / "model.xml"
         compress = precision == "fp16" and (options or {}).get("fp16_weights", True)

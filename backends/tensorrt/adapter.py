@@ -57,6 +57,7 @@ class TensorRTBackend:
     """The ONNX + plan need no NVIDIA package; the parser check and the engine are optional."""
     extra = EXTRA
     fp16_compute = "tensors"  # see backends.base.Backend
+    dynamic_shapes = True  # see backends.base.Backend: a --profile is an optimization profile
     precisions = PRECISIONS
 
     def check(self, model: ir.Model, target: TargetProfile) -> SupportReport:

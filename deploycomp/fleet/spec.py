@@ -106,7 +106,7 @@ def _parse_profiles():
 
 RULE_PARSERS = {"judge_where": _parse_where, "judge_boxes": _parse_boxes, "judge_masks": _parse_masks,
                 "judge_ctc": _parse_ctc, "profiles": _parse_profiles}
-"""A spec's options that are lists of the command line's strings (rules, TensorRT profiles)
+"""A spec's options that are lists of the command line's strings (rules, profiles)
 -> (imported when needed) the parser that reads them, for the spec's check and the build
 alike."""
 
@@ -135,7 +135,7 @@ class Options(_Strict):
     judge_masks: list[str] = Field(default_factory=list)
     judge_ctc: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=list)
-    """TensorRT optimization profiles, ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
+    """Input shape ranges (TensorRT optimization profiles, OpenVINO bounded dims), ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
     validation_samples: int | None = Field(default=None, ge=0)
     """Validation samples run at most, as ``--validation-samples`` (0: every one; unset: the
     build's default)."""

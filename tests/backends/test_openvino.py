@@ -425,3 +425,59 @@ def test_the_manifest_says_how_to_compile_the_ir_natively(tiny_conv, tmp_path):
     compiled = ov.Core().compile_model(str(tmp_path / "b" / "model.xml"), "CPU", config)
     x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
     np.testing.assert_array_equal(compiled(x)[0], runner.run({"x": x})["probs"])
+
+
+def _conv_over_any_size(tmp_path):
+    """Conv + Relu over 1x3xHxW, H and W dynamic: a fully convolutional net (a detector's
+    backbone, a text recognizer's line) that applications feed at the image's own size."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, "H", "W"])], [w, b])
+    path = tmp_path / "fcn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
+    """``--profile`` on host: the IR's dims are bounded to MIN..MAX (it had been refused as
+    TensorRT's alone, and the bundle took its OPT shape only); the bundle runs every shape
+    inside as ONNX Runtime does, refuses one outside naming the range, and int8 builds
+    calibrate on data of one size inside it."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from deploycomp.errors import InputDataError
+
+    model = _conv_over_any_size(tmp_path)
+    rng = np.random.default_rng(1)
+    extra = {}
+    if precision == "int8":
+        np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 24, 24)).astype(np.float32))
+        extra["calibration"] = tmp_path / "calib.npz"
+    runner = deploycomp.build(model, tmp_path / "b", precision=precision, profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"],
+                              **extra)
+    assert runner.manifest["io"]["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]}
+    shape = ov.Core().read_model(str(tmp_path / "b" / "model.xml")).inputs[0].get_partial_shape()
+    assert str(shape) == "[1,3,8..32,8..32]"
+    reference = ort.InferenceSession(str(model))
+    loaded = deploycomp.load(tmp_path / "b")
+    for h, w in ((8, 8), (24, 20), (32, 32)):
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        (want,), got = reference.run(None, {"x": x}), loaded.run({"x": x})["y"]
+        assert got.shape == want.shape
+        if precision == "fp32":
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        else:  # int8 arithmetic: close, not equal
+            assert float(np.dot(got.ravel(), want.ravel()) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99
+    with pytest.raises(InputDataError, match=r"shape \[1, 3, 40, 40\] given, the bundle was built for shapes from "
+                                             r"\[1, 3, 8, 8\] to \[1, 3, 32, 32\]"):
+        loaded.run({"x": np.zeros((1, 3, 40, 40), np.float32)})

@@ -408,7 +408,7 @@ def test_a_profile_validates_at_the_users_sample_shape_inside_it(tiny_conv, tmp_
                               profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16"])
     assert runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 16, 16]
     assert runner.manifest["io"]["profiles"]["x"]["opt"] == [4, 3, 16, 16]
-    assert any("inside its TensorRT profile" in a for a in runner.manifest["assumptions"])
+    assert any("inside its --profile" in a for a in runner.manifest["assumptions"])
     assert runner.manifest["validation"]["ok"] and runner.manifest["validation"]["data"]["samples"] == 6
     # the roofline counts the layers at that shape (the batch kept dynamic had counted no FLOPs)
     assert runner.manifest["validation"]["latency_estimate"]["flops"] > 2 * 16 * 16 * 8 * 27
@@ -439,8 +439,9 @@ def test_explicit_profile_and_its_errors(tiny_conv, tmp_path):
     assert read_plan(tmp_path / "b").profiles[0]["x"]["max"] == [16, 3, 16, 16]
     with pytest.raises(InputDataError, match="MIN <= OPT <= MAX"):
         deploycomp.build(tiny_conv, tmp_path / "c", target="nvidia-t4", profiles=["x:4x3x16x16:1x3x16x16:8x3x16x16"])
-    with pytest.raises(UnsupportedError, match="--profile applies to TensorRT targets"):
-        deploycomp.build(tiny_conv, tmp_path / "c", profiles=["x:1x3x16x16:1x3x16x16:2x3x16x16"])
+    with pytest.raises(UnsupportedError, match=r"--profile applies to targets whose runtime takes dynamic shapes "
+                                               r"\(TensorRT, OpenVINO\); android-arm64 \(tflite\) runs static"):
+        deploycomp.build(tiny_conv, tmp_path / "c", target="android-arm64", profiles=["x:1x3x16x16:1x3x16x16:2x3x16x16"])
     with pytest.raises(InputDataError, match="--profile x: given twice, with other shapes; give one"):  # (the last won)
         deploycomp.build(tiny_conv, tmp_path / "c", target="nvidia-t4",
                          profiles=["x:1x3x16x16:4x3x16x16:16x3x16x16", "x:1x3x16x16:2x3x16x16:4x3x16x16"])
@@ -471,7 +472,7 @@ def test_deploycomp_run_takes_every_shape_the_profile_takes(dynamic_hw_relu, tmp
     np.savez(tmp_path / "big.npz", x=np.zeros((1, 3, 40, 40), np.float32))
     code, _, stderr = cli("run", tmp_path / "b", "--inputs", tmp_path / "big.npz")
     assert code == 4
-    _one_line_error(stderr, "expected shapes from [1, 3, 8, 8] to [1, 3, 32, 32] (the bundle's TensorRT profile)")
+    _one_line_error(stderr, "expected shapes from [1, 3, 8, 8] to [1, 3, 32, 32] (the bundle's --profile)")
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
