@@ -510,7 +510,10 @@ def _per_batch(manifest: dict, ms: float) -> str:
     io = manifest.get("io") or {}
     b = batch_size([i.get("shape") or [] for i in io.get("inputs", [])])
     # (a profile's latency budget had passed at OPT 1 for a bundle that takes batch 32)
-    at = " at its --profile's OPT (not timed at MIN or MAX)" if io.get("profiles") else ""
+    ends = (manifest.get("measured") or {}).get("latency_at_profile_ends")
+    at = ("" if not io.get("profiles") else
+          f" at its --profile's OPT (MIN {ends['min']['median_ms']:.2f} ms, MAX {ends['max']['median_ms']:.2f} ms)"
+          if ends else " at its --profile's OPT (not timed at MIN or MAX)")
     return (f" per batch of {b} ({ms / b:.2f} ms an input)" if b else "") + at
 
 

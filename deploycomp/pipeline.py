@@ -274,6 +274,10 @@ most (at least 10 runs each, after a warm-up run; earlier once the median is kno
 :data:`deploycomp.validate.LATENCY_PRECISION`): 3 s each made latency a quarter of a
 27 s int8 build of PP-OCRv3 det; 1.5 s still times 28-50 runs of it."""
 
+LATENCY_ENDS_SECONDS = 1.0
+"""At most this long timing a ``--profile`` bundle at each end of its range (MIN, MAX)."""
+
+
 def _shape_from_data(declared: list, array_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """One sample's shape for an input declared ``declared`` (ints and dim names), from a
     data array holding samples: stacked on a new leading axis (N x sample), or
@@ -1383,6 +1387,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             measured["speedup_vs_onnxruntime"] = speedup_of(measured["reference_latency"]["median_ms"],
                                                             measured["latency"]["median_ms"])
             latency_ms = measured["latency"]["median_ms"]
+            if prep.profiles:  # (the budget is OPT's; an application feeds the range)
+                measured["latency_at_profile_ends"] = _latency_at_profile_ends(runner, prep, samples[0])
             if quant_info is not None and not arrives_int8:
                 # the int8 bundle against this model's fp32 one in the same runtime: layers
                 # kept float and the conversions around them can cost more than int8 saves (a
@@ -1533,6 +1539,28 @@ def _int8_io_hint(opts: BuildOptions, target: TargetProfile, model: ir.Model, re
                      "--float-io (the inputs' QUANTIZE and the outputs' DEQUANTIZE then run on the host CPU); ")
             break
     return said
+
+
+def _at_shape(value: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``value`` cropped, or padded by repeating its own values, to ``shape``: an input of
+    that size holding what the application feeds (zeros can take a data-dependent model
+    down another path)."""
+    value = np.asarray(value)[tuple(slice(0, n) for n in shape)]
+    pads = [(0, n - d) for d, n in zip(value.shape, shape)]
+    return np.pad(value, pads, mode="wrap") if any(after for _, after in pads) else value
+
+
+def _latency_at_profile_ends(runner, prep: Prepared, sample: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """The bundle's latency with every ``--profile``d input at its MIN and at its MAX (the
+    sample's values at those sizes, :func:`_at_shape`): what a range costs at its ends, where
+    validation and the latency budget take OPT (or the data's shape)."""
+    out = {}
+    for end, k in (("min", 0), ("max", 2)):
+        feeds = {name: _at_shape(value, prep.profiles[name][k]) if name in prep.profiles else value
+                 for name, value in sample.items()}
+        timed = measure_latency(lambda: runner.run(feeds), warmup=1, max_seconds=LATENCY_ENDS_SECONDS)
+        out[end] = {"shapes": {n: list(prep.profiles[n][k]) for n in prep.profiles if n in sample}, **timed}
+    return out
 
 
 def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: list, refs: list, gots: list,

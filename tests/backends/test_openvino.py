@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -481,3 +483,19 @@ def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
     with pytest.raises(InputDataError, match=r"shape \[1, 3, 40, 40\] given, the bundle was built for shapes from "
                                              r"\[1, 3, 8, 8\] to \[1, 3, 32, 32\]"):
         loaded.run({"x": np.zeros((1, 3, 40, 40), np.float32)})
+    # timed at both ends of the range too, where it runs (the budget stays OPT's)
+    ends = runner.manifest["measured"]["latency_at_profile_ends"]
+    assert ends["min"]["shapes"] == {"x": [1, 3, 8, 8]} and ends["max"]["shapes"] == {"x": [1, 3, 32, 32]}
+    assert ends["min"]["median_ms"] > 0 and ends["max"]["median_ms"] > 0
+    from deploycomp.cli import _per_batch
+
+    assert re.fullmatch(r" at its --profile's OPT \(MIN [\d.]+ ms, MAX [\d.]+ ms\)", _per_batch(runner.manifest, 1.0))
+
+
+def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
+    """Cropped, or padded by repeating itself: what an application feeds, at that size."""
+    from deploycomp.pipeline import _at_shape
+
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    np.testing.assert_array_equal(_at_shape(x, (1, 2, 2)), [[[0, 1], [3, 4]]])
+    np.testing.assert_array_equal(_at_shape(x, (1, 1, 7)), [[[0, 1, 2, 0, 1, 2, 0]]])
