@@ -656,29 +656,33 @@ def test_the_cache_key_reads_external_data_named_inside_control_flow_bodies(tmp_
     assert external_locations(path) == ["then.bin", "top.bin"]
 
 
-def test_a_model_entry_carries_tensorrt_profiles_to_its_tensorrt_cells(tmp_path, dynamic_hw_relu):
+def test_a_model_entry_carries_profiles_to_the_cells_of_dynamic_shapes(tmp_path, dynamic_hw_relu):
     """``options: {profiles: [...]}`` (``--profile`` as a spec says it; a probe had met
-    "unknown key"): the TensorRT cells are built with them, the others say they were not
-    applied, and a bad profile is refused in the spec, naming the key."""
+    "unknown key"): the TensorRT and OpenVINO cells are built with them, the TFLite ones
+    (static shapes) say they were not applied, and a bad profile is refused in the spec,
+    naming the key."""
     (tmp_path / "s.yaml").write_text(
         f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n    inputs: {{x: [1, 3, 16, 16]}}\n"
         "    options: {profiles: ['x:1x3x8x8:1x3x16x16:1x3x32x32']}\n"
-        "targets: [host, jetson-orin-nano]\nprecisions: [fp32]\n")
+        "targets: [host, android-arm64, jetson-orin-nano]\nprecisions: [fp32]\n")
     _, jobs = load_spec(tmp_path / "s.yaml")
     cells = {j.target: j for j in jobs}
     assert cells["jetson-orin-nano"].options == {"profiles": ["x:1x3x8x8:1x3x16x16:1x3x32x32"]}
+    assert cells["host"].options == {"profiles": ["x:1x3x8x8:1x3x16x16:1x3x32x32"]}
     from deploycomp.fleet.spec import Options
 
     assert Options(validation_samples=0).model_dump(exclude_defaults=True) == {"validation_samples": 0}
-    assert cells["host"].options == {} and cells["host"].not_applied == ("profiles",)
+    assert cells["android-arm64"].options == {} and cells["android-arm64"].not_applied == ("profiles",)
     (tmp_path / "s.yaml").write_text(
         f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n"
-        "    options: {profiles: ['x:1x3x8x8:1x3x16x16:1x3x32x32']}\ntargets: [jetson-orin-nano]\nprecisions: [fp32]\n")
+        "    options: {profiles: ['x:1x3x8x8:1x3x16x16:1x3x32x32']}\ntargets: [host, jetson-orin-nano]\n"
+        "precisions: [fp32]\n")
     result = run_fleet(tmp_path / "s.yaml", tmp_path / "out", cache_dir=tmp_path / "cache")
-    (entry,) = result.index["entries"]
-    assert entry["ok"], entry
-    manifest = json.loads((tmp_path / "out" / entry["bundle"] / "manifest.json").read_text())
-    assert manifest["io"]["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]}
+    assert len(result.index["entries"]) == 2
+    for entry in result.index["entries"]:
+        assert entry["ok"], entry
+        manifest = json.loads((tmp_path / "out" / entry["bundle"] / "manifest.json").read_text())
+        assert manifest["io"]["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]}
     (tmp_path / "s.yaml").write_text(
         f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n    options: {{profiles: ['x:1x3x8x8']}}\n"
         "targets: [jetson-orin-nano]\nprecisions: [fp32]\n")

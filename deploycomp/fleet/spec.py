@@ -175,8 +175,9 @@ class FleetSpec(_Strict):
     _distinct_lists = field_validator("targets", "precisions")(_distinct)
 
 
-BACKEND_OPTIONS = {"io_layout": ("tflite", None), "int8_io": ("tflite", "int8"), "profiles": ("tensorrt", None)}
-"""Model options only one backend's targets have: the backend, and the precision each
+BACKEND_OPTIONS = {"io_layout": (("tflite",), None), "int8_io": (("tflite",), "int8"),
+                   "profiles": (("tensorrt", "openvino"), None)}
+"""Model options only some backends' targets have: those backends, and the precision each
 needs (None: any)."""
 
 INT8_OPTIONS = ("keep_float", "int8_range", "int8_boosters", "int8_time_limit")
@@ -186,14 +187,14 @@ is the same whatever they say, so they are not part of its cache key."""
 
 def cell_options(options: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
     """The model's options that apply to one cell: an option only TFLite has (its I/O
-    layout, full-integer I/O) or only TensorRT (its profiles) is left out of the other
-    targets' builds, and full-integer I/O out of a TFLite build that is not int8, as the
+    layout, full-integer I/O) or only runtimes of dynamic shapes (profiles: TensorRT,
+    OpenVINO) is left out of the other targets' builds, and full-integer I/O out of a TFLite build that is not int8, as the
     int8 options are simply unused by a float build; a build given one would refuse it
     (exit 6), and every other cell of the model with it. The index says which were left
     out (``options_not_applied``)."""
     return {k: v for k, v in options.items()
             if k not in BACKEND_OPTIONS
-            or (backend == BACKEND_OPTIONS[k][0] and BACKEND_OPTIONS[k][1] in (None, precision))}
+            or (backend in BACKEND_OPTIONS[k][0] and BACKEND_OPTIONS[k][1] in (None, precision))}
 
 
 @dataclass(frozen=True)
