@@ -335,8 +335,8 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     anything else dynamic.
 
     Inputs with a profile (``--profile``, or a TensorRT one made here for a dynamic batch
-    on a target without static shapes) are validated at the profile's OPT shape, or at the data's own
-    sample shape where that is another inside the profile."""
+    on a target without static shapes) are validated at the profile's OPT shape, or at the
+    data's own sample shape where that is another inside the profile."""
     profiles = profiles if profiles is not None else {}
     assumed: list[str] = []
     guessed: dict[str, str] = {}

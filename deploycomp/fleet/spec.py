@@ -135,7 +135,8 @@ class Options(_Strict):
     judge_masks: list[str] = Field(default_factory=list)
     judge_ctc: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=list)
-    """Input shape ranges (TensorRT optimization profiles, OpenVINO bounded dims), ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
+    """Input shape ranges (TensorRT optimization profiles, OpenVINO bounded dims),
+    ``NAME:MIN:OPT:MAX`` as ``--profile`` takes them."""
     validation_samples: int | None = Field(default=None, ge=0)
     """Validation samples run at most, as ``--validation-samples`` (0: every one; unset: the
     build's default)."""
@@ -188,10 +189,10 @@ is the same whatever they say, so they are not part of its cache key."""
 def cell_options(options: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
     """The model's options that apply to one cell: an option only TFLite has (its I/O
     layout, full-integer I/O) or only runtimes of dynamic shapes (profiles: TensorRT,
-    OpenVINO) is left out of the other targets' builds, and full-integer I/O out of a TFLite build that is not int8, as the
-    int8 options are simply unused by a float build; a build given one would refuse it
-    (exit 6), and every other cell of the model with it. The index says which were left
-    out (``options_not_applied``)."""
+    OpenVINO) is left out of the other targets' builds, and full-integer I/O out of a
+    TFLite build that is not int8, as the int8 options are simply unused by a float build;
+    a build given one would refuse it (exit 6), and every other cell of the model with it.
+    The index says which were left out (``options_not_applied``)."""
     return {k: v for k, v in options.items()
             if k not in BACKEND_OPTIONS
             or (backend in BACKEND_OPTIONS[k][0] and BACKEND_OPTIONS[k][1] in (None, precision))}
