@@ -75,3 +75,47 @@ def test_tensorrt_and_small_or_shared_tables_stay_float(tmp_path):
     assert "int8_tables" not in kept.manifest["quantization"]
     both = deploycomp.build(tied, tmp_path / "t8", precision="int8", calibration=calibration)
     assert both.manifest["quantization"]["int8_tables"] == ["table"]
+
+
+@pytest.mark.parametrize("target", ["host", "android-arm64"])
+def test_a_table_the_model_quantized_itself_keeps_its_own_values(tmp_path, target):
+    """ONNX Runtime's dynamic quantization stores an embedding as uint8 with one scale
+    (``Gather`` of the uint8 table, then ``DequantizeLinear``), which the passes expand to
+    float: stored as int8 rows again, each at a scale of its own, the model's levels had been
+    rounded onto another grid (a T5 encoder fell from cosine 0.9990 to 0.8510 with every
+    layer float). Such a table keeps its values: the rows come back exactly."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.integers(0, 256, (ROWS, WIDTH), dtype=np.uint8), "table_u8")
+    scale = numpy_helper.from_array(np.asarray(1.265, np.float32), "scale")
+    zero = numpy_helper.from_array(np.asarray(138, np.uint8), "zero")
+    dense = numpy_helper.from_array((rng.standard_normal((WIDTH, 32)) * 0.1).astype(np.float32), "dense")
+    nodes = [helper.make_node("Gather", ["table_u8", "ids"], ["rows_u8"], name="embed"),
+             helper.make_node("DequantizeLinear", ["rows_u8", "scale", "zero"], ["rows"], name="dq"),
+             helper.make_node("MatMul", ["rows", "dense"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 32]),
+                               helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, 16, WIDTH])],
+                              [table, scale, zero, dense])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    runner = deploycomp.build(model, tmp_path / "b", target=target, precision="int8",
+                              calibration=_calibration(tmp_path / "c.npz"))
+    assert "int8_tables" not in runner.manifest["quantization"]
+    ids = np.arange(16, dtype=np.int64)[None] * 97
+    want = (onnx.numpy_helper.to_array(table)[ids].astype(np.float32) - np.float32(138)) * np.float32(1.265)
+    np.testing.assert_array_equal(runner.run({"ids": ids})["rows"], want)
+
+
+def test_a_grid_is_told_from_a_table_of_any_values():
+    from deploycomp.quant.qdq import on_a_grid
+
+    levels = np.random.default_rng(0).integers(0, 256, (512, 64)).astype(np.float32)
+    assert on_a_grid((levels - np.float32(138)) * np.float32(1.265))
+    # its lowest level held by one value the sample of every few skips (the T5 table's)
+    rare = np.full(200_000, 100, np.float32)
+    rare[::7] = np.arange(200_000)[::7] % 50 + 100
+    rare[1] = 0
+    assert on_a_grid((rare - np.float32(138)) * np.float32(1.265))
+    assert not on_a_grid(levels * 0.5 + np.random.default_rng(1).standard_normal(levels.shape).astype(np.float32) * 1e-3)
+    assert not on_a_grid(np.arange(300, dtype=np.float32) * 0.5)  # more levels than int8 has
+    assert not on_a_grid(np.random.default_rng(2).standard_normal((512, 64)).astype(np.float32))
