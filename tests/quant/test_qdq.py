@@ -435,3 +435,45 @@ def test_a_recurrent_layer_counts_in_the_mac_share_but_never_as_an_int8_layer():
     info = quantize(model, POLICIES["openvino"], samples, [], boosters=()).info
     assert info["int8_layers"] == 1
     assert 0 < info["int8_mac_share"] < 0.2  # the LSTM's 5 x 4 x (32 x 4 + 32 x 8) MACs stay float
+
+
+def test_a_weight_on_an_int8_grid_of_its_own_keeps_its_values():
+    """A weight the model quantized itself (values ``k * step``, |k| <= 127: ONNX Runtime's
+    dynamic quantization, expanded to float by the passes) is stored at that step, its
+    int8 values exactly: per-channel scales of their own had rounded them a second time. A
+    float weight, or one past int8's range at any step, gets per-channel scales."""
+    from deploycomp.quant.qdq import own_step, quantize_weight
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(-127, 128, (64, 48)).astype(np.int8)
+    w = k.astype(np.float32) * np.float32(0.0123)
+    q, scale = quantize_weight(w, 1)
+    np.testing.assert_array_equal(q, k)
+    np.testing.assert_array_equal(q.astype(np.float32) * scale, w)
+    assert own_step(rng.standard_normal((64, 48)).astype(np.float32)) is None
+    assert own_step(np.arange(-200, 200, dtype=np.float32) * np.float32(0.5)) is None  # 200 steps > 127
+    assert own_step(w, qmax=63) is None  # a CPU without int8 dot products holds |k| <= 63
+
+
+def test_a_model_through_quantize_dynamic_keeps_its_own_int8_weights(tmp_path):
+    """``quantize_dynamic``'s int8 weights come back as the int8 weights of the QDQ bundle
+    (TensorRT's, an ONNX file to read), value for value."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import deploycomp
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array((rng.standard_normal((64, 32)) / 8).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 32])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "d.onnx"), weight_type=QuantType.QInt8)
+    shipped = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "d.onnx").graph.initializer}
+    (own,) = [v for v in shipped.values() if v.dtype == np.int8 and v.shape == (64, 32)]
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((8, 1, 8, 64)).astype(np.float32))
+    deploycomp.build(tmp_path / "d.onnx", tmp_path / "b", target="jetson-orin-nano", precision="int8",
+                     calibration=tmp_path / "c.npz")
+    bundle = onnx.load(tmp_path / "b" / "model.onnx")
+    weights = [numpy_helper.to_array(i) for i in bundle.graph.initializer]
+    assert any(v.dtype == np.int8 and v.shape == own.shape and np.array_equal(v, own) for v in weights)
