@@ -348,6 +348,8 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         raise InputDataError(f"{data_shapes['*'][0]}: a .npy serves single-input models; this one has inputs "
                              f"{few(current)} (an .npz holds one array per input)")
     for name, (lo, opt, hi) in profiles.items():
+        if name not in current:  # (a KeyError beside an --input; else the data's or the dims' error)
+            raise InputDataError(f"--profile {name}: the model has no input named {name!r} (inputs: {few(current, 6)})")
         if name in shapes:
             raise InputDataError(f"input '{name}' has both --input and --profile; give one")
         check_profile(model, name, {"MIN": lo, "OPT": opt, "MAX": hi}, given)
@@ -695,13 +697,16 @@ def prepare(model_path: str | os.PathLike, target: TargetProfile, specs: Iterabl
     resolved = _resolve_shapes(loaded.model, specs, target, profiles, data_shapes, building)
     shapes, assumed = resolved.shapes, resolved.assumed
     check_sizes(loaded.model, shapes)
-    repinned = {v.name: shapes[v.name] for v in loaded.model.graph.inputs
-                if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
-                and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
-    assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {_values_said(a)}" for n, a in frozen.items()] + assumed
     pinned = dict(shapes)
     for name, (lo, _, hi) in profiles.items():
         pinned[name] = tuple(a if a == b else f"{name}_d{i}" for i, (a, b) in enumerate(zip(lo, hi)))
+    # (a profiled input's varying dims stay dynamic in the reference too: PP-OCRv3 rec fixes
+    # its batch as -1, and its reference, pinned at the validation lines' width, had refused
+    # the calibration lines of another width inside the profile)
+    repinned = {v.name: pinned[v.name] for v in loaded.model.graph.inputs
+                if v.name in shapes and v.shape is not None and tuple(v.shape) != shapes[v.name]
+                and any(isinstance(d, int) and d != want for d, want in zip(v.shape, shapes[v.name]))}
+    assumed = _initializer_note(loaded) + [f"input '{n}' frozen to {_values_said(a)}" for n, a in frozen.items()] + assumed
     integer_ops = sum(1 for n in loaded.model.graph if n.op_type in INTEGER_OPS)
     nan_ok = analysis.nan_inputs(loaded.model)  # before tree ensembles become comparisons
     model, plog = _run_passes(loaded, build_pipeline(pipeline or target.pipeline_name, pinned))

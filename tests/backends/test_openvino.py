@@ -499,3 +499,36 @@ def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
     x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
     np.testing.assert_array_equal(_at_shape(x, (1, 2, 2)), [[[0, 1], [3, 4]]])
     np.testing.assert_array_equal(_at_shape(x, (1, 1, 7)), [[[0, 1, 2, 0, 1, 2, 0]]])
+
+
+def test_int8_calibrates_and_validates_at_two_shapes_of_a_profile_where_the_file_fixes_a_dim(tmp_path):
+    """PP-OCRv3 rec declares its batch as a literal -1: its reference was pinned at the
+    validation data's whole shape, and calibration lines of another width inside the
+    profile were refused ("Got: 320 Expected: 640"). The profiled dims stay dynamic there."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, 8, "W"])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [-1, 8, 8, "W"])], [w])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 8, 24)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((4, 1, 3, 8, 16)).astype(np.float32))
+    runner = deploycomp.build(model, tmp_path / "b", precision="int8", profiles=["x:1x3x8x8:1x3x8x16:1x3x8x32"],
+                              calibration=tmp_path / "calib.npz", validation_data=tmp_path / "val.npz")
+    assert runner.manifest["validation"]["ok"] and runner.manifest["io"]["inputs"][0]["shape"] == [1, 3, 8, 16]
+
+
+def test_a_profile_for_an_input_the_model_lacks_names_it(tmp_path):
+    """It had been an internal error (KeyError) beside an ``--input``, and otherwise the
+    data's or the dynamic dims' error, which did not say that no such input exists."""
+    from deploycomp.errors import InputDataError
+
+    model = _conv_over_any_size(tmp_path)
+    np.savez(tmp_path / "val.npz", x=np.zeros((2, 1, 3, 16, 16), np.float32))
+    for extra in ({"inputs": ["x:1x3x16x16"]}, {"validation_data": tmp_path / "val.npz"}, {}):
+        with pytest.raises(InputDataError, match=r"^--profile y: the model has no input named 'y' \(inputs: x\)$"):
+            deploycomp.build(model, tmp_path / "b", profiles=["y:1x3x8x8:1x3x16x16:1x3x32x32"], **extra)
