@@ -19,7 +19,7 @@ import numpy as np
 
 from deploycomp.backends import get_backend
 from deploycomp.bundle import MANIFEST, read_manifest
-from deploycomp.errors import InputDataError, VerificationError, few
+from deploycomp.errors import DeployError, InputDataError, VerificationError, few
 from deploycomp.sample_data import castable, within_profile
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,28 @@ class BundleRunner:
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         prepared = self._prepare(feeds)
         with self._turn:
-            raw = self._runner.run(prepared)
+            try:
+                raw = self._runner.run(prepared)
+            except (MemoryError, DeployError):
+                raise
+            except Exception as e:
+                if not (moved := self._off_validated_shapes(prepared)):
+                    raise
+                # inside the --profile, at shapes the build did not validate: the model may not
+                # run there (PP-OCRv5 det at a height not a multiple of 32; two inputs that share
+                # a dim fed at two sizes), which the runtime says as an internal failure
+                said = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+                raise InputDataError(f"the bundle's runtime cannot run {moved} (inside its --profile; validated at "
+                                     f"{self._validated_shapes()}): {said}") from e
             return {name: self._output(np.asarray(raw[name]), spec) for name, spec in self.outputs.items()}
+
+    def _off_validated_shapes(self, prepared: Mapping[str, np.ndarray]) -> str:
+        """The profiled inputs fed at shapes other than the validated ones, said ('' if none)."""
+        return ", ".join(f"'{n}' at {'x'.join(map(str, a.shape))}" for n, a in prepared.items()
+                         if n in self.profiles and list(a.shape) != self.inputs[n]["shape"])
+
+    def _validated_shapes(self) -> str:
+        return ", ".join("x".join(map(str, self.inputs[n]["shape"])) for n in self.profiles if n in self.inputs)
 
     @staticmethod
     def _output(value: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:

@@ -532,3 +532,41 @@ def test_a_profile_for_an_input_the_model_lacks_names_it(tmp_path):
     for extra in ({"inputs": ["x:1x3x16x16"]}, {"validation_data": tmp_path / "val.npz"}, {}):
         with pytest.raises(InputDataError, match=r"^--profile y: the model has no input named 'y' \(inputs: x\)$"):
             deploycomp.build(model, tmp_path / "b", profiles=["y:1x3x8x8:1x3x16x16:1x3x32x32"], **extra)
+
+
+def _even_sizes_only(tmp_path):
+    """x + upsample(conv_stride2(x)) over 1x3xHxW: runs where H and W are even only (a
+    detector's FPN wants multiples of 32 the same way)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 3, 3, 3)).astype(np.float32), "w")
+    scales = numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1], name="down"),
+             helper.make_node("Resize", ["c", "", "scales"], ["u"], mode="nearest", name="up"),
+             helper.make_node("Add", ["x", "u"], ["y"], name="skip")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])], [w, scales])
+    path = tmp_path / "even.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_shapes_inside_a_profile_the_model_cannot_run_are_input_errors(tmp_path):
+    """A range whose MIN the model cannot run is refused by name when the build times it
+    (an internal error after the whole build, before); a bundle fed a shape inside its range
+    that the model cannot run says so in one line (an internal error from the runtime)."""
+    from deploycomp.errors import InputDataError
+
+    model = _even_sizes_only(tmp_path)
+    with pytest.raises(InputDataError, match=r"^--profile: the bundle does not run at its MIN \(x 1x3x9x9\): .*"
+                                             r"give a range the model runs at$"):
+        deploycomp.build(model, tmp_path / "odd", profiles=["x:1x3x9x9:1x3x16x16:1x3x32x32"])
+    assert not (tmp_path / "odd").exists()
+    deploycomp.build(model, tmp_path / "b", profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"])
+    loaded = deploycomp.load(tmp_path / "b")
+    assert loaded.run({"x": np.ones((1, 3, 12, 20), np.float32)})["y"].shape == (1, 3, 12, 20)
+    with pytest.raises(InputDataError, match=r"^the bundle's runtime cannot run 'x' at 1x3x9x9 \(inside its --profile; "
+                                             r"validated at 1x3x16x16\): ") as e:
+        loaded.run({"x": np.ones((1, 3, 9, 9), np.float32)})
+    assert "\n" not in str(e.value)
