@@ -669,20 +669,25 @@ def test_a_model_entry_carries_profiles_to_the_cells_of_dynamic_shapes(tmp_path,
     cells = {j.target: j for j in jobs}
     assert cells["jetson-orin-nano"].options == {"profiles": ["x:1x3x8x8:1x3x16x16:1x3x32x32"]}
     assert cells["host"].options == {"profiles": ["x:1x3x8x8:1x3x16x16:1x3x32x32"]}
+    # the range serves the cells that take one, `inputs` the others (both had gone to every
+    # cell, and the host and Jetson builds refused "both --input and --profile")
+    assert cells["host"].inputs == cells["jetson-orin-nano"].inputs == ()
+    assert cells["android-arm64"].inputs == (("x", (1, 3, 16, 16)),)
     from deploycomp.fleet.spec import Options
 
     assert Options(validation_samples=0).model_dump(exclude_defaults=True) == {"validation_samples": 0}
     assert cells["android-arm64"].options == {} and cells["android-arm64"].not_applied == ("profiles",)
     (tmp_path / "s.yaml").write_text(
-        f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n"
-        "    options: {profiles: ['x:1x3x8x8:1x3x16x16:1x3x32x32']}\ntargets: [host, jetson-orin-nano]\n"
-        "precisions: [fp32]\n")
+        f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n    inputs: {{x: [1, 3, 16, 16]}}\n"
+        "    options: {profiles: ['x:1x3x8x8:1x3x16x16:1x3x32x32']}\n"
+        "targets: [host, android-arm64, jetson-orin-nano]\nprecisions: [fp32]\n")
     result = run_fleet(tmp_path / "s.yaml", tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert len(result.index["entries"]) == 2
+    assert len(result.index["entries"]) == 3
     for entry in result.index["entries"]:
         assert entry["ok"], entry
         manifest = json.loads((tmp_path / "out" / entry["bundle"] / "manifest.json").read_text())
-        assert manifest["io"]["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]}
+        assert manifest["io"].get("profiles", {}).get("x") == (
+            None if entry["target"] == "android-arm64" else {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]})
     (tmp_path / "s.yaml").write_text(
         f"models:\n  - name: relu\n    path: {dynamic_hw_relu}\n    options: {{profiles: ['x:1x3x8x8']}}\n"
         "targets: [jetson-orin-nano]\nprecisions: [fp32]\n")

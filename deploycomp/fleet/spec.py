@@ -341,9 +341,13 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                 if p not in (*PRECISIONS, "auto"):
                     raise SpecError(f"{path}: {where}.precisions: unknown precision {p!r}")
                 applied = cell_options(options, backend, p)
+                # a profiled input's range serves the cells of dynamic shapes, its `inputs` shape
+                # the others (TFLite's): both had gone to every cell, and each build given both
+                # for one input refused it
+                ranged = {text.rsplit(":", 3)[0] for text in applied.get("profiles", ())}  # (checked on load)
                 jobs.append(Job(
                     model=m.name, path=model_path, target=target, precision=p,
-                    inputs=tuple((k, tuple(v)) for k, v in m.inputs.items()),
+                    inputs=tuple((k, tuple(v)) for k, v in m.inputs.items() if k not in ranged),
                     calibration=local(m.calibration, f"{where}.calibration"),
                     validation=local(m.validation, f"{where}.validation"),
                     preprocess=preprocess, freeze=tuple(sorted(m.freeze.items())),
