@@ -511,9 +511,14 @@ def _per_batch(manifest: dict, ms: float) -> str:
     b = batch_size([i.get("shape") or [] for i in io.get("inputs", [])])
     # (a profile's latency budget had passed at OPT 1 for a bundle that takes batch 32)
     ends = (manifest.get("measured") or {}).get("latency_at_profile_ends")
-    at = ("" if not io.get("profiles") else
-          f" at its --profile's OPT (MIN {ends['min']['median_ms']:.2f} ms, MAX {ends['max']['median_ms']:.2f} ms)"
-          if ends else " at its --profile's OPT (not timed at MIN or MAX)")
+    profiles = io.get("profiles") or {}
+    # (timed at the validated shape: the data's own inside the range had been said to be OPT)
+    off = [f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in io.get("inputs", [])
+           if i["name"] in profiles and i.get("shape") != profiles[i["name"]]["opt"]]
+    where = f" at the validated shape ({', '.join(off)}) inside its --profile" if off else " at its --profile's OPT"
+    at = ("" if not profiles else
+          f"{where} (MIN {ends['min']['median_ms']:.2f} ms, MAX {ends['max']['median_ms']:.2f} ms)"
+          if ends else f"{where} (not timed at MIN or MAX)")
     return (f" per batch of {b} ({ms / b:.2f} ms an input)" if b else "") + at
 
 
