@@ -80,36 +80,13 @@ def weight_scales(arr: np.ndarray, axis: int, qmax: int = 127) -> np.ndarray:
     return (np.maximum(np.abs(arr).max(axis=reduce, keepdims=True), 1e-12) / qmax).astype(np.float32)
 
 
-def own_step(arr: np.ndarray, qmax: int = 127) -> float | None:
-    """The step of the symmetric grid ``arr`` already lies on, where it holds at most
-    ``qmax`` steps either side of 0 (a weight the model quantized itself: ONNX Runtime's
-    dynamic quantization keeps a T5 encoder's MatMul weights as int8, one scale each, which
-    the passes expand to float); None otherwise. Checked on a sample first (a float
-    weight's is rejected there: 1024 values take more levels than int8 has)."""
-    flat = np.asarray(arr, np.float32).reshape(-1)
-    sample = np.unique(np.abs(flat[:: max(1, flat.size // 1024)]))
-    sample = sample[sample > 0]
-    if flat.size == 0 or sample.size == 0 or sample.size > qmax:
-        return None
-    span = float(sample[-1])
-    step = span / max(1.0, float(np.rint(span / float(np.diff(np.r_[0.0, sample]).min()))))
-    k = np.rint(flat.astype(np.float64) / step)
-    if np.abs(k).max() > qmax or np.abs(k * step - flat).max() > 1e-3 * step:
-        return None
-    return step
-
-
 def quantize_weight(arr: np.ndarray, axis: int, qmax: int = 127,
                     floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """s8 symmetric per-channel along ``axis`` in [-qmax, qmax]: (int8 values, float32
     scales shaped to broadcast); ``floor``: each channel's least scale (see
-    :meth:`QDQPass._bias_floor`). A weight on a grid of its own (:func:`own_step`) keeps
-    it: every channel at that step, its values exactly (per-channel scales of their own
-    would round them again)."""
+    :meth:`QDQPass._bias_floor`)."""
     arr = arr.astype(np.float32)
     scale = weight_scales(arr, axis, qmax)
-    if (step := own_step(arr, qmax)) is not None:
-        scale = np.full_like(scale, step)
     if floor is not None:
         scale = np.maximum(scale, np.reshape(floor, scale.shape)).astype(np.float32)
     return np.clip(np.round(arr / scale), -qmax, qmax).astype(np.int8), scale
