@@ -46,6 +46,7 @@ __all__ = [
     "node_label",
     "onnxruntime_message",
     "onnxruntime_run_error",
+    "runtime_message",
 ]
 
 import errno as _errno
@@ -192,6 +193,13 @@ def node_label(name: str, op: str = "", output: str = "") -> str:
     if not made_up or not output or _MADE_UP_VALUE.fullmatch(output):
         return f"node '{name}'" if name else f"an unnamed {op or 'node'}"
     return f"the {op or 'node'} writing '{output}'"
+
+
+def runtime_message(e: BaseException, limit: int = 240) -> str:
+    """A runtime's error (OpenVINO's, ONNX Runtime's) as its first line, at most ``limit``
+    characters, for a one-line message of our own; the exception's type where it says
+    nothing."""
+    return (onnxruntime_message(e).splitlines() or [type(e).__name__])[0][:limit]
 
 
 def onnxruntime_message(e: BaseException) -> str:

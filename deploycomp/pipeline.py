@@ -37,7 +37,8 @@ from deploycomp.boxes import check_boxes, infer_format, not_corners, suggest_rul
 from deploycomp.bundle import (FORMAT, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle)
 from deploycomp.digest import code_digest
-from deploycomp.errors import BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few
+from deploycomp.errors import (BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few,
+                               runtime_message)
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
 from deploycomp.ir import MIN_OPSET, float_only, io_types_kept, load_model, save_model
@@ -1568,10 +1569,9 @@ def _latency_at_profile_ends(runner, prep: Prepared, sample: Mapping[str, np.nda
         except (MemoryError, DeployError):
             raise
         except Exception as e:  # (an internal error after the whole build had been said of the user's range)
-            said = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
             shapes = ", ".join(f"{n} {'x'.join(map(str, prep.profiles[n][k]))}" for n in prep.profiles if n in sample)
-            raise InputDataError(f"--profile: the bundle does not run at its {end.upper()} ({shapes}): {said}; give "
-                                 "a range the model runs at") from e
+            raise InputDataError(f"--profile: the bundle does not run at its {end.upper()} ({shapes}): "
+                                 f"{runtime_message(e)}; give a range the model runs at") from e
         timed = measure_latency(lambda: runner.run(feeds), warmup=0, max_seconds=LATENCY_ENDS_SECONDS)
         out[end] = {"shapes": {n: list(prep.profiles[n][k]) for n in prep.profiles if n in sample}, **timed}
     return out

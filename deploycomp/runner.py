@@ -19,7 +19,7 @@ import numpy as np
 
 from deploycomp.backends import get_backend
 from deploycomp.bundle import MANIFEST, read_manifest
-from deploycomp.errors import DeployError, InputDataError, VerificationError, few
+from deploycomp.errors import DeployError, InputDataError, VerificationError, few, runtime_message
 from deploycomp.sample_data import castable, within_profile
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,8 @@ class BundleRunner:
                 # inside the --profile, at shapes the build did not validate: the model may not
                 # run there (PP-OCRv5 det at a height not a multiple of 32; two inputs that share
                 # a dim fed at two sizes), which the runtime says as an internal failure
-                said = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
                 raise InputDataError(f"the bundle's runtime cannot run {moved} (inside its --profile; validated at "
-                                     f"{self._validated_shapes()}): {said}") from e
+                                     f"{self._validated_shapes()}): {runtime_message(e)}") from e
             return {name: self._output(np.asarray(raw[name]), spec) for name, spec in self.outputs.items()}
 
     def _off_validated_shapes(self, prepared: Mapping[str, np.ndarray]) -> str:
