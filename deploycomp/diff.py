@@ -597,6 +597,7 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
     elif (on := _get(old, "source", "name")) != (nn := _get(new, "source", "name")):
         rows.add("model", on, nn, note="the same model bytes under another file name")
     _compare_data(rows, old, new)
+    _compare_io(rows, old, new)
     ot, nt = _get(old, "target", "name"), _get(new, "target", "name")
     rows.add("target", ot, nt, note="different devices: budgets and estimates differ" if ot != nt else "")
     if ot == nt:
@@ -617,6 +618,37 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
              note="of this machine's functional run of the bundle, not the device's: not gated" if simulated else "")
     _compare_precision(rows, old, new)
     _compare_ops(rows, old, new)
+
+
+def _takes(manifest: Mapping[str, Any]) -> dict[str, tuple[list, list]]:
+    """Each input's shapes, MIN and MAX: its ``--profile``'s, or its one shape twice."""
+    profiles = _get(manifest, "io", "profiles") or {}
+    return {i["name"]: ((profiles[i["name"]]["min"], profiles[i["name"]]["max"]) if i["name"] in profiles
+                        else (i.get("shape"), i.get("shape"))) for i in _get(manifest, "io", "inputs") or []}
+
+
+def _fmt_takes(ends: tuple[list, list] | None) -> str:
+    if ends is None:
+        return "-"
+    lo, hi = ("x".join(map(str, e)) if e is not None else "?" for e in ends)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _compare_io(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """A row per input whose shapes differ: a regression where the new bundle no longer
+    takes every shape the old one did (an application feeding text lines of their own
+    widths breaks when a range becomes one shape; ``diff`` had said "no regressions")."""
+    ot, nt = _takes(old), _takes(new)
+    for name in sorted(set(ot) & set(nt)):
+        o, n = ot[name], nt[name]
+        if o == n:
+            continue
+        (olo, ohi), (nlo, nhi) = o, n
+        covered = (None not in (olo, ohi, nlo, nhi) and len(olo) == len(nlo)
+                   and all(a <= b for a, b in zip(nlo, olo)) and all(a >= b for a, b in zip(nhi, ohi)))
+        rows.add(f"input:{name}", o, n, fmt=_fmt_takes,
+                 regression=None if covered else "takes fewer shapes than before: inputs the old bundle ran are refused",
+                 note="the shapes the bundle takes")
 
 
 def _compare_data(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:

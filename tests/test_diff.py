@@ -566,3 +566,19 @@ def test_a_bundle_whose_files_changed_is_not_compared(bundles, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(VerificationError, match="model.bin"):
         diff(bundles["fp32"], copy)
+
+
+def test_a_bundle_that_takes_fewer_shapes_is_a_regression(bundles, tmp_path):
+    """A bundle whose input range became one shape refuses what applications fed the old
+    one (``diff`` had said "no regressions" between a --profile build and a static one);
+    a wider range is a change, not a regression."""
+    ranged = shutil.copytree(bundles["fp32"], tmp_path / "ranged")
+    manifest = json.loads((ranged / "manifest.json").read_text())
+    manifest["io"]["profiles"] = {"x": {"min": [1, 3, 16, 16], "opt": [1, 3, 16, 16], "max": [4, 3, 16, 16]}}
+    (ranged / "manifest.json").write_text(json.dumps(manifest))
+    narrowed = diff(ranged, bundles["fp32"])
+    assert not narrowed.ok and narrowed.exit_code == REGRESSION_EXIT
+    assert row(narrowed, "input:x").regression.startswith("takes fewer shapes than before")
+    assert "1x3x16x16 to 4x3x16x16" in narrowed.table()
+    widened = diff(bundles["fp32"], ranged)
+    assert widened.ok and row(widened, "input:x").regression is None
