@@ -505,6 +505,10 @@ def _latency_html(manifest: dict, target: dict) -> str:
         out.append(_bars("Measured on this machine (median of repeated runs)", items, " ms",
                          html.escape(describe_speedup(measured["speedup_vs_onnxruntime"], against)) + "." + slower
                          + (f" <b>{html.escape(busy[0].upper() + busy[1:])}.</b>" if busy else "")))
+        if ends := measured.get("latency_at_profile_ends"):  # (the report had said OPT's alone)
+            said = "; ".join(f"{end.upper()} ({', '.join('x'.join(map(str, v)) for v in e['shapes'].values())}) "
+                             f"{e['median_ms']:.3g} ms" for end, e in ends.items())
+            out.append(f"<p>Across its --profile: {html.escape(said)}; the bars are at the validated shape.</p>")
     elif measured.get("latency_here"):
         here = measured["latency_here"]
         out.append(f"<p>Measured here: {here['median_ms']:.3g} ms on {html.escape(here['where'])} "

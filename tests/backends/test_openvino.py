@@ -494,6 +494,8 @@ def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
     where = (r"at its --profile's OPT" if precision == "fp32"
              else r"at the validated shape \(x 1x3x24x24\) inside its --profile")
     assert re.fullmatch(rf" {where} \(MIN [\d.]+ ms, MAX [\d.]+ ms\)", _per_batch(runner.manifest, 1.0))
+    report = (tmp_path / "b" / "report.html").read_text()
+    assert re.search(r"Across its --profile: MIN \(1x3x8x8\) [\d.]+ ms; MAX \(1x3x32x32\) [\d.]+ ms", report)
 
 
 def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
