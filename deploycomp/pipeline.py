@@ -1562,18 +1562,18 @@ def _latency_at_profile_ends(runner, prep: Prepared, sample: Mapping[str, np.nda
     validation and the latency budget take OPT (or the data's shape)."""
     out = {}
     for end, k in (("min", 0), ("max", 2)):
-        feeds = {name: _at_shape(value, prep.profiles[name][k]) if name in prep.profiles else value
-                 for name, value in sample.items()}
+        shapes = {n: list(prep.profiles[n][k]) for n in prep.profiles if n in sample}
+        feeds = {name: _at_shape(value, shapes[name]) if name in shapes else value for name, value in sample.items()}
         try:
             runner.run(feeds)
         except (MemoryError, DeployError):
             raise
         except Exception as e:  # (an internal error after the whole build had been said of the user's range)
-            shapes = ", ".join(f"{n} {'x'.join(map(str, prep.profiles[n][k]))}" for n in prep.profiles if n in sample)
-            raise InputDataError(f"--profile: the bundle does not run at its {end.upper()} ({shapes}): "
+            said = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
+            raise InputDataError(f"--profile: the bundle does not run at its {end.upper()} ({said}): "
                                  f"{runtime_message(e)}; give a range the model runs at") from e
         timed = measure_latency(lambda: runner.run(feeds), warmup=0, max_seconds=LATENCY_ENDS_SECONDS)
-        out[end] = {"shapes": {n: list(prep.profiles[n][k]) for n in prep.profiles if n in sample}, **timed}
+        out[end] = {"shapes": shapes, **timed}
     return out
 
 

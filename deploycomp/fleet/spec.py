@@ -344,7 +344,7 @@ def load_spec(path: str | os.PathLike) -> tuple[FleetSpec, list[Job]]:
                 # a profiled input's range serves the cells of dynamic shapes, its `inputs` shape
                 # the others (TFLite's): both had gone to every cell, and each build given both
                 # for one input refused it
-                ranged = {text.rsplit(":", 3)[0] for text in applied.get("profiles", ())}  # (checked on load)
+                ranged = {spec[0] for spec in RULE_PARSERS["profiles"]()(applied.get("profiles", []))}
                 jobs.append(Job(
                     model=m.name, path=model_path, target=target, precision=p,
                     inputs=tuple((k, tuple(v)) for k, v in m.inputs.items() if k not in ranged),
