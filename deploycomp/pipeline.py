@@ -327,6 +327,14 @@ def _over_memory_at_max(model: ir.Model, name: str, hi: Sequence[int], target: T
             f"more than {target.name}'s memory budget of {budget:g} MB (the bundle is checked at OPT only)")
 
 
+def takes_profiles(target: TargetProfile) -> bool:
+    """Whether a ``--profile`` applies: the target keeps shapes dynamic and its backend's
+    runtime takes a range (``dynamic_shapes``). The refusal and the hints that offer
+    ``--profile`` ask this one question (a hint that asked the target alone had offered it
+    to a user profile of an ONNX Runtime backend, which the build then refused)."""
+    return not target.static_shapes and bool(getattr(get_backend(target.backend), "dynamic_shapes", False))
+
+
 def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetProfile,
                     profiles: dict[str, tuple] | None = None,
                     data_shapes: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
@@ -427,7 +435,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         flags = " ".join(f"--input {n}:{template(current[n])}" for n in (unresolved[:1] if shared else unresolved))
         if shared:  # (the others name the same dims: one --input sizes them all)
             flags += " (the other inputs name the same dims and take its sizes)"
-        also = ("" if target.static_shapes or not building else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
+        also = ("" if not (building and takes_profiles(target)) else f" or --profile {unresolved[0]}:MIN:OPT:MAX"
                 if len(unresolved) == 1 or shared else " (or --profile NAME:MIN:OPT:MAX for each)")
         first = unresolved[0]
         what = (f"input '{first}' has dynamic dim(s) {dynamic[first]} (shape {current[first]})" if len(unresolved) == 1
@@ -437,7 +445,7 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
     for name, dims in given.items():  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
         free = [str(d) for d in current.get(name, ()) if not isinstance(d, int)]
         if free and name not in profiles:
-            other = " (a --profile keeps them dynamic)" if not target.static_shapes else ""
+            other = " (a --profile keeps them dynamic)" if takes_profiles(target) else ""
             assumed.append(f"{name}: built at {'x'.join(map(str, dims))} as --input gives; the file leaves "
                            f"{', '.join(free)} dynamic and the bundle takes this shape only: inputs of other sizes "
                            f"padded or resized as the application does{other}")
@@ -1005,7 +1013,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     for name, *shapes in opts.profiles:
         if tuple(shapes) != profiles[name]:
             raise InputDataError(f"--profile {name}: given twice, with other shapes; give one")
-    if profiles and (target.static_shapes or not getattr(backend, "dynamic_shapes", False)):
+    if profiles and not takes_profiles(target):
         raise UnsupportedError(f"--profile applies to targets whose runtime takes dynamic shapes (TensorRT, "
                                f"OpenVINO); {target.name} ({backend.name}) runs static shapes only: --input fixes one")
     opts.progress("load + optimize")

@@ -1025,3 +1025,19 @@ def test_a_build_holds_one_loaded_runtime_at_a_time(tiny_conv, tmp_path, monkeyp
     result = deploycomp.build(tiny_conv, tmp_path / "b", min_cosine=1.0, no_fail=True)
     assert len(loaded) >= 3, "the other lowering was not tried"
     assert alive_at_load == [0] * len(loaded) and result.manifest["validation"]["outputs"]
+
+
+def test_profile_offered_only_where_the_backend_takes_one(dynamic_hw_relu, tmp_path):
+    """A user profile of an ONNX Runtime target keeps shapes dynamic (``static_shapes``
+    false), but its runtime takes no range: the dynamic-dims error had offered ``--profile``
+    there, which the build then refused by name."""
+    target = tmp_path / "ort-cpu.yaml"
+    target.write_text(yaml.safe_dump({"extends": "intel-core-avx2", "name": "ort-cpu", "backend": "onnxruntime",
+                                      "pipeline": "onnxruntime"}))
+    with pytest.raises(InputDataError, match=r"pass --input x:1x3xNxN; each N") as raised:
+        deploycomp.build(dynamic_hw_relu, tmp_path / "out", target=str(target))
+    assert "--profile" not in str(raised.value)
+    runner = deploycomp.build(dynamic_hw_relu, tmp_path / "out", target=str(target), inputs=["x:1x3x8x8"])
+    assert not any("--profile" in a for a in runner.manifest["assumptions"])
+    with pytest.raises(UnsupportedError, match=r"ort-cpu \(onnxruntime\) runs static shapes only"):
+        deploycomp.build(dynamic_hw_relu, tmp_path / "out2", target=str(target), profiles=["x:1x3x8x8:1x3x8x8:1x3x16x16"])
