@@ -1317,6 +1317,15 @@ def _build(opts: BuildOptions) -> BuildResult:
             lowered, runner, memory_mb, gots, metrics = executed_f32(lowered)
         if fp16_info is not None and not fp16_info.get("executes_fp32") and runner.info.get("executes_fp32_because"):
             fp16_info["executes_fp32"] = runner.info["executes_fp32_because"]  # the runtime's own choice, said
+            # and kept in the bundle: loaded on a CPU with native f16 (the target, where it is
+            # not this machine) it would otherwise execute f16, which nothing here validated (an
+            # intel-xeon-amx fp16 bundle built on an AMD EPYC said "executes fp32" and ran f16
+            # there); the same config as validated, so nothing is run again
+            if pinned := getattr(backend, "f32_execution", lambda info: None)(lowered.info):
+                lowered = replace(lowered, info=pinned)
+                if not measured_host:
+                    fp16_info["executes_fp32"] += (f"; {target.name}'s f16 execution was not validated here, so the "
+                                                   "bundle executes f32 there too")
         for name, through in pass_through(samples, refs, gots).items():
             metrics[name]["passes_through"] = through
             if through["residual_cosine"] < fidelity.min_cosine:

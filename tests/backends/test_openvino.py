@@ -25,6 +25,27 @@ def test_an_fp16_bundle_never_executes_bf16(tiny_conv, tmp_path):
     assert runner.manifest["backend"]["lowered"]["weights"] == "f16"
 
 
+def test_an_fp16_bundle_executes_on_the_target_what_was_validated_here(tiny_conv, tmp_path, monkeypatch):
+    """Built on a CPU without native f16 for one with it (an intel-xeon-amx fp16 bundle
+    built on an AMD EPYC), the bundle was validated executing f32 on its f16 weights but
+    said nothing of it in its files: loaded on the target, it asked for f16 execution,
+    which nothing had validated. The f32 execution is kept in the bundle and said."""
+    from deploycomp.backends.openvino import adapter
+
+    real = adapter._cpu_hint
+    monkeypatch.setattr(adapter, "_cpu_hint", lambda core, device, precision:  # this machine: no native f16
+                        "f32" if precision == "fp16" else real(core, device, precision))
+    runner = deploycomp.build(tiny_conv, tmp_path / "b", target="intel-xeon-amx", precision="fp16")
+    manifest = runner.manifest
+    assert manifest["backend"]["lowered"]["execute"] == "f32"
+    assert "intel-xeon-amx's f16 execution was not validated here" in manifest["fp16"]["executes_fp32"]
+    monkeypatch.setattr(adapter, "_cpu_hint", lambda core, device, precision:  # the target: native f16
+                        "f16" if precision == "fp16" else real(core, device, precision))
+    on_target = deploycomp.load(tmp_path / "b")
+    on_target.run({"x": np.ones(manifest["io"]["inputs"][0]["shape"], np.float32)})
+    assert on_target.info["executed_precision"] == "fp32"
+
+
 def test_the_hint_follows_the_build_precision():
     import openvino as ov
 
