@@ -454,6 +454,11 @@ def _host_profile() -> TargetProfile:
         order = ["fp32", "fp16", "bf16", "int8"]
         update["precisions"] = sorted([*best.precisions, "bf16"], key=order.index)
         update["fidelity"] = {**best.fidelity, "bf16": Fidelity(min_cosine=BF16_MIN_COSINE)}
+        # and a bf16 peak for the estimate: AVX512-BF16's dot product (VDPBF16PS) does two
+        # bf16 multiply-adds per fp32 lane, twice fp32's FMA rate (it had been estimated at
+        # fp32's peak, unsaid, where the profile's schema asks a peak for every precision)
+        tops = best.compute.peak_tops
+        update["compute"] = best.compute.model_copy(update={"peak_tops": {**tops, "bf16": 2 * tops["fp32"]}})
     return best.model_copy(update=update)
 
 

@@ -1041,3 +1041,14 @@ def test_profile_offered_only_where_the_backend_takes_one(dynamic_hw_relu, tmp_p
     assert not any("--profile" in a for a in runner.manifest["assumptions"])
     with pytest.raises(UnsupportedError, match=r"ort-cpu \(onnxruntime\) runs static shapes only"):
         deploycomp.build(dynamic_hw_relu, tmp_path / "out2", target=str(target), profiles=["x:1x3x8x8:1x3x8x8:1x3x16x16"])
+
+
+def test_a_roofline_estimate_says_whose_figures_it_uses(tiny_conv, tmp_path):
+    """``host`` times this machine and keeps an estimate beside it from the datasheet of the
+    profile it resolves to (a 32-core Xeon: 1.4 ms beside 19 ms measured on a 2-core EPYC,
+    unlabelled in --json); another profile's estimate is that profile's own."""
+    host = deploycomp.build(tiny_conv, tmp_path / "host").manifest
+    resolved = host["target"]["resolved_from"]
+    assert host["validation"]["latency_estimate"]["device"].startswith(f"{resolved}'s datasheet figures")
+    other = deploycomp.build(tiny_conv, tmp_path / "other", target="intel-core-avx2").manifest
+    assert "device" not in other["validation"]["latency_estimate"]

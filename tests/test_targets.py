@@ -118,6 +118,10 @@ def test_host_offers_bf16_where_the_cpu_computes_it(monkeypatch):
         assert ("bf16" in host.precisions) is offered
         if offered:
             assert host.precisions == ["fp32", "fp16", "bf16", "int8"] and host.fidelity["bf16"].min_cosine == 0.995
+            # estimated at AVX512-BF16's dot-product rate, twice fp32's (it had taken fp32's, unsaid)
+            assert host.compute.peak_tops["bf16"] == 2 * host.compute.peak_tops["fp32"]
+            assert host.digest() != targets.load_profile_file(targets._profiles_dir()
+                                                              / "intel-xeon-avx512-vnni.yaml").digest()
 
 
 def test_listing_targets_loads_neither_onnx_nor_a_backend_sdk():
