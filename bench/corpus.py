@@ -154,8 +154,6 @@ def run_build(spec: dict, target: str, precision: str, out: Path, timeout: float
 
 # ------------------------------------------------------------------------------------------------ ORT / NNCF
 def ort_reference(spec: dict) -> tuple[list[str], list[list[np.ndarray]]]:
-    import onnxruntime as ort
-
     sess = cm.ort_session(spec["model"], spec["inputs"])
     val = np.load(spec["validation"])
     n = val[val.files[0]].shape[0]
@@ -237,45 +235,30 @@ def _ort_outputs(spec: dict, names: list[str], samples: list[dict]) -> list[list
 
 
 def _judge_ov(q, spec: dict, names: list[str], refs: list, feed_names: list[str]) -> dict:
-    """An NNCF model run in OpenVINO (f32 hint) on val.npz, judged as compare_outputs does."""
+    """An NNCF model run in OpenVINO (f32 hint) on val.npz, judged by the build's own
+    comparison (``deploycomp.validate.compare_outputs``, with the model's --judge-where and
+    --judge-ctc rules): one measure on both sides. (It had re-implemented it per sample: an
+    output of one value per sample, which a build judges by its values over the samples,
+    read NNCF's cosine of one number, always 1.0, beside the build's 0.947 on Smart Turn.)"""
     import openvino as ov
 
-    from deploycomp.ctc import ctc_metrics, parse_ctc
-    from deploycomp.validate import masked_outputs, parse_where
+    from deploycomp.ctc import parse_ctc
+    from deploycomp.validate import compare_outputs, parse_where
 
     where = parse_where(cm.CORPUS[spec["name"]].judge_where)
     ctc = parse_ctc(cm.CORPUS[spec["name"]].judge_ctc)
-    texts: dict[str, tuple[list, list]] = {n: ([], []) for n in ctc}  # each judged output's (refs, gots)
     core = ov.Core()
     compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
     val = np.load(spec["validation"])
-    per_out: dict[str, list[float]] = {n: [] for n in names}
-    equal: dict[str, list[int]] = {}  # integer outputs: ids equal, ids in all (as compare_outputs judges them)
+    ref_maps, got_maps = [], []
     for i, ref in enumerate(refs):
         got = compiled({k: val[k][i:i + 1] for k in val.files if k in feed_names})
-        got = [np.asarray(got[compiled.outputs[j]]) for j in range(len(names))]
-        if where:  # the build's --judge-where, applied to NNCF's outputs too
-            masked_ref, masked_got = masked_outputs([dict(zip(names, ref))], [dict(zip(names, got))], where)
-            ref, got = [masked_ref[0][n] for n in names], [masked_got[0][n] for n in names]
-        for n in ctc:  # the build's --judge-ctc: NNCF's text against ONNX Runtime's, over every line
-            j = names.index(n)
-            texts[n][0].append({n: ref[j]})
-            texts[n][1].append({n: np.asarray(got[j])})
-        for j, n in enumerate(names):
-            r, g = ref[j], got[j]
-            if np.issubdtype(r.dtype, np.integer):
-                counts = equal.setdefault(n, [0, 0])
-                counts[0] += int(np.count_nonzero(r == np.asarray(g)))
-                counts[1] += r.size
-            elif not np.issubdtype(r.dtype, np.floating):
-                per_out[n].append(1.0 if np.array_equal(r, g) else 0.0)
-            else:
-                per_out[n].append(_cos(r, np.asarray(g)))
-    for n, (same, total) in equal.items():
-        per_out[n] = [same / total if total else 1.0]
-    cosine = {n: min(v) for n, v in per_out.items()}
+        ref_maps.append(dict(zip(names, ref)))
+        got_maps.append({n: np.asarray(got[compiled.outputs[j]]) for j, n in enumerate(names)})
+    metrics = compare_outputs(ref_maps, got_maps, where=where or None, ctc=ctc or None)
+    cosine = {n: m["cosine"] for n, m in metrics.items() if m.get("cosine") is not None}
     # (over all the lines at once, as a build's text_similarity is: not the worst sample's)
-    text = {n: ctc_metrics(r, g, ctc[n]).get("text_similarity", 1.0) for n, (r, g) in texts.items() if r}
+    text = {n: metrics[n]["text_similarity"] for n in ctc if "text_similarity" in metrics.get(n, {})}
     return {"ok": True, "cosine": cosine, "min_cosine": min((c for n, c in cosine.items() if n not in text), default=None),
             **({"text_similarity": text, "min_text_similarity": min(text.values())} if text else {}),
             "fq_nodes": sum(1 for op in q.get_ops() if op.get_type_name() == "FakeQuantize")}
