@@ -1324,8 +1324,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             if pinned := getattr(backend, "f32_execution", lambda info: None)(lowered.info):
                 lowered = replace(lowered, info=pinned)
                 if not measured_host:
-                    fp16_info["executes_fp32"] += (f"; {target.name}'s f16 execution was not validated here, so the "
-                                                   "bundle executes f32 there too")
+                    fp16_info["executes_fp32"] += (f"; f16 execution, where {target.name}'s CPU has it, was not "
+                                                   "validated here: the bundle executes f32 there too")
         for name, through in pass_through(samples, refs, gots).items():
             metrics[name]["passes_through"] = through
             if through["residual_cosine"] < fidelity.min_cosine:
