@@ -125,6 +125,15 @@ def _for_openvino(model: ir.Model) -> ir.Model:
     return model
 
 
+def _release(held: dict[str, Any]) -> None:
+    """A runner's plugin objects dropped, then the signal stack their engine may have
+    restored onto freed memory disabled (:mod:`deploycomp.backends.openvino.signal_stack`)."""
+    from deploycomp.backends.openvino import signal_stack
+
+    held.clear()
+    signal_stack.repair()
+
+
 def _cpu_hint(core: Any, device: str, precision: str) -> str:
     """The CPU plugin's inference precision for a build precision. An f16 hint on a CPU
     without native f16 but with AVX512-BF16 (AMD Zen 4, measured with OpenVINO 2026.4)
@@ -186,13 +195,17 @@ class OpenVINORunner:
             config["INFERENCE_PRECISION_HINT"] = execute or _cpu_hint(core, device, precision)
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        # the plugin's objects, released together when the runner goes (``_release``: their
+        # engine's signal stack then checked, see signal_stack)
+        self._held: dict[str, Any] = {}
+        weakref.finalize(self, _release, self._held)
         try:
-            self.compiled = core.compile_model(core.read_model(str(xml)), device, config)
+            self._held["compiled"] = core.compile_model(core.read_model(str(xml)), device, config)
         except RuntimeError as e:  # a transformation of the plugin's own threw (an int8 pattern it mishandles)
             stage = re.search(r"\[(\w+)\] END: node:", str(e))
             raise UnsupportedError(f"OpenVINO's {device} plugin cannot compile it: {_failed_ops(str(e))}"
                                    f"{f' in its {stage[1]}' if stage else ''}: {_conversion_reason(str(e))}") from e
-        self.request = self.compiled.create_infer_request()
+        self._held["request"] = self.compiled.create_infer_request()
         # every name a port carries: a graph input read straight by an op OpenVINO folds away
         # (a Cast to the type it already has) can come back named after that op's output
         # (a Keras CRNN's "image" as ".../Cast:0": every run failed with a KeyError)
@@ -223,6 +236,14 @@ class OpenVINORunner:
             if int8 < total:
                 self.info["float_compute_layers"] = self._float_compute_layers()
             self.info["executed_precision"] = "int8" if int8 == total else f"int8 ({int8} of {total} OpenVINO compute layers) + fp32"
+
+    @property
+    def compiled(self) -> Any:
+        return self._held["compiled"]
+
+    @property
+    def request(self) -> Any:
+        return self._held["request"]
 
     def _layer_precisions(self) -> dict[str, int]:
         """Compute layers by the precision of the activations they execute on, and kernel.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -45,6 +48,31 @@ def test_an_fp16_bundle_executes_on_the_target_what_was_validated_here(tiny_conv
     on_target = deploycomp.load(tmp_path / "b")
     on_target.run({"x": np.ones(manifest["io"]["inputs"][0]["shape"], np.float32)})
     assert on_target.info["executed_precision"] == "fp32"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the signal stack is checked on Linux (mincore)")
+def test_a_signal_after_runtimes_released_out_of_order_is_handled(tiny_conv, tmp_path):
+    """OpenVINO's CPU plugin restores, as each engine goes, the alternate signal stack it
+    found; released out of order (the first runtime last, as ``--precision auto``'s timing
+    and the int8 search do) the thread was left on a freed stack, and the next SIGTERM or
+    Ctrl-C killed the process with SIGSEGV, silently (exit 139, the other candidates left
+    beside --out)."""
+    deploycomp.build(tiny_conv, tmp_path / "b")
+    script = textwrap.dedent("""
+        import gc, os, signal, sys
+        import deploycomp
+        first, second = deploycomp.load(sys.argv[1]), deploycomp.load(sys.argv[1])
+        del first; gc.collect()
+        third = deploycomp.load(sys.argv[1])
+        del second; gc.collect()
+        del third; gc.collect()
+        signal.signal(signal.SIGUSR1, lambda *_: print("handled"))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.split()) == (0, ["handled", "ok"]), done.stderr[-500:]
 
 
 def test_the_hint_follows_the_build_precision():
