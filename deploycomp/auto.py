@@ -11,15 +11,16 @@ moved into place and its manifest and report list every candidate and why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from deploycomp.bundle import check_output, replace_folder
+from deploycomp.bundle import check_output, process_tag, remove_abandoned, replace_folder, signals_deferred
 from deploycomp.errors import BudgetError, UnsupportedError
 from deploycomp.pipeline import without_int8_options
 from deploycomp.report import write_manifest_and_report
@@ -64,6 +65,23 @@ def timed_in_turns(bundles: dict[str, Path], sample: dict | None = None,
     return {name: round(1000 * statistics.median(t), 4) for name, t in times.items()}
 
 
+@contextlib.contextmanager
+def _candidates_folder(out: Path) -> Iterator[Path]:
+    """The folder the candidates are built in, beside ``out``, named for this host and
+    process so that the next build into ``out`` removes it where this process was killed
+    (:func:`deploycomp.bundle.remove_abandoned`; a ``mkdtemp`` name had stayed for good), and
+    removed whole, a signal held until it is gone (one during the removal had left it)."""
+    remove_abandoned(out)
+    folder = out.parent / f".{out.name}.auto-{process_tag()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        with signals_deferred():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def build_auto(opts, build_one: Callable) -> Any:
     """Build each candidate with ``build_one`` (the pipeline's single-precision build)."""
     started = time.perf_counter()
@@ -76,7 +94,7 @@ def build_auto(opts, build_one: Callable) -> Any:
         {"precision": "int8", "ok": False, "skipped": True,
          "reason": "not tried: int8 needs --calibration (inputs like those the model will see, to fit its ranges)"}]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.auto-") as tmp:
+    with _candidates_folder(out) as tmp:
         results = {}
         for precision in candidates:
             opts.progress(f"auto: {precision}")

@@ -25,8 +25,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,7 +37,8 @@ from deploycomp.digest import sha256_file
 from deploycomp.paths import device_or_pipe
 
 __all__ = ["MANIFEST", "REPORT", "FORMAT", "artifact_entries", "check_output", "check_structure", "is_bundle", "read_manifest", "replace_folder",
-           "json_text", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "staged_bundle", "write_json"]
+           "json_text", "placed", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "signals_deferred",
+           "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
 REPORT = "report.html"
@@ -203,16 +206,49 @@ def _not_the_bundles(out: Path) -> list[str]:
     return [p for p in found if p not in listed and p not in BUNDLE_FILES]
 
 
+placed: list[Path] = []
+"""Every folder :func:`replace_folder` has put in place in this process, as it was named:
+what a signal after it was written whole names (the line had said "nothing was written"
+of a bundle placed a moment before)."""
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held while the block runs, then acted on as they would have been:
+    a placement or a clean-up that a signal must not cut in half (``out`` moved aside and the
+    new bundle not yet in its place; a staging or candidate folder half removed and left
+    beside ``out``). In the main thread only (where Python runs its handlers)."""
+    names = [getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread() or not names:
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in names}
+    for s in names:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if held:
+            signal.raise_signal(held[0])  # (the handler restored acts on it now, after the block)
+
+
 def replace_folder(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out`` (a checked old bundle there is swapped
-    out by rename, then deleted): readers see the old bundle or the new one, never a mix."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{process_tag()}"
-        os.replace(out, old)
-        os.replace(new, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, out)
+    out by rename, then deleted): readers see the old bundle or the new one, never a mix,
+    and a signal waits until it is done (:func:`signals_deferred`)."""
+    with signals_deferred():
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{process_tag()}"
+            os.replace(out, old)
+            os.replace(new, out)
+            placed.append(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(new, out)
+            placed.append(out)
 
 
 def process_tag() -> str:
@@ -239,7 +275,7 @@ def remove_abandoned(out: Path) -> None:
     converter) cannot clean up after itself. Those of live processes, and of other hosts,
     are left alone."""
     host = socket.gethostname()
-    for kind in ("staging", "old", "fleet", "tmp"):
+    for kind in ("staging", "old", "fleet", "tmp", "auto"):
         for left in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
             pid = left.name.rsplit("-", 1)[-1].split(".", 1)[0]  # a temporary file may keep a suffix
             if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
@@ -288,5 +324,6 @@ def staged_bundle(out: str | os.PathLike, force: bool = False) -> Iterator[Path]
         check_output(out, force)  # still ours to replace after a long build?
         replace_folder(stage, out)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        with signals_deferred():
+            shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -73,7 +73,27 @@ def _fail(e: Exception, verbose: bool, as_json: dict[str, Any] | None = None) ->
 def _written() -> str | None:
     """The bundle or file the command had finished writing when it failed, if any."""
     ctx = click.get_current_context(silent=True)
-    return ((ctx.find_root().obj or {}).get("written") if ctx is not None else None) or None
+    return _written_by(ctx.find_root()) if ctx is not None else None
+
+
+def _written_by(ctx: click.Context) -> str | None:
+    """What the command had written whole: what it said it wrote, or the ``--out`` it
+    names (``ctx.obj["out"]``) once a bundle was put there, which precedes the command's
+    own record of it (a SIGTERM in between had been said as "nothing was written")."""
+    from deploycomp.bundle import placed
+
+    obj = ctx.obj or {}
+    if obj.get("written"):
+        return str(obj["written"])
+    out = obj.get("out")
+    return str(out) if out is not None and any(_same_path(p, out) for p in placed) else None
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _json_option(help: str = "Print the result as JSON on stdout (a failure as ok, error, exit_code).") -> Callable:
@@ -112,8 +132,27 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a cancelled CI job), raised like Ctrl-C so every stage cleans up the same way."""
 
 
+_SIGNALLED: list[int] = []
+"""Every SIGTERM and Ctrl-C the command's handlers saw: one raised where Python discards
+exceptions (a garbage collector's callback) had been lost, and a build cancelled as it
+ended exited 0 with a traceback on stderr. A command that ends normally with one here
+ends as interrupted (:meth:`_Group.invoke`)."""
+
+
 def _on_sigterm(signum, frame) -> None:
+    _SIGNALLED.append(signum)
     raise Terminated()
+
+
+def _quiet_unraisable(hook: Callable) -> Callable:
+    """``sys.unraisablehook`` that passes over a signal's exception where Python could not
+    raise it (it is in :data:`_SIGNALLED`, acted on when the command ends) and hands every
+    other one to ``hook``."""
+    def unraisable(info) -> None:
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and _SIGNALLED):
+            hook(info)
+
+    return unraisable
 
 
 _INTERRUPTED: list[int] = []
@@ -124,13 +163,14 @@ internal error, exit 1."""
 
 def _on_sigint(signum, frame) -> None:
     _INTERRUPTED.append(signum)
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt()
 
 
 def _interrupted(ctx: click.Context, terminated: bool) -> None:
     """The one line and exit code of a Ctrl-C or SIGTERM during the command (staged output
     is already gone: context managers)."""
-    written = (ctx.obj or {}).get("written")  # (a signal while the summary of a finished build printed)
+    written = _written_by(ctx)  # (a signal while the summary of a finished build printed)
     click.echo(f"deploycomp: {'terminated' if terminated else 'interrupted'}; "
                + (f"{written} was written whole before it" if written else "nothing was written"), err=True)
     sys.exit(143 if terminated else 130)
@@ -144,7 +184,7 @@ def _after_the_command(ctx: click.Context) -> None:
     def late(signum, frame) -> None:
         word = "terminated" if signum == getattr(signal, "SIGTERM", None) else "interrupted"
         if (ctx.obj or {}).get("done"):  # (an error or an interrupt has said its line already)
-            written = (ctx.obj or {}).get("written")
+            written = _written_by(ctx)
             sys.stderr.write(f"deploycomp: {word}; {written} was written whole before it\n" if written
                              else f"deploycomp: {word} after the command had finished\n")
         for stream in (sys.stdout, sys.stderr):
@@ -182,6 +222,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             result = super().invoke(ctx)
+            if _SIGNALLED:  # a signal's exception a library swallowed: the command still ends as asked
+                _interrupted(ctx, _SIGNALLED[0] == getattr(signal, "SIGTERM", None))
             if ctx.obj is not None:
                 ctx.obj["done"] = True
             return result
@@ -216,6 +258,7 @@ def main(ctx: click.Context, verbose: int) -> None:
         faulthandler.enable()
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
+        sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where an embedding program set its own)
         signal.signal(signal.SIGINT, _on_sigint)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -655,6 +698,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
     if kw.get("validation_samples") is None:  # (the build's own default, datasets.MAX_VALIDATION_SAMPLES)
         kw.pop("validation_samples", None)
     bar, step, close = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
+    ctx.obj["out"] = out  # (named by a signal once a bundle is there: :func:`_written_by`)
     try:
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
