@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,54 @@ def test_a_cancelled_fleet_exits_143_and_leaves_no_staging(fleet_dir):
     assert not list((fleet_dir / "cache" / "tmp").iterdir())
     assert all((b / "manifest.json").is_file() for b in (fleet_dir / "out").glob("*/*") if b.is_dir())
     assert not list(tmpdir.iterdir())
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal and /proc")
+def test_a_fleet_killed_outright_takes_its_workers_with_it(fleet_dir):
+    """SIGKILL of the fleet's process (the out-of-memory killer): its pool workers had
+    stayed under PID 1, waiting for work for good and holding the job's output pipes open,
+    so a CI runner waiting for the output to end hung (probe 67). They end with it now."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "deploycomp", "fleet", str(fleet_dir / "fleet.yaml"), "--out",
+                             str(fleet_dir / "out"), "--cache", str(fleet_dir / "cache"), "--jobs", "2"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:
+        if line.startswith("[1/6]"):
+            break
+    workers = [w for w in _children(proc.pid) if "python" in Path(f"/proc/{w}/cmdline").read_text(errors="replace")]
+    assert workers, "the fleet's pool workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    def running(pid: int) -> bool:  # (a zombie no one reaps has ended)
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(running(w) for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if running(w)]
+    for w in left:  # (the test's own clean-up: not left behind on a failure)
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers outlived the fleet"
+    proc.stderr.close()
 
 
 def test_the_fleet_page_counts_dynamic_range_layers_as_int8():

@@ -59,6 +59,32 @@ def local_jobs(jobs: list[Job], requested: int | None) -> int:
     return max(1, n)
 
 
+def _end_with_parent(parent: int) -> None:
+    """Pool worker initializer: a SIGTERM to this worker when the fleet's process ends,
+    however it ends (Linux's parent-death signal). Killed outright (SIGKILL, the
+    out-of-memory killer), the fleet had left its workers waiting for work under PID 1 for
+    good, holding the job's output pipes open: a CI runner waiting for them hung."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1  # (<linux/prctl.h>)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    global _parent
+    _parent = parent
+    if os.getppid() != parent:  # (it ended before the signal was asked for)
+        os._exit(128 + int(signal.SIGTERM))
+
+
+_parent: int | None = None
+"""The fleet's process, in a pool worker (:func:`_end_with_parent`)."""
+
+
 def _build_in(job: Job, folder: str) -> dict[str, Any]:
     """Process-pool entry point (module level: picklable). A worker the run terminates (an
     interrupted fleet) unwinds as an interrupted build does, so that its build's temporary
@@ -78,6 +104,10 @@ def _build_in(job: Job, folder: str) -> dict[str, Any]:
         return build_job(job, folder)
     finally:
         _building = False
+        if _parent is not None and os.getppid() != _parent:
+            # the fleet's process is gone (its death's SIGTERM unwound this build): no one
+            # reads the result, and the pool's queues would keep this worker waiting for good
+            os._exit(128 + signal.SIGTERM)
 
 
 _building = False
@@ -109,7 +139,8 @@ class LocalExecutor:
             for job, folder in work:
                 yield job, build_job(job, folder)
             return
-        pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=_end_with_parent,
+                                   initargs=(os.getpid(),))
         try:
             futures = {pool.submit(_build_in, job, str(folder)): job for job, folder in work}
             pending = set(futures)
