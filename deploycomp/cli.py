@@ -152,6 +152,7 @@ def _quiet_unraisable(hook: Callable) -> Callable:
         if not (isinstance(info.exc_value, KeyboardInterrupt) and _SIGNALLED):
             hook(info)
 
+    unraisable.deploycomp = True  # type: ignore[attr-defined]
     return unraisable
 
 
@@ -256,9 +257,12 @@ def main(ctx: click.Context, verbose: int) -> None:
     # the process with no word of ours: Python's fault report at least says where
     if not faulthandler.is_enabled():
         faulthandler.enable()
+    _SIGNALLED.clear()  # (a command run in-process after another: its signals were that one's)
+    _INTERRUPTED.clear()
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
-        sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+        if not getattr(sys.unraisablehook, "deploycomp", False):  # (once per process)
+            sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where an embedding program set its own)
         signal.signal(signal.SIGINT, _on_sigint)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
