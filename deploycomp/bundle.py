@@ -37,7 +37,8 @@ from deploycomp.digest import sha256_file
 from deploycomp.paths import device_or_pipe
 
 __all__ = ["MANIFEST", "REPORT", "FORMAT", "artifact_entries", "check_output", "check_structure", "is_bundle", "read_manifest", "replace_folder",
-           "json_text", "placed", "process_alive", "process_tag", "remove_abandoned", "replaced_file", "signals_deferred",
+           "json_text", "placed", "process_alive", "process_tag", "remove_abandoned", "remove_abandoned_scratch",
+           "replaced_file", "scratch_folder", "signals_deferred",
            "staged_bundle", "write_json"]
 
 MANIFEST = "manifest.json"
@@ -286,6 +287,34 @@ def remove_abandoned(out: Path) -> None:
                 left.unlink(missing_ok=True)
 
 
+SCRATCH_PREFIX = "deploycomp-"
+"""The start of every scratch folder's name in ``$TMPDIR`` (:func:`scratch_folder`)."""
+
+
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A temporary folder in ``$TMPDIR`` (a trial's artifact, a model saved for a converter),
+    removed when the block ends; named for this host and process, so that a later build
+    removes one a killed process left (:func:`remove_abandoned_scratch`)."""
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{process_tag()}-") as folder:
+        yield Path(folder)
+
+
+def remove_abandoned_scratch() -> None:
+    """Scratch folders in ``$TMPDIR`` left by a process of this host that is gone (SIGKILL
+    had left a trial's ``model.xml``/``model.bin`` and a converter's ``model.onnx`` there for
+    good); those of live processes, and of other hosts, are left alone."""
+    head = f"{SCRATCH_PREFIX}{socket.gethostname()}-"
+    try:
+        found = list(Path(tempfile.gettempdir()).glob(f"{glob.escape(head)}*"))
+    except OSError:
+        return
+    for left in found:
+        pid = left.name[len(head):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)) and left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def replaced_file(target: Path, suffix: str = "") -> Iterator[Path]:
     """A temporary path next to ``target`` to write it at (named for this host and
@@ -316,6 +345,7 @@ def staged_bundle(out: str | os.PathLike, force: bool = False) -> Iterator[Path]
     out = check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out)
+    remove_abandoned_scratch()
     stage = out.parent / f".{out.name}.staging-{process_tag()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -43,11 +42,11 @@ validation; three quarters: 2 float layers in TFLite (validation 0.986), 1 in Te
 def trial_runner(backend, target: TargetProfile, model: ir.Model, precision: str, options: Mapping[str, Any]):
     """``model`` lowered for the target into a scratch folder (a ``trial`` artifact, thrown
     away), loaded in its runtime: how a search judges a candidate."""
-    import tempfile
+    from deploycomp.bundle import scratch_folder
 
-    with tempfile.TemporaryDirectory() as tmp:
-        lowered = backend.lower(model, target, precision, Path(tmp), {**options, "trial": True})
-        yield backend.load(Path(tmp), lowered.info)
+    with scratch_folder() as tmp:
+        lowered = backend.lower(model, target, precision, tmp, {**options, "trial": True})
+        yield backend.load(tmp, lowered.info)
 
 
 def refused(trials: list[dict], error: UnsupportedError, **counts: int):

@@ -181,6 +181,30 @@ def test_an_auto_build_killed_leaves_nothing_the_next_build_keeps(tiny_conv, tmp
     assert sorted(p.name for p in tmp_path.iterdir() if p != tiny_conv) == ["out"]
 
 
+def test_scratch_a_killed_build_left_in_tmpdir_is_removed_by_the_next_build(tiny_conv, tmp_path, monkeypatch):
+    """SIGKILL during an int8 search or a conversion left a trial's ``model.xml``/``.bin``
+    or a converter's ``model.onnx`` in ``$TMPDIR`` for good (probe 67): scratch folders are
+    named for their host and process, and the next build removes those of a process that is
+    gone (a live one's stays)."""
+    import socket
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (read again from TMPDIR)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = tmp_path / "tmp" / f"deploycomp-{host}-{dead.pid}-abc123"
+    live = tmp_path / "tmp" / f"deploycomp-{host}-{os.getppid()}-def456"
+    other = tmp_path / "tmp" / f"deploycomp-another-host-{dead.pid}-ghi789"
+    for folder in (left, live, other):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"x")
+    deploycomp.build(tiny_conv, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted([live.name, other.name])
+
+
 def test_what_a_killed_build_left_is_removed_by_the_next_build_into_the_same_out(tiny_conv, tmp_path):
     """SIGKILL (the out-of-memory killer, or a crash inside a native library: OpenVINO's
     converter segfaulted on a real DFT) leaves no chance to clean up: the staging folder

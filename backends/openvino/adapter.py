@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -41,6 +40,7 @@ import onnx_ir as ir
 
 from deploycomp.backends.openvino import EXTRA, REQUIRES
 from deploycomp.backends.base import Lowered, SupportReport, require_modules, unsupported_node
+from deploycomp.bundle import scratch_folder
 from deploycomp.errors import BackendUnavailable, UnsupportedError
 from deploycomp.fp16_search import weights_rounded
 from deploycomp.ir import save_model
@@ -513,8 +513,8 @@ class OpenVINOBackend:
         reported with OpenVINO's own first reason."""
         ov = _ov()
         report = SupportReport(self.name)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.onnx"
+        with scratch_folder() as tmp:
+            path = tmp / "model.onnx"
             save_model(_for_openvino(model), path)
             try:
                 self._converted = (weakref.ref(model), _read_onnx(ov, path))
@@ -552,8 +552,8 @@ class OpenVINOBackend:
             ov_model = cached[1]
             self._converted = None
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.onnx"
+            with scratch_folder() as tmp:
+                path = tmp / "model.onnx"
                 save_model(_for_openvino(model), path)  # > 2 GB models go through external data
                 try:
                     ov_model = _read_onnx(ov, path, trial=bool((options or {}).get("trial")) or frontend_only)
