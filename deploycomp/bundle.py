@@ -225,6 +225,9 @@ def signals_deferred() -> Iterator[None]:
         return
     held: list[int] = []
     previous = {s: signal.getsignal(s) for s in names}
+    if None in previous.values():  # (a handler set outside Python: not ours to put back)
+        yield
+        return
     for s in names:
         signal.signal(s, lambda signum, frame: held.append(signum))
     try:

@@ -86,7 +86,8 @@ def _written_by(ctx: click.Context) -> str | None:
     if obj.get("written"):
         return str(obj["written"])
     out = obj.get("out")
-    return str(out) if out is not None and any(_same_path(p, out) for p in placed) else None
+    since = placed[obj.get("placed_before", 0):]  # (this command's: another in-process may have used the path)
+    return str(out) if out is not None and any(_same_path(p, out) for p in since) else None
 
 
 def _same_path(a, b) -> bool:
@@ -702,7 +703,9 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
     if kw.get("validation_samples") is None:  # (the build's own default, datasets.MAX_VALIDATION_SAMPLES)
         kw.pop("validation_samples", None)
     bar, step, close = _progress(sys.stderr.isatty() and not ctx.obj["verbose"])
-    ctx.obj["out"] = out  # (named by a signal once a bundle is there: :func:`_written_by`)
+    from deploycomp.bundle import placed
+
+    ctx.obj["out"], ctx.obj["placed_before"] = out, len(placed)  # (named by a signal once a bundle is there)
     try:
         result = build(BuildOptions(
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
