@@ -31,20 +31,21 @@ class _Stack(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
-_libc = None
+_loaded = None
 
 
-def _c():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    return _libc
+def _libc():
+    """The C library, loaded once (``mincore``'s pointer arguments declared)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _loaded.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    return _loaded
 
 
 def current() -> tuple[int, int] | None:
     """The calling thread's alternate signal stack (address, size), None if it has none."""
-    libc = _c()
+    libc = _libc()
     now = _Stack()
     if libc.sigaltstack(None, ctypes.byref(now)) != 0 or now.ss_flags & _SS_DISABLE or not now.ss_sp:
         return None
@@ -58,7 +59,7 @@ def mapped(address: int, size: int) -> bool:
     pages = (address + max(size, 1) - start + page - 1) // page
     vec = (ctypes.c_ubyte * pages)()
     ctypes.set_errno(0)
-    if _c().mincore(start, pages * page, vec) == 0:
+    if _libc().mincore(start, pages * page, vec) == 0:
         return True
     return ctypes.get_errno() != errno.ENOMEM  # (another error says nothing of the mapping)
 
@@ -73,6 +74,6 @@ def repair() -> bool:
         if stack is None or mapped(*stack):
             return False
         off = _Stack(None, _SS_DISABLE, 0)
-        return _c().sigaltstack(ctypes.byref(off), None) == 0
+        return _libc().sigaltstack(ctypes.byref(off), None) == 0
     except (OSError, AttributeError):  # (no libc to ask: nothing to repair through it)
         return False

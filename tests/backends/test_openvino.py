@@ -75,6 +75,22 @@ def test_a_signal_after_runtimes_released_out_of_order_is_handled(tiny_conv, tmp
     assert (done.returncode, done.stdout.split()) == (0, ["handled", "ok"]), done.stderr[-500:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore tells mapped pages on Linux")
+def test_the_signal_stack_check_tells_mapped_memory_from_freed():
+    import ctypes
+    import mmap
+
+    from deploycomp.backends.openvino import signal_stack
+
+    region = mmap.mmap(-1, 3 * mmap.PAGESIZE)
+    buffer = ctypes.c_char.from_buffer(region)
+    address = ctypes.addressof(buffer)
+    assert signal_stack.mapped(address + 10, 2 * mmap.PAGESIZE)
+    del buffer
+    region.close()  # (munmap: the freed signal stack OpenVINO had restored)
+    assert not signal_stack.mapped(address + 10, 2 * mmap.PAGESIZE)
+
+
 def test_the_hint_follows_the_build_precision():
     import openvino as ov
 
