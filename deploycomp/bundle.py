@@ -272,6 +272,12 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def _left_by_a_gone_process(pid: str) -> bool:
+    """Whether ``pid`` (as a left-over's name gives it) names another process of this host
+    that no longer runs."""
+    return pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid))
+
+
 def remove_abandoned(out: Path) -> None:
     """Staging, swap and fleet-copy folders and temporary files (:func:`replaced_file`)
     next to ``out`` left by a process on this host that is gone: a process killed outright
@@ -281,8 +287,7 @@ def remove_abandoned(out: Path) -> None:
     host = socket.gethostname()
     for kind in ("staging", "old", "fleet", "tmp", "auto"):
         for left in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*"):
-            pid = left.name.rsplit("-", 1)[-1].split(".", 1)[0]  # a temporary file may keep a suffix
-            if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+            if not _left_by_a_gone_process(left.name.rsplit("-", 1)[-1].split(".", 1)[0]):  # (a file may keep a suffix)
                 continue
             if left.is_dir() and not left.is_symlink():
                 shutil.rmtree(left, ignore_errors=True)
@@ -313,8 +318,7 @@ def remove_abandoned_scratch() -> None:
     except OSError:
         return
     for left in found:
-        pid = left.name[len(head):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)) and left.is_dir():
+        if _left_by_a_gone_process(left.name[len(head):].split("-", 1)[0]) and left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
 
 
