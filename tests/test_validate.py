@@ -259,6 +259,27 @@ def test_runs_a_build_made_anyway_time_its_latency_where_measuring_would_stop_at
     assert times.latency(x, max_seconds=1.5) is None
 
 
+def test_runs_a_build_made_anyway_count_toward_the_latency_timed_after_them(monkeypatch):
+    """Too few to time the latency alone, the warm runs a build made on its validation
+    inputs are the timing's first runs: only the ones they lack are made (DNSMOS, 160 ms a
+    run, had timed 10 more after 5 warm runs, for the bundle and again for ONNX Runtime)."""
+    import itertools
+
+    import deploycomp.validate as validate
+
+    x = {"x": np.zeros((1, 3))}
+    slow = _Clock(itertools.repeat(0.16))
+    monkeypatch.setattr(validate.time, "perf_counter", slow)
+    times = validate.RunTimes()
+    for _ in range(6):  # a warm-up and 5 warm runs: fewer than measure_latency's 10
+        times.run(lambda feeds: slow.run(), x)
+    assert times.latency(x, max_seconds=1.5) is None
+    calls = []
+    timed = times.latency_or_measured(lambda feeds: calls.append(1) or slow.run(), x, max_seconds=1.5)
+    assert timed["runs"] == 10 and timed["median_ms"] == pytest.approx(160.0)
+    assert len(calls) == 1 + 5  # one warm-up, and the 5 runs the 5 made lacked
+
+
 def test_a_latency_timed_beside_other_work_is_said_to_be_unsteady():
     """A p90 several times the median: something else ran while it was timed, and the speedup
     read from it says little (a probe's bundle read 22x slower than ONNX Runtime so)."""
