@@ -1202,9 +1202,11 @@ def summarize(
     budgets: Any,
     latency_measured: bool = False,
     floor: Mapping[str, Mapping[str, float]] | None = None,
+    memory_at_max: Mapping[str, Any] | None = None,
 ) -> ValidationSummary:
     """Every budget the profile sets, checked against what validation found (``floor``:
-    see :func:`fidelity_met`)."""
+    see :func:`fidelity_met`; ``memory_at_max``: the peak memory (``mb``) with
+    ``--profile``d inputs at their MAX (``shapes``), held to the memory budget too)."""
     summary = ValidationSummary()
     # judged unrounded, as the int8 and fp16 searches judge: a cosine of 0.9999897 shown as
     # 0.99999 had passed a budget of 0.99999 that the search's own check said it missed
@@ -1213,6 +1215,12 @@ def summarize(
         summary.checks.append(_at_most("artifact_size", round(artifact_mb, 3), budgets.max_artifact_mb, " MB"))
     if budgets.max_memory_mb is not None and memory_mb is not None:
         summary.checks.append(_at_most("peak_memory", memory_mb, budgets.max_memory_mb, " MB", measured=True))
+    if budgets.max_memory_mb is not None and memory_at_max and memory_at_max["mb"] is not None:
+        check = _at_most("peak_memory_at_profile_max", memory_at_max["mb"], budgets.max_memory_mb, " MB", measured=True)
+        if not check.ok:
+            shapes = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in memory_at_max["shapes"].items())
+            check.detail += f" (inputs at their MAX: {shapes})"
+        summary.checks.append(check)
     if budgets.max_latency_ms is not None and latency_ms is not None:
         summary.checks.append(_at_most("latency", latency_ms, budgets.max_latency_ms, " ms", measured=latency_measured))
     return summary

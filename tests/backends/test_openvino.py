@@ -564,6 +564,28 @@ def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
     assert re.search(r"Across its --profile: MIN \(1x3x8x8\) [\d.]+ ms; MAX \(1x3x32x32\) [\d.]+ ms", report)
 
 
+def test_the_memory_budget_holds_at_a_profiles_max_too(tmp_path):
+    """An application may feed a ``--profile``'s MAX: the bundle's peak memory there is
+    measured and held to the memory budget as OPT's is (it had been checked at OPT alone,
+    and a range whose MAX needs far more passed)."""
+    import deploycomp
+
+    model = _conv_over_any_size(tmp_path)
+    target = tmp_path / "small.yaml"  # a CPU with 200 MB for the model
+    target.write_text("extends: intel-core-avx2\nname: small-cpu\nbudgets: {max_memory_mb: 200}\n")
+    runner = deploycomp.build(model, tmp_path / "b", target=str(target), no_fail=True,
+                              profiles=["x:1x3x8x8:1x3x16x16:1x3x1536x1536"])
+    measured = runner.manifest["measured"]
+    at_max = measured["peak_memory_at_profile_max"]
+    assert at_max["shapes"] == {"x": [1, 3, 1536, 1536]}
+    # a 1536x1536 input (27 MB) and its 8-channel output (75 MB) at the least, on top of OPT's peak
+    assert at_max["mb"] >= measured["peak_memory_mb"] + 100
+    checks = {b["budget"]: b for b in measured["budgets"]}
+    assert checks["peak_memory"]["ok"] and checks["peak_memory"]["value"] < 200
+    assert not checks["peak_memory_at_profile_max"]["ok"] and checks["peak_memory_at_profile_max"]["limit"] == 200
+    assert not runner.manifest["validation"]["ok"]
+
+
 def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
     """Cropped, or padded by repeating itself: what an application feeds, at that size."""
     from deploycomp.pipeline import _at_shape
