@@ -876,6 +876,18 @@ def _io_spec(model: ir.Model, shapes: dict[str, tuple[int, ...]], reference: ORT
     }
 
 
+def _outputs_at_profile_ends(io: dict, reference, prep: Prepared, sample: Mapping[str, np.ndarray]) -> None:
+    """Each output's shape with every ``--profile``d input at MIN and at MAX
+    (``shape_at_profile_ends``), from the reference's runs there: an application sizes its
+    buffers by them, and the manifest had given the outputs at OPT's shapes alone."""
+    for end in ("min", "max"):
+        shapes, feeds = _at_profile_end(prep, sample, end)
+        outs = _run_at_profile_end(reference.run, end, shapes, feeds)
+        for entry in io["outputs"]:
+            if entry["name"] in outs:
+                entry.setdefault("shape_at_profile_ends", {})[end] = list(np.shape(outs[entry["name"]]))
+
+
 def _cost_at_shapes(prep: Prepared) -> analysis.GraphCost:
     """The model's cost at the build's shapes. A profile keeps its inputs' dims
     symbolic; the named ones are counted at the shapes (:func:`deploycomp.analysis.dim_values`),
@@ -1071,6 +1083,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     reference = _Reference(source_ort, prep.frozen, class_labels(prep.model))
     io = _io_spec(prep.model, prep.shapes, reference, samples[0], prep.levels, prep.nan_ok,
                   getattr(backend, "int64_range", None))
+    if prep.profiles:
+        _outputs_at_profile_ends(io, reference, prep, samples[0])
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
         check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
@@ -1594,15 +1608,19 @@ def _at_profile_end(prep: Prepared, sample: Mapping[str, np.ndarray], end: str) 
 
 def _run_at_profile_end(run: Callable[[dict], Any], end: str, shapes: dict, feeds: dict) -> Any:
     """``run(feeds)``; a failure is the user's range, said as such (it had been an internal
-    error after the whole build had been said of the range)."""
+    error after the whole build had been said of the range), before the build where the
+    reference fails there."""
     try:
         return run(feeds)
+    except InputDataError as e:  # (the reference's own words for inputs it fails on)
+        why = str(e)
     except (MemoryError, DeployError):
         raise
     except Exception as e:
-        said = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
-        raise InputDataError(f"--profile: the bundle does not run at its {end.upper()} ({said}): "
-                             f"{runtime_message(e)}; give a range the model runs at") from e
+        why = runtime_message(e)
+    said = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
+    raise InputDataError(f"--profile: the model does not run at its {end.upper()} ({said}): {why}; give a range "
+                         "the model runs at")
 
 
 def _latency_at_profile_ends(runner, prep: Prepared, sample: Mapping[str, np.ndarray]) -> dict[str, dict]:

@@ -534,6 +534,9 @@ def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
     runner = deploycomp.build(model, tmp_path / "b", precision=precision, profiles=["x:1x3x8x8:1x3x16x16:1x3x32x32"],
                               **extra)
     assert runner.manifest["io"]["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [1, 3, 32, 32]}
+    # the output's shape at both ends too, where an application sizes its buffers (OPT's alone had been said)
+    (out,) = runner.manifest["io"]["outputs"]
+    assert out["shape_at_profile_ends"] == {"min": [1, 8, 8, 8], "max": [1, 8, 32, 32]}
     shape = ov.Core().read_model(str(tmp_path / "b" / "model.xml")).inputs[0].get_partial_shape()
     assert str(shape) == "[1,3,8..32,8..32]"
     reference = ort.InferenceSession(str(model))
@@ -653,7 +656,7 @@ def test_shapes_inside_a_profile_the_model_cannot_run_are_input_errors(tmp_path)
     from deploycomp.errors import InputDataError
 
     model = _even_sizes_only(tmp_path)
-    with pytest.raises(InputDataError, match=r"^--profile: the bundle does not run at its MIN \(x 1x3x9x9\): .*"
+    with pytest.raises(InputDataError, match=r"^--profile: the model does not run at its MIN \(x 1x3x9x9\): .*"
                                              r"give a range the model runs at$"):
         deploycomp.build(model, tmp_path / "odd", profiles=["x:1x3x9x9:1x3x16x16:1x3x32x32"])
     assert not (tmp_path / "odd").exists()
