@@ -616,6 +616,9 @@ def _compare_manifests(rows: _Rows, old: Mapping[str, Any], new: Mapping[str, An
     # a change in how deploycomp simulates it had failed a memory gate at +179%)
     rows.add("peak_memory", om, nm, fmt=_fmt_mb, change=_relative(om, nm), gate=None if simulated else "memory",
              note="of this machine's functional run of the bundle, not the device's: not gated" if simulated else "")
+    om, nm = (_get(m, "measured", "peak_memory_at_profile_max", "mb") for m in (old, new))
+    if om is not None or nm is not None:  # (a --profile's MAX: held to the memory budget too)
+        rows.add("peak_memory_at_profile_max", om, nm, fmt=_fmt_mb, change=_relative(om, nm), gate="memory")
     _compare_precision(rows, old, new)
     _compare_ops(rows, old, new)
 
@@ -766,7 +769,7 @@ def diff_bundles(old: str | os.PathLike, new: str | os.PathLike,
         # measurement's, not the bundle's (a gate on two byte-identical bundles had failed on
         # peak memory +604%, a fleet worker having loaded the runtime before)
         for r in result.rows:
-            if r.metric in ("latency", "peak_memory") and r.regression:
+            if r.metric in ("latency", "peak_memory", "peak_memory_at_profile_max") and r.regression:
                 r.regression = None
                 r.note = "the same artifacts, runtime versions and machine: measurement noise, not gated"
     return result

@@ -197,6 +197,26 @@ def test_measurements_of_the_same_files_on_the_same_runtimes_are_not_gated(bundl
     assert row(d, "peak_memory").regression is None and "not the device's" in row(d, "peak_memory").note
 
 
+def test_a_profiles_peak_memory_at_max_is_gated_as_memory(bundles, tmp_path):
+    """A ``--profile`` bundle's peak memory at MAX (held to the memory budget at build time)
+    is compared and gated like its peak memory at OPT; the same files on the same runtimes
+    and machine are not gated on it."""
+    def at_max(mb):
+        def edit(m):
+            m["measured"]["peak_memory_at_profile_max"] = {"shapes": {"x": [1, 3, 64, 64]}, "mb": mb}
+        return edit
+
+    def upgraded(m):
+        at_max(300.0)(m)
+        m["versions"]["openvino"] = "9999.0"
+
+    old = _edited(bundles["fp32"], tmp_path / "old", at_max(100.0))
+    d = diff(old, _edited(bundles["fp32"], tmp_path / "new", upgraded), "memory=5%")
+    assert [r.metric for r in d.regressions] == ["peak_memory_at_profile_max"], d.table()
+    d = diff(old, _edited(bundles["fp32"], tmp_path / "noisy", at_max(300.0)), "memory=5%")
+    assert d.ok and "measurement noise" in row(d, "peak_memory_at_profile_max").note
+
+
 def _edited(bundle: Path, to: Path, edit) -> Path:
     copy = shutil.copytree(bundle, to)
     manifest = json.loads((copy / "manifest.json").read_text())
