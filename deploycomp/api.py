@@ -11,6 +11,7 @@ from deploycomp import datasets, pipeline
 from deploycomp.quiet import libraries_quiet
 from deploycomp.runner import BundleRunner, load
 from deploycomp.shapes import parse_input_spec, parse_profile_spec
+from deploycomp.feedback import parse_feedback
 
 __all__ = ["build", "load", "optimize"]
 
@@ -118,6 +119,7 @@ def build(
     profiles: Iterable[str] | None = None,
     keep_initializer_inputs: bool = False,
     freeze: dict[str, object] | None = None,
+    feedback: dict[str, str] | Iterable[str] | str | None = None,
 ) -> BundleRunner:
     """Compile ``model`` for ``target`` into the bundle folder ``out`` and return its runner.
 
@@ -161,6 +163,9 @@ def build(
     reference outputs and a candidate's outputs on the calibration samples (lists of
     ``{output: array}``), and layers are kept in float until it returns True.
     ``freeze``: ``{input: value}`` builds those inputs as constants (branches on them fold).
+    ``feedback``: outputs a loop feeds back as inputs, ``{"stateN": "state"}`` or
+    ``["stateN=state"]``: the validation samples are judged as one stream, in order, each
+    step after the first fed the step before's output (:mod:`deploycomp.feedback`).
     ``keep_initializer_inputs``: keep initializers listed as graph inputs (IR < 4 models) as
     runtime inputs; by default they are constants, as ONNX Runtime treats them.
     ``keep_float``, ``int8_boosters``, ``judge_where``, ``judge_boxes``, ``judge_masks``, ``judge_ctc`` and
@@ -181,7 +186,7 @@ def build(
         int8_boosters=None if int8_boosters is None else _listed(int8_boosters), int8_range=int8_range,
         int8_time_limit=int8_time_limit,
         int8_io=int8_io, profiles=[parse_profile_spec(p) for p in _listed(profiles or ())],
-        keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}),
+        keep_initializer_inputs=keep_initializer_inputs, freeze=dict(freeze or {}), feedback=parse_feedback(feedback),
     )
     with libraries_quiet():
         result = pipeline.build(options)

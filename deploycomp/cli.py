@@ -657,6 +657,10 @@ def _build_options(f):
     f = click.option("--freeze", "freeze", multiple=True, metavar="NAME=VALUE",
                      help="Replace an input by a constant (e.g. sr=16000; comma-separated values for a tensor): "
                           "branches and shapes that depend on it fold.")(f)
+    f = click.option("--feedback", "feedback", multiple=True, metavar="OUTPUT=INPUT",
+                     help="An output a loop feeds back as an input (a recurrent state: stateN=state): the "
+                          "validation samples are judged as one stream, in order, each step fed the step before's "
+                          "output.")(f)
     f = click.option("--force", is_flag=True,
                      help="Replace --out if it holds a previous bundle or is an empty folder (anything else is refused).")(f)
     f = click.option("--no-fail", is_flag=True, help="Keep the bundle and exit 0 even if a budget is missed.")(f)
@@ -696,6 +700,7 @@ def _boosters(text: str | None) -> list[str] | None:
 
 def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> None:
     from deploycomp.api import box_rules, ctc_rules, mask_rules, where_rules
+    from deploycomp.feedback import parse_feedback
     from deploycomp.pipeline import BuildOptions, build
     from deploycomp.shapes import parse_input_spec, parse_profile_spec
 
@@ -711,6 +716,7 @@ def _run_build(ctx, model: Path, out: Path, sample_kind: str | None, **kw) -> No
             model=model, out=out, inputs=[parse_input_spec(s) for s in kw.pop("inputs")],
             keep_float=list(kw.pop("keep_float")), sample_kind=sample_kind, progress=step,
             int8_boosters=_boosters(kw.pop("int8_boosters")), freeze=_freeze(kw.pop("freeze")),
+            feedback=parse_feedback(kw.pop("feedback")),
             judge_where=where_rules(kw.pop("judge_where")), judge_boxes=box_rules(kw.pop("judge_boxes")),
             judge_masks=mask_rules(kw.pop("judge_masks")), judge_ctc=ctc_rules(kw.pop("judge_ctc")), profiles=[parse_profile_spec(p) for p in kw.pop("profiles")], **kw,
         ))
@@ -752,6 +758,8 @@ def example(ctx, name: str | None, out: Path | None, **kw) -> None:
                                                                                  *ex.other_inputs) if n not in given))
     if not kw["freeze"]:
         kw["freeze"] = tuple(f"{n}={v}" for n, v in ex.freeze)
+    if not kw["feedback"]:
+        kw["feedback"] = ex.feedback
     if not kw["judge_boxes"]:
         kw["judge_boxes"] = ex.judge_boxes
     if not kw["judge_masks"]:

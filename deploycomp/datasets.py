@@ -104,15 +104,18 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
-def split_held_out(calibration: DataSet, most: int | None = MAX_VALIDATION_SAMPLES) -> tuple[DataSet, DataSet]:
+def split_held_out(calibration: DataSet, most: int | None = MAX_VALIDATION_SAMPLES,
+                   in_order: bool = False) -> tuple[DataSet, DataSet]:
     """(what calibration keeps, what validation gets): a quarter of the user's samples
     (1 to ``most``, :data:`MAX_VALIDATION_SAMPLES` unless the user said; None: no cap),
-    spread over the set. A set of one sample serves both, and says so."""
+    spread over the set, or ``in_order`` its last ones in a row (a stream's steps). A set
+    of one sample serves both, and says so."""
     n = len(calibration.samples)
     if n < 2:
         return calibration, DataSet(calibration.samples, f"{calibration.label}: the only sample, also calibrated on",
                                     "held-out")
-    held = spread(n, min(most or n, max(1, round(n / 4))))
+    k = min(most or n, max(1, round(n / 4)))
+    held = list(range(n - k, n)) if in_order else spread(n, k)
     keep = [s for i, s in enumerate(calibration.samples) if i not in held]
     val = [calibration.samples[i] for i in held]
     return (DataSet(keep, f"{calibration.label}, {len(val)} held out for validation", calibration.source),
@@ -137,9 +140,13 @@ def user_set(source: str | os.PathLike | Iterable[Mapping[str, np.ndarray]], sha
     return DataSet(samples, f"{name} ({len(samples)} samples)", "user")
 
 
-def _limit(data: DataSet, most: int | None = MAX_VALIDATION_SAMPLES) -> DataSet:
+def _limit(data: DataSet, most: int | None = MAX_VALIDATION_SAMPLES, in_order: bool = False) -> DataSet:
+    """At most ``most`` of ``data``'s samples: spread over the set, or ``in_order`` its first
+    ones (a stream's steps, each fed the step before's output: :mod:`deploycomp.feedback`)."""
     if most is None or len(data.samples) <= most:
         return data
+    if in_order:
+        return DataSet(data.samples[:most], f"{data.label}, its first {most} in order", data.source)
     picked = [data.samples[i] for i in spread(len(data.samples), most)]
     return DataSet(picked, f"{data.label}, {len(picked)} of them spread over the set", data.source)
 
@@ -212,23 +219,28 @@ def calibration_set(source, shapes, dtypes, spec: PreprocessSpec | None, kind: s
 
 def validation_set(validation_source, calibration: DataSet | None, shapes, dtypes, spec: PreprocessSpec | None,
                    kind: str | None, nan_ok: Collection[str] = (),
-                   calibrates: bool = True, most: int | None = MAX_VALIDATION_SAMPLES) -> tuple[DataSet, DataSet | None]:
+                   calibrates: bool = True, most: int | None = MAX_VALIDATION_SAMPLES,
+                   in_order: bool = False) -> tuple[DataSet, DataSet | None]:
     """(validation set, calibration set left after any hold-out), per the module docstring.
     ``calibrates``: False where nothing is calibrated (a model that carries its own int8
     encodings): the user's calibration data validates whole, none of it held out.
     ``most``: the samples validated at most, spread over the set (None: every one; a rare
-    flip, a space a recognizer drops once in fifty lines, shows only over many)."""
+    flip, a space a recognizer drops once in fifty lines, shows only over many).
+    ``in_order``: the samples are a stream's steps (``--feedback``): the first ``most`` in
+    order, or the calibration set's last ones held out, never spread."""
     most = most or None  # (0, as the command line says "every one")
-    if validation_source is not None:  # (read at most ``most``, spread over the set)
-        return user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok, most), calibration
+    if validation_source is not None:  # (read at most ``most``, spread over the set, or all of it for a stream)
+        data = user_set(validation_source, shapes, dtypes, spec, "validation data", nan_ok,
+                        None if in_order else most)
+        return _limit(data, most, in_order), calibration
     if calibration is not None and calibration.source == "user" and not calibrates:
         whole = DataSet(calibration.samples, f"{calibration.label}: all of it (the model carries its own int8 "
                                              "encodings; nothing is calibrated on it)", "user")
-        return _limit(whole, most), calibration
+        return _limit(whole, most, in_order), calibration
     if calibration is not None and calibration.source == "user":
-        kept, held = split_held_out(calibration, most)
-        return _limit(held, most), kept
-    return _limit(built_in_validation(shapes, dtypes, kind, spec), most), calibration
+        kept, held = split_held_out(calibration, most, in_order)
+        return _limit(held, most, in_order), kept
+    return _limit(built_in_validation(shapes, dtypes, kind, spec), most, in_order), calibration
 
 
 def batch_size(shapes: Iterable[Sequence[object]]) -> int | None:

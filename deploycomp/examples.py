@@ -42,6 +42,8 @@ class Example:
     """Shapes of its other inputs (a recurrent state), pinned as for the main one."""
     freeze: tuple[tuple[str, float], ...] = ()
     """Inputs the example builds as constants (``--freeze``)."""
+    feedback: tuple[str, ...] = ()
+    """Outputs its application feeds back as inputs (``--feedback``)."""
     judge_boxes: tuple[str, ...] = ()
     """``--judge-boxes`` rules for a detector: its boxes judged by their overlap with fp32's."""
     judge_masks: tuple[str, ...] = ()
@@ -81,10 +83,15 @@ EXAMPLES: dict[str, Example] = {
         Example(
             "silero-vad", "silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
             "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
-            "input", (1, 512), "vad", "Silero VAD v5 (If subgraphs for 8/16 kHz), 1x512 audio + state",
+            # silero_vad.OnnxWrapper feeds 64 samples of the chunk before and 512 new ones at
+            # 16 kHz (the example had been built at 1x512, which the package never feeds and
+            # on which the model finds no speech: probe 68), and the state it returns
+            "input", (1, 576), "vad", "Silero VAD v5 (If subgraphs for 8/16 kHz), 1x576 audio (64 of context, "
+                                      "512 new) + state, judged as a stream",
             other_inputs=(("state", (2, 1, 128)),),
             # a bundle per sample rate: the If on sr folds away, which OpenVINO and TFLite need
             freeze=(("sr", 16000),),
+            feedback=("stateN=state",),
         ),
     )
 }

@@ -40,6 +40,8 @@ from deploycomp.digest import code_digest
 from deploycomp.errors import (BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few,
                                runtime_message)
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
+from deploycomp.feedback import as_stream, check_feedback, suggested_feedback
+from deploycomp.feedback import describe as describe_feedback
 from deploycomp.int8_build import coverage_hint, int8_hint, own_quantization, search_int8
 from deploycomp.ir import MIN_OPSET, float_only, io_types_kept, load_model, save_model
 from deploycomp.ctc import check_ctc, suggest_ctc
@@ -130,6 +132,10 @@ class BuildOptions:
     keep_initializer_inputs: bool = False
     """Keep initializers listed as graph inputs (IR < 4 models) as runtime inputs instead of
     constants (see :func:`deploycomp.ir.load_model`)."""
+    feedback: dict[str, str] = field(default_factory=dict)
+    """Outputs fed back as inputs (``--feedback stateN=state``): the validation samples run
+    as one stream, in order, each step after the first fed the step before's output
+    (:mod:`deploycomp.feedback`)."""
     force: bool = False
     no_fail: bool = False
     auto_candidate: bool = False
@@ -205,6 +211,8 @@ class Prepared:
     float_form: Any = field(default=None, repr=False)
     """ONNX Runtime on this optimized model, made once (:func:`_float_form`); False where
     it cannot be."""
+    feedback: dict[str, str] = field(default_factory=dict)
+    """Outputs fed back as inputs in validation (:attr:`BuildOptions.feedback`)."""
     guessed: dict[str, str] = field(default_factory=dict)
     """Inputs whose shape the build chose itself (a batch of 1, a shape read off a data
     file): input -> the note in ``assumed``."""
@@ -1065,7 +1073,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         validation, calibration = datasets.validation_set(opts.validation_data, calibration,
                                                           _shapes_for(prep, opts.validation_data), dtypes, spec,
                                                           opts.sample_kind, prep.nan_ok, calibrates,
-                                                          opts.validation_samples)
+                                                          opts.validation_samples, in_order=bool(opts.feedback))
         # (what the data says of the check; only an int8 build is fitted to its calibration data)
         validation.notes = datasets.data_notes(calibration if opts.precision == "int8" else None, validation)
     except InputDataError as e:
@@ -1085,6 +1093,18 @@ def _build(opts: BuildOptions) -> BuildResult:
                   getattr(backend, "int64_range", None))
     if prep.profiles:
         _outputs_at_profile_ends(io, reference, prep, samples[0])
+    if opts.feedback:
+        check_feedback(opts.feedback, io)
+        prep.feedback = dict(opts.feedback)
+        prep.assumed.append(f"validated as one stream: the {len(samples)} validation samples in order, each step "
+                            f"after the first fed the step before's {describe_feedback(prep.feedback)} (the "
+                            "reference its own, the bundle its own)")
+    elif guess := suggested_feedback(io, list(prep.frozen)):
+        flags = " ".join(f"--feedback {o}={i}" for o, i in guess.items())
+        prep.assumed.append(f"{', '.join(repr(o) for o in guess)} look(s) like the next value of "
+                            f"{', '.join(repr(i) for i in guess.values())} (the same shape): validated one step at "
+                            f"a time from the data's own values, where a loop feeds its error back ({flags} "
+                            "validates the samples as one stream)")
     try:
         check_where(opts.judge_where, {o["name"]: o["shape"] for o in io["outputs"]})
         check_boxes(opts.judge_boxes, {o["name"]: o["shape"] for o in io["outputs"]})
@@ -1101,7 +1121,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
         if any(r.fmt in (None, "", "xyxy") for r in opts.judge_boxes.values()):
-            refs = [reference.run(s) for s in samples]
+            refs = as_stream(reference.run, samples, opts.feedback)
         prep.boxes = {k: infer_format(refs, r) for k, r in opts.judge_boxes.items()}
         inferred = [r.text() for r in prep.boxes.values() if r.inferred]
         if inferred:
@@ -1175,7 +1195,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     # the validation inputs' runs, one after another, time ONNX Runtime where they are enough
     # (runs taken across the build mix its phases: LORE's took 0.9-2.0 s beside other work)
     reference_times = RunTimes()
-    refs = refs or [reference_times.run(reference.run, s) for s in samples]
+    refs = refs or as_stream(lambda s: reference_times.run(reference.run, s), samples, prep.feedback)
     spread, spread_key = None, ""
     shipped = None  # (its run times, its run) for a model that arrives int8: ORT as the file ships
     floor = None  # what the budget is widened to: the model's own runtime's distance from it
@@ -1187,7 +1207,7 @@ def _build(opts: BuildOptions) -> BuildResult:
                                 "budget against its QDQ as written on these inputs: a criterion they miss is held "
                                 "to what they reach (validation.budgets: budget_limit is the budget's own)")
     elif prep.integer_ops and (floats := _float_form(prep)) is not None:  # what no build can be closer than
-        spread = prep.compare(refs, [floats.run({**s, **prep.frozen}) for s in samples])
+        spread = prep.compare(refs, as_stream(lambda s: floats.run({**s, **prep.frozen}), samples, prep.feedback))
         spread_key = "float_form_vs_onnxruntime_integer"
     with staged_bundle(opts.out, opts.force) as stage:
         def lowered_as(model: ir.Model, extra: Mapping[str, Any]):
@@ -1241,7 +1261,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             opts.progress("validate")
             runner, memory_mb = peak_rss_growth(lambda: _load_and_run(backend, stage, lowered.info, samples[0]))
             bundle_times[runner] = RunTimes()  # (the latency of the runner kept, where its runs are enough)
-            gots = [bundle_times[runner].run(runner.run, s) for s in samples]
+            gots = as_stream(lambda s: bundle_times[runner].run(runner.run, s), samples, prep.feedback)
             return lowered, runner, memory_mb, gots, prep.compare(refs, gots)
 
         def executed_f32(lowered):
@@ -1518,6 +1538,8 @@ def _build(opts: BuildOptions) -> BuildResult:
             "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
                            **({"preprocess": spec_used} if spec_used else {}),
+                           # the samples judged as one stream, these outputs fed back (a device check does likewise)
+                           **({"feedback": dict(prep.feedback)} if prep.feedback else {}),
                            # how the outputs were judged, for a check elsewhere (the engine on the device)
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
                            **({"judge_channels": prep.channels} if prep.channels else {}),
@@ -1661,7 +1683,7 @@ def _runtime_on_source(backend, target: TargetProfile, prep: Prepared, samples: 
         return None
     try:
         runner = make(prep.source, target, list(refs[0]))
-        outs = [runner.run({**s, **prep.frozen}) for s in samples]
+        outs = as_stream(lambda s: runner.run({**s, **prep.frozen}), samples, prep.feedback)
     except Exception as e:  # noqa: BLE001 - a diagnosis only; the miss stands either way
         log.info("runtime on the source model: %s", e)
         return None
@@ -1831,7 +1853,7 @@ def _own_runtime_floor(prep: Prepared, samples: list, refs: list,
         return fused.run({**sample, **prep.frozen})
 
     times = RunTimes()
-    spread = prep.compare(refs, [times.run(run, s) for s in samples])
+    spread = prep.compare(refs, as_stream(lambda s: times.run(run, s), samples, prep.feedback))
     return spread, (None if fidelity_met(spread, fidelity) else spread), (times, run)
 
 

@@ -270,12 +270,28 @@ def _voiced(n: int, sr: int, f0: float) -> np.ndarray:
     return (0.3 * wave).astype(np.float32)[None]
 
 
+VAD_STEPS = 16
+"""Chunks of the built-in VAD stream: silence, three vowels, silence between (0.51 s)."""
+
+
 def vad_samples(shapes: dict[str, tuple[int, ...]]) -> Samples:
-    """Silero VAD: audio chunk, recurrent state, sample rate (16 kHz for 512-sample chunks)."""
-    n = shapes["input"][-1]
-    sr = 16000 if n >= 512 else 8000
+    """Silero VAD as its package feeds it (``silero_vad.OnnxWrapper``): consecutive chunks
+    of one stream, each the last 64 samples of the chunk before (32 at 8 kHz) and 512 new
+    ones (256), from a zero state and silence; with ``--feedback stateN=state`` every step
+    after the first takes the state the step before returned. 16 kHz for chunks of 512
+    and more (576 with the context), else 8 kHz."""
+    width = shapes["input"][-1]
+    sr = 16000 if width >= 512 else 8000
+    context = 64 if sr == 16000 else 32
+    hop = max(1, width - context) if width > context else width
+    steps = [np.zeros(hop, np.float32)] * 2
+    for f0 in (110.0, 170.0, 240.0):  # each vowel over three chunks, then a chunk of silence
+        steps += list(_voiced(3 * hop, sr, f0)[0].reshape(3, hop)) + [np.zeros(hop, np.float32)]
+    stream = np.concatenate(steps + [np.zeros(hop, np.float32)] * (VAD_STEPS - len(steps)))
+    stream = np.concatenate([np.zeros(width - hop, np.float32), stream])
     state = np.zeros(shapes.get("state", (2, 1, 128)), np.float32)
-    return [{"input": _voiced(n, sr, f0), "state": state, "sr": np.array(sr, np.int64)} for f0 in (110.0, 170.0, 240.0)]
+    return [{"input": stream[i * hop:i * hop + width][None], "state": state, "sr": np.array(sr, np.int64)}
+            for i in range(VAD_STEPS)]
 
 
 MULTI_INPUT_SAMPLERS: dict[str, Callable[[dict[str, tuple[int, ...]]], Samples]] = {"vad": vad_samples}
