@@ -589,6 +589,42 @@ def test_the_memory_budget_holds_at_a_profiles_max_too(tmp_path):
     assert not runner.manifest["validation"]["ok"]
 
 
+def test_a_profile_may_start_at_an_empty_past(tmp_path):
+    """A decoder step with a cache: its past is 0 long on the first step of every loop. A
+    profile's MIN of 0 builds (it had been refused as "MIN, OPT and MAX must each be a
+    shape"), and the bundle runs at 0 as ONNX Runtime does; OPT and MAX stay positive."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from deploycomp.errors import InputDataError
+    from deploycomp.shapes import parse_profile_spec
+
+    graph = helper.make_graph(  # the new step appended to the past; the mean over the cache
+        [helper.make_node("Concat", ["past", "x"], ["present"], axis=1, name="append"),
+         helper.make_node("ReduceMean", ["present"], ["y"], axes=[1], keepdims=0, name="mean")], "kv",
+        [helper.make_tensor_value_info("past", onnx.TensorProto.FLOAT, [1, "P", 4]),
+         helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4])],
+        [helper.make_tensor_value_info("present", onnx.TensorProto.FLOAT, [1, "T", 4]),
+         helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "kv.onnx")
+    with pytest.raises(InputDataError, match=r"^--profile 'past:1x2x4:0x8x4:1x16x4': OPT: every dim must be positive "
+                                             r"\(MIN may be 0\)"):
+        parse_profile_spec("past:1x2x4:0x8x4:1x16x4")
+    runner = deploycomp.build(tmp_path / "kv.onnx", tmp_path / "b", profiles=["past:1x0x4:1x8x4:1x16x4"],
+                              inputs=["x:1x1x4"])
+    present = next(o for o in runner.manifest["io"]["outputs"] if o["name"] == "present")
+    assert present["shape_at_profile_ends"] == {"min": [1, 1, 4], "max": [1, 17, 4]}
+    reference = ort.InferenceSession(str(tmp_path / "kv.onnx"))
+    loaded = deploycomp.load(tmp_path / "b")
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
+    for length in (0, 1, 5):
+        feeds = {"past": np.ones((1, length, 4), np.float32), "x": x}
+        got, (want_present, want_y) = loaded.run(feeds), reference.run(None, feeds)
+        np.testing.assert_allclose(got["present"], want_present)
+        np.testing.assert_allclose(got["y"], want_y, rtol=1e-6)
+
+
 def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
     """Cropped, or padded by repeating itself: what an application feeds, at that size."""
     from deploycomp.pipeline import _at_shape
