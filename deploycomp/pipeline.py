@@ -663,6 +663,22 @@ def freeze_inputs(model: ir.Model, values: dict[str, Any]) -> dict[str, np.ndarr
     return frozen
 
 
+FROZEN_VALUES_KEPT = 64
+"""A frozen input's values the manifest holds up to this many (its sha256 beyond)."""
+
+
+def _frozen_record(frozen: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """The manifest's record of the inputs ``--freeze`` made constants: an application that
+    feeds them as it fed the model (Silero's package passes ``sr`` every call) has them
+    taken where they hold the built value (:meth:`deploycomp.runner.BundleRunner.run`)."""
+    import hashlib
+
+    return {n: {"dtype": str(a.dtype), "shape": list(a.shape),
+                **({"values": a.ravel().tolist()} if a.size <= FROZEN_VALUES_KEPT
+                   else {"sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()})}
+            for n, a in frozen.items()}
+
+
 def _values_said(a: np.ndarray) -> str:
     """A frozen input's values as the assumptions say them: all of a few, else the first
     four and how many (32 values had read as the four alone)."""
@@ -1526,7 +1542,8 @@ def _build(opts: BuildOptions) -> BuildResult:
                        "profile": target.model_dump(exclude={"source_file"})} | _family_record(target, backend.name),
             "precision": opts.precision,
             "io": io | ({"profiles": {n: {"min": list(lo), "opt": list(opt), "max": list(hi)}
-                                      for n, (lo, opt, hi) in prep.profiles.items()}} if prep.profiles else {}),
+                                      for n, (lo, opt, hi) in prep.profiles.items()}} if prep.profiles else {})
+                  | ({"frozen": _frozen_record(prep.frozen)} if prep.frozen else {}),
             "assumptions": prep.assumed,
             "quantization": quant_info,
             **({"fp16": fp16_info} if fp16_info is not None else {}),

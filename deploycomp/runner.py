@@ -103,10 +103,37 @@ class BundleRunner:
     def info(self) -> dict[str, Any]:
         return self._runner.info
 
+    def _without_frozen(self, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``feeds`` without the inputs built as constants (``--freeze``) where they hold the
+        value built (an application feeds them as it fed the model: Silero's package passes
+        ``sr`` every call, and ``unknown input(s) sr`` had refused it); another value is
+        refused, naming the one the bundle was built for."""
+        frozen = (self.manifest.get("io") or {}).get("frozen") or {}
+        given = [n for n in feeds if n in frozen and n not in self.inputs]
+        if not given:
+            return feeds
+        for name in given:
+            record, arr = frozen[name], np.asarray(feeds[name])
+            if "values" in record:
+                same = arr.size == len(record["values"]) and np.array_equal(
+                    arr.ravel().astype(np.float64), np.asarray(record["values"], np.float64))
+                built = record["values"][0] if len(record["values"]) == 1 else record["values"]
+            else:
+                import hashlib
+
+                same = hashlib.sha256(np.ascontiguousarray(arr.astype(record["dtype"])).tobytes()).hexdigest() \
+                    == record["sha256"]
+                built = f"the {len(record['shape']) and 'x'.join(map(str, record['shape']))} tensor it was given"
+            if not same:
+                raise InputDataError(f"input '{name}' was built as a constant (--freeze {name}={built}): this "
+                                     f"bundle computes only that; given another value, build one for it")
+        return {k: v for k, v in feeds.items() if k not in given}
+
     def _prepare(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not isinstance(feeds, Mapping):
             raise InputDataError(f"feeds are a mapping of input name to array ({few(self.inputs, 6)}); "
                                  f"{type(feeds).__name__} given")
+        feeds = self._without_frozen(feeds)
         unknown = sorted(set(feeds) - set(self.inputs))
         if unknown:
             raise InputDataError(f"unknown input(s) {few(unknown)}; the model takes {few(self.inputs, 6)}")

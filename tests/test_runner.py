@@ -261,3 +261,26 @@ def test_a_bundle_that_executes_otherwise_than_it_was_validated_says_so(tiny_con
     with caplog.at_level(logging.WARNING, logger="deploycomp.runner"):
         deploycomp.load(tmp_path / "b")
     assert "was validated executing bf16 and executes fp32 here" in caplog.text
+
+
+def test_a_frozen_input_fed_its_built_value_is_taken_and_another_refused(tmp_path):
+    """An application feeds every input it fed the model (Silero's package passes ``sr`` on
+    each call): a bundle built with ``--freeze`` takes the built value and drops it (it had
+    refused ``unknown input(s) sr``), and refuses another value, naming the one it computes."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "gain"], ["y"], name="scale")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("gain", onnx.TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", freeze={"gain": 2.0})
+    loaded = deploycomp.load(tmp_path / "b")
+    assert loaded.manifest["io"]["frozen"] == {"gain": {"dtype": "float32", "shape": [], "values": [2.0]}}
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_array_equal(loaded.run({"x": x, "gain": np.float32(2.0)})["y"], 2 * x)
+    np.testing.assert_array_equal(loaded.run({"x": x})["y"], 2 * x)
+    with pytest.raises(InputDataError, match=r"^input 'gain' was built as a constant \(--freeze gain=2\.0\): this "
+                                             r"bundle computes only that; given another value, build one for it$"):
+        loaded.run({"x": x, "gain": 3.0})
