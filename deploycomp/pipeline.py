@@ -247,7 +247,7 @@ class Prepared:
         its judged channels)."""
         return compare_outputs(refs, gots, scales, per_sample, where=self.where, levels=self.levels,
                                angles=self.angles, channels=self.channels, boxes=self.boxes, masks=self.masks,
-                               ctc=self.ctc)
+                               ctc=self.ctc, states=self.feedback)
 
     def scales(self, refs: list) -> dict[str, float]:
         """The outputs' (and judged channels') scales over ``refs``, for comparing parts of them."""

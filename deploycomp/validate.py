@@ -563,8 +563,12 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
                     where: Where | None = None, levels: Collection[str] = (),
                     angles: Mapping[str, np.ndarray] | None = None,
                     channels: Mapping[str, int] | None = None, boxes: Mapping[str, Any] | None = None,
-                    masks: Mapping[str, Any] | None = None, ctc: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Per-output metrics over all samples.
+                    masks: Mapping[str, Any] | None = None, ctc: Mapping[str, Any] | None = None,
+                    states: Collection[str] = ()) -> dict[str, dict]:
+    """Per-output metrics over all samples. ``states``: outputs fed back as inputs (a
+    recurrent state: :mod:`deploycomp.feedback`), whose largest entry is no answer, so no
+    top-1 agreement is taken of them (a GRU's hidden state had read 0.188, and ``--min-top1``
+    kept layers float for it).
 
     ``scales`` (:func:`output_scales` of a larger set these samples are part of) makes
     every per-sample judgement the one the whole set gets, so that a part of the samples
@@ -701,7 +705,7 @@ def compare_outputs(refs: list[Mapping[str, np.ndarray]], gots: list[Mapping[str
             cos_all.append(c)
             if informative:
                 cos.append(c)
-                if _looks_like_scores(r) and name not in levels:
+                if _looks_like_scores(r) and name not in levels and name not in states:
                     top1.append(float(np.mean(r.argmax(-1) == g.argmax(-1))))
                     if r.size == r.shape[-1]:
                         classes.add(int(r.argmax()))

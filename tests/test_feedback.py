@@ -126,3 +126,16 @@ def test_the_built_in_vad_samples_are_one_stream_as_silero_feeds_it():
         np.testing.assert_array_equal(after["input"][0, :64], before["input"][0, -64:])
     loud = [float(np.abs(s["input"]).max()) for s in steps]
     assert loud[0] == 0.0 and max(loud) > 0.2
+
+
+def test_a_state_fed_back_is_not_judged_by_its_top1():
+    """The largest entry of a hidden state is no answer: no top-1 agreement is taken of an
+    output fed back (a GRU's hidden state had read 0.188 on an int8 bundle whose decoded
+    names held, and ``--min-top1`` kept layers float for it)."""
+    from deploycomp.validate import compare_outputs
+
+    rng = np.random.default_rng(0)
+    refs = [{"hidden_out": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(4)]
+    gots = [{"hidden_out": r["hidden_out"] + 0.05 * rng.standard_normal((1, 16)).astype(np.float32)} for r in refs]
+    assert "top1_agreement" in compare_outputs(refs, gots)["hidden_out"]
+    assert "top1_agreement" not in compare_outputs(refs, gots, states={"hidden_out"})["hidden_out"]
