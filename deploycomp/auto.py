@@ -122,7 +122,10 @@ def build_auto(opts, build_one: Callable) -> Any:
             results[precision] = result
         ok = [t for t in tried if t["ok"]]
         missed = "; ".join(t["precision"] + ": " + t["reason"] for t in tried)
-        if not ok and not (opts.no_fail and results):
+        if not results:  # every precision refused for what the target cannot run: not a budget (exit 6, not 8)
+            raise UnsupportedError(f"--precision auto: {target.name} cannot run the model at any precision "
+                                   f"({missed})")
+        if not ok and not opts.no_fail:
             raise BudgetError(f"--precision auto: no precision meets the budgets of {target.name} ({missed})")
         if not ok:  # --no-fail: the closest candidate is kept, as a single precision's miss is
             # (it had exited 8 and written nothing)

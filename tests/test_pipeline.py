@@ -701,6 +701,23 @@ def test_stage_clock_charges_each_stage_until_the_next_label(monkeypatch):
     assert seen == ["calibrate", "search", "calibrate"]
 
 
+def test_auto_that_no_precision_can_run_is_refused_as_unsupported(tmp_path):
+    """``--precision auto`` where the target runs the model at no precision (an op it lacks)
+    is the target's refusal, exit 6, as each precision alone says: it had exited 8 ("no
+    precision meets the budgets"), a miss to tune, with or without ``--no-fail``."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Det", ["r"], ["det_out"], name="det")],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 3])],
+        [helper.make_tensor_value_info("det_out", onnx.TensorProto.FLOAT, [2])])
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    for no_fail in (False, True):
+        with pytest.raises(UnsupportedError, match=r"^--precision auto: android-arm64 cannot run the model at any "
+                                                   r"precision \(.*cannot run op\(s\) Det"):
+            deploycomp.build(path, tmp_path / "out", target="android-arm64", precision="auto", no_fail=no_fail)
+        assert not (tmp_path / "out").exists()
+
+
 def test_refusal_names_an_unnamed_node_by_the_tensor_it_writes(tmp_path):
     """A node the file left unnamed gets a made-up name on load ('node_0'); the refusal
     names it the way the user's file can be searched: its op and the tensor it writes."""
