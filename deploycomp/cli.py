@@ -564,9 +564,10 @@ def _per_batch(manifest: dict, ms: float) -> str:
     off = [f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in io.get("inputs", [])
            if i["name"] in profiles and i.get("shape") != profiles[i["name"]]["opt"]]
     where = f" at the validated shape ({', '.join(off)}) inside its --profile" if off else " at its --profile's OPT"
+    timed = ", ".join(f"{end.upper()} {ends[end]['median_ms']:.2f} ms" for end in ("min", "max") if end in (ends or {}))
+    untimed = " or ".join(end.upper() for end in ("min", "max") if end not in (ends or {}))
     at = ("" if not profiles else
-          f"{where} (MIN {ends['min']['median_ms']:.2f} ms, MAX {ends['max']['median_ms']:.2f} ms)"
-          if ends else f"{where} (not timed at MIN or MAX)")
+          f"{where} ({timed}{'; ' if timed and untimed else ''}{'not timed at ' + untimed if untimed else ''})")
     return (f" per batch of {b} ({ms / b:.2f} ms an input)" if b else "") + at
 
 

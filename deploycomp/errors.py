@@ -195,11 +195,21 @@ def node_label(name: str, op: str = "", output: str = "") -> str:
     return f"the {op or 'node'} writing '{output}'"
 
 
+_SOURCE_LOCATION = _re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?)$")
+"""OpenVINO's lines that only say where in its sources an error was raised."""
+
+
 def runtime_message(e: BaseException, limit: int = 240) -> str:
-    """A runtime's error (OpenVINO's, ONNX Runtime's) as its first line, at most ``limit``
-    characters, for a one-line message of our own; the exception's type where it says
-    nothing."""
-    return (onnxruntime_message(e).splitlines() or [type(e).__name__])[0][:limit]
+    """A runtime's error (OpenVINO's, ONNX Runtime's) as one line, at most ``limit``
+    characters, for a one-line message of our own: its last line that says something, past
+    OpenVINO's source locations ("Exception from src/inference/src/cpp/infer_request.cpp:224:"
+    had been all a --profile refusal said, the cause four lines below), else its first; the
+    exception's type where it says nothing."""
+    lines = [ln.strip() for ln in onnxruntime_message(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not _SOURCE_LOCATION.match(ln)]
+    if lines and len(said) < len(lines) and said:  # (OpenVINO's: the cause is its last line)
+        return said[-1][:limit]
+    return (lines or [type(e).__name__])[0][:limit]
 
 
 def onnxruntime_message(e: BaseException) -> str:

@@ -905,8 +905,12 @@ def _outputs_at_profile_ends(io: dict, reference, prep: Prepared, sample: Mappin
     (``shape_at_profile_ends``), from the reference's runs there: an application sizes its
     buffers by them, and the manifest had given the outputs at OPT's shapes alone."""
     for end in ("min", "max"):
-        shapes, feeds = _at_profile_end(prep, sample, end)
-        outs = _run_at_profile_end(reference.run, end, shapes, feeds)
+        shapes, feeds, resized = _at_profile_end(prep, sample, end)
+        try:
+            outs = _run_at_profile_end(reference.run, end, shapes, feeds, resized)
+        except _SampleNotAtEnd as e:
+            prep.assumed.append(f"{e}: its outputs' shapes there, its latency and memory are not given")
+            continue
         for entry in io["outputs"]:
             if entry["name"] in outs:
                 entry.setdefault("shape_at_profile_ends", {})[end] = list(np.shape(outs[entry["name"]]))
@@ -1453,8 +1457,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         at_max = None
         if prep.profiles and memory_mb is not None and not runner.info.get("functional_reference"):
             # (before anything else runs the bundle at MAX: the growth of its first run there)
-            at_max = measured["peak_memory_at_profile_max"] = _memory_at_profile_max(runner, prep, samples[0],
-                                                                                     memory_mb)
+            if at_max := _memory_at_profile_max(runner, prep, samples[0], memory_mb):
+                measured["peak_memory_at_profile_max"] = at_max
         if measured_host:
             opts.progress("measure latency")
             # each on its own: taken in turns, ORT's spinning threads slowed OpenVINO 3x; one
@@ -1637,18 +1641,31 @@ def _at_shape(value: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.pad(value, pads, mode="wrap") if any(after for _, after in pads) else value
 
 
-def _at_profile_end(prep: Prepared, sample: Mapping[str, np.ndarray], end: str) -> tuple[dict, dict]:
-    """The profiled inputs' shapes at ``end`` (``min`` or ``max``) and the sample's values at
-    those sizes (:func:`_at_shape`), the other inputs as they are."""
+class _SampleNotAtEnd(Exception):
+    """The sample cut or repeated to a profile's end is no input the model takes: integers
+    in it (a graph's edge indices into its atoms) point past the other inputs' new sizes.
+    Not the range's fault, so not a refusal: that end is not run."""
+
+
+def _at_profile_end(prep: Prepared, sample: Mapping[str, np.ndarray], end: str) -> tuple[dict, dict, list[str]]:
+    """The profiled inputs' shapes at ``end`` (``min`` or ``max``), the sample's values at
+    those sizes (:func:`_at_shape`), the other inputs as they are, and the integer inputs
+    resized so (their values may index what was cut)."""
     k = {"min": 0, "max": 2}[end]
     shapes = {n: list(prep.profiles[n][k]) for n in prep.profiles if n in sample}
-    return shapes, {name: _at_shape(value, shapes[name]) if name in shapes else value for name, value in sample.items()}
+    feeds = {name: _at_shape(value, shapes[name]) if name in shapes else value for name, value in sample.items()}
+    resized = [n for n in shapes if np.issubdtype(np.asarray(sample[n]).dtype, np.integer)
+               and list(np.shape(sample[n])) != shapes[n]]
+    return shapes, feeds, resized
 
 
-def _run_at_profile_end(run: Callable[[dict], Any], end: str, shapes: dict, feeds: dict) -> Any:
+def _run_at_profile_end(run: Callable[[dict], Any], end: str, shapes: dict, feeds: dict,
+                        resized_integers: Sequence[str] = ()) -> Any:
     """``run(feeds)``; a failure is the user's range, said as such (it had been an internal
     error after the whole build had been said of the range), before the build where the
-    reference fails there."""
+    reference fails there; unless integer inputs were resized to get there
+    (:class:`_SampleNotAtEnd`: a graph model's indices cut with its atoms had been blamed on
+    the range, which the model runs)."""
     try:
         return run(feeds)
     except InputDataError as e:  # (the reference's own words for inputs it fails on)
@@ -1658,6 +1675,10 @@ def _run_at_profile_end(run: Callable[[dict], Any], end: str, shapes: dict, feed
     except Exception as e:
         why = runtime_message(e)
     said = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
+    if resized_integers:
+        raise _SampleNotAtEnd(f"not run at its --profile's {end.upper()} ({said}): the sample's integer input(s) "
+                              f"{', '.join(resized_integers)} cut or repeated to that size are no input the model "
+                              f"takes ({why})")
     raise InputDataError(f"--profile: the model does not run at its {end.upper()} ({said}): {why}; give a range "
                          "the model runs at")
 
@@ -1668,14 +1689,17 @@ def _latency_at_profile_ends(runner, prep: Prepared, sample: Mapping[str, np.nda
     validation and the latency budget take OPT (or the data's shape)."""
     out = {}
     for end in ("min", "max"):
-        shapes, feeds = _at_profile_end(prep, sample, end)
-        _run_at_profile_end(runner.run, end, shapes, feeds)
+        shapes, feeds, resized = _at_profile_end(prep, sample, end)
+        try:
+            _run_at_profile_end(runner.run, end, shapes, feeds, resized)
+        except _SampleNotAtEnd:  # (said once, under assumptions, where the reference did not run there)
+            continue
         timed = measure_latency(lambda: runner.run(feeds), warmup=0, max_seconds=LATENCY_ENDS_SECONDS)
         out[end] = {"shapes": shapes, **timed}
     return out
 
 
-def _memory_at_profile_max(runner, prep: Prepared, sample: Mapping[str, np.ndarray], memory_mb: float) -> dict:
+def _memory_at_profile_max(runner, prep: Prepared, sample: Mapping[str, np.ndarray], memory_mb: float) -> dict | None:
     """The bundle's peak memory where every ``--profile``d input is at its MAX: its peak at
     the validated shape (``memory_mb``, from its load on) and what its first run at MAX
     takes more (:func:`peak_rss_growth`), which the memory budget is held to as well (it had
@@ -1683,8 +1707,11 @@ def _memory_at_profile_max(runner, prep: Prepared, sample: Mapping[str, np.ndarr
     range to 8). A fresh load at MAX would not do: the first load's growth holds the
     runtime's own start (OpenVINO's plugin: 66 MB for a one-layer model at OPT, 38 MB at
     MAX loaded second)."""
-    shapes, feeds = _at_profile_end(prep, sample, "max")
-    _, grown = peak_rss_growth(lambda: _run_at_profile_end(runner.run, "max", shapes, feeds))
+    shapes, feeds, resized = _at_profile_end(prep, sample, "max")
+    try:
+        _, grown = peak_rss_growth(lambda: _run_at_profile_end(runner.run, "max", shapes, feeds, resized))
+    except _SampleNotAtEnd:  # (said under assumptions)
+        return None
     return {"shapes": shapes, "mb": None if grown is None else round(memory_mb + grown, 2)}
 
 

@@ -625,6 +625,42 @@ def test_a_profile_may_start_at_an_empty_past(tmp_path):
         np.testing.assert_allclose(got["y"], want_y, rtol=1e-6)
 
 
+def test_a_graph_models_indices_cut_to_a_profiles_end_are_not_blamed_on_the_range(tmp_path):
+    """A graph model's edges index its nodes: cut to MIN with the nodes, the sample's edges
+    point past them, and the run there fails in the sample, not in the range, which the
+    model runs (a chemistry GNN's build had been refused "does not run at its MIN ... give a
+    range the model runs at", OpenVINO's source location its only reason). That end is not
+    run and the assumptions say why; the other is."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("Gather", ["e", "zero"], ["src"], axis=0, name="src"),
+             helper.make_node("Gather", ["e", "one"], ["dst"], axis=0, name="dst"),
+             helper.make_node("Gather", ["x", "src"], ["msg"], axis=0, name="message"),
+             helper.make_node("Unsqueeze", ["dst", "axis1"], ["dst1"], name="dst_col"),
+             helper.make_node("Shape", ["msg"], ["msg_shape"], name="msg_shape"),
+             helper.make_node("Expand", ["dst1", "msg_shape"], ["dsti"], name="dst_rows"),
+             helper.make_node("ScatterElements", ["x", "dsti", "msg"], ["y"], axis=0, reduction="add", name="sum")]
+    consts = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one"),
+              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    graph = helper.make_graph(nodes, "gnn", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4]),
+                                             helper.make_tensor_value_info("e", onnx.TensorProto.INT64, [2, "E"])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])], consts)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "gnn.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "graphs.npz", x=rng.standard_normal((3, 12, 4)).astype(np.float32),
+             e=rng.integers(0, 12, (3, 2, 20)).astype(np.int64))
+    runner = deploycomp.build(tmp_path / "gnn.onnx", tmp_path / "b", validation_data=tmp_path / "graphs.npz",
+                              profiles=["x:4x4:12x4:40x4", "e:2x8:2x20:2x80"])
+    manifest = runner.manifest
+    assert manifest["validation"]["ok"]
+    said = next(a for a in manifest["assumptions"] if a.startswith("not run at its --profile's MIN (x 4x4, e 2x8)"))
+    assert "integer input(s) e cut or repeated to that size are no input the model takes" in said
+    assert "indices" in said  # OpenVINO's or ONNX Runtime's reason, not a source location
+    assert set(manifest["measured"]["latency_at_profile_ends"]) == {"max"}
+    assert manifest["io"]["outputs"][0]["shape_at_profile_ends"] == {"max": [40, 4]}
+
+
 def test_an_input_at_a_profiles_end_holds_the_samples_own_values():
     """Cropped, or padded by repeating itself: what an application feeds, at that size."""
     from deploycomp.pipeline import _at_shape
