@@ -45,10 +45,23 @@ def _static_profiles(model: ir.Model) -> dict[str, dict[str, list[int]]]:
 
 def _rejected(model: ir.Model, parsed: nvparser.ParseResult) -> list[dict[str, str]]:
     """The parser's unsupported nodes as support-report entries, with the output of each
-    node the model has by that name (:func:`~deploycomp.backends.base.unsupported_node`)."""
-    by_name = {n.name: n for n in ir.traversal.RecursiveGraphIterator(model.graph)}
-    return [unsupported_node(by_name[u["node"]], u["op"]) if u["node"] in by_name else {"node": u["node"], "op": u["op"]}
-            for u in parsed.unsupported]
+    node the model has by that name (:func:`~deploycomp.backends.base.unsupported_node`).
+    Where the parser names no node (a check inside an op's importer: a ScatterElements
+    reduction), it stopped at the first node of that op in graph order: that node, and
+    every other of its op after it, for the count (the refusal had read "1 node(s), first:
+    an unnamed ScatterElements" of a model with 8, all named)."""
+    nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
+    by_name = {n.name: n for n in nodes}
+    out = []
+    for u in parsed.unsupported:
+        same_op = [n for n in nodes if n.op_type == u["op"]] if not u["node"] else []
+        if u["node"] in by_name:
+            out.append(unsupported_node(by_name[u["node"]], u["op"]))
+        elif same_op:
+            out += [unsupported_node(n) for n in same_op if not any(e["node"] == n.name for e in out)]
+        else:
+            out.append({"node": u["node"], "op": u["op"]})
+    return out
 
 
 class TensorRTBackend:

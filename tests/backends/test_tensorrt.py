@@ -151,6 +151,25 @@ def test_nvidia_parser_accepts_the_fp16_graph_and_names_a_rejected_node():
         assert scatter.unsupported[0]["op"] == "ScatterElements"
 
 
+def test_a_rejection_the_parser_names_no_node_for_names_the_ops_nodes():
+    """NVIDIA's parser stops at the first node it cannot import and, for a check inside an
+    op's importer (a ScatterElements reduction), names none: the refusal had read "1
+    node(s), first: an unnamed ScatterElements" of a graph network with 8, all named. It
+    counts and names the model's nodes of that op, the first in graph order first."""
+    from deploycomp.backends.tensorrt.adapter import _rejected
+
+    text = """<ir_version: 8, opset_import: ["" : 18]> g (float[4, 3] x, int64[2, 3] i, float[2, 3] u)
+    => (float[4, 3] z) { y = ScatterElements <reduction = "add"> (x, i, u)  z = ScatterElements <reduction = "add"> (y, i, u) }"""
+    model = ir.from_proto(model_from_text(text))
+    for node, name in zip(model.graph, ("/interactions.0/ScatterElements", "/interactions.1/ScatterElements")):
+        node.name = name
+    parsed = nvparser.ParseResult("tensorrt_rtx 1.3", False, unsupported=[
+        {"node": "", "op": "ScatterElements", "reason": "Unsupported reduction type"}])
+    entries = _rejected(model, parsed)
+    assert [e["node"] for e in entries] == ["/interactions.0/ScatterElements", "/interactions.1/ScatterElements"]
+    assert all(e["op"] == "ScatterElements" for e in entries)
+
+
 @pytest.mark.parametrize("op", ["GRU", "LSTM", "RNN"])
 def test_a_recurrent_op_reading_sequence_lengths_stays_fp32(tmp_path, op):
     """NVIDIA's parser refuses a GRU, LSTM or RNN with fp16 tensors when it reads
