@@ -915,7 +915,9 @@ def _inspect_bundle(bundle: Path, as_json: bool) -> None:
     inputs = {i["name"]: {"dtype": i["dtype"], "shape": i["shape"], **({"profile": profiles[i["name"]]}
                                                                         if i["name"] in profiles else {})}
               for i in io.get("inputs", [])}
-    outputs = {o["name"]: {"dtype": o["dtype"], "shape": o["shape"]} for o in io.get("outputs", [])}
+    outputs = {o["name"]: {"dtype": o["dtype"], "shape": o["shape"],
+                           **({"at_profile_ends": o["shape_at_profile_ends"]} if o.get("shape_at_profile_ends") else {})}
+               for o in io.get("outputs", [])}
     data = {"bundle": str(bundle), "source": (m.get("source") or {}).get("name"), "target": m["target"]["name"],
             "precision": m.get("precision"), "backend": m["backend"]["name"],
             "executed_precision": (m["backend"].get("runtime") or {}).get("executed_precision"),
@@ -932,7 +934,10 @@ def _inspect_bundle(bundle: Path, as_json: bool) -> None:
         takes = f"{p['min']} to {p['max']} (--profile, OPT {p['opt']})" if p else f"{spec['shape']} only"
         click.echo(f"  input  {_short(name)}: {spec['dtype']} {takes}")
     for name, spec in outputs.items():
-        click.echo(f"  output {_short(name)}: {spec['dtype']} {spec['shape']}")
+        ends = spec.get("at_profile_ends") or {}  # (a profiled bundle's outputs had read OPT's shape only)
+        gives = (f"{ends.get('min', '?')} to {ends.get('max', '?')} (validated at {spec['shape']})" if ends
+                 else f"{spec['shape']}")
+        click.echo(f"  output {_short(name)}: {spec['dtype']} {gives}")
     for note in data["assumptions"]:
         click.echo(f"  assumed: {note}")
     click.echo(f"  artifacts: {', '.join(data['artifacts'])}")

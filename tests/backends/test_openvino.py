@@ -537,6 +537,12 @@ def test_a_profile_keeps_an_ir_dynamic_within_its_bounds(tmp_path, precision):
     # the output's shape at both ends too, where an application sizes its buffers (OPT's alone had been said)
     (out,) = runner.manifest["io"]["outputs"]
     assert out["shape_at_profile_ends"] == {"min": [1, 8, 8, 8], "max": [1, 8, 32, 32]}
+    from click.testing import CliRunner
+
+    from deploycomp.cli import main
+
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "b")]).output
+    assert f"output y: float32 [1, 8, 8, 8] to [1, 8, 32, 32] (validated at {out['shape']})" in shown
     shape = ov.Core().read_model(str(tmp_path / "b" / "model.xml")).inputs[0].get_partial_shape()
     assert str(shape) == "[1,3,8..32,8..32]"
     reference = ort.InferenceSession(str(model))
