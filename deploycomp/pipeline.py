@@ -450,10 +450,19 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
                 else f"inputs {few(repr(n) for n in unresolved)} have dynamic dims (e.g. '{first}': {current[first]})")
         raise InputDataError(f"{what}; target {target.name}: {need}; pass {flags}{also}; each N is a size your "
                              "application feeds")
-    for name, dims in given.items():  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
+    pinned = []  # dims the file leaves dynamic, pinned by --input: the bundle takes those only
+    for name, dims in given.items():
         free = [str(d) for d in current.get(name, ()) if not isinstance(d, int)]
         if free and name not in profiles:
-            other = " (a --profile keeps them dynamic)" if takes_profiles(target) else ""
+            pinned.append((name, dims, free))
+    other = " (a --profile keeps them dynamic)" if takes_profiles(target) else ""
+    if len(pinned) > PINNED_SAID_ONE_BY_ONE:  # (a graph network's 19 inputs had read as 19 such lines)
+        assumed.append(f"{len(pinned)} inputs built at the shapes --input gives "
+                       f"({few((f'{n} ' + 'x'.join(map(str, d)) for n, d, _ in pinned), 6)}); the file leaves dims "
+                       f"of each dynamic and the bundle takes these shapes only: inputs of other sizes padded or "
+                       f"resized as the application does{other}")
+    else:
+        for name, dims, free in pinned:
             assumed.append(f"{name}: built at {'x'.join(map(str, dims))} as --input gives; the file leaves "
                            f"{', '.join(free)} dynamic and the bundle takes this shape only: inputs of other sizes "
                            f"padded or resized as the application does{other}")
@@ -463,6 +472,11 @@ def _resolve_shapes(model: ir.Model, specs: Iterable[InputSpec], target: TargetP
         if clash := named_dim_clash(model, sized):
             raise InputDataError(f"{clash}{where}")
     return ResolvedShapes(shapes, assumed, guessed, from_data)
+
+
+PINNED_SAID_ONE_BY_ONE = 3
+"""Inputs whose dynamic dims ``--input`` pinned said one line each up to this many; more
+are said in one line."""
 
 
 def _profiles_by_dim_names(model: ir.Model, shapes: dict[str, tuple[int, ...]], profiles: dict[str, tuple],

@@ -1069,3 +1069,17 @@ def test_a_roofline_estimate_says_whose_figures_it_uses(tiny_conv, tmp_path):
     assert host["validation"]["latency_estimate"]["device"].startswith(f"{resolved}'s datasheet figures")
     other = deploycomp.build(tiny_conv, tmp_path / "other", target="intel-core-avx2").manifest
     assert "device" not in other["validation"]["latency_estimate"]
+
+
+def test_many_inputs_pinned_by_input_are_said_in_one_line(tmp_path):
+    """A graph network's 19 inputs, each pinned by --input, had read as 19 near-identical
+    assumption lines: past three, one line names them all."""
+    inputs = [helper.make_tensor_value_info(f"a{i}", onnx.TensorProto.FLOAT, [f"n{i}"]) for i in range(5)]
+    graph = helper.make_graph([helper.make_node("Sum", [f"a{i}" for i in range(5)], ["y"], name="sum")], "g", inputs,
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n0"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    runner = deploycomp.build(tmp_path / "m.onnx", tmp_path / "b", inputs=[f"a{i}:7" for i in range(5)])
+    said = [a for a in runner.manifest["assumptions"] if "built at" in a]
+    assert said == ["5 inputs built at the shapes --input gives (a0 7, a1 7, a2 7, a3 7, a4 7); the file leaves dims "
+                    "of each dynamic and the bundle takes these shapes only: inputs of other sizes padded or resized "
+                    "as the application does (a --profile keeps them dynamic)"]
