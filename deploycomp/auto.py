@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import shutil
 import statistics
@@ -82,6 +83,40 @@ def _candidates_folder(out: Path) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+class _SaidOnce(logging.Filter):
+    """Drops a warning already said: every candidate of ``auto`` builds the same model, and
+    a warning of the model (its inputs, its outputs) had been printed once per candidate."""
+
+    def __init__(self):
+        super().__init__()
+        self.said: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.levelno, record.getMessage())
+        if key in self.said:
+            return False
+        self.said.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _warnings_said_once() -> Iterator[None]:
+    """:class:`_SaidOnce` on every handler the warnings reach (the root logger's, the
+    application's or the command's), for the candidates' builds."""
+    # (one filter a handler: a record reaches each handler in turn, and a filter shared by
+    # two had taken the second for a repeat)
+    filters = {h: _SaidOnce() for h in {*logging.getLogger().handlers, *logging.getLogger("deploycomp").handlers}}
+    for h, once in filters.items():
+        h.addFilter(once)
+    try:
+        yield
+    finally:
+        for h, once in filters.items():
+            h.removeFilter(once)
+
+
 def build_auto(opts, build_one: Callable) -> Any:
     """Build each candidate with ``build_one`` (the pipeline's single-precision build)."""
     started = time.perf_counter()
@@ -94,7 +129,7 @@ def build_auto(opts, build_one: Callable) -> Any:
         {"precision": "int8", "ok": False, "skipped": True,
          "reason": "not tried: int8 needs --calibration (inputs like those the model will see, to fit its ranges)"}]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _candidates_folder(out) as tmp:
+    with _candidates_folder(out) as tmp, _warnings_said_once():
         results = {}
         for precision in candidates:
             opts.progress(f"auto: {precision}")

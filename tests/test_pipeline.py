@@ -1083,3 +1083,27 @@ def test_many_inputs_pinned_by_input_are_said_in_one_line(tmp_path):
     assert said == ["5 inputs built at the shapes --input gives (a0 7, a1 7, a2 7, a3 7, a4 7); the file leaves dims "
                     "of each dynamic and the bundle takes these shapes only: inputs of other sizes padded or resized "
                     "as the application does (a --profile keeps them dynamic)"]
+
+
+def test_auto_says_a_warning_of_the_model_once_not_once_per_candidate():
+    """Every candidate of --precision auto builds the same model: a warning of the model had
+    been printed three or four times."""
+    import logging
+
+    from deploycomp.auto import _warnings_said_once
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with _warnings_said_once():
+            for precision in ("fp32", "fp16", "int8"):
+                logging.getLogger("deploycomp.pipeline").warning("output 'y' is input 'x' passed through")
+                logging.getLogger("deploycomp.pipeline").warning("%s: slower than fp32", precision)
+        logging.getLogger("deploycomp.pipeline").warning("output 'y' is input 'x' passed through")  # (after: said)
+    finally:
+        root.removeHandler(handler)
+    assert seen == ["output 'y' is input 'x' passed through", "fp32: slower than fp32", "fp16: slower than fp32",
+                    "int8: slower than fp32", "output 'y' is input 'x' passed through"]
