@@ -12,11 +12,11 @@ own and the bundle its own, so what is judged is what the loop computes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
-from deploycomp.errors import InputDataError
+from deploycomp.errors import InputDataError, few
 
 __all__ = ["parse_feedback", "check_feedback", "suggested_feedback", "as_stream", "describe"]
 
@@ -45,20 +45,23 @@ def parse_feedback(specs: Sequence[str] | Mapping[str, str] | str | None) -> dic
     return pairs
 
 
-def check_feedback(feedback: Mapping[str, str], io: Mapping[str, Any]) -> None:
+def check_feedback(feedback: Mapping[str, str], io: Mapping[str, Any], profiled: Collection[str] = ()) -> None:
     """Each pair names an output and an input of the built model with the same shape and
-    dtype (a state fed back must fit where it goes), else one line naming the mismatch."""
+    dtype (a state fed back must fit where it goes), else one line naming the mismatch. An
+    input with a ``--profile`` (``profiled``) may take another shape of the same rank: a
+    decoder's cache grows a step each step, inside its range (the bundle checks it)."""
     inputs = {i["name"]: i for i in io["inputs"]}
     outputs = {o["name"]: o for o in io["outputs"]}
     for out, inp in feedback.items():
         if out not in outputs:
             raise InputDataError(f"--feedback {out}={inp}: the model has no output '{out}' (its outputs: "
-                                 f"{', '.join(list(outputs)[:8])})")
+                                 f"{few(outputs, 8)})")
         if inp not in inputs:
             raise InputDataError(f"--feedback {out}={inp}: the built model has no input '{inp}' (its inputs: "
-                                 f"{', '.join(list(inputs)[:8])}; a frozen input is a constant)")
+                                 f"{few(inputs, 8)}; a frozen input is a constant)")
         o, i = outputs[out], inputs[inp]
-        if list(o["shape"]) != list(i["shape"]) or o["dtype"] != i["dtype"]:
+        fits = (list(o["shape"]) == list(i["shape"]) or inp in profiled and len(o["shape"]) == len(i["shape"]))
+        if not fits or o["dtype"] != i["dtype"]:
             raise InputDataError(f"--feedback {out}={inp}: output '{out}' is {o['dtype']} {_shape(o['shape'])}, "
                                  f"input '{inp}' {i['dtype']} {_shape(i['shape'])}: a value fed back must fit")
 

@@ -1128,7 +1128,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     if prep.profiles:
         _outputs_at_profile_ends(io, reference, prep, samples[0])
     if opts.feedback:
-        check_feedback(opts.feedback, io)
+        check_feedback(opts.feedback, io, set(prep.profiles))
         prep.feedback = dict(opts.feedback)
         prep.assumed.append(f"validated as one stream: the {len(samples)} validation samples in order, each step "
                             f"after the first fed the step before's {describe_feedback(prep.feedback)} (the "

@@ -139,3 +139,38 @@ def test_a_state_fed_back_is_not_judged_by_its_top1():
     gots = [{"hidden_out": r["hidden_out"] + 0.05 * rng.standard_normal((1, 16)).astype(np.float32)} for r in refs]
     assert "top1_agreement" in compare_outputs(refs, gots)["hidden_out"]
     assert "top1_agreement" not in compare_outputs(refs, gots, states={"hidden_out"})["hidden_out"]
+
+
+def test_a_growing_cache_is_fed_back_inside_its_profile(tmp_path):
+    """A decoder's cache grows a step each step: its next value is one longer than the
+    input it feeds, which a ``--profile`` on that input takes (a pair of two shapes is
+    refused without one)."""
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["past", "x"], ["present"], axis=1, name="append"),
+         helper.make_node("ReduceMean", ["present"], ["y"], axes=[1], keepdims=0, name="mean")], "kv",
+        [helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, "P", 4]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4])],
+        [helper.make_tensor_value_info("present", TensorProto.FLOAT, [1, "T", 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "kv.onnx")
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((6, 1, 1, 4)).astype(np.float32)
+    np.savez(tmp_path / "steps.npz", x=xs, past=np.zeros((6, 1, 2, 4), np.float32))
+    runner = deploycomp.build(tmp_path / "kv.onnx", tmp_path / "b", validation_data=tmp_path / "steps.npz",
+                              profiles=["past:1x0x4:1x2x4:1x16x4"], feedback=["present=past"])
+    assert runner.manifest["validation"]["ok"]
+    session, past, want = ort.InferenceSession(str(tmp_path / "kv.onnx")), np.zeros((1, 2, 4), np.float32), []
+    for x in xs:  # the loop an application runs: the cache one longer each step
+        past, y = session.run(None, {"past": past, "x": x})
+        want.append(y)
+    assert past.shape == (1, 8, 4)
+    loaded, cache = deploycomp.load(tmp_path / "b"), np.zeros((1, 2, 4), np.float32)
+    for x, y in zip(xs, want):  # the bundle in the same loop
+        got = loaded.run({"past": cache, "x": x})
+        cache = got["present"]
+        np.testing.assert_allclose(got["y"], y, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputDataError, match=r"output 'present' is float32 1x3x4, input 'past' float32 1x2x4"):
+        deploycomp.build(tmp_path / "kv.onnx", tmp_path / "c", validation_data=tmp_path / "steps.npz",
+                         inputs=["past:1x2x4"], feedback=["present=past"])
