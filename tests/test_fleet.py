@@ -374,6 +374,7 @@ def test_every_model_option_is_a_build_option():
     assert set(Options.model_fields) <= build_fields
     assert Options(int8_time_limit=60).int8_time_limit == 60
     assert Options(judge_channels=True).judge_channels  # (its channels judged apart in every cell)
+    assert Options(feedback={"stateN": "state"}).feedback == {"stateN": "state"}  # (a stream, as --feedback)
     with pytest.raises(pydantic.ValidationError):
         Options(int8_time_limit=-1)
 

@@ -14,7 +14,8 @@
         precisions: [fp16]                 # optional: overrides the fleet's
         budgets: {min_cosine: 0.99}        # optional: min_cosine, min_top1, min_box_iou, min_mask_iou, min_text_similarity
         options: {int8_range: minmax}      # optional: keep_float, int8_range, int8_boosters, int8_time_limit,
-                                           # judge_where, judge_boxes, judge_masks, judge_ctc (lists of rules), ...
+                                           # judge_where, judge_boxes, judge_masks, judge_ctc (lists of rules),
+                                           # feedback ({stateN: state}), ...
       - name: yolov8n-640
         extends: yolov8n                   # every key of yolov8n, these replacing its own
         inputs: {images: [1, 3, 640, 640]}
@@ -140,6 +141,9 @@ class Options(_Strict):
     validation_samples: int | None = Field(default=None, ge=0)
     """Validation samples run at most, as ``--validation-samples`` (0: every one; unset: the
     build's default)."""
+    feedback: dict[str, str] = Field(default_factory=dict)
+    """Outputs fed back as inputs, ``{stateN: state}`` as ``--feedback stateN=state``: the
+    validation samples judged as one stream."""
 
     @field_validator("judge_where", "judge_boxes", "judge_masks", "judge_ctc", "profiles")
     @classmethod
