@@ -1573,7 +1573,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             "validation": {**({spread_key: spread} if spread is not None else {}),
                            "inputs": validation.label, "data": validation.to_json(), "outputs": metrics, "budgets": summary.to_json(), "ok": summary.ok,
                            **({"preprocess": spec_used} if spec_used else {}),
-                           # the samples judged as one stream, these outputs fed back (a device check does likewise)
+                           # the samples judged as one stream, these outputs fed back (what the verdict is of)
                            **({"feedback": dict(prep.feedback)} if prep.feedback else {}),
                            # how the outputs were judged, for a check elsewhere (the engine on the device)
                            **({"judge_where": {k: list(v) for k, v in where.items()}} if where else {}),
