@@ -70,8 +70,9 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) if len(shape) else "scalar"
 
 
-_NEXT_SUFFIXES = ("n", "_n", "_out", "_next", "_new", "_1", ".1")
-"""Endings that make an input's name its next value's (``state`` -> ``stateN``)."""
+_NEXT_SUFFIXES = ("n", "_n", "_out", "_next", "_new")
+"""Endings that make an input's name of three letters or more its next value's (``state``
+-> ``stateN``; not ``x`` -> ``xn``, nor an exporter's ``audio`` -> ``audio_1``)."""
 
 _PAIRED_SUFFIXES = (("n", "0"), ("_n", "_0"), ("_out", "_in"), ("_next", "_prev"), ("_new", "_old"))
 """Endings of a next value's name and its input's (``hn`` / ``h0``, ``h_out`` / ``h_in``)."""
@@ -84,7 +85,7 @@ def _related(out: str, inp: str) -> bool:
     o, i = out.lower(), inp.lower()
     if "present" in o and o.replace("present", "past") == i:
         return True
-    if any(o == i + suffix for suffix in _NEXT_SUFFIXES):
+    if len(i) >= 3 and any(o == i + suffix for suffix in _NEXT_SUFFIXES):
         return True
     return any(o.endswith(a) and i.endswith(b) and o[:-len(a)] == i[:-len(b)] and o[:-len(a)]
                for a, b in _PAIRED_SUFFIXES)

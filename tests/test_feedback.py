@@ -46,6 +46,7 @@ def test_a_stream_feeds_each_step_the_output_of_the_step_before():
 @pytest.mark.parametrize("out, inp, found", [
     ("stateN", "state", True), ("hidden_out", "hidden", True), ("hn", "h0", True), ("present_key", "past_key", True),
     ("output", "input", False),  # a denoiser's output is not its input's next value
+    ("xn", "x", False), ("audio_1", "audio", False),  # a normalized x, an exporter's renamed copy
 ])
 def test_outputs_named_as_an_inputs_next_value_are_suggested(out, inp, found):
     io = {"inputs": [{"name": inp, "shape": [1, 4], "dtype": "float32"}],
