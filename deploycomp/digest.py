@@ -10,7 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["code_digest", "sha256_file"]
+__all__ = ["array_sha256", "code_digest", "sha256_file"]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -19,6 +19,14 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def array_sha256(array) -> str:
+    """sha256 of an array's bytes in C order (a ``--freeze``d tensor's record, and the check
+    of the value an application feeds in its place, hash alike)."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

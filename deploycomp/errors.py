@@ -207,7 +207,7 @@ def runtime_message(e: BaseException, limit: int = 240) -> str:
     exception's type where it says nothing."""
     lines = [ln.strip() for ln in onnxruntime_message(e).splitlines() if ln.strip()]
     said = [ln for ln in lines if not _SOURCE_LOCATION.match(ln)]
-    if lines and len(said) < len(lines) and said:  # (OpenVINO's: the cause is its last line)
+    if said and len(said) < len(lines):  # (OpenVINO's: the cause is its last line)
         return said[-1][:limit]
     return (lines or [type(e).__name__])[0][:limit]
 

@@ -36,7 +36,7 @@ from deploycomp.backends.onnxruntime import ORTRunner, source_runner
 from deploycomp.boxes import check_boxes, infer_format, not_corners, suggest_rule
 from deploycomp.bundle import (FORMAT, artifact_entries, check_output, process_tag, remove_abandoned,
                                staged_bundle)
-from deploycomp.digest import code_digest
+from deploycomp.digest import array_sha256, code_digest
 from deploycomp.errors import (BudgetError, DeployError, InputDataError, OutputExistsError, UnsupportedError, few,
                                runtime_message)
 from deploycomp.fp16_ranges import FP16_MAX, HEADROOM, MAX_RANGE_SAMPLES, decision_tensors, fp32_tensors
@@ -685,11 +685,8 @@ def _frozen_record(frozen: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """The manifest's record of the inputs ``--freeze`` made constants: an application that
     feeds them as it fed the model (Silero's package passes ``sr`` every call) has them
     taken where they hold the built value (:meth:`deploycomp.runner.BundleRunner.run`)."""
-    import hashlib
-
     return {n: {"dtype": str(a.dtype), "shape": list(a.shape),
-                **({"values": a.ravel().tolist()} if a.size <= FROZEN_VALUES_KEPT
-                   else {"sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()})}
+                **({"values": a.ravel().tolist()} if a.size <= FROZEN_VALUES_KEPT else {"sha256": array_sha256(a)})}
             for n, a in frozen.items()}
 
 
@@ -1155,7 +1152,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     refs: list[dict] = []  # the reference's outputs on the validation samples, once (here if a box format needs them)
     if opts.judge_boxes:
         if any(r.fmt in (None, "", "xyxy") for r in opts.judge_boxes.values()):
-            refs = as_stream(reference.run, samples, opts.feedback)
+            refs = as_stream(reference.run, samples, prep.feedback)
         prep.boxes = {k: infer_format(refs, r) for k, r in opts.judge_boxes.items()}
         inferred = [r.text() for r in prep.boxes.values() if r.inferred]
         if inferred:

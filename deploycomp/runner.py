@@ -119,10 +119,9 @@ class BundleRunner:
                     arr.ravel().astype(np.float64), np.asarray(record["values"], np.float64))
                 built = record["values"][0] if len(record["values"]) == 1 else record["values"]
             else:
-                import hashlib
+                from deploycomp.digest import array_sha256
 
-                same = hashlib.sha256(np.ascontiguousarray(arr.astype(record["dtype"])).tobytes()).hexdigest() \
-                    == record["sha256"]
+                same = array_sha256(arr.astype(record["dtype"])) == record["sha256"]
                 built = f"the {len(record['shape']) and 'x'.join(map(str, record['shape']))} tensor it was given"
             if not same:
                 raise InputDataError(f"input '{name}' was built as a constant (--freeze {name}={built}): this "

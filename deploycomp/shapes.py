@@ -60,21 +60,24 @@ def check_sizes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
 
 def parse_input_spec(text: str) -> InputSpec:
     name, sep, shape = text.rpartition(":")
-    dims = _dims(shape, zero_ok=False)
+    dims = _dims(shape, zero_ok=False, zero_note=" (a --profile's MIN may be 0)")
+    if dims is None:
+        raise InputDataError(f"--input {text!r}: shape must look like 1x3x320x320")
     if isinstance(dims, str):
         raise InputDataError(f"--input {text!r}: {dims}")
     return (name if sep else None), dims
 
 
-def _dims(shape: str, zero_ok: bool) -> tuple[int, ...] | str:
-    """``1x3x320x320`` -> its dims, or what is wrong with it. ``zero_ok``: a dim may be 0 (a
-    profile's MIN: a decoder's past of length 0 on its first step)."""
+def _dims(shape: str, zero_ok: bool, zero_note: str = "") -> tuple[int, ...] | str | None:
+    """``1x3x320x320`` -> its dims; None where the text is no shape; else what is wrong with
+    the shape (``zero_note`` added where a 0 is). ``zero_ok``: a dim may be 0 (a profile's
+    MIN: a decoder's past of length 0 on its first step)."""
     shape = shape.strip().lower().replace(",", "x")
     if not _SHAPE.match(shape):
-        return "shape must look like 1x3x320x320"
+        return None
     dims = tuple(int(d) for d in shape.split("x"))
     if any(d < 0 or (d == 0 and not zero_ok) for d in dims):
-        return "every dim must be positive" + ("" if zero_ok else " (a --profile's MIN may be 0)")
+        return "every dim must be positive" + zero_note
     if any(d > MAX_DIM for d in dims):  # (an internal error in onnx-ir: "Value out of range")
         return f"a dim past {MAX_DIM} (2^31 - 1) no runtime takes"
     return dims
@@ -340,14 +343,13 @@ def parse_profile_spec(text: str) -> ProfileSpec:
     name, *shapes = parts
     # MIN may hold a 0 (a decoder's past on its first step, which OpenVINO and TensorRT take);
     # OPT and MAX are run and validated at, so not
-    dims = [_dims(s, zero_ok=end == "MIN") for s, end in zip(shapes, ("MIN", "OPT", "MAX"))]
+    dims = [_dims(s, zero_ok=end == "MIN", zero_note=" (MIN may be 0)") for s, end in zip(shapes, ("MIN", "OPT", "MAX"))]
     for d, end in zip(dims, ("MIN", "OPT", "MAX")):
-        if isinstance(d, str) and d.startswith("shape must"):  # (said as --input's, it had named --input)
+        if d is None:  # (said as --input's, it had named --input)
             raise InputDataError(f"--profile {text!r}: MIN, OPT and MAX must each be a shape, e.g. "
                                  "images:1x3x320x320:4x3x320x320:8x3x320x320")
         if isinstance(d, str):  # (what is wrong with a shape, not that it must be one: "1x0x16" is)
-            why = "every dim must be positive (MIN may be 0)" if d.startswith("every dim") else d
-            raise InputDataError(f"--profile {text!r}: {end}: {why}")
+            raise InputDataError(f"--profile {text!r}: {end}: {d}")
     if len({len(d) for d in dims}) != 1:
         raise InputDataError(f"--profile {text!r}: MIN, OPT and MAX must have the same rank")
     lo, opt, hi = dims
